@@ -1,0 +1,114 @@
+"""Constants shared across ganeti_lv: hooks, states, templates and defaults."""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_DATA_DIR = "/var/lib/ganeti-lv"
+DATA_DIR_ENV = "GANETI_LV_DATA_DIR"
+
+# Hooks
+HOOKS_PHASE_PRE = "pre"
+HOOKS_PHASE_POST = "post"
+HOOKS_VERSION = 2
+HTYPE_CLUSTER = "CLUSTER"
+HTYPE_NODE = "NODE"
+HTYPE_INSTANCE = "INSTANCE"
+HPATH_INSTANCE_MIGRATE = "instance-migrate"
+HPATH_INSTANCE_FAILOVER = "instance-failover"
+HPATH_INSTANCE_EXPORT = "instance-export"
+HPATH_INSTANCE_ADD = "instance-add"
+HPATH_INSTANCE_START = "instance-start"
+HPATH_INSTANCE_STOP = "instance-stop"
+HPATH_INSTANCE_REBOOT = "instance-reboot"
+HPATH_INSTANCE_REMOVE = "instance-remove"
+HPATH_NODE_ADD = "node-add"
+HPATH_NODE_REMOVE = "node-remove"
+HPATH_NODE_MODIFY = "node-modify"
+HPATH_CLUSTER_MODIFY = "cluster-modify"
+HOOKS_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+HOOKS_DEFAULT_TIMEOUT = 60.0
+HOOKS_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"
+
+HKR_SKIP = "SKIP"
+HKR_FAIL = "FAIL"
+HKR_SUCCESS = "SUCCESS"
+
+# Instance admin states and the status values shown to users (Ganeti's)
+ADMINST_UP = "up"
+ADMINST_DOWN = "down"
+ADMINST_OFFLINE = "offline"
+ADMINST_ALL = (ADMINST_UP, ADMINST_DOWN, ADMINST_OFFLINE)
+
+INSTST_RUNNING = "running"
+INSTST_ADMINDOWN = "ADMIN_down"
+INSTST_ADMINOFFLINE = "ADMIN_offline"
+INSTST_ERRORDOWN = "ERROR_down"
+INSTST_ERRORUP = "ERROR_up"
+INSTST_WRONGNODE = "ERROR_wrongnode"
+INSTST_NODEOFFLINE = "ERROR_nodeoffline"
+INSTST_NODEDOWN = "ERROR_nodedown"
+INSTST_USERDOWN = "USER_down"
+
+# Domain run states as the hypervisor layer reports them
+DOMSTATE_RUNNING = "running"
+DOMSTATE_PAUSED = "paused"
+DOMSTATE_SHUTOFF = "shutoff"
+DOMSTATE_CRASHED = "crashed"
+DOMSTATE_OTHER = "other"
+
+# Disk templates
+DT_FILE = "file"
+DT_SHARED_FILE = "sharedfile"
+DISK_TEMPLATES = (DT_FILE, DT_SHARED_FILE)
+DTS_MIRRORED_MIGRATABLE = (DT_FILE, DT_SHARED_FILE)  # file: with copy-storage
+DTS_SHARED = (DT_SHARED_FILE,)
+
+# Migration
+HT_MIGRATION_LIVE = "live"
+HT_MIGRATION_NONLIVE = "non-live"
+HT_MIGRATION_MODES = (HT_MIGRATION_LIVE, HT_MIGRATION_NONLIVE)
+
+# Export
+EXPORT_MODE_LOCAL = "local"
+EXPORT_MODE_REMOTE = "remote"
+EXPORT_MODES = (EXPORT_MODE_LOCAL, EXPORT_MODE_REMOTE)
+EXPORT_VERSION = 0
+IEC_NONE = "none"
+IEC_GZIP = "gzip"
+IEC_ZSTD = "zstd"
+IEC_ALL = (IEC_NONE, IEC_GZIP, IEC_ZSTD)
+DEFAULT_SHUTDOWN_TIMEOUT = 120
+
+# Domain types
+DOMAIN_TYPE_KVM = "kvm"
+DOMAIN_TYPE_QEMU = "qemu"
+DOMAIN_TYPES = (DOMAIN_TYPE_KVM, DOMAIN_TYPE_QEMU)
+
+HYPERVISOR_KVM = "kvm"
+
+# Default hypervisor parameters. Migration defaults are chosen to converge
+# (Ganeti's 32 MiB/s and 30 ms rarely do): 0 bandwidth means unlimited.
+HVC_DEFAULTS: dict[str, str | int | bool] = {
+    "kernel_path": "",
+    "initrd_path": "",
+    "kernel_args": "",
+    "cpu_type": "",
+    "serial_console": True,
+    "acpi": True,
+    "migration_bandwidth": 0,
+    "migration_downtime": 300,
+    "migration_mode": HT_MIGRATION_LIVE,
+    "migration_caps": "",
+}
+
+BEC_DEFAULTS: dict[str, int | bool] = {
+    "maxmem": 128,
+    "minmem": 128,
+    "vcpus": 1,
+    "auto_balance": True,
+    "always_failover": False,
+}
+
+# Names that end up in paths and remote commands
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")

@@ -1,0 +1,243 @@
+"""The node-operations facade the LUs call, and its result object.
+
+LUs never touch libvirt or SSH. They call ``NodeOps`` methods, which return a
+``NodeResult`` (payload, fail_msg, offline) in Ganeti's style: the LU decides
+whether a failure is fatal (``Raise``) or a warning (``Warn``). A node marked
+offline is never contacted: the result says so.
+
+Implementations subclass ``NodeOps`` and implement the ``_op_*`` methods,
+which return a payload or raise a ``NodeError``; the public methods wrap them.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    NodeError,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.objects import Cluster, Instance, Node
+
+P = TypeVar("P")
+
+FeedbackFn = Callable[[str], None]
+
+
+class NodeResult(Generic[P]):
+    """Outcome of one operation on one node (Ganeti's RpcResult)."""
+
+    def __init__(
+        self,
+        node: str,
+        payload: P | None = None,
+        fail_msg: str | None = None,
+        offline: bool = False,
+        error: NodeError | None = None,
+    ) -> None:
+        self.node = node
+        self.payload = payload
+        self.fail_msg = fail_msg
+        self.offline = offline
+        self.error = error
+
+    @property
+    def ok(self) -> bool:
+        """True when the operation succeeded."""
+        return self.fail_msg is None
+
+    def Raise(self, msg: str, prereq: bool = False, ecode: str | None = None) -> P:  # noqa: N802
+        """Raise OpPrereqError (prereq) or OpExecError on failure; return the payload."""
+        if self.fail_msg is None:
+            return self.payload  # type: ignore[return-value]
+        text = f"{msg}: {self.fail_msg}" if msg else self.fail_msg
+        if prereq:
+            raise OpPrereqError(text, ecode or ECODE_ENVIRON)
+        raise OpExecError(text, ecode)
+
+    def Warn(self, msg: str, feedback_fn: FeedbackFn) -> None:  # noqa: N802
+        """Report a failure as a warning line instead of raising."""
+        if self.fail_msg is not None:
+            feedback_fn(f" - WARNING: {msg}: {self.fail_msg}")
+
+    def __repr__(self) -> str:
+        return f"NodeResult({self.node!r}, ok={self.ok}, fail_msg={self.fail_msg!r})"
+
+
+@dataclass
+class NodeFacts:
+    """What a node reports about itself (memory in MiB)."""
+
+    name: str
+    memory_total: int
+    memory_free: int
+    cpu_model: str = ""
+    cpu_arch: str = ""
+    cpu_count: int = 0
+    libvirt_version: int = 0
+    qemu_version: int = 0
+    hostname: str = ""
+    host_uuid: str = ""
+    bridges: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DomainInfo:
+    """A domain as a node's libvirt sees it."""
+
+    name: str
+    state: str
+    memory: int = 0
+    vcpus: int = 0
+    persistent: bool = True
+    disk_paths: list[str] = field(default_factory=list)
+    overlays: list[str] = field(default_factory=list)
+    console_log: str = ""
+
+
+@dataclass
+class CommandResult:
+    """Exit status and output of a command run on a node."""
+
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def failed(self) -> bool:
+        """True if the command exited non-zero."""
+        return self.exit_status != 0
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr together."""
+        return self.stdout + self.stderr
+
+
+@dataclass
+class HookScriptResult:
+    """One hook script's outcome on one node."""
+
+    script: str
+    status: str
+    output: str
+
+
+class NodeOps(abc.ABC):
+    """Facade for every operation on a node. See the module docstring."""
+
+    def _call(self, node: Node, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> NodeResult[Any]:
+        if node.offline:
+            return NodeResult(node.name, fail_msg="Node is marked offline", offline=True)
+        try:
+            return NodeResult(node.name, payload=fn(*args, **kwargs))
+        except NodeError as err:
+            return NodeResult(node.name, fail_msg=str(err), error=err)
+
+    # -- facts -------------------------------------------------------
+    def node_info(self, node: Node) -> NodeResult[NodeFacts]:
+        """Memory, CPU, versions and bridges of a node (memory capped by node.memory_cap)."""
+        return self._call(node, self._op_node_info, node)
+
+    def instance_list(self, node: Node) -> NodeResult[dict[str, DomainInfo]]:
+        """All domains the node's libvirt knows, by name."""
+        return self._call(node, self._op_instance_list, node)
+
+    def instance_info(self, node: Node, name: str) -> NodeResult[DomainInfo | None]:
+        """One domain, or None when the node does not know it."""
+        return self._call(node, self._op_instance_info, node, name)
+
+    # -- lifecycle ---------------------------------------------------
+    def create_disks(self, cluster: Cluster, node: Node, instance: Instance) -> NodeResult[None]:
+        """Create the instance's disk images on the node."""
+        return self._call(node, self._op_create_disks, cluster, node, instance)
+
+    def remove_disks(self, cluster: Cluster, node: Node, instance: Instance) -> NodeResult[None]:
+        """Delete the instance's disk images (and their directory) on the node."""
+        return self._call(node, self._op_remove_disks, cluster, node, instance)
+
+    def start_instance(self, cluster: Cluster, node: Node, instance: Instance) -> NodeResult[None]:
+        """Define the domain from the configuration and start it."""
+        return self._call(node, self._op_start_instance, cluster, node, instance)
+
+    def shutdown_instance(
+        self, node: Node, instance: Instance, timeout: float
+    ) -> NodeResult[bool]:
+        """ACPI shutdown, forced off after ``timeout`` s; payload: True if clean."""
+        return self._call(node, self._op_shutdown_instance, node, instance, timeout)
+
+    def reboot_instance(
+        self, cluster: Cluster, node: Node, instance: Instance, reboot_type: str, timeout: float
+    ) -> NodeResult[None]:
+        """Reboot: soft (guest), hard (reset) or full (stop and start)."""
+        return self._call(
+            node, self._op_reboot_instance, cluster, node, instance, reboot_type, timeout
+        )
+
+    def undefine_instance(self, node: Node, name: str) -> NodeResult[None]:
+        """Destroy (if running) and undefine a domain; no error if absent."""
+        return self._call(node, self._op_undefine_instance, node, name)
+
+    # -- commands and hooks -----------------------------------------
+    def run_command(
+        self, node: Node, argv: list[str], timeout: float | None = None
+    ) -> NodeResult[CommandResult]:
+        """Run a command on the node (over SSH)."""
+        return self._call(node, self._op_run_command, node, argv, timeout)
+
+    def run_hooks(
+        self,
+        node: Node,
+        hooks_dir: str,
+        env: dict[str, str],
+        timeout: float,
+    ) -> NodeResult[list[HookScriptResult]]:
+        """Run the hook scripts of ``hooks_dir`` on the node with exactly ``env``."""
+        return self._call(node, self._op_run_hooks, node, hooks_dir, env, timeout)
+
+    # -- implementation ----------------------------------------------
+    @abc.abstractmethod
+    def _op_node_info(self, node: Node) -> NodeFacts: ...
+
+    @abc.abstractmethod
+    def _op_instance_list(self, node: Node) -> dict[str, DomainInfo]: ...
+
+    @abc.abstractmethod
+    def _op_instance_info(self, node: Node, name: str) -> DomainInfo | None: ...
+
+    @abc.abstractmethod
+    def _op_create_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None: ...
+
+    @abc.abstractmethod
+    def _op_remove_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None: ...
+
+    @abc.abstractmethod
+    def _op_start_instance(self, cluster: Cluster, node: Node, instance: Instance) -> None: ...
+
+    @abc.abstractmethod
+    def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool: ...
+
+    @abc.abstractmethod
+    def _op_reboot_instance(
+        self, cluster: Cluster, node: Node, instance: Instance, reboot_type: str, timeout: float
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def _op_undefine_instance(self, node: Node, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def _op_run_command(
+        self, node: Node, argv: list[str], timeout: float | None
+    ) -> CommandResult: ...
+
+    @abc.abstractmethod
+    def _op_run_hooks(
+        self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
+    ) -> list[HookScriptResult]: ...
+
+    def close(self) -> None:
+        """Release connections (libvirt, SSH)."""

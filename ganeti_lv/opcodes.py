@@ -1,0 +1,470 @@
+"""Opcodes: what an operation is asked to do, with Ganeti's names and defaults.
+
+Each opcode is a keyword-only dataclass with an ``OP_ID`` (Ganeti's
+``OP_*`` name). ``validate()`` checks types and values and raises
+``OpPrereqError(..., ECODE_INVAL)``; the processor calls it before the LU
+is built. ``OP_REGISTRY`` maps OP_ID to class (no name mangling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ganeti_lv import constants
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+OP_REGISTRY: dict[str, type[OpCode]] = {}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if origin is not None:
+        hint = origin
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+@dataclass(kw_only=True)
+class OpCode:
+    """Base of all opcodes. ``dry_run`` is honoured by LUs that support it."""
+
+    OP_ID: ClassVar[str] = "OP_ABSTRACT"
+    WITH_DRY_RUN: ClassVar[bool] = False
+
+    dry_run: bool = False
+    debug_level: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.OP_ID != "OP_ABSTRACT":
+            OP_REGISTRY[cls.OP_ID] = cls
+
+    def validate(self) -> None:
+        """Check field types and values; raise OpPrereqError(ECODE_INVAL)."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _type_ok(value, hints[f.name]):
+                raise OpPrereqError(
+                    f"Parameter '{self.OP_ID}.{f.name}' fails validation: "
+                    f"expected {hints[f.name]}, got {value!r}",
+                    ECODE_INVAL,
+                )
+        if self.dry_run and not self.WITH_DRY_RUN:
+            raise OpPrereqError(f"{self.OP_ID} does not support dry-run", ECODE_INVAL)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Per-opcode value checks; override."""
+
+    def summary(self) -> str:
+        """Short description for job listings, e.g. 'INSTANCE_MIGRATE(inst1)'."""
+        name = self.OP_ID.removeprefix("OP_")
+        target = getattr(self, "instance_name", None) or getattr(self, "node_name", None)
+        return f"{name}({target})" if target else name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the opcode as a dict including OP_ID."""
+        return {"OP_ID": self.OP_ID, **dataclasses.asdict(self)}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> OpCode:
+        """Build an opcode from ``to_dict`` output."""
+        data = dict(data)
+        op_id = data.pop("OP_ID", None)
+        cls = OP_REGISTRY.get(str(op_id))
+        if cls is None:
+            raise OpPrereqError(f"Unknown opcode {op_id!r}", ECODE_INVAL)
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise OpPrereqError(f"Invalid parameters for {op_id}: {err}", ECODE_INVAL) from err
+
+
+def _require_choice(op: OpCode, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(op, name)
+    if value is not None and value not in choices:
+        raise OpPrereqError(
+            f"Parameter '{op.OP_ID}.{name}' must be one of {', '.join(choices)}, got {value!r}",
+            ECODE_INVAL,
+        )
+
+
+def _require_non_negative(op: OpCode, *names: str) -> None:
+    for name in names:
+        value = getattr(op, name)
+        if value is not None and value < 0:
+            raise OpPrereqError(
+                f"Parameter '{op.OP_ID}.{name}' must not be negative, got {value!r}",
+                ECODE_INVAL,
+            )
+
+
+# ---------------------------------------------------------------- cluster
+
+
+@dataclass(kw_only=True)
+class OpClusterVerify(OpCode):
+    """Compare the configuration with what the nodes really run."""
+
+    OP_ID: ClassVar[str] = "OP_CLUSTER_VERIFY"
+
+
+@dataclass(kw_only=True)
+class OpClusterSetParams(OpCode):
+    """Change cluster-wide settings (None = unchanged)."""
+
+    OP_ID: ClassVar[str] = "OP_CLUSTER_SET_PARAMS"
+
+    hvparams: dict[str, Any] | None = None
+    beparams: dict[str, Any] | None = None
+    hooks_base_dir: str | None = None
+    export_dir: str | None = None
+    file_storage_dir: str | None = None
+    shared_file_storage_dir: str | None = None
+    compression_tools: list[str] | None = None
+    domain_type: str | None = None
+    shared_storage_unsafe_ok: bool | None = None
+    hooks_timeout: float | None = None
+
+    def _check_values(self) -> None:
+        _require_choice(self, "domain_type", constants.DOMAIN_TYPES)
+        for tool in self.compression_tools or []:
+            if not constants.NAME_RE.match(tool):
+                raise OpPrereqError(f"Invalid compression tool name {tool!r}", ECODE_INVAL)
+
+
+@dataclass(kw_only=True)
+class OpTestDelay(OpCode):
+    """Sleep while holding locks (for testing the framework)."""
+
+    OP_ID: ClassVar[str] = "OP_TEST_DELAY"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    duration: float = 0.0
+    instance_names: list[str] = field(default_factory=list)
+    node_names: list[str] = field(default_factory=list)
+    fail: bool = False
+
+    def _check_values(self) -> None:
+        _require_non_negative(self, "duration")
+
+
+# ---------------------------------------------------------------- nodes
+
+
+@dataclass(kw_only=True)
+class OpNodeAdd(OpCode):
+    """Add a node; its SSH host key must be confirmed (``host_key``)."""
+
+    OP_ID: ClassVar[str] = "OP_NODE_ADD"
+
+    node_name: str
+    primary_ip: str | None = None
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    libvirt_uri: str | None = None
+    peer_uri: str | None = None
+    migration_address: str | None = None
+    host_key: str | None = None
+    memory_cap: int | None = None
+    vm_capable: bool = True
+    readd: bool = False
+
+    def _check_values(self) -> None:
+        if not constants.NAME_RE.match(self.node_name):
+            raise OpPrereqError(f"Invalid node name {self.node_name!r}", ECODE_INVAL)
+        if not 0 < self.ssh_port < 65536:
+            raise OpPrereqError(f"Invalid SSH port {self.ssh_port}", ECODE_INVAL)
+        _require_non_negative(self, "memory_cap")
+
+
+@dataclass(kw_only=True)
+class OpNodeSetParams(OpCode):
+    """Change a node's flags (None = unchanged)."""
+
+    OP_ID: ClassVar[str] = "OP_NODE_SET_PARAMS"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    node_name: str
+    offline: bool | None = None
+    drained: bool | None = None
+    vm_capable: bool | None = None
+    memory_cap: int | None = None
+    clear_memory_cap: bool = False
+    force: bool = False
+
+    def _check_values(self) -> None:
+        _require_non_negative(self, "memory_cap")
+        if self.memory_cap is not None and self.clear_memory_cap:
+            raise OpPrereqError("Cannot both set and clear the memory cap", ECODE_INVAL)
+
+
+@dataclass(kw_only=True)
+class OpNodeRemove(OpCode):
+    """Remove a node that has no instances."""
+
+    OP_ID: ClassVar[str] = "OP_NODE_REMOVE"
+
+    node_name: str
+
+
+@dataclass(kw_only=True)
+class OpNodeQuery(OpCode):
+    """List nodes with live facts where reachable."""
+
+    OP_ID: ClassVar[str] = "OP_NODE_QUERY"
+
+    names: list[str] = field(default_factory=list)
+    live: bool = True
+
+
+# ---------------------------------------------------------------- instances
+
+
+@dataclass(kw_only=True)
+class OpInstanceCreate(OpCode):
+    """Create an instance (mode 'create'), or restore one from an export ('import').
+
+    ``disks`` items: {"size": MiB, "mode": "rw", "name": ...};
+    ``nics`` items: {"link": bridge, "mac": ..., "ip": ...}.
+    """
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_CREATE"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    disk_template: str
+    pnode: str | None = None
+    iallocator: str | None = None
+    disks: list[dict[str, Any]] = field(default_factory=list)
+    nics: list[dict[str, Any]] = field(default_factory=list)
+    beparams: dict[str, Any] = field(default_factory=dict)
+    hvparams: dict[str, Any] = field(default_factory=dict)
+    os_type: str = "debootstrap+default"
+    tags: list[str] = field(default_factory=list)
+    start: bool = True
+    wait_for_sync: bool = True
+    mode: str = "create"
+    src_node: str | None = None
+    src_path: str | None = None
+
+    def _check_values(self) -> None:
+        if not constants.NAME_RE.match(self.instance_name):
+            raise OpPrereqError(f"Invalid instance name {self.instance_name!r}", ECODE_INVAL)
+        _require_choice(self, "disk_template", constants.DISK_TEMPLATES)
+        _require_choice(self, "mode", ("create", "import"))
+        if self.mode == "import" and not self.src_node:
+            raise OpPrereqError("Import requires a source node (src_node)", ECODE_INVAL)
+        if self.mode == "create" and not self.disks:
+            raise OpPrereqError("At least one disk is required", ECODE_INVAL)
+        for idx, disk in enumerate(self.disks):
+            size = disk.get("size")
+            if self.mode == "create" and (not isinstance(size, int) or size <= 0):
+                raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
+
+
+@dataclass(kw_only=True)
+class OpInstanceStartup(OpCode):
+    """Start an instance and mark it up."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_STARTUP"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    force: bool = False
+    ignore_offline_nodes: bool = False
+    no_remember: bool = False
+
+
+@dataclass(kw_only=True)
+class OpInstanceShutdown(OpCode):
+    """Shut an instance down (ACPI, then forced after ``timeout`` s) and mark it down."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_SHUTDOWN"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    ignore_offline_nodes: bool = False
+    no_remember: bool = False
+
+    def _check_values(self) -> None:
+        _require_non_negative(self, "timeout")
+
+
+@dataclass(kw_only=True)
+class OpInstanceReboot(OpCode):
+    """Reboot an instance (soft: guest reboot; hard: reset; full: stop+start)."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_REBOOT"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    reboot_type: str = "hard"
+    shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    ignore_secondaries: bool = False
+
+    def _check_values(self) -> None:
+        _require_choice(self, "reboot_type", ("soft", "hard", "full"))
+        _require_non_negative(self, "shutdown_timeout")
+
+
+@dataclass(kw_only=True)
+class OpInstanceRemove(OpCode):
+    """Remove an instance: stop it, undefine it, delete its disks."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_REMOVE"
+
+    instance_name: str
+    ignore_failures: bool = False
+    shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
+
+    def _check_values(self) -> None:
+        _require_non_negative(self, "shutdown_timeout")
+
+
+@dataclass(kw_only=True)
+class OpInstanceQuery(OpCode):
+    """List instances with their live state."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_QUERY"
+
+    names: list[str] = field(default_factory=list)
+    live: bool = True
+
+
+@dataclass(kw_only=True)
+class OpInstanceMigrate(OpCode):
+    """Migrate an instance (Ganeti's OP_INSTANCE_MIGRATE).
+
+    ``mode`` defaults to the hvparam ``migration_mode``; the obsolete ``live``
+    flag may not be given together with ``mode``. The ``migration_*``
+    fields override the hvparams for this call; the timeouts feed the
+    convergence policy (None = policy defaults).
+    """
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_MIGRATE"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    mode: str | None = None
+    live: bool | None = None
+    target_node: str | None = None
+    iallocator: str | None = None
+    cleanup: bool = False
+    allow_failover: bool = False
+    allow_runtime_changes: bool = True
+    ignore_ipolicy: bool = False
+    ignore_hvversions: bool = False
+    migration_bandwidth: int | None = None
+    migration_downtime: int | None = None
+    migration_caps: str | None = None
+    allow_postcopy: bool = False
+    escalate: bool = True
+    progress_timeout: float | None = None
+    completion_timeout: float | None = None
+    abort_timeout: float | None = None
+
+    def _check_values(self) -> None:
+        _require_choice(self, "mode", constants.HT_MIGRATION_MODES)
+        if self.live is not None and self.mode is not None:
+            raise OpPrereqError(
+                "Only one of the 'live' and 'mode' parameters can be given", ECODE_INVAL
+            )
+        _require_non_negative(
+            self,
+            "migration_bandwidth",
+            "migration_downtime",
+            "progress_timeout",
+            "completion_timeout",
+            "abort_timeout",
+        )
+
+
+@dataclass(kw_only=True)
+class OpInstanceFailover(OpCode):
+    """Fail an instance over: stop on the primary, start on the target."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_FAILOVER"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    ignore_consistency: bool = False
+    target_node: str | None = None
+    iallocator: str | None = None
+    cleanup: bool = False
+    ignore_ipolicy: bool = False
+
+    def _check_values(self) -> None:
+        _require_non_negative(self, "shutdown_timeout")
+
+
+# ---------------------------------------------------------------- backups
+
+
+@dataclass(kw_only=True)
+class OpBackupExport(OpCode):
+    """Export an instance to another node (Ganeti's OP_BACKUP_EXPORT).
+
+    Result: (finalized, [per-disk ok]).
+    """
+
+    OP_ID: ClassVar[str] = "OP_BACKUP_EXPORT"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    target_node: str | None = None
+    mode: str = constants.EXPORT_MODE_LOCAL
+    shutdown: bool = True
+    shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    remove_instance: bool = False
+    ignore_remove_failures: bool = False
+    compress: str = constants.IEC_NONE
+    zero_free_space: bool = False
+    zeroing_timeout_fixed: int | None = None
+    zeroing_timeout_per_mib: float | None = None
+    long_sleep: bool = False
+    bandwidth_limit: int | None = None
+    x509_key_name: list[Any] | None = None
+    destination_x509_ca: str | None = None
+
+    def _check_values(self) -> None:
+        _require_choice(self, "mode", constants.EXPORT_MODES)
+        _require_non_negative(
+            self, "shutdown_timeout", "zeroing_timeout_fixed", "zeroing_timeout_per_mib"
+        )
+        if self.bandwidth_limit is not None and self.bandwidth_limit <= 0:
+            raise OpPrereqError("The bandwidth limit must be positive", ECODE_INVAL)
+
+
+@dataclass(kw_only=True)
+class OpBackupQuery(OpCode):
+    """List the exports on the given nodes (all when empty)."""
+
+    OP_ID: ClassVar[str] = "OP_BACKUP_QUERY"
+
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class OpBackupRemove(OpCode):
+    """Remove every export of an instance."""
+
+    OP_ID: ClassVar[str] = "OP_BACKUP_REMOVE"
+
+    instance_name: str

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what ganeti_lv and its local cluster need on Debian 12 (as root):
+# Debian packages, a virtual environment in .venv and the package itself.
+# Sourced by demo.sh and test.sh; safe to run again (it skips what is there).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+APT_PACKAGES=(
+  libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+  openssh-server openssh-client busybox-static cpio libvirt-dev pkg-config
+  gcc python3-dev python3-venv iproute2 zerofree e2fsprogs zstd gzip procps
+  util-linux kmod
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo ">>> installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo ">>> creating virtual environment in $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip 2>/dev/null || true
+fi
+stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  echo ">>> installing ganeti_lv and its dependencies"
+  "$VENV/bin/pip" install -q -e "$ROOT[test]" 2>&1 | grep -v -e '^WARNING: Location' -e '^$' || true
+  "$VENV/bin/python" -c 'import libvirt, paramiko, tenacity, rich' 
+  touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
