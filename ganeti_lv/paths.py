@@ -1,0 +1,42 @@
+"""Where ganeti_lv keeps its files inside the master's data dir."""
+
+from __future__ import annotations
+
+import os
+
+from ganeti_lv import constants
+
+
+def data_dir(explicit: str | None = None) -> str:
+    """The data dir: ``explicit``, else $GANETI_LV_DATA_DIR, else the default."""
+    return explicit or os.environ.get(constants.DATA_DIR_ENV) or constants.DEFAULT_DATA_DIR
+
+
+def config_file(ddir: str) -> str:
+    """The cluster configuration file."""
+    return os.path.join(ddir, "config.json")
+
+
+def locks_dir(ddir: str) -> str:
+    """Directory of the lock files (one per level and name)."""
+    return os.path.join(ddir, "locks")
+
+
+def jobs_dir(ddir: str) -> str:
+    """Directory of the job log (one file per job)."""
+    return os.path.join(ddir, "jobs")
+
+
+def ssh_dir(ddir: str) -> str:
+    """Directory with the cluster SSH key and known_hosts."""
+    return os.path.join(ddir, "ssh")
+
+
+def ssh_key_file(ddir: str) -> str:
+    """The cluster's private SSH key (its .pub beside it)."""
+    return os.path.join(ssh_dir(ddir), "id_cluster")
+
+
+def known_hosts_file(ddir: str) -> str:
+    """The cluster's known_hosts: every node's confirmed host key."""
+    return os.path.join(ssh_dir(ddir), "known_hosts")
