@@ -1,0 +1,222 @@
+"""Convergence policy for live migrations: plain functions of plain values.
+
+A guest that dirties memory faster than the migration stream can send it
+never converges. The monitor loop feeds the policy one :class:`Sample` per
+poll and gets back an :class:`Action`:
+
+1. *Progress*: a sample makes progress when the memory still to send drops
+   below the lowest value seen so far. Without progress for
+   ``progress_timeout`` seconds the migration has stagnated.
+2. On stagnation, if escalation is allowed, raise the allowed downtime one
+   step (``downtime_steps``), then rely on auto-converge (the guest's vCPUs
+   are throttled by qemu; only when the migration was started with it), then
+   switch to post-copy (only when allowed), else abort.
+3. The whole migration must finish within a completion timeout that scales
+   with the guest's memory; past it: post-copy if allowed, else abort.
+4. Once post-copy runs the guest lives on the target: the policy never
+   aborts it.
+
+Nothing here touches libvirt or the clock; the driver supplies the values.
+The default never risks the instance: without post-copy every failure path
+is an abort, which leaves the guest running on the source.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+MIB = 1024 * 1024
+
+DEFAULT_DOWNTIME_MS = 300
+DEFAULT_MAX_DOWNTIME_MS = 2000
+DEFAULT_DOWNTIME_STEPS = 4
+DEFAULT_PROGRESS_TIMEOUT = 30.0
+DEFAULT_COMPLETION_PER_GIB = 300.0
+DEFAULT_COMPLETION_MIN = 120.0
+
+STAGE_PRECOPY = "pre-copy"
+STAGE_AUTO_CONVERGE = "auto-converge"
+STAGE_POSTCOPY = "post-copy"
+
+
+class ActionKind(enum.Enum):
+    """What the monitor loop must do after a sample."""
+
+    CONTINUE = "continue"
+    SET_DOWNTIME = "set-downtime"
+    AUTO_CONVERGE = "auto-converge"
+    START_POSTCOPY = "start-postcopy"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One decision: ``downtime_ms`` for SET_DOWNTIME, ``reason`` for the log."""
+
+    kind: ActionKind
+    downtime_ms: int | None = None
+    reason: str = ""
+
+
+CONTINUE = Action(ActionKind.CONTINUE)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The knobs of the policy (times in seconds, memory in MiB)."""
+
+    memory_mib: int
+    initial_downtime_ms: int = DEFAULT_DOWNTIME_MS
+    max_downtime_ms: int = DEFAULT_MAX_DOWNTIME_MS
+    downtime_steps: int = DEFAULT_DOWNTIME_STEPS
+    progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT
+    completion_timeout: float | None = None
+    escalate: bool = True
+    auto_converge: bool = False
+    allow_postcopy: bool = False
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One poll of the running migration job (bytes, seconds)."""
+
+    elapsed: float
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    dirty_rate: int = 0
+    iteration: int = 0
+    postcopy: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers between samples."""
+
+    stage: str = STAGE_PRECOPY
+    downtime_index: int = 0
+    best_remaining: int | None = None
+    last_progress_at: float = 0.0
+    history: tuple[str, ...] = field(default_factory=tuple)
+
+
+def completion_timeout(
+    memory_mib: int,
+    per_gib: float = DEFAULT_COMPLETION_PER_GIB,
+    minimum: float = DEFAULT_COMPLETION_MIN,
+) -> float:
+    """Seconds a migration of a guest with ``memory_mib`` may take in total."""
+    return max(minimum, per_gib * memory_mib / 1024.0)
+
+
+def downtime_steps(initial_ms: int, max_ms: int, steps: int) -> list[int]:
+    """Allowed downtimes from ``initial_ms`` up to ``max_ms`` in ``steps`` equal steps.
+
+    The first element is the initial downtime; with ``max_ms <= initial_ms``
+    or no steps there is nothing to escalate to.
+    """
+    if steps <= 0 or max_ms <= initial_ms:
+        return [initial_ms]
+    delta = (max_ms - initial_ms) / steps
+    return [initial_ms] + [int(round(initial_ms + delta * i)) for i in range(1, steps + 1)]
+
+
+def effective_completion_timeout(config: PolicyConfig) -> float:
+    """The configured completion timeout, or the memory-scaled default."""
+    if config.completion_timeout is not None:
+        return config.completion_timeout
+    return completion_timeout(config.memory_mib)
+
+
+def initial_state() -> PolicyState:
+    """State before the first sample."""
+    return PolicyState()
+
+
+def _note(state: PolicyState, text: str) -> PolicyState:
+    return replace(state, history=(*state.history, text))
+
+
+def _track_progress(state: PolicyState, sample: Sample) -> PolicyState:
+    """Record a new lowest remaining amount as progress."""
+    if state.best_remaining is None:
+        return replace(
+            state, best_remaining=sample.memory_remaining, last_progress_at=sample.elapsed
+        )
+    if sample.memory_remaining < state.best_remaining:
+        return replace(
+            state, best_remaining=sample.memory_remaining, last_progress_at=sample.elapsed
+        )
+    return state
+
+
+def _postcopy_or_abort(
+    config: PolicyConfig, state: PolicyState, sample: Sample, why: str
+) -> tuple[Action, PolicyState]:
+    if config.allow_postcopy:
+        new = replace(state, stage=STAGE_POSTCOPY, last_progress_at=sample.elapsed)
+        return Action(ActionKind.START_POSTCOPY, reason=why), _note(new, "post-copy")
+    return Action(ActionKind.ABORT, reason=why), _note(state, "abort")
+
+
+def _escalate(
+    config: PolicyConfig, state: PolicyState, sample: Sample
+) -> tuple[Action, PolicyState]:
+    """The next step after stagnation."""
+    stalled = f"no progress for {config.progress_timeout:g} s"
+    if not config.escalate:
+        return _postcopy_or_abort(config, state, sample, f"{stalled} and escalation is off")
+    steps = downtime_steps(
+        config.initial_downtime_ms, config.max_downtime_ms, config.downtime_steps
+    )
+    if state.stage == STAGE_PRECOPY and state.downtime_index + 1 < len(steps):
+        idx = state.downtime_index + 1
+        new = replace(state, downtime_index=idx, last_progress_at=sample.elapsed)
+        act = Action(
+            ActionKind.SET_DOWNTIME,
+            downtime_ms=steps[idx],
+            reason=f"{stalled}: allowing {steps[idx]} ms downtime",
+        )
+        return act, _note(new, f"downtime {steps[idx]}")
+    if state.stage == STAGE_PRECOPY and config.auto_converge:
+        new = replace(state, stage=STAGE_AUTO_CONVERGE, last_progress_at=sample.elapsed)
+        act = Action(
+            ActionKind.AUTO_CONVERGE, reason=f"{stalled}: relying on auto-converge throttling"
+        )
+        return act, _note(new, "auto-converge")
+    return _postcopy_or_abort(config, state, sample, f"{stalled} after every escalation step")
+
+
+def decide(config: PolicyConfig, state: PolicyState, sample: Sample) -> tuple[Action, PolicyState]:
+    """Decide what to do after ``sample``; return the action and the new state."""
+    if state.stage == STAGE_POSTCOPY or sample.postcopy:
+        return CONTINUE, replace(state, stage=STAGE_POSTCOPY)
+    state = _track_progress(state, sample)
+    limit = effective_completion_timeout(config)
+    if sample.elapsed > limit:
+        return _postcopy_or_abort(config, state, sample, f"not completed within {limit:g} s")
+    if sample.elapsed - state.last_progress_at > config.progress_timeout:
+        return _escalate(config, state, sample)
+    return CONTINUE, state
+
+
+def describe_config(config: PolicyConfig) -> str:
+    """One line for the job log describing the policy in force."""
+    steps = downtime_steps(
+        config.initial_downtime_ms, config.max_downtime_ms, config.downtime_steps
+    )
+    parts = [
+        f"downtime {steps[0]} ms",
+        f"progress timeout {config.progress_timeout:g} s",
+        f"completion timeout {effective_completion_timeout(config):g} s",
+    ]
+    if config.escalate:
+        if len(steps) > 1:
+            parts.append("escalation " + " -> ".join(f"{s} ms" for s in steps[1:]))
+        if config.auto_converge:
+            parts.append("then auto-converge")
+    else:
+        parts.append("no escalation")
+    parts.append("then post-copy" if config.allow_postcopy else "then abort")
+    return "; ".join(parts)

@@ -1,0 +1,205 @@
+"""Tables for the pure migration convergence policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganeti_lv import migration_policy as mp
+from ganeti_lv.migration_policy import ActionKind, PolicyConfig, Sample
+
+
+@pytest.mark.parametrize(
+    ("memory", "expected"),
+    [
+        (128, mp.DEFAULT_COMPLETION_MIN),
+        (1024, 300.0),
+        (4096, 1200.0),
+    ],
+)
+def test_completion_timeout_scales_with_memory(memory: int, expected: float) -> None:
+    assert mp.completion_timeout(memory) == expected
+
+
+@pytest.mark.parametrize(
+    ("initial", "maximum", "steps", "expected"),
+    [
+        (300, 2000, 4, [300, 725, 1150, 1575, 2000]),
+        (300, 300, 4, [300]),
+        (500, 100, 3, [500]),
+        (100, 400, 3, [100, 200, 300, 400]),
+        (300, 2000, 0, [300]),
+    ],
+)
+def test_downtime_steps(initial: int, maximum: int, steps: int, expected: list[int]) -> None:
+    assert mp.downtime_steps(initial, maximum, steps) == expected
+
+
+def run(config: PolicyConfig, samples: list[Sample]) -> list[tuple[ActionKind, int | None]]:
+    """Feed samples through the policy; return the non-CONTINUE actions."""
+    state = mp.initial_state()
+    out = []
+    for sample in samples:
+        action, state = mp.decide(config, state, sample)
+        if action.kind is not ActionKind.CONTINUE:
+            out.append((action.kind, action.downtime_ms))
+            if action.kind is ActionKind.ABORT:
+                break
+    return out
+
+
+def stuck(seconds: int, remaining: int = 50 * mp.MIB) -> list[Sample]:
+    """One sample per second with no progress at all."""
+    return [Sample(elapsed=float(t), memory_remaining=remaining) for t in range(seconds)]
+
+
+def test_steady_progress_never_escalates() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=2)
+    samples = [Sample(elapsed=float(t), memory_remaining=100 - t) for t in range(50)]
+    assert run(config, samples) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        # escalation off, no post-copy: abort at the first stagnation
+        (
+            PolicyConfig(memory_mib=128, progress_timeout=2, escalate=False),
+            [(ActionKind.ABORT, None)],
+        ),
+        # escalation off, post-copy allowed: switch
+        (
+            PolicyConfig(memory_mib=128, progress_timeout=2, escalate=False, allow_postcopy=True),
+            [(ActionKind.START_POSTCOPY, None)],
+        ),
+        # downtime steps, then abort
+        (
+            PolicyConfig(memory_mib=128, progress_timeout=2, max_downtime_ms=900, downtime_steps=2),
+            [
+                (ActionKind.SET_DOWNTIME, 600),
+                (ActionKind.SET_DOWNTIME, 900),
+                (ActionKind.ABORT, None),
+            ],
+        ),
+        # downtime steps, then auto-converge, then post-copy
+        (
+            PolicyConfig(
+                memory_mib=128,
+                progress_timeout=2,
+                max_downtime_ms=900,
+                downtime_steps=2,
+                auto_converge=True,
+                allow_postcopy=True,
+            ),
+            [
+                (ActionKind.SET_DOWNTIME, 600),
+                (ActionKind.SET_DOWNTIME, 900),
+                (ActionKind.AUTO_CONVERGE, None),
+                (ActionKind.START_POSTCOPY, None),
+            ],
+        ),
+        # downtime steps, then auto-converge, then abort
+        (
+            PolicyConfig(
+                memory_mib=128,
+                progress_timeout=2,
+                max_downtime_ms=600,
+                downtime_steps=1,
+                auto_converge=True,
+            ),
+            [
+                (ActionKind.SET_DOWNTIME, 600),
+                (ActionKind.AUTO_CONVERGE, None),
+                (ActionKind.ABORT, None),
+            ],
+        ),
+    ],
+)
+def test_escalation_order(
+    config: PolicyConfig, expected: list[tuple[ActionKind, int | None]]
+) -> None:
+    assert run(config, stuck(40)) == expected
+
+
+def test_each_step_gets_a_full_progress_period() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=3, max_downtime_ms=600, downtime_steps=1)
+    state = mp.initial_state()
+    times = []
+    for sample in stuck(20):
+        action, state = mp.decide(config, state, sample)
+        if action.kind is not ActionKind.CONTINUE:
+            times.append(sample.elapsed)
+        if action.kind is ActionKind.ABORT:
+            break
+    # stagnation is "more than 3 s without progress": at 4 s, then 4 s after the step
+    assert times == [4.0, 8.0]
+
+
+def test_progress_resets_the_stagnation_clock() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=3, escalate=False)
+    # remaining drops every 3 s: never more than 3 s without progress
+    samples = [Sample(elapsed=float(t), memory_remaining=1000 - (t // 3)) for t in range(30)]
+    assert run(config, samples) == []
+
+
+def test_oscillation_without_new_minimum_is_no_progress() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=3, escalate=False)
+    samples = [Sample(elapsed=float(t), memory_remaining=500 if t % 2 else 600) for t in range(10)]
+    assert run(config, samples) == [(ActionKind.ABORT, None)]
+
+
+@pytest.mark.parametrize(
+    ("allow_postcopy", "expected"),
+    [(False, ActionKind.ABORT), (True, ActionKind.START_POSTCOPY)],
+)
+def test_completion_timeout(allow_postcopy: bool, expected: ActionKind) -> None:
+    config = PolicyConfig(
+        memory_mib=128, progress_timeout=100, completion_timeout=5, allow_postcopy=allow_postcopy
+    )
+    # steady progress, but too slow overall
+    samples = [Sample(elapsed=float(t), memory_remaining=1000 - t) for t in range(10)]
+    assert run(config, samples)[0] == (expected, None)
+
+
+def test_postcopy_is_never_aborted() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=1, completion_timeout=2)
+    samples = [Sample(elapsed=float(t), memory_remaining=10, postcopy=True) for t in range(10)]
+    assert run(config, samples) == []
+
+
+def test_after_postcopy_switch_the_policy_only_continues() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=1, escalate=False, allow_postcopy=True)
+    state = mp.initial_state()
+    kinds = []
+    for sample in stuck(20):
+        action, state = mp.decide(config, state, sample)
+        kinds.append(action.kind)
+    assert kinds.count(ActionKind.START_POSTCOPY) == 1
+    assert ActionKind.ABORT not in kinds
+    assert state.stage == mp.STAGE_POSTCOPY
+
+
+def test_history_records_steps() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=1, max_downtime_ms=600, downtime_steps=1)
+    state = mp.initial_state()
+    for sample in stuck(10):
+        action, state = mp.decide(config, state, sample)
+        if action.kind is ActionKind.ABORT:
+            break
+    assert state.history == ("downtime 600", "abort")
+
+
+@pytest.mark.parametrize(
+    ("config", "fragments"),
+    [
+        (PolicyConfig(memory_mib=1024), ["downtime 300 ms", "completion timeout 300 s", "abort"]),
+        (
+            PolicyConfig(memory_mib=128, escalate=False, allow_postcopy=True),
+            ["no escalation", "post-copy"],
+        ),
+        (PolicyConfig(memory_mib=128, auto_converge=True), ["auto-converge", "2000 ms"]),
+    ],
+)
+def test_describe_config(config: PolicyConfig, fragments: list[str]) -> None:
+    text = mp.describe_config(config)
+    for fragment in fragments:
+        assert fragment in text
