@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
+    HypervisorError,
     NodeError,
     OpExecError,
     OpPrereqError,
 )
 from ganeti_lv.objects import Cluster, Instance, Node
+
+if TYPE_CHECKING:
+    import threading
+
+    from ganeti_lv.migration_types import MigrationParams, MigrationProgress, MigrationStats
 
 P = TypeVar("P")
 
@@ -127,6 +133,10 @@ class HookScriptResult:
     output: str
 
 
+def _unsupported(operation: str) -> HypervisorError:
+    return HypervisorError(f"{operation} not supported by this node-operations implementation")
+
+
 class NodeOps(abc.ABC):
     """Facade for every operation on a node. See the module docstring."""
 
@@ -198,6 +208,74 @@ class NodeOps(abc.ABC):
     ) -> NodeResult[list[HookScriptResult]]:
         """Run the hook scripts of ``hooks_dir`` on the node with exactly ``env``."""
         return self._call(node, self._op_run_hooks, node, hooks_dir, env, timeout)
+
+    # -- migration (issue 4) -----------------------------------------
+    def migrate_instance(
+        self,
+        cluster: Cluster,
+        source: Node,
+        target: Node,
+        instance: Instance,
+        params: MigrationParams,
+        progress_fn: Callable[[MigrationProgress], None],
+        abort_event: threading.Event,
+    ) -> NodeResult[MigrationStats]:
+        """Migrate the running domain from ``source`` to ``target`` (peer to peer).
+
+        Blocks until the migration completed or failed; ``progress_fn`` gets a
+        report every ``params.report_interval`` s; setting ``abort_event``
+        aborts the libvirt job. A failure carries a ``MigrationFailed`` in
+        ``NodeResult.error`` telling whether it was aborted and whether the
+        guest had already switched over.
+        """
+        return self._call(
+            source,
+            self._op_migrate_instance,
+            cluster,
+            source,
+            target,
+            instance,
+            params,
+            progress_fn,
+            abort_event,
+        )
+
+    def abort_migration(self, node: Node, name: str) -> NodeResult[bool]:
+        """Abort a migration job of the domain on the node; payload: True if one ran."""
+        return self._call(node, self._op_abort_migration, node, name)
+
+    def compare_cpu(
+        self, source: Node, target: Node, instance: Instance
+    ) -> NodeResult[tuple[bool, str]]:
+        """Can the instance's CPU (as it runs on ``source``) run on ``target``? (ok, reason)."""
+        return self._call(target, self._op_compare_cpu, source, target, instance)
+
+    def paths_exist(self, node: Node, paths: list[str]) -> NodeResult[dict[str, bool]]:
+        """Which of the given paths exist on the node."""
+        return self._call(node, self._op_paths_exist, node, paths)
+
+    def _op_migrate_instance(
+        self,
+        cluster: Cluster,
+        source: Node,
+        target: Node,
+        instance: Instance,
+        params: MigrationParams,
+        progress_fn: Callable[[MigrationProgress], None],
+        abort_event: threading.Event,
+    ) -> MigrationStats:
+        raise _unsupported("migrate_instance")
+
+    def _op_abort_migration(self, node: Node, name: str) -> bool:
+        raise _unsupported("abort_migration")
+
+    def _op_compare_cpu(
+        self, source: Node, target: Node, instance: Instance
+    ) -> tuple[bool, str]:
+        raise _unsupported("compare_cpu")
+
+    def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
+        raise _unsupported("paths_exist")
 
     # -- implementation ----------------------------------------------
     @abc.abstractmethod
