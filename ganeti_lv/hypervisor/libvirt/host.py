@@ -1,0 +1,162 @@
+"""One node's libvirt connection: lazy, checked before use, reopened when lost.
+
+``Host`` owns the connection; ``Host.guest(name)`` returns a ``Guest`` for a
+domain. Connecting is retried (it is idempotent); operations are not, so a
+call that fails because the connection broke raises ``NodeUnreachable`` and
+the next call reconnects. A libvirt connection should not be shared by two
+threads doing long calls: monitoring code opens its own with
+``open_extra_connection()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+import tenacity
+
+from ganeti_lv.errors import InstanceNotFound, NodeUnreachable
+from ganeti_lv.hypervisor.libvirt import domxml
+from ganeti_lv.hypervisor.libvirt.errors import is_connection_error, libvirt_errors, translate
+from ganeti_lv.hypervisor.libvirt.guest import Guest
+
+ConnectRetry = Callable[[Callable[[], Any]], Any]
+
+
+def _default_connect_retry(fn: Callable[[], Any]) -> Any:
+    """Retry a connect 3 times over about 1.5 s, only while the node is unreachable."""
+    try:
+        from ganeti_lv import retry  # the project-wide policies, when present
+
+        policy = getattr(retry, "libvirt_connect_retry", None)
+        if policy is not None:
+            return policy(fn)
+    except ImportError:
+        pass
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(3),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=1.0),
+        retry=tenacity.retry_if_exception_type(NodeUnreachable),
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+class Host:
+    """The libvirt daemon of one node, reached at ``uri``."""
+
+    def __init__(
+        self, node: str, uri: str, connect_retry: ConnectRetry = _default_connect_retry
+    ) -> None:
+        self.node = node
+        self.uri = uri
+        self._connect_retry = connect_retry
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    # -- connection ----------------------------------------------------
+    def _open(self) -> libvirt.virConnect:
+        def attempt() -> libvirt.virConnect:
+            with libvirt_errors(self.node, f"Cannot connect to libvirt at {self.uri}"):
+                conn = libvirt.open(self.uri)
+            if conn is None:  # older bindings return None instead of raising
+                raise NodeUnreachable(f"Cannot connect to libvirt at {self.uri}", node=self.node)
+            return conn
+
+        return self._connect_retry(attempt)
+
+    def _alive(self, conn: libvirt.virConnect) -> bool:
+        try:
+            return bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def get_connection(self) -> libvirt.virConnect:
+        """The open connection, (re)connecting when needed (NodeUnreachable if not)."""
+        with self._lock:
+            if self._conn is not None and not self._alive(self._conn):
+                self._drop()
+            if self._conn is None:
+                self._conn = self._open()
+            return self._conn
+
+    def open_extra_connection(self) -> libvirt.virConnect:
+        """A new connection the caller owns and closes (e.g. for a monitor thread)."""
+        return self._open()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    def close(self) -> None:
+        """Close the connection (the next call reconnects)."""
+        with self._lock:
+            self._drop()
+
+    def call(self, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+        """Run ``fn(conn)``, mapping errors; a broken connection is dropped."""
+        conn = self.get_connection()
+        return self.guarded(what, lambda: fn(conn))
+
+    def guarded(self, what: str, thunk: Callable[[], Any]) -> Any:
+        """Run ``thunk()`` (libvirt calls on this host's objects), mapping errors."""
+        try:
+            return thunk()
+        except libvirt.libvirtError as err:
+            if is_connection_error(err):
+                self.close()
+            raise translate(err, self.node, what) from err
+
+    # -- domains -----------------------------------------------------------
+    def guest(self, name: str) -> Guest:
+        """The domain ``name`` (InstanceNotFound if libvirt does not know it)."""
+        dom = self.call(f"Cannot look up domain {name}", lambda c: c.lookupByName(name))
+        return Guest(self, dom)
+
+    def find_guest(self, name: str) -> Guest | None:
+        """The domain ``name``, or None when it does not exist."""
+        try:
+            return self.guest(name)
+        except InstanceNotFound:
+            return None
+
+    def list_guests(self) -> list[Guest]:
+        """Every domain the node knows (running, or defined and stopped)."""
+        doms = self.call("Cannot list domains", lambda c: c.listAllDomains(0))
+        return [Guest(self, dom) for dom in doms]
+
+    def define(self, xml: str) -> Guest:
+        """Define (or redefine) a persistent domain from XML."""
+        dom = self.call("Cannot define domain", lambda c: c.defineXML(xml))
+        return Guest(self, dom)
+
+    # -- facts -------------------------------------------------------------
+    def capabilities(self) -> domxml.HostCapabilities:
+        """Host uuid, arch and CPU model."""
+        return domxml.parse_capabilities(
+            self.call("Cannot read capabilities", lambda c: c.getCapabilities())
+        )
+
+    def node_info(self) -> list[Any]:
+        """libvirt's getInfo(): [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]."""
+        return list(self.call("Cannot read node info", lambda c: c.getInfo()))
+
+    def free_memory_mib(self) -> int:
+        """Free host memory in MiB."""
+        return int(self.call("Cannot read free memory", lambda c: c.getFreeMemory())) // (1 << 20)
+
+    def versions(self) -> tuple[int, int]:
+        """(libvirt version, hypervisor version) as libvirt's integers."""
+        return (
+            int(self.call("Cannot read libvirt version", lambda c: c.getLibVersion())),
+            int(self.call("Cannot read hypervisor version", lambda c: c.getVersion())),
+        )
+
+    def hostname(self) -> str:
+        """The node's host name as libvirtd sees it."""
+        return str(self.call("Cannot read host name", lambda c: c.getHostname()))

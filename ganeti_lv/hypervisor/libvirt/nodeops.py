@@ -1,0 +1,302 @@
+"""NodeOps on libvirt-python (domains) and SSH (files, commands, hooks).
+
+The master reaches each node's libvirtd at ``node.libvirt_uri`` (one
+``Host`` per node, kept open) and the node's shell over SSH with the
+cluster key and known_hosts (one ``SshClient`` per node, kept open).
+Node-local files (disk images, hooks) are only touched through SSH.
+Time and sleep are injectable so the shutdown timeout is testable.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ganeti_lv import constants, objects, paths
+from ganeti_lv.errors import (
+    ECODE_EXISTS,
+    ECODE_INVAL,
+    ECODE_STATE,
+    HypervisorError,
+    InstanceNotFound,
+    NodeUnreachable,
+)
+from ganeti_lv.hypervisor.base import (
+    CommandResult,
+    DomainInfo,
+    HookScriptResult,
+    NodeFacts,
+    NodeOps,
+)
+from ganeti_lv.hypervisor.libvirt.domxml import build_domain_xml
+from ganeti_lv.hypervisor.libvirt.guest import Guest
+from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
+from ganeti_lv.objects import Cluster, Instance, Node
+
+if TYPE_CHECKING:
+    from ganeti_lv.config import ConfigStore
+
+SshFactory = Callable[[Node], Any]
+
+# Lists the bridges of a node: interfaces with a bridge/ directory in sysfs.
+_LIST_BRIDGES = (
+    'for d in /sys/class/net/*/bridge; do [ -d "$d" ] && basename "$(dirname "$d")"; done; true'
+)
+_DISK_EXISTS_STATUS = 17
+
+
+def default_libvirt_uri(node: Node, key_file: str) -> str:
+    """The URI used when the node has no ``libvirt_uri``: qemu+ssh with the cluster key."""
+    port = f":{node.ssh_port}" if node.ssh_port != 22 else ""
+    return f"qemu+ssh://{node.ssh_user}@{node.address}{port}/system?keyfile={key_file}&no_tty=1"
+
+
+def _check_name(name: str) -> None:
+    if not constants.NAME_RE.match(name):
+        raise HypervisorError(f"Invalid instance name {name!r}", ecode=ECODE_INVAL)
+
+
+class LibvirtNodeOps(NodeOps):
+    """Node operations on real nodes (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        config: ConfigStore | None = None,
+        *,
+        ssh_factory: SshFactory | None = None,
+        connect_retry: ConnectRetry = _default_connect_retry,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self._ssh_factory = ssh_factory or self._default_ssh
+        self._connect_retry = connect_retry
+        self._clock = clock
+        self._sleep = sleep
+        self._poll_interval = poll_interval
+        self._hosts: dict[str, Host] = {}
+        self._ssh: dict[str, Any] = {}
+
+    # -- connections ---------------------------------------------------------
+    def libvirt_uri(self, node: Node) -> str:
+        """The URI the master uses for the node's libvirtd."""
+        return node.libvirt_uri or default_libvirt_uri(node, paths.ssh_key_file(self.data_dir))
+
+    def host(self, node: Node) -> Host:
+        """The node's Host (one per node, reused; replaced if the URI changed)."""
+        uri = self.libvirt_uri(node)
+        host = self._hosts.get(node.name)
+        if host is None or host.uri != uri:
+            if host is not None:
+                host.close()
+            host = Host(node.name, uri, self._connect_retry)
+            self._hosts[node.name] = host
+        return host
+
+    def _default_ssh(self, node: Node) -> Any:
+        from ganeti_lv.ssh import SshClient
+
+        return SshClient(
+            node.address,
+            port=node.ssh_port,
+            user=node.ssh_user,
+            key_file=paths.ssh_key_file(self.data_dir),
+            known_hosts_file=paths.known_hosts_file(self.data_dir),
+        )
+
+    def ssh(self, node: Node) -> Any:
+        """The node's SshClient (one per node, reused)."""
+        client = self._ssh.get(node.name)
+        if client is None:
+            client = self._ssh_factory(node)
+            self._ssh[node.name] = client
+        return client
+
+    def _ssh_run(self, node: Node, cmd: list[str] | str, **kwargs: Any) -> Any:
+        try:
+            return self.ssh(node).run(cmd, **kwargs)
+        except NodeUnreachable:
+            self._drop_ssh(node.name)
+            raise
+
+    def _drop_ssh(self, name: str) -> None:
+        client = self._ssh.pop(name, None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        """Close every libvirt and SSH connection."""
+        for host in self._hosts.values():
+            host.close()
+        self._hosts.clear()
+        for name in list(self._ssh):
+            self._drop_ssh(name)
+
+    # -- facts ---------------------------------------------------------------
+    def _op_node_info(self, node: Node) -> NodeFacts:
+        host = self.host(node)
+        info = host.node_info()
+        caps = host.capabilities()
+        libvirt_version, qemu_version = host.versions()
+        total = int(info[1])
+        free = host.free_memory_mib()
+        if node.memory_cap is not None:
+            used = sum(
+                d.memory
+                for d in self._op_instance_list(node).values()
+                if d.state in (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
+            )
+            total = min(total, node.memory_cap)
+            free = min(free, max(0, node.memory_cap - used))
+        return NodeFacts(
+            name=node.name,
+            memory_total=total,
+            memory_free=free,
+            cpu_model=caps.cpu_model or str(info[0]),
+            cpu_arch=caps.arch or str(info[0]),
+            cpu_count=int(info[2]),
+            libvirt_version=libvirt_version,
+            qemu_version=qemu_version,
+            hostname=host.hostname(),
+            host_uuid=caps.uuid,
+            bridges=self._bridges(node),
+        )
+
+    def _bridges(self, node: Node) -> list[str]:
+        result = self._ssh_run(node, _LIST_BRIDGES, check=True)
+        return sorted(line.strip() for line in result.stdout.splitlines() if line.strip())
+
+    def _op_instance_list(self, node: Node) -> dict[str, DomainInfo]:
+        out: dict[str, DomainInfo] = {}
+        for guest in self.host(node).list_guests():
+            try:
+                out[guest.name] = guest.info()
+            except InstanceNotFound:
+                continue  # a transient domain went away while listing
+        return out
+
+    def _op_instance_info(self, node: Node, name: str) -> DomainInfo | None:
+        guest = self.host(node).find_guest(name)
+        if guest is None:
+            return None
+        try:
+            return guest.info()
+        except InstanceNotFound:
+            return None
+
+    # -- disks ---------------------------------------------------------------
+    def _op_create_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+        _check_name(instance.name)
+        directory = objects.disk_dir(cluster, instance)
+        lines = ["set -e", f"mkdir -p -- {shlex.quote(directory)}"]
+        for idx, disk in enumerate(instance.disks):
+            path = shlex.quote(objects.disk_path(cluster, instance, idx))
+            lines.append(f"if [ -e {path} ]; then echo {path} >&2; exit {_DISK_EXISTS_STATUS}; fi")
+            lines.append(f"truncate -s {int(disk.size)}M -- {path}")
+        result = self._ssh_run(node, "\n".join(lines), check=False)
+        if result.exit_status == _DISK_EXISTS_STATUS:
+            raise HypervisorError(
+                f"Disk image {result.stderr.strip()} already exists on {node.name}",
+                node=node.name,
+                ecode=ECODE_EXISTS,
+            )
+        if result.exit_status != 0:
+            raise HypervisorError(
+                f"Cannot create the disks of {instance.name} on {node.name}:"
+                f" {(result.stdout + result.stderr).strip()}",
+                node=node.name,
+            )
+
+    def _op_remove_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+        _check_name(instance.name)
+        directory = objects.disk_dir(cluster, instance)
+        self._ssh_run(node, ["rm", "-rf", "--", directory], check=True)
+
+    # -- lifecycle -----------------------------------------------------------
+    def _op_start_instance(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+        _check_name(instance.name)
+        xml = build_domain_xml(cluster, instance)
+        host = self.host(node)
+        existing = host.find_guest(instance.name)
+        if existing is not None and _is_running(existing):
+            return
+        guest = host.define(xml)
+        guest.start()
+
+    def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
+        guest = self.host(node).find_guest(instance.name)
+        if guest is None or not _is_running(guest):
+            return True
+        if timeout > 0:
+            guest.shutdown()
+            if self._wait_stopped(guest, timeout):
+                return True
+        guest.destroy()
+        return False
+
+    def _wait_stopped(self, guest: Guest, timeout: float) -> bool:
+        """Poll until the guest stops or ``timeout`` passes; True if it stopped."""
+        deadline = self._clock() + timeout
+        while True:
+            if not _is_running(guest):
+                return True
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return False
+            self._sleep(min(self._poll_interval, remaining))
+
+    def _op_reboot_instance(
+        self, cluster: Cluster, node: Node, instance: Instance, reboot_type: str, timeout: float
+    ) -> None:
+        if reboot_type == "full":
+            self._op_shutdown_instance(node, instance, timeout)
+            self._op_start_instance(cluster, node, instance)
+            return
+        if reboot_type not in ("soft", "hard"):
+            raise HypervisorError(f"Unknown reboot type {reboot_type!r}", ecode=ECODE_INVAL)
+        guest = self.host(node).guest(instance.name)
+        if not _is_running(guest):
+            raise HypervisorError(
+                f"Instance {instance.name} is not running on {node.name}",
+                node=node.name,
+                ecode=ECODE_STATE,
+            )
+        if reboot_type == "soft":
+            guest.reboot()
+        else:
+            guest.reset()
+
+    def _op_undefine_instance(self, node: Node, name: str) -> None:
+        guest = self.host(node).find_guest(name)
+        if guest is None:
+            return
+        guest.destroy()
+        guest.undefine()
+
+    # -- commands and hooks ----------------------------------------------------
+    def _op_run_command(self, node: Node, argv: list[str], timeout: float | None) -> CommandResult:
+        result = self._ssh_run(node, argv, timeout=timeout, check=False)
+        return CommandResult(result.exit_status, result.stdout, result.stderr)
+
+    def _op_run_hooks(
+        self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
+    ) -> list[HookScriptResult]:
+        from ganeti_lv.hooks_runner import run_hooks_via_ssh
+
+        try:
+            return list(run_hooks_via_ssh(self.ssh(node), hooks_dir, env, timeout))
+        except NodeUnreachable:
+            self._drop_ssh(node.name)
+            raise
+
+
+def _is_running(guest: Guest) -> bool:
+    try:
+        return guest.is_active()
+    except InstanceNotFound:
+        return False
