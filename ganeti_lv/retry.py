@@ -1,0 +1,95 @@
+"""Every retry policy of ganeti_lv, in one place.
+
+Only idempotent calls are retried: opening an SSH or libvirt connection and
+read-only look-ups. A policy is a ``tenacity.Retrying`` object; each one
+re-raises the last error (``reraise=True``) so callers see the typed
+ganeti_lv error, never a ``tenacity.RetryError``. ``sleep`` is injectable so
+tests can run the policies without waiting.
+
+Usage::
+
+    policy = ssh_connect_policy(sleep=fake_sleep)
+    client = policy(connect_fn)          # or: call_with_retry(policy, connect_fn)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import tenacity
+
+from ganeti_lv.errors import NodeUnreachable
+
+T = TypeVar("T")
+
+SleepFn = Callable[[float], None]
+
+# SSH connect: a node that is rebooting or whose sshd restarts comes back
+# within seconds; a node that is down should fail fast enough for the CLI.
+SSH_CONNECT_ATTEMPTS = 3
+SSH_CONNECT_WAIT_MIN = 0.5
+SSH_CONNECT_WAIT_MAX = 4.0
+
+# libvirt connect: libvirtd may be restarting (socket activation).
+LIBVIRT_CONNECT_ATTEMPTS = 3
+LIBVIRT_CONNECT_WAIT_MIN = 0.5
+LIBVIRT_CONNECT_WAIT_MAX = 4.0
+
+# Read-only look-ups (domain state, node facts) that hit a transient error.
+LOOKUP_ATTEMPTS = 3
+LOOKUP_WAIT_MIN = 0.2
+LOOKUP_WAIT_MAX = 2.0
+
+
+def _policy(
+    attempts: int,
+    wait_min: float,
+    wait_max: float,
+    retry_on: tuple[type[BaseException], ...],
+    sleep: SleepFn,
+) -> tenacity.Retrying:
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max(1, attempts)),
+        wait=tenacity.wait_exponential(multiplier=wait_min, min=wait_min, max=wait_max),
+        retry=tenacity.retry_if_exception_type(retry_on),
+        reraise=True,
+        sleep=sleep,
+    )
+
+
+def ssh_connect_policy(
+    attempts: int = SSH_CONNECT_ATTEMPTS, sleep: SleepFn = time.sleep
+) -> tenacity.Retrying:
+    """Retry an SSH connect that failed with ``NodeUnreachable``.
+
+    Host-key and authentication failures are not retried: they are
+    ``HostKeyError`` or carry no transient cause.
+    """
+    return _policy(attempts, SSH_CONNECT_WAIT_MIN, SSH_CONNECT_WAIT_MAX, (NodeUnreachable,), sleep)
+
+
+def libvirt_connect_policy(
+    attempts: int = LIBVIRT_CONNECT_ATTEMPTS,
+    sleep: SleepFn = time.sleep,
+    retry_on: tuple[type[BaseException], ...] = (NodeUnreachable,),
+) -> tenacity.Retrying:
+    """Retry opening a libvirt connection (the caller maps libvirt errors first)."""
+    return _policy(attempts, LIBVIRT_CONNECT_WAIT_MIN, LIBVIRT_CONNECT_WAIT_MAX, retry_on, sleep)
+
+
+def lookup_policy(
+    attempts: int = LOOKUP_ATTEMPTS,
+    sleep: SleepFn = time.sleep,
+    retry_on: tuple[type[BaseException], ...] = (NodeUnreachable,),
+) -> tenacity.Retrying:
+    """Retry an idempotent, read-only look-up on a node."""
+    return _policy(attempts, LOOKUP_WAIT_MIN, LOOKUP_WAIT_MAX, retry_on, sleep)
+
+
+def call_with_retry(
+    policy: tenacity.Retrying, fn: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """Call ``fn(*args, **kwargs)`` under ``policy``; the last error is re-raised."""
+    return policy(fn, *args, **kwargs)

@@ -1,0 +1,691 @@
+"""SSH transport to the nodes, on paramiko.
+
+``SshClient`` runs commands, moves files and streams data over one paramiko
+transport per (host, port, user); channels are opened per call, so a client
+can be shared by threads. Host keys are checked against the cluster's
+known_hosts file only: an unknown key or a changed key raises
+``HostKeyError`` (paramiko's ``RejectPolicy``; keys are never accepted
+automatically). The cluster adds a node's key with ``known_hosts_add`` after
+the operator confirmed the fingerprint returned by ``fetch_host_key``.
+
+All paramiko and socket exceptions are turned into ganeti_lv errors in one
+place, ``_map_error``:
+
+- connect refused, timed out, host unreachable, auth failure -> ``NodeUnreachable``
+- unknown or changed host key                                -> ``HostKeyError``
+- a command exiting non-zero (``check=True``)                -> ``RemoteCommandError``
+- a command running past its timeout                         -> ``CommandTimeout``
+- SFTP and channel failures                                  -> ``NodeError``
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, NoReturn, TypeVar
+
+import paramiko
+
+from ganeti_lv import retry
+from ganeti_lv.errors import (
+    ECODE_NOENT,
+    HostKeyError,
+    NodeError,
+    NodeUnreachable,
+    RemoteCommandError,
+)
+from ganeti_lv.hypervisor.base import CommandResult
+
+T = TypeVar("T")
+
+DEFAULT_PORT = 22
+DEFAULT_USER = "root"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# Extra time the remote ``timeout`` wrapper gets to kill the command and
+# report before the local side gives up and closes the channel.
+TIMEOUT_KILL_GRACE = 2.0
+TIMEOUT_LOCAL_GRACE = 5.0
+_READ_CHUNK = 1 << 16
+# Exit statuses of coreutils timeout: timed out (TERM) / had to KILL.
+_TIMEOUT_STATUSES = (124, 137)
+
+Command = str | Sequence[str]
+
+
+class CommandTimeout(RemoteCommandError):
+    """A remote command did not finish within its timeout and was killed."""
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """Raised by the reject policy; carries the offered key for the message."""
+
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(f"unknown host key for {hostname}")
+        self.hostname = hostname
+        self.key = key
+
+
+class _RejectUnknownPolicy(paramiko.RejectPolicy):
+    """paramiko's RejectPolicy, keeping the offered key for the error message."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> NoReturn:
+        raise _UnknownHostKey(hostname, key)
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def key_fingerprint(key: paramiko.PKey | str) -> str:
+    """OpenSSH-style ``SHA256:...`` fingerprint of a key or a "<type> <base64>" line."""
+    if isinstance(key, str):
+        parts = key.split()
+        if len(parts) < 2:
+            raise ValueError(f"not a public key line: {key!r}")
+        blob = base64.b64decode(parts[1])
+    else:
+        blob = key.asbytes()
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def known_hosts_name(host: str, port: int = DEFAULT_PORT) -> str:
+    """The host field known_hosts uses: ``host`` on port 22, else ``[host]:port``."""
+    return host if port == DEFAULT_PORT else f"[{host}]:{port}"
+
+
+def quote_command(cmd: Command) -> str:
+    """A command line: strings pass unchanged, argv lists are shlex-quoted."""
+    if isinstance(cmd, str):
+        return cmd
+    if not cmd:
+        raise ValueError("empty command")
+    return " ".join(shlex.quote(str(arg)) for arg in cmd)
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def _map_error(
+    err: BaseException, host: str, port: int, action: str, node: str | None
+) -> NodeError:
+    """Turn a paramiko/socket exception into the matching ganeti_lv error."""
+    where = _endpoint(host, port)
+    if isinstance(err, NodeError):
+        return err
+    if isinstance(err, _UnknownHostKey):
+        return HostKeyError(
+            f"Host key of {where} is not in the cluster's known_hosts: "
+            f"{err.key.get_name()} {key_fingerprint(err.key)}; refusing to connect",
+            node,
+        )
+    if isinstance(err, paramiko.BadHostKeyException):
+        return HostKeyError(
+            f"Host key of {where} has CHANGED: offered {err.key.get_name()} "
+            f"{key_fingerprint(err.key)}, known_hosts has {err.expected_key.get_name()} "
+            f"{key_fingerprint(err.expected_key)}; refusing to connect",
+            node,
+        )
+    if isinstance(err, paramiko.AuthenticationException):
+        return NodeUnreachable(f"SSH authentication to {where} failed: {err}", node)
+    if isinstance(err, FileNotFoundError | paramiko.sftp.SFTPError) and action.startswith("sftp"):
+        ecode = ECODE_NOENT if isinstance(err, FileNotFoundError) else None
+        return NodeError(f"{action} on {where} failed: {err}", node, ecode=ecode)
+    if isinstance(err, socket.timeout | TimeoutError):
+        return NodeUnreachable(f"{action} to {where} timed out", node)
+    if isinstance(err, paramiko.ssh_exception.NoValidConnectionsError | ConnectionError):
+        return NodeUnreachable(f"{action} to {where} failed: {err}", node)
+    if isinstance(err, socket.gaierror):
+        return NodeUnreachable(f"{action}: cannot resolve {host}: {err}", node)
+    if isinstance(err, paramiko.SSHException | EOFError) and action == "connect":
+        return NodeUnreachable(f"SSH {action} to {where} failed: {err or type(err).__name__}", node)
+    if isinstance(err, OSError) and action == "connect":
+        return NodeUnreachable(f"{action} to {where} failed: {err}", node)
+    return NodeError(f"SSH {action} on {where} failed: {err or type(err).__name__}", node)
+
+
+def fetch_host_key(
+    host: str, port: int = DEFAULT_PORT, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> str:
+    """Return the server's host key as "<keytype> <base64>" without authenticating.
+
+    Used by ``node add``: the operator confirms the key (see ``key_fingerprint``)
+    before it goes into the cluster's known_hosts.
+    """
+    sock: socket.socket | None = None
+    transport: paramiko.Transport | None = None
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        transport = paramiko.Transport(sock)
+        transport.banner_timeout = timeout
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    except Exception as err:
+        raise _map_error(err, host, port, "connect", None) from err
+    finally:
+        if transport is not None:
+            transport.close()
+        elif sock is not None:
+            sock.close()
+
+
+def _atomic_write_text(path: str, text: str, mode: int) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_known_hosts(path: str) -> list[str]:
+    try:
+        with open(path) as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def known_hosts_add(path: str, host: str, port: int, key_line: str) -> None:
+    """Add ``key_line`` ("<type> <base64>") for host:port to a known_hosts file.
+
+    An existing entry for the same host and key type is replaced (a node that
+    was re-installed); the file is rewritten atomically with mode 0600.
+    """
+    parts = key_line.split()
+    if len(parts) < 2:
+        raise ValueError(f"not a public key line: {key_line!r}")
+    keytype, b64 = parts[0], parts[1]
+    base64.b64decode(b64, validate=True)
+    name = known_hosts_name(host, port)
+    kept = []
+    for line in _read_known_hosts(path):
+        fields = line.split()
+        if len(fields) >= 2 and name in fields[0].split(",") and fields[1] == keytype:
+            continue
+        kept.append(line)
+    kept.append(f"{name} {keytype} {b64}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _atomic_write_text(path, "\n".join(kept) + "\n", 0o600)
+
+
+def known_hosts_remove(path: str, host: str, port: int = DEFAULT_PORT) -> int:
+    """Remove every entry for host:port; returns how many lines were removed."""
+    name = known_hosts_name(host, port)
+    lines = _read_known_hosts(path)
+    kept = [ln for ln in lines if not (ln.split() and name in ln.split()[0].split(","))]
+    if len(kept) != len(lines):
+        _atomic_write_text(path, "".join(ln + "\n" for ln in kept), 0o600)
+    return len(lines) - len(kept)
+
+
+# -- streaming ---------------------------------------------------------------
+
+
+class RemoteProcess:
+    """A command started by ``SshClient.open_exec``: stream stdin and stdout.
+
+    ``write``/``close_stdin`` feed the command, ``read`` returns stdout chunks
+    (b"" at end), ``wait`` drains the rest and returns a ``CommandResult``.
+    stderr is collected in the background-free way paramiko allows: it is
+    drained on ``read`` and ``wait``.
+    """
+
+    def __init__(self, client: SshClient, channel: paramiko.Channel, command: str) -> None:
+        self._client = client
+        self.channel = channel
+        self.command = command
+        self._stderr = bytearray()
+
+    def _drain_stderr(self) -> None:
+        while self.channel.recv_stderr_ready():
+            self._stderr += self.channel.recv_stderr(_READ_CHUNK)
+
+    def write(self, data: bytes) -> None:
+        """Send data to the command's stdin."""
+        try:
+            self.channel.sendall(data)
+        except Exception as err:
+            raise self._client._error(err, "write") from err
+        self._drain_stderr()
+
+    def close_stdin(self) -> None:
+        """Send EOF on the command's stdin."""
+        self.channel.shutdown_write()
+
+    def read(self, size: int = _READ_CHUNK) -> bytes:
+        """Read up to ``size`` bytes of stdout; b"" at end of output."""
+        try:
+            data = self.channel.recv(size)
+        except Exception as err:
+            raise self._client._error(err, "read") from err
+        self._drain_stderr()
+        return data
+
+    @property
+    def stderr(self) -> str:
+        """stderr received so far."""
+        self._drain_stderr()
+        return self._stderr.decode("utf-8", "replace")
+
+    def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
+        """Wait for the command to exit; remaining stdout is returned in the result."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out, err = _collect(self.channel, deadline)
+        self._stderr += err
+        if out is None:
+            self.channel.close()
+            raise CommandTimeout(
+                f"Command '{self.command}' on {self._client.where} did not finish "
+                f"within {timeout} seconds",
+                self._client.node_name,
+            )
+        status = self.channel.recv_exit_status()
+        self.channel.close()
+        result = CommandResult(
+            status, out.decode("utf-8", "replace"), self._stderr.decode("utf-8", "replace")
+        )
+        if check and result.failed:
+            raise self._client._command_failed(self.command, result)
+        return result
+
+    def close(self) -> None:
+        """Close the channel (the remote command sees EOF/SIGPIPE)."""
+        self.channel.close()
+
+    def __enter__(self) -> RemoteProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes | None, bytes]:
+    """Read stdout/stderr until the command exits; stdout None on deadline."""
+    out = bytearray()
+    err = bytearray()
+    while True:
+        while channel.recv_ready():
+            out += channel.recv(_READ_CHUNK)
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(_READ_CHUNK)
+        if channel.exit_status_ready() and not (
+            channel.recv_ready() or channel.recv_stderr_ready()
+        ):
+            return bytes(out), bytes(err)
+        if deadline is None:
+            wait = 5.0
+        else:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return None, bytes(err)
+        select.select([channel], [], [], min(wait, 5.0))
+
+
+# -- the client --------------------------------------------------------------
+
+
+class SshClient:
+    """SSH connection to one node (see the module docstring).
+
+    ``known_hosts_file`` is the only source of trusted host keys; without it
+    every host key is unknown and rejected. The connection is opened lazily
+    (or by ``connect()``), retried under ``retry.ssh_connect_policy``, and
+    re-opened if the transport died.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = DEFAULT_PORT,
+        user: str = DEFAULT_USER,
+        key_file: str | None = None,
+        known_hosts_file: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        node_name: str | None = None,
+        connect_attempts: int = retry.SSH_CONNECT_ATTEMPTS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.key_file = key_file
+        self.known_hosts_file = known_hosts_file
+        self.connect_timeout = connect_timeout
+        self.node_name = node_name or host
+        self._connect_attempts = connect_attempts
+        self._sleep = sleep
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def where(self) -> str:
+        """host:port, for messages."""
+        return _endpoint(self.host, self.port)
+
+    def _error(self, err: BaseException, action: str) -> NodeError:
+        return _map_error(err, self.host, self.port, action, self.node_name)
+
+    # -- connection ------------------------------------------------------
+    def _connect_once(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        if self.known_hosts_file and os.path.exists(self.known_hosts_file):
+            try:
+                client.load_host_keys(self.known_hosts_file)
+            except (OSError, paramiko.SSHException) as err:
+                raise HostKeyError(
+                    f"Cannot read known_hosts {self.known_hosts_file}: {err}", self.node_name
+                ) from err
+        client.set_missing_host_key_policy(_RejectUnknownPolicy())
+        try:
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                key_filename=self.key_file,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                look_for_keys=self.key_file is None,
+                allow_agent=False,
+            )
+        except Exception as err:
+            client.close()
+            raise self._error(err, "connect") from err
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        return client
+
+    def connect(self) -> SshClient:
+        """Open the connection now (otherwise it is opened on first use)."""
+        self._transport()
+        return self
+
+    def _transport(self) -> paramiko.Transport:
+        with self._lock:
+            if self._client is not None:
+                transport = self._client.get_transport()
+                if transport is not None and transport.is_active():
+                    return transport
+                self._drop()
+            policy = retry.ssh_connect_policy(self._connect_attempts, self._sleep)
+            self._client = retry.call_with_retry(policy, self._connect_once)
+            transport = self._client.get_transport()
+            assert transport is not None
+            return transport
+
+    def _drop(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):  # closing a dead channel
+                self._sftp.close()
+            self._sftp = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        """Close the connection; the client may be used again (it reconnects)."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> SshClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SshClient({self.user}@{self.where})"
+
+    def _open_channel(self, command: str) -> paramiko.Channel:
+        transport = self._transport()
+        try:
+            channel = transport.open_session(timeout=self.connect_timeout)
+            channel.exec_command(command)
+        except Exception as err:
+            raise self._error(err, "exec") from err
+        return channel
+
+    # -- commands --------------------------------------------------------
+    def _command_failed(self, command: str, result: CommandResult) -> RemoteCommandError:
+        detail = (result.stderr.strip() or result.stdout.strip())[-2000:]
+        return RemoteCommandError(
+            f"Command '{command}' on {self.node_name} failed with exit status "
+            f"{result.exit_status}" + (f": {detail}" if detail else ""),
+            self.node_name,
+            exit_status=result.exit_status,
+            output=result.output,
+        )
+
+    def run(
+        self,
+        cmd: Command,
+        timeout: float | None = None,
+        input: bytes | str | None = None,  # noqa: A002 - mirrors subprocess.run
+        check: bool = True,
+    ) -> CommandResult:
+        """Run a command on the node and return its exit status and output.
+
+        ``cmd`` is a shell string or an argv list (each argument shlex-quoted).
+        With ``timeout`` the command runs under coreutils ``timeout`` in its own
+        process group, which is killed when time is up; ``CommandTimeout`` is
+        raised. A non-zero exit raises ``RemoteCommandError`` when ``check``.
+        """
+        command = quote_command(cmd)
+        remote = command
+        deadline = None
+        if timeout is not None:
+            remote = (
+                f"timeout -k {TIMEOUT_KILL_GRACE:g} {max(timeout, 0.001):g} "
+                f"sh -c {shlex.quote(command)}"
+            )
+            deadline = time.monotonic() + timeout + TIMEOUT_KILL_GRACE + TIMEOUT_LOCAL_GRACE
+        started = time.monotonic()
+        channel = self._open_channel(remote)
+        try:
+            feeder = self._feed_input(channel, input)
+            try:
+                out, err = _collect(channel, deadline)
+            except Exception as exc:
+                raise self._error(exc, "run") from exc
+            if out is None:
+                raise self._timed_out(command, timeout)
+            status = channel.recv_exit_status()
+            if feeder is not None:
+                feeder.join(timeout=1.0)
+        finally:
+            channel.close()
+        result = CommandResult(
+            status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        )
+        if (
+            timeout is not None
+            and status in _TIMEOUT_STATUSES
+            and time.monotonic() - started >= timeout
+        ):
+            raise self._timed_out(command, timeout, result)
+        if check and result.failed:
+            raise self._command_failed(command, result)
+        return result
+
+    def _timed_out(
+        self, command: str, timeout: float | None, result: CommandResult | None = None
+    ) -> CommandTimeout:
+        return CommandTimeout(
+            f"Command '{command}' on {self.node_name} timed out after {timeout} seconds "
+            "and was killed",
+            self.node_name,
+            exit_status=None if result is None else result.exit_status,
+            output="" if result is None else result.output,
+        )
+
+    @staticmethod
+    def _feed_input(channel: paramiko.Channel, data: bytes | str | None) -> threading.Thread | None:
+        """Send stdin (in a thread, so big input can't deadlock with output)."""
+        if not data:
+            channel.shutdown_write()
+            return None
+        payload = data.encode() if isinstance(data, str) else data
+
+        def feed() -> None:
+            try:
+                channel.sendall(payload)
+                channel.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # the command exited early; its status tells the story
+
+        thread = threading.Thread(target=feed, name="ssh-stdin", daemon=True)
+        thread.start()
+        return thread
+
+    def open_exec(self, cmd: Command) -> RemoteProcess:
+        """Start a command and return a ``RemoteProcess`` to stream data in and out."""
+        command = quote_command(cmd)
+        return RemoteProcess(self, self._open_channel(command), command)
+
+    # -- files -----------------------------------------------------------
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        with self._lock:
+            self._transport()
+            if self._sftp is None:
+                assert self._client is not None
+                try:
+                    self._sftp = self._client.open_sftp()
+                except Exception as err:
+                    raise self._error(err, "sftp open") from err
+            return self._sftp
+
+    def _with_sftp(self, action: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
+        sftp = self._sftp_client()
+        try:
+            return fn(sftp)
+        except Exception as err:
+            raise self._error(err, f"sftp {action}") from err
+
+    def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        """Write ``data`` to ``path`` on the node atomically (temp file + rename)."""
+        directory, base = os.path.split(path)
+        tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
+
+        def put(sftp: paramiko.SFTPClient) -> None:
+            try:
+                with sftp.open(tmp, "wb") as fh:
+                    fh.set_pipelined(True)
+                    fh.write(data)
+                    fh.chmod(mode)
+                sftp.posix_rename(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    sftp.remove(tmp)
+                raise
+
+        self._with_sftp(f"put {path}", put)
+
+    def get_bytes(self, path: str) -> bytes:
+        """Read a whole file from the node (NodeError with ECODE_NOENT if missing)."""
+
+        def get(sftp: paramiko.SFTPClient) -> bytes:
+            with sftp.open(path, "rb") as fh:
+                fh.prefetch()
+                return bytes(fh.read())
+
+        return self._with_sftp(f"get {path}", get)
+
+    def exists(self, path: str) -> bool:
+        """True if ``path`` exists on the node."""
+
+        def stat(sftp: paramiko.SFTPClient) -> bool:
+            try:
+                sftp.stat(path)
+            except FileNotFoundError:
+                return False
+            return True
+
+        return self._with_sftp(f"stat {path}", stat)
+
+
+class SshPool:
+    """A cache of ``SshClient`` objects keyed by (host, port, user).
+
+    One paramiko transport carries many channels, so callers share a client
+    per node. ``close_all`` closes every connection.
+    """
+
+    def __init__(
+        self,
+        key_file: str | None,
+        known_hosts_file: str | None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        **client_kwargs: Any,
+    ) -> None:
+        self.key_file = key_file
+        self.known_hosts_file = known_hosts_file
+        self.connect_timeout = connect_timeout
+        self._kwargs = client_kwargs
+        self._clients: dict[tuple[str, int, str], SshClient] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        host: str,
+        port: int = DEFAULT_PORT,
+        user: str = DEFAULT_USER,
+        node_name: str | None = None,
+    ) -> SshClient:
+        """The shared client for host:port as user (created on first use)."""
+        key = (host, port, user)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = SshClient(
+                    host,
+                    port=port,
+                    user=user,
+                    key_file=self.key_file,
+                    known_hosts_file=self.known_hosts_file,
+                    connect_timeout=self.connect_timeout,
+                    node_name=node_name,
+                    **self._kwargs,
+                )
+                self._clients[key] = client
+            return client
+
+    def close_all(self) -> None:
+        """Close every cached connection."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> SshPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_all()
