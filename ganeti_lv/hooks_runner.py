@@ -1,0 +1,177 @@
+"""Run a hooks directory on a node over SSH (the node side of Ganeti's hooks).
+
+A small POSIX sh program is sent to the node on stdin (``sh -s``); it needs
+only sh and coreutils (``timeout``, ``base64``, ``mktemp``), which every
+Debian node has. It follows Ganeti's runner (doc/hooks.rst):
+
+- the visible entries of ``hooks_dir`` in byte order (``LC_ALL=C``); a
+  missing directory means no hooks;
+- only regular, executable files whose name matches ``^[a-zA-Z0-9_-]+$`` run;
+  everything else (directories, non-executables, ``x.sh``) is reported SKIP;
+- each script runs in / with no arguments, stdin from /dev/null, stdout and
+  stderr combined, and the environment reset to exactly ``env`` (``env -i``);
+- fix over Ganeti: a per-script timeout. coreutils ``timeout`` runs the
+  script in its own process group and signals the whole group (TERM, KILL
+  after a grace period); the runner then SIGKILLs whatever is left of the
+  group. A timed-out script is reported FAIL with a note in its output.
+
+Each result travels back as one line ``HOOK <base64 name> <status> <base64
+output>`` and the program ends with ``END``, so arbitrary output cannot break
+the parsing and a truncated answer is detected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import shlex
+
+from ganeti_lv import constants
+from ganeti_lv.errors import ECODE_INVAL, HooksFailure, NodeError
+from ganeti_lv.hypervisor.base import HookScriptResult
+from ganeti_lv.ssh import SshClient
+
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KILL_GRACE = 2
+# Longest output kept per script (the tail): job logs stay readable.
+MAX_OUTPUT = 64 * 1024
+_END = "END"
+_RECORD = "HOOK"
+_STATUSES = (constants.HKR_SUCCESS, constants.HKR_FAIL, constants.HKR_SKIP)
+
+# The node-side program. {dir}, {timeout}, {grace} and {envargs} are filled
+# in with shell-quoted values by ``build_runner_script``.
+_RUNNER = r"""
+LC_ALL=C
+export LC_ALL
+hooks_dir={dir}
+hook_timeout={timeout}
+kill_grace={grace}
+emit() {{
+  printf 'HOOK %s %s %s\n' "$(printf '%s' "$1" | base64 -w0)" "$2" "$(base64 -w0 < "$3")"
+}}
+if [ ! -d "$hooks_dir" ]; then
+  echo END
+  exit 0
+fi
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+cd / || exit 1
+for path in "$hooks_dir"/*; do
+  [ -e "$path" ] || [ -L "$path" ] || continue
+  name=${{path##*/}}
+  : > "$tmp/out"
+  case $name in
+    *[!A-Za-z0-9_-]*) emit "$name" SKIP "$tmp/out"; continue ;;
+  esac
+  if [ ! -f "$path" ] || [ ! -x "$path" ]; then
+    emit "$name" SKIP "$tmp/out"
+    continue
+  fi
+  : > "$tmp/tmsg"
+  timeout -v -k "$kill_grace" "$hook_timeout" \
+    sh -c 'o=$1; shift; exec "$@" </dev/null >"$o" 2>&1' hook "$tmp/out" \
+    env -i {envargs} "$path" </dev/null 2>"$tmp/tmsg" &
+  tpid=$!
+  wait "$tpid"
+  rc=$?
+  status=FAIL
+  if grep -q 'sending signal' "$tmp/tmsg"; then
+    kill -KILL -- "-$tpid" 2>/dev/null
+    printf '\n[hook timed out after %s seconds; its process group was killed]\n' \
+      "$hook_timeout" >> "$tmp/out"
+  elif [ "$rc" -eq 0 ]; then
+    status=SUCCESS
+  else
+    cat "$tmp/tmsg" >> "$tmp/out"
+  fi
+  emit "$name" "$status" "$tmp/out"
+done
+echo END
+"""
+
+
+def _validate_env(env: dict[str, str]) -> None:
+    for key, value in env.items():
+        if not ENV_KEY_RE.match(key):
+            raise HooksFailure(f"Invalid hooks environment variable name {key!r}", ECODE_INVAL)
+        if not isinstance(value, str) or "\0" in value:
+            raise HooksFailure(
+                f"Invalid value for hooks environment variable {key}: {value!r}", ECODE_INVAL
+            )
+
+
+def build_runner_script(hooks_dir: str, env: dict[str, str], timeout: float) -> str:
+    """The sh program that runs ``hooks_dir`` on a node (see the module docstring)."""
+    if timeout <= 0:
+        raise HooksFailure(f"Hooks timeout must be positive, not {timeout}", ECODE_INVAL)
+    _validate_env(env)
+    envargs = " ".join(shlex.quote(f"{key}={value}") for key, value in sorted(env.items()))
+    return _RUNNER.format(
+        dir=shlex.quote(hooks_dir),
+        timeout=shlex.quote(f"{timeout:g}"),
+        grace=KILL_GRACE,
+        envargs=envargs,
+    )
+
+
+def _b64(field: str) -> str:
+    return base64.b64decode(field, validate=True).decode("utf-8", "replace")
+
+
+def _trim(output: str) -> str:
+    if len(output) <= MAX_OUTPUT:
+        return output
+    return f"[... {len(output) - MAX_OUTPUT} characters cut ...]\n" + output[-MAX_OUTPUT:]
+
+
+def parse_runner_output(stdout: str, subdir: str) -> list[HookScriptResult]:
+    """Decode the runner's records; ``NodeError`` if the answer is garbled or cut."""
+    results: list[HookScriptResult] = []
+    ended = False
+    for line in stdout.splitlines():
+        if line == _END:
+            ended = True
+            break
+        fields = line.split(" ")
+        if len(fields) != 4 or fields[0] != _RECORD or fields[2] not in _STATUSES:
+            raise NodeError(f"Unexpected output from the hooks runner: {line[:200]!r}")
+        try:
+            name, output = _b64(fields[1]), _b64(fields[3])
+        except (binascii.Error, ValueError) as err:
+            raise NodeError(f"Undecodable output from the hooks runner: {err}") from err
+        script = f"{subdir}/{name}" if subdir else name
+        results.append(HookScriptResult(script, fields[2], _trim(output)))
+    if not ended:
+        raise NodeError("The hooks runner's output was cut short (no END marker)")
+    return results
+
+
+def run_hooks_via_ssh(
+    ssh: SshClient,
+    hooks_dir: str,
+    env: dict[str, str],
+    timeout: float = constants.HOOKS_DEFAULT_TIMEOUT,
+) -> list[HookScriptResult]:
+    """Run every hook script in ``hooks_dir`` on the node behind ``ssh``.
+
+    Returns one ``HookScriptResult`` per directory entry, in run order; the
+    ``script`` field is "<dir basename>/<name>" (e.g.
+    "instance-migrate-pre.d/10-check"), as in Ganeti. ``timeout`` is per
+    script. Connection problems raise ``NodeUnreachable``/``HostKeyError``, a
+    failing runner ``NodeError``; invalid env names or values ``HooksFailure``.
+    """
+    program = build_runner_script(hooks_dir, env, timeout)
+    result = ssh.run("LC_ALL=C exec /bin/sh -s", input=program, check=False)
+    if result.exit_status != 0:
+        raise NodeError(
+            f"Hooks runner on {ssh.node_name} exited with status {result.exit_status}: "
+            f"{result.stderr.strip()[-1000:]}",
+            ssh.node_name,
+        )
+    subdir = hooks_dir.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return parse_runner_output(result.stdout, subdir)
+    except NodeError as err:
+        raise NodeError(f"{err.msg} (node {ssh.node_name})", ssh.node_name) from err
