@@ -11,3 +11,7 @@ Ops tooling uses :class:`Client`::
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from ganeti_lv.client import Client
+
+__all__ = ["Client", "__version__"]

@@ -1,0 +1,6 @@
+"""The LogicalUnits. Importing this package registers every LU (LU_REGISTRY).
+
+Each LU module is imported below (one line per module).
+"""
+
+from ganeti_lv.cmdlib import test  # noqa: F401

@@ -1,0 +1,125 @@
+"""Helpers shared by the LUs: name expansion, node checks, instance hook env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
+from ganeti_lv.hooksmaster import hook_value
+from ganeti_lv.objects import Cluster, Instance, Node
+
+
+def expand_instance(cfg: ConfigStore, name: str) -> str:
+    """Full instance name for ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
+    full = cfg.expand_instance_name(name)
+    if full is None:
+        raise OpPrereqError(f"Instance '{name}' not known", ECODE_NOENT)
+    return full
+
+
+def expand_node(cfg: ConfigStore, name: str) -> str:
+    """Full node name for ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
+    full = cfg.expand_node_name(name)
+    if full is None:
+        raise OpPrereqError(f"Node '{name}' not known", ECODE_NOENT)
+    return full
+
+
+def get_node(cfg: ConfigStore, name: str) -> Node:
+    """The node ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
+    node = cfg.get_node(name)
+    if node is None:
+        raise OpPrereqError(f"Node '{name}' not known", ECODE_NOENT)
+    return node
+
+
+def get_instance(cfg: ConfigStore, name: str) -> Instance:
+    """The instance ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
+    inst = cfg.get_instance(name)
+    if inst is None:
+        raise OpPrereqError(f"Instance '{name}' not known", ECODE_NOENT)
+    return inst
+
+
+def check_node_online(cfg: ConfigStore, node_name: str, msg: str | None = None) -> None:
+    """OpPrereqError(ECODE_STATE) if the node is offline."""
+    node = get_node(cfg, node_name)
+    if node.offline:
+        text = msg or "Can't use offline node"
+        raise OpPrereqError(f"{text} {node_name}", ECODE_STATE)
+
+
+def check_node_not_drained(cfg: ConfigStore, node_name: str) -> None:
+    """OpPrereqError(ECODE_STATE) if the node is drained."""
+    node = get_node(cfg, node_name)
+    if node.drained:
+        raise OpPrereqError(f"Can't use drained node {node_name}", ECODE_STATE)
+
+
+def check_node_vm_capable(cfg: ConfigStore, node_name: str) -> None:
+    """OpPrereqError(ECODE_STATE) if the node may not run instances."""
+    node = get_node(cfg, node_name)
+    if not node.vm_capable:
+        raise OpPrereqError(f"Can't use non-vm_capable node {node_name}", ECODE_STATE)
+
+
+def instance_hook_env(
+    cluster: Cluster, instance: Instance, override: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Ganeti's INSTANCE_* hook keys for ``instance`` (without the GANETI_ prefix).
+
+    ``override`` may replace beparams/hvparams values (keys as in the params)
+    or any resulting key (e.g. ``{"INSTANCE_PRIMARY": ...}``).
+    """
+    override = dict(override or {})
+    beparams = {**cluster.fill_beparams(instance)}
+    hvparams = {**cluster.fill_hvparams(instance)}
+    for key in list(override):
+        if key in beparams:
+            beparams[key] = override.pop(key)
+        elif key in hvparams:
+            hvparams[key] = override.pop(key)
+    env: dict[str, str] = {
+        "INSTANCE_NAME": instance.name,
+        "INSTANCE_PRIMARY": instance.primary_node,
+        "INSTANCE_SECONDARIES": hook_value(instance.secondary_nodes),
+        "INSTANCE_OS_TYPE": instance.os,
+        "INSTANCE_STATUS": instance.admin_state,
+        "INSTANCE_MINMEM": hook_value(beparams.get("minmem")),
+        "INSTANCE_MAXMEM": hook_value(beparams.get("maxmem")),
+        # Ganeti's backwards-compatible key: the maximum memory.
+        "INSTANCE_MEMORY": hook_value(beparams.get("maxmem")),
+        "INSTANCE_VCPUS": hook_value(beparams.get("vcpus")),
+        "INSTANCE_DISK_TEMPLATE": instance.disk_template,
+        "INSTANCE_HYPERVISOR": instance.hypervisor,
+        "INSTANCE_TAGS": hook_value(sorted(instance.tags)),
+        "INSTANCE_NIC_COUNT": str(len(instance.nics)),
+        "INSTANCE_DISK_COUNT": str(len(instance.disks)),
+    }
+    for idx, nic in enumerate(instance.nics):
+        prefix = f"INSTANCE_NIC{idx}_"
+        env[prefix + "UUID"] = nic.uuid
+        env[prefix + "NAME"] = nic.name
+        env[prefix + "IP"] = hook_value(nic.ip)
+        env[prefix + "MAC"] = nic.mac
+        env[prefix + "MODE"] = nic.mode
+        env[prefix + "LINK"] = nic.link
+        env[prefix + "VLAN"] = nic.vlan
+        env[prefix + "NETWORK_NAME"] = nic.network
+        if nic.mode == "bridged":
+            env[prefix + "BRIDGE"] = nic.link
+    for idx, disk in enumerate(instance.disks):
+        prefix = f"INSTANCE_DISK{idx}_"
+        env[prefix + "UUID"] = disk.uuid
+        env[prefix + "NAME"] = disk.name
+        env[prefix + "SIZE"] = str(disk.size)
+        env[prefix + "MODE"] = disk.mode
+        env[prefix + "DEV_TYPE"] = disk.dev_type
+    for key, value in sorted(beparams.items()):
+        env[f"INSTANCE_BE_{key}"] = hook_value(value)
+    for key, value in sorted(hvparams.items()):
+        env[f"INSTANCE_HV_{key}"] = hook_value(value)
+    for key, value in override.items():
+        env[key] = hook_value(value)
+    return env

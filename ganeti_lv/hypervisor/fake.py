@@ -1,0 +1,277 @@
+"""FakeNodeOps: an in-memory NodeOps for fast unit tests.
+
+Every node has facts (memory, versions, bridges), domains (name ->
+DomainInfo) and disk files (paths). Every call is recorded in ``calls`` as
+``Call(method, node, args)``. Failures are injected per (method, node) with
+``fail(...)``, a whole node is made unreachable with ``set_unreachable``.
+Hooks return what ``hook_results`` says for (node, hooks_dir), or what
+``hooks_fn(node, hooks_dir, env, timeout)`` returns when set.
+
+Example::
+
+    ops = FakeNodeOps()
+    ops.add_node("node1", memory_total=4096)
+    ops.fail("start_instance", "node1", "no memory")
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganeti_lv import constants, objects
+from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeError, NodeUnreachable
+from ganeti_lv.hypervisor.base import (
+    CommandResult,
+    DomainInfo,
+    HookScriptResult,
+    NodeFacts,
+    NodeOps,
+)
+from ganeti_lv.objects import Cluster, Instance, Node
+
+HooksFn = Callable[[str, str, dict[str, str], float], list[HookScriptResult]]
+CommandFn = Callable[[str, list[str]], CommandResult]
+
+
+@dataclass
+class Call:
+    """One recorded call: public method name, node name and the other arguments."""
+
+    method: str
+    node: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass
+class _Failure:
+    error: NodeError
+    times: int | None  # None: forever
+
+
+@dataclass
+class FakeNode:
+    """The in-memory state of one fake node."""
+
+    facts: NodeFacts
+    domains: dict[str, DomainInfo] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)  # path -> size in MiB
+
+
+class FakeNodeOps(NodeOps):
+    """In-memory node operations; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, FakeNode] = {}
+        self.calls: list[Call] = []
+        self.failures: dict[tuple[str, str], _Failure] = {}
+        self.unreachable: set[str] = set()
+        self.hook_results: dict[tuple[str, str], list[HookScriptResult]] = {}
+        self.hooks_fn: HooksFn | None = None
+        self.command_fn: CommandFn | None = None
+        self.closed = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ set-up
+    def add_node(
+        self,
+        name: str,
+        memory_total: int = 4096,
+        memory_free: int | None = None,
+        bridges: list[str] | None = None,
+        **facts: Any,
+    ) -> FakeNode:
+        """Create (or replace) a fake node with the given facts."""
+        node = FakeNode(
+            NodeFacts(
+                name=name,
+                memory_total=memory_total,
+                memory_free=memory_total if memory_free is None else memory_free,
+                cpu_model=facts.pop("cpu_model", "Fake CPU"),
+                cpu_arch=facts.pop("cpu_arch", "x86_64"),
+                cpu_count=facts.pop("cpu_count", 2),
+                libvirt_version=facts.pop("libvirt_version", 9000000),
+                qemu_version=facts.pop("qemu_version", 7002000),
+                hostname=facts.pop("hostname", name),
+                host_uuid=facts.pop("host_uuid", objects.new_uuid()),
+                bridges=list(bridges if bridges is not None else ["br0"]),
+                **facts,
+            )
+        )
+        self.nodes[name] = node
+        return node
+
+    def node(self, name: str) -> FakeNode:
+        """The fake node ``name``, created with defaults on first use."""
+        if name not in self.nodes:
+            self.add_node(name)
+        return self.nodes[name]
+
+    def add_domain(
+        self,
+        node: str,
+        name: str,
+        state: str = constants.DOMSTATE_RUNNING,
+        memory: int = 128,
+        vcpus: int = 1,
+        **kwargs: Any,
+    ) -> DomainInfo:
+        """Put a domain on a node (taking its memory when running)."""
+        dom = DomainInfo(name=name, state=state, memory=memory, vcpus=vcpus, **kwargs)
+        fake = self.node(node)
+        fake.domains[name] = dom
+        if state == constants.DOMSTATE_RUNNING:
+            fake.facts.memory_free -= memory
+        return dom
+
+    def remove_domain(self, node: str, name: str) -> None:
+        """Drop a domain from a node (giving back its memory when running)."""
+        fake = self.node(node)
+        dom = fake.domains.pop(name, None)
+        if dom is not None and dom.state == constants.DOMSTATE_RUNNING:
+            fake.facts.memory_free += dom.memory
+
+    def fail(
+        self,
+        method: str,
+        node: str,
+        error: NodeError | str = "injected failure",
+        times: int | None = None,
+    ) -> None:
+        """Make ``method`` on ``node`` fail (``times`` times, or always when None)."""
+        err = error if isinstance(error, NodeError) else HypervisorError(error, node=node)
+        self.failures[(method, node)] = _Failure(err, times)
+
+    def clear_failures(self) -> None:
+        """Remove every injected failure and unreachable node."""
+        self.failures.clear()
+        self.unreachable.clear()
+
+    def set_unreachable(self, node: str, unreachable: bool = True) -> None:
+        """Make every operation on ``node`` fail with NodeUnreachable."""
+        if unreachable:
+            self.unreachable.add(node)
+        else:
+            self.unreachable.discard(node)
+
+    def set_hook_results(self, node: str, hooks_dir: str, results: list[HookScriptResult]) -> None:
+        """What run_hooks returns for (node, hooks_dir)."""
+        self.hook_results[(node, hooks_dir)] = list(results)
+
+    def calls_to(self, method: str, node: str | None = None) -> list[Call]:
+        """Recorded calls of ``method`` (on ``node`` when given)."""
+        return [c for c in self.calls if c.method == method and (node is None or c.node == node)]
+
+    # ------------------------------------------------------------ plumbing
+    def _enter(self, method: str, node: Node, *args: Any) -> FakeNode:
+        """Record the call, apply injected failures, return the node's state."""
+        with self._lock:
+            self.calls.append(Call(method, node.name, args))
+            if node.name in self.unreachable:
+                raise NodeUnreachable(f"Node {node.name} is unreachable", node=node.name)
+            failure = self.failures.get((method, node.name))
+            if failure is not None:
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        del self.failures[(method, node.name)]
+                raise failure.error
+            return self.node(node.name)
+
+    @staticmethod
+    def _domain(fake: FakeNode, node: Node, name: str) -> DomainInfo:
+        dom = fake.domains.get(name)
+        if dom is None:
+            raise InstanceNotFound(f"Domain {name} not found on {node.name}", node=node.name)
+        return dom
+
+    # ------------------------------------------------------------ NodeOps
+    def _op_node_info(self, node: Node) -> NodeFacts:
+        fake = self._enter("node_info", node)
+        facts = NodeFacts(**{**fake.facts.__dict__, "bridges": list(fake.facts.bridges)})
+        if node.memory_cap is not None:
+            used = facts.memory_total - facts.memory_free
+            facts.memory_total = min(facts.memory_total, node.memory_cap)
+            facts.memory_free = max(0, min(facts.memory_free, node.memory_cap - used))
+        return facts
+
+    def _op_instance_list(self, node: Node) -> dict[str, DomainInfo]:
+        fake = self._enter("instance_list", node)
+        return {name: _copy_domain(d) for name, d in fake.domains.items()}
+
+    def _op_instance_info(self, node: Node, name: str) -> DomainInfo | None:
+        fake = self._enter("instance_info", node, name)
+        dom = fake.domains.get(name)
+        return None if dom is None else _copy_domain(dom)
+
+    def _op_create_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+        fake = self._enter("create_disks", node, instance.name)
+        for idx, disk in enumerate(instance.disks):
+            fake.files[objects.disk_path(cluster, instance, idx)] = disk.size
+
+    def _op_remove_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+        fake = self._enter("remove_disks", node, instance.name)
+        prefix = objects.disk_dir(cluster, instance) + "/"
+        for path in [p for p in fake.files if p.startswith(prefix)]:
+            del fake.files[path]
+
+    def _op_start_instance(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+        fake = self._enter("start_instance", node, instance.name)
+        memory = int(cluster.fill_beparams(instance)["maxmem"])
+        vcpus = int(cluster.fill_beparams(instance)["vcpus"])
+        dom = fake.domains.get(instance.name)
+        if dom is not None and dom.state == constants.DOMSTATE_RUNNING:
+            return
+        if fake.facts.memory_free < memory:
+            raise HypervisorError(
+                f"Not enough memory on {node.name} to start {instance.name}", node=node.name
+            )
+        paths = [objects.disk_path(cluster, instance, i) for i in range(len(instance.disks))]
+        self.remove_domain(node.name, instance.name)
+        self.add_domain(node.name, instance.name, memory=memory, vcpus=vcpus, disk_paths=paths)
+
+    def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
+        fake = self._enter("shutdown_instance", node, instance.name, timeout)
+        dom = fake.domains.get(instance.name)
+        if dom is not None and dom.state == constants.DOMSTATE_RUNNING:
+            fake.facts.memory_free += dom.memory
+            dom.state = constants.DOMSTATE_SHUTOFF
+        return True
+
+    def _op_reboot_instance(
+        self, cluster: Cluster, node: Node, instance: Instance, reboot_type: str, timeout: float
+    ) -> None:
+        fake = self._enter("reboot_instance", node, instance.name, reboot_type, timeout)
+        dom = self._domain(fake, node, instance.name)
+        if dom.state != constants.DOMSTATE_RUNNING:
+            raise HypervisorError(f"Domain {instance.name} is not running", node=node.name)
+
+    def _op_undefine_instance(self, node: Node, name: str) -> None:
+        self._enter("undefine_instance", node, name)
+        self.remove_domain(node.name, name)
+
+    def _op_run_command(self, node: Node, argv: list[str], timeout: float | None) -> CommandResult:
+        self._enter("run_command", node, list(argv), timeout)
+        if self.command_fn is not None:
+            return self.command_fn(node.name, list(argv))
+        return CommandResult(0, "", "")
+
+    def _op_run_hooks(
+        self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
+    ) -> list[HookScriptResult]:
+        self._enter("run_hooks", node, hooks_dir, dict(env), timeout)
+        if self.hooks_fn is not None:
+            return self.hooks_fn(node.name, hooks_dir, dict(env), timeout)
+        return list(self.hook_results.get((node.name, hooks_dir), []))
+
+    def close(self) -> None:
+        """Mark closed (nothing to release)."""
+        self.closed = True
+
+
+def _copy_domain(dom: DomainInfo) -> DomainInfo:
+    return DomainInfo(
+        **{**dom.__dict__, "disk_paths": list(dom.disk_paths), "overlays": list(dom.overlays)}
+    )

@@ -1,0 +1,249 @@
+"""The job log: one JSON file per opcode run, written as the run progresses.
+
+Job ids come from a counter file updated under an exclusive ``flock``, so
+ids are unique and increasing across processes. Each job file
+(``job-<id>.json``) is rewritten atomically on every change (status,
+feedback line, result). A job records the pid (and the process start time)
+of the process that runs it; when a job says "queued" or "running" but that
+process is gone, readers report it as "lost", never as running.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganeti_lv.config import write_file_atomically
+from ganeti_lv.errors import ECODE_FAULT, GenericError, JobError
+
+JOB_STATUS_QUEUED = "queued"
+JOB_STATUS_RUNNING = "running"
+JOB_STATUS_SUCCESS = "success"
+JOB_STATUS_ERROR = "error"
+JOB_STATUS_CANCELED = "canceled"
+JOB_STATUS_LOST = "lost"
+JOB_STATUSES = (
+    JOB_STATUS_QUEUED,
+    JOB_STATUS_RUNNING,
+    JOB_STATUS_SUCCESS,
+    JOB_STATUS_ERROR,
+    JOB_STATUS_CANCELED,
+    JOB_STATUS_LOST,
+)
+ACTIVE_STATUSES = (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING)
+
+ELOG_MESSAGE = "message"
+
+_JOB_FILE_RE = re.compile(r"^job-(\d+)\.json$")
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of process ``pid``, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fobj:
+            stat = fobj.read()
+    except OSError:
+        return None
+    # The command name may contain spaces; fields resume after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # zombie or dead: the process is gone
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int, start_time: int | None = None) -> bool:
+    """True if ``pid`` runs (and, when given, started at ``start_time``: no pid reuse)."""
+    if pid <= 0:
+        return False
+    if os.path.isdir("/proc/self"):
+        current = process_start_time(pid)
+        if current is None:
+            return False
+        return start_time is None or current == start_time
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert an LU result to JSON data (objects via to_dict, others via repr)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_jsonable(to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    return repr(value)
+
+
+@dataclass
+class Job:
+    """One opcode run as recorded in the job log (timestamps: seconds since the epoch)."""
+
+    id: int
+    op_id: str
+    summary: str
+    params: dict[str, Any]
+    status: str = JOB_STATUS_QUEUED
+    received_ts: float = field(default_factory=time.time)
+    start_ts: float | None = None
+    end_ts: float | None = None
+    log: list[tuple[float, str, str]] = field(default_factory=list)
+    result: Any = None
+    error: dict[str, Any] | None = None
+    pid: int = field(default_factory=os.getpid)
+    pid_start: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON data."""
+        data = dataclasses.asdict(self)
+        data["log"] = [list(entry) for entry in self.log]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Build a job from ``to_dict`` output."""
+        data = dict(data)
+        data["log"] = [tuple(entry) for entry in data.get("log", [])]
+        return cls(**data)
+
+    @property
+    def finished(self) -> bool:
+        """True when the job reached a final status."""
+        return self.status not in ACTIVE_STATUSES
+
+
+class JobStore:
+    """The job log directory. Writers record a run; readers list and inspect jobs."""
+
+    def __init__(self, jobs_dir: str) -> None:
+        self.jobs_dir = jobs_dir
+
+    # -------------------------------------------------------------- files
+    def _path(self, job_id: int) -> str:
+        return os.path.join(self.jobs_dir, f"job-{job_id}.json")
+
+    @contextlib.contextmanager
+    def _counter_lock(self) -> Iterator[None]:
+        os.makedirs(self.jobs_dir, exist_ok=True)
+        fd = os.open(os.path.join(self.jobs_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _next_id(self) -> int:
+        counter = os.path.join(self.jobs_dir, "serial")
+        with self._counter_lock():
+            try:
+                with open(counter, encoding="ascii") as fobj:
+                    last = int(fobj.read().strip() or 0)
+            except FileNotFoundError:
+                last = 0
+            except ValueError as err:
+                raise JobError(f"Job counter file {counter} is corrupt: {err}") from err
+            write_file_atomically(counter, f"{last + 1}\n".encode(), mode=0o600)
+        return last + 1
+
+    def save(self, job: Job) -> None:
+        """Write the job's file atomically."""
+        raw = json.dumps(job.to_dict(), indent=1, sort_keys=True).encode()
+        write_file_atomically(self._path(job.id), raw + b"\n")
+
+    # ------------------------------------------------------------ writing
+    def create(self, op: Any) -> Job:
+        """Record a new queued job for opcode ``op`` (run by this process)."""
+        job = Job(
+            id=self._next_id(),
+            op_id=op.OP_ID,
+            summary=op.summary(),
+            params=to_jsonable(op.to_dict()),
+            pid=os.getpid(),
+            pid_start=process_start_time(os.getpid()),
+        )
+        self.save(job)
+        return job
+
+    def start(self, job: Job) -> None:
+        """Mark the job running."""
+        job.status = JOB_STATUS_RUNNING
+        job.start_ts = time.time()
+        self.save(job)
+
+    def append_log(self, job: Job, message: str, log_type: str = ELOG_MESSAGE) -> None:
+        """Add one feedback line (timestamped) and persist it at once."""
+        job.log.append((time.time(), log_type, message))
+        self.save(job)
+
+    def finish_success(self, job: Job, result: Any) -> None:
+        """Mark the job successful with ``result``."""
+        job.status = JOB_STATUS_SUCCESS
+        job.result = to_jsonable(result)
+        job.end_ts = time.time()
+        self.save(job)
+
+    def finish_error(self, job: Job, err: BaseException, canceled: bool = False) -> None:
+        """Mark the job failed (or canceled) with the error's class, ecode and message."""
+        job.status = JOB_STATUS_CANCELED if canceled else JOB_STATUS_ERROR
+        job.error = {
+            "class": type(err).__name__,
+            "ecode": err.ecode if isinstance(err, GenericError) else ECODE_FAULT,
+            "message": str(err) or repr(err),
+        }
+        job.end_ts = time.time()
+        self.save(job)
+
+    # ------------------------------------------------------------ reading
+    def _load(self, path: str) -> Job:
+        try:
+            with open(path, "rb") as fobj:
+                job = Job.from_dict(json.loads(fobj.read()))
+        except FileNotFoundError:
+            raise JobError(f"Job file {path} not found") from None
+        except (ValueError, TypeError) as err:
+            raise JobError(f"Job file {path} is corrupt: {err}", ECODE_FAULT) from err
+        if job.status in ACTIVE_STATUSES and not process_alive(job.pid, job.pid_start):
+            job.status = JOB_STATUS_LOST
+        return job
+
+    def get(self, job_id: int) -> Job:
+        """The job ``job_id``; JobError (ECODE_NOENT) if unknown."""
+        path = self._path(int(job_id))
+        if not os.path.exists(path):
+            raise JobError(f"Job {job_id} not found")
+        return self._load(path)
+
+    def job_ids(self) -> builtins.list[int]:
+        """Ids of all recorded jobs, ascending."""
+        try:
+            names = os.listdir(self.jobs_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(int(m.group(1)) for n in names if (m := _JOB_FILE_RE.match(n)))
+
+    def list(self) -> builtins.list[Job]:
+        """All recorded jobs, ascending by id (unreadable files are skipped)."""
+        jobs = []
+        for job_id in self.job_ids():
+            with contextlib.suppress(JobError):
+                jobs.append(self._load(self._path(job_id)))
+        return jobs

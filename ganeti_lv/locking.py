@@ -1,0 +1,320 @@
+"""Lock levels and a lock manager that holds across processes.
+
+Every lock is a POSIX advisory lock (``flock``) on a file
+``<locks_dir>/<level>/<name>.lock``; locks die with their process, so a
+``kill -9`` never leaves a stale lock. Each level also has a gate file
+``<locks_dir>/<level>/.gate``:
+
+* taking single names: the gate is held shared while the names are taken
+  (sorted), then let go;
+* taking the whole level (``ALL_SET``): the gate is taken exclusively, then
+  every name lock of the level (all existing lock files plus the names the
+  ``names_fn`` reports) in sorted order. An exclusive ``ALL_SET`` keeps the
+  gate exclusively, so nobody can lock a new name of the level meanwhile.
+
+All acquisitions follow one global order (level, gate, sorted names) and a
+holder never waits for something earlier in that order than what it holds,
+so no set of lock managers can deadlock. Releasing part of an ``ALL_SET``
+(``release(level, names)``) drops the gate, which downgrades the holder to
+the names it keeps without a window in which they are unlocked.
+
+``flock`` locks belong to an open file description: a ``LockManager`` keeps
+one descriptor per lock and per thread, so two managers (or two threads of
+one manager) exclude each other exactly as two processes do.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from ganeti_lv.errors import ECODE_FAULT, LockError, LockTimeout
+
+LEVEL_CLUSTER: Final = 0
+LEVEL_INSTANCE: Final = 1
+LEVEL_NODEGROUP: Final = 2
+LEVEL_NODE: Final = 3
+LEVEL_NODE_RES: Final = 4
+LEVEL_NETWORK: Final = 5
+
+LEVELS: Final = (
+    LEVEL_CLUSTER,
+    LEVEL_INSTANCE,
+    LEVEL_NODEGROUP,
+    LEVEL_NODE,
+    LEVEL_NODE_RES,
+    LEVEL_NETWORK,
+)
+LEVEL_NAMES: Final = {
+    LEVEL_CLUSTER: "cluster",
+    LEVEL_INSTANCE: "instance",
+    LEVEL_NODEGROUP: "nodegroup",
+    LEVEL_NODE: "node",
+    LEVEL_NODE_RES: "node-res",
+    LEVEL_NETWORK: "network",
+}
+
+BGL_NAME: Final = "BGL"
+
+_GATE = ".gate"
+_SUFFIX = ".lock"
+_POLL_MIN = 0.001
+_POLL_MAX = 0.05
+
+
+class _AllSet:
+    """Type of the ``ALL_SET`` sentinel: every lock of a level."""
+
+    _instance: _AllSet | None = None
+
+    def __new__(cls) -> _AllSet:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ALL_SET"
+
+    def __reduce__(self) -> str:
+        return "ALL_SET"
+
+
+ALL_SET: Final = _AllSet()
+"""Sentinel for ``needed_locks[level]``: the whole level."""
+
+NamesFn = Callable[[int], Iterable[str]]
+
+
+def _file_name(name: str) -> str:
+    return urllib.parse.quote(name, safe="") + _SUFFIX
+
+
+class _ThreadState:
+    """Locks one thread holds through one manager."""
+
+    def __init__(self) -> None:
+        # level -> name -> (fd, shared)
+        self.held: dict[int, dict[str, tuple[int, bool]]] = {}
+        # level -> (gate fd, shared) while the gate is kept (exclusive ALL_SET)
+        self.gates: dict[int, int] = {}
+        # level -> names locked only to cover the whole level (not reported)
+        self.hidden: dict[int, set[str]] = {}
+
+
+class LockManager:
+    """Cross-process shared/exclusive locks by (level, name); see the module docstring.
+
+    ``names_fn(level)`` (optional) lists the names that exist at a level so
+    that ``ALL_SET`` covers them even before anybody locked them once.
+    ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        locks_dir: str,
+        names_fn: NamesFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.locks_dir = locks_dir
+        self.names_fn = names_fn
+        self._clock = clock
+        self._sleep = sleep
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _ThreadState()
+        return state
+
+    def _level_dir(self, level: int) -> str:
+        if level not in LEVEL_NAMES:
+            raise LockError(f"Unknown lock level {level!r}", ECODE_FAULT)
+        path = os.path.join(self.locks_dir, LEVEL_NAMES[level])
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def _open(self, level: int, file_name: str) -> int:
+        path = os.path.join(self._level_dir(level), file_name)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _lock_fd(self, fd: int, shared: bool, deadline: float | None, what: str) -> None:
+        """flock ``fd``; wait until ``deadline`` (clock time) or forever when None."""
+        op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        if deadline is None:
+            fcntl.flock(fd, op)
+            return
+        delay = _POLL_MIN
+        while True:
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                return
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise LockTimeout(what)
+            self._sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+
+    # ------------------------------------------------------------- public
+    def owned(self, level: int) -> set[str]:
+        """Names this manager (in this thread) holds at ``level``."""
+        state = self._state
+        return set(state.held.get(level, {})) - state.hidden.get(level, set())
+
+    def owns_all(self, level: int) -> bool:
+        """True while an exclusive ``ALL_SET`` of ``level`` is held."""
+        return level in self._state.gates
+
+    def is_owned_shared(self, level: int, name: str) -> bool | None:
+        """True/False for a shared/exclusive hold of (level, name); None if not held."""
+        entry = self._state.held.get(level, {}).get(name)
+        return None if entry is None else entry[1]
+
+    def acquire(
+        self,
+        level: int,
+        names: Iterable[str] | _AllSet,
+        shared: bool = False,
+        timeout: float | None = None,
+    ) -> set[str]:
+        """Take ``names`` (or ``ALL_SET``) at ``level``; return the names now held.
+
+        Waits at most ``timeout`` seconds in total (None: forever) and then
+        raises LockTimeout naming the lock, having released whatever this
+        call took. Names already held by this manager are skipped.
+        """
+        deadline = None if timeout is None else self._clock() + timeout
+        level_name = LEVEL_NAMES.get(level, str(level))
+        state = self._state
+        held = state.held.setdefault(level, {})
+        if isinstance(names, _AllSet):
+            return self._acquire_all(level, shared, deadline, timeout)
+        wanted = sorted(set(names) - set(held))
+        if not wanted:
+            return self.owned(level)
+        taken: list[str] = []
+        gate_fd = self._open(level, _GATE)
+        try:
+            self._lock_fd(gate_fd, True, deadline, self._timeout_msg(level_name, None, timeout))
+            for name in wanted:
+                fd = self._open(level, _file_name(name))
+                try:
+                    self._lock_fd(
+                        fd, shared, deadline, self._timeout_msg(level_name, name, timeout)
+                    )
+                except BaseException:
+                    os.close(fd)
+                    raise
+                held[name] = (fd, shared)
+                taken.append(name)
+        except BaseException:
+            for name in taken:
+                os.close(held.pop(name)[0])
+            raise
+        finally:
+            os.close(gate_fd)
+        return self.owned(level)
+
+    @staticmethod
+    def _timeout_msg(level_name: str, name: str | None, timeout: float | None) -> str:
+        within = "in time" if timeout is None else f"within {timeout:g} s"
+        if name is None:
+            return (
+                f"Could not acquire {level_name} locks {within}: another "
+                f"operation holds the whole {level_name} level; try again later"
+            )
+        return (
+            f"Could not acquire the {level_name} lock '{name}' {within}: "
+            "another operation holds it; try again later"
+        )
+
+    def _acquire_all(
+        self, level: int, shared: bool, deadline: float | None, timeout: float | None
+    ) -> set[str]:
+        state = self._state
+        held = state.held.setdefault(level, {})
+        if held:
+            raise LockError(
+                f"Cannot take all {LEVEL_NAMES[level]} locks while holding some of them",
+                ECODE_FAULT,
+            )
+        level_name = LEVEL_NAMES[level]
+        gate_fd = self._open(level, _GATE)
+        taken: list[str] = []
+        try:
+            # The gate is taken exclusively even for a shared ALL_SET, so the
+            # list of names below is complete; it is let go afterwards.
+            self._lock_fd(gate_fd, False, deadline, self._timeout_msg(level_name, None, timeout))
+            known = set(self.names_fn(level)) if self.names_fn else set()
+            existing = {
+                urllib.parse.unquote(f[: -len(_SUFFIX)])
+                for f in os.listdir(self._level_dir(level))
+                if f.endswith(_SUFFIX)
+            }
+            for name in sorted(known | existing):
+                fd = self._open(level, _file_name(name))
+                try:
+                    self._lock_fd(
+                        fd, shared, deadline, self._timeout_msg(level_name, name, timeout)
+                    )
+                except BaseException:
+                    os.close(fd)
+                    raise
+                held[name] = (fd, shared)
+                taken.append(name)
+        except BaseException:
+            for name in taken:
+                os.close(held.pop(name)[0])
+            os.close(gate_fd)
+            raise
+        if self.names_fn is not None:
+            state.hidden[level] = set(taken) - known
+        if shared:
+            os.close(gate_fd)
+        else:
+            state.gates[level] = gate_fd
+        return self.owned(level)
+
+    def release(self, level: int, names: Iterable[str] | None = None) -> None:
+        """Release ``names`` (all of the level when None) held at ``level``."""
+        state = self._state
+        held = state.held.get(level, {})
+        to_release = set(held) if names is None else set(names) & set(held)
+        gate = state.gates.pop(level, None)
+        if gate is not None:
+            # The gate only guards a complete level; any release ends that,
+            # together with the names that were locked only for completeness.
+            os.close(gate)
+            to_release |= state.hidden.get(level, set())
+        for name in to_release:
+            os.close(held.pop(name)[0])
+        hidden = state.hidden.get(level)
+        if hidden:
+            hidden -= to_release
+        if not held:
+            state.held.pop(level, None)
+            state.hidden.pop(level, None)
+
+    def release_all(self) -> None:
+        """Release every lock this manager holds in this thread (highest level first)."""
+        state = self._state
+        for level in sorted(set(state.held) | set(state.gates), reverse=True):
+            self.release(level)
+
+    def list_owned(self) -> dict[str, list[str]]:
+        """All owned names per level name (for messages and debugging)."""
+        return {
+            LEVEL_NAMES[level]: sorted(self.owned(level)) for level in LEVELS if self.owned(level)
+        }

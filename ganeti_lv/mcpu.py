@@ -1,0 +1,195 @@
+"""The processor: runs one opcode through its LogicalUnit (Ganeti's mcpu).
+
+``Processor(ctx).execute(op, feedback_fn)`` records a job, takes the Big
+Ganeti Lock, builds the LU, acquires its locks level by level, runs
+CheckPrereq, the PRE hooks, Exec and the POST hooks, and releases every
+lock in a ``finally``. See ``ganeti_lv.cmdlib.base`` for the LU contract.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from ganeti_lv import cmdlib, constants, locking
+from ganeti_lv.cmdlib.base import LU_REGISTRY, LogicalUnit
+from ganeti_lv.context import Context
+from ganeti_lv.errors import (
+    ECODE_FAULT,
+    ECODE_INVAL,
+    ECODE_TEMP_NORES,
+    ConfigurationError,
+    GenericError,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hooksmaster import HookResults, HooksMaster
+from ganeti_lv.hypervisor.base import NodeResult
+from ganeti_lv.jobs import Job
+from ganeti_lv.locking import _AllSet
+from ganeti_lv.opcodes import OpCode
+
+FeedbackFn = Callable[[str], None]
+
+DRY_RUN_MSG = "dry-run mode requested, not actually executing the operation"
+MAX_TEMP_NORES_RETRIES = 3
+RETRY_DELAY = 1.0
+
+_ = cmdlib  # importing the package fills LU_REGISTRY
+
+
+def format_feedback(timestamp: float, message: str) -> str:
+    """A job log line as the CLI shows it: "<ISO time> <message>"."""
+    when = datetime.datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
+    return f"{when} {message}"
+
+
+class Processor:
+    """Runs opcodes in a Context; one instance may run several opcodes in turn."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._feedback_fn: FeedbackFn | None = None
+        self._job: Job | None = None
+
+    # ------------------------------------------------------------ feedback
+    def Log(self, msg: str) -> None:
+        """Send a feedback line to the caller and into the job log."""
+        if self._job is not None:
+            self.ctx.jobs.append_log(self._job, msg)
+        if self._feedback_fn is not None:
+            self._feedback_fn(msg)
+
+    def LogWarning(self, msg: str, hint: str | None = None) -> None:
+        """Feedback " - WARNING: msg" (plus "      Hint: ..." when given)."""
+        self.Log(f" - WARNING: {msg}")
+        if hint:
+            self.Log(f"      Hint: {hint}")
+
+    def LogInfo(self, msg: str) -> None:
+        """Feedback " - INFO: msg"."""
+        self.Log(f" - INFO: {msg}")
+
+    def LogStep(self, current: int, total: int, msg: str) -> None:
+        """Feedback "STEP i/n msg"."""
+        self.Log(f"STEP {current}/{total} {msg}")
+
+    # ------------------------------------------------------------ execute
+    def execute(self, op: OpCode, feedback_fn: FeedbackFn | None = None) -> Any:
+        """Run ``op`` through its LU; return the result or raise the typed error."""
+        job = self.ctx.jobs.create(op)
+        self._job, self._feedback_fn = job, feedback_fn
+        self.ctx.jobs.start(job)
+        try:
+            result = self._execute(op)
+        except KeyboardInterrupt as err:
+            self.ctx.jobs.finish_error(job, err, canceled=True)
+            raise
+        except BaseException as err:
+            self.ctx.jobs.finish_error(job, err)
+            raise
+        finally:
+            self._job, self._feedback_fn = None, None
+        self.ctx.jobs.finish_success(job, result)
+        return result
+
+    def _execute(self, op: OpCode) -> Any:
+        lu_class = LU_REGISTRY.get(type(op))
+        if lu_class is None:
+            raise OpPrereqError(f"Cannot handle opcode {op.OP_ID}", ECODE_INVAL)
+        locks = self.ctx.locks
+        try:
+            locks.acquire(
+                locking.LEVEL_CLUSTER,
+                [locking.BGL_NAME],
+                shared=not lu_class.REQ_BGL,
+                timeout=self.ctx.lock_timeout,
+            )
+            op.validate()
+            lu = lu_class(self, op, self.ctx)
+            lu.ExpandNames()
+            if not isinstance(lu.needed_locks, dict):
+                raise OpExecError(
+                    f"{lu_class.__name__}.ExpandNames did not set needed_locks to a dict",
+                    ECODE_FAULT,
+                )
+            return self._run_with_retries(lu)
+        finally:
+            locks.release_all()
+
+    def _run_with_retries(self, lu: LogicalUnit) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return self._lock_and_exec(lu)
+            except OpPrereqError as err:
+                if err.ecode != ECODE_TEMP_NORES or attempt >= MAX_TEMP_NORES_RETRIES:
+                    raise
+            attempt += 1
+            for level in reversed(locking.LEVELS[1:]):
+                self.ctx.locks.release(level)
+            self.LogInfo(f"Temporarily out of resources, retrying ({attempt})")
+            lu.PrepareRetry(self.Log)
+            self.ctx.sleep(RETRY_DELAY * attempt)
+
+    def _lock_and_exec(self, lu: LogicalUnit) -> Any:
+        assert lu.needed_locks is not None
+        for level in locking.LEVELS[1:]:
+            if level not in lu.needed_locks:
+                continue
+            lu.DeclareLocks(level)
+            names = lu.needed_locks.get(level)
+            shared = bool(lu.share_locks.get(level, 0))
+            if isinstance(names, _AllSet):
+                self.ctx.locks.acquire(level, names, shared=shared, timeout=self.ctx.lock_timeout)
+            elif names:
+                self.ctx.locks.acquire(
+                    level, sorted(set(names)), shared=shared, timeout=self.ctx.lock_timeout
+                )
+        return self._exec_lu(lu)
+
+    def _exec_lu(self, lu: LogicalUnit) -> Any:
+        lu.CheckPrereq()
+        hm = self._hooks_master(lu)
+        pre_results = hm.run_phase(constants.HOOKS_PHASE_PRE)
+        lu.HooksCallBack(constants.HOOKS_PHASE_PRE, pre_results, self.Log, None)
+        if getattr(lu.op, "dry_run", False):
+            self.LogInfo(DRY_RUN_MSG)
+            return lu.dry_run_result
+        result = lu.Exec(self.Log)
+        post_results = hm.run_phase(constants.HOOKS_PHASE_POST)
+        return lu.HooksCallBack(constants.HOOKS_PHASE_POST, post_results, self.Log, result)
+
+    # -------------------------------------------------------------- hooks
+    def _hooks_master(self, lu: LogicalUnit) -> HooksMaster:
+        cluster_name = master_name = None
+        if lu.HPATH is not None:
+            cluster = self.ctx.config.get_cluster()
+            cluster_name, master_name = cluster.name, cluster.master_node
+        return HooksMaster.build_from_lu(
+            lu,
+            self._run_hooks,
+            cluster_name=cluster_name,
+            master_name=master_name,
+            data_dir=self.ctx.data_dir,
+        )
+
+    def _run_hooks(self, node_names: list[str], phase: str, env: dict[str, str]) -> HookResults:
+        """Run the hooks of ``env``'s path and ``phase`` on each node through node_ops."""
+        try:
+            data = self.ctx.config.read()
+        except ConfigurationError as err:
+            raise GenericError(f"Cannot run hooks: {err}", err.ecode) from err
+        cluster = data.cluster
+        hooks_dir = f"{cluster.hooks_base_dir}/{env['GANETI_HOOKS_PATH']}-{phase}.d"
+        results: HookResults = {}
+        for name in node_names:
+            node = data.nodes.get(name)
+            if node is None:
+                results[name] = NodeResult(name, fail_msg="Node not in the configuration")
+                continue
+            results[name] = self.ctx.node_ops.run_hooks(
+                node, hooks_dir, env, timeout=cluster.hooks_timeout
+            )
+        return results
