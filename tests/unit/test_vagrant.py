@@ -1,0 +1,105 @@
+"""Checks of the Vagrant cluster definition (vagrant/).
+
+``vagrant validate`` runs when vagrant is installed; the text checks run
+everywhere: 3 nodes, nested KVM with host-passthrough, a dedicated private
+network, provisioning scripts that parse and are wired into the Vagrantfile.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+VAGRANT_DIR = Path(__file__).resolve().parents[2] / "vagrant"
+VAGRANTFILE = VAGRANT_DIR / "Vagrantfile"
+PROVISION_DIR = VAGRANT_DIR / "provision"
+SCRIPTS = sorted(PROVISION_DIR.glob("*.sh"))
+
+
+def _text() -> str:
+    return VAGRANTFILE.read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed")
+def test_vagrant_validate(tmp_path: Path) -> None:
+    env = dict(os.environ, VAGRANT_HOME=str(tmp_path / "vagrant.d"))
+    # Validation must not depend on local state: run it on a copy of vagrant/.
+    work = tmp_path / "vagrant"
+    shutil.copytree(VAGRANT_DIR, work, ignore=shutil.ignore_patterns(".vagrant", ".cluster"))
+    proc = subprocess.run(
+        ["vagrant", "validate"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "validated successfully" in proc.stdout
+    # Validation must not create the cluster key (only up/provision do).
+    assert not (work / ".cluster").exists()
+
+
+def test_provisioning_scripts_parse() -> None:
+    names = {p.name for p in SCRIPTS}
+    assert {"node.sh", "cluster-init.sh", "node-join.sh", "common.sh"} <= names
+    for script in SCRIPTS:
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{script.name}: {proc.stderr}"
+        assert "set -euo pipefail" in script.read_text() or script.name == "common.sh"
+
+
+def test_cluster_json_writer_parses() -> None:
+    ast.parse((PROVISION_DIR / "cluster_json.py").read_text(encoding="utf-8"))
+
+
+def test_vagrantfile_defines_three_nodes_with_nested_kvm() -> None:
+    text = _text()
+    assert re.search(r"^NODE_COUNT\s*=\s*3\s*$", text, re.M)
+    assert 'name: "node#{i}"' in text
+    assert "config.vm.define node[:name]" in text
+    assert re.search(r"libvirt\.nested\s*=\s*true", text)
+    assert re.search(r'libvirt\.cpu_mode\s*=\s*"host-passthrough"', text)
+    assert "config.vm.provider :libvirt" in text
+
+
+def test_vagrantfile_private_cluster_network() -> None:
+    text = _text()
+    subnet = re.search(r'GANETI_LV_VAGRANT_SUBNET",\s*"(\d+\.\d+\.\d+)"', text)
+    assert subnet is not None
+    # Not vagrant's management network, and not the local test cluster's subnet.
+    assert subnet.group(1) not in ("192.168.121", "10.250.0")
+    assert ":private_network" in text
+    assert 'libvirt__forward_mode: "none"' in text
+
+
+def test_vagrantfile_provisioners_reference_existing_scripts() -> None:
+    referenced = set(re.findall(r'path:\s*"provision/([^"]+)"', _text()))
+    assert referenced == {
+        "node.sh",
+        "storage-server.sh",
+        "cluster-init.sh",
+        "storage-client.sh",
+        "node-join.sh",
+    }
+    for name in referenced:
+        assert (PROVISION_DIR / name).is_file()
+
+
+def test_provisioning_configures_libvirt_for_the_cluster() -> None:
+    node = (PROVISION_DIR / "node.sh").read_text()
+    assert 'auth_tcp = "none"' in node
+    assert "host_uuid" in node and "/proc/sys/kernel/random/uuid" in node
+    assert "ListenStream=$NODE_ADDRESS:" in node  # TCP only on the private address
+    assert "gnt-br0" in (PROVISION_DIR / "common.sh").read_text()
+    init = (PROVISION_DIR / "cluster-init.sh").read_text()
+    assert "cluster init" in init and '--domain-type "$DOMAIN_TYPE"' in init
+    join = (PROVISION_DIR / "node-join.sh").read_text()
+    assert "node add" in join and "--host-key" in join

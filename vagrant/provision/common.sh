@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Settings shared by the provisioning scripts of the Vagrant cluster.
+# Sourced by the other scripts; the Vagrantfile passes NODE_NAME, NODE_ADDRESS,
+# MASTER_NAME, MASTER_ADDRESS, SUBNET_CIDR, HOSTS_LINES, DOMAIN_TYPE,
+# CLUSTER_NAME and SRC_DIR in the environment.
+
+: "${SRC_DIR:=/opt/ganeti_lv}"
+: "${DOMAIN_TYPE:=kvm}"
+: "${CLUSTER_NAME:=vagrant-cluster}"
+
+VENV=/opt/ganeti_lv-venv
+GNT_LV="$VENV/bin/gnt-lv"
+DATA_DIR=/var/lib/ganeti-lv
+FILE_STORAGE_DIR=/srv/ganeti-lv/file-storage
+SHARED_STORAGE_DIR=/srv/ganeti-lv/shared-file-storage
+EXPORT_DIR=/srv/ganeti-lv/export
+HOOKS_DIR=/etc/ganeti-lv/hooks
+GUEST_DIR=/srv/ganeti-lv/test-guest
+BRIDGE=gnt-br0
+LIBVIRT_TCP_PORT=16509
+CLUSTER_JSON=/root/cluster.json
+export DEBIAN_FRONTEND=noninteractive
+
+log() {
+  echo ">>> [$NODE_NAME] $*"
+}
+
+# libvirt URI of a node as seen from the master and from the other nodes.
+libvirt_uri() {
+  echo "qemu+tcp://$1/system"
+}
+
+# Run a command on another node with the cluster key.
+on_node() {
+  local host="$1"
+  shift
+  ssh -o BatchMode=yes -o ConnectTimeout=10 -i /root/.ssh/id_cluster "root@$host" "$@"
+}

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Provisions one node of the Vagrant cluster: packages, name resolution,
+# libvirtd (TCP on the private address only), qemu, the guest bridge, sshd
+# with the cluster key, node-local directories and ganeti_lv itself.
+# Safe to run again (vagrant provision).
+set -euo pipefail
+# shellcheck source=common.sh
+source "${SRC_DIR:-/opt/ganeti_lv}/vagrant/provision/common.sh"
+
+install_packages() {
+  log "installing packages"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends \
+    libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
+    openssh-server openssh-client busybox-static cpio libvirt-dev pkg-config \
+    gcc python3-dev python3-venv iproute2 zstd gzip procps util-linux kmod \
+    e2fsprogs zerofree rsync >/dev/null
+}
+
+configure_hosts() {
+  log "name resolution for the cluster network"
+  # vagrant maps the host name to 127.0.1.1; a node must resolve its own
+  # name to its private address or peer-to-peer migration URIs break.
+  sed -i "/^127\.0\.1\.1[[:space:]]/d" /etc/hosts
+  sed -i "/# ganeti-lv cluster$/d" /etc/hosts
+  while IFS= read -r line; do
+    [ -n "$line" ] && echo "$line # ganeti-lv cluster" >>/etc/hosts
+  done <<<"$HOSTS_LINES"
+}
+
+configure_libvirt() {
+  log "configuring libvirtd and qemu"
+  local conf=/etc/libvirt/libvirtd.conf
+  # The private network is host-only (no forwarding): TCP without
+  # authentication is reachable only by the cluster nodes and the host.
+  sed -i '/^auth_tcp[[:space:]]*=/d' "$conf"
+  echo 'auth_tcp = "none"' >>"$conf"
+  # Distinct host uuids: the same uuid makes libvirt refuse a migration
+  # with "Attempt to migrate guest to the same host".
+  if ! grep -q '^host_uuid' "$conf"; then
+    echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >>"$conf"
+  fi
+  local qconf=/etc/libvirt/qemu.conf
+  sed -i -e '/^migration_address[[:space:]]*=/d' -e '/^migration_host[[:space:]]*=/d' \
+    -e '/^dynamic_ownership[[:space:]]*=/d' -e '/^remember_owner[[:space:]]*=/d' \
+    -e '/^user[[:space:]]*=/d' -e '/^group[[:space:]]*=/d' \
+    -e '/^security_driver[[:space:]]*=/d' "$qconf"
+  # Images are created over SSH as root and live on NFS for sharedfile:
+  # keep ownership as it is, as the local test cluster does.
+  cat >>"$qconf" <<CONF
+migration_address = "$NODE_ADDRESS"
+migration_host = "$NODE_ADDRESS"
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+CONF
+  # Debian's libvirtd is socket-activated: the TCP listener is a socket
+  # unit, bound here to the private address only.
+  mkdir -p /etc/systemd/system/libvirtd-tcp.socket.d
+  cat >/etc/systemd/system/libvirtd-tcp.socket.d/ganeti-lv.conf <<UNIT
+[Socket]
+ListenStream=
+ListenStream=$NODE_ADDRESS:$LIBVIRT_TCP_PORT
+UNIT
+  systemctl daemon-reload
+  systemctl stop libvirtd.service libvirtd.socket libvirtd-ro.socket \
+    libvirtd-admin.socket libvirtd-tcp.socket 2>/dev/null || true
+  systemctl enable --now libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket \
+    libvirtd-tcp.socket
+  systemctl restart virtlogd.service
+  systemctl start libvirtd.service
+  virsh -c qemu:///system domcapabilities >/dev/null
+}
+
+configure_bridge() {
+  log "guest bridge $BRIDGE"
+  cat >/etc/systemd/system/ganeti-lv-bridge.service <<UNIT
+[Unit]
+Description=ganeti_lv guest bridge $BRIDGE
+Before=libvirtd.service
+After=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'ip link show $BRIDGE >/dev/null 2>&1 || ip link add $BRIDGE type bridge; ip link set $BRIDGE up'
+ExecStop=/sbin/ip link del $BRIDGE
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable --now ganeti-lv-bridge.service
+}
+
+configure_ssh() {
+  log "sshd and the cluster key"
+  local key="$SRC_DIR/vagrant/.cluster/id_cluster"
+  if [ ! -s "$key" ]; then
+    echo "cluster key $key missing (the Vagrantfile trigger creates it)" >&2
+    exit 1
+  fi
+  install -d -m 700 /root/.ssh
+  install -m 600 "$key" /root/.ssh/id_cluster
+  install -m 644 "$key.pub" /root/.ssh/id_cluster.pub
+  touch /root/.ssh/authorized_keys /root/.ssh/known_hosts
+  chmod 600 /root/.ssh/authorized_keys
+  grep -qxF "$(cat "$key.pub")" /root/.ssh/authorized_keys || cat "$key.pub" >>/root/.ssh/authorized_keys
+  # Nodes reach each other with the cluster key (as in Ganeti).
+  cat >/root/.ssh/config <<CONF
+Host node* $(echo "$SUBNET_CIDR" | cut -d. -f1-3).*
+  IdentityFile /root/.ssh/id_cluster
+  User root
+CONF
+  chmod 600 /root/.ssh/config
+  sed -i '/^#\?PermitRootLogin/d' /etc/ssh/sshd_config
+  echo "PermitRootLogin prohibit-password" >>/etc/ssh/sshd_config
+  systemctl enable --now ssh
+  systemctl reload ssh
+}
+
+create_directories() {
+  log "node-local directories"
+  install -d -m 755 "$FILE_STORAGE_DIR" "$SHARED_STORAGE_DIR" "$EXPORT_DIR" "$GUEST_DIR"
+  local hpath
+  for hpath in instance-migrate instance-export; do
+    install -d -m 755 "$HOOKS_DIR/$hpath-pre.d" "$HOOKS_DIR/$hpath-post.d"
+  done
+}
+
+install_ganeti_lv() {
+  log "installing ganeti_lv into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e "$SRC_DIR[test]"
+  ln -sf "$VENV/bin/gnt-lv" /usr/local/bin/gnt-lv
+}
+
+check_kvm() {
+  if [ "$DOMAIN_TYPE" = kvm ] && [ ! -c /dev/kvm ]; then
+    echo "no /dev/kvm in $NODE_NAME: nested KVM is off on the host" \
+      "(enable it, or set GANETI_LV_VAGRANT_DOMAIN_TYPE=qemu)" >&2
+    exit 1
+  fi
+}
+
+install_packages
+configure_hosts
+check_kvm
+configure_libvirt
+configure_bridge
+configure_ssh
+create_directories
+install_ganeti_lv
+log "node provisioned"
