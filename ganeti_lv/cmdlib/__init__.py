@@ -4,3 +4,4 @@ Each LU module is imported below (one line per module).
 """
 
 from ganeti_lv.cmdlib import test  # noqa: F401
+from ganeti_lv.cmdlib import instance_migration  # noqa: F401

@@ -30,6 +30,12 @@ from ganeti_lv.hypervisor.base import (
     NodeFacts,
     NodeOps,
 )
+from ganeti_lv.migration_types import (
+    MigrationFailed,
+    MigrationParams,
+    MigrationProgress,
+    MigrationStats,
+)
 from ganeti_lv.objects import Cluster, Instance, Node
 
 HooksFn = Callable[[str, str, dict[str, str], float], list[HookScriptResult]]
@@ -73,6 +79,13 @@ class FakeNodeOps(NodeOps):
         self.command_fn: CommandFn | None = None
         self.closed = False
         self._lock = threading.Lock()
+        # migration (issue 4): progress reports fed to progress_fn, CPU
+        # comparison per target node, paths present on every node
+        self.migration_reports: list[MigrationProgress] = []
+        self.migration_stats = MigrationStats(total_time=1.0, downtime_ms=42)
+        self.cpu_compat: dict[str, tuple[bool, str]] = {}
+        self.present_paths: set[str] = set()
+        self.missing_paths: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------ set-up
     def add_node(
@@ -265,6 +278,51 @@ class FakeNodeOps(NodeOps):
         if self.hooks_fn is not None:
             return self.hooks_fn(node.name, hooks_dir, dict(env), timeout)
         return list(self.hook_results.get((node.name, hooks_dir), []))
+
+    # -- migration (issue 4) ----------------------------------------
+    def _op_migrate_instance(
+        self,
+        cluster: Cluster,
+        source: Node,
+        target: Node,
+        instance: Instance,
+        params: MigrationParams,
+        progress_fn: Callable[[MigrationProgress], None],
+        abort_event: threading.Event,
+    ) -> MigrationStats:
+        """Move the running domain; reports ``migration_reports``; honours ``abort_event``."""
+        fake = self._enter("migrate_instance", source, instance.name, target.name, params)
+        dom = fake.domains.get(instance.name)
+        if dom is None or dom.state != constants.DOMSTATE_RUNNING:
+            raise MigrationFailed(f"Domain {instance.name} is not running", node=source.name)
+        dst = self._enter("migrate_incoming", target, instance.name)
+        for report in self.migration_reports:
+            progress_fn(report)
+            if abort_event.is_set():
+                raise MigrationFailed("migration aborted", node=source.name, aborted=True)
+        if params.copy_storage:
+            for idx, disk in enumerate(instance.disks):
+                dst.files[objects.disk_path(cluster, instance, idx)] = disk.size
+        self.remove_domain(source.name, instance.name)
+        self.add_domain(target.name, instance.name, memory=dom.memory, vcpus=dom.vcpus)
+        return self.migration_stats
+
+    def _op_abort_migration(self, node: Node, name: str) -> bool:
+        self._enter("abort_migration", node, name)
+        return False
+
+    def _op_compare_cpu(self, source: Node, target: Node, instance: Instance) -> tuple[bool, str]:
+        self._enter("compare_cpu", target, source.name, instance.name)
+        return self.cpu_compat.get(target.name, (True, "identical"))
+
+    def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
+        fake = self._enter("paths_exist", node, list(paths))
+        missing = self.missing_paths.get(node.name, set())
+        out = {}
+        for path in paths:
+            in_files = path in fake.files or any(f.startswith(path + "/") for f in fake.files)
+            out[path] = path not in missing and (in_files or path in self.present_paths)
+        return out
 
     def close(self) -> None:
         """Mark closed (nothing to release)."""

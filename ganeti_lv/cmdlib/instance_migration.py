@@ -1,0 +1,671 @@
+"""LUInstanceMigrate, LUInstanceFailover and the TLMigrateInstance tasklet.
+
+Ganeti's semantics (prechecks in Ganeti's order with its error codes, the
+cleanup algorithm, the failover fallback), with what Ganeti lacks: live
+migration of node-local (``file``) disks with copy-storage, a convergence
+policy, progress reports and a clean abort.
+
+The only configuration change of a migration or failover is the instance's
+primary node, written after both sides are finalised. When a migration
+fails, the nodes are asked where the instance really runs and the answer,
+not the hope, decides what is reported and recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ganeti_lv import constants, locking
+from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, Tasklet, register_lu
+from ganeti_lv.cmdlib.common import (
+    check_node_not_drained,
+    check_node_online,
+    expand_instance,
+    expand_node,
+    get_instance,
+    get_node,
+    instance_hook_env,
+)
+from ganeti_lv.cmdlib.migration_checks import (
+    check_hv_versions,
+    instance_bridges,
+    instance_memory,
+    migration_params,
+    storage_paths,
+)
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_INVAL,
+    ECODE_NORES,
+    ECODE_STATE,
+    MigrationAborted,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.base import NodeResult
+from ganeti_lv.migration_types import MigrationFailed, MigrationProgress, MigrationStats
+from ganeti_lv.objects import Cluster, Instance, Node, disk_path
+from ganeti_lv.opcodes import OpInstanceFailover, OpInstanceMigrate
+
+FeedbackFn = Callable[[str], None]
+
+_RUN_STATES = (constants.DOMSTATE_RUNNING,)
+_PRESENT_STATES = (
+    constants.DOMSTATE_RUNNING,
+    constants.DOMSTATE_PAUSED,
+    constants.DOMSTATE_SHUTOFF,
+    constants.DOMSTATE_CRASHED,
+    constants.DOMSTATE_OTHER,
+)
+
+
+class TLMigrateInstance(Tasklet):
+    """Migrate (or fail over) one instance; shared by the migrate and failover LUs.
+
+    ``failover`` starts as requested and may be switched on in CheckPrereq
+    when ``fallback`` (allow_failover) is set and live migration is
+    impossible.
+    """
+
+    def __init__(
+        self,
+        lu: LogicalUnit,
+        instance_name: str,
+        *,
+        cleanup: bool = False,
+        failover: bool = False,
+        fallback: bool = False,
+        ignore_consistency: bool = False,
+        shutdown_timeout: float = constants.DEFAULT_SHUTDOWN_TIMEOUT,
+        ignore_hvversions: bool = False,
+    ) -> None:
+        super().__init__(lu)
+        self.instance_name = instance_name
+        self.cleanup = cleanup
+        self.failover = failover
+        self.fallback = fallback
+        self.ignore_consistency = ignore_consistency
+        self.shutdown_timeout = shutdown_timeout
+        self.ignore_hvversions = ignore_hvversions
+        self.live = True
+        self.instance: Instance | None = None
+        self.cluster: Cluster | None = None
+        self.source: str = ""
+        self.target: str | None = None
+        self.abort_event = threading.Event()
+
+    # ----------------------------------------------------------- helpers
+    @property
+    def op(self) -> Any:
+        """The LU's opcode."""
+        return self.lu.op
+
+    def _inst(self) -> Instance:
+        assert self.instance is not None
+        return self.instance
+
+    def _cluster(self) -> Cluster:
+        assert self.cluster is not None
+        return self.cluster
+
+    def _node(self, name: str) -> Node:
+        return get_node(self.cfg, name)
+
+    # ------------------------------------------------------- CheckPrereq
+    def CheckPrereq(self) -> None:
+        """Ganeti's checks, in Ganeti's order (see ganeti-semantics section 3)."""
+        inst = get_instance(self.cfg, self.instance_name)
+        self.instance = inst
+        self.cluster = self.cfg.get_cluster()
+        self.source = inst.primary_node
+        if not self.cleanup and not self.failover and inst.admin_state != constants.ADMINST_UP:
+            if not self.fallback:
+                raise OpPrereqError(
+                    f"Instance '{inst.name}' is marked to be down, cannot migrate"
+                    " (use --allow-failover or failover)",
+                    ECODE_STATE,
+                )
+            self.lu.LogInfo(
+                "Instance is marked down or offline, fallback allowed, switching to failover"
+            )
+            self.failover = True
+        if inst.disk_template not in constants.DTS_MIRRORED_MIGRATABLE:
+            what = "failovers" if self.failover else "migrations"
+            raise OpPrereqError(
+                f"Instance's disk layout '{inst.disk_template}' does not allow {what}",
+                ECODE_STATE,
+            )
+        if self.cleanup:
+            return
+        target = getattr(self.op, "target_node", None)
+        if target and getattr(self.op, "iallocator", None):
+            raise OpPrereqError("Do not specify both, iallocator and target node", ECODE_INVAL)
+        if target:
+            self.target = target
+            self._check_target(self._node(target), with_probes=True)
+        else:
+            self.target = self._allocate()
+        self.lu.ReleaseLocks(locking.LEVEL_NODE, keep=[self.source, self.target])
+        self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
+        if not self.failover:
+            self._check_running_on_primary()
+
+    def _check_target(self, node: Node, with_probes: bool) -> None:
+        """Target checks in order: primary, online, drained, memory, bridges, storage, CPU."""
+        inst = self._inst()
+        if node.name == self.source:
+            raise OpPrereqError(
+                f"Cannot migrate instance {inst.name} to its primary ({node.name})",
+                ECODE_STATE,
+            )
+        check_node_online(self.cfg, node.name)
+        check_node_not_drained(self.cfg, node.name)
+        if not node.vm_capable:
+            raise OpPrereqError(f"Can't use non-vm_capable node {node.name}", ECODE_STATE)
+        if not with_probes:
+            return
+        starts = not self.failover or inst.admin_state == constants.ADMINST_UP
+        info = self.rpc.node_info(node).Raise(
+            f"Can't get data from node {node.name}", prereq=True, ecode=ECODE_ENVIRON
+        )
+        needed = instance_memory(self._cluster(), inst)
+        if starts and info.memory_free < needed:
+            raise OpPrereqError(
+                f"Not enough memory on node {node.name} for starting instance {inst.name}:"
+                f" needed {needed} MiB, available {info.memory_free} MiB",
+                ECODE_NORES,
+            )
+        missing = [b for b in instance_bridges(self._cluster(), inst) if b not in info.bridges]
+        if missing:
+            raise OpPrereqError(
+                f"Error checking bridges on destination node '{node.name}':"
+                f" missing bridges {', '.join(missing)}",
+                ECODE_ENVIRON,
+            )
+        self._check_storage(node)
+        if not self.failover:
+            self._check_cpu(node)
+
+    def _check_storage(self, node: Node) -> None:
+        paths = storage_paths(self._cluster(), self._inst())
+        found = self.rpc.paths_exist(node, paths).Raise(
+            f"Can't check storage paths on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
+        )
+        missing = [p for p in paths if not found.get(p)]
+        if missing:
+            raise OpPrereqError(
+                f"Storage paths missing on node {node.name}: {', '.join(missing)}",
+                ECODE_ENVIRON,
+            )
+
+    def _check_cpu(self, node: Node) -> None:
+        ok, reason = self.rpc.compare_cpu(self._node(self.source), node, self._inst()).Raise(
+            f"Can't compare CPUs with node {node.name}", prereq=True, ecode=ECODE_ENVIRON
+        )
+        if not ok:
+            raise OpPrereqError(
+                f"The CPU of instance {self._inst().name} is not compatible with node"
+                f" {node.name}: {reason}",
+                ECODE_ENVIRON,
+            )
+
+    def _allocate(self) -> str:
+        """Built-in allocator: the passing node with the most free memory."""
+        candidates: list[tuple[int, str]] = []
+        reasons: list[str] = []
+        for name in sorted(self.cfg.node_names()):
+            node = self._node(name)
+            if name == self.source:
+                continue
+            try:
+                self._check_target(node, with_probes=True)
+            except OpPrereqError as err:
+                reasons.append(f"{name}: {err.msg}")
+                continue
+            info = self.rpc.node_info(node)
+            free = info.payload.memory_free if info.ok and info.payload else 0
+            candidates.append((free, name))
+        if not candidates:
+            raise OpPrereqError(
+                f"No suitable target node for instance {self._inst().name}: "
+                + ("; ".join(reasons) or "no other node"),
+                ECODE_INVAL,
+            )
+        candidates.sort(key=lambda item: (-item[0], item[1]))
+        chosen = candidates[0][1]
+        self.lu.LogInfo(f"Selected node {chosen} as target (most free memory)")
+        return chosen
+
+    def _check_running_on_primary(self) -> None:
+        inst = self._inst()
+        res = self.rpc.instance_info(self._node(self.source), inst.name)
+        running = res.ok and res.payload is not None and res.payload.state in _RUN_STATES
+        if running:
+            return
+        if self.fallback:
+            self.lu.LogInfo("Instance is not running on its primary node, switching to failover")
+            self.failover = True
+            return
+        raise OpPrereqError("Can't migrate, please use failover", ECODE_STATE)
+
+    # -------------------------------------------------------------- Exec
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Run the cleanup, the failover or the migration."""
+        if self.cleanup:
+            return self._exec_cleanup(feedback_fn)
+        if self.failover:
+            return self._exec_failover(feedback_fn)
+        return self._exec_migration(feedback_fn)
+
+    def _repair_chain(self, node: Node) -> None:
+        """Merge or refuse a snapshot overlay left by an interrupted export."""
+        repair = getattr(self.rpc, "repair_disk_chain", None)
+        if repair is None:
+            return
+        repair(node, self._inst()).Raise(
+            f"Disk chain of instance {self._inst().name} on node {node.name} needs repair"
+        )
+
+    def _exec_migration(self, feedback_fn: FeedbackFn) -> None:
+        inst, cluster = self._inst(), self._cluster()
+        assert self.target is not None
+        src, dst = self._node(self.source), self._node(self.target)
+        copy = inst.disk_template == constants.DT_FILE
+        steps = 4
+        self.lu.LogStep(1, steps, "Checking disks and hypervisor versions")
+        self._repair_chain(src)
+        self._check_versions(src, dst, feedback_fn)
+        params = migration_params(cluster, inst, self.op, self.live)
+        if copy:
+            self.lu.LogStep(2, steps, f"Preparing disk images on {dst.name}")
+            self.rpc.create_disks(cluster, dst, inst).Raise(
+                f"Could not prepare disks of {inst.name} on node {dst.name}"
+            )
+        else:
+            self.lu.LogStep(2, steps, "Shared storage: nothing to prepare on the target")
+        mode = "live" if params.live else "non-live"
+        self.lu.LogStep(3, steps, f"Migrating instance {inst.name} to {dst.name} ({mode})")
+
+        def progress(report: MigrationProgress) -> None:
+            feedback_fn(report.format())
+
+        result = self.rpc.migrate_instance(
+            cluster, src, dst, inst, params, progress, self.abort_event
+        )
+        self.lu.LogStep(4, steps, "Finalising")
+        if result.ok:
+            stats = result.payload
+            self._commit_target(src, dst, copy, feedback_fn)
+            if stats is not None:
+                feedback_fn(stats.format())
+            return
+        self._recover(result, src, dst, copy, feedback_fn)
+
+    def _check_versions(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
+        src_info = self.rpc.node_info(src).Raise(f"Can't get data from node {src.name}")
+        dst_info = self.rpc.node_info(dst).Raise(f"Can't get data from node {dst.name}")
+        warnings, errors = check_hv_versions(src_info, dst_info)
+        for text in warnings:
+            self.lu.LogWarning(text)
+        if errors:
+            if not self.ignore_hvversions:
+                raise OpExecError(
+                    "; ".join(errors) + " (use --ignore-hvversions to migrate anyway);"
+                    f" nothing was changed, instance still on {src.name}"
+                )
+            for text in errors:
+                self.lu.LogWarning(f"{text} (ignored)")
+
+    def _commit_target(self, src: Node, dst: Node, copy: bool, feedback_fn: FeedbackFn) -> None:
+        """The guest runs on dst: record it, then drop the source's leftovers."""
+        inst = self._inst()
+        self.cfg.set_instance_primary(inst.name, dst.name)
+        feedback_fn(f"Instance {inst.name} now runs on {dst.name}; configuration updated")
+        if copy:
+            self.rpc.remove_disks(self._cluster(), src, inst).Warn(
+                f"Could not remove the old disk images on {src.name}", feedback_fn
+            )
+        undef = self.rpc.undefine_instance(src, inst.name)
+        undef.Warn(f"Could not remove the old definition on {src.name}", feedback_fn)
+
+    def _domain_state(self, node: Node) -> str | None:
+        """The domain's state on the node, None if absent, "unknown" if unreachable."""
+        res = self.rpc.instance_info(node, self._inst().name)
+        if not res.ok:
+            return "unknown"
+        return None if res.payload is None else res.payload.state
+
+    def _recover(
+        self,
+        result: NodeResult[MigrationStats],
+        src: Node,
+        dst: Node,
+        copy: bool,
+        feedback_fn: FeedbackFn,
+    ) -> None:
+        """A migration failed or was aborted: find the truth and act on it."""
+        inst = self._inst()
+        err = result.error
+        aborted = isinstance(err, MigrationFailed) and err.aborted
+        switched = isinstance(err, MigrationFailed) and err.switched_over
+        src_state, dst_state = self._domain_state(src), self._domain_state(dst)
+        if dst_state in _RUN_STATES and (switched or src_state not in _RUN_STATES):
+            self._commit_target(src, dst, copy, feedback_fn)
+            why = "the abort came after the switch-over" if aborted else result.fail_msg
+            feedback_fn(
+                f" - WARNING: instance {inst.name} was migrated to {dst.name} ({why});"
+                " configuration updated"
+            )
+            return
+        if src_state in _RUN_STATES:
+            if dst_state not in (None, "unknown"):
+                self.rpc.undefine_instance(dst, inst.name).Warn(
+                    f"Could not remove the leftover domain on {dst.name}", feedback_fn
+                )
+            if copy:
+                self.rpc.remove_disks(self._cluster(), dst, inst).Warn(
+                    f"Could not remove the copied disk images on {dst.name}", feedback_fn
+                )
+            text = (
+                f"Migration of instance {inst.name} {'aborted' if aborted else 'failed'}:"
+                f" {result.fail_msg}; the instance keeps running on {src.name},"
+                " configuration unchanged"
+            )
+            if aborted:
+                raise MigrationAborted(text)
+            raise OpExecError(text)
+        raise OpExecError(
+            f"Migration of instance {inst.name} failed: {result.fail_msg}; state unclear"
+            f" (on {src.name}: {src_state or 'absent'}, on {dst.name}: {dst_state or 'absent'});"
+            " run 'gnt-lv instance migrate --cleanup'"
+        )
+
+    # ----------------------------------------------------------- cleanup
+    def _scan(self) -> dict[str, str]:
+        """Node -> domain state, for every online node that knows the domain."""
+        found: dict[str, str] = {}
+        for name in sorted(self.cfg.node_names()):
+            node = self._node(name)
+            if node.offline:
+                continue
+            res = self.rpc.instance_info(node, self._inst().name)
+            if res.ok and res.payload is not None:
+                found[name] = res.payload.state
+        return found
+
+    def _exec_cleanup(self, feedback_fn: FeedbackFn) -> None:
+        """Ganeti's cleanup: make the configuration match where the instance runs."""
+        inst = self._inst()
+        found = self._scan()
+        feedback_fn(
+            "Instance found on: "
+            + (", ".join(f"{n} ({s})" for n, s in sorted(found.items())) or "no node")
+        )
+        running = sorted(n for n, s in found.items() if s in _RUN_STATES)
+        if len(running) > 1:
+            for name in running:
+                self.rpc.abort_migration(self._node(name), inst.name).Warn(
+                    f"Could not abort a migration job on {name}", feedback_fn
+                )
+            found = self._scan()
+            running = sorted(n for n, s in found.items() if s in _RUN_STATES)
+            if len(running) > 1:
+                raise OpExecError(
+                    f"The instance seems to be running on nodes {', '.join(running)};"
+                    " manual intervention is needed"
+                )
+        if not running:
+            raise OpExecError(
+                "Instance does not seem to be running at all; in this case it's safer to"
+                " repair by running 'gnt-lv instance shutdown' and then starting it again"
+            )
+        owner = running[0]
+        if owner != self.source:
+            self.cfg.set_instance_primary(inst.name, owner)
+            feedback_fn(f"Instance runs on {owner}: configuration updated (was {self.source})")
+            self.target = owner
+        else:
+            feedback_fn(f"Instance runs on its primary {owner}: configuration unchanged")
+        self._clean_leftovers(owner, found, feedback_fn)
+
+    def _clean_leftovers(self, owner: str, found: dict[str, str], feedback_fn: FeedbackFn) -> None:
+        inst, cluster = self._inst(), self._cluster()
+        for name in sorted(self.cfg.node_names()):
+            node = self._node(name)
+            if name == owner or node.offline:
+                continue
+            if name in found:
+                feedback_fn(f"Removing the leftover domain on {name}")
+                self.rpc.undefine_instance(node, inst.name).Warn(
+                    f"Could not remove the leftover domain on {name}", feedback_fn
+                )
+            if inst.disk_template == constants.DT_FILE:
+                paths = storage_paths(cluster, inst, disks=True)
+                exists = self.rpc.paths_exist(node, paths)
+                if exists.ok and exists.payload and any(exists.payload.values()):
+                    feedback_fn(f"Removing leftover disk images on {name}")
+                    self.rpc.remove_disks(cluster, node, inst).Warn(
+                        f"Could not remove leftover disk images on {name}", feedback_fn
+                    )
+
+    # ---------------------------------------------------------- failover
+    def _exec_failover(self, feedback_fn: FeedbackFn) -> None:
+        """Stop on the source, move definition (and file disks), start on the target."""
+        inst, cluster = self._inst(), self._cluster()
+        assert self.target is not None
+        src, dst = self._node(self.source), self._node(self.target)
+        copy = inst.disk_template == constants.DT_FILE
+        if copy and src.offline:
+            raise OpExecError(
+                f"Disks of the 'file' instance {inst.name} are on offline node {src.name}:"
+                " they cannot be moved"
+            )
+        self.lu.LogStep(1, 4, f"Shutting down instance {inst.name} on {src.name}")
+        if not src.offline:
+            res = self.rpc.shutdown_instance(src, inst, self.shutdown_timeout)
+            if not res.ok:
+                if not self.ignore_consistency:
+                    raise OpExecError(
+                        f"Could not shutdown instance {inst.name} on node {src.name}:"
+                        f" {res.fail_msg}"
+                    )
+                self.lu.LogWarning(
+                    f"Could not shutdown instance {inst.name} on node {src.name}. Proceeding"
+                    f" anyway. Please make sure node {src.name} is down. Error details:"
+                    f" {res.fail_msg}"
+                )
+        else:
+            self.lu.LogWarning(f"Node {src.name} is offline: not shutting down there")
+        if copy:
+            self.lu.LogStep(2, 4, f"Copying disks to {dst.name}")
+            self._copy_disks(src, dst, feedback_fn)
+        else:
+            self.lu.LogStep(2, 4, "Shared storage: no disks to move")
+        self.lu.LogStep(3, 4, f"Switching primary node to {dst.name}")
+        self.cfg.set_instance_primary(inst.name, dst.name)
+        if not src.offline:
+            self.rpc.undefine_instance(src, inst.name).Warn(
+                f"Could not remove the definition on {src.name}", feedback_fn
+            )
+            if copy:
+                self.rpc.remove_disks(cluster, src, inst).Warn(
+                    f"Could not remove the old disk images on {src.name}", feedback_fn
+                )
+        if inst.admin_state == constants.ADMINST_UP:
+            self.lu.LogStep(4, 4, f"Starting instance {inst.name} on {dst.name}")
+            moved = self.cfg.get_instance(inst.name) or inst
+            self.rpc.start_instance(cluster, dst, moved).Raise(
+                f"Could not start instance {inst.name} on node {dst.name}"
+            )
+        else:
+            self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
+
+    def _copy_disks(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
+        inst, cluster = self._inst(), self._cluster()
+        self._repair_chain(src)
+        self.rpc.create_disks(cluster, dst, inst).Raise(
+            f"Could not create the disk directory on {dst.name}"
+        )
+        copy_disk = getattr(self.rpc, "copy_disk", None)
+        if copy_disk is None:
+            raise OpExecError("This node-operations implementation cannot copy disks")
+        for idx in range(len(inst.disks)):
+            path = disk_path(cluster, inst, idx)
+            res = copy_disk(src, path, dst, path)
+            if not res.ok:
+                self.rpc.remove_disks(cluster, dst, inst).Warn(
+                    f"Could not remove partial copies on {dst.name}", feedback_fn
+                )
+                if inst.admin_state == constants.ADMINST_UP:
+                    self.rpc.start_instance(cluster, src, inst).Warn(
+                        f"Could not restart instance on {src.name}", feedback_fn
+                    )
+                raise OpExecError(
+                    f"Could not copy disk {idx} of {inst.name} to {dst.name}: {res.fail_msg};"
+                    f" the instance stays on {src.name}"
+                )
+            feedback_fn(f"Disk {idx} copied to {dst.name}")
+
+
+def _declare_node_locks(lu: LogicalUnit, level: int, primary: str, target: str | None) -> None:
+    assert lu.needed_locks is not None
+    if target:
+        lu.needed_locks[level] = sorted({primary, target})
+    else:
+        lu.needed_locks[level] = locking.ALL_SET
+
+
+class _MoveLU(LogicalUnit):
+    """Shared locking and hooks of the migrate and failover LUs."""
+
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    _migrater: TLMigrateInstance
+
+    def _expand(self) -> None:
+        self.op.instance_name = expand_instance(self.cfg, self.op.instance_name)
+        if self.op.target_node:
+            self.op.target_node = expand_node(self.cfg, self.op.target_node)
+        self.needed_locks = {
+            locking.LEVEL_INSTANCE: [self.op.instance_name],
+            locking.LEVEL_NODE: [],
+            locking.LEVEL_NODE_RES: [],
+        }
+        self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
+        self._old_primary = ""
+
+    def DeclareLocks(self, level: int) -> None:
+        """Node and node-res locks: primary + target (all nodes when allocating)."""
+        if level in (locking.LEVEL_NODE, locking.LEVEL_NODE_RES):
+            inst = get_instance(self.cfg, self.op.instance_name)
+            target = None if self.op.cleanup else self.op.target_node
+            if self.op.cleanup:
+                target = inst.primary_node
+            _declare_node_locks(self, level, inst.primary_node, target)
+
+    def CheckPrereq(self) -> None:
+        """Run the tasklet's checks; remember the node the instance leaves."""
+        self._migrater.CheckPrereq()
+        self._old_primary = self._migrater.source
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Run the tasklet."""
+        self._migrater.Exec(feedback_fn)
+
+    def _move_env(self) -> dict[str, str]:
+        m = self._migrater
+        inst = get_instance(self.cfg, self.op.instance_name)
+        env = instance_hook_env(self.cfg.get_cluster(), inst)
+        env.update(
+            {
+                "OLD_PRIMARY": self._old_primary,
+                "NEW_PRIMARY": m.target or self._old_primary,
+                "OLD_SECONDARY": "",
+                "NEW_SECONDARY": "",
+            }
+        )
+        return env
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Master, primary, secondaries and the target."""
+        inst = get_instance(self.cfg, self.op.instance_name)
+        nodes = [self.cfg.get_cluster().master_node, self._old_primary or inst.primary_node]
+        nodes.extend(inst.secondary_nodes)
+        if self._migrater.target:
+            nodes.append(self._migrater.target)
+        unique = list(dict.fromkeys(nodes))
+        return unique, unique
+
+
+@register_lu(OpInstanceMigrate)
+class LUInstanceMigrate(_MoveLU):
+    """Migrate an instance (live or non-live), or clean up after an interrupted one."""
+
+    HPATH = constants.HPATH_INSTANCE_MIGRATE
+
+    def ExpandNames(self) -> None:
+        """Lock the instance; nodes in DeclareLocks."""
+        self._expand()
+        self._migrater = TLMigrateInstance(
+            self,
+            self.op.instance_name,
+            cleanup=self.op.cleanup,
+            fallback=self.op.allow_failover,
+            ignore_hvversions=self.op.ignore_hvversions,
+        )
+
+    def CheckPrereq(self) -> None:
+        """Resolve the mode, then the tasklet's checks."""
+        inst = get_instance(self.cfg, self.op.instance_name)
+        hvp = self.cfg.get_cluster().fill_hvparams(inst)
+        if self.op.live is not None:
+            live = self.op.live
+        else:
+            live = (self.op.mode or hvp["migration_mode"]) == constants.HT_MIGRATION_LIVE
+        self._migrater.live = live
+        super().CheckPrereq()
+
+    def BuildHooksEnv(self) -> dict[str, str]:
+        """Ganeti's migrate keys; post phase: OLD_PRIMARY is still the node left."""
+        env = self._move_env()
+        env.update(
+            {
+                "MIGRATE_LIVE": str(self._migrater.live),
+                "MIGRATE_CLEANUP": str(self.op.cleanup),
+                "ALLOW_RUNTIME_CHANGES": str(self.op.allow_runtime_changes),
+            }
+        )
+        return env
+
+
+@register_lu(OpInstanceFailover)
+class LUInstanceFailover(_MoveLU):
+    """Stop an instance on its primary and start it on another node."""
+
+    HPATH = constants.HPATH_INSTANCE_FAILOVER
+
+    def ExpandNames(self) -> None:
+        """Lock the instance; nodes in DeclareLocks."""
+        self._expand()
+        self._migrater = TLMigrateInstance(
+            self,
+            self.op.instance_name,
+            cleanup=self.op.cleanup,
+            failover=True,
+            ignore_consistency=self.op.ignore_consistency,
+            shutdown_timeout=self.op.shutdown_timeout,
+        )
+
+    def BuildHooksEnv(self) -> dict[str, str]:
+        """Ganeti's failover keys."""
+        env = self._move_env()
+        env.update(
+            {
+                "IGNORE_CONSISTENCY": str(self.op.ignore_consistency),
+                "SHUTDOWN_TIMEOUT": str(self.op.shutdown_timeout),
+                "FAILOVER_CLEANUP": str(self.op.cleanup),
+            }
+        )
+        return env

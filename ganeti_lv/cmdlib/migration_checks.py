@@ -1,0 +1,119 @@
+"""Pure helpers of the migration LUs: versions, memory, bridges, paths, parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ganeti_lv import constants
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.hypervisor.base import NodeFacts
+from ganeti_lv.migration_types import CAP_AUTO_CONVERGE, CAP_POSTCOPY, MigrationParams, parse_caps
+from ganeti_lv.objects import Cluster, Instance, disk_dir, disk_path
+
+
+def format_version(version: int) -> str:
+    """libvirt's integer version (major * 1e6 + minor * 1e3 + micro) as text."""
+    return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+
+
+def check_hv_versions(src: NodeFacts, dst: NodeFacts) -> tuple[list[str], list[str]]:
+    """Compare libvirt/qemu versions of source and target: (warnings, errors).
+
+    A target qemu older than the source's is unsafe (the older machine type
+    or device state may not load); any other difference is a warning.
+    """
+    warnings: list[str] = []
+    errors: list[str] = []
+    for what, a, b in (
+        ("qemu", src.qemu_version, dst.qemu_version),
+        ("libvirt", src.libvirt_version, dst.libvirt_version),
+    ):
+        if not a or not b:
+            warnings.append(f"Unknown {what} version on {src.name if not a else dst.name}")
+            continue
+        if a == b:
+            continue
+        text = (
+            f"{what} versions differ: {format_version(a)} on {src.name},"
+            f" {format_version(b)} on {dst.name}"
+        )
+        if what == "qemu" and b < a:
+            errors.append(f"Unsafe migration: {text} (target is older)")
+        else:
+            warnings.append(text)
+    return warnings, errors
+
+
+def instance_memory(cluster: Cluster, instance: Instance) -> int:
+    """Memory (MiB) the instance needs on a node: its maximum memory."""
+    return int(cluster.fill_beparams(instance)["maxmem"])
+
+
+def instance_bridges(cluster: Cluster, instance: Instance) -> list[str]:
+    """Bridges the instance's bridged NICs need on a node."""
+    bridges: list[str] = []
+    for nic in instance.nics:
+        if nic.mode != "bridged":
+            continue
+        link = nic.link or cluster.default_bridge
+        if link not in bridges:
+            bridges.append(link)
+    return bridges
+
+
+def storage_paths(cluster: Cluster, instance: Instance, disks: bool = False) -> list[str]:
+    """Paths that must exist on a migration target.
+
+    ``sharedfile``: the disk images themselves (the storage is shared);
+    ``file``: the storage directory the images are copied into. With
+    ``disks``, the instance's own image paths (for leftover detection).
+    """
+    images = [disk_path(cluster, instance, i) for i in range(len(instance.disks))]
+    if disks:
+        return [disk_dir(cluster, instance), *images]
+    if instance.disk_template == constants.DT_SHARED_FILE:
+        return images
+    return [cluster.file_storage_dir]
+
+
+def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) -> MigrationParams:
+    """hvparams overlaid with the opcode's per-call overrides."""
+    hvp = cluster.fill_hvparams(instance)
+    bandwidth = op.migration_bandwidth
+    if bandwidth is None:
+        bandwidth = int(hvp.get("migration_bandwidth") or 0)
+    downtime = op.migration_downtime
+    if downtime is None:
+        downtime = int(
+            hvp.get("migration_downtime") or constants.HVC_DEFAULTS["migration_downtime"]
+        )
+    caps_text = op.migration_caps if op.migration_caps is not None else hvp.get("migration_caps")
+    try:
+        caps = parse_caps(str(caps_text or ""))
+    except ValueError as err:
+        raise OpPrereqError(f"Invalid migration capabilities: {err}", ECODE_INVAL) from err
+    allow_postcopy = bool(op.allow_postcopy)
+    if allow_postcopy:
+        caps[CAP_POSTCOPY] = 1
+    if not live:
+        caps.pop(CAP_POSTCOPY, None)
+        caps.pop(CAP_AUTO_CONVERGE, None)
+        allow_postcopy = False
+    params = MigrationParams(
+        live=live,
+        bandwidth=bandwidth,
+        downtime_ms=downtime,
+        caps=caps,
+        allow_postcopy=allow_postcopy and CAP_POSTCOPY in caps,
+        escalate=bool(op.escalate),
+        copy_storage=instance.disk_template == constants.DT_FILE,
+        unsafe=(
+            instance.disk_template == constants.DT_SHARED_FILE and cluster.shared_storage_unsafe_ok
+        ),
+        progress_timeout=op.progress_timeout,
+        completion_timeout=op.completion_timeout,
+        memory_mib=instance_memory(cluster, instance),
+    )
+    if op.abort_timeout is not None:
+        params.abort_timeout = op.abort_timeout
+    return params
