@@ -1,0 +1,401 @@
+"""The disk copy engine: node-to-node, sparse-aware, checksummed, throttled.
+
+Used by the export (source node -> export dir of the target), the import
+(export dir -> new instance's disk dir) and the failover of stopped ``file``
+instances. The master drives the copy with one SSH exec on the source node;
+the data never passes through the master:
+
+    master --paramiko--> source: python3 helper send
+                           source --OpenSSH (cluster key)--> target: python3 helper recv
+
+Why: measured between two nodes here, a Python SSH stack moves about
+120 MiB/s while OpenSSH moves about 210 MiB/s; relaying through the master
+would also cost a second hop. The node-side helper (``diskcopy_helper``) is
+shipped as ``python3 -c`` text, so nodes need nothing but python3 and ssh.
+
+``Runner`` is the little interface the engine needs from a node connection:
+``SshClient`` satisfies it; ``LocalRunner`` runs on this machine (tests,
+single-host setups).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ganeti_lv import constants, diskcopy_helper
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, NodeError, RemoteCommandError
+from ganeti_lv.hypervisor.base import CommandResult
+
+MiB = 1024 * 1024
+ProgressFn = Callable[[int, int], None]
+
+# Prefer AES-GCM (hardware accelerated) over OpenSSH's default chacha20.
+SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
+
+
+class StreamProcess(Protocol):
+    """A running command whose stdout can be read while it runs."""
+
+    def read(self, size: int = ...) -> bytes:
+        """Up to ``size`` bytes of stdout; b"" at the end."""
+
+    def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
+        """Wait for the exit; the rest of stdout is in the result."""
+
+    def close(self) -> None:
+        """Stop reading; the command sees its stdout closed."""
+
+
+class Runner(Protocol):
+    """What the engine needs from a connection to a node (``SshClient`` has it)."""
+
+    def run(
+        self,
+        cmd: str | Sequence[str],
+        timeout: float | None = None,
+        input: bytes | None = None,  # noqa: A002 (SshClient's name)
+        check: bool = True,
+    ) -> CommandResult:
+        """Run a command to completion."""
+
+    def open_exec(self, cmd: str | Sequence[str]) -> StreamProcess:
+        """Start a command for streaming."""
+
+
+@dataclass
+class CopyStats:
+    """Outcome of one disk copy; sizes in bytes.
+
+    ``sent`` counts the data bytes streamed (before compression): holes and
+    all-zero blocks are not sent. ``allocated`` is the source's allocated
+    size, ``target_allocated`` the copy's.
+    """
+
+    sha256: str
+    size: int
+    sent: int
+    allocated: int
+    target_allocated: int
+    seconds: float
+    compress: str = constants.IEC_NONE
+
+
+@dataclass
+class CopyEndpoint:
+    """How the source node reaches the target: argv prefix taking one command string.
+
+    For node-to-node SSH see ``ssh_endpoint``; ``LocalRunner`` tests use
+    ``["sh", "-c"]``.
+    """
+
+    argv: list[str]
+    name: str = ""
+
+
+@dataclass
+class StartInfo:
+    """Process ids on the source node, reported when a copy starts."""
+
+    sender: int
+    pids: list[int] = field(default_factory=list)
+
+
+def ssh_endpoint(
+    address: str,
+    port: int = 22,
+    user: str = "root",
+    key_file: str | None = None,
+    known_hosts_file: str | None = None,
+    connect_timeout: int = 10,
+    name: str = "",
+) -> CopyEndpoint:
+    """The OpenSSH command a source node uses to reach ``address`` (no host-key prompts)."""
+    argv = [
+        "ssh",
+        "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-o", "ServerAliveInterval=10",
+        "-o", "ServerAliveCountMax=3",
+        "-o", "Compression=no",
+        "-o", f"Ciphers={SSH_CIPHERS}",
+        "-p", str(port),
+    ]  # fmt: skip
+    if key_file:
+        argv += ["-i", key_file, "-o", "IdentitiesOnly=yes"]
+    if known_hosts_file:
+        argv += ["-o", f"UserKnownHostsFile={known_hosts_file}"]
+    argv += [f"{user}@{address}", "--"]
+    return CopyEndpoint(argv=argv, name=name or address)
+
+
+def helper_source() -> str:
+    """The text of the node-side helper, as shipped to the nodes."""
+    path = diskcopy_helper.__file__
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def helper_argv(*args: str) -> list[str]:
+    """argv running the helper with ``args`` on a node."""
+    return ["python3", "-c", helper_source(), *args]
+
+
+def check_compression(tool: str, allowed: Sequence[str]) -> None:
+    """Refuse tools the engine does not know or the cluster does not allow."""
+    if tool not in diskcopy_helper.COMPRESSORS or tool not in allowed:
+        raise NodeError(f"Compression tool not allowed: {tool!r}", ecode=ECODE_INVAL)
+
+
+def _parse_line(line: str) -> tuple[str, Any]:
+    kind, _, rest = line.partition(" ")
+    if kind in ("RESULT", "ERROR", "START"):
+        return kind, json.loads(rest)
+    if kind == "PROGRESS":
+        pos, sent = rest.split()
+        return kind, (int(pos), int(sent))
+    return "OTHER", line
+
+
+def _error_from(info: dict[str, Any], node: str) -> NodeError:
+    ecode = ECODE_NORES if info.get("kind") == "nores" else None
+    return NodeError(str(info.get("msg", "copy failed")), node, ecode=ecode)
+
+
+def helper_call(runner: Runner, node: str, *args: str, timeout: float = 60) -> Any:
+    """Run a short helper mode (``stat``, ``df``) and return its RESULT payload."""
+    result = runner.run(helper_argv(*args), timeout=timeout, check=False)
+    for line in result.stdout.splitlines():
+        kind, payload = _parse_line(line)
+        if kind == "RESULT":
+            return payload
+        if kind == "ERROR":
+            raise _error_from(payload, node)
+    raise RemoteCommandError(
+        f"disk helper on {node} failed (exit {result.exit_status}): {result.stderr.strip()}",
+        node,
+        result.exit_status,
+        result.output,
+    )
+
+
+def stat_files(runner: Runner, node: str, paths: Sequence[str]) -> list[dict[str, Any]]:
+    """[{path, exists, size, allocated}] of files on a node."""
+    return list(helper_call(runner, node, "stat", *paths))
+
+
+def free_space(runner: Runner, node: str, path: str) -> int:
+    """Bytes free on the filesystem holding ``path`` on a node."""
+    return int(helper_call(runner, node, "df", path)["free"])
+
+
+def _read_lines(proc: StreamProcess):
+    """Yield stdout lines of ``proc`` as they arrive."""
+    buf = b""
+    while True:
+        chunk = proc.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode("utf-8", "replace")
+    if buf:
+        yield buf.decode("utf-8", "replace")
+
+
+def copy_disk(
+    src: Runner,
+    src_node: str,
+    src_path: str,
+    dst: CopyEndpoint,
+    dst_path: str,
+    *,
+    compress: str = constants.IEC_NONE,
+    bandwidth_limit: float | None = None,
+    expect_sha256: str | None = None,
+    progress_fn: ProgressFn | None = None,
+    start_fn: Callable[[StartInfo], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> CopyStats:
+    """Copy ``src_path`` on the source node to ``dst_path`` on the target.
+
+    ``bandwidth_limit`` is in MiB/s of data sent (None: unlimited).
+    ``progress_fn(done, total)`` gets logical bytes processed and the size.
+    The copy lands in ``dst_path`` only when complete and verified (sha256
+    at both ends, and ``expect_sha256`` if given); otherwise nothing is left
+    at ``dst_path`` and a ``NodeError`` is raised (ECODE_NORES when the
+    target lacks space).
+    """
+    if compress not in diskcopy_helper.COMPRESSORS:
+        raise NodeError(f"Unknown compression tool {compress!r}", src_node, ecode=ECODE_INVAL)
+    recv_cmd = shlex.join(helper_argv("recv", dst_path, compress, expect_sha256 or ""))
+    limit = str(bandwidth_limit * MiB) if bandwidth_limit else "0"
+    argv = helper_argv("send", src_path, compress, limit, *dst.argv, recv_cmd)
+    started = clock()
+    size = 0
+    proc = src.open_exec(argv)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    try:
+        for line in _read_lines(proc):
+            kind, payload = _parse_line(line)
+            if kind == "START":
+                size = int(payload["size"])
+                if start_fn is not None:
+                    start_fn(StartInfo(payload["sender"], list(payload["pids"])))
+            elif kind == "PROGRESS" and progress_fn is not None:
+                progress_fn(payload[0], size)
+            elif kind == "RESULT":
+                result = payload
+            elif kind == "ERROR":
+                error = payload
+        status = proc.wait(timeout=60, check=False)
+    finally:
+        proc.close()
+    if error is not None:
+        raise _error_from(error, src_node)
+    if result is None:
+        raise NodeError(
+            f"copy of {src_path} from {src_node} to {dst.name} failed "
+            f"(exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
+            src_node,
+        )
+    if expect_sha256 and result["sha256"] != expect_sha256:
+        raise NodeError(f"checksum mismatch for {src_path}: {result['sha256']}", src_node)
+    if progress_fn is not None:
+        progress_fn(result["size"], result["size"])
+    return CopyStats(
+        sha256=result["sha256"],
+        size=result["size"],
+        sent=result["sent"],
+        allocated=result["allocated"],
+        target_allocated=result.get("target_allocated", 0),
+        seconds=clock() - started,
+        compress=compress,
+    )
+
+
+# -- progress text, as Ganeti prints it --------------------------------------
+
+
+def format_unit(mib: float) -> str:
+    """Ganeti's FormatUnit(value, "h"): 512M, 1.5G, 2.0T."""
+    if mib < 1024:
+        return f"{int(mib)}M"
+    if mib < 1024 * 1024:
+        return f"{mib / 1024:0.1f}G"
+    return f"{mib / (1024 * 1024):0.1f}T"
+
+
+def format_seconds(secs: float) -> str:
+    """Ganeti's FormatSeconds: 12s, 1m 5s, 2h 0m 3s."""
+    parts: list[str] = []
+    rest = int(round(secs))
+    if rest > 0:
+        for unit, one in (("d", 86400), ("h", 3600), ("m", 60)):
+            whole, rest = divmod(rest, one)
+            if whole or parts:
+                parts.append(f"{whole}{unit}")
+    parts.append(f"{max(rest, 0)}s")
+    return " ".join(parts)
+
+
+def format_progress(done: int, total: int, elapsed: float) -> str:
+    """Text like "1.5G, 120.0 MiB/s, 30%, ETA 12s" from bytes done/total and seconds elapsed."""
+    rate = done / MiB / elapsed if elapsed > 0 else 0.0
+    parts = [format_unit(done / MiB), f"{rate:0.1f} MiB/s"]
+    if total > 0:
+        parts.append(f"{int(done * 100 / total)}%")
+        if rate > 0 and done < total:
+            parts.append(f"ETA {format_seconds((total - done) / MiB / rate)}")
+    return ", ".join(parts)
+
+
+class ProgressReporter:
+    """Turn copy progress into feedback lines, at most one per ``interval`` s."""
+
+    def __init__(
+        self,
+        feedback_fn: Callable[[str], None],
+        label: str,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.feedback_fn = feedback_fn
+        self.label = label
+        self.interval = interval
+        self.clock = clock
+        self.started = clock()
+        self.last = self.started
+
+    def __call__(self, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` bytes if the interval passed."""
+        now = self.clock()
+        if now - self.last < self.interval and done < total:
+            return
+        self.last = now
+        self.feedback_fn(f"{self.label} sent {format_progress(done, total, now - self.started)}")
+
+
+# -- running on this machine -------------------------------------------------
+
+
+class _LocalProcess:
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.proc = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+
+    def read(self, size: int = 65536) -> bytes:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read1(size)  # type: ignore[attr-defined]
+
+    def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
+        out, err = self.proc.communicate(timeout=timeout)
+        res = CommandResult(self.proc.returncode, out.decode(), err.decode())
+        if check and res.failed:
+            raise RemoteCommandError("command failed", "localhost", res.exit_status, res.output)
+        return res
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class LocalRunner:
+    """``Runner`` on this machine (tests and single-host use)."""
+
+    def run(
+        self,
+        cmd: str | Sequence[str],
+        timeout: float | None = None,
+        input: bytes | None = None,  # noqa: A002
+        check: bool = True,
+    ) -> CommandResult:
+        """Run ``cmd`` (argv, or a string for sh -c) and return its result."""
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+        res = CommandResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+        if check and res.failed:
+            raise RemoteCommandError(
+                f"command {argv[0]} failed", "localhost", res.exit_status, res.output
+            )
+        return res
+
+    def open_exec(self, cmd: str | Sequence[str]) -> _LocalProcess:
+        """Start ``cmd`` with stdout streamed."""
+        return _LocalProcess(["sh", "-c", cmd] if isinstance(cmd, str) else cmd)
+
+
+LOCAL_ENDPOINT = CopyEndpoint(argv=["sh", "-c"], name="localhost")

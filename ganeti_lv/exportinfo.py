@@ -1,0 +1,241 @@
+"""An export's description: config.ini in Ganeti's format, plus a checksum manifest.
+
+An export on a node is the directory ``<export_dir>/<instance>/`` holding
+``config.ini`` (ConfigParser, sections export/instance/hypervisor/backend/os
+with Ganeti's keys, so Ganeti-minded tools can read it), one raw image per
+disk (``disk<N>.img``, sparse) and ``manifest.json`` with every disk's size
+and sha256 as computed at the source. While being written it lives in
+``<instance>.new/``; an export without both files is not complete.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganeti_lv import constants
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.objects import Disk, Instance, Nic
+
+CONFIG_FILE = "config.ini"
+MANIFEST_FILE = "manifest.json"
+NEW_SUFFIX = ".new"
+OLD_SUFFIX = ".old"
+
+INISECT_EXP = "export"
+INISECT_INS = "instance"
+INISECT_HYP = "hypervisor"
+INISECT_BEP = "backend"
+INISECT_OSP = "os"
+
+# Hypervisor parameters that belong to the cluster and are not exported
+# (Ganeti leaves out its HVC_GLOBALS; here the migration settings).
+HV_NOT_EXPORTED = ("migration_bandwidth", "migration_downtime", "migration_mode", "migration_caps")
+
+
+def disk_file_name(idx: int) -> str:
+    """File name of disk ``idx`` inside an export directory."""
+    return f"disk{idx}.img"
+
+
+@dataclass
+class DiskManifest:
+    """One exported disk: file name, logical size (bytes) and sha256."""
+
+    index: int
+    file: str
+    size: int
+    sha256: str
+    allocated: int = 0
+
+
+@dataclass
+class Manifest:
+    """Checksums of an export, written last before publishing."""
+
+    instance: str
+    source: str
+    timestamp: int
+    disks: list[DiskManifest] = field(default_factory=list)
+    version: int = 1
+
+    def to_json(self) -> str:
+        """Serialise to JSON text."""
+        data = {
+            "version": self.version,
+            "instance": self.instance,
+            "source": self.source,
+            "timestamp": self.timestamp,
+            "disks": [vars(d) for d in self.disks],
+        }
+        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Parse JSON text; bad data is ECODE_INVAL."""
+        try:
+            data = json.loads(text)
+            return cls(
+                instance=data["instance"],
+                source=data["source"],
+                timestamp=int(data["timestamp"]),
+                disks=[DiskManifest(**d) for d in data["disks"]],
+                version=int(data.get("version", 1)),
+            )
+        except (ValueError, KeyError, TypeError) as err:
+            raise OpPrereqError(f"Invalid export manifest: {err}", ECODE_INVAL) from err
+
+
+def _fmt(value: Any) -> str:
+    return "None" if value is None else str(value)
+
+
+def build_config(
+    instance: Instance,
+    source_node: str,
+    beparams: dict[str, Any],
+    hvparams: dict[str, Any],
+    disk_files: list[str] | None = None,
+    timestamp: int | None = None,
+) -> configparser.ConfigParser:
+    """The config.ini of an export, in Ganeti's sections and keys.
+
+    ``beparams``/``hvparams`` are the instance's filled parameters;
+    ``hvparams`` leaves out the cluster-level migration settings.
+    """
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg[INISECT_EXP] = {
+        "version": str(constants.EXPORT_VERSION),
+        "timestamp": str(int(time.time() if timestamp is None else timestamp)),
+        "source": source_node,
+        "os": instance.os,
+        "compression": constants.IEC_NONE,
+    }
+    ins: dict[str, str] = {
+        "name": instance.name,
+        "maxmem": str(beparams.get("maxmem", "")),
+        "minmem": str(beparams.get("minmem", "")),
+        "memory": str(beparams.get("maxmem", "")),
+        "vcpus": str(beparams.get("vcpus", "")),
+        "disk_template": instance.disk_template,
+        "hypervisor": instance.hypervisor,
+        "tags": " ".join(instance.tags),
+    }
+    for idx, nic in enumerate(instance.nics):
+        for key, value in (
+            ("mac", nic.mac),
+            ("ip", nic.ip),
+            ("mode", nic.mode),
+            ("link", nic.link),
+            ("network", nic.network or None),
+            ("name", nic.name or None),
+            ("vlan", nic.vlan),
+        ):
+            ins[f"nic{idx}_{key}"] = _fmt(value)
+    ins["nic_count"] = str(len(instance.nics))
+    files = disk_files or [disk_file_name(i) for i in range(len(instance.disks))]
+    for idx, disk in enumerate(instance.disks):
+        ins[f"disk{idx}_ivname"] = f"disk/{idx}"
+        ins[f"disk{idx}_dump"] = files[idx]
+        ins[f"disk{idx}_size"] = str(disk.size)
+        ins[f"disk{idx}_name"] = _fmt(disk.name or None)
+    ins["disk_count"] = str(len(instance.disks))
+    cfg[INISECT_INS] = ins
+    cfg[INISECT_HYP] = {k: _fmt(v) for k, v in sorted(hvparams.items()) if k not in HV_NOT_EXPORTED}
+    cfg[INISECT_BEP] = {k: _fmt(v) for k, v in sorted(beparams.items())}
+    cfg[INISECT_OSP] = {}
+    return cfg
+
+
+def config_to_text(cfg: configparser.ConfigParser) -> str:
+    """The config.ini text."""
+    buf = io.StringIO()
+    cfg.write(buf)
+    return buf.getvalue()
+
+
+def parse_config(text: str) -> configparser.ConfigParser:
+    """Parse config.ini text and check it as Ganeti's import does (ECODE_INVAL)."""
+    cfg = configparser.ConfigParser(interpolation=None)
+    try:
+        cfg.read_string(text)
+    except configparser.Error as err:
+        raise OpPrereqError(f"Cannot parse export config.ini: {err}", ECODE_INVAL) from err
+    for section in (INISECT_EXP, INISECT_INS):
+        if not cfg.has_section(section):
+            raise OpPrereqError(f"Export config.ini lacks the [{section}] section", ECODE_INVAL)
+    version = cfg.get(INISECT_EXP, "version", fallback=None)
+    if version != str(constants.EXPORT_VERSION):
+        raise OpPrereqError(
+            f"Wrong export version {version} (expected {constants.EXPORT_VERSION})", ECODE_INVAL
+        )
+    return cfg
+
+
+def _none(value: str) -> str | None:
+    return None if value in ("None", "") else value
+
+
+@dataclass
+class ExportDescription:
+    """What an import needs from an export: the instance's shape and its disks."""
+
+    name: str
+    source: str
+    os: str
+    disk_template: str
+    beparams: dict[str, str]
+    hvparams: dict[str, str]
+    disks: list[Disk]
+    disk_files: list[str]
+    nics: list[Nic]
+    tags: list[str]
+    timestamp: int
+
+
+def describe(cfg: configparser.ConfigParser) -> ExportDescription:
+    """Read the instance description out of a parsed config.ini."""
+    ins = cfg[INISECT_INS]
+    try:
+        disks = []
+        files = []
+        for idx in range(int(ins["disk_count"])):
+            disks.append(
+                Disk(
+                    size=int(ins[f"disk{idx}_size"]),
+                    name=_none(ins.get(f"disk{idx}_name", "")) or "",
+                )
+            )
+            files.append(ins[f"disk{idx}_dump"])
+        nics = []
+        for idx in range(int(ins.get("nic_count", "0"))):
+            nics.append(
+                Nic(
+                    mac=ins[f"nic{idx}_mac"],
+                    ip=_none(ins.get(f"nic{idx}_ip", "None")),
+                    mode=ins.get(f"nic{idx}_mode", "bridged"),
+                    link=ins.get(f"nic{idx}_link", ""),
+                    vlan=ins.get(f"nic{idx}_vlan", ""),
+                    name=_none(ins.get(f"nic{idx}_name", "")) or "",
+                    network=_none(ins.get(f"nic{idx}_network", "")) or "",
+                )
+            )
+        return ExportDescription(
+            name=ins["name"],
+            source=cfg.get(INISECT_EXP, "source", fallback=""),
+            os=cfg.get(INISECT_EXP, "os", fallback=""),
+            disk_template=ins.get("disk_template", constants.DT_FILE),
+            beparams=dict(cfg[INISECT_BEP]) if cfg.has_section(INISECT_BEP) else {},
+            hvparams=dict(cfg[INISECT_HYP]) if cfg.has_section(INISECT_HYP) else {},
+            disks=disks,
+            disk_files=files,
+            nics=nics,
+            tags=ins.get("tags", "").split(),
+            timestamp=int(cfg.get(INISECT_EXP, "timestamp", fallback="0")),
+        )
+    except (KeyError, ValueError) as err:
+        raise OpPrereqError(f"Incomplete export config.ini: {err}", ECODE_INVAL) from err

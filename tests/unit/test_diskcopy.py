@@ -1,0 +1,161 @@
+"""The disk copy engine on this machine: sparse, checksummed, compressed, failing safely."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import time
+
+import pytest
+
+from ganeti_lv import diskcopy, diskcopy_helper
+from ganeti_lv.errors import ECODE_NORES, NodeError
+
+MiB = 1024 * 1024
+
+
+def _write(path, offset, data):
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+def _sha(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(MiB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def image(tmp_path):
+    """A 64 MiB sparse image: 3 MiB random at 10 MiB, 1 MiB of written zeros, 4 KiB at the end."""
+    path = tmp_path / "src.img"
+    with open(path, "wb") as fh:
+        fh.truncate(64 * MiB)
+    _write(path, 10 * MiB, os.urandom(3 * MiB))
+    _write(path, 20 * MiB, bytes(MiB))  # allocated but all zero: must not be sent
+    _write(path, 64 * MiB - 4096, os.urandom(4096))
+    return path
+
+
+def _copy(src, dst, **kw):
+    return diskcopy.copy_disk(
+        diskcopy.LocalRunner(), "local", str(src), diskcopy.LOCAL_ENDPOINT, str(dst), **kw
+    )
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
+def test_copy_is_identical_sparse_and_skips_zeros(image, tmp_path, compress):
+    dst = tmp_path / "out" / "disk0.img"
+    dst.parent.mkdir()
+    seen = []
+    stats = _copy(image, dst, compress=compress, progress_fn=lambda d, t: seen.append((d, t)))
+    assert stats.sha256 == _sha(image) == _sha(dst)
+    assert stats.size == os.path.getsize(dst) == 64 * MiB
+    # only the random data travels: not the hole, not the written zeros
+    assert stats.sent == 3 * MiB + 4096
+    assert stats.allocated >= 4 * MiB  # the source has the zero MiB allocated
+    assert os.stat(dst).st_blocks * 512 < 4 * MiB  # holes on the target
+    assert seen[-1] == (64 * MiB, 64 * MiB)
+    assert not os.path.exists(str(dst) + ".part")
+
+
+def test_expected_checksum_mismatch_leaves_nothing(image, tmp_path):
+    dst = tmp_path / "disk0.img"
+    with pytest.raises(NodeError, match="checksum mismatch"):
+        _copy(image, dst, expect_sha256="0" * 64)
+    assert not dst.exists()
+    assert not os.path.exists(str(dst) + ".part")
+
+
+def test_connection_dying_mid_copy_fails_and_leaves_nothing(tmp_path):
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(8 * MiB))
+    dst = tmp_path / "disk0.img"
+    recv = shlex.join(diskcopy.helper_argv("recv", str(dst), "none"))
+    # the "connection" passes 1 MiB to the receiver, then dies
+    dying = diskcopy.CopyEndpoint(
+        argv=["sh", "-c", f"head -c {MiB} | {recv}; exit 255"], name="dying"
+    )
+    with pytest.raises(NodeError):
+        diskcopy.copy_disk(diskcopy.LocalRunner(), "local", str(src), dying, str(dst))
+    assert not dst.exists()
+    assert not os.path.exists(str(dst) + ".part")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_target_without_space_is_nores_before_writing(tmp_path):
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(4 * MiB))
+    dstdir = tmp_path / "small"
+    dstdir.mkdir()
+    # the receiver runs in its own mount namespace with a 1 MiB tmpfs over dstdir
+    small = diskcopy.CopyEndpoint(
+        argv=[
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"mount -t tmpfs -o size=1m tmpfs {dstdir} && eval \"$0\"; "
+            f"rc=$?; ls -A {dstdir} >&2; exit $rc",
+        ],
+        name="small",
+    )  # fmt: skip
+    with pytest.raises(NodeError) as err:
+        diskcopy.copy_disk(diskcopy.LocalRunner(), "local", str(src), small, str(dstdir / "d.img"))
+    assert err.value.ecode == ECODE_NORES
+    assert "not enough space" in str(err.value)
+
+
+def test_bandwidth_limit_slows_the_copy(tmp_path):
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(4 * MiB))
+    started = time.monotonic()
+    stats = _copy(src, tmp_path / "d.img", bandwidth_limit=8)
+    assert time.monotonic() - started >= 0.45  # 4 MiB at 8 MiB/s
+    assert stats.sha256 == _sha(src)
+
+
+def test_unknown_compression_refused(image, tmp_path):
+    with pytest.raises(NodeError, match="Unknown compression"):
+        _copy(image, tmp_path / "d.img", compress="lzma")
+    with pytest.raises(NodeError, match="not allowed"):
+        diskcopy.check_compression("zstd", ["none", "gzip"])
+    diskcopy.check_compression("gzip", ["none", "gzip"])
+
+
+def test_stat_and_free_space(image, tmp_path):
+    runner = diskcopy.LocalRunner()
+    info = diskcopy.stat_files(runner, "local", [str(image), str(tmp_path / "nope")])
+    assert info[0]["exists"] and info[0]["size"] == 64 * MiB
+    assert info[0]["allocated"] == os.stat(image).st_blocks * 512
+    assert not info[1]["exists"]
+    assert diskcopy.free_space(runner, "local", str(tmp_path)) > 0
+
+
+def test_nonzero_runs_coalesce_subblocks():
+    sub = diskcopy_helper.SUBBLOCK
+    buf = bytearray(4 * sub)
+    buf[sub + 5] = 1
+    buf[2 * sub + 7] = 2
+    runs = list(diskcopy_helper.nonzero_runs(bytes(buf), 1000))
+    assert runs == [(1000 + sub, bytes(buf[sub : 3 * sub]))]
+    assert list(diskcopy_helper.nonzero_runs(bytes(3 * sub), 0)) == []
+
+
+def test_progress_text_in_ganeti_form():
+    text = diskcopy.format_progress(int(1.5 * 1024 * MiB), 5 * 1024 * MiB, 12.8)
+    assert text == "1.5G, 120.0 MiB/s, 30%, ETA 30s"
+    assert diskcopy.format_progress(512 * MiB, 0, 1.0) == "512M, 512.0 MiB/s"
+    assert diskcopy.format_seconds(65) == "1m 5s"
+    assert diskcopy.format_seconds(3603) == "1h 0m 3s"
+    lines = []
+    now = [0.0]
+    rep = diskcopy.ProgressReporter(lines.append, "disk/0", interval=5, clock=lambda: now[0])
+    now[0] = 1.0
+    rep(MiB, 10 * MiB)
+    now[0] = 6.0
+    rep(5 * MiB, 10 * MiB)
+    rep(10 * MiB, 10 * MiB)
+    assert lines == ["disk/0 sent 5M, 0.8 MiB/s, 50%, ETA 6s", "disk/0 sent 10M, 1.7 MiB/s, 100%"]

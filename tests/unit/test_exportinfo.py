@@ -1,0 +1,105 @@
+"""config.ini in Ganeti's format and the checksum manifest."""
+
+from __future__ import annotations
+
+import configparser
+
+import pytest
+
+from ganeti_lv import exportinfo
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.objects import Disk, Instance, Nic
+
+
+def _instance():
+    return Instance(
+        name="web1",
+        primary_node="node1",
+        disk_template="file",
+        disks=[Disk(size=1024, name="root"), Disk(size=256)],
+        nics=[Nic(mac="aa:00:00:11:22:33", link="br0")],
+        tags=["a", "b"],
+        os="busybox",
+    )
+
+
+def test_config_has_ganetis_sections_and_keys():
+    be = {"maxmem": 128, "minmem": 64, "vcpus": 1}
+    hv = {"kernel_path": "/k", "migration_bandwidth": 0, "migration_mode": "live"}
+    text = exportinfo.config_to_text(
+        exportinfo.build_config(_instance(), "node1", be, hv, timestamp=1700000000)
+    )
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read_string(text)
+    assert cfg.sections() == ["export", "instance", "hypervisor", "backend", "os"]
+    assert dict(cfg["export"]) == {
+        "version": "0",
+        "timestamp": "1700000000",
+        "source": "node1",
+        "os": "busybox",
+        "compression": "none",
+    }
+    ins = cfg["instance"]
+    assert (ins["name"], ins["maxmem"], ins["minmem"], ins["memory"], ins["vcpus"]) == (
+        "web1", "128", "64", "128", "1",
+    )  # fmt: skip
+    assert ins["disk_template"] == "file" and ins["hypervisor"] == "kvm"
+    assert ins["tags"] == "a b"
+    assert ins["nic_count"] == "1" and ins["nic0_mac"] == "aa:00:00:11:22:33"
+    assert ins["nic0_ip"] == "None" and ins["nic0_link"] == "br0" and ins["nic0_mode"] == "bridged"
+    assert ins["disk_count"] == "2"
+    assert ins["disk0_ivname"] == "disk/0" and ins["disk0_dump"] == "disk0.img"
+    assert ins["disk0_size"] == "1024" and ins["disk0_name"] == "root"
+    assert ins["disk1_name"] == "None"
+    assert dict(cfg["hypervisor"]) == {"kernel_path": "/k"}  # no migration_* settings
+    assert cfg["backend"]["maxmem"] == "128"
+
+
+def test_describe_round_trip():
+    inst = _instance()
+    text = exportinfo.config_to_text(
+        exportinfo.build_config(inst, "node1", {"maxmem": 128}, {"kernel_path": "/k"})
+    )
+    desc = exportinfo.describe(exportinfo.parse_config(text))
+    assert desc.name == "web1" and desc.source == "node1" and desc.os == "busybox"
+    assert [d.size for d in desc.disks] == [1024, 256]
+    assert [d.name for d in desc.disks] == ["root", ""]
+    assert desc.disk_files == ["disk0.img", "disk1.img"]
+    assert desc.nics[0].mac == inst.nics[0].mac and desc.nics[0].ip is None
+    assert desc.hvparams == {"kernel_path": "/k"} and desc.beparams == {"maxmem": "128"}
+    assert desc.tags == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[instance]\nname = x\n", r"\[export\]"),
+        ("[export]\nversion = 0\n", r"\[instance\]"),
+        ("[export]\nversion = 1\n[instance]\nname = x\n", "Wrong export version"),
+        ("garbage", "Cannot parse"),
+    ],
+)
+def test_bad_config_refused(text, match):
+    with pytest.raises(OpPrereqError, match=match) as err:
+        exportinfo.parse_config(text)
+    assert err.value.ecode == ECODE_INVAL
+
+
+def test_incomplete_instance_section_refused():
+    cfg = exportinfo.parse_config("[export]\nversion = 0\n[instance]\nname = x\ndisk_count = 1\n")
+    with pytest.raises(OpPrereqError, match="Incomplete"):
+        exportinfo.describe(cfg)
+
+
+def test_manifest_round_trip_and_bad_input():
+    man = exportinfo.Manifest(
+        instance="web1",
+        source="node1",
+        timestamp=5,
+        disks=[exportinfo.DiskManifest(0, "disk0.img", 1 << 30, "ab" * 32, 4096)],
+    )
+    again = exportinfo.Manifest.from_json(man.to_json())
+    assert again == man
+    with pytest.raises(OpPrereqError) as err:
+        exportinfo.Manifest.from_json('{"instance": "x"}')
+    assert err.value.ecode == ECODE_INVAL
