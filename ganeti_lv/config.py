@@ -190,7 +190,7 @@ class ConfigStore:
             os.close(fd)  # closing drops the flock
 
     def _write(self, data: ConfigData) -> None:
-        raw = json.dumps(data.to_dict(), indent=1, sort_keys=True).encode()
+        raw = json.dumps(data.to_dict(), sort_keys=True, separators=(",", ":")).encode()
         write_file_atomically(self.path, raw + b"\n")
 
     @contextlib.contextmanager

@@ -1,0 +1,78 @@
+"""Shared fixtures for unit tests: a data dir with a small cluster, fake node ops, a context.
+
+``cluster_config`` has nodes node1/node2/node3.example.com (node3 offline is
+not set: all online) and instances inst1/inst2.example.com on node1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ganeti_lv import constants
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
+
+NODES = ("node1.example.com", "node2.example.com", "node3.example.com")
+INSTANCES = ("inst1.example.com", "inst2.example.com")
+
+
+def make_config_data() -> ConfigData:
+    """A small cluster: three nodes, two instances on node1."""
+    cluster = Cluster(name="cluster.example.com", master_node=NODES[0])
+    nodes = {
+        name: Node(name=name, address=f"10.250.0.{idx + 1}", libvirt_uri="test:///default")
+        for idx, name in enumerate(NODES)
+    }
+    instances = {
+        name: Instance(
+            name=name,
+            primary_node=NODES[0],
+            disk_template=constants.DT_FILE,
+            disks=[Disk(size=1024)],
+            nics=[Nic(mac=f"aa:00:00:00:00:0{idx}", link="br0")],
+            admin_state=constants.ADMINST_UP,
+            tags=["web"],
+        )
+        for idx, name in enumerate(INSTANCES)
+    }
+    return ConfigData(cluster=cluster, nodes=nodes, instances=instances)
+
+
+@pytest.fixture
+def config_data_factory() -> Callable[[], ConfigData]:
+    """The function building the small cluster's ConfigData (a fresh one per call)."""
+    return make_config_data
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> str:
+    """An empty data dir."""
+    path = tmp_path / "data"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def config(data_dir: str) -> ConfigStore:
+    """An initialised configuration (see make_config_data)."""
+    return ConfigStore.initialize(data_dir, make_config_data())
+
+
+@pytest.fixture
+def fake_ops() -> FakeNodeOps:
+    """Fake node operations knowing the three nodes."""
+    ops = FakeNodeOps()
+    for name in NODES:
+        ops.add_node(name)
+    return ops
+
+
+@pytest.fixture
+def ctx(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps) -> Context:
+    """A context on the initialised data dir with fake node ops and a 5 s lock timeout."""
+    return Context.from_data_dir(data_dir, node_ops=fake_ops, lock_timeout=5.0)
