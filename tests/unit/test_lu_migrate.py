@@ -1,0 +1,483 @@
+"""LUInstanceMigrate / LUInstanceFailover through the processor with FakeNodeOps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_INVAL,
+    ECODE_NOENT,
+    ECODE_NORES,
+    ECODE_STATE,
+    HooksAbort,
+    MigrationAborted,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.base import HookScriptResult, NodeResult
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.mcpu import Processor
+from ganeti_lv.migration_types import MigrationFailed, MigrationProgress
+from ganeti_lv.objects import Node, disk_dir, disk_path
+from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate
+
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+INST = "inst1.example.com"
+
+
+@pytest.fixture
+def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """Fake nodes where inst1 runs on node1 with its disk files."""
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    fake_ops.add_domain(N1, INST)
+    fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
+    fake_ops.present_paths = {cluster.file_storage_dir}
+    return fake_ops
+
+
+def run(ctx: Context, op: OpCode) -> tuple[Any, list[str]]:
+    """Execute ``op``; return (result, feedback lines)."""
+    lines: list[str] = []
+    result = Processor(ctx).execute(op, feedback_fn=lines.append)
+    return result, lines
+
+
+def running_on(ops: FakeNodeOps, name: str = INST) -> list[str]:
+    """Nodes where the domain runs."""
+    return sorted(
+        n
+        for n, fake in ops.nodes.items()
+        if name in fake.domains and fake.domains[name].state == constants.DOMSTATE_RUNNING
+    )
+
+
+def set_shared(config: ConfigStore, unsafe_ok: bool = True) -> None:
+    """Make inst1 a sharedfile instance."""
+    with config.update() as data:
+        data.instances[INST].disk_template = constants.DT_SHARED_FILE
+        data.cluster.shared_storage_unsafe_ok = unsafe_ok
+
+
+# ------------------------------------------------------------------ success
+
+
+def test_live_migration_of_file_instance(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.migration_reports = [
+        MigrationProgress(elapsed=1.0, memory_total=100, memory_remaining=50, iteration=1)
+    ]
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    _, lines = run(ctx, OpInstanceMigrate(instance_name="inst1", target_node="node2"))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert running_on(ops) == [N2]
+    params = ops.calls_to("migrate_instance", N1)[0].args[2]
+    assert params.live and params.copy_storage and not params.unsafe
+    assert params.downtime_ms == 300 and params.bandwidth == 0
+    # target images prepared before, source images removed after
+    assert ops.calls_to("create_disks", N2)
+    assert disk_path(cluster, inst, 0) in ops.node(N2).files
+    assert not ops.node(N1).files
+    assert any("50.0% of memory" in line for line in lines)
+    assert any("downtime 42 ms" in line and "total time 1.00 s" in line for line in lines)
+
+
+def test_sharedfile_uses_unsafe_only_when_cluster_allows(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    set_shared(config, unsafe_ok=False)
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    params = ops.calls_to("migrate_instance", N1)[0].args[2]
+    assert not params.copy_storage and not params.unsafe
+    assert not ops.calls_to("create_disks")
+    set_shared(config, unsafe_ok=True)
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N1))
+    assert ops.calls_to("migrate_instance", N2)[0].args[2].unsafe
+    assert running_on(ops) == [N1]
+
+
+def test_non_live_and_per_call_overrides(ctx: Context, ops: FakeNodeOps) -> None:
+    run(
+        ctx,
+        OpInstanceMigrate(
+            instance_name=INST,
+            target_node=N2,
+            mode="non-live",
+            migration_bandwidth=8,
+            migration_downtime=50,
+            migration_caps="auto-converge:xbzrle",
+            escalate=False,
+            progress_timeout=2,
+        ),
+    )
+    params = ops.calls_to("migrate_instance", N1)[0].args[2]
+    assert not params.live
+    assert (params.bandwidth, params.downtime_ms) == (8, 50)
+    assert params.caps == {"xbzrle": 1}  # auto-converge means nothing without live
+    assert not params.escalate and params.progress_timeout == 2
+
+
+def test_hvparams_mode_and_postcopy(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    with config.update() as data:
+        data.instances[INST].hvparams = {
+            "migration_caps": "auto-converge",
+            "migration_bandwidth": 16,
+        }
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_postcopy=True))
+    params = ops.calls_to("migrate_instance", N1)[0].args[2]
+    assert params.live and params.bandwidth == 16 and params.allow_postcopy
+    assert params.caps == {"auto-converge": 1, "postcopy-ram": 1}
+
+
+def test_allocator_picks_most_free_memory(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.node(N2).facts.memory_free = 1000
+    ops.node(N3).facts.memory_free = 3000
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST))
+    assert config.get_instance(INST).primary_node == N3  # type: ignore[union-attr]
+    assert any(f"Selected node {N3}" in line for line in lines)
+
+
+def test_allocator_skips_failing_nodes(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    ops.node(N2).facts.memory_free = 1000
+    ops.node(N3).facts.bridges = []
+    run(ctx, OpInstanceMigrate(instance_name=INST))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+
+
+def test_allocator_without_candidates(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    with config.update() as data:
+        data.nodes[N2].drained = True
+        data.nodes[N3].offline = True
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST))
+    assert err.value.ecode == ECODE_INVAL
+    assert "No suitable target node" in err.value.msg and "drained" in err.value.msg
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _refuse(ctx: Context, ops: FakeNodeOps, config: ConfigStore, op: OpCode) -> OpPrereqError:
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, op)
+    assert config.read().serial == serial
+    assert not ops.calls_to("migrate_instance")
+    assert running_on(ops) == [N1]
+    return err.value
+
+
+def test_unknown_instance(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name="nope"))
+    assert (err.ecode, err.msg) == (ECODE_NOENT, "Instance 'nope' not known")
+
+
+def test_target_is_primary(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N1))
+    assert err.ecode == ECODE_STATE
+    assert err.msg == f"Cannot migrate instance {INST} to its primary ({N1})"
+
+
+@pytest.mark.parametrize(("flag", "text"), [("offline", "offline"), ("drained", "drained")])
+def test_offline_or_drained_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, flag: str, text: str
+) -> None:
+    with config.update() as data:
+        setattr(data.nodes[N2], flag, True)
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_STATE
+    assert err.msg == f"Can't use {text} node {N2}"
+
+
+def test_stopped_without_allow_failover(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    config.set_admin_state(INST, constants.ADMINST_DOWN)
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_STATE and "marked to be down, cannot migrate" in err.msg
+
+
+def test_live_and_mode(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    op = OpInstanceMigrate(instance_name=INST, live=True, mode="live")
+    err = _refuse(ctx, ops, config, op)
+    assert err.ecode == ECODE_INVAL and "Only one of the 'live' and 'mode'" in err.msg
+
+
+def test_not_enough_memory_within_cap(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    node = config.get_node(N2)
+    assert node is not None
+    node.memory_cap = 100
+    config.update_node(node)
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_NORES
+    assert err.msg == (
+        f"Not enough memory on node {N2} for starting instance {INST}:"
+        " needed 128 MiB, available 100 MiB"
+    )
+
+
+def test_missing_bridge(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    ops.node(N2).facts.bridges = ["br1"]
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_ENVIRON and "missing bridges br0" in err.msg
+
+
+def test_missing_storage_path(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    ops.missing_paths[N2] = {config.get_cluster().file_storage_dir}
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_ENVIRON and "Storage paths missing" in err.msg
+
+
+def test_incompatible_cpu(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    ops.cpu_compat[N2] = (False, "host CPU lacks avx512f")
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_ENVIRON and "avx512f" in err.msg
+
+
+def test_not_running_on_primary(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF)
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert (err.value.ecode, err.value.msg) == (ECODE_STATE, "Can't migrate, please use failover")
+    assert config.read().serial == serial
+
+
+def test_unsafe_versions_refused_unless_ignored(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.node(N2).facts.qemu_version = 6002000
+    with pytest.raises(OpExecError, match="Unsafe migration: qemu versions differ"):
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert not ops.calls_to("migrate_instance")
+    _, lines = run(
+        ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, ignore_hvversions=True)
+    )
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert any("(ignored)" in line for line in lines)
+
+
+# ----------------------------------------------------------- hooks
+
+
+def test_hooks_env_and_nodes(ctx: Context, ops: FakeNodeOps) -> None:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        seen.append((node, env["GANETI_HOOKS_PHASE"], env))
+        return []
+
+    ops.hooks_fn = hooks
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert sorted(n for n, phase, _ in seen if phase == "pre") == [N1, N2]
+    pre = next(env for _, phase, env in seen if phase == "pre")
+    post = next(env for _, phase, env in seen if phase == "post")
+    assert pre["GANETI_MIGRATE_LIVE"] == "True" and pre["GANETI_MIGRATE_CLEANUP"] == "False"
+    assert (pre["GANETI_OLD_PRIMARY"], pre["GANETI_NEW_PRIMARY"]) == (N1, N2)
+    assert pre["GANETI_OLD_SECONDARY"] == "" and pre["GANETI_ALLOW_RUNTIME_CHANGES"] == "True"
+    assert pre["GANETI_INSTANCE_NAME"] == INST
+    assert (post["GANETI_POST_OLD_PRIMARY"], post["GANETI_POST_NEW_PRIMARY"]) == (N1, N2)
+    assert post["GANETI_POST_INSTANCE_PRIMARY"] == N2
+
+
+def test_failing_pre_hook_changes_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    hooks_dir = f"{config.get_cluster().hooks_base_dir}/instance-migrate-pre.d"
+    ops.set_hook_results(N2, hooks_dir, [HookScriptResult("10-deny", constants.HKR_FAIL, "no")])
+    with pytest.raises(HooksAbort):
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert not ops.calls_to("migrate_instance")
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert running_on(ops) == [N1]
+
+
+# -------------------------------------------------------- failure and abort
+
+
+def test_abort_keeps_instance_on_source(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.fail("migrate_instance", N1, MigrationFailed("aborted by user", node=N1, aborted=True))
+    ops.add_domain(N2, INST, state=constants.DOMSTATE_PAUSED)  # the incoming side
+    with pytest.raises(MigrationAborted) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert "keeps running on node1.example.com, configuration unchanged" in err.value.msg
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert running_on(ops) == [N1] and INST not in ops.node(N2).domains
+    assert ops.calls_to("remove_disks", N2) and not ops.node(N2).files
+
+
+def test_abort_event_is_honoured(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    """An abort requested while progress is reported stops the migration."""
+    from ganeti_lv.cmdlib import instance_migration
+
+    ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(3)]
+    original = instance_migration.TLMigrateInstance._exec_migration
+
+    def exec_with_abort(self: Any, feedback_fn: Any) -> None:
+        self.abort_event.set()
+        original(self, feedback_fn)
+
+    instance_migration.TLMigrateInstance._exec_migration = exec_with_abort  # type: ignore[method-assign]
+    try:
+        with pytest.raises(MigrationAborted):
+            run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    finally:
+        instance_migration.TLMigrateInstance._exec_migration = original  # type: ignore[method-assign]
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert running_on(ops) == [N1]
+
+
+def test_abort_after_switch_over_reports_truth(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    def switched_then_failed(*args: Any) -> Any:
+        ops.remove_domain(N1, INST)
+        ops.add_domain(N2, INST)
+        raise MigrationFailed("aborted by user", node=N1, aborted=True, switched_over=True)
+
+    ops._op_migrate_instance = switched_then_failed  # type: ignore[method-assign]
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert any("abort came after the switch-over" in line for line in lines)
+
+
+def test_failure_with_unclear_state(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    def paused_then_failed(*args: Any) -> Any:
+        ops.remove_domain(N1, INST)
+        ops.add_domain(N1, INST, state=constants.DOMSTATE_PAUSED)
+        raise MigrationFailed("connection lost", node=N1)
+
+    ops._op_migrate_instance = paused_then_failed  # type: ignore[method-assign]
+    with pytest.raises(OpExecError, match="state unclear.*--cleanup"):
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- cleanup
+
+
+def test_cleanup_adopts_target(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N2, INST)
+    ops.node(N2).files[disk_path(cluster, inst, 0)] = 1024
+    run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert not ops.node(N1).files  # the source's leftover images are gone
+    assert disk_path(cluster, inst, 0) in ops.node(N2).files
+
+
+def test_cleanup_source_only_cleans_leftovers(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.add_domain(N3, INST, state=constants.DOMSTATE_PAUSED)
+    ops.node(N3).files[disk_path(cluster, inst, 0)] = 1024
+    serial = config.read().serial
+    run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert config.read().serial == serial
+    assert INST not in ops.node(N3).domains and not ops.node(N3).files
+    assert running_on(ops) == [N1]
+    assert ops.calls_to("paths_exist", N3)[0].args[0][0] == disk_dir(cluster, inst)
+
+
+def test_cleanup_running_on_two_nodes(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    ops.add_domain(N2, INST)
+    with pytest.raises(OpExecError, match="running on nodes .*manual intervention"):
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert len(ops.calls_to("abort_migration")) == 2
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+
+
+def test_cleanup_running_nowhere(ctx: Context, ops: FakeNodeOps) -> None:
+    ops.remove_domain(N1, INST)
+    with pytest.raises(OpExecError, match="does not seem to be running at all"):
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+
+
+# ---------------------------------------------------------------- failover
+
+
+def _fake_copy(ops: FakeNodeOps) -> list[tuple[str, str, str, str]]:
+    copies: list[tuple[str, str, str, str]] = []
+
+    def copy_disk(src: Node, src_path: str, dst: Node, dst_path: str, **_: Any) -> NodeResult[None]:
+        copies.append((src.name, src_path, dst.name, dst_path))
+        ops.node(dst.name).files[dst_path] = ops.node(src.name).files[src_path]
+        return NodeResult(src.name)
+
+    ops.copy_disk = copy_disk  # type: ignore[attr-defined]
+    return copies
+
+
+def test_migrate_stopped_with_allow_failover_moves_disks(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    copies = _fake_copy(ops)
+    config.set_admin_state(INST, constants.ADMINST_DOWN)
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF)
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(cluster, inst, 0)
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True))
+    assert copies == [(N1, path, N2, path)]
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert path in ops.node(N2).files and not ops.node(N1).files
+    assert INST not in ops.node(N1).domains and running_on(ops) == []
+
+
+def test_failover_running_instance(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    _fake_copy(ops)
+    _, lines = run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert ops.calls_to("shutdown_instance", N1)
+    assert running_on(ops) == [N2]
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+
+
+def test_failover_shared_with_offline_primary(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    set_shared(config)
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert N2 in running_on(ops)
+    assert not ops.calls_to("shutdown_instance")
+
+
+def test_failover_shutdown_failure_refused_without_ignore_consistency(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.fail("shutdown_instance", N1, "timed out")
+    with pytest.raises(OpExecError, match="Could not shutdown instance"):
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
