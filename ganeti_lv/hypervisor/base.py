@@ -27,6 +27,8 @@ from ganeti_lv.objects import Cluster, Instance, Node
 if TYPE_CHECKING:
     import threading
 
+    from ganeti_lv.diskcopy import CopyStats, StartInfo
+    from ganeti_lv.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
     from ganeti_lv.migration_types import MigrationParams, MigrationProgress, MigrationStats
 
 P = TypeVar("P")
@@ -276,6 +278,162 @@ class NodeOps(abc.ABC):
 
     def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
         raise _unsupported("paths_exist")
+
+    # -- export, import and disk chains (issue 5) --------------------
+    def copy_disk(
+        self,
+        src: Node,
+        src_path: str,
+        dst: Node,
+        dst_path: str,
+        *,
+        compress: str = "none",
+        bandwidth_limit: float | None = None,
+        expect_sha256: str | None = None,
+        progress_fn: Callable[[int, int], None] | None = None,
+        start_fn: Callable[[StartInfo], None] | None = None,
+    ) -> NodeResult[CopyStats]:
+        """Copy a file from ``src`` to ``dst`` node to node (sparse, sha256-verified).
+
+        ``dst_path`` appears only once complete and verified; ``bandwidth_limit``
+        in MiB/s; ``progress_fn(done, total)`` in bytes. Lack of space on the
+        target fails with ECODE_NORES in ``NodeResult.error``.
+        """
+        return self._call(
+            src,
+            self._op_copy_disk,
+            src,
+            src_path,
+            dst,
+            dst_path,
+            compress=compress,
+            bandwidth_limit=bandwidth_limit,
+            expect_sha256=expect_sha256,
+            progress_fn=progress_fn,
+            start_fn=start_fn,
+        )
+
+    def disk_usage(self, node: Node, paths: list[str]) -> NodeResult[list[dict[str, Any]]]:
+        """[{path, exists, size, allocated}] (bytes) of files on the node."""
+        return self._call(node, self._op_disk_usage, node, paths)
+
+    def free_space(self, node: Node, path: str) -> NodeResult[int]:
+        """Bytes free on the filesystem holding ``path`` (an existing path) on the node."""
+        return self._call(node, self._op_free_space, node, path)
+
+    def snapshot_disks(
+        self, node: Node, instance: Instance, *, freeze: bool = True
+    ) -> NodeResult[SnapshotInfo]:
+        """External disk-only snapshot of every disk of the running domain.
+
+        The base images stay frozen (copy them); writes go to overlays beside
+        them. With ``freeze`` and a guest agent, filesystems are frozen around it.
+        """
+        return self._call(node, self._op_snapshot_disks, node, instance, freeze)
+
+    def commit_snapshot(
+        self, node: Node, instance: Instance, snapshot: SnapshotInfo
+    ) -> NodeResult[None]:
+        """Merge the overlays back (active commit, pivot when ready) and delete them."""
+        return self._call(node, self._op_commit_snapshot, node, instance, snapshot)
+
+    def repair_disk_chain(self, node: Node, instance: Instance) -> NodeResult[list[str]]:
+        """Merge overlays left by an interrupted export; payload: overlays merged."""
+        return self._call(node, self._op_repair_disk_chain, node, instance)
+
+    def export_prepare(
+        self, node: Node, cluster: Cluster, instance_name: str
+    ) -> NodeResult[str]:
+        """Create an empty ``<export_dir>/<instance>.new/`` (replacing a stale one)."""
+        return self._call(node, self._op_export_prepare, node, cluster, instance_name)
+
+    def export_finalize(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance_name: str,
+        config_text: str,
+        manifest_text: str,
+    ) -> NodeResult[str]:
+        """Write config.ini and the manifest into ``.new`` and publish it atomically."""
+        return self._call(
+            node,
+            self._op_export_finalize,
+            node,
+            cluster,
+            instance_name,
+            config_text,
+            manifest_text,
+        )
+
+    def export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> NodeResult[None]:
+        """Remove ``<instance>.new`` (the previous export is not touched)."""
+        return self._call(node, self._op_export_abort, node, cluster, instance_name)
+
+    def export_list(self, node: Node, cluster: Cluster) -> NodeResult[list[ExportEntry]]:
+        """Exports in the node's export dir, complete and stale."""
+        return self._call(node, self._op_export_list, node, cluster)
+
+    def export_remove(
+        self, node: Node, cluster: Cluster, instance_name: str
+    ) -> NodeResult[bool]:
+        """Remove the instance's export (and stale leftovers); payload: one existed."""
+        return self._call(node, self._op_export_remove, node, cluster, instance_name)
+
+    def export_read(
+        self, node: Node, cluster: Cluster, instance_name: str
+    ) -> NodeResult[ExportData]:
+        """config.ini and manifest of a complete export."""
+        return self._call(node, self._op_export_read, node, cluster, instance_name)
+
+    def zero_free_space(
+        self, node: Node, cluster: Cluster, instance: Instance, timeout: float
+    ) -> NodeResult[list[ZeroingResult]]:
+        """Zero the unused blocks of each disk of a shut-down instance (ext2/3/4)."""
+        return self._call(node, self._op_zero_free_space, node, cluster, instance, timeout)
+
+    def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
+        raise _unsupported("copy_disk")
+
+    def _op_disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
+        raise _unsupported("disk_usage")
+
+    def _op_free_space(self, node: Node, path: str) -> int:
+        raise _unsupported("free_space")
+
+    def _op_snapshot_disks(self, node: Node, instance: Instance, freeze: bool) -> Any:
+        raise _unsupported("snapshot_disks")
+
+    def _op_commit_snapshot(self, node: Node, instance: Instance, snapshot: Any) -> None:
+        raise _unsupported("commit_snapshot")
+
+    def _op_repair_disk_chain(self, node: Node, instance: Instance) -> list[str]:
+        raise _unsupported("repair_disk_chain")
+
+    def _op_export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> str:
+        raise _unsupported("export_prepare")
+
+    def _op_export_finalize(
+        self, node: Node, cluster: Cluster, name: str, config_text: str, manifest_text: str
+    ) -> str:
+        raise _unsupported("export_finalize")
+
+    def _op_export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
+        raise _unsupported("export_abort")
+
+    def _op_export_list(self, node: Node, cluster: Cluster) -> Any:
+        raise _unsupported("export_list")
+
+    def _op_export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
+        raise _unsupported("export_remove")
+
+    def _op_export_read(self, node: Node, cluster: Cluster, instance_name: str) -> Any:
+        raise _unsupported("export_read")
+
+    def _op_zero_free_space(
+        self, node: Node, cluster: Cluster, instance: Instance, timeout: float
+    ) -> Any:
+        raise _unsupported("zero_free_space")
 
     # -- implementation ----------------------------------------------
     @abc.abstractmethod

@@ -1,0 +1,70 @@
+"""Plain value types of the export, import and disk-chain node operations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Overlay files of an export's disk snapshot sit beside the base image:
+# ``<disk dir>/disk0.img`` -> ``<disk dir>/disk0.img.export-snap.qcow2``.
+OVERLAY_SUFFIX = ".export-snap.qcow2"
+
+
+def overlay_path(base: str) -> str:
+    """The snapshot overlay of base image ``base``."""
+    return base + OVERLAY_SUFFIX
+
+
+@dataclass
+class SnapshotDisk:
+    """One disk of a live snapshot: the frozen ``base`` and the ``overlay`` taking writes."""
+
+    index: int
+    target: str
+    base: str
+    overlay: str
+
+
+@dataclass
+class SnapshotInfo:
+    """A point-in-time disk snapshot of a running domain (external, disk-only)."""
+
+    instance: str
+    node: str
+    disks: list[SnapshotDisk] = field(default_factory=list)
+    frozen: bool = False
+
+    def base_paths(self) -> list[str]:
+        """The frozen images to copy, by disk index."""
+        return [d.base for d in sorted(self.disks, key=lambda d: d.index)]
+
+
+@dataclass
+class ExportEntry:
+    """One export directory on a node (complete, or a stale ``.new``/``.old``)."""
+
+    instance: str
+    node: str
+    path: str
+    complete: bool
+    timestamp: int = 0
+    stale: bool = False
+
+
+@dataclass
+class ExportData:
+    """What an import reads from an export: config.ini and manifest texts, disk paths."""
+
+    node: str
+    path: str
+    config_text: str
+    manifest_text: str
+    disk_paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ZeroingResult:
+    """Outcome of zeroing the free space of one disk image."""
+
+    path: str
+    zeroed: bool
+    detail: str = ""
