@@ -1,0 +1,189 @@
+"""``gnt-lv cluster init|info|modify|verify``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from ganeti_lv import bootstrap, opcodes
+from ganeti_lv.cli import common
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.objects import Node
+
+
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hooks-dir", dest="hooks_base_dir", help="Hooks base dir on the nodes")
+    parser.add_argument("--export-dir", help="Directory for exports on the nodes")
+    parser.add_argument("--file-storage-dir", help="Node-local directory for 'file' disks")
+    parser.add_argument("--shared-file-storage-dir", help="Shared directory for 'sharedfile' disks")
+    parser.add_argument("--domain-type", choices=("kvm", "qemu"), help="libvirt domain type")
+    parser.add_argument("-H", "--hypervisor-parameters", dest="hvparams", metavar="K=V,...")
+    parser.add_argument("-B", "--backend-parameters", dest="beparams", metavar="K=V,...")
+
+
+def _storage_fields(opts: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in (
+        "hooks_base_dir",
+        "export_dir",
+        "file_storage_dir",
+        "shared_file_storage_dir",
+        "domain_type",
+    ):
+        value = getattr(opts, name)
+        if value is not None:
+            fields[name] = value
+    if opts.hvparams is not None:
+        fields["hvparams"] = common.parse_kv_list(opts.hvparams, "-H")
+    if opts.beparams is not None:
+        fields["beparams"] = common.parse_kv_list(opts.beparams, "-B")
+    return fields
+
+
+# ---------------------------------------------------------------- init
+
+
+def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Create a new cluster with this machine's data dir as the master's."""
+    from ganeti_lv.cli.node import obtain_host_key
+    from ganeti_lv.cmdlib.cluster import normalize_cluster_params
+
+    address = opts.master_address
+    fields = normalize_cluster_params(_storage_fields(opts))
+    if opts.default_bridge:
+        fields["default_bridge"] = opts.default_bridge
+    master = Node(
+        name=opts.master_name,
+        address=address,
+        ssh_port=opts.ssh_port,
+        libvirt_uri=opts.libvirt_uri or "",
+        peer_uri=opts.peer_uri or "",
+        migration_address=opts.migration_address or "",
+        memory_cap=opts.memory_cap,
+    )
+    host_key = None
+    if not opts.no_host_key:
+        host_key = obtain_host_key(env, address, opts.ssh_port, opts.master_host_key)
+    bootstrap.init_cluster(
+        env.data_dir,
+        cluster_name=opts.cluster_name,
+        master=master,
+        master_host_key=host_key,
+        ssh_key_file=opts.ssh_key_file,
+        **fields,
+    )
+    env.write(f"Cluster '{opts.cluster_name}' initialised in {env.data_dir}")
+    return EXIT_SUCCESS
+
+
+# ---------------------------------------------------------------- info
+
+
+def _fmt_time(value: float) -> str:
+    return time.ctime(value)
+
+
+def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Print the cluster's settings."""
+    from ganeti_lv.config import ConfigStore
+
+    data = ConfigStore(env.data_dir).read()
+    cluster = data.cluster
+    lines = [
+        f"Cluster name: {cluster.name}",
+        f"Cluster UUID: {cluster.uuid}",
+        f"Creation time: {_fmt_time(cluster.ctime)}",
+        f"Modification time: {_fmt_time(cluster.mtime)}",
+        f"Master node: {cluster.master_node}",
+        f"Configuration serial: {data.serial}",
+        f"Domain type: {cluster.domain_type}",
+        f"Default bridge: {cluster.default_bridge}",
+        f"Hooks base dir: {cluster.hooks_base_dir}",
+        f"Hooks timeout: {cluster.hooks_timeout:g}",
+        f"Export dir: {cluster.export_dir}",
+        f"File storage dir: {cluster.file_storage_dir}",
+        f"Shared file storage dir: {cluster.shared_file_storage_dir}",
+        f"Shared storage unsafe ok: {cluster.shared_storage_unsafe_ok}",
+        f"Compression tools: {', '.join(cluster.compression_tools)}",
+        f"Tags: {', '.join(cluster.tags) or '(none)'}",
+        "Default hypervisor parameters:",
+        *(f"  {k}: {common.format_value(v)}" for k, v in sorted(cluster.hvparams.items())),
+        "Default backend parameters:",
+        *(f"  {k}: {common.format_value(v)}" for k, v in sorted(cluster.beparams.items())),
+        f"Nodes: {len(data.nodes)}",
+        f"Instances: {len(data.instances)}",
+    ]
+    for line in lines:
+        env.write(line)
+    return EXIT_SUCCESS
+
+
+# ---------------------------------------------------------------- modify
+
+
+def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Change cluster-wide settings."""
+    fields = _storage_fields(opts)
+    if opts.compression_tools is not None:
+        fields["compression_tools"] = [t for t in opts.compression_tools.split(",") if t]
+    if opts.shared_storage_unsafe_ok is not None:
+        fields["shared_storage_unsafe_ok"] = common.parse_yes_no(
+            opts.shared_storage_unsafe_ok, "--shared-storage-unsafe-ok"
+        )
+    if opts.hooks_timeout is not None:
+        fields["hooks_timeout"] = opts.hooks_timeout
+    if not fields:
+        env.warn("Please give at least one of the parameters.")
+        return EXIT_FAILURE
+    env.submit(opcodes.OpClusterSetParams(**fields))
+    return EXIT_SUCCESS
+
+
+# ---------------------------------------------------------------- verify
+
+
+def cmd_verify(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Compare the configuration with what the nodes run; exit 1 on problems."""
+    problems = env.submit(opcodes.OpClusterVerify()) or []
+    if problems:
+        env.warn(f"Cluster verify found {len(problems)} problem(s)")
+        return EXIT_FAILURE
+    return EXIT_SUCCESS
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add the ``cluster`` group."""
+    registry.group("cluster", help="Cluster-wide operations")
+
+    init = registry.command("cluster", "init", cmd_init, help="Initialise a new cluster")
+    init.add_argument("cluster_name", metavar="CLUSTERNAME")
+    init.add_argument("--master-name", required=True, help="Name of the master node")
+    init.add_argument("--master-address", required=True, help="Address of the master node")
+    init.add_argument("--ssh-port", type=int, default=22, help="SSH port of the master node")
+    init.add_argument("--libvirt-uri", help="libvirt URI the master uses for itself")
+    init.add_argument("--peer-uri", help="libvirt URI other nodes use to reach the master")
+    init.add_argument("--migration-address", help="Migration address of the master node")
+    init.add_argument("--memory-cap", type=int, default=None, help="Master's memory cap (MiB)")
+    init.add_argument("--default-bridge", help="Default bridge for instance NICs")
+    init.add_argument("--master-host-key", help="The master's SSH host key '<type> <base64>'")
+    init.add_argument(
+        "--no-host-key",
+        action="store_true",
+        help="Do not record the master's host key now (add it to known_hosts later)",
+    )
+    init.add_argument("--ssh-key-file", help="Use this private key as the cluster key")
+    common.add_force(init)
+    _add_storage_options(init)
+
+    registry.command("cluster", "info", cmd_info, help="Show the cluster configuration")
+
+    modify = registry.command("cluster", "modify", cmd_modify, help="Change cluster settings")
+    _add_storage_options(modify)
+    modify.add_argument("--compression-tools", help="Allowed export compression tools")
+    modify.add_argument("--shared-storage-unsafe-ok", metavar="yes|no")
+    modify.add_argument("--hooks-timeout", type=float, default=None, help="Per-script seconds")
+
+    registry.command(
+        "cluster", "verify", cmd_verify, help="Compare the configuration with the nodes"
+    )

@@ -1,0 +1,338 @@
+"""Shared pieces of the ``gnt-lv`` commands.
+
+- parsing: key=value lists (``-B memory=128M,vcpus=1``), indexed specs
+  (``--disk 0:size=1G``), sizes;
+- ``CliEnv``: what a command handler gets (data dir, injected node
+  operations, output streams, confirmation prompt) and ``submit`` to run an
+  opcode with its feedback printed as it comes;
+- ``CommandRegistry``: how command modules add groups and subcommands;
+- output tables in Ganeti's style (aligned columns, ``--no-headers``,
+  ``--separator``).
+
+Key=value lists: items are separated by ``,``; a value may contain ``=``;
+quote a value (``'...'`` or ``"..."``) or escape with ``\\`` to include a
+``,``. Example: ``-H 'kernel_args="console=ttyS0 seed=x,y",cpu_type=host'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ganeti_lv import paths
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+Handler = Callable[[argparse.Namespace, "CliEnv"], int]
+
+EXIT_SUCCESS = 0
+EXIT_FAILURE = 1
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def split_items(text: str) -> list[str]:
+    """Split on commas outside quotes; quotes are removed, ``\\`` escapes one char."""
+    items: list[str] = []
+    current: list[str] = []
+    quote: str | None = None
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quote:
+            if char == quote:
+                quote = None
+            else:
+                current.append(char)
+        elif char in ("'", '"'):
+            quote = char
+        elif char == ",":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quote or escaped:
+        raise OpPrereqError(f"Unbalanced quote or trailing backslash in '{text}'", ECODE_INVAL)
+    items.append("".join(current))
+    return items
+
+
+def parse_kv_list(text: str, option: str = "") -> dict[str, str]:
+    """Parse ``k1=v1,k2=v2``; values may contain ``=``; ``no_k``/``-k`` mean ``k=no``."""
+    out: dict[str, str] = {}
+    if not text.strip():
+        return out
+    for item in split_items(text):
+        if not item:
+            continue
+        if "=" in item:
+            key, value = item.split("=", 1)
+        elif item.startswith("no_"):
+            key, value = item[3:], "no"
+        elif item.startswith("-"):
+            key, value = item[1:], "no"
+        else:
+            key, value = item, "yes"
+        key = key.strip()
+        if not key:
+            where = f" in {option}" if option else ""
+            raise OpPrereqError(f"Missing parameter name{where}: '{item}'", ECODE_INVAL)
+        if key in out:
+            raise OpPrereqError(f"Parameter '{key}' given twice", ECODE_INVAL)
+        out[key] = value
+    return out
+
+
+def parse_indexed_spec(text: str, option: str) -> tuple[int, dict[str, str]]:
+    """Parse ``N:k=v,...`` (or just ``N``) as used by ``--disk`` and ``--net``."""
+    index_text, _, rest = text.partition(":")
+    try:
+        index = int(index_text)
+    except ValueError:
+        raise OpPrereqError(
+            f"Invalid {option} specification '{text}': expected N:key=value,...", ECODE_INVAL
+        ) from None
+    if index < 0:
+        raise OpPrereqError(f"Invalid {option} index {index}", ECODE_INVAL)
+    return index, parse_kv_list(rest, option)
+
+
+def collect_indexed(specs: Sequence[str] | None, option: str) -> list[dict[str, str]]:
+    """Parse several ``--disk``/``--net`` options into a list ordered 0..n-1."""
+    by_index: dict[int, dict[str, str]] = {}
+    for spec in specs or []:
+        index, params = parse_indexed_spec(spec, option)
+        if index in by_index:
+            raise OpPrereqError(f"Duplicate {option} index {index}", ECODE_INVAL)
+        by_index[index] = params
+    expected = list(range(len(by_index)))
+    if sorted(by_index) != expected:
+        raise OpPrereqError(
+            f"{option} indices must be 0..{len(by_index) - 1} without gaps, got {sorted(by_index)}",
+            ECODE_INVAL,
+        )
+    return [by_index[i] for i in expected]
+
+
+def parse_yes_no(text: str, option: str) -> bool:
+    """Parse ``yes``/``no`` for options like ``--offline``."""
+    lowered = text.strip().lower()
+    if lowered in ("yes", "y", "true", "1", "on"):
+        return True
+    if lowered in ("no", "n", "false", "0", "off"):
+        return False
+    raise OpPrereqError(f"Invalid value '{text}' for {option}: use yes or no", ECODE_INVAL)
+
+
+def parse_fields(text: str | None, default: Sequence[str], known: Sequence[str]) -> list[str]:
+    """Parse ``-o f1,f2`` (``+f3`` appends to the defaults); unknown fields are ECODE_INVAL."""
+    if not text:
+        return list(default)
+    fields = list(default) + text[1:].split(",") if text.startswith("+") else text.split(",")
+    fields = [f.strip() for f in fields if f.strip()]
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        raise OpPrereqError(
+            f"Unknown output field(s): {', '.join(unknown)} (known: {', '.join(known)})",
+            ECODE_INVAL,
+        )
+    return fields
+
+
+# ---------------------------------------------------------------- output
+
+
+def format_value(value: Any) -> str:
+    """Ganeti's rendering of a field value: lists comma-joined, booleans Y/N, None '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    separator: str | None = None,
+    no_headers: bool = False,
+) -> list[str]:
+    """Lines of a table: aligned columns, or joined by ``separator`` when given."""
+    text_rows = [[format_value(v) for v in row] for row in rows]
+    all_rows = text_rows if no_headers else [list(headers), *text_rows]
+    if separator is not None:
+        return [separator.join(row) for row in all_rows]
+    widths = [max((len(r[i]) for r in all_rows), default=0) for i in range(len(headers))]
+    return [
+        " ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in all_rows
+    ]
+
+
+# ---------------------------------------------------------------- environment
+
+
+@dataclass
+class CliEnv:
+    """What a command handler gets; tests inject ``node_ops``, ``ask`` and streams."""
+
+    data_dir: str
+    node_ops: Any = None
+    ask: Callable[[str], bool] | None = None
+    out: TextIO | None = None
+    err: TextIO | None = None
+    client_factory: Callable[..., Any] | None = None
+    _client: Any = field(default=None, repr=False)
+
+    @property
+    def stdout(self) -> TextIO:
+        """Output stream (sys.stdout at call time unless injected)."""
+        return self.out or sys.stdout
+
+    @property
+    def stderr(self) -> TextIO:
+        """Error stream (sys.stderr at call time unless injected)."""
+        return self.err or sys.stderr
+
+    def write(self, line: str = "") -> None:
+        """Print one line to stdout."""
+        self.stdout.write(line + "\n")
+        self.stdout.flush()
+
+    def warn(self, line: str) -> None:
+        """Print one line to stderr."""
+        self.stderr.write(line + "\n")
+        self.stderr.flush()
+
+    def client(self) -> Any:
+        """The library client for this data dir (built once)."""
+        if self._client is None:
+            if self.client_factory is not None:
+                self._client = self.client_factory(data_dir=self.data_dir, node_ops=self.node_ops)
+            else:
+                from ganeti_lv.client import Client
+
+                self._client = Client(data_dir=self.data_dir, node_ops=self.node_ops)
+        return self._client
+
+    def feedback(self, msg: Any) -> None:
+        """Print a feedback line with a timestamp, as Ganeti's CLI does."""
+        text = msg if isinstance(msg, str) else str(msg)
+        for line in text.splitlines() or [""]:
+            self.write(f"{time.ctime()} {line}")
+
+    def submit(self, op: Any, quiet: bool = False) -> Any:
+        """Run an opcode, printing its feedback lines as they come (unless quiet)."""
+        return self.client().submit(op, feedback_fn=None if quiet else self.feedback)
+
+    def confirm(self, question: str, force: bool) -> bool:
+        """Ask the operator; ``force`` answers yes; without a tty the answer is no."""
+        if force:
+            return True
+        if self.ask is not None:
+            return self.ask(question)
+        if not sys.stdin.isatty():
+            self.warn(f"{question} -- not confirmed (no terminal); use -f/--force")
+            return False
+        try:
+            answer = input(f"{question} y/[n]: ")
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    def interactive(self) -> bool:
+        """True when questions can be asked (injected ``ask`` or a terminal)."""
+        return self.ask is not None or sys.stdin.isatty()
+
+    def close(self) -> None:
+        """Release the client's resources."""
+        client, self._client = self._client, None
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+
+def default_data_dir(explicit: str | None) -> str:
+    """The data dir from ``--data-dir``, $GANETI_LV_DATA_DIR or the default."""
+    return paths.data_dir(explicit)
+
+
+# ---------------------------------------------------------------- registry
+
+
+class CommandRegistry:
+    """Collects command groups and subcommands for the ``gnt-lv`` parser.
+
+    A command module defines ``register(registry)`` and calls
+    ``registry.command("instance", "migrate", handler, help=...)``; the
+    returned parser gets the command's options. Groups are created on first
+    use, so a module may also add a whole new group (``backup``).
+    """
+
+    def __init__(self, subparsers: Any) -> None:
+        self._top = subparsers
+        self._groups: dict[str, Any] = {}
+
+    def group(self, name: str, help: str | None = None) -> Any:  # noqa: A002
+        """The subparsers action of group ``name`` (created when missing)."""
+        if name not in self._groups:
+            parser = self._top.add_parser(name, help=help, description=help)
+            subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+            subs.required = True
+            self._groups[name] = subs
+        return self._groups[name]
+
+    def command(
+        self,
+        group: str,
+        name: str,
+        handler: Handler,
+        help: str | None = None,  # noqa: A002
+    ) -> argparse.ArgumentParser:
+        """Add ``gnt-lv GROUP NAME`` running ``handler(opts, env) -> exit code``."""
+        parser: argparse.ArgumentParser = self.group(group).add_parser(
+            name, help=help, description=help
+        )
+        parser.set_defaults(handler=handler)
+        return parser
+
+
+# ---------------------------------------------------------------- common options
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """``-f/--force``: skip confirmations (never host-key checks)."""
+    parser.add_argument("-f", "--force", action="store_true", help="Do not ask for confirmation")
+
+
+def add_dry_run(parser: argparse.ArgumentParser) -> None:
+    """``--dry-run``: check prerequisites only."""
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Check the prerequisites only, do not execute the operation",
+    )
+
+
+def add_list_options(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
+    """``-o FIELDS``, ``--no-headers``, ``--separator``."""
+    parser.add_argument(
+        "-o",
+        "--output",
+        dest="output",
+        metavar="FIELDS",
+        help=f"Comma-separated fields (+F to append); known: {', '.join(fields)}",
+    )
+    parser.add_argument("--no-headers", action="store_true", help="Do not print headers")
+    parser.add_argument("--separator", default=None, help="Column separator (default: aligned)")

@@ -1,0 +1,301 @@
+"""``gnt-lv instance add|startup|shutdown|reboot|remove|list|info``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ganeti_lv import constants, opcodes
+from ganeti_lv.cli import common
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.units import parse_size
+
+INSTANCE_FIELDS = (
+    "name",
+    "pnode",
+    "snodes",
+    "status",
+    "admin_state",
+    "oper_state",
+    "oper_node",
+    "running_on",
+    "memory",
+    "minmem",
+    "maxmem",
+    "vcpus",
+    "disk_template",
+    "disks",
+    "disk_sizes",
+    "nics",
+    "nic_macs",
+    "nic_links",
+    "os",
+    "tags",
+    "uuid",
+)
+INSTANCE_DEFAULT_FIELDS = ("name", "pnode", "status", "memory", "disk_template")
+INSTANCE_HEADERS = {
+    "name": "Instance",
+    "pnode": "Primary_node",
+    "snodes": "Secondary_Nodes",
+    "status": "Status",
+    "admin_state": "Admin_State",
+    "oper_state": "Running",
+    "oper_node": "Oper_Node",
+    "running_on": "Running_On",
+    "memory": "Memory",
+    "minmem": "MinMem",
+    "maxmem": "MaxMem",
+    "vcpus": "VCPUs",
+    "disk_template": "Disk_template",
+    "disks": "Disks",
+    "disk_sizes": "Disk_sizes",
+    "nics": "NICs",
+    "nic_macs": "NIC_MACs",
+    "nic_links": "NIC_links",
+    "os": "OS",
+    "tags": "Tags",
+    "uuid": "UUID",
+}
+
+
+# ---------------------------------------------------------------- add
+
+
+def parse_disks(specs: list[str] | None) -> list[dict[str, Any]]:
+    """``--disk N:size=1G[,mode=rw][,name=x]`` options into opcode disk dicts."""
+    disks: list[dict[str, Any]] = []
+    for idx, params in enumerate(common.collect_indexed(specs, "--disk")):
+        disk: dict[str, Any] = {}
+        for key, value in params.items():
+            if key == "size":
+                disk["size"] = parse_size(value, f"size of disk {idx}")
+            elif key in ("mode", "name"):
+                disk[key] = value
+            else:
+                raise OpPrereqError(f"Unknown disk parameter '{key}' for disk {idx}", ECODE_INVAL)
+        if "size" not in disk:
+            raise OpPrereqError(f"Missing size for disk {idx}", ECODE_INVAL)
+        disks.append(disk)
+    return disks
+
+
+def parse_nics(specs: list[str] | None) -> list[dict[str, Any]]:
+    """``--net N:link=BR[,mac=..][,ip=..]`` options into opcode nic dicts."""
+    nics: list[dict[str, Any]] = []
+    for idx, params in enumerate(common.collect_indexed(specs, "--net")):
+        for key in params:
+            if key not in ("link", "mac", "ip", "mode", "name", "vlan"):
+                raise OpPrereqError(f"Unknown NIC parameter '{key}' for NIC {idx}", ECODE_INVAL)
+        nics.append(dict(params))
+    return nics
+
+
+def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Create an instance."""
+    if not opts.disks:
+        raise OpPrereqError("At least one disk is required (--disk 0:size=SIZE)", ECODE_INVAL)
+    op = opcodes.OpInstanceCreate(
+        instance_name=opts.instance_name,
+        disk_template=opts.disk_template,
+        pnode=opts.node,
+        disks=parse_disks(opts.disks),
+        nics=parse_nics(opts.nets),
+        beparams=common.parse_kv_list(opts.beparams or "", "-B"),
+        hvparams=common.parse_kv_list(opts.hvparams or "", "-H"),
+        os_type=opts.os,
+        tags=[t for t in (opts.tags or "").split(",") if t],
+        start=not opts.no_start,
+        dry_run=opts.dry_run,
+    )
+    env.submit(op)
+    return EXIT_SUCCESS
+
+
+# ---------------------------------------------------------------- state changes
+
+
+def cmd_startup(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Start an instance."""
+    env.submit(
+        opcodes.OpInstanceStartup(
+            instance_name=opts.instance_name,
+            force=opts.force,
+            ignore_offline_nodes=opts.ignore_offline,
+            no_remember=opts.no_remember,
+            dry_run=opts.dry_run,
+        )
+    )
+    return EXIT_SUCCESS
+
+
+def cmd_shutdown(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Stop an instance (ACPI, forced after --timeout seconds)."""
+    env.submit(
+        opcodes.OpInstanceShutdown(
+            instance_name=opts.instance_name,
+            timeout=opts.timeout,
+            ignore_offline_nodes=opts.ignore_offline,
+            no_remember=opts.no_remember,
+            dry_run=opts.dry_run,
+        )
+    )
+    return EXIT_SUCCESS
+
+
+def cmd_reboot(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Reboot an instance."""
+    env.submit(
+        opcodes.OpInstanceReboot(
+            instance_name=opts.instance_name,
+            reboot_type=opts.reboot_type,
+            shutdown_timeout=opts.shutdown_timeout,
+            dry_run=opts.dry_run,
+        )
+    )
+    return EXIT_SUCCESS
+
+
+def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Remove an instance and its disks."""
+    question = (
+        f"This will remove the volumes of the instance {opts.instance_name} (including "
+        "mirrors), thus removing all the data of the instance. Continue?"
+    )
+    if not env.confirm(question, opts.force):
+        return EXIT_FAILURE
+    env.submit(
+        opcodes.OpInstanceRemove(
+            instance_name=opts.instance_name,
+            ignore_failures=opts.ignore_failures,
+            shutdown_timeout=opts.shutdown_timeout,
+        )
+    )
+    return EXIT_SUCCESS
+
+
+# ---------------------------------------------------------------- queries
+
+
+def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
+    """List instances with their real run state."""
+    fields = common.parse_fields(opts.output, INSTANCE_DEFAULT_FIELDS, INSTANCE_FIELDS)
+    rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)), quiet=True)
+    table = [[row.get(f) for f in fields] for row in rows]
+    headers = [INSTANCE_HEADERS[f] for f in fields]
+    for line in common.format_table(headers, table, opts.separator, opts.no_headers):
+        env.write(line)
+    return EXIT_SUCCESS
+
+
+def _info_lines(row: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Instance name: {row['name']}",
+        f"UUID: {row['uuid']}",
+        f"Disk template: {row['disk_template']}",
+        f"OS: {row['os']}",
+        f"State: configured to be {row['admin_state']}, actual state is "
+        f"{'up' if row['oper_state'] else 'down'} (status {row['status']})",
+        "  Nodes:",
+        f"    - primary: {row['pnode']}",
+        f"    - secondaries: {common.format_value(row['snodes']) if row['snodes'] else ''}",
+        f"    - running on: {common.format_value(row['running_on']) or '(none)'}",
+        f"  Console log: {row.get('console_log') or '-'}",
+        "  Hypervisor parameters:",
+        *(f"    {k}: {common.format_value(v)}" for k, v in sorted(row["hvparams"].items())),
+        "  Back-end parameters:",
+        *(f"    {k}: {common.format_value(v)}" for k, v in sorted(row["beparams"].items())),
+        "  NICs:",
+    ]
+    for idx, nic in enumerate(row["nic_details"]):
+        lines.append(
+            f"    - nic/{idx}: MAC: {nic['mac']}, IP: {nic.get('ip') or '-'}, "
+            f"mode: {nic.get('mode')}, link: {nic.get('link')}"
+        )
+    lines.append("  Disks:")
+    for idx, disk in enumerate(row["disk_details"]):
+        lines.append(
+            f"    - disk/{idx}: {disk['dev_type']}, size {disk['size']}M, "
+            f"mode {disk['mode']}, path {disk['path']}"
+        )
+    if row.get("tags"):
+        lines.append(f"  Tags: {', '.join(row['tags'])}")
+    return lines
+
+
+def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Show details of instances (all when none given)."""
+    rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)), quiet=True)
+    for num, row in enumerate(rows):
+        if num:
+            env.write("")
+        for line in _info_lines(row):
+            env.write(line)
+    return EXIT_SUCCESS
+
+
+# ---------------------------------------------------------------- registration
+
+
+def _instance_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("instance_name", metavar="INSTANCE")
+
+
+def _register_add(registry: CommandRegistry) -> None:
+    add = registry.command("instance", "add", cmd_add, help="Create an instance")
+    _instance_arg(add)
+    add.add_argument("-t", "--disk-template", required=True, choices=constants.DISK_TEMPLATES)
+    add.add_argument("--disk", dest="disks", action="append", metavar="N:size=SIZE,...")
+    add.add_argument("-n", "--node", help="Primary node")
+    add.add_argument("-B", "--backend-parameters", dest="beparams", metavar="K=V,...")
+    add.add_argument("-H", "--hypervisor-parameters", dest="hvparams", metavar="K=V,...")
+    add.add_argument("--net", dest="nets", action="append", metavar="N:link=BRIDGE,...")
+    add.add_argument("-o", "--os-type", dest="os", default="debootstrap+default")
+    add.add_argument("--tags", help="Comma-separated tags")
+    add.add_argument("--no-start", action="store_true", help="Do not start the instance")
+    common.add_dry_run(add)
+
+
+def _register_state(registry: CommandRegistry) -> None:
+    startup = registry.command("instance", "startup", cmd_startup, help="Start an instance")
+    _instance_arg(startup)
+    common.add_force(startup)
+    startup.add_argument("--ignore-offline", action="store_true")
+    startup.add_argument("--no-remember", action="store_true")
+    common.add_dry_run(startup)
+
+    shutdown = registry.command("instance", "shutdown", cmd_shutdown, help="Stop an instance")
+    _instance_arg(shutdown)
+    shutdown.add_argument(
+        "--timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT, metavar="SECONDS"
+    )
+    shutdown.add_argument("--ignore-offline", action="store_true")
+    shutdown.add_argument("--no-remember", action="store_true")
+    common.add_dry_run(shutdown)
+
+    reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot an instance")
+    _instance_arg(reboot)
+    reboot.add_argument(
+        "--type", dest="reboot_type", default="hard", choices=("soft", "hard", "full")
+    )
+    reboot.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
+    common.add_dry_run(reboot)
+
+    remove = registry.command("instance", "remove", cmd_remove, help="Remove an instance")
+    _instance_arg(remove)
+    common.add_force(remove)
+    remove.add_argument("--ignore-failures", action="store_true")
+    remove.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add the ``instance`` group."""
+    registry.group("instance", help="Instance operations")
+    _register_add(registry)
+    _register_state(registry)
+    lst = registry.command("instance", "list", cmd_list, help="List instances")
+    lst.add_argument("instances", nargs="*", metavar="INSTANCE")
+    common.add_list_options(lst, INSTANCE_FIELDS)
+    info = registry.command("instance", "info", cmd_info, help="Show instance details")
+    info.add_argument("instances", nargs="*", metavar="INSTANCE")

@@ -1,0 +1,116 @@
+"""``gnt-lv job list|info``: the job log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from ganeti_lv import paths
+from ganeti_lv.cli import common
+from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+JOB_FIELDS = ("id", "status", "summary", "op_id", "received", "start", "end", "pid")
+JOB_DEFAULT_FIELDS = ("id", "status", "summary")
+JOB_HEADERS = {
+    "id": "ID",
+    "status": "Status",
+    "summary": "Summary",
+    "op_id": "OpCode",
+    "received": "Received",
+    "start": "Started",
+    "end": "Ended",
+    "pid": "PID",
+}
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None else time.ctime(value)
+
+
+def _job_store(env: CliEnv) -> Any:
+    from ganeti_lv.jobs import JobStore
+
+    return JobStore(paths.jobs_dir(env.data_dir))
+
+
+def _field(job: Any, name: str) -> Any:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "summary": job.summary,
+        "op_id": job.op_id,
+        "received": _ts(job.received_ts),
+        "start": _ts(job.start_ts),
+        "end": _ts(job.end_ts),
+        "pid": job.pid,
+    }[name]
+
+
+def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
+    """List recorded jobs (a job whose process died shows as "lost")."""
+    fields = common.parse_fields(opts.output, JOB_DEFAULT_FIELDS, JOB_FIELDS)
+    jobs = _job_store(env).list()
+    if opts.status:
+        jobs = [j for j in jobs if j.status == opts.status]
+    rows = [[_field(job, f) for f in fields] for job in jobs]
+    headers = [JOB_HEADERS[f] for f in fields]
+    for line in common.format_table(headers, rows, opts.separator, opts.no_headers):
+        env.write(line)
+    return EXIT_SUCCESS
+
+
+def _job_lines(job: Any) -> list[str]:
+    lines = [
+        f"Job ID: {job.id}",
+        f"  Status: {job.status}",
+        f"  PID: {job.pid}",
+        f"  Received: {_ts(job.received_ts)}",
+        f"  Processing start: {_ts(job.start_ts) or 'N/A'}",
+        f"  Processing end: {_ts(job.end_ts) or 'N/A'}",
+        "  Opcodes:",
+        f"    OP_ID: {job.op_id}",
+        f"    Summary: {job.summary}",
+        "    Input fields:",
+    ]
+    for key, value in sorted(job.params.items()):
+        if key != "OP_ID":
+            lines.append(f"      {key}: {json.dumps(value, sort_keys=True)}")
+    if job.error:
+        lines.append(
+            f"    Error: {job.error.get('class')} ({job.error.get('ecode')}): "
+            f"{job.error.get('message')}"
+        )
+    else:
+        lines.append(f"    Result: {json.dumps(job.result, sort_keys=True)}")
+    lines.append("    Execution log:")
+    for timestamp, log_type, message in job.log:
+        lines.append(f"      {time.ctime(timestamp)}:{log_type} {message}")
+    return lines
+
+
+def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Show one or more jobs in detail."""
+    store = _job_store(env)
+    for num, text in enumerate(opts.job_ids):
+        try:
+            job_id = int(text)
+        except ValueError:
+            raise OpPrereqError(f"Invalid job id '{text}'", ECODE_INVAL) from None
+        if num:
+            env.write("")
+        for line in _job_lines(store.get(job_id)):
+            env.write(line)
+    return EXIT_SUCCESS
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add the ``job`` group."""
+    registry.group("job", help="Job log")
+    lst = registry.command("job", "list", cmd_list, help="List jobs")
+    lst.add_argument("--status", help="Only jobs with this status")
+    common.add_list_options(lst, JOB_FIELDS)
+    info = registry.command("job", "info", cmd_info, help="Show jobs in detail")
+    info.add_argument("job_ids", nargs="+", metavar="ID")

@@ -1,0 +1,111 @@
+"""``gnt-lv``: the command-line front end (parse -> opcode -> processor -> print).
+
+Command modules live in ``ganeti_lv.cli``; each defines
+``register(registry: CommandRegistry)``. The core groups (cluster, node,
+instance, job) register first; every other module of the package that has a
+``register`` function is found automatically and registered after them, so
+``instance migrate`` or a ``backup`` group come from their own modules
+without touching this file.
+
+Exit codes follow Ganeti: 0 success, 1 failure (prerequisites, execution,
+unconfirmed), 2 usage errors (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+from ganeti_lv import __version__
+from ganeti_lv.cli.common import EXIT_FAILURE, CliEnv, CommandRegistry, default_data_dir
+from ganeti_lv.errors import GenericError, format_error
+
+CORE_MODULES = ("cluster", "node", "instance", "job")
+_NOT_COMMANDS = {"main", "common"}
+
+
+def _command_modules() -> list[ModuleType]:
+    import ganeti_lv.cli as package
+
+    names = list(CORE_MODULES)
+    extra = sorted(
+        info.name
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name not in names and info.name not in _NOT_COMMANDS
+    )
+    modules = []
+    for name in names + extra:
+        module = importlib.import_module(f"ganeti_lv.cli.{name}")
+        if callable(getattr(module, "register", None)):
+            modules.append(module)
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``gnt-lv`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="gnt-lv", description="Manage a ganeti_lv (libvirt) cluster."
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="Cluster data dir (default: $GANETI_LV_DATA_DIR or /var/lib/ganeti-lv)",
+    )
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks of internal errors")
+    parser.add_argument("--version", action="version", version=f"gnt-lv {__version__}")
+    subparsers = parser.add_subparsers(dest="group", metavar="GROUP")
+    subparsers.required = True
+    registry = CommandRegistry(subparsers)
+    for module in _command_modules():
+        module.register(registry)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    node_ops: Any = None,
+    ask: Callable[[str], bool] | None = None,
+    client_factory: Callable[..., Any] | None = None,
+) -> int:
+    """Run ``gnt-lv`` with ``argv``; return the exit code.
+
+    ``node_ops`` (e.g. a FakeNodeOps), ``ask`` (answers confirmations) and
+    ``client_factory`` are injection points for tests and embedding.
+    """
+    parser = build_parser()
+    opts = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    env = CliEnv(
+        data_dir=default_data_dir(opts.data_dir),
+        node_ops=node_ops,
+        ask=ask,
+        client_factory=client_factory,
+    )
+    try:
+        return int(opts.handler(opts, env))
+    except GenericError as err:
+        if opts.debug:
+            traceback.print_exc()
+        env.warn(format_error(err))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        env.warn("Aborted.")
+        return EXIT_FAILURE
+    except Exception as err:  # noqa: BLE001 - last resort: a message, not a traceback
+        if opts.debug:
+            raise
+        env.warn(format_error(err))
+        env.warn("(run with --debug for details)")
+        return EXIT_FAILURE
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""``gnt-lv node add|list|modify|remove``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ganeti_lv import bootstrap, opcodes
+from ganeti_lv.cli import common
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+NODE_FIELDS = (
+    "name",
+    "address",
+    "ssh_port",
+    "libvirt_uri",
+    "peer_uri",
+    "migration_address",
+    "offline",
+    "drained",
+    "vm_capable",
+    "master",
+    "memory_cap",
+    "mtotal",
+    "mfree",
+    "pinst_cnt",
+    "pinst_list",
+    "uuid",
+)
+NODE_DEFAULT_FIELDS = ("name", "address", "mtotal", "mfree", "pinst_cnt", "offline", "drained")
+NODE_HEADERS = {
+    "name": "Node",
+    "address": "Address",
+    "ssh_port": "SSHPort",
+    "libvirt_uri": "LibvirtURI",
+    "peer_uri": "PeerURI",
+    "migration_address": "MigrationAddress",
+    "offline": "Offline",
+    "drained": "Drained",
+    "vm_capable": "VMCapable",
+    "master": "Master",
+    "memory_cap": "MemCap",
+    "mtotal": "MTotal",
+    "mfree": "MFree",
+    "pinst_cnt": "Pinst",
+    "pinst_list": "PriInstances",
+    "uuid": "UUID",
+}
+
+
+def obtain_host_key(env: CliEnv, address: str, port: int, given: str | None) -> str:
+    """The node's SSH host key: ``given`` (validated), or fetched and confirmed.
+
+    ``-f`` never skips this: without a terminal and without ``given`` it refuses.
+    """
+    if given:
+        bootstrap.parse_host_key(given)
+        return " ".join(given.split()[:2])
+    if not env.interactive():
+        raise OpPrereqError(
+            f"The SSH host key of {address} (port {port}) must be confirmed, but there is no "
+            "terminal to ask; pass it with --host-key '<type> <base64>'",
+            ECODE_INVAL,
+        )
+    from ganeti_lv.ssh import fetch_host_key
+
+    key = fetch_host_key(address, port)
+    fingerprint = bootstrap.host_key_fingerprint(key)
+    env.write(f"The authenticity of host '{address}' (port {port}) can't be established.")
+    env.write(f"{key.split()[0]} key fingerprint is {fingerprint}.")
+    if not env.confirm("Are you sure you want to trust this host key?", force=False):
+        raise OpPrereqError(f"Host key of {address} not confirmed", ECODE_INVAL)
+    return key
+
+
+def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Add a node after confirming its host key."""
+    address = opts.address or opts.node_name
+    host_key = obtain_host_key(env, address, opts.ssh_port, opts.host_key)
+    op = opcodes.OpNodeAdd(
+        node_name=opts.node_name,
+        primary_ip=address,
+        ssh_port=opts.ssh_port,
+        libvirt_uri=opts.libvirt_uri,
+        peer_uri=opts.peer_uri,
+        migration_address=opts.migration_address,
+        host_key=host_key,
+        memory_cap=opts.memory_cap,
+        readd=opts.readd,
+    )
+    env.submit(op)
+    return EXIT_SUCCESS
+
+
+def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
+    """List nodes with their live memory figures."""
+    fields = common.parse_fields(opts.output, NODE_DEFAULT_FIELDS, NODE_FIELDS)
+    live = any(f in ("mtotal", "mfree") for f in fields)
+    rows = env.submit(opcodes.OpNodeQuery(names=list(opts.nodes), live=live), quiet=True)
+    table = [[row.get(f) for f in fields] for row in rows]
+    headers = [NODE_HEADERS[f] for f in fields]
+    for line in common.format_table(headers, table, opts.separator, opts.no_headers):
+        env.write(line)
+    return EXIT_SUCCESS
+
+
+def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Set a node's offline/drained flags or memory cap."""
+    kwargs: dict[str, Any] = {}
+    if opts.offline is not None:
+        kwargs["offline"] = common.parse_yes_no(opts.offline, "--offline")
+    if opts.drained is not None:
+        kwargs["drained"] = common.parse_yes_no(opts.drained, "--drained")
+    if opts.vm_capable is not None:
+        kwargs["vm_capable"] = common.parse_yes_no(opts.vm_capable, "--vm-capable")
+    if opts.memory_cap is not None:
+        if opts.memory_cap.strip().lower() in ("none", "default", ""):
+            kwargs["clear_memory_cap"] = True
+        else:
+            from ganeti_lv.units import parse_size
+
+            kwargs["memory_cap"] = parse_size(opts.memory_cap, "memory cap")
+    if not kwargs:
+        env.warn("Please give at least one of the parameters.")
+        return EXIT_FAILURE
+    result = env.submit(
+        opcodes.OpNodeSetParams(
+            node_name=opts.node_name, force=opts.force, dry_run=opts.dry_run, **kwargs
+        )
+    )
+    if result and not opts.dry_run:
+        env.write(f"Modified node {opts.node_name}")
+        for name, value in result:
+            env.write(f" - {name} -> {common.format_value(value)}")
+    return EXIT_SUCCESS
+
+
+def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Remove a node without instances."""
+    if not env.confirm(f"Remove node {opts.node_name} from the cluster?", opts.force):
+        return EXIT_FAILURE
+    env.submit(opcodes.OpNodeRemove(node_name=opts.node_name))
+    return EXIT_SUCCESS
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add the ``node`` group."""
+    registry.group("node", help="Node operations")
+
+    add = registry.command("node", "add", cmd_add, help="Add a node to the cluster")
+    add.add_argument("node_name", metavar="NODE")
+    add.add_argument("--address", help="Address the master uses (default: the node name)")
+    add.add_argument("--ssh-port", type=int, default=22)
+    add.add_argument("--libvirt-uri", help="libvirt URI the master uses for this node")
+    add.add_argument("--peer-uri", help="libvirt URI other nodes use for this node")
+    add.add_argument("--migration-address", help="Address for migration streams")
+    add.add_argument("--memory-cap", type=int, default=None, help="Memory cap in MiB")
+    add.add_argument("--host-key", help="The node's SSH host key '<type> <base64>'")
+    add.add_argument("--readd", action="store_true", help="Re-add a known node")
+    common.add_force(add)
+
+    lst = registry.command("node", "list", cmd_list, help="List nodes")
+    lst.add_argument("nodes", nargs="*", metavar="NODE")
+    common.add_list_options(lst, NODE_FIELDS)
+
+    modify = registry.command("node", "modify", cmd_modify, help="Change node flags")
+    modify.add_argument("node_name", metavar="NODE")
+    modify.add_argument("-O", "--offline", metavar="yes|no")
+    modify.add_argument("-D", "--drained", metavar="yes|no")
+    modify.add_argument("--vm-capable", metavar="yes|no")
+    modify.add_argument("--memory-cap", metavar="SIZE|none")
+    common.add_force(modify)
+    common.add_dry_run(modify)
+
+    remove = registry.command("node", "remove", cmd_remove, help="Remove a node")
+    remove.add_argument("node_name", metavar="NODE")
+    common.add_force(remove)

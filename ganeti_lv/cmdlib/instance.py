@@ -1,0 +1,723 @@
+"""Instance lifecycle LUs: create, startup, shutdown, reboot, remove, query.
+
+``compute_instance_status`` is the pure function behind the status column
+(Ganeti's values: running, ADMIN_down, ERROR_down, ERROR_up,
+ERROR_wrongnode, ERROR_nodeoffline, ERROR_nodedown, ADMIN_offline).
+
+``LUInstanceCreate`` handles ``mode="create"``; another mode (``import``)
+plugs in with ``register_create_mode(name, handler_cls)``: the handler adds
+locks, checks its prerequisites and fills the disks after they were created.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ganeti_lv import constants, locking
+from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.common import (
+    check_node_not_drained,
+    check_node_online,
+    check_node_vm_capable,
+    expand_instance,
+    expand_node,
+    get_instance,
+    get_node,
+    instance_hook_env,
+)
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_EXISTS,
+    ECODE_INVAL,
+    ECODE_NORES,
+    ECODE_NOTUNIQUE,
+    ECODE_STATE,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node, disk_path
+from ganeti_lv.opcodes import (
+    OpInstanceCreate,
+    OpInstanceQuery,
+    OpInstanceReboot,
+    OpInstanceRemove,
+    OpInstanceShutdown,
+    OpInstanceStartup,
+)
+from ganeti_lv.units import coerce_beparams, coerce_params
+
+FeedbackFn = Callable[[str], None]
+
+RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
+MAC_PREFIX = "52:54:00"
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def compute_instance_status(
+    admin_state: str,
+    primary_node: str,
+    running_on: list[str],
+    offline_nodes: set[str] | frozenset[str] = frozenset(),
+    bad_nodes: set[str] | frozenset[str] = frozenset(),
+) -> str:
+    """Ganeti's status of an instance.
+
+    ``running_on``: nodes whose libvirt runs the domain; ``offline_nodes``:
+    nodes marked offline; ``bad_nodes``: online nodes that could not be asked.
+    """
+    if primary_node in offline_nodes:
+        return constants.INSTST_NODEOFFLINE
+    if primary_node in bad_nodes:
+        return constants.INSTST_NODEDOWN
+    if running_on:
+        if any(node != primary_node for node in running_on):
+            return constants.INSTST_WRONGNODE
+        if admin_state == constants.ADMINST_UP:
+            return constants.INSTST_RUNNING
+        return constants.INSTST_ERRORUP
+    if admin_state == constants.ADMINST_UP:
+        return constants.INSTST_ERRORDOWN
+    if admin_state == constants.ADMINST_DOWN:
+        return constants.INSTST_ADMINDOWN
+    return constants.INSTST_ADMINOFFLINE
+
+
+def generate_mac(used: set[str], rng: random.Random | None = None) -> str:
+    """A MAC with the 52:54:00 prefix not in ``used`` (ECODE_NORES if none is free)."""
+    rng = rng or random.SystemRandom()
+    for _ in range(1000):
+        mac = MAC_PREFIX + "".join(f":{rng.randrange(256):02x}" for _ in range(3))
+        if mac not in used:
+            return mac
+    raise OpPrereqError("Cannot generate a unique MAC address", ECODE_NORES)
+
+
+def used_macs(data: ConfigData) -> set[str]:
+    """Every MAC address of every instance in the configuration."""
+    return {nic.mac.lower() for inst in data.instances.values() for nic in inst.nics}
+
+
+def check_node_free_memory(rpc: NodeOps, node: Node, needed: int, reason: str) -> None:
+    """ECODE_NORES unless ``node`` has ``needed`` MiB free (ECODE_ENVIRON if it can't tell)."""
+    facts = rpc.node_info(node).Raise(
+        f"Can't compute free memory on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
+    )
+    if facts.memory_free < needed:
+        raise OpPrereqError(
+            f"Not enough memory on node {node.name} for {reason}: needed {needed} MiB, "
+            f"available {facts.memory_free} MiB",
+            ECODE_NORES,
+        )
+
+
+def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
+    """What the node's libvirt says about the instance (ECODE_ENVIRON on failure)."""
+    return rpc.instance_info(node, name).Raise(
+        f"Error checking node {node.name}", prereq=True, ecode=ECODE_ENVIRON
+    )
+
+
+def _is_running(dom: DomainInfo | None) -> bool:
+    return dom is not None and dom.state in RUNNING_STATES
+
+
+# ---------------------------------------------------------------- create
+
+
+class CreateModeHandler:
+    """How one creation mode prepares an instance; ``create`` needs nothing extra.
+
+    Subclasses (e.g. import from an export) override the hooks; ``lu`` is the
+    LUInstanceCreate running them.
+    """
+
+    def __init__(self, lu: LUInstanceCreate) -> None:
+        self.lu = lu
+
+    def check_arguments(self) -> None:
+        """Parameter checks of the mode."""
+
+    def expand_names(self) -> None:
+        """Add locks to ``lu.needed_locks`` (e.g. the source node)."""
+
+    def check_prereq(self) -> None:
+        """Check the mode's prerequisites; may adjust ``lu.instance`` (disks, params)."""
+
+    def hooks_env(self) -> dict[str, Any]:
+        """Extra hook keys."""
+        return {}
+
+    def fill_disks(self, feedback_fn: FeedbackFn) -> None:
+        """Put data on the freshly created disks (before the first start)."""
+
+
+CREATE_MODE_HANDLERS: dict[str, type[CreateModeHandler]] = {"create": CreateModeHandler}
+
+
+def register_create_mode(mode: str, handler: type[CreateModeHandler]) -> None:
+    """Make ``OpInstanceCreate(mode=mode)`` use ``handler``."""
+    CREATE_MODE_HANDLERS[mode] = handler
+
+
+def _build_disks(op_disks: list[dict[str, Any]], template: str) -> list[Disk]:
+    disks = []
+    for idx, spec in enumerate(op_disks):
+        unknown = set(spec) - {"size", "mode", "name"}
+        if unknown:
+            raise OpPrereqError(
+                f"Unknown disk parameter(s) {', '.join(sorted(unknown))} for disk {idx}",
+                ECODE_INVAL,
+            )
+        size = spec.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
+        mode = spec.get("mode", "rw")
+        if mode not in ("rw", "ro"):
+            raise OpPrereqError(f"Invalid mode '{mode}' for disk {idx}", ECODE_INVAL)
+        disks.append(
+            Disk(size=size, mode=mode, name=spec.get("name") or f"disk{idx}", dev_type=template)
+        )
+    return disks
+
+
+def _check_nics(op_nics: list[dict[str, Any]]) -> None:
+    for idx, spec in enumerate(op_nics):
+        unknown = set(spec) - {"link", "mac", "ip", "mode", "name", "vlan"}
+        if unknown:
+            raise OpPrereqError(
+                f"Unknown NIC parameter(s) {', '.join(sorted(unknown))} for NIC {idx}",
+                ECODE_INVAL,
+            )
+        mac = spec.get("mac")
+        if mac not in (None, "", "auto", "generate") and not _MAC_RE.match(str(mac).lower()):
+            raise OpPrereqError(f"Invalid MAC address '{mac}' for NIC {idx}", ECODE_INVAL)
+        if spec.get("mode", "bridged") != "bridged":
+            raise OpPrereqError(
+                f"Unsupported NIC mode '{spec.get('mode')}' for NIC {idx}", ECODE_INVAL
+            )
+
+
+@register_lu(OpInstanceCreate)
+class LUInstanceCreate(LogicalUnit):
+    """Create an instance: disks on the primary, MACs, config entry, optional start.
+
+    Nothing half-made remains on failure: the disks and the domain created so
+    far are removed and the configuration is only written once everything
+    else succeeded.
+    """
+
+    HPATH = constants.HPATH_INSTANCE_ADD
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+
+    def CheckArguments(self) -> None:
+        """Parameter checks: mode, allocator, beparams, hvparams, disks, NICs."""
+        handler_cls = CREATE_MODE_HANDLERS.get(self.op.mode)
+        if handler_cls is None:
+            raise OpPrereqError(f"Creation mode '{self.op.mode}' is not supported", ECODE_INVAL)
+        self.handler = handler_cls(self)
+        if self.op.iallocator:
+            raise OpPrereqError(
+                "Instance allocators are not supported; give the primary node", ECODE_INVAL
+            )
+        if not self.op.pnode:
+            raise OpPrereqError("The primary node must be given (pnode)", ECODE_INVAL)
+        self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS))
+        self.hvparams = coerce_params(self.op.hvparams, constants.HVC_DEFAULTS, "hypervisor")
+        self.disks = _build_disks(self.op.disks, self.op.disk_template)
+        _check_nics(self.op.nics)
+        self.handler.check_arguments()
+
+    def ExpandNames(self) -> None:
+        """The name must be new; lock it, the primary node and its resources."""
+        name = self.op.instance_name
+        if self.cfg.get_instance(name) is not None:
+            raise OpPrereqError(f"Instance '{name}' is already in the cluster", ECODE_EXISTS)
+        self.op.pnode = expand_node(self.cfg, self.op.pnode)
+        self.needed_locks = {
+            locking.LEVEL_INSTANCE: [name],
+            locking.LEVEL_NODE: [self.op.pnode],
+            locking.LEVEL_NODE_RES: [self.op.pnode],
+        }
+        self.handler.expand_names()
+
+    def CheckPrereq(self) -> None:
+        """Node usable, memory and bridges available, MACs unique; build the instance."""
+        data = self.cfg.read()
+        self.cluster = data.cluster
+        if self.op.instance_name in data.instances:
+            raise OpPrereqError(
+                f"Instance '{self.op.instance_name}' is already in the cluster", ECODE_EXISTS
+            )
+        check_node_online(self.cfg, self.op.pnode, "Cannot use offline primary node")
+        check_node_not_drained(self.cfg, self.op.pnode)
+        check_node_vm_capable(self.cfg, self.op.pnode)
+        self.pnode = data.nodes[self.op.pnode]
+        self.instance = Instance(
+            name=self.op.instance_name,
+            primary_node=self.pnode.name,
+            disk_template=self.op.disk_template,
+            disks=self.disks,
+            nics=self._build_nics(data),
+            beparams=self.beparams,
+            hvparams=self.hvparams,
+            os=self.op.os_type,
+            tags=list(self.op.tags),
+            admin_state=constants.ADMINST_UP if self.op.start else constants.ADMINST_DOWN,
+        )
+        self.handler.check_prereq()
+        self._check_node_resources()
+        self.dry_run_result = self.instance.name
+
+    def _build_nics(self, data: ConfigData) -> list[Nic]:
+        used = used_macs(data)
+        nics = []
+        for idx, spec in enumerate(self.op.nics):
+            mac = str(spec.get("mac") or "").lower()
+            if mac in ("", "auto", "generate"):
+                mac = generate_mac(used)
+            elif mac in used:
+                raise OpPrereqError(
+                    f"MAC address {mac} of NIC {idx} is already in use", ECODE_NOTUNIQUE
+                )
+            used.add(mac)
+            nics.append(
+                Nic(
+                    mac=mac,
+                    ip=spec.get("ip") or None,
+                    link=spec.get("link") or data.cluster.default_bridge,
+                    vlan=str(spec.get("vlan") or ""),
+                    name=str(spec.get("name") or ""),
+                )
+            )
+        return nics
+
+    def _check_node_resources(self) -> None:
+        facts = self.rpc.node_info(self.pnode).Raise(
+            f"Cannot get node information from {self.pnode.name}",
+            prereq=True,
+            ecode=ECODE_ENVIRON,
+        )
+        missing = sorted({n.link for n in self.instance.nics} - set(facts.bridges))
+        if missing:
+            raise OpPrereqError(
+                f"Missing bridges {', '.join(missing)} on node {self.pnode.name}",
+                ECODE_ENVIRON,
+            )
+        if self.op.start:
+            needed = int(self.cluster.fill_beparams(self.instance)["maxmem"])
+            if facts.memory_free < needed:
+                raise OpPrereqError(
+                    f"Not enough memory on node {self.pnode.name} for starting instance "
+                    f"{self.instance.name}: needed {needed} MiB, available "
+                    f"{facts.memory_free} MiB",
+                    ECODE_NORES,
+                )
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Instance keys plus ADD_MODE."""
+        env: dict[str, Any] = {"OP_TARGET": self.instance.name, "ADD_MODE": self.op.mode}
+        env.update(instance_hook_env(self.cluster, self.instance))
+        env.update(self.handler.hooks_env())
+        return env
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Master and primary node."""
+        nodes = list(dict.fromkeys([self.cluster.master_node, self.pnode.name]))
+        return nodes, nodes
+
+    def _rollback(self, feedback_fn: FeedbackFn, started: bool, disks: bool) -> None:
+        if started:
+            self.rpc.undefine_instance(self.pnode, self.instance.name).Warn(
+                "Could not remove the domain while cleaning up", feedback_fn
+            )
+        if disks:
+            self.rpc.remove_disks(self.cluster, self.pnode, self.instance).Warn(
+                "Could not remove the disks while cleaning up", feedback_fn
+            )
+
+    def Exec(self, feedback_fn: FeedbackFn) -> str:
+        """Create disks, fill them (mode), start, then record the instance."""
+        inst = self.instance
+        feedback_fn("* creating instance disks...")
+        result = self.rpc.create_disks(self.cluster, self.pnode, inst)
+        if result.fail_msg is not None:
+            exists = result.error is not None and result.error.ecode == ECODE_EXISTS
+            self._rollback(feedback_fn, started=False, disks=not exists)
+            result.Raise(
+                f"Could not create the disks of instance {inst.name}",
+                ecode=result.error.ecode if result.error is not None else None,
+            )
+        started = False
+        try:
+            self.handler.fill_disks(feedback_fn)
+            if self.op.start:
+                feedback_fn("* starting instance...")
+                self.rpc.start_instance(self.cluster, self.pnode, inst).Raise(
+                    f"Could not start instance {inst.name}"
+                )
+                started = True
+            inst.ctime = inst.mtime = time.time()
+            self.cfg.add_instance(inst)
+        except BaseException:
+            feedback_fn("* cleaning up after the failure...")
+            self._rollback(feedback_fn, started=started or self.op.start, disks=True)
+            raise
+        return inst.name
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+class _InstanceLU(LogicalUnit):
+    """Base for LUs on one existing instance: locks it and its primary node."""
+
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        """Lock the instance, then its nodes (node and node-res)."""
+        self.op.instance_name = expand_instance(self.cfg, self.op.instance_name)
+        self.needed_locks = {
+            locking.LEVEL_INSTANCE: [self.op.instance_name],
+            locking.LEVEL_NODE: [],
+            locking.LEVEL_NODE_RES: [],
+        }
+        self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
+        self.recalculate_locks[locking.LEVEL_NODE_RES] = LOCKS_REPLACE
+
+    def DeclareLocks(self, level: int) -> None:
+        """Nodes of the locked instance."""
+        if level in (locking.LEVEL_NODE, locking.LEVEL_NODE_RES):
+            self._LockInstancesNodes(primary_only=True, level=level)
+
+    def _load(self) -> None:
+        data = self.cfg.read()
+        self.cluster: Cluster = data.cluster
+        self.instance: Instance = get_instance(self.cfg, self.op.instance_name)
+        self.pnode: Node = get_node(self.cfg, self.instance.primary_node)
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Instance keys."""
+        env: dict[str, Any] = {"OP_TARGET": self.instance.name}
+        env.update(instance_hook_env(self.cluster, self.instance))
+        return env
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Master and primary node."""
+        nodes = list(dict.fromkeys([self.cluster.master_node, self.pnode.name]))
+        return nodes, nodes
+
+    def _needed_memory(self) -> int:
+        return int(self.cluster.fill_beparams(self.instance)["maxmem"])
+
+
+@register_lu(OpInstanceStartup)
+class LUInstanceStartup(_InstanceLU):
+    """Start an instance (if it is not running) and mark it up."""
+
+    HPATH = constants.HPATH_INSTANCE_START
+
+    def CheckPrereq(self) -> None:
+        """Primary online (or ignored), enough free memory."""
+        self._load()
+        self.primary_offline = self.pnode.offline
+        self.already_running = False
+        if self.pnode.offline:
+            if not self.op.ignore_offline_nodes:
+                raise OpPrereqError(
+                    f"Cannot start instance {self.instance.name}: its primary node "
+                    f"{self.pnode.name} is offline",
+                    ECODE_STATE,
+                )
+            return
+        dom = instance_domain(self.rpc, self.pnode, self.instance.name)
+        self.already_running = _is_running(dom)
+        if not self.already_running:
+            check_node_free_memory(
+                self.rpc,
+                self.pnode,
+                self._needed_memory(),
+                f"starting instance {self.instance.name}",
+            )
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Start, then record the admin state."""
+        if self.primary_offline:
+            feedback_fn("Primary node offline, marked instance as started")
+        elif self.already_running:
+            feedback_fn(f"Instance {self.instance.name} is already running")
+        else:
+            self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+                f"Could not start instance {self.instance.name}"
+            )
+        if not self.op.no_remember:
+            self.cfg.set_admin_state(self.instance.name, constants.ADMINST_UP)
+
+
+@register_lu(OpInstanceShutdown)
+class LUInstanceShutdown(_InstanceLU):
+    """Stop an instance (ACPI, forced after the timeout) and mark it down."""
+
+    HPATH = constants.HPATH_INSTANCE_STOP
+
+    def CheckPrereq(self) -> None:
+        """Primary online (or ignored)."""
+        self._load()
+        self.primary_offline = self.pnode.offline
+        if self.pnode.offline and not self.op.ignore_offline_nodes:
+            raise OpPrereqError(
+                f"Cannot shut down instance {self.instance.name}: its primary node "
+                f"{self.pnode.name} is offline",
+                ECODE_STATE,
+            )
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Instance keys plus TIMEOUT."""
+        env = super().BuildHooksEnv()
+        env["TIMEOUT"] = self.op.timeout
+        return env
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Shut down, then record the admin state."""
+        if self.primary_offline:
+            feedback_fn("Primary node offline, marked instance as stopped")
+        else:
+            clean = self.rpc.shutdown_instance(
+                self.pnode, self.instance, float(self.op.timeout)
+            ).Raise(f"Could not shutdown instance {self.instance.name}")
+            if clean is False:
+                self.LogWarning(
+                    f"Instance {self.instance.name} did not shut down within "
+                    f"{self.op.timeout} s and was forcibly stopped"
+                )
+        if not self.op.no_remember:
+            self.cfg.set_admin_state(self.instance.name, constants.ADMINST_DOWN)
+
+
+@register_lu(OpInstanceReboot)
+class LUInstanceReboot(_InstanceLU):
+    """Reboot: soft/hard in place when running; otherwise (and for full) stop + start."""
+
+    HPATH = constants.HPATH_INSTANCE_REBOOT
+
+    def CheckPrereq(self) -> None:
+        """Primary online; memory when the instance must be started."""
+        self._load()
+        check_node_online(self.cfg, self.pnode.name, "Instance primary node offline:")
+        dom = instance_domain(self.rpc, self.pnode, self.instance.name)
+        self.running = _is_running(dom)
+        if not self.running:
+            check_node_free_memory(
+                self.rpc,
+                self.pnode,
+                self._needed_memory(),
+                f"starting instance {self.instance.name}",
+            )
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Instance keys plus REBOOT_TYPE and SHUTDOWN_TIMEOUT."""
+        env = super().BuildHooksEnv()
+        env["REBOOT_TYPE"] = self.op.reboot_type
+        env["SHUTDOWN_TIMEOUT"] = self.op.shutdown_timeout
+        return env
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Reboot (or start) and mark the instance up."""
+        name = self.instance.name
+        if self.running:
+            self.rpc.reboot_instance(
+                self.cluster,
+                self.pnode,
+                self.instance,
+                self.op.reboot_type,
+                float(self.op.shutdown_timeout),
+            ).Raise(f"Could not reboot instance {name}")
+        else:
+            feedback_fn(f"Instance {name} was not running, starting it")
+            self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+                f"Could not start instance {name} for a full reboot"
+            )
+        self.cfg.set_admin_state(name, constants.ADMINST_UP)
+
+
+@register_lu(OpInstanceRemove)
+class LUInstanceRemove(_InstanceLU):
+    """Remove an instance: stop and undefine the domain, delete disks, drop config."""
+
+    HPATH = constants.HPATH_INSTANCE_REMOVE
+
+    def CheckPrereq(self) -> None:
+        """An offline primary needs ignore_failures (its disks stay behind)."""
+        self._load()
+        if self.pnode.offline and not self.op.ignore_failures:
+            raise OpPrereqError(
+                f"Primary node {self.pnode.name} of instance {self.instance.name} is offline; "
+                "use ignore_failures to remove the instance anyway",
+                ECODE_STATE,
+            )
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Instance keys plus SHUTDOWN_TIMEOUT."""
+        env = super().BuildHooksEnv()
+        env["SHUTDOWN_TIMEOUT"] = self.op.shutdown_timeout
+        return env
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Pre: master; post: master and primary."""
+        master = self.cluster.master_node
+        return [master], list(dict.fromkeys([master, self.pnode.name]))
+
+    def _step(self, result: Any, msg: str, feedback_fn: FeedbackFn) -> None:
+        if result.fail_msg is None:
+            return
+        if self.op.ignore_failures or result.offline:
+            result.Warn(msg, feedback_fn)
+        else:
+            result.Raise(msg)
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Stop, undefine, remove disks (failures fatal unless ignored), drop config."""
+        inst, node = self.instance, self.pnode
+        feedback_fn(f"* shutting down instance {inst.name} on node {node.name}")
+        self._step(
+            self.rpc.shutdown_instance(node, inst, float(self.op.shutdown_timeout)),
+            f"Could not shutdown instance {inst.name} on node {node.name}",
+            feedback_fn,
+        )
+        self._step(
+            self.rpc.undefine_instance(node, inst.name),
+            f"Could not undefine instance {inst.name} on node {node.name}",
+            feedback_fn,
+        )
+        feedback_fn("* removing instance disks")
+        self._step(
+            self.rpc.remove_disks(self.cluster, node, inst),
+            f"Could not remove the disks of instance {inst.name}",
+            feedback_fn,
+        )
+        feedback_fn(f"* removing instance {inst.name} from the configuration")
+        self.cfg.remove_instance(inst.name)
+
+
+# ---------------------------------------------------------------- query
+
+
+def _live_state(
+    rpc: NodeOps, data: ConfigData
+) -> tuple[dict[str, dict[str, DomainInfo]], set[str]]:
+    """Domains of every online node, and the online nodes that could not be asked."""
+    domains: dict[str, dict[str, DomainInfo]] = {}
+    bad: set[str] = set()
+    for name, node in sorted(data.nodes.items()):
+        if node.offline:
+            continue
+        result = rpc.instance_list(node)
+        if result.fail_msg is not None:
+            bad.add(name)
+        else:
+            domains[name] = dict(result.payload or {})
+    return domains, bad
+
+
+def _console_log(dom: DomainInfo | None, name: str) -> str | None:
+    if dom is not None and dom.console_log:
+        return dom.console_log
+    try:
+        from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+    except ImportError:  # pragma: no cover - the libvirt layer is part of the package
+        return None
+    return console_log_path(name)
+
+
+def instance_row(
+    cluster: Cluster,
+    inst: Instance,
+    domains: dict[str, dict[str, DomainInfo]],
+    offline: set[str],
+    bad: set[str],
+) -> dict[str, Any]:
+    """The query row of one instance (config plus live state)."""
+    running_on = sorted(
+        n
+        for n, doms in domains.items()
+        if inst.name in doms and doms[inst.name].state in RUNNING_STATES
+    )
+    be = cluster.fill_beparams(inst)
+    pdom = domains.get(inst.primary_node, {}).get(inst.name)
+    return {
+        "name": inst.name,
+        "uuid": inst.uuid,
+        "pnode": inst.primary_node,
+        "snodes": list(inst.secondary_nodes),
+        "status": compute_instance_status(
+            inst.admin_state, inst.primary_node, running_on, offline, bad
+        ),
+        "admin_state": inst.admin_state,
+        "oper_state": inst.primary_node in running_on,
+        "oper_node": running_on[0] if len(running_on) == 1 else None,
+        "running_on": running_on,
+        "memory": be.get("maxmem"),
+        "minmem": be.get("minmem"),
+        "maxmem": be.get("maxmem"),
+        "vcpus": be.get("vcpus"),
+        "disk_template": inst.disk_template,
+        "disks": len(inst.disks),
+        "disk_sizes": [d.size for d in inst.disks],
+        "nics": len(inst.nics),
+        "nic_macs": [n.mac for n in inst.nics],
+        "nic_links": [n.link for n in inst.nics],
+        "os": inst.os,
+        "tags": list(inst.tags),
+        "beparams": be,
+        "hvparams": cluster.fill_hvparams(inst),
+        "console_log": _console_log(pdom, inst.name),
+        "disk_details": [
+            {
+                "size": d.size,
+                "mode": d.mode,
+                "dev_type": d.dev_type,
+                "name": d.name,
+                "path": disk_path(cluster, inst, idx),
+            }
+            for idx, d in enumerate(inst.disks)
+        ],
+        "nic_details": [
+            {"mac": n.mac, "ip": n.ip, "mode": n.mode, "link": n.link} for n in inst.nics
+        ],
+    }
+
+
+@register_lu(OpInstanceQuery)
+class LUInstanceQuery(NoHooksLU):
+    """Rows (dicts) of instances with their live status; see ``instance_row``."""
+
+    REQ_BGL = False
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def ExpandNames(self) -> None:
+        """Canonical names; no locks (a snapshot of config and nodes)."""
+        self.wanted = [expand_instance(self.cfg, n) for n in self.op.names]
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
+        """One row per instance, sorted by name (or in the order asked)."""
+        data = self.cfg.read()
+        offline = {n for n, node in data.nodes.items() if node.offline}
+        if self.op.live:
+            domains, bad = _live_state(self.rpc, data)
+        else:
+            domains, bad = {}, set()
+        names = self.wanted or sorted(data.instances)
+        return [
+            instance_row(data.cluster, data.instances[n], domains, offline, bad)
+            for n in names
+            if n in data.instances
+        ]

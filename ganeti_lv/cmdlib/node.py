@@ -1,0 +1,325 @@
+"""Node LUs: LUNodeAdd, LUNodeSetParams, LUNodeRemove, LUNodeQuery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ganeti_lv import bootstrap, constants, locking, paths, ssh
+from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.common import expand_node, get_node
+from ganeti_lv.errors import (
+    ECODE_EXISTS,
+    ECODE_INVAL,
+    ECODE_NOENT,
+    ECODE_NOTUNIQUE,
+    ECODE_STATE,
+    OpPrereqError,
+)
+from ganeti_lv.objects import Node
+from ganeti_lv.opcodes import OpNodeAdd, OpNodeQuery, OpNodeRemove, OpNodeSetParams
+
+FeedbackFn = Callable[[str], None]
+
+
+def _default_libvirt_uri(address: str) -> str:
+    return f"qemu+ssh://root@{address}/system"
+
+
+@register_lu(OpNodeAdd)
+class LUNodeAdd(LogicalUnit):
+    """Add a node whose SSH host key the operator confirmed.
+
+    Exec records the key in the cluster's known_hosts, checks that the node
+    answers over SSH (``true``) and libvirt (node facts) with the cluster
+    key, and only then adds it to the configuration; on failure the key is
+    removed again and nothing is left behind.
+    """
+
+    HPATH = constants.HPATH_NODE_ADD
+    HTYPE = constants.HTYPE_NODE
+    REQ_BGL = True
+
+    def CheckArguments(self) -> None:
+        """A host key is mandatory and must be well-formed."""
+        if not self.op.host_key:
+            raise OpPrereqError(
+                f"The SSH host key of node {self.op.node_name} must be confirmed and given "
+                "(host_key); it is never accepted automatically",
+                ECODE_INVAL,
+            )
+        self.host_key = " ".join(self.op.host_key.split()[:2])
+        bootstrap.parse_host_key(self.host_key)
+
+    def ExpandNames(self) -> None:
+        """The exclusive BGL is enough: nodes are added one at a time."""
+        self.needed_locks = {}
+
+    def CheckPrereq(self) -> None:
+        """Name and address are unique; readd only for a known node."""
+        data = self.cfg.read()
+        self.cluster = data.cluster
+        name = self.op.node_name
+        address = self.op.primary_ip or name
+        existing = data.nodes.get(name)
+        if existing is not None and not self.op.readd:
+            raise OpPrereqError(f"Node {name} is already in the configuration", ECODE_EXISTS)
+        if existing is None and self.op.readd:
+            raise OpPrereqError(f"Node {name} is not in the configuration", ECODE_NOENT)
+        for other in data.nodes.values():
+            if other.name != name and other.address == address:
+                raise OpPrereqError(
+                    f"The address {address} is already used by node {other.name}",
+                    ECODE_NOTUNIQUE,
+                )
+        node = existing.copy() if existing is not None else Node(name=name, address=address)
+        node.address = address
+        node.ssh_port = self.op.ssh_port
+        node.ssh_user = self.op.ssh_user
+        node.libvirt_uri = self.op.libvirt_uri or node.libvirt_uri or _default_libvirt_uri(address)
+        node.peer_uri = self.op.peer_uri or node.peer_uri or node.libvirt_uri
+        node.migration_address = self.op.migration_address or node.migration_address or address
+        node.memory_cap = self.op.memory_cap if self.op.memory_cap is not None else node.memory_cap
+        node.vm_capable = self.op.vm_capable
+        node.offline = False
+        node.drained = False
+        node.mtime = time.time()
+        self.new_node = node
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Ganeti's node-add keys."""
+        return {
+            "OP_TARGET": self.new_node.name,
+            "NODE_NAME": self.new_node.name,
+            "NODE_PIP": self.new_node.address,
+            "NODE_SIP": self.new_node.address,
+            "MASTER_CAPABLE": "True",
+            "VM_CAPABLE": self.new_node.vm_capable,
+        }
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Pre: the master; post: the master and the new node."""
+        master = self.cluster.master_node
+        return [master], [master, self.new_node.name]
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Record the key, check SSH and libvirt, then add the node."""
+        known_hosts = paths.known_hosts_file(self.ctx.data_dir)
+        node = self.new_node
+        previous = {
+            h: bootstrap.lookup_known_host(known_hosts, h, node.ssh_port)
+            for h in bootstrap.node_host_names(node)
+        }
+        bootstrap.record_node_host_key(known_hosts, node, self.host_key)
+        try:
+            feedback_fn(f"* checking SSH connectivity to {node.address}:{node.ssh_port}")
+            self.rpc.run_command(node, ["true"], timeout=30).Raise(
+                f"Node {node.name} is not reachable over SSH with the cluster key"
+            )
+            feedback_fn(f"* checking libvirt on {node.libvirt_uri}")
+            facts = self.rpc.node_info(node).Raise(f"Cannot talk to libvirt on node {node.name}")
+            feedback_fn(
+                f"* node {node.name}: {facts.memory_total} MiB memory, {facts.memory_free} MiB free"
+            )
+        except BaseException:
+            bootstrap.forget_node_host_key(known_hosts, node)
+            for host, key in previous.items():
+                if key:  # a readd: put the old key back
+                    ssh.known_hosts_add(known_hosts, host, node.ssh_port, key)
+            raise
+        with self.cfg.update() as data:
+            data.nodes[node.name] = node
+        feedback_fn(f"Node {node.name} added to the cluster")
+
+
+@register_lu(OpNodeSetParams)
+class LUNodeSetParams(LogicalUnit):
+    """Change a node's offline/drained/vm_capable flags and memory cap.
+
+    Result: list of (parameter, new value).
+    """
+
+    HPATH = constants.HPATH_NODE_MODIFY
+    HTYPE = constants.HTYPE_NODE
+    REQ_BGL = False
+
+    def CheckArguments(self) -> None:
+        """At least one change."""
+        if (
+            self.op.offline is None
+            and self.op.drained is None
+            and self.op.vm_capable is None
+            and self.op.memory_cap is None
+            and not self.op.clear_memory_cap
+        ):
+            raise OpPrereqError("Please pass at least one modification", ECODE_INVAL)
+        if self.op.offline and self.op.drained:
+            raise OpPrereqError(
+                "Can't set the node into offline and drained state at the same time",
+                ECODE_INVAL,
+            )
+
+    def ExpandNames(self) -> None:
+        """Lock the node (and its resources)."""
+        self.op.node_name = expand_node(self.cfg, self.op.node_name)
+        self.needed_locks = {
+            locking.LEVEL_NODE: [self.op.node_name],
+            locking.LEVEL_NODE_RES: [self.op.node_name],
+        }
+
+    def CheckPrereq(self) -> None:
+        """The master stays online; a node with running instances is not offlined."""
+        data = self.cfg.read()
+        self.cluster = data.cluster
+        self.node = data.nodes[self.op.node_name]
+        if self.op.offline and self.node.name == self.cluster.master_node:
+            raise OpPrereqError(
+                f"The master node {self.node.name} can't be set offline", ECODE_INVAL
+            )
+        if self.op.offline and not self.node.offline and not self.op.force:
+            running = sorted(
+                i.name
+                for i in data.instances.values()
+                if i.primary_node == self.node.name and i.admin_state == constants.ADMINST_UP
+            )
+            if running:
+                raise OpPrereqError(
+                    f"Node {self.node.name} is the primary of running instance(s) "
+                    f"{', '.join(running)}; stop or move them first (or use --force)",
+                    ECODE_STATE,
+                )
+        self.changes: list[tuple[str, Any]] = []
+        for name in ("offline", "drained", "vm_capable"):
+            value = getattr(self.op, name)
+            if value is not None:
+                self.changes.append((name, value))
+        if self.op.memory_cap is not None:
+            self.changes.append(("memory_cap", self.op.memory_cap))
+        elif self.op.clear_memory_cap:
+            self.changes.append(("memory_cap", None))
+        if self.op.offline:
+            self.changes.append(("drained", False))
+        self.dry_run_result = list(self.changes)
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """OP_TARGET, NODE_NAME and the new flags."""
+        return {
+            "OP_TARGET": self.node.name,
+            "NODE_NAME": self.node.name,
+            "OFFLINE": self.op.offline,
+            "DRAINED": self.op.drained,
+            "VM_CAPABLE": self.op.vm_capable,
+        }
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """The master and the node."""
+        nodes = [self.cluster.master_node, self.node.name]
+        return nodes, nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[tuple[str, Any]]:
+        """Apply the changes."""
+        with self.cfg.update() as data:
+            node = data.nodes[self.node.name]
+            for name, value in self.changes:
+                setattr(node, name, value)
+            node.mtime = time.time()
+        return list(self.changes)
+
+
+@register_lu(OpNodeRemove)
+class LUNodeRemove(LogicalUnit):
+    """Remove a node that is neither the master nor any instance's node."""
+
+    HPATH = constants.HPATH_NODE_REMOVE
+    HTYPE = constants.HTYPE_NODE
+    REQ_BGL = True
+
+    def ExpandNames(self) -> None:
+        """Exclusive BGL; canonical name."""
+        self.op.node_name = expand_node(self.cfg, self.op.node_name)
+        self.needed_locks = {}
+
+    def CheckPrereq(self) -> None:
+        """Not the master, no instances."""
+        data = self.cfg.read()
+        self.cluster = data.cluster
+        self.node = get_node(self.cfg, self.op.node_name)
+        if self.node.name == self.cluster.master_node:
+            raise OpPrereqError(
+                "Node is the master node, failover to another node is required", ECODE_INVAL
+            )
+        for inst in sorted(data.instances.values(), key=lambda i: i.name):
+            if self.node.name in inst.all_nodes:
+                raise OpPrereqError(
+                    f"Instance {inst.name} is still running on the node, please remove first",
+                    ECODE_INVAL,
+                )
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """OP_TARGET and NODE_NAME."""
+        return {"OP_TARGET": self.node.name, "NODE_NAME": self.node.name}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Pre: master and the node (when online); post: the master."""
+        pre = [self.cluster.master_node]
+        if not self.node.offline:
+            pre.append(self.node.name)
+        return pre, [self.cluster.master_node]
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Remove from the configuration and forget its host key."""
+        self.cfg.remove_node(self.node.name)
+        bootstrap.forget_node_host_key(paths.known_hosts_file(self.ctx.data_dir), self.node)
+        feedback_fn(f"Node {self.node.name} removed from the cluster")
+
+
+@register_lu(OpNodeQuery)
+class LUNodeQuery(NoHooksLU):
+    """Rows (dicts) describing nodes, with live memory where reachable."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        """No locks: a query reads a snapshot."""
+        self.wanted = [expand_node(self.cfg, n) for n in self.op.names]
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
+        """One row per node, sorted by name."""
+        data = self.cfg.read()
+        names = self.wanted or sorted(data.nodes)
+        rows = []
+        for name in names:
+            node = data.nodes[name]
+            pinst = sorted(i.name for i in data.instances.values() if i.primary_node == name)
+            row: dict[str, Any] = {
+                **{
+                    k: getattr(node, k)
+                    for k in (
+                        "name",
+                        "address",
+                        "ssh_port",
+                        "libvirt_uri",
+                        "peer_uri",
+                        "migration_address",
+                        "offline",
+                        "drained",
+                        "vm_capable",
+                        "memory_cap",
+                        "uuid",
+                    )
+                },
+                "master": name == data.cluster.master_node,
+                "pinst_cnt": len(pinst),
+                "pinst_list": pinst,
+                "mtotal": None,
+                "mfree": None,
+            }
+            if self.op.live and not node.offline:
+                result = self.rpc.node_info(node)
+                if result.fail_msg is None and result.payload is not None:
+                    row["mtotal"] = result.payload.memory_total
+                    row["mfree"] = result.payload.memory_free
+            rows.append(row)
+        return rows

@@ -1,0 +1,131 @@
+"""Parsing of sizes, booleans and typed parameter dicts (hvparams, beparams).
+
+Used by the CLI (text from the command line) and by the LUs (values from
+Python callers, which may be ints or the same strings). Every failure is an
+``OpPrereqError`` with ``ECODE_INVAL`` so it reaches the user in Ganeti's words.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*$")
+_UNIT_FACTORS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+_TRUE = ("1", "true", "yes", "on", "y")
+_FALSE = ("0", "false", "no", "off", "n")
+
+
+def parse_size(value: Any, what: str = "size") -> int:
+    """Return ``value`` in MiB: ints are MiB; strings like "512", "512M", "1G", "1.5G".
+
+    Fractions of a MiB are rounded up. Raises ECODE_INVAL for anything else,
+    including booleans and negative numbers.
+    """
+    if isinstance(value, bool):
+        raise OpPrereqError(f"Invalid {what} {value!r}", ECODE_INVAL)
+    if isinstance(value, int):
+        if value < 0:
+            raise OpPrereqError(f"Invalid {what} {value!r}: must not be negative", ECODE_INVAL)
+        return value
+    if not isinstance(value, str):
+        raise OpPrereqError(f"Invalid {what} {value!r}", ECODE_INVAL)
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise OpPrereqError(
+            f"Invalid {what} '{value}': expected a number with an optional unit (M, G, T)",
+            ECODE_INVAL,
+        )
+    number = float(match.group(1))
+    mib = number * _UNIT_FACTORS[(match.group(2) or "m").lower()]
+    whole = int(mib)
+    return whole if whole == mib else whole + 1
+
+
+def parse_bool(value: Any, what: str = "value") -> bool:
+    """Parse yes/no, true/false, on/off, 1/0 (or a real bool)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise OpPrereqError(f"Invalid boolean {what} '{value}': use yes or no", ECODE_INVAL)
+
+
+def parse_int(value: Any, what: str = "value") -> int:
+    """Parse a non-negative integer."""
+    if isinstance(value, bool):
+        raise OpPrereqError(f"Invalid integer {what} {value!r}", ECODE_INVAL)
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError as err:
+        raise OpPrereqError(f"Invalid integer {what} '{value}'", ECODE_INVAL) from err
+    if number < 0:
+        raise OpPrereqError(f"Invalid {what} {number}: must not be negative", ECODE_INVAL)
+    return number
+
+
+# beparams holding memory sizes (MiB); "memory" is a shortcut for minmem = maxmem.
+BE_MEMORY_KEYS = ("maxmem", "minmem")
+BE_MEMORY_ALIAS = "memory"
+
+
+def coerce_params(
+    params: dict[str, Any],
+    defaults: dict[str, Any],
+    kind: str,
+    size_keys: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Check keys against ``defaults`` and convert values to the defaults' types.
+
+    ``kind`` names the dict in errors ("hypervisor", "backend"). Keys in
+    ``size_keys`` accept sizes ("128M"). Unknown keys are ECODE_INVAL.
+    """
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in defaults:
+            raise OpPrereqError(
+                f"Unknown {kind} parameter '{key}' (valid: {', '.join(sorted(defaults))})",
+                ECODE_INVAL,
+            )
+        what = f"{kind} parameter '{key}'"
+        default = defaults[key]
+        if key in size_keys:
+            out[key] = parse_size(value, what)
+        elif isinstance(default, bool):
+            out[key] = parse_bool(value, what)
+        elif isinstance(default, int):
+            out[key] = parse_int(value, what)
+        elif isinstance(default, float):
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError) as err:
+                raise OpPrereqError(f"Invalid {what} '{value}'", ECODE_INVAL) from err
+        else:
+            out[key] = "" if value is None else str(value)
+    return out
+
+
+def coerce_beparams(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Like ``coerce_params`` for backend params, expanding ``memory`` to min/maxmem."""
+    params = dict(params)
+    if BE_MEMORY_ALIAS in params:
+        memory = params.pop(BE_MEMORY_ALIAS)
+        for key in BE_MEMORY_KEYS:
+            if key in params:
+                raise OpPrereqError(
+                    f"Backend parameter 'memory' cannot be combined with '{key}'", ECODE_INVAL
+                )
+            params[key] = memory
+    out = coerce_params(params, defaults, "backend", size_keys=BE_MEMORY_KEYS)
+    if "vcpus" in out and out["vcpus"] < 1:
+        raise OpPrereqError("Backend parameter 'vcpus' must be at least 1", ECODE_INVAL)
+    for key in BE_MEMORY_KEYS:
+        if key in out and out[key] < 1:
+            raise OpPrereqError(f"Backend parameter '{key}' must be positive", ECODE_INVAL)
+    return out
