@@ -5,3 +5,4 @@ Each LU module is imported below (one line per module).
 
 from ganeti_lv.cmdlib import test  # noqa: F401
 from ganeti_lv.cmdlib import instance_migration  # noqa: F401
+from ganeti_lv.cmdlib import cluster, instance, node  # noqa: F401
