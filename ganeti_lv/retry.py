@@ -43,6 +43,11 @@ LOOKUP_WAIT_MIN = 0.2
 LOOKUP_WAIT_MAX = 2.0
 
 
+def is_transient(err: BaseException) -> bool:
+    """False for errors flagged ``transient = False`` (e.g. SSH authentication failures)."""
+    return bool(getattr(err, "transient", True))
+
+
 def _policy(
     attempts: int,
     wait_min: float,
@@ -53,7 +58,9 @@ def _policy(
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, attempts)),
         wait=tenacity.wait_exponential(multiplier=wait_min, min=wait_min, max=wait_max),
-        retry=tenacity.retry_if_exception_type(retry_on),
+        retry=tenacity.retry_if_exception(
+            lambda err: isinstance(err, retry_on) and is_transient(err)
+        ),
         reraise=True,
         sleep=sleep,
     )
@@ -64,8 +71,8 @@ def ssh_connect_policy(
 ) -> tenacity.Retrying:
     """Retry an SSH connect that failed with ``NodeUnreachable``.
 
-    Host-key and authentication failures are not retried: they are
-    ``HostKeyError`` or carry no transient cause.
+    Host-key failures (``HostKeyError``) and authentication failures (flagged
+    ``transient = False``) are not retried.
     """
     return _policy(attempts, SSH_CONNECT_WAIT_MIN, SSH_CONNECT_WAIT_MAX, (NodeUnreachable,), sleep)
 

@@ -139,7 +139,9 @@ def _map_error(
             node,
         )
     if isinstance(err, paramiko.AuthenticationException):
-        return NodeUnreachable(f"SSH authentication to {where} failed: {err}", node)
+        unreachable = NodeUnreachable(f"SSH authentication to {where} failed: {err}", node)
+        unreachable.transient = False  # type: ignore[attr-defined]  # not retried
+        return unreachable
     if isinstance(err, FileNotFoundError | paramiko.sftp.SFTPError) and action.startswith("sftp"):
         ecode = ECODE_NOENT if isinstance(err, FileNotFoundError) else None
         return NodeError(f"{action} on {where} failed: {err}", node, ecode=ecode)

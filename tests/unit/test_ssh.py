@@ -1,0 +1,365 @@
+"""ganeti_lv.ssh and ganeti_lv.retry against a real sshd on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tenacity
+
+from ganeti_lv import retry
+from ganeti_lv.errors import (
+    ECODE_NOENT,
+    HostKeyError,
+    NodeError,
+    NodeUnreachable,
+    RemoteCommandError,
+)
+from ganeti_lv.ssh import (
+    CommandTimeout,
+    SshClient,
+    SshPool,
+    fetch_host_key,
+    key_fingerprint,
+    known_hosts_add,
+    known_hosts_name,
+    known_hosts_remove,
+    quote_command,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pid_dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _wait_dead(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while not _pid_dead(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def client(local_sshd: Any) -> Any:
+    ssh = local_sshd.client()
+    yield ssh
+    ssh.close()
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def test_run_argv_is_quoted(client: SshClient) -> None:
+    result = client.run(["printf", "%s|", "a b", "$HOME", "it's", "x;y", ""])
+    assert result.stdout == "a b|$HOME|it's|x;y||"
+    assert result.exit_status == 0
+
+
+def test_run_string_uses_shell_and_reports_status(client: SshClient) -> None:
+    result = client.run("echo out; echo err >&2; exit 3", check=False)
+    assert result.exit_status == 3
+    assert result.failed
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+
+
+def test_run_nonzero_raises_remote_command_error(client: SshClient) -> None:
+    with pytest.raises(RemoteCommandError) as info:
+        client.run(["sh", "-c", "echo broken disk >&2; exit 5"])
+    assert info.value.exit_status == 5
+    assert "broken disk" in str(info.value)
+    assert "exit status 5" in str(info.value)
+    assert info.value.node == "127.0.0.1"
+
+
+def test_run_big_input_and_output_do_not_deadlock(client: SshClient) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    result = client.run("sha256sum; head -c 3000000 /dev/zero | tr '\\0' x", input=data)
+    assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    assert result.stdout.count("x") == 3000000
+
+
+def test_run_without_input_sees_eof(client: SshClient) -> None:
+    result = client.run("cat; echo done", timeout=10)
+    assert result.stdout == "done\n"
+
+
+def test_run_timeout_kills_remote_command(client: SshClient, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as info:
+        client.run(f"echo $$ > {pidfile}; sleep 60 & echo $! >> {pidfile}; wait", timeout=1)
+    assert time.monotonic() - started < 8
+    assert "timed out after 1 seconds" in str(info.value)
+    assert isinstance(info.value, NodeError)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert len(pids) == 2
+    for pid in pids:
+        assert _wait_dead(pid), f"process {pid} survived the timeout"
+
+
+def test_run_exit_124_without_timeout_is_not_a_timeout(client: SshClient) -> None:
+    result = client.run("exit 124", timeout=30, check=False)
+    assert result.exit_status == 124
+
+
+def test_concurrent_runs_share_one_connection(client: SshClient) -> None:
+    results: dict[int, str] = {}
+
+    def work(idx: int) -> None:
+        results[idx] = client.run(["echo", str(idx)]).stdout.strip()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {i: str(i) for i in range(6)}
+
+
+def test_reconnects_after_close(client: SshClient) -> None:
+    assert client.run("echo one").stdout == "one\n"
+    client.close()
+    assert client.run("echo two").stdout == "two\n"
+
+
+def test_quote_command() -> None:
+    assert quote_command("ls -l") == "ls -l"
+    assert quote_command(["rm", "-f", "a b"]) == "rm -f 'a b'"
+    with pytest.raises(ValueError):
+        quote_command([])
+
+
+# -- host keys -----------------------------------------------------------------
+
+
+def test_unknown_host_key_is_rejected(local_sshd: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    sleeps: list[float] = []
+    ssh = local_sshd.client(known_hosts_file=str(empty), sleep=sleeps.append)
+    with pytest.raises(HostKeyError) as info:
+        ssh.run("true")
+    message = str(info.value)
+    assert f"127.0.0.1:{local_sshd.port}" in message
+    assert key_fingerprint(local_sshd.host_key_line) in message
+    assert "not in the cluster's known_hosts" in message
+    assert sleeps == []  # never retried
+
+
+def test_missing_known_hosts_file_rejects(local_sshd: Any, tmp_path: Path) -> None:
+    ssh = local_sshd.client(known_hosts_file=str(tmp_path / "absent"))
+    with pytest.raises(HostKeyError):
+        ssh.connect()
+
+
+def test_changed_host_key_is_rejected(local_sshd: Any, tmp_path: Path) -> None:
+    other = tmp_path / "otherkey"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+        check=True,
+    )
+    other_line = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{local_sshd.port} {other_line}\n")
+    ssh = local_sshd.client(known_hosts_file=str(known))
+    with pytest.raises(HostKeyError) as info:
+        ssh.connect()
+    assert "CHANGED" in str(info.value)
+    assert key_fingerprint(other_line) in str(info.value)
+    assert key_fingerprint(local_sshd.host_key_line) in str(info.value)
+
+
+def test_fetch_host_key_then_known_hosts_add_allows_connect(
+    local_sshd: Any, tmp_path: Path
+) -> None:
+    known = tmp_path / "ssh" / "known_hosts"
+    key_line = fetch_host_key("127.0.0.1", local_sshd.port, timeout=5)
+    assert key_line == local_sshd.host_key_line
+    known_hosts_add(str(known), "127.0.0.1", local_sshd.port, key_line)
+    known_hosts_add(str(known), "127.0.0.1", local_sshd.port, key_line)
+    lines = known.read_text().splitlines()
+    assert lines == [f"[127.0.0.1]:{local_sshd.port} {key_line}"]
+    assert known.stat().st_mode & 0o777 == 0o600
+    with local_sshd.client(known_hosts_file=str(known)) as ssh:
+        assert ssh.run("echo ok").stdout == "ok\n"
+
+
+def test_known_hosts_add_replaces_same_type_and_remove(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("other ssh-rsa AAAA\n")
+    known_hosts_add(str(known), "node1", 22, "ssh-ed25519 QUFBQQ==")
+    known_hosts_add(str(known), "node1", 22, "ssh-ed25519 QkJCQg==")
+    known_hosts_add(str(known), "node1", 2222, "ssh-ed25519 Q0NDQw==")
+    assert known.read_text().splitlines() == [
+        "other ssh-rsa AAAA",
+        "node1 ssh-ed25519 QkJCQg==",
+        "[node1]:2222 ssh-ed25519 Q0NDQw==",
+    ]
+    assert known_hosts_remove(str(known), "node1") == 1
+    assert known.read_text().splitlines() == [
+        "other ssh-rsa AAAA",
+        "[node1]:2222 ssh-ed25519 Q0NDQw==",
+    ]
+    with pytest.raises(ValueError):
+        known_hosts_add(str(known), "node1", 22, "garbage")
+
+
+def test_key_fingerprint_matches_ssh_keygen(local_sshd: Any) -> None:
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", local_sshd.host_key + ".pub"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert key_fingerprint(local_sshd.host_key_line) == out.split()[1]
+    assert known_hosts_name("h", 22) == "h"
+    assert known_hosts_name("h", 2022) == "[h]:2022"
+
+
+# -- connect failures and retries ------------------------------------------------
+
+
+def test_unreachable_port_raises_after_retries(local_sshd: Any) -> None:
+    sleeps: list[float] = []
+    ssh = local_sshd.client(port=_free_port(), sleep=sleeps.append)
+    with pytest.raises(NodeUnreachable) as info:
+        ssh.run("true")
+    assert "127.0.0.1" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+    assert len(sleeps) == retry.SSH_CONNECT_ATTEMPTS - 1
+
+
+def test_fetch_host_key_unreachable() -> None:
+    with pytest.raises(NodeUnreachable):
+        fetch_host_key("127.0.0.1", _free_port(), timeout=2)
+
+
+def test_auth_failure_is_not_retried(local_sshd: Any, tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    sleeps: list[float] = []
+    ssh = local_sshd.client(key_file=str(stranger), sleep=sleeps.append)
+    with pytest.raises(NodeUnreachable) as info:
+        ssh.connect()
+    assert "authentication" in str(info.value)
+    assert sleeps == []
+
+
+def test_retry_policies_reraise_and_filter() -> None:
+    sleeps: list[float] = []
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise NodeUnreachable("down")
+        return "up"
+
+    policy = retry.ssh_connect_policy(attempts=3, sleep=sleeps.append)
+    assert retry.call_with_retry(policy, flaky) == "up"
+    assert len(sleeps) == 2
+
+    def hostkey() -> None:
+        calls.append(1)
+        raise HostKeyError("bad key")
+
+    calls.clear()
+    with pytest.raises(HostKeyError):
+        retry.call_with_retry(retry.lookup_policy(sleep=sleeps.append), hostkey)
+    assert len(calls) == 1
+
+    def always_down() -> None:
+        raise NodeUnreachable("down")
+
+    with pytest.raises(NodeUnreachable):  # reraise=True: never tenacity.RetryError
+        retry.call_with_retry(retry.libvirt_connect_policy(sleep=lambda _s: None), always_down)
+    assert not issubclass(NodeUnreachable, tenacity.RetryError)
+
+
+# -- files and streaming -------------------------------------------------------------
+
+
+def test_put_and_get_bytes(client: SshClient, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4096
+    target = tmp_path / "sub" / "file.bin"
+    target.parent.mkdir()
+    client.put_bytes(data, str(target), mode=0o600)
+    assert target.read_bytes() == data
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert os.listdir(target.parent) == ["file.bin"]  # no temp file left
+    assert client.get_bytes(str(target)) == data
+    client.put_bytes(b"new", str(target))
+    assert client.get_bytes(str(target)) == b"new"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert client.exists(str(target))
+    assert not client.exists(str(tmp_path / "nothing"))
+
+
+def test_get_missing_file_is_noent(client: SshClient, tmp_path: Path) -> None:
+    with pytest.raises(NodeError) as info:
+        client.get_bytes(str(tmp_path / "missing"))
+    assert info.value.ecode == ECODE_NOENT
+    assert "missing" in str(info.value)
+
+
+def test_put_into_missing_dir_fails_cleanly(client: SshClient, tmp_path: Path) -> None:
+    with pytest.raises(NodeError):
+        client.put_bytes(b"x", str(tmp_path / "no" / "such" / "file"))
+
+
+def test_open_exec_streams_in_and_out(client: SshClient, tmp_path: Path) -> None:
+    target = tmp_path / "stream.bin"
+    chunks = [os.urandom(256 * 1024) for _ in range(8)]
+    with client.open_exec(["sh", "-c", f"cat > {target}"]) as proc:
+        for chunk in chunks:
+            proc.write(chunk)
+        proc.close_stdin()
+        assert proc.wait(timeout=30).exit_status == 0
+    assert target.read_bytes() == b"".join(chunks)
+
+    received = bytearray()
+    with client.open_exec(["cat", str(target)]) as proc:
+        while True:
+            data = proc.read()
+            if not data:
+                break
+            received += data
+        assert proc.wait(timeout=30).exit_status == 0
+    assert bytes(received) == b"".join(chunks)
+
+
+def test_open_exec_wait_reports_failure(client: SshClient) -> None:
+    proc = client.open_exec("echo bad >&2; exit 7")
+    with pytest.raises(RemoteCommandError) as info:
+        proc.wait(timeout=30)
+    assert info.value.exit_status == 7
+    assert "bad" in str(info.value)
+
+
+def test_pool_shares_clients(local_sshd: Any) -> None:
+    with SshPool(local_sshd.key_file, local_sshd.known_hosts_file) as pool:
+        first = pool.get("127.0.0.1", local_sshd.port, node_name="node1")
+        assert pool.get("127.0.0.1", local_sshd.port) is first
+        assert pool.get("127.0.0.1", local_sshd.port, user="nobody") is not first
+        assert first.run("echo pooled").stdout == "pooled\n"
+        assert first.node_name == "node1"
