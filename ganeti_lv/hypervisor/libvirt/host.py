@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import libvirt
-import tenacity
 
+from ganeti_lv import retry
 from ganeti_lv.errors import InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import domxml
 from ganeti_lv.hypervisor.libvirt.errors import is_connection_error, libvirt_errors, translate
@@ -27,22 +27,8 @@ ConnectRetry = Callable[[Callable[[], Any]], Any]
 
 
 def _default_connect_retry(fn: Callable[[], Any]) -> Any:
-    """Retry a connect 3 times over about 1.5 s, only while the node is unreachable."""
-    try:
-        from ganeti_lv import retry  # the project-wide policies, when present
-
-        policy = getattr(retry, "libvirt_connect_retry", None)
-        if policy is not None:
-            return policy(fn)
-    except ImportError:
-        pass
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(3),
-        wait=tenacity.wait_exponential(multiplier=0.25, max=1.0),
-        retry=tenacity.retry_if_exception_type(NodeUnreachable),
-        reraise=True,
-    )
-    return retrying(fn)
+    """Retry a connect while the node is unreachable (``retry.libvirt_connect_policy``)."""
+    return retry.libvirt_connect_policy()(fn)
 
 
 class Host:

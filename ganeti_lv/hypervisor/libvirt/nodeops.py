@@ -107,6 +107,7 @@ class LibvirtNodeOps(NodeOps):
             user=node.ssh_user,
             key_file=paths.ssh_key_file(self.data_dir),
             known_hosts_file=paths.known_hosts_file(self.data_dir),
+            node_name=node.name,
         )
 
     def ssh(self, node: Node) -> Any:

@@ -1,0 +1,261 @@
+"""LibvirtNodeOps against real nodes: the devcluster's libvirtd, qemu and sshd.
+
+Each test boots at most one small guest (the devcluster test guest) and
+removes it at the end, also on failure. Console logs are read over SSH, as
+ganeti_lv itself would, so the tests also run against real nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants, objects
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.devcluster.guest import build_guest, kernel_args, pattern_sha256
+from ganeti_lv.errors import InstanceNotFound, NodeUnreachable
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+
+pytestmark = pytest.mark.cluster
+
+BOOT_TIMEOUT = 120.0
+PATTERN_RE = re.compile(r"GUEST: PATTERN seed=(\S+) mb=(\d+) sha256=([0-9a-f]{64})")
+
+
+def _data_dir(devcluster: Any) -> str:
+    """The ganeti_lv data dir of the session's local cluster."""
+    for attr in ("data_dir",):
+        value = getattr(devcluster, attr, None)
+        if isinstance(value, str):
+            return value
+    if isinstance(devcluster, dict) and "data_dir" in devcluster:
+        return str(devcluster["data_dir"])
+    info_file = getattr(devcluster, "info_file", None)
+    if info_file is None:
+        info_file = os.path.join(devcluster.directory, "cluster.json")
+    with open(info_file, encoding="utf-8") as fh:
+        return str(json.load(fh)["data_dir"])
+
+
+@dataclass
+class HvEnv:
+    """Node operations on the session's cluster, plus the test guest."""
+
+    ops: LibvirtNodeOps
+    config: ConfigStore
+    kernel: str
+    initrd: str
+
+    @property
+    def cluster(self) -> objects.Cluster:
+        """The cluster settings."""
+        return self.config.get_cluster()
+
+    def node(self, idx: int = -1) -> objects.Node:
+        """A node of the cluster (by position in sorted order)."""
+        node = self.config.get_node(sorted(self.config.node_names())[idx])
+        assert node is not None
+        return node
+
+    def console(self, node: objects.Node, name: str) -> str:
+        """The guest's console log as read on the node over SSH ('' while missing)."""
+        res = self.ops.run_command(node, ["cat", console_log_path(name)]).Raise("cat")
+        return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
+
+    def wait_console(
+        self,
+        node: objects.Node,
+        name: str,
+        regex: str,
+        count: int = 1,
+        timeout: float = BOOT_TIMEOUT,
+    ) -> list[re.Match[str]]:
+        """Wait until ``regex`` matched ``count`` console lines; return the matches."""
+        pattern = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.console(node, name)
+            matches = [m for m in map(pattern.search, text.splitlines()) if m]
+            if len(matches) >= count:
+                return matches
+            if time.monotonic() > deadline:
+                tail = "\n".join(text.splitlines()[-15:])
+                raise AssertionError(f"{regex!r} x{count} not in console of {name}:\n{tail}")
+            time.sleep(0.5)  # polling a remote file: there is no event to wait on
+
+    def instance(self, name: str, node: objects.Node, args: str) -> objects.Instance:
+        """An instance of the test guest with one 80 MiB disk and one NIC."""
+        return objects.Instance(
+            name=name,
+            primary_node=node.name,
+            disk_template=constants.DT_FILE,
+            disks=[objects.Disk(size=80)],
+            nics=[objects.Nic(mac="52:54:00:4c:56:01", link=self.cluster.default_bridge)],
+            beparams={"maxmem": 128, "minmem": 128, "vcpus": 1},
+            hvparams={"kernel_path": self.kernel, "initrd_path": self.initrd, "kernel_args": args},
+        )
+
+
+@pytest.fixture(scope="module")
+def hv(devcluster: Any) -> Iterator[HvEnv]:
+    """LibvirtNodeOps for the session's devcluster."""
+    data_dir = _data_dir(devcluster)
+    config = ConfigStore(data_dir)
+    ops = LibvirtNodeOps(data_dir, config)
+    image = build_guest()
+    try:
+        yield HvEnv(ops, config, image.kernel, image.initrd)
+    finally:
+        ops.close()
+
+
+@pytest.fixture
+def guest_cleanup(hv: HvEnv) -> Iterator[list[tuple[objects.Node, objects.Instance]]]:
+    """Instances registered here are undefined and their disks removed after the test."""
+    created: list[tuple[objects.Node, objects.Instance]] = []
+    yield created
+    for node, inst in created:
+        hv.ops.undefine_instance(node, inst.name)
+        hv.ops.remove_disks(hv.cluster, node, inst)
+        hv.ops.run_command(node, ["rm", "-f", console_log_path(inst.name)])
+
+
+def _boot(
+    hv: HvEnv, cleanup: list[Any], name: str, args: str
+) -> tuple[objects.Node, objects.Instance]:
+    node = hv.node()
+    inst = hv.instance(name, node, args)
+    cleanup.append((node, inst))
+    hv.ops.undefine_instance(node, name).Raise("undefine leftover")
+    hv.ops.remove_disks(hv.cluster, node, inst).Raise("remove leftover disks")
+    hv.ops.run_command(node, ["rm", "-f", console_log_path(name)])
+    hv.ops.create_disks(hv.cluster, node, inst).Raise("create disks")
+    hv.ops.start_instance(hv.cluster, node, inst).Raise("start")
+    return node, inst
+
+
+def test_guest_lifecycle_console_states_and_memory_cap(hv: HvEnv, guest_cleanup: list[Any]) -> None:
+    """Start from generated XML, see the ready and pattern lines, pause, reset, shut down."""
+    name = "hvtest-life"
+    node, inst = _boot(hv, guest_cleanup, name, kernel_args(name, patmb=8, dirtymb=0))
+    disk = objects.disk_path(hv.cluster, inst, 0)
+    size = hv.ops.run_command(node, ["stat", "-c", "%s", disk]).Raise("stat").stdout
+    assert int(size) == 80 * 1024 * 1024
+
+    hv.wait_console(node, name, r"^GUEST-READY")
+    pattern = hv.wait_console(node, name, PATTERN_RE.pattern)[0]
+    assert pattern.group(1) == name
+    assert pattern.group(3) == pattern_sha256(name, 8)
+
+    info = hv.ops.instance_info(node, name).Raise("info")
+    assert info is not None
+    assert info.state == constants.DOMSTATE_RUNNING
+    assert (info.memory, info.vcpus, info.persistent) == (128, 1, True)
+    assert info.disk_paths == [disk]
+    assert info.overlays == []
+    assert info.console_log == console_log_path(name)
+    assert hv.ops.instance_list(node).Raise("list")[name].state == constants.DOMSTATE_RUNNING
+
+    # starting a running instance is harmless
+    hv.ops.start_instance(hv.cluster, node, inst).Raise("second start")
+    assert len(hv.wait_console(node, name, r"^GUEST-READY")) == 1
+
+    # a memory cap counts the running guest's memory
+    capped = dataclasses.replace(node, memory_cap=1000)
+    facts = hv.ops.node_info(capped).Raise("node info")
+    assert facts.memory_total == 1000
+    assert facts.memory_free == 1000 - 128
+
+    hv.ops.host(node).guest(name).suspend()
+    assert hv.ops.instance_info(node, name).Raise("info").state == constants.DOMSTATE_PAUSED
+    hv.ops.host(node).guest(name).resume()
+
+    hv.ops.reboot_instance(hv.cluster, node, inst, "hard", 10).Raise("hard reboot")
+    hv.wait_console(node, name, r"^GUEST-READY", count=2)
+
+    clean = hv.ops.shutdown_instance(node, inst, 60).Raise("shutdown")
+    assert clean is True
+    assert "GUEST: POWEROFF" in hv.console(node, name)
+    listed = hv.ops.instance_list(node).Raise("list")
+    assert listed[name].state == constants.DOMSTATE_SHUTOFF
+    assert listed[name].persistent
+
+    hv.ops.undefine_instance(node, name).Raise("undefine")
+    assert hv.ops.instance_info(node, name).Raise("info") is None
+    hv.ops.remove_disks(hv.cluster, node, inst).Raise("remove disks")
+    gone = hv.ops.run_command(node, ["test", "-e", objects.disk_dir(hv.cluster, inst)])
+    assert gone.Raise("test").exit_status != 0
+
+
+def test_shutdown_times_out_and_forces_off(hv: HvEnv, guest_cleanup: list[Any]) -> None:
+    """A guest ignoring ACPI is powered off after the timeout; the result says not clean."""
+    name = "hvtest-noacpi"
+    node, inst = _boot(
+        hv, guest_cleanup, name, kernel_args(name, patmb=1, dirtymb=0, ignoreacpi=True)
+    )
+    hv.wait_console(node, name, r"^GUEST-READY")
+    started = time.monotonic()
+    clean = hv.ops.shutdown_instance(node, inst, 3).Raise("shutdown")
+    elapsed = time.monotonic() - started
+    assert clean is False
+    assert elapsed >= 3
+    assert "GUEST: POWEROFF" not in hv.console(node, name)
+    info = hv.ops.instance_info(node, name).Raise("info")
+    assert info is not None and info.state == constants.DOMSTATE_SHUTOFF
+
+
+def test_node_info_facts(hv: HvEnv) -> None:
+    """Memory, versions, CPU model, distinct host uuids and the guest bridge."""
+    uuids = set()
+    for idx in range(len(hv.config.node_names())):
+        node = dataclasses.replace(hv.node(idx), memory_cap=None)
+        facts = hv.ops.node_info(node).Raise("node info")
+        assert facts.name == node.name
+        assert 0 < facts.memory_free <= facts.memory_total
+        assert facts.libvirt_version >= 9_000_000
+        assert facts.qemu_version >= 7_000_000
+        assert facts.cpu_model and facts.cpu_arch == "x86_64"
+        assert facts.cpu_count >= 1
+        assert hv.cluster.default_bridge in facts.bridges
+        uuids.add(facts.host_uuid)
+        capped = hv.ops.node_info(dataclasses.replace(node, memory_cap=64)).Raise("capped")
+        assert capped.memory_total == 64
+        assert capped.memory_free <= 64
+    assert len(uuids) == len(hv.config.node_names())
+
+
+def test_unknown_domain_errors(hv: HvEnv) -> None:
+    """Unknown domains: InstanceNotFound where a domain is required, harmless elsewhere."""
+    node = hv.node()
+    assert hv.ops.instance_info(node, "hvtest-nosuch").Raise("info") is None
+    with pytest.raises(InstanceNotFound):
+        hv.ops.host(node).guest("hvtest-nosuch")
+    ghost = hv.instance("hvtest-nosuch", node, "")
+    res = hv.ops.reboot_instance(hv.cluster, node, ghost, "soft", 1)
+    assert not res.ok and isinstance(res.error, InstanceNotFound)
+    assert res.error.ecode == "unknown_entity"
+    assert hv.ops.undefine_instance(node, "hvtest-nosuch").ok
+    assert hv.ops.shutdown_instance(node, ghost, 1).Raise("shutdown") is True
+
+
+def test_unreachable_libvirtd_and_reconnect(hv: HvEnv) -> None:
+    """No libvirtd at the URI -> NodeUnreachable; a dropped connection is reopened."""
+    node = hv.node()
+    dead = dataclasses.replace(node, libvirt_uri=f"qemu+tcp://{node.address}:1/system")
+    res = hv.ops.instance_list(dead)
+    assert not res.ok and isinstance(res.error, NodeUnreachable)
+    assert res.error.node == node.name
+
+    host = hv.ops.host(node)
+    before = hv.ops.instance_list(node).Raise("list")
+    host.get_connection().close()  # behind the Host's back
+    assert hv.ops.instance_list(node).Raise("list after reconnect").keys() == before.keys()
