@@ -1,0 +1,304 @@
+"""LockManager: shared/exclusive, ALL_SET, timeouts, no deadlock, real processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ganeti_lv import Client
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.errors import LockTimeout
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.locking import ALL_SET, LEVEL_INSTANCE, LEVEL_NODE, LockManager
+from ganeti_lv.opcodes import OpTestDelay
+
+MP = multiprocessing.get_context("fork")
+UNIVERSE = {LEVEL_INSTANCE: ["i1", "i2", "i3"], LEVEL_NODE: ["n1", "n2", "n3"]}
+
+
+def names_fn(level: int) -> list[str]:
+    return UNIVERSE.get(level, [])
+
+
+@pytest.fixture
+def locks_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "locks")
+
+
+def manager(locks_dir: str) -> LockManager:
+    return LockManager(locks_dir, names_fn=names_fn)
+
+
+def test_shared_locks_coexist_exclusive_conflicts(locks_dir: str) -> None:
+    a, b, c = manager(locks_dir), manager(locks_dir), manager(locks_dir)
+    a.acquire(LEVEL_INSTANCE, ["i1"], shared=True)
+    b.acquire(LEVEL_INSTANCE, ["i1"], shared=True, timeout=0.1)
+    assert a.owned(LEVEL_INSTANCE) == b.owned(LEVEL_INSTANCE) == {"i1"}
+    assert a.is_owned_shared(LEVEL_INSTANCE, "i1") is True
+    with pytest.raises(LockTimeout):
+        c.acquire(LEVEL_INSTANCE, ["i1"], shared=False, timeout=0.1)
+    a.release(LEVEL_INSTANCE)
+    b.release_all()
+    assert c.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1) == {"i1"}
+    with pytest.raises(LockTimeout):
+        a.acquire(LEVEL_INSTANCE, ["i1"], shared=True, timeout=0.1)
+    # Different names and different levels do not conflict.
+    a.acquire(LEVEL_INSTANCE, ["i2"], timeout=0.1)
+    a.acquire(LEVEL_NODE, ["i1"], timeout=0.1)
+
+
+def test_timeout_message_names_the_lock_and_rolls_back(locks_dir: str) -> None:
+    holder, waiter = manager(locks_dir), manager(locks_dir)
+    holder.acquire(LEVEL_INSTANCE, ["i2"])
+    with pytest.raises(LockTimeout) as err:
+        waiter.acquire(LEVEL_INSTANCE, ["i1", "i2"], timeout=0.2)
+    assert "instance lock 'i2'" in str(err.value)
+    assert "within 0.2 s" in str(err.value)
+    assert err.value.ecode == "temp_insufficient_resources"
+    assert waiter.owned(LEVEL_INSTANCE) == set()
+    # i1 (taken before the timeout) was given back.
+    holder.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1)
+
+
+def test_timeout_uses_injected_clock(locks_dir: str) -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(delay: float) -> None:
+        sleeps.append(delay)
+        now[0] += delay
+
+    holder = manager(locks_dir)
+    waiter = LockManager(locks_dir, clock=lambda: now[0], sleep=sleep)
+    holder.acquire(LEVEL_NODE, ["n1"])
+    with pytest.raises(LockTimeout):
+        waiter.acquire(LEVEL_NODE, ["n1"], timeout=30.0)
+    assert sum(sleeps) == pytest.approx(30.0)
+    assert max(sleeps) <= 0.05  # backoff is capped, polling stays responsive
+
+
+def test_all_set_exclusive_blocks_names_and_new_names(locks_dir: str) -> None:
+    whole, single = manager(locks_dir), manager(locks_dir)
+    assert whole.acquire(LEVEL_NODE, ALL_SET) == {"n1", "n2", "n3"}
+    assert whole.owns_all(LEVEL_NODE)
+    with pytest.raises(LockTimeout, match="whole node level"):
+        single.acquire(LEVEL_NODE, ["n9-new"], timeout=0.1)
+    with pytest.raises(LockTimeout):
+        single.acquire(LEVEL_NODE, ["n2"], shared=True, timeout=0.1)
+    whole.release(LEVEL_NODE)
+    single.acquire(LEVEL_NODE, ["n2"], timeout=0.1)
+
+
+def test_single_names_block_all_set(locks_dir: str) -> None:
+    whole, single = manager(locks_dir), manager(locks_dir)
+    single.acquire(LEVEL_INSTANCE, ["i3"], shared=True)
+    with pytest.raises(LockTimeout, match="instance lock 'i3'"):
+        whole.acquire(LEVEL_INSTANCE, ALL_SET, timeout=0.1)
+    assert whole.owned(LEVEL_INSTANCE) == set()
+    # A shared ALL_SET is compatible with shared names ...
+    assert whole.acquire(LEVEL_INSTANCE, ALL_SET, shared=True, timeout=0.1) == {"i1", "i2", "i3"}
+    # ... but excludes exclusive ones.
+    other = manager(locks_dir)
+    with pytest.raises(LockTimeout):
+        other.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1)
+    other.acquire(LEVEL_INSTANCE, ["i1"], shared=True, timeout=0.1)
+
+
+def test_all_set_covers_names_locked_by_a_name_never_listed(locks_dir: str) -> None:
+    # A name outside names_fn that somebody holds (e.g. an instance being created)
+    single = manager(locks_dir)
+    single.acquire(LEVEL_INSTANCE, ["being-created"])
+    with pytest.raises(LockTimeout, match="being-created"):
+        manager(locks_dir).acquire(LEVEL_INSTANCE, ALL_SET, timeout=0.1)
+
+
+def test_release_down_from_all_set(locks_dir: str) -> None:
+    whole, other = manager(locks_dir), manager(locks_dir)
+    single = manager(locks_dir)
+    single.acquire(LEVEL_NODE, ["stale-name"])
+    single.release_all()
+    whole.acquire(LEVEL_NODE, ALL_SET)
+    assert whole.owned(LEVEL_NODE) == {"n1", "n2", "n3"}  # the stale name is not reported
+    whole.release(LEVEL_NODE, ["n2", "n3"])  # keep n1
+    assert whole.owned(LEVEL_NODE) == {"n1"}
+    assert not whole.owns_all(LEVEL_NODE)
+    other.acquire(LEVEL_NODE, ["n2", "n3", "stale-name", "brand-new"], timeout=0.1)
+    with pytest.raises(LockTimeout):
+        other.acquire(LEVEL_NODE, ["n1"], timeout=0.1)
+
+
+def test_threads_of_one_manager_exclude_each_other(locks_dir: str) -> None:
+    lm = manager(locks_dir)
+    lm.acquire(LEVEL_INSTANCE, ["i1"])
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            lm.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1)
+        except LockTimeout as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1
+    assert lm.owned(LEVEL_INSTANCE) == {"i1"}
+
+
+# ------------------------------------------------------------ property based
+
+LEVEL_REQUEST = st.one_of(
+    st.just(ALL_SET),
+    st.lists(st.sampled_from(["i1", "i2", "i3"]), min_size=1, max_size=3),
+)
+REQUEST = st.fixed_dictionaries(
+    {
+        LEVEL_INSTANCE: st.tuples(LEVEL_REQUEST, st.booleans()),
+        LEVEL_NODE: st.tuples(
+            st.one_of(
+                st.just(ALL_SET),
+                st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=3),
+            ),
+            st.booleans(),
+        ),
+    }
+)
+
+
+class Monitor:
+    """Checks that no two holders ever break shared/exclusive semantics."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.shared: Counter[tuple[int, str]] = Counter()
+        self.exclusive: set[tuple[int, str]] = set()
+        self.violations: list[str] = []
+
+    def enter(self, level: int, names: set[str], shared: bool) -> None:
+        with self.lock:
+            for name in names:
+                key = (level, name)
+                if key in self.exclusive or (not shared and self.shared[key]):
+                    self.violations.append(f"{key} taken while held")
+                if shared:
+                    self.shared[key] += 1
+                else:
+                    self.exclusive.add(key)
+
+    def leave(self, level: int, names: set[str], shared: bool) -> None:
+        with self.lock:
+            for name in names:
+                if shared:
+                    self.shared[(level, name)] -= 1
+                else:
+                    self.exclusive.discard((level, name))
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(requests=st.lists(REQUEST, min_size=2, max_size=5))
+def test_no_deadlock_and_exclusion_under_random_orders(
+    tmp_path: Path, requests: list[dict[int, Any]]
+) -> None:
+    locks_dir = str(tmp_path / f"locks-{os.urandom(4).hex()}")
+    monitor = Monitor()
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(len(requests))
+
+    def worker(request: dict[int, Any]) -> None:
+        lm = manager(locks_dir)
+        barrier.wait()
+        held: list[tuple[int, set[str], bool]] = []
+        try:
+            for _ in range(3):
+                for level in (LEVEL_INSTANCE, LEVEL_NODE):  # the processor's order
+                    names, shared = request[level]
+                    wanted = names if names is ALL_SET else sorted(set(names))
+                    owned = lm.acquire(level, wanted, shared=shared, timeout=20.0)
+                    monitor.enter(level, owned, shared)
+                    held.append((level, owned, shared))
+                for level, owned, shared in reversed(held):
+                    monitor.leave(level, owned, shared)
+                held.clear()
+                lm.release_all()
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            failures.append(err)
+            lm.release_all()
+
+    threads = [threading.Thread(target=worker, args=(r,), daemon=True) for r in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(t.is_alive() for t in threads), "deadlock: workers still waiting"
+    assert failures == []
+    assert monitor.violations == []
+
+
+# ------------------------------------------------------------ real processes
+
+
+def _hold_instance(data_dir: str, instance: str, duration: float, holding: Any) -> None:
+    def feedback(msg: str) -> None:
+        if msg.startswith("Sleeping"):
+            holding.set()
+
+    client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=30.0)
+    client.submit(OpTestDelay(duration=duration, instance_names=[instance]), feedback)
+
+
+def _start_holder(data_dir: str, instance: str, duration: float) -> multiprocessing.Process:
+    holding = MP.Event()
+    proc = MP.Process(target=_hold_instance, args=(data_dir, instance, duration, holding))
+    proc.start()
+    assert holding.wait(30), "holder process did not get its lock"
+    return proc  # type: ignore[return-value]
+
+
+def test_two_processes_contend_for_one_instance(config: ConfigStore) -> None:
+    data_dir = config.data_dir
+    holder = _start_holder(data_dir, "inst1.example.com", 60.0)
+    try:
+        client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=0.5)
+        # Same instance: times out with a clear message naming the lock.
+        with pytest.raises(LockTimeout) as err:
+            client.submit(OpTestDelay(instance_names=["inst1"]))
+        assert "instance lock 'inst1.example.com'" in str(err.value)
+        # Another instance: runs while the holder still holds inst1.
+        assert client.submit(OpTestDelay(instance_names=["inst2"])) is True
+        assert holder.is_alive()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        holder.join(10)
+    # The lock died with the holder; its job shows as lost.
+    assert client.submit(OpTestDelay(instance_names=["inst1"])) is True
+    statuses = {job.status for job in client.jobs() if job.pid == holder.pid}
+    assert statuses == {"lost"}
+
+
+def test_second_process_waits_for_the_first(config: ConfigStore) -> None:
+    data_dir = config.data_dir
+    holder = _start_holder(data_dir, "inst1.example.com", 0.5)
+    client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=30.0)
+    lines: list[str] = []
+    client.submit(OpTestDelay(duration=0.01, instance_names=["inst1"]), lines.append)
+    holder.join(30)
+    assert holder.exitcode == 0
+    first, second = (j for j in client.jobs() if j.summary == "TEST_DELAY")
+    assert first.pid == holder.pid and first.status == "success"
+    # The second job could only sleep (holding the lock) after the first had finished.
+    assert first.end_ts is not None
+    assert second.log[0][0] >= first.end_ts
+    assert lines == ["Sleeping for 0.01 s"]
