@@ -11,7 +11,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench import framework  # noqa: E402
 from ganeti_lv.config import ConfigStore  # noqa: E402
 
-TINY = {"runs": 1, "ops": 2, "lock_names": 40, "lock_rounds": 10, "saves": 2, "cfg_nodes": 5, "cfg_instances": 30}
+TINY = {
+    "runs": 1,
+    "ops": 2,
+    "lock_names": 40,
+    "lock_rounds": 10,
+    "saves": 2,
+    "cfg_nodes": 5,
+    "cfg_instances": 30,
+}
 
 
 def test_make_config_sizes_and_round_trip(tmp_path: Path) -> None:
