@@ -1,0 +1,459 @@
+"""The local multi-node cluster: ``DevCluster(dir).up() / .down() / .status()``.
+
+Each node is a network namespace plus private mount and UTS namespaces (kept
+alive by a holder process) running its own virtlogd, libvirtd and sshd, with
+per-node directories bind-mounted over libvirt's directories, root's .ssh,
+/etc/hosts and the node-local ganeti_lv paths; one shared directory is
+mounted as shared file storage on every node. Everything started is recorded
+in ``DIR/state.json`` and all kernel object names derive from a short id of
+DIR, so ``down`` cleans up by PID and by name even after a crashed ``up``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ganeti_lv import paths
+from ganeti_lv.devcluster import daemons, ganeti, guest, netns
+from ganeti_lv.devcluster import layout as lay
+from ganeti_lv.errors import ECODE_STATE, GenericError, OpExecError, OpPrereqError
+
+FeedbackFn = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    """Feedback function dropping messages."""
+
+
+def _write(path: str, text: str, mode: int = 0o644) -> None:
+    """Write a small text file atomically with ``mode``."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _keygen(path: str, comment: str) -> None:
+    """Create an ed25519 key pair at ``path`` unless it exists."""
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        netns.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
+
+
+def _pubkey(path: str) -> str:
+    """``"<type> <base64>"`` of a public key file."""
+    with open(path, encoding="utf-8") as fh:
+        fields = fh.read().split()
+    return f"{fields[0]} {fields[1]}"
+
+
+class DevCluster:
+    """A local cluster of network-namespace nodes in ``directory``."""
+
+    def __init__(
+        self,
+        directory: str = lay.DEFAULT_DIR,
+        cache_dir: str = guest.DEFAULT_CACHE_DIR,
+        feedback_fn: FeedbackFn = _quiet,
+    ) -> None:
+        self.directory = os.path.realpath(directory)
+        self.cache_dir = cache_dir
+        self.feedback_fn = feedback_fn
+        self.cid = lay.cluster_id(self.directory)
+
+    # --- state -------------------------------------------------------------
+
+    @property
+    def state_file(self) -> str:
+        """Path of the record of what was started."""
+        return os.path.join(self.directory, "state.json")
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            with open(self.state_file, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        _write(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    def layout(self) -> lay.ClusterLayout:
+        """Layout of the cluster as recorded (ConfigurationError-free: defaults if none)."""
+        state = self._load_state()
+        return lay.ClusterLayout.build(
+            self.directory, state.get("nodes", 2), state.get("subnet", lay.DEFAULT_SUBNET)
+        )
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The content of DIR/cluster.json (written by ``up``)."""
+        with open(os.path.join(self.directory, "cluster.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+
+    # --- up ----------------------------------------------------------------
+
+    def up(
+        self,
+        nodes: int | None = None,
+        subnet: str | None = None,
+        domain_type: str | None = None,
+        memory_caps: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Bring the cluster up (idempotent) and return its description."""
+        state = self._load_state()
+        if state.get("holders"):
+            for key, want in (("nodes", nodes), ("subnet", subnet)):
+                if want is not None and state.get(key) not in (None, want):
+                    raise OpPrereqError(
+                        f"The cluster in {self.directory} runs with {key}={state[key]};"
+                        " run 'down' first to change it", ECODE_STATE)
+        n_nodes = nodes or state.get("nodes") or 2
+        cidr = subnet or state.get("subnet") or lay.DEFAULT_SUBNET
+        cl = lay.ClusterLayout.build(self.directory, n_nodes, cidr)
+        netns.check_subnet_free(str(cl.subnet), cl.bridge)
+        state.update(cid=cl.cid, nodes=n_nodes, subnet=str(cl.subnet), bridge=cl.bridge)
+        state.setdefault("holders", {})
+        self._save_state(state)
+        host_keys = self._prepare_files(cl)
+        netns.ensure_bridge(cl.bridge, cl.bridge_address, cl.subnet.prefixlen)
+        for node in cl.nodes:
+            self._ensure_node(cl, node, state)
+        self._warm_up(cl)
+        image = guest.build_guest(self.cache_dir, self.feedback_fn)
+        dtype = domain_type or state.get("domain_type") or self._probe_domain_type(cl, image)
+        state["domain_type"] = dtype
+        self._save_state(state)
+        caps = memory_caps if memory_caps is not None else state.get("memory_caps", {})
+        state["memory_caps"] = caps
+        self._save_state(state)
+        ganeti.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn)
+        info = self._describe(cl, image, dtype)
+        _write(cl.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        return info
+
+    def _prepare_files(self, cl: lay.ClusterLayout) -> dict[str, str]:
+        """Write keys and per-node configuration; return each node's host key."""
+        _keygen(cl.key_file, f"ganeti-lv-devcluster@{cl.cid}")
+        host_keys: dict[str, str] = {}
+        for node in cl.nodes:
+            for sub, mount in lay.NODE_MOUNTS:
+                os.makedirs(os.path.join(node.host_dir, sub), exist_ok=True)
+                os.makedirs(mount, exist_ok=True)
+            os.makedirs(node.sshd_dir, exist_ok=True)
+            key = os.path.join(node.sshd_dir, "ssh_host_ed25519_key")
+            _keygen(key, f"root@{node.name}")
+            host_keys[node.name] = _pubkey(key + ".pub")
+        os.makedirs(cl.shared_dir, exist_ok=True)
+        os.makedirs(lay.SHARED_FILE_STORAGE_DIR, exist_ok=True)
+        known = lay.known_hosts(cl, host_keys)
+        for node in cl.nodes:
+            self._write_node_files(cl, node, known)
+        return host_keys
+
+    def _write_node_files(self, cl: lay.ClusterLayout, node: lay.NodeLayout, known: str) -> None:
+        etc = node.host_path("/etc/libvirt")
+        _write(os.path.join(etc, "libvirtd.conf"), lay.libvirtd_conf(node))
+        _write(os.path.join(etc, "qemu.conf"), lay.qemu_conf(node))
+        _write(os.path.join(node.sshd_dir, "sshd_config"), lay.sshd_config(node))
+        ssh = node.host_path("/root/.ssh")
+        os.chmod(ssh, 0o700)
+        shutil.copyfile(cl.key_file, os.path.join(ssh, "id_cluster"))
+        os.chmod(os.path.join(ssh, "id_cluster"), 0o600)
+        pub = _pubkey(cl.key_file + ".pub")
+        _write(os.path.join(ssh, "id_cluster.pub"), pub + "\n")
+        _write(os.path.join(ssh, "authorized_keys"), pub + "\n", 0o600)
+        _write(os.path.join(ssh, "known_hosts"), known)
+        _write(os.path.join(ssh, "config"), lay.ssh_client_config(), 0o600)
+        _write(os.path.join(node.host_dir, "hosts"), lay.hosts_file(cl))
+
+    def _holder_ok(self, node: lay.NodeLayout, pid: int | None) -> bool:
+        return bool(pid) and netns.proc_alive(int(pid or 0)) and \
+            netns.proc_ns(int(pid or 0), "net") == netns.netns_link(node.netns)
+
+    def _ensure_node(self, cl: lay.ClusterLayout, node: lay.NodeLayout,
+                     state: dict[str, Any]) -> None:
+        """Create the node's namespaces unless they run, then start its daemons."""
+        holder = state["holders"].get(node.name)
+        if not self._holder_ok(node, holder):
+            self.feedback_fn(f"creating {node.name} ({node.address}, netns {node.netns})")
+            self._teardown_node(node, holder)
+            holder = self._create_node(cl, node, state)
+        for name in lay.DAEMONS:
+            pid = daemons.start_daemon(node, int(holder), name)
+            state.setdefault("daemons", {}).setdefault(node.name, {})[name] = pid
+        self._save_state(state)
+
+    def _create_node(self, cl: lay.ClusterLayout, node: lay.NodeLayout,
+                     state: dict[str, Any]) -> int:
+        netns.run(["ip", "netns", "add", node.netns])
+        netns.run(["ip", "link", "add", node.veth_host, "type", "veth",
+                   "peer", "name", node.veth_peer])
+        netns.run(["ip", "link", "set", node.veth_peer, "netns", node.netns])
+        netns.run(["ip", "link", "set", node.veth_host, "master", cl.bridge, "up"])
+        in_ns = ["ip", "-n", node.netns]
+        netns.run([*in_ns, "link", "set", node.veth_peer, "name", lay.NODE_IFACE])
+        netns.run([*in_ns, "addr", "add", f"{node.address}/{node.prefixlen}",
+                   "dev", lay.NODE_IFACE])
+        netns.run([*in_ns, "link", "set", lay.NODE_IFACE, "up"])
+        netns.run([*in_ns, "link", "set", "lo", "up"])
+        holder = netns.start_holder(node.netns, os.path.join(node.host_dir, "holder.log"))
+        state["holders"][node.name] = holder
+        self._save_state(state)
+        script = ["set -e", f"hostname {node.name}"]
+        for src, dst in cl.node_mounts(node):
+            script.append(f"mount --bind '{src}' '{dst}'")
+        script.append(f"mount --bind '{os.path.join(node.host_dir, 'hosts')}' /etc/hosts")
+        script.append(f"ip link add {lay.NODE_BRIDGE} type bridge")
+        script.append(f"ip link set {lay.NODE_BRIDGE} up")
+        netns.run(netns.nsenter_argv(holder, ["sh", "-c", "\n".join(script)]))
+        return holder
+
+    def _teardown_node(self, node: lay.NodeLayout, holder: int | None) -> None:
+        """Remove what is left of a node (processes, netns, veth) before recreating it."""
+        pids = set(netns.pids_in_netns(node.netns))
+        if holder and netns.proc_alive(int(holder)) and \
+                netns.proc_ns(int(holder), "net") != netns.proc_ns(os.getpid(), "net"):
+            pids.add(int(holder))
+        netns.kill_pids(sorted(pids))
+        netns.delete_netns(node.netns)
+        netns.delete_link(node.veth_host)
+
+    def _warm_up(self, cl: lay.ClusterLayout) -> None:
+        """Let every libvirtd probe qemu's capabilities now, in parallel."""
+        procs = [
+            subprocess.Popen(self._exec_argv(n.name, ["virsh", "-q", "domcapabilities",
+                                                      "--virttype", "qemu"]),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for n in cl.nodes
+        ]
+        for proc in procs:
+            proc.wait(timeout=120)
+
+    # --- domain type probe ---------------------------------------------------
+
+    def _probe_domain_type(self, cl: lay.ClusterLayout, image: guest.GuestImage) -> str:
+        """kvm if a kvm guest really boots here, else qemu; cached in the cache dir."""
+        cache = os.path.join(self.cache_dir, "domain-type.json")
+        key = f"{os.uname().release}/{image.key}"
+        try:
+            with open(cache, encoding="utf-8") as fh:
+                known = json.load(fh)
+        except (FileNotFoundError, ValueError):
+            known = {}
+        if key in known:
+            return str(known[key])
+        node = cl.nodes[0]
+        result = "qemu"
+        self.feedback_fn("probing whether kvm guests boot here (up to 20 s)")
+        if self.boot_probe(node.name, "kvm", image, timeout=20):
+            result = "kvm"
+        elif not self.boot_probe(node.name, "qemu", image, timeout=90):
+            raise OpExecError("the test guest boots neither under kvm nor under qemu (TCG)")
+        self.feedback_fn(f"domain type: {result}")
+        known[key] = result
+        os.makedirs(self.cache_dir, exist_ok=True)
+        _write(cache, json.dumps(known, indent=2) + "\n")
+        return result
+
+    def boot_probe(self, node: str, domain_type: str, image: guest.GuestImage,
+                   timeout: float) -> bool:
+        """Boot a transient diskless test guest; True if it printed GUEST-READY."""
+        nl = self.layout().node(node)
+        name = f"{self.cid}-probe-{domain_type}"
+        log = os.path.join(nl.host_dir, f"probe-{domain_type}.log")
+        xml_file = os.path.join(nl.host_dir, f"probe-{domain_type}.xml")
+        if os.path.exists(log):
+            os.unlink(log)
+        cmdline = guest.kernel_args(name, patmb=0, dirtymb=0)
+        _write(xml_file, guest.domain_xml(name, domain_type, image, cmdline, None, log))
+        try:
+            res = self.node_exec(node, ["virsh", "create", xml_file], check=False)
+            if res.returncode != 0:
+                return False
+            try:
+                guest.wait_console(log, r"^GUEST-READY$", timeout)
+                return True
+            except GenericError:
+                return False
+        finally:
+            self.node_exec(node, ["virsh", "destroy", name], check=False)
+
+    # --- description -------------------------------------------------------------
+
+    def _describe(self, cl: lay.ClusterLayout, image: guest.GuestImage,
+                  dtype: str) -> dict[str, Any]:
+        state = self._load_state()
+        nodes = []
+        for n in cl.nodes:
+            nodes.append({
+                "name": n.name, "address": n.address, "libvirt_uri": n.libvirt_uri,
+                "peer_uri": n.libvirt_uri, "migration_address": n.address, "ssh_port": 22,
+                "ssh_user": "root", "netns": n.netns, "veth": n.veth_host,
+                "holder_pid": state["holders"].get(n.name),
+                "host_dir": n.host_dir,
+                "unix_uri": f"qemu+unix:///system?socket={n.host_path(lay.LIBVIRT_SOCK)}",
+                "storage": {
+                    "file_storage_dir": n.host_path(lay.FILE_STORAGE_DIR),
+                    "export_dir": n.host_path(lay.EXPORT_DIR),
+                    "hooks_base_dir": n.host_path(lay.HOOKS_BASE_DIR),
+                    "libvirt_log_dir": n.host_path("/var/log/libvirt"),
+                },
+            })
+        return {
+            "kind": "devcluster",
+            "name": f"devcluster-{cl.cid}",
+            "master": cl.nodes[0].name,
+            "directory": cl.directory,
+            "data_dir": cl.data_dir,
+            "ssh_key_file": paths.ssh_key_file(cl.data_dir),
+            "known_hosts_file": paths.known_hosts_file(cl.data_dir),
+            "domain_type": dtype,
+            "bridge": lay.NODE_BRIDGE,
+            "host_bridge": cl.bridge,
+            "subnet": str(cl.subnet),
+            "nodes": nodes,
+            "storage": {
+                "file_storage_dir": lay.FILE_STORAGE_DIR,
+                "shared_file_storage_dir": lay.SHARED_FILE_STORAGE_DIR,
+                "export_dir": lay.EXPORT_DIR,
+                "hooks_base_dir": lay.HOOKS_BASE_DIR,
+            },
+            "host_shared_dir": cl.shared_dir,
+            "guest": {"kernel": image.kernel, "initrd": image.initrd, "cmdline": image.cmdline},
+            "supports_faults": True,
+        }
+
+    # --- down --------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop everything of this cluster by PID and remove its namespaces and links."""
+        state = self._load_state()
+        prefix = f"glv{self.cid}"
+        names = set(netns.list_netns(prefix + "n"))
+        for i in range(1, lay.MAX_NODES + 1):
+            names.add(f"{prefix}n{i}")
+        pids: set[int] = set()
+        for name in names:
+            pids.update(netns.pids_in_netns(name))
+        for per_node in state.get("daemons", {}).values():
+            pids.update(int(p) for p in per_node.values() if p)
+        pids.update(int(p) for p in state.get("holders", {}).values() if p)
+        pids.discard(os.getpid())
+        netns.kill_pids(sorted(p for p in pids if self._is_ours(p, names)))
+        for name in sorted(names):
+            netns.delete_netns(name)
+        for link in netns.links(prefix):
+            netns.delete_link(link)
+        for sub in ("state.json", "cluster.json"):
+            path = os.path.join(self.directory, sub)
+            if os.path.exists(path):
+                os.unlink(path)
+        for sub in ("nodes", "data", "shared", "keys"):
+            shutil.rmtree(os.path.join(self.directory, sub), ignore_errors=True)
+
+    def _is_ours(self, pid: int, names: set[str]) -> bool:
+        """True if ``pid`` lives in one of our network namespaces or is a recorded holder."""
+        link = netns.proc_ns(pid, "net")
+        if link is None:
+            return False
+        ours = {netns.netns_link(n) for n in names} - {None}
+        if link in ours:
+            return True
+        # A holder whose namespace file is gone: still a 'sleep' in a foreign netns.
+        own = netns.proc_ns(os.getpid(), "net")
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+                comm = fh.read().strip()
+        except OSError:
+            return False
+        return link != own and comm == "sleep"
+
+    # --- status ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What runs: per node the holder and each daemon's PID (None = not running)."""
+        state = self._load_state()
+        if not state:
+            return {"directory": self.directory, "running": False, "nodes": {}}
+        cl = self.layout()
+        nodes: dict[str, Any] = {}
+        for node in cl.nodes:
+            holder = state.get("holders", {}).get(node.name)
+            entry: dict[str, Any] = {
+                "netns": node.netns if netns.netns_exists(node.netns) else None,
+                "holder": holder if self._holder_ok(node, holder) else None,
+                "link_up": netns.link_is_up(node.veth_host),
+            }
+            for name in lay.DAEMONS:
+                entry[name] = daemons.daemon_pid(node, name)
+            nodes[node.name] = entry
+        running = all(all(v for v in e.values()) for e in nodes.values())
+        return {"directory": self.directory, "running": running, "subnet": str(cl.subnet),
+                "bridge": cl.bridge if netns.link_exists(cl.bridge) else None,
+                "domain_type": state.get("domain_type"), "nodes": nodes}
+
+    # --- helpers for tests and benchmarks ------------------------------------------
+
+    def holder(self, node: str) -> int:
+        """PID of the process holding the node's namespaces."""
+        pid = self._load_state().get("holders", {}).get(node)
+        if not pid or not self._holder_ok(self.layout().node(node), pid):
+            raise OpPrereqError(f"Node '{node}' is not running", ECODE_STATE)
+        return int(pid)
+
+    def _exec_argv(self, node: str, argv: Sequence[str]) -> list[str]:
+        return netns.nsenter_argv(self.holder(node), argv)
+
+    def node_exec(self, node: str, argv: Sequence[str], check: bool = True,
+                  input: bytes | None = None,
+                  timeout: float | None = 60) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside the node's namespaces; output captured as bytes."""
+        return netns.run(self._exec_argv(node, argv), check=check, input=input, timeout=timeout)
+
+    def virsh(self, node: str, *args: str, check: bool = True) -> str:
+        """Run ``virsh args`` on the node's libvirtd; return its stdout."""
+        res = self.node_exec(node, ["virsh", "-q", *args], check=check)
+        return res.stdout.decode(errors="replace")
+
+    def daemon_pid(self, node: str, name: str) -> int | None:
+        """PID of a node daemon (virtlogd, libvirtd, sshd) if it runs."""
+        return daemons.daemon_pid(self.layout().node(node), name)
+
+    def kill_daemon(self, node: str, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Kill a node daemon and wait until it is gone; return its former PID."""
+        return daemons.stop_daemon(self.layout().node(node), name, sig)
+
+    def start_daemon(self, node: str, name: str) -> int:
+        """Start a node daemon if it is not running; return its PID once ready."""
+        return daemons.start_daemon(self.layout().node(node), self.holder(node), name)
+
+    def restart_daemon(self, node: str, name: str) -> int:
+        """Stop (SIGTERM) and start a node daemon; return the new PID."""
+        daemons.stop_daemon(self.layout().node(node), name)
+        return self.start_daemon(node, name)
+
+    def cut_link(self, node: str) -> None:
+        """Take the node's veth down: the node becomes unreachable from host and peers."""
+        netns.run(["ip", "link", "set", self.layout().node(node).veth_host, "down"])
+
+    def restore_link(self, node: str) -> None:
+        """Bring the node's veth back up."""
+        netns.run(["ip", "link", "set", self.layout().node(node).veth_host, "up"])
+
+    def host_path(self, node: str, node_path: str) -> str:
+        """Host path backing ``node_path`` (a node-local path) of ``node``."""
+        if node_path.startswith(lay.SHARED_FILE_STORAGE_DIR):
+            return self.layout().shared_dir + node_path[len(lay.SHARED_FILE_STORAGE_DIR):]
+        return self.layout().node(node).host_path(node_path)
+
+
+wait_console = guest.wait_console

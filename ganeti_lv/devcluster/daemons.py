@@ -1,0 +1,110 @@
+"""Start, check and stop a node's daemons (virtlogd, libvirtd, sshd).
+
+Daemons run inside a node's namespaces (entered through its holder process)
+and write their pid files into the node's /run/libvirt, which is backed by a
+host directory, so the host finds them by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from ganeti_lv.devcluster import netns
+from ganeti_lv.devcluster.layout import LIBVIRT_SOCK, PIDFILES, NodeLayout
+from ganeti_lv.errors import OpExecError, OpPrereqError
+
+DAEMON_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
+
+
+def daemon_argv(node: NodeLayout, name: str) -> list[str]:
+    """The command starting daemon ``name`` (it daemonises and writes its pid file)."""
+    if name == "virtlogd":
+        return ["virtlogd", "-d", "-p", PIDFILES["virtlogd"]]
+    if name == "libvirtd":
+        return ["libvirtd", "-d", "--listen", "-p", PIDFILES["libvirtd"],
+                "-f", "/etc/libvirt/libvirtd.conf"]
+    if name == "sshd":
+        return ["/usr/sbin/sshd", "-f", os.path.join(node.sshd_dir, "sshd_config")]
+    raise OpPrereqError(f"Unknown daemon {name!r}", "wrong_input")
+
+
+def pidfile(node: NodeLayout, name: str) -> str:
+    """Host-side path of a daemon's pid file."""
+    return node.host_path(PIDFILES[name])
+
+
+def daemon_pid(node: NodeLayout, name: str) -> int | None:
+    """PID of a running daemon of the node (alive and in the node's netns), else None."""
+    pid = netns.read_pidfile(pidfile(node, name))
+    if pid is None or not netns.proc_alive(pid):
+        return None
+    if netns.proc_ns(pid, "net") != netns.netns_link(node.netns):
+        return None
+    return pid
+
+
+def _ready(node: NodeLayout, name: str) -> bool:
+    """True when the daemon accepts connections."""
+    if name == "virtlogd":
+        return os.path.exists(node.host_path("/run/libvirt/virtlogd-sock"))
+    if name == "libvirtd":
+        return os.path.exists(node.host_path(LIBVIRT_SOCK)) and _port_open(node.address, 16509)
+    return _port_open(node.address, 22)
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_daemon(node: NodeLayout, holder: int, name: str, timeout: float = 30) -> int:
+    """Start daemon ``name`` in the node unless it runs; return its PID once ready."""
+    pid = daemon_pid(node, name)
+    if pid is not None:
+        return pid
+    path = pidfile(node, name)
+    if os.path.exists(path):
+        os.unlink(path)
+    if name == "virtlogd":
+        sock = node.host_path("/run/libvirt/virtlogd-sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+    res = subprocess.run(
+        netns.nsenter_argv(holder, daemon_argv(node, name)), env=DAEMON_ENV,
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+    )
+    if res.returncode != 0:
+        raise OpExecError(f"{name} on {node.name} failed to start: "
+                          f"{res.stderr.decode(errors='replace').strip()}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = daemon_pid(node, name)
+        if pid is not None and _ready(node, name):
+            return pid
+        time.sleep(0.05)
+    raise OpExecError(f"{name} on {node.name} did not become ready within {timeout}s")
+
+
+def stop_daemon(node: NodeLayout, name: str, sig: int = signal.SIGTERM,
+                timeout: float = 10) -> int | None:
+    """Signal a node daemon and wait until it is gone; return the PID it had."""
+    pid = daemon_pid(node, name)
+    if pid is None:
+        return None
+    os.kill(pid, sig)
+    if netns.wait_gone([pid], timeout):
+        if sig == signal.SIGKILL:
+            raise OpExecError(f"{name} ({pid}) on {node.name} survived SIGKILL")
+        netns.kill_pids([pid], grace=0)
+    return pid

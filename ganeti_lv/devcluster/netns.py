@@ -1,0 +1,214 @@
+"""Processes, network namespaces, veths and bridges of a local cluster.
+
+Processes are always addressed by PID; a process counts as gone when its
+/proc entry is missing or it is a zombie (killed daemons linger as zombies
+for a moment here, so ``kill -0`` is not a usable test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+
+from ganeti_lv.errors import ECODE_ENVIRON, OpExecError, OpPrereqError
+
+NETNS_DIR = "/run/netns"
+
+
+def run(argv: Sequence[str], check: bool = True, input: bytes | None = None,
+        timeout: float | None = 60) -> subprocess.CompletedProcess:
+    """Run a command and capture its output; OpExecError when ``check`` and it fails."""
+    res = subprocess.run(list(argv), capture_output=True, input=input, timeout=timeout)
+    if check and res.returncode != 0:
+        raise OpExecError(
+            f"{' '.join(argv)} failed ({res.returncode}): "
+            f"{res.stderr.decode(errors='replace').strip()}"
+        )
+    return res
+
+
+# --- processes --------------------------------------------------------------
+
+
+def proc_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the parenthesised command name.
+    state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+def proc_ns(pid: int, kind: str) -> str | None:
+    """The namespace link of ``pid`` (e.g. ``net:[4026532...]``), None if gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+def read_pidfile(path: str) -> int | None:
+    """PID stored in a pid file, None when missing or unreadable."""
+    try:
+        with open(path) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
+    """Wait until every pid is gone (or a zombie); return those still alive."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if proc_alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if proc_alive(p)]
+    return left
+
+
+def kill_pids(pids: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM the pids, then SIGKILL what is still alive after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        alive = [p for p in pids if proc_alive(p)]
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        pids = wait_gone(alive, wait)
+        if not pids:
+            return
+    raise OpExecError(f"processes {list(pids)} did not die")
+
+
+def all_pids() -> list[int]:
+    """Every PID currently in /proc."""
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+# --- namespaces ----------------------------------------------------------------
+
+
+def netns_exists(name: str) -> bool:
+    """True when the named network namespace exists."""
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def netns_link(name: str) -> str | None:
+    """The ``net:[inode]`` link text of a named network namespace."""
+    try:
+        return f"net:[{os.stat(os.path.join(NETNS_DIR, name)).st_ino}]"
+    except OSError:
+        return None
+
+
+def list_netns(prefix: str) -> list[str]:
+    """Named network namespaces starting with ``prefix``."""
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def pids_in_netns(name: str) -> list[int]:
+    """Live processes whose network namespace is the named one."""
+    link = netns_link(name)
+    if link is None:
+        return []
+    return [p for p in all_pids() if proc_ns(p, "net") == link and proc_alive(p)]
+
+
+def links(prefix: str) -> list[str]:
+    """Network interfaces in the root namespace whose name starts with ``prefix``."""
+    return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(prefix))
+
+
+def link_exists(name: str) -> bool:
+    """True when the interface exists in the root namespace."""
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def link_is_up(name: str) -> bool:
+    """True when the interface is administratively up."""
+    try:
+        with open(f"/sys/class/net/{name}/flags") as fh:
+            return bool(int(fh.read(), 16) & 1)
+    except OSError:
+        return False
+
+
+def check_subnet_free(subnet: str, bridge: str) -> None:
+    """Refuse a subnet that an interface other than ``bridge`` already uses."""
+    import ipaddress
+
+    net = ipaddress.IPv4Network(subnet)
+    out = run(["ip", "-o", "-4", "addr", "show"]).stdout.decode()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[1] == bridge:
+            continue
+        addr = ipaddress.IPv4Interface(parts[3])
+        if addr.network.overlaps(net):
+            raise OpPrereqError(
+                f"Subnet {subnet} already in use on {parts[1]} ({parts[3]}); "
+                "choose another with --subnet",
+                ECODE_ENVIRON,
+            )
+
+
+def ensure_bridge(name: str, address: str, prefixlen: int) -> None:
+    """Create the root-namespace bridge with its address, idempotently."""
+    if not link_exists(name):
+        run(["ip", "link", "add", name, "type", "bridge"])
+    have = run(["ip", "-o", "-4", "addr", "show", "dev", name]).stdout.decode()
+    if f" {address}/" not in have:
+        run(["ip", "addr", "add", f"{address}/{prefixlen}", "dev", name])
+    run(["ip", "link", "set", name, "up"])
+
+
+def delete_link(name: str) -> None:
+    """Delete an interface of the root namespace if present."""
+    if link_exists(name):
+        run(["ip", "link", "del", name], check=False)
+
+
+def delete_netns(name: str) -> None:
+    """Delete a named network namespace if present."""
+    if netns_exists(name):
+        run(["ip", "netns", "del", name], check=False)
+
+
+def start_holder(netns: str, log_path: str) -> int:
+    """Start the long-lived process owning a node's mount and UTS namespaces.
+
+    Returns its PID once its private mount namespace exists.
+    """
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
+             "--propagation", "private", "--", "sleep", "infinity"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True,
+        )
+    own_mnt = proc_ns(os.getpid(), "mnt")
+    want_net = netns_link(netns)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OpExecError(f"namespace holder for {netns} exited ({proc.returncode})")
+        mnt = proc_ns(proc.pid, "mnt")
+        if mnt and mnt != own_mnt and proc_ns(proc.pid, "net") == want_net and \
+                proc_ns(proc.pid, "uts") != proc_ns(os.getpid(), "uts"):
+            return proc.pid
+        time.sleep(0.02)
+    raise OpExecError(f"namespace holder for {netns} did not start")
+
+
+def nsenter_argv(holder: int, argv: Sequence[str]) -> list[str]:
+    """argv running ``argv`` inside the namespaces of a node's holder process."""
+    return ["nsenter", "--target", str(holder), "--mount", "--uts", "--net", "--", *argv]
