@@ -176,7 +176,8 @@ def test_guest_lifecycle_console_states_and_memory_cap(hv: HvEnv, guest_cleanup:
     assert facts.memory_free == 1000 - 128
 
     hv.ops.host(node).guest(name).suspend()
-    assert hv.ops.instance_info(node, name).Raise("info").state == constants.DOMSTATE_PAUSED
+    paused = hv.ops.instance_info(node, name).Raise("info")
+    assert paused is not None and paused.state == constants.DOMSTATE_PAUSED
     hv.ops.host(node).guest(name).resume()
 
     hv.ops.reboot_instance(hv.cluster, node, inst, "hard", 10).Raise("hard reboot")

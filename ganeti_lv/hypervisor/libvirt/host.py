@@ -69,9 +69,13 @@ class Host:
                 self._conn = self._open()
             return self._conn
 
-    def open_extra_connection(self) -> libvirt.virConnect:
-        """A new connection the caller owns and closes (e.g. for a monitor thread)."""
-        return self._open()
+    def open_extra_connection(self) -> Host:
+        """An independent Host on the same URI, with its own connection.
+
+        For a second thread (e.g. a migration monitor polling jobStats while
+        another thread blocks in the migration call); the caller closes it.
+        """
+        return Host(self.node, self.uri, self._connect_retry)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
