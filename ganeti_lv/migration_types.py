@@ -127,6 +127,7 @@ class MigrationStats:
     iterations: int = 0
     postcopy: bool = False
     policy_steps: list[str] = field(default_factory=list)
+    abort_requested: bool = False
 
     def format(self) -> str:
         """The summary line for the job log."""

@@ -261,10 +261,7 @@ class TLMigrateInstance(Tasklet):
 
     def _repair_chain(self, node: Node) -> None:
         """Merge or refuse a snapshot overlay left by an interrupted export."""
-        repair = getattr(self.rpc, "repair_disk_chain", None)
-        if repair is None:
-            return
-        repair(node, self._inst()).Raise(
+        self.rpc.repair_disk_chain(node, self._inst()).Raise(
             f"Disk chain of instance {self._inst().name} on node {node.name} needs repair"
         )
 
@@ -300,6 +297,11 @@ class TLMigrateInstance(Tasklet):
             self._commit_target(src, dst, copy, feedback_fn)
             if stats is not None:
                 feedback_fn(stats.format())
+                if stats.abort_requested:
+                    self.lu.LogWarning(
+                        "The abort came after the switch-over: the instance was migrated"
+                        f" to {dst.name}; configuration updated"
+                    )
             return
         self._recover(result, src, dst, copy, feedback_fn)
 
@@ -505,15 +507,9 @@ class TLMigrateInstance(Tasklet):
     def _copy_disks(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()
         self._repair_chain(src)
-        self.rpc.create_disks(cluster, dst, inst).Raise(
-            f"Could not create the disk directory on {dst.name}"
-        )
-        copy_disk = getattr(self.rpc, "copy_disk", None)
-        if copy_disk is None:
-            raise OpExecError("This node-operations implementation cannot copy disks")
         for idx in range(len(inst.disks)):
             path = disk_path(cluster, inst, idx)
-            res = copy_disk(src, path, dst, path)
+            res = self.rpc.copy_disk(src, path, dst, path)
             if not res.ok:
                 self.rpc.remove_disks(cluster, dst, inst).Warn(
                     f"Could not remove partial copies on {dst.name}", feedback_fn

@@ -324,6 +324,22 @@ class FakeNodeOps(NodeOps):
             out[path] = path not in missing and (in_files or path in self.present_paths)
         return out
 
+    def _op_repair_disk_chain(self, node: Node, instance: Instance) -> list[str]:
+        fake = self._enter("repair_disk_chain", node, instance.name)
+        dom = fake.domains.get(instance.name)
+        merged = list(dom.overlays) if dom is not None else []
+        if dom is not None:
+            dom.overlays = []
+        return merged
+
+    def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
+        """Copy the fake file (size only); returns a small stats dict."""
+        fake_src = self._enter("copy_disk", src, src_path, dst.name, dst_path)
+        if src_path not in fake_src.files:
+            raise HypervisorError(f"{src_path}: no such file on {src.name}", node=src.name)
+        self.node(dst.name).files[dst_path] = fake_src.files[src_path]
+        return {"size": fake_src.files[src_path]}
+
     def close(self) -> None:
         """Mark closed (nothing to release)."""
         self.closed = True

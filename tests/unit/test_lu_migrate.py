@@ -20,11 +20,11 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import HookScriptResult, NodeResult
+from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.migration_types import MigrationFailed, MigrationProgress
-from ganeti_lv.objects import Node, disk_dir, disk_path
+from ganeti_lv.objects import disk_dir, disk_path
 from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
@@ -421,22 +421,9 @@ def test_cleanup_running_nowhere(ctx: Context, ops: FakeNodeOps) -> None:
 # ---------------------------------------------------------------- failover
 
 
-def _fake_copy(ops: FakeNodeOps) -> list[tuple[str, str, str, str]]:
-    copies: list[tuple[str, str, str, str]] = []
-
-    def copy_disk(src: Node, src_path: str, dst: Node, dst_path: str, **_: Any) -> NodeResult[None]:
-        copies.append((src.name, src_path, dst.name, dst_path))
-        ops.node(dst.name).files[dst_path] = ops.node(src.name).files[src_path]
-        return NodeResult(src.name)
-
-    ops.copy_disk = copy_disk  # type: ignore[attr-defined]
-    return copies
-
-
 def test_migrate_stopped_with_allow_failover_moves_disks(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    copies = _fake_copy(ops)
     config.set_admin_state(INST, constants.ADMINST_DOWN)
     ops.remove_domain(N1, INST)
     ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF)
@@ -445,14 +432,13 @@ def test_migrate_stopped_with_allow_failover_moves_disks(
     assert inst is not None
     path = disk_path(cluster, inst, 0)
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True))
-    assert copies == [(N1, path, N2, path)]
+    assert [c.args for c in ops.calls_to("copy_disk", N1)] == [(path, N2, path)]
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert path in ops.node(N2).files and not ops.node(N1).files
     assert INST not in ops.node(N1).domains and running_on(ops) == []
 
 
 def test_failover_running_instance(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
-    _fake_copy(ops)
     _, lines = run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
     assert ops.calls_to("shutdown_instance", N1)
     assert running_on(ops) == [N2]

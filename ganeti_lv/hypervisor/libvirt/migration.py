@@ -1,0 +1,427 @@
+"""The libvirt migration driver: peer-to-peer migrateToURI3 with a monitor loop.
+
+``migrate()`` runs ``migrateToURI3`` in a worker thread on a connection of
+its own (one libvirt connection is not shared by two threads doing long
+calls) while the calling thread polls ``jobStats()`` on the node's regular
+connection, feeds the samples to the pure convergence policy
+(``ganeti_lv.migration_policy``), acts on its decisions (downtime steps,
+post-copy switch, abort), reports progress at a steady interval and honours
+an abort request (``abort_event``, or Ctrl-C arriving in the calling thread)
+with ``abortJob()``.
+
+The migration is peer to peer over the target's ``peer_uri`` (so the
+source's libvirtd talks to the target's, never through a socket only the
+master can reach), the qemu stream goes to ``tcp://<migration_address>``,
+and the definition moves with the guest (PERSIST_DEST | UNDEFINE_SOURCE).
+
+``MigrationOpsMixin`` gives ``LibvirtNodeOps`` the migration operations of
+``NodeOps``; the logic lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import libvirt
+
+from ganeti_lv import migration_policy as policy
+from ganeti_lv.errors import HypervisorError, NodeError
+from ganeti_lv.hypervisor.libvirt.errors import translate
+from ganeti_lv.hypervisor.libvirt.host import Host
+from ganeti_lv.migration_types import (
+    CAP_AUTO_CONVERGE,
+    CAP_COMPRESSION,
+    CAP_PARALLEL,
+    CAP_POSTCOPY,
+    CAP_XBZRLE,
+    MigrationFailed,
+    MigrationParams,
+    MigrationProgress,
+    MigrationStats,
+)
+from ganeti_lv.objects import Cluster, Instance, Node
+
+ProgressFn = Callable[[MigrationProgress], None]
+
+
+def migration_flags(params: MigrationParams) -> int:
+    """libvirt flags for ``params``."""
+    flags = (
+        libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_PERSIST_DEST
+        | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    )
+    if params.live:
+        flags |= libvirt.VIR_MIGRATE_LIVE
+    if params.copy_storage:
+        flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+    if params.unsafe:
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
+    caps = params.caps
+    if params.live and CAP_AUTO_CONVERGE in caps:
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    if params.live and params.allow_postcopy and CAP_POSTCOPY in caps:
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    if CAP_XBZRLE in caps or CAP_COMPRESSION in caps:
+        flags |= libvirt.VIR_MIGRATE_COMPRESSED
+    if CAP_PARALLEL in caps:
+        flags |= libvirt.VIR_MIGRATE_PARALLEL
+    return flags
+
+
+def migration_uri_params(target: Node, params: MigrationParams) -> dict[str, Any]:
+    """The typed parameters of migrateToURI3 (stream URI, bandwidth, caps)."""
+    address = target.migration_address or target.address
+    out: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}"}
+    if params.bandwidth > 0:
+        out[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(params.bandwidth)
+    methods = []
+    if CAP_XBZRLE in params.caps:
+        methods.append("xbzrle")
+    if CAP_COMPRESSION in params.caps:
+        methods.append("mt")
+    if methods:
+        out[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = methods
+    if CAP_PARALLEL in params.caps:
+        out[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = int(params.caps[CAP_PARALLEL])
+    return out
+
+
+def policy_config(params: MigrationParams) -> policy.PolicyConfig:
+    """The convergence policy for ``params``."""
+    kwargs: dict[str, Any] = {}
+    if params.progress_timeout is not None:
+        kwargs["progress_timeout"] = params.progress_timeout
+    return policy.PolicyConfig(
+        memory_mib=params.memory_mib,
+        initial_downtime_ms=params.downtime_ms,
+        max_downtime_ms=max(policy.DEFAULT_MAX_DOWNTIME_MS, params.downtime_ms),
+        completion_timeout=params.completion_timeout,
+        escalate=params.escalate,
+        auto_converge=params.live and CAP_AUTO_CONVERGE in params.caps,
+        allow_postcopy=params.live and params.allow_postcopy and CAP_POSTCOPY in params.caps,
+        **kwargs,
+    )
+
+
+def progress_from_stats(
+    stats: dict[str, Any], elapsed: float, downtime_ms: int
+) -> MigrationProgress:
+    """A MigrationProgress from libvirt's jobStats() dict."""
+    page = int(stats.get("memory_page_size") or 4096)
+    return MigrationProgress(
+        elapsed=elapsed,
+        memory_total=int(stats.get("memory_total", 0)),
+        memory_processed=int(stats.get("memory_processed", 0)),
+        memory_remaining=int(stats.get("memory_remaining", 0)),
+        bandwidth=float(stats.get("memory_bps", 0)),
+        dirty_rate=float(stats.get("memory_dirty_rate", 0)) * page,
+        iteration=int(stats.get("memory_iteration", 0)),
+        disk_total=int(stats.get("disk_total", 0)),
+        disk_processed=int(stats.get("disk_processed", 0)),
+        disk_remaining=int(stats.get("disk_remaining", 0)),
+        downtime_ms=downtime_ms,
+    )
+
+
+@dataclass
+class _Worker:
+    """migrateToURI3 in a thread on its own connection."""
+
+    host: Host
+    name: str
+    peer_uri: str
+    uri_params: dict[str, Any]
+    flags: int
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        conn: Any = None
+        try:
+            conn = self.host.open_extra_connection()
+            dom = conn.lookupByName(self.name)
+            dom.migrateToURI3(self.peer_uri, self.uri_params, self.flags)
+        except BaseException as err:  # noqa: BLE001 - handed to the monitor
+            self.error = err
+        finally:
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+            self.done.set()
+
+
+class _Monitor:
+    """The polling side of one migration (policy, progress, abort)."""
+
+    def __init__(
+        self,
+        dom: Any,
+        params: MigrationParams,
+        progress_fn: ProgressFn,
+        abort_event: threading.Event,
+        clock: Callable[[], float],
+    ) -> None:
+        self.dom = dom
+        self.params = params
+        self.progress_fn = progress_fn
+        self.abort_event = abort_event
+        self.clock = clock
+        self.config = policy_config(params)
+        self.state = policy.initial_state()
+        self.downtime_ms = params.downtime_ms
+        self.start = clock()
+        self.last_report = -1e9
+        self.abort_reason = ""
+        self.aborted = False
+        self.postcopy = False
+        self.downtime_set = False
+        self.last_progress: MigrationProgress | None = None
+
+    def poll(self) -> None:
+        """One round: sample, decide, act, report."""
+        if self.abort_event.is_set() and not self.aborted:
+            self.abort(self.abort_reason or "abort requested")
+        try:
+            stats = self.dom.jobStats()
+        except libvirt.libvirtError:
+            return  # the job may be finishing; the worker tells the outcome
+        if int(stats.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return
+        if not self.downtime_set:
+            self._set_downtime(self.downtime_ms)
+            self.downtime_set = True
+        elapsed = self.clock() - self.start
+        report = progress_from_stats(stats, elapsed, self.downtime_ms)
+        report.postcopy = self.postcopy
+        self.last_progress = report
+        if self.params.live and not self.aborted:
+            sample = policy.Sample(
+                elapsed=elapsed,
+                memory_total=report.memory_total,
+                memory_processed=report.memory_processed,
+                memory_remaining=report.memory_remaining + report.disk_remaining,
+                dirty_rate=int(report.dirty_rate),
+                iteration=report.iteration,
+                postcopy=self.postcopy,
+            )
+            action, self.state = policy.decide(self.config, self.state, sample)
+            self._act(action)
+        if elapsed - self.last_report >= self.params.report_interval:
+            self.last_report = elapsed
+            self.progress_fn(report)
+
+    def _set_downtime(self, ms: int) -> None:
+        with contextlib.suppress(libvirt.libvirtError):
+            self.dom.migrateSetMaxDowntime(int(ms), 0)
+        self.downtime_ms = ms
+
+    def _act(self, action: policy.Action) -> None:
+        kind = action.kind
+        if kind is policy.ActionKind.SET_DOWNTIME and action.downtime_ms is not None:
+            self._set_downtime(action.downtime_ms)
+        elif kind is policy.ActionKind.START_POSTCOPY:
+            try:
+                self.dom.migrateStartPostCopy(0)
+                self.postcopy = True
+            except libvirt.libvirtError as err:
+                self.abort(f"{action.reason}; post-copy refused: {err.get_error_message()}")
+        elif kind is policy.ActionKind.ABORT:
+            self.abort(f"convergence policy: {action.reason}")
+
+    def abort(self, reason: str) -> None:
+        """Abort the libvirt job (refused once post-copy runs: the guest is on the target)."""
+        self.abort_reason = self.abort_reason or reason
+        self.abort_event.set()
+        if self.aborted:
+            return
+        self.aborted = True
+        with contextlib.suppress(libvirt.libvirtError):
+            self.dom.abortJob()
+
+
+def _wait(worker: _Worker, monitor: _Monitor, params: MigrationParams, clock: Any) -> None:
+    """Poll until the worker ends; Ctrl-C becomes an abort; bounded wait after abort."""
+    abort_deadline: float | None = None
+    while not worker.done.is_set():
+        try:
+            worker.done.wait(params.poll_interval)
+            monitor.poll()
+        except KeyboardInterrupt:
+            monitor.abort("interrupted by the user")
+        if monitor.aborted and abort_deadline is None:
+            abort_deadline = clock() + params.abort_timeout
+        if abort_deadline is not None and clock() > abort_deadline and not worker.done.is_set():
+            raise MigrationFailed(
+                f"migration job did not stop within {params.abort_timeout:g} s of the abort",
+                aborted=True,
+            )
+
+
+def completed_stats(target_host: Host, name: str) -> dict[str, Any]:
+    """The destination's statistics of the completed migration job ({} if unavailable)."""
+    try:
+        dom = target_host.get_connection().lookupByName(name)
+        return dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+    except libvirt.libvirtError:
+        return {}
+
+
+def migrate(
+    source_host: Host,
+    target_host: Host,
+    target: Node,
+    name: str,
+    params: MigrationParams,
+    progress_fn: ProgressFn,
+    abort_event: threading.Event,
+    clock: Callable[[], float] = time.monotonic,
+) -> MigrationStats:
+    """Migrate domain ``name`` from ``source_host`` to ``target``; see the module docstring."""
+    if not target.peer_uri:
+        raise HypervisorError(f"Node {target.name} has no peer URI", node=source_host.node)
+    guest = source_host.guest(name)
+    worker = _Worker(
+        source_host,
+        name,
+        target.peer_uri,
+        migration_uri_params(target, params),
+        migration_flags(params),
+    )
+    monitor = _Monitor(guest.domain, params, progress_fn, abort_event, clock)
+    thread = threading.Thread(target=worker.run, name=f"migrate-{name}", daemon=True)
+    start = clock()
+    thread.start()
+    _wait(worker, monitor, params, clock)
+    thread.join()
+    total = clock() - start
+    if worker.error is not None:
+        _raise_failure(worker.error, monitor, source_host.node)
+    done = completed_stats(target_host, name)
+    last = monitor.last_progress
+    downtime = done.get("downtime")
+    return MigrationStats(
+        total_time=total,
+        downtime_ms=int(downtime) if downtime is not None else None,
+        memory_transferred=int(done.get("memory_processed", last.memory_processed if last else 0)),
+        disk_transferred=last.disk_processed if last else 0,
+        iterations=int(done.get("memory_iteration", last.iteration if last else 0)),
+        postcopy=monitor.postcopy,
+        policy_steps=list(monitor.state.history),
+        abort_requested=monitor.aborted,
+    )
+
+
+def _raise_failure(error: BaseException, monitor: _Monitor, node: str) -> None:
+    if isinstance(error, libvirt.libvirtError):
+        detail = str(translate(error, node, "migration failed"))
+    elif isinstance(error, NodeError):
+        detail = str(error)
+    else:
+        detail = f"migration failed: {error!r}"
+    if monitor.aborted:
+        detail = f"{monitor.abort_reason} ({detail})"
+    raise MigrationFailed(
+        detail, node=node, aborted=monitor.aborted, switched_over=monitor.postcopy
+    )
+
+
+# ---------------------------------------------------------------- other ops
+
+
+def abort_job(host: Host, name: str) -> bool:
+    """Abort a running job of the domain; True if there was one."""
+    guest = host.find_guest(name)
+    if guest is None:
+        return False
+    try:
+        stats = guest.domain.jobStats()
+        if int(stats.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return False
+        guest.domain.abortJob()
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+def guest_cpu_xml(domain_xml: str) -> tuple[str | None, str, str]:
+    """(the domain's <cpu> element with a model, or None; arch; virt type)."""
+    root = ET.fromstring(domain_xml)
+    virttype = root.get("type", "kvm")
+    os_type = root.find("os/type")
+    arch = os_type.get("arch", "x86_64") if os_type is not None else "x86_64"
+    cpu = root.find("cpu")
+    if cpu is None or cpu.find("model") is None:
+        return None, arch, virttype
+    return ET.tostring(cpu, encoding="unicode"), arch, virttype
+
+
+def compare_cpu(source_host: Host, target_host: Host, name: str) -> tuple[bool, str]:
+    """Can the guest's CPU definition run on the target host's hypervisor?"""
+    xml = source_host.guest(name).xml()
+    cpu, arch, virttype = guest_cpu_xml(xml)
+    if cpu is None:
+        return True, "the guest requests no CPU model"
+    result = target_host.call(
+        "Cannot compare CPUs",
+        lambda c: c.compareHypervisorCPU(None, arch, None, virttype, cpu, 0),
+    )
+    if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+        return False, "libvirt reports the guest CPU incompatible with the target host"
+    return True, "identical" if result == libvirt.VIR_CPU_COMPARE_IDENTICAL else "superset"
+
+
+def paths_exist_script(paths: list[str]) -> str:
+    """Shell printing 1 or 0 per path."""
+    return "; ".join(f"if [ -e {shlex.quote(p)} ]; then echo 1; else echo 0; fi" for p in paths)
+
+
+class MigrationOpsMixin:
+    """The migration operations of LibvirtNodeOps (needs ``host()`` and ``_ssh_run()``)."""
+
+    host: Callable[[Node], Host]
+    _ssh_run: Callable[..., Any]
+
+    def _op_migrate_instance(
+        self,
+        cluster: Cluster,
+        source: Node,
+        target: Node,
+        instance: Instance,
+        params: MigrationParams,
+        progress_fn: ProgressFn,
+        abort_event: threading.Event,
+    ) -> MigrationStats:
+        return migrate(
+            self.host(source),
+            self.host(target),
+            target,
+            instance.name,
+            params,
+            progress_fn,
+            abort_event,
+        )
+
+    def _op_abort_migration(self, node: Node, name: str) -> bool:
+        return abort_job(self.host(node), name)
+
+    def _op_compare_cpu(self, source: Node, target: Node, instance: Instance) -> tuple[bool, str]:
+        return compare_cpu(self.host(source), self.host(target), instance.name)
+
+    def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
+        if not paths:
+            return {}
+        result = self._ssh_run(node, paths_exist_script(paths), check=True)
+        flags = result.stdout.split()
+        if len(flags) != len(paths):
+            raise HypervisorError(
+                f"Unexpected answer checking paths on {node.name}", node=node.name
+            )
+        return {p: f == "1" for p, f in zip(paths, flags, strict=True)}
