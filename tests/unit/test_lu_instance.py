@@ -1,0 +1,296 @@
+"""Instance lifecycle LUs through the processor with FakeNodeOps."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants
+from ganeti_lv.cmdlib.instance import compute_instance_status, generate_mac
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_EXISTS,
+    ECODE_INVAL,
+    ECODE_NOENT,
+    ECODE_NORES,
+    ECODE_STATE,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.mcpu import Processor
+from ganeti_lv.objects import disk_path
+from ganeti_lv.opcodes import (
+    OpCode,
+    OpInstanceCreate,
+    OpInstanceQuery,
+    OpInstanceReboot,
+    OpInstanceRemove,
+    OpInstanceShutdown,
+    OpInstanceStartup,
+)
+
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+INST = "inst1.example.com"
+NEW = "web9"
+
+ST = constants
+
+
+@pytest.mark.parametrize(
+    ("admin", "running_on", "offline", "bad", "expected"),
+    [
+        ("up", [N1], set(), set(), ST.INSTST_RUNNING),
+        ("up", [], set(), set(), ST.INSTST_ERRORDOWN),
+        ("down", [], set(), set(), ST.INSTST_ADMINDOWN),
+        ("down", [N1], set(), set(), ST.INSTST_ERRORUP),
+        ("offline", [], set(), set(), ST.INSTST_ADMINOFFLINE),
+        ("up", [N2], set(), set(), ST.INSTST_WRONGNODE),
+        ("up", [N1, N2], set(), set(), ST.INSTST_WRONGNODE),
+        ("down", [N2], set(), set(), ST.INSTST_WRONGNODE),
+        ("up", [], {N1}, set(), ST.INSTST_NODEOFFLINE),
+        ("up", [N2], {N1}, set(), ST.INSTST_NODEOFFLINE),
+        ("up", [], set(), {N1}, ST.INSTST_NODEDOWN),
+        ("down", [], set(), {N2}, ST.INSTST_ADMINDOWN),
+    ],
+)
+def test_instance_status_table(
+    admin: str, running_on: list[str], offline: set[str], bad: set[str], expected: str
+) -> None:
+    assert compute_instance_status(admin, N1, running_on, offline, bad) == expected
+
+
+def test_generate_mac_prefix_and_uniqueness() -> None:
+    rng = random.Random(1)
+    first = generate_mac(set(), random.Random(1))
+    assert first.startswith("52:54:00:")
+    again = generate_mac({first}, rng)  # same seed would repeat the first one
+    assert again != first and again.startswith("52:54:00:")
+
+
+def run(ctx: Context, op: OpCode) -> tuple[Any, list[str]]:
+    lines: list[str] = []
+    result = Processor(ctx).execute(op, feedback_fn=lines.append)
+    return result, lines
+
+
+def create_op(**kwargs: Any) -> OpInstanceCreate:
+    params: dict[str, Any] = {
+        "instance_name": NEW,
+        "disk_template": constants.DT_FILE,
+        "pnode": N2,
+        "disks": [{"size": 1024}],
+        "nics": [{}],
+        "beparams": {"memory": "256M", "vcpus": "2"},
+    }
+    params.update(kwargs)
+    return OpInstanceCreate(**params)
+
+
+def prereq_error(ctx: Context, op: OpCode) -> OpPrereqError:
+    with pytest.raises(OpPrereqError) as info:
+        run(ctx, op)
+    return info.value
+
+
+# ---------------------------------------------------------------- create
+
+
+def test_create_and_start(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
+    result, lines = run(ctx, create_op())
+    assert result == NEW
+    inst = config.get_instance(NEW)
+    assert inst is not None
+    assert inst.primary_node == N2 and inst.admin_state == constants.ADMINST_UP
+    assert inst.beparams == {"maxmem": 256, "minmem": 256, "vcpus": 2}
+    assert inst.nics[0].mac.startswith("52:54:00:") and inst.nics[0].link == "br0"
+    cluster = config.get_cluster()
+    assert fake_ops.node(N2).files == {disk_path(cluster, inst, 0): 1024}
+    dom = fake_ops.node(N2).domains[NEW]
+    assert dom.state == constants.DOMSTATE_RUNNING and dom.memory == 256
+    assert "* starting instance..." in lines
+
+
+def test_create_no_start_and_sharedfile(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    run(
+        ctx,
+        create_op(
+            start=False,
+            disk_template=constants.DT_SHARED_FILE,
+            disks=[{"size": 100}, {"size": 200}],
+        ),
+    )
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.admin_state == constants.ADMINST_DOWN
+    assert NEW not in fake_ops.node(N2).domains
+    paths = sorted(fake_ops.node(N2).files)
+    shared = config.get_cluster().shared_file_storage_dir
+    assert paths == [f"{shared}/{NEW}/disk0.img", f"{shared}/{NEW}/disk1.img"]
+
+
+def test_create_dry_run_changes_nothing(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    serial = config.read().serial
+    result, _ = run(ctx, create_op(dry_run=True))
+    assert result == NEW
+    assert config.read().serial == serial
+    assert not fake_ops.calls_to("create_disks")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ecode", "text"),
+    [
+        ({"instance_name": INST}, ECODE_EXISTS, "already in the cluster"),
+        ({"pnode": "nosuchnode"}, ECODE_NOENT, "Node 'nosuchnode' not known"),
+        ({"beparams": {"memory": "lots"}}, ECODE_INVAL, "Invalid backend parameter 'maxmem'"),
+        ({"beparams": {"colour": "red"}}, ECODE_INVAL, "Unknown backend parameter 'colour'"),
+        ({"hvparams": {"bogus": "1"}}, ECODE_INVAL, "Unknown hypervisor parameter 'bogus'"),
+        ({"disks": [{"size": 0}]}, ECODE_INVAL, "Invalid size for disk 0"),
+        ({"nics": [{"mac": "zz"}]}, ECODE_INVAL, "Invalid MAC address"),
+        ({"nics": [{"link": "br7"}]}, ECODE_ENVIRON, "Missing bridges br7"),
+        ({"beparams": {"memory": "8G"}}, ECODE_NORES, "Not enough memory on node"),
+        ({"pnode": None}, ECODE_INVAL, "primary node must be given"),
+    ],
+)
+def test_create_bad_input_creates_nothing(
+    ctx: Context,
+    fake_ops: FakeNodeOps,
+    config: ConfigStore,
+    kwargs: dict[str, Any],
+    ecode: str,
+    text: str,
+) -> None:
+    serial = config.read().serial
+    err = prereq_error(ctx, create_op(**kwargs))
+    assert err.ecode == ecode
+    assert text in str(err)
+    assert config.read().serial == serial
+    assert not fake_ops.calls_to("create_disks")
+
+
+def test_create_on_offline_node(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
+    with config.update() as data:
+        data.nodes[N2].offline = True
+    serial = config.read().serial
+    err = prereq_error(ctx, create_op())
+    assert err.ecode == ECODE_STATE and "offline" in str(err)
+    assert config.read().serial == serial
+
+
+def test_create_start_failure_rolls_back(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    fake_ops.fail("start_instance", N2, "qemu exploded")
+    serial = config.read().serial
+    with pytest.raises(OpExecError, match="qemu exploded"):
+        run(ctx, create_op())
+    assert config.read().serial == serial and config.get_instance(NEW) is None
+    assert fake_ops.node(N2).files == {}
+    assert NEW not in fake_ops.node(N2).domains
+    assert fake_ops.calls_to("undefine_instance", N2)
+
+
+def test_create_duplicate_mac_refused(ctx: Context, config: ConfigStore) -> None:
+    err = prereq_error(ctx, create_op(nics=[{"mac": "aa:00:00:00:00:00"}]))
+    assert "already in use" in str(err)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+@pytest.fixture
+def running(fake_ops: FakeNodeOps) -> FakeNodeOps:
+    """inst1 runs on node1."""
+    fake_ops.add_domain(N1, INST)
+    return fake_ops
+
+
+def test_shutdown_and_startup(ctx: Context, running: FakeNodeOps, config: ConfigStore) -> None:
+    run(ctx, OpInstanceShutdown(instance_name="inst1", timeout=7))
+    assert running.node(N1).domains[INST].state == constants.DOMSTATE_SHUTOFF
+    assert running.calls_to("shutdown_instance")[0].args[-1] == 7.0
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.admin_state == constants.ADMINST_DOWN
+    run(ctx, OpInstanceStartup(instance_name=INST))
+    assert running.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.admin_state == constants.ADMINST_UP
+
+
+def test_startup_without_memory(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
+    fake_ops.node(N1).facts.memory_free = 64
+    with config.update() as data:
+        data.instances[INST].admin_state = constants.ADMINST_DOWN
+    err = prereq_error(ctx, OpInstanceStartup(instance_name=INST))
+    assert err.ecode == ECODE_NORES
+    assert not fake_ops.calls_to("start_instance")
+
+
+def test_startup_offline_primary(ctx: Context, config: ConfigStore) -> None:
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    err = prereq_error(ctx, OpInstanceStartup(instance_name=INST))
+    assert err.ecode == ECODE_STATE
+
+
+def test_unknown_instance(ctx: Context) -> None:
+    err = prereq_error(ctx, OpInstanceStartup(instance_name="ghost"))
+    assert err.ecode == ECODE_NOENT and "Instance 'ghost' not known" in str(err)
+
+
+def test_reboot_running_and_stopped(ctx: Context, running: FakeNodeOps) -> None:
+    run(ctx, OpInstanceReboot(instance_name=INST, reboot_type="soft"))
+    assert running.calls_to("reboot_instance")[0].args[1] == "soft"
+    running.node(N1).domains[INST].state = constants.DOMSTATE_SHUTOFF
+    _, lines = run(ctx, OpInstanceReboot(instance_name=INST))
+    assert any("was not running" in line for line in lines)
+    assert running.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+
+
+def test_remove(ctx: Context, running: FakeNodeOps, config: ConfigStore) -> None:
+    inst = config.get_instance(INST)
+    assert inst is not None
+    running.node(N1).files[disk_path(config.get_cluster(), inst, 0)] = 1024
+    run(ctx, OpInstanceRemove(instance_name=INST))
+    assert config.get_instance(INST) is None
+    assert INST not in running.node(N1).domains and running.node(N1).files == {}
+
+
+def test_remove_failure_keeps_config_unless_ignored(
+    ctx: Context, running: FakeNodeOps, config: ConfigStore
+) -> None:
+    running.fail("remove_disks", N1, "disk busy")
+    with pytest.raises(OpExecError, match="disk busy"):
+        run(ctx, OpInstanceRemove(instance_name=INST))
+    assert config.get_instance(INST) is not None
+    _, lines = run(ctx, OpInstanceRemove(instance_name=INST, ignore_failures=True))
+    assert any("WARNING" in line and "disk busy" in line for line in lines)
+    assert config.get_instance(INST) is None
+
+
+# ---------------------------------------------------------------- query
+
+
+def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
+    fake_ops.add_domain(N1, INST)
+    fake_ops.add_domain(N2, "inst2.example.com")
+    rows, _ = run(ctx, OpInstanceQuery())
+    by_name = {r["name"]: r for r in rows}
+    assert by_name[INST]["status"] == constants.INSTST_RUNNING
+    assert by_name[INST]["oper_state"] is True
+    assert by_name["inst2.example.com"]["status"] == constants.INSTST_WRONGNODE
+    assert by_name[INST]["disk_details"][0]["path"].endswith(f"/{INST}/disk0.img")
+    # destroyed behind ganeti_lv's back
+    fake_ops.remove_domain(N1, INST)
+    rows, _ = run(ctx, OpInstanceQuery(names=["inst1"]))
+    assert [r["status"] for r in rows] == [constants.INSTST_ERRORDOWN]
+    fake_ops.set_unreachable(N1)
+    rows, _ = run(ctx, OpInstanceQuery(names=[INST]))
+    assert rows[0]["status"] == constants.INSTST_NODEDOWN

@@ -1,0 +1,326 @@
+"""Node and cluster LUs (add/modify/remove/query, set params, verify) with FakeNodeOps."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import pytest
+
+from ganeti_lv import bootstrap, paths
+from ganeti_lv.cmdlib.cluster import (
+    VerifyData,
+    check_orphan_files,
+    register_verify_check,
+    verify_checks,
+)
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import (
+    ECODE_EXISTS,
+    ECODE_INVAL,
+    ECODE_NOENT,
+    ECODE_NOTUNIQUE,
+    ECODE_STATE,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.base import CommandResult
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.mcpu import Processor
+from ganeti_lv.objects import disk_path
+from ganeti_lv.opcodes import (
+    OpClusterSetParams,
+    OpClusterVerify,
+    OpCode,
+    OpNodeAdd,
+    OpNodeQuery,
+    OpNodeRemove,
+    OpNodeSetParams,
+)
+
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+INST, INST2 = "inst1.example.com", "inst2.example.com"
+
+
+def host_key(seed: int = 1) -> str:
+    """A well-formed ed25519 public key line."""
+    blob = len(b"ssh-ed25519").to_bytes(4, "big") + b"ssh-ed25519"
+    blob += (32).to_bytes(4, "big") + bytes([seed]) * 32
+    return "ssh-ed25519 " + base64.b64encode(blob).decode()
+
+
+def run(ctx: Context, op: OpCode) -> tuple[Any, list[str]]:
+    lines: list[str] = []
+    result = Processor(ctx).execute(op, feedback_fn=lines.append)
+    return result, lines
+
+
+def prereq_error(ctx: Context, op: OpCode) -> OpPrereqError:
+    with pytest.raises(OpPrereqError) as info:
+        run(ctx, op)
+    return info.value
+
+
+# ---------------------------------------------------------------- host keys
+
+
+def test_host_key_parsing_and_fingerprint() -> None:
+    key = host_key()
+    assert bootstrap.parse_host_key(key + " comment")[0] == "ssh-ed25519"
+    assert bootstrap.host_key_fingerprint(key).startswith("SHA256:")
+    for bad in ("ssh-ed25519", "ssh-dss AAAA", "ssh-ed25519 !!!", "ssh-rsa " + key.split()[1]):
+        with pytest.raises(OpPrereqError) as info:
+            bootstrap.parse_host_key(bad)
+        assert info.value.ecode == ECODE_INVAL
+
+
+# ---------------------------------------------------------------- node add
+
+
+def test_node_add_records_key_and_config(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    op = OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", ssh_port=2222, host_key=host_key())
+    _, lines = run(ctx, op)
+    node = config.get_node("node4")
+    assert node is not None and node.address == "10.250.0.4" and node.ssh_port == 2222
+    assert node.libvirt_uri == "qemu+ssh://root@10.250.0.4/system"
+    known = paths.known_hosts_file(data_dir)
+    assert bootstrap.lookup_known_host(known, "10.250.0.4", 2222) == host_key()
+    assert [c.args for c in fake_ops.calls_to("run_command", "node4")] == [(["true"], 30)]
+    assert any("checking SSH" in line for line in lines)
+
+
+def test_node_add_unreachable_leaves_nothing(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    fake_ops.set_unreachable("node4")
+    serial = config.read().serial
+    with pytest.raises(OpExecError, match="not reachable over SSH"):
+        run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
+    assert config.read().serial == serial
+    assert bootstrap.lookup_known_host(paths.known_hosts_file(data_dir), "10.250.0.4") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ecode"),
+    [
+        ({"node_name": N2}, ECODE_EXISTS),
+        ({"node_name": "node4", "primary_ip": "10.250.0.2"}, ECODE_NOTUNIQUE),
+        ({"node_name": "node4", "host_key": None}, ECODE_INVAL),
+        ({"node_name": "node4", "host_key": "ssh-ed25519 xx"}, ECODE_INVAL),
+        ({"node_name": "node4", "readd": True}, ECODE_NOENT),
+    ],
+)
+def test_node_add_bad_input(
+    ctx: Context, config: ConfigStore, kwargs: dict[str, Any], ecode: str
+) -> None:
+    params: dict[str, Any] = {"host_key": host_key()}
+    params.update(kwargs)
+    serial = config.read().serial
+    assert prereq_error(ctx, OpNodeAdd(**params)).ecode == ecode
+    assert config.read().serial == serial
+
+
+# ---------------------------------------------------------------- node modify/remove/query
+
+
+def test_node_modify_flags(ctx: Context, config: ConfigStore) -> None:
+    result, _ = run(ctx, OpNodeSetParams(node_name="node3", drained=True, memory_cap=512))
+    assert result == [("drained", True), ("memory_cap", 512)]
+    node = config.get_node(N3)
+    assert node is not None and node.drained and node.memory_cap == 512
+    run(ctx, OpNodeSetParams(node_name=N3, offline=True))
+    node = config.get_node(N3)
+    assert node is not None and node.offline and not node.drained
+
+
+def test_node_modify_refusals(ctx: Context, config: ConfigStore) -> None:
+    assert prereq_error(ctx, OpNodeSetParams(node_name=N1, offline=True)).ecode == ECODE_INVAL
+    with config.update() as data:
+        data.instances[INST].primary_node = N2
+    err = prereq_error(ctx, OpNodeSetParams(node_name=N2, offline=True))
+    assert err.ecode == ECODE_STATE and INST in str(err)
+    assert prereq_error(ctx, OpNodeSetParams(node_name="nope", offline=True)).ecode == ECODE_NOENT
+    serial = config.read().serial
+    result, _ = run(ctx, OpNodeSetParams(node_name=N3, drained=True, dry_run=True))
+    assert result == [("drained", True)] and config.read().serial == serial
+
+
+def test_node_remove(ctx: Context, config: ConfigStore, data_dir: str) -> None:
+    known = paths.known_hosts_file(data_dir)
+    node3 = config.get_node(N3)
+    assert node3 is not None
+    bootstrap.record_node_host_key(known, node3, host_key(3))
+    run(ctx, OpNodeRemove(node_name="node3"))
+    assert config.get_node(N3) is None
+    assert bootstrap.lookup_known_host(known, node3.address) is None
+    err = prereq_error(ctx, OpNodeRemove(node_name=N1))
+    assert err.ecode == ECODE_INVAL and "master" in str(err)
+
+
+def test_node_remove_with_instances(ctx: Context, config: ConfigStore) -> None:
+    with config.update() as data:
+        data.instances[INST].primary_node = N2
+    err = prereq_error(ctx, OpNodeRemove(node_name=N2))
+    assert "still running on the node" in str(err) and config.get_node(N2) is not None
+
+
+def test_node_query(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
+    with config.update() as data:
+        data.nodes[N3].offline = True
+    fake_ops.node(N1).facts.memory_free = 1000
+    rows, _ = run(ctx, OpNodeQuery())
+    by_name = {r["name"]: r for r in rows}
+    assert by_name[N1]["mfree"] == 1000 and by_name[N1]["pinst_cnt"] == 2
+    assert by_name[N1]["master"] is True
+    assert by_name[N3]["mfree"] is None and by_name[N3]["offline"] is True
+    assert not fake_ops.calls_to("node_info", N3)
+
+
+# ---------------------------------------------------------------- cluster modify
+
+
+def test_cluster_set_params(ctx: Context, config: ConfigStore) -> None:
+    run(ctx, OpClusterSetParams(hvparams={"kernel_args": "console=ttyS0 a=b"}, domain_type="qemu"))
+    cluster = config.get_cluster()
+    assert cluster.hvparams["kernel_args"] == "console=ttyS0 a=b"
+    assert cluster.hvparams["acpi"] is True  # merged, not replaced
+    assert cluster.domain_type == "qemu"
+    serial = config.read().serial
+    err = prereq_error(ctx, OpClusterSetParams(beparams={"memory": "x"}))
+    assert err.ecode == ECODE_INVAL and config.read().serial == serial
+    assert prereq_error(ctx, OpClusterSetParams(export_dir="relative")).ecode == ECODE_INVAL
+
+
+# ---------------------------------------------------------------- verify
+
+
+def codes(problems: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return sorted((p["code"], p["item"]) for p in problems)
+
+
+def test_verify_clean(ctx: Context, fake_ops: FakeNodeOps) -> None:
+    fake_ops.add_domain(N1, INST)
+    fake_ops.add_domain(N1, INST2)
+    problems, lines = run(ctx, OpClusterVerify())
+    assert problems == []
+    assert "* No problems found" in lines
+
+
+def test_verify_finds_domain_problems(ctx: Context, fake_ops: FakeNodeOps) -> None:
+    fake_ops.add_domain(N1, INST)
+    fake_ops.add_domain(N2, INST)  # running on two nodes
+    fake_ops.add_domain(N3, "rogue")  # started behind ganeti_lv's back
+    # inst2 is marked up but runs nowhere
+    problems, lines = run(ctx, OpClusterVerify())
+    assert codes(problems) == [
+        ("EINSTANCEDOWN", INST2),
+        ("EINSTANCEMULTIRUNNING", INST),
+        ("EINSTANCEWRONGNODE", INST),
+        ("ENODEORPHANINSTANCE", N3),
+    ]
+    assert any(
+        line.startswith("  - ERROR: node node3.example.com: domain 'rogue'") for line in lines
+    )
+
+
+def test_verify_unreachable_and_orphan_files(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    fake_ops.add_domain(N1, INST)
+    fake_ops.add_domain(N1, INST2)
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    files = {
+        N1: [disk_path(cluster, inst, 0), f"{cluster.file_storage_dir}/old/disk0.img"],
+        N2: [],
+    }
+    shared = [f"{cluster.shared_file_storage_dir}/gone/disk0.img"]
+
+    def command(node: str, argv: list[str]) -> CommandResult:
+        target = argv[-1]
+        listing = shared if target == cluster.shared_file_storage_dir else files.get(node, [])
+        return CommandResult(0, "".join(p + "\n" for p in listing), "")
+
+    fake_ops.command_fn = command
+    fake_ops.set_unreachable(N3)
+    problems, _ = run(ctx, OpClusterVerify())
+    assert codes(problems) == [
+        ("ECLUSTERORPHANFILE", "cluster.example.com"),
+        ("ENODEORPHANFILE", N1),
+        ("ENODERPC", N3),
+    ]
+    orphan = [p for p in problems if p["code"] == "ENODEORPHANFILE"][0]
+    assert "/old/disk0.img" in orphan["message"]
+    # the shared dir is listed once, from the master
+    shared_calls = [
+        c
+        for c in fake_ops.calls_to("run_command")
+        if c.args[0][-1] == cluster.shared_file_storage_dir
+    ]
+    assert [c.node for c in shared_calls] == [N1]
+
+
+def test_verify_check_registry_and_claims(config: ConfigStore, fake_ops: FakeNodeOps) -> None:
+    assert verify_checks()[-1] is check_orphan_files
+    cluster = config.get_cluster()
+    path = f"{cluster.file_storage_dir}/{INST}/disk0.img.overlay"
+    fake_ops.command_fn = lambda node, argv: CommandResult(0, path + "\n", "")
+    reported: list[str] = []
+    vd = VerifyData(config=config.read(), rpc=fake_ops, feedback_fn=reported.append)
+    vd.domains = {N1: {}}
+
+    @register_verify_check(order=60)
+    def claim_overlays(vdata: VerifyData) -> None:
+        vdata.claim_file(N1, path)
+
+    try:
+        for check in verify_checks():
+            check(vd)
+        assert not [p for p in vd.problems if p.code == "ENODEORPHANFILE"]
+    finally:
+        from ganeti_lv.cmdlib import cluster as cluster_mod
+
+        cluster_mod._VERIFY_CHECKS[:] = [
+            c for c in cluster_mod._VERIFY_CHECKS if c[2] is not claim_overlays
+        ]
+
+
+def test_init_cluster(tmp_path: Any) -> None:
+    from ganeti_lv.objects import Node
+
+    ddir = str(tmp_path / "d")
+    data = bootstrap.init_cluster(
+        ddir,
+        cluster_name="c1",
+        master=Node(name="m1", address="127.0.0.1", ssh_port=2200),
+        master_host_key=host_key(),
+        domain_type="qemu",
+        hvparams={"kernel_args": "x"},
+    )
+    assert data.cluster.domain_type == "qemu" and data.cluster.hvparams["acpi"] is True
+    assert os.path.isfile(paths.ssh_key_file(ddir)) and os.path.isfile(
+        paths.ssh_key_file(ddir) + ".pub"
+    )
+    assert (
+        bootstrap.lookup_known_host(paths.known_hosts_file(ddir), "127.0.0.1", 2200) == host_key()
+    )
+    assert ConfigStore(ddir).read().nodes["m1"].address == "127.0.0.1"
+    with pytest.raises(OpPrereqError) as info:
+        bootstrap.init_cluster(
+            ddir, cluster_name="c1", master=Node(name="m1", address="x"), master_host_key=None
+        )
+    assert info.value.ecode == ECODE_EXISTS
+    with pytest.raises(OpPrereqError):
+        bootstrap.init_cluster(
+            str(tmp_path / "e"),
+            cluster_name="c1",
+            master=Node(name="m1", address="x"),
+            master_host_key=None,
+            colour="red",
+        )
+    assert not os.path.exists(str(tmp_path / "e"))
