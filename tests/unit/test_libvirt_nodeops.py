@@ -1,0 +1,283 @@
+"""LibvirtNodeOps logic on stub hosts, guests and SSH (no daemon, fake clock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants, objects
+from ganeti_lv.errors import ECODE_EXISTS, ECODE_STATE, HypervisorError, InstanceNotFound
+from ganeti_lv.hypervisor.base import CommandResult, DomainInfo
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps, domxml
+from ganeti_lv.hypervisor.libvirt.nodeops import default_libvirt_uri
+
+
+class FakeClock:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class StubGuest:
+    """Records calls; stops ``stops_after`` polls after a shutdown request."""
+
+    def __init__(self, name: str, active: bool = True, stops_after: int | None = None) -> None:
+        self.name = name
+        self.active = active
+        self.stops_after = stops_after
+        self.calls: list[str] = []
+        self._polls = 0
+        self._shutdown_requested = False
+
+    def is_active(self) -> bool:
+        if self._shutdown_requested and self.stops_after is not None:
+            self._polls += 1
+            if self._polls > self.stops_after:
+                self.active = False
+        return self.active
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+        self._shutdown_requested = True
+
+    def destroy(self) -> None:
+        self.calls.append("destroy")
+        self.active = False
+
+    def start(self) -> None:
+        self.calls.append("start")
+        self.active = True
+
+    def undefine(self) -> None:
+        self.calls.append("undefine")
+
+    def reboot(self) -> None:
+        self.calls.append("reboot")
+
+    def reset(self) -> None:
+        self.calls.append("reset")
+
+    def info(self) -> DomainInfo:
+        state = constants.DOMSTATE_RUNNING if self.active else constants.DOMSTATE_SHUTOFF
+        return DomainInfo(name=self.name, state=state, memory=128, vcpus=1)
+
+
+class StubHost:
+    """A node's libvirt with a dict of guests."""
+
+    def __init__(self, guests: dict[str, StubGuest]) -> None:
+        self.guests = guests
+        self.defined: list[str] = []
+
+    def find_guest(self, name: str) -> StubGuest | None:
+        return self.guests.get(name)
+
+    def guest(self, name: str) -> StubGuest:
+        if name not in self.guests:
+            raise InstanceNotFound(f"no domain {name}")
+        return self.guests[name]
+
+    def define(self, xml: str) -> StubGuest:
+        self.defined.append(xml)
+        name = domxml.ET.fromstring(xml).findtext("name") or ""
+        guest = self.guests.setdefault(name, StubGuest(name, active=False))
+        return guest
+
+    def list_guests(self) -> list[StubGuest]:
+        return list(self.guests.values())
+
+    def node_info(self) -> list[Any]:
+        return ["x86_64", 8000, 2, 2000, 1, 1, 2, 1]
+
+    def capabilities(self) -> domxml.HostCapabilities:
+        return domxml.HostCapabilities("u-1", "x86_64", "Westmere")
+
+    def versions(self) -> tuple[int, int]:
+        return 9_000_000, 7_002_000
+
+    def free_memory_mib(self) -> int:
+        return 5000
+
+    def hostname(self) -> str:
+        return "node1"
+
+
+class StubSsh:
+    """Records commands; answers with a fixed result."""
+
+    def __init__(self, result: CommandResult | None = None) -> None:
+        self.commands: list[Any] = []
+        self.result = result or CommandResult(0, "", "")
+
+    def run(self, cmd: Any, timeout: float | None = None, check: bool = True) -> CommandResult:
+        self.commands.append(cmd)
+        return self.result
+
+    def close(self) -> None:
+        pass
+
+
+NODE = objects.Node(name="node1", address="10.250.0.1")
+CLUSTER = objects.Cluster(name="c", master_node="node1", domain_type="qemu")
+
+
+def _instance(name: str = "web1") -> objects.Instance:
+    return objects.Instance(
+        name=name,
+        primary_node="node1",
+        disk_template=constants.DT_FILE,
+        disks=[objects.Disk(size=80), objects.Disk(size=10)],
+    )
+
+
+def _ops(
+    host: StubHost, ssh: StubSsh | None = None, clock: FakeClock | None = None
+) -> LibvirtNodeOps:
+    clock = clock or FakeClock()
+    ops = LibvirtNodeOps(
+        "/nonexistent",
+        None,
+        ssh_factory=lambda node: ssh or StubSsh(),
+        clock=clock,
+        sleep=clock.sleep,
+        poll_interval=0.5,
+    )
+    ops.host = lambda node: host  # type: ignore[assignment,method-assign,return-value]
+    return ops
+
+
+def test_shutdown_clean_within_timeout() -> None:
+    guest = StubGuest("web1", stops_after=3)
+    clock = FakeClock()
+    res = _ops(StubHost({"web1": guest}), clock=clock).shutdown_instance(NODE, _instance(), 10)
+    assert res.Raise("shutdown") is True
+    assert guest.calls == ["shutdown"]
+    assert sum(clock.slept) == pytest.approx(1.5)
+
+
+def test_shutdown_timeout_forces_off() -> None:
+    guest = StubGuest("web1", stops_after=None)
+    clock = FakeClock()
+    res = _ops(StubHost({"web1": guest}), clock=clock).shutdown_instance(NODE, _instance(), 3.2)
+    assert res.Raise("shutdown") is False
+    assert guest.calls == ["shutdown", "destroy"]
+    assert sum(clock.slept) == pytest.approx(3.2)
+    assert max(clock.slept) <= 0.5
+
+
+def test_shutdown_zero_timeout_destroys_at_once() -> None:
+    guest = StubGuest("web1")
+    clock = FakeClock()
+    res = _ops(StubHost({"web1": guest}), clock=clock).shutdown_instance(NODE, _instance(), 0)
+    assert res.Raise("shutdown") is False
+    assert guest.calls == ["destroy"]
+    assert clock.slept == []
+
+
+def test_shutdown_of_stopped_or_unknown_domain_is_clean() -> None:
+    stopped = StubGuest("web1", active=False)
+    ops = _ops(StubHost({"web1": stopped}))
+    assert ops.shutdown_instance(NODE, _instance(), 5).Raise("") is True
+    assert stopped.calls == []
+    assert _ops(StubHost({})).shutdown_instance(NODE, _instance(), 5).Raise("") is True
+
+
+def test_start_defines_then_starts_and_is_idempotent() -> None:
+    host = StubHost({})
+    ops = _ops(host)
+    ops.start_instance(CLUSTER, NODE, _instance()).Raise("start")
+    assert len(host.defined) == 1
+    assert domxml.ET.fromstring(host.defined[0]).get("type") == "qemu"
+    assert host.guests["web1"].calls == ["start"]
+    ops.start_instance(CLUSTER, NODE, _instance()).Raise("start again")
+    assert len(host.defined) == 1
+    assert host.guests["web1"].calls == ["start"]
+
+
+def test_start_rejects_bad_names_before_touching_libvirt() -> None:
+    host = StubHost({})
+    res = _ops(host).start_instance(CLUSTER, NODE, _instance("bad name;rm"))
+    assert not res.ok and isinstance(res.error, HypervisorError)
+    assert host.defined == []
+
+
+def test_reboot_types() -> None:
+    guest = StubGuest("web1")
+    ops = _ops(StubHost({"web1": guest}))
+    ops.reboot_instance(CLUSTER, NODE, _instance(), "soft", 5).Raise("soft")
+    ops.reboot_instance(CLUSTER, NODE, _instance(), "hard", 5).Raise("hard")
+    assert guest.calls == ["reboot", "reset"]
+    guest.stops_after = 0
+    ops.reboot_instance(CLUSTER, NODE, _instance(), "full", 5).Raise("full")
+    assert guest.calls[2:] == ["shutdown", "start"]
+    stopped = StubGuest("web2", active=False)
+    res = _ops(StubHost({"web2": stopped})).reboot_instance(
+        CLUSTER, NODE, _instance("web2"), "soft", 5
+    )
+    assert not res.ok and res.error is not None and res.error.ecode == ECODE_STATE
+
+
+def test_undefine_destroys_then_undefines_and_ignores_absent() -> None:
+    guest = StubGuest("web1")
+    ops = _ops(StubHost({"web1": guest}))
+    ops.undefine_instance(NODE, "web1").Raise("undefine")
+    assert guest.calls == ["destroy", "undefine"]
+    assert ops.undefine_instance(NODE, "nosuch").ok
+
+
+def test_create_disks_script_and_existing_image() -> None:
+    ssh = StubSsh()
+    _ops(StubHost({}), ssh).create_disks(CLUSTER, NODE, _instance()).Raise("create")
+    script = ssh.commands[0]
+    directory = objects.disk_dir(CLUSTER, _instance())
+    assert f"mkdir -p -- {directory}" in script
+    assert f"truncate -s 80M -- {objects.disk_path(CLUSTER, _instance(), 0)}" in script
+    assert f"truncate -s 10M -- {objects.disk_path(CLUSTER, _instance(), 1)}" in script
+    exists = StubSsh(CommandResult(17, "", "/srv/x/disk0.img\n"))
+    res = _ops(StubHost({}), exists).create_disks(CLUSTER, NODE, _instance())
+    assert not res.ok and res.error is not None and res.error.ecode == ECODE_EXISTS
+    assert "/srv/x/disk0.img already exists" in (res.fail_msg or "")
+
+
+def test_remove_disks_removes_the_instance_directory() -> None:
+    ssh = StubSsh()
+    _ops(StubHost({}), ssh).remove_disks(CLUSTER, NODE, _instance()).Raise("remove")
+    assert ssh.commands == [["rm", "-rf", "--", objects.disk_dir(CLUSTER, _instance())]]
+
+
+def test_node_info_memory_cap_counts_running_domains() -> None:
+    host = StubHost({"a": StubGuest("a"), "b": StubGuest("b", active=False)})
+    ssh = StubSsh(CommandResult(0, "gnt-br0\nvirbr1\n", ""))
+    ops = _ops(host, ssh)
+    facts = ops.node_info(NODE).Raise("info")
+    assert (facts.memory_total, facts.memory_free) == (8000, 5000)
+    assert facts.bridges == ["gnt-br0", "virbr1"]
+    assert (facts.cpu_model, facts.host_uuid, facts.hostname) == ("Westmere", "u-1", "node1")
+    capped = objects.Node(name="node1", address="10.250.0.1", memory_cap=300)
+    facts = ops.node_info(capped).Raise("info")
+    assert (facts.memory_total, facts.memory_free) == (300, 300 - 128)
+
+
+def test_offline_node_is_not_contacted() -> None:
+    host = StubHost({})
+    offline = objects.Node(name="node1", address="10.250.0.1", offline=True)
+    res = _ops(host).start_instance(CLUSTER, offline, _instance())
+    assert res.offline and host.defined == []
+
+
+def test_default_uri_uses_ssh_with_the_cluster_key() -> None:
+    node = objects.Node(name="n", address="10.0.0.5", ssh_port=2222)
+    uri = default_libvirt_uri(node, "/d/ssh/id_cluster")
+    assert uri == "qemu+ssh://root@10.0.0.5:2222/system?keyfile=/d/ssh/id_cluster&no_tty=1"
+    explicit = objects.Node(name="n", address="x", libvirt_uri="qemu+tcp://10.0.0.5/system")
+    assert LibvirtNodeOps("/d").libvirt_uri(explicit) == "qemu+tcp://10.0.0.5/system"
