@@ -467,3 +467,30 @@ def test_failover_shutdown_failure_refused_without_ignore_consistency(
     with pytest.raises(OpExecError, match="Could not shutdown instance"):
         run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def test_cli_migrate_and_refusal(
+    data_dir: str, ops: FakeNodeOps, config: ConfigStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ganeti_lv.cli.main import main
+
+    ops.migration_reports = [MigrationProgress(elapsed=1.0, memory_total=10, memory_remaining=5)]
+    argv = ["--data-dir", data_dir, "instance", "migrate", "-f", "-n", "node2", "inst1"]
+    assert main(argv, node_ops=ops) == 0
+    out = capsys.readouterr().out
+    assert "50.0% of memory" in out and "downtime 42 ms" in out
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert main(argv, node_ops=ops) == 1
+    err = capsys.readouterr().err
+    assert "error type: wrong_state" in err and "to its primary" in err
+
+
+def test_cli_progress_line_parser() -> None:
+    from ganeti_lv.cli.migrate import parse_progress
+
+    line = MigrationProgress(elapsed=1, memory_total=200, memory_remaining=50).format()
+    assert parse_progress(line) == 75.0
+    assert parse_progress("STEP 1/4 Checking") is None

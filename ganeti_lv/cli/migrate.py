@@ -1,0 +1,165 @@
+"""``gnt-lv instance migrate`` and ``gnt-lv instance failover`` (as gnt-instance).
+
+On a terminal the migration's progress lines drive a progress bar (rich);
+otherwise they are printed as plain lines. SIGINT and SIGTERM during the
+operation become an abort request: the migration driver aborts the libvirt
+job and the instance keeps running on its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ganeti_lv import constants, opcodes
+from ganeti_lv.cli import common
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+PROGRESS_RE = re.compile(r"^migration\s+(?P<pct>[0-9.]+)% of memory")
+
+
+def parse_progress(line: str) -> float | None:
+    """The memory percentage of a migration progress line, or None."""
+    match = PROGRESS_RE.match(line)
+    return float(match.group("pct")) if match else None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While active, SIGTERM raises KeyboardInterrupt like Ctrl-C (main thread only)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def progress_feedback(env: CliEnv) -> Iterator[Callable[[str], None]]:
+    """A feedback function: a rich progress bar on a terminal, plain lines otherwise."""
+    if env.out is not None or not sys.stdout.isatty():
+        yield env.feedback
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]migrating"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    ) as bar:
+        task = bar.add_task("", total=100.0, visible=False)
+
+        def feedback(msg: str) -> None:
+            pct = parse_progress(msg)
+            if pct is None:
+                bar.console.print(msg, markup=False, highlight=False)
+                return
+            detail = msg.split(",", 1)[1].strip() if "," in msg else ""
+            bar.update(task, completed=pct, description=detail, visible=True)
+
+        yield feedback
+
+
+def _submit(env: CliEnv, op: opcodes.OpCode) -> None:
+    with sigterm_as_interrupt(), progress_feedback(env) as feedback:
+        env.client().submit(op, feedback_fn=feedback)
+
+
+def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Migrate an instance (or clean up after an interrupted migration)."""
+    if opts.non_live and opts.migration_mode:
+        raise OpPrereqError("Only one of --non-live and --migration-mode may be given", ECODE_INVAL)
+    mode = constants.HT_MIGRATION_NONLIVE if opts.non_live else opts.migration_mode
+    if opts.cleanup:
+        question = f"Instance {opts.instance_name}'s migration will be cleaned up. Continue?"
+    else:
+        question = f"Instance {opts.instance_name} will be migrated. Continue?"
+    if not env.confirm(question, opts.force):
+        return EXIT_FAILURE
+    op = opcodes.OpInstanceMigrate(
+        instance_name=opts.instance_name,
+        mode=mode,
+        target_node=opts.target_node,
+        iallocator=opts.iallocator,
+        cleanup=opts.cleanup,
+        allow_failover=opts.allow_failover,
+        allow_runtime_changes=not opts.no_runtime_changes,
+        ignore_ipolicy=opts.ignore_ipolicy,
+        ignore_hvversions=opts.ignore_hvversions,
+        migration_bandwidth=opts.migration_bandwidth,
+        migration_downtime=opts.migration_downtime,
+        migration_caps=opts.migration_caps,
+        allow_postcopy=opts.allow_postcopy,
+        escalate=not opts.no_escalate,
+        progress_timeout=opts.progress_timeout,
+        completion_timeout=opts.completion_timeout,
+        dry_run=opts.dry_run,
+    )
+    _submit(env, op)
+    return EXIT_SUCCESS
+
+
+def cmd_failover(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Stop an instance on its primary and start it on another node."""
+    if not env.confirm(f"Failover will stop instance {opts.instance_name}. Continue?", opts.force):
+        return EXIT_FAILURE
+    op = opcodes.OpInstanceFailover(
+        instance_name=opts.instance_name,
+        shutdown_timeout=opts.shutdown_timeout,
+        ignore_consistency=opts.ignore_consistency,
+        target_node=opts.target_node,
+        iallocator=opts.iallocator,
+        cleanup=opts.cleanup,
+        ignore_ipolicy=opts.ignore_ipolicy,
+        dry_run=opts.dry_run,
+    )
+    _submit(env, op)
+    return EXIT_SUCCESS
+
+
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("instance_name", metavar="INSTANCE")
+    common.add_force(parser)
+    common.add_dry_run(parser)
+    parser.add_argument("-n", "--target-node", default=None, metavar="NODE")
+    parser.add_argument("-I", "--iallocator", default=None)
+    parser.add_argument("--cleanup", action="store_true")
+    parser.add_argument("--ignore-ipolicy", action="store_true")
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add ``instance migrate`` and ``instance failover``."""
+    mig = registry.command("instance", "migrate", cmd_migrate, help="Migrate an instance")
+    _common_args(mig)
+    mig.add_argument("--non-live", action="store_true", help="Pause the guest during transfer")
+    mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
+    mig.add_argument("--allow-failover", action="store_true")
+    mig.add_argument("--no-runtime-changes", action="store_true")
+    mig.add_argument("--ignore-hvversions", action="store_true")
+    mig.add_argument("--migration-bandwidth", type=int, default=None, metavar="MiB/s")
+    mig.add_argument("--migration-downtime", type=int, default=None, metavar="MS")
+    mig.add_argument("--migration-caps", default=None, metavar="CAP:CAP")
+    mig.add_argument("--allow-postcopy", action="store_true")
+    mig.add_argument("--no-escalate", action="store_true", help="Abort instead of escalating")
+    mig.add_argument("--progress-timeout", type=float, default=None, metavar="SECONDS")
+    mig.add_argument("--completion-timeout", type=float, default=None, metavar="SECONDS")
+    fail = registry.command("instance", "failover", cmd_failover, help="Fail over an instance")
+    _common_args(fail)
+    fail.add_argument("--ignore-consistency", action="store_true")
+    fail.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
