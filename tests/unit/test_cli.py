@@ -1,0 +1,304 @@
+"""``gnt-lv`` end to end on a data dir with FakeNodeOps (``main(argv, node_ops=...)``)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants, paths
+from ganeti_lv.cli.main import main
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+INST = "inst1.example.com"
+
+PREREQ = "Failure: prerequisites not met for this operation:\nerror type: {}, error details:\n"
+
+
+def host_key(seed: int = 1) -> str:
+    blob = len(b"ssh-ed25519").to_bytes(4, "big") + b"ssh-ed25519"
+    blob += (32).to_bytes(4, "big") + bytes([seed]) * 32
+    return "ssh-ed25519 " + base64.b64encode(blob).decode()
+
+
+class Cli:
+    """Runs gnt-lv on the test data dir and returns (exit code, stdout, stderr)."""
+
+    def __init__(self, data_dir: str, ops: FakeNodeOps, capsys: Any) -> None:
+        self.data_dir = data_dir
+        self.ops = ops
+        self.capsys = capsys
+
+    def __call__(self, *argv: str, ask: Any = None) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--data-dir", self.data_dir, *argv], node_ops=self.ops, ask=ask)
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cli(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any) -> Cli:
+    return Cli(data_dir, fake_ops, capsys)
+
+
+def serial(config: ConfigStore) -> int:
+    return config.read().serial
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("argv", "ecode", "text"),
+    [
+        (["instance", "startup", "ghost"], "unknown_entity", "Instance 'ghost' not known"),
+        (["instance", "remove", "-f", "ghost"], "unknown_entity", "Instance 'ghost' not known"),
+        (
+            ["instance", "add", "-t", "file", "--disk", "0:size=1G", "-n", "nosuch", "web9"],
+            "unknown_entity",
+            "Node 'nosuch' not known",
+        ),
+        (
+            ["instance", "add", "-t", "file", "--disk", "0:size=1G", "-n", N2, INST],
+            "already_exists",
+            f"Instance '{INST}' is already in the cluster",
+        ),
+        (
+            ["instance", "add", "-t", "file", "--disk", "0:size=huge", "-n", N2, "web9"],
+            "wrong_input",
+            "Invalid size of disk 0 'huge'",
+        ),
+        (
+            [
+                "instance",
+                "add",
+                "-t",
+                "file",
+                "--disk",
+                "0:size=1G",
+                "-n",
+                N2,
+                "-B",
+                "memory=12X",
+                "web9",
+            ],
+            "wrong_input",
+            "Invalid backend parameter 'maxmem' '12X'",
+        ),
+        (
+            [
+                "instance",
+                "add",
+                "-t",
+                "file",
+                "--disk",
+                "0:size=1G",
+                "-n",
+                N2,
+                "-B",
+                "colour=red",
+                "web9",
+            ],
+            "wrong_input",
+            "Unknown backend parameter 'colour'",
+        ),
+        (
+            ["instance", "add", "-t", "file", "--disk", "1:size=1G", "-n", N2, "web9"],
+            "wrong_input",
+            "--disk indices must be 0..0",
+        ),
+        (["node", "modify", "--offline", "maybe", N2], "wrong_input", "use yes or no"),
+        (["node", "remove", "-f", "nosuch"], "unknown_entity", "Node 'nosuch' not known"),
+        (
+            ["instance", "list", "-o", "name,colour"],
+            "wrong_input",
+            "Unknown output field(s): colour",
+        ),
+    ],
+)
+def test_bad_input_prints_ganeti_error(
+    cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps, argv: list[str], ecode: str, text: str
+) -> None:
+    before = serial(config)
+    code, out, err = cli(*argv)
+    assert code == 1
+    assert err.startswith(PREREQ.format(ecode)), err
+    assert text in err
+    assert "Traceback" not in err + out
+    assert serial(config) == before
+    assert not fake_ops.calls_to("create_disks") and not fake_ops.calls_to("start_instance")
+
+
+def test_offline_target_node(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:
+    with config.update() as data:
+        data.nodes[N2].offline = True
+    before = serial(config)
+    code, _, err = cli("instance", "add", "-t", "file", "--disk", "0:size=1G", "-n", N2, "web9")
+    assert code == 1 and err.startswith(PREREQ.format("wrong_state"))
+    assert "offline" in err and serial(config) == before
+    assert fake_ops.node(N2).files == {}
+
+
+def test_argparse_usage_error_exits_2(cli: Cli) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli("instance", "reboot", "--type", "gentle", INST)
+    assert info.value.code == 2
+
+
+def test_missing_cluster_gives_clear_error(tmp_path: Any, capsys: Any) -> None:
+    code = main(["--data-dir", str(tmp_path), "instance", "list"], node_ops=FakeNodeOps())
+    err = capsys.readouterr().err
+    assert code == 1 and "not found; is the cluster initialised?" in err
+
+
+# ---------------------------------------------------------------- instances
+
+
+def test_instance_add_list_info_remove(
+    cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    code, out, err = cli(
+        "instance", "add", "-t", "sharedfile", "--disk", "0:size=1G", "--disk", "1:size=512M",
+        "-n", "node2", "-B", "memory=128M,vcpus=1",
+        "-H", 'kernel_path=/k,kernel_args="console=ttyS0 seed=x patmb=16",cpu_type=qemu64',
+        "--net", "0:link=br0", "web9",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "starting instance" in out
+    inst = config.get_instance("web9")
+    assert inst is not None
+    assert inst.hvparams == {
+        "kernel_path": "/k",
+        "kernel_args": "console=ttyS0 seed=x patmb=16",
+        "cpu_type": "qemu64",
+    }
+    assert [d.size for d in inst.disks] == [1024, 512]
+    assert fake_ops.node(N2).domains["web9"].state == constants.DOMSTATE_RUNNING
+
+    code, out, _ = cli("instance", "list", "-o", "name,pnode,status,disks", "--no-headers",
+                       "--separator", "|")  # fmt: skip
+    assert code == 0
+    lines = out.splitlines()
+    assert "web9|node2.example.com|running|2" in lines
+    assert f"{INST}|node1.example.com|ERROR_down|1" in lines
+
+    code, out, _ = cli("instance", "list")
+    assert out.splitlines()[0].split() == ["Instance", "Primary_node", "Status", "Memory",
+                                           "Disk_template"]  # fmt: skip
+
+    code, out, _ = cli("instance", "info", "web9")
+    shared = config.get_cluster().shared_file_storage_dir
+    assert f"path {shared}/web9/disk1.img" in out
+    assert "Console log: " in out and "primary: node2.example.com" in out
+
+    assert cli("instance", "remove", "web9", ask=lambda q: False)[0] == 1
+    assert config.get_instance("web9") is not None
+    code, _, err = cli("instance", "remove", "-f", "web9")
+    assert code == 0, err
+    assert config.get_instance("web9") is None and fake_ops.node(N2).files == {}
+
+
+def test_instance_remove_without_tty_is_not_confirmed(
+    cli: Cli, config: ConfigStore, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    code, _, err = cli("instance", "remove", INST)
+    assert code == 1 and "use -f/--force" in err
+    assert config.get_instance(INST) is not None
+
+
+def test_add_dry_run(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:
+    before = serial(config)
+    code, out, _ = cli("instance", "add", "-t", "file", "--disk", "0:size=1G", "-n", N2,
+                       "--dry-run", "web9")  # fmt: skip
+    assert code == 0 and "dry-run mode requested" in out
+    assert serial(config) == before and not fake_ops.calls_to("create_disks")
+
+
+def test_shutdown_startup_reboot(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:
+    fake_ops.add_domain(N1, INST)
+    assert cli("instance", "shutdown", "--timeout", "5", "inst1")[0] == 0
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.admin_state == "down"
+    assert fake_ops.calls_to("shutdown_instance")[-1].args[-1] == 5.0
+    assert cli("instance", "startup", INST)[0] == 0
+    assert cli("instance", "reboot", "--type", "soft", INST)[0] == 0
+    assert fake_ops.calls_to("reboot_instance")[-1].args[1] == "soft"
+
+
+# ---------------------------------------------------------------- nodes, cluster, jobs
+
+
+def test_node_list_and_modify(cli: Cli, config: ConfigStore) -> None:
+    code, out, _ = cli("node", "list", "-o", "name,pinst_cnt,offline,master", "--no-headers")
+    assert code == 0
+    assert out.splitlines()[0].split() == [N1, "2", "N", "Y"]
+    code, out, _ = cli("node", "modify", "--drained", "yes", "--memory-cap", "1G", "node3")
+    assert code == 0 and " - drained -> Y" in out
+    node = config.get_node(N3)
+    assert node is not None and node.drained and node.memory_cap == 1024
+
+
+def test_node_add_refuses_without_confirmed_key(
+    cli: Cli, config: ConfigStore, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    before = serial(config)
+    code, _, err = cli("node", "add", "-f", "--address", "10.250.0.9", "node9")
+    assert code == 1 and "must be confirmed" in err and "--host-key" in err
+    assert serial(config) == before
+
+
+def test_node_add_with_key(cli: Cli, config: ConfigStore, data_dir: str) -> None:
+    code, out, err = cli(
+        "node", "add", "--address", "10.250.0.9", "--host-key", host_key(), "node9"
+    )
+    assert code == 0, err
+    assert config.get_node("node9") is not None
+    with open(paths.known_hosts_file(data_dir)) as fh:
+        assert f"10.250.0.9 {host_key()}" in fh.read()
+
+
+def test_cluster_modify_info_verify(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:
+    code, _, err = cli("cluster", "modify", "-H", "kernel_args='a=b,c=d'", "--domain-type", "qemu")
+    assert code == 0, err
+    assert config.get_cluster().hvparams["kernel_args"] == "a=b,c=d"
+    code, out, _ = cli("cluster", "info")
+    assert "Domain type: qemu" in out and "  kernel_args: a=b,c=d" in out
+    fake_ops.add_domain(N1, INST)
+    fake_ops.add_domain(N1, "inst2.example.com")
+    assert cli("cluster", "verify")[0] == 0
+    fake_ops.add_domain(N2, "rogue")
+    code, out, err = cli("cluster", "verify")
+    assert code == 1 and "domain 'rogue'" in out and "1 problem(s)" in err
+
+
+def test_job_list_and_info(cli: Cli) -> None:
+    cli("instance", "startup", "ghost")
+    cli("node", "modify", "--drained", "yes", N3)
+    code, out, _ = cli("job", "list", "--no-headers", "--separator", ",")
+    assert code == 0
+    rows = [line.split(",") for line in out.splitlines()]
+    assert ["error", "INSTANCE_STARTUP(ghost)"] in [r[1:] for r in rows]
+    assert ["success", f"NODE_SET_PARAMS({N3})"] in [r[1:] for r in rows]
+    job_id = [r[0] for r in rows if r[1] == "error"][0]
+    code, out, _ = cli("job", "info", job_id)
+    assert "OpPrereqError (unknown_entity): Instance 'ghost' not known" in out
+    code, _, err = cli("job", "info", "99999")
+    assert code == 1 and "Job 99999 not found" in err
+
+
+def test_cluster_init_via_cli(tmp_path: Any, capsys: Any) -> None:
+    ddir = str(tmp_path / "new")
+    argv = ["--data-dir", ddir, "cluster", "init", "--master-name", "m1", "--master-address",
+            "127.0.0.1", "--master-host-key", host_key(), "--domain-type", "qemu",
+            "--file-storage-dir", "/srv/x", "-B", "memory=256M", "c1"]  # fmt: skip
+    assert main(argv) == 0
+    data = ConfigStore(ddir).read()
+    assert data.cluster.file_storage_dir == "/srv/x"
+    assert data.cluster.beparams["maxmem"] == 256
+    assert main(argv) == 1
+    assert "already initialised" in capsys.readouterr().err
