@@ -1,0 +1,121 @@
+"""Job log: ids, persistence as it happens, lost jobs after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ganeti_lv import Client
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.errors import JobError, OpPrereqError
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.jobs import JobStore, process_alive
+from ganeti_lv.opcodes import OpTestDelay
+
+MP = multiprocessing.get_context("fork")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(str(tmp_path / "jobs"))
+
+
+def test_job_written_as_it_happens(store: JobStore) -> None:
+    job = store.create(OpTestDelay(duration=1.0, instance_names=["a"]))
+    assert store.get(job.id).status == "queued"
+    store.start(job)
+    store.append_log(job, "first line")
+    on_disk = store.get(job.id)
+    assert on_disk.status == "running"
+    assert [entry[1:] for entry in on_disk.log] == [("message", "first line")]
+    store.finish_error(job, OpPrereqError("bad", "wrong_input"))
+    final = store.get(job.id)
+    assert final.status == "error"
+    assert final.error == {"class": "OpPrereqError", "ecode": "wrong_input", "message": "bad"}
+    assert final.params["instance_names"] == ["a"]
+    assert final.summary == "TEST_DELAY"
+    assert final.pid == os.getpid()
+
+
+def _create_jobs(jobs_dir: str, count: int) -> None:
+    store = JobStore(jobs_dir)
+    for _ in range(count):
+        store.create(OpTestDelay())
+
+
+def test_ids_unique_and_increasing_across_processes(store: JobStore) -> None:
+    procs = [MP.Process(target=_create_jobs, args=(store.jobs_dir, 10)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert store.job_ids() == list(range(1, 31))
+    assert store.create(OpTestDelay()).id == 31
+
+
+def test_unknown_and_corrupt_jobs(store: JobStore) -> None:
+    with pytest.raises(JobError, match="Job 7 not found"):
+        store.get(7)
+    job = store.create(OpTestDelay())
+    with open(os.path.join(store.jobs_dir, f"job-{job.id}.json"), "w") as fobj:
+        fobj.write("{")
+    with pytest.raises(JobError, match="corrupt"):
+        store.get(job.id)
+    assert store.list() == []
+
+
+def test_running_job_of_dead_process_is_lost(store: JobStore) -> None:
+    job = store.create(OpTestDelay())
+    store.start(job)
+    assert store.get(job.id).status == "running"
+    path = os.path.join(store.jobs_dir, f"job-{job.id}.json")
+    with open(path) as fobj:
+        doc = json.load(fobj)
+    doc["pid_start"] = (doc["pid_start"] or 0) + 1  # same pid, another process (pid reuse)
+    with open(path, "w") as fobj:
+        json.dump(doc, fobj)
+    assert store.get(job.id).status == "lost"
+
+
+def _run_long_job(data_dir: str, holding: Any) -> None:
+    def feedback(msg: str) -> None:
+        holding.set()
+
+    Client(data_dir=data_dir, node_ops=FakeNodeOps()).submit(OpTestDelay(duration=60), feedback)
+
+
+def test_sigkilled_job_process_shows_lost(config: ConfigStore) -> None:
+    holding = MP.Event()
+    proc = MP.Process(target=_run_long_job, args=(config.data_dir, holding))
+    proc.start()
+    try:
+        assert holding.wait(30)
+        client = Client(data_dir=config.data_dir, node_ops=FakeNodeOps())
+        (job,) = client.jobs()
+        assert job.status == "running"
+        assert job.log[-1][2] == "Sleeping for 60 s"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        proc.join(10)
+    assert not process_alive(proc.pid)  # type: ignore[arg-type]
+    lost = client.job(job.id)
+    assert lost.status == "lost"
+    assert lost.end_ts is None
+
+
+def test_client_records_success_and_error(config: ConfigStore) -> None:
+    client = Client(data_dir=config.data_dir, node_ops=FakeNodeOps())
+    assert client.submit(OpTestDelay(instance_names=["inst1"])) is True
+    with pytest.raises(OpPrereqError):
+        client.submit(OpTestDelay(duration=-1))
+    ok, bad = client.jobs()
+    assert (ok.status, ok.result) == ("success", True)
+    assert bad.status == "error" and bad.error is not None
+    assert bad.error["ecode"] == "wrong_input"
