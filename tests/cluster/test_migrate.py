@@ -1,0 +1,161 @@
+"""Live migration on the local cluster: one small guest running its memory dirtier.
+
+The guest writes "tick N" to its console every second; after the move the
+tick numbers keep increasing without a new boot (no GUEST-READY on the
+target), exactly one node runs the domain and the configuration names it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants, objects
+from ganeti_lv.client import Client
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.devcluster.guest import build_guest, kernel_args
+from ganeti_lv.errors import OpPrereqError
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.opcodes import OpInstanceMigrate
+
+pytestmark = pytest.mark.cluster
+
+TICK_RE = re.compile(r"tick (\d+)")
+
+
+@pytest.fixture
+def env(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, Client]]:
+    """Config, node operations and a client on the session's cluster."""
+    data_dir = devcluster.data_dir
+    config = ConfigStore(data_dir)
+    ops = LibvirtNodeOps(data_dir, config)
+    client = Client(data_dir=data_dir, node_ops=ops)
+    try:
+        yield config, ops, client
+    finally:
+        ops.close()
+
+
+def _console(ops: LibvirtNodeOps, node: objects.Node, name: str) -> str:
+    res = ops.run_command(node, ["cat", console_log_path(name)]).Raise("cat")
+    return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
+
+
+def _ticks(text: str) -> list[int]:
+    return [int(m.group(1)) for m in map(TICK_RE.search, text.splitlines()) if m]
+
+
+def _wait_ticks(ops: LibvirtNodeOps, node: objects.Node, name: str, above: int) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ticks = _ticks(_console(ops, node, name))
+        if ticks and ticks[-1] > above:
+            return ticks[-1]
+        time.sleep(0.5)  # polling a remote console file: no event to wait on
+    raise AssertionError(f"no tick above {above} from {name}")
+
+
+@pytest.fixture
+def running_file_instance(env: Any) -> Iterator[objects.Instance]:
+    """A 128 MiB file-template instance with a 32 MiB dirtier, running on the first node."""
+    config, ops, _ = env
+    image = build_guest()
+    nodes = sorted(config.node_names())
+    cluster = config.get_cluster()
+    name = "migtest1"
+    inst = objects.Instance(
+        name=name,
+        primary_node=nodes[0],
+        disk_template=constants.DT_FILE,
+        disks=[objects.Disk(size=64)],
+        nics=[objects.Nic(mac="52:54:00:4c:57:01", link=cluster.default_bridge)],
+        beparams={"maxmem": 128, "minmem": 128, "vcpus": 1},
+        hvparams={
+            "kernel_path": image.kernel,
+            "initrd_path": image.initrd,
+            "kernel_args": kernel_args(name, patmb=4, dirtymb=32),
+        },
+        admin_state=constants.ADMINST_UP,
+    )
+    node0 = config.get_node(nodes[0])
+    assert node0 is not None
+    ops.create_disks(cluster, node0, inst).Raise("create disks")
+    ops.start_instance(cluster, node0, inst).Raise("start")
+    config.add_instance(inst)
+    try:
+        yield inst
+    finally:
+        current = config.get_instance(name)
+        config.remove_instance(name)
+        for node_name in nodes:
+            node = config.get_node(node_name)
+            assert node is not None
+            ops.undefine_instance(node, name)
+            ops.remove_disks(cluster, node, current or inst)
+            ops.run_command(node, ["rm", "-f", console_log_path(name)])
+
+
+def _running_nodes(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> list[str]:
+    out = []
+    for node_name in sorted(config.node_names()):
+        node = config.get_node(node_name)
+        assert node is not None
+        info = ops.instance_info(node, name).Raise("info")
+        if info is not None and info.state == constants.DOMSTATE_RUNNING:
+            out.append(node_name)
+    return out
+
+
+def test_live_migration_of_dirtier_file_instance_and_back(
+    env: Any, running_file_instance: objects.Instance
+) -> None:
+    config, ops, client = env
+    name = running_file_instance.name
+    src_name = running_file_instance.primary_node
+    dst_name = sorted(config.node_names())[1]
+    src, dst = config.get_node(src_name), config.get_node(dst_name)
+    assert src is not None and dst is not None
+    before = _wait_ticks(ops, src, name, 2)
+
+    lines: list[str] = []
+    client.submit(
+        OpInstanceMigrate(instance_name=name, target_node=dst_name), feedback_fn=lines.append
+    )
+    assert config.get_instance(name).primary_node == dst_name  # type: ignore[union-attr]
+    assert _running_nodes(config, ops, name) == [dst_name]
+    # the console file is node-local: the target's shows ticks continuing, no new boot
+    after = _wait_ticks(ops, dst, name, before)
+    assert after > before
+    assert "GUEST-READY" not in _console(ops, dst, name)
+    summary = [line for line in lines if line.startswith("migration completed")]
+    assert summary and re.search(r"downtime \d+ ms", summary[0]), lines
+    assert re.search(r"total time [0-9.]+ s", summary[0])
+    # the source's images are gone after a copy-storage migration
+    path = objects.disk_path(config.get_cluster(), running_file_instance, 0)
+    assert ops.paths_exist(src, [path]).Raise("paths") == {path: False}
+
+    # and back, non-live
+    client.submit(OpInstanceMigrate(instance_name=name, target_node=src_name, mode="non-live"))
+    assert config.get_instance(name).primary_node == src_name  # type: ignore[union-attr]
+    assert _running_nodes(config, ops, name) == [src_name]
+
+
+def test_bad_input_changes_nothing(env: Any, running_file_instance: objects.Instance) -> None:
+    config, ops, client = env
+    name = running_file_instance.name
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as err:
+        client.submit(
+            OpInstanceMigrate(instance_name=name, target_node=running_file_instance.primary_node)
+        )
+    assert err.value.ecode == "wrong_state"
+    with pytest.raises(OpPrereqError) as err:
+        client.submit(OpInstanceMigrate(instance_name="nosuch"))
+    assert err.value.ecode == "unknown_entity"
+    assert config.read().serial == serial
+    assert _running_nodes(config, ops, name) == [running_file_instance.primary_node]
