@@ -1,0 +1,114 @@
+"""Parsing helpers of the CLI and units: sizes, key=value lists, indexed specs, tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganeti_lv.cli import common
+from ganeti_lv.cli.main import build_parser
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.units import coerce_beparams, parse_bool, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "mib"),
+    [("512", 512), ("512M", 512), ("1G", 1024), ("1g", 1024), ("1.5G", 1536), ("2GiB", 2048),
+     ("1T", 1048576), ("1024K", 1), ("1K", 1), (64, 64)],
+)  # fmt: skip
+def test_parse_size(text: object, mib: int) -> None:
+    assert parse_size(text) == mib
+
+
+@pytest.mark.parametrize("text", ["", "G", "1X", "-1", "1 G B", "ten", True, None, -5])
+def test_parse_size_rejects(text: object) -> None:
+    with pytest.raises(OpPrereqError) as info:
+        parse_size(text)
+    assert info.value.ecode == ECODE_INVAL
+
+
+def test_kv_list_values_with_equals_and_quotes() -> None:
+    parsed = common.parse_kv_list(
+        'kernel_args="console=ttyS0 seed=x patmb=16",cpu_type=qemu64,acpi'
+    )
+    assert parsed == {
+        "kernel_args": "console=ttyS0 seed=x patmb=16",
+        "cpu_type": "qemu64",
+        "acpi": "yes",
+    }
+    assert common.parse_kv_list("kernel_args=a=b c=d") == {"kernel_args": "a=b c=d"}
+    assert common.parse_kv_list(r"x=a\,b,no_acpi") == {"x": "a,b", "acpi": "no"}
+    assert common.parse_kv_list("x='it''s'") == {"x": "its"}
+
+
+@pytest.mark.parametrize("text", ['x="open', "x=1,x=2", "=v", "a=b\\"])
+def test_kv_list_rejects(text: str) -> None:
+    with pytest.raises(OpPrereqError):
+        common.parse_kv_list(text)
+
+
+def test_indexed_specs() -> None:
+    assert common.collect_indexed(["1:size=2G", "0:size=1G,mode=ro"], "--disk") == [
+        {"size": "1G", "mode": "ro"},
+        {"size": "2G"},
+    ]
+    assert common.collect_indexed(["0"], "--net") == [{}]
+    for bad in (["x:size=1"], ["0:size=1", "0:size=2"], ["2:size=1"], ["-1:size=1"]):
+        with pytest.raises(OpPrereqError):
+            common.collect_indexed(bad, "--disk")
+
+
+def test_beparams_memory_alias_and_bools() -> None:
+    defaults = {"maxmem": 128, "minmem": 128, "vcpus": 1, "auto_balance": True}
+    assert coerce_beparams({"memory": "1G", "auto_balance": "no"}, defaults) == {
+        "maxmem": 1024,
+        "minmem": 1024,
+        "auto_balance": False,
+    }
+    with pytest.raises(OpPrereqError, match="cannot be combined"):
+        coerce_beparams({"memory": "1G", "maxmem": "2G"}, defaults)
+    with pytest.raises(OpPrereqError, match="at least 1"):
+        coerce_beparams({"vcpus": "0"}, defaults)
+    assert parse_bool("Yes") is True
+    with pytest.raises(OpPrereqError):
+        parse_bool("perhaps")
+
+
+def test_format_table() -> None:
+    rows = [["a", 1, True, ["x", "y"]], ["bbb", None, False, []]]
+    assert common.format_table(["N", "C", "B", "L"], rows) == [
+        "N   C B L",
+        "a   1 Y x,y",
+        "bbb - N",
+    ]
+    assert common.format_table(["N", "C"], [["a", 1]], separator=":", no_headers=True) == ["a:1"]
+
+
+def test_parse_fields() -> None:
+    known = ("name", "status", "pnode")
+    assert common.parse_fields(None, ("name",), known) == ["name"]
+    assert common.parse_fields("+status", ("name",), known) == ["name", "status"]
+    with pytest.raises(OpPrereqError, match="Unknown output field"):
+        common.parse_fields("name,bogus", ("name",), known)
+
+
+def test_extension_modules_can_add_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module's register(registry) can extend an existing group and add a new one."""
+    import types
+
+    from ganeti_lv.cli import main as main_mod
+
+    ext = types.ModuleType("ext")
+
+    def register(registry: common.CommandRegistry) -> None:
+        registry.command("instance", "frobnicate", lambda o, e: 0, help="x")
+        registry.command("backup", "list", lambda o, e: 0, help="y")
+
+    ext.register = register  # type: ignore[attr-defined]
+    original = main_mod._command_modules
+    monkeypatch.setattr(main_mod, "_command_modules", lambda: [*original(), ext])
+    parser = build_parser()
+    opts = parser.parse_args(["instance", "frobnicate"])
+    assert opts.group == "instance" and opts.command == "frobnicate"
+    assert parser.parse_args(["backup", "list"]).command == "list"
+    # the core commands are still there
+    assert parser.parse_args(["instance", "list"]).command == "list"
