@@ -23,31 +23,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     default_dir = os.environ.get(DIR_ENV, lay.DEFAULT_DIR)
-    for name, help_text in (("up", "bring the cluster up (idempotent)"),
-                            ("down", "stop everything and remove namespaces and links"),
-                            ("status", "report what runs")):
+    for name, help_text in (
+        ("up", "bring the cluster up (idempotent)"),
+        ("down", "stop everything and remove namespaces and links"),
+        ("status", "report what runs"),
+    ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--dir", default=default_dir,
-                       help=f"cluster directory (default {default_dir}, env {DIR_ENV})")
-        p.add_argument("--cache-dir", default=guest.DEFAULT_CACHE_DIR,
-                       help="where the test guest and the domain type probe are cached")
+        p.add_argument(
+            "--dir",
+            default=default_dir,
+            help=f"cluster directory (default {default_dir}, env {DIR_ENV})",
+        )
+        p.add_argument(
+            "--cache-dir",
+            default=guest.DEFAULT_CACHE_DIR,
+            help="where the test guest and the domain type probe are cached",
+        )
         if name == "up":
-            p.add_argument("--nodes", type=int, default=None,
-                           help=f"number of nodes, 1-{lay.MAX_NODES} (default 2)")
-            p.add_argument("--subnet", default=None,
-                           help=f"node subnet (default {lay.DEFAULT_SUBNET})")
-            p.add_argument("--domain-type", choices=("kvm", "qemu"), default=None,
-                           help="libvirt domain type (default: probed)")
-            p.add_argument("--memory-cap", action="append", default=None, metavar="NODE=MIB",
-                           help="memory a node offers to instances (repeatable)")
+            p.add_argument(
+                "--nodes",
+                type=int,
+                default=None,
+                help=f"number of nodes, 1-{lay.MAX_NODES} (default 2)",
+            )
+            p.add_argument(
+                "--subnet", default=None, help=f"node subnet (default {lay.DEFAULT_SUBNET})"
+            )
+            p.add_argument(
+                "--domain-type",
+                choices=("kvm", "qemu"),
+                default=None,
+                help="libvirt domain type (default: probed)",
+            )
+            p.add_argument(
+                "--memory-cap",
+                action="append",
+                default=None,
+                metavar="NODE=MIB",
+                help="memory a node offers to instances (repeatable)",
+            )
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def _print_status(status: dict) -> None:
-    print(f"cluster in {status['directory']}: "
-          f"{'running' if status['running'] else 'not (fully) running'}")
+    print(
+        f"cluster in {status['directory']}: "
+        f"{'running' if status['running'] else 'not (fully) running'}"
+    )
     for name, entry in status.get("nodes", {}).items():
         parts = [f"{k}={v if v is not None else '-'}" for k, v in entry.items()]
         print(f"  {name}: {' '.join(parts)}")
@@ -56,17 +80,22 @@ def _print_status(status: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gnt-lv-devcluster``."""
     opts = _parser().parse_args(argv)
-    cluster = DevCluster(opts.dir, cache_dir=opts.cache_dir,
-                         feedback_fn=lambda msg: print(f">>> {msg}", flush=True))
+    cluster = DevCluster(
+        opts.dir, cache_dir=opts.cache_dir, feedback_fn=lambda msg: print(f">>> {msg}", flush=True)
+    )
     try:
         if opts.command == "up":
-            info = cluster.up(nodes=opts.nodes, subnet=opts.subnet,
-                              domain_type=opts.domain_type,
-                              memory_caps=lay.parse_memory_caps(opts.memory_cap)
-                              if opts.memory_cap else None)
-            print(f"cluster up: {len(info['nodes'])} nodes, domain type "
-                  f"{info['domain_type']}, description in "
-                  f"{os.path.join(cluster.directory, 'cluster.json')}")
+            info = cluster.up(
+                nodes=opts.nodes,
+                subnet=opts.subnet,
+                domain_type=opts.domain_type,
+                memory_caps=lay.parse_memory_caps(opts.memory_cap) if opts.memory_cap else None,
+            )
+            print(
+                f"cluster up: {len(info['nodes'])} nodes, domain type "
+                f"{info['domain_type']}, description in "
+                f"{os.path.join(cluster.directory, 'cluster.json')}"
+            )
             print("use it with:")
             print(f"export GANETI_LV_DATA_DIR={info['data_dir']}")
         elif opts.command == "down":

@@ -94,9 +94,19 @@ class DevCluster:
         )
 
     @property
+    def info_file(self) -> str:
+        """Path of DIR/cluster.json."""
+        return os.path.join(self.directory, "cluster.json")
+
+    @property
+    def data_dir(self) -> str:
+        """The ganeti_lv data dir of this cluster (GANETI_LV_DATA_DIR)."""
+        return os.path.join(self.directory, "data")
+
+    @property
     def info(self) -> dict[str, Any]:
         """The content of DIR/cluster.json (written by ``up``)."""
-        with open(os.path.join(self.directory, "cluster.json"), encoding="utf-8") as fh:
+        with open(self.info_file, encoding="utf-8") as fh:
             return json.load(fh)
 
     # --- up ----------------------------------------------------------------
@@ -115,7 +125,9 @@ class DevCluster:
                 if want is not None and state.get(key) not in (None, want):
                     raise OpPrereqError(
                         f"The cluster in {self.directory} runs with {key}={state[key]};"
-                        " run 'down' first to change it", ECODE_STATE)
+                        " run 'down' first to change it",
+                        ECODE_STATE,
+                    )
         n_nodes = nodes or state.get("nodes") or 2
         cidr = subnet or state.get("subnet") or lay.DEFAULT_SUBNET
         cl = lay.ClusterLayout.build(self.directory, n_nodes, cidr)
@@ -176,11 +188,15 @@ class DevCluster:
         _write(os.path.join(node.host_dir, "hosts"), lay.hosts_file(cl))
 
     def _holder_ok(self, node: lay.NodeLayout, pid: int | None) -> bool:
-        return bool(pid) and netns.proc_alive(int(pid or 0)) and \
-            netns.proc_ns(int(pid or 0), "net") == netns.netns_link(node.netns)
+        return (
+            bool(pid)
+            and netns.proc_alive(int(pid or 0))
+            and netns.proc_ns(int(pid or 0), "net") == netns.netns_link(node.netns)
+        )
 
-    def _ensure_node(self, cl: lay.ClusterLayout, node: lay.NodeLayout,
-                     state: dict[str, Any]) -> None:
+    def _ensure_node(
+        self, cl: lay.ClusterLayout, node: lay.NodeLayout, state: dict[str, Any]
+    ) -> None:
         """Create the node's namespaces unless they run, then start its daemons."""
         holder = state["holders"].get(node.name)
         if not self._holder_ok(node, holder):
@@ -192,17 +208,20 @@ class DevCluster:
             state.setdefault("daemons", {}).setdefault(node.name, {})[name] = pid
         self._save_state(state)
 
-    def _create_node(self, cl: lay.ClusterLayout, node: lay.NodeLayout,
-                     state: dict[str, Any]) -> int:
+    def _create_node(
+        self, cl: lay.ClusterLayout, node: lay.NodeLayout, state: dict[str, Any]
+    ) -> int:
         netns.run(["ip", "netns", "add", node.netns])
-        netns.run(["ip", "link", "add", node.veth_host, "type", "veth",
-                   "peer", "name", node.veth_peer])
+        netns.run(
+            ["ip", "link", "add", node.veth_host, "type", "veth", "peer", "name", node.veth_peer]
+        )
         netns.run(["ip", "link", "set", node.veth_peer, "netns", node.netns])
         netns.run(["ip", "link", "set", node.veth_host, "master", cl.bridge, "up"])
         in_ns = ["ip", "-n", node.netns]
         netns.run([*in_ns, "link", "set", node.veth_peer, "name", lay.NODE_IFACE])
-        netns.run([*in_ns, "addr", "add", f"{node.address}/{node.prefixlen}",
-                   "dev", lay.NODE_IFACE])
+        netns.run(
+            [*in_ns, "addr", "add", f"{node.address}/{node.prefixlen}", "dev", lay.NODE_IFACE]
+        )
         netns.run([*in_ns, "link", "set", lay.NODE_IFACE, "up"])
         netns.run([*in_ns, "link", "set", "lo", "up"])
         holder = netns.start_holder(node.netns, os.path.join(node.host_dir, "holder.log"))
@@ -220,8 +239,11 @@ class DevCluster:
     def _teardown_node(self, node: lay.NodeLayout, holder: int | None) -> None:
         """Remove what is left of a node (processes, netns, veth) before recreating it."""
         pids = set(netns.pids_in_netns(node.netns))
-        if holder and netns.proc_alive(int(holder)) and \
-                netns.proc_ns(int(holder), "net") != netns.proc_ns(os.getpid(), "net"):
+        if (
+            holder
+            and netns.proc_alive(int(holder))
+            and netns.proc_ns(int(holder), "net") != netns.proc_ns(os.getpid(), "net")
+        ):
             pids.add(int(holder))
         netns.kill_pids(sorted(pids))
         netns.delete_netns(node.netns)
@@ -230,9 +252,11 @@ class DevCluster:
     def _warm_up(self, cl: lay.ClusterLayout) -> None:
         """Let every libvirtd probe qemu's capabilities now, in parallel."""
         procs = [
-            subprocess.Popen(self._exec_argv(n.name, ["virsh", "-q", "domcapabilities",
-                                                      "--virttype", "qemu"]),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                self._exec_argv(n.name, ["virsh", "-q", "domcapabilities", "--virttype", "qemu"]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for n in cl.nodes
         ]
         for proc in procs:
@@ -264,8 +288,9 @@ class DevCluster:
         _write(cache, json.dumps(known, indent=2) + "\n")
         return result
 
-    def boot_probe(self, node: str, domain_type: str, image: guest.GuestImage,
-                   timeout: float) -> bool:
+    def boot_probe(
+        self, node: str, domain_type: str, image: guest.GuestImage, timeout: float
+    ) -> bool:
         """Boot a transient diskless test guest; True if it printed GUEST-READY."""
         nl = self.layout().node(node)
         name = f"{self.cid}-probe-{domain_type}"
@@ -289,25 +314,34 @@ class DevCluster:
 
     # --- description -------------------------------------------------------------
 
-    def _describe(self, cl: lay.ClusterLayout, image: guest.GuestImage,
-                  dtype: str) -> dict[str, Any]:
+    def _describe(
+        self, cl: lay.ClusterLayout, image: guest.GuestImage, dtype: str
+    ) -> dict[str, Any]:
         state = self._load_state()
         nodes = []
         for n in cl.nodes:
-            nodes.append({
-                "name": n.name, "address": n.address, "libvirt_uri": n.libvirt_uri,
-                "peer_uri": n.libvirt_uri, "migration_address": n.address, "ssh_port": 22,
-                "ssh_user": "root", "netns": n.netns, "veth": n.veth_host,
-                "holder_pid": state["holders"].get(n.name),
-                "host_dir": n.host_dir,
-                "unix_uri": f"qemu+unix:///system?socket={n.host_path(lay.LIBVIRT_SOCK)}",
-                "storage": {
-                    "file_storage_dir": n.host_path(lay.FILE_STORAGE_DIR),
-                    "export_dir": n.host_path(lay.EXPORT_DIR),
-                    "hooks_base_dir": n.host_path(lay.HOOKS_BASE_DIR),
-                    "libvirt_log_dir": n.host_path("/var/log/libvirt"),
-                },
-            })
+            nodes.append(
+                {
+                    "name": n.name,
+                    "address": n.address,
+                    "libvirt_uri": n.libvirt_uri,
+                    "peer_uri": n.libvirt_uri,
+                    "migration_address": n.address,
+                    "ssh_port": 22,
+                    "ssh_user": "root",
+                    "netns": n.netns,
+                    "veth": n.veth_host,
+                    "holder_pid": state["holders"].get(n.name),
+                    "host_dir": n.host_dir,
+                    "unix_uri": f"qemu+unix:///system?socket={n.host_path(lay.LIBVIRT_SOCK)}",
+                    "storage": {
+                        "file_storage_dir": n.host_path(lay.FILE_STORAGE_DIR),
+                        "export_dir": n.host_path(lay.EXPORT_DIR),
+                        "hooks_base_dir": n.host_path(lay.HOOKS_BASE_DIR),
+                        "libvirt_log_dir": n.host_path("/var/log/libvirt"),
+                    },
+                }
+            )
         return {
             "kind": "devcluster",
             "name": f"devcluster-{cl.cid}",
@@ -397,9 +431,14 @@ class DevCluster:
                 entry[name] = daemons.daemon_pid(node, name)
             nodes[node.name] = entry
         running = all(all(v for v in e.values()) for e in nodes.values())
-        return {"directory": self.directory, "running": running, "subnet": str(cl.subnet),
-                "bridge": cl.bridge if netns.link_exists(cl.bridge) else None,
-                "domain_type": state.get("domain_type"), "nodes": nodes}
+        return {
+            "directory": self.directory,
+            "running": running,
+            "subnet": str(cl.subnet),
+            "bridge": cl.bridge if netns.link_exists(cl.bridge) else None,
+            "domain_type": state.get("domain_type"),
+            "nodes": nodes,
+        }
 
     # --- helpers for tests and benchmarks ------------------------------------------
 
@@ -413,9 +452,14 @@ class DevCluster:
     def _exec_argv(self, node: str, argv: Sequence[str]) -> list[str]:
         return netns.nsenter_argv(self.holder(node), argv)
 
-    def node_exec(self, node: str, argv: Sequence[str], check: bool = True,
-                  input: bytes | None = None,
-                  timeout: float | None = 60) -> subprocess.CompletedProcess:
+    def node_exec(
+        self,
+        node: str,
+        argv: Sequence[str],
+        check: bool = True,
+        input: bytes | None = None,
+        timeout: float | None = 60,
+    ) -> subprocess.CompletedProcess:
         """Run ``argv`` inside the node's namespaces; output captured as bytes."""
         return netns.run(self._exec_argv(node, argv), check=check, input=input, timeout=timeout)
 
@@ -452,7 +496,7 @@ class DevCluster:
     def host_path(self, node: str, node_path: str) -> str:
         """Host path backing ``node_path`` (a node-local path) of ``node``."""
         if node_path.startswith(lay.SHARED_FILE_STORAGE_DIR):
-            return self.layout().shared_dir + node_path[len(lay.SHARED_FILE_STORAGE_DIR):]
+            return self.layout().shared_dir + node_path[len(lay.SHARED_FILE_STORAGE_DIR) :]
         return self.layout().node(node).host_path(node_path)
 
 

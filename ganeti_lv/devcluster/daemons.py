@@ -29,8 +29,15 @@ def daemon_argv(node: NodeLayout, name: str) -> list[str]:
     if name == "virtlogd":
         return ["virtlogd", "-d", "-p", PIDFILES["virtlogd"]]
     if name == "libvirtd":
-        return ["libvirtd", "-d", "--listen", "-p", PIDFILES["libvirtd"],
-                "-f", "/etc/libvirt/libvirtd.conf"]
+        return [
+            "libvirtd",
+            "-d",
+            "--listen",
+            "-p",
+            PIDFILES["libvirtd"],
+            "-f",
+            "/etc/libvirt/libvirtd.conf",
+        ]
     if name == "sshd":
         return ["/usr/sbin/sshd", "-f", os.path.join(node.sshd_dir, "sshd_config")]
     raise OpPrereqError(f"Unknown daemon {name!r}", "wrong_input")
@@ -81,12 +88,16 @@ def start_daemon(node: NodeLayout, holder: int, name: str, timeout: float = 30) 
         if os.path.exists(sock):
             os.unlink(sock)
     res = subprocess.run(
-        netns.nsenter_argv(holder, daemon_argv(node, name)), env=DAEMON_ENV,
-        stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+        netns.nsenter_argv(holder, daemon_argv(node, name)),
+        env=DAEMON_ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
     )
     if res.returncode != 0:
-        raise OpExecError(f"{name} on {node.name} failed to start: "
-                          f"{res.stderr.decode(errors='replace').strip()}")
+        raise OpExecError(
+            f"{name} on {node.name} failed to start: {res.stderr.decode(errors='replace').strip()}"
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = daemon_pid(node, name)
@@ -96,8 +107,9 @@ def start_daemon(node: NodeLayout, holder: int, name: str, timeout: float = 30) 
     raise OpExecError(f"{name} on {node.name} did not become ready within {timeout}s")
 
 
-def stop_daemon(node: NodeLayout, name: str, sig: int = signal.SIGTERM,
-                timeout: float = 10) -> int | None:
+def stop_daemon(
+    node: NodeLayout, name: str, sig: int = signal.SIGTERM, timeout: float = 10
+) -> int | None:
     """Signal a node daemon and wait until it is gone; return the PID it had."""
     pid = daemon_pid(node, name)
     if pid is None:

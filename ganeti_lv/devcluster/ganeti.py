@@ -59,9 +59,13 @@ def add_node(data_dir: str, node: Node, host_key: str) -> None:
         from ganeti_lv.client import Client
 
         op = OpNodeAdd(
-            node_name=node.name, primary_ip=node.address, ssh_port=node.ssh_port,
-            libvirt_uri=node.libvirt_uri, peer_uri=node.peer_uri,
-            migration_address=node.migration_address, host_key=host_key,
+            node_name=node.name,
+            primary_ip=node.address,
+            ssh_port=node.ssh_port,
+            libvirt_uri=node.libvirt_uri,
+            peer_uri=node.peer_uri,
+            migration_address=node.migration_address,
+            host_key=host_key,
             memory_cap=node.memory_cap,
         )
         with Client(data_dir=data_dir) as client:
@@ -70,9 +74,7 @@ def add_node(data_dir: str, node: Node, host_key: str) -> None:
     from ganeti_lv import bootstrap
     from ganeti_lv.config import ConfigStore
 
-    bootstrap.add_known_host(
-        paths.known_hosts_file(data_dir), bootstrap.node_known_hosts_patterns(node), host_key
-    )
+    bootstrap.record_node_host_key(paths.known_hosts_file(data_dir), node, host_key)
     ConfigStore(data_dir).add_node(node)
 
 
@@ -103,5 +105,4 @@ def ensure_cluster(
     for node in cl.nodes[1:]:
         if node.name not in have:
             feedback_fn(f"adding {node.name} to the cluster")
-            add_node(data_dir, node_object(node, memory_caps.get(node.name)),
-                     host_keys[node.name])
+            add_node(data_dir, node_object(node, memory_caps.get(node.name)), host_keys[node.name])

@@ -225,8 +225,23 @@ def build_initramfs(busybox: bytes, modules: dict[str, bytes], init: str = INIT_
     cpio.add_chardev("dev/console", 5, 1)
     cpio.add_chardev("dev/null", 1, 3, 0o666)
     cpio.add_file("bin/busybox", busybox, 0o755)
-    for applet in ("sh", "mount", "insmod", "cat", "dd", "sha256sum", "tr", "yes", "sleep",
-                   "mkdir", "sync", "poweroff", "echo", "cut", "ls"):
+    for applet in (
+        "sh",
+        "mount",
+        "insmod",
+        "cat",
+        "dd",
+        "sha256sum",
+        "tr",
+        "yes",
+        "sleep",
+        "mkdir",
+        "sync",
+        "poweroff",
+        "echo",
+        "cut",
+        "ls",
+    ):
         cpio.add_symlink(f"bin/{applet}", "busybox")
     made: set[str] = set()
     for rel, data in modules.items():
@@ -291,16 +306,25 @@ def _extract(deb: str, dest: str) -> None:
     """Extract the kernel image and the guest modules from a kernel .deb."""
     tar_in = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
     try:
-        _run(["tar", "-x", "-C", dest, "--wildcards", "./boot/vmlinuz-*",
-              *[f"./lib/modules/*/{m}" for m in GUEST_MODULES]], stdin=tar_in.stdout)
+        _run(
+            [
+                "tar",
+                "-x",
+                "-C",
+                dest,
+                "--wildcards",
+                "./boot/vmlinuz-*",
+                *[f"./lib/modules/*/{m}" for m in GUEST_MODULES],
+            ],
+            stdin=tar_in.stdout,
+        )
     finally:
         if tar_in.stdout:
             tar_in.stdout.close()
         tar_in.wait()
 
 
-def build_guest(cache_dir: str = DEFAULT_CACHE_DIR,
-                feedback_fn: FeedbackFn = _quiet) -> GuestImage:
+def build_guest(cache_dir: str = DEFAULT_CACHE_DIR, feedback_fn: FeedbackFn = _quiet) -> GuestImage:
     """Build the test guest once and return it from ``cache_dir`` afterwards."""
     package = kernel_package()
     key = cache_key(package)
@@ -400,8 +424,9 @@ def wait_console(
                 return m
         if clock() >= deadline:
             tail = "\n".join(text.splitlines()[-10:])
-            raise GenericError(f"{pattern.pattern!r} not seen in {path} within {timeout}s;"
-                               f" last lines:\n{tail}")
+            raise GenericError(
+                f"{pattern.pattern!r} not seen in {path} within {timeout}s; last lines:\n{tail}"
+            )
         time.sleep(poll)
 
 

@@ -106,7 +106,7 @@ class NodeLayout:
         """Host-side path backing a path inside one of the node's bind mounts."""
         for sub, mount in NODE_MOUNTS:
             if node_path == mount or node_path.startswith(mount + "/"):
-                return os.path.join(self.host_dir, sub) + node_path[len(mount):]
+                return os.path.join(self.host_dir, sub) + node_path[len(mount) :]
         raise ValueError(f"{node_path} is not inside a node-local mount")
 
     @property

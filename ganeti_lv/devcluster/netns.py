@@ -19,8 +19,9 @@ from ganeti_lv.errors import ECODE_ENVIRON, OpExecError, OpPrereqError
 NETNS_DIR = "/run/netns"
 
 
-def run(argv: Sequence[str], check: bool = True, input: bytes | None = None,
-        timeout: float | None = 60) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str], check: bool = True, input: bytes | None = None, timeout: float | None = 60
+) -> subprocess.CompletedProcess:
     """Run a command and capture its output; OpExecError when ``check`` and it fails."""
     res = subprocess.run(list(argv), capture_output=True, input=input, timeout=timeout)
     if check and res.returncode != 0:
@@ -42,7 +43,7 @@ def proc_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     # The state follows the parenthesised command name.
-    state = stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3]
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
     return state not in (b"Z", b"X")
 
 
@@ -161,6 +162,25 @@ def check_subnet_free(subnet: str, bridge: str) -> None:
             )
 
 
+def free_subnet(first: int = 100, count: int = 150) -> str:
+    """A 10.250.N.0/24 (first <= N < first+count) no interface uses, starting at a
+    PID-dependent N so concurrent test sessions tend to pick different ones."""
+    import ipaddress
+
+    out = run(["ip", "-o", "-4", "addr", "show"]).stdout.decode()
+    used = [
+        ipaddress.IPv4Interface(f.split()[3]).network
+        for f in out.splitlines()
+        if len(f.split()) > 3
+    ]
+    start = os.getpid() % count
+    for i in range(count):
+        net = ipaddress.IPv4Network(f"10.250.{first + (start + i) % count}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise OpExecError("no free 10.250.N.0/24 subnet")
+
+
 def ensure_bridge(name: str, address: str, prefixlen: int) -> None:
     """Create the root-namespace bridge with its address, idempotently."""
     if not link_exists(name):
@@ -190,9 +210,24 @@ def start_holder(netns: str, log_path: str) -> int:
     """
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
-             "--propagation", "private", "--", "sleep", "infinity"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "--",
+                "sleep",
+                "infinity",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
             close_fds=True,
         )
     own_mnt = proc_ns(os.getpid(), "mnt")
@@ -202,8 +237,12 @@ def start_holder(netns: str, log_path: str) -> int:
         if proc.poll() is not None:
             raise OpExecError(f"namespace holder for {netns} exited ({proc.returncode})")
         mnt = proc_ns(proc.pid, "mnt")
-        if mnt and mnt != own_mnt and proc_ns(proc.pid, "net") == want_net and \
-                proc_ns(proc.pid, "uts") != proc_ns(os.getpid(), "uts"):
+        if (
+            mnt
+            and mnt != own_mnt
+            and proc_ns(proc.pid, "net") == want_net
+            and proc_ns(proc.pid, "uts") != proc_ns(os.getpid(), "uts")
+        ):
             return proc.pid
         time.sleep(0.02)
     raise OpExecError(f"namespace holder for {netns} did not start")

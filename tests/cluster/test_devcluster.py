@@ -1,0 +1,307 @@
+"""The local cluster itself: up/down hygiene, per-node storage, SSH trust and the test guest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ganeti_lv.devcluster import guest, netns
+from ganeti_lv.devcluster.cluster import DevCluster
+from ganeti_lv.devcluster.guest import GuestImage, kernel_args, pattern_sha256
+from ganeti_lv.devcluster.netns import free_subnet as free_test_subnet
+
+pytestmark = pytest.mark.cluster
+
+BOOT_TIMEOUT = 120.0
+
+
+# --- up / down hygiene (own clusters, not the session one) --------------------
+
+
+def _state(cl: DevCluster) -> dict[str, Any]:
+    path = Path(cl.state_file)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _snapshot(cl: DevCluster) -> tuple[list[str], list[int]]:
+    """Namespaces of the cluster and every process running in them or holding them."""
+    names = netns.list_netns(f"glv{cl.cid}n")
+    pids = {p for n in names for p in netns.pids_in_netns(n)}
+    state = _state(cl)
+    pids.update(int(p) for p in state.get("holders", {}).values())
+    return names, sorted(pids)
+
+
+def _assert_clean(cl: DevCluster, pids: list[int]) -> None:
+    """Nothing of the cluster is left: processes, namespaces, links, mounts."""
+    prefix = f"glv{cl.cid}"
+    alive = [p for p in pids if netns.proc_alive(p)]
+    assert not alive, f"processes left: {alive}"
+    ns_out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert prefix not in ns_out
+    link_out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert prefix not in link_out
+    with open("/proc/mounts", encoding="utf-8") as fh:
+        mounts = fh.read()
+    assert prefix not in mounts and cl.directory not in mounts
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[str]:
+    """A cluster directory of its own, brought down and removed afterwards."""
+    directory = tempfile.mkdtemp(prefix="glv-updown-", dir="/var/tmp")
+    try:
+        yield directory
+    finally:
+        DevCluster(directory).down()
+        subprocess.run(["rm", "-rf", directory], check=False)
+
+
+@pytest.mark.faults
+def test_up_twice_is_harmless_and_down_leaves_nothing(scratch_dir: str) -> None:
+    cl = DevCluster(scratch_dir)
+    info = cl.up(nodes=2, subnet=free_test_subnet(), domain_type="qemu")
+    assert [n["name"] for n in info["nodes"]] == ["node1", "node2"]
+    status = cl.status()
+    assert status["running"] is True
+    names, pids = _snapshot(cl)
+    assert len(names) == 2 and len(pids) >= 8  # holder, virtlogd, libvirtd, sshd per node
+    assert os.path.exists(os.path.join(info["data_dir"], "config.json"))
+
+    again = cl.up()
+    assert cl.status() == status  # same PIDs: nothing restarted
+    assert again["nodes"] == info["nodes"]
+    assert _snapshot(cl) == (names, pids)
+
+    cl.down()
+    _assert_clean(cl, pids)
+    assert cl.status()["running"] is False
+    assert not os.path.exists(cl.info_file)
+
+
+@pytest.mark.faults
+def test_down_after_killed_up_cleans_up(scratch_dir: str) -> None:
+    cl = DevCluster(scratch_dir)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ganeti_lv.devcluster.cli",
+            "up",
+            "--dir",
+            scratch_dir,
+            "--nodes",
+            "2",
+            "--subnet",
+            free_test_subnet(),
+            "--domain-type",
+            "qemu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # Kill it once node2's namespaces exist, i.e. in the middle of bringing node2 up.
+        while time.monotonic() < deadline and proc.poll() is None:
+            state = _state(cl)
+            if "node2" in state.get("holders", {}):
+                break
+            time.sleep(0.02)  # polling a file another process writes
+        assert proc.poll() is None, "up finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    names, pids = _snapshot(cl)
+    assert names and pids, "the killed up left nothing to clean (test did not test)"
+    cl.down()
+    _assert_clean(cl, pids)
+
+
+# --- the session cluster --------------------------------------------------------
+
+
+def _sh(cluster: Any, node: str, script: str, check: bool = True) -> str:
+    res = cluster.node_exec(node, ["sh", "-c", script], check=check)
+    return res.stdout.decode(errors="replace").strip()
+
+
+def test_node_local_dirs_are_per_node_and_shared_storage_is_shared(
+    devcluster: Any, cluster_info: dict[str, Any]
+) -> None:
+    storage = cluster_info["storage"]
+    tag = f"probe-{os.getpid()}"
+    try:
+        for key in ("export_dir", "file_storage_dir", "hooks_base_dir"):
+            path = f"{storage[key]}/{tag}"
+            _sh(devcluster, "node1", f"echo node1 > {path}")
+            assert _sh(devcluster, "node1", f"cat {path}") == "node1"
+            for other in ("node2", "node3"):
+                assert _sh(devcluster, other, f"test -e {path} && echo yes || echo no") == "no"
+        shared = f"{storage['shared_file_storage_dir']}/{tag}"
+        _sh(devcluster, "node2", f"echo from-node2 > {shared}")
+        for node in ("node1", "node3"):
+            assert _sh(devcluster, node, f"cat {shared}") == "from-node2"
+        if "host_dir" in cluster_info["nodes"][0]:  # local cluster: host view agrees
+            n1 = cluster_info["nodes"][0]["storage"]
+            assert Path(f"{n1['export_dir']}/{tag}").read_text() == "node1\n"
+            assert Path(f"{cluster_info['host_shared_dir']}/{tag}").read_text() == "from-node2\n"
+    finally:
+        for node in ("node1", "node2", "node3"):
+            _sh(
+                devcluster,
+                node,
+                " ; ".join(
+                    f"rm -f {storage[k]}/{tag}"
+                    for k in (
+                        "export_dir",
+                        "file_storage_dir",
+                        "hooks_base_dir",
+                        "shared_file_storage_dir",
+                    )
+                ),
+            )
+
+
+def test_nodes_know_each_other_and_reach_each_other_over_ssh(
+    devcluster: Any, cluster_info: dict[str, Any]
+) -> None:
+    for node in cluster_info["nodes"]:
+        assert _sh(devcluster, node["name"], "hostname") == node["name"]
+    for peer in cluster_info["nodes"][1:]:
+        out = _sh(
+            devcluster, "node1", f"ssh {peer['name']} hostname && ssh {peer['address']} hostname"
+        )
+        assert out.split() == [peer["name"], peer["name"]]
+    uuids = set()
+    for node in cluster_info["nodes"]:
+        sysinfo = devcluster.virsh(node["name"], "capabilities")
+        m = re.search(r"<uuid>([0-9a-f-]+)</uuid>", sysinfo)
+        assert m is not None
+        uuids.add(m.group(1))
+    assert len(uuids) == len(cluster_info["nodes"]), "host uuids must differ"
+
+
+# --- the test guest -----------------------------------------------------------------
+
+
+class GuestRun:
+    """A transient test-guest domain started directly with virsh on a node."""
+
+    def __init__(self, cluster: Any, info: dict[str, Any], node: str, name: str) -> None:
+        self.cluster, self.info, self.node, self.name = cluster, info, node, name
+        base = f"{info['storage']['file_storage_dir']}"
+        self.disk = f"{base}/{name}.img"
+        self.log = f"{base}/{name}.console"
+
+    def prepare_disk(self, mib: int) -> None:
+        _sh(
+            self.cluster, self.node, f"rm -f {self.disk} {self.log}; truncate -s {mib}M {self.disk}"
+        )
+
+    def start(self, cmdline: str) -> None:
+        g = self.info["guest"]
+        image = GuestImage(g["kernel"], g["initrd"], key="")
+        xml = guest.domain_xml(
+            self.name, self.info["domain_type"], image, cmdline, self.disk, self.log
+        )
+        _sh(self.cluster, self.node, f"rm -f {self.log}")
+        self.cluster.node_exec(self.node, ["virsh", "create", "/dev/stdin"], input=xml.encode())
+
+    def console(self) -> str:
+        return _sh(self.cluster, self.node, f"cat {self.log} 2>/dev/null", check=False)
+
+    def wait(self, regex: str, timeout: float = BOOT_TIMEOUT) -> re.Match[str]:
+        pattern = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.console().replace("\r", "")
+            for line in text.splitlines():
+                m = pattern.search(line)
+                if m:
+                    return m
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{regex!r} not in console:\n{text[-1500:]}")
+            time.sleep(0.3)  # polling a file on the node: no event to wait on
+
+    def running(self) -> bool:
+        return self.name in self.cluster.virsh(self.node, "list", "--name").split()
+
+    def destroy(self) -> None:
+        self.cluster.virsh(self.node, "destroy", self.name, check=False)
+        _sh(self.cluster, self.node, f"rm -f {self.disk} {self.log}", check=False)
+
+
+@pytest.fixture
+def guest_run(devcluster: Any, cluster_info: dict[str, Any]) -> Iterator[GuestRun]:
+    run = GuestRun(devcluster, cluster_info, "node2", f"dctest{os.getpid()}")
+    try:
+        yield run
+    finally:
+        run.destroy()
+
+
+def _tick_sector(run: GuestRun) -> str:
+    return _sh(
+        run.cluster,
+        run.node,
+        f"dd if={run.disk} bs=512 skip=131072 count=1 2>/dev/null | tr -d '\\000'",
+    )
+
+
+@pytest.mark.timeout(400)
+def test_guest_pattern_ready_ticks_and_acpi_poweroff(guest_run: GuestRun) -> None:
+    guest_run.prepare_disk(80)
+    guest_run.start(kernel_args("dcseed", patmb=4, dirtymb=8))
+    m = guest_run.wait(guest.PATTERN_RE.pattern)
+    assert m.group(1) == "dcseed" and m.group(2) == "4"
+    assert m.group(3) == pattern_sha256("dcseed", 4)
+    guest_run.wait(r"^GUEST-READY$")
+    tick = int(guest_run.wait(r"^tick (\d+)$").group(1))
+    guest_run.wait(rf"^tick {tick + 2}$", timeout=30)
+    assert re.fullmatch(r"tick \d+", _tick_sector(guest_run))
+    # The pattern is on the disk, as the host sees it.
+    head = guest_run.cluster.node_exec(
+        guest_run.node, ["dd", f"if={guest_run.disk}", "bs=1M", "count=4"]
+    ).stdout
+    assert head == guest.pattern_bytes("dcseed", 4)
+
+    guest_run.cluster.virsh(guest_run.node, "shutdown", guest_run.name)
+    guest_run.wait(r"^GUEST: POWEROFF$", timeout=30)
+    deadline = time.monotonic() + 30
+    while guest_run.running() and time.monotonic() < deadline:
+        time.sleep(0.2)  # waiting for libvirt to notice qemu's exit
+    assert not guest_run.running()
+
+
+@pytest.mark.timeout(400)
+def test_guest_ignoreacpi_and_readonly_pattern(guest_run: GuestRun) -> None:
+    guest_run.prepare_disk(80)
+    # The disk already carries the pattern of seed "keep": writepat=0 must report it.
+    _sh(
+        guest_run.cluster,
+        guest_run.node,
+        f"yes keep | tr -d '\\n' | dd of={guest_run.disk} bs=1M count=2 iflag=fullblock "
+        "conv=notrunc 2>/dev/null",
+    )
+    guest_run.start(kernel_args("other", patmb=2, dirtymb=0, writepat=False, ignoreacpi=True))
+    m = guest_run.wait(guest.PATTERN_RE.pattern)
+    assert m.group(1) == "other" and m.group(3) == pattern_sha256("keep", 2)
+    guest_run.wait(r"^GUEST-READY$")
+    tick = int(guest_run.wait(r"^tick (\d+)$").group(1))
+    guest_run.cluster.virsh(guest_run.node, "shutdown", guest_run.name)
+    # Several seconds of ticks after the request: still running, no power-off.
+    guest_run.wait(rf"^tick {tick + 5}$", timeout=60)
+    assert "GUEST: POWEROFF" not in guest_run.console()
+    assert guest_run.running()
