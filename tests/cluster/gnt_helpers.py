@@ -1,0 +1,123 @@
+"""Helpers for the instance lifecycle and cluster verify tests on the real cluster.
+
+``Gnt`` runs ``gnt-lv`` in-process against the cluster's data dir (real
+LibvirtNodeOps) and captures its output; ``console`` reads an instance's
+serial console log on its node over SSH; ``wait_console`` polls it until a
+predicate holds (a remote file has no event to wait on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ganeti_lv import constants
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.objects import Node
+
+
+class Gnt:
+    """``gnt-lv`` on one data dir; each call returns (exit code, stdout, stderr)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        from ganeti_lv.cli.main import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--data-dir", self.data_dir, *argv])
+        return code, out.getvalue(), err.getvalue()
+
+    def ok(self, *argv: str) -> str:
+        """Run and assert success; return stdout."""
+        code, out, err = self(*argv)
+        assert code == 0, f"gnt-lv {' '.join(argv)} failed ({code}):\n{out}\n{err}"
+        return out
+
+    def status(self, name: str) -> str:
+        """The instance's status column."""
+        out = self.ok("instance", "list", "-o", "status", "--no-headers", name)
+        return out.strip()
+
+
+def node(config: ConfigStore, name: str) -> Node:
+    """A node from the configuration (must exist)."""
+    found = config.get_node(name)
+    assert found is not None, name
+    return found
+
+
+def console(ops: LibvirtNodeOps, where: Node, name: str) -> str:
+    """The instance's console log on ``where`` ("" when missing)."""
+    res = ops.run_command(where, ["cat", console_log_path(name)]).Raise("read console")
+    return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
+
+
+def wait_console(
+    ops: LibvirtNodeOps,
+    where: Node,
+    name: str,
+    predicate: Callable[[str], bool],
+    timeout: float = 120.0,
+) -> str:
+    """Poll the console log until ``predicate(text)``; return the text."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = console(ops, where, name)
+        if predicate(text):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"console of {name} on {where.name} never matched; tail:\n{text[-2000:]}")
+
+
+def domain_state(ops: LibvirtNodeOps, where: Node, name: str) -> str | None:
+    """The domain's state on ``where`` per libvirt, or None when undefined."""
+    info = ops.instance_info(where, name).Raise("instance info")
+    return None if info is None else info.state
+
+
+def running_nodes(ops: LibvirtNodeOps, config: ConfigStore, name: str) -> list[str]:
+    """Nodes whose libvirt runs the domain."""
+    out = []
+    for node_name in config.node_names():
+        if domain_state(ops, node(config, node_name), name) == constants.DOMSTATE_RUNNING:
+            out.append(node_name)
+    return out
+
+
+def purge_instance(ops: LibvirtNodeOps, config: ConfigStore, name: str, template: str) -> None:
+    """Remove every trace of ``name`` (config, domains, images, console logs) everywhere."""
+    from ganeti_lv.objects import Instance, disk_dir
+
+    inst = config.get_instance(name)
+    if inst is not None:
+        config.remove_instance(name)
+    cluster = config.get_cluster()
+    probe = inst or Instance(name=name, primary_node="", disk_template=template)
+    for node_name in config.node_names():
+        where = node(config, node_name)
+        ops.undefine_instance(where, name)
+        ops.run_command(where, ["rm", "-rf", "--", disk_dir(cluster, probe)])
+        ops.run_command(where, ["rm", "-f", "--", console_log_path(name)])
+
+
+def cli_env_args(info: dict[str, Any], name: str, **kernel: Any) -> list[str]:
+    """``-H`` and ``-B`` options for a small test guest."""
+    from ganeti_lv.devcluster.guest import kernel_args
+
+    guest = info["guest"]
+    args = kernel_args(name, **kernel)
+    return [
+        "-B",
+        "memory=128M,vcpus=1",
+        "-H",
+        f'kernel_path={guest["kernel"]},initrd_path={guest["initrd"]},kernel_args="{args}"',
+    ]
