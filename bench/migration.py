@@ -1,0 +1,306 @@
+"""Migration benchmark: ``gnt-lv instance migrate`` against plain ``virsh migrate``.
+
+The same guest (sharedfile disk, empty hook directories) is migrated back and
+forth between node1 and node2, alternately by ganeti_lv and by
+
+    virsh -c <source> migrate --live --p2p --persistent --undefinesource \\
+        --unsafe --migrateuri tcp://<target address> <domain> <target peer URI>
+
+which is what ganeti_lv asks libvirt for on a cluster that declared its
+shared storage coherent (the local cluster does). Both run with libvirt's
+defaults (unlimited bandwidth, 300 ms maximum downtime, ganeti_lv's
+defaults too). After a virsh migration the configuration is told where the
+instance went (untimed), as an operator would have to.
+
+Cases: memory 128, 256 and 512 MiB, idle and with the 32 MiB dirtier. Per
+case: wall time of each tool, libvirt's total time and downtime, and the
+ratio ganeti_lv / virsh as the median of alternating pairs. Then a guest
+dirtying memory faster than a bandwidth limit: does each tool converge, and
+how long does it take (virsh is aborted after a cap)?
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from typing import Any
+
+from bench import stats
+from bench.common import BenchCluster, BenchError, Feedback, Guest, parse_jobinfo, run
+
+FULL_CASES = [(128, 0), (128, 32), (256, 0), (256, 32), (512, 0), (512, 32)]
+QUICK_CASES = [(128, 0), (256, 32)]
+FAST_DIRTY = {"memory": 256, "dirtymb": 64, "bandwidth": 16, "cap": 60.0}
+NODES = ("node1", "node2")
+GNT_STATS_RE = re.compile(r"total time ([0-9.]+) s, downtime (\d+|unknown)")
+
+
+def _other(node: str) -> str:
+    return NODES[1] if node == NODES[0] else NODES[0]
+
+
+def _completed_jobinfo(cl: BenchCluster, node: str, name: str) -> dict[str, float]:
+    """libvirt's statistics of the completed migration job on ``node`` ({} if none)."""
+    proc = cl.virsh(node, "domjobinfo", "--completed", name, check=False)
+    return parse_jobinfo(proc.stdout) if proc.returncode == 0 else {}
+
+
+def _check_running(cl: BenchCluster, node: str, name: str) -> None:
+    state = cl.virsh(node, "domstate", name, check=False).stdout.strip()
+    if state != "running":
+        raise BenchError(f"{name} is '{state}' on {node} after the migration")
+
+
+def migrate_gnt(cl: BenchCluster, name: str, extra: list[str] | None = None) -> dict[str, Any]:
+    """One ``gnt-lv instance migrate`` to the other node; wall time and libvirt figures."""
+    src = cl.primary(name)
+    dst = _other(src)
+    argv = ["instance", "migrate", "-f", "-n", dst, *(extra or []), name]
+    wall, proc = _timed_gnt(cl, argv)
+    _check_running(cl, dst, name)
+    info = _completed_jobinfo(cl, dst, name)
+    out = proc.stdout + proc.stderr
+    match = GNT_STATS_RE.search(out)
+    total_ms = info.get("time_elapsed_ms")
+    downtime = info.get("total_downtime_ms")
+    if match:
+        # ganeti_lv read the completed statistics itself (which consumes them).
+        total_ms = total_ms if total_ms is not None else float(match.group(1)) * 1000
+        if downtime is None and match.group(2) != "unknown":
+            downtime = float(match.group(2))
+    return {"src": src, "dst": dst, "wall": wall, "total_ms": total_ms, "downtime_ms": downtime}
+
+
+def _timed_gnt(cl: BenchCluster, argv: list[str]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    proc = cl.gnt(*argv, timeout=600)
+    return time.perf_counter() - start, proc
+
+
+def virsh_argv(cl: BenchCluster, name: str, src: str, dst: str, extra: list[str]) -> list[str]:
+    """The baseline's command line (same flags as ganeti_lv's libvirt call)."""
+    target = cl.node(dst)
+    return [
+        "virsh",
+        "-c",
+        cl.uri(src),
+        "migrate",
+        "--live",
+        "--p2p",
+        "--persistent",
+        "--undefinesource",
+        "--unsafe",
+        "--migrateuri",
+        f"tcp://{target.get('migration_address') or target['address']}",
+        *extra,
+        name,
+        target.get("peer_uri") or target["libvirt_uri"],
+    ]
+
+
+def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -> dict[str, Any]:
+    """One plain virsh migration to the other node; the configuration is updated after."""
+    src = cl.primary(name)
+    dst = _other(src)
+    argv = virsh_argv(cl, name, src, dst, extra or [])
+    start = time.perf_counter()
+    run(argv, timeout=600)
+    wall = time.perf_counter() - start
+    cl.record_primary(name, dst)
+    _check_running(cl, dst, name)
+    info = _completed_jobinfo(cl, dst, name)
+    return {
+        "src": src,
+        "dst": dst,
+        "wall": wall,
+        "total_ms": info.get("time_elapsed_ms"),
+        "downtime_ms": info.get("total_downtime_ms"),
+    }
+
+
+def _start_guest(cl: BenchCluster, name: str, memory: int, dirtymb: int) -> None:
+    cl.remove_instance(name)
+    cl.add_instance(name, NODES[0], Guest(seed=name, dirtymb=dirtymb), memory=memory, disk="96M")
+    cl.wait_console(name, NODES[0], "GUEST-READY", timeout=120)
+
+
+def _summary(side: list[dict[str, Any]]) -> dict[str, float]:
+    def med(key: str) -> float:
+        return stats.median(r[key] for r in side if r.get(key) is not None)
+
+    return {"wall": med("wall"), "total_ms": med("total_ms"), "downtime_ms": med("downtime_ms")}
+
+
+def bench_case(
+    cl: BenchCluster, memory: int, dirtymb: int, pairs: int, feedback: Feedback
+) -> dict[str, Any]:
+    """Alternating pairs of migrations of one guest; medians and the pair ratio."""
+    name = f"bm{memory}d{dirtymb}"
+    feedback(f"migration: {memory} MiB guest, dirtier {dirtymb} MiB, {pairs} pairs")
+    _start_guest(cl, name, memory, dirtymb)
+    try:
+        gnt, virsh = stats.alternate(
+            lambda _i: migrate_gnt(cl, name), lambda _i: migrate_virsh(cl, name), pairs
+        )
+    finally:
+        cl.remove_instance(name)
+    return {
+        "memory_mib": memory,
+        "dirty_mib": dirtymb,
+        "pairs": pairs,
+        "ganeti_lv": _summary(gnt),
+        "virsh": _summary(virsh),
+        "wall_ratio": stats.median_pair_ratio([r["wall"] for r in gnt], [r["wall"] for r in virsh]),
+        "runs": {"ganeti_lv": gnt, "virsh": virsh},
+    }
+
+
+def _virsh_capped(cl: BenchCluster, name: str, bandwidth: int, cap: float) -> dict[str, Any]:
+    """virsh migration with a bandwidth limit, aborted (domjobabort) after ``cap`` s."""
+    src = cl.primary(name)
+    dst = _other(src)
+    argv = virsh_argv(cl, name, src, dst, ["--bandwidth", str(bandwidth)])
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    aborted = False
+    try:
+        proc.wait(timeout=cap)
+    except subprocess.TimeoutExpired:
+        aborted = True
+        cl.virsh(src, "domjobabort", name, check=False)
+        proc.wait(timeout=60)
+    wall = time.perf_counter() - start
+    converged = proc.returncode == 0 and not aborted
+    if converged:
+        cl.record_primary(name, dst)
+    return {"converged": converged, "wall": wall, "aborted_after_cap": aborted}
+
+
+def bench_fast_dirtier(cl: BenchCluster, feedback: Feedback, cap: float) -> dict[str, Any]:
+    """A guest dirtying faster than the bandwidth: does each converge, and when?"""
+    memory, dirtymb, bandwidth = (
+        FAST_DIRTY["memory"],
+        FAST_DIRTY["dirtymb"],
+        FAST_DIRTY["bandwidth"],
+    )
+    name = f"bmfast{memory}"
+    feedback(f"migration: dirtier {dirtymb} MiB faster than {bandwidth} MiB/s, cap {cap:g} s")
+    _start_guest(cl, name, int(memory), int(dirtymb))
+    result: dict[str, Any] = {"memory_mib": memory, "dirty_mib": dirtymb, "bandwidth": bandwidth}
+    try:
+        start = time.perf_counter()
+        proc = cl.gnt(
+            "instance",
+            "migrate",
+            "-f",
+            "-n",
+            _other(cl.primary(name)),
+            "--migration-bandwidth",
+            str(bandwidth),
+            name,
+            check=False,
+            timeout=600,
+        )
+        wall = time.perf_counter() - start
+        out = (proc.stdout + proc.stderr).strip()
+        result["ganeti_lv"] = {
+            "converged": proc.returncode == 0,
+            "wall": wall,
+            "output_tail": out.splitlines()[-3:] if out else [],
+        }
+        result["virsh"] = _virsh_capped(cl, name, int(bandwidth), cap)
+    finally:
+        cl.remove_instance(name)
+    return result
+
+
+def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]:
+    """Every migration case on a cluster that is up; returns the results."""
+    cases = QUICK_CASES if quick else FULL_CASES
+    pairs = 1 if quick else 3
+    out: dict[str, Any] = {"cases": []}
+    for memory, dirtymb in cases:
+        try:
+            out["cases"].append(bench_case(cl, memory, dirtymb, pairs, feedback))
+        except (BenchError, subprocess.TimeoutExpired) as err:
+            out["cases"].append({"memory_mib": memory, "dirty_mib": dirtymb, "error": str(err)})
+    try:
+        out["fast_dirtier"] = bench_fast_dirtier(cl, feedback, 30.0 if quick else FAST_DIRTY["cap"])
+    except (BenchError, subprocess.TimeoutExpired) as err:
+        out["fast_dirtier"] = {"error": str(err)}
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[stats.Target]:
+    """Migration wall-time ratio to virsh <= 1.15 on a 256 MiB guest (idle and dirty)."""
+    found = []
+    for case in results.get("cases", []):
+        if case.get("memory_mib") == 256:
+            label = "idle" if not case.get("dirty_mib") else f"dirtier {case['dirty_mib']} MiB"
+            found.append(
+                stats.Target(
+                    f"migration wall-time ratio to virsh, 256 MiB {label}",
+                    case.get("wall_ratio", float("nan")),
+                    1.15,
+                    "<=",
+                )
+            )
+    if not found:
+        found.append(
+            stats.Target("migration wall-time ratio to virsh, 256 MiB", float("nan"), 1.15, "<=")
+        )
+    return found
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The migration results as markdown tables."""
+    rows = []
+    for case in results.get("cases", []):
+        label = f"{case['memory_mib']} MiB, " + (
+            "idle" if not case["dirty_mib"] else f"dirtier {case['dirty_mib']} MiB"
+        )
+        if "error" in case:
+            rows.append([label, "error", case["error"][-200:], "", "", "", "", ""])
+            continue
+        g, v = case["ganeti_lv"], case["virsh"]
+        rows.append(
+            [
+                label,
+                g["wall"],
+                v["wall"],
+                case["wall_ratio"],
+                g["total_ms"],
+                v["total_ms"],
+                g["downtime_ms"],
+                v["downtime_ms"],
+            ]
+        )
+    headers = [
+        "guest",
+        "ganeti_lv wall s",
+        "virsh wall s",
+        "ratio (median of pairs)",
+        "ganeti_lv libvirt total ms",
+        "virsh libvirt total ms",
+        "ganeti_lv downtime ms",
+        "virsh downtime ms",
+    ]
+    text = stats.markdown_table(headers, rows)
+    fast = results.get("fast_dirtier")
+    if fast and "error" not in fast:
+        frows = []
+        for tool in ("ganeti_lv", "virsh"):
+            r = fast.get(tool, {})
+            verdict = "yes" if r.get("converged") else "no"
+            if r.get("aborted_after_cap"):
+                verdict += " (aborted at the cap)"
+            frows.append([tool, verdict, r.get("wall", float("nan"))])
+        text += (
+            f"\n\nDirtier {fast['dirty_mib']} MiB in a {fast['memory_mib']} MiB guest, "
+            f"bandwidth limited to {fast['bandwidth']} MiB/s:\n\n"
+            + stats.markdown_table(["tool", "converged", "wall s"], frows)
+        )
+    elif fast:
+        text += f"\n\nFast-dirtier case failed: {fast['error'][-300:]}"
+    return text

@@ -1,0 +1,181 @@
+"""Run every benchmark and write bench/results/results.json and results.md.
+
+    .venv/bin/python bench/run.py [--quick] [--only framework,migration,export]
+
+The framework benchmark needs no cluster. The migration and export
+benchmarks bring up a 3-node local cluster of their own (directory
+/var/tmp/ganeti-lv-bench, subnet 10.250.9.0/24, so a test cluster may run
+meanwhile) and take it down at the end unless ``--keep-cluster``.
+Every figure is a median of several runs; ratios are medians of pairs
+measured alternately. The issue's targets are printed with met / NOT met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import framework, stats  # noqa: E402
+from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PARTS = ("framework", "migration", "export")
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, Any]:
+    """Bring the bench cluster up, run the cluster benchmarks, take it down."""
+    from bench import export, migration
+
+    out: dict[str, Any] = {}
+    cl = BenchCluster(opts.dir, opts.subnet, nodes=3, feedback=_log)
+    _log(f"bringing up the bench cluster in {opts.dir} ({opts.subnet})")
+    try:
+        info = cl.up()
+        out["cluster"] = {"domain_type": info.get("domain_type"), "nodes": cl.node_names}
+        if "migration" in parts:
+            start = time.monotonic()
+            out["migration"] = migration.run_all(cl, opts.quick, _log)
+            out["migration"]["seconds"] = time.monotonic() - start
+        if "export" in parts:
+            start = time.monotonic()
+            out["export"] = export.run_all(cl, opts.quick, _log)
+            out["export"]["seconds"] = time.monotonic() - start
+    except Exception as err:  # noqa: BLE001 - report and still write what was measured
+        out["cluster_error"] = f"{type(err).__name__}: {err}"
+        _log(f"cluster benchmarks stopped: {out['cluster_error']}")
+    finally:
+        if not opts.keep_cluster:
+            _log("taking the bench cluster down")
+            cl.down()
+    return out
+
+
+def collect_targets(results: dict[str, Any]) -> list[stats.Target]:
+    """Every target of issue 6 that belongs to a part that ran."""
+    from bench import export, migration
+
+    found: list[stats.Target] = []
+    if "migration" in results:
+        found += migration.targets(results["migration"])
+    if "export" in results:
+        found += export.targets(results["export"])
+    if "framework" in results:
+        found += framework.targets(results["framework"])
+    return found
+
+
+def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: str) -> str:
+    """The whole report: targets, then one section per benchmark."""
+    from bench import export, migration
+
+    meta = results["meta"]
+    lines = [
+        "# ganeti_lv benchmark results",
+        "",
+        f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs, Python "
+        f"{meta['python']}), {meta['seconds']:.0f} s in all; reproduce with `{argv}`.",
+        "",
+        "## Targets",
+        "",
+        stats.markdown_table(
+            ["target", "value", "limit", "verdict"],
+            [
+                [
+                    t.name,
+                    f"{stats.fmt(t.value, 3)} {t.unit}".strip(),
+                    f"{t.op} {t.limit:g}",
+                    t.verdict(),
+                ]
+                for t in targets
+            ],
+        ),
+    ]
+    if "migration" in results:
+        lines += ["", "## Migration (medians; ratio = median of alternating pairs)", ""]
+        lines.append(migration.markdown(results["migration"]))
+    if "export" in results:
+        lines += ["", "## Export (medians; ratio = median of alternating pairs)", ""]
+        lines.append(export.markdown(results["export"]))
+    if "framework" in results:
+        lines += ["", "## Framework (medians)", ""]
+        lines.append(framework.markdown(results["framework"]))
+    if "cluster_error" in results:
+        lines += ["", f"Cluster benchmarks stopped early: {results['cluster_error']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks, write the result files, print the targets."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one pair per case, fewer cases")
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
+    parser.add_argument("--dir", default=DEFAULT_DIR, help="bench cluster directory")
+    parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="bench cluster subnet")
+    parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    opts = parser.parse_args(argv)
+    parts = [p.strip() for p in opts.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    if "framework" in parts:
+        _log("framework benchmark")
+        results["framework"] = framework.run_all(opts.quick)
+    cluster_parts = [p for p in parts if p in ("migration", "export")]
+    if cluster_parts:
+        results.update(run_cluster_parts(opts, cluster_parts))
+    results["meta"] = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.node() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "quick": opts.quick,
+        "parts": parts,
+        "seconds": time.monotonic() - started,
+    }
+    targets = collect_targets(results)
+    results["targets"] = [t.to_dict() for t in targets]
+    shown = "bench/run.py" + (" --quick" if opts.quick else "")
+    if opts.only != ",".join(PARTS):
+        shown += f" --only {opts.only}"
+    report = render_markdown(results, targets, f".venv/bin/python {shown}")
+    out_dir = Path(opts.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(
+        json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    (out_dir / "results.md").write_text(report, encoding="utf-8")
+    print(report)
+    _log(f"results in {out_dir}/results.json and results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
