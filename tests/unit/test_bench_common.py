@@ -1,0 +1,169 @@
+"""Unit tests for the cluster benchmarks' pure helpers and their target evaluation."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench import common, export, migration  # noqa: E402
+
+JOBINFO = """Job type:         Completed
+Operation:        Incoming migration
+Time elapsed:     1875         ms
+Data processed:   131.402 MiB
+Data remaining:   0.000 B
+Memory bandwidth: 118.611 MiB/s
+Total downtime:   212          ms
+Downtime w/o network: 207    ms
+Iteration:        3
+"""
+
+
+def test_parse_jobinfo_units() -> None:
+    info = common.parse_jobinfo(JOBINFO)
+    assert info["time_elapsed_ms"] == 1875
+    assert info["total_downtime_ms"] == 212
+    assert info["downtime_w_o_network_ms"] == 207
+    assert info["data_processed_mib"] == pytest.approx(131.402)
+    assert info["data_remaining_mib"] == 0
+    assert info["memory_bandwidth_mib_s"] == pytest.approx(118.611)
+    assert info["iteration"] == 3
+    assert "job_type" not in info  # not a number
+    assert common.parse_jobinfo("") == {}
+
+
+def test_longest_gap_includes_window_edges() -> None:
+    assert common.longest_gap([1.0, 2.0, 3.5], 0.5, 4.0) == pytest.approx(1.5)
+    # No tick inside the window: the whole window is the gap.
+    assert common.longest_gap([10.0], 0.0, 2.0) == pytest.approx(2.0)
+    # The last tick long before the end counts as a gap up to the end.
+    assert common.longest_gap([1.0, 1.9], 1.0, 5.0) == pytest.approx(3.1)
+
+
+def test_tick_watcher_reads_only_new_complete_tick_lines(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("booting\ntick 1\n")
+    now = [100.0]
+    watcher = common.TickWatcher(str(log), clock=lambda: now[0])
+    assert watcher.poll() == 0  # what was there before is not counted
+    with log.open("a") as fh:
+        fh.write("tick 2\nGUEST: x\ntick 3\r\nti")
+    now[0] = 101.0
+    assert watcher.poll() == 2
+    with log.open("a") as fh:
+        fh.write("ck 4\n")
+    now[0] = 103.0
+    assert watcher.poll() == 1  # the line split across polls counts once
+    assert watcher.arrivals == [101.0, 101.0, 103.0]
+    assert watcher.longest_gap(100.0, 104.0) == pytest.approx(2.0)
+
+
+def test_guest_kernel_args() -> None:
+    args = common.Guest(seed="bm1", dirtymb=32, extra={"ignoreacpi": "1"}).kernel_args()
+    assert args == "console=ttyS0 seed=bm1 patmb=1 dirtymb=32 writepat=1 ignoreacpi=1"
+
+
+def test_virsh_argv_uses_same_flags_as_ganeti_lv() -> None:
+    class FakeCluster:
+        def uri(self, node: str) -> str:
+            return f"qemu+tcp://{node}/system"
+
+        def node(self, node: str) -> dict[str, str]:
+            return {
+                "address": "10.250.9.2",
+                "libvirt_uri": "qemu+tcp://10.250.9.2/system",
+                "migration_address": "10.250.9.2",
+                "peer_uri": "",
+            }
+
+    argv = migration.virsh_argv(FakeCluster(), "inst", "node1", "node2", ["--bandwidth", "16"])  # type: ignore[arg-type]
+    assert argv[:3] == ["virsh", "-c", "qemu+tcp://node1/system"]
+    for flag in ("--live", "--p2p", "--persistent", "--undefinesource", "--unsafe"):
+        assert flag in argv
+    assert argv[argv.index("--migrateuri") + 1] == "tcp://10.250.9.2"
+    assert argv[-2:] == ["inst", "qemu+tcp://10.250.9.2/system"]
+    assert argv[argv.index("--bandwidth") + 1] == "16"
+
+
+def test_migration_targets_and_markdown() -> None:
+    side = {"wall": 2.0, "total_ms": 900.0, "downtime_ms": 200.0}
+    results = {
+        "cases": [
+            {
+                "memory_mib": 256,
+                "dirty_mib": 0,
+                "pairs": 3,
+                "ganeti_lv": side,
+                "virsh": side,
+                "wall_ratio": 1.1,
+            },
+            {"memory_mib": 512, "dirty_mib": 32, "error": "boom"},
+        ],
+        "fast_dirtier": {
+            "memory_mib": 256,
+            "dirty_mib": 64,
+            "bandwidth": 16,
+            "ganeti_lv": {"converged": True, "wall": 20.0},
+            "virsh": {"converged": False, "wall": 60.0, "aborted_after_cap": True},
+        },
+    }
+    (target,) = migration.targets(results)
+    assert target.verdict() == "met" and "256 MiB idle" in target.name
+    text = migration.markdown(results)
+    assert "| 256 MiB, idle | 2.00 | 2.00 | 1.10 |" in text
+    assert "| 512 MiB, dirtier 32 MiB | error | boom |" in text
+    assert "| virsh | no (aborted at the cap) | 60.00 |" in text
+    assert migration.targets({})[0].verdict() == "not measured"
+
+
+def _export_side(wall: float, gap: float, alloc: float) -> dict[str, float]:
+    return {
+        "wall": wall,
+        "mib_s": 1024 / wall,
+        "wire_bytes": 1 << 30,
+        "target_allocated": alloc,
+        "heartbeat_gap": gap,
+        "heartbeat_gap_max": gap,
+    }
+
+
+def test_export_targets() -> None:
+    mib = export.MIB
+    results = {
+        "full": {
+            "disk_mib": 1024,
+            "written_mib": 1024,
+            "source_allocated": 1024 * mib,
+            "ratio_to_pipe": 0.9,
+            "ganeti_lv": _export_side(8.0, 1.2, 1024 * mib),
+            "raw_pipe": _export_side(7.2, 1.0, 1024 * mib),
+            "local_cp": _export_side(1.0, 1.0, 1024 * mib),
+        },
+        "sparse": {
+            "disk_mib": 4096,
+            "written_mib": 256,
+            "source_allocated": 256 * mib,
+            "ratio_to_pipe": 3.0,
+            "ganeti_lv": _export_side(4.0, 2.5, 300 * mib),
+            "raw_pipe": _export_side(12.0, 1.0, 4096 * mib),
+            "local_cp": _export_side(1.0, 1.0, 256 * mib),
+        },
+    }
+    verdicts = {t.name: (t.value, t.verdict()) for t in export.targets(results)}
+    ratio = verdicts["export of fully written data vs raw OpenSSH pipe (throughput ratio)"]
+    assert ratio == (0.9, "met")
+    # 256 MiB at the full export's 128 MiB/s takes 2 s alone; 4 s is 2x.
+    alone = verdicts["sparse export time / time of its allocated data alone"]
+    assert alone[0] == pytest.approx(2.0) and alone[1] == "NOT met"
+    sparse = verdicts["sparse export stays sparse (allocated on target / on source)"]
+    assert sparse[0] == pytest.approx(300 / 256) and sparse[1] == "NOT met"
+    gap = verdicts["longest heartbeat gap during a live export"]
+    assert gap == (2.5, "NOT met")
+    table = export.markdown(results)
+    assert "| full: 1024 MiB disk, 1024 MiB random | ganeti lv | 8.00 |" in table
+    assert all(math.isnan(t.value) for t in export.targets({}))
