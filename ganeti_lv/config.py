@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,11 +26,14 @@ from ganeti_lv import paths
 from ganeti_lv.constants import ADMINST_ALL
 from ganeti_lv.errors import (
     ECODE_EXISTS,
+    ECODE_FAULT,
     ECODE_NOENT,
     ConfigurationError,
     ConfigVersionMismatch,
 )
 from ganeti_lv.objects import CONFIG_VERSION, Cluster, ConfigData, Instance, Node
+
+_THREAD_STATE = threading.local()
 
 
 def match_name(name: str, candidates: list[str]) -> str | None:
@@ -181,11 +185,24 @@ class ConfigStore:
     # --------------------------------------------------------------- writes
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
+        key = os.path.realpath(self.lock_path)
+        held: set[str] = _THREAD_STATE.__dict__.setdefault("held", set())
+        if key in held:
+            # flock would wait for ourselves forever; fail loudly instead.
+            raise ConfigurationError(
+                "Nested configuration update (the configuration lock is already held "
+                "by this thread)",
+                ECODE_FAULT,
+            )
         os.makedirs(self.data_dir, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            held.add(key)
+            try:
+                yield
+            finally:
+                held.discard(key)
         finally:
             os.close(fd)  # closing drops the flock
 

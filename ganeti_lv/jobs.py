@@ -161,6 +161,8 @@ class JobStore:
                 last = 0
             except ValueError as err:
                 raise JobError(f"Job counter file {counter} is corrupt: {err}") from err
+            # Never reuse an id, even if the counter file was lost.
+            last = max([last, *self.job_ids()])
             write_file_atomically(counter, f"{last + 1}\n".encode(), mode=0o600)
         return last + 1
 

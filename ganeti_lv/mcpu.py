@@ -99,6 +99,12 @@ class Processor:
         if lu_class is None:
             raise OpPrereqError(f"Cannot handle opcode {op.OP_ID}", ECODE_INVAL)
         locks = self.ctx.locks
+        if any(locks.owned(level) for level in locking.LEVELS):
+            # The finally below would drop the outer operation's locks.
+            raise OpExecError(
+                f"Cannot run {op.OP_ID} inside another operation (locks already held)",
+                ECODE_FAULT,
+            )
         try:
             locks.acquire(
                 locking.LEVEL_CLUSTER,

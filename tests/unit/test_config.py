@@ -235,3 +235,12 @@ def test_kill_inside_a_save_leaves_old_or_new_version(config: ConfigStore, point
     # The lock died with the process and leftover temp files do not disturb writes.
     config.set_admin_state("inst1.example.com", constants.ADMINST_DOWN)
     assert config.read().serial == data.serial + 1
+
+
+def test_nested_update_fails_instead_of_hanging(config: ConfigStore) -> None:
+    with pytest.raises(ConfigurationError, match="Nested configuration update"):  # noqa: SIM117
+        with config.update():
+            ConfigStore(config.data_dir).update_cluster(config.get_cluster())
+    assert config.read().serial == 1
+    config.update_cluster(config.get_cluster())  # the lock was released
+    assert config.read().serial == 2

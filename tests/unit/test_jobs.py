@@ -119,3 +119,9 @@ def test_client_records_success_and_error(config: ConfigStore) -> None:
     assert (ok.status, ok.result) == ("success", True)
     assert bad.status == "error" and bad.error is not None
     assert bad.error["ecode"] == "wrong_input"
+
+
+def test_ids_never_reused_when_counter_is_lost(store: JobStore) -> None:
+    first = store.create(OpTestDelay())
+    os.unlink(os.path.join(store.jobs_dir, "serial"))
+    assert store.create(OpTestDelay()).id == first.id + 1
