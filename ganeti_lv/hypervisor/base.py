@@ -331,6 +331,16 @@ class NodeOps(abc.ABC):
         """
         return self._call(node, self._op_snapshot_disks, node, instance, freeze)
 
+    def start_with_snapshot(
+        self, cluster: Cluster, node: Node, instance: Instance
+    ) -> NodeResult[SnapshotInfo]:
+        """Start the stopped instance paused, snapshot its disks, then let it run.
+
+        The snapshot holds exactly the stopped state. On failure the domain is
+        left stopped.
+        """
+        return self._call(node, self._op_start_with_snapshot, cluster, node, instance)
+
     def commit_snapshot(
         self, node: Node, instance: Instance, snapshot: SnapshotInfo
     ) -> NodeResult[None]:
@@ -403,6 +413,9 @@ class NodeOps(abc.ABC):
 
     def _op_snapshot_disks(self, node: Node, instance: Instance, freeze: bool) -> Any:
         raise _unsupported("snapshot_disks")
+
+    def _op_start_with_snapshot(self, cluster: Cluster, node: Node, instance: Instance) -> Any:
+        raise _unsupported("start_with_snapshot")
 
     def _op_commit_snapshot(self, node: Node, instance: Instance, snapshot: Any) -> None:
         raise _unsupported("commit_snapshot")

@@ -30,6 +30,7 @@ from ganeti_lv.hypervisor.base import (
     NodeFacts,
     NodeOps,
 )
+from ganeti_lv.hypervisor.fake_export import FakeExportOps
 from ganeti_lv.migration_types import (
     MigrationFailed,
     MigrationParams,
@@ -66,7 +67,7 @@ class FakeNode:
     files: dict[str, int] = field(default_factory=dict)  # path -> size in MiB
 
 
-class FakeNodeOps(NodeOps):
+class FakeNodeOps(FakeExportOps, NodeOps):
     """In-memory node operations; see the module docstring."""
 
     def __init__(self) -> None:
@@ -324,21 +325,7 @@ class FakeNodeOps(NodeOps):
             out[path] = path not in missing and (in_files or path in self.present_paths)
         return out
 
-    def _op_repair_disk_chain(self, node: Node, instance: Instance) -> list[str]:
-        fake = self._enter("repair_disk_chain", node, instance.name)
-        dom = fake.domains.get(instance.name)
-        merged = list(dom.overlays) if dom is not None else []
-        if dom is not None:
-            dom.overlays = []
-        return merged
-
-    def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
-        """Copy the fake file (size only); returns a small stats dict."""
-        fake_src = self._enter("copy_disk", src, src_path, dst.name, dst_path)
-        if src_path not in fake_src.files:
-            raise HypervisorError(f"{src_path}: no such file on {src.name}", node=src.name)
-        self.node(dst.name).files[dst_path] = fake_src.files[src_path]
-        return {"size": fake_src.files[src_path]}
+    # repair_disk_chain, copy_disk and the export operations: FakeExportOps
 
     def close(self) -> None:
         """Mark closed (nothing to release)."""

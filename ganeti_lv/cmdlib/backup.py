@@ -1,0 +1,458 @@
+"""Export LUs: LUBackupExport, LUBackupQuery, LUBackupRemove (+ import mode).
+
+LUBackupExport keeps Ganeti's parameters, checks, error codes and named
+helpers (TrySnapshot, DoReboot, StartInstance, ZeroFreeSpace,
+_CleanupExports, _InstanceDiskSizeSum) and fixes its weak points:
+
+- only the instance (exclusive) and its primary and the target node are
+  locked, not every node: exports are per instance name, so the instance
+  lock already serialises everything done to this instance's exports on
+  other nodes (``_CleanupExports``);
+- a shutdown is recorded in the configuration (admin state ``down``) before
+  the domain is stopped and ``up`` again only once it runs, so the
+  configuration never says "up" for a stopped instance, even if the
+  exporting process is killed;
+- the copy lands in ``<instance>.new`` and is published atomically: the
+  previous export is renamed aside, never deleted before the new one is in
+  place (see ``exportdir``);
+- live snapshots are merged back in a ``finally``; a leftover of a killed
+  export is merged by the next operation (``repair_disk_chain``).
+
+Zeroing free space does not require compression here (Ganeti refuses it):
+the copy engine skips all-zero blocks, so zeroed space is never sent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ganeti_lv import constants, diskcopy, exportinfo, locking
+from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.common import (
+    check_node_not_drained,
+    check_node_online,
+    expand_instance,
+    expand_node,
+    instance_hook_env,
+)
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_NORES,
+    ECODE_STATE,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.export_types import SnapshotInfo
+from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
+from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove
+
+MiB = 1024 * 1024
+# Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
+ZEROING_TIMEOUT_FIXED = 60
+ZEROING_TIMEOUT_PER_MIB = 0.1
+# Room the snapshot overlays need on the primary, as a share of the disks.
+OVERLAY_SPACE_SHARE = 0.05
+OVERLAY_SPACE_MIN = 64 * MiB
+
+
+def _instance_disk_size_sum(instance: Instance) -> int:
+    """Ganeti's _InstanceDiskSizeSum: total disk size in MiB."""
+    return sum(d.size for d in instance.disks)
+
+
+@register_lu(OpBackupExport)
+class LUBackupExport(LogicalUnit):
+    """Export an instance to a node's export dir (see the module docstring)."""
+
+    HPATH = constants.HPATH_INSTANCE_EXPORT
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+
+    def CheckArguments(self) -> None:
+        """Ganeti's argument checks: remote mode x509 fields, zeroing needs shutdown."""
+        self.x509_key_name = self.op.x509_key_name
+        self.dest_x509_ca_pem = self.op.destination_x509_ca
+        if self.op.mode == constants.EXPORT_MODE_REMOTE:
+            if not self.x509_key_name:
+                raise OpPrereqError("Missing X509 key name for encryption", ECODE_INVAL)
+            if not self.dest_x509_ca_pem:
+                raise OpPrereqError("Missing destination X509 CA", ECODE_INVAL)
+        elif not self.op.target_node:
+            raise OpPrereqError("The target node must be given for a local export", ECODE_INVAL)
+        if self.op.zero_free_space and not self.op.shutdown:
+            raise OpPrereqError(
+                "Unless the instance is shut down, zeroing cannot be used.", ECODE_INVAL
+            )
+
+    def ExpandNames(self) -> None:
+        """Lock the instance; its primary and the target node are added in DeclareLocks."""
+        self.op.instance_name = expand_instance(self.cfg, self.op.instance_name)
+        self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
+        if self.op.mode == constants.EXPORT_MODE_LOCAL:
+            self.op.target_node = expand_node(self.cfg, self.op.target_node)
+        self.needed_locks[locking.LEVEL_NODE] = []
+        # Nothing about the nodes changes unless disks are zeroed or removed.
+        exclusive = self.op.zero_free_space or self.op.remove_instance
+        self.share_locks[locking.LEVEL_NODE] = 0 if exclusive else 1
+
+    def DeclareLocks(self, level: int) -> None:
+        """Node level: the primary node and the target node only."""
+        if level != locking.LEVEL_NODE or self.needed_locks is None:
+            return
+        inst = self.cfg.get_instance(self.op.instance_name)
+        names = {inst.primary_node} if inst is not None else set()
+        if self.op.mode == constants.EXPORT_MODE_LOCAL:
+            names.add(self.op.target_node)
+        self.needed_locks[level] = sorted(names)
+
+    def CheckPrereq(self) -> None:
+        """Ganeti's checks in Ganeti's order, plus the target's free space."""
+        data = self.cfg.read()
+        self.cluster: Cluster = data.cluster
+        self.instance: Instance = data.instances[self.op.instance_name]
+        self.pnode: Node = data.nodes[self.instance.primary_node]
+        check_node_online(self.cfg, self.pnode.name)
+        if (
+            self.op.remove_instance
+            and self.instance.admin_state == constants.ADMINST_UP
+            and not self.op.shutdown
+        ):
+            raise OpPrereqError(
+                "Can not remove instance without shutting it down before", ECODE_STATE
+            )
+        if self.op.mode == constants.EXPORT_MODE_LOCAL:
+            self.dst_node: Node = data.nodes[self.op.target_node]
+            check_node_online(self.cfg, self.dst_node.name)
+            check_node_not_drained(self.cfg, self.dst_node.name)
+        else:
+            raise OpPrereqError(
+                "Export to another cluster (mode 'remote') is not supported yet", ECODE_INVAL
+            )
+        if self.op.zero_free_space:
+            if self.op.zeroing_timeout_fixed is None:
+                self.op.zeroing_timeout_fixed = ZEROING_TIMEOUT_FIXED
+            if self.op.zeroing_timeout_per_mib is None:
+                self.op.zeroing_timeout_per_mib = ZEROING_TIMEOUT_PER_MIB
+        elif (
+            self.op.zeroing_timeout_fixed is not None or self.op.zeroing_timeout_per_mib is not None
+        ):
+            raise OpPrereqError(
+                "Zeroing timeout options can only be used only with the --zero-free-space option",
+                ECODE_INVAL,
+            )
+        allowed = self.cluster.compression_tools
+        if self.op.compress != constants.IEC_NONE and self.op.compress not in allowed:
+            raise OpPrereqError(
+                f"Compression tool not allowed, tools allowed are [{', '.join(allowed)}]",
+                ECODE_INVAL,
+            )
+        if self.op.long_sleep and not self.op.shutdown:
+            raise OpPrereqError(
+                "The long sleep option only makes sense when the instance can be shut down.",
+                ECODE_INVAL,
+            )
+        self._check_space()
+        # cached for the post hooks (the instance may be gone by then)
+        self._hook_env = instance_hook_env(self.cluster, self.instance)
+        self.dry_run_result = (True, [True] * len(self.instance.disks))
+
+    def _disk_paths(self) -> list[str]:
+        return [disk_path(self.cluster, self.instance, i) for i in range(len(self.instance.disks))]
+
+    def _check_space(self) -> None:
+        """Room for the copies on the target and for the overlays on the primary."""
+        usage = self.rpc.disk_usage(self.pnode, self._disk_paths()).Raise(
+            f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
+        )
+        missing = [u["path"] for u in usage if not u["exists"]]
+        if missing:
+            raise OpPrereqError(
+                f"Disk image(s) {', '.join(missing)} missing on {self.pnode.name}", ECODE_STATE
+            )
+        need = sum(int(u["allocated"]) for u in usage)
+        free = self.rpc.free_space(self.dst_node, self._space_probe_path()).Raise(
+            f"Cannot check the free space on {self.dst_node.name}", prereq=True
+        )
+        if free < need:
+            raise OpPrereqError(
+                f"Not enough space in the export dir of {self.dst_node.name}: "
+                f"{need // MiB} MiB needed, {free // MiB} MiB free",
+                ECODE_NORES,
+            )
+        if not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP:
+            overlay = max(OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * 0.05))
+            pfree = self.rpc.free_space(self.pnode, disk_dir(self.cluster, self.instance)).Raise(
+                f"Cannot check the free space on {self.pnode.name}", prereq=True
+            )
+            if pfree < overlay:
+                raise OpPrereqError(
+                    f"Not enough space for the snapshot overlays on {self.pnode.name}: "
+                    f"{overlay // MiB} MiB needed, {pfree // MiB} MiB free",
+                    ECODE_NORES,
+                )
+
+    def _space_probe_path(self) -> str:
+        """An existing path on the export dir's filesystem (the dir may not exist yet)."""
+        return self.cluster.export_dir
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Ganeti's export keys plus the instance keys (cached in CheckPrereq)."""
+        env: dict[str, Any] = {
+            "OP_TARGET": self.instance.name,
+            "EXPORT_MODE": self.op.mode,
+            "EXPORT_NODE": self.op.target_node or "",
+            "EXPORT_DO_SHUTDOWN": str(bool(self.op.shutdown)),
+            "SHUTDOWN_TIMEOUT": str(self.op.shutdown_timeout),
+            "REMOVE_INSTANCE": str(bool(self.op.remove_instance)),
+        }
+        env.update(self._hook_env)
+        return env
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Master, primary and target."""
+        nodes = [self.cluster.master_node, self.pnode.name]
+        if self.op.mode == constants.EXPORT_MODE_LOCAL:
+            nodes.append(self.dst_node.name)
+        nodes = list(dict.fromkeys(nodes))
+        return nodes, nodes
+
+    # -- Ganeti's named helpers --------------------------------------------
+    def TrySnapshot(self) -> bool:
+        """True when a snapshot is preferable: the instance stays and is meant to run."""
+        return not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
+
+    def DoReboot(self) -> bool:
+        """True when the instance must be started again after (or during) the export."""
+        return (
+            self.op.shutdown
+            and self.instance.admin_state == constants.ADMINST_UP
+            and not self.op.remove_instance
+        )
+
+    def StartInstance(self, feedback_fn: FeedbackFn) -> None:
+        """Start the instance again and record it as up."""
+        feedback_fn(f"Starting instance {self.instance.name}")
+        self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+            f"Could not start instance {self.instance.name}"
+        )
+        self._set_admin(constants.ADMINST_UP)
+
+    def ZeroFreeSpace(self, feedback_fn: FeedbackFn) -> None:
+        """Zero the unused blocks of every disk (instance shut down) so less is sent."""
+        size = _instance_disk_size_sum(self.instance)
+        assert self.op.zeroing_timeout_fixed is not None
+        assert self.op.zeroing_timeout_per_mib is not None
+        timeout = self.op.zeroing_timeout_fixed + size * self.op.zeroing_timeout_per_mib
+        feedback_fn(f"Zeroing free disk space (timeout {int(timeout)}s)")
+        results = self.rpc.zero_free_space(self.pnode, self.cluster, self.instance, timeout)
+        for res in results.Raise("Could not zero the free space"):
+            if not res.zeroed:
+                self.LogWarning(f"Free space of {res.path} not zeroed: {res.detail}")
+
+    def _CleanupExports(self, feedback_fn: FeedbackFn) -> None:
+        """Remove this instance's exports from every other node."""
+        data = self.cfg.read()
+        for node in data.nodes.values():
+            if node.name == self.dst_node.name or node.offline:
+                continue
+            res = self.rpc.export_remove(node, self.cluster, self.instance.name)
+            if not res.ok:
+                self.LogWarning(
+                    f"Could not remove older export for instance {self.instance.name}"
+                    f" on node {node.name}: {res.fail_msg}"
+                )
+            elif res.payload:
+                feedback_fn(f"Removed older export of {self.instance.name} on {node.name}")
+
+    # -- Exec -------------------------------------------------------------------
+    def _set_admin(self, state: str) -> None:
+        if self.cfg.get_instance(self.instance.name) is not None:
+            self.cfg.set_admin_state(self.instance.name, state)
+
+    def _is_running(self) -> bool:
+        dom = self.rpc.instance_info(self.pnode, self.instance.name).Raise(
+            f"Cannot query instance {self.instance.name} on {self.pnode.name}"
+        )
+        return dom is not None and dom.state == constants.DOMSTATE_RUNNING
+
+    def _shutdown(self, feedback_fn: FeedbackFn) -> None:
+        feedback_fn(f"Shutting down instance {self.instance.name}")
+        if self.instance.admin_state == constants.ADMINST_UP:
+            self._set_admin(constants.ADMINST_DOWN)  # truthful even if we die now
+        res = self.rpc.shutdown_instance(self.pnode, self.instance, float(self.op.shutdown_timeout))
+        if not res.ok and self.instance.admin_state == constants.ADMINST_UP:
+            self._set_admin(constants.ADMINST_UP)
+        res.Raise(f"Could not shutdown instance {self.instance.name} on node {self.pnode.name}")
+
+    def _snapshot(self, feedback_fn: FeedbackFn, start: bool) -> SnapshotInfo | None:
+        """Live snapshot (or start-with-snapshot); None when none could be taken."""
+        feedback_fn("Creating a snapshot of the instance's disks")
+        if start:
+            res = self.rpc.start_with_snapshot(self.cluster, self.pnode, self.instance)
+            if res.ok:
+                self._set_admin(constants.ADMINST_UP)
+        else:
+            res = self.rpc.snapshot_disks(self.pnode, self.instance)
+        if not res.ok:
+            self.LogWarning(f"Could not snapshot the disks: {res.fail_msg}; copying without")
+            return None
+        return res.payload
+
+    def Exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
+        """Shut down, zero, snapshot, restart, copy, publish, remove, clean up."""
+        merged = self.rpc.repair_disk_chain(self.pnode, self.instance).Raise(
+            f"Could not repair the disk chain of {self.instance.name}"
+        )
+        for overlay in merged:
+            self.LogWarning(f"Merged the leftover snapshot overlay {overlay}")
+        running = self._is_running()
+        stopped_by_us = False
+        if self.op.shutdown and running:
+            self._shutdown(feedback_fn)
+            running, stopped_by_us = False, True
+        if self.op.zero_free_space:
+            self.ZeroFreeSpace(feedback_fn)
+        snapshot = None
+        if self.TrySnapshot() and (running or (self.DoReboot() and stopped_by_us)):
+            snapshot = self._snapshot(feedback_fn, start=not running)
+        sources = snapshot.base_paths() if snapshot is not None else self._disk_paths()
+        if snapshot is None and running:
+            raise OpExecError(
+                f"Cannot export the running instance {self.instance.name} without a snapshot;"
+                " use the shutdown mode"
+            )
+        failed = True
+        try:
+            dresults = self._export_disks(feedback_fn, sources)
+            failed = False
+        finally:
+            if snapshot is not None:
+                self.rpc.commit_snapshot(self.pnode, self.instance, snapshot).Raise(
+                    f"Could not merge the snapshot of {self.instance.name} back"
+                    " (the next operation on the instance retries)"
+                )
+            was_up = self.instance.admin_state == constants.ADMINST_UP
+            if stopped_by_us and snapshot is None and (self.DoReboot() or (failed and was_up)):
+                self.StartInstance(feedback_fn)
+        if self.op.remove_instance:
+            self._remove_instance(feedback_fn)
+        self._CleanupExports(feedback_fn)
+        return True, dresults
+
+    def _export_disks(self, feedback_fn: FeedbackFn, sources: list[str]) -> list[bool]:
+        """Copy every disk into ``<instance>.new`` on the target and publish it."""
+        inst, dst = self.instance, self.dst_node
+        newdir = self.rpc.export_prepare(dst, self.cluster, inst.name).Raise(
+            f"Could not prepare the export directory on {dst.name}"
+        )
+        manifest = exportinfo.Manifest(inst.name, self.pnode.name, int(time.time()))
+        try:
+            for idx, src in enumerate(sources):
+                fname = exportinfo.disk_file_name(idx)
+                feedback_fn(f"Exporting disk/{idx} to {dst.name}")
+                res = self.rpc.copy_disk(
+                    self.pnode,
+                    src,
+                    dst,
+                    f"{newdir}/{fname}",
+                    compress=self.op.compress,
+                    bandwidth_limit=self.op.bandwidth_limit,
+                    progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
+                )
+                ecode = res.error.ecode if res.error is not None else None
+                stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)
+                manifest.disks.append(
+                    exportinfo.DiskManifest(idx, fname, stats.size, stats.sha256, stats.allocated)
+                )
+                feedback_fn(
+                    f"disk/{idx}: {stats.size // MiB} MiB, {stats.sent // MiB} MiB sent,"
+                    f" sha256 {stats.sha256}"
+                )
+            cluster = self.cluster
+            config = exportinfo.build_config(
+                inst, self.pnode.name, cluster.fill_beparams(inst), dict(inst.hvparams)
+            )
+            path = self.rpc.export_finalize(
+                dst, cluster, inst.name, exportinfo.config_to_text(config), manifest.to_json()
+            ).Raise("Export finalization failed")
+        except BaseException:
+            self.rpc.export_abort(dst, self.cluster, inst.name).Warn(
+                f"Could not remove the incomplete export on {dst.name}", feedback_fn
+            )
+            raise
+        feedback_fn(f"Export of {inst.name} is in {dst.name}:{path}")
+        return [True] * len(sources)
+
+    def _remove_instance(self, feedback_fn: FeedbackFn) -> None:
+        """Ganeti's RemoveInstance: undefine, remove disks, drop the config entry."""
+        feedback_fn(f"Removing instance {self.instance.name}")
+        for res, msg in (
+            (self.rpc.undefine_instance(self.pnode, self.instance.name), "undefine"),
+            (self.rpc.remove_disks(self.cluster, self.pnode, self.instance), "remove the disks"),
+        ):
+            if res.ok:
+                continue
+            if not self.op.ignore_remove_failures:
+                res.Raise(f"Could not {msg} of instance {self.instance.name}")
+            res.Warn(f"Could not {msg} of instance {self.instance.name}", feedback_fn)
+        self.cfg.remove_instance(self.instance.name)
+
+
+@register_lu(OpBackupQuery)
+class LUBackupQuery(NoHooksLU):
+    """List exports per node: {node: [instance, ...]} (False for unreachable nodes)."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        """No locks: a read of node directories."""
+        self.nodes = [expand_node(self.cfg, n) for n in self.op.nodes] or self.cfg.node_names()
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> dict[str, Any]:
+        """Complete exports by node; stale ones are reported as warnings."""
+        data = self.cfg.read()
+        out: dict[str, Any] = {}
+        for name in sorted(self.nodes):
+            node = data.nodes[name]
+            res = self.rpc.export_list(node, data.cluster)
+            if not res.ok:
+                out[name] = False
+                continue
+            entries = res.payload or []
+            out[name] = sorted(e.instance for e in entries if e.complete)
+            for entry in entries:
+                if entry.stale:
+                    self.LogWarning(f"Stale incomplete export {entry.path} on {name}")
+        return out
+
+
+@register_lu(OpBackupRemove)
+class LUBackupRemove(NoHooksLU):
+    """Remove every export of an instance (the instance itself may be gone)."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        """Lock the instance when it still exists (so no export of it runs)."""
+        name = self.cfg.expand_instance_name(self.op.instance_name)
+        self.op.instance_name = name or self.op.instance_name
+        self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
+        """Remove the export from every node having one; payload: those nodes."""
+        data = self.cfg.read()
+        removed = []
+        for node in data.nodes.values():
+            if node.offline:
+                continue
+            res = self.rpc.export_remove(node, data.cluster, self.op.instance_name)
+            if not res.ok:
+                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
+            elif res.payload:
+                removed.append(node.name)
+        if not removed:
+            raise OpExecError(f"No exports found for instance {self.op.instance_name}")
+        feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
+        return sorted(removed)

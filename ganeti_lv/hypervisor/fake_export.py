@@ -1,0 +1,229 @@
+"""In-memory export, snapshot and copy operations for FakeNodeOps (unit tests).
+
+A mixin: it relies on FakeNodeOps' ``_enter`` (records calls, injects
+failures) and ``node()`` (per-node state with ``files`` and ``domains``).
+File contents are modelled by a checksum per (node, path) in ``file_sha``;
+export directories by ``exports[node][dirname] = FakeExport``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganeti_lv import constants, exportinfo, objects
+from ganeti_lv.diskcopy import CopyStats
+from ganeti_lv.errors import ECODE_NORES, HypervisorError, NodeError
+from ganeti_lv.export_types import (
+    ExportData,
+    ExportEntry,
+    SnapshotDisk,
+    SnapshotInfo,
+    ZeroingResult,
+    overlay_path,
+)
+from ganeti_lv.objects import Cluster, Instance, Node
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class FakeExport:
+    """One fake export directory: files (name -> sha256) and the two texts."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    config_text: str = ""
+    manifest_text: str = ""
+
+
+class FakeExportOps:
+    """Export-related ``_op_*`` methods for FakeNodeOps; see the module docstring."""
+
+    # provided by FakeNodeOps
+    _enter: Any
+    node: Any
+
+    def _export_state(self) -> dict[str, dict[str, FakeExport]]:
+        if not hasattr(self, "_fake_exports"):
+            self._fake_exports: dict[str, dict[str, FakeExport]] = {}
+            self.file_sha: dict[tuple[str, str], str] = {}
+            self._free_bytes: dict[str, int] = {}
+            self.copy_kwargs: list[dict[str, Any]] = []
+        return self._fake_exports
+
+    @property
+    def exports(self) -> dict[str, dict[str, FakeExport]]:
+        """node -> directory name -> FakeExport."""
+        return self._export_state()
+
+    @property
+    def free_bytes(self) -> dict[str, int]:
+        """Free bytes per node reported by free_space (default: plenty)."""
+        self._export_state()
+        return self._free_bytes
+
+    def sha_of(self, node: str, path: str) -> str:
+        """The fake content checksum of a file (derived from where it was created)."""
+        self._export_state()
+        return (
+            self.file_sha.get((node, path)) or hashlib.sha256(f"{node}:{path}".encode()).hexdigest()
+        )
+
+    @property
+    def copy_options(self) -> list[dict[str, Any]]:
+        """Keyword arguments (compress, bandwidth_limit, ...) of every copy_disk call."""
+        self._export_state()
+        return self.copy_kwargs
+
+    def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
+        fake = self._enter("copy_disk", src, src_path, dst.name, dst_path)
+        self._export_state()
+        self.copy_kwargs.append(dict(kw))
+        if src_path not in fake.files:
+            raise NodeError(f"{src_path}: no such file", src.name)
+        self._export_state()
+        size = fake.files[src_path] * MiB
+        if size > self._free_bytes.get(dst.name, 1 << 50):
+            raise NodeError(f"not enough space for {dst_path}", dst.name, ecode=ECODE_NORES)
+        target = self._enter("copy_disk_receive", dst, dst_path)
+        sha = self.sha_of(src.name, src_path)
+        expect = kw.get("expect_sha256")
+        if expect and expect != sha:
+            raise NodeError(f"checksum mismatch: expected {expect}, received {sha}", dst.name)
+        progress = kw.get("progress_fn")
+        if progress is not None:
+            for done in (size // 2, size):
+                progress(done, size)
+        export = self._export_for_path(dst.name, dst_path)
+        if export is not None:
+            export.files[dst_path.rsplit("/", 1)[1]] = sha
+        else:
+            target.files[dst_path] = fake.files[src_path]
+            self.file_sha[(dst.name, dst_path)] = sha
+        return CopyStats(
+            sha, size, size // 4, size // 4, size // 4, 0.1, kw.get("compress") or "none"
+        )
+
+    def _export_for_path(self, node: str, path: str) -> FakeExport | None:
+        dirpath, _, _ = path.rpartition("/")
+        name = dirpath.rsplit("/", 1)[-1]
+        return self.exports.get(node, {}).get(name)
+
+    def _op_disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
+        fake = self._enter("disk_usage", node, list(paths))
+        return [
+            {
+                "path": p,
+                "exists": p in fake.files,
+                "size": fake.files.get(p, 0) * MiB,
+                "allocated": fake.files.get(p, 0) * MiB // 4,
+            }
+            for p in paths
+        ]
+
+    def _op_free_space(self, node: Node, path: str) -> int:
+        self._enter("free_space", node, path)
+        self._export_state()
+        return self._free_bytes.get(node.name, 1 << 50)
+
+    def _op_snapshot_disks(self, node: Node, instance: Instance, freeze: bool) -> SnapshotInfo:
+        fake = self._enter("snapshot_disks", node, instance.name)
+        dom = fake.domains.get(instance.name)
+        if dom is None or dom.state != constants.DOMSTATE_RUNNING:
+            raise HypervisorError(f"Domain {instance.name} is not running", node=node.name)
+        snap = SnapshotInfo(instance.name, node.name, frozen=False)
+        for idx, base in enumerate(dom.disk_paths):
+            snap.disks.append(SnapshotDisk(idx, f"vd{chr(97 + idx)}", base, overlay_path(base)))
+            dom.overlays.append(overlay_path(base))
+        return snap
+
+    def _op_start_with_snapshot(
+        self, cluster: Cluster, node: Node, instance: Instance
+    ) -> SnapshotInfo:
+        self._enter("start_with_snapshot", node, instance.name)
+        self._op_start_instance(cluster, node, instance)  # type: ignore[attr-defined]
+        self.calls.pop()  # type: ignore[attr-defined]  # recorded as start_with_snapshot
+        return self._op_snapshot_disks(node, instance, True)
+
+    def _op_commit_snapshot(self, node: Node, instance: Instance, snapshot: SnapshotInfo) -> None:
+        fake = self._enter("commit_snapshot", node, instance.name)
+        dom = fake.domains.get(instance.name)
+        if dom is not None:
+            dom.overlays = [o for o in dom.overlays if o not in {d.overlay for d in snapshot.disks}]
+
+    def _op_repair_disk_chain(self, node: Node, instance: Instance) -> list[str]:
+        fake = self._enter("repair_disk_chain", node, instance.name)
+        dom = fake.domains.get(instance.name)
+        if dom is None:
+            return []
+        merged, dom.overlays = list(dom.overlays), []
+        return merged
+
+    def _op_export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> str:
+        self._enter("export_prepare", node, instance_name)
+        self.exports.setdefault(node.name, {})[instance_name + exportinfo.NEW_SUFFIX] = FakeExport()
+        return f"{cluster.export_dir}/{instance_name}{exportinfo.NEW_SUFFIX}"
+
+    def _op_export_finalize(
+        self, node: Node, cluster: Cluster, name: str, config_text: str, manifest_text: str
+    ) -> str:
+        self._enter("export_finalize", node, name)
+        dirs = self.exports.setdefault(node.name, {})
+        new = dirs.get(name + exportinfo.NEW_SUFFIX)
+        if new is None:
+            raise NodeError(f"no export in progress for {name}", node.name)
+        new.config_text, new.manifest_text = config_text, manifest_text
+        dirs[name] = dirs.pop(name + exportinfo.NEW_SUFFIX)
+        return f"{cluster.export_dir}/{name}"
+
+    def _op_export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
+        self._enter("export_abort", node, instance_name)
+        self.exports.get(node.name, {}).pop(instance_name + exportinfo.NEW_SUFFIX, None)
+
+    def _op_export_list(self, node: Node, cluster: Cluster) -> list[ExportEntry]:
+        self._enter("export_list", node)
+        out = []
+        for dirname in sorted(self.exports.get(node.name, {})):
+            stale = dirname.endswith((exportinfo.NEW_SUFFIX, exportinfo.OLD_SUFFIX))
+            name = dirname.removesuffix(exportinfo.NEW_SUFFIX).removesuffix(exportinfo.OLD_SUFFIX)
+            out.append(
+                ExportEntry(name, node.name, f"{cluster.export_dir}/{dirname}", not stale, 0, stale)
+            )
+        return out
+
+    def _op_export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
+        self._enter("export_remove", node, instance_name)
+        dirs = self.exports.get(node.name, {})
+        found = dirs.pop(instance_name, None) is not None
+        for suffix in (exportinfo.NEW_SUFFIX, exportinfo.OLD_SUFFIX):
+            dirs.pop(instance_name + suffix, None)
+        return found
+
+    def _op_export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
+        self._enter("export_read", node, instance_name)
+        exp = self.exports.get(node.name, {}).get(instance_name)
+        if exp is None:
+            raise NodeError(f"No export of {instance_name} on {node.name}", node.name)
+        path = f"{cluster.export_dir}/{instance_name}"
+        fake = self.node(node.name)
+        for fname, sha in exp.files.items():
+            # make the export's files copyable by copy_disk
+            fake.files[f"{path}/{fname}"] = 1024
+            self.file_sha[(node.name, f"{path}/{fname}")] = sha
+        return ExportData(
+            node.name,
+            path,
+            exp.config_text,
+            exp.manifest_text,
+            [f"{path}/{f}" for f in sorted(exp.files)],
+        )
+
+    def _op_zero_free_space(
+        self, node: Node, cluster: Cluster, instance: Instance, timeout: float
+    ) -> list[ZeroingResult]:
+        self._enter("zero_free_space", node, instance.name, timeout)
+        return [
+            ZeroingResult(objects.disk_path(cluster, instance, i), True)
+            for i in range(len(instance.disks))
+        ]

@@ -1,0 +1,256 @@
+"""LUBackupExport / Query / Remove through the processor with FakeNodeOps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants, exportinfo
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_NOENT,
+    ECODE_NORES,
+    ECODE_STATE,
+    NodeError,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.mcpu import Processor
+from ganeti_lv.objects import disk_path
+from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove, OpCode
+
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+INST = "inst1.example.com"
+
+
+@pytest.fixture
+def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """inst1 runs on node1 with its disk file."""
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(cluster, inst, 0)
+    fake_ops.add_domain(N1, INST, disk_paths=[path])
+    fake_ops.node(N1).files[path] = 1024
+    return fake_ops
+
+
+def run(ctx: Context, op: OpCode) -> tuple[Any, list[str]]:
+    lines: list[str] = []
+    result = Processor(ctx).execute(op, feedback_fn=lines.append)
+    return result, lines
+
+
+def methods(ops: FakeNodeOps) -> list[str]:
+    return [c.method for c in ops.calls if c.method not in ("run_hooks",)]
+
+
+def admin(config: ConfigStore) -> str:
+    inst = config.get_instance(INST)
+    assert inst is not None
+    return inst.admin_state
+
+
+def running(ops: FakeNodeOps) -> bool:
+    dom = ops.node(N1).domains.get(INST)
+    return dom is not None and dom.state == constants.DOMSTATE_RUNNING
+
+
+def test_live_export_snapshots_copies_publishes_and_merges(ctx, ops, config):
+    result, lines = run(ctx, OpBackupExport(instance_name="inst1", target_node=N2, shutdown=False))
+    assert result == (True, [True])
+    seq = methods(ops)
+    assert "shutdown_instance" not in seq
+    assert seq.index("snapshot_disks") < seq.index("copy_disk") < seq.index("commit_snapshot")
+    copy = ops.calls_to("copy_disk")[0]
+    assert copy.args[0] == disk_path(config.get_cluster(), config.get_instance(INST), 0)
+    assert copy.args[2] == f"{config.get_cluster().export_dir}/{INST}.new/disk0.img"
+    assert ops.node(N1).domains[INST].overlays == []
+    exp = ops.exports[N2][INST]
+    manifest = exportinfo.Manifest.from_json(exp.manifest_text)
+    assert manifest.disks[0].sha256 == exp.files["disk0.img"]
+    cfg = exportinfo.parse_config(exp.config_text)
+    assert cfg["instance"]["name"] == INST and cfg["export"]["source"] == N1
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+    assert any(line.startswith("disk/0 sent ") and "MiB/s" in line for line in lines)
+    assert any("Export of inst1.example.com is in node2" in line for line in lines)
+
+
+def test_shutdown_export_restarts_right_after_the_snapshot(ctx, ops, config):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    seq = methods(ops)
+    assert seq.index("shutdown_instance") < seq.index("start_with_snapshot")
+    assert seq.index("start_with_snapshot") < seq.index("copy_disk")
+    assert "start_instance" not in seq
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+
+
+def test_shutdown_export_without_snapshot_copies_stopped_then_starts(ctx, ops, config):
+    ops.fail("start_with_snapshot", N1, "snapshots unsupported")
+    _, lines = run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    seq = methods(ops)
+    assert seq.index("copy_disk") < seq.index("start_instance")
+    assert any("copying without" in line for line in lines)
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+
+
+def test_failed_copy_keeps_previous_export_and_instance(ctx, ops, config):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    previous = ops.exports[N2][INST]
+    ops.fail("copy_disk", N1, NodeError("connection lost", N1))
+    with pytest.raises(OpExecError, match="connection lost"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert ops.exports[N2][INST] is previous
+    assert f"{INST}.new" not in ops.exports[N2]
+    assert ops.node(N1).domains[INST].overlays == []  # merged in the finally
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+
+
+def test_failed_copy_while_stopped_restarts_instance(ctx, ops, config):
+    ops.fail("start_with_snapshot", N1, "snapshots unsupported")
+    ops.fail("copy_disk", N1, NodeError("disk full", N1, ecode=ECODE_NORES))
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_NORES
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+
+
+def test_failed_restart_leaves_config_truthful(ctx, ops, config):
+    ops.fail("start_with_snapshot", N1, "snapshots unsupported")
+    ops.fail("start_instance", N1, "no memory")
+    with pytest.raises(OpExecError, match="Could not start"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    assert not running(ops)
+    assert admin(config) == constants.ADMINST_DOWN
+    assert INST in ops.exports[N2]  # the export itself was completed
+
+
+def test_export_with_remove_instance(ctx, ops, config):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, remove_instance=True))
+    seq = methods(ops)
+    assert "snapshot_disks" not in seq and "start_with_snapshot" not in seq
+    assert seq.index("copy_disk") < seq.index("remove_disks")
+    assert config.get_instance(INST) is None
+    assert INST in ops.exports[N2]
+
+
+def test_export_of_stopped_instance_copies_directly(ctx, ops, config):
+    config.set_admin_state(INST, constants.ADMINST_DOWN)
+    ops.node(N1).domains[INST].state = constants.DOMSTATE_SHUTOFF
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    seq = methods(ops)
+    assert "shutdown_instance" not in seq and "start_instance" not in seq
+    assert "snapshot_disks" not in seq and "copy_disk" in seq
+    assert admin(config) == constants.ADMINST_DOWN and not running(ops)
+
+
+def test_second_export_elsewhere_removes_first(ctx, ops):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N3, shutdown=False))
+    assert INST not in ops.exports.get(N2, {})
+    assert INST in ops.exports[N3]
+    result, _ = run(ctx, OpBackupQuery())
+    assert result == {N1: [], N2: [], N3: [INST]}
+
+
+def test_leftover_overlay_is_merged_first(ctx, ops):
+    ops.node(N1).domains[INST].overlays = ["/x/disk0.img.export-snap.qcow2"]
+    _, lines = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert methods(ops)[0] == "repair_disk_chain" or "repair_disk_chain" in methods(ops)
+    assert any("Merged the leftover snapshot overlay" in line for line in lines)
+
+
+def test_zero_free_space_and_compression(ctx, ops):
+    run(
+        ctx,
+        OpBackupExport(instance_name=INST, target_node=N2, zero_free_space=True, compress="zstd"),
+    )
+    seq = methods(ops)
+    assert seq.index("shutdown_instance") < seq.index("zero_free_space")
+    assert seq.index("zero_free_space") < seq.index("start_with_snapshot")
+    assert ops.copy_options[0]["compress"] == "zstd"
+
+
+def test_backup_remove(ctx, ops):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    result, _ = run(ctx, OpBackupRemove(instance_name=INST))
+    assert result == [N2]
+    assert INST not in ops.exports[N2]
+    with pytest.raises(OpExecError, match="No exports found"):
+        run(ctx, OpBackupRemove(instance_name=INST))
+
+
+def test_target_without_space_is_nores(ctx, ops):
+    ops.free_bytes[N2] = 1024
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_NORES
+    assert "shutdown_instance" not in methods(ops)
+
+
+@pytest.mark.parametrize(
+    "kwargs, ecode, match",
+    [
+        ({"remove_instance": True, "shutdown": False}, ECODE_STATE, "Can not remove instance"),
+        ({"zero_free_space": True, "shutdown": False}, ECODE_INVAL, "zeroing cannot be used"),
+        ({"compress": "lzma"}, ECODE_INVAL, "Compression tool not allowed"),
+        ({"long_sleep": True, "shutdown": False}, ECODE_INVAL, "long sleep"),
+        ({"zeroing_timeout_fixed": 5}, ECODE_INVAL, "Zeroing timeout options"),
+        ({"instance_name": "nosuch"}, ECODE_NOENT, "not known"),
+        ({"target_node": "nosuch"}, ECODE_NOENT, "not known"),
+        ({"mode": "remote", "target_node": None}, ECODE_INVAL, "Missing X509 key name"),
+        (
+            {"mode": "remote", "x509_key_name": ["k", "h"], "target_node": None},
+            ECODE_INVAL,
+            "Missing destination X509 CA",
+        ),
+        (
+            {"mode": "remote", "x509_key_name": ["k"], "destination_x509_ca": "pem"},
+            ECODE_INVAL,
+            "not supported yet",
+        ),
+    ],
+)
+def test_bad_input_changes_nothing(ctx, ops, config, kwargs, ecode, match):
+    args = {"instance_name": INST, "target_node": N2, **kwargs}
+    with pytest.raises(OpPrereqError, match=match) as err:
+        run(ctx, OpBackupExport(**args))
+    assert err.value.ecode == ecode
+    assert not {"shutdown_instance", "copy_disk", "export_prepare"} & set(methods(ops))
+    assert admin(config) == constants.ADMINST_UP and running(ops)
+
+
+@pytest.mark.parametrize("flag", ["offline", "drained"])
+def test_offline_or_drained_target_refused(ctx, ops, config, flag):
+    node = config.get_node(N2)
+    assert node is not None
+    setattr(node, flag, True)
+    config.update_node(node)
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_STATE
+    assert "copy_disk" not in methods(ops)
+
+
+def test_hooks_env_and_nodes(ctx, ops):
+    seen: list[tuple[str, dict[str, str]]] = []
+    ops.hooks_fn = lambda node, d, env, t: seen.append((node, env)) or []
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, remove_instance=True))
+    pre = [(n, e) for n, e in seen if e["GANETI_HOOKS_PHASE"] == "pre"]
+    assert sorted(n for n, _ in pre) == [N1, N2]  # master (node1) = primary, target
+    env = pre[0][1]
+    assert env["GANETI_EXPORT_MODE"] == "local" and env["GANETI_EXPORT_NODE"] == N2
+    assert env["GANETI_EXPORT_DO_SHUTDOWN"] == "True"
+    assert env["GANETI_REMOVE_INSTANCE"] == "True" and env["GANETI_SHUTDOWN_TIMEOUT"] == "120"
+    post = [e for _, e in seen if e["GANETI_HOOKS_PHASE"] == "post"]
+    assert post and post[0]["GANETI_POST_INSTANCE_NAME"] == INST  # after removal
+
+
+def test_dry_run(ctx, ops):
+    result, _ = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, dry_run=True))
+    assert result == (True, [True])
+    assert "copy_disk" not in methods(ops)
