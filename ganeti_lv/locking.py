@@ -205,9 +205,11 @@ class LockManager:
         if not wanted:
             return self.owned(level)
         taken: list[str] = []
-        gate_fd = self._open(level, _GATE)
+        # Holding the whole level, our own exclusive gate already keeps others out.
+        gate_fd = None if level in state.gates else self._open(level, _GATE)
         try:
-            self._lock_fd(gate_fd, True, deadline, self._timeout_msg(level_name, None, timeout))
+            if gate_fd is not None:
+                self._lock_fd(gate_fd, True, deadline, self._timeout_msg(level_name, None, timeout))
             for name in wanted:
                 fd = self._open(level, _file_name(name))
                 try:
@@ -224,7 +226,8 @@ class LockManager:
                 os.close(held.pop(name)[0])
             raise
         finally:
-            os.close(gate_fd)
+            if gate_fd is not None:
+                os.close(gate_fd)
         return self.owned(level)
 
     @staticmethod

@@ -302,3 +302,13 @@ def test_second_process_waits_for_the_first(config: ConfigStore) -> None:
     assert first.end_ts is not None
     assert second.log[0][0] >= first.end_ts
     assert lines == ["Sleeping for 0.01 s"]
+
+
+def test_new_name_while_holding_the_whole_level(locks_dir: str) -> None:
+    whole = manager(locks_dir)
+    whole.acquire(LEVEL_NODE, ALL_SET)
+    assert whole.acquire(LEVEL_NODE, ["n4-new"], timeout=0.1) == {"n1", "n2", "n3", "n4-new"}
+    with pytest.raises(LockTimeout):
+        manager(locks_dir).acquire(LEVEL_NODE, ["n4-new"], timeout=0.1)
+    whole.release_all()
+    manager(locks_dir).acquire(LEVEL_NODE, ["n4-new"], timeout=0.1)
