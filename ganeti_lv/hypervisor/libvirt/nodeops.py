@@ -30,7 +30,7 @@ from ganeti_lv.hypervisor.base import (
     NodeFacts,
     NodeOps,
 )
-from ganeti_lv.hypervisor.libvirt.domxml import build_domain_xml
+from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
 from ganeti_lv.hypervisor.libvirt.migration import MigrationOpsMixin
@@ -82,6 +82,7 @@ class LibvirtNodeOps(MigrationOpsMixin, NodeOps):
         self._poll_interval = poll_interval
         self._hosts: dict[str, Host] = {}
         self._ssh: dict[str, Any] = {}
+        self._prepared_nodes: set[str] = set()
 
     # -- connections ---------------------------------------------------------
     def libvirt_uri(self, node: Node) -> str:
@@ -227,8 +228,20 @@ class LibvirtNodeOps(MigrationOpsMixin, NodeOps):
         existing = host.find_guest(instance.name)
         if existing is not None and _is_running(existing):
             return
+        self.prepare_node_dirs(node)
         guest = host.define(xml)
         guest.start()
+
+    def prepare_node_dirs(self, node: Node) -> None:
+        """Create the node-local directories a domain needs (its console log's).
+
+        Call before starting or receiving a domain on ``node``; done once per
+        node and LibvirtNodeOps.
+        """
+        if node.name in self._prepared_nodes:
+            return
+        self._ssh_run(node, ["mkdir", "-p", "--", CONSOLE_LOG_DIR], check=True)
+        self._prepared_nodes.add(node.name)
 
     def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
         guest = self.host(node).find_guest(instance.name)
