@@ -144,17 +144,16 @@ class _Worker:
     done: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        conn: Any = None
+        own: Host | None = None
         try:
-            conn = self.host.open_extra_connection()
-            dom = conn.lookupByName(self.name)
+            own = self.host.open_extra_connection()
+            dom = own.get_connection().lookupByName(self.name)
             dom.migrateToURI3(self.peer_uri, self.uri_params, self.flags)
         except BaseException as err:  # noqa: BLE001 - handed to the monitor
             self.error = err
         finally:
-            if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
+            if own is not None:
+                own.close()
             self.done.set()
 
 
