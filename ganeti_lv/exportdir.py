@@ -1,0 +1,142 @@
+"""Export directories on a node, handled over SSH (node-local, never the master's disk).
+
+Layout in ``<export_dir>``: ``<instance>/`` is a complete export (config.ini,
+manifest.json, disk images); ``<instance>.new/`` an export being written;
+``<instance>.old/`` the previous export during the publish step.
+
+Publishing (``finalize``) writes config.ini and the manifest last, syncs,
+then: rename ``<instance>`` to ``<instance>.old``, rename ``<instance>.new``
+to ``<instance>``, sync the directory, delete ``.old``. A crash leaves either
+the previous export or the new one in place; ``prepare`` and ``remove``
+first restore an ``.old`` that lost its successor.
+"""
+
+from __future__ import annotations
+
+import shlex
+from ganeti_lv import constants
+from ganeti_lv.diskcopy import Runner
+from ganeti_lv.errors import ECODE_INVAL, NodeError
+from ganeti_lv.export_types import ExportData, ExportEntry
+from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
+
+_RECOVER = """
+if [ -d "$D.old" ] && [ ! -d "$D" ]; then mv -- "$D.old" "$D"; fi
+rm -rf -- "$D.old"
+"""
+
+
+def _dirs(export_dir: str, name: str) -> str:
+    if not constants.NAME_RE.match(name):
+        raise NodeError(f"Invalid instance name {name!r}", ecode=ECODE_INVAL)
+    return f'set -e\nE={shlex.quote(export_dir)}\nD="$E"/{shlex.quote(name)}\n'
+
+
+def _run(runner: Runner, node: str, script: str, what: str, stdin: bytes | None = None) -> str:
+    res = runner.run(["sh", "-c", script], input=stdin, check=False, timeout=120)
+    if res.exit_status != 0:
+        raise NodeError(f"{what} on {node} failed: {res.output.strip()[-1000:]}", node)
+    return res.stdout
+
+
+def prepare(runner: Runner, node: str, export_dir: str, name: str) -> str:
+    """Create an empty ``<name>.new`` (removing a stale one); return its path."""
+    script = _dirs(export_dir, name) + _RECOVER + 'mkdir -p -- "$E"\nrm -rf -- "$D.new"\n'
+    script += 'mkdir -- "$D.new"\necho "$D.new"\n'
+    return _run(runner, node, script, "Preparing the export directory").strip()
+
+
+def finalize(
+    runner: Runner, node: str, export_dir: str, name: str, config_text: str, manifest_text: str
+) -> str:
+    """Write config.ini and the manifest into ``.new`` and publish it atomically."""
+    payload = f"{config_text}\0{manifest_text}".encode()
+    write = (
+        "import sys\n"
+        "c, m = sys.stdin.buffer.read().split(b'\\0', 1)\n"
+        "d = sys.argv[1]\n"
+        f"for n, t in (({MANIFEST_FILE!r}, m), ({CONFIG_FILE!r}, c)):\n"
+        "    open(d + '/' + n + '.tmp', 'wb').write(t)\n"
+        "import os\n"
+        f"for n in ({MANIFEST_FILE!r}, {CONFIG_FILE!r}):\n"
+        "    os.rename(d + '/' + n + '.tmp', d + '/' + n)\n"
+    )
+    script = _dirs(export_dir, name) + (
+        '[ -d "$D.new" ] || { echo "no export in progress: $D.new" >&2; exit 1; }\n'
+        f'python3 -c {shlex.quote(write)} "$D.new"\n'
+        'sync -f "$D.new"/* 2>/dev/null || sync\n'
+        'if [ -d "$D" ]; then rm -rf -- "$D.old"; mv -- "$D" "$D.old"; fi\n'
+        'mv -- "$D.new" "$D"\n'
+        'sync -f "$E" 2>/dev/null || sync\n'
+        'rm -rf -- "$D.old"\n'
+        'echo "$D"\n'
+    )
+    return _run(runner, node, script, "Publishing the export", stdin=payload).strip()
+
+
+def abort(runner: Runner, node: str, export_dir: str, name: str) -> None:
+    """Remove ``<name>.new``; the complete export (if any) is untouched."""
+    _run(runner, node, _dirs(export_dir, name) + 'rm -rf -- "$D.new"\n', "Removing .new")
+
+
+def remove(runner: Runner, node: str, export_dir: str, name: str) -> bool:
+    """Remove the export and its leftovers; True if a complete export existed."""
+    script = _dirs(export_dir, name) + (
+        'found=0\n[ -d "$D" ] || [ -d "$D.old" ] && found=1\n'
+        'rm -rf -- "$D" "$D.new" "$D.old"\necho $found\n'
+    )
+    return _run(runner, node, script, "Removing the export").strip() == "1"
+
+
+_LIST = r"""
+E="$1"
+[ -d "$E" ] || exit 0
+for d in "$E"/*/; do
+  [ -d "$d" ] || continue
+  d=${d%/}
+  ts=$(sed -n 's/^timestamp *= *//p' "$d/config.ini" 2>/dev/null | head -n1)
+  complete=0
+  [ -f "$d/config.ini" ] && [ -f "$d/manifest.json" ] && complete=1
+  echo "$(basename "$d") $complete ${ts:-0}"
+done
+"""
+
+
+def list_exports(runner: Runner, node: str, export_dir: str) -> list[ExportEntry]:
+    """Every directory of the export dir: complete exports and stale leftovers."""
+    res = runner.run(["sh", "-c", _LIST, "sh", export_dir], check=False, timeout=60)
+    if res.exit_status != 0:
+        raise NodeError(f"Listing exports on {node} failed: {res.output.strip()}", node)
+    out = res.stdout
+    entries = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        dirname, complete, ts = parts
+        stale = dirname.endswith((NEW_SUFFIX, OLD_SUFFIX))
+        name = dirname.removesuffix(NEW_SUFFIX).removesuffix(OLD_SUFFIX)
+        entries.append(
+            ExportEntry(
+                instance=name,
+                node=node,
+                path=f"{export_dir}/{dirname}",
+                complete=complete == "1" and not stale,
+                timestamp=int(ts) if ts.isdigit() else 0,
+                stale=stale,
+            )
+        )
+    return entries
+
+
+def read(runner: Runner, node: str, export_dir: str, name: str) -> ExportData:
+    """config.ini and manifest.json of the complete export of ``name``."""
+    script = _dirs(export_dir, name) + (
+        '[ -f "$D/config.ini" ] && [ -f "$D/manifest.json" ] || '
+        '{ echo "No complete export of this instance here" >&2; exit 1; }\n'
+        'cat "$D/config.ini"; printf "\\0"; cat "$D/manifest.json"\n'
+    )
+    out = _run(runner, node, script, f"Reading the export of {name}")
+    config_text, _, manifest_text = out.partition("\0")
+    path = f"{export_dir}/{name}"
+    return ExportData(node, path, config_text, manifest_text)
