@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -136,6 +137,8 @@ class JobStore:
 
     def __init__(self, jobs_dir: str) -> None:
         self.jobs_dir = jobs_dir
+        # Feedback may come from worker threads (e.g. a migration monitor).
+        self._write_lock = threading.RLock()
 
     # -------------------------------------------------------------- files
     def _path(self, job_id: int) -> str:
@@ -168,8 +171,9 @@ class JobStore:
 
     def save(self, job: Job) -> None:
         """Write the job's file atomically."""
-        raw = json.dumps(job.to_dict(), indent=1, sort_keys=True).encode()
-        write_file_atomically(self._path(job.id), raw + b"\n")
+        with self._write_lock:
+            raw = json.dumps(job.to_dict(), indent=1, sort_keys=True).encode()
+            write_file_atomically(self._path(job.id), raw + b"\n")
 
     # ------------------------------------------------------------ writing
     def create(self, op: Any) -> Job:
@@ -193,8 +197,9 @@ class JobStore:
 
     def append_log(self, job: Job, message: str, log_type: str = ELOG_MESSAGE) -> None:
         """Add one feedback line (timestamped) and persist it at once."""
-        job.log.append((time.time(), log_type, message))
-        self.save(job)
+        with self._write_lock:
+            job.log.append((time.time(), log_type, message))
+            self.save(job)
 
     def finish_success(self, job: Job, result: Any) -> None:
         """Mark the job successful with ``result``."""

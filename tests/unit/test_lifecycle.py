@@ -424,3 +424,17 @@ def test_job_log_records_feedback_with_timestamps(ctx: Context) -> None:
     assert [entry[2] for entry in job.log] == ["STEP 1/2 working", " - WARNING: careful"]
     assert all(job.start_ts <= ts <= job.end_ts for ts, _, _ in job.log)  # type: ignore[operator]
     assert job.params["instance_name"] == "inst1"
+
+
+def test_context_creates_libvirt_node_ops_lazily(config: Any) -> None:
+    from ganeti_lv import Client
+    from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+
+    ctx = Context.from_data_dir(config.data_dir)
+    assert ctx._node_ops is None
+    assert isinstance(ctx.node_ops, LibvirtNodeOps)
+    assert ctx.node_ops is ctx.node_ops
+    ctx.close()
+    client = Client(data_dir=config.data_dir, node_ops=FakeNodeOps())
+    assert client.submit(OpTestRecord()) == "done"
+    assert [job.status for job in client.jobs()] == ["success"]
