@@ -298,9 +298,9 @@ def test_second_process_waits_for_the_first(config: ConfigStore) -> None:
     assert holder.exitcode == 0
     first, second = (j for j in client.jobs() if j.summary == "TEST_DELAY")
     assert first.pid == holder.pid and first.status == "success"
-    # The second job could only sleep (holding the lock) after the first had finished.
-    assert first.end_ts is not None
-    assert second.log[0][0] >= first.end_ts
+    # The second job got the lock (and logged) only after the first's 0.5 s sleep.
+    assert first.log[0][2] == "Sleeping for 0.5 s"
+    assert second.log[0][0] >= first.log[0][0] + 0.5
     assert lines == ["Sleeping for 0.01 s"]
 
 
