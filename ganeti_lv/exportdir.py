@@ -14,6 +14,7 @@ first restore an ``.old`` that lost its successor.
 from __future__ import annotations
 
 import shlex
+
 from ganeti_lv import constants
 from ganeti_lv.diskcopy import Runner
 from ganeti_lv.errors import ECODE_INVAL, NodeError

@@ -33,6 +33,7 @@ from ganeti_lv.hypervisor.base import (
 from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
+from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.migration import MigrationOpsMixin
 from ganeti_lv.objects import Cluster, Instance, Node
 
@@ -59,7 +60,7 @@ def _check_name(name: str) -> None:
         raise HypervisorError(f"Invalid instance name {name!r}", ecode=ECODE_INVAL)
 
 
-class LibvirtNodeOps(MigrationOpsMixin, NodeOps):
+class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     """Node operations on real nodes (see the module docstring)."""
 
     def __init__(

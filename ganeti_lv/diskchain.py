@@ -1,0 +1,124 @@
+"""Disk chains of export snapshots: create, merge back, and repair leftovers.
+
+Shared by the export and the migration. A live export puts a qcow2 overlay
+(``<image>.export-snap.qcow2``, in the instance's disk directory on the
+primary) on top of each disk image while the frozen image is copied; then
+the overlay is merged back and deleted, also when the copy failed. If the
+exporting process died in between, the overlay is still there:
+
+- domain running: its live XML shows the overlay as the active image with
+  the instance's image below it -> active commit + pivot, delete overlay;
+- domain stopped: the overlay file is found in the disk directory ->
+  ``qemu-img commit`` into the image, delete overlay.
+
+``repair`` does both and is called before any operation touches the disks.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable, Sequence
+
+from ganeti_lv.diskcopy import Runner
+from ganeti_lv.errors import HypervisorError, NodeError
+from ganeti_lv.export_types import OVERLAY_SUFFIX, SnapshotDisk, SnapshotInfo, overlay_path
+from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
+from ganeti_lv.hypervisor.libvirt.guest import Guest
+
+
+def _remove_files(runner: Runner, node: str, paths: Sequence[str]) -> None:
+    if not paths:
+        return
+    res = runner.run(["rm", "-f", "--", *paths], check=False, timeout=60)
+    if res.exit_status != 0:
+        raise NodeError(f"Cannot remove {', '.join(paths)} on {node}: {res.output.strip()}", node)
+
+
+def create(guest: Guest, runner: Runner, node: str, freeze: bool = True) -> SnapshotInfo:
+    """Snapshot every disk of the (running or paused) domain into overlays."""
+    disks = guest.disks()
+    if any(d.chain for d in disks):
+        raise HypervisorError(
+            f"Disks of {guest.name} already have overlays; repair the disk chain first", node=node
+        )
+    info = SnapshotInfo(guest.name, node)
+    for idx, disk in enumerate(disks):
+        info.disks.append(SnapshotDisk(idx, disk.target, disk.source, overlay_path(disk.source)))
+    # overlay files of a snapshot that never took effect (not in the chain): stale
+    _remove_files(runner, node, [d.overlay for d in info.disks])
+    info.frozen = vsnap.create_snapshot(guest, [(d.target, d.overlay) for d in info.disks], freeze)
+    return info
+
+
+def commit(
+    guest: Guest,
+    runner: Runner,
+    node: str,
+    snap: SnapshotInfo,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Merge the snapshot's overlays back into the images, then delete them."""
+    current = {d.target: d for d in guest.disks()} if guest.is_active() else {}
+    errors = []
+    for disk in snap.disks:
+        state = current.get(disk.target)
+        if state is not None and state.source == disk.overlay:
+            try:
+                vsnap.active_commit(guest, disk.target, clock=clock, sleep=sleep)
+            except NodeError as err:
+                errors.append(str(err))
+                continue
+        elif state is None:
+            # the domain stopped meanwhile: merge the file offline
+            _offline_commit(runner, node, disk.overlay)
+            continue
+        _remove_files(runner, node, [disk.overlay])
+    if errors:
+        raise HypervisorError("; ".join(errors), node=node)
+
+
+def _offline_commit(runner: Runner, node: str, overlay: str) -> bool:
+    """qemu-img commit an overlay file into its backing file and delete it."""
+    q = shlex.quote(overlay)
+    script = f"[ -e {q} ] || exit 3\nqemu-img commit -q {q} && rm -f -- {q}\n"
+    res = runner.run(["sh", "-c", script], check=False, timeout=3600)
+    if res.exit_status == 3:
+        return False
+    if res.exit_status != 0:
+        raise NodeError(f"Cannot merge {overlay} on {node}: {res.output.strip()}", node)
+    return True
+
+
+def find_overlay_files(runner: Runner, node: str, directory: str) -> list[str]:
+    """Overlay files left in an instance's disk directory."""
+    pattern = f"{shlex.quote(directory)}/*{OVERLAY_SUFFIX}"
+    script = f'for f in {pattern}; do [ -e "$f" ] && echo "$f"; done; true'
+    res = runner.run(["sh", "-c", script], check=False, timeout=60)
+    return [line for line in res.stdout.splitlines() if line]
+
+
+def repair(
+    guest: Guest | None,
+    runner: Runner,
+    node: str,
+    directory: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Merge every leftover export overlay of an instance; return the overlays merged."""
+    merged: list[str] = []
+    if guest is not None and guest.is_active():
+        for disk in guest.disks():
+            if disk.chain and disk.source.endswith(OVERLAY_SUFFIX):
+                vsnap.active_commit(guest, disk.target, clock=clock, sleep=sleep)
+                _remove_files(runner, node, [disk.source])
+                merged.append(disk.source)
+        # files not in the live chain are snapshots that never took effect
+        _remove_files(runner, node, find_overlay_files(runner, node, directory))
+        return merged
+    for overlay in find_overlay_files(runner, node, directory):
+        if _offline_commit(runner, node, overlay):
+            merged.append(overlay)
+    return merged
