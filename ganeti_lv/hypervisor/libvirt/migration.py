@@ -377,6 +377,19 @@ def compare_cpu(source_host: Host, target_host: Host, name: str) -> tuple[bool, 
     return True, "identical" if result == libvirt.VIR_CPU_COMPARE_IDENTICAL else "superset"
 
 
+def serial_files(domain_xml: str) -> list[str]:
+    """Paths of the domain's file-backed serial/console devices."""
+    root = ET.fromstring(domain_xml)
+    out = []
+    for dev in [*root.findall("devices/serial"), *root.findall("devices/console")]:
+        src = dev.find("source")
+        if dev.get("type") == "file" and src is not None and src.get("path"):
+            path = src.get("path", "")
+            if path not in out:
+                out.append(path)
+    return out
+
+
 def paths_exist_script(paths: list[str]) -> str:
     """Shell printing 1 or 0 per path."""
     return "; ".join(f"if [ -e {shlex.quote(p)} ]; then echo 1; else echo 0; fi" for p in paths)
@@ -398,6 +411,7 @@ class MigrationOpsMixin:
         progress_fn: ProgressFn,
         abort_event: threading.Event,
     ) -> MigrationStats:
+        self._prepare_target_files(source, target, instance.name)
         return migrate(
             self.host(source),
             self.host(target),
@@ -407,6 +421,16 @@ class MigrationOpsMixin:
             progress_fn,
             abort_event,
         )
+
+    def _prepare_target_files(self, source: Node, target: Node, name: str) -> None:
+        """Create the (node-local) file-backed serial logs the domain expects on the target."""
+        files = serial_files(self.host(source).guest(name).xml())
+        if files:
+            script = "; ".join(
+                f"mkdir -p {shlex.quote(p.rsplit('/', 1)[0] or '/')} && touch {shlex.quote(p)}"
+                for p in files
+            )
+            self._ssh_run(target, script, check=True)
 
     def _op_abort_migration(self, node: Node, name: str) -> bool:
         return abort_job(self.host(node), name)
