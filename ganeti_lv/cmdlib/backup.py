@@ -36,6 +36,7 @@ from ganeti_lv.cmdlib.common import (
     expand_node,
     instance_hook_env,
 )
+from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
 from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_NORES,
@@ -46,6 +47,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.export_types import SnapshotInfo
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove
+from ganeti_lv.units import coerce_beparams, coerce_params
 
 MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
@@ -456,3 +458,87 @@ class LUBackupRemove(NoHooksLU):
             raise OpExecError(f"No exports found for instance {self.op.instance_name}")
         feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
         return sorted(removed)
+
+
+class ImportModeHandler(CreateModeHandler):
+    """``OpInstanceCreate(mode="import")``: create an instance from an export.
+
+    The export is read from ``src_node`` (config.ini and manifest); disks,
+    NICs and parameters come from it unless the opcode gives them; every
+    disk is copied node to node and verified against the manifest's sha256.
+    """
+
+    def check_arguments(self) -> None:
+        """Import needs the source node."""
+        if not self.lu.op.src_node:
+            raise OpPrereqError("Import requires a source node (src_node)", ECODE_INVAL)
+
+    def expand_names(self) -> None:
+        """Lock the source node (shared: only read)."""
+        lu = self.lu
+        lu.op.src_node = expand_node(lu.cfg, lu.op.src_node)
+        locks = lu.needed_locks
+        assert locks is not None
+        nodes = locks.get(locking.LEVEL_NODE, [])
+        assert isinstance(nodes, list)
+        locks[locking.LEVEL_NODE] = sorted({*nodes, lu.op.src_node})
+
+    def check_prereq(self) -> None:
+        """Read and check the export; shape the instance from it."""
+        lu = self.lu
+        src = lu.cfg.get_node(lu.op.src_node)
+        assert src is not None
+        check_node_online(lu.cfg, src.name)
+        name = (lu.op.src_path or lu.op.instance_name).rstrip("/").rsplit("/", 1)[-1]
+        data = lu.rpc.export_read(src, lu.cluster, name).Raise(
+            f"Cannot read the export of {name} on {src.name}", prereq=True
+        )
+        desc = exportinfo.describe(exportinfo.parse_config(data.config_text))
+        manifest = exportinfo.Manifest.from_json(data.manifest_text)
+        if len(manifest.disks) != len(desc.disks):
+            raise OpPrereqError("Export manifest and config.ini disagree on disks", ECODE_INVAL)
+        inst = lu.instance
+        if not lu.op.disks:
+            inst.disks = desc.disks
+            for disk in inst.disks:
+                disk.dev_type = inst.disk_template
+        if not lu.op.nics and not inst.nics:
+            inst.nics = [n for n in desc.nics if n.mac not in _used_macs(lu)]
+        be = {k: v for k, v in desc.beparams.items() if k in constants.BEC_DEFAULTS}
+        hv = {k: v for k, v in desc.hvparams.items() if k in constants.HVC_DEFAULTS}
+        inst.beparams = coerce_beparams({**be, **lu.op.beparams}, dict(constants.BEC_DEFAULTS))
+        inst.hvparams = coerce_params(
+            {**hv, **lu.op.hvparams}, constants.HVC_DEFAULTS, "hypervisor"
+        )
+        inst.os = desc.os or inst.os
+        self.src = src
+        self.sources = [f"{data.path}/{d.file}" for d in manifest.disks]
+        self.checksums = [d.sha256 for d in manifest.disks]
+
+    def hooks_env(self) -> dict[str, Any]:
+        """Ganeti's import keys."""
+        return {"SRC_NODE": self.src.name, "SRC_PATH": self.sources[0].rsplit("/", 1)[0]}
+
+    def fill_disks(self, feedback_fn: FeedbackFn) -> None:
+        """Copy every exported disk onto the new disks, verifying its sha256."""
+        lu = self.lu
+        for idx, (src_path, sha) in enumerate(zip(self.sources, self.checksums, strict=True)):
+            feedback_fn(f"Importing disk/{idx} from {self.src.name}")
+            res = lu.rpc.copy_disk(
+                self.src,
+                src_path,
+                lu.pnode,
+                disk_path(lu.cluster, lu.instance, idx),
+                expect_sha256=sha,
+                progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
+            )
+            stats = res.Raise(f"Import of disk/{idx} failed")
+            feedback_fn(f"disk/{idx}: sha256 {stats.sha256} verified")
+
+
+def _used_macs(lu: LogicalUnit) -> set[str]:
+    data = lu.cfg.read()
+    return {n.mac for inst in data.instances.values() for n in inst.nics}
+
+
+register_create_mode("import", ImportModeHandler)

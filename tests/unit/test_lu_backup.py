@@ -254,3 +254,48 @@ def test_dry_run(ctx, ops):
     result, _ = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, dry_run=True))
     assert result == (True, [True])
     assert "copy_disk" not in methods(ops)
+
+
+def test_import_from_export_verifies_checksums(ctx, ops, config):
+    from ganeti_lv.opcodes import OpInstanceCreate
+
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    sha = ops.exports[N2][INST].files["disk0.img"]
+    run(
+        ctx,
+        OpInstanceCreate(
+            instance_name="restored.example.com",
+            disk_template="file",
+            pnode=N3,
+            mode="import",
+            src_node=N2,
+            src_path=INST,
+            start=False,
+        ),
+    )
+    inst = config.get_instance("restored.example.com")
+    assert inst is not None and [d.size for d in inst.disks] == [1024]
+    copy = ops.calls_to("copy_disk", N2)[-1]
+    assert copy.args[1] == N3 and copy.args[2] == disk_path(config.get_cluster(), inst, 0)
+    assert ops.copy_options[-1]["expect_sha256"] == sha
+
+
+def test_import_with_corrupt_export_fails_and_leaves_nothing(ctx, ops, config):
+    from ganeti_lv.opcodes import OpInstanceCreate
+
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    ops.exports[N2][INST].files["disk0.img"] = "0" * 64  # data no longer matches the manifest
+    with pytest.raises(OpExecError, match="checksum mismatch"):
+        run(
+            ctx,
+            OpInstanceCreate(
+                instance_name="restored.example.com",
+                disk_template="file",
+                pnode=N3,
+                mode="import",
+                src_node=N2,
+                start=False,
+                src_path=INST,
+            ),
+        )
+    assert config.get_instance("restored.example.com") is None
