@@ -131,6 +131,8 @@ class DevCluster:
         n_nodes = nodes or state.get("nodes") or 2
         cidr = subnet or state.get("subnet") or lay.DEFAULT_SUBNET
         cl = lay.ClusterLayout.build(self.directory, n_nodes, cidr)
+        for name in memory_caps or {}:
+            cl.node(name)  # unknown node -> OpPrereqError
         netns.check_subnet_free(str(cl.subnet), cl.bridge)
         state.update(cid=cl.cid, nodes=n_nodes, subnet=str(cl.subnet), bridge=cl.bridge)
         state.setdefault("holders", {})
@@ -402,7 +404,11 @@ class DevCluster:
         ours = {netns.netns_link(n) for n in names} - {None}
         if link in ours:
             return True
-        # A holder whose namespace file is gone: still a 'sleep' in a foreign netns.
+        # A holder whose namespace file is gone: a 'sleep' in an unnamed foreign netns
+        # (one still named belongs to someone else's cluster).
+        named = {netns.netns_link(n) for n in netns.list_netns("")}
+        if link in named:
+            return False
         own = netns.proc_ns(os.getpid(), "net")
         try:
             with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:

@@ -101,7 +101,14 @@ def ensure_cluster(
             ssh_key_file=cl.key_file,
             **cluster_fields(domain_type),
         )
-    have = set(ConfigStore(data_dir).node_names())
+    store = ConfigStore(data_dir)
+    have = set(store.node_names())
+    for name, cap in memory_caps.items():
+        current = store.get_node(name)
+        if current is not None and current.memory_cap != cap:
+            feedback_fn(f"setting the memory cap of {name} to {cap} MiB")
+            current.memory_cap = cap
+            store.update_node(current)
     for node in cl.nodes[1:]:
         if node.name not in have:
             feedback_fn(f"adding {node.name} to the cluster")

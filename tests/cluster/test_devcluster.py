@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
+from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster import guest, netns
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.guest import GuestImage, kernel_args, pattern_sha256
 from ganeti_lv.devcluster.netns import free_subnet as free_test_subnet
+from ganeti_lv.errors import OpPrereqError
 
 pytestmark = pytest.mark.cluster
 
@@ -71,8 +73,14 @@ def scratch_dir() -> Iterator[str]:
 @pytest.mark.faults
 def test_up_twice_is_harmless_and_down_leaves_nothing(scratch_dir: str) -> None:
     cl = DevCluster(scratch_dir)
-    info = cl.up(nodes=2, subnet=free_test_subnet(), domain_type="qemu")
+    with pytest.raises(OpPrereqError):
+        cl.up(nodes=2, subnet=free_test_subnet(), domain_type="qemu", memory_caps={"node7": 1})
+    info = cl.up(nodes=2, subnet=free_test_subnet(), domain_type="qemu", memory_caps={"node2": 300})
     assert [n["name"] for n in info["nodes"]] == ["node1", "node2"]
+    store = ConfigStore(info["data_dir"])
+    assert store.get_cluster().domain_type == "qemu"
+    assert store.get_cluster().shared_storage_unsafe_ok is True
+    assert [store.get_node(n).memory_cap for n in ("node1", "node2")] == [None, 300]
     status = cl.status()
     assert status["running"] is True
     names, pids = _snapshot(cl)
