@@ -299,3 +299,28 @@ def test_import_with_corrupt_export_fails_and_leaves_nothing(ctx, ops, config):
             ),
         )
     assert config.get_instance("restored.example.com") is None
+
+
+def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
+    from ganeti_lv.cli.backup import parse_progress
+    from ganeti_lv.cli.main import main
+
+    base = ["--data-dir", data_dir]
+    code = main([*base, "backup", "export", "-n", N2, "--noshutdown", INST], node_ops=ops)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "disk/0 sent 1.0G, " in out and f"Export of {INST} is in {N2}" in out
+    assert main([*base, "backup", "list", "--node", N2], node_ops=ops) == 0
+    assert capsys.readouterr().out == f"Node: {N2}\nExports:\n\t{INST}\n"
+    code = main(
+        [*base, "backup", "export", "-n", N2, "--transport-compression", "xz", INST], node_ops=ops
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "error type: wrong_input" in err and "Compression tool not allowed" in err
+    assert main([*base, "backup", "remove", INST], node_ops=ops) == 0
+    assert INST not in ops.exports[N2]
+    assert parse_progress("disk/1 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s") == (
+        "disk/1",
+        30.0,
+        "1.5G, 120.0 MiB/s, 30%, ETA 12s",
+    )

@@ -1,0 +1,159 @@
+"""``gnt-lv backup export/list/remove/import`` (as gnt-backup).
+
+On a terminal the copy's progress lines ("disk/0 sent 1.5G, 120.0 MiB/s,
+30%, ETA 12s") drive a progress bar (rich); otherwise they are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ganeti_lv import constants, opcodes
+from ganeti_lv.cli import common
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+
+PROGRESS_RE = re.compile(r"^(?P<disk>disk/\d+) sent (?P<detail>.*?(?P<pct>\d+)%.*)$")
+
+
+def parse_progress(line: str) -> tuple[str, float, str] | None:
+    """(disk, percent, detail) of a copy progress line, or None."""
+    match = PROGRESS_RE.match(line)
+    if not match:
+        return None
+    return match.group("disk"), float(match.group("pct")), match.group("detail")
+
+
+@contextlib.contextmanager
+def progress_feedback(env: CliEnv) -> Iterator[Callable[[str], None]]:
+    """A feedback function: a rich progress bar on a terminal, plain lines otherwise."""
+    if env.out is not None or not sys.stdout.isatty():
+        yield env.feedback
+        return
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]{task.fields[disk]}"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def feedback(msg: str) -> None:
+            parsed = parse_progress(msg)
+            if parsed is None:
+                bar.console.print(msg, markup=False, highlight=False)
+                return
+            disk, pct, detail = parsed
+            if disk not in tasks:
+                tasks[disk] = bar.add_task(detail, total=100.0, disk=disk)
+            bar.update(tasks[disk], completed=pct, description=detail)
+
+        yield feedback
+
+
+def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Export an instance to a node's export dir."""
+    op = opcodes.OpBackupExport(
+        instance_name=opts.instance_name,
+        target_node=opts.node,
+        shutdown=not opts.noshutdown,
+        shutdown_timeout=opts.shutdown_timeout,
+        remove_instance=opts.remove_instance,
+        ignore_remove_failures=opts.ignore_remove_failures,
+        compress=opts.transport_compression,
+        zero_free_space=opts.zero_free_space,
+        zeroing_timeout_fixed=opts.zeroing_timeout_fixed,
+        zeroing_timeout_per_mib=opts.zeroing_timeout_per_mib,
+        long_sleep=opts.long_sleep,
+        bandwidth_limit=opts.bandwidth_limit,
+        dry_run=opts.dry_run,
+    )
+    with progress_feedback(env) as feedback:
+        result = env.client().submit(op, feedback_fn=feedback)
+    if opts.dry_run:
+        return EXIT_SUCCESS
+    finalized, disks = result
+    if not finalized or not all(disks):
+        env.warn("Export failed or incomplete")
+        return EXIT_FAILURE
+    return EXIT_SUCCESS
+
+
+def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Show the exports per node (Ganeti's "Node:" / instance layout)."""
+    nodes = list(opts.node or [])
+    result = env.submit(opcodes.OpBackupQuery(nodes=nodes), quiet=True)
+    for node in sorted(result):
+        exports = result[node]
+        if exports is False:
+            env.warn(f"Node {node}: cannot list exports")
+            continue
+        env.write(f"Node: {node}")
+        env.write("Exports:")
+        for name in exports:
+            env.write(f"\t{name}")
+    return EXIT_SUCCESS
+
+
+def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Remove every export of an instance."""
+    env.submit(opcodes.OpBackupRemove(instance_name=opts.instance_name))
+    return EXIT_SUCCESS
+
+
+def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Create an instance from an export (checksums verified)."""
+    op = opcodes.OpInstanceCreate(
+        instance_name=opts.instance_name,
+        disk_template=opts.disk_template,
+        pnode=opts.node,
+        mode="import",
+        src_node=opts.src_node,
+        src_path=opts.src_dir,
+        beparams=common.parse_kv_list(opts.beparams or "", "-B"),
+        hvparams=common.parse_kv_list(opts.hvparams or "", "-H"),
+        start=not opts.no_start,
+        dry_run=opts.dry_run,
+    )
+    with progress_feedback(env) as feedback:
+        env.client().submit(op, feedback_fn=feedback)
+    return EXIT_SUCCESS
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add the ``backup`` group."""
+    exp = registry.command("backup", "export", cmd_export, help="Export an instance")
+    exp.add_argument("instance_name", metavar="INSTANCE")
+    exp.add_argument("-n", "--node", required=True, metavar="NODE", help="Target node")
+    exp.add_argument("--noshutdown", action="store_true", help="Export live (snapshot)")
+    exp.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
+    exp.add_argument("--remove-instance", action="store_true")
+    exp.add_argument("--ignore-remove-failures", action="store_true")
+    exp.add_argument("--zero-free-space", action="store_true")
+    exp.add_argument("--zeroing-timeout-fixed", type=int, default=None)
+    exp.add_argument("--zeroing-timeout-per-mib", type=float, default=None)
+    exp.add_argument("--long-sleep", action="store_true")
+    exp.add_argument("--transport-compression", default=constants.IEC_NONE, metavar="TOOL")
+    exp.add_argument("--bandwidth-limit", type=int, default=None, metavar="MiB/s")
+    common.add_dry_run(exp)
+    lst = registry.command("backup", "list", cmd_list, help="List exports")
+    lst.add_argument("--node", action="append", metavar="NODE")
+    rem = registry.command("backup", "remove", cmd_remove, help="Remove an instance's exports")
+    rem.add_argument("instance_name", metavar="INSTANCE")
+    imp = registry.command("backup", "import", cmd_import, help="Create an instance from an export")
+    imp.add_argument("instance_name", metavar="INSTANCE")
+    imp.add_argument("-n", "--node", required=True, metavar="NODE", help="Primary node")
+    imp.add_argument("--src-node", required=True, metavar="NODE")
+    imp.add_argument(
+        "--src-dir", default=None, metavar="NAME", help="Export name (default INSTANCE)"
+    )
+    imp.add_argument("-t", "--disk-template", default=constants.DT_FILE)
+    imp.add_argument("-B", "--backend-parameters", dest="beparams", default=None)
+    imp.add_argument("-H", "--hypervisor-parameters", dest="hvparams", default=None)
+    imp.add_argument("--no-start", action="store_true")
+    common.add_dry_run(imp)
