@@ -322,7 +322,11 @@ class RemoteProcess:
 
 
 def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes | None, bytes]:
-    """Read stdout/stderr until the command exits; stdout None on deadline."""
+    """Read stdout/stderr until EOF and the exit status; stdout None on deadline.
+
+    sshd may send the exit status before the last output, so the end is the
+    remote EOF (or channel close), not the exit status.
+    """
     out = bytearray()
     err = bytearray()
     while True:
@@ -330,17 +334,19 @@ def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes |
             out += channel.recv(_READ_CHUNK)
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(_READ_CHUNK)
-        if channel.exit_status_ready() and not (
-            channel.recv_ready() or channel.recv_stderr_ready()
-        ):
-            return bytes(out), bytes(err)
-        if deadline is None:
-            wait = 5.0
-        else:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                return None, bytes(err)
+        ended = channel.eof_received or channel.closed
+        if ended and not (channel.recv_ready() or channel.recv_stderr_ready()):
+            break
+        wait = 5.0 if deadline is None else deadline - time.monotonic()
+        if wait <= 0:
+            return None, bytes(err)
         select.select([channel], [], [], min(wait, 5.0))
+    while not channel.exit_status_ready():
+        wait = 5.0 if deadline is None else deadline - time.monotonic()
+        if wait <= 0:
+            return None, bytes(err)
+        channel.status_event.wait(min(wait, 5.0))
+    return bytes(out), bytes(err)
 
 
 # -- the client --------------------------------------------------------------
