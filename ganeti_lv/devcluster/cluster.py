@@ -201,9 +201,11 @@ class DevCluster:
     ) -> None:
         """Create the node's namespaces unless they run, then start its daemons."""
         holder = state["holders"].get(node.name)
-        if not self._holder_ok(node, holder):
+        set_up = node.name in state.get("set_up", [])
+        if not (set_up and self._holder_ok(node, holder)):
             self.feedback_fn(f"creating {node.name} ({node.address}, netns {node.netns})")
             self._teardown_node(node, holder)
+            state["set_up"] = [n for n in state.get("set_up", []) if n != node.name]
             holder = self._create_node(cl, node, state)
         for name in lay.DAEMONS:
             pid = daemons.start_daemon(node, int(holder), name)
@@ -236,6 +238,8 @@ class DevCluster:
         script.append(f"ip link add {lay.NODE_BRIDGE} type bridge")
         script.append(f"ip link set {lay.NODE_BRIDGE} up")
         netns.run(netns.nsenter_argv(holder, ["sh", "-c", "\n".join(script)]))
+        state["set_up"] = sorted({*state.get("set_up", []), node.name})
+        self._save_state(state)
         return holder
 
     def _teardown_node(self, node: lay.NodeLayout, holder: int | None) -> None:

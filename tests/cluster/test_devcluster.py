@@ -100,9 +100,8 @@ def test_up_twice_is_harmless_and_down_leaves_nothing(scratch_dir: str) -> None:
     assert not os.path.exists(cl.info_file)
 
 
-@pytest.mark.faults
-def test_down_after_killed_up_cleans_up(scratch_dir: str) -> None:
-    cl = DevCluster(scratch_dir)
+def _killed_up(cl: DevCluster, directory: str) -> None:
+    """Run ``gnt-lv-devcluster up`` and SIGKILL it while it brings node2 up."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -110,7 +109,7 @@ def test_down_after_killed_up_cleans_up(scratch_dir: str) -> None:
             "ganeti_lv.devcluster.cli",
             "up",
             "--dir",
-            scratch_dir,
+            directory,
             "--nodes",
             "2",
             "--subnet",
@@ -123,20 +122,39 @@ def test_down_after_killed_up_cleans_up(scratch_dir: str) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        # Kill it once node2's namespaces exist, i.e. in the middle of bringing node2 up.
         while time.monotonic() < deadline and proc.poll() is None:
-            state = _state(cl)
-            if "node2" in state.get("holders", {}):
+            if "node2" in _state(cl).get("holders", {}):
                 break
             time.sleep(0.02)  # polling a file another process writes
         assert proc.poll() is None, "up finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+
+
+@pytest.mark.faults
+def test_down_after_killed_up_cleans_up(scratch_dir: str) -> None:
+    cl = DevCluster(scratch_dir)
+    _killed_up(cl, scratch_dir)
     names, pids = _snapshot(cl)
     assert names and pids, "the killed up left nothing to clean (test did not test)"
     cl.down()
     _assert_clean(cl, pids)
+
+
+@pytest.mark.faults
+def test_up_after_killed_up_completes_the_cluster(scratch_dir: str) -> None:
+    cl = DevCluster(scratch_dir)
+    _killed_up(cl, scratch_dir)
+    _, pids = _snapshot(cl)
+    info = cl.up()
+    assert cl.status()["running"] is True
+    assert len(info["nodes"]) == 2
+    out = cl.node_exec("node2", ["sh", "-c", "hostname; ssh node1 hostname"]).stdout.decode()
+    assert out.split() == ["node2", "node1"]
+    _, more = _snapshot(cl)
+    cl.down()
+    _assert_clean(cl, sorted(set(pids) | set(more)))
 
 
 # --- the session cluster --------------------------------------------------------
