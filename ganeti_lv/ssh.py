@@ -247,9 +247,9 @@ class RemoteProcess:
     """A command started by ``SshClient.open_exec``: stream stdin and stdout.
 
     ``write``/``close_stdin`` feed the command, ``read`` returns stdout chunks
-    (b"" at end), ``wait`` drains the rest and returns a ``CommandResult``.
-    stderr is collected in the background-free way paramiko allows: it is
-    drained on ``read`` and ``wait``.
+    (b"" at end), ``wait`` drains the rest and returns a ``CommandResult``
+    (its ``stderr`` holds everything the command wrote there). stderr is
+    collected on ``write``, ``read`` and ``wait``.
     """
 
     def __init__(self, client: SshClient, channel: paramiko.Channel, command: str) -> None:
@@ -275,13 +275,22 @@ class RemoteProcess:
         self.channel.shutdown_write()
 
     def read(self, size: int = _READ_CHUNK) -> bytes:
-        """Read up to ``size`` bytes of stdout; b"" at end of output."""
+        """Read up to ``size`` bytes of stdout; b"" at end of output.
+
+        stderr is drained while waiting, so a chatty stderr cannot stall the
+        channel's flow-control window.
+        """
+        channel = self.channel
         try:
-            data = self.channel.recv(size)
+            while True:
+                self._drain_stderr()
+                if channel.recv_ready():
+                    return bytes(channel.recv(size))
+                if channel.eof_received or channel.closed:
+                    return bytes(channel.recv(size)) if channel.recv_ready() else b""
+                select.select([channel], [], [], 5.0)
         except Exception as err:
             raise self._client._error(err, "read") from err
-        self._drain_stderr()
-        return data
 
     @property
     def stderr(self) -> str:

@@ -363,3 +363,14 @@ def test_pool_shares_clients(local_sshd: Any) -> None:
         assert pool.get("127.0.0.1", local_sshd.port, user="nobody") is not first
         assert first.run("echo pooled").stdout == "pooled\n"
         assert first.node_name == "node1"
+
+
+def test_open_exec_read_survives_chatty_stderr(client: SshClient) -> None:
+    proc = client.open_exec("head -c 4000000 /dev/zero | tr '\\0' e >&2; echo done")
+    received = bytearray()
+    while chunk := proc.read():
+        received += chunk
+    result = proc.wait(timeout=30)
+    assert bytes(received) == b"done\n"
+    assert len(result.stderr) == 4000000
+    assert result.stdout == ""
