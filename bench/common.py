@@ -107,6 +107,11 @@ class BenchCluster:
     def up(self) -> dict[str, Any]:
         """Bring the cluster up (idempotent) and return its description."""
         self.info = self.dev.up(nodes=self.n_nodes, subnet=self.subnet)
+        # A real node has libvirt's qemu log directory from the package; the
+        # local nodes start with an empty /var/log/libvirt, and a migration
+        # target without it cannot open the guest's console log.
+        for name in self.node_names:
+            self.node_exec(name, ["mkdir", "-p", "/var/log/libvirt/qemu"])
         return self.info
 
     def down(self) -> None:

@@ -31,7 +31,7 @@ from bench.common import BenchCluster, BenchError, Feedback, Guest, parse_jobinf
 
 FULL_CASES = [(128, 0), (128, 32), (256, 0), (256, 32), (512, 0), (512, 32)]
 QUICK_CASES = [(128, 0), (256, 32)]
-FAST_DIRTY = {"memory": 256, "dirtymb": 64, "bandwidth": 16, "cap": 60.0}
+FAST_DIRTY = {"memory": 256, "dirtymb": 64, "bandwidth": 8, "cap": 90.0}
 NODES = ("node1", "node2")
 GNT_STATS_RE = re.compile(r"total time ([0-9.]+) s, downtime (\d+|unknown)")
 

@@ -103,3 +103,45 @@ def test_provisioning_configures_libvirt_for_the_cluster() -> None:
     assert "cluster init" in init and '--domain-type "$DOMAIN_TYPE"' in init
     join = (PROVISION_DIR / "node-join.sh").read_text()
     assert "node add" in join and "--host-key" in join
+
+
+def test_cluster_json_describes_the_configuration(tmp_path: Path) -> None:
+    import importlib.util
+    import json
+
+    from ganeti_lv.config import ConfigStore
+    from ganeti_lv.objects import Cluster, ConfigData, Node
+
+    nodes = {
+        f"node{i}": Node(
+            name=f"node{i}",
+            address=f"10.251.0.1{i}",
+            libvirt_uri=f"qemu+tcp://10.251.0.1{i}/system",
+            peer_uri=f"qemu+tcp://10.251.0.1{i}/system",
+            migration_address=f"10.251.0.1{i}",
+        )
+        for i in (2, 1, 3)
+    }
+    cluster = Cluster(name="vagrant-cluster", master_node="node1", default_bridge="gnt-br0")
+    data_dir = str(tmp_path / "data")
+    ConfigStore.initialize(data_dir, ConfigData(cluster=cluster, nodes=nodes))
+    guest = tmp_path / "guest" / "guest-abc"
+    guest.mkdir(parents=True)
+    (guest / "vmlinuz").write_bytes(b"k")
+    (guest / "initrd.gz").write_bytes(b"i")
+    spec = importlib.util.spec_from_file_location("cluster_json", PROVISION_DIR / "cluster_json.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "cluster.json"
+    argv = ["--data-dir", data_dir, "--guest-dir", str(tmp_path / "guest"), "--out", str(out)]
+    assert module.main(argv) == 0
+    info = json.loads(out.read_text())
+    assert [n["name"] for n in info["nodes"]] == ["node1", "node2", "node3"]
+    assert info["nodes"][0]["libvirt_uri"] == "qemu+tcp://10.251.0.11/system"
+    assert info["nodes"][0]["ssh_port"] == 22
+    assert info["data_dir"] == data_dir and info["master"] == "node1"
+    assert info["guest"]["kernel"] == str(guest / "vmlinuz")
+    assert info["guest"]["initrd"] == str(guest / "initrd.gz")
+    assert info["storage"]["shared_file_storage_dir"] == cluster.shared_file_storage_dir
+    assert info["supports_faults"] is False and info["kind"] == "vagrant"

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from ganeti_lv import paths
 from ganeti_lv.config import ConfigStore
 
 
@@ -51,6 +52,8 @@ def describe(data_dir: str, guest_dir: str) -> dict[str, Any]:
         "name": cluster.name,
         "master": cluster.master_node,
         "data_dir": data_dir,
+        "ssh_key_file": paths.ssh_key_file(data_dir),
+        "known_hosts_file": paths.known_hosts_file(data_dir),
         "domain_type": cluster.domain_type,
         "bridge": cluster.default_bridge,
         "nodes": nodes,
