@@ -394,6 +394,7 @@ class SshClient:
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
+        self._sftp_lock = threading.Lock()
 
     @property
     def where(self) -> str:
@@ -452,11 +453,14 @@ class SshClient:
             assert transport is not None
             return transport
 
-    def _drop(self) -> None:
+    def _drop_sftp(self) -> None:
         if self._sftp is not None:
             with contextlib.suppress(Exception):  # closing a dead channel
                 self._sftp.close()
             self._sftp = None
+
+    def _drop(self) -> None:
+        self._drop_sftp()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -599,11 +603,14 @@ class SshClient:
             return self._sftp
 
     def _with_sftp(self, action: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
-        sftp = self._sftp_client()
-        try:
-            return fn(sftp)
-        except Exception as err:
-            raise self._error(err, f"sftp {action}") from err
+        with self._sftp_lock:  # one SFTP session per client, used by one thread at a time
+            sftp = self._sftp_client()
+            try:
+                return fn(sftp)
+            except Exception as err:
+                if not isinstance(err, OSError | paramiko.sftp.SFTPError):
+                    self._drop_sftp()
+                raise self._error(err, f"sftp {action}") from err
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write ``data`` to ``path`` on the node atomically (temp file + rename)."""

@@ -374,3 +374,24 @@ def test_open_exec_read_survives_chatty_stderr(client: SshClient) -> None:
     assert bytes(received) == b"done\n"
     assert len(result.stderr) == 4000000
     assert result.stdout == ""
+
+
+def test_put_get_from_several_threads(client: SshClient, tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def work(idx: int) -> None:
+        try:
+            data = bytes([idx]) * (100000 + idx)
+            path = str(tmp_path / f"f{idx}")
+            client.put_bytes(data, path)
+            assert client.get_bytes(path) == data
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(os.listdir(tmp_path)) == [f"f{i}" for i in range(5)]
