@@ -8,8 +8,6 @@ ganeti_lv itself would, so the tests also run against real nodes.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import pytest
 
 from ganeti_lv import constants, objects
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.guest import build_guest, kernel_args, pattern_sha256
+from ganeti_lv.devcluster.guest import kernel_args, pattern_sha256
 from ganeti_lv.errors import InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
@@ -29,21 +27,6 @@ pytestmark = pytest.mark.cluster
 
 BOOT_TIMEOUT = 120.0
 PATTERN_RE = re.compile(r"GUEST: PATTERN seed=(\S+) mb=(\d+) sha256=([0-9a-f]{64})")
-
-
-def _data_dir(devcluster: Any) -> str:
-    """The ganeti_lv data dir of the session's local cluster."""
-    for attr in ("data_dir",):
-        value = getattr(devcluster, attr, None)
-        if isinstance(value, str):
-            return value
-    if isinstance(devcluster, dict) and "data_dir" in devcluster:
-        return str(devcluster["data_dir"])
-    info_file = getattr(devcluster, "info_file", None)
-    if info_file is None:
-        info_file = os.path.join(devcluster.directory, "cluster.json")
-    with open(info_file, encoding="utf-8") as fh:
-        return str(json.load(fh)["data_dir"])
 
 
 @dataclass
@@ -106,14 +89,13 @@ class HvEnv:
 
 
 @pytest.fixture(scope="module")
-def hv(devcluster: Any) -> Iterator[HvEnv]:
-    """LibvirtNodeOps for the session's devcluster."""
-    data_dir = _data_dir(devcluster)
-    config = ConfigStore(data_dir)
-    ops = LibvirtNodeOps(data_dir, config)
-    image = build_guest()
+def hv(cluster_info: dict[str, Any]) -> Iterator[HvEnv]:
+    """LibvirtNodeOps for the session's cluster (conftest's ``cluster_info``)."""
+    info = cluster_info
+    config = ConfigStore(info["data_dir"])
+    ops = LibvirtNodeOps(info["data_dir"], config)
     try:
-        yield HvEnv(ops, config, image.kernel, image.initrd)
+        yield HvEnv(ops, config, info["guest"]["kernel"], info["guest"]["initrd"])
     finally:
         ops.close()
 
@@ -260,3 +242,19 @@ def test_unreachable_libvirtd_and_reconnect(hv: HvEnv) -> None:
     before = hv.ops.instance_list(node).Raise("list")
     host.get_connection().close()  # behind the Host's back
     assert hv.ops.instance_list(node).Raise("list after reconnect").keys() == before.keys()
+
+
+@pytest.mark.faults
+def test_killed_libvirtd_is_unreachable_then_reconnected(hv: HvEnv, local_devcluster: Any) -> None:
+    """A node whose libvirtd died answers NodeUnreachable; after a restart it works again."""
+    devcluster = local_devcluster
+    node = hv.node()
+    hv.ops.instance_list(node).Raise("list before")
+    devcluster.kill_daemon(node.name, "libvirtd")
+    try:
+        res = hv.ops.instance_list(node)
+        assert not res.ok and isinstance(res.error, NodeUnreachable)
+        assert res.error.node == node.name
+    finally:
+        devcluster.start_daemon(node.name, "libvirtd")
+    assert isinstance(hv.ops.instance_list(node).Raise("list after restart"), dict)
