@@ -295,3 +295,15 @@ def test_example_hooks_are_posix_sh_and_executable() -> None:
         assert path.read_text().startswith("#!/bin/sh\n")
         assert path.stat().st_mode & 0o111
         assert constants.HOOKS_NAME_RE.match(path.name)
+
+
+def test_hooks_dir_with_shell_characters(client: SshClient, tmp_path: Path) -> None:
+    directory = tmp_path / "odd $(dir) 'q'" / "instance-export-post.d"
+    directory.mkdir(parents=True)
+    _script(directory, "10-ok", "echo fine\n")
+    (result,) = run_hooks_via_ssh(client, str(directory) + "/", BASE_ENV, timeout=10)
+    assert (result.script, result.status, result.output) == (
+        "instance-export-post.d/10-ok",
+        "SUCCESS",
+        "fine\n",
+    )
