@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -87,13 +88,23 @@ def devcluster() -> Iterator[Any]:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
+    def interrupt(signum: int, _frame: Any) -> None:
+        # SIGTERM (e.g. from timeout(1)) would end Python without any clean-up:
+        # turn it into an interrupt so pytest tears the fixtures down.
+        raise KeyboardInterrupt(f"signal {signum}")
+
     atexit.register(teardown)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         cluster.up(nodes=3, subnet=free_subnet())
         yield cluster
     finally:
-        teardown()
-        atexit.unregister(teardown)
+        try:
+            teardown()
+        finally:
+            atexit.unregister(teardown)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")
