@@ -99,15 +99,22 @@ def test_verify_finds_instance_on_two_nodes_and_down(env: Any) -> None:
     before = problems(gnt.data_dir)
     try:
         gnt.ok(
-            "instance", "add", "-t", "sharedfile", "--disk", "0:size=8M", "-n", nodes[0],
+            "instance", "add", "-t", "file", "--disk", "0:size=8M", "-n", nodes[0],
             *cli_env_args(info, name, patmb=1, dirtymb=0, writepat=False), name,
         )  # fmt: skip
         inst = config.get_instance(name)
         assert inst is not None
-        # the same instance started on a second node behind ganeti_lv's back
-        ops.start_instance(config.get_cluster(), node(config, nodes[1]), inst).Raise("start")
+        # the same instance started on a second node behind ganeti_lv's back (its own
+        # copy of the disk: qemu's image locking forbids two writers of one file)
+        second = node(config, nodes[1])
+        ops.create_disks(config.get_cluster(), second, inst).Raise("disks")
+        ops.start_instance(config.get_cluster(), second, inst).Raise("start")
         new = {(c, i) for c, i, _ in problems(gnt.data_dir) - before}
-        assert new == {("EINSTANCEMULTIRUNNING", name), ("EINSTANCEWRONGNODE", name)}
+        assert new == {
+            ("EINSTANCEMULTIRUNNING", name),
+            ("EINSTANCEWRONGNODE", name),
+            ("ENODEORPHANFILE", nodes[1]),
+        }
         assert gnt.status(name) == constants.INSTST_WRONGNODE
         assert gnt("cluster", "verify")[0] == 1
         for node_name in nodes[:2]:
@@ -116,7 +123,8 @@ def test_verify_finds_instance_on_two_nodes_and_down(env: Any) -> None:
         assert {(c, i) for c, i, _ in new_down} == {
             ("EINSTANCEDOWN", name),
             ("EINSTANCESTALEDEF", name),
+            ("ENODEORPHANFILE", nodes[1]),
         }
     finally:
-        purge_instance(ops, config, name, constants.DT_SHARED_FILE)
+        purge_instance(ops, config, name, constants.DT_FILE)
     assert problems(gnt.data_dir) - before == set()
