@@ -101,7 +101,7 @@ def test_extension_modules_can_add_commands(monkeypatch: pytest.MonkeyPatch) -> 
 
     def register(registry: common.CommandRegistry) -> None:
         registry.command("instance", "frobnicate", lambda o, e: 0, help="x")
-        registry.command("backup", "list", lambda o, e: 0, help="y")
+        registry.command("xgroup", "list", lambda o, e: 0, help="y")
 
     ext.register = register  # type: ignore[attr-defined]
     original = main_mod._command_modules
@@ -109,6 +109,6 @@ def test_extension_modules_can_add_commands(monkeypatch: pytest.MonkeyPatch) -> 
     parser = build_parser()
     opts = parser.parse_args(["instance", "frobnicate"])
     assert opts.group == "instance" and opts.command == "frobnicate"
-    assert parser.parse_args(["backup", "list"]).command == "list"
+    assert parser.parse_args(["xgroup", "list"]).command == "list"
     # the core commands are still there
     assert parser.parse_args(["instance", "list"]).command == "list"
