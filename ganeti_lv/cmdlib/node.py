@@ -23,10 +23,6 @@ from ganeti_lv.opcodes import OpNodeAdd, OpNodeQuery, OpNodeRemove, OpNodeSetPar
 FeedbackFn = Callable[[str], None]
 
 
-def _default_libvirt_uri(address: str) -> str:
-    return f"qemu+ssh://root@{address}/system"
-
-
 @register_lu(OpNodeAdd)
 class LUNodeAdd(LogicalUnit):
     """Add a node whose SSH host key the operator confirmed.
@@ -77,8 +73,9 @@ class LUNodeAdd(LogicalUnit):
         node.address = address
         node.ssh_port = self.op.ssh_port
         node.ssh_user = self.op.ssh_user
-        node.libvirt_uri = self.op.libvirt_uri or node.libvirt_uri or _default_libvirt_uri(address)
-        node.peer_uri = self.op.peer_uri or node.peer_uri or node.libvirt_uri
+        # Empty URIs mean "the node-operations default" (qemu+ssh with the cluster key).
+        node.libvirt_uri = self.op.libvirt_uri or node.libvirt_uri
+        node.peer_uri = self.op.peer_uri or node.peer_uri
         node.migration_address = self.op.migration_address or node.migration_address or address
         node.memory_cap = self.op.memory_cap if self.op.memory_cap is not None else node.memory_cap
         node.vm_capable = self.op.vm_capable
@@ -117,7 +114,7 @@ class LUNodeAdd(LogicalUnit):
             self.rpc.run_command(node, ["true"], timeout=30).Raise(
                 f"Node {node.name} is not reachable over SSH with the cluster key"
             )
-            feedback_fn(f"* checking libvirt on {node.libvirt_uri}")
+            feedback_fn(f"* checking libvirt on {node.libvirt_uri or 'the default URI'}")
             facts = self.rpc.node_info(node).Raise(f"Cannot talk to libvirt on node {node.name}")
             feedback_fn(
                 f"* node {node.name}: {facts.memory_total} MiB memory, {facts.memory_free} MiB free"

@@ -86,7 +86,7 @@ def test_node_add_records_key_and_config(
     _, lines = run(ctx, op)
     node = config.get_node("node4")
     assert node is not None and node.address == "10.250.0.4" and node.ssh_port == 2222
-    assert node.libvirt_uri == "qemu+ssh://root@10.250.0.4/system"
+    assert node.libvirt_uri == ""  # the node-operations default applies
     known = paths.known_hosts_file(data_dir)
     assert bootstrap.lookup_known_host(known, "10.250.0.4", 2222) == host_key()
     assert [c.args for c in fake_ops.calls_to("run_command", "node4")] == [(["true"], 30)]
