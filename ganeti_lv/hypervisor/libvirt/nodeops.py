@@ -31,9 +31,9 @@ from ganeti_lv.hypervisor.base import (
     NodeOps,
 )
 from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml
+from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
-from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.migration import MigrationOpsMixin
 from ganeti_lv.objects import Cluster, Instance, Node
 
