@@ -36,6 +36,7 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_NOTUNIQUE,
     ECODE_STATE,
+    OpExecError,
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
@@ -343,6 +344,20 @@ class LUInstanceCreate(LogicalUnit):
                 "Could not remove the disks while cleaning up", feedback_fn
             )
 
+    def _add_to_config(self) -> None:
+        """Record the instance; name and MACs are re-checked under the config lock."""
+        inst = self.instance
+        inst.ctime = inst.mtime = time.time()
+        with self.cfg.update() as data:
+            if inst.name in data.instances:
+                raise OpExecError(f"Instance '{inst.name}' appeared meanwhile", ECODE_EXISTS)
+            clash = {n.mac for n in inst.nics} & used_macs(data)
+            if clash:
+                raise OpExecError(
+                    f"MAC address(es) {', '.join(sorted(clash))} taken meanwhile", ECODE_NOTUNIQUE
+                )
+            data.instances[inst.name] = inst
+
     def Exec(self, feedback_fn: FeedbackFn) -> str:
         """Create disks, fill them (mode), start, then record the instance."""
         inst = self.instance
@@ -364,8 +379,7 @@ class LUInstanceCreate(LogicalUnit):
                     f"Could not start instance {inst.name}"
                 )
                 started = True
-            inst.ctime = inst.mtime = time.time()
-            self.cfg.add_instance(inst)
+            self._add_to_config()
         except BaseException:
             feedback_fn("* cleaning up after the failure...")
             self._rollback(feedback_fn, started=started or self.op.start, disks=True)

@@ -294,3 +294,24 @@ def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigSt
     fake_ops.set_unreachable(N1)
     rows, _ = run(ctx, OpInstanceQuery(names=[INST]))
     assert rows[0]["status"] == constants.INSTST_NODEDOWN
+
+
+def test_create_rechecks_name_under_config_lock(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A same-named instance recorded meanwhile (by hand) makes the create roll back."""
+    original = fake_ops._op_start_instance
+
+    def start_and_race(cluster: Any, node: Any, instance: Any) -> None:
+        original(cluster, node, instance)
+        other = instance.copy()
+        other.primary_node = N3
+        config.add_instance(other)
+
+    monkeypatch.setattr(fake_ops, "_op_start_instance", start_and_race)
+    with pytest.raises(OpExecError) as info:
+        run(ctx, create_op())
+    assert info.value.ecode == ECODE_EXISTS
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.primary_node == N3  # the other one is untouched
+    assert fake_ops.node(N2).files == {} and NEW not in fake_ops.node(N2).domains
