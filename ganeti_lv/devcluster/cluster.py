@@ -235,6 +235,13 @@ class DevCluster:
         for src, dst in cl.node_mounts(node):
             script.append(f"mount --bind '{src}' '{dst}'")
         script.append(f"mount --bind '{os.path.join(node.host_dir, 'hosts')}' /etc/hosts")
+        # A node is a fresh host: the machine's own shell start-up files (which
+        # bash reads for every SSH command) are not part of it and can cost
+        # a noticeable fraction of a second per remote command.
+        empty_rc = os.path.join(node.host_dir, "bashrc")
+        with open(empty_rc, "w", encoding="utf-8") as rc:
+            rc.write("# node shell start-up file (empty)\n")
+        script.append(f"[ ! -e /root/.bashrc ] || mount --bind '{empty_rc}' /root/.bashrc")
         script.append(f"ip link add {lay.NODE_BRIDGE} type bridge")
         script.append(f"ip link set {lay.NODE_BRIDGE} up")
         netns.run(netns.nsenter_argv(holder, ["sh", "-c", "\n".join(script)]))
