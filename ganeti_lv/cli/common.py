@@ -17,6 +17,7 @@ quote a value (``'...'`` or ``"..."``) or escape with ``\\`` to include a
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -180,6 +181,23 @@ def format_table(
     ]
 
 
+def render_rich_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], no_headers: bool = False
+) -> str:
+    """The table as rich renders it for a terminal (borderless, bold headers)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, show_header=not no_headers, header_style="bold", pad_edge=False)
+    for header in headers:
+        table.add_column(header, no_wrap=True, overflow="ignore")
+    for row in rows:
+        table.add_row(*(format_value(v) for v in row))
+    buffer = io.StringIO()
+    Console(file=buffer, width=10_000, force_terminal=True).print(table)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"
+
+
 # ---------------------------------------------------------------- environment
 
 
@@ -214,6 +232,22 @@ class CliEnv:
         """Print one line to stderr."""
         self.stderr.write(line + "\n")
         self.stderr.flush()
+
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        separator: str | None = None,
+        no_headers: bool = False,
+    ) -> None:
+        """Print a table: rich columns on a terminal, else plain aligned/separated lines."""
+        isatty = getattr(self.stdout, "isatty", None)
+        if separator is None and callable(isatty) and isatty():
+            self.stdout.write(render_rich_table(headers, rows, no_headers))
+            self.stdout.flush()
+            return
+        for line in format_table(headers, rows, separator, no_headers):
+            self.write(line)
 
     def client(self) -> Any:
         """The library client for this data dir (built once)."""

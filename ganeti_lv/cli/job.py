@@ -57,8 +57,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
         jobs = [j for j in jobs if j.status == opts.status]
     rows = [[_field(job, f) for f in fields] for job in jobs]
     headers = [JOB_HEADERS[f] for f in fields]
-    for line in common.format_table(headers, rows, opts.separator, opts.no_headers):
-        env.write(line)
+    env.table(headers, rows, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
 
 

@@ -100,8 +100,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     rows = env.submit(opcodes.OpNodeQuery(names=list(opts.nodes), live=live), quiet=True)
     table = [[row.get(f) for f in fields] for row in rows]
     headers = [NODE_HEADERS[f] for f in fields]
-    for line in common.format_table(headers, table, opts.separator, opts.no_headers):
-        env.write(line)
+    env.table(headers, table, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
 
 

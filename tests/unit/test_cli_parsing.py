@@ -112,3 +112,11 @@ def test_extension_modules_can_add_commands(monkeypatch: pytest.MonkeyPatch) -> 
     assert parser.parse_args(["xgroup", "list"]).command == "list"
     # the core commands are still there
     assert parser.parse_args(["instance", "list"]).command == "list"
+
+
+def test_rich_table_on_terminals() -> None:
+    text = common.render_rich_table(["Node", "MFree"], [["node1", 100], ["n2", None]])
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 3
+    assert "Node" in lines[0] and "MFree" in lines[0]
+    assert lines[1].split() == ["node1", "100"] and lines[2].split() == ["n2", "-"]
