@@ -15,7 +15,7 @@ import random
 import re
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, NoHooksLU, register_lu
@@ -714,7 +714,6 @@ class LUInstanceQuery(NoHooksLU):
     """Rows (dicts) of instances with their live status; see ``instance_row``."""
 
     REQ_BGL = False
-    FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def ExpandNames(self) -> None:
         """Canonical names; no locks (a snapshot of config and nodes)."""
