@@ -228,7 +228,17 @@ class BenchCluster:
 
     def remove_instance(self, name: str) -> None:
         """Remove an instance, ignoring failures (clean-up path)."""
-        self.gnt("instance", "remove", "-f", "--ignore-failures", name, check=False, timeout=300)
+        self.gnt(
+            "instance",
+            "remove",
+            "-f",
+            "--ignore-failures",
+            "--shutdown-timeout",
+            "10",
+            name,
+            check=False,
+            timeout=300,
+        )
 
     def console_path(self, instance: str, node: str) -> str:
         """Host path of the instance's serial console log on ``node``."""

@@ -1,0 +1,46 @@
+"""Unit tests for the benchmark entry point: result files, targets, markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench import framework  # noqa: E402
+from bench import run as bench_run  # noqa: E402
+
+CANNED = {
+    "processor": {"overhead_ms_per_op": 7.5, "seconds_per_op": {"bare_call": 1e-7}},
+    "config": {"save_ms": 40.0, "instances": 1000, "nodes": 100, "bare_dump_ms": math.nan},
+}
+
+
+def test_main_writes_results_and_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(framework, "run_all", lambda quick: dict(CANNED))
+    assert bench_run.main(["--only", "framework", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    verdicts = {t["name"]: t["verdict"] for t in data["targets"]}
+    assert verdicts == {
+        "processor overhead per opcode": "NOT met",
+        "configuration save, 1,000 instances": "met",
+    }
+    # NaN is not valid JSON: it is written as null.
+    assert data["framework"]["config"]["bare_dump_ms"] is None
+    assert data["meta"]["parts"] == ["framework"]
+    report = (tmp_path / "results.md").read_text()
+    assert "| processor overhead per opcode | 7.500 ms | <= 5 | NOT met |" in report
+    assert "bench/run.py --only framework" in report
+    assert "## Migration" not in report
+    assert "NOT met" in capsys.readouterr().out
+
+
+def test_unknown_part_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        bench_run.main(["--only", "framework,bogus", "--out", str(tmp_path)])
