@@ -271,12 +271,12 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
     n1, n2, n3 = sorted(config.node_names())
     src, dst = _node(config, n1), _node(config, n2)
     client.submit(OpBackupExport(instance_name=NAME, target_node=n2, shutdown=False))
-    previous = _sh(ops, dst, f"sha256sum {_export_file(config)}")
+    previous = {"sum": _sh(ops, dst, f"sha256sum {_export_file(config)}")}
 
     def still_fine() -> None:
         assert ops.instance_info(src, NAME).Raise("i").state == constants.DOMSTATE_RUNNING  # type: ignore[union-attr]
         assert config.get_instance(NAME).admin_state == constants.ADMINST_UP  # type: ignore[union-attr]
-        assert _sh(ops, dst, f"sha256sum {_export_file(config)}") == previous
+        assert _sh(ops, dst, f"sha256sum {_export_file(config)}") == previous["sum"]
         assert [e.instance for e in _exports(config, ops, n2) if e.complete] == [NAME]
 
     # 1. the node-to-node SSH connection dies mid-copy
@@ -335,6 +335,7 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
     _chain_whole(config, ops, n1)
     assert _pattern_sha(ops, dst, _export_file(config)) == pattern
     assert not [e for e in _exports(config, ops, n2) if e.stale]
+    previous["sum"] = _sh(ops, dst, f"sha256sum {_export_file(config)}")
 
     # 3. the target's export dir is too small
     export_dir = config.get_cluster().export_dir
