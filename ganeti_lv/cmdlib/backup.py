@@ -29,6 +29,7 @@ from typing import Any
 
 from ganeti_lv import constants, diskcopy, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
@@ -44,7 +45,7 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.export_types import SnapshotInfo
+from ganeti_lv.export_types import OVERLAY_SUFFIX, SnapshotInfo
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove
 from ganeti_lv.units import coerce_beparams, coerce_params
@@ -542,3 +543,53 @@ def _used_macs(lu: LogicalUnit) -> set[str]:
 
 
 register_create_mode("import", ImportModeHandler)
+
+
+# ---------------------------------------------------------------- cluster verify
+
+
+@register_verify_check(order=60)
+def check_export_overlays(vd: VerifyData) -> None:
+    """Snapshot overlays of an interrupted export, live or as files on a node."""
+    cluster = vd.config.cluster
+    for node_name, doms in sorted(vd.domains.items()):
+        for name, dom in sorted(doms.items()):
+            for overlay in dom.overlays:
+                vd.report(
+                    "EINSTANCEOVERLAY",
+                    "instance",
+                    name,
+                    f"runs on the snapshot overlay {overlay} on {node_name} (an interrupted"
+                    " export); the next operation on the instance merges it",
+                )
+    for node in vd.online_nodes():
+        if node.name not in vd.domains:
+            continue
+        for path in vd.list_files(node, cluster.file_storage_dir) or []:
+            if path.endswith(OVERLAY_SUFFIX):
+                vd.claim_file(node.name, path)
+                vd.report(
+                    "ENODEOVERLAY",
+                    "node",
+                    node.name,
+                    f"leftover export snapshot overlay {path}",
+                )
+
+
+@register_verify_check(order=61)
+def check_stale_exports(vd: VerifyData) -> None:
+    """Incomplete exports (``.new``/``.old``) left by a failed or killed export."""
+    for node in vd.online_nodes():
+        if node.name not in vd.domains:
+            continue
+        res = vd.rpc.export_list(node, vd.config.cluster)
+        for entry in res.payload or []:
+            if entry.stale:
+                vd.report(
+                    "ENODESTALEEXPORT",
+                    "node",
+                    node.name,
+                    f"incomplete export {entry.path} (remove it with 'backup remove"
+                    f" {entry.instance}' or export again)",
+                    severity=SEV_WARNING,
+                )

@@ -19,6 +19,7 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.fake_export import FakeExport
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove, OpCode
@@ -324,3 +325,15 @@ def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
         30.0,
         "1.5G, 120.0 MiB/s, 30%, ETA 12s",
     )
+
+
+def test_cluster_verify_reports_overlays_and_stale_exports(ctx, ops, config):
+    from ganeti_lv.opcodes import OpClusterVerify
+
+    ops.node(N1).domains[INST].overlays = ["/x/disk0.img.export-snap.qcow2"]
+    ops.exports.setdefault(N2, {})[f"{INST}.new"] = FakeExport()
+    problems, lines = run(ctx, OpClusterVerify())
+    codes = {p["code"] if isinstance(p, dict) else p.code for p in problems}
+    assert {"EINSTANCEOVERLAY", "ENODESTALEEXPORT"} <= codes
+    assert any("interrupted export" in line for line in lines)
+    assert any(f"{INST}.new" in line for line in lines)
