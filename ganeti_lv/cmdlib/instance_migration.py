@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import constants, locking
+from ganeti_lv.cmdlib import migration_verify  # noqa: F401  (registers the verify checks)
 from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, Tasklet, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
@@ -33,6 +34,7 @@ from ganeti_lv.cmdlib.migration_checks import (
     instance_bridges,
     instance_memory,
     migration_params,
+    requested_caps,
     storage_paths,
 )
 from ganeti_lv.errors import (
@@ -45,7 +47,12 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.base import NodeResult
-from ganeti_lv.migration_types import MigrationFailed, MigrationProgress, MigrationStats
+from ganeti_lv.migration_types import (
+    CAP_AUTO_CONVERGE,
+    MigrationFailed,
+    MigrationProgress,
+    MigrationStats,
+)
 from ganeti_lv.objects import Cluster, Instance, Node, disk_path
 from ganeti_lv.opcodes import OpInstanceFailover, OpInstanceMigrate
 
@@ -80,8 +87,10 @@ class TLMigrateInstance(Tasklet):
         ignore_consistency: bool = False,
         shutdown_timeout: float = constants.DEFAULT_SHUTDOWN_TIMEOUT,
         ignore_hvversions: bool = False,
+        allow_runtime_changes: bool = True,
     ) -> None:
         super().__init__(lu)
+        self.allow_runtime_changes = allow_runtime_changes
         self.instance_name = instance_name
         self.cleanup = cleanup
         self.failover = failover
@@ -170,13 +179,8 @@ class TLMigrateInstance(Tasklet):
         info = self.rpc.node_info(node).Raise(
             f"Can't get data from node {node.name}", prereq=True, ecode=ECODE_ENVIRON
         )
-        needed = instance_memory(self._cluster(), inst)
-        if starts and info.memory_free < needed:
-            raise OpPrereqError(
-                f"Not enough memory on node {node.name} for starting instance {inst.name}:"
-                f" needed {needed} MiB, available {info.memory_free} MiB",
-                ECODE_NORES,
-            )
+        if starts:
+            self._check_memory(node, info.memory_free)
         missing = [b for b in instance_bridges(self._cluster(), inst) if b not in info.bridges]
         if missing:
             raise OpPrereqError(
@@ -187,6 +191,45 @@ class TLMigrateInstance(Tasklet):
         self._check_storage(node)
         if not self.failover:
             self._check_cpu(node)
+
+    def _check_memory(self, node: Node, free: int) -> None:
+        """The target must hold the instance's memory as it runs now (ECODE_NORES).
+
+        Ganeti fits an instance onto a target with less free memory by
+        ballooning it down towards its minimum memory when runtime changes
+        are allowed. ganeti_lv guests have no balloon device, so their
+        runtime memory is their maximum memory and is never changed: such a
+        target is refused either way; the message says what would have been
+        needed (``--no-runtime-changes`` forbids the shrinking outright).
+        """
+        inst, cluster = self._inst(), self._cluster()
+        needed = instance_memory(cluster, inst)
+        if free >= needed:
+            return
+        if self.failover:
+            raise OpPrereqError(
+                f"Not enough memory on node {node.name} for starting instance {inst.name}:"
+                f" needed {needed} MiB, available {free} MiB",
+                ECODE_NORES,
+            )
+        if not self.allow_runtime_changes:
+            raise OpPrereqError(
+                f"Memory ballooning not allowed and not enough free memory to fit instance"
+                f" {inst.name} on target node {node.name} (have {free} MiB, need {needed} MiB)",
+                ECODE_NORES,
+            )
+        minmem = int(cluster.fill_beparams(inst)["minmem"])
+        hint = (
+            f"; shrinking it towards its minimum memory ({minmem} MiB) would need memory"
+            " ballooning, which ganeti_lv does not do"
+            if free >= minmem
+            else ""
+        )
+        raise OpPrereqError(
+            f"Not enough memory on node {node.name} for migrating instance {inst.name}:"
+            f" needed {needed} MiB, available {free} MiB{hint}",
+            ECODE_NORES,
+        )
 
     def _check_storage(self, node: Node) -> None:
         paths = storage_paths(self._cluster(), self._inst())
@@ -260,14 +303,20 @@ class TLMigrateInstance(Tasklet):
         return self._exec_migration(feedback_fn)
 
     def _repair_chain(self, node: Node) -> None:
-        """Merge or refuse a snapshot overlay left by an interrupted export."""
-        res = self.rpc.repair_disk_chain(node, self._inst())
-        if not res.ok and "not supported" in (res.fail_msg or ""):
-            self.lu.LogWarning(f"Disk chain not checked on {node.name}: {res.fail_msg}")
-            return
-        res.Raise(
-            f"Disk chain of instance {self._inst().name} on node {node.name} needs repair"
+        """Merge a snapshot overlay left by an interrupted export, or refuse to go on.
+
+        Runs before anything touches the disks; a chain that cannot be
+        repaired stops the operation with nothing changed.
+        """
+        inst = self._inst()
+        res = self.rpc.repair_disk_chain(node, inst)
+        merged = res.Raise(
+            f"Disk chain of instance {inst.name} on node {node.name} holds a snapshot overlay"
+            " left by an interrupted export that could not be merged; refusing to touch"
+            " the disks (nothing was changed)"
         )
+        for overlay in merged or []:
+            self.lu.LogInfo(f"Merged leftover export overlay {overlay} on {node.name}")
 
     def _exec_migration(self, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()
@@ -279,6 +328,12 @@ class TLMigrateInstance(Tasklet):
         self._repair_chain(src)
         self._check_versions(src, dst, feedback_fn)
         params = migration_params(cluster, inst, self.op, self.live)
+        asked = requested_caps(cluster, inst, self.op)
+        if CAP_AUTO_CONVERGE in asked and CAP_AUTO_CONVERGE not in params.caps and params.live:
+            self.lu.LogWarning(
+                "auto-converge not used: it throttles the instance's vCPUs and runtime"
+                " changes are not allowed"
+            )
         if copy:
             self.lu.LogStep(2, steps, f"Preparing disk images on {dst.name}")
             self.rpc.create_disks(cluster, dst, inst).Raise(
@@ -468,6 +523,11 @@ class TLMigrateInstance(Tasklet):
                 f"Disks of the 'file' instance {inst.name} are on offline node {src.name}:"
                 " they cannot be moved"
             )
+        # the disk chain first, where it can be reached: nothing changed if it fails
+        if not src.offline:
+            self._repair_chain(src)
+        elif not copy:
+            self._repair_chain(dst)
         self.lu.LogStep(1, 4, f"Shutting down instance {inst.name} on {src.name}")
         if not src.offline:
             res = self.rpc.shutdown_instance(src, inst, self.shutdown_timeout)
@@ -510,7 +570,6 @@ class TLMigrateInstance(Tasklet):
 
     def _copy_disks(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()
-        self._repair_chain(src)
         for idx in range(len(inst.disks)):
             path = disk_path(cluster, inst, idx)
             res = self.rpc.copy_disk(src, path, dst, path)
@@ -614,6 +673,7 @@ class LUInstanceMigrate(_MoveLU):
             cleanup=self.op.cleanup,
             fallback=self.op.allow_failover,
             ignore_hvversions=self.op.ignore_hvversions,
+            allow_runtime_changes=self.op.allow_runtime_changes,
         )
 
     def CheckPrereq(self) -> None:

@@ -76,8 +76,22 @@ def storage_paths(cluster: Cluster, instance: Instance, disks: bool = False) -> 
     return [cluster.file_storage_dir]
 
 
+def requested_caps(cluster: Cluster, instance: Instance, op: Any) -> dict[str, int]:
+    """The migration capabilities asked for (the call's, else the hvparam)."""
+    hvp = cluster.fill_hvparams(instance)
+    caps_text = op.migration_caps if op.migration_caps is not None else hvp.get("migration_caps")
+    try:
+        return parse_caps(str(caps_text or ""))
+    except ValueError as err:
+        raise OpPrereqError(f"Invalid migration capabilities: {err}", ECODE_INVAL) from err
+
+
 def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) -> MigrationParams:
-    """hvparams overlaid with the opcode's per-call overrides."""
+    """hvparams overlaid with the opcode's per-call overrides.
+
+    Without ``allow_runtime_changes`` the instance is not changed while it
+    runs: auto-converge (which throttles its vCPUs) is dropped.
+    """
     hvp = cluster.fill_hvparams(instance)
     bandwidth = op.migration_bandwidth
     if bandwidth is None:
@@ -87,14 +101,13 @@ def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) 
         downtime = int(
             hvp.get("migration_downtime") or constants.HVC_DEFAULTS["migration_downtime"]
         )
-    caps_text = op.migration_caps if op.migration_caps is not None else hvp.get("migration_caps")
-    try:
-        caps = parse_caps(str(caps_text or ""))
-    except ValueError as err:
-        raise OpPrereqError(f"Invalid migration capabilities: {err}", ECODE_INVAL) from err
+    caps = requested_caps(cluster, instance, op)
     allow_postcopy = bool(op.allow_postcopy)
     if allow_postcopy:
         caps[CAP_POSTCOPY] = 1
+    if not getattr(op, "allow_runtime_changes", True):
+        # auto-converge throttles the guest's vCPUs while it runs: a runtime change
+        caps.pop(CAP_AUTO_CONVERGE, None)
     if not live:
         caps.pop(CAP_POSTCOPY, None)
         caps.pop(CAP_AUTO_CONVERGE, None)

@@ -226,9 +226,82 @@ def test_not_enough_memory_within_cap(ctx: Context, ops: FakeNodeOps, config: Co
     err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert err.ecode == ECODE_NORES
     assert err.msg == (
-        f"Not enough memory on node {N2} for starting instance {INST}:"
+        f"Not enough memory on node {N2} for migrating instance {INST}:"
         " needed 128 MiB, available 100 MiB"
     )
+
+
+def test_memory_refusal_explains_runtime_changes(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """No ballooning: refused either way; the text says why, per allow_runtime_changes."""
+    node = config.get_node(N2)
+    assert node is not None
+    node.memory_cap = 100
+    config.update_node(node)
+    with config.update() as data:
+        data.instances[INST].beparams["minmem"] = 64
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_NORES
+    assert "minimum memory (64 MiB) would need memory ballooning" in err.msg
+    op = OpInstanceMigrate(instance_name=INST, target_node=N2, allow_runtime_changes=False)
+    err = _refuse(ctx, ops, config, op)
+    assert err.ecode == ECODE_NORES
+    assert err.msg == (
+        f"Memory ballooning not allowed and not enough free memory to fit instance {INST}"
+        f" on target node {N2} (have 100 MiB, need 128 MiB)"
+    )
+
+
+def test_failover_memory_refusal(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    node = config.get_node(N2)
+    assert node is not None
+    node.memory_cap = 100
+    config.update_node(node)
+    err = _refuse(ctx, ops, config, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_NORES
+    assert f"for starting instance {INST}: needed 128 MiB" in err.msg
+
+
+def test_no_runtime_changes_disables_auto_converge(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    op = OpInstanceMigrate(
+        instance_name=INST,
+        target_node=N2,
+        migration_caps="auto-converge:xbzrle",
+        allow_runtime_changes=False,
+    )
+    _, lines = run(ctx, op)
+    params = ops.calls_to("migrate_instance", N1)[0].args[2]
+    assert "auto-converge" not in params.caps and "xbzrle" in params.caps
+    assert any("auto-converge" in line and "runtime changes" in line for line in lines)
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N1, migration_caps="auto-converge"))
+    assert "auto-converge" in ops.calls_to("migrate_instance", N2)[0].args[2].caps
+
+
+def test_disk_chain_repair_failure_refuses(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.fail("repair_disk_chain", N1, "overlay is busy")
+    serial = config.read().serial
+    with pytest.raises(OpExecError, match="could not be merged; refusing") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert "overlay is busy" in str(err.value)
+    assert not ops.calls_to("migrate_instance")
+    with pytest.raises(OpExecError, match="refusing to touch the disks"):
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert not ops.calls_to("shutdown_instance")
+    assert config.read().serial == serial and running_on(ops) == [N1]
+
+
+def test_disk_chain_repaired_before_migration(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.node(N1).domains[INST].overlays = ["/x/disk0.export-snap.qcow2"]
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert any("Merged leftover export overlay /x/disk0.export-snap.qcow2" in x for x in lines)
+    assert running_on(ops) == [N2]
 
 
 def test_missing_bridge(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
