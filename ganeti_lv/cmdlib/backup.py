@@ -369,8 +369,8 @@ class LUBackupExport(LogicalUnit):
                     exportinfo.DiskManifest(idx, fname, stats.size, stats.sha256, stats.allocated)
                 )
                 feedback_fn(
-                    f"disk/{idx}: {stats.size // MiB} MiB, {stats.sent // MiB} MiB sent,"
-                    f" sha256 {stats.sha256}"
+                    f"disk/{idx}: {stats.size // MiB} MiB, {stats.sent} bytes sent"
+                    f" ({stats.allocated} allocated), sha256 {stats.sha256}"
                 )
             cluster = self.cluster
             config = exportinfo.build_config(

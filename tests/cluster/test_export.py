@@ -349,3 +349,76 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
         devcluster.node_exec(n3, ["umount", export_dir])
     still_fine()
     _chain_whole(config, ops, n1)
+
+
+SENT_RE = re.compile(r"disk/0: \d+ MiB, (\d+) bytes sent \((\d+) allocated\)")
+
+
+def _sent(lines: list[str]) -> tuple[int, int]:
+    for line in lines:
+        match = SENT_RE.search(line)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    raise AssertionError(f"no copy summary in {lines}")
+
+
+@pytest.fixture
+def stopped(env: Any) -> Iterator[objects.Instance]:
+    """exptest1 defined but stopped (admin down) with a 4 GiB sparse disk on node1."""
+    config, ops, _ = env
+    _purge(config, ops, NAME)
+    n1 = sorted(config.node_names())[0]
+    inst = _make_instance(config, ops, NAME, n1, seed=NAME, start=False)
+    inst.disks[0].size = 4096
+    config.update_instance(inst)
+    path = objects.disk_path(config.get_cluster(), inst, 0)
+    _sh(ops, _node(config, n1), f"truncate -s 4G {path}")
+    try:
+        yield inst
+    finally:
+        _purge(config, ops, NAME)
+
+
+def test_stopped_sparse_disk_export(env, stopped) -> None:
+    config, ops, client = env
+    n1, n2, _ = sorted(config.node_names())
+    src = _node(config, n1)
+    path = objects.disk_path(config.get_cluster(), stopped, 0)
+    for offset in (0, 1000, 3000):  # 3 x 2 MiB of data in 4 GiB
+        _sh(ops, src, f"head -c 2M /dev/urandom | dd of={path} bs=1M seek={offset} conv=notrunc")
+    lines: list[str] = []
+    client.submit(OpBackupExport(instance_name=NAME, target_node=n2), feedback_fn=lines.append)
+    sent, allocated = _sent(lines)
+    assert sent <= allocated * 1.05 and sent >= 6 * MiB
+    dst = _node(config, n2)
+    out = _export_file(config)
+    assert int(_sh(ops, dst, f"stat -c %s {out}")) == 4096 * MiB
+    assert int(_sh(ops, dst, f"stat -c %b {out}")) * 512 < 12 * MiB
+    assert _sh(ops, dst, f"sha256sum < {out}") == _sh(ops, src, f"sha256sum < {path}")
+    assert ops.instance_info(src, NAME).Raise("i").state != constants.DOMSTATE_RUNNING  # type: ignore[union-attr]
+    assert config.get_instance(NAME).admin_state == constants.ADMINST_DOWN  # type: ignore[union-attr]
+
+
+def test_zero_free_space_makes_a_smaller_export(env, stopped) -> None:
+    config, ops, client = env
+    n1, n2, _ = sorted(config.node_names())
+    src = _node(config, n1)
+    path = objects.disk_path(config.get_cluster(), stopped, 0)
+    _sh(
+        ops,
+        src,
+        f"set -e; d=$(mktemp -d); head -c 24M /dev/urandom > $d/junk; echo keep > $d/keep;"
+        f" truncate -s 64M {path}; mkfs.ext4 -q -F -d $d {path}; rm -rf $d;"
+        f" debugfs -w -R 'rm /junk' {path} >/dev/null 2>&1",
+    )
+    lines: list[str] = []
+    client.submit(OpBackupExport(instance_name=NAME, target_node=n2), feedback_fn=lines.append)
+    plain, _ = _sent(lines)
+    lines.clear()
+    client.submit(
+        OpBackupExport(instance_name=NAME, target_node=n2, zero_free_space=True),
+        feedback_fn=lines.append,
+    )
+    zeroed, _ = _sent(lines)
+    assert plain > 24 * MiB and zeroed < plain - 20 * MiB
+    assert _sh(ops, src, f"debugfs -R 'cat /keep' {path} 2>/dev/null").strip() == "keep"
