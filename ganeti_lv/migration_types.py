@@ -81,6 +81,7 @@ class MigrationProgress:
     disk_remaining: int = 0
     downtime_ms: int = 0
     postcopy: bool = False
+    throttle: int = 0
 
     @property
     def percent(self) -> float:
@@ -111,6 +112,8 @@ class MigrationProgress:
                 f", disks {self.disk_percent:5.1f}% "
                 f"({self.disk_processed / MIB:.0f}/{self.disk_total / MIB:.0f} MiB)"
             )
+        if self.throttle:
+            text += f", auto-converge throttle {self.throttle}%"
         if self.postcopy:
             text += ", post-copy"
         return text
@@ -128,6 +131,7 @@ class MigrationStats:
     postcopy: bool = False
     policy_steps: list[str] = field(default_factory=list)
     abort_requested: bool = False
+    max_throttle: int = 0
 
     def format(self) -> str:
         """The summary line for the job log."""
@@ -138,6 +142,8 @@ class MigrationStats:
         )
         if self.disk_transferred:
             text += f", {self.disk_transferred / MIB:.1f} MiB disk"
+        if self.max_throttle:
+            text += f", auto-converge throttled the guest up to {self.max_throttle}%"
         if self.policy_steps:
             text += f", policy: {', '.join(self.policy_steps)}"
         return text

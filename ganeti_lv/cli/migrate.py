@@ -140,7 +140,11 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--target-node", default=None, metavar="NODE")
     parser.add_argument("-I", "--iallocator", default=None)
     parser.add_argument("--cleanup", action="store_true")
-    parser.add_argument("--ignore-ipolicy", action="store_true")
+    parser.add_argument(
+        "--ignore-ipolicy",
+        action="store_true",
+        help="Accepted for gnt-instance compatibility; ganeti_lv has no instance policies",
+    )
 
 
 def register(registry: CommandRegistry) -> None:
@@ -150,7 +154,13 @@ def register(registry: CommandRegistry) -> None:
     mig.add_argument("--non-live", action="store_true", help="Pause the guest during transfer")
     mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
     mig.add_argument("--allow-failover", action="store_true")
-    mig.add_argument("--no-runtime-changes", action="store_true")
+    mig.add_argument(
+        "--no-runtime-changes",
+        action="store_true",
+        help="Do not change the running instance to make the migration fit or converge:"
+        " no auto-converge vCPU throttling (ganeti_lv never balloons memory; a target"
+        " with less free memory than the instance's is refused either way)",
+    )
     mig.add_argument("--ignore-hvversions", action="store_true")
     mig.add_argument("--migration-bandwidth", type=int, default=None, metavar="MiB/s")
     mig.add_argument("--migration-downtime", type=int, default=None, metavar="MS")

@@ -489,6 +489,11 @@ class TLMigrateInstance(Tasklet):
             self.target = owner
         else:
             feedback_fn(f"Instance runs on its primary {owner}: configuration unchanged")
+        if len(found) > 1:
+            # an orphaned outgoing job (its ganeti_lv process died) still feeds the leftover
+            aborted = self.rpc.abort_migration(self._node(owner), inst.name)
+            if aborted.ok and aborted.payload:
+                feedback_fn(f"Aborted the migration job still running on {owner}")
         self._clean_leftovers(owner, found, feedback_fn)
 
     def _clean_leftovers(self, owner: str, found: dict[str, str], feedback_fn: FeedbackFn) -> None:

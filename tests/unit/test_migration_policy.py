@@ -203,3 +203,29 @@ def test_describe_config(config: PolicyConfig, fragments: list[str]) -> None:
     text = mp.describe_config(config)
     for fragment in fragments:
         assert fragment in text
+
+
+def test_throttle_is_reported_and_auto_converge_params_are_set() -> None:
+    import libvirt
+
+    from ganeti_lv.hypervisor.libvirt.migration import (
+        AUTO_CONVERGE_INCREMENT,
+        AUTO_CONVERGE_INITIAL,
+        migration_uri_params,
+        progress_from_stats,
+    )
+    from ganeti_lv.migration_types import MigrationParams, MigrationStats
+    from ganeti_lv.objects import Node
+
+    report = progress_from_stats(
+        {"memory_total": 100, "memory_remaining": 50, "auto_converge_throttle": 60}, 1.0, 300
+    )
+    assert report.throttle == 60 and "auto-converge throttle 60%" in report.format()
+    stats = MigrationStats(total_time=2.0, downtime_ms=10, max_throttle=80)
+    assert "auto-converge throttled the guest up to 80%" in stats.format()
+    node = Node(name="n2", address="10.250.0.2")
+    params = migration_uri_params(node, MigrationParams(caps={"auto-converge": 1}))
+    assert params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] == AUTO_CONVERGE_INITIAL
+    assert params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] == AUTO_CONVERGE_INCREMENT
+    plain = migration_uri_params(node, MigrationParams())
+    assert libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL not in plain

@@ -16,6 +16,20 @@ and the definition moves with the guest (PERSIST_DEST | UNDEFINE_SOURCE).
 
 ``MigrationOpsMixin`` gives ``LibvirtNodeOps`` the migration operations of
 ``NodeOps``; the logic lives here.
+
+Capabilities probed under TCG (qemu 7.2, libvirt 9.0, the local cluster;
+128 MiB guest dirtying 32 MiB in a loop, bandwidth 8 MiB/s):
+
+- post-copy (``postcopy-ram`` + ``--allow-postcopy``): works. The policy's
+  switch (``migrateStartPostCopy``) completed the migration in 6-18 s and
+  the guest kept running on the target; libvirt reports no downtime for it.
+- auto-converge: works, but qemu's default throttle (20 % plus 10 % per
+  pass) needs many passes at 8 MiB/s; with the 40 %/+20 % used here it
+  converged in about 32 s. The capability must be set when the migration
+  starts (qemu cannot enable it later), so it throttles as soon as qemu
+  sees the guest outrun the link; the stats report the highest throttle.
+- without either, such a guest never converges: the policy aborts it and
+  it stays on the source.
 """
 
 from __future__ import annotations
@@ -138,6 +152,7 @@ def progress_from_stats(
         disk_processed=int(stats.get("disk_processed", 0)),
         disk_remaining=int(stats.get("disk_remaining", 0)),
         downtime_ms=downtime_ms,
+        throttle=int(stats.get("auto_converge_throttle", 0)),
     )
 
 
@@ -193,6 +208,7 @@ class _Monitor:
         self.postcopy = False
         self.downtime_set = False
         self.last_progress: MigrationProgress | None = None
+        self.max_throttle = 0
 
     def poll(self) -> None:
         """One round: sample, decide, act, report."""
@@ -211,6 +227,7 @@ class _Monitor:
         report = progress_from_stats(stats, elapsed, self.downtime_ms)
         report.postcopy = self.postcopy
         self.last_progress = report
+        self.max_throttle = max(self.max_throttle, report.throttle)
         if self.params.live and not self.aborted:
             sample = policy.Sample(
                 elapsed=elapsed,
@@ -325,6 +342,7 @@ def migrate(
         postcopy=monitor.postcopy,
         policy_steps=list(monitor.state.history),
         abort_requested=monitor.aborted,
+        max_throttle=monitor.max_throttle,
     )
 
 
