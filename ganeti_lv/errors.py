@@ -26,7 +26,7 @@ Every error that reaches a user carries an ``ecode`` (Ganeti's strings below);
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 ECODE_INVAL = "wrong_input"
 ECODE_STATE = "wrong_state"

@@ -44,8 +44,7 @@ class ConfigObject:
                 value = [v.to_dict() if isinstance(v, ConfigObject) else v for v in value]
             elif isinstance(value, dict):
                 value = {
-                    k: (v.to_dict() if isinstance(v, ConfigObject) else v)
-                    for k, v in value.items()
+                    k: (v.to_dict() if isinstance(v, ConfigObject) else v) for k, v in value.items()
                 }
             out[f.name] = value
         return out
@@ -54,7 +53,9 @@ class ConfigObject:
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         """Build an object from ``to_dict`` output; raise ConfigurationError on bad data."""
         if not isinstance(data, dict):
-            raise ConfigurationError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+            raise ConfigurationError(
+                f"{cls.__name__}: expected a mapping, got {type(data).__name__}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = set(data) - names
         if unknown:

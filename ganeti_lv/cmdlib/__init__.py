@@ -3,7 +3,11 @@
 Each LU module is imported below (one line per module).
 """
 
-from ganeti_lv.cmdlib import test  # noqa: F401
-from ganeti_lv.cmdlib import instance_migration  # noqa: F401
-from ganeti_lv.cmdlib import cluster, instance, node  # noqa: F401
-from ganeti_lv.cmdlib import backup  # noqa: F401
+from ganeti_lv.cmdlib import (  # noqa: F401
+    backup,  # noqa: F401
+    cluster,
+    instance,
+    instance_migration,  # noqa: F401
+    node,
+    test,  # noqa: F401
+)

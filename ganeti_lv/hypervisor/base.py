@@ -12,8 +12,9 @@ which return a payload or raise a ``NodeError``; the public methods wrap them.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
@@ -142,7 +143,9 @@ def _unsupported(operation: str) -> HypervisorError:
 class NodeOps(abc.ABC):
     """Facade for every operation on a node. See the module docstring."""
 
-    def _call(self, node: Node, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> NodeResult[Any]:
+    def _call(
+        self, node: Node, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> NodeResult[Any]:
         if node.offline:
             return NodeResult(node.name, fail_msg="Node is marked offline", offline=True)
         try:
@@ -176,9 +179,7 @@ class NodeOps(abc.ABC):
         """Define the domain from the configuration and start it."""
         return self._call(node, self._op_start_instance, cluster, node, instance)
 
-    def shutdown_instance(
-        self, node: Node, instance: Instance, timeout: float
-    ) -> NodeResult[bool]:
+    def shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> NodeResult[bool]:
         """ACPI shutdown, forced off after ``timeout`` s; payload: True if clean."""
         return self._call(node, self._op_shutdown_instance, node, instance, timeout)
 
@@ -271,9 +272,7 @@ class NodeOps(abc.ABC):
     def _op_abort_migration(self, node: Node, name: str) -> bool:
         raise _unsupported("abort_migration")
 
-    def _op_compare_cpu(
-        self, source: Node, target: Node, instance: Instance
-    ) -> tuple[bool, str]:
+    def _op_compare_cpu(self, source: Node, target: Node, instance: Instance) -> tuple[bool, str]:
         raise _unsupported("compare_cpu")
 
     def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
@@ -351,9 +350,7 @@ class NodeOps(abc.ABC):
         """Merge overlays left by an interrupted export; payload: overlays merged."""
         return self._call(node, self._op_repair_disk_chain, node, instance)
 
-    def export_prepare(
-        self, node: Node, cluster: Cluster, instance_name: str
-    ) -> NodeResult[str]:
+    def export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> NodeResult[str]:
         """Create an empty ``<export_dir>/<instance>.new/`` (replacing a stale one)."""
         return self._call(node, self._op_export_prepare, node, cluster, instance_name)
 
@@ -384,9 +381,7 @@ class NodeOps(abc.ABC):
         """Exports in the node's export dir, complete and stale."""
         return self._call(node, self._op_export_list, node, cluster)
 
-    def export_remove(
-        self, node: Node, cluster: Cluster, instance_name: str
-    ) -> NodeResult[bool]:
+    def export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> NodeResult[bool]:
         """Remove the instance's export (and stale leftovers); payload: one existed."""
         return self._call(node, self._op_export_remove, node, cluster, instance_name)
 
@@ -488,5 +483,5 @@ class NodeOps(abc.ABC):
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections (libvirt, SSH)."""
