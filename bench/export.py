@@ -294,6 +294,8 @@ def markdown(results: dict[str, Any]) -> str:
     """The export results as a markdown table."""
     rows = []
     for case, res in results.items():
+        if case not in CASES:
+            continue
         if "error" in res:
             rows.append([case, "error", res["error"][-200:], "", "", "", "", ""])
             continue

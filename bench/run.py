@@ -165,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     shown = "bench/run.py" + (" --quick" if opts.quick else "")
     if opts.only != ",".join(PARTS):
         shown += f" --only {opts.only}"
-    report = render_markdown(results, targets, f".venv/bin/python {shown}")
     out_dir = Path(opts.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(
         json.dumps(_jsonable(results), indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
+    report = render_markdown(results, targets, f".venv/bin/python {shown}")
     (out_dir / "results.md").write_text(report, encoding="utf-8")
     print(report)
     _log(f"results in {out_dir}/results.json and results.md")
