@@ -121,24 +121,54 @@ def atomic_json_write(path: str, data: Any) -> None:
 # ------------------------------------------------------------------ processor
 
 
-def bench_processor(workdir: str, p: dict[str, int]) -> dict[str, Any]:
-    """Opcodes per second through the processor vs bare baselines."""
+def _fake_processor(workdir: str, sub: str, n_nodes: int, n_instances: int) -> tuple[Any, Any]:
+    """A Processor on a fresh data dir with fake node operations; (processor, config)."""
+    from ganeti_lv import constants
     from ganeti_lv.config import ConfigStore
     from ganeti_lv.context import Context
     from ganeti_lv.hypervisor.fake import FakeNodeOps
     from ganeti_lv.mcpu import Processor
-    from ganeti_lv.opcodes import OpTestDelay
 
-    data = make_config(3, 10)
-    ddir = os.path.join(workdir, "data")
+    data = make_config(n_nodes, n_instances)
+    for inst in data.instances.values():
+        inst.admin_state = constants.ADMINST_DOWN
+    ddir = os.path.join(workdir, sub)
     ConfigStore.initialize(ddir, data)
     fake = FakeNodeOps()
     for name in data.nodes:
-        fake.add_node(name)
+        fake.add_node(name, memory_total=65536, bridges=[data.cluster.default_bridge])
     ctx = Context.from_data_dir(ddir, node_ops=fake, lock_timeout=10.0)
-    proc = Processor(ctx)
+    return Processor(ctx), data
+
+
+def _startup_shutdown(proc: Any, instance: str) -> Callable[[], None]:
+    """One instance startup and one shutdown through the processor (hooks on the fake)."""
+    from ganeti_lv.opcodes import OpInstanceShutdown, OpInstanceStartup
+
+    def pair() -> None:
+        proc.execute(OpInstanceStartup(instance_name=instance))
+        proc.execute(OpInstanceShutdown(instance_name=instance, timeout=1))
+
+    return pair
+
+
+def bench_processor(workdir: str, p: dict[str, int]) -> dict[str, Any]:
+    """Opcodes per second through the processor vs bare baselines.
+
+    Besides ``OpTestDelay(0)`` (the processor alone), instance startup +
+    shutdown pairs run real LUs (config reads, locks, hooks on the fake) on
+    a small configuration and on one with 1,000 instances and 100 nodes.
+    """
+    from ganeti_lv.opcodes import OpTestDelay
+
+    proc, data = _fake_processor(workdir, "small", 3, 10)
     inst = sorted(data.instances)[0]
     node = data.instances[inst].primary_node
+    large_proc, large = _fake_processor(
+        workdir, "large", p.get("cfg_nodes", 100), p.get("cfg_instances", 1000)
+    )
+    lu_small = _startup_shutdown(proc, sorted(data.instances)[1])
+    lu_large = _startup_shutdown(large_proc, sorted(large.instances)[0])
 
     def op_plain() -> None:
         proc.execute(OpTestDelay(duration=0))
@@ -157,12 +187,23 @@ def bench_processor(workdir: str, p: dict[str, int]) -> dict[str, Any]:
             atomic_json_write(job_path, {"op": record, "status": status})
 
     op_plain()  # warm up imports and lock files
-    series: dict[str, list[float]] = {"plain": [], "locked": [], "bare_call": [], "bare_job": []}
-    for _ in range(p["runs"]):
+    lu_small()
+    series: dict[str, list[float]] = {
+        "plain": [],
+        "locked": [],
+        "bare_call": [],
+        "bare_job": [],
+        "lu_small": [],
+        "lu_large": [],
+    }
+    for run_idx in range(p["runs"]):
         series["plain"].append(_timed(op_plain, p["ops"]))
         series["locked"].append(_timed(op_locked, p["ops"]))
         series["bare_call"].append(_timed(bare_call, p["ops"] * 100))
         series["bare_job"].append(_timed(bare_job, p["ops"]))
+        series["lu_small"].append(_timed(lu_small, max(1, p["ops"] // 4)) / 2)
+        if run_idx < 3:  # bounded: each op re-reads the large configuration
+            series["lu_large"].append(_timed(lu_large, 1) / 2)
 
     def ten_ops() -> None:
         for _ in range(10):
@@ -177,6 +218,9 @@ def bench_processor(workdir: str, p: dict[str, int]) -> dict[str, Any]:
         "ops_per_second": {k: stats.per_second(1, v) for k, v in med.items()},
         "overhead_ms_per_op": med["plain"] * 1000,
         "overhead_ms_per_op_locked": med["locked"] * 1000,
+        "lu_ms_per_op_small": med["lu_small"] * 1000,
+        "lu_ms_per_op_large": med["lu_large"] * 1000,
+        "large_instances": len(large.instances),
         "ratio_locked_to_bare_job": stats.median_pair_ratio(series["locked"], series["bare_job"]),
         "heap_peak_bytes_10_ops": heap,
     }
@@ -391,6 +435,21 @@ def _processor_rows(proc: dict[str, Any], where: str) -> list[list[Any]]:
             f"{stats.fmt(proc.get('overhead_ms_per_op_locked', nan), 3)} ms/op",
             f"bare job record {job_ms} ms",
             proc.get("ratio_locked_to_bare_job", nan),
+            "",
+        ],
+        [
+            f"instance startup/shutdown on the fake, 10 instances ({where})",
+            f"{stats.fmt(proc.get('lu_ms_per_op_small', nan), 2)} ms/op",
+            "-",
+            "-",
+            "",
+        ],
+        [
+            f"instance startup/shutdown on the fake, "
+            f"{proc.get('large_instances', 0):,} instances ({where})",
+            f"{stats.fmt(proc.get('lu_ms_per_op_large', nan), 1)} ms/op",
+            "-",
+            "-",
             "",
         ],
     ]
