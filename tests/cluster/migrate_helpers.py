@@ -1,0 +1,178 @@
+"""Helpers of the migration cluster tests: the test guest, where it runs, CLI processes.
+
+``where_running`` asks every online node's libvirt (never the
+configuration) where the domain is; ``wait_single`` polls until exactly one
+node has it (a domain a restarted libvirtd is still cleaning up has no event
+to wait on). ``CliMigration`` runs ``gnt-lv`` as a real process so it can be
+interrupted or killed, and waits for its first progress line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from gnt_helpers import console, node, purge_instance
+
+from ganeti_lv import constants, objects
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.devcluster.guest import build_guest, kernel_args
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+
+TICK_RE = re.compile(r"tick (\d+)")
+PROGRESS_RE = re.compile(r"migration\s+[0-9.]+% of memory")
+
+
+def make_instance(
+    config: ConfigStore,
+    ops: LibvirtNodeOps,
+    name: str,
+    template: str,
+    primary: str,
+    mac: str,
+    dirtymb: int = 32,
+    start: bool = True,
+) -> objects.Instance:
+    """Create (and start) a 128 MiB test instance with a 4 MiB pattern and the dirtier."""
+    image = build_guest()
+    cluster = config.get_cluster()
+    inst = objects.Instance(
+        name=name,
+        primary_node=primary,
+        disk_template=template,
+        disks=[objects.Disk(size=80)],
+        nics=[objects.Nic(mac=mac, link=cluster.default_bridge)],
+        beparams={"maxmem": 128, "minmem": 128, "vcpus": 1},
+        hvparams={
+            "kernel_path": image.kernel,
+            "initrd_path": image.initrd,
+            "kernel_args": kernel_args(name, patmb=4, dirtymb=dirtymb),
+        },
+        admin_state=constants.ADMINST_UP if start else constants.ADMINST_DOWN,
+    )
+    where = node(config, primary)
+    ops.create_disks(cluster, where, inst).Raise("create disks")
+    config.add_instance(inst)
+    if start:
+        ops.start_instance(cluster, where, inst).Raise("start")
+    return inst
+
+
+def remove_instance(config: ConfigStore, ops: LibvirtNodeOps, name: str, template: str) -> None:
+    """Remove the test instance everywhere (config, domains, images, console logs)."""
+    purge_instance(ops, config, name, template)
+
+
+def ticks(ops: LibvirtNodeOps, where: objects.Node, name: str) -> list[int]:
+    """Tick numbers in the console log of ``name`` on ``where``."""
+    text = console(ops, where, name)
+    return [int(m.group(1)) for m in map(TICK_RE.search, text.splitlines()) if m]
+
+
+def wait_tick_above(
+    ops: LibvirtNodeOps, where: objects.Node, name: str, above: int, timeout: float = 180
+) -> int:
+    """Poll the (remote) console until a tick above ``above`` shows; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = ticks(ops, where, name)
+        if found and found[-1] > above:
+            return found[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"no tick above {above} from {name} on {where.name}")
+
+
+def where_running(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> dict[str, str]:
+    """Node -> domain state on every online node that knows the domain."""
+    out: dict[str, str] = {}
+    for node_name in sorted(config.node_names()):
+        where = node(config, node_name)
+        if where.offline:
+            continue
+        info = ops.instance_info(where, name).Raise(f"instance info on {node_name}")
+        if info is not None:
+            out[node_name] = info.state
+    return out
+
+
+def wait_single(config: ConfigStore, ops: LibvirtNodeOps, name: str, timeout: float = 90) -> str:
+    """Wait until exactly one node runs the domain and no other node has it; return it.
+
+    Asserts that the configuration names that node.
+    """
+    deadline = time.monotonic() + timeout
+    found: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        found = where_running(config, ops, name)
+        running = [n for n, s in found.items() if s == constants.DOMSTATE_RUNNING]
+        if len(running) == 1 and len(found) == 1:
+            inst = config.get_instance(name)
+            assert inst is not None
+            assert inst.primary_node == running[0], (inst.primary_node, found)
+            return running[0]
+        time.sleep(0.5)
+    raise AssertionError(f"{name} is not on exactly one node: {found}")
+
+
+class CliMigration:
+    """``gnt-lv instance migrate`` in a child process (to interrupt or kill it)."""
+
+    def __init__(self, data_dir: str, *args: str) -> None:
+        argv = [sys.executable, "-m", "ganeti_lv.cli.main", "--data-dir", data_dir]
+        self.proc = subprocess.Popen(
+            [*argv, "instance", "migrate", "-f", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.out = ""
+
+    def wait_progress(self, timeout: float = 120) -> None:
+        """Read stdout until the first progress line (the libvirt job runs)."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536).decode(errors="replace")
+            if not chunk:
+                break
+            self.out += chunk
+            if PROGRESS_RE.search(self.out):
+                return
+        raise AssertionError(f"no progress line from the migration:\n{self.out}")
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child (only this process, by its PID)."""
+        self.proc.send_signal(sig)
+
+    def finish(self, timeout: float = 180) -> tuple[int, str, str]:
+        """Wait for the end: (exit code, all stdout, stderr)."""
+        out, err = self.proc.communicate(timeout=timeout)
+        self.out += out.decode(errors="replace")
+        return self.proc.returncode, self.out, err.decode(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the child if it still runs (test clean-up)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+def install_hook(devcluster: Any, node_name: str, hooks_dir: str, script: str) -> str:
+    """Install an executable hook script on a node; return its path."""
+    path = f"{hooks_dir}/10-test"
+    devcluster.node_exec(
+        node_name,
+        ["sh", "-c", f'mkdir -p "{hooks_dir}" && cat > "{path}" && chmod 755 "{path}"'],
+        input=script.encode(),
+    )
+    return path

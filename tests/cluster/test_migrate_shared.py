@@ -1,0 +1,400 @@
+"""Migration of a ``sharedfile`` instance on the local cluster: policy, refusals and faults.
+
+One 128 MiB guest running its 32 MiB memory dirtier is shared by the tests
+of this module (module scope; they run in file order). Every test leaves it
+running on exactly one node, which the configuration names, checked against
+every node's libvirt; the failover with an offline primary comes last.
+
+Findings under TCG (see ganeti_lv.hypervisor.libvirt.migration): post-copy
+works, auto-converge works but needs many passes at 8 MiB/s, so the policy
+tests use post-copy (escalation) and the completion timeout (abort).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from gnt_helpers import Gnt, node
+from migrate_helpers import (
+    CliMigration,
+    install_hook,
+    make_instance,
+    remove_instance,
+    wait_single,
+    wait_tick_above,
+    where_running,
+)
+
+from ganeti_lv import constants, objects
+from ganeti_lv.client import Client
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.devcluster.cluster import DevCluster
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_NORES,
+    GenericError,
+    HooksAbort,
+    MigrationAborted,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+from ganeti_lv.opcodes import OpClusterVerify, OpInstanceFailover, OpInstanceMigrate
+
+pytestmark = [pytest.mark.cluster, pytest.mark.faults]
+
+NAME = "migsh"
+SLOW = 8  # MiB/s: the 32 MiB dirtier never converges at this bandwidth by itself
+
+
+class Env:
+    """Config, fresh node operations and a client on the session's cluster."""
+
+    def __init__(self, devcluster: Any) -> None:
+        self.devcluster = devcluster
+        self.data_dir = devcluster.data_dir
+        self.config = ConfigStore(self.data_dir)
+        self.ops = LibvirtNodeOps(self.data_dir, self.config)
+        self.client = Client(data_dir=self.data_dir, node_ops=self.ops)
+        self.nodes = sorted(self.config.node_names())
+
+    def node(self, name: str) -> objects.Node:
+        """A node of the configuration."""
+        return node(self.config, name)
+
+    def primary(self) -> str:
+        """The instance's primary node per the configuration."""
+        inst = self.config.get_instance(NAME)
+        assert inst is not None
+        return inst.primary_node
+
+    def other(self) -> str:
+        """A node other than the primary (the next in order)."""
+        nodes = self.nodes
+        return nodes[(nodes.index(self.primary()) + 1) % len(nodes)]
+
+    def close(self) -> None:
+        """Close the libvirt and SSH connections."""
+        self.ops.close()
+
+
+@pytest.fixture(scope="module")
+def shared(devcluster: Any) -> Iterator[str]:
+    """The module's running sharedfile instance (on the first node at the start)."""
+    if not isinstance(devcluster, DevCluster):
+        pytest.skip("fault injection needs the local namespace cluster")
+    env = Env(devcluster)
+    make_instance(
+        env.config, env.ops, NAME, constants.DT_SHARED_FILE, env.nodes[0], "52:54:00:4c:57:21"
+    )
+    try:
+        wait_tick_above(env.ops, env.node(env.nodes[0]), NAME, 1)
+        yield NAME
+    finally:
+        remove_instance(env.config, env.ops, NAME, constants.DT_SHARED_FILE)
+        env.close()
+
+
+@pytest.fixture
+def env(devcluster: Any, shared: str) -> Iterator[Env]:
+    """Fresh connections for each test (a fault may leave a cached one dead)."""
+    e = Env(devcluster)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def _unchanged(env: Env, src: str, serial: int) -> None:
+    """The instance still runs on ``src`` only and the configuration did not change."""
+    assert wait_single(env.config, env.ops, NAME) == src
+    assert env.config.read().serial == serial
+
+
+class Background:
+    """``Client.submit`` in a thread; ``started`` is set by the first progress line."""
+
+    def __init__(self, env: Env, op: OpInstanceMigrate) -> None:
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(env, op), daemon=True)
+        self.thread.start()
+
+    def _feedback(self, line: str) -> None:
+        self.lines.append(line)
+        if re.match(r"migration\s+[0-9.]+% of memory", line):
+            self.started.set()
+
+    def _run(self, env: Env, op: OpInstanceMigrate) -> None:
+        try:
+            env.client.submit(op, feedback_fn=self._feedback)
+        except BaseException as err:  # noqa: BLE001 - inspected by the test
+            self.error = err
+
+    def wait_started(self) -> None:
+        """Until the libvirt job reports progress."""
+        assert self.started.wait(180), self.lines
+
+    def join(self, timeout: float = 240) -> BaseException | None:
+        """Wait for the end; return the error raised, if any."""
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), self.lines
+        return self.error
+
+
+# ------------------------------------------------------------------ success
+
+
+@pytest.mark.timeout(420)
+def test_live_migration_and_back(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    before = wait_tick_above(env.ops, env.node(src), NAME, 0)
+    for b in (dst, src):
+        lines: list[str] = []
+        env.client.submit(OpInstanceMigrate(instance_name=NAME, target_node=b), lines.append)
+        assert wait_single(env.config, env.ops, NAME) == b
+        # the console log is node-local: ticks go on on the target without a new boot
+        before = wait_tick_above(env.ops, env.node(b), NAME, before)
+        summary = [x for x in lines if x.startswith("migration completed")]
+        assert summary and re.search(r"total time [0-9.]+ s, downtime \d+ ms", summary[0])
+    # the pattern the guest wrote at boot is intact on the shared image
+    out = env.devcluster.node_exec(
+        src, ["sh", "-c", f"head -c 4M {_image(env)} | sha256sum"]
+    ).stdout.decode()
+    from ganeti_lv.devcluster.guest import pattern_sha256
+
+    assert out.split()[0] == pattern_sha256(NAME, 4)
+
+
+def _image(env: Env) -> str:
+    inst = env.config.get_instance(NAME)
+    assert inst is not None
+    return objects.disk_path(env.config.get_cluster(), inst, 0)
+
+
+# ------------------------------------------------------------------ policy
+
+
+@pytest.mark.timeout(300)
+def test_slow_link_without_escalation_aborts_cleanly(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    serial = env.config.read().serial
+    lines: list[str] = []
+    op = OpInstanceMigrate(
+        instance_name=NAME,
+        target_node=dst,
+        migration_bandwidth=SLOW,
+        escalate=False,
+        progress_timeout=3,
+        completion_timeout=8,
+    )
+    with pytest.raises(MigrationAborted) as err:
+        env.client.submit(op, feedback_fn=lines.append)
+    assert "convergence policy" in err.value.msg
+    assert f"keeps running on {src}, configuration unchanged" in err.value.msg
+    _unchanged(env, src, serial)
+    wait_tick_above(env.ops, env.node(src), NAME, max(_ticks_now(env, src), 0))
+
+
+def _ticks_now(env: Env, where: str) -> int:
+    from migrate_helpers import ticks
+
+    found = ticks(env.ops, env.node(where), NAME)
+    return found[-1] if found else 0
+
+
+@pytest.mark.timeout(300)
+def test_slow_link_escalates_to_postcopy(env: Env) -> None:
+    dst = env.other()
+    lines: list[str] = []
+    op = OpInstanceMigrate(
+        instance_name=NAME,
+        target_node=dst,
+        migration_bandwidth=SLOW,
+        allow_postcopy=True,
+        progress_timeout=2,
+    )
+    env.client.submit(op, feedback_fn=lines.append)
+    assert wait_single(env.config, env.ops, NAME) == dst
+    summary = [x for x in lines if x.startswith("migration completed")][0]
+    # the policy shows which step converged it: downtime steps, then post-copy
+    steps = summary.split("policy: ", 1)[1].split(", ")
+    assert steps[-1] == "post-copy", summary
+    assert all(s.startswith("downtime ") for s in steps[:-1]), summary
+    wait_tick_above(env.ops, env.node(dst), NAME, _ticks_now(env, dst))
+
+
+# --------------------------------------------------------------- refusals
+
+
+def test_memory_cap_and_missing_bridge_are_refused(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    serial = env.config.read().serial
+    target = env.node(dst)
+    target.memory_cap = 64
+    env.config.update_node(target)
+    try:
+        with pytest.raises(OpPrereqError) as err:
+            env.client.submit(OpInstanceMigrate(instance_name=NAME, target_node=dst))
+        assert err.value.ecode == ECODE_NORES
+        assert (
+            f"Not enough memory on node {dst}" in err.value.msg
+            and "needed 128 MiB" in err.value.msg
+        )
+    finally:
+        target.memory_cap = None
+        env.config.update_node(target)
+    inst = env.config.get_instance(NAME)
+    assert inst is not None
+    link = inst.nics[0].link
+    inst.nics[0].link = "glvnobr9"
+    env.config.update_instance(inst)
+    try:
+        with pytest.raises(OpPrereqError) as err:
+            env.client.submit(OpInstanceMigrate(instance_name=NAME, target_node=dst))
+        assert err.value.ecode == ECODE_ENVIRON
+        assert f"destination node '{dst}': missing bridges glvnobr9" in err.value.msg
+    finally:
+        inst.nics[0].link = link
+        env.config.update_instance(inst)
+    assert env.config.read().serial == serial + 4
+    assert wait_single(env.config, env.ops, NAME) == src
+
+
+# ------------------------------------------------------------------ faults
+
+
+def test_failing_pre_hook_changes_nothing(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    hooks_dir = f"{env.config.get_cluster().hooks_base_dir}/instance-migrate-pre.d"
+    path = install_hook(env.devcluster, dst, hooks_dir, "#!/bin/sh\necho no entry >&2\nexit 1\n")
+    serial = env.config.read().serial
+    try:
+        with pytest.raises(HooksAbort) as err:
+            env.client.submit(OpInstanceMigrate(instance_name=NAME, target_node=dst))
+        assert dst in str(err.value)
+    finally:
+        env.devcluster.node_exec(dst, ["rm", "-f", path])
+    _unchanged(env, src, serial)
+
+
+@pytest.mark.timeout(420)
+def test_sigint_aborts_and_keeps_the_instance(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    serial = env.config.read().serial
+    cli = CliMigration(env.data_dir, "-n", dst, "--migration-bandwidth", str(SLOW), NAME)
+    try:
+        cli.wait_progress()
+        cli.signal(signal.SIGINT)
+        code, out, err = cli.finish()
+    finally:
+        cli.kill()
+    assert code != 0, out
+    assert "interrupted by the user" in err, err
+    assert f"keeps running on {src}, configuration unchanged" in err
+    _unchanged(env, src, serial)
+
+
+@pytest.mark.timeout(420)
+def test_target_libvirtd_killed_mid_migration(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    serial = env.config.read().serial
+    job = Background(
+        env,
+        OpInstanceMigrate(instance_name=NAME, target_node=dst, migration_bandwidth=SLOW),
+    )
+    try:
+        job.wait_started()
+        env.devcluster.kill_daemon(dst, "libvirtd")
+        error = job.join()
+    finally:
+        env.devcluster.start_daemon(dst, "libvirtd")
+    assert isinstance(error, OpExecError), (error, job.lines)
+    assert f"keeps running on {src}" in str(error)
+    _unchanged(env, src, serial)
+
+
+@pytest.mark.timeout(420)
+def test_target_link_cut_mid_migration(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    serial = env.config.read().serial
+    job = Background(
+        env,
+        OpInstanceMigrate(
+            instance_name=NAME,
+            target_node=dst,
+            migration_bandwidth=SLOW,
+            progress_timeout=3,
+            completion_timeout=60,
+            abort_timeout=20,
+        ),
+    )
+    try:
+        job.wait_started()
+        env.devcluster.cut_link(dst)
+        error = job.join()
+    finally:
+        env.devcluster.restore_link(dst)
+    assert isinstance(error, GenericError), (error, job.lines)
+    assert f"keeps running on {src}" in str(error), error
+    _unchanged(env, src, serial)
+
+
+@pytest.mark.timeout(420)
+def test_sigkill_then_verify_and_cleanup(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    serial = env.config.read().serial
+    cli = CliMigration(env.data_dir, "-n", dst, "--migration-bandwidth", str(SLOW), NAME)
+    try:
+        cli.wait_progress()
+        cli.signal(signal.SIGKILL)
+        cli.finish()
+    finally:
+        cli.kill()
+    # the orphaned libvirt job goes on: the incoming domain waits paused on the target
+    states = where_running(env.config, env.ops, NAME)
+    assert states.get(src) == constants.DOMSTATE_RUNNING, states
+    problems = env.client.submit(OpClusterVerify())
+    half = [p for p in problems if p["code"] == "EINSTANCEMIGRATION" and p["item"] == NAME]
+    if states.get(dst) is not None:
+        assert half and "--cleanup" in half[0]["message"], problems
+    gnt = Gnt(env.data_dir)
+    out = gnt.ok("instance", "migrate", "-f", "--cleanup", NAME)
+    assert f"runs on its primary {src}: configuration unchanged" in out
+    _unchanged(env, src, serial)
+    left = [p for p in env.client.submit(OpClusterVerify()) if NAME in p["message"] + p["item"]]
+    assert left == []
+
+
+# --------------------------------------------------- failover (runs last)
+
+
+@pytest.mark.timeout(420)
+def test_failover_with_primary_offline(env: Env) -> None:
+    src, dst = env.primary(), env.other()
+    # the primary "dies": its guest and its libvirtd are gone, the config marks it offline
+    env.devcluster.virsh(src, "destroy", NAME)
+    env.devcluster.kill_daemon(src, "libvirtd")
+    down = env.node(src)
+    down.offline = True
+    env.config.update_node(down)
+    try:
+        env.client.submit(
+            OpInstanceFailover(instance_name=NAME, target_node=dst, ignore_consistency=True)
+        )
+        assert wait_single(env.config, env.ops, NAME) == dst
+        wait_tick_above(env.ops, env.node(dst), NAME, 0)
+    finally:
+        env.devcluster.start_daemon(src, "libvirtd")
+        down.offline = False
+        env.config.update_node(down)
+    # back online, the old primary still has the stopped definition: cleanup removes it
+    assert where_running(env.config, env.ops, NAME).get(src) == constants.DOMSTATE_SHUTOFF
+    Gnt(env.data_dir).ok("instance", "migrate", "-f", "--cleanup", NAME)
+    assert wait_single(env.config, env.ops, NAME) == dst
