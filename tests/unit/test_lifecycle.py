@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -236,16 +237,16 @@ def test_full_lifecycle_order_and_locks(ctx: Context, fake_ops: FakeNodeOps) -> 
     assert_no_locks_left(ctx)
 
 
-def test_lock_modes(ctx: Context) -> None:
+def test_lock_modes(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, bool | None] = {}
 
-    def check_modes(*_args: Any) -> list[HookScriptResult]:
+    def check_modes(self: LURecord, feedback_fn: Any) -> str:
         seen["bgl"] = ctx.locks.is_owned_shared(LEVEL_CLUSTER, "BGL")
         seen["instance"] = ctx.locks.is_owned_shared(LEVEL_INSTANCE, "inst1.example.com")
         seen["node"] = ctx.locks.is_owned_shared(LEVEL_NODE, MASTER)
-        return []
+        return "done"
 
-    ctx.node_ops.hooks_fn = check_modes  # type: ignore[attr-defined]
+    monkeypatch.setattr(LURecord, "Exec", check_modes)
     run(ctx, OpTestRecord())
     assert seen == {"bgl": True, "instance": False, "node": True}
     assert run(ctx, OpTestBgl()) is False  # REQ_BGL: exclusive
@@ -438,3 +439,20 @@ def test_context_creates_libvirt_node_ops_lazily(config: Any) -> None:
     client = Client(data_dir=config.data_dir, node_ops=FakeNodeOps())
     assert client.submit(OpTestRecord()) == "done"
     assert [job.status for job in client.jobs()] == ["success"]
+
+
+def test_hook_nodes_run_their_scripts_at_the_same_time(ctx: Context) -> None:
+    # Each node's hook waits for the other hook node: run one after the
+    # other, the first would wait in vain and the barrier would break.
+    barrier = threading.Barrier(2, timeout=10)
+    reached: list[str] = []
+
+    def wait_for_peer(node: str, *_args: Any) -> list[HookScriptResult]:
+        barrier.wait()
+        reached.append(node)
+        return []
+
+    ctx.node_ops.hooks_fn = wait_for_peer  # type: ignore[attr-defined]
+    assert run(ctx, OpTestRecord()) == "done"
+    assert sorted(reached) == sorted([MASTER, NODE2, MASTER, NODE3])
+    assert_no_locks_left(ctx)
