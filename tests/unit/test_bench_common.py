@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,7 +135,7 @@ def _export_side(wall: float, gap: float, alloc: float) -> dict[str, float]:
 
 def test_export_targets() -> None:
     mib = export.MIB
-    results = {
+    results: dict[str, Any] = {
         "full": {
             "disk_mib": 1024,
             "written_mib": 1024,
