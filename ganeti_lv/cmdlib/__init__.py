@@ -8,6 +8,7 @@ from ganeti_lv.cmdlib import (  # noqa: F401
     cluster,
     instance,
     instance_migration,  # noqa: F401
+    instance_query,
     node,
     test,  # noqa: F401
 )

@@ -36,6 +36,7 @@ from ganeti_lv.cmdlib.common import (
     expand_instance,
     expand_node,
     instance_hook_env,
+    repair_disk_chain,
 )
 from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
 from ganeti_lv.errors import (
@@ -304,11 +305,7 @@ class LUBackupExport(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         """Shut down, zero, snapshot, restart, copy, publish, remove, clean up."""
-        merged = self.rpc.repair_disk_chain(self.pnode, self.instance).Raise(
-            f"Could not repair the disk chain of {self.instance.name}"
-        )
-        for overlay in merged:
-            self.LogWarning(f"Merged the leftover snapshot overlay {overlay}")
+        repair_disk_chain(self, self.pnode, self.instance)
         running = self._is_running()
         stopped_by_us = False
         if self.op.shutdown and running:

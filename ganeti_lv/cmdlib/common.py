@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
 from ganeti_lv.hooksmaster import hook_value
 from ganeti_lv.objects import Cluster, Instance, Node
+
+if TYPE_CHECKING:
+    from ganeti_lv.cmdlib.base import LogicalUnit
 
 
 def expand_instance(cfg: ConfigStore, name: str) -> str:
@@ -62,6 +65,32 @@ def check_node_vm_capable(cfg: ConfigStore, node_name: str) -> None:
     node = get_node(cfg, node_name)
     if not node.vm_capable:
         raise OpPrereqError(f"Can't use non-vm_capable node {node_name}", ECODE_STATE)
+
+
+def repair_disk_chain(
+    lu: LogicalUnit, node: Node, instance: Instance, ignore_failures: bool = False
+) -> list[str]:
+    """Merge snapshot overlays an interrupted export left on ``node``, or refuse.
+
+    Every operation that touches an instance's disks calls this first (under
+    the instance lock, so any overlay found is a leftover). Each merged
+    overlay is reported as a warning. When the chain cannot be repaired the
+    operation stops with OpExecError before anything changed, unless
+    ``ignore_failures`` turns the failure into a warning. Returns the
+    overlays merged.
+    """
+    result = lu.rpc.repair_disk_chain(node, instance)
+    msg = (
+        f"Disk chain of instance {instance.name} on node {node.name} holds a snapshot overlay"
+        " left by an interrupted export that could not be merged"
+    )
+    if not result.ok and ignore_failures:
+        lu.LogWarning(f"{msg}: {result.fail_msg}; going on as failures are ignored")
+        return []
+    merged = result.Raise(f"{msg}; refusing to touch the disks (nothing was changed)")
+    for overlay in merged or []:
+        lu.LogWarning(f"Merged leftover export overlay {overlay} on {node.name}")
+    return list(merged or [])
 
 
 def instance_hook_env(

@@ -1,8 +1,13 @@
-"""Instance lifecycle LUs: create, startup, shutdown, reboot, remove, query.
+"""Instance lifecycle LUs: create, startup, shutdown, reboot, remove.
 
 ``compute_instance_status`` is the pure function behind the status column
 (Ganeti's values: running, ADMIN_down, ERROR_down, ERROR_up,
-ERROR_wrongnode, ERROR_nodeoffline, ERROR_nodedown, ADMIN_offline).
+ERROR_wrongnode, ERROR_nodeoffline, ERROR_nodedown, ADMIN_offline);
+LUInstanceQuery lives in ``instance_query``.
+
+Startup, shutdown, reboot and remove first merge a snapshot overlay left by
+an interrupted export (``common.repair_disk_chain``) and refuse, with nothing
+changed, when that fails.
 
 ``LUInstanceCreate`` handles ``mode="create"``; another mode (``import``)
 plugs in with ``register_create_mode(name, handler_cls)``: the handler adds
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import constants, locking
-from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
@@ -28,6 +33,7 @@ from ganeti_lv.cmdlib.common import (
     get_instance,
     get_node,
     instance_hook_env,
+    repair_disk_chain,
 )
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
@@ -40,10 +46,9 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
-from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node, disk_path
+from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
 from ganeti_lv.opcodes import (
     OpInstanceCreate,
-    OpInstanceQuery,
     OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceShutdown,
@@ -127,6 +132,35 @@ def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
 
 def _is_running(dom: DomainInfo | None) -> bool:
     return dom is not None and dom.state in RUNNING_STATES
+
+
+def check_not_running_elsewhere(
+    rpc: NodeOps, data: ConfigData, instance: Instance, warn_fn: FeedbackFn
+) -> None:
+    """ECODE_STATE if the instance runs on a node other than its primary (ERROR_wrongnode).
+
+    Offline nodes are skipped; an online node that cannot be asked only
+    produces a warning through ``warn_fn``.
+    """
+    elsewhere = []
+    for name, node in sorted(data.nodes.items()):
+        if name == instance.primary_node or node.offline:
+            continue
+        result = rpc.instance_info(node, instance.name)
+        if not result.ok:
+            warn_fn(
+                f"Could not check whether {instance.name} runs on node {name}: {result.fail_msg}"
+            )
+        elif _is_running(result.payload):
+            elsewhere.append(name)
+    if elsewhere:
+        raise OpPrereqError(
+            f"Instance {instance.name} is running on node(s) {', '.join(elsewhere)} instead of"
+            f" its primary node {instance.primary_node} (ERROR_wrongnode); refusing to start"
+            f" a second copy. Run 'gnt-lv instance migrate --cleanup {instance.name}' to"
+            " resolve it, or 'gnt-lv cluster verify' to see what runs where",
+            ECODE_STATE,
+        )
 
 
 # ---------------------------------------------------------------- create
@@ -454,6 +488,7 @@ class LUInstanceStartup(_InstanceLU):
             return
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
         self.already_running = _is_running(dom)
+        check_not_running_elsewhere(self.rpc, self.cfg.read(), self.instance, self.LogWarning)
         if not self.already_running:
             check_node_free_memory(
                 self.rpc,
@@ -463,15 +498,17 @@ class LUInstanceStartup(_InstanceLU):
             )
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
-        """Start, then record the admin state."""
+        """Repair the disk chain, start, then record the admin state."""
         if self.primary_offline:
             feedback_fn("Primary node offline, marked instance as started")
-        elif self.already_running:
-            feedback_fn(f"Instance {self.instance.name} is already running")
         else:
-            self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
-                f"Could not start instance {self.instance.name}"
-            )
+            repair_disk_chain(self, self.pnode, self.instance)
+            if self.already_running:
+                feedback_fn(f"Instance {self.instance.name} is already running")
+            else:
+                self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+                    f"Could not start instance {self.instance.name}"
+                )
         if not self.op.no_remember:
             self.cfg.set_admin_state(self.instance.name, constants.ADMINST_UP)
 
@@ -500,10 +537,11 @@ class LUInstanceShutdown(_InstanceLU):
         return env
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
-        """Shut down, then record the admin state."""
+        """Repair the disk chain, shut down, then record the admin state."""
         if self.primary_offline:
             feedback_fn("Primary node offline, marked instance as stopped")
         else:
+            repair_disk_chain(self, self.pnode, self.instance)
             clean = self.rpc.shutdown_instance(
                 self.pnode, self.instance, float(self.op.timeout)
             ).Raise(f"Could not shutdown instance {self.instance.name}")
@@ -544,8 +582,9 @@ class LUInstanceReboot(_InstanceLU):
         return env
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
-        """Reboot (or start) and mark the instance up."""
+        """Repair the disk chain, reboot (or start) and mark the instance up."""
         name = self.instance.name
+        repair_disk_chain(self, self.pnode, self.instance)
         if self.running:
             self.rpc.reboot_instance(
                 self.cluster,
@@ -598,8 +637,10 @@ class LUInstanceRemove(_InstanceLU):
             result.Raise(msg)
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
-        """Stop, undefine, remove disks (failures fatal unless ignored), drop config."""
+        """Repair, stop, undefine, remove disks (failures fatal unless ignored), drop config."""
         inst, node = self.instance, self.pnode
+        if not node.offline:
+            repair_disk_chain(self, node, inst, ignore_failures=self.op.ignore_failures)
         feedback_fn(f"* shutting down instance {inst.name} on node {node.name}")
         self._step(
             self.rpc.shutdown_instance(node, inst, float(self.op.shutdown_timeout)),
@@ -619,118 +660,3 @@ class LUInstanceRemove(_InstanceLU):
         )
         feedback_fn(f"* removing instance {inst.name} from the configuration")
         self.cfg.remove_instance(inst.name)
-
-
-# ---------------------------------------------------------------- query
-
-
-def _live_state(
-    rpc: NodeOps, data: ConfigData
-) -> tuple[dict[str, dict[str, DomainInfo]], set[str]]:
-    """Domains of every online node, and the online nodes that could not be asked."""
-    domains: dict[str, dict[str, DomainInfo]] = {}
-    bad: set[str] = set()
-    for name, node in sorted(data.nodes.items()):
-        if node.offline:
-            continue
-        result = rpc.instance_list(node)
-        if result.fail_msg is not None:
-            bad.add(name)
-        else:
-            domains[name] = dict(result.payload or {})
-    return domains, bad
-
-
-def _console_log(dom: DomainInfo | None, name: str) -> str | None:
-    if dom is not None and dom.console_log:
-        return dom.console_log
-    try:
-        from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
-    except ImportError:  # pragma: no cover - the libvirt layer is part of the package
-        return None
-    return console_log_path(name)
-
-
-def instance_row(
-    cluster: Cluster,
-    inst: Instance,
-    domains: dict[str, dict[str, DomainInfo]],
-    offline: set[str],
-    bad: set[str],
-) -> dict[str, Any]:
-    """The query row of one instance (config plus live state)."""
-    running_on = sorted(
-        n
-        for n, doms in domains.items()
-        if inst.name in doms and doms[inst.name].state in RUNNING_STATES
-    )
-    be = cluster.fill_beparams(inst)
-    pdom = domains.get(inst.primary_node, {}).get(inst.name)
-    return {
-        "name": inst.name,
-        "uuid": inst.uuid,
-        "pnode": inst.primary_node,
-        "snodes": list(inst.secondary_nodes),
-        "status": compute_instance_status(
-            inst.admin_state, inst.primary_node, running_on, offline, bad
-        ),
-        "admin_state": inst.admin_state,
-        "oper_state": inst.primary_node in running_on,
-        "oper_node": running_on[0] if len(running_on) == 1 else None,
-        "running_on": running_on,
-        "memory": be.get("maxmem"),
-        "minmem": be.get("minmem"),
-        "maxmem": be.get("maxmem"),
-        "vcpus": be.get("vcpus"),
-        "disk_template": inst.disk_template,
-        "disks": len(inst.disks),
-        "disk_sizes": [d.size for d in inst.disks],
-        "nics": len(inst.nics),
-        "nic_macs": [n.mac for n in inst.nics],
-        "nic_links": [n.link for n in inst.nics],
-        "os": inst.os,
-        "tags": list(inst.tags),
-        "beparams": be,
-        "hvparams": cluster.fill_hvparams(inst),
-        "console_log": _console_log(pdom, inst.name),
-        "disk_details": [
-            {
-                "size": d.size,
-                "mode": d.mode,
-                "dev_type": d.dev_type,
-                "name": d.name,
-                "path": disk_path(cluster, inst, idx),
-            }
-            for idx, d in enumerate(inst.disks)
-        ],
-        "nic_details": [
-            {"mac": n.mac, "ip": n.ip, "mode": n.mode, "link": n.link} for n in inst.nics
-        ],
-    }
-
-
-@register_lu(OpInstanceQuery)
-class LUInstanceQuery(NoHooksLU):
-    """Rows (dicts) of instances with their live status; see ``instance_row``."""
-
-    REQ_BGL = False
-
-    def ExpandNames(self) -> None:
-        """Canonical names; no locks (a snapshot of config and nodes)."""
-        self.wanted = [expand_instance(self.cfg, n) for n in self.op.names]
-        self.needed_locks = {}
-
-    def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
-        """One row per instance, sorted by name (or in the order asked)."""
-        data = self.cfg.read()
-        offline = {n for n, node in data.nodes.items() if node.offline}
-        if self.op.live:
-            domains, bad = _live_state(self.rpc, data)
-        else:
-            domains, bad = {}, set()
-        names = self.wanted or sorted(data.instances)
-        return [
-            instance_row(data.cluster, data.instances[n], domains, offline, bad)
-            for n in names
-            if n in data.instances
-        ]

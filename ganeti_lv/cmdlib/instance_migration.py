@@ -28,6 +28,7 @@ from ganeti_lv.cmdlib.common import (
     get_instance,
     get_node,
     instance_hook_env,
+    repair_disk_chain,
 )
 from ganeti_lv.cmdlib.migration_checks import (
     check_hv_versions,
@@ -308,15 +309,7 @@ class TLMigrateInstance(Tasklet):
         Runs before anything touches the disks; a chain that cannot be
         repaired stops the operation with nothing changed.
         """
-        inst = self._inst()
-        res = self.rpc.repair_disk_chain(node, inst)
-        merged = res.Raise(
-            f"Disk chain of instance {inst.name} on node {node.name} holds a snapshot overlay"
-            " left by an interrupted export that could not be merged; refusing to touch"
-            " the disks (nothing was changed)"
-        )
-        for overlay in merged or []:
-            self.lu.LogInfo(f"Merged leftover export overlay {overlay} on {node.name}")
+        repair_disk_chain(self.lu, node, self._inst())
 
     def _exec_migration(self, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()

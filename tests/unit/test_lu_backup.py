@@ -162,7 +162,7 @@ def test_leftover_overlay_is_merged_first(ctx, ops):
     ops.node(N1).domains[INST].overlays = ["/x/disk0.img.export-snap.qcow2"]
     _, lines = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
     assert methods(ops)[0] == "repair_disk_chain" or "repair_disk_chain" in methods(ops)
-    assert any("Merged the leftover snapshot overlay" in line for line in lines)
+    assert any("Merged leftover export overlay /x/disk0.img.export-snap.qcow2" in x for x in lines)
 
 
 def test_zero_free_space_and_compression(ctx, ops):
