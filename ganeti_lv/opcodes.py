@@ -139,6 +139,7 @@ class OpClusterSetParams(OpCode):
     domain_type: str | None = None
     shared_storage_unsafe_ok: bool | None = None
     hooks_timeout: float | None = None
+    default_bridge: str | None = None
 
     def _check_values(self) -> None:
         _require_choice(self, "domain_type", constants.DOMAIN_TYPES)

@@ -50,9 +50,10 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
     from ganeti_lv.cmdlib.cluster import normalize_cluster_params
 
     address = opts.master_address
-    fields = normalize_cluster_params(_storage_fields(opts))
+    fields = _storage_fields(opts)
     if opts.default_bridge:
         fields["default_bridge"] = opts.default_bridge
+    fields = normalize_cluster_params(fields)
     master = Node(
         name=opts.master_name,
         address=address,
@@ -133,6 +134,8 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
         )
     if opts.hooks_timeout is not None:
         fields["hooks_timeout"] = opts.hooks_timeout
+    if opts.default_bridge is not None:
+        fields["default_bridge"] = opts.default_bridge
     if not fields:
         env.warn("Please give at least one of the parameters.")
         return EXIT_FAILURE
@@ -183,6 +186,11 @@ def register(registry: CommandRegistry) -> None:
     modify.add_argument("--compression-tools", help="Allowed export compression tools")
     modify.add_argument("--shared-storage-unsafe-ok", metavar="yes|no")
     modify.add_argument("--hooks-timeout", type=float, default=None, help="Per-script seconds")
+    modify.add_argument(
+        "--default-bridge",
+        metavar="BRIDGE",
+        help="Default bridge for instance NICs without an explicit link",
+    )
 
     registry.command(
         "cluster", "verify", cmd_verify, help="Compare the configuration with the nodes"

@@ -9,6 +9,7 @@ the generic "image no instance owns" check, which runs last, skips them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,9 @@ FeedbackFn = Callable[[str], None]
 
 _PATH_FIELDS = ("hooks_base_dir", "export_dir", "file_storage_dir", "shared_file_storage_dir")
 
+# A Linux network interface name (IFNAMSIZ - 1 characters, no '/' or blanks).
+_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}$")
+
 
 def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
     """Validate and convert cluster settings (hvparams/beparams types, absolute dirs)."""
@@ -41,6 +45,12 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
     domain_type = out.get("domain_type")
     if domain_type is not None and domain_type not in constants.DOMAIN_TYPES:
         raise OpPrereqError(f"Invalid domain type '{domain_type}'", ECODE_INVAL)
+    bridge = out.get("default_bridge")
+    if bridge is not None and not _BRIDGE_RE.match(str(bridge)):
+        raise OpPrereqError(
+            f"Invalid bridge name '{bridge}': at most 15 letters, digits or '_.:-'",
+            ECODE_INVAL,
+        )
     timeout = out.get("hooks_timeout")
     if timeout is not None and timeout <= 0:
         raise OpPrereqError("The hooks timeout must be positive", ECODE_INVAL)
@@ -63,6 +73,7 @@ class LUClusterSetParams(LogicalUnit):
         "domain_type",
         "shared_storage_unsafe_ok",
         "hooks_timeout",
+        "default_bridge",
     )
 
     def CheckArguments(self) -> None:
