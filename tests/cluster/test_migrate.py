@@ -28,7 +28,7 @@ pytestmark = pytest.mark.cluster
 TICK_RE = re.compile(r"tick (\d+)")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def env(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, Client]]:
     """Config, node operations and a client on the session's cluster."""
     data_dir = devcluster.data_dir
@@ -60,9 +60,12 @@ def _wait_ticks(ops: LibvirtNodeOps, node: objects.Node, name: str, above: int) 
     raise AssertionError(f"no tick above {above} from {name}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def running_file_instance(env: Any) -> Iterator[objects.Instance]:
-    """A 128 MiB file-template instance with a 32 MiB dirtier, running on the first node."""
+    """A 128 MiB file-template instance with a 32 MiB dirtier on the first node (shared).
+
+    The tests run in file order; each leaves it running on the first node.
+    """
     config, ops, _ = env
     image = build_guest()
     nodes = sorted(config.node_names())

@@ -409,12 +409,12 @@ def test_abort_event_is_honoured(ctx: Context, ops: FakeNodeOps, config: ConfigS
         self.abort_event.set()
         original(self, feedback_fn)
 
-    instance_migration.TLMigrateInstance._exec_migration = exec_with_abort  # type: ignore[method-assign]
+    instance_migration.TLMigrateInstance._exec_migration = exec_with_abort  # type: ignore[method-assign,assignment]
     try:
         with pytest.raises(MigrationAborted):
             run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     finally:
-        instance_migration.TLMigrateInstance._exec_migration = original  # type: ignore[method-assign]
+        instance_migration.TLMigrateInstance._exec_migration = original  # type: ignore[method-assign,assignment]
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
     assert running_on(ops) == [N1]
 
@@ -427,7 +427,7 @@ def test_abort_after_switch_over_reports_truth(
         ops.add_domain(N2, INST)
         raise MigrationFailed("aborted by user", node=N1, aborted=True, switched_over=True)
 
-    ops._op_migrate_instance = switched_then_failed  # type: ignore[method-assign]
+    ops._op_migrate_instance = switched_then_failed  # type: ignore[method-assign,assignment]
     _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert any("abort came after the switch-over" in line for line in lines)
@@ -439,7 +439,7 @@ def test_failure_with_unclear_state(ctx: Context, ops: FakeNodeOps, config: Conf
         ops.add_domain(N1, INST, state=constants.DOMSTATE_PAUSED)
         raise MigrationFailed("connection lost", node=N1)
 
-    ops._op_migrate_instance = paused_then_failed  # type: ignore[method-assign]
+    ops._op_migrate_instance = paused_then_failed  # type: ignore[method-assign,assignment]
     with pytest.raises(OpExecError, match="state unclear.*--cleanup"):
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
