@@ -107,6 +107,8 @@ class Job:
     received_ts: float = field(default_factory=time.time)
     start_ts: float | None = None
     end_ts: float | None = None
+    # when every lock was held and the LU's checks and Exec began (Ganeti's exec_timestamp)
+    exec_ts: float | None = None
     log: list[tuple[float, str, str]] = field(default_factory=list)
     result: Any = None
     error: dict[str, Any] | None = None
@@ -194,6 +196,12 @@ class JobStore:
         job.status = JOB_STATUS_RUNNING
         job.start_ts = time.time()
         self.save(job)
+
+    def mark_executing(self, job: Job) -> None:
+        """Record that the job holds its locks and its operation now runs."""
+        with self._write_lock:
+            job.exec_ts = time.time()
+            self.save(job)
 
     def append_log(self, job: Job, message: str, log_type: str = ELOG_MESSAGE) -> None:
         """Add one feedback line (timestamped) and persist it at once."""

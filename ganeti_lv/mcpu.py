@@ -83,30 +83,29 @@ class Processor:
         self._job, self._feedback_fn = job, feedback_fn
         self.ctx.jobs.start(job)
         try:
-            result = self._execute(op)
-        except KeyboardInterrupt as err:
-            self.ctx.jobs.finish_error(job, err, canceled=True)
-            raise
-        except BaseException as err:
-            self.ctx.jobs.finish_error(job, err)
-            raise
+            return self._execute(op, job)
         finally:
             self._job, self._feedback_fn = None, None
-        self.ctx.jobs.finish_success(job, result)
-        return result
 
-    def _execute(self, op: OpCode) -> Any:
-        lu_class = LU_REGISTRY.get(type(op))
-        if lu_class is None:
-            raise OpPrereqError(f"Cannot handle opcode {op.OP_ID}", ECODE_INVAL)
+    def _execute(self, op: OpCode, job: Job) -> Any:
+        """Run ``op``; the job's end is recorded while its locks are still held.
+
+        So a job waiting for the same locks always starts executing after the
+        recorded end of the one it waited for.
+        """
         locks = self.ctx.locks
-        if any(locks.owned(level) for level in locking.LEVELS):
-            # The finally below would drop the outer operation's locks.
-            raise OpExecError(
-                f"Cannot run {op.OP_ID} inside another operation (locks already held)",
-                ECODE_FAULT,
-            )
+        release = False
         try:
+            lu_class = LU_REGISTRY.get(type(op))
+            if lu_class is None:
+                raise OpPrereqError(f"Cannot handle opcode {op.OP_ID}", ECODE_INVAL)
+            if any(locks.owned(level) for level in locking.LEVELS):
+                # Releasing at the end would drop the outer operation's locks.
+                raise OpExecError(
+                    f"Cannot run {op.OP_ID} inside another operation (locks already held)",
+                    ECODE_FAULT,
+                )
+            release = True
             locks.acquire(
                 locking.LEVEL_CLUSTER,
                 [locking.BGL_NAME],
@@ -121,9 +120,19 @@ class Processor:
                     f"{lu_class.__name__}.ExpandNames did not set needed_locks to a dict",
                     ECODE_FAULT,
                 )
-            return self._run_with_retries(lu)
+            result = self._run_with_retries(lu)
+        except KeyboardInterrupt as err:
+            self.ctx.jobs.finish_error(job, err, canceled=True)
+            raise
+        except BaseException as err:
+            self.ctx.jobs.finish_error(job, err)
+            raise
+        else:
+            self.ctx.jobs.finish_success(job, result)
+            return result
         finally:
-            locks.release_all()
+            if release:
+                locks.release_all()
 
     def _run_with_retries(self, lu: LogicalUnit) -> Any:
         attempt = 0
@@ -157,6 +166,8 @@ class Processor:
         return self._exec_lu(lu)
 
     def _exec_lu(self, lu: LogicalUnit) -> Any:
+        if self._job is not None:
+            self.ctx.jobs.mark_executing(self._job)
         lu.CheckPrereq()
         hm = self._hooks_master(lu)
         pre_results = hm.run_phase(constants.HOOKS_PHASE_PRE)

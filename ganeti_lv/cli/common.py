@@ -203,7 +203,10 @@ def render_rich_table(
 
 @dataclass
 class CliEnv:
-    """What a command handler gets; tests inject ``node_ops``, ``ask`` and streams."""
+    """What a command handler gets; tests inject ``node_ops``, ``ask`` and streams.
+
+    ``lock_timeout`` (seconds, None: wait) comes from ``--lock-timeout``.
+    """
 
     data_dir: str
     node_ops: Any = None
@@ -211,6 +214,7 @@ class CliEnv:
     out: TextIO | None = None
     err: TextIO | None = None
     client_factory: Callable[..., Any] | None = None
+    lock_timeout: float | None = None
     _client: Any = field(default=None, repr=False)
 
     @property
@@ -253,11 +257,15 @@ class CliEnv:
         """The library client for this data dir (built once)."""
         if self._client is None:
             if self.client_factory is not None:
-                self._client = self.client_factory(data_dir=self.data_dir, node_ops=self.node_ops)
+                self._client = self.client_factory(
+                    data_dir=self.data_dir, node_ops=self.node_ops, lock_timeout=self.lock_timeout
+                )
             else:
                 from ganeti_lv.client import Client
 
-                self._client = Client(data_dir=self.data_dir, node_ops=self.node_ops)
+                self._client = Client(
+                    data_dir=self.data_dir, node_ops=self.node_ops, lock_timeout=self.lock_timeout
+                )
         return self._client
 
     def feedback(self, msg: Any) -> None:

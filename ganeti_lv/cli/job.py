@@ -12,7 +12,7 @@ from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
-JOB_FIELDS = ("id", "status", "summary", "op_id", "received", "start", "end", "pid")
+JOB_FIELDS = ("id", "status", "summary", "op_id", "received", "start", "exec", "end", "pid")
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")
 JOB_HEADERS = {
     "id": "ID",
@@ -21,13 +21,23 @@ JOB_HEADERS = {
     "op_id": "OpCode",
     "received": "Received",
     "start": "Started",
+    "exec": "Executed",
     "end": "Ended",
     "pid": "PID",
 }
 
 
+def format_timestamp(value: float) -> str:
+    """Ganeti's timestamp form with microseconds: ``2024-05-01 12:00:03.250000``."""
+    seconds = int(value)
+    usecs = round((value - seconds) * 1_000_000)
+    if usecs >= 1_000_000:
+        seconds, usecs = seconds + 1, usecs - 1_000_000
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{usecs:06d}"
+
+
 def _ts(value: float | None) -> str | None:
-    return None if value is None else time.ctime(value)
+    return None if value is None else format_timestamp(value)
 
 
 def _job_store(env: CliEnv) -> Any:
@@ -44,6 +54,7 @@ def _field(job: Any, name: str) -> Any:
         "op_id": job.op_id,
         "received": _ts(job.received_ts),
         "start": _ts(job.start_ts),
+        "exec": _ts(job.exec_ts),
         "end": _ts(job.end_ts),
         "pid": job.pid,
     }[name]
@@ -68,6 +79,7 @@ def _job_lines(job: Any) -> list[str]:
         f"  PID: {job.pid}",
         f"  Received: {_ts(job.received_ts)}",
         f"  Processing start: {_ts(job.start_ts) or 'N/A'}",
+        f"  Execution start: {_ts(job.exec_ts) or 'N/A'}",
         f"  Processing end: {_ts(job.end_ts) or 'N/A'}",
         "  Opcodes:",
         f"    OP_ID: {job.op_id}",
@@ -86,7 +98,7 @@ def _job_lines(job: Any) -> list[str]:
         lines.append(f"    Result: {json.dumps(job.result, sort_keys=True)}")
     lines.append("    Execution log:")
     for timestamp, log_type, message in job.log:
-        lines.append(f"      {time.ctime(timestamp)}:{log_type} {message}")
+        lines.append(f"      {format_timestamp(timestamp)}:{log_type} {message}")
     return lines
 
 

@@ -47,6 +47,16 @@ def _command_modules() -> list[ModuleType]:
     return modules
 
 
+def _lock_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: '{text}'") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got '{text}'")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``gnt-lv`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -58,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cluster data dir (default: $GANETI_LV_DATA_DIR or /var/lib/ganeti-lv)",
     )
     parser.add_argument("--debug", action="store_true", help="Show tracebacks of internal errors")
+    parser.add_argument(
+        "--lock-timeout",
+        type=_lock_timeout,
+        default=None,
+        metavar="SECONDS",
+        help="Fail when a lock is not free within SECONDS (default: wait for it)",
+    )
     parser.add_argument("--version", action="version", version=f"gnt-lv {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="GROUP")
     subparsers.required = True
@@ -84,6 +101,7 @@ def main(
     env = CliEnv(
         data_dir=default_data_dir(opts.data_dir),
         node_ops=node_ops,
+        lock_timeout=opts.lock_timeout,
         ask=ask,
         client_factory=client_factory,
     )
