@@ -204,13 +204,35 @@ class LockManager:
         wanted = sorted(set(names) - set(held))
         if not wanted:
             return self.owned(level)
-        taken: list[str] = []
         # Holding the whole level, our own exclusive gate already keeps others out.
         gate_fd = None if level in state.gates else self._open(level, _GATE)
         try:
             if gate_fd is not None:
                 self._lock_fd(gate_fd, True, deadline, self._timeout_msg(level_name, None, timeout))
-            for name in wanted:
+            self._take(level, wanted, shared, deadline, timeout)
+        finally:
+            if gate_fd is not None:
+                os.close(gate_fd)
+        return self.owned(level)
+
+    def _take(
+        self,
+        level: int,
+        names: Iterable[str],
+        shared: bool,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> list[str]:
+        """Lock each of ``names`` in order and record it as held; all or nothing.
+
+        On any failure the names this call took are released again and the
+        error (e.g. LockTimeout) propagates.
+        """
+        held = self._state.held.setdefault(level, {})
+        level_name = LEVEL_NAMES.get(level, str(level))
+        taken: list[str] = []
+        try:
+            for name in names:
                 fd = self._open(level, _file_name(name))
                 try:
                     self._lock_fd(
@@ -225,10 +247,7 @@ class LockManager:
             for name in taken:
                 os.close(held.pop(name)[0])
             raise
-        finally:
-            if gate_fd is not None:
-                os.close(gate_fd)
-        return self.owned(level)
+        return taken
 
     @staticmethod
     def _timeout_msg(level_name: str, name: str | None, timeout: float | None) -> str:
@@ -255,7 +274,6 @@ class LockManager:
             )
         level_name = LEVEL_NAMES[level]
         gate_fd = self._open(level, _GATE)
-        taken: list[str] = []
         try:
             # The gate is taken exclusively even for a shared ALL_SET, so the
             # list of names below is complete; it is let go afterwards.
@@ -266,20 +284,8 @@ class LockManager:
                 for f in os.listdir(self._level_dir(level))
                 if f.endswith(_SUFFIX)
             }
-            for name in sorted(known | existing):
-                fd = self._open(level, _file_name(name))
-                try:
-                    self._lock_fd(
-                        fd, shared, deadline, self._timeout_msg(level_name, name, timeout)
-                    )
-                except BaseException:
-                    os.close(fd)
-                    raise
-                held[name] = (fd, shared)
-                taken.append(name)
+            taken = self._take(level, sorted(known | existing), shared, deadline, timeout)
         except BaseException:
-            for name in taken:
-                os.close(held.pop(name)[0])
             os.close(gate_fd)
             raise
         if self.names_fn is not None:
