@@ -37,6 +37,7 @@ from typing import Any, NoReturn, TypeVar
 import paramiko
 
 from ganeti_lv import retry
+from ganeti_lv.config import write_file_atomically
 from ganeti_lv.errors import (
     ECODE_NOENT,
     HostKeyError,
@@ -184,21 +185,6 @@ def fetch_host_key(
             sock.close()
 
 
-def _atomic_write_text(path: str, text: str, mode: int) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_known_hosts(path: str) -> list[str]:
     try:
         with open(path) as fh:
@@ -227,7 +213,7 @@ def known_hosts_add(path: str, host: str, port: int, key_line: str) -> None:
         kept.append(line)
     kept.append(f"{name} {keytype} {b64}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_write_text(path, "\n".join(kept) + "\n", 0o600)
+    write_file_atomically(path, ("\n".join(kept) + "\n").encode(), mode=0o600)
 
 
 def known_hosts_remove(path: str, host: str, port: int = DEFAULT_PORT) -> int:
@@ -236,7 +222,7 @@ def known_hosts_remove(path: str, host: str, port: int = DEFAULT_PORT) -> int:
     lines = _read_known_hosts(path)
     kept = [ln for ln in lines if not (ln.split() and name in ln.split()[0].split(","))]
     if len(kept) != len(lines):
-        _atomic_write_text(path, "".join(ln + "\n" for ln in kept), 0o600)
+        write_file_atomically(path, "".join(ln + "\n" for ln in kept).encode(), mode=0o600)
     return len(lines) - len(kept)
 
 

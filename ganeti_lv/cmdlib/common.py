@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
@@ -13,36 +13,34 @@ if TYPE_CHECKING:
     from ganeti_lv.cmdlib.base import LogicalUnit
 
 
+T = TypeVar("T")
+
+
+def _known(found: T | None, kind: str, name: str) -> T:
+    """``found``, or OpPrereqError(ECODE_NOENT) "<kind> '<name>' not known" when None."""
+    if found is None:
+        raise OpPrereqError(f"{kind} '{name}' not known", ECODE_NOENT)
+    return found
+
+
 def expand_instance(cfg: ConfigStore, name: str) -> str:
     """Full instance name for ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
-    full = cfg.expand_instance_name(name)
-    if full is None:
-        raise OpPrereqError(f"Instance '{name}' not known", ECODE_NOENT)
-    return full
+    return _known(cfg.expand_instance_name(name), "Instance", name)
 
 
 def expand_node(cfg: ConfigStore, name: str) -> str:
     """Full node name for ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
-    full = cfg.expand_node_name(name)
-    if full is None:
-        raise OpPrereqError(f"Node '{name}' not known", ECODE_NOENT)
-    return full
+    return _known(cfg.expand_node_name(name), "Node", name)
 
 
 def get_node(cfg: ConfigStore, name: str) -> Node:
     """The node ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
-    node = cfg.get_node(name)
-    if node is None:
-        raise OpPrereqError(f"Node '{name}' not known", ECODE_NOENT)
-    return node
+    return _known(cfg.get_node(name), "Node", name)
 
 
 def get_instance(cfg: ConfigStore, name: str) -> Instance:
     """The instance ``name``; OpPrereqError(ECODE_NOENT) if unknown."""
-    inst = cfg.get_instance(name)
-    if inst is None:
-        raise OpPrereqError(f"Instance '{name}' not known", ECODE_NOENT)
-    return inst
+    return _known(cfg.get_instance(name), "Instance", name)
 
 
 def check_node_online(cfg: ConfigStore, node_name: str, msg: str | None = None) -> None:
