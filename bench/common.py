@@ -280,6 +280,9 @@ class TickWatcher:
         """Read new console output; return how many ticks arrived."""
         try:
             with open(self.path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < self.offset:
+                    # The log was replaced or truncated (domain re-created): start over.
+                    self.offset, self.partial = 0, ""
                 fh.seek(self.offset)
                 data = fh.read()
         except FileNotFoundError:

@@ -297,7 +297,7 @@ def markdown(results: dict[str, Any]) -> str:
         if case not in CASES:
             continue
         if "error" in res:
-            rows.append([case, "error", res["error"][-200:], "", "", "", "", ""])
+            rows.append([case, "error", res["error"][-200:], "", "", "", "", "", ""])
             continue
         label = f"{case}: {res['disk_mib']} MiB disk, {res['written_mib']} MiB random"
         for tool in ("ganeti_lv", "raw_pipe", "local_cp"):
@@ -317,6 +317,9 @@ def markdown(results: dict[str, Any]) -> str:
                     r["wire_bytes"] / MIB,
                     r["target_allocated"] / MIB,
                     r["heartbeat_gap_max"],
+                    ", ".join(
+                        stats.fmt(x["heartbeat_gap"], 1) for x in res.get("runs", {}).get(tool, [])
+                    ),
                 ]
             )
     headers = [
@@ -328,5 +331,6 @@ def markdown(results: dict[str, Any]) -> str:
         "wire MiB",
         "allocated on target MiB",
         "longest heartbeat gap s",
+        "gap per run s",
     ]
     return stats.markdown_table(headers, rows)

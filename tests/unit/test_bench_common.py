@@ -169,3 +169,12 @@ def test_export_targets() -> None:
     table = export.markdown(results)
     assert "| full: 1024 MiB disk, 1024 MiB random | ganeti lv | 8.00 |" in table
     assert all(math.isnan(t.value) for t in export.targets({}))
+
+
+def test_tick_watcher_starts_over_when_the_log_is_replaced(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("x" * 100 + "\n")
+    watcher = common.TickWatcher(str(log), clock=lambda: 5.0)
+    log.write_text("tick 1\n")  # shorter than what was read: a new file
+    assert watcher.poll() == 1
+    assert watcher.arrivals == [5.0]
