@@ -297,11 +297,14 @@ def markdown(results: dict[str, Any]) -> str:
             verdict = "yes" if r.get("converged") else "no"
             if r.get("aborted_after_cap"):
                 verdict += " (aborted at the cap)"
-            frows.append([tool, verdict, r.get("wall", float("nan"))])
+            note = ""
+            if not r.get("converged") and r.get("output_tail"):
+                note = str(r["output_tail"][-1])[:160]
+            frows.append([tool, verdict, r.get("wall", float("nan")), note])
         text += (
             f"\n\nDirtier {fast['dirty_mib']} MiB in a {fast['memory_mib']} MiB guest, "
             f"bandwidth limited to {fast['bandwidth']} MiB/s:\n\n"
-            + stats.markdown_table(["tool", "converged", "wall s"], frows)
+            + stats.markdown_table(["tool", "converged", "wall s", "how it ended"], frows)
         )
     elif fast:
         text += f"\n\nFast-dirtier case failed: {fast['error'][-300:]}"
