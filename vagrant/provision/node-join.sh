@@ -33,7 +33,8 @@ done <<<"$HOSTS_LINES"
 
 log "copying the test guest from $MASTER_NAME"
 install -d -m 755 "$GUEST_DIR"
-rsync -a -e "ssh -i /root/.ssh/id_cluster" "root@$MASTER_ADDRESS:$GUEST_DIR/" "$GUEST_DIR/"
+rsync -a --exclude debs/ -e "ssh -i /root/.ssh/id_cluster" \
+  "root@$MASTER_ADDRESS:$GUEST_DIR/" "$GUEST_DIR/"
 
 if on_node "$MASTER_ADDRESS" "$GNT_LV" node list --no-headers -o name 2>/dev/null \
   | grep -qx "$NODE_NAME"; then
