@@ -6,8 +6,8 @@ running on exactly one node, which the configuration names, checked against
 every node's libvirt; the failover with an offline primary comes last.
 
 Findings under TCG (see ganeti_lv.hypervisor.libvirt.migration): post-copy
-works, auto-converge works but needs many passes at 8 MiB/s, so the policy
-tests use post-copy (escalation) and the completion timeout (abort).
+and auto-converge both work; the slow-link tests show the policy aborting
+(no escalation), escalating to post-copy, and auto-converge converging.
 """
 
 from __future__ import annotations
@@ -229,6 +229,33 @@ def test_slow_link_escalates_to_postcopy(env: Env) -> None:
     assert steps[-1] == "post-copy", summary
     assert all(s.startswith("downtime ") for s in steps[:-1]), summary
     wait_tick_above(env.ops, env.node(dst), NAME, _ticks_now(env, dst))
+
+
+@pytest.mark.timeout(300)
+def test_slow_link_converges_with_auto_converge(env: Env) -> None:
+    """Without post-copy the policy's last resort is qemu throttling the guest's vCPUs."""
+    src, dst = env.primary(), env.other()
+    lines: list[str] = []
+    op = OpInstanceMigrate(
+        instance_name=NAME,
+        target_node=dst,
+        migration_bandwidth=SLOW,
+        migration_caps="auto-converge",
+        progress_timeout=10,
+    )
+    env.client.submit(op, feedback_fn=lines.append)
+    assert wait_single(env.config, env.ops, NAME) == dst
+    summary = [x for x in lines if x.startswith("migration completed")][0]
+    assert re.search(r"auto-converge throttled the guest up to \d+%", summary), summary
+    assert "post-copy" not in summary
+    try:
+        wait_tick_above(env.ops, env.node(dst), NAME, _ticks_now(env, dst), timeout=60)
+    except AssertionError:
+        state = env.devcluster.virsh(dst, "domstate", "--reason", NAME, check=False)
+        stats = env.devcluster.virsh(dst, "domstats", "--cpu-total", NAME, check=False)
+        raise AssertionError(f"guest silent after migration: {lines}\n{state}\n{stats}") from None
+    env.client.submit(OpInstanceMigrate(instance_name=NAME, target_node=src))
+    assert wait_single(env.config, env.ops, NAME) == src
 
 
 # --------------------------------------------------------------- refusals
