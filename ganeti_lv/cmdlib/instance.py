@@ -139,12 +139,12 @@ def check_not_running_elsewhere(
 ) -> None:
     """ECODE_STATE if the instance runs on a node other than its primary (ERROR_wrongnode).
 
-    Offline nodes are skipped; an online node that cannot be asked only
-    produces a warning through ``warn_fn``.
+    Offline and non-vm_capable nodes are skipped; an online node that cannot
+    be asked only produces a warning through ``warn_fn``.
     """
     elsewhere = []
     for name, node in sorted(data.nodes.items()):
-        if name == instance.primary_node or node.offline:
+        if name == instance.primary_node or node.offline or not node.vm_capable:
             continue
         result = rpc.instance_info(node, instance.name)
         if not result.ok:

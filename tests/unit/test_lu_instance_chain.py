@@ -164,12 +164,15 @@ def test_startup_ignores_stopped_copies_and_warns_for_unreachable_nodes(
     assert fake_ops.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
 
 
-def test_startup_skips_offline_nodes(
+def test_startup_skips_offline_and_non_vm_capable_nodes(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    fake_ops.add_domain(N3, INST)  # stale knowledge of an offline node is not asked
+    fake_ops.add_domain(N2, INST)  # nodes that are offline or run no VMs are not asked
+    fake_ops.add_domain(N3, INST)
     with config.update() as data:
+        data.nodes[N2].vm_capable = False
         data.nodes[N3].offline = True
     run(ctx, OpInstanceStartup(instance_name=INST))
+    assert not fake_ops.calls_to("instance_info", N2)
     assert not fake_ops.calls_to("instance_info", N3)
     assert fake_ops.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
