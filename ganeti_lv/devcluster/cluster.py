@@ -163,6 +163,9 @@ class DevCluster:
                 os.makedirs(os.path.join(node.host_dir, sub), exist_ok=True)
                 os.makedirs(mount, exist_ok=True)
             os.makedirs(node.sshd_dir, exist_ok=True)
+            # As the libvirt package leaves it on a real host: qemu's log
+            # directory exists before the first domain arrives (also by migration).
+            os.makedirs(os.path.join(node.host_dir, "log-libvirt", "qemu"), exist_ok=True)
             key = os.path.join(node.sshd_dir, "ssh_host_ed25519_key")
             _keygen(key, f"root@{node.name}")
             host_keys[node.name] = _pubkey(key + ".pub")
