@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gnt_helpers import Gnt, node
+from gnt_helpers import Gnt, console, node
 from migrate_helpers import (
     CliMigration,
     install_hook,
@@ -153,17 +153,21 @@ class Background:
 
 
 @pytest.mark.timeout(420)
-def test_live_migration_and_back(env: Env) -> None:
+def test_live_migration_and_back_non_live(env: Env) -> None:
     src, dst = env.primary(), env.other()
     before = wait_tick_above(env.ops, env.node(src), NAME, 0)
-    for b in (dst, src):
+    for b, mode in ((dst, "live"), (src, "non-live")):
         lines: list[str] = []
-        env.client.submit(OpInstanceMigrate(instance_name=NAME, target_node=b), lines.append)
+        op = OpInstanceMigrate(instance_name=NAME, target_node=b, mode=mode)
+        env.client.submit(op, lines.append)
         assert wait_single(env.config, env.ops, NAME) == b
         # the console log is node-local: ticks go on on the target without a new boot
         before = wait_tick_above(env.ops, env.node(b), NAME, before)
         summary = [x for x in lines if x.startswith("migration completed")]
         assert summary and re.search(r"total time [0-9.]+ s, downtime \d+ ms", summary[0])
+        assert any(f"to {b} ({mode})" in x for x in lines), lines
+        if b == dst:  # a fresh console log there: no boot, only the continued ticks
+            assert "GUEST-READY" not in console(env.ops, env.node(b), NAME)
     # the pattern the guest wrote at boot is intact on the shared image
     out = env.devcluster.node_exec(
         src, ["sh", "-c", f"head -c 4M {_image(env)} | sha256sum"]

@@ -475,6 +475,8 @@ def test_cleanup_source_only_cleans_leftovers(
     assert INST not in ops.node(N3).domains and not ops.node(N3).files
     assert running_on(ops) == [N1]
     assert ops.calls_to("paths_exist", N3)[0].args[0][0] == disk_dir(cluster, inst)
+    # the orphaned outgoing job on the source is aborted before the leftover goes
+    assert [c.args for c in ops.calls_to("abort_migration", N1)] == [(INST,)]
 
 
 def test_cleanup_running_on_two_nodes(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
