@@ -533,6 +533,8 @@ def test_failover_shared_with_offline_primary(
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert N2 in running_on(ops)
     assert not ops.calls_to("shutdown_instance")
+    # the shared disk chain is repaired from the target, the offline node is not touched
+    assert ops.calls_to("repair_disk_chain", N2) and not ops.calls_to("repair_disk_chain", N1)
 
 
 def test_failover_shutdown_failure_refused_without_ignore_consistency(
