@@ -1,6 +1,8 @@
 """Migration of a ``sharedfile`` instance on the local cluster: policy, refusals and faults.
 
-One 128 MiB guest running its 32 MiB memory dirtier is shared by the tests
+Tests marked ``faults`` (daemons killed, links cut, processes killed, a node
+taken down) need the local namespace cluster. One 128 MiB guest running its
+32 MiB memory dirtier is shared by the tests
 of this module (module scope; they run in file order). Every test leaves it
 running on exactly one node, which the configuration names, checked against
 every node's libvirt; the failover with an offline primary comes last.
@@ -34,7 +36,6 @@ from migrate_helpers import (
 from ganeti_lv import constants, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_NORES,
@@ -47,7 +48,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.opcodes import OpClusterVerify, OpInstanceFailover, OpInstanceMigrate
 
-pytestmark = [pytest.mark.cluster, pytest.mark.faults]
+pytestmark = pytest.mark.cluster
 
 NAME = "migsh"
 SLOW = 8  # MiB/s: the 32 MiB dirtier never converges at this bandwidth by itself
@@ -87,8 +88,6 @@ class Env:
 @pytest.fixture(scope="module")
 def shared(devcluster: Any) -> Iterator[str]:
     """The module's running sharedfile instance (on the first node at the start)."""
-    if not isinstance(devcluster, DevCluster):
-        pytest.skip("fault injection needs the local namespace cluster")
     env = Env(devcluster)
     make_instance(
         env.config, env.ops, NAME, constants.DT_SHARED_FILE, env.nodes[0], "52:54:00:4c:57:21"
@@ -333,6 +332,7 @@ def test_sigint_aborts_and_keeps_the_instance(env: Env) -> None:
     _unchanged(env, src, serial)
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_target_libvirtd_killed_mid_migration(env: Env) -> None:
     src, dst = env.primary(), env.other()
@@ -352,6 +352,7 @@ def test_target_libvirtd_killed_mid_migration(env: Env) -> None:
     _unchanged(env, src, serial)
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_target_link_cut_mid_migration(env: Env) -> None:
     src, dst = env.primary(), env.other()
@@ -392,6 +393,7 @@ def _wait_no_job(env: Env, where: str, timeout: float = 180) -> None:
     raise AssertionError(f"the migration job of {NAME} on {where} never ended")
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_sigkill_then_verify_and_cleanup(env: Env) -> None:
     src, dst = env.primary(), env.other()
@@ -422,6 +424,7 @@ def test_sigkill_then_verify_and_cleanup(env: Env) -> None:
 # --------------------------------------------------- failover (runs last)
 
 
+@pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_failover_with_primary_offline(env: Env) -> None:
     src, dst = env.primary(), env.other()
