@@ -1,13 +1,22 @@
 """The cluster configuration store: one JSON file, atomic and serialised.
 
-Reads take a fresh snapshot from disk every time (the file is small and
-several processes may change it). Writes are read-modify-write cycles under
+Reads are served from a per-store cache of the parsed file, checked against
+the file on every read: the cache is keyed by the file's identity and
+change stamps (device, inode, size, mtime and ctime in ns) and the store
+keeps the cached file open, so its inode cannot be freed and reused by a
+newer version (configuration files are only ever replaced by a rename, never
+rewritten in place by ganeti_lv). A write by any other process is therefore
+seen by the next read. Callers always get their own deep copies (whole
+snapshot, or the one cluster/node/instance object they asked for), so they
+may change what they got without touching the cache. Writes are read-modify-write cycles under
 an exclusive ``flock`` on a separate lock file (``config.json.lock``; the
 configuration file itself is replaced on every write, so it cannot carry the
 lock). The new version is written to a temporary file in the same directory,
 fsynced, renamed over the old file and the directory is fsynced: a process
 killed at any point leaves either the old or the new version, never a mix.
-Every write bumps the serial number.
+Every write bumps the serial number. A read-modify-write checks the cache
+against the file while holding the lock, so it never starts from a stale
+version.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ganeti_lv import paths
@@ -77,6 +88,29 @@ def write_file_atomically(path: str, data: bytes, mode: int = 0o640) -> None:
     _fsync_dir(directory)
 
 
+_StatKey = tuple[int, int, int, int, int]
+
+
+def _stat_key(st: os.stat_result) -> _StatKey:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass
+class _Cached:
+    """The parsed configuration file, the open file it came from and its stat key."""
+
+    fd: int
+    key: _StatKey
+    data: ConfigData
+
+
+def _close_fd(holder: list[int]) -> None:
+    for fd in holder:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    holder.clear()
+
+
 class ConfigStore:
     """Access to the cluster configuration file of a data dir.
 
@@ -91,6 +125,11 @@ class ConfigStore:
         self.data_dir = data_dir
         self.path = paths.config_file(data_dir)
         self.lock_path = self.path + ".lock"
+        self._cached: _Cached | None = None
+        self._cache_lock = threading.Lock()
+        # The cached file's descriptor is closed when the store goes away.
+        self._cache_fds: list[int] = []
+        weakref.finalize(self, _close_fd, self._cache_fds)
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -110,21 +149,66 @@ class ConfigStore:
 
     # ---------------------------------------------------------------- reads
     def read(self) -> ConfigData:
-        """Return a fresh snapshot of the whole configuration."""
+        """Return a snapshot of the whole configuration (the caller's own copy)."""
+        return self._snapshot().copy()
+
+    def _snapshot(self) -> ConfigData:
+        """The cached configuration, refreshed if the file changed; never hand it out."""
         try:
-            with open(self.path, "rb") as fobj:
-                raw = fobj.read()
+            key = _stat_key(os.stat(self.path))
         except FileNotFoundError:
-            raise ConfigurationError(
-                f"Cluster configuration file {self.path} not found; is the cluster "
-                "initialised? (gnt-lv cluster init)",
-                ECODE_NOENT,
-            ) from None
+            raise self._not_found() from None
         except OSError as err:
             raise ConfigurationError(
                 f"Cannot read cluster configuration file {self.path}: {err}"
             ) from err
-        return self._parse(raw)
+        cached = self._cached
+        if cached is not None and cached.key == key:
+            return cached.data
+        return self._load()
+
+    def _not_found(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"Cluster configuration file {self.path} not found; is the cluster "
+            "initialised? (gnt-lv cluster init)",
+            ECODE_NOENT,
+        )
+
+    def _load(self) -> ConfigData:
+        """Read and parse the file now at the path and cache it (keeping it open)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise self._not_found() from None
+        except OSError as err:
+            raise ConfigurationError(
+                f"Cannot read cluster configuration file {self.path}: {err}"
+            ) from err
+        try:
+            key = _stat_key(os.fstat(fd))
+            with open(fd, "rb", closefd=False) as fobj:
+                raw = fobj.read()
+            data = self._parse(raw)
+        except OSError as err:
+            os.close(fd)
+            raise ConfigurationError(
+                f"Cannot read cluster configuration file {self.path}: {err}"
+            ) from err
+        except BaseException:
+            os.close(fd)
+            raise
+        self._remember(fd, key, data)
+        return data
+
+    def _remember(self, fd: int, key: _StatKey, data: ConfigData) -> None:
+        """Make (fd, key, data) the cache; close the previously cached file."""
+        with self._cache_lock:
+            old = self._cached
+            self._cached = _Cached(fd, key, data)
+            self._cache_fds.append(fd)
+            if old is not None:
+                self._cache_fds.remove(old.fd)
+                os.close(old.fd)
 
     def _parse(self, raw: bytes) -> ConfigData:
         try:
@@ -155,24 +239,26 @@ class ConfigStore:
             ) from err
 
     def get_cluster(self) -> Cluster:
-        """The cluster settings."""
-        return self.read().cluster
+        """The cluster settings (the caller's own copy)."""
+        return self._snapshot().cluster.copy()
 
     def get_node(self, name: str) -> Node | None:
-        """The node called ``name`` (exact name), or None."""
-        return self.read().nodes.get(name)
+        """The node called ``name`` (exact name; the caller's own copy), or None."""
+        node = self._snapshot().nodes.get(name)
+        return None if node is None else node.copy()
 
     def get_instance(self, name: str) -> Instance | None:
-        """The instance called ``name`` (exact name), or None."""
-        return self.read().instances.get(name)
+        """The instance called ``name`` (exact name; the caller's own copy), or None."""
+        inst = self._snapshot().instances.get(name)
+        return None if inst is None else inst.copy()
 
     def node_names(self) -> list[str]:
         """Sorted names of all nodes."""
-        return sorted(self.read().nodes)
+        return sorted(self._snapshot().nodes)
 
     def instance_names(self) -> list[str]:
         """Sorted names of all instances."""
-        return sorted(self.read().instances)
+        return sorted(self._snapshot().instances)
 
     def expand_node_name(self, name: str) -> str | None:
         """Full node name for ``name`` (exact or unique short name), or None."""
@@ -207,8 +293,19 @@ class ConfigStore:
             os.close(fd)  # closing drops the flock
 
     def _write(self, data: ConfigData) -> None:
-        raw = json.dumps(data.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        """Save ``data`` (lock held) and cache a copy of it as the file now on disk."""
+        raw = json.dumps(data.to_dict(), separators=(",", ":")).encode()
         write_file_atomically(self.path, raw + b"\n")
+        # Nobody else writes while we hold the lock: the path is our file. The
+        # stat key is taken after the rename (a rename changes the ctime).
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            key = _stat_key(os.fstat(fd))
+            snapshot = data.copy()
+        except BaseException:
+            os.close(fd)
+            raise
+        self._remember(fd, key, snapshot)
 
     @contextlib.contextmanager
     def update(self) -> Iterator[ConfigData]:
@@ -219,7 +316,8 @@ class ConfigStore:
         save; an exception inside the block discards the changes.
         """
         with self._exclusive():
-            data = self.read()
+            # _snapshot() checks the file under the lock: never a stale start.
+            data = self._snapshot().copy()
             yield data
             data.serial += 1
             data.version = CONFIG_VERSION

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid as uuid_mod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -26,27 +27,152 @@ def new_uuid() -> str:
     return str(uuid_mod.uuid4())
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of ``value`` as JSON data (config objects become dicts)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: (v if type(v) in _SCALARS else _plain(v)) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else _plain(v) for v in value]
+    if isinstance(value, ConfigObject):
+        return value.to_dict()
+    return value
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of ``value`` (config objects copied with their ``copy``)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: (v if type(v) in _SCALARS else _copied(v)) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else _copied(v) for v in value]
+    if isinstance(value, ConfigObject):
+        return value.copy()
+    return value
+
+
+_SCALAR_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "None"})
+
+
+class _Spec:
+    """What (de)serialising one ConfigObject class needs, computed once per class."""
+
+    __slots__ = ("names", "name_set", "containers", "copiers", "dumpers", "loaders", "fast")
+
+    def __init__(self, cls: type[ConfigObject]) -> None:
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        self.names: tuple[str, ...] = tuple(f.name for f in fields)
+        self.name_set = frozenset(self.names)
+        # Fields whose declared type may hold a list, dict or config object.
+        self.containers: tuple[str, ...] = tuple(
+            f.name
+            for f in fields
+            if not {part.strip() for part in str(f.type).split("|")} <= _SCALAR_TYPE_NAMES
+        )
+        # How copy() deep-copies each container field.
+        self.copiers: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
+            (
+                name,
+                _list_copier
+                if name in cls._NESTED_LISTS
+                else _dict_copier
+                if name in cls._NESTED_DICTS
+                else _copied,
+            )
+            for name in self.containers
+        )
+        # How to_dict() turns each container field into JSON data.
+        self.dumpers: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
+            (
+                name,
+                _list_dumper
+                if name in cls._NESTED_LISTS
+                else _dict_dumper
+                if name in cls._NESTED_DICTS
+                else _plain,
+            )
+            for name in self.containers
+        )
+        # How from_dict() builds each container field from JSON data.
+        loaders: dict[str, Callable[[Any], Any]] = dict.fromkeys(self.containers, _plain)
+        for key, sub in cls._NESTED.items():
+            loaders[key] = _nested_loader(sub)
+        for key, sub in cls._NESTED_LISTS.items():
+            loaders[key] = _list_loader(sub)
+        for key, sub in cls._NESTED_DICTS.items():
+            loaders[key] = _dict_loader(sub)
+        self.loaders: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(loaders.items())
+        # Objects may be built without __init__ when every field is given and
+        # __init__ does nothing beyond storing them.
+        self.fast = all(f.init for f in fields) and not hasattr(cls, "__post_init__")
+
+
+def _list_copier(value: list[ConfigObject]) -> list[ConfigObject]:
+    return [v.copy() for v in value]
+
+
+def _dict_copier(value: dict[str, ConfigObject]) -> dict[str, ConfigObject]:
+    return {k: v.copy() for k, v in value.items()}
+
+
+def _list_dumper(value: list[ConfigObject]) -> list[dict[str, Any]]:
+    return [v.to_dict() for v in value]
+
+
+def _dict_dumper(value: dict[str, ConfigObject]) -> dict[str, dict[str, Any]]:
+    return {k: v.to_dict() for k, v in value.items()}
+
+
+def _nested_loader(sub: type[ConfigObject]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else sub.from_dict(value)
+
+
+def _list_loader(sub: type[ConfigObject]) -> Callable[[Any], Any]:
+    return lambda value: [sub.from_dict(v) for v in value]
+
+
+def _dict_loader(sub: type[ConfigObject]) -> Callable[[Any], Any]:
+    return lambda value: {k: sub.from_dict(v) for k, v in value.items()}
+
+
 class ConfigObject:
-    """Mixin giving dataclasses a dict form (recursing into nested objects)."""
+    """Mixin giving dataclasses a dict form (recursing into nested objects).
+
+    ``to_dict``, ``from_dict`` and ``copy`` make deep copies of every list
+    and dict: an object never shares one with the data it came from or went
+    to. Fields declared with a scalar type (str, int, float, bool, None) are
+    expected to hold such values; the per-class field tables are computed
+    once, so these conversions stay cheap for thousands of objects.
+    """
 
     _NESTED: dict[str, type[ConfigObject]] = {}
     _NESTED_LISTS: dict[str, type[ConfigObject]] = {}
     _NESTED_DICTS: dict[str, type[ConfigObject]] = {}
 
+    @classmethod
+    def _spec(cls) -> _Spec:
+        spec = cls.__dict__.get("_spec_cache")
+        if spec is None:
+            spec = _Spec(cls)
+            cls._spec_cache = spec  # type: ignore[attr-defined]
+        return spec
+
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict of this object."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if isinstance(value, ConfigObject):
-                value = value.to_dict()
-            elif isinstance(value, list):
-                value = [v.to_dict() if isinstance(v, ConfigObject) else v for v in value]
-            elif isinstance(value, dict):
-                value = {
-                    k: (v.to_dict() if isinstance(v, ConfigObject) else v) for k, v in value.items()
-                }
-            out[f.name] = value
+        """Return a JSON-serialisable dict of this object (a deep copy)."""
+        cls = type(self)
+        spec = cls.__dict__.get("_spec_cache") or cls._spec()
+        attrs = self.__dict__
+        if len(attrs) == len(spec.names):
+            out = dict(attrs)
+        else:  # extra attributes set on the object are not configuration
+            out = {name: attrs[name] for name in spec.names}
+        for name, dumper in spec.dumpers:
+            value = out[name]
+            if type(value) not in _SCALARS:
+                out[name] = dumper(value)
         return out
 
     @classmethod
@@ -56,19 +182,18 @@ class ConfigObject:
             raise ConfigurationError(
                 f"{cls.__name__}: expected a mapping, got {type(data).__name__}"
             )
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = set(data) - names
-        if unknown:
+        spec = cls._spec()
+        if not spec.name_set.issuperset(data):
+            unknown = set(data) - spec.name_set
             raise ConfigurationError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in cls._NESTED and value is not None:
-                value = cls._NESTED[key].from_dict(value)
-            elif key in cls._NESTED_LISTS:
-                value = [cls._NESTED_LISTS[key].from_dict(v) for v in value]
-            elif key in cls._NESTED_DICTS:
-                value = {k: cls._NESTED_DICTS[key].from_dict(v) for k, v in value.items()}
-            kwargs[key] = value
+        kwargs = dict(data)
+        for key, loader in spec.loaders:
+            if key in kwargs:
+                kwargs[key] = loader(kwargs[key])
+        if spec.fast and len(kwargs) == len(spec.names):
+            obj = object.__new__(cls)
+            obj.__dict__.update(kwargs)
+            return obj
         try:
             return cls(**kwargs)
         except TypeError as err:
@@ -76,7 +201,18 @@ class ConfigObject:
 
     def copy(self: T) -> T:
         """Return a deep copy."""
-        return type(self).from_dict(self.to_dict())
+        cls = type(self)
+        spec = cls.__dict__.get("_spec_cache") or cls._spec()
+        if not spec.fast:
+            return cls.from_dict(self.to_dict())
+        attrs = self.__dict__.copy()
+        for name, copier in spec.copiers:
+            value = attrs[name]
+            if type(value) not in _SCALARS:
+                attrs[name] = copier(value)
+        new = object.__new__(cls)
+        new.__dict__ = attrs
+        return new
 
 
 @dataclass
