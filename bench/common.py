@@ -246,14 +246,29 @@ class BenchCluster:
 
         return self.host_path(node, console_log_path(instance))
 
-    def wait_console(self, instance: str, node: str, text: str, timeout: float = 90) -> None:
-        """Wait until the console log on ``node`` contains ``text``."""
+    def console_size(self, instance: str, node: str) -> int:
+        """Current size of the instance's console log on ``node`` (0 if none)."""
+        path = self.console_path(instance, node)
+        return os.path.getsize(path) if os.path.exists(path) else 0
+
+    def wait_console(
+        self, instance: str, node: str, text: str, timeout: float = 90, since: int = 0
+    ) -> None:
+        """Wait until the console log on ``node`` contains ``text`` after byte ``since``.
+
+        The log is appended to across boots (and survives the instance's
+        removal), so a caller waiting for this boot passes the size the log
+        had before the start (``console_size``).
+        """
         path = self.console_path(instance, node)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    if text in fh.read():
+                with open(path, "rb") as fh:
+                    if os.fstat(fh.fileno()).st_size < since:
+                        since = 0  # replaced by a new log
+                    fh.seek(since)
+                    if text in fh.read().decode("utf-8", errors="replace"):
                         return
             except FileNotFoundError:
                 pass

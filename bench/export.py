@@ -129,8 +129,11 @@ class ExportBench:
             ],
             timeout=300,
         )
+        # The console log of an earlier instance of the same name may still hold
+        # a GUEST-READY: wait for the one of this boot.
+        since = self.cl.console_size(self.name, SRC)
         self.cl.gnt("instance", "startup", self.name, timeout=300)
-        self.cl.wait_console(self.name, SRC, "GUEST-READY", timeout=120)
+        self.cl.wait_console(self.name, SRC, "GUEST-READY", timeout=120, since=since)
         self.source_allocated = allocated_bytes(self.disk_host_path)
 
     def teardown(self) -> None:
