@@ -121,7 +121,12 @@ class MigrationProgress:
 
 @dataclass
 class MigrationStats:
-    """Figures of a completed migration (downtime as libvirt measured it)."""
+    """Figures of a completed migration.
+
+    ``total_time`` and ``downtime_ms`` are libvirt's (the job's time_elapsed
+    and downtime) when it reported them; ``wall_time`` is ganeti_lv's own
+    clock around the libvirt call (None when not measured).
+    """
 
     total_time: float
     downtime_ms: int | None = None
@@ -132,6 +137,7 @@ class MigrationStats:
     policy_steps: list[str] = field(default_factory=list)
     abort_requested: bool = False
     max_throttle: int = 0
+    wall_time: float | None = None
 
     def format(self) -> str:
         """The summary line for the job log."""
@@ -140,6 +146,8 @@ class MigrationStats:
             f"migration completed: total time {self.total_time:.2f} s, downtime {downtime}, "
             f"{self.memory_transferred / MIB:.1f} MiB memory sent"
         )
+        if self.wall_time is not None:
+            text += f", migration call {self.wall_time:.2f} s"
         if self.disk_transferred:
             text += f", {self.disk_transferred / MIB:.1f} MiB disk"
         if self.max_throttle:

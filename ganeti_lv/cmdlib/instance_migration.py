@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ganeti_lv import constants, locking
@@ -105,6 +106,59 @@ class TLMigrateInstance(Tasklet):
         self.source: str = ""
         self.target: str | None = None
         self.abort_event = threading.Event()
+        # node queries of this operation, asked once (and in parallel up front)
+        self._probes: dict[tuple[str, str], NodeResult[Any]] = {}
+
+    # ----------------------------------------------------------- probes
+    def _probe(self, kind: str, node: Node, fn: Callable[[], NodeResult[Any]]) -> NodeResult[Any]:
+        """``fn()``'s result for (kind, node), asked of the node once per operation."""
+        key = (kind, node.name)
+        res = self._probes.get(key)
+        if res is None:
+            res = fn()
+            self._probes[key] = res
+        return res
+
+    def _node_info(self, node: Node) -> NodeResult[Any]:
+        return self._probe("node_info", node, lambda: self.rpc.node_info(node))
+
+    def _target_paths(self, node: Node) -> NodeResult[Any]:
+        paths = storage_paths(self._cluster(), self._inst())
+        return self._probe("paths", node, lambda: self.rpc.paths_exist(node, paths))
+
+    def _source_state(self) -> NodeResult[Any]:
+        src = self._node(self.source)
+        return self._probe(
+            "instance_info", src, lambda: self.rpc.instance_info(src, self._inst().name)
+        )
+
+    def _prefetch(self, targets: list[Node]) -> None:
+        """Ask the source and every candidate target their facts at the same time.
+
+        Each node's queries run in one thread, one after the other (its SSH
+        connection and libvirt connection are opened once, here, and reused
+        by the hooks and the migration). The checks then read the answers in
+        Ganeti's order, so errors are raised as if asked one by one. The
+        source's SSH connection is opened now too (a no-op command), in
+        parallel, instead of inside the hook phase.
+        """
+        src = self._node(self.source)
+
+        def source_side() -> None:
+            if not self.failover:
+                self._source_state()
+                self._node_info(src)
+                self.rpc.run_command(src, ["true"], 30)
+
+        def target_side(node: Node) -> None:
+            self._node_info(node)
+            self._target_paths(node)
+
+        jobs: list[Callable[[], None]] = [source_side]
+        jobs += [lambda n=n: target_side(n) for n in targets if not n.offline]  # type: ignore[misc]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
 
     # ----------------------------------------------------------- helpers
     @property
@@ -153,9 +207,12 @@ class TLMigrateInstance(Tasklet):
         if target and getattr(self.op, "iallocator", None):
             raise OpPrereqError("Do not specify both, iallocator and target node", ECODE_INVAL)
         if target:
+            self._prefetch([self._node(target)])
             self.target = target
             self._check_target(self._node(target), with_probes=True)
         else:
+            names = sorted(n for n in self.cfg.node_names() if n != self.source)
+            self._prefetch([self._node(n) for n in names])
             self.target = self._allocate()
         self.lu.ReleaseLocks(locking.LEVEL_NODE, keep=[self.source, self.target])
         self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
@@ -177,7 +234,7 @@ class TLMigrateInstance(Tasklet):
         if not with_probes:
             return
         starts = not self.failover or inst.admin_state == constants.ADMINST_UP
-        info = self.rpc.node_info(node).Raise(
+        info = self._node_info(node).Raise(
             f"Can't get data from node {node.name}", prereq=True, ecode=ECODE_ENVIRON
         )
         if starts:
@@ -234,7 +291,7 @@ class TLMigrateInstance(Tasklet):
 
     def _check_storage(self, node: Node) -> None:
         paths = storage_paths(self._cluster(), self._inst())
-        found = self.rpc.paths_exist(node, paths).Raise(
+        found = self._target_paths(node).Raise(
             f"Can't check storage paths on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
         )
         missing = [p for p in paths if not found.get(p)]
@@ -268,7 +325,7 @@ class TLMigrateInstance(Tasklet):
             except OpPrereqError as err:
                 reasons.append(f"{name}: {err.msg}")
                 continue
-            info = self.rpc.node_info(node)
+            info = self._node_info(node)
             free = info.payload.memory_free if info.ok and info.payload else 0
             candidates.append((free, name))
         if not candidates:
@@ -283,8 +340,7 @@ class TLMigrateInstance(Tasklet):
         return chosen
 
     def _check_running_on_primary(self) -> None:
-        inst = self._inst()
-        res = self.rpc.instance_info(self._node(self.source), inst.name)
+        res = self._source_state()
         running = res.ok and res.payload is not None and res.payload.state in _RUN_STATES
         if running:
             return
@@ -358,8 +414,8 @@ class TLMigrateInstance(Tasklet):
         self._recover(result, src, dst, copy, feedback_fn)
 
     def _check_versions(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
-        src_info = self.rpc.node_info(src).Raise(f"Can't get data from node {src.name}")
-        dst_info = self.rpc.node_info(dst).Raise(f"Can't get data from node {dst.name}")
+        src_info = self._node_info(src).Raise(f"Can't get data from node {src.name}")
+        dst_info = self._node_info(dst).Raise(f"Can't get data from node {dst.name}")
         warnings, errors = check_hv_versions(src_info, dst_info)
         for text in warnings:
             self.lu.LogWarning(text)

@@ -75,9 +75,10 @@ class StubGuest:
 class StubHost:
     """A node's libvirt with a dict of guests."""
 
-    def __init__(self, guests: dict[str, StubGuest]) -> None:
+    def __init__(self, guests: dict[str, StubGuest], bridges: list[str] | None = None) -> None:
         self.guests = guests
         self.defined: list[str] = []
+        self.libvirt_bridges = bridges
 
     def find_guest(self, name: str) -> StubGuest | None:
         return self.guests.get(name)
@@ -110,6 +111,9 @@ class StubHost:
 
     def hostname(self) -> str:
         return "node1"
+
+    def bridges(self) -> list[str] | None:
+        return self.libvirt_bridges
 
 
 class StubSsh:
@@ -266,6 +270,13 @@ def test_node_info_memory_cap_counts_running_domains() -> None:
     capped = objects.Node(name="node1", address="10.250.0.1", memory_cap=300)
     facts = ops.node_info(capped).Raise("info")
     assert (facts.memory_total, facts.memory_free) == (300, 300 - 128)
+
+
+def test_node_info_takes_bridges_from_libvirt_without_a_shell() -> None:
+    ssh = StubSsh(CommandResult(0, "wrong\n", ""))
+    ops = _ops(StubHost({}, bridges=["gnt-br0"]), ssh)
+    assert ops.node_info(NODE).Raise("info").bridges == ["gnt-br0"]
+    assert ssh.commands == []
 
 
 def test_offline_node_is_not_contacted() -> None:

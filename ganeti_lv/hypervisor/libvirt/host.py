@@ -6,12 +6,20 @@ call that fails because the connection broke raises ``NodeUnreachable`` and
 the next call reconnects. A libvirt connection should not be shared by two
 threads doing long calls: monitoring code opens its own with
 ``open_extra_connection()``.
+
+Every connection runs libvirt's keepalive (``KEEPALIVE_INTERVAL`` s,
+``KEEPALIVE_COUNT`` unanswered probes): a node whose link is cut is declared
+dead within about ``interval * (count + 1)`` s and a call blocked on it fails,
+instead of waiting until TCP gives up. Keepalive needs a running libvirt
+event loop; ``ensure_event_loop()`` starts the default one once per process
+(a daemon thread) before the first connection is opened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +32,40 @@ from ganeti_lv.hypervisor.libvirt.errors import is_connection_error, libvirt_err
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 
 ConnectRetry = Callable[[Callable[[], Any]], Any]
+
+# A silent peer is declared dead after about KEEPALIVE_INTERVAL * (COUNT + 1) s.
+KEEPALIVE_INTERVAL = 3
+KEEPALIVE_COUNT = 3
+
+_EVENT_LOOP_LOCK = threading.Lock()
+_event_loop: threading.Thread | None = None
+
+
+def _run_event_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def ensure_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread (once).
+
+    libvirt requires the registration before the connections that use it
+    are opened; keepalive probes are only sent while the loop runs.
+    """
+    global _event_loop
+    with _EVENT_LOOP_LOCK:
+        if _event_loop is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
+        thread.start()
+        _event_loop = thread
+
+
+def enable_keepalive(conn: Any, node: str) -> None:
+    """Start keepalive on ``conn`` (a no-op on connections that do not support it)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
 
 
 def _default_connect_retry(fn: Callable[[], Any]) -> Any:
@@ -45,11 +87,14 @@ class Host:
 
     # -- connection ----------------------------------------------------
     def _open(self) -> libvirt.virConnect:
+        ensure_event_loop()
+
         def attempt() -> libvirt.virConnect:
             with libvirt_errors(self.node, f"Cannot connect to libvirt at {self.uri}"):
                 conn = libvirt.open(self.uri)
             if conn is None:  # older bindings return None instead of raising
                 raise NodeUnreachable(f"Cannot connect to libvirt at {self.uri}", node=self.node)
+            enable_keepalive(conn, self.node)
             return conn
 
         return self._connect_retry(attempt)
@@ -150,3 +195,27 @@ class Host:
     def hostname(self) -> str:
         """The node's host name as libvirtd sees it."""
         return str(self.call("Cannot read host name", lambda c: c.getHostname()))
+
+    def bridges(self) -> list[str] | None:
+        """Names of the node's bridges from libvirt's interface driver (None without one).
+
+        Cheaper than a shell on the node; every bridge counts, whatever its
+        link state (as in /sys/class/net/*/bridge).
+        """
+        conn = self.get_connection()
+        try:
+            ifaces = conn.listAllInterfaces(0)
+        except libvirt.libvirtError as err:
+            if is_connection_error(err):
+                self.close()
+                raise translate(err, self.node, "Cannot list interfaces") from err
+            return None  # no interface driver on this daemon
+        names = []
+        for iface in ifaces:
+            try:
+                root = ET.fromstring(iface.XMLDesc(0))
+            except (libvirt.libvirtError, ET.ParseError):
+                continue  # went away while listing, or unreadable
+            if root.get("type") == "bridge":
+                names.append(root.get("name") or iface.name())
+        return sorted(names)

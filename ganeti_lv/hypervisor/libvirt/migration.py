@@ -292,10 +292,15 @@ def _wait(worker: _Worker, monitor: _Monitor, params: MigrationParams, clock: An
 
 
 def completed_stats(target_host: Host, name: str) -> dict[str, Any]:
-    """The destination's statistics of the completed migration job ({} if unavailable)."""
+    """The destination's statistics of the completed migration job ({} if unavailable).
+
+    Read with KEEP_COMPLETED so libvirt keeps them for operators (``virsh
+    domjobinfo --completed``) and benchmarks after us.
+    """
+    flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
     try:
         dom = target_host.get_connection().lookupByName(name)
-        return dict(dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+        return dict(dom.jobStats(flags))
     except libvirt.libvirtError:
         return {}
 
@@ -333,8 +338,10 @@ def migrate(
     done = completed_stats(target_host, name)
     last = monitor.last_progress
     downtime = done.get("downtime")
+    elapsed_ms = done.get("time_elapsed")
     return MigrationStats(
-        total_time=total,
+        # libvirt's own figure of the job when it has one, else our clock around it
+        total_time=float(elapsed_ms) / 1000 if elapsed_ms is not None else total,
         downtime_ms=int(downtime) if downtime is not None else None,
         memory_transferred=int(done.get("memory_processed", last.memory_processed if last else 0)),
         disk_transferred=last.disk_processed if last else 0,
@@ -343,6 +350,7 @@ def migrate(
         policy_steps=list(monitor.state.history),
         abort_requested=monitor.aborted,
         max_throttle=monitor.max_throttle,
+        wall_time=total,
     )
 
 
@@ -424,10 +432,14 @@ def paths_exist_script(paths: list[str]) -> str:
 
 
 class MigrationOpsMixin:
-    """The migration operations of LibvirtNodeOps (needs ``host()`` and ``_ssh_run()``)."""
+    """The migration operations of LibvirtNodeOps.
+
+    Needs ``host()``, ``_ssh_run()`` and ``prepare_node_dirs()`` of the node operations.
+    """
 
     host: Callable[[Node], Host]
     _ssh_run: Callable[..., Any]
+    prepare_node_dirs: Callable[..., None]
 
     def _op_migrate_instance(
         self,
@@ -451,14 +463,13 @@ class MigrationOpsMixin:
         )
 
     def _prepare_target_files(self, source: Node, target: Node, name: str) -> None:
-        """Create the (node-local) file-backed serial logs the domain expects on the target."""
+        """The target's console log directory and the domain's file-backed serial logs.
+
+        One command on the target (a fresh node may lack libvirt's log
+        directory, and the incoming domain cannot open its console log then).
+        """
         files = serial_files(self.host(source).guest(name).xml())
-        if files:
-            script = "; ".join(
-                f"mkdir -p {shlex.quote(p.rsplit('/', 1)[0] or '/')} && touch {shlex.quote(p)}"
-                for p in files
-            )
-            self._ssh_run(target, script, check=True)
+        self.prepare_node_dirs(target, files)
 
     def _op_abort_migration(self, node: Node, name: str) -> bool:
         return abort_job(self.host(node), name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ganeti_lv import constants, objects, paths
@@ -172,6 +172,9 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         )
 
     def _bridges(self, node: Node) -> list[str]:
+        listed = self.host(node).bridges()
+        if listed is not None:
+            return listed
         result = self._ssh_run(node, _LIST_BRIDGES, check=True)
         return sorted(line.strip() for line in result.stdout.splitlines() if line.strip())
 
@@ -233,15 +236,25 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         guest = host.define(xml)
         guest.start()
 
-    def prepare_node_dirs(self, node: Node) -> None:
+    def prepare_node_dirs(self, node: Node, files: Sequence[str] = ()) -> None:
         """Create the node-local directories a domain needs (its console log's).
 
-        Call before starting or receiving a domain on ``node``; done once per
-        node and LibvirtNodeOps.
+        Call before starting or receiving a domain on ``node``; the directory
+        is made once per node and LibvirtNodeOps. ``files`` (e.g. the serial
+        logs a migrating domain expects) are created in the same command,
+        with their directories.
         """
-        if node.name in self._prepared_nodes:
+        dirs = [] if node.name in self._prepared_nodes else [CONSOLE_LOG_DIR]
+        for path in files:
+            parent = path.rsplit("/", 1)[0] or "/"
+            if parent not in dirs:
+                dirs.append(parent)
+        if not dirs and not files:
             return
-        self._ssh_run(node, ["mkdir", "-p", "--", CONSOLE_LOG_DIR], check=True)
+        script = f"mkdir -p -- {' '.join(shlex.quote(d) for d in dirs)}" if dirs else "true"
+        if files:
+            script += f" && touch -- {' '.join(shlex.quote(p) for p in files)}"
+        self._ssh_run(node, script, check=True)
         self._prepared_nodes.add(node.name)
 
     def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
