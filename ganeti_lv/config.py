@@ -68,8 +68,18 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_file_atomically(path: str, data: bytes, mode: int = 0o640) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same dir, fsync and rename."""
+def write_file_atomically(
+    path: str, data: bytes, mode: int = 0o640, *, durable: bool = True
+) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same dir and a rename.
+
+    A process killed at any point leaves the old or the new content, never a
+    mix (the rename is atomic and the page cache outlives the process). With
+    ``durable`` (the default) the temp file and the directory are fsynced as
+    well, so the new content also survives a power loss once this returns;
+    without it a power loss may bring back the previous version (or, for a
+    new file, an empty one).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(
         dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
@@ -78,14 +88,16 @@ def write_file_atomically(path: str, data: bytes, mode: int = 0o640) -> None:
         with os.fdopen(fd, "wb") as fobj:
             fobj.write(data)
             fobj.flush()
-            os.fsync(fobj.fileno())
+            if durable:
+                os.fsync(fobj.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    if durable:
+        _fsync_dir(directory)
 
 
 _StatKey = tuple[int, int, int, int, int]

@@ -2,8 +2,19 @@
 
 Job ids come from a counter file updated under an exclusive ``flock``, so
 ids are unique and increasing across processes. Each job file
-(``job-<id>.json``) is rewritten atomically on every change (status,
-feedback line, result). A job records the pid (and the process start time)
+(``job-<id>.json``) is rewritten atomically (temp file and rename) on every
+change (status, feedback line, result), so it is on record as it happens and
+a process killed at any moment (even SIGKILL) leaves a complete file.
+
+Durability: only a job's final state (success, error, canceled) is fsynced,
+file and directory, so a finished job's result survives a power loss. The
+intermediate writes (created and running, executing, feedback lines) and the
+id counter skip fsync: they survive a crash of the process (the page cache
+outlives it) but a power loss may take them back; such a job then shows an
+earlier state of a run that died with the machine (as "lost" or an
+unreadable file), and a new id never reuses one whose job file exists.
+
+A job records the pid (and the process start time)
 of the process that runs it; when a job says "queued" or "running" but that
 process is gone, readers report it as "lost", never as running.
 """
@@ -134,6 +145,16 @@ class Job:
         return self.status not in ACTIVE_STATUSES
 
 
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+
+
+def _json_record(job: Job) -> dict[str, Any]:
+    """The job as JSON data for its file (shares params, result and error with the job)."""
+    data = {name: getattr(job, name) for name in _JOB_FIELDS}
+    data["log"] = [list(entry) for entry in job.log]
+    return data
+
+
 class JobStore:
     """The job log directory. Writers record a run; readers list and inspect jobs."""
 
@@ -163,23 +184,30 @@ class JobStore:
                 with open(counter, encoding="ascii") as fobj:
                     last = int(fobj.read().strip() or 0)
             except FileNotFoundError:
-                last = 0
+                # Never reuse an id, even if the counter file was lost.
+                last = max([0, *self.job_ids()])
             except ValueError as err:
                 raise JobError(f"Job counter file {counter} is corrupt: {err}") from err
-            # Never reuse an id, even if the counter file was lost.
-            last = max([last, *self.job_ids()])
-            write_file_atomically(counter, f"{last + 1}\n".encode(), mode=0o600)
+            # The counter is not fsynced: after a power loss it may lag behind
+            # job files that were; skip ids whose file exists.
+            while os.path.lexists(self._path(last + 1)):
+                last += 1
+            write_file_atomically(counter, f"{last + 1}\n".encode(), mode=0o600, durable=False)
         return last + 1
 
-    def save(self, job: Job) -> None:
-        """Write the job's file atomically."""
+    def save(self, job: Job, durable: bool = False) -> None:
+        """Write the job's file atomically; ``durable`` also fsyncs it (final states)."""
         with self._write_lock:
-            raw = json.dumps(job.to_dict(), indent=1, sort_keys=True).encode()
-            write_file_atomically(self._path(job.id), raw + b"\n")
+            raw = json.dumps(_json_record(job), sort_keys=True, separators=(",", ":")).encode()
+            write_file_atomically(self._path(job.id), raw + b"\n", durable=durable)
 
     # ------------------------------------------------------------ writing
-    def create(self, op: Any) -> Job:
-        """Record a new queued job for opcode ``op`` (run by this process)."""
+    def create(self, op: Any, start: bool = False) -> Job:
+        """Record a new job for opcode ``op`` (run by this process).
+
+        The job is queued, or with ``start`` already running (one write
+        instead of ``create`` followed by ``start``).
+        """
         job = Job(
             id=self._next_id(),
             op_id=op.OP_ID,
@@ -188,6 +216,9 @@ class JobStore:
             pid=os.getpid(),
             pid_start=process_start_time(os.getpid()),
         )
+        if start:
+            job.status = JOB_STATUS_RUNNING
+            job.start_ts = job.received_ts
         self.save(job)
         return job
 
@@ -214,7 +245,7 @@ class JobStore:
         job.status = JOB_STATUS_SUCCESS
         job.result = to_jsonable(result)
         job.end_ts = time.time()
-        self.save(job)
+        self.save(job, durable=True)
 
     def finish_error(self, job: Job, err: BaseException, canceled: bool = False) -> None:
         """Mark the job failed (or canceled) with the error's class, ecode and message."""
@@ -225,7 +256,7 @@ class JobStore:
             "message": str(err) or repr(err),
         }
         job.end_ts = time.time()
-        self.save(job)
+        self.save(job, durable=True)
 
     # ------------------------------------------------------------ reading
     def _load(self, path: str) -> Job:

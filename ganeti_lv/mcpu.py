@@ -79,9 +79,8 @@ class Processor:
     # ------------------------------------------------------------ execute
     def execute(self, op: OpCode, feedback_fn: FeedbackFn | None = None) -> Any:
         """Run ``op`` through its LU; return the result or raise the typed error."""
-        job = self.ctx.jobs.create(op)
+        job = self.ctx.jobs.create(op, start=True)
         self._job, self._feedback_fn = job, feedback_fn
-        self.ctx.jobs.start(job)
         try:
             return self._execute(op, job)
         finally:

@@ -125,3 +125,42 @@ def test_ids_never_reused_when_counter_is_lost(store: JobStore) -> None:
     first = store.create(OpTestDelay())
     os.unlink(os.path.join(store.jobs_dir, "serial"))
     assert store.create(OpTestDelay()).id == first.id + 1
+
+
+def test_create_started_job_is_one_running_record(store: JobStore) -> None:
+    job = store.create(OpTestDelay(), start=True)
+    on_disk = store.get(job.id)
+    assert on_disk.status == "running"
+    assert on_disk.start_ts == on_disk.received_ts is not None
+
+
+def test_ids_skip_existing_job_files_when_counter_lags(store: JobStore) -> None:
+    """After a power loss the (not fsynced) counter may be behind fsynced job files."""
+    for _ in range(3):
+        store.finish_success(store.create(OpTestDelay()), True)
+    with open(os.path.join(store.jobs_dir, "serial"), "w") as fobj:
+        fobj.write("1\n")
+    job = store.create(OpTestDelay())
+    assert job.id == 4
+    assert store.get(2).status == "success"
+
+
+def test_only_final_states_are_fsynced(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ganeti_lv.config as config_mod
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(config_mod.os, "fsync", counting_fsync)
+    job = store.create(OpTestDelay(), start=True)
+    store.mark_executing(job)
+    store.append_log(job, "a line")
+    assert synced == []
+    assert store.get(job.id).log[-1][2] == "a line"
+    store.finish_success(job, True)
+    assert len(synced) == 2  # the job file and its directory
+    assert store.get(job.id).status == "success"
