@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, unit tests and the local-cluster tests.
-set -euo pipefail
+# Every stage runs; the script fails if any of them failed.
+set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=setup.sh
-source "$ROOT/scripts/setup.sh"
-cd "$ROOT"
+source "$ROOT/scripts/setup.sh" || exit 1
+cd "$ROOT" || exit 1
+failed=()
 echo ">>> ruff"
-ruff check ganeti_lv tests
-ruff format --check ganeti_lv tests
+ruff check ganeti_lv tests bench || failed+=("ruff check")
+ruff format --check ganeti_lv tests bench || failed+=("ruff format")
 echo ">>> mypy"
-mypy
+mypy || failed+=("mypy")
 echo ">>> pytest"
-set +e
 python -m pytest -ra "$@"
 rc=$?
-set -e
 if [ "$rc" -eq 5 ]; then
-  echo "pytest collected no tests: failing" >&2
+  echo "pytest collected no tests" >&2
+  failed+=("pytest (no tests)")
+elif [ "$rc" -ne 0 ]; then
+  failed+=("pytest")
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}" >&2
   exit 1
 fi
-exit "$rc"
+echo "all stages passed"
