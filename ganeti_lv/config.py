@@ -164,8 +164,18 @@ class ConfigStore:
         """Return a snapshot of the whole configuration (the caller's own copy)."""
         return self._snapshot().copy()
 
+    def snapshot(self) -> ConfigData:
+        """The current configuration, shared and READ-ONLY: never modify it.
+
+        Cheaper than :meth:`read` (no copy): for lookups only. The object is
+        this store's cache of the file; changing anything in it (or in the
+        objects it holds) would corrupt later reads of this process. To
+        change the configuration use :meth:`update` or the helpers.
+        """
+        return self._snapshot()
+
     def _snapshot(self) -> ConfigData:
-        """The cached configuration, refreshed if the file changed; never hand it out."""
+        """The cached configuration, refreshed if the file changed."""
         try:
             key = _stat_key(os.stat(self.path))
         except FileNotFoundError:

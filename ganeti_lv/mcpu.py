@@ -195,7 +195,7 @@ class Processor:
     def _run_hooks(self, node_names: list[str], phase: str, env: dict[str, str]) -> HookResults:
         """Run the hooks of ``env``'s path and ``phase`` on each node through node_ops."""
         try:
-            data = self.ctx.config.read()
+            data = self.ctx.config.snapshot()  # read-only: lookups below
         except ConfigurationError as err:
             raise GenericError(f"Cannot run hooks: {err}", err.ecode) from err
         cluster = data.cluster
@@ -205,7 +205,9 @@ class Processor:
             node = data.nodes.get(name)
             if node is None:
                 return NodeResult(name, fail_msg="Node not in the configuration")
-            return self.ctx.node_ops.run_hooks(node, hooks_dir, env, timeout=cluster.hooks_timeout)
+            return self.ctx.node_ops.run_hooks(
+                node.copy(), hooks_dir, env, timeout=cluster.hooks_timeout
+            )
 
         # Nodes run their scripts at the same time: a phase costs the slowest
         # node's time, not the sum over the hook nodes.

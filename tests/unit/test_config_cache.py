@@ -187,3 +187,14 @@ def test_written_file_is_compact_json_of_the_current_version(config: ConfigStore
     assert doc["version"] == CONFIG_VERSION and doc["serial"] == 2
     assert doc["instances"][INST]["admin_state"] == constants.ADMINST_DOWN
     assert b"\n " not in raw
+
+
+def test_snapshot_is_shared_until_the_file_changes(config: ConfigStore) -> None:
+    first = config.snapshot()
+    assert config.snapshot() is first  # no copy, no re-read
+    assert config.read() is not first and config.read() == first
+    _run_other_process(config.data_dir, "other")
+    second = config.snapshot()
+    assert second is not first and second.cluster.tags == ["other"]
+    config.set_admin_state(INST, constants.ADMINST_DOWN)
+    assert config.snapshot().instances[INST].admin_state == constants.ADMINST_DOWN
