@@ -82,6 +82,17 @@ def _wait(ops, node, name, predicate, timeout=120.0) -> str:
     raise AssertionError(f"console of {name} never matched:\n{text[-1500:]}")
 
 
+def _assert_kept_running(console_before: str, console_after: str) -> None:
+    """The guest neither powered off nor booted again, and its ticks ran on without a restart."""
+    assert console_after.startswith(console_before)
+    during = console_after[len(console_before) :]
+    for sign in ("GUEST-READY", "GUEST: POWEROFF", "Linux version", "Run /init"):
+        assert sign not in during, f"{sign!r} on the console during a live export:\n{during}"
+    ticks = _ticks(console_before)[-1:] + _ticks(during)
+    assert len(ticks) >= 3, during  # it kept ticking during and after the export
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks))), ticks
+
+
 def _last_tick(ops, node, name, above: int = -1) -> int:
     text = _wait(ops, node, name, lambda t: bool(_ticks(t)) and _ticks(t)[-1] > above)
     return _ticks(text)[-1]
@@ -182,6 +193,7 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
     n1, n2, n3 = sorted(config.node_names())
     src = _node(config, n1)
     before = _last_tick(ops, src, NAME, 2)
+    console_before = _console(ops, src, NAME)
 
     lines: list[str] = []
     result = client.submit(
@@ -192,6 +204,7 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
     end = _last_tick(ops, src, NAME)
     later = _last_tick(ops, src, NAME, end)  # the guest keeps ticking, no reboot
     assert later > end >= before
+    _assert_kept_running(console_before, _console(ops, src, NAME))
     assert "GUEST-READY" not in _console(ops, src, NAME).split(f"tick {before}\n", 1)[1]
     dst = _node(config, n2)
     path = _export_file(config)
