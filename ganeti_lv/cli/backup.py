@@ -7,11 +7,7 @@ On a terminal the copy's progress lines ("disk/0 sent 1.5G, 120.0 MiB/s,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any
 
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
@@ -26,34 +22,6 @@ def parse_progress(line: str) -> tuple[str, float, str] | None:
     if not match:
         return None
     return match.group("disk"), float(match.group("pct")), match.group("detail")
-
-
-@contextlib.contextmanager
-def progress_feedback(env: CliEnv) -> Iterator[Callable[[str], None]]:
-    """A feedback function: a rich progress bar on a terminal, plain lines otherwise."""
-    if env.out is not None or not sys.stdout.isatty():
-        yield env.feedback
-        return
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn("[bold]{task.fields[disk]}"),
-        BarColumn(),
-        TextColumn("{task.description}"),
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def feedback(msg: str) -> None:
-            parsed = parse_progress(msg)
-            if parsed is None:
-                bar.console.print(msg, markup=False, highlight=False)
-                return
-            disk, pct, detail = parsed
-            if disk not in tasks:
-                tasks[disk] = bar.add_task(detail, total=100.0, disk=disk)
-            bar.update(tasks[disk], completed=pct, description=detail)
-
-        yield feedback
 
 
 def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -73,7 +41,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
         bandwidth_limit=opts.bandwidth_limit,
         dry_run=opts.dry_run,
     )
-    with progress_feedback(env) as feedback:
+    with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
         result = env.client().submit(op, feedback_fn=feedback)
     if opts.dry_run:
         return EXIT_SUCCESS
@@ -120,7 +88,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
         start=not opts.no_start,
         dry_run=opts.dry_run,
     )
-    with progress_feedback(env) as feedback:
+    with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
         env.client().submit(op, feedback_fn=feedback)
     return EXIT_SUCCESS
 

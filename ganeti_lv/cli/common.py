@@ -7,7 +7,9 @@
   opcode with its feedback printed as it comes;
 - ``CommandRegistry``: how command modules add groups and subcommands;
 - output tables in Ganeti's style (aligned columns, ``--no-headers``,
-  ``--separator``).
+  ``--separator``);
+- ``progress_feedback``: a feedback function drawing progress bars on a
+  terminal (migration, export), plain lines otherwise.
 
 Key=value lists: items are separated by ``,``; a value may contain ``=``;
 quote a value (``'...'`` or ``"..."``) or escape with ``\\`` to include a
@@ -17,10 +19,11 @@ quote a value (``'...'`` or ``"..."``) or escape with ``\\`` to include a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -378,3 +381,44 @@ def add_list_options(parser: argparse.ArgumentParser, fields: Sequence[str]) -> 
     )
     parser.add_argument("--no-headers", action="store_true", help="Do not print headers")
     parser.add_argument("--separator", default=None, help="Column separator (default: aligned)")
+
+
+# ---------------------------------------------------------------- progress bars
+
+ProgressParser = Callable[[str], "tuple[str, float, str] | None"]
+
+
+@contextlib.contextmanager
+def progress_feedback(
+    env: CliEnv, parse: ProgressParser, show_percent: bool = True
+) -> Iterator[Callable[[str], None]]:
+    """A feedback function: rich progress bars on a terminal, plain lines otherwise.
+
+    ``parse(line)`` returns (bar name, percent, detail) for a progress line
+    (one bar per name, e.g. "migrating" or "disk/0") and None for any other
+    line, which is printed above the bars. ``show_percent`` adds a column
+    with the percentage (leave it off when the detail already shows it).
+    """
+    if env.out is not None or not sys.stdout.isatty():
+        yield env.feedback
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns: list[Any] = [TextColumn("[bold]{task.fields[bar]}"), BarColumn()]
+    if show_percent:
+        columns.append(TextColumn("{task.percentage:>5.1f}%"))
+    columns += [TimeElapsedColumn(), TextColumn("{task.description}")]
+    with Progress(*columns) as bars:
+        tasks: dict[str, Any] = {}
+
+        def feedback(msg: str) -> None:
+            parsed = parse(msg)
+            if parsed is None:
+                bars.console.print(msg, markup=False, highlight=False)
+                return
+            name, pct, detail = parsed
+            if name not in tasks:
+                tasks[name] = bars.add_task(detail, total=100.0, bar=name)
+            bars.update(tasks[name], completed=pct, description=detail)
+
+        yield feedback

@@ -12,8 +12,7 @@ import argparse
 import contextlib
 import re
 import signal
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ganeti_lv import constants, opcodes
@@ -48,36 +47,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextlib.contextmanager
-def progress_feedback(env: CliEnv) -> Iterator[Callable[[str], None]]:
-    """A feedback function: a rich progress bar on a terminal, plain lines otherwise."""
-    if env.out is not None or not sys.stdout.isatty():
-        yield env.feedback
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]migrating"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-    ) as bar:
-        task = bar.add_task("", total=100.0, visible=False)
-
-        def feedback(msg: str) -> None:
-            pct = parse_progress(msg)
-            if pct is None:
-                bar.console.print(msg, markup=False, highlight=False)
-                return
-            detail = msg.split(",", 1)[1].strip() if "," in msg else ""
-            bar.update(task, completed=pct, description=detail, visible=True)
-
-        yield feedback
+def progress_bar(line: str) -> tuple[str, float, str] | None:
+    """("migrating", percent, detail) of a migration progress line, or None."""
+    pct = parse_progress(line)
+    if pct is None:
+        return None
+    return "migrating", pct, line.split(",", 1)[1].strip() if "," in line else ""
 
 
 def _submit(env: CliEnv, op: opcodes.OpCode) -> None:
-    with sigterm_as_interrupt(), progress_feedback(env) as feedback:
+    with sigterm_as_interrupt(), common.progress_feedback(env, progress_bar) as feedback:
         env.client().submit(op, feedback_fn=feedback)
 
 
