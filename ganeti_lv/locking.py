@@ -127,6 +127,8 @@ class LockManager:
         self._clock = clock
         self._sleep = sleep
         self._local = threading.local()
+        # level -> its directory, once known to exist (see _open)
+        self._dirs: dict[int, str] = {}
 
     # ------------------------------------------------------------ helpers
     @property
@@ -141,14 +143,28 @@ class LockManager:
             raise LockError(f"Unknown lock level {level!r}", ECODE_FAULT)
         path = os.path.join(self.locks_dir, LEVEL_NAMES[level])
         os.makedirs(path, exist_ok=True)
+        self._dirs[level] = path
         return path
 
     def _open(self, level: int, file_name: str) -> int:
+        directory = self._dirs.get(level)
+        if directory is not None:
+            try:
+                return os.open(
+                    f"{directory}/{file_name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+            except FileNotFoundError:  # the directory went away: create it again
+                pass
         path = os.path.join(self._level_dir(level), file_name)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    def _lock_fd(self, fd: int, shared: bool, deadline: float | None, what: str) -> None:
-        """flock ``fd``; wait until ``deadline`` (clock time) or forever when None."""
+    def _lock_fd(
+        self, fd: int, shared: bool, deadline: float | None, what: Callable[[], str]
+    ) -> None:
+        """flock ``fd``; wait until ``deadline`` (clock time) or forever when None.
+
+        ``what()`` gives the LockTimeout message (built only on a timeout).
+        """
         op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         if deadline is None:
             fcntl.flock(fd, op)
@@ -163,7 +179,7 @@ class LockManager:
                     raise
             remaining = deadline - self._clock()
             if remaining <= 0:
-                raise LockTimeout(what)
+                raise LockTimeout(what())
             self._sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
@@ -208,7 +224,12 @@ class LockManager:
         gate_fd = None if level in state.gates else self._open(level, _GATE)
         try:
             if gate_fd is not None:
-                self._lock_fd(gate_fd, True, deadline, self._timeout_msg(level_name, None, timeout))
+                self._lock_fd(
+                    gate_fd,
+                    True,
+                    deadline,
+                    lambda: self._timeout_msg(level_name, None, timeout),
+                )
             self._take(level, wanted, shared, deadline, timeout)
         finally:
             if gate_fd is not None:
@@ -236,7 +257,10 @@ class LockManager:
                 fd = self._open(level, _file_name(name))
                 try:
                     self._lock_fd(
-                        fd, shared, deadline, self._timeout_msg(level_name, name, timeout)
+                        fd,
+                        shared,
+                        deadline,
+                        lambda: self._timeout_msg(level_name, name, timeout),  # noqa: B023
                     )
                 except BaseException:
                     os.close(fd)
@@ -277,7 +301,9 @@ class LockManager:
         try:
             # The gate is taken exclusively even for a shared ALL_SET, so the
             # list of names below is complete; it is let go afterwards.
-            self._lock_fd(gate_fd, False, deadline, self._timeout_msg(level_name, None, timeout))
+            self._lock_fd(
+                gate_fd, False, deadline, lambda: self._timeout_msg(level_name, None, timeout)
+            )
             known = set(self.names_fn(level)) if self.names_fn else set()
             existing = {
                 urllib.parse.unquote(f[: -len(_SUFFIX)])

@@ -312,3 +312,17 @@ def test_new_name_while_holding_the_whole_level(locks_dir: str) -> None:
         manager(locks_dir).acquire(LEVEL_NODE, ["n4-new"], timeout=0.1)
     whole.release_all()
     manager(locks_dir).acquire(LEVEL_NODE, ["n4-new"], timeout=0.1)
+
+
+def test_lock_dir_removed_after_first_use_is_created_again(locks_dir: str) -> None:
+    import shutil
+
+    mgr = manager(locks_dir)
+    mgr.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1)
+    mgr.release_all()
+    shutil.rmtree(locks_dir)
+    assert mgr.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1) == {"i1"}
+    with pytest.raises(LockTimeout, match="instance lock 'i1'"):
+        manager(locks_dir).acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1)
+    mgr.release_all()
+    assert manager(locks_dir).acquire(LEVEL_INSTANCE, ALL_SET, timeout=0.1) == {"i1", "i2", "i3"}
