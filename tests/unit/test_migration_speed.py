@@ -1,0 +1,146 @@
+"""What makes a migration cheap and robust around the libvirt call.
+
+Node facts asked once per operation (in parallel), bridges from libvirt,
+keepalive on every connection, completed-job statistics kept for others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libvirt
+import pytest
+from test_lu_migrate import INST, N1, N2, N3, run
+
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.libvirt import host as hostmod
+from ganeti_lv.hypervisor.libvirt import migration
+from ganeti_lv.migration_types import MigrationStats
+from ganeti_lv.objects import disk_path
+from ganeti_lv.opcodes import OpInstanceMigrate
+
+
+@pytest.fixture
+def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """inst1 runs on node1 with its disk file."""
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    fake_ops.add_domain(N1, INST)
+    fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
+    fake_ops.present_paths = {cluster.file_storage_dir}
+    return fake_ops
+
+
+def test_each_node_is_asked_its_facts_once(ctx: Context, ops: FakeNodeOps) -> None:
+    run(ctx, OpInstanceMigrate(instance_name="inst1", target_node="node2"))
+    assert len(ops.calls_to("node_info", N1)) == 1
+    assert len(ops.calls_to("node_info", N2)) == 1
+    assert len(ops.calls_to("paths_exist", N2)) == 1
+    assert len(ops.calls_to("instance_info", N1)) <= 2  # prereq, plus none on success
+    assert ops.calls_to("node_info", N3) == []
+
+
+def test_allocator_asks_every_candidate_once(ctx: Context, ops: FakeNodeOps) -> None:
+    run(ctx, OpInstanceMigrate(instance_name="inst1"))
+    for name in (N2, N3):
+        assert len(ops.calls_to("node_info", name)) == 1, name
+
+
+class _Iface:
+    def __init__(self, name: str, kind: str) -> None:
+        self._name, self.kind = name, kind
+
+    def name(self) -> str:
+        return self._name
+
+    def XMLDesc(self, flags: int) -> str:  # noqa: N802 - libvirt's name
+        return f"<interface type='{self.kind}' name='{self._name}'/>"
+
+
+class _Conn:
+    def __init__(self, ifaces: list[_Iface] | None) -> None:
+        self.ifaces = ifaces
+        self.keepalive: tuple[int, int] | None = None
+
+    def isAlive(self) -> bool:  # noqa: N802
+        return True
+
+    def listAllInterfaces(self, flags: int) -> list[_Iface]:  # noqa: N802
+        if self.ifaces is None:
+            raise libvirt.libvirtError("this function is not supported by the connection driver")
+        return self.ifaces
+
+    def setKeepAlive(self, interval: int, count: int) -> int:  # noqa: N802
+        self.keepalive = (interval, count)
+        return 0
+
+    def close(self) -> int:
+        return 0
+
+
+def _host(monkeypatch: pytest.MonkeyPatch, conn: _Conn) -> hostmod.Host:
+    monkeypatch.setattr(hostmod.libvirt, "open", lambda uri: conn)
+    monkeypatch.setattr(hostmod, "ensure_event_loop", lambda: None)
+    return hostmod.Host("node1", "qemu+tcp://10.250.0.1/system", lambda fn: fn())
+
+
+def test_bridges_from_libvirt_and_none_without_interface_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = _Conn([_Iface("eth0", "ethernet"), _Iface("gnt-br0", "bridge"), _Iface("br1", "bridge")])
+    assert _host(monkeypatch, conn).bridges() == ["br1", "gnt-br0"]
+    assert _host(monkeypatch, _Conn(None)).bridges() is None
+
+
+def test_connections_run_keepalive(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = _Conn([])
+    _host(monkeypatch, conn).get_connection()
+    assert conn.keepalive == (hostmod.KEEPALIVE_INTERVAL, hostmod.KEEPALIVE_COUNT)
+    # a dead link is noticed within about 15 s
+    assert hostmod.KEEPALIVE_INTERVAL * (hostmod.KEEPALIVE_COUNT + 1) <= 15
+
+
+def test_event_loop_is_started_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered: list[int] = []
+    monkeypatch.setattr(hostmod, "_event_loop", None)
+    monkeypatch.setattr(
+        hostmod.libvirt, "virEventRegisterDefaultImpl", lambda: registered.append(1)
+    )
+    monkeypatch.setattr(hostmod.libvirt, "virEventRunDefaultImpl", lambda: 0)
+    hostmod.ensure_event_loop()
+    hostmod.ensure_event_loop()
+    assert registered == [1]
+    loop = hostmod._event_loop
+    assert loop is not None and loop.daemon
+
+
+def test_completed_stats_are_kept_for_others() -> None:
+    asked: list[int] = []
+
+    class Dom:
+        def jobStats(self, flags: int = 0) -> dict[str, Any]:  # noqa: N802
+            asked.append(flags)
+            return {"time_elapsed": 850, "downtime": 40}
+
+    class Target:
+        def get_connection(self) -> Any:
+            class C:
+                def lookupByName(self, name: str) -> Dom:  # noqa: N802
+                    return Dom()
+
+            return C()
+
+    stats = migration.completed_stats(Target(), "web1")  # type: ignore[arg-type]
+    assert stats["time_elapsed"] == 850
+    assert asked == [
+        libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+    ]
+
+
+def test_stats_line_names_libvirt_total_and_our_wall_time() -> None:
+    text = MigrationStats(total_time=0.85, downtime_ms=40, wall_time=2.5).format()
+    assert "total time 0.85 s, downtime 40 ms" in text
+    assert "migration call 2.50 s" in text
