@@ -9,6 +9,7 @@ is built. ``OP_REGISTRY`` maps OP_ID to class (no name mangling).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,12 @@ from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 OP_REGISTRY: dict[str, type[OpCode]] = {}
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of an opcode class (computed once per class)."""
+    return typing.get_type_hints(cls)
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -54,7 +61,7 @@ class OpCode:
 
     def validate(self) -> None:
         """Check field types and values; raise OpPrereqError(ECODE_INVAL)."""
-        hints = typing.get_type_hints(type(self))
+        hints = _type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not _type_ok(value, hints[f.name]):
