@@ -114,8 +114,14 @@ def ssh_endpoint(
     known_hosts_file: str | None = None,
     connect_timeout: int = 10,
     name: str = "",
+    identities_only: bool = True,
 ) -> CopyEndpoint:
-    """The OpenSSH command a source node uses to reach ``address`` (no host-key prompts)."""
+    """The OpenSSH command a source node uses to reach ``address`` (no host-key prompts).
+
+    With ``identities_only=False`` the key file is tried first but OpenSSH
+    falls back to the node's default keys (a missing key file is only a
+    warning), so the caller need not check first whether the node has it.
+    """
     argv = [
         "ssh",
         "-o", "BatchMode=yes",
@@ -128,7 +134,9 @@ def ssh_endpoint(
         "-p", str(port),
     ]  # fmt: skip
     if key_file:
-        argv += ["-i", key_file, "-o", "IdentitiesOnly=yes"]
+        argv += ["-i", key_file]
+        if identities_only:
+            argv += ["-o", "IdentitiesOnly=yes"]
     if known_hosts_file:
         argv += ["-o", f"UserKnownHostsFile={known_hosts_file}"]
     argv += [f"{user}@{address}", "--"]

@@ -87,7 +87,14 @@ def file_stat(path: str) -> dict:
 
 
 def free_bytes(path: str) -> int:
-    """Bytes available to the caller on the filesystem of ``path``."""
+    """Bytes available to the caller on the filesystem of ``path``.
+
+    A path that does not exist yet (a fresh export dir) is measured at its
+    nearest existing parent.
+    """
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 
@@ -492,6 +499,7 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None) -> dict:
 def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
     """Receive a stream into ``dst`` (via ``dst.part``); verify and publish it."""
     part = dst + ".part"
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     inp, proc = _open_input(compress)
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -12,7 +12,6 @@ when present there, else the node's defaults).
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from ganeti_lv import diskchain, diskcopy, exportdir, objects
@@ -43,29 +42,31 @@ class LibvirtExportOps:
     ssh: Any
     host: Any
 
-    def _endpoint(self, src: Node, dst: Node) -> diskcopy.CopyEndpoint:
-        """How ``src`` reaches ``dst`` with OpenSSH (the cluster key if the node has it)."""
-        probe = self.ssh(src).run(
-            ["sh", "-c", f"[ -r {NODE_SSH_KEY_FILE} ] && echo yes || true"], check=False
-        )
-        key_file = NODE_SSH_KEY_FILE if probe.stdout.strip() == "yes" else None
+    def _endpoint(self, dst: Node) -> diskcopy.CopyEndpoint:
+        """How a source node reaches ``dst`` with OpenSSH: the cluster key if the node
+        has it, else the node's default keys (no extra round trip to find out)."""
         return diskcopy.ssh_endpoint(
-            dst.address, dst.ssh_port, dst.ssh_user, key_file=key_file, name=dst.name
+            dst.address,
+            dst.ssh_port,
+            dst.ssh_user,
+            key_file=NODE_SSH_KEY_FILE,
+            name=dst.name,
+            identities_only=False,
         )
 
     def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
-        self.ssh(dst).run(["mkdir", "-p", "--", dst_path.rsplit("/", 1)[0]])
-        endpoint = self._endpoint(src, dst)
-        return diskcopy.copy_disk(self.ssh(src), src.name, src_path, endpoint, dst_path, **kw)
+        # the receiver creates the target's directory itself
+        return diskcopy.copy_disk(
+            self.ssh(src), src.name, src_path, self._endpoint(dst), dst_path, **kw
+        )
 
     def _op_disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
         return diskcopy.stat_files(self.ssh(node), node.name, paths)
 
     def _op_free_space(self, node: Node, path: str) -> int:
-        # the path may not exist yet (a fresh export dir): use its nearest parent
-        probe = f'p={shlex.quote(path)}; while [ ! -e "$p" ]; do p=$(dirname "$p"); done; echo "$p"'
-        existing = self.ssh(node).run(["sh", "-c", probe]).stdout.strip() or "/"
-        return diskcopy.free_space(self.ssh(node), node.name, existing)
+        # the path may not exist yet (a fresh export dir): the helper measures its
+        # nearest existing parent
+        return diskcopy.free_space(self.ssh(node), node.name, path)
 
     def _op_snapshot_disks(self, node: Node, instance: Instance, freeze: bool) -> SnapshotInfo:
         guest = self.host(node).guest(instance.name)
