@@ -9,7 +9,6 @@ is built. ``OP_REGISTRY`` maps OP_ID to class (no name mangling).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,10 +20,15 @@ from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 OP_REGISTRY: dict[str, type[OpCode]] = {}
 
 
-@functools.cache
+_TYPE_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _type_hints(cls: type) -> dict[str, Any]:
     """The resolved field annotations of an opcode class (computed once per class)."""
-    return typing.get_type_hints(cls)
+    hints = _TYPE_HINTS.get(cls)
+    if hints is None:
+        hints = _TYPE_HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
