@@ -121,8 +121,11 @@ def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -
 
 def _start_guest(cl: BenchCluster, name: str, memory: int, dirtymb: int) -> None:
     cl.remove_instance(name)
+    # The console log of an earlier instance of the same name may still hold
+    # a GUEST-READY: wait for the one of this boot.
+    since = cl.console_size(name, NODES[0])
     cl.add_instance(name, NODES[0], Guest(seed=name, dirtymb=dirtymb), memory=memory, disk="96M")
-    cl.wait_console(name, NODES[0], "GUEST-READY", timeout=120)
+    cl.wait_console(name, NODES[0], "GUEST-READY", timeout=120, since=since)
 
 
 def _summary(side: list[dict[str, Any]]) -> dict[str, float]:
