@@ -21,7 +21,7 @@ from ganeti_lv.devcluster.guest import build_guest, kernel_args
 from ganeti_lv.errors import OpPrereqError
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
-from ganeti_lv.opcodes import OpInstanceMigrate
+from ganeti_lv.opcodes import OpInstanceMigrate, OpInstanceShutdown
 
 pytestmark = pytest.mark.cluster
 
@@ -162,3 +162,26 @@ def test_bad_input_changes_nothing(env: Any, running_file_instance: objects.Inst
     assert err.value.ecode == "unknown_entity"
     assert config.read().serial == serial
     assert _running_nodes(config, ops, name) == [running_file_instance.primary_node]
+
+
+def test_migrated_guest_keeps_job_stats_and_still_shuts_down_cleanly(
+    env: Any, running_file_instance: objects.Instance, devcluster: Any
+) -> None:
+    """Runs last: migrated there and back, the guest still obeys the ACPI power button."""
+    config, ops, client = env
+    name = running_file_instance.name
+    home = running_file_instance.primary_node
+    away = sorted(config.node_names())[1]
+    for target in (away, home):
+        client.submit(OpInstanceMigrate(instance_name=name, target_node=target))
+        # the completed job's statistics are kept for operators after ganeti_lv read them
+        info = devcluster.virsh(target, "domjobinfo", "--completed", name)
+        assert re.search(r"Time elapsed:\s+\d+", info), info
+    node = config.get_node(home)
+    assert node is not None
+    start = time.monotonic()
+    client.submit(OpInstanceShutdown(instance_name=name, timeout=60))
+    took = time.monotonic() - start
+    assert "GUEST: POWEROFF" in _console(ops, node, name)
+    assert took < 60, took  # not the forced stop at the timeout
+    assert _running_nodes(config, ops, name) == []
