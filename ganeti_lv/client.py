@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.jobs import Job
@@ -37,11 +38,20 @@ class Client:
             data_dir, node_ops=node_ops, lock_timeout=lock_timeout
         )
 
-    def submit(self, op: OpCode, feedback_fn: Callable[[str], None] | None = None) -> Any:
-        """Run ``op``; return its result or raise its typed error (ganeti_lv.errors)."""
+    def submit(
+        self,
+        op: OpCode,
+        feedback_fn: Callable[[str], None] | None = None,
+        cancel: Cancellation | None = None,
+    ) -> Any:
+        """Run ``op``; return its result or raise its typed error (ganeti_lv.errors).
+
+        ``cancel`` (a ``ganeti_lv.cancel.Cancellation``), when set from another
+        thread or a signal handler, asks the operation to stop safely.
+        """
         from ganeti_lv.mcpu import Processor
 
-        return Processor(self.ctx).execute(op, feedback_fn=feedback_fn)
+        return Processor(self.ctx).execute(op, feedback_fn=feedback_fn, cancel=cancel)
 
     def jobs(self) -> list[Job]:
         """All recorded jobs, ascending by id."""

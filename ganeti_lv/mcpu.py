@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ganeti_lv import cmdlib, constants, locking
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib.base import LU_REGISTRY, LogicalUnit
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -52,6 +53,7 @@ class Processor:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._feedback_fn: FeedbackFn | None = None
+        self.cancel = Cancellation()
         self._job: Job | None = None
 
     # ------------------------------------------------------------ feedback
@@ -77,8 +79,18 @@ class Processor:
         self.Log(f"STEP {current}/{total} {msg}")
 
     # ------------------------------------------------------------ execute
-    def execute(self, op: OpCode, feedback_fn: FeedbackFn | None = None) -> Any:
-        """Run ``op`` through its LU; return the result or raise the typed error."""
+    def execute(
+        self,
+        op: OpCode,
+        feedback_fn: FeedbackFn | None = None,
+        cancel: Cancellation | None = None,
+    ) -> Any:
+        """Run ``op`` through its LU; return the result or raise the typed error.
+
+        Setting ``cancel`` before Exec starts stops the operation with nothing
+        changed; during Exec, LUs that can stop safely (migration) watch it.
+        """
+        self.cancel = cancel or Cancellation()
         job = self.ctx.jobs.create(op, start=True)
         self._job, self._feedback_fn = job, feedback_fn
         try:
@@ -124,7 +136,7 @@ class Processor:
             self.ctx.jobs.finish_error(job, err, canceled=True)
             raise
         except BaseException as err:
-            self.ctx.jobs.finish_error(job, err)
+            self.ctx.jobs.finish_error(job, err, canceled=self.cancel.is_set())
             raise
         else:
             self.ctx.jobs.finish_success(job, result)
@@ -174,6 +186,11 @@ class Processor:
         if getattr(lu.op, "dry_run", False):
             self.LogInfo(DRY_RUN_MSG)
             return lu.dry_run_result
+        if self.cancel.is_set():
+            raise OpExecError(
+                f"Operation canceled ({self.cancel.reason or 'on request'}) before it"
+                " started executing; nothing was changed"
+            )
         result = lu.Exec(self.Log)
         post_results = hm.run_phase(constants.HOOKS_PHASE_POST)
         return lu.HooksCallBack(constants.HOOKS_PHASE_POST, post_results, self.Log, result)

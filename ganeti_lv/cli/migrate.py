@@ -2,8 +2,9 @@
 
 On a terminal the migration's progress lines drive a progress bar (rich);
 otherwise they are printed as plain lines. SIGINT and SIGTERM during the
-operation become an abort request: the migration driver aborts the libvirt
-job and the instance keeps running on its source.
+operation become a cancel request (never an exception at an arbitrary
+point): before Exec nothing is done, during the migration the driver aborts
+the libvirt job and the instance keeps running on its source.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ganeti_lv import constants, opcodes
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
@@ -30,21 +32,30 @@ def parse_progress(line: str) -> float | None:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While active, SIGTERM raises KeyboardInterrupt like Ctrl-C (main thread only)."""
+def signals_cancel(env: CliEnv, cancel: Cancellation) -> Iterator[None]:
+    """While active, SIGINT and SIGTERM ask the operation to stop safely.
+
+    The first signal only sets ``cancel`` (the migration aborts its libvirt
+    job and keeps the instance on its source); nothing is interrupted at an
+    arbitrary point. A second signal interrupts at once.
+    """
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.request("interrupted by the user")
+        env.warn("Abort requested; stopping the operation safely (again to force)")
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def progress_bar(line: str) -> tuple[str, float, str] | None:
@@ -56,8 +67,9 @@ def progress_bar(line: str) -> tuple[str, float, str] | None:
 
 
 def _submit(env: CliEnv, op: opcodes.OpCode) -> None:
-    with sigterm_as_interrupt(), common.progress_feedback(env, progress_bar) as feedback:
-        env.client().submit(op, feedback_fn=feedback)
+    cancel = Cancellation()
+    with signals_cancel(env, cancel), common.progress_feedback(env, progress_bar) as feedback:
+        env.client().submit(op, feedback_fn=feedback, cancel=cancel)
 
 
 def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:

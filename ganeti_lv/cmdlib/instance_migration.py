@@ -105,7 +105,8 @@ class TLMigrateInstance(Tasklet):
         self.cluster: Cluster | None = None
         self.source: str = ""
         self.target: str | None = None
-        self.abort_event = threading.Event()
+        # The caller's cancel request (CLI: Ctrl-C/SIGTERM) aborts the libvirt job.
+        self.abort_event: threading.Event = getattr(lu.proc, "cancel", None) or threading.Event()
         # node queries of this operation, asked once (and in parallel up front)
         self._probes: dict[tuple[str, str], NodeResult[Any]] = {}
 

@@ -300,7 +300,10 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         for report in self.migration_reports:
             progress_fn(report)
             if abort_event.is_set():
-                raise MigrationFailed("migration aborted", node=source.name, aborted=True)
+                reason = getattr(abort_event, "reason", "") or "abort requested"
+                raise MigrationFailed(
+                    f"{reason} (migration aborted)", node=source.name, aborted=True
+                )
         if params.copy_storage:
             for idx, disk in enumerate(instance.disks):
                 dst.files[objects.disk_path(cluster, instance, idx)] = disk.size

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from ganeti_lv import constants
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -571,3 +572,40 @@ def test_cli_progress_line_parser() -> None:
     line = MigrationProgress(elapsed=1, memory_total=200, memory_remaining=50).format()
     assert parse_progress(line) == 75.0
     assert parse_progress("STEP 1/4 Checking") is None
+
+
+def test_cancel_request_during_migration_aborts_it(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A caller's cancel (the CLI sets it on Ctrl-C) reaches the running migration."""
+    ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(3)]
+    cancel = Cancellation()
+    lines: list[str] = []
+
+    def feedback(line: str) -> None:
+        lines.append(line)
+        if line.startswith("migration "):  # the job runs: the operator presses Ctrl-C
+            cancel.request("interrupted by the user")
+
+    with pytest.raises(MigrationAborted) as err:
+        Processor(ctx).execute(
+            OpInstanceMigrate(instance_name=INST, target_node=N2), feedback, cancel
+        )
+    assert "interrupted by the user" in err.value.msg
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert running_on(ops) == [N1]
+    assert ctx.jobs.list()[-1].status == "canceled"
+
+
+def test_cancel_before_exec_changes_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    cancel = Cancellation()
+    cancel.request("interrupted by the user")
+    serial = config.read().serial
+    with pytest.raises(OpExecError) as err:
+        Processor(ctx).execute(OpInstanceMigrate(instance_name=INST, target_node=N2), None, cancel)
+    assert "canceled (interrupted by the user) before it started executing" in err.value.msg
+    assert not ops.calls_to("migrate_instance", N1)
+    assert config.read().serial == serial
+    assert running_on(ops) == [N1]

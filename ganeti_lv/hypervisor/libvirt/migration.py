@@ -213,7 +213,8 @@ class _Monitor:
     def poll(self) -> None:
         """One round: sample, decide, act, report."""
         if self.abort_event.is_set() and not self.aborted:
-            self.abort(self.abort_reason or "abort requested")
+            reason = getattr(self.abort_event, "reason", "")
+            self.abort(self.abort_reason or reason or "abort requested")
         try:
             stats = self.dom.jobStats()
         except libvirt.libvirtError:
