@@ -23,6 +23,21 @@ if ! gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
 fi
 gnt-lv instance list
 PRIMARY=$(gnt-lv instance list --no-headers -o pnode "$INSTANCE")
+
+echo ">>> waiting for $INSTANCE to boot (its serial console on $PRIMARY)"
+python3 - "$DIR" "$PRIMARY" "$INSTANCE" <<'PY'
+import sys
+from ganeti_lv.devcluster.cluster import DevCluster
+from ganeti_lv.devcluster.guest import wait_console
+from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+
+directory, node, name = sys.argv[1:]
+log = DevCluster(directory).host_path(node, console_log_path(name))
+wait_console(log, r"GUEST-READY", timeout=180)
+for line in open(log, errors="replace"):
+    if line.startswith("GUEST: PATTERN"):
+        print("   ", line.strip())
+PY
 TARGET=node2; [ "$PRIMARY" = node2 ] && TARGET=node1
 EXPORT_NODE=node3
 
