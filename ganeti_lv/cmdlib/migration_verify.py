@@ -59,7 +59,7 @@ def check_half_done_migrations(vd: VerifyData) -> None:
         nodes = half_done_nodes(states, inst.primary_node)
         if not nodes:
             continue
-        where = ", ".join(f"{node} ({states[node]})" for node in nodes)
+        where = ", ".join(f"{node} ({states[node]})" for node in sorted(nodes))
         vd.report(
             "EINSTANCEMIGRATION",
             "instance",
