@@ -5,7 +5,7 @@ one SSH exec; the sender reads the image sparse-aware (SEEK_DATA/SEEK_HOLE,
 then all-zero blocks are skipped as well), optionally compresses, and streams
 to ``recv`` on the target node through the source node's own OpenSSH client
 (faster than a Python SSH stack). The receiver writes only the data it gets,
-so holes stay holes, into ``<dst>.part``; it renames the file into place only
+so holes stay holes, into ``<dst>.part.<pid>``; it renames the file into place only
 once the whole stream arrived and its sha256 matches the sender's.
 
 This file must stay self-contained: its source text is shipped to the nodes.
@@ -496,9 +496,20 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None) -> dict:
     return {"sha256": mine, "size": size, "written": written, "need": header["allocated"]}
 
 
+def _discard(path: str) -> None:
+    """Remove a partial file; it may already be gone (its directory was replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
-    """Receive a stream into ``dst`` (via ``dst.part``); verify and publish it."""
-    part = dst + ".part"
+    """Receive a stream into ``dst`` (via ``dst.part.<pid>``); verify and publish it.
+
+    The partial file's name is this receiver's own: a receiver left over from
+    an interrupted copy, cleaning up when it notices the dead stream, never
+    touches the partial file of a newer copy to the same place.
+    """
+    part = f"{dst}.part.{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     inp, proc = _open_input(compress)
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -507,16 +518,16 @@ def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        os.unlink(part)
+        _discard(part)
         if proc is not None:
             proc.kill()
         raise
     os.close(fd)
     if proc is not None and proc.wait() != 0:
-        os.unlink(part)
+        _discard(part)
         raise CopyFailed(f"decompressor exited with status {proc.returncode}")
     if expect and result["sha256"] != expect:
-        os.unlink(part)
+        _discard(part)
         raise CopyFailed(f"checksum mismatch: expected {expect}, received {result['sha256']}")
     os.rename(part, dst)
     result["allocated"] = os.stat(dst).st_blocks * 512
