@@ -99,8 +99,11 @@ fi
 if [ "$ignoreacpi" != 1 ]; then
   for ev in /sys/class/input/event*; do
     [ "$(cat "$ev/device/name" 2>/dev/null)" = "Power Button" ] || continue
-    (dd if="/dev/input/${ev##*/}" of=/dev/null bs=24 count=1 2>/dev/null
+    # opened here, before GUEST-READY, so no early press is lost
+    exec 3<"/dev/input/${ev##*/}"
+    (dd of=/dev/null bs=24 count=1 <&3 2>/dev/null
      echo "GUEST: POWEROFF"; sync; poweroff -f) &
+    exec 3<&-
   done
 fi
 echo "GUEST-READY"

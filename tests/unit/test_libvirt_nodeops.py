@@ -166,7 +166,7 @@ def test_shutdown_clean_within_timeout() -> None:
     res = _ops(StubHost({"web1": guest}), clock=clock).shutdown_instance(NODE, _instance(), 10)
     assert res.Raise("shutdown") is True
     assert guest.calls == ["shutdown"]
-    assert sum(clock.slept) == pytest.approx(1.5)
+    assert sum(clock.slept) == pytest.approx(2.0)
 
 
 def test_shutdown_timeout_forces_off() -> None:
@@ -177,6 +177,29 @@ def test_shutdown_timeout_forces_off() -> None:
     assert guest.calls == ["shutdown", "destroy"]
     assert sum(clock.slept) == pytest.approx(3.2)
     assert max(clock.slept) <= 0.5
+
+
+def test_shutdown_presses_the_power_button_again_until_timeout() -> None:
+    """A guest that missed the first press (still booting) gets more presses."""
+    guest = StubGuest("web1", stops_after=None)
+    clock = FakeClock()
+    res = _ops(StubHost({"web1": guest}), clock=clock).shutdown_instance(NODE, _instance(), 12)
+    assert res.Raise("shutdown") is False
+    assert guest.calls == ["shutdown", "shutdown", "shutdown", "destroy"]
+
+
+def test_shutdown_press_on_a_guest_that_just_stopped_is_clean() -> None:
+    class StopsAtSecondPress(StubGuest):
+        def shutdown(self) -> None:
+            super().shutdown()
+            if self.calls.count("shutdown") == 2:
+                self.active = False
+                raise HypervisorError("Requested operation is not valid: domain is not running")
+
+    guest = StopsAtSecondPress("web1", stops_after=None)
+    res = _ops(StubHost({"web1": guest})).shutdown_instance(NODE, _instance(), 30)
+    assert res.Raise("shutdown") is True
+    assert guest.calls == ["shutdown", "shutdown"]
 
 
 def test_shutdown_zero_timeout_destroys_at_once() -> None:

@@ -47,6 +47,8 @@ _LIST_BRIDGES = (
     'for d in /sys/class/net/*/bridge; do [ -d "$d" ] && basename "$(dirname "$d")"; done; true'
 )
 _DISK_EXISTS_STATUS = 17
+# seconds between ACPI power-button presses while a shutdown waits
+POWER_BUTTON_INTERVAL = 5.0
 
 
 def default_libvirt_uri(node: Node, key_file: str) -> str:
@@ -261,23 +263,40 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         guest = self.host(node).find_guest(instance.name)
         if guest is None or not _is_running(guest):
             return True
-        if timeout > 0:
-            guest.shutdown()
-            if self._wait_stopped(guest, timeout):
-                return True
+        if timeout > 0 and self._press_power_until_stopped(guest, timeout):
+            return True
         guest.destroy()
         return False
 
-    def _wait_stopped(self, guest: Guest, timeout: float) -> bool:
-        """Poll until the guest stops or ``timeout`` passes; True if it stopped."""
+    def _press_power_until_stopped(self, guest: Guest, timeout: float) -> bool:
+        """Press the power button every few seconds until the guest stops.
+
+        A guest still booting, or one that missed the press, gets another
+        chance (as Ganeti re-sends system_powerdown); True if it stopped
+        within ``timeout`` seconds.
+        """
         deadline = self._clock() + timeout
+        next_press = self._clock()
         while True:
             if not _is_running(guest):
                 return True
+            now = self._clock()
+            if now >= next_press:
+                self._press_power_button(guest)
+                next_press = now + POWER_BUTTON_INTERVAL
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return False
             self._sleep(min(self._poll_interval, remaining))
+
+    @staticmethod
+    def _press_power_button(guest: Guest) -> None:
+        """One ACPI power-button press; a guest that stopped meanwhile is fine."""
+        try:
+            guest.shutdown()
+        except HypervisorError:
+            if _is_running(guest):
+                raise
 
     def _op_reboot_instance(
         self, cluster: Cluster, node: Node, instance: Instance, reboot_type: str, timeout: float
