@@ -72,18 +72,26 @@ class Runner(Protocol):
 class CopyStats:
     """Outcome of one disk copy; sizes in bytes.
 
-    ``sent`` counts the data bytes streamed (before compression): holes and
-    all-zero blocks are not sent. ``allocated`` is the source's allocated
-    size, ``target_allocated`` the copy's.
+    ``checksum`` is the hex digest of the disk in ``checksum_algorithm``
+    (``sha256-tree-4M`` unless a plain ``sha256`` was asked for, see
+    ``diskcopy_helper``). ``sent`` counts the data bytes streamed (before
+    compression): holes and all-zero blocks are not sent. ``allocated`` is
+    the source's allocated size, ``target_allocated`` the copy's.
     """
 
-    sha256: str
+    checksum: str
     size: int
     sent: int
     allocated: int
     target_allocated: int
     seconds: float
     compress: str = constants.IEC_NONE
+    checksum_algorithm: str = diskcopy_helper.TREE
+
+    @property
+    def checksum_text(self) -> str:
+        """``ALGORITHM:HEX``, as ``copy_disk(expect_sha256=...)`` takes it."""
+        return f"{self.checksum_algorithm}:{self.checksum}"
 
 
 @dataclass
@@ -236,16 +244,22 @@ def copy_disk(
 
     ``bandwidth_limit`` is in MiB/s of data sent (None: unlimited).
     ``progress_fn(done, total)`` gets logical bytes processed and the size.
-    The copy lands in ``dst_path`` only when complete and verified (sha256
-    at both ends, and ``expect_sha256`` if given); otherwise nothing is left
-    at ``dst_path`` and a ``NodeError`` is raised (ECODE_NORES when the
-    target lacks space).
+    ``expect_sha256`` is the expected checksum, ``ALGORITHM:HEX`` (a bare hex
+    digest is ``sha256-tree-4M``); its algorithm is the one computed. The
+    copy lands in ``dst_path`` only when complete and verified (checksum at
+    both ends, and the expected one if given); otherwise nothing is left at
+    ``dst_path`` and a ``NodeError`` is raised (ECODE_NORES when the target
+    lacks space).
     """
     if compress not in diskcopy_helper.COMPRESSORS:
         raise NodeError(f"Unknown compression tool {compress!r}", src_node, ecode=ECODE_INVAL)
-    recv_cmd = shlex.join(helper_argv("recv", dst_path, compress, expect_sha256 or ""))
+    algorithm, expect_hex = diskcopy_helper.split_checksum(expect_sha256 or "")
+    if algorithm not in diskcopy_helper.ALGORITHMS:
+        raise NodeError(f"Unknown checksum algorithm {algorithm!r}", src_node, ecode=ECODE_INVAL)
+    expect = f"{algorithm}:{expect_hex}" if expect_sha256 else ""
+    recv_cmd = shlex.join(helper_argv("recv", dst_path, compress, expect))
     limit = str(bandwidth_limit * MiB) if bandwidth_limit else "0"
-    argv = helper_argv("send", src_path, compress, limit, *dst.argv, recv_cmd)
+    argv = helper_argv("send", src_path, compress, limit, algorithm, *dst.argv, recv_cmd)
     started = clock()
     size = 0
     proc = src.open_exec(argv)
@@ -275,12 +289,15 @@ def copy_disk(
             f"(exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
             src_node,
         )
-    if expect_sha256 and result["sha256"] != expect_sha256:
-        raise NodeError(f"checksum mismatch for {src_path}: {result['sha256']}", src_node)
+    if expect_sha256 and result["checksum"] != expect_hex:
+        raise NodeError(
+            f"checksum mismatch for {src_path}: {algorithm}:{result['checksum']}", src_node
+        )
     if progress_fn is not None:
         progress_fn(result["size"], result["size"])
     return CopyStats(
-        sha256=result["sha256"],
+        checksum=result["checksum"],
+        checksum_algorithm=result["algorithm"],
         size=result["size"],
         sent=result["sent"],
         allocated=result["allocated"],

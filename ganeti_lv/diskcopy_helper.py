@@ -6,27 +6,34 @@ then all-zero blocks are skipped as well), optionally compresses, and streams
 to ``recv`` on the target node through the source node's own OpenSSH client
 (faster than a Python SSH stack). The receiver writes only the data it gets,
 so holes stay holes, into ``<dst>.part.<pid>``; it renames the file into place only
-once the whole stream arrived and its sha256 matches the sender's.
+once the whole stream arrived and its checksum matches the sender's.
 
 This file must stay self-contained: its source text is shipped to the nodes.
 
+Checksum ``sha256-tree-4M`` (the default): the logical disk is split into
+4 MiB chunks (the last one may be shorter); each chunk's digest is
+sha256(chunk bytes, holes read as zeros); the disk checksum is the hex
+sha256 of the disk size as 8 bytes big-endian followed by every chunk digest
+in order. A chunk that is all hole or all zeros has the digest of a zero
+chunk of its length, computed once, so holes cost nothing. ``sha256`` (a
+plain sha256 of the whole disk) is still understood, for older exports. By
+hand: ``python3 -m ganeti_lv.diskcopy_helper checksum FILE`` (or this file
+run with python3) prints ``<hex>  FILE`` like sha256sum.
+
 Stream format (after optional compression)::
 
-    b"GLVC2\\n" + u32 length + JSON header {"size": N, "allocated": A}
-    b"D" + u64 offset + u32 length + data      (offsets strictly increasing)
+    b"GLVC3\\n" + u32 length + JSON header {"size": N, "allocated": A, "algorithm": ALG}
+    b"D" + u64 offset + u32 length + data      (offsets strictly increasing,
+                                                never across a 4 MiB chunk boundary)
     b"E" + u64 size                             (no more data)
-    64 hex chars sha256                         (end of stream)
+    64 hex chars checksum                       (end of stream)
 
-The end record comes before the checksum so that the receiver starts hashing
-the trailing hole while the sender still does the same: sha256 of a hole is
-computed from a zero buffer in memory (no disk I/O), but it is sha256 work.
-
-Speed (the data path must keep up with OpenSSH): 4 MiB reads, sha256 in a
-thread of its own at both ends (hashlib releases the GIL), data written to
-and read from the pipes with raw fd calls (no buffered copies), pipes
-enlarged to 1 MiB so ssh keeps working while this side hashes, and the
-receiver starts the writeback of what it wrote early so the final fsync is
-short.
+Speed (the data path must keep up with OpenSSH): 4 MiB chunk-aligned reads
+into reused buffers, hashing in a thread of its own at both ends (hashlib
+releases the GIL), data written to and read from the pipes with raw fd calls
+(no buffered copies), pipes enlarged so ssh keeps working while this side
+hashes, and the receiver starts the writeback of what it wrote early so the
+final fsync is short.
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent``, then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
@@ -39,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -49,15 +57,19 @@ import sys
 import threading
 import time
 
-MAGIC = b"GLVC2\n"
+MAGIC = b"GLVC3\n"
 CHUNK = 4 << 20
 SUBBLOCK = 64 << 10
 ZERO = bytes(CHUNK)
+ZERO_VIEW = memoryview(ZERO)
 ZERO_SUB = bytes(SUBBLOCK)
 PIPE_SIZE = 1 << 20
 HASH_QUEUE = 8
 WRITEBACK_STEP = 32 << 20
 EXIT_NORES = 3
+TREE = "sha256-tree-4M"
+PLAIN = "sha256"
+ALGORITHMS = (TREE, PLAIN)
 COMPRESSORS = {
     "none": None,
     "gzip": (["gzip", "-c", "-1"], ["gzip", "-dc"]),
@@ -118,6 +130,25 @@ def data_extents(fd: int, size: int):
         pos = end
 
 
+def data_chunks(extents):
+    """Group data extents by 4 MiB chunk: yield (chunk index, [(start, end), ...])."""
+    current = -1
+    ranges: list[tuple[int, int]] = []
+    for start, end in extents:
+        pos = start
+        while pos < end:
+            idx = pos // CHUNK
+            stop = min((idx + 1) * CHUNK, end)
+            if idx != current:
+                if ranges:
+                    yield current, ranges
+                current, ranges = idx, []
+            ranges.append((pos, stop))
+            pos = stop
+    if ranges:
+        yield current, ranges
+
+
 def _is_zero(buf, start: int, end: int) -> bool:
     """True if ``buf[start:end]`` is all zero (cheap for data that is not)."""
     head = min(end, start + 16)
@@ -151,56 +182,103 @@ def hash_zeros(digest, count: int) -> None:
     """Feed ``count`` zero bytes into ``digest`` (from memory, no disk I/O)."""
     while count > 0:
         step = min(count, CHUNK)
-        digest.update(ZERO if step == CHUNK else ZERO[:step])
+        digest.update(ZERO_VIEW[:step])
         count -= step
 
 
-class Hasher:
-    """sha256 computed in a thread of its own, in the order data and holes are fed.
+@functools.lru_cache(maxsize=4)
+def zero_digest(length: int) -> bytes:
+    """sha256 digest of a zero chunk of ``length`` bytes (computed once per process)."""
+    return hashlib.sha256(ZERO_VIEW[:length]).digest()
 
-    Data comes in buffers of the hasher's pool (``buffer()``), given back to
-    the pool once hashed, so no buffer is allocated (and faulted in) per
-    block. ``zeros`` feeds a count of zero bytes. ``hexdigest`` waits for
-    the thread.
+
+class Hasher:
+    """The disk checksum, computed chunk by chunk in order in a thread of its own.
+
+    ``algorithm`` is ``TREE`` (see the module text) or ``PLAIN`` (sha256 of
+    the whole disk). Data chunks come in buffers of the hasher's pool
+    (``buffer()``) through ``chunk(idx, buf, length)``, in increasing chunk
+    order; the buffer returns to the pool once hashed, so no buffer is
+    allocated (and faulted in) per chunk. Chunks never given are holes (zero
+    chunks). ``hexdigest`` waits for the thread.
     """
 
-    def __init__(self, size: int = CHUNK) -> None:
+    def __init__(self, size: int, algorithm: str = TREE) -> None:
+        if algorithm not in ALGORITHMS:
+            raise CopyFailed(f"unknown checksum algorithm {algorithm!r}")
+        self.algorithm = algorithm
+        self.size = size
+        self.chunks = (size + CHUNK - 1) // CHUNK
+        self.next = 0
         self.digest = hashlib.sha256()
+        if algorithm == TREE:
+            self.digest.update(_E.pack(size))
         self.queue: queue.Queue = queue.Queue(maxsize=HASH_QUEUE)
         self.free: queue.Queue = queue.Queue()
         for _ in range(HASH_QUEUE + 2):
-            self.free.put(bytearray(size))
+            self.free.put(bytearray(CHUNK))
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def chunk_length(self, idx: int) -> int:
+        """Length of chunk ``idx`` (the last one may be short)."""
+        return min(CHUNK, self.size - idx * CHUNK)
 
     def _run(self) -> None:
         while True:
             item = self.queue.get()
             if item is None:
                 return
-            if isinstance(item, int):
-                hash_zeros(self.digest, item)
-                continue
-            buf, length = item
-            with memoryview(buf) as view:
-                self.digest.update(view[:length])
-            self.free.put(buf)
+            kind, buf, length = item
+            if kind == "d":
+                with memoryview(buf) as view:
+                    if self.algorithm == TREE:
+                        self.digest.update(hashlib.sha256(view[:length]).digest())
+                    else:
+                        self.digest.update(view[:length])
+                self.free.put(buf)
+            else:
+                self._zero_chunks(buf, length)
+
+    def _zero_chunks(self, first: int, count: int) -> None:
+        """Hash ``count`` zero chunks from chunk ``first`` on (hasher thread)."""
+        end = first + count
+        if self.algorithm == PLAIN:
+            hash_zeros(self.digest, min(end * CHUNK, self.size) - first * CHUNK)
+            return
+        last_short = end == self.chunks and self.size % CHUNK
+        full = count - 1 if last_short else count
+        while full > 0:
+            step = min(full, 4096)
+            self.digest.update(zero_digest(CHUNK) * step)
+            full -= step
+        if last_short:
+            self.digest.update(zero_digest(self.size % CHUNK))
+
+    def _skip_to(self, idx: int) -> None:
+        if idx > self.next:
+            self.queue.put(("z", self.next, idx - self.next))
+        self.next = idx
 
     def buffer(self) -> bytearray:
         """A free buffer of the pool (blocks while all are queued for hashing)."""
         return self.free.get()
 
-    def update(self, buf: bytearray, length: int) -> None:
-        """Queue ``buf[:length]`` for hashing; ``buf`` returns to the pool afterwards."""
-        self.queue.put((buf, length))
+    def release(self, buf: bytearray) -> None:
+        """Give back a buffer that is not to be hashed."""
+        self.free.put(buf)
 
-    def zeros(self, count: int) -> None:
-        """Queue ``count`` zero bytes for hashing."""
-        if count > 0:
-            self.queue.put(count)
+    def chunk(self, idx: int, buf: bytearray, length: int) -> None:
+        """Queue chunk ``idx`` (``buf[:length]``) for hashing; chunks skipped are zeros."""
+        if idx < self.next or length != self.chunk_length(idx):
+            raise CopyFailed(f"chunk {idx} out of order or of a wrong length")
+        self._skip_to(idx)
+        self.queue.put(("d", buf, length))
+        self.next = idx + 1
 
     def hexdigest(self) -> str:
-        """The digest of everything fed (waits for the hashing to finish)."""
+        """The checksum of the disk (remaining chunks are zeros; waits for the thread)."""
+        self._skip_to(self.chunks)
         self.queue.put(None)
         self.thread.join()
         return self.digest.hexdigest()
@@ -267,44 +345,105 @@ def _start_pipeline(transport: list[str], compress: str):
     return comp.stdin, [comp, transport_proc]
 
 
-def stream_image(src: str, out_fd: int, bwlimit: float | None, progress) -> dict:
-    """Write the stream of ``src`` to ``out_fd``; return sha256, sizes and bytes sent."""
-    hasher = Hasher()
+def _read_chunk(fd: int, buf: bytearray, base: int, length: int, ranges) -> None:
+    """Fill ``buf[:length]`` with chunk bytes at ``base``: the data ``ranges``, zeros between."""
+    with memoryview(buf) as view:
+        cursor = 0
+        for start, end in ranges:
+            rel, stop = start - base, end - base
+            if rel > cursor:
+                view[cursor:rel] = ZERO_VIEW[: rel - cursor]
+            while rel < stop:
+                count = os.preadv(fd, [view[rel:stop]], base + rel)
+                if not count:
+                    raise CopyFailed("the image shrank while being read")
+                rel += count
+            cursor = stop
+        if cursor < length:
+            view[cursor:length] = ZERO_VIEW[: length - cursor]
+
+
+def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None) -> None:
+    """Read the data chunks of ``fd`` and feed them to ``hasher``.
+
+    ``on_chunk(pos, runs)`` gets, per data chunk, the end offset of the chunk
+    and its not-all-zero runs [(offset, memoryview)], valid only during the
+    call. All-zero chunks are hashed as zero chunks without a pass of sha256.
+    """
+    for idx, ranges in data_chunks(data_extents(fd, size)):
+        base, length = idx * CHUNK, hasher.chunk_length(idx)
+        buf = hasher.buffer()
+        try:
+            _read_chunk(fd, buf, base, length, ranges)
+            runs = []
+            with memoryview(buf) as view:
+                for start, end in ranges:  # the gaps between them are holes
+                    runs.extend(nonzero_runs(view[start - base : end - base], start))
+            if on_chunk is not None:
+                on_chunk(base + length, runs)
+        except BaseException:
+            hasher.release(buf)
+            raise
+        if runs:
+            hasher.chunk(idx, buf, length)
+        else:
+            hasher.release(buf)
+
+
+def _open_image(src: str) -> int:
+    fd = os.open(src, os.O_RDONLY)
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    return fd
+
+
+def stream_image(
+    src: str, out_fd: int, bwlimit: float | None, progress, algorithm: str = TREE
+) -> dict:
+    """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent."""
     throttle = Throttle(bwlimit)
     sent = 0
-    fd = os.open(src, os.O_RDONLY)
+    fd = _open_image(src)
     try:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         st = os.fstat(fd)
         size = st.st_size
-        header = json.dumps({"size": size, "allocated": st.st_blocks * 512}).encode()
-        write_all(out_fd, [MAGIC, _H.pack(len(header)), header])
-        hashed = 0
-        for start, end in data_extents(fd, size):
-            hasher.zeros(start - hashed)
-            pos = start
-            while pos < end:
-                buf = hasher.buffer()
-                with memoryview(buf) as view:
-                    count = os.preadv(fd, [view[: min(CHUNK, end - pos)]], pos)
-                if not count:
-                    raise CopyFailed(f"{src} shrank while being read")
-                for off, data in nonzero_runs(buf, pos, count):
-                    write_all(out_fd, [b"D" + _D.pack(off, len(data)), data])
-                    sent += len(data)
-                    throttle.add(len(data))
-                hasher.update(buf, count)
-                pos += count
-                progress(pos, sent)
-            hashed = end
-        hasher.zeros(size - hashed)
+        hasher = Hasher(size, algorithm)
+        header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
+        text = json.dumps(header).encode()
+        write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
+
+        def send_chunk(end: int, runs) -> None:
+            nonlocal sent
+            for off, data in runs:
+                write_all(out_fd, [b"D" + _D.pack(off, len(data)), data])
+                sent += len(data)
+                throttle.add(len(data))
+            progress(end, sent)
+
+        scan_image(fd, size, hasher, send_chunk)
         write_all(out_fd, [b"E" + _E.pack(size)])
-        sha = hasher.hexdigest()
-        write_all(out_fd, [sha.encode()])
+        checksum = hasher.hexdigest()
+        write_all(out_fd, [checksum.encode()])
     finally:
         os.close(fd)
-    return {"sha256": sha, "size": size, "allocated": st.st_blocks * 512, "sent": sent}
+    return {
+        "checksum": checksum,
+        "algorithm": algorithm,
+        "size": size,
+        "allocated": st.st_blocks * 512,
+        "sent": sent,
+    }
+
+
+def checksum_file(path: str, algorithm: str = TREE) -> str:
+    """The checksum of an image file (holes and zero chunks cost no sha256 pass)."""
+    fd = _open_image(path)
+    try:
+        hasher = Hasher(os.fstat(fd).st_size, algorithm)
+        scan_image(fd, hasher.size, hasher)
+        return hasher.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def _reap(procs, stdin) -> tuple[bytes, bytes, list[int]]:
@@ -337,8 +476,12 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
     raise CopyFailed(f"receiver gave no result (exit {codes}): {detail}")
 
 
-def cmd_send(src: str, compress: str, bwlimit: float | None, transport: list[str]) -> dict:
+def cmd_send(
+    src: str, compress: str, bwlimit: float | None, algorithm: str, transport: list[str]
+) -> dict:
     """Stream ``src`` through ``transport`` (which runs ``recv``); verify its result."""
+    if algorithm not in ALGORITHMS:
+        raise CopyFailed(f"unknown checksum algorithm {algorithm!r}")
     size = os.stat(src).st_size
     stdin, procs = _start_pipeline(transport, compress)
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
@@ -356,7 +499,7 @@ def cmd_send(src: str, compress: str, bwlimit: float | None, transport: list[str
     try:
         enlarge_pipe(stdin.fileno())
         try:
-            stats = stream_image(src, stdin.fileno(), bwlimit, progress)
+            stats = stream_image(src, stdin.fileno(), bwlimit, progress, algorithm)
         except BrokenPipeError:
             stats = None
         out, err, codes = _reap(procs, stdin)
@@ -366,9 +509,9 @@ def cmd_send(src: str, compress: str, bwlimit: float | None, transport: list[str
     result = _receiver_result(out, err, codes)
     if stats is None:
         raise CopyFailed(f"the receiver closed the stream early (exit {codes})")
-    if result.get("sha256") != stats["sha256"]:
+    if result.get("checksum") != stats["checksum"]:
         raise CopyFailed(
-            f"checksum mismatch: source {stats['sha256']}, target {result.get('sha256')}"
+            f"checksum mismatch: source {stats['checksum']}, target {result.get('checksum')}"
         )
     stats["target_allocated"] = result.get("allocated", 0)
     return stats
@@ -383,18 +526,18 @@ class FdReader:
     def exact(self, count: int) -> bytearray:
         """``count`` bytes; CopyFailed if the stream ends before."""
         buf = bytearray(count)
-        self.fill(buf, count)
+        with memoryview(buf) as view:
+            self.fill_view(view)
         return buf
 
-    def fill(self, buf: bytearray, count: int) -> None:
-        """Read exactly ``count`` bytes into the start of ``buf``."""
-        with memoryview(buf) as view:
-            got = 0
-            while got < count:
-                n = os.readv(self.fd, [view[got:count]])
-                if n == 0:
-                    raise CopyFailed("the stream ended early (connection lost?)")
-                got += n
+    def fill_view(self, view: memoryview) -> None:
+        """Read exactly ``len(view)`` bytes into ``view``."""
+        got, count = 0, len(view)
+        while got < count:
+            n = os.readv(self.fd, [view[got:]])
+            if n == 0:
+                raise CopyFailed("the stream ended early (connection lost?)")
+            got += n
 
 
 def _open_input(compress: str):
@@ -441,19 +584,61 @@ class Writeback:
             self.pending, self.start = 0, -1
 
 
-def _pwrite_all(fd: int, buf: bytearray, length: int, off: int) -> None:
-    with memoryview(buf) as whole:
-        view = whole[:length]
-        done = 0
-        while done < length:
-            done += os.pwrite(fd, view[done:], off + done)
-
-
 def _read_header(inp: FdReader) -> dict:
     if bytes(inp.exact(len(MAGIC))) != MAGIC:
         raise CopyFailed("bad stream header (connection lost?)")
     (length,) = _H.unpack(inp.exact(_H.size))
     return json.loads(bytes(inp.exact(length)))
+
+
+class ChunkAssembler:
+    """Rebuilds the logical chunks of the disk from the data records, for the hasher.
+
+    ``place(off, length)`` returns the view to read a record's data into: the
+    chunk's buffer at the record's place, with the gap before it zeroed.
+    A finished chunk (the next record is in a later one, or ``finish``) is
+    zero-filled to its end and handed to the hasher.
+    """
+
+    def __init__(self, hasher: Hasher) -> None:
+        self.hasher = hasher
+        self.idx = -1
+        self.buf: bytearray | None = None
+        self.filled = 0
+        self.length = 0
+
+    def place(self, off: int, length: int) -> memoryview:
+        """View of ``length`` bytes where the record at ``off`` goes."""
+        idx = off // CHUNK
+        if length <= 0 or (off + length - 1) // CHUNK != idx:
+            raise CopyFailed(f"bad record at offset {off}")
+        if idx != self.idx:
+            self.finish()
+            self.idx, self.buf, self.filled = idx, self.hasher.buffer(), 0
+            self.length = self.hasher.chunk_length(idx)
+        rel = off - idx * CHUNK
+        assert self.buf is not None
+        view = memoryview(self.buf)
+        if rel > self.filled:
+            view[self.filled : rel] = ZERO_VIEW[: rel - self.filled]
+        self.filled = rel + length
+        return view[rel : rel + length]
+
+    def finish(self) -> None:
+        """Hand the current chunk to the hasher."""
+        if self.buf is None:
+            return
+        if self.filled < self.length:
+            with memoryview(self.buf) as view:
+                view[self.filled : self.length] = ZERO_VIEW[: self.length - self.filled]
+        self.hasher.chunk(self.idx, self.buf, self.length)
+        self.buf = None
+
+
+def _pwrite_all(fd: int, view: memoryview, off: int) -> None:
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], off + done)
 
 
 def receive_stream(inp: FdReader, out_fd: int, on_header=None) -> dict:
@@ -465,8 +650,10 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None) -> dict:
     if on_header is not None:
         on_header(header)
     size = int(header["size"])
+    algorithm = header.get("algorithm", TREE)
     os.ftruncate(out_fd, size)
-    hasher = Hasher()
+    hasher = Hasher(size, algorithm)
+    chunks = ChunkAssembler(hasher)
     writeback = Writeback(out_fd)
     pos = 0
     written = 0
@@ -478,22 +665,27 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None) -> dict:
         if kind != b"D":
             raise CopyFailed(f"bad record type {kind!r}")
         off, length = _D.unpack(inp.exact(_D.size))
-        if off < pos or off + length > size or length > CHUNK:
+        if off < pos or off + length > size:
             raise CopyFailed(f"bad record at offset {off}")
-        hasher.zeros(off - pos)
-        buf = hasher.buffer()
-        inp.fill(buf, length)
-        _pwrite_all(out_fd, buf, length, off)
-        hasher.update(buf, length)
+        view = chunks.place(off, length)
+        inp.fill_view(view)
+        _pwrite_all(out_fd, view, off)
+        view.release()
         writeback.wrote(off, length)
         pos = off + length
         written += length
-    hasher.zeros(size - pos)  # hashed while the sender hashes the same hole
-    sha = bytes(inp.exact(64)).decode(errors="replace")
+    chunks.finish()
     mine = hasher.hexdigest()
-    if end_size != size or sha != mine:
-        raise CopyFailed(f"checksum mismatch: sender {sha}, received {mine}")
-    return {"sha256": mine, "size": size, "written": written, "need": header["allocated"]}
+    theirs = bytes(inp.exact(64)).decode(errors="replace")
+    if end_size != size or theirs != mine:
+        raise CopyFailed(f"checksum mismatch: sender {theirs}, received {mine}")
+    return {
+        "checksum": mine,
+        "algorithm": algorithm,
+        "size": size,
+        "written": written,
+        "need": header["allocated"],
+    }
 
 
 def _discard(path: str) -> None:
@@ -526,12 +718,39 @@ def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
     if proc is not None and proc.wait() != 0:
         _discard(part)
         raise CopyFailed(f"decompressor exited with status {proc.returncode}")
-    if expect and result["sha256"] != expect:
+    if expect and split_checksum(expect) != (result["algorithm"], result["checksum"]):
         _discard(part)
-        raise CopyFailed(f"checksum mismatch: expected {expect}, received {result['sha256']}")
+        raise CopyFailed(
+            f"checksum mismatch: expected {expect}, received {result['algorithm']}:"
+            f"{result['checksum']}"
+        )
     os.rename(part, dst)
     result["allocated"] = os.stat(dst).st_blocks * 512
     return result
+
+
+def split_checksum(text: str) -> tuple[str, str]:
+    """(algorithm, hex) of ``ALGORITHM:HEX``; a bare hex digest is ``TREE``."""
+    algorithm, sep, digest = text.rpartition(":")
+    return (algorithm if sep else TREE), digest
+
+
+def cmd_checksum(args: list[str]) -> int:
+    """``checksum [--algorithm ALG] FILE...``: print ``<hex>  FILE`` lines like sha256sum."""
+    algorithm = TREE
+    if args[:1] == ["--algorithm"] and len(args) > 1:
+        algorithm, args = args[1], args[2:]
+    if algorithm not in ALGORITHMS or not args:
+        sys.stderr.write(f"usage: checksum [--algorithm {'|'.join(ALGORITHMS)}] FILE...\n")
+        return 2
+    status = 0
+    for path in args:
+        try:
+            sys.stdout.write(f"{checksum_file(path, algorithm)}  {path}\n")
+        except OSError as err:
+            sys.stderr.write(f"{path}: {err.strerror}\n")
+            status = 1
+    return status
 
 
 def cmd_stat(paths: list[str]) -> list[dict]:
@@ -540,13 +759,16 @@ def cmd_stat(paths: list[str]) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``send SRC COMPRESS BWLIMIT TRANSPORT...``, ``recv DST COMPRESS [SHA]``,
-    ``stat PATH...``, ``df PATH``."""
+    """Entry point: ``send SRC COMPRESS BWLIMIT ALGORITHM TRANSPORT...``,
+    ``recv DST COMPRESS [ALGORITHM:HEX]``, ``stat PATH...``, ``df PATH``, and for
+    operators ``checksum [--algorithm ALG] FILE...``."""
+    if argv[:1] == ["checksum"]:
+        return cmd_checksum(argv[1:])
     try:
         mode = argv[0]
         if mode == "send":
             bwlimit = float(argv[3]) or None
-            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4:]))
+            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:]))
         elif mode == "recv":
             _emit("RESULT", cmd_recv(argv[1], argv[2], argv[3] if len(argv) > 3 else None))
         elif mode == "stat":

@@ -4,8 +4,21 @@ An export on a node is the directory ``<export_dir>/<instance>/`` holding
 ``config.ini`` (ConfigParser, sections export/instance/hypervisor/backend/os
 with Ganeti's keys, so Ganeti-minded tools can read it), one raw image per
 disk (``disk<N>.img``, sparse) and ``manifest.json`` with every disk's size
-and sha256 as computed at the source. While being written it lives in
+and checksum as computed at the source. While being written it lives in
 ``<instance>.new/``; an export without both files is not complete.
+
+manifest.json (version 2)::
+
+    {"version": 2, "instance": NAME, "source": NODE, "timestamp": UNIX,
+     "disks": [{"index": 0, "file": "disk0.img", "size": BYTES,
+                "allocated": BYTES, "checksum_algorithm": "sha256-tree-4M",
+                "checksum": HEX}]}
+
+``sha256-tree-4M`` is defined in ``diskcopy_helper`` (sha256 over the disk
+size and the sha256 of every 4 MiB chunk); check an image by hand with
+``python3 -m ganeti_lv.diskcopy_helper checksum disk0.img``. Version 1
+manifests (a plain whole-disk ``"sha256": HEX`` per disk) are still read;
+their checksum algorithm is ``sha256``.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv import constants
+from ganeti_lv.diskcopy_helper import PLAIN, TREE
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.objects import Disk, Instance, Nic
 
@@ -44,13 +58,28 @@ def disk_file_name(idx: int) -> str:
 
 @dataclass
 class DiskManifest:
-    """One exported disk: file name, logical size (bytes) and sha256."""
+    """One exported disk: file name, logical size (bytes) and checksum."""
 
     index: int
     file: str
     size: int
-    sha256: str
+    checksum: str
     allocated: int = 0
+    checksum_algorithm: str = TREE
+
+    @property
+    def checksum_text(self) -> str:
+        """``ALGORITHM:HEX``, the expected checksum as the copy engine takes it."""
+        return f"{self.checksum_algorithm}:{self.checksum}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiskManifest:
+        """From a manifest's disk entry; a version 1 entry (``sha256``) is a plain sha256."""
+        data = dict(data)
+        if "checksum" not in data and "sha256" in data:
+            data["checksum"] = data.pop("sha256")
+            data.setdefault("checksum_algorithm", PLAIN)
+        return cls(**data)
 
 
 @dataclass
@@ -61,7 +90,7 @@ class Manifest:
     source: str
     timestamp: int
     disks: list[DiskManifest] = field(default_factory=list)
-    version: int = 1
+    version: int = 2
 
     def to_json(self) -> str:
         """Serialise to JSON text."""
@@ -83,7 +112,7 @@ class Manifest:
                 instance=data["instance"],
                 source=data["source"],
                 timestamp=int(data["timestamp"]),
-                disks=[DiskManifest(**d) for d in data["disks"]],
+                disks=[DiskManifest.from_dict(d) for d in data["disks"]],
                 version=int(data.get("version", 1)),
             )
         except (ValueError, KeyError, TypeError) as err:

@@ -363,11 +363,18 @@ class LUBackupExport(LogicalUnit):
                 ecode = res.error.ecode if res.error is not None else None
                 stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)
                 manifest.disks.append(
-                    exportinfo.DiskManifest(idx, fname, stats.size, stats.sha256, stats.allocated)
+                    exportinfo.DiskManifest(
+                        idx,
+                        fname,
+                        stats.size,
+                        stats.checksum,
+                        stats.allocated,
+                        checksum_algorithm=stats.checksum_algorithm,
+                    )
                 )
                 feedback_fn(
                     f"disk/{idx}: {stats.size // MiB} MiB, {stats.sent} bytes sent"
-                    f" ({stats.allocated} allocated), sha256 {stats.sha256}"
+                    f" ({stats.allocated} allocated), {stats.checksum_text}"
                 )
             cluster = self.cluster
             config = exportinfo.build_config(
@@ -463,7 +470,8 @@ class ImportModeHandler(CreateModeHandler):
 
     The export is read from ``src_node`` (config.ini and manifest); disks,
     NICs and parameters come from it unless the opcode gives them; every
-    disk is copied node to node and verified against the manifest's sha256.
+    disk is copied node to node and verified against the manifest's checksum
+    (in the manifest's algorithm: older exports have a plain sha256).
     """
 
     def check_arguments(self) -> None:
@@ -511,14 +519,14 @@ class ImportModeHandler(CreateModeHandler):
         inst.os = desc.os or inst.os
         self.src = src
         self.sources = [f"{data.path}/{d.file}" for d in manifest.disks]
-        self.checksums = [d.sha256 for d in manifest.disks]
+        self.checksums = [d.checksum_text for d in manifest.disks]
 
     def hooks_env(self) -> dict[str, Any]:
         """Ganeti's import keys."""
         return {"SRC_NODE": self.src.name, "SRC_PATH": self.sources[0].rsplit("/", 1)[0]}
 
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
-        """Copy every exported disk onto the new disks, verifying its sha256."""
+        """Copy every exported disk onto the new disks, verifying its checksum."""
         lu = self.lu
         for idx, (src_path, sha) in enumerate(zip(self.sources, self.checksums, strict=True)):
             feedback_fn(f"Importing disk/{idx} from {self.src.name}")
@@ -531,7 +539,7 @@ class ImportModeHandler(CreateModeHandler):
                 progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
             )
             stats = res.Raise(f"Import of disk/{idx} failed")
-            feedback_fn(f"disk/{idx}: sha256 {stats.sha256} verified")
+            feedback_fn(f"disk/{idx}: {stats.checksum_text} verified")
 
 
 def _used_macs(lu: LogicalUnit) -> set[str]:

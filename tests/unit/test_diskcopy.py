@@ -23,12 +23,22 @@ def _write(path, offset, data):
         fh.write(data)
 
 
-def _sha(path):
+def _plain_sha(path):
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(MiB), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _sha(path):
+    """sha256-tree-4M computed independently: sha256(size u64be || sha256(chunk)...)."""
+    size = os.path.getsize(path)
+    outer = hashlib.sha256(size.to_bytes(8, "big"))
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(4 * MiB), b""):
+            outer.update(hashlib.sha256(chunk).digest())
+    return outer.hexdigest()
 
 
 @pytest.fixture
@@ -55,7 +65,9 @@ def test_copy_is_identical_sparse_and_skips_zeros(image, tmp_path, compress):
     dst.parent.mkdir()
     seen = []
     stats = _copy(image, dst, compress=compress, progress_fn=lambda d, t: seen.append((d, t)))
-    assert stats.sha256 == _sha(image) == _sha(dst)
+    assert stats.checksum == _sha(image) == _sha(dst)
+    assert stats.checksum_algorithm == "sha256-tree-4M"
+    assert _plain_sha(image) == _plain_sha(dst)
     assert stats.size == os.path.getsize(dst) == 64 * MiB
     # only the random data travels: not the hole, not the written zeros
     assert stats.sent == 3 * MiB + 4096
@@ -115,7 +127,7 @@ def test_bandwidth_limit_slows_the_copy(tmp_path):
     started = time.monotonic()
     stats = _copy(src, tmp_path / "d.img", bandwidth_limit=8)
     assert time.monotonic() - started >= 0.45  # 4 MiB at 8 MiB/s
-    assert stats.sha256 == _sha(src)
+    assert stats.checksum == _sha(src)
 
 
 def test_unknown_compression_refused(image, tmp_path):

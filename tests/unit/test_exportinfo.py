@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 
 import pytest
 
@@ -100,6 +101,26 @@ def test_manifest_round_trip_and_bad_input():
     )
     again = exportinfo.Manifest.from_json(man.to_json())
     assert again == man
+    data = json.loads(man.to_json())
+    assert data["version"] == 2
+    assert data["disks"][0]["checksum_algorithm"] == "sha256-tree-4M"
+    assert data["disks"][0]["checksum"] == "ab" * 32 and "sha256" not in data["disks"][0]
+    assert again.disks[0].checksum_text == "sha256-tree-4M:" + "ab" * 32
     with pytest.raises(OpPrereqError) as err:
         exportinfo.Manifest.from_json('{"instance": "x"}')
     assert err.value.ecode == ECODE_INVAL
+
+
+def test_version1_manifest_reads_as_plain_sha256():
+    text = json.dumps(
+        {
+            "version": 1,
+            "instance": "web1",
+            "source": "node1",
+            "timestamp": 5,
+            "disks": [{"index": 0, "file": "disk0.img", "size": 8, "sha256": "cd" * 32}],
+        }
+    )
+    disk = exportinfo.Manifest.from_json(text).disks[0]
+    assert (disk.checksum_algorithm, disk.checksum) == ("sha256", "cd" * 32)
+    assert disk.checksum_text == "sha256:" + "cd" * 32

@@ -73,7 +73,8 @@ def test_live_export_snapshots_copies_publishes_and_merges(ctx, ops, config):
     assert ops.node(N1).domains[INST].overlays == []
     exp = ops.exports[N2][INST]
     manifest = exportinfo.Manifest.from_json(exp.manifest_text)
-    assert manifest.disks[0].sha256 == exp.files["disk0.img"]
+    assert manifest.disks[0].checksum == exp.files["disk0.img"]
+    assert manifest.disks[0].checksum_algorithm == "sha256-tree-4M"
     cfg = exportinfo.parse_config(exp.config_text)
     assert cfg["instance"]["name"] == INST and cfg["export"]["source"] == N1
     assert running(ops) and admin(config) == constants.ADMINST_UP
@@ -278,7 +279,7 @@ def test_import_from_export_verifies_checksums(ctx, ops, config):
     assert inst is not None and [d.size for d in inst.disks] == [1024]
     copy = ops.calls_to("copy_disk", N2)[-1]
     assert copy.args[1] == N3 and copy.args[2] == disk_path(config.get_cluster(), inst, 0)
-    assert ops.copy_options[-1]["expect_sha256"] == sha
+    assert ops.copy_options[-1]["expect_sha256"] == f"sha256-tree-4M:{sha}"
 
 
 def test_import_with_corrupt_export_fails_and_leaves_nothing(ctx, ops, config):

@@ -1,0 +1,186 @@
+"""The sha256-tree-4M disk checksum against an independent computation with hashlib."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from ganeti_lv import diskcopy, diskcopy_helper
+from ganeti_lv.errors import NodeError
+
+MiB = 1024 * 1024
+CHUNK = 4 * MiB
+
+
+def tree_sha(data: bytes) -> str:
+    """sha256(size as u64 big-endian || sha256(chunk 0) || sha256(chunk 1) ...)."""
+    outer = hashlib.sha256(len(data).to_bytes(8, "big"))
+    for start in range(0, len(data), CHUNK):
+        outer.update(hashlib.sha256(data[start : start + CHUNK]).digest())
+    return outer.hexdigest()
+
+
+def make_image(path, size, writes):
+    """A sparse file of ``size`` with ``writes`` [(offset, bytes)]; returns its logical bytes."""
+    content = bytearray(size)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+        for off, data in writes:
+            fh.seek(off)
+            fh.write(data)
+            content[off : off + len(data)] = data
+    return bytes(content)
+
+
+CASES = {
+    # only holes, several chunks
+    "holes": (3 * CHUNK, []),
+    # fully written random data, chunk-aligned
+    "data": (2 * CHUNK, [(0, os.urandom(2 * CHUNK))]),
+    # allocated blocks of written zeros between data
+    "zero-blocks": (3 * CHUNK, [(0, os.urandom(MiB)), (CHUNK, bytes(CHUNK)), (2 * CHUNK, b"x")]),
+    # data straddling a chunk boundary, with holes before and after it
+    "straddling": (3 * CHUNK, [(CHUNK - 5000, os.urandom(10000)), (2 * CHUNK + 7, b"tail")]),
+    # a short last chunk holding data, and one that is only hole
+    "short-last-data": (2 * CHUNK + 12345, [(2 * CHUNK + 100, os.urandom(4000))]),
+    "short-last-hole": (2 * CHUNK + 12345, [(10, b"head")]),
+    "tiny": (4096, [(0, b"a" * 4096)]),
+    "empty": (0, []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_tree_checksum_matches_independent_hashlib(tmp_path, case):
+    size, writes = CASES[case]
+    path = tmp_path / "img"
+    content = make_image(path, size, writes)
+    assert diskcopy_helper.checksum_file(str(path)) == tree_sha(content)
+    plain = diskcopy_helper.checksum_file(str(path), diskcopy_helper.PLAIN)
+    assert plain == hashlib.sha256(content).hexdigest()
+
+
+@pytest.mark.parametrize("case", ["straddling", "short-last-data", "zero-blocks"])
+def test_copy_verifies_tree_checksum_at_both_ends(tmp_path, case):
+    size, writes = CASES[case]
+    src = tmp_path / "src.img"
+    content = make_image(src, size, writes)
+    dst = tmp_path / "out" / "disk0.img"
+    stats = diskcopy.copy_disk(
+        diskcopy.LocalRunner(), "local", str(src), diskcopy.LOCAL_ENDPOINT, str(dst)
+    )
+    assert stats.checksum_algorithm == "sha256-tree-4M"
+    assert stats.checksum == tree_sha(content)
+    assert dst.read_bytes() == content
+    # the non-zero bytes travel, the holes and the written zeros do not
+    written_zeros = CHUNK if case == "zero-blocks" else 0
+    nonzero = len(content) - content.count(0)
+    assert nonzero <= stats.sent <= os.stat(src).st_blocks * 512 - written_zeros
+
+
+def test_expected_checksum_of_other_data_is_a_mismatch(tmp_path):
+    size, writes = CASES["straddling"]
+    src = tmp_path / "src.img"
+    content = make_image(src, size, writes)
+    changed = bytearray(content)
+    changed[CHUNK + 1] ^= 1  # one bit in the second chunk
+    dst = tmp_path / "disk0.img"
+    with pytest.raises(NodeError, match="checksum mismatch"):
+        diskcopy.copy_disk(
+            diskcopy.LocalRunner(),
+            "local",
+            str(src),
+            diskcopy.LOCAL_ENDPOINT,
+            str(dst),
+            expect_sha256=tree_sha(bytes(changed)),
+        )
+    assert not dst.exists() and not glob.glob(f"{dst}.part*")
+    # the same expectation with the right data passes
+    stats = diskcopy.copy_disk(
+        diskcopy.LocalRunner(),
+        "local",
+        str(src),
+        diskcopy.LOCAL_ENDPOINT,
+        str(dst),
+        expect_sha256="sha256-tree-4M:" + tree_sha(content),
+    )
+    assert stats.checksum == tree_sha(content)
+
+
+def test_plain_sha256_of_older_exports_still_verified(tmp_path):
+    src = tmp_path / "src.img"
+    content = make_image(src, 2 * CHUNK + 3, [(CHUNK, os.urandom(5000))])
+    dst = tmp_path / "disk0.img"
+    plain = hashlib.sha256(content).hexdigest()
+    stats = diskcopy.copy_disk(
+        diskcopy.LocalRunner(),
+        "local",
+        str(src),
+        diskcopy.LOCAL_ENDPOINT,
+        str(dst),
+        expect_sha256=f"sha256:{plain}",
+    )
+    assert (stats.checksum_algorithm, stats.checksum) == ("sha256", plain)
+    with pytest.raises(NodeError, match="checksum mismatch"):
+        diskcopy.copy_disk(
+            diskcopy.LocalRunner(),
+            "local",
+            str(src),
+            diskcopy.LOCAL_ENDPOINT,
+            str(tmp_path / "d2.img"),
+            expect_sha256=f"sha256:{tree_sha(content)}",
+        )
+
+
+def test_receiver_detects_corrupted_stream(tmp_path):
+    """A bit flipped on the way (after the sender hashed) fails at the target."""
+    src = tmp_path / "src.img"
+    make_image(src, CHUNK + 100, [(0, b"\x01" * 8192)])
+    dst = tmp_path / "disk0.img"
+    recv_cmd = shlex.join(diskcopy.helper_argv("recv", str(dst), "none"))
+    # the "connection" turns the data bytes 0x01 into 0x02
+    corrupt = diskcopy.CopyEndpoint(
+        argv=["sh", "-c", f"{sys.executable} -c {shlex.quote(_FLIP)} | {recv_cmd}"], name="x"
+    )
+    with pytest.raises(NodeError, match="checksum mismatch"):
+        diskcopy.copy_disk(diskcopy.LocalRunner(), "local", str(src), corrupt, str(dst))
+    assert not dst.exists() and not glob.glob(f"{dst}.part*")
+
+
+_FLIP = (
+    "import sys\n"
+    "data = sys.stdin.buffer.read()\n"
+    "sys.stdout.buffer.write(data.replace(b'\\x01' * 8192, b'\\x02' * 8192))\n"
+)
+
+
+def test_checksum_command_for_operators(tmp_path):
+    size, writes = CASES["straddling"]
+    path = tmp_path / "disk0.img"
+    content = make_image(path, size, writes)
+    out = subprocess.run(
+        [sys.executable, "-m", "ganeti_lv.diskcopy_helper", "checksum", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == f"{tree_sha(content)}  {path}\n"
+    plain = subprocess.run(
+        [sys.executable, "-m", "ganeti_lv.diskcopy_helper", "checksum", "--algorithm", "sha256"]
+        + [str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert plain.split()[0] == hashlib.sha256(content).hexdigest()
+    bad = subprocess.run(
+        [sys.executable, "-m", "ganeti_lv.diskcopy_helper", "checksum", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "No such file" in bad.stderr
