@@ -8,7 +8,8 @@ newer version (configuration files are only ever replaced by a rename, never
 rewritten in place by ganeti_lv). A write by any other process is therefore
 seen by the next read. Callers always get their own deep copies (whole
 snapshot, or the one cluster/node/instance object they asked for), so they
-may change what they got without touching the cache. Writes are read-modify-write cycles under
+may change what they got without touching the cache (``snapshot()`` is the
+read-only exception). Writes are read-modify-write cycles under
 an exclusive ``flock`` on a separate lock file (``config.json.lock``; the
 configuration file itself is replaced on every write, so it cannot carry the
 lock). The new version is written to a temporary file in the same directory,
@@ -17,6 +18,15 @@ killed at any point leaves either the old or the new version, never a mix.
 Every write bumps the serial number. A read-modify-write checks the cache
 against the file while holding the lock, so it never starts from a stale
 version.
+
+A save costs what it changes, not the size of the configuration: the block
+of ``update()`` gets node and instance tables that copy an object only when
+the block takes it out, and the JSON text of every table entry this process
+wrote is kept with the cache, so the untouched entries (the very objects of
+the cache, never changed) are not encoded again. The new cache shares those
+objects and copies the few the caller may still hold. A file written by
+another process is parsed afresh and has no such text: its first save here
+encodes everything.
 """
 
 from __future__ import annotations
@@ -30,8 +40,8 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from ganeti_lv import paths
 from ganeti_lv.constants import ADMINST_ALL
@@ -42,7 +52,16 @@ from ganeti_lv.errors import (
     ConfigurationError,
     ConfigVersionMismatch,
 )
-from ganeti_lv.objects import CONFIG_VERSION, Cluster, ConfigData, Instance, Node
+from ganeti_lv.objects import (
+    CONFIG_VERSION,
+    Cluster,
+    ConfigData,
+    ConfigObject,
+    Instance,
+    Node,
+    copy_value,
+    json_default,
+)
 
 _THREAD_STATE = threading.local()
 
@@ -107,13 +126,23 @@ def _stat_key(st: os.stat_result) -> _StatKey:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+# The JSON text of one entry of an object table ('"name":{...}'), by the id of
+# the cached object it encodes (see ConfigStore._write).
+_Fragments = dict[int, str]
+
+
 @dataclass
 class _Cached:
-    """The parsed configuration file, the open file it came from and its stat key."""
+    """The parsed configuration file, the open file it came from and its stat key.
+
+    ``fragments`` holds the JSON text of cached table entries known to match
+    the file (those this process wrote), so saving does not encode them again.
+    """
 
     fd: int
     key: _StatKey
     data: ConfigData
+    fragments: _Fragments = field(default_factory=dict)
 
 
 def _close_fd(holder: list[int]) -> None:
@@ -176,6 +205,10 @@ class ConfigStore:
 
     def _snapshot(self) -> ConfigData:
         """The cached configuration, refreshed if the file changed."""
+        return self._current().data
+
+    def _current(self) -> _Cached:
+        """The cache entry of the file now at the path (re-read if the file changed)."""
         try:
             key = _stat_key(os.stat(self.path))
         except FileNotFoundError:
@@ -186,7 +219,7 @@ class ConfigStore:
             ) from err
         cached = self._cached
         if cached is not None and cached.key == key:
-            return cached.data
+            return cached
         return self._load()
 
     def _not_found(self) -> ConfigurationError:
@@ -196,7 +229,7 @@ class ConfigStore:
             ECODE_NOENT,
         )
 
-    def _load(self) -> ConfigData:
+    def _load(self) -> _Cached:
         """Read and parse the file now at the path and cache it (keeping it open)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -219,18 +252,19 @@ class ConfigStore:
         except BaseException:
             os.close(fd)
             raise
-        self._remember(fd, key, data)
-        return data
+        return self._remember(_Cached(fd, key, data))
 
-    def _remember(self, fd: int, key: _StatKey, data: ConfigData) -> None:
-        """Make (fd, key, data) the cache; close the previously cached file."""
+    def _remember(self, entry: _Cached) -> _Cached:
+        """Make ``entry`` the cache; close the previously cached file."""
+        fd = entry.fd
         with self._cache_lock:
             old = self._cached
-            self._cached = _Cached(fd, key, data)
+            self._cached = entry
             self._cache_fds.append(fd)
             if old is not None:
                 self._cache_fds.remove(old.fd)
                 os.close(old.fd)
+        return entry
 
     def _parse(self, raw: bytes) -> ConfigData:
         try:
@@ -314,20 +348,28 @@ class ConfigStore:
         finally:
             os.close(fd)  # closing drops the flock
 
-    def _write(self, data: ConfigData) -> None:
-        """Save ``data`` (lock held) and cache a copy of it as the file now on disk."""
-        raw = json.dumps(data.to_dict(), separators=(",", ":")).encode()
-        write_file_atomically(self.path, raw + b"\n")
+    def _write(self, data: ConfigData, base: _Cached | None = None) -> None:
+        """Save ``data`` (lock held) and cache it as the file now on disk.
+
+        ``data`` may be a working copy of ``base`` (the cache it was made
+        from, see :meth:`update`): table entries it still shares with
+        ``base`` are unchanged, so their JSON text is taken from
+        ``base.fragments`` instead of being encoded again, and the new cache
+        copies only the entries the caller took out or put in (it never
+        shares an object the caller can still reach).
+        """
+        text, entries = _encode(data, base.fragments if base is not None else {})
+        write_file_atomically(self.path, text.encode() + b"\n")
         # Nobody else writes while we hold the lock: the path is our file. The
         # stat key is taken after the rename (a rename changes the ctime).
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             key = _stat_key(os.fstat(fd))
-            snapshot = data.copy()
+            snapshot, fragments = _settled_copy(data, entries)
         except BaseException:
             os.close(fd)
             raise
-        self._remember(fd, key, snapshot)
+        self._remember(_Cached(fd, key, snapshot, fragments))
 
     @contextlib.contextmanager
     def update(self) -> Iterator[ConfigData]:
@@ -335,55 +377,65 @@ class ConfigStore:
 
         The whole block holds the exclusive configuration lock, so keep it
         short (no node operations inside). The serial number is bumped on
-        save; an exception inside the block discards the changes.
+        save; an exception inside the block discards the changes. The
+        yielded data is the caller's to change; its node and instance
+        tables copy an object the first time the block takes it out of
+        them, so a block touching one instance copies (and encodes) one
+        instance.
         """
         with self._exclusive():
-            # _snapshot() checks the file under the lock: never a stale start.
-            data = self._snapshot().copy()
+            # _current() checks the file under the lock: never a stale start.
+            base = self._current()
+            data = _working_copy(base.data)
             yield data
             data.serial += 1
             data.version = CONFIG_VERSION
-            self._write(data)
+            self._write(data, base)
+
+    def _add(self, table: str, kind: str, obj: Node | Instance) -> None:
+        with self.update() as data:
+            objs: dict[str, Any] = getattr(data, table)
+            if obj.name in objs:
+                raise ConfigurationError(f"{kind} '{obj.name}' already exists", ECODE_EXISTS)
+            objs[obj.name] = obj
+
+    def _remove(self, table: str, kind: str, name: str) -> None:
+        with self.update() as data:
+            objs: dict[str, Any] = getattr(data, table)
+            _require(objs, name, kind)
+            del objs[name]
+
+    def _replace(self, table: str, kind: str, obj: Node | Instance) -> None:
+        with self.update() as data:
+            objs: dict[str, Any] = getattr(data, table)
+            if obj.name not in objs:
+                raise ConfigurationError(f"{kind} '{obj.name}' not known", ECODE_NOENT)
+            obj.mtime = time.time()
+            objs[obj.name] = obj
 
     def add_node(self, node: Node) -> None:
         """Add a new node; ConfigurationError(ECODE_EXISTS) if the name is taken."""
-        with self.update() as data:
-            if node.name in data.nodes:
-                raise ConfigurationError(f"Node '{node.name}' already exists", ECODE_EXISTS)
-            data.nodes[node.name] = node
+        self._add("nodes", "Node", node)
 
     def remove_node(self, name: str) -> None:
         """Remove a node; ConfigurationError(ECODE_NOENT) if unknown."""
-        with self.update() as data:
-            _require(data.nodes, name, "Node")
-            del data.nodes[name]
+        self._remove("nodes", "Node", name)
 
     def update_node(self, node: Node) -> None:
         """Replace the stored node of the same name (mtime is refreshed)."""
-        with self.update() as data:
-            _require(data.nodes, node.name, "Node")
-            node.mtime = time.time()
-            data.nodes[node.name] = node
+        self._replace("nodes", "Node", node)
 
     def add_instance(self, inst: Instance) -> None:
         """Add a new instance; ConfigurationError(ECODE_EXISTS) if the name is taken."""
-        with self.update() as data:
-            if inst.name in data.instances:
-                raise ConfigurationError(f"Instance '{inst.name}' already exists", ECODE_EXISTS)
-            data.instances[inst.name] = inst
+        self._add("instances", "Instance", inst)
 
     def remove_instance(self, name: str) -> None:
         """Remove an instance; ConfigurationError(ECODE_NOENT) if unknown."""
-        with self.update() as data:
-            _require(data.instances, name, "Instance")
-            del data.instances[name]
+        self._remove("instances", "Instance", name)
 
     def update_instance(self, inst: Instance) -> None:
         """Replace the stored instance of the same name (mtime is refreshed)."""
-        with self.update() as data:
-            _require(data.instances, inst.name, "Instance")
-            inst.mtime = time.time()
-            data.instances[inst.name] = inst
+        self._replace("instances", "Instance", inst)
 
     def set_instance_primary(self, name: str, node_name: str) -> None:
         """Record that the instance's primary node is now ``node_name``."""
@@ -414,3 +466,199 @@ def _require(table: dict[str, Any], name: str, kind: str) -> Any:
         return table[name]
     except KeyError:
         raise ConfigurationError(f"{kind} '{name}' not known", ECODE_NOENT) from None
+
+
+# ------------------------------------------------------ working copies
+
+
+_C = TypeVar("_C", bound=ConfigObject)
+
+
+class _CopyOnAccess(dict[str, _C]):
+    """A table of configuration objects that copies each one when first handed out.
+
+    It starts with the cached (shared, read-only) objects; every way of
+    getting an object out of it (``t[k]``, ``get``, ``values``, ``items``,
+    ``pop``, ``dict(t)``, ``{**t}``, copies) first replaces that entry by its
+    own copy, and an object put in is the caller's. ``fresh`` names those
+    entries: the only ones a caller may hold and change. Every other entry
+    is still the shared object, unchanged.
+    """
+
+    def __init__(self, shared: dict[str, _C]) -> None:
+        super().__init__(shared)
+        self.fresh: set[str] = set()
+
+    def _own(self, key: str, value: _C) -> _C:
+        if key not in self.fresh:
+            value = value.copy()
+            dict.__setitem__(self, key, value)
+            self.fresh.add(key)
+        return value
+
+    def _own_all(self) -> None:
+        if len(self.fresh) < len(self):
+            for key, value in list(dict.items(self)):
+                self._own(key, value)
+
+    def __getitem__(self, key: str) -> _C:
+        return self._own(key, dict.__getitem__(self, key))
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        """The (own copy of the) object under ``key``, or ``default``."""
+        if key not in self:
+            return default
+        return self[key]
+
+    def __setitem__(self, key: str, value: _C) -> None:
+        dict.__setitem__(self, key, value)
+        self.fresh.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        dict.__delitem__(self, key)
+        self.fresh.discard(key)
+
+    def __iter__(self) -> Iterator[str]:
+        # Defined so that dict(t) and {**t} take values through __getitem__.
+        return dict.__iter__(self)
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        """Remove ``key`` and return its (own copy of the) object."""
+        if key not in self:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = self[key]
+        del self[key]
+        return value
+
+    def popitem(self) -> tuple[str, _C]:
+        """Remove and return the last entry (the object being the caller's own copy)."""
+        key = next(reversed(dict.keys(self)))
+        return key, self.pop(key)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        """``t[key]`` if present, else store and return ``default``."""
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def values(self) -> Any:
+        """The objects (each the caller's own copy)."""
+        self._own_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        """(name, object) pairs (each object the caller's own copy)."""
+        self._own_all()
+        return dict.items(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Store every entry given (they become the caller's objects in this table)."""
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _CopyOnAccess[_C]:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def __or__(self, other: Any) -> dict[str, _C]:  # type: ignore[override]
+        merged = dict(self)
+        merged.update(other)
+        return merged
+
+    def copy(self) -> dict[str, _C]:
+        """A plain dict of the entries (objects are the caller's own copies)."""
+        return dict(self)
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        dict.clear(self)
+        self.fresh.clear()
+
+    def __reduce__(self) -> Any:
+        return (dict, (self.copy(),))
+
+    def stored(self) -> dict[str, _C]:
+        """The entries as they are now, without copying (for saving them)."""
+        return dict(dict.items(self))
+
+
+def _working_copy(cached: ConfigData) -> ConfigData:
+    """A ConfigData the caller may change, built from the cached one cheaply.
+
+    Every field is copied, except that the object tables become
+    copy-on-access tables over the cached objects.
+    """
+    work = object.__new__(type(cached))
+    attrs = {}
+    for name, value in cached.__dict__.items():
+        if name in cached._NESTED_DICTS:
+            attrs[name] = _CopyOnAccess(value)
+        else:
+            attrs[name] = copy_value(value)
+    work.__dict__.update(attrs)
+    return work
+
+
+def _table_entries(value: Any) -> tuple[dict[str, Any], set[str] | None]:
+    """A table's entries as stored (no copies) and which are the caller's (None: all)."""
+    if isinstance(value, _CopyOnAccess):
+        return value.stored(), value.fresh
+    return value, None
+
+
+def _encode(data: ConfigData, fragments: _Fragments) -> tuple[str, dict[str, list[str]]]:
+    """The JSON text of ``data`` and, per object table, the text of each entry.
+
+    Entries not taken out of a copy-on-access table are the very objects of
+    the cache whose ``fragments`` are given: their text is reused.
+    """
+    parts = []
+    entries: dict[str, list[str]] = {}
+    for name, value in data.json_fields().items():
+        if name in data._NESTED_DICTS and isinstance(value, dict):
+            stored, fresh = _table_entries(value)
+            texts = []
+            for key, obj in stored.items():
+                text = None if fresh is None or key in fresh else fragments.get(id(obj))
+                if text is None:
+                    text = f"{_encode_str(key)}:{_ENCODER.encode(obj)}"
+                texts.append(text)
+            entries[name] = texts
+            value_text = "{" + ",".join(texts) + "}"
+        else:
+            value_text = _ENCODER.encode(value)
+        parts.append(f"{_encode_str(name)}:{value_text}")
+    return "{" + ",".join(parts) + "}", entries
+
+
+def _settled_copy(data: ConfigData, entries: dict[str, list[str]]) -> tuple[ConfigData, _Fragments]:
+    """The new cache after saving ``data``: a copy sharing nothing the caller can change.
+
+    Returns it with the fragments of its table entries (``entries`` as
+    returned by :func:`_encode` for ``data``).
+    """
+    snap = object.__new__(type(data))
+    attrs = {}
+    fragments: _Fragments = {}
+    for name, value in data.__dict__.items():
+        if name in entries:
+            stored, fresh = _table_entries(value)
+            table = {
+                k: (v if fresh is not None and k not in fresh else v.copy())
+                for k, v in stored.items()
+            }
+            for obj, text in zip(table.values(), entries[name], strict=True):
+                fragments[id(obj)] = text
+            attrs[name] = table
+        else:
+            attrs[name] = copy_value(value)
+    snap.__dict__.update(attrs)
+    return snap, fragments
+
+
+# C-accelerated; config objects are encoded straight from their fields, without
+# building a dict copy of the whole configuration first.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=json_default)
+_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
