@@ -14,9 +14,12 @@ unconfirmed), 2 usage errors (argparse).
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
 import pkgutil
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -84,6 +87,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fast_exit(code: int) -> None:
+    """End the process now, skipping the interpreter's teardown, if that is safe.
+
+    After a command, tearing down the interpreter (collecting the modules of
+    paramiko, cryptography and libvirt) takes 0.2-0.3 s on a busy node, as
+    long as some migrations. Everything the command wrote is already durable
+    (configuration and job files are fsync'ed) and its connections are
+    closed; what remains is done here: the atexit handlers run and the
+    standard streams are flushed, then ``os._exit``. When another non-daemon
+    thread is still running, the normal exit (which waits for it) is kept.
+    """
+    others = [
+        t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
+    ]
+    if others or threading.current_thread() is not threading.main_thread():
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or EXIT_FAILURE
+    os._exit(code)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -94,8 +122,23 @@ def main(
     """Run ``gnt-lv`` with ``argv``; return the exit code.
 
     ``node_ops`` (e.g. a FakeNodeOps), ``ask`` (answers confirmations) and
-    ``client_factory`` are injection points for tests and embedding.
+    ``client_factory`` are injection points for tests and embedding. Run
+    as the ``gnt-lv`` program (no ``argv``), the process ends right after
+    the command (see ``fast_exit``).
     """
+    code = _run(argv, node_ops=node_ops, ask=ask, client_factory=client_factory)
+    if argv is None:
+        fast_exit(code)
+    return code
+
+
+def _run(
+    argv: Sequence[str] | None,
+    *,
+    node_ops: Any,
+    ask: Callable[[str], bool] | None,
+    client_factory: Callable[..., Any] | None,
+) -> int:
     parser = build_parser()
     opts = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     env = CliEnv(
