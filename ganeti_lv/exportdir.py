@@ -47,30 +47,49 @@ def prepare(runner: Runner, node: str, export_dir: str, name: str) -> str:
     return _run(runner, node, script, "Preparing the export directory").strip()
 
 
+_PUBLISH = """
+import os, shutil, sys
+d = sys.argv[1]
+new, old, parent = d + ".new", d + ".old", os.path.dirname(d)
+def fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+texts = dict(zip((CONFIG, MANIFEST), sys.stdin.buffer.read().split(b"\\0", 1)))
+for name in (MANIFEST, CONFIG):
+    with open(f"{new}/{name}.tmp", "wb") as fh:
+        fh.write(texts[name])
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(f"{new}/{name}.tmp", f"{new}/{name}")
+for name in os.listdir(new):
+    fsync(f"{new}/{name}")
+fsync(new)
+if os.path.isdir(d):
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(d, old)
+os.rename(new, d)
+fsync(parent)
+shutil.rmtree(old, ignore_errors=True)
+print(d)
+"""
+
+
 def finalize(
     runner: Runner, node: str, export_dir: str, name: str, config_text: str, manifest_text: str
 ) -> str:
-    """Write config.ini and the manifest into ``.new`` and publish it atomically."""
+    """Write config.ini and the manifest into ``.new`` and publish it atomically.
+
+    Every file of the export and both directories are fsynced (the files
+    themselves, not the whole filesystem) before and after the renames.
+    """
     payload = f"{config_text}\0{manifest_text}".encode()
-    write = (
-        "import sys\n"
-        "c, m = sys.stdin.buffer.read().split(b'\\0', 1)\n"
-        "d = sys.argv[1]\n"
-        f"for n, t in (({MANIFEST_FILE!r}, m), ({CONFIG_FILE!r}, c)):\n"
-        "    open(d + '/' + n + '.tmp', 'wb').write(t)\n"
-        "import os\n"
-        f"for n in ({MANIFEST_FILE!r}, {CONFIG_FILE!r}):\n"
-        "    os.rename(d + '/' + n + '.tmp', d + '/' + n)\n"
-    )
+    code = _PUBLISH.replace("CONFIG", repr(CONFIG_FILE)).replace("MANIFEST", repr(MANIFEST_FILE))
     script = _dirs(export_dir, name) + (
         '[ -d "$D.new" ] || { echo "no export in progress: $D.new" >&2; exit 1; }\n'
-        f'python3 -c {shlex.quote(write)} "$D.new"\n'
-        'sync -f "$D.new"/* 2>/dev/null || sync\n'
-        'if [ -d "$D" ]; then rm -rf -- "$D.old"; mv -- "$D" "$D.old"; fi\n'
-        'mv -- "$D.new" "$D"\n'
-        'sync -f "$E" 2>/dev/null || sync\n'
-        'rm -rf -- "$D.old"\n'
-        'echo "$D"\n'
+        f'python3 -S -c {shlex.quote(code)} "$D"\n'
     )
     return _run(runner, node, script, "Publishing the export", stdin=payload).strip()
 

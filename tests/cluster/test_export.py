@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv import constants, exportinfo, objects
+from ganeti_lv import constants, diskcopy, exportinfo, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster.guest import PATTERN_RE, build_guest, kernel_args
@@ -218,7 +219,9 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
     assert cfg.sections() == ["export", "instance", "hypervisor", "backend", "os"]
     assert cfg["export"]["source"] == n1 and cfg["instance"]["disk_count"] == "1"
     manifest = exportinfo.Manifest.from_json(data.manifest_text)
-    assert manifest.disks[0].sha256 == _sh(ops, dst, f"sha256sum {path}").split()[0]
+    checksum = shlex.join(diskcopy.helper_argv("checksum", path))
+    assert manifest.disks[0].checksum == _sh(ops, dst, checksum).split()[0]
+    assert manifest.disks[0].checksum_algorithm == "sha256-tree-4M"
     assert any("Export of exptest1 is in" in line for line in lines)
 
     # shutdown export (the default) with compression to another node: removes the first
