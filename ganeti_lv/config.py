@@ -79,7 +79,8 @@ def match_name(name: str, candidates: list[str]) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """fsync the directory ``path`` (makes renames and new names in it durable)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -116,7 +117,7 @@ def write_file_atomically(
             os.unlink(tmp)
         raise
     if durable:
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 _StatKey = tuple[int, int, int, int, int]

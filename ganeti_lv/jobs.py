@@ -6,13 +6,17 @@ ids are unique and increasing across processes. Each job file
 change (status, feedback line, result), so it is on record as it happens and
 a process killed at any moment (even SIGKILL) leaves a complete file.
 
-Durability: only a job's final state (success, error, canceled) is fsynced,
-file and directory, so a finished job's result survives a power loss. The
-intermediate writes (created and running, executing, feedback lines) and the
-id counter skip fsync: they survive a crash of the process (the page cache
-outlives it) but a power loss may take them back; such a job then shows an
-earlier state of a run that died with the machine (as "lost" or an
-unreadable file), and a new id never reuses one whose job file exists.
+Durability: a job is fsynced (file and directory) when it is recorded
+(queued, or queued and started in one write) and when it reaches its final
+state (success, error, canceled), so both the fact that it ran and its
+result survive a power loss once ``create`` / ``finish_*`` return. The
+writes in between (running, executing, feedback lines) skip fsync: they
+survive a crash of the process (the page cache outlives it) but a power loss
+may take them back to the recorded start; such a job then shows as "lost"
+(its process is gone). The id counter is a number rewritten in place under
+its lock, never fsynced: after a power loss it may lag behind, and a new id
+never reuses one whose job file exists; an unreadable counter is rebuilt
+from the job files.
 
 A job records the pid (and the process start time)
 of the process that runs it; when a job says "queued" or "running" but that
@@ -34,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganeti_lv.config import write_file_atomically
+from ganeti_lv.config import fsync_dir, write_file_atomically
 from ganeti_lv.errors import ECODE_FAULT, GenericError, JobError
 
 JOB_STATUS_QUEUED = "queued"
@@ -155,6 +159,41 @@ def _json_record(job: Job) -> dict[str, Any]:
     return data
 
 
+def write_new_file_durably(path: str, data: bytes, mode: int = 0o640) -> None:
+    """Create ``path`` with ``data``: complete or absent to readers, durable on return.
+
+    The data goes to a temp file renamed to ``path``, so a process killed at
+    any point leaves no file or the whole file. The file and the directory
+    are fsynced after the rename: one journal commit covers the data and
+    the new name (fsyncing the data before the rename costs a second one).
+    ``path`` must be new: a power loss before this returns may leave it with
+    incomplete content (there is no older version to keep), which readers
+    report as corrupt.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(directory)
+
+
+def _encode(job: Job) -> bytes:
+    return json.dumps(_json_record(job), sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
 class JobStore:
     """The job log directory. Writers record a run; readers list and inspect jobs."""
 
@@ -180,30 +219,37 @@ class JobStore:
     def _next_id(self) -> int:
         counter = os.path.join(self.jobs_dir, "serial")
         with self._counter_lock():
+            fd = os.open(counter, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                with open(counter, encoding="ascii") as fobj:
-                    last = int(fobj.read().strip() or 0)
-            except FileNotFoundError:
-                # Never reuse an id, even if the counter file was lost.
-                last = max([0, *self.job_ids()])
-            except ValueError as err:
-                raise JobError(f"Job counter file {counter} is corrupt: {err}") from err
-            # The counter is not fsynced: after a power loss it may lag behind
-            # job files that were; skip ids whose file exists.
-            while os.path.lexists(self._path(last + 1)):
-                last += 1
-            write_file_atomically(counter, f"{last + 1}\n".encode(), mode=0o600, durable=False)
+                raw = os.pread(fd, 64, 0)
+                try:
+                    last = int(raw.strip() or b"0")
+                except ValueError:
+                    last = 0
+                if last <= 0:
+                    # A new, lost or unreadable counter: never reuse an id.
+                    last = max([0, *self.job_ids()])
+                # The counter is not fsynced: after a power loss it may lag
+                # behind job files that were; skip ids whose file exists.
+                while os.path.lexists(self._path(last + 1)):
+                    last += 1
+                # In place: one small write of a growing number under the lock.
+                text = f"{last + 1}\n".encode()
+                os.pwrite(fd, text, 0)
+                if len(raw) > len(text):
+                    os.ftruncate(fd, len(text))
+            finally:
+                os.close(fd)
         return last + 1
 
     def save(self, job: Job, durable: bool = False) -> None:
         """Write the job's file atomically; ``durable`` also fsyncs it (final states)."""
         with self._write_lock:
-            raw = json.dumps(_json_record(job), sort_keys=True, separators=(",", ":")).encode()
-            write_file_atomically(self._path(job.id), raw + b"\n", durable=durable)
+            write_file_atomically(self._path(job.id), _encode(job), durable=durable)
 
     # ------------------------------------------------------------ writing
     def create(self, op: Any, start: bool = False) -> Job:
-        """Record a new job for opcode ``op`` (run by this process).
+        """Record a new job for opcode ``op`` (run by this process), durably.
 
         The job is queued, or with ``start`` already running (one write
         instead of ``create`` followed by ``start``).
@@ -219,7 +265,8 @@ class JobStore:
         if start:
             job.status = JOB_STATUS_RUNNING
             job.start_ts = job.received_ts
-        self.save(job)
+        with self._write_lock:
+            write_new_file_durably(self._path(job.id), _encode(job))
         return job
 
     def start(self, job: Job) -> None:

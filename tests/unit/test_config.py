@@ -209,7 +209,7 @@ def _stalling_writer(data_dir: str, point: str, reached: Any) -> None:
     elif point == "before-rename":
         config_mod.os.replace = stall  # type: ignore[attr-defined]
     else:  # after the rename, before the directory fsync
-        config_mod._fsync_dir = stall  # type: ignore[assignment]
+        config_mod.fsync_dir = stall  # type: ignore[assignment]
     with ConfigStore(data_dir).update() as data:
         data.cluster.tags = ["new version", "y" * (1 << 20)]
 

@@ -145,7 +145,9 @@ def test_ids_skip_existing_job_files_when_counter_lags(store: JobStore) -> None:
     assert store.get(2).status == "success"
 
 
-def test_only_final_states_are_fsynced(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_creation_and_final_states_are_fsynced(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ganeti_lv.config as config_mod
 
     synced: list[int] = []
@@ -157,10 +159,50 @@ def test_only_final_states_are_fsynced(store: JobStore, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(config_mod.os, "fsync", counting_fsync)
     job = store.create(OpTestDelay(), start=True)
+    assert len(synced) == 2  # the new job file and its directory
     store.mark_executing(job)
     store.append_log(job, "a line")
-    assert synced == []
+    assert len(synced) == 2  # intermediate states: no fsync
     assert store.get(job.id).log[-1][2] == "a line"
     store.finish_success(job, True)
-    assert len(synced) == 2  # the job file and its directory
+    assert len(synced) == 4  # the job file and its directory again
     assert store.get(job.id).status == "success"
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage\n", b"0\n", b"\x00\x00"])
+def test_unreadable_counter_is_rebuilt_from_job_files(store: JobStore, content: bytes) -> None:
+    for _ in range(3):
+        store.create(OpTestDelay())
+    with open(os.path.join(store.jobs_dir, "serial"), "wb") as fobj:
+        fobj.write(content)
+    assert store.create(OpTestDelay()).id == 4
+    assert store.create(OpTestDelay()).id == 5
+
+
+def test_counter_rewritten_in_place_holds_the_last_id(store: JobStore) -> None:
+    counter = os.path.join(store.jobs_dir, "serial")
+    for _ in range(12):
+        store.create(OpTestDelay())
+    with open(counter, "rb") as fobj:
+        assert fobj.read() == b"12\n"
+    with open(counter, "wb") as fobj:
+        fobj.write(b"100000\n")  # ahead (ids are never reused, gaps are fine)
+    assert store.create(OpTestDelay()).id == 100001
+    with open(counter, "rb") as fobj:
+        assert fobj.read() == b"100001\n"
+
+
+def test_new_job_file_is_whole_or_absent(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ganeti_lv.jobs as jobs_mod
+
+    def fail(*_args: Any) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(jobs_mod.os, "replace", fail)
+    with pytest.raises(OSError, match="disk gone"):
+        store.create(OpTestDelay())
+    assert sorted(os.listdir(store.jobs_dir)) == [".lock", "serial"]  # no job, no temp file
+    monkeypatch.undo()
+    job = store.create(OpTestDelay(), start=True)
+    assert job.id == 2  # the failed creation's id is not reused, nor is its file there
+    assert store.job_ids() == [2] and store.get(2).status == "running"
