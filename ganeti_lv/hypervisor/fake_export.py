@@ -31,7 +31,7 @@ MiB = 1024 * 1024
 
 @dataclass
 class FakeExport:
-    """One fake export directory: files (name -> sha256) and the two texts."""
+    """One fake export directory: files (name -> checksum) and the two texts."""
 
     files: dict[str, str] = field(default_factory=dict)
     config_text: str = ""

@@ -338,3 +338,31 @@ def test_cluster_verify_reports_overlays_and_stale_exports(ctx, ops, config):
     assert {"EINSTANCEOVERLAY", "ENODESTALEEXPORT"} <= codes
     assert any("interrupted export" in line for line in lines)
     assert any(f"{INST}.new" in line for line in lines)
+
+
+def test_import_of_version1_export_verifies_plain_sha256(ctx, ops, config):
+    import json
+
+    from ganeti_lv.opcodes import OpInstanceCreate
+
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    exp = ops.exports[N2][INST]
+    data = json.loads(exp.manifest_text)
+    disk = data["disks"][0]
+    disk["sha256"] = disk.pop("checksum")
+    del disk["checksum_algorithm"]
+    data["version"] = 1
+    exp.manifest_text = json.dumps(data)  # as written before the tree checksum
+    run(
+        ctx,
+        OpInstanceCreate(
+            instance_name="restored.example.com",
+            disk_template="file",
+            pnode=N3,
+            mode="import",
+            src_node=N2,
+            src_path=INST,
+            start=False,
+        ),
+    )
+    assert ops.copy_options[-1]["expect_sha256"] == f"sha256:{exp.files['disk0.img']}"
