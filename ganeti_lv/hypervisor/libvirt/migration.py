@@ -20,16 +20,23 @@ and the definition moves with the guest (PERSIST_DEST | UNDEFINE_SOURCE).
 Capabilities probed under TCG (qemu 7.2, libvirt 9.0, the local cluster;
 128 MiB guest dirtying 32 MiB in a loop, bandwidth 8 MiB/s):
 
-- post-copy (``postcopy-ram`` + ``--allow-postcopy``): works. The policy's
-  switch (``migrateStartPostCopy``) completed the migration in 6-18 s and
-  the guest kept running on the target; libvirt reports no downtime for it.
-- auto-converge: works, but qemu's default throttle (20 % plus 10 % per
-  pass) needs many passes at 8 MiB/s; with the 40 %/+20 % used here it
-  converged in about 32 s. The capability must be set when the migration
-  starts (qemu cannot enable it later), so it throttles as soon as qemu
-  sees the guest outrun the link; the stats report the highest throttle.
+- post-copy (``postcopy-ram`` + ``--allow-postcopy``): the policy's switch
+  (``migrateStartPostCopy``) completed the migration in 6-18 s; libvirt
+  reports no downtime for it.
+- auto-converge: qemu's default throttle (20 % plus 10 % per pass) needs
+  many passes at 8 MiB/s; with the 40 %/+20 % used here it converged in
+  about 32-40 s. The capability must be set when the migration starts
+  (qemu cannot enable it later), so it throttles as soon as qemu sees the
+  guest outrun the link; the stats report the highest throttle.
 - without either, such a guest never converges: the policy aborts it and
   it stays on the source.
+- a pre-copy that runs many passes (tens) while the guest rewrites its
+  memory can lose guest writes under TCG: the guest kernel then oopses or
+  locks up on the target (list corruption, NULL dereference, soft lockup).
+  Plain ``virsh migrate --live --p2p`` does the same, with or without
+  auto-converge, and with a fixed downtime and no policy step, so it is a
+  limit of TCG's dirty tracking in this qemu, not of the policy. KVM tracks
+  dirty pages in the kernel; real nodes run ``kvm``.
 """
 
 from __future__ import annotations
