@@ -119,8 +119,9 @@ def wait_alive_after_long_precopy(
     Under TCG (domain type ``qemu``, qemu 7.2) a pre-copy that runs many
     iterations while the guest rewrites its memory can lose guest writes:
     the guest kernel then oopses or locks up on the target. Plain ``virsh
-    migrate --live --p2p`` shows the same, with or without auto-converge, so
-    it is not the convergence policy's doing. When the guest is silent *and*
+    migrate --live --p2p --auto-converge`` shows the same, and so does a
+    pre-copy at a fixed downtime without any policy step: it is not the
+    convergence policy's doing. When the guest is silent *and*
     its console (after ``mark``) shows such a fault under TCG, the test is
     reported as an expected failure with the kernel's words; a silent guest
     without a fault, or any fault under KVM, fails.

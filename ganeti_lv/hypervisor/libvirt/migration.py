@@ -33,10 +33,11 @@ Capabilities probed under TCG (qemu 7.2, libvirt 9.0, the local cluster;
 - a pre-copy that runs many passes (tens) while the guest rewrites its
   memory can lose guest writes under TCG: the guest kernel then oopses or
   locks up on the target (list corruption, NULL dereference, soft lockup).
-  Plain ``virsh migrate --live --p2p`` does the same, with or without
-  auto-converge, and with a fixed downtime and no policy step, so it is a
-  limit of TCG's dirty tracking in this qemu, not of the policy. KVM tracks
-  dirty pages in the kernel; real nodes run ``kvm``.
+  Plain ``virsh migrate --live --p2p --auto-converge`` does the same, and
+  so does a pre-copy without auto-converge at a fixed downtime (38 passes,
+  no policy step), so it is a limit of TCG's dirty tracking in this qemu,
+  not of the policy. KVM tracks dirty pages in the kernel; real nodes run
+  ``kvm``.
 """
 
 from __future__ import annotations
