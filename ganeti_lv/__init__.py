@@ -10,8 +10,21 @@ Ops tooling uses :class:`Client`::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from ganeti_lv.client import Client
+if TYPE_CHECKING:
+    from ganeti_lv.client import Client
 
 __all__ = ["Client", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``Client`` is imported on first use: ``import ganeti_lv`` (and ``gnt-lv
+    # --version``/``--help``) then does not load the whole framework.
+    if name == "Client":
+        from ganeti_lv.client import Client
+
+        return Client
+    raise AttributeError(f"module 'ganeti_lv' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from ganeti_lv import bootstrap, opcodes
+from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.objects import Node
@@ -66,6 +66,8 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
     host_key = None
     if not opts.no_host_key:
         host_key = obtain_host_key(env, address, opts.ssh_port, opts.master_host_key)
+    from ganeti_lv import bootstrap  # SSH key handling: paramiko, only for init
+
     bootstrap.init_cluster(
         env.data_dir,
         cluster_name=opts.cluster_name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ganeti_lv import bootstrap, opcodes
+from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
@@ -54,6 +54,8 @@ def obtain_host_key(env: CliEnv, address: str, port: int, given: str | None) -> 
 
     ``-f`` never skips this: without a terminal and without ``given`` it refuses.
     """
+    from ganeti_lv import bootstrap  # paramiko: only for commands that meet a new node
+
     if given:
         bootstrap.parse_host_key(given)
         return " ".join(given.split()[:2])
