@@ -270,6 +270,8 @@ def test_create_disks_script_and_existing_image() -> None:
     assert f"mkdir -p -- {directory}" in script
     assert f"truncate -s 80M -- {objects.disk_path(CLUSTER, _instance(), 0)}" in script
     assert f"truncate -s 10M -- {objects.disk_path(CLUSTER, _instance(), 1)}" in script
+    # a new instance gets a fresh console log, once its disks were made
+    assert script.splitlines()[-1] == f"rm -f -- {domxml.console_log_path('web1')}"
     exists = StubSsh(CommandResult(17, "", "/srv/x/disk0.img\n"))
     res = _ops(StubHost({}), exists).create_disks(CLUSTER, NODE, _instance())
     assert not res.ok and res.error is not None and res.error.ecode == ECODE_EXISTS

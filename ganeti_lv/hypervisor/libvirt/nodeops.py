@@ -30,7 +30,7 @@ from ganeti_lv.hypervisor.base import (
     NodeFacts,
     NodeOps,
 )
-from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml
+from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml, console_log_path
 from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
@@ -207,6 +207,8 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             path = shlex.quote(objects.disk_path(cluster, instance, idx))
             lines.append(f"if [ -e {path} ]; then echo {path} >&2; exit {_DISK_EXISTS_STATUS}; fi")
             lines.append(f"truncate -s {int(disk.size)}M -- {path}")
+        # a new instance starts a new console log (not an older namesake's)
+        lines.append(f"rm -f -- {shlex.quote(console_log_path(instance.name))}")
         result = self._ssh_run(node, "\n".join(lines), check=False)
         if result.exit_status == _DISK_EXISTS_STATUS:
             raise HypervisorError(
