@@ -35,6 +35,8 @@ from ganeti_lv.cmdlib.common import (
     check_node_online,
     expand_instance,
     expand_node,
+    get_instance,
+    get_node,
     instance_hook_env,
     repair_disk_chain,
 )
@@ -112,10 +114,9 @@ class LUBackupExport(LogicalUnit):
 
     def CheckPrereq(self) -> None:
         """Ganeti's checks in Ganeti's order, plus the target's free space."""
-        data = self.cfg.read()
-        self.cluster: Cluster = data.cluster
-        self.instance: Instance = data.instances[self.op.instance_name]
-        self.pnode: Node = data.nodes[self.instance.primary_node]
+        self.cluster: Cluster = self.cfg.get_cluster()
+        self.instance: Instance = get_instance(self.cfg, self.op.instance_name)
+        self.pnode: Node = get_node(self.cfg, self.instance.primary_node)
         check_node_online(self.cfg, self.pnode.name)
         if (
             self.op.remove_instance
@@ -126,7 +127,7 @@ class LUBackupExport(LogicalUnit):
                 "Can not remove instance without shutting it down before", ECODE_STATE
             )
         if self.op.mode == constants.EXPORT_MODE_LOCAL:
-            self.dst_node: Node = data.nodes[self.op.target_node]
+            self.dst_node: Node = get_node(self.cfg, self.op.target_node)
             check_node_online(self.cfg, self.dst_node.name)
             check_node_not_drained(self.cfg, self.dst_node.name)
         else:
@@ -256,7 +257,7 @@ class LUBackupExport(LogicalUnit):
 
     def _CleanupExports(self, feedback_fn: FeedbackFn) -> None:
         """Remove this instance's exports from every other node."""
-        data = self.cfg.read()
+        data = self.cfg.snapshot()  # read-only: lookups
         for node in data.nodes.values():
             if node.name == self.dst_node.name or node.offline:
                 continue
@@ -419,7 +420,7 @@ class LUBackupQuery(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> dict[str, Any]:
         """Complete exports by node; stale ones are reported as warnings."""
-        data = self.cfg.read()
+        data = self.cfg.snapshot()  # read-only: lookups
         out: dict[str, Any] = {}
         for name in sorted(self.nodes):
             node = data.nodes[name]
@@ -449,7 +450,7 @@ class LUBackupRemove(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove the export from every node having one; payload: those nodes."""
-        data = self.cfg.read()
+        data = self.cfg.snapshot()  # read-only: lookups
         removed = []
         for node in data.nodes.values():
             if node.offline:
@@ -543,7 +544,7 @@ class ImportModeHandler(CreateModeHandler):
 
 
 def _used_macs(lu: LogicalUnit) -> set[str]:
-    data = lu.cfg.read()
+    data = lu.cfg.snapshot()  # read-only: lookups
     return {n.mac for inst in data.instances.values() for n in inst.nics}
 
 

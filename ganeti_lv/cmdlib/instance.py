@@ -285,8 +285,8 @@ class LUInstanceCreate(LogicalUnit):
 
     def CheckPrereq(self) -> None:
         """Node usable, memory and bridges available, MACs unique; build the instance."""
-        data = self.cfg.read()
-        self.cluster = data.cluster
+        data = self.cfg.snapshot()  # read-only: lookups
+        self.cluster = data.cluster.copy()
         if self.op.instance_name in data.instances:
             raise OpPrereqError(
                 f"Instance '{self.op.instance_name}' is already in the cluster", ECODE_EXISTS
@@ -294,7 +294,7 @@ class LUInstanceCreate(LogicalUnit):
         check_node_online(self.cfg, self.op.pnode, "Cannot use offline primary node")
         check_node_not_drained(self.cfg, self.op.pnode)
         check_node_vm_capable(self.cfg, self.op.pnode)
-        self.pnode = data.nodes[self.op.pnode]
+        self.pnode = get_node(self.cfg, self.op.pnode)
         self.instance = Instance(
             name=self.op.instance_name,
             primary_node=self.pnode.name,
@@ -447,8 +447,7 @@ class _InstanceLU(LogicalUnit):
             self._LockInstancesNodes(primary_only=True, level=level)
 
     def _load(self) -> None:
-        data = self.cfg.read()
-        self.cluster: Cluster = data.cluster
+        self.cluster: Cluster = self.cfg.get_cluster()
         self.instance: Instance = get_instance(self.cfg, self.op.instance_name)
         self.pnode: Node = get_node(self.cfg, self.instance.primary_node)
 
@@ -488,7 +487,7 @@ class LUInstanceStartup(_InstanceLU):
             return
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
         self.already_running = _is_running(dom)
-        check_not_running_elsewhere(self.rpc, self.cfg.read(), self.instance, self.LogWarning)
+        check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if not self.already_running:
             check_node_free_memory(
                 self.rpc,

@@ -113,7 +113,7 @@ class LUInstanceQuery(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
         """One row per instance, sorted by name (or in the order asked)."""
-        data = self.cfg.read()
+        data = self.cfg.snapshot()  # read-only: the rows are built from copies
         offline = {n for n, node in data.nodes.items() if node.offline}
         if self.op.live:
             domains, bad = _live_state(self.rpc, data)

@@ -54,8 +54,8 @@ class LUNodeAdd(LogicalUnit):
 
     def CheckPrereq(self) -> None:
         """Name and address are unique; readd only for a known node."""
-        data = self.cfg.read()
-        self.cluster = data.cluster
+        data = self.cfg.snapshot()  # read-only: lookups (the node changed below is a copy)
+        self.cluster = data.cluster.copy()
         name = self.op.node_name
         address = self.op.primary_ip or name
         existing = data.nodes.get(name)
@@ -167,9 +167,9 @@ class LUNodeSetParams(LogicalUnit):
 
     def CheckPrereq(self) -> None:
         """The master stays online; a node with running instances is not offlined."""
-        data = self.cfg.read()
-        self.cluster = data.cluster
-        self.node = data.nodes[self.op.node_name]
+        data = self.cfg.snapshot()  # read-only: lookups
+        self.cluster = data.cluster.copy()
+        self.node = get_node(self.cfg, self.op.node_name)
         if self.op.offline and self.node.name == self.cluster.master_node:
             raise OpPrereqError(
                 f"The master node {self.node.name} can't be set offline", ECODE_INVAL
@@ -239,8 +239,8 @@ class LUNodeRemove(LogicalUnit):
 
     def CheckPrereq(self) -> None:
         """Not the master, no instances."""
-        data = self.cfg.read()
-        self.cluster = data.cluster
+        data = self.cfg.snapshot()  # read-only: lookups
+        self.cluster = data.cluster.copy()
         self.node = get_node(self.cfg, self.op.node_name)
         if self.node.name == self.cluster.master_node:
             raise OpPrereqError(
@@ -284,7 +284,7 @@ class LUNodeQuery(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
         """One row per node, sorted by name."""
-        data = self.cfg.read()
+        data = self.cfg.snapshot()  # read-only: the rows hold scalars and new lists
         names = self.wanted or sorted(data.nodes)
         rows = []
         for name in names:
