@@ -96,12 +96,16 @@ def fast_exit(code: int) -> None:
     (configuration and job files are fsync'ed) and its connections are
     closed; what remains is done here: the atexit handlers run and the
     standard streams are flushed, then ``os._exit``. When another non-daemon
-    thread is still running, the normal exit (which waits for it) is kept.
+    thread is still running, the normal exit (which waits for it) is kept,
+    and so it is under a profiler or tracer (``python -m cProfile``), which
+    writes its results after the program.
     """
     others = [
         t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
     ]
     if others or threading.current_thread() is not threading.main_thread():
+        return
+    if sys.getprofile() is not None or sys.gettrace() is not None:
         return
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
