@@ -3,8 +3,8 @@
 * processor: opcodes per second through ``Processor.execute`` with the fake
   node operations (``OpTestDelay(duration=0)``, without locks and holding
   an instance and a node lock), against a bare function-call loop and a
-  bare durable job record (three atomic JSON writes, what a job costs on
-  disk at least);
+  bare durable job record (three durable atomic JSON writes: queued,
+  running, success);
 * locks: acquire + release of single instance locks per second with 10,000
   instances known, and the whole level (ALL_SET) at once, against a bare
   open + flock + unlock + close loop over the same files;
