@@ -474,6 +474,25 @@ class SshClient:
         self._transport()
         return self
 
+    def warm_up(self) -> bool:
+        """Open the connection and its first session now; False if that failed.
+
+        For a caller that will use the node soon and has other work to do
+        meanwhile (a background thread): the handshake and the node's
+        set-up of the first session (~50 ms) then overlap that work. One
+        attempt, no retry, errors dropped: the next real call connects
+        again under the retry policy and reports what is wrong (the host
+        key is checked the same way either way).
+        """
+        try:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect_once()
+            self.run(["true"])
+        except Exception:  # noqa: BLE001 - a hint only; the real call reports
+            return False
+        return True
+
     def _transport(self) -> paramiko.Transport:
         with self._lock:
             if self._client is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -317,3 +318,31 @@ def test_default_uri_uses_ssh_with_the_cluster_key() -> None:
     assert uri == "qemu+ssh://root@10.0.0.5:2222/system?keyfile=/d/ssh/id_cluster&no_tty=1"
     explicit = objects.Node(name="n", address="x", libvirt_uri="qemu+tcp://10.0.0.5/system")
     assert LibvirtNodeOps("/d").libvirt_uri(explicit) == "qemu+tcp://10.0.0.5/system"
+
+
+class WarmSsh(StubSsh):
+    """A StubSsh that records its warm-up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warmed = threading.Event()
+
+    def warm_up(self) -> bool:
+        self.warmed.set()
+        return True
+
+
+def test_prewarm_warms_online_nodes_and_keeps_their_clients() -> None:
+    clients: dict[str, WarmSsh] = {}
+
+    def factory(node: objects.Node) -> WarmSsh:
+        clients[node.name] = WarmSsh()
+        return clients[node.name]
+
+    ops = LibvirtNodeOps("/nonexistent", None, ssh_factory=factory)
+    online = objects.Node(name="node1", address="10.250.0.1")
+    offline = objects.Node(name="node2", address="10.250.0.2", offline=True)
+    ops.prewarm([online, offline])
+    assert clients["node1"].warmed.wait(5)
+    assert "node2" not in clients  # an offline node is never contacted
+    assert ops.ssh(online) is clients["node1"]  # the operation uses the warmed client

@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -395,3 +396,53 @@ def test_put_get_from_several_threads(client: SshClient, tmp_path: Path) -> None
         thread.join(60)
     assert errors == []
     assert sorted(os.listdir(tmp_path)) == [f"f{i}" for i in range(5)]
+
+
+# -- start-up speed --------------------------------------------------------------
+
+
+def test_warm_up_opens_the_connection_used_by_later_calls(local_sshd: Any) -> None:
+    ssh = local_sshd.client()
+    try:
+        assert ssh.warm_up() is True
+        transport = ssh._transport()
+        assert ssh.run("echo hi").stdout == "hi\n"
+        assert ssh._transport() is transport  # no second handshake
+    finally:
+        ssh.close()
+
+
+def test_warm_up_failure_is_silent_and_left_to_the_real_call(
+    local_sshd: Any, tmp_path: Path
+) -> None:
+    sleeps: list[float] = []
+    down = local_sshd.client(port=_free_port(), sleep=sleeps.append)
+    assert down.warm_up() is False
+    assert sleeps == []  # one attempt, no retry
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    stranger = local_sshd.client(known_hosts_file=str(empty))
+    assert stranger.warm_up() is False
+    with pytest.raises(HostKeyError):  # the real call still refuses the key
+        stranger.run("true")
+
+
+def test_connection_has_nagle_off(client: SshClient) -> None:
+    sock = client._transport().sock
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_paramiko_is_imported_without_invoke() -> None:
+    code = (
+        "import sys, importlib.util\n"
+        "import ganeti_lv.ssh\n"
+        "assert 'paramiko' in sys.modules\n"
+        "assert 'invoke' not in sys.modules, 'invoke imported'\n"
+        "if importlib.util.find_spec('invoke') is not None:\n"
+        "    import invoke  # the block is lifted afterwards\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

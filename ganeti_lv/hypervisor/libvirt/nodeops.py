@@ -10,6 +10,7 @@ Time and sleep are injectable so the shutdown timeout is testable.
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,21 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             client = self._ssh_factory(node)
             self._ssh[node.name] = client
         return client
+
+    def prewarm(self, nodes: Sequence[Node]) -> None:
+        """Start opening the SSH connections to ``nodes`` in the background.
+
+        A hint for a caller that knows which nodes an operation will use
+        (hooks, checks): each online node's connection is opened in a
+        daemon thread while the caller goes on; the operation's calls then
+        find it open (or wait for it). Failures are left to those calls.
+        """
+        for node in nodes:
+            if node.offline:
+                continue
+            warm = getattr(self.ssh(node), "warm_up", None)
+            if callable(warm):
+                threading.Thread(target=warm, name=f"ssh-warm-{node.name}", daemon=True).start()
 
     def _ssh_run(self, node: Node, cmd: list[str] | str, **kwargs: Any) -> Any:
         try:
