@@ -12,6 +12,7 @@ import re
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.cli.migrate import prewarm_nodes
 
 PROGRESS_RE = re.compile(r"^(?P<disk>disk/\d+) sent (?P<detail>.*?(?P<pct>\d+)%.*)$")
 
@@ -41,8 +42,11 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
         bandwidth_limit=opts.bandwidth_limit,
         dry_run=opts.dry_run,
     )
+    client = env.client()
+    # master, primary and target: their SSH connections open while the job is set up
+    prewarm_nodes(client, op)
     with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
-        result = env.client().submit(op, feedback_fn=feedback)
+        result = client.submit(op, feedback_fn=feedback)
     if opts.dry_run:
         return EXIT_SUCCESS
     finalized, disks = result

@@ -24,8 +24,11 @@ the copy engine skips all-zero blocks, so zeroed space is never sent.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from ganeti_lv import constants, diskcopy, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, register_lu
@@ -62,9 +65,73 @@ OVERLAY_SPACE_SHARE = 0.05
 OVERLAY_SPACE_MIN = 64 * MiB
 
 
+T = TypeVar("T")
+
+
+def _concurrently(calls: list[Callable[[], T]]) -> list[T]:
+    """Run independent node calls at once; their results in the order of ``calls``.
+
+    Each call is a round trip to a node (SSH or libvirt), mostly waiting:
+    several nodes (or several channels of one node's connection) answer in
+    the time of the slowest instead of the sum. An exception of a call is
+    raised once every call has ended.
+    """
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="export-rpc") as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+
 def _instance_disk_size_sum(instance: Instance) -> int:
     """Ganeti's _InstanceDiskSizeSum: total disk size in MiB."""
     return sum(d.size for d in instance.disks)
+
+
+class _Merge:
+    """Merging a live snapshot back into the disks, in the background once started.
+
+    ``start`` begins the merge in a thread (the caller goes on with other
+    nodes); ``finish`` waits for it, or merges right away if it was never
+    started (the copy failed), and raises if the merge failed. Nothing to do
+    without a snapshot.
+    """
+
+    def __init__(self, lu: LUBackupExport, snapshot: SnapshotInfo | None) -> None:
+        self.lu = lu
+        self.snapshot = snapshot
+        self._pool: ThreadPoolExecutor | None = None
+        self._future: Future[Any] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True once started in the background."""
+        return self._future is not None
+
+    def _merge(self) -> Any:
+        assert self.snapshot is not None
+        return self.lu.rpc.commit_snapshot(self.lu.pnode, self.lu.instance, self.snapshot)
+
+    def start(self) -> None:
+        """Begin the merge in a thread."""
+        if self.snapshot is None or self._future is not None:
+            return
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-merge")
+        self._future = self._pool.submit(self._merge)
+
+    def finish(self) -> None:
+        """Wait for the merge (or merge now); OpExecError if it failed."""
+        if self.snapshot is None:
+            return
+        if self._future is not None and self._pool is not None:
+            res = self._future.result()
+            self._pool.shutdown()
+        else:
+            res = self._merge()
+        res.Raise(
+            f"Could not merge the snapshot of {self.lu.instance.name} back"
+            " (the next operation on the instance retries)"
+        )
 
 
 @register_lu(OpBackupExport)
@@ -166,8 +233,22 @@ class LUBackupExport(LogicalUnit):
         return [disk_path(self.cluster, self.instance, i) for i in range(len(self.instance.disks))]
 
     def _check_space(self) -> None:
-        """Room for the copies on the target and for the overlays on the primary."""
-        usage = self.rpc.disk_usage(self.pnode, self._disk_paths()).Raise(
+        """Room for the copies on the target and for the overlays on the primary.
+
+        The three reads (the disks and the free space on the primary, the
+        free space on the target) are independent and run at once; their
+        results are judged in the order of the checks.
+        """
+        overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
+        calls: list[Callable[[], Any]] = [
+            lambda: self.rpc.disk_usage(self.pnode, self._disk_paths()),
+            lambda: self.rpc.free_space(self.dst_node, self._space_probe_path()),
+        ]
+        if overlays:
+            pdir = disk_dir(self.cluster, self.instance)
+            calls.append(lambda: self.rpc.free_space(self.pnode, pdir))
+        results = _concurrently(calls)
+        usage = results[0].Raise(
             f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
         )
         missing = [u["path"] for u in usage if not u["exists"]]
@@ -176,18 +257,16 @@ class LUBackupExport(LogicalUnit):
                 f"Disk image(s) {', '.join(missing)} missing on {self.pnode.name}", ECODE_STATE
             )
         need = sum(int(u["allocated"]) for u in usage)
-        free = self.rpc.free_space(self.dst_node, self._space_probe_path()).Raise(
-            f"Cannot check the free space on {self.dst_node.name}", prereq=True
-        )
+        free = results[1].Raise(f"Cannot check the free space on {self.dst_node.name}", prereq=True)
         if free < need:
             raise OpPrereqError(
                 f"Not enough space in the export dir of {self.dst_node.name}: "
                 f"{need // MiB} MiB needed, {free // MiB} MiB free",
                 ECODE_NORES,
             )
-        if not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP:
+        if overlays:
             overlay = max(OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * 0.05))
-            pfree = self.rpc.free_space(self.pnode, disk_dir(self.cluster, self.instance)).Raise(
+            pfree = results[2].Raise(
                 f"Cannot check the free space on {self.pnode.name}", prereq=True
             )
             if pfree < overlay:
@@ -256,12 +335,20 @@ class LUBackupExport(LogicalUnit):
                 self.LogWarning(f"Free space of {res.path} not zeroed: {res.detail}")
 
     def _CleanupExports(self, feedback_fn: FeedbackFn) -> None:
-        """Remove this instance's exports from every other node."""
+        """Remove this instance's exports from every other node (all nodes at once)."""
         data = self.cfg.snapshot()  # read-only: lookups
-        for node in data.nodes.values():
-            if node.name == self.dst_node.name or node.offline:
-                continue
-            res = self.rpc.export_remove(node, self.cluster, self.instance.name)
+        nodes = [
+            node
+            for node in data.nodes.values()
+            if node.name != self.dst_node.name and not node.offline
+        ]
+        results = _concurrently(
+            [
+                functools.partial(self.rpc.export_remove, node, self.cluster, self.instance.name)
+                for node in nodes
+            ]
+        )
+        for node, res in zip(nodes, results, strict=True):
             if not res.ok:
                 self.LogWarning(
                     f"Could not remove older export for instance {self.instance.name}"
@@ -323,61 +410,97 @@ class LUBackupExport(LogicalUnit):
                 f"Cannot export the running instance {self.instance.name} without a snapshot;"
                 " use the shutdown mode"
             )
+        merge = _Merge(self, snapshot)
         failed = True
         try:
-            dresults = self._export_disks(feedback_fn, sources)
+            manifest = self._copy_disks(feedback_fn, sources)
+            # The copy is done: the primary merges the snapshot back while the
+            # target publishes the export and the other nodes drop older ones.
+            merge.start()
+            self._publish(feedback_fn, manifest)
             failed = False
+            if merge.running:
+                self._CleanupExports(feedback_fn)
         finally:
-            if snapshot is not None:
-                self.rpc.commit_snapshot(self.pnode, self.instance, snapshot).Raise(
-                    f"Could not merge the snapshot of {self.instance.name} back"
-                    " (the next operation on the instance retries)"
-                )
+            merge.finish()
             was_up = self.instance.admin_state == constants.ADMINST_UP
             if stopped_by_us and snapshot is None and (self.DoReboot() or (failed and was_up)):
                 self.StartInstance(feedback_fn)
         if self.op.remove_instance:
             self._remove_instance(feedback_fn)
-        self._CleanupExports(feedback_fn)
-        return True, dresults
+        if not merge.running:
+            self._CleanupExports(feedback_fn)
+        return True, [True] * len(sources)
 
-    def _export_disks(self, feedback_fn: FeedbackFn, sources: list[str]) -> list[bool]:
-        """Copy every disk into ``<instance>.new`` on the target and publish it."""
+    def _copy_disks(self, feedback_fn: FeedbackFn, sources: list[str]) -> exportinfo.Manifest:
+        """Copy every disk into ``<instance>.new`` on the target; the manifest of the copies.
+
+        On failure the incomplete ``.new`` is removed (the previous export stays).
+        """
         inst, dst = self.instance, self.dst_node
         newdir = self.rpc.export_prepare(dst, self.cluster, inst.name).Raise(
             f"Could not prepare the export directory on {dst.name}"
         )
         manifest = exportinfo.Manifest(inst.name, self.pnode.name, int(time.time()))
+        self._prewarm_other_nodes()
         try:
             for idx, src in enumerate(sources):
-                fname = exportinfo.disk_file_name(idx)
-                feedback_fn(f"Exporting disk/{idx} to {dst.name}")
-                res = self.rpc.copy_disk(
-                    self.pnode,
-                    src,
-                    dst,
-                    f"{newdir}/{fname}",
-                    compress=self.op.compress,
-                    bandwidth_limit=self.op.bandwidth_limit,
-                    progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
-                )
-                ecode = res.error.ecode if res.error is not None else None
-                stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)
-                manifest.disks.append(
-                    exportinfo.DiskManifest(
-                        idx,
-                        fname,
-                        stats.size,
-                        stats.checksum,
-                        stats.allocated,
-                        checksum_algorithm=stats.checksum_algorithm,
-                    )
-                )
-                feedback_fn(
-                    f"disk/{idx}: {stats.size // MiB} MiB, {stats.sent} bytes sent"
-                    f" ({stats.allocated} allocated), {stats.checksum_text}"
-                )
-            cluster = self.cluster
+                manifest.disks.append(self._copy_disk(feedback_fn, idx, src, newdir))
+        except BaseException:
+            self._abort_export(feedback_fn)
+            raise
+        return manifest
+
+    def _copy_disk(
+        self, feedback_fn: FeedbackFn, idx: int, src: str, newdir: str
+    ) -> exportinfo.DiskManifest:
+        dst = self.dst_node
+        fname = exportinfo.disk_file_name(idx)
+        feedback_fn(f"Exporting disk/{idx} to {dst.name}")
+        res = self.rpc.copy_disk(
+            self.pnode,
+            src,
+            dst,
+            f"{newdir}/{fname}",
+            compress=self.op.compress,
+            bandwidth_limit=self.op.bandwidth_limit,
+            progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
+        )
+        ecode = res.error.ecode if res.error is not None else None
+        stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)
+        feedback_fn(
+            f"disk/{idx}: {stats.size // MiB} MiB, {stats.sent} bytes sent"
+            f" ({stats.allocated} allocated), {stats.checksum_text}"
+        )
+        return exportinfo.DiskManifest(
+            idx,
+            fname,
+            stats.size,
+            stats.checksum,
+            stats.allocated,
+            checksum_algorithm=stats.checksum_algorithm,
+        )
+
+    def _prewarm_other_nodes(self) -> None:
+        """Let the node operations connect to the nodes ``_CleanupExports`` visits.
+
+        A hint (node operations without ``prewarm`` skip it): the connections
+        open in the background while the copy runs, so the clean-up after it
+        finds them ready.
+        """
+        prewarm = getattr(self.rpc, "prewarm", None)
+        if not callable(prewarm):
+            return
+        data = self.cfg.snapshot()  # read-only: lookups
+        skip = {self.dst_node.name, self.pnode.name}
+        others = [n for n in data.nodes.values() if n.name not in skip and not n.offline]
+        if others:
+            prewarm(others)
+
+    def _publish(self, feedback_fn: FeedbackFn, manifest: exportinfo.Manifest) -> None:
+        """Write config.ini and the manifest and publish ``.new`` atomically."""
+        inst, dst, cluster = self.instance, self.dst_node, self.cluster
+        try:
             config = exportinfo.build_config(
                 inst, self.pnode.name, cluster.fill_beparams(inst), dict(inst.hvparams)
             )
@@ -385,12 +508,14 @@ class LUBackupExport(LogicalUnit):
                 dst, cluster, inst.name, exportinfo.config_to_text(config), manifest.to_json()
             ).Raise("Export finalization failed")
         except BaseException:
-            self.rpc.export_abort(dst, self.cluster, inst.name).Warn(
-                f"Could not remove the incomplete export on {dst.name}", feedback_fn
-            )
+            self._abort_export(feedback_fn)
             raise
         feedback_fn(f"Export of {inst.name} is in {dst.name}:{path}")
-        return [True] * len(sources)
+
+    def _abort_export(self, feedback_fn: FeedbackFn) -> None:
+        self.rpc.export_abort(self.dst_node, self.cluster, self.instance.name).Warn(
+            f"Could not remove the incomplete export on {self.dst_node.name}", feedback_fn
+        )
 
     def _remove_instance(self, feedback_fn: FeedbackFn) -> None:
         """Ganeti's RemoveInstance: undefine, remove disks, drop the config entry."""

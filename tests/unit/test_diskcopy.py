@@ -145,6 +145,35 @@ def test_stat_and_free_space(image, tmp_path):
     assert info[0]["allocated"] == os.stat(image).st_blocks * 512
     assert not info[1]["exists"]
     assert diskcopy.free_space(runner, "local", str(tmp_path)) > 0
+    # a path that does not exist yet is measured at its nearest existing parent
+    st = os.statvfs(tmp_path)
+    free = diskcopy.free_space(runner, "local", str(tmp_path / "new" / "export.new") + "/")
+    assert abs(free - st.f_bavail * st.f_frsize) < 64 * MiB  # other writers meanwhile
+    link = tmp_path / "link.img"
+    link.symlink_to(image)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    linked, dangling = diskcopy.stat_files(runner, "local", [str(link), str(tmp_path / "dangling")])
+    assert linked["exists"] and linked["size"] == 64 * MiB
+    assert not dangling["exists"]
+
+
+class _CannedRunner(diskcopy.LocalRunner):
+    """Answers every command with a fixed result."""
+
+    def __init__(self, status: int, stdout: str, stderr: str = "") -> None:
+        self.result = diskcopy.CommandResult(status, stdout, stderr)
+
+    def run(self, cmd, timeout=None, input=None, check=True):  # noqa: A002
+        return self.result
+
+
+def test_stat_failures_are_node_errors():
+    with pytest.raises(NodeError, match="stat on n1 failed.*Permission denied"):
+        diskcopy.stat_files(_CannedRunner(1, "", "Permission denied"), "n1", ["/a"])
+    with pytest.raises(NodeError, match="unexpected output"):
+        diskcopy.stat_files(_CannedRunner(0, "Y 1 2 512\n"), "n1", ["/a", "/b"])
+    with pytest.raises(NodeError, match="unexpected output"):
+        diskcopy.free_space(_CannedRunner(0, "lots\n"), "n1", "/a")
 
 
 def test_nonzero_runs_coalesce_subblocks():

@@ -63,3 +63,15 @@ def test_bad_name_refused(tmp_path):
         exportdir.prepare(R, "n", str(tmp_path), "../etc")
     with pytest.raises(NodeError, match="No complete export"):
         exportdir.read(R, "n", str(tmp_path), "web1")
+
+
+def test_publish_writes_manifest_and_config_exactly(tmp_path):
+    base = tmp_path / "export"
+    exportdir.prepare(R, "n", str(base), "web1")
+    manifest = '{"disks": [], "note": "caf\u00e9\\n"}\n\n'
+    config = "[instance]\nname = web1\ntags = a b\n\n"
+    exportdir.finalize(R, "n", str(base), "web1", config, manifest)
+    assert (base / "web1" / "manifest.json").read_text() == manifest
+    assert (base / "web1" / "config.ini").read_text() == config
+    assert sorted(p.name for p in (base / "web1").iterdir()) == ["config.ini", "manifest.json"]
+    assert sorted(p.name for p in base.iterdir()) == ["web1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -366,3 +367,64 @@ def test_import_of_version1_export_verifies_plain_sha256(ctx, ops, config):
         ),
     )
     assert ops.copy_options[-1]["expect_sha256"] == f"sha256:{exp.files['disk0.img']}"
+
+
+class _Rendezvous(FakeNodeOps):
+    """Fake node operations whose space reads wait until all of them have started."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=5)
+
+    def _op_disk_usage(self, node, paths):
+        self.barrier.wait()  # BrokenBarrierError if the reads ran one after another
+        return super()._op_disk_usage(node, paths)
+
+    def _op_free_space(self, node, path):
+        self.barrier.wait()
+        return super()._op_free_space(node, path)
+
+
+def test_space_checks_on_primary_and_target_run_at_once(config):
+    # the disk read and the free space of the primary and of the target
+    ops = _Rendezvous(3)
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    path = disk_path(cluster, inst, 0)
+    ops.add_domain(N1, INST, disk_paths=[path])
+    ops.node(N1).files[path] = 1024
+    ctx = Context.from_data_dir(config.data_dir, node_ops=ops)
+    result, _ = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert result == (True, [True])
+    assert sorted((c.method, c.node) for c in ops.calls_to("free_space")) == [
+        ("free_space", N1),
+        ("free_space", N2),
+    ]
+
+
+def test_failed_merge_after_publish_is_reported_and_export_kept(ctx, ops, config):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N3, shutdown=False))
+    ops.fail("commit_snapshot", N1, "block job failed", times=1)
+    with pytest.raises(OpExecError, match="Could not merge the snapshot"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    # the new export was published; the older one elsewhere was removed meanwhile
+    assert INST in ops.exports[N2] and f"{INST}.new" not in ops.exports[N2]
+    assert INST not in ops.exports.get(N3, {})
+    assert ops.node(N1).domains[INST].overlays != []  # the fake left the overlay
+    # the next operation on the instance merges the leftover
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert ops.node(N1).domains[INST].overlays == []
+
+
+def test_cli_export_warms_master_primary_and_target(ctx, ops, data_dir):
+    from ganeti_lv.cli.main import main
+
+    warmed: list[list[str]] = []
+    ops.prewarm = lambda nodes: warmed.append([n.name for n in nodes])  # type: ignore[attr-defined]
+    code = main(
+        ["--data-dir", data_dir, "backup", "export", "-n", N2, "--noshutdown", INST], node_ops=ops
+    )
+    assert code == 0
+    # the CLI: master and primary (node1) and the target; the LU, during the copy:
+    # the other node, for the clean-up of older exports
+    assert warmed == [[N1, N2], [N3]]
