@@ -173,6 +173,45 @@ def helper_argv(*args: str) -> list[str]:
     return ["python3", "-S", "-c", helper_source(), *args]
 
 
+# The sender's first lines: start the transport (ssh to the target, which starts
+# the receiver there) before the helper is compiled and its modules imported, so
+# that the connection's set-up overlaps the sender's start-up. The helper's text
+# follows as the first argument; the transport's argv is at the end (see main).
+_SEND_PRELUDE = """\
+import subprocess, sys
+helper = sys.argv.pop(1)
+transport = subprocess.Popen(
+    sys.argv[6:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+)
+try:
+    code = compile(helper, "diskcopy_helper", "exec")
+    exec(code, {"__name__": "__main__", "STARTED_TRANSPORT": transport})
+finally:
+    if transport.poll() is None:
+        transport.kill()
+        transport.wait()
+"""
+
+
+def send_argv(
+    src_path: str, compress: str, limit: str, algorithm: str, transport: Sequence[str]
+) -> list[str]:
+    """argv of the helper's ``send`` on the source node (its transport started first)."""
+    return [
+        "python3",
+        "-S",
+        "-c",
+        _SEND_PRELUDE,
+        helper_source(),
+        "send",
+        src_path,
+        compress,
+        limit,
+        algorithm,
+        *transport,
+    ]
+
+
 def check_compression(tool: str, allowed: Sequence[str]) -> None:
     """Refuse tools the engine does not know or the cluster does not allow."""
     if tool not in diskcopy_helper.COMPRESSORS or tool not in allowed:
@@ -313,7 +352,7 @@ def copy_disk(
     expect = f"{algorithm}:{expect_hex}" if expect_sha256 else ""
     recv_cmd = shlex.join(helper_argv("recv", dst_path, compress, expect))
     limit = str(bandwidth_limit * MiB) if bandwidth_limit else "0"
-    argv = helper_argv("send", src_path, compress, limit, algorithm, *dst.argv, recv_cmd)
+    argv = send_argv(src_path, compress, limit, algorithm, [*dst.argv, recv_cmd])
     started = clock()
     size = 0
     proc = src.open_exec(argv)

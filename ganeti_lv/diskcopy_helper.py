@@ -52,7 +52,6 @@ import json
 import os
 import queue
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -326,20 +325,26 @@ def _emit(kind: str, payload) -> None:
     sys.stdout.flush()
 
 
-def _start_pipeline(transport: list[str], compress: str):
-    """Start [compressor |] transport; return (stdin to write, processes)."""
-    tools = COMPRESSORS[compress]
-    if tools is None:
-        proc = subprocess.Popen(
-            transport, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        return proc.stdin, [proc]
-    transport_proc = subprocess.Popen(
-        transport,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+def start_transport(transport: list[str]):
+    """Start the transport (``ssh target recv ...``) with its stdin, stdout and stderr piped."""
+    import subprocess  # here: the receiver does without it (start-up time)
+
+    return subprocess.Popen(
+        transport, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+
+
+def _start_pipeline(transport: list[str], compress: str, started=None):
+    """Start [compressor |] transport; return (stdin to write, processes).
+
+    ``started``: the transport process if it runs already (``SEND_PRELUDE``).
+    """
+    import subprocess
+
+    tools = COMPRESSORS[compress]
+    transport_proc = started if started is not None else start_transport(transport)
+    if tools is None:
+        return transport_proc.stdin, [transport_proc]
     comp = subprocess.Popen(tools[0], stdin=subprocess.PIPE, stdout=transport_proc.stdin)
     transport_proc.stdin.close()  # type: ignore[union-attr]  # the compressor holds the write end now
     return comp.stdin, [comp, transport_proc]
@@ -483,7 +488,7 @@ def cmd_send(
     if algorithm not in ALGORITHMS:
         raise CopyFailed(f"unknown checksum algorithm {algorithm!r}")
     size = os.stat(src).st_size
-    stdin, procs = _start_pipeline(transport, compress)
+    stdin, procs = _start_pipeline(transport, compress, globals().get("STARTED_TRANSPORT"))
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
@@ -546,6 +551,8 @@ def _open_input(compress: str):
     enlarge_pipe(stdin)
     if tools is None:
         return FdReader(stdin), None
+    import subprocess
+
     proc = subprocess.Popen(tools[1], stdin=stdin, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     enlarge_pipe(proc.stdout.fileno())
@@ -641,12 +648,14 @@ def _pwrite_all(fd: int, view: memoryview, off: int) -> None:
         done += os.pwrite(fd, view[done:], off + done)
 
 
-def receive_stream(inp: FdReader, out_fd: int, on_header=None) -> dict:
+def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> dict:
     """Read a stream from ``inp`` and write its data into ``out_fd``; return its summary.
 
-    ``on_header(header)`` runs before anything is written (the space check).
+    ``on_header(header)`` runs before anything is written (the space check);
+    ``header``: the stream's header when the caller has read it already.
     """
-    header = _read_header(inp)
+    if header is None:
+        header = _read_header(inp)
     if on_header is not None:
         on_header(header)
     size = int(header["size"])
@@ -702,11 +711,20 @@ def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
     touches the partial file of a newer copy to the same place.
     """
     part = f"{dst}.part.{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     inp, proc = _open_input(compress)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        result = receive_stream(inp, fd, lambda hdr: _check_space(part, int(hdr["allocated"])))
+        # nothing is created before the sender's header arrives: a copy
+        # abandoned before it began leaves no trace
+        header = _read_header(inp)
+        os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except BaseException:
+        if proc is not None:
+            proc.kill()
+        raise
+    try:
+        _check_space(part, int(header["allocated"]))
+        result = receive_stream(inp, fd, header=header)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

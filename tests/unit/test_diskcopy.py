@@ -7,6 +7,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -201,3 +202,27 @@ def test_progress_text_in_ganeti_form():
     rep(5 * MiB, 10 * MiB)
     rep(10 * MiB, 10 * MiB)
     assert lines == ["disk/0 sent 5M, 0.8 MiB/s, 50%, ETA 6s", "disk/0 sent 10M, 1.7 MiB/s, 100%"]
+
+
+def test_missing_source_stops_the_started_transport_and_leaves_nothing(tmp_path):
+    # the sender starts the transport (and so the receiver) before it looks at
+    # the source: a missing source ends both, and the receiver creates nothing
+    marker = tmp_path / "transport-ran"
+    dst = tmp_path / "new" / "disk0.img"
+    recv = shlex.join(diskcopy.helper_argv("recv", str(dst), "none"))
+    endpoint = diskcopy.CopyEndpoint(argv=["sh", "-c", f"touch {marker}; {recv}"], name="t")
+    with pytest.raises(NodeError, match="No such file"):
+        diskcopy.copy_disk(
+            diskcopy.LocalRunner(), "local", str(tmp_path / "nope.img"), endpoint, str(dst)
+        )
+    assert marker.exists()
+    assert not (tmp_path / "new").exists()
+
+
+def test_receiver_creates_nothing_before_the_stream_begins(tmp_path):
+    dst = tmp_path / "new" / "disk0.img"
+    proc = subprocess.run(
+        diskcopy.helper_argv("recv", str(dst), "none"), input=b"", capture_output=True, timeout=60
+    )
+    assert proc.returncode == 1 and b"ERROR" in proc.stdout
+    assert not (tmp_path / "new").exists()
