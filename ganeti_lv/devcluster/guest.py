@@ -64,7 +64,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-echo 1 > /proc/sys/kernel/printk
+echo 4 > /proc/sys/kernel/printk  # errors and worse reach the console
 while read -r mod; do insmod "/lib/modules/$mod" 2>/dev/null; done < /modules.order
 seed=guest; patmb=16; dirtymb=32; writepat=1; ignoreacpi=0
 for arg in $(cat /proc/cmdline); do

@@ -92,6 +92,7 @@ def wait_tick_above(
 # What a guest kernel prints when its memory was found inconsistent.
 GUEST_FAULT_RE = re.compile(
     r"BUG: |Oops|Kernel panic|invalid opcode|general protection fault|list_del corruption"
+    r"|rcu: .*stall|Attempted to kill init"
 )
 
 
