@@ -20,6 +20,7 @@ single-host setups).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
@@ -48,6 +49,9 @@ class StreamProcess(Protocol):
 
     def read(self, size: int = ...) -> bytes:
         """Up to ``size`` bytes of stdout; b"" at the end."""
+
+    def write(self, data: bytes) -> None:
+        """Send data to the command's stdin."""
 
     def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
         """Wait for the exit; the rest of stdout is in the result."""
@@ -194,16 +198,24 @@ finally:
 
 
 def send_argv(
-    src_path: str, compress: str, limit: str, algorithm: str, transport: Sequence[str]
+    src_path: str,
+    compress: str,
+    limit: str,
+    algorithm: str,
+    transport: Sequence[str],
+    mode: str = "send",
 ) -> list[str]:
-    """argv of the helper's ``send`` on the source node (its transport started first)."""
+    """argv of the helper's ``send`` (or ``send-on-go``) on the source node.
+
+    The transport is started first (see ``_SEND_PRELUDE``).
+    """
     return [
         "python3",
         "-S",
         "-c",
         _SEND_PRELUDE,
         helper_source(),
-        "send",
+        mode,
         src_path,
         compress,
         limit,
@@ -319,6 +331,118 @@ def _read_lines(proc: StreamProcess):
         yield buf.decode("utf-8", "replace")
 
 
+@dataclass
+class _Plan:
+    """What one copy is: checked arguments and the sender's argv."""
+
+    src_node: str
+    src_path: str
+    dst: CopyEndpoint
+    dst_path: str
+    compress: str
+    bandwidth_limit: float | None
+    expect_sha256: str | None
+    algorithm: str
+    expect_hex: str
+
+    @classmethod
+    def make(
+        cls,
+        src_node: str,
+        src_path: str,
+        dst: CopyEndpoint,
+        dst_path: str,
+        compress: str,
+        bandwidth_limit: float | None,
+        expect_sha256: str | None,
+    ) -> _Plan:
+        if compress not in diskcopy_helper.COMPRESSORS:
+            raise NodeError(f"Unknown compression tool {compress!r}", src_node, ecode=ECODE_INVAL)
+        algorithm, expect_hex = diskcopy_helper.split_checksum(expect_sha256 or "")
+        if algorithm not in diskcopy_helper.ALGORITHMS:
+            raise NodeError(
+                f"Unknown checksum algorithm {algorithm!r}", src_node, ecode=ECODE_INVAL
+            )
+        return cls(
+            src_node,
+            src_path,
+            dst,
+            dst_path,
+            compress,
+            bandwidth_limit,
+            expect_sha256,
+            algorithm,
+            expect_hex,
+        )
+
+    def argv(self, mode: str = "send") -> list[str]:
+        expect = f"{self.algorithm}:{self.expect_hex}" if self.expect_sha256 else ""
+        recv_cmd = shlex.join(helper_argv("recv", self.dst_path, self.compress, expect))
+        limit = str(self.bandwidth_limit * MiB) if self.bandwidth_limit else "0"
+        return send_argv(
+            self.src_path,
+            self.compress,
+            limit,
+            self.algorithm,
+            [*self.dst.argv, recv_cmd],
+            mode=mode,
+        )
+
+    def follow(
+        self,
+        proc: StreamProcess,
+        progress_fn: ProgressFn | None,
+        start_fn: Callable[[StartInfo], None] | None,
+        clock: Callable[[], float],
+    ) -> CopyStats:
+        """Read the sender's lines to the end; the copy's stats or NodeError."""
+        started = clock()
+        size = 0
+        result: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        try:
+            for line in _read_lines(proc):
+                kind, payload = _parse_line(line)
+                if kind == "START":
+                    size = int(payload["size"])
+                    if start_fn is not None:
+                        start_fn(StartInfo(payload["sender"], list(payload["pids"])))
+                elif kind == "PROGRESS" and progress_fn is not None:
+                    progress_fn(payload[0], size)
+                elif kind == "RESULT":
+                    result = payload
+                elif kind == "ERROR":
+                    error = payload
+            status = proc.wait(timeout=60, check=False)
+        finally:
+            proc.close()
+        if error is not None:
+            raise _error_from(error, self.src_node)
+        if result is None:
+            raise NodeError(
+                f"copy of {self.src_path} from {self.src_node} to {self.dst.name} failed "
+                f"(exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
+                self.src_node,
+            )
+        if self.expect_sha256 and result["checksum"] != self.expect_hex:
+            raise NodeError(
+                f"checksum mismatch for {self.src_path}: {self.algorithm}:{result['checksum']}",
+                self.src_node,
+            )
+        if progress_fn is not None:
+            progress_fn(result["size"], result["size"])
+        return CopyStats(
+            checksum=result["checksum"],
+            checksum_algorithm=result["algorithm"],
+            size=result["size"],
+            sent=result["sent"],
+            allocated=result["allocated"],
+            target_allocated=result.get("target_allocated", 0),
+            seconds=clock() - started,
+            compress=self.compress,
+        )
+
+
 def copy_disk(
     src: Runner,
     src_node: str,
@@ -344,60 +468,77 @@ def copy_disk(
     ``dst_path`` and a ``NodeError`` is raised (ECODE_NORES when the target
     lacks space).
     """
-    if compress not in diskcopy_helper.COMPRESSORS:
-        raise NodeError(f"Unknown compression tool {compress!r}", src_node, ecode=ECODE_INVAL)
-    algorithm, expect_hex = diskcopy_helper.split_checksum(expect_sha256 or "")
-    if algorithm not in diskcopy_helper.ALGORITHMS:
-        raise NodeError(f"Unknown checksum algorithm {algorithm!r}", src_node, ecode=ECODE_INVAL)
-    expect = f"{algorithm}:{expect_hex}" if expect_sha256 else ""
-    recv_cmd = shlex.join(helper_argv("recv", dst_path, compress, expect))
-    limit = str(bandwidth_limit * MiB) if bandwidth_limit else "0"
-    argv = send_argv(src_path, compress, limit, algorithm, [*dst.argv, recv_cmd])
-    started = clock()
-    size = 0
-    proc = src.open_exec(argv)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    try:
-        for line in _read_lines(proc):
-            kind, payload = _parse_line(line)
-            if kind == "START":
-                size = int(payload["size"])
-                if start_fn is not None:
-                    start_fn(StartInfo(payload["sender"], list(payload["pids"])))
-            elif kind == "PROGRESS" and progress_fn is not None:
-                progress_fn(payload[0], size)
-            elif kind == "RESULT":
-                result = payload
-            elif kind == "ERROR":
-                error = payload
-        status = proc.wait(timeout=60, check=False)
-    finally:
-        proc.close()
-    if error is not None:
-        raise _error_from(error, src_node)
-    if result is None:
-        raise NodeError(
-            f"copy of {src_path} from {src_node} to {dst.name} failed "
-            f"(exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
-            src_node,
+    plan = _Plan.make(src_node, src_path, dst, dst_path, compress, bandwidth_limit, expect_sha256)
+    return plan.follow(src.open_exec(plan.argv()), progress_fn, start_fn, clock)
+
+
+class PendingCopy:
+    """A copy set up ahead: sender, transport and receiver run but wait for ``go``.
+
+    The connection to the target and both helpers start while the caller
+    does other work (the snapshot); nothing is read from the source before
+    ``go`` and nothing is created on the target before the data's header
+    arrives. ``cancel`` (or the master going away) ends all of it without a
+    trace. Arguments as for ``copy_disk``.
+    """
+
+    def __init__(
+        self,
+        src: Runner,
+        src_node: str,
+        src_path: str,
+        dst: CopyEndpoint,
+        dst_path: str,
+        *,
+        compress: str = constants.IEC_NONE,
+        bandwidth_limit: float | None = None,
+        expect_sha256: str | None = None,
+    ) -> None:
+        self.plan = _Plan.make(
+            src_node, src_path, dst, dst_path, compress, bandwidth_limit, expect_sha256
         )
-    if expect_sha256 and result["checksum"] != expect_hex:
-        raise NodeError(
-            f"checksum mismatch for {src_path}: {algorithm}:{result['checksum']}", src_node
+        self._proc: StreamProcess | None = src.open_exec(self.plan.argv("send-on-go"))
+
+    def matches(
+        self,
+        src_path: str,
+        dst_path: str,
+        compress: str = constants.IEC_NONE,
+        bandwidth_limit: float | None = None,
+        expect_sha256: str | None = None,
+    ) -> bool:
+        """True if this is the copy ``copy_disk`` would make with these arguments."""
+        plan = self.plan
+        return (src_path, dst_path, compress, bandwidth_limit, expect_sha256) == (
+            plan.src_path,
+            plan.dst_path,
+            plan.compress,
+            plan.bandwidth_limit,
+            plan.expect_sha256,
         )
-    if progress_fn is not None:
-        progress_fn(result["size"], result["size"])
-    return CopyStats(
-        checksum=result["checksum"],
-        checksum_algorithm=result["algorithm"],
-        size=result["size"],
-        sent=result["sent"],
-        allocated=result["allocated"],
-        target_allocated=result.get("target_allocated", 0),
-        seconds=clock() - started,
-        compress=compress,
-    )
+
+    def go(
+        self,
+        progress_fn: ProgressFn | None = None,
+        start_fn: Callable[[StartInfo], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> CopyStats:
+        """Start the data flowing and wait for the end, as ``copy_disk``."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            raise NodeError("this copy was already used or called off", self.plan.src_node)
+        try:
+            proc.write(b"GO\n")
+        except BaseException:
+            proc.close()
+            raise
+        return self.plan.follow(proc, progress_fn, start_fn, clock)
+
+    def cancel(self) -> None:
+        """Call the copy off: the helpers end, nothing was read or written."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.close()
 
 
 # -- progress text, as Ganeti prints it --------------------------------------
@@ -468,8 +609,13 @@ class ProgressReporter:
 class _LocalProcess:
     def __init__(self, argv: Sequence[str]) -> None:
         self.proc = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+            list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE
         )
+
+    def write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
 
     def read(self, size: int = 65536) -> bytes:
         assert self.proc.stdout is not None
@@ -486,9 +632,10 @@ class _LocalProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 class LocalRunner:

@@ -481,14 +481,35 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
     raise CopyFailed(f"receiver gave no result (exit {codes}): {detail}")
 
 
+def _wait_for_go() -> None:
+    """Block until the master says ``GO`` on stdin (``send-on-go``)."""
+    if sys.stdin.readline().strip() != "GO":
+        raise CopyFailed("the copy was called off before it began")
+
+
 def cmd_send(
-    src: str, compress: str, bwlimit: float | None, algorithm: str, transport: list[str]
+    src: str,
+    compress: str,
+    bwlimit: float | None,
+    algorithm: str,
+    transport: list[str],
+    wait: bool = False,
 ) -> dict:
-    """Stream ``src`` through ``transport`` (which runs ``recv``); verify its result."""
+    """Stream ``src`` through ``transport`` (which runs ``recv``); verify its result.
+
+    ``wait``: the transport (and so the receiver) is set up first, then the
+    source is only touched once the master says ``GO``.
+    """
     if algorithm not in ALGORITHMS:
         raise CopyFailed(f"unknown checksum algorithm {algorithm!r}")
-    size = os.stat(src).st_size
     stdin, procs = _start_pipeline(transport, compress, globals().get("STARTED_TRANSPORT"))
+    try:
+        if wait:
+            _wait_for_go()
+        size = os.stat(src).st_size
+    except BaseException:
+        _kill(procs)
+        raise
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
@@ -777,16 +798,18 @@ def cmd_stat(paths: list[str]) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``send SRC COMPRESS BWLIMIT ALGORITHM TRANSPORT...``,
+    """Entry point: ``send SRC COMPRESS BWLIMIT ALGORITHM TRANSPORT...`` (or
+    ``send-on-go``, which waits for a ``GO`` line on stdin before the source is read),
     ``recv DST COMPRESS [ALGORITHM:HEX]``, ``stat PATH...``, ``df PATH``, and for
     operators ``checksum [--algorithm ALG] FILE...``."""
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
     try:
         mode = argv[0]
-        if mode == "send":
+        if mode in ("send", "send-on-go"):
             bwlimit = float(argv[3]) or None
-            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:]))
+            wait = mode == "send-on-go"
+            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], wait))
         elif mode == "recv":
             _emit("RESULT", cmd_recv(argv[1], argv[2], argv[3] if len(argv) > 3 else None))
         elif mode == "stat":

@@ -63,6 +63,9 @@ ZEROING_TIMEOUT_PER_MIB = 0.1
 # Room the snapshot overlays need on the primary, as a share of the disks.
 OVERLAY_SPACE_SHARE = 0.05
 OVERLAY_SPACE_MIN = 64 * MiB
+# Disk copies of a live export set up ahead (each holds an SSH connection from
+# the primary to the target: stay well below sshd's MaxStartups).
+PRESTART_COPIES = 4
 
 
 T = TypeVar("T")
@@ -393,6 +396,37 @@ class LUBackupExport(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         """Shut down, zero, snapshot, restart, copy, publish, remove, clean up."""
+        self._prestart_copies()
+        try:
+            return self._exec(feedback_fn)
+        finally:
+            drop = getattr(self.rpc, "drop_prestarted_copies", None)
+            if callable(drop):
+                drop()
+
+    def _prestart_copies(self) -> None:
+        """A live export: let the node operations set the disk copies up now.
+
+        A hint (node operations without ``prestart_copy`` skip it): the
+        connection to the target and the copy helpers start while the
+        snapshot is taken; no data is read before the copy is asked for, and
+        a copy that turns out different (another source) is called off.
+        """
+        prestart = getattr(self.rpc, "prestart_copy", None)
+        if not callable(prestart) or self.op.shutdown or self.op.remove_instance:
+            return
+        newdir = f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
+        for idx, src in enumerate(self._disk_paths()[:PRESTART_COPIES]):
+            prestart(
+                self.pnode,
+                src,
+                self.dst_node,
+                f"{newdir}/{exportinfo.disk_file_name(idx)}",
+                compress=self.op.compress,
+                bandwidth_limit=self.op.bandwidth_limit,
+            )
+
+    def _exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         repair_disk_chain(self, self.pnode, self.instance)
         running = self._is_running()
         stopped_by_us = False

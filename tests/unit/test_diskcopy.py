@@ -14,6 +14,8 @@ import pytest
 
 from ganeti_lv import diskcopy, diskcopy_helper
 from ganeti_lv.errors import ECODE_NORES, NodeError
+from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
+from ganeti_lv.objects import Node
 
 MiB = 1024 * 1024
 
@@ -226,3 +228,50 @@ def test_receiver_creates_nothing_before_the_stream_begins(tmp_path):
     )
     assert proc.returncode == 1 and b"ERROR" in proc.stdout
     assert not (tmp_path / "new").exists()
+
+
+class _LocalExportOps(LibvirtExportOps):
+    """The libvirt export operations with every node on this machine."""
+
+    def ssh(self, node):
+        return diskcopy.LocalRunner()
+
+    def _endpoint(self, dst):
+        return diskcopy.LOCAL_ENDPOINT
+
+
+def _helpers_running(marker: str) -> list[str]:
+    """Command lines of the processes running a copy helper for a path under ``marker``."""
+    found = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as fh:
+                args = fh.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if args[:1] == ["python3"] and any(marker in a for a in args[-6:]):
+            found.append(" ".join(args[-6:]))
+    return found
+
+
+def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
+    ops = _LocalExportOps()
+    n1, n2 = Node(name="n1", address="127.0.0.1"), Node(name="n2", address="127.0.0.1")
+    first, second = tmp_path / "first" / "disk0.img", tmp_path / "second" / "disk0.img"
+    ops.prestart_copy(n1, str(image), n2, str(first))
+    ops.prestart_copy(n1, str(image), n2, str(second), compress="gzip")
+    time.sleep(0.3)  # give the helpers time to misbehave: nothing may appear yet
+    assert not first.parent.exists() and not second.parent.exists()
+    assert len(_helpers_running(str(tmp_path))) >= 2  # set up and waiting
+    stats = ops._op_copy_disk(n1, str(image), n2, str(first))  # the one set up: go
+    assert stats.checksum == _sha(image) and _sha(first) == _sha(image)
+    # another compression than set up: that one is called off, a new copy made
+    other = ops._op_copy_disk(n1, str(image), n2, str(second), compress="none")
+    assert other.compress == "none" and _sha(second) == _sha(image)
+    ops.prestart_copy(n1, str(image), n2, str(tmp_path / "third" / "disk0.img"))
+    ops.drop_prestarted_copies()
+    deadline = time.monotonic() + 10
+    while _helpers_running(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _helpers_running(str(tmp_path))
+    assert not (tmp_path / "third").exists()

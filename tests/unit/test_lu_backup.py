@@ -428,3 +428,67 @@ def test_cli_export_warms_master_primary_and_target(ctx, ops, data_dir):
     # the CLI: master and primary (node1) and the target; the LU, during the copy:
     # the other node, for the clean-up of older exports
     assert warmed == [[N1, N2], [N3]]
+
+
+class _Prestarts(FakeNodeOps):
+    """Fake node operations that record copies set up ahead and called off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, Any]] = []
+
+    def prestart_copy(self, src, src_path, dst, dst_path, **kw):
+        self.events.append(("prestart", (src.name, src_path, dst.name, dst_path, kw)))
+
+    def drop_prestarted_copies(self):
+        self.events.append(("drop", None))
+
+    def _op_snapshot_disks(self, node, instance, freeze):
+        self.events.append(("snapshot", node.name))
+        return super()._op_snapshot_disks(node, instance, freeze)
+
+
+@pytest.fixture
+def pops(config: ConfigStore) -> _Prestarts:
+    ops = _Prestarts()
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(cluster, inst, 0)
+    ops.add_domain(N1, INST, disk_paths=[path])
+    ops.node(N1).files[path] = 1024
+    return ops
+
+
+def test_live_export_sets_its_copy_up_before_the_snapshot(config, pops):
+    ctx = Context.from_data_dir(config.data_dir, node_ops=pops)
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False, compress="gzip"))
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    expected = (
+        N1,
+        disk_path(cluster, inst, 0),
+        N2,
+        f"{cluster.export_dir}/{INST}.new/disk0.img",
+        {"compress": "gzip", "bandwidth_limit": None},
+    )
+    assert pops.events == [("prestart", expected), ("snapshot", N1), ("drop", None)]
+    # the copy made is the one set up (same source, target and options)
+    copy = pops.calls_to("copy_disk")[0]
+    assert (copy.node, *copy.args) == expected[:4]
+
+
+def test_prestarted_copy_called_off_when_the_export_fails_early(config, pops):
+    pops.fail("snapshot_disks", N1, "qemu said no")
+    ctx = Context.from_data_dir(config.data_dir, node_ops=pops)
+    with pytest.raises(OpExecError, match="without a snapshot"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert [e[0] for e in pops.events] == ["prestart", "snapshot", "drop"]
+    assert pops.calls_to("copy_disk") == []
+
+
+def test_shutdown_export_sets_nothing_up_ahead(config, pops):
+    ctx = Context.from_data_dir(config.data_dir, node_ops=pops)
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    kinds = [e[0] for e in pops.events]
+    assert "prestart" not in kinds and kinds[-1] == "drop"
