@@ -177,6 +177,10 @@ def helper_argv(*args: str) -> list[str]:
     return ["python3", "-S", "-c", helper_source(), *args]
 
 
+# Disk copies of one export set up ahead at most (``PendingCopy``; each holds an
+# SSH connection from the source to the target: well below sshd's MaxStartups).
+PRESTART_COPIES = 4
+
 # The sender's first lines: start the transport (ssh to the target, which starts
 # the receiver there) before the helper is compiled and its modules imported, so
 # that the connection's set-up overlaps the sender's start-up. The helper's text

@@ -56,6 +56,11 @@ def disk_file_name(idx: int) -> str:
     return f"disk{idx}.img"
 
 
+def new_disk_path(export_dir: str, instance_name: str, idx: int) -> str:
+    """Where an export being written puts disk ``idx``: ``<export_dir>/<name>.new/diskN.img``."""
+    return f"{export_dir}/{instance_name}{NEW_SUFFIX}/{disk_file_name(idx)}"
+
+
 @dataclass
 class DiskManifest:
     """One exported disk: file name, logical size (bytes) and checksum."""

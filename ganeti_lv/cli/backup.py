@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import threading
+from typing import Any
 
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.cli.migrate import prewarm_nodes
+from ganeti_lv.errors import GenericError
 
 PROGRESS_RE = re.compile(r"^(?P<disk>disk/\d+) sent (?P<detail>.*?(?P<pct>\d+)%.*)$")
 
@@ -23,6 +26,58 @@ def parse_progress(line: str) -> tuple[str, float, str] | None:
     if not match:
         return None
     return match.group("disk"), float(match.group("pct")), match.group("detail")
+
+
+def prestart_copies(client: Any, op: opcodes.OpBackupExport) -> None:
+    """Let the node operations set a live export's disk copies up in the background.
+
+    The connection from the primary to the target and the copy helpers
+    start while the job is set up (imports, locks, checks, hooks); the
+    export's copy then only says go. A hint like ``prewarm_nodes``: nothing
+    is read or written before the job's copy asks for it, a copy the job
+    does not make is called off when it ends (or when this process ends),
+    and any doubt (unknown names, a dry run, fake node operations) skips it.
+    """
+    from ganeti_lv import diskcopy, exportinfo, objects  # loaded with the node operations
+
+    ctx = getattr(client, "ctx", None)
+    if ctx is None or op.dry_run or op.shutdown or op.remove_instance:
+        return
+    if op.mode != constants.EXPORT_MODE_LOCAL:
+        return
+    try:
+        prestart = getattr(ctx.node_ops, "prestart_copy", None)
+        cfg = ctx.config
+        cluster = cfg.get_cluster()
+        inst_name = cfg.expand_instance_name(op.instance_name)
+        inst = cfg.get_instance(inst_name) if inst_name else None
+        target = cfg.expand_node_name(op.target_node) if op.target_node else None
+        src = cfg.get_node(inst.primary_node) if inst is not None else None
+        dst = cfg.get_node(target) if target else None
+    except (GenericError, OSError, ValueError):
+        return
+    if not callable(prestart) or inst is None or src is None or dst is None:
+        return
+    copies = [
+        (
+            objects.disk_path(cluster, inst, idx),
+            exportinfo.new_disk_path(cluster.export_dir, inst.name, idx),
+        )
+        for idx in range(min(len(inst.disks), diskcopy.PRESTART_COPIES))
+    ]
+
+    def work() -> None:
+        for src_path, dst_path in copies:
+            prestart(
+                src,
+                src_path,
+                dst,
+                dst_path,
+                compress=op.compress,
+                bandwidth_limit=op.bandwidth_limit,
+            )
+
+    threading.Thread(target=work, name="export-prestart", daemon=True).start()
 
 
 def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -45,6 +100,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
     client = env.client()
     # master, primary and target: their SSH connections open while the job is set up
     prewarm_nodes(client, op)
+    prestart_copies(client, op)
     with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
         result = client.submit(op, feedback_fn=feedback)
     if opts.dry_run:

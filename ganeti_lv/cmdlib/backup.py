@@ -63,9 +63,6 @@ ZEROING_TIMEOUT_PER_MIB = 0.1
 # Room the snapshot overlays need on the primary, as a share of the disks.
 OVERLAY_SPACE_SHARE = 0.05
 OVERLAY_SPACE_MIN = 64 * MiB
-# Disk copies of a live export set up ahead (each holds an SSH connection from
-# the primary to the target: stay well below sshd's MaxStartups).
-PRESTART_COPIES = 4
 
 
 T = TypeVar("T")
@@ -410,18 +407,18 @@ class LUBackupExport(LogicalUnit):
         A hint (node operations without ``prestart_copy`` skip it): the
         connection to the target and the copy helpers start while the
         snapshot is taken; no data is read before the copy is asked for, and
-        a copy that turns out different (another source) is called off.
+        a copy that turns out different (another source) is called off. A
+        copy the command line set up already (``cli.backup``) is kept.
         """
         prestart = getattr(self.rpc, "prestart_copy", None)
         if not callable(prestart) or self.op.shutdown or self.op.remove_instance:
             return
-        newdir = f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
-        for idx, src in enumerate(self._disk_paths()[:PRESTART_COPIES]):
+        for idx, src in enumerate(self._disk_paths()[: diskcopy.PRESTART_COPIES]):
             prestart(
                 self.pnode,
                 src,
                 self.dst_node,
-                f"{newdir}/{exportinfo.disk_file_name(idx)}",
+                exportinfo.new_disk_path(self.cluster.export_dir, self.instance.name, idx),
                 compress=self.op.compress,
                 bandwidth_limit=self.op.bandwidth_limit,
             )

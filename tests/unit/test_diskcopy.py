@@ -259,6 +259,9 @@ def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
     n1, n2 = Node(name="n1", address="127.0.0.1"), Node(name="n2", address="127.0.0.1")
     first, second = tmp_path / "first" / "disk0.img", tmp_path / "second" / "disk0.img"
     ops.prestart_copy(n1, str(image), n2, str(first))
+    pending = ops._pending_copies[("n1", "n2", str(first))]
+    ops.prestart_copy(n1, str(image), n2, str(first))  # the same copy again: kept
+    assert ops._pending_copies[("n1", "n2", str(first))] is pending
     ops.prestart_copy(n1, str(image), n2, str(second), compress="gzip")
     time.sleep(0.3)  # give the helpers time to misbehave: nothing may appear yet
     assert not first.parent.exists() and not second.parent.exists()

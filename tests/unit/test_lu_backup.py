@@ -492,3 +492,28 @@ def test_shutdown_export_sets_nothing_up_ahead(config, pops):
     run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
     kinds = [e[0] for e in pops.events]
     assert "prestart" not in kinds and kinds[-1] == "drop"
+
+
+def test_cli_sets_live_export_copies_up_while_the_job_starts(config, pops, data_dir):
+    from ganeti_lv.cli.main import main
+
+    done = threading.Event()
+    calls: list[tuple[str, Any]] = []
+
+    def prestart(src, src_path, dst, dst_path, **kw):
+        calls.append((threading.current_thread().name, (src.name, src_path, dst.name, dst_path)))
+        done.set()
+
+    pops.prestart_copy = prestart  # type: ignore[method-assign]
+    base = ["--data-dir", data_dir, "backup", "export", "-n", N2]
+    assert main([*base, "--noshutdown", INST], node_ops=pops) == 0
+    assert done.wait(10)
+    cluster, inst = config.get_cluster(), config.get_instance(INST)
+    new_disk = f"{cluster.export_dir}/{INST}.new/disk0.img"
+    expected = (N1, disk_path(cluster, inst, 0), N2, new_disk)
+    # once from the command line's thread, once more (the same copy) from the LU
+    assert sorted(calls) == [("MainThread", expected), ("export-prestart", expected)]
+    calls.clear()
+    assert main([*base, "--noshutdown", "--dry-run", INST], node_ops=pops) == 0
+    assert main([*base, INST], node_ops=pops) == 0  # shutdown mode
+    assert calls == []

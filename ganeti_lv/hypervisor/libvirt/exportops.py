@@ -12,6 +12,7 @@ when present there, else the node's defaults).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ganeti_lv import diskchain, diskcopy, exportdir, objects
@@ -26,6 +27,8 @@ NODE_SSH_KEY_FILE = "/root/.ssh/id_cluster"
 NODE_KNOWN_HOSTS_FILE = "/root/.ssh/known_hosts"
 # copy_disk arguments a copy set up ahead must match
 _COPY_ARGS = ("compress", "bandwidth_limit", "expect_sha256")
+# Guards the copies set up ahead (LibvirtExportOps._pending_copies).
+_PENDING_LOCK = threading.RLock()
 
 _ZERO_SCRIPT = r"""
 rc=0
@@ -59,7 +62,8 @@ class LibvirtExportOps:
 
     def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
         # the receiver creates the target's directory itself
-        pending = self._pending().pop((src.name, dst.name, dst_path), None)
+        with _PENDING_LOCK:
+            pending = self._pending().pop((src.name, dst.name, dst_path), None)
         if pending is not None:
             wanted = {k: kw[k] for k in _COPY_ARGS if k in kw}
             if pending.matches(src_path, dst_path, **wanted):
@@ -87,22 +91,28 @@ class LibvirtExportOps:
         if src.offline or dst.offline:
             return
         key = (src.name, dst.name, dst_path)
-        old = self._pending().pop(key, None)
-        if old is not None:
-            old.cancel()
-        try:
-            pending = diskcopy.PendingCopy(
-                self.ssh(src), src.name, src_path, self._endpoint(dst), dst_path, **kw
-            )
-        except Exception:  # noqa: BLE001 - a hint only; copy_disk reports
-            return
-        self._pending()[key] = pending
+        with _PENDING_LOCK:  # the command line may set copies up from a thread
+            old = self._pending().pop(key, None)
+            if old is not None:
+                if old.matches(src_path, dst_path, **{k: kw[k] for k in _COPY_ARGS if k in kw}):
+                    self._pending()[key] = old  # the same copy: keep it
+                    return
+                old.cancel()
+            try:
+                pending = diskcopy.PendingCopy(
+                    self.ssh(src), src.name, src_path, self._endpoint(dst), dst_path, **kw
+                )
+            except Exception:  # noqa: BLE001 - a hint only; copy_disk reports
+                return
+            self._pending()[key] = pending
 
     def drop_prestarted_copies(self) -> None:
         """Call off every copy set up ahead and not used."""
-        pending = self._pending()
-        while pending:
-            _key, copy = pending.popitem()
+        with _PENDING_LOCK:
+            pending = self._pending()
+            copies = list(pending.values())
+            pending.clear()
+        for copy in copies:
             copy.cancel()
 
     def _op_disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
