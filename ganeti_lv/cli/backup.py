@@ -14,8 +14,6 @@ from typing import Any
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-from ganeti_lv.cli.migrate import prewarm_nodes
-from ganeti_lv.errors import GenericError
 
 PROGRESS_RE = re.compile(r"^(?P<disk>disk/\d+) sent (?P<detail>.*?(?P<pct>\d+)%.*)$")
 
@@ -40,24 +38,17 @@ def prestart_copies(client: Any, op: opcodes.OpBackupExport) -> None:
     """
     from ganeti_lv import diskcopy, exportinfo, objects  # loaded with the node operations
 
-    ctx = getattr(client, "ctx", None)
-    if ctx is None or op.dry_run or op.shutdown or op.remove_instance:
+    if op.dry_run or op.shutdown or op.remove_instance:
         return
     if op.mode != constants.EXPORT_MODE_LOCAL:
         return
-    try:
-        prestart = getattr(ctx.node_ops, "prestart_copy", None)
-        cfg = ctx.config
-        cluster = cfg.get_cluster()
-        inst_name = cfg.expand_instance_name(op.instance_name)
-        inst = cfg.get_instance(inst_name) if inst_name else None
-        target = cfg.expand_node_name(op.target_node) if op.target_node else None
-        src = cfg.get_node(inst.primary_node) if inst is not None else None
-        dst = cfg.get_node(target) if target else None
-    except (GenericError, OSError, ValueError):
+    found = common.op_nodes(client, op)
+    if found is None or found.target is None:
         return
-    if not callable(prestart) or inst is None or src is None or dst is None:
+    prestart = getattr(found.ctx.node_ops, "prestart_copy", None)
+    if not callable(prestart):
         return
+    cluster, inst, src, dst = found.cluster, found.instance, found.primary, found.target
     copies = [
         (
             objects.disk_path(cluster, inst, idx),
@@ -99,7 +90,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
     )
     client = env.client()
     # master, primary and target: their SSH connections open while the job is set up
-    prewarm_nodes(client, op)
+    common.prewarm_nodes(client, op)
     prestart_copies(client, op)
     with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
         result = client.submit(op, feedback_fn=feedback)

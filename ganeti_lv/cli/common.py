@@ -422,3 +422,60 @@ def progress_feedback(
             bars.update(tasks[name], completed=pct, description=detail)
 
         yield feedback
+
+
+@dataclass(frozen=True)
+class OpNodes:
+    """What an instance opcode names, looked up ahead of its job (a hint only)."""
+
+    ctx: Any
+    cluster: Any
+    instance: Any
+    primary: Any
+    target: Any | None
+    master: Any | None
+
+
+def op_nodes(client: Any, op: Any) -> OpNodes | None:
+    """The instance, its primary and the target node ``op`` names; None on any doubt.
+
+    For work done in the background while the job is set up (connections,
+    copies): nothing is decided here, so unknown names, a missing
+    configuration or a client without a context just give None.
+    """
+    from ganeti_lv.errors import GenericError
+
+    ctx = getattr(client, "ctx", None)
+    if ctx is None:
+        return None
+    try:
+        cfg = ctx.config
+        cluster = cfg.get_cluster()
+        inst_name = cfg.expand_instance_name(op.instance_name)
+        inst = cfg.get_instance(inst_name) if inst_name else None
+        primary = cfg.get_node(inst.primary_node) if inst is not None else None
+        target_name = cfg.expand_node_name(op.target_node) if op.target_node else None
+        target = cfg.get_node(target_name) if target_name else None
+        master = cfg.get_node(cluster.master_node)
+    except (GenericError, OSError, ValueError):
+        return None
+    if inst is None or primary is None:
+        return None
+    return OpNodes(ctx, cluster, inst, primary, target, master)
+
+
+def prewarm_nodes(client: Any, op: Any) -> None:
+    """Let the node operations open their connections to the nodes ``op`` will use.
+
+    The master, the instance's primary and the given target (hooks and
+    checks run there) are connected in the background while the job is set
+    up. Only a hint: nothing is decided here, and any doubt (unknown names,
+    fake node operations) just skips it.
+    """
+    found = op_nodes(client, op)
+    if found is None:
+        return
+    prewarm = getattr(found.ctx.node_ops, "prewarm", None)
+    nodes = [n for n in (found.master, found.primary, found.target) if n is not None]
+    if callable(prewarm):
+        prewarm(list({n.name: n for n in nodes}.values()))

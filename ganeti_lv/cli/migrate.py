@@ -20,7 +20,7 @@ from ganeti_lv import constants, opcodes
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-from ganeti_lv.errors import ECODE_INVAL, GenericError, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 PROGRESS_RE = re.compile(r"^migration\s+(?P<pct>[0-9.]+)% of memory")
 
@@ -66,39 +66,10 @@ def progress_bar(line: str) -> tuple[str, float, str] | None:
     return "migrating", pct, line.split(",", 1)[1].strip() if "," in line else ""
 
 
-def prewarm_nodes(client: Any, op: Any) -> None:
-    """Let the node operations open their connections to the nodes ``op`` will use.
-
-    The master, the instance's primary and the given target (hooks and
-    checks run there) are connected in the background while the job is set
-    up. Only a hint: nothing is decided here, and any doubt (unknown names,
-    fake node operations) just skips it.
-    """
-    ctx = getattr(client, "ctx", None)
-    if ctx is None:
-        return
-    try:
-        cfg = ctx.config
-        inst_name = cfg.expand_instance_name(op.instance_name)
-        inst = cfg.get_instance(inst_name) if inst_name else None
-        if inst is None:
-            return
-        names = [cfg.get_cluster().master_node, inst.primary_node]
-        target = cfg.expand_node_name(op.target_node) if op.target_node else None
-        if target:
-            names.append(target)
-        nodes = [n for n in (cfg.get_node(name) for name in dict.fromkeys(names)) if n]
-        prewarm = getattr(ctx.node_ops, "prewarm", None)
-    except (GenericError, OSError, ValueError):
-        return
-    if callable(prewarm):
-        prewarm(nodes)
-
-
 def _submit(env: CliEnv, op: opcodes.OpCode) -> None:
     cancel = Cancellation()
     client = env.client()
-    prewarm_nodes(client, op)
+    common.prewarm_nodes(client, op)
     with signals_cancel(env, cancel), common.progress_feedback(env, progress_bar) as feedback:
         client.submit(op, feedback_fn=feedback, cancel=cancel)
 

@@ -29,6 +29,7 @@ from migrate_helpers import (
     install_hook,
     make_instance,
     remove_instance,
+    ticks,
     wait_alive_after_long_precopy,
     wait_single,
     wait_tick_above,
@@ -209,8 +210,6 @@ def test_slow_link_without_escalation_aborts_cleanly(env: Env) -> None:
 
 
 def _ticks_now(env: Env, where: str) -> int:
-    from migrate_helpers import ticks
-
     found = ticks(env.ops, env.node(where), NAME)
     return found[-1] if found else 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ganeti_lv.cli.migrate import prewarm_nodes
+from ganeti_lv.cli.common import prewarm_nodes
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps

@@ -56,6 +56,13 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+def _local_copy(src, dst, **kwargs):
+    """copy_disk between two local paths (both ends on this machine)."""
+    return diskcopy.copy_disk(
+        diskcopy.LocalRunner(), "local", str(src), diskcopy.LOCAL_ENDPOINT, str(dst), **kwargs
+    )
+
+
 def test_tree_checksum_matches_independent_hashlib(tmp_path, case):
     size, writes = CASES[case]
     path = tmp_path / "img"
@@ -71,9 +78,7 @@ def test_copy_verifies_tree_checksum_at_both_ends(tmp_path, case):
     src = tmp_path / "src.img"
     content = make_image(src, size, writes)
     dst = tmp_path / "out" / "disk0.img"
-    stats = diskcopy.copy_disk(
-        diskcopy.LocalRunner(), "local", str(src), diskcopy.LOCAL_ENDPOINT, str(dst)
-    )
+    stats = _local_copy(src, dst)
     assert stats.checksum_algorithm == "sha256-tree-4M"
     assert stats.checksum == tree_sha(content)
     assert dst.read_bytes() == content
@@ -91,21 +96,15 @@ def test_expected_checksum_of_other_data_is_a_mismatch(tmp_path):
     changed[CHUNK + 1] ^= 1  # one bit in the second chunk
     dst = tmp_path / "disk0.img"
     with pytest.raises(NodeError, match="checksum mismatch"):
-        diskcopy.copy_disk(
-            diskcopy.LocalRunner(),
-            "local",
+        _local_copy(
             str(src),
-            diskcopy.LOCAL_ENDPOINT,
             str(dst),
             expect_sha256=tree_sha(bytes(changed)),
         )
     assert not dst.exists() and not glob.glob(f"{dst}.part*")
     # the same expectation with the right data passes
-    stats = diskcopy.copy_disk(
-        diskcopy.LocalRunner(),
-        "local",
+    stats = _local_copy(
         str(src),
-        diskcopy.LOCAL_ENDPOINT,
         str(dst),
         expect_sha256="sha256-tree-4M:" + tree_sha(content),
     )
@@ -117,21 +116,15 @@ def test_plain_sha256_of_older_exports_still_verified(tmp_path):
     content = make_image(src, 2 * CHUNK + 3, [(CHUNK, os.urandom(5000))])
     dst = tmp_path / "disk0.img"
     plain = hashlib.sha256(content).hexdigest()
-    stats = diskcopy.copy_disk(
-        diskcopy.LocalRunner(),
-        "local",
+    stats = _local_copy(
         str(src),
-        diskcopy.LOCAL_ENDPOINT,
         str(dst),
         expect_sha256=f"sha256:{plain}",
     )
     assert (stats.checksum_algorithm, stats.checksum) == ("sha256", plain)
     with pytest.raises(NodeError, match="checksum mismatch"):
-        diskcopy.copy_disk(
-            diskcopy.LocalRunner(),
-            "local",
+        _local_copy(
             str(src),
-            diskcopy.LOCAL_ENDPOINT,
             str(tmp_path / "d2.img"),
             expect_sha256=f"sha256:{tree_sha(content)}",
         )

@@ -259,11 +259,10 @@ def test_dry_run(ctx, ops):
     assert "copy_disk" not in methods(ops)
 
 
-def test_import_from_export_verifies_checksums(ctx, ops, config):
+def _import_restored(ctx):
+    """Import INST's export on N2 as a new, stopped instance on N3."""
     from ganeti_lv.opcodes import OpInstanceCreate
 
-    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
-    sha = ops.exports[N2][INST].files["disk0.img"]
     run(
         ctx,
         OpInstanceCreate(
@@ -276,6 +275,13 @@ def test_import_from_export_verifies_checksums(ctx, ops, config):
             start=False,
         ),
     )
+
+
+def test_import_from_export_verifies_checksums(ctx, ops, config):
+
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    sha = ops.exports[N2][INST].files["disk0.img"]
+    _import_restored(ctx)
     inst = config.get_instance("restored.example.com")
     assert inst is not None and [d.size for d in inst.disks] == [1024]
     copy = ops.calls_to("copy_disk", N2)[-1]
@@ -344,8 +350,6 @@ def test_cluster_verify_reports_overlays_and_stale_exports(ctx, ops, config):
 def test_import_of_version1_export_verifies_plain_sha256(ctx, ops, config):
     import json
 
-    from ganeti_lv.opcodes import OpInstanceCreate
-
     run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
     exp = ops.exports[N2][INST]
     data = json.loads(exp.manifest_text)
@@ -354,18 +358,7 @@ def test_import_of_version1_export_verifies_plain_sha256(ctx, ops, config):
     del disk["checksum_algorithm"]
     data["version"] = 1
     exp.manifest_text = json.dumps(data)  # as written before the tree checksum
-    run(
-        ctx,
-        OpInstanceCreate(
-            instance_name="restored.example.com",
-            disk_template="file",
-            pnode=N3,
-            mode="import",
-            src_node=N2,
-            src_path=INST,
-            start=False,
-        ),
-    )
+    _import_restored(ctx)
     assert ops.copy_options[-1]["expect_sha256"] == f"sha256:{exp.files['disk0.img']}"
 
 
