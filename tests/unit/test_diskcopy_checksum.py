@@ -55,7 +55,6 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
 def _local_copy(src, dst, **kwargs):
     """copy_disk between two local paths (both ends on this machine)."""
     return diskcopy.copy_disk(
@@ -63,6 +62,7 @@ def _local_copy(src, dst, **kwargs):
     )
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_tree_checksum_matches_independent_hashlib(tmp_path, case):
     size, writes = CASES[case]
     path = tmp_path / "img"
