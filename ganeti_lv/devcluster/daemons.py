@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from ganeti_lv.devcluster import netns
@@ -29,7 +30,13 @@ def daemon_argv(node: NodeLayout, name: str) -> list[str]:
     if name == "virtlogd":
         return ["virtlogd", "-d", "-p", PIDFILES["virtlogd"]]
     if name == "libvirtd":
+        # Below a subreaper, so that a stopped qemu is reaped at once as on a
+        # real node (see ganeti_lv.devcluster.reaper).
         return [
+            sys.executable,
+            "-m",
+            "ganeti_lv.devcluster.reaper",
+            "--",
             "libvirtd",
             "-d",
             "--listen",
