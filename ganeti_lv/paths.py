@@ -40,3 +40,18 @@ def ssh_key_file(ddir: str) -> str:
 def known_hosts_file(ddir: str) -> str:
     """The cluster's known_hosts: every node's confirmed host key."""
     return os.path.join(ssh_dir(ddir), "known_hosts")
+
+
+def masterd_socket(ddir: str) -> str:
+    """The master daemon's Unix socket (jobs are submitted there when it runs)."""
+    return os.path.join(ddir, "masterd.sock")
+
+
+def masterd_pidfile(ddir: str) -> str:
+    """The master daemon's pid file."""
+    return os.path.join(ddir, "masterd.pid")
+
+
+def masterd_log(ddir: str) -> str:
+    """The master daemon's log file."""
+    return os.path.join(ddir, "masterd.log")

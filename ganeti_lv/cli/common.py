@@ -257,8 +257,20 @@ class CliEnv:
             self.write(line)
 
     def client(self) -> Any:
-        """The library client for this data dir (built once)."""
+        """The client for this data dir (built once).
+
+        The master daemon's when one runs for the data dir (and nothing is
+        injected), else the library client running jobs in this process.
+        """
         if self._client is None:
+            if self.client_factory is None and self.node_ops is None:
+                from ganeti_lv import masterclient
+
+                master = masterclient.connect(self.data_dir)
+                if master is not None:
+                    master.lock_timeout = self.lock_timeout
+                    self._client = master
+                    return master
             if self.client_factory is not None:
                 self._client = self.client_factory(
                     data_dir=self.data_dir, node_ops=self.node_ops, lock_timeout=self.lock_timeout

@@ -265,7 +265,10 @@ def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
     ops.prestart_copy(n1, str(image), n2, str(second), compress="gzip")
     time.sleep(0.3)  # give the helpers time to misbehave: nothing may appear yet
     assert not first.parent.exists() and not second.parent.exists()
-    assert len(_helpers_running(str(tmp_path))) >= 2  # set up and waiting
+    deadline = time.monotonic() + 10  # set up and waiting (slow to start on a busy machine)
+    while len(_helpers_running(str(tmp_path))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_helpers_running(str(tmp_path))) >= 2
     stats = ops._op_copy_disk(n1, str(image), n2, str(first))  # the one set up: go
     assert stats.checksum == _sha(image) and _sha(first) == _sha(image)
     # another compression than set up: that one is called off, a new copy made

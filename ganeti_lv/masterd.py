@@ -1,0 +1,364 @@
+"""``gnt-lv-masterd``: the master daemon, running jobs with warm node connections.
+
+As Ganeti's master daemon does, it keeps the node connections (libvirt and
+SSH) of the master open between jobs, so a job submitted by ``gnt-lv`` (or by
+ops tooling through ``ganeti_lv.masterclient``) starts at once, without the
+start-up of a new process and without new connections. Without the daemon
+``gnt-lv`` runs each job in its own process; the daemon changes nothing else.
+
+Each job runs in its own thread with its own context (configuration store,
+lock manager, job log), exactly as a job of its own process would: jobs of
+the daemon and of other processes share the same lock files and the same
+configuration file. Only the node operations, and with them the open
+connections, are shared.
+
+A client that disconnects does not stop its job; a cancel request does,
+safely. SIGTERM (or SIGINT) stops the daemon: it accepts no new job and
+leaves once the running ones have ended; a second signal asks them to stop
+safely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO
+
+from ganeti_lv import paths
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.context import Context
+from ganeti_lv.errors import ECODE_INVAL, GenericError, OpExecError, OpPrereqError
+from ganeti_lv.hypervisor.base import NodeOps
+from ganeti_lv.jobs import process_alive, to_jsonable
+from ganeti_lv.masterclient import encode_error, encode_line
+from ganeti_lv.opcodes import OpCode
+
+log = logging.getLogger("ganeti_lv.masterd")
+
+
+class MasterDaemon:
+    """Runs submitted opcodes, one thread per connection, sharing node operations."""
+
+    def __init__(self, data_dir: str | None = None, node_ops: NodeOps | None = None) -> None:
+        self.data_dir = paths.data_dir(data_dir)
+        self._base = Context.from_data_dir(self.data_dir, node_ops=node_ops)
+        self._running: set[Cancellation] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def node_ops(self) -> NodeOps:
+        """The node operations every job uses (created on first use)."""
+        return self._base.node_ops
+
+    def warm_up(self) -> None:
+        """Open the SSH connections to the online nodes in the background (a hint)."""
+        prewarm = getattr(self.node_ops, "prewarm", None)
+        if not callable(prewarm):
+            return
+        try:
+            nodes = [n for n in self._base.config.snapshot().nodes.values() if not n.offline]
+        except GenericError as err:
+            log.info("no warm-up: %s", err)
+            return
+        prewarm(nodes)
+
+    def context(self, lock_timeout: float | None) -> Context:
+        """A job's own context on the shared node operations."""
+        return Context.from_data_dir(
+            self.data_dir, node_ops=self.node_ops, lock_timeout=lock_timeout
+        )
+
+    def running(self) -> int:
+        """Number of jobs running now."""
+        with self._lock:
+            return len(self._running)
+
+    def cancel_all(self, reason: str) -> None:
+        """Ask every running job to stop safely."""
+        with self._lock:
+            for cancel in self._running:
+                cancel.request(reason)
+
+    def serve_connection(self, rfile: BinaryIO, wfile: BinaryIO) -> None:
+        """One client: read its request, run the opcode, stream feedback and the outcome."""
+        send = _Sender(wfile)
+        try:
+            try:
+                request = json.loads(rfile.readline() or b"null")
+            except ValueError as err:
+                raise OpPrereqError(
+                    f"Malformed request to the master daemon: {err}", ECODE_INVAL
+                ) from err
+            if not isinstance(request, dict) or not isinstance(request.get("submit"), dict):
+                raise OpPrereqError("Malformed request to the master daemon", ECODE_INVAL)
+            op = OpCode.from_dict(request["submit"])
+            lock_timeout = request.get("lock_timeout")
+            if lock_timeout is not None and not isinstance(lock_timeout, (int, float)):
+                raise OpPrereqError("lock_timeout must be a number of seconds", ECODE_INVAL)
+        except GenericError as err:
+            send({"error": encode_error(err)})
+            return
+        cancel = Cancellation()
+        threading.Thread(
+            target=_watch_cancel, args=(rfile, cancel), name="masterd-cancel", daemon=True
+        ).start()
+        with self._lock:
+            self._running.add(cancel)
+        summary = op.summary()
+        log.info("%s: started", summary)
+        try:
+            result = self.run(op, lock_timeout, lambda msg: send({"feedback": str(msg)}), cancel)
+        except Exception as err:  # noqa: BLE001 - every failure goes back to the client
+            log.info("%s: failed: %s", summary, err)
+            if not isinstance(err, GenericError):
+                log.exception("%s: unexpected error", summary)
+            send({"error": encode_error(err)})
+        else:
+            log.info("%s: succeeded", summary)
+            send({"result": to_jsonable(result)})
+        finally:
+            with self._lock:
+                self._running.discard(cancel)
+
+    def run(
+        self,
+        op: OpCode,
+        lock_timeout: float | None,
+        feedback_fn: Callable[[str], None],
+        cancel: Cancellation,
+    ) -> Any:
+        """Run ``op`` through the processor in a context of its own."""
+        from ganeti_lv.mcpu import Processor
+
+        return Processor(self.context(lock_timeout)).execute(
+            op, feedback_fn=feedback_fn, cancel=cancel
+        )
+
+    def close(self) -> None:
+        """Close the node connections."""
+        self._base.close()
+
+
+class _Sender:
+    """Writes protocol lines to a client; a client gone just stops receiving them."""
+
+    def __init__(self, wfile: BinaryIO) -> None:
+        self._wfile = wfile
+        self._lock = threading.Lock()
+        self._gone = False
+
+    def __call__(self, obj: Any) -> None:
+        with self._lock:
+            if self._gone:
+                return
+            try:
+                self._wfile.write(encode_line(obj))
+                self._wfile.flush()
+            except (OSError, ValueError):
+                self._gone = True
+
+
+def _watch_cancel(rfile: BinaryIO, cancel: Cancellation) -> None:
+    """Turn the client's cancel line into a cancel request; end at EOF."""
+    try:
+        for line in rfile:
+            with contextlib.suppress(ValueError):
+                msg = json.loads(line)
+                if isinstance(msg, dict) and "cancel" in msg:
+                    cancel.request(str(msg["cancel"]) or "canceled by the client")
+    except (OSError, ValueError):
+        return
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: MasterServer
+
+    def handle(self) -> None:
+        self.server.daemon.serve_connection(self.rfile, self.wfile)  # type: ignore[arg-type]
+
+
+class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The daemon's socket; ``server_close`` waits for the running jobs."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, path: str, daemon: MasterDaemon) -> None:
+        self.daemon = daemon
+        _remove_stale_socket(path)
+        old = os.umask(0o077)  # the socket is root's alone, as the data dir
+        try:
+            super().__init__(path, _Handler)
+        finally:
+            os.umask(old)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket left by a daemon that is gone; refuse if one answers there."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OpExecError(f"A master daemon already runs on {path}", "already_exists")
+
+
+def serve(data_dir: str | None = None, node_ops: NodeOps | None = None) -> MasterServer:
+    """Bind the daemon's socket for ``data_dir``; the caller runs ``serve_forever``."""
+    daemon = MasterDaemon(data_dir, node_ops=node_ops)
+    return MasterServer(paths.masterd_socket(daemon.data_dir), daemon)
+
+
+# ------------------------------------------------------------------ program
+
+
+def _daemonize(ready_r: int, ready_w: int) -> None:
+    """Detach (double fork); the first process waits for the word "ready"."""
+    if os.fork() > 0:
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            word = ready.read()
+        os._exit(0 if word == b"ready" else 1)
+    os.close(ready_r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _write_pidfile(path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def read_pid(data_dir: str) -> int | None:
+    """The PID in the daemon's pid file if that process still runs, else None."""
+    try:
+        with open(paths.masterd_pidfile(data_dir), encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if process_alive(pid) else None
+
+
+def stop(data_dir: str, timeout: float = 60.0) -> int | None:
+    """Stop the data dir's daemon (by its pid file); the PID it had, None if none ran."""
+    pid = read_pid(data_dir)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return pid
+        time.sleep(0.05)
+    raise OpExecError(f"The master daemon ({pid}) did not stop within {timeout:g} s")
+
+
+def _install_signals(server: MasterServer) -> None:
+    stopping = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stopping.is_set():
+            log.info("signal %d again: asking the running jobs to stop", signum)
+            server.daemon.cancel_all("the master daemon is stopping")
+            return
+        stopping.set()
+        log.info("signal %d: no new jobs; waiting for %d running", signum, server.daemon.running())
+        threading.Thread(target=server.shutdown, name="masterd-shutdown").start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``gnt-lv-masterd``."""
+    parser = argparse.ArgumentParser(
+        prog="gnt-lv-masterd",
+        description="Run ganeti_lv jobs with the node connections kept open (gnt-lv uses "
+        "the daemon when it runs). Stop it with SIGTERM or --stop.",
+    )
+    parser.add_argument("--data-dir", help="the cluster's data dir ($GANETI_LV_DATA_DIR)")
+    parser.add_argument(
+        "-f", "--foreground", action="store_true", help="do not detach (for a service manager)"
+    )
+    parser.add_argument("--stop", action="store_true", help="stop the running daemon and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start (or with --stop, stop) the master daemon of a data dir."""
+    opts = build_parser().parse_args(argv)
+    ddir = paths.data_dir(opts.data_dir)
+    if opts.stop:
+        try:
+            pid = stop(ddir)
+        except OpExecError as err:
+            sys.stderr.write(f"{err}\n")
+            return 1
+        if pid is None:
+            sys.stderr.write(f"No master daemon runs for {ddir}\n")
+        return 0
+    ready_r, ready_w = os.pipe()
+    if not opts.foreground:
+        _daemonize(ready_r, ready_w)
+    logging.basicConfig(
+        filename=None if opts.foreground else paths.masterd_log(ddir),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    try:
+        server = serve(ddir)
+    except (GenericError, OSError) as err:
+        log.error("cannot start: %s", err)
+        sys.stderr.write(f"gnt-lv-masterd: {err}\n")
+        return 1
+    _write_pidfile(paths.masterd_pidfile(ddir))
+    _install_signals(server)
+    if opts.foreground:
+        os.close(ready_r)
+    else:
+        os.write(ready_w, b"ready")
+        _detach_stdio()
+    os.close(ready_w)
+    log.info("master daemon %d serving %s", os.getpid(), server.server_address)
+    server.daemon.warm_up()
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()  # waits for the running jobs
+        with contextlib.suppress(OSError):
+            os.unlink(paths.masterd_socket(ddir))
+        with contextlib.suppress(OSError):
+            if read_pid(ddir) == os.getpid():
+                os.unlink(paths.masterd_pidfile(ddir))
+        server.daemon.close()
+        log.info("master daemon %d stopped", os.getpid())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""The master daemon and its client: same feedback, results, errors and cancel as in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants, masterclient, masterd, paths
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cli.main import main
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_NOENT,
+    HooksAbort,
+    MigrationAborted,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.hypervisor.base import HookScriptResult
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.jobs import JobStore
+from ganeti_lv.migration_types import MigrationProgress
+from ganeti_lv.objects import disk_path
+from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
+
+INST = "inst1.example.com"
+N1, N2 = "node1.example.com", "node2.example.com"
+
+
+@pytest.fixture
+def server(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps) -> Iterator[Any]:
+    """A master daemon for the test data dir, serving in a thread, on the fake nodes.
+
+    inst1 runs on node1 with its disk files (as in the migration LU tests).
+    """
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    fake_ops.add_domain(N1, INST)
+    fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
+    fake_ops.present_paths = {cluster.file_storage_dir}
+    srv = masterd.serve(data_dir, node_ops=fake_ops)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+
+
+def _client(data_dir: str) -> masterclient.MasterClient:
+    client = masterclient.connect(data_dir)
+    assert client is not None
+    return client
+
+
+def _jobs(data_dir: str) -> list[Any]:
+    return JobStore(paths.jobs_dir(data_dir)).list()
+
+
+def test_no_daemon_means_no_client(data_dir: str) -> None:
+    assert masterclient.connect(data_dir) is None
+
+
+def test_migration_through_the_daemon(
+    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    fake_ops.migration_reports = [MigrationProgress(elapsed=1.0, memory_total=10)]
+    lines: list[str] = []
+    with _client(data_dir) as client:
+        client.submit(
+            OpInstanceMigrate(instance_name=INST, target_node=N2), feedback_fn=lines.append
+        )
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert fake_ops.calls_to("migrate_instance")
+    assert any(line.startswith("STEP 3/4 Migrating instance") for line in lines)
+    assert any(line.startswith("migration ") for line in lines)
+    job = _jobs(data_dir)[-1]
+    assert job.status == "success"
+    # the job log holds the same lines the client was sent
+    assert [entry[-1] for entry in job.log] == lines
+
+
+def test_results_come_back_as_data(server: Any, data_dir: str) -> None:
+    op = OpTestDelay(duration=0, instance_names=["inst1"], dry_run=True)
+    result = _client(data_dir).submit(op)
+    assert result == {"instances": [INST], "nodes": []}
+
+
+def test_prerequisite_error_keeps_its_type_and_code(
+    server: Any, data_dir: str, config: ConfigStore
+) -> None:
+    before = config.read().serial
+    with pytest.raises(OpPrereqError) as err:
+        _client(data_dir).submit(OpInstanceMigrate(instance_name="ghost", target_node=N2))
+    assert err.value.ecode == ECODE_NOENT
+    assert "ghost" in err.value.msg
+    assert config.read().serial == before
+
+
+def test_hook_failure_keeps_its_results(
+    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    hooks_dir = f"{config.get_cluster().hooks_base_dir}/instance-migrate-pre.d"
+    deny = HookScriptResult("10-deny", constants.HKR_FAIL, "not today")
+    fake_ops.set_hook_results(N2, hooks_dir, [deny])
+    with pytest.raises(HooksAbort) as err:
+        _client(data_dir).submit(OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert any(script == "10-deny" and "not today" in out for _, script, out in err.value.results)
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+
+
+def test_cancel_from_the_client_aborts_the_migration(
+    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    fake_ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(40)]
+    cancel = Cancellation()
+    gate = threading.Event()
+
+    def feedback(line: str) -> None:
+        if line.startswith("migration ") and not cancel.is_set():
+            cancel.request("interrupted by the user")
+            gate.set()
+
+    # the fake migration waits a little per report, so the cancel line arrives in time
+    real_progress = fake_ops._op_migrate_instance
+
+    def slow_migrate(*args: Any) -> Any:
+        progress_fn = args[5]
+
+        def slowed(report: Any) -> None:
+            progress_fn(report)
+            time.sleep(0.05)
+
+        return real_progress(*args[:5], slowed, *args[6:])
+
+    fake_ops._op_migrate_instance = slow_migrate  # type: ignore[method-assign]
+    with pytest.raises(MigrationAborted) as err:
+        _client(data_dir).submit(
+            OpInstanceMigrate(instance_name=INST, target_node=N2), feedback, cancel
+        )
+    assert gate.is_set()
+    assert "interrupted by the user" in err.value.msg
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert _jobs(data_dir)[-1].status == "canceled"
+
+
+def test_a_client_that_goes_away_does_not_stop_its_job(server: Any, data_dir: str) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(paths.masterd_socket(data_dir))
+    op = OpTestDelay(duration=0.3, instance_names=[INST])
+    sock.sendall(masterclient.encode_line({"submit": op.to_dict(), "lock_timeout": None}))
+    sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        jobs = _jobs(data_dir)
+        if jobs and jobs[-1].status not in ("queued", "waiting", "running"):
+            break
+        time.sleep(0.05)
+    assert jobs and jobs[-1].status == "success"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"not json\n", b'{"submit": 3}\n', b'{"submit": {"OP_ID": "OP_NO_SUCH"}}\n', b"\n"],
+)
+def test_malformed_requests_get_a_wrong_input_error(
+    server: Any, data_dir: str, line: bytes
+) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(paths.masterd_socket(data_dir))
+    sock.sendall(line)
+    answer = json.loads(sock.makefile("rb").readline())
+    sock.close()
+    err = masterclient.decode_error(answer["error"])
+    assert isinstance(err, OpPrereqError)
+    assert err.ecode == ECODE_INVAL
+    assert _jobs(data_dir) == []
+
+
+def test_unknown_error_classes_become_internal_errors() -> None:
+    err = masterclient.decode_error({"class": "KeyError", "msg": "'x'", "attrs": {}})
+    assert isinstance(err, OpExecError)
+    assert err.ecode == "internal_error"
+    assert "KeyError" in err.msg
+
+
+def test_gnt_lv_uses_the_daemon_when_it_runs(
+    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps, capsys: Any
+) -> None:
+    # no node_ops injected: gnt-lv would reach the real nodes itself, but the
+    # daemon (on the fake nodes here) takes the job
+    code = main(["--data-dir", data_dir, "instance", "migrate", "-f", "-n", N2, INST])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "STEP 4/4 Finalising" in out
+    assert fake_ops.calls_to("migrate_instance")
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    code = main(["--data-dir", data_dir, "instance", "migrate", "-f", "-n", N2, "ghost"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "error type: unknown_entity" in err
+
+
+# ------------------------------------------------------------------ the program
+
+
+def _start_daemon(data_dir: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ganeti_lv.masterd", "--data-dir", data_dir],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def program(tmp_path: Any) -> Iterator[str]:
+    """A data dir without a cluster (the daemon then opens no node connection)."""
+    ddir = str(tmp_path / "data")
+    os.mkdir(ddir)
+    try:
+        yield ddir
+    finally:
+        pid = masterd.read_pid(ddir)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_program_starts_detached_refuses_a_second_and_stops(program: str) -> None:
+    res = _start_daemon(program)
+    assert res.returncode == 0, res.stderr
+    pid = masterd.read_pid(program)
+    assert pid is not None and pid != os.getpid()
+    sock_path = paths.masterd_socket(program)
+    assert stat.S_IMODE(os.stat(sock_path).st_mode) & 0o077 == 0
+    second = _start_daemon(program)
+    assert second.returncode == 1
+    assert "already runs" in second.stderr
+    assert masterd.read_pid(program) == pid
+    assert masterd.stop(program) == pid
+    assert not os.path.exists(sock_path)
+    assert not os.path.exists(paths.masterd_pidfile(program))
+    assert masterclient.connect(program) is None
+
+
+def test_sigterm_lets_the_running_job_finish(program: str) -> None:
+    assert _start_daemon(program).returncode == 0
+    pid = masterd.read_pid(program)
+    assert pid is not None
+    result: list[Any] = []
+    client = _client(program)
+    worker = threading.Thread(
+        target=lambda: result.append(client.submit(OpTestDelay(duration=1.0)))
+    )
+    worker.start()
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGTERM)
+    worker.join(15)
+    assert result == [True]
+    deadline = time.monotonic() + 10
+    while masterd.read_pid(program) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert masterd.read_pid(program) is None
+    with open(paths.masterd_log(program), encoding="utf-8") as fh:
+        text = fh.read()
+    assert "TEST_DELAY: succeeded" in text
+    assert "stopped" in text
