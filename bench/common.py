@@ -155,6 +155,14 @@ class BenchCluster:
         """Run ``gnt-lv args`` against the cluster."""
         return run([str(BIN / "gnt-lv"), *args], env=self.env(), timeout=timeout, check=check)
 
+    def start_masterd(self) -> None:
+        """Start the cluster's master daemon (gnt-lv then submits its jobs there)."""
+        run([str(BIN / "gnt-lv-masterd"), "--data-dir", self.data_dir], timeout=60)
+
+    def stop_masterd(self) -> None:
+        """Stop the master daemon if it runs (gnt-lv then runs jobs in its own process)."""
+        run([str(BIN / "gnt-lv-masterd"), "--data-dir", self.data_dir, "--stop"], timeout=120)
+
     def virsh(
         self, node: str, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:

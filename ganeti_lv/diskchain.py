@@ -106,8 +106,19 @@ def repair(
     directory: str,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    overlays: Sequence[str] | None = None,
 ) -> list[str]:
-    """Merge every leftover export overlay of an instance; return the overlays merged."""
+    """Merge every leftover export overlay of an instance; return the overlays merged.
+
+    ``overlays``: the overlay files of ``directory`` when the caller has just
+    listed them (``find_overlay_files``, under the instance lock); they are
+    then not listed again.
+    """
+    found = list(overlays) if overlays is not None else None
+
+    def leftover() -> list[str]:
+        return found if found is not None else find_overlay_files(runner, node, directory)
+
     merged: list[str] = []
     if guest is not None and guest.is_active():
         for disk in guest.disks():
@@ -116,9 +127,9 @@ def repair(
                 _remove_files(runner, node, [disk.source])
                 merged.append(disk.source)
         # files not in the live chain are snapshots that never took effect
-        _remove_files(runner, node, find_overlay_files(runner, node, directory))
+        _remove_files(runner, node, [f for f in leftover() if f not in merged])
         return merged
-    for overlay in find_overlay_files(runner, node, directory):
+    for overlay in leftover():
         if _offline_commit(runner, node, overlay):
             merged.append(overlay)
     return merged

@@ -337,9 +337,10 @@ class CommandRegistry:
     use, so a module may also add a whole new group (``backup``).
     """
 
-    def __init__(self, subparsers: Any) -> None:
+    def __init__(self, subparsers: Any, only: str | None = None) -> None:
         self._top = subparsers
         self._groups: dict[str, Any] = {}
+        self._only = only
 
     def group(self, name: str, help: str | None = None) -> Any:  # noqa: A002
         """The subparsers action of group ``name`` (created when missing)."""
@@ -357,12 +358,29 @@ class CommandRegistry:
         handler: Handler,
         help: str | None = None,  # noqa: A002
     ) -> argparse.ArgumentParser:
-        """Add ``gnt-lv GROUP NAME`` running ``handler(opts, env) -> exit code``."""
+        """Add ``gnt-lv GROUP NAME`` running ``handler(opts, env) -> exit code``.
+
+        When the registry builds only one group (``only``), a command of
+        another group gets a stand-in that takes and drops its options.
+        """
+        if self._only is not None and group != self._only:
+            self.group(group)
+            return _UnbuiltParser()  # type: ignore[return-value]
         parser: argparse.ArgumentParser = self.group(group).add_parser(
             name, help=help, description=help
         )
         parser.set_defaults(handler=handler)
         return parser
+
+
+class _UnbuiltParser:
+    """Stands in for the parser of a command that is not built: every call is dropped."""
+
+    def __getattr__(self, _name: str) -> Any:
+        return self._drop
+
+    def _drop(self, *_args: Any, **_kwargs: Any) -> _UnbuiltParser:
+        return self
 
 
 # ---------------------------------------------------------------- common options

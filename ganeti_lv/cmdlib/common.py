@@ -66,7 +66,11 @@ def check_node_vm_capable(cfg: ConfigStore, node_name: str) -> None:
 
 
 def repair_disk_chain(
-    lu: LogicalUnit, node: Node, instance: Instance, ignore_failures: bool = False
+    lu: LogicalUnit,
+    node: Node,
+    instance: Instance,
+    ignore_failures: bool = False,
+    overlays: list[str] | None = None,
 ) -> list[str]:
     """Merge snapshot overlays an interrupted export left on ``node``, or refuse.
 
@@ -75,9 +79,11 @@ def repair_disk_chain(
     overlay is reported as a warning. When the chain cannot be repaired the
     operation stops with OpExecError before anything changed, unless
     ``ignore_failures`` turns the failure into a warning. Returns the
-    overlays merged.
+    overlays merged. ``overlays``: the node's answer to ``disk_overlays``
+    when the LU asked it under the same lock (e.g. in CheckPrereq), so the
+    directory is not listed twice.
     """
-    result = lu.rpc.repair_disk_chain(node, instance)
+    result = lu.rpc.repair_disk_chain(node, instance, overlays)
     msg = (
         f"Disk chain of instance {instance.name} on node {node.name} holds a snapshot overlay"
         " left by an interrupted export that could not be merged"

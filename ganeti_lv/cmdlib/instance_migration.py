@@ -109,6 +109,7 @@ class TLMigrateInstance(Tasklet):
         self.abort_event: threading.Event = getattr(lu.proc, "cancel", None) or threading.Event()
         # node queries of this operation, asked once (and in parallel up front)
         self._probes: dict[tuple[str, str], NodeResult[Any]] = {}
+        self._overlays: NodeResult[list[str]] | None = None
 
     # ----------------------------------------------------------- probes
     def _probe(self, kind: str, node: Node, fn: Callable[[], NodeResult[Any]]) -> NodeResult[Any]:
@@ -140,8 +141,10 @@ class TLMigrateInstance(Tasklet):
         connection and libvirt connection are opened once, here, and reused
         by the hooks and the migration). The checks then read the answers in
         Ganeti's order, so errors are raised as if asked one by one. The
-        source's SSH connection is opened now too (a no-op command), in
-        parallel, instead of inside the hook phase.
+        source's SSH connection is opened now too, in parallel, listing the
+        export overlays in the instance's disk directory (changing nothing;
+        Exec's disk-chain repair uses the answer, still valid under the
+        instance lock, instead of asking again).
         """
         src = self._node(self.source)
 
@@ -149,7 +152,7 @@ class TLMigrateInstance(Tasklet):
             if not self.failover:
                 self._source_state()
                 self._node_info(src)
-                self.rpc.run_command(src, ["true"], 30)
+                self._overlays = self.rpc.disk_overlays(src, self._inst())
 
         def target_side(node: Node) -> None:
             self._node_info(node)
@@ -366,7 +369,11 @@ class TLMigrateInstance(Tasklet):
         Runs before anything touches the disks; a chain that cannot be
         repaired stops the operation with nothing changed.
         """
-        repair_disk_chain(self.lu, node, self._inst())
+        known = self._overlays
+        overlays = (
+            known.payload if known is not None and known.ok and node.name == self.source else None
+        )
+        repair_disk_chain(self.lu, node, self._inst(), overlays=overlays)
 
     def _exec_migration(self, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()

@@ -346,9 +346,19 @@ class NodeOps(abc.ABC):
         """Merge the overlays back (active commit, pivot when ready) and delete them."""
         return self._call(node, self._op_commit_snapshot, node, instance, snapshot)
 
-    def repair_disk_chain(self, node: Node, instance: Instance) -> NodeResult[list[str]]:
-        """Merge overlays left by an interrupted export; payload: overlays merged."""
-        return self._call(node, self._op_repair_disk_chain, node, instance)
+    def disk_overlays(self, node: Node, instance: Instance) -> NodeResult[list[str]]:
+        """The export overlay files in the instance's disk directory (changes nothing)."""
+        return self._call(node, self._op_disk_overlays, node, instance)
+
+    def repair_disk_chain(
+        self, node: Node, instance: Instance, overlays: list[str] | None = None
+    ) -> NodeResult[list[str]]:
+        """Merge overlays left by an interrupted export; payload: overlays merged.
+
+        ``overlays``: what ``disk_overlays`` just answered under the same
+        instance lock (the directory is then not listed again).
+        """
+        return self._call(node, self._op_repair_disk_chain, node, instance, overlays)
 
     def export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> NodeResult[str]:
         """Create an empty ``<export_dir>/<instance>.new/`` (replacing a stale one)."""
@@ -415,7 +425,12 @@ class NodeOps(abc.ABC):
     def _op_commit_snapshot(self, node: Node, instance: Instance, snapshot: Any) -> None:
         raise _unsupported("commit_snapshot")
 
-    def _op_repair_disk_chain(self, node: Node, instance: Instance) -> list[str]:
+    def _op_disk_overlays(self, node: Node, instance: Instance) -> list[str]:
+        raise _unsupported("disk_overlays")
+
+    def _op_repair_disk_chain(
+        self, node: Node, instance: Instance, overlays: list[str] | None
+    ) -> list[str]:
         raise _unsupported("repair_disk_chain")
 
     def _op_export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> str:

@@ -153,8 +153,15 @@ class FakeExportOps:
         if dom is not None:
             dom.overlays = [o for o in dom.overlays if o not in {d.overlay for d in snapshot.disks}]
 
-    def _op_repair_disk_chain(self, node: Node, instance: Instance) -> list[str]:
-        fake = self._enter("repair_disk_chain", node, instance.name)
+    def _op_disk_overlays(self, node: Node, instance: Instance) -> list[str]:
+        fake = self._enter("disk_overlays", node, instance.name)
+        dom = fake.domains.get(instance.name)
+        return list(dom.overlays) if dom is not None else []
+
+    def _op_repair_disk_chain(
+        self, node: Node, instance: Instance, overlays: list[str] | None
+    ) -> list[str]:
+        fake = self._enter("repair_disk_chain", node, instance.name, overlays)
         dom = fake.domains.get(instance.name)
         if dom is None:
             return []

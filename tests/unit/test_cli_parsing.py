@@ -120,3 +120,39 @@ def test_rich_table_on_terminals() -> None:
     assert len(lines) == 3
     assert "Node" in lines[0] and "MFree" in lines[0]
     assert lines[1].split() == ["node1", "100"] and lines[2].split() == ["n2", "-"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["instance", "migrate", "-f", "-n", "node2", "--migration-downtime", "300", "web1"],
+        ["--data-dir", "/x", "--lock-timeout", "3", "backup", "export", "-n", "node3", "web1"],
+        ["--debug", "node", "list", "-o", "name,mfree"],
+        ["job", "list"],
+        ["cluster", "verify"],
+    ],
+)
+def test_a_parser_built_for_one_group_parses_like_the_full_one(argv: list[str]) -> None:
+    from ganeti_lv.cli.main import wanted_group
+
+    group = wanted_group(argv)
+    assert group == next(a for a in argv if a in ("instance", "backup", "node", "job", "cluster"))
+    full, lean = build_parser().parse_args(argv), build_parser(group).parse_args(argv)
+    assert vars(lean) == vars(full)
+
+
+def test_a_lean_parser_still_names_every_group(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser("instance").parse_args(["nosuch", "list"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for group in ("cluster", "node", "instance", "job", "backup"):
+        assert group in err
+
+
+def test_wanted_group_skips_option_values() -> None:
+    from ganeti_lv.cli.main import wanted_group
+
+    assert wanted_group(["--data-dir", "instance", "node", "list"]) == "node"
+    assert wanted_group(["--version"]) is None
+    assert wanted_group([]) is None

@@ -176,3 +176,25 @@ def test_startup_skips_offline_and_non_vm_capable_nodes(
     assert not fake_ops.calls_to("instance_info", N2)
     assert not fake_ops.calls_to("instance_info", N3)
     assert fake_ops.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+
+
+def test_migration_lists_the_overlays_once_and_merges_them_before_migrating(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """CheckPrereq lists the overlays (changing nothing); Exec merges what it found."""
+    from ganeti_lv.opcodes import OpInstanceMigrate
+
+    cluster, inst = config.get_cluster(), config.get_instance(INST)
+    assert inst is not None
+    fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
+    fake_ops.present_paths = {cluster.file_storage_dir}
+    with_overlay(fake_ops, constants.DOMSTATE_RUNNING)
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    seq = methods(fake_ops)
+    assert [c.node for c in fake_ops.calls_to("disk_overlays")] == [N1]
+    repair = fake_ops.calls_to("repair_disk_chain")
+    assert [c.node for c in repair] == [N1]
+    assert repair[0].args[-1] == [OVERLAY]  # the listing was handed over, not repeated
+    assert seq.index("disk_overlays") < seq.index("repair_disk_chain")
+    assert seq.index("repair_disk_chain") < seq.index("migrate_instance")
+    assert any(f"Merged leftover export overlay {OVERLAY}" in x for x in lines)

@@ -145,11 +145,21 @@ class LibvirtExportOps:
         guest = self.host(node).guest(instance.name)
         diskchain.commit(guest, self.ssh(node), node.name, snapshot)
 
-    def _op_repair_disk_chain(self, node: Node, instance: Instance) -> list[str]:
+    def _op_disk_overlays(self, node: Node, instance: Instance) -> list[str]:
+        directory = objects.disk_dir(self._cluster(), instance)
+        return diskchain.find_overlay_files(self.ssh(node), node.name, directory)
+
+    def _op_repair_disk_chain(
+        self, node: Node, instance: Instance, overlays: list[str] | None
+    ) -> list[str]:
         guest = self.host(node).find_guest(instance.name)
         cluster = self._cluster()
         return diskchain.repair(
-            guest, self.ssh(node), node.name, objects.disk_dir(cluster, instance)
+            guest,
+            self.ssh(node),
+            node.name,
+            objects.disk_dir(cluster, instance),
+            overlays=overlays,
         )
 
     def _cluster(self) -> Cluster:
