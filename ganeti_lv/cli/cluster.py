@@ -9,7 +9,6 @@ from typing import Any
 from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-from ganeti_lv.objects import Node
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +53,8 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
     if opts.default_bridge:
         fields["default_bridge"] = opts.default_bridge
     fields = normalize_cluster_params(fields)
+    from ganeti_lv.objects import Node  # only here: gnt-lv starts faster without it
+
     master = Node(
         name=opts.master_name,
         address=address,

@@ -20,7 +20,6 @@ import os
 import pkgutil
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -182,6 +181,8 @@ def _run(
         return int(opts.handler(opts, env))
     except GenericError as err:
         if opts.debug:
+            import traceback
+
             traceback.print_exc()
         env.warn(format_error(err))
         return EXIT_FAILURE
