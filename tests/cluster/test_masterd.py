@@ -133,3 +133,20 @@ def test_ctrl_c_of_gnt_lv_aborts_the_daemons_migration(env: Env) -> None:
     assert env.primary() == src
     before = max(ticks(env.ops, node(env.config, src), NAME))
     wait_tick_above(env.ops, node(env.config, src), NAME, before)
+
+
+def test_live_export_through_the_daemon(env: Env) -> None:
+    """The other headline operation through the daemon: export, list, remove."""
+    target = env.nodes[-1]
+    res = env.gnt("backup", "export", "-n", target, "--noshutdown", NAME)
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = env.last_job()
+    assert job.pid == env.daemon_pid and job.status == "success"
+    listed = env.gnt("backup", "list", "--node", target)
+    assert listed.returncode == 0, listed.stderr
+    assert f"Node: {target}" in listed.stdout and f"\t{NAME}" in listed.stdout
+    # the instance kept running where it was
+    assert wait_single(env.config, env.ops, NAME) == env.primary()
+    removed = env.gnt("backup", "remove", NAME)
+    assert removed.returncode == 0, removed.stderr
+    assert f"\t{NAME}" not in env.gnt("backup", "list", "--node", target).stdout
