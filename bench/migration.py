@@ -12,6 +12,11 @@ defaults (unlimited bandwidth, 300 ms maximum downtime, ganeti_lv's
 defaults too). After a virsh migration the configuration is told where the
 instance went (untimed), as an operator would have to.
 
+``gnt-lv`` runs as on a Ganeti master: with the cluster's master daemon
+(``gnt-lv-masterd``) running, which takes the job with its node connections
+already open. The 256 MiB idle case is measured once more with ``gnt-lv``
+on its own (no daemon: a new process, new connections, every time).
+
 Cases: memory 128, 256 and 512 MiB, idle and with the 32 MiB dirtier. Per
 case: wall time of each tool, libvirt's total time and downtime, and the
 ratio ganeti_lv / virsh as the median of alternating pairs. Then a guest
