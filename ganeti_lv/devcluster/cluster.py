@@ -385,7 +385,14 @@ class DevCluster:
     # --- down --------------------------------------------------------------------
 
     def down(self) -> None:
-        """Stop everything of this cluster by PID and remove its namespaces and links."""
+        """Stop everything of this cluster by PID and remove its namespaces and links.
+
+        A master daemon running for the cluster's data dir is stopped first
+        (by its pid file; its running jobs end before it does).
+        """
+        from ganeti_lv import masterd
+
+        masterd.stop(self.data_dir)
         state = self._load_state()
         prefix = f"glv{self.cid}"
         names = set(netns.list_netns(prefix + "n"))

@@ -346,3 +346,36 @@ def test_prewarm_warms_online_nodes_and_keeps_their_clients() -> None:
     assert clients["node1"].warmed.wait(5)
     assert "node2" not in clients  # an offline node is never contacted
     assert ops.ssh(online) is clients["node1"]  # the operation uses the warmed client
+
+
+class AddressedSsh:
+    """A client that knows where it connects, as SshClient does."""
+
+    def __init__(self, node: objects.Node) -> None:
+        self.host, self.port, self.user = node.address, node.ssh_port, node.ssh_user
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_node_readded_elsewhere_gets_a_new_client_and_is_prepared_again() -> None:
+    """A long-lived NodeOps (the master daemon's) follows a node's new address."""
+    made: list[AddressedSsh] = []
+
+    def factory(node: objects.Node) -> AddressedSsh:
+        made.append(AddressedSsh(node))
+        return made[-1]
+
+    ops = LibvirtNodeOps("/nonexistent", None, ssh_factory=factory)
+    node = objects.Node(name="node1", address="10.250.0.1")
+    first = ops.ssh(node)
+    assert ops.ssh(node) is first
+    ops._prepared_nodes.add("node1")
+    moved = objects.Node(name="node1", address="10.250.0.9")
+    second = ops.ssh(moved)
+    assert second is not first and first.closed
+    assert (second.host, second.port) == ("10.250.0.9", 22)
+    assert "node1" not in ops._prepared_nodes
+    other_port = objects.Node(name="node1", address="10.250.0.9", ssh_port=2222)
+    assert ops.ssh(other_port) is not second

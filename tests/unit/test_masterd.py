@@ -280,3 +280,20 @@ def test_sigterm_lets_the_running_job_finish(program: str) -> None:
         text = fh.read()
     assert "TEST_DELAY: succeeded" in text
     assert "stopped" in text
+
+
+def test_devcluster_down_stops_the_clusters_daemon(tmp_path: Any) -> None:
+    from ganeti_lv.devcluster.cluster import DevCluster
+    from ganeti_lv.jobs import process_alive
+
+    cluster = DevCluster(str(tmp_path / "cl"))
+    os.makedirs(cluster.data_dir)
+    assert _start_daemon(cluster.data_dir).returncode == 0
+    pid = masterd.read_pid(cluster.data_dir)
+    assert pid is not None
+    try:
+        cluster.down()
+        assert not process_alive(pid)
+    finally:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -117,8 +117,15 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         )
 
     def ssh(self, node: Node) -> Any:
-        """The node's SshClient (one per node, reused)."""
+        """The node's SshClient (one per node, reused; replaced if its address changed).
+
+        The master daemon keeps these for as long as it runs: a node that was
+        re-added with another address or port gets a new client.
+        """
         client = self._ssh.get(node.name)
+        if client is not None and _ssh_target(client) not in (None, _node_target(node)):
+            self._drop_ssh(node.name)
+            client = None
         if client is None:
             client = self._ssh_factory(node)
             self._ssh[node.name] = client
@@ -147,6 +154,8 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             raise
 
     def _drop_ssh(self, name: str) -> None:
+        # a node reached anew may have been reinstalled: prepare its directories again
+        self._prepared_nodes.discard(name)
         client = self._ssh.pop(name, None)
         if client is not None:
             client.close()
@@ -359,6 +368,18 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         except NodeUnreachable:
             self._drop_ssh(node.name)
             raise
+
+
+def _node_target(node: Node) -> tuple[str, int, str]:
+    return (node.address, node.ssh_port, node.ssh_user)
+
+
+def _ssh_target(client: Any) -> tuple[str, int, str] | None:
+    """(address, port, user) an SshClient connects to; None for other runners."""
+    try:
+        return (client.host, client.port, client.user)
+    except AttributeError:
+        return None
 
 
 def _is_running(guest: Guest) -> bool:
