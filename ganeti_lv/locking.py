@@ -105,6 +105,8 @@ class _ThreadState:
         self.gates: dict[int, int] = {}
         # level -> names locked only to cover the whole level (not reported)
         self.hidden: dict[int, set[str]] = {}
+        # set (e.g. a job's cancel request) to stop waiting for a lock
+        self.interrupt: threading.Event | None = None
 
 
 class LockManager:
@@ -158,6 +160,14 @@ class LockManager:
         path = os.path.join(self._level_dir(level), file_name)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
+    def set_interrupt(self, event: threading.Event | None) -> None:
+        """Stop this thread's lock waits once ``event`` is set (None: wait as asked).
+
+        A job's cancel request: the wait then ends with LockError instead of
+        lasting until the lock is free (or its timeout).
+        """
+        self._state.interrupt = event
+
     def _lock_fd(
         self, fd: int, shared: bool, deadline: float | None, what: Callable[[], str]
     ) -> None:
@@ -166,7 +176,8 @@ class LockManager:
         ``what()`` gives the LockTimeout message (built only on a timeout).
         """
         op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        if deadline is None:
+        interrupt = self._state.interrupt
+        if deadline is None and interrupt is None:
             fcntl.flock(fd, op)
             return
         delay = _POLL_MIN
@@ -177,6 +188,13 @@ class LockManager:
             except OSError as err:
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
+            if interrupt is not None and interrupt.is_set():
+                reason = getattr(interrupt, "reason", "") or "canceled"
+                raise LockError(f"Stopped waiting for a lock: {reason}")
+            if deadline is None:
+                self._sleep(delay)
+                delay = min(delay * 2, _POLL_MAX)
+                continue
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise LockTimeout(what())

@@ -11,7 +11,8 @@ The protocol is one JSON object per line. The client sends
 ``{"feedback": <line>}`` and then one ``{"result": ...}`` or
 ``{"error": {"class": ..., "msg": ..., "attrs": {...}}}``. A client that goes
 away does not stop its job (it is in the job log); a cancel request does,
-safely, as SIGINT does for a job run in-process.
+safely, as SIGINT does for a job run in-process; this client sends one when
+it is interrupted (KeyboardInterrupt) while waiting.
 
 Light on purpose (stdlib, errors, opcodes): the CLI imports it before
 anything else.
@@ -19,6 +20,7 @@ anything else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -128,7 +130,14 @@ class MasterClient:
         sock = self._connection()
         try:
             sock.sendall(encode_line({"submit": op.to_dict(), "lock_timeout": self.lock_timeout}))
-            return self._wait(sock, feedback_fn, cancel)
+            try:
+                return self._wait(sock, feedback_fn, cancel)
+            except KeyboardInterrupt:
+                # as in-process: an interrupted command does not go on in the
+                # background (a job past its point of no return still ends safely)
+                with contextlib.suppress(OSError):
+                    sock.sendall(encode_line({"cancel": "interrupted by the user"}))
+                raise
         finally:
             sock.close()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -37,9 +38,9 @@ from typing import Any, BinaryIO
 from ganeti_lv import paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_INVAL, GenericError, OpExecError, OpPrereqError
+from ganeti_lv.errors import ECODE_EXISTS, ECODE_INVAL, GenericError, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.base import NodeOps
-from ganeti_lv.jobs import process_alive, to_jsonable
+from ganeti_lv.jobs import process_alive, process_start_time, to_jsonable
 from ganeti_lv.masterclient import encode_error, encode_line
 from ganeti_lv.opcodes import OpCode
 
@@ -184,38 +185,63 @@ class _Handler(socketserver.StreamRequestHandler):
     server: MasterServer
 
     def handle(self) -> None:
-        self.server.daemon.serve_connection(self.rfile, self.wfile)  # type: ignore[arg-type]
+        try:
+            self.server.daemon.serve_connection(self.rfile, self.wfile)  # type: ignore[arg-type]
+        finally:
+            # ends the cancel watcher's read, so closing the reader cannot block
+            with contextlib.suppress(OSError):
+                self.request.shutdown(socket.SHUT_RDWR)
 
 
 class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """The daemon's socket; ``server_close`` waits for the running jobs."""
+    """The daemon's socket, held under the data dir's daemon lock.
+
+    Only the holder of ``masterd.lock`` binds (and, at the end, removes)
+    the socket, so a second daemon refuses to start, also while the first
+    one is still finishing its jobs. ``server_close`` waits for the running
+    jobs, then removes the socket and releases the lock.
+    """
 
     daemon_threads = False
     block_on_close = True
 
     def __init__(self, path: str, daemon: MasterDaemon) -> None:
         self.daemon = daemon
-        _remove_stale_socket(path)
-        old = os.umask(0o077)  # the socket is root's alone, as the data dir
+        self._lock_fd = _take_daemon_lock(daemon.data_dir)
         try:
-            super().__init__(path, _Handler)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # left by a daemon that is gone (we hold the lock)
+            old = os.umask(0o077)  # the socket is root's alone, as the data dir
+            try:
+                super().__init__(path, _Handler)
+            finally:
+                os.umask(old)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    def server_close(self) -> None:
+        try:
+            super().server_close()
         finally:
-            os.umask(old)
+            with contextlib.suppress(OSError):
+                os.unlink(self.server_address)  # type: ignore[arg-type]
+            os.close(self._lock_fd)
 
 
-def _remove_stale_socket(path: str) -> None:
-    """Remove a socket left by a daemon that is gone; refuse if one answers there."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _take_daemon_lock(data_dir: str) -> int:
+    """The data dir's daemon lock (an open fd, flocked); OpExecError if another holds it."""
+    fd = os.open(paths.masterd_lock(data_dir), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise OpExecError(f"A master daemon already runs on {path}", "already_exists")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = read_pid(data_dir)
+        running = f" (pid {pid})" if pid is not None else ""
+        raise OpExecError(
+            f"A master daemon already runs for {data_dir}{running}", ECODE_EXISTS
+        ) from None
+    return fd
 
 
 def serve(data_dir: str | None = None, node_ops: NodeOps | None = None) -> MasterServer:
@@ -248,31 +274,38 @@ def _detach_stdio() -> None:
 
 
 def _write_pidfile(path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+    """ "<pid> <start time>": a reused pid is never taken for the daemon."""
+    pid = os.getpid()
+    tmp = f"{path}.{pid}.tmp"
     with open(tmp, "w", encoding="ascii") as fh:
-        fh.write(f"{os.getpid()}\n")
+        fh.write(f"{pid} {process_start_time(pid)}\n")
     os.replace(tmp, path)
 
 
 def read_pid(data_dir: str) -> int | None:
     """The PID in the daemon's pid file if that process still runs, else None."""
+    pid, start = _read_pidfile(data_dir)
+    return pid if pid is not None and process_alive(pid, start) else None
+
+
+def _read_pidfile(data_dir: str) -> tuple[int | None, int | None]:
     try:
         with open(paths.masterd_pidfile(data_dir), encoding="ascii") as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if process_alive(pid) else None
+            fields = fh.read().split()
+        return int(fields[0]), int(fields[1]) if len(fields) > 1 else None
+    except (OSError, ValueError, IndexError):
+        return None, None
 
 
 def stop(data_dir: str, timeout: float = 60.0) -> int | None:
     """Stop the data dir's daemon (by its pid file); the PID it had, None if none ran."""
-    pid = read_pid(data_dir)
-    if pid is None:
+    pid, start = _read_pidfile(data_dir)
+    if pid is None or not process_alive(pid, start):
         return None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not process_alive(pid):
+        if not process_alive(pid, start):
             return pid
         time.sleep(0.05)
     raise OpExecError(f"The master daemon ({pid}) did not stop within {timeout:g} s")
@@ -345,13 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _detach_stdio()
     os.close(ready_w)
     log.info("master daemon %d serving %s", os.getpid(), server.server_address)
-    server.daemon.warm_up()
     try:
+        server.daemon.warm_up()
         server.serve_forever(poll_interval=0.5)
     finally:
-        server.server_close()  # waits for the running jobs
-        with contextlib.suppress(OSError):
-            os.unlink(paths.masterd_socket(ddir))
+        server.server_close()  # waits for the running jobs, removes the socket
         with contextlib.suppress(OSError):
             if read_pid(ddir) == os.getpid():
                 os.unlink(paths.masterd_pidfile(ddir))

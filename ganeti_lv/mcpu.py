@@ -93,9 +93,12 @@ class Processor:
         self.cancel = cancel or Cancellation()
         job = self.ctx.jobs.create(op, start=True)
         self._job, self._feedback_fn = job, feedback_fn
+        # a cancel request also ends a wait for a lock (nothing is changed then)
+        self.ctx.locks.set_interrupt(self.cancel)
         try:
             return self._execute(op, job)
         finally:
+            self.ctx.locks.set_interrupt(None)
             self._job, self._feedback_fn = None, None
 
     def _execute(self, op: OpCode, job: Job) -> Any:

@@ -52,6 +52,11 @@ def masterd_pidfile(ddir: str) -> str:
     return os.path.join(ddir, "masterd.pid")
 
 
+def masterd_lock(ddir: str) -> str:
+    """The lock file held by the running master daemon."""
+    return os.path.join(ddir, "masterd.lock")
+
+
 def masterd_log(ddir: str) -> str:
     """The master daemon's log file."""
     return os.path.join(ddir, "masterd.log")

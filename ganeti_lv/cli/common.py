@@ -342,6 +342,10 @@ class CommandRegistry:
         self._groups: dict[str, Any] = {}
         self._only = only
 
+    def has_group(self, name: str) -> bool:
+        """True once a module registered group ``name``."""
+        return name in self._groups
+
     def group(self, name: str, help: str | None = None) -> Any:  # noqa: A002
         """The subparsers action of group ``name`` (created when missing)."""
         if name not in self._groups:

@@ -108,6 +108,9 @@ def build_parser(group: str | None = None) -> argparse.ArgumentParser:
     registry = CommandRegistry(subparsers, only=group)
     for module in _command_modules():
         module.register(registry)
+    if group is not None and not registry.has_group(group):
+        # not a group after all (an abbreviated option's value, a typo): the full parser
+        return build_parser()
     return parser
 
 

@@ -156,3 +156,13 @@ def test_wanted_group_skips_option_values() -> None:
     assert wanted_group(["--data-dir", "instance", "node", "list"]) == "node"
     assert wanted_group(["--version"]) is None
     assert wanted_group([]) is None
+
+
+def test_an_abbreviated_option_still_parses() -> None:
+    """``--data /d`` (argparse's abbreviation of --data-dir): /d is not a group."""
+    from ganeti_lv.cli.main import wanted_group
+
+    argv = ["--data", "/d", "instance", "list"]
+    assert wanted_group(argv) == "/d"
+    opts = build_parser(wanted_group(argv)).parse_args(argv)
+    assert (opts.data_dir, opts.group, opts.command) == ("/d", "instance", "list")

@@ -326,3 +326,34 @@ def test_lock_dir_removed_after_first_use_is_created_again(locks_dir: str) -> No
         manager(locks_dir).acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1)
     mgr.release_all()
     assert manager(locks_dir).acquire(LEVEL_INSTANCE, ALL_SET, timeout=0.1) == {"i1", "i2", "i3"}
+
+
+def test_an_interrupt_ends_a_wait_without_timeout(tmp_path) -> None:
+    """A job's cancel request stops its wait for a busy lock (nothing taken)."""
+    import threading
+
+    from ganeti_lv.cancel import Cancellation
+    from ganeti_lv.errors import LockError
+    from ganeti_lv.locking import LEVEL_INSTANCE, LockManager
+
+    locks = LockManager(str(tmp_path))
+    locks.acquire(LEVEL_INSTANCE, ["web1"])
+    outcome: list[BaseException | set[str]] = []
+    cancel = Cancellation()
+
+    def waiter() -> None:
+        locks.set_interrupt(cancel)
+        try:
+            outcome.append(locks.acquire(LEVEL_INSTANCE, ["web1"]))
+        except LockError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and outcome == []  # still waiting
+    cancel.request("interrupted by the user")
+    thread.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], LockError)
+    assert "interrupted by the user" in str(outcome[0])
+    assert locks.owned(LEVEL_INSTANCE) == {"web1"}  # the holder keeps its lock

@@ -297,3 +297,63 @@ def test_devcluster_down_stops_the_clusters_daemon(tmp_path: Any) -> None:
     finally:
         if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_daemon_closes_the_connection_after_the_outcome(server: Any, data_dir: str) -> None:
+    """A client reading until EOF gets the outcome and then EOF (no hang)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(paths.masterd_socket(data_dir))
+    sock.sendall(masterclient.encode_line({"submit": OpTestDelay().to_dict()}))
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert json.loads(data.splitlines()[-1]) == {"result": True}
+
+
+def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data_dir: str) -> None:
+    """Ctrl-C of any gnt-lv command: its job in the daemon does not go on later."""
+    holder: list[Any] = []
+    hold = threading.Thread(
+        target=lambda: holder.append(
+            _client(data_dir).submit(OpTestDelay(duration=1.5, instance_names=[INST]))
+        )
+    )
+    hold.start()
+    deadline = time.monotonic() + 10
+    while not [j for j in _jobs(data_dir) if j.status == "running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        _client(data_dir).submit(OpTestDelay(duration=0, instance_names=[INST]))
+    hold.join(10)
+    assert holder == [True]
+    deadline = time.monotonic() + 10
+    while _jobs(data_dir)[-1].status in ("queued", "waiting", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    waiting = _jobs(data_dir)[-1]
+    assert waiting.status == "canceled"  # never ran, though the lock became free
+
+
+def test_a_killed_daemon_is_replaced_and_a_reused_pid_is_not_signalled(program: str) -> None:
+    assert _start_daemon(program).returncode == 0
+    pid = masterd.read_pid(program)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while masterd.read_pid(program) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # its socket and pid file are left behind; a new daemon starts anyway
+    assert os.path.exists(paths.masterd_socket(program))
+    assert _start_daemon(program).returncode == 0
+    assert masterd.read_pid(program) not in (None, pid)
+    assert masterd.stop(program) is not None
+    # a pid file naming a live process that is not the daemon (pid reused)
+    with open(paths.masterd_pidfile(program), "w", encoding="ascii") as fh:
+        fh.write(f"{os.getpid()} 1\n")
+    assert masterd.read_pid(program) is None
+    assert masterd.stop(program) is None  # and nothing is signalled

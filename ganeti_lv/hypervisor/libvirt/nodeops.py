@@ -87,6 +87,8 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         self._hosts: dict[str, Host] = {}
         self._ssh: dict[str, Any] = {}
         self._prepared_nodes: set[str] = set()
+        # guards the maps and the set above (jobs of the master daemon share this object)
+        self._conn_lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------
     def libvirt_uri(self, node: Node) -> str:
@@ -96,12 +98,14 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     def host(self, node: Node) -> Host:
         """The node's Host (one per node, reused; replaced if the URI changed)."""
         uri = self.libvirt_uri(node)
-        host = self._hosts.get(node.name)
-        if host is None or host.uri != uri:
-            if host is not None:
-                host.close()
-            host = Host(node.name, uri, self._connect_retry)
-            self._hosts[node.name] = host
+        old = None
+        with self._conn_lock:
+            host = self._hosts.get(node.name)
+            if host is None or host.uri != uri:
+                old, host = host, Host(node.name, uri, self._connect_retry)
+                self._hosts[node.name] = host
+        if old is not None:
+            old.close()
         return host
 
     def _default_ssh(self, node: Node) -> Any:
@@ -122,13 +126,17 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         The master daemon keeps these for as long as it runs: a node that was
         re-added with another address or port gets a new client.
         """
-        client = self._ssh.get(node.name)
-        if client is not None and _ssh_target(client) not in (None, _node_target(node)):
-            self._drop_ssh(node.name)
-            client = None
-        if client is None:
-            client = self._ssh_factory(node)
-            self._ssh[node.name] = client
+        stale = None
+        with self._conn_lock:
+            client = self._ssh.get(node.name)
+            if client is not None and _ssh_target(client) not in (None, _node_target(node)):
+                stale, client = client, None
+                self._prepared_nodes.discard(node.name)
+            if client is None:
+                client = self._ssh_factory(node)
+                self._ssh[node.name] = client
+        if stale is not None:
+            stale.close()
         return client
 
     def prewarm(self, nodes: Sequence[Node]) -> None:
@@ -147,18 +155,27 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 threading.Thread(target=warm, name=f"ssh-warm-{node.name}", daemon=True).start()
 
     def _ssh_run(self, node: Node, cmd: list[str] | str, **kwargs: Any) -> Any:
+        client = self.ssh(node)
         try:
-            return self.ssh(node).run(cmd, **kwargs)
+            return client.run(cmd, **kwargs)
         except NodeUnreachable:
-            self._drop_ssh(node.name)
+            self._drop_ssh(node.name, client)
             raise
 
-    def _drop_ssh(self, name: str) -> None:
-        # a node reached anew may have been reinstalled: prepare its directories again
-        self._prepared_nodes.discard(name)
-        client = self._ssh.pop(name, None)
-        if client is not None:
-            client.close()
+    def _drop_ssh(self, name: str, client: Any = None) -> None:
+        """Forget (and close) the node's SSH client; with ``client``, only if it is that one.
+
+        Jobs of the master daemon share the clients: one whose command failed
+        must not close the client another job has opened since.
+        """
+        with self._conn_lock:
+            current = self._ssh.get(name)
+            if current is None or (client is not None and current is not client):
+                return
+            del self._ssh[name]
+            # a node reached anew may have been reinstalled: prepare its directories again
+            self._prepared_nodes.discard(name)
+        current.close()
 
     def close(self) -> None:
         """Close every libvirt and SSH connection."""
@@ -363,10 +380,11 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     ) -> list[HookScriptResult]:
         from ganeti_lv.hooks_runner import run_hooks_via_ssh
 
+        client = self.ssh(node)
         try:
-            return list(run_hooks_via_ssh(self.ssh(node), hooks_dir, env, timeout))
+            return list(run_hooks_via_ssh(client, hooks_dir, env, timeout))
         except NodeUnreachable:
-            self._drop_ssh(node.name)
+            self._drop_ssh(node.name, client)
             raise
 
 
