@@ -117,6 +117,7 @@ def test_migration_targets_and_markdown() -> None:
     assert target.verdict() == "met" and "256 MiB idle" in target.name
     text = migration.markdown(results)
     assert "| 256 MiB, idle | 2.00 | 2.00 | 1.10 |" in text
+    assert text.splitlines()[2].rstrip().endswith("| 3 |")  # the pairs behind the medians
     assert "| 512 MiB, dirtier 32 MiB | error | boom |" in text
     assert "| virsh | no (aborted at the cap) | 60.00 |  |" in text
     assert migration.targets({})[0].verdict() == "not measured"
