@@ -275,8 +275,15 @@ exec stat -L -f -c '%a %S' -- "$p"
 def _run_script(
     runner: Runner, node: str, script: str, args: Sequence[str], timeout: float
 ) -> list[str]:
-    """Output lines of ``sh -c script sh args...`` on a node; NodeError if it failed."""
-    result = runner.run(["sh", "-c", script, "sh", *args], timeout=timeout, check=False)
+    """Output lines of ``sh -c script sh args...`` on a node; NodeError if it failed.
+
+    The scripts only read (stat, df): one that ended without an exit status
+    (-1: the session or the connection went away under it) is asked once more.
+    """
+    argv = ["sh", "-c", script, "sh", *args]
+    result = runner.run(argv, timeout=timeout, check=False)
+    if result.exit_status == -1:
+        result = runner.run(argv, timeout=timeout, check=False)
     if result.exit_status != 0:
         raise RemoteCommandError(
             f"stat on {node} failed (exit {result.exit_status}): {result.stderr.strip()}",

@@ -15,7 +15,7 @@ from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
+from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node, disk_path
 
 NODES = ("node1.example.com", "node2.example.com", "node3.example.com")
 INSTANCES = ("inst1.example.com", "inst2.example.com")
@@ -76,3 +76,15 @@ def fake_ops() -> FakeNodeOps:
 def ctx(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps) -> Context:
     """A context on the initialised data dir with fake node ops and a 5 s lock timeout."""
     return Context.from_data_dir(data_dir, node_ops=fake_ops, lock_timeout=5.0)
+
+
+@pytest.fixture
+def inst1_running(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """The fake nodes with inst1 running on node1, its disk file there, the storage dir known."""
+    cluster = config.get_cluster()
+    inst = config.get_instance(INSTANCES[0])
+    assert inst is not None
+    fake_ops.add_domain(NODES[0], INSTANCES[0])
+    fake_ops.node(NODES[0]).files[disk_path(cluster, inst, 0)] = 1024
+    fake_ops.present_paths = {cluster.file_storage_dir}
+    return fake_ops

@@ -281,3 +281,24 @@ def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
         time.sleep(0.05)
     assert not _helpers_running(str(tmp_path))
     assert not (tmp_path / "third").exists()
+
+
+class _FlakyRunner:
+    """A runner whose first command ends without an exit status (-1), as a lost session."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, cmd, timeout=None, input=None, check=True):  # noqa: A002
+        from ganeti_lv.hypervisor.base import CommandResult
+
+        self.calls += 1
+        if self.calls == 1:
+            return CommandResult(exit_status=-1, stdout="", stderr="")
+        return CommandResult(exit_status=0, stdout="1000 4096\n", stderr="")
+
+
+def test_a_read_only_probe_that_lost_its_session_is_asked_again():
+    runner = _FlakyRunner()
+    assert diskcopy.free_space(runner, "node3", "/srv/export") == 1000 * 4096
+    assert runner.calls == 2

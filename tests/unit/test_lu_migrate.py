@@ -33,15 +33,9 @@ INST = "inst1.example.com"
 
 
 @pytest.fixture
-def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+def ops(inst1_running: FakeNodeOps) -> FakeNodeOps:
     """Fake nodes where inst1 runs on node1 with its disk files."""
-    cluster = config.get_cluster()
-    inst = config.get_instance(INST)
-    assert inst is not None
-    fake_ops.add_domain(N1, INST)
-    fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
-    fake_ops.present_paths = {cluster.file_storage_dir}
-    return fake_ops
+    return inst1_running
 
 
 def run(ctx: Context, op: OpCode) -> tuple[Any, list[str]]:

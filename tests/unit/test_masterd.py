@@ -32,7 +32,6 @@ from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.jobs import JobStore
 from ganeti_lv.migration_types import MigrationProgress
-from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
 
 INST = "inst1.example.com"
@@ -40,18 +39,12 @@ N1, N2 = "node1.example.com", "node2.example.com"
 
 
 @pytest.fixture
-def server(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps) -> Iterator[Any]:
+def server(config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps) -> Iterator[Any]:
     """A master daemon for the test data dir, serving in a thread, on the fake nodes.
 
     inst1 runs on node1 with its disk files (as in the migration LU tests).
     """
-    cluster = config.get_cluster()
-    inst = config.get_instance(INST)
-    assert inst is not None
-    fake_ops.add_domain(N1, INST)
-    fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
-    fake_ops.present_paths = {cluster.file_storage_dir}
-    srv = masterd.serve(data_dir, node_ops=fake_ops)
+    srv = masterd.serve(data_dir, node_ops=inst1_running)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:

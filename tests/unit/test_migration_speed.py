@@ -10,28 +10,20 @@ from typing import Any
 
 import libvirt
 import pytest
-from test_lu_migrate import INST, N1, N2, N3, run
+from test_lu_migrate import N1, N2, N3, run
 
-from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.libvirt import host as hostmod
 from ganeti_lv.hypervisor.libvirt import migration
 from ganeti_lv.migration_types import MigrationStats
-from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import OpInstanceMigrate
 
 
 @pytest.fixture
-def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+def ops(inst1_running: FakeNodeOps) -> FakeNodeOps:
     """inst1 runs on node1 with its disk file."""
-    cluster = config.get_cluster()
-    inst = config.get_instance(INST)
-    assert inst is not None
-    fake_ops.add_domain(N1, INST)
-    fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
-    fake_ops.present_paths = {cluster.file_storage_dir}
-    return fake_ops
+    return inst1_running
 
 
 def test_each_node_is_asked_its_facts_once(ctx: Context, ops: FakeNodeOps) -> None:
