@@ -139,11 +139,14 @@ class MasterDaemon:
         cancel: Cancellation,
     ) -> Any:
         """Run ``op`` through the processor in a context of its own."""
+        from ganeti_lv import ahead
         from ganeti_lv.mcpu import Processor
 
-        return Processor(self.context(lock_timeout)).execute(
-            op, feedback_fn=feedback_fn, cancel=cancel
-        )
+        ctx = self.context(lock_timeout)
+        # the connections are open already; a live export's copies are set up
+        # while the job takes its locks and runs its checks
+        ahead.prestart_copies(ctx, op)
+        return Processor(ctx).execute(op, feedback_fn=feedback_fn, cancel=cancel)
 
     def close(self) -> None:
         """Close the node connections."""

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import re
-import threading
-from typing import Any
 
-from ganeti_lv import constants, opcodes
+from ganeti_lv import ahead, constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 
@@ -24,51 +22,6 @@ def parse_progress(line: str) -> tuple[str, float, str] | None:
     if not match:
         return None
     return match.group("disk"), float(match.group("pct")), match.group("detail")
-
-
-def prestart_copies(client: Any, op: opcodes.OpBackupExport) -> None:
-    """Let the node operations set a live export's disk copies up in the background.
-
-    The connection from the primary to the target and the copy helpers
-    start while the job is set up (imports, locks, checks, hooks); the
-    export's copy then only says go. A hint like ``prewarm_nodes``: nothing
-    is read or written before the job's copy asks for it, a copy the job
-    does not make is called off when it ends (or when this process ends),
-    and any doubt (unknown names, a dry run, fake node operations) skips it.
-    """
-    from ganeti_lv import diskcopy, exportinfo, objects  # loaded with the node operations
-
-    if op.dry_run or op.shutdown or op.remove_instance:
-        return
-    if op.mode != constants.EXPORT_MODE_LOCAL:
-        return
-    found = common.op_nodes(client, op)
-    if found is None or found.target is None:
-        return
-    prestart = getattr(found.ctx.node_ops, "prestart_copy", None)
-    if not callable(prestart):
-        return
-    cluster, inst, src, dst = found.cluster, found.instance, found.primary, found.target
-    copies = [
-        (
-            objects.disk_path(cluster, inst, idx),
-            exportinfo.new_disk_path(cluster.export_dir, inst.name, idx),
-        )
-        for idx in range(min(len(inst.disks), diskcopy.PRESTART_COPIES))
-    ]
-
-    def work() -> None:
-        for src_path, dst_path in copies:
-            prestart(
-                src,
-                src_path,
-                dst,
-                dst_path,
-                compress=op.compress,
-                bandwidth_limit=op.bandwidth_limit,
-            )
-
-    threading.Thread(target=work, name="export-prestart", daemon=True).start()
 
 
 def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -89,9 +42,11 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
         dry_run=opts.dry_run,
     )
     client = env.client()
-    # master, primary and target: their SSH connections open while the job is set up
-    common.prewarm_nodes(client, op)
-    prestart_copies(client, op)
+    # in this process: the master's, primary's and target's SSH connections and
+    # the disk copies are set up while the job is (the daemon does that itself)
+    ctx = getattr(client, "ctx", None)
+    ahead.prewarm_nodes(ctx, op)
+    ahead.prestart_copies(ctx, op)
     with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
         result = client.submit(op, feedback_fn=feedback)
     if opts.dry_run:

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from ganeti_lv import constants, opcodes
+from ganeti_lv import ahead, constants, opcodes
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
@@ -69,7 +69,7 @@ def progress_bar(line: str) -> tuple[str, float, str] | None:
 def _submit(env: CliEnv, op: opcodes.OpCode) -> None:
     cancel = Cancellation()
     client = env.client()
-    common.prewarm_nodes(client, op)
+    ahead.prewarm_nodes(getattr(client, "ctx", None), op)
     with signals_cancel(env, cancel), common.progress_feedback(env, progress_bar) as feedback:
         client.submit(op, feedback_fn=feedback, cancel=cancel)
 

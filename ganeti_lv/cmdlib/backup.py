@@ -408,7 +408,8 @@ class LUBackupExport(LogicalUnit):
         connection to the target and the copy helpers start while the
         snapshot is taken; no data is read before the copy is asked for, and
         a copy that turns out different (another source) is called off. A
-        copy the command line set up already (``cli.backup``) is kept.
+        copy set up already (``ahead.prestart_copies``, by gnt-lv or the
+        master daemon) is kept.
         """
         prestart = getattr(self.rpc, "prestart_copy", None)
         if not callable(prestart) or self.op.shutdown or self.op.remove_instance:

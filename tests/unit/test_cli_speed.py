@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ganeti_lv.cli.common import prewarm_nodes
+from ganeti_lv.ahead import prewarm_nodes
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
@@ -29,7 +29,7 @@ class WarmRecorder(FakeNodeOps):
 def test_migrate_warms_master_primary_and_target(config: ConfigStore, data_dir: str) -> None:
     ops = WarmRecorder()
     client = Client(data_dir=data_dir, node_ops=ops)
-    prewarm_nodes(client, OpInstanceMigrate(instance_name="inst1", target_node="node3"))
+    prewarm_nodes(client.ctx, OpInstanceMigrate(instance_name="inst1", target_node="node3"))
     # master and primary are node1 (named once), the target by its full name
     assert ops.warmed == [[NODES[0], NODES[2]]]
 
@@ -39,11 +39,11 @@ def test_no_warm_up_for_unknown_names_or_without_support(
 ) -> None:
     ops = WarmRecorder()
     client = Client(data_dir=data_dir, node_ops=ops)
-    prewarm_nodes(client, OpInstanceMigrate(instance_name="ghost", target_node="node3"))
+    prewarm_nodes(client.ctx, OpInstanceMigrate(instance_name="ghost", target_node="node3"))
     assert ops.warmed == []
     plain = Client(data_dir=data_dir, node_ops=FakeNodeOps())
-    prewarm_nodes(plain, OpInstanceMigrate(instance_name="inst1"))  # no prewarm(): no error
-    prewarm_nodes(object(), OpInstanceMigrate(instance_name="inst1"))  # no context: skipped
+    prewarm_nodes(plain.ctx, OpInstanceMigrate(instance_name="inst1"))  # no prewarm(): no error
+    prewarm_nodes(None, OpInstanceMigrate(instance_name="inst1"))  # no context: skipped
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:

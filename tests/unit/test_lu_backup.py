@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -510,3 +511,28 @@ def test_cli_sets_live_export_copies_up_while_the_job_starts(config, pops, data_
     assert main([*base, "--noshutdown", "--dry-run", INST], node_ops=pops) == 0
     assert main([*base, INST], node_ops=pops) == 0  # shutdown mode
     assert calls == []
+
+
+def test_the_master_daemon_sets_a_live_exports_copy_up_ahead_of_the_job(config, pops):
+    from ganeti_lv.cancel import Cancellation
+    from ganeti_lv.masterd import MasterDaemon
+
+    daemon = MasterDaemon(config.data_dir, node_ops=pops)
+    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
+    daemon.run(op, None, lambda _line: None, Cancellation())
+    # ahead of the job (its thread may still be at it) and again by the LU
+    # before the snapshot (where the same copy is kept), dropped at the end
+    deadline = time.monotonic() + 5
+    while [e[0] for e in pops.events].count("prestart") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kinds = [e[0] for e in pops.events]
+    assert kinds.count("prestart") == 2
+    assert kinds.index("prestart") < kinds.index("snapshot")
+    # a shutdown export reads a stopped disk: nothing is set up ahead for it
+    pops.events.clear()
+    ahead_ctx = daemon.context(None)
+    from ganeti_lv import ahead
+
+    ahead.prestart_copies(ahead_ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    time.sleep(0.1)
+    assert pops.events == []
