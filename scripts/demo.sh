@@ -12,6 +12,13 @@ INSTANCE="${GANETI_LV_DEMO_INSTANCE:-demo1}"
 echo ">>> bringing up the local cluster in $DIR"
 gnt-lv-devcluster up --nodes 3 --dir "$DIR"
 export GANETI_LV_DATA_DIR="$DIR/data"
+echo ">>> starting the master daemon (gnt-lv hands its jobs to it)"
+if ! out=$(gnt-lv-masterd 2>&1); then
+  case "$out" in
+    *"already runs"*) echo "    (it runs already)" ;;
+    *) echo "$out" >&2; exit 1 ;;
+  esac
+fi
 KERNEL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["guest"]["kernel"])' "$DIR/cluster.json")
 INITRD=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["guest"]["initrd"])' "$DIR/cluster.json")
 
@@ -48,5 +55,5 @@ gnt-lv instance list
 echo ">>> exporting $INSTANCE live to $EXPORT_NODE"
 gnt-lv backup export --noshutdown -n "$EXPORT_NODE" "$INSTANCE"
 gnt-lv backup list --node "$EXPORT_NODE"
-echo ">>> done. The cluster keeps running; stop it with:"
+echo ">>> done. The cluster and its master daemon keep running; stop both with:"
 echo "    $ROOT/.venv/bin/gnt-lv-devcluster down --dir $DIR"
