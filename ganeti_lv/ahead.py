@@ -63,13 +63,49 @@ def prewarm_nodes(ctx: Any, op: Any) -> None:
     up. Only a hint: nothing is decided here, and any doubt (unknown names,
     fake node operations) just skips it.
     """
+    _warm(op_nodes(ctx, op))
+
+
+def begin(ctx: Any, op: Any) -> None:
+    """``prewarm_nodes`` and ``prestart_copies`` with one lookup of ``op``'s names."""
     found = op_nodes(ctx, op)
+    _warm(found)
+    _copies_in_background(found, op)
+
+
+def _warm(found: OpNodes | None) -> None:
     if found is None:
         return
     prewarm = getattr(found.ctx.node_ops, "prewarm", None)
     nodes = [n for n in (found.master, found.primary, found.target) if n is not None]
     if callable(prewarm):
         prewarm(list({n.name: n for n in nodes}.values()))
+
+
+def set_up_export_copies(
+    node_ops: Any, cluster: Any, instance: Any, src: Any, dst: Any, op: Any
+) -> None:
+    """Ask ``node_ops`` to set the first disk copies of a live export up, now.
+
+    What the export's own copies will be: the instance's disks on its
+    primary to ``<export_dir>/<name>.new/`` on the target, with the
+    opcode's compression and bandwidth limit. Node operations without
+    ``prestart_copy``, and exports that stop the instance, skip it.
+    """
+    from ganeti_lv import diskcopy, exportinfo, objects  # loaded with the node operations
+
+    prestart = getattr(node_ops, "prestart_copy", None)
+    if not callable(prestart) or op.shutdown or op.remove_instance:
+        return
+    for idx in range(min(len(instance.disks), diskcopy.PRESTART_COPIES)):
+        prestart(
+            src,
+            objects.disk_path(cluster, instance, idx),
+            dst,
+            exportinfo.new_disk_path(cluster.export_dir, instance.name, idx),
+            compress=op.compress,
+            bandwidth_limit=op.bandwidth_limit,
+        )
 
 
 def prestart_copies(ctx: Any, op: Any) -> None:
@@ -83,38 +119,24 @@ def prestart_copies(ctx: Any, op: Any) -> None:
     and any doubt (not an export, unknown names, a dry run, fake node
     operations) skips it.
     """
-    from ganeti_lv import diskcopy, exportinfo, objects  # loaded with the node operations
+    if _live_local_export(op):
+        _copies_in_background(op_nodes(ctx, op), op)
 
-    if not isinstance(op, opcodes.OpBackupExport):
-        return
-    if op.dry_run or op.shutdown or op.remove_instance:
-        return
-    if op.mode != constants.EXPORT_MODE_LOCAL:
-        return
-    found = op_nodes(ctx, op)
-    if found is None or found.target is None:
-        return
-    prestart = getattr(found.ctx.node_ops, "prestart_copy", None)
-    if not callable(prestart):
-        return
-    cluster, inst, src, dst = found.cluster, found.instance, found.primary, found.target
-    copies = [
-        (
-            objects.disk_path(cluster, inst, idx),
-            exportinfo.new_disk_path(cluster.export_dir, inst.name, idx),
-        )
-        for idx in range(min(len(inst.disks), diskcopy.PRESTART_COPIES))
-    ]
 
-    def work() -> None:
-        for src_path, dst_path in copies:
-            prestart(
-                src,
-                src_path,
-                dst,
-                dst_path,
-                compress=op.compress,
-                bandwidth_limit=op.bandwidth_limit,
-            )
+def _live_local_export(op: Any) -> bool:
+    return (
+        isinstance(op, opcodes.OpBackupExport)
+        and not op.dry_run
+        and op.mode == constants.EXPORT_MODE_LOCAL
+    )
 
-    threading.Thread(target=work, name="export-prestart", daemon=True).start()
+
+def _copies_in_background(found: OpNodes | None, op: Any) -> None:
+    if found is None or found.target is None or not _live_local_export(op):
+        return
+    threading.Thread(
+        target=set_up_export_copies,
+        args=(found.ctx.node_ops, found.cluster, found.instance, found.primary, found.target, op),
+        name="export-prestart",
+        daemon=True,
+    ).start()

@@ -343,8 +343,12 @@ def _read_lines(proc: StreamProcess):
 
 
 @dataclass
-class _Plan:
-    """What one copy is: checked arguments and the sender's argv."""
+class CopyPlan:
+    """What one copy is: checked arguments and the sender's argv.
+
+    Two plans are equal when they make the same copy: a copy set up ahead
+    (``PendingCopy``) is used only for an equal plan.
+    """
 
     src_node: str
     src_path: str
@@ -363,10 +367,12 @@ class _Plan:
         src_path: str,
         dst: CopyEndpoint,
         dst_path: str,
-        compress: str,
-        bandwidth_limit: float | None,
-        expect_sha256: str | None,
-    ) -> _Plan:
+        *,
+        compress: str = constants.IEC_NONE,
+        bandwidth_limit: float | None = None,
+        expect_sha256: str | None = None,
+    ) -> CopyPlan:
+        """The plan of a copy with ``copy_disk``'s arguments; NodeError if they are bad."""
         if compress not in diskcopy_helper.COMPRESSORS:
             raise NodeError(f"Unknown compression tool {compress!r}", src_node, ecode=ECODE_INVAL)
         algorithm, expect_hex = diskcopy_helper.split_checksum(expect_sha256 or "")
@@ -404,7 +410,7 @@ class _Plan:
         proc: StreamProcess,
         progress_fn: ProgressFn | None,
         start_fn: Callable[[StartInfo], None] | None,
-        clock: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
     ) -> CopyStats:
         """Read the sender's lines to the end; the copy's stats or NodeError."""
         started = clock()
@@ -479,7 +485,15 @@ def copy_disk(
     ``dst_path`` and a ``NodeError`` is raised (ECODE_NORES when the target
     lacks space).
     """
-    plan = _Plan.make(src_node, src_path, dst, dst_path, compress, bandwidth_limit, expect_sha256)
+    plan = CopyPlan.make(
+        src_node,
+        src_path,
+        dst,
+        dst_path,
+        compress=compress,
+        bandwidth_limit=bandwidth_limit,
+        expect_sha256=expect_sha256,
+    )
     return plan.follow(src.open_exec(plan.argv()), progress_fn, start_fn, clock)
 
 
@@ -490,43 +504,12 @@ class PendingCopy:
     does other work (the snapshot); nothing is read from the source before
     ``go`` and nothing is created on the target before the data's header
     arrives. ``cancel`` (or the master going away) ends all of it without a
-    trace. Arguments as for ``copy_disk``.
+    trace.
     """
 
-    def __init__(
-        self,
-        src: Runner,
-        src_node: str,
-        src_path: str,
-        dst: CopyEndpoint,
-        dst_path: str,
-        *,
-        compress: str = constants.IEC_NONE,
-        bandwidth_limit: float | None = None,
-        expect_sha256: str | None = None,
-    ) -> None:
-        self.plan = _Plan.make(
-            src_node, src_path, dst, dst_path, compress, bandwidth_limit, expect_sha256
-        )
-        self._proc: StreamProcess | None = src.open_exec(self.plan.argv("send-on-go"))
-
-    def matches(
-        self,
-        src_path: str,
-        dst_path: str,
-        compress: str = constants.IEC_NONE,
-        bandwidth_limit: float | None = None,
-        expect_sha256: str | None = None,
-    ) -> bool:
-        """True if this is the copy ``copy_disk`` would make with these arguments."""
-        plan = self.plan
-        return (src_path, dst_path, compress, bandwidth_limit, expect_sha256) == (
-            plan.src_path,
-            plan.dst_path,
-            plan.compress,
-            plan.bandwidth_limit,
-            plan.expect_sha256,
-        )
+    def __init__(self, src: Runner, plan: CopyPlan) -> None:
+        self.plan = plan
+        self._proc: StreamProcess | None = src.open_exec(plan.argv("send-on-go"))
 
     def go(
         self,

@@ -44,9 +44,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
     client = env.client()
     # in this process: the master's, primary's and target's SSH connections and
     # the disk copies are set up while the job is (the daemon does that itself)
-    ctx = getattr(client, "ctx", None)
-    ahead.prewarm_nodes(ctx, op)
-    ahead.prestart_copies(ctx, op)
+    ahead.begin(getattr(client, "ctx", None), op)
     with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
         result = client.submit(op, feedback_fn=feedback)
     if opts.dry_run:

@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ganeti_lv import constants, diskcopy, exportinfo, locking
+from ganeti_lv.ahead import set_up_export_copies
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
 from ganeti_lv.cmdlib.common import (
@@ -393,36 +394,19 @@ class LUBackupExport(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         """Shut down, zero, snapshot, restart, copy, publish, remove, clean up."""
-        self._prestart_copies()
+        # A live export's copies (connection to the target, both helpers) are
+        # set up while the snapshot is taken; no data moves before the copy
+        # asks for it, one set up already (by gnt-lv or the master daemon, see
+        # ganeti_lv.ahead) is kept, one that turns out different is called off.
+        set_up_export_copies(
+            self.rpc, self.cluster, self.instance, self.pnode, self.dst_node, self.op
+        )
         try:
             return self._exec(feedback_fn)
         finally:
             drop = getattr(self.rpc, "drop_prestarted_copies", None)
             if callable(drop):
                 drop()
-
-    def _prestart_copies(self) -> None:
-        """A live export: let the node operations set the disk copies up now.
-
-        A hint (node operations without ``prestart_copy`` skip it): the
-        connection to the target and the copy helpers start while the
-        snapshot is taken; no data is read before the copy is asked for, and
-        a copy that turns out different (another source) is called off. A
-        copy set up already (``ahead.prestart_copies``, by gnt-lv or the
-        master daemon) is kept.
-        """
-        prestart = getattr(self.rpc, "prestart_copy", None)
-        if not callable(prestart) or self.op.shutdown or self.op.remove_instance:
-            return
-        for idx, src in enumerate(self._disk_paths()[: diskcopy.PRESTART_COPIES]):
-            prestart(
-                self.pnode,
-                src,
-                self.dst_node,
-                exportinfo.new_disk_path(self.cluster.export_dir, self.instance.name, idx),
-                compress=self.op.compress,
-                bandwidth_limit=self.op.bandwidth_limit,
-            )
 
     def _exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         repair_disk_chain(self, self.pnode, self.instance)

@@ -30,15 +30,20 @@ N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
 
 
-@pytest.fixture
-def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+def place_inst1(ops: FakeNodeOps, config: ConfigStore) -> None:
     """inst1 runs on node1 with its disk file."""
     cluster = config.get_cluster()
     inst = config.get_instance(INST)
     assert inst is not None
     path = disk_path(cluster, inst, 0)
-    fake_ops.add_domain(N1, INST, disk_paths=[path])
-    fake_ops.node(N1).files[path] = 1024
+    ops.add_domain(N1, INST, disk_paths=[path])
+    ops.node(N1).files[path] = 1024
+
+
+@pytest.fixture
+def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """inst1 runs on node1 with its disk file."""
+    place_inst1(fake_ops, config)
     return fake_ops
 
 
@@ -445,12 +450,7 @@ class _Prestarts(FakeNodeOps):
 @pytest.fixture
 def pops(config: ConfigStore) -> _Prestarts:
     ops = _Prestarts()
-    cluster = config.get_cluster()
-    inst = config.get_instance(INST)
-    assert inst is not None
-    path = disk_path(cluster, inst, 0)
-    ops.add_domain(N1, INST, disk_paths=[path])
-    ops.node(N1).files[path] = 1024
+    place_inst1(ops, config)
     return ops
 
 

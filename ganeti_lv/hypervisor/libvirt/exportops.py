@@ -60,18 +60,24 @@ class LibvirtExportOps:
             identities_only=False,
         )
 
+    def _plan(
+        self, src: Node, src_path: str, dst: Node, dst_path: str, kw: dict[str, Any]
+    ) -> diskcopy.CopyPlan:
+        """The copy ``copy_disk(src, src_path, dst, dst_path, **kw)`` makes."""
+        wanted = {k: kw[k] for k in _COPY_ARGS if k in kw}
+        return diskcopy.CopyPlan.make(src.name, src_path, self._endpoint(dst), dst_path, **wanted)
+
     def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
         # the receiver creates the target's directory itself
+        plan = self._plan(src, src_path, dst, dst_path, kw)
         with _PENDING_LOCK:
             pending = self._pending().pop((src.name, dst.name, dst_path), None)
+        progress_fn, start_fn = kw.get("progress_fn"), kw.get("start_fn")
         if pending is not None:
-            wanted = {k: kw[k] for k in _COPY_ARGS if k in kw}
-            if pending.matches(src_path, dst_path, **wanted):
-                return pending.go(kw.get("progress_fn"), kw.get("start_fn"))
+            if pending.plan == plan:
+                return pending.go(progress_fn, start_fn)
             pending.cancel()
-        return diskcopy.copy_disk(
-            self.ssh(src), src.name, src_path, self._endpoint(dst), dst_path, **kw
-        )
+        return plan.follow(self.ssh(src).open_exec(plan.argv()), progress_fn, start_fn)
 
     def _pending(self) -> dict[tuple[str, str, str], diskcopy.PendingCopy]:
         pending: dict[tuple[str, str, str], diskcopy.PendingCopy] | None
@@ -93,15 +99,19 @@ class LibvirtExportOps:
         key = (src.name, dst.name, dst_path)
         with _PENDING_LOCK:  # the command line may set copies up from a thread
             old = self._pending().pop(key, None)
+            try:
+                plan: diskcopy.CopyPlan | None = self._plan(src, src_path, dst, dst_path, kw)
+            except NodeError:  # bad arguments: copy_disk reports them
+                plan = None
             if old is not None:
-                if old.matches(src_path, dst_path, **{k: kw[k] for k in _COPY_ARGS if k in kw}):
+                if old.plan == plan:
                     self._pending()[key] = old  # the same copy: keep it
                     return
                 old.cancel()
+            if plan is None:
+                return
             try:
-                pending = diskcopy.PendingCopy(
-                    self.ssh(src), src.name, src_path, self._endpoint(dst), dst_path, **kw
-                )
+                pending = diskcopy.PendingCopy(self.ssh(src), plan)
             except Exception:  # noqa: BLE001 - a hint only; copy_disk reports
                 return
             self._pending()[key] = pending
