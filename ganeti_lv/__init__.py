@@ -10,11 +10,12 @@ Ops tooling uses :class:`Client`::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False  # not ``typing``'s: gnt-lv starts without importing it
 if TYPE_CHECKING:
+    from typing import Any
+
     from ganeti_lv.client import Client
 
 __all__ = ["Client", "__version__"]

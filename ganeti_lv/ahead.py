@@ -11,23 +11,33 @@ its export jobs.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
 
 from ganeti_lv import constants, opcodes
 from ganeti_lv.errors import GenericError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True)
+
 class OpNodes:
-    """What an instance opcode names, looked up ahead of its job (a hint only)."""
+    """What an instance opcode names, looked up ahead of its job (a hint only).
 
-    ctx: Any
-    cluster: Any
-    instance: Any
-    primary: Any
-    target: Any | None
-    master: Any | None
+    A plain class (like everything ``gnt-lv`` imports before it hands a job
+    to the master daemon): no ``dataclasses``, no ``typing`` at run time.
+    """
+
+    __slots__ = ("ctx", "cluster", "instance", "primary", "target", "master")
+
+    def __init__(
+        self, ctx: Any, cluster: Any, instance: Any, primary: Any, target: Any, master: Any
+    ) -> None:
+        self.ctx = ctx
+        self.cluster = cluster
+        self.instance = instance
+        self.primary = primary
+        self.target = target
+        self.master = master
 
 
 def op_nodes(ctx: Any, op: Any) -> OpNodes | None:

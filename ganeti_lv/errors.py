@@ -26,7 +26,10 @@ Every error that reaches a user carries an ``ecode`` (Ganeti's strings below);
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 ECODE_INVAL = "wrong_input"
 ECODE_STATE = "wrong_state"

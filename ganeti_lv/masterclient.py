@@ -25,12 +25,15 @@ import json
 import os
 import select
 import socket
-from collections.abc import Callable
-from typing import Any
 
 from ganeti_lv import errors, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.opcodes import OpCode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 # How often a waiting client looks at its cancel request (s).
 CANCEL_POLL = 0.1

@@ -23,14 +23,17 @@ import contextlib
 import io
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
 
 from ganeti_lv import paths
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
-Handler = Callable[[argparse.Namespace, "CliEnv"], int]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, TextIO
+
+    Handler = Callable[[argparse.Namespace, "CliEnv"], int]
+    ProgressParser = Callable[[str], "tuple[str, float, str] | None"]
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -204,21 +207,30 @@ def render_rich_table(
 # ---------------------------------------------------------------- environment
 
 
-@dataclass
 class CliEnv:
     """What a command handler gets; tests inject ``node_ops``, ``ask`` and streams.
 
     ``lock_timeout`` (seconds, None: wait) comes from ``--lock-timeout``.
     """
 
-    data_dir: str
-    node_ops: Any = None
-    ask: Callable[[str], bool] | None = None
-    out: TextIO | None = None
-    err: TextIO | None = None
-    client_factory: Callable[..., Any] | None = None
-    lock_timeout: float | None = None
-    _client: Any = field(default=None, repr=False)
+    def __init__(
+        self,
+        data_dir: str,
+        node_ops: Any = None,
+        ask: Callable[[str], bool] | None = None,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        client_factory: Callable[..., Any] | None = None,
+        lock_timeout: float | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.node_ops = node_ops
+        self.ask = ask
+        self.out = out
+        self.err = err
+        self.client_factory = client_factory
+        self.lock_timeout = lock_timeout
+        self._client: Any = None
 
     @property
     def stdout(self) -> TextIO:
@@ -335,19 +347,42 @@ class CommandRegistry:
     ``registry.command("instance", "migrate", handler, help=...)``; the
     returned parser gets the command's options. Groups are created on first
     use, so a module may also add a whole new group (``backup``).
+
+    A registry may build only one group (``only``), or only one command of
+    it (``command``): a command line names one, and building every parser
+    costs each ``gnt-lv`` start some 20 ms. The other groups and commands
+    are still known by name (``has_group``, ``has_command``) but get no
+    parser.
     """
 
-    def __init__(self, subparsers: Any, only: str | None = None) -> None:
+    def __init__(self, subparsers: Any, only: str | None = None, command: str | None = None):
         self._top = subparsers
         self._groups: dict[str, Any] = {}
+        self._known: dict[str, set[str]] = {}
         self._only = only
+        self._command = command
 
     def has_group(self, name: str) -> bool:
         """True once a module registered group ``name``."""
-        return name in self._groups
+        return name in self._known
+
+    def has_command(self, group: str, name: str) -> bool:
+        """True once a module registered command ``name`` of ``group``."""
+        return name in self._known.get(group, ())
+
+    def _builds(self, group: str, name: str | None = None) -> bool:
+        if self._only is not None and group != self._only:
+            return False
+        return name is None or self._command is None or name == self._command
 
     def group(self, name: str, help: str | None = None) -> Any:  # noqa: A002
-        """The subparsers action of group ``name`` (created when missing)."""
+        """The subparsers action of group ``name`` (created when missing).
+
+        None for a group this registry does not build.
+        """
+        self._known.setdefault(name, set())
+        if not self._builds(name):
+            return None
         if name not in self._groups:
             parser = self._top.add_parser(name, help=help, description=help)
             subs = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -364,15 +399,14 @@ class CommandRegistry:
     ) -> argparse.ArgumentParser:
         """Add ``gnt-lv GROUP NAME`` running ``handler(opts, env) -> exit code``.
 
-        When the registry builds only one group (``only``), a command of
-        another group gets a stand-in that takes and drops its options.
+        A command this registry does not build gets a stand-in that takes
+        and drops its options.
         """
-        if self._only is not None and group != self._only:
-            self.group(group)
+        subs = self.group(group)
+        self._known[group].add(name)
+        if subs is None or not self._builds(group, name):
             return _UnbuiltParser()  # type: ignore[return-value]
-        parser: argparse.ArgumentParser = self.group(group).add_parser(
-            name, help=help, description=help
-        )
+        parser: argparse.ArgumentParser = subs.add_parser(name, help=help, description=help)
         parser.set_defaults(handler=handler)
         return parser
 
@@ -418,8 +452,6 @@ def add_list_options(parser: argparse.ArgumentParser, fields: Sequence[str]) -> 
 
 
 # ---------------------------------------------------------------- progress bars
-
-ProgressParser = Callable[[str], "tuple[str, float, str] | None"]
 
 
 @contextlib.contextmanager

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.units import parse_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 INSTANCE_FIELDS = (
     "name",

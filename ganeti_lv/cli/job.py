@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
 
 from ganeti_lv import paths
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 JOB_FIELDS = ("id", "status", "summary", "op_id", "received", "start", "exec", "end", "pid")
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")

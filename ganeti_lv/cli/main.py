@@ -17,16 +17,18 @@ import argparse
 import atexit
 import importlib
 import os
-import pkgutil
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import Any
 
 from ganeti_lv import __version__
 from ganeti_lv.cli.common import EXIT_FAILURE, CliEnv, CommandRegistry, default_data_dir
 from ganeti_lv.errors import GenericError, format_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import ModuleType
+    from typing import Any, NoReturn
 
 CORE_MODULES = ("cluster", "node", "instance", "job")
 _NOT_COMMANDS = {"main", "common"}
@@ -36,11 +38,13 @@ def _command_modules() -> list[ModuleType]:
     import ganeti_lv.cli as package
 
     names = list(CORE_MODULES)
-    extra = sorted(
-        info.name
-        for info in pkgutil.iter_modules(package.__path__)
-        if info.name not in names and info.name not in _NOT_COMMANDS
-    )
+    found = {
+        entry.removesuffix(".py")
+        for directory in package.__path__
+        for entry in os.listdir(directory)
+        if entry.endswith(".py") and not entry.startswith("_")
+    }
+    extra = sorted(found - set(names) - _NOT_COMMANDS)
     modules = []
     for name in names + extra:
         module = importlib.import_module(f"ganeti_lv.cli.{name}")
@@ -61,32 +65,54 @@ def _lock_timeout(text: str) -> float:
 
 # top-level options taking a value (the group is the first word that is not one)
 _VALUE_OPTIONS = ("--data-dir", "--lock-timeout")
+# top-level words after which the whole parser is needed (help, version)
+_WHOLE_PARSER_WORDS = ("-h", "--help", "--version", "--")
 
 
-def wanted_group(argv: Sequence[str]) -> str | None:
-    """The command group ``argv`` names (``instance`` in ``--debug instance list``), or None."""
+def wanted_command(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """The (group, command) ``argv`` names, as far as a plain scan can tell.
+
+    ``("instance", "migrate")`` for ``--debug instance migrate -f web1``; the
+    command is None unless it follows the group at once (``instance -h``),
+    and both are None for the top-level help or version.
+    """
     skip = False
-    for arg in argv:
+    for idx, arg in enumerate(argv):
         if skip:
             skip = False
         elif arg in _VALUE_OPTIONS:
             skip = True
-        elif arg == "--":
-            return None
+        elif arg in _WHOLE_PARSER_WORDS:
+            return None, None
         elif not arg.startswith("-"):
-            return arg
-    return None
+            command = argv[idx + 1] if idx + 1 < len(argv) else None
+            return arg, command if command and not command.startswith("-") else None
+    return None, None
 
 
-def build_parser(group: str | None = None) -> argparse.ArgumentParser:
-    """The ``gnt-lv`` argument parser; with ``group``, only that group's commands in full.
+class _NotBuilt(Exception):
+    """The command line needs parsers a lean parser did not build."""
 
-    Every group is listed (for the top-level help and for the error naming
-    the valid groups), but the commands of the other groups are not built:
-    a command line names one group, and building them all costs every
-    ``gnt-lv`` start some 20 ms.
+
+class _LeanParser(argparse.ArgumentParser):
+    """A parser of one group or command: any error goes to the whole parser instead."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _NotBuilt(message)
+
+
+def build_parser(group: str | None = None, command: str | None = None) -> argparse.ArgumentParser:
+    """The ``gnt-lv`` argument parser; with ``group`` (and ``command``) only those.
+
+    A command line names one group and one command, and building the
+    parsers of all costs every ``gnt-lv`` start some 20 ms. A lean parser
+    does not report errors itself: ``parse_args`` then parses with the
+    whole parser, whose messages name every group and command. When the
+    group or command is not one that a module registered (an abbreviated
+    option's value, a typo), the whole parser is returned.
     """
-    parser = argparse.ArgumentParser(
+    lean = group is not None
+    parser = (_LeanParser if lean else argparse.ArgumentParser)(
         prog="gnt-lv", description="Manage a ganeti_lv (libvirt) cluster."
     )
     parser.add_argument(
@@ -105,13 +131,22 @@ def build_parser(group: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gnt-lv {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="GROUP")
     subparsers.required = True
-    registry = CommandRegistry(subparsers, only=group)
+    registry = CommandRegistry(subparsers, only=group, command=command)
     for module in _command_modules():
         module.register(registry)
     if group is not None and not registry.has_group(group):
-        # not a group after all (an abbreviated option's value, a typo): the full parser
         return build_parser()
+    if group is not None and command is not None and not registry.has_command(group, command):
+        return build_parser(group)
     return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed as the whole parser would, building only the parsers it names."""
+    try:
+        return build_parser(*wanted_command(argv)).parse_args(argv)
+    except _NotBuilt:
+        return build_parser().parse_args(argv)
 
 
 def fast_exit(code: int) -> None:
@@ -170,9 +205,7 @@ def _run(
     ask: Callable[[str], bool] | None,
     client_factory: Callable[..., Any] | None,
 ) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(wanted_group(args))
-    opts = parser.parse_args(args)
+    opts = parse_args(list(sys.argv[1:] if argv is None else argv))
     env = CliEnv(
         data_dir=default_data_dir(opts.data_dir),
         node_ops=node_ops,

@@ -13,14 +13,17 @@ import argparse
 import contextlib
 import re
 import signal
-from collections.abc import Iterator
-from typing import Any
 
 from ganeti_lv import ahead, constants, opcodes
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 PROGRESS_RE = re.compile(r"^migration\s+(?P<pct>[0-9.]+)% of memory")
 

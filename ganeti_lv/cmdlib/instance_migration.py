@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
@@ -134,35 +135,38 @@ class TLMigrateInstance(Tasklet):
             "instance_info", src, lambda: self.rpc.instance_info(src, self._inst().name)
         )
 
-    def _prefetch(self, targets: list[Node]) -> None:
-        """Ask the source and every candidate target their facts at the same time.
+    def _cpu_check(self, node: Node) -> NodeResult[Any]:
+        src = self._node(self.source)
+        return self._probe("cpu", node, lambda: self.rpc.compare_cpu(src, node, self._inst()))
 
-        Each node's queries run in one thread, one after the other (its SSH
-        connection and libvirt connection are opened once, here, and reused
-        by the hooks and the migration). The checks then read the answers in
-        Ganeti's order, so errors are raised as if asked one by one. The
-        source's SSH connection is opened now too, in parallel, listing the
-        export overlays in the instance's disk directory (changing nothing;
-        Exec's disk-chain repair uses the answer, still valid under the
-        instance lock, instead of asking again).
+    def _prefetch(self, targets: list[Node]) -> None:
+        """Ask the source and every candidate target their facts, all at the same time.
+
+        Every query runs in a thread of its own (the node's SSH and libvirt
+        connections are shared and opened once, by whichever query comes
+        first; they are reused by the hooks and the migration). The checks
+        then read the answers in Ganeti's order, so errors are raised as if
+        asked one by one. The source also lists the export overlays in the
+        instance's disk directory (changing nothing; Exec's disk-chain repair
+        uses the answer, still valid under the instance lock, instead of
+        asking again).
         """
         src = self._node(self.source)
-
-        def source_side() -> None:
+        jobs: list[Callable[[], object]] = []
+        if not self.failover:
+            jobs += [self._source_state, partial(self._node_info, src), self._list_overlays]
+        for node in targets:
+            if node.offline:
+                continue
+            jobs += [partial(self._node_info, node), partial(self._target_paths, node)]
             if not self.failover:
-                self._source_state()
-                self._node_info(src)
-                self._overlays = self.rpc.disk_overlays(src, self._inst())
-
-        def target_side(node: Node) -> None:
-            self._node_info(node)
-            self._target_paths(node)
-
-        jobs: list[Callable[[], None]] = [source_side]
-        jobs += [lambda n=n: target_side(n) for n in targets if not n.offline]  # type: ignore[misc]
+                jobs.append(partial(self._cpu_check, node))
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             for future in [pool.submit(job) for job in jobs]:
                 future.result()
+
+    def _list_overlays(self) -> None:
+        self._overlays = self.rpc.disk_overlays(self._node(self.source), self._inst())
 
     # ----------------------------------------------------------- helpers
     @property
@@ -306,7 +310,7 @@ class TLMigrateInstance(Tasklet):
             )
 
     def _check_cpu(self, node: Node) -> None:
-        ok, reason = self.rpc.compare_cpu(self._node(self.source), node, self._inst()).Raise(
+        ok, reason = self._cpu_check(node).Raise(
             f"Can't compare CPUs with node {node.name}", prereq=True, ecode=ECODE_ENVIRON
         )
         if not ok:

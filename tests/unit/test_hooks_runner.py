@@ -92,6 +92,14 @@ def test_missing_dir_means_no_hooks(client: SshClient, tmp_path: Path) -> None:
     assert run_hooks_via_ssh(client, str(tmp_path / "absent.d"), BASE_ENV, timeout=5) == []
 
 
+def test_empty_dir_and_a_dir_of_one_dangling_link(client: SshClient, hooks_dir: Path) -> None:
+    """The shortcut for an empty directory still reports a lone dangling symlink."""
+    assert run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=5) == []
+    (hooks_dir / "10-gone").symlink_to(hooks_dir / "nowhere")
+    results = run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=5)
+    assert _by_name(results) == {"10-gone": ("SKIP", "")}
+
+
 def test_success_and_failure_with_combined_output(client: SshClient, hooks_dir: Path) -> None:
     _script(hooks_dir, "10-good", "echo to-stdout; echo to-stderr >&2\n")
     _script(hooks_dir, "20-bad", "echo refusing >&2; exit 3\n")

@@ -371,11 +371,33 @@ def test_a_node_readded_elsewhere_gets_a_new_client_and_is_prepared_again() -> N
     node = objects.Node(name="node1", address="10.250.0.1")
     first = ops.ssh(node)
     assert ops.ssh(node) is first
-    ops._prepared_nodes.add("node1")
+    ops._prepared_dirs["node1"] = {"/var/log/libvirt/qemu"}
     moved = objects.Node(name="node1", address="10.250.0.9")
     second = ops.ssh(moved)
     assert second is not first and first.closed
     assert (second.host, second.port) == ("10.250.0.9", 22)
-    assert "node1" not in ops._prepared_nodes
+    assert "node1" not in ops._prepared_dirs
     other_port = objects.Node(name="node1", address="10.250.0.9", ssh_port=2222)
     assert ops.ssh(other_port) is not second
+
+
+def test_node_directories_are_made_once_per_node_and_client() -> None:
+    """A long-lived NodeOps asks a node to make a directory once, not at every migration."""
+    ssh = StubSsh()
+    ops = _ops(StubHost({}), ssh)
+    log = "/var/log/libvirt/qemu/web1-console.log"
+    ops.prepare_node_dirs(NODE, [log])
+    assert ssh.commands == ["mkdir -p -- /var/log/libvirt/qemu"]
+    ops.prepare_node_dirs(NODE, [log])
+    ops.prepare_node_dirs(NODE)
+    assert len(ssh.commands) == 1
+    # a serial log elsewhere: only its directory is made
+    ops.prepare_node_dirs(NODE, ["/srv/consoles/web1.log", log])
+    assert ssh.commands[1:] == ["mkdir -p -- /srv/consoles"]
+    # another node is asked on its own
+    ops.prepare_node_dirs(objects.Node(name="node2", address="10.250.0.2"), [log])
+    assert len(ssh.commands) == 3
+    # a node whose SSH client was dropped (a failure, a re-add) is asked again
+    ops._drop_ssh("node1")
+    ops.prepare_node_dirs(NODE, [log])
+    assert ssh.commands[3:] == ["mkdir -p -- /var/log/libvirt/qemu"]

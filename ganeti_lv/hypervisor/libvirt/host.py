@@ -84,6 +84,8 @@ class Host:
         self._connect_retry = connect_retry
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        # facts that hold as long as a connection stays open: key -> (connection, value)
+        self._facts: dict[str, tuple[libvirt.virConnect, Any]] = {}
 
     # -- connection ----------------------------------------------------
     def _open(self) -> libvirt.virConnect:
@@ -124,6 +126,7 @@ class Host:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
+        self._facts.clear()
         if conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
@@ -171,15 +174,32 @@ class Host:
         return Guest(self, dom)
 
     # -- facts -------------------------------------------------------------
+    def _fact(self, key: str, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+        """``fn(conn)``, asked once per connection: a fact of the running libvirtd.
+
+        Versions, host name, CPU and memory size do not change under an
+        open connection (a restarted libvirtd means a new connection, and
+        the facts are asked again).
+        """
+        conn = self.get_connection()
+        cached = self._facts.get(key)
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+        value = self.guarded(what, lambda: fn(conn))
+        self._facts[key] = (conn, value)
+        return value
+
     def capabilities(self) -> domxml.HostCapabilities:
         """Host uuid, arch and CPU model."""
-        return domxml.parse_capabilities(
-            self.call("Cannot read capabilities", lambda c: c.getCapabilities())
+        return self._fact(
+            "capabilities",
+            "Cannot read capabilities",
+            lambda c: domxml.parse_capabilities(c.getCapabilities()),
         )
 
     def node_info(self) -> list[Any]:
         """libvirt's getInfo(): [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]."""
-        return list(self.call("Cannot read node info", lambda c: c.getInfo()))
+        return list(self._fact("info", "Cannot read node info", lambda c: c.getInfo()))
 
     def free_memory_mib(self) -> int:
         """Free host memory in MiB."""
@@ -187,14 +207,15 @@ class Host:
 
     def versions(self) -> tuple[int, int]:
         """(libvirt version, hypervisor version) as libvirt's integers."""
-        return (
-            int(self.call("Cannot read libvirt version", lambda c: c.getLibVersion())),
-            int(self.call("Cannot read hypervisor version", lambda c: c.getVersion())),
+        return self._fact(
+            "versions",
+            "Cannot read the versions",
+            lambda c: (int(c.getLibVersion()), int(c.getVersion())),
         )
 
     def hostname(self) -> str:
         """The node's host name as libvirtd sees it."""
-        return str(self.call("Cannot read host name", lambda c: c.getHostname()))
+        return str(self._fact("hostname", "Cannot read host name", lambda c: c.getHostname()))
 
     def bridges(self) -> list[str] | None:
         """Names of the node's bridges from libvirt's interface driver (None without one).

@@ -472,10 +472,11 @@ class MigrationOpsMixin:
         )
 
     def _prepare_target_files(self, source: Node, target: Node, name: str) -> None:
-        """The target's console log directory and the domain's file-backed serial logs.
+        """The directories of the domain's file-backed serial logs, on the target.
 
-        One command on the target (a fresh node may lack libvirt's log
-        directory, and the incoming domain cannot open its console log then).
+        A fresh node may lack libvirt's log directory, and the incoming
+        domain cannot open its console log then. One command on the target,
+        only for directories not made there before (``prepare_node_dirs``).
         """
         files = serial_files(self.host(source).guest(name).xml())
         self.prepare_node_dirs(target, files)

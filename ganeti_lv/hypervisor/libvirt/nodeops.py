@@ -86,7 +86,8 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         self._poll_interval = poll_interval
         self._hosts: dict[str, Host] = {}
         self._ssh: dict[str, Any] = {}
-        self._prepared_nodes: set[str] = set()
+        # directories made on each node (by this NodeOps, over its current SSH client)
+        self._prepared_dirs: dict[str, set[str]] = {}
         # guards the maps and the set above (jobs of the master daemon share this object)
         self._conn_lock = threading.Lock()
 
@@ -131,7 +132,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             client = self._ssh.get(node.name)
             if client is not None and _ssh_target(client) not in (None, _node_target(node)):
                 stale, client = client, None
-                self._prepared_nodes.discard(node.name)
+                self._prepared_dirs.pop(node.name, None)
             if client is None:
                 client = self._ssh_factory(node)
                 self._ssh[node.name] = client
@@ -174,7 +175,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 return
             del self._ssh[name]
             # a node reached anew may have been reinstalled: prepare its directories again
-            self._prepared_nodes.discard(name)
+            self._prepared_dirs.pop(name, None)
         current.close()
 
     def close(self) -> None:
@@ -283,25 +284,23 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         guest.start()
 
     def prepare_node_dirs(self, node: Node, files: Sequence[str] = ()) -> None:
-        """Create the node-local directories a domain needs (its console log's).
+        """Create the node-local directories a domain needs: its console log's.
 
-        Call before starting or receiving a domain on ``node``; the directory
-        is made once per node and LibvirtNodeOps. ``files`` (e.g. the serial
-        logs a migrating domain expects) are created in the same command,
-        with their directories.
+        Call before starting or receiving a domain on ``node``. ``files``
+        (e.g. the serial logs a migrating domain writes) get their
+        directories too; libvirt creates the files themselves. Each
+        directory is made once per node and LibvirtNodeOps, and again once
+        the node's SSH client was replaced (a node re-added, perhaps
+        reinstalled), so a long-lived master daemon does not ask again at
+        every migration.
         """
-        dirs = [] if node.name in self._prepared_nodes else [CONSOLE_LOG_DIR]
-        for path in files:
-            parent = path.rsplit("/", 1)[0] or "/"
-            if parent not in dirs:
-                dirs.append(parent)
-        if not dirs and not files:
+        done = self._prepared_dirs.setdefault(node.name, set())
+        wanted = dict.fromkeys([CONSOLE_LOG_DIR, *(p.rsplit("/", 1)[0] or "/" for p in files)])
+        dirs = [d for d in wanted if d not in done]
+        if not dirs:
             return
-        script = f"mkdir -p -- {' '.join(shlex.quote(d) for d in dirs)}" if dirs else "true"
-        if files:
-            script += f" && touch -- {' '.join(shlex.quote(p) for p in files)}"
-        self._ssh_run(node, script, check=True)
-        self._prepared_nodes.add(node.name)
+        self._ssh_run(node, f"mkdir -p -- {' '.join(shlex.quote(d) for d in dirs)}", check=True)
+        done.update(dirs)
 
     def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
         guest = self.host(node).find_guest(instance.name)
