@@ -371,33 +371,37 @@ def test_a_node_readded_elsewhere_gets_a_new_client_and_is_prepared_again() -> N
     node = objects.Node(name="node1", address="10.250.0.1")
     first = ops.ssh(node)
     assert ops.ssh(node) is first
-    ops._prepared_dirs["node1"] = {"/var/log/libvirt/qemu"}
+    ops._prepared["node1"] = {"/var/log/libvirt/qemu"}
     moved = objects.Node(name="node1", address="10.250.0.9")
     second = ops.ssh(moved)
     assert second is not first and first.closed
     assert (second.host, second.port) == ("10.250.0.9", 22)
-    assert "node1" not in ops._prepared_dirs
+    assert "node1" not in ops._prepared
     other_port = objects.Node(name="node1", address="10.250.0.9", ssh_port=2222)
     assert ops.ssh(other_port) is not second
 
 
-def test_node_directories_are_made_once_per_node_and_client() -> None:
-    """A long-lived NodeOps asks a node to make a directory once, not at every migration."""
+def test_node_directories_and_logs_are_made_once_per_node_and_client() -> None:
+    """A long-lived NodeOps asks a node to make a log and its directory once, not every time."""
     ssh = StubSsh()
     ops = _ops(StubHost({}), ssh)
     log = "/var/log/libvirt/qemu/web1-console.log"
     ops.prepare_node_dirs(NODE, [log])
-    assert ssh.commands == ["mkdir -p -- /var/log/libvirt/qemu"]
+    assert ssh.commands == [f"mkdir -p -- /var/log/libvirt/qemu && touch -- {log}"]
     ops.prepare_node_dirs(NODE, [log])
     ops.prepare_node_dirs(NODE)
     assert len(ssh.commands) == 1
-    # a serial log elsewhere: only its directory is made
+    # a serial log elsewhere: only it and its directory are made
     ops.prepare_node_dirs(NODE, ["/srv/consoles/web1.log", log])
-    assert ssh.commands[1:] == ["mkdir -p -- /srv/consoles"]
+    assert ssh.commands[1:] == ["mkdir -p -- /srv/consoles && touch -- /srv/consoles/web1.log"]
     # another node is asked on its own
     ops.prepare_node_dirs(objects.Node(name="node2", address="10.250.0.2"), [log])
     assert len(ssh.commands) == 3
+    # a new instance of the name removes its log on its node: the log is made again
+    ops.create_disks(CLUSTER, NODE, _instance()).Raise("create")
+    ops.prepare_node_dirs(NODE, [log])
+    assert ssh.commands[-1] == f"touch -- {log}"
     # a node whose SSH client was dropped (a failure, a re-add) is asked again
     ops._drop_ssh("node1")
     ops.prepare_node_dirs(NODE, [log])
-    assert ssh.commands[3:] == ["mkdir -p -- /var/log/libvirt/qemu"]
+    assert ssh.commands[-1] == f"mkdir -p -- /var/log/libvirt/qemu && touch -- {log}"

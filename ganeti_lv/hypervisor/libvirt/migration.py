@@ -472,11 +472,12 @@ class MigrationOpsMixin:
         )
 
     def _prepare_target_files(self, source: Node, target: Node, name: str) -> None:
-        """The directories of the domain's file-backed serial logs, on the target.
+        """The domain's file-backed serial logs and their directories, on the target.
 
         A fresh node may lack libvirt's log directory, and the incoming
-        domain cannot open its console log then. One command on the target,
-        only for directories not made there before (``prepare_node_dirs``).
+        domain cannot open its console log then; a log libvirt must create
+        itself slows the migration down. One command on the target, only
+        for what was not made there before (``prepare_node_dirs``).
         """
         files = serial_files(self.host(source).guest(name).xml())
         self.prepare_node_dirs(target, files)

