@@ -152,15 +152,14 @@ class TLMigrateInstance(Tasklet):
         asking again).
         """
         src = self._node(self.source)
-        jobs: list[Callable[[], object]] = []
+        online = [n for n in targets if not n.offline]
+        # the commands over SSH first: they take longest
+        jobs: list[Callable[[], object]] = [partial(self._target_paths, n) for n in online]
         if not self.failover:
-            jobs += [self._source_state, partial(self._node_info, src), self._list_overlays]
-        for node in targets:
-            if node.offline:
-                continue
-            jobs += [partial(self._node_info, node), partial(self._target_paths, node)]
-            if not self.failover:
-                jobs.append(partial(self._cpu_check, node))
+            jobs += [self._list_overlays, self._source_state, partial(self._node_info, src)]
+        jobs += [partial(self._node_info, n) for n in online]
+        if not self.failover:
+            jobs += [partial(self._cpu_check, n) for n in online]
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             for future in [pool.submit(job) for job in jobs]:
                 future.result()
