@@ -21,7 +21,13 @@ import sys
 import threading
 
 from ganeti_lv import __version__
-from ganeti_lv.cli.common import EXIT_FAILURE, CliEnv, CommandRegistry, default_data_dir
+from ganeti_lv.cli.common import (
+    EXIT_FAILURE,
+    CliEnv,
+    CommandRegistry,
+    HelpFormatter,
+    default_data_dir,
+)
 from ganeti_lv.errors import GenericError, format_error
 
 TYPE_CHECKING = False
@@ -113,7 +119,9 @@ def build_parser(group: str | None = None, command: str | None = None) -> argpar
     """
     lean = group is not None
     parser = (_LeanParser if lean else argparse.ArgumentParser)(
-        prog="gnt-lv", description="Manage a ganeti_lv (libvirt) cluster."
+        prog="gnt-lv",
+        description="Manage a ganeti_lv (libvirt) cluster.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--data-dir",

@@ -210,3 +210,18 @@ def test_an_abbreviated_option_still_parses() -> None:
     assert wanted_command(argv) == ("instance", "node")
     opts = parse_args(argv)
     assert (opts.data_dir, opts.group, opts.command) == ("instance", "node", "list")
+
+
+@pytest.mark.parametrize("columns", ["50", "120", None, "junk"])
+def test_help_width_is_argparse_own(columns: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formatter that spares gnt-lv importing shutil sizes help as argparse does."""
+    import argparse
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    ours, stock = common.HelpFormatter("gnt-lv"), argparse.HelpFormatter("gnt-lv")
+    assert ours._width == stock._width  # type: ignore[attr-defined]
+    if columns == "50":
+        assert ours._width == 48  # type: ignore[attr-defined]

@@ -104,6 +104,7 @@ HEAVY = (
     "typing",
     "dataclasses",
     "inspect",
+    "shutil",  # argparse's way to the terminal width (cli.common.HelpFormatter has its own)
     "ganeti_lv.config",
     "ganeti_lv.mcpu",
     "ganeti_lv.objects",
