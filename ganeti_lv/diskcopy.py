@@ -405,6 +405,16 @@ class CopyPlan:
             mode=mode,
         )
 
+    def run(
+        self,
+        src: Runner,
+        progress_fn: ProgressFn | None = None,
+        start_fn: Callable[[StartInfo], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> CopyStats:
+        """Make the copy now: start the sender on ``src`` and follow it to the end."""
+        return self.follow(src.open_exec(self.argv()), progress_fn, start_fn, clock)
+
     def follow(
         self,
         proc: StreamProcess,
@@ -494,7 +504,7 @@ def copy_disk(
         bandwidth_limit=bandwidth_limit,
         expect_sha256=expect_sha256,
     )
-    return plan.follow(src.open_exec(plan.argv()), progress_fn, start_fn, clock)
+    return plan.run(src, progress_fn, start_fn, clock)
 
 
 class PendingCopy:

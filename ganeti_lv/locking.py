@@ -191,14 +191,13 @@ class LockManager:
             if interrupt is not None and interrupt.is_set():
                 reason = getattr(interrupt, "reason", "") or "canceled"
                 raise LockError(f"Stopped waiting for a lock: {reason}")
-            if deadline is None:
-                self._sleep(delay)
-                delay = min(delay * 2, _POLL_MAX)
-                continue
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise LockTimeout(what())
-            self._sleep(min(delay, remaining))
+            wait = delay
+            if deadline is not None:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise LockTimeout(what())
+                wait = min(delay, remaining)
+            self._sleep(wait)
             delay = min(delay * 2, _POLL_MAX)
 
     # ------------------------------------------------------------- public

@@ -38,6 +38,7 @@ from typing import Any, BinaryIO
 from ganeti_lv import paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
+from ganeti_lv.daemonize import daemonize, detach_stdio
 from ganeti_lv.errors import ECODE_EXISTS, ECODE_INVAL, GenericError, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.jobs import process_alive, process_start_time, to_jsonable
@@ -256,26 +257,6 @@ def serve(data_dir: str | None = None, node_ops: NodeOps | None = None) -> Maste
 # ------------------------------------------------------------------ program
 
 
-def _daemonize(ready_r: int, ready_w: int) -> None:
-    """Detach (double fork); the first process waits for the word "ready"."""
-    if os.fork() > 0:
-        os.close(ready_w)
-        with os.fdopen(ready_r, "rb") as ready:
-            word = ready.read()
-        os._exit(0 if word == b"ready" else 1)
-    os.close(ready_r)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-
-
-def _detach_stdio() -> None:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-
-
 def _write_pidfile(path: str) -> None:
     """ "<pid> <start time>": a reused pid is never taken for the daemon."""
     pid = os.getpid()
@@ -360,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ready_r, ready_w = os.pipe()
     if not opts.foreground:
-        _daemonize(ready_r, ready_w)
+        daemonize(ready_r, ready_w)
     logging.basicConfig(
         filename=None if opts.foreground else paths.masterd_log(ddir),
         level=logging.INFO,
@@ -378,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(ready_r)
     else:
         os.write(ready_w, b"ready")
-        _detach_stdio()
+        detach_stdio()
     os.close(ready_w)
     log.info("master daemon %d serving %s", os.getpid(), server.server_address)
     try:

@@ -110,7 +110,6 @@ class TLMigrateInstance(Tasklet):
         self.abort_event: threading.Event = getattr(lu.proc, "cancel", None) or threading.Event()
         # node queries of this operation, asked once (and in parallel up front)
         self._probes: dict[tuple[str, str], NodeResult[Any]] = {}
-        self._overlays: NodeResult[list[str]] | None = None
 
     # ----------------------------------------------------------- probes
     def _probe(self, kind: str, node: Node, fn: Callable[[], NodeResult[Any]]) -> NodeResult[Any]:
@@ -156,7 +155,7 @@ class TLMigrateInstance(Tasklet):
         # the commands over SSH first: they take longest
         jobs: list[Callable[[], object]] = [partial(self._target_paths, n) for n in online]
         if not self.failover:
-            jobs += [self._list_overlays, self._source_state, partial(self._node_info, src)]
+            jobs += [self._source_overlays, self._source_state, partial(self._node_info, src)]
         jobs += [partial(self._node_info, n) for n in online]
         if not self.failover:
             jobs += [partial(self._cpu_check, n) for n in online]
@@ -164,8 +163,9 @@ class TLMigrateInstance(Tasklet):
             for future in [pool.submit(job) for job in jobs]:
                 future.result()
 
-    def _list_overlays(self) -> None:
-        self._overlays = self.rpc.disk_overlays(self._node(self.source), self._inst())
+    def _source_overlays(self) -> NodeResult[Any]:
+        src = self._node(self.source)
+        return self._probe("overlays", src, lambda: self.rpc.disk_overlays(src, self._inst()))
 
     # ----------------------------------------------------------- helpers
     @property
@@ -372,10 +372,8 @@ class TLMigrateInstance(Tasklet):
         Runs before anything touches the disks; a chain that cannot be
         repaired stops the operation with nothing changed.
         """
-        known = self._overlays
-        overlays = (
-            known.payload if known is not None and known.ok and node.name == self.source else None
-        )
+        known = self._probes.get(("overlays", node.name))  # asked in CheckPrereq
+        overlays = known.payload if known is not None and known.ok else None
         repair_disk_chain(self.lu, node, self._inst(), overlays=overlays)
 
     def _exec_migration(self, feedback_fn: FeedbackFn) -> None:

@@ -14,7 +14,7 @@ stop of a guest (the source of a migration, a shutdown, a destroy) would
 stall for up to two seconds that a real node never sees.
 
 The reaper leaves when it has no children left (the daemon and its orphans
-are gone). Stdlib only; Linux only.
+are gone). Linux only.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import os
 import subprocess
 import sys
 
+from ganeti_lv.daemonize import detach_stdio
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -31,13 +33,6 @@ def _become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def _detach_stdio() -> None:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
 
 
 def reap_forever() -> None:
@@ -62,7 +57,7 @@ def _serve(argv: list[str], status_fd: int) -> None:
         code, err = 127, f"{argv[0]}: {exc}".encode()
     with os.fdopen(status_fd, "wb") as status:
         status.write(b"%d\n" % code + err)
-    _detach_stdio()
+    detach_stdio()
     if code == 0:
         reap_forever()
 

@@ -77,7 +77,7 @@ class LibvirtExportOps:
             if pending.plan == plan:
                 return pending.go(progress_fn, start_fn)
             pending.cancel()
-        return plan.follow(self.ssh(src).open_exec(plan.argv()), progress_fn, start_fn)
+        return plan.run(self.ssh(src), progress_fn, start_fn)
 
     def _pending(self) -> dict[tuple[str, str, str], diskcopy.PendingCopy]:
         pending: dict[tuple[str, str, str], diskcopy.PendingCopy] | None

@@ -84,7 +84,8 @@ class Host:
         self._connect_retry = connect_retry
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
-        # facts that hold as long as a connection stays open: key -> (connection, value)
+        # facts that hold as long as a connection stays open: key -> (connection, value);
+        # a fact of another (an earlier) connection is asked again
         self._facts: dict[str, tuple[libvirt.virConnect, Any]] = {}
 
     # -- connection ----------------------------------------------------
@@ -126,7 +127,6 @@ class Host:
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        self._facts.clear()
         if conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()

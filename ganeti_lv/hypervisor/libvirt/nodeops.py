@@ -13,7 +13,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ganeti_lv import constants, objects, paths
 from ganeti_lv.errors import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ganeti_lv.config import ConfigStore
 
 SshFactory = Callable[[Node], Any]
+T = TypeVar("T")
 
 # Lists the bridges of a node: interfaces with a bridge/ directory in sysfs.
 _LIST_BRIDGES = (
@@ -86,9 +87,10 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         self._poll_interval = poll_interval
         self._hosts: dict[str, Host] = {}
         self._ssh: dict[str, Any] = {}
-        # directories and files made on each node (by this NodeOps, over its current SSH client)
+        # directories and files made on each node (by this NodeOps, over its current SSH client);
+        # a node's set is replaced under the lock, and only added to or taken from outside it
         self._prepared: dict[str, set[str]] = {}
-        # guards the maps and the set above (jobs of the master daemon share this object)
+        # guards the three maps above (jobs of the master daemon share this object)
         self._conn_lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------
@@ -155,13 +157,17 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             if callable(warm):
                 threading.Thread(target=warm, name=f"ssh-warm-{node.name}", daemon=True).start()
 
-    def _ssh_run(self, node: Node, cmd: list[str] | str, **kwargs: Any) -> Any:
+    def _over_ssh(self, node: Node, fn: Callable[[Any], T]) -> T:
+        """``fn(client)`` with the node's SSH client; a client found unreachable is dropped."""
         client = self.ssh(node)
         try:
-            return client.run(cmd, **kwargs)
+            return fn(client)
         except NodeUnreachable:
             self._drop_ssh(node.name, client)
             raise
+
+    def _ssh_run(self, node: Node, cmd: list[str] | str, **kwargs: Any) -> Any:
+        return self._over_ssh(node, lambda client: client.run(cmd, **kwargs))
 
     def _drop_ssh(self, name: str, client: Any = None) -> None:
         """Forget (and close) the node's SSH client; with ``client``, only if it is that one.
@@ -390,12 +396,9 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     ) -> list[HookScriptResult]:
         from ganeti_lv.hooks_runner import run_hooks_via_ssh
 
-        client = self.ssh(node)
-        try:
-            return list(run_hooks_via_ssh(client, hooks_dir, env, timeout))
-        except NodeUnreachable:
-            self._drop_ssh(node.name, client)
-            raise
+        return self._over_ssh(
+            node, lambda client: list(run_hooks_via_ssh(client, hooks_dir, env, timeout))
+        )
 
 
 def _node_target(node: Node) -> tuple[str, int, str]:

@@ -1,0 +1,30 @@
+"""Detaching a process from the one that started it (the master daemon, the reaper)."""
+
+from __future__ import annotations
+
+import os
+
+
+def daemonize(ready_r: int, ready_w: int) -> None:
+    """Detach (double fork, new session); the caller's process waits for "ready".
+
+    The original process exits once the detached one writes ``b"ready"`` to
+    ``ready_w`` (status 0) or closes it without doing so (status 1).
+    """
+    if os.fork() > 0:
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            word = ready.read()
+        os._exit(0 if word == b"ready" else 1)
+    os.close(ready_r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+
+
+def detach_stdio() -> None:
+    """Point stdin, stdout and stderr at /dev/null."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
