@@ -92,11 +92,13 @@ def _offline_commit(runner: Runner, node: str, overlay: str) -> bool:
 
 
 def find_overlay_files(runner: Runner, node: str, directory: str) -> list[str]:
-    """Overlay files left in an instance's disk directory."""
-    pattern = f"{shlex.quote(directory)}/*{OVERLAY_SUFFIX}"
-    script = f'for f in {pattern}; do [ -e "$f" ] && echo "$f"; done; true'
-    res = runner.run(["sh", "-c", script], check=False, timeout=60)
-    return [line for line in res.stdout.splitlines() if line]
+    """Overlay files left in an instance's disk directory (none if it is missing), sorted."""
+    names = runner.listdir(directory, missing_ok=True)
+    return sorted(
+        f"{directory}/{name}"
+        for name in names
+        if name.endswith(OVERLAY_SUFFIX) and not name.startswith(".")
+    )
 
 
 def repair(

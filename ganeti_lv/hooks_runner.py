@@ -15,6 +15,11 @@ Debian node has. It follows Ganeti's runner (doc/hooks.rst):
   after a grace period); the runner then SIGKILLs whatever is left of the
   group. A timed-out script is reported FAIL with a note in its output.
 
+Before it starts anything, the master lists ``hooks_dir`` over the node's
+open SFTP session: when the directory is missing or has no visible entry
+(the usual case), there is nothing to run, and no process is started on the
+node for it. Any other answer (entries, an SFTP error) goes to the runner.
+
 Each result travels back as one line ``HOOK <base64 name> <status> <base64
 output>`` and the program ends with ``END``, so arbitrary output cannot break
 the parsing and a truncated answer is detected.
@@ -28,7 +33,7 @@ import re
 import shlex
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, HooksFailure, NodeError
+from ganeti_lv.errors import ECODE_INVAL, HooksFailure, NodeError, NodeUnreachable
 from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.ssh import SshClient
 
@@ -57,7 +62,7 @@ if [ ! -d "$hooks_dir" ]; then
 fi
 set -- "$hooks_dir"/*
 if [ "$#" -eq 1 ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then
-  # an empty directory (the usual case): no scratch directory to make and remove
+  # an empty directory: no scratch directory to make and remove
   echo END
   exit 0
 fi
@@ -154,6 +159,17 @@ def parse_runner_output(stdout: str, subdir: str) -> list[HookScriptResult]:
     return results
 
 
+def _may_have_hooks(ssh: SshClient, hooks_dir: str) -> bool:
+    """False if ``hooks_dir`` is missing or holds no visible entry, asked over SFTP."""
+    try:
+        names = ssh.listdir(hooks_dir, missing_ok=True)
+    except NodeUnreachable:
+        raise
+    except NodeError:
+        return True  # e.g. an unreadable directory: the runner looks and reports
+    return any(not name.startswith(".") for name in names)
+
+
 def run_hooks_via_ssh(
     ssh: SshClient,
     hooks_dir: str,
@@ -169,6 +185,8 @@ def run_hooks_via_ssh(
     failing runner ``NodeError``; invalid env names or values ``HooksFailure``.
     """
     program = build_runner_script(hooks_dir, env, timeout)
+    if not _may_have_hooks(ssh, hooks_dir):
+        return []
     result = ssh.run("LC_ALL=C exec /bin/sh -s", input=program, check=False)
     if result.exit_status != 0:
         raise NodeError(

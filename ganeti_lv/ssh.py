@@ -694,6 +694,24 @@ class SshClient:
 
         return self._with_sftp(f"get {path}", get)
 
+    def listdir(self, path: str, missing_ok: bool = False) -> list[str]:
+        """Names in the node's directory ``path`` (without . and ..), unsorted.
+
+        One SFTP request on the client's open session: no process is started
+        on the node. A missing ``path`` (or one that is not a directory) is
+        NodeError with ECODE_NOENT, or ``[]`` with ``missing_ok``.
+        """
+
+        def names(sftp: paramiko.SFTPClient) -> list[str]:
+            try:
+                return sftp.listdir(path)
+            except FileNotFoundError:
+                if missing_ok:
+                    return []
+                raise
+
+        return self._with_sftp(f"listdir {path}", names)
+
     def exists(self, path: str) -> bool:
         """True if ``path`` exists on the node."""
 

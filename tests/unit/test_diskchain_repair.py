@@ -8,35 +8,52 @@ from ganeti_lv import diskchain
 from ganeti_lv.hypervisor.base import CommandResult
 
 DIR = "/srv/ganeti-lv/file-storage/web1"
-OVERLAY = f"{DIR}/disk0.img.export-snap.qcow2"
+OVERLAY_NAME = "disk0.img.export-snap.qcow2"
+OVERLAY = f"{DIR}/{OVERLAY_NAME}"
 
 
 class Runner:
-    """Records commands; answers the overlay listing with ``listing``."""
+    """Records commands and directory listings; a directory holds ``names``."""
 
-    def __init__(self, listing: list[str]) -> None:
-        self.listing = listing
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
         self.commands: list[list[str]] = []
+        self.listed: list[str] = []
 
     def run(self, argv: list[str], **_kw: Any) -> CommandResult:
         self.commands.append(list(argv))
-        out = "\n".join(self.listing) + "\n" if "for f in" in argv[-1] else ""
-        return CommandResult(exit_status=0, stdout=out, stderr="")
+        return CommandResult(exit_status=0, stdout="", stderr="")
+
+    def listdir(self, path: str, missing_ok: bool = False) -> list[str]:
+        self.listed.append(path)
+        return list(self.names)
 
 
 def test_offline_overlays_are_listed_then_committed() -> None:
-    runner = Runner([OVERLAY])
+    runner = Runner(["disk0.img", OVERLAY_NAME, "disk1.img"])
     assert diskchain.repair(None, runner, "node1", DIR) == [OVERLAY]
-    assert "for f in" in runner.commands[0][-1]
-    assert "qemu-img commit" in runner.commands[1][-1]
+    assert runner.listed == [DIR]
+    assert len(runner.commands) == 1
+    assert "qemu-img commit" in runner.commands[0][-1]
+
+
+def test_overlay_listing_keeps_overlays_only_sorted() -> None:
+    names = ["disk1.img.export-snap.qcow2", "disk0.img", ".x.export-snap.qcow2", "notes"]
+    names.append("disk0.img.export-snap.qcow2")
+    assert diskchain.find_overlay_files(Runner(names), "node1", DIR) == [
+        f"{DIR}/disk0.img.export-snap.qcow2",
+        f"{DIR}/disk1.img.export-snap.qcow2",
+    ]
+    assert diskchain.find_overlay_files(Runner([]), "node1", DIR) == []
 
 
 def test_a_listing_just_made_is_not_made_again() -> None:
-    runner = Runner([OVERLAY])
+    runner = Runner([OVERLAY_NAME])
     assert diskchain.repair(None, runner, "node1", DIR, overlays=[OVERLAY]) == [OVERLAY]
+    assert runner.listed == []
     assert len(runner.commands) == 1
     assert "qemu-img commit" in runner.commands[0][-1]
     # nothing listed: nothing to run on the node at all
-    runner = Runner([OVERLAY])
+    runner = Runner([OVERLAY_NAME])
     assert diskchain.repair(None, runner, "node1", DIR, overlays=[]) == []
     assert runner.commands == []

@@ -88,8 +88,41 @@ def test_name_rules_and_sorted_order(client: SshClient, hooks_dir: Path, tmp_pat
     assert record.read_text().split() == ["10-x", "Z9", "a_1", "b-2"]
 
 
+def _count_runs(client: SshClient, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every command the client runs on the node, recorded (and run)."""
+    runs: list[Any] = []
+    real_run = client.run
+
+    def run(cmd: Any, **kwargs: Any) -> Any:
+        runs.append(cmd)
+        return real_run(cmd, **kwargs)
+
+    monkeypatch.setattr(client, "run", run)
+    return runs
+
+
 def test_missing_dir_means_no_hooks(client: SshClient, tmp_path: Path) -> None:
     assert run_hooks_via_ssh(client, str(tmp_path / "absent.d"), BASE_ENV, timeout=5) == []
+
+
+def test_nothing_to_run_starts_no_process_on_the_node(
+    client: SshClient, hooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing, empty, dotfiles only, or a file: listed over SFTP, no runner started."""
+    runs = _count_runs(client, monkeypatch)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert run_hooks_via_ssh(client, str(tmp_path / "absent.d"), BASE_ENV, timeout=5) == []
+    assert run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=5) == []
+    assert run_hooks_via_ssh(client, str(a_file), BASE_ENV, timeout=5) == []
+    _script(hooks_dir, ".hidden", "exit 1\n")
+    assert run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=5) == []
+    assert runs == []
+    # one visible entry: the runner runs and reports it
+    _script(hooks_dir, "10-ok", "exit 0\n")
+    results = run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=5)
+    assert _by_name(results) == {"10-ok": ("SUCCESS", "")}
+    assert len(runs) == 1
 
 
 def test_empty_dir_and_a_dir_of_one_dangling_link(client: SshClient, hooks_dir: Path) -> None:

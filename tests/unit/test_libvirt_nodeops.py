@@ -120,9 +120,15 @@ class StubHost:
 class StubSsh:
     """Records commands; answers with a fixed result."""
 
-    def __init__(self, result: CommandResult | None = None) -> None:
+    def __init__(self, result: CommandResult | None = None, files: set[str] | None = None) -> None:
         self.commands: list[Any] = []
         self.result = result or CommandResult(0, "", "")
+        self.files = files or set()
+        self.stats: list[str] = []
+
+    def exists(self, path: str) -> bool:
+        self.stats.append(path)
+        return path in self.files
 
     def run(self, cmd: Any, timeout: float | None = None, check: bool = True) -> CommandResult:
         self.commands.append(cmd)
@@ -302,6 +308,18 @@ def test_node_info_takes_bridges_from_libvirt_without_a_shell() -> None:
     ssh = StubSsh(CommandResult(0, "wrong\n", ""))
     ops = _ops(StubHost({}, bridges=["gnt-br0"]), ssh)
     assert ops.node_info(NODE).Raise("info").bridges == ["gnt-br0"]
+    assert ssh.commands == []
+
+
+def test_paths_exist_asks_sftp_and_runs_no_command() -> None:
+    ssh = StubSsh(files={"/srv/a"})
+    ops = _ops(StubHost({}), ssh)
+    assert ops.paths_exist(NODE, ["/srv/a", "/srv/b"]).Raise("paths") == {
+        "/srv/a": True,
+        "/srv/b": False,
+    }
+    assert ssh.stats == ["/srv/a", "/srv/b"]
+    assert ops.paths_exist(NODE, []).Raise("paths") == {}
     assert ssh.commands == []
 
 

@@ -316,6 +316,19 @@ def test_put_and_get_bytes(client: SshClient, tmp_path: Path) -> None:
     assert not client.exists(str(tmp_path / "nothing"))
 
 
+def test_listdir(client: SshClient, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    for name in ("b", ".hidden", "a"):
+        (tmp_path / "d" / name).write_text("")
+    assert sorted(client.listdir(str(tmp_path / "d"))) == [".hidden", "a", "b"]
+    assert client.listdir(str(tmp_path / "absent"), missing_ok=True) == []
+    assert client.listdir(str(tmp_path / "d" / "a"), missing_ok=True) == []  # not a directory
+    with pytest.raises(NodeError) as info:
+        client.listdir(str(tmp_path / "absent"))
+    assert info.value.ecode == ECODE_NOENT
+    assert not isinstance(info.value, NodeUnreachable)
+
+
 def test_get_missing_file_is_noent(client: SshClient, tmp_path: Path) -> None:
     with pytest.raises(NodeError) as info:
         client.get_bytes(str(tmp_path / "missing"))

@@ -43,7 +43,6 @@ Capabilities probed under TCG (qemu 7.2, libvirt 9.0, the local cluster;
 from __future__ import annotations
 
 import contextlib
-import shlex
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -435,19 +434,14 @@ def serial_files(domain_xml: str) -> list[str]:
     return out
 
 
-def paths_exist_script(paths: list[str]) -> str:
-    """Shell printing 1 or 0 per path."""
-    return "; ".join(f"if [ -e {shlex.quote(p)} ]; then echo 1; else echo 0; fi" for p in paths)
-
-
 class MigrationOpsMixin:
     """The migration operations of LibvirtNodeOps.
 
-    Needs ``host()``, ``_ssh_run()`` and ``prepare_node_dirs()`` of the node operations.
+    Needs ``host()``, ``_over_ssh()`` and ``prepare_node_dirs()`` of the node operations.
     """
 
     host: Callable[[Node], Host]
-    _ssh_run: Callable[..., Any]
+    _over_ssh: Callable[..., Any]
     prepare_node_dirs: Callable[..., None]
 
     def _op_migrate_instance(
@@ -489,12 +483,5 @@ class MigrationOpsMixin:
         return compare_cpu(self.host(source), self.host(target), instance.name)
 
     def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
-        if not paths:
-            return {}
-        result = self._ssh_run(node, paths_exist_script(paths), check=True)
-        flags = result.stdout.split()
-        if len(flags) != len(paths):
-            raise HypervisorError(
-                f"Unexpected answer checking paths on {node.name}", node=node.name
-            )
-        return {p: f == "1" for p, f in zip(paths, flags, strict=True)}
+        # SFTP stat on the node's open session (as ``[ -e ]``: symlinks followed)
+        return self._over_ssh(node, lambda client: {p: client.exists(p) for p in paths})
