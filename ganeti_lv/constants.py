@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-DEFAULT_DATA_DIR = "/var/lib/ganeti-lv"
-DATA_DIR_ENV = "GANETI_LV_DATA_DIR"
+# defined beside the paths (which gnt-lv imports before anything else)
+from ganeti_lv.paths import DATA_DIR_ENV as DATA_DIR_ENV
+from ganeti_lv.paths import DEFAULT_DATA_DIR as DEFAULT_DATA_DIR
 
 # Hooks
 HOOKS_PHASE_PRE = "pre"

@@ -92,7 +92,16 @@ class MasterDaemon:
                 cancel.request(reason)
 
     def serve_connection(self, rfile: BinaryIO, wfile: BinaryIO) -> None:
-        """One client: read its request, run the opcode, stream feedback and the outcome."""
+        """One client: read its request, run the opcode, stream feedback and the outcome.
+
+        A connection that starts with ``gnt-lv``'s hand-over of a command
+        line goes to ``ganeti_lv.cli.remote`` instead.
+        """
+        from ganeti_lv.cli import remote
+
+        if remote.is_request(rfile):
+            remote.serve(self, rfile, wfile)
+            return
         send = _Sender(wfile)
         try:
             try:
@@ -114,20 +123,37 @@ class MasterDaemon:
         threading.Thread(
             target=_watch_cancel, args=(rfile, cancel), name="masterd-cancel", daemon=True
         ).start()
+        try:
+            result = self.run_job(
+                op, lock_timeout, lambda msg: send({"feedback": str(msg)}), cancel
+            )
+        except Exception as err:  # noqa: BLE001 - every failure goes back to the client
+            send({"error": encode_error(err)})
+        else:
+            send({"result": to_jsonable(result)})
+
+    def run_job(
+        self,
+        op: OpCode,
+        lock_timeout: float | None,
+        feedback_fn: Callable[[str], None],
+        cancel: Cancellation,
+    ) -> Any:
+        """``run`` as one of the daemon's jobs: logged, and stopped by ``cancel_all``."""
         with self._lock:
             self._running.add(cancel)
         summary = op.summary()
         log.info("%s: started", summary)
         try:
-            result = self.run(op, lock_timeout, lambda msg: send({"feedback": str(msg)}), cancel)
-        except Exception as err:  # noqa: BLE001 - every failure goes back to the client
+            result = self.run(op, lock_timeout, feedback_fn, cancel)
+        except Exception as err:
             log.info("%s: failed: %s", summary, err)
             if not isinstance(err, GenericError):
                 log.exception("%s: unexpected error", summary)
-            send({"error": encode_error(err)})
+            raise
         else:
             log.info("%s: succeeded", summary)
-            send({"result": to_jsonable(result)})
+            return result
         finally:
             with self._lock:
                 self._running.discard(cancel)

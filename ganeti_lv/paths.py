@@ -1,15 +1,20 @@
-"""Where ganeti_lv keeps its files inside the master's data dir."""
+"""Where ganeti_lv keeps its files inside the master's data dir.
+
+Imports nothing but ``os``: ``gnt-lv`` finds the master daemon's socket
+with it before anything else is loaded.
+"""
 
 from __future__ import annotations
 
 import os
 
-from ganeti_lv import constants
+DEFAULT_DATA_DIR = "/var/lib/ganeti-lv"
+DATA_DIR_ENV = "GANETI_LV_DATA_DIR"
 
 
 def data_dir(explicit: str | None = None) -> str:
     """The data dir: ``explicit``, else $GANETI_LV_DATA_DIR, else the default."""
-    return explicit or os.environ.get(constants.DATA_DIR_ENV) or constants.DEFAULT_DATA_DIR
+    return explicit or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
 
 
 def config_file(ddir: str) -> str:

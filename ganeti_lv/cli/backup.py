@@ -99,7 +99,9 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def register(registry: CommandRegistry) -> None:
     """Add the ``backup`` group."""
-    exp = registry.command("backup", "export", cmd_export, help="Export an instance")
+    exp = registry.command(
+        "backup", "export", cmd_export, help="Export an instance", in_daemon=True
+    )
     exp.add_argument("instance_name", metavar="INSTANCE")
     exp.add_argument("-n", "--node", required=True, metavar="NODE", help="Target node")
     exp.add_argument("--noshutdown", action="store_true", help="Export live (snapshot)")
@@ -115,7 +117,9 @@ def register(registry: CommandRegistry) -> None:
     common.add_dry_run(exp)
     lst = registry.command("backup", "list", cmd_list, help="List exports")
     lst.add_argument("--node", action="append", metavar="NODE")
-    rem = registry.command("backup", "remove", cmd_remove, help="Remove an instance's exports")
+    rem = registry.command(
+        "backup", "remove", cmd_remove, help="Remove an instance's exports", in_daemon=True
+    )
     rem.add_argument("instance_name", metavar="INSTANCE")
     imp = registry.command("backup", "import", cmd_import, help="Create an instance from an export")
     imp.add_argument("instance_name", metavar="INSTANCE")

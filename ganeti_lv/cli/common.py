@@ -212,6 +212,8 @@ class CliEnv:
     """What a command handler gets; tests inject ``node_ops``, ``ask`` and streams.
 
     ``lock_timeout`` (seconds, None: wait) comes from ``--lock-timeout``.
+    ``stdin_tty`` says whether questions could be asked on stdin (None:
+    whether this process's stdin is a terminal, at the time of asking).
     """
 
     def __init__(
@@ -223,8 +225,10 @@ class CliEnv:
         err: TextIO | None = None,
         client_factory: Callable[..., Any] | None = None,
         lock_timeout: float | None = None,
+        stdin_tty: bool | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.stdin_tty = stdin_tty
         self.node_ops = node_ops
         self.ask = ask
         self.out = out
@@ -312,7 +316,7 @@ class CliEnv:
             return True
         if self.ask is not None:
             return self.ask(question)
-        if not sys.stdin.isatty():
+        if not self._stdin_is_tty():
             self.warn(f"{question} -- not confirmed (no terminal); use -f/--force")
             return False
         try:
@@ -323,7 +327,10 @@ class CliEnv:
 
     def interactive(self) -> bool:
         """True when questions can be asked (injected ``ask`` or a terminal)."""
-        return self.ask is not None or sys.stdin.isatty()
+        return self.ask is not None or self._stdin_is_tty()
+
+    def _stdin_is_tty(self) -> bool:
+        return sys.stdin.isatty() if self.stdin_tty is None else self.stdin_tty
 
     def close(self) -> None:
         """Release the client's resources."""
@@ -432,11 +439,15 @@ class CommandRegistry:
         name: str,
         handler: Handler,
         help: str | None = None,  # noqa: A002
+        in_daemon: bool = False,
     ) -> argparse.ArgumentParser:
         """Add ``gnt-lv GROUP NAME`` running ``handler(opts, env) -> exit code``.
 
-        A command this registry does not build gets a stand-in that takes
-        and drops its options.
+        ``in_daemon``: the master daemon may run the command for ``gnt-lv``
+        (``ganeti_lv.cli.remote``): its handler reads nothing of the
+        machine it runs on (no files, no environment) besides its options
+        and ``env``. A command this registry does not build gets a stand-in
+        that takes and drops its options.
         """
         subs = self.group(group)
         self._known[group].add(name)
@@ -445,7 +456,7 @@ class CommandRegistry:
         parser: argparse.ArgumentParser = subs.add_parser(
             name, help=help, description=help, formatter_class=HelpFormatter
         )
-        parser.set_defaults(handler=handler)
+        parser.set_defaults(handler=handler, in_daemon=in_daemon)
         return parser
 
 

@@ -260,14 +260,18 @@ def _register_add(registry: CommandRegistry) -> None:
 
 
 def _register_state(registry: CommandRegistry) -> None:
-    startup = registry.command("instance", "startup", cmd_startup, help="Start an instance")
+    startup = registry.command(
+        "instance", "startup", cmd_startup, help="Start an instance", in_daemon=True
+    )
     _instance_arg(startup)
     common.add_force(startup)
     startup.add_argument("--ignore-offline", action="store_true")
     startup.add_argument("--no-remember", action="store_true")
     common.add_dry_run(startup)
 
-    shutdown = registry.command("instance", "shutdown", cmd_shutdown, help="Stop an instance")
+    shutdown = registry.command(
+        "instance", "shutdown", cmd_shutdown, help="Stop an instance", in_daemon=True
+    )
     _instance_arg(shutdown)
     shutdown.add_argument(
         "--timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT, metavar="SECONDS"
@@ -276,7 +280,9 @@ def _register_state(registry: CommandRegistry) -> None:
     shutdown.add_argument("--no-remember", action="store_true")
     common.add_dry_run(shutdown)
 
-    reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot an instance")
+    reboot = registry.command(
+        "instance", "reboot", cmd_reboot, help="Reboot an instance", in_daemon=True
+    )
     _instance_arg(reboot)
     reboot.add_argument(
         "--type", dest="reboot_type", default="hard", choices=("soft", "hard", "full")
@@ -284,7 +290,9 @@ def _register_state(registry: CommandRegistry) -> None:
     reboot.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
     common.add_dry_run(reboot)
 
-    remove = registry.command("instance", "remove", cmd_remove, help="Remove an instance")
+    remove = registry.command(
+        "instance", "remove", cmd_remove, help="Remove an instance", in_daemon=True
+    )
     _instance_arg(remove)
     common.add_force(remove)
     remove.add_argument("--ignore-failures", action="store_true")

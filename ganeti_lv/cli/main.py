@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
 CORE_MODULES = ("cluster", "node", "instance", "job")
-_NOT_COMMANDS = {"main", "common"}
+_NOT_COMMANDS = {"main", "common", "entry", "remote"}
 
 
 def _command_modules() -> list[ModuleType]:
@@ -107,7 +107,21 @@ class _LeanParser(argparse.ArgumentParser):
         raise _NotBuilt(message)
 
 
-def build_parser(group: str | None = None, command: str | None = None) -> argparse.ArgumentParser:
+class _QuietParser(_LeanParser):
+    """A lean parser that never prints or exits: help, usage and errors give up instead."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        raise _NotBuilt(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise _NotBuilt(message or "")
+
+
+def build_parser(
+    group: str | None = None,
+    command: str | None = None,
+    parser_class: type[argparse.ArgumentParser] | None = None,
+) -> argparse.ArgumentParser:
     """The ``gnt-lv`` argument parser; with ``group`` (and ``command``) only those.
 
     A command line names one group and one command, and building the
@@ -115,10 +129,11 @@ def build_parser(group: str | None = None, command: str | None = None) -> argpar
     does not report errors itself: ``parse_args`` then parses with the
     whole parser, whose messages name every group and command. When the
     group or command is not one that a module registered (an abbreviated
-    option's value, a typo), the whole parser is returned.
+    option's value, a typo), the whole parser is returned. ``parser_class``
+    replaces the lean parser's class.
     """
     lean = group is not None
-    parser = (_LeanParser if lean else argparse.ArgumentParser)(
+    parser = ((parser_class or _LeanParser) if lean else argparse.ArgumentParser)(
         prog="gnt-lv",
         description="Manage a ganeti_lv (libvirt) cluster.",
         formatter_class=HelpFormatter,
@@ -155,6 +170,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         return build_parser(*wanted_command(argv)).parse_args(argv)
     except _NotBuilt:
         return build_parser().parse_args(argv)
+
+
+def parse_in_daemon(argv: Sequence[str]) -> argparse.Namespace | None:
+    """``argv`` parsed for the master daemon, which must print nothing and not exit.
+
+    None for anything but a plain command: help, version, a usage error, an
+    unknown group or command. ``gnt-lv`` then parses the line itself.
+    """
+    group, command = wanted_command(argv)
+    if group is None or command is None:
+        return None
+    parser = build_parser(group, command, parser_class=_QuietParser)
+    if not isinstance(parser, _QuietParser):
+        return None
+    try:
+        return parser.parse_args(argv)
+    except _NotBuilt:
+        return None
 
 
 def fast_exit(code: int) -> None:
@@ -222,6 +255,14 @@ def _run(
         client_factory=client_factory,
     )
     try:
+        return run_command(opts, env)
+    finally:
+        env.close()
+
+
+def run_command(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Run the parsed command's handler; its errors become messages and exit code 1."""
+    try:
         return int(opts.handler(opts, env))
     except GenericError as err:
         if opts.debug:
@@ -239,8 +280,6 @@ def _run(
         env.warn(format_error(err))
         env.warn("(run with --debug for details)")
         return EXIT_FAILURE
-    finally:
-        env.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,6 +18,7 @@ from ganeti_lv import ahead, constants, opcodes
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.cli.entry import ABORT_REQUESTED
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 TYPE_CHECKING = False
@@ -47,7 +48,7 @@ def signals_cancel(env: CliEnv, cancel: Cancellation) -> Iterator[None]:
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.request("interrupted by the user")
-        env.warn("Abort requested; stopping the operation safely (again to force)")
+        env.warn(ABORT_REQUESTED)
 
     try:
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -145,7 +146,9 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
 
 def register(registry: CommandRegistry) -> None:
     """Add ``instance migrate`` and ``instance failover``."""
-    mig = registry.command("instance", "migrate", cmd_migrate, help="Migrate an instance")
+    mig = registry.command(
+        "instance", "migrate", cmd_migrate, help="Migrate an instance", in_daemon=True
+    )
     _common_args(mig)
     mig.add_argument("--non-live", action="store_true", help="Pause the guest during transfer")
     mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
@@ -165,7 +168,9 @@ def register(registry: CommandRegistry) -> None:
     mig.add_argument("--no-escalate", action="store_true", help="Abort instead of escalating")
     mig.add_argument("--progress-timeout", type=float, default=None, metavar="SECONDS")
     mig.add_argument("--completion-timeout", type=float, default=None, metavar="SECONDS")
-    fail = registry.command("instance", "failover", cmd_failover, help="Fail over an instance")
+    fail = registry.command(
+        "instance", "failover", cmd_failover, help="Fail over an instance", in_daemon=True
+    )
     _common_args(fail)
     fail.add_argument("--ignore-consistency", action="store_true")
     fail.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)

@@ -1,0 +1,227 @@
+"""The master daemon's side of ``gnt-lv``'s hand-over (see ``ganeti_lv.cli.entry``).
+
+The daemon parses the command line with ``gnt-lv``'s own parser and runs the
+command's handler in the connection's thread, its job through the daemon
+(``MasterDaemon.run_job``); what the handler prints goes back as frames, and
+the exit code last. A command runs here only when nothing of the client's
+machine is needed:
+
+- the line parses as a plain command (no help, version, usage error or
+  ``--debug``) whose registration says ``in_daemon``;
+- the data dir is this daemon's;
+- no question must be asked: a handler asking one while ``gnt-lv``'s stdin
+  is a terminal gives the command back (``l``).
+
+Until the handler submits its job, its output is held back, so a command
+given back has printed nothing and done nothing; ``gnt-lv`` then runs it
+itself, exactly as without a daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cli.common import CliEnv
+from ganeti_lv.cli.entry import (
+    CANCEL,
+    PROTOCOL,
+    REQUEST_START,
+    TAG_ARGV,
+    TAG_EXIT,
+    TAG_LOCAL,
+    TAG_STDERR,
+    TAG_STDOUT,
+    frame,
+)
+from ganeti_lv.cli.main import parse_in_daemon, run_command
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ganeti_lv.masterd import MasterDaemon
+
+# longest request accepted (arguments of a command line)
+MAX_REQUEST = 1 << 20
+
+
+class GiveBack(BaseException):
+    """The command must run in ``gnt-lv`` (not an error: nothing was done)."""
+
+
+class Request:
+    """A parsed hand-over request."""
+
+    def __init__(self, protocol: str, data_dir: str, stdin_tty: bool, argv: list[str]) -> None:
+        self.protocol = protocol
+        self.data_dir = data_dir
+        self.stdin_tty = stdin_tty
+        self.argv = argv
+
+
+def is_request(rfile: BinaryIO) -> bool:
+    """True if the connection starts with a hand-over (not a JSON submission)."""
+    peek = getattr(rfile, "peek", None)
+    return callable(peek) and peek(1)[:1] == REQUEST_START
+
+
+def read_request(rfile: BinaryIO) -> Request | None:
+    """The request on ``rfile``; None if it is malformed or cut short."""
+    head = rfile.read(1 + 5)
+    if len(head) != 6 or head[:1] != REQUEST_START or head[1:2] != TAG_ARGV:
+        return None
+    size = int.from_bytes(head[2:], "big")
+    if size > MAX_REQUEST:
+        return None
+    payload = rfile.read(size)
+    if len(payload) != size or rfile.read(1) != b"\n":
+        return None
+    fields = [os.fsdecode(field) for field in payload.split(b"\0")]
+    if len(fields) < 3:
+        return None
+    return Request(fields[0], fields[1], fields[2] == "1", fields[3:])
+
+
+class Frames:
+    """Sends frames to ``gnt-lv``; holds them back until ``commit`` (see the docstring)."""
+
+    def __init__(self, wfile: BinaryIO) -> None:
+        self._wfile = wfile
+        self._lock = threading.Lock()
+        self._held: list[bytes] | None = []
+        self._gone = False
+
+    def _send(self, data: bytes) -> None:
+        if self._gone:
+            return
+        try:
+            self._wfile.write(data)
+            self._wfile.flush()
+        except (OSError, ValueError):
+            self._gone = True  # a client gone just stops receiving
+
+    def send(self, tag: bytes, payload: bytes = b"") -> None:
+        """A frame now, or when committed."""
+        with self._lock:
+            if self._held is not None:
+                self._held.append(frame(tag, payload))
+            else:
+                self._send(frame(tag, payload))
+
+    def commit(self) -> None:
+        """From now on frames go out at once (an empty stdout frame says so)."""
+        with self._lock:
+            if self._held is None:
+                return
+            held, self._held = self._held, None
+            self._send(b"".join([frame(TAG_STDOUT, b""), *held]))
+
+    def give_back(self) -> None:
+        """Drop what was held back and tell ``gnt-lv`` to run the command itself."""
+        with self._lock:
+            self._held = None
+            self._send(frame(TAG_LOCAL, b""))
+
+
+class _Stream:
+    """A text stream whose writes become frames of one tag."""
+
+    def __init__(self, frames: Frames, tag: bytes) -> None:
+        self._frames = frames
+        self._tag = tag
+
+    def write(self, text: str) -> int:
+        self._frames.send(self._tag, text.encode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _ask_in_gnt_lv(_question: str) -> bool:
+    raise GiveBack
+
+
+class DaemonSideClient:
+    """What a handler's ``env.client()`` is in the daemon: jobs run through the daemon."""
+
+    ctx = None  # no warm-ups ahead: the daemon's connections are open
+
+    def __init__(
+        self, daemon: MasterDaemon, frames: Frames, cancel: Cancellation, lock_timeout: Any
+    ) -> None:
+        self.daemon = daemon
+        self.frames = frames
+        self.cancel = cancel
+        self.lock_timeout = lock_timeout
+
+    def submit(
+        self,
+        op: Any,
+        feedback_fn: Callable[[str], None] | None = None,
+        cancel: Cancellation | None = None,
+    ) -> Any:
+        """Run ``op`` as a job of the daemon; ``gnt-lv``'s cancel byte stops it.
+
+        ``cancel`` (a handler's own, set by signal handlers that a daemon
+        thread cannot install) is not needed: the connection's is used.
+        """
+        self.frames.commit()
+        return self.daemon.run_job(op, self.lock_timeout, feedback_fn or _ignore, self.cancel)
+
+
+def _ignore(_msg: str) -> None:
+    pass
+
+
+def _watch_cancel(rfile: BinaryIO, cancel: Cancellation) -> None:
+    """``gnt-lv``'s cancel byte becomes a cancel request; ends at the end of the connection."""
+    with contextlib.suppress(OSError, ValueError):
+        while True:
+            data = rfile.read(1)
+            if not data:
+                return
+            if data == CANCEL:
+                cancel.request("interrupted by the user")
+
+
+def serve(daemon: MasterDaemon, rfile: BinaryIO, wfile: BinaryIO) -> None:
+    """Run one handed-over command line (see the module docstring)."""
+    frames = Frames(wfile)
+    request = read_request(rfile)
+    if request is None or request.protocol != PROTOCOL:
+        frames.give_back()
+        return
+    if os.path.realpath(request.data_dir) != os.path.realpath(daemon.data_dir):
+        frames.give_back()
+        return
+    opts = parse_in_daemon(request.argv)
+    if opts is None or opts.debug or not getattr(opts, "in_daemon", False):
+        frames.give_back()
+        return
+    cancel = Cancellation()
+    threading.Thread(
+        target=_watch_cancel, args=(rfile, cancel), name="masterd-cancel", daemon=True
+    ).start()
+    env = CliEnv(
+        data_dir=daemon.data_dir,
+        ask=_ask_in_gnt_lv if request.stdin_tty else None,
+        out=_Stream(frames, TAG_STDOUT),  # type: ignore[arg-type]
+        err=_Stream(frames, TAG_STDERR),  # type: ignore[arg-type]
+        client_factory=lambda **_kw: DaemonSideClient(daemon, frames, cancel, opts.lock_timeout),
+        lock_timeout=opts.lock_timeout,
+        stdin_tty=False,
+    )
+    try:
+        code = run_command(opts, env)
+    except GiveBack:
+        frames.give_back()
+        return
+    frames.commit()
+    frames.send(TAG_EXIT, str(code).encode())
