@@ -231,3 +231,7 @@ def main() -> int:
     from ganeti_lv.cli.main import main as run_here
 
     return run_here()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -171,8 +171,8 @@ def wait_single(config: ConfigStore, ops: LibvirtNodeOps, name: str, timeout: fl
 class CliMigration:
     """``gnt-lv instance migrate`` in a child process (to interrupt or kill it)."""
 
-    def __init__(self, data_dir: str, *args: str) -> None:
-        argv = [sys.executable, "-m", "ganeti_lv.cli.main", "--data-dir", data_dir]
+    def __init__(self, data_dir: str, *args: str, program: str = "ganeti_lv.cli.main") -> None:
+        argv = [sys.executable, "-m", program, "--data-dir", data_dir]
         self.proc = subprocess.Popen(
             [*argv, "instance", "migrate", "-f", *args],
             stdout=subprocess.PIPE,
