@@ -139,13 +139,23 @@ class MasterDaemon:
         feedback_fn: Callable[[str], None],
         cancel: Cancellation,
     ) -> Any:
-        """``run`` as one of the daemon's jobs: logged, and stopped by ``cancel_all``."""
+        """Run ``op`` through the processor in a context of its own.
+
+        Logged, and stopped safely by ``cancel`` or ``cancel_all``.
+        """
+        from ganeti_lv import ahead
+        from ganeti_lv.mcpu import Processor
+
         with self._lock:
             self._running.add(cancel)
         summary = op.summary()
         log.info("%s: started", summary)
         try:
-            result = self.run(op, lock_timeout, feedback_fn, cancel)
+            ctx = self.context(lock_timeout)
+            # the connections are open already; a live export's copies are set up
+            # while the job takes its locks and runs its checks
+            ahead.prestart_copies(ctx, op)
+            result = Processor(ctx).execute(op, feedback_fn=feedback_fn, cancel=cancel)
         except Exception as err:
             log.info("%s: failed: %s", summary, err)
             if not isinstance(err, GenericError):
@@ -157,23 +167,6 @@ class MasterDaemon:
         finally:
             with self._lock:
                 self._running.discard(cancel)
-
-    def run(
-        self,
-        op: OpCode,
-        lock_timeout: float | None,
-        feedback_fn: Callable[[str], None],
-        cancel: Cancellation,
-    ) -> Any:
-        """Run ``op`` through the processor in a context of its own."""
-        from ganeti_lv import ahead
-        from ganeti_lv.mcpu import Processor
-
-        ctx = self.context(lock_timeout)
-        # the connections are open already; a live export's copies are set up
-        # while the job takes its locks and runs its checks
-        ahead.prestart_copies(ctx, op)
-        return Processor(ctx).execute(op, feedback_fn=feedback_fn, cancel=cancel)
 
     def close(self) -> None:
         """Close the node connections."""

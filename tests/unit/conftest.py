@@ -6,8 +6,10 @@ not set: all online) and instances inst1/inst2.example.com on node1.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +90,28 @@ def inst1_running(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
     fake_ops.node(NODES[0]).files[disk_path(cluster, inst, 0)] = 1024
     fake_ops.present_paths = {cluster.file_storage_dir}
     return fake_ops
+
+
+@pytest.fixture
+def slow_migration(inst1_running: FakeNodeOps) -> FakeNodeOps:
+    """inst1_running, whose fake migration reports progress 200 times, 50 ms apart.
+
+    Long enough for a cancel request to arrive while it runs.
+    """
+    from ganeti_lv.migration_types import MigrationProgress
+
+    ops = inst1_running
+    ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(200)]
+    real_migrate = ops._op_migrate_instance
+
+    def slow_migrate(*args: Any) -> Any:
+        progress_fn = args[5]
+
+        def slowed(report: Any) -> None:
+            progress_fn(report)
+            time.sleep(0.05)
+
+        return real_migrate(*args[:5], slowed, *args[6:])
+
+    ops._op_migrate_instance = slow_migrate  # type: ignore[method-assign]
+    return ops

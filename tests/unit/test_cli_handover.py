@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,6 @@ from ganeti_lv.cli import entry, remote
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.jobs import JobStore
-from ganeti_lv.migration_types import MigrationProgress
 
 INST = "inst1.example.com"
 N1, N2 = "node1.example.com", "node2.example.com"
@@ -191,21 +189,8 @@ def _serve(daemon: Any, request: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def test_ctrl_c_cancels_the_handed_over_migration(
-    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
+    server: Any, data_dir: str, config: ConfigStore, slow_migration: FakeNodeOps
 ) -> None:
-    fake_ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(200)]
-    real_migrate = fake_ops._op_migrate_instance
-
-    def slow_migrate(*args: Any) -> Any:
-        progress_fn = args[5]
-
-        def slowed(report: Any) -> None:
-            progress_fn(report)
-            time.sleep(0.05)
-
-        return real_migrate(*args[:5], slowed, *args[6:])
-
-    fake_ops._op_migrate_instance = slow_migrate  # type: ignore[method-assign]
     proc = _gnt_lv(data_dir, "instance", "migrate", "-f", "-n", N2, INST)
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until the migration runs

@@ -118,9 +118,8 @@ def test_hook_failure_keeps_its_results(
 
 
 def test_cancel_from_the_client_aborts_the_migration(
-    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
+    server: Any, data_dir: str, config: ConfigStore, slow_migration: FakeNodeOps
 ) -> None:
-    fake_ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(40)]
     cancel = Cancellation()
     gate = threading.Event()
 
@@ -129,19 +128,6 @@ def test_cancel_from_the_client_aborts_the_migration(
             cancel.request("interrupted by the user")
             gate.set()
 
-    # the fake migration waits a little per report, so the cancel line arrives in time
-    real_progress = fake_ops._op_migrate_instance
-
-    def slow_migrate(*args: Any) -> Any:
-        progress_fn = args[5]
-
-        def slowed(report: Any) -> None:
-            progress_fn(report)
-            time.sleep(0.05)
-
-        return real_progress(*args[:5], slowed, *args[6:])
-
-    fake_ops._op_migrate_instance = slow_migrate  # type: ignore[method-assign]
     with pytest.raises(MigrationAborted) as err:
         _client(data_dir).submit(
             OpInstanceMigrate(instance_name=INST, target_node=N2), feedback, cancel
