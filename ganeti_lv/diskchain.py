@@ -19,12 +19,20 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from ganeti_lv.diskcopy import Runner
 from ganeti_lv.errors import HypervisorError, NodeError
 from ganeti_lv.export_types import OVERLAY_SUFFIX, SnapshotDisk, SnapshotInfo, overlay_path
 from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
 from ganeti_lv.hypervisor.libvirt.guest import Guest
+
+
+class NodeRunner(Runner, Protocol):
+    """A node's commands and directory listings (``SshClient`` has both)."""
+
+    def listdir(self, path: str, missing_ok: bool = False) -> list[str]:
+        """Names in a directory of the node."""
 
 
 def _remove_files(runner: Runner, node: str, paths: Sequence[str]) -> None:
@@ -91,7 +99,7 @@ def _offline_commit(runner: Runner, node: str, overlay: str) -> bool:
     return True
 
 
-def find_overlay_files(runner: Runner, node: str, directory: str) -> list[str]:
+def find_overlay_files(runner: NodeRunner, node: str, directory: str) -> list[str]:
     """Overlay files left in an instance's disk directory (none if it is missing), sorted."""
     names = runner.listdir(directory, missing_ok=True)
     return sorted(
@@ -103,7 +111,7 @@ def find_overlay_files(runner: Runner, node: str, directory: str) -> list[str]:
 
 def repair(
     guest: Guest | None,
-    runner: Runner,
+    runner: NodeRunner,
     node: str,
     directory: str,
     clock: Callable[[], float] = time.monotonic,

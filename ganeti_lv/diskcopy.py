@@ -75,9 +75,6 @@ class Runner(Protocol):
     def open_exec(self, cmd: str | Sequence[str]) -> StreamProcess:
         """Start a command for streaming."""
 
-    def listdir(self, path: str, missing_ok: bool = False) -> list[str]:
-        """Names in a directory of the node."""
-
 
 @dataclass
 class CopyStats:

@@ -76,6 +76,8 @@ T = TypeVar("T")
 DEFAULT_PORT = 22
 DEFAULT_USER = "root"
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# longest wait (s) for the answer to one SFTP request (a stat, a listing, a file part)
+DEFAULT_SFTP_TIMEOUT = 60.0
 # Extra time the remote ``timeout`` wrapper gets to kill the command and
 # report before the local side gives up and closes the channel.
 TIMEOUT_KILL_GRACE = 2.0
@@ -408,8 +410,10 @@ class SshClient:
         node_name: str | None = None,
         connect_attempts: int = retry.SSH_CONNECT_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
+        sftp_timeout: float = DEFAULT_SFTP_TIMEOUT,
     ) -> None:
         self.host = host
+        self.sftp_timeout = sftp_timeout
         self.port = port
         self.user = user
         self.key_file = key_file
@@ -653,13 +657,28 @@ class SshClient:
                     self._sftp = self._client.open_sftp()
                 except Exception as err:
                     raise self._error(err, "sftp open") from err
+                # a request on a hung path (a stuck NFS mount) must not hold the
+                # node's one session, and every job waiting for it, for ever
+                self._sftp.get_channel().settimeout(self.sftp_timeout)  # type: ignore[union-attr]
             return self._sftp
 
     def _with_sftp(self, action: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
+        """``fn(sftp)`` on the client's SFTP session, one thread at a time.
+
+        A request without an answer within ``sftp_timeout`` seconds drops the
+        session (a late answer must not be taken for the next request's) and
+        is a NodeError; the next request opens a new session.
+        """
         with self._sftp_lock:  # one SFTP session per client, used by one thread at a time
             sftp = self._sftp_client()
             try:
                 return fn(sftp)
+            except TimeoutError as err:
+                self._drop_sftp()
+                raise NodeError(
+                    f"sftp {action} on {self.where}: no answer within {self.sftp_timeout:g} s",
+                    self.node_name,
+                ) from err
             except Exception as err:
                 if not isinstance(err, OSError | paramiko.sftp.SFTPError):
                     self._drop_sftp()

@@ -45,7 +45,8 @@ TAG_EXIT = b"x"
 TAG_LOCAL = b"l"
 CANCEL = b"c"
 _HEADER = 5
-MORE = object()  # a frame was handled, the next one follows
+# how often (s) gnt-lv looks for an interruption while it waits for the daemon
+SIGNAL_POLL = 0.2
 ABORT_REQUESTED = "Abort requested; stopping the operation safely (again to force)"
 _EXIT_FAILURE = 1
 # top-level options gnt-lv may hand over (with their values); any other runs here
@@ -90,22 +91,74 @@ def data_dir_of(argv: Sequence[str]) -> str | None:
     return os.path.abspath(paths.data_dir(explicit))
 
 
-class _Frames:
-    """Reads the daemon's frames; an interrupted read loses nothing."""
+class _Leave(Exception):
+    """Stop following the daemon's answer with this exit code."""
 
-    def __init__(self, sock: _socket.socket) -> None:
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Signals:
+    """Counts SIGINT and SIGTERM while installed (nothing is raised inside a read)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, _signum: int, _frame: object) -> None:
+        self.count += 1
+
+    def install(self) -> None:
+        for sig in (_signal.SIGINT, _signal.SIGTERM):
+            try:
+                self._previous[sig] = _signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread (embedded): no handlers
+                return
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            _signal.signal(sig, previous)  # type: ignore[arg-type]
+
+
+class _Follower:
+    """Reads the daemon's frames and prints them; interruptions ask the job to stop."""
+
+    def __init__(self, sock: _socket.socket, signals: _Signals) -> None:
         self.sock = sock
+        self.signals = signals
         self.buf = b""
+        self.answered = False
+        self.seen_signals = 0
+
+    def check_signals(self) -> None:
+        """The first interruption sends the cancel byte, the next one leaves."""
+        while self.seen_signals < self.signals.count:
+            self.seen_signals += 1
+            if self.seen_signals > 1:
+                _write(sys.stderr, b"Aborted.\n")
+                raise _Leave(_EXIT_FAILURE)
+            try:  # noqa: SIM105 - no contextlib import on this path
+                self.sock.sendall(CANCEL)
+            except OSError:
+                pass  # the daemon is gone: the end of the connection tells
+            _write(sys.stderr, ABORT_REQUESTED.encode() + b"\n")
 
     def _fill(self, size: int) -> bool:
         while len(self.buf) < size:
-            chunk = self.sock.recv(65536)
+            self.check_signals()
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue  # a look at the signals now and then
+            except OSError:
+                return False
             if not chunk:
                 return False
             self.buf += chunk
         return True
 
-    def next(self) -> tuple[bytes, bytes] | None:
+    def next_frame(self) -> tuple[bytes, bytes] | None:
         """(tag, payload), or None at the end of the connection."""
         if not self._fill(_HEADER):
             return None
@@ -116,68 +169,9 @@ class _Frames:
         self.buf = self.buf[_HEADER + size :]
         return tag, payload
 
-
-def _write(stream: object, data: bytes) -> None:
-    out = getattr(stream, "buffer", None)
-    if out is None:  # a replaced text stream
-        stream.write(data.decode("utf-8", "replace"))  # type: ignore[attr-defined]
-    else:
-        out.write(data)
-    stream.flush()  # type: ignore[attr-defined]
-
-
-def _sigterm(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def hand_over(argv: Sequence[str]) -> int | None:
-    """Run ``argv`` in the master daemon; its exit code, or None to run it here."""
-    if sys.stdout.isatty():
-        return None
-    data_dir = data_dir_of(argv)
-    if data_dir is None:
-        return None
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        sock.connect(paths.masterd_socket(data_dir))
-        sock.sendall(encode_request(data_dir, sys.stdin.isatty(), argv))
-        return _follow(_Frames(sock))
-    except OSError:
-        return None  # no daemon (or it went away before answering): run it here
-    finally:
-        sock.close()
-
-
-class _Follower:
-    """Prints the daemon's answer; a first interruption asks the job to stop."""
-
-    def __init__(self, frames: _Frames) -> None:
-        self.frames = frames
-        self.answered = False
-        self.interrupted = False
-
-    def step(self) -> object:
-        """One frame: ``MORE``, or the outcome (an exit code, None to run it here)."""
-        got = self.frames.next()
-        if got is None:
-            return self.ended()
-        tag, payload = got
-        if tag == TAG_STDOUT:
-            _write(sys.stdout, payload)
-        elif tag == TAG_STDERR:
-            _write(sys.stderr, payload)
-        elif tag == TAG_EXIT:
-            return int(payload)
-        elif self.answered or self.interrupted:
-            return _EXIT_FAILURE
-        else:  # given back, or a daemon speaking another protocol (an older one)
-            return None
-        self.answered = True
-        return MORE
-
     def ended(self) -> int | None:
         """The connection ended without an exit code."""
-        if not self.answered and not self.interrupted:
+        if not self.answered and not self.signals.count:
             return None  # nothing was done
         _write(
             sys.stderr,
@@ -186,40 +180,72 @@ class _Follower:
         )
         return _EXIT_FAILURE
 
-    def interrupt(self) -> object:
-        """Ctrl-C or SIGTERM: the first asks the job to stop, the second leaves."""
-        if self.interrupted:
-            _write(sys.stderr, b"Aborted.\n")
-            return _EXIT_FAILURE
-        self.interrupted = True
-        try:  # noqa: SIM105 - no contextlib import on this path
-            self.frames.sock.sendall(CANCEL)
+    def follow(self) -> int | None:
+        """Print the daemon's answer: the command's exit code, or None to run it here."""
+        while True:
+            got = self.next_frame()
+            if got is None:
+                return self.ended()
+            tag, payload = got
+            if tag == TAG_EXIT:
+                return int(payload) if payload.isdigit() else _EXIT_FAILURE
+            if tag not in (TAG_STDOUT, TAG_STDERR):
+                # given back ("l"), or a daemon speaking another protocol (an older one)
+                if self.signals.count:
+                    _write(sys.stderr, b"Aborted.\n")
+                    return _EXIT_FAILURE
+                return _EXIT_FAILURE if self.answered else None
+            self.answered = True
+            if not _write(sys.stdout if tag == TAG_STDOUT else sys.stderr, payload):
+                return _EXIT_FAILURE  # our output is gone (a closed pipe): the job goes on
+
+
+def _write(stream: object, data: bytes) -> bool:
+    """Write and flush; False if the stream is closed or broken."""
+    if not data:
+        return True
+    try:
+        out = getattr(stream, "buffer", None)
+        if out is None:  # a replaced text stream
+            stream.write(data.decode("utf-8", "replace"))  # type: ignore[attr-defined]
+        else:
+            out.write(data)
+        stream.flush()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _is_tty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):  # None (fd closed) or closed
+        return False
+
+
+def hand_over(argv: Sequence[str]) -> int | None:
+    """Run ``argv`` in the master daemon; its exit code, or None to run it here."""
+    if _is_tty(sys.stdout):
+        return None
+    data_dir = data_dir_of(argv)
+    if data_dir is None:
+        return None
+    signals = _Signals()
+    signals.install()  # from the request on, an interruption asks the job to stop
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(paths.masterd_socket(data_dir))
+            sock.sendall(encode_request(data_dir, _is_tty(sys.stdin), argv))
         except OSError:
-            pass  # the daemon is gone: the end of the connection tells
-        _write(sys.stderr, ABORT_REQUESTED.encode() + b"\n")
-        return MORE
-
-
-def _follow(frames: _Frames) -> int | None:
-    """Print the daemon's answer; its exit code, or None to run the command here."""
-    follower = _Follower(frames)
-    try:
-        previous = _signal.signal(_signal.SIGTERM, _sigterm)
-    except ValueError:  # not the main thread (embedded): no handler
-        previous = None
-    try:
-        outcome: object = MORE
-        while outcome is MORE:
-            try:
-                outcome = follower.step()
-            except KeyboardInterrupt:
-                outcome = follower.interrupt()
-            except OSError:
-                outcome = follower.ended()
-        return outcome  # type: ignore[return-value]  # an exit code or None
+            return None  # no daemon, or it went away before reading the request
+        sock.settimeout(SIGNAL_POLL)
+        return _Follower(sock, signals).follow()
+    except _Leave as leave:
+        return leave.code
     finally:
-        if previous is not None:
-            _signal.signal(_signal.SIGTERM, previous)
+        sock.close()
+        signals.restore()
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ import threading
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ganeti_lv.cancel import Cancellation
-from ganeti_lv.cli.common import CliEnv
+from ganeti_lv.cli.common import EXIT_FAILURE, CliEnv
 from ganeti_lv.cli.entry import (
     CANCEL,
     PROTOCOL,
@@ -119,11 +119,17 @@ class Frames:
             held, self._held = self._held, None
             self._send(b"".join([frame(TAG_STDOUT, b""), *held]))
 
-    def give_back(self) -> None:
-        """Drop what was held back and tell ``gnt-lv`` to run the command itself."""
+    def give_back(self) -> bool:
+        """Drop what was held back and tell ``gnt-lv`` to run the command itself.
+
+        False (and nothing sent) once committed: a job was submitted.
+        """
         with self._lock:
+            if self._held is None:
+                return False
             self._held = None
             self._send(frame(TAG_LOCAL, b""))
+            return True
 
 
 class _Stream:
@@ -221,7 +227,10 @@ def serve(daemon: MasterDaemon, rfile: BinaryIO, wfile: BinaryIO) -> None:
     try:
         code = run_command(opts, env)
     except GiveBack:
-        frames.give_back()
-        return
+        if frames.give_back():
+            return
+        # a question after the job was submitted: a handler's bug, not the operator's
+        env.warn("Internal error: the command asked a question after submitting its job")
+        code = EXIT_FAILURE
     frames.commit()
     frames.send(TAG_EXIT, str(code).encode())

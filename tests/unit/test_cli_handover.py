@@ -87,6 +87,16 @@ def _run(data_dir: str, *argv: str) -> tuple[int, str, str, list[str]]:
     return proc.returncode, out, rest, eval(imported[-1].split(" ", 1)[1])  # noqa: S307
 
 
+def _close_stdin() -> None:
+    os.close(0)
+
+
+def _imported(err: str) -> list[str]:
+    lines = [line for line in err.splitlines() if line.startswith("IMPORTED ")]
+    assert lines, err
+    return list(eval(lines[-1].split(" ", 1)[1]))  # noqa: S307
+
+
 def _untimed(text: str) -> list[str]:
     """Feedback lines without their ctime() stamp (24 characters and a space)."""
     return [
@@ -98,7 +108,10 @@ def _untimed(text: str) -> list[str]:
 def test_a_migration_is_handed_to_the_daemon_and_imports_nothing_heavy(
     server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
 ) -> None:
-    code, out, err, heavy = _run(data_dir, "instance", "migrate", "-f", "-n", N2, INST)
+    # stdin closed (no sys.stdin at all): still no terminal, still handed over
+    proc = _gnt_lv(data_dir, "instance", "migrate", "-f", "-n", N2, INST, preexec_fn=_close_stdin)
+    out, err = proc.communicate(timeout=60)
+    code, heavy = proc.returncode, _imported(err)
     assert code == 0, err
     assert heavy == []  # the daemon parsed the line and ran the job
     assert "STEP 4/4 Finalising" in out
@@ -181,22 +194,23 @@ def _serve(daemon: Any, request: bytes) -> list[tuple[bytes, bytes]]:
     with sock_a, sock_b:
         sock_a.sendall(out.getvalue())
         sock_a.shutdown(socket.SHUT_WR)
-        reader = entry._Frames(sock_b)
+        reader = entry._Follower(sock_b, entry._Signals())
         frames = []
-        while (got := reader.next()) is not None:
+        while (got := reader.next_frame()) is not None:
             frames.append(got)
     return frames
 
 
-def test_ctrl_c_cancels_the_handed_over_migration(
-    server: Any, data_dir: str, config: ConfigStore, slow_migration: FakeNodeOps
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_cancels_the_handed_over_migration(
+    server: Any, data_dir: str, config: ConfigStore, slow_migration: FakeNodeOps, sig: int
 ) -> None:
     proc = _gnt_lv(data_dir, "instance", "migrate", "-f", "-n", N2, INST)
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until the migration runs
         if "migration " in line:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, out + err
     assert entry.ABORT_REQUESTED in err
@@ -212,22 +226,56 @@ def test_no_daemon_runs_the_command_here(data_dir: str, inst1_running: FakeNodeO
     assert "argparse" in heavy
 
 
-def test_follow_reads_frames_across_reads_and_ends_cleanly() -> None:
-    """A daemon that ends early or speaks JSON (an older one) leaves the command to gnt-lv."""
+def _follow(
+    data: bytes, signals: int = 0, stdout: Any = None, capsys: Any = None
+) -> tuple[int | None, bytes]:
+    """gnt-lv following ``data`` from a daemon; its outcome and what it sent back."""
+    sock_a, sock_b = socket.socketpair()
+    with sock_a, sock_b:
+        sock_a.sendall(data)
+        sock_a.shutdown(socket.SHUT_WR)
+        pending = entry._Signals()
+        pending.count = signals
+        follower = entry._Follower(sock_b, pending)
+        old = sys.stdout
+        if stdout is not None:
+            sys.stdout = stdout
+        try:
+            outcome = follower.follow()
+        except entry._Leave as leave:
+            outcome = leave.code
+        finally:
+            sys.stdout = old
+        sock_b.shutdown(socket.SHUT_WR)
+        return outcome, sock_a.recv(100)
 
-    def follow(data: bytes) -> int | None:
-        sock_a, sock_b = socket.socketpair()
-        with sock_a, sock_b:
-            sock_a.sendall(data)
-            sock_a.shutdown(socket.SHUT_WR)
-            return entry._follow(entry._Frames(sock_b))
 
-    assert follow(b"") is None  # nothing answered: nothing was done
-    assert follow(b'{"error": {}}\n') is None  # an older daemon's JSON
-    assert follow(entry.frame(entry.TAG_LOCAL, b"")) is None
-    assert follow(entry.frame(entry.TAG_STDOUT, b"") + entry.frame(entry.TAG_EXIT, b"3")) == 3
+def test_follow_ends_cleanly_and_never_runs_a_started_command_again(capsys: Any) -> None:
+    """Only a daemon that did nothing (no frame, "l", an older one's JSON) leaves it to gnt-lv."""
+    out, exit3 = entry.frame(entry.TAG_STDOUT, b"line\n"), entry.frame(entry.TAG_EXIT, b"3")
+    assert _follow(b"")[0] is None
+    assert _follow(b'{"error": {}}\n')[0] is None
+    assert _follow(entry.frame(entry.TAG_LOCAL, b""))[0] is None
+    assert _follow(out + exit3)[0] == 3
+    assert capsys.readouterr().out == "line\n"
     # the daemon went away in the middle of a command: an error, never a second run
-    assert follow(entry.frame(entry.TAG_STDOUT, b"")) == 1
+    assert _follow(out)[0] == 1
+    assert "closed the connection before the command ended" in capsys.readouterr().err
+    # our own stdout broken (gnt-lv ... | head -1): an error, never a second run
+    broken = io.TextIOWrapper(io.BufferedWriter(io.BytesIO()))
+    broken.close()
+    assert _follow(out + exit3, stdout=broken)[0] == 1
+
+
+def test_follow_an_interruption_asks_the_job_to_stop_a_second_leaves(capsys: Any) -> None:
+    answer = entry.frame(entry.TAG_STDERR, b"stopped\n") + entry.frame(entry.TAG_EXIT, b"1")
+    assert _follow(answer, signals=1) == (1, entry.CANCEL)
+    assert entry.ABORT_REQUESTED in capsys.readouterr().err
+    code, sent = _follow(answer, signals=2)
+    assert (code, sent) == (1, entry.CANCEL)
+    assert capsys.readouterr().err.endswith("Aborted.\n")
+    # interrupted, then given back: nothing is run here
+    assert _follow(entry.frame(entry.TAG_LOCAL, b""), signals=1)[0] == 1
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -327,6 +328,29 @@ def test_listdir(client: SshClient, tmp_path: Path) -> None:
         client.listdir(str(tmp_path / "absent"))
     assert info.value.ecode == ECODE_NOENT
     assert not isinstance(info.value, NodeUnreachable)
+
+
+def test_an_sftp_request_without_answer_times_out_and_a_new_session_follows(
+    local_sshd: Any, tmp_path: Path
+) -> None:
+    """A read of a FIFO blocks the node's sftp-server, as a stuck mount would."""
+    fifo = tmp_path / "stuck"
+    os.mkfifo(fifo)
+    client = local_sshd.client(sftp_timeout=1.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(NodeError) as info:
+            client.get_bytes(str(fifo))
+        assert "no answer within 1 s" in info.value.msg
+        assert not isinstance(info.value, NodeUnreachable)
+        assert time.monotonic() - start < 10
+        # the hung session was dropped: the next request gets a new one
+        assert client.exists(str(tmp_path))
+    finally:
+        # a writer lets the old sftp-server's open() return, and it ends
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        client.close()
 
 
 def test_get_missing_file_is_noent(client: SshClient, tmp_path: Path) -> None:

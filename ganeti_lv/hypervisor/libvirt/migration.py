@@ -483,5 +483,7 @@ class MigrationOpsMixin:
         return compare_cpu(self.host(source), self.host(target), instance.name)
 
     def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
+        if not paths:
+            return {}
         # SFTP stat on the node's open session (as ``[ -e ]``: symlinks followed)
         return self._over_ssh(node, lambda client: {p: client.exists(p) for p in paths})
