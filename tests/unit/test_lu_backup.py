@@ -519,7 +519,7 @@ def test_the_master_daemon_sets_a_live_exports_copy_up_ahead_of_the_job(config, 
 
     daemon = MasterDaemon(config.data_dir, node_ops=pops)
     op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
-    daemon.run(op, None, lambda _line: None, Cancellation())
+    daemon.run_job(op, None, lambda _line: None, Cancellation())
     # ahead of the job (its thread may still be at it) and again by the LU
     # before the snapshot (where the same copy is kept), dropped at the end
     deadline = time.monotonic() + 5
