@@ -6,8 +6,9 @@ not set: all online) and instances inst1/inst2.example.com on node1.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,22 @@ def slow_migration(inst1_running: FakeNodeOps) -> FakeNodeOps:
 
     ops._op_migrate_instance = slow_migrate  # type: ignore[method-assign]
     return ops
+
+
+@pytest.fixture
+def server(config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps) -> Iterator[Any]:
+    """A master daemon for the test data dir, serving in a thread, on the fake nodes.
+
+    inst1 runs on node1 with its disk files (as in the migration LU tests).
+    """
+    from ganeti_lv import masterd
+
+    srv = masterd.serve(data_dir, node_ops=inst1_running)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)

@@ -13,13 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from ganeti_lv import masterd, paths
+from ganeti_lv import paths
 from ganeti_lv.cli import entry, remote
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
@@ -48,20 +46,6 @@ _GNT_LV = (
     "from ganeti_lv.cli.entry import main\n"
     "sys.exit(main())\n"
 )
-
-
-@pytest.fixture
-def server(config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps) -> Iterator[Any]:
-    """A master daemon for the test data dir, serving in a thread, on the fake nodes."""
-    srv = masterd.serve(data_dir, node_ops=inst1_running)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 def _gnt_lv(data_dir: str, *argv: str, **kwargs: Any) -> subprocess.Popen[str]:

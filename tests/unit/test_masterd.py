@@ -38,23 +38,6 @@ INST = "inst1.example.com"
 N1, N2 = "node1.example.com", "node2.example.com"
 
 
-@pytest.fixture
-def server(config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps) -> Iterator[Any]:
-    """A master daemon for the test data dir, serving in a thread, on the fake nodes.
-
-    inst1 runs on node1 with its disk files (as in the migration LU tests).
-    """
-    srv = masterd.serve(data_dir, node_ops=inst1_running)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
-
-
 def _client(data_dir: str) -> masterclient.MasterClient:
     client = masterclient.connect(data_dir)
     assert client is not None
