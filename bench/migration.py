@@ -276,7 +276,7 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
         for memory, dirtymb in cases:
             # More pairs where the targets are (256 MiB), fewer for the slowest
             # guests: the whole run stays bounded.
-            n_pairs = pairs + 4 if memory == 256 and not quick else pairs
+            n_pairs = pairs + 8 if memory == 256 and not quick else pairs
             case(memory, dirtymb, n_pairs if memory <= 256 else max(1, pairs - 1), True)
         try:
             cap = 30.0 if quick else FAST_DIRTY["cap"]
