@@ -60,12 +60,6 @@ if [ ! -d "$hooks_dir" ]; then
   echo END
   exit 0
 fi
-set -- "$hooks_dir"/*
-if [ "$#" -eq 1 ] && [ ! -e "$1" ] && [ ! -L "$1" ]; then
-  # an empty directory: no scratch directory to make and remove
-  echo END
-  exit 0
-fi
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 cd / || exit 1

@@ -44,13 +44,14 @@ TAG_STDERR = b"e"
 TAG_EXIT = b"x"
 TAG_LOCAL = b"l"
 CANCEL = b"c"
-_HEADER = 5
+HEADER = 5  # a frame's tag byte and length
 # how often (s) gnt-lv looks for an interruption while it waits for the daemon
 SIGNAL_POLL = 0.2
 ABORT_REQUESTED = "Abort requested; stopping the operation safely (again to force)"
 _EXIT_FAILURE = 1
-# top-level options gnt-lv may hand over (with their values); any other runs here
-_PASSED_OPTIONS = ("--data-dir", "--lock-timeout")
+# the top-level options that take a value (gnt-lv hands them over; any other
+# top-level option makes gnt-lv parse the line itself)
+VALUE_OPTIONS = ("--data-dir", "--lock-timeout")
 
 
 def frame(tag: bytes, payload: bytes) -> bytes:
@@ -76,7 +77,7 @@ def data_dir_of(argv: Sequence[str]) -> str | None:
     idx = 0
     while idx < len(argv) and argv[idx].startswith("-"):
         name, eq, value = argv[idx].partition("=")
-        if name not in _PASSED_OPTIONS:
+        if name not in VALUE_OPTIONS:
             return None
         if not eq:
             idx += 1
@@ -160,13 +161,13 @@ class _Follower:
 
     def next_frame(self) -> tuple[bytes, bytes] | None:
         """(tag, payload), or None at the end of the connection."""
-        if not self._fill(_HEADER):
+        if not self._fill(HEADER):
             return None
-        size = int.from_bytes(self.buf[1:_HEADER], "big")
-        if not self._fill(_HEADER + size):
+        size = int.from_bytes(self.buf[1:HEADER], "big")
+        if not self._fill(HEADER + size):
             return None
-        tag, payload = self.buf[:1], self.buf[_HEADER : _HEADER + size]
-        self.buf = self.buf[_HEADER + size :]
+        tag, payload = self.buf[:1], self.buf[HEADER : HEADER + size]
+        self.buf = self.buf[HEADER + size :]
         return tag, payload
 
     def ended(self) -> int | None:

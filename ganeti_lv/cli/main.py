@@ -28,6 +28,7 @@ from ganeti_lv.cli.common import (
     HelpFormatter,
     default_data_dir,
 )
+from ganeti_lv.cli.entry import VALUE_OPTIONS
 from ganeti_lv.errors import GenericError, format_error
 
 TYPE_CHECKING = False
@@ -69,8 +70,6 @@ def _lock_timeout(text: str) -> float:
     return value
 
 
-# top-level options taking a value (the group is the first word that is not one)
-_VALUE_OPTIONS = ("--data-dir", "--lock-timeout")
 # top-level words after which the whole parser is needed (help, version)
 _WHOLE_PARSER_WORDS = ("-h", "--help", "--version", "--")
 
@@ -86,7 +85,7 @@ def wanted_command(argv: Sequence[str]) -> tuple[str | None, str | None]:
     for idx, arg in enumerate(argv):
         if skip:
             skip = False
-        elif arg in _VALUE_OPTIONS:
+        elif arg in VALUE_OPTIONS:  # the group is the first word that is not one
             skip = True
         elif arg in _WHOLE_PARSER_WORDS:
             return None, None

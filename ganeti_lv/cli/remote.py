@@ -28,6 +28,7 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli.common import EXIT_FAILURE, CliEnv
 from ganeti_lv.cli.entry import (
     CANCEL,
+    HEADER,
     PROTOCOL,
     REQUEST_START,
     TAG_ARGV,
@@ -40,6 +41,7 @@ from ganeti_lv.cli.entry import (
 from ganeti_lv.cli.main import parse_in_daemon, run_command
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
 
     from ganeti_lv.masterd import MasterDaemon
@@ -70,8 +72,8 @@ def is_request(rfile: BinaryIO) -> bool:
 
 def read_request(rfile: BinaryIO) -> Request | None:
     """The request on ``rfile``; None if it is malformed or cut short."""
-    head = rfile.read(1 + 5)
-    if len(head) != 6 or head[:1] != REQUEST_START or head[1:2] != TAG_ARGV:
+    head = rfile.read(1 + HEADER)
+    if len(head) != 1 + HEADER or head[:1] != REQUEST_START or head[1:2] != TAG_ARGV:
         return None
     size = int.from_bytes(head[2:], "big")
     if size > MAX_REQUEST:
@@ -197,18 +199,24 @@ def _watch_cancel(rfile: BinaryIO, cancel: Cancellation) -> None:
                 cancel.request("interrupted by the user")
 
 
+def _runnable(daemon: MasterDaemon, request: Request) -> argparse.Namespace | None:
+    """The request's parsed command line if the daemon runs it (see the docstring)."""
+    if request.protocol != PROTOCOL:
+        return None
+    if os.path.realpath(request.data_dir) != os.path.realpath(daemon.data_dir):
+        return None
+    opts = parse_in_daemon(request.argv)
+    if opts is None or opts.debug or not getattr(opts, "in_daemon", False):
+        return None
+    return opts
+
+
 def serve(daemon: MasterDaemon, rfile: BinaryIO, wfile: BinaryIO) -> None:
     """Run one handed-over command line (see the module docstring)."""
     frames = Frames(wfile)
     request = read_request(rfile)
-    if request is None or request.protocol != PROTOCOL:
-        frames.give_back()
-        return
-    if os.path.realpath(request.data_dir) != os.path.realpath(daemon.data_dir):
-        frames.give_back()
-        return
-    opts = parse_in_daemon(request.argv)
-    if opts is None or opts.debug or not getattr(opts, "in_daemon", False):
+    opts = _runnable(daemon, request) if request is not None else None
+    if request is None or opts is None:
         frames.give_back()
         return
     cancel = Cancellation()

@@ -126,7 +126,7 @@ def test_nothing_to_run_starts_no_process_on_the_node(
 
 
 def test_empty_dir_and_a_dir_of_one_dangling_link(client: SshClient, hooks_dir: Path) -> None:
-    """The shortcut for an empty directory still reports a lone dangling symlink."""
+    """An empty directory gives no hooks; a lone dangling symlink is still reported."""
     assert run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=5) == []
     (hooks_dir / "10-gone").symlink_to(hooks_dir / "nowhere")
     results = run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=5)
