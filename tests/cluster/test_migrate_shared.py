@@ -231,15 +231,9 @@ def _healthy(env: Env) -> None:
 
 
 def _alive_on(env: Env, where: str, mark: int) -> None:
-    """The guest ticks on ``where`` after a long pre-copy (a TCG fault is an xfail)."""
-    wait_alive_after_long_precopy(
-        env.ops,
-        env.node(where),
-        NAME,
-        _ticks_now(env, where),
-        mark,
-        env.config.get_cluster().domain_type,
-    )
+    """The guest ticks on ``where`` after a long pre-copy (a TCG lock-up is an xfail)."""
+    domain_type = env.config.get_cluster().domain_type
+    wait_alive_after_long_precopy(env.ops, env.node(where), NAME, mark, domain_type)
 
 
 # --------------------------------------------------------------- refusals
