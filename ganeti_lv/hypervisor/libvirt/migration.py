@@ -32,7 +32,8 @@ Capabilities probed under TCG (qemu 7.2, libvirt 9.0, the local cluster;
   it stays on the source.
 - a pre-copy that runs many passes (tens) while the guest rewrites its
   memory can lose guest writes under TCG: the guest kernel then oopses or
-  locks up on the target (list corruption, NULL dereference, soft lockup).
+  locks up on the target (list corruption, NULL dereference, soft lockup,
+  or a silent hang with nothing on the console).
   Plain ``virsh migrate --live --p2p --auto-converge`` does the same, and
   so does a pre-copy without auto-converge at a fixed downtime (38 passes,
   no policy step), so it is a limit of TCG's dirty tracking in this qemu,
