@@ -32,7 +32,7 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ganeti_lv import paths
@@ -120,9 +120,7 @@ class MasterDaemon:
             send({"error": encode_error(err)})
             return
         cancel = Cancellation()
-        threading.Thread(
-            target=_watch_cancel, args=(rfile, cancel), name="masterd-cancel", daemon=True
-        ).start()
+        watch_cancel(_json_cancels(rfile), cancel)
         try:
             result = self.run_job(
                 op, lock_timeout, lambda msg: send({"feedback": str(msg)}), cancel
@@ -136,7 +134,7 @@ class MasterDaemon:
         self,
         op: OpCode,
         lock_timeout: float | None,
-        feedback_fn: Callable[[str], None],
+        feedback_fn: Callable[[str], None] | None,
         cancel: Cancellation,
     ) -> Any:
         """Run ``op`` through the processor in a context of its own.
@@ -192,16 +190,30 @@ class _Sender:
                 self._gone = True
 
 
-def _watch_cancel(rfile: BinaryIO, cancel: Cancellation) -> None:
-    """Turn the client's cancel line into a cancel request; end at EOF."""
-    try:
-        for line in rfile:
-            with contextlib.suppress(ValueError):
-                msg = json.loads(line)
-                if isinstance(msg, dict) and "cancel" in msg:
-                    cancel.request(str(msg["cancel"]) or "canceled by the client")
-    except (OSError, ValueError):
-        return
+def watch_cancel(reasons: Iterator[str], cancel: Cancellation) -> None:
+    """Start a thread turning each reason the client sends into a cancel request.
+
+    ``reasons`` reads the client's side of the connection; the thread ends
+    with it (the end of the connection, or an error reading it).
+    """
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for reason in reasons:
+                cancel.request(reason)
+
+    threading.Thread(target=watch, name="masterd-cancel", daemon=True).start()
+
+
+def _json_cancels(rfile: BinaryIO) -> Iterator[str]:
+    """The reasons of the client's ``{"cancel": reason}`` lines."""
+    for line in rfile:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and "cancel" in msg:
+            yield str(msg["cancel"]) or "canceled by the client"
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -59,6 +59,11 @@ def frame(tag: bytes, payload: bytes) -> bytes:
     return tag + len(payload).to_bytes(4, "big") + payload
 
 
+def payload_size(header: bytes) -> int:
+    """The payload length a frame's header (its first ``HEADER`` bytes) announces."""
+    return int.from_bytes(header[1:HEADER], "big")
+
+
 def encode_request(data_dir: str, stdin_tty: bool, argv: Sequence[str]) -> bytes:
     """What ``gnt-lv`` sends (see the module docstring)."""
     fields = [PROTOCOL, data_dir, "1" if stdin_tty else "0", *argv]
@@ -163,7 +168,7 @@ class _Follower:
         """(tag, payload), or None at the end of the connection."""
         if not self._fill(HEADER):
             return None
-        size = int.from_bytes(self.buf[1:HEADER], "big")
+        size = payload_size(self.buf)
         if not self._fill(HEADER + size):
             return None
         tag, payload = self.buf[:1], self.buf[HEADER : HEADER + size]

@@ -19,10 +19,9 @@ itself, exactly as without a daemon.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli.common import EXIT_FAILURE, CliEnv
@@ -37,12 +36,14 @@ from ganeti_lv.cli.entry import (
     TAG_STDERR,
     TAG_STDOUT,
     frame,
+    payload_size,
 )
 from ganeti_lv.cli.main import parse_in_daemon, run_command
+from ganeti_lv.masterd import watch_cancel
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ganeti_lv.masterd import MasterDaemon
 
@@ -54,14 +55,13 @@ class GiveBack(BaseException):
     """The command must run in ``gnt-lv`` (not an error: nothing was done)."""
 
 
-class Request:
+class Request(NamedTuple):
     """A parsed hand-over request."""
 
-    def __init__(self, protocol: str, data_dir: str, stdin_tty: bool, argv: list[str]) -> None:
-        self.protocol = protocol
-        self.data_dir = data_dir
-        self.stdin_tty = stdin_tty
-        self.argv = argv
+    protocol: str
+    data_dir: str
+    stdin_tty: bool
+    argv: list[str]
 
 
 def is_request(rfile: BinaryIO) -> bool:
@@ -75,7 +75,7 @@ def read_request(rfile: BinaryIO) -> Request | None:
     head = rfile.read(1 + HEADER)
     if len(head) != 1 + HEADER or head[:1] != REQUEST_START or head[1:2] != TAG_ARGV:
         return None
-    size = int.from_bytes(head[2:], "big")
+    size = payload_size(head[1:])
     if size > MAX_REQUEST:
         return None
     payload = rfile.read(size)
@@ -181,22 +181,14 @@ class DaemonSideClient:
         thread cannot install) is not needed: the connection's is used.
         """
         self.frames.commit()
-        return self.daemon.run_job(op, self.lock_timeout, feedback_fn or _ignore, self.cancel)
+        return self.daemon.run_job(op, self.lock_timeout, feedback_fn, self.cancel)
 
 
-def _ignore(_msg: str) -> None:
-    pass
-
-
-def _watch_cancel(rfile: BinaryIO, cancel: Cancellation) -> None:
-    """``gnt-lv``'s cancel byte becomes a cancel request; ends at the end of the connection."""
-    with contextlib.suppress(OSError, ValueError):
-        while True:
-            data = rfile.read(1)
-            if not data:
-                return
-            if data == CANCEL:
-                cancel.request("interrupted by the user")
+def _cancel_bytes(rfile: BinaryIO) -> Iterator[str]:
+    """A reason per cancel byte ``gnt-lv`` sends (Ctrl-C, SIGTERM)."""
+    while data := rfile.read(1):
+        if data == CANCEL:
+            yield "interrupted by the user"
 
 
 def _runnable(daemon: MasterDaemon, request: Request) -> argparse.Namespace | None:
@@ -215,14 +207,12 @@ def serve(daemon: MasterDaemon, rfile: BinaryIO, wfile: BinaryIO) -> None:
     """Run one handed-over command line (see the module docstring)."""
     frames = Frames(wfile)
     request = read_request(rfile)
-    opts = _runnable(daemon, request) if request is not None else None
+    opts = None if request is None else _runnable(daemon, request)
     if request is None or opts is None:
         frames.give_back()
         return
     cancel = Cancellation()
-    threading.Thread(
-        target=_watch_cancel, args=(rfile, cancel), name="masterd-cancel", daemon=True
-    ).start()
+    watch_cancel(_cancel_bytes(rfile), cancel)
     env = CliEnv(
         data_dir=daemon.data_dir,
         ask=_ask_in_gnt_lv if request.stdin_tty else None,
