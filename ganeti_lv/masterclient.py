@@ -141,6 +141,8 @@ class MasterClient:
                 with contextlib.suppress(OSError):
                     sock.sendall(encode_line({"cancel": "interrupted by the user"}))
                 raise
+        except OSError as err:  # a reset or a broken pipe: the daemon went away
+            raise _gone(f": {err}") from err
         finally:
             sock.close()
 
@@ -161,11 +163,7 @@ class MasterClient:
                 continue
             chunk = sock.recv(65536)
             if not chunk:
-                raise errors.OpExecError(
-                    "The master daemon closed the connection before the job ended "
-                    "(see gnt-lv job list)",
-                    errors.ECODE_FAULT,
-                )
+                raise _gone("")
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -189,3 +187,11 @@ class MasterClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _gone(detail: str) -> errors.OpExecError:
+    return errors.OpExecError(
+        f"The master daemon closed the connection before the job ended{detail} "
+        "(see gnt-lv job list)",
+        errors.ECODE_FAULT,
+    )

@@ -13,9 +13,9 @@ configuration file. Only the node operations, and with them the open
 connections, are shared.
 
 A client that disconnects does not stop its job; a cancel request does,
-safely. SIGTERM (or SIGINT) stops the daemon: it accepts no new job and
-leaves once the running ones have ended; a second signal asks them to stop
-safely.
+safely. SIGTERM (or SIGINT) stops the daemon: it accepts no new connection
+(a client already connected is still served) and leaves once the running jobs
+have ended; a second signal asks them to stop safely.
 """
 
 from __future__ import annotations
@@ -257,11 +257,28 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def server_close(self) -> None:
         try:
+            self._serve_waiting()
             super().server_close()
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.server_address)  # type: ignore[arg-type]
             os.close(self._lock_fd)
+
+    def _serve_waiting(self) -> None:
+        """Serve the connections the kernel took for us before the door closed.
+
+        A client whose connect succeeded has sent its job; closing the socket
+        under it would reset its connection, with no answer. Its job runs as
+        if it had come a moment earlier (``server_close`` then waits for it).
+        """
+        self.socket.setblocking(False)
+        while True:
+            try:
+                request, address = self.socket.accept()
+            except OSError:  # none waiting (or the socket is closed)
+                return
+            request.setblocking(True)
+            self.process_request(request, address)
 
 
 def _take_daemon_lock(data_dir: str) -> int:

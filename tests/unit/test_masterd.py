@@ -21,6 +21,7 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import (
+    ECODE_FAULT,
     ECODE_INVAL,
     ECODE_NOENT,
     HooksAbort,
@@ -220,6 +221,14 @@ def test_program_starts_detached_refuses_a_second_and_stops(program: str) -> Non
     assert masterclient.connect(program) is None
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return ""
+
+
 def test_sigterm_lets_the_running_job_finish(program: str) -> None:
     assert _start_daemon(program).returncode == 0
     pid = masterd.read_pid(program)
@@ -230,7 +239,10 @@ def test_sigterm_lets_the_running_job_finish(program: str) -> None:
         target=lambda: result.append(client.submit(OpTestDelay(duration=1.0)))
     )
     worker.start()
-    time.sleep(0.3)
+    log_path = paths.masterd_log(program)
+    deadline = time.monotonic() + 15
+    while "TEST_DELAY: started" not in _read(log_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
     os.kill(pid, signal.SIGTERM)
     worker.join(15)
     assert result == [True]
@@ -238,10 +250,57 @@ def test_sigterm_lets_the_running_job_finish(program: str) -> None:
     while masterd.read_pid(program) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert masterd.read_pid(program) is None
-    with open(paths.masterd_log(program), encoding="utf-8") as fh:
-        text = fh.read()
+    text = _read(log_path)
+    assert "signal 15: no new jobs; waiting for 1 running" in text
     assert "TEST_DELAY: succeeded" in text
     assert "stopped" in text
+
+
+def test_a_client_connected_when_the_daemon_stops_is_served(
+    data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
+) -> None:
+    # the connect succeeds (the kernel holds it for the daemon) but the daemon
+    # stops before it takes the connection: the job runs, no reset
+    srv = masterd.serve(data_dir, node_ops=inst1_running)
+    client = _client(data_dir)
+    result: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: result.append(
+            client.submit(OpInstanceMigrate(instance_name=INST, target_node=N2))
+        )
+    )
+    worker.start()
+    time.sleep(0.2)  # the request is sent and waits in the socket's queue
+    srv.server_close()
+    worker.join(15)
+    assert not worker.is_alive()
+    assert len(result) == 1
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert masterclient.connect(data_dir) is None
+
+
+def test_a_reset_connection_is_a_typed_error(data_dir: str) -> None:
+    # a daemon that closes the connection without reading the request resets it
+    path = paths.masterd_socket(data_dir)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def reset() -> None:
+        conn, _ = listener.accept()
+        time.sleep(0.2)  # the request has arrived, unread
+        conn.close()
+
+    closer = threading.Thread(target=reset)
+    closer.start()
+    try:
+        with pytest.raises(OpExecError) as err:
+            _client(data_dir).submit(OpTestDelay(duration=0))
+    finally:
+        closer.join(5)
+        listener.close()
+    assert err.value.ecode == ECODE_FAULT
+    assert "closed the connection before the job ended" in err.value.msg
 
 
 def test_devcluster_down_stops_the_clusters_daemon(tmp_path: Any) -> None:
