@@ -346,8 +346,17 @@ def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data
     while not [j for j in _jobs(data_dir) if j.status == "running"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+
+    def interrupt_once_waiting() -> None:
+        # Ctrl-C while the second job waits for the holder's lock
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if len([j for j in _jobs(data_dir) if j.status == "running"]) == 2:
+                break
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_waiting).start()
     with pytest.raises(KeyboardInterrupt):
         _client(data_dir).submit(OpTestDelay(duration=0, instance_names=[INST]))
     hold.join(10)
