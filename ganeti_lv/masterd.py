@@ -274,7 +274,7 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.socket.setblocking(False)
         while True:
             try:
-                request, address = self.socket.accept()
+                request, address = self.get_request()
             except OSError:  # none waiting (or the socket is closed)
                 return
             request.setblocking(True)

@@ -206,7 +206,7 @@ def test_slow_link_without_escalation_aborts_cleanly(env: Env) -> None:
     assert "convergence policy" in err.value.msg
     assert f"keeps running on {src}, configuration unchanged" in err.value.msg
     _unchanged(env, src, serial)
-    wait_tick_above(env.ops, env.node(src), NAME, max(_ticks_now(env, src), 0))
+    wait_tick_above(env.ops, env.node(src), NAME, _ticks_now(env, src))
 
 
 def _ticks_now(env: Env, where: str) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+
+from support.waiting import wait_until
 
 from ganeti_lv.devcluster import netns
 
@@ -17,15 +18,6 @@ def _reaper(*argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=timeout,
     )
-
-
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def _ppid(pid: int) -> int | None:
@@ -63,7 +55,7 @@ def test_orphans_of_a_daemonising_command_are_adopted_and_reaped_at_once(tmp_pat
     script = f"(sh -c '{loop}' </dev/null >/dev/null 2>&1 &); exit 0"
     res = _reaper("sh", "-c", script)
     assert res.returncode == 0, res.stderr
-    assert _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5)
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 5)
     orphan = int(pidfile.read_text())
     reaper = _ppid(orphan)
     assert reaper is not None and reaper != 1
@@ -72,5 +64,5 @@ def test_orphans_of_a_daemonising_command_are_adopted_and_reaped_at_once(tmp_pat
     gate.touch()
     # Reaped by the subreaper (no zombie left for PID 1 to collect later),
     # and the subreaper leaves once it has no children.
-    assert _wait_for(lambda: not os.path.exists(f"/proc/{orphan}"), 1.0)
-    assert _wait_for(lambda: not netns.proc_alive(reaper), 2.0)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{orphan}"), 1.0)
+    assert wait_until(lambda: not netns.proc_alive(reaper), 2.0)

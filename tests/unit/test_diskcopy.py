@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from support.waiting import wait_until
 
 from ganeti_lv import diskcopy, diskcopy_helper
 from ganeti_lv.errors import ECODE_NORES, NodeError
@@ -265,9 +266,8 @@ def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
     ops.prestart_copy(n1, str(image), n2, str(second), compress="gzip")
     time.sleep(0.3)  # give the helpers time to misbehave: nothing may appear yet
     assert not first.parent.exists() and not second.parent.exists()
-    deadline = time.monotonic() + 10  # set up and waiting (slow to start on a busy machine)
-    while len(_helpers_running(str(tmp_path))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # set up and waiting (slow to start on a busy machine)
+    wait_until(lambda: len(_helpers_running(str(tmp_path))) >= 2, 10)
     assert len(_helpers_running(str(tmp_path))) >= 2
     stats = ops._op_copy_disk(n1, str(image), n2, str(first))  # the one set up: go
     assert stats.checksum == _sha(image) and _sha(first) == _sha(image)
@@ -276,9 +276,7 @@ def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
     assert other.compress == "none" and _sha(second) == _sha(image)
     ops.prestart_copy(n1, str(image), n2, str(tmp_path / "third" / "disk0.img"))
     ops.drop_prestarted_copies()
-    deadline = time.monotonic() + 10
-    while _helpers_running(str(tmp_path)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not _helpers_running(str(tmp_path)), 10)
     assert not _helpers_running(str(tmp_path))
     assert not (tmp_path / "third").exists()
 

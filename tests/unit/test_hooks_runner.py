@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import wait_dead
 
 from ganeti_lv import constants
 from ganeti_lv.errors import HooksFailure, NodeError
@@ -21,23 +22,6 @@ from ganeti_lv.ssh import SshClient
 
 REPO_HOOKS = Path(__file__).resolve().parents[2] / "hooks"
 BASE_ENV = {"PATH": constants.HOOKS_PATH, "GANETI_HOOKS_VERSION": "2"}
-
-
-def _pid_dead(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def _wait_dead(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not _pid_dead(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def _script(directory: Path, name: str, body: str, mode: int = 0o755) -> Path:
@@ -194,7 +178,7 @@ def test_timeout_kills_process_group(client: SshClient, hooks_dir: Path, tmp_pat
     recorded = [int(p) for p in pids.read_text().split()]
     assert len(recorded) == 3
     for pid in recorded:
-        assert _wait_dead(pid), f"process {pid} of a timed-out hook survived"
+        assert wait_dead(pid), f"process {pid} of a timed-out hook survived"
 
 
 def test_arbitrary_output_cannot_break_framing(client: SshClient, hooks_dir: Path) -> None:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from ganeti_lv import constants, exportinfo
 from ganeti_lv.config import ConfigStore
@@ -522,9 +523,7 @@ def test_the_master_daemon_sets_a_live_exports_copy_up_ahead_of_the_job(config, 
     daemon.run_job(op, None, lambda _line: None, Cancellation())
     # ahead of the job (its thread may still be at it) and again by the LU
     # before the snapshot (where the same copy is kept), dropped at the end
-    deadline = time.monotonic() + 5
-    while [e[0] for e in pops.events].count("prestart") < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: [e[0] for e in pops.events].count("prestart") >= 2, 5)
     kinds = [e[0] for e in pops.events]
     assert kinds.count("prestart") == 2
     assert kinds.index("prestart") < kinds.index("snapshot")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from ganeti_lv import constants, masterclient, masterd, paths
 from ganeti_lv.cancel import Cancellation
@@ -31,7 +32,7 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.jobs import JobStore
+from ganeti_lv.jobs import ACTIVE_STATUSES, JOB_STATUS_RUNNING, JobStore
 from ganeti_lv.migration_types import MigrationProgress
 from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
 
@@ -47,6 +48,10 @@ def _client(data_dir: str) -> masterclient.MasterClient:
 
 def _jobs(data_dir: str) -> list[Any]:
     return JobStore(paths.jobs_dir(data_dir)).list()
+
+
+def _running(data_dir: str) -> int:
+    return len([j for j in _jobs(data_dir) if j.status == JOB_STATUS_RUNNING])
 
 
 def test_no_daemon_means_no_client(data_dir: str) -> None:
@@ -128,12 +133,8 @@ def test_a_client_that_goes_away_does_not_stop_its_job(server: Any, data_dir: st
     op = OpTestDelay(duration=0.3, instance_names=[INST])
     sock.sendall(masterclient.encode_line({"submit": op.to_dict(), "lock_timeout": None}))
     sock.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        jobs = _jobs(data_dir)
-        if jobs and jobs[-1].status not in ("queued", "waiting", "running"):
-            break
-        time.sleep(0.05)
+    wait_until(lambda: _jobs(data_dir) and _jobs(data_dir)[-1].status not in ACTIVE_STATUSES, 10)
+    jobs = _jobs(data_dir)
     assert jobs and jobs[-1].status == "success"
 
 
@@ -240,15 +241,11 @@ def test_sigterm_lets_the_running_job_finish(program: str) -> None:
     )
     worker.start()
     log_path = paths.masterd_log(program)
-    deadline = time.monotonic() + 15
-    while "TEST_DELAY: started" not in _read(log_path) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
     os.kill(pid, signal.SIGTERM)
     worker.join(15)
     assert result == [True]
-    deadline = time.monotonic() + 10
-    while masterd.read_pid(program) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: masterd.read_pid(program) is None, 10)
     assert masterd.read_pid(program) is None
     text = _read(log_path)
     assert "signal 15: no new jobs; waiting for 1 running" in text
@@ -342,18 +339,11 @@ def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data
         )
     )
     hold.start()
-    deadline = time.monotonic() + 10
-    while not [j for j in _jobs(data_dir) if j.status == "running"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert wait_until(lambda: _running(data_dir) == 1, 10)
 
     def interrupt_once_waiting() -> None:
         # Ctrl-C while the second job waits for the holder's lock
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            if len([j for j in _jobs(data_dir) if j.status == "running"]) == 2:
-                break
-            time.sleep(0.01)
+        wait_until(lambda: _running(data_dir) == 2, 10)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_once_waiting).start()
@@ -361,10 +351,7 @@ def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data
         _client(data_dir).submit(OpTestDelay(duration=0, instance_names=[INST]))
     hold.join(10)
     assert holder == [True]
-    deadline = time.monotonic() + 10
-    while _jobs(data_dir)[-1].status in ("queued", "waiting", "running"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert wait_until(lambda: _jobs(data_dir)[-1].status not in ACTIVE_STATUSES, 10)
     waiting = _jobs(data_dir)[-1]
     assert waiting.status == "canceled"  # never ran, though the lock became free
 
@@ -374,9 +361,7 @@ def test_a_killed_daemon_is_replaced_and_a_reused_pid_is_not_signalled(program: 
     pid = masterd.read_pid(program)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while masterd.read_pid(program) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: masterd.read_pid(program) is None, 10)
     # its socket and pid file are left behind; a new daemon starts anyway
     assert os.path.exists(paths.masterd_socket(program))
     assert _start_daemon(program).returncode == 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import tenacity
+from support.waiting import wait_dead
 
 from ganeti_lv import retry
 from ganeti_lv.errors import (
@@ -41,23 +42,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _pid_dead(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def _wait_dead(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not _pid_dead(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
@@ -116,7 +100,7 @@ def test_run_timeout_kills_remote_command(client: SshClient, tmp_path: Path) -> 
     pids = [int(p) for p in pidfile.read_text().split()]
     assert len(pids) == 2
     for pid in pids:
-        assert _wait_dead(pid), f"process {pid} survived the timeout"
+        assert wait_dead(pid), f"process {pid} survived the timeout"
 
 
 def test_run_exit_124_without_timeout_is_not_a_timeout(client: SshClient) -> None:

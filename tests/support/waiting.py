@@ -1,0 +1,32 @@
+"""Polling for a condition in tests, bounded in time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def pid_dead(pid: int) -> bool:
+    """The process is gone or a zombie (it has ended, reaped or not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_dead(pid: int, within: float = 5.0) -> bool:
+    """``pid`` has ended within ``within`` seconds."""
+    return wait_until(lambda: pid_dead(pid), within)
