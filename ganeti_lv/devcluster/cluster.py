@@ -193,11 +193,7 @@ class DevCluster:
         _write(os.path.join(node.host_dir, "hosts"), lay.hosts_file(cl))
 
     def _holder_ok(self, node: lay.NodeLayout, pid: int | None) -> bool:
-        return (
-            bool(pid)
-            and netns.proc_alive(int(pid or 0))
-            and netns.proc_ns(int(pid or 0), "net") == netns.netns_link(node.netns)
-        )
+        return netns.holder_ok(node.netns, pid)
 
     def _ensure_node(
         self, cl: lay.ClusterLayout, node: lay.NodeLayout, state: dict[str, Any]
@@ -218,52 +214,25 @@ class DevCluster:
     def _create_node(
         self, cl: lay.ClusterLayout, node: lay.NodeLayout, state: dict[str, Any]
     ) -> int:
-        netns.run(["ip", "netns", "add", node.netns])
-        netns.run(
-            ["ip", "link", "add", node.veth_host, "type", "veth", "peer", "name", node.veth_peer]
+        netns.add_node_netns(
+            node.netns, node.veth_host, node.veth_peer, cl.bridge, node.address, node.prefixlen
         )
-        netns.run(["ip", "link", "set", node.veth_peer, "netns", node.netns])
-        netns.run(["ip", "link", "set", node.veth_host, "master", cl.bridge, "up"])
-        in_ns = ["ip", "-n", node.netns]
-        netns.run([*in_ns, "link", "set", node.veth_peer, "name", lay.NODE_IFACE])
-        netns.run(
-            [*in_ns, "addr", "add", f"{node.address}/{node.prefixlen}", "dev", lay.NODE_IFACE]
-        )
-        netns.run([*in_ns, "link", "set", lay.NODE_IFACE, "up"])
-        netns.run([*in_ns, "link", "set", "lo", "up"])
         holder = netns.start_holder(node.netns, os.path.join(node.host_dir, "holder.log"))
         state["holders"][node.name] = holder
         self._save_state(state)
-        script = ["set -e", f"hostname {node.name}"]
-        for src, dst in cl.node_mounts(node):
-            script.append(f"mount --bind '{src}' '{dst}'")
-        script.append(f"mount --bind '{os.path.join(node.host_dir, 'hosts')}' /etc/hosts")
-        # A node is a fresh host: the machine's own shell start-up files (which
-        # bash reads for every SSH command) are not part of it and can cost
-        # a noticeable fraction of a second per remote command.
+        mounts = [*cl.node_mounts(node), (os.path.join(node.host_dir, "hosts"), "/etc/hosts")]
         empty_rc = os.path.join(node.host_dir, "bashrc")
         with open(empty_rc, "w", encoding="utf-8") as rc:
             rc.write("# node shell start-up file (empty)\n")
-        script.append(f"[ ! -e /root/.bashrc ] || mount --bind '{empty_rc}' /root/.bashrc")
-        script.append(f"ip link add {lay.NODE_BRIDGE} type bridge")
-        script.append(f"ip link set {lay.NODE_BRIDGE} up")
-        netns.run(netns.nsenter_argv(holder, ["sh", "-c", "\n".join(script)]))
+        script = netns.node_setup_script(node.name, mounts, lay.NODE_BRIDGE, empty_rc)
+        netns.run(netns.nsenter_argv(holder, ["sh", "-c", script]))
         state["set_up"] = sorted({*state.get("set_up", []), node.name})
         self._save_state(state)
         return holder
 
     def _teardown_node(self, node: lay.NodeLayout, holder: int | None) -> None:
         """Remove what is left of a node (processes, netns, veth) before recreating it."""
-        pids = set(netns.pids_in_netns(node.netns))
-        if (
-            holder
-            and netns.proc_alive(int(holder))
-            and netns.proc_ns(int(holder), "net") != netns.proc_ns(os.getpid(), "net")
-        ):
-            pids.add(int(holder))
-        netns.kill_pids(sorted(pids))
-        netns.delete_netns(node.netns)
-        netns.delete_link(node.veth_host)
+        netns.teardown_netns(node.netns, node.veth_host, holder)
 
     def _warm_up(self, cl: lay.ClusterLayout) -> None:
         """Let every libvirtd probe qemu's capabilities now, in parallel."""
@@ -405,7 +374,7 @@ class DevCluster:
             pids.update(int(p) for p in per_node.values() if p)
         pids.update(int(p) for p in state.get("holders", {}).values() if p)
         pids.discard(os.getpid())
-        netns.kill_pids(sorted(p for p in pids if self._is_ours(p, names)))
+        netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names)))
         for name in sorted(names):
             netns.delete_netns(name)
         for link in netns.links(prefix):
@@ -416,27 +385,6 @@ class DevCluster:
                 os.unlink(path)
         for sub in ("nodes", "data", "shared", "keys"):
             shutil.rmtree(os.path.join(self.directory, sub), ignore_errors=True)
-
-    def _is_ours(self, pid: int, names: set[str]) -> bool:
-        """True if ``pid`` lives in one of our network namespaces or is a recorded holder."""
-        link = netns.proc_ns(pid, "net")
-        if link is None:
-            return False
-        ours = {netns.netns_link(n) for n in names} - {None}
-        if link in ours:
-            return True
-        # A holder whose namespace file is gone: a 'sleep' in an unnamed foreign netns
-        # (one still named belongs to someone else's cluster).
-        named = {netns.netns_link(n) for n in netns.list_netns("")}
-        if link in named:
-            return False
-        own = netns.proc_ns(os.getpid(), "net")
-        try:
-            with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
-                comm = fh.read().strip()
-        except OSError:
-            return False
-        return link != own and comm == "sleep"
 
     # --- status ------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ DEFAULT_DIR = "/var/tmp/ganeti-lv-devcluster"
 DEFAULT_SUBNET = "10.250.0.0/24"
 MAX_NODES = 3
 NODE_BRIDGE = "gnt-br0"
-NODE_IFACE = "eth0"
 IFNAMSIZ = 15
 
 # Node-local paths of the ganeti_lv cluster configuration (as seen on a node).
@@ -238,11 +237,16 @@ def qemu_conf(node: NodeLayout) -> str:
 
 def sshd_config(node: NodeLayout) -> str:
     """sshd_config of a node: its own host key, listening on the node address only."""
+    return sshd_config_text(node.address, f"{node.sshd_dir}/ssh_host_ed25519_key", PIDFILES["sshd"])
+
+
+def sshd_config_text(address: str, host_key: str, pidfile: str) -> str:
+    """sshd_config of a test node: root by key only, on ``address`` only."""
     return (
-        f"ListenAddress {node.address}\n"
+        f"ListenAddress {address}\n"
         "Port 22\n"
-        f"HostKey {node.sshd_dir}/ssh_host_ed25519_key\n"
-        f"PidFile {PIDFILES['sshd']}\n"
+        f"HostKey {host_key}\n"
+        f"PidFile {pidfile}\n"
         "PermitRootLogin prohibit-password\n"
         "PubkeyAuthentication yes\n"
         "PasswordAuthentication no\n"

@@ -1,0 +1,527 @@
+"""A real Ganeti 3.0 peer cluster beside the local cluster.
+
+``PeerCluster(dir).up()`` installs Debian's ``ganeti`` and ``ganeti-os-noop``
+when missing, builds two nodes (network, mount and UTS namespaces kept by a
+holder process, per-node directories bind-mounted over Ganeti's and SSH's
+directories, a ``gnt-br0`` bridge, an sshd each), initialises a Ganeti
+cluster for TCG with the file and sharedfile disk templates on node 1 and
+adds node 2. ``add_instance`` adds the local cluster's test guest as a
+Ganeti instance and waits for its ready line. ``down`` stops every process
+of the peer by PID (each checked to live in the peer's namespaces), removes
+namespaces, links and the directory's state, and checks nothing is left.
+
+Python API for tests and benchmarks::
+
+    peer = PeerCluster("/var/tmp/my-peer")
+    info = peer.up()                                  # DIR/peer.json
+    peer.gnt(["gnt-node", "list"])                    # on the master
+    peer.run("node2", ["gnt-node", "list"])           # on any node
+    peer.add_instance("inst1")                        # boots the test guest
+    peer.down()
+
+What ``up`` started is recorded in ``DIR/state.json``; all kernel object
+names derive from a short id of DIR (``gpr<id>...``), so ``down`` cleans up
+by PID and by name even after an interrupted ``up``.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ganeti_lv.devcluster import daemons, guest, netns, peerinstall
+from ganeti_lv.devcluster import peerlayout as pl
+from ganeti_lv.errors import (
+    ECODE_EXISTS,
+    ECODE_NOENT,
+    ECODE_NORES,
+    ECODE_STATE,
+    OpExecError,
+    OpPrereqError,
+)
+
+FeedbackFn = Callable[[str], None]
+READY_RE = r"^GUEST-READY$"
+
+
+def _quiet(_msg: str) -> None:
+    """Feedback function dropping messages."""
+
+
+def _write(path: str, text: str, mode: int = 0o644) -> None:
+    """Write a small text file atomically with ``mode``."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _keygen(path: str, comment: str) -> None:
+    """Create an RSA key pair (Ganeti's default key type) at ``path`` unless it exists."""
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        netns.run(
+            ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", comment, "-f", path]
+        )
+
+
+class PeerCluster:
+    """The Ganeti peer cluster kept in ``directory``."""
+
+    def __init__(
+        self,
+        directory: str = pl.DEFAULT_DIR,
+        cache_dir: str = guest.DEFAULT_CACHE_DIR,
+        feedback_fn: FeedbackFn = _quiet,
+    ) -> None:
+        self.directory = os.path.realpath(directory)
+        self.cache_dir = cache_dir
+        self.feedback_fn = feedback_fn
+
+    # --- state -------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            with open(os.path.join(self.directory, "state.json"), encoding="utf-8") as fh:
+                return json.load(fh)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, "state.json")
+        _write(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    def layout(self) -> pl.PeerLayout:
+        """Layout of the peer as recorded (the default subnet if none)."""
+        return pl.PeerLayout.build(
+            self.directory, self._load_state().get("subnet", pl.DEFAULT_SUBNET)
+        )
+
+    @property
+    def info_file(self) -> str:
+        """Path of DIR/peer.json."""
+        return os.path.join(self.directory, "peer.json")
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The content of DIR/peer.json (written by ``up``)."""
+        with open(self.info_file, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    # --- up ----------------------------------------------------------------
+
+    def up(self, subnet: str | None = None, instance: str | None = None) -> dict[str, Any]:
+        """Bring the peer up (a running one is kept) and return its description."""
+        start = time.monotonic()
+        state = self._load_state()
+        if state.get("holders"):
+            if subnet is not None and state.get("subnet") != subnet:
+                raise OpPrereqError(
+                    f"The peer in {self.directory} runs on {state.get('subnet')};"
+                    " run 'peer down' first to change it",
+                    ECODE_STATE,
+                )
+            if not self.status()["running"]:
+                self.feedback_fn("the peer is not fully running: rebuilding it")
+                subnet = state.get("subnet")
+                self.down()
+                state = {}
+        layout = pl.PeerLayout.build(
+            self.directory, subnet or state.get("subnet") or pl.DEFAULT_SUBNET
+        )
+        if not state.get("initialised"):
+            apt_s = peerinstall.ensure_packages(self.feedback_fn)
+            netns.check_subnet_free(str(layout.subnet), layout.bridge)
+            state = {"cid": layout.cid, "subnet": str(layout.subnet), "holders": {}}
+            state["apt_seconds"] = apt_s
+            self._save_state(state)
+            self._build(layout, state)
+            state["up_seconds"] = round(time.monotonic() - start, 1)
+            self._save_state(state)
+        image = guest.build_guest(self.cache_dir, self.feedback_fn)
+        self._write_info(layout, image)
+        if instance and instance not in state.get("instances", {}):
+            self.add_instance(instance)
+        return self.info
+
+    def _build(self, layout: pl.PeerLayout, state: dict[str, Any]) -> None:
+        """Create both nodes, initialise the cluster on node 1 and add node 2."""
+        self._prepare_files(layout)
+        netns.ensure_bridge(layout.bridge, layout.bridge_address, layout.subnet.prefixlen)
+        for node in layout.nodes:
+            self.feedback_fn(f"creating {node.fqdn} ({node.address}, netns {node.netns})")
+            self._create_node(layout, node, state)
+            state.setdefault("sshd", {})[node.name] = self._start_sshd(node)
+            self._save_state(state)
+        self.feedback_fn(f"gnt-cluster init {layout.cluster_fqdn} (TCG, file + sharedfile)")
+        self._reaped(layout.master.name, pl.cluster_init_argv(layout), timeout=300)
+        password = secrets.token_hex(12)
+        self._write_rapi_users(layout.master, password)
+        state["rapi"] = {"user": pl.RAPI_USER, "password": password}
+        self._save_state(state)
+        for node in layout.nodes[1:]:
+            self.feedback_fn(f"gnt-node add {node.fqdn}")
+            self.gnt(["gnt-node", "add", "--no-ssh-key-check", node.fqdn], timeout=300)
+        self._wait_rapi(layout)
+        state["initialised"] = True
+        self._save_state(state)
+
+    def _prepare_files(self, layout: pl.PeerLayout) -> None:
+        """Keys and every node's directories and configuration files."""
+        _keygen(layout.key_file, f"root@{layout.master.fqdn}")
+        _keygen(layout.host_key_file, f"host@{pl.DOMAIN}")
+        for path in (layout.shared_dir, layout.console_dir):
+            os.makedirs(path, exist_ok=True)
+        with open("/etc/default/ganeti", encoding="utf-8") as fh:
+            defaults = pl.default_ganeti(fh.read())
+        with open(layout.key_file + ".pub", encoding="utf-8") as fh:
+            root_pub = fh.read()
+        with open(layout.host_key_file + ".pub", encoding="utf-8") as fh:
+            host_pub = " ".join(fh.read().split()[:2])
+        names = [n for node in layout.nodes for n in (node.fqdn, node.name, node.address)]
+        names += [layout.cluster_fqdn, layout.master_ip]
+        known = f"{','.join(names)} {host_pub}\n"
+        for node in layout.nodes:
+            for sub, mount in pl.NODE_MOUNTS:
+                os.makedirs(os.path.join(node.host_dir, sub), exist_ok=True)
+                os.makedirs(mount, exist_ok=True)  # the mount point on the machine
+            etc = node.host_path("/etc/ganeti")
+            shutil.copytree("/etc/ganeti", etc, symlinks=True, dirs_exist_ok=True)
+            _write(os.path.join(etc, "file-storage-paths"), pl.file_storage_paths())
+            srv = node.host_path("/srv/ganeti")
+            for sub in ("file-storage", "shared-file-storage"):
+                os.makedirs(os.path.join(srv, sub), exist_ok=True)
+            ssh_etc = node.host_path("/etc/ssh")
+            _write(os.path.join(ssh_etc, "sshd_config"), pl.sshd_config(node))
+            for suffix, mode in (("", 0o600), (".pub", 0o644)):
+                dst = os.path.join(ssh_etc, "ssh_host_rsa_key" + suffix)
+                shutil.copyfile(layout.host_key_file + suffix, dst)
+                os.chmod(dst, mode)
+            os.chmod(node.host_path("/run/sshd"), 0o755)
+            ssh = node.host_path("/root/.ssh")
+            os.chmod(ssh, 0o700)
+            for suffix, mode in (("", 0o600), (".pub", 0o644)):
+                dst = os.path.join(ssh, "id_rsa" + suffix)
+                shutil.copyfile(layout.key_file + suffix, dst)
+                os.chmod(dst, mode)
+            _write(os.path.join(ssh, "authorized_keys"), root_pub, 0o600)
+            _write(os.path.join(ssh, "known_hosts"), known)
+            _write(os.path.join(node.host_dir, "hosts"), pl.hosts_file(layout))
+            _write(os.path.join(node.host_dir, "default-ganeti"), defaults)
+            _write(os.path.join(node.host_dir, "bashrc"), "# node shell start-up file (empty)\n")
+
+    def _create_node(self, layout: pl.PeerLayout, node: pl.PeerNode, state: dict[str, Any]) -> None:
+        """Namespaces, veth, holder, bind mounts, host name and guest bridge of a node."""
+        netns.teardown_netns(node.netns, node.veth_host, None)
+        netns.add_node_netns(
+            node.netns, node.veth_host, node.veth_peer, layout.bridge, node.address, node.prefixlen
+        )
+        holder = netns.start_holder(node.netns, os.path.join(node.host_dir, "holder.log"))
+        state["holders"][node.name] = holder
+        self._save_state(state)
+        script = netns.node_setup_script(
+            node.fqdn,
+            layout.node_mounts(node),
+            pl.NODE_BRIDGE,
+            os.path.join(node.host_dir, "bashrc"),
+        )
+        netns.run(netns.nsenter_argv(holder, ["sh", "-c", script]))
+
+    def _start_sshd(self, node: pl.PeerNode, timeout: float = 30) -> int:
+        """Start the node's sshd (below a reaper, as everything it starts); return its PID."""
+        self._reaped(node.name, ["/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config"], timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self._daemon_pid(node, pl.SSHD_PIDFILE)
+            if pid is not None and daemons.port_open(node.address, 22):
+                return pid
+            time.sleep(0.05)
+        raise OpExecError(f"sshd on {node.fqdn} did not become ready within {timeout}s")
+
+    def _reaped(self, node: str, argv: Sequence[str], timeout: float) -> None:
+        """Run ``argv`` on the node below a subreaper that stays for its daemons.
+
+        Daemons started by it (sshd; Ganeti's daemons and, through them, qemu)
+        are reaped as soon as they exit, as PID 1 does on a real node.
+        """
+        reaper = [sys.executable, "-m", "ganeti_lv.devcluster.reaper", "--", *argv]
+        self.run(node, reaper, timeout=timeout)
+
+    def _write_rapi_users(self, master: pl.PeerNode, password: str) -> None:
+        """The RAPI users file on the master: one user with write access."""
+        path = master.host_path(pl.RAPI_USERS_FILE)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write(path, pl.rapi_users(pl.RAPI_USER, password), 0o640)
+        os.chown(path, pwd.getpwnam("gnt-rapi").pw_uid, grp.getgrnam("gnt-masterd").gr_gid)
+
+    def _wait_rapi(self, layout: pl.PeerLayout, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not daemons.port_open(layout.master_ip, pl.RAPI_PORT):
+            if time.monotonic() > deadline:
+                raise OpExecError(f"RAPI on {layout.master_ip}:{pl.RAPI_PORT} did not answer")
+            time.sleep(0.1)
+
+    def _write_info(self, layout: pl.PeerLayout, image: guest.GuestImage) -> None:
+        state = self._load_state()
+        info = describe(layout, state, image)
+        _write(self.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    # --- running commands ----------------------------------------------------------
+
+    def holder(self, node: str) -> int:
+        """PID of the process holding the node's namespaces."""
+        nl = self.layout().node(node)
+        pid = self._load_state().get("holders", {}).get(nl.name)
+        if not netns.holder_ok(nl.netns, pid):
+            raise OpPrereqError(f"Peer node '{node}' is not running", ECODE_STATE)
+        return int(pid)
+
+    def run(
+        self,
+        node: str,
+        argv: Sequence[str],
+        check: bool = True,
+        input: str | None = None,
+        timeout: float | None = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the node's namespaces, as root on that host would.
+
+        The environment is a node's login one (PATH with the sbin directories,
+        HOME=/root), not this process's. Output is captured as text;
+        OpExecError when ``check`` and the command fails.
+        """
+        res = subprocess.run(
+            netns.nsenter_argv(self.holder(node), argv),
+            env=daemons.DAEMON_ENV,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and res.returncode != 0:
+            raise OpExecError(
+                f"{' '.join(argv)} on peer {node} failed ({res.returncode}): "
+                f"{(res.stderr.strip() or res.stdout.strip())[-3000:]}"
+            )
+        return res
+
+    def gnt(self, argv: Sequence[str], check: bool = True, timeout: float | None = 300) -> str:
+        """Run a Ganeti command on the master; return its standard output."""
+        return self.run(self.layout().master.name, argv, check=check, timeout=timeout).stdout
+
+    # --- instances -------------------------------------------------------------
+
+    def add_instance(
+        self,
+        name: str,
+        node: str = "node1",
+        template: str = "sharedfile",
+        dirtymb: int = 0,
+        boot_timeout: float = 180,
+    ) -> dict[str, Any]:
+        """Add the test guest as Ganeti instance ``name`` on ``node``; wait for its ready line.
+
+        Refused (nothing changed) when the machine already runs its share of
+        guests (``guest.MAX_RUNNING_GUESTS``, counting every cluster's).
+        """
+        layout = self.layout()
+        pl.check_instance_name(name)
+        target = layout.node(node)
+        if name in self._load_state().get("instances", {}):
+            raise OpPrereqError(f"Peer instance '{name}' exists already", ECODE_EXISTS)
+        running = guest.running_guests()
+        if len(running) >= guest.MAX_RUNNING_GUESTS:
+            raise OpPrereqError(
+                f"{len(running)} guests run on this machine already (qemu PIDs {running});"
+                f" at most {guest.MAX_RUNNING_GUESTS} at once",
+                ECODE_NORES,
+            )
+        image = guest.build_guest(self.cache_dir, self.feedback_fn)
+        console = layout.console_log(name)
+        if os.path.exists(console):
+            os.unlink(console)
+        argv = pl.instance_add_argv(layout, name, target, image, template, dirtymb=dirtymb)
+        self.feedback_fn(f"gnt-instance add {name} ({template}) on {target.fqdn}")
+        state = self._load_state()
+        state.setdefault("instances", {})[name] = {"template": template}
+        self._save_state(state)
+        self.gnt(argv, timeout=600)
+        guest.wait_console(console, READY_RE, boot_timeout)
+        self._write_info(layout, image)
+        return {"name": name, "node": target.name, "console_log": console}
+
+    def remove_instance(self, name: str) -> None:
+        """Remove peer instance ``name`` (stopped at once)."""
+        state = self._load_state()
+        if name not in state.get("instances", {}):
+            raise OpPrereqError(f"Peer instance '{name}' not known", ECODE_NOENT)
+        self.gnt(["gnt-instance", "remove", "-f", "--shutdown-timeout=0", name])
+        del state["instances"][name]
+        self._save_state(state)
+        layout = self.layout()
+        console = layout.console_log(name)
+        if os.path.exists(console):
+            os.unlink(console)
+        self._write_info(layout, guest.build_guest(self.cache_dir))
+
+    def instance_node(self, name: str) -> str:
+        """Short name of the node Ganeti runs instance ``name`` on."""
+        out = self.gnt(["gnt-instance", "list", "--no-headers", "-o", "pnode", name])
+        return self.layout().node(out.strip()).name
+
+    def console_log(self, name: str) -> str:
+        """Host path of the instance's serial console log."""
+        return self.layout().console_log(name)
+
+    # --- status ------------------------------------------------------------------
+
+    def _daemon_pid(self, node: pl.PeerNode, pidfile: str) -> int | None:
+        """PID from a node's pid file when that process runs in the node's netns."""
+        pid = netns.read_pidfile(node.host_path(pidfile))
+        if pid is None or not netns.proc_alive(pid):
+            return None
+        return pid if netns.proc_ns(pid, "net") == netns.netns_link(node.netns) else None
+
+    def status(self) -> dict[str, Any]:
+        """What runs: per node the holder, sshd and Ganeti's daemons (None = not running)."""
+        state = self._load_state()
+        if not state:
+            return {"directory": self.directory, "running": False, "nodes": {}}
+        layout = self.layout()
+        nodes: dict[str, Any] = {}
+        for node in layout.nodes:
+            holder = state.get("holders", {}).get(node.name)
+            entry: dict[str, Any] = {
+                "netns": node.netns if netns.netns_exists(node.netns) else None,
+                "holder": holder if netns.holder_ok(node.netns, holder) else None,
+                "link_up": netns.link_is_up(node.veth_host),
+                "sshd": self._daemon_pid(node, pl.SSHD_PIDFILE),
+            }
+            wanted = pl.MASTER_DAEMONS if node == layout.master else pl.NODE_DAEMONS
+            for name in wanted:
+                entry[name] = self._daemon_pid(node, f"{pl.GANETI_RUN_DIR}/{name}.pid")
+            nodes[node.name] = entry
+        running = bool(state.get("initialised")) and all(
+            all(v for v in e.values()) for e in nodes.values()
+        )
+        return {
+            "directory": self.directory,
+            "running": running,
+            "subnet": str(layout.subnet),
+            "bridge": layout.bridge if netns.link_exists(layout.bridge) else None,
+            "cluster": layout.cluster_fqdn,
+            "master": layout.master.fqdn,
+            "instances": sorted(state.get("instances", {})),
+            "nodes": nodes,
+        }
+
+    # --- down --------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop everything of the peer by PID, remove namespaces, links and state.
+
+        Raises OpExecError when something of the peer is still there afterwards.
+        """
+        state = self._load_state()
+        layout = self.layout()
+        names = set(netns.list_netns(layout.prefix + "n")) | {n.netns for n in layout.nodes}
+        pids: set[int] = set()
+        for name in names:
+            pids.update(netns.pids_in_netns(name))
+        pids.update(int(p) for p in state.get("holders", {}).values() if p)
+        pids.update(int(p) for p in state.get("sshd", {}).values() if p)
+        pids.discard(os.getpid())
+        netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names)))
+        for name in sorted(names):
+            netns.delete_netns(name)
+        for link in netns.links(layout.prefix):
+            netns.delete_link(link)
+        for sub in ("state.json", "peer.json"):
+            path = os.path.join(self.directory, sub)
+            if os.path.exists(path):
+                os.unlink(path)
+        for sub in ("nodes", "shared", "consoles", "keys"):
+            shutil.rmtree(os.path.join(self.directory, sub), ignore_errors=True)
+        left = leftovers(layout, sorted(pids))
+        if left:
+            raise OpExecError(f"peer in {self.directory} not fully down: {'; '.join(left)}")
+
+
+def leftovers(layout: pl.PeerLayout, pids: Sequence[int] = ()) -> list[str]:
+    """What of the peer still exists: namespaces, links, processes, mounts."""
+    left = [f"netns {n}" for n in netns.list_netns(layout.prefix)]
+    left += [f"link {n}" for n in netns.links(layout.prefix)]
+    left += [f"process {p}" for p in pids if netns.proc_alive(p)]
+    for pid in netns.all_pids():
+        try:
+            with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as fh:
+                mounts = fh.read()
+        except OSError:
+            continue
+        if layout.directory + "/" in mounts:
+            left.append(f"mounts of {layout.directory} seen by process {pid}")
+    return left
+
+
+def describe(
+    layout: pl.PeerLayout, state: dict[str, Any], image: guest.GuestImage
+) -> dict[str, Any]:
+    """The peer's description (peer.json)."""
+    nodes = [
+        {
+            "name": n.name,
+            "fqdn": n.fqdn,
+            "address": n.address,
+            "netns": n.netns,
+            "veth": n.veth_host,
+            "holder_pid": state.get("holders", {}).get(n.name),
+            "host_dir": n.host_dir,
+            "run": netns.nsenter_argv(state.get("holders", {}).get(n.name, 0), []),
+        }
+        for n in layout.nodes
+    ]
+    rapi = state.get("rapi", {})
+    return {
+        "kind": "ganeti-peer",
+        "directory": layout.directory,
+        "cluster_name": layout.cluster_fqdn,
+        "master": layout.master.fqdn,
+        "master_ip": layout.master_ip,
+        "subnet": str(layout.subnet),
+        "host_bridge": layout.bridge,
+        "bridge": pl.NODE_BRIDGE,
+        "hypervisor": "kvm (kvm_flag=disabled: TCG)",
+        "disk_templates": ["file", "sharedfile"],
+        "os": "noop",
+        "nodes": nodes,
+        "rapi": {
+            "host": layout.master_ip,
+            "port": pl.RAPI_PORT,
+            "user": rapi.get("user"),
+            "password": rapi.get("password"),
+            "cert_file": layout.master.host_path(pl.RAPI_CERT),
+        },
+        "storage": {
+            "file_storage_dir": pl.FILE_STORAGE_DIR,
+            "shared_file_storage_dir": pl.SHARED_FILE_STORAGE_DIR,
+            "host_shared_dir": layout.shared_dir,
+            "export_dir": "/var/lib/ganeti/export",
+        },
+        "guest": {"kernel": image.kernel, "initrd": image.initrd},
+        "instances": {
+            name: {**entry, "console_log": layout.console_log(name)}
+            for name, entry in sorted(state.get("instances", {}).items())
+        },
+        "timings": {"apt_seconds": state.get("apt_seconds"), "up_seconds": state.get("up_seconds")},
+    }
