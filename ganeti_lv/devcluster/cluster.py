@@ -20,38 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ganeti_lv import paths
-from ganeti_lv.devcluster import clusterinit, daemons, guest, netns
+from ganeti_lv.devcluster import clusterinit, daemons, files, guest, netns
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.errors import ECODE_STATE, GenericError, OpExecError, OpPrereqError
 
 FeedbackFn = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    """Feedback function dropping messages."""
-
-
-def _write(path: str, text: str, mode: int = 0o644) -> None:
-    """Write a small text file atomically with ``mode``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def _keygen(path: str, comment: str) -> None:
-    """Create an ed25519 key pair at ``path`` unless it exists."""
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        netns.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
-
-
-def _pubkey(path: str) -> str:
-    """``"<type> <base64>"`` of a public key file."""
-    with open(path, encoding="utf-8") as fh:
-        fields = fh.read().split()
-    return f"{fields[0]} {fields[1]}"
 
 
 class DevCluster:
@@ -61,7 +34,7 @@ class DevCluster:
         self,
         directory: str = lay.DEFAULT_DIR,
         cache_dir: str = guest.DEFAULT_CACHE_DIR,
-        feedback_fn: FeedbackFn = _quiet,
+        feedback_fn: FeedbackFn = files.quiet,
     ) -> None:
         self.directory = os.path.realpath(directory)
         self.cache_dir = cache_dir
@@ -84,7 +57,7 @@ class DevCluster:
 
     def _save_state(self, state: dict[str, Any]) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        _write(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        files.write_file(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def layout(self) -> lay.ClusterLayout:
         """Layout of the cluster as recorded (ConfigurationError-free: defaults if none)."""
@@ -151,12 +124,12 @@ class DevCluster:
         self._save_state(state)
         clusterinit.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn)
         info = self._describe(cl, image, dtype)
-        _write(cl.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        files.write_file(cl.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
         return info
 
     def _prepare_files(self, cl: lay.ClusterLayout) -> dict[str, str]:
         """Write keys and per-node configuration; return each node's host key."""
-        _keygen(cl.key_file, f"ganeti-lv-devcluster@{cl.cid}")
+        files.keygen(cl.key_file, f"ganeti-lv-devcluster@{cl.cid}")
         host_keys: dict[str, str] = {}
         for node in cl.nodes:
             for sub, mount in lay.NODE_MOUNTS:
@@ -167,8 +140,8 @@ class DevCluster:
             # directory exists before the first domain arrives (also by migration).
             os.makedirs(os.path.join(node.host_dir, "log-libvirt", "qemu"), exist_ok=True)
             key = os.path.join(node.sshd_dir, "ssh_host_ed25519_key")
-            _keygen(key, f"root@{node.name}")
-            host_keys[node.name] = _pubkey(key + ".pub")
+            files.keygen(key, f"root@{node.name}")
+            host_keys[node.name] = files.pubkey(key + ".pub")
         os.makedirs(cl.shared_dir, exist_ok=True)
         os.makedirs(lay.SHARED_FILE_STORAGE_DIR, exist_ok=True)
         known = lay.known_hosts(cl, host_keys)
@@ -178,19 +151,19 @@ class DevCluster:
 
     def _write_node_files(self, cl: lay.ClusterLayout, node: lay.NodeLayout, known: str) -> None:
         etc = node.host_path("/etc/libvirt")
-        _write(os.path.join(etc, "libvirtd.conf"), lay.libvirtd_conf(node))
-        _write(os.path.join(etc, "qemu.conf"), lay.qemu_conf(node))
-        _write(os.path.join(node.sshd_dir, "sshd_config"), lay.sshd_config(node))
+        files.write_file(os.path.join(etc, "libvirtd.conf"), lay.libvirtd_conf(node))
+        files.write_file(os.path.join(etc, "qemu.conf"), lay.qemu_conf(node))
+        files.write_file(os.path.join(node.sshd_dir, "sshd_config"), lay.sshd_config(node))
         ssh = node.host_path("/root/.ssh")
         os.chmod(ssh, 0o700)
         shutil.copyfile(cl.key_file, os.path.join(ssh, "id_cluster"))
         os.chmod(os.path.join(ssh, "id_cluster"), 0o600)
-        pub = _pubkey(cl.key_file + ".pub")
-        _write(os.path.join(ssh, "id_cluster.pub"), pub + "\n")
-        _write(os.path.join(ssh, "authorized_keys"), pub + "\n", 0o600)
-        _write(os.path.join(ssh, "known_hosts"), known)
-        _write(os.path.join(ssh, "config"), lay.ssh_client_config(), 0o600)
-        _write(os.path.join(node.host_dir, "hosts"), lay.hosts_file(cl))
+        pub = files.pubkey(cl.key_file + ".pub")
+        files.write_file(os.path.join(ssh, "id_cluster.pub"), pub + "\n")
+        files.write_file(os.path.join(ssh, "authorized_keys"), pub + "\n", 0o600)
+        files.write_file(os.path.join(ssh, "known_hosts"), known)
+        files.write_file(os.path.join(ssh, "config"), lay.ssh_client_config(), 0o600)
+        files.write_file(os.path.join(node.host_dir, "hosts"), lay.hosts_file(cl))
 
     def _holder_ok(self, node: lay.NodeLayout, pid: int | None) -> bool:
         return netns.holder_ok(node.netns, pid)
@@ -270,7 +243,7 @@ class DevCluster:
         self.feedback_fn(f"domain type: {result}")
         known[key] = result
         os.makedirs(self.cache_dir, exist_ok=True)
-        _write(cache, json.dumps(known, indent=2) + "\n")
+        files.write_file(cache, json.dumps(known, indent=2) + "\n")
         return result
 
     def boot_probe(
@@ -284,7 +257,7 @@ class DevCluster:
         if os.path.exists(log):
             os.unlink(log)
         cmdline = guest.kernel_args(name, patmb=0, dirtymb=0)
-        _write(xml_file, guest.domain_xml(name, domain_type, image, cmdline, None, log))
+        files.write_file(xml_file, guest.domain_xml(name, domain_type, image, cmdline, None, log))
         try:
             res = self.node_exec(node, ["virsh", "create", xml_file], check=False)
             if res.returncode != 0:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ganeti_lv.devcluster import daemons, guest, netns, peerinstall
+from ganeti_lv.devcluster import daemons, files, guest, netns, peerinstall
 from ganeti_lv.devcluster import peerlayout as pl
 from ganeti_lv.errors import (
     ECODE_EXISTS,
@@ -53,28 +53,6 @@ FeedbackFn = Callable[[str], None]
 READY_RE = r"^GUEST-READY$"
 
 
-def _quiet(_msg: str) -> None:
-    """Feedback function dropping messages."""
-
-
-def _write(path: str, text: str, mode: int = 0o644) -> None:
-    """Write a small text file atomically with ``mode``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def _keygen(path: str, comment: str) -> None:
-    """Create an RSA key pair (Ganeti's default key type) at ``path`` unless it exists."""
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        netns.run(
-            ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-C", comment, "-f", path]
-        )
-
-
 class PeerCluster:
     """The Ganeti peer cluster kept in ``directory``."""
 
@@ -82,7 +60,7 @@ class PeerCluster:
         self,
         directory: str = pl.DEFAULT_DIR,
         cache_dir: str = guest.DEFAULT_CACHE_DIR,
-        feedback_fn: FeedbackFn = _quiet,
+        feedback_fn: FeedbackFn = files.quiet,
     ) -> None:
         self.directory = os.path.realpath(directory)
         self.cache_dir = cache_dir
@@ -100,7 +78,7 @@ class PeerCluster:
     def _save_state(self, state: dict[str, Any]) -> None:
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, "state.json")
-        _write(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        files.write_file(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def layout(self) -> pl.PeerLayout:
         """Layout of the peer as recorded (the default subnet if none)."""
@@ -179,16 +157,14 @@ class PeerCluster:
 
     def _prepare_files(self, layout: pl.PeerLayout) -> None:
         """Keys and every node's directories and configuration files."""
-        _keygen(layout.key_file, f"root@{layout.master.fqdn}")
-        _keygen(layout.host_key_file, f"host@{pl.DOMAIN}")
+        files.keygen(layout.key_file, f"root@{layout.master.fqdn}", "rsa")
+        files.keygen(layout.host_key_file, f"host@{pl.DOMAIN}", "rsa")
         for path in (layout.shared_dir, layout.console_dir):
             os.makedirs(path, exist_ok=True)
         with open("/etc/default/ganeti", encoding="utf-8") as fh:
             defaults = pl.default_ganeti(fh.read())
-        with open(layout.key_file + ".pub", encoding="utf-8") as fh:
-            root_pub = fh.read()
-        with open(layout.host_key_file + ".pub", encoding="utf-8") as fh:
-            host_pub = " ".join(fh.read().split()[:2])
+        root_pub = files.pubkey(layout.key_file + ".pub") + "\n"
+        host_pub = files.pubkey(layout.host_key_file + ".pub")
         names = [n for node in layout.nodes for n in (node.fqdn, node.name, node.address)]
         names += [layout.cluster_fqdn, layout.master_ip]
         known = f"{','.join(names)} {host_pub}\n"
@@ -198,12 +174,12 @@ class PeerCluster:
                 os.makedirs(mount, exist_ok=True)  # the mount point on the machine
             etc = node.host_path("/etc/ganeti")
             shutil.copytree("/etc/ganeti", etc, symlinks=True, dirs_exist_ok=True)
-            _write(os.path.join(etc, "file-storage-paths"), pl.file_storage_paths())
+            files.write_file(os.path.join(etc, "file-storage-paths"), pl.file_storage_paths())
             srv = node.host_path("/srv/ganeti")
             for sub in ("file-storage", "shared-file-storage"):
                 os.makedirs(os.path.join(srv, sub), exist_ok=True)
             ssh_etc = node.host_path("/etc/ssh")
-            _write(os.path.join(ssh_etc, "sshd_config"), pl.sshd_config(node))
+            files.write_file(os.path.join(ssh_etc, "sshd_config"), pl.sshd_config(node))
             for suffix, mode in (("", 0o600), (".pub", 0o644)):
                 dst = os.path.join(ssh_etc, "ssh_host_rsa_key" + suffix)
                 shutil.copyfile(layout.host_key_file + suffix, dst)
@@ -215,11 +191,13 @@ class PeerCluster:
                 dst = os.path.join(ssh, "id_rsa" + suffix)
                 shutil.copyfile(layout.key_file + suffix, dst)
                 os.chmod(dst, mode)
-            _write(os.path.join(ssh, "authorized_keys"), root_pub, 0o600)
-            _write(os.path.join(ssh, "known_hosts"), known)
-            _write(os.path.join(node.host_dir, "hosts"), pl.hosts_file(layout))
-            _write(os.path.join(node.host_dir, "default-ganeti"), defaults)
-            _write(os.path.join(node.host_dir, "bashrc"), "# node shell start-up file (empty)\n")
+            files.write_file(os.path.join(ssh, "authorized_keys"), root_pub, 0o600)
+            files.write_file(os.path.join(ssh, "known_hosts"), known)
+            files.write_file(os.path.join(node.host_dir, "hosts"), pl.hosts_file(layout))
+            files.write_file(os.path.join(node.host_dir, "default-ganeti"), defaults)
+            files.write_file(
+                os.path.join(node.host_dir, "bashrc"), "# node shell start-up file (empty)\n"
+            )
 
     def _create_node(self, layout: pl.PeerLayout, node: pl.PeerNode, state: dict[str, Any]) -> None:
         """Namespaces, veth, holder, bind mounts, host name and guest bridge of a node."""
@@ -262,7 +240,7 @@ class PeerCluster:
         """The RAPI users file on the master: one user with write access."""
         path = master.host_path(pl.RAPI_USERS_FILE)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        _write(path, pl.rapi_users(pl.RAPI_USER, password), 0o640)
+        files.write_file(path, pl.rapi_users(pl.RAPI_USER, password), 0o640)
         os.chown(path, pwd.getpwnam("gnt-rapi").pw_uid, grp.getgrnam("gnt-masterd").gr_gid)
 
     def _wait_rapi(self, layout: pl.PeerLayout, timeout: float = 30) -> None:
@@ -275,7 +253,7 @@ class PeerCluster:
     def _write_info(self, layout: pl.PeerLayout, image: guest.GuestImage) -> None:
         state = self._load_state()
         info = describe(layout, state, image)
-        _write(self.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        files.write_file(self.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     # --- running commands ----------------------------------------------------------
 
