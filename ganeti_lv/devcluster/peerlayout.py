@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ganeti_lv.devcluster import guest
 from ganeti_lv.devcluster import layout as lay
@@ -88,18 +89,13 @@ def check_instance_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class PeerNode:
+class PeerNode(lay.NodeLayout):
     """Everything that names one node of the Ganeti peer."""
 
-    index: int
-    name: str
-    fqdn: str
-    address: str
-    prefixlen: int
-    netns: str
-    veth_host: str
-    veth_peer: str
-    host_dir: str
+    @property
+    def fqdn(self) -> str:
+        """The node's fully qualified name (its host name and Ganeti node name)."""
+        return f"{self.name}.{DOMAIN}"
 
     def host_path(self, node_path: str) -> str:
         """Host-side path backing a path inside one of the node's own mounts."""
@@ -110,12 +106,11 @@ class PeerNode:
 
 
 @dataclass(frozen=True)
-class PeerLayout:
+class PeerLayout(lay.BridgedLayout):
     """Names and paths of a whole Ganeti peer."""
 
-    directory: str
-    cid: str
-    subnet: ipaddress.IPv4Network
+    KIND_PREFIX: ClassVar[str] = "gpr"
+
     nodes: tuple[PeerNode, ...]
 
     @classmethod
@@ -124,36 +119,8 @@ class PeerLayout:
         directory = os.path.realpath(directory)
         net = parse_subnet(subnet)
         cid = lay.cluster_id(directory)
-        nodes = tuple(
-            PeerNode(
-                index=i,
-                name=f"node{i}",
-                fqdn=f"node{i}.{DOMAIN}",
-                address=str(net.network_address + i),
-                prefixlen=net.prefixlen,
-                netns=f"gpr{cid}n{i}",
-                veth_host=f"gpr{cid}v{i}",
-                veth_peer=f"gpr{cid}p{i}",
-                host_dir=os.path.join(directory, "nodes", f"node{i}"),
-            )
-            for i in range(1, NODES + 1)
-        )
+        nodes = lay.build_nodes(directory, net, f"{cls.KIND_PREFIX}{cid}", NODES, PeerNode)
         return cls(directory, cid, net, nodes)
-
-    @property
-    def prefix(self) -> str:
-        """Prefix of every kernel object name of this peer."""
-        return f"gpr{self.cid}"
-
-    @property
-    def bridge(self) -> str:
-        """Bridge in the root namespace joining the nodes' veths."""
-        return f"{self.prefix}br"
-
-    @property
-    def bridge_address(self) -> str:
-        """Host address on the bridge (the last usable one)."""
-        return str(self.subnet.broadcast_address - 1)
 
     @property
     def master_ip(self) -> str:

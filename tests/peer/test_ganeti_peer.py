@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from support.waiting import wait_until
@@ -71,10 +72,7 @@ def test_peer_is_up_with_both_nodes(ganeti_peer: PeerCluster) -> None:
     assert again["nodes"] == info["nodes"]
 
 
-def test_rapi_write_user_with_ganetis_client(ganeti_peer: PeerCluster) -> None:
-    """Ganeti's own RAPI client (Debian's python3, Ganeti's library) reads and writes."""
-    rapi = ganeti_peer.info["rapi"]
-    script = """
+RAPI_SCRIPT = """
 import json, sys
 from ganeti.rapi import client
 r = json.loads(sys.argv[1])
@@ -87,27 +85,28 @@ tags = c.GetClusterTags()
 c.WaitForJobCompletion(c.DeleteClusterTags(["glv-peer-test"]), period=1, retries=60)
 print(json.dumps({"nodes": sorted(c.GetNodes()), "tags": tags, "after": c.GetClusterTags()}))
 """
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "/usr/share/ganeti/3.0"}
-    res = subprocess.run(
-        ["/usr/bin/python3", "-c", script, json.dumps(rapi)],
+
+
+def _rapi_client(rapi: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run RAPI_SCRIPT with Ganeti's own client (Debian's python3, Ganeti's library)."""
+    return subprocess.run(
+        ["/usr/bin/python3", "-c", RAPI_SCRIPT, json.dumps(rapi)],
         capture_output=True,
         text=True,
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "/usr/share/ganeti/3.0"},
         timeout=120,
     )
+
+
+def test_rapi_write_user_with_ganetis_client(ganeti_peer: PeerCluster) -> None:
+    rapi = ganeti_peer.info["rapi"]
+    res = _rapi_client(rapi)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["nodes"] == sorted(n["fqdn"] for n in ganeti_peer.info["nodes"])
     assert "glv-peer-test" in out["tags"] and "glv-peer-test" not in out["after"]
 
-    bad = dict(rapi, password="wrong")
-    res = subprocess.run(
-        ["/usr/bin/python3", "-c", script, json.dumps(bad)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    res = _rapi_client(dict(rapi, password="wrong"))
     assert res.returncode != 0 and "401" in res.stderr
 
 
