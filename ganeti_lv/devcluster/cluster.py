@@ -49,15 +49,10 @@ class DevCluster:
         return os.path.join(self.directory, "state.json")
 
     def _load_state(self) -> dict[str, Any]:
-        try:
-            with open(self.state_file, encoding="utf-8") as fh:
-                return json.load(fh)
-        except (FileNotFoundError, ValueError):
-            return {}
+        return files.load_json(self.state_file)
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        files.write_file(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        files.save_json(self.state_file, state)
 
     def layout(self) -> lay.ClusterLayout:
         """Layout of the cluster as recorded (ConfigurationError-free: defaults if none)."""
@@ -124,7 +119,7 @@ class DevCluster:
         self._save_state(state)
         clusterinit.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn)
         info = self._describe(cl, image, dtype)
-        files.write_file(cl.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        files.save_json(cl.info_file, info)
         return info
 
     def _prepare_files(self, cl: lay.ClusterLayout) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 from ganeti_lv.devcluster import netns
 
@@ -35,3 +37,18 @@ def pubkey(path: str) -> str:
     with open(path, encoding="utf-8") as fh:
         fields = fh.read().split()
     return f"{fields[0]} {fields[1]}"
+
+
+def load_json(path: str) -> dict[str, Any]:
+    """A JSON object from ``path``; empty when the file is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def save_json(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (its directory is created)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

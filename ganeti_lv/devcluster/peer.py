@@ -69,16 +69,10 @@ class PeerCluster:
     # --- state -------------------------------------------------------------
 
     def _load_state(self) -> dict[str, Any]:
-        try:
-            with open(os.path.join(self.directory, "state.json"), encoding="utf-8") as fh:
-                return json.load(fh)
-        except (FileNotFoundError, ValueError):
-            return {}
+        return files.load_json(os.path.join(self.directory, "state.json"))
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, "state.json")
-        files.write_file(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        files.save_json(os.path.join(self.directory, "state.json"), state)
 
     def layout(self) -> pl.PeerLayout:
         """Layout of the peer as recorded (the default subnet if none)."""
@@ -252,8 +246,7 @@ class PeerCluster:
 
     def _write_info(self, layout: pl.PeerLayout, image: guest.GuestImage) -> None:
         state = self._load_state()
-        info = describe(layout, state, image)
-        files.write_file(self.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        files.save_json(self.info_file, describe(layout, state, image))
 
     # --- running commands ----------------------------------------------------------
 
