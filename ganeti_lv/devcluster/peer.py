@@ -110,7 +110,7 @@ class PeerCluster:
                 self.down()
                 state = {}
         layout = pl.PeerLayout.build(
-            self.directory, subnet or state.get("subnet") or pl.DEFAULT_SUBNET
+            self.directory, subnet or state.get("subnet") or self._default_subnet()
         )
         if not state.get("initialised"):
             apt_s = peerinstall.ensure_packages(self.feedback_fn)
@@ -126,6 +126,15 @@ class PeerCluster:
         if instance and instance not in state.get("instances", {}):
             self.add_instance(instance)
         return self.info
+
+    def _default_subnet(self) -> str:
+        """10.251.0.0/24, or a free 10.251.N.0/24 when an interface uses that."""
+        bridge = pl.PeerLayout.build(self.directory).bridge
+        try:
+            netns.check_subnet_free(pl.DEFAULT_SUBNET, bridge)
+            return pl.DEFAULT_SUBNET
+        except OpPrereqError:
+            return netns.free_subnet(base=pl.SUBNET_BASE)
 
     def _build(self, layout: pl.PeerLayout, state: dict[str, Any]) -> None:
         """Create both nodes, initialise the cluster on node 1 and add node 2."""

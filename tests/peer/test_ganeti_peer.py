@@ -54,8 +54,10 @@ def test_peer_is_up_with_both_nodes(ganeti_peer: PeerCluster) -> None:
     assert info["subnet"].startswith("10.251.")
     assert all(n["netns"].startswith("gpr") for n in info["nodes"])
     assert info["host_bridge"].startswith("gpr") and netns.link_exists(info["host_bridge"])
-    listed = ganeti_peer.gnt(["gnt-node", "list", "--no-headers", "-o", "name,master_candidate"])
-    assert sorted(listed.split("\n")[:-1]) == sorted(f"{f} Y" for f in fqdns)
+    listed = ganeti_peer.gnt(
+        ["gnt-node", "list", "--no-headers", "--separator=:", "-o", "name,master_candidate"]
+    )
+    assert sorted(listed.split()) == sorted(f"{f}:Y" for f in fqdns)
     # The same list seen from node2 (its own Ganeti tools reach the master).
     on2 = ganeti_peer.run("node2", ["gnt-node", "list", "--no-headers", "-o", "name"]).stdout
     assert sorted(on2.split()) == sorted(fqdns)
