@@ -19,7 +19,8 @@ from support.waiting import wait_until
 from ganeti_lv.devcluster import guest, netns
 from ganeti_lv.devcluster import peerlayout as pl
 from ganeti_lv.devcluster.netns import free_subnet
-from ganeti_lv.devcluster.peer import PeerCluster, leftovers
+from ganeti_lv.devcluster.peer import PeerCluster
+from ganeti_lv.devcluster.peernode import leftovers
 
 pytestmark = [pytest.mark.ganeti_peer, pytest.mark.cluster]
 
