@@ -59,9 +59,11 @@ def test_peer_is_up_with_both_nodes(ganeti_peer: PeerCluster) -> None:
         ["gnt-node", "list", "--no-headers", "--separator=:", "-o", "name,master_candidate"]
     )
     assert sorted(listed.split()) == sorted(f"{f}:Y" for f in fqdns)
-    # The same list seen from node2 (its own Ganeti tools reach the master).
-    on2 = ganeti_peer.run("node2", ["gnt-node", "list", "--no-headers", "-o", "name"]).stdout
+    # node2 is a member: the master distributed the cluster's node list to it.
+    on2 = ganeti_peer.run("node2", ["cat", "/var/lib/ganeti/ssconf_node_list"]).stdout
     assert sorted(on2.split()) == sorted(fqdns)
+    master_on2 = ganeti_peer.run("node2", ["cat", "/var/lib/ganeti/ssconf_master_node"]).stdout
+    assert master_on2.strip() == fqdns[0]
     assert ganeti_peer.run("node2", ["hostname"]).stdout.strip() == fqdns[1]
     # The hypervisor runs qemu without an accelerator (TCG).
     cluster_info = ganeti_peer.gnt(["gnt-cluster", "info"])
