@@ -27,8 +27,10 @@ from ganeti_lv.errors import ECODE_STATE, GenericError, OpExecError, OpPrereqErr
 FeedbackFn = Callable[[str], None]
 
 
-class DevCluster:
+class DevCluster(files.ClusterDirectory):
     """A local cluster of network-namespace nodes in ``directory``."""
+
+    INFO_NAME = "cluster.json"
 
     def __init__(
         self,
@@ -36,23 +38,8 @@ class DevCluster:
         cache_dir: str = guest.DEFAULT_CACHE_DIR,
         feedback_fn: FeedbackFn = files.quiet,
     ) -> None:
-        self.directory = os.path.realpath(directory)
-        self.cache_dir = cache_dir
-        self.feedback_fn = feedback_fn
+        super().__init__(directory, cache_dir, feedback_fn)
         self.cid = lay.cluster_id(self.directory)
-
-    # --- state -------------------------------------------------------------
-
-    @property
-    def state_file(self) -> str:
-        """Path of the record of what was started."""
-        return os.path.join(self.directory, "state.json")
-
-    def _load_state(self) -> dict[str, Any]:
-        return files.load_json(self.state_file)
-
-    def _save_state(self, state: dict[str, Any]) -> None:
-        files.save_json(self.state_file, state)
 
     def layout(self) -> lay.ClusterLayout:
         """Layout of the cluster as recorded (ConfigurationError-free: defaults if none)."""
@@ -62,20 +49,9 @@ class DevCluster:
         )
 
     @property
-    def info_file(self) -> str:
-        """Path of DIR/cluster.json."""
-        return os.path.join(self.directory, "cluster.json")
-
-    @property
     def data_dir(self) -> str:
         """The ganeti_lv data dir of this cluster (GANETI_LV_DATA_DIR)."""
         return os.path.join(self.directory, "data")
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The content of DIR/cluster.json (written by ``up``)."""
-        with open(self.info_file, encoding="utf-8") as fh:
-            return json.load(fh)
 
     # --- up ----------------------------------------------------------------
 

@@ -26,7 +26,6 @@ by PID and by name even after an interrupted ``up``.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -51,8 +50,10 @@ FeedbackFn = Callable[[str], None]
 READY_RE = r"^GUEST-READY$"
 
 
-class PeerCluster:
+class PeerCluster(files.ClusterDirectory):
     """The Ganeti peer cluster kept in ``directory``."""
+
+    INFO_NAME = "peer.json"
 
     def __init__(
         self,
@@ -60,34 +61,13 @@ class PeerCluster:
         cache_dir: str = guest.DEFAULT_CACHE_DIR,
         feedback_fn: FeedbackFn = files.quiet,
     ) -> None:
-        self.directory = os.path.realpath(directory)
-        self.cache_dir = cache_dir
-        self.feedback_fn = feedback_fn
-
-    # --- state -------------------------------------------------------------
-
-    def _load_state(self) -> dict[str, Any]:
-        return files.load_json(os.path.join(self.directory, "state.json"))
-
-    def _save_state(self, state: dict[str, Any]) -> None:
-        files.save_json(os.path.join(self.directory, "state.json"), state)
+        super().__init__(directory, cache_dir, feedback_fn)
 
     def layout(self) -> pl.PeerLayout:
         """Layout of the peer as recorded (the default subnet if none)."""
         return pl.PeerLayout.build(
             self.directory, self._load_state().get("subnet", pl.DEFAULT_SUBNET)
         )
-
-    @property
-    def info_file(self) -> str:
-        """Path of DIR/peer.json."""
-        return os.path.join(self.directory, "peer.json")
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The content of DIR/peer.json (written by ``up``)."""
-        with open(self.info_file, encoding="utf-8") as fh:
-            return json.load(fh)
 
     # --- up ----------------------------------------------------------------
 
