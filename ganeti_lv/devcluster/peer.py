@@ -15,7 +15,7 @@ Python API for tests and benchmarks::
     peer = PeerCluster("/var/tmp/my-peer")
     info = peer.up()                                  # DIR/peer.json
     peer.gnt(["gnt-node", "list"])                    # on the master
-    peer.run("node2", ["gnt-node", "list"])           # on any node
+    peer.run("node2", ["cat", "/var/lib/ganeti/ssconf_node_list"])  # on any node
     peer.add_instance("inst1")                        # boots the test guest
     peer.down()
 
