@@ -1,4 +1,8 @@
-"""``gnt-lv-devcluster up|down|status``: the local multi-node test cluster."""
+"""``gnt-lv-devcluster up|down|status``: the local multi-node test cluster.
+
+``gnt-lv-devcluster peer ...`` (see :mod:`ganeti_lv.devcluster.peercli`) runs the
+real Ganeti peer cluster beside it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 import os
 import sys
 
-from ganeti_lv.devcluster import guest
+from ganeti_lv.devcluster import guest, peercli
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.errors import GenericError, format_error
@@ -64,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
+    peercli.add_parser(sub)
     return parser
 
 
@@ -80,6 +85,8 @@ def _print_status(status: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gnt-lv-devcluster``."""
     opts = _parser().parse_args(argv)
+    if opts.command == "peer":
+        return peercli.main(opts)
     cluster = DevCluster(
         opts.dir, cache_dir=opts.cache_dir, feedback_fn=lambda msg: print(f">>> {msg}", flush=True)
     )

@@ -70,11 +70,12 @@ def _ready(node: NodeLayout, name: str) -> bool:
     if name == "virtlogd":
         return os.path.exists(node.host_path("/run/libvirt/virtlogd-sock"))
     if name == "libvirtd":
-        return os.path.exists(node.host_path(LIBVIRT_SOCK)) and _port_open(node.address, 16509)
-    return _port_open(node.address, 22)
+        return os.path.exists(node.host_path(LIBVIRT_SOCK)) and port_open(node.address, 16509)
+    return port_open(node.address, 22)
 
 
-def _port_open(address: str, port: int) -> bool:
+def port_open(address: str, port: int) -> bool:
+    """True when a TCP connection to ``address``:``port`` succeeds within 0.5 s."""
     try:
         with socket.create_connection((address, port), timeout=0.5):
             return True

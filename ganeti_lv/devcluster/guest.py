@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from ganeti_lv.devcluster import netns
 from ganeti_lv.errors import GenericError, OpExecError
 
 DEFAULT_CACHE_DIR = "/var/cache/ganeti-lv-devcluster"
@@ -449,3 +450,23 @@ def console_size(path: str) -> int:
         return os.path.getsize(path)
     except FileNotFoundError:
         return 0
+
+
+# --- the machine's guest budget --------------------------------------------------
+
+MAX_RUNNING_GUESTS = 2
+
+
+def running_guests() -> list[int]:
+    """PIDs of the qemu system emulators running on this machine (any cluster)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{entry}/exe"))
+        except OSError:
+            continue
+        if exe.startswith("qemu-system-") and netns.proc_alive(int(entry)):
+            pids.append(int(entry))
+    return sorted(pids)
