@@ -507,5 +507,8 @@ class NodeOps(abc.ABC):
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]: ...
 
+    def prewarm(self, nodes: list[Node]) -> None:  # noqa: B027 - optional, a hint
+        """Start opening the connections to ``nodes`` in the background (default: nothing)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections (libvirt, SSH)."""

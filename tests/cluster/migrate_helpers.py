@@ -3,8 +3,8 @@
 ``where_running`` asks every online node's libvirt (never the
 configuration) where the domain is; ``wait_single`` polls until exactly one
 node has it (a domain a restarted libvirtd is still cleaning up has no event
-to wait on). ``CliMigration`` runs ``gnt-lv`` as a real process so it can be
-interrupted or killed, and waits for its first progress line.
+to wait on). ``CliMigration`` runs the installed ``gnt-lv`` as a real process
+so it can be interrupted or killed, and waits for its first progress line.
 """
 
 from __future__ import annotations
@@ -174,11 +174,19 @@ def wait_single(config: ConfigStore, ops: LibvirtNodeOps, name: str, timeout: fl
     raise AssertionError(f"{name} is not on exactly one node: {found}")
 
 
-class CliMigration:
-    """``gnt-lv instance migrate`` in a child process (to interrupt or kill it)."""
+# the installed gnt-lv program, as an operator runs it
+GNT_LV = os.path.join(os.path.dirname(sys.executable), "gnt-lv")
 
-    def __init__(self, data_dir: str, *args: str, program: str = "ganeti_lv.cli.main") -> None:
-        argv = [sys.executable, "-m", program, "--data-dir", data_dir]
+
+class CliMigration:
+    """``gnt-lv instance migrate`` (the installed program) in a child process.
+
+    To interrupt or kill it; it submits to the master daemon when one runs
+    for the data dir, else runs the migration itself.
+    """
+
+    def __init__(self, data_dir: str, *args: str) -> None:
+        argv = [GNT_LV, "--data-dir", data_dir]
         self.proc = subprocess.Popen(
             [*argv, "instance", "migrate", "-f", *args],
             stdout=subprocess.PIPE,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
-from support.waiting import wait_until
 
 from ganeti_lv import constants, exportinfo
 from ganeti_lv.config import ConfigStore
@@ -318,8 +316,8 @@ def test_import_with_corrupt_export_fails_and_leaves_nothing(ctx, ops, config):
 
 
 def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
-    from ganeti_lv.cli.backup import parse_progress
     from ganeti_lv.cli.main import main
+    from ganeti_lv.master.protocol import progress_of
 
     base = ["--data-dir", data_dir]
     code = main([*base, "backup", "export", "-n", N2, "--noshutdown", INST], node_ops=ops)
@@ -335,10 +333,10 @@ def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
     assert code == 1 and "error type: wrong_input" in err and "Compression tool not allowed" in err
     assert main([*base, "backup", "remove", INST], node_ops=ops) == 0
     assert INST not in ops.exports[N2]
-    assert parse_progress("disk/1 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s") == (
+    assert progress_of("disk/1 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s") == (
         "disk/1",
         30.0,
-        "1.5G, 120.0 MiB/s, 30%, ETA 12s",
+        "1.5G, 120.0 MiB/s, ETA 12s",
     )
 
 
@@ -416,20 +414,6 @@ def test_failed_merge_after_publish_is_reported_and_export_kept(ctx, ops, config
     assert ops.node(N1).domains[INST].overlays == []
 
 
-def test_cli_export_warms_master_primary_and_target(ctx, ops, data_dir):
-    from ganeti_lv.cli.main import main
-
-    warmed: list[list[str]] = []
-    ops.prewarm = lambda nodes: warmed.append([n.name for n in nodes])  # type: ignore[attr-defined]
-    code = main(
-        ["--data-dir", data_dir, "backup", "export", "-n", N2, "--noshutdown", INST], node_ops=ops
-    )
-    assert code == 0
-    # the CLI: master and primary (node1) and the target; the LU, during the copy:
-    # the other node, for the clean-up of older exports
-    assert warmed == [[N1, N2], [N3]]
-
-
 class _Prestarts(FakeNodeOps):
     """Fake node operations that record copies set up ahead and called off."""
 
@@ -487,51 +471,3 @@ def test_shutdown_export_sets_nothing_up_ahead(config, pops):
     run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
     kinds = [e[0] for e in pops.events]
     assert "prestart" not in kinds and kinds[-1] == "drop"
-
-
-def test_cli_sets_live_export_copies_up_while_the_job_starts(config, pops, data_dir):
-    from ganeti_lv.cli.main import main
-
-    done = threading.Event()
-    calls: list[tuple[str, Any]] = []
-
-    def prestart(src, src_path, dst, dst_path, **kw):
-        calls.append((threading.current_thread().name, (src.name, src_path, dst.name, dst_path)))
-        done.set()
-
-    pops.prestart_copy = prestart  # type: ignore[method-assign]
-    base = ["--data-dir", data_dir, "backup", "export", "-n", N2]
-    assert main([*base, "--noshutdown", INST], node_ops=pops) == 0
-    assert done.wait(10)
-    cluster, inst = config.get_cluster(), config.get_instance(INST)
-    new_disk = f"{cluster.export_dir}/{INST}.new/disk0.img"
-    expected = (N1, disk_path(cluster, inst, 0), N2, new_disk)
-    # once from the command line's thread, once more (the same copy) from the LU
-    assert sorted(calls) == [("MainThread", expected), ("export-prestart", expected)]
-    calls.clear()
-    assert main([*base, "--noshutdown", "--dry-run", INST], node_ops=pops) == 0
-    assert main([*base, INST], node_ops=pops) == 0  # shutdown mode
-    assert calls == []
-
-
-def test_the_master_daemon_sets_a_live_exports_copy_up_ahead_of_the_job(config, pops):
-    from ganeti_lv.cancel import Cancellation
-    from ganeti_lv.master.daemon import MasterDaemon
-
-    daemon = MasterDaemon(config.data_dir, node_ops=pops)
-    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
-    daemon.run_job(op, None, lambda _line: None, Cancellation())
-    # ahead of the job (its thread may still be at it) and again by the LU
-    # before the snapshot (where the same copy is kept), dropped at the end
-    wait_until(lambda: [e[0] for e in pops.events].count("prestart") >= 2, 5)
-    kinds = [e[0] for e in pops.events]
-    assert kinds.count("prestart") == 2
-    assert kinds.index("prestart") < kinds.index("snapshot")
-    # a shutdown export reads a stopped disk: nothing is set up ahead for it
-    pops.events.clear()
-    ahead_ctx = daemon.context(None)
-    from ganeti_lv import ahead
-
-    ahead.prestart_copies(ahead_ctx, OpBackupExport(instance_name=INST, target_node=N2))
-    time.sleep(0.1)
-    assert pops.events == []
