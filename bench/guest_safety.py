@@ -59,6 +59,11 @@ from ganeti_lv.devcluster.guest import kernel_faults
 
 NODES = ("node1", "node2")
 ARMS = ("virsh", "gnt-lv")
+# A third arm for finding out what in gnt-lv's way makes a difference: plain
+# virsh, while the host makes ganeti_lv's monitor calls on the source during
+# the migration (jobStats every second, the downtime limit set once).
+MONITORED = "virsh-monitored"
+ALL_ARMS = (*ARMS, MONITORED)
 DEFAULT_DIR = "/var/tmp/ganeti-lv-guestsafety"
 DEFAULT_SUBNET = "10.250.13.0/24"
 TICK_RE = re.compile(r"^tick (\d+)\s*$", re.M)
@@ -101,6 +106,8 @@ class Life:
     migrations: int = 0
     last_tick: int = 0
     last_disk_tick: int = 0
+    booted: float = field(default_factory=time.monotonic)
+    last_move: float | None = None
     dead: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -118,7 +125,7 @@ class Experiment:
     def boot(self, arm: str, case: Case) -> Life:
         """A fresh guest for ``arm`` on node1 (a new name: its console logs start empty)."""
         self.serial += 1
-        tag = "v" if arm == "virsh" else "g"
+        tag = {"virsh": "v", "gnt-lv": "g", MONITORED: "m"}[arm]
         name = f"gs{tag}{case.memory}d{case.dirtymb}n{self.serial}{int(time.time()) % 10000}"
         self.cl.add_instance(
             name, NODES[0], Guest(seed=name, dirtymb=case.dirtymb), memory=case.memory, disk="96M"
@@ -164,9 +171,14 @@ class Experiment:
         src = self.cl.primary(life.name)
         dst = NODES[1] if src == NODES[0] else NODES[0]
         start = time.perf_counter()
-        if life.arm == "virsh":
+        if life.arm in ("virsh", MONITORED):
             argv = virsh_argv(self.cl, life.name, src, dst, [])
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+            if life.arm == MONITORED:
+                proc = monitored(argv, self.cl.uri(src), life.name)
+            else:
+                proc = subprocess.run(
+                    argv, capture_output=True, text=True, timeout=600, check=False
+                )
             if proc.returncode == 0:
                 self.cl.record_primary(life.name, dst)
         else:
@@ -231,7 +243,11 @@ class Experiment:
     def step(self, life: Life, heartbeat_timeout: float) -> None:
         """One migration of ``life``'s guest and its health check; records one line."""
         before = life.last_tick
+        now = time.monotonic()
+        age = now - life.booted
+        gap = None if life.last_move is None else now - life.last_move
         result = self.migrate(life)
+        life.last_move = time.monotonic()
         life.migrations += 1
         where = result["dst"] if result["ok"] else result["src"]
         problems = self.check(life, where, heartbeat_timeout)
@@ -246,6 +262,8 @@ class Experiment:
                 "dirtymb": life.case.dirtymb,
                 "guest": life.name,
                 "nth_of_guest": life.migrations,
+                "guest_age_s": round(age, 1),
+                "since_last_move_s": None if gap is None else round(gap, 1),
                 "tick_before": before,
                 "tick_after": life.last_tick,
                 "dead": life.dead,
@@ -254,6 +272,40 @@ class Experiment:
                 **result,
             }
         )
+
+
+def monitored(argv: list[str], uri: str, name: str) -> subprocess.CompletedProcess[str]:
+    """Run the virsh migration while making ganeti_lv's monitor calls on the source.
+
+    As ``ganeti_lv.hypervisor.libvirt.migration`` does: every poll interval
+    ``jobStats()``, and once a job runs, ``migrateSetMaxDowntime`` to the
+    default downtime.
+    """
+    import libvirt
+
+    from ganeti_lv.migration_types import MigrationParams
+
+    params = MigrationParams()
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByName(name)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        downtime_set = False
+        while True:
+            try:
+                proc.wait(timeout=params.poll_interval)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(libvirt.libvirtError):
+                stats = dom.jobStats()
+                if int(stats.get("type", 0)) != libvirt.VIR_DOMAIN_JOB_NONE and not downtime_set:
+                    dom.migrateSetMaxDowntime(params.downtime_ms, 0)
+                    downtime_set = True
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    finally:
+        conn.close()
 
 
 def _cases(text: str) -> list[Case]:
@@ -293,6 +345,9 @@ def flags_of_both() -> dict[str, str]:
         f" {params.downtime_ms} ms set once the job runs (raised in steps by the convergence"
         " policy only if it does not converge), no capabilities, jobStats polled every"
         f" {params.poll_interval:g} s",
+        MONITORED: "the virsh command above, while the host calls jobStats() on the source"
+        f" every {params.poll_interval:g} s and migrateSetMaxDowntime({params.downtime_ms})"
+        " once the job runs (ganeti_lv's monitor calls)",
     }
 
 
@@ -315,15 +370,18 @@ def run(args: argparse.Namespace) -> int:
         }
         print(f"hypervisor: {meta['qemu']} ({meta['domain_type']})", flush=True)
         exp = Experiment(cl, args.out, meta)
-        done = {arm: 0 for arm in ARMS}
+        arms = tuple(args.arms)
+        done = {arm: 0 for arm in arms}
         for case in args.cases:
             if time.monotonic() - started > limit:
                 break
-            for round_ in range(args.per_arm):
+            for _round in range(args.per_arm):
                 if time.monotonic() - started > limit:
                     print("time limit reached", flush=True)
                     break
-                order = ARMS if round_ % 2 == 0 else ARMS[::-1]
+                # the same order in every round: each guest waits for one
+                # migration of the other between two of its own
+                order = arms if args.cases.index(case) % 2 == 0 else arms[::-1]
                 for arm in order:
                     life = next((x for x in lives if x.arm == arm and x.case is case), None)
                     if life is None:
@@ -422,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
         default=_cases("256:64:10,128:16:10"),
         help="MEMORY:DIRTYMB[:LIFE],... (LIFE: migrations per guest before a fresh one)",
     )
+    p.add_argument(
+        "--arms",
+        type=lambda t: t.split(","),
+        default=list(ARMS),
+        help=f"two of {', '.join(ALL_ARMS)}, comma separated (default: virsh,gnt-lv)",
+    )
     p.add_argument("--per-arm", type=int, default=20, help="migrations per arm and case")
     p.add_argument("--max-minutes", type=float, default=30, help="stop starting rounds after")
     p.add_argument("--heartbeat-timeout", type=float, default=30)
@@ -440,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.per_arm < 1 or args.max_minutes <= 0:
         p.error("--per-arm and --max-minutes must be positive")
+    if len(args.arms) != 2 or len(set(args.arms)) != 2 or not set(args.arms) <= set(ALL_ARMS):
+        p.error(f"--arms: two different of {', '.join(ALL_ARMS)} (two guests at most)")
     return run(args)
 
 
