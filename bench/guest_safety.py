@@ -419,6 +419,13 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _first_words(problems: list[str]) -> str:
+    """What tells most about a death: the kernel's first words, else the first problem."""
+    kernel = [p for p in problems if p.startswith("kernel: ")]
+    text = kernel[0].split(" | ")[0] if kernel else (problems[0] if problems else "")
+    return re.sub(r"\[\s*[0-9.]+\]\s*", "", text)[:80]
+
+
 def summary(rows: list[dict[str, Any]]) -> str:
     """Per qemu, case and arm: migrations, deaths, how they died, median figures."""
     groups: dict[tuple[str, int, int, str], list[dict[str, Any]]] = {}
@@ -429,14 +436,13 @@ def summary(rows: list[dict[str, Any]]) -> str:
     for (qemu, memory, dirtymb, arm), group in sorted(groups.items()):
         dead = [r for r in group if r["dead"]]
         first = [r for r in group if r["nth_of_guest"] == 1]
+        long_ = [r for r in group if (r.get("iterations") or 0) >= 4]
 
         def med(key: str, group: list[dict[str, Any]] = group) -> float:
             values = [r[key] for r in group if r.get(key) is not None]
             return stats.median(values) if values else float("nan")
 
-        how = "; ".join(
-            f"#{r['nth_of_guest']}: {r['problems'][0][:70]}" for r in dead[:3] if r["problems"]
-        )
+        how = "; ".join(f"#{r['nth_of_guest']}: {_first_words(r['problems'])}" for r in dead[:3])
         table.append(
             [
                 qemu.split("(")[0].strip(),
@@ -446,6 +452,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 len(dead),
                 f"{len([r for r in first if r['dead']])}/{len(first)}",
                 len({r["guest"] for r in group}),
+                f"{len(long_)} ({len([r for r in long_ if r['dead']])})",
                 med("total_ms"),
                 med("downtime_ms"),
                 med("iterations"),
@@ -460,6 +467,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         "deaths",
         "deaths at a fresh guest's 1st",
         "guests",
+        "migrations of 4+ passes (deaths)",
         "median total ms",
         "median downtime ms",
         "median passes",
