@@ -283,7 +283,7 @@ def monitored(argv: list[str], uri: str, name: str) -> subprocess.CompletedProce
     """
     import libvirt
 
-    from ganeti_lv.migration_types import MigrationParams
+    from ganeti_lv.hypervisor.migration_types import MigrationParams
 
     params = MigrationParams()
     conn = libvirt.open(uri)
@@ -323,7 +323,7 @@ def flags_of_both() -> dict[str, str]:
     import libvirt
 
     from ganeti_lv.hypervisor.libvirt.migration import migration_flags, migration_uri_params
-    from ganeti_lv.migration_types import MigrationParams
+    from ganeti_lv.hypervisor.migration_types import MigrationParams
     from ganeti_lv.objects import Node
 
     params = MigrationParams(unsafe=True)

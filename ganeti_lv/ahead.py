@@ -102,7 +102,8 @@ def set_up_export_copies(
     opcode's compression and bandwidth limit. Node operations without
     ``prestart_copy``, and exports that stop the instance, skip it.
     """
-    from ganeti_lv import diskcopy, exportinfo, objects  # loaded with the node operations
+    from ganeti_lv import exportinfo, objects  # loaded with the node operations
+    from ganeti_lv.node import diskcopy
 
     prestart = getattr(node_ops, "prestart_copy", None)
     if not callable(prestart) or op.shutdown or op.remove_instance:

@@ -16,13 +16,14 @@ import shutil
 import subprocess
 from typing import Any
 
-from ganeti_lv import constants, paths, ssh
+from ganeti_lv import constants, paths
 from ganeti_lv.errors import (
     ECODE_EXISTS,
     ECODE_INVAL,
     ConfigurationError,
     OpPrereqError,
 )
+from ganeti_lv.node import ssh
 from ganeti_lv.objects import Cluster, ConfigData, Node
 
 HOST_KEY_TYPES = (

@@ -8,7 +8,7 @@ from typing import Any
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
 from ganeti_lv.hypervisor.base import NodeOps
-from ganeti_lv.jobs import Job
+from ganeti_lv.master.jobs import Job
 from ganeti_lv.opcodes import OpCode
 
 

@@ -14,8 +14,8 @@ from ganeti_lv import locking, paths
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ConfigurationError
 from ganeti_lv.hypervisor.base import NodeOps
-from ganeti_lv.jobs import JobStore
 from ganeti_lv.locking import LockManager
+from ganeti_lv.master.jobs import JobStore
 
 
 def config_names_fn(config: ConfigStore) -> Callable[[int], Iterable[str]]:

@@ -28,8 +28,8 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hooksmaster import HookResults, HooksMaster
 from ganeti_lv.hypervisor.base import NodeResult
-from ganeti_lv.jobs import Job
 from ganeti_lv.locking import _AllSet
+from ganeti_lv.master.jobs import Job
 from ganeti_lv.opcodes import OpCode
 
 FeedbackFn = Callable[[str], None]

@@ -4,7 +4,7 @@
 started once per session and stopped by PID at the end. Its attributes
 ``host``, ``port``, ``user``, ``key_file``, ``known_hosts_file`` and
 ``host_key_line`` describe it; ``client()`` returns a connected-on-demand
-``ganeti_lv.ssh.SshClient``. Tests needing it are skipped when sshd is not
+``ganeti_lv.node.ssh.SshClient``. Tests needing it are skipped when sshd is not
 available (not root or openssh-server missing).
 """
 

@@ -281,7 +281,7 @@ class CliEnv:
         """
         if self._client is None:
             if self.client_factory is None and self.node_ops is None:
-                from ganeti_lv import masterclient
+                from ganeti_lv.master import client as masterclient
 
                 master = masterclient.connect(self.data_dir)
                 if master is not None:

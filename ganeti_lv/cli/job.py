@@ -44,7 +44,7 @@ def _ts(value: float | None) -> str | None:
 
 
 def _job_store(env: CliEnv) -> Any:
-    from ganeti_lv.jobs import JobStore
+    from ganeti_lv.master.jobs import JobStore
 
     return JobStore(paths.jobs_dir(env.data_dir))
 

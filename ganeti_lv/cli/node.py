@@ -68,7 +68,7 @@ def obtain_host_key(env: CliEnv, address: str, port: int, given: str | None) -> 
             "terminal to ask; pass it with --host-key '<type> <base64>'",
             ECODE_INVAL,
         )
-    from ganeti_lv.ssh import fetch_host_key
+    from ganeti_lv.node.ssh import fetch_host_key
 
     key = fetch_host_key(address, port)
     fingerprint = bootstrap.host_key_fingerprint(key)

@@ -39,13 +39,13 @@ from ganeti_lv.cli.entry import (
     payload_size,
 )
 from ganeti_lv.cli.main import parse_in_daemon, run_command
-from ganeti_lv.masterd import watch_cancel
+from ganeti_lv.master.daemon import watch_cancel
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator
 
-    from ganeti_lv.masterd import MasterDaemon
+    from ganeti_lv.master.daemon import MasterDaemon
 
 # longest request accepted (arguments of a command line)
 MAX_REQUEST = 1 << 20

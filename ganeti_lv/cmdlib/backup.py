@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ganeti_lv import constants, diskcopy, exportinfo, locking
+from ganeti_lv import constants, exportinfo, locking
 from ganeti_lv.ahead import set_up_export_copies
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
@@ -52,7 +52,8 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.export_types import OVERLAY_SUFFIX, SnapshotInfo
+from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX, SnapshotInfo
+from ganeti_lv.node import diskcopy
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove
 from ganeti_lv.units import coerce_beparams, coerce_params

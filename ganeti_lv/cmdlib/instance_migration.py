@@ -50,7 +50,7 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.base import NodeResult
-from ganeti_lv.migration_types import (
+from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
     MigrationFailed,
     MigrationProgress,

@@ -7,7 +7,12 @@ from typing import Any
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.hypervisor.base import NodeFacts
-from ganeti_lv.migration_types import CAP_AUTO_CONVERGE, CAP_POSTCOPY, MigrationParams, parse_caps
+from ganeti_lv.hypervisor.migration_types import (
+    CAP_AUTO_CONVERGE,
+    CAP_POSTCOPY,
+    MigrationParams,
+    parse_caps,
+)
 from ganeti_lv.objects import Cluster, Instance, disk_dir, disk_path
 
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ganeti_lv import bootstrap, constants, locking, paths, ssh
+from ganeti_lv import bootstrap, constants, locking, paths
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_node, get_node
 from ganeti_lv.errors import (
@@ -17,6 +17,7 @@ from ganeti_lv.errors import (
     ECODE_STATE,
     OpPrereqError,
 )
+from ganeti_lv.node import ssh
 from ganeti_lv.objects import Node
 from ganeti_lv.opcodes import OpNodeAdd, OpNodeQuery, OpNodeRemove, OpNodeSetParams
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ganeti_lv import paths
-from ganeti_lv.devcluster import daemons, emulator, ganeti, guest, netns
+from ganeti_lv.devcluster import clusterinit, daemons, emulator, guest, netns
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.errors import ECODE_STATE, GenericError, OpExecError, OpPrereqError
 
@@ -160,7 +160,7 @@ class DevCluster:
         caps = memory_caps if memory_caps is not None else state.get("memory_caps", {})
         state["memory_caps"] = caps
         self._save_state(state)
-        ganeti.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn)
+        clusterinit.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn)
         info = self._describe(cl, image, dtype)
         _write(cl.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
         return info
@@ -405,7 +405,7 @@ class DevCluster:
         A master daemon running for the cluster's data dir is stopped first
         (by its pid file; its running jobs end before it does).
         """
-        from ganeti_lv import masterd
+        from ganeti_lv.master import daemon as masterd
 
         masterd.stop(self.data_dir)
         state = self._load_state()

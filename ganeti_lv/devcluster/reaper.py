@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from ganeti_lv.daemonize import detach_stdio
+from ganeti_lv.master.daemonize import detach_stdio
 
 PR_SET_CHILD_SUBREAPER = 36
 

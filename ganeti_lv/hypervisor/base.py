@@ -28,9 +28,18 @@ from ganeti_lv.objects import Cluster, Instance, Node
 if TYPE_CHECKING:
     import threading
 
-    from ganeti_lv.diskcopy import CopyStats, StartInfo
-    from ganeti_lv.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
-    from ganeti_lv.migration_types import MigrationParams, MigrationProgress, MigrationStats
+    from ganeti_lv.hypervisor.export_types import (
+        ExportData,
+        ExportEntry,
+        SnapshotInfo,
+        ZeroingResult,
+    )
+    from ganeti_lv.hypervisor.migration_types import (
+        MigrationParams,
+        MigrationProgress,
+        MigrationStats,
+    )
+    from ganeti_lv.node.diskcopy import CopyStats, StartInfo
 
 P = TypeVar("P")
 

@@ -31,7 +31,7 @@ from ganeti_lv.hypervisor.base import (
     NodeOps,
 )
 from ganeti_lv.hypervisor.fake_export import FakeExportOps
-from ganeti_lv.migration_types import (
+from ganeti_lv.hypervisor.migration_types import (
     MigrationFailed,
     MigrationParams,
     MigrationProgress,

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv import constants, exportinfo, objects
-from ganeti_lv.diskcopy import CopyStats
-from ganeti_lv.diskcopy_helper import split_checksum
 from ganeti_lv.errors import ECODE_NORES, HypervisorError, NodeError
-from ganeti_lv.export_types import (
+from ganeti_lv.hypervisor.export_types import (
     ExportData,
     ExportEntry,
     SnapshotDisk,
@@ -24,6 +22,8 @@ from ganeti_lv.export_types import (
     ZeroingResult,
     overlay_path,
 )
+from ganeti_lv.node.diskcopy import CopyStats
+from ganeti_lv.node.diskcopy_helper import split_checksum
 from ganeti_lv.objects import Cluster, Instance, Node
 
 MiB = 1024 * 1024

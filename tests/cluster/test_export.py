@@ -22,14 +22,15 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv import constants, diskcopy, exportinfo, objects
+from ganeti_lv import constants, exportinfo, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster.guest import PATTERN_RE, build_guest, kernel_args
 from ganeti_lv.errors import ECODE_NORES, OpExecError, OpPrereqError
-from ganeti_lv.export_types import OVERLAY_SUFFIX
+from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.node import diskcopy
 from ganeti_lv.opcodes import OpBackupExport, OpInstanceCreate
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]

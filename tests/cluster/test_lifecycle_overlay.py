@@ -24,7 +24,7 @@ from gnt_helpers import (
 
 from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.export_types import OVERLAY_SUFFIX, overlay_path
+from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX, overlay_path
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.objects import disk_dir, disk_path
 

@@ -27,10 +27,11 @@ from migrate_helpers import (
     where_running,
 )
 
-from ganeti_lv import constants, masterd
+from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
-from ganeti_lv.jobs import JobStore
+from ganeti_lv.master import daemon as masterd
+from ganeti_lv.master.jobs import JobStore
 
 pytestmark = pytest.mark.cluster
 
@@ -73,7 +74,7 @@ def env(devcluster: Any) -> Iterator[Env]:
     """The daemon running for the cluster's data dir, and the guest on the first node."""
     e = Env(devcluster)
     res = subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.masterd", "--data-dir", e.data_dir],
+        [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", e.data_dir],
         capture_output=True,
         text=True,
         timeout=60,

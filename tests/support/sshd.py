@@ -163,7 +163,7 @@ Subsystem sftp internal-sftp
 
     def client(self, **overrides: Any) -> Any:
         """An ``SshClient`` for this server (overrides replace client_kwargs)."""
-        from ganeti_lv.ssh import SshClient
+        from ganeti_lv.node.ssh import SshClient
 
         kwargs = self.client_kwargs()
         kwargs.update(overrides)

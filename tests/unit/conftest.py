@@ -99,7 +99,7 @@ def slow_migration(inst1_running: FakeNodeOps) -> FakeNodeOps:
 
     Long enough for a cancel request to arrive while it runs.
     """
-    from ganeti_lv.migration_types import MigrationProgress
+    from ganeti_lv.hypervisor.migration_types import MigrationProgress
 
     ops = inst1_running
     ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(200)]
@@ -124,7 +124,7 @@ def server(config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps) -> It
 
     inst1 runs on node1 with its disk files (as in the migration LU tests).
     """
-    from ganeti_lv import masterd
+    from ganeti_lv.master import daemon as masterd
 
     srv = masterd.serve(data_dir, node_ops=inst1_running)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})

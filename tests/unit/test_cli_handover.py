@@ -21,7 +21,7 @@ from ganeti_lv import paths
 from ganeti_lv.cli import entry, remote
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.jobs import JobStore
+from ganeti_lv.master.jobs import JobStore
 
 INST = "inst1.example.com"
 N1, N2 = "node1.example.com", "node2.example.com"

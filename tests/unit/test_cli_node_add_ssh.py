@@ -17,8 +17,8 @@ from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.base import CommandResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.node.ssh import SshClient
 from ganeti_lv.objects import Node
-from ganeti_lv.ssh import SshClient
 
 
 class SshCommandOps(FakeNodeOps):

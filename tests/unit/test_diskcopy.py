@@ -13,9 +13,9 @@ import time
 import pytest
 from support.waiting import wait_until
 
-from ganeti_lv import diskcopy, diskcopy_helper
 from ganeti_lv.errors import ECODE_NORES, NodeError
 from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
+from ganeti_lv.node import diskcopy, diskcopy_helper
 from ganeti_lv.objects import Node
 
 MiB = 1024 * 1024

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from ganeti_lv import diskcopy, diskcopy_helper
 from ganeti_lv.errors import NodeError
+from ganeti_lv.node import diskcopy, diskcopy_helper
 
 MiB = 1024 * 1024
 CHUNK = 4 * MiB
@@ -157,14 +157,21 @@ def test_checksum_command_for_operators(tmp_path):
     path = tmp_path / "disk0.img"
     content = make_image(path, size, writes)
     out = subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.diskcopy_helper", "checksum", str(path)],
+        [sys.executable, "-m", "ganeti_lv.node.diskcopy_helper", "checksum", str(path)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert out == f"{tree_sha(content)}  {path}\n"
     plain = subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.diskcopy_helper", "checksum", "--algorithm", "sha256"]
+        [
+            sys.executable,
+            "-m",
+            "ganeti_lv.node.diskcopy_helper",
+            "checksum",
+            "--algorithm",
+            "sha256",
+        ]
         + [str(path)],
         capture_output=True,
         text=True,
@@ -172,7 +179,7 @@ def test_checksum_command_for_operators(tmp_path):
     ).stdout
     assert plain.split()[0] == hashlib.sha256(content).hexdigest()
     bad = subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.diskcopy_helper", "checksum", str(tmp_path / "no")],
+        [sys.executable, "-m", "ganeti_lv.node.diskcopy_helper", "checksum", str(tmp_path / "no")],
         capture_output=True,
         text=True,
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ganeti_lv import exportdir
-from ganeti_lv.diskcopy import LocalRunner
 from ganeti_lv.errors import NodeError
+from ganeti_lv.node import exportdir
+from ganeti_lv.node.diskcopy import LocalRunner
 
 R = LocalRunner()
 

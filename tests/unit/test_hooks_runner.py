@@ -1,4 +1,4 @@
-"""ganeti_lv.hooks_runner and the example hooks, against a real sshd on loopback.
+"""ganeti_lv.node.hooks_runner and the example hooks, against a real sshd on loopback.
 
 The sshd runs on this machine, so the "node's" hooks directory is a local
 temporary directory the tests fill directly.
@@ -17,8 +17,8 @@ from support.waiting import wait_dead
 
 from ganeti_lv import constants
 from ganeti_lv.errors import HooksFailure, NodeError
-from ganeti_lv.hooks_runner import build_runner_script, parse_runner_output, run_hooks_via_ssh
-from ganeti_lv.ssh import SshClient
+from ganeti_lv.node.hooks_runner import build_runner_script, parse_runner_output, run_hooks_via_ssh
+from ganeti_lv.node.ssh import SshClient
 
 REPO_HOOKS = Path(__file__).resolve().parents[2] / "hooks"
 BASE_ENV = {"PATH": constants.HOOKS_PATH, "GANETI_HOOKS_VERSION": "2"}

@@ -15,7 +15,7 @@ from ganeti_lv import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import JobError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.jobs import JobStore, process_alive
+from ganeti_lv.master.jobs import JobStore, process_alive
 from ganeti_lv.opcodes import OpTestDelay
 
 MP = multiprocessing.get_context("fork")
@@ -193,7 +193,7 @@ def test_counter_rewritten_in_place_holds_the_last_id(store: JobStore) -> None:
 
 
 def test_new_job_file_is_whole_or_absent(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ganeti_lv.jobs as jobs_mod
+    import ganeti_lv.master.jobs as jobs_mod
 
     def fail(*_args: Any) -> None:
         raise OSError("disk gone")

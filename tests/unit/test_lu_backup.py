@@ -516,7 +516,7 @@ def test_cli_sets_live_export_copies_up_while_the_job_starts(config, pops, data_
 
 def test_the_master_daemon_sets_a_live_exports_copy_up_ahead_of_the_job(config, pops):
     from ganeti_lv.cancel import Cancellation
-    from ganeti_lv.masterd import MasterDaemon
+    from ganeti_lv.master.daemon import MasterDaemon
 
     daemon = MasterDaemon(config.data_dir, node_ops=pops)
     op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)

@@ -23,8 +23,8 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.migration_types import MigrationFailed, MigrationProgress
 from ganeti_lv.mcpu import Processor
-from ganeti_lv.migration_types import MigrationFailed, MigrationProgress
 from ganeti_lv.objects import disk_dir, disk_path
 from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from support.waiting import wait_until
 
-from ganeti_lv import constants, masterclient, masterd, paths
+from ganeti_lv import constants, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
@@ -32,8 +32,10 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.jobs import ACTIVE_STATUSES, JOB_STATUS_RUNNING, JobStore
-from ganeti_lv.migration_types import MigrationProgress
+from ganeti_lv.hypervisor.migration_types import MigrationProgress
+from ganeti_lv.master import client as masterclient
+from ganeti_lv.master import daemon as masterd
+from ganeti_lv.master.jobs import ACTIVE_STATUSES, JOB_STATUS_RUNNING, JobStore
 from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
 
 INST = "inst1.example.com"
@@ -185,7 +187,7 @@ def test_gnt_lv_uses_the_daemon_when_it_runs(
 
 def _start_daemon(data_dir: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.masterd", "--data-dir", data_dir],
+        [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", data_dir],
         capture_output=True,
         text=True,
         timeout=30,
@@ -302,7 +304,7 @@ def test_a_reset_connection_is_a_typed_error(data_dir: str) -> None:
 
 def test_devcluster_down_stops_the_clusters_daemon(tmp_path: Any) -> None:
     from ganeti_lv.devcluster.cluster import DevCluster
-    from ganeti_lv.jobs import process_alive
+    from ganeti_lv.master.jobs import process_alive
 
     cluster = DevCluster(str(tmp_path / "cl"))
     os.makedirs(cluster.data_dir)

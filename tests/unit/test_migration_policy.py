@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ganeti_lv import migration_policy as mp
-from ganeti_lv.migration_policy import ActionKind, PolicyConfig, Sample
+from ganeti_lv.hypervisor import migration_policy as mp
+from ganeti_lv.hypervisor.migration_policy import ActionKind, PolicyConfig, Sample
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,7 @@ def test_throttle_is_reported_and_auto_converge_params_are_set() -> None:
         migration_uri_params,
         progress_from_stats,
     )
-    from ganeti_lv.migration_types import MigrationParams, MigrationStats
+    from ganeti_lv.hypervisor.migration_types import MigrationParams, MigrationStats
     from ganeti_lv.objects import Node
 
     report = progress_from_stats(

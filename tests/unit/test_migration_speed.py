@@ -16,7 +16,7 @@ from ganeti_lv.context import Context
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.libvirt import host as hostmod
 from ganeti_lv.hypervisor.libvirt import migration
-from ganeti_lv.migration_types import MigrationStats
+from ganeti_lv.hypervisor.migration_types import MigrationStats
 from ganeti_lv.opcodes import OpInstanceMigrate
 
 

@@ -1,4 +1,4 @@
-"""ganeti_lv.ssh and ganeti_lv.retry against a real sshd on loopback."""
+"""ganeti_lv.node.ssh and ganeti_lv.retry against a real sshd on loopback."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
-from ganeti_lv.ssh import (
+from ganeti_lv.node.ssh import (
     CommandTimeout,
     SshClient,
     SshPool,
@@ -457,7 +457,7 @@ def test_connection_has_nagle_off(client: SshClient) -> None:
 def test_paramiko_is_imported_without_invoke() -> None:
     code = (
         "import sys, importlib.util\n"
-        "import ganeti_lv.ssh\n"
+        "import ganeti_lv.node.ssh\n"
         "assert 'paramiko' in sys.modules\n"
         "assert 'invoke' not in sys.modules, 'invoke imported'\n"
         "if importlib.util.find_spec('invoke') is not None:\n"

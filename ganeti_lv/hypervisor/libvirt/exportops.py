@@ -15,11 +15,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ganeti_lv import diskchain, diskcopy, exportdir, objects
+from ganeti_lv import objects
 from ganeti_lv.errors import HypervisorError, NodeError
-from ganeti_lv.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
+from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
+from ganeti_lv.hypervisor.libvirt import diskchain
 from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
 from ganeti_lv.hypervisor.libvirt.domxml import build_domain_xml
+from ganeti_lv.node import diskcopy, exportdir
 from ganeti_lv.objects import Cluster, Instance, Node
 
 # Where a node keeps the cluster key for node-to-node SSH, if not the default.

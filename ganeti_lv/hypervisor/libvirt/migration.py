@@ -4,7 +4,7 @@
 its own (one libvirt connection is not shared by two threads doing long
 calls) while the calling thread polls ``jobStats()`` on the node's regular
 connection, feeds the samples to the pure convergence policy
-(``ganeti_lv.migration_policy``), acts on its decisions (downtime steps,
+(``ganeti_lv.hypervisor.migration_policy``), acts on its decisions (downtime steps,
 post-copy switch, abort), reports progress at a steady interval and honours
 an abort request (``abort_event``, or Ctrl-C arriving in the calling thread)
 with ``abortJob()``.
@@ -55,11 +55,11 @@ from typing import Any
 
 import libvirt
 
-from ganeti_lv import migration_policy as policy
 from ganeti_lv.errors import HypervisorError, NodeError
+from ganeti_lv.hypervisor import migration_policy as policy
 from ganeti_lv.hypervisor.libvirt.errors import translate
 from ganeti_lv.hypervisor.libvirt.host import Host
-from ganeti_lv.migration_types import (
+from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
     CAP_COMPRESSION,
     CAP_PARALLEL,

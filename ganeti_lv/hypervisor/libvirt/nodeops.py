@@ -112,7 +112,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         return host
 
     def _default_ssh(self, node: Node) -> Any:
-        from ganeti_lv.ssh import SshClient
+        from ganeti_lv.node.ssh import SshClient
 
         return SshClient(
             node.address,
@@ -394,7 +394,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     def _op_run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]:
-        from ganeti_lv.hooks_runner import run_hooks_via_ssh
+        from ganeti_lv.node.hooks_runner import run_hooks_via_ssh
 
         return self._over_ssh(
             node, lambda client: list(run_hooks_via_ssh(client, hooks_dir, env, timeout))

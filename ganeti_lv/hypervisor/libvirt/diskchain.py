@@ -21,11 +21,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ganeti_lv.diskcopy import Runner
 from ganeti_lv.errors import HypervisorError, NodeError
-from ganeti_lv.export_types import OVERLAY_SUFFIX, SnapshotDisk, SnapshotInfo, overlay_path
+from ganeti_lv.hypervisor.export_types import (
+    OVERLAY_SUFFIX,
+    SnapshotDisk,
+    SnapshotInfo,
+    overlay_path,
+)
 from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
 from ganeti_lv.hypervisor.libvirt.guest import Guest
+from ganeti_lv.node.diskcopy import Runner
 
 
 class NodeRunner(Runner, Protocol):

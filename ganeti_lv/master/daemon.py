@@ -2,7 +2,7 @@
 
 As Ganeti's master daemon does, it keeps the node connections (libvirt and
 SSH) of the master open between jobs, so a job submitted by ``gnt-lv`` (or by
-ops tooling through ``ganeti_lv.masterclient``) starts at once, without the
+ops tooling through ``ganeti_lv.master.client``) starts at once, without the
 start-up of a new process and without new connections. Without the daemon
 ``gnt-lv`` runs each job in its own process; the daemon changes nothing else.
 
@@ -38,14 +38,14 @@ from typing import Any, BinaryIO
 from ganeti_lv import paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
-from ganeti_lv.daemonize import daemonize, detach_stdio
 from ganeti_lv.errors import ECODE_EXISTS, ECODE_INVAL, GenericError, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.base import NodeOps
-from ganeti_lv.jobs import process_alive, process_start_time, to_jsonable
-from ganeti_lv.masterclient import encode_error, encode_line
+from ganeti_lv.master.client import encode_error, encode_line
+from ganeti_lv.master.daemonize import daemonize, detach_stdio
+from ganeti_lv.master.jobs import process_alive, process_start_time, to_jsonable
 from ganeti_lv.opcodes import OpCode
 
-log = logging.getLogger("ganeti_lv.masterd")
+log = logging.getLogger("ganeti_lv.master.daemon")
 
 
 class MasterDaemon:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import shlex
 
 from ganeti_lv import constants
-from ganeti_lv.diskcopy import Runner
 from ganeti_lv.errors import ECODE_INVAL, NodeError
-from ganeti_lv.export_types import ExportData, ExportEntry
 from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
+from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry
+from ganeti_lv.node.diskcopy import Runner
 
 _RECOVER = """
 if [ -d "$D.old" ] && [ ! -d "$D" ]; then mv -- "$D.old" "$D"; fi

@@ -29,9 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ganeti_lv import constants, diskcopy_helper
+from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, NodeError, RemoteCommandError
 from ganeti_lv.hypervisor.base import CommandResult
+from ganeti_lv.node import diskcopy_helper
 
 MiB = 1024 * 1024
 ProgressFn = Callable[[int, int], None]

@@ -17,7 +17,7 @@ sha256 of the disk size as 8 bytes big-endian followed by every chunk digest
 in order. A chunk that is all hole or all zeros has the digest of a zero
 chunk of its length, computed once, so holes cost nothing. ``sha256`` (a
 plain sha256 of the whole disk) is still understood, for older exports. By
-hand: ``python3 -m ganeti_lv.diskcopy_helper checksum FILE`` (or this file
+hand: ``python3 -m ganeti_lv.node.diskcopy_helper checksum FILE`` (or this file
 run with python3) prints ``<hex>  FILE`` like sha256sum.
 
 Stream format (after optional compression)::
