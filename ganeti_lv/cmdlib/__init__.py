@@ -5,8 +5,10 @@ Each LU module is imported below (one line per module).
 
 from ganeti_lv.cmdlib import (  # noqa: F401
     backup,  # noqa: F401
+    backup_prepare,
     cluster,
     instance,
+    instance_info,
     instance_migration,  # noqa: F401
     instance_query,
     node,
