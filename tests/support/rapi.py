@@ -98,7 +98,9 @@ def request(
     timeout: float = 30,
 ) -> tuple[int, dict[str, str], Any]:
     """One HTTPS request: status, headers and the JSON answer (text if not JSON)."""
-    context = ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
+    context = (
+        ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
+    )
     if cafile:
         context.check_hostname = False
     conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
@@ -119,4 +121,3 @@ def request(
     except ValueError:
         decoded = text
     return resp.status, answer_headers, decoded
-

@@ -32,7 +32,11 @@ def _call(rapi, call):
         return {"ok": getattr(rapi, name)(*args, **kwargs)}
     except client.Error as err:
         return {
-            "error": {"class": type(err).__name__, "msg": str(err), "code": getattr(err, "code", None)}
+            "error": {
+                "class": type(err).__name__,
+                "msg": str(err),
+                "code": getattr(err, "code", None),
+            }
         }
 
 
