@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from ganeti_lv import ahead, constants, opcodes
+from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 
@@ -42,9 +42,6 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
         dry_run=opts.dry_run,
     )
     client = env.client()
-    # in this process: the master's, primary's and target's SSH connections and
-    # the disk copies are set up while the job is (the daemon does that itself)
-    ahead.begin(getattr(client, "ctx", None), op)
     with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
         result = client.submit(op, feedback_fn=feedback)
     if opts.dry_run:

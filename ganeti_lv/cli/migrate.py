@@ -14,7 +14,7 @@ import contextlib
 import re
 import signal
 
-from ganeti_lv import ahead, constants, opcodes
+from ganeti_lv import constants, opcodes
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
@@ -73,7 +73,6 @@ def progress_bar(line: str) -> tuple[str, float, str] | None:
 def _submit(env: CliEnv, op: opcodes.OpCode) -> None:
     cancel = Cancellation()
     client = env.client()
-    ahead.prewarm_nodes(getattr(client, "ctx", None), op)
     with signals_cancel(env, cancel), common.progress_feedback(env, progress_bar) as feedback:
         client.submit(op, feedback_fn=feedback, cancel=cancel)
 

@@ -31,8 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ganeti_lv import constants, exportinfo, locking
-from ganeti_lv.ahead import set_up_export_copies
-from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
@@ -42,6 +41,7 @@ from ganeti_lv.cmdlib.common import (
     get_instance,
     get_node,
     instance_hook_env,
+    instance_nodes_ahead,
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
@@ -52,8 +52,10 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
+from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX, SnapshotInfo
 from ganeti_lv.node import diskcopy
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove
 from ganeti_lv.units import coerce_beparams, coerce_params
@@ -112,7 +114,9 @@ class _Merge:
 
     def _merge(self) -> Any:
         assert self.snapshot is not None
-        return self.lu.rpc.commit_snapshot(self.lu.pnode, self.lu.instance, self.snapshot)
+        return node_call(
+            self.lu.rpc.commit_snapshot, self.lu.pnode, self.lu.instance, self.snapshot
+        )
 
     def start(self) -> None:
         """Begin the merge in a thread."""
@@ -170,6 +174,37 @@ class LUBackupExport(LogicalUnit):
         # Nothing about the nodes changes unless disks are zeroed or removed.
         exclusive = self.op.zero_free_space or self.op.remove_instance
         self.share_locks[locking.LEVEL_NODE] = 0 if exclusive else 1
+
+    def EarlyWork(self) -> EarlyWork | None:
+        """Warm the master's, primary's and target's connections; set a live copy up.
+
+        A live export's first copies (the connection from the primary to the
+        target, the helpers at both ends) start while the job takes its locks
+        and runs its checks and hooks; no data moves before its copy asks for
+        it. An export that stops the instance, or removes it, sets nothing up.
+        """
+        if self.op.mode != constants.EXPORT_MODE_LOCAL:
+            return None
+        found = instance_nodes_ahead(self.cfg, self.op.instance_name, self.op.target_node)
+        if found is None:
+            return None
+        data, inst, nodes = found
+        work = EarlyWork(nodes=nodes)
+        src, dst = data.nodes.get(inst.primary_node), data.nodes.get(self.op.target_node)
+        if self.op.dry_run or self.op.shutdown or self.op.remove_instance or not (src and dst):
+            return work
+        for idx in range(min(len(inst.disks), diskcopy.PRESTART_COPIES)):
+            work.copies.append(
+                CopyAhead(
+                    src,
+                    disk_path(data.cluster, inst, idx),
+                    dst,
+                    exportinfo.new_disk_path(data.cluster.export_dir, inst.name, idx),
+                    self.op.compress,
+                    self.op.bandwidth_limit,
+                )
+            )
+        return work
 
     def DeclareLocks(self, level: int) -> None:
         """Node level: the primary node and the target node only."""
@@ -243,12 +278,12 @@ class LUBackupExport(LogicalUnit):
         """
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         calls: list[Callable[[], Any]] = [
-            lambda: self.rpc.disk_usage(self.pnode, self._disk_paths()),
-            lambda: self.rpc.free_space(self.dst_node, self._space_probe_path()),
+            lambda: node_call(self.rpc.disk_usage, self.pnode, self._disk_paths()),
+            lambda: node_call(self.rpc.free_space, self.dst_node, self._space_probe_path()),
         ]
         if overlays:
             pdir = disk_dir(self.cluster, self.instance)
-            calls.append(lambda: self.rpc.free_space(self.pnode, pdir))
+            calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
         results = _concurrently(calls)
         usage = results[0].Raise(
             f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
@@ -319,7 +354,7 @@ class LUBackupExport(LogicalUnit):
     def StartInstance(self, feedback_fn: FeedbackFn) -> None:
         """Start the instance again and record it as up."""
         feedback_fn(f"Starting instance {self.instance.name}")
-        self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+        node_call(self.rpc.start_instance, self.pnode, self.cluster, self.instance).Raise(
             f"Could not start instance {self.instance.name}"
         )
         self._set_admin(constants.ADMINST_UP)
@@ -331,7 +366,9 @@ class LUBackupExport(LogicalUnit):
         assert self.op.zeroing_timeout_per_mib is not None
         timeout = self.op.zeroing_timeout_fixed + size * self.op.zeroing_timeout_per_mib
         feedback_fn(f"Zeroing free disk space (timeout {int(timeout)}s)")
-        results = self.rpc.zero_free_space(self.pnode, self.cluster, self.instance, timeout)
+        results = node_call(
+            self.rpc.zero_free_space, self.pnode, self.cluster, self.instance, timeout
+        )
         for res in results.Raise("Could not zero the free space"):
             if not res.zeroed:
                 self.LogWarning(f"Free space of {res.path} not zeroed: {res.detail}")
@@ -346,7 +383,9 @@ class LUBackupExport(LogicalUnit):
         ]
         results = _concurrently(
             [
-                functools.partial(self.rpc.export_remove, node, self.cluster, self.instance.name)
+                functools.partial(
+                    node_call, self.rpc.export_remove, node, self.cluster, self.instance.name
+                )
                 for node in nodes
             ]
         )
@@ -365,7 +404,7 @@ class LUBackupExport(LogicalUnit):
             self.cfg.set_admin_state(self.instance.name, state)
 
     def _is_running(self) -> bool:
-        dom = self.rpc.instance_info(self.pnode, self.instance.name).Raise(
+        dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name).Raise(
             f"Cannot query instance {self.instance.name} on {self.pnode.name}"
         )
         return dom is not None and dom.state == constants.DOMSTATE_RUNNING
@@ -374,7 +413,9 @@ class LUBackupExport(LogicalUnit):
         feedback_fn(f"Shutting down instance {self.instance.name}")
         if self.instance.admin_state == constants.ADMINST_UP:
             self._set_admin(constants.ADMINST_DOWN)  # truthful even if we die now
-        res = self.rpc.shutdown_instance(self.pnode, self.instance, float(self.op.shutdown_timeout))
+        res = node_call(
+            self.rpc.shutdown_instance, self.pnode, self.instance, float(self.op.shutdown_timeout)
+        )
         if not res.ok and self.instance.admin_state == constants.ADMINST_UP:
             self._set_admin(constants.ADMINST_UP)
         res.Raise(f"Could not shutdown instance {self.instance.name} on node {self.pnode.name}")
@@ -383,11 +424,11 @@ class LUBackupExport(LogicalUnit):
         """Live snapshot (or start-with-snapshot); None when none could be taken."""
         feedback_fn("Creating a snapshot of the instance's disks")
         if start:
-            res = self.rpc.start_with_snapshot(self.cluster, self.pnode, self.instance)
+            res = node_call(self.rpc.start_with_snapshot, self.pnode, self.cluster, self.instance)
             if res.ok:
                 self._set_admin(constants.ADMINST_UP)
         else:
-            res = self.rpc.snapshot_disks(self.pnode, self.instance)
+            res = node_call(self.rpc.snapshot_disks, self.pnode, self.instance)
         if not res.ok:
             self.LogWarning(f"Could not snapshot the disks: {res.fail_msg}; copying without")
             return None
@@ -395,22 +436,7 @@ class LUBackupExport(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         """Shut down, zero, snapshot, restart, copy, publish, remove, clean up."""
-        # A live export's copies (connection to the target, both helpers) are
-        # set up while the snapshot is taken; no data moves before the copy
-        # asks for it, one set up already (by gnt-lv or the master daemon, see
-        # ganeti_lv.ahead) is kept, one that turns out different is called off.
-        set_up_export_copies(
-            self.rpc, self.cluster, self.instance, self.pnode, self.dst_node, self.op
-        )
-        try:
-            return self._exec(feedback_fn)
-        finally:
-            drop = getattr(self.rpc, "drop_prestarted_copies", None)
-            if callable(drop):
-                drop()
-
-    def _exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
-        repair_disk_chain(self, self.pnode, self.instance)
+        repair_disk_chain(self, self.pnode, self.cluster, self.instance)
         running = self._is_running()
         stopped_by_us = False
         if self.op.shutdown and running:
@@ -455,7 +481,7 @@ class LUBackupExport(LogicalUnit):
         On failure the incomplete ``.new`` is removed (the previous export stays).
         """
         inst, dst = self.instance, self.dst_node
-        newdir = self.rpc.export_prepare(dst, self.cluster, inst.name).Raise(
+        newdir = node_call(self.rpc.export_prepare, dst, self.cluster, inst.name).Raise(
             f"Could not prepare the export directory on {dst.name}"
         )
         manifest = exportinfo.Manifest(inst.name, self.pnode.name, int(time.time()))
@@ -474,7 +500,8 @@ class LUBackupExport(LogicalUnit):
         dst = self.dst_node
         fname = exportinfo.disk_file_name(idx)
         feedback_fn(f"Exporting disk/{idx} to {dst.name}")
-        res = self.rpc.copy_disk(
+        res = node_call(
+            self.rpc.copy_disk,
             self.pnode,
             src,
             dst,
@@ -482,6 +509,7 @@ class LUBackupExport(LogicalUnit):
             compress=self.op.compress,
             bandwidth_limit=self.op.bandwidth_limit,
             progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
+            session=self.session,
         )
         ecode = res.error.ecode if res.error is not None else None
         stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)
@@ -499,20 +527,16 @@ class LUBackupExport(LogicalUnit):
         )
 
     def _prewarm_other_nodes(self) -> None:
-        """Let the node operations connect to the nodes ``_CleanupExports`` visits.
+        """Let the job's session connect to the nodes ``_CleanupExports`` visits.
 
-        A hint (node operations without ``prewarm`` skip it): the connections
-        open in the background while the copy runs, so the clean-up after it
-        finds them ready.
+        A hint: the connections open in the background while the copy runs,
+        so the clean-up after it finds them ready.
         """
-        prewarm = getattr(self.rpc, "prewarm", None)
-        if not callable(prewarm):
-            return
         data = self.cfg.snapshot()  # read-only: lookups
         skip = {self.dst_node.name, self.pnode.name}
         others = [n for n in data.nodes.values() if n.name not in skip and not n.offline]
         if others:
-            prewarm(others)
+            self.session.prewarm(others)
 
     def _publish(self, feedback_fn: FeedbackFn, manifest: exportinfo.Manifest) -> None:
         """Write config.ini and the manifest and publish ``.new`` atomically."""
@@ -521,8 +545,13 @@ class LUBackupExport(LogicalUnit):
             config = exportinfo.build_config(
                 inst, self.pnode.name, cluster.fill_beparams(inst), dict(inst.hvparams)
             )
-            path = self.rpc.export_finalize(
-                dst, cluster, inst.name, exportinfo.config_to_text(config), manifest.to_json()
+            path = node_call(
+                self.rpc.export_finalize,
+                dst,
+                cluster,
+                inst.name,
+                exportinfo.config_to_text(config),
+                manifest.to_json(),
             ).Raise("Export finalization failed")
         except BaseException:
             self._abort_export(feedback_fn)
@@ -530,7 +559,7 @@ class LUBackupExport(LogicalUnit):
         feedback_fn(f"Export of {inst.name} is in {dst.name}:{path}")
 
     def _abort_export(self, feedback_fn: FeedbackFn) -> None:
-        self.rpc.export_abort(self.dst_node, self.cluster, self.instance.name).Warn(
+        node_call(self.rpc.export_abort, self.dst_node, self.cluster, self.instance.name).Warn(
             f"Could not remove the incomplete export on {self.dst_node.name}", feedback_fn
         )
 
@@ -538,8 +567,11 @@ class LUBackupExport(LogicalUnit):
         """Ganeti's RemoveInstance: undefine, remove disks, drop the config entry."""
         feedback_fn(f"Removing instance {self.instance.name}")
         for res, msg in (
-            (self.rpc.undefine_instance(self.pnode, self.instance.name), "undefine"),
-            (self.rpc.remove_disks(self.cluster, self.pnode, self.instance), "remove the disks"),
+            (node_call(self.rpc.undefine_instance, self.pnode, self.instance.name), "undefine"),
+            (
+                node_call(self.rpc.remove_disks, self.pnode, self.cluster, self.instance),
+                "remove the disks",
+            ),
         ):
             if res.ok:
                 continue
@@ -566,7 +598,7 @@ class LUBackupQuery(NoHooksLU):
         out: dict[str, Any] = {}
         for name in sorted(self.nodes):
             node = data.nodes[name]
-            res = self.rpc.export_list(node, data.cluster)
+            res = node_call(self.rpc.export_list, node, data.cluster)
             if not res.ok:
                 out[name] = False
                 continue
@@ -597,7 +629,7 @@ class LUBackupRemove(NoHooksLU):
         for node in data.nodes.values():
             if node.offline:
                 continue
-            res = self.rpc.export_remove(node, data.cluster, self.op.instance_name)
+            res = node_call(self.rpc.export_remove, node, data.cluster, self.op.instance_name)
             if not res.ok:
                 self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
             elif res.payload:
@@ -639,7 +671,7 @@ class ImportModeHandler(CreateModeHandler):
         assert src is not None
         check_node_online(lu.cfg, src.name)
         name = (lu.op.src_path or lu.op.instance_name).rstrip("/").rsplit("/", 1)[-1]
-        data = lu.rpc.export_read(src, lu.cluster, name).Raise(
+        data = node_call(lu.rpc.export_read, src, lu.cluster, name).Raise(
             f"Cannot read the export of {name} on {src.name}", prereq=True
         )
         desc = exportinfo.describe(exportinfo.parse_config(data.config_text))
@@ -673,7 +705,8 @@ class ImportModeHandler(CreateModeHandler):
         lu = self.lu
         for idx, (src_path, sha) in enumerate(zip(self.sources, self.checksums, strict=True)):
             feedback_fn(f"Importing disk/{idx} from {self.src.name}")
-            res = lu.rpc.copy_disk(
+            res = node_call(
+                lu.rpc.copy_disk,
                 self.src,
                 src_path,
                 lu.pnode,
@@ -730,7 +763,7 @@ def check_stale_exports(vd: VerifyData) -> None:
     for node in vd.online_nodes():
         if node.name not in vd.domains:
             continue
-        res = vd.rpc.export_list(node, vd.config.cluster)
+        res = node_call(vd.rpc.export_list, node, vd.config.cluster)
         for entry in res.payload or []:
             if entry.stale:
                 vd.report(

@@ -9,6 +9,7 @@ from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_instance
 from ganeti_lv.cmdlib.instance import RUNNING_STATES, compute_instance_status
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, disk_path
 from ganeti_lv.opcodes import OpInstanceQuery
 
@@ -24,7 +25,7 @@ def _live_state(
     for name, node in sorted(data.nodes.items()):
         if node.offline:
             continue
-        result = rpc.instance_list(node)
+        result = node_call(rpc.instance_list, node)
         if result.fail_msg is not None:
             bad.add(name)
         else:

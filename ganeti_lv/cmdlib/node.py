@@ -18,6 +18,7 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.node import ssh
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Node
 from ganeti_lv.opcodes import OpNodeAdd, OpNodeQuery, OpNodeRemove, OpNodeSetParams
 
@@ -112,11 +113,13 @@ class LUNodeAdd(LogicalUnit):
         bootstrap.record_node_host_key(known_hosts, node, self.host_key)
         try:
             feedback_fn(f"* checking SSH connectivity to {node.address}:{node.ssh_port}")
-            self.rpc.run_command(node, ["true"], timeout=30).Raise(
+            node_call(self.rpc.run_command, node, ["true"], timeout=30).Raise(
                 f"Node {node.name} is not reachable over SSH with the cluster key"
             )
             feedback_fn(f"* checking libvirt on {node.libvirt_uri or 'the default URI'}")
-            facts = self.rpc.node_info(node).Raise(f"Cannot talk to libvirt on node {node.name}")
+            facts = node_call(self.rpc.node_info, node).Raise(
+                f"Cannot talk to libvirt on node {node.name}"
+            )
             feedback_fn(
                 f"* node {node.name}: {facts.memory_total} MiB memory, {facts.memory_free} MiB free"
             )
@@ -315,7 +318,7 @@ class LUNodeQuery(NoHooksLU):
                 "mfree": None,
             }
             if self.op.live and not node.offline:
-                result = self.rpc.node_info(node)
+                result = node_call(self.rpc.node_info, node)
                 if result.fail_msg is None and result.payload is not None:
                     row["mtotal"] = result.payload.memory_total
                     row["mfree"] = result.payload.memory_free

@@ -64,15 +64,12 @@ class MasterDaemon:
 
     def warm_up(self) -> None:
         """Open the SSH connections to the online nodes in the background (a hint)."""
-        prewarm = getattr(self.node_ops, "prewarm", None)
-        if not callable(prewarm):
-            return
         try:
             nodes = [n for n in self._base.config.snapshot().nodes.values() if not n.offline]
         except GenericError as err:
             log.info("no warm-up: %s", err)
             return
-        prewarm(nodes)
+        self.node_ops.prewarm(nodes)
 
     def context(self, lock_timeout: float | None) -> Context:
         """A job's own context on the shared node operations."""
@@ -141,7 +138,6 @@ class MasterDaemon:
 
         Logged, and stopped safely by ``cancel`` or ``cancel_all``.
         """
-        from ganeti_lv import ahead
         from ganeti_lv.mcpu import Processor
 
         with self._lock:
@@ -150,9 +146,6 @@ class MasterDaemon:
         log.info("%s: started", summary)
         try:
             ctx = self.context(lock_timeout)
-            # the connections are open already; a live export's copies are set up
-            # while the job takes its locks and runs its checks
-            ahead.prestart_copies(ctx, op)
             result = Processor(ctx).execute(op, feedback_fn=feedback_fn, cancel=cancel)
         except Exception as err:
             log.info("%s: failed: %s", summary, err)

@@ -27,12 +27,12 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, NodeError, RemoteCommandError
-from ganeti_lv.hypervisor.base import CommandResult
 from ganeti_lv.node import diskcopy_helper
+from ganeti_lv.node.transport import CommandResult, Runner, StreamProcess
 
 MiB = 1024 * 1024
 ProgressFn = Callable[[int, int], None]
@@ -43,38 +43,6 @@ SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@o
 # 0.2 s more per connection here (each disk copy opens one). Only names that
 # OpenSSH has known since 7.4, so that older nodes accept the option.
 SSH_KEX = "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256"
-
-
-class StreamProcess(Protocol):
-    """A running command whose stdout can be read while it runs."""
-
-    def read(self, size: int = ...) -> bytes:
-        """Up to ``size`` bytes of stdout; b"" at the end."""
-
-    def write(self, data: bytes) -> None:
-        """Send data to the command's stdin."""
-
-    def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
-        """Wait for the exit; the rest of stdout is in the result."""
-
-    def close(self) -> None:
-        """Stop reading; the command sees its stdout closed."""
-
-
-class Runner(Protocol):
-    """What the engine needs from a connection to a node (``SshClient`` has it)."""
-
-    def run(
-        self,
-        cmd: str | Sequence[str],
-        timeout: float | None = None,
-        input: bytes | None = None,  # noqa: A002 (SshClient's name)
-        check: bool = True,
-    ) -> CommandResult:
-        """Run a command to completion."""
-
-    def open_exec(self, cmd: str | Sequence[str]) -> StreamProcess:
-        """Start a command for streaming."""
 
 
 @dataclass

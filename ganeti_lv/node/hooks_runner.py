@@ -34,8 +34,8 @@ import shlex
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, HooksFailure, NodeError, NodeUnreachable
-from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.node.ssh import SshClient
+from ganeti_lv.node.transport import HookScriptResult
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KILL_GRACE = 2

@@ -44,7 +44,7 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
-from ganeti_lv.hypervisor.base import CommandResult
+from ganeti_lv.node.transport import CommandResult
 
 
 @contextlib.contextmanager
@@ -478,6 +478,13 @@ class SshClient:
         self._transport()
         return self
 
+    @property
+    def connected(self) -> bool:
+        """True while the connection is open (the next call need not connect)."""
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        return transport is not None and transport.is_active()
+
     def warm_up(self) -> bool:
         """Open the connection and its first session now; False if that failed.
 
@@ -486,8 +493,11 @@ class SshClient:
         set-up of the first session (~50 ms) then overlap that work. One
         attempt, no retry, errors dropped: the next real call connects
         again under the retry policy and reports what is wrong (the host
-        key is checked the same way either way).
+        key is checked the same way either way). A connection already open
+        is left alone.
         """
+        if self.connected:
+            return True
         try:
             with self._lock:
                 if self._client is None:

@@ -64,7 +64,7 @@ class Env:
         self.devcluster = devcluster
         self.data_dir = devcluster.data_dir
         self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir, self.config)
+        self.ops = LibvirtNodeOps(self.data_dir)
         self.client = Client(data_dir=self.data_dir, node_ops=self.ops)
         self.nodes = sorted(self.config.node_names())
 
@@ -226,7 +226,7 @@ def _fresh_guest(env: Env) -> None:
     inst = env.config.get_instance(NAME)
     assert inst is not None
     cluster = env.config.get_cluster()
-    env.ops.reboot_instance(cluster, where, inst, "hard", 10).Raise("reset the guest")
+    env.ops.reboot_instance(where, cluster, inst, "hard", 10)
     wait_console(env.ops, where, NAME, lambda t: re.search(r"^tick 2$", t[mark:], re.M) is not None)
 
 

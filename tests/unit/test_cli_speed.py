@@ -1,4 +1,4 @@
-"""Start-up and exit speed of ``gnt-lv``: connection warm-up and the fast exit."""
+"""Start-up and exit speed of ``gnt-lv``: the fast exit."""
 
 from __future__ import annotations
 
@@ -11,45 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ganeti_lv.ahead import prewarm_nodes
-from ganeti_lv.client import Client
-from ganeti_lv.config import ConfigStore
-from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.objects import Node
-from ganeti_lv.opcodes import OpInstanceMigrate
-
 NODES = ("node1.example.com", "node2.example.com", "node3.example.com")  # conftest.py
-
-
-class WarmRecorder(FakeNodeOps):
-    """Fake node operations that record what they were asked to warm up."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.warmed: list[list[str]] = []
-
-    def prewarm(self, nodes: list[Node]) -> None:
-        self.warmed.append([n.name for n in nodes])
-
-
-def test_migrate_warms_master_primary_and_target(config: ConfigStore, data_dir: str) -> None:
-    ops = WarmRecorder()
-    client = Client(data_dir=data_dir, node_ops=ops)
-    prewarm_nodes(client.ctx, OpInstanceMigrate(instance_name="inst1", target_node="node3"))
-    # master and primary are node1 (named once), the target by its full name
-    assert ops.warmed == [[NODES[0], NODES[2]]]
-
-
-def test_no_warm_up_for_unknown_names_or_without_support(
-    config: ConfigStore, data_dir: str
-) -> None:
-    ops = WarmRecorder()
-    client = Client(data_dir=data_dir, node_ops=ops)
-    prewarm_nodes(client.ctx, OpInstanceMigrate(instance_name="ghost", target_node="node3"))
-    assert ops.warmed == []
-    plain = Client(data_dir=data_dir, node_ops=FakeNodeOps())
-    prewarm_nodes(plain.ctx, OpInstanceMigrate(instance_name="inst1"))  # no prewarm(): no error
-    prewarm_nodes(None, OpInstanceMigrate(instance_name="inst1"))  # no context: skipped
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:

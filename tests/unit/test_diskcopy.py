@@ -14,7 +14,8 @@ import pytest
 from support.waiting import wait_until
 
 from ganeti_lv.errors import ECODE_NORES, NodeError
-from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
+from ganeti_lv.hypervisor.base import CopyAhead
+from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
 from ganeti_lv.node import diskcopy, diskcopy_helper
 from ganeti_lv.objects import Node
 
@@ -240,6 +241,9 @@ class _LocalExportOps(LibvirtExportOps):
     def _endpoint(self, dst):
         return diskcopy.LOCAL_ENDPOINT
 
+    def prewarm(self, nodes):
+        pass
+
 
 def _helpers_running(marker: str) -> list[str]:
     """Command lines of the processes running a copy helper for a path under ``marker``."""
@@ -255,30 +259,68 @@ def _helpers_running(marker: str) -> list[str]:
     return found
 
 
+def _session_and_nodes(ops):
+    n1, n2 = Node(name="n1", address="127.0.0.1"), Node(name="n2", address="127.0.0.1")
+    return CopySession(ops), n1, n2
+
+
 def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
     ops = _LocalExportOps()
-    n1, n2 = Node(name="n1", address="127.0.0.1"), Node(name="n2", address="127.0.0.1")
+    session, n1, n2 = _session_and_nodes(ops)
     first, second = tmp_path / "first" / "disk0.img", tmp_path / "second" / "disk0.img"
-    ops.prestart_copy(n1, str(image), n2, str(first))
-    pending = ops._pending_copies[("n1", "n2", str(first))]
-    ops.prestart_copy(n1, str(image), n2, str(first))  # the same copy again: kept
-    assert ops._pending_copies[("n1", "n2", str(first))] is pending
-    ops.prestart_copy(n1, str(image), n2, str(second), compress="gzip")
+    session.prestart_copies(
+        [
+            CopyAhead(n1, str(image), n2, str(first), "none"),
+            CopyAhead(n1, str(image), n2, str(second), "gzip"),
+        ]
+    )
     time.sleep(0.3)  # give the helpers time to misbehave: nothing may appear yet
     assert not first.parent.exists() and not second.parent.exists()
     # set up and waiting (slow to start on a busy machine)
-    wait_until(lambda: len(_helpers_running(str(tmp_path))) >= 2, 10)
-    assert len(_helpers_running(str(tmp_path))) >= 2
-    stats = ops._op_copy_disk(n1, str(image), n2, str(first))  # the one set up: go
+    wait_until(lambda: _helpers_running(str(first)) and _helpers_running(str(second)), 10)
+    stats = ops.copy_disk(n1, str(image), n2, str(first), session=session)  # the one set up: go
     assert stats.checksum == _sha(image) and _sha(first) == _sha(image)
+    assert not _helpers_running(str(first)) and _helpers_running(str(second))
     # another compression than set up: that one is called off, a new copy made
-    other = ops._op_copy_disk(n1, str(image), n2, str(second), compress="none")
+    other = ops.copy_disk(n1, str(image), n2, str(second), compress="none", session=session)
     assert other.compress == "none" and _sha(second) == _sha(image)
-    ops.prestart_copy(n1, str(image), n2, str(tmp_path / "third" / "disk0.img"))
-    ops.drop_prestarted_copies()
+    wait_until(lambda: not _helpers_running(str(second)), 10)
+    third = tmp_path / "third" / "disk0.img"
+    session.prestart_copies([CopyAhead(n1, str(image), n2, str(third), "none")])
+    wait_until(lambda: _helpers_running(str(third)), 10)
+    session.close()
     wait_until(lambda: not _helpers_running(str(tmp_path)), 10)
     assert not _helpers_running(str(tmp_path))
-    assert not (tmp_path / "third").exists()
+    assert not third.parent.exists()
+
+
+def test_sessions_keep_their_own_copies(image, tmp_path):
+    """Jobs sharing the node operations: one job's end calls off only its own copies."""
+    ops = _LocalExportOps()
+    mine, n1, n2 = _session_and_nodes(ops)
+    theirs = CopySession(ops)
+    a, b = tmp_path / "a" / "disk0.img", tmp_path / "b" / "disk0.img"
+    mine.prestart_copies([CopyAhead(n1, str(image), n2, str(a), "none")])
+    theirs.prestart_copies([CopyAhead(n1, str(image), n2, str(b), "none")])
+    wait_until(lambda: _helpers_running(str(a)) and _helpers_running(str(b)), 10)
+    theirs.close()
+    wait_until(lambda: not _helpers_running(str(b)), 10)
+    assert _helpers_running(str(a))  # mine waits on
+    # a session knows only its own copies: the other one's copy_disk makes a new one
+    ops.copy_disk(n1, str(image), n2, str(b), session=theirs)
+    assert _helpers_running(str(a))
+    ops.copy_disk(n1, str(image), n2, str(a), session=mine)
+    assert not _helpers_running(str(a)) and _sha(a) == _sha(image)
+    mine.close()
+
+
+def test_a_closed_session_sets_nothing_up(image, tmp_path):
+    ops = _LocalExportOps()
+    session, n1, n2 = _session_and_nodes(ops)
+    session.close()
+    session.prestart_copies([CopyAhead(n1, str(image), n2, str(tmp_path / "x" / "d"), "none")])
+    time.sleep(0.3)
+    assert not _helpers_running(str(tmp_path))
 
 
 class _FlakyRunner:
@@ -288,7 +330,7 @@ class _FlakyRunner:
         self.calls = 0
 
     def run(self, cmd, timeout=None, input=None, check=True):  # noqa: A002
-        from ganeti_lv.hypervisor.base import CommandResult
+        from ganeti_lv.node.transport import CommandResult
 
         self.calls += 1
         if self.calls == 1:

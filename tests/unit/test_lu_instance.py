@@ -300,15 +300,15 @@ def test_create_rechecks_name_under_config_lock(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A same-named instance recorded meanwhile (by hand) makes the create roll back."""
-    original = fake_ops._op_start_instance
+    original = fake_ops.start_instance
 
-    def start_and_race(cluster: Any, node: Any, instance: Any) -> None:
-        original(cluster, node, instance)
+    def start_and_race(node: Any, cluster: Any, instance: Any) -> None:
+        original(node, cluster, instance)
         other = instance.copy()
         other.primary_node = N3
         config.add_instance(other)
 
-    monkeypatch.setattr(fake_ops, "_op_start_instance", start_and_race)
+    monkeypatch.setattr(fake_ops, "start_instance", start_and_race)
     with pytest.raises(OpExecError) as info:
         run(ctx, create_op())
     assert info.value.ecode == ECODE_EXISTS

@@ -30,12 +30,12 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.migration_types import MigrationProgress
 from ganeti_lv.master import client as masterclient
 from ganeti_lv.master import daemon as masterd
 from ganeti_lv.master.jobs import ACTIVE_STATUSES, JOB_STATUS_RUNNING, JobStore
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
 
 INST = "inst1.example.com"

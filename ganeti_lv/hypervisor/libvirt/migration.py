@@ -445,11 +445,11 @@ class MigrationOpsMixin:
     _over_ssh: Callable[..., Any]
     prepare_node_dirs: Callable[..., None]
 
-    def _op_migrate_instance(
+    def migrate_instance(
         self,
-        cluster: Cluster,
         source: Node,
         target: Node,
+        cluster: Cluster,
         instance: Instance,
         params: MigrationParams,
         progress_fn: ProgressFn,
@@ -477,13 +477,13 @@ class MigrationOpsMixin:
         files = serial_files(self.host(source).guest(name).xml())
         self.prepare_node_dirs(target, files)
 
-    def _op_abort_migration(self, node: Node, name: str) -> bool:
+    def abort_migration(self, node: Node, name: str) -> bool:
         return abort_job(self.host(node), name)
 
-    def _op_compare_cpu(self, source: Node, target: Node, instance: Instance) -> tuple[bool, str]:
+    def compare_cpu(self, target: Node, source: Node, instance: Instance) -> tuple[bool, str]:
         return compare_cpu(self.host(source), self.host(target), instance.name)
 
-    def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
+    def paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
         if not paths:
             return {}
         # SFTP stat on the node's open session (as ``[ -e ]``: symlinks followed)
