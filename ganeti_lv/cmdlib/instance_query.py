@@ -33,24 +33,19 @@ def _live_state(
     return domains, bad
 
 
-def _console_log(dom: DomainInfo | None, name: str) -> str | None:
-    if dom is not None and dom.console_log:
-        return dom.console_log
-    try:
-        from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
-    except ImportError:  # pragma: no cover - the libvirt layer is part of the package
-        return None
-    return console_log_path(name)
-
-
 def instance_row(
     cluster: Cluster,
     inst: Instance,
     domains: dict[str, dict[str, DomainInfo]],
     offline: set[str],
     bad: set[str],
+    console_log: Callable[[str], str] = lambda _name: "",
 ) -> dict[str, Any]:
-    """The query row of one instance (config plus live state)."""
+    """The query row of one instance (config plus live state).
+
+    ``console_log(name)``: where the node keeps the console log of an
+    instance whose domain does not say (``NodeOps.console_log_path``).
+    """
     running_on = sorted(
         n
         for n, doms in domains.items()
@@ -84,7 +79,9 @@ def instance_row(
         "tags": list(inst.tags),
         "beparams": be,
         "hvparams": cluster.fill_hvparams(inst),
-        "console_log": _console_log(pdom, inst.name),
+        "console_log": (pdom.console_log if pdom is not None else "")
+        or console_log(inst.name)
+        or None,
         "disk_details": [
             {
                 "size": d.size,
@@ -122,7 +119,9 @@ class LUInstanceQuery(NoHooksLU):
             domains, bad = {}, set()
         names = self.wanted or sorted(data.instances)
         return [
-            instance_row(data.cluster, data.instances[n], domains, offline, bad)
+            instance_row(
+                data.cluster, data.instances[n], domains, offline, bad, self.rpc.console_log_path
+            )
             for n in names
             if n in data.instances
         ]

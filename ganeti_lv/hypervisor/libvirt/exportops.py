@@ -26,7 +26,6 @@ from ganeti_lv.errors import NodeError
 from ganeti_lv.hypervisor.base import CopyAhead, NodeSession
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
 from ganeti_lv.hypervisor.libvirt import diskchain
-from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
 from ganeti_lv.hypervisor.libvirt.domxml import build_domain_xml
 from ganeti_lv.node import diskcopy, exportdir
 from ganeti_lv.objects import Cluster, Instance, Node
@@ -140,7 +139,7 @@ class LibvirtExportOps:
     def start_with_snapshot(self, node: Node, cluster: Cluster, instance: Instance) -> SnapshotInfo:
         host = self.host(node)
         guest = host.define(build_domain_xml(cluster, instance))
-        vsnap.start_paused(guest)
+        guest.start_paused()
         try:
             snap = diskchain.create(guest, self.ssh(node), node.name, freeze=False)
         except NodeError:
