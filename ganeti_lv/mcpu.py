@@ -16,7 +16,6 @@ error), so nothing begun for the job outlives it.
 
 from __future__ import annotations
 
-import datetime
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,12 +48,6 @@ MAX_TEMP_NORES_RETRIES = 3
 RETRY_DELAY = 1.0
 
 _ = cmdlib  # importing the package fills LU_REGISTRY
-
-
-def format_feedback(timestamp: float, message: str) -> str:
-    """A job log line as the CLI shows it: "<ISO time> <message>"."""
-    when = datetime.datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
-    return f"{when} {message}"
 
 
 class Processor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -408,8 +408,3 @@ class LUClusterVerify(NoHooksLU):
         if not vd.problems:
             feedback_fn("* No problems found")
         return [p.to_dict() for p in vd.problems]
-
-
-def iter_problem_lines(problems: Iterable[dict[str, str]]) -> list[str]:
-    """Format result dicts as Ganeti lines (for callers of the library API)."""
-    return [VerifyProblem(**p).format() for p in problems]

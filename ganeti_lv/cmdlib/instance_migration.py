@@ -63,13 +63,6 @@ from ganeti_lv.opcodes import OpInstanceFailover, OpInstanceMigrate
 FeedbackFn = Callable[[str], None]
 
 _RUN_STATES = (constants.DOMSTATE_RUNNING,)
-_PRESENT_STATES = (
-    constants.DOMSTATE_RUNNING,
-    constants.DOMSTATE_PAUSED,
-    constants.DOMSTATE_SHUTOFF,
-    constants.DOMSTATE_CRASHED,
-    constants.DOMSTATE_OTHER,
-)
 
 
 class TLMigrateInstance(Tasklet):
@@ -193,7 +186,7 @@ class TLMigrateInstance(Tasklet):
 
     # ------------------------------------------------------- CheckPrereq
     def CheckPrereq(self) -> None:
-        """Ganeti's checks, in Ganeti's order (see ganeti-semantics section 3)."""
+        """Ganeti's checks, in Ganeti's order (its TLMigrateInstance.CheckPrereq)."""
         inst = get_instance(self.cfg, self.instance_name)
         self.instance = inst
         self.cluster = self.cfg.get_cluster()

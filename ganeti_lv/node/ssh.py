@@ -27,13 +27,14 @@ import os
 import select
 import shlex
 import socket
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
+
+import paramiko
 
 from ganeti_lv import retry
 from ganeti_lv.config import write_file_atomically
@@ -45,31 +46,6 @@ from ganeti_lv.errors import (
     RemoteCommandError,
 )
 from ganeti_lv.node.transport import CommandResult
-
-
-@contextlib.contextmanager
-def _without_invoke() -> Iterator[None]:
-    """Keep paramiko from importing its optional ``invoke`` support.
-
-    paramiko's config module imports invoke (and with it asyncio and
-    unittest.mock, about a third of paramiko's import time) only to run
-    ``Match exec`` lines of OpenSSH config files, which ganeti_lv never
-    reads. While blocked, ``import invoke`` raises ImportError, which
-    paramiko expects; afterwards the block is lifted for everyone else.
-    """
-    if "invoke" in sys.modules or "paramiko" in sys.modules:
-        yield
-        return
-    sys.modules["invoke"] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if "invoke" in sys.modules and sys.modules["invoke"] is None:
-            del sys.modules["invoke"]
-
-
-with _without_invoke():
-    import paramiko
 
 T = TypeVar("T")
 
@@ -752,64 +728,3 @@ class SshClient:
             return True
 
         return self._with_sftp(f"stat {path}", stat)
-
-
-class SshPool:
-    """A cache of ``SshClient`` objects keyed by (host, port, user).
-
-    One paramiko transport carries many channels, so callers share a client
-    per node. ``close_all`` closes every connection.
-    """
-
-    def __init__(
-        self,
-        key_file: str | None,
-        known_hosts_file: str | None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        **client_kwargs: Any,
-    ) -> None:
-        self.key_file = key_file
-        self.known_hosts_file = known_hosts_file
-        self.connect_timeout = connect_timeout
-        self._kwargs = client_kwargs
-        self._clients: dict[tuple[str, int, str], SshClient] = {}
-        self._lock = threading.Lock()
-
-    def get(
-        self,
-        host: str,
-        port: int = DEFAULT_PORT,
-        user: str = DEFAULT_USER,
-        node_name: str | None = None,
-    ) -> SshClient:
-        """The shared client for host:port as user (created on first use)."""
-        key = (host, port, user)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = SshClient(
-                    host,
-                    port=port,
-                    user=user,
-                    key_file=self.key_file,
-                    known_hosts_file=self.known_hosts_file,
-                    connect_timeout=self.connect_timeout,
-                    node_name=node_name,
-                    **self._kwargs,
-                )
-                self._clients[key] = client
-            return client
-
-    def close_all(self) -> None:
-        """Close every cached connection."""
-        with self._lock:
-            clients = list(self._clients.values())
-            self._clients.clear()
-        for client in clients:
-            client.close()
-
-    def __enter__(self) -> SshPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close_all()

@@ -188,23 +188,6 @@ def test_history_records_steps() -> None:
     assert state.history == ("downtime 600", "abort")
 
 
-@pytest.mark.parametrize(
-    ("config", "fragments"),
-    [
-        (PolicyConfig(memory_mib=1024), ["downtime 300 ms", "completion timeout 300 s", "abort"]),
-        (
-            PolicyConfig(memory_mib=128, escalate=False, allow_postcopy=True),
-            ["no escalation", "post-copy"],
-        ),
-        (PolicyConfig(memory_mib=128, auto_converge=True), ["auto-converge", "2000 ms"]),
-    ],
-)
-def test_describe_config(config: PolicyConfig, fragments: list[str]) -> None:
-    text = mp.describe_config(config)
-    for fragment in fragments:
-        assert fragment in text
-
-
 def test_throttle_is_reported_and_auto_converge_params_are_set() -> None:
     import libvirt
 

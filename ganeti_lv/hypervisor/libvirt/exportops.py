@@ -27,7 +27,7 @@ from ganeti_lv.hypervisor.base import CopyAhead, NodeSession
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
 from ganeti_lv.hypervisor.libvirt import diskchain
 from ganeti_lv.hypervisor.libvirt.domxml import build_domain_xml
-from ganeti_lv.node import diskcopy, exportdir
+from ganeti_lv.node import diskcopy, diskstat, exportdir
 from ganeti_lv.objects import Cluster, Instance, Node
 
 if TYPE_CHECKING:
@@ -123,12 +123,12 @@ class LibvirtExportOps:
         return plan.run(self.ssh(src), progress_fn, start_fn)
 
     def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
-        return diskcopy.stat_files(self.ssh(node), node.name, paths)
+        return diskstat.stat_files(self.ssh(node), node.name, paths)
 
     def free_space(self, node: Node, path: str) -> int:
         # the path may not exist yet (a fresh export dir): the helper measures its
         # nearest existing parent
-        return diskcopy.free_space(self.ssh(node), node.name, path)
+        return diskstat.free_space(self.ssh(node), node.name, path)
 
     def snapshot_disks(
         self, node: Node, instance: Instance, *, freeze: bool = True

@@ -1,4 +1,7 @@
-"""Export LUs: LUBackupExport, LUBackupQuery, LUBackupRemove (+ import mode).
+"""LUBackupExport: export an instance to the export directory of a node.
+
+The export LU; the export query and removal LUs are in ``backup_query``,
+the import (a mode of instance creation) in ``backup_import``.
 
 LUBackupExport keeps Ganeti's parameters, checks, error codes and named
 helpers (TrySnapshot, DoReboot, StartInstance, ZeroFreeSpace,
@@ -16,7 +19,9 @@ _CleanupExports, _InstanceDiskSizeSum) and fixes its weak points:
   previous export is renamed aside, never deleted before the new one is in
   place (see ``exportdir``);
 - live snapshots are merged back in a ``finally``; a leftover of a killed
-  export is merged by the next operation (``repair_disk_chain``).
+  export is merged by the next operation (``repair_disk_chain``);
+- a live export's first disk copies are set up while the job waits for its
+  locks (``EarlyWork``, in the job's session): the copy then only says go.
 
 Zeroing free space does not require compression here (Ganeti refuses it):
 the copy engine skips all-zero blocks, so zeroed space is never sent.
@@ -31,8 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ganeti_lv import constants, exportinfo, locking
-from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, NoHooksLU, register_lu
-from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
+from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
@@ -44,21 +48,13 @@ from ganeti_lv.cmdlib.common import (
     instance_nodes_ahead,
     repair_disk_chain,
 )
-from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
-from ganeti_lv.errors import (
-    ECODE_INVAL,
-    ECODE_NORES,
-    ECODE_STATE,
-    OpExecError,
-    OpPrereqError,
-)
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, ECODE_STATE, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.base import CopyAhead
-from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX, SnapshotInfo
-from ganeti_lv.node import diskcopy
+from ganeti_lv.hypervisor.export_types import SnapshotInfo
+from ganeti_lv.node import diskcopy, progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
-from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove
-from ganeti_lv.units import coerce_beparams, coerce_params
+from ganeti_lv.opcodes import OpBackupExport
 
 MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
@@ -302,7 +298,9 @@ class LUBackupExport(LogicalUnit):
                 ECODE_NORES,
             )
         if overlays:
-            overlay = max(OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * 0.05))
+            overlay = max(
+                OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * OVERLAY_SPACE_SHARE)
+            )
             pfree = results[2].Raise(
                 f"Cannot check the free space on {self.pnode.name}", prereq=True
             )
@@ -508,7 +506,7 @@ class LUBackupExport(LogicalUnit):
             f"{newdir}/{fname}",
             compress=self.op.compress,
             bandwidth_limit=self.op.bandwidth_limit,
-            progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
+            progress_fn=progress.ProgressReporter(feedback_fn, f"disk/{idx}"),
             session=self.session,
         )
         ecode = res.error.ecode if res.error is not None else None
@@ -579,198 +577,3 @@ class LUBackupExport(LogicalUnit):
                 res.Raise(f"Could not {msg} of instance {self.instance.name}")
             res.Warn(f"Could not {msg} of instance {self.instance.name}", feedback_fn)
         self.cfg.remove_instance(self.instance.name)
-
-
-@register_lu(OpBackupQuery)
-class LUBackupQuery(NoHooksLU):
-    """List exports per node: {node: [instance, ...]} (False for unreachable nodes)."""
-
-    REQ_BGL = False
-
-    def ExpandNames(self) -> None:
-        """No locks: a read of node directories."""
-        self.nodes = [expand_node(self.cfg, n) for n in self.op.nodes] or self.cfg.node_names()
-        self.needed_locks = {}
-
-    def Exec(self, feedback_fn: FeedbackFn) -> dict[str, Any]:
-        """Complete exports by node; stale ones are reported as warnings."""
-        data = self.cfg.snapshot()  # read-only: lookups
-        out: dict[str, Any] = {}
-        for name in sorted(self.nodes):
-            node = data.nodes[name]
-            res = node_call(self.rpc.export_list, node, data.cluster)
-            if not res.ok:
-                out[name] = False
-                continue
-            entries = res.payload or []
-            out[name] = sorted(e.instance for e in entries if e.complete)
-            for entry in entries:
-                if entry.stale:
-                    self.LogWarning(f"Stale incomplete export {entry.path} on {name}")
-        return out
-
-
-@register_lu(OpBackupRemove)
-class LUBackupRemove(NoHooksLU):
-    """Remove every export of an instance (the instance itself may be gone)."""
-
-    REQ_BGL = False
-
-    def ExpandNames(self) -> None:
-        """Lock the instance when it still exists (so no export of it runs)."""
-        name = self.cfg.expand_instance_name(self.op.instance_name)
-        self.op.instance_name = name or self.op.instance_name
-        self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
-
-    def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
-        """Remove the export from every node having one; payload: those nodes."""
-        data = self.cfg.snapshot()  # read-only: lookups
-        removed = []
-        for node in data.nodes.values():
-            if node.offline:
-                continue
-            res = node_call(self.rpc.export_remove, node, data.cluster, self.op.instance_name)
-            if not res.ok:
-                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
-            elif res.payload:
-                removed.append(node.name)
-        if not removed:
-            raise OpExecError(f"No exports found for instance {self.op.instance_name}")
-        feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
-        return sorted(removed)
-
-
-class ImportModeHandler(CreateModeHandler):
-    """``OpInstanceCreate(mode="import")``: create an instance from an export.
-
-    The export is read from ``src_node`` (config.ini and manifest); disks,
-    NICs and parameters come from it unless the opcode gives them; every
-    disk is copied node to node and verified against the manifest's checksum
-    (in the manifest's algorithm: older exports have a plain sha256).
-    """
-
-    def check_arguments(self) -> None:
-        """Import needs the source node."""
-        if not self.lu.op.src_node:
-            raise OpPrereqError("Import requires a source node (src_node)", ECODE_INVAL)
-
-    def expand_names(self) -> None:
-        """Lock the source node (shared: only read)."""
-        lu = self.lu
-        lu.op.src_node = expand_node(lu.cfg, lu.op.src_node)
-        locks = lu.needed_locks
-        assert locks is not None
-        nodes = locks.get(locking.LEVEL_NODE, [])
-        assert isinstance(nodes, list)
-        locks[locking.LEVEL_NODE] = sorted({*nodes, lu.op.src_node})
-
-    def check_prereq(self) -> None:
-        """Read and check the export; shape the instance from it."""
-        lu = self.lu
-        src = lu.cfg.get_node(lu.op.src_node)
-        assert src is not None
-        check_node_online(lu.cfg, src.name)
-        name = (lu.op.src_path or lu.op.instance_name).rstrip("/").rsplit("/", 1)[-1]
-        data = node_call(lu.rpc.export_read, src, lu.cluster, name).Raise(
-            f"Cannot read the export of {name} on {src.name}", prereq=True
-        )
-        desc = exportinfo.describe(exportinfo.parse_config(data.config_text))
-        manifest = exportinfo.Manifest.from_json(data.manifest_text)
-        if len(manifest.disks) != len(desc.disks):
-            raise OpPrereqError("Export manifest and config.ini disagree on disks", ECODE_INVAL)
-        inst = lu.instance
-        if not lu.op.disks:
-            inst.disks = desc.disks
-            for disk in inst.disks:
-                disk.dev_type = inst.disk_template
-        if not lu.op.nics and not inst.nics:
-            inst.nics = [n for n in desc.nics if n.mac not in _used_macs(lu)]
-        be = {k: v for k, v in desc.beparams.items() if k in constants.BEC_DEFAULTS}
-        hv = {k: v for k, v in desc.hvparams.items() if k in constants.HVC_DEFAULTS}
-        inst.beparams = coerce_beparams({**be, **lu.op.beparams}, dict(constants.BEC_DEFAULTS))
-        inst.hvparams = coerce_params(
-            {**hv, **lu.op.hvparams}, constants.HVC_DEFAULTS, "hypervisor"
-        )
-        inst.os = desc.os or inst.os
-        self.src = src
-        self.sources = [f"{data.path}/{d.file}" for d in manifest.disks]
-        self.checksums = [d.checksum_text for d in manifest.disks]
-
-    def hooks_env(self) -> dict[str, Any]:
-        """Ganeti's import keys."""
-        return {"SRC_NODE": self.src.name, "SRC_PATH": self.sources[0].rsplit("/", 1)[0]}
-
-    def fill_disks(self, feedback_fn: FeedbackFn) -> None:
-        """Copy every exported disk onto the new disks, verifying its checksum."""
-        lu = self.lu
-        for idx, (src_path, sha) in enumerate(zip(self.sources, self.checksums, strict=True)):
-            feedback_fn(f"Importing disk/{idx} from {self.src.name}")
-            res = node_call(
-                lu.rpc.copy_disk,
-                self.src,
-                src_path,
-                lu.pnode,
-                disk_path(lu.cluster, lu.instance, idx),
-                expect_sha256=sha,
-                progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
-            )
-            stats = res.Raise(f"Import of disk/{idx} failed")
-            feedback_fn(f"disk/{idx}: {stats.checksum_text} verified")
-
-
-def _used_macs(lu: LogicalUnit) -> set[str]:
-    data = lu.cfg.snapshot()  # read-only: lookups
-    return {n.mac for inst in data.instances.values() for n in inst.nics}
-
-
-register_create_mode("import", ImportModeHandler)
-
-
-# ---------------------------------------------------------------- cluster verify
-
-
-@register_verify_check(order=60)
-def check_export_overlays(vd: VerifyData) -> None:
-    """Snapshot overlays of an interrupted export, live or as files on a node."""
-    cluster = vd.config.cluster
-    for node_name, doms in sorted(vd.domains.items()):
-        for name, dom in sorted(doms.items()):
-            for overlay in dom.overlays:
-                vd.report(
-                    "EINSTANCEOVERLAY",
-                    "instance",
-                    name,
-                    f"runs on the snapshot overlay {overlay} on {node_name} (an interrupted"
-                    " export); the next operation on the instance merges it",
-                )
-    for node in vd.online_nodes():
-        if node.name not in vd.domains:
-            continue
-        for path in vd.list_files(node, cluster.file_storage_dir) or []:
-            if path.endswith(OVERLAY_SUFFIX):
-                vd.claim_file(node.name, path)
-                vd.report(
-                    "ENODEOVERLAY",
-                    "node",
-                    node.name,
-                    f"leftover export snapshot overlay {path}",
-                )
-
-
-@register_verify_check(order=61)
-def check_stale_exports(vd: VerifyData) -> None:
-    """Incomplete exports (``.new``/``.old``) left by a failed or killed export."""
-    for node in vd.online_nodes():
-        if node.name not in vd.domains:
-            continue
-        res = node_call(vd.rpc.export_list, node, vd.config.cluster)
-        for entry in res.payload or []:
-            if entry.stale:
-                vd.report(
-                    "ENODESTALEEXPORT",
-                    "node",
-                    node.name,
-                    f"incomplete export {entry.path} (remove it with 'backup remove"
-                    f" {entry.instance}' or export again)",
-                    severity=SEV_WARNING,
-                )
