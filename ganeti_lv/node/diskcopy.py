@@ -78,8 +78,8 @@ class CopyStats:
 class CopyEndpoint:
     """How the source node reaches the target: argv prefix taking one command string.
 
-    For node-to-node SSH see ``ssh_endpoint``; ``LocalRunner`` tests use
-    ``["sh", "-c"]``.
+    For node-to-node SSH see ``ssh_endpoint``; tests that copy on one
+    machine use ``["sh", "-c"]``.
     """
 
     argv: list[str]

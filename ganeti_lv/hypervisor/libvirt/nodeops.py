@@ -5,6 +5,11 @@ The master reaches each node's libvirtd at ``node.libvirt_uri`` (one
 cluster key and known_hosts (one ``SshClient`` per node, kept open).
 Node-local files (disk images, hooks) are only touched through SSH.
 Time and sleep are injectable so the shutdown timeout is testable.
+
+The connections are shared by every job of the process (the master daemon
+runs several at once); what one job begins ahead of need lives in its own
+session (``open_session``: ``exportops.CopySession``). Everything an
+operation needs comes in its arguments: the configuration is never read here.
 """
 
 from __future__ import annotations
