@@ -13,13 +13,13 @@ not the hope, decides what is reported and recorded.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib import migration_verify  # noqa: F401  (registers the verify checks)
 from ganeti_lv.cmdlib.base import LOCKS_REPLACE, EarlyWork, LogicalUnit, Tasklet, register_lu
 from ganeti_lv.cmdlib.common import (
@@ -101,7 +101,7 @@ class TLMigrateInstance(Tasklet):
         self.source: str = ""
         self.target: str | None = None
         # The caller's cancel request (CLI: Ctrl-C/SIGTERM) aborts the libvirt job.
-        self.abort_event: threading.Event = getattr(lu.proc, "cancel", None) or threading.Event()
+        self.abort_event: Cancellation = lu.proc.cancel
         # node queries of this operation, asked once (and in parallel up front)
         self._probes: dict[tuple[str, str], NodeResult[Any]] = {}
 

@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ganeti_lv.objects import Cluster, Instance, Node
 
 if TYPE_CHECKING:
-    import threading
-
+    from ganeti_lv.cancel import Cancellation
     from ganeti_lv.hypervisor.export_types import (
         ExportData,
         ExportEntry,
@@ -198,7 +197,7 @@ class NodeOps(abc.ABC):
         instance: Instance,
         params: MigrationParams,
         progress_fn: Callable[[MigrationProgress], None],
-        abort_event: threading.Event,
+        abort_event: Cancellation,
     ) -> MigrationStats:
         """Migrate the running domain from ``source`` to ``target`` (peer to peer).
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv import constants, objects
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeError, NodeUnreachable
 from ganeti_lv.hypervisor.base import CopyAhead, DomainInfo, NodeFacts, NodeOps, NodeSession
 from ganeti_lv.hypervisor.fake_export import FakeExportOps
@@ -312,7 +313,7 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         instance: Instance,
         params: MigrationParams,
         progress_fn: Callable[[MigrationProgress], None],
-        abort_event: threading.Event,
+        abort_event: Cancellation,
     ) -> MigrationStats:
         """Move the running domain; reports ``migration_reports``; honours ``abort_event``."""
         fake = self._enter("migrate_instance", source, instance.name, target.name, params)
@@ -323,7 +324,7 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         for report in self.migration_reports:
             progress_fn(report)
             if abort_event.is_set():
-                reason = getattr(abort_event, "reason", "") or "abort requested"
+                reason = abort_event.reason or "abort requested"
                 raise MigrationFailed(
                     f"{reason} (migration aborted)", node=source.name, aborted=True
                 )

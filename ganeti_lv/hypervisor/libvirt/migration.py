@@ -56,6 +56,7 @@ from typing import Any
 
 import libvirt
 
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.errors import HypervisorError, NodeError
 from ganeti_lv.hypervisor import migration_policy as policy
 from ganeti_lv.hypervisor.libvirt.guest import Guest, JobInfo
@@ -197,7 +198,7 @@ class _Monitor:
         guest: Guest,
         params: MigrationParams,
         progress_fn: ProgressFn,
-        abort_event: threading.Event,
+        abort_event: Cancellation,
         clock: Callable[[], float],
     ) -> None:
         self.guest = guest
@@ -220,7 +221,7 @@ class _Monitor:
     def poll(self) -> None:
         """One round: sample, decide, act, report."""
         if self.abort_event.is_set() and not self.aborted:
-            reason = getattr(self.abort_event, "reason", "")
+            reason = self.abort_event.reason
             self.abort(self.abort_reason or reason or "abort requested")
         try:
             job = self.guest.job_info()
@@ -318,7 +319,7 @@ def migrate(
     name: str,
     params: MigrationParams,
     progress_fn: ProgressFn,
-    abort_event: threading.Event,
+    abort_event: Cancellation,
     clock: Callable[[], float] = time.monotonic,
 ) -> MigrationStats:
     """Migrate domain ``name`` from ``source_host`` to ``target``; see the module docstring."""
@@ -445,7 +446,7 @@ class MigrationOpsMixin:
         instance: Instance,
         params: MigrationParams,
         progress_fn: ProgressFn,
-        abort_event: threading.Event,
+        abort_event: Cancellation,
     ) -> MigrationStats:
         self._prepare_target_files(source, target, instance.name)
         return migrate(
