@@ -272,20 +272,20 @@ def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
     time.sleep(0.3)  # give the helpers time to misbehave: nothing may appear yet
     assert not first.parent.exists() and not second.parent.exists()
     # set up and waiting (slow to start on a busy machine)
-    wait_until(lambda: _helpers_running(str(first)) and _helpers_running(str(second)), 10)
+    assert wait_until(lambda: _helpers_running(str(first)) and _helpers_running(str(second)), 30)
     stats = ops.copy_disk(n1, str(image), n2, str(first), session=session)  # the one set up: go
     assert stats.checksum == _sha(image) and _sha(first) == _sha(image)
-    assert not _helpers_running(str(first)) and _helpers_running(str(second))
+    assert wait_until(lambda: not _helpers_running(str(first)), 10)
+    assert _helpers_running(str(second))  # still waiting for its go
     # another compression than set up: that one is called off, a new copy made
     other = ops.copy_disk(n1, str(image), n2, str(second), compress="none", session=session)
     assert other.compress == "none" and _sha(second) == _sha(image)
-    wait_until(lambda: not _helpers_running(str(second)), 10)
+    assert wait_until(lambda: not _helpers_running(str(second)), 10)
     third = tmp_path / "third" / "disk0.img"
     session.prestart_copies([CopyAhead(n1, str(image), n2, str(third), "none")])
-    wait_until(lambda: _helpers_running(str(third)), 10)
+    assert wait_until(lambda: _helpers_running(str(third)), 30)
     session.close()
-    wait_until(lambda: not _helpers_running(str(tmp_path)), 10)
-    assert not _helpers_running(str(tmp_path))
+    assert wait_until(lambda: not _helpers_running(str(tmp_path)), 10)
     assert not third.parent.exists()
 
 
@@ -297,15 +297,15 @@ def test_sessions_keep_their_own_copies(image, tmp_path):
     a, b = tmp_path / "a" / "disk0.img", tmp_path / "b" / "disk0.img"
     mine.prestart_copies([CopyAhead(n1, str(image), n2, str(a), "none")])
     theirs.prestart_copies([CopyAhead(n1, str(image), n2, str(b), "none")])
-    wait_until(lambda: _helpers_running(str(a)) and _helpers_running(str(b)), 10)
+    assert wait_until(lambda: _helpers_running(str(a)) and _helpers_running(str(b)), 30)
     theirs.close()
-    wait_until(lambda: not _helpers_running(str(b)), 10)
+    assert wait_until(lambda: not _helpers_running(str(b)), 10)
     assert _helpers_running(str(a))  # mine waits on
     # a session knows only its own copies: the other one's copy_disk makes a new one
     ops.copy_disk(n1, str(image), n2, str(b), session=theirs)
     assert _helpers_running(str(a))
     ops.copy_disk(n1, str(image), n2, str(a), session=mine)
-    assert not _helpers_running(str(a)) and _sha(a) == _sha(image)
+    assert wait_until(lambda: not _helpers_running(str(a)), 10) and _sha(a) == _sha(image)
     mine.close()
 
 
