@@ -165,10 +165,12 @@ class Processor:
             self.ctx.jobs.finish_success(job, result)
             return result
         finally:
-            # before the locks go: a job waiting for them finds nothing of this one left
-            self._close_session()
-            if release:
-                locks.release_all()
+            try:
+                # before the locks go: a job waiting for them finds nothing of this one left
+                self._close_session()
+            finally:
+                if release:
+                    locks.release_all()
 
     def _begin_early_work(self, lu: LogicalUnit) -> None:
         """Hand the work the LU asks to begin early to the job's session (hints only)."""
