@@ -296,6 +296,28 @@ def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigSt
     assert rows[0]["status"] == constants.INSTST_NODEDOWN
 
 
+class _ConsoleLogs(FakeNodeOps):
+    """Node operations that know where a node keeps console logs."""
+
+    def console_log_path(self, instance_name: str) -> str:
+        return f"/var/log/consoles/{instance_name}.log"
+
+
+def test_query_console_log_from_the_domain_else_from_the_node_operations(config) -> None:
+    ops = _ConsoleLogs()
+    ctx = Context.from_data_dir(config.data_dir, node_ops=ops)
+    ops.add_domain(N1, INST, console_log="/srv/logs/inst1.log")
+    rows, _ = run(ctx, OpInstanceQuery())
+    logs = {r["name"]: r["console_log"] for r in rows}
+    assert logs == {
+        INST: "/srv/logs/inst1.log",  # what the domain says
+        "inst2.example.com": "/var/log/consoles/inst2.example.com.log",  # not defined
+    }
+    plain = Context.from_data_dir(config.data_dir, node_ops=FakeNodeOps())
+    rows, _ = run(plain, OpInstanceQuery(names=["inst2"]))
+    assert rows[0]["console_log"] is None  # nobody knows
+
+
 def test_create_rechecks_name_under_config_lock(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
