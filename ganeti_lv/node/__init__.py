@@ -4,6 +4,7 @@
   ``CommandResult``, ``HookScriptResult``) and the runner interface (run a
   command, stream one, put and get files) every node-side module uses;
 - ``ssh``: the SSH transport to the nodes (paramiko), a ``NodeTransport``;
+  ``known_hosts``: the cluster's known_hosts file (no SSH library needed);
 - ``diskcopy``: the node-to-node disk copy engine (copy plans, copies set
   up ahead); ``diskcopy_helper``: its node-side helper (standard library
   only, shipped to the nodes as text); ``diskstat``: file sizes and free

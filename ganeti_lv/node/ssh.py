@@ -5,8 +5,8 @@ transport per (host, port, user); channels are opened per call, so a client
 can be shared by threads. Host keys are checked against the cluster's
 known_hosts file only: an unknown key or a changed key raises
 ``HostKeyError`` (paramiko's ``RejectPolicy``; keys are never accepted
-automatically). The cluster adds a node's key with ``known_hosts_add`` after
-the operator confirmed the fingerprint returned by ``fetch_host_key``.
+automatically). The cluster adds a node's key with ``known_hosts.known_hosts_add``
+after the operator confirmed the fingerprint of the key ``fetch_host_key`` returned.
 
 All paramiko and socket exceptions are turned into ganeti_lv errors in one
 place, ``_map_error``:
@@ -20,9 +20,7 @@ place, ``_map_error``:
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import os
 import select
 import shlex
@@ -37,7 +35,6 @@ from typing import NoReturn, TypeVar
 import paramiko
 
 from ganeti_lv import retry
-from ganeti_lv.config import write_file_atomically
 from ganeti_lv.errors import (
     ECODE_NOENT,
     HostKeyError,
@@ -45,11 +42,11 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
+from ganeti_lv.node.known_hosts import DEFAULT_PORT, key_fingerprint
 from ganeti_lv.node.transport import CommandResult
 
 T = TypeVar("T")
 
-DEFAULT_PORT = 22
 DEFAULT_USER = "root"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # longest wait (s) for the answer to one SFTP request (a stat, a listing, a file part)
@@ -90,22 +87,8 @@ class _RejectUnknownPolicy(paramiko.RejectPolicy):
 # -- helpers -----------------------------------------------------------------
 
 
-def key_fingerprint(key: paramiko.PKey | str) -> str:
-    """OpenSSH-style ``SHA256:...`` fingerprint of a key or a "<type> <base64>" line."""
-    if isinstance(key, str):
-        parts = key.split()
-        if len(parts) < 2:
-            raise ValueError(f"not a public key line: {key!r}")
-        blob = base64.b64decode(parts[1])
-    else:
-        blob = key.asbytes()
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
-
-
-def known_hosts_name(host: str, port: int = DEFAULT_PORT) -> str:
-    """The host field known_hosts uses: ``host`` on port 22, else ``[host]:port``."""
-    return host if port == DEFAULT_PORT else f"[{host}]:{port}"
+def _fingerprint(key: paramiko.PKey) -> str:
+    return key_fingerprint(f"{key.get_name()} {key.get_base64()}")
 
 
 def quote_command(cmd: Command) -> str:
@@ -131,14 +114,14 @@ def _map_error(
     if isinstance(err, _UnknownHostKey):
         return HostKeyError(
             f"Host key of {where} is not in the cluster's known_hosts: "
-            f"{err.key.get_name()} {key_fingerprint(err.key)}; refusing to connect",
+            f"{err.key.get_name()} {_fingerprint(err.key)}; refusing to connect",
             node,
         )
     if isinstance(err, paramiko.BadHostKeyException):
         return HostKeyError(
             f"Host key of {where} has CHANGED: offered {err.key.get_name()} "
-            f"{key_fingerprint(err.key)}, known_hosts has {err.expected_key.get_name()} "
-            f"{key_fingerprint(err.expected_key)}; refusing to connect",
+            f"{_fingerprint(err.key)}, known_hosts has {err.expected_key.get_name()} "
+            f"{_fingerprint(err.expected_key)}; refusing to connect",
             node,
         )
     if isinstance(err, paramiko.AuthenticationException):
@@ -166,8 +149,8 @@ def fetch_host_key(
 ) -> str:
     """Return the server's host key as "<keytype> <base64>" without authenticating.
 
-    Used by ``node add``: the operator confirms the key (see ``key_fingerprint``)
-    before it goes into the cluster's known_hosts.
+    Used by ``node add``: the operator confirms the key (see
+    ``known_hosts.key_fingerprint``) before it goes into the cluster's known_hosts.
     """
     sock: socket.socket | None = None
     transport: paramiko.Transport | None = None
@@ -185,47 +168,6 @@ def fetch_host_key(
             transport.close()
         elif sock is not None:
             sock.close()
-
-
-def _read_known_hosts(path: str) -> list[str]:
-    try:
-        with open(path) as fh:
-            return fh.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def known_hosts_add(path: str, host: str, port: int, key_line: str) -> None:
-    """Add ``key_line`` ("<type> <base64>") for host:port to a known_hosts file.
-
-    An existing entry for the same host and key type is replaced (a node that
-    was re-installed); the file is rewritten atomically with mode 0600.
-    """
-    parts = key_line.split()
-    if len(parts) < 2:
-        raise ValueError(f"not a public key line: {key_line!r}")
-    keytype, b64 = parts[0], parts[1]
-    base64.b64decode(b64, validate=True)
-    name = known_hosts_name(host, port)
-    kept = []
-    for line in _read_known_hosts(path):
-        fields = line.split()
-        if len(fields) >= 2 and name in fields[0].split(",") and fields[1] == keytype:
-            continue
-        kept.append(line)
-    kept.append(f"{name} {keytype} {b64}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_file_atomically(path, ("\n".join(kept) + "\n").encode(), mode=0o600)
-
-
-def known_hosts_remove(path: str, host: str, port: int = DEFAULT_PORT) -> int:
-    """Remove every entry for host:port; returns how many lines were removed."""
-    name = known_hosts_name(host, port)
-    lines = _read_known_hosts(path)
-    kept = [ln for ln in lines if not (ln.split() and name in ln.split()[0].split(","))]
-    if len(kept) != len(lines):
-        write_file_atomically(path, "".join(ln + "\n" for ln in kept).encode(), mode=0o600)
-    return len(lines) - len(kept)
 
 
 # -- streaming ---------------------------------------------------------------

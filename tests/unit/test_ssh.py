@@ -24,14 +24,16 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
-from ganeti_lv.node.ssh import (
-    CommandTimeout,
-    SshClient,
-    fetch_host_key,
+from ganeti_lv.node.known_hosts import (
     key_fingerprint,
     known_hosts_add,
     known_hosts_name,
     known_hosts_remove,
+)
+from ganeti_lv.node.ssh import (
+    CommandTimeout,
+    SshClient,
+    fetch_host_key,
     quote_command,
 )
 
