@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
-# defined beside the paths (which gnt-lv imports before anything else)
+# defined beside the paths of the data dir
 from ganeti_lv.paths import DATA_DIR_ENV as DATA_DIR_ENV
 from ganeti_lv.paths import DEFAULT_DATA_DIR as DEFAULT_DATA_DIR
+
+# The version of ganeti_lv (``gnt-lv --version``, the master daemon's version query).
+RELEASE_VERSION = "0.1.0"
 
 # Hooks
 HOOKS_PHASE_PRE = "pre"

@@ -58,6 +58,7 @@ class Processor:
         self._feedback_fn: FeedbackFn | None = None
         self.cancel = Cancellation()
         self._job: Job | None = None
+        self._index = 0
         self._session: NodeSession | None = None
         self._session_lock = threading.Lock()
 
@@ -77,11 +78,19 @@ class Processor:
 
     # ------------------------------------------------------------ feedback
     def Log(self, msg: str) -> None:
-        """Send a feedback line to the caller and into the job log."""
+        """Send a feedback line into the job log and to the caller.
+
+        The caller's output never decides the operation's fate: a feedback
+        function that fails (a closed pipe, a dropped terminal) is dropped
+        for the rest of the job, which goes on; the job log keeps every line.
+        """
         if self._job is not None:
-            self.ctx.jobs.append_log(self._job, msg)
+            self.ctx.jobs.append_log(self._job, msg, index=self._index)
         if self._feedback_fn is not None:
-            self._feedback_fn(msg)
+            try:
+                self._feedback_fn(msg)
+            except Exception:  # noqa: BLE001 - whatever the caller's output raises
+                self._feedback_fn = None
 
     def LogWarning(self, msg: str, hint: str | None = None) -> None:
         """Feedback " - WARNING: msg" (plus "      Hint: ..." when given)."""
@@ -103,15 +112,23 @@ class Processor:
         op: OpCode,
         feedback_fn: FeedbackFn | None = None,
         cancel: Cancellation | None = None,
+        *,
+        job: Job | None = None,
+        index: int = 0,
     ) -> Any:
         """Run ``op`` through its LU; return the result or raise the typed error.
 
         Setting ``cancel`` before Exec starts stops the operation with nothing
         changed; during Exec, LUs that can stop safely (migration) watch it.
+        ``op`` is recorded as a job of its own, or as opcode ``index`` of the
+        recorded ``job`` (``ganeti_lv.master.runner`` runs a job's opcodes).
         """
         self.cancel = cancel or Cancellation()
-        job = self.ctx.jobs.create(op, start=True)
-        self._job, self._feedback_fn = job, feedback_fn
+        if job is None:
+            job, index = self.ctx.jobs.create(op, start=True), 0
+        else:
+            self.ctx.jobs.start_op(job, index)
+        self._job, self._index, self._feedback_fn = job, index, feedback_fn
         # a cancel request also ends a wait for a lock (nothing is changed then)
         self.ctx.locks.set_interrupt(self.cancel)
         try:
@@ -156,13 +173,13 @@ class Processor:
             self._begin_early_work(lu)
             result = self._run_with_retries(lu)
         except KeyboardInterrupt as err:
-            self.ctx.jobs.finish_error(job, err, canceled=True)
+            self.ctx.jobs.finish_error(job, err, canceled=True, index=self._index)
             raise
         except BaseException as err:
-            self.ctx.jobs.finish_error(job, err, canceled=self.cancel.is_set())
+            self.ctx.jobs.finish_error(job, err, canceled=self.cancel.is_set(), index=self._index)
             raise
         else:
-            self.ctx.jobs.finish_success(job, result)
+            self.ctx.jobs.finish_success(job, result, index=self._index)
             return result
         finally:
             try:
@@ -215,7 +232,7 @@ class Processor:
 
     def _exec_lu(self, lu: LogicalUnit) -> Any:
         if self._job is not None:
-            self.ctx.jobs.mark_executing(self._job)
+            self.ctx.jobs.mark_executing(self._job, index=self._index)
         lu.CheckPrereq()
         hm = self._hooks_master(lu)
         pre_results = hm.run_phase(constants.HOOKS_PHASE_PRE)

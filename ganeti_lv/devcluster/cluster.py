@@ -20,71 +20,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ganeti_lv import paths
-from ganeti_lv.devcluster import clusterinit, daemons, guest, netns
+from ganeti_lv.devcluster import clusterinit, daemons, emulator, files, guest, netns
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.errors import ECODE_STATE, GenericError, OpExecError, OpPrereqError
 
 FeedbackFn = Callable[[str], None]
 
 
-def _quiet(_msg: str) -> None:
-    """Feedback function dropping messages."""
-
-
-def _write(path: str, text: str, mode: int = 0o644) -> None:
-    """Write a small text file atomically with ``mode``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def _keygen(path: str, comment: str) -> None:
-    """Create an ed25519 key pair at ``path`` unless it exists."""
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        netns.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path])
-
-
-def _pubkey(path: str) -> str:
-    """``"<type> <base64>"`` of a public key file."""
-    with open(path, encoding="utf-8") as fh:
-        fields = fh.read().split()
-    return f"{fields[0]} {fields[1]}"
-
-
-class DevCluster:
+class DevCluster(files.ClusterDirectory):
     """A local cluster of network-namespace nodes in ``directory``."""
+
+    INFO_NAME = "cluster.json"
 
     def __init__(
         self,
         directory: str = lay.DEFAULT_DIR,
         cache_dir: str = guest.DEFAULT_CACHE_DIR,
-        feedback_fn: FeedbackFn = _quiet,
+        feedback_fn: FeedbackFn = files.quiet,
     ) -> None:
-        self.directory = os.path.realpath(directory)
-        self.cache_dir = cache_dir
-        self.feedback_fn = feedback_fn
+        super().__init__(directory, cache_dir, feedback_fn)
         self.cid = lay.cluster_id(self.directory)
-
-    # --- state -------------------------------------------------------------
-
-    @property
-    def state_file(self) -> str:
-        """Path of the record of what was started."""
-        return os.path.join(self.directory, "state.json")
-
-    def _load_state(self) -> dict[str, Any]:
-        try:
-            with open(self.state_file, encoding="utf-8") as fh:
-                return json.load(fh)
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def _save_state(self, state: dict[str, Any]) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        _write(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def layout(self) -> lay.ClusterLayout:
         """Layout of the cluster as recorded (ConfigurationError-free: defaults if none)."""
@@ -94,20 +49,9 @@ class DevCluster:
         )
 
     @property
-    def info_file(self) -> str:
-        """Path of DIR/cluster.json."""
-        return os.path.join(self.directory, "cluster.json")
-
-    @property
     def data_dir(self) -> str:
         """The ganeti_lv data dir of this cluster (GANETI_LV_DATA_DIR)."""
         return os.path.join(self.directory, "data")
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """The content of DIR/cluster.json (written by ``up``)."""
-        with open(self.info_file, encoding="utf-8") as fh:
-            return json.load(fh)
 
     # --- up ----------------------------------------------------------------
 
@@ -117,11 +61,20 @@ class DevCluster:
         subnet: str | None = None,
         domain_type: str | None = None,
         memory_caps: dict[str, int] | None = None,
+        qemu: str | None = None,
     ) -> dict[str, Any]:
-        """Bring the cluster up (idempotent) and return its description."""
+        """Bring the cluster up (idempotent) and return its description.
+
+        ``qemu`` (see ``ganeti_lv.devcluster.emulator``): ``auto`` (the
+        default), ``system`` or ``backports``.
+        """
         state = self._load_state()
         if state.get("holders"):
-            for key, want in (("nodes", nodes), ("subnet", subnet)):
+            # a cluster brought up before the choice existed runs the system's qemu
+            state.setdefault("qemu", "system")
+        mode = emulator.resolve_mode(qemu or state.get("qemu") or "auto")
+        if state.get("holders"):
+            for key, want in (("nodes", nodes), ("subnet", subnet), ("qemu", mode)):
                 if want is not None and state.get(key) not in (None, want):
                     raise OpPrereqError(
                         f"The cluster in {self.directory} runs with {key}={state[key]};"
@@ -136,6 +89,8 @@ class DevCluster:
         netns.check_subnet_free(str(cl.subnet), cl.bridge)
         state.update(cid=cl.cid, nodes=n_nodes, subnet=str(cl.subnet), bridge=cl.bridge)
         state.setdefault("holders", {})
+        state["qemu"] = mode
+        state["emulator_dir"] = emulator.emulator_dir(mode, self.cache_dir, self.feedback_fn)
         self._save_state(state)
         host_keys = self._prepare_files(cl)
         netns.ensure_bridge(cl.bridge, cl.bridge_address, cl.subnet.prefixlen)
@@ -151,12 +106,12 @@ class DevCluster:
         self._save_state(state)
         clusterinit.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn)
         info = self._describe(cl, image, dtype)
-        _write(cl.info_file, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        files.save_json(cl.info_file, info)
         return info
 
     def _prepare_files(self, cl: lay.ClusterLayout) -> dict[str, str]:
         """Write keys and per-node configuration; return each node's host key."""
-        _keygen(cl.key_file, f"ganeti-lv-devcluster@{cl.cid}")
+        files.keygen(cl.key_file, f"ganeti-lv-devcluster@{cl.cid}")
         host_keys: dict[str, str] = {}
         for node in cl.nodes:
             for sub, mount in lay.NODE_MOUNTS:
@@ -167,8 +122,8 @@ class DevCluster:
             # directory exists before the first domain arrives (also by migration).
             os.makedirs(os.path.join(node.host_dir, "log-libvirt", "qemu"), exist_ok=True)
             key = os.path.join(node.sshd_dir, "ssh_host_ed25519_key")
-            _keygen(key, f"root@{node.name}")
-            host_keys[node.name] = _pubkey(key + ".pub")
+            files.keygen(key, f"root@{node.name}")
+            host_keys[node.name] = files.pubkey(key + ".pub")
         os.makedirs(cl.shared_dir, exist_ok=True)
         os.makedirs(lay.SHARED_FILE_STORAGE_DIR, exist_ok=True)
         known = lay.known_hosts(cl, host_keys)
@@ -178,26 +133,22 @@ class DevCluster:
 
     def _write_node_files(self, cl: lay.ClusterLayout, node: lay.NodeLayout, known: str) -> None:
         etc = node.host_path("/etc/libvirt")
-        _write(os.path.join(etc, "libvirtd.conf"), lay.libvirtd_conf(node))
-        _write(os.path.join(etc, "qemu.conf"), lay.qemu_conf(node))
-        _write(os.path.join(node.sshd_dir, "sshd_config"), lay.sshd_config(node))
+        files.write_file(os.path.join(etc, "libvirtd.conf"), lay.libvirtd_conf(node))
+        files.write_file(os.path.join(etc, "qemu.conf"), lay.qemu_conf(node))
+        files.write_file(os.path.join(node.sshd_dir, "sshd_config"), lay.sshd_config(node))
         ssh = node.host_path("/root/.ssh")
         os.chmod(ssh, 0o700)
         shutil.copyfile(cl.key_file, os.path.join(ssh, "id_cluster"))
         os.chmod(os.path.join(ssh, "id_cluster"), 0o600)
-        pub = _pubkey(cl.key_file + ".pub")
-        _write(os.path.join(ssh, "id_cluster.pub"), pub + "\n")
-        _write(os.path.join(ssh, "authorized_keys"), pub + "\n", 0o600)
-        _write(os.path.join(ssh, "known_hosts"), known)
-        _write(os.path.join(ssh, "config"), lay.ssh_client_config(), 0o600)
-        _write(os.path.join(node.host_dir, "hosts"), lay.hosts_file(cl))
+        pub = files.pubkey(cl.key_file + ".pub")
+        files.write_file(os.path.join(ssh, "id_cluster.pub"), pub + "\n")
+        files.write_file(os.path.join(ssh, "authorized_keys"), pub + "\n", 0o600)
+        files.write_file(os.path.join(ssh, "known_hosts"), known)
+        files.write_file(os.path.join(ssh, "config"), lay.ssh_client_config(), 0o600)
+        files.write_file(os.path.join(node.host_dir, "hosts"), lay.hosts_file(cl))
 
     def _holder_ok(self, node: lay.NodeLayout, pid: int | None) -> bool:
-        return (
-            bool(pid)
-            and netns.proc_alive(int(pid or 0))
-            and netns.proc_ns(int(pid or 0), "net") == netns.netns_link(node.netns)
-        )
+        return netns.holder_ok(node.netns, pid)
 
     def _ensure_node(
         self, cl: lay.ClusterLayout, node: lay.NodeLayout, state: dict[str, Any]
@@ -211,59 +162,34 @@ class DevCluster:
             state["set_up"] = [n for n in state.get("set_up", []) if n != node.name]
             holder = self._create_node(cl, node, state)
         for name in lay.DAEMONS:
-            pid = daemons.start_daemon(node, int(holder), name)
+            pid = daemons.start_daemon(
+                node, int(holder), name, emulator_dir=state.get("emulator_dir")
+            )
             state.setdefault("daemons", {}).setdefault(node.name, {})[name] = pid
         self._save_state(state)
 
     def _create_node(
         self, cl: lay.ClusterLayout, node: lay.NodeLayout, state: dict[str, Any]
     ) -> int:
-        netns.run(["ip", "netns", "add", node.netns])
-        netns.run(
-            ["ip", "link", "add", node.veth_host, "type", "veth", "peer", "name", node.veth_peer]
+        netns.add_node_netns(
+            node.netns, node.veth_host, node.veth_peer, cl.bridge, node.address, node.prefixlen
         )
-        netns.run(["ip", "link", "set", node.veth_peer, "netns", node.netns])
-        netns.run(["ip", "link", "set", node.veth_host, "master", cl.bridge, "up"])
-        in_ns = ["ip", "-n", node.netns]
-        netns.run([*in_ns, "link", "set", node.veth_peer, "name", lay.NODE_IFACE])
-        netns.run(
-            [*in_ns, "addr", "add", f"{node.address}/{node.prefixlen}", "dev", lay.NODE_IFACE]
-        )
-        netns.run([*in_ns, "link", "set", lay.NODE_IFACE, "up"])
-        netns.run([*in_ns, "link", "set", "lo", "up"])
         holder = netns.start_holder(node.netns, os.path.join(node.host_dir, "holder.log"))
         state["holders"][node.name] = holder
         self._save_state(state)
-        script = ["set -e", f"hostname {node.name}"]
-        for src, dst in cl.node_mounts(node):
-            script.append(f"mount --bind '{src}' '{dst}'")
-        script.append(f"mount --bind '{os.path.join(node.host_dir, 'hosts')}' /etc/hosts")
-        # A node is a fresh host: the machine's own shell start-up files (which
-        # bash reads for every SSH command) are not part of it and can cost
-        # a noticeable fraction of a second per remote command.
+        mounts = [*cl.node_mounts(node), (os.path.join(node.host_dir, "hosts"), "/etc/hosts")]
         empty_rc = os.path.join(node.host_dir, "bashrc")
         with open(empty_rc, "w", encoding="utf-8") as rc:
             rc.write("# node shell start-up file (empty)\n")
-        script.append(f"[ ! -e /root/.bashrc ] || mount --bind '{empty_rc}' /root/.bashrc")
-        script.append(f"ip link add {lay.NODE_BRIDGE} type bridge")
-        script.append(f"ip link set {lay.NODE_BRIDGE} up")
-        netns.run(netns.nsenter_argv(holder, ["sh", "-c", "\n".join(script)]))
+        script = netns.node_setup_script(node.name, mounts, lay.NODE_BRIDGE, empty_rc)
+        netns.run(netns.nsenter_argv(holder, ["sh", "-c", script]))
         state["set_up"] = sorted({*state.get("set_up", []), node.name})
         self._save_state(state)
         return holder
 
     def _teardown_node(self, node: lay.NodeLayout, holder: int | None) -> None:
         """Remove what is left of a node (processes, netns, veth) before recreating it."""
-        pids = set(netns.pids_in_netns(node.netns))
-        if (
-            holder
-            and netns.proc_alive(int(holder))
-            and netns.proc_ns(int(holder), "net") != netns.proc_ns(os.getpid(), "net")
-        ):
-            pids.add(int(holder))
-        netns.kill_pids(sorted(pids))
-        netns.delete_netns(node.netns)
-        netns.delete_link(node.veth_host)
+        netns.teardown_netns(node.netns, node.veth_host, holder)
 
     def _warm_up(self, cl: lay.ClusterLayout) -> None:
         """Let every libvirtd probe qemu's capabilities now, in parallel."""
@@ -301,7 +227,7 @@ class DevCluster:
         self.feedback_fn(f"domain type: {result}")
         known[key] = result
         os.makedirs(self.cache_dir, exist_ok=True)
-        _write(cache, json.dumps(known, indent=2) + "\n")
+        files.write_file(cache, json.dumps(known, indent=2) + "\n")
         return result
 
     def boot_probe(
@@ -315,7 +241,7 @@ class DevCluster:
         if os.path.exists(log):
             os.unlink(log)
         cmdline = guest.kernel_args(name, patmb=0, dirtymb=0)
-        _write(xml_file, guest.domain_xml(name, domain_type, image, cmdline, None, log))
+        files.write_file(xml_file, guest.domain_xml(name, domain_type, image, cmdline, None, log))
         try:
             res = self.node_exec(node, ["virsh", "create", xml_file], check=False)
             if res.returncode != 0:
@@ -379,6 +305,8 @@ class DevCluster:
             },
             "host_shared_dir": cl.shared_dir,
             "guest": {"kernel": image.kernel, "initrd": image.initrd, "cmdline": image.cmdline},
+            "qemu": state.get("qemu", "system"),
+            "emulator_dir": state.get("emulator_dir"),
             "supports_faults": True,
         }
 
@@ -405,7 +333,7 @@ class DevCluster:
             pids.update(int(p) for p in per_node.values() if p)
         pids.update(int(p) for p in state.get("holders", {}).values() if p)
         pids.discard(os.getpid())
-        netns.kill_pids(sorted(p for p in pids if self._is_ours(p, names)))
+        netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names)))
         for name in sorted(names):
             netns.delete_netns(name)
         for link in netns.links(prefix):
@@ -416,27 +344,6 @@ class DevCluster:
                 os.unlink(path)
         for sub in ("nodes", "data", "shared", "keys"):
             shutil.rmtree(os.path.join(self.directory, sub), ignore_errors=True)
-
-    def _is_ours(self, pid: int, names: set[str]) -> bool:
-        """True if ``pid`` lives in one of our network namespaces or is a recorded holder."""
-        link = netns.proc_ns(pid, "net")
-        if link is None:
-            return False
-        ours = {netns.netns_link(n) for n in names} - {None}
-        if link in ours:
-            return True
-        # A holder whose namespace file is gone: a 'sleep' in an unnamed foreign netns
-        # (one still named belongs to someone else's cluster).
-        named = {netns.netns_link(n) for n in netns.list_netns("")}
-        if link in named:
-            return False
-        own = netns.proc_ns(os.getpid(), "net")
-        try:
-            with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
-                comm = fh.read().strip()
-        except OSError:
-            return False
-        return link != own and comm == "sleep"
 
     # --- status ------------------------------------------------------------------
 
@@ -464,6 +371,7 @@ class DevCluster:
             "subnet": str(cl.subnet),
             "bridge": cl.bridge if netns.link_exists(cl.bridge) else None,
             "domain_type": state.get("domain_type"),
+            "qemu": state.get("qemu"),
             "nodes": nodes,
         }
 
@@ -505,7 +413,12 @@ class DevCluster:
 
     def start_daemon(self, node: str, name: str) -> int:
         """Start a node daemon if it is not running; return its PID once ready."""
-        return daemons.start_daemon(self.layout().node(node), self.holder(node), name)
+        return daemons.start_daemon(
+            self.layout().node(node),
+            self.holder(node),
+            name,
+            emulator_dir=self._load_state().get("emulator_dir"),
+        )
 
     def restart_daemon(self, node: str, name: str) -> int:
         """Stop (SIGTERM) and start a node daemon; return the new PID."""

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from ganeti_lv.devcluster import netns
 from ganeti_lv.errors import GenericError, OpExecError
 
 DEFAULT_CACHE_DIR = "/var/cache/ganeti-lv-devcluster"
@@ -152,6 +153,19 @@ def pattern_sha256(seed: str, mb: int) -> str:
 
 
 PATTERN_RE = re.compile(r"GUEST: PATTERN seed=(\S+) mb=(\d+) sha256=([0-9a-f]{64})")
+
+# What the guest kernel prints (errors and worse reach the console) when its
+# memory or CPU state went wrong, e.g. after a migration lost memory writes.
+KERNEL_FAULT_RE = re.compile(
+    r"BUG: |Oops|Kernel panic|panic|corruption|NX-protected|general protection"
+    r"|invalid opcode|Unable to handle|unable to handle|double fault|stack guard"
+    r"|rcu: .*stall|soft lockup|hard LOCKUP|Attempted to kill init|WARNING: CPU"
+)
+
+
+def kernel_faults(text: str) -> list[str]:
+    """Lines of a console log in which the guest kernel reports an error."""
+    return [line for line in text.splitlines() if KERNEL_FAULT_RE.search(line)]
 
 
 def kernel_args(
@@ -449,3 +463,23 @@ def console_size(path: str) -> int:
         return os.path.getsize(path)
     except FileNotFoundError:
         return 0
+
+
+# --- the machine's guest budget --------------------------------------------------
+
+MAX_RUNNING_GUESTS = 2
+
+
+def running_guests() -> list[int]:
+    """PIDs of the qemu system emulators running on this machine (any cluster)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{entry}/exe"))
+        except OSError:
+            continue
+        if exe.startswith("qemu-system-") and netns.proc_alive(int(entry)):
+            pids.append(int(entry))
+    return sorted(pids)

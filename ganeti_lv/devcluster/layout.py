@@ -12,6 +12,7 @@ import ipaddress
 import os
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
@@ -19,7 +20,6 @@ DEFAULT_DIR = "/var/tmp/ganeti-lv-devcluster"
 DEFAULT_SUBNET = "10.250.0.0/24"
 MAX_NODES = 3
 NODE_BRIDGE = "gnt-br0"
-NODE_IFACE = "eth0"
 IFNAMSIZ = 15
 
 # Node-local paths of the ganeti_lv cluster configuration (as seen on a node).
@@ -120,13 +120,63 @@ class NodeLayout:
         return os.path.join(self.host_dir, "sshd")
 
 
+NodeT = TypeVar("NodeT", bound=NodeLayout)
+
+
+def build_nodes(
+    directory: str,
+    net: ipaddress.IPv4Network,
+    prefix: str,
+    count: int,
+    node_cls: type[NodeT],
+) -> tuple[NodeT, ...]:
+    """Layouts of nodes node1..node<count>: addresses .1, .2 ... of ``net``, kernel
+    object names starting with ``prefix``, host directories under ``directory``/nodes."""
+    return tuple(
+        node_cls(
+            index=i,
+            name=f"node{i}",
+            address=str(net.network_address + i),
+            prefixlen=net.prefixlen,
+            netns=f"{prefix}n{i}",
+            veth_host=f"{prefix}v{i}",
+            veth_peer=f"{prefix}p{i}",
+            host_dir=os.path.join(directory, "nodes", f"node{i}"),
+        )
+        for i in range(1, count + 1)
+    )
+
+
 @dataclass(frozen=True)
-class ClusterLayout:
-    """Names and paths of a whole local cluster."""
+class BridgedLayout:
+    """A set of namespace nodes on a subnet, joined by a bridge of the root namespace."""
+
+    KIND_PREFIX: ClassVar[str] = "glv"
 
     directory: str
     cid: str
     subnet: ipaddress.IPv4Network
+
+    @property
+    def prefix(self) -> str:
+        """Prefix shared by every kernel object name of this cluster."""
+        return f"{self.KIND_PREFIX}{self.cid}"
+
+    @property
+    def bridge(self) -> str:
+        """Bridge in the root namespace joining the nodes' veths."""
+        return f"{self.prefix}br"
+
+    @property
+    def bridge_address(self) -> str:
+        """Host address on the bridge (the last usable one, .254 of a /24)."""
+        return str(self.subnet.broadcast_address - 1)
+
+
+@dataclass(frozen=True)
+class ClusterLayout(BridgedLayout):
+    """Names and paths of a whole local cluster."""
+
     nodes: tuple[NodeLayout, ...]
 
     @classmethod
@@ -137,35 +187,8 @@ class ClusterLayout:
         directory = os.path.realpath(directory)
         net = parse_subnet(subnet, nodes)
         cid = cluster_id(directory)
-        layouts = tuple(
-            NodeLayout(
-                index=i,
-                name=f"node{i}",
-                address=str(net.network_address + i),
-                prefixlen=net.prefixlen,
-                netns=f"glv{cid}n{i}",
-                veth_host=f"glv{cid}v{i}",
-                veth_peer=f"glv{cid}p{i}",
-                host_dir=os.path.join(directory, "nodes", f"node{i}"),
-            )
-            for i in range(1, nodes + 1)
-        )
+        layouts = build_nodes(directory, net, f"{cls.KIND_PREFIX}{cid}", nodes, NodeLayout)
         return cls(directory, cid, net, layouts)
-
-    @property
-    def bridge(self) -> str:
-        """Bridge in the root namespace joining the nodes' veths."""
-        return f"glv{self.cid}br"
-
-    @property
-    def bridge_address(self) -> str:
-        """Host address on the bridge (.254 of a /24)."""
-        return str(self.subnet.broadcast_address - 1)
-
-    @property
-    def prefix(self) -> str:
-        """Prefix shared by every kernel object name of this cluster."""
-        return f"glv{self.cid}"
 
     @property
     def shared_dir(self) -> str:
@@ -238,11 +261,16 @@ def qemu_conf(node: NodeLayout) -> str:
 
 def sshd_config(node: NodeLayout) -> str:
     """sshd_config of a node: its own host key, listening on the node address only."""
+    return sshd_config_text(node.address, f"{node.sshd_dir}/ssh_host_ed25519_key", PIDFILES["sshd"])
+
+
+def sshd_config_text(address: str, host_key: str, pidfile: str) -> str:
+    """sshd_config of a test node: root by key only, on ``address`` only."""
     return (
-        f"ListenAddress {node.address}\n"
+        f"ListenAddress {address}\n"
         "Port 22\n"
-        f"HostKey {node.sshd_dir}/ssh_host_ed25519_key\n"
-        f"PidFile {PIDFILES['sshd']}\n"
+        f"HostKey {host_key}\n"
+        f"PidFile {pidfile}\n"
         "PermitRootLogin prohibit-password\n"
         "PubkeyAuthentication yes\n"
         "PasswordAuthentication no\n"

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from ganeti_lv.errors import ECODE_ENVIRON, OpExecError, OpPrereqError
 
 NETNS_DIR = "/run/netns"
+NODE_IFACE = "eth0"
 
 
 def run(
@@ -162,8 +163,8 @@ def check_subnet_free(subnet: str, bridge: str) -> None:
             )
 
 
-def free_subnet(first: int = 100, count: int = 150) -> str:
-    """A 10.250.N.0/24 (first <= N < first+count) no interface uses, starting at a
+def free_subnet(first: int = 100, count: int = 150, base: str = "10.250") -> str:
+    """A ``base``.N.0/24 (first <= N < first+count) no interface uses, starting at a
     PID-dependent N so concurrent test sessions tend to pick different ones."""
     import ipaddress
 
@@ -175,10 +176,10 @@ def free_subnet(first: int = 100, count: int = 150) -> str:
     ]
     start = os.getpid() % count
     for i in range(count):
-        net = ipaddress.IPv4Network(f"10.250.{first + (start + i) % count}.0/24")
+        net = ipaddress.IPv4Network(f"{base}.{first + (start + i) % count}.0/24")
         if not any(net.overlaps(u) for u in used):
             return str(net)
-    raise OpExecError("no free 10.250.N.0/24 subnet")
+    raise OpExecError(f"no free {base}.N.0/24 subnet")
 
 
 def ensure_bridge(name: str, address: str, prefixlen: int) -> None:
@@ -251,3 +252,85 @@ def start_holder(netns: str, log_path: str) -> int:
 def nsenter_argv(holder: int, argv: Sequence[str]) -> list[str]:
     """argv running ``argv`` inside the namespaces of a node's holder process."""
     return ["nsenter", "--target", str(holder), "--mount", "--uts", "--net", "--", *argv]
+
+
+def add_node_netns(
+    name: str, veth_host: str, veth_peer: str, bridge: str, address: str, prefixlen: int
+) -> None:
+    """Create network namespace ``name`` joined to ``bridge`` by a veth.
+
+    Inside, the veth is ``eth0`` with ``address``/``prefixlen`` and ``lo`` is
+    up; there is no default route, so nothing leaves the machine.
+    """
+    run(["ip", "netns", "add", name])
+    run(["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_peer])
+    run(["ip", "link", "set", veth_peer, "netns", name])
+    run(["ip", "link", "set", veth_host, "master", bridge, "up"])
+    in_ns = ["ip", "-n", name]
+    run([*in_ns, "link", "set", veth_peer, "name", NODE_IFACE])
+    run([*in_ns, "addr", "add", f"{address}/{prefixlen}", "dev", NODE_IFACE])
+    run([*in_ns, "link", "set", NODE_IFACE, "up"])
+    run([*in_ns, "link", "set", "lo", "up"])
+
+
+def node_setup_script(
+    hostname: str, mounts: Sequence[tuple[str, str]], bridge: str, empty_rc: str
+) -> str:
+    """Shell script run inside a fresh node: host name, bind mounts, guest bridge.
+
+    ``mounts`` are (host path, node path) pairs mounted in order. A node is a
+    fresh host: the machine's own shell start-up file (which bash reads for
+    every SSH command) is replaced by ``empty_rc``.
+    """
+    script = ["set -e", f"hostname {hostname}"]
+    script += [f"mount --bind '{src}' '{dst}'" for src, dst in mounts]
+    script.append(f"[ ! -e /root/.bashrc ] || mount --bind '{empty_rc}' /root/.bashrc")
+    script.append(f"ip link add {bridge} type bridge")
+    script.append(f"ip link set {bridge} up")
+    return "\n".join(script)
+
+
+def holder_ok(netns_name: str, pid: int | None) -> bool:
+    """True when ``pid`` runs and lives in network namespace ``netns_name``."""
+    return (
+        bool(pid)
+        and proc_alive(int(pid or 0))
+        and (proc_ns(int(pid or 0), "net") == netns_link(netns_name))
+    )
+
+
+def teardown_netns(name: str, veth_host: str, holder: int | None) -> None:
+    """Kill every process of namespace ``name`` and its holder; delete netns and veth."""
+    pids = set(pids_in_netns(name))
+    if (
+        holder
+        and proc_alive(int(holder))
+        and proc_ns(int(holder), "net") != proc_ns(os.getpid(), "net")
+    ):
+        pids.add(int(holder))
+    kill_pids(sorted(pids))
+    delete_netns(name)
+    delete_link(veth_host)
+
+
+def is_ours(pid: int, names: set[str]) -> bool:
+    """True if ``pid`` lives in one of the named network namespaces, or is an
+    orphaned holder (a ``sleep`` in an unnamed namespace other than ours)."""
+    link = proc_ns(pid, "net")
+    if link is None:
+        return False
+    ours = {netns_link(n) for n in names} - {None}
+    if link in ours:
+        return True
+    # A holder whose namespace file is gone: a 'sleep' in an unnamed foreign netns
+    # (one still named belongs to someone else's cluster).
+    named = {netns_link(n) for n in list_netns("")}
+    if link in named:
+        return False
+    own = proc_ns(os.getpid(), "net")
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
+            comm = fh.read().strip()
+    except OSError:
+        return False
+    return link != own and comm == "sleep"

@@ -16,15 +16,14 @@ the machine cannot run the local cluster (not root, tools missing).
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.teardown import torn_down_at_exit
 
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.external import ExternalCluster
@@ -76,35 +75,16 @@ def devcluster() -> Iterator[Any]:
         pytest.skip(why_not)
     directory = tempfile.mkdtemp(prefix="glv-test-", dir="/var/tmp")
     cluster = DevCluster(directory)
-    done = False
 
     def teardown() -> None:
-        nonlocal done
-        if done:
-            return
-        done = True
         try:
             cluster.down()
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def interrupt(signum: int, _frame: Any) -> None:
-        # SIGTERM (e.g. from timeout(1)) would end Python without any clean-up:
-        # turn it into an interrupt so pytest tears the fixtures down.
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    atexit.register(teardown)
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with torn_down_at_exit(teardown):
         cluster.up(nodes=3, subnet=free_subnet())
         yield cluster
-    finally:
-        try:
-            teardown()
-        finally:
-            atexit.unregister(teardown)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 from ganeti_lv import constants, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.guest import build_guest, kernel_args
+from ganeti_lv.devcluster.guest import build_guest, kernel_args, kernel_faults
 from ganeti_lv.errors import OpPrereqError
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
@@ -136,6 +136,7 @@ def test_live_migration_of_dirtier_file_instance_and_back(
     after = _wait_ticks(ops, dst, name, before)
     assert after > before
     assert "GUEST-READY" not in _console(ops, dst, name)
+    assert not kernel_faults(_console(ops, dst, name))
     summary = [line for line in lines if line.startswith("migration completed")]
     assert summary and re.search(r"downtime \d+ ms", summary[0]), lines
     assert re.search(r"total time [0-9.]+ s", summary[0])
@@ -144,9 +145,12 @@ def test_live_migration_of_dirtier_file_instance_and_back(
     assert ops.paths_exist(src, [path]) == {path: False}
 
     # and back, non-live
+    mark = len(_console(ops, src, name))
     client.submit(OpInstanceMigrate(instance_name=name, target_node=src_name, mode="non-live"))
     assert config.get_instance(name).primary_node == src_name  # type: ignore[union-attr]
     assert _running_nodes(config, ops, name) == [src_name]
+    _wait_ticks(ops, src, name, after)
+    assert not kernel_faults(_console(ops, src, name)[mark:])
 
 
 def test_bad_input_changes_nothing(env: Any, running_file_instance: objects.Instance) -> None:
@@ -173,11 +177,19 @@ def test_migrated_guest_keeps_job_stats_and_still_shuts_down_cleanly(
     name = running_file_instance.name
     home = running_file_instance.primary_node
     away = sorted(config.node_names())[1]
+    last = _ticks(_console(ops, config.get_node(home), name))  # type: ignore[arg-type]
+    tick = last[-1] if last else 0
     for target in (away, home):
+        where = config.get_node(target)
+        assert where is not None
+        mark = len(_console(ops, where, name))
         client.submit(OpInstanceMigrate(instance_name=name, target_node=target))
         # the completed job's statistics are kept for operators after ganeti_lv read them
         info = devcluster.virsh(target, "domjobinfo", "--completed", name)
         assert re.search(r"Time elapsed:\s+\d+", info), info
+        # the guest survived: its ticks go on there and its kernel reported nothing
+        tick = _wait_ticks(ops, where, name, tick)
+        assert not kernel_faults(_console(ops, where, name)[mark:])
     node = config.get_node(home)
     assert node is not None
     start = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
@@ -36,6 +37,7 @@ PRE_DIR = "/etc/ganeti-lv/hooks/instance-record-pre.d"
 POST_DIR = "/etc/ganeti-lv/hooks/instance-record-post.d"
 
 
+@dataclass(kw_only=True)
 class OpTestRecord(OpCode):
     """Opcode of the recording LU."""
 
@@ -51,12 +53,14 @@ class OpTestRecord(OpCode):
     bad_needed_locks: bool = False
 
 
+@dataclass(kw_only=True)
 class OpTestUnhandled(OpCode):
     """An opcode without an LU."""
 
     OP_ID: ClassVar[str] = "OP_TEST_UNHANDLED"
 
 
+@dataclass(kw_only=True)
 class OpTestBgl(OpCode):
     """Opcode of an LU needing the BGL exclusively."""
 

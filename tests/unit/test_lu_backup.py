@@ -322,8 +322,8 @@ def test_import_with_corrupt_export_fails_and_leaves_nothing(ctx, ops, config):
 
 
 def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
-    from ganeti_lv.cli.backup import parse_progress
     from ganeti_lv.cli.main import main
+    from ganeti_lv.master.protocol import progress_of
 
     base = ["--data-dir", data_dir]
     code = main([*base, "backup", "export", "-n", N2, "--noshutdown", INST], node_ops=ops)
@@ -339,10 +339,10 @@ def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
     assert code == 1 and "error type: wrong_input" in err and "Compression tool not allowed" in err
     assert main([*base, "backup", "remove", INST], node_ops=ops) == 0
     assert INST not in ops.exports[N2]
-    assert parse_progress("disk/1 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s") == (
+    assert progress_of("disk/1 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s") == (
         "disk/1",
         30.0,
-        "1.5G, 120.0 MiB/s, 30%, ETA 12s",
+        "1.5G, 120.0 MiB/s, ETA 12s",
     )
 
 

@@ -560,12 +560,12 @@ def test_cli_migrate_and_refusal(
     assert "error type: wrong_state" in err and "to its primary" in err
 
 
-def test_cli_progress_line_parser() -> None:
-    from ganeti_lv.cli.migrate import parse_progress
+def test_migration_progress_lines_are_progress_records() -> None:
+    from ganeti_lv.master.protocol import progress_of
 
     line = MigrationProgress(elapsed=1, memory_total=200, memory_remaining=50).format()
-    assert parse_progress(line) == 75.0
-    assert parse_progress("STEP 1/4 Checking") is None
+    assert progress_of(line)[:2] == ("migrating", 75.0)  # type: ignore[index]
+    assert progress_of("STEP 1/4 Checking") is None
 
 
 def test_cancel_request_during_migration_aborts_it(

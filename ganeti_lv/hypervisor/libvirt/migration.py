@@ -33,15 +33,17 @@ Capabilities probed under TCG (qemu 7.2, libvirt 9.0, the local cluster;
   guest outrun the link; the stats report the highest throttle.
 - without either, such a guest never converges: the policy aborts it and
   it stays on the source.
-- a pre-copy that runs many passes (tens) while the guest rewrites its
-  memory can lose guest writes under TCG: the guest kernel then oopses or
-  locks up on the target (list corruption, NULL dereference, soft lockup,
-  or a silent hang with nothing on the console).
-  Plain ``virsh migrate --live --p2p --auto-converge`` does the same, and
-  so does a pre-copy without auto-converge at a fixed downtime (38 passes,
-  no policy step), so it is a limit of TCG's dirty tracking in this qemu,
-  not of the policy. KVM tracks dirty pages in the kernel; real nodes run
-  ``kvm``.
+- qemu 7.2 (Debian 12's) loses guest memory writes during a live
+  migration under TCG: its bitmap sync clears a page's migration dirty bit
+  without making the vCPU's TLB entry for the page trap the next write
+  again, so a write after the clear is never sent. The guest kernel then
+  oopses or locks up on the target (list corruption, general protection
+  fault, soft lockup, silent hang), after migrations of four or more
+  passes, plain ``virsh migrate`` as well as ganeti_lv. qemu fixed it in
+  9.0 ("physmem: Fix migration dirty bitmap coherency with TCG memory
+  access"); the local cluster runs Debian's backport (qemu 10) and loses
+  no guest (README, "Guest safety under TCG migration"). KVM tracks dirty
+  pages in the kernel; real nodes run ``kvm``.
 """
 
 from __future__ import annotations
