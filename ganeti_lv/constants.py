@@ -52,7 +52,6 @@ INSTST_ERRORUP = "ERROR_up"
 INSTST_WRONGNODE = "ERROR_wrongnode"
 INSTST_NODEOFFLINE = "ERROR_nodeoffline"
 INSTST_NODEDOWN = "ERROR_nodedown"
-INSTST_USERDOWN = "USER_down"
 
 # Domain run states as the hypervisor layer reports them
 DOMSTATE_RUNNING = "running"
@@ -66,7 +65,6 @@ DT_FILE = "file"
 DT_SHARED_FILE = "sharedfile"
 DISK_TEMPLATES = (DT_FILE, DT_SHARED_FILE)
 DTS_MIRRORED_MIGRATABLE = (DT_FILE, DT_SHARED_FILE)  # file: with copy-storage
-DTS_SHARED = (DT_SHARED_FILE,)
 
 # Migration
 HT_MIGRATION_LIVE = "live"

@@ -57,10 +57,10 @@ def make_instance(
         admin_state=constants.ADMINST_UP if start else constants.ADMINST_DOWN,
     )
     where = node(config, primary)
-    ops.create_disks(cluster, where, inst).Raise("create disks")
+    ops.create_disks(where, cluster, inst)
     config.add_instance(inst)
     if start:
-        ops.start_instance(cluster, where, inst).Raise("start")
+        ops.start_instance(where, cluster, inst)
     return inst
 
 
@@ -125,7 +125,7 @@ def where_running(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> dict[s
         where = node(config, node_name)
         if where.offline:
             continue
-        info = ops.instance_info(where, name).Raise(f"instance info on {node_name}")
+        info = ops.instance_info(where, name)
         if info is not None:
             out[node_name] = info.state
     return out

@@ -49,7 +49,7 @@ class Env:
     def __init__(self, devcluster: Any) -> None:
         self.data_dir = devcluster.data_dir
         self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir, self.config)
+        self.ops = LibvirtNodeOps(self.data_dir)
         self.nodes = sorted(self.config.node_names())
         self.daemon_pid: int | None = None
 

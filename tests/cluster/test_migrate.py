@@ -21,6 +21,7 @@ from ganeti_lv.devcluster.guest import build_guest, kernel_args, kernel_faults
 from ganeti_lv.errors import OpPrereqError
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpInstanceMigrate, OpInstanceShutdown
 
 pytestmark = pytest.mark.cluster
@@ -33,7 +34,7 @@ def env(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, Client]]
     """Config, node operations and a client on the session's cluster."""
     data_dir = devcluster.data_dir
     config = ConfigStore(data_dir)
-    ops = LibvirtNodeOps(data_dir, config)
+    ops = LibvirtNodeOps(data_dir)
     client = Client(data_dir=data_dir, node_ops=ops)
     try:
         yield config, ops, client
@@ -42,7 +43,7 @@ def env(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, Client]]
 
 
 def _console(ops: LibvirtNodeOps, node: objects.Node, name: str) -> str:
-    res = ops.run_command(node, ["cat", console_log_path(name)]).Raise("cat")
+    res = ops.run_command(node, ["cat", console_log_path(name)])
     return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
 
 
@@ -87,8 +88,8 @@ def running_file_instance(env: Any) -> Iterator[objects.Instance]:
     )
     node0 = config.get_node(nodes[0])
     assert node0 is not None
-    ops.create_disks(cluster, node0, inst).Raise("create disks")
-    ops.start_instance(cluster, node0, inst).Raise("start")
+    ops.create_disks(node0, cluster, inst)
+    ops.start_instance(node0, cluster, inst)
     config.add_instance(inst)
     try:
         yield inst
@@ -98,9 +99,9 @@ def running_file_instance(env: Any) -> Iterator[objects.Instance]:
         for node_name in nodes:
             node = config.get_node(node_name)
             assert node is not None
-            ops.undefine_instance(node, name)
-            ops.remove_disks(cluster, node, current or inst)
-            ops.run_command(node, ["rm", "-f", console_log_path(name)])
+            node_call(ops.undefine_instance, node, name)
+            node_call(ops.remove_disks, node, cluster, current or inst)
+            node_call(ops.run_command, node, ["rm", "-f", console_log_path(name)])
 
 
 def _running_nodes(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> list[str]:
@@ -108,7 +109,7 @@ def _running_nodes(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> list[
     for node_name in sorted(config.node_names()):
         node = config.get_node(node_name)
         assert node is not None
-        info = ops.instance_info(node, name).Raise("info")
+        info = ops.instance_info(node, name)
         if info is not None and info.state == constants.DOMSTATE_RUNNING:
             out.append(node_name)
     return out
@@ -141,7 +142,7 @@ def test_live_migration_of_dirtier_file_instance_and_back(
     assert re.search(r"total time [0-9.]+ s", summary[0])
     # the source's images are gone after a copy-storage migration
     path = objects.disk_path(config.get_cluster(), running_file_instance, 0)
-    assert ops.paths_exist(src, [path]).Raise("paths") == {path: False}
+    assert ops.paths_exist(src, [path]) == {path: False}
 
     # and back, non-live
     mark = len(_console(ops, src, name))

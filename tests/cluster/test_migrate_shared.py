@@ -64,7 +64,7 @@ class Env:
         self.devcluster = devcluster
         self.data_dir = devcluster.data_dir
         self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir, self.config)
+        self.ops = LibvirtNodeOps(self.data_dir)
         self.client = Client(data_dir=self.data_dir, node_ops=self.ops)
         self.nodes = sorted(self.config.node_names())
 

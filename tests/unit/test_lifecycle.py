@@ -26,10 +26,10 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.locking import ALL_SET, LEVEL_CLUSTER, LEVEL_INSTANCE, LEVEL_NODE, LockManager
 from ganeti_lv.mcpu import DRY_RUN_MSG, Processor
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.opcodes import OpCode
 
 MASTER, NODE2, NODE3 = "node1.example.com", "node2.example.com", "node3.example.com"

@@ -36,7 +36,6 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.migration_types import MigrationProgress
 from ganeti_lv.master import client as masterclient
@@ -44,6 +43,7 @@ from ganeti_lv.master import daemon as masterd
 from ganeti_lv.master import protocol
 from ganeti_lv.master.jobs import ACTIVE_STATUSES, JOB_STATUS_RUNNING, JobStore
 from ganeti_lv.master.protocol import Feedback, Progress
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
 
 INST = "inst1.example.com"
