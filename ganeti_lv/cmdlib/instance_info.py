@@ -13,6 +13,7 @@ from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_instance
 from ganeti_lv.cmdlib.instance import RUNNING_STATES
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Instance, disk_path
 from ganeti_lv.opcodes import OpInstanceQueryData
 
@@ -46,7 +47,9 @@ class LUInstanceQueryData(NoHooksLU):
                 f" information only for instance {inst.name}"
             )
             return None
-        domains = self.rpc.instance_list(pnode.copy()).Raise(f"Error checking node {pnode.name}")
+        domains = node_call(self.rpc.instance_list, pnode).Raise(
+            f"Error checking node {pnode.name}"
+        )
         dom = (domains or {}).get(inst.name)
         return "up" if dom is not None and dom.state in RUNNING_STATES else "down"
 

@@ -53,7 +53,7 @@ class Env:
     def __init__(self, devcluster: Any) -> None:
         self.data_dir = devcluster.data_dir
         self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir, self.config)
+        self.ops = LibvirtNodeOps(self.data_dir)
         self.nodes = sorted(self.config.node_names())
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
