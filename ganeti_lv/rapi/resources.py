@@ -129,22 +129,28 @@ def _uri_list(names: list[str], template: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ nodes and instances
 
 
-def _nodes(req: Request) -> Any:
-    ctx = req.query_context()
-    if bool_arg(req.args, "bulk"):
-        return queries.nodes(ctx)
-    return _uri_list(queries.node_names(ctx), "/2/nodes/%s")
+def _listing(
+    bulk: Callable[[Context], list[dict[str, Any]]],
+    names: Callable[[Context], list[str]],
+    template: str,
+) -> Handler:
+    """A list resource: every item's fields with ``bulk=1``, else ids and URIs."""
+
+    def handler(req: Request) -> Any:
+        ctx = req.query_context()
+        if bool_arg(req.args, "bulk"):
+            return bulk(ctx)
+        return _uri_list(names(ctx), template)
+
+    return handler
+
+
+_nodes = _listing(queries.nodes, queries.node_names, "/2/nodes/%s")
+_instances = _listing(queries.instances, queries.instance_names, "/2/instances/%s")
 
 
 def _node(req: Request) -> Any:
     return queries.node(req.query_context(), req.items["name"])
-
-
-def _instances(req: Request) -> Any:
-    ctx = req.query_context()
-    if bool_arg(req.args, "bulk"):
-        return queries.instances(ctx)
-    return _uri_list(queries.instance_names(ctx), "/2/instances/%s")
 
 
 def _instance(req: Request) -> Any:

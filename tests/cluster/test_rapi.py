@@ -75,12 +75,13 @@ class Env:
         return GanetiClient("127.0.0.1", self.port, user, password, cafile=self.cert)
 
     def primary(self) -> str:
-        inst = self.config.get_instance(NAME)
-        assert inst is not None
-        return inst.primary_node
+        """The guest's primary node, as the configuration names it."""
+        return self.config.read().instances[NAME].primary_node
 
     def other(self) -> str:
-        return next(n for n in self.nodes if n != self.primary())
+        """A node that is not the guest's primary."""
+        (first, *_) = sorted(set(self.nodes) - {self.primary()})
+        return first
 
     def job(self, job_id: int) -> Any:
         return JobStore(paths.jobs_dir(self.data_dir)).get(job_id)
