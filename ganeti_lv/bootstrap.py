@@ -2,7 +2,8 @@
 
 ``init_cluster`` creates the master's data dir: the configuration (cluster
 plus master node), the cluster SSH key (copied or generated with
-``ssh-keygen``) and ``known_hosts`` with the master's host key. The
+``ssh-keygen``), ``known_hosts`` with the master's host key and the remote
+API's self-signed certificate (``rapi.pem``). The
 known_hosts helpers are used again by node add/remove: a node's key is only
 recorded after the operator confirmed it (or passed it explicitly).
 """
@@ -142,6 +143,18 @@ def _ssh_keygen(args: list[str]) -> str:
     return proc.stdout
 
 
+def _create_rapi_certificate(data_dir: str, cluster_name: str, master: Node) -> None:
+    """The remote API's self-signed certificate for the cluster and the master."""
+    from ganeti_lv.rapi import certs  # cryptography: only for init
+
+    certs.create_certificate(
+        paths.rapi_cert_file(data_dir),
+        cluster_name,
+        [cluster_name, master.name],
+        [master.address],
+    )
+
+
 # ---------------------------------------------------------------- init
 
 
@@ -207,5 +220,6 @@ def init_cluster(
     _install_ssh_key(data_dir, ssh_key_file, f"ganeti-lv@{cluster_name}")
     if master_host_key is not None:
         record_node_host_key(paths.known_hosts_file(data_dir), master, master_host_key)
+    _create_rapi_certificate(data_dir, cluster_name, master)
     ConfigStore.initialize(data_dir, config)
     return config

@@ -368,6 +368,25 @@ class OpInstanceQuery(OpCode):
 
 
 @dataclass(kw_only=True)
+class OpInstanceQueryData(OpCode):
+    """Detailed data of instances (Ganeti's OP_INSTANCE_QUERY_DATA), by name.
+
+    ``static``: from the configuration only, without asking the nodes.
+    Result: {instance name: {field: value}} in Ganeti's fields.
+    """
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_QUERY_DATA"
+
+    instances: list[str] = field(default_factory=list)
+    static: bool = False
+    use_locking: bool = False
+
+    def summary(self) -> str:
+        """'INSTANCE_QUERY_DATA(name,...)'."""
+        return f"INSTANCE_QUERY_DATA({','.join(self.instances)})"
+
+
+@dataclass(kw_only=True)
 class OpInstanceMigrate(OpCode):
     """Migrate an instance (Ganeti's OP_INSTANCE_MIGRATE).
 
@@ -470,6 +489,23 @@ class OpBackupExport(OpCode):
         )
         if self.bandwidth_limit is not None and self.bandwidth_limit <= 0:
             raise OpPrereqError("The bandwidth limit must be positive", ECODE_INVAL)
+
+
+@dataclass(kw_only=True)
+class OpBackupPrepare(OpCode):
+    """Prepare an export of an instance (Ganeti's OP_BACKUP_PREPARE).
+
+    Mode ``local`` needs nothing prepared (result: None); ``remote`` (to
+    another cluster) is not supported.
+    """
+
+    OP_ID: ClassVar[str] = "OP_BACKUP_PREPARE"
+
+    instance_name: str
+    mode: str
+
+    def _check_values(self) -> None:
+        _require_choice(self, "mode", constants.EXPORT_MODES)
 
 
 @dataclass(kw_only=True)

@@ -61,3 +61,13 @@ def masterd_lock(ddir: str) -> str:
 def masterd_log(ddir: str) -> str:
     """The master daemon's log file."""
     return os.path.join(ddir, "masterd.log")
+
+
+def rapi_cert_file(ddir: str) -> str:
+    """The remote API's TLS certificate and private key (one PEM file, as Ganeti's rapi.pem)."""
+    return os.path.join(ddir, "rapi.pem")
+
+
+def rapi_users_file(ddir: str) -> str:
+    """The remote API's users file (Ganeti's format: ``user password [write]``)."""
+    return os.path.join(ddir, "rapi", "users")

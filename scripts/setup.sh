@@ -11,6 +11,7 @@ APT_PACKAGES=(
   openssh-server openssh-client busybox-static cpio libvirt-dev pkg-config
   gcc python3-dev python3-venv iproute2 zerofree e2fsprogs zstd gzip procps
   util-linux kmod
+  python3-ganeti-rapi  # Ganeti's own RAPI client: the remote API tests drive it
 )
 
 missing=()
@@ -36,7 +37,7 @@ if [ ! -e "$stamp" ]; then
   # default import hook costs every gnt-lv start some 20 ms
   "$VENV/bin/pip" install -q -e "$ROOT[test]" --config-settings editable_mode=compat 2>&1 \
     | grep -v -e '^WARNING: Location' -e '^$' || true
-  "$VENV/bin/python" -c 'import libvirt, paramiko, tenacity, rich' 
+  "$VENV/bin/python" -c 'import libvirt, paramiko, tenacity, rich, cheroot, werkzeug' 
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

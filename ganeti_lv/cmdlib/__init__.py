@@ -6,9 +6,11 @@ Each LU module is imported below (one line per module).
 from ganeti_lv.cmdlib import (  # noqa: F401
     backup_export,
     backup_import,
+    backup_prepare,
     backup_query,
     cluster,
     instance,
+    instance_info,
     instance_migration,  # noqa: F401
     instance_query,
     node,

@@ -64,6 +64,8 @@ def instance_row(
         "admin_state": inst.admin_state,
         "oper_state": inst.primary_node in running_on,
         "oper_node": running_on[0] if len(running_on) == 1 else None,
+        "oper_ram": pdom.memory if pdom is not None and pdom.state in RUNNING_STATES else None,
+        "oper_vcpus": pdom.vcpus if pdom is not None and pdom.state in RUNNING_STATES else None,
         "running_on": running_on,
         "memory": be.get("maxmem"),
         "minmem": be.get("minmem"),

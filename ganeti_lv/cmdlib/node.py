@@ -316,11 +316,13 @@ class LUNodeQuery(NoHooksLU):
                 "pinst_list": pinst,
                 "mtotal": None,
                 "mfree": None,
+                "ctotal": None,
             }
             if self.op.live and not node.offline:
                 result = node_call(self.rpc.node_info, node)
                 if result.fail_msg is None and result.payload is not None:
                     row["mtotal"] = result.payload.memory_total
                     row["mfree"] = result.payload.memory_free
+                    row["ctotal"] = result.payload.cpu_count or None
             rows.append(row)
         return rows

@@ -65,6 +65,8 @@ from ganeti_lv.opcodes import OpCode
 
 log = logging.getLogger("ganeti_lv.master.daemon")
 
+RAPI_PORT = 5080  # Ganeti's remote API port
+
 
 class RunningJob:
     """A job the daemon runs: its records so far, its end, its cancel request.
@@ -187,6 +189,12 @@ class MasterDaemon:
             job = self.job(job_id)  # JobError when unknown
             raise JobError(f"Job {job_id} is {job.status}, not running here", ECODE_STATE)
         running.cancel.request(reason)
+
+    def canceling(self, job_id: int) -> bool:
+        """True when the daemon runs job ``job_id`` and was asked to stop it."""
+        with self._lock:
+            running = self._running.get(job_id)
+        return running is not None and running.cancel.is_set()
 
     def cancel_all(self, reason: str) -> None:
         """Ask every running job to stop safely."""
@@ -496,7 +504,35 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--foreground", action="store_true", help="do not detach (for a service manager)"
     )
     parser.add_argument("--stop", action="store_true", help="stop the running daemon and exit")
+    parser.add_argument(
+        "--rapi",
+        action="store_true",
+        help="also serve Ganeti's remote API (RAPI v2, HTTPS) for ops tooling",
+    )
+    parser.add_argument(
+        "--rapi-address",
+        metavar="ADDRESS",
+        help="address the remote API listens on (default: the master node's address)",
+    )
+    parser.add_argument(
+        "--rapi-port",
+        type=int,
+        default=RAPI_PORT,
+        metavar="PORT",
+        help=f"port of the remote API (default: {RAPI_PORT})",
+    )
     return parser
+
+
+def _start_rapi(server: MasterServer, opts: argparse.Namespace) -> Any:
+    """The remote API's server (started), or None when not asked for."""
+    if not opts.rapi:
+        return None
+    from ganeti_lv.rapi import server as rapi_server  # TLS and HTTP: only with --rapi
+
+    return rapi_server.start(
+        server.daemon, server.daemon.data_dir, opts.rapi_address, opts.rapi_port
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -526,6 +562,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", err)
         sys.stderr.write(f"gnt-lv-masterd: {err}\n")
         return 1
+    try:
+        rapi = _start_rapi(server, opts)
+    except GenericError as err:
+        log.error("cannot start: %s", err)
+        sys.stderr.write(f"gnt-lv-masterd: {err}\n")
+        server.server_close()
+        server.daemon.close()
+        return 1
     _write_pidfile(paths.masterd_pidfile(ddir))
     _install_signals(server)
     if opts.foreground:
@@ -539,6 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.daemon.warm_up()
         server.serve_forever(poll_interval=0.5)
     finally:
+        if rapi is not None:
+            rapi.stop()  # no new jobs from the remote API either
         server.server_close()  # waits for the running jobs, removes the socket
         with contextlib.suppress(OSError):
             if read_pid(ddir) == os.getpid():

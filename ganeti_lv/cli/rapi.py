@@ -1,0 +1,159 @@
+"""``gnt-lv rapi add-user|remove-user|list-users|fingerprint`` and ``cluster renew-crypto``.
+
+The remote API (``gnt-lv-masterd --rapi``) reads its users from
+``<data dir>/rapi/users`` (Ganeti's format) and serves with the certificate
+of ``<data dir>/rapi.pem``. These commands edit the users file (a new
+user's password is kept as Ganeti's ``{HA1}`` hash unless ``--plain``;
+the daemon reads the file again when it changes), show the certificate's
+fingerprint for clients to pin, and replace the certificate: a new
+self-signed one, or the operator's own (``--rapi-certificate``, a PEM file
+with the certificate, its chain and its unencrypted key). A running daemon
+uses a new certificate once it is restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from ganeti_lv import paths
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+
+def _password(opts: argparse.Namespace, env: CliEnv) -> str:
+    """The new user's password: from --password-file ('-': stdin), else asked twice."""
+    if opts.password_file:
+        try:
+            if opts.password_file == "-":
+                text = sys.stdin.readline()
+            else:
+                with open(opts.password_file, encoding="utf-8") as fobj:
+                    text = fobj.readline()
+        except OSError as err:
+            raise OpPrereqError(f"Cannot read {opts.password_file}: {err}", ECODE_INVAL) from err
+        return text.rstrip("\r\n")
+    if not env.interactive():
+        raise OpPrereqError(
+            "No terminal to ask for the password: give it with --password-file FILE"
+            " (or '-' for standard input)",
+            ECODE_INVAL,
+        )
+    first = getpass.getpass(f"Password for {opts.user}: ")
+    if getpass.getpass("Again: ") != first:
+        raise OpPrereqError("The passwords do not match", ECODE_INVAL)
+    return first
+
+
+def cmd_add_user(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Add a user of the remote API (read-only unless --write)."""
+    from ganeti_lv.rapi import users
+
+    users.check_name(opts.user)
+    line = users.user_line(opts.user, _password(opts, env), opts.write, plain=opts.plain)
+    path = paths.rapi_users_file(env.data_dir)
+    users.add_user(path, line, replace=opts.replace)
+    access = "read and write" if opts.write else "read-only"
+    env.write(f"User '{opts.user}' added ({access}) to {path}")
+    return EXIT_SUCCESS
+
+
+def cmd_remove_user(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Remove a user of the remote API."""
+    from ganeti_lv.rapi import users
+
+    users.remove_user(paths.rapi_users_file(env.data_dir), opts.user)
+    env.write(f"User '{opts.user}' removed")
+    return EXIT_SUCCESS
+
+
+def cmd_list_users(opts: argparse.Namespace, env: CliEnv) -> int:
+    """List the users of the remote API (never their passwords)."""
+    from ganeti_lv.rapi import users
+
+    rows = []
+    for user in users.list_users(paths.rapi_users_file(env.data_dir)):
+        scheme = user.password[1 : user.password.find("}")].upper()
+        if not user.password.startswith("{") or not scheme:
+            scheme = "CLEARTEXT"
+        rows.append([user.name, "write" if user.can_write else "read", scheme])
+    env.table(["User", "Access", "Password"], rows, opts.separator, opts.no_headers)
+    return EXIT_SUCCESS
+
+
+def cmd_fingerprint(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Show the remote API certificate's SHA-256 fingerprint (for clients to pin)."""
+    from ganeti_lv.rapi import certs
+
+    path = paths.rapi_cert_file(env.data_dir)
+    cert = certs.read_certificate(path)
+    env.write(f"SHA256 Fingerprint={certs.fingerprint(cert)}")
+    if opts.verbose:
+        env.write(f"Subject: {cert.subject.rfc4514_string()}")
+        env.write(f"Not after: {cert.not_valid_after_utc.isoformat()}")
+        env.write(f"File: {path}")
+    return EXIT_SUCCESS
+
+
+def cmd_renew_crypto(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Replace the remote API's certificate: a new self-signed one, or the given one."""
+    from ganeti_lv.config import ConfigStore
+    from ganeti_lv.rapi import certs
+
+    if bool(opts.new_rapi_certificate) == bool(opts.rapi_certificate):
+        env.warn("Give one of --new-rapi-certificate and --rapi-certificate FILE.")
+        return EXIT_FAILURE
+    path = paths.rapi_cert_file(env.data_dir)
+    if opts.rapi_certificate:
+        cert = certs.install_certificate(opts.rapi_certificate, path)
+    else:
+        data = ConfigStore(env.data_dir).snapshot()
+        master = data.nodes[data.cluster.master_node]
+        names = [data.cluster.name, master.name]
+        certs.create_certificate(path, data.cluster.name, names, [master.address])
+        cert = certs.read_certificate(path)
+    env.write(f"New remote API certificate in {path}")
+    env.write(f"SHA256 Fingerprint={certs.fingerprint(cert)}")
+    env.write("Restart the master daemon (gnt-lv-masterd --rapi) to serve it.")
+    return EXIT_SUCCESS
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add the ``rapi`` group and ``cluster renew-crypto``."""
+    registry.group("rapi", help="Ganeti's remote API: users and certificate")
+
+    add = registry.command("rapi", "add-user", cmd_add_user, help="Add a remote API user")
+    add.add_argument("user", metavar="USER")
+    add.add_argument("--write", action="store_true", help="The user may make changes")
+    add.add_argument(
+        "--password-file", metavar="FILE", help="Read the password from FILE ('-': stdin)"
+    )
+    add.add_argument(
+        "--plain", action="store_true", help="Keep the password in plain text, not as {HA1}"
+    )
+    add.add_argument("--replace", action="store_true", help="Replace an existing user")
+
+    remove = registry.command(
+        "rapi", "remove-user", cmd_remove_user, help="Remove a remote API user"
+    )
+    remove.add_argument("user", metavar="USER")
+
+    lst = registry.command("rapi", "list-users", cmd_list_users, help="List remote API users")
+    lst.add_argument("--separator", default=None, help="Field separator")
+    lst.add_argument("--no-headers", action="store_true", help="Omit the header line")
+
+    fpr = registry.command(
+        "rapi", "fingerprint", cmd_fingerprint, help="Show the certificate's fingerprint"
+    )
+    fpr.add_argument("-v", "--verbose", action="store_true", help="Also subject and expiry")
+
+    renew = registry.command(
+        "cluster", "renew-crypto", cmd_renew_crypto, help="Replace the remote API certificate"
+    )
+    renew.add_argument(
+        "--new-rapi-certificate", action="store_true", help="Create a new self-signed one"
+    )
+    renew.add_argument(
+        "--rapi-certificate", metavar="FILE", help="Use FILE (certificate, chain, key; PEM)"
+    )

@@ -1,0 +1,138 @@
+"""The remote API's TLS certificate: one PEM file with the certificate and its key.
+
+``cluster init`` creates a self-signed certificate for the cluster name, the
+master's name and its address (``create_certificate``), in
+``<data dir>/rapi.pem`` as Ganeti keeps its ``rapi.pem``: certificate (and
+any chain) and private key in one file that only its owner may read.
+Clients pin it by its SHA-256 fingerprint (``gnt-lv rapi fingerprint``) or
+trust the file's certificate as a CA. An operator's own certificate replaces
+it with ``install_certificate`` (``gnt-lv cluster renew-crypto
+--rapi-certificate FILE``): a PEM file with the certificate, its chain and
+the unencrypted private key, checked to belong together before anything is
+replaced.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+import secrets
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ganeti_lv.config import write_file_atomically
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+
+KEY_BITS = 2048
+VALID_DAYS = 5 * 365
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL)
+
+
+def create_certificate(
+    path: str, common_name: str, names: Sequence[str], addresses: Sequence[str] = ()
+) -> None:
+    """Write a new self-signed certificate and key for ``names`` and ``addresses`` to ``path``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names) if n]
+    for address in dict.fromkeys(addresses):
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(address)))
+        except ValueError:
+            alt.append(x509.DNSName(address))
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(int.from_bytes(secrets.token_bytes(16), "big") >> 1)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        # its own trust anchor: a client may trust this file as its CA
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    if alt:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    write_file_atomically(path, cert.public_bytes(serialization.Encoding.PEM) + key_pem, 0o600)
+
+
+def _blocks(data: bytes) -> tuple[list[bytes], list[bytes]]:
+    """The certificate blocks and the private key blocks of a PEM file."""
+    certs, keys = [], []
+    for match in _PEM_BLOCK.finditer(data):
+        kind = match.group(1)
+        if kind == b"CERTIFICATE":
+            certs.append(match.group(0))
+        elif kind.endswith(b"PRIVATE KEY"):
+            keys.append(match.group(0))
+    return certs, keys
+
+
+def check_pem(data: bytes, what: str) -> x509.Certificate:
+    """The certificate of a PEM file; OpPrereqError unless its key is there and matches it."""
+    certs, keys = _blocks(data)
+    if not certs or len(keys) != 1:
+        raise OpPrereqError(
+            f"{what} must hold a certificate (then its chain) and one private key in PEM form",
+            ECODE_INVAL,
+        )
+    try:
+        cert = x509.load_pem_x509_certificate(certs[0])
+        key = serialization.load_pem_private_key(keys[0], password=None)
+    except (ValueError, TypeError) as err:
+        raise OpPrereqError(f"{what} cannot be read: {err}", ECODE_INVAL) from err
+    if cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        raise OpPrereqError(
+            f"{what}: the private key does not belong to the certificate", ECODE_INVAL
+        )
+    return cert
+
+
+def read_certificate(path: str) -> x509.Certificate:
+    """The certificate of the remote API's PEM file, checked; OpPrereqError when unusable."""
+    try:
+        with open(path, "rb") as fobj:
+            data = fobj.read()
+    except FileNotFoundError:
+        raise OpPrereqError(
+            f"The remote API has no certificate ({path} is missing): create one with"
+            " 'gnt-lv cluster renew-crypto --new-rapi-certificate'",
+            ECODE_ENVIRON,
+        ) from None
+    except OSError as err:
+        raise OpPrereqError(f"Cannot read {path}: {err}", ECODE_ENVIRON) from err
+    return check_pem(data, f"The remote API certificate file {path}")
+
+
+def install_certificate(source: str, path: str) -> x509.Certificate:
+    """Make ``source`` (certificate, chain, key in PEM) the remote API's certificate."""
+    try:
+        with open(source, "rb") as fobj:
+            data = fobj.read()
+    except OSError as err:
+        raise OpPrereqError(f"Cannot read {source}: {err}", ECODE_INVAL) from err
+    cert = check_pem(data, source)
+    write_file_atomically(path, data, 0o600)
+    return cert
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """The certificate's SHA-256 fingerprint as ``AB:CD:...`` (as ``openssl x509`` shows it)."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()

@@ -1,0 +1,250 @@
+"""Jobs of the job log in Ganeti's job fields, and waiting for a job to change.
+
+A job as ``GET /2/jobs/[id]`` shows it, in Ganeti's shape: ``id``,
+``status``, ``summary`` (one per opcode), ``ops`` (each opcode's input with
+its ``OP_ID``), ``opstatus``, ``opresult``, ``oplog`` (per opcode, entries
+``[serial, [seconds, microseconds], type, message]`` with serials counted
+over the whole job from 1), ``received_ts``, ``start_ts``, ``end_ts``
+(``[seconds, microseconds]`` or null).
+
+Statuses are Ganeti's: an opcode (and its job) that runs but still waits
+for its locks is ``waiting``; a running job asked to stop is
+``canceling``; a job whose process is gone ("lost" in ``gnt-lv job list``)
+is ``error``, so a client polling for the end of a job sees one. A failed
+opcode's result is its error as Ganeti encodes it:
+``["OpPrereqError", [message, error code]]``, ``["OpExecError",
+[message]]``; an opcode a canceled job did not run has the result ``"Job
+canceled by request"``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ganeti_lv.master.jobs import (
+    JOB_STATUS_CANCELED,
+    JOB_STATUS_ERROR,
+    JOB_STATUS_LOST,
+    JOB_STATUS_QUEUED,
+    JOB_STATUS_RUNNING,
+    JOB_STATUS_SUCCESS,
+    Job,
+    OpRecord,
+)
+from ganeti_lv.rapi.httperrors import bad_request
+
+STATUS_WAITING = "waiting"
+STATUS_CANCELING = "canceling"
+FINALIZED = (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED)
+CANCELED_RESULT = "Job canceled by request"
+
+JOB_FIELDS_BULK = (
+    "id",
+    "ops",
+    "status",
+    "summary",
+    "opstatus",
+    "received_ts",
+    "start_ts",
+    "end_ts",
+)
+JOB_FIELDS = (*JOB_FIELDS_BULK, "oplog", "opresult")
+ALL_FIELDS = (*JOB_FIELDS, "priority", "archived", "opstart", "opexec", "opend", "oppriority")
+
+# How long GET /2/jobs/[id]/wait waits for a change (Ganeti's), and how often it looks.
+WAIT_TIMEOUT = 10.0
+WAIT_POLL = 0.2
+
+
+def split_time(value: float | None) -> list[int] | None:
+    """A timestamp as Ganeti sends it: [seconds, microseconds] (None stays None)."""
+    if value is None:
+        return None
+    seconds = int(value)
+    usecs = round((value - seconds) * 1_000_000)
+    if usecs >= 1_000_000:
+        seconds, usecs = seconds + 1, usecs - 1_000_000
+    return [seconds, usecs]
+
+
+def _lost(job: Job) -> bool:
+    return job.status == JOB_STATUS_LOST
+
+
+def op_status(job: Job, op: OpRecord, canceling: bool = False) -> str:
+    """One opcode's status, as Ganeti names it."""
+    status = op.status
+    if status in (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING) and _lost(job):
+        return JOB_STATUS_ERROR
+    if status == JOB_STATUS_RUNNING:
+        if canceling:
+            return STATUS_CANCELING
+        return STATUS_WAITING if op.exec_ts is None else JOB_STATUS_RUNNING
+    if status == JOB_STATUS_QUEUED and canceling:
+        return STATUS_CANCELING
+    return status
+
+
+def job_status(job: Job, canceling: bool = False) -> str:
+    """The job's status, as Ganeti names it (``canceling``: a stop was asked for)."""
+    if _lost(job):
+        return JOB_STATUS_ERROR
+    if job.finished:
+        return job.status
+    if canceling:
+        return STATUS_CANCELING
+    if job.status == JOB_STATUS_RUNNING:
+        current = next((op for op in job.ops if op.status == JOB_STATUS_RUNNING), None)
+        if current is not None and current.exec_ts is None:
+            return STATUS_WAITING
+    return job.status
+
+
+def op_result(job: Job, op: OpRecord) -> Any:
+    """One opcode's result: its value, or its error encoded as Ganeti encodes errors."""
+    if op.status == JOB_STATUS_SUCCESS:
+        return op.result
+    if op.error is not None:
+        if op.status == JOB_STATUS_CANCELED and op.start_ts is None:
+            return CANCELED_RESULT
+        return encode_error(op.error)
+    if _lost(job) and op.status in (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING):
+        return encode_error(
+            {
+                "class": "OpExecError",
+                "message": f"Job lost: the process running it (pid {job.pid}) is gone",
+            }
+        )
+    if op.status == JOB_STATUS_CANCELED:
+        return CANCELED_RESULT
+    return None
+
+
+def encode_error(error: dict[str, Any]) -> list[Any]:
+    """A job log error record as Ganeti's ``[class, args]`` (args: message, error code)."""
+    name = str(error.get("class") or "OpExecError")
+    message = str(error.get("message", ""))
+    if name == "OpPrereqError" and error.get("ecode"):
+        return [name, [message, error["ecode"]]]
+    return [name, [message]]
+
+
+def oplog(job: Job) -> list[list[list[Any]]]:
+    """Every opcode's log entries: [serial, [s, us], type, message], serials from 1."""
+    serial = 0
+    logs = []
+    for op in job.ops:
+        entries = []
+        for ts, log_type, message in op.log:
+            serial += 1
+            entries.append([serial, split_time(ts), log_type, message])
+        logs.append(entries)
+    return logs
+
+
+def log_entries(job: Job, after: int | None) -> list[list[Any]]:
+    """The job's log entries with a serial above ``after`` (all for None)."""
+    return [e for entries in oplog(job) for e in entries if after is None or e[0] > after]
+
+
+def job_field(job: Job, name: str, canceling: bool = False) -> Any:
+    """One of Ganeti's job fields (``ALL_FIELDS``)."""
+    per_op: dict[str, Callable[[OpRecord], Any]] = {
+        "ops": lambda op: op.params,
+        "summary": lambda op: op.summary,
+        "opstatus": lambda op: op_status(job, op, canceling),
+        "opresult": lambda op: op_result(job, op),
+        "opstart": lambda op: split_time(op.start_ts),
+        "opexec": lambda op: split_time(op.exec_ts),
+        "opend": lambda op: split_time(op.end_ts),
+        "oppriority": lambda op: 0,
+    }
+    if name in per_op:
+        return [per_op[name](op) for op in job.ops]
+    value: Any
+    if name == "id":
+        value = job.id
+    elif name == "status":
+        value = job_status(job, canceling)
+    elif name == "oplog":
+        value = oplog(job)
+    elif name == "priority":
+        value = 0
+    elif name == "archived":
+        value = False
+    elif name in ("received_ts", "start_ts", "end_ts"):
+        value = split_time(getattr(job, name))
+    else:
+        raise bad_request(f"Unknown job field '{name}'")
+    return value
+
+
+def render(job: Job, fields: Sequence[str] = JOB_FIELDS, canceling: bool = False) -> dict:
+    """The job as a dict of ``fields``."""
+    return {name: job_field(job, name, canceling) for name in fields}
+
+
+# ------------------------------------------------------------------ waiting for a change
+
+
+def check_wait_body(body: Any) -> tuple[list[str], list[Any] | None, int | None]:
+    """The ``fields``, ``previous_job_info`` and ``previous_log_serial`` of a wait request."""
+    if not isinstance(body, dict):
+        raise bad_request("Body contents: Type is not 'dict'")
+    if "fields" not in body:
+        raise bad_request("Required parameter 'fields' is missing")
+    fields, prev_info = body["fields"], body.get("previous_job_info")
+    prev_serial = body.get("previous_log_serial")
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise bad_request("The 'fields' parameter should be a list")
+    unknown = [f for f in fields if f not in ALL_FIELDS]
+    if unknown:
+        raise bad_request(f"Unknown job field '{unknown[0]}'")
+    if not (prev_info is None or isinstance(prev_info, list)):
+        raise bad_request("The 'previous_job_info' parameter should be a list")
+    if not (
+        prev_serial is None or (isinstance(prev_serial, int) and not isinstance(prev_serial, bool))
+    ):
+        raise bad_request("The 'previous_log_serial' parameter should be a number")
+    return fields, prev_info, prev_serial
+
+
+def changes(
+    job: Job,
+    fields: Sequence[str],
+    prev_info: list[Any] | None,
+    prev_serial: int | None,
+    canceling: bool = False,
+) -> dict[str, Any] | None:
+    """``{"job_info", "log_entries"}`` when the job changed (or ended), else None."""
+    # as the client will see them (tuples become lists)
+    info = json.loads(json.dumps([job_field(job, f, canceling) for f in fields]))
+    entries = log_entries(job, prev_serial)
+    if job_status(job, canceling) in FINALIZED or info != prev_info or entries:
+        return {"job_info": info, "log_entries": entries}
+    return None
+
+
+def wait_for_change(
+    load: Callable[[], tuple[Job, bool]],
+    fields: Sequence[str],
+    prev_info: list[Any] | None,
+    prev_serial: int | None,
+    timeout: float = WAIT_TIMEOUT,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any] | None:
+    """The job's change within ``timeout`` seconds, or None when it did not change.
+
+    ``load`` returns the job as it is now and whether a stop was asked for.
+    """
+    deadline = clock() + timeout
+    while True:
+        job, canceling = load()
+        found = changes(job, fields, prev_info, prev_serial, canceling)
+        if found is not None or clock() >= deadline:
+            return found
+        sleep(min(WAIT_POLL, max(0.0, deadline - clock())))

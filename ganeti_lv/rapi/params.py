@@ -1,0 +1,153 @@
+"""Query arguments and request bodies of the remote API, checked, into opcodes.
+
+As Ganeti's RAPI does, a change resource builds its opcode from the JSON
+body (an object of opcode parameters, by their Ganeti names) plus the
+parameters the resource fixes itself (the instance from the path, query
+arguments such as ``dry-run``, ``force`` or ``type``); a body may not set
+those. Some body names are renamed (``destination`` is the export's
+``target_node``). Anything wrong answers 400 with a message: a body that is
+not an object, an unknown parameter, a value of the wrong type or out of
+range (the opcode's own checks), a query argument that is not a number.
+
+Ganeti's parameters common to every opcode are accepted and have no effect
+here (``priority``, ``comment``, ``reason``), except ``depends`` (job
+dependencies), which is refused unless empty. A boolean query argument is
+``0`` or ``1`` (any integer; ``bulk=1``), as in Ganeti.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ganeti_lv import constants
+from ganeti_lv.errors import OpPrereqError
+from ganeti_lv.opcodes import OpCode
+from ganeti_lv.rapi.httperrors import bad_request
+
+QueryArgs = Mapping[str, Sequence[str]]
+
+# Ganeti's parameters of every opcode: accepted, without effect here
+_IGNORED_COMMON = ("priority", "comment", "reason")
+
+
+def str_arg(args: QueryArgs, name: str, default: str | None = None) -> str | None:
+    """The first value of query argument ``name`` (``default`` when absent)."""
+    values = args.get(name)
+    return values[0] if values else default
+
+
+def int_arg(args: QueryArgs, name: str, default: int = 0) -> int:
+    """Query argument ``name`` as an integer; 400 when it is not one."""
+    value = str_arg(args, name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise bad_request(f"Invalid value for the '{name}' parameter") from None
+
+
+def bool_arg(args: QueryArgs, name: str) -> bool:
+    """A boolean query argument (``0``/``1``, as Ganeti takes it)."""
+    return bool(int_arg(args, name))
+
+
+def check_type(value: Any, expected: type, what: str) -> Any:
+    """``value`` when it is an ``expected``; 400 in Ganeti's words otherwise."""
+    if not isinstance(value, expected):
+        raise bad_request(
+            f"{what}: Type is '{_json_type(value)}', but '{_json_type_of(expected)}' is expected"
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return _json_type_of(type(value))
+
+
+def _json_type_of(kind: type) -> str:
+    return {dict: "dict", list: "list", str: "str", int: "int", bool: "bool"}.get(
+        kind, kind.__name__
+    )
+
+
+def body_object(body: Any) -> dict[str, Any]:
+    """The body as a dict of parameters ({} for no body); 400 when it is not a JSON object."""
+    if body is None:
+        return {}
+    return dict(check_type(body, dict, "Body contents"))
+
+
+def _drop_common(params: dict[str, Any]) -> None:
+    for name in _IGNORED_COMMON:
+        params.pop(name, None)
+    depends = params.pop("depends", None)
+    if depends:
+        raise bad_request("Job dependencies ('depends') are not supported")
+
+
+def fill_opcode(
+    opcls: type[OpCode],
+    body: Any,
+    static: Mapping[str, Any],
+    rename: Mapping[str, str] | None = None,
+) -> OpCode:
+    """The opcode of ``body``'s parameters and the resource's ``static`` ones, checked.
+
+    ``rename`` maps a body name to the opcode's (Ganeti's ``PUT_RENAME``).
+    """
+    params = body_object(body)
+    for old, new in (rename or {}).items():
+        if old in params:
+            if new in params:
+                raise bad_request(
+                    f"Parameter '{old}' was renamed to '{new}', but both are specified"
+                )
+            params[new] = params.pop(old)
+    overwritten = sorted(set(params) & set(static))
+    if overwritten:
+        raise bad_request(f"Can't overwrite static parameters {overwritten!r}")
+    _drop_common(params)
+    known = {f.name for f in dataclasses.fields(opcls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise bad_request(
+            f"Invalid body parameters: {opcls.OP_ID} has no parameter"
+            f" {', '.join(repr(u) for u in unknown)}"
+        )
+    params.update(static)
+    try:
+        op = opcls(**params)
+        op.validate()
+    except TypeError as err:
+        raise bad_request(f"Invalid body parameters: {err}") from err
+    except OpPrereqError as err:
+        raise bad_request(f"Invalid body parameters: {err}") from err
+    return op
+
+
+def refuse_remote_export(op: OpCode) -> None:
+    """400 for an export or its preparation to another cluster (mode ``remote``)."""
+    if getattr(op, "mode", None) == constants.EXPORT_MODE_REMOTE:
+        raise bad_request(
+            "Export mode 'remote' (to another cluster) is not supported; use mode 'local'"
+        )
+
+
+def body_list(body: Any, name: str, default: Any = None) -> Any:
+    """Body parameter ``name`` of a dict body, which must be a list or None."""
+    params = body_object(body)
+    value = params.get(name, default)
+    if value is not None and not isinstance(value, list):
+        raise bad_request(f"The '{name}' parameter should be a list")
+    return value
+
+
+def required(body: Any, name: str) -> Any:
+    """Body parameter ``name`` (400 in Ganeti's words when it is missing)."""
+    params = body_object(body)
+    if name not in params:
+        raise bad_request(f"Required parameter '{name}' is missing")
+    return params[name]

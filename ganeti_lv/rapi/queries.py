@@ -1,0 +1,287 @@
+"""Nodes, instances and the cluster in Ganeti's RAPI fields.
+
+Reads are not jobs (as in Ganeti, where queries go to the query daemon, not
+to the job queue): ``run_query`` runs a query opcode's LU, which takes no
+lock and runs no hook, on the daemon's node connections, without recording
+it in the job log. So ``gnt-lv instance list`` and ``GET /2/instances``
+compute an instance's status the same way. The rows are then given Ganeti's
+field names (``rlib2``'s ``I_FIELDS`` and ``N_FIELDS``); a field ganeti_lv
+has no value for (storage, spindles, node groups, serial numbers) is null.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+from ganeti_lv import constants
+from ganeti_lv.cmdlib.base import LU_REGISTRY
+from ganeti_lv.context import Context
+from ganeti_lv.errors import ECODE_FAULT, ECODE_NOENT, OpExecError, OpPrereqError
+from ganeti_lv.objects import ConfigData, Instance, Node
+from ganeti_lv.opcodes import OpCode, OpInstanceQuery, OpNodeQuery
+from ganeti_lv.rapi.httperrors import not_found
+
+# Ganeti's node roles
+ROLE_MASTER, ROLE_CANDIDATE, ROLE_DRAINED, ROLE_OFFLINE, ROLE_REGULAR = "M", "C", "D", "O", "R"
+# Ganeti's export format version and OS API version (what ganeti_lv's exports are read as)
+EXPORT_VERSION = 0
+OS_API_VERSION = 20
+
+
+class _Quiet:
+    """What a query LU reports to: nothing (a query has no job log)."""
+
+    def Log(self, msg: str) -> None:
+        """Dropped."""
+
+    def LogWarning(self, msg: str, hint: str | None = None) -> None:
+        """Dropped."""
+
+    def LogInfo(self, msg: str) -> None:
+        """Dropped."""
+
+    def LogStep(self, current: int, total: int, msg: str) -> None:
+        """Dropped."""
+
+
+def run_query(ctx: Context, op: OpCode) -> Any:
+    """The result of query ``op``, run by its LU without a job (no locks, no hooks)."""
+    lu_class = LU_REGISTRY[type(op)]
+    if lu_class.HPATH is not None or lu_class.REQ_BGL:
+        raise OpExecError(f"{op.OP_ID} is not a query", ECODE_FAULT)
+    op.validate()
+    lu = lu_class(_Quiet(), op, ctx)
+    lu.ExpandNames()
+    if lu.needed_locks:
+        raise OpExecError(f"{op.OP_ID} needs locks; it cannot run as a query", ECODE_FAULT)
+    lu.CheckPrereq()
+    return lu.Exec(lambda _msg: None)
+
+
+def one(ctx: Context, op: OpCode) -> Any:
+    """The one row of a query for one name; 404 when the name is unknown."""
+    try:
+        rows = run_query(ctx, op)
+    except OpPrereqError as err:
+        if err.ecode == ECODE_NOENT:
+            raise not_found(str(err)) from err
+        raise
+    if not rows:
+        raise not_found()
+    return rows[0]
+
+
+# ------------------------------------------------------------------ instances
+
+I_FIELDS = (
+    "name", "admin_state", "os", "pnode", "snodes", "disk_template",
+    "nic.ips", "nic.macs", "nic.modes", "nic.uuids", "nic.names", "nic.links",
+    "nic.networks", "nic.networks.names", "nic.bridges", "network_port",
+    "disk.sizes", "disk.spindles", "disk_usage", "disk.uuids", "disk.names",
+    "beparams", "hvparams", "oper_state", "oper_ram", "oper_vcpus", "status",
+    "custom_hvparams", "custom_beparams", "custom_nicparams",
+    "ctime", "mtime", "uuid", "serial_no", "tags",
+)  # fmt: skip
+
+
+def instance_fields(row: dict[str, Any], inst: Instance) -> dict[str, Any]:
+    """An instance query row and its configuration as Ganeti's instance fields."""
+    beparams = dict(row["beparams"])
+    beparams["memory"] = beparams.get("maxmem")  # Ganeti still adds it for old clients
+    nics, disks = inst.nics, inst.disks
+    return {
+        "name": inst.name,
+        "admin_state": inst.admin_state,
+        "os": inst.os,
+        "pnode": inst.primary_node,
+        "snodes": list(inst.secondary_nodes),
+        "disk_template": inst.disk_template,
+        "nic.ips": [n.ip for n in nics],
+        "nic.macs": [n.mac for n in nics],
+        "nic.modes": [n.mode for n in nics],
+        "nic.uuids": [n.uuid for n in nics],
+        "nic.names": [n.name or None for n in nics],
+        "nic.links": [n.link for n in nics],
+        "nic.networks": [n.network or None for n in nics],
+        "nic.networks.names": [n.network or None for n in nics],
+        "nic.bridges": [n.link if n.mode == "bridged" else None for n in nics],
+        "network_port": None,
+        "disk.sizes": [d.size for d in disks],
+        "disk.spindles": [None for _ in disks],
+        "disk_usage": sum(d.size for d in disks),
+        "disk.uuids": [d.uuid for d in disks],
+        "disk.names": [d.name or None for d in disks],
+        "beparams": beparams,
+        "hvparams": row["hvparams"],
+        "oper_state": row["oper_state"],
+        "oper_ram": row.get("oper_ram"),
+        "oper_vcpus": row.get("oper_vcpus"),
+        "status": row["status"],
+        "custom_hvparams": dict(inst.hvparams),
+        "custom_beparams": dict(inst.beparams),
+        "custom_nicparams": [{"mode": n.mode, "link": n.link, "vlan": n.vlan} for n in nics],
+        "ctime": inst.ctime,
+        "mtime": inst.mtime,
+        "uuid": inst.uuid,
+        "serial_no": None,
+        "tags": list(inst.tags),
+    }
+
+
+def instance_names(ctx: Context) -> list[str]:
+    """Every instance's name."""
+    return sorted(ctx.config.snapshot().instances)
+
+
+def instances(ctx: Context, names: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The instances (all when ``names`` is empty) in Ganeti's fields, with their live state."""
+    rows = run_query(ctx, OpInstanceQuery(names=list(names), live=True))
+    data = ctx.config.snapshot()
+    return [
+        instance_fields(row, data.instances[row["name"]])
+        for row in rows
+        if row["name"] in data.instances
+    ]
+
+
+def instance(ctx: Context, name: str) -> dict[str, Any]:
+    """One instance in Ganeti's fields; 404 when unknown."""
+    row = one(ctx, OpInstanceQuery(names=[name], live=True))
+    inst = ctx.config.snapshot().instances.get(row["name"])
+    if inst is None:
+        raise not_found()
+    return instance_fields(row, inst)
+
+
+# ------------------------------------------------------------------ nodes
+
+N_FIELDS = (
+    "name", "offline", "master_candidate", "drained", "dtotal", "dfree", "sptotal", "spfree",
+    "mtotal", "mnode", "mfree", "pinst_cnt", "sinst_cnt", "ctotal", "cnos", "cnodes",
+    "csockets", "pip", "sip", "role", "pinst_list", "sinst_list", "master_capable",
+    "vm_capable", "ndparams", "group.uuid", "ctime", "mtime", "uuid", "serial_no", "tags",
+)  # fmt: skip
+
+
+def node_role(node: Node, master: str) -> str:
+    """Ganeti's one-letter role of a node: M(aster), C(andidate), D(rained), O(ffline), R."""
+    if node.name == master:
+        return ROLE_MASTER
+    if node.master_candidate:
+        return ROLE_CANDIDATE
+    if node.drained:
+        return ROLE_DRAINED
+    if node.offline:
+        return ROLE_OFFLINE
+    return ROLE_REGULAR
+
+
+def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, Any]:
+    """A node query row and its configuration as Ganeti's node fields."""
+    secondaries = sorted(i.name for i in data.instances.values() if node.name in i.secondary_nodes)
+    return {
+        "name": node.name,
+        "offline": node.offline,
+        "master_candidate": node.master_candidate,
+        "drained": node.drained,
+        "dtotal": None,
+        "dfree": None,
+        "sptotal": None,
+        "spfree": None,
+        "mtotal": row.get("mtotal"),
+        "mnode": None,
+        "mfree": row.get("mfree"),
+        "pinst_cnt": row["pinst_cnt"],
+        "sinst_cnt": len(secondaries),
+        "ctotal": row.get("ctotal"),
+        "cnos": None,
+        "cnodes": None,
+        "csockets": None,
+        "pip": node.address,
+        "sip": node.address,
+        "role": node_role(node, data.cluster.master_node),
+        "pinst_list": row["pinst_list"],
+        "sinst_list": secondaries,
+        "master_capable": True,
+        "vm_capable": node.vm_capable,
+        "ndparams": {},
+        "group.uuid": None,
+        "ctime": node.ctime,
+        "mtime": node.mtime,
+        "uuid": node.uuid,
+        "serial_no": None,
+        "tags": [],
+    }
+
+
+def node_names(ctx: Context) -> list[str]:
+    """Every node's name."""
+    return sorted(ctx.config.snapshot().nodes)
+
+
+def nodes(ctx: Context) -> list[dict[str, Any]]:
+    """Every node in Ganeti's fields, with its live memory where it answers."""
+    rows = run_query(ctx, OpNodeQuery(live=True))
+    data = ctx.config.snapshot()
+    return [
+        node_fields(row, data.nodes[row["name"]], data) for row in rows if row["name"] in data.nodes
+    ]
+
+
+def node(ctx: Context, name: str) -> dict[str, Any]:
+    """One node in Ganeti's fields; 404 when unknown."""
+    row = one(ctx, OpNodeQuery(names=[name], live=True))
+    data = ctx.config.snapshot()
+    found = data.nodes.get(row["name"])
+    if found is None:
+        raise not_found()
+    return node_fields(row, found, data)
+
+
+# ------------------------------------------------------------------ the cluster
+
+
+def cluster_info(ctx: Context) -> dict[str, Any]:
+    """The cluster as Ganeti's ``/2/info`` shows it (with its aliases ``vg_name``, ...)."""
+    data = ctx.config.snapshot()
+    cluster = data.cluster
+    info: dict[str, Any] = {
+        "software_version": constants.RELEASE_VERSION,
+        "protocol_version": None,
+        "config_version": data.version,
+        "os_api_version": OS_API_VERSION,
+        "export_version": EXPORT_VERSION,
+        "vcs_version": None,
+        "architecture": [platform.architecture()[0], platform.machine()],
+        "name": cluster.name,
+        "master": cluster.master_node,
+        "default_hypervisor": constants.HYPERVISOR_KVM,
+        "enabled_hypervisors": [constants.HYPERVISOR_KVM],
+        "hvparams": {constants.HYPERVISOR_KVM: {**constants.HVC_DEFAULTS, **cluster.hvparams}},
+        "os_hvp": {},
+        "beparams": {"default": {**constants.BEC_DEFAULTS, **cluster.beparams}},
+        "osparams": {},
+        "nicparams": {"default": {"mode": "bridged", "link": cluster.default_bridge}},
+        "ndparams": {},
+        "diskparams": {},
+        "ipolicy": {},
+        "candidate_pool_size": len(data.nodes),
+        "mac_prefix": None,
+        "master_netdev": None,
+        "volume_group_name": None,
+        "drbd_usermode_helper": None,
+        "file_storage_dir": cluster.file_storage_dir,
+        "shared_file_storage_dir": cluster.shared_file_storage_dir,
+        "enabled_disk_templates": list(constants.DISK_TEMPLATES),
+        "compression_tools": list(cluster.compression_tools),
+        "default_iallocator": None,
+        "ctime": cluster.ctime,
+        "mtime": cluster.mtime,
+        "uuid": cluster.uuid,
+        "tags": list(cluster.tags),
+    }
+    info["vg_name"] = info["volume_group_name"]
+    info["drbd_helper"] = info["drbd_usermode_helper"]
+    return info

@@ -1,0 +1,302 @@
+"""The remote API's resources: Ganeti's paths, methods, parameters and answers.
+
+Each resource maps HTTP methods to handlers; a handler gets the request
+(``Request``: path variables, query arguments, JSON body, user) and returns
+what is sent back as JSON. GET reads (any user of the users file); every
+other method changes something and needs a user with ``write``, and so does
+``GET /2/jobs/[id]/wait`` (as in Ganeti: it holds a connection for up to 10
+seconds). A change is a job of the master daemon: its handler returns the
+job's id at once, and the job runs in the daemon with its own locks, as any
+job of ``gnt-lv`` does (``gnt-lv job list`` shows it).
+
+Methods are Ganeti's: ``PUT`` for startup, shutdown, migrate, failover,
+export and prepare-export, ``POST`` for reboot, ``DELETE`` on a job to
+cancel it. ``DELETE /2/jobs/[id]`` asks a running job to stop safely (as
+Ctrl-C does for ``gnt-lv``: a migration is aborted and the instance stays
+on its source); its answer is Ganeti's ``[success, message]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ganeti_lv.context import Context
+from ganeti_lv.errors import JobError
+from ganeti_lv.master.jobs import Job
+from ganeti_lv.opcodes import (
+    OpBackupExport,
+    OpBackupPrepare,
+    OpCode,
+    OpInstanceFailover,
+    OpInstanceMigrate,
+    OpInstanceQueryData,
+    OpInstanceReboot,
+    OpInstanceShutdown,
+    OpInstanceStartup,
+)
+from ganeti_lv.rapi import jobfields, params, queries
+from ganeti_lv.rapi.httperrors import bad_request, not_found
+from ganeti_lv.rapi.params import QueryArgs, bool_arg, fill_opcode, str_arg
+
+RAPI_VERSION = 2
+REBOOT_HARD = "hard"  # the default reboot type, as in Ganeti
+# Ganeti's optional RAPI features; ganeti_lv offers none of them (no instance
+# creation, reinstall, node migration or evacuation through the remote API)
+FEATURES: list[str] = []
+
+
+class Backend(Protocol):
+    """What the resources need of the master daemon."""
+
+    def context(self, lock_timeout: float | None) -> Context:
+        """A context for a query (node connections shared with the jobs)."""
+
+    def submit(self, ops: Sequence[OpCode], lock_timeout: float | None = None) -> Any:
+        """Start a job of ``ops``; something with its ``job_id``."""
+
+    def job(self, job_id: int) -> Job:
+        """One job of the job log; JobError when unknown."""
+
+    def jobs(self) -> list[Job]:
+        """Every job of the job log."""
+
+    def cancel(self, job_id: int, reason: str) -> None:
+        """Ask a job the daemon runs to stop safely; JobError otherwise."""
+
+    def canceling(self, job_id: int) -> bool:
+        """True when the daemon runs job ``job_id`` and was asked to stop it."""
+
+
+@dataclass
+class Request:
+    """One request as a handler sees it."""
+
+    backend: Backend
+    method: str
+    path: str
+    items: dict[str, Any]
+    args: QueryArgs
+    body: Any
+    user: str
+
+    def query_context(self) -> Context:
+        """A context for a query."""
+        return self.backend.context(None)
+
+
+Handler = Callable[[Request], Any]
+ACCESS_READ, ACCESS_WRITE = "read", "write"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A path (werkzeug's rule syntax), its handlers by method, and who may call them."""
+
+    rule: str
+    handlers: dict[str, Handler]
+    write_get: bool = False  # GET needs ``write`` too
+
+    def needs_write(self, method: str) -> bool:
+        """True when ``method`` on this resource needs a user with ``write``."""
+        return method != "GET" or self.write_get
+
+
+# ------------------------------------------------------------------ plain answers
+
+
+def _root(req: Request) -> None:
+    return None
+
+
+def _version(req: Request) -> int:
+    return RAPI_VERSION
+
+
+def _features(req: Request) -> list[str]:
+    return list(FEATURES)
+
+
+def _info(req: Request) -> dict[str, Any]:
+    return queries.cluster_info(req.query_context())
+
+
+def _uri_list(names: list[str], template: str) -> list[dict[str, Any]]:
+    return [{"id": name, "uri": template % name} for name in sorted(names)]
+
+
+# ------------------------------------------------------------------ nodes and instances
+
+
+def _listing(
+    bulk: Callable[[Context], list[dict[str, Any]]],
+    names: Callable[[Context], list[str]],
+    template: str,
+) -> Handler:
+    """A list resource: every item's fields with ``bulk=1``, else ids and URIs."""
+
+    def handler(req: Request) -> Any:
+        ctx = req.query_context()
+        if bool_arg(req.args, "bulk"):
+            return bulk(ctx)
+        return _uri_list(names(ctx), template)
+
+    return handler
+
+
+_nodes = _listing(queries.nodes, queries.node_names, "/2/nodes/%s")
+_instances = _listing(queries.instances, queries.instance_names, "/2/instances/%s")
+
+
+def _node(req: Request) -> Any:
+    return queries.node(req.query_context(), req.items["name"])
+
+
+def _instance(req: Request) -> Any:
+    return queries.instance(req.query_context(), req.items["name"])
+
+
+def _submit(req: Request, op: OpCode) -> int:
+    return int(req.backend.submit([op]).job_id)
+
+
+def _instance_info(req: Request) -> int:
+    op = OpInstanceQueryData(instances=[req.items["name"]], static=bool_arg(req.args, "static"))
+    return _submit(req, op)
+
+
+def _startup(req: Request) -> int:
+    # as Ganeti's: the body is not used
+    op = fill_opcode(
+        OpInstanceStartup,
+        None,
+        {
+            "instance_name": req.items["name"],
+            "force": bool_arg(req.args, "force"),
+            "dry_run": bool_arg(req.args, "dry-run"),
+            "no_remember": bool_arg(req.args, "no_remember"),
+        },
+    )
+    return _submit(req, op)
+
+
+def _shutdown(req: Request) -> int:
+    static = {
+        "instance_name": req.items["name"],
+        "no_remember": bool_arg(req.args, "no_remember"),
+        "dry_run": bool_arg(req.args, "dry-run"),
+    }
+    return _submit(req, fill_opcode(OpInstanceShutdown, req.body, static))
+
+
+def _reboot(req: Request) -> int:
+    static = {
+        "instance_name": req.items["name"],
+        "reboot_type": str_arg(req.args, "type", REBOOT_HARD),
+        "ignore_secondaries": bool_arg(req.args, "ignore_secondaries"),
+        "dry_run": bool_arg(req.args, "dry-run"),
+    }
+    return _submit(req, fill_opcode(OpInstanceReboot, req.body, static))
+
+
+def _migrate(req: Request) -> int:
+    op = fill_opcode(OpInstanceMigrate, req.body, {"instance_name": req.items["name"]})
+    return _submit(req, op)
+
+
+def _failover(req: Request) -> int:
+    op = fill_opcode(OpInstanceFailover, req.body, {"instance_name": req.items["name"]})
+    return _submit(req, op)
+
+
+def _export(req: Request) -> int:
+    op = fill_opcode(
+        OpBackupExport,
+        req.body,
+        {"instance_name": req.items["name"]},
+        rename={"destination": "target_node"},
+    )
+    params.refuse_remote_export(op)
+    return _submit(req, op)
+
+
+def _prepare_export(req: Request) -> int:
+    mode = str_arg(req.args, "mode")
+    if mode is None:
+        raise bad_request("Required parameter 'mode' is missing")
+    op = fill_opcode(OpBackupPrepare, None, {"instance_name": req.items["name"], "mode": mode})
+    params.refuse_remote_export(op)
+    return _submit(req, op)
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def _load_job(req: Request, job_id: int) -> tuple[Job, bool]:
+    try:
+        job = req.backend.job(job_id)
+    except JobError as err:
+        raise not_found(f"Job {job_id} not found") from err
+    return job, (not job.finished and req.backend.canceling(job_id))
+
+
+def _jobs(req: Request) -> Any:
+    jobs = req.backend.jobs()
+    if bool_arg(req.args, "bulk"):
+        return [
+            jobfields.render(j, jobfields.JOB_FIELDS_BULK, req.backend.canceling(j.id))
+            for j in jobs
+        ]
+    return [{"id": j.id, "uri": f"/2/jobs/{j.id}"} for j in jobs]
+
+
+def _job(req: Request) -> dict[str, Any]:
+    job, canceling = _load_job(req, req.items["job_id"])
+    return jobfields.render(job, jobfields.JOB_FIELDS, canceling)
+
+
+def _cancel_job(req: Request) -> list[Any]:
+    job_id = req.items["job_id"]
+    try:
+        job = req.backend.job(job_id)
+    except JobError:
+        return [False, f"Job {job_id} not found"]
+    if job.finished:
+        return [False, f"Job {job_id} has already finished ({jobfields.job_status(job)})"]
+    try:
+        req.backend.cancel(job_id, f"canceled through the remote API by {req.user}")
+    except JobError as err:
+        return [False, f"Job {job_id} cannot be canceled here: {err}"]
+    return [True, f"Job {job_id} will be canceled"]
+
+
+def _wait_job(req: Request) -> Any:
+    job_id = req.items["job_id"]
+    fields, prev_info, prev_serial = jobfields.check_wait_body(req.body)
+    _load_job(req, job_id)  # 404 for an unknown job before waiting
+    return jobfields.wait_for_change(lambda: _load_job(req, job_id), fields, prev_info, prev_serial)
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("/", {"GET": _root}),
+    Resource("/2", {"GET": _root}),
+    Resource("/version", {"GET": _version}),
+    Resource("/2/info", {"GET": _info}),
+    Resource("/2/features", {"GET": _features}),
+    Resource("/2/nodes", {"GET": _nodes}),
+    Resource("/2/nodes/<name>", {"GET": _node}),
+    Resource("/2/instances", {"GET": _instances}),
+    Resource("/2/instances/<name>", {"GET": _instance}),
+    Resource("/2/instances/<name>/info", {"GET": _instance_info}),
+    Resource("/2/instances/<name>/startup", {"PUT": _startup}),
+    Resource("/2/instances/<name>/shutdown", {"PUT": _shutdown}),
+    Resource("/2/instances/<name>/reboot", {"POST": _reboot}),
+    Resource("/2/instances/<name>/migrate", {"PUT": _migrate}),
+    Resource("/2/instances/<name>/failover", {"PUT": _failover}),
+    Resource("/2/instances/<name>/export", {"PUT": _export}),
+    Resource("/2/instances/<name>/prepare-export", {"PUT": _prepare_export}),
+    Resource("/2/jobs", {"GET": _jobs}),
+    Resource("/2/jobs/<int:job_id>", {"GET": _job, "DELETE": _cancel_job}),
+    Resource("/2/jobs/<int:job_id>/wait", {"GET": _wait_job}, write_get=True),
+)

@@ -1,0 +1,426 @@
+"""The remote API of the master daemon on the fake nodes: HTTP, auth, resources, jobs.
+
+The daemon serves in a thread (the ``server`` fixture) with its remote API
+on 127.0.0.1 (a port of its own); raw requests go through ``http.client``,
+and Ganeti's own client (Debian's ``python3-ganeti-rapi``, run by Debian's
+Python) drives what ops tooling does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support.rapi import GanetiClient, ganeti_client_missing, request
+from support.waiting import wait_until
+
+from ganeti_lv import paths
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.errors import ECODE_ENVIRON, OpPrereqError
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.rapi import certs, queries, users
+from ganeti_lv.rapi import server as rapi_server
+
+INST = "inst1.example.com"
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+ADMIN, ADMIN_PW = "admin", "s3cret-admin-pw"
+VIEWER, VIEWER_PW = "viewer", "s3cret-viewer-pw"
+
+needs_ganeti_client = pytest.mark.skipif(
+    ganeti_client_missing() is not None, reason=str(ganeti_client_missing())
+)
+
+
+def _setup_files(data_dir: str) -> None:
+    certs.create_certificate(
+        paths.rapi_cert_file(data_dir),
+        "cluster.example.com",
+        ["cluster.example.com"],
+        ["127.0.0.1"],
+    )
+    path = paths.rapi_users_file(data_dir)
+    users.add_user(path, users.user_line(ADMIN, ADMIN_PW, write=True))
+    users.add_user(path, users.user_line(VIEWER, VIEWER_PW, write=False, plain=True))
+
+
+@pytest.fixture
+def rapi(server: Any, data_dir: str) -> Iterator[rapi_server.RapiServer]:
+    """The remote API of the test daemon on 127.0.0.1, with an admin and a viewer."""
+    _setup_files(data_dir)
+    srv = rapi_server.start(server.daemon, data_dir, "127.0.0.1", 0)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _req(srv: rapi_server.RapiServer, method: str, path: str, **kwargs: Any) -> Any:
+    host, port = srv.address
+    return request(host, port, method, path, **kwargs)
+
+
+def _admin(srv: rapi_server.RapiServer, method: str, path: str, **kwargs: Any) -> Any:
+    return _req(srv, method, path, user=ADMIN, password=ADMIN_PW, **kwargs)
+
+
+def _client(srv: rapi_server.RapiServer, data_dir: str, user: str = ADMIN) -> GanetiClient:
+    host, port = srv.address
+    password = {ADMIN: ADMIN_PW, VIEWER: VIEWER_PW}.get(user, "wrong")
+    return GanetiClient(host, port, user, password, cafile=paths.rapi_cert_file(data_dir))
+
+
+def _job(data_dir: str, job_id: int) -> Any:
+    return JobStore(paths.jobs_dir(data_dir)).get(job_id)
+
+
+def _wait_job(data_dir: str, job_id: int) -> Any:
+    assert wait_until(lambda: _job(data_dir, job_id).finished, 30)
+    return _job(data_dir, job_id)
+
+
+# ------------------------------------------------------------------ HTTP and auth
+
+
+def test_every_request_needs_credentials(rapi: rapi_server.RapiServer) -> None:
+    for path in ("/version", "/2/info", "/nosuch"):
+        code, headers, body = _req(rapi, "GET", path)
+        assert code == 401
+        assert headers["www-authenticate"] == 'Basic realm="Ganeti Remote API"'
+        assert body["code"] == 401 and body["message"] == "Unauthorized" and body["explain"]
+
+
+def test_wrong_password_and_unknown_user_are_refused(rapi: rapi_server.RapiServer) -> None:
+    assert _req(rapi, "GET", "/version", user=ADMIN, password="nope")[0] == 401
+    assert _req(rapi, "GET", "/version", user="ghost", password=ADMIN_PW)[0] == 401
+    # the viewer's plain password is compared as it is written
+    assert _req(rapi, "GET", "/version", user=VIEWER, password=VIEWER_PW)[:3:2] == (200, 2)
+    assert _admin(rapi, "GET", "/version")[:3:2] == (200, 2)
+
+
+def test_read_only_user_reads_but_may_not_change(
+    rapi: rapi_server.RapiServer, config: ConfigStore
+) -> None:
+    code, _, nodes = _req(rapi, "GET", "/2/nodes", user=VIEWER, password=VIEWER_PW)
+    assert code == 200 and [n["id"] for n in nodes] == [N1, N2, N3]
+    body = {"target_node": N2}
+    code, _, answer = _req(
+        rapi, "PUT", f"/2/instances/{INST}/migrate", user=VIEWER, password=VIEWER_PW, body=body
+    )
+    assert code == 403 and answer["code"] == 403
+    # a job wait holds a connection: write access, as in Ganeti
+    wait = {"fields": ["status"], "previous_job_info": None, "previous_log_serial": None}
+    assert _req(rapi, "GET", "/2/jobs/1/wait", user=VIEWER, password=VIEWER_PW, body=wait)[0] == 403
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert JobStore(paths.jobs_dir(config.data_dir)).list() == []
+
+
+def test_unknown_path_method_and_bodies(rapi: rapi_server.RapiServer, data_dir: str) -> None:
+    assert _admin(rapi, "GET", "/2/nosuch")[0] == 404
+    code, _, body = _admin(rapi, "GET", f"/2/instances/{INST}/migrate")
+    assert code == 501 and "Method GET is unsupported" in body["message"]
+    # Ganeti's methods: reboot is a POST, not a PUT
+    assert _admin(rapi, "PUT", f"/2/instances/{INST}/reboot")[0] == 501
+    code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", raw_body=b"{nope")
+    assert (code, body["message"]) == (400, "Unable to parse JSON data")
+    code, _, _ = _admin(
+        rapi, "PUT", f"/2/instances/{INST}/migrate", raw_body=b"{}", content_type="text/plain"
+    )
+    assert code == 415
+    code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", body=[1, 2])
+    assert code == 400 and body["message"] == (
+        "Body contents: Type is 'list', but 'dict' is expected"
+    )
+    code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", body={"mode": "fast"})
+    assert code == 400 and "mode" in body["message"] and "fast" in body["message"]
+    code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", body={"bogus": 1})
+    assert code == 400 and "'bogus'" in body["message"]
+    code, _, body = _admin(rapi, "GET", "/2/nodes?bulk=yes")
+    assert (code, body["message"]) == (400, "Invalid value for the 'bulk' parameter")
+    # nothing was submitted
+    assert JobStore(paths.jobs_dir(data_dir)).list() == []
+
+
+def test_unknown_instance_and_node_are_not_found(rapi: rapi_server.RapiServer) -> None:
+    code, _, body = _admin(rapi, "GET", "/2/instances/ghost")
+    assert code == 404 and "ghost" in body["message"]
+    assert _admin(rapi, "GET", "/2/nodes/ghost")[0] == 404
+    assert _admin(rapi, "GET", "/2/jobs/4242")[0] == 404
+    assert _admin(rapi, "GET", "/2/jobs/abc")[0] == 404
+
+
+def test_certificate_can_be_pinned(rapi: rapi_server.RapiServer, data_dir: str) -> None:
+    code, _, body = _admin(rapi, "GET", "/version", cafile=paths.rapi_cert_file(data_dir))
+    assert (code, body) == (200, 2)
+    other = os.path.join(data_dir, "other.pem")
+    certs.create_certificate(other, "other", ["other"], ["127.0.0.1"])
+    with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+        _admin(rapi, "GET", "/version", cafile=other)
+
+
+# ------------------------------------------------------------------ the users file
+
+
+def test_an_unsafe_users_file_is_refused_at_start_and_later(
+    server: Any, data_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _setup_files(data_dir)
+    path = paths.rapi_users_file(data_dir)
+    os.chmod(path, 0o644)
+    with pytest.raises(users.UsersFileError, match="chmod 600"):
+        rapi_server.start(server.daemon, data_dir, "127.0.0.1", 0)
+    os.chmod(path, 0o600)
+    srv = rapi_server.start(server.daemon, data_dir, "127.0.0.1", 0)
+    try:
+        assert _admin(srv, "GET", "/version")[0] == 200
+        os.chmod(path, 0o604)
+        with caplog.at_level(logging.ERROR, logger="ganeti_lv.rapi"):
+            code, _, body = _admin(srv, "GET", "/version")
+        assert code == 500 and "users file" in body["message"]
+        assert "others may read" in caplog.text
+        os.chmod(path, 0o600)
+        assert _admin(srv, "GET", "/version")[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_a_user_added_while_serving_is_used_at_once(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    path = paths.rapi_users_file(data_dir)
+    assert _req(rapi, "GET", "/version", user="late", password="pw-late")[0] == 401
+    users.add_user(path, users.user_line("late", "pw-late", write=False))
+    assert _req(rapi, "GET", "/version", user="late", password="pw-late")[0] == 200
+    users.remove_user(path, "late")
+    assert _req(rapi, "GET", "/version", user="late", password="pw-late")[0] == 401
+
+
+def test_start_refuses_a_missing_certificate(server: Any, data_dir: str) -> None:
+    _setup_files(data_dir)
+    os.unlink(paths.rapi_cert_file(data_dir))
+    with pytest.raises(OpPrereqError, match="renew-crypto") as err:
+        rapi_server.start(server.daemon, data_dir, "127.0.0.1", 0)
+    assert err.value.ecode == ECODE_ENVIRON
+
+
+def test_passwords_never_reach_the_log(
+    rapi: rapi_server.RapiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        _req(rapi, "GET", "/version", user=ADMIN, password="wrong-guess-1")
+        _req(rapi, "GET", "/version", user="wrong-guess-2", password="wrong-guess-3")
+        _admin(rapi, "GET", "/2/info")
+        _req(rapi, "PUT", f"/2/instances/{INST}/startup", user=VIEWER, password=VIEWER_PW)
+    text = caplog.text
+    assert "authentication failed" in text and f"{ADMIN} GET /2/info -> 200" in text
+    for secret in (ADMIN_PW, VIEWER_PW, "wrong-guess-1", "wrong-guess-2", "wrong-guess-3"):
+        assert secret not in text
+    assert "Basic " not in text and "Authorization" not in text
+
+
+# ------------------------------------------------------------------ resources
+
+
+def test_lists_and_bulk_in_ganeti_fields(rapi: rapi_server.RapiServer) -> None:
+    code, _, listed = _admin(rapi, "GET", "/2/instances")
+    assert code == 200
+    assert listed == [
+        {"id": name, "uri": f"/2/instances/{name}"} for name in (INST, "inst2.example.com")
+    ]
+    code, _, bulk = _admin(rapi, "GET", "/2/instances?bulk=1")
+    assert code == 200 and [i["name"] for i in bulk] == [INST, "inst2.example.com"]
+    first = bulk[0]
+    assert set(first) == set(queries.I_FIELDS)
+    assert (first["pnode"], first["admin_state"], first["status"]) == (N1, "up", "running")
+    assert (
+        first["oper_state"] is True and first["beparams"]["memory"] == first["beparams"]["maxmem"]
+    )
+    assert bulk[1]["status"] == "ERROR_down"  # marked up, not running on the fake nodes
+    code, _, nodes = _admin(rapi, "GET", "/2/nodes?bulk=1")
+    assert code == 200
+    roles = {n["name"]: n["role"] for n in nodes}
+    assert roles == {N1: "M", N2: "C", N3: "C"}
+    assert nodes[0]["pinst_cnt"] == 2 and nodes[0]["pinst_list"] == [INST, "inst2.example.com"]
+    assert _admin(rapi, "GET", f"/2/nodes/{N2}")[2]["name"] == N2
+    code, _, info = _admin(rapi, "GET", "/2/info")
+    assert (info["name"], info["master"]) == ("cluster.example.com", N1)
+    assert info["vg_name"] is None and info["enabled_hypervisors"] == ["kvm"]
+
+
+def test_a_change_is_a_job_of_the_daemon_in_ganeti_fields(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore, server: Any
+) -> None:
+    code, _, job_id = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", body={"target_node": N2})
+    assert code == 200 and isinstance(job_id, int)
+    job = _wait_job(data_dir, job_id)
+    assert job.status == "success" and job.pid == os.getpid()  # the daemon's job
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    code, _, fields = _admin(rapi, "GET", f"/2/jobs/{job_id}")
+    assert code == 200
+    assert set(fields) == {
+        "id", "ops", "status", "summary", "opstatus", "received_ts", "start_ts", "end_ts",
+        "oplog", "opresult",
+    }  # fmt: skip
+    assert fields["id"] == job_id and fields["status"] == "success"
+    assert fields["summary"] == [f"INSTANCE_MIGRATE({INST})"]
+    assert fields["ops"][0]["OP_ID"] == "OP_INSTANCE_MIGRATE"
+    assert fields["ops"][0]["target_node"] == N2
+    assert fields["opstatus"] == ["success"]
+    serials = [entry[0] for entry in fields["oplog"][0]]
+    assert serials == list(range(1, len(serials) + 1)) and serials
+    assert [e[3] for e in fields["oplog"][0]] == [e[2] for e in job.log]
+    sec, usec = fields["received_ts"]
+    assert abs(sec + usec / 1e6 - job.received_ts) < 1e-5
+    code, _, listed = _admin(rapi, "GET", "/2/jobs")
+    assert listed == [{"id": job_id, "uri": f"/2/jobs/{job_id}"}]
+
+
+def test_job_errors_come_back_in_ganetis_encoding(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    code, _, job_id = _admin(rapi, "PUT", "/2/instances/ghost/migrate", body={})
+    assert code == 200
+    _wait_job(data_dir, job_id)
+    fields = _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]
+    assert fields["status"] == "error" and fields["opstatus"] == ["error"]
+    name, (message, ecode) = fields["opresult"][0]
+    assert (name, ecode) == ("OpPrereqError", "unknown_entity") and "ghost" in message
+
+
+def test_resources_map_ganeti_parameters_to_opcodes(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    def params_of(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        code, _, job_id = _admin(rapi, method, path, **kwargs)
+        assert code == 200, job_id
+        return dict(_wait_job(data_dir, job_id).ops[0].params)
+
+    base = f"/2/instances/{INST}"
+    op = params_of("PUT", f"{base}/shutdown?dry-run=1&no_remember=1", body={"timeout": 7})
+    assert (op["OP_ID"], op["timeout"], op["no_remember"], op["dry_run"]) == (
+        "OP_INSTANCE_SHUTDOWN", 7, True, True
+    )  # fmt: skip
+    op = params_of("POST", f"{base}/reboot?type=soft&dry-run=1")
+    assert (op["OP_ID"], op["reboot_type"], op["dry_run"]) == ("OP_INSTANCE_REBOOT", "soft", True)
+    op = params_of("PUT", f"{base}/startup?force=1&dry-run=1")
+    assert (op["OP_ID"], op["force"]) == ("OP_INSTANCE_STARTUP", True)
+    body = {"destination": N3, "mode": "local", "shutdown": False, "compress": "gzip"}
+    op = params_of("PUT", f"{base}/export?reason=backup", body={**body, "dry_run": True})
+    assert (op["target_node"], op["shutdown"], op["compress"]) == (N3, False, "gzip")
+    op = params_of("PUT", f"{base}/failover", body={"target_node": N2, "dry_run": True})
+    assert (op["OP_ID"], op["target_node"]) == ("OP_INSTANCE_FAILOVER", N2)
+    op = params_of("PUT", f"{base}/prepare-export?mode=local")
+    assert (op["OP_ID"], op["mode"]) == ("OP_BACKUP_PREPARE", "local")
+    # refused before any job: both names of a renamed parameter, remote exports, bad types
+    code, _, answer = _admin(rapi, "PUT", f"{base}/export", body={**body, "target_node": N2})
+    assert code == 400 and "renamed to 'target_node'" in answer["message"]
+    code, _, answer = _admin(rapi, "PUT", f"{base}/export", body={**body, "mode": "remote"})
+    assert code == 400 and "remote" in answer["message"]
+    assert _admin(rapi, "PUT", f"{base}/prepare-export")[0] == 400
+    assert _admin(rapi, "PUT", f"{base}/shutdown", body={"timeout": "soon"})[0] == 400
+    assert _admin(rapi, "POST", f"{base}/reboot?type=sideways")[0] == 400
+    assert _admin(rapi, "PUT", f"{base}/migrate", body={"depends": [[1, []]]})[0] == 400
+
+
+def test_instance_info_is_a_job_with_ganetis_result(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    code, _, job_id = _admin(rapi, "GET", f"/2/instances/{INST}/info")
+    assert code == 200
+    assert _wait_job(data_dir, job_id).status == "success"
+    result = _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0]
+    data = result[INST]
+    assert (data["config_state"], data["run_state"], data["pnode"]) == ("up", "up", N1)
+    assert data["disks"][0]["iv_name"] == "disk/0" and data["disks"][0]["size"] == 1024
+    code, _, job_id = _admin(rapi, "GET", f"/2/instances/{INST}/info?static=1")
+    _wait_job(data_dir, job_id)
+    assert _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0][INST]["run_state"] is None
+
+
+# ------------------------------------------------------------------ Ganeti's client
+
+
+@needs_ganeti_client
+def test_ganetis_client_reads_migrates_and_follows_the_job(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    client = _client(rapi, data_dir)
+    version, features, nodes, instances, job_id = client.run(
+        [
+            ["GetVersion", [], {}],
+            ["GetFeatures", [], {}],
+            ["GetNodes", [], {}],
+            ["GetInstances", [], {"bulk": True}],
+            ["MigrateInstance", [INST], {"target_node": N2, "mode": "live"}],
+        ]
+    )
+    assert version == {"ok": 2} and features == {"ok": []}
+    assert nodes == {"ok": [N1, N2, N3]}
+    assert [i["name"] for i in instances["ok"]] == [INST, "inst2.example.com"]
+    job = job_id["ok"]
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    status = client.call("GetJobStatus", job)
+    assert status["status"] == "success" and status["opstatus"] == ["success"]
+    assert any("Migrating instance" in entry[3] for entry in status["oplog"][0])
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    change = client.call("WaitForJobChange", job, ["status"], None, None)
+    assert change["job_info"] == ["success"] and change["log_entries"]
+    assert client.call("GetJobs") == [job]
+
+
+@needs_ganeti_client
+def test_ganetis_client_sees_errors_as_ganeti_gives_them(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    assert _client(rapi, data_dir, user="ghost").error("GetVersion")["code"] == 401
+    assert _client(rapi, data_dir, user=ADMIN).call("GetVersion") == 2
+    denied = _client(rapi, data_dir, user=VIEWER).error("MigrateInstance", INST)
+    assert denied["code"] == 403
+    client = _client(rapi, data_dir)
+    bad = client.error("_SendRequest", "PUT", f"/2/instances/{INST}/migrate", None, {"x": 1})
+    assert bad["code"] == 400 and "'x'" in bad["msg"]
+    assert client.error("GetInstance", "ghost")["code"] == 404
+
+
+@needs_ganeti_client
+def test_cancel_through_delete_stops_a_running_migration(
+    slow_migration: FakeNodeOps, rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    client = _client(rapi, data_dir)
+    job = client.call("MigrateInstance", INST, target_node=N2)
+    assert wait_until(lambda: any("migration" in e[2] for e in _job(data_dir, job).log), 20)
+    status = client.call("GetJobStatus", job)
+    assert status["status"] == "running" and status["opstatus"] == ["running"]
+    assert client.call("CancelJob", job) == [True, f"Job {job} will be canceled"]
+    assert client.call("WaitForJobCompletion", job, period=0) is False
+    status = client.call("GetJobStatus", job)
+    assert status["status"] == "canceled" and status["opresult"][0][0] == "MigrationAborted"
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert slow_migration.node(N1).domains[INST].state == "running"
+    assert client.call("CancelJob", job) == [False, f"Job {job} has already finished (canceled)"]
+    assert client.call("CancelJob", 999) == [False, "Job 999 not found"]
+
+
+@needs_ganeti_client
+def test_twenty_concurrent_reads_while_a_migration_runs(
+    slow_migration: FakeNodeOps, rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    client = _client(rapi, data_dir)
+    job = client.call("MigrateInstance", INST, target_node=N2)
+    (reads,) = client.run([{"parallel": 20, "call": ["GetInstances", [], {"bulk": True}]}])
+    answers = reads["parallel"]
+    assert len(answers) == 20 and all("ok" in a for a in answers), answers
+    assert all([i["name"] for i in a["ok"]] == [INST, "inst2.example.com"] for a in answers)
+    assert not _job(data_dir, job).finished  # the reads came while it ran
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+
+
+def test_users_file_mode_is_private(rapi: rapi_server.RapiServer, data_dir: str) -> None:
+    mode = stat.S_IMODE(os.stat(paths.rapi_users_file(data_dir)).st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(os.stat(paths.rapi_cert_file(data_dir)).st_mode) == 0o600
