@@ -22,7 +22,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
         shutdown_timeout=opts.shutdown_timeout,
         remove_instance=opts.remove_instance,
         ignore_remove_failures=opts.ignore_remove_failures,
-        compress=opts.compress,
+        compress=opts.transport_compression,
         zero_free_space=opts.zero_free_space,
         zeroing_timeout_fixed=opts.zeroing_timeout_fixed,
         zeroing_timeout_per_mib=opts.zeroing_timeout_per_mib,
@@ -93,14 +93,7 @@ def register(registry: CommandRegistry) -> None:
     exp.add_argument("--zeroing-timeout-fixed", type=int, default=None)
     exp.add_argument("--zeroing-timeout-per-mib", type=float, default=None)
     exp.add_argument("--long-sleep", action="store_true")
-    exp.add_argument(
-        "--compress",
-        "--transport-compression",
-        dest="compress",
-        default=constants.IEC_NONE,
-        metavar="TOOL",
-        help="Compression of the copy (gnt-backup's --compress)",
-    )
+    exp.add_argument("--transport-compression", default=constants.IEC_NONE, metavar="TOOL")
     exp.add_argument("--bandwidth-limit", type=int, default=None, metavar="MiB/s")
     common.add_dry_run(exp)
     lst = registry.command("backup", "list", cmd_list, help="List exports")
