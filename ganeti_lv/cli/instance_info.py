@@ -23,7 +23,10 @@ _PLAIN_RE = re.compile(r"^[A-Za-z0-9_./(][^\n]*$")
 
 def scalar(value: Any) -> str:
     """``value`` as a YAML scalar: plain where that reads back the same, else quoted."""
-    text = "None" if value is None else format_value(value)
+    if value is None or isinstance(value, bool):
+        text = str(value)  # None, True, False: Python's words, as gnt-instance info
+    else:
+        text = format_value(value)
     if text == "" or (_PLAIN_RE.match(text) and ": " not in text and " #" not in text):
         return text
     return json.dumps(text)
@@ -37,7 +40,7 @@ def _params(own: dict[str, Any], filled: dict[str, Any]) -> list[str]:
         if key in own:
             lines.append(f"    {key}: {scalar(value)}")
         else:
-            lines.append(f"    {key}: {scalar('default (' + format_value(value) + ')')}")
+            lines.append(f"    {key}: {scalar('default (' + scalar(value) + ')')}")
     return lines
 
 
