@@ -23,10 +23,8 @@ _PLAIN_RE = re.compile(r"^[A-Za-z0-9_./(][^\n]*$")
 
 def scalar(value: Any) -> str:
     """``value`` as a YAML scalar: plain where that reads back the same, else quoted."""
-    if value is None or isinstance(value, bool):
-        text = str(value)  # None, True, False: Python's words, as gnt-instance info
-    else:
-        text = format_value(value)
+    # None, True, False in Python's words, as gnt-instance info writes them
+    text = str(value) if value is None or isinstance(value, bool) else format_value(value)
     if text == "" or (_PLAIN_RE.match(text) and ": " not in text and " #" not in text):
         return text
     return json.dumps(text)
