@@ -760,7 +760,8 @@ class LUInstanceMigrate(_MoveLU):
         env = self._move_env()
         env.update(
             {
-                "MIGRATE_LIVE": str(self._migrater.live),
+                # a failover (the fallback of a stopped instance) is never live
+                "MIGRATE_LIVE": str(self._migrater.live and not self._migrater.failover),
                 "MIGRATE_CLEANUP": str(self.op.cleanup),
                 "ALLOW_RUNTIME_CHANGES": str(self.op.allow_runtime_changes),
             }

@@ -217,13 +217,13 @@ def differences(ganeti: dict[str, str], local: dict[str, str]) -> dict[str, tupl
     }
 
 
-def _expand(key: str) -> list[str]:
-    """``A_{x,y}`` -> ``A_x``, ``A_y`` (one brace group)."""
-    match = re.match(r"^(.*)\{([^}]*)\}(.*)$", key)
+def expand(key: str) -> list[str]:
+    """Brace groups as the shell expands them: ``A_{,B_}C_{x,y}`` -> 4 keys."""
+    match = re.match(r"^([^{]*)\{([^}]*)\}(.*)$", key)
     if not match:
         return [key]
     head, alternatives, tail = match.groups()
-    return [f"{head}{alt.strip()}{tail}" for alt in alternatives.split(",")]
+    return [k for alt in alternatives.split(",") for k in expand(f"{head}{alt.strip()}{tail}")]
 
 
 def documented_differences(readme: str = README) -> dict[str, str]:
@@ -240,7 +240,7 @@ def documented_differences(readme: str = README) -> dict[str, str]:
             key = cells[0].strip("`")
             if not key.startswith("GANETI_"):
                 continue  # header and separator rows
-            for name in _expand(key):
+            for name in expand(key):
                 assert name not in rows, f"{name} listed twice in the README"
                 rows[name] = cells[-1]
         elif in_table:
