@@ -42,6 +42,12 @@ def _params(own: dict[str, Any], filled: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _entry(title: str, head: str | None, fields: list[tuple[str, Any]]) -> list[str]:
+    """A ``nic/N``/``disk/N`` list entry: its head value, then its fields."""
+    first = f"    - {title}: {head if head is not None else ''}"
+    return [first, *(f"      {key}: {scalar(value)}" for key, value in fields)]
+
+
 def info_lines(row: dict[str, Any]) -> list[str]:
     """The lines of one instance (the first starts the list entry)."""
     oper = "up" if row["oper_state"] else "down"
@@ -63,25 +69,31 @@ def info_lines(row: dict[str, Any]) -> list[str]:
         "  NICs: ",
     ]
     for idx, nic in enumerate(row["nic_details"]):
-        lines += [
-            f"    - nic/{idx}: ",
-            f"      MAC: {scalar(nic['mac'])}",
-            f"      IP: {scalar(nic.get('ip'))}",
-            f"      mode: {scalar(nic.get('mode'))}",
-            f"      link: {scalar(nic.get('link'))}",
-            f"      vlan: {scalar(nic.get('vlan') or '')}",
-            f"      network: {scalar(nic.get('network') or None)}",
-            f"      UUID: {scalar(nic.get('uuid'))}",
-            f"      name: {scalar(nic.get('name') or None)}",
-        ]
+        lines += _entry(
+            f"nic/{idx}",
+            None,
+            [
+                ("MAC", nic["mac"]),
+                ("IP", nic.get("ip")),
+                ("mode", nic.get("mode")),
+                ("link", nic.get("link")),
+                ("vlan", nic.get("vlan") or ""),
+                ("network", nic.get("network") or None),
+                ("UUID", nic.get("uuid")),
+                ("name", nic.get("name") or None),
+            ],
+        )
     lines += [f"  Disk template: {scalar(row['disk_template'])}", "  Disks: "]
     for idx, disk in enumerate(row["disk_details"]):
-        lines += [
-            f"    - disk/{idx}: {disk['dev_type']}, size {disk['size']}M",
-            f"      access mode: {scalar(disk['mode'])}",
-            f"      on primary: {scalar(disk['path'])}",
-            f"      name: {scalar(disk.get('name') or None)}",
-            f"      UUID: {scalar(disk.get('uuid'))}",
-        ]
+        lines += _entry(
+            f"disk/{idx}",
+            f"{disk['dev_type']}, size {disk['size']}M",
+            [
+                ("access mode", disk["mode"]),
+                ("on primary", disk["path"]),
+                ("name", disk.get("name") or None),
+                ("UUID", disk.get("uuid")),
+            ],
+        )
     lines.append(f"  Tags: {scalar(row['tags']) if row.get('tags') else ''}")
     return lines
