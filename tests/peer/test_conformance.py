@@ -104,8 +104,11 @@ def _add_local_instance(devcluster: DevCluster, local: LocalSide) -> None:
 
 
 @pytest.fixture(scope="module")
-def pair(ganeti_peer: PeerCluster, local_devcluster: DevCluster) -> Iterator[Pair]:
+def pair(ganeti_peer: PeerCluster, devcluster: DevCluster) -> Iterator[Pair]:
     """The instance running on the first node of both clusters; removed afterwards."""
+    if not isinstance(devcluster, DevCluster):
+        pytest.skip("needs the local namespace cluster")
+    local_devcluster = devcluster
     ganeti, local = GanetiSide(ganeti_peer), LocalSide(local_devcluster)
     dump = tempfile.mkdtemp(prefix="glv-conformance-", dir="/var/tmp")
     try:
