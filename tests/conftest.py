@@ -1,5 +1,9 @@
 """Fixtures shared by all tests.
 
+``devcluster``, ``cluster_info``, ``local_devcluster``: the session's local
+cluster (tests/support/clusterfixture.py), one for tests/cluster and
+tests/peer alike.
+
 ``local_sshd``: a real OpenSSH sshd on 127.0.0.1 (tests/support/sshd.py),
 started once per session and stopped by PID at the end. Its attributes
 ``host``, ``port``, ``user``, ``key_file``, ``known_hosts_file`` and
@@ -15,9 +19,17 @@ from collections.abc import Iterator
 import pytest
 
 try:
+    from tests.support.clusterfixture import cluster_info, devcluster, local_devcluster
     from tests.support.sshd import LocalSshd, sshd_available
 except ImportError:  # tests/ itself is on sys.path (pytest's rootdir insertion)
+    from support.clusterfixture import (  # type: ignore[no-redef]
+        cluster_info,
+        devcluster,
+        local_devcluster,
+    )
     from support.sshd import LocalSshd, sshd_available  # type: ignore[no-redef]
+
+__all__ = ["cluster_info", "devcluster", "local_devcluster"]
 
 
 @pytest.fixture(scope="session")

@@ -136,13 +136,22 @@ def parse_yes_no(text: str, option: str) -> bool:
     raise OpPrereqError(f"Invalid value '{text}' for {option}: use yes or no", ECODE_INVAL)
 
 
-def parse_fields(text: str | None, default: Sequence[str], known: Sequence[str]) -> list[str]:
-    """Parse ``-o f1,f2`` (``+f3`` appends to the defaults); unknown fields are ECODE_INVAL."""
+def parse_fields(
+    text: str | None,
+    default: Sequence[str],
+    known: Sequence[str],
+    is_known: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Parse ``-o f1,f2`` (``+f3`` appends to the defaults); unknown fields are ECODE_INVAL.
+
+    ``is_known`` decides for fields not in ``known`` (e.g. indexed ones like
+    ``disk.size/0``).
+    """
     if not text:
         return list(default)
     fields = list(default) + text[1:].split(",") if text.startswith("+") else text.split(",")
     fields = [f.strip() for f in fields if f.strip()]
-    unknown = [f for f in fields if f not in known]
+    unknown = [f for f in fields if f not in known and not (is_known and is_known(f))]
     if unknown:
         raise OpPrereqError(
             f"Unknown output field(s): {', '.join(unknown)} (known: {', '.join(known)})",

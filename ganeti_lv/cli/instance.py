@@ -6,58 +6,13 @@ import argparse
 from typing import Any
 
 from ganeti_lv import constants, opcodes
-from ganeti_lv.cli import common
+from ganeti_lv.cli import common, instance_fields, instance_info
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.units import parse_size
 
-INSTANCE_FIELDS = (
-    "name",
-    "pnode",
-    "snodes",
-    "status",
-    "admin_state",
-    "oper_state",
-    "oper_node",
-    "running_on",
-    "memory",
-    "minmem",
-    "maxmem",
-    "vcpus",
-    "disk_template",
-    "disks",
-    "disk_sizes",
-    "nics",
-    "nic_macs",
-    "nic_links",
-    "os",
-    "tags",
-    "uuid",
-)
+INSTANCE_FIELDS = instance_fields.FIELDS
 INSTANCE_DEFAULT_FIELDS = ("name", "pnode", "status", "memory", "disk_template")
-INSTANCE_HEADERS = {
-    "name": "Instance",
-    "pnode": "Primary_node",
-    "snodes": "Secondary_Nodes",
-    "status": "Status",
-    "admin_state": "Admin_State",
-    "oper_state": "Running",
-    "oper_node": "Oper_Node",
-    "running_on": "Running_On",
-    "memory": "Memory",
-    "minmem": "MinMem",
-    "maxmem": "MaxMem",
-    "vcpus": "VCPUs",
-    "disk_template": "Disk_template",
-    "disks": "Disks",
-    "disk_sizes": "Disk_sizes",
-    "nics": "NICs",
-    "nic_macs": "NIC_MACs",
-    "nic_links": "NIC_links",
-    "os": "OS",
-    "tags": "Tags",
-    "uuid": "UUID",
-}
 
 
 # ---------------------------------------------------------------- add
@@ -180,56 +135,22 @@ def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     """List instances with their real run state."""
-    fields = common.parse_fields(opts.output, INSTANCE_DEFAULT_FIELDS, INSTANCE_FIELDS)
+    fields = common.parse_fields(
+        opts.output, INSTANCE_DEFAULT_FIELDS, INSTANCE_FIELDS, instance_fields.is_known
+    )
+    units = opts.units or ("m" if opts.separator is not None else "h")
     rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)), quiet=True)
-    table = [[row.get(f) for f in fields] for row in rows]
-    headers = [INSTANCE_HEADERS[f] for f in fields]
+    table = [[instance_fields.value(row, f, units) for f in fields] for row in rows]
+    headers = [instance_fields.header(f) for f in fields]
     env.table(headers, table, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
-
-
-def _info_lines(row: dict[str, Any]) -> list[str]:
-    lines = [
-        f"Instance name: {row['name']}",
-        f"UUID: {row['uuid']}",
-        f"Disk template: {row['disk_template']}",
-        f"OS: {row['os']}",
-        f"State: configured to be {row['admin_state']}, actual state is "
-        f"{'up' if row['oper_state'] else 'down'} (status {row['status']})",
-        "  Nodes:",
-        f"    - primary: {row['pnode']}",
-        f"    - secondaries: {common.format_value(row['snodes']) if row['snodes'] else ''}",
-        f"    - running on: {common.format_value(row['running_on']) or '(none)'}",
-        f"  Console log: {row.get('console_log') or '-'}",
-        "  Hypervisor parameters:",
-        *(f"    {k}: {common.format_value(v)}" for k, v in sorted(row["hvparams"].items())),
-        "  Back-end parameters:",
-        *(f"    {k}: {common.format_value(v)}" for k, v in sorted(row["beparams"].items())),
-        "  NICs:",
-    ]
-    for idx, nic in enumerate(row["nic_details"]):
-        lines.append(
-            f"    - nic/{idx}: MAC: {nic['mac']}, IP: {nic.get('ip') or '-'}, "
-            f"mode: {nic.get('mode')}, link: {nic.get('link')}"
-        )
-    lines.append("  Disks:")
-    for idx, disk in enumerate(row["disk_details"]):
-        lines.append(
-            f"    - disk/{idx}: {disk['dev_type']}, size {disk['size']}M, "
-            f"mode {disk['mode']}, path {disk['path']}"
-        )
-    if row.get("tags"):
-        lines.append(f"  Tags: {', '.join(row['tags'])}")
-    return lines
 
 
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
     """Show details of instances (all when none given)."""
     rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)), quiet=True)
-    for num, row in enumerate(rows):
-        if num:
-            env.write("")
-        for line in _info_lines(row):
+    for row in rows:
+        for line in instance_info.info_lines(row):
             env.write(line)
     return EXIT_SUCCESS
 
@@ -296,5 +217,11 @@ def register(registry: CommandRegistry) -> None:
     lst = registry.command("instance", "list", cmd_list, help="List instances")
     lst.add_argument("instances", nargs="*", metavar="INSTANCE")
     common.add_list_options(lst, INSTANCE_FIELDS)
+    lst.add_argument(
+        "--units",
+        choices=instance_fields.UNITS,
+        default=None,
+        help="Units of sizes: h (human, the default), m, g, t (m with --separator)",
+    )
     info = registry.command("instance", "info", cmd_info, help="Show instance details")
     info.add_argument("instances", nargs="*", metavar="INSTANCE")

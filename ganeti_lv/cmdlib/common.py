@@ -149,6 +149,8 @@ def instance_hook_env(
         elif key in hvparams:
             hvparams[key] = override.pop(key)
     env: dict[str, str] = {
+        # in every instance LU's environment, as in Ganeti's
+        "OP_TARGET": instance.name,
         "INSTANCE_NAME": instance.name,
         "INSTANCE_PRIMARY": instance.primary_node,
         "INSTANCE_SECONDARIES": hook_value(instance.secondary_nodes),
@@ -168,13 +170,15 @@ def instance_hook_env(
     for idx, nic in enumerate(instance.nics):
         prefix = f"INSTANCE_NIC{idx}_"
         env[prefix + "UUID"] = nic.uuid
-        env[prefix + "NAME"] = nic.name
+        if nic.name:  # as Ganeti: only a named NIC has the key
+            env[prefix + "NAME"] = nic.name
         env[prefix + "IP"] = hook_value(nic.ip)
         env[prefix + "MAC"] = nic.mac
         env[prefix + "MODE"] = nic.mode
         env[prefix + "LINK"] = nic.link
         env[prefix + "VLAN"] = nic.vlan
-        env[prefix + "NETWORK_NAME"] = nic.network
+        if nic.network:  # as Ganeti: only a NIC in a network has the key
+            env[prefix + "NETWORK_NAME"] = nic.network
         if nic.mode == "bridged":
             env[prefix + "BRIDGE"] = nic.link
     for idx, disk in enumerate(instance.disks):

@@ -793,11 +793,11 @@ class LUInstanceMigrate(_MoveLU):
         super().CheckPrereq()
 
     def BuildHooksEnv(self) -> dict[str, str]:
-        """Ganeti's migrate keys; post phase: OLD_PRIMARY is still the node left."""
+        """Ganeti's migrate keys (a failover is never live); post: OLD_PRIMARY is the node left."""
         env = self._move_env()
         env.update(
             {
-                "MIGRATE_LIVE": str(self._migrater.live),
+                "MIGRATE_LIVE": str(self._migrater.live and not self._migrater.failover),
                 "MIGRATE_CLEANUP": str(self.op.cleanup),
                 "ALLOW_RUNTIME_CHANGES": str(self.op.allow_runtime_changes),
             }

@@ -81,6 +81,8 @@ def instance_row(
         "tags": list(inst.tags),
         "beparams": be,
         "hvparams": cluster.fill_hvparams(inst),
+        "own_beparams": dict(inst.beparams),
+        "own_hvparams": dict(inst.hvparams),
         "console_log": (pdom.console_log if pdom is not None else "")
         or console_log(inst.name)
         or None,
@@ -90,12 +92,23 @@ def instance_row(
                 "mode": d.mode,
                 "dev_type": d.dev_type,
                 "name": d.name,
+                "uuid": d.uuid,
                 "path": disk_path(cluster, inst, idx),
             }
             for idx, d in enumerate(inst.disks)
         ],
         "nic_details": [
-            {"mac": n.mac, "ip": n.ip, "mode": n.mode, "link": n.link} for n in inst.nics
+            {
+                "mac": n.mac,
+                "ip": n.ip,
+                "mode": n.mode,
+                "link": n.link,
+                "vlan": n.vlan,
+                "name": n.name,
+                "network": n.network,
+                "uuid": n.uuid,
+            }
+            for n in inst.nics
         ],
     }
 

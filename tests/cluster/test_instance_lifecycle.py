@@ -89,7 +89,7 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
             assert domain_state(ops, node(config, other), name) is None
 
     out = gnt.ok("instance", "info", name)
-    assert f"path {disk_path(cluster, inst, 1)}" in out and "Console log: /" in out
+    assert f"on primary: {disk_path(cluster, inst, 1)}" in out and "Console log: /" in out
 
     # clean shutdown (ACPI)
     out = gnt.ok("instance", "shutdown", "--timeout", "60", name)

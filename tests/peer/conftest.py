@@ -5,7 +5,9 @@
 in a temporary directory under /var/tmp, on a subnet 10.251.N.0/24 of its
 own (the local cluster uses 10.250.N.0/24), and brought down at the end,
 also when tests fail or the session is interrupted; the tear-down itself
-checks that nothing of it is left. No instance runs until a test asks for
+checks that nothing of it is left. ``GANETI_LV_TEST_PEER=DIR`` uses the
+peer already up in DIR instead (``gnt-lv-devcluster peer up --dir DIR``),
+which is left as it is. No instance runs until a test asks for
 one (``peer_instance``), so the peer and the local cluster's tests stay
 within the machine's two running guests.
 
@@ -28,6 +30,7 @@ from ganeti_lv.devcluster import peerlayout as pl
 from ganeti_lv.devcluster.netns import free_subnet
 from ganeti_lv.devcluster.peer import PeerCluster
 
+PEER_ENV = "GANETI_LV_TEST_PEER"
 PEER_TEST_TIMEOUT = 600
 TOOLS = ("ip", "nsenter", "unshare", "qemu-system-x86_64", "ssh-keygen", "/usr/sbin/sshd")
 
@@ -59,6 +62,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def ganeti_peer() -> Iterator[PeerCluster]:
     """The session's Ganeti peer, up without instances."""
+    existing = os.environ.get(PEER_ENV)
+    if existing:
+        kept = PeerCluster(existing)
+        if not kept.status()["running"]:
+            pytest.fail(f"{PEER_ENV}={existing}: no running peer there")
+        yield kept
+        return
     directory = tempfile.mkdtemp(prefix="glv-peer-test-", dir="/var/tmp")
     peer = PeerCluster(directory)
 

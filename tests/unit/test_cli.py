@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+import yaml
 
 from ganeti_lv import constants, paths
 from ganeti_lv.cli.main import main
@@ -191,8 +192,28 @@ def test_instance_add_list_info_remove(
 
     code, out, _ = cli("instance", "info", "web9")
     shared = config.get_cluster().shared_file_storage_dir
-    assert f"path {shared}/web9/disk1.img" in out
-    assert "Console log: " in out and "primary: node2.example.com" in out
+    # read as Ganeti's QA reads gnt-instance info: YAML, a list of instances
+    (info,) = yaml.safe_load(out)
+    assert info["Instance name"] == "web9"
+    assert info["Nodes"] == [{"primary": "node2.example.com"}, {"secondaries": None}]
+    assert info["Disks"][1]["disk/1"] == "sharedfile, size 512M"
+    assert info["Disks"][1]["on primary"] == f"{shared}/web9/disk1.img"
+    hv = info["Hypervisor parameters"]
+    assert hv["kernel_args"] == "console=ttyS0 seed=x patmb=16" and hv["cpu_type"] == "qemu64"
+    assert hv["migration_downtime"].startswith("default (")
+    assert info["Back-end parameters"]["vcpus"] == 1
+    assert info["NICs"][0]["nic/0"] is None and info["NICs"][0]["link"] == "br0"
+    assert "Console log" in info
+
+    code, out, _ = cli("instance", "list", "--no-headers", "--separator=:", "--units", "m",
+                       "-o", "name,be/maxmem,disk.count,disk.size/1,disk.size/2,nic.mode/0,"
+                       "be/always_failover,admin_state_source", "web9")  # fmt: skip
+    assert code == 0
+    assert out == "web9:128:2:512:-:bridged:N:admin\n"
+    code, out, _ = cli("instance", "list", "--no-headers", "-o", "disk.sizes", "web9")
+    assert out == "1.0G,512M\n"  # --units h without a separator, as Ganeti's
+    code, _, err = cli("instance", "list", "-o", "disk.size/x", "web9")
+    assert code == 1 and "Unknown output field" in err
 
     assert cli("instance", "remove", "web9", ask=lambda q: False)[0] == 1
     assert config.get_instance("web9") is not None

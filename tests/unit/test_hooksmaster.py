@@ -187,3 +187,10 @@ def test_instance_hook_env() -> None:
     assert env["INSTANCE_HV_acpi"] == "True"
     assert env["OP_TARGET"] == "web1"
     assert all(isinstance(v, str) for v in env.values())
+    # as Ganeti's: OP_TARGET without being asked; no NIC name or network keys unless set
+    plain = instance_hook_env(cluster, inst)
+    assert plain["OP_TARGET"] == "web1"
+    assert "INSTANCE_NIC0_NAME" not in plain and "INSTANCE_NIC0_NETWORK_NAME" not in plain
+    inst.nics[0].name, inst.nics[0].network = "front", "net1"
+    named = instance_hook_env(cluster, inst)
+    assert (named["INSTANCE_NIC0_NAME"], named["INSTANCE_NIC0_NETWORK_NAME"]) == ("front", "net1")

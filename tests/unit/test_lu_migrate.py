@@ -541,7 +541,15 @@ def test_migrate_stopped_with_allow_failover_moves_disks(
     inst = config.get_instance(INST)
     assert inst is not None
     path = disk_path(cluster, inst, 0)
+    live: list[str] = []
+
+    def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        live.append(env["GANETI_MIGRATE_LIVE"])
+        return []
+
+    ops.hooks_fn = hooks
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True))
+    assert live and set(live) == {"False"}  # the failover is not live, as Ganeti says
     assert [c.args for c in ops.calls_to("copy_disk", N1)] == [(path, N2, path)]
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert path in ops.node(N2).files and not ops.node(N1).files
