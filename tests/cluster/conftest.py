@@ -1,6 +1,7 @@
 """Session fixtures of the cluster tests.
 
-``devcluster``: a 3-node local cluster (network namespaces with real
+``devcluster`` (defined in tests/conftest.py, so that the Ganeti peer
+tests share it): a 3-node local cluster (network namespaces with real
 libvirtd, qemu and sshd) brought up once per session in a temporary
 directory under /var/tmp on a subnet 10.250.N.0/24 of its own, and brought
 down at the end, also when tests fail or the session is interrupted.
@@ -17,31 +18,14 @@ the machine cannot run the local cluster (not root, tools missing).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.teardown import torn_down_at_exit
+from support.localcluster import EXTERNAL_ENV, local_cluster_possible
 
 from ganeti_lv.devcluster.cluster import DevCluster
-from ganeti_lv.devcluster.external import ExternalCluster
-from ganeti_lv.devcluster.netns import free_subnet
 
-EXTERNAL_ENV = "GANETI_LV_TEST_CLUSTER"
 CLUSTER_TEST_TIMEOUT = 300
-TOOLS = ("ip", "nsenter", "unshare", "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64")
-
-
-def local_cluster_possible() -> str | None:
-    """Why the local cluster cannot run here (None when it can)."""
-    if os.geteuid() != 0:
-        return "the local cluster needs root"
-    for tool in TOOLS:
-        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
-            return f"the local cluster needs {tool}"
-    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -61,36 +45,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     reason=f"fault injection needs the local cluster ({EXTERNAL_ENV} is set)"
                 )
             )
-
-
-@pytest.fixture(scope="session")
-def devcluster() -> Iterator[Any]:
-    """The session's cluster: a local 3-node DevCluster, or the external one."""
-    external = os.environ.get(EXTERNAL_ENV)
-    if external:
-        yield ExternalCluster(external)
-        return
-    why_not = local_cluster_possible()
-    if why_not:
-        pytest.skip(why_not)
-    directory = tempfile.mkdtemp(prefix="glv-test-", dir="/var/tmp")
-    cluster = DevCluster(directory)
-
-    def teardown() -> None:
-        try:
-            cluster.down()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-
-    with torn_down_at_exit(teardown):
-        cluster.up(nodes=3, subnet=free_subnet())
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def cluster_info(devcluster: Any) -> dict[str, Any]:
-    """The session cluster's description (cluster.json)."""
-    return dict(devcluster.info)
 
 
 @pytest.fixture
