@@ -168,7 +168,7 @@ def list_exports(runner: Runner, node: str, export_dir: str) -> list[ExportEntry
 # Reading an export: config.ini, NUL, manifest.json (empty if none), NUL, then
 # one line per regular file of the directory (symbolic links are not
 # followed): size, the first HEAD_BYTES bytes in hex ("-" if empty), name.
-HEAD_BYTES = 64
+HEAD_BYTES = 512  # a tar header's magic is at 257
 _READ = r"""
 D="$1"
 [ -d "$D" ] || { echo "No export directory $D" >&2; exit 1; }

@@ -87,7 +87,7 @@ def test_ganeti_export_is_complete_and_read_without_manifest(tmp_path):
     # only regular files: no symbolic link, no directory
     assert sorted(data.files) == ["0f3c-uuid", "config.ini"]
     dump = data.files["0f3c-uuid"]
-    assert dump.size == 102 and dump.head.startswith("1f8b78") and len(dump.head) == 128
+    assert dump.size == 102 and dump.head.startswith("1f8b78") and len(dump.head) == 204
 
 
 def test_publish_writes_manifest_and_config_exactly(tmp_path):
