@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from test_exportcompat import DUMP, GANETI_CONFIG
-from test_lu_backup import INST, N1, N2, N3, ops, run  # noqa: F401 - ops: a fixture
+from test_lu_backup import INST, N1, N2, N3, place_inst1, run
 
 from ganeti_lv import exportinfo
 from ganeti_lv.config import ConfigStore
@@ -20,6 +20,13 @@ from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpInstanceCreate
 MiB = 1024 * 1024
 NEW = "restored.example.com"
 SHA = "ab" * 32
+
+
+@pytest.fixture
+def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """inst1 runs on node1 with its disk file."""
+    place_inst1(fake_ops, config)
+    return fake_ops
 
 
 def _ganeti_export(ops: FakeNodeOps, text: str = GANETI_CONFIG, name: str = "alpha") -> FakeExport:
@@ -182,9 +189,7 @@ def test_backup_list_names_ganeti_exports(ctx, ops, config):
     plain, _ = run(ctx, OpBackupQuery(nodes=[N2]))
     assert plain == {N2: ["alpha", INST]}
     kinds, _ = run(ctx, OpBackupQuery(nodes=[N2], with_kind=True))
-    assert kinds == {
-        N2: [{"name": "alpha", "kind": "ganeti"}, {"name": INST, "kind": "ganeti_lv"}]
-    }
+    assert kinds == {N2: [{"name": "alpha", "kind": "ganeti"}, {"name": INST, "kind": "ganeti_lv"}]}
 
 
 def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
@@ -195,7 +200,8 @@ def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
     assert main([*base, "backup", "list", "--node", N2], node_ops=ops) == 0
     assert "\talpha (Ganeti export)" in capsys.readouterr().out.splitlines()
     argv = [*base, "backup", "import", "-n", N1, "--src-node", N2, "--src-dir", "alpha"]
-    code = main([*argv, "--no-start", "--net", "0:link=br0,mac=aa:00:00:00:00:99", NEW], node_ops=ops)
+    net = ["--net", "0:link=br0,mac=aa:00:00:00:00:99"]
+    code = main([*argv, "--no-start", *net, NEW], node_ops=ops)
     assert code == 0, capsys.readouterr()
     inst = config.get_instance(NEW)
     assert inst is not None and inst.nics[0].mac == "aa:00:00:00:00:99"
