@@ -27,14 +27,14 @@ import re
 import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cluster.gnt_helpers import Gnt, wait_console
+from cluster.gnt_helpers import node as _node
 
 from ganeti_lv import objects
-from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster import guest
 from ganeti_lv.devcluster import layout as lay
@@ -52,37 +52,14 @@ MiB = 1024 * 1024
 GNT = "gntexp1"  # the Ganeti instance exported to ganeti_lv
 
 
-class GntLv:
-    """``gnt-lv`` in-process on the local cluster's data dir."""
-
-    def __init__(self, data_dir: str) -> None:
-        self.data_dir = data_dir
-
-    def __call__(self, *argv: str) -> tuple[int, str]:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = main(["--data-dir", self.data_dir, *argv])
-        return code, out.getvalue()
-
-    def ok(self, *argv: str) -> str:
-        code, out = self(*argv)
-        assert code == 0, f"gnt-lv {' '.join(argv)} failed ({code}):\n{out}"
-        return out
-
-
 @pytest.fixture
-def local(devcluster: Any) -> Iterator[tuple[GntLv, ConfigStore, LibvirtNodeOps, dict[str, Any]]]:
+def local(devcluster: Any) -> Iterator[tuple[Gnt, ConfigStore, LibvirtNodeOps, dict[str, Any]]]:
+    """gnt-lv, the configuration and the node operations of the session's local cluster."""
     ops = LibvirtNodeOps(devcluster.data_dir)
     try:
-        yield GntLv(devcluster.data_dir), ConfigStore(devcluster.data_dir), ops, devcluster.info
+        yield Gnt(devcluster.data_dir), ConfigStore(devcluster.data_dir), ops, devcluster.info
     finally:
         ops.close()
-
-
-def _node(config: ConfigStore, name: str) -> objects.Node:
-    node = config.get_node(name)
-    assert node is not None
-    return node
 
 
 def _host_export_dir(info: dict[str, Any], node: str) -> str:
@@ -100,20 +77,13 @@ def _copy_tree(src: str, dst: str) -> None:
 
 def _local_pattern(ops: LibvirtNodeOps, node: objects.Node, name: str) -> re.Match[str]:
     """The pattern line of a local instance's console (waits for the boot)."""
-    end = time.monotonic() + 180
-    text = ""
-    while time.monotonic() < end:
-        res = ops.run_command(node, ["cat", console_log_path(name)])
-        text = res.stdout.replace("\r", "") if res.exit_status == 0 else ""
-        match = guest.PATTERN_RE.search(text)
-        if match:
-            assert int(match.group(2)) == PATMB
-            return match
-        time.sleep(0.5)
-    raise AssertionError(f"no pattern line on {name}'s console; tail:\n{text[-2000:]}")
+    text = wait_console(ops, node, name, lambda t: bool(guest.PATTERN_RE.search(t)), 180)
+    match = guest.PATTERN_RE.search(text)
+    assert match is not None and int(match.group(2)) == PATMB
+    return match
 
 
-def _purge_local(gnt: GntLv, config: ConfigStore, ops: LibvirtNodeOps, name: str) -> None:
+def _purge_local(gnt: Gnt, config: ConfigStore, ops: LibvirtNodeOps, name: str) -> None:
     if config.get_instance(name) is not None:
         gnt("instance", "remove", "-f", "--shutdown-timeout", "0", name)
     cluster = config.get_cluster()
@@ -134,7 +104,7 @@ def _remove_peer_instance(peer: PeerCluster, name: str) -> None:
         os.unlink(peer.console_log(name))
 
 
-def _nothing_created(gnt: GntLv, config: ConfigStore, ops: LibvirtNodeOps, name: str) -> None:
+def _nothing_created(gnt: Gnt, config: ConfigStore, ops: LibvirtNodeOps, name: str) -> None:
     assert config.get_instance(name) is None
     assert name not in gnt.ok("instance", "list", "--no-headers", "-o", "name").split()
     probe = objects.Instance(name=name, primary_node="", disk_template="file")
@@ -254,11 +224,13 @@ def test_ganeti_export_imports_into_ganeti_lv_and_boots(local, ganeti_export) ->
         assert f"\t{GNT} (Ganeti export)" in listed.splitlines()
 
         args = guest.kernel_args(GNT, patmb=PATMB, dirtymb=0, writepat=False)
-        out = gnt.ok(
+        code, out, err = gnt(
             "backup", "import", "-n", n1, "--src-node", n1,
             "--src-dir", f"{lay.EXPORT_DIR}/{GNT}", "-t", "file",
             "-H", f'serial_console=true,kernel_args="{args}"', name,
         )  # fmt: skip
+        assert code == 0, out + err
+        out += err
         # Ganeti's KVM-only parameters are named as dropped; the checksum is computed
         assert re.search(r"dropped \(hypervisor: [^)]*\bkvm_extra\b", out), out
         assert "spindle_use" in out and "computed on" in out
@@ -297,13 +269,13 @@ def _set_option(path: str, section: str, key: str, value: str) -> None:
         cfg.write(fh)
 
 
-def _refused(gnt: GntLv, node: str, src_dir: str, name: str) -> str:
-    code, out = gnt(
+def _refused(gnt: Gnt, node: str, src_dir: str, name: str) -> str:
+    code, out, err = gnt(
         "backup", "import", "-n", node, "--src-node", node, "--src-dir", src_dir,
         "-t", "file", name,
     )  # fmt: skip
     assert code != 0, out
-    return out
+    return out + err
 
 
 def test_non_raw_truncated_or_resized_ganeti_exports_refused(local, ganeti_export) -> None:
