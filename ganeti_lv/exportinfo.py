@@ -265,9 +265,9 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
                 Nic(
                     mac=ins[f"nic{idx}_mac"],
                     ip=_none(ins.get(f"nic{idx}_ip", "None")),
-                    mode=ins.get(f"nic{idx}_mode", "bridged"),
-                    link=ins.get(f"nic{idx}_link", ""),
-                    vlan=ins.get(f"nic{idx}_vlan", ""),
+                    mode=_none(ins.get(f"nic{idx}_mode", "")) or "bridged",
+                    link=_none(ins.get(f"nic{idx}_link", "")) or "",
+                    vlan=_none(ins.get(f"nic{idx}_vlan", "")) or "",
                     name=_none(ins.get(f"nic{idx}_name", "")) or "",
                     network=_none(ins.get(f"nic{idx}_network", "")) or "",
                 )

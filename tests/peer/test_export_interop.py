@@ -169,7 +169,7 @@ def test_ganeti_lv_live_export_boots_under_real_ganeti(local, ganeti_peer: PeerC
             ["gnt-instance", "list", "--no-headers", "--separator=|", "-o", fields, name]
         )
         os_name, maxmem, vcpus, downtime, mac, link, status = row.strip().split("|")
-        assert (os_name, maxmem, vcpus) == ("noop", "128M", "1")
+        assert (os_name, maxmem, vcpus) == ("noop", "128", "1")
         assert downtime == exported["hypervisor"]["migration_downtime"]
         assert mac == exported["instance"]["nic0_mac"] and link == lay.NODE_BRIDGE
         assert status == "running"

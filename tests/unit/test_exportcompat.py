@@ -278,7 +278,9 @@ def test_ganeti_beparams_translated():
 
 
 def test_ganeti_description():
-    desc = _desc()
+    # Ganeti writes str(None) for NIC parameters it does not have
+    desc = _desc(GANETI_CONFIG.replace("nic0_vlan =", "nic0_vlan = None"))
+    assert desc.nics[0].vlan == "" and desc.nics[0].mode == "bridged"
     assert desc.os == "noop" and desc.disk_files == [DUMP] and desc.compression == "none"
     assert desc.nics[0].link == "xen-br0" and desc.nics[0].ip is None
     assert desc.nics[0].network == "" and desc.nics[0].name == ""
