@@ -160,7 +160,8 @@ def test_ganeti_lv_live_export_boots_under_real_ganeti(local, ganeti_peer: PeerC
             ],
             timeout=600,
         )  # fmt: skip
-        match = guest.wait_console(ganeti_peer.console_log(name), guest.PATTERN_RE, 240)
+        ganeti_peer.gnt(["gnt-instance", "startup", name])  # an import is left stopped
+        match = guest.wait_console(ganeti_peer.console_log(name), guest.PATTERN_RE, 180)
         assert match.group(1) == name and int(match.group(2)) == PATMB
         assert match.group(3) == written
 
