@@ -215,7 +215,7 @@ def test_ganeti_export_imports_into_ganeti_lv_and_boots(local, ganeti_export) ->
     gnt, config, ops, info = local
     src, pattern = ganeti_export
     name = "glvimp1"
-    n1 = sorted(config.node_names())[0]
+    n1, n2 = sorted(config.node_names())[:2]
     dst = f"{_host_export_dir(info, n1)}/{GNT}"
     _purge_local(gnt, config, ops, name)
     ganeti = _ganeti_config(src)
@@ -226,7 +226,7 @@ def test_ganeti_export_imports_into_ganeti_lv_and_boots(local, ganeti_export) ->
 
         args = guest.kernel_args(GNT, patmb=PATMB, dirtymb=0, writepat=False)
         code, out, err = gnt(
-            "backup", "import", "-n", n1, "--src-node", n1,
+            "backup", "import", "-n", n2, "--src-node", n1,
             "--src-dir", f"{lay.EXPORT_DIR}/{GNT}", "-t", "file",
             "-H", f'serial_console=true,kernel_args="{args}"', name,
         )  # fmt: skip
@@ -236,7 +236,7 @@ def test_ganeti_export_imports_into_ganeti_lv_and_boots(local, ganeti_export) ->
         assert re.search(r"dropped \(hypervisor: [^)]*\bkvm_extra\b", out), out
         assert "spindle_use" in out and "computed on" in out
 
-        match = _local_pattern(ops, _node(config, n1), name)
+        match = _local_pattern(ops, _node(config, n2), name)
         assert match.group(1) == GNT and match.group(3) == pattern
 
         inst = config.get_instance(name)
