@@ -132,7 +132,7 @@ def test_ganeti_lv_live_export_boots_under_real_ganeti(local, ganeti_peer: PeerC
         args = guest.kernel_args(name, patmb=PATMB, dirtymb=0)
         gnt.ok(
             "instance", "add", "-t", "file", "--disk", "0:size=128M", "-n", n1,
-            "-B", "memory=128M,vcpus=1",
+            "-B", "memory=128M,vcpus=1", "--net", f"0:link={lay.NODE_BRIDGE}",
             "-H", f'kernel_path={image.kernel},initrd_path={image.initrd},kernel_args="{args}"',
             name,
         )  # fmt: skip
