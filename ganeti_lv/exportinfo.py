@@ -46,9 +46,16 @@ INISECT_HYP = "hypervisor"
 INISECT_BEP = "backend"
 INISECT_OSP = "os"
 
-# Hypervisor parameters that belong to the cluster and are not exported
-# (Ganeti leaves out its HVC_GLOBALS; here the migration settings).
-HV_NOT_EXPORTED = ("migration_bandwidth", "migration_downtime", "migration_mode", "migration_caps")
+INISECT_OSP_PRIVATE = "os_private"
+
+# Hypervisor parameters not exported: Ganeti's HVC_GLOBALS (its import refuses
+# them on an instance) that exist here.
+HV_NOT_EXPORTED = ("migration_bandwidth", "migration_mode")
+# The OS written to [export]: the one a Ganeti cluster imports a raw image
+# with (Debian's ganeti-os-noop); the instance's own OS is [instance] os.
+EXPORT_OS = "noop"
+# Backend parameters Ganeti exports that have no meaning here (its defaults).
+GANETI_ONLY_BEPARAMS = {"spindle_use": 1}
 
 
 def disk_file_name(idx: int) -> str:
@@ -138,19 +145,23 @@ def build_config(
 ) -> configparser.ConfigParser:
     """The config.ini of an export, in Ganeti's sections and keys.
 
-    ``beparams``/``hvparams`` are the instance's filled parameters;
-    ``hvparams`` leaves out the cluster-level migration settings.
+    ``beparams``/``hvparams`` are the instance's filled parameters (what
+    Ganeti writes too); ``hvparams`` leaves out Ganeti's cluster-level
+    ones. ``source_node`` is the node's identity (its UUID, as Ganeti's).
+    ``[export] os`` is ``EXPORT_OS`` (the disks are raw images), the
+    instance's OS label is ``[instance] os``.
     """
     cfg = configparser.ConfigParser(interpolation=None)
     cfg[INISECT_EXP] = {
         "version": str(constants.EXPORT_VERSION),
         "timestamp": str(int(time.time() if timestamp is None else timestamp)),
         "source": source_node,
-        "os": instance.os,
+        "os": EXPORT_OS,
         "compression": constants.IEC_NONE,
     }
     ins: dict[str, str] = {
         "name": instance.name,
+        "os": instance.os,
         "maxmem": str(beparams.get("maxmem", "")),
         "minmem": str(beparams.get("minmem", "")),
         "memory": str(beparams.get("maxmem", "")),
@@ -180,8 +191,10 @@ def build_config(
     ins["disk_count"] = str(len(instance.disks))
     cfg[INISECT_INS] = ins
     cfg[INISECT_HYP] = {k: _fmt(v) for k, v in sorted(hvparams.items()) if k not in HV_NOT_EXPORTED}
-    cfg[INISECT_BEP] = {k: _fmt(v) for k, v in sorted(beparams.items())}
+    bep = {**GANETI_ONLY_BEPARAMS, **beparams}
+    cfg[INISECT_BEP] = {k: _fmt(v) for k, v in sorted(bep.items())}
     cfg[INISECT_OSP] = {}
+    cfg[INISECT_OSP_PRIVATE] = {}
     return cfg
 
 
@@ -229,6 +242,7 @@ class ExportDescription:
     nics: list[Nic]
     tags: list[str]
     timestamp: int
+    compression: str = constants.IEC_NONE
 
 
 def describe(cfg: configparser.ConfigParser) -> ExportDescription:
@@ -251,9 +265,9 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
                 Nic(
                     mac=ins[f"nic{idx}_mac"],
                     ip=_none(ins.get(f"nic{idx}_ip", "None")),
-                    mode=ins.get(f"nic{idx}_mode", "bridged"),
-                    link=ins.get(f"nic{idx}_link", ""),
-                    vlan=ins.get(f"nic{idx}_vlan", ""),
+                    mode=_none(ins.get(f"nic{idx}_mode", "")) or "bridged",
+                    link=_none(ins.get(f"nic{idx}_link", "")) or "",
+                    vlan=_none(ins.get(f"nic{idx}_vlan", "")) or "",
                     name=_none(ins.get(f"nic{idx}_name", "")) or "",
                     network=_none(ins.get(f"nic{idx}_network", "")) or "",
                 )
@@ -261,7 +275,7 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
         return ExportDescription(
             name=ins["name"],
             source=cfg.get(INISECT_EXP, "source", fallback=""),
-            os=cfg.get(INISECT_EXP, "os", fallback=""),
+            os=ins.get("os") or cfg.get(INISECT_EXP, "os", fallback="") or "",
             disk_template=ins.get("disk_template", constants.DT_FILE),
             beparams=dict(cfg[INISECT_BEP]) if cfg.has_section(INISECT_BEP) else {},
             hvparams=dict(cfg[INISECT_HYP]) if cfg.has_section(INISECT_HYP) else {},
@@ -270,6 +284,7 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
             nics=nics,
             tags=ins.get("tags", "").split(),
             timestamp=int(cfg.get(INISECT_EXP, "timestamp", fallback="0")),
+            compression=cfg.get(INISECT_EXP, "compression", fallback=constants.IEC_NONE),
         )
     except (KeyError, ValueError) as err:
         raise OpPrereqError(f"Incomplete export config.ini: {err}", ECODE_INVAL) from err

@@ -515,6 +515,9 @@ class OpBackupQuery(OpCode):
     OP_ID: ClassVar[str] = "OP_BACKUP_QUERY"
 
     nodes: list[str] = field(default_factory=list)
+    # False: {node: [name, ...]} (Ganeti's result); True: {node: [{"name": NAME,
+    # "kind": "ganeti_lv"|"ganeti"}, ...]} (who wrote each export)
+    with_kind: bool = False
 
 
 @dataclass(kw_only=True)

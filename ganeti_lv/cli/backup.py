@@ -11,6 +11,7 @@ import argparse
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.cli.instance import parse_nics
 
 
 def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -43,7 +44,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     """Show the exports per node (Ganeti's "Node:" / instance layout)."""
     nodes = list(opts.node or [])
-    result = env.submit(opcodes.OpBackupQuery(nodes=nodes), quiet=True)
+    result = env.submit(opcodes.OpBackupQuery(nodes=nodes, with_kind=True), quiet=True)
     for node in sorted(result):
         exports = result[node]
         if exports is False:
@@ -51,8 +52,9 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
             continue
         env.write(f"Node: {node}")
         env.write("Exports:")
-        for name in exports:
-            env.write(f"\t{name}")
+        for entry in exports:
+            suffix = " (Ganeti export)" if entry["kind"] == "ganeti" else ""
+            env.write(f"\t{entry['name']}{suffix}")
     return EXIT_SUCCESS
 
 
@@ -71,6 +73,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
         mode="import",
         src_node=opts.src_node,
         src_path=opts.src_dir,
+        nics=parse_nics(opts.net),
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
         hvparams=common.parse_kv_list(opts.hvparams or "", "-H"),
         start=not opts.no_start,
@@ -105,7 +108,17 @@ def register(registry: CommandRegistry) -> None:
     imp.add_argument("-n", "--node", required=True, metavar="NODE", help="Primary node")
     imp.add_argument("--src-node", required=True, metavar="NODE")
     imp.add_argument(
-        "--src-dir", default=None, metavar="NAME", help="Export name (default INSTANCE)"
+        "--src-dir",
+        default=None,
+        metavar="NAME|PATH",
+        help="Export name in the export dir (default INSTANCE), or the absolute path of an"
+        " export directory on the source node (e.g. /var/lib/ganeti/export/NAME)",
+    )
+    imp.add_argument(
+        "--net",
+        action="append",
+        metavar="N:link=BRIDGE[,mac=MAC][,ip=IP]",
+        help="NIC N of the new instance (replaces the export's NICs)",
     )
     imp.add_argument("-t", "--disk-template", default=constants.DT_FILE)
     imp.add_argument("-B", "--backend-parameters", dest="beparams", default=None)

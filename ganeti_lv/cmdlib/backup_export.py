@@ -541,7 +541,7 @@ class LUBackupExport(LogicalUnit):
         inst, dst, cluster = self.instance, self.dst_node, self.cluster
         try:
             config = exportinfo.build_config(
-                inst, self.pnode.name, cluster.fill_beparams(inst), dict(inst.hvparams)
+                inst, self.pnode.uuid, cluster.fill_beparams(inst), cluster.fill_hvparams(inst)
             )
             path = node_call(
                 self.rpc.export_finalize,

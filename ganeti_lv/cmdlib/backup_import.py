@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganeti_lv import constants, exportinfo, locking
+from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import check_node_online, expand_node
 from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import disk_path
@@ -24,10 +24,11 @@ from ganeti_lv.units import coerce_beparams, coerce_params
 class ImportModeHandler(CreateModeHandler):
     """``OpInstanceCreate(mode="import")``: create an instance from an export.
 
-    The export is read from ``src_node`` (config.ini and manifest); disks,
-    NICs and parameters come from it unless the opcode gives them; every
-    disk is copied node to node and verified against the manifest's checksum
-    (in the manifest's algorithm: older exports have a plain sha256).
+    The export is read from ``src_node`` (config.ini, the manifest if any,
+    the directory's files); disks, NICs and parameters come from it unless
+    the opcode gives them; every disk is copied node to node and verified
+    against the manifest's checksum (in the manifest's algorithm: older
+    exports have a plain sha256).
     """
 
     def check_arguments(self) -> None:
@@ -46,46 +47,111 @@ class ImportModeHandler(CreateModeHandler):
         locks[locking.LEVEL_NODE] = sorted({*nodes, lu.op.src_node})
 
     def check_prereq(self) -> None:
-        """Read and check the export; shape the instance from it."""
+        """Read and check the export; shape the instance from it (nothing is created yet)."""
         lu = self.lu
         src = lu.cfg.get_node(lu.op.src_node)
         assert src is not None
         check_node_online(lu.cfg, src.name)
-        name = (lu.op.src_path or lu.op.instance_name).rstrip("/").rsplit("/", 1)[-1]
-        data = node_call(lu.rpc.export_read, src, lu.cluster, name).Raise(
-            f"Cannot read the export of {name} on {src.name}", prereq=True
+        path = exportcompat.resolve_src_path(
+            lu.cluster.export_dir, lu.op.src_path, lu.op.instance_name
+        )
+        data = node_call(lu.rpc.export_read, src, lu.cluster, path).Raise(
+            f"Cannot read the export in {path} on {src.name}", prereq=True
         )
         desc = exportinfo.describe(exportinfo.parse_config(data.config_text))
-        manifest = exportinfo.Manifest.from_json(data.manifest_text)
-        if len(manifest.disks) != len(desc.disks):
-            raise OpPrereqError("Export manifest and config.ini disagree on disks", ECODE_INVAL)
+        manifest = (
+            exportinfo.Manifest.from_json(data.manifest_text)
+            if data.manifest_text.strip()
+            else None
+        )
+        checked = exportcompat.check_dumps(desc, data, manifest)
+        self.foreign = manifest is None
+        if self.foreign:
+            lu.LogInfo(
+                f"{path} on {src.name} is an export written by Ganeti (no manifest.json):"
+                " sizes checked, checksums computed while copying"
+            )
+        for warning in checked.warnings:
+            lu.LogWarning(warning)
         inst = lu.instance
         if not lu.op.disks:
             inst.disks = desc.disks
             for disk in inst.disks:
                 disk.dev_type = inst.disk_template
-        if not lu.op.nics and not inst.nics:
+        self.nics_from_export = not lu.op.nics and not inst.nics
+        if self.nics_from_export:
             inst.nics = [n for n in desc.nics if n.mac not in _used_macs(lu)]
-        be = {k: v for k, v in desc.beparams.items() if k in constants.BEC_DEFAULTS}
-        hv = {k: v for k, v in desc.hvparams.items() if k in constants.HVC_DEFAULTS}
-        inst.beparams = coerce_beparams({**be, **lu.op.beparams}, dict(constants.BEC_DEFAULTS))
-        inst.hvparams = coerce_params(
-            {**hv, **lu.op.hvparams}, constants.HVC_DEFAULTS, "hypervisor"
-        )
+        self._take_params(desc)
         inst.os = desc.os or inst.os
         self.src = src
-        self.sources = [f"{data.path}/{d.file}" for d in manifest.disks]
-        self.checksums = [d.checksum_text for d in manifest.disks]
+        self.path = data.path
+        self.sources = checked.paths
+        self.checksums: list[str | None] = (
+            [d.checksum_text for d in manifest.disks] if manifest else [None] * len(desc.disks)
+        )
+        self._check_kernel()
+
+    def _take_params(self, desc: exportinfo.ExportDescription) -> None:
+        """The export's parameters as they mean here; the opcode's (-H/-B) win."""
+        lu, inst = self.lu, self.lu.instance
+        hv = exportcompat.translate_hvparams(desc.hvparams)
+        be = exportcompat.translate_beparams(desc.beparams)
+        dropped = [f"hypervisor: {', '.join(hv.dropped)}"] if hv.dropped else []
+        dropped += [f"backend: {', '.join(be.dropped)}"] if be.dropped else []
+        if self.foreign and dropped:
+            lu.LogWarning(
+                "Parameters of the export without meaning here were dropped"
+                f" ({'; '.join(dropped)}); the cluster's migration settings apply"
+            )
+        inst.beparams = coerce_beparams(
+            {**be.params, **lu.op.beparams}, dict(constants.BEC_DEFAULTS)
+        )
+        inst.hvparams = coerce_params(
+            {**hv.params, **lu.op.hvparams}, constants.HVC_DEFAULTS, "hypervisor"
+        )
+        self.hv_from_export = {k for k in hv.params if k not in lu.op.hvparams}
+
+    def _check_kernel(self) -> None:
+        """A kernel or initrd the export names must exist on the new primary node."""
+        lu = self.lu
+        wanted = [
+            str(lu.instance.hvparams.get(key) or "")
+            for key in ("kernel_path", "initrd_path")
+            if key in self.hv_from_export
+        ]
+        wanted = [p for p in wanted if p]
+        if not wanted:
+            return
+        usage = node_call(lu.rpc.disk_usage, lu.pnode, wanted).Raise(
+            f"Cannot check the kernel files on {lu.pnode.name}", prereq=True
+        )
+        missing = [u["path"] for u in usage if not u["exists"]]
+        if missing:
+            raise OpPrereqError(
+                f"The export boots {', '.join(missing)}, missing on node {lu.pnode.name};"
+                " give the kernel with -H kernel_path=...,initrd_path=... (or empty to boot"
+                " from the disk)",
+                ECODE_ENVIRON,
+            )
+
+    def missing_bridges_hint(self) -> str:
+        """NIC links taken from the export: the operator gives them with --net."""
+        if not self.nics_from_export:
+            return ""
+        return (
+            " (NIC links of the export; give the NICs with --net 0:link=BRIDGE[,mac=...],"
+            " one --net per NIC)"
+        )
 
     def hooks_env(self) -> dict[str, Any]:
         """Ganeti's import keys."""
-        return {"SRC_NODE": self.src.name, "SRC_PATH": self.sources[0].rsplit("/", 1)[0]}
+        return {"SRC_NODE": self.src.name, "SRC_PATH": self.path}
 
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
-        """Copy every exported disk onto the new disks, verifying its checksum."""
+        """Copy every exported disk onto the new disks, verifying or computing its checksum."""
         lu = self.lu
         for idx, (src_path, sha) in enumerate(zip(self.sources, self.checksums, strict=True)):
-            feedback_fn(f"Importing disk/{idx} from {self.src.name}")
+            feedback_fn(f"Importing disk/{idx} from {self.src.name}:{src_path}")
             res = node_call(
                 lu.rpc.copy_disk,
                 self.src,
@@ -96,7 +162,13 @@ class ImportModeHandler(CreateModeHandler):
                 progress_fn=progress.ProgressReporter(feedback_fn, f"disk/{idx}"),
             )
             stats = res.Raise(f"Import of disk/{idx} failed")
-            feedback_fn(f"disk/{idx}: {stats.checksum_text} verified")
+            if sha is None:
+                feedback_fn(
+                    f"disk/{idx}: {stats.checksum_text} computed on {lu.pnode.name} while"
+                    " copying (the export carries no checksum to verify against)"
+                )
+            else:
+                feedback_fn(f"disk/{idx}: {stats.checksum_text} verified")
 
 
 def _used_macs(lu: LogicalUnit) -> set[str]:

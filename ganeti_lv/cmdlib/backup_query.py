@@ -21,7 +21,11 @@ from ganeti_lv.opcodes import OpBackupQuery, OpBackupRemove
 
 @register_lu(OpBackupQuery)
 class LUBackupQuery(NoHooksLU):
-    """List exports per node: {node: [instance, ...]} (False for unreachable nodes)."""
+    """List exports per node: {node: [instance, ...]} (False for unreachable nodes).
+
+    Exports Ganeti wrote (config.ini without manifest.json) are complete too;
+    with ``with_kind`` each entry says who wrote it.
+    """
 
     REQ_BGL = False
 
@@ -41,7 +45,11 @@ class LUBackupQuery(NoHooksLU):
                 out[name] = False
                 continue
             entries = res.payload or []
-            out[name] = sorted(e.instance for e in entries if e.complete)
+            complete = sorted((e.instance, e.kind) for e in entries if e.complete)
+            if self.op.with_kind:
+                out[name] = [{"name": n, "kind": kind} for n, kind in complete]
+            else:
+                out[name] = [n for n, _ in complete]
             for entry in entries:
                 if entry.stale:
                     self.LogWarning(f"Stale incomplete export {entry.path} on {name}")

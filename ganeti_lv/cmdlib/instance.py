@@ -190,6 +190,10 @@ class CreateModeHandler:
         """Extra hook keys."""
         return {}
 
+    def missing_bridges_hint(self) -> str:
+        """Added to the error for NIC links missing on the primary node."""
+        return ""
+
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
         """Put data on the freshly created disks (before the first start)."""
 
@@ -344,7 +348,8 @@ class LUInstanceCreate(LogicalUnit):
         missing = sorted({n.link for n in self.instance.nics} - set(facts.bridges))
         if missing:
             raise OpPrereqError(
-                f"Missing bridges {', '.join(missing)} on node {self.pnode.name}",
+                f"Missing bridges {', '.join(missing)} on node {self.pnode.name}"
+                + self.handler.missing_bridges_hint(),
                 ECODE_ENVIRON,
             )
         if self.op.start:

@@ -257,7 +257,12 @@ def _escape_commas(value: str) -> str:
 
 
 def instance_kvm_params(
-    pl: PeerLayout, name: str, image: guest.GuestImage, dirtymb: int = 0
+    pl: PeerLayout,
+    name: str,
+    image: guest.GuestImage,
+    dirtymb: int = 0,
+    seed: str | None = None,
+    writepat: bool = True,
 ) -> str:
     """The ``-H kvm:...`` value of the test guest.
 
@@ -265,9 +270,12 @@ def instance_kvm_params(
     the migration target continues the log), as the local cluster's guests
     do. Ganeti's own serial socket is switched off (it passes ``-serial
     none``, which leaves qemu without any serial port), and the port is added
-    as a device of its own through ``kvm_extra``.
+    as a device of its own through ``kvm_extra``. ``seed`` (default: the
+    name) and ``writepat`` are the guest's pattern settings (``writepat``
+    False: the guest only reads and reports the pattern, e.g. of an
+    imported disk).
     """
-    args = guest.kernel_args(name, patmb=16, dirtymb=dirtymb)
+    args = guest.kernel_args(seed or name, patmb=16, dirtymb=dirtymb, writepat=writepat)
     extra = (
         f"-chardev file,id=glvconsole,path={pl.console_log(name)},append=on "
         "-device isa-serial,chardev=glvconsole"

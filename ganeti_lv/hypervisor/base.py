@@ -319,8 +319,8 @@ class NodeOps(abc.ABC):
         """Remove the instance's export (and stale leftovers); True if one existed."""
 
     @abc.abstractmethod
-    def export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
-        """config.ini and manifest of a complete export."""
+    def export_read(self, node: Node, cluster: Cluster, path: str) -> ExportData:
+        """config.ini, manifest.json (if any) and the files of the export in ``path``."""
 
     @abc.abstractmethod
     def zero_free_space(

@@ -48,17 +48,34 @@ class ExportEntry:
     complete: bool
     timestamp: int = 0
     stale: bool = False
+    # "ganeti_lv" (a manifest.json beside config.ini) or "ganeti" (config.ini
+    # and dumps only, as Ganeti writes them: no checksums to verify against)
+    kind: str = "ganeti_lv"
+
+
+@dataclass
+class ExportFile:
+    """A regular file of an export directory: its size and first bytes (hex)."""
+
+    name: str
+    size: int
+    head: str = ""
 
 
 @dataclass
 class ExportData:
-    """What an import reads from an export: config.ini and manifest texts, disk paths."""
+    """What an import reads from an export directory.
+
+    ``manifest_text`` is empty for an export without manifest.json (one
+    Ganeti wrote); ``files`` are the directory's regular files (symbolic
+    links and subdirectories are not listed), by name.
+    """
 
     node: str
     path: str
     config_text: str
     manifest_text: str
-    disk_paths: list[str] = field(default_factory=list)
+    files: dict[str, ExportFile] = field(default_factory=dict)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from ganeti_lv.hypervisor.base import NodeSession
 from ganeti_lv.hypervisor.export_types import (
     ExportData,
     ExportEntry,
+    ExportFile,
     SnapshotDisk,
     SnapshotInfo,
     ZeroingResult,
@@ -33,11 +34,17 @@ MiB = 1024 * 1024
 
 @dataclass
 class FakeExport:
-    """One fake export directory: files (name -> checksum) and the two texts."""
+    """One fake export directory: files (name -> checksum) and the two texts.
+
+    ``sizes`` (bytes) and ``heads`` (first bytes, hex) describe the files as
+    the node would list them; a copy into the export records its size.
+    """
 
     files: dict[str, str] = field(default_factory=dict)
     config_text: str = ""
     manifest_text: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+    heads: dict[str, str] = field(default_factory=dict)
 
 
 class FakeExportOps:
@@ -102,6 +109,7 @@ class FakeExportOps:
         export = self._export_for_path(dst.name, dst_path)
         if export is not None:
             export.files[dst_path.rsplit("/", 1)[1]] = sha
+            export.sizes[dst_path.rsplit("/", 1)[1]] = size
         else:
             target.files[dst_path] = fake.files[src_path]
             self.file_sha[(dst.name, dst_path)] = sha
@@ -202,12 +210,12 @@ class FakeExportOps:
     def export_list(self, node: Node, cluster: Cluster) -> list[ExportEntry]:
         self._enter("export_list", node)
         out = []
-        for dirname in sorted(self.exports.get(node.name, {})):
+        for dirname, exp in sorted(self.exports.get(node.name, {}).items()):
             stale = dirname.endswith((exportinfo.NEW_SUFFIX, exportinfo.OLD_SUFFIX))
             name = dirname.removesuffix(exportinfo.NEW_SUFFIX).removesuffix(exportinfo.OLD_SUFFIX)
-            out.append(
-                ExportEntry(name, node.name, f"{cluster.export_dir}/{dirname}", not stale, 0, stale)
-            )
+            kind = "ganeti_lv" if exp.manifest_text or stale else "ganeti"
+            path = f"{cluster.export_dir}/{dirname}"
+            out.append(ExportEntry(name, node.name, path, not stale, 0, stale, kind))
         return out
 
     def export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
@@ -218,24 +226,21 @@ class FakeExportOps:
             dirs.pop(instance_name + suffix, None)
         return found
 
-    def export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
-        self._enter("export_read", node, instance_name)
-        exp = self.exports.get(node.name, {}).get(instance_name)
+    def export_read(self, node: Node, cluster: Cluster, path: str) -> ExportData:
+        self._enter("export_read", node, path)
+        dirname = path.removeprefix(cluster.export_dir.rstrip("/") + "/")
+        exp = self.exports.get(node.name, {}).get(dirname)
         if exp is None:
-            raise NodeError(f"No export of {instance_name} on {node.name}", node.name)
-        path = f"{cluster.export_dir}/{instance_name}"
+            raise NodeError(f"No export directory {path} on {node.name}", node.name)
         fake = self.node(node.name)
+        files = {}
         for fname, sha in exp.files.items():
+            size = exp.sizes.get(fname, 0)
             # make the export's files copyable by copy_disk
-            fake.files[f"{path}/{fname}"] = 1024
+            fake.files[f"{path}/{fname}"] = size // MiB
             self.file_sha[(node.name, f"{path}/{fname}")] = sha
-        return ExportData(
-            node.name,
-            path,
-            exp.config_text,
-            exp.manifest_text,
-            [f"{path}/{f}" for f in sorted(exp.files)],
-        )
+            files[fname] = ExportFile(fname, size, exp.heads.get(fname, ""))
+        return ExportData(node.name, path, exp.config_text, exp.manifest_text, files)
 
     def zero_free_space(
         self, node: Node, cluster: Cluster, instance: Instance, timeout: float

@@ -1,7 +1,8 @@
 """Export directories on a node, handled over SSH (node-local, never the master's disk).
 
 Layout in ``<export_dir>``: ``<instance>/`` is a complete export (config.ini,
-manifest.json, disk images); ``<instance>.new/`` an export being written;
+manifest.json, disk images; an export Ganeti wrote has config.ini and its
+dumps only); ``<instance>.new/`` an export being written;
 ``<instance>.old/`` the previous export during the publish step.
 
 Publishing (``finalize``) writes config.ini and the manifest last, syncs,
@@ -18,7 +19,7 @@ import shlex
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, NodeError
 from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
-from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry
+from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, ExportFile
 from ganeti_lv.node.transport import Runner
 
 _RECOVER = """
@@ -124,14 +125,20 @@ for d in "$E"/*/; do
   d=${d%/}
   ts=$(sed -n 's/^timestamp *= *//p' "$d/config.ini" 2>/dev/null | head -n1)
   complete=0
-  [ -f "$d/config.ini" ] && [ -f "$d/manifest.json" ] && complete=1
-  echo "$(basename "$d") $complete ${ts:-0}"
+  [ -f "$d/config.ini" ] && complete=1
+  kind=ganeti
+  [ -f "$d/manifest.json" ] && kind=ganeti_lv
+  echo "$(basename "$d") $complete ${ts:-0} $kind"
 done
 """
 
 
 def list_exports(runner: Runner, node: str, export_dir: str) -> list[ExportEntry]:
-    """Every directory of the export dir: complete exports and stale leftovers."""
+    """Every directory of the export dir: complete exports and stale leftovers.
+
+    An export is complete when its config.ini is there; one with a
+    manifest.json beside it is ganeti_lv's, one without is Ganeti's.
+    """
     res = runner.run(["sh", "-c", _LIST, "sh", export_dir], check=False, timeout=60)
     if res.exit_status != 0:
         raise NodeError(f"Listing exports on {node} failed: {res.output.strip()}", node)
@@ -139,9 +146,9 @@ def list_exports(runner: Runner, node: str, export_dir: str) -> list[ExportEntry
     entries = []
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) != 3:
+        if len(parts) != 4:
             continue
-        dirname, complete, ts = parts
+        dirname, complete, ts, kind = parts
         stale = dirname.endswith((NEW_SUFFIX, OLD_SUFFIX))
         name = dirname.removesuffix(NEW_SUFFIX).removesuffix(OLD_SUFFIX)
         entries.append(
@@ -152,19 +159,44 @@ def list_exports(runner: Runner, node: str, export_dir: str) -> list[ExportEntry
                 complete=complete == "1" and not stale,
                 timestamp=int(ts) if ts.isdigit() else 0,
                 stale=stale,
+                kind=kind,
             )
         )
     return entries
 
 
-def read(runner: Runner, node: str, export_dir: str, name: str) -> ExportData:
-    """config.ini and manifest.json of the complete export of ``name``."""
-    script = _dirs(export_dir, name) + (
-        '[ -f "$D/config.ini" ] && [ -f "$D/manifest.json" ] || '
-        '{ echo "No complete export of this instance here" >&2; exit 1; }\n'
-        'cat "$D/config.ini"; printf "\\0"; cat "$D/manifest.json"\n'
-    )
-    out = _run(runner, node, script, f"Reading the export of {name}")
-    config_text, _, manifest_text = out.partition("\0")
-    path = f"{export_dir}/{name}"
-    return ExportData(node, path, config_text, manifest_text)
+# Reading an export: config.ini, NUL, manifest.json (empty if none), NUL, then
+# one line per regular file of the directory (symbolic links are not
+# followed): size, the first HEAD_BYTES bytes in hex ("-" if empty), name.
+HEAD_BYTES = 512  # a tar header's magic is at 257
+_READ = r"""
+D="$1"
+[ -d "$D" ] || { echo "No export directory $D" >&2; exit 1; }
+[ -f "$D/config.ini" ] || { echo "No complete export in $D (no config.ini)" >&2; exit 1; }
+cat "$D/config.ini"
+printf "\0"
+if [ -f "$D/manifest.json" ]; then cat "$D/manifest.json"; fi
+printf "\0"
+for f in "$D"/* "$D"/.[!.]*; do
+  [ -f "$f" ] && [ ! -L "$f" ] || continue
+  h=$(od -An -v -tx1 -N"$2" "$f" | tr -d ' \n')
+  printf '%s %s %s\n' "$(stat -c %s "$f")" "${h:--}" "${f##*/}"
+done
+"""
+
+
+def read(runner: Runner, node: str, path: str) -> ExportData:
+    """config.ini, manifest.json (if any) and the files of the export in ``path``."""
+    res = runner.run(["sh", "-c", _READ, "sh", path, str(HEAD_BYTES)], check=False, timeout=120)
+    if res.exit_status != 0:
+        raise NodeError(
+            f"Reading the export in {path} on {node} failed: {res.output.strip()[-1000:]}", node
+        )
+    config_text, _, rest = res.stdout.partition("\0")
+    manifest_text, _, listing = rest.partition("\0")
+    files: dict[str, ExportFile] = {}
+    for line in listing.splitlines():
+        size, head, name = (line.split(" ", 2) + ["", ""])[:3]
+        if size.isdigit() and name:
+            files[name] = ExportFile(name, int(size), "" if head == "-" else head)
+    return ExportData(node, path, config_text, manifest_text, files)

@@ -27,10 +27,12 @@ def test_publish_replaces_previous_and_lists(tmp_path):
     _publish(base, "web1", "two")
     assert sorted(p.name for p in base.iterdir()) == ["web1"]
     assert (base / "web1" / "disk0.img").read_text() == "two"
-    data = exportdir.read(R, "n", str(base), "web1")
+    data = exportdir.read(R, "n", f"{base}/web1")
     assert data.config_text == "[export]\nm = two\n" and data.manifest_text == "{}"
+    assert data.files["disk0.img"].size == 3 and data.files["disk0.img"].head == "74776f"
     [entry] = exportdir.list_exports(R, "n", str(base))
     assert entry.instance == "web1" and entry.complete and not entry.stale
+    assert entry.kind == "ganeti_lv"
 
 
 def test_interrupted_export_keeps_previous_and_is_stale(tmp_path):
@@ -61,8 +63,31 @@ def test_crash_between_renames_restores_old(tmp_path):
 def test_bad_name_refused(tmp_path):
     with pytest.raises(NodeError):
         exportdir.prepare(R, "n", str(tmp_path), "../etc")
-    with pytest.raises(NodeError, match="No complete export"):
-        exportdir.read(R, "n", str(tmp_path), "web1")
+    with pytest.raises(NodeError, match="No export directory"):
+        exportdir.read(R, "n", f"{tmp_path}/web1")
+    (tmp_path / "web1").mkdir()
+    with pytest.raises(NodeError, match="no config.ini"):
+        exportdir.read(R, "n", f"{tmp_path}/web1")
+
+
+def test_ganeti_export_is_complete_and_read_without_manifest(tmp_path):
+    """Ganeti's layout: config.ini and dumps named by UUID, no manifest.json."""
+    d = tmp_path / "alpha"
+    d.mkdir()
+    (d / "config.ini").write_text("[export]\nversion = 0\ntimestamp = 17\n")
+    (d / "0f3c-uuid").write_bytes(b"\x1f\x8b" + b"x" * 100)
+    (d / "link").symlink_to("/etc/hostname")
+    (d / "sub").mkdir()
+    [entry] = exportdir.list_exports(R, "n", str(tmp_path))
+    assert (entry.instance, entry.complete, entry.kind, entry.timestamp) == (
+        "alpha", True, "ganeti", 17,
+    )  # fmt: skip
+    data = exportdir.read(R, "n", str(d))
+    assert data.manifest_text == ""
+    # only regular files: no symbolic link, no directory
+    assert sorted(data.files) == ["0f3c-uuid", "config.ini"]
+    dump = data.files["0f3c-uuid"]
+    assert dump.size == 102 and dump.head.startswith("1f8b78") and len(dump.head) == 204
 
 
 def test_publish_writes_manifest_and_config_exactly(tmp_path):

@@ -26,20 +26,29 @@ def _instance():
 
 def test_config_has_ganetis_sections_and_keys():
     be = {"maxmem": 128, "minmem": 64, "vcpus": 1}
-    hv = {"kernel_path": "/k", "migration_bandwidth": 0, "migration_mode": "live"}
+    hv = {
+        "kernel_path": "/k",
+        "migration_bandwidth": 0,
+        "migration_mode": "live",
+        "migration_downtime": 300,
+        "migration_caps": "",
+    }
     text = exportinfo.config_to_text(
-        exportinfo.build_config(_instance(), "node1", be, hv, timestamp=1700000000)
+        exportinfo.build_config(_instance(), "uuid-of-node1", be, hv, timestamp=1700000000)
     )
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read_string(text)
-    assert cfg.sections() == ["export", "instance", "hypervisor", "backend", "os"]
+    assert cfg.sections() == ["export", "instance", "hypervisor", "backend", "os", "os_private"]
+    # The disks are raw images: a Ganeti cluster imports them with OS noop; the
+    # instance's own OS label is kept in [instance].
     assert dict(cfg["export"]) == {
         "version": "0",
         "timestamp": "1700000000",
-        "source": "node1",
-        "os": "busybox",
+        "source": "uuid-of-node1",
+        "os": "noop",
         "compression": "none",
     }
+    assert cfg["instance"]["os"] == "busybox"
     ins = cfg["instance"]
     assert (ins["name"], ins["maxmem"], ins["minmem"], ins["memory"], ins["vcpus"]) == (
         "web1", "128", "64", "128", "1",
@@ -52,8 +61,14 @@ def test_config_has_ganetis_sections_and_keys():
     assert ins["disk0_ivname"] == "disk/0" and ins["disk0_dump"] == "disk0.img"
     assert ins["disk0_size"] == "1024" and ins["disk0_name"] == "root"
     assert ins["disk1_name"] == "None"
-    assert dict(cfg["hypervisor"]) == {"kernel_path": "/k"}  # no migration_* settings
-    assert cfg["backend"]["maxmem"] == "128"
+    # Ganeti's import refuses its cluster-level parameters on an instance; it
+    # takes migration_downtime and migration_caps.
+    assert dict(cfg["hypervisor"]) == {
+        "kernel_path": "/k",
+        "migration_downtime": "300",
+        "migration_caps": "",
+    }
+    assert cfg["backend"]["maxmem"] == "128" and cfg["backend"]["spindle_use"] == "1"
 
 
 def test_describe_round_trip():
@@ -67,7 +82,8 @@ def test_describe_round_trip():
     assert [d.name for d in desc.disks] == ["root", ""]
     assert desc.disk_files == ["disk0.img", "disk1.img"]
     assert desc.nics[0].mac == inst.nics[0].mac and desc.nics[0].ip is None
-    assert desc.hvparams == {"kernel_path": "/k"} and desc.beparams == {"maxmem": "128"}
+    assert desc.hvparams == {"kernel_path": "/k"}
+    assert desc.beparams == {"maxmem": "128", "spindle_use": "1"}
     assert desc.tags == ["a", "b"]
 
 

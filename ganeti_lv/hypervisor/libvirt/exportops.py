@@ -197,13 +197,8 @@ class LibvirtExportOps:
     def export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
         return exportdir.remove(self.ssh(node), node.name, cluster.export_dir, instance_name)
 
-    def export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
-        data = exportdir.read(self.ssh(node), node.name, cluster.export_dir, instance_name)
-        from ganeti_lv.exportinfo import Manifest
-
-        manifest = Manifest.from_json(data.manifest_text)
-        data.disk_paths = [f"{data.path}/{d.file}" for d in manifest.disks]
-        return data
+    def export_read(self, node: Node, cluster: Cluster, path: str) -> ExportData:
+        return exportdir.read(self.ssh(node), node.name, path)
 
     def zero_free_space(
         self, node: Node, cluster: Cluster, instance: Instance, timeout: float

@@ -1,0 +1,207 @@
+"""Import of exports through the processor with FakeNodeOps: Ganeti's exports, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_exportcompat import DUMP, GANETI_CONFIG
+from test_lu_backup import INST, N1, N2, N3, place_inst1, run
+
+from ganeti_lv import exportinfo
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.fake_export import FakeExport
+from ganeti_lv.objects import disk_path
+from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpInstanceCreate
+
+MiB = 1024 * 1024
+NEW = "restored.example.com"
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """inst1 runs on node1 with its disk file."""
+    place_inst1(fake_ops, config)
+    return fake_ops
+
+
+def _ganeti_export(ops: FakeNodeOps, text: str = GANETI_CONFIG, name: str = "alpha") -> FakeExport:
+    """A Ganeti export of ``alpha`` on node2 (br0 is the fake nodes' bridge)."""
+    exp = FakeExport(
+        files={DUMP: SHA},
+        config_text=text.replace("xen-br0", "br0").replace("/boot/vmlinuz-3-kvmU", ""),
+        sizes={DUMP: 128 * MiB},
+    )
+    ops.exports.setdefault(N2, {})[name] = exp
+    return exp
+
+
+def _import(ctx: Context, **kw: Any) -> tuple[Any, list[str]]:
+    args: dict[str, Any] = {
+        "instance_name": NEW,
+        "disk_template": "file",
+        "pnode": N3,
+        "mode": "import",
+        "src_node": N2,
+        "src_path": "alpha",
+        "start": False,
+    }
+    return run(ctx, OpInstanceCreate(**{**args, **kw}))
+
+
+def _nothing_created(ops: FakeNodeOps, config: ConfigStore) -> None:
+    assert config.get_instance(NEW) is None
+    assert not ops.calls_to("create_disks") and not ops.calls_to("copy_disk")
+
+
+def test_ganeti_export_imported_with_translated_parameters(ctx, fake_ops, config):
+    _ganeti_export(fake_ops)
+    _, lines = _import(ctx, hvparams={"cpu_type": "qemu64"})
+    inst = config.get_instance(NEW)
+    assert inst is not None
+    assert [d.size for d in inst.disks] == [128] and inst.os == "noop"
+    assert inst.nics[0].mac == "aa:00:00:5e:11:22" and inst.nics[0].link == "br0"
+    assert inst.beparams == {
+        "maxmem": 256,
+        "minmem": 256,
+        "vcpus": 1,
+        "auto_balance": True,
+        "always_failover": False,
+    }
+    # meaningless or cluster-decided parameters dropped; -H wins
+    assert "migration_downtime" not in inst.hvparams and "kvm_extra" not in inst.hvparams
+    assert inst.hvparams["cpu_type"] == "qemu64" and inst.hvparams["serial_console"] is True
+    copy = fake_ops.calls_to("copy_disk", N2)[-1]
+    assert copy.args[0] == f"{config.get_cluster().export_dir}/alpha/{DUMP}"
+    assert copy.args[2] == disk_path(config.get_cluster(), inst, 0)
+    assert fake_ops.copy_options[-1]["expect_sha256"] is None  # nothing to verify against
+    text = "\n".join(lines)
+    assert "export written by Ganeti" in text
+    assert "dropped (hypervisor: kvm_extra, migration_caps, migration_downtime" in text
+    assert "backend: spindle_use" in text
+    assert f"disk/0: sha256-tree-4M:{SHA} computed on {N3} while copying" in text
+
+
+def test_ganeti_export_read_from_an_absolute_path(ctx, fake_ops, config):
+    path = "/var/lib/ganeti/export/alpha"
+    exp = _ganeti_export(fake_ops)
+    fake_ops.exports[N2][path] = fake_ops.exports[N2].pop("alpha")
+    assert exp is fake_ops.exports[N2][path]
+    _import(ctx, src_path=path + "/")
+    assert config.get_instance(NEW) is not None
+    assert fake_ops.calls_to("copy_disk", N2)[-1].args[0] == f"{path}/{DUMP}"
+
+
+def test_missing_nic_link_is_environ_error_naming_net(ctx, fake_ops, config):
+    exp = _ganeti_export(fake_ops)
+    exp.config_text = exp.config_text.replace("nic0_link = br0", "nic0_link = xen-br0")
+    with pytest.raises(OpPrereqError) as err:
+        _import(ctx)
+    assert err.value.ecode == ECODE_ENVIRON
+    assert "Missing bridges xen-br0" in str(err.value) and "--net 0:link=" in str(err.value)
+    _nothing_created(fake_ops, config)
+    # the operator's --net wins over the export's NICs
+    _import(ctx, nics=[{"link": "br0"}])
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.nics[0].link == "br0"
+    assert inst.nics[0].mac != "aa:00:00:5e:11:22"
+
+
+def test_missing_kernel_is_environ_error_naming_h(ctx, fake_ops, config):
+    exp = _ganeti_export(fake_ops)
+    exp.config_text = exp.config_text.replace("kernel_path = \n", "kernel_path = /boot/vmlinuz\n")
+    assert "/boot/vmlinuz" in exp.config_text
+    with pytest.raises(OpPrereqError, match="-H kernel_path=") as err:
+        _import(ctx)
+    assert err.value.ecode == ECODE_ENVIRON and "/boot/vmlinuz" in str(err.value)
+    _nothing_created(fake_ops, config)
+    _import(ctx, hvparams={"kernel_path": ""})  # the operator boots from the disk
+    assert config.get_instance(NEW) is not None
+
+
+def test_non_raw_dump_refused_before_anything_is_created(ctx, fake_ops, config):
+    exp = _ganeti_export(fake_ops, GANETI_CONFIG.replace("os = noop", "os = debootstrap+default"))
+    exp.sizes[DUMP] = 37 * MiB
+    exp.heads[DUMP] = "01000000" + "00" * 20 + "6cea0000"
+    with pytest.raises(OpPrereqError, match=r"not a raw disk image \(a dump\(8\) stream\)") as err:
+        _import(ctx)
+    assert err.value.ecode == ECODE_INVAL and "OS 'debootstrap+default'" in str(err.value)
+    _nothing_created(fake_ops, config)
+
+
+def test_truncated_dump_refused(ctx, fake_ops, config):
+    exp = _ganeti_export(fake_ops)
+    exp.sizes[DUMP] = 100 * MiB
+    with pytest.raises(OpPrereqError, match="truncated or corrupted"):
+        _import(ctx)
+    _nothing_created(fake_ops, config)
+
+
+def test_relative_src_dir_refused(ctx, fake_ops, config):
+    _ganeti_export(fake_ops)
+    with pytest.raises(OpPrereqError, match="neither an export name") as err:
+        _import(ctx, src_path="../file-storage/alpha")
+    assert err.value.ecode == ECODE_INVAL
+    _nothing_created(fake_ops, config)
+    assert not fake_ops.calls_to("export_read")
+
+
+def _own_export(ctx: Context, ops: FakeNodeOps) -> FakeExport:
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    return ops.exports[N2][INST]
+
+
+def test_own_export_with_edited_disk_size_refused(ctx, ops, config):
+    exp = _own_export(ctx, ops)
+    exp.config_text = exp.config_text.replace("disk0_size = 1024", "disk0_size = 2048")
+    with pytest.raises(OpPrereqError, match="config.ini gives 2048 MiB, the manifest"):
+        _import(ctx, src_path=INST)
+    assert config.get_instance(NEW) is None
+
+
+def test_own_export_manifest_naming_another_file_refused(ctx, ops, config):
+    exp = _own_export(ctx, ops)
+    manifest = exportinfo.Manifest.from_json(exp.manifest_text)
+    manifest.disks[0].file = "../other/disk0.img"
+    exp.manifest_text = manifest.to_json()
+    with pytest.raises(OpPrereqError, match="the manifest names '../other/disk0.img'"):
+        _import(ctx, src_path=INST)
+    assert config.get_instance(NEW) is None
+
+
+def test_own_export_round_trip_keeps_parameters(ctx, ops, config):
+    _own_export(ctx, ops)
+    _, lines = _import(ctx, src_path=INST)
+    inst, orig = config.get_instance(NEW), config.get_instance(INST)
+    assert inst is not None and orig is not None
+    assert inst.os == orig.os  # [instance] os, not the [export] os for Ganeti
+    assert not any("dropped" in line for line in lines)
+    assert ops.copy_options[-1]["expect_sha256"].startswith("sha256-tree-4M:")
+
+
+def test_backup_list_names_ganeti_exports(ctx, ops, config):
+    _own_export(ctx, ops)
+    _ganeti_export(ops)
+    plain, _ = run(ctx, OpBackupQuery(nodes=[N2]))
+    assert plain == {N2: ["alpha", INST]}
+    kinds, _ = run(ctx, OpBackupQuery(nodes=[N2], with_kind=True))
+    assert kinds == {N2: [{"name": "alpha", "kind": "ganeti"}, {"name": INST, "kind": "ganeti_lv"}]}
+
+
+def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
+    from ganeti_lv.cli.main import main
+
+    _ganeti_export(ops)
+    base = ["--data-dir", data_dir]
+    assert main([*base, "backup", "list", "--node", N2], node_ops=ops) == 0
+    assert "\talpha (Ganeti export)" in capsys.readouterr().out.splitlines()
+    argv = [*base, "backup", "import", "-n", N1, "--src-node", N2, "--src-dir", "alpha"]
+    net = ["--net", "0:link=br0,mac=aa:00:00:00:00:99"]
+    code = main([*argv, "--no-start", *net, NEW], node_ops=ops)
+    assert code == 0, capsys.readouterr()
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.nics[0].mac == "aa:00:00:00:00:99"
