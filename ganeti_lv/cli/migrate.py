@@ -86,6 +86,7 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
 def register(registry: CommandRegistry) -> None:
     """Add ``instance migrate`` and ``instance failover``."""
     mig = registry.command("instance", "migrate", cmd_migrate, help="Migrate an instance")
+    common.add_submit(mig)
     _common_args(mig)
     mig.add_argument("--non-live", action="store_true", help="Pause the guest during transfer")
     mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
@@ -106,6 +107,7 @@ def register(registry: CommandRegistry) -> None:
     mig.add_argument("--progress-timeout", type=float, default=None, metavar="SECONDS")
     mig.add_argument("--completion-timeout", type=float, default=None, metavar="SECONDS")
     fail = registry.command("instance", "failover", cmd_failover, help="Fail over an instance")
+    common.add_submit(fail)
     _common_args(fail)
     fail.add_argument("--ignore-consistency", action="store_true")
     fail.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
