@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv.cmdlib.allocator import NodeFit, Need, plan
+from ganeti_lv.cmdlib.allocator import Need, NodeFit, plan
 
 STORE = "/srv/ganeti-lv/file-storage"
 
@@ -128,7 +128,8 @@ CASES = [
         None,
         {},
         {
-            "huge": "n2: not enough memory (needs 8000 MiB, 4000 MiB free after the plan); n3: drained"
+            "huge": "n2: not enough memory (needs 8000 MiB, 4000 MiB free after the plan);"
+            " n3: drained"
         },
     ),
     (
