@@ -28,6 +28,7 @@ if __package__ in (None, ""):
 
 from bench import framework, startup, stats  # noqa: E402
 from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
+from ganeti_lv.devcluster import emulator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("framework", "startup", "migration", "export")
@@ -55,7 +56,7 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
     cl = BenchCluster(opts.dir, opts.subnet, nodes=3, feedback=_log)
     _log(f"bringing up the bench cluster in {opts.dir} ({opts.subnet})")
     try:
-        info = cl.up()
+        info = cl.up(qemu=opts.qemu)
         out["cluster"] = {"domain_type": info.get("domain_type"), "nodes": cl.node_names}
         if "migration" in parts:
             start = time.monotonic()
@@ -98,7 +99,8 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
         "# ganeti_lv benchmark results",
         "",
         f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs, Python "
-        f"{meta['python']}), {meta['seconds']:.0f} s in all; reproduce with `{argv}`.",
+        f"{meta['python']}, qemu {meta.get('qemu', 'default')}), {meta['seconds']:.0f} s in all; "
+        f"reproduce with `{argv}`.",
         "",
         "## Targets",
         "",
@@ -141,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="bench cluster subnet")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    parser.add_argument(
+        "--qemu",
+        choices=emulator.MODES,
+        default=None,
+        help="the bench cluster's qemu (default: the local cluster's default)",
+    )
     opts = parser.parse_args(argv)
     parts = [p.strip() for p in opts.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
@@ -164,11 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "quick": opts.quick,
         "parts": parts,
+        "qemu": opts.qemu or "default",
         "seconds": time.monotonic() - started,
     }
     targets = collect_targets(results)
     results["targets"] = [t.to_dict() for t in targets]
     shown = "bench/run.py" + (" --quick" if opts.quick else "")
+    if opts.qemu:
+        shown += f" --qemu {opts.qemu}"
     if opts.only != ",".join(PARTS):
         shown += f" --only {opts.only}"
     out_dir = Path(opts.out)
