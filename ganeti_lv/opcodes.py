@@ -142,6 +142,11 @@ def _require_positive(op: OpCode, *names: str) -> None:
             )
 
 
+def _require_planned_target(op: OpCode) -> None:
+    if getattr(op, "planned", False) and not getattr(op, "target_node", None):
+        raise OpPrereqError(f"A planned {op.OP_ID} needs its target node", ECODE_INVAL)
+
+
 # ---------------------------------------------------------------- cluster
 
 
@@ -421,6 +426,7 @@ class OpInstanceMigrate(OpCode):
             raise OpPrereqError(
                 "Only one of the 'live' and 'mode' parameters can be given", ECODE_INVAL
             )
+        _require_planned_target(self)
         _require_non_negative(
             self,
             "migration_bandwidth",
@@ -449,6 +455,7 @@ class OpInstanceFailover(OpCode):
 
     def _check_values(self) -> None:
         _require_non_negative(self, "shutdown_timeout")
+        _require_planned_target(self)
 
 
 @dataclass(kw_only=True)

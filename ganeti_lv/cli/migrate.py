@@ -17,11 +17,16 @@ from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegi
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 
-def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Migrate an instance (or clean up after an interrupted migration)."""
+def migration_mode(opts: argparse.Namespace) -> str | None:
+    """The mode ``--non-live`` or ``--migration-mode`` asks for (None: the hvparam's)."""
     if opts.non_live and opts.migration_mode:
         raise OpPrereqError("Only one of --non-live and --migration-mode may be given", ECODE_INVAL)
-    mode = constants.HT_MIGRATION_NONLIVE if opts.non_live else opts.migration_mode
+    return constants.HT_MIGRATION_NONLIVE if opts.non_live else opts.migration_mode
+
+
+def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Migrate an instance (or clean up after an interrupted migration)."""
+    mode = migration_mode(opts)
     if opts.cleanup:
         question = f"Instance {opts.instance_name}'s migration will be cleaned up. Continue?"
     else:

@@ -17,7 +17,7 @@ from typing import Any
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.cli.migrate import migration_mode
 
 
 def _show(env: CliEnv, result: Any) -> None:
@@ -36,9 +36,7 @@ def _show(env: CliEnv, result: Any) -> None:
 
 def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
     """Live-migrate every running instance off a node."""
-    if opts.non_live and opts.migration_mode:
-        raise OpPrereqError("Only one of --non-live and --migration-mode may be given", ECODE_INVAL)
-    mode = constants.HT_MIGRATION_NONLIVE if opts.non_live else opts.migration_mode
+    mode = migration_mode(opts)
     question = f"All running instances on node {opts.node_name} will be migrated. Continue?"
     if not opts.dry_run and not env.confirm(question, opts.force):
         return EXIT_FAILURE

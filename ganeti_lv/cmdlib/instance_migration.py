@@ -714,14 +714,8 @@ class _MoveLU(LogicalUnit):
         }
         self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
         self._old_primary = ""
-        if self.op.planned:
-            # one move of a node operation: its plan reserved the target's
-            # memory, so its moves share the node locks and run side by side
-            # (any other operation on these nodes still waits for them all)
-            if not self.op.target_node:
-                raise OpPrereqError("A planned move needs its target node", ECODE_INVAL)
-            self.share_locks[locking.LEVEL_NODE] = 1
-            self.share_locks[locking.LEVEL_NODE_RES] = 1
+        if self.op.planned:  # a move of a node operation: see cmdlib.node_evacuate
+            self.share_locks[locking.LEVEL_NODE] = self.share_locks[locking.LEVEL_NODE_RES] = 1
 
     def EarlyWork(self) -> EarlyWork | None:
         """Warm the connections to the master, the primary and the target (a hint)."""

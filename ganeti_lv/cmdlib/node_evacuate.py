@@ -14,6 +14,10 @@ Then every move runs as a job of its own under this one
 all its checks and guarantees, within the per-source and per-target
 limits (cluster settings, overridden per call). The node operation itself
 holds no lock beyond the shared Big Ganeti Lock: each move takes its own.
+The moves are ``planned`` opcodes: the plan reserved their targets'
+memory, so they take their node and node-resource locks shared and run
+side by side (each still checks its target's free memory), while any other
+operation that needs these nodes exclusively waits for them.
 Its result lists every instance's move, job and node; it fails when any
 instance did not move.
 """
