@@ -76,8 +76,8 @@ class _NodeMovesLU(NoHooksLU):
         self.needed_locks = {}
 
     # ------------------------------------------------------------ subclasses
-    def _kind(self, inst: Instance) -> str | None:
-        """How ``inst`` moves (MIGRATE, FAILOVER), or None when it stays."""
+    def _kind(self, inst: Instance, source: Node) -> str | None:
+        """How ``inst`` moves off ``source`` (MIGRATE, FAILOVER), or None when it stays."""
         raise NotImplementedError
 
     def _opcode(self, move: Move) -> OpCode:
@@ -93,7 +93,7 @@ class _NodeMovesLU(NoHooksLU):
         kinds = {}
         for inst in sorted(data.instances.values(), key=lambda i: i.name):
             if inst.primary_node == source.name:
-                kind = self._kind(inst)
+                kind = self._kind(inst, source)
                 if kind is not None:
                     kinds[inst.name] = kind
         self.kinds = kinds
@@ -262,7 +262,13 @@ class LUNodeMigrate(_NodeMovesLU):
 
     WHAT = "migrate"
 
-    def _kind(self, inst: Instance) -> str | None:
+    def _kind(self, inst: Instance, source: Node) -> str | None:
+        if source.offline:
+            raise OpPrereqError(
+                f"Node {source.name} is offline: nothing can be migrated off it"
+                " (node evacuate fails its instances over)",
+                ECODE_STATE,
+            )
         return MIGRATE if inst.admin_state == constants.ADMINST_UP else None
 
     def _opcode(self, move: Move) -> OpCode:
@@ -283,8 +289,9 @@ class LUNodeEvacuate(_NodeMovesLU):
 
     WHAT = "evacuate"
 
-    def _kind(self, inst: Instance) -> str | None:
-        if inst.admin_state == constants.ADMINST_UP:
+    def _kind(self, inst: Instance, source: Node) -> str | None:
+        # an offline node cannot send a live migration: everything is failed over
+        if inst.admin_state == constants.ADMINST_UP and not source.offline:
             return MIGRATE
         return FAILOVER
 
@@ -301,5 +308,6 @@ class LUNodeEvacuate(_NodeMovesLU):
             instance_name=move.instance,
             target_node=move.target,
             shutdown_timeout=self.op.shutdown_timeout,
+            ignore_consistency=get_node(self.cfg, move.source).offline,
             planned=True,
         )

@@ -113,7 +113,7 @@ def test_dry_run_shows_the_plan_and_moves_nothing(
 ) -> None:
     result, lines = run(ctx, OpNodeEvacuate(node_name="node1", dry_run=True))
     assert {m["instance"] for m in result} == {I1, I2, I3}
-    assert all(m["target"] in (N2, N3) for m in result)
+    assert all(m["target"] in (N2, N3) for m in result), result
     assert any("->" in line for line in lines)
     assert [primary(config, n) for n in (I1, I2, I3)] == [N1, N1, N1]
     assert not ops.calls_to("migrate_instance")
@@ -251,3 +251,23 @@ def test_parallel_moves_respect_the_limits(
     active[1] = 0
     run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=2))
     assert active[1] == 1  # one target, one move at a time onto it
+
+
+def test_offline_node_is_evacuated_by_failover_only(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.nodes[N1].offline = True
+        for name in (I1, I2, I3):
+            data.instances[name].disk_template = constants.DT_SHARED_FILE
+    cluster = config.get_cluster()
+    for name in (I1, I2, I3):  # the shared images, seen from every node
+        inst = config.get_instance(name)
+        assert inst is not None
+        ops.present_paths.add(disk_path(cluster, inst, 0))
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1"))
+    assert err.value.ecode == ECODE_STATE
+    result, _ = run(ctx, OpNodeEvacuate(node_name="node1", dry_run=True))
+    assert {m["kind"] for m in result} == {"failover"}
+    assert all(m["target"] in (N2, N3) for m in result), result
