@@ -147,3 +147,25 @@ def test_node_migrate_in_the_master_daemon(
     assert client.watch(children[0].id) == [None]
     with pytest.raises(JobError, match="not running"):
         client.cancel(children[0].id)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("migration  75.0% of memory, 12 MiB/s", ("migrating", 75.0, "12 MiB/s")),
+        ("ev1: migration  75.0% of memory, 12 MiB/s", ("ev1 migrating", 75.0, "12 MiB/s")),
+        (
+            "ev1: disk/0 sent 1.5G, 120 MiB/s, 30%, ETA 12s",
+            ("ev1 disk/0", 30.0, "1.5G, 120 MiB/s, ETA 12s"),
+        ),
+        (
+            "instances 1/4 finished: 1 done, 2 running, 1 queued, 0 failed",
+            ("instances", 25.0, "1 done, 2 running, 1 queued, 0 failed"),
+        ),
+        ("ev1: migrate to node2 started as job 7", None),
+    ],
+)
+def test_progress_of_node_operation_lines(line: str, expected: Any) -> None:
+    from ganeti_lv.master.protocol import progress_of
+
+    assert progress_of(line) == expected
