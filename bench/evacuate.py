@@ -63,7 +63,7 @@ def evacuate_gnt(cl: BenchCluster, names: list[str]) -> dict[str, Any]:
     for line in out.splitlines():
         match = STATS_RE.search(line)
         if match:
-            downtime[match.group("who")] = float(match.group(4))
+            downtime[match.group("who")] = float(match.group(3))
     missing = [n for n in names if cl.primary(n) == SOURCE]
     if missing:
         raise BenchError(f"node evacuate left {', '.join(missing)} on {SOURCE}")
