@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/results/results.json and results.md.
 
-    .venv/bin/python bench/run.py [--quick] [--only framework,startup,migration,export]
+    .venv/bin/python bench/run.py [--quick] [--only framework,startup,migration,export,evacuate]
 
 The framework and start-up benchmarks need no cluster. The migration and export
 benchmarks bring up a 3-node local cluster of their own (directory
@@ -31,7 +31,7 @@ from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
 from ganeti_lv.devcluster import emulator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("framework", "startup", "migration", "export")
+PARTS = ("framework", "startup", "migration", "export", "evacuate")
 
 
 def _log(msg: str) -> None:
@@ -66,6 +66,12 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             start = time.monotonic()
             out["export"] = export.run_all(cl, opts.quick, _log)
             out["export"]["seconds"] = time.monotonic() - start
+        if "evacuate" in parts:
+            from bench import evacuate
+
+            start = time.monotonic()
+            out["evacuate"] = evacuate.run_all(cl, opts.quick, _log)
+            out["evacuate"]["seconds"] = time.monotonic() - start
     except Exception as err:  # noqa: BLE001 - report and still write what was measured
         out["cluster_error"] = f"{type(err).__name__}: {err}"
         _log(f"cluster benchmarks stopped: {out['cluster_error']}")
@@ -87,6 +93,10 @@ def collect_targets(results: dict[str, Any]) -> list[stats.Target]:
         found += export.targets(results["export"])
     if "framework" in results:
         found += framework.targets(results["framework"])
+    if "evacuate" in results:
+        from bench import evacuate
+
+        found += evacuate.targets(results["evacuate"])
     return found
 
 
@@ -123,6 +133,11 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
     if "export" in results:
         lines += ["", "## Export (medians; ratio = median of alternating pairs)", ""]
         lines.append(export.markdown(results["export"]))
+    if "evacuate" in results:
+        from bench import evacuate
+
+        lines += ["", "## Node evacuation (medians; ratio = median of alternating pairs)", ""]
+        lines.append(evacuate.markdown(results["evacuate"]))
     if "framework" in results:
         lines += ["", "## Framework (medians)", ""]
         lines.append(framework.markdown(results["framework"]))
@@ -162,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if "startup" in parts:
         _log("gnt-lv start-up")
         results["startup"] = startup.run_all(opts.quick)
-    cluster_parts = [p for p in parts if p in ("migration", "export")]
+    cluster_parts = [p for p in parts if p in ("migration", "export", "evacuate")]
     if cluster_parts:
         results.update(run_cluster_parts(opts, cluster_parts))
     results["meta"] = {

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ganeti_lv import paths
 from ganeti_lv.cancel import Cancellation
+from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, JobError, OpPrereqError
 from ganeti_lv.master import client as master_client
 from ganeti_lv.master.protocol import RecordFn, text_of_records
 from ganeti_lv.opcodes import OpCode
@@ -103,6 +104,62 @@ class Client:
 
         job = self.ctx.jobs.create_job(ops, start=True)
         return run_job(self.ctx, job, ops, on_record, cancel)
+
+    def enqueue(self, ops: Sequence[OpCode]) -> int:
+        """Start a job of ``ops`` without waiting for it; its id.
+
+        The master daemon runs it when one runs for the data dir; otherwise
+        a process of its own (``ganeti_lv.master.background``). Jobs with
+        injected node operations or context cannot leave this process.
+        """
+        master = self._daemon()
+        if master is not None:
+            with master:
+                return master.enqueue(ops, self.lock_timeout)
+        if self._local_only:
+            raise OpPrereqError(
+                "A job with injected node operations cannot run in the background",
+                ECODE_INVAL,
+            )
+        from ganeti_lv.master import background
+
+        return background.start(self.data_dir, ops, self.lock_timeout)
+
+    def watch(
+        self, job_id: int, on_record: RecordFn | None = None, cancel: Cancellation | None = None
+    ) -> list[Any]:
+        """Follow job ``job_id`` to its end; every opcode's result, or its typed error.
+
+        A job of the master daemon is followed through it (every record
+        from its start); any other job (of another process, or one that
+        ended) through the job log, polled.
+        """
+        master = self._daemon()
+        if master is not None:
+            with master:
+                try:
+                    return master.watch(job_id, on_record, cancel)
+                except JobError as err:
+                    if err.ecode != ECODE_STATE:
+                        raise
+        from ganeti_lv.master.follow import follow_logged
+
+        return follow_logged(self.job, job_id, on_record, cancel)
+
+    def cancel(self, job_id: int, reason: str = "canceled by request") -> None:
+        """Ask job ``job_id`` to stop safely, wherever it runs (JobError when it cannot)."""
+        master = self._daemon()
+        if master is not None:
+            with master:
+                try:
+                    master.cancel(job_id, reason)
+                    return
+                except JobError as err:
+                    if err.ecode != ECODE_STATE:
+                        raise
+        from ganeti_lv.master.follow import signal_cancel
+
+        signal_cancel(self.job(job_id))
 
     def jobs(self) -> list[Job]:
         """All recorded jobs, ascending by id."""

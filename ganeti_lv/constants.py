@@ -114,3 +114,7 @@ BEC_DEFAULTS: dict[str, int | bool] = {
 
 # Names that end up in paths and remote commands
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+
+# node migrate/evacuate: default moves at once per source and per target node
+DEFAULT_MAX_PARALLEL_SOURCE = 2
+DEFAULT_MAX_PARALLEL_TARGET = 1

@@ -139,6 +139,25 @@ class Processor:
             self.ctx.locks.set_interrupt(None)
             self._job, self._feedback_fn = None, None
 
+    def run_child(
+        self, op: OpCode, feedback_fn: FeedbackFn | None, cancel: Cancellation | None = None
+    ) -> tuple[int, Callable[[], Any]]:
+        """Record ``op`` as a job of the running job's node operation; (its id, its runner).
+
+        The runner (called in a thread of the caller's choosing) runs the
+        job through a processor of its own, with its own locks, session and
+        job log entry, exactly as a job submitted alone; it returns the
+        result or raises the typed error. ``job list`` shows the job with
+        the running job as its parent.
+        """
+        parent = self._job.id if self._job is not None else None
+        child = self.ctx.jobs.create_job([op], parent=parent)
+
+        def run() -> Any:
+            return Processor(self.ctx).execute(op, feedback_fn, cancel, job=child, index=0)
+
+        return child.id, run
+
     def _execute(self, op: OpCode, job: Job) -> Any:
         """Run ``op``; the job's end is recorded while its locks are still held.
 

@@ -348,6 +348,9 @@ class Cluster(ConfigObject):
     default_bridge: str = "br0"
     shared_storage_unsafe_ok: bool = False
     hooks_timeout: float = constants.HOOKS_DEFAULT_TIMEOUT
+    # node migrate/evacuate: moves at once off one node, and onto one node
+    max_parallel_source: int = constants.DEFAULT_MAX_PARALLEL_SOURCE
+    max_parallel_target: int = constants.DEFAULT_MAX_PARALLEL_TARGET
     tags: list[str] = field(default_factory=list)
     ctime: float = field(default_factory=time.time)
     mtime: float = field(default_factory=time.time)

@@ -132,6 +132,21 @@ def _require_non_negative(op: OpCode, *names: str) -> None:
             )
 
 
+def _require_positive(op: OpCode, *names: str) -> None:
+    for name in names:
+        value = getattr(op, name)
+        if value is not None and value < 1:
+            raise OpPrereqError(
+                f"Parameter '{op.OP_ID}.{name}' must be at least 1, got {value!r}",
+                ECODE_INVAL,
+            )
+
+
+def _require_planned_target(op: OpCode) -> None:
+    if getattr(op, "planned", False) and not getattr(op, "target_node", None):
+        raise OpPrereqError(f"A planned {op.OP_ID} needs its target node", ECODE_INVAL)
+
+
 # ---------------------------------------------------------------- cluster
 
 
@@ -159,9 +174,12 @@ class OpClusterSetParams(OpCode):
     shared_storage_unsafe_ok: bool | None = None
     hooks_timeout: float | None = None
     default_bridge: str | None = None
+    max_parallel_source: int | None = None
+    max_parallel_target: int | None = None
 
     def _check_values(self) -> None:
         _require_choice(self, "domain_type", constants.DOMAIN_TYPES)
+        _require_positive(self, "max_parallel_source", "max_parallel_target")
         for tool in self.compression_tools or []:
             if not constants.NAME_RE.match(tool):
                 raise OpPrereqError(f"Invalid compression tool name {tool!r}", ECODE_INVAL)
@@ -417,6 +435,9 @@ class OpInstanceMigrate(OpCode):
     progress_timeout: float | None = None
     completion_timeout: float | None = None
     abort_timeout: float | None = None
+    # set by a node operation whose plan reserved the target's memory: the
+    # target's resource lock is shared with that operation's other moves
+    planned: bool = False
 
     def _check_values(self) -> None:
         _require_choice(self, "mode", constants.HT_MIGRATION_MODES)
@@ -424,6 +445,7 @@ class OpInstanceMigrate(OpCode):
             raise OpPrereqError(
                 "Only one of the 'live' and 'mode' parameters can be given", ECODE_INVAL
             )
+        _require_planned_target(self)
         _require_non_negative(
             self,
             "migration_bandwidth",
@@ -448,9 +470,69 @@ class OpInstanceFailover(OpCode):
     iallocator: str | None = None
     cleanup: bool = False
     ignore_ipolicy: bool = False
+    planned: bool = False
 
     def _check_values(self) -> None:
         _require_non_negative(self, "shutdown_timeout")
+        _require_planned_target(self)
+
+
+@dataclass(kw_only=True)
+class OpNodeMigrate(OpCode):
+    """Live-migrate every running instance off a node (Ganeti's OP_NODE_MIGRATE).
+
+    One job per instance (``job list`` shows them under this one); the
+    targets come from the placement allocator unless ``target_node`` is
+    given. ``max_parallel``/``max_parallel_target`` override the cluster's
+    limits of moves at once off this node and onto one node.
+    """
+
+    OP_ID: ClassVar[str] = "OP_NODE_MIGRATE"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    node_name: str
+    mode: str | None = None
+    live: bool | None = None
+    target_node: str | None = None
+    iallocator: str | None = None
+    max_parallel: int | None = None
+    max_parallel_target: int | None = None
+    allow_runtime_changes: bool = True
+    ignore_hvversions: bool = False
+
+    def _check_values(self) -> None:
+        _require_choice(self, "mode", constants.HT_MIGRATION_MODES)
+        if self.live is not None and self.mode is not None:
+            raise OpPrereqError(
+                "Only one of the 'live' and 'mode' parameters can be given", ECODE_INVAL
+            )
+        _require_positive(self, "max_parallel", "max_parallel_target")
+
+
+@dataclass(kw_only=True)
+class OpNodeEvacuate(OpCode):
+    """Move every instance off a node: running ones migrated, the others failed over.
+
+    ``primary_only`` is accepted for Ganeti compatibility: ganeti_lv's
+    instances have no secondary nodes, so only primaries ever move.
+    """
+
+    OP_ID: ClassVar[str] = "OP_NODE_EVACUATE"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    node_name: str
+    primary_only: bool = False
+    target_node: str | None = None
+    iallocator: str | None = None
+    mode: str | None = None
+    max_parallel: int | None = None
+    max_parallel_target: int | None = None
+    shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
+
+    def _check_values(self) -> None:
+        _require_choice(self, "mode", constants.HT_MIGRATION_MODES)
+        _require_non_negative(self, "shutdown_timeout")
+        _require_positive(self, "max_parallel", "max_parallel_target")
 
 
 # ---------------------------------------------------------------- backups

@@ -32,7 +32,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
         dry_run=opts.dry_run,
     )
     result = env.submit(op)
-    if opts.dry_run:
+    if opts.dry_run or result is None:  # a dry run, or --submit
         return EXIT_SUCCESS
     finalized, disks = result
     if not finalized or not all(disks):
@@ -86,6 +86,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
 def register(registry: CommandRegistry) -> None:
     """Add the ``backup`` group."""
     exp = registry.command("backup", "export", cmd_export, help="Export an instance")
+    common.add_submit(exp)
     exp.add_argument("instance_name", metavar="INSTANCE")
     exp.add_argument("-n", "--node", required=True, metavar="NODE", help="Target node")
     exp.add_argument("--noshutdown", action="store_true", help="Export live (snapshot)")
@@ -102,8 +103,10 @@ def register(registry: CommandRegistry) -> None:
     lst = registry.command("backup", "list", cmd_list, help="List exports")
     lst.add_argument("--node", action="append", metavar="NODE")
     rem = registry.command("backup", "remove", cmd_remove, help="Remove an instance's exports")
+    common.add_submit(rem)
     rem.add_argument("instance_name", metavar="INSTANCE")
     imp = registry.command("backup", "import", cmd_import, help="Create an instance from an export")
+    common.add_submit(imp)
     imp.add_argument("instance_name", metavar="INSTANCE")
     imp.add_argument("-n", "--node", required=True, metavar="NODE", help="Primary node")
     imp.add_argument("--src-node", required=True, metavar="NODE")

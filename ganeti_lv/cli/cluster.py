@@ -105,6 +105,8 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
         f"Default bridge: {cluster.default_bridge}",
         f"Hooks base dir: {cluster.hooks_base_dir}",
         f"Hooks timeout: {cluster.hooks_timeout:g}",
+        f"Node moves at once per source/target: {cluster.max_parallel_source}"
+        f"/{cluster.max_parallel_target}",
         f"Export dir: {cluster.export_dir}",
         f"File storage dir: {cluster.file_storage_dir}",
         f"Shared file storage dir: {cluster.shared_file_storage_dir}",
@@ -139,6 +141,10 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
         fields["hooks_timeout"] = opts.hooks_timeout
     if opts.default_bridge is not None:
         fields["default_bridge"] = opts.default_bridge
+    if opts.max_parallel_source is not None:
+        fields["max_parallel_source"] = opts.max_parallel_source
+    if opts.max_parallel_target is not None:
+        fields["max_parallel_target"] = opts.max_parallel_target
     if not fields:
         env.warn("Please give at least one of the parameters.")
         return EXIT_FAILURE
@@ -185,6 +191,7 @@ def register(registry: CommandRegistry) -> None:
     registry.command("cluster", "info", cmd_info, help="Show the cluster configuration")
 
     modify = registry.command("cluster", "modify", cmd_modify, help="Change cluster settings")
+    common.add_submit(modify)
     _add_storage_options(modify)
     modify.add_argument("--compression-tools", help="Allowed export compression tools")
     modify.add_argument("--shared-storage-unsafe-ok", metavar="yes|no")
@@ -193,6 +200,20 @@ def register(registry: CommandRegistry) -> None:
         "--default-bridge",
         metavar="BRIDGE",
         help="Default bridge for instance NICs without an explicit link",
+    )
+    modify.add_argument(
+        "--max-parallel-source",
+        type=int,
+        default=None,
+        metavar="N",
+        help="node migrate/evacuate: moves at once off one node",
+    )
+    modify.add_argument(
+        "--max-parallel-target",
+        type=int,
+        default=None,
+        metavar="N",
+        help="node migrate/evacuate: moves at once onto one node",
     )
 
     registry.command(

@@ -242,6 +242,8 @@ class CliEnv:
         self.stderr = submit.Output(lambda: err or sys.stderr)
         self.client_factory = client_factory
         self.lock_timeout = lock_timeout
+        # --submit: start the jobs and print their ids instead of following them
+        self.submit_only = False
         self._client: Any = None
 
     @property
@@ -292,14 +294,27 @@ class CliEnv:
         return self.run_job([op], quiet=quiet)[0]
 
     def run_job(self, ops: Sequence[OpCode], quiet: bool = False) -> list[Any]:
-        """Run a job of ``ops``; every opcode's result (see ``ganeti_lv.cli.submit``)."""
-        cancel = Cancellation()
+        """Run a job of ``ops``; every opcode's result (see ``ganeti_lv.cli.submit``).
+
+        With ``submit_only`` (``--submit``) the job is started, its id
+        printed ("JobID: N") and every result is None.
+        """
         client = self.client()
+        if self.submit_only and not quiet:
+            self.write(f"JobID: {client.enqueue(ops)}")
+            return [None] * len(ops)
+        return self.follow(lambda on_record, cancel: client.submit_job(ops, on_record, cancel))
+
+    def follow(
+        self, run: Callable[[Any, Cancellation], Sequence[Any]], quiet: bool = False
+    ) -> list[Any]:
+        """``run(on_record, cancel)`` with the job's records shown and signals as cancel."""
+        cancel = Cancellation()
         with (
             submit.job_signals(cancel, lambda: self.warn(submit.ABORT_REQUESTED), self._hangup),
             submit.show_records(self.stdout) as show,
         ):
-            return list(client.submit_job(ops, None if quiet else show, cancel))
+            return list(run(None if quiet else show, cancel))
 
     def _hangup(self) -> None:
         # the terminal went away: nobody reads stdout or stderr any more
@@ -390,6 +405,15 @@ class CommandRegistry:
 def add_force(parser: argparse.ArgumentParser) -> None:
     """``-f/--force``: skip confirmations (never host-key checks)."""
     parser.add_argument("-f", "--force", action="store_true", help="Do not ask for confirmation")
+
+
+def add_submit(parser: argparse.ArgumentParser) -> None:
+    """``--submit``: start the job, print its id and return at once."""
+    parser.add_argument(
+        "--submit",
+        action="store_true",
+        help="Start the job, print its id and return (follow it with 'gnt-lv job watch ID')",
+    )
 
 
 def add_dry_run(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,7 @@ def register(registry: CommandRegistry) -> None:
     delay = registry.command(
         "debug", "delay", cmd_delay, help="Hold instance/node locks for a while (OpTestDelay)"
     )
+    common.add_submit(delay)
     delay.add_argument(
         "--duration", type=float, default=1.0, metavar="SECONDS", help="How long (default: 1)"
     )

@@ -164,6 +164,7 @@ def _instance_arg(parser: argparse.ArgumentParser) -> None:
 
 def _register_add(registry: CommandRegistry) -> None:
     add = registry.command("instance", "add", cmd_add, help="Create an instance")
+    common.add_submit(add)
     _instance_arg(add)
     add.add_argument("-t", "--disk-template", required=True, choices=constants.DISK_TEMPLATES)
     add.add_argument("--disk", dest="disks", action="append", metavar="N:size=SIZE,...")
@@ -179,6 +180,7 @@ def _register_add(registry: CommandRegistry) -> None:
 
 def _register_state(registry: CommandRegistry) -> None:
     startup = registry.command("instance", "startup", cmd_startup, help="Start an instance")
+    common.add_submit(startup)
     _instance_arg(startup)
     common.add_force(startup)
     startup.add_argument("--ignore-offline", action="store_true")
@@ -186,6 +188,7 @@ def _register_state(registry: CommandRegistry) -> None:
     common.add_dry_run(startup)
 
     shutdown = registry.command("instance", "shutdown", cmd_shutdown, help="Stop an instance")
+    common.add_submit(shutdown)
     _instance_arg(shutdown)
     shutdown.add_argument(
         "--timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT, metavar="SECONDS"
@@ -195,6 +198,7 @@ def _register_state(registry: CommandRegistry) -> None:
     common.add_dry_run(shutdown)
 
     reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot an instance")
+    common.add_submit(reboot)
     _instance_arg(reboot)
     reboot.add_argument(
         "--type", dest="reboot_type", default="hard", choices=("soft", "hard", "full")
@@ -203,6 +207,7 @@ def _register_state(registry: CommandRegistry) -> None:
     common.add_dry_run(reboot)
 
     remove = registry.command("instance", "remove", cmd_remove, help="Remove an instance")
+    common.add_submit(remove)
     _instance_arg(remove)
     common.add_force(remove)
     remove.add_argument("--ignore-failures", action="store_true")

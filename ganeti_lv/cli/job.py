@@ -1,4 +1,11 @@
-"""``gnt-lv job list|info``: the job log (from the master daemon when it runs)."""
+"""``gnt-lv job list|info|watch|cancel``: the job log and the jobs running.
+
+``job list`` shows the moves of a node operation (``node migrate``,
+``node evacuate``) right after its job, indented. ``job watch ID`` follows
+a job to its end as the command that submitted it would have (progress
+bars on a terminal; Ctrl-C asks the job to stop safely) and exits with its
+outcome; ``job cancel ID`` asks a running job to stop safely.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,18 @@ from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
-JOB_FIELDS = ("id", "status", "summary", "op_id", "received", "start", "exec", "end", "pid")
+JOB_FIELDS = (
+    "id",
+    "status",
+    "summary",
+    "op_id",
+    "received",
+    "start",
+    "exec",
+    "end",
+    "pid",
+    "parent",
+)
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")
 JOB_HEADERS = {
     "id": "ID",
@@ -23,6 +41,7 @@ JOB_HEADERS = {
     "exec": "Executed",
     "end": "Ended",
     "pid": "PID",
+    "parent": "Parent",
 }
 
 
@@ -50,7 +69,27 @@ def _field(job: Any, name: str) -> Any:
         "exec": _ts(job.exec_ts),
         "end": _ts(job.end_ts),
         "pid": job.pid,
+        "parent": job.parent,
     }[name]
+
+
+def grouped(jobs: list[Any]) -> list[tuple[Any, int]]:
+    """Jobs in id order, each job's children (moves of a node operation) right after it.
+
+    Each job comes with its depth (0, or 1 for a child whose parent is listed).
+    """
+    listed = {job.id for job in jobs}
+    children: dict[int, list[Any]] = {}
+    for job in jobs:
+        if job.parent is not None and job.parent in listed:
+            children.setdefault(job.parent, []).append(job)
+    out: list[tuple[Any, int]] = []
+    for job in jobs:
+        if job.parent is not None and job.parent in listed:
+            continue
+        out.append((job, 0))
+        out.extend((child, 1) for child in children.get(job.id, []))
+    return out
 
 
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -59,7 +98,12 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     jobs = env.client().jobs()
     if opts.status:
         jobs = [j for j in jobs if j.status == opts.status]
-    rows = [[_field(job, f) for f in fields] for job in jobs]
+    rows = []
+    for job, depth in grouped(jobs):
+        row = [_field(job, f) for f in fields]
+        if depth and "summary" in fields:
+            row[fields.index("summary")] = f"  {job.summary}"
+        rows.append(row)
     headers = [JOB_HEADERS[f] for f in fields]
     env.table(headers, rows, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
@@ -119,6 +163,34 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
     return EXIT_SUCCESS
 
 
+def _job_id(text: str) -> int:
+    try:
+        job_id = int(text)
+    except ValueError:
+        raise OpPrereqError(f"Invalid job id '{text}'", ECODE_INVAL) from None
+    if job_id <= 0:
+        raise OpPrereqError(f"Invalid job id '{text}'", ECODE_INVAL)
+    return job_id
+
+
+def cmd_watch(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Follow a job to its end; exit 0 when it succeeded."""
+    job_id = _job_id(opts.job_id)
+    client = env.client()
+    env.follow(lambda on_record, cancel: client.watch(job_id, on_record, cancel))
+    return EXIT_SUCCESS
+
+
+def cmd_cancel(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Ask running jobs to stop safely."""
+    client = env.client()
+    for text in opts.job_ids:
+        job_id = _job_id(text)
+        client.cancel(job_id)
+        env.write(f"Job {job_id} asked to stop")
+    return EXIT_SUCCESS
+
+
 def register(registry: CommandRegistry) -> None:
     """Add the ``job`` group."""
     registry.group("job", help="Job log")
@@ -127,3 +199,7 @@ def register(registry: CommandRegistry) -> None:
     common.add_list_options(lst, JOB_FIELDS)
     info = registry.command("job", "info", cmd_info, help="Show jobs in detail")
     info.add_argument("job_ids", nargs="+", metavar="ID")
+    watch = registry.command("job", "watch", cmd_watch, help="Follow a job to its end")
+    watch.add_argument("job_id", metavar="ID")
+    cancel = registry.command("job", "cancel", cmd_cancel, help="Ask running jobs to stop safely")
+    cancel.add_argument("job_ids", nargs="+", metavar="ID")

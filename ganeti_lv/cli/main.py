@@ -112,6 +112,7 @@ def main(
         ask=ask,
         client_factory=client_factory,
     )
+    env.submit_only = bool(getattr(opts, "submit", False))
     try:
         return run_command(opts, env)
     finally:

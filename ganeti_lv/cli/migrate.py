@@ -17,11 +17,16 @@ from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegi
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 
-def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Migrate an instance (or clean up after an interrupted migration)."""
+def migration_mode(opts: argparse.Namespace) -> str | None:
+    """The mode ``--non-live`` or ``--migration-mode`` asks for (None: the hvparam's)."""
     if opts.non_live and opts.migration_mode:
         raise OpPrereqError("Only one of --non-live and --migration-mode may be given", ECODE_INVAL)
-    mode = constants.HT_MIGRATION_NONLIVE if opts.non_live else opts.migration_mode
+    return constants.HT_MIGRATION_NONLIVE if opts.non_live else opts.migration_mode
+
+
+def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Migrate an instance (or clean up after an interrupted migration)."""
+    mode = migration_mode(opts)
     if opts.cleanup:
         question = f"Instance {opts.instance_name}'s migration will be cleaned up. Continue?"
     else:
@@ -86,6 +91,7 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
 def register(registry: CommandRegistry) -> None:
     """Add ``instance migrate`` and ``instance failover``."""
     mig = registry.command("instance", "migrate", cmd_migrate, help="Migrate an instance")
+    common.add_submit(mig)
     _common_args(mig)
     mig.add_argument("--non-live", action="store_true", help="Pause the guest during transfer")
     mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
@@ -106,6 +112,7 @@ def register(registry: CommandRegistry) -> None:
     mig.add_argument("--progress-timeout", type=float, default=None, metavar="SECONDS")
     mig.add_argument("--completion-timeout", type=float, default=None, metavar="SECONDS")
     fail = registry.command("instance", "failover", cmd_failover, help="Fail over an instance")
+    common.add_submit(fail)
     _common_args(fail)
     fail.add_argument("--ignore-consistency", action="store_true")
     fail.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)

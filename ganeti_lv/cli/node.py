@@ -150,6 +150,7 @@ def register(registry: CommandRegistry) -> None:
     registry.group("node", help="Node operations")
 
     add = registry.command("node", "add", cmd_add, help="Add a node to the cluster")
+    common.add_submit(add)
     add.add_argument("node_name", metavar="NODE")
     add.add_argument("--address", help="Address the master uses (default: the node name)")
     add.add_argument("--ssh-port", type=int, default=22)
@@ -166,6 +167,7 @@ def register(registry: CommandRegistry) -> None:
     common.add_list_options(lst, NODE_FIELDS)
 
     modify = registry.command("node", "modify", cmd_modify, help="Change node flags")
+    common.add_submit(modify)
     modify.add_argument("node_name", metavar="NODE")
     modify.add_argument("-O", "--offline", metavar="yes|no")
     modify.add_argument("-D", "--drained", metavar="yes|no")
@@ -175,5 +177,6 @@ def register(registry: CommandRegistry) -> None:
     common.add_dry_run(modify)
 
     remove = registry.command("node", "remove", cmd_remove, help="Remove a node")
+    common.add_submit(remove)
     remove.add_argument("node_name", metavar="NODE")
     common.add_force(remove)

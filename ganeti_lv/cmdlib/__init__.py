@@ -14,5 +14,6 @@ from ganeti_lv.cmdlib import (  # noqa: F401
     instance_migration,  # noqa: F401
     instance_query,
     node,
+    node_evacuate,
     test,  # noqa: F401
 )

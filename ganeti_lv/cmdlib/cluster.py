@@ -75,6 +75,8 @@ class LUClusterSetParams(LogicalUnit):
         "shared_storage_unsafe_ok",
         "hooks_timeout",
         "default_bridge",
+        "max_parallel_source",
+        "max_parallel_target",
     )
 
     def CheckArguments(self) -> None:

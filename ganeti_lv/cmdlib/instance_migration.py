@@ -714,6 +714,8 @@ class _MoveLU(LogicalUnit):
         }
         self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
         self._old_primary = ""
+        if self.op.planned:  # a move of a node operation: see cmdlib.node_evacuate
+            self.share_locks[locking.LEVEL_NODE] = self.share_locks[locking.LEVEL_NODE_RES] = 1
 
     def EarlyWork(self) -> EarlyWork | None:
         """Warm the connections to the master, the primary and the target (a hint)."""

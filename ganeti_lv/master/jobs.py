@@ -167,6 +167,8 @@ class Job:
     end_ts: float | None = None
     pid: int = field(default_factory=os.getpid)
     pid_start: int | None = None
+    # the job of the node operation this job is part of (its per-instance jobs)
+    parent: int | None = None
 
     @property
     def op_id(self) -> str:
@@ -351,11 +353,12 @@ class JobStore:
         """Record a new job of the one opcode ``op`` (see ``create_job``)."""
         return self.create_job([op], start=start)
 
-    def create_job(self, ops: Sequence[Any], start: bool = False) -> Job:
+    def create_job(self, ops: Sequence[Any], start: bool = False, parent: int | None = None) -> Job:
         """Record a new job of ``ops`` (run by this process), durably.
 
         The job is queued, or with ``start`` already running (one write
-        instead of ``create_job`` followed by ``start``).
+        instead of ``create_job`` followed by ``start``). ``parent`` is the
+        job of the node operation this job belongs to.
         """
         if not ops:
             raise JobError("A job needs at least one opcode", ECODE_FAULT)
@@ -364,6 +367,7 @@ class JobStore:
             ops=[OpRecord.of(op) for op in ops],
             pid=os.getpid(),
             pid_start=process_start_time(os.getpid()),
+            parent=parent,
         )
         if start:
             job.status = JOB_STATUS_RUNNING

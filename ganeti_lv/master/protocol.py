@@ -126,10 +126,18 @@ class Progress(Feedback):
 
 RecordFn = Callable[[Feedback], None]
 
+# a move's line relayed by a node operation: "web1: <the move's line>"
+_WHO = r"(?:(?P<who>[A-Za-z0-9][A-Za-z0-9_.-]*): )?"
 # "migration  75.0% of memory, 12.0 MiB/s, remaining 3.0 MiB, ..."
-_MIGRATION_RE = re.compile(r"^migration\s+(?P<pct>[0-9.]+)% of memory(?:, (?P<detail>.*))?$")
+_MIGRATION_RE = re.compile(
+    "^" + _WHO + r"migration\s+(?P<pct>[0-9.]+)% of memory(?:, (?P<detail>.*))?$"
+)
 # "disk/0 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s"
-_COPY_RE = re.compile(r"^(?P<bar>disk/\d+) sent (?P<head>.*?)(?P<pct>\d+)%(?:, )?(?P<tail>.*)$")
+_COPY_RE = re.compile(
+    "^" + _WHO + r"(?P<bar>disk/\d+) sent (?P<head>.*?)(?P<pct>\d+)%(?:, )?(?P<tail>.*)$"
+)
+# a node operation's count: "instances 1/3 finished: 1 done, 1 running, 1 queued, 0 failed"
+_MOVES_RE = re.compile(r"^instances (?P<done>\d+)/(?P<total>\d+) finished: (?P<detail>.*)$")
 
 
 def progress_of(text: str) -> tuple[str, float, str] | None:
@@ -138,15 +146,28 @@ def progress_of(text: str) -> tuple[str, float, str] | None:
     The lines are a migration's (``MigrationProgress.format``: bar
     "migrating") and a disk copy's (``diskcopy.ProgressReporter``: bar
     "disk/N"); ``detail`` is the rest of the line without the percentage.
+    A node operation relays its moves' lines prefixed "INSTANCE: " (bars
+    "INSTANCE migrating", "INSTANCE disk/N") and counts its instances (bar
+    "instances", the share of them finished).
     """
     match = _MIGRATION_RE.match(text)
     if match:
-        return "migrating", float(match.group("pct")), match.group("detail") or ""
+        bar = _bar(match.group("who"), "migrating")
+        return bar, float(match.group("pct")), match.group("detail") or ""
     match = _COPY_RE.match(text)
     if match:
         detail = (match.group("head") + match.group("tail")).strip().strip(",").strip()
-        return match.group("bar"), float(match.group("pct")), detail
+        return _bar(match.group("who"), match.group("bar")), float(match.group("pct")), detail
+    match = _MOVES_RE.match(text)
+    if match:
+        total = int(match.group("total"))
+        share = 100.0 * int(match.group("done")) / total if total else 100.0
+        return "instances", share, match.group("detail")
     return None
+
+
+def _bar(who: str | None, bar: str) -> str:
+    return f"{who} {bar}" if who else bar
 
 
 def make_record(job_id: int, op: int, text: str, ts: float | None = None) -> Feedback:

@@ -1,0 +1,313 @@
+"""LUNodeMigrate and LUNodeEvacuate: move the instances off a node.
+
+``node migrate`` live-migrates every instance marked up whose primary is
+the node; ``node evacuate`` also fails over the stopped ones (their disks
+copied for ``file``), and running instances whose migration is impossible
+fall back to a failover. The plan comes first: every candidate node is
+asked its facts (memory within its cap, bridges, storage paths, CPU
+compatibility) and the placement allocator (``cmdlib.allocator``) places
+the instances; the plan is logged, and is all a dry run does. An instance
+no node can take is reported with the reason and stays where it is.
+
+Then every move runs as a job of its own under this one
+(``cmdlib.node_moves``): the single-instance migration or failover with
+all its checks and guarantees, within the per-source and per-target
+limits (cluster settings, overridden per call). The node operation itself
+holds no lock beyond the shared Big Ganeti Lock: each move takes its own.
+The moves are ``planned`` opcodes: the plan reserved their targets'
+memory, so they take their node and node-resource locks shared and run
+side by side (each still checks its target's free memory), while any other
+operation that needs these nodes exclusively waits for them.
+Its result lists every instance's move, job and node; it fails when any
+instance did not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ganeti_lv import constants
+from ganeti_lv.cmdlib import allocator
+from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
+from ganeti_lv.cmdlib.common import expand_node, get_node
+from ganeti_lv.cmdlib.migration_checks import instance_bridges, instance_memory, storage_paths
+from ganeti_lv.cmdlib.node_moves import CANCELED, DONE, UNPLACED, Move, MoveScheduler
+from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpExecError, OpPrereqError
+from ganeti_lv.node.transport import node_call
+from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
+from ganeti_lv.opcodes import (
+    OpCode,
+    OpInstanceFailover,
+    OpInstanceMigrate,
+    OpNodeEvacuate,
+    OpNodeMigrate,
+)
+
+FeedbackFn = Callable[[str], None]
+
+MIGRATE = "migrate"
+FAILOVER = "failover"
+
+
+class _NodeMovesLU(NoHooksLU):
+    """The plan and the moves; subclasses say which instances move and how."""
+
+    REQ_BGL = False
+    WHAT = "move"
+
+    def ExpandNames(self) -> None:
+        """Names only: each instance's move takes its own locks."""
+        if self.op.iallocator:
+            raise OpPrereqError(
+                "Instance allocators are not supported; the built-in placement is used"
+                " (or give a target node)",
+                ECODE_INVAL,
+            )
+        self.op.node_name = expand_node(self.cfg, self.op.node_name)
+        if self.op.target_node:
+            self.op.target_node = expand_node(self.cfg, self.op.target_node)
+            if self.op.target_node == self.op.node_name:
+                raise OpPrereqError(
+                    f"Cannot move the instances of node {self.op.node_name} onto itself",
+                    ECODE_INVAL,
+                )
+        self.needed_locks = {}
+
+    # ------------------------------------------------------------ subclasses
+    def _kind(self, inst: Instance, source: Node) -> str | None:
+        """How ``inst`` moves off ``source`` (MIGRATE, FAILOVER), or None when it stays."""
+        raise NotImplementedError
+
+    def _opcode(self, move: Move) -> OpCode:
+        """The opcode of one move (to ``move.target``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ the plan
+    def CheckPrereq(self) -> None:
+        """Which instances move, the candidate nodes' facts, the plan (logged)."""
+        data = self.cfg.snapshot()
+        self.cluster = data.cluster
+        source = get_node(self.cfg, self.op.node_name)
+        kinds = {}
+        for inst in sorted(data.instances.values(), key=lambda i: i.name):
+            if inst.primary_node == source.name:
+                kind = self._kind(inst, source)
+                if kind is not None:
+                    kinds[inst.name] = kind
+        self.kinds = kinds
+        instances = [data.instances[name] for name in kinds]
+        self.needs = [self._need(inst, kinds[inst.name]) for inst in instances]
+        self.fits = self._fits(data, source, instances)
+        self.plan = allocator.plan(self.needs, self.fits, self.op.target_node)
+        if not self.needs:
+            self.LogInfo(f"No instance to {self.WHAT} on node {source.name}")
+        else:
+            self.Log(f"Plan for node {source.name}:")
+            for line in self.plan.lines(self.needs):
+                self.Log(f"  {line}")
+        self.dry_run_result = self._plan_result()
+
+    def _need(self, inst: Instance, kind: str) -> allocator.Need:
+        runs = kind == MIGRATE or inst.admin_state == constants.ADMINST_UP
+        return allocator.Need(
+            name=inst.name,
+            node=inst.primary_node,
+            memory=instance_memory(self.cluster, inst) if runs else 0,
+            bridges=tuple(instance_bridges(self.cluster, inst)),
+            paths=tuple(storage_paths(self.cluster, inst)),
+        )
+
+    def _fits(
+        self, data: ConfigData, source: Node, instances: list[Instance]
+    ) -> list[allocator.NodeFit]:
+        """Every other node's facts, asked of all of them at the same time."""
+        others = sorted((n for n in data.nodes.values() if n.name != source.name), key=_name)
+        paths = sorted({p for need in self.needs for p in need.paths})
+        # the CPU matters for live migrations only
+        migrating = [i for i in instances if self.kinds[i.name] == MIGRATE]
+
+        def facts(node: Node) -> allocator.NodeFit:
+            if node.offline or not instances:
+                return allocator.NodeFit(node.name, 0, offline=node.offline)
+            info = node_call(self.rpc.node_info, node)
+            found = node_call(self.rpc.paths_exist, node, paths)
+            why = ""
+            if not info.ok or info.payload is None:
+                why = f"no answer: {info.fail_msg}"
+            elif not found.ok:
+                why = f"cannot check storage paths: {found.fail_msg}"
+            for inst in migrating:
+                res = node_call(self.rpc.compare_cpu, node, source, inst)
+                ok, reason = res.payload if res.ok and res.payload else (False, res.fail_msg)
+                if not ok:
+                    need = next(n for n in self.needs if n.name == inst.name)
+                    need.refused[node.name] = f"CPU not compatible: {reason}"
+            return allocator.NodeFit(
+                node.name,
+                info.payload.memory_free if info.ok and info.payload else 0,
+                drained=node.drained,
+                vm_capable=node.vm_capable,
+                bridges=frozenset(info.payload.bridges if info.ok and info.payload else ()),
+                paths=frozenset(p for p, ok in (found.payload or {}).items() if ok),
+                incompatible=why,
+            )
+
+        if not others:
+            return []
+        with ThreadPoolExecutor(max_workers=len(others)) as pool:
+            return list(pool.map(facts, others))
+
+    def _plan_result(self) -> list[dict[str, Any]]:
+        out = []
+        for need in self.needs:
+            target = self.plan.placed.get(need.name)
+            out.append(
+                {
+                    "instance": need.name,
+                    "kind": self.kinds[need.name],
+                    "source": need.node,
+                    "target": target,
+                    "memory": need.memory,
+                    "error": self.plan.unplaced.get(need.name, ""),
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------ the moves
+    def _limits(self, cluster: Cluster) -> tuple[int, int]:
+        source = self.op.max_parallel or cluster.max_parallel_source
+        target = self.op.max_parallel_target or cluster.max_parallel_target
+        return int(source), int(target)
+
+    def _replace(self, move: Move, failed: set[str]) -> tuple[str | None, str]:
+        """A new target for ``move`` on the nodes that did not fail, within the plan."""
+        if self.op.target_node:
+            return None, f"the target node {self.op.target_node} was given"
+        need = next(n for n in self.needs if n.name == move.instance)
+        fits = [
+            allocator.NodeFit(
+                f.name,
+                self.plan.free_after.get(f.name, 0),
+                offline=f.offline or f.name in failed,
+                drained=f.drained,
+                vm_capable=f.vm_capable,
+                bridges=f.bridges,
+                paths=f.paths,
+                incompatible=f.incompatible,
+            )
+            for f in self.fits
+        ]
+        again = allocator.plan([need], fits)
+        new = again.placed.get(need.name)
+        if new is None:
+            return None, again.unplaced.get(need.name, "")
+        self.plan.free_after[new] -= need.memory
+        self.plan.free_after[move.target] += need.memory
+        return new, ""
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
+        """Run the moves of the plan; every instance's outcome (raises if one did not move)."""
+        moves = []
+        for need in self.needs:
+            target = self.plan.placed.get(need.name)
+            move = Move(need.name, need.node, target or "", self.kinds[need.name])
+            if target is None:
+                move.status, move.error = UNPLACED, self.plan.unplaced.get(need.name, "")
+            else:
+                move.op = self._opcode(move)
+            moves.append(move)
+        max_source, max_target = self._limits(self.cfg.get_cluster())
+        scheduler = MoveScheduler(
+            moves,
+            start=lambda op, relay: self.proc.run_child(op, relay),
+            log=self.Log,
+            cancel=self.proc.cancel,
+            max_source=max_source,
+            max_target=max_target,
+            replace=self._replace,
+            retarget=self._opcode,
+        )
+        scheduler.run()
+        for move in moves:
+            inst = self.cfg.get_instance(move.instance)
+            move.node = inst.primary_node if inst is not None else ""
+            self.Log(
+                f"{move.instance}: {move.status}, on node {move.node or '?'}"
+                + (f" ({move.error})" if move.error else "")
+            )
+        result = [m.to_dict() for m in moves]
+        stuck = [m for m in moves if m.status != DONE]
+        if stuck:
+            canceled = any(m.status == CANCELED for m in moves)
+            places = ", ".join(f"{m.instance} on {m.node or '?'}" for m in moves)
+            raise OpExecError(
+                f"{len(stuck)} of {len(moves)} instance(s) of node {self.op.node_name} did not"
+                f" move{' (canceled)' if canceled else ''}: "
+                + "; ".join(f"{m.instance}: {m.status}: {m.error}" for m in stuck)
+                + f". Instances now: {places}",
+                ECODE_STATE,
+            )
+        return result
+
+
+def _name(node: Node) -> str:
+    return node.name
+
+
+@register_lu(OpNodeMigrate)
+class LUNodeMigrate(_NodeMovesLU):
+    """Live-migrate every running instance off a node (Ganeti's LUNodeMigrate)."""
+
+    WHAT = "migrate"
+
+    def _kind(self, inst: Instance, source: Node) -> str | None:
+        if source.offline:
+            raise OpPrereqError(
+                f"Node {source.name} is offline: nothing can be migrated off it"
+                " (node evacuate fails its instances over)",
+                ECODE_STATE,
+            )
+        return MIGRATE if inst.admin_state == constants.ADMINST_UP else None
+
+    def _opcode(self, move: Move) -> OpCode:
+        return OpInstanceMigrate(
+            instance_name=move.instance,
+            target_node=move.target,
+            mode=self.op.mode,
+            live=self.op.live,
+            allow_runtime_changes=self.op.allow_runtime_changes,
+            ignore_hvversions=self.op.ignore_hvversions,
+            planned=True,
+        )
+
+
+@register_lu(OpNodeEvacuate)
+class LUNodeEvacuate(_NodeMovesLU):
+    """Move every instance off a node: migrate the running ones, fail over the others."""
+
+    WHAT = "evacuate"
+
+    def _kind(self, inst: Instance, source: Node) -> str | None:
+        # an offline node cannot send a live migration: everything is failed over
+        if inst.admin_state == constants.ADMINST_UP and not source.offline:
+            return MIGRATE
+        return FAILOVER
+
+    def _opcode(self, move: Move) -> OpCode:
+        if move.kind == MIGRATE:
+            return OpInstanceMigrate(
+                instance_name=move.instance,
+                target_node=move.target,
+                mode=self.op.mode,
+                allow_failover=True,
+                planned=True,
+            )
+        return OpInstanceFailover(
+            instance_name=move.instance,
+            target_node=move.target,
+            shutdown_timeout=self.op.shutdown_timeout,
+            ignore_consistency=get_node(self.cfg, move.source).offline,
+            planned=True,
+        )

@@ -1,0 +1,210 @@
+"""Running the moves of a node operation: one job per instance, within limits.
+
+``MoveScheduler`` starts each instance's move (a migration or a failover
+opcode) as a job of its own under the node operation's job (``job list``
+shows them together), each in a thread, at most ``max_source`` at once off
+one node and ``max_target`` onto one node; the others wait in their queue.
+Every move is the single-instance operation with all its checks, locks,
+hooks and guarantees.
+
+- A move that fails makes its target take no more instances: the moves
+  still queued for it are placed again on the other nodes (``replace``),
+  or fail when none can take them.
+- A cancel request stops the queued moves (they never start); the running
+  ones are left to end on their own, safely (a migration completes or
+  aborts with the instance on its source). Then every instance's node is
+  reported as the configuration has it.
+- Progress: one line "instances D/N finished: done, running, queued,
+  failed" on every change, and each move's own feedback lines prefixed
+  with its instance's name.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.opcodes import OpCode
+
+QUEUED = "queued"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+CANCELED = "canceled"
+UNPLACED = "unplaced"
+
+# how often the scheduler looks at its cancel request while moves run (s)
+POLL = 0.5
+
+
+@dataclass
+class Move:
+    """One instance's move and its outcome (``node``: where the instance is at the end)."""
+
+    instance: str
+    source: str
+    target: str
+    kind: str  # "migrate" or "failover"
+    op: OpCode | None = None
+    job_id: int | None = None
+    status: str = QUEUED
+    node: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The move as the node operation's result lists it."""
+        return {
+            "instance": self.instance,
+            "kind": self.kind,
+            "source": self.source,
+            "target": self.target,
+            "job_id": self.job_id,
+            "status": self.status,
+            "node": self.node,
+            "error": self.error,
+        }
+
+
+# starts a move's opcode as a child job: (job id, runner)
+StartFn = Callable[[OpCode, Callable[[str], None]], tuple[int, Callable[[], Any]]]
+# a queued move's new target after its target failed, or (None, why not)
+ReplaceFn = Callable[[Move, set[str]], tuple[str | None, str]]
+
+
+class MoveScheduler:
+    """Runs ``moves`` (queued, with their opcodes) within the limits; see the module doc."""
+
+    def __init__(
+        self,
+        moves: list[Move],
+        start: StartFn,
+        log: Callable[[str], None],
+        cancel: Cancellation,
+        max_source: int,
+        max_target: int,
+        replace: ReplaceFn | None = None,
+        retarget: Callable[[Move], OpCode] | None = None,
+    ) -> None:
+        self.moves = moves
+        self._start = start
+        self._log = log
+        self._cancel = cancel
+        self.max_source = max_source
+        self.max_target = max_target
+        self._replace = replace
+        self._retarget = retarget
+        self.failed_targets: set[str] = set()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._last_progress = ""
+
+    # ------------------------------------------------------------ counting
+    def counts(self) -> dict[str, int]:
+        """Moves per status."""
+        out = {s: 0 for s in (DONE, RUNNING, QUEUED, FAILED, CANCELED, UNPLACED)}
+        for move in self.moves:
+            out[move.status] += 1
+        return out
+
+    def progress_line(self) -> str:
+        """``instances D/N finished: ...`` for the moves so far."""
+        c = self.counts()
+        total = len(self.moves)
+        finished = total - c[RUNNING] - c[QUEUED]
+        text = (
+            f"instances {finished}/{total} finished: {c[DONE]} done, {c[RUNNING]} running,"
+            f" {c[QUEUED]} queued, {c[FAILED]} failed"
+        )
+        if c[CANCELED]:
+            text += f", {c[CANCELED]} canceled"
+        if c[UNPLACED]:
+            text += f", {c[UNPLACED]} not placed"
+        return text
+
+    def _report(self) -> None:
+        line = self.progress_line()
+        if line != self._last_progress:
+            self._last_progress = line
+            self._log(line)
+
+    # ------------------------------------------------------------ running
+    def _busy(self, key: str, node: str) -> int:
+        return sum(1 for m in self.moves if m.status == RUNNING and getattr(m, key) == node)
+
+    def _can_start(self, move: Move) -> bool:
+        return (
+            self._busy("source", move.source) < self.max_source
+            and self._busy("target", move.target) < self.max_target
+        )
+
+    def _launch(self, move: Move) -> None:
+        assert move.op is not None
+        name = move.instance
+
+        def relay(text: str) -> None:
+            self._log(f"{name}: {text}")
+
+        job_id, run = self._start(move.op, relay)
+        move.job_id, move.status = job_id, RUNNING
+        self._log(f"{name}: {move.kind} to {move.target} started as job {job_id}")
+
+        def body() -> None:
+            try:
+                run()
+            except BaseException as err:  # noqa: BLE001 - every outcome is the move's
+                error = str(err) or type(err).__name__
+                with self._cond:
+                    move.status, move.error = FAILED, error
+                    self.failed_targets.add(move.target)
+                    self._cond.notify_all()
+            else:
+                with self._cond:
+                    move.status = DONE
+                    self._cond.notify_all()
+
+        thread = threading.Thread(target=body, name=f"move-{name}", daemon=False)
+        self._threads.append(thread)
+        thread.start()
+
+    def _retarget_queued(self) -> None:
+        """Queued moves whose target failed: placed again, or failed."""
+        for move in self.moves:
+            if move.status != QUEUED or move.target not in self.failed_targets:
+                continue
+            old = move.target
+            new, why = (
+                (None, "") if self._replace is None else self._replace(move, self.failed_targets)
+            )
+            if new is None:
+                move.status = FAILED
+                move.error = f"target node {old} failed a move; {why or 'no other node'}"
+                self._log(f"{move.instance}: not started: {move.error}")
+                continue
+            move.target = new
+            if self._retarget is not None:
+                move.op = self._retarget(move)
+            self._log(f"{move.instance}: target node {old} failed a move, now going to {new}")
+
+    def run(self) -> list[Move]:
+        """Run every queued move; the moves with their outcome once none runs."""
+        with self._cond:
+            while True:
+                if self._cancel.is_set():
+                    for move in self.moves:
+                        if move.status == QUEUED:
+                            move.status = CANCELED
+                            move.error = "canceled before it started"
+                self._retarget_queued()
+                for move in self.moves:
+                    if move.status == QUEUED and self._can_start(move):
+                        self._launch(move)
+                self._report()
+                if not any(m.status in (QUEUED, RUNNING) for m in self.moves):
+                    break
+                self._cond.wait(POLL)
+        for thread in self._threads:
+            thread.join()
+        return self.moves

@@ -1,0 +1,96 @@
+"""Following and canceling a job that the master daemon does not run.
+
+Such a job runs in a process of its own (``gnt-lv`` following it, or a
+background job, ``ganeti_lv.master.background``), or has ended. Following
+it reads its job log entry until it ends (``follow_logged``): its lines as
+the same records the daemon streams, then its results or its typed error.
+Canceling it sends SIGTERM to its process (``signal_cancel``), which both
+kinds of process take as a request to stop safely, as Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.errors import ECODE_STATE, JobError
+from ganeti_lv.master.jobs import JOB_STATUS_SUCCESS, Job, process_alive
+from ganeti_lv.master.protocol import RecordFn, decode_error, make_record
+
+# how often the job log is read (s)
+POLL = 0.5
+# processes that take SIGTERM as a cancel request (their command lines hold one of these)
+_CANCELABLE = (b"gnt-lv", b"ganeti_lv.master.background", b"ganeti_lv.cli")
+
+
+def follow_logged(
+    get_job: Callable[[int], Job],
+    job_id: int,
+    on_record: RecordFn | None = None,
+    cancel: Cancellation | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Any]:
+    """Every line of job ``job_id`` as records, up to its end; its results or typed error.
+
+    ``cancel``, once set, asks the job to stop safely (once); the job is
+    followed on to its end.
+    """
+    seen: dict[int, int] = {}
+    asked = False
+    while True:
+        job = get_job(job_id)
+        for index, op in enumerate(job.ops):
+            for ts, _kind, text in op.log[seen.get(index, 0) :]:
+                if on_record is not None:
+                    on_record(make_record(job.id, index, text, ts))
+            seen[index] = len(op.log)
+        if job.finished:
+            break
+        if cancel is not None and cancel.is_set() and not asked:
+            asked = True
+            signal_cancel(job)
+        sleep(POLL)
+    if job.status == JOB_STATUS_SUCCESS:
+        return job.results
+    error = job.error or {"class": "OpExecError", "message": f"Job {job.id} is {job.status}"}
+    raise decode_error(
+        {
+            "class": error.get("class"),
+            "msg": error.get("message", ""),
+            "attrs": {"ecode": error.get("ecode")},
+        }
+    )
+
+
+def signal_cancel(job: Job) -> None:
+    """Ask the process running ``job`` to stop it safely; JobError when it cannot be asked."""
+    if job.finished:
+        raise JobError(f"Job {job.id} is {job.status}, not running", ECODE_STATE)
+    if job.parent is not None:
+        raise JobError(
+            f"Job {job.id} is one move of the node operation job {job.parent};"
+            f" cancel job {job.parent} (its queued moves do not start, the running ones end"
+            " safely)",
+            ECODE_STATE,
+        )
+    if not process_alive(job.pid, job.pid_start):
+        raise JobError(f"Job {job.id}'s process {job.pid} is gone", ECODE_STATE)
+    if not _cancelable(job.pid):
+        raise JobError(
+            f"Job {job.id} runs in process {job.pid}, which does not take cancel requests",
+            ECODE_STATE,
+        )
+    os.kill(job.pid, signal.SIGTERM)
+
+
+def _cancelable(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fobj:
+            cmdline = fobj.read()
+    except OSError:
+        return False
+    return any(word in cmdline for word in _CANCELABLE)

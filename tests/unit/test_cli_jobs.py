@@ -1,0 +1,171 @@
+"""gnt-lv node migrate/evacuate, --submit, job watch and job cancel (CLI)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from ganeti_lv.cli.main import main
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.objects import disk_path
+
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+I1, I2 = "inst1.example.com", "inst2.example.com"
+
+
+class Cli:
+    def __init__(self, data_dir: str, ops: FakeNodeOps | None, capsys: Any) -> None:
+        self.data_dir, self.ops, self.capsys = data_dir, ops, capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--data-dir", self.data_dir, *argv], node_ops=self.ops)
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cli(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any) -> Cli:
+    cluster = config.get_cluster()
+    for name in (I1, I2):
+        inst = config.get_instance(name)
+        assert inst is not None
+        fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
+        fake_ops.add_domain(N1, name)
+    fake_ops.present_paths = {cluster.file_storage_dir}
+    return Cli(data_dir, fake_ops, capsys)
+
+
+def test_node_migrate_dry_run_prints_the_plan(cli: Cli, config: ConfigStore) -> None:
+    code, out, _ = cli("node", "migrate", "--dry-run", "node1")
+    assert code == 0
+    assert f"Plan for node {N1}:" in out
+    assert re.search(rf"{I1} \(\d+ MiB\): {N1} -> node[23]", out)
+    inst = config.get_instance(I1)
+    assert inst is not None and inst.primary_node == N1
+
+
+def test_node_evacuate_and_job_list_groups_the_moves(cli: Cli, config: ConfigStore) -> None:
+    code, out, err = cli("node", "evacuate", "-f", "node1")
+    assert code == 0, err
+    assert "instances 2/2 finished: 2 done" in out
+    for name in (I1, I2):
+        inst = config.get_instance(name)
+        assert inst is not None and inst.primary_node in (N2, N3)
+    code, out, _ = cli("job", "list", "--no-headers", "--separator", "|")
+    rows = [line.split("|") for line in out.splitlines()]
+    summaries = [r[2] for r in rows]
+    at = summaries.index("NODE_EVACUATE(node1)")
+    assert sorted(summaries[at + 1 : at + 3]) == [
+        f"  INSTANCE_MIGRATE({I1})",
+        f"  INSTANCE_MIGRATE({I2})",
+    ]
+    code, out, _ = cli("job", "list", "-o", "id,parent", "--no-headers", "--separator", "|")
+    parents = [line.split("|")[1] for line in out.splitlines()]
+    assert parents.count(rows[at][0]) == 2
+
+
+def test_node_migrate_without_confirmation_does_nothing(cli: Cli) -> None:
+    code, _, err = cli("node", "migrate", "node1")
+    assert code == 1 and "not confirmed" in err
+
+
+def test_submit_with_injected_node_ops_is_refused(cli: Cli) -> None:
+    code, _, err = cli("node", "migrate", "-f", "--submit", "node1")
+    assert code == 1 and "background" in err
+
+
+def test_job_watch_of_a_finished_job(cli: Cli) -> None:
+    cli("node", "evacuate", "-f", "node1")
+    code, out, _ = cli("job", "watch", "1")
+    assert code == 0
+    assert "instances 2/2 finished" in out
+    code, _, err = cli("job", "watch", "nope")
+    assert code == 1 and "Invalid job id" in err
+
+
+def test_job_cancel_of_a_finished_job_is_refused(cli: Cli) -> None:
+    cli("instance", "shutdown", "inst1")
+    code, _, err = cli("job", "cancel", "1")
+    assert code == 1 and "not running" in err
+
+
+def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.1)
+
+
+def test_submit_watch_and_cancel_in_background_processes(
+    config: ConfigStore, data_dir: str, capsys: Any
+) -> None:
+    """Real background processes (no daemon): --submit, job watch, job cancel."""
+    cli = Cli(data_dir, None, capsys)
+    jobs = JobStore(f"{data_dir}/jobs")
+    code, out, err = cli("debug", "delay", "--duration", "3", "-I", "inst1", "--submit")
+    assert code == 0, err
+    holder = int(re.fullmatch(r"JobID: (\d+)\n", out).group(1))  # type: ignore[union-attr]
+    _wait_for(lambda: jobs.get(holder).exec_ts is not None)
+    code, out, _ = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
+    waiter = int(out.split()[1])
+    code, out, err = cli("job", "cancel", str(waiter))
+    assert code == 0, err
+    code, _, err = cli("job", "watch", str(waiter))
+    assert code == 1
+    assert jobs.get(waiter).status == "canceled"
+    code, out, err = cli("job", "watch", str(holder))
+    assert code == 0, err
+    assert "Sleeping for 3 s" in out
+    assert jobs.get(holder).status == "success"
+
+
+def test_node_migrate_in_the_master_daemon(
+    server: Any, data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
+) -> None:
+    """--submit's path with a daemon: the node job and its moves run in the daemon."""
+    from ganeti_lv.client import Client
+    from ganeti_lv.errors import JobError
+    from ganeti_lv.master.protocol import Feedback
+    from ganeti_lv.opcodes import OpNodeMigrate
+
+    inst1_running.add_domain(N1, I2)
+    client = Client(data_dir=data_dir)
+    job_id = client.enqueue([OpNodeMigrate(node_name="node1")])
+    records: list[Feedback] = []
+    [result] = client.watch(job_id, records.append)
+    assert {m["instance"] for m in result} == {I1, I2}
+    assert any(r.text.startswith("instances 2/2 finished") for r in records)
+    children = [j for j in client.jobs() if j.parent == job_id]
+    assert len(children) == 2 and all(j.status == "success" for j in children)
+    # a move's job is followed through the job log; canceling it alone is refused
+    assert client.watch(children[0].id) == [None]
+    with pytest.raises(JobError, match="not running"):
+        client.cancel(children[0].id)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("migration  75.0% of memory, 12 MiB/s", ("migrating", 75.0, "12 MiB/s")),
+        ("ev1: migration  75.0% of memory, 12 MiB/s", ("ev1 migrating", 75.0, "12 MiB/s")),
+        (
+            "ev1: disk/0 sent 1.5G, 120 MiB/s, 30%, ETA 12s",
+            ("ev1 disk/0", 30.0, "1.5G, 120 MiB/s, ETA 12s"),
+        ),
+        (
+            "instances 1/4 finished: 1 done, 2 running, 1 queued, 0 failed",
+            ("instances", 25.0, "1 done, 2 running, 1 queued, 0 failed"),
+        ),
+        ("ev1: migrate to node2 started as job 7", None),
+    ],
+)
+def test_progress_of_node_operation_lines(line: str, expected: Any) -> None:
+    from ganeti_lv.master.protocol import progress_of
+
+    assert progress_of(line) == expected

@@ -1,0 +1,273 @@
+"""LUNodeMigrate / LUNodeEvacuate through the processor with FakeNodeOps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ganeti_lv import constants
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpExecError, OpPrereqError
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.mcpu import Processor
+from ganeti_lv.objects import Disk, Instance, Nic, disk_path
+from ganeti_lv.opcodes import OpCode, OpNodeEvacuate, OpNodeMigrate
+
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
+I1, I2, I3 = "inst1.example.com", "inst2.example.com", "inst3.example.com"
+
+
+@pytest.fixture
+def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
+    """inst1 and inst2 running on node1, inst3 stopped there; every disk file present."""
+    with config.update() as data:
+        data.instances[I3] = Instance(
+            name=I3,
+            primary_node=N1,
+            disk_template=constants.DT_FILE,
+            disks=[Disk(size=1024)],
+            nics=[Nic(mac="aa:00:00:00:00:09", link="br0")],
+            admin_state=constants.ADMINST_DOWN,
+        )
+        data.cluster.beparams = {**data.cluster.beparams, "maxmem": 512, "minmem": 512}
+    cluster = config.get_cluster()
+    for name in (I1, I2, I3):
+        inst = config.get_instance(name)
+        assert inst is not None
+        fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
+    fake_ops.add_domain(N1, I1, memory=512)
+    fake_ops.add_domain(N1, I2, memory=512)
+    fake_ops.present_paths = {cluster.file_storage_dir}
+    return fake_ops
+
+
+def run(ctx: Context, op: OpCode, cancel: Cancellation | None = None) -> tuple[Any, list[str]]:
+    lines: list[str] = []
+    result = Processor(ctx).execute(op, feedback_fn=lines.append, cancel=cancel)
+    return result, lines
+
+
+def primary(config: ConfigStore, name: str) -> str:
+    inst = config.get_instance(name)
+    assert inst is not None
+    return inst.primary_node
+
+
+def running_on(ops: FakeNodeOps, name: str) -> list[str]:
+    return sorted(
+        n
+        for n, fake in ops.nodes.items()
+        if name in fake.domains and fake.domains[name].state == constants.DOMSTATE_RUNNING
+    )
+
+
+def test_node_migrate_moves_only_running_instances_one_job_each(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    result, lines = run(ctx, OpNodeMigrate(node_name="node1"))
+    moved = {m["instance"]: m for m in result}
+    assert set(moved) == {I1, I2}
+    assert {m["status"] for m in result} == {"done"}
+    # spread over both other nodes (even free memory), each running on exactly one node
+    assert {primary(config, I1), primary(config, I2)} == {N2, N3}
+    for name in (I1, I2):
+        assert running_on(ops, name) == [primary(config, name)]
+        assert moved[name]["node"] == primary(config, name)
+    assert primary(config, I3) == N1
+    # the plan is shown first, then the counts
+    assert lines[0] == f"Plan for node {N1}:"
+    assert any(line.startswith("instances 2/2 finished: 2 done") for line in lines)
+    # one job per instance, under the node operation's job
+    jobs = ctx.jobs.list()
+    parent = next(j for j in jobs if j.op_id == "OP_NODE_MIGRATE")
+    children = [j for j in jobs if j.parent == parent.id]
+    assert sorted(j.summary for j in children) == [
+        f"INSTANCE_MIGRATE({I1})",
+        f"INSTANCE_MIGRATE({I2})",
+    ]
+    assert {m["job_id"] for m in result} == {j.id for j in children}
+    assert all(j.status == "success" for j in children)
+
+
+def test_node_evacuate_moves_all_three(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    result, _ = run(ctx, OpNodeEvacuate(node_name="node1"))
+    kinds = {m["instance"]: m["kind"] for m in result}
+    assert kinds == {I1: "migrate", I2: "migrate", I3: "failover"}
+    for name in (I1, I2, I3):
+        assert primary(config, name) in (N2, N3)
+    assert running_on(ops, I3) == []  # stopped stays stopped
+    inst3 = config.get_instance(I3)
+    assert inst3 is not None and inst3.admin_state == constants.ADMINST_DOWN
+    # the stopped instance's disk was copied to its new node
+    cluster = config.get_cluster()
+    assert disk_path(cluster, inst3, 0) in ops.node(inst3.primary_node).files
+
+
+def test_dry_run_shows_the_plan_and_moves_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    result, lines = run(ctx, OpNodeEvacuate(node_name="node1", dry_run=True))
+    assert {m["instance"] for m in result} == {I1, I2, I3}
+    assert all(m["target"] in (N2, N3) for m in result), result
+    assert any("->" in line for line in lines)
+    assert [primary(config, n) for n in (I1, I2, I3)] == [N1, N1, N1]
+    assert not ops.calls_to("migrate_instance")
+    assert [j.op_id for j in ctx.jobs.list()] == ["OP_NODE_EVACUATE"]
+
+
+def test_memory_cap_forces_the_second_instance_elsewhere(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    # node2 has room for one 512 MiB instance only, node3 for one too
+    with config.update() as data:
+        data.nodes[N2].memory_cap = 700
+        data.nodes[N3].memory_cap = 600
+    run(ctx, OpNodeMigrate(node_name="node1"))
+    assert {primary(config, I1), primary(config, I2)} == {N2, N3}
+
+
+def test_unplaceable_instance_is_reported_and_stays(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.nodes[N2].memory_cap = 600
+        data.nodes[N3].drained = True
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1"))
+    assert err.value.ecode == ECODE_STATE
+    text = str(err.value)
+    assert "unplaced" in text and "drained" in text and "not enough memory" in text
+    # one moved to node2, the other still runs on node1
+    nodes = sorted([primary(config, I1), primary(config, I2)])
+    assert nodes == [N1, N2]
+    stuck = I1 if primary(config, I1) == N1 else I2
+    assert running_on(ops, stuck) == [N1]
+
+
+def test_explicit_target_and_bad_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1", target_node="node1"))
+    assert err.value.ecode == ECODE_INVAL
+    with pytest.raises(OpPrereqError):
+        run(ctx, OpNodeMigrate(node_name="node1", max_parallel=0))
+    run(ctx, OpNodeMigrate(node_name="node1", target_node="node3"))
+    assert primary(config, I1) == primary(config, I2) == N3
+
+
+def test_failed_target_takes_no_more_instances(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    # node2 fails every migration; with one move at a time, the second instance
+    # planned for node2 (if any) goes to node3 instead
+    ops.fail("migrate_instance", N1, "injected failure")
+    with config.update() as data:
+        data.nodes[N3].memory_cap = 2000
+    with pytest.raises(OpExecError):
+        run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    jobs = [j for j in ctx.jobs.list() if j.parent is not None]
+    # the first move failed; its target took nothing more
+    targets = [j.ops[0].params["target_node"] for j in jobs]
+    assert len(targets) == len(set(targets))
+
+
+def _slow(ops: FakeNodeOps, delay: float) -> threading.Event:
+    """Migrations that take ``delay`` s; the event is set when the first one starts."""
+    started = threading.Event()
+    real = ops.migrate_instance
+
+    def slow(*args: Any) -> Any:
+        started.set()
+        time.sleep(delay)
+        return real(*args)
+
+    ops.migrate_instance = slow  # type: ignore[method-assign]
+    return started
+
+
+def test_cancel_stops_queued_moves_running_one_ends(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    started = _slow(ops, 0.5)
+    cancel = Cancellation()
+
+    def cancel_when_started() -> None:
+        started.wait(10)
+        cancel.request("test")
+
+    threading.Thread(target=cancel_when_started).start()
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1), cancel)
+    assert "canceled" in str(err.value)
+    # exactly one move ran (and completed); the others never started
+    assert len(ops.calls_to("migrate_instance")) + len(ops.calls_to("copy_disk")) <= 1
+    moved = [n for n in (I1, I2, I3) if primary(config, n) != N1]
+    assert len(moved) == 1
+    children = [j for j in ctx.jobs.list() if j.parent is not None]
+    assert len(children) == 1 and children[0].status == "success"
+    parent = next(j for j in ctx.jobs.list() if j.parent is None)
+    assert parent.status == "canceled"
+    # the report names every instance's node
+    for name in (I1, I2, I3):
+        assert f"{name} on {primary(config, name)}" in str(err.value)
+
+
+def test_parallel_moves_respect_the_limits(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    _slow(ops, 0.3)
+    active: list[int] = [0, 0]
+    lock = threading.Lock()
+    real = ops.migrate_instance
+
+    def counting(*args: Any) -> Any:
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    ops.migrate_instance = counting  # type: ignore[method-assign]
+    begin = time.monotonic()
+    run(ctx, OpNodeMigrate(node_name="node1", max_parallel=2, max_parallel_target=1))
+    assert active[1] == 2  # both at once (different targets)
+    assert time.monotonic() - begin < 0.55
+    with config.update() as data:
+        for name in (I1, I2):
+            data.instances[name].primary_node = N1
+    for name in (I1, I2):
+        for node in (N2, N3):
+            ops.remove_domain(node, name)
+        ops.add_domain(N1, name, memory=512)
+    active[1] = 0
+    run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=2))
+    assert active[1] == 1  # one target, one move at a time onto it
+
+
+def test_offline_node_is_evacuated_by_failover_only(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.nodes[N1].offline = True
+        for name in (I1, I2, I3):
+            data.instances[name].disk_template = constants.DT_SHARED_FILE
+    cluster = config.get_cluster()
+    for name in (I1, I2, I3):  # the shared images, seen from every node
+        inst = config.get_instance(name)
+        assert inst is not None
+        ops.present_paths.add(disk_path(cluster, inst, 0))
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1"))
+    assert err.value.ecode == ECODE_STATE
+    result, _ = run(ctx, OpNodeEvacuate(node_name="node1", dry_run=True))
+    assert {m["kind"] for m in result} == {"failover"}
+    assert all(m["target"] in (N2, N3) for m in result), result
