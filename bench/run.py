@@ -1,11 +1,13 @@
 """Run every benchmark and write bench/results/results.json and results.md.
 
-    .venv/bin/python bench/run.py [--quick] [--only framework,migration,export]
+    .venv/bin/python bench/run.py [--quick] [--only framework,migration,export,ganeti]
 
-The framework benchmark needs no cluster. The migration and export
+The framework benchmark needs no cluster. The migration, export and ganeti
 benchmarks bring up a 3-node local cluster of their own (directory
 /var/tmp/ganeti-lv-bench, subnet 10.250.9.0/24, so a test cluster may run
-meanwhile) and take it down at the end unless ``--keep-cluster``.
+meanwhile) and take it down at the end unless ``--keep-cluster``. The
+ganeti part also brings up a real Ganeti 3.0 peer cluster (``--peer-dir``)
+beside it and always takes that down.
 Every figure is a median of several runs; ratios are medians of pairs
 measured alternately. The issue's targets are printed with met / NOT met.
 """
@@ -28,9 +30,11 @@ if __package__ in (None, ""):
 
 from bench import framework, stats  # noqa: E402
 from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
+from bench.ganeti import PEER_DIR  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("framework", "migration", "export")
+PARTS = ("framework", "migration", "export", "ganeti")
+CLUSTER_PARTS = ("migration", "export", "ganeti")
 
 
 def _log(msg: str) -> None:
@@ -49,7 +53,7 @@ def _jsonable(value: Any) -> Any:
 
 def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, Any]:
     """Bring the bench cluster up, run the cluster benchmarks, take it down."""
-    from bench import export, migration
+    from bench import export, ganeti, migration
 
     out: dict[str, Any] = {}
     cl = BenchCluster(opts.dir, opts.subnet, nodes=3, feedback=_log)
@@ -65,6 +69,8 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             start = time.monotonic()
             out["export"] = export.run_all(cl, opts.quick, _log)
             out["export"]["seconds"] = time.monotonic() - start
+        if "ganeti" in parts:
+            out["ganeti"] = ganeti.run_all(cl, opts.quick, _log, opts.peer_dir)
     except Exception as err:  # noqa: BLE001 - report and still write what was measured
         out["cluster_error"] = f"{type(err).__name__}: {err}"
         _log(f"cluster benchmarks stopped: {out['cluster_error']}")
@@ -76,14 +82,16 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
 
 
 def collect_targets(results: dict[str, Any]) -> list[stats.Target]:
-    """Every target of issue 6 that belongs to a part that ran."""
-    from bench import export, migration
+    """Every target (issues 6 and 15) that belongs to a part that ran."""
+    from bench import export, ganeti, migration
 
     found: list[stats.Target] = []
     if "migration" in results:
         found += migration.targets(results["migration"])
     if "export" in results:
         found += export.targets(results["export"])
+    if "ganeti" in results:
+        found += ganeti.targets(results["ganeti"])
     if "framework" in results:
         found += framework.targets(results["framework"])
     return found
@@ -91,7 +99,7 @@ def collect_targets(results: dict[str, Any]) -> list[stats.Target]:
 
 def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: str) -> str:
     """The whole report: targets, then one section per benchmark."""
-    from bench import export, migration
+    from bench import export, ganeti, ganeti_report, migration
 
     meta = results["meta"]
     lines = [
@@ -120,7 +128,16 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
         lines.append(migration.markdown(results["migration"]))
     if "export" in results:
         lines += ["", "## Export (medians; ratio = median of alternating pairs)", ""]
-        lines.append(export.markdown(results["export"]))
+        lines.append(
+            export.markdown(results["export"], ganeti_report.export_rows(results.get("ganeti")))
+        )
+    if "ganeti" in results:
+        lines += [
+            "",
+            "## Side by side with Ganeti 3.0 (medians; the same guest, each tool's defaults)",
+            "",
+        ]
+        lines.append(ganeti.markdown(results["ganeti"]))
     if "framework" in results:
         lines += ["", "## Framework (medians)", ""]
         lines.append(framework.markdown(results["framework"]))
@@ -137,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=DEFAULT_DIR, help="bench cluster directory")
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="bench cluster subnet")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    parser.add_argument("--peer-dir", default=PEER_DIR, help="Ganeti peer directory (ganeti part)")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     opts = parser.parse_args(argv)
     parts = [p.strip() for p in opts.only.split(",") if p.strip()]
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if "framework" in parts:
         _log("framework benchmark")
         results["framework"] = framework.run_all(opts.quick)
-    cluster_parts = [p for p in parts if p in ("migration", "export")]
+    cluster_parts = [p for p in parts if p in CLUSTER_PARTS]
     if cluster_parts:
         results.update(run_cluster_parts(opts, cluster_parts))
     results["meta"] = {

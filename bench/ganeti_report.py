@@ -1,0 +1,316 @@
+"""Summaries, targets and tables of the Ganeti comparison (pure; see ganeti.py)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from bench import stats
+
+MIB = 1 << 20
+SIDES = ("ganeti", "ganeti_lv")
+SIDE_LABEL = {"ganeti": "Ganeti", "ganeti_lv": "ganeti_lv"}
+WALL_RATIO_LIMIT = 0.5
+EXPORT_MODES = (
+    ("ganeti_shutdown", "Ganeti, shut down (--long-sleep)"),
+    ("ganeti_lv_live", "ganeti_lv, live (--noshutdown)"),
+    ("ganeti_lv_shutdown", "ganeti_lv, shut down"),
+)
+NAN = math.nan
+
+
+def case_label(memory: int, dirty: int, fresh: bool = False) -> str:
+    """'128 MiB, idle', '256 MiB, dirtier 32 MiB', '... , right after boot'."""
+    label = f"{memory} MiB, " + ("idle" if not dirty else f"dirtier {dirty} MiB")
+    return label + (", right after boot" if fresh else "")
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the migrations that completed, and how many did."""
+    done = [r for r in runs if r.get("converged")]
+
+    def med(key: str) -> float:
+        return stats.median(r[key] for r in done if r.get(key) is not None)
+
+    return {
+        "wall": med("wall"),
+        "downtime_ms": med("downtime_ms"),
+        "total_ms": med("total_ms"),
+        "memory_mib": med("memory_mib"),
+        "passes": med("passes"),
+        "converged": len(done),
+        "runs": len(runs),
+        "downtimes_ms": [r.get("downtime_ms") for r in done],
+    }
+
+
+def paired_walls(
+    a_runs: Sequence[dict[str, Any]], b_runs: Sequence[dict[str, Any]]
+) -> tuple[list[float], list[float]]:
+    """Wall times of the pairs in which both migrations completed."""
+    a_out, b_out = [], []
+    for a, b in zip(a_runs, b_runs, strict=False):
+        if a.get("converged") and b.get("converged"):
+            a_out.append(float(a["wall"]))
+            b_out.append(float(b["wall"]))
+    return a_out, b_out
+
+
+def _ratio(a: float, b: float) -> float:
+    if math.isnan(a) or math.isnan(b) or b == 0:
+        return NAN
+    return a / b
+
+
+def case_result(
+    memory: int,
+    dirty: int,
+    fresh: bool,
+    ganeti_runs: Sequence[dict[str, Any]],
+    lv_runs: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """One case: both sides' summaries, the wall-time ratio of the medians and of the pairs."""
+    g, lv = summarize(ganeti_runs), summarize(lv_runs)
+    lv_walls, g_walls = paired_walls(lv_runs, ganeti_runs)
+    return {
+        "label": case_label(memory, dirty, fresh),
+        "memory_mib": memory,
+        "dirty_mib": dirty,
+        "fresh": fresh,
+        "pairs": min(len(ganeti_runs), len(lv_runs)),
+        "ganeti": g,
+        "ganeti_lv": lv,
+        "wall_ratio": _ratio(lv["wall"], g["wall"]),
+        "wall_pair_ratio": stats.median_pair_ratio(lv_walls, g_walls),
+        "runs": {"ganeti": list(ganeti_runs), "ganeti_lv": list(lv_runs)},
+    }
+
+
+def export_summary(runs: Sequence[dict[str, Any]], disk_mib: int) -> dict[str, Any]:
+    """Medians of one export mode's runs."""
+
+    def med(key: str) -> float:
+        return stats.median(r[key] for r in runs if r.get(key) is not None)
+
+    wall = med("wall")
+    return {
+        "wall": wall,
+        "mib_s": disk_mib / wall if wall and not math.isnan(wall) else NAN,
+        "guest_gap": med("guest_gap"),
+        "wire_bytes": med("wire_bytes"),
+        "target_allocated": med("target_allocated"),
+        "runs": len(runs),
+    }
+
+
+# ------------------------------------------------------------ targets
+
+
+def targets(results: dict[str, Any]) -> list[stats.Target]:
+    """Issue 15's targets: downtime and wall time against Ganeti; the fast dirtier."""
+    found: list[stats.Target] = []
+    for case in results.get("cases", []):
+        label = case["label"]
+        g = case.get("ganeti", {})
+        lv = case.get("ganeti_lv", {})
+        g_down = g.get("downtime_ms", NAN)
+        lv_down = lv.get("downtime_ms", NAN)
+        found.append(
+            stats.Target(
+                f"median migration downtime <= Ganeti's, {label}",
+                NAN if math.isnan(g_down) else lv_down,
+                g_down,
+                "<=",
+                "ms",
+            )
+        )
+        found.append(
+            stats.Target(
+                f"median migration wall time / Ganeti's, {label}",
+                case.get("wall_ratio", NAN),
+                WALL_RATIO_LIMIT,
+                "<=",
+            )
+        )
+    fast = results.get("fast_dirtier")
+    if fast is not None:
+        lv = fast.get("ganeti_lv", {})
+        cap = float(fast.get("cap_s", NAN))
+        if "error" in fast or not lv:
+            value = NAN
+        else:
+            value = float(lv["wall"]) if lv.get("converged") else math.inf
+        name = "fast dirtier converges under ganeti_lv within the cap"
+        if "memory_mib" in fast:
+            name += f" ({fast['dirty_mib']} MiB in {fast['memory_mib']} MiB)"
+        found.append(stats.Target(name, value, cap, "<=", "s"))
+    return found
+
+
+# ------------------------------------------------------------ tables
+
+
+def _per_run(values: Sequence[Any], digits: int = 0) -> str:
+    return ", ".join(stats.fmt(float(v), digits) if v is not None else "-" for v in values)
+
+
+def migration_table(results: dict[str, Any]) -> str:
+    """Every migration case, both tools side by side."""
+    rows: list[list[Any]] = []
+    for case in results.get("cases", []):
+        if "error" in case:
+            rows.append([case["label"], "error: " + case["error"][-200:]] + [""] * 10)
+            continue
+        g, lv = case["ganeti"], case["ganeti_lv"]
+        rows.append(
+            [
+                case["label"],
+                g["wall"],
+                lv["wall"],
+                case["wall_ratio"],
+                g["downtime_ms"],
+                lv["downtime_ms"],
+                f"{_per_run(g['downtimes_ms'])} / {_per_run(lv['downtimes_ms'])}",
+                g["memory_mib"],
+                lv["memory_mib"],
+                g["total_ms"],
+                lv["total_ms"],
+                f"{g['converged']}/{g['runs']}, {lv['converged']}/{lv['runs']}",
+            ]
+        )
+    headers = [
+        "guest",
+        "Ganeti wall s",
+        "ganeti_lv wall s",
+        "wall ratio ganeti_lv / Ganeti",
+        "Ganeti downtime ms",
+        "ganeti_lv downtime ms",
+        "downtime per run ms (Ganeti / ganeti_lv)",
+        "Ganeti RAM sent MiB",
+        "ganeti_lv RAM sent MiB",
+        "Ganeti qemu total ms",
+        "ganeti_lv libvirt total ms",
+        "completed (Ganeti, ganeti_lv)",
+    ]
+    return stats.markdown_table(headers, rows)
+
+
+def fast_table(fast: dict[str, Any]) -> str:
+    """The guest dirtying faster than Ganeti's bandwidth: what each tool did within the cap."""
+    if "error" in fast:
+        return f"Fast-dirtier case failed: {fast['error'][-300:]}"
+    rows = []
+    for side in SIDES:
+        r = fast.get(side, {})
+        if not r:
+            continue
+        ended = "completed"
+        if not r.get("converged"):
+            ended = "not completed"
+            if r.get("cancelled_after_s") is not None:
+                ended += f", cancelled at the cap ({r['cancelled_after_s']:.0f} s)"
+        rows.append(
+            [
+                SIDE_LABEL[side],
+                fast.get("limits", {}).get(side, ""),
+                ended,
+                r.get("wall", NAN),
+                r.get("downtime_ms") if r.get("converged") else NAN,
+                r.get("memory_mib") if r.get("memory_mib") is not None else NAN,
+                r.get("passes") if r.get("passes") is not None else NAN,
+                str(r.get("note", ""))[:160],
+            ]
+        )
+    rate = fast.get("dirty_rate_mib_s")
+    text = (
+        f"Dirtier {fast['dirty_mib']} MiB in a {fast['memory_mib']} MiB guest, cap "
+        f"{fast['cap_s']:g} s"
+        + (f"; qemu measured the guest dirtying {rate:.0f} MiB/s" if rate else "")
+        + ":\n\n"
+    )
+    headers = [
+        "tool",
+        "limits",
+        "ended",
+        "wall s",
+        "downtime ms",
+        "RAM sent MiB",
+        "passes",
+        "message",
+    ]
+    return text + stats.markdown_table(headers, rows)
+
+
+def export_table(export: dict[str, Any]) -> str:
+    """Export of the same 1 GiB disk of random data by both tools, and the guest's downtime."""
+    if "error" in export:
+        return f"Export case failed: {export['error'][-300:]}"
+    rows = []
+    for key, label in EXPORT_MODES:
+        if key not in export.get("summary", {}):
+            continue
+        s = export["summary"][key]
+        runs = export["runs"][key]
+        rows.append(
+            [
+                label,
+                s["wall"],
+                s["mib_s"],
+                s["guest_gap"],
+                _per_run([r["wall"] for r in runs], 1),
+                _per_run([r["guest_gap"] for r in runs], 1),
+            ]
+        )
+    headers = [
+        "tool, mode",
+        "wall s",
+        "MiB/s",
+        "guest's longest heartbeat gap s",
+        "wall per run s",
+        "gap per run s",
+    ]
+    return stats.markdown_table(headers, rows)
+
+
+def export_rows(results: dict[str, Any] | None) -> list[list[Any]]:
+    """Ganeti's export as rows of the export benchmark's table (bench/export.py)."""
+    export = (results or {}).get("export", {})
+    summary = export.get("summary", {}).get("ganeti_shutdown")
+    if not summary:
+        return []
+    runs = export["runs"]["ganeti_shutdown"]
+    return [
+        [
+            "",
+            "ganeti 3.0 (shut down, --long-sleep)",
+            summary["wall"],
+            summary["mib_s"],
+            "-",
+            summary["wire_bytes"] / MIB,
+            summary["target_allocated"] / MIB,
+            max((r["guest_gap"] for r in runs), default=NAN),
+            _per_run([r["guest_gap"] for r in runs], 1),
+        ]
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole Ganeti comparison as markdown."""
+    parts = [migration_table(results)]
+    limits = results.get("limits", {})
+    if limits:
+        parts.append(
+            "Limits qemu was given: "
+            + "; ".join(f"{SIDE_LABEL[s]} {limits[s]}" for s in SIDES if s in limits)
+            + "."
+        )
+    if "fast_dirtier" in results:
+        parts.append(fast_table(results["fast_dirtier"]))
+    if "export" in results:
+        disk = results["export"].get("disk_mib", 1024)
+        parts.append(
+            f"Export of a {disk} MiB disk of random data (file disk, node1 to node2):\n\n"
+            + export_table(results["export"])
+        )
+    return "\n\n".join(parts)
