@@ -46,7 +46,7 @@ from bench import ganeti_report as report
 from bench import migration, stats
 from bench.common import BenchCluster, BenchError, Feedback
 from bench.export import Heartbeat, allocated_bytes, link_bytes
-from bench.ganeti_tools import NODES, LvTool, PeerTool, fill_random
+from bench.ganeti_tools import NODES, GuestSpec, LvTool, PeerTool, fill_random
 from ganeti_lv.devcluster.peer import PeerCluster
 from ganeti_lv.errors import GenericError
 
@@ -56,6 +56,8 @@ QUICK_SETTLED = [(128, 32)]
 FRESH = (128, 32)
 FAST = {"memory": 256, "dirtymb": 128}
 EXPORT_DISK_MIB = 1024
+# created stopped: the disk is filled with random data before the first boot
+EXPORT_GUEST = GuestSpec(128, 0, template="file", disk_mb=EXPORT_DISK_MIB, start=False)
 CAP = 90.0  # any migration still running then is stopped
 FAST_CAP = 60.0
 EXPORT_DIR = "/var/lib/ganeti/export"
@@ -119,8 +121,8 @@ class Comparison:
         self.feedback(f"ganeti: {label}, {pairs} pairs")
         try:
             _both(
-                lambda: self.g.add(gname, memory, dirty),
-                lambda: self.lv.add(lname, memory, dirty),
+                lambda: self.g.add(gname, GuestSpec(memory, dirty)),
+                lambda: self.lv.add(lname, GuestSpec(memory, dirty)),
             )
             self.migrate_g(gname, lname)
             self.migrate_lv(lname, gname)
@@ -140,7 +142,7 @@ class Comparison:
         self.feedback(f"ganeti: {report.case_label(memory, dirty, True)}, {pairs} pairs")
 
         def one(tool: PeerTool | LvTool, name: str) -> dict[str, Any]:
-            tool.add(name, memory, dirty)
+            tool.add(name, GuestSpec(memory, dirty))
             try:
                 return tool.migrate(name, CAP)
             finally:
@@ -159,8 +161,8 @@ class Comparison:
         out: dict[str, Any] = {"memory_mib": memory, "dirty_mib": dirty, "cap_s": cap}
         try:
             _both(
-                lambda: self.g.add(gname, memory, dirty),
-                lambda: self.lv.add(lname, memory, dirty),
+                lambda: self.g.add(gname, GuestSpec(memory, dirty)),
+                lambda: self.lv.add(lname, GuestSpec(memory, dirty)),
             )
             out["ganeti"] = self.migrate_g(gname, lname, cap)
             out["ganeti_lv"] = self.migrate_lv(lname, gname, cap)
@@ -223,12 +225,12 @@ class Comparison:
         try:
 
             def add_g() -> None:
-                self.g.add(gname, 128, 0, template="file", disk_mb=EXPORT_DISK_MIB, start=False)
+                self.g.add(gname, EXPORT_GUEST)
                 fill_random(self.g.disk_path(gname), EXPORT_DISK_MIB)
                 self.g.start(gname)
 
             def add_lv() -> None:
-                self.lv.add(lname, 128, 0, template="file", disk_mb=EXPORT_DISK_MIB, start=False)
+                self.lv.add(lname, EXPORT_GUEST)
                 fill_random(self.lv.disk_path(lname), EXPORT_DISK_MIB)
                 self.lv.start(lname)
 

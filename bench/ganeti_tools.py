@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from bench import migration
@@ -33,6 +34,17 @@ PATMB = 16  # the peer's guests write 16 MiB of pattern at boot; so do the bench
 CTRL_DIR = "/run/ganeti/kvm-hypervisor/ctrl"
 FILE_STORAGE_DIR = "/srv/ganeti/file-storage"
 BOOT_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """The test guest as both tools create it."""
+
+    memory: int
+    dirtymb: int = 0
+    template: str = "sharedfile"
+    disk_mb: int = 128
+    start: bool = True
 
 
 def other(node: str) -> str:
@@ -70,24 +82,16 @@ class PeerTool:
         self.primary: dict[str, str] = {}
 
     # ------------------------------------------------------------ instances
-    def add(
-        self,
-        name: str,
-        memory: int,
-        dirtymb: int,
-        template: str = "sharedfile",
-        disk_mb: int = 128,
-        start: bool = True,
-    ) -> None:
+    def add(self, name: str, spec: GuestSpec) -> None:
         """Add the test guest as a Ganeti instance on node1 (booted unless ``start`` is False)."""
         self.peer.add_instance(
             name,
             node=NODES[0],
-            template=template,
-            dirtymb=dirtymb,
-            memory_mb=memory,
-            disk_mb=disk_mb,
-            start=start,
+            template=spec.template,
+            dirtymb=spec.dirtymb,
+            memory_mb=spec.memory,
+            disk_mb=spec.disk_mb,
+            start=spec.start,
             boot_timeout=BOOT_TIMEOUT,
         )
         self.primary[name] = NODES[0]
@@ -195,15 +199,7 @@ class LvTool:
         self.names: set[str] = set()
 
     # ------------------------------------------------------------ instances
-    def add(
-        self,
-        name: str,
-        memory: int,
-        dirtymb: int,
-        template: str = "sharedfile",
-        disk_mb: int = 128,
-        start: bool = True,
-    ) -> None:
+    def add(self, name: str, spec: GuestSpec) -> None:
         """``gnt-lv instance add`` of the test guest on node1 (booted unless ``start`` is False)."""
         self.cl.remove_instance(name)
         since = self.console_size(name)
@@ -211,13 +207,13 @@ class LvTool:
         self.cl.add_instance(
             name,
             NODES[0],
-            Guest(seed=name, patmb=PATMB, dirtymb=dirtymb),
-            memory=memory,
-            disk=f"{disk_mb}M",
-            template=template,
-            start=start,
+            Guest(seed=name, patmb=PATMB, dirtymb=spec.dirtymb),
+            memory=spec.memory,
+            disk=f"{spec.disk_mb}M",
+            template=spec.template,
+            start=spec.start,
         )
-        if start:
+        if spec.start:
             self.cl.wait_console(name, NODES[0], "GUEST-READY", timeout=BOOT_TIMEOUT, since=since)
 
     def start(self, name: str) -> None:

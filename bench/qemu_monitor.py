@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.common import parse_fields
+
 PROMPT = "(qemu) "
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 RUNNING_STATES = ("setup", "active", "pre-switchover", "device", "postcopy-active")
@@ -95,28 +97,11 @@ def parse_info(text: str) -> dict[str, Any]:
     completed' -> {'status': 'completed'}; 'downtime-limit: 30 ms' ->
     {'downtime_limit_ms': 30.0}. Lines without a number are left out.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(parse_fields(text, _UNITS))
     for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name = re.sub(r"[^a-z0-9]+", "_", key.strip().lower()).strip("_")
-        fields = value.split()
-        if name == "migration_status" and fields:
-            out["status"] = fields[0]
-            continue
-        if not fields:
-            continue
-        try:
-            number = float(fields[0])
-        except ValueError:
-            continue
-        unit = fields[1].lower() if len(fields) > 1 else ""
-        if unit in _UNITS:
-            suffix, factor = _UNITS[unit]
-            out[f"{name}_{suffix}"] = number * factor
-        else:
-            out[name] = number
+        key, _, value = line.partition(":")
+        if key.strip() == "Migration status" and value.split():
+            out["status"] = value.split()[0]
     return out
 
 
