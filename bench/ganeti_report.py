@@ -110,10 +110,14 @@ def export_summary(runs: Sequence[dict[str, Any]], disk_mib: int) -> dict[str, A
 def targets(results: dict[str, Any]) -> list[stats.Target]:
     """Issue 15's targets: downtime and wall time against Ganeti; the fast dirtier."""
     found: list[stats.Target] = []
+    cap = results.get("cap_s")
     for case in results.get("cases", []):
         label = case["label"]
         g = case.get("ganeti", {})
         lv = case.get("ganeti_lv", {})
+        if g.get("runs") and not g.get("converged"):
+            within = f" within {cap:g} s" if cap else ""
+            label += f" (Ganeti completed none of {g['runs']}{within})"
         g_down = g.get("downtime_ms", NAN)
         lv_down = lv.get("downtime_ms", NAN)
         found.append(
@@ -194,6 +198,47 @@ def migration_table(results: dict[str, Any]) -> str:
         "completed (Ganeti, ganeti_lv)",
     ]
     return stats.markdown_table(headers, rows)
+
+
+def incomplete_table(results: dict[str, Any]) -> str:
+    """The migrations stopped at the cap: how far they got (empty when every one completed)."""
+    rows = []
+    for case in results.get("cases", []):
+        for side in SIDES:
+            stopped = [r for r in case.get("runs", {}).get(side, []) if not r.get("converged")]
+            if not stopped:
+                continue
+
+            def med(key: str, runs: list[dict[str, Any]] = stopped) -> float:
+                return stats.median(r[key] for r in runs if r.get(key) is not None)
+
+            rows.append(
+                [
+                    case["label"],
+                    SIDE_LABEL[side],
+                    f"{len(stopped)} of {len(case['runs'][side])}",
+                    med("wall"),
+                    med("memory_mib"),
+                    med("passes"),
+                    med("dirty_rate_mib_s"),
+                    str(stopped[-1].get("note", ""))[:120],
+                ]
+            )
+    if not rows:
+        return ""
+    headers = [
+        "guest",
+        "tool",
+        "not completed",
+        "stopped after s",
+        "RAM sent by then MiB",
+        "passes by then",
+        "guest's dirty rate (qemu) MiB/s",
+        "message",
+    ]
+    return "Migrations stopped at the cap (medians of those runs):\n\n" + stats.markdown_table(
+        headers, rows
+    )
 
 
 def fast_table(fast: dict[str, Any]) -> str:
@@ -298,6 +343,9 @@ def export_rows(results: dict[str, Any] | None) -> list[list[Any]]:
 def markdown(results: dict[str, Any]) -> str:
     """The whole Ganeti comparison as markdown."""
     parts = [migration_table(results)]
+    stopped = incomplete_table(results)
+    if stopped:
+        parts.append(stopped)
     limits = results.get("limits", {})
     if limits:
         parts.append(

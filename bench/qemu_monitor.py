@@ -213,8 +213,12 @@ class MigrationWatcher:
                 self.errors += 1
 
     def result(self) -> dict[str, Any]:
-        """Figures of the final sample (or of the last running one), and how they were read."""
-        out = migration_figures(self.final or self.last)
+        """Figures of the completed migration (else of its last running sample)."""
+        completed = self.final.get("status") == "completed"
+        # a cancelled or failed migration's final sample has no figures left:
+        # those of its last running sample tell how far it got
+        out = migration_figures(self.final if completed else self.last)
+        out["status"] = self.final.get("status") or self.last.get("status")
         out["final_seen"] = bool(self.final)
         out["samples"] = self.samples
         out["cancelled_after_s"] = self.cancelled_at

@@ -203,6 +203,18 @@ def test_watcher_cancels_at_the_cap_once() -> None:
     assert not watcher.result()["final_seen"]  # figures of the last running sample
 
 
+def test_watcher_reports_how_far_a_cancelled_migration_got() -> None:
+    cancelled = "Migration status: cancelled\ntotal time: 0 ms\n"
+    mon = ScriptedMonitor([ACTIVE, cancelled])
+    watcher = qemu_monitor.MigrationWatcher("/x", query=mon, clock=lambda: 0.0)
+    watcher.poll()
+    watcher.poll()
+    result = watcher.result()
+    assert result["status"] == "cancelled" and result["final_seen"]
+    assert result["memory_mib"] == pytest.approx(32.0) and result["passes"] == 2
+    assert result["downtime_ms"] is None
+
+
 def test_watcher_thread_stops_at_the_final_state() -> None:
     mon = ScriptedMonitor([ACTIVE, COMPLETED])
     with qemu_monitor.MigrationWatcher("/x", interval=0.001, query=mon) as watcher:
@@ -265,11 +277,15 @@ def test_targets_downtime_wall_and_fast_dirtier() -> None:
 
 def test_targets_without_ganeti_figures_are_not_measured() -> None:
     never = ganeti_report.case_result(
-        256, 32, False, [_run(90, None, ok=False)] * 2, [_run(1, 25)] * 2
+        256, 32, False, [_run(30, None, ok=False)] * 2, [_run(1, 25)] * 2
     )
-    results = {"cases": [never], "fast_dirtier": {"error": "boom", "cap_s": 60}}
-    verdicts = set(_verdicts(results).values())
-    assert verdicts == {"not measured"}
+    results = {"cases": [never], "cap_s": 30, "fast_dirtier": {"error": "boom", "cap_s": 60}}
+    verdicts = _verdicts(results)
+    assert set(verdicts.values()) == {"not measured"}
+    assert (
+        "median migration downtime <= Ganeti's, 256 MiB, dirtier 32 MiB"
+        " (Ganeti completed none of 2 within 30 s)"
+    ) in verdicts
 
 
 def test_migration_table_shows_both_tools_and_errors() -> None:
@@ -281,6 +297,17 @@ def test_migration_table_shows_both_tools_and_errors() -> None:
     assert row[1:6] == ["7.25", "1.50", "0.21", "30.00", "25.00"]
     assert "30 / 25" in lines[2] and "1/1, 1/1" in lines[2]
     assert "error: no peer" in lines[3]
+
+
+def test_incomplete_table_tells_how_far_stopped_migrations_got() -> None:
+    stopped = {**_run(30.5, None, ok=False, mem=900.0), "passes": 28, "dirty_rate_mib_s": 31.0}
+    case = ganeti_report.case_result(128, 32, False, [stopped, _run(7, 30)], [_run(1, 25)] * 2)
+    text = ganeti_report.incomplete_table({"cases": [case]})
+    row = text.splitlines()[-1]
+    assert row.startswith("| 128 MiB, dirtier 32 MiB | Ganeti | 1 of 2 | 30.50 | 900.00 | 28.00 |")
+    assert "31.00" in row and "ganeti_lv |" not in text
+    complete = ganeti_report.case_result(128, 0, False, [_run(7, 30)], [_run(1, 25)])
+    assert ganeti_report.incomplete_table({"cases": [complete]}) == ""
 
 
 def test_export_table_and_rows_for_the_export_benchmark() -> None:
