@@ -270,7 +270,11 @@ class Comparison:
             for i in range(rounds):
                 # rotate the order, so no mode always goes first
                 for key, fn in modes[i % len(modes) :] + modes[: i % len(modes)]:
-                    runs[key].append(fn())
+                    try:
+                        runs[key].append(fn())
+                    except BenchError as err:  # counted as failed; the others go on
+                        self.feedback(f"ganeti: export {key} failed: {err}")
+                        runs[key].append({"failed": str(err)})
         finally:
             self.g.remove(gname)
             self.lv.remove(lname)

@@ -88,10 +88,11 @@ def case_result(
 
 
 def export_summary(runs: Sequence[dict[str, Any]], disk_mib: int) -> dict[str, Any]:
-    """Medians of one export mode's runs."""
+    """Medians of one export mode's runs (those that did not fail)."""
+    done = [r for r in runs if "failed" not in r]
 
     def med(key: str) -> float:
-        return stats.median(r[key] for r in runs if r.get(key) is not None)
+        return stats.median(r[key] for r in done if r.get(key) is not None)
 
     wall = med("wall")
     return {
@@ -101,6 +102,7 @@ def export_summary(runs: Sequence[dict[str, Any]], disk_mib: int) -> dict[str, A
         "wire_bytes": med("wire_bytes"),
         "target_allocated": med("target_allocated"),
         "runs": len(runs),
+        "failed": len(runs) - len(done),
     }
 
 
@@ -303,8 +305,9 @@ def export_table(export: dict[str, Any]) -> str:
                 s["wall"],
                 s["mib_s"],
                 s["guest_gap"],
-                _per_run([r["wall"] for r in runs], 1),
-                _per_run([r["guest_gap"] for r in runs], 1),
+                _per_run([r.get("wall") for r in runs], 1),
+                _per_run([r.get("guest_gap") for r in runs], 1),
+                f"{s['runs'] - s['failed']}/{s['runs']}",
             ]
         )
     headers = [
@@ -314,8 +317,18 @@ def export_table(export: dict[str, Any]) -> str:
         "guest's longest heartbeat gap s",
         "wall per run s",
         "gap per run s",
+        "completed",
     ]
-    return stats.markdown_table(headers, rows)
+    text = stats.markdown_table(headers, rows)
+    failures = [
+        f"- {label}: {r['failed'][-300:]}"
+        for key, label in EXPORT_MODES
+        for r in export.get("runs", {}).get(key, [])
+        if "failed" in r
+    ]
+    if failures:
+        text += "\n\nFailed runs:\n\n" + "\n".join(failures)
+    return text
 
 
 def export_rows(results: dict[str, Any] | None) -> list[list[Any]]:
@@ -334,8 +347,8 @@ def export_rows(results: dict[str, Any] | None) -> list[list[Any]]:
             "-",
             summary["wire_bytes"] / MIB,
             summary["target_allocated"] / MIB,
-            max((r["guest_gap"] for r in runs), default=NAN),
-            _per_run([r["guest_gap"] for r in runs], 1),
+            max((r["guest_gap"] for r in runs if "guest_gap" in r), default=NAN),
+            _per_run([r.get("guest_gap") for r in runs], 1),
         ]
     ]
 

@@ -316,7 +316,8 @@ def test_export_table_and_rows_for_the_export_benchmark() -> None:
             {"wall": 40.0, "guest_gap": 55.0, "wire_bytes": 2**30, "target_allocated": 2**30}
         ],
         "ganeti_lv_live": [
-            {"wall": 5.0, "guest_gap": 1.1, "wire_bytes": 2**30, "target_allocated": 2**30}
+            {"wall": 5.0, "guest_gap": 1.1, "wire_bytes": 2**30, "target_allocated": 2**30},
+            {"failed": "Export of disk/0 failed: socket closed"},
         ],
     }
     res = {
@@ -326,7 +327,9 @@ def test_export_table_and_rows_for_the_export_benchmark() -> None:
     }
     table = ganeti_report.export_table(res)
     assert "| Ganeti, shut down (--long-sleep) | 40.00 | 25.60 | 55.00 |" in table
-    assert "| ganeti_lv, live (--noshutdown) | 5.00 | 204.80 | 1.10 |" in table
+    live = "| ganeti_lv, live (--noshutdown) | 5.00 | 204.80 | 1.10 | 5.0, - | 1.1, - | 1/2 |"
+    assert live in table
+    assert "- ganeti_lv, live (--noshutdown): Export of disk/0 failed: socket closed" in table
     assert "ganeti_lv, shut down" not in table  # not measured, no row
     rows = ganeti_report.export_rows({"export": res})
     assert rows[0][1].startswith("ganeti 3.0") and rows[0][5] == 1024.0
