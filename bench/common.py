@@ -104,9 +104,12 @@ class BenchCluster:
         self.info: dict[str, Any] = {}
 
     # ------------------------------------------------------------ lifecycle
-    def up(self) -> dict[str, Any]:
-        """Bring the cluster up (idempotent) and return its description."""
-        self.info = self.dev.up(nodes=self.n_nodes, subnet=self.subnet)
+    def up(self, qemu: str | None = None) -> dict[str, Any]:
+        """Bring the cluster up (idempotent) and return its description.
+
+        ``qemu``: the nodes' qemu (``ganeti_lv.devcluster.emulator``; None: its default).
+        """
+        self.info = self.dev.up(nodes=self.n_nodes, subnet=self.subnet, qemu=qemu)
         # A real node has libvirt's qemu log directory from the package; the
         # local nodes start with an empty /var/log/libvirt, and a migration
         # target without it cannot open the guest's console log.

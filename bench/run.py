@@ -1,8 +1,8 @@
 """Run every benchmark and write bench/results/results.json and results.md.
 
-    .venv/bin/python bench/run.py [--quick] [--only framework,migration,export,ganeti]
+    .venv/bin/python bench/run.py [--quick] [--only framework,startup,migration,export,ganeti]
 
-The framework benchmark needs no cluster. The migration, export and ganeti
+The framework and start-up benchmarks need no cluster. The migration, export and ganeti
 benchmarks bring up a 3-node local cluster of their own (directory
 /var/tmp/ganeti-lv-bench, subnet 10.250.9.0/24, so a test cluster may run
 meanwhile) and take it down at the end unless ``--keep-cluster``. The
@@ -28,12 +28,12 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import framework, stats  # noqa: E402
+from bench import framework, startup, stats  # noqa: E402
 from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
 from bench.ganeti import PEER_DIR  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("framework", "migration", "export", "ganeti")
+PARTS = ("framework", "startup", "migration", "export", "ganeti")
 CLUSTER_PARTS = ("migration", "export", "ganeti")
 
 
@@ -141,6 +141,9 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
     if "framework" in results:
         lines += ["", "## Framework (medians)", ""]
         lines.append(framework.markdown(results["framework"]))
+    if "startup" in results:
+        lines += ["", "## gnt-lv start-up (a figure, no target)", ""]
+        lines.append(startup.markdown(results["startup"]))
     if "cluster_error" in results:
         lines += ["", f"Cluster benchmarks stopped early: {results['cluster_error']}"]
     return "\n".join(lines) + "\n"
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if "framework" in parts:
         _log("framework benchmark")
         results["framework"] = framework.run_all(opts.quick)
+    if "startup" in parts:
+        _log("gnt-lv start-up")
+        results["startup"] = startup.run_all(opts.quick)
     cluster_parts = [p for p in parts if p in CLUSTER_PARTS]
     if cluster_parts:
         results.update(run_cluster_parts(opts, cluster_parts))

@@ -6,26 +6,16 @@ Ops tooling uses :class:`Client`::
     from ganeti_lv.opcodes import OpInstanceMigrate
 
     Client(data_dir="/var/lib/ganeti-lv").submit(OpInstanceMigrate(instance_name="web1"))
+
+The client submits to the master daemon when one runs for the data dir, and
+otherwise runs the opcode in its own process.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ganeti_lv.client import Client
+from ganeti_lv.constants import RELEASE_VERSION
 
-TYPE_CHECKING = False  # not ``typing``'s: gnt-lv starts without importing it
-if TYPE_CHECKING:
-    from typing import Any
-
-    from ganeti_lv.client import Client
+__version__ = RELEASE_VERSION
 
 __all__ = ["Client", "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    # ``Client`` is imported on first use: ``import ganeti_lv`` (and ``gnt-lv
-    # --version``/``--help``) then does not load the whole framework.
-    if name == "Client":
-        from ganeti_lv.client import Client
-
-        return Client
-    raise AttributeError(f"module 'ganeti_lv' has no attribute {name!r}")

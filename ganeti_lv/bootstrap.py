@@ -23,7 +23,7 @@ from ganeti_lv.errors import (
     ConfigurationError,
     OpPrereqError,
 )
-from ganeti_lv.node import ssh
+from ganeti_lv.node import known_hosts
 from ganeti_lv.objects import Cluster, ConfigData, Node
 
 HOST_KEY_TYPES = (
@@ -63,7 +63,7 @@ def parse_host_key(text: str) -> tuple[str, str]:
 def host_key_fingerprint(text: str) -> str:
     """OpenSSH-style SHA256 fingerprint of a host key (``SHA256:...``)."""
     parse_host_key(text)
-    return ssh.key_fingerprint(text)
+    return known_hosts.key_fingerprint(text)
 
 
 def node_host_names(node: Node) -> list[str]:
@@ -75,20 +75,20 @@ def record_node_host_key(known_hosts_file: str, node: Node, host_key: str) -> No
     """Record the (confirmed) ``host_key`` of ``node`` for its address and name."""
     parse_host_key(host_key)
     for host in node_host_names(node):
-        ssh.known_hosts_add(known_hosts_file, host, node.ssh_port, host_key)
+        known_hosts.known_hosts_add(known_hosts_file, host, node.ssh_port, host_key)
 
 
 def forget_node_host_key(known_hosts_file: str, node: Node) -> int:
     """Remove the node's entries from known_hosts; return how many lines went."""
     return sum(
-        ssh.known_hosts_remove(known_hosts_file, host, node.ssh_port)
+        known_hosts.known_hosts_remove(known_hosts_file, host, node.ssh_port)
         for host in node_host_names(node)
     )
 
 
 def lookup_known_host(known_hosts_file: str, host: str, port: int = 22) -> str | None:
     """The recorded ``"<type> <base64>"`` for host:port, or None."""
-    name = ssh.known_hosts_name(host, port)
+    name = known_hosts.known_hosts_name(host, port)
     try:
         with open(known_hosts_file, encoding="utf-8") as fh:
             lines = fh.read().splitlines()

@@ -1,19 +1,31 @@
-"""The library API for ops tooling: submit opcodes from Python."""
+"""The library API for ops tooling: submit opcodes from Python.
+
+``Client.submit`` runs an opcode as a job of the master daemon when one runs
+for the data dir (through ``ganeti_lv.master.client``, the same path
+``gnt-lv`` takes), and otherwise in this process through the processor
+(``ganeti_lv.master.runner``). Either way the job is in the job log, the
+feedback lines and the result are the same, and errors are raised typed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from ganeti_lv import paths
 from ganeti_lv.cancel import Cancellation
-from ganeti_lv.context import Context
-from ganeti_lv.hypervisor.base import NodeOps
-from ganeti_lv.master.jobs import Job
+from ganeti_lv.master import client as master_client
+from ganeti_lv.master.protocol import RecordFn, text_of_records
 from ganeti_lv.opcodes import OpCode
+
+if TYPE_CHECKING:
+    from ganeti_lv.context import Context
+    from ganeti_lv.hypervisor.base import NodeOps
+    from ganeti_lv.master.jobs import Job
 
 
 class Client:
-    """Runs opcodes through the processor on this master.
+    """Runs opcodes on this master: in the master daemon, or in this process.
 
     Example::
 
@@ -23,8 +35,9 @@ class Client:
         Client(data_dir="/var/lib/ganeti-lv").submit(OpInstanceMigrate(instance_name="web1"))
 
     ``data_dir`` defaults to $GANETI_LV_DATA_DIR or /var/lib/ganeti-lv;
-    ``node_ops`` defaults to the libvirt implementation; ``lock_timeout``
-    (seconds) makes a busy lock fail with LockTimeout instead of waiting.
+    ``lock_timeout`` (seconds) makes a busy lock fail with LockTimeout
+    instead of waiting. ``node_ops`` (default: the libvirt implementation)
+    or a ``context`` given here always run the jobs in this process.
     """
 
     def __init__(
@@ -34,9 +47,27 @@ class Client:
         lock_timeout: float | None = None,
         context: Context | None = None,
     ) -> None:
-        self.ctx = context or Context.from_data_dir(
-            data_dir, node_ops=node_ops, lock_timeout=lock_timeout
-        )
+        self.data_dir = context.data_dir if context is not None else paths.data_dir(data_dir)
+        self.lock_timeout = lock_timeout
+        self._node_ops = node_ops
+        self._ctx = context
+        self._local_only = node_ops is not None or context is not None
+
+    @property
+    def ctx(self) -> Context:
+        """The context jobs run in when they run in this process (built on first use)."""
+        if self._ctx is None:
+            from ganeti_lv.context import Context
+
+            self._ctx = Context.from_data_dir(
+                self.data_dir, node_ops=self._node_ops, lock_timeout=self.lock_timeout
+            )
+        return self._ctx
+
+    def _daemon(self) -> master_client.MasterClient | None:
+        if self._local_only:
+            return None
+        return master_client.connect(self.data_dir)
 
     def submit(
         self,
@@ -46,24 +77,53 @@ class Client:
     ) -> Any:
         """Run ``op``; return its result or raise its typed error (ganeti_lv.errors).
 
-        ``cancel`` (a ``ganeti_lv.cancel.Cancellation``), when set from another
-        thread or a signal handler, asks the operation to stop safely.
+        ``feedback_fn`` gets the job's feedback lines; ``cancel`` (a
+        ``ganeti_lv.cancel.Cancellation``), when set from another thread or
+        a signal handler, asks the operation to stop safely.
         """
-        from ganeti_lv.mcpu import Processor
+        return self.submit_job([op], text_of_records(feedback_fn), cancel)[0]
 
-        return Processor(self.ctx).execute(op, feedback_fn=feedback_fn, cancel=cancel)
+    def submit_job(
+        self,
+        ops: Sequence[OpCode],
+        on_record: RecordFn | None = None,
+        cancel: Cancellation | None = None,
+    ) -> list[Any]:
+        """Run a job of ``ops`` in order; every opcode's result, or the first error raised.
+
+        ``on_record`` gets the job's records (``ganeti_lv.master.protocol``:
+        feedback lines, and progress lines with their bar and percentage).
+        """
+        master = self._daemon()
+        if master is not None:
+            with master:
+                return master.submit_job(ops, on_record, cancel, self.lock_timeout)
+        # the processor, the LUs and the node operations: loaded when a job runs here
+        from ganeti_lv.master.runner import run_job
+
+        job = self.ctx.jobs.create_job(ops, start=True)
+        return run_job(self.ctx, job, ops, on_record, cancel)
 
     def jobs(self) -> list[Job]:
         """All recorded jobs, ascending by id."""
+        master = self._daemon()
+        if master is not None:
+            with master:
+                return master.jobs()
         return self.ctx.jobs.list()
 
     def job(self, job_id: int) -> Job:
-        """One recorded job."""
+        """One recorded job; JobError when unknown."""
+        master = self._daemon()
+        if master is not None:
+            with master:
+                return master.job(job_id)
         return self.ctx.jobs.get(job_id)
 
     def close(self) -> None:
-        """Close node connections."""
-        self.ctx.close()
+        """Close node connections (of the jobs run in this process)."""
+        if self._ctx is not None:
+            self._ctx.close()
 
     def __enter__(self) -> Client:
         return self

@@ -26,7 +26,9 @@ wrote is kept with the cache, so the untouched entries (the very objects of
 the cache, never changed) are not encoded again. The new cache shares those
 objects and copies the few the caller may still hold. A file written by
 another process is parsed afresh and has no such text: its first save here
-encodes everything.
+encodes everything. A plain store (a deep copy to change, everything encoded,
+a deep copy for the cache) misses the 50 ms target with 1,000 instances
+(55 ms, where this one takes 6 ms; see bench/README.md).
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
-# defined beside the paths (which gnt-lv imports before anything else)
+# defined beside the paths of the data dir
 from ganeti_lv.paths import DATA_DIR_ENV as DATA_DIR_ENV
 from ganeti_lv.paths import DEFAULT_DATA_DIR as DEFAULT_DATA_DIR
+
+# The version of ganeti_lv (``gnt-lv --version``, the master daemon's version query).
+RELEASE_VERSION = "0.1.0"
 
 # Hooks
 HOOKS_PHASE_PRE = "pre"
@@ -49,7 +52,6 @@ INSTST_ERRORUP = "ERROR_up"
 INSTST_WRONGNODE = "ERROR_wrongnode"
 INSTST_NODEOFFLINE = "ERROR_nodeoffline"
 INSTST_NODEDOWN = "ERROR_nodedown"
-INSTST_USERDOWN = "USER_down"
 
 # Domain run states as the hypervisor layer reports them
 DOMSTATE_RUNNING = "running"
@@ -63,7 +65,6 @@ DT_FILE = "file"
 DT_SHARED_FILE = "sharedfile"
 DISK_TEMPLATES = (DT_FILE, DT_SHARED_FILE)
 DTS_MIRRORED_MIGRATABLE = (DT_FILE, DT_SHARED_FILE)  # file: with copy-storage
-DTS_SHARED = (DT_SHARED_FILE,)
 
 # Migration
 HT_MIGRATION_LIVE = "live"

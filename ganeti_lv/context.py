@@ -71,7 +71,7 @@ class Context:
         if self._node_ops is None:
             from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps  # heavy: libvirt
 
-            self._node_ops = LibvirtNodeOps(data_dir=self.data_dir, config=self.config)
+            self._node_ops = LibvirtNodeOps(self.data_dir)
         return self._node_ops
 
     @node_ops.setter

@@ -26,10 +26,7 @@ Every error that reaches a user carries an ``ecode`` (Ganeti's strings below);
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
+from collections.abc import Sequence
 
 ECODE_INVAL = "wrong_input"
 ECODE_STATE = "wrong_state"

@@ -18,7 +18,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_FAULT, HooksAbort, HooksFailure
-from ganeti_lv.hypervisor.base import HookScriptResult, NodeResult
+from ganeti_lv.node.transport import HookScriptResult, NodeResult
 
 HookResults = dict[str, NodeResult[list[HookScriptResult]]]
 ExecFn = Callable[[list[str], str, dict[str, str]], HookResults]

@@ -4,11 +4,19 @@
 Ganeti Lock, builds the LU, acquires its locks level by level, runs
 CheckPrereq, the PRE hooks, Exec and the POST hooks, and releases every
 lock in a ``finally``. See ``ganeti_lv.cmdlib.base`` for the LU contract.
+
+Each job owns a node-operations session (``NodeOps.open_session``, opened
+when the job first needs it): the work the LU asks to begin early
+(``LogicalUnit.EarlyWork``, right after ExpandNames: connections warmed,
+disk copies set up) runs in it, the same way in a process of its own and in
+the master daemon. The session is closed in the job's ``finally``, whatever
+happened (success, a failed check or hook, a lock timeout, a cancel, an
+error), so nothing begun for the job outlives it.
 """
 
 from __future__ import annotations
 
-import datetime
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,9 +35,10 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hooksmaster import HookResults, HooksMaster
-from ganeti_lv.hypervisor.base import NodeResult
+from ganeti_lv.hypervisor.base import NodeSession
 from ganeti_lv.locking import _AllSet
 from ganeti_lv.master.jobs import Job
+from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.opcodes import OpCode
 
 FeedbackFn = Callable[[str], None]
@@ -41,12 +50,6 @@ RETRY_DELAY = 1.0
 _ = cmdlib  # importing the package fills LU_REGISTRY
 
 
-def format_feedback(timestamp: float, message: str) -> str:
-    """A job log line as the CLI shows it: "<ISO time> <message>"."""
-    when = datetime.datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
-    return f"{when} {message}"
-
-
 class Processor:
     """Runs opcodes in a Context; one instance may run several opcodes in turn."""
 
@@ -55,14 +58,39 @@ class Processor:
         self._feedback_fn: FeedbackFn | None = None
         self.cancel = Cancellation()
         self._job: Job | None = None
+        self._index = 0
+        self._session: NodeSession | None = None
+        self._session_lock = threading.Lock()
+
+    @property
+    def session(self) -> NodeSession:
+        """The running job's node-operations session (opened on first use)."""
+        with self._session_lock:
+            if self._session is None:
+                self._session = self.ctx.node_ops.open_session()
+            return self._session
+
+    def _close_session(self) -> None:
+        with self._session_lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
     # ------------------------------------------------------------ feedback
     def Log(self, msg: str) -> None:
-        """Send a feedback line to the caller and into the job log."""
+        """Send a feedback line into the job log and to the caller.
+
+        The caller's output never decides the operation's fate: a feedback
+        function that fails (a closed pipe, a dropped terminal) is dropped
+        for the rest of the job, which goes on; the job log keeps every line.
+        """
         if self._job is not None:
-            self.ctx.jobs.append_log(self._job, msg)
+            self.ctx.jobs.append_log(self._job, msg, index=self._index)
         if self._feedback_fn is not None:
-            self._feedback_fn(msg)
+            try:
+                self._feedback_fn(msg)
+            except Exception:  # noqa: BLE001 - whatever the caller's output raises
+                self._feedback_fn = None
 
     def LogWarning(self, msg: str, hint: str | None = None) -> None:
         """Feedback " - WARNING: msg" (plus "      Hint: ..." when given)."""
@@ -84,15 +112,23 @@ class Processor:
         op: OpCode,
         feedback_fn: FeedbackFn | None = None,
         cancel: Cancellation | None = None,
+        *,
+        job: Job | None = None,
+        index: int = 0,
     ) -> Any:
         """Run ``op`` through its LU; return the result or raise the typed error.
 
         Setting ``cancel`` before Exec starts stops the operation with nothing
         changed; during Exec, LUs that can stop safely (migration) watch it.
+        ``op`` is recorded as a job of its own, or as opcode ``index`` of the
+        recorded ``job`` (``ganeti_lv.master.runner`` runs a job's opcodes).
         """
         self.cancel = cancel or Cancellation()
-        job = self.ctx.jobs.create(op, start=True)
-        self._job, self._feedback_fn = job, feedback_fn
+        if job is None:
+            job, index = self.ctx.jobs.create(op, start=True), 0
+        else:
+            self.ctx.jobs.start_op(job, index)
+        self._job, self._index, self._feedback_fn = job, index, feedback_fn
         # a cancel request also ends a wait for a lock (nothing is changed then)
         self.ctx.locks.set_interrupt(self.cancel)
         try:
@@ -134,19 +170,34 @@ class Processor:
                     f"{lu_class.__name__}.ExpandNames did not set needed_locks to a dict",
                     ECODE_FAULT,
                 )
+            self._begin_early_work(lu)
             result = self._run_with_retries(lu)
         except KeyboardInterrupt as err:
-            self.ctx.jobs.finish_error(job, err, canceled=True)
+            self.ctx.jobs.finish_error(job, err, canceled=True, index=self._index)
             raise
         except BaseException as err:
-            self.ctx.jobs.finish_error(job, err, canceled=self.cancel.is_set())
+            self.ctx.jobs.finish_error(job, err, canceled=self.cancel.is_set(), index=self._index)
             raise
         else:
-            self.ctx.jobs.finish_success(job, result)
+            self.ctx.jobs.finish_success(job, result, index=self._index)
             return result
         finally:
-            if release:
-                locks.release_all()
+            try:
+                # before the locks go: a job waiting for them finds nothing of this one left
+                self._close_session()
+            finally:
+                if release:
+                    locks.release_all()
+
+    def _begin_early_work(self, lu: LogicalUnit) -> None:
+        """Hand the work the LU asks to begin early to the job's session (hints only)."""
+        work = lu.EarlyWork()
+        if work is None or not (work.nodes or work.copies):
+            return
+        if work.nodes:
+            self.session.prewarm(work.nodes)
+        if work.copies:
+            self.session.prestart_copies(work.copies)
 
     def _run_with_retries(self, lu: LogicalUnit) -> Any:
         attempt = 0
@@ -181,7 +232,7 @@ class Processor:
 
     def _exec_lu(self, lu: LogicalUnit) -> Any:
         if self._job is not None:
-            self.ctx.jobs.mark_executing(self._job)
+            self.ctx.jobs.mark_executing(self._job, index=self._index)
         lu.CheckPrereq()
         hm = self._hooks_master(lu)
         pre_results = hm.run_phase(constants.HOOKS_PHASE_PRE)
@@ -225,8 +276,12 @@ class Processor:
             node = data.nodes.get(name)
             if node is None:
                 return NodeResult(name, fail_msg="Node not in the configuration")
-            return self.ctx.node_ops.run_hooks(
-                node.copy(), hooks_dir, env, timeout=cluster.hooks_timeout
+            return node_call(
+                self.ctx.node_ops.run_hooks,
+                node.copy(),
+                hooks_dir,
+                env,
+                timeout=cluster.hooks_timeout,
             )
 
         # Nodes run their scripts at the same time: a phase costs the slowest

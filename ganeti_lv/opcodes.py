@@ -1,54 +1,28 @@
 """Opcodes: what an operation is asked to do, with Ganeti's names and defaults.
 
-Each opcode is a class of keyword-only fields with an ``OP_ID`` (Ganeti's
-``OP_*`` name), declared as annotated class attributes with their defaults
-(``field(default_factory=list)`` for a fresh list per opcode). The base
-class gives them a keyword-only constructor, equality, ``repr``,
-``to_dict``/``from_dict`` and ``validate()``, which checks types and values
-and raises ``OpPrereqError(..., ECODE_INVAL)``; the processor calls it before
-the LU is built. ``OP_REGISTRY`` maps OP_ID to class (no name mangling).
-
-Opcodes are plain classes, not dataclasses: ``gnt-lv`` builds one for every
-command before it hands the job to the master daemon, and this module then
-imports nothing beyond ``constants`` and ``errors``. Without ``typing``,
-``dataclasses`` (with ``inspect``) and the generated methods of some thirty
-dataclasses, importing it takes about a millisecond instead of tens (45 ms
-measured on a busy host). Type checkers see opcodes as dataclasses
-(``dataclass_transform``); ``validate()`` imports ``typing`` when it runs.
+Each opcode is a keyword-only dataclass with an ``OP_ID`` (Ganeti's ``OP_*``
+name); ``field(default_factory=list)`` gives a fresh list per opcode. The
+base class adds ``to_dict``/``from_dict`` (the form opcodes take in the job
+log and in the master daemon's protocol), ``summary()`` for job listings and
+``validate()``, which checks types and values and raises
+``OpPrereqError(..., ECODE_INVAL)``; the processor calls it before the LU is
+built. ``OP_REGISTRY`` maps OP_ID to class (no name mangling).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any, ClassVar, dataclass_transform
-else:
-
-    def dataclass_transform(**_kwargs):
-        return lambda cls: cls
-
+__all__ = ["OP_REGISTRY", "OpCode", "field"]
 
 OP_REGISTRY: dict[str, type[OpCode]] = {}
-
-_REQUIRED = object()
-
-
-class _Factory:
-    """A field default made afresh for every opcode (``field(default_factory=...)``)."""
-
-    __slots__ = ("make",)
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self.make = make
-
-
-def field(*, default_factory: Callable[[], Any]) -> Any:
-    """A field whose default is ``default_factory()``, called for every new opcode."""
-    return _Factory(default_factory)
 
 
 def _plain(value: Any) -> Any:
@@ -60,30 +34,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_TYPE_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    """The resolved field annotations of an opcode class (computed once per class)."""
-    hints = _TYPE_HINTS.get(cls)
-    if hints is None:
-        import typing  # only where opcodes are validated (the processor), not in gnt-lv
-
-        names = {"Any": typing.Any, "ClassVar": typing.ClassVar}
-        hints = _TYPE_HINTS[cls] = typing.get_type_hints(cls, localns=names)
-    return hints
-
-
 def _type_ok(value: Any, hint: Any) -> bool:
-    import types
-    import typing
-
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, arg) for arg in typing.get_args(hint))
     if hint is type(None):
         return value is None
-    if hint is typing.Any:
+    if hint is Any:
         return True
     if origin is not None:
         hint = origin
@@ -94,30 +51,13 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _declared_fields(cls: type) -> dict[str, Any]:
-    """The fields of an opcode class and its bases: name -> default, in declaration order."""
-    fields: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        for name, annotation in klass.__dict__.get("__annotations__", {}).items():
-            if str(annotation).split("[", 1)[0] not in ("ClassVar", "typing.ClassVar"):
-                fields[name] = klass.__dict__.get(name, _REQUIRED)
-    return fields
+@dataclass(kw_only=True)
+class OpCode:
+    """Base of all opcodes. ``dry_run`` is honoured by LUs that support it.
 
-
-@dataclass_transform(kw_only_default=True, field_specifiers=(field,))
-class _OpCodeType(type):
-    """The type of opcode classes: it lists each one's fields (``FIELDS``)."""
-
-    # field name -> default (_REQUIRED, a value or a _Factory), in declaration order
-    FIELDS: dict[str, Any]
-
-    def __init__(cls, name: str, bases: tuple[type, ...], ns: dict[str, Any]) -> None:
-        super().__init__(name, bases, ns)
-        cls.FIELDS = _declared_fields(cls)
-
-
-class OpCode(metaclass=_OpCodeType):
-    """Base of all opcodes. ``dry_run`` is honoured by LUs that support it."""
+    A subclass is a ``@dataclass(kw_only=True)`` with its own ``OP_ID``;
+    defining it registers it in ``OP_REGISTRY``.
+    """
 
     OP_ID: ClassVar[str] = "OP_ABSTRACT"
     WITH_DRY_RUN: ClassVar[bool] = False
@@ -130,42 +70,15 @@ class OpCode(metaclass=_OpCodeType):
         if cls.OP_ID != "OP_ABSTRACT":
             OP_REGISTRY[cls.OP_ID] = cls
 
-    def __init__(self, **kwargs: Any) -> None:
-        fields = type(self).FIELDS
-        for name in kwargs:
-            if name not in fields:
-                raise TypeError(
-                    f"{type(self).__name__}() got an unexpected keyword argument {name!r}"
-                )
-        for name, default in fields.items():
-            if name in kwargs:
-                value = kwargs[name]
-            elif default is _REQUIRED:
-                raise TypeError(f"{type(self).__name__}() missing keyword argument {name!r}")
-            elif isinstance(default, _Factory):
-                value = default.make()
-            else:
-                value = default
-            setattr(self, name, value)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in type(self).FIELDS)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in type(self).FIELDS)
-        return f"{type(self).__name__}({args})"
-
     def validate(self) -> None:
         """Check field types and values; raise OpPrereqError(ECODE_INVAL)."""
-        hints = _type_hints(type(self))
-        for name in type(self).FIELDS:
-            value = getattr(self, name)
-            if not _type_ok(value, hints[name]):
+        hints = typing.get_type_hints(type(self))
+        for fld in dataclasses.fields(self):
+            value = getattr(self, fld.name)
+            if not _type_ok(value, hints[fld.name]):
                 raise OpPrereqError(
-                    f"Parameter '{self.OP_ID}.{name}' fails validation: "
-                    f"expected {hints[name]}, got {value!r}",
+                    f"Parameter '{self.OP_ID}.{fld.name}' fails validation: "
+                    f"expected {hints[fld.name]}, got {value!r}",
                     ECODE_INVAL,
                 )
         if self.dry_run and not self.WITH_DRY_RUN:
@@ -183,11 +96,12 @@ class OpCode(metaclass=_OpCodeType):
 
     def to_dict(self) -> dict[str, Any]:
         """Return the opcode as a dict including OP_ID (sharing no list or dict with it)."""
-        return {"OP_ID": self.OP_ID, **{n: _plain(getattr(self, n)) for n in type(self).FIELDS}}
+        values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {"OP_ID": self.OP_ID, **values}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> OpCode:
-        """Build an opcode from ``to_dict`` output."""
+        """Build an opcode from ``to_dict`` output; OpPrereqError for anything else."""
         data = dict(data)
         op_id = data.pop("OP_ID", None)
         cls = OP_REGISTRY.get(str(op_id))
@@ -221,12 +135,14 @@ def _require_non_negative(op: OpCode, *names: str) -> None:
 # ---------------------------------------------------------------- cluster
 
 
+@dataclass(kw_only=True)
 class OpClusterVerify(OpCode):
     """Compare the configuration with what the nodes really run."""
 
     OP_ID: ClassVar[str] = "OP_CLUSTER_VERIFY"
 
 
+@dataclass(kw_only=True)
 class OpClusterSetParams(OpCode):
     """Change cluster-wide settings (None = unchanged)."""
 
@@ -251,6 +167,7 @@ class OpClusterSetParams(OpCode):
                 raise OpPrereqError(f"Invalid compression tool name {tool!r}", ECODE_INVAL)
 
 
+@dataclass(kw_only=True)
 class OpTestDelay(OpCode):
     """Sleep while holding locks (for testing the framework)."""
 
@@ -269,6 +186,7 @@ class OpTestDelay(OpCode):
 # ---------------------------------------------------------------- nodes
 
 
+@dataclass(kw_only=True)
 class OpNodeAdd(OpCode):
     """Add a node; its SSH host key must be confirmed (``host_key``)."""
 
@@ -294,6 +212,7 @@ class OpNodeAdd(OpCode):
         _require_non_negative(self, "memory_cap")
 
 
+@dataclass(kw_only=True)
 class OpNodeSetParams(OpCode):
     """Change a node's flags (None = unchanged)."""
 
@@ -314,6 +233,7 @@ class OpNodeSetParams(OpCode):
             raise OpPrereqError("Cannot both set and clear the memory cap", ECODE_INVAL)
 
 
+@dataclass(kw_only=True)
 class OpNodeRemove(OpCode):
     """Remove a node that has no instances."""
 
@@ -322,6 +242,7 @@ class OpNodeRemove(OpCode):
     node_name: str
 
 
+@dataclass(kw_only=True)
 class OpNodeQuery(OpCode):
     """List nodes with live facts where reachable."""
 
@@ -334,6 +255,7 @@ class OpNodeQuery(OpCode):
 # ---------------------------------------------------------------- instances
 
 
+@dataclass(kw_only=True)
 class OpInstanceCreate(OpCode):
     """Create an instance (mode 'create'), or restore one from an export ('import').
 
@@ -375,6 +297,7 @@ class OpInstanceCreate(OpCode):
                 raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
 
 
+@dataclass(kw_only=True)
 class OpInstanceStartup(OpCode):
     """Start an instance and mark it up."""
 
@@ -387,6 +310,7 @@ class OpInstanceStartup(OpCode):
     no_remember: bool = False
 
 
+@dataclass(kw_only=True)
 class OpInstanceShutdown(OpCode):
     """Shut an instance down (ACPI, then forced after ``timeout`` s) and mark it down."""
 
@@ -402,6 +326,7 @@ class OpInstanceShutdown(OpCode):
         _require_non_negative(self, "timeout")
 
 
+@dataclass(kw_only=True)
 class OpInstanceReboot(OpCode):
     """Reboot an instance (soft: guest reboot; hard: reset; full: stop+start)."""
 
@@ -418,6 +343,7 @@ class OpInstanceReboot(OpCode):
         _require_non_negative(self, "shutdown_timeout")
 
 
+@dataclass(kw_only=True)
 class OpInstanceRemove(OpCode):
     """Remove an instance: stop it, undefine it, delete its disks."""
 
@@ -431,6 +357,7 @@ class OpInstanceRemove(OpCode):
         _require_non_negative(self, "shutdown_timeout")
 
 
+@dataclass(kw_only=True)
 class OpInstanceQuery(OpCode):
     """List instances with their live state."""
 
@@ -440,6 +367,7 @@ class OpInstanceQuery(OpCode):
     live: bool = True
 
 
+@dataclass(kw_only=True)
 class OpInstanceMigrate(OpCode):
     """Migrate an instance (Ganeti's OP_INSTANCE_MIGRATE).
 
@@ -487,6 +415,7 @@ class OpInstanceMigrate(OpCode):
         )
 
 
+@dataclass(kw_only=True)
 class OpInstanceFailover(OpCode):
     """Fail an instance over: stop on the primary, start on the target."""
 
@@ -508,6 +437,7 @@ class OpInstanceFailover(OpCode):
 # ---------------------------------------------------------------- backups
 
 
+@dataclass(kw_only=True)
 class OpBackupExport(OpCode):
     """Export an instance to another node (Ganeti's OP_BACKUP_EXPORT).
 
@@ -542,6 +472,7 @@ class OpBackupExport(OpCode):
             raise OpPrereqError("The bandwidth limit must be positive", ECODE_INVAL)
 
 
+@dataclass(kw_only=True)
 class OpBackupQuery(OpCode):
     """List the exports on the given nodes (all when empty)."""
 
@@ -550,6 +481,7 @@ class OpBackupQuery(OpCode):
     nodes: list[str] = field(default_factory=list)
 
 
+@dataclass(kw_only=True)
 class OpBackupRemove(OpCode):
     """Remove every export of an instance."""
 

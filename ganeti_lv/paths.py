@@ -1,8 +1,4 @@
-"""Where ganeti_lv keeps its files inside the master's data dir.
-
-Imports nothing but ``os``: ``gnt-lv`` finds the master daemon's socket
-with it before anything else is loaded.
-"""
+"""Where ganeti_lv keeps its files inside the master's data dir."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Every retry policy of ganeti_lv, in one place.
 
-Only idempotent calls are retried: opening an SSH or libvirt connection and
-read-only look-ups. A policy is a ``tenacity.Retrying`` object; each one
-re-raises the last error (``reraise=True``) so callers see the typed
-ganeti_lv error, never a ``tenacity.RetryError``. ``sleep`` is injectable so
-tests can run the policies without waiting.
+Only idempotent calls are retried: opening an SSH or libvirt connection.
+A policy is a ``tenacity.Retrying`` object; each one re-raises the last
+error (``reraise=True``) so callers see the typed ganeti_lv error, never a
+``tenacity.RetryError``. ``sleep`` is injectable so tests can run the
+policies without waiting.
 
 Usage::
 
@@ -36,11 +36,6 @@ SSH_CONNECT_WAIT_MAX = 4.0
 LIBVIRT_CONNECT_ATTEMPTS = 3
 LIBVIRT_CONNECT_WAIT_MIN = 0.5
 LIBVIRT_CONNECT_WAIT_MAX = 4.0
-
-# Read-only look-ups (domain state, node facts) that hit a transient error.
-LOOKUP_ATTEMPTS = 3
-LOOKUP_WAIT_MIN = 0.2
-LOOKUP_WAIT_MAX = 2.0
 
 
 def is_transient(err: BaseException) -> bool:
@@ -84,15 +79,6 @@ def libvirt_connect_policy(
 ) -> tenacity.Retrying:
     """Retry opening a libvirt connection (the caller maps libvirt errors first)."""
     return _policy(attempts, LIBVIRT_CONNECT_WAIT_MIN, LIBVIRT_CONNECT_WAIT_MAX, retry_on, sleep)
-
-
-def lookup_policy(
-    attempts: int = LOOKUP_ATTEMPTS,
-    sleep: SleepFn = time.sleep,
-    retry_on: tuple[type[BaseException], ...] = (NodeUnreachable,),
-) -> tenacity.Retrying:
-    """Retry an idempotent, read-only look-up on a node."""
-    return _policy(attempts, LOOKUP_WAIT_MIN, LOOKUP_WAIT_MAX, retry_on, sleep)
 
 
 def call_with_retry(

@@ -8,12 +8,9 @@ Python callers, which may be ints or the same strings). Every failure is an
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*$")
 _UNIT_FACTORS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}

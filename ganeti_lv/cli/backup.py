@@ -1,27 +1,16 @@
 """``gnt-lv backup export/list/remove/import`` (as gnt-backup).
 
-On a terminal the copy's progress lines ("disk/0 sent 1.5G, 120.0 MiB/s,
-30%, ETA 12s") drive a progress bar (rich); otherwise they are printed.
+On a terminal the copy's progress ("disk/0 sent 1.5G, 120.0 MiB/s, 30%,
+ETA 12s") drives a progress bar per disk; otherwise the lines are printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 
-from ganeti_lv import ahead, constants, opcodes
+from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-
-PROGRESS_RE = re.compile(r"^(?P<disk>disk/\d+) sent (?P<detail>.*?(?P<pct>\d+)%.*)$")
-
-
-def parse_progress(line: str) -> tuple[str, float, str] | None:
-    """(disk, percent, detail) of a copy progress line, or None."""
-    match = PROGRESS_RE.match(line)
-    if not match:
-        return None
-    return match.group("disk"), float(match.group("pct")), match.group("detail")
 
 
 def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -41,12 +30,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
         bandwidth_limit=opts.bandwidth_limit,
         dry_run=opts.dry_run,
     )
-    client = env.client()
-    # in this process: the master's, primary's and target's SSH connections and
-    # the disk copies are set up while the job is (the daemon does that itself)
-    ahead.begin(getattr(client, "ctx", None), op)
-    with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
-        result = client.submit(op, feedback_fn=feedback)
+    result = env.submit(op)
     if opts.dry_run:
         return EXIT_SUCCESS
     finalized, disks = result
@@ -92,16 +76,13 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
         start=not opts.no_start,
         dry_run=opts.dry_run,
     )
-    with common.progress_feedback(env, parse_progress, show_percent=False) as feedback:
-        env.client().submit(op, feedback_fn=feedback)
+    env.submit(op)
     return EXIT_SUCCESS
 
 
 def register(registry: CommandRegistry) -> None:
     """Add the ``backup`` group."""
-    exp = registry.command(
-        "backup", "export", cmd_export, help="Export an instance", in_daemon=True
-    )
+    exp = registry.command("backup", "export", cmd_export, help="Export an instance")
     exp.add_argument("instance_name", metavar="INSTANCE")
     exp.add_argument("-n", "--node", required=True, metavar="NODE", help="Target node")
     exp.add_argument("--noshutdown", action="store_true", help="Export live (snapshot)")
@@ -117,9 +98,7 @@ def register(registry: CommandRegistry) -> None:
     common.add_dry_run(exp)
     lst = registry.command("backup", "list", cmd_list, help="List exports")
     lst.add_argument("--node", action="append", metavar="NODE")
-    rem = registry.command(
-        "backup", "remove", cmd_remove, help="Remove an instance's exports", in_daemon=True
-    )
+    rem = registry.command("backup", "remove", cmd_remove, help="Remove an instance's exports")
     rem.add_argument("instance_name", metavar="INSTANCE")
     imp = registry.command("backup", "import", cmd_import, help="Create an instance from an export")
     imp.add_argument("instance_name", metavar="INSTANCE")

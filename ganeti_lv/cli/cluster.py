@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:

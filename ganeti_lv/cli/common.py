@@ -3,13 +3,12 @@
 - parsing: key=value lists (``-B memory=128M,vcpus=1``), indexed specs
   (``--disk 0:size=1G``), sizes;
 - ``CliEnv``: what a command handler gets (data dir, injected node
-  operations, output streams, confirmation prompt) and ``submit`` to run an
-  opcode with its feedback printed as it comes;
+  operations, output streams, confirmation prompt) and ``submit`` to run
+  an opcode as a job with its feedback shown as it comes (progress bars on
+  a terminal; see ``ganeti_lv.cli.submit``);
 - ``CommandRegistry``: how command modules add groups and subcommands;
 - output tables in Ganeti's style (aligned columns, ``--no-headers``,
-  ``--separator``);
-- ``progress_feedback``: a feedback function drawing progress bars on a
-  terminal (migration, export), plain lines otherwise.
+  ``--separator``).
 
 Key=value lists: items are separated by ``,``; a value may contain ``=``;
 quote a value (``'...'`` or ``"..."``) or escape with ``\\`` to include a
@@ -19,22 +18,19 @@ quote a value (``'...'`` or ``"..."``) or escape with ``\\`` to include a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
-import os
 import sys
-import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from ganeti_lv import paths
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cli import submit
+from ganeti_lv.client import Client
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.opcodes import OpCode
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
-    from typing import Any, TextIO
-
-    Handler = Callable[[argparse.Namespace, "CliEnv"], int]
-    ProgressParser = Callable[[str], "tuple[str, float, str] | None"]
+Handler = Callable[[argparse.Namespace, "CliEnv"], int]
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -214,6 +210,8 @@ class CliEnv:
     ``lock_timeout`` (seconds, None: wait) comes from ``--lock-timeout``.
     ``stdin_tty`` says whether questions could be asked on stdin (None:
     whether this process's stdin is a terminal, at the time of asking).
+    Output that goes away (a closed pipe, a hang-up) is dropped, never an
+    error (``stdout_lost`` then says so).
     """
 
     def __init__(
@@ -231,21 +229,16 @@ class CliEnv:
         self.stdin_tty = stdin_tty
         self.node_ops = node_ops
         self.ask = ask
-        self.out = out
-        self.err = err
+        self.stdout = submit.Output(lambda: out or sys.stdout)
+        self.stderr = submit.Output(lambda: err or sys.stderr)
         self.client_factory = client_factory
         self.lock_timeout = lock_timeout
         self._client: Any = None
 
     @property
-    def stdout(self) -> TextIO:
-        """Output stream (sys.stdout at call time unless injected)."""
-        return self.out or sys.stdout
-
-    @property
-    def stderr(self) -> TextIO:
-        """Error stream (sys.stderr at call time unless injected)."""
-        return self.err or sys.stderr
+    def stdout_lost(self) -> bool:
+        """True once stdout's reader went away."""
+        return self.stdout.lost
 
     def write(self, line: str = "") -> None:
         """Print one line to stdout."""
@@ -265,8 +258,7 @@ class CliEnv:
         no_headers: bool = False,
     ) -> None:
         """Print a table: rich columns on a terminal, else plain aligned/separated lines."""
-        isatty = getattr(self.stdout, "isatty", None)
-        if separator is None and callable(isatty) and isatty():
+        if separator is None and self.stdout.isatty():
             self.stdout.write(render_rich_table(headers, rows, no_headers))
             self.stdout.flush()
             return
@@ -274,41 +266,35 @@ class CliEnv:
             self.write(line)
 
     def client(self) -> Any:
-        """The client for this data dir (built once).
+        """The client for this data dir (built once): ``ganeti_lv.Client`` unless injected.
 
-        The master daemon's when one runs for the data dir (and nothing is
-        injected), else the library client running jobs in this process.
+        It submits to the master daemon when one runs for the data dir
+        (and no node operations are injected), else runs jobs here.
         """
         if self._client is None:
-            if self.client_factory is None and self.node_ops is None:
-                from ganeti_lv.master import client as masterclient
-
-                master = masterclient.connect(self.data_dir)
-                if master is not None:
-                    master.lock_timeout = self.lock_timeout
-                    self._client = master
-                    return master
-            if self.client_factory is not None:
-                self._client = self.client_factory(
-                    data_dir=self.data_dir, node_ops=self.node_ops, lock_timeout=self.lock_timeout
-                )
-            else:
-                from ganeti_lv.client import Client
-
-                self._client = Client(
-                    data_dir=self.data_dir, node_ops=self.node_ops, lock_timeout=self.lock_timeout
-                )
+            factory = self.client_factory or Client
+            self._client = factory(
+                data_dir=self.data_dir, node_ops=self.node_ops, lock_timeout=self.lock_timeout
+            )
         return self._client
 
-    def feedback(self, msg: Any) -> None:
-        """Print a feedback line with a timestamp, as Ganeti's CLI does."""
-        text = msg if isinstance(msg, str) else str(msg)
-        for line in text.splitlines() or [""]:
-            self.write(f"{time.ctime()} {line}")
+    def submit(self, op: OpCode, quiet: bool = False) -> Any:
+        """Run an opcode as a job, showing its feedback as it comes (unless quiet)."""
+        return self.run_job([op], quiet=quiet)[0]
 
-    def submit(self, op: Any, quiet: bool = False) -> Any:
-        """Run an opcode, printing its feedback lines as they come (unless quiet)."""
-        return self.client().submit(op, feedback_fn=None if quiet else self.feedback)
+    def run_job(self, ops: Sequence[OpCode], quiet: bool = False) -> list[Any]:
+        """Run a job of ``ops``; every opcode's result (see ``ganeti_lv.cli.submit``)."""
+        cancel = Cancellation()
+        client = self.client()
+        with (
+            submit.job_signals(cancel, lambda: self.warn(submit.ABORT_REQUESTED), self._hangup),
+            submit.show_records(self.stdout) as show,
+        ):
+            return list(client.submit_job(ops, None if quiet else show, cancel))
+
+    def _hangup(self) -> None:
+        # the terminal went away: nobody reads stdout or stderr any more
+        self.stdout.lost = self.stderr.lost = True
 
     def confirm(self, question: str, force: bool) -> bool:
         """Ask the operator; ``force`` answers yes; without a tty the answer is no."""
@@ -330,14 +316,18 @@ class CliEnv:
         return self.ask is not None or self._stdin_is_tty()
 
     def _stdin_is_tty(self) -> bool:
-        return sys.stdin.isatty() if self.stdin_tty is None else self.stdin_tty
+        if self.stdin_tty is not None:
+            return self.stdin_tty
+        try:
+            return sys.stdin is not None and sys.stdin.isatty()
+        except (ValueError, OSError):  # closed
+            return False
 
     def close(self) -> None:
         """Release the client's resources."""
         client, self._client = self._client, None
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
+        if client is not None:
+            client.close()
 
 
 def default_data_dir(explicit: str | None) -> str:
@@ -348,39 +338,6 @@ def default_data_dir(explicit: str | None) -> str:
 # ---------------------------------------------------------------- registry
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's help formatter, sized to the terminal without ``shutil``.
-
-    argparse makes a formatter for every option it adds (to check it) and
-    asks ``shutil.get_terminal_size`` for the width each time; importing
-    ``shutil`` (and the compression modules it loads) was some 3 ms of
-    every ``gnt-lv`` start. The width is the same: $COLUMNS, else the
-    terminal's, else 80 columns, less 2.
-    """
-
-    def __init__(
-        self,
-        prog: str,
-        indent_increment: int = 2,
-        max_help_position: int = 24,
-        width: int | None = None,
-    ) -> None:
-        super().__init__(prog, indent_increment, max_help_position, width or _help_width())
-
-
-def _help_width() -> int:
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return (columns or 80) - 2
-
-
 class CommandRegistry:
     """Collects command groups and subcommands for the ``gnt-lv`` parser.
 
@@ -388,46 +345,16 @@ class CommandRegistry:
     ``registry.command("instance", "migrate", handler, help=...)``; the
     returned parser gets the command's options. Groups are created on first
     use, so a module may also add a whole new group (``backup``).
-
-    A registry may build only one group (``only``), or only one command of
-    it (``command``): a command line names one, and building every parser
-    costs each ``gnt-lv`` start some 20 ms. The other groups and commands
-    are still known by name (``has_group``, ``has_command``) but get no
-    parser.
     """
 
-    def __init__(self, subparsers: Any, only: str | None = None, command: str | None = None):
+    def __init__(self, subparsers: Any) -> None:
         self._top = subparsers
         self._groups: dict[str, Any] = {}
-        self._known: dict[str, set[str]] = {}
-        self._only = only
-        self._command = command
-
-    def has_group(self, name: str) -> bool:
-        """True once a module registered group ``name``."""
-        return name in self._known
-
-    def has_command(self, group: str, name: str) -> bool:
-        """True once a module registered command ``name`` of ``group``."""
-        return name in self._known.get(group, ())
-
-    def _builds(self, group: str, name: str | None = None) -> bool:
-        if self._only is not None and group != self._only:
-            return False
-        return name is None or self._command is None or name == self._command
 
     def group(self, name: str, help: str | None = None) -> Any:  # noqa: A002
-        """The subparsers action of group ``name`` (created when missing).
-
-        None for a group this registry does not build.
-        """
-        self._known.setdefault(name, set())
-        if not self._builds(name):
-            return None
+        """The subparsers action of group ``name`` (created when missing)."""
         if name not in self._groups:
-            parser = self._top.add_parser(
-                name, help=help, description=help, formatter_class=HelpFormatter
-            )
+            parser = self._top.add_parser(name, help=help, description=help)
             subs = parser.add_subparsers(dest="command", metavar="COMMAND")
             subs.required = True
             self._groups[name] = subs
@@ -439,35 +366,13 @@ class CommandRegistry:
         name: str,
         handler: Handler,
         help: str | None = None,  # noqa: A002
-        in_daemon: bool = False,
     ) -> argparse.ArgumentParser:
-        """Add ``gnt-lv GROUP NAME`` running ``handler(opts, env) -> exit code``.
-
-        ``in_daemon``: the master daemon may run the command for ``gnt-lv``
-        (``ganeti_lv.cli.remote``): its handler reads nothing of the
-        machine it runs on (no files, no environment) besides its options
-        and ``env``. A command this registry does not build gets a stand-in
-        that takes and drops its options.
-        """
-        subs = self.group(group)
-        self._known[group].add(name)
-        if subs is None or not self._builds(group, name):
-            return _UnbuiltParser()  # type: ignore[return-value]
-        parser: argparse.ArgumentParser = subs.add_parser(
-            name, help=help, description=help, formatter_class=HelpFormatter
+        """Add ``gnt-lv GROUP NAME`` running ``handler(opts, env) -> exit code``."""
+        parser: argparse.ArgumentParser = self.group(group).add_parser(
+            name, help=help, description=help
         )
-        parser.set_defaults(handler=handler, in_daemon=in_daemon)
+        parser.set_defaults(handler=handler)
         return parser
-
-
-class _UnbuiltParser:
-    """Stands in for the parser of a command that is not built: every call is dropped."""
-
-    def __getattr__(self, _name: str) -> Any:
-        return self._drop
-
-    def _drop(self, *_args: Any, **_kwargs: Any) -> _UnbuiltParser:
-        return self
 
 
 # ---------------------------------------------------------------- common options
@@ -498,42 +403,3 @@ def add_list_options(parser: argparse.ArgumentParser, fields: Sequence[str]) -> 
     )
     parser.add_argument("--no-headers", action="store_true", help="Do not print headers")
     parser.add_argument("--separator", default=None, help="Column separator (default: aligned)")
-
-
-# ---------------------------------------------------------------- progress bars
-
-
-@contextlib.contextmanager
-def progress_feedback(
-    env: CliEnv, parse: ProgressParser, show_percent: bool = True
-) -> Iterator[Callable[[str], None]]:
-    """A feedback function: rich progress bars on a terminal, plain lines otherwise.
-
-    ``parse(line)`` returns (bar name, percent, detail) for a progress line
-    (one bar per name, e.g. "migrating" or "disk/0") and None for any other
-    line, which is printed above the bars. ``show_percent`` adds a column
-    with the percentage (leave it off when the detail already shows it).
-    """
-    if env.out is not None or not sys.stdout.isatty():
-        yield env.feedback
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns: list[Any] = [TextColumn("[bold]{task.fields[bar]}"), BarColumn()]
-    if show_percent:
-        columns.append(TextColumn("{task.percentage:>5.1f}%"))
-    columns += [TimeElapsedColumn(), TextColumn("{task.description}")]
-    with Progress(*columns) as bars:
-        tasks: dict[str, Any] = {}
-
-        def feedback(msg: str) -> None:
-            parsed = parse(msg)
-            if parsed is None:
-                bars.console.print(msg, markup=False, highlight=False)
-                return
-            name, pct, detail = parsed
-            if name not in tasks:
-                tasks[name] = bars.add_task(detail, total=100.0, bar=name)
-            bars.update(tasks[name], completed=pct, description=detail)
-
-        yield feedback

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.units import parse_size
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 INSTANCE_FIELDS = (
     "name",
@@ -260,18 +257,14 @@ def _register_add(registry: CommandRegistry) -> None:
 
 
 def _register_state(registry: CommandRegistry) -> None:
-    startup = registry.command(
-        "instance", "startup", cmd_startup, help="Start an instance", in_daemon=True
-    )
+    startup = registry.command("instance", "startup", cmd_startup, help="Start an instance")
     _instance_arg(startup)
     common.add_force(startup)
     startup.add_argument("--ignore-offline", action="store_true")
     startup.add_argument("--no-remember", action="store_true")
     common.add_dry_run(startup)
 
-    shutdown = registry.command(
-        "instance", "shutdown", cmd_shutdown, help="Stop an instance", in_daemon=True
-    )
+    shutdown = registry.command("instance", "shutdown", cmd_shutdown, help="Stop an instance")
     _instance_arg(shutdown)
     shutdown.add_argument(
         "--timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT, metavar="SECONDS"
@@ -280,9 +273,7 @@ def _register_state(registry: CommandRegistry) -> None:
     shutdown.add_argument("--no-remember", action="store_true")
     common.add_dry_run(shutdown)
 
-    reboot = registry.command(
-        "instance", "reboot", cmd_reboot, help="Reboot an instance", in_daemon=True
-    )
+    reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot an instance")
     _instance_arg(reboot)
     reboot.add_argument(
         "--type", dest="reboot_type", default="hard", choices=("soft", "hard", "full")
@@ -290,9 +281,7 @@ def _register_state(registry: CommandRegistry) -> None:
     reboot.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
     common.add_dry_run(reboot)
 
-    remove = registry.command(
-        "instance", "remove", cmd_remove, help="Remove an instance", in_daemon=True
-    )
+    remove = registry.command("instance", "remove", cmd_remove, help="Remove an instance")
     _instance_arg(remove)
     common.add_force(remove)
     remove.add_argument("--ignore-failures", action="store_true")

@@ -1,19 +1,15 @@
-"""``gnt-lv job list|info``: the job log."""
+"""``gnt-lv job list|info``: the job log (from the master daemon when it runs)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from typing import Any
 
-from ganeti_lv import paths
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 JOB_FIELDS = ("id", "status", "summary", "op_id", "received", "start", "exec", "end", "pid")
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")
@@ -43,12 +39,6 @@ def _ts(value: float | None) -> str | None:
     return None if value is None else format_timestamp(value)
 
 
-def _job_store(env: CliEnv) -> Any:
-    from ganeti_lv.master.jobs import JobStore
-
-    return JobStore(paths.jobs_dir(env.data_dir))
-
-
 def _field(job: Any, name: str) -> Any:
     return {
         "id": job.id,
@@ -66,7 +56,7 @@ def _field(job: Any, name: str) -> Any:
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     """List recorded jobs (a job whose process died shows as "lost")."""
     fields = common.parse_fields(opts.output, JOB_DEFAULT_FIELDS, JOB_FIELDS)
-    jobs = _job_store(env).list()
+    jobs = env.client().jobs()
     if opts.status:
         jobs = [j for j in jobs if j.status == opts.status]
     rows = [[_field(job, f) for f in fields] for job in jobs]
@@ -85,29 +75,38 @@ def _job_lines(job: Any) -> list[str]:
         f"  Execution start: {_ts(job.exec_ts) or 'N/A'}",
         f"  Processing end: {_ts(job.end_ts) or 'N/A'}",
         "  Opcodes:",
-        f"    OP_ID: {job.op_id}",
-        f"    Summary: {job.summary}",
+    ]
+    for op in job.ops:
+        lines += _op_lines(op)
+    return lines
+
+
+def _op_lines(op: Any) -> list[str]:
+    lines = [
+        f"    OP_ID: {op.op_id}",
+        f"    Summary: {op.summary}",
+        f"    Status: {op.status}",
         "    Input fields:",
     ]
-    for key, value in sorted(job.params.items()):
+    for key, value in sorted(op.params.items()):
         if key != "OP_ID":
             lines.append(f"      {key}: {json.dumps(value, sort_keys=True)}")
-    if job.error:
+    if op.error:
         lines.append(
-            f"    Error: {job.error.get('class')} ({job.error.get('ecode')}): "
-            f"{job.error.get('message')}"
+            f"    Error: {op.error.get('class')} ({op.error.get('ecode')}): "
+            f"{op.error.get('message')}"
         )
     else:
-        lines.append(f"    Result: {json.dumps(job.result, sort_keys=True)}")
+        lines.append(f"    Result: {json.dumps(op.result, sort_keys=True)}")
     lines.append("    Execution log:")
-    for timestamp, log_type, message in job.log:
+    for timestamp, log_type, message in op.log:
         lines.append(f"      {format_timestamp(timestamp)}:{log_type} {message}")
     return lines
 
 
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
     """Show one or more jobs in detail."""
-    store = _job_store(env)
+    client = env.client()
     for num, text in enumerate(opts.job_ids):
         try:
             job_id = int(text)
@@ -115,7 +114,7 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
             raise OpPrereqError(f"Invalid job id '{text}'", ECODE_INVAL) from None
         if num:
             env.write("")
-        for line in _job_lines(store.get(job_id)):
+        for line in _job_lines(client.job(job_id)):
             env.write(line)
     return EXIT_SUCCESS
 

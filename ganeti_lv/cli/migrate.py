@@ -1,81 +1,20 @@
 """``gnt-lv instance migrate`` and ``gnt-lv instance failover`` (as gnt-instance).
 
-On a terminal the migration's progress lines drive a progress bar (rich);
-otherwise they are printed as plain lines. SIGINT and SIGTERM during the
-operation become a cancel request (never an exception at an arbitrary
-point): before Exec nothing is done, during the migration the driver aborts
-the libvirt job and the instance keeps running on its source.
+On a terminal the migration's progress drives a progress bar; otherwise
+its lines are printed. SIGINT and SIGTERM during the operation become a
+cancel request (never an exception at an arbitrary point): before Exec
+nothing is done, during the migration the driver aborts the libvirt job and
+the instance keeps running on its source (``ganeti_lv.cli.submit``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import re
-import signal
 
-from ganeti_lv import ahead, constants, opcodes
-from ganeti_lv.cancel import Cancellation
+from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-from ganeti_lv.cli.entry import ABORT_REQUESTED
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from typing import Any
-
-PROGRESS_RE = re.compile(r"^migration\s+(?P<pct>[0-9.]+)% of memory")
-
-
-def parse_progress(line: str) -> float | None:
-    """The memory percentage of a migration progress line, or None."""
-    match = PROGRESS_RE.match(line)
-    return float(match.group("pct")) if match else None
-
-
-@contextlib.contextmanager
-def signals_cancel(env: CliEnv, cancel: Cancellation) -> Iterator[None]:
-    """While active, SIGINT and SIGTERM ask the operation to stop safely.
-
-    The first signal only sets ``cancel`` (the migration aborts its libvirt
-    job and keeps the instance on its source); nothing is interrupted at an
-    arbitrary point. A second signal interrupts at once.
-    """
-
-    def handler(signum: int, frame: Any) -> None:
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        cancel.request("interrupted by the user")
-        env.warn(ABORT_REQUESTED)
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def progress_bar(line: str) -> tuple[str, float, str] | None:
-    """("migrating", percent, detail) of a migration progress line, or None."""
-    pct = parse_progress(line)
-    if pct is None:
-        return None
-    return "migrating", pct, line.split(",", 1)[1].strip() if "," in line else ""
-
-
-def _submit(env: CliEnv, op: opcodes.OpCode) -> None:
-    cancel = Cancellation()
-    client = env.client()
-    ahead.prewarm_nodes(getattr(client, "ctx", None), op)
-    with signals_cancel(env, cancel), common.progress_feedback(env, progress_bar) as feedback:
-        client.submit(op, feedback_fn=feedback, cancel=cancel)
 
 
 def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -108,7 +47,7 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
         completion_timeout=opts.completion_timeout,
         dry_run=opts.dry_run,
     )
-    _submit(env, op)
+    env.submit(op)
     return EXIT_SUCCESS
 
 
@@ -126,7 +65,7 @@ def cmd_failover(opts: argparse.Namespace, env: CliEnv) -> int:
         ignore_ipolicy=opts.ignore_ipolicy,
         dry_run=opts.dry_run,
     )
-    _submit(env, op)
+    env.submit(op)
     return EXIT_SUCCESS
 
 
@@ -146,9 +85,7 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
 
 def register(registry: CommandRegistry) -> None:
     """Add ``instance migrate`` and ``instance failover``."""
-    mig = registry.command(
-        "instance", "migrate", cmd_migrate, help="Migrate an instance", in_daemon=True
-    )
+    mig = registry.command("instance", "migrate", cmd_migrate, help="Migrate an instance")
     _common_args(mig)
     mig.add_argument("--non-live", action="store_true", help="Pause the guest during transfer")
     mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
@@ -168,9 +105,7 @@ def register(registry: CommandRegistry) -> None:
     mig.add_argument("--no-escalate", action="store_true", help="Abort instead of escalating")
     mig.add_argument("--progress-timeout", type=float, default=None, metavar="SECONDS")
     mig.add_argument("--completion-timeout", type=float, default=None, metavar="SECONDS")
-    fail = registry.command(
-        "instance", "failover", cmd_failover, help="Fail over an instance", in_daemon=True
-    )
+    fail = registry.command("instance", "failover", cmd_failover, help="Fail over an instance")
     _common_args(fail)
     fail.add_argument("--ignore-consistency", action="store_true")
     fail.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
 
 NODE_FIELDS = (
     "name",

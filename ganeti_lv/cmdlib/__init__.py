@@ -4,7 +4,9 @@ Each LU module is imported below (one line per module).
 """
 
 from ganeti_lv.cmdlib import (  # noqa: F401
-    backup,  # noqa: F401
+    backup_export,
+    backup_import,
+    backup_query,
     cluster,
     instance,
     instance_migration,  # noqa: F401

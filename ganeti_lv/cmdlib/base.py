@@ -12,6 +12,12 @@ in this order (Ganeti's lifecycle):
    ``self.share_locks[level] = 1`` makes a level shared (default 0:
    exclusive). The Big Ganeti Lock (level cluster) is taken by the processor
    before the LU is built: shared, or exclusive when ``REQ_BGL = True``.
+   Optionally, ``EarlyWork()`` returns work to begin while the job waits
+   for its locks and runs its checks (an ``EarlyWork``: connections to
+   warm up, disk copies to set up); the processor hands it to the job's
+   node-operations session (``self.session``). Only a hint: nothing is
+   decided by it, its lookups need no locks, and the job's own calls check
+   everything again.
 3. For each level from instance to network that is a key of
    ``needed_locks``: ``DeclareLocks(level)`` (the last chance to compute
    the level's names from locks already held, e.g. the nodes of a locked
@@ -51,6 +57,7 @@ With ``tasklets`` set (a list of ``Tasklet``), the base ``CheckPrereq`` and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ganeti_lv import locking
@@ -61,7 +68,8 @@ from ganeti_lv.opcodes import OpCode
 if TYPE_CHECKING:
     from ganeti_lv.config import ConfigStore
     from ganeti_lv.context import Context
-    from ganeti_lv.hypervisor.base import NodeOps
+    from ganeti_lv.hypervisor.base import CopyAhead, NodeOps, NodeSession
+    from ganeti_lv.objects import Node
 
 FeedbackFn = Callable[[str], None]
 NeededLocks = dict[int, "list[str] | _AllSet"]
@@ -84,6 +92,18 @@ def register_lu(opcode_cls: type[OpCode]) -> Callable[[type[LUType]], type[LUTyp
         return lu_cls
 
     return decorate
+
+
+@dataclass
+class EarlyWork:
+    """Work an LU asks to begin as soon as its names are expanded (hints only).
+
+    ``nodes``: nodes whose connections the job will use (hooks, checks);
+    ``copies``: disk copies the job will make, to set up ahead.
+    """
+
+    nodes: list[Node] = field(default_factory=list)
+    copies: list[CopyAhead] = field(default_factory=list)
 
 
 class LogicalUnit:
@@ -112,8 +132,14 @@ class LogicalUnit:
 
     @property
     def rpc(self) -> NodeOps:
-        """The node-operations facade (``ctx.node_ops``)."""
+        """The node operations (``ctx.node_ops``); call them through ``node_call``."""
         return self.ctx.node_ops
+
+    @property
+    def session(self) -> NodeSession:
+        """The job's node-operations session (work begun ahead for this job)."""
+        session: NodeSession = self.proc.session
+        return session
 
     # ------------------------------------------------------------ contract
     def CheckArguments(self) -> None:
@@ -122,6 +148,10 @@ class LogicalUnit:
     def ExpandNames(self) -> None:
         """Canonicalise names and set ``self.needed_locks`` (a dict; {} for none)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement ExpandNames")
+
+    def EarlyWork(self) -> EarlyWork | None:
+        """Work to begin while the job waits for locks (see the module docstring)."""
+        return None
 
     def DeclareLocks(self, level: int) -> None:
         """Compute the names of ``level`` from the locks held so far (optional)."""
@@ -296,6 +326,7 @@ __all__ = [
     "LOCKS_APPEND",
     "LOCKS_REPLACE",
     "LU_REGISTRY",
+    "EarlyWork",
     "LogicalUnit",
     "NoHooksLU",
     "Tasklet",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Node, disk_path
 from ganeti_lv.opcodes import OpClusterSetParams, OpClusterVerify
 from ganeti_lv.units import coerce_beparams, coerce_params
@@ -196,8 +197,11 @@ class VerifyData:
         """Files under ``directory`` on ``node`` (cached); None when it cannot be listed."""
         key = (node.name, directory)
         if key not in self._listings:
-            result = self.rpc.run_command(
-                node, ["sh", "-c", _LIST_FILES_SCRIPT, "sh", directory], timeout=60
+            result = node_call(
+                self.rpc.run_command,
+                node,
+                ["sh", "-c", _LIST_FILES_SCRIPT, "sh", directory],
+                timeout=60,
             )
             listing: list[str] | None = None
             payload = result.payload
@@ -387,7 +391,7 @@ class LUClusterVerify(NoHooksLU):
 
     def _gather(self, vd: VerifyData) -> None:
         for node in vd.online_nodes():
-            result = self.rpc.instance_list(node)
+            result = node_call(self.rpc.instance_list, node)
             if result.fail_msg is not None:
                 vd.unreachable[node.name] = result.fail_msg
             else:
@@ -404,8 +408,3 @@ class LUClusterVerify(NoHooksLU):
         if not vd.problems:
             feedback_fn("* No problems found")
         return [p.to_dict() for p in vd.problems]
-
-
-def iter_problem_lines(problems: Iterable[dict[str, str]]) -> list[str]:
-    """Format result dicts as Ganeti lines (for callers of the library API)."""
-    return [VerifyProblem(**p).format() for p in problems]

@@ -1,13 +1,14 @@
-"""Helpers shared by the LUs: name expansion, node checks, instance hook env."""
+"""Helpers shared by the LUs: name expansion, node checks, early work, instance hook env."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
+from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, ConfigurationError, OpPrereqError
 from ganeti_lv.hooksmaster import hook_value
-from ganeti_lv.objects import Cluster, Instance, Node
+from ganeti_lv.node.transport import node_call
+from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 
 if TYPE_CHECKING:
     from ganeti_lv.cmdlib.base import LogicalUnit
@@ -65,9 +66,31 @@ def check_node_vm_capable(cfg: ConfigStore, node_name: str) -> None:
         raise OpPrereqError(f"Can't use non-vm_capable node {node_name}", ECODE_STATE)
 
 
+def instance_nodes_ahead(
+    cfg: ConfigStore, instance_name: str, target: str | None
+) -> tuple[ConfigData, Instance, list[Node]] | None:
+    """For ``EarlyWork``: the configuration, the instance and the nodes its job will use.
+
+    The master (hooks), the instance's primary and ``target`` (when given),
+    online ones only; looked up without locks, so only a hint: None when
+    anything is unknown.
+    """
+    try:
+        data = cfg.snapshot()  # read-only: lookups
+    except ConfigurationError:
+        return None
+    inst = data.instances.get(instance_name)
+    if inst is None:
+        return None
+    names = dict.fromkeys([data.cluster.master_node, inst.primary_node, target or ""])
+    nodes = [data.nodes[n] for n in names if n in data.nodes and not data.nodes[n].offline]
+    return data, inst, nodes
+
+
 def repair_disk_chain(
     lu: LogicalUnit,
     node: Node,
+    cluster: Cluster,
     instance: Instance,
     ignore_failures: bool = False,
     overlays: list[str] | None = None,
@@ -83,7 +106,7 @@ def repair_disk_chain(
     when the LU asked it under the same lock (e.g. in CheckPrereq), so the
     directory is not listed twice.
     """
-    result = lu.rpc.repair_disk_chain(node, instance, overlays)
+    result = node_call(lu.rpc.repair_disk_chain, node, cluster, instance, overlays)
     msg = (
         f"Disk chain of instance {instance.name} on node {node.name} holds a snapshot overlay"
         " left by an interrupted export that could not be merged"

@@ -46,6 +46,7 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
 from ganeti_lv.opcodes import (
     OpInstanceCreate,
@@ -112,7 +113,7 @@ def used_macs(data: ConfigData) -> set[str]:
 
 def check_node_free_memory(rpc: NodeOps, node: Node, needed: int, reason: str) -> None:
     """ECODE_NORES unless ``node`` has ``needed`` MiB free (ECODE_ENVIRON if it can't tell)."""
-    facts = rpc.node_info(node).Raise(
+    facts = node_call(rpc.node_info, node).Raise(
         f"Can't compute free memory on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
     )
     if facts.memory_free < needed:
@@ -125,7 +126,7 @@ def check_node_free_memory(rpc: NodeOps, node: Node, needed: int, reason: str) -
 
 def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
     """What the node's libvirt says about the instance (ECODE_ENVIRON on failure)."""
-    return rpc.instance_info(node, name).Raise(
+    return node_call(rpc.instance_info, node, name).Raise(
         f"Error checking node {node.name}", prereq=True, ecode=ECODE_ENVIRON
     )
 
@@ -146,7 +147,7 @@ def check_not_running_elsewhere(
     for name, node in sorted(data.nodes.items()):
         if name == instance.primary_node or node.offline or not node.vm_capable:
             continue
-        result = rpc.instance_info(node, instance.name)
+        result = node_call(rpc.instance_info, node, instance.name)
         if not result.ok:
             warn_fn(
                 f"Could not check whether {instance.name} runs on node {name}: {result.fail_msg}"
@@ -335,7 +336,7 @@ class LUInstanceCreate(LogicalUnit):
         return nics
 
     def _check_node_resources(self) -> None:
-        facts = self.rpc.node_info(self.pnode).Raise(
+        facts = node_call(self.rpc.node_info, self.pnode).Raise(
             f"Cannot get node information from {self.pnode.name}",
             prereq=True,
             ecode=ECODE_ENVIRON,
@@ -370,11 +371,11 @@ class LUInstanceCreate(LogicalUnit):
 
     def _rollback(self, feedback_fn: FeedbackFn, started: bool, disks: bool) -> None:
         if started:
-            self.rpc.undefine_instance(self.pnode, self.instance.name).Warn(
+            node_call(self.rpc.undefine_instance, self.pnode, self.instance.name).Warn(
                 "Could not remove the domain while cleaning up", feedback_fn
             )
         if disks:
-            self.rpc.remove_disks(self.cluster, self.pnode, self.instance).Warn(
+            node_call(self.rpc.remove_disks, self.pnode, self.cluster, self.instance).Warn(
                 "Could not remove the disks while cleaning up", feedback_fn
             )
 
@@ -396,7 +397,7 @@ class LUInstanceCreate(LogicalUnit):
         """Create disks, fill them (mode), start, then record the instance."""
         inst = self.instance
         feedback_fn("* creating instance disks...")
-        result = self.rpc.create_disks(self.cluster, self.pnode, inst)
+        result = node_call(self.rpc.create_disks, self.pnode, self.cluster, inst)
         if result.fail_msg is not None:
             exists = result.error is not None and result.error.ecode == ECODE_EXISTS
             self._rollback(feedback_fn, started=False, disks=not exists)
@@ -409,7 +410,7 @@ class LUInstanceCreate(LogicalUnit):
             self.handler.fill_disks(feedback_fn)
             if self.op.start:
                 feedback_fn("* starting instance...")
-                self.rpc.start_instance(self.cluster, self.pnode, inst).Raise(
+                node_call(self.rpc.start_instance, self.pnode, self.cluster, inst).Raise(
                     f"Could not start instance {inst.name}"
                 )
                 started = True
@@ -501,11 +502,11 @@ class LUInstanceStartup(_InstanceLU):
         if self.primary_offline:
             feedback_fn("Primary node offline, marked instance as started")
         else:
-            repair_disk_chain(self, self.pnode, self.instance)
+            repair_disk_chain(self, self.pnode, self.cluster, self.instance)
             if self.already_running:
                 feedback_fn(f"Instance {self.instance.name} is already running")
             else:
-                self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+                node_call(self.rpc.start_instance, self.pnode, self.cluster, self.instance).Raise(
                     f"Could not start instance {self.instance.name}"
                 )
         if not self.op.no_remember:
@@ -540,9 +541,9 @@ class LUInstanceShutdown(_InstanceLU):
         if self.primary_offline:
             feedback_fn("Primary node offline, marked instance as stopped")
         else:
-            repair_disk_chain(self, self.pnode, self.instance)
-            clean = self.rpc.shutdown_instance(
-                self.pnode, self.instance, float(self.op.timeout)
+            repair_disk_chain(self, self.pnode, self.cluster, self.instance)
+            clean = node_call(
+                self.rpc.shutdown_instance, self.pnode, self.instance, float(self.op.timeout)
             ).Raise(f"Could not shutdown instance {self.instance.name}")
             if clean is False:
                 self.LogWarning(
@@ -583,18 +584,19 @@ class LUInstanceReboot(_InstanceLU):
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Repair the disk chain, reboot (or start) and mark the instance up."""
         name = self.instance.name
-        repair_disk_chain(self, self.pnode, self.instance)
+        repair_disk_chain(self, self.pnode, self.cluster, self.instance)
         if self.running:
-            self.rpc.reboot_instance(
-                self.cluster,
+            node_call(
+                self.rpc.reboot_instance,
                 self.pnode,
+                self.cluster,
                 self.instance,
                 self.op.reboot_type,
                 float(self.op.shutdown_timeout),
             ).Raise(f"Could not reboot instance {name}")
         else:
             feedback_fn(f"Instance {name} was not running, starting it")
-            self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+            node_call(self.rpc.start_instance, self.pnode, self.cluster, self.instance).Raise(
                 f"Could not start instance {name} for a full reboot"
             )
         self.cfg.set_admin_state(name, constants.ADMINST_UP)
@@ -639,21 +641,23 @@ class LUInstanceRemove(_InstanceLU):
         """Repair, stop, undefine, remove disks (failures fatal unless ignored), drop config."""
         inst, node = self.instance, self.pnode
         if not node.offline:
-            repair_disk_chain(self, node, inst, ignore_failures=self.op.ignore_failures)
+            repair_disk_chain(
+                self, node, self.cluster, inst, ignore_failures=self.op.ignore_failures
+            )
         feedback_fn(f"* shutting down instance {inst.name} on node {node.name}")
         self._step(
-            self.rpc.shutdown_instance(node, inst, float(self.op.shutdown_timeout)),
+            node_call(self.rpc.shutdown_instance, node, inst, float(self.op.shutdown_timeout)),
             f"Could not shutdown instance {inst.name} on node {node.name}",
             feedback_fn,
         )
         self._step(
-            self.rpc.undefine_instance(node, inst.name),
+            node_call(self.rpc.undefine_instance, node, inst.name),
             f"Could not undefine instance {inst.name} on node {node.name}",
             feedback_fn,
         )
         feedback_fn("* removing instance disks")
         self._step(
-            self.rpc.remove_disks(self.cluster, node, inst),
+            node_call(self.rpc.remove_disks, node, self.cluster, inst),
             f"Could not remove the disks of instance {inst.name}",
             feedback_fn,
         )

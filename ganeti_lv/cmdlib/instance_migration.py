@@ -13,15 +13,15 @@ not the hope, decides what is reported and recorded.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib import migration_verify  # noqa: F401  (registers the verify checks)
-from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, Tasklet, register_lu
+from ganeti_lv.cmdlib.base import LOCKS_REPLACE, EarlyWork, LogicalUnit, Tasklet, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
@@ -30,6 +30,7 @@ from ganeti_lv.cmdlib.common import (
     get_instance,
     get_node,
     instance_hook_env,
+    instance_nodes_ahead,
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.migration_checks import (
@@ -49,26 +50,19 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import NodeResult
 from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
     MigrationFailed,
     MigrationProgress,
     MigrationStats,
 )
+from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_path
 from ganeti_lv.opcodes import OpInstanceFailover, OpInstanceMigrate
 
 FeedbackFn = Callable[[str], None]
 
 _RUN_STATES = (constants.DOMSTATE_RUNNING,)
-_PRESENT_STATES = (
-    constants.DOMSTATE_RUNNING,
-    constants.DOMSTATE_PAUSED,
-    constants.DOMSTATE_SHUTOFF,
-    constants.DOMSTATE_CRASHED,
-    constants.DOMSTATE_OTHER,
-)
 
 
 class TLMigrateInstance(Tasklet):
@@ -107,7 +101,7 @@ class TLMigrateInstance(Tasklet):
         self.source: str = ""
         self.target: str | None = None
         # The caller's cancel request (CLI: Ctrl-C/SIGTERM) aborts the libvirt job.
-        self.abort_event: threading.Event = getattr(lu.proc, "cancel", None) or threading.Event()
+        self.abort_event: Cancellation = lu.proc.cancel
         # node queries of this operation, asked once (and in parallel up front)
         self._probes: dict[tuple[str, str], NodeResult[Any]] = {}
 
@@ -122,21 +116,23 @@ class TLMigrateInstance(Tasklet):
         return res
 
     def _node_info(self, node: Node) -> NodeResult[Any]:
-        return self._probe("node_info", node, lambda: self.rpc.node_info(node))
+        return self._probe("node_info", node, lambda: node_call(self.rpc.node_info, node))
 
     def _target_paths(self, node: Node) -> NodeResult[Any]:
         paths = storage_paths(self._cluster(), self._inst())
-        return self._probe("paths", node, lambda: self.rpc.paths_exist(node, paths))
+        return self._probe("paths", node, lambda: node_call(self.rpc.paths_exist, node, paths))
 
     def _source_state(self) -> NodeResult[Any]:
         src = self._node(self.source)
         return self._probe(
-            "instance_info", src, lambda: self.rpc.instance_info(src, self._inst().name)
+            "instance_info", src, lambda: node_call(self.rpc.instance_info, src, self._inst().name)
         )
 
     def _cpu_check(self, node: Node) -> NodeResult[Any]:
         src = self._node(self.source)
-        return self._probe("cpu", node, lambda: self.rpc.compare_cpu(src, node, self._inst()))
+        return self._probe(
+            "cpu", node, lambda: node_call(self.rpc.compare_cpu, node, src, self._inst())
+        )
 
     def _prefetch(self, targets: list[Node]) -> None:
         """Ask the source and every candidate target their facts, all at the same time.
@@ -165,7 +161,11 @@ class TLMigrateInstance(Tasklet):
 
     def _source_overlays(self) -> NodeResult[Any]:
         src = self._node(self.source)
-        return self._probe("overlays", src, lambda: self.rpc.disk_overlays(src, self._inst()))
+        return self._probe(
+            "overlays",
+            src,
+            lambda: node_call(self.rpc.disk_overlays, src, self._cluster(), self._inst()),
+        )
 
     # ----------------------------------------------------------- helpers
     @property
@@ -186,7 +186,7 @@ class TLMigrateInstance(Tasklet):
 
     # ------------------------------------------------------- CheckPrereq
     def CheckPrereq(self) -> None:
-        """Ganeti's checks, in Ganeti's order (see ganeti-semantics section 3)."""
+        """Ganeti's checks, in Ganeti's order (its TLMigrateInstance.CheckPrereq)."""
         inst = get_instance(self.cfg, self.instance_name)
         self.instance = inst
         self.cluster = self.cfg.get_cluster()
@@ -374,7 +374,7 @@ class TLMigrateInstance(Tasklet):
         """
         known = self._probes.get(("overlays", node.name))  # asked in CheckPrereq
         overlays = known.payload if known is not None and known.ok else None
-        repair_disk_chain(self.lu, node, self._inst(), overlays=overlays)
+        repair_disk_chain(self.lu, node, self._cluster(), self._inst(), overlays=overlays)
 
     def _exec_migration(self, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()
@@ -394,7 +394,7 @@ class TLMigrateInstance(Tasklet):
             )
         if copy:
             self.lu.LogStep(2, steps, f"Preparing disk images on {dst.name}")
-            self.rpc.create_disks(cluster, dst, inst).Raise(
+            node_call(self.rpc.create_disks, dst, cluster, inst).Raise(
                 f"Could not prepare disks of {inst.name} on node {dst.name}"
             )
         else:
@@ -405,8 +405,8 @@ class TLMigrateInstance(Tasklet):
         def progress(report: MigrationProgress) -> None:
             feedback_fn(report.format())
 
-        result = self.rpc.migrate_instance(
-            cluster, src, dst, inst, params, progress, self.abort_event
+        result = node_call(
+            self.rpc.migrate_instance, src, dst, cluster, inst, params, progress, self.abort_event
         )
         self.lu.LogStep(4, steps, "Finalising")
         if result.ok:
@@ -443,15 +443,15 @@ class TLMigrateInstance(Tasklet):
         self.cfg.set_instance_primary(inst.name, dst.name)
         feedback_fn(f"Instance {inst.name} now runs on {dst.name}; configuration updated")
         if copy:
-            self.rpc.remove_disks(self._cluster(), src, inst).Warn(
+            node_call(self.rpc.remove_disks, src, self._cluster(), inst).Warn(
                 f"Could not remove the old disk images on {src.name}", feedback_fn
             )
-        undef = self.rpc.undefine_instance(src, inst.name)
+        undef = node_call(self.rpc.undefine_instance, src, inst.name)
         undef.Warn(f"Could not remove the old definition on {src.name}", feedback_fn)
 
     def _domain_state(self, node: Node) -> str | None:
         """The domain's state on the node, None if absent, "unknown" if unreachable."""
-        res = self.rpc.instance_info(node, self._inst().name)
+        res = node_call(self.rpc.instance_info, node, self._inst().name)
         if not res.ok:
             return "unknown"
         return None if res.payload is None else res.payload.state
@@ -480,11 +480,11 @@ class TLMigrateInstance(Tasklet):
             return
         if src_state in _RUN_STATES:
             if dst_state not in (None, "unknown"):
-                self.rpc.undefine_instance(dst, inst.name).Warn(
+                node_call(self.rpc.undefine_instance, dst, inst.name).Warn(
                     f"Could not remove the leftover domain on {dst.name}", feedback_fn
                 )
             if copy:
-                self.rpc.remove_disks(self._cluster(), dst, inst).Warn(
+                node_call(self.rpc.remove_disks, dst, self._cluster(), inst).Warn(
                     f"Could not remove the copied disk images on {dst.name}", feedback_fn
                 )
             text = (
@@ -509,7 +509,7 @@ class TLMigrateInstance(Tasklet):
             node = self._node(name)
             if node.offline:
                 continue
-            res = self.rpc.instance_info(node, self._inst().name)
+            res = node_call(self.rpc.instance_info, node, self._inst().name)
             if res.ok and res.payload is not None:
                 found[name] = res.payload.state
         return found
@@ -525,7 +525,7 @@ class TLMigrateInstance(Tasklet):
         running = sorted(n for n, s in found.items() if s in _RUN_STATES)
         if len(running) > 1:
             for name in running:
-                self.rpc.abort_migration(self._node(name), inst.name).Warn(
+                node_call(self.rpc.abort_migration, self._node(name), inst.name).Warn(
                     f"Could not abort a migration job on {name}", feedback_fn
                 )
             found = self._scan()
@@ -549,7 +549,7 @@ class TLMigrateInstance(Tasklet):
             feedback_fn(f"Instance runs on its primary {owner}: configuration unchanged")
         if len(found) > 1:
             # an orphaned outgoing job (its ganeti_lv process died) still feeds the leftover
-            aborted = self.rpc.abort_migration(self._node(owner), inst.name)
+            aborted = node_call(self.rpc.abort_migration, self._node(owner), inst.name)
             if aborted.ok and aborted.payload:
                 feedback_fn(f"Aborted the migration job still running on {owner}")
         self._clean_leftovers(owner, found, feedback_fn)
@@ -562,15 +562,15 @@ class TLMigrateInstance(Tasklet):
                 continue
             if name in found:
                 feedback_fn(f"Removing the leftover domain on {name}")
-                self.rpc.undefine_instance(node, inst.name).Warn(
+                node_call(self.rpc.undefine_instance, node, inst.name).Warn(
                     f"Could not remove the leftover domain on {name}", feedback_fn
                 )
             if inst.disk_template == constants.DT_FILE:
                 paths = storage_paths(cluster, inst, disks=True)
-                exists = self.rpc.paths_exist(node, paths)
+                exists = node_call(self.rpc.paths_exist, node, paths)
                 if exists.ok and exists.payload and any(exists.payload.values()):
                     feedback_fn(f"Removing leftover disk images on {name}")
-                    self.rpc.remove_disks(cluster, node, inst).Warn(
+                    node_call(self.rpc.remove_disks, node, cluster, inst).Warn(
                         f"Could not remove leftover disk images on {name}", feedback_fn
                     )
 
@@ -593,7 +593,7 @@ class TLMigrateInstance(Tasklet):
             self._repair_chain(dst)
         self.lu.LogStep(1, 4, f"Shutting down instance {inst.name} on {src.name}")
         if not src.offline:
-            res = self.rpc.shutdown_instance(src, inst, self.shutdown_timeout)
+            res = node_call(self.rpc.shutdown_instance, src, inst, self.shutdown_timeout)
             if not res.ok:
                 if not self.ignore_consistency:
                     raise OpExecError(
@@ -615,17 +615,17 @@ class TLMigrateInstance(Tasklet):
         self.lu.LogStep(3, 4, f"Switching primary node to {dst.name}")
         self.cfg.set_instance_primary(inst.name, dst.name)
         if not src.offline:
-            self.rpc.undefine_instance(src, inst.name).Warn(
+            node_call(self.rpc.undefine_instance, src, inst.name).Warn(
                 f"Could not remove the definition on {src.name}", feedback_fn
             )
             if copy:
-                self.rpc.remove_disks(cluster, src, inst).Warn(
+                node_call(self.rpc.remove_disks, src, cluster, inst).Warn(
                     f"Could not remove the old disk images on {src.name}", feedback_fn
                 )
         if inst.admin_state == constants.ADMINST_UP:
             self.lu.LogStep(4, 4, f"Starting instance {inst.name} on {dst.name}")
             moved = self.cfg.get_instance(inst.name) or inst
-            self.rpc.start_instance(cluster, dst, moved).Raise(
+            node_call(self.rpc.start_instance, dst, cluster, moved).Raise(
                 f"Could not start instance {inst.name} on node {dst.name}"
             )
         else:
@@ -635,13 +635,13 @@ class TLMigrateInstance(Tasklet):
         inst, cluster = self._inst(), self._cluster()
         for idx in range(len(inst.disks)):
             path = disk_path(cluster, inst, idx)
-            res = self.rpc.copy_disk(src, path, dst, path)
+            res = node_call(self.rpc.copy_disk, src, path, dst, path)
             if not res.ok:
-                self.rpc.remove_disks(cluster, dst, inst).Warn(
+                node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
                     f"Could not remove partial copies on {dst.name}", feedback_fn
                 )
                 if inst.admin_state == constants.ADMINST_UP:
-                    self.rpc.start_instance(cluster, src, inst).Warn(
+                    node_call(self.rpc.start_instance, src, cluster, inst).Warn(
                         f"Could not restart instance on {src.name}", feedback_fn
                     )
                 raise OpExecError(
@@ -677,6 +677,11 @@ class _MoveLU(LogicalUnit):
         }
         self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
         self._old_primary = ""
+
+    def EarlyWork(self) -> EarlyWork | None:
+        """Warm the connections to the master, the primary and the target (a hint)."""
+        found = instance_nodes_ahead(self.cfg, self.op.instance_name, self.op.target_node)
+        return EarlyWork(nodes=found[2]) if found is not None else None
 
     def DeclareLocks(self, level: int) -> None:
         """Node and node-res locks: primary + target (all nodes when allocating)."""

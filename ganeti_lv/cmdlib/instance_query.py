@@ -9,6 +9,7 @@ from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_instance
 from ganeti_lv.cmdlib.instance import RUNNING_STATES, compute_instance_status
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, disk_path
 from ganeti_lv.opcodes import OpInstanceQuery
 
@@ -24,22 +25,12 @@ def _live_state(
     for name, node in sorted(data.nodes.items()):
         if node.offline:
             continue
-        result = rpc.instance_list(node)
+        result = node_call(rpc.instance_list, node)
         if result.fail_msg is not None:
             bad.add(name)
         else:
             domains[name] = dict(result.payload or {})
     return domains, bad
-
-
-def _console_log(dom: DomainInfo | None, name: str) -> str | None:
-    if dom is not None and dom.console_log:
-        return dom.console_log
-    try:
-        from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
-    except ImportError:  # pragma: no cover - the libvirt layer is part of the package
-        return None
-    return console_log_path(name)
 
 
 def instance_row(
@@ -48,8 +39,13 @@ def instance_row(
     domains: dict[str, dict[str, DomainInfo]],
     offline: set[str],
     bad: set[str],
+    console_log: Callable[[str], str] = lambda _name: "",
 ) -> dict[str, Any]:
-    """The query row of one instance (config plus live state)."""
+    """The query row of one instance (config plus live state).
+
+    ``console_log(name)``: where the node keeps the console log of an
+    instance whose domain does not say (``NodeOps.console_log_path``).
+    """
     running_on = sorted(
         n
         for n, doms in domains.items()
@@ -83,7 +79,9 @@ def instance_row(
         "tags": list(inst.tags),
         "beparams": be,
         "hvparams": cluster.fill_hvparams(inst),
-        "console_log": _console_log(pdom, inst.name),
+        "console_log": (pdom.console_log if pdom is not None else "")
+        or console_log(inst.name)
+        or None,
         "disk_details": [
             {
                 "size": d.size,
@@ -121,7 +119,9 @@ class LUInstanceQuery(NoHooksLU):
             domains, bad = {}, set()
         names = self.wanted or sorted(data.instances)
         return [
-            instance_row(data.cluster, data.instances[n], domains, offline, bad)
+            instance_row(
+                data.cluster, data.instances[n], domains, offline, bad, self.rpc.console_log_path
+            )
             for n in names
             if n in data.instances
         ]

@@ -17,7 +17,8 @@ from ganeti_lv.errors import (
     ECODE_STATE,
     OpPrereqError,
 )
-from ganeti_lv.node import ssh
+from ganeti_lv.node import known_hosts
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Node
 from ganeti_lv.opcodes import OpNodeAdd, OpNodeQuery, OpNodeRemove, OpNodeSetParams
 
@@ -103,28 +104,30 @@ class LUNodeAdd(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Record the key, check SSH and libvirt, then add the node."""
-        known_hosts = paths.known_hosts_file(self.ctx.data_dir)
+        known_file = paths.known_hosts_file(self.ctx.data_dir)
         node = self.new_node
         previous = {
-            h: bootstrap.lookup_known_host(known_hosts, h, node.ssh_port)
+            h: bootstrap.lookup_known_host(known_file, h, node.ssh_port)
             for h in bootstrap.node_host_names(node)
         }
-        bootstrap.record_node_host_key(known_hosts, node, self.host_key)
+        bootstrap.record_node_host_key(known_file, node, self.host_key)
         try:
             feedback_fn(f"* checking SSH connectivity to {node.address}:{node.ssh_port}")
-            self.rpc.run_command(node, ["true"], timeout=30).Raise(
+            node_call(self.rpc.run_command, node, ["true"], timeout=30).Raise(
                 f"Node {node.name} is not reachable over SSH with the cluster key"
             )
             feedback_fn(f"* checking libvirt on {node.libvirt_uri or 'the default URI'}")
-            facts = self.rpc.node_info(node).Raise(f"Cannot talk to libvirt on node {node.name}")
+            facts = node_call(self.rpc.node_info, node).Raise(
+                f"Cannot talk to libvirt on node {node.name}"
+            )
             feedback_fn(
                 f"* node {node.name}: {facts.memory_total} MiB memory, {facts.memory_free} MiB free"
             )
         except BaseException:
-            bootstrap.forget_node_host_key(known_hosts, node)
+            bootstrap.forget_node_host_key(known_file, node)
             for host, key in previous.items():
                 if key:  # a readd: put the old key back
-                    ssh.known_hosts_add(known_hosts, host, node.ssh_port, key)
+                    known_hosts.known_hosts_add(known_file, host, node.ssh_port, key)
             raise
         with self.cfg.update() as data:
             data.nodes[node.name] = node
@@ -315,7 +318,7 @@ class LUNodeQuery(NoHooksLU):
                 "mfree": None,
             }
             if self.op.live and not node.offline:
-                result = self.rpc.node_info(node)
+                result = node_call(self.rpc.node_info, node)
                 if result.fail_msg is None and result.payload is not None:
                     row["mtotal"] = result.payload.memory_total
                     row["mfree"] = result.payload.memory_free

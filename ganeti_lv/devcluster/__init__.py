@@ -15,4 +15,8 @@ Python API for tests and benchmarks::
 The test guest (kernel + initramfs and its console protocol) lives in
 :mod:`ganeti_lv.devcluster.guest`; an existing cluster described by a
 cluster.json is wrapped by :class:`ganeti_lv.devcluster.external.ExternalCluster`.
+The qemu the nodes run (on Debian 12 the bookworm-backports one, whose TCG
+migration keeps guest memory intact) comes from
+:mod:`ganeti_lv.devcluster.emulator` (``dc.up(qemu="system")`` keeps the
+machine's).
 """

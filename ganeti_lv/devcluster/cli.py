@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from ganeti_lv.devcluster import guest, peercli
+from ganeti_lv.devcluster import emulator, guest, peercli
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.errors import GenericError, format_error
@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
                 help="libvirt domain type (default: probed)",
             )
             p.add_argument(
+                "--qemu",
+                choices=emulator.MODES,
+                default=None,
+                help="qemu for the nodes: the system's, or Debian's bookworm-backports one"
+                " (fetched into the cache dir; default auto: backports on Debian 12, whose"
+                " qemu 7.2 loses guest memory during live migration under TCG)",
+            )
+            p.add_argument(
                 "--memory-cap",
                 action="append",
                 default=None,
@@ -97,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                 subnet=opts.subnet,
                 domain_type=opts.domain_type,
                 memory_caps=lay.parse_memory_caps(opts.memory_cap) if opts.memory_cap else None,
+                qemu=opts.qemu,
             )
             print(
                 f"cluster up: {len(info['nodes'])} nodes, domain type "
-                f"{info['domain_type']}, description in "
+                f"{info['domain_type']}, qemu {info['qemu']}, description in "
                 f"{os.path.join(cluster.directory, 'cluster.json')}"
             )
             print("use it with:")

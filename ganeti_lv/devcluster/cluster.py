@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ganeti_lv import paths
-from ganeti_lv.devcluster import clusterinit, daemons, files, guest, netns
+from ganeti_lv.devcluster import clusterinit, daemons, emulator, files, guest, netns
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.errors import ECODE_STATE, GenericError, OpExecError, OpPrereqError
 
@@ -61,11 +61,20 @@ class DevCluster(files.ClusterDirectory):
         subnet: str | None = None,
         domain_type: str | None = None,
         memory_caps: dict[str, int] | None = None,
+        qemu: str | None = None,
     ) -> dict[str, Any]:
-        """Bring the cluster up (idempotent) and return its description."""
+        """Bring the cluster up (idempotent) and return its description.
+
+        ``qemu`` (see ``ganeti_lv.devcluster.emulator``): ``auto`` (the
+        default), ``system`` or ``backports``.
+        """
         state = self._load_state()
         if state.get("holders"):
-            for key, want in (("nodes", nodes), ("subnet", subnet)):
+            # a cluster brought up before the choice existed runs the system's qemu
+            state.setdefault("qemu", "system")
+        mode = emulator.resolve_mode(qemu or state.get("qemu") or "auto")
+        if state.get("holders"):
+            for key, want in (("nodes", nodes), ("subnet", subnet), ("qemu", mode)):
                 if want is not None and state.get(key) not in (None, want):
                     raise OpPrereqError(
                         f"The cluster in {self.directory} runs with {key}={state[key]};"
@@ -80,6 +89,8 @@ class DevCluster(files.ClusterDirectory):
         netns.check_subnet_free(str(cl.subnet), cl.bridge)
         state.update(cid=cl.cid, nodes=n_nodes, subnet=str(cl.subnet), bridge=cl.bridge)
         state.setdefault("holders", {})
+        state["qemu"] = mode
+        state["emulator_dir"] = emulator.emulator_dir(mode, self.cache_dir, self.feedback_fn)
         self._save_state(state)
         host_keys = self._prepare_files(cl)
         netns.ensure_bridge(cl.bridge, cl.bridge_address, cl.subnet.prefixlen)
@@ -151,7 +162,9 @@ class DevCluster(files.ClusterDirectory):
             state["set_up"] = [n for n in state.get("set_up", []) if n != node.name]
             holder = self._create_node(cl, node, state)
         for name in lay.DAEMONS:
-            pid = daemons.start_daemon(node, int(holder), name)
+            pid = daemons.start_daemon(
+                node, int(holder), name, emulator_dir=state.get("emulator_dir")
+            )
             state.setdefault("daemons", {}).setdefault(node.name, {})[name] = pid
         self._save_state(state)
 
@@ -292,6 +305,8 @@ class DevCluster(files.ClusterDirectory):
             },
             "host_shared_dir": cl.shared_dir,
             "guest": {"kernel": image.kernel, "initrd": image.initrd, "cmdline": image.cmdline},
+            "qemu": state.get("qemu", "system"),
+            "emulator_dir": state.get("emulator_dir"),
             "supports_faults": True,
         }
 
@@ -356,6 +371,7 @@ class DevCluster(files.ClusterDirectory):
             "subnet": str(cl.subnet),
             "bridge": cl.bridge if netns.link_exists(cl.bridge) else None,
             "domain_type": state.get("domain_type"),
+            "qemu": state.get("qemu"),
             "nodes": nodes,
         }
 
@@ -397,7 +413,12 @@ class DevCluster(files.ClusterDirectory):
 
     def start_daemon(self, node: str, name: str) -> int:
         """Start a node daemon if it is not running; return its PID once ready."""
-        return daemons.start_daemon(self.layout().node(node), self.holder(node), name)
+        return daemons.start_daemon(
+            self.layout().node(node),
+            self.holder(node),
+            name,
+            emulator_dir=self._load_state().get("emulator_dir"),
+        )
 
     def restart_daemon(self, node: str, name: str) -> int:
         """Stop (SIGTERM) and start a node daemon; return the new PID."""

@@ -83,8 +83,26 @@ def port_open(address: str, port: int) -> bool:
         return False
 
 
-def start_daemon(node: NodeLayout, holder: int, name: str, timeout: float = 30) -> int:
-    """Start daemon ``name`` in the node unless it runs; return its PID once ready."""
+def daemon_env(emulator_dir: str | None = None) -> dict[str, str]:
+    """The daemons' environment; ``emulator_dir`` goes first on PATH (libvirtd finds qemu there)."""
+    env = dict(DAEMON_ENV)
+    if emulator_dir:
+        env["PATH"] = f"{emulator_dir}:{env['PATH']}"
+    return env
+
+
+def start_daemon(
+    node: NodeLayout,
+    holder: int,
+    name: str,
+    timeout: float = 30,
+    emulator_dir: str | None = None,
+) -> int:
+    """Start daemon ``name`` in the node unless it runs; return its PID once ready.
+
+    ``emulator_dir`` holds the ``qemu-system-x86_64`` libvirtd is to run
+    (see ``ganeti_lv.devcluster.emulator``); None: the system's.
+    """
     pid = daemon_pid(node, name)
     if pid is not None:
         return pid
@@ -97,7 +115,7 @@ def start_daemon(node: NodeLayout, holder: int, name: str, timeout: float = 30) 
             os.unlink(sock)
     res = subprocess.run(
         netns.nsenter_argv(holder, daemon_argv(node, name)),
-        env=DAEMON_ENV,
+        env=daemon_env(emulator_dir),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=timeout,

@@ -154,6 +154,19 @@ def pattern_sha256(seed: str, mb: int) -> str:
 
 PATTERN_RE = re.compile(r"GUEST: PATTERN seed=(\S+) mb=(\d+) sha256=([0-9a-f]{64})")
 
+# What the guest kernel prints (errors and worse reach the console) when its
+# memory or CPU state went wrong, e.g. after a migration lost memory writes.
+KERNEL_FAULT_RE = re.compile(
+    r"BUG: |Oops|Kernel panic|panic|corruption|NX-protected|general protection"
+    r"|invalid opcode|Unable to handle|unable to handle|double fault|stack guard"
+    r"|rcu: .*stall|soft lockup|hard LOCKUP|Attempted to kill init|WARNING: CPU"
+)
+
+
+def kernel_faults(text: str) -> list[str]:
+    """Lines of a console log in which the guest kernel reports an error."""
+    return [line for line in text.splitlines() if KERNEL_FAULT_RE.search(line)]
+
 
 def kernel_args(
     seed: str,

@@ -5,7 +5,9 @@ DomainInfo) and disk files (paths). Every call is recorded in ``calls`` as
 ``Call(method, node, args)``. Failures are injected per (method, node) with
 ``fail(...)``, a whole node is made unreachable with ``set_unreachable``.
 Hooks return what ``hook_results`` says for (node, hooks_dir), or what
-``hooks_fn(node, hooks_dir, env, timeout)`` returns when set.
+``hooks_fn(node, hooks_dir, env, timeout)`` returns when set. Every job's
+session is kept in ``sessions`` (a ``FakeSession`` recording the work
+begun ahead and whether the job closed it).
 
 Example::
 
@@ -17,19 +19,14 @@ Example::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv import constants, objects
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeError, NodeUnreachable
-from ganeti_lv.hypervisor.base import (
-    CommandResult,
-    DomainInfo,
-    HookScriptResult,
-    NodeFacts,
-    NodeOps,
-)
+from ganeti_lv.hypervisor.base import CopyAhead, DomainInfo, NodeFacts, NodeOps, NodeSession
 from ganeti_lv.hypervisor.fake_export import FakeExportOps
 from ganeti_lv.hypervisor.migration_types import (
     MigrationFailed,
@@ -37,6 +34,7 @@ from ganeti_lv.hypervisor.migration_types import (
     MigrationProgress,
     MigrationStats,
 )
+from ganeti_lv.node.transport import CommandResult, HookScriptResult
 from ganeti_lv.objects import Cluster, Instance, Node
 
 HooksFn = Callable[[str, str, dict[str, str], float], list[HookScriptResult]]
@@ -50,6 +48,27 @@ class Call:
     method: str
     node: str
     args: tuple[Any, ...] = ()
+
+
+class FakeSession(NodeSession):
+    """A job's session: records what was begun ahead (``events``) and ``closed``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.closed = False
+
+    def prewarm(self, nodes: Sequence[Node]) -> None:
+        """Record ("prewarm", [node names])."""
+        self.events.append(("prewarm", [n.name for n in nodes]))
+
+    def prestart_copies(self, copies: Sequence[CopyAhead]) -> None:
+        """Record ("prestart", copy) for each copy."""
+        self.events.extend(("prestart", copy) for copy in copies)
+
+    def close(self) -> None:
+        """Record the close."""
+        self.events.append(("close", None))
+        self.closed = True
 
 
 @dataclass
@@ -79,7 +98,10 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         self.hooks_fn: HooksFn | None = None
         self.command_fn: CommandFn | None = None
         self.closed = False
+        self.sessions: list[FakeSession] = []
+        self.prewarmed: list[list[str]] = []
         self._lock = threading.Lock()
+        self._init_export_state()
         # migration (issue 4): progress reports fed to progress_fn, CPU
         # comparison per target node, paths present on every node
         self.migration_reports: list[MigrationProgress] = []
@@ -202,7 +224,7 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         return dom
 
     # ------------------------------------------------------------ NodeOps
-    def _op_node_info(self, node: Node) -> NodeFacts:
+    def node_info(self, node: Node) -> NodeFacts:
         fake = self._enter("node_info", node)
         facts = NodeFacts(**{**fake.facts.__dict__, "bridges": list(fake.facts.bridges)})
         if node.memory_cap is not None:
@@ -211,27 +233,27 @@ class FakeNodeOps(FakeExportOps, NodeOps):
             facts.memory_free = max(0, min(facts.memory_free, node.memory_cap - used))
         return facts
 
-    def _op_instance_list(self, node: Node) -> dict[str, DomainInfo]:
+    def instance_list(self, node: Node) -> dict[str, DomainInfo]:
         fake = self._enter("instance_list", node)
         return {name: _copy_domain(d) for name, d in fake.domains.items()}
 
-    def _op_instance_info(self, node: Node, name: str) -> DomainInfo | None:
+    def instance_info(self, node: Node, name: str) -> DomainInfo | None:
         fake = self._enter("instance_info", node, name)
         dom = fake.domains.get(name)
         return None if dom is None else _copy_domain(dom)
 
-    def _op_create_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+    def create_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         fake = self._enter("create_disks", node, instance.name)
         for idx, disk in enumerate(instance.disks):
             fake.files[objects.disk_path(cluster, instance, idx)] = disk.size
 
-    def _op_remove_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+    def remove_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         fake = self._enter("remove_disks", node, instance.name)
         prefix = objects.disk_dir(cluster, instance) + "/"
         for path in [p for p in fake.files if p.startswith(prefix)]:
             del fake.files[path]
 
-    def _op_start_instance(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+    def start_instance(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         fake = self._enter("start_instance", node, instance.name)
         memory = int(cluster.fill_beparams(instance)["maxmem"])
         vcpus = int(cluster.fill_beparams(instance)["vcpus"])
@@ -246,7 +268,7 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         self.remove_domain(node.name, instance.name)
         self.add_domain(node.name, instance.name, memory=memory, vcpus=vcpus, disk_paths=paths)
 
-    def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
+    def shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
         fake = self._enter("shutdown_instance", node, instance.name, timeout)
         dom = fake.domains.get(instance.name)
         if dom is not None and dom.state == constants.DOMSTATE_RUNNING:
@@ -254,25 +276,27 @@ class FakeNodeOps(FakeExportOps, NodeOps):
             dom.state = constants.DOMSTATE_SHUTOFF
         return True
 
-    def _op_reboot_instance(
-        self, cluster: Cluster, node: Node, instance: Instance, reboot_type: str, timeout: float
+    def reboot_instance(
+        self, node: Node, cluster: Cluster, instance: Instance, reboot_type: str, timeout: float
     ) -> None:
         fake = self._enter("reboot_instance", node, instance.name, reboot_type, timeout)
         dom = self._domain(fake, node, instance.name)
         if dom.state != constants.DOMSTATE_RUNNING:
             raise HypervisorError(f"Domain {instance.name} is not running", node=node.name)
 
-    def _op_undefine_instance(self, node: Node, name: str) -> None:
+    def undefine_instance(self, node: Node, name: str) -> None:
         self._enter("undefine_instance", node, name)
         self.remove_domain(node.name, name)
 
-    def _op_run_command(self, node: Node, argv: list[str], timeout: float | None) -> CommandResult:
+    def run_command(
+        self, node: Node, argv: list[str], timeout: float | None = None
+    ) -> CommandResult:
         self._enter("run_command", node, list(argv), timeout)
         if self.command_fn is not None:
             return self.command_fn(node.name, list(argv))
         return CommandResult(0, "", "")
 
-    def _op_run_hooks(
+    def run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]:
         self._enter("run_hooks", node, hooks_dir, dict(env), timeout)
@@ -281,15 +305,15 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         return list(self.hook_results.get((node.name, hooks_dir), []))
 
     # -- migration (issue 4) ----------------------------------------
-    def _op_migrate_instance(
+    def migrate_instance(
         self,
-        cluster: Cluster,
         source: Node,
         target: Node,
+        cluster: Cluster,
         instance: Instance,
         params: MigrationParams,
         progress_fn: Callable[[MigrationProgress], None],
-        abort_event: threading.Event,
+        abort_event: Cancellation,
     ) -> MigrationStats:
         """Move the running domain; reports ``migration_reports``; honours ``abort_event``."""
         fake = self._enter("migrate_instance", source, instance.name, target.name, params)
@@ -300,7 +324,7 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         for report in self.migration_reports:
             progress_fn(report)
             if abort_event.is_set():
-                reason = getattr(abort_event, "reason", "") or "abort requested"
+                reason = abort_event.reason or "abort requested"
                 raise MigrationFailed(
                     f"{reason} (migration aborted)", node=source.name, aborted=True
                 )
@@ -311,15 +335,15 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         self.add_domain(target.name, instance.name, memory=dom.memory, vcpus=dom.vcpus)
         return self.migration_stats
 
-    def _op_abort_migration(self, node: Node, name: str) -> bool:
+    def abort_migration(self, node: Node, name: str) -> bool:
         self._enter("abort_migration", node, name)
         return False
 
-    def _op_compare_cpu(self, source: Node, target: Node, instance: Instance) -> tuple[bool, str]:
+    def compare_cpu(self, target: Node, source: Node, instance: Instance) -> tuple[bool, str]:
         self._enter("compare_cpu", target, source.name, instance.name)
         return self.cpu_compat.get(target.name, (True, "identical"))
 
-    def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
+    def paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
         fake = self._enter("paths_exist", node, list(paths))
         missing = self.missing_paths.get(node.name, set())
         out = {}
@@ -329,6 +353,17 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         return out
 
     # repair_disk_chain, copy_disk and the export operations: FakeExportOps
+
+    def prewarm(self, nodes: Sequence[Node]) -> None:
+        """Record the node names in ``prewarmed``."""
+        self.prewarmed.append([n.name for n in nodes])
+
+    def open_session(self) -> FakeSession:
+        """A new FakeSession, kept in ``sessions``."""
+        session = FakeSession()
+        with self._lock:
+            self.sessions.append(session)
+        return session
 
     def close(self) -> None:
         """Mark closed (nothing to release)."""

@@ -9,11 +9,13 @@ export directories by ``exports[node][dirname] = FakeExport``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv import constants, exportinfo, objects
 from ganeti_lv.errors import ECODE_NORES, HypervisorError, NodeError
+from ganeti_lv.hypervisor.base import NodeSession
 from ganeti_lv.hypervisor.export_types import (
     ExportData,
     ExportEntry,
@@ -22,7 +24,7 @@ from ganeti_lv.hypervisor.export_types import (
     ZeroingResult,
     overlay_path,
 )
-from ganeti_lv.node.diskcopy import CopyStats
+from ganeti_lv.node.diskcopy import CopyStats, StartInfo
 from ganeti_lv.node.diskcopy_helper import split_checksum
 from ganeti_lv.objects import Cluster, Instance, Node
 
@@ -39,79 +41,78 @@ class FakeExport:
 
 
 class FakeExportOps:
-    """Export-related ``_op_*`` methods for FakeNodeOps; see the module docstring."""
+    """The export, snapshot and copy operations of FakeNodeOps; see the module docstring."""
 
     # provided by FakeNodeOps
     _enter: Any
     node: Any
+    calls: list[Any]
+    start_instance: Any
 
-    def _export_state(self) -> dict[str, dict[str, FakeExport]]:
-        if not hasattr(self, "_fake_exports"):
-            self._fake_exports: dict[str, dict[str, FakeExport]] = {}
-            self.file_sha: dict[tuple[str, str], str] = {}
-            self._free_bytes: dict[str, int] = {}
-            self.copy_kwargs: list[dict[str, Any]] = []
-        return self._fake_exports
-
-    @property
-    def exports(self) -> dict[str, dict[str, FakeExport]]:
-        """node -> directory name -> FakeExport."""
-        return self._export_state()
-
-    @property
-    def free_bytes(self) -> dict[str, int]:
-        """Free bytes per node reported by free_space (default: plenty)."""
-        self._export_state()
-        return self._free_bytes
+    def _init_export_state(self) -> None:
+        self.exports: dict[str, dict[str, FakeExport]] = {}  # node -> directory -> export
+        self.file_sha: dict[tuple[str, str], str] = {}
+        self.free_bytes: dict[str, int] = {}  # free_space per node (default: plenty)
+        # keyword arguments (compress, bandwidth_limit, ...) of every copy_disk call
+        self.copy_options: list[dict[str, Any]] = []
 
     def sha_of(self, node: str, path: str) -> str:
         """The fake content checksum of a file (derived from where it was created)."""
-        self._export_state()
         return (
             self.file_sha.get((node, path)) or hashlib.sha256(f"{node}:{path}".encode()).hexdigest()
         )
 
-    @property
-    def copy_options(self) -> list[dict[str, Any]]:
-        """Keyword arguments (compress, bandwidth_limit, ...) of every copy_disk call."""
-        self._export_state()
-        return self.copy_kwargs
-
-    def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
+    def copy_disk(
+        self,
+        src: Node,
+        src_path: str,
+        dst: Node,
+        dst_path: str,
+        *,
+        compress: str = "none",
+        bandwidth_limit: float | None = None,
+        expect_sha256: str | None = None,
+        progress_fn: Callable[[int, int], None] | None = None,
+        start_fn: Callable[[StartInfo], None] | None = None,
+        session: NodeSession | None = None,
+    ) -> CopyStats:
         fake = self._enter("copy_disk", src, src_path, dst.name, dst_path)
-        self._export_state()
-        self.copy_kwargs.append(dict(kw))
+        self.copy_options.append(
+            {
+                "compress": compress,
+                "bandwidth_limit": bandwidth_limit,
+                "expect_sha256": expect_sha256,
+                "session": session,
+            }
+        )
         if src_path not in fake.files:
             raise NodeError(f"{src_path}: no such file", src.name)
-        self._export_state()
         size = fake.files[src_path] * MiB
-        if size > self._free_bytes.get(dst.name, 1 << 50):
+        if size > self.free_bytes.get(dst.name, 1 << 50):
             raise NodeError(f"not enough space for {dst_path}", dst.name, ecode=ECODE_NORES)
         target = self._enter("copy_disk_receive", dst, dst_path)
         sha = self.sha_of(src.name, src_path)
-        expect = kw.get("expect_sha256")
-        if expect and split_checksum(expect)[1] != sha:
-            raise NodeError(f"checksum mismatch: expected {expect}, received {sha}", dst.name)
-        progress = kw.get("progress_fn")
-        if progress is not None:
+        if expect_sha256 and split_checksum(expect_sha256)[1] != sha:
+            raise NodeError(
+                f"checksum mismatch: expected {expect_sha256}, received {sha}", dst.name
+            )
+        if progress_fn is not None:
             for done in (size // 2, size):
-                progress(done, size)
+                progress_fn(done, size)
         export = self._export_for_path(dst.name, dst_path)
         if export is not None:
             export.files[dst_path.rsplit("/", 1)[1]] = sha
         else:
             target.files[dst_path] = fake.files[src_path]
             self.file_sha[(dst.name, dst_path)] = sha
-        return CopyStats(
-            sha, size, size // 4, size // 4, size // 4, 0.1, kw.get("compress") or "none"
-        )
+        return CopyStats(sha, size, size // 4, size // 4, size // 4, 0.1, compress or "none")
 
     def _export_for_path(self, node: str, path: str) -> FakeExport | None:
         dirpath, _, _ = path.rpartition("/")
         name = dirpath.rsplit("/", 1)[-1]
         return self.exports.get(node, {}).get(name)
 
-    def _op_disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
+    def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
         fake = self._enter("disk_usage", node, list(paths))
         return [
             {
@@ -123,12 +124,13 @@ class FakeExportOps:
             for p in paths
         ]
 
-    def _op_free_space(self, node: Node, path: str) -> int:
+    def free_space(self, node: Node, path: str) -> int:
         self._enter("free_space", node, path)
-        self._export_state()
-        return self._free_bytes.get(node.name, 1 << 50)
+        return self.free_bytes.get(node.name, 1 << 50)
 
-    def _op_snapshot_disks(self, node: Node, instance: Instance, freeze: bool) -> SnapshotInfo:
+    def snapshot_disks(
+        self, node: Node, instance: Instance, *, freeze: bool = True
+    ) -> SnapshotInfo:
         fake = self._enter("snapshot_disks", node, instance.name)
         dom = fake.domains.get(instance.name)
         if dom is None or dom.state != constants.DOMSTATE_RUNNING:
@@ -139,27 +141,29 @@ class FakeExportOps:
             dom.overlays.append(overlay_path(base))
         return snap
 
-    def _op_start_with_snapshot(
-        self, cluster: Cluster, node: Node, instance: Instance
-    ) -> SnapshotInfo:
+    def start_with_snapshot(self, node: Node, cluster: Cluster, instance: Instance) -> SnapshotInfo:
         self._enter("start_with_snapshot", node, instance.name)
-        self._op_start_instance(cluster, node, instance)  # type: ignore[attr-defined]
-        self.calls.pop()  # type: ignore[attr-defined]  # recorded as start_with_snapshot
-        return self._op_snapshot_disks(node, instance, True)
+        self.start_instance(node, cluster, instance)
+        self.calls.pop()  # recorded as start_with_snapshot
+        return self.snapshot_disks(node, instance)
 
-    def _op_commit_snapshot(self, node: Node, instance: Instance, snapshot: SnapshotInfo) -> None:
+    def commit_snapshot(self, node: Node, instance: Instance, snapshot: SnapshotInfo) -> None:
         fake = self._enter("commit_snapshot", node, instance.name)
         dom = fake.domains.get(instance.name)
         if dom is not None:
             dom.overlays = [o for o in dom.overlays if o not in {d.overlay for d in snapshot.disks}]
 
-    def _op_disk_overlays(self, node: Node, instance: Instance) -> list[str]:
+    def disk_overlays(self, node: Node, cluster: Cluster, instance: Instance) -> list[str]:
         fake = self._enter("disk_overlays", node, instance.name)
         dom = fake.domains.get(instance.name)
         return list(dom.overlays) if dom is not None else []
 
-    def _op_repair_disk_chain(
-        self, node: Node, instance: Instance, overlays: list[str] | None
+    def repair_disk_chain(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance: Instance,
+        overlays: list[str] | None = None,
     ) -> list[str]:
         fake = self._enter("repair_disk_chain", node, instance.name, overlays)
         dom = fake.domains.get(instance.name)
@@ -168,14 +172,20 @@ class FakeExportOps:
         merged, dom.overlays = list(dom.overlays), []
         return merged
 
-    def _op_export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> str:
+    def export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> str:
         self._enter("export_prepare", node, instance_name)
         self.exports.setdefault(node.name, {})[instance_name + exportinfo.NEW_SUFFIX] = FakeExport()
         return f"{cluster.export_dir}/{instance_name}{exportinfo.NEW_SUFFIX}"
 
-    def _op_export_finalize(
-        self, node: Node, cluster: Cluster, name: str, config_text: str, manifest_text: str
+    def export_finalize(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance_name: str,
+        config_text: str,
+        manifest_text: str,
     ) -> str:
+        name = instance_name
         self._enter("export_finalize", node, name)
         dirs = self.exports.setdefault(node.name, {})
         new = dirs.get(name + exportinfo.NEW_SUFFIX)
@@ -185,11 +195,11 @@ class FakeExportOps:
         dirs[name] = dirs.pop(name + exportinfo.NEW_SUFFIX)
         return f"{cluster.export_dir}/{name}"
 
-    def _op_export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
+    def export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
         self._enter("export_abort", node, instance_name)
         self.exports.get(node.name, {}).pop(instance_name + exportinfo.NEW_SUFFIX, None)
 
-    def _op_export_list(self, node: Node, cluster: Cluster) -> list[ExportEntry]:
+    def export_list(self, node: Node, cluster: Cluster) -> list[ExportEntry]:
         self._enter("export_list", node)
         out = []
         for dirname in sorted(self.exports.get(node.name, {})):
@@ -200,7 +210,7 @@ class FakeExportOps:
             )
         return out
 
-    def _op_export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
+    def export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
         self._enter("export_remove", node, instance_name)
         dirs = self.exports.get(node.name, {})
         found = dirs.pop(instance_name, None) is not None
@@ -208,7 +218,7 @@ class FakeExportOps:
             dirs.pop(instance_name + suffix, None)
         return found
 
-    def _op_export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
+    def export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
         self._enter("export_read", node, instance_name)
         exp = self.exports.get(node.name, {}).get(instance_name)
         if exp is None:
@@ -227,7 +237,7 @@ class FakeExportOps:
             [f"{path}/{f}" for f in sorted(exp.files)],
         )
 
-    def _op_zero_free_space(
+    def zero_free_space(
         self, node: Node, cluster: Cluster, instance: Instance, timeout: float
     ) -> list[ZeroingResult]:
         self._enter("zero_free_space", node, instance.name, timeout)

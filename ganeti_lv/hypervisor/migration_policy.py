@@ -199,24 +199,3 @@ def decide(config: PolicyConfig, state: PolicyState, sample: Sample) -> tuple[Ac
     if sample.elapsed - state.last_progress_at > config.progress_timeout:
         return _escalate(config, state, sample)
     return CONTINUE, state
-
-
-def describe_config(config: PolicyConfig) -> str:
-    """One line for the job log describing the policy in force."""
-    steps = downtime_steps(
-        config.initial_downtime_ms, config.max_downtime_ms, config.downtime_steps
-    )
-    parts = [
-        f"downtime {steps[0]} ms",
-        f"progress timeout {config.progress_timeout:g} s",
-        f"completion timeout {effective_completion_timeout(config):g} s",
-    ]
-    if config.escalate:
-        if len(steps) > 1:
-            parts.append("escalation " + " -> ".join(f"{s} ms" for s in steps[1:]))
-        if config.auto_converge:
-            parts.append("then auto-converge")
-    else:
-        parts.append("no escalation")
-    parts.append("then post-copy" if config.allow_postcopy else "then abort")
-    return "; ".join(parts)

@@ -1,83 +1,38 @@
-"""Submit opcodes to the master daemon (``gnt-lv-masterd``) over its Unix socket.
+"""The client of the master daemon's protocol (``ganeti_lv.master.protocol``).
 
-The daemon runs jobs with its node connections already open, as Ganeti's
-master daemon does; ``gnt-lv`` uses it whenever it runs and otherwise runs
-the job in its own process (``ganeti_lv.client.Client``). Both give the same
-feedback lines, the same result and the same typed errors.
+The one client of the daemon: ``ganeti_lv.Client`` (and so ``gnt-lv``)
+uses it whenever a daemon runs for the data dir. ``connect`` says whether
+one runs; a ``MasterClient`` then submits jobs and follows them (their
+records, their results or typed error), submits without waiting, follows a
+job by its id, cancels one, and asks for the job log and the daemon's
+version. Each request is a connection of its own.
 
-The protocol is one JSON object per line. The client sends
-``{"submit": <opcode dict>, "lock_timeout": <s or null>}`` and may later send
-``{"cancel": <reason>}``; the daemon answers with any number of
-``{"feedback": <line>}`` and then one ``{"result": ...}`` or
-``{"error": {"class": ..., "msg": ..., "attrs": {...}}}``. A client that goes
-away does not stop its job (it is in the job log); a cancel request does,
-safely, as SIGINT does for a job run in-process; this client sends one when
-it is interrupted (KeyboardInterrupt) while waiting.
-
-Light on purpose (stdlib, errors, opcodes): the CLI imports it before
-anything else.
+Following a job, a cancel request (``Cancellation`` set from a signal
+handler or another thread) is passed on to the daemon, which stops the job
+safely; so is an interruption (KeyboardInterrupt) while waiting, which is
+then raised here. A client that goes away leaves its job running.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import socket
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ganeti_lv import errors, paths
 from ganeti_lv.cancel import Cancellation
+from ganeti_lv.master import protocol
+from ganeti_lv.master.protocol import Message, RecordFn
 from ganeti_lv.opcodes import OpCode
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
+    from ganeti_lv.master.jobs import Job
 
 # How often a waiting client looks at its cancel request (s).
 CANCEL_POLL = 0.1
-
-
-def encode_line(obj: Any) -> bytes:
-    """One protocol line."""
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
-def _simple(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_simple(v) for v in value)
-    return False
-
-
-def encode_error(err: BaseException) -> dict[str, Any]:
-    """An error as the daemon sends it: class name, message, plain attributes."""
-    attrs = {k: v for k, v in vars(err).items() if _simple(v)}
-    return {"class": type(err).__name__, "msg": str(err), "attrs": attrs}
-
-
-def decode_error(data: dict[str, Any]) -> errors.GenericError:
-    """The typed error a daemon's ``encode_error`` describes.
-
-    A class that is not one of ganeti_lv's errors (a bug in the daemon)
-    becomes an ``OpExecError`` naming it, with ``ECODE_FAULT``.
-    """
-    name = str(data.get("class", ""))
-    msg = str(data.get("msg", ""))
-    cls = getattr(errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.GenericError)):
-        return errors.OpExecError(f"{name}: {msg}" if name else msg, errors.ECODE_FAULT)
-    err = cls.__new__(cls)
-    Exception.__init__(err, msg)
-    err.msg = msg
-    attrs = data.get("attrs") or {}
-    for key, value in attrs.items():
-        setattr(err, key, value)
-    if err.ecode not in errors.ECODE_ALL:
-        err.ecode = errors.ECODE_FAULT
-    return err
 
 
 def connect(data_dir: str | None = None, timeout: float = 5.0) -> MasterClient | None:
@@ -96,14 +51,85 @@ def connect(data_dir: str | None = None, timeout: float = 5.0) -> MasterClient |
 
 
 class MasterClient:
-    """Runs opcodes in the master daemon; the same ``submit`` as ``Client``."""
+    """Requests to the master daemon listening on ``path``.
 
-    ctx = None  # no local context: work done ahead (warm-ups) is the daemon's
+    ``sock``, a connection already open (``connect``), serves the first
+    request. ``lock_timeout`` is what ``submit`` passes with its job.
+    """
 
-    def __init__(self, path: str, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self, path: str, sock: socket.socket | None = None, lock_timeout: float | None = None
+    ) -> None:
         self.path = path
         self._sock = sock
-        self.lock_timeout: float | None = None
+        self.lock_timeout = lock_timeout
+
+    # -------------------------------------------------------------- jobs
+
+    def submit(
+        self,
+        op: OpCode,
+        feedback_fn: Callable[[str], None] | None = None,
+        cancel: Cancellation | None = None,
+    ) -> Any:
+        """Run ``op`` as a job of the daemon; its result, or its typed error raised here."""
+        on_record = protocol.text_of_records(feedback_fn)
+        return self.submit_job([op], on_record, cancel, self.lock_timeout)[0]
+
+    def submit_job(
+        self,
+        ops: Sequence[OpCode],
+        on_record: RecordFn | None = None,
+        cancel: Cancellation | None = None,
+        lock_timeout: float | None = None,
+    ) -> list[Any]:
+        """Run a job of ``ops`` in the daemon, following it; every opcode's result.
+
+        ``on_record`` gets the job's records as they come; ``cancel``, when
+        set, asks the daemon to stop the job safely.
+        """
+        request = protocol.submit_request(list(ops), lock_timeout, wait=True)
+        return self._follow(request, on_record, cancel)
+
+    def enqueue(self, ops: Sequence[OpCode], lock_timeout: float | None = None) -> int:
+        """Start a job of ``ops`` in the daemon without waiting for it; its id."""
+        answer = self._ask(protocol.submit_request(list(ops), lock_timeout, wait=False))
+        return int(answer["job_id"])
+
+    def watch(
+        self,
+        job_id: int,
+        on_record: RecordFn | None = None,
+        cancel: Cancellation | None = None,
+    ) -> list[Any]:
+        """Follow job ``job_id`` from its start to its end; every opcode's result."""
+        return self._follow(protocol.request(protocol.WATCH, job_id=job_id), on_record, cancel)
+
+    def cancel(self, job_id: int, reason: str = "canceled by the client") -> None:
+        """Ask job ``job_id`` to stop safely (JobError unless the daemon runs it)."""
+        self._ask(protocol.cancel_request(job_id, reason))
+
+    # -------------------------------------------------------------- queries
+
+    def jobs(self) -> list[Job]:
+        """All jobs of the job log, ascending by id."""
+        from ganeti_lv.master.jobs import Job  # the job log's records: for job queries only
+
+        answer = self._ask(protocol.request(protocol.JOBS))
+        return [Job.from_dict(job) for job in answer["jobs"]]
+
+    def job(self, job_id: int) -> Job:
+        """One job of the job log; JobError when unknown."""
+        from ganeti_lv.master.jobs import Job
+
+        return Job.from_dict(self._ask(protocol.request(protocol.JOB, job_id=job_id))["job"])
+
+    def version(self) -> Message:
+        """The daemon's protocol version and release: {"protocol": 1, "version": ...}."""
+        answer = self._ask(protocol.request(protocol.VERSION))
+        return {"protocol": answer["protocol"], "version": answer["version"]}
+
+    # -------------------------------------------------------------- the connection
 
     def _connection(self) -> socket.socket:
         sock, self._sock = self._sock, None
@@ -119,62 +145,28 @@ class MasterClient:
         sock.settimeout(None)
         return sock
 
-    def submit(
-        self,
-        op: OpCode,
-        feedback_fn: Callable[[str], None] | None = None,
-        cancel: Cancellation | None = None,
-    ) -> Any:
-        """Run ``op`` in the daemon; its result, or its typed error raised here.
+    def _ask(self, request: Message) -> Message:
+        """Send one request; its one answer (an error answer is raised)."""
+        with _Exchange(self._connection()) as exchange:
+            exchange.send(request)
+            msg = exchange.next_message()
+            if msg["type"] == protocol.ERROR:
+                raise protocol.decode_error(msg["error"])
+            return msg
 
-        ``cancel``, when set (a signal handler, another thread), is passed on
-        to the daemon, which stops the job safely.
-        """
-        sock = self._connection()
-        try:
-            sock.sendall(encode_line({"submit": op.to_dict(), "lock_timeout": self.lock_timeout}))
+    def _follow(
+        self, request: Message, on_record: RecordFn | None, cancel: Cancellation | None
+    ) -> list[Any]:
+        with _Exchange(self._connection()) as exchange:
+            exchange.send(request)
             try:
-                return self._wait(sock, feedback_fn, cancel)
+                return _wait(exchange, on_record, cancel)
             except KeyboardInterrupt:
                 # as in-process: an interrupted command does not go on in the
                 # background (a job past its point of no return still ends safely)
                 with contextlib.suppress(OSError):
-                    sock.sendall(encode_line({"cancel": "interrupted by the user"}))
+                    exchange.send_cancel("interrupted by the user")
                 raise
-        except OSError as err:  # a reset or a broken pipe: the daemon went away
-            raise _gone(f": {err}") from err
-        finally:
-            sock.close()
-
-    def _wait(
-        self,
-        sock: socket.socket,
-        feedback_fn: Callable[[str], None] | None,
-        cancel: Cancellation | None,
-    ) -> Any:
-        buf = b""
-        cancel_sent = False
-        while True:
-            if cancel is not None and cancel.is_set() and not cancel_sent:
-                sock.sendall(encode_line({"cancel": cancel.reason or "canceled by the client"}))
-                cancel_sent = True
-            ready, _, _ = select.select([sock], [], [], CANCEL_POLL if cancel is not None else None)
-            if not ready:
-                continue
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise _gone("")
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                msg = json.loads(line)
-                if "feedback" in msg:
-                    if feedback_fn is not None:
-                        feedback_fn(msg["feedback"])
-                elif "result" in msg:
-                    return msg["result"]
-                elif "error" in msg:
-                    raise decode_error(msg["error"])
 
     def close(self) -> None:
         """Drop an unused connection."""
@@ -187,6 +179,76 @@ class MasterClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _wait(
+    exchange: _Exchange, on_record: RecordFn | None, cancel: Cancellation | None
+) -> list[Any]:
+    """Read a followed job's messages up to its end."""
+    while True:
+        if cancel is not None and cancel.is_set():
+            exchange.send_cancel(cancel.reason or "canceled by the client")
+        msg = exchange.receive(CANCEL_POLL if cancel is not None else None)
+        if msg is None:
+            continue
+        kind = msg["type"]
+        if kind in (protocol.FEEDBACK, protocol.PROGRESS):
+            if on_record is not None:
+                on_record(protocol.message_record(msg))
+        elif kind == protocol.END:
+            return protocol.outcome(msg)
+        elif kind == protocol.ERROR:
+            raise protocol.decode_error(msg["error"])
+
+
+class _Exchange:
+    """One connection to the daemon: messages out, messages in."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.cancel_sent = False
+
+    def send(self, msg: Message) -> None:
+        try:
+            self.sock.sendall(protocol.encode(msg))
+        except OSError as err:  # a reset or a broken pipe: the daemon went away
+            raise _gone(f": {err}") from err
+
+    def send_cancel(self, reason: str) -> None:
+        """Ask the daemon to stop the job this connection follows (once)."""
+        if not self.cancel_sent:
+            self.cancel_sent = True
+            self.send({"type": protocol.CANCEL, "reason": reason})
+
+    def next_message(self) -> Message:
+        """The next message, however long it takes."""
+        while True:
+            msg = self.receive(None)
+            if msg is not None:
+                return msg
+
+    def receive(self, timeout: float | None) -> Message | None:
+        """The next message; None when ``timeout`` passed without one."""
+        while b"\n" not in self.buf:
+            ready, _, _ = select.select([self.sock], [], [], timeout)
+            if not ready:
+                return None
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError as err:
+                raise _gone(f": {err}") from err
+            if not chunk:
+                raise _gone("")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return protocol.decode(line)
+
+    def __enter__(self) -> _Exchange:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
 
 
 def _gone(detail: str) -> errors.OpExecError:

@@ -1,20 +1,24 @@
 """``gnt-lv-masterd``: the master daemon, running jobs with warm node connections.
 
 As Ganeti's master daemon does, it keeps the node connections (libvirt and
-SSH) of the master open between jobs, so a job submitted by ``gnt-lv`` (or by
-ops tooling through ``ganeti_lv.master.client``) starts at once, without the
-start-up of a new process and without new connections. Without the daemon
-``gnt-lv`` runs each job in its own process; the daemon changes nothing else.
+SSH) of the master open between jobs, so a job submitted by ``gnt-lv`` or by
+ops tooling (both through ``ganeti_lv.master.client``) starts at once,
+without the start-up of a new process and without new connections. It
+speaks only the protocol of ``ganeti_lv.master.protocol``: jobs of opcodes,
+their records and outcome, cancel, and the job queries. Without the daemon
+the same jobs run in the caller's process (``ganeti_lv.master.runner``).
 
-Each job runs in its own thread with its own context (configuration store,
-lock manager, job log), exactly as a job of its own process would: jobs of
-the daemon and of other processes share the same lock files and the same
-configuration file. Only the node operations, and with them the open
-connections, are shared.
+Each job is recorded in the job log first (its id is the job's id
+everywhere), then runs in a thread of its own with its own context
+(configuration store, lock manager, job log), exactly as a job of its own
+process would: jobs of the daemon and of other processes share the same
+lock files and the same configuration file. Only the node operations, and
+with them the open connections, are shared. A job does not depend on the
+connection that submitted it: a client that goes away leaves it running; a
+cancel request (from any connection) asks it to stop safely.
 
-A client that disconnects does not stop its job; a cancel request does,
-safely. SIGTERM (or SIGINT) stops the daemon: it accepts no new connection
-(a client already connected is still served) and leaves once the running jobs
+SIGTERM (or SIGINT) stops the daemon: it accepts no new connection (a
+client already connected is still served) and leaves once the running jobs
 have ended; a second signal asks them to stop safely.
 """
 
@@ -23,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -35,26 +38,83 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
-from ganeti_lv import paths
+from ganeti_lv import constants, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_EXISTS, ECODE_INVAL, GenericError, OpExecError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_EXISTS,
+    ECODE_STATE,
+    GenericError,
+    JobError,
+    OpExecError,
+)
 from ganeti_lv.hypervisor.base import NodeOps
-from ganeti_lv.master.client import encode_error, encode_line
+from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio
-from ganeti_lv.master.jobs import process_alive, process_start_time, to_jsonable
+from ganeti_lv.master.jobs import (
+    JOB_STATUS_ERROR,
+    JOB_STATUS_SUCCESS,
+    Job,
+    process_alive,
+    process_start_time,
+    to_jsonable,
+)
+from ganeti_lv.master.protocol import Feedback, Message
+from ganeti_lv.master.runner import run_job
 from ganeti_lv.opcodes import OpCode
 
 log = logging.getLogger("ganeti_lv.master.daemon")
 
 
+class RunningJob:
+    """A job the daemon runs: its records so far, its end, its cancel request.
+
+    Any number of connections follow it (``follow``), each from the job's
+    start; none of them is needed for the job to run.
+    """
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.cancel = Cancellation()
+        self._messages: list[Message] = []
+        self._end: Message | None = None
+        self._cond = threading.Condition()
+
+    def publish(self, record: Feedback) -> None:
+        """Add one record of the job."""
+        with self._cond:
+            self._messages.append(protocol.record_message(record))
+            self._cond.notify_all()
+
+    def finish(self, end: Message) -> None:
+        """Record the job's end (its last message)."""
+        with self._cond:
+            self._end = end
+            self._cond.notify_all()
+
+    def follow(self) -> Iterator[Message]:
+        """The job's messages from its start, waiting for new ones, up to its end."""
+        seen = 0
+        while True:
+            with self._cond:
+                while seen >= len(self._messages) and self._end is None:
+                    self._cond.wait()
+                batch, end = self._messages[seen:], self._end
+            seen += len(batch)
+            yield from batch
+            if end is not None and not batch:
+                yield end
+                return
+
+
 class MasterDaemon:
-    """Runs submitted opcodes, one thread per connection, sharing node operations."""
+    """The jobs of one data dir, each in a thread, sharing the node operations."""
 
     def __init__(self, data_dir: str | None = None, node_ops: NodeOps | None = None) -> None:
         self.data_dir = paths.data_dir(data_dir)
         self._base = Context.from_data_dir(self.data_dir, node_ops=node_ops)
-        self._running: set[Cancellation] = set()
+        self._running: dict[int, RunningJob] = {}
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     @property
@@ -63,16 +123,13 @@ class MasterDaemon:
         return self._base.node_ops
 
     def warm_up(self) -> None:
-        """Open the SSH connections to the online nodes in the background (a hint)."""
-        prewarm = getattr(self.node_ops, "prewarm", None)
-        if not callable(prewarm):
-            return
+        """Open the connections to the online nodes in the background (a hint)."""
         try:
             nodes = [n for n in self._base.config.snapshot().nodes.values() if not n.offline]
         except GenericError as err:
             log.info("no warm-up: %s", err)
             return
-        prewarm(nodes)
+        self.node_ops.prewarm(nodes)
 
     def context(self, lock_timeout: float | None) -> Context:
         """A job's own context on the shared node operations."""
@@ -80,140 +137,206 @@ class MasterDaemon:
             self.data_dir, node_ops=self.node_ops, lock_timeout=lock_timeout
         )
 
+    # -------------------------------------------------------------- jobs
+
+    def submit(self, ops: Sequence[OpCode], lock_timeout: float | None = None) -> RunningJob:
+        """Record a job of ``ops`` and start it in a thread of its own."""
+        ctx = self.context(lock_timeout)
+        job = ctx.jobs.create_job(ops)
+        running = RunningJob(job.id)
+        thread = threading.Thread(
+            target=self._run, args=(ctx, job, list(ops), running), name=f"job-{job.id}"
+        )
+        with self._lock:
+            self._running[job.id] = running
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+        return running
+
+    def _run(self, ctx: Context, job: Job, ops: list[OpCode], running: RunningJob) -> None:
+        what = f"job {job.id} {job.summary}"
+        log.info("%s: started", what)
+        try:
+            results = run_job(ctx, job, ops, running.publish, running.cancel)
+        except BaseException as err:  # noqa: BLE001 - every end goes to the job's followers
+            log.info("%s: failed: %s", what, err)
+            if not isinstance(err, GenericError):
+                log.error("%s: unexpected error", what, exc_info=err)
+            # as the job log recorded it (an error before the processor ran an opcode: error)
+            status = job.status if job.finished else JOB_STATUS_ERROR
+            end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
+        else:
+            log.info("%s: succeeded", what)
+            end = protocol.end_message(job.id, JOB_STATUS_SUCCESS, to_jsonable(results), None)
+        finally:
+            with self._lock:
+                self._running.pop(job.id, None)
+        running.finish(end)
+
     def running(self) -> int:
         """Number of jobs running now."""
         with self._lock:
             return len(self._running)
 
+    def cancel(self, job_id: int, reason: str) -> None:
+        """Ask job ``job_id`` to stop safely; JobError unless the daemon runs it."""
+        with self._lock:
+            running = self._running.get(job_id)
+        if running is None:
+            job = self.job(job_id)  # JobError when unknown
+            raise JobError(f"Job {job_id} is {job.status}, not running here", ECODE_STATE)
+        running.cancel.request(reason)
+
     def cancel_all(self, reason: str) -> None:
         """Ask every running job to stop safely."""
         with self._lock:
-            for cancel in self._running:
-                cancel.request(reason)
+            for running in self._running.values():
+                running.cancel.request(reason)
 
-    def serve_connection(self, rfile: BinaryIO, wfile: BinaryIO) -> None:
-        """One client: read its request, run the opcode, stream feedback and the outcome.
-
-        A connection that starts with ``gnt-lv``'s hand-over of a command
-        line goes to ``ganeti_lv.cli.remote`` instead.
-        """
-        from ganeti_lv.cli import remote
-
-        if remote.is_request(rfile):
-            remote.serve(self, rfile, wfile)
-            return
-        send = _Sender(wfile)
-        try:
-            try:
-                request = json.loads(rfile.readline() or b"null")
-            except ValueError as err:
-                raise OpPrereqError(
-                    f"Malformed request to the master daemon: {err}", ECODE_INVAL
-                ) from err
-            if not isinstance(request, dict) or not isinstance(request.get("submit"), dict):
-                raise OpPrereqError("Malformed request to the master daemon", ECODE_INVAL)
-            op = OpCode.from_dict(request["submit"])
-            lock_timeout = request.get("lock_timeout")
-            if lock_timeout is not None and not isinstance(lock_timeout, (int, float)):
-                raise OpPrereqError("lock_timeout must be a number of seconds", ECODE_INVAL)
-        except GenericError as err:
-            send({"error": encode_error(err)})
-            return
-        cancel = Cancellation()
-        watch_cancel(_json_cancels(rfile), cancel)
-        try:
-            result = self.run_job(
-                op, lock_timeout, lambda msg: send({"feedback": str(msg)}), cancel
-            )
-        except Exception as err:  # noqa: BLE001 - every failure goes back to the client
-            send({"error": encode_error(err)})
-        else:
-            send({"result": to_jsonable(result)})
-
-    def run_job(
-        self,
-        op: OpCode,
-        lock_timeout: float | None,
-        feedback_fn: Callable[[str], None] | None,
-        cancel: Cancellation,
-    ) -> Any:
-        """Run ``op`` through the processor in a context of its own.
-
-        Logged, and stopped safely by ``cancel`` or ``cancel_all``.
-        """
-        from ganeti_lv import ahead
-        from ganeti_lv.mcpu import Processor
-
+    def wait_jobs(self) -> None:
+        """Wait until every job started so far has ended."""
         with self._lock:
-            self._running.add(cancel)
-        summary = op.summary()
-        log.info("%s: started", summary)
-        try:
-            ctx = self.context(lock_timeout)
-            # the connections are open already; a live export's copies are set up
-            # while the job takes its locks and runs its checks
-            ahead.prestart_copies(ctx, op)
-            result = Processor(ctx).execute(op, feedback_fn=feedback_fn, cancel=cancel)
-        except Exception as err:
-            log.info("%s: failed: %s", summary, err)
-            if not isinstance(err, GenericError):
-                log.exception("%s: unexpected error", summary)
-            raise
-        else:
-            log.info("%s: succeeded", summary)
-            return result
-        finally:
-            with self._lock:
-                self._running.discard(cancel)
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
+
+    def watch(self, job_id: int) -> Iterator[Message]:
+        """A job's records and its end (at once from the job log for a job that ended)."""
+        with self._lock:
+            running = self._running.get(job_id)
+        if running is not None:
+            return running.follow()
+        job = self.job(job_id)
+        if not job.finished:
+            raise JobError(
+                f"Job {job_id} is {job.status} in process {job.pid}, not in the master daemon",
+                ECODE_STATE,
+            )
+        return iter([_logged_end(job)])
+
+    def jobs(self) -> list[Job]:
+        """Every job of the job log."""
+        return self._base.jobs.list()
+
+    def job(self, job_id: int) -> Job:
+        """One job of the job log; JobError when unknown."""
+        return self._base.jobs.get(job_id)
 
     def close(self) -> None:
         """Close the node connections."""
         self._base.close()
 
+    # -------------------------------------------------------------- connections
+
+    def serve_connection(self, rfile: BinaryIO, wfile: BinaryIO) -> None:
+        """One client's request (see ``ganeti_lv.master.protocol``)."""
+        send = _Sender(wfile)
+        try:
+            msg = protocol.decode(rfile.readline(protocol.MAX_LINE))
+            protocol.check_version(msg)
+            self._answer(msg, rfile, send)
+        except GenericError as err:
+            send(protocol.error_message(err))
+
+    def _answer(self, msg: Message, rfile: BinaryIO, send: _Sender) -> None:
+        kind = msg["type"]
+        if kind == protocol.SUBMIT:
+            request = protocol.parse_submit(msg)
+            running = self.submit(request.ops, request.lock_timeout)
+            send({"type": protocol.ACCEPTED, "job_id": running.job_id})
+            if request.wait:
+                self._stream(running.follow(), running.job_id, rfile, send)
+        elif kind == protocol.WATCH:
+            job_id = protocol.job_id_of(msg)
+            self._stream(self.watch(job_id), job_id, rfile, send)
+        elif kind == protocol.CANCEL:
+            job_id = protocol.job_id_of(msg)
+            self.cancel(job_id, _reason(msg))
+            send({"type": protocol.CANCELING, "job_id": job_id})
+        elif kind == protocol.JOBS:
+            send({"type": protocol.JOBS, "jobs": [job.to_dict() for job in self.jobs()]})
+        elif kind == protocol.JOB:
+            send({"type": protocol.JOB, "job": self.job(protocol.job_id_of(msg)).to_dict()})
+        elif kind == protocol.VERSION:
+            send(
+                {
+                    "type": protocol.VERSION,
+                    "protocol": protocol.PROTOCOL_VERSION,
+                    "version": constants.RELEASE_VERSION,
+                }
+            )
+        else:
+            raise protocol.invalid_request(f"unknown request type {kind!r}")
+
+    def _stream(
+        self, messages: Iterator[Message], job_id: int, rfile: BinaryIO, send: _Sender
+    ) -> None:
+        """Send a job's messages while the client may ask to cancel it."""
+        watch_cancel(rfile, lambda reason: self._cancel_quietly(job_id, reason))
+        for message in messages:
+            if not send(message):
+                return  # the client went away; the job goes on
+
+    def _cancel_quietly(self, job_id: int, reason: str) -> None:
+        with contextlib.suppress(JobError):
+            self.cancel(job_id, reason)
+
+
+def _reason(msg: Message) -> str:
+    return str(msg.get("reason") or "canceled by the client")
+
+
+def _logged_end(job: Job) -> Message:
+    """The end message of a job that ended, from its job log record."""
+    error = None
+    if job.error is not None:
+        error = {
+            "class": job.error.get("class"),
+            "msg": job.error.get("message", ""),
+            "attrs": {"ecode": job.error.get("ecode")},
+        }
+    return protocol.end_message(job.id, job.status, job.results, error)
+
 
 class _Sender:
-    """Writes protocol lines to a client; a client gone just stops receiving them."""
+    """Writes messages to a client; a client gone just stops receiving them."""
 
     def __init__(self, wfile: BinaryIO) -> None:
         self._wfile = wfile
         self._lock = threading.Lock()
         self._gone = False
 
-    def __call__(self, obj: Any) -> None:
+    def __call__(self, msg: Message) -> bool:
+        """Send ``msg``; False once the client is gone."""
         with self._lock:
-            if self._gone:
-                return
-            try:
-                self._wfile.write(encode_line(obj))
-                self._wfile.flush()
-            except (OSError, ValueError):
-                self._gone = True
+            if not self._gone:
+                try:
+                    self._wfile.write(protocol.encode(msg))
+                    self._wfile.flush()
+                except (OSError, ValueError):
+                    self._gone = True
+            return not self._gone
 
 
-def watch_cancel(reasons: Iterator[str], cancel: Cancellation) -> None:
-    """Start a thread turning each reason the client sends into a cancel request.
+def watch_cancel(rfile: BinaryIO, cancel: Callable[[str], None]) -> None:
+    """Start a thread calling ``cancel(reason)`` for each cancel message the client sends.
 
-    ``reasons`` reads the client's side of the connection; the thread ends
-    with it (the end of the connection, or an error reading it).
+    The thread ends with the client's side of the connection (its end, or
+    an error reading it).
     """
 
     def watch() -> None:
         with contextlib.suppress(OSError, ValueError):
-            for reason in reasons:
-                cancel.request(reason)
+            for line in rfile:
+                try:
+                    msg = protocol.decode(line)
+                except GenericError:
+                    continue
+                if msg["type"] == protocol.CANCEL:
+                    cancel(_reason(msg))
 
     threading.Thread(target=watch, name="masterd-cancel", daemon=True).start()
-
-
-def _json_cancels(rfile: BinaryIO) -> Iterator[str]:
-    """The reasons of the client's ``{"cancel": reason}`` lines."""
-    for line in rfile:
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict) and "cancel" in msg:
-            yield str(msg["cancel"]) or "canceled by the client"
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -233,8 +356,9 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     Only the holder of ``masterd.lock`` binds (and, at the end, removes)
     the socket, so a second daemon refuses to start, also while the first
-    one is still finishing its jobs. ``server_close`` waits for the running
-    jobs, then removes the socket and releases the lock.
+    one is still finishing its jobs. ``server_close`` serves the waiting
+    connections, waits for the running jobs (also those no connection
+    follows), then removes the socket and releases the lock.
     """
 
     daemon_threads = False
@@ -259,6 +383,7 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             self._serve_waiting()
             super().server_close()
+            self.daemon.wait_jobs()
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.server_address)  # type: ignore[arg-type]
@@ -363,8 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Options of ``gnt-lv-masterd``."""
     parser = argparse.ArgumentParser(
         prog="gnt-lv-masterd",
-        description="Run ganeti_lv jobs with the node connections kept open (gnt-lv uses "
-        "the daemon when it runs). Stop it with SIGTERM or --stop.",
+        description="Run ganeti_lv jobs with the node connections kept open (gnt-lv and "
+        "ganeti_lv.Client submit to the daemon when it runs). Stop it with SIGTERM or --stop.",
     )
     parser.add_argument("--data-dir", help="the cluster's data dir ($GANETI_LV_DATA_DIR)")
     parser.add_argument(

@@ -1,4 +1,10 @@
-"""The job log: one JSON file per opcode run, written as the run progresses.
+"""The job log: one JSON file per job, written as the job progresses.
+
+A job is one or more opcodes run in order (Ganeti's shape): each has its
+input, status, result or error, timestamps and execution log; the first
+opcode that fails ends the job, and the ones after it are marked failed
+(canceled, when the job was canceled) without running. The job's id is what
+``gnt-lv job list`` shows and what the master daemon's protocol names.
 
 Job ids come from a counter file updated under an exclusive ``flock``, so
 ids are unique and increasing across processes. Each job file
@@ -7,20 +13,22 @@ change (status, feedback line, result), so it is on record as it happens and
 a process killed at any moment (even SIGKILL) leaves a complete file.
 
 Durability: a job is fsynced (file and directory) when it is recorded
-(queued, or queued and started in one write) and when it reaches its final
-state (success, error, canceled), so both the fact that it ran and its
-result survive a power loss once ``create`` / ``finish_*`` return. The
-writes in between (running, executing, feedback lines) skip fsync: they
-survive a crash of the process (the page cache outlives it) but a power loss
-may take them back to the recorded start; such a job then shows as "lost"
-(its process is gone). The id counter is a number rewritten in place under
-its lock, never fsynced: after a power loss it may lag behind, and a new id
-never reuses one whose job file exists; an unreadable counter is rebuilt
-from the job files.
+(queued, or queued and started in one write) and when an opcode or the job
+reaches its final state (success, error, canceled), so both the fact that it
+ran and its result survive a power loss once ``create`` / ``finish_*``
+return. The writes in between (running, executing, feedback lines) skip
+fsync: they survive a crash of the process (the page cache outlives it) but
+a power loss may take them back to the recorded start; such a job then shows
+as "lost" (its process is gone). The id counter is a number rewritten in
+place under its lock, never fsynced: after a power loss it may lag behind,
+and a new id never reuses one whose job file exists; an unreadable counter
+is rebuilt from the job files.
 
-A job records the pid (and the process start time)
-of the process that runs it; when a job says "queued" or "running" but that
-process is gone, readers report it as "lost", never as running.
+A job records the pid (and the process start time) of the process that runs
+it (``gnt-lv``, ops tooling or the master daemon); when a job says "queued"
+or "running" but that process is gone, readers report it as "lost", never as
+running. Files written before jobs had several opcodes (one opcode's fields
+at the top level) are read as one-opcode jobs.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,14 +55,6 @@ JOB_STATUS_SUCCESS = "success"
 JOB_STATUS_ERROR = "error"
 JOB_STATUS_CANCELED = "canceled"
 JOB_STATUS_LOST = "lost"
-JOB_STATUSES = (
-    JOB_STATUS_QUEUED,
-    JOB_STATUS_RUNNING,
-    JOB_STATUS_SUCCESS,
-    JOB_STATUS_ERROR,
-    JOB_STATUS_CANCELED,
-    JOB_STATUS_LOST,
-)
 ACTIVE_STATUSES = (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING)
 
 ELOG_MESSAGE = "message"
@@ -110,37 +110,115 @@ def to_jsonable(value: Any) -> Any:
     return repr(value)
 
 
-@dataclass
-class Job:
-    """One opcode run as recorded in the job log (timestamps: seconds since the epoch)."""
+def error_record(err: BaseException) -> dict[str, Any]:
+    """An error as the job log keeps it: its class, error code and message."""
+    return {
+        "class": type(err).__name__,
+        "ecode": err.ecode if isinstance(err, GenericError) else ECODE_FAULT,
+        "message": str(err) or repr(err),
+    }
 
-    id: int
+
+@dataclass
+class OpRecord:
+    """One opcode of a job as recorded: its input, status, outcome and execution log."""
+
     op_id: str
     summary: str
     params: dict[str, Any]
     status: str = JOB_STATUS_QUEUED
+    start_ts: float | None = None
+    # when every lock was held and the LU's checks and Exec began (Ganeti's exec_timestamp)
+    exec_ts: float | None = None
+    end_ts: float | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    log: list[tuple[float, str, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, op: Any) -> OpRecord:
+        """The record of opcode ``op``, queued."""
+        return cls(op_id=op.OP_ID, summary=op.summary(), params=to_jsonable(op.to_dict()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpRecord:
+        """Build a record from its JSON form."""
+        data = dict(data)
+        data["log"] = [tuple(entry) for entry in data.get("log", [])]
+        return cls(**data)
+
+
+@dataclass
+class Job:
+    """A job as recorded in the job log (timestamps: seconds since the epoch).
+
+    ``op_id``, ``summary``, ``params``, ``exec_ts``, ``result``, ``error``
+    and ``log`` describe the whole job the way a one-opcode job shows it:
+    the opcodes' ids and summaries joined with commas, the first opcode's
+    input and execution start, the last opcode's result, the error that
+    ended the job, and every opcode's log lines in order.
+    """
+
+    id: int
+    ops: list[OpRecord]
+    status: str = JOB_STATUS_QUEUED
     received_ts: float = field(default_factory=time.time)
     start_ts: float | None = None
     end_ts: float | None = None
-    # when every lock was held and the LU's checks and Exec began (Ganeti's exec_timestamp)
-    exec_ts: float | None = None
-    log: list[tuple[float, str, str]] = field(default_factory=list)
-    result: Any = None
-    error: dict[str, Any] | None = None
     pid: int = field(default_factory=os.getpid)
     pid_start: int | None = None
 
+    @property
+    def op_id(self) -> str:
+        """The OP_IDs of the job's opcodes, comma-separated."""
+        return ",".join(op.op_id for op in self.ops)
+
+    @property
+    def summary(self) -> str:
+        """The summaries of the job's opcodes, comma-separated."""
+        return ",".join(op.summary for op in self.ops)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The first opcode's input."""
+        return self.ops[0].params if self.ops else {}
+
+    @property
+    def exec_ts(self) -> float | None:
+        """When the first opcode began executing (all its locks held)."""
+        return self.ops[0].exec_ts if self.ops else None
+
+    @property
+    def result(self) -> Any:
+        """The last opcode's result (the job's result for a one-opcode job)."""
+        return self.ops[-1].result if self.ops else None
+
+    @property
+    def results(self) -> list[Any]:
+        """Every opcode's result, in order."""
+        return [op.result for op in self.ops]
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The error that ended the job (class, ecode, message), or None."""
+        return next((op.error for op in self.ops if op.error is not None), None)
+
+    @property
+    def log(self) -> list[tuple[float, str, str]]:
+        """Every opcode's execution log, in order: (timestamp, type, message)."""
+        return [entry for op in self.ops for entry in op.log]
+
     def to_dict(self) -> dict[str, Any]:
-        """The job as JSON data."""
-        data = dataclasses.asdict(self)
-        data["log"] = [list(entry) for entry in self.log]
-        return data
+        """The job as JSON data (its file's content)."""
+        return _json_record(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        """Build a job from ``to_dict`` output."""
+        """Build a job from ``to_dict`` output (or a one-opcode job file of an older version)."""
         data = dict(data)
-        data["log"] = [tuple(entry) for entry in data.get("log", [])]
+        if "ops" not in data:
+            data = _upgrade(data)
+        data["ops"] = [OpRecord.from_dict(op) for op in data["ops"]]
         return cls(**data)
 
     @property
@@ -149,13 +227,34 @@ class Job:
         return self.status not in ACTIVE_STATUSES
 
 
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A job file with one opcode's fields at the top level, as a job with ``ops``."""
+    op = {
+        "op_id": data.pop("op_id"),
+        "summary": data.pop("summary"),
+        "params": data.pop("params"),
+        "status": data["status"],
+        "start_ts": data.get("start_ts"),
+        "exec_ts": data.pop("exec_ts", None),
+        "end_ts": data.get("end_ts"),
+        "result": data.pop("result", None),
+        "error": data.pop("error", None),
+        "log": data.pop("log", []),
+    }
+    return {**data, "ops": [op]}
+
+
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+_OP_FIELDS = tuple(f.name for f in dataclasses.fields(OpRecord))
 
 
 def _json_record(job: Job) -> dict[str, Any]:
     """The job as JSON data for its file (shares params, result and error with the job)."""
     data = {name: getattr(job, name) for name in _JOB_FIELDS}
-    data["log"] = [list(entry) for entry in job.log]
+    data["ops"] = [
+        {**{name: getattr(op, name) for name in _OP_FIELDS}, "log": [list(e) for e in op.log]}
+        for op in job.ops
+    ]
     return data
 
 
@@ -249,16 +348,20 @@ class JobStore:
 
     # ------------------------------------------------------------ writing
     def create(self, op: Any, start: bool = False) -> Job:
-        """Record a new job for opcode ``op`` (run by this process), durably.
+        """Record a new job of the one opcode ``op`` (see ``create_job``)."""
+        return self.create_job([op], start=start)
+
+    def create_job(self, ops: Sequence[Any], start: bool = False) -> Job:
+        """Record a new job of ``ops`` (run by this process), durably.
 
         The job is queued, or with ``start`` already running (one write
-        instead of ``create`` followed by ``start``).
+        instead of ``create_job`` followed by ``start``).
         """
+        if not ops:
+            raise JobError("A job needs at least one opcode", ECODE_FAULT)
         job = Job(
             id=self._next_id(),
-            op_id=op.OP_ID,
-            summary=op.summary(),
-            params=to_jsonable(op.to_dict()),
+            ops=[OpRecord.of(op) for op in ops],
             pid=os.getpid(),
             pid_start=process_start_time(os.getpid()),
         )
@@ -271,39 +374,65 @@ class JobStore:
 
     def start(self, job: Job) -> None:
         """Mark the job running."""
-        job.status = JOB_STATUS_RUNNING
-        job.start_ts = time.time()
-        self.save(job)
-
-    def mark_executing(self, job: Job) -> None:
-        """Record that the job holds its locks and its operation now runs."""
         with self._write_lock:
-            job.exec_ts = time.time()
+            job.status = JOB_STATUS_RUNNING
+            job.start_ts = time.time()
             self.save(job)
 
-    def append_log(self, job: Job, message: str, log_type: str = ELOG_MESSAGE) -> None:
-        """Add one feedback line (timestamped) and persist it at once."""
+    def start_op(self, job: Job, index: int) -> None:
+        """Mark opcode ``index`` running (and the job, when it was queued)."""
         with self._write_lock:
-            job.log.append((time.time(), log_type, message))
+            now = time.time()
+            if job.status == JOB_STATUS_QUEUED:
+                job.status, job.start_ts = JOB_STATUS_RUNNING, now
+            op = job.ops[index]
+            op.status, op.start_ts = JOB_STATUS_RUNNING, now
             self.save(job)
 
-    def finish_success(self, job: Job, result: Any) -> None:
-        """Mark the job successful with ``result``."""
-        job.status = JOB_STATUS_SUCCESS
-        job.result = to_jsonable(result)
-        job.end_ts = time.time()
-        self.save(job, durable=True)
+    def mark_executing(self, job: Job, index: int = 0) -> None:
+        """Record that opcode ``index`` holds its locks and its operation now runs."""
+        with self._write_lock:
+            job.ops[index].exec_ts = time.time()
+            self.save(job)
 
-    def finish_error(self, job: Job, err: BaseException, canceled: bool = False) -> None:
-        """Mark the job failed (or canceled) with the error's class, ecode and message."""
-        job.status = JOB_STATUS_CANCELED if canceled else JOB_STATUS_ERROR
-        job.error = {
-            "class": type(err).__name__,
-            "ecode": err.ecode if isinstance(err, GenericError) else ECODE_FAULT,
-            "message": str(err) or repr(err),
-        }
-        job.end_ts = time.time()
-        self.save(job, durable=True)
+    def append_log(
+        self, job: Job, message: str, log_type: str = ELOG_MESSAGE, index: int = 0
+    ) -> None:
+        """Add one feedback line of opcode ``index`` (timestamped) and persist it at once."""
+        with self._write_lock:
+            job.ops[index].log.append((time.time(), log_type, message))
+            self.save(job)
+
+    def finish_success(self, job: Job, result: Any, index: int = 0) -> None:
+        """Mark opcode ``index`` successful with ``result``; the last one ends the job."""
+        with self._write_lock:
+            op = job.ops[index]
+            op.status, op.result, op.end_ts = JOB_STATUS_SUCCESS, to_jsonable(result), time.time()
+            if index == len(job.ops) - 1:
+                job.status, job.end_ts = JOB_STATUS_SUCCESS, op.end_ts
+            self.save(job, durable=True)
+
+    def finish_error(
+        self, job: Job, err: BaseException, canceled: bool = False, index: int = 0
+    ) -> None:
+        """Mark opcode ``index`` failed (or canceled) with ``err``; this ends the job.
+
+        The opcodes after it are marked the same way without having run.
+        """
+        status = JOB_STATUS_CANCELED if canceled else JOB_STATUS_ERROR
+        with self._write_lock:
+            now = time.time()
+            op = job.ops[index]
+            op.status, op.error, op.end_ts = status, error_record(err), now
+            for later in job.ops[index + 1 :]:
+                later.status, later.end_ts = status, now
+                later.error = {
+                    "class": "OpExecError",
+                    "ecode": ECODE_FAULT,
+                    "message": f"Not run: opcode {index + 1} of the job did not succeed",
+                }
+            job.status, job.end_ts = status, now
+            self.save(job, durable=True)
 
     # ------------------------------------------------------------ reading
     def _load(self, path: str) -> Job:

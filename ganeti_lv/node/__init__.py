@@ -1,8 +1,15 @@
 """What runs on, or talks to, a node outside libvirt.
 
-- ``ssh``: the SSH transport to the nodes (paramiko);
-- ``diskcopy`` and ``diskcopy_helper``: the node-to-node disk copy engine and
-  its node-side helper;
+- ``transport``: the result types (``NodeResult`` and ``node_call``,
+  ``CommandResult``, ``HookScriptResult``) and the runner interface (run a
+  command, stream one, put and get files) every node-side module uses;
+- ``ssh``: the SSH transport to the nodes (paramiko), a ``NodeTransport``;
+  ``known_hosts``: the cluster's known_hosts file (no SSH library needed);
+- ``diskcopy``: the node-to-node disk copy engine (copy plans, copies set
+  up ahead); ``diskcopy_helper``: its node-side helper (standard library
+  only, shipped to the nodes as text); ``diskstat``: file sizes and free
+  space asked with the node's shell; ``progress``: a copy's progress lines
+  as Ganeti prints them;
 - ``exportdir``: export directories on a node;
 - ``hooks_runner``: running a hooks directory on a node.
 """

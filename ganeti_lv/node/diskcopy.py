@@ -13,26 +13,29 @@ Why: measured between two nodes here, a Python SSH stack moves about
 would also cost a second hop. The node-side helper (``diskcopy_helper``) is
 shipped as ``python3 -c`` text, so nodes need nothing but python3 and ssh.
 
-``Runner`` is the little interface the engine needs from a node connection:
-``SshClient`` satisfies it; ``LocalRunner`` runs on this machine (tests,
-single-host setups).
+The engine needs little from a node connection (``node.transport.Runner``:
+run a command, stream one); ``SshClient`` has it. ``CopyPlan`` is one copy
+(checked arguments, the sender's command line) and runs it; ``PendingCopy``
+is a copy set up ahead, waiting for go (a job's session keeps them, see
+``hypervisor.libvirt.exportops.CopySession``). Next to it: ``diskstat``
+(sizes and free space, asked with the node's shell), ``progress`` (the
+progress lines, as Ganeti prints them) and ``diskcopy_helper`` (the
+node-side helper, standard library only).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, NodeError, RemoteCommandError
-from ganeti_lv.hypervisor.base import CommandResult
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, NodeError
 from ganeti_lv.node import diskcopy_helper
+from ganeti_lv.node.transport import Runner, StreamProcess
 
 MiB = 1024 * 1024
 ProgressFn = Callable[[int, int], None]
@@ -43,38 +46,6 @@ SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@o
 # 0.2 s more per connection here (each disk copy opens one). Only names that
 # OpenSSH has known since 7.4, so that older nodes accept the option.
 SSH_KEX = "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256"
-
-
-class StreamProcess(Protocol):
-    """A running command whose stdout can be read while it runs."""
-
-    def read(self, size: int = ...) -> bytes:
-        """Up to ``size`` bytes of stdout; b"" at the end."""
-
-    def write(self, data: bytes) -> None:
-        """Send data to the command's stdin."""
-
-    def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
-        """Wait for the exit; the rest of stdout is in the result."""
-
-    def close(self) -> None:
-        """Stop reading; the command sees its stdout closed."""
-
-
-class Runner(Protocol):
-    """What the engine needs from a connection to a node (``SshClient`` has it)."""
-
-    def run(
-        self,
-        cmd: str | Sequence[str],
-        timeout: float | None = None,
-        input: bytes | None = None,  # noqa: A002 (SshClient's name)
-        check: bool = True,
-    ) -> CommandResult:
-        """Run a command to completion."""
-
-    def open_exec(self, cmd: str | Sequence[str]) -> StreamProcess:
-        """Start a command for streaming."""
 
 
 @dataclass
@@ -107,8 +78,8 @@ class CopyStats:
 class CopyEndpoint:
     """How the source node reaches the target: argv prefix taking one command string.
 
-    For node-to-node SSH see ``ssh_endpoint``; ``LocalRunner`` tests use
-    ``["sh", "-c"]``.
+    For node-to-node SSH see ``ssh_endpoint``; tests that copy on one
+    machine use ``["sh", "-c"]``.
     """
 
     argv: list[str]
@@ -229,12 +200,6 @@ def send_argv(
     ]
 
 
-def check_compression(tool: str, allowed: Sequence[str]) -> None:
-    """Refuse tools the engine does not know or the cluster does not allow."""
-    if tool not in diskcopy_helper.COMPRESSORS or tool not in allowed:
-        raise NodeError(f"Compression tool not allowed: {tool!r}", ecode=ECODE_INVAL)
-
-
 def _parse_line(line: str) -> tuple[str, Any]:
     kind, _, rest = line.partition(" ")
     if kind in ("RESULT", "ERROR", "START"):
@@ -248,84 +213,6 @@ def _parse_line(line: str) -> tuple[str, Any]:
 def _error_from(info: dict[str, Any], node: str) -> NodeError:
     ecode = ECODE_NORES if info.get("kind") == "nores" else None
     return NodeError(str(info.get("msg", "copy failed")), node, ecode=ecode)
-
-
-# The checks before an export (``stat_files``, ``free_space``) run the node's
-# ``stat`` (coreutils or busybox) from ``sh``: a few milliseconds, where
-# starting python3 costs a tenth of a second on a busy node. The results are
-# those of the helper's ``stat``/``df`` modes (os.stat and os.statvfs).
-_STAT_SCRIPT = r"""
-for p do
-  if [ -e "$p" ]; then stat -L -c 'Y %s %b %B' -- "$p" || exit 1; else echo N; fi
-done
-"""
-# A path that does not exist yet (a fresh export dir) is measured at its
-# nearest existing parent, like the helper's ``free_bytes``.
-_DF_SCRIPT = r"""
-p=$1
-while [ ! -e "$p" ]; do
-  case $p in
-    */*) p=${p%/*}; [ -n "$p" ] || p=/ ;;
-    *) p=. ;;
-  esac
-done
-exec stat -L -f -c '%a %S' -- "$p"
-"""
-
-
-def _run_script(
-    runner: Runner, node: str, script: str, args: Sequence[str], timeout: float
-) -> list[str]:
-    """Output lines of ``sh -c script sh args...`` on a node; NodeError if it failed.
-
-    The scripts only read (stat, df): one that ended without an exit status
-    (-1: the session or the connection went away under it) is asked once more.
-    """
-    argv = ["sh", "-c", script, "sh", *args]
-    result = runner.run(argv, timeout=timeout, check=False)
-    if result.exit_status == -1:
-        result = runner.run(argv, timeout=timeout, check=False)
-    if result.exit_status != 0:
-        raise RemoteCommandError(
-            f"stat on {node} failed (exit {result.exit_status}): {result.stderr.strip()}",
-            node,
-            result.exit_status,
-            result.output,
-        )
-    return result.stdout.splitlines()
-
-
-def _bad_output(node: str, lines: list[str]) -> NodeError:
-    return NodeError(f"unexpected output of stat on {node}: {' | '.join(lines)[:200]!r}", node)
-
-
-def stat_files(
-    runner: Runner, node: str, paths: Sequence[str], timeout: float = 60
-) -> list[dict[str, Any]]:
-    """[{path, exists, size, allocated}] of files on a node (symlinks followed)."""
-    lines = _run_script(runner, node, _STAT_SCRIPT, paths, timeout)
-    if len(lines) != len(paths):
-        raise _bad_output(node, lines)
-    out: list[dict[str, Any]] = []
-    for path, line in zip(paths, lines, strict=True):
-        fields = line.split()
-        if fields == ["N"]:
-            out.append({"path": path, "exists": False, "size": 0, "allocated": 0})
-        elif len(fields) == 4 and fields[0] == "Y" and all(f.isdigit() for f in fields[1:]):
-            size, blocks, unit = (int(f) for f in fields[1:])
-            out.append({"path": path, "exists": True, "size": size, "allocated": blocks * unit})
-        else:
-            raise _bad_output(node, lines)
-    return out
-
-
-def free_space(runner: Runner, node: str, path: str, timeout: float = 60) -> int:
-    """Bytes free (to non-root users, like statvfs f_bavail) on the filesystem of ``path``."""
-    lines = _run_script(runner, node, _DF_SCRIPT, [path], timeout)
-    fields = lines[0].split() if len(lines) == 1 else []
-    if len(fields) != 2 or not all(f.isdigit() for f in fields):
-        raise _bad_output(node, lines)
-    return int(fields[0]) * int(fields[1])
 
 
 def _read_lines(proc: StreamProcess):
@@ -373,7 +260,17 @@ class CopyPlan:
         bandwidth_limit: float | None = None,
         expect_sha256: str | None = None,
     ) -> CopyPlan:
-        """The plan of a copy with ``copy_disk``'s arguments; NodeError if they are bad."""
+        """The plan of a copy of ``src_path`` on ``src_node`` to ``dst_path`` on ``dst``.
+
+        ``bandwidth_limit`` is in MiB/s of data sent (None: unlimited).
+        ``expect_sha256`` is the expected checksum, ``ALGORITHM:HEX`` (a bare
+        hex digest is ``sha256-tree-4M``); its algorithm is the one computed.
+        The copy lands in ``dst_path`` only when complete and verified
+        (checksum at both ends, and the expected one if given); otherwise
+        nothing is left at ``dst_path`` and ``run`` raises a ``NodeError``
+        (ECODE_NORES when the target lacks space). NodeError (ECODE_INVAL)
+        here if the arguments are bad.
+        """
         if compress not in diskcopy_helper.COMPRESSORS:
             raise NodeError(f"Unknown compression tool {compress!r}", src_node, ecode=ECODE_INVAL)
         algorithm, expect_hex = diskcopy_helper.split_checksum(expect_sha256 or "")
@@ -471,43 +368,6 @@ class CopyPlan:
         )
 
 
-def copy_disk(
-    src: Runner,
-    src_node: str,
-    src_path: str,
-    dst: CopyEndpoint,
-    dst_path: str,
-    *,
-    compress: str = constants.IEC_NONE,
-    bandwidth_limit: float | None = None,
-    expect_sha256: str | None = None,
-    progress_fn: ProgressFn | None = None,
-    start_fn: Callable[[StartInfo], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> CopyStats:
-    """Copy ``src_path`` on the source node to ``dst_path`` on the target.
-
-    ``bandwidth_limit`` is in MiB/s of data sent (None: unlimited).
-    ``progress_fn(done, total)`` gets logical bytes processed and the size.
-    ``expect_sha256`` is the expected checksum, ``ALGORITHM:HEX`` (a bare hex
-    digest is ``sha256-tree-4M``); its algorithm is the one computed. The
-    copy lands in ``dst_path`` only when complete and verified (checksum at
-    both ends, and the expected one if given); otherwise nothing is left at
-    ``dst_path`` and a ``NodeError`` is raised (ECODE_NORES when the target
-    lacks space).
-    """
-    plan = CopyPlan.make(
-        src_node,
-        src_path,
-        dst,
-        dst_path,
-        compress=compress,
-        bandwidth_limit=bandwidth_limit,
-        expect_sha256=expect_sha256,
-    )
-    return plan.run(src, progress_fn, start_fn, clock)
-
-
 class PendingCopy:
     """A copy set up ahead: sender, transport and receiver run but wait for ``go``.
 
@@ -544,128 +404,3 @@ class PendingCopy:
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.close()
-
-
-# -- progress text, as Ganeti prints it --------------------------------------
-
-
-def format_unit(mib: float) -> str:
-    """Ganeti's FormatUnit(value, "h"): 512M, 1.5G, 2.0T."""
-    if mib < 1024:
-        return f"{int(mib)}M"
-    if mib < 1024 * 1024:
-        return f"{mib / 1024:0.1f}G"
-    return f"{mib / (1024 * 1024):0.1f}T"
-
-
-def format_seconds(secs: float) -> str:
-    """Ganeti's FormatSeconds: 12s, 1m 5s, 2h 0m 3s."""
-    parts: list[str] = []
-    rest = int(round(secs))
-    if rest > 0:
-        for unit, one in (("d", 86400), ("h", 3600), ("m", 60)):
-            whole, rest = divmod(rest, one)
-            if whole or parts:
-                parts.append(f"{whole}{unit}")
-    parts.append(f"{max(rest, 0)}s")
-    return " ".join(parts)
-
-
-def format_progress(done: int, total: int, elapsed: float) -> str:
-    """Text like "1.5G, 120.0 MiB/s, 30%, ETA 12s" from bytes done/total and seconds elapsed."""
-    rate = done / MiB / elapsed if elapsed > 0 else 0.0
-    parts = [format_unit(done / MiB), f"{rate:0.1f} MiB/s"]
-    if total > 0:
-        parts.append(f"{int(done * 100 / total)}%")
-        if rate > 0 and done < total:
-            parts.append(f"ETA {format_seconds((total - done) / MiB / rate)}")
-    return ", ".join(parts)
-
-
-class ProgressReporter:
-    """Turn copy progress into feedback lines, at most one per ``interval`` s."""
-
-    def __init__(
-        self,
-        feedback_fn: Callable[[str], None],
-        label: str,
-        interval: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.feedback_fn = feedback_fn
-        self.label = label
-        self.interval = interval
-        self.clock = clock
-        self.started = clock()
-        self.last = self.started
-
-    def __call__(self, done: int, total: int) -> None:
-        """Report ``done`` of ``total`` bytes if the interval passed."""
-        now = self.clock()
-        if now - self.last < self.interval and done < total:
-            return
-        self.last = now
-        self.feedback_fn(f"{self.label} sent {format_progress(done, total, now - self.started)}")
-
-
-# -- running on this machine -------------------------------------------------
-
-
-class _LocalProcess:
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.proc = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE
-        )
-
-    def write(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def read(self, size: int = 65536) -> bytes:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read1(size)  # type: ignore[attr-defined]
-
-    def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
-        out, err = self.proc.communicate(timeout=timeout)
-        res = CommandResult(self.proc.returncode, out.decode(), err.decode())
-        if check and res.failed:
-            raise RemoteCommandError("command failed", "localhost", res.exit_status, res.output)
-        return res
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
-class LocalRunner:
-    """``Runner`` on this machine (tests and single-host use)."""
-
-    def run(
-        self,
-        cmd: str | Sequence[str],
-        timeout: float | None = None,
-        input: bytes | None = None,  # noqa: A002
-        check: bool = True,
-    ) -> CommandResult:
-        """Run ``cmd`` (argv, or a string for sh -c) and return its result."""
-        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
-        res = CommandResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-        if check and res.failed:
-            raise RemoteCommandError(
-                f"command {argv[0]} failed", "localhost", res.exit_status, res.output
-            )
-        return res
-
-    def open_exec(self, cmd: str | Sequence[str]) -> _LocalProcess:
-        """Start ``cmd`` with stdout streamed."""
-        return _LocalProcess(["sh", "-c", cmd] if isinstance(cmd, str) else cmd)
-
-
-LOCAL_ENDPOINT = CopyEndpoint(argv=["sh", "-c"], name="localhost")

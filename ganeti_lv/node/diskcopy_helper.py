@@ -88,15 +88,6 @@ class CopyFailed(Exception):
         self.kind = kind
 
 
-def file_stat(path: str) -> dict:
-    """Size, allocated bytes and existence of ``path``."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return {"path": path, "exists": False, "size": 0, "allocated": 0}
-    return {"path": path, "exists": True, "size": st.st_size, "allocated": st.st_blocks * 512}
-
-
 def free_bytes(path: str) -> int:
     """Bytes available to the caller on the filesystem of ``path``.
 
@@ -177,14 +168,6 @@ def nonzero_runs(buf, base: int, length: int | None = None):
         yield base + run_start, view[run_start:size]
 
 
-def hash_zeros(digest, count: int) -> None:
-    """Feed ``count`` zero bytes into ``digest`` (from memory, no disk I/O)."""
-    while count > 0:
-        step = min(count, CHUNK)
-        digest.update(ZERO_VIEW[:step])
-        count -= step
-
-
 @functools.lru_cache(maxsize=4)
 def zero_digest(length: int) -> bytes:
     """sha256 digest of a zero chunk of ``length`` bytes (computed once per process)."""
@@ -242,8 +225,9 @@ class Hasher:
     def _zero_chunks(self, first: int, count: int) -> None:
         """Hash ``count`` zero chunks from chunk ``first`` on (hasher thread)."""
         end = first + count
-        if self.algorithm == PLAIN:
-            hash_zeros(self.digest, min(end * CHUNK, self.size) - first * CHUNK)
+        if self.algorithm == PLAIN:  # zero bytes from memory, no disk I/O
+            for pos in range(first * CHUNK, min(end * CHUNK, self.size), CHUNK):
+                self.digest.update(ZERO_VIEW[: min(CHUNK, self.size - pos)])
             return
         last_short = end == self.chunks and self.size % CHUNK
         full = count - 1 if last_short else count
@@ -325,24 +309,18 @@ def _emit(kind: str, payload) -> None:
     sys.stdout.flush()
 
 
-def start_transport(transport: list[str]):
-    """Start the transport (``ssh target recv ...``) with its stdin, stdout and stderr piped."""
-    import subprocess  # here: the receiver does without it (start-up time)
-
-    return subprocess.Popen(
-        transport, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-
-
 def _start_pipeline(transport: list[str], compress: str, started=None):
-    """Start [compressor |] transport; return (stdin to write, processes).
+    """Start [compressor |] transport (``ssh target recv ...``); return (stdin to write, processes).
 
     ``started``: the transport process if it runs already (``SEND_PRELUDE``).
     """
-    import subprocess
+    import subprocess  # here: the receiver does without it (start-up time)
 
     tools = COMPRESSORS[compress]
-    transport_proc = started if started is not None else start_transport(transport)
+    transport_proc = started
+    if transport_proc is None:
+        pipe = subprocess.PIPE
+        transport_proc = subprocess.Popen(transport, stdin=pipe, stdout=pipe, stderr=pipe)
     if tools is None:
         return transport_proc.stdin, [transport_proc]
     comp = subprocess.Popen(tools[0], stdin=subprocess.PIPE, stdout=transport_proc.stdin)
@@ -663,12 +641,6 @@ class ChunkAssembler:
         self.buf = None
 
 
-def _pwrite_all(fd: int, view: memoryview, off: int) -> None:
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], off + done)
-
-
 def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> dict:
     """Read a stream from ``inp`` and write its data into ``out_fd``; return its summary.
 
@@ -699,7 +671,9 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
             raise CopyFailed(f"bad record at offset {off}")
         view = chunks.place(off, length)
         inp.fill_view(view)
-        _pwrite_all(out_fd, view, off)
+        done = 0
+        while done < length:
+            done += os.pwrite(out_fd, view[done:], off + done)
         view.release()
         writeback.wrote(off, length)
         pos = off + length
@@ -792,16 +766,11 @@ def cmd_checksum(args: list[str]) -> int:
     return status
 
 
-def cmd_stat(paths: list[str]) -> list[dict]:
-    """file_stat for each path."""
-    return [file_stat(p) for p in paths]
-
-
 def main(argv: list[str]) -> int:
     """Entry point: ``send SRC COMPRESS BWLIMIT ALGORITHM TRANSPORT...`` (or
     ``send-on-go``, which waits for a ``GO`` line on stdin before the source is read),
-    ``recv DST COMPRESS [ALGORITHM:HEX]``, ``stat PATH...``, ``df PATH``, and for
-    operators ``checksum [--algorithm ALG] FILE...``."""
+    ``recv DST COMPRESS [ALGORITHM:HEX]``, and for operators
+    ``checksum [--algorithm ALG] FILE...``."""
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
     try:
@@ -812,10 +781,6 @@ def main(argv: list[str]) -> int:
             _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], wait))
         elif mode == "recv":
             _emit("RESULT", cmd_recv(argv[1], argv[2], argv[3] if len(argv) > 3 else None))
-        elif mode == "stat":
-            _emit("RESULT", cmd_stat(argv[1:]))
-        elif mode == "df":
-            _emit("RESULT", {"free": free_bytes(argv[1])})
         else:
             raise CopyFailed(f"unknown mode {mode!r}")
     except CopyFailed as err:

@@ -19,7 +19,7 @@ from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, NodeError
 from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry
-from ganeti_lv.node.diskcopy import Runner
+from ganeti_lv.node.transport import Runner
 
 _RECOVER = """
 if [ -d "$D.old" ] && [ ! -d "$D" ]; then mv -- "$D.old" "$D"; fi

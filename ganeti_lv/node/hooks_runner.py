@@ -34,8 +34,7 @@ import shlex
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, HooksFailure, NodeError, NodeUnreachable
-from ganeti_lv.hypervisor.base import HookScriptResult
-from ganeti_lv.node.ssh import SshClient
+from ganeti_lv.node.transport import HookScriptResult, NodeTransport
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KILL_GRACE = 2
@@ -153,7 +152,7 @@ def parse_runner_output(stdout: str, subdir: str) -> list[HookScriptResult]:
     return results
 
 
-def _may_have_hooks(ssh: SshClient, hooks_dir: str) -> bool:
+def _may_have_hooks(ssh: NodeTransport, hooks_dir: str) -> bool:
     """False if ``hooks_dir`` is missing or holds no visible entry, asked over SFTP."""
     try:
         names = ssh.listdir(hooks_dir, missing_ok=True)
@@ -165,7 +164,7 @@ def _may_have_hooks(ssh: SshClient, hooks_dir: str) -> bool:
 
 
 def run_hooks_via_ssh(
-    ssh: SshClient,
+    ssh: NodeTransport,
     hooks_dir: str,
     env: dict[str, str],
     timeout: float = constants.HOOKS_DEFAULT_TIMEOUT,
@@ -181,7 +180,7 @@ def run_hooks_via_ssh(
     program = build_runner_script(hooks_dir, env, timeout)
     if not _may_have_hooks(ssh, hooks_dir):
         return []
-    result = ssh.run("LC_ALL=C exec /bin/sh -s", input=program, check=False)
+    result = ssh.run("LC_ALL=C exec /bin/sh -s", input=program.encode(), check=False)
     if result.exit_status != 0:
         raise NodeError(
             f"Hooks runner on {ssh.node_name} exited with status {result.exit_status}: "

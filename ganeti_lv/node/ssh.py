@@ -5,8 +5,8 @@ transport per (host, port, user); channels are opened per call, so a client
 can be shared by threads. Host keys are checked against the cluster's
 known_hosts file only: an unknown key or a changed key raises
 ``HostKeyError`` (paramiko's ``RejectPolicy``; keys are never accepted
-automatically). The cluster adds a node's key with ``known_hosts_add`` after
-the operator confirmed the fingerprint returned by ``fetch_host_key``.
+automatically). The cluster adds a node's key with ``known_hosts.known_hosts_add``
+after the operator confirmed the fingerprint of the key ``fetch_host_key`` returned.
 
 All paramiko and socket exceptions are turned into ganeti_lv errors in one
 place, ``_map_error``:
@@ -20,23 +20,21 @@ place, ``_map_error``:
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import os
 import select
 import shlex
 import socket
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
+
+import paramiko
 
 from ganeti_lv import retry
-from ganeti_lv.config import write_file_atomically
 from ganeti_lv.errors import (
     ECODE_NOENT,
     HostKeyError,
@@ -44,36 +42,11 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
-from ganeti_lv.hypervisor.base import CommandResult
-
-
-@contextlib.contextmanager
-def _without_invoke() -> Iterator[None]:
-    """Keep paramiko from importing its optional ``invoke`` support.
-
-    paramiko's config module imports invoke (and with it asyncio and
-    unittest.mock, about a third of paramiko's import time) only to run
-    ``Match exec`` lines of OpenSSH config files, which ganeti_lv never
-    reads. While blocked, ``import invoke`` raises ImportError, which
-    paramiko expects; afterwards the block is lifted for everyone else.
-    """
-    if "invoke" in sys.modules or "paramiko" in sys.modules:
-        yield
-        return
-    sys.modules["invoke"] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        if "invoke" in sys.modules and sys.modules["invoke"] is None:
-            del sys.modules["invoke"]
-
-
-with _without_invoke():
-    import paramiko
+from ganeti_lv.node.known_hosts import DEFAULT_PORT, key_fingerprint
+from ganeti_lv.node.transport import CommandResult
 
 T = TypeVar("T")
 
-DEFAULT_PORT = 22
 DEFAULT_USER = "root"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # longest wait (s) for the answer to one SFTP request (a stat, a listing, a file part)
@@ -114,22 +87,8 @@ class _RejectUnknownPolicy(paramiko.RejectPolicy):
 # -- helpers -----------------------------------------------------------------
 
 
-def key_fingerprint(key: paramiko.PKey | str) -> str:
-    """OpenSSH-style ``SHA256:...`` fingerprint of a key or a "<type> <base64>" line."""
-    if isinstance(key, str):
-        parts = key.split()
-        if len(parts) < 2:
-            raise ValueError(f"not a public key line: {key!r}")
-        blob = base64.b64decode(parts[1])
-    else:
-        blob = key.asbytes()
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
-
-
-def known_hosts_name(host: str, port: int = DEFAULT_PORT) -> str:
-    """The host field known_hosts uses: ``host`` on port 22, else ``[host]:port``."""
-    return host if port == DEFAULT_PORT else f"[{host}]:{port}"
+def _fingerprint(key: paramiko.PKey) -> str:
+    return key_fingerprint(f"{key.get_name()} {key.get_base64()}")
 
 
 def quote_command(cmd: Command) -> str:
@@ -155,14 +114,14 @@ def _map_error(
     if isinstance(err, _UnknownHostKey):
         return HostKeyError(
             f"Host key of {where} is not in the cluster's known_hosts: "
-            f"{err.key.get_name()} {key_fingerprint(err.key)}; refusing to connect",
+            f"{err.key.get_name()} {_fingerprint(err.key)}; refusing to connect",
             node,
         )
     if isinstance(err, paramiko.BadHostKeyException):
         return HostKeyError(
             f"Host key of {where} has CHANGED: offered {err.key.get_name()} "
-            f"{key_fingerprint(err.key)}, known_hosts has {err.expected_key.get_name()} "
-            f"{key_fingerprint(err.expected_key)}; refusing to connect",
+            f"{_fingerprint(err.key)}, known_hosts has {err.expected_key.get_name()} "
+            f"{_fingerprint(err.expected_key)}; refusing to connect",
             node,
         )
     if isinstance(err, paramiko.AuthenticationException):
@@ -190,8 +149,8 @@ def fetch_host_key(
 ) -> str:
     """Return the server's host key as "<keytype> <base64>" without authenticating.
 
-    Used by ``node add``: the operator confirms the key (see ``key_fingerprint``)
-    before it goes into the cluster's known_hosts.
+    Used by ``node add``: the operator confirms the key (see
+    ``known_hosts.key_fingerprint``) before it goes into the cluster's known_hosts.
     """
     sock: socket.socket | None = None
     transport: paramiko.Transport | None = None
@@ -209,47 +168,6 @@ def fetch_host_key(
             transport.close()
         elif sock is not None:
             sock.close()
-
-
-def _read_known_hosts(path: str) -> list[str]:
-    try:
-        with open(path) as fh:
-            return fh.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def known_hosts_add(path: str, host: str, port: int, key_line: str) -> None:
-    """Add ``key_line`` ("<type> <base64>") for host:port to a known_hosts file.
-
-    An existing entry for the same host and key type is replaced (a node that
-    was re-installed); the file is rewritten atomically with mode 0600.
-    """
-    parts = key_line.split()
-    if len(parts) < 2:
-        raise ValueError(f"not a public key line: {key_line!r}")
-    keytype, b64 = parts[0], parts[1]
-    base64.b64decode(b64, validate=True)
-    name = known_hosts_name(host, port)
-    kept = []
-    for line in _read_known_hosts(path):
-        fields = line.split()
-        if len(fields) >= 2 and name in fields[0].split(",") and fields[1] == keytype:
-            continue
-        kept.append(line)
-    kept.append(f"{name} {keytype} {b64}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_file_atomically(path, ("\n".join(kept) + "\n").encode(), mode=0o600)
-
-
-def known_hosts_remove(path: str, host: str, port: int = DEFAULT_PORT) -> int:
-    """Remove every entry for host:port; returns how many lines were removed."""
-    name = known_hosts_name(host, port)
-    lines = _read_known_hosts(path)
-    kept = [ln for ln in lines if not (ln.split() and name in ln.split()[0].split(","))]
-    if len(kept) != len(lines):
-        write_file_atomically(path, "".join(ln + "\n" for ln in kept).encode(), mode=0o600)
-    return len(lines) - len(kept)
 
 
 # -- streaming ---------------------------------------------------------------
@@ -478,6 +396,13 @@ class SshClient:
         self._transport()
         return self
 
+    @property
+    def connected(self) -> bool:
+        """True while the connection is open (the next call need not connect)."""
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        return transport is not None and transport.is_active()
+
     def warm_up(self) -> bool:
         """Open the connection and its first session now; False if that failed.
 
@@ -486,8 +411,11 @@ class SshClient:
         set-up of the first session (~50 ms) then overlap that work. One
         attempt, no retry, errors dropped: the next real call connects
         again under the retry policy and reports what is wrong (the host
-        key is checked the same way either way).
+        key is checked the same way either way). A connection already open
+        is left alone.
         """
+        if self.connected:
+            return True
         try:
             with self._lock:
                 if self._client is None:
@@ -742,64 +670,3 @@ class SshClient:
             return True
 
         return self._with_sftp(f"stat {path}", stat)
-
-
-class SshPool:
-    """A cache of ``SshClient`` objects keyed by (host, port, user).
-
-    One paramiko transport carries many channels, so callers share a client
-    per node. ``close_all`` closes every connection.
-    """
-
-    def __init__(
-        self,
-        key_file: str | None,
-        known_hosts_file: str | None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        **client_kwargs: Any,
-    ) -> None:
-        self.key_file = key_file
-        self.known_hosts_file = known_hosts_file
-        self.connect_timeout = connect_timeout
-        self._kwargs = client_kwargs
-        self._clients: dict[tuple[str, int, str], SshClient] = {}
-        self._lock = threading.Lock()
-
-    def get(
-        self,
-        host: str,
-        port: int = DEFAULT_PORT,
-        user: str = DEFAULT_USER,
-        node_name: str | None = None,
-    ) -> SshClient:
-        """The shared client for host:port as user (created on first use)."""
-        key = (host, port, user)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = SshClient(
-                    host,
-                    port=port,
-                    user=user,
-                    key_file=self.key_file,
-                    known_hosts_file=self.known_hosts_file,
-                    connect_timeout=self.connect_timeout,
-                    node_name=node_name,
-                    **self._kwargs,
-                )
-                self._clients[key] = client
-            return client
-
-    def close_all(self) -> None:
-        """Close every cached connection."""
-        with self._lock:
-            clients = list(self._clients.values())
-            self._clients.clear()
-        for client in clients:
-            client.close()
-
-    def __enter__(self) -> SshPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close_all()

@@ -18,6 +18,7 @@ from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Node
 
 
@@ -56,7 +57,7 @@ def node(config: ConfigStore, name: str) -> Node:
 
 def console(ops: LibvirtNodeOps, where: Node, name: str) -> str:
     """The instance's console log on ``where`` ("" when missing)."""
-    res = ops.run_command(where, ["cat", console_log_path(name)]).Raise("read console")
+    res = ops.run_command(where, ["cat", console_log_path(name)])
     return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
 
 
@@ -80,7 +81,7 @@ def wait_console(
 
 def domain_state(ops: LibvirtNodeOps, where: Node, name: str) -> str | None:
     """The domain's state on ``where`` per libvirt, or None when undefined."""
-    info = ops.instance_info(where, name).Raise("instance info")
+    info = ops.instance_info(where, name)
     return None if info is None else info.state
 
 
@@ -104,9 +105,9 @@ def purge_instance(ops: LibvirtNodeOps, config: ConfigStore, name: str, template
     probe = inst or Instance(name=name, primary_node="", disk_template=template)
     for node_name in config.node_names():
         where = node(config, node_name)
-        ops.undefine_instance(where, name)
-        ops.run_command(where, ["rm", "-rf", "--", disk_dir(cluster, probe)])
-        ops.run_command(where, ["rm", "-f", "--", console_log_path(name)])
+        node_call(ops.undefine_instance, where, name)
+        node_call(ops.run_command, where, ["rm", "-rf", "--", disk_dir(cluster, probe)])
+        node_call(ops.run_command, where, ["rm", "-f", "--", console_log_path(name)])
 
 
 def cli_env_args(info: dict[str, Any], name: str, **kernel: Any) -> list[str]:

@@ -17,6 +17,7 @@ from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster.guest import kernel_args
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Disk, Instance, disk_path
 from ganeti_lv.opcodes import OpClusterVerify
 
@@ -29,7 +30,7 @@ Problem = tuple[str, str, str]
 def env(devcluster: Any) -> Iterator[tuple[Gnt, ConfigStore, LibvirtNodeOps, dict[str, Any]]]:
     """gnt-lv runner, configuration, node operations and the cluster description."""
     config = ConfigStore(devcluster.data_dir)
-    ops = LibvirtNodeOps(devcluster.data_dir, config)
+    ops = LibvirtNodeOps(devcluster.data_dir)
     try:
         yield Gnt(devcluster.data_dir), config, ops, devcluster.info
     finally:
@@ -69,12 +70,12 @@ def test_verify_finds_foreign_domain_and_orphan_images(env: Any) -> None:
     where = node(config, nodes[1])
     stray = f"{cluster.file_storage_dir}/vstray/disk0.img"
     try:
-        ops.create_disks(cluster, where, rogue).Raise("create disks")
-        ops.start_instance(cluster, where, rogue).Raise("start behind ganeti_lv's back")
+        ops.create_disks(where, cluster, rogue)
+        ops.start_instance(where, cluster, rogue)
         ops.run_command(
             node(config, nodes[2]),
             ["sh", "-c", f"mkdir -p {cluster.file_storage_dir}/vstray && truncate -s 1M {stray}"],
-        ).Raise("stray image")
+        )
         new = problems(gnt.data_dir) - before
         assert {(c, i) for c, i, _ in new} == {
             ("ENODEORPHANINSTANCE", nodes[1]),
@@ -88,7 +89,11 @@ def test_verify_finds_foreign_domain_and_orphan_images(env: Any) -> None:
         assert code == 1 and "ERROR: node" in out and "problem(s)" in err
     finally:
         purge_instance(ops, config, "vrogue", constants.DT_SHARED_FILE)
-        ops.run_command(node(config, nodes[2]), ["rm", "-rf", f"{cluster.file_storage_dir}/vstray"])
+        node_call(
+            ops.run_command,
+            node(config, nodes[2]),
+            ["rm", "-rf", f"{cluster.file_storage_dir}/vstray"],
+        )
     assert problems(gnt.data_dir) - before == set()
 
 
@@ -107,8 +112,8 @@ def test_verify_finds_instance_on_two_nodes_and_down(env: Any) -> None:
         # the same instance started on a second node behind ganeti_lv's back (its own
         # copy of the disk: qemu's image locking forbids two writers of one file)
         second = node(config, nodes[1])
-        ops.create_disks(config.get_cluster(), second, inst).Raise("disks")
-        ops.start_instance(config.get_cluster(), second, inst).Raise("start")
+        ops.create_disks(second, config.get_cluster(), inst)
+        ops.start_instance(second, config.get_cluster(), inst)
         new = {(c, i) for c, i, _ in problems(gnt.data_dir) - before}
         assert new == {
             ("EINSTANCEMULTIRUNNING", name),
@@ -118,7 +123,7 @@ def test_verify_finds_instance_on_two_nodes_and_down(env: Any) -> None:
         assert gnt.status(name) == constants.INSTST_WRONGNODE
         assert gnt("cluster", "verify")[0] == 1
         for node_name in nodes[:2]:
-            ops.run_command(node(config, node_name), ["virsh", "destroy", name]).Raise("x")
+            ops.run_command(node(config, node_name), ["virsh", "destroy", name])
         new_down = problems(gnt.data_dir) - before
         assert {(c, i) for c, i, _ in new_down} == {
             ("EINSTANCEDOWN", name),

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster import guest, netns
+from ganeti_lv.devcluster import emulator, guest, netns
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.guest import GuestImage, kernel_args, pattern_sha256
 from ganeti_lv.devcluster.netns import free_subnet as free_test_subnet
@@ -200,6 +200,28 @@ def test_node_local_dirs_are_per_node_and_shared_storage_is_shared(
                     )
                 ),
             )
+
+
+def test_nodes_run_a_qemu_whose_tcg_migration_keeps_guest_memory(
+    local_devcluster: DevCluster, cluster_info: dict[str, Any]
+) -> None:
+    """On Debian 12 the nodes' libvirtd runs the backported qemu, not the system's 7.2.
+
+    qemu 7.2 loses guest memory writes during TCG migrations (see
+    ganeti_lv.devcluster.emulator); the migration tests rely on a qemu that
+    does not.
+    """
+    expected = emulator.resolve_mode("auto")
+    assert cluster_info["qemu"] == expected
+    for node in cluster_info["nodes"]:
+        version = local_devcluster.virsh(node["name"], "version")
+        found = re.search(r"Running hypervisor: QEMU (\d+)\.", version)
+        assert found, version
+        if expected == "backports":
+            assert int(found.group(1)) >= 9, version
+            assert cluster_info["emulator_dir"]
+            caps = local_devcluster.virsh(node["name"], "capabilities")
+            assert f"<emulator>{cluster_info['emulator_dir']}/qemu-system-x86_64<" in caps
 
 
 def test_nodes_know_each_other_and_reach_each_other_over_ssh(

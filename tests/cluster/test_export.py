@@ -31,6 +31,7 @@ from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
 from ganeti_lv.node import diskcopy
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupExport, OpInstanceCreate
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -45,7 +46,7 @@ TICK_RE = re.compile(r"tick (\d+)")
 @pytest.fixture
 def env(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, Client]]:
     config = ConfigStore(devcluster.data_dir)
-    ops = LibvirtNodeOps(devcluster.data_dir, config)
+    ops = LibvirtNodeOps(devcluster.data_dir)
     try:
         yield config, ops, Client(data_dir=devcluster.data_dir, node_ops=ops)
     finally:
@@ -59,13 +60,13 @@ def _node(config: ConfigStore, name: str) -> objects.Node:
 
 
 def _sh(ops: LibvirtNodeOps, node: objects.Node, script: str) -> str:
-    res = ops.run_command(node, ["sh", "-c", script]).Raise("command")
+    res = ops.run_command(node, ["sh", "-c", script])
     assert res.exit_status == 0, res.output
     return res.stdout
 
 
 def _console(ops: LibvirtNodeOps, node: objects.Node, name: str) -> str:
-    res = ops.run_command(node, ["cat", console_log_path(name)]).Raise("cat")
+    res = ops.run_command(node, ["cat", console_log_path(name)])
     return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
 
 
@@ -117,9 +118,9 @@ def _make_instance(config, ops, name, node_name, seed, writepat=True, start=True
         admin_state=constants.ADMINST_UP if start else constants.ADMINST_DOWN,
     )
     node = _node(config, node_name)
-    ops.create_disks(cluster, node, inst).Raise("create disks")
+    ops.create_disks(node, cluster, inst)
     if start:
-        ops.start_instance(cluster, node, inst).Raise("start")
+        ops.start_instance(node, cluster, inst)
     config.add_instance(inst)
     return inst
 
@@ -133,10 +134,10 @@ def _purge(config, ops, name):
         config.remove_instance(name)
     for node_name in config.node_names():
         node = _node(config, node_name)
-        ops.undefine_instance(node, name)
-        ops.remove_disks(cluster, node, inst)
-        ops.export_remove(node, cluster, name)
-        ops.run_command(node, ["rm", "-f", console_log_path(name)])
+        node_call(ops.undefine_instance, node, name)
+        node_call(ops.remove_disks, node, cluster, inst)
+        node_call(ops.export_remove, node, cluster, name)
+        node_call(ops.run_command, node, ["rm", "-f", console_log_path(name)])
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ def _heartbeat(ops, node, path) -> int:
 
 def _chain_whole(config, ops, node_name) -> None:
     node = _node(config, node_name)
-    info = ops.instance_info(node, NAME).Raise("info")
+    info = ops.instance_info(node, NAME)
     inst = config.get_instance(NAME)
     assert inst is not None
     base = objects.disk_path(config.get_cluster(), inst, 0)
@@ -186,7 +187,7 @@ def _chain_whole(config, ops, node_name) -> None:
 
 def _exports(config, ops, node_name):
     node = _node(config, node_name)
-    return ops.export_list(node, config.get_cluster()).Raise("list")
+    return ops.export_list(node, config.get_cluster())
 
 
 def test_live_then_shutdown_export_then_import(env, instance) -> None:
@@ -218,7 +219,7 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
     allocated = int(_sh(ops, dst, f"stat -c %b {path}")) * 512
     assert allocated < 16 * MiB  # 128 MiB disk, 8 MiB pattern: sparse on the target
     _chain_whole(config, ops, n1)
-    data = ops.export_read(dst, config.get_cluster(), NAME).Raise("read")
+    data = ops.export_read(dst, config.get_cluster(), NAME)
     cfg = exportinfo.parse_config(data.config_text)
     assert cfg.sections() == ["export", "instance", "hypervisor", "backend", "os"]
     assert cfg["export"]["source"] == n1 and cfg["instance"]["disk_count"] == "1"
@@ -233,12 +234,12 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
     assert [e.instance for e in _exports(config, ops, n2) if e.complete] == []
     assert [e.instance for e in _exports(config, ops, n3) if e.complete] == [NAME]
     assert config.get_instance(NAME).admin_state == constants.ADMINST_UP  # type: ignore[union-attr]
-    assert ops.instance_info(src, NAME).Raise("info").state == constants.DOMSTATE_RUNNING  # type: ignore[union-attr]
+    assert ops.instance_info(src, NAME).state == constants.DOMSTATE_RUNNING  # type: ignore[union-attr]
     _chain_whole(config, ops, n1)
     assert _pattern_sha(ops, _node(config, n3), _export_file(config)) == pattern
 
     # import the export on node2 as a new instance that only reads its pattern
-    ops.shutdown_instance(src, inst, 30)  # keep at most one guest of ours running
+    node_call(ops.shutdown_instance, src, inst, 30)  # keep at most one guest of ours running
     image = build_guest()
     hv = f"kernel_args={kernel_args(NAME, patmb=PATMB, dirtymb=0, writepat=False)}"
     client.submit(
@@ -266,7 +267,7 @@ def test_export_with_remove_instance(env, instance) -> None:
     n1, n2, _ = sorted(config.node_names())
     client.submit(OpBackupExport(instance_name=NAME, target_node=n2, remove_instance=True))
     assert config.get_instance(NAME) is None
-    assert ops.instance_info(_node(config, n1), NAME).Raise("info") is None
+    assert ops.instance_info(_node(config, n1), NAME) is None
     assert [e.instance for e in _exports(config, ops, n2) if e.complete] == [NAME]
 
 
@@ -294,7 +295,7 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
     previous = {"sum": _sh(ops, dst, f"sha256sum {_export_file(config)}")}
 
     def still_fine() -> None:
-        assert ops.instance_info(src, NAME).Raise("i").state == constants.DOMSTATE_RUNNING  # type: ignore[union-attr]
+        assert ops.instance_info(src, NAME).state == constants.DOMSTATE_RUNNING  # type: ignore[union-attr]
         assert config.get_instance(NAME).admin_state == constants.ADMINST_UP  # type: ignore[union-attr]
         assert _sh(ops, dst, f"sha256sum {_export_file(config)}") == previous["sum"]
         assert [e.instance for e in _exports(config, ops, n2) if e.complete] == [NAME]
@@ -344,7 +345,7 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
         proc.kill()
     finally:
         proc.wait()
-    info = ops.instance_info(src, NAME).Raise("info")
+    info = ops.instance_info(src, NAME)
     assert info is not None and info.overlays  # the guest now writes into the overlay
     still_fine()
     deadline = time.monotonic() + 30
@@ -415,7 +416,7 @@ def test_stopped_sparse_disk_export(env, stopped) -> None:
     assert int(_sh(ops, dst, f"stat -c %s {out}")) == 4096 * MiB
     assert int(_sh(ops, dst, f"stat -c %b {out}")) * 512 < 12 * MiB
     assert _sh(ops, dst, f"sha256sum < {out}") == _sh(ops, src, f"sha256sum < {path}")
-    info = ops.instance_info(src, NAME).Raise("i")
+    info = ops.instance_info(src, NAME)
     assert info is None or info.state != constants.DOMSTATE_RUNNING
     assert config.get_instance(NAME).admin_state == constants.ADMINST_DOWN  # type: ignore[union-attr]
 

@@ -20,6 +20,7 @@ from ganeti_lv import constants, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpClusterVerify
 
 pytestmark = pytest.mark.cluster
@@ -28,7 +29,7 @@ NAME = "migfo"
 
 
 def _sha(ops: LibvirtNodeOps, where: objects.Node, path: str) -> str | None:
-    res = ops.run_command(where, ["sh", "-c", f"[ -e {path} ] && sha256sum {path}"]).Raise("sha")
+    res = ops.run_command(where, ["sh", "-c", f"[ -e {path} ] && sha256sum {path}"])
     return res.stdout.split()[0] if res.exit_status == 0 else None
 
 
@@ -36,14 +37,14 @@ def _sha(ops: LibvirtNodeOps, where: objects.Node, path: str) -> str | None:
 def stopped(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, str]]:
     """A stopped file instance on the first node whose image holds a known pattern."""
     config = ConfigStore(devcluster.data_dir)
-    ops = LibvirtNodeOps(devcluster.data_dir, config)
+    ops = LibvirtNodeOps(devcluster.data_dir)
     first = sorted(config.node_names())[0]
     inst = make_instance(
         config, ops, NAME, constants.DT_FILE, first, "52:54:00:4c:57:31", start=False
     )
     path = objects.disk_path(config.get_cluster(), inst, 0)
     script = f"yes failover-pattern | head -c 6M | dd of={path} conv=notrunc status=none"
-    ops.run_command(node(config, first), ["sh", "-c", script]).Raise("pattern")
+    ops.run_command(node(config, first), ["sh", "-c", script])
     try:
         yield config, ops, path
     finally:
@@ -73,7 +74,9 @@ def test_failover_of_stopped_file_instance_moves_its_disk(
     assert _sha(ops, node(config, second), path) is None
     # images left on a node that is not the primary (an interrupted copy): verify names them
     stray = node(config, first)
-    ops.run_command(stray, ["sh", "-c", f"mkdir -p {path.rsplit('/', 1)[0]} && touch {path}"])
+    node_call(
+        ops.run_command, stray, ["sh", "-c", f"mkdir -p {path.rsplit('/', 1)[0]} && touch {path}"]
+    )
     try:
         problems = Client(data_dir=devcluster.data_dir, node_ops=ops).submit(OpClusterVerify())
         mine = [p for p in problems if NAME in p["message"]]
@@ -81,4 +84,4 @@ def test_failover_of_stopped_file_instance_moves_its_disk(
         assert f"leftover images of instance {NAME} (primary node {third})" in mine[0]["message"]
         assert path in mine[0]["message"] and "--cleanup" in mine[0]["message"]
     finally:
-        ops.run_command(stray, ["rm", "-rf", path.rsplit("/", 1)[0]])
+        node_call(ops.run_command, stray, ["rm", "-rf", path.rsplit("/", 1)[0]])

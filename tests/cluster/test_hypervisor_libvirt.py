@@ -22,6 +22,7 @@ from ganeti_lv.devcluster.guest import kernel_args, pattern_sha256
 from ganeti_lv.errors import InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.node.transport import node_call
 
 pytestmark = pytest.mark.cluster
 
@@ -51,7 +52,7 @@ class HvEnv:
 
     def console(self, node: objects.Node, name: str) -> str:
         """The guest's console log as read on the node over SSH ('' while missing)."""
-        res = self.ops.run_command(node, ["cat", console_log_path(name)]).Raise("cat")
+        res = self.ops.run_command(node, ["cat", console_log_path(name)])
         return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
 
     def wait_console(
@@ -93,7 +94,7 @@ def hv(cluster_info: dict[str, Any]) -> Iterator[HvEnv]:
     """LibvirtNodeOps for the session's cluster (conftest's ``cluster_info``)."""
     info = cluster_info
     config = ConfigStore(info["data_dir"])
-    ops = LibvirtNodeOps(info["data_dir"], config)
+    ops = LibvirtNodeOps(info["data_dir"])
     try:
         yield HvEnv(ops, config, info["guest"]["kernel"], info["guest"]["initrd"])
     finally:
@@ -106,9 +107,9 @@ def guest_cleanup(hv: HvEnv) -> Iterator[list[tuple[objects.Node, objects.Instan
     created: list[tuple[objects.Node, objects.Instance]] = []
     yield created
     for node, inst in created:
-        hv.ops.undefine_instance(node, inst.name)
-        hv.ops.remove_disks(hv.cluster, node, inst)
-        hv.ops.run_command(node, ["rm", "-f", console_log_path(inst.name)])
+        node_call(hv.ops.undefine_instance, node, inst.name)
+        node_call(hv.ops.remove_disks, node, hv.cluster, inst)
+        node_call(hv.ops.run_command, node, ["rm", "-f", console_log_path(inst.name)])
 
 
 def _boot(
@@ -117,11 +118,11 @@ def _boot(
     node = hv.node()
     inst = hv.instance(name, node, args)
     cleanup.append((node, inst))
-    hv.ops.undefine_instance(node, name).Raise("undefine leftover")
-    hv.ops.remove_disks(hv.cluster, node, inst).Raise("remove leftover disks")
-    hv.ops.run_command(node, ["rm", "-f", console_log_path(name)])
-    hv.ops.create_disks(hv.cluster, node, inst).Raise("create disks")
-    hv.ops.start_instance(hv.cluster, node, inst).Raise("start")
+    hv.ops.undefine_instance(node, name)
+    hv.ops.remove_disks(node, hv.cluster, inst)
+    node_call(hv.ops.run_command, node, ["rm", "-f", console_log_path(name)])
+    hv.ops.create_disks(node, hv.cluster, inst)
+    hv.ops.start_instance(node, hv.cluster, inst)
     return node, inst
 
 
@@ -130,7 +131,7 @@ def test_guest_lifecycle_console_states_and_memory_cap(hv: HvEnv, guest_cleanup:
     name = "hvtest-life"
     node, inst = _boot(hv, guest_cleanup, name, kernel_args(name, patmb=8, dirtymb=0))
     disk = objects.disk_path(hv.cluster, inst, 0)
-    size = hv.ops.run_command(node, ["stat", "-c", "%s", disk]).Raise("stat").stdout
+    size = hv.ops.run_command(node, ["stat", "-c", "%s", disk]).stdout
     assert int(size) == 80 * 1024 * 1024
 
     hv.wait_console(node, name, r"^GUEST-READY")
@@ -138,44 +139,44 @@ def test_guest_lifecycle_console_states_and_memory_cap(hv: HvEnv, guest_cleanup:
     assert pattern.group(1) == name
     assert pattern.group(3) == pattern_sha256(name, 8)
 
-    info = hv.ops.instance_info(node, name).Raise("info")
+    info = hv.ops.instance_info(node, name)
     assert info is not None
     assert info.state == constants.DOMSTATE_RUNNING
     assert (info.memory, info.vcpus, info.persistent) == (128, 1, True)
     assert info.disk_paths == [disk]
     assert info.overlays == []
     assert info.console_log == console_log_path(name)
-    assert hv.ops.instance_list(node).Raise("list")[name].state == constants.DOMSTATE_RUNNING
+    assert hv.ops.instance_list(node)[name].state == constants.DOMSTATE_RUNNING
 
     # starting a running instance is harmless
-    hv.ops.start_instance(hv.cluster, node, inst).Raise("second start")
+    hv.ops.start_instance(node, hv.cluster, inst)
     assert len(hv.wait_console(node, name, r"^GUEST-READY")) == 1
 
     # a memory cap counts the running guest's memory
     capped = dataclasses.replace(node, memory_cap=1000)
-    facts = hv.ops.node_info(capped).Raise("node info")
+    facts = hv.ops.node_info(capped)
     assert facts.memory_total == 1000
     assert facts.memory_free == 1000 - 128
 
     hv.ops.host(node).guest(name).suspend()
-    paused = hv.ops.instance_info(node, name).Raise("info")
+    paused = hv.ops.instance_info(node, name)
     assert paused is not None and paused.state == constants.DOMSTATE_PAUSED
     hv.ops.host(node).guest(name).resume()
 
-    hv.ops.reboot_instance(hv.cluster, node, inst, "hard", 10).Raise("hard reboot")
+    hv.ops.reboot_instance(node, hv.cluster, inst, "hard", 10)
     hv.wait_console(node, name, r"^GUEST-READY", count=2)
 
-    clean = hv.ops.shutdown_instance(node, inst, 60).Raise("shutdown")
+    clean = hv.ops.shutdown_instance(node, inst, 60)
     assert clean is True
     assert "GUEST: POWEROFF" in hv.console(node, name)
-    listed = hv.ops.instance_list(node).Raise("list")
+    listed = hv.ops.instance_list(node)
     assert listed[name].state == constants.DOMSTATE_SHUTOFF
     assert listed[name].persistent
 
-    hv.ops.undefine_instance(node, name).Raise("undefine")
-    assert hv.ops.instance_info(node, name).Raise("info") is None
-    hv.ops.remove_disks(hv.cluster, node, inst).Raise("remove disks")
-    gone = hv.ops.run_command(node, ["test", "-e", objects.disk_dir(hv.cluster, inst)])
+    hv.ops.undefine_instance(node, name)
+    assert hv.ops.instance_info(node, name) is None
+    hv.ops.remove_disks(node, hv.cluster, inst)
+    gone = node_call(hv.ops.run_command, node, ["test", "-e", objects.disk_dir(hv.cluster, inst)])
     assert gone.Raise("test").exit_status != 0
 
 
@@ -187,12 +188,12 @@ def test_shutdown_times_out_and_forces_off(hv: HvEnv, guest_cleanup: list[Any]) 
     )
     hv.wait_console(node, name, r"^GUEST-READY")
     started = time.monotonic()
-    clean = hv.ops.shutdown_instance(node, inst, 3).Raise("shutdown")
+    clean = hv.ops.shutdown_instance(node, inst, 3)
     elapsed = time.monotonic() - started
     assert clean is False
     assert elapsed >= 3
     assert "GUEST: POWEROFF" not in hv.console(node, name)
-    info = hv.ops.instance_info(node, name).Raise("info")
+    info = hv.ops.instance_info(node, name)
     assert info is not None and info.state == constants.DOMSTATE_SHUTOFF
 
 
@@ -201,7 +202,7 @@ def test_node_info_facts(hv: HvEnv) -> None:
     uuids = set()
     for idx in range(len(hv.config.node_names())):
         node = dataclasses.replace(hv.node(idx), memory_cap=None)
-        facts = hv.ops.node_info(node).Raise("node info")
+        facts = hv.ops.node_info(node)
         assert facts.name == node.name
         assert 0 < facts.memory_free <= facts.memory_total
         assert facts.libvirt_version >= 9_000_000
@@ -210,7 +211,7 @@ def test_node_info_facts(hv: HvEnv) -> None:
         assert facts.cpu_count >= 1
         assert hv.cluster.default_bridge in facts.bridges
         uuids.add(facts.host_uuid)
-        capped = hv.ops.node_info(dataclasses.replace(node, memory_cap=64)).Raise("capped")
+        capped = hv.ops.node_info(dataclasses.replace(node, memory_cap=64))
         assert capped.memory_total == 64
         assert capped.memory_free <= 64
     assert len(uuids) == len(hv.config.node_names())
@@ -219,29 +220,29 @@ def test_node_info_facts(hv: HvEnv) -> None:
 def test_unknown_domain_errors(hv: HvEnv) -> None:
     """Unknown domains: InstanceNotFound where a domain is required, harmless elsewhere."""
     node = hv.node()
-    assert hv.ops.instance_info(node, "hvtest-nosuch").Raise("info") is None
+    assert hv.ops.instance_info(node, "hvtest-nosuch") is None
     with pytest.raises(InstanceNotFound):
         hv.ops.host(node).guest("hvtest-nosuch")
     ghost = hv.instance("hvtest-nosuch", node, "")
-    res = hv.ops.reboot_instance(hv.cluster, node, ghost, "soft", 1)
+    res = node_call(hv.ops.reboot_instance, node, hv.cluster, ghost, "soft", 1)
     assert not res.ok and isinstance(res.error, InstanceNotFound)
     assert res.error.ecode == "unknown_entity"
-    assert hv.ops.undefine_instance(node, "hvtest-nosuch").ok
-    assert hv.ops.shutdown_instance(node, ghost, 1).Raise("shutdown") is True
+    assert node_call(hv.ops.undefine_instance, node, "hvtest-nosuch").ok
+    assert hv.ops.shutdown_instance(node, ghost, 1) is True
 
 
 def test_unreachable_libvirtd_and_reconnect(hv: HvEnv) -> None:
     """No libvirtd at the URI -> NodeUnreachable; a dropped connection is reopened."""
     node = hv.node()
     dead = dataclasses.replace(node, libvirt_uri=f"qemu+tcp://{node.address}:1/system")
-    res = hv.ops.instance_list(dead)
+    res = node_call(hv.ops.instance_list, dead)
     assert not res.ok and isinstance(res.error, NodeUnreachable)
     assert res.error.node == node.name
 
     host = hv.ops.host(node)
-    before = hv.ops.instance_list(node).Raise("list")
+    before = hv.ops.instance_list(node)
     host.get_connection().close()  # behind the Host's back
-    assert hv.ops.instance_list(node).Raise("list after reconnect").keys() == before.keys()
+    assert hv.ops.instance_list(node).keys() == before.keys()
 
 
 @pytest.mark.faults
@@ -249,12 +250,12 @@ def test_killed_libvirtd_is_unreachable_then_reconnected(hv: HvEnv, local_devclu
     """A node whose libvirtd died answers NodeUnreachable; after a restart it works again."""
     devcluster = local_devcluster
     node = hv.node()
-    hv.ops.instance_list(node).Raise("list before")
+    hv.ops.instance_list(node)
     devcluster.kill_daemon(node.name, "libvirtd")
     try:
-        res = hv.ops.instance_list(node)
+        res = node_call(hv.ops.instance_list, node)
         assert not res.ok and isinstance(res.error, NodeUnreachable)
         assert res.error.node == node.name
     finally:
         devcluster.start_daemon(node.name, "libvirtd")
-    assert isinstance(hv.ops.instance_list(node).Raise("list after restart"), dict)
+    assert isinstance(hv.ops.instance_list(node), dict)

@@ -35,7 +35,7 @@ PREREQ = "Failure: prerequisites not met for this operation:\nerror type: {}, er
 def env(devcluster: Any) -> Iterator[tuple[Gnt, ConfigStore, LibvirtNodeOps, dict[str, Any]]]:
     """gnt-lv runner, configuration, node operations and the cluster description."""
     config = ConfigStore(devcluster.data_dir)
-    ops = LibvirtNodeOps(devcluster.data_dir, config)
+    ops = LibvirtNodeOps(devcluster.data_dir)
     try:
         yield Gnt(devcluster.data_dir), config, ops, devcluster.info
     finally:
@@ -78,10 +78,10 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     # two disks and the NIC as configured, defined only on the primary
     inst = config.get_instance(name)
     assert inst is not None
-    domblk = ops.run_command(pnode, ["virsh", "-q", "domblklist", name]).Raise("x").stdout
+    domblk = ops.run_command(pnode, ["virsh", "-q", "domblklist", name]).stdout
     cluster = config.get_cluster()
     assert disk_path(cluster, inst, 0) in domblk and disk_path(cluster, inst, 1) in domblk
-    domif = ops.run_command(pnode, ["virsh", "-q", "domiflist", name]).Raise("x").stdout
+    domif = ops.run_command(pnode, ["virsh", "-q", "domiflist", name]).stdout
     assert inst.nics[0].mac in domif and bridge in domif
     assert inst.nics[0].mac.startswith("52:54:00:")
     for other in nodes:
@@ -111,14 +111,14 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     assert domain_state(ops, pnode, name) == constants.DOMSTATE_RUNNING
 
     # destroyed behind ganeti_lv's back
-    ops.run_command(pnode, ["virsh", "destroy", name]).Raise("destroy")
+    ops.run_command(pnode, ["virsh", "destroy", name])
     assert gnt.status(name) == constants.INSTST_ERRORDOWN
 
     # remove: domain, images and configuration gone
     gnt.ok("instance", "remove", "-f", name)
     assert config.get_instance(name) is None
     assert domain_state(ops, pnode, name) is None
-    res = ops.run_command(pnode, ["ls", disk_path(cluster, inst, 0)]).Raise("ls")
+    res = ops.run_command(pnode, ["ls", disk_path(cluster, inst, 0)])
     assert res.exit_status != 0
 
 
@@ -140,7 +140,7 @@ def test_shutdown_timeout_when_guest_ignores_acpi(env: Any, cleanup: list[tuple[
     assert gnt.status(name) == constants.INSTST_ADMINDOWN
     gnt.ok("instance", "remove", "-f", name)
     shared = config.get_cluster().shared_file_storage_dir
-    assert ops.run_command(pnode, ["ls", f"{shared}/{name}"]).Raise("ls").exit_status != 0
+    assert ops.run_command(pnode, ["ls", f"{shared}/{name}"]).exit_status != 0
 
 
 def _files_of(ops: LibvirtNodeOps, config: ConfigStore, name: str) -> list[str]:
@@ -149,7 +149,7 @@ def _files_of(ops: LibvirtNodeOps, config: ConfigStore, name: str) -> list[str]:
     for node_name in config.node_names():
         where = node(config, node_name)
         for base in (cluster.file_storage_dir, cluster.shared_file_storage_dir):
-            res = ops.run_command(where, ["ls", "-d", f"{base}/{name}"]).Raise("ls")
+            res = ops.run_command(where, ["ls", "-d", f"{base}/{name}"])
             if res.exit_status == 0:
                 found.append(f"{node_name}:{base}/{name}")
     return found

@@ -37,7 +37,7 @@ MARK_OFFSET = 80 * 1024 * 1024  # beyond the guest's pattern and heartbeat secto
 @pytest.fixture
 def env(devcluster: Any) -> Iterator[tuple[Gnt, ConfigStore, LibvirtNodeOps, dict[str, Any]]]:
     config = ConfigStore(devcluster.data_dir)
-    ops = LibvirtNodeOps(devcluster.data_dir, config)
+    ops = LibvirtNodeOps(devcluster.data_dir)
     try:
         yield Gnt(devcluster.data_dir), config, ops, devcluster.info
     finally:
@@ -47,7 +47,7 @@ def env(devcluster: Any) -> Iterator[tuple[Gnt, ConfigStore, LibvirtNodeOps, dic
 
 def overlay_files(ops: LibvirtNodeOps, where: Any, directory: str) -> list[str]:
     script = f'for f in {directory}/*{OVERLAY_SUFFIX}; do [ -e "$f" ] && echo "$f"; done; true'
-    return ops.run_command(where, ["sh", "-c", script]).Raise("ls").stdout.split()
+    return ops.run_command(where, ["sh", "-c", script]).stdout.split()
 
 
 def test_shutdown_and_startup_merge_leftover_overlays(env: Any) -> None:
@@ -65,14 +65,14 @@ def test_shutdown_and_startup_merge_leftover_overlays(env: Any) -> None:
     base = disk_path(cluster, inst, 0)
 
     # a live snapshot that was never merged back: the guest now writes to the overlay
-    ops.snapshot_disks(pnode, inst, freeze=False).Raise("snapshot")
-    blk = ops.run_command(pnode, ["virsh", "-q", "domblklist", NAME]).Raise("x").stdout
+    ops.snapshot_disks(pnode, inst, freeze=False)
+    blk = ops.run_command(pnode, ["virsh", "-q", "domblklist", NAME]).stdout
     assert overlay_path(base) in blk
 
     out = gnt.ok("instance", "shutdown", "--timeout", "60", NAME)
     assert f"Merged leftover export overlay {overlay_path(base)}" in out
     assert domain_state(ops, pnode, NAME) == constants.DOMSTATE_SHUTOFF
-    blk = ops.run_command(pnode, ["virsh", "-q", "domblklist", NAME]).Raise("x").stdout
+    blk = ops.run_command(pnode, ["virsh", "-q", "domblklist", NAME]).stdout
     assert base in blk and OVERLAY_SUFFIX not in blk
     assert overlay_files(ops, pnode, disk_dir(cluster, inst)) == []
 
@@ -80,17 +80,17 @@ def test_shutdown_and_startup_merge_leftover_overlays(env: Any) -> None:
     overlay = overlay_path(base)
     ops.run_command(
         pnode, ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, overlay]
-    ).Raise("qemu-img create")
+    )
     ops.run_command(
         pnode, ["qemu-io", "-f", "qcow2", "-c", f"write -P 0xab {MARK_OFFSET} 4096", overlay]
-    ).Raise("qemu-io")
+    )
 
     booted = console(ops, pnode, NAME).count("GUEST-READY")
     out = gnt.ok("instance", "startup", NAME)
     assert f"Merged leftover export overlay {overlay}" in out
     assert overlay_files(ops, pnode, disk_dir(cluster, inst)) == []
     read_mark = f"dd if={base} bs=4096 skip={MARK_OFFSET // 4096} count=1 2>/dev/null"
-    probe = ops.run_command(pnode, ["sh", "-c", f"{read_mark} | od -An -v -tx1"]).Raise("dd")
+    probe = ops.run_command(pnode, ["sh", "-c", f"{read_mark} | od -An -v -tx1"])
     assert set(probe.stdout.split()) == {"ab"}  # the overlay's data is in the image now
     wait_console(ops, pnode, NAME, lambda t: t.count("GUEST-READY") > booted)
     assert gnt.status(NAME) == constants.INSTST_RUNNING

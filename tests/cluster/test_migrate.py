@@ -17,10 +17,11 @@ import pytest
 from ganeti_lv import constants, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.guest import build_guest, kernel_args
+from ganeti_lv.devcluster.guest import build_guest, kernel_args, kernel_faults
 from ganeti_lv.errors import OpPrereqError
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpInstanceMigrate, OpInstanceShutdown
 
 pytestmark = pytest.mark.cluster
@@ -33,7 +34,7 @@ def env(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, Client]]
     """Config, node operations and a client on the session's cluster."""
     data_dir = devcluster.data_dir
     config = ConfigStore(data_dir)
-    ops = LibvirtNodeOps(data_dir, config)
+    ops = LibvirtNodeOps(data_dir)
     client = Client(data_dir=data_dir, node_ops=ops)
     try:
         yield config, ops, client
@@ -42,7 +43,7 @@ def env(devcluster: Any) -> Iterator[tuple[ConfigStore, LibvirtNodeOps, Client]]
 
 
 def _console(ops: LibvirtNodeOps, node: objects.Node, name: str) -> str:
-    res = ops.run_command(node, ["cat", console_log_path(name)]).Raise("cat")
+    res = ops.run_command(node, ["cat", console_log_path(name)])
     return res.stdout.replace("\r", "") if res.exit_status == 0 else ""
 
 
@@ -87,8 +88,8 @@ def running_file_instance(env: Any) -> Iterator[objects.Instance]:
     )
     node0 = config.get_node(nodes[0])
     assert node0 is not None
-    ops.create_disks(cluster, node0, inst).Raise("create disks")
-    ops.start_instance(cluster, node0, inst).Raise("start")
+    ops.create_disks(node0, cluster, inst)
+    ops.start_instance(node0, cluster, inst)
     config.add_instance(inst)
     try:
         yield inst
@@ -98,9 +99,9 @@ def running_file_instance(env: Any) -> Iterator[objects.Instance]:
         for node_name in nodes:
             node = config.get_node(node_name)
             assert node is not None
-            ops.undefine_instance(node, name)
-            ops.remove_disks(cluster, node, current or inst)
-            ops.run_command(node, ["rm", "-f", console_log_path(name)])
+            node_call(ops.undefine_instance, node, name)
+            node_call(ops.remove_disks, node, cluster, current or inst)
+            node_call(ops.run_command, node, ["rm", "-f", console_log_path(name)])
 
 
 def _running_nodes(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> list[str]:
@@ -108,7 +109,7 @@ def _running_nodes(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> list[
     for node_name in sorted(config.node_names()):
         node = config.get_node(node_name)
         assert node is not None
-        info = ops.instance_info(node, name).Raise("info")
+        info = ops.instance_info(node, name)
         if info is not None and info.state == constants.DOMSTATE_RUNNING:
             out.append(node_name)
     return out
@@ -135,17 +136,21 @@ def test_live_migration_of_dirtier_file_instance_and_back(
     after = _wait_ticks(ops, dst, name, before)
     assert after > before
     assert "GUEST-READY" not in _console(ops, dst, name)
+    assert not kernel_faults(_console(ops, dst, name))
     summary = [line for line in lines if line.startswith("migration completed")]
     assert summary and re.search(r"downtime \d+ ms", summary[0]), lines
     assert re.search(r"total time [0-9.]+ s", summary[0])
     # the source's images are gone after a copy-storage migration
     path = objects.disk_path(config.get_cluster(), running_file_instance, 0)
-    assert ops.paths_exist(src, [path]).Raise("paths") == {path: False}
+    assert ops.paths_exist(src, [path]) == {path: False}
 
     # and back, non-live
+    mark = len(_console(ops, src, name))
     client.submit(OpInstanceMigrate(instance_name=name, target_node=src_name, mode="non-live"))
     assert config.get_instance(name).primary_node == src_name  # type: ignore[union-attr]
     assert _running_nodes(config, ops, name) == [src_name]
+    _wait_ticks(ops, src, name, after)
+    assert not kernel_faults(_console(ops, src, name)[mark:])
 
 
 def test_bad_input_changes_nothing(env: Any, running_file_instance: objects.Instance) -> None:
@@ -172,11 +177,19 @@ def test_migrated_guest_keeps_job_stats_and_still_shuts_down_cleanly(
     name = running_file_instance.name
     home = running_file_instance.primary_node
     away = sorted(config.node_names())[1]
+    last = _ticks(_console(ops, config.get_node(home), name))  # type: ignore[arg-type]
+    tick = last[-1] if last else 0
     for target in (away, home):
+        where = config.get_node(target)
+        assert where is not None
+        mark = len(_console(ops, where, name))
         client.submit(OpInstanceMigrate(instance_name=name, target_node=target))
         # the completed job's statistics are kept for operators after ganeti_lv read them
         info = devcluster.virsh(target, "domjobinfo", "--completed", name)
         assert re.search(r"Time elapsed:\s+\d+", info), info
+        # the guest survived: its ticks go on there and its kernel reported nothing
+        tick = _wait_ticks(ops, where, name, tick)
+        assert not kernel_faults(_console(ops, where, name)[mark:])
     node = config.get_node(home)
     assert node is not None
     start = time.monotonic()

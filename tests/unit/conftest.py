@@ -103,7 +103,7 @@ def slow_migration(inst1_running: FakeNodeOps) -> FakeNodeOps:
 
     ops = inst1_running
     ops.migration_reports = [MigrationProgress(elapsed=float(i)) for i in range(200)]
-    real_migrate = ops._op_migrate_instance
+    real_migrate = ops.migrate_instance
 
     def slow_migrate(*args: Any) -> Any:
         progress_fn = args[5]
@@ -114,7 +114,7 @@ def slow_migration(inst1_running: FakeNodeOps) -> FakeNodeOps:
 
         return real_migrate(*args[:5], slowed, *args[6:])
 
-    ops._op_migrate_instance = slow_migrate  # type: ignore[method-assign]
+    ops.migrate_instance = slow_migrate  # type: ignore[method-assign]
     return ops
 
 

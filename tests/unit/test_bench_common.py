@@ -123,6 +123,19 @@ def test_migration_targets_and_markdown() -> None:
     assert migration.targets({})[0].verdict() == "not measured"
 
 
+def test_migration_ratio_limits_idle_and_dirty() -> None:
+    cases = [
+        {"memory_mib": 256, "dirty_mib": 0, "wall_ratio": 1.2},
+        {"memory_mib": 256, "dirty_mib": 32, "wall_ratio": 1.2},
+        {"memory_mib": 256, "dirty_mib": 0, "wall_ratio": 1.6, "masterd": False},  # a figure
+    ]
+    found = {t.name: (t.limit, t.verdict()) for t in migration.targets({"cases": cases})}
+    assert found == {
+        "migration wall-time ratio to virsh, 256 MiB idle": (1.25, "met"),
+        "migration wall-time ratio to virsh, 256 MiB dirtier 32 MiB": (1.15, "NOT met"),
+    }
+
+
 def _export_side(wall: float, gap: float, alloc: float) -> dict[str, float]:
     return {
         "wall": wall,

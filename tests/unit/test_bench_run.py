@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench import framework  # noqa: E402
+from bench import framework, startup  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 CANNED = {
@@ -44,3 +44,17 @@ def test_main_writes_results_and_verdicts(
 def test_unknown_part_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         bench_run.main(["--only", "framework,bogus", "--out", str(tmp_path)])
+
+
+def test_start_up_is_a_figure_without_a_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ms = {"python": 15.0, "version": 80.0, "job_daemon": 110.0, "job_in_process": 420.0}
+    monkeypatch.setattr(startup, "run_all", lambda quick: {"runs": 5, "ms": ms})
+    assert bench_run.main(["--only", "startup", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["targets"] == [] and data["startup"]["ms"] == ms
+    report = (tmp_path / "results.md").read_text()
+    assert "## gnt-lv start-up (a figure, no target)" in report
+    assert "| `gnt-lv --version` | 80.00 |" in report
+    assert "without a daemon (in-process) | 420.00 |" in report

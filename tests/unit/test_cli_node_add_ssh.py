@@ -15,9 +15,9 @@ import pytest
 from ganeti_lv import bootstrap, paths
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.hypervisor.base import CommandResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.node.ssh import SshClient
+from ganeti_lv.node.transport import CommandResult
 from ganeti_lv.objects import Node
 
 
@@ -28,7 +28,9 @@ class SshCommandOps(FakeNodeOps):
         super().__init__()
         self.data_dir = data_dir
 
-    def _op_run_command(self, node: Node, argv: list[str], timeout: float | None) -> CommandResult:
+    def run_command(
+        self, node: Node, argv: list[str], timeout: float | None = None
+    ) -> CommandResult:
         self._enter("run_command", node, list(argv), timeout)
         client = SshClient(
             node.address,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganeti_lv.hypervisor.base import CommandResult
 from ganeti_lv.hypervisor.libvirt import diskchain
+from ganeti_lv.node.transport import CommandResult
 
 DIR = "/srv/ganeti-lv/file-storage/web1"
 OVERLAY_NAME = "disk0.img.export-snap.qcow2"

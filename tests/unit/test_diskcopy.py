@@ -11,11 +11,14 @@ import subprocess
 import time
 
 import pytest
+from support.localrun import LOCAL_ENDPOINT, LocalRunner, copy_disk
 from support.waiting import wait_until
 
 from ganeti_lv.errors import ECODE_NORES, NodeError
-from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
-from ganeti_lv.node import diskcopy, diskcopy_helper
+from ganeti_lv.hypervisor.base import CopyAhead
+from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
+from ganeti_lv.node import diskcopy, diskcopy_helper, diskstat, progress
+from ganeti_lv.node.transport import CommandResult
 from ganeti_lv.objects import Node
 
 MiB = 1024 * 1024
@@ -58,9 +61,7 @@ def image(tmp_path):
 
 
 def _copy(src, dst, **kw):
-    return diskcopy.copy_disk(
-        diskcopy.LocalRunner(), "local", str(src), diskcopy.LOCAL_ENDPOINT, str(dst), **kw
-    )
+    return copy_disk(str(src), str(dst), **kw)
 
 
 @pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
@@ -99,7 +100,7 @@ def test_connection_dying_mid_copy_fails_and_leaves_nothing(tmp_path):
         argv=["sh", "-c", f"head -c {MiB} | {recv}; exit 255"], name="dying"
     )
     with pytest.raises(NodeError):
-        diskcopy.copy_disk(diskcopy.LocalRunner(), "local", str(src), dying, str(dst))
+        copy_disk(str(src), str(dst), endpoint=dying)
     assert not dst.exists()
     assert not glob.glob(str(dst) + ".part*")
 
@@ -120,7 +121,7 @@ def test_target_without_space_is_nores_before_writing(tmp_path):
         name="small",
     )  # fmt: skip
     with pytest.raises(NodeError) as err:
-        diskcopy.copy_disk(diskcopy.LocalRunner(), "local", str(src), small, str(dstdir / "d.img"))
+        copy_disk(str(src), str(dstdir / "d.img"), endpoint=small)
     assert err.value.ecode == ECODE_NORES
     assert "not enough space" in str(err.value)
 
@@ -137,35 +138,32 @@ def test_bandwidth_limit_slows_the_copy(tmp_path):
 def test_unknown_compression_refused(image, tmp_path):
     with pytest.raises(NodeError, match="Unknown compression"):
         _copy(image, tmp_path / "d.img", compress="lzma")
-    with pytest.raises(NodeError, match="not allowed"):
-        diskcopy.check_compression("zstd", ["none", "gzip"])
-    diskcopy.check_compression("gzip", ["none", "gzip"])
 
 
 def test_stat_and_free_space(image, tmp_path):
-    runner = diskcopy.LocalRunner()
-    info = diskcopy.stat_files(runner, "local", [str(image), str(tmp_path / "nope")])
+    runner = LocalRunner()
+    info = diskstat.stat_files(runner, "local", [str(image), str(tmp_path / "nope")])
     assert info[0]["exists"] and info[0]["size"] == 64 * MiB
     assert info[0]["allocated"] == os.stat(image).st_blocks * 512
     assert not info[1]["exists"]
-    assert diskcopy.free_space(runner, "local", str(tmp_path)) > 0
+    assert diskstat.free_space(runner, "local", str(tmp_path)) > 0
     # a path that does not exist yet is measured at its nearest existing parent
     st = os.statvfs(tmp_path)
-    free = diskcopy.free_space(runner, "local", str(tmp_path / "new" / "export.new") + "/")
+    free = diskstat.free_space(runner, "local", str(tmp_path / "new" / "export.new") + "/")
     assert abs(free - st.f_bavail * st.f_frsize) < 64 * MiB  # other writers meanwhile
     link = tmp_path / "link.img"
     link.symlink_to(image)
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
-    linked, dangling = diskcopy.stat_files(runner, "local", [str(link), str(tmp_path / "dangling")])
+    linked, dangling = diskstat.stat_files(runner, "local", [str(link), str(tmp_path / "dangling")])
     assert linked["exists"] and linked["size"] == 64 * MiB
     assert not dangling["exists"]
 
 
-class _CannedRunner(diskcopy.LocalRunner):
+class _CannedRunner(LocalRunner):
     """Answers every command with a fixed result."""
 
     def __init__(self, status: int, stdout: str, stderr: str = "") -> None:
-        self.result = diskcopy.CommandResult(status, stdout, stderr)
+        self.result = CommandResult(status, stdout, stderr)
 
     def run(self, cmd, timeout=None, input=None, check=True):  # noqa: A002
         return self.result
@@ -173,11 +171,11 @@ class _CannedRunner(diskcopy.LocalRunner):
 
 def test_stat_failures_are_node_errors():
     with pytest.raises(NodeError, match="stat on n1 failed.*Permission denied"):
-        diskcopy.stat_files(_CannedRunner(1, "", "Permission denied"), "n1", ["/a"])
+        diskstat.stat_files(_CannedRunner(1, "", "Permission denied"), "n1", ["/a"])
     with pytest.raises(NodeError, match="unexpected output"):
-        diskcopy.stat_files(_CannedRunner(0, "Y 1 2 512\n"), "n1", ["/a", "/b"])
+        diskstat.stat_files(_CannedRunner(0, "Y 1 2 512\n"), "n1", ["/a", "/b"])
     with pytest.raises(NodeError, match="unexpected output"):
-        diskcopy.free_space(_CannedRunner(0, "lots\n"), "n1", "/a")
+        diskstat.free_space(_CannedRunner(0, "lots\n"), "n1", "/a")
 
 
 def test_nonzero_runs_coalesce_subblocks():
@@ -191,14 +189,14 @@ def test_nonzero_runs_coalesce_subblocks():
 
 
 def test_progress_text_in_ganeti_form():
-    text = diskcopy.format_progress(int(1.5 * 1024 * MiB), 5 * 1024 * MiB, 12.8)
+    text = progress.format_progress(int(1.5 * 1024 * MiB), 5 * 1024 * MiB, 12.8)
     assert text == "1.5G, 120.0 MiB/s, 30%, ETA 30s"
-    assert diskcopy.format_progress(512 * MiB, 0, 1.0) == "512M, 512.0 MiB/s"
-    assert diskcopy.format_seconds(65) == "1m 5s"
-    assert diskcopy.format_seconds(3603) == "1h 0m 3s"
+    assert progress.format_progress(512 * MiB, 0, 1.0) == "512M, 512.0 MiB/s"
+    assert progress.format_seconds(65) == "1m 5s"
+    assert progress.format_seconds(3603) == "1h 0m 3s"
     lines = []
     now = [0.0]
-    rep = diskcopy.ProgressReporter(lines.append, "disk/0", interval=5, clock=lambda: now[0])
+    rep = progress.ProgressReporter(lines.append, "disk/0", interval=5, clock=lambda: now[0])
     now[0] = 1.0
     rep(MiB, 10 * MiB)
     now[0] = 6.0
@@ -215,9 +213,7 @@ def test_missing_source_stops_the_started_transport_and_leaves_nothing(tmp_path)
     recv = shlex.join(diskcopy.helper_argv("recv", str(dst), "none"))
     endpoint = diskcopy.CopyEndpoint(argv=["sh", "-c", f"touch {marker}; {recv}"], name="t")
     with pytest.raises(NodeError, match="No such file"):
-        diskcopy.copy_disk(
-            diskcopy.LocalRunner(), "local", str(tmp_path / "nope.img"), endpoint, str(dst)
-        )
+        copy_disk(str(tmp_path / "nope.img"), str(dst), endpoint=endpoint)
     assert marker.exists()
     assert not (tmp_path / "new").exists()
 
@@ -235,10 +231,13 @@ class _LocalExportOps(LibvirtExportOps):
     """The libvirt export operations with every node on this machine."""
 
     def ssh(self, node):
-        return diskcopy.LocalRunner()
+        return LocalRunner()
 
     def _endpoint(self, dst):
-        return diskcopy.LOCAL_ENDPOINT
+        return LOCAL_ENDPOINT
+
+    def prewarm(self, nodes):
+        pass
 
 
 def _helpers_running(marker: str) -> list[str]:
@@ -255,30 +254,68 @@ def _helpers_running(marker: str) -> list[str]:
     return found
 
 
+def _session_and_nodes(ops):
+    n1, n2 = Node(name="n1", address="127.0.0.1"), Node(name="n2", address="127.0.0.1")
+    return CopySession(ops), n1, n2
+
+
 def test_copy_set_up_ahead_is_used_or_called_off(image, tmp_path):
     ops = _LocalExportOps()
-    n1, n2 = Node(name="n1", address="127.0.0.1"), Node(name="n2", address="127.0.0.1")
+    session, n1, n2 = _session_and_nodes(ops)
     first, second = tmp_path / "first" / "disk0.img", tmp_path / "second" / "disk0.img"
-    ops.prestart_copy(n1, str(image), n2, str(first))
-    pending = ops._pending_copies[("n1", "n2", str(first))]
-    ops.prestart_copy(n1, str(image), n2, str(first))  # the same copy again: kept
-    assert ops._pending_copies[("n1", "n2", str(first))] is pending
-    ops.prestart_copy(n1, str(image), n2, str(second), compress="gzip")
+    session.prestart_copies(
+        [
+            CopyAhead(n1, str(image), n2, str(first), "none"),
+            CopyAhead(n1, str(image), n2, str(second), "gzip"),
+        ]
+    )
     time.sleep(0.3)  # give the helpers time to misbehave: nothing may appear yet
     assert not first.parent.exists() and not second.parent.exists()
     # set up and waiting (slow to start on a busy machine)
-    wait_until(lambda: len(_helpers_running(str(tmp_path))) >= 2, 10)
-    assert len(_helpers_running(str(tmp_path))) >= 2
-    stats = ops._op_copy_disk(n1, str(image), n2, str(first))  # the one set up: go
+    assert wait_until(lambda: _helpers_running(str(first)) and _helpers_running(str(second)), 30)
+    stats = ops.copy_disk(n1, str(image), n2, str(first), session=session)  # the one set up: go
     assert stats.checksum == _sha(image) and _sha(first) == _sha(image)
+    assert wait_until(lambda: not _helpers_running(str(first)), 10)
+    assert _helpers_running(str(second))  # still waiting for its go
     # another compression than set up: that one is called off, a new copy made
-    other = ops._op_copy_disk(n1, str(image), n2, str(second), compress="none")
+    other = ops.copy_disk(n1, str(image), n2, str(second), compress="none", session=session)
     assert other.compress == "none" and _sha(second) == _sha(image)
-    ops.prestart_copy(n1, str(image), n2, str(tmp_path / "third" / "disk0.img"))
-    ops.drop_prestarted_copies()
-    wait_until(lambda: not _helpers_running(str(tmp_path)), 10)
+    assert wait_until(lambda: not _helpers_running(str(second)), 10)
+    third = tmp_path / "third" / "disk0.img"
+    session.prestart_copies([CopyAhead(n1, str(image), n2, str(third), "none")])
+    assert wait_until(lambda: _helpers_running(str(third)), 30)
+    session.close()
+    assert wait_until(lambda: not _helpers_running(str(tmp_path)), 10)
+    assert not third.parent.exists()
+
+
+def test_sessions_keep_their_own_copies(image, tmp_path):
+    """Jobs sharing the node operations: one job's end calls off only its own copies."""
+    ops = _LocalExportOps()
+    mine, n1, n2 = _session_and_nodes(ops)
+    theirs = CopySession(ops)
+    a, b = tmp_path / "a" / "disk0.img", tmp_path / "b" / "disk0.img"
+    mine.prestart_copies([CopyAhead(n1, str(image), n2, str(a), "none")])
+    theirs.prestart_copies([CopyAhead(n1, str(image), n2, str(b), "none")])
+    assert wait_until(lambda: _helpers_running(str(a)) and _helpers_running(str(b)), 30)
+    theirs.close()
+    assert wait_until(lambda: not _helpers_running(str(b)), 10)
+    assert _helpers_running(str(a))  # mine waits on
+    # a session knows only its own copies: the other one's copy_disk makes a new one
+    ops.copy_disk(n1, str(image), n2, str(b), session=theirs)
+    assert _helpers_running(str(a))
+    ops.copy_disk(n1, str(image), n2, str(a), session=mine)
+    assert wait_until(lambda: not _helpers_running(str(a)), 10) and _sha(a) == _sha(image)
+    mine.close()
+
+
+def test_a_closed_session_sets_nothing_up(image, tmp_path):
+    ops = _LocalExportOps()
+    session, n1, n2 = _session_and_nodes(ops)
+    session.close()
+    session.prestart_copies([CopyAhead(n1, str(image), n2, str(tmp_path / "x" / "d"), "none")])
+    time.sleep(0.3)
     assert not _helpers_running(str(tmp_path))
-    assert not (tmp_path / "third").exists()
 
 
 class _FlakyRunner:
@@ -288,8 +325,6 @@ class _FlakyRunner:
         self.calls = 0
 
     def run(self, cmd, timeout=None, input=None, check=True):  # noqa: A002
-        from ganeti_lv.hypervisor.base import CommandResult
-
         self.calls += 1
         if self.calls == 1:
             return CommandResult(exit_status=-1, stdout="", stderr="")
@@ -298,5 +333,5 @@ class _FlakyRunner:
 
 def test_a_read_only_probe_that_lost_its_session_is_asked_again():
     runner = _FlakyRunner()
-    assert diskcopy.free_space(runner, "node3", "/srv/export") == 1000 * 4096
+    assert diskstat.free_space(runner, "node3", "/srv/export") == 1000 * 4096
     assert runner.calls == 2

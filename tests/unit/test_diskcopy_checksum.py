@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from support.localrun import copy_disk
 
 from ganeti_lv.errors import NodeError
 from ganeti_lv.node import diskcopy, diskcopy_helper
@@ -57,9 +58,7 @@ CASES = {
 
 def _local_copy(src, dst, **kwargs):
     """copy_disk between two local paths (both ends on this machine)."""
-    return diskcopy.copy_disk(
-        diskcopy.LocalRunner(), "local", str(src), diskcopy.LOCAL_ENDPOINT, str(dst), **kwargs
-    )
+    return copy_disk(str(src), str(dst), **kwargs)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -141,7 +140,7 @@ def test_receiver_detects_corrupted_stream(tmp_path):
         argv=["sh", "-c", f"{sys.executable} -c {shlex.quote(_FLIP)} | {recv_cmd}"], name="x"
     )
     with pytest.raises(NodeError, match="checksum mismatch"):
-        diskcopy.copy_disk(diskcopy.LocalRunner(), "local", str(src), corrupt, str(dst))
+        copy_disk(str(src), str(dst), endpoint=corrupt)
     assert not dst.exists() and not glob.glob(f"{dst}.part*")
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from support.localrun import LocalRunner
 
 from ganeti_lv.errors import NodeError
 from ganeti_lv.node import exportdir
-from ganeti_lv.node.diskcopy import LocalRunner
 
 R = LocalRunner()
 

@@ -10,7 +10,7 @@ from ganeti_lv import constants
 from ganeti_lv.cmdlib.common import instance_hook_env
 from ganeti_lv.errors import HooksAbort, HooksFailure
 from ganeti_lv.hooksmaster import HookResults, HooksMaster, hook_value
-from ganeti_lv.hypervisor.base import HookScriptResult, NodeResult
+from ganeti_lv.node.transport import HookScriptResult, NodeResult
 from ganeti_lv.objects import Cluster, Disk, Instance, Nic
 
 OK = HookScriptResult("00-ok", constants.HKR_SUCCESS, "fine")

@@ -16,7 +16,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import JobError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master.jobs import JobStore, process_alive
-from ganeti_lv.opcodes import OpTestDelay
+from ganeti_lv.opcodes import OpClusterVerify, OpTestDelay
 
 MP = multiprocessing.get_context("fork")
 
@@ -206,3 +206,65 @@ def test_new_job_file_is_whole_or_absent(store: JobStore, monkeypatch: pytest.Mo
     job = store.create(OpTestDelay(), start=True)
     assert job.id == 2  # the failed creation's id is not reused, nor is its file there
     assert store.job_ids() == [2] and store.get(2).status == "running"
+
+
+def test_a_job_file_of_one_opcode_at_the_top_level_is_read_as_a_job(store: JobStore) -> None:
+    """Job files written before jobs had several opcodes stay readable."""
+    old = {
+        "id": 5, "op_id": "OP_TEST_DELAY", "summary": "TEST_DELAY", "status": "error",
+        "params": {"OP_ID": "OP_TEST_DELAY", "duration": 1.0}, "received_ts": 10.0,
+        "start_ts": 11.0, "exec_ts": 12.0, "end_ts": 13.0, "result": None,
+        "log": [[12.5, "message", "Sleeping for 1 s"]], "pid": 1, "pid_start": None,
+        "error": {"class": "OpExecError", "ecode": "internal_error", "message": "boom"},
+    }  # fmt: skip
+    os.makedirs(store.jobs_dir)
+    with open(os.path.join(store.jobs_dir, "job-5.json"), "w") as fobj:
+        json.dump(old, fobj)
+    job = store.get(5)
+    assert (job.id, job.status, job.op_id, job.summary, job.exec_ts) == (
+        5, "error", "OP_TEST_DELAY", "TEST_DELAY", 12.0,
+    )  # fmt: skip
+    assert job.params["duration"] == 1.0
+    assert job.log == [(12.5, "message", "Sleeping for 1 s")]
+    assert job.error == old["error"]
+    assert [(op.status, op.end_ts) for op in job.ops] == [("error", 13.0)]
+    # written again in the current form, it reads back the same
+    store.save(job)
+    assert store.get(5) == job
+
+
+def test_a_job_of_several_opcodes_records_each(store: JobStore) -> None:
+    first, second = OpTestDelay(duration=1.0), OpTestDelay(instance_names=["a"])
+    job = store.create_job([first, second])
+    assert (job.op_id, job.summary) == ("OP_TEST_DELAY,OP_TEST_DELAY", "TEST_DELAY,TEST_DELAY")
+    store.start_op(job, 0)
+    store.append_log(job, "one", index=0)
+    store.finish_success(job, True, index=0)
+    assert store.get(job.id).status == "running"  # the second opcode is still to run
+    store.start_op(job, 1)
+    store.append_log(job, "two", index=1)
+    store.finish_success(job, [1, 2], index=1)
+    done = store.get(job.id)
+    assert done.status == "success" and done.end_ts is not None
+    assert done.results == [True, [1, 2]] and done.result == [1, 2]
+    assert [e[2] for e in done.log] == ["one", "two"]
+    assert [op.params["OP_ID"] for op in done.ops] == ["OP_TEST_DELAY", "OP_TEST_DELAY"]
+
+
+def test_a_failing_feedback_function_never_stops_the_job(
+    config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    """A caller whose output went away (a closed pipe) does not decide the operation's fate."""
+    calls: list[str] = []
+
+    def broken(line: str) -> None:
+        calls.append(line)
+        raise BrokenPipeError("the reader went away")
+
+    client = Client(data_dir=config.data_dir, node_ops=fake_ops)
+    problems = client.submit(OpClusterVerify(), broken)
+    (job,) = client.jobs()
+    assert job.status == "success" and job.result == problems
+    logged = [e[2] for e in job.log]
+    assert len(logged) > 2 and logged[0] == "* Gathering data from the nodes"
+    assert calls == logged[:1]  # tried once, then dropped; the job log has every line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
@@ -25,10 +26,10 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.locking import ALL_SET, LEVEL_CLUSTER, LEVEL_INSTANCE, LEVEL_NODE, LockManager
 from ganeti_lv.mcpu import DRY_RUN_MSG, Processor
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.opcodes import OpCode
 
 MASTER, NODE2, NODE3 = "node1.example.com", "node2.example.com", "node3.example.com"
@@ -36,6 +37,7 @@ PRE_DIR = "/etc/ganeti-lv/hooks/instance-record-pre.d"
 POST_DIR = "/etc/ganeti-lv/hooks/instance-record-post.d"
 
 
+@dataclass(kw_only=True)
 class OpTestRecord(OpCode):
     """Opcode of the recording LU."""
 
@@ -51,12 +53,14 @@ class OpTestRecord(OpCode):
     bad_needed_locks: bool = False
 
 
+@dataclass(kw_only=True)
 class OpTestUnhandled(OpCode):
     """An opcode without an LU."""
 
     OP_ID: ClassVar[str] = "OP_TEST_UNHANDLED"
 
 
+@dataclass(kw_only=True)
 class OpTestBgl(OpCode):
     """Opcode of an LU needing the BGL exclusively."""
 

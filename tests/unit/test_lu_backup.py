@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
-from support.waiting import wait_until
 
-from ganeti_lv import constants, exportinfo
+from ganeti_lv import constants, exportinfo, locking, paths
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -17,13 +16,18 @@ from ganeti_lv.errors import (
     ECODE_NOENT,
     ECODE_NORES,
     ECODE_STATE,
+    HooksAbort,
+    LockTimeout,
     NodeError,
     OpExecError,
     OpPrereqError,
 )
+from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.fake_export import FakeExport
+from ganeti_lv.locking import LockManager
 from ganeti_lv.mcpu import Processor
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove, OpCode
 
@@ -318,8 +322,8 @@ def test_import_with_corrupt_export_fails_and_leaves_nothing(ctx, ops, config):
 
 
 def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
-    from ganeti_lv.cli.backup import parse_progress
     from ganeti_lv.cli.main import main
+    from ganeti_lv.master.protocol import progress_of
 
     base = ["--data-dir", data_dir]
     code = main([*base, "backup", "export", "-n", N2, "--noshutdown", INST], node_ops=ops)
@@ -335,10 +339,10 @@ def test_cli_export_list_remove(ctx, ops, config, data_dir, capsys):
     assert code == 1 and "error type: wrong_input" in err and "Compression tool not allowed" in err
     assert main([*base, "backup", "remove", INST], node_ops=ops) == 0
     assert INST not in ops.exports[N2]
-    assert parse_progress("disk/1 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s") == (
+    assert progress_of("disk/1 sent 1.5G, 120.0 MiB/s, 30%, ETA 12s") == (
         "disk/1",
         30.0,
-        "1.5G, 120.0 MiB/s, 30%, ETA 12s",
+        "1.5G, 120.0 MiB/s, ETA 12s",
     )
 
 
@@ -376,13 +380,13 @@ class _Rendezvous(FakeNodeOps):
         super().__init__()
         self.barrier = threading.Barrier(parties, timeout=5)
 
-    def _op_disk_usage(self, node, paths):
+    def disk_usage(self, node, paths):
         self.barrier.wait()  # BrokenBarrierError if the reads ran one after another
-        return super()._op_disk_usage(node, paths)
+        return super().disk_usage(node, paths)
 
-    def _op_free_space(self, node, path):
+    def free_space(self, node, path):
         self.barrier.wait()
-        return super()._op_free_space(node, path)
+        return super().free_space(node, path)
 
 
 def test_space_checks_on_primary_and_target_run_at_once(config):
@@ -419,119 +423,161 @@ def test_failed_merge_after_publish_is_reported_and_export_kept(ctx, ops, config
 def test_cli_export_warms_master_primary_and_target(ctx, ops, data_dir):
     from ganeti_lv.cli.main import main
 
-    warmed: list[list[str]] = []
-    ops.prewarm = lambda nodes: warmed.append([n.name for n in nodes])  # type: ignore[attr-defined]
     code = main(
         ["--data-dir", data_dir, "backup", "export", "-n", N2, "--noshutdown", INST], node_ops=ops
     )
     assert code == 0
-    # the CLI: master and primary (node1) and the target; the LU, during the copy:
-    # the other node, for the clean-up of older exports
-    assert warmed == [[N1, N2], [N3]]
+    # the job's session: master and primary (node1) and the target once the names
+    # are expanded; during the copy the other node, for the clean-up of older exports
+    (session,) = ops.sessions
+    assert [e[1] for e in session.events if e[0] == "prewarm"] == [[N1, N2], [N3]]
+    assert session.closed
 
 
-class _Prestarts(FakeNodeOps):
-    """Fake node operations that record copies set up ahead and called off."""
+class _Snapshots(FakeNodeOps):
+    """Fake node operations noting each snapshot among the job's session events."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple[str, Any]] = []
-
-    def prestart_copy(self, src, src_path, dst, dst_path, **kw):
-        self.events.append(("prestart", (src.name, src_path, dst.name, dst_path, kw)))
-
-    def drop_prestarted_copies(self):
-        self.events.append(("drop", None))
-
-    def _op_snapshot_disks(self, node, instance, freeze):
-        self.events.append(("snapshot", node.name))
-        return super()._op_snapshot_disks(node, instance, freeze)
+    def snapshot_disks(self, node, instance, *, freeze=True):
+        self.sessions[-1].events.append(("snapshot", node.name))
+        return super().snapshot_disks(node, instance, freeze=freeze)
 
 
 @pytest.fixture
-def pops(config: ConfigStore) -> _Prestarts:
-    ops = _Prestarts()
+def sops(config: ConfigStore) -> _Snapshots:
+    ops = _Snapshots()
     place_inst1(ops, config)
     return ops
 
 
-def test_live_export_sets_its_copy_up_before_the_snapshot(config, pops):
-    ctx = Context.from_data_dir(config.data_dir, node_ops=pops)
-    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False, compress="gzip"))
-    cluster = config.get_cluster()
-    inst = config.get_instance(INST)
-    expected = (
-        N1,
+def _copy_ahead(config: ConfigStore, compress: str = "none") -> CopyAhead:
+    cluster, inst = config.get_cluster(), config.get_instance(INST)
+    assert inst is not None
+    return CopyAhead(
+        config.get_node(N1),
         disk_path(cluster, inst, 0),
-        N2,
+        config.get_node(N2),
         f"{cluster.export_dir}/{INST}.new/disk0.img",
-        {"compress": "gzip", "bandwidth_limit": None},
+        compress,
     )
-    assert pops.events == [("prestart", expected), ("snapshot", N1), ("drop", None)]
-    # the copy made is the one set up (same source, target and options)
-    copy = pops.calls_to("copy_disk")[0]
-    assert (copy.node, *copy.args) == expected[:4]
 
 
-def test_prestarted_copy_called_off_when_the_export_fails_early(config, pops):
-    pops.fail("snapshot_disks", N1, "qemu said no")
-    ctx = Context.from_data_dir(config.data_dir, node_ops=pops)
+def test_live_export_sets_its_copy_up_in_its_session_before_the_snapshot(config, sops):
+    ctx = Context.from_data_dir(config.data_dir, node_ops=sops)
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False, compress="gzip"))
+    (session,) = sops.sessions
+    expected = _copy_ahead(config, "gzip")
+    assert session.events == [
+        ("prewarm", [N1, N2]),
+        ("prestart", expected),
+        ("snapshot", N1),
+        ("prewarm", [N3]),
+        ("close", None),
+    ]
+    # the copy made is the one set up (same source, target and options), in that session
+    copy = sops.calls_to("copy_disk")[0]
+    assert (copy.node, *copy.args) == (N1, expected.src_path, N2, expected.dst_path)
+    assert sops.copy_options[0]["compress"] == "gzip"
+    assert sops.copy_options[0]["session"] is session
+
+
+def test_prestarted_copy_called_off_when_the_export_fails_early(config, sops):
+    sops.fail("snapshot_disks", N1, "qemu said no")
+    ctx = Context.from_data_dir(config.data_dir, node_ops=sops)
     with pytest.raises(OpExecError, match="without a snapshot"):
         run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
-    assert [e[0] for e in pops.events] == ["prestart", "snapshot", "drop"]
-    assert pops.calls_to("copy_disk") == []
+    (session,) = sops.sessions
+    assert [e[0] for e in session.events] == ["prewarm", "prestart", "snapshot", "close"]
+    assert sops.calls_to("copy_disk") == []
 
 
-def test_shutdown_export_sets_nothing_up_ahead(config, pops):
-    ctx = Context.from_data_dir(config.data_dir, node_ops=pops)
+def _hold_instance_lock(config: ConfigStore) -> LockManager:
+    locks = LockManager(paths.locks_dir(config.data_dir))
+    locks.acquire(locking.LEVEL_INSTANCE, [INST])
+    return locks
+
+
+def _cancel_in_pre_hook(ops: FakeNodeOps, cancel: Cancellation) -> None:
+    def hooks(node, hooks_dir, env, timeout):
+        cancel.request("Ctrl-C")
+        return []
+
+    ops.hooks_fn = hooks
+
+
+@pytest.mark.parametrize("failure", ["prereq", "pre-hook", "lock-timeout", "cancel"])
+def test_export_failing_before_exec_closes_its_session(config, sops, failure):
+    """Whatever stops a live export before Exec, the copies set up for it are called off."""
+    ctx = Context.from_data_dir(config.data_dir, node_ops=sops, lock_timeout=5.0)
+    cancel = Cancellation()
+    held = None
+    expected: type[Exception] = OpExecError
+    if failure == "prereq":
+        sops.free_bytes[N2] = 1024
+        expected = OpPrereqError
+    elif failure == "pre-hook":
+        hooks_dir = f"{config.get_cluster().hooks_base_dir}/instance-export-pre.d"
+        sops.set_hook_results(N2, hooks_dir, [HookScriptResult("x/10-no", "FAIL", "no")])
+        expected = HooksAbort
+    elif failure == "lock-timeout":
+        held = _hold_instance_lock(config)
+        ctx.lock_timeout = 0.2
+        expected = LockTimeout
+    else:
+        _cancel_in_pre_hook(sops, cancel)
+    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
+    try:
+        with pytest.raises(expected):
+            Processor(ctx).execute(op, cancel=cancel)
+    finally:
+        if held is not None:
+            held.release_all()
+    (session,) = sops.sessions
+    assert [e[0] for e in session.events] == ["prewarm", "prestart", "close"]
+    assert sops.calls_to("copy_disk") == [] and running(sops)
+
+
+def test_shutdown_export_sets_nothing_up_ahead(config, sops):
+    ctx = Context.from_data_dir(config.data_dir, node_ops=sops)
     run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
-    kinds = [e[0] for e in pops.events]
-    assert "prestart" not in kinds and kinds[-1] == "drop"
+    kinds = [e[0] for e in sops.sessions[0].events]
+    assert "prestart" not in kinds and kinds[-1] == "close"
 
 
-def test_cli_sets_live_export_copies_up_while_the_job_starts(config, pops, data_dir):
+def test_cli_sets_live_export_copies_up_in_the_jobs_session(config, sops, data_dir):
     from ganeti_lv.cli.main import main
 
-    done = threading.Event()
-    calls: list[tuple[str, Any]] = []
-
-    def prestart(src, src_path, dst, dst_path, **kw):
-        calls.append((threading.current_thread().name, (src.name, src_path, dst.name, dst_path)))
-        done.set()
-
-    pops.prestart_copy = prestart  # type: ignore[method-assign]
     base = ["--data-dir", data_dir, "backup", "export", "-n", N2]
-    assert main([*base, "--noshutdown", INST], node_ops=pops) == 0
-    assert done.wait(10)
-    cluster, inst = config.get_cluster(), config.get_instance(INST)
-    new_disk = f"{cluster.export_dir}/{INST}.new/disk0.img"
-    expected = (N1, disk_path(cluster, inst, 0), N2, new_disk)
-    # once from the command line's thread, once more (the same copy) from the LU
-    assert sorted(calls) == [("MainThread", expected), ("export-prestart", expected)]
-    calls.clear()
-    assert main([*base, "--noshutdown", "--dry-run", INST], node_ops=pops) == 0
-    assert main([*base, INST], node_ops=pops) == 0  # shutdown mode
-    assert calls == []
+    assert main([*base, "--noshutdown", INST], node_ops=sops) == 0
+    assert ("prestart", _copy_ahead(config)) in sops.sessions[0].events
+    assert main([*base, "--noshutdown", "--dry-run", INST], node_ops=sops) == 0
+    assert main([*base, INST], node_ops=sops) == 0  # shutdown mode
+    assert all(e[0] != "prestart" for s in sops.sessions[1:] for e in s.events)
+    assert all(s.closed for s in sops.sessions) and len(sops.sessions) == 3
 
 
-def test_the_master_daemon_sets_a_live_exports_copy_up_ahead_of_the_job(config, pops):
-    from ganeti_lv.cancel import Cancellation
-    from ganeti_lv.master.daemon import MasterDaemon
+def test_jobs_of_the_master_daemon_each_have_their_own_session(config, sops, data_dir):
+    from ganeti_lv.master import daemon as masterd
+    from ganeti_lv.master.client import connect
 
-    daemon = MasterDaemon(config.data_dir, node_ops=pops)
-    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
-    daemon.run_job(op, None, lambda _line: None, Cancellation())
-    # ahead of the job (its thread may still be at it) and again by the LU
-    # before the snapshot (where the same copy is kept), dropped at the end
-    wait_until(lambda: [e[0] for e in pops.events].count("prestart") >= 2, 5)
-    kinds = [e[0] for e in pops.events]
-    assert kinds.count("prestart") == 2
-    assert kinds.index("prestart") < kinds.index("snapshot")
-    # a shutdown export reads a stopped disk: nothing is set up ahead for it
-    pops.events.clear()
-    ahead_ctx = daemon.context(None)
-    from ganeti_lv import ahead
-
-    ahead.prestart_copies(ahead_ctx, OpBackupExport(instance_name=INST, target_node=N2))
-    time.sleep(0.1)
-    assert pops.events == []
+    srv = masterd.serve(data_dir, node_ops=sops)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        client = connect(data_dir)
+        assert client is not None
+        op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
+        client.submit(op)
+        client.submit(op)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+    # the same work begun early in the daemon as in a process of its own, one session a job
+    assert len(sops.sessions) == 2 and all(s.closed for s in sops.sessions)
+    for session in sops.sessions:
+        assert ("prestart", _copy_ahead(config)) in session.events
+        assert session.events.index(("prestart", _copy_ahead(config))) < session.events.index(
+            ("snapshot", N1)
+        )
+    sessions = [o["session"] for o in sops.copy_options]
+    assert sessions == sops.sessions

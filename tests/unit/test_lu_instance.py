@@ -296,19 +296,41 @@ def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigSt
     assert rows[0]["status"] == constants.INSTST_NODEDOWN
 
 
+class _ConsoleLogs(FakeNodeOps):
+    """Node operations that know where a node keeps console logs."""
+
+    def console_log_path(self, instance_name: str) -> str:
+        return f"/var/log/consoles/{instance_name}.log"
+
+
+def test_query_console_log_from_the_domain_else_from_the_node_operations(config) -> None:
+    ops = _ConsoleLogs()
+    ctx = Context.from_data_dir(config.data_dir, node_ops=ops)
+    ops.add_domain(N1, INST, console_log="/srv/logs/inst1.log")
+    rows, _ = run(ctx, OpInstanceQuery())
+    logs = {r["name"]: r["console_log"] for r in rows}
+    assert logs == {
+        INST: "/srv/logs/inst1.log",  # what the domain says
+        "inst2.example.com": "/var/log/consoles/inst2.example.com.log",  # not defined
+    }
+    plain = Context.from_data_dir(config.data_dir, node_ops=FakeNodeOps())
+    rows, _ = run(plain, OpInstanceQuery(names=["inst2"]))
+    assert rows[0]["console_log"] is None  # nobody knows
+
+
 def test_create_rechecks_name_under_config_lock(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A same-named instance recorded meanwhile (by hand) makes the create roll back."""
-    original = fake_ops._op_start_instance
+    original = fake_ops.start_instance
 
-    def start_and_race(cluster: Any, node: Any, instance: Any) -> None:
-        original(cluster, node, instance)
+    def start_and_race(node: Any, cluster: Any, instance: Any) -> None:
+        original(node, cluster, instance)
         other = instance.copy()
         other.primary_node = N3
         config.add_instance(other)
 
-    monkeypatch.setattr(fake_ops, "_op_start_instance", start_and_race)
+    monkeypatch.setattr(fake_ops, "start_instance", start_and_race)
     with pytest.raises(OpExecError) as info:
         run(ctx, create_op())
     assert info.value.ecode == ECODE_EXISTS

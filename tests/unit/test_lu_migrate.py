@@ -21,10 +21,10 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.migration_types import MigrationFailed, MigrationProgress
 from ganeti_lv.mcpu import Processor
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import disk_dir, disk_path
 from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate
 
@@ -422,7 +422,7 @@ def test_abort_after_switch_over_reports_truth(
         ops.add_domain(N2, INST)
         raise MigrationFailed("aborted by user", node=N1, aborted=True, switched_over=True)
 
-    ops._op_migrate_instance = switched_then_failed  # type: ignore[method-assign,assignment]
+    ops.migrate_instance = switched_then_failed  # type: ignore[method-assign,assignment]
     _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert any("abort came after the switch-over" in line for line in lines)
@@ -434,7 +434,7 @@ def test_failure_with_unclear_state(ctx: Context, ops: FakeNodeOps, config: Conf
         ops.add_domain(N1, INST, state=constants.DOMSTATE_PAUSED)
         raise MigrationFailed("connection lost", node=N1)
 
-    ops._op_migrate_instance = paused_then_failed  # type: ignore[method-assign,assignment]
+    ops.migrate_instance = paused_then_failed  # type: ignore[method-assign,assignment]
     with pytest.raises(OpExecError, match="state unclear.*--cleanup"):
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
@@ -560,12 +560,12 @@ def test_cli_migrate_and_refusal(
     assert "error type: wrong_state" in err and "to its primary" in err
 
 
-def test_cli_progress_line_parser() -> None:
-    from ganeti_lv.cli.migrate import parse_progress
+def test_migration_progress_lines_are_progress_records() -> None:
+    from ganeti_lv.master.protocol import progress_of
 
     line = MigrationProgress(elapsed=1, memory_total=200, memory_remaining=50).format()
-    assert parse_progress(line) == 75.0
-    assert parse_progress("STEP 1/4 Checking") is None
+    assert progress_of(line)[:2] == ("migrating", 75.0)  # type: ignore[index]
+    assert progress_of("STEP 1/4 Checking") is None
 
 
 def test_cancel_request_during_migration_aborts_it(

@@ -26,9 +26,9 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import CommandResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.mcpu import Processor
+from ganeti_lv.node.transport import CommandResult
 from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import (
     OpClusterSetParams,

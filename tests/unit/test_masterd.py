@@ -1,4 +1,8 @@
-"""The master daemon and its client: same feedback, results, errors and cancel as in-process."""
+"""The master daemon and its client: same feedback, results, errors and cancel as in-process.
+
+The daemon serves in a thread on the fake nodes (the ``server`` fixture);
+its client is ``ganeti_lv.master.client``, the one client of the protocol.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Any
 import pytest
 from support.waiting import wait_until
 
-from ganeti_lv import constants, paths
+from ganeti_lv import Client, constants, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
@@ -25,17 +29,21 @@ from ganeti_lv.errors import (
     ECODE_FAULT,
     ECODE_INVAL,
     ECODE_NOENT,
+    ECODE_STATE,
     HooksAbort,
+    JobError,
     MigrationAborted,
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import HookScriptResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.migration_types import MigrationProgress
 from ganeti_lv.master import client as masterclient
 from ganeti_lv.master import daemon as masterd
+from ganeti_lv.master import protocol
 from ganeti_lv.master.jobs import ACTIVE_STATUSES, JOB_STATUS_RUNNING, JobStore
+from ganeti_lv.master.protocol import Feedback, Progress
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
 
 INST = "inst1.example.com"
@@ -63,18 +71,23 @@ def test_no_daemon_means_no_client(data_dir: str) -> None:
 def test_migration_through_the_daemon(
     server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
 ) -> None:
-    fake_ops.migration_reports = [MigrationProgress(elapsed=1.0, memory_total=10)]
-    lines: list[str] = []
+    fake_ops.migration_reports = [
+        MigrationProgress(elapsed=1.0, memory_total=10, memory_remaining=5)
+    ]
+    records: list[Feedback] = []
     with _client(data_dir) as client:
-        client.submit(
-            OpInstanceMigrate(instance_name=INST, target_node=N2), feedback_fn=lines.append
-        )
+        client.submit_job([OpInstanceMigrate(instance_name=INST, target_node=N2)], records.append)
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert fake_ops.calls_to("migrate_instance")
+    lines = [r.text for r in records]
     assert any(line.startswith("STEP 3/4 Migrating instance") for line in lines)
-    assert any(line.startswith("migration ") for line in lines)
+    # progress comes structured: the bar, its percentage and the rest of the line
+    (progress,) = [r for r in records if isinstance(r, Progress)]
+    assert (progress.bar, progress.percent) == ("migrating", 50.0)
+    assert progress.text.startswith("migration  50.0% of memory")
     job = _jobs(data_dir)[-1]
     assert job.status == "success"
+    assert {r.job_id for r in records} == {job.id} and {r.op for r in records} == {0}
     # the job log holds the same lines the client was sent
     assert [entry[-1] for entry in job.log] == lines
 
@@ -133,7 +146,7 @@ def test_a_client_that_goes_away_does_not_stop_its_job(server: Any, data_dir: st
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(paths.masterd_socket(data_dir))
     op = OpTestDelay(duration=0.3, instance_names=[INST])
-    sock.sendall(masterclient.encode_line({"submit": op.to_dict(), "lock_timeout": None}))
+    sock.sendall(protocol.encode(protocol.submit_request([op], None, wait=True)))
     sock.close()
     wait_until(lambda: _jobs(data_dir) and _jobs(data_dir)[-1].status not in ACTIVE_STATUSES, 10)
     jobs = _jobs(data_dir)
@@ -142,7 +155,19 @@ def test_a_client_that_goes_away_does_not_stop_its_job(server: Any, data_dir: st
 
 @pytest.mark.parametrize(
     "line",
-    [b"not json\n", b'{"submit": 3}\n', b'{"submit": {"OP_ID": "OP_NO_SUCH"}}\n', b"\n"],
+    [
+        b"not json\n",
+        b"\n",
+        b'{"submit": 3}\n',  # no type
+        b'{"type": "submit", "ops": []}\n',  # no protocol version
+        b'{"v": 99, "type": "version"}\n',  # another protocol version
+        b'{"v": 1, "type": "submit", "ops": []}\n',
+        b'{"v": 1, "type": "submit", "ops": [{"OP_ID": "OP_NO_SUCH"}]}\n',
+        b'{"v": 1, "type": "submit", "ops": [{"OP_ID": "OP_TEST_DELAY", "colour": 1}]}\n',
+        b'{"v": 1, "type": "submit", "ops": [{"OP_ID": "OP_TEST_DELAY"}], "lock_timeout": "x"}\n',
+        b'{"v": 1, "type": "watch", "job_id": "1"}\n',
+        b'{"v": 1, "type": "frobnicate"}\n',
+    ],
 )
 def test_malformed_requests_get_a_wrong_input_error(
     server: Any, data_dir: str, line: bytes
@@ -152,14 +177,15 @@ def test_malformed_requests_get_a_wrong_input_error(
     sock.sendall(line)
     answer = json.loads(sock.makefile("rb").readline())
     sock.close()
-    err = masterclient.decode_error(answer["error"])
+    assert answer["type"] == "error"
+    err = protocol.decode_error(answer["error"])
     assert isinstance(err, OpPrereqError)
     assert err.ecode == ECODE_INVAL
     assert _jobs(data_dir) == []
 
 
 def test_unknown_error_classes_become_internal_errors() -> None:
-    err = masterclient.decode_error({"class": "KeyError", "msg": "'x'", "attrs": {}})
+    err = protocol.decode_error({"class": "KeyError", "msg": "'x'", "attrs": {}})
     assert isinstance(err, OpExecError)
     assert err.ecode == "internal_error"
     assert "KeyError" in err.msg
@@ -324,12 +350,20 @@ def test_the_daemon_closes_the_connection_after_the_outcome(server: Any, data_di
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(10)
     sock.connect(paths.masterd_socket(data_dir))
-    sock.sendall(masterclient.encode_line({"submit": OpTestDelay().to_dict()}))
+    sock.sendall(protocol.encode(protocol.submit_request([OpTestDelay()], None, wait=True)))
     data = b""
     while chunk := sock.recv(65536):
         data += chunk
     sock.close()
-    assert json.loads(data.splitlines()[-1]) == {"result": True}
+    accepted, end = (json.loads(line) for line in data.splitlines())
+    assert accepted["type"] == "accepted"
+    assert end == {
+        "type": "end",
+        "job_id": accepted["job_id"],
+        "status": "success",
+        "results": [True],
+        "error": None,
+    }
 
 
 def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data_dir: str) -> None:
@@ -374,3 +408,106 @@ def test_a_killed_daemon_is_replaced_and_a_reused_pid_is_not_signalled(program: 
         fh.write(f"{os.getpid()} 1\n")
     assert masterd.read_pid(program) is None
     assert masterd.stop(program) is None  # and nothing is signalled
+
+
+# ------------------------------------------------------------------ the job model
+
+
+def test_a_job_submitted_without_waiting_is_watched_from_its_start(
+    server: Any, data_dir: str
+) -> None:
+    op = OpTestDelay(duration=0.2, instance_names=[INST])
+    job_id = _client(data_dir).enqueue([op])
+    assert job_id == _jobs(data_dir)[-1].id
+    records: list[Feedback] = []
+    assert _client(data_dir).watch(job_id, records.append) == [True]
+    assert [r.text for r in records] == ["Sleeping for 0.2 s"]
+    # a job that ended is watched from the job log: its outcome at once
+    assert _client(data_dir).watch(job_id) == [True]
+
+
+def test_a_job_is_canceled_by_its_id_from_another_connection(
+    server: Any, data_dir: str, config: ConfigStore, slow_migration: FakeNodeOps
+) -> None:
+    job_id = _client(data_dir).enqueue([OpInstanceMigrate(instance_name=INST, target_node=N2)])
+    progress = threading.Event()
+    outcome: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            _client(data_dir).watch(
+                job_id, lambda r: progress.set() if isinstance(r, Progress) else 0
+            )
+        except MigrationAborted as err:
+            outcome.append(err)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    assert progress.wait(10)
+    _client(data_dir).cancel(job_id, "stopped by the operator")
+    watcher.join(15)
+    assert outcome and "stopped by the operator" in outcome[0].msg
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert _jobs(data_dir)[-1].status == "canceled"
+    # a job that ended cannot be canceled; a job never recorded cannot be watched
+    with pytest.raises(JobError) as err:
+        _client(data_dir).cancel(job_id)
+    assert err.value.ecode == ECODE_STATE
+    with pytest.raises(JobError) as err:
+        _client(data_dir).watch(9999)
+    assert err.value.ecode == ECODE_NOENT
+
+
+def test_a_failed_job_watched_later_raises_its_typed_error(server: Any, data_dir: str) -> None:
+    with pytest.raises(OpPrereqError):
+        _client(data_dir).submit(OpInstanceMigrate(instance_name="ghost", target_node=N2))
+    job_id = _jobs(data_dir)[-1].id
+    with pytest.raises(OpPrereqError) as err:
+        _client(data_dir).watch(job_id)
+    assert err.value.ecode == ECODE_NOENT and "ghost" in err.value.msg
+
+
+def test_opcodes_of_a_job_run_in_order_and_the_first_failure_ends_it(
+    server: Any, data_dir: str
+) -> None:
+    ok = OpTestDelay(duration=0, instance_names=[INST])
+    assert _client(data_dir).submit_job([ok, ok]) == [True, True]
+    records: list[Feedback] = []
+    failing = OpTestDelay(duration=0.1, fail=True)
+    with pytest.raises(OpExecError, match="Failing as requested"):
+        _client(data_dir).submit_job([ok, failing, ok], records.append)
+    assert [(r.op, r.text) for r in records] == [(1, "Sleeping for 0.1 s")]
+    job = _jobs(data_dir)[-1]
+    assert job.status == "error"
+    assert [op.status for op in job.ops] == ["success", "error", "error"]
+    assert job.ops[0].result is True
+    assert job.ops[1].error["message"] == "Failing as requested (OpTestDelay.fail)"  # type: ignore[index]
+    assert "Not run" in job.ops[2].error["message"]  # type: ignore[index]
+    assert job.ops[2].start_ts is None
+
+
+def test_queries_answer_from_the_job_log(server: Any, data_dir: str) -> None:
+    _client(data_dir).submit(OpTestDelay(duration=0))
+    assert [j.to_dict() for j in _client(data_dir).jobs()] == [j.to_dict() for j in _jobs(data_dir)]
+    job_id = _jobs(data_dir)[-1].id
+    assert _client(data_dir).job(job_id).to_dict() == _jobs(data_dir)[-1].to_dict()
+    with pytest.raises(JobError):
+        _client(data_dir).job(9999)
+    assert _client(data_dir).version() == {
+        "protocol": protocol.PROTOCOL_VERSION,
+        "version": constants.RELEASE_VERSION,
+    }
+
+
+def test_the_library_client_submits_to_the_daemon_when_it_runs(
+    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    # without node operations given, Client would reach the real nodes itself;
+    # the daemon (on the fake nodes here) takes the job
+    lines: list[str] = []
+    with Client(data_dir=data_dir) as client:
+        client.submit(OpInstanceMigrate(instance_name=INST, target_node=N2), lines.append)
+        assert client.jobs()[-1].status == "success"
+    assert fake_ops.calls_to("migrate_instance")
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert "STEP 4/4 Finalising" in "\n".join(lines)

@@ -188,38 +188,23 @@ def test_history_records_steps() -> None:
     assert state.history == ("downtime 600", "abort")
 
 
-@pytest.mark.parametrize(
-    ("config", "fragments"),
-    [
-        (PolicyConfig(memory_mib=1024), ["downtime 300 ms", "completion timeout 300 s", "abort"]),
-        (
-            PolicyConfig(memory_mib=128, escalate=False, allow_postcopy=True),
-            ["no escalation", "post-copy"],
-        ),
-        (PolicyConfig(memory_mib=128, auto_converge=True), ["auto-converge", "2000 ms"]),
-    ],
-)
-def test_describe_config(config: PolicyConfig, fragments: list[str]) -> None:
-    text = mp.describe_config(config)
-    for fragment in fragments:
-        assert fragment in text
-
-
 def test_throttle_is_reported_and_auto_converge_params_are_set() -> None:
     import libvirt
 
+    from ganeti_lv.hypervisor.libvirt.guest import JobInfo
     from ganeti_lv.hypervisor.libvirt.migration import (
         AUTO_CONVERGE_INCREMENT,
         AUTO_CONVERGE_INITIAL,
         migration_uri_params,
-        progress_from_stats,
+        progress_from_job,
     )
     from ganeti_lv.hypervisor.migration_types import MigrationParams, MigrationStats
     from ganeti_lv.objects import Node
 
-    report = progress_from_stats(
-        {"memory_total": 100, "memory_remaining": 50, "auto_converge_throttle": 60}, 1.0, 300
+    job = JobInfo.from_stats(
+        {"memory_total": 100, "memory_remaining": 50, "auto_converge_throttle": 60}
     )
+    report = progress_from_job(job, 1.0, 300)
     assert report.throttle == 60 and "auto-converge throttle 60%" in report.format()
     stats = MigrationStats(total_time=2.0, downtime_ms=10, max_throttle=80)
     assert "auto-converge throttled the guest up to 80%" in stats.format()

@@ -109,24 +109,24 @@ def test_event_loop_is_started_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loop is not None and loop.daemon
 
 
-def test_completed_stats_are_kept_for_others() -> None:
+def test_completed_job_figures_are_kept_for_others(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[int] = []
 
     class Dom:
+        def name(self) -> str:
+            return "web1"
+
         def jobStats(self, flags: int = 0) -> dict[str, Any]:  # noqa: N802
             asked.append(flags)
-            return {"time_elapsed": 850, "downtime": 40}
+            return {"type": 3, "time_elapsed": 850, "downtime": 40, "memory_iteration": 3}
 
-    class Target:
-        def get_connection(self) -> Any:
-            class C:
-                def lookupByName(self, name: str) -> Dom:  # noqa: N802
-                    return Dom()
+    class Conn(_Conn):
+        def lookupByName(self, name: str) -> Dom:  # noqa: N802
+            return Dom()
 
-            return C()
-
-    stats = migration.completed_stats(Target(), "web1")  # type: ignore[arg-type]
-    assert stats["time_elapsed"] == 850
+    job = migration.completed_job(_host(monkeypatch, Conn([])), "web1")
+    assert job is not None
+    assert (job.time_elapsed_ms, job.downtime_ms, job.iteration) == (850, 40, 3)
     assert asked == [
         libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
     ]

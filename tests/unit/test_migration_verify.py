@@ -8,9 +8,9 @@ from ganeti_lv import constants
 from ganeti_lv.cmdlib.migration_verify import half_done_nodes
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.hypervisor.base import CommandResult
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.mcpu import Processor
+from ganeti_lv.node.transport import CommandResult
 from ganeti_lv.objects import disk_dir, disk_path
 from ganeti_lv.opcodes import OpClusterVerify
 

@@ -7,7 +7,6 @@ import hashlib
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,15 +24,16 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
-from ganeti_lv.node.ssh import (
-    CommandTimeout,
-    SshClient,
-    SshPool,
-    fetch_host_key,
+from ganeti_lv.node.known_hosts import (
     key_fingerprint,
     known_hosts_add,
     known_hosts_name,
     known_hosts_remove,
+)
+from ganeti_lv.node.ssh import (
+    CommandTimeout,
+    SshClient,
+    fetch_host_key,
     quote_command,
 )
 
@@ -271,7 +271,7 @@ def test_retry_policies_reraise_and_filter() -> None:
 
     calls.clear()
     with pytest.raises(HostKeyError):
-        retry.call_with_retry(retry.lookup_policy(sleep=sleeps.append), hostkey)
+        retry.call_with_retry(retry.ssh_connect_policy(sleep=sleeps.append), hostkey)
     assert len(calls) == 1
 
     def always_down() -> None:
@@ -378,15 +378,6 @@ def test_open_exec_wait_reports_failure(client: SshClient) -> None:
     assert "bad" in str(info.value)
 
 
-def test_pool_shares_clients(local_sshd: Any) -> None:
-    with SshPool(local_sshd.key_file, local_sshd.known_hosts_file) as pool:
-        first = pool.get("127.0.0.1", local_sshd.port, node_name="node1")
-        assert pool.get("127.0.0.1", local_sshd.port) is first
-        assert pool.get("127.0.0.1", local_sshd.port, user="nobody") is not first
-        assert first.run("echo pooled").stdout == "pooled\n"
-        assert first.node_name == "node1"
-
-
 def test_open_exec_read_survives_chatty_stderr(client: SshClient) -> None:
     proc = client.open_exec("head -c 4000000 /dev/zero | tr '\\0' e >&2; echo done")
     received = bytearray()
@@ -452,18 +443,3 @@ def test_connection_has_nagle_off(client: SshClient) -> None:
     sock = client._transport().sock
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-
-
-def test_paramiko_is_imported_without_invoke() -> None:
-    code = (
-        "import sys, importlib.util\n"
-        "import ganeti_lv.node.ssh\n"
-        "assert 'paramiko' in sys.modules\n"
-        "assert 'invoke' not in sys.modules, 'invoke imported'\n"
-        "if importlib.util.find_spec('invoke') is not None:\n"
-        "    import invoke  # the block is lifted afterwards\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"

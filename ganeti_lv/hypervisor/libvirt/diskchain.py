@@ -19,7 +19,6 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 from ganeti_lv.errors import HypervisorError, NodeError
 from ganeti_lv.hypervisor.export_types import (
@@ -30,14 +29,7 @@ from ganeti_lv.hypervisor.export_types import (
 )
 from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
 from ganeti_lv.hypervisor.libvirt.guest import Guest
-from ganeti_lv.node.diskcopy import Runner
-
-
-class NodeRunner(Runner, Protocol):
-    """A node's commands and directory listings (``SshClient`` has both)."""
-
-    def listdir(self, path: str, missing_ok: bool = False) -> list[str]:
-        """Names in a directory of the node."""
+from ganeti_lv.node.transport import NodeTransport, Runner
 
 
 def _remove_files(runner: Runner, node: str, paths: Sequence[str]) -> None:
@@ -104,7 +96,7 @@ def _offline_commit(runner: Runner, node: str, overlay: str) -> bool:
     return True
 
 
-def find_overlay_files(runner: NodeRunner, node: str, directory: str) -> list[str]:
+def find_overlay_files(runner: NodeTransport, node: str, directory: str) -> list[str]:
     """Overlay files left in an instance's disk directory (none if it is missing), sorted."""
     names = runner.listdir(directory, missing_ok=True)
     return sorted(
@@ -116,7 +108,7 @@ def find_overlay_files(runner: NodeRunner, node: str, directory: str) -> list[st
 
 def repair(
     guest: Guest | None,
-    runner: NodeRunner,
+    runner: NodeTransport,
     node: str,
     directory: str,
     clock: Callable[[], float] = time.monotonic,

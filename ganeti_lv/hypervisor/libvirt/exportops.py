@@ -1,36 +1,45 @@
-"""Export, import and disk-chain operations of LibvirtNodeOps (a mixin).
+"""Export, import and disk-chain operations of LibvirtNodeOps (a mixin), and its job sessions.
 
 Thin: the logic lives in ``diskcopy`` (copy engine), ``exportdir`` (export
 directories), ``diskchain`` and ``snapshot`` (overlays). This mixin only
-picks the node connections: ``self.ssh(node)`` (SshClient, a Runner) and
-``self.host(node)`` (libvirt Host).
+picks the node connections: ``self.ssh(node)`` (SshClient, a NodeTransport)
+and ``self.host(node)`` (libvirt Host).
 
 Node-to-node copies use the node's own OpenSSH client with the cluster key
 distributed to every node (``NODE_SSH_KEY_FILE``/``NODE_KNOWN_HOSTS_FILE``
 when present there, else the node's defaults).
+
+``CopySession`` is the session of one job (``NodeOps.open_session``): the
+disk copies set up ahead for the job live there, not on the node
+operations, which the master daemon's jobs share: one job's end calls off
+its own copies only, and whatever way a job ends, its session is closed.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ganeti_lv import objects
-from ganeti_lv.errors import HypervisorError, NodeError
+from ganeti_lv.errors import NodeError
+from ganeti_lv.hypervisor.base import CopyAhead, NodeSession
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
 from ganeti_lv.hypervisor.libvirt import diskchain
-from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
 from ganeti_lv.hypervisor.libvirt.domxml import build_domain_xml
-from ganeti_lv.node import diskcopy, exportdir
+from ganeti_lv.node import diskcopy, diskstat, exportdir
 from ganeti_lv.objects import Cluster, Instance, Node
+
+if TYPE_CHECKING:
+    from ganeti_lv.hypervisor.libvirt.host import Host
+    from ganeti_lv.node.ssh import SshClient
 
 # Where a node keeps the cluster key for node-to-node SSH, if not the default.
 NODE_SSH_KEY_FILE = "/root/.ssh/id_cluster"
 NODE_KNOWN_HOSTS_FILE = "/root/.ssh/known_hosts"
-# copy_disk arguments a copy set up ahead must match
-_COPY_ARGS = ("compress", "bandwidth_limit", "expect_sha256")
-# Guards the copies set up ahead (LibvirtExportOps._pending_copies).
-_PENDING_LOCK = threading.RLock()
+# Longest wait (s) of a closing session for a copy it is still setting up (one
+# still being set up after that calls itself off once it is).
+SETUP_JOIN_TIMEOUT = 10.0
 
 _ZERO_SCRIPT = r"""
 rc=0
@@ -46,9 +55,9 @@ exit 0
 class LibvirtExportOps:
     """Mixin for LibvirtNodeOps; see the module docstring."""
 
-    ssh: Any
-    host: Any
-    _pending_copies: dict[tuple[str, str, str], diskcopy.PendingCopy]
+    ssh: Callable[[Node], SshClient]
+    host: Callable[[Node], Host]
+    prewarm: Callable[[Sequence[Node]], None]
 
     def _endpoint(self, dst: Node) -> diskcopy.CopyEndpoint:
         """How a source node reaches ``dst`` with OpenSSH: the cluster key if the node
@@ -62,89 +71,76 @@ class LibvirtExportOps:
             identities_only=False,
         )
 
-    def _plan(
-        self, src: Node, src_path: str, dst: Node, dst_path: str, kw: dict[str, Any]
+    def copy_plan(
+        self,
+        src: Node,
+        src_path: str,
+        dst: Node,
+        dst_path: str,
+        *,
+        compress: str,
+        bandwidth_limit: float | None,
+        expect_sha256: str | None = None,
     ) -> diskcopy.CopyPlan:
-        """The copy ``copy_disk(src, src_path, dst, dst_path, **kw)`` makes."""
-        wanted = {k: kw[k] for k in _COPY_ARGS if k in kw}
-        return diskcopy.CopyPlan.make(src.name, src_path, self._endpoint(dst), dst_path, **wanted)
+        """The copy ``copy_disk`` makes with these arguments (NodeError if they are bad)."""
+        return diskcopy.CopyPlan.make(
+            src.name,
+            src_path,
+            self._endpoint(dst),
+            dst_path,
+            compress=compress,
+            bandwidth_limit=bandwidth_limit,
+            expect_sha256=expect_sha256,
+        )
 
-    def _op_copy_disk(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> Any:
-        # the receiver creates the target's directory itself
-        plan = self._plan(src, src_path, dst, dst_path, kw)
-        with _PENDING_LOCK:
-            pending = self._pending().pop((src.name, dst.name, dst_path), None)
-        progress_fn, start_fn = kw.get("progress_fn"), kw.get("start_fn")
-        if pending is not None:
-            if pending.plan == plan:
+    def copy_disk(
+        self,
+        src: Node,
+        src_path: str,
+        dst: Node,
+        dst_path: str,
+        *,
+        compress: str = "none",
+        bandwidth_limit: float | None = None,
+        expect_sha256: str | None = None,
+        progress_fn: Callable[[int, int], None] | None = None,
+        start_fn: Callable[[diskcopy.StartInfo], None] | None = None,
+        session: NodeSession | None = None,
+    ) -> diskcopy.CopyStats:
+        """See ``NodeOps.copy_disk``; the receiver creates the target's directory itself."""
+        plan = self.copy_plan(
+            src,
+            src_path,
+            dst,
+            dst_path,
+            compress=compress,
+            bandwidth_limit=bandwidth_limit,
+            expect_sha256=expect_sha256,
+        )
+        if isinstance(session, CopySession):
+            pending = session.take(plan)
+            if pending is not None:
                 return pending.go(progress_fn, start_fn)
-            pending.cancel()
         return plan.run(self.ssh(src), progress_fn, start_fn)
 
-    def _pending(self) -> dict[tuple[str, str, str], diskcopy.PendingCopy]:
-        pending: dict[tuple[str, str, str], diskcopy.PendingCopy] | None
-        pending = getattr(self, "_pending_copies", None)
-        if pending is None:
-            pending = {}
-            self._pending_copies = pending
-        return pending
+    def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
+        return diskstat.stat_files(self.ssh(node), node.name, paths)
 
-    def prestart_copy(self, src: Node, src_path: str, dst: Node, dst_path: str, **kw: Any) -> None:
-        """Set up a copy ahead (a hint): its processes start and wait.
-
-        A later ``copy_disk`` with the same arguments only says go; one
-        with other arguments, or ``drop_prestarted_copies``, calls it off.
-        Failures are left to that ``copy_disk``.
-        """
-        if src.offline or dst.offline:
-            return
-        key = (src.name, dst.name, dst_path)
-        with _PENDING_LOCK:  # the command line may set copies up from a thread
-            old = self._pending().pop(key, None)
-            try:
-                plan: diskcopy.CopyPlan | None = self._plan(src, src_path, dst, dst_path, kw)
-            except NodeError:  # bad arguments: copy_disk reports them
-                plan = None
-            if old is not None:
-                if old.plan == plan:
-                    self._pending()[key] = old  # the same copy: keep it
-                    return
-                old.cancel()
-            if plan is None:
-                return
-            try:
-                pending = diskcopy.PendingCopy(self.ssh(src), plan)
-            except Exception:  # noqa: BLE001 - a hint only; copy_disk reports
-                return
-            self._pending()[key] = pending
-
-    def drop_prestarted_copies(self) -> None:
-        """Call off every copy set up ahead and not used."""
-        with _PENDING_LOCK:
-            pending = self._pending()
-            copies = list(pending.values())
-            pending.clear()
-        for copy in copies:
-            copy.cancel()
-
-    def _op_disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
-        return diskcopy.stat_files(self.ssh(node), node.name, paths)
-
-    def _op_free_space(self, node: Node, path: str) -> int:
+    def free_space(self, node: Node, path: str) -> int:
         # the path may not exist yet (a fresh export dir): the helper measures its
         # nearest existing parent
-        return diskcopy.free_space(self.ssh(node), node.name, path)
+        return diskstat.free_space(self.ssh(node), node.name, path)
 
-    def _op_snapshot_disks(self, node: Node, instance: Instance, freeze: bool) -> SnapshotInfo:
+    def snapshot_disks(
+        self, node: Node, instance: Instance, *, freeze: bool = True
+    ) -> SnapshotInfo:
         guest = self.host(node).guest(instance.name)
         return diskchain.create(guest, self.ssh(node), node.name, freeze)
 
-    def _op_start_with_snapshot(
-        self, cluster: Cluster, node: Node, instance: Instance
-    ) -> SnapshotInfo:
+    def start_with_snapshot(self, node: Node, cluster: Cluster, instance: Instance) -> SnapshotInfo:
         host = self.host(node)
         guest = host.define(build_domain_xml(cluster, instance))
-        vsnap.start_paused(guest)
+        guest.start_paused()
         try:
             snap = diskchain.create(guest, self.ssh(node), node.name, freeze=False)
         except NodeError:
@@ -153,19 +149,22 @@ class LibvirtExportOps:
         guest.resume()
         return snap
 
-    def _op_commit_snapshot(self, node: Node, instance: Instance, snapshot: SnapshotInfo) -> None:
+    def commit_snapshot(self, node: Node, instance: Instance, snapshot: SnapshotInfo) -> None:
         guest = self.host(node).guest(instance.name)
         diskchain.commit(guest, self.ssh(node), node.name, snapshot)
 
-    def _op_disk_overlays(self, node: Node, instance: Instance) -> list[str]:
-        directory = objects.disk_dir(self._cluster(), instance)
+    def disk_overlays(self, node: Node, cluster: Cluster, instance: Instance) -> list[str]:
+        directory = objects.disk_dir(cluster, instance)
         return diskchain.find_overlay_files(self.ssh(node), node.name, directory)
 
-    def _op_repair_disk_chain(
-        self, node: Node, instance: Instance, overlays: list[str] | None
+    def repair_disk_chain(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance: Instance,
+        overlays: list[str] | None = None,
     ) -> list[str]:
         guest = self.host(node).find_guest(instance.name)
-        cluster = self._cluster()
         return diskchain.repair(
             guest,
             self.ssh(node),
@@ -174,32 +173,31 @@ class LibvirtExportOps:
             overlays=overlays,
         )
 
-    def _cluster(self) -> Cluster:
-        config = getattr(self, "config", None)
-        if config is None:
-            raise HypervisorError("The node operations have no configuration to read")
-        return config.get_cluster()
-
-    def _op_export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> str:
+    def export_prepare(self, node: Node, cluster: Cluster, instance_name: str) -> str:
         return exportdir.prepare(self.ssh(node), node.name, cluster.export_dir, instance_name)
 
-    def _op_export_finalize(
-        self, node: Node, cluster: Cluster, name: str, config_text: str, manifest_text: str
+    def export_finalize(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance_name: str,
+        config_text: str,
+        manifest_text: str,
     ) -> str:
         return exportdir.finalize(
-            self.ssh(node), node.name, cluster.export_dir, name, config_text, manifest_text
+            self.ssh(node), node.name, cluster.export_dir, instance_name, config_text, manifest_text
         )
 
-    def _op_export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
+    def export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
         exportdir.abort(self.ssh(node), node.name, cluster.export_dir, instance_name)
 
-    def _op_export_list(self, node: Node, cluster: Cluster) -> list[ExportEntry]:
+    def export_list(self, node: Node, cluster: Cluster) -> list[ExportEntry]:
         return exportdir.list_exports(self.ssh(node), node.name, cluster.export_dir)
 
-    def _op_export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
+    def export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
         return exportdir.remove(self.ssh(node), node.name, cluster.export_dir, instance_name)
 
-    def _op_export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
+    def export_read(self, node: Node, cluster: Cluster, instance_name: str) -> ExportData:
         data = exportdir.read(self.ssh(node), node.name, cluster.export_dir, instance_name)
         from ganeti_lv.exportinfo import Manifest
 
@@ -207,7 +205,7 @@ class LibvirtExportOps:
         data.disk_paths = [f"{data.path}/{d.file}" for d in manifest.disks]
         return data
 
-    def _op_zero_free_space(
+    def zero_free_space(
         self, node: Node, cluster: Cluster, instance: Instance, timeout: float
     ) -> list[ZeroingResult]:
         paths = [objects.disk_path(cluster, instance, i) for i in range(len(instance.disks))]
@@ -223,3 +221,105 @@ class LibvirtExportOps:
         if len(out) != len(paths):
             raise NodeError(f"Zeroing failed on {node.name}: {res.output.strip()}", node.name)
         return out
+
+
+class CopySession(NodeSession):
+    """One job's session on LibvirtNodeOps: its warm-ups and the copies set up for it.
+
+    ``prestart_copies`` sets the copies up in a thread of the session
+    (``diskcopy.PendingCopy``: the source's sender, its SSH connection to
+    the target and the target's receiver start and wait; nothing is read
+    or written). ``take`` hands the job's ``copy_disk`` the one made for
+    the same copy; ``close`` waits for the set-up to end and calls off the
+    rest, so no helper process or node-to-node SSH session outlives the job.
+    """
+
+    def __init__(self, ops: LibvirtExportOps) -> None:
+        self._ops = ops
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, str], diskcopy.PendingCopy] = {}
+        self._setup: list[threading.Thread] = []
+        self._closed = False
+
+    def prewarm(self, nodes: Sequence[Node]) -> None:
+        """Open the connections to ``nodes`` (kept by the node operations)."""
+        self._ops.prewarm(nodes)
+
+    def prestart_copies(self, copies: Sequence[CopyAhead]) -> None:
+        """Set ``copies`` up in a thread of the session; see the class docstring."""
+        wanted = [c for c in copies if not (c.src.offline or c.dst.offline)]
+        if not wanted:
+            return
+        thread = threading.Thread(
+            target=self._set_up, args=(wanted,), name="copies-ahead", daemon=True
+        )
+        with self._lock:
+            if self._closed:
+                return
+            self._setup.append(thread)
+        thread.start()
+
+    def _set_up(self, copies: Sequence[CopyAhead]) -> None:
+        for copy in copies:
+            if self._closed:
+                return
+            try:
+                plan = self._ops.copy_plan(
+                    copy.src,
+                    copy.src_path,
+                    copy.dst,
+                    copy.dst_path,
+                    compress=copy.compress,
+                    bandwidth_limit=copy.bandwidth_limit,
+                )
+                pending = diskcopy.PendingCopy(self._ops.ssh(copy.src), plan)
+            except Exception:  # noqa: BLE001 - a hint only: the job's copy_disk reports
+                continue
+            with self._lock:
+                replaced = self._pending.pop(_key(plan), None)
+                keep = not self._closed
+                if keep:
+                    self._pending[_key(plan)] = pending
+            if replaced is not None:
+                _call_off(replaced)
+            if not keep:  # the job ended while this copy was set up
+                _call_off(pending)
+
+    def _wait_for_setup(self, timeout: float | None = None) -> None:
+        with self._lock:
+            threads = list(self._setup)
+        for thread in threads:
+            thread.join(timeout)
+
+    def take(self, plan: diskcopy.CopyPlan) -> diskcopy.PendingCopy | None:
+        """The copy set up for ``plan``'s target, if it is the same copy (else called off)."""
+        self._wait_for_setup()
+        with self._lock:
+            pending = self._pending.pop(_key(plan), None)
+        if pending is not None and pending.plan != plan:
+            pending.cancel()
+            return None
+        return pending
+
+    def close(self) -> None:
+        """Call off every copy set up and not used (after its set-up has ended)."""
+        with self._lock:
+            self._closed = True
+        self._wait_for_setup(SETUP_JOIN_TIMEOUT)
+        with self._lock:
+            left = list(self._pending.values())
+            self._pending.clear()
+        for pending in left:
+            _call_off(pending)
+
+
+def _key(plan: diskcopy.CopyPlan) -> tuple[str, str, str]:
+    return (plan.src_node, plan.dst.name, plan.dst_path)
+
+
+def _call_off(pending: diskcopy.PendingCopy) -> None:
+    """Cancel a copy set up ahead; a channel already broken is gone anyway."""
+    try:
+        pending.cancel()
+    except Exception:  # noqa: BLE001 - calling a copy off never fails the job
+        return

@@ -26,7 +26,7 @@ from typing import Any
 import libvirt
 
 from ganeti_lv import retry
-from ganeti_lv.errors import InstanceNotFound, NodeUnreachable
+from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import domxml
 from ganeti_lv.hypervisor.libvirt.errors import is_connection_error, libvirt_errors, translate
 from ganeti_lv.hypervisor.libvirt.guest import Guest
@@ -223,19 +223,16 @@ class Host:
         Cheaper than a shell on the node; every bridge counts, whatever its
         link state (as in /sys/class/net/*/bridge).
         """
-        conn = self.get_connection()
         try:
-            ifaces = conn.listAllInterfaces(0)
-        except libvirt.libvirtError as err:
-            if is_connection_error(err):
-                self.close()
-                raise translate(err, self.node, "Cannot list interfaces") from err
+            ifaces = self.call("Cannot list interfaces", lambda c: c.listAllInterfaces(0))
+        except HypervisorError:  # not a lost connection (NodeUnreachable)
             return None  # no interface driver on this daemon
         names = []
         for iface in ifaces:
             try:
-                root = ET.fromstring(iface.XMLDesc(0))
-            except (libvirt.libvirtError, ET.ParseError):
+                xml = self.guarded("Cannot read an interface", lambda: iface.XMLDesc(0))  # noqa: B023
+                root = ET.fromstring(xml)
+            except (HypervisorError, ET.ParseError):
                 continue  # went away while listing, or unreadable
             if root.get("type") == "bridge":
                 names.append(root.get("name") or iface.name())

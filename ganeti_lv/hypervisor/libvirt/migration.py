@@ -1,13 +1,16 @@
 """The libvirt migration driver: peer-to-peer migrateToURI3 with a monitor loop.
 
-``migrate()`` runs ``migrateToURI3`` in a worker thread on a connection of
-its own (one libvirt connection is not shared by two threads doing long
-calls) while the calling thread polls ``jobStats()`` on the node's regular
-connection, feeds the samples to the pure convergence policy
-(``ganeti_lv.hypervisor.migration_policy``), acts on its decisions (downtime steps,
-post-copy switch, abort), reports progress at a steady interval and honours
-an abort request (``abort_event``, or Ctrl-C arriving in the calling thread)
-with ``abortJob()``.
+``migrate()`` runs the migration (``Guest.migrate``) in a worker thread on
+a connection of its own (one libvirt connection is not shared by two
+threads doing long calls) while the calling thread polls the job's figures
+(``Guest.job_info``) on the node's regular connection, feeds the samples to
+the pure convergence policy (``ganeti_lv.hypervisor.migration_policy``),
+acts on its decisions (downtime steps, post-copy switch, abort), reports
+progress at a steady interval and honours an abort request
+(``abort_event``, or Ctrl-C arriving in the calling thread) with
+``Guest.abort_job``. Every call on the domain goes through ``Guest``; this
+module builds the migration's flags and parameters and sees ganeti_lv
+errors only.
 
 The migration is peer to peer over the target's ``peer_uri`` (so the
 source's libvirtd talks to the target's, never through a socket only the
@@ -30,15 +33,17 @@ Capabilities probed under TCG (qemu 7.2, libvirt 9.0, the local cluster;
   guest outrun the link; the stats report the highest throttle.
 - without either, such a guest never converges: the policy aborts it and
   it stays on the source.
-- a pre-copy that runs many passes (tens) while the guest rewrites its
-  memory can lose guest writes under TCG: the guest kernel then oopses or
-  locks up on the target (list corruption, NULL dereference, soft lockup,
-  or a silent hang with nothing on the console).
-  Plain ``virsh migrate --live --p2p --auto-converge`` does the same, and
-  so does a pre-copy without auto-converge at a fixed downtime (38 passes,
-  no policy step), so it is a limit of TCG's dirty tracking in this qemu,
-  not of the policy. KVM tracks dirty pages in the kernel; real nodes run
-  ``kvm``.
+- qemu 7.2 (Debian 12's) loses guest memory writes during a live
+  migration under TCG: its bitmap sync clears a page's migration dirty bit
+  without making the vCPU's TLB entry for the page trap the next write
+  again, so a write after the clear is never sent. The guest kernel then
+  oopses or locks up on the target (list corruption, general protection
+  fault, soft lockup, silent hang), after migrations of four or more
+  passes, plain ``virsh migrate`` as well as ganeti_lv. qemu fixed it in
+  9.0 ("physmem: Fix migration dirty bitmap coherency with TCG memory
+  access"); the local cluster runs Debian's backport (qemu 10) and loses
+  no guest (README, "Guest safety under TCG migration"). KVM tracks dirty
+  pages in the kernel; real nodes run ``kvm``.
 """
 
 from __future__ import annotations
@@ -53,9 +58,10 @@ from typing import Any
 
 import libvirt
 
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.errors import HypervisorError, NodeError
 from ganeti_lv.hypervisor import migration_policy as policy
-from ganeti_lv.hypervisor.libvirt.errors import translate
+from ganeti_lv.hypervisor.libvirt.guest import Guest, JobInfo
 from ganeti_lv.hypervisor.libvirt.host import Host
 from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
@@ -143,24 +149,21 @@ def policy_config(params: MigrationParams) -> policy.PolicyConfig:
     )
 
 
-def progress_from_stats(
-    stats: dict[str, Any], elapsed: float, downtime_ms: int
-) -> MigrationProgress:
-    """A MigrationProgress from libvirt's jobStats() dict."""
-    page = int(stats.get("memory_page_size") or 4096)
+def progress_from_job(job: JobInfo, elapsed: float, downtime_ms: int) -> MigrationProgress:
+    """A MigrationProgress from the job's figures."""
     return MigrationProgress(
         elapsed=elapsed,
-        memory_total=int(stats.get("memory_total", 0)),
-        memory_processed=int(stats.get("memory_processed", 0)),
-        memory_remaining=int(stats.get("memory_remaining", 0)),
-        bandwidth=float(stats.get("memory_bps", 0)),
-        dirty_rate=float(stats.get("memory_dirty_rate", 0)) * page,
-        iteration=int(stats.get("memory_iteration", 0)),
-        disk_total=int(stats.get("disk_total", 0)),
-        disk_processed=int(stats.get("disk_processed", 0)),
-        disk_remaining=int(stats.get("disk_remaining", 0)),
+        memory_total=job.memory_total,
+        memory_processed=job.memory_processed,
+        memory_remaining=job.memory_remaining,
+        bandwidth=job.memory_bps,
+        dirty_rate=job.dirty_rate * job.page_size,
+        iteration=job.iteration,
+        disk_total=job.disk_total,
+        disk_processed=job.disk_processed,
+        disk_remaining=job.disk_remaining,
         downtime_ms=downtime_ms,
-        throttle=int(stats.get("auto_converge_throttle", 0)),
+        throttle=job.throttle,
     )
 
 
@@ -180,8 +183,7 @@ class _Worker:
         own: Host | None = None
         try:
             own = self.host.open_extra_connection()
-            dom = own.get_connection().lookupByName(self.name)
-            dom.migrateToURI3(self.peer_uri, self.uri_params, self.flags)
+            own.guest(self.name).migrate(self.peer_uri, self.uri_params, self.flags)
         except BaseException as err:  # noqa: BLE001 - handed to the monitor
             self.error = err
         finally:
@@ -195,13 +197,13 @@ class _Monitor:
 
     def __init__(
         self,
-        dom: Any,
+        guest: Guest,
         params: MigrationParams,
         progress_fn: ProgressFn,
-        abort_event: threading.Event,
+        abort_event: Cancellation,
         clock: Callable[[], float],
     ) -> None:
-        self.dom = dom
+        self.guest = guest
         self.params = params
         self.progress_fn = progress_fn
         self.abort_event = abort_event
@@ -221,19 +223,19 @@ class _Monitor:
     def poll(self) -> None:
         """One round: sample, decide, act, report."""
         if self.abort_event.is_set() and not self.aborted:
-            reason = getattr(self.abort_event, "reason", "")
+            reason = self.abort_event.reason
             self.abort(self.abort_reason or reason or "abort requested")
         try:
-            stats = self.dom.jobStats()
-        except libvirt.libvirtError:
+            job = self.guest.job_info()
+        except NodeError:
             return  # the job may be finishing; the worker tells the outcome
-        if int(stats.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_NONE:
+        if job is None:
             return
         if not self.downtime_set:
             self._set_downtime(self.downtime_ms)
             self.downtime_set = True
         elapsed = self.clock() - self.start
-        report = progress_from_stats(stats, elapsed, self.downtime_ms)
+        report = progress_from_job(job, elapsed, self.downtime_ms)
         report.postcopy = self.postcopy
         self.last_progress = report
         self.max_throttle = max(self.max_throttle, report.throttle)
@@ -254,8 +256,8 @@ class _Monitor:
             self.progress_fn(report)
 
     def _set_downtime(self, ms: int) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            self.dom.migrateSetMaxDowntime(int(ms), 0)
+        with contextlib.suppress(NodeError):
+            self.guest.set_max_downtime(int(ms))
         self.downtime_ms = ms
 
     def _act(self, action: policy.Action) -> None:
@@ -264,10 +266,10 @@ class _Monitor:
             self._set_downtime(action.downtime_ms)
         elif kind is policy.ActionKind.START_POSTCOPY:
             try:
-                self.dom.migrateStartPostCopy(0)
+                self.guest.start_postcopy()
                 self.postcopy = True
-            except libvirt.libvirtError as err:
-                self.abort(f"{action.reason}; post-copy refused: {err.get_error_message()}")
+            except NodeError as err:
+                self.abort(f"{action.reason}; post-copy refused: {err}")
         elif kind is policy.ActionKind.ABORT:
             self.abort(f"convergence policy: {action.reason}")
 
@@ -278,8 +280,8 @@ class _Monitor:
         if self.aborted:
             return
         self.aborted = True
-        with contextlib.suppress(libvirt.libvirtError):
-            self.dom.abortJob()
+        with contextlib.suppress(NodeError):
+            self.guest.abort_job()
 
 
 def _wait(worker: _Worker, monitor: _Monitor, params: MigrationParams, clock: Any) -> None:
@@ -300,18 +302,16 @@ def _wait(worker: _Worker, monitor: _Monitor, params: MigrationParams, clock: An
             )
 
 
-def completed_stats(target_host: Host, name: str) -> dict[str, Any]:
-    """The destination's statistics of the completed migration job ({} if unavailable).
+def completed_job(target_host: Host, name: str) -> JobInfo | None:
+    """The destination's figures of the completed migration job (None if unavailable).
 
-    Read with KEEP_COMPLETED so libvirt keeps them for operators (``virsh
-    domjobinfo --completed``) and benchmarks after us.
+    libvirt keeps them for operators (``virsh domjobinfo --completed``) and
+    benchmarks after us.
     """
-    flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
     try:
-        dom = target_host.get_connection().lookupByName(name)
-        return dict(dom.jobStats(flags))
-    except libvirt.libvirtError:
-        return {}
+        return target_host.guest(name).job_info(completed=True)
+    except NodeError:
+        return None
 
 
 def migrate(
@@ -321,7 +321,7 @@ def migrate(
     name: str,
     params: MigrationParams,
     progress_fn: ProgressFn,
-    abort_event: threading.Event,
+    abort_event: Cancellation,
     clock: Callable[[], float] = time.monotonic,
 ) -> MigrationStats:
     """Migrate domain ``name`` from ``source_host`` to ``target``; see the module docstring."""
@@ -335,7 +335,7 @@ def migrate(
         migration_uri_params(target, params),
         migration_flags(params),
     )
-    monitor = _Monitor(guest.domain, params, progress_fn, abort_event, clock)
+    monitor = _Monitor(guest, params, progress_fn, abort_event, clock)
     thread = threading.Thread(target=worker.run, name=f"migrate-{name}", daemon=True)
     start = clock()
     thread.start()
@@ -344,17 +344,18 @@ def migrate(
     total = clock() - start
     if worker.error is not None:
         _raise_failure(worker.error, monitor, source_host.node)
-    done = completed_stats(target_host, name)
+    done = completed_job(target_host, name)
     last = monitor.last_progress
-    downtime = done.get("downtime")
-    elapsed_ms = done.get("time_elapsed")
+    elapsed_ms = done.time_elapsed_ms if done is not None else None
     return MigrationStats(
         # libvirt's own figure of the job when it has one, else our clock around it
         total_time=float(elapsed_ms) / 1000 if elapsed_ms is not None else total,
-        downtime_ms=int(downtime) if downtime is not None else None,
-        memory_transferred=int(done.get("memory_processed", last.memory_processed if last else 0)),
+        downtime_ms=done.downtime_ms if done is not None else None,
+        memory_transferred=(
+            done.memory_processed if done is not None else (last.memory_processed if last else 0)
+        ),
         disk_transferred=last.disk_processed if last else 0,
-        iterations=int(done.get("memory_iteration", last.iteration if last else 0)),
+        iterations=done.iteration if done is not None else (last.iteration if last else 0),
         postcopy=monitor.postcopy,
         policy_steps=list(monitor.state.history),
         abort_requested=monitor.aborted,
@@ -364,12 +365,7 @@ def migrate(
 
 
 def _raise_failure(error: BaseException, monitor: _Monitor, node: str) -> None:
-    if isinstance(error, libvirt.libvirtError):
-        detail = str(translate(error, node, "migration failed"))
-    elif isinstance(error, NodeError):
-        detail = str(error)
-    else:
-        detail = f"migration failed: {error!r}"
+    detail = str(error) if isinstance(error, NodeError) else f"migration failed: {error!r}"
     if monitor.aborted:
         detail = f"{monitor.abort_reason} ({detail})"
     raise MigrationFailed(
@@ -386,12 +382,11 @@ def abort_job(host: Host, name: str) -> bool:
     if guest is None:
         return False
     try:
-        stats = guest.domain.jobStats()
-        if int(stats.get("type", 0)) == libvirt.VIR_DOMAIN_JOB_NONE:
+        if guest.job_info() is None:
             return False
-        guest.domain.abortJob()
+        guest.abort_job()
         return True
-    except libvirt.libvirtError:
+    except NodeError:
         return False
 
 
@@ -445,15 +440,15 @@ class MigrationOpsMixin:
     _over_ssh: Callable[..., Any]
     prepare_node_dirs: Callable[..., None]
 
-    def _op_migrate_instance(
+    def migrate_instance(
         self,
-        cluster: Cluster,
         source: Node,
         target: Node,
+        cluster: Cluster,
         instance: Instance,
         params: MigrationParams,
         progress_fn: ProgressFn,
-        abort_event: threading.Event,
+        abort_event: Cancellation,
     ) -> MigrationStats:
         self._prepare_target_files(source, target, instance.name)
         return migrate(
@@ -477,13 +472,13 @@ class MigrationOpsMixin:
         files = serial_files(self.host(source).guest(name).xml())
         self.prepare_node_dirs(target, files)
 
-    def _op_abort_migration(self, node: Node, name: str) -> bool:
+    def abort_migration(self, node: Node, name: str) -> bool:
         return abort_job(self.host(node), name)
 
-    def _op_compare_cpu(self, source: Node, target: Node, instance: Instance) -> tuple[bool, str]:
+    def compare_cpu(self, target: Node, source: Node, instance: Instance) -> tuple[bool, str]:
         return compare_cpu(self.host(source), self.host(target), instance.name)
 
-    def _op_paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
+    def paths_exist(self, node: Node, paths: list[str]) -> dict[str, bool]:
         if not paths:
             return {}
         # SFTP stat on the node's open session (as ``[ -e ]``: symlinks followed)

@@ -5,6 +5,11 @@ The master reaches each node's libvirtd at ``node.libvirt_uri`` (one
 cluster key and known_hosts (one ``SshClient`` per node, kept open).
 Node-local files (disk images, hooks) are only touched through SSH.
 Time and sleep are injectable so the shutdown timeout is testable.
+
+The connections are shared by every job of the process (the master daemon
+runs several at once); what one job begins ahead of need lives in its own
+session (``open_session``: ``exportops.CopySession``). Everything an
+operation needs comes in its arguments: the configuration is never read here.
 """
 
 from __future__ import annotations
@@ -24,24 +29,19 @@ from ganeti_lv.errors import (
     InstanceNotFound,
     NodeUnreachable,
 )
-from ganeti_lv.hypervisor.base import (
-    CommandResult,
-    DomainInfo,
-    HookScriptResult,
-    NodeFacts,
-    NodeOps,
-)
+from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps, NodeSession
 from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml, console_log_path
-from ganeti_lv.hypervisor.libvirt.exportops import LibvirtExportOps
+from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
 from ganeti_lv.hypervisor.libvirt.migration import MigrationOpsMixin
+from ganeti_lv.node.transport import CommandResult, HookScriptResult
 from ganeti_lv.objects import Cluster, Instance, Node
 
 if TYPE_CHECKING:
-    from ganeti_lv.config import ConfigStore
+    from ganeti_lv.node.ssh import SshClient
 
-SshFactory = Callable[[Node], Any]
+SshFactory = Callable[[Node], "SshClient"]
 T = TypeVar("T")
 
 # Lists the bridges of a node: interfaces with a bridge/ directory in sysfs.
@@ -70,7 +70,6 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     def __init__(
         self,
         data_dir: str,
-        config: ConfigStore | None = None,
         *,
         ssh_factory: SshFactory | None = None,
         connect_retry: ConnectRetry = _default_connect_retry,
@@ -79,14 +78,13 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         poll_interval: float = 0.5,
     ) -> None:
         self.data_dir = data_dir
-        self.config = config
         self._ssh_factory = ssh_factory or self._default_ssh
         self._connect_retry = connect_retry
         self._clock = clock
         self._sleep = sleep
         self._poll_interval = poll_interval
         self._hosts: dict[str, Host] = {}
-        self._ssh: dict[str, Any] = {}
+        self._ssh: dict[str, SshClient] = {}
         # directories and files made on each node (by this NodeOps, over its current SSH client);
         # a node's set is replaced under the lock, and only added to or taken from outside it
         self._prepared: dict[str, set[str]] = {}
@@ -111,7 +109,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             old.close()
         return host
 
-    def _default_ssh(self, node: Node) -> Any:
+    def _default_ssh(self, node: Node) -> SshClient:
         from ganeti_lv.node.ssh import SshClient
 
         return SshClient(
@@ -123,7 +121,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             node_name=node.name,
         )
 
-    def ssh(self, node: Node) -> Any:
+    def ssh(self, node: Node) -> SshClient:
         """The node's SshClient (one per node, reused; replaced if its address changed).
 
         The master daemon keeps these for as long as it runs: a node that was
@@ -146,18 +144,29 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         """Start opening the SSH connections to ``nodes`` in the background.
 
         A hint for a caller that knows which nodes an operation will use
-        (hooks, checks): each online node's connection is opened in a
-        daemon thread while the caller goes on; the operation's calls then
-        find it open (or wait for it). Failures are left to those calls.
+        (hooks, checks): each online node's connection not open yet is
+        opened in a daemon thread while the caller goes on; the operation's
+        calls then find it open (or wait for it). Failures are left to
+        those calls.
         """
         for node in nodes:
             if node.offline:
                 continue
-            warm = getattr(self.ssh(node), "warm_up", None)
-            if callable(warm):
-                threading.Thread(target=warm, name=f"ssh-warm-{node.name}", daemon=True).start()
+            client = self.ssh(node)
+            if not client.connected:
+                threading.Thread(
+                    target=client.warm_up, name=f"ssh-warm-{node.name}", daemon=True
+                ).start()
 
-    def _over_ssh(self, node: Node, fn: Callable[[Any], T]) -> T:
+    def open_session(self) -> NodeSession:
+        """A job's session: its warm-ups and the disk copies set up ahead for it."""
+        return CopySession(self)
+
+    def console_log_path(self, instance_name: str) -> str:
+        """The console log a domain built by ``domxml`` writes on its node."""
+        return console_log_path(instance_name)
+
+    def _over_ssh(self, node: Node, fn: Callable[[SshClient], T]) -> T:
         """``fn(client)`` with the node's SSH client; a client found unreachable is dropped."""
         client = self.ssh(node)
         try:
@@ -166,10 +175,10 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             self._drop_ssh(node.name, client)
             raise
 
-    def _ssh_run(self, node: Node, cmd: list[str] | str, **kwargs: Any) -> Any:
+    def _ssh_run(self, node: Node, cmd: list[str] | str, **kwargs: Any) -> CommandResult:
         return self._over_ssh(node, lambda client: client.run(cmd, **kwargs))
 
-    def _drop_ssh(self, name: str, client: Any = None) -> None:
+    def _drop_ssh(self, name: str, client: SshClient | None = None) -> None:
         """Forget (and close) the node's SSH client; with ``client``, only if it is that one.
 
         Jobs of the master daemon share the clients: one whose command failed
@@ -193,7 +202,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             self._drop_ssh(name)
 
     # -- facts ---------------------------------------------------------------
-    def _op_node_info(self, node: Node) -> NodeFacts:
+    def node_info(self, node: Node) -> NodeFacts:
         host = self.host(node)
         info = host.node_info()
         caps = host.capabilities()
@@ -203,7 +212,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         if node.memory_cap is not None:
             used = sum(
                 d.memory
-                for d in self._op_instance_list(node).values()
+                for d in self.instance_list(node).values()
                 if d.state in (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
             )
             total = min(total, node.memory_cap)
@@ -229,7 +238,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         result = self._ssh_run(node, _LIST_BRIDGES, check=True)
         return sorted(line.strip() for line in result.stdout.splitlines() if line.strip())
 
-    def _op_instance_list(self, node: Node) -> dict[str, DomainInfo]:
+    def instance_list(self, node: Node) -> dict[str, DomainInfo]:
         out: dict[str, DomainInfo] = {}
         for guest in self.host(node).list_guests():
             try:
@@ -238,7 +247,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 continue  # a transient domain went away while listing
         return out
 
-    def _op_instance_info(self, node: Node, name: str) -> DomainInfo | None:
+    def instance_info(self, node: Node, name: str) -> DomainInfo | None:
         guest = self.host(node).find_guest(name)
         if guest is None:
             return None
@@ -248,7 +257,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             return None
 
     # -- disks ---------------------------------------------------------------
-    def _op_create_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+    def create_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         _check_name(instance.name)
         directory = objects.disk_dir(cluster, instance)
         lines = ["set -e", f"mkdir -p -- {shlex.quote(directory)}"]
@@ -274,13 +283,13 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 node=node.name,
             )
 
-    def _op_remove_disks(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+    def remove_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         _check_name(instance.name)
         directory = objects.disk_dir(cluster, instance)
         self._ssh_run(node, ["rm", "-rf", "--", directory], check=True)
 
     # -- lifecycle -----------------------------------------------------------
-    def _op_start_instance(self, cluster: Cluster, node: Node, instance: Instance) -> None:
+    def start_instance(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         _check_name(instance.name)
         xml = build_domain_xml(cluster, instance)
         host = self.host(node)
@@ -319,7 +328,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         done.update(dirs)
         done.update(new_files)
 
-    def _op_shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
+    def shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
         guest = self.host(node).find_guest(instance.name)
         if guest is None or not _is_running(guest):
             return True
@@ -358,12 +367,12 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             if _is_running(guest):
                 raise
 
-    def _op_reboot_instance(
-        self, cluster: Cluster, node: Node, instance: Instance, reboot_type: str, timeout: float
+    def reboot_instance(
+        self, node: Node, cluster: Cluster, instance: Instance, reboot_type: str, timeout: float
     ) -> None:
         if reboot_type == "full":
-            self._op_shutdown_instance(node, instance, timeout)
-            self._op_start_instance(cluster, node, instance)
+            self.shutdown_instance(node, instance, timeout)
+            self.start_instance(node, cluster, instance)
             return
         if reboot_type not in ("soft", "hard"):
             raise HypervisorError(f"Unknown reboot type {reboot_type!r}", ecode=ECODE_INVAL)
@@ -379,7 +388,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         else:
             guest.reset()
 
-    def _op_undefine_instance(self, node: Node, name: str) -> None:
+    def undefine_instance(self, node: Node, name: str) -> None:
         guest = self.host(node).find_guest(name)
         if guest is None:
             return
@@ -387,11 +396,13 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         guest.undefine()
 
     # -- commands and hooks ----------------------------------------------------
-    def _op_run_command(self, node: Node, argv: list[str], timeout: float | None) -> CommandResult:
+    def run_command(
+        self, node: Node, argv: list[str], timeout: float | None = None
+    ) -> CommandResult:
         result = self._ssh_run(node, argv, timeout=timeout, check=False)
         return CommandResult(result.exit_status, result.stdout, result.stderr)
 
-    def _op_run_hooks(
+    def run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]:
         from ganeti_lv.node.hooks_runner import run_hooks_via_ssh
@@ -405,7 +416,7 @@ def _node_target(node: Node) -> tuple[str, int, str]:
     return (node.address, node.ssh_port, node.ssh_user)
 
 
-def _ssh_target(client: Any) -> tuple[str, int, str] | None:
+def _ssh_target(client: SshClient) -> tuple[str, int, str] | None:
     """(address, port, user) an SshClient connects to; None for other runners."""
     try:
         return (client.host, client.port, client.user)

@@ -1,6 +1,6 @@
-"""Disk-only external snapshots and active block commit, on libvirt.
+"""Disk-only external snapshots and active block commit, through Guest.
 
-The only place that uses libvirt for snapshots. An export snapshot is an
+An export snapshot is an
 external, disk-only snapshot without libvirt metadata (``NO_METADATA``): the
 base image is frozen and the guest writes into a qcow2 overlay beside it.
 Afterwards ``active_commit`` merges the overlay back: blockCommit with the
@@ -18,8 +18,6 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from xml.sax.saxutils import quoteattr
-
-import libvirt
 
 from ganeti_lv.errors import HypervisorError
 from ganeti_lv.hypervisor.libvirt.guest import Guest
@@ -60,40 +58,15 @@ def mirror_ready(domain_xml: str, target: str) -> bool:
 
 def create_snapshot(guest: Guest, disks: Sequence[tuple[str, str]], freeze: bool) -> bool:
     """Take the external disk-only snapshot; return True if filesystems were frozen."""
-    name = f"export-{int(time.time())}"
-    xml = snapshot_xml(disks, name)
-    dom = guest.domain
-    flags = (
-        libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
-        | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
-        | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
-    )
+    xml = snapshot_xml(disks, f"export-{int(time.time())}")
     if freeze and guest.is_active() and has_guest_agent(guest.xml()):
         try:
-            dom.snapshotCreateXML(xml, flags | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE)
+            guest.snapshot_disks(xml, quiesce=True)
             return True
-        except libvirt.libvirtError:
+        except HypervisorError:  # not a lost connection (NodeUnreachable)
             pass  # agent not answering: a crash-consistent snapshot instead
-    guest.host.guarded(
-        f"Cannot snapshot the disks of {guest.name}", lambda: dom.snapshotCreateXML(xml, flags)
-    )
+    guest.snapshot_disks(xml, quiesce=False)
     return False
-
-
-def start_paused(guest: Guest) -> None:
-    """Start the defined domain with its vCPUs paused."""
-    guest.host.guarded(
-        f"Cannot start {guest.name}",
-        lambda: guest.domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED),
-    )
-
-
-def _job_active(guest: Guest, target: str) -> bool:
-    info = guest.host.guarded(
-        f"Cannot read the block job of {guest.name}",
-        lambda: guest.domain.blockJobInfo(target, 0),
-    )
-    return bool(info)
 
 
 def active_commit(
@@ -106,24 +79,18 @@ def active_commit(
     interval: float = 0.05,
 ) -> None:
     """Merge the active overlay of disk ``target`` into its backing file and pivot."""
-    dom = guest.domain
-    if not _job_active(guest, target):
-        guest.host.guarded(
-            f"Cannot start the block commit of {guest.name} {target}",
-            lambda: dom.blockCommit(target, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE),
-        )
+    disk = guest.block_device(target)
+    if not disk.job_active():
+        disk.commit_active()
     deadline = clock() + timeout
     while not mirror_ready(guest.xml(), target):
-        if not _job_active(guest, target):
+        if not disk.job_active():
             raise HypervisorError(f"Block commit of {guest.name} {target} ended without pivot")
         if clock() > deadline:
             raise HypervisorError(f"Block commit of {guest.name} {target} not ready in time")
         sleep(interval)
-    guest.host.guarded(
-        f"Cannot pivot {guest.name} {target}",
-        lambda: dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT),
-    )
-    while _job_active(guest, target):
+    disk.pivot()
+    while disk.job_active():
         if clock() > deadline:
             raise HypervisorError(f"Pivot of {guest.name} {target} did not finish")
         sleep(interval)

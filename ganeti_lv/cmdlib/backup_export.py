@@ -1,4 +1,7 @@
-"""Export LUs: LUBackupExport, LUBackupQuery, LUBackupRemove (+ import mode).
+"""LUBackupExport: export an instance to the export directory of a node.
+
+The export LU; the export query and removal LUs are in ``backup_query``,
+the import (a mode of instance creation) in ``backup_import``.
 
 LUBackupExport keeps Ganeti's parameters, checks, error codes and named
 helpers (TrySnapshot, DoReboot, StartInstance, ZeroFreeSpace,
@@ -16,7 +19,9 @@ _CleanupExports, _InstanceDiskSizeSum) and fixes its weak points:
   previous export is renamed aside, never deleted before the new one is in
   place (see ``exportdir``);
 - live snapshots are merged back in a ``finally``; a leftover of a killed
-  export is merged by the next operation (``repair_disk_chain``).
+  export is merged by the next operation (``repair_disk_chain``);
+- a live export's first disk copies are set up while the job waits for its
+  locks (``EarlyWork``, in the job's session): the copy then only says go.
 
 Zeroing free space does not require compression here (Ganeti refuses it):
 the copy engine skips all-zero blocks, so zeroed space is never sent.
@@ -31,9 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ganeti_lv import constants, exportinfo, locking
-from ganeti_lv.ahead import set_up_export_copies
-from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, register_lu
-from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
+from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
@@ -42,21 +45,16 @@ from ganeti_lv.cmdlib.common import (
     get_instance,
     get_node,
     instance_hook_env,
+    instance_nodes_ahead,
     repair_disk_chain,
 )
-from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
-from ganeti_lv.errors import (
-    ECODE_INVAL,
-    ECODE_NORES,
-    ECODE_STATE,
-    OpExecError,
-    OpPrereqError,
-)
-from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX, SnapshotInfo
-from ganeti_lv.node import diskcopy
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, ECODE_STATE, OpExecError, OpPrereqError
+from ganeti_lv.hypervisor.base import CopyAhead
+from ganeti_lv.hypervisor.export_types import SnapshotInfo
+from ganeti_lv.node import diskcopy, progress
+from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
-from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove
-from ganeti_lv.units import coerce_beparams, coerce_params
+from ganeti_lv.opcodes import OpBackupExport
 
 MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
@@ -112,7 +110,9 @@ class _Merge:
 
     def _merge(self) -> Any:
         assert self.snapshot is not None
-        return self.lu.rpc.commit_snapshot(self.lu.pnode, self.lu.instance, self.snapshot)
+        return node_call(
+            self.lu.rpc.commit_snapshot, self.lu.pnode, self.lu.instance, self.snapshot
+        )
 
     def start(self) -> None:
         """Begin the merge in a thread."""
@@ -170,6 +170,37 @@ class LUBackupExport(LogicalUnit):
         # Nothing about the nodes changes unless disks are zeroed or removed.
         exclusive = self.op.zero_free_space or self.op.remove_instance
         self.share_locks[locking.LEVEL_NODE] = 0 if exclusive else 1
+
+    def EarlyWork(self) -> EarlyWork | None:
+        """Warm the master's, primary's and target's connections; set a live copy up.
+
+        A live export's first copies (the connection from the primary to the
+        target, the helpers at both ends) start while the job takes its locks
+        and runs its checks and hooks; no data moves before its copy asks for
+        it. An export that stops the instance, or removes it, sets nothing up.
+        """
+        if self.op.mode != constants.EXPORT_MODE_LOCAL:
+            return None
+        found = instance_nodes_ahead(self.cfg, self.op.instance_name, self.op.target_node)
+        if found is None:
+            return None
+        data, inst, nodes = found
+        work = EarlyWork(nodes=nodes)
+        src, dst = data.nodes.get(inst.primary_node), data.nodes.get(self.op.target_node)
+        if self.op.dry_run or self.op.shutdown or self.op.remove_instance or not (src and dst):
+            return work
+        for idx in range(min(len(inst.disks), diskcopy.PRESTART_COPIES)):
+            work.copies.append(
+                CopyAhead(
+                    src,
+                    disk_path(data.cluster, inst, idx),
+                    dst,
+                    exportinfo.new_disk_path(data.cluster.export_dir, inst.name, idx),
+                    self.op.compress,
+                    self.op.bandwidth_limit,
+                )
+            )
+        return work
 
     def DeclareLocks(self, level: int) -> None:
         """Node level: the primary node and the target node only."""
@@ -243,12 +274,12 @@ class LUBackupExport(LogicalUnit):
         """
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         calls: list[Callable[[], Any]] = [
-            lambda: self.rpc.disk_usage(self.pnode, self._disk_paths()),
-            lambda: self.rpc.free_space(self.dst_node, self._space_probe_path()),
+            lambda: node_call(self.rpc.disk_usage, self.pnode, self._disk_paths()),
+            lambda: node_call(self.rpc.free_space, self.dst_node, self._space_probe_path()),
         ]
         if overlays:
             pdir = disk_dir(self.cluster, self.instance)
-            calls.append(lambda: self.rpc.free_space(self.pnode, pdir))
+            calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
         results = _concurrently(calls)
         usage = results[0].Raise(
             f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
@@ -267,7 +298,9 @@ class LUBackupExport(LogicalUnit):
                 ECODE_NORES,
             )
         if overlays:
-            overlay = max(OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * 0.05))
+            overlay = max(
+                OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * OVERLAY_SPACE_SHARE)
+            )
             pfree = results[2].Raise(
                 f"Cannot check the free space on {self.pnode.name}", prereq=True
             )
@@ -319,7 +352,7 @@ class LUBackupExport(LogicalUnit):
     def StartInstance(self, feedback_fn: FeedbackFn) -> None:
         """Start the instance again and record it as up."""
         feedback_fn(f"Starting instance {self.instance.name}")
-        self.rpc.start_instance(self.cluster, self.pnode, self.instance).Raise(
+        node_call(self.rpc.start_instance, self.pnode, self.cluster, self.instance).Raise(
             f"Could not start instance {self.instance.name}"
         )
         self._set_admin(constants.ADMINST_UP)
@@ -331,7 +364,9 @@ class LUBackupExport(LogicalUnit):
         assert self.op.zeroing_timeout_per_mib is not None
         timeout = self.op.zeroing_timeout_fixed + size * self.op.zeroing_timeout_per_mib
         feedback_fn(f"Zeroing free disk space (timeout {int(timeout)}s)")
-        results = self.rpc.zero_free_space(self.pnode, self.cluster, self.instance, timeout)
+        results = node_call(
+            self.rpc.zero_free_space, self.pnode, self.cluster, self.instance, timeout
+        )
         for res in results.Raise("Could not zero the free space"):
             if not res.zeroed:
                 self.LogWarning(f"Free space of {res.path} not zeroed: {res.detail}")
@@ -346,7 +381,9 @@ class LUBackupExport(LogicalUnit):
         ]
         results = _concurrently(
             [
-                functools.partial(self.rpc.export_remove, node, self.cluster, self.instance.name)
+                functools.partial(
+                    node_call, self.rpc.export_remove, node, self.cluster, self.instance.name
+                )
                 for node in nodes
             ]
         )
@@ -365,7 +402,7 @@ class LUBackupExport(LogicalUnit):
             self.cfg.set_admin_state(self.instance.name, state)
 
     def _is_running(self) -> bool:
-        dom = self.rpc.instance_info(self.pnode, self.instance.name).Raise(
+        dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name).Raise(
             f"Cannot query instance {self.instance.name} on {self.pnode.name}"
         )
         return dom is not None and dom.state == constants.DOMSTATE_RUNNING
@@ -374,7 +411,9 @@ class LUBackupExport(LogicalUnit):
         feedback_fn(f"Shutting down instance {self.instance.name}")
         if self.instance.admin_state == constants.ADMINST_UP:
             self._set_admin(constants.ADMINST_DOWN)  # truthful even if we die now
-        res = self.rpc.shutdown_instance(self.pnode, self.instance, float(self.op.shutdown_timeout))
+        res = node_call(
+            self.rpc.shutdown_instance, self.pnode, self.instance, float(self.op.shutdown_timeout)
+        )
         if not res.ok and self.instance.admin_state == constants.ADMINST_UP:
             self._set_admin(constants.ADMINST_UP)
         res.Raise(f"Could not shutdown instance {self.instance.name} on node {self.pnode.name}")
@@ -383,11 +422,11 @@ class LUBackupExport(LogicalUnit):
         """Live snapshot (or start-with-snapshot); None when none could be taken."""
         feedback_fn("Creating a snapshot of the instance's disks")
         if start:
-            res = self.rpc.start_with_snapshot(self.cluster, self.pnode, self.instance)
+            res = node_call(self.rpc.start_with_snapshot, self.pnode, self.cluster, self.instance)
             if res.ok:
                 self._set_admin(constants.ADMINST_UP)
         else:
-            res = self.rpc.snapshot_disks(self.pnode, self.instance)
+            res = node_call(self.rpc.snapshot_disks, self.pnode, self.instance)
         if not res.ok:
             self.LogWarning(f"Could not snapshot the disks: {res.fail_msg}; copying without")
             return None
@@ -395,22 +434,7 @@ class LUBackupExport(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         """Shut down, zero, snapshot, restart, copy, publish, remove, clean up."""
-        # A live export's copies (connection to the target, both helpers) are
-        # set up while the snapshot is taken; no data moves before the copy
-        # asks for it, one set up already (by gnt-lv or the master daemon, see
-        # ganeti_lv.ahead) is kept, one that turns out different is called off.
-        set_up_export_copies(
-            self.rpc, self.cluster, self.instance, self.pnode, self.dst_node, self.op
-        )
-        try:
-            return self._exec(feedback_fn)
-        finally:
-            drop = getattr(self.rpc, "drop_prestarted_copies", None)
-            if callable(drop):
-                drop()
-
-    def _exec(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
-        repair_disk_chain(self, self.pnode, self.instance)
+        repair_disk_chain(self, self.pnode, self.cluster, self.instance)
         running = self._is_running()
         stopped_by_us = False
         if self.op.shutdown and running:
@@ -455,7 +479,7 @@ class LUBackupExport(LogicalUnit):
         On failure the incomplete ``.new`` is removed (the previous export stays).
         """
         inst, dst = self.instance, self.dst_node
-        newdir = self.rpc.export_prepare(dst, self.cluster, inst.name).Raise(
+        newdir = node_call(self.rpc.export_prepare, dst, self.cluster, inst.name).Raise(
             f"Could not prepare the export directory on {dst.name}"
         )
         manifest = exportinfo.Manifest(inst.name, self.pnode.name, int(time.time()))
@@ -474,14 +498,16 @@ class LUBackupExport(LogicalUnit):
         dst = self.dst_node
         fname = exportinfo.disk_file_name(idx)
         feedback_fn(f"Exporting disk/{idx} to {dst.name}")
-        res = self.rpc.copy_disk(
+        res = node_call(
+            self.rpc.copy_disk,
             self.pnode,
             src,
             dst,
             f"{newdir}/{fname}",
             compress=self.op.compress,
             bandwidth_limit=self.op.bandwidth_limit,
-            progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
+            progress_fn=progress.ProgressReporter(feedback_fn, f"disk/{idx}"),
+            session=self.session,
         )
         ecode = res.error.ecode if res.error is not None else None
         stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)
@@ -499,20 +525,16 @@ class LUBackupExport(LogicalUnit):
         )
 
     def _prewarm_other_nodes(self) -> None:
-        """Let the node operations connect to the nodes ``_CleanupExports`` visits.
+        """Let the job's session connect to the nodes ``_CleanupExports`` visits.
 
-        A hint (node operations without ``prewarm`` skip it): the connections
-        open in the background while the copy runs, so the clean-up after it
-        finds them ready.
+        A hint: the connections open in the background while the copy runs,
+        so the clean-up after it finds them ready.
         """
-        prewarm = getattr(self.rpc, "prewarm", None)
-        if not callable(prewarm):
-            return
         data = self.cfg.snapshot()  # read-only: lookups
         skip = {self.dst_node.name, self.pnode.name}
         others = [n for n in data.nodes.values() if n.name not in skip and not n.offline]
         if others:
-            prewarm(others)
+            self.session.prewarm(others)
 
     def _publish(self, feedback_fn: FeedbackFn, manifest: exportinfo.Manifest) -> None:
         """Write config.ini and the manifest and publish ``.new`` atomically."""
@@ -521,8 +543,13 @@ class LUBackupExport(LogicalUnit):
             config = exportinfo.build_config(
                 inst, self.pnode.name, cluster.fill_beparams(inst), dict(inst.hvparams)
             )
-            path = self.rpc.export_finalize(
-                dst, cluster, inst.name, exportinfo.config_to_text(config), manifest.to_json()
+            path = node_call(
+                self.rpc.export_finalize,
+                dst,
+                cluster,
+                inst.name,
+                exportinfo.config_to_text(config),
+                manifest.to_json(),
             ).Raise("Export finalization failed")
         except BaseException:
             self._abort_export(feedback_fn)
@@ -530,7 +557,7 @@ class LUBackupExport(LogicalUnit):
         feedback_fn(f"Export of {inst.name} is in {dst.name}:{path}")
 
     def _abort_export(self, feedback_fn: FeedbackFn) -> None:
-        self.rpc.export_abort(self.dst_node, self.cluster, self.instance.name).Warn(
+        node_call(self.rpc.export_abort, self.dst_node, self.cluster, self.instance.name).Warn(
             f"Could not remove the incomplete export on {self.dst_node.name}", feedback_fn
         )
 
@@ -538,8 +565,11 @@ class LUBackupExport(LogicalUnit):
         """Ganeti's RemoveInstance: undefine, remove disks, drop the config entry."""
         feedback_fn(f"Removing instance {self.instance.name}")
         for res, msg in (
-            (self.rpc.undefine_instance(self.pnode, self.instance.name), "undefine"),
-            (self.rpc.remove_disks(self.cluster, self.pnode, self.instance), "remove the disks"),
+            (node_call(self.rpc.undefine_instance, self.pnode, self.instance.name), "undefine"),
+            (
+                node_call(self.rpc.remove_disks, self.pnode, self.cluster, self.instance),
+                "remove the disks",
+            ),
         ):
             if res.ok:
                 continue
@@ -547,197 +577,3 @@ class LUBackupExport(LogicalUnit):
                 res.Raise(f"Could not {msg} of instance {self.instance.name}")
             res.Warn(f"Could not {msg} of instance {self.instance.name}", feedback_fn)
         self.cfg.remove_instance(self.instance.name)
-
-
-@register_lu(OpBackupQuery)
-class LUBackupQuery(NoHooksLU):
-    """List exports per node: {node: [instance, ...]} (False for unreachable nodes)."""
-
-    REQ_BGL = False
-
-    def ExpandNames(self) -> None:
-        """No locks: a read of node directories."""
-        self.nodes = [expand_node(self.cfg, n) for n in self.op.nodes] or self.cfg.node_names()
-        self.needed_locks = {}
-
-    def Exec(self, feedback_fn: FeedbackFn) -> dict[str, Any]:
-        """Complete exports by node; stale ones are reported as warnings."""
-        data = self.cfg.snapshot()  # read-only: lookups
-        out: dict[str, Any] = {}
-        for name in sorted(self.nodes):
-            node = data.nodes[name]
-            res = self.rpc.export_list(node, data.cluster)
-            if not res.ok:
-                out[name] = False
-                continue
-            entries = res.payload or []
-            out[name] = sorted(e.instance for e in entries if e.complete)
-            for entry in entries:
-                if entry.stale:
-                    self.LogWarning(f"Stale incomplete export {entry.path} on {name}")
-        return out
-
-
-@register_lu(OpBackupRemove)
-class LUBackupRemove(NoHooksLU):
-    """Remove every export of an instance (the instance itself may be gone)."""
-
-    REQ_BGL = False
-
-    def ExpandNames(self) -> None:
-        """Lock the instance when it still exists (so no export of it runs)."""
-        name = self.cfg.expand_instance_name(self.op.instance_name)
-        self.op.instance_name = name or self.op.instance_name
-        self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
-
-    def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
-        """Remove the export from every node having one; payload: those nodes."""
-        data = self.cfg.snapshot()  # read-only: lookups
-        removed = []
-        for node in data.nodes.values():
-            if node.offline:
-                continue
-            res = self.rpc.export_remove(node, data.cluster, self.op.instance_name)
-            if not res.ok:
-                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
-            elif res.payload:
-                removed.append(node.name)
-        if not removed:
-            raise OpExecError(f"No exports found for instance {self.op.instance_name}")
-        feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
-        return sorted(removed)
-
-
-class ImportModeHandler(CreateModeHandler):
-    """``OpInstanceCreate(mode="import")``: create an instance from an export.
-
-    The export is read from ``src_node`` (config.ini and manifest); disks,
-    NICs and parameters come from it unless the opcode gives them; every
-    disk is copied node to node and verified against the manifest's checksum
-    (in the manifest's algorithm: older exports have a plain sha256).
-    """
-
-    def check_arguments(self) -> None:
-        """Import needs the source node."""
-        if not self.lu.op.src_node:
-            raise OpPrereqError("Import requires a source node (src_node)", ECODE_INVAL)
-
-    def expand_names(self) -> None:
-        """Lock the source node (shared: only read)."""
-        lu = self.lu
-        lu.op.src_node = expand_node(lu.cfg, lu.op.src_node)
-        locks = lu.needed_locks
-        assert locks is not None
-        nodes = locks.get(locking.LEVEL_NODE, [])
-        assert isinstance(nodes, list)
-        locks[locking.LEVEL_NODE] = sorted({*nodes, lu.op.src_node})
-
-    def check_prereq(self) -> None:
-        """Read and check the export; shape the instance from it."""
-        lu = self.lu
-        src = lu.cfg.get_node(lu.op.src_node)
-        assert src is not None
-        check_node_online(lu.cfg, src.name)
-        name = (lu.op.src_path or lu.op.instance_name).rstrip("/").rsplit("/", 1)[-1]
-        data = lu.rpc.export_read(src, lu.cluster, name).Raise(
-            f"Cannot read the export of {name} on {src.name}", prereq=True
-        )
-        desc = exportinfo.describe(exportinfo.parse_config(data.config_text))
-        manifest = exportinfo.Manifest.from_json(data.manifest_text)
-        if len(manifest.disks) != len(desc.disks):
-            raise OpPrereqError("Export manifest and config.ini disagree on disks", ECODE_INVAL)
-        inst = lu.instance
-        if not lu.op.disks:
-            inst.disks = desc.disks
-            for disk in inst.disks:
-                disk.dev_type = inst.disk_template
-        if not lu.op.nics and not inst.nics:
-            inst.nics = [n for n in desc.nics if n.mac not in _used_macs(lu)]
-        be = {k: v for k, v in desc.beparams.items() if k in constants.BEC_DEFAULTS}
-        hv = {k: v for k, v in desc.hvparams.items() if k in constants.HVC_DEFAULTS}
-        inst.beparams = coerce_beparams({**be, **lu.op.beparams}, dict(constants.BEC_DEFAULTS))
-        inst.hvparams = coerce_params(
-            {**hv, **lu.op.hvparams}, constants.HVC_DEFAULTS, "hypervisor"
-        )
-        inst.os = desc.os or inst.os
-        self.src = src
-        self.sources = [f"{data.path}/{d.file}" for d in manifest.disks]
-        self.checksums = [d.checksum_text for d in manifest.disks]
-
-    def hooks_env(self) -> dict[str, Any]:
-        """Ganeti's import keys."""
-        return {"SRC_NODE": self.src.name, "SRC_PATH": self.sources[0].rsplit("/", 1)[0]}
-
-    def fill_disks(self, feedback_fn: FeedbackFn) -> None:
-        """Copy every exported disk onto the new disks, verifying its checksum."""
-        lu = self.lu
-        for idx, (src_path, sha) in enumerate(zip(self.sources, self.checksums, strict=True)):
-            feedback_fn(f"Importing disk/{idx} from {self.src.name}")
-            res = lu.rpc.copy_disk(
-                self.src,
-                src_path,
-                lu.pnode,
-                disk_path(lu.cluster, lu.instance, idx),
-                expect_sha256=sha,
-                progress_fn=diskcopy.ProgressReporter(feedback_fn, f"disk/{idx}"),
-            )
-            stats = res.Raise(f"Import of disk/{idx} failed")
-            feedback_fn(f"disk/{idx}: {stats.checksum_text} verified")
-
-
-def _used_macs(lu: LogicalUnit) -> set[str]:
-    data = lu.cfg.snapshot()  # read-only: lookups
-    return {n.mac for inst in data.instances.values() for n in inst.nics}
-
-
-register_create_mode("import", ImportModeHandler)
-
-
-# ---------------------------------------------------------------- cluster verify
-
-
-@register_verify_check(order=60)
-def check_export_overlays(vd: VerifyData) -> None:
-    """Snapshot overlays of an interrupted export, live or as files on a node."""
-    cluster = vd.config.cluster
-    for node_name, doms in sorted(vd.domains.items()):
-        for name, dom in sorted(doms.items()):
-            for overlay in dom.overlays:
-                vd.report(
-                    "EINSTANCEOVERLAY",
-                    "instance",
-                    name,
-                    f"runs on the snapshot overlay {overlay} on {node_name} (an interrupted"
-                    " export); the next operation on the instance merges it",
-                )
-    for node in vd.online_nodes():
-        if node.name not in vd.domains:
-            continue
-        for path in vd.list_files(node, cluster.file_storage_dir) or []:
-            if path.endswith(OVERLAY_SUFFIX):
-                vd.claim_file(node.name, path)
-                vd.report(
-                    "ENODEOVERLAY",
-                    "node",
-                    node.name,
-                    f"leftover export snapshot overlay {path}",
-                )
-
-
-@register_verify_check(order=61)
-def check_stale_exports(vd: VerifyData) -> None:
-    """Incomplete exports (``.new``/``.old``) left by a failed or killed export."""
-    for node in vd.online_nodes():
-        if node.name not in vd.domains:
-            continue
-        res = vd.rpc.export_list(node, vd.config.cluster)
-        for entry in res.payload or []:
-            if entry.stale:
-                vd.report(
-                    "ENODESTALEEXPORT",
-                    "node",
-                    node.name,
-                    f"incomplete export {entry.path} (remove it with 'backup remove"
-                    f" {entry.instance}' or export again)",
-                    severity=SEV_WARNING,
-                )

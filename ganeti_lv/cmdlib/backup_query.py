@@ -1,0 +1,128 @@
+"""LUBackupQuery and LUBackupRemove (the exports on the nodes), and verify's export checks.
+
+Both read the export directories through the node operations; cluster
+verify reports the snapshot overlays an interrupted export left and the
+incomplete ``.new``/``.old`` export directories.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ganeti_lv import locking
+from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
+from ganeti_lv.cmdlib.common import expand_node
+from ganeti_lv.errors import OpExecError
+from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
+from ganeti_lv.node.transport import node_call
+from ganeti_lv.opcodes import OpBackupQuery, OpBackupRemove
+
+
+@register_lu(OpBackupQuery)
+class LUBackupQuery(NoHooksLU):
+    """List exports per node: {node: [instance, ...]} (False for unreachable nodes)."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        """No locks: a read of node directories."""
+        self.nodes = [expand_node(self.cfg, n) for n in self.op.nodes] or self.cfg.node_names()
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> dict[str, Any]:
+        """Complete exports by node; stale ones are reported as warnings."""
+        data = self.cfg.snapshot()  # read-only: lookups
+        out: dict[str, Any] = {}
+        for name in sorted(self.nodes):
+            node = data.nodes[name]
+            res = node_call(self.rpc.export_list, node, data.cluster)
+            if not res.ok:
+                out[name] = False
+                continue
+            entries = res.payload or []
+            out[name] = sorted(e.instance for e in entries if e.complete)
+            for entry in entries:
+                if entry.stale:
+                    self.LogWarning(f"Stale incomplete export {entry.path} on {name}")
+        return out
+
+
+@register_lu(OpBackupRemove)
+class LUBackupRemove(NoHooksLU):
+    """Remove every export of an instance (the instance itself may be gone)."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        """Lock the instance when it still exists (so no export of it runs)."""
+        name = self.cfg.expand_instance_name(self.op.instance_name)
+        self.op.instance_name = name or self.op.instance_name
+        self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
+        """Remove the export from every node having one; payload: those nodes."""
+        data = self.cfg.snapshot()  # read-only: lookups
+        removed = []
+        for node in data.nodes.values():
+            if node.offline:
+                continue
+            res = node_call(self.rpc.export_remove, node, data.cluster, self.op.instance_name)
+            if not res.ok:
+                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
+            elif res.payload:
+                removed.append(node.name)
+        if not removed:
+            raise OpExecError(f"No exports found for instance {self.op.instance_name}")
+        feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
+        return sorted(removed)
+
+
+# ---------------------------------------------------------------- cluster verify
+
+
+@register_verify_check(order=60)
+def check_export_overlays(vd: VerifyData) -> None:
+    """Snapshot overlays of an interrupted export, live or as files on a node."""
+    cluster = vd.config.cluster
+    for node_name, doms in sorted(vd.domains.items()):
+        for name, dom in sorted(doms.items()):
+            for overlay in dom.overlays:
+                vd.report(
+                    "EINSTANCEOVERLAY",
+                    "instance",
+                    name,
+                    f"runs on the snapshot overlay {overlay} on {node_name} (an interrupted"
+                    " export); the next operation on the instance merges it",
+                )
+    for node in vd.online_nodes():
+        if node.name not in vd.domains:
+            continue
+        for path in vd.list_files(node, cluster.file_storage_dir) or []:
+            if path.endswith(OVERLAY_SUFFIX):
+                vd.claim_file(node.name, path)
+                vd.report(
+                    "ENODEOVERLAY",
+                    "node",
+                    node.name,
+                    f"leftover export snapshot overlay {path}",
+                )
+
+
+@register_verify_check(order=61)
+def check_stale_exports(vd: VerifyData) -> None:
+    """Incomplete exports (``.new``/``.old``) left by a failed or killed export."""
+    for node in vd.online_nodes():
+        if node.name not in vd.domains:
+            continue
+        res = node_call(vd.rpc.export_list, node, vd.config.cluster)
+        for entry in res.payload or []:
+            if entry.stale:
+                vd.report(
+                    "ENODESTALEEXPORT",
+                    "node",
+                    node.name,
+                    f"incomplete export {entry.path} (remove it with 'backup remove"
+                    f" {entry.instance}' or export again)",
+                    severity=SEV_WARNING,
+                )

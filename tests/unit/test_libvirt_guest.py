@@ -1,0 +1,180 @@
+"""Guest: every call on a domain, libvirt errors translated, job figures as plain values.
+
+A stub virDomain (libvirt's method names) stands in for a real domain; the
+migration monitor is driven through a Guest of it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import libvirt
+import pytest
+
+from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeUnreachable
+from ganeti_lv.hypervisor.libvirt import host as hostmod
+from ganeti_lv.hypervisor.libvirt import migration, snapshot
+from ganeti_lv.hypervisor.libvirt.guest import Guest
+from ganeti_lv.hypervisor.migration_types import MigrationParams
+
+
+def _error(code: int, domain: int = libvirt.VIR_FROM_QEMU) -> libvirt.libvirtError:
+    err = libvirt.libvirtError("boom")
+    err.err = (code, domain, "boom", 2, None, None, None, -1, -1)
+    return err
+
+
+class Dom:
+    """A stub virDomain recording its calls; ``fail`` maps a method to the error it raises."""
+
+    def __init__(self, stats: dict[str, Any] | None = None) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.stats = stats if stats is not None else {"type": libvirt.VIR_DOMAIN_JOB_NONE}
+        self.fail: dict[str, libvirt.libvirtError] = {}
+        self.block_jobs = 0
+
+    def _call(self, name: str, *args: Any) -> Any:
+        self.calls.append((name, args))
+        if name in self.fail:
+            raise self.fail[name]
+        return None
+
+    def name(self) -> str:
+        return "web1"
+
+    def jobStats(self, flags: int = 0) -> dict[str, Any]:  # noqa: N802 - libvirt's names
+        self._call("jobStats", flags)
+        return dict(self.stats)
+
+    def migrateSetMaxDowntime(self, ms: int, flags: int) -> None:  # noqa: N802
+        self._call("migrateSetMaxDowntime", ms)
+
+    def migrateStartPostCopy(self, flags: int) -> None:  # noqa: N802
+        self._call("migrateStartPostCopy")
+
+    def abortJob(self) -> None:  # noqa: N802
+        self._call("abortJob")
+
+    def snapshotCreateXML(self, xml: str, flags: int) -> None:  # noqa: N802
+        self._call("snapshotCreateXML", flags)
+
+    def isActive(self) -> int:  # noqa: N802
+        return 1
+
+    def XMLDesc(self, flags: int) -> str:  # noqa: N802
+        agent = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>"
+        return f"<domain><devices>{agent}</channel></devices></domain>"
+
+    def blockJobInfo(self, target: str, flags: int) -> dict[str, int]:  # noqa: N802
+        self._call("blockJobInfo", target)
+        return {"cur": 1, "end": 2} if self.block_jobs else {}
+
+    def blockCommit(self, *args: Any) -> None:  # noqa: N802
+        self._call("blockCommit", *args)
+        self.block_jobs = 1
+
+    def blockJobAbort(self, target: str, flags: int) -> None:  # noqa: N802
+        self._call("blockJobAbort", target, flags)
+        self.block_jobs = 0
+
+
+class Conn:
+    def isAlive(self) -> bool:  # noqa: N802
+        return True
+
+    def setKeepAlive(self, interval: int, count: int) -> int:  # noqa: N802
+        return 0
+
+    def close(self) -> int:
+        return 0
+
+
+def _guest(monkeypatch: pytest.MonkeyPatch, dom: Dom) -> Guest:
+    monkeypatch.setattr(hostmod.libvirt, "open", lambda uri: Conn())
+    monkeypatch.setattr(hostmod, "ensure_event_loop", lambda: None)
+    host = hostmod.Host("node1", "qemu+tcp://10.250.0.1/system", lambda fn: fn())
+    host.get_connection()
+    return Guest(host, dom)  # type: ignore[arg-type]
+
+
+def test_job_figures_are_plain_values_and_none_without_a_job(monkeypatch) -> None:
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    assert guest.job_info() is None
+    dom.stats = {
+        "type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+        "memory_total": 1000,
+        "memory_remaining": 250,
+        "memory_dirty_rate": 10,
+        "memory_page_size": 8192,
+    }
+    job = guest.job_info()
+    assert job is not None and (job.memory_total, job.memory_remaining) == (1000, 250)
+    progress = migration.progress_from_job(job, 1.0, 300)
+    assert progress.dirty_rate == 10 * 8192 and progress.percent == 75.0
+
+
+def test_libvirt_errors_become_ganeti_lv_errors(monkeypatch) -> None:
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    dom.fail["abortJob"] = _error(libvirt.VIR_ERR_NO_DOMAIN)
+    with pytest.raises(InstanceNotFound, match="Cannot abort the job of web1"):
+        guest.abort_job()
+    dom.fail["migrateStartPostCopy"] = _error(libvirt.VIR_ERR_OPERATION_INVALID)
+    with pytest.raises(HypervisorError, match="post-copy"):
+        guest.start_postcopy()
+    dom.fail["migrateSetMaxDowntime"] = _error(libvirt.VIR_ERR_RPC, libvirt.VIR_FROM_RPC)
+    with pytest.raises(NodeUnreachable):
+        guest.set_max_downtime(500)
+
+
+def test_monitor_acts_through_the_guest_and_aborts_when_postcopy_is_refused(monkeypatch) -> None:
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    guest = _guest(monkeypatch, dom)
+    params = MigrationParams(downtime_ms=400, allow_postcopy=True, caps={"postcopy-ram": 1})
+    monitor = migration._Monitor(guest, params, lambda _p: None, threading.Event(), lambda: 0.0)
+    monitor.poll()
+    assert ("migrateSetMaxDowntime", (400,)) in dom.calls
+    dom.fail["migrateStartPostCopy"] = _error(libvirt.VIR_ERR_OPERATION_INVALID)
+    monitor._act(migration.policy.Action(migration.policy.ActionKind.START_POSTCOPY, "slow"))
+    assert monitor.aborted and "post-copy refused" in monitor.abort_reason
+    assert ("abortJob", ()) in dom.calls and not monitor.postcopy
+
+
+def test_abort_job_only_when_one_runs(monkeypatch) -> None:
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    monkeypatch.setattr(guest.host, "find_guest", lambda name: guest)
+    assert migration.abort_job(guest.host, "web1") is False
+    dom.stats = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED}
+    assert migration.abort_job(guest.host, "web1") is True
+    assert [c[0] for c in dom.calls].count("abortJob") == 1
+
+
+def test_snapshot_quiesces_and_falls_back_when_the_agent_does_not_answer(monkeypatch) -> None:
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    assert snapshot.create_snapshot(guest, [("vda", "/x/disk0.img.snap")], freeze=True) is True
+    quiesce = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
+    assert dom.calls[-1][1][0] & quiesce
+    dom.calls.clear()
+    dom.fail["snapshotCreateXML"] = _error(libvirt.VIR_ERR_AGENT_UNRESPONSIVE)
+    with pytest.raises(HypervisorError):  # both attempts refused: the error is ours
+        snapshot.create_snapshot(guest, [("vda", "/x/disk0.img.snap")], freeze=True)
+    flags = [c[1][0] for c in dom.calls if c[0] == "snapshotCreateXML"]
+    assert [bool(f & quiesce) for f in flags] == [True, False]
+
+
+def test_active_commit_pivots_through_the_block_device(monkeypatch) -> None:
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    ready = (
+        "<domain><devices><disk><target dev='vda'/><mirror ready='yes'/></disk></devices></domain>"
+    )
+    monkeypatch.setattr(dom, "XMLDesc", lambda flags: ready)
+    snapshot.active_commit(guest, "vda", sleep=lambda _s: None)
+    names = [c[0] for c in dom.calls]
+    assert names.index("blockCommit") < names.index("blockJobAbort")
+    pivot = [c for c in dom.calls if c[0] == "blockJobAbort"][0]
+    assert pivot[1] == ("vda", libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
