@@ -48,7 +48,15 @@ INISECT_OSP = "os"
 
 # Hypervisor parameters that belong to the cluster and are not exported
 # (Ganeti leaves out its HVC_GLOBALS; here the migration settings).
-HV_NOT_EXPORTED = ("migration_bandwidth", "migration_downtime", "migration_mode", "migration_caps")
+HV_NOT_EXPORTED = (
+    "migration_bandwidth",
+    "migration_downtime",
+    "migration_downtime_initial",
+    "migration_downtime_steps",
+    "migration_downtime_passes",
+    "migration_mode",
+    "migration_caps",
+)
 
 
 def disk_file_name(idx: int) -> str:
