@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import migration
 from bench.common import BIN, BenchCluster, BenchError, Guest, run
-from bench.qemu_monitor import MigrationWatcher, MonitorError, hmp
+from bench.qemu_monitor import LibvirtQmp, MigrationWatcher, MonitorError, hmp
 from ganeti_lv.devcluster import guest as devguest
 from ganeti_lv.devcluster.peer import READY_RE, PeerCluster
 
@@ -34,6 +34,8 @@ PATMB = 16  # the peer's guests write 16 MiB of pattern at boot; so do the bench
 CTRL_DIR = "/run/ganeti/kvm-hypervisor/ctrl"
 FILE_STORAGE_DIR = "/srv/ganeti/file-storage"
 BOOT_TIMEOUT = 180.0
+# libvirt stops the source qemu tens of ms after the transfer: poll it often
+QMP_INTERVAL = 0.005
 
 
 @dataclass(frozen=True)
@@ -256,26 +258,39 @@ class LvTool:
 
     # ------------------------------------------------------------ operations
     def migrate(self, name: str, cap: float) -> dict[str, Any]:
-        """``gnt-lv instance migrate -f -n <other node>``; libvirt's completed job.
+        """``gnt-lv instance migrate -f -n <other node>``; qemu's and libvirt's figures.
 
-        When it still runs after ``cap`` seconds it gets a Ctrl-C (SIGINT),
-        which aborts the migration; the guest stays on the source.
+        ``downtime_ms`` is qemu's own (``query-migrate`` on the source, as
+        for Ganeti), ``libvirt_downtime_ms`` libvirt's completed job's (from
+        the source's stop until the target's resume). When it still runs
+        after ``cap`` seconds it gets a Ctrl-C (SIGINT), which aborts the
+        migration; the guest stays on the source.
         """
         src = self.cl.primary(name)
         dst = other(src)
         argv = [str(BIN / "gnt-lv"), "instance", "migrate", "-f", "-n", dst, name]
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            argv, env=self.cl.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        qmp = LibvirtQmp(self.cl.uri(src))
         capped = False
         try:
-            out, _ = proc.communicate(timeout=cap)
-        except subprocess.TimeoutExpired:
-            capped = True
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=300)
-        wall = time.perf_counter() - start
+            with MigrationWatcher(name, interval=QMP_INTERVAL, query=qmp) as watcher:
+                start = time.perf_counter()
+                proc = subprocess.Popen(
+                    argv,
+                    env=self.cl.env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                try:
+                    out, _ = proc.communicate(timeout=cap)
+                except subprocess.TimeoutExpired:
+                    capped = True
+                    proc.send_signal(signal.SIGINT)
+                    out, _ = proc.communicate(timeout=300)
+                wall = time.perf_counter() - start
+        finally:
+            qmp.close()
+        qemu = watcher.result()
         converged = proc.returncode == 0
         result: dict[str, Any] = {
             "src": src,
@@ -298,8 +313,13 @@ class LvTool:
         total = info.get("time_elapsed_ms")
         if total is None and match:
             total = float(match.group(1)) * 1000
+        caught = qemu.get("status") == "completed" and qemu.get("downtime_ms") is not None
         result.update(
-            downtime_ms=downtime,
+            downtime_ms=qemu["downtime_ms"] if caught else None,
+            qemu_caught=caught,
+            qemu_samples=qemu.get("samples"),
+            downtime_limit_ms=qemu.get("downtime_limit_ms"),
+            libvirt_downtime_ms=downtime,
             total_ms=total,
             memory_mib=info.get("memory_processed_mib"),
             passes=info.get("iteration"),

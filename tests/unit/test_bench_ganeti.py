@@ -357,3 +357,46 @@ def test_export_table_and_rows_for_the_export_benchmark() -> None:
 def test_nan_wall_gives_nan_rate() -> None:
     s = ganeti_report.export_summary([], 1024)
     assert math.isnan(s["wall"]) and math.isnan(s["mib_s"])
+
+
+# --- ganeti_lv's source qemu through libvirt (QMP) --------------------------------
+
+QMP_ACTIVE = (
+    '{"return": {"status": "active", "setup-time": 2, "total-time": 120, '
+    '"ram": {"transferred": 33554432, "total": 134742016, "dirty-sync-count": 2, '
+    '"mbps": 900.5, "dirty-pages-rate": 2560, "page-size": 4096}}}'
+)
+QMP_COMPLETED = (
+    '{"return": {"status": "completed", "setup-time": 2, "downtime": 7, '
+    '"total-time": 310, "ram": {"transferred": 73400320, "total": 134742016, '
+    '"dirty-sync-count": 3, "mbps": 1900.0, "page-size": 4096}}}'
+)
+
+
+def test_qmp_replies_read_into_the_keys_of_info_migrate() -> None:
+    done = qemu_monitor.parse_info(QMP_COMPLETED)
+    assert done["status"] == "completed" and done["downtime_ms"] == 7
+    assert done["total_time_ms"] == 310 and done["dirty_sync_count"] == 3
+    assert done["transferred_ram_mib"] == pytest.approx(70.0)
+    active = qemu_monitor.parse_info(QMP_ACTIVE)
+    assert qemu_monitor.dirty_rate_mib_s(active) == pytest.approx(10.0)
+    params = qemu_monitor.parse_info('{"return": {"downtime-limit": 30, "max-bandwidth": 0}}')
+    assert params == {"downtime_limit_ms": 30.0, "max_bandwidth_mib_s": 0.0}
+    with pytest.raises(qemu_monitor.MonitorError):
+        qemu_monitor.parse_qmp("{not json")
+
+
+def test_watcher_reads_qemus_downtime_from_qmp_replies() -> None:
+    replies = iter(['{"return": {}}', QMP_ACTIVE, QMP_COMPLETED])
+
+    def query(_name: str, command: str) -> str:
+        if command == "info migrate_parameters":
+            return '{"return": {"downtime-limit": 30, "max-bandwidth": 0}}'
+        return next(replies)
+
+    watcher = qemu_monitor.MigrationWatcher("web1", query=query, clock=lambda: 0.0)
+    for _ in range(3):
+        watcher.poll()
+    result = watcher.result()
+    assert result["final_seen"] and result["downtime_ms"] == 7 and result["passes"] == 3
+    assert result["downtime_limit_ms"] == 30
