@@ -58,15 +58,17 @@ def _other(node: str) -> str:
     return NODES[1] if node == NODES[0] else NODES[0]
 
 
-def lv_downtime_ms() -> int:
+def lv_downtime_ms(key: str = "migration_downtime") -> int:
     """The maximum downtime ganeti_lv gives a migration by default (ms).
 
     virsh gets the same (``virsh migrate-setmaxdowntime`` before each
-    migration), so the two tools ask qemu for the same limit.
+    migration), so the two tools ask qemu for the same limit; ganeti_lv
+    starts lower (``key`` ``migration_downtime_initial``) and raises its
+    limit up to this one only while the guest does not converge.
     """
     from ganeti_lv import constants
 
-    return int(constants.HVC_DEFAULTS["migration_downtime"])
+    return int(constants.HVC_DEFAULTS[key])
 
 
 def set_virsh_downtime(cl: BenchCluster, node: str, name: str) -> int:

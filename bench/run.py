@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 
 from bench import framework, startup, stats  # noqa: E402
 from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
-from bench.ganeti import PEER_DIR  # noqa: E402
+from bench.ganeti import CASE_GROUPS, PEER_DIR  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("framework", "startup", "migration", "export", "ganeti")
@@ -70,7 +70,8 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             out["export"] = export.run_all(cl, opts.quick, _log)
             out["export"]["seconds"] = time.monotonic() - start
         if "ganeti" in parts:
-            out["ganeti"] = ganeti.run_all(cl, opts.quick, _log, opts.peer_dir)
+            groups = tuple(g.strip() for g in opts.ganeti_cases.split(",") if g.strip())
+            out["ganeti"] = ganeti.run_all(cl, opts.quick, _log, opts.peer_dir, groups)
     except Exception as err:  # noqa: BLE001 - report and still write what was measured
         out["cluster_error"] = f"{type(err).__name__}: {err}"
         _log(f"cluster benchmarks stopped: {out['cluster_error']}")
@@ -159,7 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
     parser.add_argument("--peer-dir", default=PEER_DIR, help="Ganeti peer directory (ganeti part)")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    parser.add_argument(
+        "--ganeti-cases",
+        default=",".join(CASE_GROUPS),
+        help="groups of cases of the ganeti part (a full run split into shorter ones)",
+    )
     opts = parser.parse_args(argv)
+    bad = {g.strip() for g in opts.ganeti_cases.split(",") if g.strip()} - set(CASE_GROUPS)
+    if bad:
+        parser.error(f"unknown ganeti case groups: {', '.join(sorted(bad))}")
     parts = [p.strip() for p in opts.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -189,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     shown = "bench/run.py" + (" --quick" if opts.quick else "")
     if opts.only != ",".join(PARTS):
         shown += f" --only {opts.only}"
+    if opts.ganeti_cases != ",".join(CASE_GROUPS):
+        shown += f" --ganeti-cases {opts.ganeti_cases}"
     out_dir = Path(opts.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(
