@@ -180,7 +180,26 @@ _QMP_OF_HMP = {
     "info migrate": "query-migrate",
     "info migrate_parameters": "query-migrate-parameters",
     "migrate_cancel": "migrate_cancel",
+    "info migrate_capabilities": "query-migrate-capabilities",
 }
+
+
+def capability(text: str, name: str) -> bool | None:
+    """Whether capability ``name`` is on in ``info migrate_capabilities`` (HMP or QMP)."""
+    if text.lstrip().startswith("{"):
+        try:
+            caps = json.loads(text).get("return", [])
+        except (ValueError, AttributeError):
+            return None
+        for cap in caps if isinstance(caps, list) else []:
+            if isinstance(cap, dict) and cap.get("capability") == name:
+                return bool(cap.get("state"))
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip() == "on"
+    return None
 
 
 class LibvirtQmp:
@@ -287,6 +306,8 @@ class MigrationWatcher:
     def _read_parameters(self) -> None:
         try:
             self.parameters = parse_info(self.query(self.path, "info migrate_parameters"))
+            caps = self.query(self.path, "info migrate_capabilities")
+            self.parameters["return_path"] = capability(caps, "return-path")
         except MonitorError:
             self.errors += 1
 
@@ -313,6 +334,9 @@ class MigrationWatcher:
         out["cancelled_after_s"] = self.cancelled_at
         out["dirty_rate_mib_s"] = dirty_rate_mib_s(self.last)
         out["downtime_limit_ms"] = self.parameters.get("downtime_limit_ms")
+        # with qemu's return path the source's downtime ends only once the
+        # target has loaded the last state and closed the path
+        out["return_path"] = self.parameters.get("return_path")
         bandwidth = self.parameters.get("max_bandwidth_mib_s")
         out["bandwidth_mib_s"] = bandwidth
         return out

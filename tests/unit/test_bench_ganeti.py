@@ -392,6 +392,8 @@ def test_watcher_reads_qemus_downtime_from_qmp_replies() -> None:
     def query(_name: str, command: str) -> str:
         if command == "info migrate_parameters":
             return '{"return": {"downtime-limit": 30, "max-bandwidth": 0}}'
+        if command == "info migrate_capabilities":
+            return '{"return": [{"capability": "return-path", "state": true}]}'
         return next(replies)
 
     watcher = qemu_monitor.MigrationWatcher("web1", query=query, clock=lambda: 0.0)
@@ -399,4 +401,13 @@ def test_watcher_reads_qemus_downtime_from_qmp_replies() -> None:
         watcher.poll()
     result = watcher.result()
     assert result["final_seen"] and result["downtime_ms"] == 7 and result["passes"] == 3
-    assert result["downtime_limit_ms"] == 30
+    assert result["downtime_limit_ms"] == 30 and result["return_path"] is True
+
+
+def test_capability_from_hmp_and_qmp() -> None:
+    hmp_caps = "xbzrle: off\nreturn-path: on\npostcopy-ram: off\n"
+    assert qemu_monitor.capability(hmp_caps, "return-path") is True
+    assert qemu_monitor.capability(hmp_caps, "postcopy-ram") is False
+    qmp_caps = '{"return": [{"capability": "return-path", "state": false}]}'
+    assert qemu_monitor.capability(qmp_caps, "return-path") is False
+    assert qemu_monitor.capability(qmp_caps, "events") is None
