@@ -46,6 +46,9 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "converged": len(done),
         "runs": len(runs),
         "downtimes_ms": [r.get("downtime_ms") for r in done],
+        "return_path": next(
+            (r["return_path"] for r in runs if r.get("return_path") is not None), None
+        ),
     }
 
 
@@ -372,6 +375,19 @@ def markdown(results: dict[str, Any]) -> str:
         parts.append(
             "Limits qemu was given: "
             + "; ".join(f"{SIDE_LABEL[s]} {limits[s]}" for s in SIDES if s in limits)
+            + "."
+        )
+    rp = {
+        SIDE_LABEL[s]: case[s].get("return_path")
+        for case in results.get("cases", [])
+        for s in SIDES
+        if isinstance(case.get(s), dict) and case[s].get("return_path") is not None
+    }
+    if rp:
+        parts.append(
+            "qemu's return path (the source's downtime then ends at the target's"
+            " acknowledgement): "
+            + ", ".join(f"{side} {'on' if on else 'off'}" for side, on in rp.items())
             + "."
         )
     if "fast_dirtier" in results:
