@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ganeti_lv.hypervisor import migration_policy as mp
@@ -34,6 +36,11 @@ def test_downtime_steps(initial: int, maximum: int, steps: int, expected: list[i
     assert mp.downtime_steps(initial, maximum, steps) == expected
 
 
+def no_ramp(**kwargs: Any) -> PolicyConfig:
+    """A 128 MiB guest's policy without the downtime ramp (the limit from the start)."""
+    return PolicyConfig(memory_mib=128, ramp_steps=0, **kwargs)
+
+
 def run(config: PolicyConfig, samples: list[Sample]) -> list[tuple[ActionKind, int | None]]:
     """Feed samples through the policy; return the non-CONTINUE actions."""
     state = mp.initial_state()
@@ -53,7 +60,7 @@ def stuck(seconds: int, remaining: int = 50 * mp.MIB) -> list[Sample]:
 
 
 def test_steady_progress_never_escalates() -> None:
-    config = PolicyConfig(memory_mib=128, ramp_steps=0, progress_timeout=2)
+    config = no_ramp(progress_timeout=2)
     samples = [Sample(elapsed=float(t), memory_remaining=100 - t) for t in range(50)]
     assert run(config, samples) == []
 
@@ -63,14 +70,12 @@ def test_steady_progress_never_escalates() -> None:
     [
         # escalation off, no post-copy: abort at the first stagnation
         (
-            PolicyConfig(memory_mib=128, ramp_steps=0, progress_timeout=2, escalate=False),
+            no_ramp(progress_timeout=2, escalate=False),
             [(ActionKind.ABORT, None)],
         ),
         # escalation off, post-copy allowed: switch
         (
-            PolicyConfig(
-                memory_mib=128,
-                ramp_steps=0,
+            no_ramp(
                 progress_timeout=2,
                 escalate=False,
                 allow_postcopy=True,
@@ -79,9 +84,7 @@ def test_steady_progress_never_escalates() -> None:
         ),
         # downtime steps, then abort
         (
-            PolicyConfig(
-                memory_mib=128,
-                ramp_steps=0,
+            no_ramp(
                 progress_timeout=2,
                 max_downtime_ms=900,
                 downtime_steps=2,
@@ -94,9 +97,7 @@ def test_steady_progress_never_escalates() -> None:
         ),
         # downtime steps, then auto-converge, then post-copy
         (
-            PolicyConfig(
-                memory_mib=128,
-                ramp_steps=0,
+            no_ramp(
                 progress_timeout=2,
                 max_downtime_ms=900,
                 downtime_steps=2,
@@ -112,9 +113,7 @@ def test_steady_progress_never_escalates() -> None:
         ),
         # downtime steps, then auto-converge, then abort
         (
-            PolicyConfig(
-                memory_mib=128,
-                ramp_steps=0,
+            no_ramp(
                 progress_timeout=2,
                 max_downtime_ms=600,
                 downtime_steps=1,
@@ -151,14 +150,14 @@ def test_each_step_gets_a_full_progress_period() -> None:
 
 
 def test_progress_resets_the_stagnation_clock() -> None:
-    config = PolicyConfig(memory_mib=128, ramp_steps=0, progress_timeout=3, escalate=False)
+    config = no_ramp(progress_timeout=3, escalate=False)
     # remaining drops every 3 s: never more than 3 s without progress
     samples = [Sample(elapsed=float(t), memory_remaining=1000 - (t // 3)) for t in range(30)]
     assert run(config, samples) == []
 
 
 def test_oscillation_without_new_minimum_is_no_progress() -> None:
-    config = PolicyConfig(memory_mib=128, ramp_steps=0, progress_timeout=3, escalate=False)
+    config = no_ramp(progress_timeout=3, escalate=False)
     samples = [Sample(elapsed=float(t), memory_remaining=500 if t % 2 else 600) for t in range(10)]
     assert run(config, samples) == [(ActionKind.ABORT, None)]
 
@@ -177,7 +176,7 @@ def test_completion_timeout(allow_postcopy: bool, expected: ActionKind) -> None:
 
 
 def test_postcopy_is_never_aborted() -> None:
-    config = PolicyConfig(memory_mib=128, ramp_steps=0, progress_timeout=1, completion_timeout=2)
+    config = no_ramp(progress_timeout=1, completion_timeout=2)
     samples = [Sample(elapsed=float(t), memory_remaining=10, postcopy=True) for t in range(10)]
     assert run(config, samples) == []
 
