@@ -12,8 +12,9 @@ ganeti_lv's defaults: unlimited bandwidth, and the maximum downtime
 ganeti_lv gives a migration (``migration_downtime``, 300 ms), which virsh
 gets through ``virsh migrate-setmaxdowntime`` on the source just before
 each migration (untimed); ganeti_lv starts lower (30 ms) and rises to that
-limit only while the guest does not converge. After a virsh migration the configuration is told where the
-instance went (untimed), as an operator would have to.
+limit only while the guest does not converge. After a virsh migration the
+configuration is told where the instance went (untimed), as an operator
+would have to.
 
 ``gnt-lv`` runs as on a Ganeti master: with the cluster's master daemon
 (``gnt-lv-masterd``) running, which takes the job with its node connections
