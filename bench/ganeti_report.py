@@ -46,6 +46,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "converged": len(done),
         "runs": len(runs),
         "downtimes_ms": [r.get("downtime_ms") for r in done],
+        "start_limit_ms": med("downtime_limit_ms"),
         "return_path": next(
             (r["return_path"] for r in runs if r.get("return_path") is not None), None
         ),
@@ -383,6 +384,17 @@ def markdown(results: dict[str, Any]) -> str:
         for s in SIDES
         if isinstance(case.get(s), dict) and case[s].get("return_path") is not None
     }
+    start = {
+        SIDE_LABEL[s]: case[s].get("start_limit_ms")
+        for case in results.get("cases", [])
+        for s in SIDES
+        if isinstance(case.get(s), dict) and not math.isnan(case[s].get("start_limit_ms", NAN))
+    }
+    if start:
+        parts.append(
+            "Downtime limit qemu had when the transfer began (its migration parameters,"
+            " median): " + ", ".join(f"{side} {ms:g} ms" for side, ms in start.items()) + "."
+        )
     if rp:
         parts.append(
             "qemu's return path (the source's downtime then ends at the target's"
