@@ -11,7 +11,7 @@ shared storage coherent (the local cluster does). Both run with
 ganeti_lv's defaults: unlimited bandwidth, and the maximum downtime
 ganeti_lv gives a migration (``migration_downtime``, 300 ms), which virsh
 gets through ``virsh migrate-setmaxdowntime`` on the source just before
-each migration (untimed); ganeti_lv starts lower (30 ms) and rises to that
+each migration (untimed); ganeti_lv starts lower (5 ms) and rises to that
 limit only while the guest does not converge. After a virsh migration the
 configuration is told where the instance went (untimed), as an operator
 would have to.

@@ -5,13 +5,15 @@ never converges. The monitor loop feeds the policy one :class:`Sample` per
 poll and gets back an :class:`Action`:
 
 1. *Downtime ramp*: a migration starts with a low allowed downtime
-   (``ramp_start_ms``) and raises it in ``ramp_steps`` equal steps up to the
-   configured limit (``limit_ms``, the ``migration_downtime`` parameter),
-   one step each time ``ramp_passes`` more passes over memory went by
-   without the migration completing. A guest that converges is therefore
-   paused only as long as its last pass needs, not as long as the limit
-   allows: qemu stops the guest as soon as what is left fits the allowed
-   downtime, so a high limit lets it stop early with much still to send.
+   (``ramp_start_ms``) and raises it in ``ramp_steps`` steps of equal
+   ratio up to the configured limit (``limit_ms``, the
+   ``migration_downtime`` parameter), one step each time ``ramp_passes``
+   more passes over memory went by without the migration completing. A
+   guest that converges is therefore paused only as long as its last pass
+   needs, not as long as the limit allows: qemu stops the guest as soon as
+   what is left fits the allowed downtime at the bandwidth it measured, so
+   with an unlimited bandwidth even 30 ms lets it stop with many MiB still
+   to send (measured under TCG: 10-50 ms pauses at a 30 ms limit).
 2. *Progress*: a sample makes progress when the memory still to send drops
    below the lowest value seen so far. Without progress for
    ``progress_timeout`` seconds the migration has stagnated.
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field, replace
 MIB = 1024 * 1024
 
 DEFAULT_DOWNTIME_MS = 300
-DEFAULT_RAMP_START_MS = 30
+DEFAULT_RAMP_START_MS = 5
 DEFAULT_RAMP_STEPS = 5
 DEFAULT_RAMP_PASSES = 2
 DEFAULT_MAX_DOWNTIME_MS = 2000
@@ -145,10 +147,18 @@ def downtime_steps(initial_ms: int, max_ms: int, steps: int) -> list[int]:
 
 
 def ramp(config: PolicyConfig) -> list[int]:
-    """The allowed downtimes of the ramp, from its start up to ``limit_ms``."""
-    if config.ramp_steps <= 0 or config.ramp_start_ms >= config.limit_ms:
-        return [config.limit_ms]
-    return downtime_steps(config.ramp_start_ms, config.limit_ms, config.ramp_steps)
+    """The allowed downtimes of the ramp, from its start up to ``limit_ms``.
+
+    Each step multiplies the allowed downtime by the same factor, so the low
+    end, where most guests converge, is fine-grained: 5 ms to 300 ms in 5
+    steps is 5, 11, 26, 58, 132, 300.
+    """
+    start, limit, steps = config.ramp_start_ms, config.limit_ms, config.ramp_steps
+    if steps <= 0 or start >= limit:
+        return [limit]
+    factor = (limit / start) ** (1.0 / steps)
+    values = [int(round(start * factor**i)) for i in range(steps)] + [limit]
+    return list(dict.fromkeys(values))
 
 
 def schedule(config: PolicyConfig) -> list[int]:

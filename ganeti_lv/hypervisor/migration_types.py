@@ -58,7 +58,7 @@ class MigrationParams:
     live: bool = True
     bandwidth: int = 0
     downtime_ms: int = 300
-    downtime_initial_ms: int = 30
+    downtime_initial_ms: int = 5
     downtime_steps: int = 5
     downtime_passes: int = 2
     caps: dict[str, int] = field(default_factory=dict)

@@ -141,7 +141,7 @@ def test_downtime_ramp_from_hvparams(ctx: Context, ops: FakeNodeOps, config: Con
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     params = ops.calls_to("migrate_instance", N1)[0].args[2]
     assert (params.downtime_initial_ms, params.downtime_steps, params.downtime_passes) == (
-        30,
+        5,
         5,
         2,
     )

@@ -241,15 +241,17 @@ def test_throttle_is_reported_and_auto_converge_params_are_set() -> None:
 @pytest.mark.parametrize(
     ("config", "ramp", "start"),
     [
-        (PolicyConfig(memory_mib=128), [30, 84, 138, 192, 246, 300], 30),
+        (PolicyConfig(memory_mib=128), [5, 11, 26, 58, 132, 300], 5),
         (PolicyConfig(memory_mib=128, ramp_steps=0), [300], 300),
         (PolicyConfig(memory_mib=128, ramp_start_ms=300), [300], 300),
-        (PolicyConfig(memory_mib=128, limit_ms=20), [20], 20),
+        (PolicyConfig(memory_mib=128, ramp_start_ms=30, limit_ms=20), [20], 20),
         (
-            PolicyConfig(memory_mib=128, ramp_start_ms=10, limit_ms=50, ramp_steps=2),
-            [10, 30, 50],
+            PolicyConfig(memory_mib=128, ramp_start_ms=10, limit_ms=40, ramp_steps=2),
+            [10, 20, 40],
             10,
         ),
+        # rounding never repeats a step
+        (PolicyConfig(memory_mib=128, ramp_start_ms=1, limit_ms=3, ramp_steps=5), [1, 2, 3], 1),
     ],
 )
 def test_ramp_and_start(config: PolicyConfig, ramp: list[int], start: int) -> None:
@@ -276,13 +278,13 @@ def test_ramp_raises_one_step_every_two_passes_up_to_the_limit() -> None:
         if action.kind is not ActionKind.CONTINUE:
             raised.append((sample.iteration, action.kind, action.downtime_ms))
     assert raised == [
-        (3, ActionKind.SET_DOWNTIME, 84),
-        (5, ActionKind.SET_DOWNTIME, 138),
-        (7, ActionKind.SET_DOWNTIME, 192),
-        (9, ActionKind.SET_DOWNTIME, 246),
+        (3, ActionKind.SET_DOWNTIME, 11),
+        (5, ActionKind.SET_DOWNTIME, 26),
+        (7, ActionKind.SET_DOWNTIME, 58),
+        (9, ActionKind.SET_DOWNTIME, 132),
         (11, ActionKind.SET_DOWNTIME, 300),
     ]
-    assert state.history[0] == "downtime 84 at pass 3"
+    assert state.history[0] == "downtime 11 at pass 3"
 
 
 def test_guest_that_converges_in_two_passes_keeps_the_low_start() -> None:
@@ -298,7 +300,7 @@ def test_passes_per_step_is_configurable() -> None:
         action, state = mp.decide(config, state, sample)
         if action.kind is ActionKind.SET_DOWNTIME:
             raised.append((sample.iteration, action.downtime_ms))
-    assert raised == [(2, 165), (3, 300)]
+    assert raised == [(2, 39), (3, 300)]
 
 
 def test_stagnation_on_the_ramp_goes_to_the_limit_first() -> None:
