@@ -295,11 +295,13 @@ def run_all(
     feedback: Feedback,
     peer_dir: str = PEER_DIR,
     groups: tuple[str, ...] = CASE_GROUPS,
+    pairs: int | None = None,
 ) -> dict[str, Any]:
     """Bring up the Ganeti peer beside the bench cluster, run the cases, take the peer down.
 
     ``groups`` selects the groups of cases (``CASE_GROUPS``), so a full run
-    can be split into shorter ones.
+    can be split into shorter ones; ``pairs`` overrides the number of pairs
+    of the settled cases (4) and of the fresh ones (3).
     """
     migration.ensure_bytecode()
     started = time.monotonic()
@@ -317,17 +319,17 @@ def run_all(
             " (ganeti_lv's defaults), unlimited bandwidth, its convergence policy"
         )
         out["groups"] = list(groups)
-        pairs = 1 if quick else 4
+        settled_pairs = pairs or (1 if quick else 4)
         settled = QUICK_SETTLED if quick else SETTLED
         for memory, dirty in settled if "settled" in groups else []:
             try:
-                out["cases"].append(comp.settled(memory, dirty, pairs))
+                out["cases"].append(comp.settled(memory, dirty, settled_pairs))
             except Errors as err:
                 out["cases"].append({"label": report.case_label(memory, dirty), "error": f"{err}"})
         fresh = FRESH[:1] if quick else FRESH
         for memory, dirty in fresh if "fresh" in groups else []:
             try:
-                out["cases"].append(comp.fresh(memory, dirty, 1 if quick else 3))
+                out["cases"].append(comp.fresh(memory, dirty, pairs or (1 if quick else 3)))
             except Errors as err:
                 label = report.case_label(memory, dirty, True)
                 out["cases"].append({"label": label, "error": f"{err}"})

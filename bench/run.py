@@ -71,7 +71,9 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             out["export"]["seconds"] = time.monotonic() - start
         if "ganeti" in parts:
             groups = tuple(g.strip() for g in opts.ganeti_cases.split(",") if g.strip())
-            out["ganeti"] = ganeti.run_all(cl, opts.quick, _log, opts.peer_dir, groups)
+            out["ganeti"] = ganeti.run_all(
+                cl, opts.quick, _log, opts.peer_dir, groups, opts.ganeti_pairs
+            )
     except Exception as err:  # noqa: BLE001 - report and still write what was measured
         out["cluster_error"] = f"{type(err).__name__}: {err}"
         _log(f"cluster benchmarks stopped: {out['cluster_error']}")
@@ -165,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(CASE_GROUPS),
         help="groups of cases of the ganeti part (a full run split into shorter ones)",
     )
+    parser.add_argument(
+        "--ganeti-pairs", type=int, default=None, help="pairs per migration case (ganeti part)"
+    )
     opts = parser.parse_args(argv)
     bad = {g.strip() for g in opts.ganeti_cases.split(",") if g.strip()} - set(CASE_GROUPS)
     if bad:
@@ -200,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         shown += f" --only {opts.only}"
     if opts.ganeti_cases != ",".join(CASE_GROUPS):
         shown += f" --ganeti-cases {opts.ganeti_cases}"
+    if opts.ganeti_pairs:
+        shown += f" --ganeti-pairs {opts.ganeti_pairs}"
     out_dir = Path(opts.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(
