@@ -287,6 +287,17 @@ class Comparison:
 
 
 CASE_GROUPS = ("settled", "fresh", "fast", "export")
+# subsets: only the idle guests of a group
+IDLE_GROUPS = ("settled-idle", "fresh-idle")
+
+
+def _pick(cases: list[tuple[int, int]], group: str, groups: tuple[str, ...]) -> list[Any]:
+    """The cases of ``group`` that ``groups`` selects (all, the idle ones, or none)."""
+    if group in groups:
+        return cases
+    if f"{group}-idle" in groups:
+        return [(memory, dirty) for memory, dirty in cases if not dirty]
+    return []
 
 
 def run_all(
@@ -320,14 +331,14 @@ def run_all(
         )
         out["groups"] = list(groups)
         settled_pairs = pairs or (1 if quick else 4)
-        settled = QUICK_SETTLED if quick else SETTLED
-        for memory, dirty in settled if "settled" in groups else []:
+        settled = _pick(QUICK_SETTLED if quick else SETTLED, "settled", groups)
+        for memory, dirty in settled:
             try:
                 out["cases"].append(comp.settled(memory, dirty, settled_pairs))
             except Errors as err:
                 out["cases"].append({"label": report.case_label(memory, dirty), "error": f"{err}"})
-        fresh = FRESH[:1] if quick else FRESH
-        for memory, dirty in fresh if "fresh" in groups else []:
+        fresh = _pick(FRESH[:1] if quick else FRESH, "fresh", groups)
+        for memory, dirty in fresh:
             try:
                 out["cases"].append(comp.fresh(memory, dirty, pairs or (1 if quick else 3)))
             except Errors as err:

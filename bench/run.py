@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 
 from bench import framework, startup, stats  # noqa: E402
 from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
-from bench.ganeti import CASE_GROUPS, PEER_DIR  # noqa: E402
+from bench.ganeti import CASE_GROUPS, IDLE_GROUPS, PEER_DIR  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("framework", "startup", "migration", "export", "ganeti")
@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ganeti-pairs", type=int, default=None, help="pairs per migration case (ganeti part)"
     )
     opts = parser.parse_args(argv)
-    bad = {g.strip() for g in opts.ganeti_cases.split(",") if g.strip()} - set(CASE_GROUPS)
+    bad = {g.strip() for g in opts.ganeti_cases.split(",") if g.strip()} - set(
+        CASE_GROUPS + IDLE_GROUPS
+    )
     if bad:
         parser.error(f"unknown ganeti case groups: {', '.join(sorted(bad))}")
     parts = [p.strip() for p in opts.only.split(",") if p.strip()]
