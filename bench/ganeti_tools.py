@@ -319,6 +319,7 @@ class LvTool:
             qemu_caught=caught,
             qemu_samples=qemu.get("samples"),
             downtime_limit_ms=qemu.get("downtime_limit_ms"),
+            return_path=qemu.get("return_path"),
             libvirt_downtime_ms=downtime,
             total_ms=total,
             memory_mib=info.get("memory_processed_mib"),
