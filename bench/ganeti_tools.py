@@ -26,6 +26,7 @@ from typing import Any
 from bench import migration
 from bench.common import BIN, BenchCluster, BenchError, Guest, run
 from bench.qemu_monitor import LibvirtQmp, MigrationWatcher, MonitorError, hmp
+from bench.qmp_events import QmpEvents, pause_ms
 from ganeti_lv.devcluster import guest as devguest
 from ganeti_lv.devcluster.peer import READY_RE, PeerCluster
 
@@ -125,6 +126,10 @@ class PeerTool:
         node = node or self.primary[name]
         return self.peer.layout().node(node).host_path(f"{CTRL_DIR}/{name}.monitor")
 
+    def kvmd(self, name: str, node: str) -> str:
+        """Host path of the instance's second QMP socket (kvmd's) on ``node``."""
+        return self.peer.layout().node(node).host_path(f"{CTRL_DIR}/{name}.kvmd")
+
     def disk_path(self, name: str) -> str:
         """Host path of a ``file`` instance's first disk (on node1)."""
         pattern = self.peer.layout().node(NODES[0]).host_path(f"{FILE_STORAGE_DIR}/{name}/*")
@@ -163,11 +168,24 @@ class PeerTool:
         fqdn = self.peer.layout().node(dst).fqdn
         argv = ["gnt-instance", "migrate", "-f", "-n", fqdn, name]
         master = self.peer.layout().master.name
-        with MigrationWatcher(self.monitor(name, src), cancel_after=cap) as watcher:
+        src_events = QmpEvents(self.kvmd(name, src))
+        dst_events = QmpEvents(self.kvmd(name, dst))
+        with (
+            src_events,
+            dst_events,
+            MigrationWatcher(self.monitor(name, src), cancel_after=cap) as watcher,
+        ):
             start = time.perf_counter()
             proc = self.peer.run(master, argv, check=False, timeout=cap + 300)
             wall = time.perf_counter() - start
+            # the target's RESUME may trail the command's end by a moment
+            deadline = time.monotonic() + 2.0
+            while proc.returncode == 0 and not dst_events.times("RESUME"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
         figures = watcher.result()
+        figures["pause_ms"] = pause_ms(src_events.times("STOP"), dst_events.times("RESUME"))
         converged = proc.returncode == 0
         if converged:
             self.primary[name] = dst
@@ -321,6 +339,8 @@ class LvTool:
             downtime_limit_ms=qemu.get("downtime_limit_ms"),
             return_path=qemu.get("return_path"),
             libvirt_downtime_ms=downtime,
+            # libvirt's downtime runs from the source's stop to the target's resume
+            pause_ms=downtime,
             total_ms=total,
             memory_mib=info.get("memory_processed_mib"),
             passes=info.get("iteration"),
