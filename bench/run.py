@@ -31,6 +31,7 @@ if __package__ in (None, ""):
 from bench import framework, startup, stats  # noqa: E402
 from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
 from bench.ganeti import CASE_GROUPS, IDLE_GROUPS, PEER_DIR  # noqa: E402
+from ganeti_lv.devcluster import emulator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("framework", "startup", "migration", "export", "ganeti")
@@ -59,7 +60,7 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
     cl = BenchCluster(opts.dir, opts.subnet, nodes=3, feedback=_log)
     _log(f"bringing up the bench cluster in {opts.dir} ({opts.subnet})")
     try:
-        info = cl.up()
+        info = cl.up(qemu=opts.qemu)
         out["cluster"] = {"domain_type": info.get("domain_type"), "nodes": cl.node_names}
         if "migration" in parts:
             start = time.monotonic()
@@ -109,7 +110,8 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
         "# ganeti_lv benchmark results",
         "",
         f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs, Python "
-        f"{meta['python']}), {meta['seconds']:.0f} s in all; reproduce with `{argv}`.",
+        f"{meta['python']}, qemu {meta.get('qemu', 'default')}), {meta['seconds']:.0f} s in all; "
+        f"reproduce with `{argv}`.",
         "",
         "## Targets",
         "",
@@ -170,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ganeti-pairs", type=int, default=None, help="pairs per migration case (ganeti part)"
     )
+    parser.add_argument(
+        "--qemu",
+        choices=emulator.MODES,
+        default=None,
+        help="the bench cluster's qemu (default: the local cluster's default)",
+    )
     opts = parser.parse_args(argv)
     bad = {g.strip() for g in opts.ganeti_cases.split(",") if g.strip()} - set(
         CASE_GROUPS + IDLE_GROUPS
@@ -198,11 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "quick": opts.quick,
         "parts": parts,
+        "qemu": opts.qemu or "default",
         "seconds": time.monotonic() - started,
     }
     targets = collect_targets(results)
     results["targets"] = [t.to_dict() for t in targets]
     shown = "bench/run.py" + (" --quick" if opts.quick else "")
+    if opts.qemu:
+        shown += f" --qemu {opts.qemu}"
     if opts.only != ",".join(PARTS):
         shown += f" --only {opts.only}"
     if opts.ganeti_cases != ",".join(CASE_GROUPS):

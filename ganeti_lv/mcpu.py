@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from ganeti_lv import cmdlib, constants, locking
@@ -46,6 +46,8 @@ FeedbackFn = Callable[[str], None]
 DRY_RUN_MSG = "dry-run mode requested, not actually executing the operation"
 MAX_TEMP_NORES_RETRIES = 3
 RETRY_DELAY = 1.0
+# How long a hooks phase runs before the job log says what it waits for.
+HOOKS_PATIENCE = 10.0
 
 _ = cmdlib  # importing the package fills LU_REGISTRY
 
@@ -285,8 +287,27 @@ class Processor:
             )
 
         # Nodes run their scripts at the same time: a phase costs the slowest
-        # node's time, not the sum over the hook nodes.
-        if len(node_names) <= 1:
-            return {name: run_on(name) for name in node_names}
-        with ThreadPoolExecutor(max_workers=len(node_names)) as pool:
-            return dict(zip(node_names, pool.map(run_on, node_names), strict=True))
+        # node's time, not the sum over the hook nodes. A slow phase is said
+        # in the job log, and a cancel ends the wait of a PRE phase (nothing
+        # has changed yet; a script still running ends at its own timeout).
+        pool = ThreadPoolExecutor(max_workers=max(1, len(node_names)))
+        futures = {name: pool.submit(run_on, name) for name in node_names}
+        waited = 0.0
+        try:
+            while True:
+                _, pending = wait(futures.values(), timeout=HOOKS_PATIENCE)
+                if not pending:
+                    return {name: future.result() for name, future in futures.items()}
+                waited += HOOKS_PATIENCE
+                if phase == constants.HOOKS_PHASE_PRE and self.cancel.is_set():
+                    raise OpExecError(
+                        f"Operation canceled ({self.cancel.reason or 'on request'}) while"
+                        f" waiting for the {phase} hooks in {hooks_dir}; nothing was changed"
+                    )
+                busy = sorted(name for name, f in futures.items() if f in pending)
+                self.LogInfo(
+                    f"Waiting {waited:.0f} s for the hook scripts in {hooks_dir} on"
+                    f" {', '.join(busy)} (each may run {cluster.hooks_timeout:g} s)"
+                )
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)

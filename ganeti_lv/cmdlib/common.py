@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, ConfigurationError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_NOENT,
+    ECODE_STATE,
+    ConfigurationError,
+    NodeUnreachable,
+    OpPrereqError,
+)
 from ganeti_lv.hooksmaster import hook_value
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
@@ -107,10 +113,16 @@ def repair_disk_chain(
     directory is not listed twice.
     """
     result = node_call(lu.rpc.repair_disk_chain, node, cluster, instance, overlays)
-    msg = (
-        f"Disk chain of instance {instance.name} on node {node.name} holds a snapshot overlay"
-        " left by an interrupted export that could not be merged"
-    )
+    if isinstance(result.error, NodeUnreachable):
+        msg = (
+            f"Cannot check the disk chain of instance {instance.name}: node {node.name} is"
+            " unreachable"
+        )
+    else:
+        msg = (
+            f"Disk chain of instance {instance.name} on node {node.name} holds a snapshot"
+            " overlay left by an interrupted export that could not be merged"
+        )
     if not result.ok and ignore_failures:
         lu.LogWarning(f"{msg}: {result.fail_msg}; going on as failures are ignored")
         return []

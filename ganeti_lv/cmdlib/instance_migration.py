@@ -503,14 +503,21 @@ class TLMigrateInstance(Tasklet):
 
     # ----------------------------------------------------------- cleanup
     def _scan(self) -> dict[str, str]:
-        """Node -> domain state, for every online node that knows the domain."""
+        """Node -> domain state, for every online node that knows the domain.
+
+        Online nodes that could not be asked are remembered in
+        ``self._unasked`` (node -> why): the instance may run there.
+        """
         found: dict[str, str] = {}
+        self._unasked: dict[str, str] = {}
         for name in sorted(self.cfg.node_names()):
             node = self._node(name)
             if node.offline:
                 continue
             res = node_call(self.rpc.instance_info, node, self._inst().name)
-            if res.ok and res.payload is not None:
+            if not res.ok:
+                self._unasked[name] = res.fail_msg or "no answer"
+            elif res.payload is not None:
                 found[name] = res.payload.state
         return found
 
@@ -535,6 +542,14 @@ class TLMigrateInstance(Tasklet):
                     f"The instance seems to be running on nodes {', '.join(running)};"
                     " manual intervention is needed"
                 )
+        if not running and self._unasked:
+            raise OpExecError(
+                f"Cannot tell where instance {inst.name} runs: "
+                + "; ".join(f"node {n} did not answer ({why})" for n, why in self._unasked.items())
+                + ". Nothing was changed; make the node reachable (its libvirtd) and run"
+                " the cleanup again",
+                ECODE_ENVIRON,
+            )
         if not running:
             raise OpExecError(
                 "Instance does not seem to be running at all; in this case it's safer to"
@@ -625,11 +640,33 @@ class TLMigrateInstance(Tasklet):
         if inst.admin_state == constants.ADMINST_UP:
             self.lu.LogStep(4, 4, f"Starting instance {inst.name} on {dst.name}")
             moved = self.cfg.get_instance(inst.name) or inst
-            node_call(self.rpc.start_instance, dst, cluster, moved).Raise(
-                f"Could not start instance {inst.name} on node {dst.name}"
-            )
+            started = node_call(self.rpc.start_instance, dst, cluster, moved)
+            if not started.ok and src.offline and not copy:
+                self._undo_failover_from_offline(src, dst, started.fail_msg, feedback_fn)
+            started.Raise(f"Could not start instance {inst.name} on node {dst.name}")
         else:
             self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
+
+    def _undo_failover_from_offline(
+        self, src: Node, dst: Node, fail_msg: str | None, feedback_fn: FeedbackFn
+    ) -> None:
+        """The start after a failover away from an offline node failed: nothing runs on
+        ``dst``, and nobody shut the guest down on ``src``, where it may well still run
+        (qemu's lock on the shared disks is the usual reason for the failure). The
+        primary goes back to ``src`` and the definition left on ``dst`` is removed."""
+        name = self._inst().name
+        node_call(self.rpc.undefine_instance, dst, name).Warn(
+            f"Could not remove the definition on {dst.name}", feedback_fn
+        )
+        self.cfg.set_instance_primary(name, src.name)
+        raise OpExecError(
+            f"Could not start instance {name} on node {dst.name}: {fail_msg}. Node"
+            f" {src.name} is marked offline, so the instance was not shut down there and"
+            f" may still run on it (its disks in use); the configuration keeps {src.name}"
+            f" as its primary. Make sure {src.name} is really down before failing over"
+            " again.",
+            ECODE_ENVIRON,
+        )
 
     def _copy_disks(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()

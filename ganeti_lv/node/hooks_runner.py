@@ -82,7 +82,9 @@ for path in "$hooks_dir"/*; do
   rc=$?
   status=FAIL
   if grep -q 'sending signal' "$tmp/tmsg"; then
-    kill -KILL -- "-$tpid" 2>/dev/null
+    # the group may outlive the script (a child ignoring TERM); no "--":
+    # dash's kill would read it as a process id
+    kill -KILL "-$tpid" 2>/dev/null
     printf '\n[hook timed out after %s seconds; its process group was killed]\n' \
       "$hook_timeout" >> "$tmp/out"
   elif [ "$rc" -eq 0 ]; then

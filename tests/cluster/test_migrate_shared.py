@@ -395,6 +395,44 @@ def test_sigkill_then_verify_and_cleanup(env: Env) -> None:
 
 @pytest.mark.faults
 @pytest.mark.timeout(420)
+def test_failover_from_offline_primary_whose_guest_still_runs(env: Env) -> None:
+    """Only the primary's libvirtd died; its qemu runs on. The operator marks the node
+    offline and fails over: the start on the target cannot take the disk's lock, and the
+    configuration keeps the old primary, where the guest still runs."""
+    src, dst = env.primary(), env.other()
+    mark = _ticks_now(env, src)
+    serial = env.config.read().serial
+    env.devcluster.kill_daemon(src, "libvirtd")
+    down = env.node(src)
+    try:
+        # what the tools say before the operator offlines the node: the truth
+        rc, _, err = Gnt(env.data_dir)("instance", "migrate", "-f", "--cleanup", NAME)
+        assert rc != 0 and f"Cannot tell where instance {NAME} runs" in err, err
+        assert f"node {src} did not answer" in err, err
+        for argv in (
+            ("instance", "failover", "-f", "-n", dst, NAME),
+            ("instance", "shutdown", NAME),
+        ):
+            rc, _, err = Gnt(env.data_dir)(*argv)
+            assert rc != 0 and "overlay" not in err and src in err, (argv, err)
+        assert env.config.read().serial == serial
+        down.offline = True
+        env.config.update_node(down)
+        with pytest.raises(OpExecError, match=f"configuration keeps {src} as its primary"):
+            env.client.submit(
+                OpInstanceFailover(instance_name=NAME, target_node=dst, ignore_consistency=True)
+            )
+        assert env.primary() == src
+    finally:
+        env.devcluster.start_daemon(src, "libvirtd")
+        down.offline = False
+        env.config.update_node(down)
+    assert wait_single(env.config, env.ops, NAME) == src
+    _alive_on(env, src, mark)
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(420)
 def test_failover_with_primary_offline(env: Env) -> None:
     src, dst = env.primary(), env.other()
     # the primary "dies": its guest and its libvirtd are gone, the config marks it offline

@@ -162,21 +162,28 @@ def test_timeout_kills_process_group(client: SshClient, hooks_dir: Path, tmp_pat
         "20-stubborn",
         f"trap '' TERM\n(trap '' TERM; sleep 300) &\necho $! >> {pids}\nsleep 300\n",
     )
+    # the script dies of TERM at once; only its child ignores TERM
+    _script(
+        hooks_dir,
+        "25-orphan",
+        f"(trap '' TERM; sleep 300) &\necho $! >> {pids}\nsleep 300\n",
+    )
     _script(hooks_dir, "30-after", "echo still runs\n")
     started = time.monotonic()
 
     results = _by_name(run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=1))
 
-    # two timeouts of 1 s, the stubborn one needs the KILL grace as well
-    assert time.monotonic() - started < 15
+    # three timeouts of 1 s, the stubborn one needs the KILL grace as well
+    assert time.monotonic() - started < 20
     status, output = results["10-hang"]
     assert status == "FAIL"
     assert output.startswith("started\n")
     assert "timed out after 1 seconds" in output
     assert results["20-stubborn"][0] == "FAIL"
+    assert results["25-orphan"][0] == "FAIL"
     assert results["30-after"] == ("SUCCESS", "still runs\n")
     recorded = [int(p) for p in pids.read_text().split()]
-    assert len(recorded) == 3
+    assert len(recorded) == 4
     for pid in recorded:
         assert wait_dead(pid), f"process {pid} of a timed-out hook survived"
 

@@ -330,6 +330,37 @@ def test_pre_hook_failure_aborts_before_exec(ctx: Context, fake_ops: FakeNodeOps
     assert_no_locks_left(ctx)
 
 
+def test_slow_pre_hook_is_reported_and_a_cancel_ends_the_wait(
+    ctx: Context, fake_ops: FakeNodeOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ganeti_lv.mcpu.HOOKS_PATIENCE", 0.05)
+    release = threading.Event()
+    proc = Processor(ctx)
+    lines: list[str] = []
+
+    def hooks_fn(node: str, hooks_dir: str, env: Any, timeout: float) -> list[Any]:
+        if hooks_dir == PRE_DIR:
+            release.wait(10)
+        return []
+
+    def feedback(msg: str) -> None:
+        lines.append(msg)
+        if "Waiting" in msg:
+            proc.cancel.request("interrupted")
+
+    fake_ops.hooks_fn = hooks_fn
+    try:
+        with pytest.raises(OpExecError, match="canceled .* pre hooks"):
+            proc.execute(OpTestRecord(), feedback_fn=feedback)
+    finally:
+        release.set()
+    waits = [line for line in lines if f"for the hook scripts in {PRE_DIR} on" in line]
+    assert waits and NODE2 in waits[0]
+    assert "Exec" not in names(EVENTS)
+    assert ctx.jobs.list()[-1].status == "canceled"
+    assert_no_locks_left(ctx)
+
+
 def test_unreachable_online_node_aborts_pre_offline_is_skipped(
     ctx: Context, fake_ops: FakeNodeOps
 ) -> None:

@@ -16,8 +16,10 @@ from ganeti_lv.errors import (
     ECODE_NOENT,
     ECODE_NORES,
     ECODE_STATE,
+    GenericError,
     HooksAbort,
     MigrationAborted,
+    NodeUnreachable,
     OpExecError,
     OpPrereqError,
 )
@@ -532,6 +534,44 @@ def test_cleanup_running_nowhere(ctx: Context, ops: FakeNodeOps) -> None:
         run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
 
 
+def _libvirtd_down(ops: FakeNodeOps, node: str) -> None:
+    """Every libvirt-backed operation on ``node`` fails as unreachable; hooks (SSH) run."""
+    down = NodeUnreachable(f"Cannot connect to libvirt on {node}", node=node)
+    for method in ("node_info", "instance_info", "instance_list", "shutdown_instance"):
+        ops.fail(method, node, down)
+    for method in ("disk_overlays", "repair_disk_chain", "migrate_instance"):
+        ops.fail(method, node, down)
+
+
+def test_cleanup_with_the_primary_unreachable_says_so(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Its libvirtd down, the primary cannot say whether the guest runs: no advice to
+    shut down and restart, nothing changed."""
+    serial = config.read().serial
+    _libvirtd_down(ops, N1)
+    with pytest.raises(OpExecError, match=f"Cannot tell where .* node {N1} did not answer") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert err.value.ecode == ECODE_ENVIRON
+    assert "does not seem to be running" not in str(err.value)
+    assert config.read().serial == serial
+
+
+def test_failover_with_the_primary_unreachable_blames_no_overlay(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    set_shared(config)
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    serial = config.read().serial
+    _libvirtd_down(ops, N1)
+    with pytest.raises(GenericError) as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert "overlay" not in str(err.value) and N1 in str(err.value)
+    assert config.read().serial == serial
+
+
 # ---------------------------------------------------------------- failover
 
 
@@ -574,6 +614,26 @@ def test_failover_shared_with_offline_primary(
     assert not ops.calls_to("shutdown_instance")
     # the shared disk chain is repaired from the target, the offline node is not touched
     assert ops.calls_to("repair_disk_chain", N2) and not ops.calls_to("repair_disk_chain", N1)
+
+
+def test_failover_from_offline_primary_keeps_it_when_the_start_fails(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The offline node's guest may still run (only its libvirtd died): qemu's lock on
+    the shared disk makes the start on the target fail; the primary stays the old node."""
+    set_shared(config)
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    ops.fail("start_instance", N2, 'Failed to get "write" lock')
+    with pytest.raises(OpExecError, match=f"configuration keeps {N1} as its primary") as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
+    assert err.value.ecode == ECODE_ENVIRON
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert ops.calls_to("undefine_instance", N2)
+    assert INST not in ops.node(N2).domains
 
 
 def test_failover_shutdown_failure_refused_without_ignore_consistency(
