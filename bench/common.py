@@ -351,6 +351,16 @@ def parse_jobinfo(text: str) -> dict[str, float]:
         "gib": ("mib", 1024.0),
         "mib/s": ("mib_s", 1.0),
     }
+    return parse_fields(text, units)
+
+
+def parse_fields(text: str, units: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """Numbers of 'Key name: NUMBER [unit]' lines, keyed 'key_name[_suffix]'.
+
+    ``units`` maps a (lower-case) unit to the key's suffix and the factor the
+    number is multiplied by; a number with another unit or none keeps its
+    bare key. Lines without a number are left out.
+    """
     out: dict[str, float] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")

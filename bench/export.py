@@ -54,13 +54,13 @@ def allocated_bytes(path: str) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def _link_bytes(veth: str) -> int:
+def link_bytes(veth: str) -> int:
     """Bytes the node sent: received by the host side of its veth."""
     with open(f"/sys/class/net/{veth}/statistics/rx_bytes", encoding="ascii") as fh:
         return int(fh.read())
 
 
-class _Heartbeat:
+class Heartbeat:
     """Polls the guest console in a thread while a copy runs."""
 
     def __init__(self, path: str, interval: float = 0.05) -> None:
@@ -74,7 +74,7 @@ class _Heartbeat:
             self.watcher.poll()
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -154,8 +154,8 @@ class ExportBench:
     # ------------------------------------------------------------ one copy
     def _measure(self, copy: Callable[[], object], target_host_path: str) -> dict[str, Any]:
         console = self.cl.console_path(self.name, SRC)
-        before = _link_bytes(self.veth)
-        with _Heartbeat(console) as hb:
+        before = link_bytes(self.veth)
+        with Heartbeat(console) as hb:
             start = time.monotonic()
             copy()
             end = time.monotonic()
@@ -163,7 +163,7 @@ class ExportBench:
         return {
             "wall": wall,
             "mib_s": self.source_allocated / MIB / wall if wall > 0 else float("nan"),
-            "wire_bytes": _link_bytes(self.veth) - before,
+            "wire_bytes": link_bytes(self.veth) - before,
             "target_allocated": allocated_bytes(target_host_path),
             "heartbeat_gap": hb.watcher.longest_gap(start, end),
         }
@@ -300,9 +300,13 @@ def targets(results: dict[str, Any]) -> list[stats.Target]:
     ]
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """The export results as a markdown table."""
-    rows = []
+def markdown(results: dict[str, Any], extra_full: list[list[Any]] | None = None) -> str:
+    """The export results as a markdown table.
+
+    ``extra_full``: more rows for the fully written disk (Ganeti's export of
+    the same disk, measured by the Ganeti comparison).
+    """
+    rows: list[list[Any]] = []
     for case, res in results.items():
         if case not in CASES:
             continue
@@ -332,6 +336,8 @@ def markdown(results: dict[str, Any]) -> str:
                     ),
                 ]
             )
+        if case == "full":
+            rows += extra_full or []
     headers = [
         "disk",
         "copy",

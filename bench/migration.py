@@ -7,10 +7,14 @@ forth between node1 and node2, alternately by ganeti_lv and by
         --unsafe --migrateuri tcp://<target address> <domain> <target peer URI>
 
 which is what ganeti_lv asks libvirt for on a cluster that declared its
-shared storage coherent (the local cluster does). Both run with libvirt's
-defaults (unlimited bandwidth, 300 ms maximum downtime, ganeti_lv's
-defaults too). After a virsh migration the configuration is told where the
-instance went (untimed), as an operator would have to.
+shared storage coherent (the local cluster does). Both run with
+ganeti_lv's defaults: unlimited bandwidth, and the maximum downtime
+ganeti_lv gives a migration (``migration_downtime``, 300 ms), which virsh
+gets through ``virsh migrate-setmaxdowntime`` on the source just before
+each migration (untimed); ganeti_lv starts lower (5 ms) and rises to that
+limit only while the guest does not converge. After a virsh migration the
+configuration is told where the instance went (untimed), as an operator
+would have to.
 
 ``gnt-lv`` runs as on a Ganeti master: with the cluster's master daemon
 (``gnt-lv-masterd``) running, which takes the job with its node connections
@@ -56,7 +60,31 @@ def _other(node: str) -> str:
     return NODES[1] if node == NODES[0] else NODES[0]
 
 
-def _completed_jobinfo(cl: BenchCluster, node: str, name: str) -> dict[str, float]:
+def lv_downtime_ms(key: str = "migration_downtime") -> int:
+    """The maximum downtime ganeti_lv gives a migration by default (ms).
+
+    virsh gets the same (``virsh migrate-setmaxdowntime`` before each
+    migration), so the two tools ask qemu for the same limit; ganeti_lv
+    starts lower (``key`` ``migration_downtime_initial``) and raises its
+    limit up to this one only while the guest does not converge.
+    """
+    from ganeti_lv import constants
+
+    return int(constants.HVC_DEFAULTS[key])
+
+
+def set_virsh_downtime(cl: BenchCluster, node: str, name: str) -> int:
+    """Give the domain on ``node`` ganeti_lv's default downtime limit; return it (ms).
+
+    libvirt passes the limit to qemu at once, and a migration started later
+    keeps it (libvirt only sets the parameters the migration call names).
+    """
+    limit = lv_downtime_ms()
+    cl.virsh(node, "migrate-setmaxdowntime", name, str(limit))
+    return limit
+
+
+def completed_jobinfo(cl: BenchCluster, node: str, name: str) -> dict[str, float]:
     """libvirt's statistics of the completed migration job on ``node`` ({} if none)."""
     proc = cl.virsh(node, "domjobinfo", "--completed", name, check=False)
     return parse_jobinfo(proc.stdout) if proc.returncode == 0 else {}
@@ -75,7 +103,7 @@ def migrate_gnt(cl: BenchCluster, name: str, extra: list[str] | None = None) -> 
     argv = ["instance", "migrate", "-f", "-n", dst, *(extra or []), name]
     wall, proc = _timed_gnt(cl, argv)
     _check_running(cl, dst, name)
-    info = _completed_jobinfo(cl, dst, name)
+    info = completed_jobinfo(cl, dst, name)
     out = proc.stdout + proc.stderr
     match = GNT_STATS_RE.search(out)
     total_ms = info.get("time_elapsed_ms")
@@ -85,7 +113,14 @@ def migrate_gnt(cl: BenchCluster, name: str, extra: list[str] | None = None) -> 
         total_ms = total_ms if total_ms is not None else float(match.group(1)) * 1000
         if downtime is None and match.group(2) != "unknown":
             downtime = float(match.group(2))
-    return {"src": src, "dst": dst, "wall": wall, "total_ms": total_ms, "downtime_ms": downtime}
+    return {
+        "src": src,
+        "dst": dst,
+        "wall": wall,
+        "total_ms": total_ms,
+        "downtime_ms": downtime,
+        "memory_mib": info.get("memory_processed_mib"),
+    }
 
 
 def _timed_gnt(cl: BenchCluster, argv: list[str]) -> tuple[float, Any]:
@@ -120,18 +155,21 @@ def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -
     src = cl.primary(name)
     dst = _other(src)
     argv = virsh_argv(cl, name, src, dst, extra or [])
+    limit = set_virsh_downtime(cl, src, name)
     start = time.perf_counter()
     run(argv, timeout=600)
     wall = time.perf_counter() - start
     cl.record_primary(name, dst)
     _check_running(cl, dst, name)
-    info = _completed_jobinfo(cl, dst, name)
+    info = completed_jobinfo(cl, dst, name)
     return {
         "src": src,
         "dst": dst,
         "wall": wall,
         "total_ms": info.get("time_elapsed_ms"),
         "downtime_ms": info.get("total_downtime_ms"),
+        "memory_mib": info.get("memory_processed_mib"),
+        "downtime_limit_ms": limit,
     }
 
 
@@ -195,6 +233,7 @@ def _virsh_capped(cl: BenchCluster, name: str, bandwidth: int, cap: float) -> di
     src = cl.primary(name)
     dst = _other(src)
     argv = virsh_argv(cl, name, src, dst, ["--bandwidth", str(bandwidth)])
+    set_virsh_downtime(cl, src, name)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     aborted = False

@@ -1,11 +1,14 @@
 """Run every benchmark and write bench/results/results.json and results.md.
 
-    .venv/bin/python bench/run.py [--quick] [--only framework,startup,migration,export,evacuate]
+    .venv/bin/python bench/run.py [--quick]
+        [--only framework,startup,migration,export,evacuate,ganeti]
 
-The framework and start-up benchmarks need no cluster. The migration and export
+The framework and start-up benchmarks need no cluster. The migration, export, evacuate and ganeti
 benchmarks bring up a 3-node local cluster of their own (directory
 /var/tmp/ganeti-lv-bench, subnet 10.250.9.0/24, so a test cluster may run
-meanwhile) and take it down at the end unless ``--keep-cluster``.
+meanwhile) and take it down at the end unless ``--keep-cluster``. The
+ganeti part also brings up a real Ganeti 3.0 peer cluster (``--peer-dir``)
+beside it and always takes that down.
 Every figure is a median of several runs; ratios are medians of pairs
 measured alternately. The issue's targets are printed with met / NOT met.
 """
@@ -28,10 +31,12 @@ if __package__ in (None, ""):
 
 from bench import framework, startup, stats  # noqa: E402
 from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
+from bench.ganeti import CASE_GROUPS, IDLE_GROUPS, PEER_DIR  # noqa: E402
 from ganeti_lv.devcluster import emulator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("framework", "startup", "migration", "export", "evacuate")
+PARTS = ("framework", "startup", "migration", "export", "evacuate", "ganeti")
+CLUSTER_PARTS = ("migration", "export", "evacuate", "ganeti")
 
 
 def _log(msg: str) -> None:
@@ -50,7 +55,7 @@ def _jsonable(value: Any) -> Any:
 
 def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, Any]:
     """Bring the bench cluster up, run the cluster benchmarks, take it down."""
-    from bench import export, migration
+    from bench import export, ganeti, migration
 
     out: dict[str, Any] = {}
     cl = BenchCluster(opts.dir, opts.subnet, nodes=3, feedback=_log)
@@ -72,6 +77,11 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             start = time.monotonic()
             out["evacuate"] = evacuate.run_all(cl, opts.quick, _log)
             out["evacuate"]["seconds"] = time.monotonic() - start
+        if "ganeti" in parts:
+            groups = tuple(g.strip() for g in opts.ganeti_cases.split(",") if g.strip())
+            out["ganeti"] = ganeti.run_all(
+                cl, opts.quick, _log, opts.peer_dir, groups, opts.ganeti_pairs
+            )
     except Exception as err:  # noqa: BLE001 - report and still write what was measured
         out["cluster_error"] = f"{type(err).__name__}: {err}"
         _log(f"cluster benchmarks stopped: {out['cluster_error']}")
@@ -83,14 +93,16 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
 
 
 def collect_targets(results: dict[str, Any]) -> list[stats.Target]:
-    """Every target of issue 6 that belongs to a part that ran."""
-    from bench import export, migration
+    """Every target (issues 6 and 15) that belongs to a part that ran."""
+    from bench import export, ganeti, migration
 
     found: list[stats.Target] = []
     if "migration" in results:
         found += migration.targets(results["migration"])
     if "export" in results:
         found += export.targets(results["export"])
+    if "ganeti" in results:
+        found += ganeti.targets(results["ganeti"])
     if "framework" in results:
         found += framework.targets(results["framework"])
     if "evacuate" in results:
@@ -102,7 +114,7 @@ def collect_targets(results: dict[str, Any]) -> list[stats.Target]:
 
 def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: str) -> str:
     """The whole report: targets, then one section per benchmark."""
-    from bench import export, migration
+    from bench import export, ganeti, ganeti_report, migration
 
     meta = results["meta"]
     lines = [
@@ -132,7 +144,16 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
         lines.append(migration.markdown(results["migration"]))
     if "export" in results:
         lines += ["", "## Export (medians; ratio = median of alternating pairs)", ""]
-        lines.append(export.markdown(results["export"]))
+        lines.append(
+            export.markdown(results["export"], ganeti_report.export_rows(results.get("ganeti")))
+        )
+    if "ganeti" in results:
+        lines += [
+            "",
+            "## Side by side with Ganeti 3.0 (medians; the same guest, each tool's defaults)",
+            "",
+        ]
+        lines.append(ganeti.markdown(results["ganeti"]))
     if "evacuate" in results:
         from bench import evacuate
 
@@ -157,7 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=DEFAULT_DIR, help="bench cluster directory")
     parser.add_argument("--subnet", default=DEFAULT_SUBNET, help="bench cluster subnet")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    parser.add_argument("--peer-dir", default=PEER_DIR, help="Ganeti peer directory (ganeti part)")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    parser.add_argument(
+        "--ganeti-cases",
+        default=",".join(CASE_GROUPS),
+        help="groups of cases of the ganeti part (a full run split into shorter ones)",
+    )
+    parser.add_argument(
+        "--ganeti-pairs", type=int, default=None, help="pairs per migration case (ganeti part)"
+    )
     parser.add_argument(
         "--qemu",
         choices=emulator.MODES,
@@ -165,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the bench cluster's qemu (default: the local cluster's default)",
     )
     opts = parser.parse_args(argv)
+    bad = {g.strip() for g in opts.ganeti_cases.split(",") if g.strip()} - set(
+        CASE_GROUPS + IDLE_GROUPS
+    )
+    if bad:
+        parser.error(f"unknown ganeti case groups: {', '.join(sorted(bad))}")
     parts = [p.strip() for p in opts.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -177,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if "startup" in parts:
         _log("gnt-lv start-up")
         results["startup"] = startup.run_all(opts.quick)
-    cluster_parts = [p for p in parts if p in ("migration", "export", "evacuate")]
+    cluster_parts = [p for p in parts if p in CLUSTER_PARTS]
     if cluster_parts:
         results.update(run_cluster_parts(opts, cluster_parts))
     results["meta"] = {
@@ -197,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         shown += f" --qemu {opts.qemu}"
     if opts.only != ",".join(PARTS):
         shown += f" --only {opts.only}"
+    if opts.ganeti_cases != ",".join(CASE_GROUPS):
+        shown += f" --ganeti-cases {opts.ganeti_cases}"
+    if opts.ganeti_pairs:
+        shown += f" --ganeti-pairs {opts.ganeti_pairs}"
     out_dir = Path(opts.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(

@@ -91,6 +91,10 @@ HYPERVISOR_KVM = "kvm"
 
 # Default hypervisor parameters. Migration defaults are chosen to converge
 # (Ganeti's 32 MiB/s and 30 ms rarely do): 0 bandwidth means unlimited.
+# migration_downtime is the downtime limit (ms) a migration may reach: it
+# starts at migration_downtime_initial and is raised in
+# migration_downtime_steps steps of equal ratio, one each time
+# migration_downtime_passes more passes over memory did not complete it.
 HVC_DEFAULTS: dict[str, str | int | bool] = {
     "kernel_path": "",
     "initrd_path": "",
@@ -100,6 +104,9 @@ HVC_DEFAULTS: dict[str, str | int | bool] = {
     "acpi": True,
     "migration_bandwidth": 0,
     "migration_downtime": 300,
+    "migration_downtime_initial": 5,
+    "migration_downtime_steps": 5,
+    "migration_downtime_passes": 2,
     "migration_mode": HT_MIGRATION_LIVE,
     "migration_caps": "",
 }

@@ -91,6 +91,25 @@ def requested_caps(cluster: Cluster, instance: Instance, op: Any) -> dict[str, i
         raise OpPrereqError(f"Invalid migration capabilities: {err}", ECODE_INVAL) from err
 
 
+def downtime_ramp(hvp: dict[str, Any]) -> tuple[int, int, int]:
+    """(initial downtime ms, steps, passes per step) of the hvparams, checked."""
+    defaults = constants.HVC_DEFAULTS
+    values = []
+    for key, least in (
+        ("migration_downtime_initial", 1),
+        ("migration_downtime_steps", 0),
+        ("migration_downtime_passes", 1),
+    ):
+        raw = hvp.get(key)
+        value = int(defaults[key] if raw is None or raw == "" else raw)
+        if value < least:
+            raise OpPrereqError(
+                f"Hypervisor parameter {key} must be at least {least}, not {value}", ECODE_INVAL
+            )
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
 def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) -> MigrationParams:
     """hvparams overlaid with the opcode's per-call overrides.
 
@@ -106,6 +125,7 @@ def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) 
         downtime = int(
             hvp.get("migration_downtime") or constants.HVC_DEFAULTS["migration_downtime"]
         )
+    ramp = downtime_ramp(hvp)
     caps = requested_caps(cluster, instance, op)
     allow_postcopy = bool(op.allow_postcopy)
     if allow_postcopy:
@@ -121,6 +141,9 @@ def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) 
         live=live,
         bandwidth=bandwidth,
         downtime_ms=downtime,
+        downtime_initial_ms=ramp[0],
+        downtime_steps=ramp[1],
+        downtime_passes=ramp[2],
         caps=caps,
         allow_postcopy=allow_postcopy and CAP_POSTCOPY in caps,
         escalate=bool(op.escalate),

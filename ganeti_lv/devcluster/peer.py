@@ -219,8 +219,14 @@ class PeerCluster(files.ClusterDirectory):
         template: str = "sharedfile",
         dirtymb: int = 0,
         boot_timeout: float = 180,
+        memory_mb: int = 128,
+        disk_mb: int = 128,
+        start: bool = True,
     ) -> dict[str, Any]:
         """Add the test guest as Ganeti instance ``name`` on ``node``; wait for its ready line.
+
+        With ``start=False`` it is created stopped (start it with
+        ``gnt-instance startup``; its console log is then written anew).
 
         Refused (nothing changed) when the machine already runs its share of
         guests (``guest.MAX_RUNNING_GUESTS``, counting every cluster's).
@@ -241,13 +247,24 @@ class PeerCluster(files.ClusterDirectory):
         console = layout.console_log(name)
         if os.path.exists(console):
             os.unlink(console)
-        argv = pl.instance_add_argv(layout, name, target, image, template, dirtymb=dirtymb)
+        argv = pl.instance_add_argv(
+            layout,
+            name,
+            target,
+            image,
+            template,
+            disk_mb=disk_mb,
+            memory_mb=memory_mb,
+            dirtymb=dirtymb,
+            start=start,
+        )
         self.feedback_fn(f"gnt-instance add {name} ({template}) on {target.fqdn}")
         state = self._load_state()
         state.setdefault("instances", {})[name] = {"template": template}
         self._save_state(state)
         self.gnt(argv, timeout=600)
-        guest.wait_console(console, READY_RE, boot_timeout)
+        if start:
+            guest.wait_console(console, READY_RE, boot_timeout)
         self._write_info(layout, image)
         return {"name": name, "node": target.name, "console_log": console}
 

@@ -299,8 +299,12 @@ def instance_add_argv(
     disk_mb: int = 128,
     memory_mb: int = 128,
     dirtymb: int = 0,
+    start: bool = True,
 ) -> list[str]:
-    """``gnt-instance add`` of the test guest as a Ganeti instance on ``node``."""
+    """``gnt-instance add`` of the test guest as a Ganeti instance on ``node``.
+
+    Without ``start`` the instance is created stopped (``--no-start``).
+    """
     check_instance_name(name)
     if template not in ("file", "sharedfile"):
         raise OpPrereqError(
@@ -326,5 +330,6 @@ def instance_add_argv(
         node.fqdn,
         "--no-name-check",
         "--no-ip-check",
+        *([] if start else ["--no-start"]),
         name,
     ]

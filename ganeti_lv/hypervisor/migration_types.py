@@ -47,11 +47,20 @@ def parse_caps(text: str) -> dict[str, int]:
 
 @dataclass
 class MigrationParams:
-    """How to migrate one instance (bandwidth MiB/s, 0 = unlimited; times in s)."""
+    """How to migrate one instance (bandwidth MiB/s, 0 = unlimited; times in s).
+
+    ``downtime_ms`` is the downtime limit the migration may reach; it starts
+    at ``downtime_initial_ms`` and is raised in ``downtime_steps`` steps, one
+    per ``downtime_passes`` passes without completion (the convergence
+    policy's ramp).
+    """
 
     live: bool = True
     bandwidth: int = 0
     downtime_ms: int = 300
+    downtime_initial_ms: int = 5
+    downtime_steps: int = 5
+    downtime_passes: int = 2
     caps: dict[str, int] = field(default_factory=dict)
     allow_postcopy: bool = False
     escalate: bool = True
@@ -60,7 +69,7 @@ class MigrationParams:
     progress_timeout: float | None = None
     completion_timeout: float | None = None
     abort_timeout: float = 60.0
-    poll_interval: float = 1.0
+    poll_interval: float = 0.2
     report_interval: float = 10.0
     memory_mib: int = 0
 

@@ -116,6 +116,16 @@ def test_instance_add_runs_the_test_guest_with_a_shared_console_log() -> None:
     assert extra[extra.index("-device") + 1] == "isa-serial,chardev=glvconsole"
 
 
+def test_instance_add_memory_disk_and_no_start() -> None:
+    peer = pl.PeerLayout.build("/var/tmp/p")
+    argv = pl.instance_add_argv(peer, "i1", peer.nodes[0], IMAGE, disk_mb=1024, memory_mb=256)
+    assert argv[argv.index("--disk") + 1] == "0:size=1024M"
+    assert argv[argv.index("-B") + 1] == "maxmem=256,minmem=256,vcpus=1"
+    assert "--no-start" not in argv
+    stopped = pl.instance_add_argv(peer, "i1", peer.nodes[0], IMAGE, start=False)
+    assert "--no-start" in stopped and stopped[-1] == "i1"
+
+
 @pytest.mark.parametrize("name", ["", "-x", "a b", "a,b", "x" * 64])
 def test_bad_instance_names_are_refused(name: str) -> None:
     peer = pl.PeerLayout.build("/var/tmp/p")

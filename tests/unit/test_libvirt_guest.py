@@ -132,14 +132,29 @@ def test_libvirt_errors_become_ganeti_lv_errors(monkeypatch) -> None:
 def test_monitor_acts_through_the_guest_and_aborts_when_postcopy_is_refused(monkeypatch) -> None:
     dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
     guest = _guest(monkeypatch, dom)
-    params = MigrationParams(downtime_ms=400, allow_postcopy=True, caps={"postcopy-ram": 1})
+    params = MigrationParams(
+        downtime_ms=400, downtime_initial_ms=40, allow_postcopy=True, caps={"postcopy-ram": 1}
+    )
     monitor = migration._Monitor(guest, params, lambda _p: None, threading.Event(), lambda: 0.0)
     monitor.poll()
-    assert ("migrateSetMaxDowntime", (400,)) in dom.calls
+    # the ramp's start, not the limit: set at the first poll when not set before
+    assert ("migrateSetMaxDowntime", (40,)) in dom.calls
     dom.fail["migrateStartPostCopy"] = _error(libvirt.VIR_ERR_OPERATION_INVALID)
     monitor._act(migration.policy.Action(migration.policy.ActionKind.START_POSTCOPY, "slow"))
     assert monitor.aborted and "post-copy refused" in monitor.abort_reason
     assert ("abortJob", ()) in dom.calls and not monitor.postcopy
+
+
+def test_start_downtime_is_set_before_the_migration_and_once(monkeypatch) -> None:
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    guest = _guest(monkeypatch, dom)
+    params = MigrationParams(downtime_ms=300, downtime_initial_ms=30)
+    monitor = migration._Monitor(guest, params, lambda _p: None, threading.Event(), lambda: 0.0)
+    monitor.set_start_downtime()
+    monitor.poll()
+    assert [c for c in dom.calls if c[0] == "migrateSetMaxDowntime"] == [
+        ("migrateSetMaxDowntime", (30,))
+    ]
 
 
 def test_abort_job_only_when_one_runs(monkeypatch) -> None:

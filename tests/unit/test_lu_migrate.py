@@ -139,6 +139,50 @@ def test_hvparams_mode_and_postcopy(ctx: Context, ops: FakeNodeOps, config: Conf
     assert params.caps == {"auto-converge": 1, "postcopy-ram": 1}
 
 
+def test_downtime_ramp_from_hvparams(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    params = ops.calls_to("migrate_instance", N1)[0].args[2]
+    assert (params.downtime_initial_ms, params.downtime_steps, params.downtime_passes) == (
+        5,
+        5,
+        2,
+    )
+    assert params.downtime_ms == 300
+    with config.update() as data:
+        data.instances[INST].hvparams = {
+            "migration_downtime_initial": 10,
+            "migration_downtime_steps": 0,
+            "migration_downtime_passes": 3,
+        }
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N1))
+    params = ops.calls_to("migrate_instance", N2)[0].args[2]
+    assert (params.downtime_initial_ms, params.downtime_steps, params.downtime_passes) == (
+        10,
+        0,
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("migration_downtime_initial", 0),
+        ("migration_downtime_passes", 0),
+        ("migration_downtime_steps", -1),
+    ],
+)
+def test_bad_downtime_ramp_is_refused(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, key: str, value: int
+) -> None:
+    with config.update() as data:
+        data.instances[INST].hvparams = {key: value}
+    with pytest.raises(OpPrereqError, match=key) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_INVAL
+    assert not ops.calls_to("migrate_instance", N1)
+    assert running_on(ops) == [N1]
+
+
 def test_allocator_picks_most_free_memory(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:

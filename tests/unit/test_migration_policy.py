@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ganeti_lv.hypervisor import migration_policy as mp
@@ -34,6 +36,11 @@ def test_downtime_steps(initial: int, maximum: int, steps: int, expected: list[i
     assert mp.downtime_steps(initial, maximum, steps) == expected
 
 
+def no_ramp(**kwargs: Any) -> PolicyConfig:
+    """A 128 MiB guest's policy without the downtime ramp (the limit from the start)."""
+    return PolicyConfig(memory_mib=128, ramp_steps=0, **kwargs)
+
+
 def run(config: PolicyConfig, samples: list[Sample]) -> list[tuple[ActionKind, int | None]]:
     """Feed samples through the policy; return the non-CONTINUE actions."""
     state = mp.initial_state()
@@ -53,7 +60,7 @@ def stuck(seconds: int, remaining: int = 50 * mp.MIB) -> list[Sample]:
 
 
 def test_steady_progress_never_escalates() -> None:
-    config = PolicyConfig(memory_mib=128, progress_timeout=2)
+    config = no_ramp(progress_timeout=2)
     samples = [Sample(elapsed=float(t), memory_remaining=100 - t) for t in range(50)]
     assert run(config, samples) == []
 
@@ -63,17 +70,25 @@ def test_steady_progress_never_escalates() -> None:
     [
         # escalation off, no post-copy: abort at the first stagnation
         (
-            PolicyConfig(memory_mib=128, progress_timeout=2, escalate=False),
+            no_ramp(progress_timeout=2, escalate=False),
             [(ActionKind.ABORT, None)],
         ),
         # escalation off, post-copy allowed: switch
         (
-            PolicyConfig(memory_mib=128, progress_timeout=2, escalate=False, allow_postcopy=True),
+            no_ramp(
+                progress_timeout=2,
+                escalate=False,
+                allow_postcopy=True,
+            ),
             [(ActionKind.START_POSTCOPY, None)],
         ),
         # downtime steps, then abort
         (
-            PolicyConfig(memory_mib=128, progress_timeout=2, max_downtime_ms=900, downtime_steps=2),
+            no_ramp(
+                progress_timeout=2,
+                max_downtime_ms=900,
+                downtime_steps=2,
+            ),
             [
                 (ActionKind.SET_DOWNTIME, 600),
                 (ActionKind.SET_DOWNTIME, 900),
@@ -82,8 +97,7 @@ def test_steady_progress_never_escalates() -> None:
         ),
         # downtime steps, then auto-converge, then post-copy
         (
-            PolicyConfig(
-                memory_mib=128,
+            no_ramp(
                 progress_timeout=2,
                 max_downtime_ms=900,
                 downtime_steps=2,
@@ -99,8 +113,7 @@ def test_steady_progress_never_escalates() -> None:
         ),
         # downtime steps, then auto-converge, then abort
         (
-            PolicyConfig(
-                memory_mib=128,
+            no_ramp(
                 progress_timeout=2,
                 max_downtime_ms=600,
                 downtime_steps=1,
@@ -121,7 +134,9 @@ def test_escalation_order(
 
 
 def test_each_step_gets_a_full_progress_period() -> None:
-    config = PolicyConfig(memory_mib=128, progress_timeout=3, max_downtime_ms=600, downtime_steps=1)
+    config = PolicyConfig(
+        memory_mib=128, ramp_steps=0, progress_timeout=3, max_downtime_ms=600, downtime_steps=1
+    )
     state = mp.initial_state()
     times = []
     for sample in stuck(20):
@@ -135,14 +150,14 @@ def test_each_step_gets_a_full_progress_period() -> None:
 
 
 def test_progress_resets_the_stagnation_clock() -> None:
-    config = PolicyConfig(memory_mib=128, progress_timeout=3, escalate=False)
+    config = no_ramp(progress_timeout=3, escalate=False)
     # remaining drops every 3 s: never more than 3 s without progress
     samples = [Sample(elapsed=float(t), memory_remaining=1000 - (t // 3)) for t in range(30)]
     assert run(config, samples) == []
 
 
 def test_oscillation_without_new_minimum_is_no_progress() -> None:
-    config = PolicyConfig(memory_mib=128, progress_timeout=3, escalate=False)
+    config = no_ramp(progress_timeout=3, escalate=False)
     samples = [Sample(elapsed=float(t), memory_remaining=500 if t % 2 else 600) for t in range(10)]
     assert run(config, samples) == [(ActionKind.ABORT, None)]
 
@@ -161,13 +176,15 @@ def test_completion_timeout(allow_postcopy: bool, expected: ActionKind) -> None:
 
 
 def test_postcopy_is_never_aborted() -> None:
-    config = PolicyConfig(memory_mib=128, progress_timeout=1, completion_timeout=2)
+    config = no_ramp(progress_timeout=1, completion_timeout=2)
     samples = [Sample(elapsed=float(t), memory_remaining=10, postcopy=True) for t in range(10)]
     assert run(config, samples) == []
 
 
 def test_after_postcopy_switch_the_policy_only_continues() -> None:
-    config = PolicyConfig(memory_mib=128, progress_timeout=1, escalate=False, allow_postcopy=True)
+    config = PolicyConfig(
+        memory_mib=128, ramp_steps=0, progress_timeout=1, escalate=False, allow_postcopy=True
+    )
     state = mp.initial_state()
     kinds = []
     for sample in stuck(20):
@@ -179,7 +196,9 @@ def test_after_postcopy_switch_the_policy_only_continues() -> None:
 
 
 def test_history_records_steps() -> None:
-    config = PolicyConfig(memory_mib=128, progress_timeout=1, max_downtime_ms=600, downtime_steps=1)
+    config = PolicyConfig(
+        memory_mib=128, ramp_steps=0, progress_timeout=1, max_downtime_ms=600, downtime_steps=1
+    )
     state = mp.initial_state()
     for sample in stuck(10):
         action, state = mp.decide(config, state, sample)
@@ -214,3 +233,86 @@ def test_throttle_is_reported_and_auto_converge_params_are_set() -> None:
     assert params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] == AUTO_CONVERGE_INCREMENT
     plain = migration_uri_params(node, MigrationParams())
     assert libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL not in plain
+
+
+# ------------------------------------------------------------ downtime ramp
+
+
+@pytest.mark.parametrize(
+    ("config", "ramp", "start"),
+    [
+        (PolicyConfig(memory_mib=128), [5, 11, 26, 58, 132, 300], 5),
+        (PolicyConfig(memory_mib=128, ramp_steps=0), [300], 300),
+        (PolicyConfig(memory_mib=128, ramp_start_ms=300), [300], 300),
+        (PolicyConfig(memory_mib=128, ramp_start_ms=30, limit_ms=20), [20], 20),
+        (
+            PolicyConfig(memory_mib=128, ramp_start_ms=10, limit_ms=40, ramp_steps=2),
+            [10, 20, 40],
+            10,
+        ),
+        # rounding never repeats a step
+        (PolicyConfig(memory_mib=128, ramp_start_ms=1, limit_ms=3, ramp_steps=5), [1, 2, 3], 1),
+    ],
+)
+def test_ramp_and_start(config: PolicyConfig, ramp: list[int], start: int) -> None:
+    assert mp.ramp(config) == ramp
+    assert mp.start_downtime_ms(config) == start
+    # the stagnation steps continue from the ramp's top up to the maximum
+    assert mp.schedule(config) == ramp + mp.downtime_steps(ramp[-1], 2000, 4)[1:]
+
+
+def passes(count: int, per_pass: int = 3) -> list[Sample]:
+    """A guest that keeps iterating and making progress: ``per_pass`` samples per pass."""
+    return [
+        Sample(elapsed=i * 0.1, memory_remaining=10_000 - i, iteration=1 + i // per_pass)
+        for i in range(count * per_pass)
+    ]
+
+
+def test_ramp_raises_one_step_every_two_passes_up_to_the_limit() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=100)
+    state = mp.initial_state()
+    raised = []
+    for sample in passes(20):
+        action, state = mp.decide(config, state, sample)
+        if action.kind is not ActionKind.CONTINUE:
+            raised.append((sample.iteration, action.kind, action.downtime_ms))
+    assert raised == [
+        (3, ActionKind.SET_DOWNTIME, 11),
+        (5, ActionKind.SET_DOWNTIME, 26),
+        (7, ActionKind.SET_DOWNTIME, 58),
+        (9, ActionKind.SET_DOWNTIME, 132),
+        (11, ActionKind.SET_DOWNTIME, 300),
+    ]
+    assert state.history[0] == "downtime 11 at pass 3"
+
+
+def test_guest_that_converges_in_two_passes_keeps_the_low_start() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=100)
+    assert run(config, passes(2)) == []
+
+
+def test_passes_per_step_is_configurable() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=100, ramp_passes=1, ramp_steps=2)
+    state = mp.initial_state()
+    raised = []
+    for sample in passes(6):
+        action, state = mp.decide(config, state, sample)
+        if action.kind is ActionKind.SET_DOWNTIME:
+            raised.append((sample.iteration, action.downtime_ms))
+    assert raised == [(2, 39), (3, 300)]
+
+
+def test_stagnation_on_the_ramp_goes_to_the_limit_first() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=2, max_downtime_ms=900, downtime_steps=2)
+    assert run(config, stuck(40)) == [
+        (ActionKind.SET_DOWNTIME, 300),
+        (ActionKind.SET_DOWNTIME, 600),
+        (ActionKind.SET_DOWNTIME, 900),
+        (ActionKind.ABORT, None),
+    ]
+
+
+def test_without_escalation_the_ramp_still_reaches_the_limit() -> None:
+    config = PolicyConfig(memory_mib=128, progress_timeout=2, escalate=False)
+    assert run(config, stuck(40)) == [(ActionKind.SET_DOWNTIME, 300), (ActionKind.ABORT, None)]

@@ -139,7 +139,10 @@ def policy_config(params: MigrationParams) -> policy.PolicyConfig:
         kwargs["progress_timeout"] = params.progress_timeout
     return policy.PolicyConfig(
         memory_mib=params.memory_mib,
-        initial_downtime_ms=params.downtime_ms,
+        limit_ms=params.downtime_ms,
+        ramp_start_ms=params.downtime_initial_ms,
+        ramp_steps=params.downtime_steps,
+        ramp_passes=params.downtime_passes,
         max_downtime_ms=max(policy.DEFAULT_MAX_DOWNTIME_MS, params.downtime_ms),
         completion_timeout=params.completion_timeout,
         escalate=params.escalate,
@@ -210,7 +213,7 @@ class _Monitor:
         self.clock = clock
         self.config = policy_config(params)
         self.state = policy.initial_state()
-        self.downtime_ms = params.downtime_ms
+        self.downtime_ms = policy.start_downtime_ms(self.config)
         self.start = clock()
         self.last_report = -1e9
         self.abort_reason = ""
@@ -254,6 +257,18 @@ class _Monitor:
         if elapsed - self.last_report >= self.params.report_interval:
             self.last_report = elapsed
             self.progress_fn(report)
+
+    def set_start_downtime(self) -> None:
+        """The ramp's start, set before the migration starts (else at the first poll).
+
+        A short migration can end before the first poll: qemu would then
+        switch over with its default limit (300 ms) instead of the ramp's.
+        """
+        try:
+            self.guest.set_max_downtime(int(self.downtime_ms))
+            self.downtime_set = True
+        except NodeError:
+            self.downtime_set = False
 
     def _set_downtime(self, ms: int) -> None:
         with contextlib.suppress(NodeError):
@@ -336,6 +351,8 @@ def migrate(
         migration_flags(params),
     )
     monitor = _Monitor(guest, params, progress_fn, abort_event, clock)
+    if params.live:
+        monitor.set_start_downtime()
     thread = threading.Thread(target=worker.run, name=f"migrate-{name}", daemon=True)
     start = clock()
     thread.start()
