@@ -11,7 +11,8 @@ from ganeti_lv.cmdlib import (  # noqa: F401
     cluster,
     instance,
     instance_info,
-    instance_migration,  # noqa: F401
+    instance_migration,
+    instance_move,
     instance_query,
     node,
     node_evacuate,

@@ -1,0 +1,167 @@
+"""LUInstanceMigrate and LUInstanceFailover: locks, hooks and opcodes around the
+TLMigrateInstance tasklet (``instance_migration``), which does the work.
+"""
+
+from __future__ import annotations
+
+from ganeti_lv import constants, locking
+from ganeti_lv.cmdlib.base import LOCKS_REPLACE, EarlyWork, LogicalUnit, register_lu
+from ganeti_lv.cmdlib.common import (
+    expand_instance,
+    expand_node,
+    get_instance,
+    instance_hook_env,
+    instance_nodes_ahead,
+)
+from ganeti_lv.cmdlib.instance_migration import FeedbackFn, TLMigrateInstance
+from ganeti_lv.opcodes import OpInstanceFailover, OpInstanceMigrate
+
+
+def _declare_node_locks(lu: LogicalUnit, level: int, primary: str, target: str | None) -> None:
+    assert lu.needed_locks is not None
+    if target:
+        lu.needed_locks[level] = sorted({primary, target})
+    else:
+        lu.needed_locks[level] = locking.ALL_SET
+
+
+class _MoveLU(LogicalUnit):
+    """Shared locking and hooks of the migrate and failover LUs."""
+
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    _migrater: TLMigrateInstance
+
+    def _expand(self) -> None:
+        self.op.instance_name = expand_instance(self.cfg, self.op.instance_name)
+        if self.op.target_node:
+            self.op.target_node = expand_node(self.cfg, self.op.target_node)
+        self.needed_locks = {
+            locking.LEVEL_INSTANCE: [self.op.instance_name],
+            locking.LEVEL_NODE: [],
+            locking.LEVEL_NODE_RES: [],
+        }
+        self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
+        self._old_primary = ""
+        if self.op.planned:  # a move of a node operation: see cmdlib.node_evacuate
+            self.share_locks[locking.LEVEL_NODE] = self.share_locks[locking.LEVEL_NODE_RES] = 1
+
+    def EarlyWork(self) -> EarlyWork | None:
+        """Warm the connections to the master, the primary and the target (a hint)."""
+        found = instance_nodes_ahead(self.cfg, self.op.instance_name, self.op.target_node)
+        return EarlyWork(nodes=found[2]) if found is not None else None
+
+    def DeclareLocks(self, level: int) -> None:
+        """Node and node-res locks: primary + target (all nodes when allocating)."""
+        if level in (locking.LEVEL_NODE, locking.LEVEL_NODE_RES):
+            inst = get_instance(self.cfg, self.op.instance_name)
+            target = None if self.op.cleanup else self.op.target_node
+            if self.op.cleanup:
+                target = inst.primary_node
+            _declare_node_locks(self, level, inst.primary_node, target)
+
+    def CheckPrereq(self) -> None:
+        """Run the tasklet's checks; remember the node the instance leaves."""
+        self._migrater.CheckPrereq()
+        self._old_primary = self._migrater.source
+
+    def Exec(self, feedback_fn: FeedbackFn) -> None:
+        """Run the tasklet."""
+        self._migrater.Exec(feedback_fn)
+
+    def _move_env(self) -> dict[str, str]:
+        m = self._migrater
+        inst = get_instance(self.cfg, self.op.instance_name)
+        env = instance_hook_env(self.cfg.get_cluster(), inst)
+        env.update(
+            {
+                "OLD_PRIMARY": self._old_primary,
+                "NEW_PRIMARY": m.target or self._old_primary,
+                "OLD_SECONDARY": "",
+                "NEW_SECONDARY": "",
+            }
+        )
+        return env
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Master, primary, secondaries and the target."""
+        inst = get_instance(self.cfg, self.op.instance_name)
+        nodes = [self.cfg.get_cluster().master_node, self._old_primary or inst.primary_node]
+        nodes.extend(inst.secondary_nodes)
+        if self._migrater.target:
+            nodes.append(self._migrater.target)
+        unique = list(dict.fromkeys(nodes))
+        return unique, unique
+
+
+@register_lu(OpInstanceMigrate)
+class LUInstanceMigrate(_MoveLU):
+    """Migrate an instance (live or non-live), or clean up after an interrupted one."""
+
+    HPATH = constants.HPATH_INSTANCE_MIGRATE
+
+    def ExpandNames(self) -> None:
+        """Lock the instance; nodes in DeclareLocks."""
+        self._expand()
+        self._migrater = TLMigrateInstance(
+            self,
+            self.op.instance_name,
+            cleanup=self.op.cleanup,
+            fallback=self.op.allow_failover,
+            ignore_hvversions=self.op.ignore_hvversions,
+            allow_runtime_changes=self.op.allow_runtime_changes,
+        )
+
+    def CheckPrereq(self) -> None:
+        """Resolve the mode, then the tasklet's checks."""
+        inst = get_instance(self.cfg, self.op.instance_name)
+        hvp = self.cfg.get_cluster().fill_hvparams(inst)
+        if self.op.live is not None:
+            live = self.op.live
+        else:
+            live = (self.op.mode or hvp["migration_mode"]) == constants.HT_MIGRATION_LIVE
+        self._migrater.live = live
+        super().CheckPrereq()
+
+    def BuildHooksEnv(self) -> dict[str, str]:
+        """Ganeti's migrate keys (a failover is never live); post: OLD_PRIMARY is the node left."""
+        env = self._move_env()
+        env.update(
+            {
+                "MIGRATE_LIVE": str(self._migrater.live and not self._migrater.failover),
+                "MIGRATE_CLEANUP": str(self.op.cleanup),
+                "ALLOW_RUNTIME_CHANGES": str(self.op.allow_runtime_changes),
+            }
+        )
+        return env
+
+
+@register_lu(OpInstanceFailover)
+class LUInstanceFailover(_MoveLU):
+    """Stop an instance on its primary and start it on another node."""
+
+    HPATH = constants.HPATH_INSTANCE_FAILOVER
+
+    def ExpandNames(self) -> None:
+        """Lock the instance; nodes in DeclareLocks."""
+        self._expand()
+        self._migrater = TLMigrateInstance(
+            self,
+            self.op.instance_name,
+            cleanup=self.op.cleanup,
+            failover=True,
+            ignore_consistency=self.op.ignore_consistency,
+            shutdown_timeout=self.op.shutdown_timeout,
+        )
+
+    def BuildHooksEnv(self) -> dict[str, str]:
+        """Ganeti's failover keys."""
+        env = self._move_env()
+        env.update(
+            {
+                "IGNORE_CONSISTENCY": str(self.op.ignore_consistency),
+                "SHUTDOWN_TIMEOUT": str(self.op.shutdown_timeout),
+                "FAILOVER_CLEANUP": str(self.op.cleanup),
+            }
+        )
+        return env
