@@ -95,6 +95,16 @@ def test_job_cancel_of_a_finished_job_is_refused(cli: Cli) -> None:
     assert code == 1 and "not running" in err
 
 
+def test_job_list_by_status_refuses_an_unknown_status(cli: Cli) -> None:
+    cli("instance", "shutdown", "inst1")
+    code, out, _ = cli("job", "list", "--status", "success", "--no-headers")
+    assert code == 0 and len(out.splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        cli("job", "list", "--status", "bogus")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'bogus'" in cli.capsys.readouterr().err
+
+
 def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while not predicate():
