@@ -219,10 +219,11 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
     allocated = int(_sh(ops, dst, f"stat -c %b {path}")) * 512
     assert allocated < 16 * MiB  # 128 MiB disk, 8 MiB pattern: sparse on the target
     _chain_whole(config, ops, n1)
-    data = ops.export_read(dst, config.get_cluster(), NAME)
+    data = ops.export_read(dst, config.get_cluster(), f"{config.get_cluster().export_dir}/{NAME}")
     cfg = exportinfo.parse_config(data.config_text)
-    assert cfg.sections() == ["export", "instance", "hypervisor", "backend", "os"]
-    assert cfg["export"]["source"] == n1 and cfg["instance"]["disk_count"] == "1"
+    assert cfg.sections() == ["export", "instance", "hypervisor", "backend", "os", "os_private"]
+    assert cfg["export"]["source"] == src.uuid  # the node's identity, as Ganeti writes it
+    assert cfg["instance"]["disk_count"] == "1"
     manifest = exportinfo.Manifest.from_json(data.manifest_text)
     checksum = shlex.join(diskcopy.helper_argv("checksum", path))
     assert manifest.disks[0].checksum == _sh(ops, dst, checksum).split()[0]
