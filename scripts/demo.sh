@@ -55,5 +55,11 @@ gnt-lv instance list
 echo ">>> exporting $INSTANCE live to $EXPORT_NODE"
 gnt-lv backup export --noshutdown -n "$EXPORT_NODE" "$INSTANCE"
 gnt-lv backup list --node "$EXPORT_NODE"
-echo ">>> done. The cluster and its master daemon keep running; stop both with:"
+# The guest is stopped so that nothing busy is left beside the test suite (the
+# machine runs at most two guests under TCG at once); the cluster stays up.
+echo ">>> shutting $INSTANCE down (nothing busy left behind)"
+gnt-lv instance shutdown "$INSTANCE"
+echo ">>> done. The cluster and its master daemon keep running; start the guest again with:"
+echo "    GANETI_LV_DATA_DIR=$DIR/data $ROOT/.venv/bin/gnt-lv instance startup $INSTANCE"
+echo "  and stop everything with:"
 echo "    $ROOT/.venv/bin/gnt-lv-devcluster down --dir $DIR"

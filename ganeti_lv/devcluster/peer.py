@@ -133,6 +133,9 @@ class PeerCluster(files.ClusterDirectory):
             self.feedback_fn(f"gnt-node add {node.fqdn}")
             self.gnt(["gnt-node", "add", "--no-ssh-key-check", node.fqdn], timeout=300)
         self._wait_rapi(layout)
+        # written again now that ganeti-rapi answers: a write that came before
+        # its file watch was set up would otherwise go unseen (401 for the user)
+        peernode.write_rapi_users(layout.master, password)
         state["initialised"] = True
         self._save_state(state)
 
