@@ -63,6 +63,14 @@ def set_shared(config: ConfigStore, unsafe_ok: bool = True) -> None:
         data.cluster.shared_storage_unsafe_ok = unsafe_ok
 
 
+def set_shared_present(config: ConfigStore, ops: FakeNodeOps, unsafe_ok: bool = True) -> None:
+    """Make inst1 a sharedfile instance whose disk every node sees."""
+    set_shared(config, unsafe_ok)
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+
+
 # ------------------------------------------------------------------ success
 
 
@@ -92,10 +100,7 @@ def test_live_migration_of_file_instance(
 def test_sharedfile_uses_unsafe_only_when_cluster_allows(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    set_shared(config, unsafe_ok=False)
-    inst = config.get_instance(INST)
-    assert inst is not None
-    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    set_shared_present(config, ops, unsafe_ok=False)
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     params = ops.calls_to("migrate_instance", N1)[0].args[2]
     assert not params.copy_storage and not params.unsafe
@@ -560,10 +565,7 @@ def test_cleanup_with_the_primary_unreachable_says_so(
 def test_failover_with_the_primary_unreachable_blames_no_overlay(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    set_shared(config)
-    inst = config.get_instance(INST)
-    assert inst is not None
-    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    set_shared_present(config, ops)
     serial = config.read().serial
     _libvirtd_down(ops, N1)
     with pytest.raises(GenericError) as err:
@@ -610,10 +612,7 @@ def test_failover_running_instance(ctx: Context, ops: FakeNodeOps, config: Confi
 def test_failover_shared_with_offline_primary(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    set_shared(config)
-    inst = config.get_instance(INST)
-    assert inst is not None
-    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    set_shared_present(config, ops)
     with config.update() as data:
         data.nodes[N1].offline = True
     run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
@@ -629,10 +628,7 @@ def test_failover_from_offline_primary_keeps_it_when_the_start_fails(
 ) -> None:
     """The offline node's guest may still run (only its libvirtd died): qemu's lock on
     the shared disk makes the start on the target fail; the primary stays the old node."""
-    set_shared(config)
-    inst = config.get_instance(INST)
-    assert inst is not None
-    ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
+    set_shared_present(config, ops)
     with config.update() as data:
         data.nodes[N1].offline = True
     ops.fail("start_instance", N2, 'Failed to get "write" lock')
