@@ -5,8 +5,9 @@ job per instance runs under the node operation's job, within the
 per-source and per-target limits, with a line counting the instances
 done, running, queued and failed (a progress bar on a terminal) and each
 move's own progress. Ctrl-C (or ``gnt-lv job cancel``) stops the queued
-moves and lets the running ones end safely; the end lists every
-instance's node.
+moves and stops the running ones safely (a live migration is aborted with
+the instance on its source, as Ctrl-C aborts a single one; a failover
+ends on its own); the end lists every instance's node.
 """
 
 from __future__ import annotations

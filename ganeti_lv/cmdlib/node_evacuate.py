@@ -221,7 +221,8 @@ class _NodeMovesLU(NoHooksLU):
         max_source, max_target = self._limits(self.cfg.get_cluster())
         scheduler = MoveScheduler(
             moves,
-            start=lambda op, relay: self.proc.run_child(op, relay),
+            # the node operation's cancel request reaches the running moves
+            start=lambda op, relay: self.proc.run_child(op, relay, self.proc.cancel),
             log=self.Log,
             cancel=self.proc.cancel,
             max_source=max_source,

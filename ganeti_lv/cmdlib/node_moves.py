@@ -10,10 +10,14 @@ hooks and guarantees.
 - A move that fails makes its target take no more instances: the moves
   still queued for it are placed again on the other nodes (``replace``),
   or fail when none can take them.
-- A cancel request stops the queued moves (they never start); the running
-  ones are left to end on their own, safely (a migration completes or
-  aborts with the instance on its source). Then every instance's node is
-  reported as the configuration has it.
+- A cancel request stops the queued moves (they never start) and is passed
+  on to the running ones, which stop the way Ctrl-C stops a single one: a
+  move still waiting for its locks or in its checks and PRE hooks changes
+  nothing; a running live migration has its libvirt job aborted and the
+  instance keeps running on its source (one that already switched over is
+  recorded on its target); a failover, which cannot be stopped half-way,
+  ends on its own. Then every instance's node is reported as the
+  configuration has it.
 - Progress: one line "instances D/N finished: done, running, queued,
   failed" on every change, and each move's own feedback lines prefixed
   with its instance's name.
@@ -157,8 +161,12 @@ class MoveScheduler:
             except BaseException as err:  # noqa: BLE001 - every outcome is the move's
                 error = str(err) or type(err).__name__
                 with self._cond:
-                    move.status, move.error = FAILED, error
-                    self.failed_targets.add(move.target)
+                    if self._cancel.is_set():
+                        # stopped by the cancel (the target is not to blame)
+                        move.status, move.error = CANCELED, error
+                    else:
+                        move.status, move.error = FAILED, error
+                        self.failed_targets.add(move.target)
                     self._cond.notify_all()
             else:
                 with self._cond:

@@ -14,6 +14,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.migration_types import MigrationProgress
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.objects import Disk, Instance, Nic, disk_path
 from ganeti_lv.opcodes import OpCode, OpNodeEvacuate, OpNodeMigrate
@@ -191,10 +192,11 @@ def _slow(ops: FakeNodeOps, delay: float) -> threading.Event:
     return started
 
 
-def test_cancel_stops_queued_moves_running_one_ends(
+def test_cancel_stops_queued_moves_and_aborts_the_running_migration(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    started = _slow(ops, 0.5)
+    started = _slow(ops, 0.3)
+    ops.migration_reports = [MigrationProgress(elapsed=1.0)]  # the abort is seen here
     cancel = Cancellation()
 
     def cancel_when_started() -> None:
@@ -205,17 +207,41 @@ def test_cancel_stops_queued_moves_running_one_ends(
     with pytest.raises(OpExecError) as err:
         run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1), cancel)
     assert "canceled" in str(err.value)
-    # exactly one move ran (and completed); the others never started
-    assert len(ops.calls_to("migrate_instance")) + len(ops.calls_to("copy_disk")) <= 1
-    moved = [n for n in (I1, I2, I3) if primary(config, n) != N1]
-    assert len(moved) == 1
+    # one migration began and was aborted; the queued moves never started
+    assert len(ops.calls_to("migrate_instance")) == 1
+    assert not ops.calls_to("copy_disk")
+    assert [primary(config, n) for n in (I1, I2, I3)] == [N1, N1, N1]
+    assert running_on(ops, I1) == [N1] and running_on(ops, I2) == [N1]
     children = [j for j in ctx.jobs.list() if j.parent is not None]
-    assert len(children) == 1 and children[0].status == "success"
+    assert len(children) == 1 and children[0].status == "canceled"
     parent = next(j for j in ctx.jobs.list() if j.parent is None)
     assert parent.status == "canceled"
-    # the report names every instance's node
+    # the report names every instance's node; the aborted one is canceled, not failed
+    text = str(err.value)
     for name in (I1, I2, I3):
-        assert f"{name} on {primary(config, name)}" in str(err.value)
+        assert f"{name} on {N1}" in text
+    assert f"{I1}: canceled:" in text and "keeps running on" in text
+
+
+def test_cancel_after_the_switch_over_records_the_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A migration that ends before it sees the cancel is recorded where it went."""
+    started = _slow(ops, 0.3)
+    cancel = Cancellation()
+
+    def cancel_when_started() -> None:
+        started.wait(10)
+        cancel.request("test")
+
+    threading.Thread(target=cancel_when_started).start()
+    with pytest.raises(OpExecError):
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1), cancel)
+    moved = [n for n in (I1, I2, I3) if primary(config, n) != N1]
+    assert moved == [I1]
+    assert running_on(ops, I1) == [primary(config, I1)]
+    children = [j for j in ctx.jobs.list() if j.parent is not None]
+    assert len(children) == 1 and children[0].status == "success"
 
 
 def test_parallel_moves_respect_the_limits(
