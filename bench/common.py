@@ -257,6 +257,14 @@ class BenchCluster:
 
         return self.host_path(node, console_log_path(instance))
 
+    def cpu_seconds(self, instance: str, node: str) -> float:
+        """CPU time the instance's qemu has used so far (libvirt's ``cpu.time``), in s."""
+        out = self.virsh(node, "domstats", "--cpu-total", instance).stdout
+        match = re.search(r"cpu\.time=(\d+)", out)
+        if match is None:
+            raise BenchError(f"no cpu.time for {instance} on {node}: {out.strip()[-300:]}")
+        return int(match.group(1)) / 1e9
+
     def console_size(self, instance: str, node: str) -> int:
         """Current size of the instance's console log on ``node`` (0 if none)."""
         path = self.console_path(instance, node)
