@@ -73,7 +73,7 @@ def signal_cancel(job: Job) -> None:
     if job.parent is not None:
         raise JobError(
             f"Job {job.id} is one move of the node operation job {job.parent};"
-            f" cancel job {job.parent} (its queued moves do not start, the running ones end"
+            f" cancel job {job.parent} (its queued moves do not start, the running ones stop"
             " safely)",
             ECODE_STATE,
         )

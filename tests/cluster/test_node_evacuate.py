@@ -159,7 +159,7 @@ def test_job_cancel_during_an_evacuation_with_queued_moves(three: Any, devcluste
         for raw in proc.stdout:
             lines.append(raw.decode(errors="replace"))
             # the first migration's libvirt job runs (a progress line of it)
-            if re.match(rf"{EV1}: .*\d+(\.\d+)?%", lines[-1]):
+            if re.search(rf" {EV1}: migration +\d+(\.\d+)?% of memory", lines[-1]):
                 break
         jobs = gnt.ok("job", "list", "-o", "id,summary", "--no-headers", "--separator", "|")
         parent = [r.split("|")[0] for r in jobs.splitlines() if f"NODE_EVACUATE({n1})" in r][-1]
