@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.names import check_name
 
 __all__ = ["OP_REGISTRY", "OpCode", "field"]
 
@@ -223,8 +224,7 @@ class OpNodeAdd(OpCode):
     readd: bool = False
 
     def _check_values(self) -> None:
-        if not constants.NAME_RE.match(self.node_name):
-            raise OpPrereqError(f"Invalid node name {self.node_name!r}", ECODE_INVAL)
+        check_name(self.node_name, "node")
         if not 0 < self.ssh_port < 65536:
             raise OpPrereqError(f"Invalid SSH port {self.ssh_port}", ECODE_INVAL)
         _require_non_negative(self, "memory_cap")
@@ -301,8 +301,7 @@ class OpInstanceCreate(OpCode):
     src_path: str | None = None
 
     def _check_values(self) -> None:
-        if not constants.NAME_RE.match(self.instance_name):
-            raise OpPrereqError(f"Invalid instance name {self.instance_name!r}", ECODE_INVAL)
+        check_name(self.instance_name, "instance")
         _require_choice(self, "disk_template", constants.DISK_TEMPLATES)
         _require_choice(self, "mode", ("create", "import"))
         if self.mode == "import" and not self.src_node:

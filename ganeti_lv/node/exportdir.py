@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import shlex
 
-from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, NodeError
 from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, ExportFile
+from ganeti_lv.names import name_problem
 from ganeti_lv.node.transport import Runner
 
 _RECOVER = """
@@ -29,8 +29,9 @@ rm -rf -- "$D.old"
 
 
 def _dirs(export_dir: str, name: str) -> str:
-    if not constants.NAME_RE.match(name):
-        raise NodeError(f"Invalid instance name {name!r}", ecode=ECODE_INVAL)
+    problem = name_problem(name, "instance")
+    if problem is not None:
+        raise NodeError(problem, ecode=ECODE_INVAL)
     return f'set -e\nE={shlex.quote(export_dir)}\nD="$E"/{shlex.quote(name)}\n'
 
 
