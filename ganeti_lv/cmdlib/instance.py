@@ -45,7 +45,7 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
 from ganeti_lv.opcodes import (
@@ -111,8 +111,29 @@ def used_macs(data: ConfigData) -> set[str]:
     return {nic.mac.lower() for inst in data.instances.values() for nic in inst.nics}
 
 
-def check_node_free_memory(rpc: NodeOps, node: Node, needed: int, reason: str) -> None:
-    """ECODE_NORES unless ``node`` has ``needed`` MiB free (ECODE_ENVIRON if it can't tell)."""
+def check_node_cpus(facts: NodeFacts, vcpus: int, reason: str) -> None:
+    """ECODE_NORES when ``vcpus`` exceeds the node's physical CPUs (as Ganeti's CPU check).
+
+    A guest with more vCPUs than its node has CPUs either fails to start
+    (beyond the hypervisor's maximum) or runs its vCPUs in turn on fewer
+    CPUs; neither is what was asked. A node that does not report its CPUs
+    (0) is not judged.
+    """
+    if facts.cpu_count and vcpus > facts.cpu_count:
+        raise OpPrereqError(
+            f"Node {facts.name} has {facts.cpu_count} physical CPUs, but {reason} needs"
+            f" {vcpus} (backend parameter vcpus); give at most {facts.cpu_count}",
+            ECODE_NORES,
+        )
+
+
+def check_node_free_memory(
+    rpc: NodeOps, node: Node, needed: int, reason: str, vcpus: int | None = None
+) -> None:
+    """ECODE_NORES unless ``node`` has ``needed`` MiB free (ECODE_ENVIRON if it can't tell).
+
+    With ``vcpus``, the node must also have that many physical CPUs.
+    """
     facts = node_call(rpc.node_info, node).Raise(
         f"Can't compute free memory on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
     )
@@ -122,6 +143,8 @@ def check_node_free_memory(rpc: NodeOps, node: Node, needed: int, reason: str) -
             f"available {facts.memory_free} MiB",
             ECODE_NORES,
         )
+    if vcpus is not None:
+        check_node_cpus(facts, vcpus, reason)
 
 
 def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
@@ -352,6 +375,9 @@ class LUInstanceCreate(LogicalUnit):
                 + self.handler.missing_bridges_hint(),
                 ECODE_ENVIRON,
             )
+        # refused even with --no-start: the instance could never start on this node
+        vcpus = int(self.cluster.fill_beparams(self.instance)["vcpus"])
+        check_node_cpus(facts, vcpus, f"instance {self.instance.name}")
         if self.op.start:
             needed = int(self.cluster.fill_beparams(self.instance)["maxmem"])
             if facts.memory_free < needed:
@@ -500,6 +526,7 @@ class LUInstanceStartup(_InstanceLU):
                 self.pnode,
                 self._needed_memory(),
                 f"starting instance {self.instance.name}",
+                vcpus=int(self.cluster.fill_beparams(self.instance)["vcpus"]),
             )
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
@@ -577,6 +604,7 @@ class LUInstanceReboot(_InstanceLU):
                 self.pnode,
                 self._needed_memory(),
                 f"starting instance {self.instance.name}",
+                vcpus=int(self.cluster.fill_beparams(self.instance)["vcpus"]),
             )
 
     def BuildHooksEnv(self) -> dict[str, Any]:

@@ -337,3 +337,32 @@ def test_create_rechecks_name_under_config_lock(
     inst = config.get_instance(NEW)
     assert inst is not None and inst.primary_node == N3  # the other one is untouched
     assert fake_ops.node(N2).files == {} and NEW not in fake_ops.node(N2).domains
+
+
+# ---------------------------------------------------------------- vCPUs against the node
+
+
+@pytest.mark.parametrize("start", [True, False])
+def test_create_with_more_vcpus_than_the_node_has_cpus_is_refused_up_front(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, start: bool
+) -> None:
+    serial = config.read().serial
+    err = prereq_error(ctx, create_op(beparams={"vcpus": "999"}, start=start))
+    assert err.ecode == ECODE_NORES
+    assert f"Node {N2} has 2 physical CPUs, but instance {NEW} needs 999" in str(err)
+    assert config.read().serial == serial and config.get_instance(NEW) is None
+    assert not fake_ops.calls_to("create_disks") and not fake_ops.calls_to("start_instance")
+
+
+def test_startup_and_reboot_refuse_more_vcpus_than_the_node_has(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.instances[INST].admin_state = constants.ADMINST_DOWN
+        data.instances[INST].beparams["vcpus"] = 999
+    for op in (OpInstanceStartup(instance_name=INST), OpInstanceReboot(instance_name=INST)):
+        err = prereq_error(ctx, op)
+        assert err.ecode == ECODE_NORES and "999" in str(err) and "2 physical CPUs" in str(err)
+    assert not fake_ops.calls_to("start_instance")
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.admin_state == constants.ADMINST_DOWN
