@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.names import check_name
+from ganeti_lv.units import parse_size
 
 __all__ = ["OP_REGISTRY", "OpCode", "field"]
 
@@ -310,7 +311,10 @@ class OpInstanceCreate(OpCode):
             raise OpPrereqError("At least one disk is required", ECODE_INVAL)
         for idx, disk in enumerate(self.disks):
             size = disk.get("size")
-            if self.mode == "create" and (not isinstance(size, int) or size <= 0):
+            # MiB, or a size with a unit ("512M", "1.5G"; the LU rounds up and says so)
+            if self.mode == "create" and (
+                not isinstance(size, (int, str)) or parse_size(size, f"size of disk {idx}") <= 0
+            ):
                 raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
 
 

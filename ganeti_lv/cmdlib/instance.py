@@ -47,7 +47,7 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
+from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node, disk_dir
 from ganeti_lv.opcodes import (
     OpInstanceCreate,
     OpInstanceReboot,
@@ -55,11 +55,12 @@ from ganeti_lv.opcodes import (
     OpInstanceShutdown,
     OpInstanceStartup,
 )
-from ganeti_lv.units import coerce_beparams, coerce_params
+from ganeti_lv.units import coerce_beparams, coerce_params, parse_size
 
 FeedbackFn = Callable[[str], None]
 
 RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
+MIB = 1024 * 1024
 MAC_PREFIX = "52:54:00"
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -229,7 +230,7 @@ def register_create_mode(mode: str, handler: type[CreateModeHandler]) -> None:
     CREATE_MODE_HANDLERS[mode] = handler
 
 
-def _build_disks(op_disks: list[dict[str, Any]], template: str) -> list[Disk]:
+def _build_disks(op_disks: list[dict[str, Any]], template: str, notes: list[str]) -> list[Disk]:
     disks = []
     for idx, spec in enumerate(op_disks):
         unknown = set(spec) - {"size", "mode", "name"}
@@ -239,6 +240,8 @@ def _build_disks(op_disks: list[dict[str, Any]], template: str) -> list[Disk]:
                 ECODE_INVAL,
             )
         size = spec.get("size")
+        if isinstance(size, str):
+            size = parse_size(size, f"size of disk {idx}", notes)
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
         mode = spec.get("mode", "rw")
@@ -292,9 +295,12 @@ class LUInstanceCreate(LogicalUnit):
             )
         if not self.op.pnode:
             raise OpPrereqError("The primary node must be given (pnode)", ECODE_INVAL)
-        self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS))
+        notes: list[str] = []
+        self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
         self.hvparams = coerce_params(self.op.hvparams, constants.HVC_DEFAULTS, "hypervisor")
-        self.disks = _build_disks(self.op.disks, self.op.disk_template)
+        self.disks = _build_disks(self.op.disks, self.op.disk_template, notes)
+        for note in notes:
+            self.LogInfo(note)
         _check_nics(self.op.nics)
         self.handler.check_arguments()
 
@@ -362,12 +368,37 @@ class LUInstanceCreate(LogicalUnit):
             )
         return nics
 
+    def _check_disk_space(self) -> None:
+        """Room for the disks at their full size in their directory on the primary.
+
+        The images are created sparse, but the guest may fill them: a disk
+        that does not fit is refused now rather than failing with ENOSPC
+        inside the guest later (Ganeti checks its volume groups the same way).
+        """
+        directory = disk_dir(self.cluster, self.instance)
+        need = sum(int(d.size) for d in self.instance.disks)
+        free = node_call(self.rpc.free_space, self.pnode, directory).Raise(
+            f"Cannot check the free space in {directory} on node {self.pnode.name}",
+            prereq=True,
+            ecode=ECODE_ENVIRON,
+        )
+        if free // MIB < need:
+            sizes = " + ".join(f"{int(d.size)} MiB" for d in self.instance.disks)
+            raise OpPrereqError(
+                f"Not enough space for the disks of instance {self.instance.name} on node"
+                f" {self.pnode.name} in {directory}: {need} MiB needed"
+                f"{f' ({sizes})' if len(self.instance.disks) > 1 else ''},"
+                f" {free // MIB} MiB free",
+                ECODE_NORES,
+            )
+
     def _check_node_resources(self) -> None:
         facts = node_call(self.rpc.node_info, self.pnode).Raise(
             f"Cannot get node information from {self.pnode.name}",
             prereq=True,
             ecode=ECODE_ENVIRON,
         )
+        self._check_disk_space()
         missing = sorted({n.link for n in self.instance.nics} - set(facts.bridges))
         if missing:
             raise OpPrereqError(
