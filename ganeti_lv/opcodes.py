@@ -612,3 +612,5 @@ class OpBackupRemove(OpCode):
     OP_ID: ClassVar[str] = "OP_BACKUP_REMOVE"
 
     instance_name: str
+    # only the leftovers of an interrupted export (NAME.new); the export stays
+    stale: bool = False

@@ -13,7 +13,7 @@ from ganeti_lv import locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
 from ganeti_lv.cmdlib.common import expand_node
-from ganeti_lv.errors import OpExecError
+from ganeti_lv.errors import ECODE_NOENT, OpExecError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupQuery, OpBackupRemove
@@ -70,6 +70,8 @@ class LUBackupRemove(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove the export from every node having one; payload: those nodes."""
+        if self.op.stale:
+            return self._remove_stale(feedback_fn)
         data = self.cfg.snapshot()  # read-only: lookups
         removed = []
         for node in data.nodes.values():
@@ -84,6 +86,27 @@ class LUBackupRemove(NoHooksLU):
             raise OpExecError(f"No exports found for instance {self.op.instance_name}")
         feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
         return sorted(removed)
+
+    def _remove_stale(self, feedback_fn: FeedbackFn) -> list[str]:
+        """Remove what an interrupted export left (``NAME.new``); complete exports stay."""
+        data = self.cfg.snapshot()  # read-only: lookups
+        touched = []
+        for node in data.nodes.values():
+            if node.offline:
+                continue
+            res = node_call(self.rpc.export_remove_stale, node, data.cluster, self.op.instance_name)
+            if not res.ok:
+                self.LogWarning(f"Could not remove leftovers on {node.name}: {res.fail_msg}")
+                continue
+            for line in res.payload or []:
+                feedback_fn(f"{node.name}: {line}")
+            if res.payload:
+                touched.append(node.name)
+        if not touched:
+            raise OpExecError(
+                f"No incomplete export of instance {self.op.instance_name} found", ECODE_NOENT
+            )
+        return sorted(touched)
 
 
 # ---------------------------------------------------------------- cluster verify
@@ -130,7 +153,8 @@ def check_stale_exports(vd: VerifyData) -> None:
                     "ENODESTALEEXPORT",
                     "node",
                     node.name,
-                    f"incomplete export {entry.path} (remove it with 'backup remove"
-                    f" {entry.instance}' or export again)",
+                    f"incomplete export {entry.path}, left by an interrupted export (remove"
+                    f" only it with 'gnt-lv backup remove --stale {entry.instance}', which"
+                    f" keeps the complete export {entry.instance}, or export again)",
                     severity=SEV_WARNING,
                 )

@@ -118,6 +118,28 @@ def remove(runner: Runner, node: str, export_dir: str, name: str) -> bool:
     return _run(runner, node, script, "Removing the export").strip() == "1"
 
 
+# Only the leftovers: an ``.old`` beside a complete export is removed, one
+# that lost its successor is the export and is restored (as _RECOVER); an
+# ``.new`` is removed (its export is locked out by the instance lock).
+_REMOVE_STALE = """
+if [ -d "$D.old" ]; then
+  if [ -d "$D" ]; then rm -rf -- "$D.old"; echo "removed $D.old"
+  else mv -- "$D.old" "$D"; echo "restored $D"; fi
+fi
+if [ -d "$D.new" ]; then rm -rf -- "$D.new"; echo "removed $D.new"; fi
+"""
+
+
+def remove_stale(runner: Runner, node: str, export_dir: str, name: str) -> list[str]:
+    """Remove ``<name>.new`` (and a superfluous ``.old``), never the complete export.
+
+    Returns what was done, one line each ("removed PATH", "restored PATH").
+    """
+    script = _dirs(export_dir, name) + _REMOVE_STALE
+    out = _run(runner, node, script, "Removing the incomplete export")
+    return [line for line in out.splitlines() if line.strip()]
+
+
 _LIST = r"""
 E="$1"
 [ -d "$E" ] || exit 0
