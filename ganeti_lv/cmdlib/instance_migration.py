@@ -404,8 +404,8 @@ class TLMigrateInstance(Tasklet):
         result = node_call(
             self.rpc.migrate_instance, src, dst, cluster, inst, params, progress, self.abort_event
         )
-        self.lu.LogStep(4, steps, "Finalising")
         if result.ok:
+            self.lu.LogStep(4, steps, "Finalising")
             stats = result.payload
             self._commit_target(src, dst, copy, feedback_fn)
             if stats is not None:
@@ -467,6 +467,7 @@ class TLMigrateInstance(Tasklet):
         switched = isinstance(err, MigrationFailed) and err.switched_over
         src_state, dst_state = self._domain_state(src), self._domain_state(dst)
         if dst_state in _RUN_STATES and (switched or src_state not in _RUN_STATES):
+            self.lu.LogStep(4, 4, "Finalising")  # the guest runs on the target after all
             self._commit_target(src, dst, copy, feedback_fn)
             why = "the abort came after the switch-over" if aborted else result.fail_msg
             feedback_fn(

@@ -711,3 +711,10 @@ def test_cancel_before_exec_changes_nothing(
     assert not ops.calls_to("migrate_instance", N1)
     assert config.read().serial == serial
     assert running_on(ops) == [N1]
+
+
+def test_user_abort_announces_no_finalising_step(ctx: Context, ops: FakeNodeOps) -> None:
+    ops.fail("migrate_instance", N1, MigrationFailed("aborted by user", node=N1, aborted=True))
+    with pytest.raises(MigrationAborted):
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert not any(msg.startswith("STEP 4/4") for _, _, msg in ctx.jobs.list()[-1].log)
