@@ -399,7 +399,10 @@ class TLMigrateInstance(Tasklet):
         self.lu.LogStep(3, steps, f"Migrating instance {inst.name} to {dst.name} ({mode})")
 
         def progress(report: MigrationProgress) -> None:
-            feedback_fn(report.format())
+            if report.policy_step:  # a step of the convergence policy: its own line
+                self.lu.LogInfo(f"convergence policy: {report.policy_step}")
+            else:
+                feedback_fn(report.format())
 
         result = node_call(
             self.rpc.migrate_instance, src, dst, cluster, inst, params, progress, self.abort_event

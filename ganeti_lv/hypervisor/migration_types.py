@@ -91,6 +91,8 @@ class MigrationProgress:
     downtime_ms: int = 0
     postcopy: bool = False
     throttle: int = 0
+    # set on the report of a step of the convergence policy (a line of its own)
+    policy_step: str = ""
 
     @property
     def percent(self) -> float:

@@ -193,3 +193,24 @@ def test_active_commit_pivots_through_the_block_device(monkeypatch) -> None:
     assert names.index("blockCommit") < names.index("blockJobAbort")
     pivot = [c for c in dom.calls if c[0] == "blockJobAbort"][0]
     assert pivot[1] == ("vda", libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+
+
+def test_policy_steps_and_the_abort_are_reported_as_lines_of_their_own(monkeypatch) -> None:
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    guest = _guest(monkeypatch, dom)
+    reports: list[Any] = []
+    monitor = migration._Monitor(
+        guest, MigrationParams(), reports.append, threading.Event(), lambda: 0.0
+    )
+    monitor.poll()
+    policy = migration.policy
+    monitor._act(policy.Action(policy.ActionKind.SET_DOWNTIME, 58, "slow: allowing 58 ms downtime"))
+    monitor._act(policy.Action(policy.ActionKind.AUTO_CONVERGE, reason="relying on auto-converge"))
+    monitor._act(policy.Action(policy.ActionKind.ABORT, reason="not completed within 120 s"))
+    steps = [r.policy_step for r in reports if r.policy_step]
+    assert steps == [
+        "slow: allowing 58 ms downtime",
+        "relying on auto-converge",
+        "aborting the migration: convergence policy: not completed within 120 s",
+    ]
+    assert monitor.aborted

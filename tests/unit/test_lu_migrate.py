@@ -713,6 +713,24 @@ def test_cancel_before_exec_changes_nothing(
     assert running_on(ops) == [N1]
 
 
+# -------------------------------------------- the convergence policy in the job log
+
+
+def test_policy_steps_are_lines_of_the_job_log(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    step = "not completed after 2 more passes: allowing 11 ms downtime"
+    ops.migration_reports = [
+        MigrationProgress(elapsed=1.0, memory_total=100, memory_remaining=50),
+        MigrationProgress(elapsed=1.2, memory_total=100, memory_remaining=50, policy_step=step),
+    ]
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    logged = [msg for _, _, msg in ctx.jobs.list()[-1].log]
+    assert f" - INFO: convergence policy: {step}" in logged
+    assert f" - INFO: convergence policy: {step}" in lines
+    assert sum("migration " in msg and "% of memory" in msg for msg in logged) == 1
+
+
 def test_user_abort_announces_no_finalising_step(ctx: Context, ops: FakeNodeOps) -> None:
     ops.fail("migrate_instance", N1, MigrationFailed("aborted by user", node=N1, aborted=True))
     with pytest.raises(MigrationAborted):
