@@ -487,6 +487,13 @@ class TLMigrateInstance(Tasklet):
                 node_call(self.rpc.remove_disks, dst, self._cluster(), inst).Warn(
                     f"Could not remove the copied disk images on {dst.name}", feedback_fn
                 )
+            if aborted and isinstance(err, MigrationFailed) and err.by_policy:
+                raise MigrationAborted(
+                    f"Migration of instance {inst.name} aborted: the guest did not converge"
+                    f" within the convergence policy's limits ({result.fail_msg}); the"
+                    f" instance is still running on {src.name}, configuration unchanged",
+                    ECODE_ENVIRON,
+                )
             text = (
                 f"Migration of instance {inst.name} {'aborted' if aborted else 'failed'}:"
                 f" {result.fail_msg}; the instance keeps running on {src.name},"

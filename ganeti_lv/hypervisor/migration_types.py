@@ -172,6 +172,7 @@ class MigrationFailed(HypervisorError):
     """A migration did not complete on the node.
 
     ``aborted``: stopped on purpose (user, policy, timeout);
+    ``by_policy``: aborted by the convergence policy (the guest did not converge);
     ``switched_over``: the guest already ran on the target (post-copy).
     """
 
@@ -181,7 +182,9 @@ class MigrationFailed(HypervisorError):
         node: str | None = None,
         aborted: bool = False,
         switched_over: bool = False,
+        by_policy: bool = False,
     ) -> None:
         super().__init__(msg, node)
         self.aborted = aborted
         self.switched_over = switched_over
+        self.by_policy = by_policy

@@ -213,4 +213,20 @@ def test_policy_steps_and_the_abort_are_reported_as_lines_of_their_own(monkeypat
         "relying on auto-converge",
         "aborting the migration: convergence policy: not completed within 120 s",
     ]
-    assert monitor.aborted
+    assert monitor.aborted and monitor.aborted_by_policy
+    with pytest.raises(migration.MigrationFailed) as info:
+        migration._raise_failure(HypervisorError("operation aborted"), monitor, "node1")
+    assert info.value.aborted and info.value.by_policy
+
+
+def test_a_user_abort_is_not_the_policys(monkeypatch) -> None:
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    reports: list[Any] = []
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), MigrationParams(), reports.append, threading.Event(), lambda: 0
+    )
+    monitor.abort("interrupted by the user")
+    assert [r.policy_step for r in reports] == ["aborting the migration: interrupted by the user"]
+    with pytest.raises(migration.MigrationFailed) as info:
+        migration._raise_failure(HypervisorError("operation aborted"), monitor, "node1")
+    assert info.value.aborted and not info.value.by_policy

@@ -218,6 +218,7 @@ class _Monitor:
         self.last_report = -1e9
         self.abort_reason = ""
         self.aborted = False
+        self.aborted_by_policy = False
         self.postcopy = False
         self.downtime_set = False
         self.last_progress: MigrationProgress | None = None
@@ -295,8 +296,10 @@ class _Monitor:
                 self.guest.start_postcopy()
                 self.postcopy = True
             except NodeError as err:
+                self.aborted_by_policy = not self.aborted
                 self.abort(f"{action.reason}; post-copy refused: {err}")
         elif kind is policy.ActionKind.ABORT:
+            self.aborted_by_policy = not self.aborted
             self.abort(f"convergence policy: {action.reason}")
 
     def abort(self, reason: str) -> None:
@@ -402,6 +405,7 @@ def _raise_failure(error: BaseException, monitor: _Monitor, node: str) -> None:
         node=node,
         aborted=monitor.aborted,
         switched_over=monitor.postcopy,
+        by_policy=monitor.aborted_by_policy,
     )
 
 
