@@ -491,7 +491,7 @@ class TLMigrateInstance(Tasklet):
                 raise MigrationAborted(
                     f"Migration of instance {inst.name} aborted: the guest did not converge"
                     f" within the convergence policy's limits ({result.fail_msg}); the"
-                    f" instance is still running on {src.name}, configuration unchanged",
+                    f" instance keeps running on {src.name}, configuration unchanged",
                     ECODE_ENVIRON,
                 )
             text = (

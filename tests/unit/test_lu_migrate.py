@@ -747,7 +747,7 @@ def test_abort_by_the_policy_is_a_typed_error_and_no_finalising_step(
     assert err.value.ecode == ECODE_ENVIRON
     assert "did not converge within the convergence policy's limits" in err.value.msg
     assert "no progress for 30 s after every escalation step" in err.value.msg
-    assert f"still running on {N1}, configuration unchanged" in err.value.msg
+    assert f"keeps running on {N1}, configuration unchanged" in err.value.msg
     job = ctx.jobs.list()[-1]
     assert job.ops[0].error is not None and job.ops[0].error.get("ecode") == ECODE_ENVIRON
     logged = [msg for _, _, msg in job.log]
