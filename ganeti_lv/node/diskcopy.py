@@ -326,7 +326,7 @@ class CopyPlan:
         would make the rate and the ETA wrong.
         """
         started = clock()
-        size = data = 0
+        size = 0
         result: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
         try:
@@ -334,12 +334,11 @@ class CopyPlan:
                 kind, payload = _parse_line(line)
                 if kind == "START":
                     size = int(payload["size"])
-                    data = int(payload.get("data", size))
                     if start_fn is not None:
                         start_fn(StartInfo(payload["sender"], list(payload["pids"])))
                 elif kind == "PROGRESS" and progress_fn is not None:
-                    if len(payload) > 2:  # data read of the data to read
-                        progress_fn(min(payload[2], data), data)
+                    if len(payload) > 3:  # bytes of data read, of those to read
+                        progress_fn(min(payload[2], payload[3]), payload[3])
                     else:
                         progress_fn(payload[0], size)
                 elif kind == "RESULT":
@@ -363,6 +362,7 @@ class CopyPlan:
                 self.src_node,
             )
         if progress_fn is not None:
+            data = int(result.get("data", result["size"]))
             progress_fn(data, data)
         return CopyStats(
             checksum=result["checksum"],

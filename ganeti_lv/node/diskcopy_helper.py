@@ -35,11 +35,10 @@ releases the GIL), data written to and read from the pipes with raw fd calls
 hashes, and the receiver starts the writeback of what it wrote early so the
 final fsync is short.
 
-Output lines of ``send`` on stdout: ``START {json}`` (pids, the
-image's size and its bytes of data), ``PROGRESS pos sent read`` (bytes of
-data read so far), then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
-``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space,
-1 otherwise.
+Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
+sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
+or ``ERROR {json}``; ``recv`` prints one ``RESULT``/``ERROR`` line. Exit status
+0 on success, 3 for lack of space, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -119,15 +118,6 @@ def data_extents(fd: int, size: int):
         if end > start:
             yield start, end
         pos = end
-
-
-def data_bytes(path: str) -> int:
-    """Bytes in the data regions of ``path``: what a copy reads (holes are skipped)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return sum(end - start for start, end in data_extents(fd, os.fstat(fd).st_size))
-    finally:
-        os.close(fd)
 
 
 def data_chunks(extents):
@@ -359,10 +349,9 @@ def _read_chunk(fd: int, buf: bytearray, base: int, length: int, ranges) -> None
 def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None) -> None:
     """Read the data chunks of ``fd`` and feed them to ``hasher``.
 
-    ``on_chunk(pos, runs, read)`` gets, per data chunk, the end offset of
-    the chunk, its not-all-zero runs [(offset, memoryview)], valid only
-    during the call, and the bytes of data read from it (holes are not
-    read). All-zero chunks are hashed as zero chunks without a pass of sha256.
+    ``on_chunk(pos, runs, read)`` gets, per data chunk, its end offset, its
+    not-all-zero runs [(offset, memoryview)] (valid during the call) and its
+    bytes of data read. All-zero chunks are hashed without a pass of sha256.
     """
     for idx, ranges in data_chunks(data_extents(fd, size)):
         base, length = idx * CHUNK, hasher.chunk_length(idx)
@@ -401,19 +390,20 @@ def stream_image(
     try:
         st = os.fstat(fd)
         size = st.st_size
+        data = sum(end - start for start, end in data_extents(fd, size))
         hasher = Hasher(size, algorithm)
         header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
         text = json.dumps(header).encode()
         write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
 
-        def send_chunk(end: int, runs, data: int) -> None:
+        def send_chunk(end: int, runs, nread: int) -> None:
             nonlocal sent, read
             for off, run in runs:
                 write_all(out_fd, [b"D" + _D.pack(off, len(run)), run])
                 sent += len(run)
                 throttle.add(len(run))
-            read += data
-            progress(end, sent, read)
+            read += nread
+            progress(end, sent, read, data)
 
         scan_image(fd, size, hasher, send_chunk)
         write_all(out_fd, [b"E" + _E.pack(size)])
@@ -426,6 +416,7 @@ def stream_image(
         "algorithm": algorithm,
         "size": size,
         "allocated": st.st_blocks * 512,
+        "data": data,
         "sent": sent,
     }
 
@@ -497,20 +488,18 @@ def cmd_send(
         if wait:
             _wait_for_go()
         size = os.stat(src).st_size
-        data = data_bytes(src)
     except BaseException:
         _kill(procs)
         raise
-    start = {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size, "data": data}
-    _emit("START", start)
+    _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
-    def progress(pos: int, sent: int, read: int) -> None:
+    def progress(pos: int, sent: int, read: int, data: int) -> None:
         now = time.monotonic()
         if now - last[0] >= 0.5:
             last[0] = now
             try:
-                _emit("PROGRESS", f"{pos} {sent} {read}")
+                _emit("PROGRESS", f"{pos} {sent} {read} {data}")
             except OSError as err:
                 raise CopyFailed(f"lost the connection to the master: {err}") from err
 
