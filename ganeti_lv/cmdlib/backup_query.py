@@ -7,6 +7,7 @@ incomplete ``.new``/``.old`` export directories.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import locking
@@ -72,36 +73,37 @@ class LUBackupRemove(NoHooksLU):
         """Remove the export from every node having one; payload: those nodes."""
         if self.op.stale:
             return self._remove_stale(feedback_fn)
-        data = self.cfg.snapshot()  # read-only: lookups
-        removed = []
-        for node in data.nodes.values():
-            if node.offline:
-                continue
-            res = node_call(self.rpc.export_remove, node, data.cluster, self.op.instance_name)
-            if not res.ok:
-                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
-            elif res.payload:
-                removed.append(node.name)
+        removed = [name for name, found in self._on_online_nodes(self.rpc.export_remove) if found]
         if not removed:
             raise OpExecError(f"No exports found for instance {self.op.instance_name}")
         feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
         return sorted(removed)
 
-    def _remove_stale(self, feedback_fn: FeedbackFn) -> list[str]:
-        """Remove what an interrupted export left (``NAME.new``); complete exports stay."""
+    def _on_online_nodes(self, method: Callable[..., Any]) -> list[tuple[str, Any]]:
+        """(node, payload) of ``method(node, cluster, instance)`` on every online node.
+
+        A node where it fails is warned about and left out.
+        """
         data = self.cfg.snapshot()  # read-only: lookups
-        touched = []
+        out = []
         for node in data.nodes.values():
             if node.offline:
                 continue
-            res = node_call(self.rpc.export_remove_stale, node, data.cluster, self.op.instance_name)
+            res = node_call(method, node, data.cluster, self.op.instance_name)
             if not res.ok:
-                self.LogWarning(f"Could not remove leftovers on {node.name}: {res.fail_msg}")
-                continue
-            for line in res.payload or []:
-                feedback_fn(f"{node.name}: {line}")
-            if res.payload:
-                touched.append(node.name)
+                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
+            else:
+                out.append((node.name, res.payload))
+        return out
+
+    def _remove_stale(self, feedback_fn: FeedbackFn) -> list[str]:
+        """Remove what an interrupted export left (``NAME.new``); complete exports stay."""
+        touched = []
+        for name, lines in self._on_online_nodes(self.rpc.export_remove_stale):
+            for line in lines:
+                feedback_fn(f"{name}: {line}")
+            if lines:
+                touched.append(name)
         if not touched:
             raise OpExecError(
                 f"No incomplete export of instance {self.op.instance_name} found", ECODE_NOENT

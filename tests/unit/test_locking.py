@@ -288,16 +288,22 @@ def test_two_processes_contend_for_one_instance(config: ConfigStore) -> None:
     assert statuses == {"lost"}
 
 
-def test_second_process_waits_for_the_first(config: ConfigStore) -> None:
-    data_dir = config.data_dir
-    holder = _start_holder(data_dir, "inst1.example.com", 0.5)
+def _wait_behind_holder(data_dir: str, hold: float) -> tuple[Any, Any, list[str]]:
+    """A job on inst1 behind another process's job holding it ``hold`` s: (first, second, lines)."""
+    holder = _start_holder(data_dir, "inst1.example.com", hold)
     client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=30.0)
     lines: list[str] = []
     client.submit(OpTestDelay(duration=0.01, instance_names=["inst1"]), lines.append)
     holder.join(30)
     assert holder.exitcode == 0
     first, second = (j for j in client.jobs() if j.summary == "TEST_DELAY")
-    assert first.pid == holder.pid and first.status == "success"
+    assert first.pid == holder.pid
+    return first, second, lines
+
+
+def test_second_process_waits_for_the_first(config: ConfigStore) -> None:
+    first, second, lines = _wait_behind_holder(config.data_dir, 0.5)
+    assert first.status == "success"
     # The second job got the lock (and logged) only after the first's 0.5 s sleep.
     assert first.log[0][2] == "Sleeping for 0.5 s"
     assert second.log[0][0] >= first.log[0][0] + 0.5
@@ -398,13 +404,7 @@ def test_a_job_waiting_for_a_lock_says_so_in_its_log(
     from ganeti_lv import mcpu
 
     monkeypatch.setattr(mcpu, "LOCK_PATIENCE", 0.3)
-    data_dir = config.data_dir
-    holder = _start_holder(data_dir, "inst1.example.com", 1.5)
-    client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=30.0)
-    lines: list[str] = []
-    client.submit(OpTestDelay(duration=0.01, instance_names=["inst1"]), lines.append)
-    holder.join(30)
-    first, second = (j for j in client.jobs() if j.summary == "TEST_DELAY")
+    first, second, lines = _wait_behind_holder(config.data_dir, 1.5)
     said = f" - INFO: Waiting 0 s for the instance lock 'inst1.example.com', held by job {first.id}"
     waits = [line for line in lines if line.startswith(" - INFO: Waiting")]
     assert waits and waits[0] == f"{said} (TEST_DELAY)", lines
