@@ -599,3 +599,15 @@ def test_jobs_of_the_master_daemon_each_have_their_own_session(config, sops, dat
         )
     sessions = [o["session"] for o in sops.copy_options]
     assert sessions == sops.sessions
+
+
+def test_cli_backup_remove_stale(ctx, ops, config, capsys):
+    from ganeti_lv.cli.main import main
+
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    good = ops.exports[N2][INST]
+    ops.exports[N2][f"{INST}.new"] = FakeExport()
+    code = main(["--data-dir", config.data_dir, "backup", "remove", "--stale", INST], node_ops=ops)
+    out = capsys.readouterr().out
+    assert code == 0 and f"{N2}: removed " in out and f"/{INST}.new" in out
+    assert ops.exports[N2] == {INST: good}
