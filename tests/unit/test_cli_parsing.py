@@ -220,3 +220,14 @@ def test_a_group_parser_parses_as_the_whole_one(argv: list[str]) -> None:
     groups = narrowed._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert group_of(argv) in groups
     assert len(groups) < len(whole._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def test_parse_size_notes_what_it_rounds_up() -> None:
+    notes: list[str] = []
+    assert parse_size("0.5M", "size of disk 0", notes) == 1
+    assert parse_size("1.5G", "size of disk 1", notes) == 1536
+    assert parse_size(" 3K ", "x", notes) == 1
+    assert notes == [
+        "size of disk 0 0.5M is not a whole number of MiB: rounded up to 1 MiB",
+        "x 3K is not a whole number of MiB: rounded up to 1 MiB",
+    ]
