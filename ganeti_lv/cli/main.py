@@ -13,13 +13,6 @@ instance, job) register first; every other module of the package that has a
 ``instance migrate`` or a ``backup`` group come from their own modules
 without touching this file.
 
-A command line naming a group builds the parser of that group only: the
-modules whose source registers commands in it (a text scan, far cheaper
-than importing and registering every module: some 40 ms of each
-``gnt-lv`` start on a 2-core machine). Anything else (no group, an
-unknown one, ``--help``/``--version`` before the group) gets the whole
-parser.
-
 Exit codes follow Ganeti: 0 success, 1 failure (prerequisites, execution,
 unconfirmed), 2 usage errors (argparse).
 """
@@ -29,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -44,55 +36,21 @@ from ganeti_lv.errors import GenericError, format_error
 CORE_MODULES = ("cluster", "node", "instance", "job")
 
 
-# the groups a command module's source registers commands in
-_GROUP_RE = re.compile(r"""registry\.(?:command|group)\(\s*["']([\w-]+)["']""")
-# global options taking a value (skipped when looking for the group)
-_VALUE_OPTIONS = ("--data-dir", "--lock-timeout")
-
-
-def _module_files() -> dict[str, str]:
-    """Command module name -> its file, in registration order (core groups first)."""
+def _command_modules() -> list[ModuleType]:
     import ganeti_lv.cli as package
 
     found = {
-        entry.removesuffix(".py"): os.path.join(directory, entry)
+        entry.removesuffix(".py")
         for directory in package.__path__
         for entry in os.listdir(directory)
         if entry.endswith(".py") and not entry.startswith("_")
     }
-    order = [*CORE_MODULES, *sorted(set(found) - set(CORE_MODULES))]
-    return {name: found[name] for name in order if name in found}
-
-
-def groups_in_source(path: str) -> set[str]:
-    """The groups a command module registers commands in, read from its source."""
-    with open(path, encoding="utf-8") as handle:
-        return set(_GROUP_RE.findall(handle.read()))
-
-
-def _command_modules(group: str | None = None) -> list[ModuleType]:
-    """The command modules (with ``group``: those registering commands in it)."""
     modules = []
-    for name, path in _module_files().items():
-        if group is not None and group not in groups_in_source(path):
-            continue
+    for name in [*CORE_MODULES, *sorted(found - set(CORE_MODULES))]:
         module = importlib.import_module(f"ganeti_lv.cli.{name}")
         if callable(getattr(module, "register", None)):
             modules.append(module)
     return modules
-
-
-def group_of(argv: Sequence[str]) -> str | None:
-    """The group a command line names, if it names one before any other option."""
-    args = iter(argv)
-    for arg in args:
-        if arg == "--debug" or (arg.startswith(_VALUE_OPTIONS) and "=" in arg):
-            continue
-        if arg in _VALUE_OPTIONS:
-            next(args, None)
-            continue
-        return None if arg.startswith("-") else arg
-    return None
 
 
 def _lock_timeout(text: str) -> float:
@@ -105,14 +63,8 @@ def _lock_timeout(text: str) -> float:
     return value
 
 
-def build_parser(group: str | None = None) -> argparse.ArgumentParser:
-    """The ``gnt-lv`` argument parser: every group and command (with ``group``: that one's).
-
-    A group no module registers gets the whole parser (whose error names the groups).
-    """
-    modules = _command_modules(group) if group is not None else []
-    if not modules:
-        modules = _command_modules()
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gnt-lv`` argument parser: every group and command."""
     parser = argparse.ArgumentParser(
         prog="gnt-lv", description="Manage a ganeti_lv (libvirt) cluster."
     )
@@ -135,7 +87,7 @@ def build_parser(group: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="group", metavar="GROUP")
     subparsers.required = True
     registry = CommandRegistry(subparsers)
-    for module in modules:
+    for module in _command_modules():
         module.register(registry)
     return parser
 
@@ -152,8 +104,7 @@ def main(
     ``node_ops`` (e.g. a FakeNodeOps), ``ask`` (answers confirmations) and
     ``client_factory`` are injection points for tests and embedding.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    opts = build_parser(group_of(args)).parse_args(args)
+    opts = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     env = CliEnv(
         data_dir=default_data_dir(opts.data_dir),
         node_ops=node_ops,

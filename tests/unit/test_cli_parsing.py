@@ -165,63 +165,6 @@ def test_an_abbreviated_option_still_parses() -> None:
     assert (opts.data_dir, opts.group, opts.command) == ("instance", "node", "list")
 
 
-def test_the_source_scan_finds_the_groups_each_module_registers() -> None:
-    """The narrowed parser of a group holds all its commands: the scan misses none."""
-    import argparse
-    import importlib
-
-    from ganeti_lv.cli import main as main_mod
-
-    files = main_mod._module_files()
-    assert {"node", "nodemoves", "instance", "migrate"} <= set(files)
-    for name, path in files.items():
-        module = importlib.import_module(f"ganeti_lv.cli.{name}")
-        if not callable(getattr(module, "register", None)):
-            continue
-        registry = common.CommandRegistry(argparse.ArgumentParser().add_subparsers())
-        module.register(registry)
-        assert main_mod.groups_in_source(path) == set(registry._groups), name
-
-
-@pytest.mark.parametrize(
-    ("argv", "group"),
-    [
-        (["node", "evacuate", "-f", "node1"], "node"),
-        (["--debug", "--data-dir", "/d", "node", "list"], "node"),
-        (["--data-dir=/d", "--lock-timeout", "5", "instance", "list"], "instance"),
-        (["--data", "/d", "instance", "list"], None),  # abbreviations: the whole parser
-        (["--version"], None),
-        (["-h"], None),
-        ([], None),
-    ],
-)
-def test_group_of_a_command_line(argv: list[str], group: str | None) -> None:
-    from ganeti_lv.cli.main import group_of
-
-    assert group_of(argv) == group
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["node", "evacuate", "-f", "--max-parallel", "1", "node1"],
-        ["node", "migrate", "--dry-run", "node1"],
-        ["--data-dir", "/d", "instance", "migrate", "-f", "-n", "node2", "web1"],
-        ["cluster", "renew-crypto", "--new-rapi-certificate"],
-        ["job", "cancel", "7"],
-    ],
-)
-def test_a_group_parser_parses_as_the_whole_one(argv: list[str]) -> None:
-    from ganeti_lv.cli.main import group_of
-
-    narrowed, whole = build_parser(group_of(argv)), build_parser()
-    assert vars(narrowed.parse_args(argv)) == vars(whole.parse_args(argv))
-    # only the modules registering commands in the group were loaded into it
-    groups = narrowed._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert group_of(argv) in groups
-    assert len(groups) < len(whole._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-
-
 def test_parse_size_notes_what_it_rounds_up() -> None:
     notes: list[str] = []
     assert parse_size("0.5M", "size of disk 0", notes) == 1
