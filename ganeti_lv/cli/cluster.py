@@ -75,10 +75,27 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
         master=master,
         master_host_key=host_key,
         ssh_key_file=opts.ssh_key_file,
+        ca_cert_file=opts.ca_cert,
+        ca_key_file=opts.ca_key,
         **fields,
     )
     env.write(f"Cluster '{opts.cluster_name}' initialised in {env.data_dir}")
+    if host_key is not None:
+        give_master_certificates(env, master.name)
     return EXIT_SUCCESS
+
+
+def give_master_certificates(env: CliEnv, master: str) -> None:
+    """The master node's libvirt certificates, over SSH; a warning when it cannot be reached."""
+    from ganeti_lv.errors import OpExecError
+
+    try:
+        env.submit(opcodes.OpClusterRenewCrypto(new_node_certificates=True, node_names=[master]))
+    except OpExecError as err:
+        env.warn(
+            f"The master node has no libvirt certificates yet ({err}); give them with"
+            " 'gnt-lv cluster renew-crypto --new-node-certificates' once it answers over SSH"
+        )
 
 
 # ---------------------------------------------------------------- info
@@ -185,6 +202,10 @@ def register(registry: CommandRegistry) -> None:
         help="Do not record the master's host key now (add it to known_hosts later)",
     )
     init.add_argument("--ssh-key-file", help="Use this private key as the cluster key")
+    init.add_argument(
+        "--ca-cert", metavar="FILE", help="Your CA's certificate (PEM) as the cluster CA"
+    )
+    init.add_argument("--ca-key", metavar="FILE", help="Its private key (PEM, unencrypted)")
     common.add_force(init)
     _add_storage_options(init)
 
