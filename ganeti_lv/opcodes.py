@@ -442,6 +442,7 @@ class OpInstanceMigrate(OpCode):
     migration_bandwidth: int | None = None
     migration_downtime: int | None = None
     migration_caps: str | None = None
+    migration_encryption: bool | None = None
     allow_postcopy: bool = False
     escalate: bool = True
     progress_timeout: float | None = None

@@ -162,6 +162,11 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
         fields["max_parallel_source"] = opts.max_parallel_source
     if opts.max_parallel_target is not None:
         fields["max_parallel_target"] = opts.max_parallel_target
+    if opts.migration_encryption is not None:
+        # the cluster's default of the hypervisor parameter (instances may override it)
+        fields.setdefault("hvparams", {})["migration_encryption"] = common.parse_yes_no(
+            opts.migration_encryption, "--migration-encryption"
+        )
     if not fields:
         env.warn("Please give at least one of the parameters.")
         return EXIT_FAILURE
@@ -221,6 +226,11 @@ def register(registry: CommandRegistry) -> None:
         "--default-bridge",
         metavar="BRIDGE",
         help="Default bridge for instance NICs without an explicit link",
+    )
+    modify.add_argument(
+        "--migration-encryption",
+        metavar="yes|no",
+        help="Migration streams over TLS with the nodes' certificates (-H migration_encryption)",
     )
     modify.add_argument(
         "--max-parallel-source",
