@@ -6,7 +6,9 @@ namespace on the cluster's bridge (node1's), plain TCP and certificates of
 another CA (or with another subject) are refused, while the master's own
 certificate is let in. One 128 MiB sharedfile guest, shared by the tests in
 file order, migrates over TLS, through a certificate renewal (new CA, libvirtd
-not restarted, the guest running) and peer to peer over ``qemu+ssh`` URIs;
+not restarted, the guest running), with its stream encrypted (qemu's TLS, as
+libvirt's log of its qemu monitor commands shows) and peer to peer over
+``qemu+ssh`` URIs;
 cluster verify finds nothing wrong. The guest's heartbeat is checked after
 each move and exactly one node runs it.
 """
@@ -14,6 +16,7 @@ each move and exactly one node runs it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -70,12 +73,13 @@ class Env:
         assert inst is not None
         return inst.primary_node
 
-    def migrate(self, target: str) -> list[str]:
+    def migrate(self, target: str, **kwargs: Any) -> list[str]:
         """Live-migrate the guest to ``target``; it then ticks there, and only there."""
         lines: list[str] = []
         where = self.node(target)
         self.client.submit(
-            OpInstanceMigrate(instance_name=NAME, target_node=target), feedback_fn=lines.append
+            OpInstanceMigrate(instance_name=NAME, target_node=target, **kwargs),
+            feedback_fn=lines.append,
         )
         assert wait_single(self.config, self.ops, NAME) == target == self.primary()
         assert_alive(self.ops, where, NAME, console_size(self.ops, where, NAME))
@@ -174,6 +178,36 @@ def test_renewed_certificates_are_used_at_once_and_the_guest_keeps_running(
     # client certificate (the target trusts only the new CA now)
     env.migrate("node3")
     assert env.client.submit(OpClusterVerify()) == []
+
+
+QMP_LOG = "/var/log/libvirt/qmp-test.log"
+LIBVIRTD_LOG = "3:file:/var/log/libvirt/libvirtd.log"
+
+
+def test_encrypted_migration_stream_is_tls(env: Env) -> None:
+    """libvirt's own log of its qemu monitor commands on the source shows what
+    qemu was told: the migration's TLS credentials and the peer name to check."""
+    src = env.primary()
+    dst = next(n for n in ("node1", "node2", "node3") if n != src)
+    dev = env.devcluster
+    log = dev.host_path(src, QMP_LOG)
+    dev.node_exec(src, ["virt-admin", "daemon-log-filters", "1:qemu.qemu_monitor"])
+    dev.node_exec(src, ["virt-admin", "daemon-log-outputs", f"{LIBVIRTD_LOG} 1:file:{QMP_LOG}"])
+    try:
+        lines = env.migrate(dst, migration_encryption=True)
+    finally:
+        dev.node_exec(src, ["virt-admin", "daemon-log-outputs", LIBVIRTD_LOG])
+        dev.node_exec(src, ["virt-admin", "daemon-log-filters", ""])
+    assert any("stream encrypted with TLS" in line for line in lines)
+    with open(log, encoding="utf-8", errors="replace") as fobj:
+        qmp = fobj.read()
+    os.unlink(log)
+    setting = re.search(
+        r'"execute":"migrate-set-parameters","arguments":\{[^}]*"tls-creds":"(\w+)"', qmp
+    )
+    assert setting is not None and setting.group(1), qmp[-3000:]
+    assert f'"tls-hostname":"{env.node(dst).migration_address}"' in qmp
+    assert re.search(r'"object-add".*"tls-creds-x509"', qmp)
 
 
 def test_peer_to_peer_migration_over_ssh_uris(env: Env) -> None:
