@@ -168,12 +168,9 @@ class DevCluster(files.ClusterDirectory):
         else:
             authority = pki.create_ca(cert_file, key_file, cl.cluster_name)
         for node in cl.nodes:
-            if os.path.exists(node.host_path(credentials.SERVER_CERT)):
-                continue
-            creds = pki.issue_node_credentials(
-                authority, cl.cluster_name, node.name, [node.address]
+            credentials.write_first(
+                authority, cl.cluster_name, node.name, [node.address], node.host_path
             )
-            credentials.write_local(creds, node.host_path)
 
     def _write_node_files(
         self, cl: lay.ClusterLayout, node: lay.NodeLayout, known: str, transport: str

@@ -50,6 +50,8 @@ def tls_cluster(devcluster: Any, cluster_info: dict[str, Any]) -> Any:
     """The session's cluster when it serves libvirt over TLS (the local cluster's default)."""
     if cluster_info.get("libvirt_transport") != "tls":
         pytest.skip("the cluster does not serve libvirt over TLS")
+    if cluster_info.get("kind") != "devcluster":
+        pytest.skip("reaches into the local cluster's node namespaces and files")
     return devcluster
 
 

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 
 from ganeti_lv.node.transport import NodeTransport
-from ganeti_lv.pki import NodeCredentials
+from ganeti_lv.pki import Authority, NodeCredentials, issue_node_credentials
 
 CA_CERT = "/etc/pki/CA/cacert.pem"
 LIBVIRT_DIR = "/etc/pki/libvirt"
@@ -59,6 +59,24 @@ def write_local(creds: NodeCredentials, local_path: Callable[[str], str]) -> Non
         local = local_path(path)
         os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
         write_file_atomically(local, data, mode)
+
+
+def write_first(
+    authority: Authority,
+    cluster_name: str,
+    node_name: str,
+    addresses: list[str],
+    local_path: Callable[[str], str],
+) -> bool:
+    """A node's first credentials, written locally unless it has a server certificate.
+
+    What provisioning does before libvirtd first listens on TLS (the local
+    cluster's harness, the Vagrant nodes); True if it wrote them.
+    """
+    if os.path.exists(local_path(SERVER_CERT)):
+        return False
+    write_local(issue_node_credentials(authority, cluster_name, node_name, addresses), local_path)
+    return True
 
 
 def install(node: NodeTransport, creds: NodeCredentials) -> bool:
