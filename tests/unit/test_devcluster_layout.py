@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 
 from ganeti_lv.devcluster import layout as lay
@@ -107,3 +110,19 @@ def test_libvirtd_listens_on_tls_with_verified_clients_unless_tcp_is_asked_for()
     tcp = lay.libvirtd_conf(node, lay.TRANSPORT_TCP, cl.cluster_name).splitlines()
     assert "listen_tcp = 1" in tcp and "listen_tls = 0" in tcp
     assert "migrate_tls_x509_verify = 1" in lay.qemu_conf(node).splitlines()
+
+
+def test_an_unknown_libvirt_transport_is_refused_before_anything_happens(tmp_path: Any) -> None:
+    from ganeti_lv.devcluster.cluster import DevCluster
+
+    with pytest.raises(OpPrereqError) as err:
+        DevCluster(str(tmp_path)).up(transport="telnet")
+    assert err.value.ecode == "wrong_input" and "tls or tcp" in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_devcluster_cli_insecure_tcp_is_an_explicit_choice() -> None:
+    from ganeti_lv.devcluster.cli import _parser
+
+    assert _parser().parse_args(["up"]).insecure_tcp is False
+    assert _parser().parse_args(["up", "--insecure-tcp"]).insecure_tcp is True
