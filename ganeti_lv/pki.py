@@ -86,6 +86,22 @@ def certificate_builder(
     )
 
 
+def key_usage(*allowed: str) -> x509.KeyUsage:
+    """A KeyUsage extension allowing only the ``allowed`` uses (its argument names)."""
+    uses = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
+    return x509.KeyUsage(**{use: use in allowed for use in uses})
+
+
 # ---------------------------------------------------------------- the CA
 
 
@@ -115,20 +131,7 @@ def create_ca(cert_path: str, key_path: str, cluster_name: str) -> Authority:
         certificate_builder(subject, key.public_key(), CA_VALID_DAYS)
         .issuer_name(subject)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage("key_cert_sign", "crl_sign"), critical=True)
         .sign(key, hashes.SHA256())
     )
     _write_ca(cert_path, key_path, cert_pem(cert), key_pem(key))
@@ -240,20 +243,7 @@ def issue(
         certificate_builder(subject, key.public_key(), VALID_DAYS)
         .issuer_name(authority.cert.subject)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(key_usage("digital_signature", "key_encipherment"), critical=True)
         .add_extension(x509.ExtendedKeyUsage([purpose]), critical=True)
     )
     alt = subject_alt_names(names, addresses)
