@@ -105,6 +105,24 @@ def _fmt_time(value: float) -> str:
     return time.ctime(value)
 
 
+def _ca_summary(data_dir: str) -> str:
+    """The cluster CA's subject and fingerprint (what nodes and the master trust)."""
+    import os
+
+    from ganeti_lv import paths
+
+    path = paths.ca_cert_file(data_dir)
+    if not os.path.exists(path):
+        return "(none: 'gnt-lv cluster renew-crypto --new-cluster-certificate' makes one)"
+    from cryptography import x509
+
+    from ganeti_lv.rapi.certs import fingerprint
+
+    with open(path, "rb") as fobj:
+        cert = x509.load_pem_x509_certificate(fobj.read())
+    return f"{cert.subject.rfc4514_string()}, SHA256 Fingerprint={fingerprint(cert)}"
+
+
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
     """Print the cluster's settings."""
     from ganeti_lv.config import ConfigStore
@@ -136,6 +154,7 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
         *(f"  {k}: {common.format_value(v)}" for k, v in sorted(cluster.beparams.items())),
         f"Nodes: {len(data.nodes)}",
         f"Instances: {len(data.instances)}",
+        f"Cluster CA: {_ca_summary(env.data_dir)}",
     ]
     for line in lines:
         env.write(line)

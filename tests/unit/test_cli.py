@@ -307,6 +307,8 @@ def test_migration_encryption_on_the_cluster_and_per_call(
     code, _, err = cli("cluster", "modify", "--migration-encryption", "maybe")
     assert code != 0 and "--migration-encryption" in err
     assert config.get_cluster().hvparams["migration_encryption"] is True
+    assert "  migration_encryption: Y" in cli("cluster", "info")[1]
+    assert "Cluster CA: (none" in cli("cluster", "info")[1]
     code, out, err = cli(
         "instance", "migrate", "-f", "--migration-encryption", "no", "-n", N2, INST
     )
