@@ -219,11 +219,10 @@ def init_cluster(
         raise OpPrereqError("Give both the CA certificate and its key, or neither", ECODE_INVAL)
     from ganeti_lv import pki  # cryptography: only for init
 
-    operator_ca = None
+    operator_ca: tuple[bytes, bytes] | None = None
     if ca_cert_file and ca_key_file:
-        operator_ca = pki.parse_ca(
-            pki.read_file(ca_cert_file), pki.read_file(ca_key_file), f"The CA {ca_cert_file}"
-        )
+        operator_ca = (pki.read_file(ca_cert_file), pki.read_file(ca_key_file))
+        pki.parse_ca(*operator_ca, f"The CA {ca_cert_file}")  # checked before anything is written
     master = master.copy()
     master.offline = False
     master.drained = False
@@ -235,8 +234,8 @@ def init_cluster(
     if master_host_key is not None:
         record_node_host_key(paths.known_hosts_file(data_dir), master, master_host_key)
     _create_rapi_certificate(data_dir, cluster_name, master)
-    if operator_ca is not None and ca_cert_file and ca_key_file:
-        authority = pki.install_ca(data_dir, ca_cert_file, ca_key_file)
+    if operator_ca is not None:
+        authority = pki.store_ca(data_dir, *operator_ca, what=f"The CA {ca_cert_file}")
     else:
         authority = pki.create_cluster_ca(data_dir, cluster_name)
     pki.write_master_client(data_dir, authority, cluster_name)

@@ -181,13 +181,18 @@ def parse_ca(cert_data: bytes, key_data: bytes, what: str) -> Authority:
     return Authority(cert, key)  # type: ignore[arg-type]
 
 
-def install_ca(data_dir: str, cert_file: str, key_file: str) -> Authority:
-    """Make the operator's CA (certificate and unencrypted key, PEM) the cluster CA."""
-    cert_data = read_file(cert_file, "CA certificate", ECODE_INVAL)
-    key_data = read_file(key_file, "CA key", ECODE_INVAL)
-    authority = parse_ca(cert_data, key_data, f"The CA {cert_file}")
+def store_ca(data_dir: str, cert_data: bytes, key_data: bytes, what: str) -> Authority:
+    """Make a CA (certificate and unencrypted key, PEM) the cluster CA of ``data_dir``."""
+    authority = parse_ca(cert_data, key_data, what)
     _write_ca(paths.ca_cert_file(data_dir), paths.ca_key_file(data_dir), cert_data, key_data)
     return authority
+
+
+def install_ca(data_dir: str, cert_file: str, key_file: str) -> Authority:
+    """Make the operator's CA (files: certificate and unencrypted key, PEM) the cluster CA."""
+    cert_data = read_file(cert_file, "CA certificate", ECODE_INVAL)
+    key_data = read_file(key_file, "CA key", ECODE_INVAL)
+    return store_ca(data_dir, cert_data, key_data, f"The CA {cert_file}")
 
 
 def load_ca(data_dir: str) -> Authority:
