@@ -92,6 +92,8 @@ class MigrationProgress:
     downtime_ms: int = 0
     postcopy: bool = False
     throttle: int = 0
+    # set on the report of a step of the convergence policy (a line of its own)
+    policy_step: str = ""
 
     @property
     def percent(self) -> float:
@@ -171,6 +173,7 @@ class MigrationFailed(HypervisorError):
     """A migration did not complete on the node.
 
     ``aborted``: stopped on purpose (user, policy, timeout);
+    ``by_policy``: aborted by the convergence policy (the guest did not converge);
     ``switched_over``: the guest already ran on the target (post-copy).
     """
 
@@ -180,7 +183,9 @@ class MigrationFailed(HypervisorError):
         node: str | None = None,
         aborted: bool = False,
         switched_over: bool = False,
+        by_policy: bool = False,
     ) -> None:
         super().__init__(msg, node)
         self.aborted = aborted
         self.switched_over = switched_over
+        self.by_policy = by_policy
