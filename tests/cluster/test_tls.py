@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from gnt_helpers import Gnt, node
+from gnt_helpers import Gnt
 from migrate_helpers import (
+    InstanceEnv,
     assert_alive,
     console_size,
     make_instance,
@@ -34,10 +35,8 @@ from migrate_helpers import (
     wait_tick_above,
 )
 
-from ganeti_lv import constants, objects, paths, pki
-from ganeti_lv.client import Client
+from ganeti_lv import constants, paths, pki
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.opcodes import OpClusterVerify, OpInstanceMigrate
 
 pytestmark = pytest.mark.cluster
@@ -55,25 +54,11 @@ def tls_cluster(devcluster: Any, cluster_info: dict[str, Any]) -> Any:
     return devcluster
 
 
-class Env:
-    """Config, node operations and a client on the cluster."""
+class Env(InstanceEnv):
+    """The session's cluster around this module's guest."""
 
     def __init__(self, devcluster: Any) -> None:
-        self.devcluster = devcluster
-        self.data_dir = devcluster.data_dir
-        self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir)
-        self.client = Client(data_dir=self.data_dir, node_ops=self.ops)
-
-    def node(self, name: str) -> objects.Node:
-        """A node of the configuration."""
-        return node(self.config, name)
-
-    def primary(self) -> str:
-        """The guest's primary node per the configuration."""
-        inst = self.config.get_instance(NAME)
-        assert inst is not None
-        return inst.primary_node
+        super().__init__(devcluster, NAME)
 
     def migrate(self, target: str, **kwargs: Any) -> list[str]:
         """Live-migrate the guest to ``target``; it then ticks there, and only there."""
