@@ -1,7 +1,7 @@
 """Run every benchmark and write bench/results/results.json and results.md.
 
     .venv/bin/python bench/run.py [--quick]
-        [--only framework,startup,migration,export,evacuate,ganeti]
+        [--only framework,startup,migration,tls,export,evacuate,ganeti]
 
 The framework and start-up benchmarks need no cluster. The migration, export, evacuate and ganeti
 benchmarks bring up a 3-node local cluster of their own (directory
@@ -35,8 +35,8 @@ from bench.ganeti import CASE_GROUPS, IDLE_GROUPS, PEER_DIR  # noqa: E402
 from ganeti_lv.devcluster import emulator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("framework", "startup", "migration", "export", "evacuate", "ganeti")
-CLUSTER_PARTS = ("migration", "export", "evacuate", "ganeti")
+PARTS = ("framework", "startup", "migration", "tls", "export", "evacuate", "ganeti")
+CLUSTER_PARTS = ("migration", "tls", "export", "evacuate", "ganeti")
 
 
 def _log(msg: str) -> None:
@@ -67,6 +67,12 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             start = time.monotonic()
             out["migration"] = migration.run_all(cl, opts.quick, _log)
             out["migration"]["seconds"] = time.monotonic() - start
+        if "tls" in parts:
+            from bench import migration_tls
+
+            start = time.monotonic()
+            out["tls"] = migration_tls.run_all(cl, opts.quick, _log)
+            out["tls"]["seconds"] = time.monotonic() - start
         if "export" in parts:
             start = time.monotonic()
             out["export"] = export.run_all(cl, opts.quick, _log)
@@ -142,6 +148,11 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
     if "migration" in results:
         lines += ["", "## Migration (medians; ratio = median of alternating pairs)", ""]
         lines.append(migration.markdown(results["migration"]))
+    if "tls" in results:
+        from bench import migration_tls
+
+        lines += ["", "## Migration stream encryption (medians; TLS vs plain, both gnt-lv)", ""]
+        lines.append(migration_tls.markdown(results["tls"]))
     if "export" in results:
         lines += ["", "## Export (medians; ratio = median of alternating pairs)", ""]
         lines.append(

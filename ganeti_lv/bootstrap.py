@@ -190,14 +190,19 @@ def init_cluster(
     master: Node,
     master_host_key: str | None,
     ssh_key_file: str | None = None,
+    ca_cert_file: str | None = None,
+    ca_key_file: str | None = None,
     **cluster_fields: Any,
 ) -> ConfigData:
     """Create a new cluster in ``data_dir`` with ``master`` as its only node.
 
     ``cluster_fields`` are Cluster attributes (hooks_base_dir, export_dir,
     file_storage_dir, shared_file_storage_dir, domain_type, hvparams,
-    beparams, default_bridge, ...). Refuses (ECODE_EXISTS) when the data dir
-    already holds a configuration; nothing is written when an argument is bad.
+    beparams, default_bridge, ...). The cluster CA is made new, or is the
+    operator's (``ca_cert_file`` and ``ca_key_file``, PEM, the key
+    unencrypted); the master's libvirt client certificate comes from it.
+    Refuses (ECODE_EXISTS) when the data dir already holds a configuration;
+    nothing is written when an argument is bad.
     """
     from ganeti_lv.config import ConfigStore  # the store is built on top of objects
 
@@ -209,6 +214,14 @@ def init_cluster(
     cluster = _build_cluster(cluster_name, master, cluster_fields)
     if master_host_key is not None:
         parse_host_key(master_host_key)
+    if bool(ca_cert_file) != bool(ca_key_file):
+        raise OpPrereqError("Give both the CA certificate and its key, or neither", ECODE_INVAL)
+    from ganeti_lv import pki  # cryptography: only for init
+
+    operator_ca: tuple[bytes, bytes] | None = None
+    if ca_cert_file and ca_key_file:
+        operator_ca = (pki.read_file(ca_cert_file), pki.read_file(ca_key_file))
+        pki.parse_ca(*operator_ca, f"The CA {ca_cert_file}")  # checked before anything is written
     master = master.copy()
     master.offline = False
     master.drained = False
@@ -220,5 +233,10 @@ def init_cluster(
     if master_host_key is not None:
         record_node_host_key(paths.known_hosts_file(data_dir), master, master_host_key)
     _create_rapi_certificate(data_dir, cluster_name, master)
+    if operator_ca is not None:
+        authority = pki.store_ca(data_dir, *operator_ca, what=f"The CA {ca_cert_file}")
+    else:
+        authority = pki.create_cluster_ca(data_dir, cluster_name)
+    pki.write_master_client(data_dir, authority, cluster_name)
     ConfigStore.initialize(data_dir, config)
     return config

@@ -109,6 +109,8 @@ HVC_DEFAULTS: dict[str, str | int | bool] = {
     "migration_downtime_passes": 2,
     "migration_mode": HT_MIGRATION_LIVE,
     "migration_caps": "",
+    # the migration stream over TLS with the nodes' certificates (libvirt's and qemu's)
+    "migration_encryption": False,
 }
 
 BEC_DEFAULTS: dict[str, int | bool] = {

@@ -160,6 +160,18 @@ class OpClusterVerify(OpCode):
 
 
 @dataclass(kw_only=True)
+class OpClusterRenewCrypto(OpCode):
+    """Issue new TLS certificates: a new cluster CA and everything it signs, or
+    new node and master certificates from the CA there is (on ``node_names``, or all)."""
+
+    OP_ID: ClassVar[str] = "OP_CLUSTER_RENEW_CRYPTO"
+
+    new_cluster_certificate: bool = False
+    new_node_certificates: bool = False
+    node_names: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
 class OpClusterSetParams(OpCode):
     """Change cluster-wide settings (None = unchanged)."""
 
@@ -433,6 +445,7 @@ class OpInstanceMigrate(OpCode):
     migration_bandwidth: int | None = None
     migration_downtime: int | None = None
     migration_caps: str | None = None
+    migration_encryption: bool | None = None
     allow_postcopy: bool = False
     escalate: bool = True
     progress_timeout: float | None = None

@@ -71,3 +71,18 @@ def rapi_cert_file(ddir: str) -> str:
 def rapi_users_file(ddir: str) -> str:
     """The remote API's users file (Ganeti's format: ``user password [write]``)."""
     return os.path.join(ddir, "rapi", "users")
+
+
+def ca_cert_file(ddir: str) -> str:
+    """The cluster CA's certificate (every node and the master trust it)."""
+    return os.path.join(ddir, "pki", "cacert.pem")
+
+
+def ca_key_file(ddir: str) -> str:
+    """The cluster CA's private key (0600; only the master has it)."""
+    return os.path.join(ddir, "pki", "private", "cakey.pem")
+
+
+def libvirt_pki_dir(ddir: str) -> str:
+    """The master's libvirt client credentials under libvirt's names (a ``pkipath``)."""
+    return os.path.join(ddir, "pki", "libvirt")

@@ -75,10 +75,27 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
         master=master,
         master_host_key=host_key,
         ssh_key_file=opts.ssh_key_file,
+        ca_cert_file=opts.ca_cert,
+        ca_key_file=opts.ca_key,
         **fields,
     )
     env.write(f"Cluster '{opts.cluster_name}' initialised in {env.data_dir}")
+    if host_key is not None:
+        give_master_certificates(env, master.name)
     return EXIT_SUCCESS
+
+
+def give_master_certificates(env: CliEnv, master: str) -> None:
+    """The master node's libvirt certificates, over SSH; a warning when it cannot be reached."""
+    from ganeti_lv.errors import OpExecError
+
+    try:
+        env.submit(opcodes.OpClusterRenewCrypto(new_node_certificates=True, node_names=[master]))
+    except OpExecError as err:
+        env.warn(
+            f"The master node has no libvirt certificates yet ({err}); give them with"
+            " 'gnt-lv cluster renew-crypto --new-node-certificates' once it answers over SSH"
+        )
 
 
 # ---------------------------------------------------------------- info
@@ -86,6 +103,24 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def _fmt_time(value: float) -> str:
     return time.ctime(value)
+
+
+def _ca_summary(data_dir: str) -> str:
+    """The cluster CA's subject and fingerprint (what nodes and the master trust)."""
+    import os
+
+    from ganeti_lv import paths
+
+    path = paths.ca_cert_file(data_dir)
+    if not os.path.exists(path):
+        return "(none: 'gnt-lv cluster renew-crypto --new-cluster-certificate' makes one)"
+    from cryptography import x509
+
+    from ganeti_lv.rapi.certs import fingerprint
+
+    with open(path, "rb") as fobj:
+        cert = x509.load_pem_x509_certificate(fobj.read())
+    return f"{cert.subject.rfc4514_string()}, SHA256 Fingerprint={fingerprint(cert)}"
 
 
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -119,6 +154,7 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
         *(f"  {k}: {common.format_value(v)}" for k, v in sorted(cluster.beparams.items())),
         f"Nodes: {len(data.nodes)}",
         f"Instances: {len(data.instances)}",
+        f"Cluster CA: {_ca_summary(env.data_dir)}",
     ]
     for line in lines:
         env.write(line)
@@ -145,6 +181,11 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
         fields["max_parallel_source"] = opts.max_parallel_source
     if opts.max_parallel_target is not None:
         fields["max_parallel_target"] = opts.max_parallel_target
+    if opts.migration_encryption is not None:
+        # the cluster's default of the hypervisor parameter (instances may override it)
+        fields.setdefault("hvparams", {})["migration_encryption"] = common.parse_yes_no(
+            opts.migration_encryption, "--migration-encryption"
+        )
     if not fields:
         env.warn("Please give at least one of the parameters.")
         return EXIT_FAILURE
@@ -185,6 +226,10 @@ def register(registry: CommandRegistry) -> None:
         help="Do not record the master's host key now (add it to known_hosts later)",
     )
     init.add_argument("--ssh-key-file", help="Use this private key as the cluster key")
+    init.add_argument(
+        "--ca-cert", metavar="FILE", help="Your CA's certificate (PEM) as the cluster CA"
+    )
+    init.add_argument("--ca-key", metavar="FILE", help="Its private key (PEM, unencrypted)")
     common.add_force(init)
     _add_storage_options(init)
 
@@ -200,6 +245,11 @@ def register(registry: CommandRegistry) -> None:
         "--default-bridge",
         metavar="BRIDGE",
         help="Default bridge for instance NICs without an explicit link",
+    )
+    modify.add_argument(
+        "--migration-encryption",
+        metavar="yes|no",
+        help="Migration streams over TLS with the nodes' certificates (-H migration_encryption)",
     )
     modify.add_argument(
         "--max-parallel-source",

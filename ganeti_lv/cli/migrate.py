@@ -46,6 +46,11 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
         migration_bandwidth=opts.migration_bandwidth,
         migration_downtime=opts.migration_downtime,
         migration_caps=opts.migration_caps,
+        migration_encryption=(
+            None
+            if opts.migration_encryption is None
+            else common.parse_yes_no(opts.migration_encryption, "--migration-encryption")
+        ),
         allow_postcopy=opts.allow_postcopy,
         escalate=not opts.no_escalate,
         progress_timeout=opts.progress_timeout,
@@ -107,6 +112,13 @@ def register(registry: CommandRegistry) -> None:
     mig.add_argument("--migration-bandwidth", type=int, default=None, metavar="MiB/s")
     mig.add_argument("--migration-downtime", type=int, default=None, metavar="MS")
     mig.add_argument("--migration-caps", default=None, metavar="CAP:CAP")
+    mig.add_argument(
+        "--migration-encryption",
+        metavar="yes|no",
+        default=None,
+        help="The migration stream over TLS with the nodes' certificates"
+        " (default: the hypervisor parameter migration_encryption)",
+    )
     mig.add_argument("--allow-postcopy", action="store_true")
     mig.add_argument("--no-escalate", action="store_true", help="Abort instead of escalating")
     mig.add_argument("--progress-timeout", type=float, default=None, metavar="SECONDS")

@@ -8,7 +8,9 @@ the daemon reads the file again when it changes), show the certificate's
 fingerprint for clients to pin, and replace the certificate: a new
 self-signed one, or the operator's own (``--rapi-certificate``, a PEM file
 with the certificate, its chain and its unencrypted key). A running daemon
-uses a new certificate once it is restarted.
+uses a new certificate once it is restarted. ``renew-crypto`` also renews
+the cluster CA and the nodes' libvirt certificates (an opcode:
+``cmdlib/cluster_crypto.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import getpass
 import sys
 
 from ganeti_lv import paths
+from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
@@ -96,14 +99,11 @@ def cmd_fingerprint(opts: argparse.Namespace, env: CliEnv) -> int:
     return EXIT_SUCCESS
 
 
-def cmd_renew_crypto(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Replace the remote API's certificate: a new self-signed one, or the given one."""
+def _renew_rapi(opts: argparse.Namespace, env: CliEnv) -> None:
+    """A new self-signed remote API certificate, or the given one."""
     from ganeti_lv.config import ConfigStore
     from ganeti_lv.rapi import certs
 
-    if bool(opts.new_rapi_certificate) == bool(opts.rapi_certificate):
-        env.warn("Give one of --new-rapi-certificate and --rapi-certificate FILE.")
-        return EXIT_FAILURE
     path = paths.rapi_cert_file(env.data_dir)
     if opts.rapi_certificate:
         cert = certs.install_certificate(opts.rapi_certificate, path)
@@ -116,6 +116,39 @@ def cmd_renew_crypto(opts: argparse.Namespace, env: CliEnv) -> int:
     env.write(f"New remote API certificate in {path}")
     env.write(f"SHA256 Fingerprint={certs.fingerprint(cert)}")
     env.write("Restart the master daemon (gnt-lv-masterd --rapi) to serve it.")
+
+
+def cmd_renew_crypto(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Renew the cluster's certificates: the CA and the libvirt ones, and/or the remote API's."""
+    from ganeti_lv import opcodes
+
+    if opts.new_rapi_certificate and opts.rapi_certificate:
+        env.warn("Give only one of --new-rapi-certificate and --rapi-certificate FILE.")
+        return EXIT_FAILURE
+    rapi = bool(opts.new_rapi_certificate or opts.rapi_certificate)
+    libvirt = bool(opts.new_cluster_certificate or opts.new_node_certificates)
+    if not (rapi or libvirt):
+        env.warn(
+            "Give at least one of --new-cluster-certificate, --new-node-certificates,"
+            " --new-rapi-certificate and --rapi-certificate FILE."
+        )
+        return EXIT_FAILURE
+    if libvirt:
+        what = (
+            "the cluster CA and every certificate"
+            if opts.new_cluster_certificate
+            else ("the node and master certificates")
+        )
+        if not env.confirm(f"Renew {what}? Guests keep running.", opts.force):
+            return EXIT_FAILURE
+        env.submit(
+            opcodes.OpClusterRenewCrypto(
+                new_cluster_certificate=opts.new_cluster_certificate,
+                new_node_certificates=opts.new_node_certificates,
+            )
+        )
+    if rapi:
+        _renew_rapi(opts, env)
     return EXIT_SUCCESS
 
 
@@ -149,8 +182,20 @@ def register(registry: CommandRegistry) -> None:
     fpr.add_argument("-v", "--verbose", action="store_true", help="Also subject and expiry")
 
     renew = registry.command(
-        "cluster", "renew-crypto", cmd_renew_crypto, help="Replace the remote API certificate"
+        "cluster", "renew-crypto", cmd_renew_crypto, help="Renew the cluster's certificates"
     )
+    renew.add_argument(
+        "--new-cluster-certificate",
+        action="store_true",
+        help="A new cluster CA, and new libvirt certificates for every node and the master",
+    )
+    renew.add_argument(
+        "--new-node-certificates",
+        action="store_true",
+        help="New libvirt certificates for every node and the master from the cluster CA",
+    )
+    common.add_submit(renew)
+    common.add_force(renew)
     renew.add_argument(
         "--new-rapi-certificate", action="store_true", help="Create a new self-signed one"
     )

@@ -9,6 +9,7 @@ from ganeti_lv.cmdlib import (  # noqa: F401
     backup_prepare,
     backup_query,
     cluster,
+    cluster_crypto,
     instance,
     instance_info,
     instance_migration,

@@ -396,6 +396,8 @@ class TLMigrateInstance(Tasklet):
         else:
             self.lu.LogStep(2, steps, "Shared storage: nothing to prepare on the target")
         mode = "live" if params.live else "non-live"
+        if params.encryption:
+            mode += ", stream encrypted with TLS"
         self.lu.LogStep(3, steps, f"Migrating instance {inst.name} to {dst.name} ({mode})")
 
         def progress(report: MigrationProgress) -> None:

@@ -154,6 +154,11 @@ def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) 
         progress_timeout=op.progress_timeout,
         completion_timeout=op.completion_timeout,
         memory_mib=instance_memory(cluster, instance),
+        encryption=(
+            bool(hvp.get("migration_encryption"))
+            if op.migration_encryption is None
+            else op.migration_encryption
+        ),
     )
     if op.abort_timeout is not None:
         params.abort_timeout = op.abort_timeout

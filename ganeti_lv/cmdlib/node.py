@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ganeti_lv import bootstrap, constants, locking, paths
+from ganeti_lv import bootstrap, constants, locking, paths, pki
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.cluster_crypto import distribute
 from ganeti_lv.cmdlib.common import expand_node, get_node
 from ganeti_lv.errors import (
     ECODE_EXISTS,
@@ -30,9 +32,10 @@ class LUNodeAdd(LogicalUnit):
     """Add a node whose SSH host key the operator confirmed.
 
     Exec records the key in the cluster's known_hosts, checks that the node
-    answers over SSH (``true``) and libvirt (node facts) with the cluster
-    key, and only then adds it to the configuration; on failure the key is
-    removed again and nothing is left behind.
+    answers over SSH (``true``), gives it its TLS certificates from the
+    cluster CA (over SSH; its libvirtd reloads them), checks libvirt (node
+    facts) and only then adds it to the configuration; on failure the key
+    is removed again and the node is not added.
     """
 
     HPATH = constants.HPATH_NODE_ADD
@@ -85,6 +88,11 @@ class LUNodeAdd(LogicalUnit):
         node.drained = False
         node.mtime = time.time()
         self.new_node = node
+        # the node's TLS certificates come from the cluster CA (a cluster without one,
+        # made before there were certificates, gets them with renew-crypto)
+        self.authority = None
+        if os.path.exists(paths.ca_cert_file(self.ctx.data_dir)):
+            self.authority = pki.load_ca(self.ctx.data_dir)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Ganeti's node-add keys."""
@@ -116,6 +124,8 @@ class LUNodeAdd(LogicalUnit):
             node_call(self.rpc.run_command, node, ["true"], timeout=30).Raise(
                 f"Node {node.name} is not reachable over SSH with the cluster key"
             )
+            if self.authority is not None:
+                distribute(self.rpc, self.authority, self.cluster.name, node, feedback_fn)
             feedback_fn(f"* checking libvirt on {node.libvirt_uri or 'the default URI'}")
             facts = node_call(self.rpc.node_info, node).Raise(
                 f"Cannot talk to libvirt on node {node.name}"

@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
         " qemu 7.2 loses guest memory during live migration under TCG)",
     )
     p.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        help="debugging only: libvirtd on plain TCP without any authentication"
+        " (anyone on the bridge controls every node) instead of TLS with the"
+        " cluster's certificates",
+    )
+    p.add_argument(
         "--memory-cap",
         action="append",
         default=None,
@@ -98,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                 domain_type=opts.domain_type,
                 memory_caps=lay.parse_memory_caps(opts.memory_cap) if opts.memory_cap else None,
                 qemu=opts.qemu,
+                transport=lay.TRANSPORT_TCP if opts.insecure_tcp else None,
             )
             print(
                 f"cluster up: {len(info['nodes'])} nodes, domain type "
-                f"{info['domain_type']}, qemu {info['qemu']}, description in "
+                f"{info['domain_type']}, qemu {info['qemu']}, libvirt over"
+                f" {info['libvirt_transport']}, description in "
                 f"{os.path.join(cluster.directory, 'cluster.json')}"
             )
             print("use it with:")

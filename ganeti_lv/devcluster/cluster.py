@@ -22,7 +22,7 @@ from typing import Any
 from ganeti_lv import paths
 from ganeti_lv.devcluster import clusterinit, daemons, emulator, files, guest, netns
 from ganeti_lv.devcluster import layout as lay
-from ganeti_lv.errors import ECODE_STATE, GenericError, OpExecError, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, GenericError, OpExecError, OpPrereqError
 
 FeedbackFn = Callable[[str], None]
 
@@ -62,19 +62,34 @@ class DevCluster(files.ClusterDirectory):
         domain_type: str | None = None,
         memory_caps: dict[str, int] | None = None,
         qemu: str | None = None,
+        transport: str | None = None,
     ) -> dict[str, Any]:
         """Bring the cluster up (idempotent) and return its description.
 
         ``qemu`` (see ``ganeti_lv.devcluster.emulator``): ``auto`` (the
-        default), ``system`` or ``backports``.
+        default), ``system`` or ``backports``. ``transport``: how libvirtd
+        is reached, ``tls`` (the default: the cluster's certificates,
+        verified) or ``tcp`` (no authentication at all; debugging only).
         """
+        if transport is not None and transport not in lay.TRANSPORTS:
+            raise OpPrereqError(
+                f"Unknown libvirt transport {transport!r} (want {' or '.join(lay.TRANSPORTS)})",
+                ECODE_INVAL,
+            )
         state = self._load_state()
         if state.get("holders"):
             # a cluster brought up before the choice existed runs the system's qemu
             state.setdefault("qemu", "system")
         mode = emulator.resolve_mode(qemu or state.get("qemu") or "auto")
         if state.get("holders"):
-            for key, want in (("nodes", nodes), ("subnet", subnet), ("qemu", mode)):
+            # a cluster brought up before TLS existed listens on TCP
+            state.setdefault("transport", lay.TRANSPORT_TCP)
+            for key, want in (
+                ("nodes", nodes),
+                ("subnet", subnet),
+                ("qemu", mode),
+                ("transport", transport),
+            ):
                 if want is not None and state.get(key) not in (None, want):
                     raise OpPrereqError(
                         f"The cluster in {self.directory} runs with {key}={state[key]};"
@@ -90,9 +105,10 @@ class DevCluster(files.ClusterDirectory):
         state.update(cid=cl.cid, nodes=n_nodes, subnet=str(cl.subnet), bridge=cl.bridge)
         state.setdefault("holders", {})
         state["qemu"] = mode
+        state["transport"] = transport or state.get("transport") or lay.TRANSPORT_TLS
         state["emulator_dir"] = emulator.emulator_dir(mode, self.cache_dir, self.feedback_fn)
         self._save_state(state)
-        host_keys = self._prepare_files(cl)
+        host_keys = self._prepare_files(cl, state["transport"])
         netns.ensure_bridge(cl.bridge, cl.bridge_address, cl.subnet.prefixlen)
         for node in cl.nodes:
             self._ensure_node(cl, node, state)
@@ -104,14 +120,16 @@ class DevCluster(files.ClusterDirectory):
         caps = memory_caps if memory_caps is not None else state.get("memory_caps", {})
         state["memory_caps"] = caps
         self._save_state(state)
-        clusterinit.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn)
+        clusterinit.ensure_cluster(cl, host_keys, dtype, caps, self.feedback_fn, state["transport"])
         info = self._describe(cl, image, dtype)
         files.save_json(cl.info_file, info)
         return info
 
-    def _prepare_files(self, cl: lay.ClusterLayout) -> dict[str, str]:
+    def _prepare_files(self, cl: lay.ClusterLayout, transport: str) -> dict[str, str]:
         """Write keys and per-node configuration; return each node's host key."""
         files.keygen(cl.key_file, f"ganeti-lv-devcluster@{cl.cid}")
+        if transport == lay.TRANSPORT_TLS:
+            self._bootstrap_certificates(cl)
         host_keys: dict[str, str] = {}
         for node in cl.nodes:
             for sub, mount in lay.NODE_MOUNTS:
@@ -128,12 +146,39 @@ class DevCluster(files.ClusterDirectory):
         os.makedirs(lay.SHARED_FILE_STORAGE_DIR, exist_ok=True)
         known = lay.known_hosts(cl, host_keys)
         for node in cl.nodes:
-            self._write_node_files(cl, node, known)
+            self._write_node_files(cl, node, known, transport)
         return host_keys
 
-    def _write_node_files(self, cl: lay.ClusterLayout, node: lay.NodeLayout, known: str) -> None:
+    def _bootstrap_certificates(self, cl: lay.ClusterLayout) -> None:
+        """The harness's CA, and first certificates from it for nodes that have none.
+
+        As an operator with a CA of their own would: libvirtd needs a
+        certificate before it listens on TLS. ``cluster init`` takes this CA
+        (``--ca-cert/--ca-key``), and ``node add`` replaces the certificates
+        with ones it issues.
+        """
+        from ganeti_lv import pki
+        from ganeti_lv.hypervisor.libvirt import credentials
+
+        cert_file, key_file = cl.ca_files
+        if os.path.exists(cert_file):
+            authority = pki.parse_ca(
+                pki.read_file(cert_file), pki.read_file(key_file), f"The CA {cert_file}"
+            )
+        else:
+            authority = pki.create_ca(cert_file, key_file, cl.cluster_name)
+        for node in cl.nodes:
+            credentials.write_first(
+                authority, cl.cluster_name, node.name, [node.address], node.host_path
+            )
+
+    def _write_node_files(
+        self, cl: lay.ClusterLayout, node: lay.NodeLayout, known: str, transport: str
+    ) -> None:
         etc = node.host_path("/etc/libvirt")
-        files.write_file(os.path.join(etc, "libvirtd.conf"), lay.libvirtd_conf(node))
+        files.write_file(
+            os.path.join(etc, "libvirtd.conf"), lay.libvirtd_conf(node, transport, cl.cluster_name)
+        )
         files.write_file(os.path.join(etc, "qemu.conf"), lay.qemu_conf(node))
         files.write_file(os.path.join(node.sshd_dir, "sshd_config"), lay.sshd_config(node))
         ssh = node.host_path("/root/.ssh")
@@ -260,14 +305,18 @@ class DevCluster(files.ClusterDirectory):
         self, cl: lay.ClusterLayout, image: guest.GuestImage, dtype: str
     ) -> dict[str, Any]:
         state = self._load_state()
+        transport = state.get("transport", lay.TRANSPORT_TCP)
         nodes = []
         for n in cl.nodes:
+            uri = n.libvirt_uri(transport)
             nodes.append(
                 {
                     "name": n.name,
                     "address": n.address,
-                    "libvirt_uri": n.libvirt_uri,
-                    "peer_uri": n.libvirt_uri,
+                    # as the master reaches it: with its client certificate
+                    "libvirt_uri": clusterinit.master_uri(cl, n, transport),
+                    # as the other nodes' libvirtd reach it: with their own certificates
+                    "peer_uri": uri,
                     "migration_address": n.address,
                     "ssh_port": 22,
                     "ssh_user": "root",
@@ -293,6 +342,8 @@ class DevCluster(files.ClusterDirectory):
             "ssh_key_file": paths.ssh_key_file(cl.data_dir),
             "known_hosts_file": paths.known_hosts_file(cl.data_dir),
             "domain_type": dtype,
+            "libvirt_transport": transport,
+            "ca_cert_file": paths.ca_cert_file(cl.data_dir),
             "bridge": lay.NODE_BRIDGE,
             "host_bridge": cl.bridge,
             "subnet": str(cl.subnet),

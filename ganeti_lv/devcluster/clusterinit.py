@@ -16,13 +16,23 @@ from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.objects import Node
 
 
-def node_object(node: lay.NodeLayout, memory_cap: int | None) -> Node:
-    """The ganeti_lv Node of a local cluster node."""
+def master_uri(cl: lay.ClusterLayout, node: lay.NodeLayout, transport: str) -> str:
+    """The URI of the node's libvirtd from the master's side (the host): over TLS with
+    the master's client certificate."""
+    uri = node.libvirt_uri(transport)
+    if transport == lay.TRANSPORT_TLS:
+        uri += f"?pkipath={paths.libvirt_pki_dir(cl.data_dir)}"
+    return uri
+
+
+def node_object(node: lay.NodeLayout, memory_cap: int | None, transport: str) -> Node:
+    """The ganeti_lv Node of a local cluster node (URIs without the master's pkipath:
+    the node operations add it)."""
     return Node(
         name=node.name,
         address=node.address,
-        libvirt_uri=node.libvirt_uri,
-        peer_uri=node.libvirt_uri,
+        libvirt_uri=node.libvirt_uri(transport),
+        peer_uri=node.libvirt_uri(transport),
         migration_address=node.address,
         ssh_port=22,
         memory_cap=memory_cap,
@@ -78,14 +88,29 @@ def add_node(data_dir: str, node: Node, host_key: str) -> None:
     ConfigStore(data_dir).add_node(node)
 
 
+def _master_certificates(data_dir: str, master: str) -> None:
+    """The master node's certificates from the cluster, as ``gnt-lv cluster init`` gives them."""
+    from ganeti_lv.client import Client
+    from ganeti_lv.opcodes import OpClusterRenewCrypto
+
+    with Client(data_dir=data_dir) as client:
+        client.submit(OpClusterRenewCrypto(new_node_certificates=True, node_names=[master]))
+
+
 def ensure_cluster(
     cl: lay.ClusterLayout,
     host_keys: dict[str, str],
     domain_type: str,
     memory_caps: dict[str, int],
     feedback_fn: Callable[[str], None],
+    transport: str,
 ) -> None:
-    """Create the ganeti_lv cluster (node1 master) and add the nodes it lacks."""
+    """Create the ganeti_lv cluster (node1 master) and add the nodes it lacks.
+
+    Over TLS the cluster takes the harness's CA, which signed the nodes'
+    first certificates; the master node then gets certificates the cluster
+    issues (as ``gnt-lv cluster init`` gives them), the other nodes at ``node add``.
+    """
     from ganeti_lv import bootstrap
     from ganeti_lv.config import ConfigStore
 
@@ -93,14 +118,18 @@ def ensure_cluster(
     master = cl.nodes[0]
     if not os.path.exists(paths.config_file(data_dir)):
         feedback_fn(f"initialising the ganeti_lv cluster in {data_dir}")
+        ca_cert, ca_key = cl.ca_files if transport == lay.TRANSPORT_TLS else (None, None)
         bootstrap.init_cluster(
             data_dir,
-            cluster_name=f"devcluster-{cl.cid}",
-            master=node_object(master, memory_caps.get(master.name)),
+            cluster_name=cl.cluster_name,
+            master=node_object(master, memory_caps.get(master.name), transport),
             master_host_key=host_keys[master.name],
             ssh_key_file=cl.key_file,
+            ca_cert_file=ca_cert,
+            ca_key_file=ca_key,
             **cluster_fields(domain_type),
         )
+        _master_certificates(data_dir, master.name)
     store = ConfigStore(data_dir)
     have = set(store.node_names())
     for name, cap in memory_caps.items():
@@ -112,4 +141,8 @@ def ensure_cluster(
     for node in cl.nodes[1:]:
         if node.name not in have:
             feedback_fn(f"adding {node.name} to the cluster")
-            add_node(data_dir, node_object(node, memory_caps.get(node.name)), host_keys[node.name])
+            add_node(
+                data_dir,
+                node_object(node, memory_caps.get(node.name), transport),
+                host_keys[node.name],
+            )

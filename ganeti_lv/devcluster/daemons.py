@@ -15,7 +15,7 @@ import sys
 import time
 
 from ganeti_lv.devcluster import netns
-from ganeti_lv.devcluster.layout import LIBVIRT_SOCK, PIDFILES, NodeLayout
+from ganeti_lv.devcluster.layout import LIBVIRT_PORTS, LIBVIRT_SOCK, PIDFILES, NodeLayout
 from ganeti_lv.errors import OpExecError, OpPrereqError
 
 DAEMON_ENV = {
@@ -69,8 +69,10 @@ def _ready(node: NodeLayout, name: str) -> bool:
     """True when the daemon accepts connections."""
     if name == "virtlogd":
         return os.path.exists(node.host_path("/run/libvirt/virtlogd-sock"))
-    if name == "libvirtd":
-        return os.path.exists(node.host_path(LIBVIRT_SOCK)) and port_open(node.address, 16509)
+    if name == "libvirtd":  # its socket, and its TLS or (debugging) TCP listener
+        return os.path.exists(node.host_path(LIBVIRT_SOCK)) and any(
+            port_open(node.address, port) for port in LIBVIRT_PORTS.values()
+        )
     return port_open(node.address, 22)
 
 

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
+from ganeti_lv import pki
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 DEFAULT_DIR = "/var/tmp/ganeti-lv-devcluster"
@@ -31,6 +32,7 @@ SHARED_FILE_STORAGE_DIR = "/srv/ganeti-lv/shared-file-storage"
 # Per-node directory (under the node's host directory) -> mount point on the node.
 NODE_MOUNTS: tuple[tuple[str, str], ...] = (
     ("etc-libvirt", "/etc/libvirt"),
+    ("etc-pki", "/etc/pki"),
     ("run-libvirt", "/run/libvirt"),
     ("lib-libvirt", "/var/lib/libvirt"),
     ("log-libvirt", "/var/log/libvirt"),
@@ -49,6 +51,12 @@ PIDFILES = {
 }
 LIBVIRT_SOCK = "/run/libvirt/libvirt-sock"
 DAEMONS = ("virtlogd", "libvirtd", "sshd")
+# How the master and the nodes reach a node's libvirtd: TLS with the cluster's
+# certificates (the default), or plain TCP without authentication (debugging only).
+TRANSPORT_TLS = "tls"
+TRANSPORT_TCP = "tcp"
+TRANSPORTS = (TRANSPORT_TLS, TRANSPORT_TCP)
+LIBVIRT_PORTS = {TRANSPORT_TLS: 16514, TRANSPORT_TCP: 16509}
 
 
 def cluster_id(directory: str) -> str:
@@ -97,10 +105,9 @@ class NodeLayout:
     veth_peer: str
     host_dir: str
 
-    @property
-    def libvirt_uri(self) -> str:
-        """URI reaching this node's libvirtd over TCP (from the host or a peer)."""
-        return f"qemu+tcp://{self.address}/system"
+    def libvirt_uri(self, transport: str = TRANSPORT_TLS) -> str:
+        """URI reaching this node's libvirtd (from the host or a peer) over ``transport``."""
+        return f"qemu+{transport}://{self.address}/system"
 
     def host_path(self, node_path: str) -> str:
         """Host-side path backing a path inside one of the node's bind mounts."""
@@ -215,6 +222,17 @@ class ClusterLayout(BridgedLayout):
         """The cluster's SSH private key (host side)."""
         return os.path.join(self.directory, "keys", "id_cluster")
 
+    @property
+    def ca_files(self) -> tuple[str, str]:
+        """The harness's CA (certificate, key), given to ``cluster init`` as the operator's."""
+        ca_dir = os.path.join(self.directory, "keys", "ca")
+        return os.path.join(ca_dir, "cacert.pem"), os.path.join(ca_dir, "cakey.pem")
+
+    @property
+    def cluster_name(self) -> str:
+        """The ganeti_lv cluster's name."""
+        return f"devcluster-{self.cid}"
+
     def node(self, name: str) -> NodeLayout:
         """Layout of node ``name``."""
         for node in self.nodes:
@@ -229,13 +247,18 @@ class ClusterLayout(BridgedLayout):
         return mounts
 
 
-def libvirtd_conf(node: NodeLayout) -> str:
-    """libvirtd.conf of a node: TCP without auth on the node address (test only)."""
+def libvirtd_conf(node: NodeLayout, transport: str, cluster_name: str) -> str:
+    """libvirtd.conf of a node, listening on the node address only.
+
+    TLS: client certificates of the cluster's CA verified, no TCP listener;
+    TCP: without authentication (debugging only).
+    """
+    if transport == TRANSPORT_TLS:
+        listen = pki.libvirtd_tls_settings(cluster_name)
+    else:
+        listen = 'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
     return (
-        "listen_tls = 0\n"
-        "listen_tcp = 1\n"
-        f'listen_addr = "{node.address}"\n'
-        'auth_tcp = "none"\n'
+        listen + f'listen_addr = "{node.address}"\n'
         'auth_unix_rw = "none"\n'
         'auth_unix_ro = "none"\n'
         f'host_uuid = "{node.host_uuid}"\n'
@@ -256,6 +279,8 @@ def qemu_conf(node: NodeLayout) -> str:
         "cgroup_controllers = [ ]\n"
         f'migration_address = "{node.address}"\n'
         f'migration_host = "{node.address}"\n'
+        # TLS migration streams (on request) check the peer's certificate
+        "migrate_tls_x509_verify = 1\n"
     )
 
 

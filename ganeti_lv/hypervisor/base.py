@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     )
     from ganeti_lv.node.diskcopy import CopyStats, StartInfo
     from ganeti_lv.node.transport import CommandResult, HookScriptResult
+    from ganeti_lv.pki import NodeCredentials
 
 
 @dataclass
@@ -180,6 +181,11 @@ class NodeOps(abc.ABC):
         self, node: Node, argv: list[str], timeout: float | None = None
     ) -> CommandResult:
         """Run a command on the node (over SSH); a non-zero exit is in the result."""
+
+    @abc.abstractmethod
+    def install_tls_credentials(self, node: Node, creds: NodeCredentials) -> bool:
+        """Install the node's TLS credentials (over SSH); True if the hypervisor
+        daemon uses them at once, False if only from its next start."""
 
     @abc.abstractmethod
     def run_hooks(

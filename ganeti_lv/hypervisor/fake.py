@@ -36,6 +36,7 @@ from ganeti_lv.hypervisor.migration_types import (
 )
 from ganeti_lv.node.transport import CommandResult, HookScriptResult
 from ganeti_lv.objects import Cluster, Instance, Node
+from ganeti_lv.pki import NodeCredentials
 
 HooksFn = Callable[[str, str, dict[str, str], float], list[HookScriptResult]]
 CommandFn = Callable[[str, list[str]], CommandResult]
@@ -108,6 +109,7 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         self.migration_stats = MigrationStats(total_time=1.0, downtime_ms=42)
         self.cpu_compat: dict[str, tuple[bool, str]] = {}
         self.present_paths: set[str] = set()
+        self.tls_credentials: dict[str, NodeCredentials] = {}
         self.missing_paths: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------ set-up
@@ -295,6 +297,11 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         if self.command_fn is not None:
             return self.command_fn(node.name, list(argv))
         return CommandResult(0, "", "")
+
+    def install_tls_credentials(self, node: Node, creds: NodeCredentials) -> bool:
+        self._enter("install_tls_credentials", node, creds)
+        self.tls_credentials[node.name] = creds
+        return True
 
     def run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float

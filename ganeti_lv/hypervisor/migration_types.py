@@ -72,6 +72,7 @@ class MigrationParams:
     poll_interval: float = 0.2
     report_interval: float = 10.0
     memory_mib: int = 0
+    encryption: bool = False
 
 
 @dataclass

@@ -14,22 +14,17 @@ replaced.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import re
-import secrets
 from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ganeti_lv import pki
 from ganeti_lv.config import write_file_atomically
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
 
-KEY_BITS = 2048
-VALID_DAYS = 5 * 365
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL)
 
 
@@ -37,36 +32,20 @@ def create_certificate(
     path: str, common_name: str, names: Sequence[str], addresses: Sequence[str] = ()
 ) -> None:
     """Write a new self-signed certificate and key for ``names`` and ``addresses`` to ``path``."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    key = pki.new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names) if n]
-    for address in dict.fromkeys(addresses):
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(address)))
-        except ValueError:
-            alt.append(x509.DNSName(address))
-    now = datetime.datetime.now(datetime.UTC)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
+        pki.certificate_builder(subject, key.public_key(), pki.VALID_DAYS)
         .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(int.from_bytes(secrets.token_bytes(16), "big") >> 1)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
         # its own trust anchor: a client may trust this file as its CA
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     )
+    alt = pki.subject_alt_names(names, addresses)
     if alt:
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
     cert = builder.sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    write_file_atomically(path, cert.public_bytes(serialization.Encoding.PEM) + key_pem, 0o600)
+    write_file_atomically(path, pki.cert_pem(cert) + pki.key_pem(key), 0o600)
 
 
 def _blocks(data: bytes) -> tuple[list[bytes], list[bytes]]:

@@ -29,6 +29,41 @@ TICK_RE = re.compile(r"tick (\d+)")
 PROGRESS_RE = re.compile(r"migration\s+[0-9.]+% of memory")
 
 
+class InstanceEnv:
+    """Config, fresh node operations and a client on the session's cluster, around
+    one test instance (``name``)."""
+
+    def __init__(self, devcluster: Any, name: str) -> None:
+        from ganeti_lv.client import Client
+
+        self.devcluster = devcluster
+        self.name = name
+        self.data_dir = devcluster.data_dir
+        self.config = ConfigStore(self.data_dir)
+        self.ops = LibvirtNodeOps(self.data_dir)
+        self.client = Client(data_dir=self.data_dir, node_ops=self.ops)
+        self.nodes = sorted(self.config.node_names())
+
+    def node(self, name: str) -> objects.Node:
+        """A node of the configuration."""
+        return node(self.config, name)
+
+    def primary(self) -> str:
+        """The instance's primary node per the configuration."""
+        inst = self.config.get_instance(self.name)
+        assert inst is not None
+        return inst.primary_node
+
+    def other(self) -> str:
+        """A node other than the primary (the next in order)."""
+        nodes = self.nodes
+        return nodes[(nodes.index(self.primary()) + 1) % len(nodes)]
+
+    def close(self) -> None:
+        """Close the libvirt and SSH connections."""
+        self.ops.close()
+
+
 def make_instance(
     config: ConfigStore,
     ops: LibvirtNodeOps,

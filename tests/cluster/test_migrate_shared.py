@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gnt_helpers import Gnt, console, node
+from gnt_helpers import Gnt, console
 from migrate_helpers import (
     CliMigration,
+    InstanceEnv,
     assert_alive,
     console_size,
     install_hook,
@@ -37,8 +38,6 @@ from migrate_helpers import (
 )
 
 from ganeti_lv import constants, objects
-from ganeti_lv.client import Client
-from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_NORES,
@@ -48,7 +47,6 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.opcodes import OpClusterVerify, OpInstanceFailover, OpInstanceMigrate
 
 pytestmark = pytest.mark.cluster
@@ -57,35 +55,11 @@ NAME = "migsh"
 SLOW = 8  # MiB/s: the 32 MiB dirtier never converges at this bandwidth by itself
 
 
-class Env:
-    """Config, fresh node operations and a client on the session's cluster."""
+class Env(InstanceEnv):
+    """The session's cluster around this module's instance."""
 
     def __init__(self, devcluster: Any) -> None:
-        self.devcluster = devcluster
-        self.data_dir = devcluster.data_dir
-        self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir)
-        self.client = Client(data_dir=self.data_dir, node_ops=self.ops)
-        self.nodes = sorted(self.config.node_names())
-
-    def node(self, name: str) -> objects.Node:
-        """A node of the configuration."""
-        return node(self.config, name)
-
-    def primary(self) -> str:
-        """The instance's primary node per the configuration."""
-        inst = self.config.get_instance(NAME)
-        assert inst is not None
-        return inst.primary_node
-
-    def other(self) -> str:
-        """A node other than the primary (the next in order)."""
-        nodes = self.nodes
-        return nodes[(nodes.index(self.primary()) + 1) % len(nodes)]
-
-    def close(self) -> None:
-        """Close the libvirt and SSH connections."""
-        self.ops.close()
+        super().__init__(devcluster, NAME)
 
 
 @pytest.fixture(scope="module")

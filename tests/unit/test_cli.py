@@ -297,6 +297,25 @@ def test_cluster_modify_info_verify(cli: Cli, config: ConfigStore, fake_ops: Fak
     assert code == 1 and "domain 'rogue'" in out and "1 problem(s)" in err
 
 
+def test_migration_encryption_on_the_cluster_and_per_call(
+    cli: Cli, config: ConfigStore, inst1_running: FakeNodeOps
+) -> None:
+    fake_ops = inst1_running
+    assert cli("cluster", "modify", "--migration-encryption", "yes")[0] == 0
+    assert config.get_cluster().hvparams["migration_encryption"] is True
+    assert config.get_cluster().hvparams["kernel_args"] == ""  # merged, not replaced
+    code, _, err = cli("cluster", "modify", "--migration-encryption", "maybe")
+    assert code != 0 and "--migration-encryption" in err
+    assert config.get_cluster().hvparams["migration_encryption"] is True
+    assert "  migration_encryption: Y" in cli("cluster", "info")[1]
+    assert "Cluster CA: (none" in cli("cluster", "info")[1]
+    code, out, err = cli(
+        "instance", "migrate", "-f", "--migration-encryption", "no", "-n", N2, INST
+    )
+    assert code == 0, err
+    assert not fake_ops.calls_to("migrate_instance", N1)[0].args[2].encryption
+
+
 def test_job_list_and_info(cli: Cli) -> None:
     cli("instance", "startup", "ghost")
     cli("node", "modify", "--drained", "yes", N3)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 
 from ganeti_lv.devcluster import layout as lay
@@ -28,7 +31,8 @@ def test_addresses_follow_the_subnet() -> None:
     cl = lay.ClusterLayout.build("/var/tmp/a", 3, "10.250.7.0/24")
     assert [n.address for n in cl.nodes] == ["10.250.7.1", "10.250.7.2", "10.250.7.3"]
     assert cl.bridge_address == "10.250.7.254"
-    assert cl.nodes[1].libvirt_uri == "qemu+tcp://10.250.7.2/system"
+    assert cl.nodes[1].libvirt_uri() == "qemu+tls://10.250.7.2/system"
+    assert cl.nodes[1].libvirt_uri(lay.TRANSPORT_TCP) == "qemu+tcp://10.250.7.2/system"
     assert [n.name for n in cl.nodes] == ["node1", "node2", "node3"]
 
 
@@ -76,7 +80,7 @@ def test_daemon_configs_are_per_node() -> None:
     cl = lay.ClusterLayout.build("/var/tmp/a", 2, "10.250.9.0/24")
     n1, n2 = cl.nodes
     assert n1.host_uuid != n2.host_uuid
-    c1 = lay.libvirtd_conf(n1)
+    c1 = lay.libvirtd_conf(n1, lay.TRANSPORT_TLS, cl.cluster_name)
     assert f'host_uuid = "{n1.host_uuid}"' in c1 and 'listen_addr = "10.250.9.1"' in c1
     assert 'migration_address = "10.250.9.2"' in lay.qemu_conf(n2)
     assert 'security_driver = "none"' in lay.qemu_conf(n2)
@@ -93,3 +97,32 @@ def test_hosts_and_known_hosts_list_every_node() -> None:
     keys = {n.name: f"ssh-ed25519 KEY{n.index}" for n in cl.nodes}
     known = lay.known_hosts(cl, keys).splitlines()
     assert known == [f"node{i},10.250.9.{i} ssh-ed25519 KEY{i}" for i in (1, 2, 3)]
+
+
+def test_libvirtd_listens_on_tls_with_verified_clients_unless_tcp_is_asked_for() -> None:
+    cl = lay.ClusterLayout.build("/var/tmp/a", 1, "10.250.9.0/24")
+    (node,) = cl.nodes
+    tls = lay.libvirtd_conf(node, lay.TRANSPORT_TLS, cl.cluster_name).splitlines()
+    assert "listen_tls = 1" in tls and "listen_tcp = 0" in tls
+    assert "tls_no_verify_certificate = 0" in tls
+    assert f'tls_allowed_dn_list = ["O={cl.cluster_name},OU=clients,CN=*"]' in tls
+    assert not any(line.startswith("auth_tcp") for line in tls)
+    tcp = lay.libvirtd_conf(node, lay.TRANSPORT_TCP, cl.cluster_name).splitlines()
+    assert "listen_tcp = 1" in tcp and "listen_tls = 0" in tcp
+    assert "migrate_tls_x509_verify = 1" in lay.qemu_conf(node).splitlines()
+
+
+def test_an_unknown_libvirt_transport_is_refused_before_anything_happens(tmp_path: Any) -> None:
+    from ganeti_lv.devcluster.cluster import DevCluster
+
+    with pytest.raises(OpPrereqError) as err:
+        DevCluster(str(tmp_path)).up(transport="telnet")
+    assert err.value.ecode == "wrong_input" and "tls or tcp" in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_devcluster_cli_insecure_tcp_is_an_explicit_choice() -> None:
+    from ganeti_lv.devcluster.cli import _parser
+
+    assert _parser().parse_args(["up"]).insecure_tcp is False
+    assert _parser().parse_args(["up", "--insecure-tcp"]).insecure_tcp is True

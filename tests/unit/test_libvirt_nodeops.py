@@ -343,12 +343,26 @@ def test_offline_node_is_not_contacted() -> None:
     assert res.offline and host.defined == []
 
 
-def test_default_uri_uses_ssh_with_the_cluster_key() -> None:
+def test_default_uri_uses_ssh_with_the_cluster_key_and_known_hosts() -> None:
     node = objects.Node(name="n", address="10.0.0.5", ssh_port=2222)
-    uri = default_libvirt_uri(node, "/d/ssh/id_cluster")
-    assert uri == "qemu+ssh://root@10.0.0.5:2222/system?keyfile=/d/ssh/id_cluster&no_tty=1"
+    uri = default_libvirt_uri(node, "/d/ssh/id_cluster", "/d/ssh/known_hosts")
+    assert uri == (
+        "qemu+libssh://root@10.0.0.5:2222/system?keyfile=/d/ssh/id_cluster"
+        "&known_hosts=/d/ssh/known_hosts&known_hosts_verify=normal&sshauth=privkey"
+    )
+    assert LibvirtNodeOps("/d").libvirt_uri(node) == uri
     explicit = objects.Node(name="n", address="x", libvirt_uri="qemu+tcp://10.0.0.5/system")
     assert LibvirtNodeOps("/d").libvirt_uri(explicit) == "qemu+tcp://10.0.0.5/system"
+
+
+def test_tls_uris_get_the_masters_client_certificate() -> None:
+    ops = LibvirtNodeOps("/d")
+    tls = objects.Node(name="n", address="x", libvirt_uri="qemu+tls://10.0.0.5/system")
+    assert ops.libvirt_uri(tls) == "qemu+tls://10.0.0.5/system?pkipath=/d/pki/libvirt"
+    with_params = objects.Node(name="n", address="x", libvirt_uri="qemu+tls://h/system?x=1")
+    assert ops.libvirt_uri(with_params) == "qemu+tls://h/system?x=1&pkipath=/d/pki/libvirt"
+    own = objects.Node(name="n", address="x", libvirt_uri="qemu+tls://h/system?pkipath=/p")
+    assert ops.libvirt_uri(own) == "qemu+tls://h/system?pkipath=/p"
 
 
 class WarmSsh(StubSsh):

@@ -761,3 +761,24 @@ def test_user_abort_announces_no_finalising_step(ctx: Context, ops: FakeNodeOps)
     with pytest.raises(MigrationAborted):
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert not any(msg.startswith("STEP 4/4") for _, _, msg in ctx.jobs.list()[-1].log)
+
+
+def test_migration_encryption_from_the_cluster_then_per_call(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    import libvirt
+
+    from ganeti_lv.hypervisor.libvirt.migration import migration_flags
+
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    plain = ops.calls_to("migrate_instance", N1)[0].args[2]
+    assert not plain.encryption and not migration_flags(plain) & libvirt.VIR_MIGRATE_TLS
+    assert not any("TLS" in line for line in lines)
+    with config.update() as data:
+        data.cluster.hvparams["migration_encryption"] = True
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N1))
+    encrypted = ops.calls_to("migrate_instance", N2)[0].args[2]
+    assert encrypted.encryption and migration_flags(encrypted) & libvirt.VIR_MIGRATE_TLS
+    assert any("stream encrypted with TLS" in line for line in lines)
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, migration_encryption=False))
+    assert not ops.calls_to("migrate_instance", N1)[1].args[2].encryption

@@ -95,9 +95,8 @@ def test_vagrantfile_provisioners_reference_existing_scripts() -> None:
 
 def test_provisioning_configures_libvirt_for_the_cluster() -> None:
     node = (PROVISION_DIR / "node.sh").read_text()
-    assert 'auth_tcp = "none"' in node
     assert "host_uuid" in node and "/proc/sys/kernel/random/uuid" in node
-    assert "ListenStream=$NODE_ADDRESS:" in node  # TCP only on the private address
+    assert "ListenStream=$NODE_ADDRESS:" in node  # TLS only on the private address
     assert "gnt-br0" in (PROVISION_DIR / "common.sh").read_text()
     init = (PROVISION_DIR / "cluster-init.sh").read_text()
     assert "cluster init" in init and '--domain-type "$DOMAIN_TYPE"' in init
@@ -145,3 +144,70 @@ def test_cluster_json_describes_the_configuration(tmp_path: Path) -> None:
     assert info["guest"]["initrd"] == str(guest / "initrd.gz")
     assert info["storage"]["shared_file_storage_dir"] == cluster.shared_file_storage_dir
     assert info["supports_faults"] is False and info["kind"] == "vagrant"
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
+def test_provisioning_writes_tls_credentials_and_settings(tmp_path: Path) -> None:
+    """The host's CA (cluster_ca.rb) signs each node's first certificates (node_tls.py)."""
+    import importlib.util
+
+    from cryptography import x509
+
+    from ganeti_lv import pki
+    from ganeti_lv.hypervisor.libvirt import credentials
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    script = f'require "{VAGRANT_DIR / "cluster_ca.rb"}"; ClusterCA.ensure(ARGV[0], ARGV[1])'
+    ruby = ["ruby", "-e", script, str(keys), "vagrant-cluster"]
+    subprocess.run(ruby, check=True, timeout=60)
+    ca_cert, ca_key = keys / "cacert.pem", keys / "cakey.pem"
+    assert oct(ca_key.stat().st_mode & 0o777) == "0o600"
+    first = ca_cert.read_bytes()
+    subprocess.run(ruby, check=True, timeout=60)
+    assert ca_cert.read_bytes() == first  # made once, kept on later provisioning runs
+    authority = pki.parse_ca(first, ca_key.read_bytes(), "the Vagrant CA")
+
+    spec = importlib.util.spec_from_file_location("node_tls", PROVISION_DIR / "node_tls.py")
+    assert spec is not None and spec.loader is not None
+    node_tls = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(node_tls)
+    root = tmp_path / "node2"
+    conf = root / "etc" / "libvirt" / "libvirtd.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text('#listen_tls = 0\nauth_tcp = "none"\nlisten_tcp = 1\nmax_clients = 50\n')
+    argv = [
+        *("--ca-cert", str(ca_cert), "--ca-key", str(ca_key)),
+        *("--cluster-name", "vagrant-cluster", "--node-name", "node2"),
+        *("--address", "10.251.0.12", "--root", str(root)),
+    ]
+    assert node_tls.main(argv) == 0
+    for path, (_, mode) in credentials.node_files(
+        pki.issue_node_credentials(authority, "c", "n", [])
+    ).items():
+        local = root / path.lstrip("/")
+        assert oct(local.stat().st_mode & 0o777) == oct(mode), path
+    server = x509.load_pem_x509_certificate((root / "etc/pki/libvirt/servercert.pem").read_bytes())
+    server.verify_directly_issued_by(authority.cert)
+    alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == ["10.251.0.12"]
+    lines = conf.read_text().splitlines()
+    assert "max_clients = 50" in lines and "listen_tls = 1" in lines and "listen_tcp = 0" in lines
+    assert not any("auth_tcp" in line or line.startswith("#listen_tls") for line in lines)
+    assert 'tls_allowed_dn_list = ["O=vagrant-cluster,OU=clients,CN=*"]' in lines
+    before = (root / "etc/pki/libvirt/servercert.pem").read_bytes()
+    assert node_tls.main(argv) == 0  # provisioning again keeps the node's certificates
+    assert (root / "etc/pki/libvirt/servercert.pem").read_bytes() == before
+    assert conf.read_text().splitlines() == lines
+
+
+def test_the_cluster_speaks_tls_to_libvirtd() -> None:
+    common = (PROVISION_DIR / "common.sh").read_text()
+    assert 'echo "qemu+tls://$1/system"' in common
+    node = (PROVISION_DIR / "node.sh").read_text()
+    assert "libvirtd-tls.socket" in node and "disable libvirtd-tcp.socket" in node
+    assert "auth_tcp" not in node
+    assert (
+        '--ca-cert "$CA_CERT" --ca-key "$CA_KEY"' in (PROVISION_DIR / "cluster-init.sh").read_text()
+    )
+    assert "ClusterCA.ensure(KEY_DIR, CLUSTER_NAME)" in _text()

@@ -33,6 +33,7 @@ else
     --migration-address "$NODE_ADDRESS" \
     --master-host-key "$(host_key)" \
     --ssh-key-file /root/.ssh/id_cluster \
+    --ca-cert "$CA_CERT" --ca-key "$CA_KEY" \
     --default-bridge "$BRIDGE" \
     --domain-type "$DOMAIN_TYPE" \
     --hooks-dir "$HOOKS_DIR" \

@@ -16,6 +16,7 @@ from typing import Any
 
 from ganeti_lv import paths
 from ganeti_lv.config import ConfigStore
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 
 
 def find_guest(guest_dir: str) -> dict[str, str]:
@@ -35,11 +36,12 @@ def describe(data_dir: str, guest_dir: str) -> dict[str, Any]:
     """Build the cluster description from the configuration in ``data_dir``."""
     config = ConfigStore(data_dir).read()
     cluster = config.cluster
+    ops = LibvirtNodeOps(data_dir)  # the URIs as the master uses them (its certificate)
     nodes = [
         {
             "name": node.name,
             "address": node.address,
-            "libvirt_uri": node.libvirt_uri,
+            "libvirt_uri": ops.libvirt_uri(node),
             "peer_uri": node.peer_uri,
             "migration_address": node.migration_address,
             "ssh_port": node.ssh_port,
@@ -55,6 +57,8 @@ def describe(data_dir: str, guest_dir: str) -> dict[str, Any]:
         "ssh_key_file": paths.ssh_key_file(data_dir),
         "known_hosts_file": paths.known_hosts_file(data_dir),
         "domain_type": cluster.domain_type,
+        "libvirt_transport": "tls",
+        "ca_cert_file": paths.ca_cert_file(data_dir),
         "bridge": cluster.default_bridge,
         "nodes": nodes,
         "storage": {

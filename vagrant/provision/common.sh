@@ -17,7 +17,9 @@ EXPORT_DIR=/srv/ganeti-lv/export
 HOOKS_DIR=/etc/ganeti-lv/hooks
 GUEST_DIR=/srv/ganeti-lv/test-guest
 BRIDGE=gnt-br0
-LIBVIRT_TCP_PORT=16509
+LIBVIRT_TLS_PORT=16514
+CA_CERT="$SRC_DIR/vagrant/.cluster/cacert.pem"
+CA_KEY="$SRC_DIR/vagrant/.cluster/cakey.pem"
 CLUSTER_JSON=/root/cluster.json
 export DEBIAN_FRONTEND=noninteractive
 
@@ -25,9 +27,11 @@ log() {
   echo ">>> [$NODE_NAME] $*"
 }
 
-# libvirt URI of a node as seen from the master and from the other nodes.
+# libvirt URI of a node as seen from the master and from the other nodes:
+# TLS, with the cluster's certificates (the master's client certificate is
+# found by gnt-lv itself, each node's libvirtd uses its own).
 libvirt_uri() {
-  echo "qemu+tcp://$1/system"
+  echo "qemu+tls://$1/system"
 }
 
 # Run a command on another node with the cluster key.

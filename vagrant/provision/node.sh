@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Provisions one node of the Vagrant cluster: packages, name resolution,
-# libvirtd (TCP on the private address only), qemu, the guest bridge, sshd
-# with the cluster key, node-local directories and ganeti_lv itself.
+# ganeti_lv itself, libvirtd (TLS on the private address only, client
+# certificates of the cluster CA verified; first certificates from the CA
+# the Vagrantfile made), qemu (TLS migration streams verified), the guest
+# bridge, sshd with the cluster key and node-local directories.
 # Safe to run again (vagrant provision).
 set -euo pipefail
 # shellcheck source=common.sh
@@ -31,10 +33,11 @@ configure_hosts() {
 configure_libvirt() {
   log "configuring libvirtd and qemu"
   local conf=/etc/libvirt/libvirtd.conf
-  # The private network is host-only (no forwarding): TCP without
-  # authentication is reachable only by the cluster nodes and the host.
-  sed -i '/^auth_tcp[[:space:]]*=/d' "$conf"
-  echo 'auth_tcp = "none"' >>"$conf"
+  # TLS only: the node's first certificates from the cluster CA (node add
+  # replaces them) and the settings that verify every client's certificate.
+  "$VENV/bin/python" "$SRC_DIR/vagrant/provision/node_tls.py" \
+    --ca-cert "$CA_CERT" --ca-key "$CA_KEY" --cluster-name "$CLUSTER_NAME" \
+    --node-name "$NODE_NAME" --address "$NODE_ADDRESS"
   # Distinct host uuids: the same uuid makes libvirt refuse a migration
   # with "Attempt to migrate guest to the same host".
   if ! grep -q '^host_uuid' "$conf"; then
@@ -44,7 +47,7 @@ configure_libvirt() {
   sed -i -e '/^migration_address[[:space:]]*=/d' -e '/^migration_host[[:space:]]*=/d' \
     -e '/^dynamic_ownership[[:space:]]*=/d' -e '/^remember_owner[[:space:]]*=/d' \
     -e '/^user[[:space:]]*=/d' -e '/^group[[:space:]]*=/d' \
-    -e '/^security_driver[[:space:]]*=/d' "$qconf"
+    -e '/^security_driver[[:space:]]*=/d' -e '/^migrate_tls_x509_verify[[:space:]]*=/d' "$qconf"
   # Images are created over SSH as root and live on NFS for sharedfile:
   # keep ownership as it is, as the local test cluster does.
   cat >>"$qconf" <<CONF
@@ -55,20 +58,23 @@ group = "root"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
+migrate_tls_x509_verify = 1
 CONF
-  # Debian's libvirtd is socket-activated: the TCP listener is a socket
-  # unit, bound here to the private address only.
-  mkdir -p /etc/systemd/system/libvirtd-tcp.socket.d
-  cat >/etc/systemd/system/libvirtd-tcp.socket.d/ganeti-lv.conf <<UNIT
+  # Debian's libvirtd is socket-activated: the TLS listener is a socket
+  # unit, bound here to the private address only; no TCP listener at all.
+  rm -f /etc/systemd/system/libvirtd-tcp.socket.d/ganeti-lv.conf
+  mkdir -p /etc/systemd/system/libvirtd-tls.socket.d
+  cat >/etc/systemd/system/libvirtd-tls.socket.d/ganeti-lv.conf <<UNIT
 [Socket]
 ListenStream=
-ListenStream=$NODE_ADDRESS:$LIBVIRT_TCP_PORT
+ListenStream=$NODE_ADDRESS:$LIBVIRT_TLS_PORT
 UNIT
   systemctl daemon-reload
   systemctl stop libvirtd.service libvirtd.socket libvirtd-ro.socket \
-    libvirtd-admin.socket libvirtd-tcp.socket 2>/dev/null || true
+    libvirtd-admin.socket libvirtd-tcp.socket libvirtd-tls.socket 2>/dev/null || true
+  systemctl disable libvirtd-tcp.socket 2>/dev/null || true
   systemctl enable --now libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket \
-    libvirtd-tcp.socket
+    libvirtd-tls.socket
   systemctl restart virtlogd.service
   systemctl start libvirtd.service
   virsh -c qemu:///system domcapabilities >/dev/null
@@ -149,9 +155,9 @@ check_kvm() {
 install_packages
 configure_hosts
 check_kvm
+install_ganeti_lv
 configure_libvirt
 configure_bridge
 configure_ssh
 create_directories
-install_ganeti_lv
 log "node provisioned"

@@ -16,6 +16,9 @@ The migration is peer to peer over the target's ``peer_uri`` (so the
 source's libvirtd talks to the target's, never through a socket only the
 master can reach), the qemu stream goes to ``tcp://<migration_address>``,
 and the definition moves with the guest (PERSIST_DEST | UNDEFINE_SOURCE).
+With ``MigrationParams.encryption`` the stream (and a disk copy along with it)
+is TLS (VIR_MIGRATE_TLS): qemu on both ends uses the node's certificates in
+``/etc/pki/qemu`` and checks the peer's (qemu.conf ``migrate_tls_x509_verify``).
 
 ``MigrationOpsMixin`` gives ``LibvirtNodeOps`` the migration operations of
 ``NodeOps``; the logic lives here.
@@ -108,6 +111,8 @@ def migration_flags(params: MigrationParams) -> int:
         flags |= libvirt.VIR_MIGRATE_COMPRESSED
     if CAP_PARALLEL in caps:
         flags |= libvirt.VIR_MIGRATE_PARALLEL
+    if params.encryption:  # qemu's TLS with the nodes' certificates (/etc/pki/qemu)
+        flags |= libvirt.VIR_MIGRATE_TLS
     return flags
 
 

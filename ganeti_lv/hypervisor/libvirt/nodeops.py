@@ -30,6 +30,7 @@ from ganeti_lv.errors import (
     NodeUnreachable,
 )
 from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps, NodeSession
+from ganeti_lv.hypervisor.libvirt import credentials
 from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml, console_log_path
 from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.guest import Guest
@@ -38,6 +39,7 @@ from ganeti_lv.hypervisor.libvirt.migration import MigrationOpsMixin
 from ganeti_lv.names import name_problem
 from ganeti_lv.node.transport import CommandResult, HookScriptResult
 from ganeti_lv.objects import Cluster, Instance, Node
+from ganeti_lv.pki import NodeCredentials
 
 if TYPE_CHECKING:
     from ganeti_lv.node.ssh import SshClient
@@ -54,10 +56,18 @@ _DISK_EXISTS_STATUS = 17
 POWER_BUTTON_INTERVAL = 5.0
 
 
-def default_libvirt_uri(node: Node, key_file: str) -> str:
-    """The URI used when the node has no ``libvirt_uri``: qemu+ssh with the cluster key."""
+def default_libvirt_uri(node: Node, key_file: str, known_hosts_file: str) -> str:
+    """The URI used when the node has no ``libvirt_uri``: SSH with the cluster key.
+
+    libvirt's libssh transport, because it takes the cluster's known_hosts
+    (the node's confirmed host key, checked strictly) besides the key; the
+    ``ssh`` command would read the invoking user's own known_hosts.
+    """
     port = f":{node.ssh_port}" if node.ssh_port != 22 else ""
-    return f"qemu+ssh://{node.ssh_user}@{node.address}{port}/system?keyfile={key_file}&no_tty=1"
+    return (
+        f"qemu+libssh://{node.ssh_user}@{node.address}{port}/system?keyfile={key_file}"
+        f"&known_hosts={known_hosts_file}&known_hosts_verify=normal&sshauth=privkey"
+    )
 
 
 def _check_name(name: str) -> None:
@@ -95,8 +105,18 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
 
     # -- connections ---------------------------------------------------------
     def libvirt_uri(self, node: Node) -> str:
-        """The URI the master uses for the node's libvirtd."""
-        return node.libvirt_uri or default_libvirt_uri(node, paths.ssh_key_file(self.data_dir))
+        """The URI the master uses for the node's libvirtd.
+
+        A ``qemu+tls`` URI without ``pkipath`` gets the master's client
+        certificate of the data dir (``pki/libvirt``).
+        """
+        uri = node.libvirt_uri or default_libvirt_uri(
+            node, paths.ssh_key_file(self.data_dir), paths.known_hosts_file(self.data_dir)
+        )
+        if uri.startswith("qemu+tls://") and "pkipath=" not in uri:
+            sep = "&" if "?" in uri else "?"
+            uri = f"{uri}{sep}pkipath={paths.libvirt_pki_dir(self.data_dir)}"
+        return uri
 
     def host(self, node: Node) -> Host:
         """The node's Host (one per node, reused; replaced if the URI changed)."""
@@ -403,6 +423,9 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     ) -> CommandResult:
         result = self._ssh_run(node, argv, timeout=timeout, check=False)
         return CommandResult(result.exit_status, result.stdout, result.stderr)
+
+    def install_tls_credentials(self, node: Node, creds: NodeCredentials) -> bool:
+        return self._over_ssh(node, lambda client: credentials.install(client, creds))
 
     def run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float

@@ -1,0 +1,94 @@
+"""A node's TLS credentials under libvirt's and qemu's standard names, and their reload.
+
+libvirtd reads ``/etc/pki/CA/cacert.pem``, ``/etc/pki/libvirt/servercert.pem``,
+``/etc/pki/libvirt/private/serverkey.pem`` (its TLS listener) and
+``clientcert.pem``/``private/clientkey.pem`` (the connections it opens to
+its peers for peer-to-peer migrations); qemu reads ``/etc/pki/qemu/``
+``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``, ``client-cert.pem``
+and ``client-key.pem`` for TLS migration streams. Both get the same
+certificates. ``install`` writes them over the node's SSH session (each
+file replaced atomically) and asks a running libvirtd to use them at once
+(``virt-admin server-update-tls``): no restart, guests undisturbed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from ganeti_lv.node.transport import NodeTransport
+from ganeti_lv.pki import Authority, NodeCredentials, issue_node_credentials
+
+CA_CERT = "/etc/pki/CA/cacert.pem"
+LIBVIRT_DIR = "/etc/pki/libvirt"
+QEMU_DIR = "/etc/pki/qemu"
+SERVER_CERT = f"{LIBVIRT_DIR}/servercert.pem"
+
+# the result line of the reload script
+RELOADED = "tls-reloaded"
+NOT_SERVING = "tls-not-serving"
+
+_RELOAD = (
+    "if virt-admin -q -c libvirtd:///system server-update-tls libvirtd >/dev/null 2>&1;"
+    f" then echo {RELOADED}; else echo {NOT_SERVING}; fi"
+)
+
+
+def node_files(creds: NodeCredentials) -> dict[str, tuple[bytes, int]]:
+    """Every file of a node's credentials: node path -> (content, mode)."""
+    return {
+        CA_CERT: (creds.ca_cert, 0o644),
+        SERVER_CERT: (creds.server_cert, 0o644),
+        f"{LIBVIRT_DIR}/private/serverkey.pem": (creds.server_key, 0o600),
+        f"{LIBVIRT_DIR}/clientcert.pem": (creds.client_cert, 0o644),
+        f"{LIBVIRT_DIR}/private/clientkey.pem": (creds.client_key, 0o600),
+        f"{QEMU_DIR}/ca-cert.pem": (creds.ca_cert, 0o644),
+        f"{QEMU_DIR}/server-cert.pem": (creds.server_cert, 0o644),
+        f"{QEMU_DIR}/server-key.pem": (creds.server_key, 0o600),
+        f"{QEMU_DIR}/client-cert.pem": (creds.client_cert, 0o644),
+        f"{QEMU_DIR}/client-key.pem": (creds.client_key, 0o600),
+    }
+
+
+def write_local(creds: NodeCredentials, local_path: Callable[[str], str]) -> None:
+    """Write the credentials where ``local_path`` maps each node path (a node's files
+    as seen from its host)."""
+    from ganeti_lv.config import write_file_atomically
+
+    for path, (data, mode) in node_files(creds).items():
+        local = local_path(path)
+        os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
+        write_file_atomically(local, data, mode)
+
+
+def write_first(
+    authority: Authority,
+    cluster_name: str,
+    node_name: str,
+    addresses: list[str],
+    local_path: Callable[[str], str],
+) -> bool:
+    """A node's first credentials, written locally unless it has a server certificate.
+
+    What provisioning does before libvirtd first listens on TLS (the local
+    cluster's harness, the Vagrant nodes); True if it wrote them.
+    """
+    if os.path.exists(local_path(SERVER_CERT)):
+        return False
+    write_local(issue_node_credentials(authority, cluster_name, node_name, addresses), local_path)
+    return True
+
+
+def install(node: NodeTransport, creds: NodeCredentials) -> bool:
+    """Install the credentials on the node; True if its libvirtd reloaded them.
+
+    False: libvirtd does not serve TLS now (not running, or without a TLS
+    listener); it uses the files when it next starts.
+    """
+    files = node_files(creds)
+    dirs = sorted({os.path.dirname(p) for p in files})
+    node.run(["mkdir", "-p", *dirs], timeout=30)
+    node.run(["chmod", "700", f"{LIBVIRT_DIR}/private"], timeout=30)
+    for path, (data, mode) in files.items():
+        node.put_bytes(data, path, mode)  # each file replaced atomically
+    return RELOADED in node.run(["sh", "-c", _RELOAD], timeout=60).stdout

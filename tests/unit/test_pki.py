@@ -1,0 +1,233 @@
+"""The cluster CA, the certificates it issues, their installation and renewal (fake nodes)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from ganeti_lv import bootstrap, paths, pki
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.libvirt import credentials
+from ganeti_lv.mcpu import Processor
+from ganeti_lv.node.transport import CommandResult
+from ganeti_lv.objects import Node
+from ganeti_lv.opcodes import OpClusterRenewCrypto, OpCode, OpNodeAdd
+
+try:
+    from tests.unit.test_lu_node_cluster import host_key
+except ImportError:  # tests/ itself on sys.path
+    from unit.test_lu_node_cluster import host_key  # type: ignore[no-redef]
+
+CLUSTER = "cluster.example.com"
+
+
+def run(ctx: Context, op: OpCode) -> list[str]:
+    lines: list[str] = []
+    Processor(ctx).execute(op, feedback_fn=lines.append)
+    return lines
+
+
+def dn(cert: x509.Certificate) -> str:
+    """The subject as libvirt compares it with tls_allowed_dn_list (virt-pki-query-dn)."""
+    return ",".join(attr.rfc4514_string() for attr in cert.subject)
+
+
+def purposes(cert: x509.Certificate) -> list[Any]:
+    return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- certificates
+
+
+def test_node_credentials_serve_the_node_and_identify_it_as_a_cluster_client(
+    data_dir: str,
+) -> None:
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    assert stat.S_IMODE(os.stat(paths.ca_key_file(data_dir)).st_mode) == 0o600
+    creds = pki.issue_node_credentials(ca, CLUSTER, "node2", ["10.250.0.2", "10.251.0.2"])
+    server = x509.load_pem_x509_certificate(creds.server_cert)
+    client = x509.load_pem_x509_certificate(creds.client_cert)
+    assert signed_by(server, ca.cert) and signed_by(client, ca.cert)
+    assert purposes(server) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert purposes(client) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert alt.get_values_for_type(x509.DNSName) == ["node2"]
+    assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == [
+        "10.250.0.2",
+        "10.251.0.2",
+    ]
+    allowed = pki.allowed_client_dn(CLUSTER)
+    assert fnmatch.fnmatchcase(dn(client), allowed)
+    assert not fnmatch.fnmatchcase(dn(server), allowed)  # a server certificate is no client
+    other = pki.issue(ca, pki.client_subject("other.example.com", "x"), server=False)[0]
+    assert not fnmatch.fnmatchcase(dn(x509.load_pem_x509_certificate(other)), allowed)
+    assert f'tls_allowed_dn_list = ["{allowed}"]' in pki.libvirtd_tls_settings(CLUSTER)
+
+
+def test_an_operators_ca_must_be_a_ca_with_its_own_key(tmp_path: Any, data_dir: str) -> None:
+    ca = pki.create_ca(str(tmp_path / "ca.pem"), str(tmp_path / "ca.key"), CLUSTER)
+    creds = pki.issue_node_credentials(ca, CLUSTER, "n", ["10.0.0.1"])
+    (tmp_path / "leaf.pem").write_bytes(creds.server_cert)
+    (tmp_path / "leaf.key").write_bytes(creds.server_key)
+    for cert, key, why in (
+        ("leaf.pem", "leaf.key", "not a CA"),
+        ("ca.pem", "leaf.key", "does not belong"),
+        ("ca.pem", "missing.key", "Cannot read"),
+    ):
+        with pytest.raises(OpPrereqError) as info:
+            pki.install_ca(data_dir, str(tmp_path / cert), str(tmp_path / key))
+        assert info.value.ecode == ECODE_INVAL and why in str(info.value)
+        assert not os.path.exists(paths.ca_cert_file(data_dir))
+    with pytest.raises(OpPrereqError) as missing:
+        pki.load_ca(data_dir)
+    assert missing.value.ecode == ECODE_ENVIRON and "renew-crypto" in str(missing.value)
+
+
+def test_init_takes_the_operators_ca_or_makes_one(tmp_path: Any) -> None:
+    ca = pki.create_ca(str(tmp_path / "ca.pem"), str(tmp_path / "ca.key"), "mine")
+    master = Node(name="m1", address="127.0.0.1")
+    own = str(tmp_path / "own")
+    bootstrap.init_cluster(
+        own,
+        cluster_name="c1",
+        master=master,
+        master_host_key=None,
+        ca_cert_file=str(tmp_path / "ca.pem"),
+        ca_key_file=str(tmp_path / "ca.key"),
+    )
+    assert pki.load_ca(own).cert == ca.cert
+    client_file = os.path.join(paths.libvirt_pki_dir(own), "clientcert.pem")
+    with open(client_file, "rb") as fobj:
+        client = x509.load_pem_x509_certificate(fobj.read())
+    assert signed_by(client, ca.cert) and fnmatch.fnmatchcase(dn(client), "O=c1,OU=clients,*")
+    assert sorted(os.listdir(paths.libvirt_pki_dir(own))) == [
+        "cacert.pem",
+        "clientcert.pem",
+        "clientkey.pem",
+    ]
+    made = str(tmp_path / "made")
+    bootstrap.init_cluster(made, cluster_name="c1", master=master, master_host_key=None)
+    assert pki.load_ca(made).cert != ca.cert
+    half = str(tmp_path / "half")
+    with pytest.raises(OpPrereqError) as info:
+        bootstrap.init_cluster(
+            half,
+            cluster_name="c1",
+            master=master,
+            master_host_key=None,
+            ca_cert_file=str(tmp_path / "ca.pem"),
+        )
+    assert info.value.ecode == ECODE_INVAL and not os.path.exists(half)
+
+
+# ---------------------------------------------------------------- on the nodes
+
+
+class FilesNode:
+    """A NodeTransport keeping files in a dict; the reload answers ``reload_output``."""
+
+    node_name = "n"
+
+    def __init__(self, reload_output: str) -> None:
+        self.files: dict[str, tuple[bytes, int]] = {}
+        self.commands: list[Any] = []
+        self.reload_output = reload_output
+
+    def run(self, cmd: Any, timeout: float | None = None, **_: Any) -> CommandResult:
+        self.commands.append(cmd)
+        out = self.reload_output if "virt-admin" in " ".join(cmd) else ""
+        return CommandResult(0, out, "")
+
+    def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        self.files[path] = (data, mode)
+
+
+def test_install_writes_libvirts_and_qemus_files_then_reloads(data_dir: str) -> None:
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    creds = pki.issue_node_credentials(ca, CLUSTER, "n", ["10.0.0.1"])
+    node = FilesNode(credentials.RELOADED + "\n")
+    assert credentials.install(node, creds) is True
+    assert node.files["/etc/pki/CA/cacert.pem"] == (ca.cert_pem, 0o644)
+    assert node.files["/etc/pki/libvirt/servercert.pem"] == (creds.server_cert, 0o644)
+    assert node.files["/etc/pki/libvirt/private/serverkey.pem"] == (creds.server_key, 0o600)
+    assert node.files["/etc/pki/libvirt/private/clientkey.pem"] == (creds.client_key, 0o600)
+    assert node.files["/etc/pki/qemu/server-key.pem"] == (creds.server_key, 0o600)
+    assert node.files["/etc/pki/qemu/client-cert.pem"] == (creds.client_cert, 0o644)
+    assert len(node.files) == 10
+    assert "server-update-tls libvirtd" in " ".join(node.commands[-1])
+    assert credentials.install(FilesNode(credentials.NOT_SERVING + "\n"), creds) is False
+
+
+def test_node_add_gives_the_node_certificates_before_checking_libvirt(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
+    methods = [c.method for c in fake_ops.calls if c.node == "node4"]
+    assert methods.index("install_tls_credentials") < methods.index("node_info")
+    server = x509.load_pem_x509_certificate(fake_ops.tls_credentials["node4"].server_cert)
+    assert signed_by(server, ca.cert)
+    alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == ["10.250.0.4"]
+
+
+def test_renew_node_certificates_keeps_the_ca(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    lines = run(ctx, OpClusterRenewCrypto(new_node_certificates=True))
+    assert sorted(fake_ops.tls_credentials) == sorted(config.read().nodes)
+    for creds in fake_ops.tls_credentials.values():
+        assert signed_by(x509.load_pem_x509_certificate(creds.server_cert), ca.cert)
+    assert pki.load_ca(data_dir).cert == ca.cert
+    assert any("master's client certificate" in line for line in lines)
+
+
+def test_renew_cluster_certificate_makes_a_new_ca_for_everything(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    old = pki.create_cluster_ca(data_dir, CLUSTER)
+    node = config.get_node("node3.example.com")
+    assert node is not None
+    node.offline = True
+    config.update_node(node)
+    lines = run(ctx, OpClusterRenewCrypto(new_cluster_certificate=True))
+    new = pki.load_ca(data_dir)
+    assert new.cert != old.cert
+    assert sorted(fake_ops.tls_credentials) == ["node1.example.com", "node2.example.com"]
+    for creds in fake_ops.tls_credentials.values():
+        assert creds.ca_cert == new.cert_pem
+        assert signed_by(x509.load_pem_x509_certificate(creds.client_cert), new.cert)
+    with open(os.path.join(paths.libvirt_pki_dir(data_dir), "clientcert.pem"), "rb") as fobj:
+        assert signed_by(x509.load_pem_x509_certificate(fobj.read()), new.cert)
+    assert any("node3.example.com is offline" in line for line in lines)
+
+
+def test_renew_refuses_nothing_to_do_and_a_cluster_without_ca(
+    ctx: Context, fake_ops: FakeNodeOps, data_dir: str
+) -> None:
+    with pytest.raises(OpPrereqError) as nothing:
+        run(ctx, OpClusterRenewCrypto())
+    assert nothing.value.ecode == ECODE_INVAL
+    with pytest.raises(OpPrereqError) as no_ca:
+        run(ctx, OpClusterRenewCrypto(new_node_certificates=True))
+    assert no_ca.value.ecode == ECODE_ENVIRON
+    assert fake_ops.tls_credentials == {}
