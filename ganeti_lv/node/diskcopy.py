@@ -25,10 +25,12 @@ node-side helper, standard library only).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,16 @@ from ganeti_lv.node.transport import Runner, StreamProcess
 
 MiB = 1024 * 1024
 ProgressFn = Callable[[int, int], None]
+# How long a canceled copy may take to end after the sender was told (s); then
+# the master closes its channel, which ends the sender at its next line.
+CANCEL_GRACE = 20.0
+# How often the cancel watcher looks whether the copy ended meanwhile (s).
+CANCEL_POLL = 0.2
+
+
+class CopyCanceled(NodeError):
+    """The copy was stopped on request: the helpers at both ends ended, nothing landed."""
+
 
 # Prefer AES-GCM (hardware accelerated) over OpenSSH's default chacha20.
 SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
@@ -210,9 +222,69 @@ def _parse_line(line: str) -> tuple[str, Any]:
     return "OTHER", line
 
 
-def _error_from(info: dict[str, Any], node: str) -> NodeError:
-    ecode = ECODE_NORES if info.get("kind") == "nores" else None
-    return NodeError(str(info.get("msg", "copy failed")), node, ecode=ecode)
+def _error_from(info: dict[str, Any], plan: CopyPlan) -> NodeError:
+    """The helper's ERROR as a NodeError naming the node, the file and what happened."""
+    msg = str(info.get("msg", "copy failed"))
+    kind = info.get("kind")
+    if kind == "canceled":
+        return CopyCanceled(
+            f"copy of {plan.src_path} on {plan.src_node} to {plan.dst_path} on {plan.dst.name}"
+            f" canceled: {msg}",
+            plan.src_node,
+        )
+    if info.get("side") == "receiver":
+        node, path, side = plan.dst.name, info.get("path") or plan.dst_path, "receiving"
+    else:
+        node, path, side = plan.src_node, info.get("path") or plan.src_path, "sending"
+    ecode = ECODE_NORES if kind == "nores" else None
+    return NodeError(
+        f"{side} {path} on {node} failed: {msg}"
+        f" (copy of {plan.src_path} on {plan.src_node} to {plan.dst_path} on {plan.dst.name})",
+        node,
+        ecode=ecode,
+    )
+
+
+@contextlib.contextmanager
+def _stopped_on_cancel(
+    proc: StreamProcess, cancel: threading.Event | None, plan: CopyPlan
+) -> Iterator[dict[str, bool]]:
+    """While the copy runs: a set ``cancel`` tells the sender to stop (``CANCEL``).
+
+    A thread waits for the request and writes the line; the sender kills its
+    transport, the receiver removes its partial file, the sender reports the
+    cancel and the copy's reading ends. A sender that does not end within
+    ``CANCEL_GRACE`` seconds has its channel closed. The yielded dict says
+    whether the cancel was sent.
+    """
+    state = {"sent": False}
+    if cancel is None:
+        yield state
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if cancel.wait(CANCEL_POLL):
+                break
+        if done.is_set():
+            return
+        state["sent"] = True
+        try:
+            proc.write(b"CANCEL\n")
+        except Exception:  # noqa: BLE001 - a channel already gone ends the copy anyway
+            proc.close()
+            return
+        if not done.wait(CANCEL_GRACE):
+            proc.close()
+
+    thread = threading.Thread(target=watch, name=f"copy-cancel-{plan.src_node}", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        done.set()
+        thread.join()
 
 
 def _read_lines(proc: StreamProcess):
@@ -309,9 +381,14 @@ class CopyPlan:
         progress_fn: ProgressFn | None = None,
         start_fn: Callable[[StartInfo], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> CopyStats:
-        """Make the copy now: start the sender on ``src`` and follow it to the end."""
-        return self.follow(src.open_exec(self.argv()), progress_fn, start_fn, clock)
+        """Make the copy now: start the sender on ``src`` and follow it to the end.
+
+        ``cancel``, once set, stops the copy (``CopyCanceled``; see
+        ``follow``).
+        """
+        return self.follow(src.open_exec(self.argv()), progress_fn, start_fn, clock, cancel)
 
     def follow(
         self,
@@ -319,34 +396,35 @@ class CopyPlan:
         progress_fn: ProgressFn | None,
         start_fn: Callable[[StartInfo], None] | None,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> CopyStats:
-        """Read the sender's lines to the end; the copy's stats or NodeError."""
+        """Read the sender's lines to the end; the copy's stats or NodeError.
+
+        Setting ``cancel`` while the copy runs stops it at both ends: the
+        sender kills its transport, the receiver removes its partial file,
+        and this raises ``CopyCanceled`` (nothing landed at ``dst_path``).
+        """
         started = clock()
-        size = 0
-        result: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
         try:
-            for line in _read_lines(proc):
-                kind, payload = _parse_line(line)
-                if kind == "START":
-                    size = int(payload["size"])
-                    if start_fn is not None:
-                        start_fn(StartInfo(payload["sender"], list(payload["pids"])))
-                elif kind == "PROGRESS" and progress_fn is not None:
-                    progress_fn(payload[0], size)
-                elif kind == "RESULT":
-                    result = payload
-                elif kind == "ERROR":
-                    error = payload
+            with _stopped_on_cancel(proc, cancel, self) as canceling:
+                error, result, _size = self._read_to_end(proc, progress_fn, start_fn)
             status = proc.wait(timeout=60, check=False)
         finally:
             proc.close()
         if error is not None:
-            raise _error_from(error, self.src_node)
+            raise _error_from(error, self)
         if result is None:
+            if canceling["sent"]:
+                raise CopyCanceled(
+                    f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
+                    f" {self.dst.name} canceled; the sender ended"
+                    f" (exit {status.exit_status})",
+                    self.src_node,
+                )
             raise NodeError(
-                f"copy of {self.src_path} from {self.src_node} to {self.dst.name} failed "
-                f"(exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
+                f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
+                f" {self.dst.name}: the sender on {self.src_node} ended without a result"
+                f" (exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
                 self.src_node,
             )
         if self.expect_sha256 and result["checksum"] != self.expect_hex:
@@ -366,6 +444,30 @@ class CopyPlan:
             seconds=clock() - started,
             compress=self.compress,
         )
+
+    @staticmethod
+    def _read_to_end(
+        proc: StreamProcess,
+        progress_fn: ProgressFn | None,
+        start_fn: Callable[[StartInfo], None] | None,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
+        """The sender's lines up to its end: (its error, its result, the disk's size)."""
+        size = 0
+        result: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        for line in _read_lines(proc):
+            kind, payload = _parse_line(line)
+            if kind == "START":
+                size = int(payload["size"])
+                if start_fn is not None:
+                    start_fn(StartInfo(payload["sender"], list(payload["pids"])))
+            elif kind == "PROGRESS" and progress_fn is not None:
+                progress_fn(payload[0], size)
+            elif kind == "RESULT":
+                result = payload
+            elif kind == "ERROR":
+                error = payload
+        return error, result, size
 
 
 class PendingCopy:
@@ -387,6 +489,7 @@ class PendingCopy:
         progress_fn: ProgressFn | None = None,
         start_fn: Callable[[StartInfo], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> CopyStats:
         """Start the data flowing and wait for the end, as ``copy_disk``."""
         proc, self._proc = self._proc, None
@@ -397,7 +500,7 @@ class PendingCopy:
         except BaseException:
             proc.close()
             raise
-        return self.plan.follow(proc, progress_fn, start_fn, clock)
+        return self.plan.follow(proc, progress_fn, start_fn, clock, cancel)
 
     def cancel(self) -> None:
         """Call the copy off: the helpers end, nothing was read or written."""

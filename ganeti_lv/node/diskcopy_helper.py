@@ -38,7 +38,14 @@ final fsync is short.
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent``, then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
 ``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space,
-1 otherwise.
+4 when canceled, 1 otherwise. An ``ERROR`` names the side that failed
+(``side``: ``sender`` or ``receiver``) and the file it was working on
+(``path``), so the master can say which node and file.
+
+Stopping a copy: a ``CANCEL`` line on the sender's stdin (after ``GO`` for
+``send-on-go``) kills the transport (and the compressor); the receiver on
+the target sees its stream end, removes its partial file and exits; the
+sender reports ``ERROR`` with ``kind`` ``canceled``.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ PIPE_SIZE = 1 << 20
 HASH_QUEUE = 8
 WRITEBACK_STEP = 32 << 20
 EXIT_NORES = 3
+EXIT_CANCELED = 4
 TREE = "sha256-tree-4M"
 PLAIN = "sha256"
 ALGORITHMS = (TREE, PLAIN)
@@ -80,12 +88,20 @@ _H = struct.Struct(">I")
 
 
 class CopyFailed(Exception):
-    """A copy step failed; ``code`` is the process exit status to use."""
+    """A copy step failed; ``code`` is the process exit status to use.
 
-    def __init__(self, msg: str, code: int = 1, kind: str = "error") -> None:
+    ``side`` and ``path``: which end of the copy failed and on which file
+    (filled in by ``cmd_send``/``cmd_recv`` when not given).
+    """
+
+    def __init__(
+        self, msg: str, code: int = 1, kind: str = "error", side: str = "", path: str = ""
+    ) -> None:
         super().__init__(msg)
         self.code = code
         self.kind = kind
+        self.side = side
+        self.path = path
 
 
 def free_bytes(path: str) -> int:
@@ -454,9 +470,57 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
             return json.loads(rest)
         if kind == "ERROR":
             info = json.loads(rest)
-            raise CopyFailed(info["msg"], info.get("code", 1), info.get("kind", "error"))
+            raise CopyFailed(
+                info["msg"],
+                info.get("code", 1),
+                info.get("kind", "error"),
+                info.get("side", "receiver"),
+                info.get("path", ""),
+            )
     detail = err.decode(errors="replace").strip()[-2000:]
-    raise CopyFailed(f"receiver gave no result (exit {codes}): {detail}")
+    ends = ", ".join(_exit_text(code) for code in codes)
+    raise CopyFailed(
+        f"the connection to the receiver ended without its result ({ends})"
+        + (f": {detail}" if detail else ""),
+        side="receiver",
+    )
+
+
+def _exit_text(code: int | None) -> str:
+    """A process's end in words: ``exit 255`` or ``killed by SIGKILL``."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def _watch_for_cancel(procs, state: dict) -> None:
+    """In a thread: a ``CANCEL`` line on stdin kills the transport (see the docstring).
+
+    The end of stdin is not a cancel (a caller may give the sender no
+    stdin at all); a master that went away is noticed at the next progress
+    line.
+    """
+
+    def watch() -> None:
+        try:
+            for line in sys.stdin:
+                if line.strip() == "CANCEL":
+                    state["canceled"] = True
+                    for proc in procs:
+                        with contextlib.suppress(OSError):
+                            proc.kill()
+                    return
+        except (OSError, ValueError):
+            return
+
+    threading.Thread(target=watch, name="cancel-watch", daemon=True).start()
 
 
 def _wait_for_go() -> None:
@@ -488,6 +552,8 @@ def cmd_send(
     except BaseException:
         _kill(procs)
         raise
+    state: dict = {"canceled": False}
+    _watch_for_cancel(procs, state)
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
@@ -509,10 +575,15 @@ def cmd_send(
         out, err, codes = _reap(procs, stdin)
     except BaseException:
         _kill(procs)
+        if state["canceled"]:
+            raise CopyFailed("the copy was canceled", EXIT_CANCELED, "canceled") from None
         raise
+    if state["canceled"]:
+        raise CopyFailed("the copy was canceled", EXIT_CANCELED, "canceled")
     result = _receiver_result(out, err, codes)
     if stats is None:
-        raise CopyFailed(f"the receiver closed the stream early (exit {codes})")
+        ends = ", ".join(_exit_text(code) for code in codes)
+        raise CopyFailed(f"the receiver closed the stream early ({ends})", side="receiver")
     if result.get("checksum") != stats["checksum"]:
         raise CopyFailed(
             f"checksum mismatch: source {stats['checksum']}, target {result.get('checksum')}"
@@ -773,22 +844,32 @@ def main(argv: list[str]) -> int:
     ``checksum [--algorithm ALG] FILE...``."""
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
+    side, path = "sender", ""
     try:
         mode = argv[0]
         if mode in ("send", "send-on-go"):
+            path = argv[1]
             bwlimit = float(argv[3]) or None
             wait = mode == "send-on-go"
             _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], wait))
         elif mode == "recv":
+            side, path = "receiver", argv[1]
             _emit("RESULT", cmd_recv(argv[1], argv[2], argv[3] if len(argv) > 3 else None))
         else:
             raise CopyFailed(f"unknown mode {mode!r}")
     except CopyFailed as err:
-        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind})
+        failed = err.side or side
+        where = {"side": failed, "path": err.path or (path if failed == side else "")}
+        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind, **where})
         return err.code
     except OSError as err:
         code, kind = (EXIT_NORES, "nores") if err.errno == errno.ENOSPC else (1, "error")
-        _emit("ERROR", {"msg": str(err), "code": code, "kind": kind})
+        msg = err.strerror or str(err)
+        if err.errno is not None:
+            msg = f"{msg} (errno {err.errno})"
+        if err.filename:
+            path = str(err.filename)
+        _emit("ERROR", {"msg": msg, "code": code, "kind": kind, "side": side, "path": path})
         return code
     return 0
 
