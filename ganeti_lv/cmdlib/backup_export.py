@@ -69,6 +69,7 @@ from ganeti_lv.node.diskcopy import CopyCanceled
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport
+from ganeti_lv.reservations import Held, Reservation, Reservations
 
 MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
@@ -159,6 +160,8 @@ class LUBackupExport(LogicalUnit):
     REQ_BGL = False
     # whether the last removal of ``<instance>.new`` worked (said after a cancel)
     _new_removed = False
+    # the target's space for this export (``_check_space``), until it is published
+    _reservation: Held | None = None
 
     def CheckArguments(self) -> None:
         """Ganeti's argument checks: remote mode x509 fields, zeroing needs shutdown."""
@@ -284,14 +287,30 @@ class LUBackupExport(LogicalUnit):
     def _check_space(self) -> None:
         """Room for the copies on the target and for the overlays on the primary.
 
-        The three reads (the disks and the free space on the primary, the
-        free space on the target) are independent and run at once; their
-        results are judged in the order of the checks.
+        The target's room is checked and reserved under the target's
+        reservation lock (``ganeti_lv.reservations``): what the other exports
+        running to the same node still have to write is not free. The
+        reservation is held until the copy is published, or the job ends.
+        The reads (the disks and the free space on the primary; the free
+        space on the target and what the other exports wrote so far) run at
+        once; their results are judged in the order of the checks.
         """
+        with Reservations(self.ctx.data_dir).node(self.dst_node.name) as ledger:
+            others = ledger.others()
+            need = self._check_space_reserved([r.directory for r in others], others)
+            self._reservation = ledger.reserve(self._new_dir(), need, self.instance.name)
+        self.proc.hold_until_job_end(self._reservation)
+
+    def _new_dir(self) -> str:
+        return f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
+
+    def _check_space_reserved(self, dirs: list[str], others: list[Reservation]) -> int:
+        """The checks themselves; the bytes the copies need on the target."""
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         calls: list[Callable[[], Any]] = [
             lambda: node_call(self.rpc.disk_usage, self.pnode, self._disk_paths()),
             lambda: node_call(self.rpc.free_space, self.dst_node, self._space_probe_path()),
+            lambda: node_call(self.rpc.dir_usage, self.dst_node, dirs),
         ]
         if overlays:
             pdir = disk_dir(self.cluster, self.instance)
@@ -306,26 +325,41 @@ class LUBackupExport(LogicalUnit):
                 f"Disk image(s) {', '.join(missing)} missing on {self.pnode.name}", ECODE_STATE
             )
         need = sum(int(u["allocated"]) for u in usage)
-        free = results[1].Raise(f"Cannot check the free space on {self.dst_node.name}", prereq=True)
-        if free < need:
-            raise OpPrereqError(
-                f"Not enough space in the export dir of {self.dst_node.name}: "
-                f"{need // MiB} MiB needed, {free // MiB} MiB free",
-                ECODE_NORES,
+        where = f"the export dir {self.cluster.export_dir} of {self.dst_node.name}"
+        free = results[1].Raise(f"Cannot check the free space in {where}", prereq=True)
+        written = results[2].Raise(f"Cannot check the exports running to {where}", prereq=True)
+        pending = [max(0, r.size - done) for r, done in zip(others, written, strict=True)]
+        if free - sum(pending) < need:
+            text = (
+                f"Not enough space in {where}: {need // MiB} MiB needed for"
+                f" {self.instance.name}, {free // MiB} MiB free"
             )
+            if sum(pending):
+                running = ", ".join(
+                    f"{r.instance} ({left // MiB} MiB still to write)"
+                    for r, left in zip(others, pending, strict=True)
+                    if left
+                )
+                text += (
+                    f", of which {sum(pending) // MiB} MiB are reserved by the exports"
+                    f" running to it: {running}"
+                )
+            raise OpPrereqError(text, ECODE_NORES)
         if overlays:
             overlay = max(
                 OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * OVERLAY_SPACE_SHARE)
             )
-            pfree = results[2].Raise(
-                f"Cannot check the free space on {self.pnode.name}", prereq=True
+            pdir = disk_dir(self.cluster, self.instance)
+            pfree = results[3].Raise(
+                f"Cannot check the free space in {pdir} on {self.pnode.name}", prereq=True
             )
             if pfree < overlay:
                 raise OpPrereqError(
-                    f"Not enough space for the snapshot overlays on {self.pnode.name}: "
-                    f"{overlay // MiB} MiB needed, {pfree // MiB} MiB free",
+                    f"Not enough space for the snapshot overlays in {pdir} on"
+                    f" {self.pnode.name}: {overlay // MiB} MiB needed, {pfree // MiB} MiB free",
                     ECODE_NORES,
                 )
+        return need
 
     def _space_probe_path(self) -> str:
         """An existing path on the export dir's filesystem (the dir may not exist yet)."""
@@ -617,6 +651,8 @@ class LUBackupExport(LogicalUnit):
         except BaseException:
             self._abort_export(feedback_fn)
             raise
+        if self._reservation is not None:
+            self._reservation.release()  # the copies are in place: they hold their space
         feedback_fn(f"Export of {inst.name} is in {dst.name}:{path}")
 
     def _abort_export(self, feedback_fn: FeedbackFn) -> None:

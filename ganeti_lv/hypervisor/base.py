@@ -255,6 +255,10 @@ class NodeOps(abc.ABC):
         """Bytes free on the filesystem holding ``path`` on the node."""
 
     @abc.abstractmethod
+    def dir_usage(self, node: Node, paths: list[str]) -> list[int]:
+        """Bytes allocated under each directory (0 for one that does not exist)."""
+
+    @abc.abstractmethod
     def snapshot_disks(
         self, node: Node, instance: Instance, *, freeze: bool = True
     ) -> SnapshotInfo:

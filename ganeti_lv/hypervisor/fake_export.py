@@ -127,6 +127,16 @@ class FakeExportOps:
         name = dirpath.rsplit("/", 1)[-1]
         return self.exports.get(node, {}).get(name)
 
+    def dir_usage(self, node: Node, paths: list[str]) -> list[int]:
+        """What the exports being written hold (their copied files, at their allocated size)."""
+        self._enter("dir_usage", node, list(paths))
+        dirs = self.exports.get(node.name, {})
+        out = []
+        for path in paths:
+            export = dirs.get(path.rstrip("/").rsplit("/", 1)[-1])
+            out.append(sum(export.sizes.values()) // 4 if export is not None else 0)
+        return out
+
     def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
         fake = self._enter("disk_usage", node, list(paths))
         return [

@@ -133,6 +133,9 @@ class LibvirtExportOps:
         # nearest existing parent
         return diskstat.free_space(self.ssh(node), node.name, path)
 
+    def dir_usage(self, node: Node, paths: list[str]) -> list[int]:
+        return diskstat.dir_usage(self.ssh(node), node.name, paths)
+
     def snapshot_disks(
         self, node: Node, instance: Instance, *, freeze: bool = True
     ) -> SnapshotInfo:
