@@ -38,14 +38,9 @@ final fsync is short.
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent``, then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
 ``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space,
-4 when canceled, 1 otherwise. An ``ERROR`` names the side that failed
-(``side``: ``sender`` or ``receiver``) and the file it was working on
-(``path``), so the master can say which node and file.
-
-Stopping a copy: a ``CANCEL`` line on the sender's stdin (after ``GO`` for
-``send-on-go``) kills the transport (and the compressor); the receiver on
-the target sees its stream end, removes its partial file and exits; the
-sender reports ``ERROR`` with ``kind`` ``canceled``.
+4 when canceled, 1 otherwise; an ``ERROR`` names the ``side`` that failed
+and its ``path``. A ``CANCEL`` line on the sender's stdin kills the
+transport: the receiver sees its stream end and removes its partial file.
 """
 
 from __future__ import annotations
@@ -88,15 +83,9 @@ _H = struct.Struct(">I")
 
 
 class CopyFailed(Exception):
-    """A copy step failed; ``code`` is the process exit status to use.
+    """A copy step failed; ``code``: the exit status; ``side``, ``path``: where (see main)."""
 
-    ``side`` and ``path``: which end of the copy failed and on which file
-    (filled in by ``cmd_send``/``cmd_recv`` when not given).
-    """
-
-    def __init__(
-        self, msg: str, code: int = 1, kind: str = "error", side: str = "", path: str = ""
-    ) -> None:
+    def __init__(self, msg: str, code=1, kind="error", side="", path="") -> None:
         super().__init__(msg)
         self.code = code
         self.kind = kind
@@ -470,46 +459,26 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
             return json.loads(rest)
         if kind == "ERROR":
             info = json.loads(rest)
-            raise CopyFailed(
-                info["msg"],
-                info.get("code", 1),
-                info.get("kind", "error"),
-                info.get("side", "receiver"),
-                info.get("path", ""),
-            )
+            args = {k: info[k] for k in ("code", "kind", "side", "path") if k in info}
+            raise CopyFailed(info["msg"], **args)
     detail = err.decode(errors="replace").strip()[-2000:]
-    ends = ", ".join(_exit_text(code) for code in codes)
-    raise CopyFailed(
-        f"the connection to the receiver ended without its result ({ends})"
-        + (f": {detail}" if detail else ""),
-        side="receiver",
+    ends = f"ended without its result ({_ends(codes)}){': ' if detail else ''}{detail}"
+    raise CopyFailed(f"the connection to the receiver {ends}", side="receiver")
+
+
+def _ends(codes) -> str:
+    """How processes ended, in words: ``exit 255``, ``killed by signal 9 (SIGKILL)``."""
+    names = {-2: " (SIGINT)", -9: " (SIGKILL)", -13: " (SIGPIPE)", -15: " (SIGTERM)"}
+    return ", ".join(
+        f"killed by signal {-c}{names.get(c, '')}" if c < 0 else f"exit {c}" for c in codes
     )
 
 
-def _exit_text(code: int | None) -> str:
-    """A process's end in words: ``exit 255`` or ``killed by SIGKILL``."""
-    if code is None:
-        return "still running"
-    if code < 0:
-        import signal
-
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit {code}"
-
-
 def _watch_for_cancel(procs, state: dict) -> None:
-    """In a thread: a ``CANCEL`` line on stdin kills the transport (see the docstring).
-
-    The end of stdin is not a cancel (a caller may give the sender no
-    stdin at all); a master that went away is noticed at the next progress
-    line.
-    """
+    """A thread: a ``CANCEL`` line on stdin kills the transport (the end of stdin does not)."""
 
     def watch() -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             for line in sys.stdin:
                 if line.strip() == "CANCEL":
                     state["canceled"] = True
@@ -517,8 +486,6 @@ def _watch_for_cancel(procs, state: dict) -> None:
                         with contextlib.suppress(OSError):
                             proc.kill()
                     return
-        except (OSError, ValueError):
-            return
 
     threading.Thread(target=watch, name="cancel-watch", daemon=True).start()
 
@@ -575,15 +542,13 @@ def cmd_send(
         out, err, codes = _reap(procs, stdin)
     except BaseException:
         _kill(procs)
-        if state["canceled"]:
-            raise CopyFailed("the copy was canceled", EXIT_CANCELED, "canceled") from None
-        raise
+        if not state["canceled"]:
+            raise
     if state["canceled"]:
         raise CopyFailed("the copy was canceled", EXIT_CANCELED, "canceled")
     result = _receiver_result(out, err, codes)
     if stats is None:
-        ends = ", ".join(_exit_text(code) for code in codes)
-        raise CopyFailed(f"the receiver closed the stream early ({ends})", side="receiver")
+        raise CopyFailed(f"the receiver closed the stream early ({_ends(codes)})", side="receiver")
     if result.get("checksum") != stats["checksum"]:
         raise CopyFailed(
             f"checksum mismatch: source {stats['checksum']}, target {result.get('checksum')}"
@@ -864,11 +829,8 @@ def main(argv: list[str]) -> int:
         return err.code
     except OSError as err:
         code, kind = (EXIT_NORES, "nores") if err.errno == errno.ENOSPC else (1, "error")
-        msg = err.strerror or str(err)
-        if err.errno is not None:
-            msg = f"{msg} (errno {err.errno})"
-        if err.filename:
-            path = str(err.filename)
+        msg = f"{err.strerror or err} (errno {err.errno})"
+        path = str(err.filename or path)
         _emit("ERROR", {"msg": msg, "code": code, "kind": kind, "side": side, "path": path})
         return code
     return 0
