@@ -172,7 +172,7 @@ def test_killed_transport_names_the_node_the_file_and_the_signal(tmp_path):
         plan.run(LocalRunner())
     text = str(err.value)
     assert f"receiving {dst} on node2 failed" in text
-    assert "killed by SIGKILL" in text
+    assert "killed by signal 9 (SIGKILL)" in text
     assert f"copy of {src} on node1 to {dst} on node2" in text
     assert err.value.node == "node2"
 
