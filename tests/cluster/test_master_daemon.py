@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gnt_helpers import node
+from gnt_helpers import node, start_masterd
 from migrate_helpers import (
     GNT_LV,
     CliMigration,
@@ -54,15 +53,7 @@ class Env:
         self.daemon_pid: int | None = None
 
     def start_daemon(self) -> None:
-        res = subprocess.run(
-            [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", self.data_dir],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert res.returncode == 0, res.stderr
-        self.daemon_pid = masterd.read_pid(self.data_dir)
-        assert self.daemon_pid is not None
+        self.daemon_pid = start_masterd(self.data_dir)
 
     def stop_daemon(self) -> None:
         masterd.stop(self.data_dir)
