@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -135,19 +133,3 @@ def process_argvs() -> Iterator[tuple[int, list[bytes]]]:
                 yield int(pid), fh.read().split(b"\0")
         except OSError:
             continue
-
-
-def start_masterd(data_dir: str) -> int:
-    """Start the master daemon for ``data_dir`` as an operator would; its pid."""
-    from ganeti_lv.master import daemon as masterd
-
-    res = subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", data_dir],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, res.stderr
-    pid = masterd.read_pid(data_dir)
-    assert pid is not None
-    return pid

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gnt_helpers import node, process_argvs, start_masterd
+from gnt_helpers import node, process_argvs
 from migrate_helpers import (
     GNT_LV,
     assert_alive,
@@ -33,6 +33,7 @@ from migrate_helpers import (
     remove_instance,
     wait_tick_above,
 )
+from support.masterd import start_program
 
 from ganeti_lv import constants, objects
 from ganeti_lv.cancel import Cancellation
@@ -171,7 +172,10 @@ def test_sigterm_of_an_in_process_export_stops_it_safely(env: Env) -> None:
 
 @contextlib.contextmanager
 def _daemon(e: Env) -> Iterator[int]:
-    pid = start_masterd(e.data_dir)
+    res = start_program(e.data_dir)
+    assert res.returncode == 0, res.stderr
+    pid = masterd.read_pid(e.data_dir)
+    assert pid is not None
     try:
         yield pid
     finally:

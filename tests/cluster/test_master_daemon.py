@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gnt_helpers import node, start_masterd
+from gnt_helpers import node
 from migrate_helpers import (
     GNT_LV,
     CliMigration,
@@ -30,6 +30,7 @@ from migrate_helpers import (
     wait_tick_above,
     where_running,
 )
+from support.masterd import start_program
 
 from ganeti_lv import constants
 from ganeti_lv.cli.submit import ABORT_REQUESTED
@@ -53,7 +54,10 @@ class Env:
         self.daemon_pid: int | None = None
 
     def start_daemon(self) -> None:
-        self.daemon_pid = start_masterd(self.data_dir)
+        res = start_program(self.data_dir)
+        assert res.returncode == 0, res.stderr
+        self.daemon_pid = masterd.read_pid(self.data_dir)
+        assert self.daemon_pid is not None
 
     def stop_daemon(self) -> None:
         masterd.stop(self.data_dir)
