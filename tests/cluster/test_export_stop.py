@@ -44,12 +44,12 @@ from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.master import daemon as masterd
 from ganeti_lv.master.jobs import JOB_STATUS_CANCELED, JobStore
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.opcodes import OpBackupExport
+from ganeti_lv.opcodes import OpBackupExport, OpInstanceStartup
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(400)]
 
 NAME = "stopexp"
-OTHER = "stopexp2"  # a stopped instance (no guest runs) for the space test
+OTHERS = ("stopexpa", "stopexpb")  # stopped instances (no guest runs) for the space test
 MiB = 1024 * 1024
 
 
@@ -87,22 +87,38 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(devcluster: Any) -> Iterator[Env]:
-    """The guest running on node1 and a complete export of it on node2."""
+    """The guest running on node1 and a complete export of it on node2.
+
+    Its disk holds 16 MiB of random data besides what the guest writes, so
+    that a copy at 1 MiB/s runs for many seconds.
+    """
     e = Env(devcluster)
     try:
-        make_instance(e.config, e.ops, NAME, constants.DT_FILE, e.n1, "52:54:00:5e:78:01")
-        wait_tick_above(e.ops, e.node(e.n1), NAME, 2)
+        inst = make_instance(
+            e.config, e.ops, NAME, constants.DT_FILE, e.n1, "52:54:00:5e:78:01", start=False
+        )
+        _fill(e, NAME, objects.disk_path(e.config.get_cluster(), inst, 0), 16)
         with Client(data_dir=e.data_dir, node_ops=e.ops) as client:
+            client.submit(OpInstanceStartup(instance_name=NAME))
+            wait_tick_above(e.ops, e.node(e.n1), NAME, 2)
             client.submit(OpBackupExport(instance_name=NAME, target_node=e.n2, shutdown=False))
         yield e
     finally:
         try:
-            for name in (NAME, OTHER):
+            for name in (NAME, *OTHERS):
                 remove_instance(e.config, e.ops, name, constants.DT_FILE)
                 for where in (e.n2, e.n3):
                     node_call(e.ops.export_remove, e.node(where), e.config.get_cluster(), name)
         finally:
             e.ops.close()
+
+
+def _fill(e: Env, name: str, path: str, mib: int) -> None:
+    """``mib`` MiB of random data at 16 MiB into the disk (the test guest uses neither)."""
+    e.sh(
+        e.n1,
+        f"head -c {mib * MiB} /dev/urandom | dd of={path} bs=1M seek=16 conv=notrunc 2>/dev/null",
+    )
 
 
 def _copy_processes(name: str) -> list[int]:
@@ -120,13 +136,13 @@ def _copy_processes(name: str) -> list[int]:
     return found
 
 
-def _wait_mid_copy(name: str = NAME) -> None:
-    """Until the copy's processes run, then a moment for data to flow."""
+def _wait_mid_copy(e: Env, target: str, name: str = NAME) -> None:
+    """Until the receiver on ``target`` has written data of ``name``'s copy."""
+    newdir = f"{e.export_dir}/{name}.new"
     deadline = time.monotonic() + 90
-    while not _copy_processes(name):
+    while not e.sh(target, f"find {newdir} -name 'disk0.img.part.*' -size +0 2>/dev/null || true"):
         assert time.monotonic() < deadline, "the copy never started"
-        time.sleep(0.2)  # a process on a node: nothing to wait on
-    time.sleep(1.5)
+        time.sleep(0.2)  # a file on a node: nothing to wait on
 
 
 def _assert_stopped_safely(e: Env, previous: str, mark: int) -> None:
@@ -155,7 +171,7 @@ def test_sigterm_of_an_in_process_export_stops_it_safely(env: Env) -> None:
     previous, mark = env.export_sum(), console_size(env.ops, env.node(env.n1), NAME)
     proc = env.gnt("backup", "export", "--noshutdown", "--bandwidth-limit", "1", "-n", env.n2, NAME)
     try:
-        _wait_mid_copy()
+        _wait_mid_copy(env, env.n2)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -164,7 +180,7 @@ def test_sigterm_of_an_in_process_export_stops_it_safely(env: Env) -> None:
             proc.wait()
     assert proc.returncode == 1, (out, err)
     assert "stopping the operation safely" in err
-    assert f"Export of {NAME} to {env.n2} canceled (interrupted by the user)" in err, err
+    assert f"Export of {NAME} to {env.n2} canceled (interrupted by the user) while" in err, err
     assert f"{NAME}.new removed" in err and "runs on its own disks" in err, err
     assert env.last_job().pid == proc.pid
     _assert_stopped_safely(env, previous, mark)
@@ -192,13 +208,13 @@ def test_a_daemon_job_export_stops_safely(env: Env, how: str) -> None:
             out, err = submitted.communicate(timeout=60)
             assert submitted.returncode == 0 and out.startswith("JobID: "), (out, err)
             job_id = out.split()[1]
-            _wait_mid_copy()
+            _wait_mid_copy(env, env.n2)
             canceled = env.gnt("job", "cancel", job_id)
             assert canceled.wait(timeout=60) == 0, canceled.communicate()
             proc = env.gnt("job", "watch", job_id)
         else:
             proc = env.gnt(*args)
-            _wait_mid_copy()
+            _wait_mid_copy(env, env.n2)
             proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
         assert env.last_job().pid == daemon_pid
@@ -208,20 +224,21 @@ def test_a_daemon_job_export_stops_safely(env: Env, how: str) -> None:
 
 
 def test_two_exports_to_one_node_cannot_both_take_its_space(env: Env) -> None:
+    """A (64 MiB of data, copied at 1 MiB/s) runs to node3 when B (24 MiB) asks for room.
+
+    node3's export dir (a tmpfs) has room for A and half of B: B fits
+    in what is free while A has written only its first MiBs, and without
+    the reservation it would start and one of them run out of space.
+    """
     cluster = env.config.get_cluster()
-    other = make_instance(
-        env.config, env.ops, OTHER, constants.DT_FILE, env.n1, "52:54:00:5e:78:02", start=False
-    )
-    other_disk = objects.disk_path(cluster, other, 0)
-    env.sh(env.n1, f"head -c {12 * MiB} /dev/urandom | dd of={other_disk} conv=notrunc 2>/dev/null")
-    inst = env.config.get_instance(NAME)
-    assert inst is not None
-    sizes = {
-        name: int(env.sh(env.n1, f"stat -c %b {path}")) * 512
-        for name, path in ((NAME, objects.disk_path(cluster, inst, 0)), (OTHER, other_disk))
-    }
-    # room for either alone, not for both
-    room = max(sizes.values()) + min(sizes.values()) // 2
+    first, second = OTHERS
+    sizes = {}
+    for name, mib, mac in ((first, 64, "52:54:00:5e:78:02"), (second, 24, "52:54:00:5e:78:03")):
+        inst = make_instance(env.config, env.ops, name, constants.DT_FILE, env.n1, mac, start=False)
+        path = objects.disk_path(cluster, inst, 0)
+        _fill(env, name, path, mib)
+        sizes[name] = int(env.sh(env.n1, f"stat -c %b {path}")) * 512
+    room = sizes[first] + sizes[second] // 2
     env.devcluster.node_exec(env.n3, ["mkdir", "-p", env.export_dir])
     env.devcluster.node_exec(
         env.n3, ["mount", "-t", "tmpfs", "-o", f"size={room // 1024}k", "tmpfs", env.export_dir]
@@ -230,35 +247,33 @@ def test_two_exports_to_one_node_cannot_both_take_its_space(env: Env) -> None:
     errors: list[BaseException] = []
     client = Client(data_dir=env.data_dir, node_ops=env.ops)
 
-    def first() -> None:
-        op = OpBackupExport(
-            instance_name=NAME, target_node=env.n3, shutdown=False, bandwidth_limit=1
-        )
+    def run_first() -> None:
+        op = OpBackupExport(instance_name=first, target_node=env.n3, bandwidth_limit=1)
         try:
             client.submit(op, cancel=cancel)
         except BaseException as err:  # noqa: BLE001
             errors.append(err)
 
-    thread = threading.Thread(target=first)
+    thread = threading.Thread(target=run_first)
     thread.start()
     try:
-        _wait_mid_copy()
+        _wait_mid_copy(env, env.n3, first)
         with pytest.raises(OpPrereqError) as refused:
-            client.submit(OpBackupExport(instance_name=OTHER, target_node=env.n3))
+            client.submit(OpBackupExport(instance_name=second, target_node=env.n3))
+        text = str(refused.value)
+        assert refused.value.ecode == ECODE_NORES, text
+        assert f"Not enough space in the export dir {env.export_dir} of {env.n3}:" in text
+        assert f"{sizes[second] // MiB} MiB needed for {second}, " in text
+        assert f"reserved by the exports running to it: {first} (" in text, text
         listing = env.sh(env.n3, f"ls -A {env.export_dir}").split()
-        assert listing == [f"{NAME}.new"]  # nothing of the refused one
+        assert listing == [f"{first}.new"]  # nothing of the refused one
         cancel.request("test")
         thread.join(120)
         assert len(errors) == 1 and isinstance(errors[0], OperationCanceled), errors
-        text = str(refused.value)
-        assert refused.value.ecode == ECODE_NORES
-        assert f"Not enough space in the export dir {env.export_dir} of {env.n3}:" in text
-        assert f"{sizes[OTHER] // MiB} MiB needed for {OTHER}, " in text
-        assert f"reserved by the exports running to it: {NAME} (" in text, text
         # alone it fits
-        client.submit(OpBackupExport(instance_name=OTHER, target_node=env.n3))
+        client.submit(OpBackupExport(instance_name=second, target_node=env.n3))
         listing = env.sh(env.n3, f"ls -A {env.export_dir}").split()
-        assert listing == [OTHER]
+        assert listing == [second]
     finally:
         cancel.request("test ends")
         thread.join(120)
