@@ -9,8 +9,8 @@ need before the lock is released.
 On the master, in ``<data dir>/reservations/``: ``<node>.lock`` serialises
 the checks for one node across every process of the master (the daemon,
 ``gnt-lv`` running a job itself, background jobs); each reservation is a
-file ``<node>.<instance>.json`` (node, the directory being written, bytes,
-instance). Its holder keeps an exclusive ``flock`` on it while it lives: a
+file ``<node>.<instance>.<unique>.json`` (node, the directory being
+written, bytes, instance). Its holder keeps an exclusive ``flock`` on it while it lives: a
 reservation whose holder died (a killed process) is no longer locked, is
 not counted and is removed by the next check. ``flock`` locks belong to an
 open file description, so the jobs of one daemon (threads of one process)
@@ -24,6 +24,7 @@ import errno
 import fcntl
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -104,9 +105,7 @@ class NodeLedger:
     def reserve(self, directory: str, size: int, instance: str) -> Held:
         """Reserve ``size`` bytes for ``directory``; held until released."""
         reservation = Reservation(self.node, directory, size, instance)
-        path = os.path.join(self._dir, f"{self.node}.{instance}.json")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a stale one of the same instance (its lock is ours to take)
+        path = os.path.join(self._dir, f"{self.node}.{instance}.{uuid.uuid4().hex}.json")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

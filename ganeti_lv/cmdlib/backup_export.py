@@ -295,6 +295,8 @@ class LUBackupExport(LogicalUnit):
         space on the target and what the other exports wrote so far) run at
         once; their results are judged in the order of the checks.
         """
+        if self._reservation is not None:  # checked again (a retry): the new one counts
+            self._reservation.release()
         with Reservations(self.ctx.data_dir).node(self.dst_node.name) as ledger:
             others = ledger.others()
             need = self._check_space_reserved([r.directory for r in others], others)
