@@ -169,15 +169,38 @@ PRESTART_COPIES = 4
 # the receiver there) before the helper is compiled and its modules imported, so
 # that the connection's set-up overlaps the sender's start-up. The helper's text
 # follows as the first argument; the transport's argv is at the end (see main).
+# ``WATCH_CANCEL(procs)`` (called by the sender once its data may flow) reads
+# the sender's stdin in a thread: a ``CANCEL`` line kills the transport (and the
+# compressor), so the receiver's stream ends and it removes its partial file;
+# the returned dict becomes true then. The end of stdin is no cancel.
 _SEND_PRELUDE = """\
-import subprocess, sys
+import subprocess, sys, threading
 helper = sys.argv.pop(1)
 transport = subprocess.Popen(
     sys.argv[6:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
 )
+
+
+def watch_cancel(procs):
+    state = {}
+
+    def watch():
+        try:
+            if any(line.strip() == "CANCEL" for line in sys.stdin):
+                state["canceled"] = True
+                for proc in procs:
+                    proc.kill()
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=watch, daemon=True).start()
+    return state
+
+
 try:
     code = compile(helper, "diskcopy_helper", "exec")
-    exec(code, {"__name__": "__main__", "STARTED_TRANSPORT": transport})
+    scope = {"__name__": "__main__", "STARTED_TRANSPORT": transport, "WATCH_CANCEL": watch_cancel}
+    exec(code, scope)
 finally:
     if transport.poll() is None:
         transport.kill()
@@ -217,8 +240,7 @@ def _parse_line(line: str) -> tuple[str, Any]:
     if kind in ("RESULT", "ERROR", "START"):
         return kind, json.loads(rest)
     if kind == "PROGRESS":
-        pos, sent = rest.split()
-        return kind, (int(pos), int(sent))
+        return kind, tuple(int(field) for field in rest.split())
     return "OTHER", line
 
 
@@ -233,9 +255,9 @@ def _error_from(info: dict[str, Any], plan: CopyPlan) -> NodeError:
             plan.src_node,
         )
     if info.get("side") == "receiver":
-        node, path, side = plan.dst.name, info.get("path") or plan.dst_path, "receiving"
+        node, path, side = plan.dst.name, plan.dst_path, "receiving"
     else:
-        node, path, side = plan.src_node, info.get("path") or plan.src_path, "sending"
+        node, path, side = plan.src_node, plan.src_path, "sending"
     ecode = ECODE_NORES if kind == "nores" else None
     return NodeError(
         f"{side} {path} on {node} failed: {msg}"
@@ -400,6 +422,10 @@ class CopyPlan:
     ) -> CopyStats:
         """Read the sender's lines to the end; the copy's stats or NodeError.
 
+        Progress counts the bytes of data read of the bytes of data the
+        image has: a sparse image's holes cost no time, so its logical size
+        would make the rate and the ETA wrong.
+
         Setting ``cancel`` while the copy runs stops it at both ends: the
         sender kills its transport, the receiver removes its partial file,
         and this raises ``CopyCanceled`` (nothing landed at ``dst_path``).
@@ -433,7 +459,8 @@ class CopyPlan:
                 self.src_node,
             )
         if progress_fn is not None:
-            progress_fn(result["size"], result["size"])
+            data = int(result.get("data", result["size"]))
+            progress_fn(data, data)
         return CopyStats(
             checksum=result["checksum"],
             checksum_algorithm=result["algorithm"],
@@ -462,7 +489,10 @@ class CopyPlan:
                 if start_fn is not None:
                     start_fn(StartInfo(payload["sender"], list(payload["pids"])))
             elif kind == "PROGRESS" and progress_fn is not None:
-                progress_fn(payload[0], size)
+                if len(payload) > 3:  # bytes of data read, of those to read
+                    progress_fn(min(payload[2], payload[3]), payload[3])
+                else:
+                    progress_fn(payload[0], size)
             elif kind == "RESULT":
                 result = payload
             elif kind == "ERROR":

@@ -36,11 +36,9 @@ hashes, and the receiver starts the writeback of what it wrote early so the
 final fsync is short.
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
-sent``, then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
-``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space,
-4 when canceled, 1 otherwise; an ``ERROR`` names the ``side`` that failed
-and its ``path``. A ``CANCEL`` line on the sender's stdin kills the
-transport: the receiver sees its stream end and removes its partial file.
+sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
+or ``ERROR {json}`` (its ``side``: sender or receiver); ``recv`` prints one
+``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -68,7 +66,6 @@ PIPE_SIZE = 1 << 20
 HASH_QUEUE = 8
 WRITEBACK_STEP = 32 << 20
 EXIT_NORES = 3
-EXIT_CANCELED = 4
 TREE = "sha256-tree-4M"
 PLAIN = "sha256"
 ALGORITHMS = (TREE, PLAIN)
@@ -83,14 +80,11 @@ _H = struct.Struct(">I")
 
 
 class CopyFailed(Exception):
-    """A copy step failed; ``code``: the exit status; ``side``, ``path``: where (see main)."""
+    """A copy step failed; ``code``: the exit status; ``side``: which end failed."""
 
-    def __init__(self, msg: str, code=1, kind="error", side="", path="") -> None:
+    def __init__(self, msg: str, code: int = 1, kind: str = "error", side: str = "") -> None:
         super().__init__(msg)
-        self.code = code
-        self.kind = kind
-        self.side = side
-        self.path = path
+        self.code, self.kind, self.side = code, kind, side
 
 
 def free_bytes(path: str) -> int:
@@ -354,9 +348,9 @@ def _read_chunk(fd: int, buf: bytearray, base: int, length: int, ranges) -> None
 def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None) -> None:
     """Read the data chunks of ``fd`` and feed them to ``hasher``.
 
-    ``on_chunk(pos, runs)`` gets, per data chunk, the end offset of the chunk
-    and its not-all-zero runs [(offset, memoryview)], valid only during the
-    call. All-zero chunks are hashed as zero chunks without a pass of sha256.
+    ``on_chunk(pos, runs, read)`` gets, per data chunk, its end offset, its
+    not-all-zero runs [(offset, memoryview)] (valid during the call) and its
+    bytes of data read. All-zero chunks are hashed without a pass of sha256.
     """
     for idx, ranges in data_chunks(data_extents(fd, size)):
         base, length = idx * CHUNK, hasher.chunk_length(idx)
@@ -368,7 +362,7 @@ def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None) -> None:
                 for start, end in ranges:  # the gaps between them are holes
                     runs.extend(nonzero_runs(view[start - base : end - base], start))
             if on_chunk is not None:
-                on_chunk(base + length, runs)
+                on_chunk(base + length, runs, sum(end - start for start, end in ranges))
         except BaseException:
             hasher.release(buf)
             raise
@@ -390,23 +384,25 @@ def stream_image(
 ) -> dict:
     """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent."""
     throttle = Throttle(bwlimit)
-    sent = 0
+    sent = read = 0
     fd = _open_image(src)
     try:
         st = os.fstat(fd)
         size = st.st_size
+        data = sum(end - start for start, end in data_extents(fd, size))
         hasher = Hasher(size, algorithm)
         header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
         text = json.dumps(header).encode()
         write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
 
-        def send_chunk(end: int, runs) -> None:
-            nonlocal sent
-            for off, data in runs:
-                write_all(out_fd, [b"D" + _D.pack(off, len(data)), data])
-                sent += len(data)
-                throttle.add(len(data))
-            progress(end, sent)
+        def send_chunk(end: int, runs, nread: int) -> None:
+            nonlocal sent, read
+            for off, run in runs:
+                write_all(out_fd, [b"D" + _D.pack(off, len(run)), run])
+                sent += len(run)
+                throttle.add(len(run))
+            read += nread
+            progress(end, sent, read, data)
 
         scan_image(fd, size, hasher, send_chunk)
         write_all(out_fd, [b"E" + _E.pack(size)])
@@ -419,6 +415,7 @@ def stream_image(
         "algorithm": algorithm,
         "size": size,
         "allocated": st.st_blocks * 512,
+        "data": data,
         "sent": sent,
     }
 
@@ -459,35 +456,10 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
             return json.loads(rest)
         if kind == "ERROR":
             info = json.loads(rest)
-            args = {k: info[k] for k in ("code", "kind", "side", "path") if k in info}
-            raise CopyFailed(info["msg"], **args)
+            raise CopyFailed(info["msg"], info.get("code", 1), info.get("kind"), "receiver")
     detail = err.decode(errors="replace").strip()[-2000:]
-    ends = f"ended without its result ({_ends(codes)}){': ' if detail else ''}{detail}"
-    raise CopyFailed(f"the connection to the receiver {ends}", side="receiver")
-
-
-def _ends(codes) -> str:
-    """How processes ended, in words: ``exit 255``, ``killed by signal 9 (SIGKILL)``."""
-    names = {-2: " (SIGINT)", -9: " (SIGKILL)", -13: " (SIGPIPE)", -15: " (SIGTERM)"}
-    return ", ".join(
-        f"killed by signal {-c}{names.get(c, '')}" if c < 0 else f"exit {c}" for c in codes
-    )
-
-
-def _watch_for_cancel(procs, state: dict) -> None:
-    """A thread: a ``CANCEL`` line on stdin kills the transport (the end of stdin does not)."""
-
-    def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for line in sys.stdin:
-                if line.strip() == "CANCEL":
-                    state["canceled"] = True
-                    for proc in procs:
-                        with contextlib.suppress(OSError):
-                            proc.kill()
-                    return
-
-    threading.Thread(target=watch, name="cancel-watch", daemon=True).start()
+    ends = ", ".join(f"killed by signal {-c}" if c < 0 else f"exit {c}" for c in codes)
+    raise CopyFailed(f"its connection ended ({ends}) {detail}", 1, "error", "receiver")
 
 
 def _wait_for_go() -> None:
@@ -519,17 +491,16 @@ def cmd_send(
     except BaseException:
         _kill(procs)
         raise
-    state: dict = {"canceled": False}
-    _watch_for_cancel(procs, state)
+    canceled = globals().get("WATCH_CANCEL", lambda procs: {})(procs)  # see SEND_PRELUDE
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
-    def progress(pos: int, sent: int) -> None:
+    def progress(pos: int, sent: int, read: int, data: int) -> None:
         now = time.monotonic()
         if now - last[0] >= 0.5:
             last[0] = now
             try:
-                _emit("PROGRESS", f"{pos} {sent}")
+                _emit("PROGRESS", f"{pos} {sent} {read} {data}")
             except OSError as err:
                 raise CopyFailed(f"lost the connection to the master: {err}") from err
 
@@ -542,13 +513,12 @@ def cmd_send(
         out, err, codes = _reap(procs, stdin)
     except BaseException:
         _kill(procs)
-        if not state["canceled"]:
-            raise
-    if state["canceled"]:
-        raise CopyFailed("the copy was canceled", EXIT_CANCELED, "canceled")
+        raise
+    if canceled:
+        raise CopyFailed("the copy was canceled", 4, "canceled")
     result = _receiver_result(out, err, codes)
     if stats is None:
-        raise CopyFailed(f"the receiver closed the stream early ({_ends(codes)})", side="receiver")
+        raise CopyFailed(f"it closed the stream early (exit {codes})", 1, "error", "receiver")
     if result.get("checksum") != stats["checksum"]:
         raise CopyFailed(
             f"checksum mismatch: source {stats['checksum']}, target {result.get('checksum')}"
@@ -809,29 +779,24 @@ def main(argv: list[str]) -> int:
     ``checksum [--algorithm ALG] FILE...``."""
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
-    side, path = "sender", ""
+    side = "receiver" if argv[:1] == ["recv"] else "sender"
     try:
         mode = argv[0]
         if mode in ("send", "send-on-go"):
-            path = argv[1]
             bwlimit = float(argv[3]) or None
             wait = mode == "send-on-go"
             _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], wait))
         elif mode == "recv":
-            side, path = "receiver", argv[1]
             _emit("RESULT", cmd_recv(argv[1], argv[2], argv[3] if len(argv) > 3 else None))
         else:
             raise CopyFailed(f"unknown mode {mode!r}")
     except CopyFailed as err:
-        failed = err.side or side
-        where = {"side": failed, "path": err.path or (path if failed == side else "")}
-        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind, **where})
+        side = err.side or side
+        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind, "side": side})
         return err.code
     except OSError as err:
         code, kind = (EXIT_NORES, "nores") if err.errno == errno.ENOSPC else (1, "error")
-        msg = f"{err.strerror or err} (errno {err.errno})"
-        path = str(err.filename or path)
-        _emit("ERROR", {"msg": msg, "code": code, "kind": kind, "side": side, "path": path})
+        _emit("ERROR", {"msg": str(err), "code": code, "kind": kind, "side": side})
         return code
     return 0
 
