@@ -37,7 +37,7 @@ final fsync is short.
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
-or ``ERROR {json}`` (its ``side``: sender or receiver); ``recv`` prints one
+or ``ERROR {json}`` (``side``: receiver, or the sender's own); ``recv`` prints one
 ``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space, 1 otherwise.
 """
 
@@ -779,7 +779,6 @@ def main(argv: list[str]) -> int:
     ``checksum [--algorithm ALG] FILE...``."""
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
-    side = "receiver" if argv[:1] == ["recv"] else "sender"
     try:
         mode = argv[0]
         if mode in ("send", "send-on-go"):
@@ -791,12 +790,11 @@ def main(argv: list[str]) -> int:
         else:
             raise CopyFailed(f"unknown mode {mode!r}")
     except CopyFailed as err:
-        side = err.side or side
-        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind, "side": side})
+        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind, "side": err.side})
         return err.code
     except OSError as err:
         code, kind = (EXIT_NORES, "nores") if err.errno == errno.ENOSPC else (1, "error")
-        _emit("ERROR", {"msg": str(err), "code": code, "kind": kind, "side": side})
+        _emit("ERROR", {"msg": str(err), "code": code, "kind": kind})
         return code
     return 0
 
