@@ -6,6 +6,7 @@
      +-- OpPrereqError(msg, ecode)     prerequisites not met; nothing changed
      +-- OpExecError(msg)              failure while executing (Exec)
      |    +-- MigrationAborted         a migration was aborted; instance still on source
+     |    +-- OperationCanceled        stopped on request, its work rolled back
      +-- HooksAbort(results)           a pre hook failed (node, script, output) list
      +-- HooksFailure                  hooks could not run at all
      +-- ConfigurationError            configuration missing, corrupt or inconsistent
@@ -86,6 +87,13 @@ class OpExecError(GenericError):
 
 class MigrationAborted(OpExecError):
     """A migration was aborted; the instance keeps running on the source."""
+
+
+class OperationCanceled(OpExecError):
+    """The operation was stopped on request (Ctrl-C, SIGTERM, ``job cancel``).
+
+    What it had begun was rolled back; the message says what is left.
+    """
 
 
 class HooksAbort(GenericError):

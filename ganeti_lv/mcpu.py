@@ -16,6 +16,7 @@ error), so nothing begun for the job outlives it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -65,6 +66,7 @@ class Processor:
         self._index = 0
         self._session: NodeSession | None = None
         self._session_lock = threading.Lock()
+        self._held = contextlib.ExitStack()
 
     @property
     def session(self) -> NodeSession:
@@ -73,6 +75,15 @@ class Processor:
             if self._session is None:
                 self._session = self.ctx.node_ops.open_session()
             return self._session
+
+    def hold_until_job_end(self, resource: contextlib.AbstractContextManager[Any]) -> None:
+        """Keep ``resource`` (entered now) until the running opcode's job ends, however.
+
+        Released in the job's ``finally`` with its session, before its locks
+        go (an export's space reservation: a failed check or hook, a dry
+        run, a cancel or an error all free it).
+        """
+        self._held.enter_context(resource)
 
     def _close_session(self) -> None:
         with self._session_lock:
@@ -231,7 +242,10 @@ class Processor:
         finally:
             try:
                 # before the locks go: a job waiting for them finds nothing of this one left
-                self._close_session()
+                try:
+                    self._held.close()
+                finally:
+                    self._close_session()
             finally:
                 if release:
                     locks.release_all()

@@ -23,6 +23,11 @@ def locks_dir(ddir: str) -> str:
     return os.path.join(ddir, "locks")
 
 
+def reservations_dir(ddir: str) -> str:
+    """Space reserved on the nodes by the exports running (``ganeti_lv.reservations``)."""
+    return os.path.join(ddir, "reservations")
+
+
 def jobs_dir(ddir: str) -> str:
     """Directory of the job log (one file per job)."""
     return os.path.join(ddir, "jobs")

@@ -21,7 +21,13 @@ _CleanupExports, _InstanceDiskSizeSum) and fixes its weak points:
 - live snapshots are merged back in a ``finally``; a leftover of a killed
   export is merged by the next operation (``repair_disk_chain``);
 - a live export's first disk copies are set up while the job waits for its
-  locks (``EarlyWork``, in the job's session): the copy then only says go.
+  locks (``EarlyWork``, in the job's session): the copy then only says go;
+- a cancel request (Ctrl-C, SIGTERM, ``job cancel``: the job's cancel
+  event, as for a migration) stops the running copy on both nodes, removes
+  ``<instance>.new``, merges the snapshot back (or starts the instance again
+  after a shutdown) and ends the job as canceled (``OperationCanceled``);
+  the previous export stays. A cancel after the export was published comes
+  too late and changes nothing.
 
 Zeroing free space does not require compression here (Ganeti refuses it):
 the copy engine skips all-zero blocks, so zeroed space is never sent.
@@ -48,13 +54,22 @@ from ganeti_lv.cmdlib.common import (
     instance_nodes_ahead,
     repair_disk_chain,
 )
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, ECODE_STATE, OpExecError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_NORES,
+    ECODE_STATE,
+    OperationCanceled,
+    OpExecError,
+    OpPrereqError,
+)
 from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.export_types import SnapshotInfo
 from ganeti_lv.node import diskcopy, progress
+from ganeti_lv.node.diskcopy import CopyCanceled
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport
+from ganeti_lv.reservations import Held, Reservation, Reservations
 
 MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
@@ -143,6 +158,10 @@ class LUBackupExport(LogicalUnit):
     HPATH = constants.HPATH_INSTANCE_EXPORT
     HTYPE = constants.HTYPE_INSTANCE
     REQ_BGL = False
+    # whether the last removal of ``<instance>.new`` worked (said after a cancel)
+    _new_removed = False
+    # the target's space for this export (``_check_space``), until it is published
+    _reservation: Held | None = None
 
     def CheckArguments(self) -> None:
         """Ganeti's argument checks: remote mode x509 fields, zeroing needs shutdown."""
@@ -268,14 +287,32 @@ class LUBackupExport(LogicalUnit):
     def _check_space(self) -> None:
         """Room for the copies on the target and for the overlays on the primary.
 
-        The three reads (the disks and the free space on the primary, the
-        free space on the target) are independent and run at once; their
-        results are judged in the order of the checks.
+        The target's room is checked and reserved under the target's
+        reservation lock (``ganeti_lv.reservations``): what the other exports
+        running to the same node still have to write is not free. The
+        reservation is held until the copy is published, or the job ends.
+        The reads (the disks and the free space on the primary; the free
+        space on the target and what the other exports wrote so far) run at
+        once; their results are judged in the order of the checks.
         """
+        if self._reservation is not None:  # checked again (a retry): the new one counts
+            self._reservation.release()
+        with Reservations(self.ctx.data_dir).node(self.dst_node.name) as ledger:
+            others = ledger.others()
+            need = self._check_space_reserved([r.directory for r in others], others)
+            self._reservation = ledger.reserve(self._new_dir(), need, self.instance.name)
+        self.proc.hold_until_job_end(self._reservation)
+
+    def _new_dir(self) -> str:
+        return f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
+
+    def _check_space_reserved(self, dirs: list[str], others: list[Reservation]) -> int:
+        """The checks themselves; the bytes the copies need on the target."""
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         calls: list[Callable[[], Any]] = [
             lambda: node_call(self.rpc.disk_usage, self.pnode, self._disk_paths()),
             lambda: node_call(self.rpc.free_space, self.dst_node, self._space_probe_path()),
+            lambda: node_call(self.rpc.dir_usage, self.dst_node, dirs),
         ]
         if overlays:
             pdir = disk_dir(self.cluster, self.instance)
@@ -290,26 +327,41 @@ class LUBackupExport(LogicalUnit):
                 f"Disk image(s) {', '.join(missing)} missing on {self.pnode.name}", ECODE_STATE
             )
         need = sum(int(u["allocated"]) for u in usage)
-        free = results[1].Raise(f"Cannot check the free space on {self.dst_node.name}", prereq=True)
-        if free < need:
-            raise OpPrereqError(
-                f"Not enough space in the export dir of {self.dst_node.name}: "
-                f"{need // MiB} MiB needed, {free // MiB} MiB free",
-                ECODE_NORES,
+        where = f"the export dir {self.cluster.export_dir} of {self.dst_node.name}"
+        free = results[1].Raise(f"Cannot check the free space in {where}", prereq=True)
+        written = results[2].Raise(f"Cannot check the exports running to {where}", prereq=True)
+        pending = [max(0, r.size - done) for r, done in zip(others, written, strict=True)]
+        if free - sum(pending) < need:
+            text = (
+                f"Not enough space in {where}: {need // MiB} MiB needed for"
+                f" {self.instance.name}, {free // MiB} MiB free"
             )
+            if sum(pending):
+                running = ", ".join(
+                    f"{r.instance} ({left // MiB} MiB still to write)"
+                    for r, left in zip(others, pending, strict=True)
+                    if left
+                )
+                text += (
+                    f", of which {sum(pending) // MiB} MiB are reserved by the exports"
+                    f" running to it: {running}"
+                )
+            raise OpPrereqError(text, ECODE_NORES)
         if overlays:
             overlay = max(
                 OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * OVERLAY_SPACE_SHARE)
             )
-            pfree = results[2].Raise(
-                f"Cannot check the free space on {self.pnode.name}", prereq=True
+            pdir = disk_dir(self.cluster, self.instance)
+            pfree = results[3].Raise(
+                f"Cannot check the free space in {pdir} on {self.pnode.name}", prereq=True
             )
             if pfree < overlay:
                 raise OpPrereqError(
-                    f"Not enough space for the snapshot overlays on {self.pnode.name}: "
-                    f"{overlay // MiB} MiB needed, {pfree // MiB} MiB free",
+                    f"Not enough space for the snapshot overlays in {pdir} on"
+                    f" {self.pnode.name}: {overlay // MiB} MiB needed, {pfree // MiB} MiB free",
                     ECODE_NORES,
                 )
+        return need
 
     def _space_probe_path(self) -> str:
         """An existing path on the export dir's filesystem (the dir may not exist yet)."""
@@ -454,24 +506,57 @@ class LUBackupExport(LogicalUnit):
         merge = _Merge(self, snapshot)
         failed = True
         try:
-            manifest = self._copy_disks(feedback_fn, sources)
-            # The copy is done: the primary merges the snapshot back while the
-            # target publishes the export and the other nodes drop older ones.
-            merge.start()
-            self._publish(feedback_fn, manifest)
-            failed = False
-            if merge.running:
-                self._CleanupExports(feedback_fn)
-        finally:
-            merge.finish()
-            was_up = self.instance.admin_state == constants.ADMINST_UP
-            if stopped_by_us and snapshot is None and (self.DoReboot() or (failed and was_up)):
-                self.StartInstance(feedback_fn)
+            try:
+                manifest = self._copy_disks(feedback_fn, sources)
+                self._stop_if_canceled(feedback_fn, "before publishing it")
+                # The copy is done: the primary merges the snapshot back while the
+                # target publishes the export and the other nodes drop older ones.
+                merge.start()
+                self._publish(feedback_fn, manifest)
+                failed = False
+                if merge.running:
+                    self._CleanupExports(feedback_fn)
+            finally:
+                if failed and snapshot is not None:
+                    feedback_fn("Merging the snapshot back into the instance's disks")
+                merge.finish()
+                was_up = self.instance.admin_state == constants.ADMINST_UP
+                if stopped_by_us and snapshot is None and (self.DoReboot() or (failed and was_up)):
+                    self.StartInstance(feedback_fn)
+        except OperationCanceled as err:
+            raise OperationCanceled(
+                f"{err}; {self._after_cancel(snapshot, stopped_by_us)}"
+            ) from err
         if self.op.remove_instance:
             self._remove_instance(feedback_fn)
         if not merge.running:
             self._CleanupExports(feedback_fn)
         return True, [True] * len(sources)
+
+    def _stop_if_canceled(self, feedback_fn: FeedbackFn, when: str) -> None:
+        """OperationCanceled (after removing ``.new``) once the job was asked to stop."""
+        cancel = self.proc.cancel
+        if not cancel.is_set():
+            return
+        self._abort_export(feedback_fn)
+        raise OperationCanceled(
+            f"Export of {self.instance.name} to {self.dst_node.name} canceled"
+            f" ({cancel.reason or 'on request'}) {when}"
+        )
+
+    def _after_cancel(self, snapshot: SnapshotInfo | None, stopped_by_us: bool) -> str:
+        """What a canceled export left (said once the rollback is done)."""
+        newdir = f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
+        text = (
+            f"{self.dst_node.name}:{newdir}"
+            f" {'removed' if self._new_removed else 'could not be removed'};"
+            f" an earlier export {self.instance.name} on {self.dst_node.name}, if any, is untouched"
+        )
+        if snapshot is not None:
+            text += f"; the snapshot was merged back, {self.instance.name} runs on its own disks"
+        elif stopped_by_us and self.instance.admin_state == constants.ADMINST_UP:
+            text += f"; {self.instance.name} was started again"
+        return text
 
     def _copy_disks(self, feedback_fn: FeedbackFn, sources: list[str]) -> exportinfo.Manifest:
         """Copy every disk into ``<instance>.new`` on the target; the manifest of the copies.
@@ -486,7 +571,10 @@ class LUBackupExport(LogicalUnit):
         self._prewarm_other_nodes()
         try:
             for idx, src in enumerate(sources):
+                self._stop_if_canceled(feedback_fn, f"before copying disk/{idx}")
                 manifest.disks.append(self._copy_disk(feedback_fn, idx, src, newdir))
+        except OperationCanceled:
+            raise
         except BaseException:
             self._abort_export(feedback_fn)
             raise
@@ -508,7 +596,18 @@ class LUBackupExport(LogicalUnit):
             bandwidth_limit=self.op.bandwidth_limit,
             progress_fn=progress.ProgressReporter(feedback_fn, f"disk/{idx}"),
             session=self.session,
+            cancel=self.proc.cancel,
         )
+        if isinstance(res.error, CopyCanceled) or (not res.ok and self.proc.cancel.is_set()):
+            feedback_fn(
+                f"Copy of disk/{idx} stopped on {self.pnode.name} and {dst.name};"
+                f" removing {dst.name}:{newdir}"
+            )
+            self._abort_export(feedback_fn)
+            raise OperationCanceled(
+                f"Export of {self.instance.name} to {dst.name} canceled"
+                f" ({self.proc.cancel.reason or 'on request'}) while copying disk/{idx}"
+            )
         ecode = res.error.ecode if res.error is not None else None
         stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)
         feedback_fn(
@@ -554,12 +653,14 @@ class LUBackupExport(LogicalUnit):
         except BaseException:
             self._abort_export(feedback_fn)
             raise
+        if self._reservation is not None:
+            self._reservation.release()  # the copies are in place: they hold their space
         feedback_fn(f"Export of {inst.name} is in {dst.name}:{path}")
 
     def _abort_export(self, feedback_fn: FeedbackFn) -> None:
-        node_call(self.rpc.export_abort, self.dst_node, self.cluster, self.instance.name).Warn(
-            f"Could not remove the incomplete export on {self.dst_node.name}", feedback_fn
-        )
+        res = node_call(self.rpc.export_abort, self.dst_node, self.cluster, self.instance.name)
+        res.Warn(f"Could not remove the incomplete export on {self.dst_node.name}", feedback_fn)
+        self._new_removed = res.ok
 
     def _remove_instance(self, feedback_fn: FeedbackFn) -> None:
         """Ganeti's RemoveInstance: undefine, remove disks, drop the config entry."""

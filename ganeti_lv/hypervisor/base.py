@@ -240,13 +240,16 @@ class NodeOps(abc.ABC):
         progress_fn: Callable[[int, int], None] | None = None,
         start_fn: Callable[[StartInfo], None] | None = None,
         session: NodeSession | None = None,
+        cancel: Cancellation | None = None,
     ) -> CopyStats:
         """Copy a file from ``src`` to ``dst`` node to node (sparse, checksummed).
 
         ``dst_path`` appears only once complete and verified; ``bandwidth_limit``
         in MiB/s; ``progress_fn(done, total)`` in bytes. A copy the job's
         ``session`` set up ahead with the same arguments is used. Lack of
-        space on the target fails with ECODE_NORES.
+        space on the target fails with ECODE_NORES. Setting ``cancel`` (the
+        job's cancel request) stops the copy at both ends: ``CopyCanceled``,
+        nothing left at ``dst_path``.
         """
 
     @abc.abstractmethod
@@ -256,6 +259,10 @@ class NodeOps(abc.ABC):
     @abc.abstractmethod
     def free_space(self, node: Node, path: str) -> int:
         """Bytes free on the filesystem holding ``path`` on the node."""
+
+    @abc.abstractmethod
+    def dir_usage(self, node: Node, paths: list[str]) -> list[int]:
+        """Bytes allocated under each directory (0 for one that does not exist)."""
 
     @abc.abstractmethod
     def snapshot_disks(

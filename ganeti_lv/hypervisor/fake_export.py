@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganeti_lv import constants, exportinfo, objects
 from ganeti_lv.errors import ECODE_NORES, HypervisorError, NodeError
@@ -25,9 +25,12 @@ from ganeti_lv.hypervisor.export_types import (
     ZeroingResult,
     overlay_path,
 )
-from ganeti_lv.node.diskcopy import CopyStats, StartInfo
+from ganeti_lv.node.diskcopy import CopyCanceled, CopyStats, StartInfo
 from ganeti_lv.node.diskcopy_helper import split_checksum
 from ganeti_lv.objects import Cluster, Instance, Node
+
+if TYPE_CHECKING:
+    from ganeti_lv.cancel import Cancellation
 
 MiB = 1024 * 1024
 
@@ -82,7 +85,9 @@ class FakeExportOps:
         progress_fn: Callable[[int, int], None] | None = None,
         start_fn: Callable[[StartInfo], None] | None = None,
         session: NodeSession | None = None,
+        cancel: Cancellation | None = None,
     ) -> CopyStats:
+        """A copy in two halves; ``cancel`` set by the end of the first stops it (nothing lands)."""
         fake = self._enter("copy_disk", src, src_path, dst.name, dst_path)
         self.copy_options.append(
             {
@@ -103,9 +108,11 @@ class FakeExportOps:
             raise NodeError(
                 f"checksum mismatch: expected {expect_sha256}, received {sha}", dst.name
             )
-        if progress_fn is not None:
-            for done in (size // 2, size):
+        for done in (size // 2, size):
+            if progress_fn is not None:
                 progress_fn(done, size)
+            if cancel is not None and cancel.is_set() and done < size:
+                raise CopyCanceled(f"copy of {src_path} to {dst_path} canceled", src.name)
         export = self._export_for_path(dst.name, dst_path)
         if export is not None:
             export.files[dst_path.rsplit("/", 1)[1]] = sha
@@ -119,6 +126,16 @@ class FakeExportOps:
         dirpath, _, _ = path.rpartition("/")
         name = dirpath.rsplit("/", 1)[-1]
         return self.exports.get(node, {}).get(name)
+
+    def dir_usage(self, node: Node, paths: list[str]) -> list[int]:
+        """What the exports being written hold (their copied files, at their allocated size)."""
+        self._enter("dir_usage", node, list(paths))
+        dirs = self.exports.get(node.name, {})
+        out = []
+        for path in paths:
+            export = dirs.get(path.rstrip("/").rsplit("/", 1)[-1])
+            out.append(sum(export.sizes.values()) // 4 if export is not None else 0)
+        return out
 
     def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
         fake = self._enter("disk_usage", node, list(paths))

@@ -25,10 +25,12 @@ node-side helper, standard library only).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,16 @@ from ganeti_lv.node.transport import Runner, StreamProcess
 
 MiB = 1024 * 1024
 ProgressFn = Callable[[int, int], None]
+# How long a canceled copy may take to end after the sender was told (s); then
+# the master closes its channel, which ends the sender at its next line.
+CANCEL_GRACE = 20.0
+# How often the cancel watcher looks whether the copy ended meanwhile (s).
+CANCEL_POLL = 0.2
+
+
+class CopyCanceled(NodeError):
+    """The copy was stopped on request: the helpers at both ends ended, nothing landed."""
+
 
 # Prefer AES-GCM (hardware accelerated) over OpenSSH's default chacha20.
 SSH_CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
@@ -157,15 +169,38 @@ PRESTART_COPIES = 4
 # the receiver there) before the helper is compiled and its modules imported, so
 # that the connection's set-up overlaps the sender's start-up. The helper's text
 # follows as the first argument; the transport's argv is at the end (see main).
+# ``WATCH_CANCEL(procs)`` (called by the sender once its data may flow) reads
+# the sender's stdin in a thread: a ``CANCEL`` line kills the transport (and the
+# compressor), so the receiver's stream ends and it removes its partial file;
+# the returned dict becomes true then. The end of stdin is no cancel.
 _SEND_PRELUDE = """\
-import subprocess, sys
+import subprocess, sys, threading
 helper = sys.argv.pop(1)
 transport = subprocess.Popen(
     sys.argv[6:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
 )
+
+
+def watch_cancel(procs):
+    state = {}
+
+    def watch():
+        try:
+            if any(line.strip() == "CANCEL" for line in sys.stdin):
+                state["canceled"] = True
+                for proc in procs:
+                    proc.kill()
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=watch, daemon=True).start()
+    return state
+
+
 try:
     code = compile(helper, "diskcopy_helper", "exec")
-    exec(code, {"__name__": "__main__", "STARTED_TRANSPORT": transport})
+    scope = {"__name__": "__main__", "STARTED_TRANSPORT": transport, "WATCH_CANCEL": watch_cancel}
+    exec(code, scope)
 finally:
     if transport.poll() is None:
         transport.kill()
@@ -209,9 +244,69 @@ def _parse_line(line: str) -> tuple[str, Any]:
     return "OTHER", line
 
 
-def _error_from(info: dict[str, Any], node: str) -> NodeError:
-    ecode = ECODE_NORES if info.get("kind") == "nores" else None
-    return NodeError(str(info.get("msg", "copy failed")), node, ecode=ecode)
+def _error_from(info: dict[str, Any], plan: CopyPlan) -> NodeError:
+    """The helper's ERROR as a NodeError naming the node, the file and what happened."""
+    msg = str(info.get("msg", "copy failed"))
+    kind = info.get("kind")
+    if kind == "canceled":
+        return CopyCanceled(
+            f"copy of {plan.src_path} on {plan.src_node} to {plan.dst_path} on {plan.dst.name}"
+            f" canceled: {msg}",
+            plan.src_node,
+        )
+    if info.get("side") == "receiver":
+        node, path, side = plan.dst.name, plan.dst_path, "receiving"
+    else:
+        node, path, side = plan.src_node, plan.src_path, "sending"
+    ecode = ECODE_NORES if kind == "nores" else None
+    return NodeError(
+        f"{side} {path} on {node} failed: {msg}"
+        f" (copy of {plan.src_path} on {plan.src_node} to {plan.dst_path} on {plan.dst.name})",
+        node,
+        ecode=ecode,
+    )
+
+
+@contextlib.contextmanager
+def _stopped_on_cancel(
+    proc: StreamProcess, cancel: threading.Event | None, plan: CopyPlan
+) -> Iterator[dict[str, bool]]:
+    """While the copy runs: a set ``cancel`` tells the sender to stop (``CANCEL``).
+
+    A thread waits for the request and writes the line; the sender kills its
+    transport, the receiver removes its partial file, the sender reports the
+    cancel and the copy's reading ends. A sender that does not end within
+    ``CANCEL_GRACE`` seconds has its channel closed. The yielded dict says
+    whether the cancel was sent.
+    """
+    state = {"sent": False}
+    if cancel is None:
+        yield state
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if cancel.wait(CANCEL_POLL):
+                break
+        if done.is_set():
+            return
+        state["sent"] = True
+        try:
+            proc.write(b"CANCEL\n")
+        except Exception:  # noqa: BLE001 - a channel already gone ends the copy anyway
+            proc.close()
+            return
+        if not done.wait(CANCEL_GRACE):
+            proc.close()
+
+    thread = threading.Thread(target=watch, name=f"copy-cancel-{plan.src_node}", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        done.set()
+        thread.join()
 
 
 def _read_lines(proc: StreamProcess):
@@ -308,9 +403,14 @@ class CopyPlan:
         progress_fn: ProgressFn | None = None,
         start_fn: Callable[[StartInfo], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> CopyStats:
-        """Make the copy now: start the sender on ``src`` and follow it to the end."""
-        return self.follow(src.open_exec(self.argv()), progress_fn, start_fn, clock)
+        """Make the copy now: start the sender on ``src`` and follow it to the end.
+
+        ``cancel``, once set, stops the copy (``CopyCanceled``; see
+        ``follow``).
+        """
+        return self.follow(src.open_exec(self.argv()), progress_fn, start_fn, clock, cancel)
 
     def follow(
         self,
@@ -318,42 +418,39 @@ class CopyPlan:
         progress_fn: ProgressFn | None,
         start_fn: Callable[[StartInfo], None] | None,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> CopyStats:
         """Read the sender's lines to the end; the copy's stats or NodeError.
 
         Progress counts the bytes of data read of the bytes of data the
         image has: a sparse image's holes cost no time, so its logical size
         would make the rate and the ETA wrong.
+
+        Setting ``cancel`` while the copy runs stops it at both ends: the
+        sender kills its transport, the receiver removes its partial file,
+        and this raises ``CopyCanceled`` (nothing landed at ``dst_path``).
         """
         started = clock()
-        size = 0
-        result: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
         try:
-            for line in _read_lines(proc):
-                kind, payload = _parse_line(line)
-                if kind == "START":
-                    size = int(payload["size"])
-                    if start_fn is not None:
-                        start_fn(StartInfo(payload["sender"], list(payload["pids"])))
-                elif kind == "PROGRESS" and progress_fn is not None:
-                    if len(payload) > 3:  # bytes of data read, of those to read
-                        progress_fn(min(payload[2], payload[3]), payload[3])
-                    else:
-                        progress_fn(payload[0], size)
-                elif kind == "RESULT":
-                    result = payload
-                elif kind == "ERROR":
-                    error = payload
+            with _stopped_on_cancel(proc, cancel, self) as canceling:
+                error, result, _size = self._read_to_end(proc, progress_fn, start_fn)
             status = proc.wait(timeout=60, check=False)
         finally:
             proc.close()
         if error is not None:
-            raise _error_from(error, self.src_node)
+            raise _error_from(error, self)
         if result is None:
+            if canceling["sent"]:
+                raise CopyCanceled(
+                    f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
+                    f" {self.dst.name} canceled; the sender ended"
+                    f" (exit {status.exit_status})",
+                    self.src_node,
+                )
             raise NodeError(
-                f"copy of {self.src_path} from {self.src_node} to {self.dst.name} failed "
-                f"(exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
+                f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
+                f" {self.dst.name}: the sender on {self.src_node} ended without a result"
+                f" (exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
                 self.src_node,
             )
         if self.expect_sha256 and result["checksum"] != self.expect_hex:
@@ -375,6 +472,33 @@ class CopyPlan:
             compress=self.compress,
         )
 
+    @staticmethod
+    def _read_to_end(
+        proc: StreamProcess,
+        progress_fn: ProgressFn | None,
+        start_fn: Callable[[StartInfo], None] | None,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
+        """The sender's lines up to its end: (its error, its result, the disk's size)."""
+        size = 0
+        result: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        for line in _read_lines(proc):
+            kind, payload = _parse_line(line)
+            if kind == "START":
+                size = int(payload["size"])
+                if start_fn is not None:
+                    start_fn(StartInfo(payload["sender"], list(payload["pids"])))
+            elif kind == "PROGRESS" and progress_fn is not None:
+                if len(payload) > 3:  # bytes of data read, of those to read
+                    progress_fn(min(payload[2], payload[3]), payload[3])
+                else:
+                    progress_fn(payload[0], size)
+            elif kind == "RESULT":
+                result = payload
+            elif kind == "ERROR":
+                error = payload
+        return error, result, size
+
 
 class PendingCopy:
     """A copy set up ahead: sender, transport and receiver run but wait for ``go``.
@@ -395,6 +519,7 @@ class PendingCopy:
         progress_fn: ProgressFn | None = None,
         start_fn: Callable[[StartInfo], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> CopyStats:
         """Start the data flowing and wait for the end, as ``copy_disk``."""
         proc, self._proc = self._proc, None
@@ -405,7 +530,7 @@ class PendingCopy:
         except BaseException:
             proc.close()
             raise
-        return self.plan.follow(proc, progress_fn, start_fn, clock)
+        return self.plan.follow(proc, progress_fn, start_fn, clock, cancel)
 
     def cancel(self) -> None:
         """Call the copy off: the helpers end, nothing was read or written."""

@@ -37,8 +37,8 @@ final fsync is short.
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
-or ``ERROR {json}``; ``recv`` prints one ``RESULT``/``ERROR`` line. Exit status
-0 on success, 3 for lack of space, 1 otherwise.
+or ``ERROR {json}`` (``side``: receiver, or the sender's own); ``recv`` prints one
+``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -80,12 +80,11 @@ _H = struct.Struct(">I")
 
 
 class CopyFailed(Exception):
-    """A copy step failed; ``code`` is the process exit status to use."""
+    """A copy step failed; ``code``: the exit status; ``side``: which end failed."""
 
-    def __init__(self, msg: str, code: int = 1, kind: str = "error") -> None:
+    def __init__(self, msg: str, code: int = 1, kind: str = "error", side: str = "") -> None:
         super().__init__(msg)
-        self.code = code
-        self.kind = kind
+        self.code, self.kind, self.side = code, kind, side
 
 
 def free_bytes(path: str) -> int:
@@ -457,9 +456,10 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
             return json.loads(rest)
         if kind == "ERROR":
             info = json.loads(rest)
-            raise CopyFailed(info["msg"], info.get("code", 1), info.get("kind", "error"))
+            raise CopyFailed(info["msg"], info.get("code", 1), info.get("kind"), "receiver")
     detail = err.decode(errors="replace").strip()[-2000:]
-    raise CopyFailed(f"receiver gave no result (exit {codes}): {detail}")
+    ends = ", ".join(f"killed by signal {-c}" if c < 0 else f"exit {c}" for c in codes)
+    raise CopyFailed(f"its connection ended ({ends}) {detail}", 1, "error", "receiver")
 
 
 def _wait_for_go() -> None:
@@ -491,6 +491,7 @@ def cmd_send(
     except BaseException:
         _kill(procs)
         raise
+    canceled = globals().get("WATCH_CANCEL", lambda procs: {})(procs)  # see SEND_PRELUDE
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
@@ -513,9 +514,11 @@ def cmd_send(
     except BaseException:
         _kill(procs)
         raise
+    if canceled:
+        raise CopyFailed("the copy was canceled", 4, "canceled")
     result = _receiver_result(out, err, codes)
     if stats is None:
-        raise CopyFailed(f"the receiver closed the stream early (exit {codes})")
+        raise CopyFailed(f"it closed the stream early (exit {codes})", 1, "error", "receiver")
     if result.get("checksum") != stats["checksum"]:
         raise CopyFailed(
             f"checksum mismatch: source {stats['checksum']}, target {result.get('checksum')}"
@@ -787,7 +790,7 @@ def main(argv: list[str]) -> int:
         else:
             raise CopyFailed(f"unknown mode {mode!r}")
     except CopyFailed as err:
-        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind})
+        _emit("ERROR", {"msg": str(err), "code": err.code, "kind": err.kind, "side": err.side})
         return err.code
     except OSError as err:
         code, kind = (EXIT_NORES, "nores") if err.errno == errno.ENOSPC else (1, "error")

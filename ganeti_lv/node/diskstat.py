@@ -33,6 +33,15 @@ exec stat -L -f -c '%a %S' -- "$p"
 """
 
 
+# Allocated bytes under each directory, as ``du`` counts them (0 when missing).
+_DU_SCRIPT = r"""
+for p do
+  n=$(du -s -B1 -- "$p" 2>/dev/null | cut -f1)
+  echo "${n:-0}"
+done
+"""
+
+
 def _run_script(
     runner: Runner, node: str, script: str, args: Sequence[str], timeout: float
 ) -> list[str]:
@@ -86,3 +95,13 @@ def free_space(runner: Runner, node: str, path: str, timeout: float = 60) -> int
     if len(fields) != 2 or not all(f.isdigit() for f in fields):
         raise _bad_output(node, lines)
     return int(fields[0]) * int(fields[1])
+
+
+def dir_usage(runner: Runner, node: str, paths: Sequence[str], timeout: float = 60) -> list[int]:
+    """Bytes allocated under each directory of ``paths`` on a node (0 for a missing one)."""
+    if not paths:
+        return []
+    lines = _run_script(runner, node, _DU_SCRIPT, paths, timeout)
+    if len(lines) != len(paths) or not all(line.strip().isdigit() for line in lines):
+        raise _bad_output(node, lines)
+    return [int(line) for line in lines]

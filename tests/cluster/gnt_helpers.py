@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ganeti_lv import constants
@@ -122,3 +123,13 @@ def cli_env_args(info: dict[str, Any], name: str, **kernel: Any) -> list[str]:
         "-H",
         f'kernel_path={guest["kernel"]},initrd_path={guest["initrd"]},kernel_args="{args}"',
     ]
+
+
+def process_argvs() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process of this machine (the nodes' too: they are namespaces)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                yield int(pid), fh.read().split(b"\0")
+        except OSError:
+            continue

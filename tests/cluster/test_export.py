@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from gnt_helpers import process_argvs
 
 from ganeti_lv import constants, exportinfo, objects
 from ganeti_lv.client import Client
@@ -274,15 +275,10 @@ def test_export_with_remove_instance(env, instance) -> None:
 
 def _find_copy_ssh(address: str) -> int | None:
     """PID of the node-to-node ssh carrying a copy to ``address`` (ours, via /proc)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in process_argvs():
         to_target = argv and argv[0] == b"ssh" and any(address.encode() in a for a in argv)
         if to_target and any(b"recv" in a for a in argv):
-            return int(pid)
+            return pid
     return None
 
 

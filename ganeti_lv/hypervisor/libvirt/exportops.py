@@ -31,6 +31,7 @@ from ganeti_lv.node import diskcopy, diskstat, exportdir
 from ganeti_lv.objects import Cluster, Instance, Node
 
 if TYPE_CHECKING:
+    from ganeti_lv.cancel import Cancellation
     from ganeti_lv.hypervisor.libvirt.host import Host
     from ganeti_lv.node.ssh import SshClient
 
@@ -106,6 +107,7 @@ class LibvirtExportOps:
         progress_fn: Callable[[int, int], None] | None = None,
         start_fn: Callable[[diskcopy.StartInfo], None] | None = None,
         session: NodeSession | None = None,
+        cancel: Cancellation | None = None,
     ) -> diskcopy.CopyStats:
         """See ``NodeOps.copy_disk``; the receiver creates the target's directory itself."""
         plan = self.copy_plan(
@@ -120,8 +122,8 @@ class LibvirtExportOps:
         if isinstance(session, CopySession):
             pending = session.take(plan)
             if pending is not None:
-                return pending.go(progress_fn, start_fn)
-        return plan.run(self.ssh(src), progress_fn, start_fn)
+                return pending.go(progress_fn, start_fn, cancel=cancel)
+        return plan.run(self.ssh(src), progress_fn, start_fn, cancel=cancel)
 
     def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
         return diskstat.stat_files(self.ssh(node), node.name, paths)
@@ -130,6 +132,9 @@ class LibvirtExportOps:
         # the path may not exist yet (a fresh export dir): the helper measures its
         # nearest existing parent
         return diskstat.free_space(self.ssh(node), node.name, path)
+
+    def dir_usage(self, node: Node, paths: list[str]) -> list[int]:
+        return diskstat.dir_usage(self.ssh(node), node.name, paths)
 
     def snapshot_disks(
         self, node: Node, instance: Instance, *, freeze: bool = True

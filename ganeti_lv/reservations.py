@@ -1,0 +1,146 @@
+"""Space on a node reserved by the exports writing to it, from their space check to their end.
+
+Two exports to one node each check the free space before they copy; without
+a reservation both may pass and one then dies of ENOSPC halfway. Here an
+export checks under the node's reservation lock, counting what the exports
+already running to that node still have to write, and reserves its own
+need before the lock is released.
+
+On the master, in ``<data dir>/reservations/``: ``<node>.lock`` serialises
+the checks for one node across every process of the master (the daemon,
+``gnt-lv`` running a job itself, background jobs); each reservation is a
+file ``<node>.<instance>.<unique>.json`` (node, the directory being
+written, bytes, instance). Its holder keeps an exclusive ``flock`` on it while it lives: a
+reservation whose holder died (a killed process) is no longer locked, is
+not counted and is removed by the next check. ``flock`` locks belong to an
+open file description, so the jobs of one daemon (threads of one process)
+see each other's reservations too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ganeti_lv import paths
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """``size`` bytes on ``node`` for the files being written into ``directory``."""
+
+    node: str
+    directory: str
+    size: int
+    instance: str
+
+
+class Held:
+    """A reservation of this process; ``release`` (or the process's end) frees it."""
+
+    def __init__(self, path: str, fd: int, reservation: Reservation) -> None:
+        self.path = path
+        self.reservation = reservation
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Free the reservation (again: nothing)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(fd)
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class NodeLedger:
+    """The reservations of one node, read and changed under its lock (``Reservations.node``)."""
+
+    def __init__(self, directory: str, node: str) -> None:
+        self._dir = directory
+        self.node = node
+
+    def _files(self) -> list[str]:
+        prefix = f"{self.node}."
+        return sorted(
+            os.path.join(self._dir, name)
+            for name in os.listdir(self._dir)
+            if name.startswith(prefix) and name.endswith(".json")
+        )
+
+    def others(self) -> list[Reservation]:
+        """The live reservations on the node; those whose holder is gone are removed."""
+        found = []
+        for path in self._files():
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as err:
+                    if err.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    found.append(_read(fd))  # its holder still runs
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # nobody holds it: its export died
+            finally:
+                os.close(fd)
+        return found
+
+    def reserve(self, directory: str, size: int, instance: str) -> Held:
+        """Reserve ``size`` bytes for ``directory``; held until released."""
+        reservation = Reservation(self.node, directory, size, instance)
+        path = os.path.join(self._dir, f"{self.node}.{instance}.{uuid.uuid4().hex}.json")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            data = {"node": self.node, "directory": directory, "size": size, "instance": instance}
+            os.write(fd, json.dumps(data).encode())
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        return Held(path, fd, reservation)
+
+
+def _read(fd: int) -> Reservation:
+    data = json.loads(os.pread(fd, 65536, 0) or b"{}")
+    return Reservation(
+        str(data.get("node", "")),
+        str(data.get("directory", "")),
+        int(data.get("size", 0)),
+        str(data.get("instance", "")),
+    )
+
+
+class Reservations:
+    """The reservations of the master's data dir."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.dir = paths.reservations_dir(data_dir)
+
+    @contextlib.contextmanager
+    def node(self, node: str) -> Iterator[NodeLedger]:
+        """The node's ledger, under the node's lock (held for the check only)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.dir, f"{node}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield NodeLedger(self.dir, node)
+        finally:
+            os.close(fd)
