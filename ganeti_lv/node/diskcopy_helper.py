@@ -28,12 +28,18 @@ Stream format (after optional compression)::
     b"E" + u64 size                             (no more data)
     64 hex chars checksum                       (end of stream)
 
-Speed (the data path must keep up with OpenSSH): 4 MiB chunk-aligned reads
-into reused buffers, hashing in a thread of its own at both ends (hashlib
-releases the GIL), data written to and read from the pipes with raw fd calls
-(no buffered copies), pipes enlarged so ssh keeps working while this side
-hashes, and the receiver starts the writeback of what it wrote early so the
-final fsync is short.
+Speed (the data path must keep up with OpenSSH, on nodes whose cores also
+run the guests): the helpers copy no data themselves where they can. The
+sender splices the data runs from the image's page cache into the pipe to
+ssh and hashes a read-only mapping of each 4 MiB chunk; the receiver splices
+each record from its input pipe into the file and hashes the finished chunk
+from a mapping of the file (what it hashes is what the file holds). sha256
+runs in a thread of its own at both ends (hashlib releases the GIL), the
+pipes are enlarged so ssh keeps working while this side hashes, and the
+receiver starts the writeback of each chunk once hashed so the final fsync
+is short. Without splice (Python < 3.10, or an end that is not a pipe) the
+chunks are read into reused buffers and written from them (the same stream
+and checksums).
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent``, then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
