@@ -178,17 +178,6 @@ def nonzero_spans(buf, start: int, end: int):
         yield run_start, end
 
 
-def nonzero_runs(buf, base: int, length: int | None = None):
-    """Yield (offset, data) for the runs of ``buf[:length]`` that are not all zero.
-
-    ``data`` is a memoryview into ``buf`` (no copy).
-    """
-    size = len(buf) if length is None else length
-    view = memoryview(buf)
-    for start, end in nonzero_spans(buf, 0, size):
-        yield base + start, view[start:end]
-
-
 @functools.lru_cache(maxsize=4)
 def zero_digest(length: int) -> bytes:
     """sha256 digest of a zero chunk of ``length`` bytes (computed once per process)."""
