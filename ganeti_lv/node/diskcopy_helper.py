@@ -680,30 +680,37 @@ def _read_header(inp: FdReader) -> dict:
 class ChunkAssembler:
     """Rebuilds the logical chunks of the disk from the data records, for the hasher.
 
-    ``place(off, length)`` returns the view to read a record's data into: the
-    chunk's buffer at the record's place, with the gap before it zeroed.
-    A finished chunk (the next record is in a later one, or ``finish``) is
-    zero-filled to its end and handed to the hasher.
+    ``place(off, length)`` is called before a record's data is written and
+    returns the view to read it into: the chunk's buffer at the record's
+    place, the gap before it zeroed. A finished chunk (the next record is in
+    a later one, or ``finish``) is zero-filled to its end and handed to the
+    hasher. ``mapped_fd``: the data goes into that file by other means
+    (splice; ``place`` returns None) and a finished chunk is hashed from a
+    mapping of the file; its writeback is started (``Writeback``) once
+    hashed, not before, so the hasher reads it from memory.
     """
 
-    def __init__(self, hasher: Hasher) -> None:
+    def __init__(self, hasher: Hasher, mapped_fd: int = -1, writeback=None) -> None:
         self.hasher = hasher
+        self.mapped_fd = mapped_fd
+        self.writeback = writeback
         self.idx = -1
         self.buf: bytearray | None = None
         self.filled = 0
-        self.length = 0
 
-    def place(self, off: int, length: int) -> memoryview:
-        """View of ``length`` bytes where the record at ``off`` goes."""
+    def place(self, off: int, length: int) -> memoryview | None:
+        """View of ``length`` bytes where the record at ``off`` goes (None: mapped)."""
         idx = off // CHUNK
         if length <= 0 or (off + length - 1) // CHUNK != idx:
             raise CopyFailed(f"bad record at offset {off}")
         if idx != self.idx:
             self.finish()
-            self.idx, self.buf, self.filled = idx, self.hasher.buffer(), 0
-            self.length = self.hasher.chunk_length(idx)
+            self.idx, self.filled = idx, 0
+            if self.mapped_fd < 0:
+                self.buf = self.hasher.buffer()
+        if self.buf is None:
+            return None
         rel = off - idx * CHUNK
-        assert self.buf is not None
         view = memoryview(self.buf)
         if rel > self.filled:
             view[self.filled : rel] = ZERO_VIEW[: rel - self.filled]
@@ -712,48 +719,18 @@ class ChunkAssembler:
 
     def finish(self) -> None:
         """Hand the current chunk to the hasher."""
-        if self.buf is None:
-            return
-        if self.filled < self.length:
-            with memoryview(self.buf) as view:
-                view[self.filled : self.length] = ZERO_VIEW[: self.length - self.filled]
-        self.hasher.chunk(self.idx, self.buf, self.length)
-        self.buf = None
-
-
-class MappedChunks:
-    """The chunks of a receiver that splices the data into the file: hashed from the file.
-
-    ``place(off, length)`` is called before a record's data is written; a
-    chunk is finished (the next record is in a later one, or ``finish``)
-    once all its data is in the file: a mapping of it goes to the hasher,
-    and once hashed its writeback is started (``Writeback``), not before, so
-    the hasher reads it from memory.
-    """
-
-    def __init__(self, hasher: Hasher, fd: int, writeback: Writeback) -> None:
-        self.hasher = hasher
-        self.fd = fd
-        self.writeback = writeback
-        self.idx = -1
-
-    def place(self, off: int, length: int) -> None:
-        """Note a record of ``length`` bytes at ``off`` about to be written."""
-        idx = off // CHUNK
-        if length <= 0 or (off + length - 1) // CHUNK != idx:
-            raise CopyFailed(f"bad record at offset {off}")
-        if idx != self.idx:
-            self.finish()
-            self.idx = idx
-
-    def finish(self) -> None:
-        """Hand the current chunk to the hasher."""
         if self.idx < 0:
             return
         base, length = self.idx * CHUNK, self.hasher.chunk_length(self.idx)
-        done = functools.partial(self.writeback.wrote, base, length)
-        self.hasher.chunk(self.idx, map_chunk(self.fd, base, length), length, done)
-        self.idx = -1
+        if self.buf is None:
+            done = functools.partial(self.writeback.wrote, base, length)
+            self.hasher.chunk(self.idx, map_chunk(self.mapped_fd, base, length), length, done)
+        else:
+            if self.filled < length:
+                with memoryview(self.buf) as view:
+                    view[self.filled : length] = ZERO_VIEW[: length - self.filled]
+            self.hasher.chunk(self.idx, self.buf, length)
+        self.idx, self.buf = -1, None
 
 
 def _readable(fd: int) -> bool:
@@ -779,9 +756,8 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
     os.ftruncate(out_fd, size)
     hasher = Hasher(size, algorithm)
     writeback = Writeback(out_fd)
-    mapped = MappedChunks(hasher, out_fd, writeback)
-    assembled = ChunkAssembler(hasher)
     spliced = can_splice(inp.fd) and _readable(out_fd)
+    chunks = ChunkAssembler(hasher, out_fd if spliced else -1, writeback)
     pos = 0
     written = 0
     while True:
@@ -794,11 +770,10 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
         off, length = _D.unpack(inp.exact(_D.size))
         if off < pos or off + length > size:
             raise CopyFailed(f"bad record at offset {off}")
-        if spliced:
-            mapped.place(off, length)
+        view = chunks.place(off, length)
+        if view is None:
             splice_exact(inp.fd, out_fd, length, dst_off=off)
         else:
-            view = assembled.place(off, length)
             inp.fill_view(view)
             done = 0
             while done < length:
@@ -807,8 +782,7 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
             writeback.wrote(off, length)
         pos = off + length
         written += length
-    mapped.finish()
-    assembled.finish()
+    chunks.finish()
     mine = hasher.hexdigest()
     theirs = bytes(inp.exact(64)).decode(errors="replace")
     if end_size != size or theirs != mine:
