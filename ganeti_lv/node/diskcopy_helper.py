@@ -308,6 +308,18 @@ def can_splice(fd: int) -> bool:
         return False
 
 
+def can_map(fd: int, size: int) -> bool:
+    """True if the file ``fd`` (``size`` bytes) can be mapped for reading, as the
+    spliced paths hash it (a filesystem without mmap, or a write-only fd: no)."""
+    if size <= 0:
+        return True
+    try:
+        map_chunk(fd, 0, min(size, mmap.PAGESIZE)).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def splice_exact(src: int, dst: int, count: int, src_off=None, dst_off=None) -> None:
     """Move ``count`` bytes from ``src`` to ``dst`` in the kernel (one of them a pipe).
 
@@ -466,7 +478,7 @@ def stream_image(
         header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
         text = json.dumps(header).encode()
         write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
-        spliced = can_splice(out_fd)
+        spliced = can_splice(out_fd) and can_map(fd, size)
 
         def send_chunk(end: int, runs, buf) -> None:
             nonlocal sent
@@ -733,10 +745,6 @@ class ChunkAssembler:
         self.idx, self.buf = -1, None
 
 
-def _readable(fd: int) -> bool:
-    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
-
-
 def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> dict:
     """Read a stream from ``inp`` and write its data into ``out_fd``; return its summary.
 
@@ -756,7 +764,7 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
     os.ftruncate(out_fd, size)
     hasher = Hasher(size, algorithm)
     writeback = Writeback(out_fd)
-    spliced = can_splice(inp.fd) and _readable(out_fd)
+    spliced = can_splice(inp.fd) and can_map(out_fd, size)
     chunks = ChunkAssembler(hasher, out_fd if spliced else -1, writeback)
     pos = 0
     written = 0
