@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from ganeti_lv.devcluster import emulator, guest, peercli
+from ganeti_lv.devcluster import cliargs, emulator, guest, peercli
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.errors import GenericError, format_error
@@ -27,55 +27,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     default_dir = os.environ.get(DIR_ENV, lay.DEFAULT_DIR)
-    for name, help_text in (
-        ("up", "bring the cluster up (idempotent)"),
-        ("down", "stop everything and remove namespaces and links"),
-        ("status", "report what runs"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument(
-            "--dir",
-            default=default_dir,
-            help=f"cluster directory (default {default_dir}, env {DIR_ENV})",
-        )
-        p.add_argument(
-            "--cache-dir",
-            default=guest.DEFAULT_CACHE_DIR,
-            help="where the test guest and the domain type probe are cached",
-        )
-        if name == "up":
-            p.add_argument(
-                "--nodes",
-                type=int,
-                default=None,
-                help=f"number of nodes, 1-{lay.MAX_NODES} (default 2)",
-            )
-            p.add_argument(
-                "--subnet", default=None, help=f"node subnet (default {lay.DEFAULT_SUBNET})"
-            )
-            p.add_argument(
-                "--domain-type",
-                choices=("kvm", "qemu"),
-                default=None,
-                help="libvirt domain type (default: probed)",
-            )
-            p.add_argument(
-                "--qemu",
-                choices=emulator.MODES,
-                default=None,
-                help="qemu for the nodes: the system's, or Debian's bookworm-backports one"
-                " (fetched into the cache dir; default auto: backports on Debian 12, whose"
-                " qemu 7.2 loses guest memory during live migration under TCG)",
-            )
-            p.add_argument(
-                "--memory-cap",
-                action="append",
-                default=None,
-                metavar="NODE=MIB",
-                help="memory a node offers to instances (repeatable)",
-            )
-        if name == "status":
-            p.add_argument("--json", action="store_true", help="machine-readable output")
+    parsers = cliargs.add_commands(
+        sub,
+        (
+            ("up", "bring the cluster up (idempotent)"),
+            ("down", "stop everything and remove namespaces and links"),
+            ("status", "report what runs"),
+        ),
+        what="cluster",
+        default_dir=default_dir,
+        env=DIR_ENV,
+        default_cache_dir=guest.DEFAULT_CACHE_DIR,
+        cache_help="where the test guest and the domain type probe are cached",
+    )
+    p = parsers["up"]
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help=f"number of nodes, 1-{lay.MAX_NODES} (default 2)",
+    )
+    p.add_argument("--subnet", default=None, help=f"node subnet (default {lay.DEFAULT_SUBNET})")
+    p.add_argument(
+        "--domain-type",
+        choices=("kvm", "qemu"),
+        default=None,
+        help="libvirt domain type (default: probed)",
+    )
+    p.add_argument(
+        "--qemu",
+        choices=emulator.MODES,
+        default=None,
+        help="qemu for the nodes: the system's, or Debian's bookworm-backports one"
+        " (fetched into the cache dir; default auto: backports on Debian 12, whose"
+        " qemu 7.2 loses guest memory during live migration under TCG)",
+    )
+    p.add_argument(
+        "--memory-cap",
+        action="append",
+        default=None,
+        metavar="NODE=MIB",
+        help="memory a node offers to instances (repeatable)",
+    )
     peercli.add_parser(sub)
     return parser
 
@@ -85,9 +78,8 @@ def _print_status(status: dict) -> None:
         f"cluster in {status['directory']}: "
         f"{'running' if status['running'] else 'not (fully) running'}"
     )
-    for name, entry in status.get("nodes", {}).items():
-        parts = [f"{k}={v if v is not None else '-'}" for k, v in entry.items()]
-        print(f"  {name}: {' '.join(parts)}")
+    for line in cliargs.node_lines(status):
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from ganeti_lv.devcluster import guest
+from ganeti_lv.devcluster import cliargs, guest
 from ganeti_lv.devcluster import peerlayout as pl
 from ganeti_lv.devcluster.peer import PeerCluster
 from ganeti_lv.errors import GenericError, format_error
@@ -25,36 +25,29 @@ def add_parser(sub: Any) -> None:
     peer = sub.add_parser("peer", help="a real Ganeti 3.0 cluster beside the local one")
     peer_sub = peer.add_subparsers(dest="peer_command", required=True)
     default_dir = os.environ.get(DIR_ENV, pl.DEFAULT_DIR)
-    for name, help_text in (
-        ("up", "install Ganeti if missing and bring the 2-node peer up (kept when running)"),
-        ("down", "stop everything of the peer and check that nothing is left"),
-        ("status", "report what runs"),
-        ("add-instance", "add the test guest as a Ganeti instance and wait until it boots"),
-        ("remove-instance", "remove a peer instance"),
-    ):
-        p = peer_sub.add_parser(name, help=help_text)
-        p.add_argument(
-            "--dir",
-            default=default_dir,
-            help=f"peer directory (default {default_dir}, env {DIR_ENV})",
-        )
-        p.add_argument(
-            "--cache-dir", default=guest.DEFAULT_CACHE_DIR, help="where the test guest is cached"
-        )
-        if name == "up":
-            p.add_argument(
-                "--subnet", default=None, help=f"node subnet (default {pl.DEFAULT_SUBNET})"
-            )
-            p.add_argument("--instance", default=None, help="also add this test instance")
-        if name in ("add-instance", "remove-instance"):
-            p.add_argument("name", help="instance name")
-        if name == "add-instance":
-            p.add_argument("--node", default="node1", help="primary node (default node1)")
-            p.add_argument(
-                "-t", "--disk-template", default="sharedfile", choices=("sharedfile", "file")
-            )
-        if name == "status":
-            p.add_argument("--json", action="store_true", help="machine-readable output")
+    parsers = cliargs.add_commands(
+        peer_sub,
+        (
+            ("up", "install Ganeti if missing and bring the 2-node peer up (kept when running)"),
+            ("down", "stop everything of the peer and check that nothing is left"),
+            ("status", "report what runs"),
+            ("add-instance", "add the test guest as a Ganeti instance and wait until it boots"),
+            ("remove-instance", "remove a peer instance"),
+        ),
+        what="peer",
+        default_dir=default_dir,
+        env=DIR_ENV,
+        default_cache_dir=guest.DEFAULT_CACHE_DIR,
+        cache_help="where the test guest is cached",
+    )
+    up = parsers["up"]
+    up.add_argument("--subnet", default=None, help=f"node subnet (default {pl.DEFAULT_SUBNET})")
+    up.add_argument("--instance", default=None, help="also add this test instance")
+    for name in ("add-instance", "remove-instance"):
+        parsers[name].add_argument("name", help="instance name")
+    add = parsers["add-instance"]
+    add.add_argument("--node", default="node1", help="primary node (default node1)")
+    add.add_argument("-t", "--disk-template", default="sharedfile", choices=("sharedfile", "file"))
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -65,9 +58,8 @@ def _print_status(status: dict[str, Any]) -> None:
             f"  cluster {status['cluster']}, master {status['master']}, subnet {status['subnet']}"
         )
         print(f"  instances: {' '.join(status['instances']) or '-'}")
-    for name, entry in status.get("nodes", {}).items():
-        parts = [f"{k}={v if v is not None else '-'}" for k, v in entry.items()]
-        print(f"  {name}: {' '.join(parts)}")
+    for line in cliargs.node_lines(status):
+        print(line)
 
 
 def main(opts: argparse.Namespace) -> int:

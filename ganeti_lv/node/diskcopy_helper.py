@@ -42,9 +42,9 @@ chunks are read into reused buffers and written from them (the same stream
 and checksums).
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
-sent``, then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
-``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space,
-1 otherwise.
+sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
+or ``ERROR {json}``; ``recv`` prints one ``RESULT``/``ERROR`` line. Exit status
+0 on success, 3 for lack of space, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -424,10 +424,10 @@ def _read_chunk(fd: int, buf, base: int, length: int, ranges) -> None:
 def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None, mapped: bool = False) -> None:
     """Read the data chunks of ``fd`` and feed them to ``hasher``.
 
-    ``on_chunk(pos, runs, buf)`` gets, per data chunk, the end offset of the
-    chunk, its not-all-zero runs [(offset, length)] and the chunk's bytes
-    (``buf[offset - chunk start:]``), valid only during the call. All-zero
-    chunks are hashed as zero chunks without a pass of sha256.
+    ``on_chunk(pos, runs, buf, read)`` gets, per data chunk, its end offset,
+    its not-all-zero runs [(offset, length)], the chunk's bytes
+    (``buf[offset - chunk start:]``, valid during the call) and its bytes of
+    data read. All-zero chunks are hashed without a pass of sha256.
     ``mapped``: the chunks are mappings of the file (``map_chunk``: no copy
     of the data into this process; holes read as zeros), else they are read
     into the hasher's buffers.
@@ -443,7 +443,8 @@ def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None, mapped: bool =
                 for rel, stop in nonzero_spans(buf, start - base, end - base):
                     runs.append((base + rel, stop - rel))
             if on_chunk is not None:
-                on_chunk(base + length, runs, buf)
+                nread = sum(end - start for start, end in ranges)
+                on_chunk(base + length, runs, buf, nread)
         except BaseException:
             hasher.release(buf)
             raise
@@ -469,19 +470,20 @@ def stream_image(
     is hashed from a mapping of the file: this process copies none of it.
     """
     throttle = Throttle(bwlimit)
-    sent = 0
+    sent = read = 0
     fd = _open_image(src)
     try:
         st = os.fstat(fd)
         size = st.st_size
+        data = sum(end - start for start, end in data_extents(fd, size))
         hasher = Hasher(size, algorithm)
         header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
         text = json.dumps(header).encode()
         write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
         spliced = can_splice(out_fd) and can_map(fd, size)
 
-        def send_chunk(end: int, runs, buf) -> None:
-            nonlocal sent
+        def send_chunk(end: int, runs, buf, nread: int) -> None:
+            nonlocal sent, read
             base = (end - 1) // CHUNK * CHUNK
             for off, length in runs:
                 record = b"D" + _D.pack(off, length)
@@ -493,7 +495,8 @@ def stream_image(
                         write_all(out_fd, [record, view[off - base : off - base + length]])
                 sent += length
                 throttle.add(length)
-            progress(end, sent)
+            read += nread
+            progress(end, sent, read, data)
 
         scan_image(fd, size, hasher, send_chunk, mapped=spliced)
         write_all(out_fd, [b"E" + _E.pack(size)])
@@ -506,6 +509,7 @@ def stream_image(
         "algorithm": algorithm,
         "size": size,
         "allocated": st.st_blocks * 512,
+        "data": data,
         "sent": sent,
     }
 
@@ -583,12 +587,12 @@ def cmd_send(
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
-    def progress(pos: int, sent: int) -> None:
+    def progress(pos: int, sent: int, read: int, data: int) -> None:
         now = time.monotonic()
         if now - last[0] >= 0.5:
             last[0] = now
             try:
-                _emit("PROGRESS", f"{pos} {sent}")
+                _emit("PROGRESS", f"{pos} {sent} {read} {data}")
             except OSError as err:
                 raise CopyFailed(f"lost the connection to the master: {err}") from err
 

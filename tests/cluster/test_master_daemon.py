@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +30,7 @@ from migrate_helpers import (
     wait_tick_above,
     where_running,
 )
+from support.masterd import start_program
 
 from ganeti_lv import constants
 from ganeti_lv.cli.submit import ABORT_REQUESTED
@@ -54,12 +54,7 @@ class Env:
         self.daemon_pid: int | None = None
 
     def start_daemon(self) -> None:
-        res = subprocess.run(
-            [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", self.data_dir],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        res = start_program(self.data_dir)
         assert res.returncode == 0, res.stderr
         self.daemon_pid = masterd.read_pid(self.data_dir)
         assert self.daemon_pid is not None

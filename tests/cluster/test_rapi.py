@@ -12,9 +12,7 @@ in file order; each leaves it running on the node the configuration names.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +28,7 @@ from migrate_helpers import (
     wait_tick_above,
     where_running,
 )
+from support.masterd import free_port, start_program
 from support.rapi import GanetiClient, ganeti_client_missing
 
 from ganeti_lv import constants, paths
@@ -55,19 +54,13 @@ class Env:
         self.config = ConfigStore(self.data_dir)
         self.ops = LibvirtNodeOps(self.data_dir)
         self.nodes = sorted(self.config.node_names())
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self.cert = paths.rapi_cert_file(self.data_dir)
 
     def start_daemon(self) -> None:
-        res = subprocess.run(
-            [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", self.data_dir,
-             "--rapi", "--rapi-address", "127.0.0.1", "--rapi-port", str(self.port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )  # fmt: skip
+        res = start_program(
+            self.data_dir, "--rapi", "--rapi-address", "127.0.0.1", "--rapi-port", str(self.port)
+        )
         assert res.returncode == 0, res.stderr
         self.daemon_pid = masterd.read_pid(self.data_dir)
 

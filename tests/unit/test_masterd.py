@@ -11,14 +11,13 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.masterd import start_program
 from support.waiting import wait_until
 
 from ganeti_lv import Client, constants, paths
@@ -211,15 +210,6 @@ def test_gnt_lv_uses_the_daemon_when_it_runs(
 # ------------------------------------------------------------------ the program
 
 
-def _start_daemon(data_dir: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", data_dir],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 @pytest.fixture
 def program(tmp_path: Any) -> Iterator[str]:
     """A data dir without a cluster (the daemon then opens no node connection)."""
@@ -234,13 +224,13 @@ def program(tmp_path: Any) -> Iterator[str]:
 
 
 def test_program_starts_detached_refuses_a_second_and_stops(program: str) -> None:
-    res = _start_daemon(program)
+    res = start_program(program)
     assert res.returncode == 0, res.stderr
     pid = masterd.read_pid(program)
     assert pid is not None and pid != os.getpid()
     sock_path = paths.masterd_socket(program)
     assert stat.S_IMODE(os.stat(sock_path).st_mode) & 0o077 == 0
-    second = _start_daemon(program)
+    second = start_program(program)
     assert second.returncode == 1
     assert "already runs" in second.stderr
     assert masterd.read_pid(program) == pid
@@ -259,7 +249,7 @@ def _read(path: str) -> str:
 
 
 def test_sigterm_lets_the_running_job_finish(program: str) -> None:
-    assert _start_daemon(program).returncode == 0
+    assert start_program(program).returncode == 0
     pid = masterd.read_pid(program)
     assert pid is not None
     result: list[Any] = []
@@ -334,7 +324,7 @@ def test_devcluster_down_stops_the_clusters_daemon(tmp_path: Any) -> None:
 
     cluster = DevCluster(str(tmp_path / "cl"))
     os.makedirs(cluster.data_dir)
-    assert _start_daemon(cluster.data_dir).returncode == 0
+    assert start_program(cluster.data_dir).returncode == 0
     pid = masterd.read_pid(cluster.data_dir)
     assert pid is not None
     try:
@@ -393,14 +383,14 @@ def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data
 
 
 def test_a_killed_daemon_is_replaced_and_a_reused_pid_is_not_signalled(program: str) -> None:
-    assert _start_daemon(program).returncode == 0
+    assert start_program(program).returncode == 0
     pid = masterd.read_pid(program)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: masterd.read_pid(program) is None, 10)
     # its socket and pid file are left behind; a new daemon starts anyway
     assert os.path.exists(paths.masterd_socket(program))
-    assert _start_daemon(program).returncode == 0
+    assert start_program(program).returncode == 0
     assert masterd.read_pid(program) not in (None, pid)
     assert masterd.stop(program) is not None
     # a pid file naming a live process that is not the daemon (pid reused)

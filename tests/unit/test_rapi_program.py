@@ -10,11 +10,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.masterd import free_port, start_program
 from support.rapi import request
 
 from ganeti_lv import paths
@@ -24,15 +24,8 @@ from ganeti_lv.rapi import certs, users
 USER, PASSWORD = "ops", "correct-horse-battery"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(ddir: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", ddir, "--rapi", *extra]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return start_program(ddir, "--rapi", *extra)
 
 
 @pytest.fixture
@@ -51,7 +44,7 @@ def ddir(tmp_path: Any) -> Iterator[str]:
 
 
 def test_serves_and_never_logs_a_password(ddir: str) -> None:
-    port = _free_port()
+    port = free_port()
     res = _start(ddir, "--rapi-address", "127.0.0.1", "--rapi-port", str(port))
     assert res.returncode == 0, res.stderr
     try:
@@ -76,7 +69,7 @@ def test_serves_and_never_logs_a_password(ddir: str) -> None:
 
 def test_refuses_to_start_with_an_unsafe_users_file(ddir: str) -> None:
     os.chmod(paths.rapi_users_file(ddir), 0o644)
-    res = _start(ddir, "--rapi-address", "127.0.0.1", "--rapi-port", str(_free_port()))
+    res = _start(ddir, "--rapi-address", "127.0.0.1", "--rapi-port", str(free_port()))
     assert res.returncode == 1
     assert "others may read or change it" in res.stderr and "chmod 600" in res.stderr
     assert masterd.read_pid(ddir) is None
@@ -95,6 +88,6 @@ def test_refuses_to_start_on_a_busy_port(ddir: str) -> None:
 
 
 def test_without_a_cluster_the_master_address_is_unknown(ddir: str) -> None:
-    res = _start(ddir, "--rapi-port", str(_free_port()))
+    res = _start(ddir, "--rapi-port", str(free_port()))
     assert res.returncode == 1 and "gnt-lv-masterd:" in res.stderr
     assert masterd.read_pid(ddir) is None
