@@ -28,12 +28,18 @@ Stream format (after optional compression)::
     b"E" + u64 size                             (no more data)
     64 hex chars checksum                       (end of stream)
 
-Speed (the data path must keep up with OpenSSH): 4 MiB chunk-aligned reads
-into reused buffers, hashing in a thread of its own at both ends (hashlib
-releases the GIL), data written to and read from the pipes with raw fd calls
-(no buffered copies), pipes enlarged so ssh keeps working while this side
-hashes, and the receiver starts the writeback of what it wrote early so the
-final fsync is short.
+Speed (the data path must keep up with OpenSSH, on nodes whose cores also
+run the guests): the helpers copy no data themselves where they can. The
+sender splices the data runs from the image's page cache into the pipe to
+ssh and hashes a read-only mapping of each 4 MiB chunk; the receiver splices
+each record from its input pipe into the file and hashes the finished chunk
+from a mapping of the file (what it hashes is what the file holds). sha256
+runs in a thread of its own at both ends (hashlib releases the GIL), the
+pipes are enlarged so ssh keeps working while this side hashes, and the
+receiver starts the writeback of each chunk once hashed so the final fsync
+is short. Without splice (Python < 3.10, or an end that is not a pipe) the
+chunks are read into reused buffers and written from them (the same stream
+and checksums).
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
@@ -49,8 +55,10 @@ import fcntl
 import functools
 import hashlib
 import json
+import mmap
 import os
 import queue
+import stat
 import struct
 import sys
 import threading
@@ -139,32 +147,34 @@ def data_chunks(extents):
 
 
 def _is_zero(buf, start: int, end: int) -> bool:
-    """True if ``buf[start:end]`` is all zero (cheap for data that is not)."""
+    """True if ``buf[start:end]`` is all zero (cheap for data that is not).
+
+    ``buf``: bytes, bytearray, mmap or memoryview; slices are compared as
+    bytes (comparing a memoryview item by item is a hundred times slower).
+    """
     head = min(end, start + 16)
-    if buf[start:head] != ZERO[: head - start]:
+    if bytes(buf[start:head]) != ZERO[: head - start]:
         return False
     if end - start == SUBBLOCK:
-        return buf[start:end] == ZERO_SUB
-    return buf[start:end] == ZERO[: end - start]
+        return bytes(buf[start:end]) == ZERO_SUB
+    return bytes(buf[start:end]) == ZERO[: end - start]
 
 
-def nonzero_runs(buf, base: int, length: int | None = None):
-    """Yield (offset, data) for the runs of ``buf[:length]`` that are not all zero.
+def nonzero_spans(buf, start: int, end: int):
+    """Yield (start, end) of the runs of ``buf[start:end]`` that are not all zero.
 
-    ``data`` is a memoryview into ``buf`` (no copy).
+    Subblocks of ``SUBBLOCK`` bytes (counted from ``start``) are the unit.
     """
-    size = len(buf) if length is None else length
-    view = memoryview(buf)
     run_start = -1
-    for off in range(0, size, SUBBLOCK):
-        zero = _is_zero(buf, off, min(off + SUBBLOCK, size))
+    for off in range(start, end, SUBBLOCK):
+        zero = _is_zero(buf, off, min(off + SUBBLOCK, end))
         if not zero and run_start < 0:
             run_start = off
         elif zero and run_start >= 0:
-            yield base + run_start, view[run_start:off]
+            yield run_start, off
             run_start = -1
     if run_start >= 0:
-        yield base + run_start, view[run_start:size]
+        yield run_start, end
 
 
 @functools.lru_cache(maxsize=4)
@@ -177,11 +187,12 @@ class Hasher:
     """The disk checksum, computed chunk by chunk in order in a thread of its own.
 
     ``algorithm`` is ``TREE`` (see the module text) or ``PLAIN`` (sha256 of
-    the whole disk). Data chunks come in buffers of the hasher's pool
-    (``buffer()``) through ``chunk(idx, buf, length)``, in increasing chunk
-    order; the buffer returns to the pool once hashed, so no buffer is
-    allocated (and faulted in) per chunk. Chunks never given are holes (zero
-    chunks). ``hexdigest`` waits for the thread.
+    the whole disk). Data chunks come through ``chunk(idx, buf, length)``,
+    in increasing chunk order: ``buf`` is a buffer of the hasher's pool
+    (``buffer()``), which returns to the pool once hashed, so no buffer is
+    allocated (and faulted in) per chunk, or an ``mmap`` of the chunk in
+    the file, which the thread closes once hashed. Chunks never given are
+    holes (zero chunks). ``hexdigest`` waits for the thread.
     """
 
     def __init__(self, size: int, algorithm: str = TREE) -> None:
@@ -196,8 +207,7 @@ class Hasher:
             self.digest.update(_E.pack(size))
         self.queue: queue.Queue = queue.Queue(maxsize=HASH_QUEUE)
         self.free: queue.Queue = queue.Queue()
-        for _ in range(HASH_QUEUE + 2):
-            self.free.put(bytearray(CHUNK))
+        self.pool = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -210,14 +220,16 @@ class Hasher:
             item = self.queue.get()
             if item is None:
                 return
-            kind, buf, length = item
+            kind, buf, length, done = item
             if kind == "d":
                 with memoryview(buf) as view:
                     if self.algorithm == TREE:
                         self.digest.update(hashlib.sha256(view[:length]).digest())
                     else:
                         self.digest.update(view[:length])
-                self.free.put(buf)
+                self.release(buf)
+                if done is not None:
+                    done()
             else:
                 self._zero_chunks(buf, length)
 
@@ -239,23 +251,37 @@ class Hasher:
 
     def _skip_to(self, idx: int) -> None:
         if idx > self.next:
-            self.queue.put(("z", self.next, idx - self.next))
+            self.queue.put(("z", self.next, idx - self.next, None))
         self.next = idx
 
     def buffer(self) -> bytearray:
-        """A free buffer of the pool (blocks while all are queued for hashing)."""
+        """A buffer of the pool (a new one while fewer than the queue can hold exist)."""
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            pass
+        if self.pool < HASH_QUEUE + 2:
+            self.pool += 1
+            return bytearray(CHUNK)
         return self.free.get()
 
-    def release(self, buf: bytearray) -> None:
-        """Give back a buffer that is not to be hashed."""
-        self.free.put(buf)
+    def release(self, buf) -> None:
+        """Give back a buffer (or close a mapping) that is not to be hashed (any more)."""
+        if isinstance(buf, bytearray):
+            self.free.put(buf)
+        else:
+            with contextlib.suppress(BufferError):  # a view still held: freed with it
+                buf.close()
 
-    def chunk(self, idx: int, buf: bytearray, length: int) -> None:
-        """Queue chunk ``idx`` (``buf[:length]``) for hashing; chunks skipped are zeros."""
+    def chunk(self, idx: int, buf, length: int, done=None) -> None:
+        """Queue chunk ``idx`` (``buf[:length]``) for hashing; chunks skipped are zeros.
+
+        ``done()``, if given, runs in the hasher's thread once the chunk is hashed.
+        """
         if idx < self.next or length != self.chunk_length(idx):
             raise CopyFailed(f"chunk {idx} out of order or of a wrong length")
         self._skip_to(idx)
-        self.queue.put(("d", buf, length))
+        self.queue.put(("d", buf, length, done))
         self.next = idx + 1
 
     def hexdigest(self) -> str:
@@ -264,6 +290,55 @@ class Hasher:
         self.queue.put(None)
         self.thread.join()
         return self.digest.hexdigest()
+
+
+def map_chunk(fd: int, base: int, length: int) -> mmap.mmap:
+    """A read-only mapping of ``length`` bytes of ``fd`` at ``base`` (a chunk boundary)."""
+    return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=base)
+
+
+def can_splice(fd: int) -> bool:
+    """True if data can be spliced to or from ``fd``: it is a pipe and the OS has splice."""
+    if not hasattr(os, "splice"):
+        return False
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def can_map(fd: int, size: int) -> bool:
+    """True if the file ``fd`` (``size`` bytes) can be mapped for reading, as the
+    spliced paths hash it (a filesystem without mmap, or a write-only fd: no)."""
+    if size <= 0:
+        return True
+    try:
+        map_chunk(fd, 0, min(size, mmap.PAGESIZE)).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def splice_exact(src: int, dst: int, count: int, src_off=None, dst_off=None) -> None:
+    """Move ``count`` bytes from ``src`` to ``dst`` in the kernel (one of them a pipe).
+
+    ``src_off``/``dst_off``: the file offset at the end that is not the pipe.
+    """
+    while count > 0:
+        step = min(count, PIPE_SIZE)
+        if src_off is not None:
+            moved = os.splice(src, dst, step, offset_src=src_off)  # type: ignore[attr-defined]
+            src_off += moved
+        else:
+            moved = os.splice(src, dst, step, offset_dst=dst_off)  # type: ignore[attr-defined]
+            dst_off += moved
+        if not moved:
+            raise CopyFailed(
+                "the image shrank while being read"
+                if src_off is not None
+                else "the stream ended early (connection lost?)"
+            )
+        count -= moved
 
 
 def write_all(fd: int, parts) -> None:
@@ -327,7 +402,7 @@ def _start_pipeline(transport: list[str], compress: str, started=None):
     return comp.stdin, [comp, transport_proc]
 
 
-def _read_chunk(fd: int, buf: bytearray, base: int, length: int, ranges) -> None:
+def _read_chunk(fd: int, buf, base: int, length: int, ranges) -> None:
     """Fill ``buf[:length]`` with chunk bytes at ``base``: the data ``ranges``, zeros between."""
     with memoryview(buf) as view:
         cursor = 0
@@ -345,24 +420,30 @@ def _read_chunk(fd: int, buf: bytearray, base: int, length: int, ranges) -> None
             view[cursor:length] = ZERO_VIEW[: length - cursor]
 
 
-def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None) -> None:
+def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None, mapped: bool = False) -> None:
     """Read the data chunks of ``fd`` and feed them to ``hasher``.
 
-    ``on_chunk(pos, runs, read)`` gets, per data chunk, its end offset, its
-    not-all-zero runs [(offset, memoryview)] (valid during the call) and its
-    bytes of data read. All-zero chunks are hashed without a pass of sha256.
+    ``on_chunk(pos, runs, buf, read)`` gets, per data chunk, its end offset,
+    its not-all-zero runs [(offset, length)], the chunk's bytes
+    (``buf[offset - chunk start:]``, valid during the call) and its bytes of
+    data read. All-zero chunks are hashed without a pass of sha256.
+    ``mapped``: the chunks are mappings of the file (``map_chunk``: no copy
+    of the data into this process; holes read as zeros), else they are read
+    into the hasher's buffers.
     """
     for idx, ranges in data_chunks(data_extents(fd, size)):
         base, length = idx * CHUNK, hasher.chunk_length(idx)
-        buf = hasher.buffer()
+        buf = map_chunk(fd, base, length) if mapped else hasher.buffer()
         try:
-            _read_chunk(fd, buf, base, length, ranges)
+            if not mapped:
+                _read_chunk(fd, buf, base, length, ranges)
             runs = []
-            with memoryview(buf) as view:
-                for start, end in ranges:  # the gaps between them are holes
-                    runs.extend(nonzero_runs(view[start - base : end - base], start))
+            for start, end in ranges:  # the gaps between them are holes
+                for rel, stop in nonzero_spans(buf, start - base, end - base):
+                    runs.append((base + rel, stop - rel))
             if on_chunk is not None:
-                on_chunk(base + length, runs, sum(end - start for start, end in ranges))
+                nread = sum(end - start for start, end in ranges)
+                on_chunk(base + length, runs, buf, nread)
         except BaseException:
             hasher.release(buf)
             raise
@@ -382,7 +463,11 @@ def _open_image(src: str) -> int:
 def stream_image(
     src: str, out_fd: int, bwlimit: float | None, progress, algorithm: str = TREE
 ) -> dict:
-    """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent."""
+    """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent.
+
+    Into a pipe the data goes from the file's page cache by ``splice`` and
+    is hashed from a mapping of the file: this process copies none of it.
+    """
     throttle = Throttle(bwlimit)
     sent = read = 0
     fd = _open_image(src)
@@ -394,17 +479,25 @@ def stream_image(
         header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
         text = json.dumps(header).encode()
         write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
+        spliced = can_splice(out_fd) and can_map(fd, size)
 
-        def send_chunk(end: int, runs, nread: int) -> None:
+        def send_chunk(end: int, runs, buf, nread: int) -> None:
             nonlocal sent, read
-            for off, run in runs:
-                write_all(out_fd, [b"D" + _D.pack(off, len(run)), run])
-                sent += len(run)
-                throttle.add(len(run))
+            base = (end - 1) // CHUNK * CHUNK
+            for off, length in runs:
+                record = b"D" + _D.pack(off, length)
+                if spliced:
+                    write_all(out_fd, [record])
+                    splice_exact(fd, out_fd, length, src_off=off)
+                else:
+                    with memoryview(buf) as view:
+                        write_all(out_fd, [record, view[off - base : off - base + length]])
+                sent += length
+                throttle.add(length)
             read += nread
             progress(end, sent, read, data)
 
-        scan_image(fd, size, hasher, send_chunk)
+        scan_image(fd, size, hasher, send_chunk, mapped=spliced)
         write_all(out_fd, [b"E" + _E.pack(size)])
         checksum = hasher.hexdigest()
         write_all(out_fd, [checksum.encode()])
@@ -425,7 +518,7 @@ def checksum_file(path: str, algorithm: str = TREE) -> str:
     fd = _open_image(path)
     try:
         hasher = Hasher(os.fstat(fd).st_size, algorithm)
-        scan_image(fd, hasher.size, hasher)
+        scan_image(fd, hasher.size, hasher, mapped=True)
         return hasher.hexdigest()
     finally:
         os.close(fd)
@@ -606,30 +699,37 @@ def _read_header(inp: FdReader) -> dict:
 class ChunkAssembler:
     """Rebuilds the logical chunks of the disk from the data records, for the hasher.
 
-    ``place(off, length)`` returns the view to read a record's data into: the
-    chunk's buffer at the record's place, with the gap before it zeroed.
-    A finished chunk (the next record is in a later one, or ``finish``) is
-    zero-filled to its end and handed to the hasher.
+    ``place(off, length)`` is called before a record's data is written and
+    returns the view to read it into: the chunk's buffer at the record's
+    place, the gap before it zeroed. A finished chunk (the next record is in
+    a later one, or ``finish``) is zero-filled to its end and handed to the
+    hasher. ``mapped_fd``: the data goes into that file by other means
+    (splice; ``place`` returns None) and a finished chunk is hashed from a
+    mapping of the file; its writeback is started (``Writeback``) once
+    hashed, not before, so the hasher reads it from memory.
     """
 
-    def __init__(self, hasher: Hasher) -> None:
+    def __init__(self, hasher: Hasher, mapped_fd: int = -1, writeback=None) -> None:
         self.hasher = hasher
+        self.mapped_fd = mapped_fd
+        self.writeback = writeback
         self.idx = -1
         self.buf: bytearray | None = None
         self.filled = 0
-        self.length = 0
 
-    def place(self, off: int, length: int) -> memoryview:
-        """View of ``length`` bytes where the record at ``off`` goes."""
+    def place(self, off: int, length: int) -> memoryview | None:
+        """View of ``length`` bytes where the record at ``off`` goes (None: mapped)."""
         idx = off // CHUNK
         if length <= 0 or (off + length - 1) // CHUNK != idx:
             raise CopyFailed(f"bad record at offset {off}")
         if idx != self.idx:
             self.finish()
-            self.idx, self.buf, self.filled = idx, self.hasher.buffer(), 0
-            self.length = self.hasher.chunk_length(idx)
+            self.idx, self.filled = idx, 0
+            if self.mapped_fd < 0:
+                self.buf = self.hasher.buffer()
+        if self.buf is None:
+            return None
         rel = off - idx * CHUNK
-        assert self.buf is not None
         view = memoryview(self.buf)
         if rel > self.filled:
             view[self.filled : rel] = ZERO_VIEW[: rel - self.filled]
@@ -638,13 +738,18 @@ class ChunkAssembler:
 
     def finish(self) -> None:
         """Hand the current chunk to the hasher."""
-        if self.buf is None:
+        if self.idx < 0:
             return
-        if self.filled < self.length:
-            with memoryview(self.buf) as view:
-                view[self.filled : self.length] = ZERO_VIEW[: self.length - self.filled]
-        self.hasher.chunk(self.idx, self.buf, self.length)
-        self.buf = None
+        base, length = self.idx * CHUNK, self.hasher.chunk_length(self.idx)
+        if self.buf is None:
+            done = functools.partial(self.writeback.wrote, base, length)
+            self.hasher.chunk(self.idx, map_chunk(self.mapped_fd, base, length), length, done)
+        else:
+            if self.filled < length:
+                with memoryview(self.buf) as view:
+                    view[self.filled : length] = ZERO_VIEW[: length - self.filled]
+            self.hasher.chunk(self.idx, self.buf, length)
+        self.idx, self.buf = -1, None
 
 
 def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> dict:
@@ -652,6 +757,10 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
 
     ``on_header(header)`` runs before anything is written (the space check);
     ``header``: the stream's header when the caller has read it already.
+    From a pipe into a file opened for reading and writing the data is
+    spliced (one copy, in the kernel) and hashed from a mapping of the file
+    once a chunk is complete; otherwise it is read into the hasher's
+    buffers and written from there.
     """
     if header is None:
         header = _read_header(inp)
@@ -661,8 +770,9 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
     algorithm = header.get("algorithm", TREE)
     os.ftruncate(out_fd, size)
     hasher = Hasher(size, algorithm)
-    chunks = ChunkAssembler(hasher)
     writeback = Writeback(out_fd)
+    spliced = can_splice(inp.fd) and can_map(out_fd, size)
+    chunks = ChunkAssembler(hasher, out_fd if spliced else -1, writeback)
     pos = 0
     written = 0
     while True:
@@ -676,12 +786,15 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
         if off < pos or off + length > size:
             raise CopyFailed(f"bad record at offset {off}")
         view = chunks.place(off, length)
-        inp.fill_view(view)
-        done = 0
-        while done < length:
-            done += os.pwrite(out_fd, view[done:], off + done)
-        view.release()
-        writeback.wrote(off, length)
+        if view is None:
+            splice_exact(inp.fd, out_fd, length, dst_off=off)
+        else:
+            inp.fill_view(view)
+            done = 0
+            while done < length:
+                done += os.pwrite(out_fd, view[done:], off + done)
+            view.release()
+            writeback.wrote(off, length)
         pos = off + length
         written += length
     chunks.finish()
@@ -718,7 +831,7 @@ def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
         # abandoned before it began leaves no trace
         header = _read_header(inp)
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     except BaseException:
         if proc is not None:
             proc.kill()

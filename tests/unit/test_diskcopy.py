@@ -192,14 +192,21 @@ def test_stat_failures_are_node_errors():
         diskstat.free_space(_CannedRunner(0, "lots\n"), "n1", "/a")
 
 
-def test_nonzero_runs_coalesce_subblocks():
+def test_nonzero_spans_coalesce_subblocks():
     sub = diskcopy_helper.SUBBLOCK
     buf = bytearray(4 * sub)
     buf[sub + 5] = 1
     buf[2 * sub + 7] = 2
-    runs = list(diskcopy_helper.nonzero_runs(bytes(buf), 1000))
-    assert runs == [(1000 + sub, bytes(buf[sub : 3 * sub]))]
-    assert list(diskcopy_helper.nonzero_runs(bytes(3 * sub), 0)) == []
+    for kind in (bytes, bytearray, memoryview):
+        assert list(diskcopy_helper.nonzero_spans(kind(buf), 0, len(buf))) == [(sub, 3 * sub)]
+    # subblocks count from the start given; a short last one is checked too
+    assert list(diskcopy_helper.nonzero_spans(bytes(buf), 100, 3 * sub + 100)) == [
+        (100, 2 * sub + 100)
+    ]
+    assert list(diskcopy_helper.nonzero_spans(bytes(3 * sub), 0, 3 * sub)) == []
+    tail = bytearray(sub + 10)
+    tail[-1] = 1
+    assert list(diskcopy_helper.nonzero_spans(tail, 0, len(tail))) == [(sub, sub + 10)]
 
 
 def test_progress_text_in_ganeti_form():

@@ -87,6 +87,62 @@ def test_copy_verifies_tree_checksum_at_both_ends(tmp_path, case):
     assert nonzero <= stats.sent <= os.stat(src).st_blocks * 512 - written_zeros
 
 
+@pytest.mark.parametrize("algorithm", [diskcopy_helper.TREE, diskcopy_helper.PLAIN])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_stream_through_files_uses_the_read_write_path(tmp_path, case, algorithm):
+    """Neither end a pipe (no splice): the chunks are read into buffers and written
+    from them; both ends still compute the checksum of the disk, the copy is identical."""
+    size, writes = CASES[case]
+    src = tmp_path / "src.img"
+    content = make_image(src, size, writes)
+    stream, dst = tmp_path / "stream", tmp_path / "dst.img"
+    with open(stream, "w+b") as out:
+        assert not diskcopy_helper.can_splice(out.fileno())
+        sent = diskcopy_helper.stream_image(
+            str(src), out.fileno(), None, lambda *_: None, algorithm
+        )
+    with open(stream, "rb") as inp, open(dst, "w+b") as out:
+        got = diskcopy_helper.receive_stream(diskcopy_helper.FdReader(inp.fileno()), out.fileno())
+    expected = (
+        tree_sha(content)
+        if algorithm == diskcopy_helper.TREE
+        else (hashlib.sha256(content).hexdigest())
+    )
+    assert sent["checksum"] == got["checksum"] == expected
+    assert dst.read_bytes() == content
+    assert got["written"] == sent["sent"] <= os.stat(src).st_blocks * 512
+
+
+def test_receiver_splices_only_into_a_file_it_can_read(tmp_path):
+    """The spliced path hashes the target file through a mapping: a write-only file
+    takes the read/write path, and both give the same file and checksum."""
+    size, writes = CASES["straddling"]
+    src = tmp_path / "src.img"
+    content = make_image(src, size, writes)
+    stream = tmp_path / "stream"
+    with open(stream, "w+b") as out:
+        diskcopy_helper.stream_image(str(src), out.fileno(), None, lambda *_: None)
+    data = stream.read_bytes()
+    for name, mode in (("rw.img", os.O_RDWR), ("wo.img", os.O_WRONLY)):
+        read_fd, write_fd = os.pipe()
+        feeder = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"],
+            stdin=subprocess.PIPE,
+            stdout=write_fd,
+        )
+        os.close(write_fd)
+        assert diskcopy_helper.can_splice(read_fd)
+        fd = os.open(tmp_path / name, mode | os.O_CREAT, 0o600)
+        try:
+            feeder.communicate(data)
+            got = diskcopy_helper.receive_stream(diskcopy_helper.FdReader(read_fd), fd)
+        finally:
+            os.close(fd)
+            os.close(read_fd)
+        assert got["checksum"] == tree_sha(content)
+        assert (tmp_path / name).read_bytes() == content
+
+
 def test_expected_checksum_of_other_data_is_a_mismatch(tmp_path):
     size, writes = CASES["straddling"]
     src = tmp_path / "src.img"
