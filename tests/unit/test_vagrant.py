@@ -31,7 +31,7 @@ def test_vagrant_validate(tmp_path: Path) -> None:
     env = dict(os.environ, VAGRANT_HOME=str(tmp_path / "vagrant.d"))
     # Validation must not depend on local state: run it on a copy of vagrant/.
     work = tmp_path / "vagrant"
-    shutil.copytree(VAGRANT_DIR, work, ignore=shutil.ignore_patterns(".vagrant", ".cluster"))
+    shutil.copytree(VAGRANT_DIR, work, ignore=shutil.ignore_patterns(".vagrant", ".cluster", "out"))
     proc = subprocess.run(
         ["vagrant", "validate"],
         cwd=work,
@@ -62,7 +62,8 @@ def test_cluster_json_writer_parses() -> None:
 
 def test_vagrantfile_defines_three_nodes_with_nested_kvm() -> None:
     text = _text()
-    assert re.search(r"^NODE_COUNT\s*=\s*3\s*$", text, re.M)
+    count = r'^NODE_COUNT = Integer\(ENV\.fetch\("GANETI_LV_VAGRANT_NODES", "3"\)\)$'
+    assert re.search(count, text, re.M)
     assert 'name: "node#{i}"' in text
     assert "config.vm.define node[:name]" in text
     assert re.search(r"libvirt\.nested\s*=\s*true", text)
