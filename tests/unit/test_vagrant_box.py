@@ -197,30 +197,6 @@ def test_vagrantfile_rejects_bad_settings(tmp_path: Path, var: str, value: str) 
     assert var in proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed")
-def test_vagrant_validate_with_local_box_under_tcg(tmp_path: Path) -> None:
-    work = tmp_path / "vagrant"
-    shutil.copytree(VAGRANT_DIR, work, ignore=shutil.ignore_patterns(".vagrant", ".cluster", "out"))
-    env = _env(
-        VAGRANT_HOME=str(tmp_path / "vagrant.d"),
-        GANETI_LV_VAGRANT_BOX="ganeti-lv/bookworm",
-        GANETI_LV_VAGRANT_DOMAIN_TYPE="qemu",
-        GANETI_LV_VAGRANT_MANAGEMENT_MODE="none",
-        GANETI_LV_VAGRANT_NODES="2",
-    )
-    proc = subprocess.run(
-        ["vagrant", "validate"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "validated successfully" in proc.stdout
-
-
 def _packages(provision_dir: Path) -> set[str]:
     proc = subprocess.run(
         ["bash", str(BUILD), "--print-packages"],
