@@ -24,6 +24,7 @@ from ganeti_lv.errors import (
     ConfigurationError,
     OpPrereqError,
 )
+from ganeti_lv.names import check_name
 from ganeti_lv.node import known_hosts
 from ganeti_lv.objects import Cluster, ConfigData, Node
 
@@ -159,10 +160,8 @@ def _create_rapi_certificate(data_dir: str, cluster_name: str, master: Node) -> 
 
 
 def _build_cluster(cluster_name: str, master: Node, cluster_fields: dict[str, Any]) -> Cluster:
-    if not constants.NAME_RE.match(cluster_name):
-        raise OpPrereqError(f"Invalid cluster name {cluster_name!r}", ECODE_INVAL)
-    if not constants.NAME_RE.match(master.name):
-        raise OpPrereqError(f"Invalid master node name {master.name!r}", ECODE_INVAL)
+    check_name(cluster_name, "cluster")
+    check_name(master.name, "master node")
     allowed = {"name", "master_node", "uuid", "ctime", "mtime"}
     for key in cluster_fields:
         if key in allowed or key not in Cluster.__dataclass_fields__:

@@ -21,18 +21,27 @@ the names it keeps without a window in which they are unlocked.
 ``flock`` locks belong to an open file description: a ``LockManager`` keeps
 one descriptor per lock and per thread, so two managers (or two threads of
 one manager) exclude each other exactly as two processes do.
+
+Who holds a lock: a thread that set an owner (``set_owner``, a job's id and
+summary) writes it into each lock file it takes and into a gate it keeps;
+an exclusive holder empties the file again when it lets go. A thread that
+waits (``set_wait_report``) reads the file of what it waits for and is told
+every ``interval`` seconds how long it waited and who holds the lock (best
+effort: several shared holders share one file, the last one's owner stays).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import json
 import os
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 from ganeti_lv.errors import ECODE_FAULT, LockError, LockTimeout
 
@@ -66,6 +75,10 @@ _GATE = ".gate"
 _SUFFIX = ".lock"
 _POLL_MIN = 0.001
 _POLL_MAX = 0.05
+_OWNER_BYTES = 512  # a lock file's owner record: JSON, padded with spaces
+
+# (level name, lock name or None for the level's gate, owner record or None, seconds waited)
+WaitReportFn = Callable[[str, "str | None", "dict[str, Any] | None", float], None]
 
 
 class _AllSet:
@@ -107,6 +120,21 @@ class _ThreadState:
         self.hidden: dict[int, set[str]] = {}
         # set (e.g. a job's cancel request) to stop waiting for a lock
         self.interrupt: threading.Event | None = None
+        # who takes locks in this thread (written into the lock files), as padded JSON
+        self.owner: bytes | None = None
+        # told every wait_interval seconds while waiting for a lock
+        self.wait_report: WaitReportFn | None = None
+        self.wait_interval = 10.0
+
+
+def _read_owner(fd: int) -> dict[str, Any] | None:
+    """The owner record in a lock file, None when empty or unreadable (best effort)."""
+    try:
+        data = os.pread(fd, _OWNER_BYTES, 0).strip()
+        record = json.loads(data) if data else None
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class LockManager:
@@ -168,19 +196,55 @@ class LockManager:
         """
         self._state.interrupt = event
 
+    def set_owner(self, owner: dict[str, Any] | None) -> None:
+        """Write ``owner`` (JSON-able: a job's id and summary) into the locks this thread takes."""
+        if owner is None:
+            self._state.owner = None
+            return
+        text = json.dumps(owner, separators=(",", ":")).encode()[: _OWNER_BYTES - 1]
+        self._state.owner = text.ljust(_OWNER_BYTES - 1) + b"\n"
+
+    def set_wait_report(self, report: WaitReportFn | None, interval: float = 10.0) -> None:
+        """Call ``report`` every ``interval`` s while this thread waits for a lock (None: don't)."""
+        state = self._state
+        state.wait_report, state.wait_interval = report, interval
+
+    def _mark_owner(self, fd: int) -> None:
+        owner = self._state.owner
+        if owner is not None:
+            # the record is a courtesy to waiters, never a reason to fail
+            with contextlib.suppress(OSError):
+                os.pwrite(fd, owner, 0)
+
+    @staticmethod
+    def _clear_owner(fd: int, shared: bool) -> None:
+        if not shared:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+
     def _lock_fd(
-        self, fd: int, shared: bool, deadline: float | None, what: Callable[[], str]
+        self,
+        fd: int,
+        shared: bool,
+        deadline: float | None,
+        what: Callable[[], str],
+        where: tuple[str, str | None] = ("", None),
     ) -> None:
         """flock ``fd``; wait until ``deadline`` (clock time) or forever when None.
 
-        ``what()`` gives the LockTimeout message (built only on a timeout).
+        ``what()`` gives the LockTimeout message (built only on a timeout);
+        ``where`` (level name, lock name or None for the gate) is what a wait
+        report names.
         """
         op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        interrupt = self._state.interrupt
-        if deadline is None and interrupt is None:
+        state = self._state
+        interrupt, report = state.interrupt, state.wait_report
+        if deadline is None and interrupt is None and report is None:
             fcntl.flock(fd, op)
             return
         delay = _POLL_MIN
+        started = self._clock()
+        next_report = started + state.wait_interval
         while True:
             try:
                 fcntl.flock(fd, op | fcntl.LOCK_NB)
@@ -188,6 +252,10 @@ class LockManager:
             except OSError as err:
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
+            now = self._clock()
+            if report is not None and now >= next_report:
+                next_report = now + state.wait_interval
+                report(where[0], where[1], _read_owner(fd), now - started)
             if interrupt is not None and interrupt.is_set():
                 reason = getattr(interrupt, "reason", "") or "canceled"
                 raise LockError(f"Stopped waiting for a lock: {reason}")
@@ -246,6 +314,7 @@ class LockManager:
                     True,
                     deadline,
                     lambda: self._timeout_msg(level_name, None, timeout),
+                    (level_name, None),
                 )
             self._take(level, wanted, shared, deadline, timeout)
         finally:
@@ -278,15 +347,19 @@ class LockManager:
                         shared,
                         deadline,
                         lambda: self._timeout_msg(level_name, name, timeout),  # noqa: B023
+                        (level_name, name),
                     )
                 except BaseException:
                     os.close(fd)
                     raise
+                self._mark_owner(fd)
                 held[name] = (fd, shared)
                 taken.append(name)
         except BaseException:
             for name in taken:
-                os.close(held.pop(name)[0])
+                fd, was_shared = held.pop(name)
+                self._clear_owner(fd, was_shared)
+                os.close(fd)
             raise
         return taken
 
@@ -319,7 +392,11 @@ class LockManager:
             # The gate is taken exclusively even for a shared ALL_SET, so the
             # list of names below is complete; it is let go afterwards.
             self._lock_fd(
-                gate_fd, False, deadline, lambda: self._timeout_msg(level_name, None, timeout)
+                gate_fd,
+                False,
+                deadline,
+                lambda: self._timeout_msg(level_name, None, timeout),
+                (level_name, None),
             )
             known = set(self.names_fn(level)) if self.names_fn else set()
             existing = {
@@ -336,6 +413,7 @@ class LockManager:
         if shared:
             os.close(gate_fd)
         else:
+            self._mark_owner(gate_fd)
             state.gates[level] = gate_fd
         return self.owned(level)
 
@@ -348,10 +426,13 @@ class LockManager:
         if gate is not None:
             # The gate only guards a complete level; any release ends that,
             # together with the names that were locked only for completeness.
+            self._clear_owner(gate, False)
             os.close(gate)
             to_release |= state.hidden.get(level, set())
         for name in to_release:
-            os.close(held.pop(name)[0])
+            fd, was_shared = held.pop(name)
+            self._clear_owner(fd, was_shared)
+            os.close(fd)
         hidden = state.hidden.get(level)
         if hidden:
             hidden -= to_release

@@ -37,7 +37,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hooksmaster import HookResults, HooksMaster
 from ganeti_lv.hypervisor.base import NodeSession
 from ganeti_lv.locking import _AllSet
-from ganeti_lv.master.jobs import Job
+from ganeti_lv.master.jobs import ACTIVE_STATUSES, Job
 from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.opcodes import OpCode
 
@@ -48,6 +48,8 @@ MAX_TEMP_NORES_RETRIES = 3
 RETRY_DELAY = 1.0
 # How long a hooks phase runs before the job log says what it waits for.
 HOOKS_PATIENCE = 10.0
+# How long a job waits for a lock before its log says which and who holds it (and again).
+LOCK_PATIENCE = 10.0
 
 _ = cmdlib  # importing the package fills LU_REGISTRY
 
@@ -132,12 +134,36 @@ class Processor:
             self.ctx.jobs.start_op(job, index)
         self._job, self._index, self._feedback_fn = job, index, feedback_fn
         # a cancel request also ends a wait for a lock (nothing is changed then)
-        self.ctx.locks.set_interrupt(self.cancel)
+        locks = self.ctx.locks
+        locks.set_interrupt(self.cancel)
+        # the locks say which job holds them; a wait for one is said in the job log
+        locks.set_owner({"job": job.id, "summary": op.summary()})
+        locks.set_wait_report(self._report_lock_wait, LOCK_PATIENCE)
         try:
             return self._execute(op, job)
         finally:
-            self.ctx.locks.set_interrupt(None)
+            locks.set_interrupt(None)
+            locks.set_owner(None)
+            locks.set_wait_report(None)
             self._job, self._feedback_fn = None, None
+
+    def _report_lock_wait(
+        self, level: str, name: str | None, owner: dict[str, Any] | None, waited: float
+    ) -> None:
+        """Say in the job log what the job waits for and which job holds it."""
+        what = f"the {level} lock '{name}'" if name else f"the {level} locks"
+        holder = "another operation"
+        job_id = owner.get("job") if owner else None
+        if isinstance(job_id, int):
+            try:
+                active = self.ctx.jobs.get(job_id).status in ACTIVE_STATUSES
+            except GenericError:
+                active = False
+            if active:
+                holder = f"job {job_id} ({owner.get('summary', '?') if owner else '?'})"
+        if not name:
+            holder += f", which holds the whole {level} level"
+        self.LogInfo(f"Waiting {waited:.0f} s for {what}, held by {holder}")
 
     def run_child(
         self, op: OpCode, feedback_fn: FeedbackFn | None, cancel: Cancellation | None = None

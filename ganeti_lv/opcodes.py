@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.names import check_name
+from ganeti_lv.units import parse_size
 
 __all__ = ["OP_REGISTRY", "OpCode", "field"]
 
@@ -223,8 +225,7 @@ class OpNodeAdd(OpCode):
     readd: bool = False
 
     def _check_values(self) -> None:
-        if not constants.NAME_RE.match(self.node_name):
-            raise OpPrereqError(f"Invalid node name {self.node_name!r}", ECODE_INVAL)
+        check_name(self.node_name, "node")
         if not 0 < self.ssh_port < 65536:
             raise OpPrereqError(f"Invalid SSH port {self.ssh_port}", ECODE_INVAL)
         _require_non_negative(self, "memory_cap")
@@ -301,8 +302,7 @@ class OpInstanceCreate(OpCode):
     src_path: str | None = None
 
     def _check_values(self) -> None:
-        if not constants.NAME_RE.match(self.instance_name):
-            raise OpPrereqError(f"Invalid instance name {self.instance_name!r}", ECODE_INVAL)
+        check_name(self.instance_name, "instance")
         _require_choice(self, "disk_template", constants.DISK_TEMPLATES)
         _require_choice(self, "mode", ("create", "import"))
         if self.mode == "import" and not self.src_node:
@@ -311,7 +311,10 @@ class OpInstanceCreate(OpCode):
             raise OpPrereqError("At least one disk is required", ECODE_INVAL)
         for idx, disk in enumerate(self.disks):
             size = disk.get("size")
-            if self.mode == "create" and (not isinstance(size, int) or size <= 0):
+            # MiB, or a size with a unit ("512M", "1.5G"; the LU rounds up and says so)
+            if self.mode == "create" and (
+                not isinstance(size, (int, str)) or parse_size(size, f"size of disk {idx}") <= 0
+            ):
                 raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
 
 
@@ -609,3 +612,5 @@ class OpBackupRemove(OpCode):
     OP_ID: ClassVar[str] = "OP_BACKUP_REMOVE"
 
     instance_name: str
+    # only the leftovers of an interrupted export (NAME.new); the export stays
+    stale: bool = False

@@ -19,11 +19,13 @@ _TRUE = ("1", "true", "yes", "on", "y")
 _FALSE = ("0", "false", "no", "off", "n")
 
 
-def parse_size(value: Any, what: str = "size") -> int:
+def parse_size(value: Any, what: str = "size", notes: list[str] | None = None) -> int:
     """Return ``value`` in MiB: ints are MiB; strings like "512", "512M", "1G", "1.5G".
 
-    Fractions of a MiB are rounded up. Raises ECODE_INVAL for anything else,
-    including booleans and negative numbers.
+    Fractions of a MiB are rounded up, as Ganeti's ParseUnit does (which
+    also rounds up, further to a multiple of 4 MiB for its volume groups),
+    and said: a note for the user is appended to ``notes``. Raises
+    ECODE_INVAL for anything else, including booleans and negative numbers.
     """
     if isinstance(value, bool):
         raise OpPrereqError(f"Invalid {what} {value!r}", ECODE_INVAL)
@@ -42,7 +44,13 @@ def parse_size(value: Any, what: str = "size") -> int:
     number = float(match.group(1))
     mib = number * _UNIT_FACTORS[(match.group(2) or "m").lower()]
     whole = int(mib)
-    return whole if whole == mib else whole + 1
+    if whole == mib:
+        return whole
+    if notes is not None:
+        notes.append(
+            f"{what} {value.strip()} is not a whole number of MiB: rounded up to {whole + 1} MiB"
+        )
+    return whole + 1
 
 
 def parse_bool(value: Any, what: str = "value") -> bool:
@@ -80,11 +88,13 @@ def coerce_params(
     defaults: dict[str, Any],
     kind: str,
     size_keys: tuple[str, ...] = (),
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Check keys against ``defaults`` and convert values to the defaults' types.
 
     ``kind`` names the dict in errors ("hypervisor", "backend"). Keys in
-    ``size_keys`` accept sizes ("128M"). Unknown keys are ECODE_INVAL.
+    ``size_keys`` accept sizes ("128M"; rounding is noted in ``notes``).
+    Unknown keys are ECODE_INVAL.
     """
     out: dict[str, Any] = {}
     for key, value in params.items():
@@ -96,7 +106,7 @@ def coerce_params(
         what = f"{kind} parameter '{key}'"
         default = defaults[key]
         if key in size_keys:
-            out[key] = parse_size(value, what)
+            out[key] = parse_size(value, what, notes)
         elif isinstance(default, bool):
             out[key] = parse_bool(value, what)
         elif isinstance(default, int):
@@ -111,18 +121,20 @@ def coerce_params(
     return out
 
 
-def coerce_beparams(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+def coerce_beparams(
+    params: dict[str, Any], defaults: dict[str, Any], notes: list[str] | None = None
+) -> dict[str, Any]:
     """Like ``coerce_params`` for backend params, expanding ``memory`` to min/maxmem."""
     params = dict(params)
     if BE_MEMORY_ALIAS in params:
-        memory = params.pop(BE_MEMORY_ALIAS)
+        memory = parse_size(params.pop(BE_MEMORY_ALIAS), "backend parameter 'memory'", notes)
         for key in BE_MEMORY_KEYS:
             if key in params:
                 raise OpPrereqError(
                     f"Backend parameter 'memory' cannot be combined with '{key}'", ECODE_INVAL
                 )
             params[key] = memory
-    out = coerce_params(params, defaults, "backend", size_keys=BE_MEMORY_KEYS)
+    out = coerce_params(params, defaults, "backend", size_keys=BE_MEMORY_KEYS, notes=notes)
     if "vcpus" in out and out["vcpus"] < 1:
         raise OpPrereqError("Backend parameter 'vcpus' must be at least 1", ECODE_INVAL)
     for key in BE_MEMORY_KEYS:

@@ -60,7 +60,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
     """Remove every export of an instance."""
-    env.submit(opcodes.OpBackupRemove(instance_name=opts.instance_name))
+    env.submit(opcodes.OpBackupRemove(instance_name=opts.instance_name, stale=opts.stale))
     return EXIT_SUCCESS
 
 
@@ -104,6 +104,11 @@ def register(registry: CommandRegistry) -> None:
     lst.add_argument("--node", action="append", metavar="NODE")
     rem = registry.command("backup", "remove", cmd_remove, help="Remove an instance's exports")
     common.add_submit(rem)
+    rem.add_argument(
+        "--stale",
+        action="store_true",
+        help="remove only what an interrupted export left (INSTANCE.new), not the export",
+    )
     rem.add_argument("instance_name", metavar="INSTANCE")
     imp = registry.command("backup", "import", cmd_import, help="Create an instance from an export")
     common.add_submit(imp)

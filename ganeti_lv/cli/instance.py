@@ -25,7 +25,9 @@ def parse_disks(specs: list[str] | None) -> list[dict[str, Any]]:
         disk: dict[str, Any] = {}
         for key, value in params.items():
             if key == "size":
-                disk["size"] = parse_size(value, f"size of disk {idx}")
+                parse_size(value, f"size of disk {idx}")  # refused here already when invalid
+                # the job parses it again and says in its log when it rounds it up
+                disk["size"] = int(value) if value.isdigit() else value
             elif key in ("mode", "name"):
                 disk[key] = value
             else:

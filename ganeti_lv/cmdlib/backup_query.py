@@ -7,13 +7,14 @@ incomplete ``.new``/``.old`` export directories.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
 from ganeti_lv.cmdlib.common import expand_node
-from ganeti_lv.errors import OpExecError
+from ganeti_lv.errors import ECODE_NOENT, OpExecError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupQuery, OpBackupRemove
@@ -70,20 +71,44 @@ class LUBackupRemove(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove the export from every node having one; payload: those nodes."""
-        data = self.cfg.snapshot()  # read-only: lookups
-        removed = []
-        for node in data.nodes.values():
-            if node.offline:
-                continue
-            res = node_call(self.rpc.export_remove, node, data.cluster, self.op.instance_name)
-            if not res.ok:
-                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
-            elif res.payload:
-                removed.append(node.name)
+        if self.op.stale:
+            return self._remove_stale(feedback_fn)
+        removed = [name for name, found in self._on_online_nodes(self.rpc.export_remove) if found]
         if not removed:
             raise OpExecError(f"No exports found for instance {self.op.instance_name}")
         feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
         return sorted(removed)
+
+    def _on_online_nodes(self, method: Callable[..., Any]) -> list[tuple[str, Any]]:
+        """(node, payload) of ``method(node, cluster, instance)`` on every online node.
+
+        A node where it fails is warned about and left out.
+        """
+        data = self.cfg.snapshot()  # read-only: lookups
+        out = []
+        for node in data.nodes.values():
+            if node.offline:
+                continue
+            res = node_call(method, node, data.cluster, self.op.instance_name)
+            if not res.ok:
+                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
+            else:
+                out.append((node.name, res.payload))
+        return out
+
+    def _remove_stale(self, feedback_fn: FeedbackFn) -> list[str]:
+        """Remove what an interrupted export left (``NAME.new``); complete exports stay."""
+        touched = []
+        for name, lines in self._on_online_nodes(self.rpc.export_remove_stale):
+            for line in lines:
+                feedback_fn(f"{name}: {line}")
+            if lines:
+                touched.append(name)
+        if not touched:
+            raise OpExecError(
+                f"No incomplete export of instance {self.op.instance_name} found", ECODE_NOENT
+            )
+        return sorted(touched)
 
 
 # ---------------------------------------------------------------- cluster verify
@@ -130,7 +155,8 @@ def check_stale_exports(vd: VerifyData) -> None:
                     "ENODESTALEEXPORT",
                     "node",
                     node.name,
-                    f"incomplete export {entry.path} (remove it with 'backup remove"
-                    f" {entry.instance}' or export again)",
+                    f"incomplete export {entry.path}, left by an interrupted export (remove"
+                    f" only it with 'gnt-lv backup remove --stale {entry.instance}', which"
+                    f" keeps the complete export {entry.instance}, or export again)",
                     severity=SEV_WARNING,
                 )

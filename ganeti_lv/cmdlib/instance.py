@@ -45,9 +45,9 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
+from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node, disk_dir
 from ganeti_lv.opcodes import (
     OpInstanceCreate,
     OpInstanceReboot,
@@ -55,11 +55,12 @@ from ganeti_lv.opcodes import (
     OpInstanceShutdown,
     OpInstanceStartup,
 )
-from ganeti_lv.units import coerce_beparams, coerce_params
+from ganeti_lv.units import coerce_beparams, coerce_params, parse_size
 
 FeedbackFn = Callable[[str], None]
 
 RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
+MIB = 1024 * 1024
 MAC_PREFIX = "52:54:00"
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -111,8 +112,29 @@ def used_macs(data: ConfigData) -> set[str]:
     return {nic.mac.lower() for inst in data.instances.values() for nic in inst.nics}
 
 
-def check_node_free_memory(rpc: NodeOps, node: Node, needed: int, reason: str) -> None:
-    """ECODE_NORES unless ``node`` has ``needed`` MiB free (ECODE_ENVIRON if it can't tell)."""
+def check_node_cpus(facts: NodeFacts, vcpus: int, reason: str) -> None:
+    """ECODE_NORES when ``vcpus`` exceeds the node's physical CPUs (as Ganeti's CPU check).
+
+    A guest with more vCPUs than its node has CPUs either fails to start
+    (beyond the hypervisor's maximum) or runs its vCPUs in turn on fewer
+    CPUs; neither is what was asked. A node that does not report its CPUs
+    (0) is not judged.
+    """
+    if facts.cpu_count and vcpus > facts.cpu_count:
+        raise OpPrereqError(
+            f"Node {facts.name} has {facts.cpu_count} physical CPUs, but {reason} needs"
+            f" {vcpus} (backend parameter vcpus); give at most {facts.cpu_count}",
+            ECODE_NORES,
+        )
+
+
+def check_node_free_memory(
+    rpc: NodeOps, node: Node, needed: int, reason: str, vcpus: int | None = None
+) -> None:
+    """ECODE_NORES unless ``node`` has ``needed`` MiB free (ECODE_ENVIRON if it can't tell).
+
+    With ``vcpus``, the node must also have that many physical CPUs.
+    """
     facts = node_call(rpc.node_info, node).Raise(
         f"Can't compute free memory on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
     )
@@ -122,6 +144,8 @@ def check_node_free_memory(rpc: NodeOps, node: Node, needed: int, reason: str) -
             f"available {facts.memory_free} MiB",
             ECODE_NORES,
         )
+    if vcpus is not None:
+        check_node_cpus(facts, vcpus, reason)
 
 
 def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
@@ -206,7 +230,7 @@ def register_create_mode(mode: str, handler: type[CreateModeHandler]) -> None:
     CREATE_MODE_HANDLERS[mode] = handler
 
 
-def _build_disks(op_disks: list[dict[str, Any]], template: str) -> list[Disk]:
+def _build_disks(op_disks: list[dict[str, Any]], template: str, notes: list[str]) -> list[Disk]:
     disks = []
     for idx, spec in enumerate(op_disks):
         unknown = set(spec) - {"size", "mode", "name"}
@@ -216,6 +240,8 @@ def _build_disks(op_disks: list[dict[str, Any]], template: str) -> list[Disk]:
                 ECODE_INVAL,
             )
         size = spec.get("size")
+        if isinstance(size, str):
+            size = parse_size(size, f"size of disk {idx}", notes)
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
         mode = spec.get("mode", "rw")
@@ -269,9 +295,12 @@ class LUInstanceCreate(LogicalUnit):
             )
         if not self.op.pnode:
             raise OpPrereqError("The primary node must be given (pnode)", ECODE_INVAL)
-        self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS))
+        notes: list[str] = []
+        self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
         self.hvparams = coerce_params(self.op.hvparams, constants.HVC_DEFAULTS, "hypervisor")
-        self.disks = _build_disks(self.op.disks, self.op.disk_template)
+        self.disks = _build_disks(self.op.disks, self.op.disk_template, notes)
+        for note in notes:
+            self.LogInfo(note)
         _check_nics(self.op.nics)
         self.handler.check_arguments()
 
@@ -339,12 +368,37 @@ class LUInstanceCreate(LogicalUnit):
             )
         return nics
 
+    def _check_disk_space(self) -> None:
+        """Room for the disks at their full size in their directory on the primary.
+
+        The images are created sparse, but the guest may fill them: a disk
+        that does not fit is refused now rather than failing with ENOSPC
+        inside the guest later (Ganeti checks its volume groups the same way).
+        """
+        directory = disk_dir(self.cluster, self.instance)
+        need = sum(int(d.size) for d in self.instance.disks)
+        free = node_call(self.rpc.free_space, self.pnode, directory).Raise(
+            f"Cannot check the free space in {directory} on node {self.pnode.name}",
+            prereq=True,
+            ecode=ECODE_ENVIRON,
+        )
+        if free // MIB < need:
+            sizes = " + ".join(f"{int(d.size)} MiB" for d in self.instance.disks)
+            raise OpPrereqError(
+                f"Not enough space for the disks of instance {self.instance.name} on node"
+                f" {self.pnode.name} in {directory}: {need} MiB needed"
+                f"{f' ({sizes})' if len(self.instance.disks) > 1 else ''},"
+                f" {free // MIB} MiB free",
+                ECODE_NORES,
+            )
+
     def _check_node_resources(self) -> None:
         facts = node_call(self.rpc.node_info, self.pnode).Raise(
             f"Cannot get node information from {self.pnode.name}",
             prereq=True,
             ecode=ECODE_ENVIRON,
         )
+        self._check_disk_space()
         missing = sorted({n.link for n in self.instance.nics} - set(facts.bridges))
         if missing:
             raise OpPrereqError(
@@ -352,6 +406,9 @@ class LUInstanceCreate(LogicalUnit):
                 + self.handler.missing_bridges_hint(),
                 ECODE_ENVIRON,
             )
+        # refused even with --no-start: the instance could never start on this node
+        vcpus = int(self.cluster.fill_beparams(self.instance)["vcpus"])
+        check_node_cpus(facts, vcpus, f"instance {self.instance.name}")
         if self.op.start:
             needed = int(self.cluster.fill_beparams(self.instance)["maxmem"])
             if facts.memory_free < needed:
@@ -500,6 +557,7 @@ class LUInstanceStartup(_InstanceLU):
                 self.pnode,
                 self._needed_memory(),
                 f"starting instance {self.instance.name}",
+                vcpus=int(self.cluster.fill_beparams(self.instance)["vcpus"]),
             )
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
@@ -577,6 +635,7 @@ class LUInstanceReboot(_InstanceLU):
                 self.pnode,
                 self._needed_memory(),
                 f"starting instance {self.instance.name}",
+                vcpus=int(self.cluster.fill_beparams(self.instance)["vcpus"]),
             )
 
     def BuildHooksEnv(self) -> dict[str, Any]:

@@ -399,13 +399,16 @@ class TLMigrateInstance(Tasklet):
         self.lu.LogStep(3, steps, f"Migrating instance {inst.name} to {dst.name} ({mode})")
 
         def progress(report: MigrationProgress) -> None:
-            feedback_fn(report.format())
+            if report.policy_step:  # a step of the convergence policy: its own line
+                self.lu.LogInfo(f"convergence policy: {report.policy_step}")
+            else:
+                feedback_fn(report.format())
 
         result = node_call(
             self.rpc.migrate_instance, src, dst, cluster, inst, params, progress, self.abort_event
         )
-        self.lu.LogStep(4, steps, "Finalising")
         if result.ok:
+            self.lu.LogStep(4, steps, "Finalising")
             stats = result.payload
             self._commit_target(src, dst, copy, feedback_fn)
             if stats is not None:
@@ -467,6 +470,7 @@ class TLMigrateInstance(Tasklet):
         switched = isinstance(err, MigrationFailed) and err.switched_over
         src_state, dst_state = self._domain_state(src), self._domain_state(dst)
         if dst_state in _RUN_STATES and (switched or src_state not in _RUN_STATES):
+            self.lu.LogStep(4, 4, "Finalising")  # the guest runs on the target after all
             self._commit_target(src, dst, copy, feedback_fn)
             why = "the abort came after the switch-over" if aborted else result.fail_msg
             feedback_fn(
@@ -482,6 +486,13 @@ class TLMigrateInstance(Tasklet):
             if copy:
                 node_call(self.rpc.remove_disks, dst, self._cluster(), inst).Warn(
                     f"Could not remove the copied disk images on {dst.name}", feedback_fn
+                )
+            if aborted and isinstance(err, MigrationFailed) and err.by_policy:
+                raise MigrationAborted(
+                    f"Migration of instance {inst.name} aborted: the guest did not converge"
+                    f" within the convergence policy's limits ({result.fail_msg}); the"
+                    f" instance keeps running on {src.name}, configuration unchanged",
+                    ECODE_ENVIRON,
                 )
             text = (
                 f"Migration of instance {inst.name} {'aborted' if aborted else 'failed'}:"

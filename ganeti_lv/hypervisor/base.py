@@ -319,6 +319,10 @@ class NodeOps(abc.ABC):
         """Remove the instance's export (and stale leftovers); True if one existed."""
 
     @abc.abstractmethod
+    def export_remove_stale(self, node: Node, cluster: Cluster, instance_name: str) -> list[str]:
+        """Remove only ``<instance>.new``/``.old`` leftovers; "removed PATH" lines."""
+
+    @abc.abstractmethod
     def export_read(self, node: Node, cluster: Cluster, path: str) -> ExportData:
         """config.ini, manifest.json (if any) and the files of the export in ``path``."""
 

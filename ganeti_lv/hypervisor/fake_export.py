@@ -226,6 +226,16 @@ class FakeExportOps:
             dirs.pop(instance_name + suffix, None)
         return found
 
+    def export_remove_stale(self, node: Node, cluster: Cluster, instance_name: str) -> list[str]:
+        self._enter("export_remove_stale", node, instance_name)
+        dirs = self.exports.get(node.name, {})
+        done = []
+        for suffix in (exportinfo.OLD_SUFFIX, exportinfo.NEW_SUFFIX):
+            if instance_name + suffix in dirs:
+                dirs.pop(instance_name + suffix)
+                done.append(f"removed {cluster.export_dir}/{instance_name}{suffix}")
+        return done
+
     def export_read(self, node: Node, cluster: Cluster, path: str) -> ExportData:
         self._enter("export_read", node, path)
         dirname = path.removeprefix(cluster.export_dir.rstrip("/") + "/")

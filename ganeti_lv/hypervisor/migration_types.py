@@ -91,6 +91,8 @@ class MigrationProgress:
     downtime_ms: int = 0
     postcopy: bool = False
     throttle: int = 0
+    # set on the report of a step of the convergence policy (a line of its own)
+    policy_step: str = ""
 
     @property
     def percent(self) -> float:
@@ -170,6 +172,7 @@ class MigrationFailed(HypervisorError):
     """A migration did not complete on the node.
 
     ``aborted``: stopped on purpose (user, policy, timeout);
+    ``by_policy``: aborted by the convergence policy (the guest did not converge);
     ``switched_over``: the guest already ran on the target (post-copy).
     """
 
@@ -179,7 +182,9 @@ class MigrationFailed(HypervisorError):
         node: str | None = None,
         aborted: bool = False,
         switched_over: bool = False,
+        by_policy: bool = False,
     ) -> None:
         super().__init__(msg, node)
         self.aborted = aborted
         self.switched_over = switched_over
+        self.by_policy = by_policy

@@ -205,8 +205,7 @@ def _parse_line(line: str) -> tuple[str, Any]:
     if kind in ("RESULT", "ERROR", "START"):
         return kind, json.loads(rest)
     if kind == "PROGRESS":
-        pos, sent = rest.split()
-        return kind, (int(pos), int(sent))
+        return kind, tuple(int(field) for field in rest.split())
     return "OTHER", line
 
 
@@ -320,7 +319,12 @@ class CopyPlan:
         start_fn: Callable[[StartInfo], None] | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> CopyStats:
-        """Read the sender's lines to the end; the copy's stats or NodeError."""
+        """Read the sender's lines to the end; the copy's stats or NodeError.
+
+        Progress counts the bytes of data read of the bytes of data the
+        image has: a sparse image's holes cost no time, so its logical size
+        would make the rate and the ETA wrong.
+        """
         started = clock()
         size = 0
         result: dict[str, Any] | None = None
@@ -333,7 +337,10 @@ class CopyPlan:
                     if start_fn is not None:
                         start_fn(StartInfo(payload["sender"], list(payload["pids"])))
                 elif kind == "PROGRESS" and progress_fn is not None:
-                    progress_fn(payload[0], size)
+                    if len(payload) > 3:  # bytes of data read, of those to read
+                        progress_fn(min(payload[2], payload[3]), payload[3])
+                    else:
+                        progress_fn(payload[0], size)
                 elif kind == "RESULT":
                     result = payload
                 elif kind == "ERROR":
@@ -355,7 +362,8 @@ class CopyPlan:
                 self.src_node,
             )
         if progress_fn is not None:
-            progress_fn(result["size"], result["size"])
+            data = int(result.get("data", result["size"]))
+            progress_fn(data, data)
         return CopyStats(
             checksum=result["checksum"],
             checksum_algorithm=result["algorithm"],

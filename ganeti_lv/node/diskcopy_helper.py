@@ -36,9 +36,9 @@ hashes, and the receiver starts the writeback of what it wrote early so the
 final fsync is short.
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
-sent``, then ``RESULT {json}`` or ``ERROR {json}``; ``recv`` prints one
-``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space,
-1 otherwise.
+sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
+or ``ERROR {json}``; ``recv`` prints one ``RESULT``/``ERROR`` line. Exit status
+0 on success, 3 for lack of space, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -349,9 +349,9 @@ def _read_chunk(fd: int, buf: bytearray, base: int, length: int, ranges) -> None
 def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None) -> None:
     """Read the data chunks of ``fd`` and feed them to ``hasher``.
 
-    ``on_chunk(pos, runs)`` gets, per data chunk, the end offset of the chunk
-    and its not-all-zero runs [(offset, memoryview)], valid only during the
-    call. All-zero chunks are hashed as zero chunks without a pass of sha256.
+    ``on_chunk(pos, runs, read)`` gets, per data chunk, its end offset, its
+    not-all-zero runs [(offset, memoryview)] (valid during the call) and its
+    bytes of data read. All-zero chunks are hashed without a pass of sha256.
     """
     for idx, ranges in data_chunks(data_extents(fd, size)):
         base, length = idx * CHUNK, hasher.chunk_length(idx)
@@ -363,7 +363,7 @@ def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None) -> None:
                 for start, end in ranges:  # the gaps between them are holes
                     runs.extend(nonzero_runs(view[start - base : end - base], start))
             if on_chunk is not None:
-                on_chunk(base + length, runs)
+                on_chunk(base + length, runs, sum(end - start for start, end in ranges))
         except BaseException:
             hasher.release(buf)
             raise
@@ -385,23 +385,25 @@ def stream_image(
 ) -> dict:
     """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent."""
     throttle = Throttle(bwlimit)
-    sent = 0
+    sent = read = 0
     fd = _open_image(src)
     try:
         st = os.fstat(fd)
         size = st.st_size
+        data = sum(end - start for start, end in data_extents(fd, size))
         hasher = Hasher(size, algorithm)
         header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
         text = json.dumps(header).encode()
         write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
 
-        def send_chunk(end: int, runs) -> None:
-            nonlocal sent
-            for off, data in runs:
-                write_all(out_fd, [b"D" + _D.pack(off, len(data)), data])
-                sent += len(data)
-                throttle.add(len(data))
-            progress(end, sent)
+        def send_chunk(end: int, runs, nread: int) -> None:
+            nonlocal sent, read
+            for off, run in runs:
+                write_all(out_fd, [b"D" + _D.pack(off, len(run)), run])
+                sent += len(run)
+                throttle.add(len(run))
+            read += nread
+            progress(end, sent, read, data)
 
         scan_image(fd, size, hasher, send_chunk)
         write_all(out_fd, [b"E" + _E.pack(size)])
@@ -414,6 +416,7 @@ def stream_image(
         "algorithm": algorithm,
         "size": size,
         "allocated": st.st_blocks * 512,
+        "data": data,
         "sent": sent,
     }
 
@@ -491,12 +494,12 @@ def cmd_send(
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
-    def progress(pos: int, sent: int) -> None:
+    def progress(pos: int, sent: int, read: int, data: int) -> None:
         now = time.monotonic()
         if now - last[0] >= 0.5:
             last[0] = now
             try:
-                _emit("PROGRESS", f"{pos} {sent}")
+                _emit("PROGRESS", f"{pos} {sent} {read} {data}")
             except OSError as err:
                 raise CopyFailed(f"lost the connection to the master: {err}") from err
 

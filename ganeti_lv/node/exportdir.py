@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import shlex
 
-from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, NodeError
 from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, ExportFile
+from ganeti_lv.names import name_problem
 from ganeti_lv.node.transport import Runner
 
 _RECOVER = """
@@ -29,8 +29,9 @@ rm -rf -- "$D.old"
 
 
 def _dirs(export_dir: str, name: str) -> str:
-    if not constants.NAME_RE.match(name):
-        raise NodeError(f"Invalid instance name {name!r}", ecode=ECODE_INVAL)
+    problem = name_problem(name, "instance")
+    if problem is not None:
+        raise NodeError(problem, ecode=ECODE_INVAL)
     return f'set -e\nE={shlex.quote(export_dir)}\nD="$E"/{shlex.quote(name)}\n'
 
 
@@ -115,6 +116,28 @@ def remove(runner: Runner, node: str, export_dir: str, name: str) -> bool:
         'rm -rf -- "$D" "$D.new" "$D.old"\necho $found\n'
     )
     return _run(runner, node, script, "Removing the export").strip() == "1"
+
+
+# Only the leftovers: an ``.old`` beside a complete export is removed, one
+# that lost its successor is the export and is restored (as _RECOVER); an
+# ``.new`` is removed (its export is locked out by the instance lock).
+_REMOVE_STALE = """
+if [ -d "$D.old" ]; then
+  if [ -d "$D" ]; then rm -rf -- "$D.old"; echo "removed $D.old"
+  else mv -- "$D.old" "$D"; echo "restored $D"; fi
+fi
+if [ -d "$D.new" ]; then rm -rf -- "$D.new"; echo "removed $D.new"; fi
+"""
+
+
+def remove_stale(runner: Runner, node: str, export_dir: str, name: str) -> list[str]:
+    """Remove ``<name>.new`` (and a superfluous ``.old``), never the complete export.
+
+    Returns what was done, one line each ("removed PATH", "restored PATH").
+    """
+    script = _dirs(export_dir, name) + _REMOVE_STALE
+    out = _run(runner, node, script, "Removing the incomplete export")
+    return [line for line in out.splitlines() if line.strip()]
 
 
 _LIST = r"""

@@ -412,6 +412,10 @@ def test_stopped_sparse_disk_export(env, stopped) -> None:
     client.submit(OpBackupExport(instance_name=NAME, target_node=n2), feedback_fn=lines.append)
     sent, allocated = _sent(lines)
     assert sent <= allocated * 1.05 and sent >= 6 * MiB
+    # progress and ETA count the disk's data, not its 4 GiB: no line says gigabytes
+    progress = [line for line in lines if line.startswith("disk/0 sent ")]
+    assert progress and progress[-1].endswith("100%"), lines
+    assert not any(re.match(r"disk/0 sent [0-9.]+[GT],", line) for line in progress), progress
     dst = _node(config, n2)
     out = _export_file(config)
     assert int(_sh(ops, dst, f"stat -c %s {out}")) == 4096 * MiB

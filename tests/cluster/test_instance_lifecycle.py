@@ -162,7 +162,8 @@ def test_bad_input_creates_nothing(env: Any, cleanup: list[tuple[str, str]]) -> 
     existing = "lcdup"
     cleanup.append((existing, constants.DT_FILE))
     cleanup.append(("lcbad", constants.DT_FILE))
-    gnt.ok(*base, "--disk", "0:size=8M", "-n", nodes[0], existing)
+    out = gnt.ok(*base, "--disk", "0:size=7.5M", "-n", nodes[0], existing)
+    assert "size of disk 0 7.5M is not a whole number of MiB: rounded up to 8 MiB" in out, out
     cases = [
         (["--disk", "0:size=8M", "-n", "nosuchnode", "lcbad"], "unknown_entity",
          "Node 'nosuchnode' not known"),
@@ -170,7 +171,14 @@ def test_bad_input_creates_nothing(env: Any, cleanup: list[tuple[str, str]]) -> 
          f"Instance '{existing}' is already in the cluster"),
         (["--disk", "0:size=8Q", "-n", nodes[1], "lcbad"], "wrong_input", "Invalid size"),
         (["--disk", "0:size=8M", "-B", "memory=lots", "-n", nodes[1], "lcbad"], "wrong_input",
-         "Invalid backend parameter 'maxmem'"),
+         "Invalid backend parameter 'memory'"),
+        (["--disk", "0:size=8M", "-B", "vcpus=999", "-n", nodes[1], "lcbad"],
+         "insufficient_resources", "physical CPUs, but instance lcbad needs 999"),
+        (["--disk", "0:size=1T", "-n", nodes[1], "lcbad"], "insufficient_resources",
+         f"Not enough space for the disks of instance lcbad on node {nodes[1]} in"
+         f" {config.get_cluster().file_storage_dir}/lcbad: 1048576 MiB needed"),
+        (["--disk", "0:size=8M", "-n", nodes[1], "Lc_bad"], "wrong_input",
+         "Invalid instance name 'Lc_bad': it contains 'L', '_'; a name is 1 to 63 characters"),
     ]  # fmt: skip
     serial = config.read().serial
     for extra, ecode, text in cases:

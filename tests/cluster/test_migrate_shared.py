@@ -205,8 +205,13 @@ def test_slow_link_without_escalation_aborts_cleanly(env: Env) -> None:
     )
     with pytest.raises(MigrationAborted) as err:
         env.client.submit(op, feedback_fn=lines.append)
-    assert "convergence policy" in err.value.msg
+    assert "did not converge within the convergence policy's limits" in err.value.msg
     assert f"keeps running on {src}, configuration unchanged" in err.value.msg
+    assert err.value.ecode == ECODE_ENVIRON  # not internal_error
+    # the policy's steps and its abort are lines of the job log; no step after the abort
+    logged = [msg for _, _, msg in env.client.jobs()[-1].log]
+    assert any(m.startswith(" - INFO: convergence policy: aborting the migration") for m in logged)
+    assert not any(m.startswith("STEP 4/4") for m in logged), logged
     _unchanged(env, src, serial)
     wait_tick_above(env.ops, env.node(src), NAME, _ticks_now(env, src))
 

@@ -87,7 +87,7 @@ def serial(config: ConfigStore) -> int:
                 "web9",
             ],
             "wrong_input",
-            "Invalid backend parameter 'maxmem' '12X'",
+            "Invalid backend parameter 'memory' '12X'",
         ),
         (
             [

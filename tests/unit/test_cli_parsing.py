@@ -163,3 +163,14 @@ def test_an_abbreviated_option_still_parses() -> None:
     assert (opts.data_dir, opts.group, opts.command) == ("/d", "instance", "list")
     opts = build_parser().parse_args(["--data", "instance", "node", "list"])
     assert (opts.data_dir, opts.group, opts.command) == ("instance", "node", "list")
+
+
+def test_parse_size_notes_what_it_rounds_up() -> None:
+    notes: list[str] = []
+    assert parse_size("0.5M", "size of disk 0", notes) == 1
+    assert parse_size("1.5G", "size of disk 1", notes) == 1536
+    assert parse_size(" 3K ", "x", notes) == 1
+    assert notes == [
+        "size of disk 0 0.5M is not a whole number of MiB: rounded up to 1 MiB",
+        "x 3K is not a whole number of MiB: rounded up to 1 MiB",
+    ]

@@ -78,8 +78,22 @@ def test_copy_is_identical_sparse_and_skips_zeros(image, tmp_path, compress):
     assert stats.sent == 3 * MiB + 4096
     assert stats.allocated >= 4 * MiB  # the source has the zero MiB allocated
     assert os.stat(dst).st_blocks * 512 < 4 * MiB  # holes on the target
-    assert seen[-1] == (64 * MiB, 64 * MiB)
+    # progress is the image's data read of its data (4 MiB + 4 KiB), not of 64 MiB
+    assert seen[-1] == (4 * MiB + 4096, 4 * MiB + 4096)
     assert not glob.glob(str(dst) + ".part*")
+
+
+def test_progress_and_eta_of_a_sparse_image_count_its_data_not_its_size(image, tmp_path):
+    """64 MiB of which 4 MiB are data, sent at 2 MiB/s: the ETA is that of the data."""
+    seen: list[tuple[int, int]] = []
+    _copy(
+        image, tmp_path / "d.img", bandwidth_limit=2, progress_fn=lambda d, t: seen.append((d, t))
+    )
+    data = 4 * MiB + 4096
+    assert len(seen) >= 2, seen  # reports during the copy, then the final one
+    assert all(total == data and 0 <= done <= data for done, total in seen), seen
+    done, total = seen[0]
+    assert 0 < done < total  # a report in the middle of the data
 
 
 def test_expected_checksum_mismatch_leaves_nothing(image, tmp_path):

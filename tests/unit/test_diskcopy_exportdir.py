@@ -100,3 +100,25 @@ def test_publish_writes_manifest_and_config_exactly(tmp_path):
     assert (base / "web1" / "config.ini").read_text() == config
     assert sorted(p.name for p in (base / "web1").iterdir()) == ["config.ini", "manifest.json"]
     assert sorted(p.name for p in base.iterdir()) == ["web1"]
+
+
+def test_remove_stale_removes_only_the_leftovers_and_keeps_the_export(tmp_path):
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    exportdir.prepare(R, "n", str(base), "web1")  # an export interrupted: web1.new
+    (base / "web1.new" / "disk0.img.part").write_text("partial")
+    (base / "web1.old").mkdir()  # a leftover beside the complete export
+    done = exportdir.remove_stale(R, "n", str(base), "web1")
+    assert done == [f"removed {base}/web1.old", f"removed {base}/web1.new"]
+    assert sorted(p.name for p in base.iterdir()) == ["web1"]
+    assert (base / "web1" / "disk0.img").read_text() == "one"
+    assert exportdir.remove_stale(R, "n", str(base), "web1") == []
+
+
+def test_remove_stale_restores_an_old_export_that_lost_its_successor(tmp_path):
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    (base / "web1").rename(base / "web1.old")  # crashed right after renaming aside
+    exportdir.prepare(R, "n", str(base), "web2")
+    assert exportdir.remove_stale(R, "n", str(base), "web1") == [f"restored {base}/web1"]
+    assert (base / "web1" / "disk0.img").read_text() == "one"

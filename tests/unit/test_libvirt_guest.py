@@ -193,3 +193,40 @@ def test_active_commit_pivots_through_the_block_device(monkeypatch) -> None:
     assert names.index("blockCommit") < names.index("blockJobAbort")
     pivot = [c for c in dom.calls if c[0] == "blockJobAbort"][0]
     assert pivot[1] == ("vda", libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+
+
+def test_policy_steps_and_the_abort_are_reported_as_lines_of_their_own(monkeypatch) -> None:
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    guest = _guest(monkeypatch, dom)
+    reports: list[Any] = []
+    monitor = migration._Monitor(
+        guest, MigrationParams(), reports.append, threading.Event(), lambda: 0.0
+    )
+    monitor.poll()
+    policy = migration.policy
+    monitor._act(policy.Action(policy.ActionKind.SET_DOWNTIME, 58, "slow: allowing 58 ms downtime"))
+    monitor._act(policy.Action(policy.ActionKind.AUTO_CONVERGE, reason="relying on auto-converge"))
+    monitor._act(policy.Action(policy.ActionKind.ABORT, reason="not completed within 120 s"))
+    steps = [r.policy_step for r in reports if r.policy_step]
+    assert steps == [
+        "slow: allowing 58 ms downtime",
+        "relying on auto-converge",
+        "aborting the migration: convergence policy: not completed within 120 s",
+    ]
+    assert monitor.aborted and monitor.aborted_by_policy
+    with pytest.raises(migration.MigrationFailed) as info:
+        migration._raise_failure(HypervisorError("operation aborted"), monitor, "node1")
+    assert info.value.aborted and info.value.by_policy
+
+
+def test_a_user_abort_is_not_the_policys(monkeypatch) -> None:
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    reports: list[Any] = []
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), MigrationParams(), reports.append, threading.Event(), lambda: 0
+    )
+    monitor.abort("interrupted by the user")
+    assert [r.policy_step for r in reports] == ["aborting the migration: interrupted by the user"]
+    with pytest.raises(migration.MigrationFailed) as info:
+        migration._raise_failure(HypervisorError("operation aborted"), monitor, "node1")
+    assert info.value.aborted and not info.value.by_policy

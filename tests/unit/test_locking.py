@@ -288,16 +288,22 @@ def test_two_processes_contend_for_one_instance(config: ConfigStore) -> None:
     assert statuses == {"lost"}
 
 
-def test_second_process_waits_for_the_first(config: ConfigStore) -> None:
-    data_dir = config.data_dir
-    holder = _start_holder(data_dir, "inst1.example.com", 0.5)
+def _wait_behind_holder(data_dir: str, hold: float) -> tuple[Any, Any, list[str]]:
+    """A job on inst1 behind another process's job holding it ``hold`` s: (first, second, lines)."""
+    holder = _start_holder(data_dir, "inst1.example.com", hold)
     client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=30.0)
     lines: list[str] = []
     client.submit(OpTestDelay(duration=0.01, instance_names=["inst1"]), lines.append)
     holder.join(30)
     assert holder.exitcode == 0
     first, second = (j for j in client.jobs() if j.summary == "TEST_DELAY")
-    assert first.pid == holder.pid and first.status == "success"
+    assert first.pid == holder.pid
+    return first, second, lines
+
+
+def test_second_process_waits_for_the_first(config: ConfigStore) -> None:
+    first, second, lines = _wait_behind_holder(config.data_dir, 0.5)
+    assert first.status == "success"
     # The second job got the lock (and logged) only after the first's 0.5 s sleep.
     assert first.log[0][2] == "Sleeping for 0.5 s"
     assert second.log[0][0] >= first.log[0][0] + 0.5
@@ -357,3 +363,50 @@ def test_an_interrupt_ends_a_wait_without_timeout(tmp_path) -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], LockError)
     assert "interrupted by the user" in str(outcome[0])
     assert locks.owned(LEVEL_INSTANCE) == {"web1"}  # the holder keeps its lock
+
+
+# ------------------------------------------------------ who holds what a job waits for
+
+
+def test_a_waiter_is_told_what_it_waits_for_and_who_holds_it(locks_dir: str) -> None:
+    holder, waiter = manager(locks_dir), manager(locks_dir)
+    holder.set_owner({"job": 7, "summary": "INSTANCE_MIGRATE(i1)"})
+    holder.acquire(LEVEL_INSTANCE, ["i1"])
+    reports: list[tuple[Any, ...]] = []
+    waiter.set_wait_report(lambda *r: reports.append(r), interval=0.05)
+    with pytest.raises(LockTimeout):
+        waiter.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.3)
+    assert len(reports) >= 3, reports  # repeated while the wait lasts
+    level, name, owner, waited = reports[0]
+    assert (level, name, owner) == ("instance", "i1", {"job": 7, "summary": "INSTANCE_MIGRATE(i1)"})
+    assert 0.05 <= waited < 0.3 and reports[-1][3] > waited
+    holder.release(LEVEL_INSTANCE)
+    reports.clear()
+    waiter.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.3)
+    assert reports == []  # free: no wait, nothing said
+    assert Path(locks_dir, "instance", "i1.lock").read_bytes().strip() == b""  # no owner set
+
+
+def test_a_waiter_for_a_name_is_told_who_holds_the_whole_level(locks_dir: str) -> None:
+    whole, waiter = manager(locks_dir), manager(locks_dir)
+    whole.set_owner({"job": 3, "summary": "NODE_EVACUATE(n1)"})
+    whole.acquire(LEVEL_NODE, ALL_SET)
+    reports: list[tuple[Any, ...]] = []
+    waiter.set_wait_report(lambda *r: reports.append(r), interval=0.05)
+    with pytest.raises(LockTimeout):
+        waiter.acquire(LEVEL_NODE, ["n2"], timeout=0.2)
+    assert reports and reports[0][:3] == ("node", None, {"job": 3, "summary": "NODE_EVACUATE(n1)"})
+
+
+def test_a_job_waiting_for_a_lock_says_so_in_its_log(
+    config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ganeti_lv import mcpu
+
+    monkeypatch.setattr(mcpu, "LOCK_PATIENCE", 0.3)
+    first, second, lines = _wait_behind_holder(config.data_dir, 1.5)
+    said = f" - INFO: Waiting 0 s for the instance lock 'inst1.example.com', held by job {first.id}"
+    waits = [line for line in lines if line.startswith(" - INFO: Waiting")]
+    assert waits and waits[0] == f"{said} (TEST_DELAY)", lines
+    assert len(waits) >= 3  # repeated every LOCK_PATIENCE seconds
+    assert [msg for _, _, msg in second.log][: len(waits)] == waits  # in the job log too

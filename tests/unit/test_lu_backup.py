@@ -357,6 +357,23 @@ def test_cluster_verify_reports_overlays_and_stale_exports(ctx, ops, config):
     assert {"EINSTANCEOVERLAY", "ENODESTALEEXPORT"} <= codes
     assert any("interrupted export" in line for line in lines)
     assert any(f"{INST}.new" in line for line in lines)
+    [hint] = [line for line in lines if f"{INST}.new" in line]
+    assert f"'gnt-lv backup remove --stale {INST}'" in hint, hint
+    assert f"'backup remove {INST}'" not in hint  # that would remove the good export too
+
+
+def test_backup_remove_stale_keeps_the_complete_export(ctx, ops):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    good = ops.exports[N2][INST]
+    ops.exports[N2][f"{INST}.new"] = FakeExport()  # left by an interrupted export
+    result, lines = run(ctx, OpBackupRemove(instance_name=INST, stale=True))
+    assert result == [N2]
+    assert ops.exports[N2] == {INST: good}
+    assert any(line.endswith(f"/{INST}.new") and "removed" in line for line in lines)
+    with pytest.raises(OpExecError, match="No incomplete export of instance") as info:
+        run(ctx, OpBackupRemove(instance_name=INST, stale=True))
+    assert info.value.ecode == ECODE_NOENT
+    assert ops.exports[N2] == {INST: good}
 
 
 def test_import_of_version1_export_verifies_plain_sha256(ctx, ops, config):
@@ -582,3 +599,15 @@ def test_jobs_of_the_master_daemon_each_have_their_own_session(config, sops, dat
         )
     sessions = [o["session"] for o in sops.copy_options]
     assert sessions == sops.sessions
+
+
+def test_cli_backup_remove_stale(ctx, ops, config, capsys):
+    from ganeti_lv.cli.main import main
+
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    good = ops.exports[N2][INST]
+    ops.exports[N2][f"{INST}.new"] = FakeExport()
+    code = main(["--data-dir", config.data_dir, "backup", "remove", "--stale", INST], node_ops=ops)
+    out = capsys.readouterr().out
+    assert code == 0 and f"{N2}: removed " in out and f"/{INST}.new" in out
+    assert ops.exports[N2] == {INST: good}

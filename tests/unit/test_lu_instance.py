@@ -149,7 +149,7 @@ def test_create_dry_run_changes_nothing(
     [
         ({"instance_name": INST}, ECODE_EXISTS, "already in the cluster"),
         ({"pnode": "nosuchnode"}, ECODE_NOENT, "Node 'nosuchnode' not known"),
-        ({"beparams": {"memory": "lots"}}, ECODE_INVAL, "Invalid backend parameter 'maxmem'"),
+        ({"beparams": {"memory": "lots"}}, ECODE_INVAL, "Invalid backend parameter 'memory'"),
         ({"beparams": {"colour": "red"}}, ECODE_INVAL, "Unknown backend parameter 'colour'"),
         ({"hvparams": {"bogus": "1"}}, ECODE_INVAL, "Unknown hypervisor parameter 'bogus'"),
         ({"disks": [{"size": 0}]}, ECODE_INVAL, "Invalid size for disk 0"),
@@ -337,3 +337,70 @@ def test_create_rechecks_name_under_config_lock(
     inst = config.get_instance(NEW)
     assert inst is not None and inst.primary_node == N3  # the other one is untouched
     assert fake_ops.node(N2).files == {} and NEW not in fake_ops.node(N2).domains
+
+
+# ---------------------------------------------------------------- vCPUs against the node
+
+
+@pytest.mark.parametrize("start", [True, False])
+def test_create_with_more_vcpus_than_the_node_has_cpus_is_refused_up_front(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, start: bool
+) -> None:
+    serial = config.read().serial
+    err = prereq_error(ctx, create_op(beparams={"vcpus": "999"}, start=start))
+    assert err.ecode == ECODE_NORES
+    assert f"Node {N2} has 2 physical CPUs, but instance {NEW} needs 999" in str(err)
+    assert config.read().serial == serial and config.get_instance(NEW) is None
+    assert not fake_ops.calls_to("create_disks") and not fake_ops.calls_to("start_instance")
+
+
+def test_startup_and_reboot_refuse_more_vcpus_than_the_node_has(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.instances[INST].admin_state = constants.ADMINST_DOWN
+        data.instances[INST].beparams["vcpus"] = 999
+    for op in (OpInstanceStartup(instance_name=INST), OpInstanceReboot(instance_name=INST)):
+        err = prereq_error(ctx, op)
+        assert err.ecode == ECODE_NORES and "999" in str(err) and "2 physical CPUs" in str(err)
+    assert not fake_ops.calls_to("start_instance")
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.admin_state == constants.ADMINST_DOWN
+
+
+# ---------------------------------------------------------------- sizes and disk space
+
+
+def test_sizes_that_are_not_whole_mib_are_rounded_up_and_the_job_log_says_so(
+    ctx: Context, config: ConfigStore
+) -> None:
+    op = create_op(disks=[{"size": "0.5M"}, {"size": "1.25G"}], beparams={"memory": "100.5M"})
+    _, lines = run(ctx, op)
+    inst = config.get_instance(NEW)
+    assert inst is not None
+    assert [d.size for d in inst.disks] == [1, 1280]
+    assert inst.beparams["maxmem"] == 101
+    assert " - INFO: size of disk 0 0.5M is not a whole number of MiB: rounded up to 1 MiB" in lines
+    assert any(
+        "'memory' 100.5M is not a whole number of MiB: rounded up to 101" in x for x in lines
+    )
+    assert not any("disk 1" in line for line in lines)  # 1.25G is 1280 MiB exactly
+
+
+def test_create_refuses_disks_larger_than_the_free_space_on_the_node(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    fake_ops.free_bytes[N2] = 10 * 1024 * 1024 * 1024
+    serial = config.read().serial
+    err = prereq_error(ctx, create_op(disks=[{"size": "1T"}, {"size": 1024}]))
+    assert err.ecode == ECODE_NORES
+    directory = fake_ops.calls_to("free_space", N2)[0].args[0]
+    assert directory.endswith(f"/{NEW}")
+    assert str(err) == (
+        f"Not enough space for the disks of instance {NEW} on node {N2} in {directory}:"
+        " 1049600 MiB needed (1048576 MiB + 1024 MiB), 10240 MiB free"
+    )
+    assert config.read().serial == serial and not fake_ops.calls_to("create_disks")
+    fake_ops.free_bytes[N2] = 2048 * 1024 * 1024
+    run(ctx, create_op(disks=[{"size": "2G"}]))  # exactly fits
+    assert config.get_instance(NEW) is not None

@@ -711,3 +711,53 @@ def test_cancel_before_exec_changes_nothing(
     assert not ops.calls_to("migrate_instance", N1)
     assert config.read().serial == serial
     assert running_on(ops) == [N1]
+
+
+# -------------------------------------------- the convergence policy in the job log
+
+
+def test_policy_steps_are_lines_of_the_job_log(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    step = "not completed after 2 more passes: allowing 11 ms downtime"
+    ops.migration_reports = [
+        MigrationProgress(elapsed=1.0, memory_total=100, memory_remaining=50),
+        MigrationProgress(elapsed=1.2, memory_total=100, memory_remaining=50, policy_step=step),
+    ]
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    logged = [msg for _, _, msg in ctx.jobs.list()[-1].log]
+    assert f" - INFO: convergence policy: {step}" in logged
+    assert f" - INFO: convergence policy: {step}" in lines
+    assert sum("migration " in msg and "% of memory" in msg for msg in logged) == 1
+
+
+def test_abort_by_the_policy_is_a_typed_error_and_no_finalising_step(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    failure = MigrationFailed(
+        "convergence policy: no progress for 30 s after every escalation step"
+        " (operation aborted: migration out job: canceled by client)",
+        node=N1,
+        aborted=True,
+        by_policy=True,
+    )
+    ops.fail("migrate_instance", N1, failure)
+    with pytest.raises(MigrationAborted) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_ENVIRON
+    assert "did not converge within the convergence policy's limits" in err.value.msg
+    assert "no progress for 30 s after every escalation step" in err.value.msg
+    assert f"keeps running on {N1}, configuration unchanged" in err.value.msg
+    job = ctx.jobs.list()[-1]
+    assert job.ops[0].error is not None and job.ops[0].error.get("ecode") == ECODE_ENVIRON
+    logged = [msg for _, _, msg in job.log]
+    assert any(msg.startswith("STEP 3/4") for msg in logged)
+    assert not any(msg.startswith("STEP 4/4") for msg in logged), logged
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+
+
+def test_user_abort_announces_no_finalising_step(ctx: Context, ops: FakeNodeOps) -> None:
+    ops.fail("migrate_instance", N1, MigrationFailed("aborted by user", node=N1, aborted=True))
+    with pytest.raises(MigrationAborted):
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert not any(msg.startswith("STEP 4/4") for _, _, msg in ctx.jobs.list()[-1].log)

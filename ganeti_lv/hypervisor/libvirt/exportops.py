@@ -197,6 +197,9 @@ class LibvirtExportOps:
     def export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:
         return exportdir.remove(self.ssh(node), node.name, cluster.export_dir, instance_name)
 
+    def export_remove_stale(self, node: Node, cluster: Cluster, instance_name: str) -> list[str]:
+        return exportdir.remove_stale(self.ssh(node), node.name, cluster.export_dir, instance_name)
+
     def export_read(self, node: Node, cluster: Cluster, path: str) -> ExportData:
         return exportdir.read(self.ssh(node), node.name, path)
 

@@ -53,7 +53,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import libvirt
@@ -218,6 +218,7 @@ class _Monitor:
         self.last_report = -1e9
         self.abort_reason = ""
         self.aborted = False
+        self.aborted_by_policy = False
         self.postcopy = False
         self.downtime_set = False
         self.last_progress: MigrationProgress | None = None
@@ -254,6 +255,8 @@ class _Monitor:
             )
             action, self.state = policy.decide(self.config, self.state, sample)
             self._act(action)
+            if self.aborted:
+                return  # no progress line after the abort's
         if elapsed - self.last_report >= self.params.report_interval:
             self.last_report = elapsed
             self.progress_fn(report)
@@ -275,17 +278,28 @@ class _Monitor:
             self.guest.set_max_downtime(int(ms))
         self.downtime_ms = ms
 
+    def _say(self, step: str) -> None:
+        """Report a step of the policy (or the abort) as a line of its own, at once."""
+        base = self.last_progress or MigrationProgress(elapsed=self.clock() - self.start)
+        self.progress_fn(replace(base, policy_step=step))
+
     def _act(self, action: policy.Action) -> None:
         kind = action.kind
         if kind is policy.ActionKind.SET_DOWNTIME and action.downtime_ms is not None:
+            self._say(action.reason)
             self._set_downtime(action.downtime_ms)
+        elif kind is policy.ActionKind.AUTO_CONVERGE:
+            self._say(action.reason)
         elif kind is policy.ActionKind.START_POSTCOPY:
+            self._say(f"switching to post-copy: {action.reason}")
             try:
                 self.guest.start_postcopy()
                 self.postcopy = True
             except NodeError as err:
+                self.aborted_by_policy = not self.aborted
                 self.abort(f"{action.reason}; post-copy refused: {err}")
         elif kind is policy.ActionKind.ABORT:
+            self.aborted_by_policy = not self.aborted
             self.abort(f"convergence policy: {action.reason}")
 
     def abort(self, reason: str) -> None:
@@ -295,6 +309,7 @@ class _Monitor:
         if self.aborted:
             return
         self.aborted = True
+        self._say(f"aborting the migration: {self.abort_reason}")
         with contextlib.suppress(NodeError):
             self.guest.abort_job()
 
@@ -386,7 +401,11 @@ def _raise_failure(error: BaseException, monitor: _Monitor, node: str) -> None:
     if monitor.aborted:
         detail = f"{monitor.abort_reason} ({detail})"
     raise MigrationFailed(
-        detail, node=node, aborted=monitor.aborted, switched_over=monitor.postcopy
+        detail,
+        node=node,
+        aborted=monitor.aborted,
+        switched_over=monitor.postcopy,
+        by_policy=monitor.aborted_by_policy,
     )
 
 

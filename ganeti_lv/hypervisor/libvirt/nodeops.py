@@ -35,6 +35,7 @@ from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
 from ganeti_lv.hypervisor.libvirt.migration import MigrationOpsMixin
+from ganeti_lv.names import name_problem
 from ganeti_lv.node.transport import CommandResult, HookScriptResult
 from ganeti_lv.objects import Cluster, Instance, Node
 
@@ -60,8 +61,9 @@ def default_libvirt_uri(node: Node, key_file: str) -> str:
 
 
 def _check_name(name: str) -> None:
-    if not constants.NAME_RE.match(name):
-        raise HypervisorError(f"Invalid instance name {name!r}", ecode=ECODE_INVAL)
+    problem = name_problem(name, "instance")
+    if problem is not None:
+        raise HypervisorError(problem, ecode=ECODE_INVAL)
 
 
 class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):

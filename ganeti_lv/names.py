@@ -1,0 +1,48 @@
+"""The rule for names of clusters, nodes, instances and exports, said in full when broken.
+
+A name ends up in file paths, libvirt domain names and remote shell
+commands, so it is a DNS host name label's subset (``constants.NAME_RE``).
+Ganeti is more lenient (``[a-z0-9._-]``, up to 255 characters, names are
+lower-cased); the errors here state ganeti_lv's rule and what in the name
+breaks it, so that a refused name can be corrected without guessing.
+"""
+
+from __future__ import annotations
+
+from ganeti_lv import constants
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+MAX_NAME_LENGTH = 63
+NAME_RULE = (
+    f"1 to {MAX_NAME_LENGTH} characters: lower-case letters a-z, digits 0-9, '-' and '.',"
+    " starting and ending with a letter or a digit"
+)
+_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def _what_breaks(name: str) -> str:
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"it is {len(name)} characters long"
+    bad = sorted({ch for ch in name if ch not in _ALLOWED})
+    if bad:
+        if all(ch.isascii() and ch.isupper() for ch in bad):
+            return f"it has upper-case letters (use {name.lower()!r})"
+        return "it contains " + ", ".join(repr(ch) for ch in bad)
+    return f"it starts or ends with {name[0] if not name[0].isalnum() else name[-1]!r}"
+
+
+def name_problem(name: object, what: str) -> str | None:
+    """None when ``name`` is valid, else the message: the name, what breaks the rule, the rule."""
+    if isinstance(name, str) and constants.NAME_RE.match(name):
+        return None
+    reason = _what_breaks(name) if isinstance(name, str) else f"it is a {type(name).__name__}"
+    return f"Invalid {what} name {name!r}: {reason}; a name is {NAME_RULE}"
+
+
+def check_name(name: object, what: str) -> None:
+    """Raise OpPrereqError (ECODE_INVAL) stating the rule unless ``name`` is valid."""
+    problem = name_problem(name, what)
+    if problem is not None:
+        raise OpPrereqError(problem, ECODE_INVAL)

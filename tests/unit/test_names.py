@@ -1,0 +1,71 @@
+"""Invalid names are refused with the rule they break (issue 13 item 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ganeti_lv.cli.main import main
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.names import NAME_RULE, check_name, name_problem
+from ganeti_lv.opcodes import OpInstanceCreate, OpNodeAdd
+
+RULE_WORDS = ("1 to 63 characters", "lower-case letters", "digits", "'-' and '.'")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("Web1", "upper-case letters (use 'web1')"),
+        ("web_1", "contains '_'"),
+        ("a b/c", "contains ' ', '/'"),
+        ("-web", "starts or ends with '-'"),
+        ("web.", "starts or ends with '.'"),
+        ("x" * 64, "64 characters long"),
+        ("", "it is empty"),
+    ],
+)
+def test_the_error_names_what_breaks_the_rule_and_states_it(name: str, reason: str) -> None:
+    with pytest.raises(OpPrereqError) as info:
+        check_name(name, "instance")
+    assert info.value.ecode == ECODE_INVAL
+    assert info.value.msg.startswith(f"Invalid instance name {name!r}: ")
+    assert reason in info.value.msg
+    assert all(word in info.value.msg for word in RULE_WORDS), info.value.msg
+
+
+def test_valid_names_pass() -> None:
+    for name in ("web1", "a", "node-1.example.com", "x" * 63):
+        assert name_problem(name, "node") is None
+
+
+def test_opcodes_state_the_rule() -> None:
+    with pytest.raises(OpPrereqError, match="Invalid node name 'Node_2'") as info:
+        OpNodeAdd(node_name="Node_2").validate()
+    assert NAME_RULE in info.value.msg
+    create = OpInstanceCreate(
+        instance_name="web_1", disk_template="file", pnode="node1", disks=[{"size": 64}]
+    )
+    with pytest.raises(OpPrereqError) as info:
+        create.validate()
+    assert "contains '_'" in info.value.msg and NAME_RULE in info.value.msg
+
+
+def test_cli_instance_add_says_the_rule_and_changes_nothing(
+    config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any
+) -> None:
+    serial = config.read().serial
+    code = main(
+        ["--data-dir", data_dir, "instance", "add", "-t", "file", "--disk", "0:size=64M",
+         "-n", "node2.example.com", "--no-start", "Web_1"],
+        node_ops=fake_ops,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "error type: wrong_input" in err
+    assert "Invalid instance name 'Web_1'" in err and NAME_RULE in err
+    assert config.read().serial == serial
+    assert not fake_ops.calls_to("create_disks", "node2.example.com")
