@@ -26,12 +26,24 @@ def _text() -> str:
     return VAGRANTFILE.read_text(encoding="utf-8")
 
 
+# The public box with nested KVM, and the box built by vagrant/box/build.sh
+# with the nodes and their guests under TCG on a host-only network.
+LOCAL_BOX_UNDER_TCG = {
+    "GANETI_LV_VAGRANT_BOX": "ganeti-lv/bookworm",
+    "GANETI_LV_VAGRANT_DOMAIN_TYPE": "qemu",
+    "GANETI_LV_VAGRANT_MANAGEMENT_MODE": "none",
+    "GANETI_LV_VAGRANT_NODES": "2",
+}
+
+
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed")
-def test_vagrant_validate(tmp_path: Path) -> None:
-    env = dict(os.environ, VAGRANT_HOME=str(tmp_path / "vagrant.d"))
+@pytest.mark.parametrize("settings", [{}, LOCAL_BOX_UNDER_TCG], ids=["default", "local-box-tcg"])
+def test_vagrant_validate(tmp_path: Path, settings: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANETI_LV_VAGRANT_")}
+    env.update(settings, VAGRANT_HOME=str(tmp_path / "vagrant.d"))
     # Validation must not depend on local state: run it on a copy of vagrant/.
     work = tmp_path / "vagrant"
-    shutil.copytree(VAGRANT_DIR, work, ignore=shutil.ignore_patterns(".vagrant", ".cluster"))
+    shutil.copytree(VAGRANT_DIR, work, ignore=shutil.ignore_patterns(".vagrant", ".cluster", "out"))
     proc = subprocess.run(
         ["vagrant", "validate"],
         cwd=work,
@@ -62,7 +74,8 @@ def test_cluster_json_writer_parses() -> None:
 
 def test_vagrantfile_defines_three_nodes_with_nested_kvm() -> None:
     text = _text()
-    assert re.search(r"^NODE_COUNT\s*=\s*3\s*$", text, re.M)
+    count = r'^NODE_COUNT = Integer\(ENV\.fetch\("GANETI_LV_VAGRANT_NODES", "3"\)\)$'
+    assert re.search(count, text, re.M)
     assert 'name: "node#{i}"' in text
     assert "config.vm.define node[:name]" in text
     assert re.search(r"libvirt\.nested\s*=\s*true", text)
