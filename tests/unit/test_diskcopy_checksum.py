@@ -239,3 +239,20 @@ def test_checksum_command_for_operators(tmp_path):
         text=True,
     )
     assert bad.returncode == 1 and "No such file" in bad.stderr
+
+
+def test_shipped_program_runs_without_the_package(tmp_path):
+    """The program shipped to the nodes carries the helper's library modules:
+    it runs where ``ganeti_lv`` cannot be imported (``-S``, another cwd)."""
+    size, writes = CASES["straddling"]
+    path = tmp_path / "disk0.img"
+    content = make_image(path, size, writes)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = diskcopy.helper_argv("checksum", str(path))
+    assert argv[:3] == ["python3", "-S", "-c"]
+    probe = subprocess.run(
+        ["python3", "-S", "-c", "import ganeti_lv"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert probe.returncode != 0  # the package is not there for the helper
+    out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout == f"{tree_sha(content)}  {path}\n"
