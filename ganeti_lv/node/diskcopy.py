@@ -191,8 +191,8 @@ def helper_source() -> str:
     """The program shipped to the nodes: the helper and the modules it imports.
 
     It installs the library modules (``_LOADER``), then runs the helper's
-    text in its own global scope, as ``__main__`` (``python3 -c``) or in the
-    scope the sender's prelude gives it (``_SEND_PRELUDE``).
+    text in the program's global scope: ``__main__`` (``python3 -c``) or the
+    scope the sender's prelude runs it in (``_SEND_PRELUDE``).
     """
     parts = [_LOADER]
     parts += [f"_install({m.__name__!r}, {_module_source(m)!r})\n" for m in _SHIPPED_MODULES]
