@@ -14,7 +14,7 @@ manifest.json (version 2)::
                 "allocated": BYTES, "checksum_algorithm": "sha256-tree-4M",
                 "checksum": HEX}]}
 
-``sha256-tree-4M`` is defined in ``diskcopy_helper`` (sha256 over the disk
+``sha256-tree-4M`` is defined in ``diskcopy_stream`` (sha256 over the disk
 size and the sha256 of every 4 MiB chunk); check an image by hand with
 ``python3 -m ganeti_lv.node.diskcopy_helper checksum disk0.img``. Version 1
 manifests (a plain whole-disk ``"sha256": HEX`` per disk) are still read;
@@ -32,7 +32,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-from ganeti_lv.node.diskcopy_helper import PLAIN, TREE
+from ganeti_lv.node.diskcopy_stream import PLAIN, TREE
 from ganeti_lv.objects import Disk, Instance, Nic
 
 CONFIG_FILE = "config.ini"

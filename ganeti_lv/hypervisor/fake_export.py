@@ -26,7 +26,7 @@ from ganeti_lv.hypervisor.export_types import (
     overlay_path,
 )
 from ganeti_lv.node.diskcopy import CopyCanceled, CopyStats, StartInfo
-from ganeti_lv.node.diskcopy_helper import split_checksum
+from ganeti_lv.node.diskcopy_stream import split_checksum
 from ganeti_lv.objects import Cluster, Instance, Node
 
 if TYPE_CHECKING:

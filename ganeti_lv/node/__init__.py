@@ -6,8 +6,10 @@
 - ``ssh``: the SSH transport to the nodes (paramiko), a ``NodeTransport``;
   ``known_hosts``: the cluster's known_hosts file (no SSH library needed);
 - ``diskcopy``: the node-to-node disk copy engine (copy plans, copies set
-  up ahead); ``diskcopy_helper``: its node-side helper (standard library
-  only, shipped to the nodes as text); ``diskstat``: file sizes and free
+  up ahead); ``diskcopy_helper``: its node-side helper (the send, recv
+  and checksum commands) and ``diskcopy_stream``: the helper's stream
+  format and data path (both standard library only, shipped to the nodes as
+  text); ``diskstat``: file sizes and free
   space asked with the node's shell; ``progress``: a copy's progress lines
   as Ganeti prints them;
 - ``exportdir``: export directories on a node;

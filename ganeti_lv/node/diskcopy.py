@@ -10,8 +10,9 @@ the data never passes through the master:
 
 Why: measured between two nodes here, a Python SSH stack moves about
 120 MiB/s while OpenSSH moves about 210 MiB/s; relaying through the master
-would also cost a second hop. The node-side helper (``diskcopy_helper``) is
-shipped as ``python3 -c`` text, so nodes need nothing but python3 and ssh.
+would also cost a second hop. The node-side helper (``diskcopy_helper``, with
+its data path library ``diskcopy_stream``) is shipped as ``python3 -c``
+text (``helper_source``), so nodes need nothing but python3 and ssh.
 
 The engine needs little from a node connection (``node.transport.Runner``:
 run a command, stream one); ``SshClient`` has it. ``CopyPlan`` is one copy
@@ -19,8 +20,9 @@ run a command, stream one); ``SshClient`` has it. ``CopyPlan`` is one copy
 is a copy set up ahead, waiting for go (a job's session keeps them, see
 ``hypervisor.libvirt.exportops.CopySession``). Next to it: ``diskstat``
 (sizes and free space, asked with the node's shell), ``progress`` (the
-progress lines, as Ganeti prints them) and ``diskcopy_helper`` (the
-node-side helper, standard library only).
+progress lines, as Ganeti prints them) and ``diskcopy_helper`` with
+``diskcopy_stream`` (the node-side helper and its stream format and data
+path, standard library only).
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, NodeError
-from ganeti_lv.node import diskcopy_helper
+from ganeti_lv.node import diskcopy_helper, diskcopy_stream
 from ganeti_lv.node.transport import Runner, StreamProcess
 
 MiB = 1024 * 1024
@@ -78,7 +81,7 @@ class CopyStats:
     target_allocated: int
     seconds: float
     compress: str = constants.IEC_NONE
-    checksum_algorithm: str = diskcopy_helper.TREE
+    checksum_algorithm: str = diskcopy_stream.TREE
 
     @property
     def checksum_text(self) -> str:
@@ -145,11 +148,58 @@ def ssh_endpoint(
     return CopyEndpoint(argv=argv, name=name or address)
 
 
-def helper_source() -> str:
-    """The text of the node-side helper, as shipped to the nodes."""
-    path = diskcopy_helper.__file__
+# The node-side helper's modules, shipped as source text: the library modules
+# (installed on the node under their package names, in this order), then the
+# helper itself, run as ``__main__``.
+_SHIPPED_MODULES = (diskcopy_stream,)
+_SHIPPED_MAIN = diskcopy_helper
+
+# The start of the shipped program: ``_install(name, source)`` runs ``source``
+# as module ``name`` in ``sys.modules`` (creating its parent packages, empty,
+# where missing), so that the helper's ordinary imports of its library modules
+# work on a node as they do in the package.
+_LOADER = """\
+import sys
+
+
+def _install(name, source=None):
+    parent, _, child = name.rpartition(".")
+    if parent and parent not in sys.modules:
+        _install(parent)
+    module = type(sys)(name)
+    if source is None:
+        module.__path__ = []
+    sys.modules[name] = module
+    if parent:
+        setattr(sys.modules[parent], child, module)
+    if source is not None:
+        module.__file__ = name.replace(".", "/") + ".py"
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+
+
+"""
+
+
+def _module_source(module: ModuleType) -> str:
+    path = module.__file__
+    assert path is not None
     with open(path, encoding="utf-8") as fh:
         return fh.read()
+
+
+def helper_source() -> str:
+    """The program shipped to the nodes: the helper and the modules it imports.
+
+    It installs the library modules (``_LOADER``), then runs the helper's
+    text in the program's global scope: ``__main__`` (``python3 -c``) or the
+    scope the sender's prelude runs it in (``_SEND_PRELUDE``).
+    """
+    parts = [_LOADER]
+    parts += [f"_install({m.__name__!r}, {_module_source(m)!r})\n" for m in _SHIPPED_MODULES]
+    name = _SHIPPED_MAIN.__name__.replace(".", "/") + ".py"
+    parts.append("del _install\n")
+    parts.append(f"exec(compile({_module_source(_SHIPPED_MAIN)!r}, {name!r}, 'exec'))\n")
+    return "".join(parts)
 
 
 def helper_argv(*args: str) -> list[str]:
@@ -365,10 +415,10 @@ class CopyPlan:
         (ECODE_NORES when the target lacks space). NodeError (ECODE_INVAL)
         here if the arguments are bad.
         """
-        if compress not in diskcopy_helper.COMPRESSORS:
+        if compress not in diskcopy_stream.COMPRESSORS:
             raise NodeError(f"Unknown compression tool {compress!r}", src_node, ecode=ECODE_INVAL)
-        algorithm, expect_hex = diskcopy_helper.split_checksum(expect_sha256 or "")
-        if algorithm not in diskcopy_helper.ALGORITHMS:
+        algorithm, expect_hex = diskcopy_stream.split_checksum(expect_sha256 or "")
+        if algorithm not in diskcopy_stream.ALGORITHMS:
             raise NodeError(
                 f"Unknown checksum algorithm {algorithm!r}", src_node, ecode=ECODE_INVAL
             )

@@ -1,45 +1,21 @@
 """Node-side half of the disk copy engine (stdlib only, run with ``python3 -c``).
 
 The master never relays disk data. It starts ``send`` on the source node over
-one SSH exec; the sender reads the image sparse-aware (SEEK_DATA/SEEK_HOLE,
-then all-zero blocks are skipped as well), optionally compresses, and streams
-to ``recv`` on the target node through the source node's own OpenSSH client
-(faster than a Python SSH stack). The receiver writes only the data it gets,
-so holes stay holes, into ``<dst>.part.<pid>``; it renames the file into place only
-once the whole stream arrived and its checksum matches the sender's.
+one SSH exec; the sender reads the image sparse-aware, optionally
+compresses, and streams to ``recv`` on the target node through the source
+node's own OpenSSH client (faster than a Python SSH stack). The receiver
+writes only the data it gets, so holes stay holes, into
+``<dst>.part.<pid>``; it renames the file into place only once the whole
+stream arrived and its checksum matches the sender's.
 
-This file must stay self-contained: its source text is shipped to the nodes.
-
-Checksum ``sha256-tree-4M`` (the default): the logical disk is split into
-4 MiB chunks (the last one may be shorter); each chunk's digest is
-sha256(chunk bytes, holes read as zeros); the disk checksum is the hex
-sha256 of the disk size as 8 bytes big-endian followed by every chunk digest
-in order. A chunk that is all hole or all zeros has the digest of a zero
-chunk of its length, computed once, so holes cost nothing. ``sha256`` (a
-plain sha256 of the whole disk) is still understood, for older exports. By
-hand: ``python3 -m ganeti_lv.node.diskcopy_helper checksum FILE`` (or this file
-run with python3) prints ``<hex>  FILE`` like sha256sum.
-
-Stream format (after optional compression)::
-
-    b"GLVC3\\n" + u32 length + JSON header {"size": N, "allocated": A, "algorithm": ALG}
-    b"D" + u64 offset + u32 length + data      (offsets strictly increasing,
-                                                never across a 4 MiB chunk boundary)
-    b"E" + u64 size                             (no more data)
-    64 hex chars checksum                       (end of stream)
-
-Speed (the data path must keep up with OpenSSH, on nodes whose cores also
-run the guests): the helpers copy no data themselves where they can. The
-sender splices the data runs from the image's page cache into the pipe to
-ssh and hashes a read-only mapping of each 4 MiB chunk; the receiver splices
-each record from its input pipe into the file and hashes the finished chunk
-from a mapping of the file (what it hashes is what the file holds). sha256
-runs in a thread of its own at both ends (hashlib releases the GIL), the
-pipes are enlarged so ssh keeps working while this side hashes, and the
-receiver starts the writeback of each chunk once hashed so the final fsync
-is short. Without splice (Python < 3.10, or an end that is not a pipe) the
-chunks are read into reused buffers and written from them (the same stream
-and checksums).
+This module holds the commands (the processes around the copy, their
+output lines, the partial file's life) and ``main``; the stream format, the
+checksum and the data path are in ``diskcopy_stream``. Both use the
+standard library only: their source text is shipped to the nodes
+(``diskcopy.helper_source``), where ``diskcopy_stream`` is installed under
+its package name before this module runs as ``__main__``. By hand:
+``python3 -m ganeti_lv.node.diskcopy_helper checksum FILE`` prints
+``<hex>  FILE`` like sha256sum.
 
 Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
@@ -51,48 +27,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import functools
-import hashlib
 import json
-import mmap
 import os
-import queue
-import stat
-import struct
 import sys
-import threading
 import time
 
-MAGIC = b"GLVC3\n"
-CHUNK = 4 << 20
-SUBBLOCK = 64 << 10
-ZERO = bytes(CHUNK)
-ZERO_VIEW = memoryview(ZERO)
-ZERO_SUB = bytes(SUBBLOCK)
-PIPE_SIZE = 1 << 20
-HASH_QUEUE = 8
-WRITEBACK_STEP = 32 << 20
+from ganeti_lv.node.diskcopy_stream import (
+    ALGORITHMS,
+    COMPRESSORS,
+    TREE,
+    CopyFailed,
+    FdReader,
+    checksum_file,
+    enlarge_pipe,
+    read_header,
+    receive_stream,
+    split_checksum,
+    stream_image,
+)
+
 EXIT_NORES = 3
-TREE = "sha256-tree-4M"
-PLAIN = "sha256"
-ALGORITHMS = (TREE, PLAIN)
-COMPRESSORS = {
-    "none": None,
-    "gzip": (["gzip", "-c", "-1"], ["gzip", "-dc"]),
-    "zstd": (["zstd", "-c", "-1", "-T0", "-q"], ["zstd", "-dc", "-q"]),
-}
-_D = struct.Struct(">QI")
-_E = struct.Struct(">Q")
-_H = struct.Struct(">I")
-
-
-class CopyFailed(Exception):
-    """A copy step failed; ``code``: the exit status; ``side``: which end failed."""
-
-    def __init__(self, msg: str, code: int = 1, kind: str = "error", side: str = "") -> None:
-        super().__init__(msg)
-        self.code, self.kind, self.side = code, kind, side
 
 
 def free_bytes(path: str) -> int:
@@ -106,275 +60,6 @@ def free_bytes(path: str) -> int:
         path = os.path.dirname(path)
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-def data_extents(fd: int, size: int):
-    """Yield (start, end) of the data regions of ``fd`` (all of it without SEEK_DATA)."""
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as err:
-            if err.errno == errno.ENXIO:
-                return
-            if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                yield pos, size
-                return
-            raise
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        if end > start:
-            yield start, end
-        pos = end
-
-
-def data_chunks(extents):
-    """Group data extents by 4 MiB chunk: yield (chunk index, [(start, end), ...])."""
-    current = -1
-    ranges: list[tuple[int, int]] = []
-    for start, end in extents:
-        pos = start
-        while pos < end:
-            idx = pos // CHUNK
-            stop = min((idx + 1) * CHUNK, end)
-            if idx != current:
-                if ranges:
-                    yield current, ranges
-                current, ranges = idx, []
-            ranges.append((pos, stop))
-            pos = stop
-    if ranges:
-        yield current, ranges
-
-
-def _is_zero(buf, start: int, end: int) -> bool:
-    """True if ``buf[start:end]`` is all zero (cheap for data that is not).
-
-    ``buf``: bytes, bytearray, mmap or memoryview; slices are compared as
-    bytes (comparing a memoryview item by item is a hundred times slower).
-    """
-    head = min(end, start + 16)
-    if bytes(buf[start:head]) != ZERO[: head - start]:
-        return False
-    if end - start == SUBBLOCK:
-        return bytes(buf[start:end]) == ZERO_SUB
-    return bytes(buf[start:end]) == ZERO[: end - start]
-
-
-def nonzero_spans(buf, start: int, end: int):
-    """Yield (start, end) of the runs of ``buf[start:end]`` that are not all zero.
-
-    Subblocks of ``SUBBLOCK`` bytes (counted from ``start``) are the unit.
-    """
-    run_start = -1
-    for off in range(start, end, SUBBLOCK):
-        zero = _is_zero(buf, off, min(off + SUBBLOCK, end))
-        if not zero and run_start < 0:
-            run_start = off
-        elif zero and run_start >= 0:
-            yield run_start, off
-            run_start = -1
-    if run_start >= 0:
-        yield run_start, end
-
-
-@functools.lru_cache(maxsize=4)
-def zero_digest(length: int) -> bytes:
-    """sha256 digest of a zero chunk of ``length`` bytes (computed once per process)."""
-    return hashlib.sha256(ZERO_VIEW[:length]).digest()
-
-
-class Hasher:
-    """The disk checksum, computed chunk by chunk in order in a thread of its own.
-
-    ``algorithm`` is ``TREE`` (see the module text) or ``PLAIN`` (sha256 of
-    the whole disk). Data chunks come through ``chunk(idx, buf, length)``,
-    in increasing chunk order: ``buf`` is a buffer of the hasher's pool
-    (``buffer()``), which returns to the pool once hashed, so no buffer is
-    allocated (and faulted in) per chunk, or an ``mmap`` of the chunk in
-    the file, which the thread closes once hashed. Chunks never given are
-    holes (zero chunks). ``hexdigest`` waits for the thread.
-    """
-
-    def __init__(self, size: int, algorithm: str = TREE) -> None:
-        if algorithm not in ALGORITHMS:
-            raise CopyFailed(f"unknown checksum algorithm {algorithm!r}")
-        self.algorithm = algorithm
-        self.size = size
-        self.chunks = (size + CHUNK - 1) // CHUNK
-        self.next = 0
-        self.digest = hashlib.sha256()
-        if algorithm == TREE:
-            self.digest.update(_E.pack(size))
-        self.queue: queue.Queue = queue.Queue(maxsize=HASH_QUEUE)
-        self.free: queue.Queue = queue.Queue()
-        self.pool = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def chunk_length(self, idx: int) -> int:
-        """Length of chunk ``idx`` (the last one may be short)."""
-        return min(CHUNK, self.size - idx * CHUNK)
-
-    def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            kind, buf, length, done = item
-            if kind == "d":
-                with memoryview(buf) as view:
-                    if self.algorithm == TREE:
-                        self.digest.update(hashlib.sha256(view[:length]).digest())
-                    else:
-                        self.digest.update(view[:length])
-                self.release(buf)
-                if done is not None:
-                    done()
-            else:
-                self._zero_chunks(buf, length)
-
-    def _zero_chunks(self, first: int, count: int) -> None:
-        """Hash ``count`` zero chunks from chunk ``first`` on (hasher thread)."""
-        end = first + count
-        if self.algorithm == PLAIN:  # zero bytes from memory, no disk I/O
-            for pos in range(first * CHUNK, min(end * CHUNK, self.size), CHUNK):
-                self.digest.update(ZERO_VIEW[: min(CHUNK, self.size - pos)])
-            return
-        last_short = end == self.chunks and self.size % CHUNK
-        full = count - 1 if last_short else count
-        while full > 0:
-            step = min(full, 4096)
-            self.digest.update(zero_digest(CHUNK) * step)
-            full -= step
-        if last_short:
-            self.digest.update(zero_digest(self.size % CHUNK))
-
-    def _skip_to(self, idx: int) -> None:
-        if idx > self.next:
-            self.queue.put(("z", self.next, idx - self.next, None))
-        self.next = idx
-
-    def buffer(self) -> bytearray:
-        """A buffer of the pool (a new one while fewer than the queue can hold exist)."""
-        try:
-            return self.free.get_nowait()
-        except queue.Empty:
-            pass
-        if self.pool < HASH_QUEUE + 2:
-            self.pool += 1
-            return bytearray(CHUNK)
-        return self.free.get()
-
-    def release(self, buf) -> None:
-        """Give back a buffer (or close a mapping) that is not to be hashed (any more)."""
-        if isinstance(buf, bytearray):
-            self.free.put(buf)
-        else:
-            with contextlib.suppress(BufferError):  # a view still held: freed with it
-                buf.close()
-
-    def chunk(self, idx: int, buf, length: int, done=None) -> None:
-        """Queue chunk ``idx`` (``buf[:length]``) for hashing; chunks skipped are zeros.
-
-        ``done()``, if given, runs in the hasher's thread once the chunk is hashed.
-        """
-        if idx < self.next or length != self.chunk_length(idx):
-            raise CopyFailed(f"chunk {idx} out of order or of a wrong length")
-        self._skip_to(idx)
-        self.queue.put(("d", buf, length, done))
-        self.next = idx + 1
-
-    def hexdigest(self) -> str:
-        """The checksum of the disk (remaining chunks are zeros; waits for the thread)."""
-        self._skip_to(self.chunks)
-        self.queue.put(None)
-        self.thread.join()
-        return self.digest.hexdigest()
-
-
-def map_chunk(fd: int, base: int, length: int) -> mmap.mmap:
-    """A read-only mapping of ``length`` bytes of ``fd`` at ``base`` (a chunk boundary)."""
-    return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ, offset=base)
-
-
-def can_splice(fd: int) -> bool:
-    """True if data can be spliced to or from ``fd``: it is a pipe and the OS has splice."""
-    if not hasattr(os, "splice"):
-        return False
-    try:
-        return stat.S_ISFIFO(os.fstat(fd).st_mode)
-    except OSError:
-        return False
-
-
-def can_map(fd: int, size: int) -> bool:
-    """True if the file ``fd`` (``size`` bytes) can be mapped for reading, as the
-    spliced paths hash it (a filesystem without mmap, or a write-only fd: no)."""
-    if size <= 0:
-        return True
-    try:
-        map_chunk(fd, 0, min(size, mmap.PAGESIZE)).close()
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def splice_exact(src: int, dst: int, count: int, src_off=None, dst_off=None) -> None:
-    """Move ``count`` bytes from ``src`` to ``dst`` in the kernel (one of them a pipe).
-
-    ``src_off``/``dst_off``: the file offset at the end that is not the pipe.
-    """
-    while count > 0:
-        step = min(count, PIPE_SIZE)
-        if src_off is not None:
-            moved = os.splice(src, dst, step, offset_src=src_off)  # type: ignore[attr-defined]
-            src_off += moved
-        else:
-            moved = os.splice(src, dst, step, offset_dst=dst_off)  # type: ignore[attr-defined]
-            dst_off += moved
-        if not moved:
-            raise CopyFailed(
-                "the image shrank while being read"
-                if src_off is not None
-                else "the stream ended early (connection lost?)"
-            )
-        count -= moved
-
-
-def write_all(fd: int, parts) -> None:
-    """Write every buffer of ``parts`` to ``fd`` (handles short writes)."""
-    views = [memoryview(p).cast("B") for p in parts]
-    while views:
-        done = os.writev(fd, views)
-        while views and done >= len(views[0]):
-            done -= len(views[0])
-            views.pop(0)
-        if views and done:
-            views[0] = views[0][done:]
-
-
-def enlarge_pipe(fd: int) -> None:
-    """Give a pipe a larger buffer (no-op for other files)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
-
-
-class Throttle:
-    """Sleep so that the bytes passed to ``add`` do not exceed ``limit`` per second."""
-
-    def __init__(self, limit: float | None) -> None:
-        self.limit = limit
-        self.start = time.monotonic()
-        self.total = 0
-
-    def add(self, nbytes: int) -> None:
-        """Account for ``nbytes`` sent and sleep if ahead of the limit."""
-        if not self.limit:
-            return
-        self.total += nbytes
-        ahead = self.total / self.limit - (time.monotonic() - self.start)
-        if ahead > 0:
-            time.sleep(ahead)
 
 
 def _emit(kind: str, payload) -> None:
@@ -400,128 +85,6 @@ def _start_pipeline(transport: list[str], compress: str, started=None):
     comp = subprocess.Popen(tools[0], stdin=subprocess.PIPE, stdout=transport_proc.stdin)
     transport_proc.stdin.close()  # type: ignore[union-attr]  # the compressor holds the write end now
     return comp.stdin, [comp, transport_proc]
-
-
-def _read_chunk(fd: int, buf, base: int, length: int, ranges) -> None:
-    """Fill ``buf[:length]`` with chunk bytes at ``base``: the data ``ranges``, zeros between."""
-    with memoryview(buf) as view:
-        cursor = 0
-        for start, end in ranges:
-            rel, stop = start - base, end - base
-            if rel > cursor:
-                view[cursor:rel] = ZERO_VIEW[: rel - cursor]
-            while rel < stop:
-                count = os.preadv(fd, [view[rel:stop]], base + rel)
-                if not count:
-                    raise CopyFailed("the image shrank while being read")
-                rel += count
-            cursor = stop
-        if cursor < length:
-            view[cursor:length] = ZERO_VIEW[: length - cursor]
-
-
-def scan_image(fd: int, size: int, hasher: Hasher, on_chunk=None, mapped: bool = False) -> None:
-    """Read the data chunks of ``fd`` and feed them to ``hasher``.
-
-    ``on_chunk(pos, runs, buf, read)`` gets, per data chunk, its end offset,
-    its not-all-zero runs [(offset, length)], the chunk's bytes
-    (``buf[offset - chunk start:]``, valid during the call) and its bytes of
-    data read. All-zero chunks are hashed without a pass of sha256.
-    ``mapped``: the chunks are mappings of the file (``map_chunk``: no copy
-    of the data into this process; holes read as zeros), else they are read
-    into the hasher's buffers.
-    """
-    for idx, ranges in data_chunks(data_extents(fd, size)):
-        base, length = idx * CHUNK, hasher.chunk_length(idx)
-        buf = map_chunk(fd, base, length) if mapped else hasher.buffer()
-        try:
-            if not mapped:
-                _read_chunk(fd, buf, base, length, ranges)
-            runs = []
-            for start, end in ranges:  # the gaps between them are holes
-                for rel, stop in nonzero_spans(buf, start - base, end - base):
-                    runs.append((base + rel, stop - rel))
-            if on_chunk is not None:
-                nread = sum(end - start for start, end in ranges)
-                on_chunk(base + length, runs, buf, nread)
-        except BaseException:
-            hasher.release(buf)
-            raise
-        if runs:
-            hasher.chunk(idx, buf, length)
-        else:
-            hasher.release(buf)
-
-
-def _open_image(src: str) -> int:
-    fd = os.open(src, os.O_RDONLY)
-    with contextlib.suppress(OSError):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    return fd
-
-
-def stream_image(
-    src: str, out_fd: int, bwlimit: float | None, progress, algorithm: str = TREE
-) -> dict:
-    """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent.
-
-    Into a pipe the data goes from the file's page cache by ``splice`` and
-    is hashed from a mapping of the file: this process copies none of it.
-    """
-    throttle = Throttle(bwlimit)
-    sent = read = 0
-    fd = _open_image(src)
-    try:
-        st = os.fstat(fd)
-        size = st.st_size
-        data = sum(end - start for start, end in data_extents(fd, size))
-        hasher = Hasher(size, algorithm)
-        header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
-        text = json.dumps(header).encode()
-        write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
-        spliced = can_splice(out_fd) and can_map(fd, size)
-
-        def send_chunk(end: int, runs, buf, nread: int) -> None:
-            nonlocal sent, read
-            base = (end - 1) // CHUNK * CHUNK
-            for off, length in runs:
-                record = b"D" + _D.pack(off, length)
-                if spliced:
-                    write_all(out_fd, [record])
-                    splice_exact(fd, out_fd, length, src_off=off)
-                else:
-                    with memoryview(buf) as view:
-                        write_all(out_fd, [record, view[off - base : off - base + length]])
-                sent += length
-                throttle.add(length)
-            read += nread
-            progress(end, sent, read, data)
-
-        scan_image(fd, size, hasher, send_chunk, mapped=spliced)
-        write_all(out_fd, [b"E" + _E.pack(size)])
-        checksum = hasher.hexdigest()
-        write_all(out_fd, [checksum.encode()])
-    finally:
-        os.close(fd)
-    return {
-        "checksum": checksum,
-        "algorithm": algorithm,
-        "size": size,
-        "allocated": st.st_blocks * 512,
-        "data": data,
-        "sent": sent,
-    }
-
-
-def checksum_file(path: str, algorithm: str = TREE) -> str:
-    """The checksum of an image file (holes and zero chunks cost no sha256 pass)."""
-    fd = _open_image(path)
-    try:
-        hasher = Hasher(os.fstat(fd).st_size, algorithm)
-        scan_image(fd, hasher.size, hasher, mapped=True)
-        return hasher.hexdigest()
-    finally:
-        os.close(fd)
 
 
 def _reap(procs, stdin) -> tuple[bytes, bytes, list[int]]:
@@ -620,29 +183,6 @@ def cmd_send(
     return stats
 
 
-class FdReader:
-    """Exact-length reads from a file descriptor into fresh buffers (no buffered copies)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def exact(self, count: int) -> bytearray:
-        """``count`` bytes; CopyFailed if the stream ends before."""
-        buf = bytearray(count)
-        with memoryview(buf) as view:
-            self.fill_view(view)
-        return buf
-
-    def fill_view(self, view: memoryview) -> None:
-        """Read exactly ``len(view)`` bytes into ``view``."""
-        got, count = 0, len(view)
-        while got < count:
-            n = os.readv(self.fd, [view[got:]])
-            if n == 0:
-                raise CopyFailed("the stream ended early (connection lost?)")
-            got += n
-
-
 def _open_input(compress: str):
     tools = COMPRESSORS[compress]
     stdin = sys.stdin.fileno()
@@ -667,150 +207,6 @@ def _check_space(dst: str, need: int) -> None:
         )
 
 
-class Writeback:
-    """Start the writeback of written data early so the final fsync is short."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.pending = 0
-        self.start = -1
-        self.end = 0
-
-    def wrote(self, off: int, length: int) -> None:
-        """Note ``length`` bytes written at ``off``; kick off writeback every few MiB."""
-        if self.start < 0:
-            self.start = off
-        self.end = off + length
-        self.pending += length
-        if self.pending >= WRITEBACK_STEP:
-            # DONTNEED starts asynchronous writeback of the dirty pages of the range
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(self.fd, self.start, self.end - self.start, os.POSIX_FADV_DONTNEED)
-            self.pending, self.start = 0, -1
-
-
-def _read_header(inp: FdReader) -> dict:
-    if bytes(inp.exact(len(MAGIC))) != MAGIC:
-        raise CopyFailed("bad stream header (connection lost?)")
-    (length,) = _H.unpack(inp.exact(_H.size))
-    return json.loads(bytes(inp.exact(length)))
-
-
-class ChunkAssembler:
-    """Rebuilds the logical chunks of the disk from the data records, for the hasher.
-
-    ``place(off, length)`` is called before a record's data is written and
-    returns the view to read it into: the chunk's buffer at the record's
-    place, the gap before it zeroed. A finished chunk (the next record is in
-    a later one, or ``finish``) is zero-filled to its end and handed to the
-    hasher. ``mapped_fd``: the data goes into that file by other means
-    (splice; ``place`` returns None) and a finished chunk is hashed from a
-    mapping of the file; its writeback is started (``Writeback``) once
-    hashed, not before, so the hasher reads it from memory.
-    """
-
-    def __init__(self, hasher: Hasher, mapped_fd: int = -1, writeback=None) -> None:
-        self.hasher = hasher
-        self.mapped_fd = mapped_fd
-        self.writeback = writeback
-        self.idx = -1
-        self.buf: bytearray | None = None
-        self.filled = 0
-
-    def place(self, off: int, length: int) -> memoryview | None:
-        """View of ``length`` bytes where the record at ``off`` goes (None: mapped)."""
-        idx = off // CHUNK
-        if length <= 0 or (off + length - 1) // CHUNK != idx:
-            raise CopyFailed(f"bad record at offset {off}")
-        if idx != self.idx:
-            self.finish()
-            self.idx, self.filled = idx, 0
-            if self.mapped_fd < 0:
-                self.buf = self.hasher.buffer()
-        if self.buf is None:
-            return None
-        rel = off - idx * CHUNK
-        view = memoryview(self.buf)
-        if rel > self.filled:
-            view[self.filled : rel] = ZERO_VIEW[: rel - self.filled]
-        self.filled = rel + length
-        return view[rel : rel + length]
-
-    def finish(self) -> None:
-        """Hand the current chunk to the hasher."""
-        if self.idx < 0:
-            return
-        base, length = self.idx * CHUNK, self.hasher.chunk_length(self.idx)
-        if self.buf is None:
-            done = functools.partial(self.writeback.wrote, base, length)
-            self.hasher.chunk(self.idx, map_chunk(self.mapped_fd, base, length), length, done)
-        else:
-            if self.filled < length:
-                with memoryview(self.buf) as view:
-                    view[self.filled : length] = ZERO_VIEW[: length - self.filled]
-            self.hasher.chunk(self.idx, self.buf, length)
-        self.idx, self.buf = -1, None
-
-
-def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> dict:
-    """Read a stream from ``inp`` and write its data into ``out_fd``; return its summary.
-
-    ``on_header(header)`` runs before anything is written (the space check);
-    ``header``: the stream's header when the caller has read it already.
-    From a pipe into a file opened for reading and writing the data is
-    spliced (one copy, in the kernel) and hashed from a mapping of the file
-    once a chunk is complete; otherwise it is read into the hasher's
-    buffers and written from there.
-    """
-    if header is None:
-        header = _read_header(inp)
-    if on_header is not None:
-        on_header(header)
-    size = int(header["size"])
-    algorithm = header.get("algorithm", TREE)
-    os.ftruncate(out_fd, size)
-    hasher = Hasher(size, algorithm)
-    writeback = Writeback(out_fd)
-    spliced = can_splice(inp.fd) and can_map(out_fd, size)
-    chunks = ChunkAssembler(hasher, out_fd if spliced else -1, writeback)
-    pos = 0
-    written = 0
-    while True:
-        kind = bytes(inp.exact(1))
-        if kind == b"E":
-            (end_size,) = _E.unpack(inp.exact(_E.size))
-            break
-        if kind != b"D":
-            raise CopyFailed(f"bad record type {kind!r}")
-        off, length = _D.unpack(inp.exact(_D.size))
-        if off < pos or off + length > size:
-            raise CopyFailed(f"bad record at offset {off}")
-        view = chunks.place(off, length)
-        if view is None:
-            splice_exact(inp.fd, out_fd, length, dst_off=off)
-        else:
-            inp.fill_view(view)
-            done = 0
-            while done < length:
-                done += os.pwrite(out_fd, view[done:], off + done)
-            view.release()
-            writeback.wrote(off, length)
-        pos = off + length
-        written += length
-    chunks.finish()
-    mine = hasher.hexdigest()
-    theirs = bytes(inp.exact(64)).decode(errors="replace")
-    if end_size != size or theirs != mine:
-        raise CopyFailed(f"checksum mismatch: sender {theirs}, received {mine}")
-    return {
-        "checksum": mine,
-        "algorithm": algorithm,
-        "size": size,
-        "written": written,
-        "need": header["allocated"],
-    }
-
-
 def _discard(path: str) -> None:
     """Remove a partial file; it may already be gone (its directory was replaced)."""
     with contextlib.suppress(FileNotFoundError):
@@ -829,7 +225,7 @@ def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
     try:
         # nothing is created before the sender's header arrives: a copy
         # abandoned before it began leaves no trace
-        header = _read_header(inp)
+        header = read_header(inp)
         os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
         fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     except BaseException:
@@ -859,12 +255,6 @@ def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
     os.rename(part, dst)
     result["allocated"] = os.stat(dst).st_blocks * 512
     return result
-
-
-def split_checksum(text: str) -> tuple[str, str]:
-    """(algorithm, hex) of ``ALGORITHM:HEX``; a bare hex digest is ``TREE``."""
-    algorithm, sep, digest = text.rpartition(":")
-    return (algorithm if sep else TREE), digest
 
 
 def cmd_checksum(args: list[str]) -> int:

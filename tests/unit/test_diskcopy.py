@@ -17,7 +17,7 @@ from support.waiting import wait_until
 from ganeti_lv.errors import ECODE_NORES, NodeError
 from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
-from ganeti_lv.node import diskcopy, diskcopy_helper, diskstat, progress
+from ganeti_lv.node import diskcopy, diskcopy_stream, diskstat, progress
 from ganeti_lv.node.transport import CommandResult
 from ganeti_lv.objects import Node
 
@@ -193,20 +193,20 @@ def test_stat_failures_are_node_errors():
 
 
 def test_nonzero_spans_coalesce_subblocks():
-    sub = diskcopy_helper.SUBBLOCK
+    sub = diskcopy_stream.SUBBLOCK
     buf = bytearray(4 * sub)
     buf[sub + 5] = 1
     buf[2 * sub + 7] = 2
     for kind in (bytes, bytearray, memoryview):
-        assert list(diskcopy_helper.nonzero_spans(kind(buf), 0, len(buf))) == [(sub, 3 * sub)]
+        assert list(diskcopy_stream.nonzero_spans(kind(buf), 0, len(buf))) == [(sub, 3 * sub)]
     # subblocks count from the start given; a short last one is checked too
-    assert list(diskcopy_helper.nonzero_spans(bytes(buf), 100, 3 * sub + 100)) == [
+    assert list(diskcopy_stream.nonzero_spans(bytes(buf), 100, 3 * sub + 100)) == [
         (100, 2 * sub + 100)
     ]
-    assert list(diskcopy_helper.nonzero_spans(bytes(3 * sub), 0, 3 * sub)) == []
+    assert list(diskcopy_stream.nonzero_spans(bytes(3 * sub), 0, 3 * sub)) == []
     tail = bytearray(sub + 10)
     tail[-1] = 1
-    assert list(diskcopy_helper.nonzero_spans(tail, 0, len(tail))) == [(sub, sub + 10)]
+    assert list(diskcopy_stream.nonzero_spans(tail, 0, len(tail))) == [(sub, sub + 10)]
 
 
 def test_progress_text_in_ganeti_form():

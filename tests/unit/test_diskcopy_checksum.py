@@ -13,7 +13,7 @@ import pytest
 from support.localrun import copy_disk
 
 from ganeti_lv.errors import NodeError
-from ganeti_lv.node import diskcopy, diskcopy_helper
+from ganeti_lv.node import diskcopy, diskcopy_stream
 
 MiB = 1024 * 1024
 CHUNK = 4 * MiB
@@ -66,8 +66,8 @@ def test_tree_checksum_matches_independent_hashlib(tmp_path, case):
     size, writes = CASES[case]
     path = tmp_path / "img"
     content = make_image(path, size, writes)
-    assert diskcopy_helper.checksum_file(str(path)) == tree_sha(content)
-    plain = diskcopy_helper.checksum_file(str(path), diskcopy_helper.PLAIN)
+    assert diskcopy_stream.checksum_file(str(path)) == tree_sha(content)
+    plain = diskcopy_stream.checksum_file(str(path), diskcopy_stream.PLAIN)
     assert plain == hashlib.sha256(content).hexdigest()
 
 
@@ -87,7 +87,7 @@ def test_copy_verifies_tree_checksum_at_both_ends(tmp_path, case):
     assert nonzero <= stats.sent <= os.stat(src).st_blocks * 512 - written_zeros
 
 
-@pytest.mark.parametrize("algorithm", [diskcopy_helper.TREE, diskcopy_helper.PLAIN])
+@pytest.mark.parametrize("algorithm", [diskcopy_stream.TREE, diskcopy_stream.PLAIN])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_stream_through_files_uses_the_read_write_path(tmp_path, case, algorithm):
     """Neither end a pipe (no splice): the chunks are read into buffers and written
@@ -97,15 +97,15 @@ def test_stream_through_files_uses_the_read_write_path(tmp_path, case, algorithm
     content = make_image(src, size, writes)
     stream, dst = tmp_path / "stream", tmp_path / "dst.img"
     with open(stream, "w+b") as out:
-        assert not diskcopy_helper.can_splice(out.fileno())
-        sent = diskcopy_helper.stream_image(
+        assert not diskcopy_stream.can_splice(out.fileno())
+        sent = diskcopy_stream.stream_image(
             str(src), out.fileno(), None, lambda *_: None, algorithm
         )
     with open(stream, "rb") as inp, open(dst, "w+b") as out:
-        got = diskcopy_helper.receive_stream(diskcopy_helper.FdReader(inp.fileno()), out.fileno())
+        got = diskcopy_stream.receive_stream(diskcopy_stream.FdReader(inp.fileno()), out.fileno())
     expected = (
         tree_sha(content)
-        if algorithm == diskcopy_helper.TREE
+        if algorithm == diskcopy_stream.TREE
         else (hashlib.sha256(content).hexdigest())
     )
     assert sent["checksum"] == got["checksum"] == expected
@@ -121,7 +121,7 @@ def test_receiver_splices_only_into_a_file_it_can_read(tmp_path):
     content = make_image(src, size, writes)
     stream = tmp_path / "stream"
     with open(stream, "w+b") as out:
-        diskcopy_helper.stream_image(str(src), out.fileno(), None, lambda *_: None)
+        diskcopy_stream.stream_image(str(src), out.fileno(), None, lambda *_: None)
     data = stream.read_bytes()
     for name, mode in (("rw.img", os.O_RDWR), ("wo.img", os.O_WRONLY)):
         read_fd, write_fd = os.pipe()
@@ -131,11 +131,11 @@ def test_receiver_splices_only_into_a_file_it_can_read(tmp_path):
             stdout=write_fd,
         )
         os.close(write_fd)
-        assert diskcopy_helper.can_splice(read_fd)
+        assert diskcopy_stream.can_splice(read_fd)
         fd = os.open(tmp_path / name, mode | os.O_CREAT, 0o600)
         try:
             feeder.communicate(data)
-            got = diskcopy_helper.receive_stream(diskcopy_helper.FdReader(read_fd), fd)
+            got = diskcopy_stream.receive_stream(diskcopy_stream.FdReader(read_fd), fd)
         finally:
             os.close(fd)
             os.close(read_fd)
@@ -239,3 +239,20 @@ def test_checksum_command_for_operators(tmp_path):
         text=True,
     )
     assert bad.returncode == 1 and "No such file" in bad.stderr
+
+
+def test_shipped_program_runs_without_the_package(tmp_path):
+    """The program shipped to the nodes carries the helper's library modules:
+    it runs where ``ganeti_lv`` cannot be imported (``-S``, another cwd)."""
+    size, writes = CASES["straddling"]
+    path = tmp_path / "disk0.img"
+    content = make_image(path, size, writes)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = diskcopy.helper_argv("checksum", str(path))
+    assert argv[:3] == ["python3", "-S", "-c"]
+    probe = subprocess.run(
+        ["python3", "-S", "-c", "import ganeti_lv"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert probe.returncode != 0  # the package is not there for the helper
+    out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout == f"{tree_sha(content)}  {path}\n"
