@@ -50,14 +50,16 @@ INISECT_OSP_PRIVATE = "os_private"
 
 # Hypervisor parameters not exported: Ganeti's HVC_GLOBALS (its import refuses
 # them on an instance) that exist here, and the downtime steps of the
-# migration policy, which Ganeti does not know (its import refuses unknown
-# keys); the cluster's values apply to an imported instance.
+# migration policy and the stream's encryption, which Ganeti does not know
+# (its import refuses unknown keys); the cluster's values apply to an
+# imported instance.
 HV_NOT_EXPORTED = (
     "migration_bandwidth",
     "migration_mode",
     "migration_downtime_initial",
     "migration_downtime_steps",
     "migration_downtime_passes",
+    "migration_encryption",
 )
 # The OS written to [export]: the one a Ganeti cluster imports a raw image
 # with (Debian's ganeti-os-noop); the instance's own OS is [instance] os.
