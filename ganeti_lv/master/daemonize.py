@@ -9,7 +9,10 @@ def daemonize(ready_r: int, ready_w: int) -> None:
     """Detach (double fork, new session); the caller's process waits for "ready".
 
     The original process exits once the detached one writes ``b"ready"`` to
-    ``ready_w`` (status 0) or closes it without doing so (status 1).
+    ``ready_w`` (status 0) or closes it without doing so (status 1). The
+    detached process keeps no descriptor of its starter but stdin, stdout,
+    stderr and ``ready_w``: an inherited lock, pipe or socket (an operator's
+    ``flock``, an SSH session) is not held for the daemon's lifetime.
     """
     if os.fork() > 0:
         os.close(ready_w)
@@ -20,6 +23,8 @@ def daemonize(ready_r: int, ready_w: int) -> None:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
+    os.closerange(3, ready_w)
+    os.closerange(ready_w + 1, os.sysconf("SC_OPEN_MAX"))
 
 
 def detach_stdio() -> None:

@@ -6,11 +6,14 @@ its client is ``ganeti_lv.master.client``, the one client of the protocol.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -238,6 +241,26 @@ def test_program_starts_detached_refuses_a_second_and_stops(program: str) -> Non
     assert not os.path.exists(sock_path)
     assert not os.path.exists(paths.masterd_pidfile(program))
     assert masterclient.connect(program) is None
+
+
+def test_program_keeps_no_descriptor_of_its_starter(program: str, tmp_path: Any) -> None:
+    """A lock its starter held (``flock FILE gnt-lv-masterd``) is free once the starter ends."""
+    lock_path = str(tmp_path / "operator.lock")
+    held = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        argv = [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", program]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=60, pass_fds=(held,))
+        assert res.returncode == 0, res.stderr
+        assert masterd.read_pid(program) is not None
+    finally:
+        os.close(held)
+    probe = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the daemon holds it
+    finally:
+        os.close(probe)
+    assert masterd.stop(program) is not None
 
 
 def _read(path: str) -> str:
