@@ -361,32 +361,38 @@ def targets(results: dict[str, Any]) -> list[stats.Target]:
     return found
 
 
+def case_label(case: dict[str, Any]) -> str:
+    """``<memory> MiB, idle`` or ``<memory> MiB, dirtier <n> MiB``."""
+    how = f"dirtier {case['dirty_mib']} MiB" if case["dirty_mib"] else "idle"
+    return f"{case['memory_mib']} MiB, {how}"
+
+
+def pair_row(label: str, case: dict[str, Any], first: str, second: str) -> list[Any]:
+    """A table row of a case measured in pairs: wall, libvirt total and downtime of each side."""
+    if "error" in case:
+        return [label, "error", case["error"][-200:], "", "", "", "", "", ""]
+    a, b = case[first], case[second]
+    return [
+        label,
+        a["wall"],
+        b["wall"],
+        case["wall_ratio"],
+        a["total_ms"],
+        b["total_ms"],
+        a["downtime_ms"],
+        b["downtime_ms"],
+        case.get("pairs", ""),
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The migration results as markdown tables."""
     rows = []
     for case in results.get("cases", []):
-        label = f"{case['memory_mib']} MiB, " + (
-            "idle" if not case["dirty_mib"] else f"dirtier {case['dirty_mib']} MiB"
-        )
+        label = case_label(case)
         if not case.get("masterd", True):
             label += " (gnt-lv without the master daemon)"
-        if "error" in case:
-            rows.append([label, "error", case["error"][-200:], "", "", "", "", "", ""])
-            continue
-        g, v = case["ganeti_lv"], case["virsh"]
-        rows.append(
-            [
-                label,
-                g["wall"],
-                v["wall"],
-                case["wall_ratio"],
-                g["total_ms"],
-                v["total_ms"],
-                g["downtime_ms"],
-                v["downtime_ms"],
-                case.get("pairs", ""),
-            ]
-        )
+        rows.append(pair_row(label, case, "ganeti_lv", "virsh"))
     headers = [
         "guest",
         "ganeti_lv wall s",

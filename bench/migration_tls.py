@@ -15,7 +15,14 @@ from typing import Any
 
 from bench import stats
 from bench.common import BenchCluster, BenchError, Feedback
-from bench.migration import _start_guest, _summary, ensure_bytecode, migrate_gnt
+from bench.migration import (
+    _start_guest,
+    _summary,
+    case_label,
+    ensure_bytecode,
+    migrate_gnt,
+    pair_row,
+)
 
 CASES = [(256, 0), (256, 32)]
 QUICK_CASES = [(256, 32)]
@@ -71,26 +78,7 @@ def markdown(results: dict[str, Any]) -> str:
     """The cost of TLS streams as a markdown table."""
     rows = []
     for case in results.get("cases", []):
-        label = f"{case['memory_mib']} MiB, " + (
-            f"dirtier {case['dirty_mib']} MiB" if case["dirty_mib"] else "idle"
-        )
-        if "error" in case:
-            rows.append([label, "error", case["error"][-200:], "", "", "", "", "", ""])
-            continue
-        p, t = case["plain"], case["tls"]
-        rows.append(
-            [
-                label,
-                p["wall"],
-                t["wall"],
-                case["wall_ratio"],
-                p["total_ms"],
-                t["total_ms"],
-                p["downtime_ms"],
-                t["downtime_ms"],
-                case["pairs"],
-            ]
-        )
+        rows.append(pair_row(case_label(case), case, "plain", "tls"))
     headers = [
         "guest",
         "plain wall s",
