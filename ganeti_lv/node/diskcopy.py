@@ -14,6 +14,12 @@ would also cost a second hop. The node-side helper (``diskcopy_helper``, with
 its data path library ``diskcopy_stream``) is shipped as ``python3 -c``
 text (``helper_source``), so nodes need nothing but python3 and ssh.
 
+The checksum (into an export's manifest, against it on import) is the
+sender's, of the data it read; the receiver checks the stream's framing and
+that it wrote every byte sent, and OpenSSH's authenticated transport that
+what arrives is what was sent: why one sha256 pass suffices is in
+``diskcopy_stream`` ("Integrity").
+
 The engine needs little from a node connection (``node.transport.Runner``:
 run a command, stream one); ``SshClient`` has it. ``CopyPlan`` is one copy
 (checked arguments, the sender's command line) and runs it; ``PendingCopy``
@@ -219,38 +225,16 @@ PRESTART_COPIES = 4
 # the receiver there) before the helper is compiled and its modules imported, so
 # that the connection's set-up overlaps the sender's start-up. The helper's text
 # follows as the first argument; the transport's argv is at the end (see main).
-# ``WATCH_CANCEL(procs)`` (called by the sender once its data may flow) reads
-# the sender's stdin in a thread: a ``CANCEL`` line kills the transport (and the
-# compressor), so the receiver's stream ends and it removes its partial file;
-# the returned dict becomes true then. The end of stdin is no cancel.
+# The helper's ``send`` takes the started transport from ``STARTED_TRANSPORT``.
 _SEND_PRELUDE = """\
-import subprocess, sys, threading
+import subprocess, sys
 helper = sys.argv.pop(1)
 transport = subprocess.Popen(
     sys.argv[6:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
 )
-
-
-def watch_cancel(procs):
-    state = {}
-
-    def watch():
-        try:
-            if any(line.strip() == "CANCEL" for line in sys.stdin):
-                state["canceled"] = True
-                for proc in procs:
-                    proc.kill()
-        except (OSError, ValueError):
-            pass
-
-    threading.Thread(target=watch, daemon=True).start()
-    return state
-
-
 try:
     code = compile(helper, "diskcopy_helper", "exec")
-    scope = {"__name__": "__main__", "STARTED_TRANSPORT": transport, "WATCH_CANCEL": watch_cancel}
-    exec(code, scope)
+    exec(code, {"__name__": "__main__", "STARTED_TRANSPORT": transport})
 finally:
     if transport.poll() is None:
         transport.kill()
@@ -410,7 +394,8 @@ class CopyPlan:
         ``expect_sha256`` is the expected checksum, ``ALGORITHM:HEX`` (a bare
         hex digest is ``sha256-tree-4M``); its algorithm is the one computed.
         The copy lands in ``dst_path`` only when complete and verified
-        (checksum at both ends, and the expected one if given); otherwise
+        (every byte sent arrived, and the source's checksum is the expected
+        one if given; see ``diskcopy_stream``, "Integrity"); otherwise
         nothing is left at ``dst_path`` and ``run`` raises a ``NodeError``
         (ECODE_NORES when the target lacks space). NodeError (ECODE_INVAL)
         here if the arguments are bad.

@@ -6,7 +6,14 @@ compresses, and streams to ``recv`` on the target node through the source
 node's own OpenSSH client (faster than a Python SSH stack). The receiver
 writes only the data it gets, so holes stay holes, into
 ``<dst>.part.<pid>``; it renames the file into place only once the whole
-stream arrived and its checksum matches the sender's.
+stream arrived, with as many data bytes as the sender sent, and (when one is
+expected) with the expected checksum. The checksum is computed by the sender
+alone; why that suffices is in ``diskcopy_stream``'s text ("Integrity").
+
+Stopping a copy: the master writes ``CANCEL`` to the sender's stdin; the
+sender (``watch_cancel``) kills its transport and compressor, so the
+receiver's stream ends and it removes its partial file, and reports
+``ERROR`` of kind ``canceled``.
 
 This module holds the commands (the processes around the copy, their
 output lines, the partial file's life) and ``main``; the stream format, the
@@ -30,6 +37,7 @@ import errno
 import json
 import os
 import sys
+import threading
 import time
 
 from ganeti_lv.node.diskcopy_stream import (
@@ -118,6 +126,25 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
     raise CopyFailed(f"its connection ended ({ends}) {detail}", 1, "error", "receiver")
 
 
+def watch_cancel(procs) -> dict:
+    """Read stdin in a thread: a ``CANCEL`` line kills ``procs`` (the transport and
+    the compressor). The returned dict becomes true then; the end of stdin is no cancel.
+    """
+    state: dict = {}
+
+    def watch() -> None:
+        try:
+            if any(line.strip() == "CANCEL" for line in sys.stdin):
+                state["canceled"] = True
+                for proc in procs:
+                    proc.kill()
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=watch, name="cancel-watch", daemon=True).start()
+    return state
+
+
 def _wait_for_go() -> None:
     """Block until the master says ``GO`` on stdin (``send-on-go``)."""
     if sys.stdin.readline().strip() != "GO":
@@ -147,7 +174,7 @@ def cmd_send(
     except BaseException:
         _kill(procs)
         raise
-    canceled = globals().get("WATCH_CANCEL", lambda procs: {})(procs)  # see SEND_PRELUDE
+    canceled = watch_cancel(procs)
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
@@ -175,12 +202,24 @@ def cmd_send(
     result = _receiver_result(out, err, codes)
     if stats is None:
         raise CopyFailed(f"it closed the stream early (exit {codes})", 1, "error", "receiver")
-    if result.get("checksum") != stats["checksum"]:
-        raise CopyFailed(
-            f"checksum mismatch: source {stats['checksum']}, target {result.get('checksum')}"
-        )
+    _check_received(stats, result)
     stats["target_allocated"] = result.get("allocated", 0)
     return stats
+
+
+def _check_received(stats: dict, result: dict) -> None:
+    """The receiver's result must account for exactly what was sent (see
+    ``diskcopy_stream``, "Integrity"); it checked the same itself before renaming."""
+    got = (result.get("size"), result.get("written"), result.get("checksum"))
+    if got != (stats["size"], stats["sent"], stats["checksum"]):
+        raise CopyFailed(
+            f"the target received {got[1]} bytes of data of a {got[0]}-byte disk with"
+            f" checksum {got[2]}; sent were {stats['sent']} of {stats['size']} with"
+            f" checksum {stats['checksum']}",
+            1,
+            "error",
+            "receiver",
+        )
 
 
 def _open_input(compress: str):
@@ -249,7 +288,7 @@ def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
     if expect and split_checksum(expect) != (result["algorithm"], result["checksum"]):
         _discard(part)
         raise CopyFailed(
-            f"checksum mismatch: expected {expect}, received {result['algorithm']}:"
+            f"checksum mismatch: expected {expect}, the source's is {result['algorithm']}:"
             f"{result['checksum']}"
         )
     os.rename(part, dst)

@@ -1,16 +1,22 @@
-"""The sha256-tree-4M disk checksum against an independent computation with hashlib."""
+"""The sha256-tree-4M disk checksum against an independent computation with hashlib,
+and what guarantees that a copy holds what its source's checksum says: the byte
+count at the receiver, the expected checksum, and OpenSSH's authenticated transport."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from support.localrun import copy_disk
+from support.waiting import wait_until
 
 from ganeti_lv.errors import NodeError
 from ganeti_lv.node import diskcopy, diskcopy_stream
@@ -72,7 +78,7 @@ def test_tree_checksum_matches_independent_hashlib(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["straddling", "short-last-data", "zero-blocks"])
-def test_copy_verifies_tree_checksum_at_both_ends(tmp_path, case):
+def test_copy_carries_the_tree_checksum_of_its_source(tmp_path, case):
     size, writes = CASES[case]
     src = tmp_path / "src.img"
     content = make_image(src, size, writes)
@@ -91,7 +97,7 @@ def test_copy_verifies_tree_checksum_at_both_ends(tmp_path, case):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_stream_through_files_uses_the_read_write_path(tmp_path, case, algorithm):
     """Neither end a pipe (no splice): the chunks are read into buffers and written
-    from them; both ends still compute the checksum of the disk, the copy is identical."""
+    from them; the stream carries the source's checksum, the copy is identical."""
     size, writes = CASES[case]
     src = tmp_path / "src.img"
     content = make_image(src, size, writes)
@@ -113,9 +119,9 @@ def test_stream_through_files_uses_the_read_write_path(tmp_path, case, algorithm
     assert got["written"] == sent["sent"] <= os.stat(src).st_blocks * 512
 
 
-def test_receiver_splices_only_into_a_file_it_can_read(tmp_path):
-    """The spliced path hashes the target file through a mapping: a write-only file
-    takes the read/write path, and both give the same file and checksum."""
+def test_receiver_splices_into_files_open_for_writing_only_too(tmp_path):
+    """The receiver never reads its target (it does not hash it): a file opened
+    write-only is spliced into like one opened for reading and writing."""
     size, writes = CASES["straddling"]
     src = tmp_path / "src.img"
     content = make_image(src, size, writes)
@@ -185,26 +191,109 @@ def test_plain_sha256_of_older_exports_still_verified(tmp_path):
         )
 
 
-def test_receiver_detects_corrupted_stream(tmp_path):
-    """A bit flipped on the way (after the sender hashed) fails at the target."""
+def test_data_lost_on_the_way_fails_at_the_target_and_leaves_nothing(tmp_path):
+    """A whole record lost between the ends (the stream otherwise well formed): the
+    receiver wrote fewer data bytes than the sender sent; nothing lands."""
     src = tmp_path / "src.img"
-    make_image(src, CHUNK + 100, [(0, b"\x01" * 8192)])
+    block = 64 * 1024  # one record each
+    make_image(src, 3 * CHUNK, [(0, os.urandom(block)), (2 * CHUNK, os.urandom(block))])
     dst = tmp_path / "disk0.img"
     recv_cmd = shlex.join(diskcopy.helper_argv("recv", str(dst), "none"))
-    # the "connection" turns the data bytes 0x01 into 0x02
-    corrupt = diskcopy.CopyEndpoint(
-        argv=["sh", "-c", f"{sys.executable} -c {shlex.quote(_FLIP)} | {recv_cmd}"], name="x"
+    lossy = diskcopy.CopyEndpoint(
+        argv=["sh", "-c", f"{sys.executable} -c {shlex.quote(_DROP_SECOND_RECORD)} | {recv_cmd}"],
+        name="lossy",
     )
-    with pytest.raises(NodeError, match="checksum mismatch"):
-        copy_disk(str(src), str(dst), endpoint=corrupt)
+    with pytest.raises(NodeError) as err:
+        copy_disk(str(src), str(dst), endpoint=lossy)
+    assert "receiving" in str(err.value) and "lossy" in str(err.value)
+    assert f"{block} bytes of data" in str(err.value)
+    assert f"the sender sent {2 * block}" in str(err.value)
     assert not dst.exists() and not glob.glob(f"{dst}.part*")
 
 
-_FLIP = (
-    "import sys\n"
-    "data = sys.stdin.buffer.read()\n"
-    "sys.stdout.buffer.write(data.replace(b'\\x01' * 8192, b'\\x02' * 8192))\n"
-)
+# The "connection" leaves the second data record out; the stream stays well formed.
+_DROP_SECOND_RECORD = """\
+import struct, sys
+stream = sys.stdin.buffer.read()
+pos = 10 + struct.unpack(">I", stream[6:10])[0]  # magic, header length, header
+out, seen = [stream[:pos]], 0
+while stream[pos : pos + 1] == b"D":
+    end = pos + 13 + struct.unpack(">QI", stream[pos + 1 : pos + 13])[1]
+    if seen != 1:
+        out.append(stream[pos:end])
+    seen, pos = seen + 1, end
+out.append(stream[pos:])
+sys.stdout.buffer.write(b"".join(out))
+"""
+
+
+class _FlippingProxy:
+    """A TCP relay to ``port`` that flips one bit of the client's bytes at ``flip_at``
+    (None: relays faithfully): a connection corrupted on the way."""
+
+    def __init__(self, port: int, flip_at: int | None) -> None:
+        self.target, self.flip_at = port, flip_at
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.relayed = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            client, _ = self.listener.accept()
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+            self._pipe(client, server, True)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        with contextlib.suppress(OSError), src, dst:
+            while data := src.recv(65536):
+                if upstream:
+                    start, self.relayed = self.relayed, self.relayed + len(data)
+                    if self.flip_at is not None and start <= self.flip_at < self.relayed:
+                        flipped = bytearray(data)
+                        flipped[self.flip_at - start] ^= 0x01
+                        data = bytes(flipped)
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_openssh_transport_refuses_data_changed_on_the_way(tmp_path, local_sshd, flip):
+    """What guarantees that the target gets what the source hashed: the copy's
+    transport is OpenSSH (``ssh_endpoint``), whose authenticated encryption ends
+    the connection at a changed byte; the copy fails and nothing lands. The same
+    relay without the change delivers the identical disk."""
+    content = os.urandom(4 * MiB)
+    src = tmp_path / "src.img"
+    src.write_bytes(content)
+    dst = tmp_path / "out" / "disk0.img"
+    proxy = _FlippingProxy(local_sshd.port, 2 * MiB if flip else None)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{proxy.port} {local_sshd.host_key_line}\n")
+    endpoint = diskcopy.ssh_endpoint(
+        "127.0.0.1",
+        proxy.port,
+        key_file=local_sshd.key_file,
+        known_hosts_file=str(known),
+        name="relayed",
+    )
+    try:
+        if flip:
+            with pytest.raises(NodeError, match="receiving .* on relayed failed") as err:
+                copy_disk(str(src), str(dst), endpoint=endpoint)
+            assert "its connection ended" in str(err.value)
+            assert proxy.relayed > 2 * MiB  # the change was made, in the data
+            assert wait_until(lambda: not glob.glob(f"{dst}.part*"), 10)
+            assert not dst.exists()
+        else:
+            stats = copy_disk(str(src), str(dst), endpoint=endpoint)
+            assert stats.checksum == tree_sha(content) and dst.read_bytes() == content
+    finally:
+        proxy.close()
 
 
 def test_checksum_command_for_operators(tmp_path):
