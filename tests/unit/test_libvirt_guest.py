@@ -195,6 +195,25 @@ def test_active_commit_pivots_through_the_block_device(monkeypatch) -> None:
     assert pivot[1] == ("vda", libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
 
 
+def test_active_commit_polls_soon_then_less_often(monkeypatch) -> None:
+    """A small overlay is ready within milliseconds: the first polls come soon
+    (the export's job waits for the merge), later ones at the given interval."""
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    polls: list[int] = []
+    xml = "<domain><devices><disk><target dev='vda'/><mirror ready='{}'/></disk></devices></domain>"
+
+    def desc(_flags: int) -> str:
+        polls.append(1)
+        return xml.format("yes" if len(polls) > 6 else "no")
+
+    monkeypatch.setattr(dom, "XMLDesc", desc)
+    slept: list[float] = []
+    snapshot.active_commit(guest, "vda", sleep=slept.append, interval=0.05)
+    assert slept == [0.005, 0.01, 0.02, 0.04, 0.05, 0.05]
+    assert [c[0] for c in dom.calls].count("blockJobAbort") == 1
+
+
 def test_policy_steps_and_the_abort_are_reported_as_lines_of_their_own(monkeypatch) -> None:
     dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
     guest = _guest(monkeypatch, dom)

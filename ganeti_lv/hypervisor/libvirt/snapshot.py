@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from xml.sax.saxutils import quoteattr
 
 from ganeti_lv.errors import HypervisorError
@@ -78,19 +78,39 @@ def active_commit(
     sleep: Callable[[float], None] = time.sleep,
     interval: float = 0.05,
 ) -> None:
-    """Merge the active overlay of disk ``target`` into its backing file and pivot."""
+    """Merge the active overlay of disk ``target`` into its backing file and pivot.
+
+    The job is polled at growing intervals, from ``FIRST_POLL`` up to
+    ``interval``: the overlay of an export holds only what the guest wrote
+    during the copy, so the job is mostly ready within a few milliseconds,
+    and the export's job waits for the merge.
+    """
     disk = guest.block_device(target)
     if not disk.job_active():
         disk.commit_active()
     deadline = clock() + timeout
+    delays = _poll_delays(interval)
     while not mirror_ready(guest.xml(), target):
         if not disk.job_active():
             raise HypervisorError(f"Block commit of {guest.name} {target} ended without pivot")
         if clock() > deadline:
             raise HypervisorError(f"Block commit of {guest.name} {target} not ready in time")
-        sleep(interval)
+        sleep(next(delays))
     disk.pivot()
+    delays = _poll_delays(interval)
     while disk.job_active():
         if clock() > deadline:
             raise HypervisorError(f"Pivot of {guest.name} {target} did not finish")
-        sleep(interval)
+        sleep(next(delays))
+
+
+# The first wait between two polls of a block job (s); each next one doubles.
+FIRST_POLL = 0.005
+
+
+def _poll_delays(longest: float) -> Iterator[float]:
+    """FIRST_POLL, twice that, ... up to ``longest``, then ``longest`` forever."""
+    delay = min(FIRST_POLL, longest)
+    while True:
+        yield delay
+        delay = min(delay * 2, longest)
