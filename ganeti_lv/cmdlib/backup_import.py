@@ -164,7 +164,7 @@ class ImportModeHandler(CreateModeHandler):
             stats = res.Raise(f"Import of disk/{idx} failed")
             if sha is None:
                 feedback_fn(
-                    f"disk/{idx}: {stats.checksum_text} computed on {lu.pnode.name} while"
+                    f"disk/{idx}: {stats.checksum_text} computed on {self.src.name} while"
                     " copying (the export carries no checksum to verify against)"
                 )
             else:
