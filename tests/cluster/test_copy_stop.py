@@ -22,22 +22,27 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
-from gnt_helpers import node, process_argvs
-from migrate_helpers import GNT_LV, make_instance, remove_instance
-from support.masterd import start_program
+from migrate_helpers import make_instance, remove_instance
+from stop_helpers import (
+    ClusterEnv,
+    daemon,
+    gnt_process,
+    last_job,
+    signal_when_ready,
+    wait_no_copy_left,
+    wait_part_file,
+)
 
 from ganeti_lv import constants, objects
 from ganeti_lv.client import Client
-from ganeti_lv.config import ConfigStore
-from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master.jobs import JOB_STATUS_CANCELED, JobStore
+from ganeti_lv.master.jobs import JOB_STATUS_CANCELED
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupExport
 
@@ -49,42 +54,18 @@ GANETI = "stopcopyg"  # the export in Ganeti's format
 MiB = 1024 * 1024
 
 
-class Env:
+class Env(ClusterEnv):
     def __init__(self, devcluster: Any) -> None:
-        self.devcluster = devcluster
-        self.data_dir = devcluster.data_dir
-        self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir)
-        self.n1, self.n2, self.n3 = sorted(self.config.node_names())
+        super().__init__(devcluster)
         cluster = self.config.get_cluster()
-        self.export_dir = cluster.export_dir
         inst = objects.Instance(name=NAME, primary_node=self.n1, disk_template="file")
         self.disk = objects.disk_path(cluster, inst, 0)
         probe = objects.Instance(name=NEW, primary_node=self.n3, disk_template="file")
         self.new_dir = objects.disk_dir(cluster, probe)
 
-    def node(self, name: str) -> objects.Node:
-        return node(self.config, name)
-
-    def sh(self, where: str, script: str) -> str:
-        res = self.ops.run_command(self.node(where), ["sh", "-c", script])
-        assert res.exit_status == 0, res.output
-        return res.stdout
-
-    def gnt(self, *argv: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [GNT_LV, "--data-dir", self.data_dir, *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
     def disk_sum(self, where: str) -> str:
         """sha256 of the instance's disk on ``where`` ("" when it has none)."""
         return self.sh(where, f"[ -e {self.disk} ] && sha256sum {self.disk} || true")[:64]
-
-    def last_job(self) -> Any:
-        return JobStore(f"{self.data_dir}/jobs").list()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -133,90 +114,39 @@ def _slowed(e: Env, where: str) -> Iterator[None]:
         e.devcluster.node_exec(where, ["tc", "qdisc", "del", *dev], check=False)
 
 
-def _copy_processes(path: str) -> list[int]:
-    """PIDs of the copy helpers (sender, receiver) and the ssh between them writing ``path``.
-
-    The nodes are namespaces of this machine: their processes are in /proc.
-    """
-    marks = (b"recv", b"send", b"send-on-go")
-    found = []
-    target = path.encode()
-    for pid, argv in process_argvs():
-        copying = argv[:1] == [b"ssh"] or any(a in marks for a in argv)
-        if copying and any(target in a for a in argv):
-            found.append(pid)
-    return found
-
-
-def _wait_mid_copy(e: Env, target: str, path: str) -> None:
-    """Until the receiver on ``target`` has written data into ``path``'s partial file."""
-    directory, name = path.rsplit("/", 1)
-    deadline = time.monotonic() + 90
-    while not e.sh(target, f"find {directory} -name '{name}.part.*' -size +0 2>/dev/null || true"):
-        assert time.monotonic() < deadline, "the copy never started"
-        time.sleep(0.2)  # a file on a node: nothing to wait on
-
-
-def _no_copy_left(path: str) -> None:
-    deadline = time.monotonic() + 15
-    while _copy_processes(path):
-        assert time.monotonic() < deadline, f"copy processes left: {_copy_processes(path)}"
-        time.sleep(0.2)  # the receiver ends when its stream does
-
-
-@contextlib.contextmanager
-def _daemon(e: Env) -> Iterator[int]:
-    res = start_program(e.data_dir)
-    assert res.returncode == 0, res.stderr
-    pid = masterd.read_pid(e.data_dir)
-    assert pid is not None
-    try:
-        yield pid
-    finally:
-        masterd.stop(e.data_dir)
-
-
 def _stop(e: Env, args: list[str], how: str, target: str, path: str) -> tuple[str, str]:
-    """Run ``gnt-lv args``, stop it mid-copy ``how`` and check that it stopped promptly.
+    """Run ``gnt-lv args``, stop it while it copies ``path`` to ``target`` ``how``.
 
-    Its stdout and stderr; it exited 1 and its job is canceled.
+    Its stdout and stderr, once checked that it stopped promptly, exited 1
+    and that its job is canceled.
     """
+    mid_copy = partial(wait_part_file, e.sh, target, path)
     if how == "sigterm":
         assert masterd.read_pid(e.data_dir) is None  # gnt-lv runs the job itself
-        proc = e.gnt(*args)
-        try:
-            _wait_mid_copy(e, target, path)
-            asked = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert e.last_job().pid == proc.pid
+        proc = gnt_process(e.data_dir, *args)
+        out, err, took = signal_when_ready(proc, mid_copy, signal.SIGTERM)
+        assert last_job(e.data_dir).pid == proc.pid
         assert "stopping the operation safely" in err
     else:
-        with _daemon(e) as daemon_pid:
+        with daemon(e.data_dir) as daemon_pid:
             if how == "job-cancel":
-                submitted = e.gnt(*args, "--submit")
+                submitted = gnt_process(e.data_dir, *args, "--submit")
                 out, err = submitted.communicate(timeout=60)
                 assert submitted.returncode == 0 and out.startswith("JobID: "), (out, err)
                 job_id = out.split()[1]
-                _wait_mid_copy(e, target, path)
+                mid_copy()
                 asked = time.monotonic()
-                canceled = e.gnt("job", "cancel", job_id)
+                canceled = gnt_process(e.data_dir, "job", "cancel", job_id)
                 assert canceled.wait(timeout=60) == 0, canceled.communicate()
-                proc = e.gnt("job", "watch", job_id)
+                proc = gnt_process(e.data_dir, "job", "watch", job_id)
+                out, err = proc.communicate(timeout=120)
+                took = time.monotonic() - asked
             else:
-                proc = e.gnt(*args)
-                _wait_mid_copy(e, target, path)
-                asked = time.monotonic()
-                proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=120)
-            assert e.last_job().pid == daemon_pid
-    took = time.monotonic() - asked
+                proc = gnt_process(e.data_dir, *args)
+                out, err, took = signal_when_ready(proc, mid_copy, signal.SIGINT)
+            assert last_job(e.data_dir).pid == daemon_pid
     assert proc.returncode == 1, (out, err)
-    assert e.last_job().status == JOB_STATUS_CANCELED
+    assert last_job(e.data_dir).status == JOB_STATUS_CANCELED
     # the rest of 16 MiB at 1 MiB/s would take longer
     assert took < 10, f"{took:.1f} s from the cancel to the end"
     return out, err
@@ -235,7 +165,7 @@ def test_a_stopped_import_leaves_no_instance_and_no_disk(env: Env, how: str, exp
         out, err = _stop(env, args, how, env.n3, new_disk)
     assert f"Import of {NEW} from {env.n2}:" in err, (out, err)
     assert "canceled" in err and "while copying disk/0" in err, (out, err)
-    _no_copy_left(new_disk)
+    wait_no_copy_left(new_disk)
     assert env.config.get_instance(NEW) is None
     assert env.sh(env.n3, f"ls -d {env.new_dir} 2>/dev/null || true") == ""
     assert env.ops.instance_info(env.node(env.n3), NEW) is None
@@ -253,7 +183,7 @@ def test_a_stopped_failover_leaves_the_instance_on_its_source(env: Env, how: str
         out, err = _stop(env, args, how, env.n2, env.disk)
     assert f"Failover of {NAME} to {env.n2} canceled" in err, (out, err)
     assert f"the copies on {env.n2} were removed" in err, (out, err)
-    _no_copy_left(env.disk)
+    wait_no_copy_left(env.disk)
     inst = env.config.get_instance(NAME)
     assert inst is not None and inst.primary_node == env.n1
     assert env.disk_sum(env.n1) == before
@@ -264,15 +194,9 @@ def test_a_stopped_failover_leaves_the_instance_on_its_source(env: Env, how: str
 def test_sighup_does_not_stop_a_failover(env: Env) -> None:
     before = env.disk_sum(env.n1)
     with _slowed(env, env.n1):
-        proc = env.gnt("instance", "failover", "-f", "-n", env.n2, NAME)
-        try:
-            _wait_mid_copy(env, env.n2, env.disk)
-            proc.send_signal(signal.SIGHUP)
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        proc = gnt_process(env.data_dir, "instance", "failover", "-f", "-n", env.n2, NAME)
+        mid_copy = partial(wait_part_file, env.sh, env.n2, env.disk)
+        out, err, _ = signal_when_ready(proc, mid_copy, signal.SIGHUP)
     assert proc.returncode == 0, (out, err)
     inst = env.config.get_instance(NAME)
     assert inst is not None and inst.primary_node == env.n2

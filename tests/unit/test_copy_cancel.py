@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_exportcompat import DUMP, GANETI_CONFIG
 from test_lu_backup import place_inst1
+from test_lu_backup_import import NEW, ganeti_export, import_op
 
 from ganeti_lv import constants
 from ganeti_lv.cancel import Cancellation
@@ -24,16 +24,13 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.hypervisor.fake_export import FakeExport
 from ganeti_lv.master.jobs import JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.objects import Instance, disk_dir, disk_path
-from ganeti_lv.opcodes import OpBackupExport, OpCode, OpInstanceCreate, OpInstanceFailover
+from ganeti_lv.opcodes import OpBackupExport, OpCode, OpInstanceFailover
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
-NEW = "restored.example.com"
-MiB = 1024 * 1024
 
 
 def _cancel_at(prefix: str, cancel: Cancellation, lines: list[str]) -> Callable[[str], None]:
@@ -58,18 +55,6 @@ def _run_canceled(ctx: Context, op: OpCode, at: str) -> tuple[str, list[str]]:
 # ------------------------------------------------------------------ import
 
 
-def _import_op(src_path: str) -> OpInstanceCreate:
-    return OpInstanceCreate(
-        instance_name=NEW,
-        disk_template="file",
-        pnode=N3,
-        mode="import",
-        src_node=N2,
-        src_path=src_path,
-        start=True,
-    )
-
-
 def _own_export(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> str:
     place_inst1(ops, config)
     Processor(ctx).execute(OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
@@ -77,9 +62,7 @@ def _own_export(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> str:
 
 
 def _ganeti_export(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> str:
-    text = GANETI_CONFIG.replace("xen-br0", "br0").replace("/boot/vmlinuz-3-kvmU", "")
-    exp = FakeExport(files={DUMP: "ab" * 32}, config_text=text, sizes={DUMP: 128 * MiB})
-    ops.exports.setdefault(N2, {})["alpha"] = exp
+    ganeti_export(ops)
     return "alpha"
 
 
@@ -96,7 +79,7 @@ def _nothing_imported(ops: FakeNodeOps, config: ConfigStore) -> None:
 @pytest.mark.parametrize("export", [_own_export, _ganeti_export], ids=["own", "ganeti"])
 def test_cancel_during_an_import_copy_leaves_no_instance(ctx, fake_ops, config, export):
     src_path = export(ctx, fake_ops, config)
-    text, lines = _run_canceled(ctx, _import_op(src_path), "Importing disk/0")
+    text, lines = _run_canceled(ctx, import_op(src_path=src_path, start=True), "Importing disk/0")
     assert f"Import of {NEW} from {N2}:" in text
     assert "canceled (interrupted by the user) while copying disk/0" in text
     assert f"{N3}:{config.get_cluster().file_storage_dir}/{NEW} removed" in text
@@ -110,7 +93,7 @@ def test_cancel_during_an_import_copy_leaves_no_instance(ctx, fake_ops, config, 
 def test_cancel_after_the_import_copy_still_starts_nothing(ctx, fake_ops, config):
     src_path = _own_export(ctx, fake_ops, config)
     # the copy's summary line comes once the copy is complete
-    text, _ = _run_canceled(ctx, _import_op(src_path), "disk/0: ")
+    text, _ = _run_canceled(ctx, import_op(src_path=src_path, start=True), "disk/0: ")
     assert "canceled (interrupted by the user) before it was started and recorded" in text
     _nothing_imported(fake_ops, config)
 
