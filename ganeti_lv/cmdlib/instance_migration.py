@@ -7,7 +7,9 @@ migration of node-local (``file``) disks with copy-storage, a convergence
 policy, progress reports and a clean abort.
 
 The only configuration change of a migration or failover is the instance's
-primary node, written after both sides are finalised.
+primary node, written after both sides are finalised. When a migration
+fails, the nodes are asked where the instance really runs and the answer,
+not the hope, decides what is reported and recorded.
 
 A cancel request (Ctrl-C, SIGTERM, ``job cancel``) aborts a live
 migration's libvirt job; a failover of a ``file`` instance stops while its
@@ -15,9 +17,7 @@ disks are copied (the copy ends on both nodes, the copies on the target are
 removed, the instance is started again on its source if it is marked up).
 Once the primary node is switched (the failover's point of no return) a
 cancel is not honoured: the failover finishes and the job log says so. A
-failover without disks to copy (shared storage) likewise finishes. When a migration
-fails, the nodes are asked where the instance really runs and the answer,
-not the hope, decides what is reported and recorded.
+failover without disks to copy (shared storage) likewise finishes.
 """
 
 from __future__ import annotations
