@@ -115,6 +115,8 @@ def test_provisioning_configures_libvirt_for_the_cluster() -> None:
     assert "cluster init" in init and '--domain-type "$DOMAIN_TYPE"' in init
     join = (PROVISION_DIR / "node-join.sh").read_text()
     assert "node add" in join and "--host-key" in join
+    for text in (init, join):  # both write cluster.json with the Vagrantfile's scale
+        assert '--timeout-scale "$TEST_TIMEOUT_SCALE"' in text
 
 
 def test_cluster_json_describes_the_configuration(tmp_path: Path) -> None:
@@ -157,6 +159,13 @@ def test_cluster_json_describes_the_configuration(tmp_path: Path) -> None:
     assert info["guest"]["initrd"] == str(guest / "initrd.gz")
     assert info["storage"]["shared_file_storage_dir"] == cluster.shared_file_storage_dir
     assert info["supports_faults"] is False and info["kind"] == "vagrant"
+    assert info["timeout_scale"] == 1.0  # as on the local cluster unless told
+    assert module.main([*argv, "--timeout-scale", "4"]) == 0
+    assert json.loads(out.read_text())["timeout_scale"] == 4.0
+    for bad in ("0", "-1", "slow"):
+        with pytest.raises(SystemExit):
+            module.main([*argv, "--timeout-scale", bad])
+    assert json.loads(out.read_text())["timeout_scale"] == 4.0  # the description kept
 
 
 @pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
@@ -224,3 +233,29 @@ def test_the_cluster_speaks_tls_to_libvirtd() -> None:
         '--ca-cert "$CA_CERT" --ca-key "$CA_KEY"' in (PROVISION_DIR / "cluster-init.sh").read_text()
     )
     assert "ClusterCA.ensure(KEY_DIR, CLUSTER_NAME)" in _text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "name at least one test file"),
+        (["test_nosuch.py"], "no test file tests/cluster/test_nosuch.py"),
+        (["--budget", "soon", "test_migrate.py"], "--budget must be a whole number"),
+        (["--reserve", "0", "test_migrate.py"], "--reserve must be a whole number"),
+        (["--fast", "test_migrate.py"], "unknown option: --fast"),
+    ],
+)
+def test_cluster_test_run_refuses_bad_arguments(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Refused before anything runs: no vagrant, no output directory, no destroy."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        ["bash", str(VAGRANT_DIR / "run-cluster-tests.sh"), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not out.exists()
