@@ -64,12 +64,22 @@ cd "$HERE" || exit 2
 
 log() { echo ">>> [$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log" >&2; }
 left() { echo $((BUDGET - (SECONDS - START))); }
+# at most $1 seconds, and never into the time kept for the destroy
+bounded() {
+  local most=$(($(left) - RESERVE))
+  echo $((most < $1 ? most : $1))
+}
 
 # step NAME LIMIT COMMAND...: run with a time limit (COMMAND may be a
 # function of this script), its output time-stamped in NAME.log; record its time
 step() {
   local name="$1" limit="$2" t0=$SECONDS rc
   shift 2
+  if [ "$limit" -le 0 ]; then
+    log "$name: no time left"
+    printf '%s\t0\tnot run\n' "$name" >>"$OUT/steps.tsv"
+    return 124
+  fi
   log "$name (limit ${limit}s)"
   timeout -k 30 "$limit" bash -c '"$@"' step "$@" 2>&1 \
     | awk '{ print strftime("%H:%M:%S"), $0; fflush() }' >"$OUT/$name.log"
@@ -105,7 +115,7 @@ destroyed=0
 destroy() {
   [ "$destroyed" = 1 ] && return
   destroyed=1
-  step destroy 600 vagrant destroy -f
+  step destroy 300 vagrant destroy -f
   leftovers
   log "done in $((SECONDS - START))s; results in $OUT"
 }
@@ -160,7 +170,7 @@ GANETI_LV_TEST_CLUSTER=/root/cluster.json timeout -k 20 $((limit - 40)) \
 --junitxml=$REMOTE_RESULTS/$tag.xml tests/cluster/$sel"
   step "tests-$tag" "$limit" on_master "$cmd"
   local rc=$?
-  on_master "cat $REMOTE_RESULTS/$tag.xml" >"$OUT/$tag.xml" 2>/dev/null
+  timeout 60 bash -c 'on_master "$1"' _ "cat $REMOTE_RESULTS/$tag.xml" >"$OUT/$tag.xml" 2>/dev/null
   junit_times "$OUT/$tag.xml" "${sel%% *}" >>"$OUT/tests.tsv" 2>/dev/null \
     || log "no results for $sel"
   return "$rc"
@@ -172,15 +182,15 @@ if ! step up "$(($(left) - RESERVE))" vagrant up --no-parallel; then
   log "vagrant up failed: see $OUT/up.log"
   exit 1
 fi
-step tls-only 120 check_tls_only || log "TLS check failed: see $OUT/tls-only.log"
-step verify 300 on_master "gnt-lv node list && gnt-lv cluster verify" \
+step tls-only "$(bounded 120)" check_tls_only || log "TLS check failed: see $OUT/tls-only.log"
+step verify "$(bounded 300)" on_master "gnt-lv node list && gnt-lv cluster verify" \
   || log "cluster verify failed: see $OUT/verify.log"
 
 n=0
 for sel in "${SELECTIONS[@]}"; do
   n=$((n + 1))
   tag="$(printf '%02d-%s' "$n" "$(echo "$sel" | tr -c 'A-Za-z0-9_.\n-' '_' | cut -c1-60)")"
-  limit=$(($(left) - RESERVE))
+  limit="$(bounded "$BUDGET")"
   if [ "$limit" -lt "$MIN_TEST_SECONDS" ]; then
     log "no time left for $sel"
     printf 'tests-%s\t0\tnot run\n' "$tag" >>"$OUT/steps.tsv"

@@ -259,3 +259,86 @@ def test_cluster_test_run_refuses_bad_arguments(
     )
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not out.exists()
+
+
+# A stand-in for vagrant (and virsh) recording its calls: two nodes whose
+# libvirtd listens as $LISTEN says, pytest runs that leave a JUnit file.
+FAKE_VAGRANT = r"""#!/bin/bash
+echo "$*" >>"$FAKE_LOG"
+case "$1" in
+  up) exit "${UP_RC:-0}" ;;
+  destroy) exit 0 ;;
+  status) printf '1,node1,state,running\n1,node2,state,running\n' ;;
+  ssh)
+    node="$2" cmd="$4" n="${2#node}"
+    case "$cmd" in
+      *getent*) echo "10.252.0.1$n" ;;
+      *"ss -Hltn"*) printf 'LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n'
+        for port in $LISTEN; do printf 'LISTEN 0 50 %s 0.0.0.0:*\n' "${port//N/$n}"; done ;;
+      *'cat\ '*) printf '%s' '<testsuites><testsuite><testcase name="test_a" time="12.34"/>'\
+'<testcase name="test_b" time="1"><skipped/></testcase>'\
+'<testcase name="test_c" time="3"><failure/></testcase></testsuite></testsuites>' ;;
+    esac ;;
+esac
+"""
+
+
+def _fake_run(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[int, Path, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in ("vagrant", "virsh"):
+        (bin_dir / tool).write_text(FAKE_VAGRANT if tool == "vagrant" else "#!/bin/sh\n")
+        (bin_dir / tool).chmod(0o755)
+    log, out = tmp_path / "calls.log", tmp_path / "run"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "LISTEN": listen,
+        "UP_RC": str(up_rc),
+    }
+    argv = [str(VAGRANT_DIR / "run-cluster-tests.sh"), "--out", str(out)]
+    proc = subprocess.run(
+        [*argv, "test_migrate.py", "test_export.py -k 'live or remove'"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode, out, log.read_text().splitlines()
+
+
+def test_cluster_test_run_up_check_tests_destroy(tmp_path: Path) -> None:
+    code, out, calls = _fake_run(tmp_path, "10.252.0.1N:16514")
+    assert code == 0
+    assert calls[0] == "up --no-parallel" and calls[-1] == "destroy -f"
+    pytest_calls = [c for c in calls if "pytest" in c]
+    assert len(pytest_calls) == 2
+    assert "GANETI_LV_TEST_CLUSTER=/root/cluster.json" in pytest_calls[0]
+    assert "tests/cluster/test_export.py\\ -k\\ \\'live\\ or\\ remove\\'" in pytest_calls[1]
+    steps = {line.split("\t")[0]: line.split("\t")[2] for line in (out / "steps.tsv").open()}
+    assert steps["tls-only"].strip() == "0" and steps["leftovers"].strip() == "0"
+    assert "destroy" in steps and "tests-01-test_migrate.py" in steps
+    rows = (out / "tests.tsv").read_text().splitlines()
+    assert rows[1:4] == [
+        "test_migrate.py\ttest_a\tpassed\t12.3",
+        "test_migrate.py\ttest_b\tskipped\t1.0",
+        "test_migrate.py\ttest_c\tfailure\t3.0",
+    ]
+    assert len(rows) == 7
+
+
+def test_cluster_test_run_flags_tcp_and_still_destroys_after_a_failed_up(
+    tmp_path: Path,
+) -> None:
+    code, out, _ = _fake_run(tmp_path / "tcp", "10.252.0.1N:16514 0.0.0.0:16509")
+    assert code == 0
+    tls = (out / "tls-only.log").read_text()
+    assert "node1: a TCP listener on 16509" in tls and "node2: a TCP listener" in tls
+    steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
+    assert [s[2] for s in steps if s[0] == "tls-only"] == ["1"]
+    assert [s[0] for s in steps][-2:] == ["destroy", "leftovers"]
+    code, out, calls = _fake_run(tmp_path / "down", "10.252.0.1N:16514", up_rc=1)
+    assert code == 1
+    assert calls == ["up --no-parallel", "destroy -f"]  # no tests, but destroyed
