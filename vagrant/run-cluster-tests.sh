@@ -183,7 +183,8 @@ if ! step up "$(($(left) - RESERVE))" vagrant up --no-parallel; then
   exit 1
 fi
 step tls-only "$(bounded 120)" check_tls_only || log "TLS check failed: see $OUT/tls-only.log"
-step verify "$(bounded 300)" on_master "gnt-lv node list && gnt-lv cluster verify" \
+step verify "$(bounded 300)" on_master \
+  "qemu-system-x86_64 --version && gnt-lv node list && gnt-lv cluster verify" \
   || log "cluster verify failed: see $OUT/verify.log"
 
 n=0
