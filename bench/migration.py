@@ -173,7 +173,8 @@ def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -
     }
 
 
-def _start_guest(cl: BenchCluster, name: str, memory: int, dirtymb: int) -> None:
+def start_guest(cl: BenchCluster, name: str, memory: int, dirtymb: int) -> None:
+    """A fresh instance ``name`` on the first node, returned once its guest is ready."""
     cl.remove_instance(name)
     # The console log of an earlier instance of the same name may still hold
     # a GUEST-READY: wait for the one of this boot.
@@ -182,7 +183,9 @@ def _start_guest(cl: BenchCluster, name: str, memory: int, dirtymb: int) -> None
     cl.wait_console(name, NODES[0], "GUEST-READY", timeout=120, since=since)
 
 
-def _summary(side: list[dict[str, Any]]) -> dict[str, float]:
+def summarize(side: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians of one side's runs: wall time, libvirt's total time, downtime."""
+
     def med(key: str) -> float:
         return stats.median(r[key] for r in side if r.get(key) is not None)
 
@@ -205,7 +208,7 @@ def bench_case(
     name = f"bm{memory}d{dirtymb}"
     how = "" if masterd else ", without the master daemon"
     feedback(f"migration: {memory} MiB guest, dirtier {dirtymb} MiB, {pairs} pairs{how}")
-    _start_guest(cl, name, memory, dirtymb)
+    start_guest(cl, name, memory, dirtymb)
     try:
         # one unmeasured pair first: the guest has just booted, and the first
         # move of an instance to a node also creates its console log there
@@ -221,8 +224,8 @@ def bench_case(
         "dirty_mib": dirtymb,
         "masterd": masterd,
         "pairs": pairs,
-        "ganeti_lv": _summary(gnt),
-        "virsh": _summary(virsh),
+        "ganeti_lv": summarize(gnt),
+        "virsh": summarize(virsh),
         "wall_ratio": stats.median_pair_ratio([r["wall"] for r in gnt], [r["wall"] for r in virsh]),
         "runs": {"ganeti_lv": gnt, "virsh": virsh},
     }
@@ -259,7 +262,7 @@ def bench_fast_dirtier(cl: BenchCluster, feedback: Feedback, cap: float) -> dict
     )
     name = f"bmfast{memory}"
     feedback(f"migration: dirtier {dirtymb} MiB faster than {bandwidth} MiB/s, cap {cap:g} s")
-    _start_guest(cl, name, int(memory), int(dirtymb))
+    start_guest(cl, name, int(memory), int(dirtymb))
     result: dict[str, Any] = {"memory_mib": memory, "dirty_mib": dirtymb, "bandwidth": bandwidth}
     try:
         start = time.perf_counter()

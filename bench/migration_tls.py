@@ -16,12 +16,12 @@ from typing import Any
 from bench import stats
 from bench.common import BenchCluster, BenchError, Feedback
 from bench.migration import (
-    _start_guest,
-    _summary,
     case_label,
     ensure_bytecode,
     migrate_gnt,
     pair_row,
+    start_guest,
+    summarize,
 )
 
 CASES = [(256, 0), (256, 32)]
@@ -34,7 +34,7 @@ def bench_case(
     """Alternating pairs: a plain migration, then an encrypted one."""
     name = f"bt{memory}d{dirtymb}"
     feedback(f"migration stream TLS vs plain: {memory} MiB, dirtier {dirtymb} MiB, {pairs} pairs")
-    _start_guest(cl, name, memory, dirtymb)
+    start_guest(cl, name, memory, dirtymb)
     tls = ["--migration-encryption", "yes"]
     try:
         migrate_gnt(cl, name)  # unmeasured: the first move after the boot
@@ -48,8 +48,8 @@ def bench_case(
         "memory_mib": memory,
         "dirty_mib": dirtymb,
         "pairs": pairs,
-        "plain": _summary(plain),
-        "tls": _summary(encrypted),
+        "plain": summarize(plain),
+        "tls": summarize(encrypted),
         "wall_ratio": stats.median_pair_ratio(
             [r["wall"] for r in encrypted], [r["wall"] for r in plain]
         ),

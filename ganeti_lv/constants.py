@@ -121,8 +121,9 @@ BEC_DEFAULTS: dict[str, int | bool] = {
     "always_failover": False,
 }
 
-# Names that end up in paths and remote commands
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+# Names that end up in paths and remote commands: a DNS label's subset
+MAX_NAME_LENGTH = 63
+NAME_RE = re.compile(rf"^[a-z0-9]([a-z0-9.-]{{0,{MAX_NAME_LENGTH - 2}}}[a-z0-9])?$")
 
 # node migrate/evacuate: default moves at once per source and per target node
 DEFAULT_MAX_PARALLEL_SOURCE = 2

@@ -12,9 +12,8 @@ from __future__ import annotations
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
-MAX_NAME_LENGTH = 63
 NAME_RULE = (
-    f"1 to {MAX_NAME_LENGTH} characters: lower-case letters a-z, digits 0-9, '-' and '.',"
+    f"1 to {constants.MAX_NAME_LENGTH} characters: lower-case letters a-z, digits 0-9, '-' and '.',"
     " starting and ending with a letter or a digit"
 )
 _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -23,7 +22,7 @@ _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 def _what_breaks(name: str) -> str:
     if not name:
         return "it is empty"
-    if len(name) > MAX_NAME_LENGTH:
+    if len(name) > constants.MAX_NAME_LENGTH:
         return f"it is {len(name)} characters long"
     bad = sorted({ch for ch in name if ch not in _ALLOWED})
     if bad:
