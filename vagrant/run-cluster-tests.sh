@@ -141,7 +141,8 @@ leftovers() {
 check_tls_only() {
   local node address listeners rc=0
   for node in $(nodes); do
-    address="$(vagrant ssh "$node" -c "getent ahostsv4 $node | awk 'NR==1{print \$1}'" | tr -d '\r')"
+    # the node's cluster address, as the provisioning wrote it
+    address="$(vagrant ssh "$node" -c "awk '/# ganeti-lv cluster\$/ && \$2 == \"$node\" {print \$1}' /etc/hosts" | tr -d '\r')"
     listeners="$(vagrant ssh "$node" -c 'sudo ss -Hltn' | tr -d '\r' | awk '{print $4}')"
     echo "$node ($address): $(echo "$listeners" | tr '\n' ' ')"
     if ! echo "$listeners" | grep -qx "$address:16514"; then

@@ -272,7 +272,7 @@ case "$1" in
   ssh)
     node="$2" cmd="$4" n="${2#node}"
     case "$cmd" in
-      *getent*) echo "10.252.0.1$n" ;;
+      *"/etc/hosts"*) echo "10.252.0.1$n" ;;
       *"ss -Hltn"*) printf 'LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n'
         for port in $LISTEN; do printf 'LISTEN 0 50 %s 0.0.0.0:*\n' "${port//N/$n}"; done ;;
       *'cat\ '*) printf '%s' '<testsuites><testsuite><testcase name="test_a" time="12.34"/>'\
@@ -342,3 +342,30 @@ def test_cluster_test_run_flags_tcp_and_still_destroys_after_a_failed_up(
     code, out, calls = _fake_run(tmp_path / "down", "10.252.0.1N:16514", up_rc=1)
     assert code == 1
     assert calls == ["up --no-parallel", "destroy -f"]  # no tests, but destroyed
+
+
+def test_provisioning_maps_node_names_to_cluster_addresses(tmp_path: Path) -> None:
+    """vagrant maps the node's name to a loopback address; provisioning drops that."""
+    text = (PROVISION_DIR / "node.sh").read_text()
+    function = re.search(r"^configure_hosts\(\) \{\n.*?^\}\n", text, re.S | re.M)
+    assert function is not None
+    hosts = tmp_path / "hosts"
+    hosts.write_text(
+        "127.0.2.1 node1 node1\n127.0.0.1 localhost\n127.0.1.1 vagrant\n"
+        "10.252.0.12 node2 # ganeti-lv cluster\n::1 localhost ip6-localhost\n"
+    )
+    script = f"log() {{ :; }}\n{function.group(0)}configure_hosts\n"
+    env = {
+        **os.environ,
+        "HOSTS_FILE": str(hosts),
+        "NODE_NAME": "node1",
+        "HOSTS_LINES": "10.252.0.11 node1\n10.252.0.12 node2",
+    }
+    for _ in range(2):  # provisioning again changes nothing
+        subprocess.run(["bash", "-c", script], env=env, check=True, timeout=30)
+        assert hosts.read_text().splitlines() == [
+            "127.0.0.1 localhost",
+            "::1 localhost ip6-localhost",
+            "10.252.0.11 node1 # ganeti-lv cluster",
+            "10.252.0.12 node2 # ganeti-lv cluster",
+        ]
