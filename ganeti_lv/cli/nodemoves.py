@@ -7,7 +7,8 @@ done, running, queued and failed (a progress bar on a terminal) and each
 move's own progress. Ctrl-C (or ``gnt-lv job cancel``) stops the queued
 moves and stops the running ones safely (a live migration is aborted with
 the instance on its source, as Ctrl-C aborts a single one; a failover
-ends on its own); the end lists every instance's node.
+stops while it copies disks, and ends on its own once it has switched the
+primary node); the end lists every instance's node.
 """
 
 from __future__ import annotations

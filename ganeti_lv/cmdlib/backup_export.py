@@ -46,6 +46,7 @@ from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_l
 from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
+    copy_canceled,
     expand_instance,
     expand_node,
     get_instance,
@@ -65,7 +66,6 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.export_types import SnapshotInfo
 from ganeti_lv.node import diskcopy, progress
-from ganeti_lv.node.diskcopy import CopyCanceled
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport
@@ -598,7 +598,7 @@ class LUBackupExport(LogicalUnit):
             session=self.session,
             cancel=self.proc.cancel,
         )
-        if isinstance(res.error, CopyCanceled) or (not res.ok and self.proc.cancel.is_set()):
+        if copy_canceled(res, self.proc.cancel):
             feedback_fn(
                 f"Copy of disk/{idx} stopped on {self.pnode.name} and {dst.name};"
                 f" removing {dst.name}:{newdir}"

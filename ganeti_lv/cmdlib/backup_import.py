@@ -3,7 +3,9 @@
 ``OpInstanceCreate(mode="import")`` runs LUInstanceCreate with
 ``ImportModeHandler`` (registered here): the export is read on its node,
 the new instance is shaped from it and every disk is copied node to node,
-verified against the export's manifest.
+verified against the export's manifest. A cancel request (Ctrl-C, SIGTERM,
+``job cancel``) stops the copy on both nodes; the new instance's disks are
+removed and nothing is recorded (see ``LUInstanceCreate.Exec``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 
 from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
-from ganeti_lv.cmdlib.common import check_node_online, expand_node
+from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
 from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
-from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OperationCanceled, OpPrereqError
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import disk_path
@@ -148,9 +150,19 @@ class ImportModeHandler(CreateModeHandler):
         return {"SRC_NODE": self.src.name, "SRC_PATH": self.path}
 
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
-        """Copy every exported disk onto the new disks, verifying or computing its checksum."""
+        """Copy every exported disk onto the new disks, verifying or computing its checksum.
+
+        The job's cancel request stops the running copy on both nodes
+        (``OperationCanceled``); LUInstanceCreate then removes the new disks,
+        and nothing was recorded.
+        """
         lu = self.lu
+        cancel = lu.proc.cancel
         for idx, (src_path, sha) in enumerate(zip(self.sources, self.checksums, strict=True)):
+            if cancel.is_set():
+                raise OperationCanceled(
+                    f"{self._what()} canceled ({cancel_reason(cancel)}) before copying disk/{idx}"
+                )
             feedback_fn(f"Importing disk/{idx} from {self.src.name}:{src_path}")
             res = node_call(
                 lu.rpc.copy_disk,
@@ -160,7 +172,13 @@ class ImportModeHandler(CreateModeHandler):
                 disk_path(lu.cluster, lu.instance, idx),
                 expect_sha256=sha,
                 progress_fn=progress.ProgressReporter(feedback_fn, f"disk/{idx}"),
+                cancel=cancel,
             )
+            if copy_canceled(res, cancel):
+                feedback_fn(f"Copy of disk/{idx} stopped on {self.src.name} and {lu.pnode.name}")
+                raise OperationCanceled(
+                    f"{self._what()} canceled ({cancel_reason(cancel)}) while copying disk/{idx}"
+                )
             stats = res.Raise(f"Import of disk/{idx} failed")
             if sha is None:
                 feedback_fn(
@@ -169,6 +187,9 @@ class ImportModeHandler(CreateModeHandler):
                 )
             else:
                 feedback_fn(f"disk/{idx}: {stats.checksum_text} verified")
+
+    def _what(self) -> str:
+        return f"Import of {self.lu.instance.name} from {self.src.name}:{self.path}"
 
 
 def _used_macs(lu: LogicalUnit) -> set[str]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the LUs: name expansion, node checks, early work, instance hook env."""
+"""Helpers shared by the LUs: name expansion, node checks, early work, instance hook env,
+and how a disk copy stopped by the job's cancel request is recognised."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hooksmaster import hook_value
-from ganeti_lv.node.transport import node_call
+from ganeti_lv.node.diskcopy import CopyCanceled
+from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 
 if TYPE_CHECKING:
+    from ganeti_lv.cancel import Cancellation
     from ganeti_lv.cmdlib.base import LogicalUnit
 
 
@@ -195,3 +198,18 @@ def instance_hook_env(
     for key, value in override.items():
         env[key] = hook_value(value)
     return env
+
+
+def copy_canceled(res: NodeResult[Any], cancel: Cancellation) -> bool:
+    """Whether the ``copy_disk`` result ``res`` is a copy stopped by the job's ``cancel``.
+
+    The engine says so itself (``CopyCanceled``); a copy that failed in
+    another way while the cancel request was being sent (its connection
+    closed under it) counts too: it was stopped on request as well.
+    """
+    return isinstance(res.error, CopyCanceled) or (not res.ok and cancel.is_set())
+
+
+def cancel_reason(cancel: Cancellation) -> str:
+    """Why the job was asked to stop, for its messages."""
+    return cancel.reason or "on request"

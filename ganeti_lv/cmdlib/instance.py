@@ -12,6 +12,9 @@ changed, when that fails.
 ``LUInstanceCreate`` handles ``mode="create"``; another mode (``import``)
 plugs in with ``register_create_mode(name, handler_cls)``: the handler adds
 locks, checks its prerequisites and fills the disks after they were created.
+A cancel request while the disks are filled (an import's copies) or before
+the start removes the disks made and records nothing (``OperationCanceled``);
+from the start on, the creation finishes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
+    cancel_reason,
     check_node_not_drained,
     check_node_online,
     check_node_vm_capable,
@@ -42,6 +46,7 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_NOTUNIQUE,
     ECODE_STATE,
+    OperationCanceled,
     OpExecError,
     OpPrereqError,
 )
@@ -431,15 +436,17 @@ class LUInstanceCreate(LogicalUnit):
         nodes = list(dict.fromkeys([self.cluster.master_node, self.pnode.name]))
         return nodes, nodes
 
-    def _rollback(self, feedback_fn: FeedbackFn, started: bool, disks: bool) -> None:
+    def _rollback(self, feedback_fn: FeedbackFn, started: bool, disks: bool) -> bool:
+        """Remove the domain and the disks made so far; whether the disks are gone."""
         if started:
             node_call(self.rpc.undefine_instance, self.pnode, self.instance.name).Warn(
                 "Could not remove the domain while cleaning up", feedback_fn
             )
-        if disks:
-            node_call(self.rpc.remove_disks, self.pnode, self.cluster, self.instance).Warn(
-                "Could not remove the disks while cleaning up", feedback_fn
-            )
+        if not disks:
+            return True
+        res = node_call(self.rpc.remove_disks, self.pnode, self.cluster, self.instance)
+        res.Warn("Could not remove the disks while cleaning up", feedback_fn)
+        return res.ok
 
     def _add_to_config(self) -> None:
         """Record the instance; name and MACs are re-checked under the config lock."""
@@ -468,8 +475,23 @@ class LUInstanceCreate(LogicalUnit):
                 ecode=result.error.ecode if result.error is not None else None,
             )
         started = False
+        cancel = self.proc.cancel
         try:
-            self.handler.fill_disks(feedback_fn)
+            try:
+                self.handler.fill_disks(feedback_fn)
+                if cancel.is_set():
+                    raise OperationCanceled(
+                        f"Creation of {inst.name} canceled ({cancel_reason(cancel)}) before"
+                        " it was started and recorded"
+                    )
+            except OperationCanceled as err:
+                feedback_fn("* cleaning up after the cancel...")
+                removed = self._rollback(feedback_fn, started=False, disks=True)
+                where = f"{self.pnode.name}:{disk_dir(self.cluster, inst)}"
+                raise OperationCanceled(
+                    f"{err}; {where} {'removed' if removed else 'could not be removed'},"
+                    f" {inst.name} is not in the configuration"
+                ) from err
             if self.op.start:
                 feedback_fn("* starting instance...")
                 node_call(self.rpc.start_instance, self.pnode, self.cluster, inst).Raise(
@@ -477,6 +499,8 @@ class LUInstanceCreate(LogicalUnit):
                 )
                 started = True
             self._add_to_config()
+        except OperationCanceled:
+            raise
         except BaseException:
             feedback_fn("* cleaning up after the failure...")
             self._rollback(feedback_fn, started=started or self.op.start, disks=True)

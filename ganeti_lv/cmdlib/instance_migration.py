@@ -10,6 +10,14 @@ The only configuration change of a migration or failover is the instance's
 primary node, written after both sides are finalised. When a migration
 fails, the nodes are asked where the instance really runs and the answer,
 not the hope, decides what is reported and recorded.
+
+A cancel request (Ctrl-C, SIGTERM, ``job cancel``) aborts a live
+migration's libvirt job; a failover of a ``file`` instance stops while its
+disks are copied (the copy ends on both nodes, the copies on the target are
+removed, the instance is started again on its source if it is marked up).
+Once the primary node is switched (the failover's point of no return) a
+cancel is not honoured: the failover finishes and the job log says so. A
+failover without disks to copy (shared storage) likewise finishes.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib import migration_verify  # noqa: F401  (registers the verify checks)
 from ganeti_lv.cmdlib.base import LogicalUnit, Tasklet
 from ganeti_lv.cmdlib.common import (
+    cancel_reason,
     check_node_not_drained,
     check_node_online,
+    copy_canceled,
     get_instance,
     get_node,
     repair_disk_chain,
@@ -44,6 +54,7 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_STATE,
     MigrationAborted,
+    OperationCanceled,
     OpExecError,
     OpPrereqError,
 )
@@ -53,6 +64,7 @@ from ganeti_lv.hypervisor.migration_types import (
     MigrationProgress,
     MigrationStats,
 )
+from ganeti_lv.node import progress
 from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_path
 
@@ -601,7 +613,7 @@ class TLMigrateInstance(Tasklet):
     # ---------------------------------------------------------- failover
     def _exec_failover(self, feedback_fn: FeedbackFn) -> None:
         """Stop on the source, move definition (and file disks), start on the target."""
-        inst, cluster = self._inst(), self._cluster()
+        inst = self._inst()
         assert self.target is not None
         src, dst = self._node(self.source), self._node(self.target)
         copy = inst.disk_template == constants.DT_FILE
@@ -638,6 +650,14 @@ class TLMigrateInstance(Tasklet):
             self.lu.LogStep(2, 4, "Shared storage: no disks to move")
         self.lu.LogStep(3, 4, f"Switching primary node to {dst.name}")
         self.cfg.set_instance_primary(inst.name, dst.name)
+        try:
+            self._finish_failover(src, dst, copy, feedback_fn)
+        finally:
+            self._note_late_cancel(dst)
+
+    def _finish_failover(self, src: Node, dst: Node, copy: bool, feedback_fn: FeedbackFn) -> None:
+        """After the switch: the source cleaned up, the instance started on ``dst`` if up."""
+        inst, cluster = self._inst(), self._cluster()
         if not src.offline:
             node_call(self.rpc.undefine_instance, src, inst.name).Warn(
                 f"Could not remove the definition on {src.name}", feedback_fn
@@ -655,6 +675,21 @@ class TLMigrateInstance(Tasklet):
             started.Raise(f"Could not start instance {inst.name} on node {dst.name}")
         else:
             self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
+
+    def _note_late_cancel(self, dst: Node) -> None:
+        """Say in the job log that a cancel request was not honoured (the switch was made).
+
+        Once the configuration names the target, stopping would leave the
+        instance half moved (its source disks removed, or not started
+        anywhere): the failover finishes instead, and the job succeeds.
+        """
+        cancel = self.lu.proc.cancel
+        if cancel.is_set():
+            self.lu.LogInfo(
+                f"The cancel request ({cancel_reason(cancel)}) is not honoured past the"
+                f" failover's point of no return (the primary node switched to {dst.name}):"
+                " the failover was finished instead"
+            )
 
     def _undo_failover_from_offline(
         self, src: Node, dst: Node, fail_msg: str | None, feedback_fn: FeedbackFn
@@ -678,20 +713,69 @@ class TLMigrateInstance(Tasklet):
         )
 
     def _copy_disks(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
+        """Copy the ``file`` disks from ``src`` to ``dst`` (the instance is shut down).
+
+        A failure or the job's cancel request (which stops the running copy
+        on both nodes) undoes the move: the copies on ``dst`` are removed and
+        an instance marked up is started again on ``src``, whose disks were
+        only read. The configuration still names ``src``.
+        """
         inst, cluster = self._inst(), self._cluster()
+        cancel = self.lu.proc.cancel
         for idx in range(len(inst.disks)):
+            self._stop_if_canceled(src, dst, feedback_fn, f"before copying disk/{idx}")
             path = disk_path(cluster, inst, idx)
-            res = node_call(self.rpc.copy_disk, src, path, dst, path)
+            feedback_fn(f"Copying disk/{idx} from {src.name} to {dst.name}")
+            res = node_call(
+                self.rpc.copy_disk,
+                src,
+                path,
+                dst,
+                path,
+                progress_fn=progress.ProgressReporter(feedback_fn, f"disk/{idx}"),
+                cancel=cancel,
+            )
+            if copy_canceled(res, cancel):
+                feedback_fn(f"Copy of disk/{idx} stopped on {src.name} and {dst.name}")
+                self._stop_if_canceled(src, dst, feedback_fn, f"while copying disk/{idx}")
             if not res.ok:
-                node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
-                    f"Could not remove partial copies on {dst.name}", feedback_fn
-                )
-                if inst.admin_state == constants.ADMINST_UP:
-                    node_call(self.rpc.start_instance, src, cluster, inst).Warn(
-                        f"Could not restart instance on {src.name}", feedback_fn
-                    )
+                self._undo_copy(src, dst, feedback_fn)
                 raise OpExecError(
                     f"Could not copy disk {idx} of {inst.name} to {dst.name}: {res.fail_msg};"
                     f" the instance stays on {src.name}"
                 )
             feedback_fn(f"Disk {idx} copied to {dst.name}")
+        self._stop_if_canceled(src, dst, feedback_fn, "after copying its disks")
+
+    def _stop_if_canceled(self, src: Node, dst: Node, feedback_fn: FeedbackFn, when: str) -> None:
+        """Once the job was asked to stop: undo the copy and raise OperationCanceled."""
+        cancel = self.lu.proc.cancel
+        if not cancel.is_set():
+            return
+        name = self._inst().name
+        undone = self._undo_copy(src, dst, feedback_fn)
+        raise OperationCanceled(
+            f"Failover of {name} to {dst.name} canceled ({cancel_reason(cancel)}) {when};"
+            f" {undone}; the configuration names {src.name}, whose disks were not changed"
+        )
+
+    def _undo_copy(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> str:
+        """Remove the copies on ``dst``, start the instance on ``src`` if it is marked up.
+
+        What was done, in words for the job's error.
+        """
+        inst, cluster = self._inst(), self._cluster()
+        removed = node_call(self.rpc.remove_disks, dst, cluster, inst)
+        removed.Warn(f"Could not remove partial copies on {dst.name}", feedback_fn)
+        done = (
+            f"the copies on {dst.name} were removed"
+            if removed.ok
+            else f"the copies on {dst.name} could not be removed"
+        )
+        if inst.admin_state != constants.ADMINST_UP:
+            return f"{done}; {inst.name} stays stopped on {src.name}"
+        started = node_call(self.rpc.start_instance, src, cluster, inst)
+        started.Warn(f"Could not restart instance on {src.name}", feedback_fn)
+        if started.ok:
+            return f"{done}; {inst.name} runs on {src.name} again"
+        return f"{done}; {inst.name} could not be started on {src.name} again"

@@ -15,8 +15,9 @@ hooks and guarantees.
   move still waiting for its locks or in its checks and PRE hooks changes
   nothing; a running live migration has its libvirt job aborted and the
   instance keeps running on its source (one that already switched over is
-  recorded on its target); a failover, which cannot be stopped half-way,
-  ends on its own. Then every instance's node is reported as the
+  recorded on its target); a failover still copying ``file`` disks stops
+  with the instance on its source, one past its switch of the primary
+  node ends on its own. Then every instance's node is reported as the
   configuration has it.
 - Progress: one line "instances D/N finished: done, running, queued,
   failed" on every change, and each move's own feedback lines prefixed

@@ -15,34 +15,36 @@ the copies are slowed to 1 MiB/s so that they are stopped halfway.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gnt_helpers import node, process_argvs
 from migrate_helpers import (
-    GNT_LV,
     assert_alive,
     console_size,
     make_instance,
     remove_instance,
     wait_tick_above,
 )
-from support.masterd import start_program
+from stop_helpers import (
+    ClusterEnv,
+    daemon,
+    gnt_process,
+    last_job,
+    signal_when_ready,
+    wait_no_copy_left,
+    wait_part_file,
+)
 
 from ganeti_lv import constants, objects
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.client import Client
-from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ECODE_NORES, OperationCanceled, OpPrereqError
-from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master.jobs import JOB_STATUS_CANCELED, JobStore
+from ganeti_lv.master.jobs import JOB_STATUS_CANCELED
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupExport, OpInstanceStartup
 
@@ -53,36 +55,15 @@ OTHERS = ("stopexpa", "stopexpb")  # stopped instances (no guest runs) for the s
 MiB = 1024 * 1024
 
 
-class Env:
-    def __init__(self, devcluster: Any) -> None:
-        self.devcluster = devcluster
-        self.data_dir = devcluster.data_dir
-        self.config = ConfigStore(self.data_dir)
-        self.ops = LibvirtNodeOps(self.data_dir)
-        self.n1, self.n2, self.n3 = sorted(self.config.node_names())
-        self.export_dir = self.config.get_cluster().export_dir
-
-    def node(self, name: str) -> objects.Node:
-        return node(self.config, name)
-
-    def sh(self, where: str, script: str) -> str:
-        res = self.ops.run_command(self.node(where), ["sh", "-c", script])
-        assert res.exit_status == 0, res.output
-        return res.stdout
-
+class Env(ClusterEnv):
     def gnt(self, *argv: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [GNT_LV, "--data-dir", self.data_dir, *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        return gnt_process(self.data_dir, *argv)
 
     def export_sum(self) -> str:
         return self.sh(self.n2, f"sha256sum {self.export_dir}/{NAME}/disk0.img").split()[0]
 
     def last_job(self) -> Any:
-        return JobStore(f"{self.data_dir}/jobs").list()[-1]
+        return last_job(self.data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -121,35 +102,13 @@ def _fill(e: Env, name: str, path: str, mib: int) -> None:
     )
 
 
-def _copy_processes(name: str) -> list[int]:
-    """PIDs of the copy helpers (sender, receiver) and the ssh between them for ``name``.
-
-    The nodes are namespaces of this machine: their processes are in /proc.
-    """
-    marks = (b"recv", b"send", b"send-on-go")
-    found = []
-    new = f"/{name}.new/".encode()
-    for pid, argv in process_argvs():
-        copying = argv[:1] == [b"ssh"] or any(a in marks for a in argv)
-        if copying and any(new in a for a in argv):
-            found.append(pid)
-    return found
-
-
 def _wait_mid_copy(e: Env, target: str, name: str = NAME) -> None:
     """Until the receiver on ``target`` has written data of ``name``'s copy."""
-    newdir = f"{e.export_dir}/{name}.new"
-    deadline = time.monotonic() + 90
-    while not e.sh(target, f"find {newdir} -name 'disk0.img.part.*' -size +0 2>/dev/null || true"):
-        assert time.monotonic() < deadline, "the copy never started"
-        time.sleep(0.2)  # a file on a node: nothing to wait on
+    wait_part_file(e.sh, target, f"{e.export_dir}/{name}.new/disk0.img")
 
 
 def _assert_stopped_safely(e: Env, previous: str, mark: int) -> None:
-    deadline = time.monotonic() + 15
-    while _copy_processes(NAME):
-        assert time.monotonic() < deadline, f"copy processes left: {_copy_processes(NAME)}"
-        time.sleep(0.2)  # the receiver ends when its stream does
+    wait_no_copy_left(f"/{NAME}.new/")
     info = e.ops.instance_info(e.node(e.n1), NAME)
     inst = e.config.get_instance(NAME)
     assert info is not None and inst is not None
@@ -170,14 +129,7 @@ def test_sigterm_of_an_in_process_export_stops_it_safely(env: Env) -> None:
     assert masterd.read_pid(env.data_dir) is None  # gnt-lv runs the job itself
     previous, mark = env.export_sum(), console_size(env.ops, env.node(env.n1), NAME)
     proc = env.gnt("backup", "export", "--noshutdown", "--bandwidth-limit", "1", "-n", env.n2, NAME)
-    try:
-        _wait_mid_copy(env, env.n2)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err, _ = signal_when_ready(proc, lambda: _wait_mid_copy(env, env.n2), signal.SIGTERM)
     assert proc.returncode == 1, (out, err)
     assert "stopping the operation safely" in err
     assert f"Export of {NAME} to {env.n2} canceled (interrupted by the user) while" in err, err
@@ -186,23 +138,11 @@ def test_sigterm_of_an_in_process_export_stops_it_safely(env: Env) -> None:
     _assert_stopped_safely(env, previous, mark)
 
 
-@contextlib.contextmanager
-def _daemon(e: Env) -> Iterator[int]:
-    res = start_program(e.data_dir)
-    assert res.returncode == 0, res.stderr
-    pid = masterd.read_pid(e.data_dir)
-    assert pid is not None
-    try:
-        yield pid
-    finally:
-        masterd.stop(e.data_dir)
-
-
 @pytest.mark.parametrize("how", ["job-cancel", "ctrl-c"])
 def test_a_daemon_job_export_stops_safely(env: Env, how: str) -> None:
     previous, mark = env.export_sum(), console_size(env.ops, env.node(env.n1), NAME)
     args = ["backup", "export", "--noshutdown", "--bandwidth-limit", "1", "-n", env.n2, NAME]
-    with _daemon(env) as daemon_pid:
+    with daemon(env.data_dir) as daemon_pid:
         if how == "job-cancel":
             submitted = env.gnt(*args, "--submit")
             out, err = submitted.communicate(timeout=60)

@@ -29,7 +29,7 @@ def ops(fake_ops: FakeNodeOps, config: ConfigStore) -> FakeNodeOps:
     return fake_ops
 
 
-def _ganeti_export(ops: FakeNodeOps, text: str = GANETI_CONFIG, name: str = "alpha") -> FakeExport:
+def ganeti_export(ops: FakeNodeOps, text: str = GANETI_CONFIG, name: str = "alpha") -> FakeExport:
     """A Ganeti export of ``alpha`` on node2 (br0 is the fake nodes' bridge)."""
     exp = FakeExport(
         files={DUMP: SHA},
@@ -40,7 +40,8 @@ def _ganeti_export(ops: FakeNodeOps, text: str = GANETI_CONFIG, name: str = "alp
     return exp
 
 
-def _import(ctx: Context, **kw: Any) -> tuple[Any, list[str]]:
+def import_op(**kw: Any) -> OpInstanceCreate:
+    """An import of ``alpha`` on node2 as NEW, stopped, on node3; ``kw`` overrides."""
     args: dict[str, Any] = {
         "instance_name": NEW,
         "disk_template": "file",
@@ -50,7 +51,11 @@ def _import(ctx: Context, **kw: Any) -> tuple[Any, list[str]]:
         "src_path": "alpha",
         "start": False,
     }
-    return run(ctx, OpInstanceCreate(**{**args, **kw}))
+    return OpInstanceCreate(**{**args, **kw})
+
+
+def _import(ctx: Context, **kw: Any) -> tuple[Any, list[str]]:
+    return run(ctx, import_op(**kw))
 
 
 def _nothing_created(ops: FakeNodeOps, config: ConfigStore) -> None:
@@ -59,7 +64,7 @@ def _nothing_created(ops: FakeNodeOps, config: ConfigStore) -> None:
 
 
 def test_ganeti_export_imported_with_translated_parameters(ctx, fake_ops, config):
-    _ganeti_export(fake_ops)
+    ganeti_export(fake_ops)
     _, lines = _import(ctx, hvparams={"cpu_type": "qemu64"})
     inst = config.get_instance(NEW)
     assert inst is not None
@@ -88,7 +93,7 @@ def test_ganeti_export_imported_with_translated_parameters(ctx, fake_ops, config
 
 def test_ganeti_export_read_from_an_absolute_path(ctx, fake_ops, config):
     path = "/var/lib/ganeti/export/alpha"
-    exp = _ganeti_export(fake_ops)
+    exp = ganeti_export(fake_ops)
     fake_ops.exports[N2][path] = fake_ops.exports[N2].pop("alpha")
     assert exp is fake_ops.exports[N2][path]
     _import(ctx, src_path=path + "/")
@@ -97,7 +102,7 @@ def test_ganeti_export_read_from_an_absolute_path(ctx, fake_ops, config):
 
 
 def test_missing_nic_link_is_environ_error_naming_net(ctx, fake_ops, config):
-    exp = _ganeti_export(fake_ops)
+    exp = ganeti_export(fake_ops)
     exp.config_text = exp.config_text.replace("nic0_link = br0", "nic0_link = xen-br0")
     with pytest.raises(OpPrereqError) as err:
         _import(ctx)
@@ -112,7 +117,7 @@ def test_missing_nic_link_is_environ_error_naming_net(ctx, fake_ops, config):
 
 
 def test_missing_kernel_is_environ_error_naming_h(ctx, fake_ops, config):
-    exp = _ganeti_export(fake_ops)
+    exp = ganeti_export(fake_ops)
     exp.config_text = exp.config_text.replace("kernel_path = \n", "kernel_path = /boot/vmlinuz\n")
     assert "/boot/vmlinuz" in exp.config_text
     with pytest.raises(OpPrereqError, match="-H kernel_path=") as err:
@@ -124,7 +129,7 @@ def test_missing_kernel_is_environ_error_naming_h(ctx, fake_ops, config):
 
 
 def test_non_raw_dump_refused_before_anything_is_created(ctx, fake_ops, config):
-    exp = _ganeti_export(fake_ops, GANETI_CONFIG.replace("os = noop", "os = debootstrap+default"))
+    exp = ganeti_export(fake_ops, GANETI_CONFIG.replace("os = noop", "os = debootstrap+default"))
     exp.sizes[DUMP] = 37 * MiB
     exp.heads[DUMP] = "01000000" + "00" * 20 + "6cea0000"
     with pytest.raises(OpPrereqError, match=r"not a raw disk image \(a dump\(8\) stream\)") as err:
@@ -134,7 +139,7 @@ def test_non_raw_dump_refused_before_anything_is_created(ctx, fake_ops, config):
 
 
 def test_truncated_dump_refused(ctx, fake_ops, config):
-    exp = _ganeti_export(fake_ops)
+    exp = ganeti_export(fake_ops)
     exp.sizes[DUMP] = 100 * MiB
     with pytest.raises(OpPrereqError, match="truncated or corrupted"):
         _import(ctx)
@@ -142,7 +147,7 @@ def test_truncated_dump_refused(ctx, fake_ops, config):
 
 
 def test_relative_src_dir_refused(ctx, fake_ops, config):
-    _ganeti_export(fake_ops)
+    ganeti_export(fake_ops)
     with pytest.raises(OpPrereqError, match="neither an export name") as err:
         _import(ctx, src_path="../file-storage/alpha")
     assert err.value.ecode == ECODE_INVAL
@@ -185,7 +190,7 @@ def test_own_export_round_trip_keeps_parameters(ctx, ops, config):
 
 def test_backup_list_names_ganeti_exports(ctx, ops, config):
     _own_export(ctx, ops)
-    _ganeti_export(ops)
+    ganeti_export(ops)
     plain, _ = run(ctx, OpBackupQuery(nodes=[N2]))
     assert plain == {N2: ["alpha", INST]}
     kinds, _ = run(ctx, OpBackupQuery(nodes=[N2], with_kind=True))
@@ -195,7 +200,7 @@ def test_backup_list_names_ganeti_exports(ctx, ops, config):
 def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
     from ganeti_lv.cli.main import main
 
-    _ganeti_export(ops)
+    ganeti_export(ops)
     base = ["--data-dir", data_dir]
     assert main([*base, "backup", "list", "--node", N2], node_ops=ops) == 0
     assert "\talpha (Ganeti export)" in capsys.readouterr().out.splitlines()

@@ -297,3 +297,27 @@ def test_offline_node_is_evacuated_by_failover_only(
     result, _ = run(ctx, OpNodeEvacuate(node_name="node1", dry_run=True))
     assert {m["kind"] for m in result} == {"failover"}
     assert all(m["target"] in (N2, N3) for m in result), result
+
+
+def test_cancel_during_a_failover_copy_keeps_the_instance_on_its_node(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The node operation's cancel reaches a failover copying disks: it stops on N1."""
+    cancel = Cancellation()
+    real = ops.copy_disk
+
+    def copy_then_cancel(*args: Any, **kwargs: Any) -> Any:
+        cancel.request("test")
+        return real(*args, **kwargs)
+
+    ops.copy_disk = copy_then_cancel  # type: ignore[method-assign]
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeEvacuate(node_name="node1"), cancel)
+    assert primary(config, I3) == N1
+    inst3 = config.get_instance(I3)
+    assert inst3 is not None
+    path = disk_path(config.get_cluster(), inst3, 0)
+    assert [n for n, fake in ops.nodes.items() if path in fake.files] == [N1]
+    assert f"{I3}: canceled:" in str(err.value)
+    failover = next(j for j in ctx.jobs.list() if j.summary == f"INSTANCE_FAILOVER({I3})")
+    assert failover.status == "canceled"
