@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from support.timeouts import scaled
+
 from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
@@ -69,8 +71,11 @@ def wait_console(
     predicate: Callable[[str], bool],
     timeout: float = 120.0,
 ) -> str:
-    """Poll the console log until ``predicate(text)``; return the text."""
-    deadline = time.monotonic() + timeout
+    """Poll the console log until ``predicate(text)``; return the text.
+
+    ``timeout`` is the local cluster's; it scales (support.timeouts).
+    """
+    deadline = time.monotonic() + scaled(timeout)
     text = ""
     while time.monotonic() < deadline:
         text = console(ops, where, name)

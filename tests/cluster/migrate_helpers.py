@@ -19,10 +19,12 @@ import time
 from typing import Any
 
 from gnt_helpers import console, node, purge_instance, wait_console
+from support.clusterfixture import session_guest
+from support.timeouts import scaled
 
 from ganeti_lv import constants, objects
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.guest import build_guest, kernel_args, kernel_faults
+from ganeti_lv.devcluster.guest import kernel_args, kernel_faults
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 
 TICK_RE = re.compile(r"tick (\d+)")
@@ -75,7 +77,7 @@ def make_instance(
     start: bool = True,
 ) -> objects.Instance:
     """Create (and start) a 128 MiB test instance with a 4 MiB pattern and the dirtier."""
-    image = build_guest()
+    kernel, initrd = session_guest()
     cluster = config.get_cluster()
     inst = objects.Instance(
         name=name,
@@ -85,8 +87,8 @@ def make_instance(
         nics=[objects.Nic(mac=mac, link=cluster.default_bridge)],
         beparams={"maxmem": 128, "minmem": 128, "vcpus": 1},
         hvparams={
-            "kernel_path": image.kernel,
-            "initrd_path": image.initrd,
+            "kernel_path": kernel,
+            "initrd_path": initrd,
             "kernel_args": kernel_args(name, patmb=4, dirtymb=dirtymb),
         },
         admin_state=constants.ADMINST_UP if start else constants.ADMINST_DOWN,
@@ -114,7 +116,7 @@ def wait_tick_above(
     ops: LibvirtNodeOps, where: objects.Node, name: str, above: int, timeout: float = 180
 ) -> int:
     """Poll the (remote) console until a tick above ``above`` shows; return it."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         found = ticks(ops, where, name)
         if found and found[-1] > above:
@@ -171,7 +173,7 @@ def wait_single(config: ConfigStore, ops: LibvirtNodeOps, name: str, timeout: fl
 
     Asserts that the configuration names that node.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     found: dict[str, str] = {}
     while time.monotonic() < deadline:
         found = where_running(config, ops, name)
@@ -209,7 +211,7 @@ class CliMigration:
     def wait_progress(self, timeout: float = 120) -> None:
         """Read stdout until the first progress line (the libvirt job runs)."""
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         fd = self.proc.stdout.fileno()
         while time.monotonic() < deadline:
             ready, _, _ = select.select([fd], [], [], 1.0)
@@ -229,7 +231,7 @@ class CliMigration:
 
     def finish(self, timeout: float = 180) -> tuple[int, str, str]:
         """Wait for the end: (exit code, all stdout, stderr)."""
-        out, err = self.proc.communicate(timeout=timeout)
+        out, err = self.proc.communicate(timeout=scaled(timeout))
         self.out += out.decode(errors="replace")
         return self.proc.returncode, self.out, err.decode(errors="replace")
 

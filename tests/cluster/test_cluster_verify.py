@@ -64,6 +64,7 @@ def guest_instance(info: dict[str, Any], name: str, primary: str) -> Instance:
 def test_verify_finds_foreign_domain_and_orphan_images(env: Any) -> None:
     gnt, config, ops, info = env
     nodes = sorted(config.node_names())
+    last = nodes[-1]  # the third node; the second (the rogue's too) on a 2-node cluster
     cluster = config.get_cluster()
     before = problems(gnt.data_dir)
     rogue = guest_instance(info, "vrogue", nodes[1])
@@ -73,14 +74,14 @@ def test_verify_finds_foreign_domain_and_orphan_images(env: Any) -> None:
         ops.create_disks(where, cluster, rogue)
         ops.start_instance(where, cluster, rogue)
         ops.run_command(
-            node(config, nodes[2]),
+            node(config, last),
             ["sh", "-c", f"mkdir -p {cluster.file_storage_dir}/vstray && truncate -s 1M {stray}"],
         )
         new = problems(gnt.data_dir) - before
         assert {(c, i) for c, i, _ in new} == {
             ("ENODEORPHANINSTANCE", nodes[1]),
             ("ECLUSTERORPHANFILE", cluster.name),
-            ("ENODEORPHANFILE", nodes[2]),
+            ("ENODEORPHANFILE", last),
         }
         messages = " ".join(m for _, _, m in new)
         assert "domain 'vrogue' (running)" in messages
@@ -91,7 +92,7 @@ def test_verify_finds_foreign_domain_and_orphan_images(env: Any) -> None:
         purge_instance(ops, config, "vrogue", constants.DT_SHARED_FILE)
         node_call(
             ops.run_command,
-            node(config, nodes[2]),
+            node(config, last),
             ["rm", "-rf", f"{cluster.file_storage_dir}/vstray"],
         )
     assert problems(gnt.data_dir) - before == set()

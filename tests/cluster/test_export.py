@@ -1,4 +1,4 @@
-"""LUBackupExport on the local cluster: live and shutdown exports, import, faults.
+"""LUBackupExport on the session's cluster: live and shutdown exports, import, faults.
 
 One small guest (128 MiB, 16 MiB memory dirtier) with a 128 MiB disk: the
 guest writes a known pattern to its first MiBs and prints its sha256, and
@@ -22,11 +22,13 @@ from typing import Any
 
 import pytest
 from gnt_helpers import process_argvs
+from support.clusterfixture import session_guest
+from support.timeouts import scaled
 
 from ganeti_lv import constants, exportinfo, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.guest import PATTERN_RE, build_guest, kernel_args
+from ganeti_lv.devcluster.guest import PATTERN_RE, kernel_args
 from ganeti_lv.errors import ECODE_NORES, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
@@ -76,7 +78,7 @@ def _ticks(text: str) -> list[int]:
 
 
 def _wait(ops, node, name, predicate, timeout=120.0) -> str:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     text = ""
     while time.monotonic() < deadline:
         text = _console(ops, node, name)
@@ -103,7 +105,7 @@ def _last_tick(ops, node, name, above: int = -1) -> int:
 
 
 def _make_instance(config, ops, name, node_name, seed, writepat=True, start=True):
-    image = build_guest()
+    kernel, initrd = session_guest()
     cluster = config.get_cluster()
     inst = objects.Instance(
         name=name,
@@ -112,8 +114,8 @@ def _make_instance(config, ops, name, node_name, seed, writepat=True, start=True
         disks=[objects.Disk(size=128)],
         beparams={"maxmem": 128, "minmem": 128, "vcpus": 1},
         hvparams={
-            "kernel_path": image.kernel,
-            "initrd_path": image.initrd,
+            "kernel_path": kernel,
+            "initrd_path": initrd,
             "kernel_args": kernel_args(seed, patmb=PATMB, dirtymb=16, writepat=writepat),
         },
         admin_state=constants.ADMINST_UP if start else constants.ADMINST_DOWN,
@@ -194,7 +196,11 @@ def _exports(config, ops, node_name):
 def test_live_then_shutdown_export_then_import(env, instance) -> None:
     config, ops, client = env
     inst, pattern = instance
-    n1, n2, n3 = sorted(config.node_names())
+    nodes = sorted(config.node_names())
+    n1, n2 = nodes[:2]
+    # the second export goes to another node than the first: a third one, or
+    # back to the primary on a 2-node cluster
+    n3 = nodes[2] if len(nodes) > 2 else n1
     src = _node(config, n1)
     before = _last_tick(ops, src, NAME, 2)
     console_before = _console(ops, src, NAME)
@@ -242,7 +248,7 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
 
     # import the export on node2 as a new instance that only reads its pattern
     node_call(ops.shutdown_instance, src, inst, 30)  # keep at most one guest of ours running
-    image = build_guest()
+    kernel, initrd = session_guest()
     hv = f"kernel_args={kernel_args(NAME, patmb=PATMB, dirtymb=0, writepat=False)}"
     client.submit(
         OpInstanceCreate(
@@ -253,8 +259,8 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
             src_node=n3,
             src_path=NAME,
             hvparams={
-                "kernel_path": image.kernel,
-                "initrd_path": image.initrd,
+                "kernel_path": kernel,
+                "initrd_path": initrd,
                 "kernel_args": hv.split("=", 1)[1],
             },
         )
@@ -266,7 +272,7 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
 
 def test_export_with_remove_instance(env, instance) -> None:
     config, ops, client = env
-    n1, n2, _ = sorted(config.node_names())
+    n1, n2 = sorted(config.node_names())[:2]
     client.submit(OpBackupExport(instance_name=NAME, target_node=n2, remove_instance=True))
     assert config.get_instance(NAME) is None
     assert ops.instance_info(_node(config, n1), NAME) is None
@@ -399,7 +405,7 @@ def stopped(env: Any) -> Iterator[objects.Instance]:
 
 def test_stopped_sparse_disk_export(env, stopped) -> None:
     config, ops, client = env
-    n1, n2, _ = sorted(config.node_names())
+    n1, n2 = sorted(config.node_names())[:2]
     src = _node(config, n1)
     path = objects.disk_path(config.get_cluster(), stopped, 0)
     for offset in (0, 1000, 3000):  # 3 x 2 MiB of data in 4 GiB
@@ -424,7 +430,7 @@ def test_stopped_sparse_disk_export(env, stopped) -> None:
 
 def test_zero_free_space_makes_a_smaller_export(env, stopped) -> None:
     config, ops, client = env
-    n1, n2, _ = sorted(config.node_names())
+    n1, n2 = sorted(config.node_names())[:2]
     src = _node(config, n1)
     path = objects.disk_path(config.get_cluster(), stopped, 0)
     _sh(

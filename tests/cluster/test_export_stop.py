@@ -48,7 +48,7 @@ from ganeti_lv.master.jobs import JOB_STATUS_CANCELED
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupExport, OpInstanceStartup
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.cluster, pytest.mark.min_nodes(3), pytest.mark.timeout(400)]
 
 NAME = "stopexp"
 OTHERS = ("stopexpa", "stopexpb")  # stopped instances (no guest runs) for the space test

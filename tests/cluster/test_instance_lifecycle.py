@@ -184,13 +184,14 @@ def test_bad_input_creates_nothing(env: Any, cleanup: list[tuple[str, str]]) -> 
     for extra, ecode, text in cases:
         code, _, err = gnt(*base, *extra)
         assert code == 1 and err.startswith(PREREQ.format(ecode)) and text in err, err
-    gnt.ok("node", "modify", "--offline", "yes", nodes[2])
+    last = nodes[-1]  # not the master (the first)
+    gnt.ok("node", "modify", "--offline", "yes", last)
     try:
         serial = config.read().serial
-        code, _, err = gnt(*base, "--disk", "0:size=8M", "-n", nodes[2], "lcbad")
+        code, _, err = gnt(*base, "--disk", "0:size=8M", "-n", last, "lcbad")
         assert code == 1 and err.startswith(PREREQ.format("wrong_state")) and "offline" in err
     finally:
-        gnt.ok("node", "modify", "--offline", "no", nodes[2])
+        gnt.ok("node", "modify", "--offline", "no", last)
     assert config.read().serial == serial + 1  # only the node flag changed back
     assert _files_of(ops, config, "lcbad") == []
     assert _files_of(ops, config, existing) == [

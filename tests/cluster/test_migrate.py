@@ -1,4 +1,4 @@
-"""Live migration on the local cluster: one small guest running its memory dirtier.
+"""Live migration on the session's cluster: one small guest running its memory dirtier.
 
 The guest writes "tick N" to its console every second; after the move the
 tick numbers keep increasing without a new boot (no GUEST-READY on the
@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.clusterfixture import session_guest
+from support.timeouts import scaled
 
 from ganeti_lv import constants, objects
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.guest import build_guest, kernel_args, kernel_faults
+from ganeti_lv.devcluster.guest import kernel_args, kernel_faults
 from ganeti_lv.errors import OpPrereqError
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
@@ -52,7 +54,7 @@ def _ticks(text: str) -> list[int]:
 
 
 def _wait_ticks(ops: LibvirtNodeOps, node: objects.Node, name: str, above: int) -> int:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while time.monotonic() < deadline:
         ticks = _ticks(_console(ops, node, name))
         if ticks and ticks[-1] > above:
@@ -68,7 +70,7 @@ def running_file_instance(env: Any) -> Iterator[objects.Instance]:
     The tests run in file order; each leaves it running on the first node.
     """
     config, ops, _ = env
-    image = build_guest()
+    kernel, initrd = session_guest()
     nodes = sorted(config.node_names())
     cluster = config.get_cluster()
     name = "migtest1"
@@ -80,8 +82,8 @@ def running_file_instance(env: Any) -> Iterator[objects.Instance]:
         nics=[objects.Nic(mac="52:54:00:4c:57:01", link=cluster.default_bridge)],
         beparams={"maxmem": 128, "minmem": 128, "vcpus": 1},
         hvparams={
-            "kernel_path": image.kernel,
-            "initrd_path": image.initrd,
+            "kernel_path": kernel,
+            "initrd_path": initrd,
             "kernel_args": kernel_args(name, patmb=4, dirtymb=32),
         },
         admin_state=constants.ADMINST_UP,

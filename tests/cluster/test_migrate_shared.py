@@ -36,6 +36,7 @@ from migrate_helpers import (
     wait_tick_above,
     where_running,
 )
+from support.timeouts import scaled
 
 from ganeti_lv import constants, objects
 from ganeti_lv.errors import (
@@ -116,11 +117,11 @@ class Background:
 
     def wait_started(self) -> None:
         """Until the libvirt job reports progress."""
-        assert self.started.wait(180), self.lines
+        assert self.started.wait(scaled(180)), self.lines
 
     def join(self, timeout: float = 240) -> BaseException | None:
         """Wait for the end; return the error raised, if any."""
-        self.thread.join(timeout)
+        self.thread.join(scaled(timeout))
         assert not self.thread.is_alive(), self.lines
         return self.error
 

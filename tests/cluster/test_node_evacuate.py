@@ -35,7 +35,7 @@ from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.min_nodes(3)]
 
 EV1, EV2, EV3 = "ev1", "ev2", "ev3"
 RUNNING = (EV1, EV2)

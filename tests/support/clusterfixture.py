@@ -7,7 +7,7 @@ down at the end, also when tests fail or the session is interrupted.
 Setting ``GANETI_LV_TEST_CLUSTER=/path/to/cluster.json`` points the same
 tests at an existing cluster (e.g. the Vagrant one): ``devcluster`` is then
 an ``ExternalCluster``. ``cluster_info`` is the cluster description
-(cluster.json) either way.
+(cluster.json) either way; ``session_guest()`` the test guest its nodes have.
 
 The fixtures are defined here and imported by tests/conftest.py only, so
 tests/cluster and tests/peer (the conformance tests compare the local
@@ -26,14 +26,17 @@ import pytest
 
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.external import ExternalCluster
+from ganeti_lv.devcluster.guest import build_guest
 from ganeti_lv.devcluster.netns import free_subnet
 
 try:
     from tests.support.teardown import torn_down_at_exit
+    from tests.support.timeouts import EXTERNAL_ENV
 except ImportError:  # tests/ itself is on sys.path (pytest's rootdir insertion)
     from support.teardown import torn_down_at_exit  # type: ignore[no-redef]
+    from support.timeouts import EXTERNAL_ENV  # type: ignore[no-redef]
 
-EXTERNAL_ENV = "GANETI_LV_TEST_CLUSTER"
+__all__ = ["EXTERNAL_ENV", "cluster_info", "devcluster", "local_devcluster", "session_guest"]
 TOOLS = ("ip", "nsenter", "unshare", "libvirtd", "virtlogd", "virsh", "qemu-system-x86_64")
 
 
@@ -45,6 +48,20 @@ def local_cluster_possible() -> str | None:
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
             return f"the local cluster needs {tool}"
     return None
+
+
+def session_guest() -> tuple[str, str]:
+    """(kernel, initrd) of the test guest on the session cluster's nodes.
+
+    The local cluster's nodes share this machine's guest cache; an external
+    cluster's description names the copy every one of its nodes has.
+    """
+    external = os.environ.get(EXTERNAL_ENV)
+    if external:
+        guest = ExternalCluster(external).info["guest"]
+        return guest["kernel"], guest["initrd"]
+    image = build_guest()
+    return image.kernel, image.initrd
 
 
 @pytest.fixture(scope="session")

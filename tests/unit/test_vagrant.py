@@ -115,6 +115,8 @@ def test_provisioning_configures_libvirt_for_the_cluster() -> None:
     assert "cluster init" in init and '--domain-type "$DOMAIN_TYPE"' in init
     join = (PROVISION_DIR / "node-join.sh").read_text()
     assert "node add" in join and "--host-key" in join
+    for text in (init, join):  # both write cluster.json with the Vagrantfile's scale
+        assert '--timeout-scale "$TEST_TIMEOUT_SCALE"' in text
 
 
 def test_cluster_json_describes_the_configuration(tmp_path: Path) -> None:
@@ -157,6 +159,13 @@ def test_cluster_json_describes_the_configuration(tmp_path: Path) -> None:
     assert info["guest"]["initrd"] == str(guest / "initrd.gz")
     assert info["storage"]["shared_file_storage_dir"] == cluster.shared_file_storage_dir
     assert info["supports_faults"] is False and info["kind"] == "vagrant"
+    assert info["timeout_scale"] == 1.0  # as on the local cluster unless told
+    assert module.main([*argv, "--timeout-scale", "4"]) == 0
+    assert json.loads(out.read_text())["timeout_scale"] == 4.0
+    for bad in ("0", "-1", "slow"):
+        with pytest.raises(SystemExit):
+            module.main([*argv, "--timeout-scale", bad])
+    assert json.loads(out.read_text())["timeout_scale"] == 4.0  # the description kept
 
 
 @pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
@@ -224,3 +233,139 @@ def test_the_cluster_speaks_tls_to_libvirtd() -> None:
         '--ca-cert "$CA_CERT" --ca-key "$CA_KEY"' in (PROVISION_DIR / "cluster-init.sh").read_text()
     )
     assert "ClusterCA.ensure(KEY_DIR, CLUSTER_NAME)" in _text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "name at least one test file"),
+        (["test_nosuch.py"], "no test file tests/cluster/test_nosuch.py"),
+        (["--budget", "soon", "test_migrate.py"], "--budget must be a whole number"),
+        (["--reserve", "0", "test_migrate.py"], "--reserve must be a whole number"),
+        (["--fast", "test_migrate.py"], "unknown option: --fast"),
+    ],
+)
+def test_cluster_test_run_refuses_bad_arguments(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Refused before anything runs: no vagrant, no output directory, no destroy."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        ["bash", str(VAGRANT_DIR / "run-cluster-tests.sh"), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+# A stand-in for vagrant (and virsh) recording its calls: two nodes whose
+# libvirtd listens as $LISTEN says, pytest runs that leave a JUnit file.
+FAKE_VAGRANT = r"""#!/bin/bash
+echo "$*" >>"$FAKE_LOG"
+case "$1" in
+  up) exit "${UP_RC:-0}" ;;
+  destroy) exit 0 ;;
+  status) printf '1,node1,state,running\n1,node2,state,running\n' ;;
+  ssh)
+    node="$2" cmd="$4" n="${2#node}"
+    case "$cmd" in
+      *"/etc/hosts"*) echo "10.252.0.1$n" ;;
+      *"ss -Hltn"*) printf 'LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n'
+        for port in $LISTEN; do printf 'LISTEN 0 50 %s 0.0.0.0:*\n' "${port//N/$n}"; done ;;
+      *'cat\ '*) printf '%s' '<testsuites><testsuite><testcase name="test_a" time="12.34"/>'\
+'<testcase name="test_b" time="1"><skipped/></testcase>'\
+'<testcase name="test_c" time="3"><failure/></testcase></testsuite></testsuites>' ;;
+    esac ;;
+esac
+"""
+
+
+def _fake_run(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[int, Path, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    for tool in ("vagrant", "virsh"):
+        (bin_dir / tool).write_text(FAKE_VAGRANT if tool == "vagrant" else "#!/bin/sh\n")
+        (bin_dir / tool).chmod(0o755)
+    log, out = tmp_path / "calls.log", tmp_path / "run"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "LISTEN": listen,
+        "UP_RC": str(up_rc),
+    }
+    argv = [str(VAGRANT_DIR / "run-cluster-tests.sh"), "--out", str(out)]
+    proc = subprocess.run(
+        [*argv, "test_migrate.py", "test_export.py -k 'live or remove'"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode, out, log.read_text().splitlines()
+
+
+def test_cluster_test_run_up_check_tests_destroy(tmp_path: Path) -> None:
+    code, out, calls = _fake_run(tmp_path, "10.252.0.1N:16514")
+    assert code == 0
+    assert calls[0] == "up --no-parallel" and calls[-1] == "destroy -f"
+    pytest_calls = [c for c in calls if "pytest" in c]
+    assert len(pytest_calls) == 2
+    assert "GANETI_LV_TEST_CLUSTER=/root/cluster.json" in pytest_calls[0]
+    assert "tests/cluster/test_export.py\\ -k\\ \\'live\\ or\\ remove\\'" in pytest_calls[1]
+    steps = {line.split("\t")[0]: line.split("\t")[2] for line in (out / "steps.tsv").open()}
+    assert steps["tls-only"].strip() == "0" and steps["leftovers"].strip() == "0"
+    assert "destroy" in steps and "tests-01-test_migrate.py" in steps
+    rows = (out / "tests.tsv").read_text().splitlines()
+    assert rows[1:4] == [
+        "test_migrate.py\ttest_a\tpassed\t12.3",
+        "test_migrate.py\ttest_b\tskipped\t1.0",
+        "test_migrate.py\ttest_c\tfailure\t3.0",
+    ]
+    assert len(rows) == 7
+
+
+def test_cluster_test_run_flags_tcp_and_still_destroys_after_a_failed_up(
+    tmp_path: Path,
+) -> None:
+    code, out, _ = _fake_run(tmp_path / "tcp", "10.252.0.1N:16514 0.0.0.0:16509")
+    assert code == 0
+    tls = (out / "tls-only.log").read_text()
+    assert "node1: a TCP listener on 16509" in tls and "node2: a TCP listener" in tls
+    steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
+    assert [s[2] for s in steps if s[0] == "tls-only"] == ["1"]
+    assert [s[0] for s in steps][-2:] == ["destroy", "leftovers"]
+    code, out, calls = _fake_run(tmp_path / "down", "10.252.0.1N:16514", up_rc=1)
+    assert code == 1
+    assert calls == ["up --no-parallel", "destroy -f"]  # no tests, but destroyed
+
+
+def test_provisioning_maps_node_names_to_cluster_addresses(tmp_path: Path) -> None:
+    """vagrant maps the node's name to a loopback address; provisioning drops that."""
+    text = (PROVISION_DIR / "node.sh").read_text()
+    function = re.search(r"^configure_hosts\(\) \{\n.*?^\}\n", text, re.S | re.M)
+    assert function is not None
+    hosts = tmp_path / "hosts"
+    hosts.write_text(
+        "127.0.2.1 node1 node1\n127.0.0.1 localhost\n127.0.1.1 vagrant\n"
+        "10.252.0.12 node2 # ganeti-lv cluster\n::1 localhost ip6-localhost\n"
+    )
+    script = f"log() {{ :; }}\n{function.group(0)}configure_hosts\n"
+    env = {
+        **os.environ,
+        "HOSTS_FILE": str(hosts),
+        "NODE_NAME": "node1",
+        "HOSTS_LINES": "10.252.0.11 node1\n10.252.0.12 node2",
+    }
+    for _ in range(2):  # provisioning again changes nothing
+        subprocess.run(["bash", "-c", script], env=env, check=True, timeout=30)
+        assert hosts.read_text().splitlines() == [
+            "127.0.0.1 localhost",
+            "::1 localhost ip6-localhost",
+            "10.252.0.11 node1 # ganeti-lv cluster",
+            "10.252.0.12 node2 # ganeti-lv cluster",
+        ]

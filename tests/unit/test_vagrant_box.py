@@ -161,6 +161,8 @@ def test_vagrantfile_local_box_under_tcg(tmp_path: Path) -> None:
             env = prov["kw"]["env"]
             assert env["DOMAIN_TYPE"] == "qemu" and env["NODE_NAME"] == name
             assert env["HOSTS_LINES"] == "10.252.0.11 node1\n10.252.0.12 node2"
+            # guests under TCG inside nodes under TCG: the tests wait longer
+            assert env["TEST_TIMEOUT_SCALE"] == "4"
 
 
 @needs_ruby
@@ -170,6 +172,21 @@ def test_vagrantfile_kvm_nodes_with_tcg_guests(tmp_path: Path) -> None:
     )
     libvirt = _libvirt(conf)
     assert libvirt["driver"] == "kvm" and libvirt["nested"] is True
+    assert {p["kw"]["env"]["TEST_TIMEOUT_SCALE"] for p in _provisions(conf)} == {"1"}
+    told = _vagrantfile(
+        tmp_path,
+        GANETI_LV_VAGRANT_DOMAIN_TYPE="qemu",
+        GANETI_LV_VAGRANT_TEST_TIMEOUT_SCALE="2.5",
+    )
+    assert {p["kw"]["env"]["TEST_TIMEOUT_SCALE"] for p in _provisions(told)} == {"2.5"}
+
+
+def _provisions(conf: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        prov
+        for node in _nodes(conf).values()
+        for prov in _calls(node["children"]["vm"], "provision")
+    ]
 
 
 @needs_ruby
@@ -180,6 +197,8 @@ def test_vagrantfile_kvm_nodes_with_tcg_guests(tmp_path: Path) -> None:
         ("GANETI_LV_VAGRANT_NODE_DRIVER", "lxc"),
         ("GANETI_LV_VAGRANT_MANAGEMENT_MODE", "open"),
         ("GANETI_LV_VAGRANT_NODES", "0"),
+        ("GANETI_LV_VAGRANT_TEST_TIMEOUT_SCALE", "0"),
+        ("GANETI_LV_VAGRANT_TEST_TIMEOUT_SCALE", "slow"),
     ],
 )
 def test_vagrantfile_rejects_bad_settings(tmp_path: Path, var: str, value: str) -> None:
@@ -197,9 +216,10 @@ def test_vagrantfile_rejects_bad_settings(tmp_path: Path, var: str, value: str) 
     assert var in proc.stderr
 
 
-def _packages(provision_dir: Path) -> set[str]:
+def _apt_args(provision_dir: Path, *options: str) -> set[str]:
+    """What build.sh gives apt to install: NAME or NAME/SUITE."""
     proc = subprocess.run(
-        ["bash", str(BUILD), "--print-packages"],
+        ["bash", str(BUILD), *options, "--print-packages"],
         env=dict(os.environ, PROVISION_DIR=str(provision_dir)),
         capture_output=True,
         text=True,
@@ -209,8 +229,18 @@ def _packages(provision_dir: Path) -> set[str]:
     return set(proc.stdout.split())
 
 
+def _packages(provision_dir: Path, *options: str) -> set[str]:
+    """The names of the packages build.sh installs."""
+    return {arg.split("/")[0] for arg in _apt_args(provision_dir, *options)}
+
+
 def test_box_has_every_package_the_provisioning_installs() -> None:
     packages = _packages(VAGRANT_DIR / "provision")
+    assert packages == _packages(VAGRANT_DIR / "provision", "--qemu", "system") | {
+        "qemu-system-common",
+        "qemu-system-data",
+        "seabios",
+    }
     # node.sh, storage-server.sh, storage-client.sh, and what the box boots with.
     assert {"libvirt-daemon-system", "qemu-system-x86", "libvirt-dev", "python3-venv"} <= packages
     assert {"nfs-kernel-server", "nfs-common", "rsync", "busybox-static"} <= packages
@@ -231,6 +261,31 @@ def test_box_package_list_follows_the_provisioning(tmp_path: Path) -> None:
     assert {"gnutls-bin", "libgnutls30"} <= packages
     assert packages - _packages(VAGRANT_DIR / "provision") == {"gnutls-bin", "libgnutls30"}
     assert not any(p.startswith(("-", ">", '"')) for p in packages)
+
+
+def test_box_qemu_from_backports_unless_told_otherwise() -> None:
+    """Under TCG Debian 12's qemu 7.2 kills migrating guests: the box takes qemu 10."""
+    prov = VAGRANT_DIR / "provision"
+    qemu = {"qemu-system-x86", "qemu-system-common", "qemu-system-data", "qemu-utils", "seabios"}
+    backports = _apt_args(prov)
+    assert {f"{name}/bookworm-backports" for name in qemu} <= backports
+    assert not qemu & backports  # no second, plain request for the same package
+    assert "libvirt-daemon-system" in backports  # everything else from bookworm itself
+    system = _apt_args(prov, "--qemu", "system")
+    assert {"qemu-system-x86", "qemu-utils"} <= system
+    assert not any("/" in arg for arg in system)
+
+
+@pytest.mark.parametrize("value", ["sid", ""])
+def test_build_rejects_an_unknown_qemu(value: str) -> None:
+    proc = subprocess.run(
+        ["bash", str(BUILD), "--qemu", value, "--print-packages"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert f"--qemu must be backports or system, not '{value}'" in proc.stderr
 
 
 def test_build_rejects_unknown_arguments() -> None:

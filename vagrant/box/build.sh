@@ -13,14 +13,19 @@
 #   there (no index), so provisioning installs ganeti_lv offline;
 # - the kernel package under the test guest's cache directory, so the
 #   provisioning builds the test guest without downloading it;
+# - qemu from bookworm-backports (--qemu backports, the default): Debian 12's
+#   qemu 7.2 loses guest memory writes in live migrations under TCG (see
+#   "Guest safety under TCG migration" in the top README), and nodes without
+#   KVM run their guests under TCG; --qemu system keeps Debian 12's qemu;
 # - GRUB (BIOS) on an MBR disk, the file system written with mke2fs -d and
 #   GRUB's images with grub_mbr.py: no loop mount, no device mapper;
 # - packed as box.img (sparse, compressed qcow2) + metadata.json + Vagrantfile
 #   and added with `vagrant box add --name NAME` (pack.sh packs it).
 #
 # Usage (as root): vagrant/box/build.sh [--name NAME] [--out DIR]
-#   [--size GIB] [--no-add] [--keep-rootfs]
-#   vagrant/box/build.sh --print-packages   (the package list, nothing built)
+#   [--size GIB] [--qemu backports|system] [--no-add] [--keep-rootfs]
+#   vagrant/box/build.sh [--qemu ...] --print-packages   (the package list,
+#   as given to apt: NAME or NAME/SUITE; nothing built)
 # See vagrant/README.md, "Building the box".
 set -euo pipefail
 
@@ -33,6 +38,8 @@ SIZE_GIB=20
 ADD=1
 KEEP_ROOTFS=0
 SUITE=bookworm
+QEMU=backports
+PRINT_PACKAGES=0
 SOURCES=/etc/apt/sources.list.d/debian.sources
 GRUB_DIR=/usr/lib/grub/i386-pc
 WHEEL_DIR=/var/cache/ganeti-lv/wheels
@@ -63,8 +70,38 @@ provision_packages() {
     | grep -E '^[a-z0-9][a-z0-9.+-]+$' | sort -u
 }
 
+# qemu's packages taken from $SUITE-backports with --qemu backports (the
+# same versions as the local cluster's, ganeti_lv.devcluster.emulator);
+# their libraries come from $SUITE itself.
+BACKPORTED=(qemu-system-x86 qemu-system-common qemu-system-data qemu-utils seabios)
+
 all_packages() {
-  { printf '%s\n' "${BASE_PACKAGES[@]}"; provision_packages; } | sort -u
+  local pkg
+  {
+    printf '%s\n' "${BASE_PACKAGES[@]}"
+    provision_packages
+    if [ "$QEMU" = backports ]; then printf '%s\n' "${BACKPORTED[@]}"; fi
+  } | sort -u | while read -r pkg; do
+    if [ "$QEMU" = backports ] && [[ " ${BACKPORTED[*]} " == *" $pkg "* ]]; then
+      echo "$pkg/$SUITE-backports"
+    else
+      echo "$pkg"
+    fi
+  done
+}
+
+# The apt sources of the box: the host's ($SOURCES, deb822) and, for
+# --qemu backports, $SUITE-backports from the same mirror with the same key.
+box_sources() {
+  cat "$SOURCES"
+  if [ "$QEMU" = backports ]; then
+    local uri key
+    uri="$(awk '$1 == "URIs:" {print $2; exit}' "$SOURCES")"
+    key="$(awk '$1 == "Signed-By:" {print $2; exit}' "$SOURCES")"
+    [ -n "$uri" ] || die "no URIs: line in $SOURCES"
+    printf '\nTypes: deb\nURIs: %s\nSuites: %s-backports\nComponents: main\n' "$uri" "$SUITE"
+    [ -z "$key" ] || printf 'Signed-By: %s\n' "$key"
+  fi
 }
 
 vagrant_public_key() {
@@ -182,12 +219,21 @@ while [ $# -gt 0 ]; do
     --size) SIZE_GIB="$2"; shift 2 ;;
     --no-add) ADD=0; shift ;;
     --keep-rootfs) KEEP_ROOTFS=1; shift ;;
-    --print-packages) all_packages; exit 0 ;;
+    --qemu) QEMU="${2:-}"; shift 2 || shift ;;
+    --print-packages) PRINT_PACKAGES=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
 
+case "$QEMU" in
+  backports | system) ;;
+  *) die "--qemu must be backports or system, not '$QEMU'" ;;
+esac
+if [ "$PRINT_PACKAGES" = 1 ]; then
+  all_packages
+  exit 0
+fi
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap and chroot)"
 [[ "$SIZE_GIB" =~ ^[1-9][0-9]*$ ]] || die "--size must be a whole number of GiB"
 for tool in mmdebstrap mke2fs sfdisk qemu-img grub-mkimage; do
@@ -234,8 +280,9 @@ rm -f "$WORK/wheels"/ganeti_lv-*.whl # provisioning installs it from the synced 
 ROOT_UUID="$(cat /proc/sys/kernel/random/uuid)"
 export BOX_WORK="$WORK" BOX_ROOT_UUID="$ROOT_UUID" BOX_PUBKEY="$PUBKEY"
 mapfile -t PACKAGES < <(all_packages)
-log "root file system: ${#PACKAGES[@]} packages from $SOURCES"
 [ -s "$SOURCES" ] || die "$SOURCES missing: it names the Debian mirror to use"
+box_sources >"$WORK/apt.sources"
+log "root file system: ${#PACKAGES[@]} packages (qemu: $QEMU) from $SOURCES"
 mmdebstrap --variant=apt --mode=root --format=directory \
   --aptopt='APT::Install-Recommends "false"' \
   --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -249,7 +296,7 @@ mmdebstrap --variant=apt --mode=root --format=directory \
   )" \
   --customize-hook='mkdir -p "$1'"$GUEST_DEBS"'" && cp "$1"/var/cache/apt/archives/linux-image-[0-9]*.deb "$1'"$GUEST_DEBS"'"/' \
   --customize-hook="\"$HERE/build.sh\" --customize \"\$1\"" \
-  "$SUITE" "$ROOTFS" "$SOURCES"
+  "$SUITE" "$ROOTFS" "$WORK/apt.sources"
 check_no_mounts
 
 # --- disk image ------------------------------------------------------------

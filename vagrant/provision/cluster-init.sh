@@ -48,5 +48,6 @@ else
 fi
 
 "$VENV/bin/python" "$SRC_DIR/vagrant/provision/cluster_json.py" \
-  --data-dir "$DATA_DIR" --guest-dir "$GUEST_DIR" --out "$CLUSTER_JSON"
+  --data-dir "$DATA_DIR" --guest-dir "$GUEST_DIR" --out "$CLUSTER_JSON" \
+  --timeout-scale "$TEST_TIMEOUT_SCALE"
 log "cluster description in $CLUSTER_JSON"

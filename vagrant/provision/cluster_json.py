@@ -32,8 +32,12 @@ def find_guest(guest_dir: str) -> dict[str, str]:
     }
 
 
-def describe(data_dir: str, guest_dir: str) -> dict[str, Any]:
-    """Build the cluster description from the configuration in ``data_dir``."""
+def describe(data_dir: str, guest_dir: str, timeout_scale: float = 1.0) -> dict[str, Any]:
+    """Build the cluster description from the configuration in ``data_dir``.
+
+    ``timeout_scale``: how many times longer than on the local cluster the
+    tests wait here (tests/support/timeouts.py).
+    """
     config = ConfigStore(data_dir).read()
     cluster = config.cluster
     ops = LibvirtNodeOps(data_dir)  # the URIs as the master uses them (its certificate)
@@ -70,7 +74,18 @@ def describe(data_dir: str, guest_dir: str) -> dict[str, Any]:
         "guest": find_guest(guest_dir),
         # Fault injection goes through the local cluster's namespaces.
         "supports_faults": False,
+        "timeout_scale": timeout_scale,
     }
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a number above 0, not {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--guest-dir", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--timeout-scale", type=_scale, default=1.0)
     opts = parser.parse_args(argv)
-    text = json.dumps(describe(opts.data_dir, opts.guest_dir), indent=2, sort_keys=True)
+    info = describe(opts.data_dir, opts.guest_dir, opts.timeout_scale)
+    text = json.dumps(info, indent=2, sort_keys=True)
     tmp = opts.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text + "\n")

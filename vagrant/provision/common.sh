@@ -2,9 +2,10 @@
 # Settings shared by the provisioning scripts of the Vagrant cluster.
 # Sourced by the other scripts; the Vagrantfile passes NODE_NAME, NODE_ADDRESS,
 # MASTER_NAME, MASTER_ADDRESS, SUBNET_CIDR, HOSTS_LINES, DOMAIN_TYPE,
-# CLUSTER_NAME and SRC_DIR in the environment.
+# CLUSTER_NAME, TEST_TIMEOUT_SCALE and SRC_DIR in the environment.
 
 : "${SRC_DIR:=/opt/ganeti_lv}"
+: "${TEST_TIMEOUT_SCALE:=1}"
 : "${DOMAIN_TYPE:=kvm}"
 : "${CLUSTER_NAME:=vagrant-cluster}"
 

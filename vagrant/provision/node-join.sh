@@ -48,4 +48,5 @@ else
 fi
 
 on_node "$MASTER_ADDRESS" "$VENV/bin/python" "$SRC_DIR/vagrant/provision/cluster_json.py" \
-  --data-dir "$DATA_DIR" --guest-dir "$GUEST_DIR" --out "$CLUSTER_JSON"
+  --data-dir "$DATA_DIR" --guest-dir "$GUEST_DIR" --out "$CLUSTER_JSON" \
+  --timeout-scale "$TEST_TIMEOUT_SCALE"

@@ -21,12 +21,19 @@ install_packages() {
 
 configure_hosts() {
   log "name resolution for the cluster network"
-  # vagrant maps the host name to 127.0.1.1; a node must resolve its own
-  # name to its private address or peer-to-peer migration URIs break.
-  sed -i "/^127\.0\.1\.1[[:space:]]/d" /etc/hosts
-  sed -i "/# ganeti-lv cluster$/d" /etc/hosts
+  local hosts="${HOSTS_FILE:-/etc/hosts}"
+  # vagrant maps the host name to a loopback address (127.0.2.1 with
+  # Debian's vagrant 2.3.4; the box itself names 127.0.1.1); a node must
+  # resolve its own name to its private address or peer-to-peer migration
+  # URIs break.
+  awk -v name="$NODE_NAME" '
+    $1 == "127.0.1.1" || / # ganeti-lv cluster$/ { next }
+    $1 ~ /^127\./ { for (i = 2; i <= NF; i++) if ($i == name) next }
+    { print }' "$hosts" >"$hosts.ganeti-lv"
+  cat "$hosts.ganeti-lv" >"$hosts"
+  rm -f "$hosts.ganeti-lv"
   while IFS= read -r line; do
-    [ -n "$line" ] && echo "$line # ganeti-lv cluster" >>/etc/hosts
+    [ -n "$line" ] && echo "$line # ganeti-lv cluster" >>"$hosts"
   done <<<"$HOSTS_LINES"
 }
 
