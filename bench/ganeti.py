@@ -25,7 +25,12 @@ Figures: wall time of the command; downtime, RAM sent, passes and total
 time from qemu. Ganeti's come from the source qemu's monitor (``info
 migrate``, polled every 50 ms while the migration runs, since Ganeti kills
 that qemu about a second after it completes), ganeti_lv's from libvirt's
-completed job on the target (``virsh domjobinfo --completed``).
+completed job on the target (``virsh domjobinfo --completed``). Both
+tools' pauses are also split along qemu's own events (``qmp_events``: the
+source's STOP and MIGRATION statuses, the target's RESUME): for ganeti_lv
+libvirt's wait at ``pre-switchover`` and its Finish hand-over to the
+target, and what is left without them; the source qemu's migration
+capabilities are read back during every migration.
 
 Export of the same 1 GiB disk of random data (``file`` disks, node1 to
 node2): Ganeti only with the instance shut down (``--long-sleep``; it

@@ -26,9 +26,43 @@ def case_label(memory: int, dirty: int, fresh: bool = False) -> str:
     return label + (", right after boot" if fresh else "")
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+# the pause split along qemu's events (qmp_events.switchover), per run
+SPLIT_KEYS = (
+    "stop_to_switchover_ms",
+    "switchover_wait_ms",
+    "device_to_completed_ms",
+    "finish_ms",
+    "stop_to_completed_ms",
+    "stop_to_resume_ms",
+    "target_loaded_to_resume_ms",
+)
+
+
+def left_after_protocol(run: dict[str, Any], libvirt: bool) -> tuple[float | None, float | None]:
+    """qemu's downtime less the pre-switchover wait; the pause less that wait and the hand-over.
+
+    The wait counts as 0 when the source's ``pause-before-switchover`` was
+    read back off (Ganeti's qemu: no wait to see). The hand-over (source
+    ``completed`` to target ``RESUME``) is subtracted only for libvirt
+    (``libvirt``), where it is libvirt's Finish; Ganeti's target qemu
+    resumes the guest by itself, and that span is its own load and start.
+    """
+    wait = run.get("switchover_wait_ms")
+    if wait is None and (run.get("capabilities") or {}).get("pause-before-switchover") is False:
+        wait = 0.0
+    finish = run.get("finish_ms") if libvirt else 0.0
+    down, pause = run.get("downtime_ms"), run.get("pause_ms")
+    down_left = None if down is None or wait is None else float(down) - wait
+    pause_left = None
+    if pause is not None and wait is not None and finish is not None:
+        pause_left = float(pause) - wait - finish
+    return down_left, pause_left
+
+
+def summarize(runs: Sequence[dict[str, Any]], libvirt: bool = False) -> dict[str, Any]:
     """Medians over the migrations that completed, and how many did."""
     done = [r for r in runs if r.get("converged")]
+    left = [left_after_protocol(r, libvirt) for r in done]
 
     def med(key: str) -> float:
         return stats.median(r[key] for r in done if r.get(key) is not None)
@@ -54,6 +88,13 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "return_path": next(
             (r["return_path"] for r in runs if r.get("return_path") is not None), None
         ),
+        "capabilities": next((r["capabilities"] for r in runs if r.get("capabilities")), {}),
+        **{key: med(key) for key in SPLIT_KEYS},
+        "waits_ms": [r.get("switchover_wait_ms") for r in done],
+        "finishes_ms": [r.get("finish_ms") for r in done],
+        "split_read": sum(1 for r in done if r.get("stop_to_resume_ms") is not None),
+        "downtime_left_ms": stats.median(d for d, _ in left if d is not None),
+        "pause_left_ms": stats.median(p for _, p in left if p is not None),
     }
 
 
@@ -83,7 +124,7 @@ def case_result(
     lv_runs: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
     """One case: both sides' summaries, the wall-time ratio of the medians and of the pairs."""
-    g, lv = summarize(ganeti_runs), summarize(lv_runs)
+    g, lv = summarize(ganeti_runs), summarize(lv_runs, libvirt=True)
     lv_walls, g_walls = paired_walls(lv_runs, ganeti_runs)
     return {
         "label": case_label(memory, dirty, fresh),
@@ -225,6 +266,86 @@ def migration_table(results: dict[str, Any]) -> str:
         "completed (Ganeti, ganeti_lv)",
     ]
     return stats.markdown_table(headers, rows)
+
+
+def switchover_table(results: dict[str, Any]) -> str:
+    """The pause split along qemu's events, per case and tool (medians of completed runs)."""
+    rows: list[list[Any]] = []
+    for case in results.get("cases", []):
+        if "error" in case:
+            continue
+        for side in SIDES:
+            s = case[side]
+            if not s.get("converged"):
+                continue
+            rows.append(
+                [
+                    case["label"],
+                    SIDE_LABEL[side],
+                    s["downtime_ms"],
+                    s.get("pause_ms", NAN),
+                    s.get("stop_to_resume_ms", NAN),
+                    s.get("stop_to_switchover_ms", NAN),
+                    s.get("switchover_wait_ms", NAN),
+                    s.get("device_to_completed_ms", NAN),
+                    s.get("finish_ms", NAN),
+                    s.get("target_loaded_to_resume_ms", NAN),
+                    s.get("downtime_left_ms", NAN),
+                    s.get("pause_left_ms", NAN),
+                    f"{_per_run(s.get('waits_ms', []))} / {_per_run(s.get('finishes_ms', []))}",
+                    f"{s.get('split_read', 0)}/{s['converged']}",
+                ]
+            )
+    if not rows:
+        return ""
+    headers = [
+        "guest",
+        "tool",
+        "qemu downtime ms",
+        "pause ms",
+        "source STOP to target RESUME ms (events)",
+        "STOP to pre-switchover ms",
+        "pre-switchover wait ms (to device)",
+        "device to completed ms",
+        "source completed to target RESUME ms",
+        "target completed to RESUME ms",
+        "qemu downtime less the wait ms",
+        "pause less the wait and libvirt's hand-over ms",
+        "wait / hand-over per run ms",
+        "events read",
+    ]
+    return (
+        "The pause split along qemu's own events (source: STOP and the MIGRATION"
+        " statuses; target: RESUME), medians; the hand-over (source completed to"
+        " target RESUME) is subtracted for ganeti_lv only, where it is libvirt's"
+        " Finish:\n\n" + stats.markdown_table(headers, rows)
+    )
+
+
+def capabilities_line(results: dict[str, Any]) -> str:
+    """The source qemu's migration capabilities as read back during a migration, per tool."""
+    found: dict[str, dict[str, Any]] = {}
+    for case in results.get("cases", []):
+        for side in SIDES:
+            caps = (
+                case.get(side, {}).get("capabilities") if isinstance(case.get(side), dict) else None
+            )
+            if caps and side not in found:
+                found[side] = caps
+    if not found:
+        return ""
+
+    def word(value: Any) -> str:
+        return "?" if value is None else ("on" if value else "off")
+
+    return (
+        "Migration capabilities of the source qemu, read back during a migration: "
+        + "; ".join(
+            f"{SIDE_LABEL[side]} " + ", ".join(f"{k} {word(v)}" for k, v in caps.items())
+            for side, caps in found.items()
+        )
+        + "."
+    )
 
 
 def incomplete_table(results: dict[str, Any]) -> str:
@@ -381,6 +502,12 @@ def export_rows(results: dict[str, Any] | None) -> list[list[Any]]:
 def markdown(results: dict[str, Any]) -> str:
     """The whole Ganeti comparison as markdown."""
     parts = [migration_table(results)]
+    split = switchover_table(results)
+    if split:
+        parts.append(split)
+    caps = capabilities_line(results)
+    if caps:
+        parts.append(caps)
     stopped = incomplete_table(results)
     if stopped:
         parts.append(stopped)

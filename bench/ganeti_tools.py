@@ -26,7 +26,7 @@ from typing import Any
 from bench import migration
 from bench.common import BIN, BenchCluster, BenchError, Guest, run
 from bench.qemu_monitor import LibvirtQmp, MigrationWatcher, MonitorError, hmp
-from bench.qmp_events import QmpEvents, pause_ms
+from bench.qmp_events import LibvirtEvents, QmpEvents, pause_ms, switchover
 from ganeti_lv.devcluster import guest as devguest
 from ganeti_lv.devcluster.peer import READY_RE, PeerCluster
 
@@ -186,6 +186,7 @@ class PeerTool:
                 time.sleep(0.01)
         figures = watcher.result()
         figures["pause_ms"] = pause_ms(src_events.times("STOP"), dst_events.times("RESUME"))
+        figures.update(switchover(src_events.events, dst_events.events))
         converged = proc.returncode == 0
         if converged:
             self.primary[name] = dst
@@ -289,8 +290,14 @@ class LvTool:
         argv = [str(BIN / "gnt-lv"), "instance", "migrate", "-f", "-n", dst, name]
         qmp = LibvirtQmp(self.cl.uri(src))
         capped = False
+        src_events = LibvirtEvents(self.cl.uri(src), name)
+        dst_events = LibvirtEvents(self.cl.uri(dst), name)
         try:
-            with MigrationWatcher(name, interval=QMP_INTERVAL, query=qmp) as watcher:
+            with (
+                src_events,
+                dst_events,
+                MigrationWatcher(name, interval=QMP_INTERVAL, query=qmp) as watcher,
+            ):
                 start = time.perf_counter()
                 proc = subprocess.Popen(
                     argv,
@@ -306,6 +313,8 @@ class LvTool:
                     proc.send_signal(signal.SIGINT)
                     out, _ = proc.communicate(timeout=300)
                 wall = time.perf_counter() - start
+                if proc.returncode == 0:  # libvirt hands the target's RESUME on a moment later
+                    dst_events.wait_for("RESUME", 2.0)
         finally:
             qmp.close()
         qemu = watcher.result()
@@ -341,6 +350,9 @@ class LvTool:
             libvirt_downtime_ms=downtime,
             # libvirt's downtime runs from the source's stop to the target's resume
             pause_ms=downtime,
+            capabilities=qemu.get("capabilities"),
+            events_error=src_events.error or dst_events.error,
+            **switchover(src_events.events, dst_events.events),
             total_ms=total,
             memory_mib=info.get("memory_processed_mib"),
             passes=info.get("iteration"),

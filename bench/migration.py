@@ -30,6 +30,11 @@ log there). Then a guest
 dirtying memory faster than a bandwidth limit: does each tool converge, and
 how long does it take (virsh is aborted after a cap)?
 
+For every migration of both tools qemu's own events are recorded on both
+nodes (``qmp_events.LibvirtEvents``): the pause split into libvirt's
+pre-switchover wait and its Finish hand-over (``switchover_events``), the
+same protocol for both, since both go through libvirt's peer-to-peer call.
+
 Before the first run ganeti_lv's modules are compiled to bytecode, as
 installing the package does: a development checkout run with
 PYTHONDONTWRITEBYTECODE=1 would otherwise compile some fifty modules at
@@ -40,14 +45,18 @@ does and ``virsh`` has no equivalent of.
 from __future__ import annotations
 
 import compileall
+import contextlib
+import math
 import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from bench import stats
 from bench.common import BenchCluster, BenchError, Feedback, Guest, parse_jobinfo, run
+from bench.qmp_events import LibvirtEvents, switchover
 
 FULL_CASES = [(128, 0), (128, 32), (256, 0), (256, 32), (512, 0), (512, 32)]
 QUICK_CASES = [(128, 0), (256, 32)]
@@ -96,12 +105,30 @@ def _check_running(cl: BenchCluster, node: str, name: str) -> None:
         raise BenchError(f"{name} is '{state}' on {node} after the migration")
 
 
+@contextlib.contextmanager
+def switchover_events(
+    cl: BenchCluster, name: str, src: str, dst: str
+) -> Iterator[dict[str, float | None]]:
+    """qemu's events of the migration in the block, on both nodes; after it, their split.
+
+    The dict yielded is filled after the block with ``qmp_events.switchover``
+    (the pre-switchover wait, libvirt's hand-over to the target, ...), the
+    same for both tools: both migrate through libvirt's peer-to-peer call.
+    """
+    split: dict[str, float | None] = {}
+    with LibvirtEvents(cl.uri(src), name) as src_ev, LibvirtEvents(cl.uri(dst), name) as dst_ev:
+        yield split
+        dst_ev.wait_for("RESUME", 2.0)  # libvirt hands it on a moment after the call returns
+    split.update(switchover(src_ev.events, dst_ev.events))
+
+
 def migrate_gnt(cl: BenchCluster, name: str, extra: list[str] | None = None) -> dict[str, Any]:
     """One ``gnt-lv instance migrate`` to the other node; wall time and libvirt figures."""
     src = cl.primary(name)
     dst = _other(src)
     argv = ["instance", "migrate", "-f", "-n", dst, *(extra or []), name]
-    wall, proc = _timed_gnt(cl, argv)
+    with switchover_events(cl, name, src, dst) as split:
+        wall, proc = _timed_gnt(cl, argv)
     _check_running(cl, dst, name)
     info = completed_jobinfo(cl, dst, name)
     out = proc.stdout + proc.stderr
@@ -120,6 +147,7 @@ def migrate_gnt(cl: BenchCluster, name: str, extra: list[str] | None = None) -> 
         "total_ms": total_ms,
         "downtime_ms": downtime,
         "memory_mib": info.get("memory_processed_mib"),
+        **split,
     }
 
 
@@ -156,9 +184,10 @@ def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -
     dst = _other(src)
     argv = virsh_argv(cl, name, src, dst, extra or [])
     limit = set_virsh_downtime(cl, src, name)
-    start = time.perf_counter()
-    run(argv, timeout=600)
-    wall = time.perf_counter() - start
+    with switchover_events(cl, name, src, dst) as split:
+        start = time.perf_counter()
+        run(argv, timeout=600)
+        wall = time.perf_counter() - start
     cl.record_primary(name, dst)
     _check_running(cl, dst, name)
     info = completed_jobinfo(cl, dst, name)
@@ -170,6 +199,7 @@ def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -
         "downtime_ms": info.get("total_downtime_ms"),
         "memory_mib": info.get("memory_processed_mib"),
         "downtime_limit_ms": limit,
+        **split,
     }
 
 
@@ -183,13 +213,17 @@ def start_guest(cl: BenchCluster, name: str, memory: int, dirtymb: int) -> None:
     cl.wait_console(name, NODES[0], "GUEST-READY", timeout=120, since=since)
 
 
+SPLIT_KEYS = ("stop_to_resume_ms", "switchover_wait_ms", "finish_ms")
+
+
 def summarize(side: list[dict[str, Any]]) -> dict[str, float]:
-    """Medians of one side's runs: wall time, libvirt's total time, downtime."""
+    """Medians of one side's runs: wall time, libvirt's total time, downtime, its split."""
 
     def med(key: str) -> float:
         return stats.median(r[key] for r in side if r.get(key) is not None)
 
-    return {"wall": med("wall"), "total_ms": med("total_ms"), "downtime_ms": med("downtime_ms")}
+    keys = ("wall", "total_ms", "downtime_ms", *SPLIT_KEYS)
+    return {key: med(key) for key in keys}
 
 
 def bench_case(
@@ -388,6 +422,39 @@ def pair_row(label: str, case: dict[str, Any], first: str, second: str) -> list[
     ]
 
 
+def split_table(results: dict[str, Any]) -> str:
+    """libvirt's part of each tool's pause, from qemu's events (medians; "" if none)."""
+    rows = []
+    for case in results.get("cases", []):
+        if "error" in case or not case.get("masterd", True):
+            continue
+        for tool in ("ganeti_lv", "virsh"):
+            s = case.get(tool, {})
+            if all(math.isnan(s.get(key, math.nan)) for key in SPLIT_KEYS):
+                continue
+            rows.append(
+                [
+                    case_label(case),
+                    tool,
+                    s.get("downtime_ms", math.nan),
+                    s.get("stop_to_resume_ms", math.nan),
+                    s.get("switchover_wait_ms", math.nan),
+                    s.get("finish_ms", math.nan),
+                ]
+            )
+    if not rows:
+        return ""
+    headers = [
+        "guest",
+        "tool",
+        "libvirt downtime ms",
+        "source STOP to target RESUME ms (qemu's events)",
+        "pre-switchover wait ms (to device)",
+        "source completed to target RESUME ms (libvirt's Finish)",
+    ]
+    return "The pause along qemu's events (medians):\n\n" + stats.markdown_table(headers, rows)
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The migration results as markdown tables."""
     rows = []
@@ -408,6 +475,9 @@ def markdown(results: dict[str, Any]) -> str:
         "pairs",
     ]
     text = stats.markdown_table(headers, rows)
+    split = split_table(results)
+    if split:
+        text += "\n\n" + split
     fast = results.get("fast_dirtier")
     if fast and "error" not in fast:
         frows = []

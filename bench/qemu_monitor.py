@@ -38,6 +38,10 @@ PROMPT = "(qemu) "
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 RUNNING_STATES = ("setup", "active", "pre-switchover", "device", "postcopy-active")
 FINAL_STATES = ("completed", "failed", "cancelled")
+# the source's migration capabilities read back at the start of a migration
+# (libvirt turns all three on: status events, the return path, and the wait
+# for its migrate-continue before the last state is sent)
+CAPABILITIES = ("events", "return-path", "pause-before-switchover")
 # unit in `info migrate` -> (key suffix, factor)
 _UNITS = {
     "ms": ("ms", 1.0),
@@ -307,6 +311,7 @@ class MigrationWatcher:
         try:
             self.parameters = parse_info(self.query(self.path, "info migrate_parameters"))
             caps = self.query(self.path, "info migrate_capabilities")
+            self.parameters["capabilities"] = {c: capability(caps, c) for c in CAPABILITIES}
             self.parameters["return_path"] = capability(caps, "return-path")
         except MonitorError:
             self.errors += 1
@@ -337,6 +342,7 @@ class MigrationWatcher:
         # with qemu's return path the source's downtime ends only once the
         # target has loaded the last state and closed the path
         out["return_path"] = self.parameters.get("return_path")
+        out["capabilities"] = dict(self.parameters.get("capabilities") or {})
         bandwidth = self.parameters.get("max_bandwidth_mib_s")
         out["bandwidth_mib_s"] = bandwidth
         return out

@@ -121,6 +121,12 @@ def test_migration_targets_and_markdown() -> None:
     assert "| 512 MiB, dirtier 32 MiB | error | boom |" in text
     assert "| virsh | no (aborted at the cap) | 60.00 |  |" in text
     assert migration.targets({})[0].verdict() == "not measured"
+    assert "pause along qemu's events" not in text  # no split figures in these runs
+    split = {"stop_to_resume_ms": 20.0, "switchover_wait_ms": 3.0, "finish_ms": 8.0}
+    results["cases"][0]["virsh"] = {**side, **split}
+    text = migration.markdown(results)
+    assert "| 256 MiB, idle | virsh | 200.00 | 20.00 | 3.00 | 8.00 |" in text
+    assert "| 256 MiB, idle | ganeti_lv |" not in text
 
 
 def test_migration_ratio_limits_idle_and_dirty() -> None:

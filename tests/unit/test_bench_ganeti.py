@@ -402,7 +402,11 @@ def test_watcher_reads_qemus_downtime_from_qmp_replies() -> None:
         if command == "info migrate_parameters":
             return '{"return": {"downtime-limit": 30, "max-bandwidth": 0}}'
         if command == "info migrate_capabilities":
-            return '{"return": [{"capability": "return-path", "state": true}]}'
+            return (
+                '{"return": [{"capability": "return-path", "state": true},'
+                ' {"capability": "pause-before-switchover", "state": true},'
+                ' {"capability": "events", "state": false}]}'
+            )
         return next(replies)
 
     watcher = qemu_monitor.MigrationWatcher("web1", query=query, clock=lambda: 0.0)
@@ -411,6 +415,11 @@ def test_watcher_reads_qemus_downtime_from_qmp_replies() -> None:
     result = watcher.result()
     assert result["final_seen"] and result["downtime_ms"] == 7 and result["passes"] == 3
     assert result["downtime_limit_ms"] == 30 and result["return_path"] is True
+    assert result["capabilities"] == {
+        "events": False,
+        "return-path": True,
+        "pause-before-switchover": True,
+    }
 
 
 def test_capability_from_hmp_and_qmp() -> None:
@@ -420,3 +429,50 @@ def test_capability_from_hmp_and_qmp() -> None:
     qmp_caps = '{"return": [{"capability": "return-path", "state": false}]}'
     assert qemu_monitor.capability(qmp_caps, "return-path") is False
     assert qemu_monitor.capability(qmp_caps, "events") is None
+
+
+# --- the pause split along qemu's events ----------------------------------------------
+
+
+def _split_run(down: float, pause: float, wait: float | None, finish: float) -> dict[str, Any]:
+    run = _run(1.0, down)
+    run.update(pause_ms=pause, switchover_wait_ms=wait, finish_ms=finish, stop_to_resume_ms=pause)
+    return run
+
+
+def test_left_after_protocol_subtracts_libvirts_wait_and_hand_over() -> None:
+    lv = _split_run(12.0, 21.0, 4.0, 8.0)
+    assert ganeti_report.left_after_protocol(lv, libvirt=True) == (8.0, 9.0)
+    # Ganeti: no wait (capability read back off), its target resumes by itself
+    g = _split_run(6.0, 9.0, None, 3.0)
+    g["capabilities"] = {"pause-before-switchover": False}
+    assert ganeti_report.left_after_protocol(g, libvirt=False) == (6.0, 9.0)
+    # no events and no capability read: nothing to subtract, nothing claimed
+    assert ganeti_report.left_after_protocol(_split_run(6.0, 9.0, None, 3.0), False) == (
+        None,
+        None,
+    )
+
+
+def test_switchover_table_and_capabilities_line() -> None:
+    g_runs = [_split_run(6.0, 9.0, None, 3.0), _split_run(8.0, 11.0, None, 3.0)]
+    for run in g_runs:
+        run["capabilities"] = {"return-path": False, "pause-before-switchover": False}
+    lv_runs = [_split_run(12.0, 21.0, 4.0, 8.0), _split_run(10.0, 19.0, 2.0, 6.0)]
+    lv_runs[0]["capabilities"] = {"return-path": True, "pause-before-switchover": True}
+    case = ganeti_report.case_result(128, 0, False, g_runs, lv_runs)
+    lv = case["ganeti_lv"]
+    assert lv["switchover_wait_ms"] == 3.0 and lv["finish_ms"] == 7.0
+    assert (lv["downtime_left_ms"], lv["pause_left_ms"]) == (8.0, 10.0)
+    assert (case["ganeti"]["downtime_left_ms"], case["ganeti"]["pause_left_ms"]) == (7.0, 10.0)
+    results = {"cases": [case, {"label": "256 MiB, idle", "error": "boom"}]}
+    table = ganeti_report.switchover_table(results)
+    rows = [line for line in table.splitlines() if line.startswith("| 128 MiB")]
+    assert rows[0].startswith("| 128 MiB, idle | Ganeti | 7.00 | 10.00 | 10.00 | - | - |")
+    assert rows[1].startswith("| 128 MiB, idle | ganeti_lv | 11.00 | 20.00 | 20.00 | - | 3.00 |")
+    assert "| 4, 2 / 8, 6 | 2/2 |" in rows[1]
+    line = ganeti_report.capabilities_line(results)
+    assert "Ganeti return-path off, pause-before-switchover off" in line
+    assert "ganeti_lv return-path on, pause-before-switchover on" in line
+    text = ganeti_report.markdown(results)
+    assert table in text and line in text
