@@ -412,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load(paths: list[str]) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in paths:
         with open(path, encoding="utf-8") as fh:
             rows.extend(json.loads(line) for line in fh if line.strip())

@@ -254,7 +254,7 @@ def _verdicts(results: dict[str, Any]) -> dict[str, str]:
 def test_targets_downtime_wall_and_fast_dirtier() -> None:
     met = ganeti_report.case_result(128, 0, False, [_run(7, 30)] * 3, [_run(1, 25)] * 3)
     missed = ganeti_report.case_result(256, 32, False, [_run(7, 30)] * 3, [_run(4, 250)] * 3)
-    results = {
+    results: dict[str, Any] = {
         "cases": [met, missed],
         "fast_dirtier": {
             "memory_mib": 256,
@@ -320,7 +320,7 @@ def test_incomplete_table_tells_how_far_stopped_migrations_got() -> None:
 
 
 def test_export_table_and_rows_for_the_export_benchmark() -> None:
-    runs = {
+    runs: dict[str, list[dict[str, Any]]] = {
         "ganeti_shutdown": [
             {"wall": 40.0, "guest_gap": 55.0, "wire_bytes": 2**30, "target_allocated": 2**30}
         ],
