@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench import stats
+from bench.qmp_events import SPLIT_KEYS
 
 MIB = 1 << 20
 SIDES = ("ganeti", "ganeti_lv")
@@ -24,18 +25,6 @@ def case_label(memory: int, dirty: int, fresh: bool = False) -> str:
     """'128 MiB, idle', '256 MiB, dirtier 32 MiB', '... , right after boot'."""
     label = f"{memory} MiB, " + ("idle" if not dirty else f"dirtier {dirty} MiB")
     return label + (", right after boot" if fresh else "")
-
-
-# the pause split along qemu's events (qmp_events.switchover), per run
-SPLIT_KEYS = (
-    "stop_to_switchover_ms",
-    "switchover_wait_ms",
-    "device_to_completed_ms",
-    "finish_ms",
-    "stop_to_completed_ms",
-    "stop_to_resume_ms",
-    "target_loaded_to_resume_ms",
-)
 
 
 def left_after_protocol(run: dict[str, Any], libvirt: bool) -> tuple[float | None, float | None]:

@@ -153,6 +153,18 @@ def first_after(events: list[Event], name: str, status: str, since: float) -> fl
     return min(found) if found else None
 
 
+# what ``switchover`` returns, in order along the pause
+SPLIT_KEYS = (
+    "stop_to_switchover_ms",
+    "switchover_wait_ms",
+    "device_to_completed_ms",
+    "finish_ms",
+    "stop_to_completed_ms",
+    "stop_to_resume_ms",
+    "target_loaded_to_resume_ms",
+)
+
+
 def _span_ms(start: float | None, end: float | None) -> float | None:
     if start is None or end is None:
         return None
@@ -176,17 +188,7 @@ def switchover(src: list[Event], dst: list[Event]) -> dict[str, float | None]:
     completed_src = [t for event, t, st in src if event == "MIGRATION" and st == "completed"]
     completed = completed_src[-1] if completed_src else None
     stops = [t for event, t, _ in src if event == "STOP" and (completed is None or t <= completed)]
-    out: dict[str, float | None] = dict.fromkeys(
-        (
-            "stop_to_switchover_ms",
-            "switchover_wait_ms",
-            "device_to_completed_ms",
-            "finish_ms",
-            "stop_to_completed_ms",
-            "stop_to_resume_ms",
-            "target_loaded_to_resume_ms",
-        )
-    )
+    out: dict[str, float | None] = dict.fromkeys(SPLIT_KEYS)
     if not stops:
         return out
     stop = stops[-1]
