@@ -187,6 +187,7 @@ class PeerTool:
         figures = watcher.result()
         figures["pause_ms"] = pause_ms(src_events.times("STOP"), dst_events.times("RESUME"))
         figures.update(switchover(src_events.events, dst_events.events))
+        figures["events"] = {"source": src_events.events, "target": dst_events.events}
         converged = proc.returncode == 0
         if converged:
             self.primary[name] = dst
@@ -352,6 +353,7 @@ class LvTool:
             pause_ms=downtime,
             capabilities=qemu.get("capabilities"),
             events_error=src_events.error or dst_events.error,
+            events={"source": src_events.events, "target": dst_events.events},
             **switchover(src_events.events, dst_events.events),
             total_ms=total,
             memory_mib=info.get("memory_processed_mib"),
