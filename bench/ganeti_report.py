@@ -79,6 +79,7 @@ def summarize(runs: Sequence[dict[str, Any]], libvirt: bool = False) -> dict[str
         ),
         "capabilities": next((r["capabilities"] for r in runs if r.get("capabilities")), {}),
         **{key: med(key) for key in SPLIT_KEYS},
+        "stopped_memory_mib": med("stopped_memory_mib"),
         "waits_ms": [r.get("switchover_wait_ms") for r in done],
         "finishes_ms": [r.get("finish_ms") for r in done],
         "split_read": sum(1 for r in done if r.get("stop_to_resume_ms") is not None),
@@ -281,6 +282,7 @@ def switchover_table(results: dict[str, Any]) -> str:
                     s.get("target_loaded_to_resume_ms", NAN),
                     s.get("downtime_left_ms", NAN),
                     s.get("pause_left_ms", NAN),
+                    s.get("stopped_memory_mib", NAN),
                     f"{_per_run(s.get('waits_ms', []))} / {_per_run(s.get('finishes_ms', []))}",
                     f"{s.get('split_read', 0)}/{s['converged']}",
                 ]
@@ -300,6 +302,7 @@ def switchover_table(results: dict[str, Any]) -> str:
         "target completed to RESUME ms",
         "qemu downtime less the wait ms",
         "pause less the wait and libvirt's hand-over ms",
+        "RAM sent while stopped MiB (qemu's downtime-bytes)",
         "wait / hand-over per run ms",
         "events read",
     ]

@@ -352,6 +352,7 @@ class LvTool:
             # libvirt's downtime runs from the source's stop to the target's resume
             pause_ms=downtime,
             capabilities=qemu.get("capabilities"),
+            stopped_memory_mib=qemu.get("stopped_memory_mib") if caught else None,
             events_error=src_events.error or dst_events.error,
             events={"source": src_events.events, "target": dst_events.events},
             **switchover(src_events.events, dst_events.events),

@@ -115,6 +115,8 @@ _QMP_RAM_KEYS = {
     "total": ("total_ram_mib", 1 / 2**20),
     "dirty-sync-count": ("dirty_sync_count", 1.0),
     "mbps": ("throughput_mbps", 1.0),
+    # RAM sent while the guest was stopped (qemu 8.1 on; Debian 12's 7.2 has none)
+    "downtime-bytes": ("downtime_ram_mib", 1 / 2**20),
     "dirty-pages-rate": ("dirty_pages_rate_pages", 1.0),
     "page-size": ("page_size_mib", 1 / 2**20),
 }
@@ -167,6 +169,7 @@ def migration_figures(info: dict[str, Any]) -> dict[str, Any]:
         "total_ram_mib": info.get("total_ram_mib"),
         "passes": info.get("dirty_sync_count"),
         "throughput_mbps": info.get("throughput_mbps"),
+        "stopped_memory_mib": info.get("downtime_ram_mib"),
     }
 
 

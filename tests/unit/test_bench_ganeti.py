@@ -393,6 +393,11 @@ def test_qmp_replies_read_into_the_keys_of_info_migrate() -> None:
     assert params == {"downtime_limit_ms": 30.0, "max_bandwidth_mib_s": 0.0}
     with pytest.raises(qemu_monitor.MonitorError):
         qemu_monitor.parse_qmp("{not json")
+    # qemu 8.1 on: the RAM sent while the guest was stopped
+    stopped = '{"return": {"status": "completed", "ram": {"downtime-bytes": 3145728}}}'
+    figures = qemu_monitor.migration_figures(qemu_monitor.parse_info(stopped))
+    assert figures["stopped_memory_mib"] == pytest.approx(3.0)
+    assert qemu_monitor.migration_figures(done)["stopped_memory_mib"] is None
 
 
 def test_watcher_reads_qemus_downtime_from_qmp_replies() -> None:
@@ -460,6 +465,7 @@ def test_switchover_table_and_capabilities_line() -> None:
         run["capabilities"] = {"return-path": False, "pause-before-switchover": False}
     lv_runs = [_split_run(12.0, 21.0, 4.0, 8.0), _split_run(10.0, 19.0, 2.0, 6.0)]
     lv_runs[0]["capabilities"] = {"return-path": True, "pause-before-switchover": True}
+    lv_runs[0]["stopped_memory_mib"] = 2.5
     case = ganeti_report.case_result(128, 0, False, g_runs, lv_runs)
     lv = case["ganeti_lv"]
     assert lv["switchover_wait_ms"] == 3.0 and lv["finish_ms"] == 7.0
@@ -470,7 +476,7 @@ def test_switchover_table_and_capabilities_line() -> None:
     rows = [line for line in table.splitlines() if line.startswith("| 128 MiB")]
     assert rows[0].startswith("| 128 MiB, idle | Ganeti | 7.00 | 10.00 | 10.00 | - | - |")
     assert rows[1].startswith("| 128 MiB, idle | ganeti_lv | 11.00 | 20.00 | 20.00 | - | 3.00 |")
-    assert "| 4, 2 / 8, 6 | 2/2 |" in rows[1]
+    assert "| 8.00 | 10.00 | 2.50 | 4, 2 / 8, 6 | 2/2 |" in rows[1]
     line = ganeti_report.capabilities_line(results)
     assert "Ganeti return-path off, pause-before-switchover off" in line
     assert "ganeti_lv return-path on, pause-before-switchover on" in line
