@@ -8,7 +8,8 @@
 #      `gnt-lv cluster verify` finds nothing on the master;
 #   3. the given cluster test files (or "FILE -k EXPR" selections), one pytest
 #      run each on the master with GANETI_LV_TEST_CLUSTER=/root/cluster.json,
-#      each bounded by the time left;
+#      each bounded by the time left (interrupted like a ^C at its limit, so
+#      the outcomes of the tests that ran are kept and the instances removed);
 #   4. `vagrant destroy -f`, whatever happened before (also on an error or
 #      a signal), and a check that the host's libvirt has no domain, network
 #      or volume of the cluster left (the box's base volume stays).
@@ -29,7 +30,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="$HERE/.runs/$(date -u +%Y%m%dT%H%M%SZ)"
 BUDGET=2700
 RESERVE=180
-MIN_TEST_SECONDS=120
+MIN_TEST_SECONDS=180
+# how long an interrupted pytest on the master gets for its teardown
+INTERRUPT_GRACE=60
 REMOTE_RESULTS=/root/cluster-test-results
 SELECTIONS=()
 
@@ -107,7 +110,10 @@ path, name = sys.argv[1], sys.argv[2]
 for case in ET.parse(path).getroot().iter("testcase"):
     kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
     outcome = kinds[0] if kinds else "passed"
-    print(f"{name}\t{case.get('name')}\t{outcome}\t{float(case.get('time', 0)):.1f}")
+    test = case.get("name")
+    if test is None:  # pytest's entry for the test a ^C stopped
+        test, outcome = "(running at the limit)", "interrupted"
+    print(f"{name}\t{test}\t{outcome}\t{float(case.get('time', 0)):.1f}")
 PY
 }
 
@@ -162,11 +168,15 @@ check_tls_only() {
 }
 
 # pytest on the master for one selection, bounded there too (the ssh
-# session's end does not stop it); its JUnit file copied here.
+# session's end does not stop it): SIGINT at the limit, as a ^C, so pytest
+# tears its fixtures down (the test instances go) and still writes the JUnit
+# file of the tests that ran; SIGKILL $INTERRUPT_GRACE seconds later. The
+# JUnit file is copied here.
 run_selection() {
   local sel="$1" tag="$2" limit="$3"
   local cmd="mkdir -p $REMOTE_RESULTS && cd /opt/ganeti_lv && \
-GANETI_LV_TEST_CLUSTER=/root/cluster.json timeout -k 20 $((limit - 40)) \
+GANETI_LV_TEST_CLUSTER=/root/cluster.json \
+timeout -s INT -k $INTERRUPT_GRACE $((limit - 40 - INTERRUPT_GRACE)) \
 /opt/ganeti_lv-venv/bin/pytest -p no:cacheprovider -rA --durations=0 \
 --junitxml=$REMOTE_RESULTS/$tag.xml tests/cluster/$sel"
   step "tests-$tag" "$limit" on_master "$cmd"

@@ -277,7 +277,8 @@ case "$1" in
         for port in $LISTEN; do printf 'LISTEN 0 50 %s 0.0.0.0:*\n' "${port//N/$n}"; done ;;
       *'cat\ '*) printf '%s' '<testsuites><testsuite><testcase name="test_a" time="12.34"/>'\
 '<testcase name="test_b" time="1"><skipped/></testcase>'\
-'<testcase name="test_c" time="3"><failure/></testcase></testsuite></testsuites>' ;;
+'<testcase name="test_c" time="3"><failure/></testcase><testcase time="0.5"/>'\
+'</testsuite></testsuites>' ;;
     esac ;;
 esac
 """
@@ -316,17 +317,20 @@ def test_cluster_test_run_up_check_tests_destroy(tmp_path: Path) -> None:
     pytest_calls = [c for c in calls if "pytest" in c]
     assert len(pytest_calls) == 2
     assert "GANETI_LV_TEST_CLUSTER=/root/cluster.json" in pytest_calls[0]
+    # stopped at its limit like a ^C (fixtures torn down, JUnit file written)
+    assert "timeout\\ -s\\ INT\\ -k\\ 60\\ " in pytest_calls[0]
     assert "tests/cluster/test_export.py\\ -k\\ \\'live\\ or\\ remove\\'" in pytest_calls[1]
     steps = {line.split("\t")[0]: line.split("\t")[2] for line in (out / "steps.tsv").open()}
     assert steps["tls-only"].strip() == "0" and steps["leftovers"].strip() == "0"
     assert "destroy" in steps and "tests-01-test_migrate.py" in steps
     rows = (out / "tests.tsv").read_text().splitlines()
-    assert rows[1:4] == [
+    assert rows[1:5] == [
         "test_migrate.py\ttest_a\tpassed\t12.3",
         "test_migrate.py\ttest_b\tskipped\t1.0",
         "test_migrate.py\ttest_c\tfailure\t3.0",
+        "test_migrate.py\t(running at the limit)\tinterrupted\t0.5",
     ]
-    assert len(rows) == 7
+    assert len(rows) == 9
 
 
 def test_cluster_test_run_flags_tcp_and_still_destroys_after_a_failed_up(
