@@ -373,3 +373,29 @@ def test_provisioning_maps_node_names_to_cluster_addresses(tmp_path: Path) -> No
             "10.252.0.11 node1 # ganeti-lv cluster",
             "10.252.0.12 node2 # ganeti-lv cluster",
         ]
+
+
+def test_join_checks_that_the_shared_storage_is_the_masters(tmp_path: Path) -> None:
+    """node-join.sh refuses a node whose shared file storage the master does not see."""
+    join = (PROVISION_DIR / "node-join.sh").read_text()
+    assert 'check_shared_storage "$SHARED_STORAGE_DIR"' in join
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    setup = (
+        f"source {PROVISION_DIR / 'common.sh'}\n"
+        "NODE_NAME=node2 MASTER_NAME=node1 MASTER_ADDRESS=10.252.0.11\n"
+    )
+    # on_node stand-ins: the master sees this node's directory (the NFS
+    # share), or it does not (nothing mounted: the file is not there)
+    for on_master, code in (('[ "$1" = 10.252.0.11 ] && shift && "$@"', 0), ("return 1", 1)):
+        script = f'{setup}on_node() {{ {on_master}; }}\ncheck_shared_storage "$1"\n'
+        proc = subprocess.run(
+            ["bash", "-c", script, "check", str(shared)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == code, proc.stderr
+        assert ("is the NFS share mounted there?" in proc.stderr) == bool(code)
+        assert list(shared.iterdir()) == []  # the probe file is gone either way
