@@ -10,7 +10,8 @@
 #      run each on the master with GANETI_LV_TEST_CLUSTER=/root/cluster.json,
 #      each bounded by the time left (interrupted like a ^C at its limit, so
 #      the outcomes of the tests that ran are kept and the instances removed);
-#   4. `vagrant destroy -f`, whatever happened before (also on an error or
+#   4. each node's mounts, free space and libvirt logs (node-logs.log), then
+#      `vagrant destroy -f`, whatever happened before (also on an error or
 #      a signal), and a check that the host's libvirt has no domain, network
 #      or volume of the cluster left (the box's base volume stays).
 #
@@ -118,9 +119,13 @@ PY
 }
 
 destroyed=0
+booted=0
 destroy() {
   [ "$destroyed" = 1 ] && return
   destroyed=1
+  if [ "$booted" = 1 ]; then
+    step node-logs 60 node_logs || log "node logs incomplete: see $OUT/node-logs.log"
+  fi
   step destroy 300 vagrant destroy -f
   leftovers
   log "done in $((SECONDS - START))s; results in $OUT"
@@ -187,12 +192,24 @@ timeout -s INT -k $INTERRUPT_GRACE $((limit - 40 - INTERRUPT_GRACE)) \
   return "$rc"
 }
 
-export -f on_master nodes check_tls_only
+# What each node saw, kept for after the destroy: its mounts and free space,
+# libvirt's logs of the test guests and of libvirtd.
+node_logs() {
+  local node what="findmnt -t nfs,nfs4; exportfs -v; df -h / /srv/ganeti-lv/*/"
+  what+="; tail -n 100 /var/log/libvirt/qemu/*.log; journalctl -u libvirtd --no-pager -n 200"
+  for node in $(nodes); do
+    echo "=== $node"
+    vagrant ssh "$node" -c "sudo sh -c '$what'"
+  done
+}
+
+export -f on_master nodes check_tls_only node_logs
 
 if ! step up "$(($(left) - RESERVE))" vagrant up --no-parallel; then
   log "vagrant up failed: see $OUT/up.log"
   exit 1
 fi
+booted=1
 step tls-only "$(bounded 120)" check_tls_only || log "TLS check failed: see $OUT/tls-only.log"
 step verify "$(bounded 300)" on_master \
   "qemu-system-x86_64 --version && gnt-lv node list && gnt-lv cluster verify" \

@@ -323,6 +323,10 @@ def test_cluster_test_run_up_check_tests_destroy(tmp_path: Path) -> None:
     steps = {line.split("\t")[0]: line.split("\t")[2] for line in (out / "steps.tsv").open()}
     assert steps["tls-only"].strip() == "0" and steps["leftovers"].strip() == "0"
     assert "destroy" in steps and "tests-01-test_migrate.py" in steps
+    # each node's mounts and libvirt logs are kept, before the destroy
+    logs = [i for i, c in enumerate(calls) if c.startswith("ssh") and "journalctl" in c]
+    assert [calls[i].split()[1] for i in logs] == ["node1", "node2"]
+    assert logs[-1] < calls.index("destroy -f") and steps["node-logs"].strip() == "0"
     rows = (out / "tests.tsv").read_text().splitlines()
     assert rows[1:5] == [
         "test_migrate.py\ttest_a\tpassed\t12.3",
