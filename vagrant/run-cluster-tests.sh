@@ -8,8 +8,10 @@
 #      `gnt-lv cluster verify` finds nothing on the master;
 #   3. the given cluster test files (or "FILE -k EXPR" selections), one pytest
 #      run each on the master with GANETI_LV_TEST_CLUSTER=/root/cluster.json,
-#      each bounded by the time left;
-#   4. `vagrant destroy -f`, whatever happened before (also on an error or
+#      each bounded by the time left (interrupted like a ^C at its limit, so
+#      the outcomes of the tests that ran are kept and the instances removed);
+#   4. each node's mounts, free space and libvirt logs (node-logs.log), then
+#      `vagrant destroy -f`, whatever happened before (also on an error or
 #      a signal), and a check that the host's libvirt has no domain, network
 #      or volume of the cluster left (the box's base volume stays).
 #
@@ -29,7 +31,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="$HERE/.runs/$(date -u +%Y%m%dT%H%M%SZ)"
 BUDGET=2700
 RESERVE=180
-MIN_TEST_SECONDS=120
+MIN_TEST_SECONDS=180
+# how long an interrupted pytest on the master gets for its teardown
+INTERRUPT_GRACE=60
 REMOTE_RESULTS=/root/cluster-test-results
 SELECTIONS=()
 
@@ -107,14 +111,21 @@ path, name = sys.argv[1], sys.argv[2]
 for case in ET.parse(path).getroot().iter("testcase"):
     kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
     outcome = kinds[0] if kinds else "passed"
-    print(f"{name}\t{case.get('name')}\t{outcome}\t{float(case.get('time', 0)):.1f}")
+    test = case.get("name")
+    if test is None:  # pytest's entry for the test a ^C stopped
+        test, outcome = "(running at the limit)", "interrupted"
+    print(f"{name}\t{test}\t{outcome}\t{float(case.get('time', 0)):.1f}")
 PY
 }
 
 destroyed=0
+booted=0
 destroy() {
   [ "$destroyed" = 1 ] && return
   destroyed=1
+  if [ "$booted" = 1 ]; then
+    step node-logs 60 node_logs || log "node logs incomplete: see $OUT/node-logs.log"
+  fi
   step destroy 300 vagrant destroy -f
   leftovers
   log "done in $((SECONDS - START))s; results in $OUT"
@@ -162,11 +173,15 @@ check_tls_only() {
 }
 
 # pytest on the master for one selection, bounded there too (the ssh
-# session's end does not stop it); its JUnit file copied here.
+# session's end does not stop it): SIGINT at the limit, as a ^C, so pytest
+# tears its fixtures down (the test instances go) and still writes the JUnit
+# file of the tests that ran; SIGKILL $INTERRUPT_GRACE seconds later. The
+# JUnit file is copied here.
 run_selection() {
   local sel="$1" tag="$2" limit="$3"
   local cmd="mkdir -p $REMOTE_RESULTS && cd /opt/ganeti_lv && \
-GANETI_LV_TEST_CLUSTER=/root/cluster.json timeout -k 20 $((limit - 40)) \
+GANETI_LV_TEST_CLUSTER=/root/cluster.json \
+timeout -s INT -k $INTERRUPT_GRACE $((limit - 40 - INTERRUPT_GRACE)) \
 /opt/ganeti_lv-venv/bin/pytest -p no:cacheprovider -rA --durations=0 \
 --junitxml=$REMOTE_RESULTS/$tag.xml tests/cluster/$sel"
   step "tests-$tag" "$limit" on_master "$cmd"
@@ -177,12 +192,24 @@ GANETI_LV_TEST_CLUSTER=/root/cluster.json timeout -k 20 $((limit - 40)) \
   return "$rc"
 }
 
-export -f on_master nodes check_tls_only
+# What each node saw, kept for after the destroy: its mounts and free space,
+# libvirt's logs of the test guests and of libvirtd.
+node_logs() {
+  local node what="findmnt -t nfs,nfs4; exportfs -v; df -h / /srv/ganeti-lv/*/"
+  what+="; tail -n 100 /var/log/libvirt/qemu/*.log; journalctl -u libvirtd --no-pager -n 200"
+  for node in $(nodes); do
+    echo "=== $node"
+    vagrant ssh "$node" -c "sudo sh -c '$what'"
+  done
+}
+
+export -f on_master nodes check_tls_only node_logs
 
 if ! step up "$(($(left) - RESERVE))" vagrant up --no-parallel; then
   log "vagrant up failed: see $OUT/up.log"
   exit 1
 fi
+booted=1
 step tls-only "$(bounded 120)" check_tls_only || log "TLS check failed: see $OUT/tls-only.log"
 step verify "$(bounded 300)" on_master \
   "qemu-system-x86_64 --version && gnt-lv node list && gnt-lv cluster verify" \

@@ -277,7 +277,8 @@ case "$1" in
         for port in $LISTEN; do printf 'LISTEN 0 50 %s 0.0.0.0:*\n' "${port//N/$n}"; done ;;
       *'cat\ '*) printf '%s' '<testsuites><testsuite><testcase name="test_a" time="12.34"/>'\
 '<testcase name="test_b" time="1"><skipped/></testcase>'\
-'<testcase name="test_c" time="3"><failure/></testcase></testsuite></testsuites>' ;;
+'<testcase name="test_c" time="3"><failure/></testcase><testcase time="0.5"/>'\
+'</testsuite></testsuites>' ;;
     esac ;;
 esac
 """
@@ -316,17 +317,24 @@ def test_cluster_test_run_up_check_tests_destroy(tmp_path: Path) -> None:
     pytest_calls = [c for c in calls if "pytest" in c]
     assert len(pytest_calls) == 2
     assert "GANETI_LV_TEST_CLUSTER=/root/cluster.json" in pytest_calls[0]
+    # stopped at its limit like a ^C (fixtures torn down, JUnit file written)
+    assert "timeout\\ -s\\ INT\\ -k\\ 60\\ " in pytest_calls[0]
     assert "tests/cluster/test_export.py\\ -k\\ \\'live\\ or\\ remove\\'" in pytest_calls[1]
     steps = {line.split("\t")[0]: line.split("\t")[2] for line in (out / "steps.tsv").open()}
     assert steps["tls-only"].strip() == "0" and steps["leftovers"].strip() == "0"
     assert "destroy" in steps and "tests-01-test_migrate.py" in steps
+    # each node's mounts and libvirt logs are kept, before the destroy
+    logs = [i for i, c in enumerate(calls) if c.startswith("ssh") and "journalctl" in c]
+    assert [calls[i].split()[1] for i in logs] == ["node1", "node2"]
+    assert logs[-1] < calls.index("destroy -f") and steps["node-logs"].strip() == "0"
     rows = (out / "tests.tsv").read_text().splitlines()
-    assert rows[1:4] == [
+    assert rows[1:5] == [
         "test_migrate.py\ttest_a\tpassed\t12.3",
         "test_migrate.py\ttest_b\tskipped\t1.0",
         "test_migrate.py\ttest_c\tfailure\t3.0",
+        "test_migrate.py\t(running at the limit)\tinterrupted\t0.5",
     ]
-    assert len(rows) == 7
+    assert len(rows) == 9
 
 
 def test_cluster_test_run_flags_tcp_and_still_destroys_after_a_failed_up(
@@ -369,3 +377,29 @@ def test_provisioning_maps_node_names_to_cluster_addresses(tmp_path: Path) -> No
             "10.252.0.11 node1 # ganeti-lv cluster",
             "10.252.0.12 node2 # ganeti-lv cluster",
         ]
+
+
+def test_join_checks_that_the_shared_storage_is_the_masters(tmp_path: Path) -> None:
+    """node-join.sh refuses a node whose shared file storage the master does not see."""
+    join = (PROVISION_DIR / "node-join.sh").read_text()
+    assert 'check_shared_storage "$SHARED_STORAGE_DIR"' in join
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    setup = (
+        f"source {PROVISION_DIR / 'common.sh'}\n"
+        "NODE_NAME=node2 MASTER_NAME=node1 MASTER_ADDRESS=10.252.0.11\n"
+    )
+    # on_node stand-ins: the master sees this node's directory (the NFS
+    # share), or it does not (nothing mounted: the file is not there)
+    for on_master, code in (('[ "$1" = 10.252.0.11 ] && shift && "$@"', 0), ("return 1", 1)):
+        script = f'{setup}on_node() {{ {on_master}; }}\ncheck_shared_storage "$1"\n'
+        proc = subprocess.run(
+            ["bash", "-c", script, "check", str(shared)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == code, proc.stderr
+        assert ("is the NFS share mounted there?" in proc.stderr) == bool(code)
+        assert list(shared.iterdir()) == []  # the probe file is gone either way

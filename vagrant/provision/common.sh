@@ -41,3 +41,17 @@ on_node() {
   shift
   ssh -o BatchMode=yes -o ConnectTimeout=10 -i /root/.ssh/id_cluster "root@$host" "$@"
 }
+
+# Fail unless directory $1 on this node is the master's (the NFS share):
+# a file made here must show there. Leaves nothing behind.
+check_shared_storage() {
+  local dir="$1" probe
+  probe="$(mktemp "$dir/.shared-probe-$NODE_NAME.XXXXXX")" || return 1
+  if on_node "$MASTER_ADDRESS" test -e "$probe"; then
+    rm -f "$probe"
+    return 0
+  fi
+  rm -f "$probe"
+  echo "$dir on $NODE_NAME is not $MASTER_NAME's: is the NFS share mounted there?" >&2
+  return 1
+}

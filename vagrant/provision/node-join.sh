@@ -31,6 +31,10 @@ while read -r address name _; do
   fi
 done <<<"$HOSTS_LINES"
 
+# sharedfile disks: what this node writes to the shared storage, the master sees
+log "checking that $SHARED_STORAGE_DIR is $MASTER_NAME's"
+check_shared_storage "$SHARED_STORAGE_DIR"
+
 log "copying the test guest from $MASTER_NAME"
 install -d -m 755 "$GUEST_DIR"
 rsync -a --exclude debs/ -e "ssh -i /root/.ssh/id_cluster" \
