@@ -1,10 +1,10 @@
 """Run every benchmark and write bench/results/results.json and results.md.
 
     .venv/bin/python bench/run.py [--quick]
-        [--only framework,startup,migration,tls,export,evacuate,ganeti]
+        [--only framework,startup,migration,tls,bandwidth,export,evacuate,ganeti]
 
-The framework and start-up benchmarks need no cluster. The migration, export, evacuate and ganeti
-benchmarks bring up a 3-node local cluster of their own (directory
+The framework and start-up benchmarks need no cluster. The migration, tls, bandwidth, export,
+evacuate and ganeti benchmarks bring up a 3-node local cluster of their own (directory
 /var/tmp/ganeti-lv-bench, subnet 10.250.9.0/24, so a test cluster may run
 meanwhile) and take it down at the end unless ``--keep-cluster``. The
 ganeti part also brings up a real Ganeti 3.0 peer cluster (``--peer-dir``)
@@ -35,8 +35,17 @@ from bench.ganeti import CASE_GROUPS, IDLE_GROUPS, PEER_DIR  # noqa: E402
 from ganeti_lv.devcluster import emulator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PARTS = ("framework", "startup", "migration", "tls", "export", "evacuate", "ganeti")
-CLUSTER_PARTS = ("migration", "tls", "export", "evacuate", "ganeti")
+PARTS = (
+    "framework",
+    "startup",
+    "migration",
+    "tls",
+    "bandwidth",
+    "export",
+    "evacuate",
+    "ganeti",
+)
+CLUSTER_PARTS = ("migration", "tls", "bandwidth", "export", "evacuate", "ganeti")
 
 
 def _log(msg: str) -> None:
@@ -73,6 +82,12 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             start = time.monotonic()
             out["tls"] = migration_tls.run_all(cl, opts.quick, _log)
             out["tls"]["seconds"] = time.monotonic() - start
+        if "bandwidth" in parts:
+            from bench import migration_bandwidth
+
+            start = time.monotonic()
+            out["bandwidth"] = migration_bandwidth.run_all(cl, opts.quick, _log)
+            out["bandwidth"]["seconds"] = time.monotonic() - start
         if "export" in parts:
             start = time.monotonic()
             out["export"] = export.run_all(cl, opts.quick, _log)
@@ -153,6 +168,11 @@ def render_markdown(results: dict[str, Any], targets: list[stats.Target], argv: 
 
         lines += ["", "## Migration stream encryption (medians; TLS vs plain, both gnt-lv)", ""]
         lines.append(migration_tls.markdown(results["tls"]))
+    if "bandwidth" in results:
+        from bench import migration_bandwidth
+
+        lines += ["", "## A fresh guest's pause with and without a bandwidth cap (medians)", ""]
+        lines.append(migration_bandwidth.markdown(results["bandwidth"]))
     if "export" in results:
         lines += ["", "## Export (medians; ratio = median of alternating pairs)", ""]
         lines.append(
