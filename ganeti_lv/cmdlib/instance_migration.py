@@ -650,10 +650,8 @@ class TLMigrateInstance(Tasklet):
             self.lu.LogStep(2, 4, "Shared storage: no disks to move")
         self.lu.LogStep(3, 4, f"Switching primary node to {dst.name}")
         self.cfg.set_instance_primary(inst.name, dst.name)
-        try:
-            self._finish_failover(src, dst, copy, feedback_fn)
-        finally:
-            self._note_late_cancel(dst)
+        self._finish_failover(src, dst, copy, feedback_fn)
+        self._note_late_cancel(dst)
 
     def _finish_failover(self, src: Node, dst: Node, copy: bool, feedback_fn: FeedbackFn) -> None:
         """After the switch: the source cleaned up, the instance started on ``dst`` if up."""
@@ -677,11 +675,13 @@ class TLMigrateInstance(Tasklet):
             self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
 
     def _note_late_cancel(self, dst: Node) -> None:
-        """Say in the job log that a cancel request was not honoured (the switch was made).
+        """Say in the job log that a cancel request was not honoured (the failover finished).
 
         Once the configuration names the target, stopping would leave the
         instance half moved (its source disks removed, or not started
-        anywhere): the failover finishes instead, and the job succeeds.
+        anywhere): the failover finishes instead, and the job succeeds. Said
+        only once it did finish: a failover that failed after the switch
+        reports its own error.
         """
         cancel = self.lu.proc.cancel
         if cancel.is_set():

@@ -22,7 +22,7 @@ from ganeti_lv import constants
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import OperationCanceled
+from ganeti_lv.errors import GenericError, OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master.jobs import JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS
 from ganeti_lv.mcpu import Processor
@@ -193,3 +193,13 @@ def test_cancel_after_the_point_of_no_return_finishes_the_failover(ctx, on_n1, c
         and f"switched to {N2}" in line
         for line in lines
     ), lines
+
+
+def test_a_late_cancel_is_not_called_finished_when_the_start_failed(ctx, on_n1, config):
+    ops, _path = on_n1
+    ops.fail("start_instance", N2, "qemu exploded")
+    cancel, lines = Cancellation(), []
+    op = OpInstanceFailover(instance_name=INST, target_node=N2)
+    with pytest.raises(GenericError, match="Could not start instance"):
+        Processor(ctx).execute(op, _cancel_at("STEP 4/4", cancel, lines), cancel)
+    assert not any("point of no return" in line for line in lines), lines
