@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 from ganeti_lv import constants, exportinfo, locking
 from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
+    cancel_reason,
     check_node_not_drained,
     check_node_online,
     copy_canceled,
@@ -541,7 +542,7 @@ class LUBackupExport(LogicalUnit):
         self._abort_export(feedback_fn)
         raise OperationCanceled(
             f"Export of {self.instance.name} to {self.dst_node.name} canceled"
-            f" ({cancel.reason or 'on request'}) {when}"
+            f" ({cancel_reason(cancel)}) {when}"
         )
 
     def _after_cancel(self, snapshot: SnapshotInfo | None, stopped_by_us: bool) -> str:
@@ -606,7 +607,7 @@ class LUBackupExport(LogicalUnit):
             self._abort_export(feedback_fn)
             raise OperationCanceled(
                 f"Export of {self.instance.name} to {dst.name} canceled"
-                f" ({self.proc.cancel.reason or 'on request'}) while copying disk/{idx}"
+                f" ({cancel_reason(self.proc.cancel)}) while copying disk/{idx}"
             )
         ecode = res.error.ecode if res.error is not None else None
         stats = res.Raise(f"Export of disk/{idx} failed", ecode=ecode)

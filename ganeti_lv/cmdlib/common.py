@@ -14,7 +14,6 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hooksmaster import hook_value
-from ganeti_lv.node.diskcopy import CopyCanceled
 from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 
@@ -203,11 +202,13 @@ def instance_hook_env(
 def copy_canceled(res: NodeResult[Any], cancel: Cancellation) -> bool:
     """Whether the ``copy_disk`` result ``res`` is a copy stopped by the job's ``cancel``.
 
-    The engine says so itself (``CopyCanceled``); a copy that failed in
-    another way while the cancel request was being sent (its connection
-    closed under it) counts too: it was stopped on request as well.
+    Any failed copy of a job asked to stop counts: the engine's own
+    ``CopyCanceled``, and a copy that failed in another way while the
+    request was being sent (its connection closed under it). A copy that
+    stopped without the job's request (``CopyCanceled`` from something else
+    stopping the helper) is a failure, reported as one.
     """
-    return isinstance(res.error, CopyCanceled) or (not res.ok and cancel.is_set())
+    return not res.ok and cancel.is_set()
 
 
 def cancel_reason(cancel: Cancellation) -> str:
