@@ -26,6 +26,7 @@ from ganeti_lv.errors import GenericError, OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master.jobs import JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS
 from ganeti_lv.mcpu import Processor
+from ganeti_lv.node.diskcopy import CopyCanceled
 from ganeti_lv.objects import Instance, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpCode, OpInstanceFailover
 
@@ -203,3 +204,14 @@ def test_a_late_cancel_is_not_called_finished_when_the_start_failed(ctx, on_n1, 
     with pytest.raises(GenericError, match="Could not start instance"):
         Processor(ctx).execute(op, _cancel_at("STEP 4/4", cancel, lines), cancel)
     assert not any("point of no return" in line for line in lines), lines
+
+
+def test_a_copy_stopped_without_a_cancel_request_is_a_failure(ctx, fake_ops, config):
+    src_path = _own_export(ctx, fake_ops, config)
+    fake_ops.fail("copy_disk", N2, CopyCanceled("copy of disk0 canceled: helper stopped", N2))
+    with pytest.raises(GenericError) as err:
+        Processor(ctx).execute(import_op(src_path=src_path, start=True))
+    assert not isinstance(err.value, OperationCanceled)
+    assert "Import of disk/0 failed" in str(err.value) and "helper stopped" in str(err.value)
+    assert ctx.jobs.list()[-1].status != JOB_STATUS_CANCELED
+    _nothing_imported(fake_ops, config)
