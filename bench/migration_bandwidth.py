@@ -61,6 +61,7 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
     tool = LvTool(cl)
     runs: dict[int, list[dict[str, Any]]] = {b: [] for b in bandwidths}
     error = None
+    before = cl.config().cluster.hvparams.get("migration_bandwidth", 0)
     cl.start_masterd()
     try:
         for i in range(rounds):
@@ -69,16 +70,18 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
                 feedback(f"bandwidth: fresh {MEMORY} MiB guest, cap {bw or 'none'}, round {i + 1}")
                 _set_bandwidth(cl, bw)
                 name = f"bw{bw}r{i}"
-                tool.add(name, GuestSpec(MEMORY, 0))
                 try:
+                    tool.add(name, GuestSpec(MEMORY, 0))
                     runs[bw].append(tool.migrate(name, CAP))
                 finally:
                     tool.remove(name)
     except (BenchError, subprocess.SubprocessError) as err:
         error = str(err)
     finally:
-        _set_bandwidth(cl, 0)
-        cl.stop_masterd()
+        try:
+            _set_bandwidth(cl, int(before or 0))
+        finally:
+            cl.stop_masterd()
     out: dict[str, Any] = {
         "memory_mib": MEMORY,
         "rounds": rounds,

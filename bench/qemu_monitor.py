@@ -115,7 +115,8 @@ _QMP_RAM_KEYS = {
     "total": ("total_ram_mib", 1 / 2**20),
     "dirty-sync-count": ("dirty_sync_count", 1.0),
     "mbps": ("throughput_mbps", 1.0),
-    # RAM sent while the guest was stopped (qemu 8.1 on; Debian 12's 7.2 has none)
+    # RAM sent while the guest was stopped (QMP from qemu 8.1 on; 7.2 prints it
+    # only in HMP's `info migrate`, as `downtime ram`)
     "downtime-bytes": ("downtime_ram_mib", 1 / 2**20),
     "dirty-pages-rate": ("dirty_pages_rate_pages", 1.0),
     "page-size": ("page_size_mib", 1 / 2**20),

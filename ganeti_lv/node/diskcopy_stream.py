@@ -16,8 +16,10 @@ plain sha256 of the whole disk) is still understood, for older exports.
 Stream format (after optional compression)::
 
     b"GLVC4\\n" + u32 length + JSON header {"size": N, "allocated": A, "algorithm": ALG}
-    b"D" + u64 offset + u32 length + data      (offsets strictly increasing,
-                                                never across a 4 MiB chunk boundary)
+    b"D" + u64 offset + u32 length + data      (offsets strictly increasing, at most
+                                                4 MiB each; the sender never lets one
+                                                cross a 4 MiB chunk boundary, the
+                                                receiver does not rely on it)
     b"E" + u64 size + u64 data bytes sent       (no more data)
     64 hex chars checksum                       (end of stream: the sender's)
 
@@ -30,7 +32,10 @@ holes stay holes (``receive_stream``).
 Integrity, and why the checksum is computed once, by the sender: the
 checksum is the source's, of the data as read (the image is not written
 during a copy: an export reads a snapshot's frozen base, an import an
-export, a failover a stopped instance's disk), and it goes into the
+export, a failover a stopped instance's disk; the one exception is a
+failover with ``ignore_consistency`` whose shutdown failed, which the
+operator forced on a guest that may still write, and whose copy no
+checksum could make consistent), and it goes into the
 export's manifest. The stream reaches the receiver through OpenSSH, whose
 transport authenticates every packet (AES-GCM or chacha20-poly1305, see
 ``diskcopy.SSH_CIPHERS``): a byte changed on the way ends the connection,
