@@ -24,13 +24,15 @@
 #   SELECTION: a file under tests/cluster, optionally followed by pytest
 #   arguments in the same word: "test_migrate_shared.py -k live_migration".
 #   --budget: the whole run's limit (default 2700 s); the tests stop early
-#   enough to leave --reserve seconds (default 180) for the destroy.
+#   enough to leave --reserve seconds (default 480) for what follows them:
+#   the last results' copy (60 s at most), the node logs (90 s) and the
+#   destroy (330 s).
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="$HERE/.runs/$(date -u +%Y%m%dT%H%M%SZ)"
 BUDGET=2700
-RESERVE=180
+RESERVE=480
 MIN_TEST_SECONDS=180
 # how long an interrupted pytest on the master gets for its teardown
 INTERRUPT_GRACE=60
@@ -85,9 +87,15 @@ step() {
     return 124
   fi
   log "$name (limit ${limit}s)"
-  timeout -k 30 "$limit" bash -c '"$@"' step "$@" 2>&1 \
-    | awk '{ print strftime("%H:%M:%S"), $0; fflush() }' >"$OUT/$name.log"
-  rc=${PIPESTATUS[0]}
+  # In the background, waited for: bash runs a trap only between commands,
+  # and `wait` returns at once on a signal, where a foreground step would
+  # hold the trap until its end.
+  timeout -k 30 "$limit" bash -c '"$@"' step "$@" \
+    > >(awk '{ print strftime("%H:%M:%S"), $0; fflush() }' >"$OUT/$name.log") 2>&1 &
+  STEP_PID=$!
+  wait "$STEP_PID"
+  rc=$?
+  STEP_PID=
   printf '%s\t%s\t%s\n' "$name" "$((SECONDS - t0))" "$rc" >>"$OUT/steps.tsv"
   log "$name: exit $rc after $((SECONDS - t0))s"
   return "$rc"
@@ -130,8 +138,20 @@ destroy() {
   leftovers
   log "done in $((SECONDS - START))s; results in $OUT"
 }
+# A signal stops the running step (timeout passes it on to the step's
+# command and kills it 30 s later if it is still there), then the destroy.
+STEP_PID=
+interrupted() {
+  log "interrupted"
+  if [ -n "$STEP_PID" ]; then
+    kill -TERM "$STEP_PID" 2>/dev/null
+    wait "$STEP_PID" 2>/dev/null
+    STEP_PID=
+  fi
+  exit 130
+}
 trap destroy EXIT
-trap 'log "interrupted"; exit 130' INT TERM HUP
+trap interrupted INT TERM HUP
 
 # The host's libvirt after the destroy: nothing of the cluster may be left.
 leftovers() {

@@ -11,7 +11,9 @@ import ast
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -266,7 +268,7 @@ def test_cluster_test_run_refuses_bad_arguments(
 FAKE_VAGRANT = r"""#!/bin/bash
 echo "$*" >>"$FAKE_LOG"
 case "$1" in
-  up) exit "${UP_RC:-0}" ;;
+  up) [ -n "${UP_SLEEP:-}" ] && exec sleep "$UP_SLEEP"; exit "${UP_RC:-0}" ;;
   destroy) exit 0 ;;
   status) printf '1,node1,state,running\n1,node2,state,running\n' ;;
   ssh)
@@ -284,13 +286,14 @@ esac
 """
 
 
-def _fake_run(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[int, Path, list[str]]:
+def _fake_env(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[dict[str, str], Path]:
+    """The stand-in vagrant on PATH; the environment and the file it logs its calls to."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     for tool in ("vagrant", "virsh"):
         (bin_dir / tool).write_text(FAKE_VAGRANT if tool == "vagrant" else "#!/bin/sh\n")
         (bin_dir / tool).chmod(0o755)
-    log, out = tmp_path / "calls.log", tmp_path / "run"
+    log = tmp_path / "calls.log"
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -298,6 +301,12 @@ def _fake_run(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[int, Path, l
         "LISTEN": listen,
         "UP_RC": str(up_rc),
     }
+    return env, log
+
+
+def _fake_run(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[int, Path, list[str]]:
+    env, log = _fake_env(tmp_path, listen, up_rc)
+    out = tmp_path / "run"
     argv = [str(VAGRANT_DIR / "run-cluster-tests.sh"), "--out", str(out)]
     proc = subprocess.run(
         [*argv, "test_migrate.py", "test_export.py -k 'live or remove'"],
@@ -403,3 +412,29 @@ def test_join_checks_that_the_shared_storage_is_the_masters(tmp_path: Path) -> N
         assert proc.returncode == code, proc.stderr
         assert ("is the NFS share mounted there?" in proc.stderr) == bool(code)
         assert list(shared.iterdir()) == []  # the probe file is gone either way
+
+
+def test_cluster_test_run_stops_the_running_step_on_a_signal_and_destroys(
+    tmp_path: Path,
+) -> None:
+    env, log = _fake_env(tmp_path, "10.252.0.1N:16514")
+    env["UP_SLEEP"] = "300"  # a `vagrant up` that would hold its step for 5 minutes
+    argv = [str(VAGRANT_DIR / "run-cluster-tests.sh"), "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(
+        [*argv, "test_migrate.py"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "up --no-parallel" in log.read_text()):
+            assert time.monotonic() < deadline, "vagrant up never started"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 130
+    assert time.monotonic() - sent < 15  # not at the step's limit
+    assert log.read_text().splitlines() == ["up --no-parallel", "destroy -f"]
