@@ -13,7 +13,9 @@ the source before the migration starts and on the target as soon as
 Ganeti's target qemu opens it (``QmpEvents``). A libvirt domain's qemu
 has one monitor, libvirt's: libvirt hands on every event qemu sends there,
 with qemu's own time, to a client registered for qemu monitor events
-(``LibvirtEvents``, as ``virsh qemu-monitor-event`` does).
+(``LibvirtEvents``, as ``virsh qemu-monitor-event`` does). Like virsh,
+the benchmark is an outside observer and uses libvirt-python directly;
+ganeti_lv itself reaches libvirt only through ganeti_lv.hypervisor.libvirt.
 
 With the ``events`` migration capability on (libvirt turns it on) qemu
 also reports every change of the migration's status as a ``MIGRATION``
