@@ -9,6 +9,7 @@ so it can be interrupted or killed, and waits for its first progress line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -223,7 +224,26 @@ class CliMigration:
             self.out += chunk
             if PROGRESS_RE.search(self.out):
                 return
-        raise AssertionError(f"no progress line from the migration:\n{self.out}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)  # its stdout closed: it is ending
+        ended = "" if self.proc.poll() is None else f" (gnt-lv exited {self.proc.returncode})"
+        raise AssertionError(
+            f"no progress line from the migration{ended}:\n{self.out}\nstderr:\n{self._stderr()}"
+        )
+
+    def _stderr(self) -> str:
+        """What the child wrote to stderr so far (all of it once it ended), for a failure."""
+        assert self.proc.stderr is not None
+        if self.proc.poll() is None:
+            fd = self.proc.stderr.fileno()
+            os.set_blocking(fd, False)
+            try:
+                return (os.read(fd, 65536) or b"").decode(errors="replace")
+            except BlockingIOError:
+                return ""
+            finally:
+                os.set_blocking(fd, True)
+        return self.proc.stderr.read().decode(errors="replace")
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the child (only this process, by its PID)."""
