@@ -78,7 +78,7 @@ def summarize(runs: Sequence[dict[str, Any]], libvirt: bool = False) -> dict[str
             (r["return_path"] for r in runs if r.get("return_path") is not None), None
         ),
         "capabilities": next((r["capabilities"] for r in runs if r.get("capabilities")), {}),
-        **{key: med(key) for key in SPLIT_KEYS},
+        **stats.medians(done, SPLIT_KEYS),
         "stopped_memory_mib": med("stopped_memory_mib"),
         "waits_ms": [r.get("switchover_wait_ms") for r in done],
         "finishes_ms": [r.get("finish_ms") for r in done],
@@ -319,11 +319,9 @@ def capabilities_line(results: dict[str, Any]) -> str:
     found: dict[str, dict[str, Any]] = {}
     for case in results.get("cases", []):
         for side in SIDES:
-            caps = (
-                case.get(side, {}).get("capabilities") if isinstance(case.get(side), dict) else None
-            )
-            if caps and side not in found:
-                found[side] = caps
+            summary = case.get(side)
+            if isinstance(summary, dict) and summary.get("capabilities"):
+                found.setdefault(side, summary["capabilities"])
     if not found:
         return ""
 

@@ -26,7 +26,7 @@ from typing import Any
 from bench import migration
 from bench.common import BIN, BenchCluster, BenchError, Guest, run
 from bench.qemu_monitor import LibvirtQmp, MigrationWatcher, MonitorError, hmp
-from bench.qmp_events import LibvirtEvents, QmpEvents, pause_ms, switchover
+from bench.qmp_events import QmpEvents, libvirt_switchover, pause_ms, switchover
 from ganeti_lv.devcluster import guest as devguest
 from ganeti_lv.devcluster.peer import READY_RE, PeerCluster
 
@@ -291,12 +291,9 @@ class LvTool:
         argv = [str(BIN / "gnt-lv"), "instance", "migrate", "-f", "-n", dst, name]
         qmp = LibvirtQmp(self.cl.uri(src))
         capped = False
-        src_events = LibvirtEvents(self.cl.uri(src), name)
-        dst_events = LibvirtEvents(self.cl.uri(dst), name)
         try:
             with (
-                src_events,
-                dst_events,
+                libvirt_switchover(self.cl.uri(src), self.cl.uri(dst), name) as split,
                 MigrationWatcher(name, interval=QMP_INTERVAL, query=qmp) as watcher,
             ):
                 start = time.perf_counter()
@@ -314,8 +311,6 @@ class LvTool:
                     proc.send_signal(signal.SIGINT)
                     out, _ = proc.communicate(timeout=300)
                 wall = time.perf_counter() - start
-                if proc.returncode == 0:  # libvirt hands the target's RESUME on a moment later
-                    dst_events.wait_for("RESUME", 2.0)
         finally:
             qmp.close()
         qemu = watcher.result()
@@ -353,9 +348,7 @@ class LvTool:
             pause_ms=downtime,
             capabilities=qemu.get("capabilities"),
             stopped_memory_mib=qemu.get("stopped_memory_mib") if caught else None,
-            events_error=src_events.error or dst_events.error,
-            events={"source": src_events.events, "target": dst_events.events},
-            **switchover(src_events.events, dst_events.events),
+            **split,
             total_ms=total,
             memory_mib=info.get("memory_processed_mib"),
             passes=info.get("iteration"),

@@ -31,8 +31,8 @@ dirtying memory faster than a bandwidth limit: does each tool converge, and
 how long does it take (virsh is aborted after a cap)?
 
 For every migration of both tools qemu's own events are recorded on both
-nodes (``qmp_events.LibvirtEvents``): the pause split into libvirt's
-pre-switchover wait and its Finish hand-over (``switchover_events``), the
+nodes (``qmp_events.libvirt_switchover``): the pause split into libvirt's
+pre-switchover wait and its Finish hand-over, the
 same protocol for both, since both go through libvirt's peer-to-peer call.
 
 Before the first run ganeti_lv's modules are compiled to bytecode, as
@@ -45,18 +45,16 @@ does and ``virsh`` has no equivalent of.
 from __future__ import annotations
 
 import compileall
-import contextlib
 import math
 import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from bench import stats
 from bench.common import BenchCluster, BenchError, Feedback, Guest, parse_jobinfo, run
-from bench.qmp_events import LibvirtEvents, switchover
+from bench.qmp_events import libvirt_switchover
 
 FULL_CASES = [(128, 0), (128, 32), (256, 0), (256, 32), (512, 0), (512, 32)]
 QUICK_CASES = [(128, 0), (256, 32)]
@@ -105,29 +103,12 @@ def _check_running(cl: BenchCluster, node: str, name: str) -> None:
         raise BenchError(f"{name} is '{state}' on {node} after the migration")
 
 
-@contextlib.contextmanager
-def switchover_events(
-    cl: BenchCluster, name: str, src: str, dst: str
-) -> Iterator[dict[str, float | None]]:
-    """qemu's events of the migration in the block, on both nodes; after it, their split.
-
-    The dict yielded is filled after the block with ``qmp_events.switchover``
-    (the pre-switchover wait, libvirt's hand-over to the target, ...), the
-    same for both tools: both migrate through libvirt's peer-to-peer call.
-    """
-    split: dict[str, float | None] = {}
-    with LibvirtEvents(cl.uri(src), name) as src_ev, LibvirtEvents(cl.uri(dst), name) as dst_ev:
-        yield split
-        dst_ev.wait_for("RESUME", 2.0)  # libvirt hands it on a moment after the call returns
-    split.update(switchover(src_ev.events, dst_ev.events))
-
-
 def migrate_gnt(cl: BenchCluster, name: str, extra: list[str] | None = None) -> dict[str, Any]:
     """One ``gnt-lv instance migrate`` to the other node; wall time and libvirt figures."""
     src = cl.primary(name)
     dst = _other(src)
     argv = ["instance", "migrate", "-f", "-n", dst, *(extra or []), name]
-    with switchover_events(cl, name, src, dst) as split:
+    with libvirt_switchover(cl.uri(src), cl.uri(dst), name) as split:
         wall, proc = _timed_gnt(cl, argv)
     _check_running(cl, dst, name)
     info = completed_jobinfo(cl, dst, name)
@@ -184,7 +165,7 @@ def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -
     dst = _other(src)
     argv = virsh_argv(cl, name, src, dst, extra or [])
     limit = set_virsh_downtime(cl, src, name)
-    with switchover_events(cl, name, src, dst) as split:
+    with libvirt_switchover(cl.uri(src), cl.uri(dst), name) as split:
         start = time.perf_counter()
         run(argv, timeout=600)
         wall = time.perf_counter() - start
@@ -220,11 +201,7 @@ TABLE_SPLIT_KEYS = ("stop_to_resume_ms", "switchover_wait_ms", "finish_ms")
 def summarize(side: list[dict[str, Any]]) -> dict[str, float]:
     """Medians of one side's runs: wall time, libvirt's total time, downtime, its split."""
 
-    def med(key: str) -> float:
-        return stats.median(r[key] for r in side if r.get(key) is not None)
-
-    keys = ("wall", "total_ms", "downtime_ms", *TABLE_SPLIT_KEYS)
-    return {key: med(key) for key in keys}
+    return stats.medians(side, ("wall", "total_ms", "downtime_ms", *TABLE_SPLIT_KEYS))
 
 
 def bench_case(

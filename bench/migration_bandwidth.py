@@ -47,10 +47,7 @@ def _set_bandwidth(cl: BenchCluster, mib_s: int) -> None:
 def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Medians of one bandwidth's completed migrations (NaN where none had the figure)."""
     done = [r for r in runs if r.get("converged")]
-    return {key: stats.median(r[key] for r in done if r.get(key) is not None) for key in KEYS} | {
-        "completed": len(done),
-        "runs": len(runs),
-    }
+    return stats.medians(done, KEYS) | {"completed": len(done), "runs": len(runs)}
 
 
 def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]:

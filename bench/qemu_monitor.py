@@ -316,7 +316,6 @@ class MigrationWatcher:
             self.parameters = parse_info(self.query(self.path, "info migrate_parameters"))
             caps = self.query(self.path, "info migrate_capabilities")
             self.parameters["capabilities"] = {c: capability(caps, c) for c in CAPABILITIES}
-            self.parameters["return_path"] = capability(caps, "return-path")
         except MonitorError:
             self.errors += 1
 
@@ -345,8 +344,8 @@ class MigrationWatcher:
         out["downtime_limit_ms"] = self.parameters.get("downtime_limit_ms")
         # with qemu's return path the source's downtime ends only once the
         # target has loaded the last state and closed the path
-        out["return_path"] = self.parameters.get("return_path")
         out["capabilities"] = dict(self.parameters.get("capabilities") or {})
+        out["return_path"] = out["capabilities"].get("return-path")
         bandwidth = self.parameters.get("max_bandwidth_mib_s")
         out["bandwidth_mib_s"] = bandwidth
         return out

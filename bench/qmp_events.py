@@ -36,6 +36,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -73,7 +74,20 @@ def pause_ms(stops: list[float], resumes: list[float]) -> float | None:
     return (min(later) - stop) * 1000.0
 
 
-class QmpEvents:
+class EventLog:
+    """Events recorded by a listener: ``events`` in arrival order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.connected = False
+        self.error = ""
+
+    def times(self, name: str) -> list[float]:
+        """Host times of the events called ``name``, in order."""
+        return [t for event, t, _ in self.events if event == name]
+
+
+class QmpEvents(EventLog):
     """Records the events of the QMP socket at ``path`` while the block runs.
 
     The socket may appear only later (a migration's target): the listener
@@ -81,11 +95,9 @@ class QmpEvents:
     """
 
     def __init__(self, path: str, interval: float = 0.005) -> None:
+        super().__init__()
         self.path = path
         self.interval = interval
-        self.events: list[Event] = []
-        self.connected = False
-        self.error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -96,10 +108,6 @@ class QmpEvents:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-    def times(self, name: str) -> list[float]:
-        """Host times of the events called ``name``, in order."""
-        return [t for event, t, _ in self.events if event == name]
 
     def _connect(self) -> socket.socket | None:
         while not self._stop.is_set():
@@ -237,20 +245,18 @@ def _libvirt_event_loop() -> None:
         _LOOP_STARTED.append(thread)
 
 
-class LibvirtEvents:
+class LibvirtEvents(EventLog):
     """The qemu monitor events of domain ``domain`` on the libvirt node at ``uri``.
 
     Registered for every domain of the node (a migration's target domain
     does not exist yet when the block starts) and kept for ``domain``
-    only, with qemu's own times. ``times`` and ``events`` as ``QmpEvents``'.
+    only, with qemu's own times.
     """
 
     def __init__(self, uri: str, domain: str) -> None:
+        super().__init__()
         self.uri = uri
         self.domain = domain
-        self.events: list[Event] = []
-        self.connected = False
-        self.error = ""
         self._conn: Any = None
         self._callback: int | None = None
 
@@ -272,10 +278,6 @@ class LibvirtEvents:
 
     def __exit__(self, *exc: object) -> None:
         self._close()
-
-    def times(self, name: str) -> list[float]:
-        """Host times of the events called ``name``, in order."""
-        return [t for event, t, _ in self.events if event == name]
 
     def wait_for(self, name: str, timeout: float) -> bool:
         """Wait up to ``timeout`` s for an event ``name`` (events arrive a moment late)."""
@@ -323,3 +325,23 @@ def libvirt_event(event: str, seconds: int, micros: int, details: str | None) ->
             data = json.loads(details)
     message = {"event": event, "data": data}
     return (event, seconds + micros / 1e6, migration_status(message))
+
+
+@contextlib.contextmanager
+def libvirt_switchover(src_uri: str, dst_uri: str, domain: str) -> Iterator[dict[str, Any]]:
+    """qemu's events of a libvirt migration of ``domain`` in the block, on both nodes.
+
+    The dict yielded is filled after the block: ``switchover``'s split, the
+    recorded ``events`` of both sides and ``events_error`` (why a side
+    could not listen, "" when both did). When the source completed, the
+    target's ``RESUME`` is waited for a moment: libvirt hands it on just
+    after its migration call returns.
+    """
+    out: dict[str, Any] = {}
+    with LibvirtEvents(src_uri, domain) as src, LibvirtEvents(dst_uri, domain) as dst:
+        yield out
+        if any(ev == "MIGRATION" and st == "completed" for ev, _, st in src.events):
+            dst.wait_for("RESUME", 2.0)
+    out.update(switchover(src.events, dst.events))
+    out["events"] = {"source": src.events, "target": dst.events}
+    out["events_error"] = src.error or dst.error

@@ -23,6 +23,12 @@ def median(values: Iterable[float]) -> float:
     return float(statistics.median(data))
 
 
+def medians(runs: Iterable[dict[str, Any]], keys: Iterable[str]) -> dict[str, float]:
+    """Each key's median over the runs that have a value for it (NaN where none has)."""
+    rows = list(runs)
+    return {key: median(r[key] for r in rows if r.get(key) is not None) for key in keys}
+
+
 def pair_ratios(a_values: Sequence[float], b_values: Sequence[float]) -> list[float]:
     """Ratios a[i] / b[i] of runs measured alternately, pair by pair.
 
