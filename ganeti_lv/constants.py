@@ -38,6 +38,23 @@ HKR_SKIP = "SKIP"
 HKR_FAIL = "FAIL"
 HKR_SUCCESS = "SUCCESS"
 
+# Job statuses (the job log, ``gnt-lv job list``, the master daemon, the remote API)
+JOB_STATUS_QUEUED = "queued"
+JOB_STATUS_RUNNING = "running"
+JOB_STATUS_SUCCESS = "success"
+JOB_STATUS_ERROR = "error"
+JOB_STATUS_CANCELED = "canceled"
+JOB_STATUS_LOST = "lost"
+JOB_ACTIVE_STATUSES = (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING)
+JOB_STATUSES = (
+    JOB_STATUS_QUEUED,
+    JOB_STATUS_RUNNING,
+    JOB_STATUS_SUCCESS,
+    JOB_STATUS_ERROR,
+    JOB_STATUS_CANCELED,
+    JOB_STATUS_LOST,
+)
+
 # Instance admin states and the status values shown to users (Ganeti's)
 ADMINST_UP = "up"
 ADMINST_DOWN = "down"

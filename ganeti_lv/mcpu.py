@@ -25,6 +25,7 @@ from typing import Any
 from ganeti_lv import cmdlib, constants, locking
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib.base import LU_REGISTRY, LogicalUnit
+from ganeti_lv.constants import JOB_ACTIVE_STATUSES
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
     ECODE_FAULT,
@@ -38,7 +39,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hooksmaster import HookResults, HooksMaster
 from ganeti_lv.hypervisor.base import NodeSession
 from ganeti_lv.locking import _AllSet
-from ganeti_lv.master.jobs import ACTIVE_STATUSES, Job
+from ganeti_lv.master.jobs import Job
 from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.opcodes import OpCode
 
@@ -167,7 +168,7 @@ class Processor:
         job_id = owner.get("job") if owner else None
         if isinstance(job_id, int):
             try:
-                active = self.ctx.jobs.get(job_id).status in ACTIVE_STATUSES
+                active = self.ctx.jobs.get(job_id).status in JOB_ACTIVE_STATUSES
             except GenericError:
                 active = False
             if active:

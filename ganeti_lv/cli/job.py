@@ -16,8 +16,8 @@ from typing import Any
 
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.constants import JOB_STATUSES
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-from ganeti_lv.master.jobs import ALL_STATUSES
 
 JOB_FIELDS = (
     "id",
@@ -196,7 +196,7 @@ def register(registry: CommandRegistry) -> None:
     """Add the ``job`` group."""
     registry.group("job", help="Job log")
     lst = registry.command("job", "list", cmd_list, help="List jobs")
-    lst.add_argument("--status", choices=ALL_STATUSES, help="Only jobs with this status")
+    lst.add_argument("--status", choices=JOB_STATUSES, help="Only jobs with this status")
     common.add_list_options(lst, JOB_FIELDS)
     info = registry.command("job", "info", cmd_info, help="Show jobs in detail")
     info.add_argument("job_ids", nargs="+", metavar="ID")

@@ -51,14 +51,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio
-from ganeti_lv.master.jobs import (
-    JOB_STATUS_ERROR,
-    JOB_STATUS_SUCCESS,
-    Job,
-    process_alive,
-    process_start_time,
-    to_jsonable,
-)
+from ganeti_lv.master.jobs import Job, process_alive, process_start_time, to_jsonable
 from ganeti_lv.master.protocol import Feedback, Message
 from ganeti_lv.master.runner import run_job
 from ganeti_lv.opcodes import OpCode
@@ -166,11 +159,13 @@ class MasterDaemon:
             if not isinstance(err, GenericError):
                 log.error("%s: unexpected error", what, exc_info=err)
             # as the job log recorded it (an error before the processor ran an opcode: error)
-            status = job.status if job.finished else JOB_STATUS_ERROR
+            status = job.status if job.finished else constants.JOB_STATUS_ERROR
             end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
         else:
             log.info("%s: succeeded", what)
-            end = protocol.end_message(job.id, JOB_STATUS_SUCCESS, to_jsonable(results), None)
+            end = protocol.end_message(
+                job.id, constants.JOB_STATUS_SUCCESS, to_jsonable(results), None
+            )
         finally:
             with self._lock:
                 self._running.pop(job.id, None)

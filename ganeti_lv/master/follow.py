@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv.cancel import Cancellation
+from ganeti_lv.constants import JOB_STATUS_SUCCESS
 from ganeti_lv.errors import ECODE_STATE, JobError
-from ganeti_lv.master.jobs import JOB_STATUS_SUCCESS, Job, process_alive
+from ganeti_lv.master.jobs import Job, process_alive
 from ganeti_lv.master.protocol import RecordFn, decode_error, make_record
 
 # how often the job log is read (s)

@@ -47,23 +47,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv.config import fsync_dir, write_file_atomically
-from ganeti_lv.errors import ECODE_FAULT, GenericError, JobError
-
-JOB_STATUS_QUEUED = "queued"
-JOB_STATUS_RUNNING = "running"
-JOB_STATUS_SUCCESS = "success"
-JOB_STATUS_ERROR = "error"
-JOB_STATUS_CANCELED = "canceled"
-JOB_STATUS_LOST = "lost"
-ACTIVE_STATUSES = (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING)
-ALL_STATUSES = (
+from ganeti_lv.constants import (
+    JOB_ACTIVE_STATUSES,
+    JOB_STATUS_CANCELED,
+    JOB_STATUS_ERROR,
+    JOB_STATUS_LOST,
     JOB_STATUS_QUEUED,
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
-    JOB_STATUS_ERROR,
-    JOB_STATUS_CANCELED,
-    JOB_STATUS_LOST,
 )
+from ganeti_lv.errors import ECODE_FAULT, GenericError, JobError
 
 ELOG_MESSAGE = "message"
 
@@ -234,7 +227,7 @@ class Job:
     @property
     def finished(self) -> bool:
         """True when the job reached a final status."""
-        return self.status not in ACTIVE_STATUSES
+        return self.status not in JOB_ACTIVE_STATUSES
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
@@ -455,7 +448,7 @@ class JobStore:
             raise JobError(f"Job file {path} not found") from None
         except (ValueError, TypeError) as err:
             raise JobError(f"Job file {path} is corrupt: {err}", ECODE_FAULT) from err
-        if job.status in ACTIVE_STATUSES and not process_alive(job.pid, job.pid_start):
+        if job.status in JOB_ACTIVE_STATUSES and not process_alive(job.pid, job.pid_start):
             job.status = JOB_STATUS_LOST
         return job
 

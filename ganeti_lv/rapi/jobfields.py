@@ -24,16 +24,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ganeti_lv.master.jobs import (
+from ganeti_lv.constants import (
     JOB_STATUS_CANCELED,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
     JOB_STATUS_QUEUED,
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
-    Job,
-    OpRecord,
 )
+from ganeti_lv.master.jobs import Job, OpRecord
 from ganeti_lv.rapi.httperrors import bad_request
 
 STATUS_WAITING = "waiting"

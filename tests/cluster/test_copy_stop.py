@@ -41,8 +41,8 @@ from stop_helpers import (
 
 from ganeti_lv import constants, objects
 from ganeti_lv.client import Client
+from ganeti_lv.constants import JOB_STATUS_CANCELED
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master.jobs import JOB_STATUS_CANCELED
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupExport
 

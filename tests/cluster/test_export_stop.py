@@ -42,9 +42,9 @@ from stop_helpers import (
 from ganeti_lv import constants, objects
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.client import Client
+from ganeti_lv.constants import JOB_STATUS_CANCELED
 from ganeti_lv.errors import ECODE_NORES, OperationCanceled, OpPrereqError
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master.jobs import JOB_STATUS_CANCELED
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupExport, OpInstanceStartup
 

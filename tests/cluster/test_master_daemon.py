@@ -35,9 +35,10 @@ from support.masterd import start_program
 from ganeti_lv import constants
 from ganeti_lv.cli.submit import ABORT_REQUESTED
 from ganeti_lv.config import ConfigStore
+from ganeti_lv.constants import JOB_ACTIVE_STATUSES
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master.jobs import ACTIVE_STATUSES, JobStore
+from ganeti_lv.master.jobs import JobStore
 
 pytestmark = pytest.mark.cluster
 
@@ -241,7 +242,7 @@ def test_ctrl_c_of_a_job_waiting_for_a_lock_cancels_it(env: Env, way: str) -> No
 
 
 def _active(env: Env) -> int:
-    return len([j for j in env.jobs() if j.status in ACTIVE_STATUSES])
+    return len([j for j in env.jobs() if j.status in JOB_ACTIVE_STATUSES])
 
 
 def _wait(predicate: Any, timeout: float = 60) -> None:

@@ -21,10 +21,10 @@ from test_lu_backup_import import NEW, ganeti_export, import_op
 from ganeti_lv import constants
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
+from ganeti_lv.constants import JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS
 from ganeti_lv.context import Context
 from ganeti_lv.errors import GenericError, OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.master.jobs import JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.diskcopy import CopyCanceled
 from ganeti_lv.objects import Instance, disk_dir, disk_path

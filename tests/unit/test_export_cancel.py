@@ -19,10 +19,10 @@ from support.waiting import wait_until
 from ganeti_lv import constants
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
+from ganeti_lv.constants import JOB_STATUS_CANCELED
 from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_NORES, NodeError, OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.master.jobs import JOB_STATUS_CANCELED
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node import diskcopy
 from ganeti_lv.node.diskcopy import CopyCanceled, CopyEndpoint, CopyPlan, StartInfo

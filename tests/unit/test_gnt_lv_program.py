@@ -35,9 +35,10 @@ from ganeti_lv.cli.main import main
 from ganeti_lv.cli.submit import ABORT_REQUESTED
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
+from ganeti_lv.constants import JOB_STATUS_RUNNING
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master.jobs import JOB_STATUS_RUNNING, JobStore
+from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.opcodes import OpTestDelay
 
 INST = "inst1.example.com"

@@ -27,6 +27,7 @@ from ganeti_lv import Client, constants, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
+from ganeti_lv.constants import JOB_ACTIVE_STATUSES, JOB_STATUS_RUNNING
 from ganeti_lv.errors import (
     ECODE_FAULT,
     ECODE_INVAL,
@@ -43,7 +44,7 @@ from ganeti_lv.hypervisor.migration_types import MigrationProgress
 from ganeti_lv.master import client as masterclient
 from ganeti_lv.master import daemon as masterd
 from ganeti_lv.master import protocol
-from ganeti_lv.master.jobs import ACTIVE_STATUSES, JOB_STATUS_RUNNING, JobStore
+from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.master.protocol import Feedback, Progress
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.opcodes import OpInstanceMigrate, OpTestDelay
@@ -150,7 +151,9 @@ def test_a_client_that_goes_away_does_not_stop_its_job(server: Any, data_dir: st
     op = OpTestDelay(duration=0.3, instance_names=[INST])
     sock.sendall(protocol.encode(protocol.submit_request([op], None, wait=True)))
     sock.close()
-    wait_until(lambda: _jobs(data_dir) and _jobs(data_dir)[-1].status not in ACTIVE_STATUSES, 10)
+    wait_until(
+        lambda: _jobs(data_dir) and _jobs(data_dir)[-1].status not in JOB_ACTIVE_STATUSES, 10
+    )
     jobs = _jobs(data_dir)
     assert jobs and jobs[-1].status == "success"
 
@@ -400,7 +403,7 @@ def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data
         _client(data_dir).submit(OpTestDelay(duration=0, instance_names=[INST]))
     hold.join(10)
     assert holder == [True]
-    assert wait_until(lambda: _jobs(data_dir)[-1].status not in ACTIVE_STATUSES, 10)
+    assert wait_until(lambda: _jobs(data_dir)[-1].status not in JOB_ACTIVE_STATUSES, 10)
     waiting = _jobs(data_dir)[-1]
     assert waiting.status == "canceled"  # never ran, though the lock became free
 
