@@ -49,7 +49,7 @@ from typing import Any
 
 from bench import ganeti_report as report
 from bench import migration, stats
-from bench.common import BenchCluster, BenchError, Feedback
+from bench.common import BenchCluster, BenchError, Feedback, ensure_bytecode
 from bench.export import Heartbeat, allocated_bytes, link_bytes
 from bench.ganeti_tools import NODES, GuestSpec, LvTool, PeerTool, fill_random
 from ganeti_lv.devcluster.peer import PeerCluster
@@ -319,7 +319,7 @@ def run_all(
     can be split into shorter ones; ``pairs`` overrides the number of pairs
     of the settled cases (4) and of the fresh ones (3).
     """
-    migration.ensure_bytecode()
+    ensure_bytecode()
     started = time.monotonic()
     peer = PeerCluster(peer_dir, feedback_fn=feedback)
     out: dict[str, Any] = {"cases": [], "cap_s": CAP}

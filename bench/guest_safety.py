@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import stats
-from bench.common import BenchCluster, BenchError, Guest, parse_jobinfo
-from bench.migration import ensure_bytecode, virsh_argv
+from bench.common import BenchCluster, BenchError, Guest, ensure_bytecode, parse_jobinfo
+from bench.migration import virsh_argv
 from ganeti_lv.devcluster.guest import kernel_faults
 
 NODES = ("node1", "node2")

@@ -44,16 +44,22 @@ does and ``virsh`` has no equivalent of.
 
 from __future__ import annotations
 
-import compileall
 import math
-import os
 import re
 import subprocess
 import time
 from typing import Any
 
 from bench import stats
-from bench.common import BenchCluster, BenchError, Feedback, Guest, parse_jobinfo, run
+from bench.common import (
+    BenchCluster,
+    BenchError,
+    Feedback,
+    Guest,
+    ensure_bytecode,
+    parse_jobinfo,
+    run,
+)
 from bench.qmp_events import libvirt_switchover
 
 FULL_CASES = [(128, 0), (128, 32), (256, 0), (256, 32), (512, 0), (512, 32)]
@@ -301,13 +307,6 @@ def bench_fast_dirtier(cl: BenchCluster, feedback: Feedback, cap: float) -> dict
     finally:
         cl.remove_instance(name)
     return result
-
-
-def ensure_bytecode() -> None:
-    """Compile ganeti_lv's modules to bytecode (``__pycache__``), as pip does on install."""
-    import ganeti_lv
-
-    compileall.compile_dir(os.path.dirname(ganeti_lv.__file__), quiet=1)
 
 
 def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]:

@@ -21,9 +21,8 @@ import subprocess
 from typing import Any
 
 from bench import stats
-from bench.common import BenchCluster, BenchError, Feedback
+from bench.common import BenchCluster, BenchError, Feedback, ensure_bytecode
 from bench.ganeti_tools import GuestSpec, LvTool
-from bench.migration import ensure_bytecode
 
 MEMORY = 128
 BANDWIDTHS = (0, 300, 100)  # MiB/s; 0 is unlimited

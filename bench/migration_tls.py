@@ -14,10 +14,9 @@ import subprocess
 from typing import Any
 
 from bench import stats
-from bench.common import BenchCluster, BenchError, Feedback
+from bench.common import BenchCluster, BenchError, Feedback, ensure_bytecode
 from bench.migration import (
     case_label,
-    ensure_bytecode,
     migrate_gnt,
     pair_row,
     start_guest,

@@ -32,6 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import stats  # noqa: E402
+from bench.common import ensure_bytecode  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FULL_RUNS = 15
@@ -75,6 +76,7 @@ def run_all(quick: bool = False) -> dict[str, Any]:
 
     Two data dirs alike: a master daemon runs for one of them throughout.
     """
+    ensure_bytecode()
     runs = QUICK_RUNS if quick else FULL_RUNS
     times: dict[str, list[float]] = {case: [] for case in CASES}
     with tempfile.TemporaryDirectory(prefix="gnt-lv-bench-startup-") as workdir:
