@@ -244,15 +244,24 @@ def _escalate(
 def _ramp_step(
     config: PolicyConfig, state: PolicyState, sample: Sample
 ) -> tuple[Action, PolicyState] | None:
-    """The next ramp step when ``ramp_passes`` passes went by at this one, else None."""
-    if state.stage != STAGE_PRECOPY or state.downtime_index + 1 >= len(ramp(config)):
+    """The ramp step due after ``sample``, else None.
+
+    One step per ``ramp_passes`` passes since the last step: a sample that
+    comes after several such groups of passes (the guest is polled at
+    intervals, and a pass of a small guest can take less than one) raises
+    the allowed downtime by as many steps at once.
+    """
+    top = len(ramp(config)) - 1
+    if state.stage != STAGE_PRECOPY or state.downtime_index >= top:
         return None
-    if sample.iteration < state.step_pass + config.ramp_passes:
-        return None
-    idx = state.downtime_index + 1
-    allowed = ramp(config)[idx]
-    new = replace(state, downtime_index=idx, step_pass=sample.iteration)
     passes = sample.iteration - state.step_pass
+    per_step = max(1, config.ramp_passes)
+    due = passes // per_step
+    if due < 1:
+        return None
+    idx = min(state.downtime_index + due, top)
+    allowed = ramp(config)[idx]
+    new = replace(state, downtime_index=idx, step_pass=state.step_pass + due * per_step)
     act = Action(
         ActionKind.SET_DOWNTIME,
         downtime_ms=allowed,

@@ -316,3 +316,20 @@ def test_stagnation_on_the_ramp_goes_to_the_limit_first() -> None:
 def test_without_escalation_the_ramp_still_reaches_the_limit() -> None:
     config = PolicyConfig(memory_mib=128, progress_timeout=2, escalate=False)
     assert run(config, stuck(40)) == [(ActionKind.SET_DOWNTIME, 300), (ActionKind.ABORT, None)]
+
+
+def test_a_sample_after_several_groups_of_passes_raises_as_many_steps() -> None:
+    # polled at intervals, a small guest can go through several passes between
+    # two samples: the ramp still takes one step per two passes
+    config = PolicyConfig(memory_mib=128, progress_timeout=100)
+    state = mp.initial_state()
+    steps = []
+    for iteration in (1, 6, 7, 8):
+        sample = Sample(
+            elapsed=iteration * 0.2, memory_remaining=1000 - iteration, iteration=iteration
+        )
+        action, state = mp.decide(config, state, sample)
+        steps.append(action.downtime_ms)
+    # passes 3 and 5 are due at pass 6 (5 more passes, two steps), pass 7 at 7
+    assert steps == [None, 26, 58, None]
+    assert state.history == ("downtime 26 at pass 6", "downtime 58 at pass 7")
