@@ -217,16 +217,24 @@ def bench_case(
     pairs: int,
     feedback: Feedback,
     masterd: bool = True,
+    flat: bool = False,
 ) -> dict[str, Any]:
     """Alternating pairs of migrations of one guest; medians and the pair ratio.
 
     With ``masterd`` gnt-lv submits to the cluster's master daemon (the way a
     master runs); without it, every gnt-lv runs the job in its own process.
+    With ``flat`` ganeti_lv's migrations start at their downtime limit, as
+    virsh's do (the cluster's ``migration_downtime_initial`` is set to it for
+    the case): what the ratio is without the ramp's lower pauses.
     """
     name = f"bm{memory}d{dirtymb}"
-    how = "" if masterd else ", without the master daemon"
+    how = ("" if masterd else ", without the master daemon") + (
+        ", flat downtime limit" if flat else ""
+    )
     feedback(f"migration: {memory} MiB guest, dirtier {dirtymb} MiB, {pairs} pairs{how}")
     start_guest(cl, name, memory, dirtymb)
+    if flat:
+        cl.gnt("cluster", "modify", "-H", f"migration_downtime_initial={lv_downtime_ms()}")
     try:
         # one unmeasured pair first: the guest has just booted, and the first
         # move of an instance to a node also creates its console log there
@@ -236,11 +244,15 @@ def bench_case(
             lambda _i: migrate_gnt(cl, name), lambda _i: migrate_virsh(cl, name), pairs
         )
     finally:
+        if flat:
+            initial = lv_downtime_ms("migration_downtime_initial")
+            cl.gnt("cluster", "modify", "-H", f"migration_downtime_initial={initial}")
         cl.remove_instance(name)
     return {
         "memory_mib": memory,
         "dirty_mib": dirtymb,
         "masterd": masterd,
+        "flat": flat,
         "pairs": pairs,
         "ganeti_lv": summarize(gnt),
         "virsh": summarize(virsh),
@@ -316,12 +328,18 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
     pairs = 1 if quick else 3
     out: dict[str, Any] = {"cases": []}
 
-    def case(memory: int, dirtymb: int, n_pairs: int, masterd: bool) -> None:
+    def case(memory: int, dirtymb: int, n_pairs: int, masterd: bool, flat: bool = False) -> None:
         try:
-            out["cases"].append(bench_case(cl, memory, dirtymb, n_pairs, feedback, masterd))
+            out["cases"].append(bench_case(cl, memory, dirtymb, n_pairs, feedback, masterd, flat))
         except (BenchError, subprocess.TimeoutExpired) as err:
             out["cases"].append(
-                {"memory_mib": memory, "dirty_mib": dirtymb, "masterd": masterd, "error": str(err)}
+                {
+                    "memory_mib": memory,
+                    "dirty_mib": dirtymb,
+                    "masterd": masterd,
+                    "flat": flat,
+                    "error": str(err),
+                }
             )
 
     cl.start_masterd()
@@ -331,6 +349,9 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
             # guests: the whole run stays bounded.
             n_pairs = pairs + 8 if memory == 256 and not quick else pairs
             case(memory, dirtymb, n_pairs if memory <= 256 else max(1, pairs - 1), True)
+        if not quick:
+            # the same dirtier guest with ganeti_lv's limit flat from the start, like virsh's
+            case(256, 32, pairs + 8, True, flat=True)
         try:
             cap = 30.0 if quick else FAST_DIRTY["cap"]
             out["fast_dirtier"] = bench_fast_dirtier(cl, feedback, cap)
@@ -352,7 +373,7 @@ def targets(results: dict[str, Any]) -> list[stats.Target]:
     """Migration wall-time ratio to virsh on a 256 MiB guest: <= 1.25 idle, <= 1.15 dirty."""
     found = []
     for case in results.get("cases", []):
-        if case.get("memory_mib") == 256 and case.get("masterd", True):
+        if case.get("memory_mib") == 256 and case.get("masterd", True) and not case.get("flat"):
             dirty = bool(case.get("dirty_mib"))
             label = f"dirtier {case['dirty_mib']} MiB" if dirty else "idle"
             found.append(
@@ -378,6 +399,8 @@ def targets(results: dict[str, Any]) -> list[stats.Target]:
 def case_label(case: dict[str, Any]) -> str:
     """``<memory> MiB, idle`` or ``<memory> MiB, dirtier <n> MiB``."""
     how = f"dirtier {case['dirty_mib']} MiB" if case["dirty_mib"] else "idle"
+    if case.get("flat"):
+        how += f", ganeti_lv at its {lv_downtime_ms()} ms limit from the start like virsh"
     return f"{case['memory_mib']} MiB, {how}"
 
 

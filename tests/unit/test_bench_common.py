@@ -134,12 +134,25 @@ def test_migration_ratio_limits_idle_and_dirty() -> None:
         {"memory_mib": 256, "dirty_mib": 0, "wall_ratio": 1.2},
         {"memory_mib": 256, "dirty_mib": 32, "wall_ratio": 1.2},
         {"memory_mib": 256, "dirty_mib": 0, "wall_ratio": 1.6, "masterd": False},  # a figure
+        {"memory_mib": 256, "dirty_mib": 32, "wall_ratio": 1.1, "flat": True},  # a figure
     ]
     found = {t.name: (t.limit, t.verdict()) for t in migration.targets({"cases": cases})}
     assert found == {
         "migration wall-time ratio to virsh, 256 MiB idle": (1.25, "met"),
         "migration wall-time ratio to virsh, 256 MiB dirtier 32 MiB": (1.15, "NOT met"),
     }
+
+
+def test_migration_flat_limit_case_has_its_own_rows() -> None:
+    side = {"wall": 1.0, "total_ms": 500.0, "downtime_ms": 40.0, "stop_to_resume_ms": 38.0}
+    case = {"memory_mib": 256, "dirty_mib": 32, "pairs": 11, "wall_ratio": 1.05}
+    results = {"cases": [{**case, "ganeti_lv": side, "virsh": side}]}
+    results["cases"].append({**results["cases"][0], "flat": True, "wall_ratio": 0.98})
+    text = migration.markdown(results)
+    flat = "256 MiB, dirtier 32 MiB, ganeti_lv at its 300 ms limit from the start like virsh"
+    assert f"| {flat} | 1.00 | 1.00 | 0.98 |" in text
+    assert f"| {flat} | ganeti_lv | 40.00 | 38.00 |" in text
+    assert "| 256 MiB, dirtier 32 MiB | 1.00 | 1.00 | 1.05 |" in text
 
 
 def _export_side(wall: float, gap: float, alloc: float) -> dict[str, float]:
