@@ -25,7 +25,6 @@ from typing import Any
 from ganeti_lv import cmdlib, constants, locking
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib.base import LU_REGISTRY, LogicalUnit
-from ganeti_lv.constants import JOB_ACTIVE_STATUSES
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
     ECODE_FAULT,
@@ -168,7 +167,7 @@ class Processor:
         job_id = owner.get("job") if owner else None
         if isinstance(job_id, int):
             try:
-                active = self.ctx.jobs.get(job_id).status in JOB_ACTIVE_STATUSES
+                active = self.ctx.jobs.get(job_id).status in constants.JOB_ACTIVE_STATUSES
             except GenericError:
                 active = False
             if active:
