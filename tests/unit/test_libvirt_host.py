@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from typing import Any
 
+import libvirt
+import pytest
+
+from ganeti_lv.errors import NodeUnreachable
+from ganeti_lv.hypervisor.libvirt import host as host_module
 from ganeti_lv.hypervisor.libvirt.host import Host
 
 CAPS = (
@@ -89,3 +96,49 @@ def test_a_new_connection_asks_the_facts_again() -> None:
     host.close()
     host.versions()
     assert len(conns) == 3 and calls["libversion"] == 2
+
+
+class _ClosableConn:
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def close(self) -> int:
+        self.closed.set()
+        return 0
+
+
+def test_an_open_that_does_not_answer_is_given_up_and_closed_when_it_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a node whose link is gone: libvirt.open would wait until TCP gives up
+    release = threading.Event()
+    late = _ClosableConn()
+
+    def slow_open(uri: str) -> _ClosableConn:
+        release.wait(10)
+        return late
+
+    monkeypatch.setattr(host_module.libvirt, "open", slow_open)
+    started = time.monotonic()
+    with pytest.raises(NodeUnreachable, match="no answer within 0.2 s") as caught:
+        host_module.open_connection("qemu+tls://node2/system", "node2", timeout=0.2)
+    assert time.monotonic() - started < 5
+    assert caught.value.node == "node2"
+    release.set()  # the open comes through after all: nobody takes the connection
+    assert late.closed.wait(5)
+
+
+def test_an_open_that_answers_in_time_returns_the_connection_or_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = _ClosableConn()
+    monkeypatch.setattr(host_module.libvirt, "open", lambda uri: conn)
+    assert host_module.open_connection("qemu+tls://node2/system", "node2", timeout=5) is conn
+    assert not conn.closed.is_set()
+
+    def refused(uri: str) -> None:
+        raise libvirt.libvirtError("unable to connect to server: Connection refused")
+
+    monkeypatch.setattr(host_module.libvirt, "open", refused)
+    with pytest.raises(libvirt.libvirtError, match="Connection refused"):
+        host_module.open_connection("qemu+tls://node2/system", "node2", timeout=5)

@@ -13,6 +13,11 @@ dead within about ``interval * (count + 1)`` s and a call blocked on it fails,
 instead of waiting until TCP gives up. Keepalive needs a running libvirt
 event loop; ``ensure_event_loop()`` starts the default one once per process
 (a daemon thread) before the first connection is opened.
+
+libvirt has no connect timeout: opening a connection to a node whose link
+is gone waits until TCP gives up (one to two minutes, for every attempt).
+``open_connection`` gives up after ``CONNECT_TIMEOUT`` s instead; the open
+goes on in its thread, and a connection that comes up later is closed.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ ConnectRetry = Callable[[Callable[[], Any]], Any]
 # A silent peer is declared dead after about KEEPALIVE_INTERVAL * (COUNT + 1) s.
 KEEPALIVE_INTERVAL = 3
 KEEPALIVE_COUNT = 3
+# How long one attempt to open a connection may take (s).
+CONNECT_TIMEOUT = 10.0
 
 _EVENT_LOOP_LOCK = threading.Lock()
 _event_loop: threading.Thread | None = None
@@ -68,6 +75,42 @@ def enable_keepalive(conn: Any, node: str) -> None:
         conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
 
 
+def open_connection(uri: str, node: str, timeout: float = CONNECT_TIMEOUT) -> libvirt.virConnect:
+    """``libvirt.open(uri)``; NodeUnreachable when it has not answered within ``timeout`` s.
+
+    A libvirt error of the open is raised here, in the caller's thread.
+    """
+    lock = threading.Lock()
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        conn = None
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as err:
+            outcome["error"] = err
+        with lock:
+            abandoned = outcome.get("abandoned", False)
+            outcome["conn"] = conn
+            done.set()
+        if abandoned and conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    threading.Thread(target=run, name=f"libvirt-open-{node}", daemon=True).start()
+    done.wait(timeout)
+    with lock:
+        if not done.is_set():
+            outcome["abandoned"] = True
+            raise NodeUnreachable(
+                f"Cannot connect to libvirt at {uri}: no answer within {timeout:g} s", node=node
+            )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["conn"]
+
+
 def _default_connect_retry(fn: Callable[[], Any]) -> Any:
     """Retry a connect while the node is unreachable (``retry.libvirt_connect_policy``)."""
     return retry.libvirt_connect_policy()(fn)
@@ -94,7 +137,7 @@ class Host:
 
         def attempt() -> libvirt.virConnect:
             with libvirt_errors(self.node, f"Cannot connect to libvirt at {self.uri}"):
-                conn = libvirt.open(self.uri)
+                conn = open_connection(self.uri, self.node)
             if conn is None:  # older bindings return None instead of raising
                 raise NodeUnreachable(f"Cannot connect to libvirt at {self.uri}", node=self.node)
             enable_keepalive(conn, self.node)
