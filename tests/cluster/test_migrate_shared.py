@@ -106,7 +106,6 @@ class Background:
 
     def _feedback(self, line: str) -> None:
         self.lines.append(line)
-        self.times.append(time.monotonic())
         if re.match(r"migration\s+[0-9.]+% of memory", line):
             self.started.set()
 
