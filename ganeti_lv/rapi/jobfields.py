@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ganeti_lv.constants import (
+    JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
@@ -76,7 +77,7 @@ def _lost(job: Job) -> bool:
 def op_status(job: Job, op: OpRecord, canceling: bool = False) -> str:
     """One opcode's status, as Ganeti names it."""
     status = op.status
-    if status in (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING) and _lost(job):
+    if status in JOB_ACTIVE_STATUSES and _lost(job):
         return JOB_STATUS_ERROR
     if status == JOB_STATUS_RUNNING:
         if canceling:
@@ -110,7 +111,7 @@ def op_result(job: Job, op: OpRecord) -> Any:
         if op.status == JOB_STATUS_CANCELED and op.start_ts is None:
             return CANCELED_RESULT
         return encode_error(op.error)
-    if _lost(job) and op.status in (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING):
+    if _lost(job) and op.status in JOB_ACTIVE_STATUSES:
         return encode_error(
             {
                 "class": "OpExecError",

@@ -26,6 +26,7 @@ import contextlib
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import libvirt
@@ -80,35 +81,30 @@ def open_connection(uri: str, node: str, timeout: float = CONNECT_TIMEOUT) -> li
 
     A libvirt error of the open is raised here, in the caller's thread.
     """
-    lock = threading.Lock()
-    done = threading.Event()
-    outcome: dict[str, Any] = {}
+    opened: Future[libvirt.virConnect] = Future()
 
     def run() -> None:
-        conn = None
         try:
-            conn = libvirt.open(uri)
+            opened.set_result(libvirt.open(uri))
         except libvirt.libvirtError as err:
-            outcome["error"] = err
-        with lock:
-            abandoned = outcome.get("abandoned", False)
-            outcome["conn"] = conn
-            done.set()
-        if abandoned and conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+            opened.set_exception(err)
 
     threading.Thread(target=run, name=f"libvirt-open-{node}", daemon=True).start()
-    done.wait(timeout)
-    with lock:
-        if not done.is_set():
-            outcome["abandoned"] = True
-            raise NodeUnreachable(
-                f"Cannot connect to libvirt at {uri}: no answer within {timeout:g} s", node=node
-            )
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["conn"]
+    try:
+        return opened.result(timeout)
+    except TimeoutError:
+        # runs at once if the open ended in the meantime
+        opened.add_done_callback(_close_unwanted)
+        raise NodeUnreachable(
+            f"Cannot connect to libvirt at {uri}: no answer within {timeout:g} s", node=node
+        ) from None
+
+
+def _close_unwanted(opened: Future[libvirt.virConnect]) -> None:
+    """Close the connection of an open that was given up, once it is there."""
+    if opened.exception() is None and opened.result() is not None:
+        with contextlib.suppress(libvirt.libvirtError):
+            opened.result().close()
 
 
 def _default_connect_retry(fn: Callable[[], Any]) -> Any:
