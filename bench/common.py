@@ -195,6 +195,16 @@ class BenchCluster:
             )
         return proc
 
+    def hvparam(self, key: str) -> Any:
+        """The cluster's hypervisor parameter ``key`` (its default when not set)."""
+        from ganeti_lv import constants
+
+        return self.config().cluster.hvparams.get(key, constants.HVC_DEFAULTS[key])
+
+    def set_hvparam(self, key: str, value: Any) -> None:
+        """Set the cluster's hypervisor parameter ``key`` with ``gnt-lv cluster modify``."""
+        self.gnt("cluster", "modify", "-H", f"{key}={value}")
+
     # ------------------------------------------------------------ instances
     def config(self) -> Any:
         """The cluster configuration as stored now."""

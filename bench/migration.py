@@ -228,14 +228,14 @@ def bench_case(
     the case): what the ratio is without the ramp's lower pauses.
     """
     name = f"bm{memory}d{dirtymb}"
-    how = ("" if masterd else ", without the master daemon") + (
-        ", flat downtime limit" if flat else ""
-    )
+    how = "" if masterd else ", without the master daemon"
+    how += ", flat downtime limit" if flat else ""
     feedback(f"migration: {memory} MiB guest, dirtier {dirtymb} MiB, {pairs} pairs{how}")
     start_guest(cl, name, memory, dirtymb)
-    if flat:
-        cl.gnt("cluster", "modify", "-H", f"migration_downtime_initial={lv_downtime_ms()}")
+    initial = cl.hvparam("migration_downtime_initial")
     try:
+        if flat:
+            cl.set_hvparam("migration_downtime_initial", lv_downtime_ms())
         # one unmeasured pair first: the guest has just booted, and the first
         # move of an instance to a node also creates its console log there
         migrate_gnt(cl, name)
@@ -245,8 +245,7 @@ def bench_case(
         )
     finally:
         if flat:
-            initial = lv_downtime_ms("migration_downtime_initial")
-            cl.gnt("cluster", "modify", "-H", f"migration_downtime_initial={initial}")
+            cl.set_hvparam("migration_downtime_initial", initial)
         cl.remove_instance(name)
     return {
         "memory_mib": memory,

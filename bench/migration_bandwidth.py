@@ -39,10 +39,6 @@ KEYS = (
 )
 
 
-def _set_bandwidth(cl: BenchCluster, mib_s: int) -> None:
-    cl.gnt("cluster", "modify", "-H", f"migration_bandwidth={mib_s}")
-
-
 def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Medians of one bandwidth's completed migrations (NaN where none had the figure)."""
     done = [r for r in runs if r.get("converged")]
@@ -57,14 +53,14 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
     tool = LvTool(cl)
     runs: dict[int, list[dict[str, Any]]] = {b: [] for b in bandwidths}
     error = None
-    before = cl.config().cluster.hvparams.get("migration_bandwidth", 0)
+    before = cl.hvparam("migration_bandwidth")
     cl.start_masterd()
     try:
         for i in range(rounds):
             # each round in the other order, as the alternating pairs elsewhere
             for bw in bandwidths if i % 2 == 0 else tuple(reversed(bandwidths)):
                 feedback(f"bandwidth: fresh {MEMORY} MiB guest, cap {bw or 'none'}, round {i + 1}")
-                _set_bandwidth(cl, bw)
+                cl.set_hvparam("migration_bandwidth", bw)
                 name = f"bw{bw}r{i}"
                 try:
                     tool.add(name, GuestSpec(MEMORY, 0))
@@ -75,7 +71,7 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
         error = str(err)
     finally:
         try:
-            _set_bandwidth(cl, int(before or 0))
+            cl.set_hvparam("migration_bandwidth", before)
         finally:
             cl.stop_masterd()
     out: dict[str, Any] = {
