@@ -209,8 +209,8 @@ class Guest:
     def migrate(self, peer_uri: str, params: dict[str, Any], flags: int) -> None:
         """migrateToURI3 to ``peer_uri``; blocks until the migration ended.
 
-        Call it on a Guest of a connection of its own (``Host.open_extra_connection``):
-        the job's figures, downtime and abort are asked on another one meanwhile.
+        Call it in a thread of its own: the job's figures, downtime and abort
+        are asked meanwhile from another thread (on the same connection).
         """
         self.host.guarded(
             "migration failed", lambda: self._domain.migrateToURI3(peer_uri, params, flags)

@@ -3,9 +3,9 @@
 ``Host`` owns the connection; ``Host.guest(name)`` returns a ``Guest`` for a
 domain. Connecting is retried (it is idempotent); operations are not, so a
 call that fails because the connection broke raises ``NodeUnreachable`` and
-the next call reconnects. A libvirt connection should not be shared by two
-threads doing long calls: monitoring code opens its own with
-``open_extra_connection()``.
+the next call reconnects. Threads share the connection: libvirt's client
+takes calls from several threads at once, so a migration monitor asks for
+the job's figures while another thread waits in the migration call.
 
 Every connection runs libvirt's keepalive (``KEEPALIVE_INTERVAL`` s,
 ``KEEPALIVE_COUNT`` unanswered probes): a node whose link is cut is declared
@@ -155,14 +155,6 @@ class Host:
             if self._conn is None:
                 self._conn = self._open()
             return self._conn
-
-    def open_extra_connection(self) -> Host:
-        """An independent Host on the same URI, with its own connection.
-
-        For a second thread (e.g. a migration monitor polling jobStats while
-        another thread blocks in the migration call); the caller closes it.
-        """
-        return Host(self.node, self.uri, self._connect_retry)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -1,9 +1,9 @@
 """The libvirt migration driver: peer-to-peer migrateToURI3 with a monitor loop.
 
-``migrate()`` runs the migration (``Guest.migrate``) in a worker thread on
-a connection of its own (one libvirt connection is not shared by two
-threads doing long calls) while the calling thread polls the job's figures
-(``Guest.job_info``) on the node's regular connection, feeds the samples to
+``migrate()`` runs the migration (``Guest.migrate``) in a worker thread
+while the calling thread polls the job's figures (``Guest.job_info``) on the
+same connection (libvirt's client takes calls from several threads at once,
+as ``virsh migrate`` does when it watches its own job), feeds the samples to
 the pure convergence policy (``ganeti_lv.hypervisor.migration_policy``),
 acts on its decisions (downtime steps, post-copy switch, abort), reports
 progress at a steady interval and honours an abort request
@@ -177,10 +177,9 @@ def progress_from_job(job: JobInfo, elapsed: float, downtime_ms: int) -> Migrati
 
 @dataclass
 class _Worker:
-    """migrateToURI3 in a thread on its own connection."""
+    """migrateToURI3 in a thread (the monitor polls on the same connection)."""
 
-    host: Host
-    name: str
+    guest: Guest
     peer_uri: str
     uri_params: dict[str, Any]
     flags: int
@@ -188,15 +187,11 @@ class _Worker:
     done: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        own: Host | None = None
         try:
-            own = self.host.open_extra_connection()
-            own.guest(self.name).migrate(self.peer_uri, self.uri_params, self.flags)
+            self.guest.migrate(self.peer_uri, self.uri_params, self.flags)
         except BaseException as err:  # noqa: BLE001 - handed to the monitor
             self.error = err
         finally:
-            if own is not None:
-                own.close()
             self.done.set()
 
 
@@ -364,8 +359,7 @@ def migrate(
         raise HypervisorError(f"Node {target.name} has no peer URI", node=source_host.node)
     guest = source_host.guest(name)
     worker = _Worker(
-        source_host,
-        name,
+        guest,
         target.peer_uri,
         migration_uri_params(target, params),
         migration_flags(params),
