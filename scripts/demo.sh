@@ -22,29 +22,58 @@ fi
 KERNEL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["guest"]["kernel"])' "$DIR/cluster.json")
 INITRD=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["guest"]["initrd"])' "$DIR/cluster.json")
 
-if ! gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
-  echo ">>> creating instance $INSTANCE on node1"
-  gnt-lv instance add -t file --disk 0:size=256M -n node1 -B memory=128M,vcpus=1 \
-    -H "kernel_path=$KERNEL,initrd_path=$INITRD,kernel_args='console=ttyS0 seed=$INSTANCE patmb=16 dirtymb=32 writepat=1'" \
-    "$INSTANCE"
-fi
-gnt-lv instance list
-PRIMARY=$(gnt-lv instance list --no-headers -o pnode "$INSTANCE")
-
-echo ">>> waiting for $INSTANCE to boot (its serial console on $PRIMARY)"
-python3 - "$DIR" "$PRIMARY" "$INSTANCE" <<'PY'
+# Where the instance's serial console log on node $1 is (host path) and its
+# size now: the log is appended to across boots, so the wait below reads only
+# what this boot writes.
+console_at() {
+  python3 - "$DIR" "$1" "$INSTANCE" <<'PY'
 import sys
 from ganeti_lv.devcluster.cluster import DevCluster
-from ganeti_lv.devcluster.guest import wait_console
+from ganeti_lv.devcluster.guest import console_size
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
 
 directory, node, name = sys.argv[1:]
 log = DevCluster(directory).host_path(node, console_log_path(name))
-wait_console(log, r"GUEST-READY", timeout=180)
-for line in open(log, errors="replace"):
+print(log, console_size(log))
+PY
+}
+
+BOOTING=yes
+if ! gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
+  where=$(console_at node1)
+  echo ">>> creating instance $INSTANCE on node1"
+  gnt-lv instance add -t file --disk 0:size=256M -n node1 -B memory=128M,vcpus=1 \
+    -H "kernel_path=$KERNEL,initrd_path=$INITRD,kernel_args='console=ttyS0 seed=$INSTANCE patmb=16 dirtymb=32 writepat=1'" \
+    "$INSTANCE"
+else
+  where=$(console_at "$(gnt-lv instance list --no-headers -o pnode "$INSTANCE")")
+  if [ "$(gnt-lv instance list --no-headers -o status "$INSTANCE")" = running ]; then
+    BOOTING=no
+  else
+    echo ">>> starting $INSTANCE (an earlier run left it stopped)"
+    gnt-lv instance startup "$INSTANCE"
+  fi
+fi
+read -r LOG SINCE <<<"$where"
+gnt-lv instance list
+PRIMARY=$(gnt-lv instance list --no-headers -o pnode "$INSTANCE")
+
+if [ "$BOOTING" = yes ]; then
+  echo ">>> waiting for $INSTANCE to boot (its serial console on $PRIMARY)"
+  python3 - "$LOG" "$SINCE" <<'PY'
+import sys
+
+from ganeti_lv.devcluster.guest import read_console, wait_console
+
+log, since = sys.argv[1], int(sys.argv[2])
+wait_console(log, r"GUEST-READY", timeout=180, start=since)
+for line in read_console(log, since).splitlines():
     if line.startswith("GUEST: PATTERN"):
         print("   ", line.strip())
 PY
+else
+  echo ">>> $INSTANCE runs already on $PRIMARY"
+fi
 TARGET=node2; [ "$PRIMARY" = node2 ] && TARGET=node1
 EXPORT_NODE=node3
 
