@@ -23,6 +23,7 @@ import tenacity
 from ganeti_lv.errors import NodeUnreachable
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 SleepFn = Callable[[float], None]
 
@@ -41,6 +42,12 @@ LIBVIRT_CONNECT_WAIT_MAX = 4.0
 def is_transient(err: BaseException) -> bool:
     """False for errors flagged ``transient = False`` (e.g. SSH authentication failures)."""
     return bool(getattr(err, "transient", True))
+
+
+def not_retried(err: E) -> E:
+    """Flag ``err`` as final (``transient = False``): no policy retries it; returns it."""
+    err.transient = False  # type: ignore[attr-defined]
+    return err
 
 
 def _policy(

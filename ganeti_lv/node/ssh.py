@@ -51,6 +51,9 @@ DEFAULT_USER = "root"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # longest wait (s) for the answer to one SFTP request (a stat, a listing, a file part)
 DEFAULT_SFTP_TIMEOUT = 60.0
+# A silent peer ends the connection after about KEEPALIVE_INTERVAL * (COUNT + 1) s.
+KEEPALIVE_INTERVAL = 3
+KEEPALIVE_COUNT = 3
 # Extra time the remote ``timeout`` wrapper gets to kill the command and
 # report before the local side gives up and closes the channel.
 TIMEOUT_KILL_GRACE = 2.0
@@ -125,14 +128,16 @@ def _map_error(
             node,
         )
     if isinstance(err, paramiko.AuthenticationException):
-        unreachable = NodeUnreachable(f"SSH authentication to {where} failed: {err}", node)
-        unreachable.transient = False  # type: ignore[attr-defined]  # not retried
-        return unreachable
+        return retry.not_retried(
+            NodeUnreachable(f"SSH authentication to {where} failed: {err}", node)
+        )
     if isinstance(err, FileNotFoundError | paramiko.sftp.SFTPError) and action.startswith("sftp"):
         ecode = ECODE_NOENT if isinstance(err, FileNotFoundError) else None
         return NodeError(f"{action} on {where} failed: {err}", node, ecode=ecode)
     if isinstance(err, socket.timeout | TimeoutError):
-        return NodeUnreachable(f"{action} to {where} timed out", node)
+        # a node that did not answer within the timeout is down or cut off,
+        # not restarting (that is refused at once): trying again only waits longer
+        return retry.not_retried(NodeUnreachable(f"{action} to {where} timed out", node))
     if isinstance(err, paramiko.ssh_exception.NoValidConnectionsError | ConnectionError):
         return NodeUnreachable(f"{action} to {where} failed: {err}", node)
     if isinstance(err, socket.gaierror):
@@ -289,16 +294,32 @@ def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes |
 
 
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to host:port with Nagle's algorithm off.
+    """A TCP connection to host:port with Nagle's algorithm off and keepalive on.
 
     SSH sends small packets and waits for each answer; with Nagle on, a
     packet written while an earlier one is unacknowledged waits for the
     peer's delayed ACK (40 ms on Linux): about 40 ms per command and
     several per connection handshake.
+
+    Keepalive: a peer that stops answering (its link is gone) ends the
+    connection after about ``KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1)`` s,
+    idle or not (TCP_USER_TIMEOUT), like libvirt's keepalive on the node's
+    libvirt connection. Every call waiting on it then fails and the next
+    one connects again, instead of waiting for TCP's retransmissions to give
+    up (a quarter of an hour).
     """
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+        sock.setsockopt(
+            socket.IPPROTO_TCP,
+            socket.TCP_USER_TIMEOUT,
+            KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1) * 1000,
+        )
     except OSError:
         sock.close()
         raise
@@ -578,16 +599,23 @@ class SshClient:
     # -- files -----------------------------------------------------------
     def _sftp_client(self) -> paramiko.SFTPClient:
         with self._lock:
-            self._transport()
+            transport = self._transport()
             if self._sftp is None:
-                assert self._client is not None
+                channel: paramiko.Channel | None = None
                 try:
-                    self._sftp = self._client.open_sftp()
+                    # bounded like every other wait on the node (paramiko's own
+                    # open_sftp waits up to an hour for the channel)
+                    channel = transport.open_session(timeout=self.connect_timeout)
+                    # a request on a hung path (a stuck NFS mount) must not hold the
+                    # node's one session, and every job waiting for it, for ever;
+                    # the SFTP handshake below is the first such request
+                    channel.settimeout(self.sftp_timeout)
+                    channel.invoke_subsystem("sftp")
+                    self._sftp = paramiko.SFTPClient(channel)
                 except Exception as err:
+                    if channel is not None:
+                        channel.close()
                     raise self._error(err, "sftp open") from err
-                # a request on a hung path (a stuck NFS mount) must not hold the
-                # node's one session, and every job waiting for it, for ever
-                self._sftp.get_channel().settimeout(self.sftp_timeout)  # type: ignore[union-attr]
             return self._sftp
 
     def _with_sftp(self, action: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:

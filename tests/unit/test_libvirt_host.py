@@ -10,6 +10,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from ganeti_lv import retry
 from ganeti_lv.errors import NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import host as host_module
 from ganeti_lv.hypervisor.libvirt.host import Host
@@ -124,6 +125,7 @@ def test_an_open_that_does_not_answer_is_given_up_and_closed_when_it_comes(
         host_module.open_connection("qemu+tls://node2/system", "node2", timeout=0.2)
     assert time.monotonic() - started < 5
     assert caught.value.node == "node2"
+    assert retry.is_transient(caught.value) is False  # not tried again: the node is silent
     release.set()  # the open comes through after all: nobody takes the connection
     assert late.closed.wait(5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import tenacity
+from support.sshd import LocalSshd
 from support.waiting import wait_dead
 
 from ganeti_lv import retry
@@ -24,6 +26,7 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
+from ganeti_lv.node import ssh as ssh_module
 from ganeti_lv.node.known_hosts import (
     key_fingerprint,
     known_hosts_add,
@@ -235,6 +238,77 @@ def test_unreachable_port_raises_after_retries(local_sshd: Any) -> None:
     assert len(sleeps) == retry.SSH_CONNECT_ATTEMPTS - 1
 
 
+def _silent_port(stack: contextlib.ExitStack) -> int:
+    """A loopback port that never answers a new connection, like a node cut off.
+
+    Its accept queue is full (backlog 0, connections never accepted), so the
+    kernel drops every further SYN and a connect waits until it times out.
+    """
+    server = stack.enter_context(socket.socket())
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    for _ in range(3):
+        filler = stack.enter_context(socket.socket())
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+    time.sleep(0.2)
+    return port
+
+
+def test_a_connect_without_answer_is_not_tried_again(local_sshd: Any) -> None:
+    with contextlib.ExitStack() as stack:
+        port = _silent_port(stack)
+        sleeps: list[float] = []
+        ssh = local_sshd.client(port=port, connect_timeout=1.0, sleep=sleeps.append)
+        start = time.monotonic()
+        with pytest.raises(NodeUnreachable, match="timed out") as info:
+            ssh.run("true")
+        # one attempt of 1 s: a node that does not answer is down, not restarting
+        assert time.monotonic() - start < 4
+        assert sleeps == []
+        assert retry.is_transient(info.value) is False
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as fh:
+                parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        todo += children
+    return found
+
+
+def test_an_sftp_session_that_does_not_open_is_given_up(tmp_path: Path) -> None:
+    """The node's sshd stops answering on a connection that is open (it is frozen)."""
+    with LocalSshd(str(tmp_path / "sshd")) as sshd:
+        client = sshd.client(connect_timeout=1.0)
+        client.run("true")
+        assert sshd.proc is not None
+        frozen = _descendants(sshd.proc.pid)  # the processes serving this connection
+        assert frozen
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            with pytest.raises(NodeError, match="sftp open"):
+                client.listdir(str(tmp_path))
+            assert time.monotonic() - start < 5
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            client.close()
+
+
 def test_fetch_host_key_unreachable() -> None:
     with pytest.raises(NodeUnreachable):
         fetch_host_key("127.0.0.1", _free_port(), timeout=2)
@@ -439,7 +513,13 @@ def test_warm_up_failure_is_silent_and_left_to_the_real_call(
         stranger.run("true")
 
 
-def test_connection_has_nagle_off(client: SshClient) -> None:
+def test_connection_has_nagle_off_and_keepalive_on(client: SshClient) -> None:
     sock = client._transport().sock
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    # a peer whose link is gone ends the connection within seconds
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == ssh_module.KEEPALIVE_INTERVAL
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == ssh_module.KEEPALIVE_COUNT
+    dead_after_ms = ssh_module.KEEPALIVE_INTERVAL * (ssh_module.KEEPALIVE_COUNT + 1) * 1000
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == dead_after_ms

@@ -95,8 +95,12 @@ def open_connection(uri: str, node: str, timeout: float = CONNECT_TIMEOUT) -> li
     except TimeoutError:
         # runs at once if the open ended in the meantime
         opened.add_done_callback(_close_unwanted)
-        raise NodeUnreachable(
-            f"Cannot connect to libvirt at {uri}: no answer within {timeout:g} s", node=node
+        # final: a node that did not answer is down or cut off (a restarting
+        # libvirtd refuses at once, and that is retried)
+        raise retry.not_retried(
+            NodeUnreachable(
+                f"Cannot connect to libvirt at {uri}: no answer within {timeout:g} s", node=node
+            )
         ) from None
 
 
