@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from ganeti_lv import constants, objects
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster.guest import kernel_args, pattern_sha256
-from ganeti_lv.errors import InstanceNotFound, NodeUnreachable
+from ganeti_lv.errors import InstanceNotFound, NodeError, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
 from ganeti_lv.node.transport import node_call
@@ -259,3 +260,48 @@ def test_killed_libvirtd_is_unreachable_then_reconnected(hv: HvEnv, local_devclu
     finally:
         devcluster.start_daemon(node.name, "libvirtd")
     assert isinstance(hv.ops.instance_list(node), dict)
+
+
+def _fails_within(call: Any) -> float:
+    """Seconds until ``call()`` raised a NodeError (it must raise one)."""
+    start = time.monotonic()
+    with pytest.raises(NodeError):
+        call()
+    return time.monotonic() - start
+
+
+def _ssh_works(ssh: Any) -> bool:
+    try:
+        ssh.run(["true"])
+    except NodeError:
+        return False
+    return True
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(300)
+def test_ssh_calls_to_a_node_whose_link_is_cut_end_within_seconds(
+    hv: HvEnv, local_devcluster: Any
+) -> None:
+    """Open SSH connection and SFTP session, then the link goes: no call hangs.
+
+    The first call waits on the open connection until keepalive ends it; the
+    later ones (a new connection, a new SFTP session) fail as the connect does.
+    """
+    node = hv.node()
+    ssh = hv.ops.ssh(node)
+    ssh.run(["true"])
+    ssh.listdir("/")
+    local_devcluster.cut_link(node.name)
+    try:
+        took = {
+            "sftp on the open session": _fails_within(lambda: ssh.listdir("/")),
+            "a command": _fails_within(lambda: ssh.run(["true"])),
+            "sftp on a new session": _fails_within(lambda: ssh.listdir("/")),
+        }
+    finally:
+        local_devcluster.restore_link(node.name)
+    assert all(seconds < 30 for seconds in took.values()), took
+    # the node is back: the next call connects again
+    assert wait_until(lambda: _ssh_works(ssh), 60, 1.0)
+    assert ssh.listdir("/")
