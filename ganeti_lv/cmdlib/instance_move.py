@@ -154,6 +154,21 @@ class LUInstanceFailover(_MoveLU):
             shutdown_timeout=self.op.shutdown_timeout,
         )
 
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Pre: master, secondaries and the target; post: those and the primary.
+
+        Ganeti's nodes: a failover is what an operator does when the primary
+        is broken, so its pre hooks do not depend on the primary answering
+        (an online node that cannot be reached fails the pre phase).
+        """
+        inst = get_instance(self.cfg, self.op.instance_name)
+        pre = [self.cfg.get_cluster().master_node, *inst.secondary_nodes]
+        if self._migrater.target:
+            pre.append(self._migrater.target)
+        pre = list(dict.fromkeys(pre))
+        primary = self._old_primary or inst.primary_node
+        return pre, list(dict.fromkeys([*pre, primary]))
+
     def BuildHooksEnv(self) -> dict[str, str]:
         """Ganeti's failover keys."""
         env = self._move_env()

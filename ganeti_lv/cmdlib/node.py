@@ -224,9 +224,16 @@ class LUNodeSetParams(LogicalUnit):
         }
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        """The master and the node."""
+        """The master and the node; not the node's pre hooks when it is taken offline.
+
+        Taking a node offline is how an operator declares it dead (then its
+        instances fail over): an online node that cannot be reached fails the
+        pre phase, so that phase must not need it. After the change the
+        node is offline and its post hooks are skipped.
+        """
         nodes = [self.cluster.master_node, self.node.name]
-        return nodes, nodes
+        pre = [self.cluster.master_node] if self.op.offline else nodes
+        return pre, nodes
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[tuple[str, Any]]:
         """Apply the changes."""

@@ -28,7 +28,7 @@ from ganeti_lv.hypervisor.migration_types import MigrationFailed, MigrationProgr
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import disk_dir, disk_path
-from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate
+from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate, OpNodeSetParams
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
@@ -782,3 +782,49 @@ def test_migration_encryption_from_the_cluster_then_per_call(
     assert any("stream encrypted with TLS" in line for line in lines)
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, migration_encryption=False))
     assert not ops.calls_to("migrate_instance", N1)[1].args[2].encryption
+
+
+# ------------------------------------------------------------ a dead primary
+
+
+def _record_hooks(ops: FakeNodeOps) -> list[tuple[str, str]]:
+    """(node, phase) of every hook run, in order."""
+    seen: list[tuple[str, str]] = []
+
+    def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        seen.append((node, env["GANETI_HOOKS_PHASE"]))
+        return []
+
+    ops.hooks_fn = hooks
+    return seen
+
+
+def test_failover_pre_hooks_leave_out_the_primary(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Ganeti's nodes: pre on master and target, post on those and the primary."""
+    with config.update() as data:
+        data.cluster.master_node = N3
+    seen = _record_hooks(ops)
+    run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert {n for n, phase in seen if phase == "pre"} == {N3, N2}
+    assert {n for n, phase in seen if phase == "post"} == {N3, N2, N1}
+    # a migration runs its pre hooks on the primary as well
+    seen.clear()
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N1))
+    assert {n for n, phase in seen if phase == "pre"} == {N3, N2, N1}
+
+
+def test_a_primary_that_cannot_be_reached_is_taken_offline_then_failed_over(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The primary's link is gone (SSH and libvirt): the operator marks it offline
+    (its own pre hooks are not needed for that) and fails the instance over."""
+    set_shared_present(config, ops)
+    with config.update() as data:
+        data.cluster.master_node = N3
+    ops.set_unreachable(N1)
+    run(ctx, OpNodeSetParams(node_name=N1, offline=True, force=True))
+    run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert N2 in running_on(ops)

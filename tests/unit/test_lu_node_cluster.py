@@ -23,6 +23,7 @@ from ganeti_lv.errors import (
     ECODE_NOENT,
     ECODE_NOTUNIQUE,
     ECODE_STATE,
+    HooksAbort,
     OpExecError,
     OpPrereqError,
 )
@@ -324,3 +325,17 @@ def test_init_cluster(tmp_path: Any) -> None:
             colour="red",
         )
     assert not os.path.exists(str(tmp_path / "e"))
+
+
+def test_node_taken_offline_needs_no_pre_hooks_on_it(
+    ctx: Context, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    """Offlining is how a dead node is declared dead: its own pre hooks are not run."""
+    fake_ops.set_unreachable(N3)
+    run(ctx, OpNodeSetParams(node_name=N3, offline=True))
+    node = config.get_node(N3)
+    assert node is not None and node.offline
+    # any other change still runs the node's pre hooks, and fails when it is unreachable
+    run(ctx, OpNodeSetParams(node_name=N3, offline=False))
+    with pytest.raises(HooksAbort, match="Communication failure"):
+        run(ctx, OpNodeSetParams(node_name=N3, drained=True))
