@@ -51,9 +51,6 @@ DEFAULT_USER = "root"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # longest wait (s) for the answer to one SFTP request (a stat, a listing, a file part)
 DEFAULT_SFTP_TIMEOUT = 60.0
-# A silent peer ends the connection after about KEEPALIVE_INTERVAL * (COUNT + 1) s.
-KEEPALIVE_INTERVAL = 3
-KEEPALIVE_COUNT = 3
 # Extra time the remote ``timeout`` wrapper gets to kill the command and
 # report before the local side gives up and closes the channel.
 TIMEOUT_KILL_GRACE = 2.0
@@ -294,32 +291,16 @@ def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes |
 
 
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to host:port with Nagle's algorithm off and keepalive on.
+    """A TCP connection to host:port with Nagle's algorithm off.
 
     SSH sends small packets and waits for each answer; with Nagle on, a
     packet written while an earlier one is unacknowledged waits for the
     peer's delayed ACK (40 ms on Linux): about 40 ms per command and
     several per connection handshake.
-
-    Keepalive: a peer that stops answering (its link is gone) ends the
-    connection after about ``KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1)`` s,
-    idle or not (TCP_USER_TIMEOUT), like libvirt's keepalive on the node's
-    libvirt connection. Every call waiting on it then fails and the next
-    one connects again, instead of waiting for TCP's retransmissions to give
-    up (a quarter of an hour).
     """
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_INTERVAL)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
-        sock.setsockopt(
-            socket.IPPROTO_TCP,
-            socket.TCP_USER_TIMEOUT,
-            KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1) * 1000,
-        )
     except OSError:
         sock.close()
         raise

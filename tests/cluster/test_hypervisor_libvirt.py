@@ -280,13 +280,14 @@ def _ssh_works(ssh: Any) -> bool:
 
 @pytest.mark.faults
 @pytest.mark.timeout(300)
-def test_ssh_calls_to_a_node_whose_link_is_cut_end_within_seconds(
+def test_ssh_calls_to_a_node_whose_link_is_cut_fail_instead_of_hanging(
     hv: HvEnv, local_devcluster: Any
 ) -> None:
     """Open SSH connection and SFTP session, then the link goes: no call hangs.
 
-    The first call waits on the open connection until keepalive ends it; the
-    later ones (a new connection, a new SFTP session) fail as the connect does.
+    The first call waits for its answer as long as an SFTP request may (60 s);
+    a command waits for its channel (10 s), and so does a new SFTP session
+    (paramiko's own open waited up to an hour).
     """
     node = hv.node()
     ssh = hv.ops.ssh(node)
@@ -301,7 +302,7 @@ def test_ssh_calls_to_a_node_whose_link_is_cut_end_within_seconds(
         }
     finally:
         local_devcluster.restore_link(node.name)
-    assert all(seconds < 30 for seconds in took.values()), took
+    assert all(seconds < 75 for seconds in took.values()), took
     # the node is back: the next call connects again
     assert wait_until(lambda: _ssh_works(ssh), 60, 1.0)
     assert ssh.listdir("/")
