@@ -40,13 +40,15 @@ PY
 
 BOOTING=yes
 if ! gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
-  where=$(console_at node1)
-  echo ">>> creating instance $INSTANCE on node1"
-  gnt-lv instance add -t file --disk 0:size=256M -n node1 -B memory=128M,vcpus=1 \
+  PRIMARY=node1
+  where=$(console_at "$PRIMARY")
+  echo ">>> creating instance $INSTANCE on $PRIMARY"
+  gnt-lv instance add -t file --disk 0:size=256M -n "$PRIMARY" -B memory=128M,vcpus=1 \
     -H "kernel_path=$KERNEL,initrd_path=$INITRD,kernel_args='console=ttyS0 seed=$INSTANCE patmb=16 dirtymb=32 writepat=1'" \
     "$INSTANCE"
 else
-  where=$(console_at "$(gnt-lv instance list --no-headers -o pnode "$INSTANCE")")
+  PRIMARY=$(gnt-lv instance list --no-headers -o pnode "$INSTANCE")
+  where=$(console_at "$PRIMARY")
   if [ "$(gnt-lv instance list --no-headers -o status "$INSTANCE")" = running ]; then
     BOOTING=no
   else
@@ -56,7 +58,6 @@ else
 fi
 read -r LOG SINCE <<<"$where"
 gnt-lv instance list
-PRIMARY=$(gnt-lv instance list --no-headers -o pnode "$INSTANCE")
 
 if [ "$BOOTING" = yes ]; then
   echo ">>> waiting for $INSTANCE to boot (its serial console on $PRIMARY)"

@@ -83,15 +83,19 @@ class _MoveLU(LogicalUnit):
         )
         return env
 
+    # whether the pre hooks run on the primary (Ganeti's failover leaves it out)
+    PRE_HOOKS_ON_PRIMARY = True
+
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        """Master, primary, secondaries and the target."""
+        """Master, primary, secondaries and the target (pre: see PRE_HOOKS_ON_PRIMARY)."""
         inst = get_instance(self.cfg, self.op.instance_name)
-        nodes = [self.cfg.get_cluster().master_node, self._old_primary or inst.primary_node]
-        nodes.extend(inst.secondary_nodes)
-        if self._migrater.target:
-            nodes.append(self._migrater.target)
-        unique = list(dict.fromkeys(nodes))
-        return unique, unique
+        master = self.cfg.get_cluster().master_node
+        primary = self._old_primary or inst.primary_node
+        target = [self._migrater.target] if self._migrater.target else []
+        every = list(dict.fromkeys([master, primary, *inst.secondary_nodes, *target]))
+        if self.PRE_HOOKS_ON_PRIMARY:
+            return every, every
+        return list(dict.fromkeys([master, *inst.secondary_nodes, *target])), every
 
 
 @register_lu(OpInstanceMigrate)
@@ -141,6 +145,10 @@ class LUInstanceFailover(_MoveLU):
     """Stop an instance on its primary and start it on another node."""
 
     HPATH = constants.HPATH_INSTANCE_FAILOVER
+    # Ganeti's nodes: a failover is what an operator does when the primary is
+    # broken, so its pre hooks must not need the primary to answer (an online
+    # node that cannot be reached fails the pre phase); post hooks run there
+    PRE_HOOKS_ON_PRIMARY = False
 
     def ExpandNames(self) -> None:
         """Lock the instance; nodes in DeclareLocks."""
@@ -153,21 +161,6 @@ class LUInstanceFailover(_MoveLU):
             ignore_consistency=self.op.ignore_consistency,
             shutdown_timeout=self.op.shutdown_timeout,
         )
-
-    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        """Pre: master, secondaries and the target; post: those and the primary.
-
-        Ganeti's nodes: a failover is what an operator does when the primary
-        is broken, so its pre hooks do not depend on the primary answering
-        (an online node that cannot be reached fails the pre phase).
-        """
-        inst = get_instance(self.cfg, self.op.instance_name)
-        pre = [self.cfg.get_cluster().master_node, *inst.secondary_nodes]
-        if self._migrater.target:
-            pre.append(self._migrater.target)
-        pre = list(dict.fromkeys(pre))
-        primary = self._old_primary or inst.primary_node
-        return pre, list(dict.fromkeys([*pre, primary]))
 
     def BuildHooksEnv(self) -> dict[str, str]:
         """Ganeti's failover keys."""

@@ -1,7 +1,8 @@
-"""Polling for a condition in tests, bounded in time."""
+"""Polling for a condition in tests, bounded in time, and the processes waited for."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,3 +31,26 @@ def pid_dead(pid: int) -> bool:
 def wait_dead(pid: int, within: float = 5.0) -> bool:
     """``pid`` has ended within ``within`` seconds."""
     return wait_until(lambda: pid_dead(pid), within)
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, children first."""
+    parents = {int(e): parent_pid(int(e)) for e in os.listdir("/proc") if e.isdigit()}
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        pid = todo.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        found += children
+        todo += children
+    return found

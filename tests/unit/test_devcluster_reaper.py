@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from support.waiting import wait_until
+from support.waiting import parent_pid, wait_until
 
 from ganeti_lv.devcluster import netns
 
@@ -18,15 +18,6 @@ def _reaper(*argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=timeout,
     )
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except FileNotFoundError:
-        return None
-    return int(stat[stat.rfind(b")") + 2 :].split()[1])
 
 
 def test_failure_of_the_command_is_reported_like_the_command_alone() -> None:
@@ -57,7 +48,7 @@ def test_orphans_of_a_daemonising_command_are_adopted_and_reaped_at_once(tmp_pat
     assert res.returncode == 0, res.stderr
     assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 5)
     orphan = int(pidfile.read_text())
-    reaper = _ppid(orphan)
+    reaper = parent_pid(orphan)
     assert reaper is not None and reaper != 1
     with open(f"/proc/{reaper}/cmdline", "rb") as fh:
         assert b"ganeti_lv.devcluster.reaper" in fh.read()

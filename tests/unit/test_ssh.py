@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import tenacity
 from support.sshd import LocalSshd
-from support.waiting import wait_dead
+from support.waiting import descendants, wait_dead
 
 from ganeti_lv import retry
 from ganeti_lv.errors import (
@@ -270,29 +270,13 @@ def test_a_connect_without_answer_is_not_tried_again(local_sshd: Any) -> None:
         assert retry.is_transient(info.value) is False
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as fh:
-                parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
-        found += children
-        todo += children
-    return found
-
-
 def test_an_sftp_session_that_does_not_open_is_given_up(tmp_path: Path) -> None:
     """The node's sshd stops answering on a connection that is open (it is frozen)."""
     with LocalSshd(str(tmp_path / "sshd")) as sshd:
         client = sshd.client(connect_timeout=1.0)
         client.run("true")
         assert sshd.proc is not None
-        frozen = _descendants(sshd.proc.pid)  # the processes serving this connection
+        frozen = descendants(sshd.proc.pid)  # the processes serving this connection
         assert frozen
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
