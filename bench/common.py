@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ganeti_lv.devcluster import guest as devguest
+from ganeti_lv.errors import GenericError
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEFAULT_DIR = "/var/tmp/ganeti-lv-bench"
@@ -288,8 +291,7 @@ class BenchCluster:
 
     def console_size(self, instance: str, node: str) -> int:
         """Current size of the instance's console log on ``node`` (0 if none)."""
-        path = self.console_path(instance, node)
-        return os.path.getsize(path) if os.path.exists(path) else 0
+        return devguest.console_size(self.console_path(instance, node))
 
     def wait_console(
         self, instance: str, node: str, text: str, timeout: float = 90, since: int = 0
@@ -301,19 +303,11 @@ class BenchCluster:
         had before the start (``console_size``).
         """
         path = self.console_path(instance, node)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with open(path, "rb") as fh:
-                    if os.fstat(fh.fileno()).st_size < since:
-                        since = 0  # replaced by a new log
-                    fh.seek(since)
-                    if text in fh.read().decode("utf-8", errors="replace"):
-                        return
-            except FileNotFoundError:
-                pass
-            time.sleep(0.2)
-        raise BenchError(f"{instance}: no '{text}' on the console within {timeout:g} s")
+        try:
+            devguest.wait_console(path, re.escape(text), timeout, start=since)
+        except GenericError as err:
+            why = f"{instance}: no '{text}' on the console within {timeout:g} s"
+            raise BenchError(why) from err
 
 
 class TickWatcher:

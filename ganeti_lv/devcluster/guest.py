@@ -448,10 +448,15 @@ def wait_console(
 
 
 def read_console(path: str, start: int = 0) -> str:
-    """Text of a console log from byte offset ``start`` ('' when missing)."""
+    """Text of a console log from byte offset ``start`` ('' when missing).
+
+    A log shorter than ``start`` was replaced by a new one (a new instance
+    of the same name): all of it counts.
+    """
     try:
         with open(path, "rb") as fh:
-            fh.seek(start)
+            if os.fstat(fh.fileno()).st_size >= start:
+                fh.seek(start)
             return fh.read().decode(errors="replace").replace("\r", "")
     except FileNotFoundError:
         return ""

@@ -214,3 +214,17 @@ def test_tick_watcher_starts_over_when_the_log_is_replaced(tmp_path: Path) -> No
     log.write_text("tick 1\n")  # shorter than what was read: a new file
     assert watcher.poll() == 1
     assert watcher.arrivals == [5.0]
+
+
+def test_bench_cluster_waits_for_console_text_of_this_boot(tmp_path: Path, monkeypatch) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("GUEST-READY\n")  # an earlier boot's
+    cl = common.BenchCluster(directory=str(tmp_path / "cluster"))
+    monkeypatch.setattr(cl, "console_path", lambda instance, node: str(log))
+    since = cl.console_size("g", "node1")
+    assert since == log.stat().st_size
+    with pytest.raises(common.BenchError, match="g: .*GUEST-READY"):
+        cl.wait_console("g", "node1", "GUEST-READY", timeout=0.3, since=since)
+    with log.open("a") as fh:
+        fh.write("boot\nGUEST-READY\n")
+    cl.wait_console("g", "node1", "GUEST-READY", timeout=1, since=since)

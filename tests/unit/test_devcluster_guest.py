@@ -114,6 +114,15 @@ def test_wait_console_finds_lines_after_offset(tmp_path) -> None:
     assert guest.wait_console(str(log), re.compile("READY"), timeout=1).group(0) == "READY"
 
 
+def test_wait_console_reads_a_replaced_log_from_its_start(tmp_path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("an earlier instance's boot, a long log\nGUEST-READY\n")
+    start = guest.console_size(str(log))
+    log.write_text("GUEST-READY\n")  # a new instance of the same name: a new, shorter log
+    assert guest.read_console(str(log), start) == "GUEST-READY\n"
+    assert guest.wait_console(str(log), "GUEST-READY", timeout=1, start=start)
+
+
 def test_wait_console_times_out_with_the_tail(tmp_path) -> None:
     now = [0.0]
 
