@@ -290,6 +290,13 @@ def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes |
     return bytes(out), bytes(err)
 
 
+def _connection_lost(sftp: paramiko.SFTPClient) -> bool:
+    """True when the SFTP session's connection has ended."""
+    channel = sftp.get_channel()
+    transport = channel.get_transport() if channel is not None else None
+    return transport is None or not transport.is_active()
+
+
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to host:port with Nagle's algorithm off.
 
@@ -316,7 +323,8 @@ class SshClient:
     ``known_hosts_file`` is the only source of trusted host keys; without it
     every host key is unknown and rejected. The connection is opened lazily
     (or by ``connect()``), retried under ``retry.ssh_connect_policy``, and
-    re-opened if the transport died.
+    re-opened if the transport died, also when that is only found out by the
+    call that meets it (``_open_session``).
     """
 
     def __init__(
@@ -427,18 +435,43 @@ class SshClient:
             return False
         return True
 
-    def _transport(self) -> paramiko.Transport:
+    def _transport(self) -> tuple[paramiko.Transport, bool]:
+        """The open transport and whether it was open before this call."""
         with self._lock:
             if self._client is not None:
                 transport = self._client.get_transport()
                 if transport is not None and transport.is_active():
-                    return transport
+                    return transport, True
                 self._drop()
             policy = retry.ssh_connect_policy(self._connect_attempts, self._sleep)
             self._client = retry.call_with_retry(policy, self._connect_once)
             transport = self._client.get_transport()
             assert transport is not None
-            return transport
+            return transport, False
+
+    def _open_session(self, action: str) -> paramiko.Channel:
+        """A new channel; on a kept connection found dead, on a new connection.
+
+        A connection kept open between calls can have ended on the node's
+        side without a word to us (the node rebooted): the first packet sent
+        on it is answered by a reset. Nothing ran on the node then, so the
+        channel is opened once more on a new connection. A connection opened
+        for this call, or one that only does not answer (its transport still
+        alive: the node is cut off), is not tried again. The wait for the
+        channel is bounded like every other wait on the node (paramiko's own
+        ``open_sftp`` waits up to an hour).
+        """
+        transport, kept = self._transport()
+        try:
+            return transport.open_session(timeout=self.connect_timeout)
+        except Exception as err:
+            if not kept or transport.is_active():
+                raise self._error(err, action) from err
+        transport, _ = self._transport()
+        try:
+            return transport.open_session(timeout=self.connect_timeout)
+        except Exception as err:
+            raise self._error(err, action) from err
 
     def _drop_sftp(self) -> None:
         if self._sftp is not None:
@@ -472,11 +505,11 @@ class SshClient:
         return f"SshClient({self.user}@{self.where})"
 
     def _open_channel(self, command: str) -> paramiko.Channel:
-        transport = self._transport()
+        channel = self._open_session("exec")
         try:
-            channel = transport.open_session(timeout=self.connect_timeout)
             channel.exec_command(command)
         except Exception as err:
+            channel.close()
             raise self._error(err, "exec") from err
         return channel
 
@@ -580,13 +613,9 @@ class SshClient:
     # -- files -----------------------------------------------------------
     def _sftp_client(self) -> paramiko.SFTPClient:
         with self._lock:
-            transport = self._transport()
             if self._sftp is None:
-                channel: paramiko.Channel | None = None
+                channel = self._open_session("sftp open")
                 try:
-                    # bounded like every other wait on the node (paramiko's own
-                    # open_sftp waits up to an hour for the channel)
-                    channel = transport.open_session(timeout=self.connect_timeout)
                     # a request on a hung path (a stuck NFS mount) must not hold the
                     # node's one session, and every job waiting for it, for ever;
                     # the SFTP handshake below is the first such request
@@ -594,8 +623,7 @@ class SshClient:
                     channel.invoke_subsystem("sftp")
                     self._sftp = paramiko.SFTPClient(channel)
                 except Exception as err:
-                    if channel is not None:
-                        channel.close()
+                    channel.close()
                     raise self._error(err, "sftp open") from err
             return self._sftp
 
@@ -607,19 +635,26 @@ class SshClient:
         is a NodeError; the next request opens a new session.
         """
         with self._sftp_lock:  # one SFTP session per client, used by one thread at a time
-            sftp = self._sftp_client()
-            try:
-                return fn(sftp)
-            except TimeoutError as err:
-                self._drop_sftp()
-                raise NodeError(
-                    f"sftp {action} on {self.where}: no answer within {self.sftp_timeout:g} s",
-                    self.node_name,
-                ) from err
-            except Exception as err:
-                if not isinstance(err, OSError | paramiko.sftp.SFTPError):
+            while True:
+                kept = self._sftp is not None
+                sftp = self._sftp_client()
+                try:
+                    return fn(sftp)
+                except TimeoutError as err:
                     self._drop_sftp()
-                raise self._error(err, f"sftp {action}") from err
+                    raise NodeError(
+                        f"sftp {action} on {self.where}: no answer within {self.sftp_timeout:g} s",
+                        self.node_name,
+                    ) from err
+                except Exception as err:
+                    if not isinstance(err, OSError | paramiko.sftp.SFTPError):
+                        self._drop_sftp()
+                    if not (kept and _connection_lost(sftp)):
+                        raise self._error(err, f"sftp {action}") from err
+                # The kept session's connection had ended on the node's side
+                # (see _open_session): once more on a new one (every SFTP
+                # action here may be repeated; the new session is not kept).
+                self._drop_sftp()
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write ``data`` to ``path`` on the node atomically (temp file + rename)."""

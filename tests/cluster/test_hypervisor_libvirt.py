@@ -306,3 +306,30 @@ def test_ssh_calls_to_a_node_whose_link_is_cut_fail_instead_of_hanging(
     # the node is back: the next call connects again
     assert wait_until(lambda: _ssh_works(ssh), 60, 1.0)
     assert ssh.listdir("/")
+
+
+@pytest.mark.faults
+def test_ssh_calls_after_the_node_forgot_the_kept_connection_work(
+    hv: HvEnv, local_devcluster: Any
+) -> None:
+    """The node drops our SSH connection while we cannot hear it (as a reboot does).
+
+    With the link cut, the node's end of the connection is killed (its reset
+    never arrives); with the link back, the kept connection still looks open,
+    and the first packet on it is answered by a reset. The next SFTP request
+    and the next command must not fail for that.
+    """
+    node = hv.node()
+    ssh = hv.ops.ssh(node)
+    ssh.run(["true"])
+    ssh.listdir("/")
+    local_devcluster.cut_link(node.name)
+    try:
+        local_devcluster.node_exec(
+            node.name, ["ss", "-K", "-t", "state", "established", "( sport = :22 )"]
+        )
+    finally:
+        local_devcluster.restore_link(node.name)
+    assert ssh.connected  # nothing told the client
+    assert "etc" in ssh.listdir("/")
+    assert ssh.run(["echo", "back"]).stdout == "back\n"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import tenacity
+from support.relay import VanishingRelay
 from support.sshd import LocalSshd
 from support.waiting import descendants, wait_dead
 
@@ -292,6 +293,43 @@ def test_an_sftp_session_that_does_not_open_is_given_up(tmp_path: Path) -> None:
             client.close()
 
 
+@contextlib.contextmanager
+def _behind_relay(sshd: Any, tmp_path: Path) -> Any:
+    """A client of ``sshd`` whose connections go through a VanishingRelay."""
+    with VanishingRelay(sshd.port) as relay:
+        known = tmp_path / "known_hosts_relay"
+        known.write_text(f"[{sshd.host}]:{relay.port} {sshd.host_key_line}\n")
+        client = sshd.client(port=relay.port, known_hosts_file=str(known))
+        try:
+            yield relay, client
+        finally:
+            client.close()
+
+
+def test_a_command_after_the_node_forgot_the_kept_connection_runs(
+    local_sshd: Any, tmp_path: Path
+) -> None:
+    """The node rebooted while the connection sat idle: the next command still runs."""
+    with _behind_relay(local_sshd, tmp_path) as (relay, client):
+        assert client.run("echo one").stdout == "one\n"
+        relay.vanish()
+        assert client.connected  # nothing tells the client yet
+        assert client.run("echo two").stdout == "two\n"
+        assert relay.accepted == 2  # one new connection, no more
+
+
+def test_sftp_after_the_node_forgot_the_kept_session_works(local_sshd: Any, tmp_path: Path) -> None:
+    (tmp_path / "here").write_text("x")
+    with _behind_relay(local_sshd, tmp_path) as (relay, client):
+        assert "here" in client.listdir(str(tmp_path))  # the session is kept
+        relay.vanish()
+        assert client.connected
+        assert "here" in client.listdir(str(tmp_path))
+        client.put_bytes(b"data", str(tmp_path / "put"))
+        assert (tmp_path / "put").read_bytes() == b"data"
+        assert relay.accepted == 2
+
+
 def test_fetch_host_key_unreachable() -> None:
     with pytest.raises(NodeUnreachable):
         fetch_host_key("127.0.0.1", _free_port(), timeout=2)
@@ -474,9 +512,9 @@ def test_warm_up_opens_the_connection_used_by_later_calls(local_sshd: Any) -> No
     ssh = local_sshd.client()
     try:
         assert ssh.warm_up() is True
-        transport = ssh._transport()
+        transport = ssh._transport()[0]
         assert ssh.run("echo hi").stdout == "hi\n"
-        assert ssh._transport() is transport  # no second handshake
+        assert ssh._transport()[0] is transport  # no second handshake
     finally:
         ssh.close()
 
@@ -497,6 +535,6 @@ def test_warm_up_failure_is_silent_and_left_to_the_real_call(
 
 
 def test_connection_has_nagle_off(client: SshClient) -> None:
-    sock = client._transport().sock
+    sock = client._transport()[0].sock
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -1,0 +1,126 @@
+"""A TCP relay in front of a test server that can forget its connections, like a rebooted node.
+
+``VanishingRelay(target_port)`` listens on a free loopback port and relays
+each connection it accepts to ``127.0.0.1:target_port``. ``vanish()`` makes
+the connections open at that moment behave like the connections of a node
+that rebooted while they sat idle: their server side is gone (the relay
+closes it), the client hears nothing until it sends, and then gets a reset.
+Connections accepted later are relayed normally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+
+_CHUNK = 65536
+
+
+class VanishingRelay:
+    """See the module docstring; ``accepted`` counts the connections relayed."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self.accepted = 0
+        self._last_data = time.monotonic()
+        self._lock = threading.Lock()
+        self._open: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            gone = threading.Event()
+            with self._lock:
+                self.accepted += 1
+                self._open.append((client, upstream, gone))
+            threading.Thread(
+                target=self._to_server, args=(client, upstream, gone), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._to_client, args=(client, upstream, gone), daemon=True
+            ).start()
+
+    def _to_server(
+        self, client: socket.socket, upstream: socket.socket, gone: threading.Event
+    ) -> None:
+        while True:
+            try:
+                data = client.recv(_CHUNK)
+            except OSError:
+                return
+            self._last_data = time.monotonic()
+            if not data:
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_WR)
+                return
+            if gone.is_set():
+                # the rebooted node answers whatever arrives on a connection it
+                # no longer knows with a reset
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                return
+            try:
+                upstream.sendall(data)
+            except OSError:
+                return
+
+    def _to_client(
+        self, client: socket.socket, upstream: socket.socket, gone: threading.Event
+    ) -> None:
+        while True:
+            try:
+                data = upstream.recv(_CHUNK)
+            except OSError:
+                return
+            self._last_data = time.monotonic()
+            if not data or gone.is_set():
+                if not gone.is_set():
+                    with contextlib.suppress(OSError):
+                        client.shutdown(socket.SHUT_WR)
+                return  # a vanished server says nothing more
+            try:
+                client.sendall(data)
+            except OSError:
+                return
+
+    def vanish(self, quiet: float = 0.2, timeout: float = 5.0) -> None:
+        """The server side of every open connection is gone without a word to the client.
+
+        First waits until no data has passed for ``quiet`` seconds (at most
+        ``timeout``): the connections sit idle, as before a reboot.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - self._last_data < quiet and time.monotonic() < deadline:
+            time.sleep(quiet / 4)
+        with self._lock:
+            for _client, upstream, gone in self._open:
+                gone.set()
+                with contextlib.suppress(OSError):
+                    upstream.close()
+            self._open.clear()
+
+    def close(self) -> None:
+        """Stop accepting and drop every open connection."""
+        self._server.close()
+        with self._lock:
+            for client, upstream, _gone in self._open:
+                for sock in (client, upstream):
+                    with contextlib.suppress(OSError):
+                        sock.close()
+            self._open.clear()
+
+    def __enter__(self) -> VanishingRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
