@@ -304,6 +304,12 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     packet written while an earlier one is unacknowledged waits for the
     peer's delayed ACK (40 ms on Linux): about 40 ms per command and
     several per connection handshake.
+
+    No TCP keepalive with a short TCP_USER_TIMEOUT: the kernel counts that
+    timeout from the last packet received, so a connection that sat idle
+    through a link cut of some 10 s is reset up to a probe interval *after*
+    the link is back, and a call that started in that moment dies halfway
+    (seen on the local cluster as an SFTP session ending in its negotiation).
     """
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
