@@ -305,11 +305,11 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     peer's delayed ACK (40 ms on Linux): about 40 ms per command and
     several per connection handshake.
 
-    No TCP keepalive with a short TCP_USER_TIMEOUT: the kernel counts that
+    No TCP keepalive with a short TCP_USER_TIMEOUT: tried, a test run on the
+    local cluster lost an SFTP session in its negotiation on a node whose
+    link had been cut and restored shortly before. The kernel counts that
     timeout from the last packet received, so a connection that sat idle
-    through a link cut of some 10 s is reset up to a probe interval *after*
-    the link is back, and a call that started in that moment dies halfway
-    (seen on the local cluster as an SFTP session ending in its negotiation).
+    through a cut of some 10 s can be reset after the link is back.
     """
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
