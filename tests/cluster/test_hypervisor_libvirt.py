@@ -7,6 +7,7 @@ ganeti_lv itself would, so the tests also run against real nodes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -278,6 +279,25 @@ def _ssh_works(ssh: Any) -> bool:
     return True
 
 
+def _ssh_in_use(hv: HvEnv) -> tuple[objects.Node, Any]:
+    """A node and its SSH client with the connection and the SFTP session open."""
+    node = hv.node()
+    ssh = hv.ops.ssh(node)
+    ssh.run(["true"])
+    ssh.listdir("/")
+    return node, ssh
+
+
+@contextlib.contextmanager
+def _link_cut(devcluster: Any, node: objects.Node) -> Iterator[None]:
+    """The node's link is down inside the block (and back after it, whatever happens)."""
+    devcluster.cut_link(node.name)
+    try:
+        yield
+    finally:
+        devcluster.restore_link(node.name)
+
+
 @pytest.mark.faults
 @pytest.mark.timeout(300)
 def test_ssh_calls_to_a_node_whose_link_is_cut_fail_instead_of_hanging(
@@ -289,19 +309,13 @@ def test_ssh_calls_to_a_node_whose_link_is_cut_fail_instead_of_hanging(
     a command waits for its channel (10 s), and so does a new SFTP session
     (paramiko's own open waited up to an hour).
     """
-    node = hv.node()
-    ssh = hv.ops.ssh(node)
-    ssh.run(["true"])
-    ssh.listdir("/")
-    local_devcluster.cut_link(node.name)
-    try:
+    node, ssh = _ssh_in_use(hv)
+    with _link_cut(local_devcluster, node):
         took = {
             "sftp on the open session": _fails_within(lambda: ssh.listdir("/")),
             "a command": _fails_within(lambda: ssh.run(["true"])),
             "sftp on a new session": _fails_within(lambda: ssh.listdir("/")),
         }
-    finally:
-        local_devcluster.restore_link(node.name)
     assert all(seconds < 75 for seconds in took.values()), took
     # the node is back: the next call connects again
     assert wait_until(lambda: _ssh_works(ssh), 60, 1.0)
@@ -319,17 +333,11 @@ def test_ssh_calls_after_the_node_forgot_the_kept_connection_work(
     and the first packet on it is answered by a reset. The next SFTP request
     and the next command must not fail for that.
     """
-    node = hv.node()
-    ssh = hv.ops.ssh(node)
-    ssh.run(["true"])
-    ssh.listdir("/")
-    local_devcluster.cut_link(node.name)
-    try:
+    node, ssh = _ssh_in_use(hv)
+    with _link_cut(local_devcluster, node):
         local_devcluster.node_exec(
             node.name, ["ss", "-K", "-t", "state", "established", "( sport = :22 )"]
         )
-    finally:
-        local_devcluster.restore_link(node.name)
     assert ssh.connected  # nothing told the client
     assert "etc" in ssh.listdir("/")
     assert ssh.run(["echo", "back"]).stdout == "back\n"
