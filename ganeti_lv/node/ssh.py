@@ -25,6 +25,7 @@ import os
 import select
 import shlex
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -56,6 +57,11 @@ DEFAULT_SFTP_TIMEOUT = 60.0
 TIMEOUT_KILL_GRACE = 2.0
 TIMEOUT_LOCAL_GRACE = 5.0
 _READ_CHUNK = 1 << 16
+# Linux's struct tcp_info: its length up to the fields read, and their offsets
+_TCP_INFO_LEN = 104
+_TCPI_RETRANSMITS = 2
+_TCPI_UNACKED = 24
+_TCPI_LAST_ACK_RECV = 56
 # Exit statuses of coreutils timeout: timed out (TERM) / had to KILL.
 _TIMEOUT_STATUSES = (124, 137)
 
@@ -290,11 +296,28 @@ def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes |
     return bytes(out), bytes(err)
 
 
-def _connection_lost(sftp: paramiko.SFTPClient) -> bool:
-    """True when the SFTP session's connection has ended."""
-    channel = sftp.get_channel()
-    transport = channel.get_transport() if channel is not None else None
-    return transport is None or not transport.is_active()
+def _unanswered_for(transport: paramiko.Transport) -> float:
+    """Seconds the node has acknowledged nothing while TCP retransmits to it (0: not so).
+
+    The kernel's own account of the TCP connection (TCP_INFO): segments sent
+    and not acknowledged, retransmitted after a timeout at least once (so
+    not merely sent a moment ago), and the time since the last
+    acknowledgement came. A node that is cut off, or that rebooted and
+    forgot the connection, acknowledges nothing; a node that is only slow
+    to answer (a busy sshd) still acknowledges what arrives.
+    """
+    sock = transport.sock
+    if not isinstance(sock, socket.socket):
+        return 0.0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return 0.0
+    if len(info) < _TCP_INFO_LEN or not info[_TCPI_RETRANSMITS]:
+        return 0.0
+    if not struct.unpack_from("I", info, _TCPI_UNACKED)[0]:
+        return 0.0
+    return float(struct.unpack_from("I", info, _TCPI_LAST_ACK_RECV)[0]) / 1000.0
 
 
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
@@ -442,11 +465,14 @@ class SshClient:
         return True
 
     def _transport(self) -> tuple[paramiko.Transport, bool]:
-        """The open transport and whether it was open before this call."""
+        """The open transport and whether it was open before this call.
+
+        A kept one that is dead (``_dead``) is replaced by a new connection.
+        """
         with self._lock:
             if self._client is not None:
                 transport = self._client.get_transport()
-                if transport is not None and transport.is_active():
+                if transport is not None and not self._dead(transport):
                     return transport, True
                 self._drop()
             policy = retry.ssh_connect_policy(self._connect_attempts, self._sleep)
@@ -456,28 +482,47 @@ class SshClient:
             return transport, False
 
     def _open_session(self, action: str) -> paramiko.Channel:
-        """A new channel; on a kept connection found dead, on a new connection.
+        """A new channel; when the kept connection is found dead, on a new connection.
 
         A connection kept open between calls can have ended on the node's
-        side without a word to us (the node rebooted): the first packet sent
-        on it is answered by a reset. Nothing ran on the node then, so the
-        channel is opened once more on a new connection. A connection opened
-        for this call, or one that only does not answer (its transport still
-        alive: the node is cut off), is not tried again. The wait for the
-        channel is bounded like every other wait on the node (paramiko's own
-        ``open_sftp`` waits up to an hour).
+        side without a word to us: the node rebooted. The first packet sent
+        on it is answered by a reset, or, when TCP was retransmitting to the
+        node while it was down, only by the next retransmission, which can
+        be minutes away. A kept connection is therefore dead (``_dead``) when
+        it is closed or when the node has acknowledged nothing of ours for
+        ``connect_timeout`` seconds (``_unanswered_for``, the kernel's own
+        account): such a connection is replaced before it is used, and when
+        opening the channel on a kept connection fails and the connection
+        turns out dead in the meantime, the channel is opened once more on a
+        new connection (nothing ran on the node). Other channels of a
+        connection given up fail: they have had no answer either. A
+        connection opened for this call is not tried again, nor is one whose
+        node acknowledges but does not answer (a busy or stopped sshd). The
+        wait for the channel is bounded like every other wait on the node
+        (paramiko's own ``open_sftp`` waits up to an hour).
         """
         transport, kept = self._transport()
         try:
             return transport.open_session(timeout=self.connect_timeout)
         except Exception as err:
-            if not kept or transport.is_active():
+            if not (kept and self._dead(transport)):
                 raise self._error(err, action) from err
+        self._give_up(transport)
         transport, _ = self._transport()
         try:
             return transport.open_session(timeout=self.connect_timeout)
         except Exception as err:
             raise self._error(err, action) from err
+
+    def _dead(self, transport: paramiko.Transport) -> bool:
+        """True when ``transport`` is closed or its node acknowledged nothing for a while."""
+        return not transport.is_active() or _unanswered_for(transport) >= self.connect_timeout
+
+    def _give_up(self, transport: paramiko.Transport) -> None:
+        """Close the connection of ``transport`` if it is still the client's one."""
+        with self._lock:
+            if self._client is not None and self._client.get_transport() is transport:
+                self._drop()
 
     def _drop_sftp(self) -> None:
         if self._sftp is not None:
@@ -617,33 +662,42 @@ class SshClient:
         return RemoteProcess(self, self._open_channel(command), command)
 
     # -- files -----------------------------------------------------------
-    def _sftp_client(self) -> paramiko.SFTPClient:
+    def _sftp_client(self) -> tuple[paramiko.SFTPClient, bool]:
+        """The client's SFTP session and whether it was open before this call."""
         with self._lock:
-            if self._sftp is None:
-                channel = self._open_session("sftp open")
-                try:
-                    # a request on a hung path (a stuck NFS mount) must not hold the
-                    # node's one session, and every job waiting for it, for ever;
-                    # the SFTP handshake below is the first such request
-                    channel.settimeout(self.sftp_timeout)
-                    channel.invoke_subsystem("sftp")
-                    self._sftp = paramiko.SFTPClient(channel)
-                except Exception as err:
-                    channel.close()
-                    raise self._error(err, "sftp open") from err
-            return self._sftp
+            if self._sftp is not None:
+                transport = self._sftp.sock.get_transport()
+                if not self._dead(transport):
+                    return self._sftp, True
+                self._drop_sftp()
+                self._give_up(transport)
+            channel = self._open_session("sftp open")
+            try:
+                # a request on a hung path (a stuck NFS mount) must not hold the
+                # node's one session, and every job waiting for it, for ever;
+                # the SFTP handshake below is the first such request
+                channel.settimeout(self.sftp_timeout)
+                channel.invoke_subsystem("sftp")
+                self._sftp = paramiko.SFTPClient(channel)
+            except Exception as err:
+                channel.close()
+                raise self._error(err, "sftp open") from err
+            return self._sftp, False
 
     def _with_sftp(self, action: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
         """``fn(sftp)`` on the client's SFTP session, one thread at a time.
 
         A request without an answer within ``sftp_timeout`` seconds drops the
         session (a late answer must not be taken for the next request's) and
-        is a NodeError; the next request opens a new session.
+        is a NodeError; the next request opens a new session. A request that
+        failed otherwise on a kept session whose connection turned out dead
+        (see ``_open_session``) is made once more on a new connection: every
+        SFTP action here may be repeated.
         """
         with self._sftp_lock:  # one SFTP session per client, used by one thread at a time
             while True:
-                kept = self._sftp is not None
-                sftp = self._sftp_client()
+                sftp, kept = self._sftp_client()
+                transport = sftp.sock.get_transport()
                 try:
                     return fn(sftp)
                 except TimeoutError as err:
@@ -655,12 +709,11 @@ class SshClient:
                 except Exception as err:
                     if not isinstance(err, OSError | paramiko.sftp.SFTPError):
                         self._drop_sftp()
-                    if not (kept and _connection_lost(sftp)):
+                    if not (kept and self._dead(transport)):
                         raise self._error(err, f"sftp {action}") from err
-                # The kept session's connection had ended on the node's side
-                # (see _open_session): once more on a new one (every SFTP
-                # action here may be repeated; the new session is not kept).
+                # the session opened next is not kept: this ends
                 self._drop_sftp()
+                self._give_up(transport)
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write ``data`` to ``path`` on the node atomically (temp file + rename)."""

@@ -24,6 +24,7 @@ from ganeti_lv.devcluster.guest import kernel_args, pattern_sha256
 from ganeti_lv.errors import InstanceNotFound, NodeError, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.node import ssh as ssh_module
 from ganeti_lv.node.transport import node_call
 
 pytestmark = pytest.mark.cluster
@@ -341,3 +342,30 @@ def test_ssh_calls_after_the_node_forgot_the_kept_connection_work(
     assert ssh.connected  # nothing told the client
     assert "etc" in ssh.listdir("/")
     assert ssh.run(["echo", "back"]).stdout == "back\n"
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(180)
+def test_ssh_calls_after_the_node_came_back_while_tcp_was_resending_work(
+    hv: HvEnv, local_devcluster: Any
+) -> None:
+    """As above, but TCP was sending to the node while it was away (a keepalive).
+
+    Only TCP's next retransmission would meet the node's reset, and after 14 s
+    away that is 11 s off (retransmissions 6.2, 12.6 and 25.4 s after the send,
+    from the 200 ms minimum): longer than a channel's 10 s wait, so waiting
+    for it fails the call. The kernel's account that nothing was acknowledged
+    for that long tells the connection is dead before it is used.
+    """
+    node, ssh = _ssh_in_use(hv)
+    transport = ssh._transport()[0]
+    with _link_cut(local_devcluster, node):
+        transport.send_ignore()
+        local_devcluster.node_exec(
+            node.name, ["ss", "-K", "-t", "state", "established", "( sport = :22 )"]
+        )
+        assert wait_until(lambda: ssh_module._unanswered_for(transport) >= 14, 30, 0.2)
+    start = time.monotonic()
+    assert ssh.run(["echo", "back"]).stdout == "back\n"
+    assert time.monotonic() - start < ssh.connect_timeout
+    assert "etc" in ssh.listdir("/")

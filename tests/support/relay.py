@@ -5,7 +5,9 @@ each connection it accepts to ``127.0.0.1:target_port``. ``vanish()`` makes
 the connections open at that moment behave like the connections of a node
 that rebooted while they sat idle: their server side is gone (the relay
 closes it), the client hears nothing until it sends, and then gets a reset.
-Connections accepted later are relayed normally.
+``mute()`` makes them behave like those of a server that stopped answering:
+what the client sends is taken (its kernel sees it acknowledged) and
+dropped. Connections accepted later are relayed normally.
 """
 
 from __future__ import annotations
@@ -15,8 +17,19 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass, field
 
 _CHUNK = 65536
+
+
+@dataclass
+class _Link:
+    """One relayed connection."""
+
+    client: socket.socket
+    upstream: socket.socket
+    gone: threading.Event = field(default_factory=threading.Event)
+    muted: threading.Event = field(default_factory=threading.Event)
 
 
 class VanishingRelay:
@@ -29,7 +42,7 @@ class VanishingRelay:
         self.accepted = 0
         self._last_data = time.monotonic()
         self._lock = threading.Lock()
-        self._open: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        self._open: list[_Link] = []
         threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
 
     def _accept(self) -> None:
@@ -38,21 +51,15 @@ class VanishingRelay:
                 client, _ = self._server.accept()
             except OSError:
                 return  # closed
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            gone = threading.Event()
+            link = _Link(client, socket.create_connection(("127.0.0.1", self.target_port)))
             with self._lock:
                 self.accepted += 1
-                self._open.append((client, upstream, gone))
-            threading.Thread(
-                target=self._to_server, args=(client, upstream, gone), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._to_client, args=(client, upstream, gone), daemon=True
-            ).start()
+                self._open.append(link)
+            threading.Thread(target=self._to_server, args=(link,), daemon=True).start()
+            threading.Thread(target=self._to_client, args=(link,), daemon=True).start()
 
-    def _to_server(
-        self, client: socket.socket, upstream: socket.socket, gone: threading.Event
-    ) -> None:
+    def _to_server(self, link: _Link) -> None:
+        client, upstream, gone = link.client, link.upstream, link.gone
         while True:
             try:
                 data = client.recv(_CHUNK)
@@ -69,14 +76,15 @@ class VanishingRelay:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 client.close()
                 return
+            if link.muted.is_set():
+                continue
             try:
                 upstream.sendall(data)
             except OSError:
                 return
 
-    def _to_client(
-        self, client: socket.socket, upstream: socket.socket, gone: threading.Event
-    ) -> None:
+    def _to_client(self, link: _Link) -> None:
+        client, upstream, gone = link.client, link.upstream, link.gone
         while True:
             try:
                 data = upstream.recv(_CHUNK)
@@ -103,18 +111,24 @@ class VanishingRelay:
         while time.monotonic() - self._last_data < quiet and time.monotonic() < deadline:
             time.sleep(quiet / 4)
         with self._lock:
-            for _client, upstream, gone in self._open:
-                gone.set()
+            for link in self._open:
+                link.gone.set()
                 with contextlib.suppress(OSError):
-                    upstream.close()
+                    link.upstream.close()
             self._open.clear()
+
+    def mute(self) -> None:
+        """The server of every open connection stops answering (what arrives is dropped)."""
+        with self._lock:
+            for link in self._open:
+                link.muted.set()
 
     def close(self) -> None:
         """Stop accepting and drop every open connection."""
         self._server.close()
         with self._lock:
-            for client, upstream, _gone in self._open:
-                for sock in (client, upstream):
+            for link in self._open:
+                for sock in (link.client, link.upstream):
                     with contextlib.suppress(OSError):
                         sock.close()
             self._open.clear()

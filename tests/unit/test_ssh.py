@@ -27,6 +27,7 @@ from ganeti_lv.errors import (
     NodeUnreachable,
     RemoteCommandError,
 )
+from ganeti_lv.node import ssh as ssh_module
 from ganeti_lv.node.known_hosts import (
     key_fingerprint,
     known_hosts_add,
@@ -294,12 +295,12 @@ def test_an_sftp_session_that_does_not_open_is_given_up(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _behind_relay(sshd: Any, tmp_path: Path) -> Any:
+def _behind_relay(sshd: Any, tmp_path: Path, **overrides: Any) -> Any:
     """A client of ``sshd`` whose connections go through a VanishingRelay."""
     with VanishingRelay(sshd.port) as relay:
         known = tmp_path / "known_hosts_relay"
         known.write_text(f"[{sshd.host}]:{relay.port} {sshd.host_key_line}\n")
-        client = sshd.client(port=relay.port, known_hosts_file=str(known))
+        client = sshd.client(port=relay.port, known_hosts_file=str(known), **overrides)
         try:
             yield relay, client
         finally:
@@ -328,6 +329,48 @@ def test_sftp_after_the_node_forgot_the_kept_session_works(local_sshd: Any, tmp_
         client.put_bytes(b"data", str(tmp_path / "put"))
         assert (tmp_path / "put").read_bytes() == b"data"
         assert relay.accepted == 2
+
+
+def _unacknowledged(monkeypatch: Any, transport: Any) -> None:
+    """The kernel reports that the node acknowledged nothing sent on ``transport`` for 30 s.
+
+    What TCP says of a connection to a node that went down while data was on
+    its way (seen on the local cluster with its link cut); loopback always
+    acknowledges, so the test says it instead.
+    """
+    real = ssh_module._unanswered_for
+    monkeypatch.setattr(
+        ssh_module, "_unanswered_for", lambda t: 30.0 if t is transport else real(t)
+    )
+
+
+@pytest.mark.parametrize("call", ["command", "sftp"])
+def test_a_kept_connection_the_node_no_longer_acknowledges_is_replaced(
+    local_sshd: Any, tmp_path: Path, monkeypatch: Any, call: str
+) -> None:
+    """The node went down while TCP was sending to it, and came back (rebooted)."""
+    with _behind_relay(local_sshd, tmp_path, connect_timeout=3.0) as (relay, client):
+        client.run("true")
+        client.listdir(str(tmp_path))
+        relay.mute()  # nothing sent on the kept connection is answered now
+        _unacknowledged(monkeypatch, client._transport()[0])
+        start = time.monotonic()
+        if call == "command":
+            assert client.run("echo x").stdout == "x\n"
+        else:
+            assert "known_hosts_relay" in client.listdir(str(tmp_path))
+        assert time.monotonic() - start < 2  # not waited on: replaced before use
+        assert relay.accepted == 2
+
+
+def test_a_kept_connection_whose_node_acknowledges_is_kept(local_sshd: Any, tmp_path: Path) -> None:
+    """sshd stopped answering but the node's TCP acknowledges: the node is busy, not gone."""
+    with _behind_relay(local_sshd, tmp_path, connect_timeout=1.0) as (relay, client):
+        client.run("true")
+        relay.mute()
+        with pytest.raises(NodeError, match="exec"):
+            client.run("true")
+        assert relay.accepted == 1  # the call failed; nothing was opened again
 
 
 def test_fetch_host_key_unreachable() -> None:
