@@ -437,10 +437,10 @@ class SshClient:
 
     @property
     def connected(self) -> bool:
-        """True while the connection is open (the next call need not connect)."""
+        """True while the connection is open and not dead (the next call need not connect)."""
         client = self._client
         transport = client.get_transport() if client is not None else None
-        return transport is not None and transport.is_active()
+        return transport is not None and not self._dead(transport)
 
     def warm_up(self) -> bool:
         """Open the connection and its first session now; False if that failed.
