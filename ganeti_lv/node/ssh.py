@@ -8,6 +8,11 @@ known_hosts file only: an unknown key or a changed key raises
 automatically). The cluster adds a node's key with ``known_hosts.known_hosts_add``
 after the operator confirmed the fingerprint of the key ``fetch_host_key`` returned.
 
+A connection is kept between calls. One the node has ended without a word
+(it rebooted) is found dead before use, or by the call that meets its
+reset, and replaced (``SshClient._open_session``); the kernel's account of
+the connection (``tcpinfo``) tells one whose node no longer answers.
+
 All paramiko and socket exceptions are turned into ganeti_lv errors in one
 place, ``_map_error``:
 
@@ -25,10 +30,10 @@ import os
 import select
 import shlex
 import socket
-import struct
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import NoReturn, TypeVar
@@ -44,6 +49,7 @@ from ganeti_lv.errors import (
     RemoteCommandError,
 )
 from ganeti_lv.node.known_hosts import DEFAULT_PORT, key_fingerprint
+from ganeti_lv.node.tcpinfo import unanswered_for
 from ganeti_lv.node.transport import CommandResult
 
 T = TypeVar("T")
@@ -57,11 +63,6 @@ DEFAULT_SFTP_TIMEOUT = 60.0
 TIMEOUT_KILL_GRACE = 2.0
 TIMEOUT_LOCAL_GRACE = 5.0
 _READ_CHUNK = 1 << 16
-# Linux's struct tcp_info: its length up to the fields read, and their offsets
-_TCP_INFO_LEN = 104
-_TCPI_RETRANSMITS = 2
-_TCPI_UNACKED = 24
-_TCPI_LAST_ACK_RECV = 56
 # Exit statuses of coreutils timeout: timed out (TERM) / had to KILL.
 _TIMEOUT_STATUSES = (124, 137)
 
@@ -260,6 +261,7 @@ class RemoteProcess:
     def close(self) -> None:
         """Close the channel (the remote command sees EOF/SIGPIPE)."""
         self.channel.close()
+        self._client.channel_closed()
 
     def __enter__(self) -> RemoteProcess:
         return self
@@ -294,30 +296,6 @@ def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes |
             return None, bytes(err)
         channel.status_event.wait(min(wait, 5.0))
     return bytes(out), bytes(err)
-
-
-def _unanswered_for(transport: paramiko.Transport) -> float:
-    """Seconds the node has acknowledged nothing while TCP retransmits to it (0: not so).
-
-    The kernel's own account of the TCP connection (TCP_INFO): segments sent
-    and not acknowledged, retransmitted after a timeout at least once (so
-    not merely sent a moment ago), and the time since the last
-    acknowledgement came. A node that is cut off, or that rebooted and
-    forgot the connection, acknowledges nothing; a node that is only slow
-    to answer (a busy sshd) still acknowledges what arrives.
-    """
-    sock = transport.sock
-    if not isinstance(sock, socket.socket):
-        return 0.0
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-    except OSError:
-        return 0.0
-    if len(info) < _TCP_INFO_LEN or not info[_TCPI_RETRANSMITS]:
-        return 0.0
-    if not struct.unpack_from("I", info, _TCPI_UNACKED)[0]:
-        return 0.0
-    return float(struct.unpack_from("I", info, _TCPI_LAST_ACK_RECV)[0]) / 1000.0
 
 
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
@@ -381,6 +359,10 @@ class SshClient:
         self._sleep = sleep
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        # connections given up as dead while channels of ours were still open
+        # on them: closed once those have ended (or the connection has)
+        self._retired: list[paramiko.SSHClient] = []
+        self._channels: weakref.WeakSet[paramiko.Channel] = weakref.WeakSet()
         self._lock = threading.RLock()
         self._sftp_lock = threading.Lock()
 
@@ -451,13 +433,14 @@ class SshClient:
         attempt, no retry, errors dropped: the next real call connects
         again under the retry policy and reports what is wrong (the host
         key is checked the same way either way). A connection already open
-        is left alone.
+        is left alone; a dead one (``_dead``) is replaced.
         """
         if self.connected:
             return True
         try:
             with self._lock:
-                if self._client is None:
+                if not self.connected:
+                    self._retire()
                     self._client = self._connect_once()
             self.run(["true"])
         except Exception:  # noqa: BLE001 - a hint only; the real call reports
@@ -470,11 +453,13 @@ class SshClient:
         A kept one that is dead (``_dead``) is replaced by a new connection.
         """
         with self._lock:
+            if self._retired:
+                self._close_retired()
             if self._client is not None:
                 transport = self._client.get_transport()
                 if transport is not None and not self._dead(transport):
                     return transport, True
-                self._drop()
+                self._retire()
             policy = retry.ssh_connect_policy(self._connect_attempts, self._sleep)
             self._client = retry.call_with_retry(policy, self._connect_once)
             transport = self._client.get_transport()
@@ -484,45 +469,66 @@ class SshClient:
     def _open_session(self, action: str) -> paramiko.Channel:
         """A new channel; when the kept connection is found dead, on a new connection.
 
-        A connection kept open between calls can have ended on the node's
-        side without a word to us: the node rebooted. The first packet sent
-        on it is answered by a reset, or, when TCP was retransmitting to the
-        node while it was down, only by the next retransmission, which can
-        be minutes away. A kept connection is therefore dead (``_dead``) when
-        it is closed or when the node has acknowledged nothing of ours for
-        ``connect_timeout`` seconds (``_unanswered_for``, the kernel's own
-        account): such a connection is replaced before it is used, and when
-        opening the channel on a kept connection fails and the connection
-        turns out dead in the meantime, the channel is opened once more on a
-        new connection (nothing ran on the node). Other channels of a
-        connection given up fail: they have had no answer either. A
-        connection opened for this call is not tried again, nor is one whose
-        node acknowledges but does not answer (a busy or stopped sshd). The
-        wait for the channel is bounded like every other wait on the node
-        (paramiko's own ``open_sftp`` waits up to an hour).
+        A node that rebooted answers a kept connection's first packet with a
+        reset, or, when TCP was retransmitting to it meanwhile, only the next
+        retransmission does, maybe minutes later. So a kept connection that
+        is closed, or on which the node has left data unanswered for
+        ``connect_timeout`` seconds (``_dead``), is replaced before use; and
+        when the channel does not open on a kept connection that has closed
+        meanwhile, it is opened once more on a new one (nothing ran on the
+        node). A node that does not answer or only acknowledges (cut off, a
+        stopped sshd) fails the call after the channel's wait (bounded:
+        paramiko's own ``open_sftp`` waits up to an hour).
         """
         transport, kept = self._transport()
         try:
-            return transport.open_session(timeout=self.connect_timeout)
+            channel = transport.open_session(timeout=self.connect_timeout)
         except Exception as err:
             if not (kept and self._dead(transport)):
                 raise self._error(err, action) from err
-        self._give_up(transport)
-        transport, _ = self._transport()
-        try:
-            return transport.open_session(timeout=self.connect_timeout)
-        except Exception as err:
-            raise self._error(err, action) from err
+            self._retire(transport)
+            transport, _ = self._transport()
+            try:
+                channel = transport.open_session(timeout=self.connect_timeout)
+            except Exception as err:
+                raise self._error(err, action) from err
+        with self._lock:
+            self._channels.add(channel)
+        return channel
 
     def _dead(self, transport: paramiko.Transport) -> bool:
-        """True when ``transport`` is closed or its node acknowledged nothing for a while."""
-        return not transport.is_active() or _unanswered_for(transport) >= self.connect_timeout
+        """True when ``transport`` is closed or its node leaves our data unanswered."""
+        return not transport.is_active() or unanswered_for(transport.sock) >= self.connect_timeout
 
-    def _give_up(self, transport: paramiko.Transport) -> None:
-        """Close the connection of ``transport`` if it is still the client's one."""
+    def _retire(self, transport: paramiko.Transport | None = None) -> None:
+        """Put the connection (if ``transport``'s) aside; closed once no channel of ours uses it.
+
+        One judged dead may only be stalled (a link down for a while): a disk
+        copy streaming over it ends by itself, as it would have anyway.
+        """
         with self._lock:
-            if self._client is not None and self._client.get_transport() is transport:
-                self._drop()
+            current = self._client
+            if current is not None and transport in (None, current.get_transport()):
+                self._drop_sftp()
+                self._retired.append(current)
+                self._client = None
+            self._close_retired()
+
+    def _close_retired(self) -> None:
+        """Close the retired connections that no open channel of ours uses."""
+        open_channels = [ch for ch in list(self._channels) if not ch.closed]
+        kept = []
+        for client in self._retired:
+            t = client.get_transport()
+            if (
+                t is not None
+                and t.is_active()
+                and any(ch.get_transport() is t for ch in open_channels)
+            ):
+                kept.append(client)
+            else:
+                client.close()
+        self._retired = kept
 
     def _drop_sftp(self) -> None:
         if self._sftp is not None:
@@ -540,6 +546,23 @@ class SshClient:
         """Close the connection; the client may be used again (it reconnects)."""
         with self._lock:
             self._drop()
+            for client in self._retired:
+                client.close()
+            self._retired = []
+
+    def release(self) -> None:
+        """Let go of the connection: closed now, or once the channels of ours on it have ended.
+
+        For a caller that stops using this client while other threads may
+        still stream over it (a disk copy): ``close`` would cut them off.
+        """
+        self._retire()
+
+    def channel_closed(self) -> None:
+        """A channel of ours was closed: close the retired connections nothing uses now."""
+        if self._retired:
+            with self._lock:
+                self._close_retired()
 
     def __enter__(self) -> SshClient:
         return self
@@ -613,6 +636,7 @@ class SshClient:
                 feeder.join(timeout=1.0)
         finally:
             channel.close()
+            self.channel_closed()
         result = CommandResult(
             status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         )
@@ -670,7 +694,7 @@ class SshClient:
                 if not self._dead(transport):
                     return self._sftp, True
                 self._drop_sftp()
-                self._give_up(transport)
+                self._retire(transport)
             channel = self._open_session("sftp open")
             try:
                 # a request on a hung path (a stuck NFS mount) must not hold the
@@ -713,7 +737,7 @@ class SshClient:
                         raise self._error(err, f"sftp {action}") from err
                 # the session opened next is not kept: this ends
                 self._drop_sftp()
-                self._give_up(transport)
+                self._retire(transport)
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write ``data`` to ``path`` on the node atomically (temp file + rename)."""

@@ -24,7 +24,7 @@ from ganeti_lv.devcluster.guest import kernel_args, pattern_sha256
 from ganeti_lv.errors import InstanceNotFound, NodeError, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
-from ganeti_lv.node import ssh as ssh_module
+from ganeti_lv.node.tcpinfo import unanswered_for
 from ganeti_lv.node.transport import node_call
 
 pytestmark = pytest.mark.cluster
@@ -351,11 +351,11 @@ def test_ssh_calls_after_the_node_came_back_while_tcp_was_resending_work(
 ) -> None:
     """As above, but TCP was sending to the node while it was away (a keepalive).
 
-    Only TCP's next retransmission would meet the node's reset, and after 14 s
-    away that is 11 s off (retransmissions 6.2, 12.6 and 25.4 s after the send,
-    from the 200 ms minimum): longer than a channel's 10 s wait, so waiting
-    for it fails the call. The kernel's account that nothing was acknowledged
-    for that long tells the connection is dead before it is used.
+    Only TCP's next retransmission would meet the node's reset. Once the data
+    has waited the connect timeout (10 s: the retransmission at 12.6 s after
+    the send, from the 200 ms minimum), the next one is 12.8 s off, longer
+    than a channel's 10 s wait: waiting for it fails the call. The kernel's
+    account of the unanswered data tells the connection is dead before use.
     """
     node, ssh = _ssh_in_use(hv)
     transport = ssh._transport()[0]
@@ -364,7 +364,7 @@ def test_ssh_calls_after_the_node_came_back_while_tcp_was_resending_work(
         local_devcluster.node_exec(
             node.name, ["ss", "-K", "-t", "state", "established", "( sport = :22 )"]
         )
-        assert wait_until(lambda: ssh_module._unanswered_for(transport) >= 14, 30, 0.2)
+        assert wait_until(lambda: unanswered_for(transport.sock) >= ssh.connect_timeout, 30, 0.2)
     start = time.monotonic()
     assert ssh.run(["echo", "back"]).stdout == "back\n"
     assert time.monotonic() - start < ssh.connect_timeout

@@ -51,7 +51,12 @@ class VanishingRelay:
                 client, _ = self._server.accept()
             except OSError:
                 return  # closed
-            link = _Link(client, socket.create_connection(("127.0.0.1", self.target_port)))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()  # the server is gone: so is the client's connection
+                continue
+            link = _Link(client, upstream)
             with self._lock:
                 self.accepted += 1
                 self._open.append(link)
@@ -113,8 +118,7 @@ class VanishingRelay:
         with self._lock:
             for link in self._open:
                 link.gone.set()
-                with contextlib.suppress(OSError):
-                    link.upstream.close()
+                _close(link.upstream)  # the server's side ends (its session with it)
             self._open.clear()
 
     def mute(self) -> None:
@@ -125,12 +129,11 @@ class VanishingRelay:
 
     def close(self) -> None:
         """Stop accepting and drop every open connection."""
-        self._server.close()
+        _close(self._server)
         with self._lock:
             for link in self._open:
-                for sock in (link.client, link.upstream):
-                    with contextlib.suppress(OSError):
-                        sock.close()
+                _close(link.client)
+                _close(link.upstream)
             self._open.clear()
 
     def __enter__(self) -> VanishingRelay:
@@ -138,3 +141,10 @@ class VanishingRelay:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close(sock: socket.socket) -> None:
+    """Shut down and close ``sock``: a thread blocked on it wakes up (close alone does not)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

@@ -138,6 +138,9 @@ class StubSsh:
     def close(self) -> None:
         pass
 
+    def release(self) -> None:
+        pass
+
 
 NODE = objects.Node(name="node1", address="10.250.0.1")
 CLUSTER = objects.Cluster(name="c", master_node="node1", domain_type="qemu")
@@ -400,10 +403,10 @@ class AddressedSsh:
 
     def __init__(self, node: objects.Node) -> None:
         self.host, self.port, self.user = node.address, node.ssh_port, node.ssh_user
-        self.closed = False
+        self.released = False
 
-    def close(self) -> None:
-        self.closed = True
+    def release(self) -> None:
+        self.released = True
 
 
 def test_a_node_readded_elsewhere_gets_a_new_client_and_is_prepared_again() -> None:
@@ -421,7 +424,7 @@ def test_a_node_readded_elsewhere_gets_a_new_client_and_is_prepared_again() -> N
     ops._prepared["node1"] = {"/var/log/libvirt/qemu"}
     moved = objects.Node(name="node1", address="10.250.0.9")
     second = ops.ssh(moved)
-    assert second is not first and first.closed
+    assert second is not first and first.released
     assert (second.host, second.port) == ("10.250.0.9", 22)
     assert "node1" not in ops._prepared
     other_port = objects.Node(name="node1", address="10.250.0.9", ssh_port=2222)

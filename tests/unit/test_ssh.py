@@ -332,15 +332,15 @@ def test_sftp_after_the_node_forgot_the_kept_session_works(local_sshd: Any, tmp_
 
 
 def _unacknowledged(monkeypatch: Any, transport: Any) -> None:
-    """The kernel reports that the node acknowledged nothing sent on ``transport`` for 30 s.
+    """The kernel reports that the node left data sent on ``transport`` unanswered for 30 s.
 
     What TCP says of a connection to a node that went down while data was on
     its way (seen on the local cluster with its link cut); loopback always
     acknowledges, so the test says it instead.
     """
-    real = ssh_module._unanswered_for
+    real = ssh_module.unanswered_for
     monkeypatch.setattr(
-        ssh_module, "_unanswered_for", lambda t: 30.0 if t is transport else real(t)
+        ssh_module, "unanswered_for", lambda sock: 30.0 if sock is transport.sock else real(sock)
     )
 
 
@@ -372,6 +372,46 @@ def test_a_kept_connection_whose_node_acknowledges_is_kept(local_sshd: Any, tmp_
         with pytest.raises(NodeError, match="exec"):
             client.run("true")
         assert relay.accepted == 1  # the call failed; nothing was opened again
+
+
+def test_a_connection_replaced_as_dead_is_not_closed_under_a_running_stream(
+    local_sshd: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Judged dead, but only stalled: the stream on it goes on, and it is closed after."""
+    with _behind_relay(local_sshd, tmp_path, connect_timeout=3.0) as (relay, client):
+        proc = client.open_exec("cat")
+        old = client._transport()[0]
+        _unacknowledged(monkeypatch, old)
+        assert client.run("echo x").stdout == "x\n"  # on a new connection
+        assert relay.accepted == 2
+        proc.write(b"still here\n")
+        proc.close_stdin()
+        assert proc.read() == b"still here\n"
+        assert proc.wait(timeout=5).exit_status == 0
+        assert old.is_active()  # not closed while the stream ran
+        proc.close()
+        assert not old.is_active()  # closed once nothing of ours used it
+
+
+def test_a_released_client_keeps_its_connection_for_a_running_stream(
+    local_sshd: Any,
+) -> None:
+    """A client let go of (its node re-added, or found unreachable) ends no stream."""
+    client = local_sshd.client()
+    proc = client.open_exec("cat")
+    transport = client._transport()[0]
+    client.release()
+    proc.write(b"on\n")
+    proc.close_stdin()
+    assert proc.read() == b"on\n"
+    assert transport.is_active()
+    proc.close()
+    assert not transport.is_active()
+    idle = local_sshd.client()
+    idle.run("true")
+    transport = idle._transport()[0]
+    idle.release()  # nothing of ours on it: closed at once
+    assert not transport.is_active()
 
 
 def test_fetch_host_key_unreachable() -> None:

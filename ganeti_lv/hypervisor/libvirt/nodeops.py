@@ -159,7 +159,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 client = self._ssh_factory(node)
                 self._ssh[node.name] = client
         if stale is not None:
-            stale.close()
+            stale.release()
         return client
 
     def prewarm(self, nodes: Sequence[Node]) -> None:
@@ -201,7 +201,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         return self._over_ssh(node, lambda client: client.run(cmd, **kwargs))
 
     def _drop_ssh(self, name: str, client: SshClient | None = None) -> None:
-        """Forget (and close) the node's SSH client; with ``client``, only if it is that one.
+        """Forget (and release) the node's SSH client; with ``client``, only if it is that one.
 
         Jobs of the master daemon share the clients: one whose command failed
         must not close the client another job has opened since.
@@ -213,7 +213,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             del self._ssh[name]
             # a node reached anew may have been reinstalled: prepare its directories again
             self._prepared.pop(name, None)
-        current.close()
+        current.release()
 
     def close(self) -> None:
         """Close every libvirt and SSH connection."""
