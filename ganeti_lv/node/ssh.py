@@ -689,12 +689,9 @@ class SshClient:
     def _sftp_client(self) -> tuple[paramiko.SFTPClient, bool]:
         """The client's SFTP session and whether it was open before this call."""
         with self._lock:
-            if self._sftp is not None:
-                transport = self._sftp.sock.get_transport()
-                if not self._dead(transport):
-                    return self._sftp, True
-                self._drop_sftp()
-                self._retire(transport)
+            # the session is the current connection's (retiring it drops the session)
+            if self._sftp is not None and self.connected:
+                return self._sftp, True
             channel = self._open_session("sftp open")
             try:
                 # a request on a hung path (a stuck NFS mount) must not hold the
@@ -736,7 +733,6 @@ class SshClient:
                     if not (kept and self._dead(transport)):
                         raise self._error(err, f"sftp {action}") from err
                 # the session opened next is not kept: this ends
-                self._drop_sftp()
                 self._retire(transport)
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:

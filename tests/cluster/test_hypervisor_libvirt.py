@@ -299,6 +299,11 @@ def _link_cut(devcluster: Any, node: objects.Node) -> Iterator[None]:
         devcluster.restore_link(node.name)
 
 
+def _node_forgets_its_ssh_connections(devcluster: Any, node: objects.Node) -> None:
+    """The node's end of every SSH connection is gone, as after a reboot (its reset may be lost)."""
+    devcluster.node_exec(node.name, ["ss", "-K", "-t", "state", "established", "( sport = :22 )"])
+
+
 @pytest.mark.faults
 @pytest.mark.timeout(300)
 def test_ssh_calls_to_a_node_whose_link_is_cut_fail_instead_of_hanging(
@@ -336,9 +341,7 @@ def test_ssh_calls_after_the_node_forgot_the_kept_connection_work(
     """
     node, ssh = _ssh_in_use(hv)
     with _link_cut(local_devcluster, node):
-        local_devcluster.node_exec(
-            node.name, ["ss", "-K", "-t", "state", "established", "( sport = :22 )"]
-        )
+        _node_forgets_its_ssh_connections(local_devcluster, node)
     assert ssh.connected  # nothing told the client
     assert "etc" in ssh.listdir("/")
     assert ssh.run(["echo", "back"]).stdout == "back\n"
@@ -361,9 +364,7 @@ def test_ssh_calls_after_the_node_came_back_while_tcp_was_resending_work(
     transport = ssh._transport()[0]
     with _link_cut(local_devcluster, node):
         transport.send_ignore()
-        local_devcluster.node_exec(
-            node.name, ["ss", "-K", "-t", "state", "established", "( sport = :22 )"]
-        )
+        _node_forgets_its_ssh_connections(local_devcluster, node)
         assert wait_until(lambda: unanswered_for(transport.sock) >= ssh.connect_timeout, 30, 0.2)
     start = time.monotonic()
     assert ssh.run(["echo", "back"]).stdout == "back\n"

@@ -63,48 +63,34 @@ class VanishingRelay:
             threading.Thread(target=self._to_server, args=(link,), daemon=True).start()
             threading.Thread(target=self._to_client, args=(link,), daemon=True).start()
 
+    def _received(self, sock: socket.socket) -> bytes | None:
+        """The next data on ``sock``: b"" at its end, None when it failed."""
+        try:
+            data = sock.recv(_CHUNK)
+        except OSError:
+            return None
+        self._last_data = time.monotonic()
+        return data
+
     def _to_server(self, link: _Link) -> None:
-        client, upstream, gone = link.client, link.upstream, link.gone
-        while True:
-            try:
-                data = client.recv(_CHUNK)
-            except OSError:
-                return
-            self._last_data = time.monotonic()
-            if not data:
-                with contextlib.suppress(OSError):
-                    upstream.shutdown(socket.SHUT_WR)
-                return
-            if gone.is_set():
+        while data := self._received(link.client):
+            if link.gone.is_set():
                 # the rebooted node answers whatever arrives on a connection it
                 # no longer knows with a reset
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()
+                link.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                link.client.close()
                 return
-            if link.muted.is_set():
-                continue
-            try:
-                upstream.sendall(data)
-            except OSError:
+            if not link.muted.is_set() and not _sent(link.upstream, data):
                 return
+        if data == b"":
+            _shut_write(link.upstream)
 
     def _to_client(self, link: _Link) -> None:
-        client, upstream, gone = link.client, link.upstream, link.gone
-        while True:
-            try:
-                data = upstream.recv(_CHUNK)
-            except OSError:
+        while (data := self._received(link.upstream)) and not link.gone.is_set():
+            if not _sent(link.client, data):
                 return
-            self._last_data = time.monotonic()
-            if not data or gone.is_set():
-                if not gone.is_set():
-                    with contextlib.suppress(OSError):
-                        client.shutdown(socket.SHUT_WR)
-                return  # a vanished server says nothing more
-            try:
-                client.sendall(data)
-            except OSError:
-                return
+        if data == b"" and not link.gone.is_set():  # a vanished server says nothing more
+            _shut_write(link.client)
 
     def vanish(self, quiet: float = 0.2, timeout: float = 5.0) -> None:
         """The server side of every open connection is gone without a word to the client.
@@ -148,3 +134,18 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+def _sent(sock: socket.socket, data: bytes) -> bool:
+    """Send all of ``data``; False when the connection failed."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
+
+
+def _shut_write(sock: socket.socket) -> None:
+    """Pass an end of data on."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
