@@ -458,6 +458,10 @@ class DevCluster(files.ClusterDirectory):
         """PID of a node daemon (virtlogd, libvirtd, sshd) if it runs."""
         return daemons.daemon_pid(self.layout().node(node), name)
 
+    def daemon_end(self, node: str, name: str) -> str | None:
+        """How a node daemon last ended, as recorded below it (libvirtd only), else None."""
+        return daemons.daemon_end(self.layout().node(node), name)
+
     def kill_daemon(self, node: str, name: str, sig: int = signal.SIGKILL) -> int | None:
         """Kill a node daemon and wait until it is gone; return its former PID."""
         return daemons.stop_daemon(self.layout().node(node), name, sig)

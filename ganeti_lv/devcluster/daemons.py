@@ -15,7 +15,13 @@ import sys
 import time
 
 from ganeti_lv.devcluster import netns
-from ganeti_lv.devcluster.layout import LIBVIRT_PORTS, LIBVIRT_SOCK, PIDFILES, NodeLayout
+from ganeti_lv.devcluster.layout import (
+    LIBVIRT_PORTS,
+    LIBVIRT_SOCK,
+    PIDFILES,
+    REAPER_LOG,
+    NodeLayout,
+)
 from ganeti_lv.errors import OpExecError, OpPrereqError
 
 DAEMON_ENV = {
@@ -31,11 +37,14 @@ def daemon_argv(node: NodeLayout, name: str) -> list[str]:
         return ["virtlogd", "-d", "-p", PIDFILES["virtlogd"]]
     if name == "libvirtd":
         # Below a subreaper, so that a stopped qemu is reaped at once as on a
-        # real node (see ganeti_lv.devcluster.reaper).
+        # real node, and how libvirtd ended is on record (see
+        # ganeti_lv.devcluster.reaper).
         return [
             sys.executable,
             "-m",
             "ganeti_lv.devcluster.reaper",
+            "--log",
+            REAPER_LOG,
             "--",
             "libvirtd",
             "-d",
@@ -56,13 +65,29 @@ def pidfile(node: NodeLayout, name: str) -> str:
 
 
 def daemon_pid(node: NodeLayout, name: str) -> int | None:
-    """PID of a running daemon of the node (alive and in the node's netns), else None."""
+    """PID of a running daemon of the node, else None.
+
+    The pid file's process must be alive, in the node's netns and named like
+    the daemon: a daemon that was killed leaves its pid file, and on a busy
+    machine its PID soon belongs to another process.
+    """
     pid = netns.read_pidfile(pidfile(node, name))
     if pid is None or not netns.proc_alive(pid):
         return None
     if netns.proc_ns(pid, "net") != netns.netns_link(node.netns):
         return None
-    return pid
+    return pid if netns.proc_name(pid) == name else None
+
+
+def daemon_end(node: NodeLayout, name: str) -> str | None:
+    """How the node's daemon ``name`` last ended, as the reaper recorded it (libvirtd only)."""
+    try:
+        with open(node.host_path(REAPER_LOG), encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    ends = [line for line in lines if line.partition(" ")[2].startswith(f"{name}[")]
+    return ends[-1] if ends else None
 
 
 def _ready(node: NodeLayout, name: str) -> bool:

@@ -49,6 +49,8 @@ PIDFILES = {
     "libvirtd": "/run/libvirt/libvirtd.pid",
     "sshd": "/run/libvirt/sshd.pid",
 }
+# Where the reaper below libvirtd records how each process it reaped ended.
+REAPER_LOG = "/var/log/libvirt/reaper.log"
 LIBVIRT_SOCK = "/run/libvirt/libvirt-sock"
 DAEMONS = ("virtlogd", "libvirtd", "sshd")
 # How the master and the nodes reach a node's libvirtd: TLS with the cluster's

@@ -56,6 +56,15 @@ def proc_ns(pid: int, kind: str) -> str | None:
         return None
 
 
+def proc_name(pid: int) -> str | None:
+    """The process name (``comm``) of ``pid``, None if gone."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
 def read_pidfile(path: str) -> int | None:
     """PID stored in a pid file, None when missing or unreadable."""
     try:
@@ -328,9 +337,4 @@ def is_ours(pid: int, names: set[str]) -> bool:
     if link in named:
         return False
     own = proc_ns(os.getpid(), "net")
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as fh:
-            comm = fh.read().strip()
-    except OSError:
-        return False
-    return link != own and comm == "sleep"
+    return link != own and proc_name(pid) == "sleep"

@@ -14,16 +14,23 @@ stop of a guest (the source of a migration, a shutdown, a destroy) would
 stall for up to two seconds that a real node never sees.
 
 The reaper leaves when it has no children left (the daemon and its orphans
-are gone). Linux only.
+are gone). With ``--log FILE`` it appends one line per process it reaps
+(time, name, PID and how it ended: ``libvirtd[812] killed by signal 11
+(SIGSEGV)``), so a daemon that vanished has a recorded cause, as systemd's
+journal gives on a real node. Linux only.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 import sys
+import time
+from typing import TextIO
 
+from ganeti_lv.devcluster.netns import proc_name
 from ganeti_lv.master.daemonize import detach_stdio
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -35,46 +42,77 @@ def _become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def reap_forever() -> None:
-    """Wait for children (own and adopted) until there are none."""
+def describe_end(status: int) -> str:
+    """How a process ended, from its wait status: ``exited 0``, ``killed by signal 9 (SIGKILL)``."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = f" ({signal.Signals(sig).name})"
+        except ValueError:
+            name = ""
+        core = ", core dumped" if os.WCOREDUMP(status) else ""
+        return f"killed by signal {sig}{name}{core}"
+    return f"exited {os.WEXITSTATUS(status)}"
+
+
+def reap_forever(log: TextIO | None = None) -> None:
+    """Wait for children (own and adopted) until there are none; record each end in ``log``."""
     while True:
         try:
-            os.wait()
+            # peek first (WNOWAIT): the name is readable only until the reaping
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+            assert info is not None  # None only with WNOHANG
+            pid = info.si_pid
+            name = proc_name(pid) or "?"  # a zombie keeps its name until reaped
+            _, status = os.waitpid(pid, 0)
         except ChildProcessError:
             return
         except InterruptedError:  # pragma: no cover - PEP 475 retries
             continue
+        if log is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+            log.write(f"{stamp} {name}[{pid}] {describe_end(status)}\n")
+            log.flush()
 
 
-def _serve(argv: list[str], status_fd: int) -> None:
+def _serve(argv: list[str], status_fd: int, log_path: str | None) -> None:
     """The detached side: start the daemon, report, then reap."""
     os.setsid()
     _become_subreaper()
+    log = None
     try:
+        if log_path is not None:
+            log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - open while reaping
         res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
         code, err = res.returncode, res.stderr + res.stdout
     except OSError as exc:
-        code, err = 127, f"{argv[0]}: {exc}".encode()
+        code, err = 127, f"{exc.filename or argv[0]}: {exc.strerror or exc}".encode()
     with os.fdopen(status_fd, "wb") as status:
         status.write(b"%d\n" % code + err)
     detach_stdio()
     if code == 0:
-        reap_forever()
+        reap_forever(log)
+
+
+USAGE = "usage: python -m ganeti_lv.devcluster.reaper [--log FILE] -- COMMAND...\n"
 
 
 def main(argv: list[str]) -> int:
     """Run ``argv`` (a daemonising command) below a detached subreaper."""
+    log_path = None
+    if argv[:1] == ["--log"] and len(argv) > 1:
+        log_path, argv = argv[1], argv[2:]
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if not argv:
-        sys.stderr.write("usage: python -m ganeti_lv.devcluster.reaper -- COMMAND...\n")
+    if not argv or argv[0].startswith("--"):
+        sys.stderr.write(USAGE)
         return 2
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
         try:
-            _serve(argv, wfd)
+            _serve(argv, wfd, log_path)
         finally:
             os._exit(0)
     os.close(wfd)

@@ -250,12 +250,19 @@ def test_unreachable_libvirtd_and_reconnect(hv: HvEnv) -> None:
 
 @pytest.mark.faults
 def test_killed_libvirtd_is_unreachable_then_reconnected(hv: HvEnv, local_devcluster: Any) -> None:
-    """A node whose libvirtd died answers NodeUnreachable; after a restart it works again."""
+    """A node whose libvirtd died answers NodeUnreachable; after a restart it works again.
+
+    The local cluster records how its libvirtd ended.
+    """
     devcluster = local_devcluster
     node = hv.node()
     hv.ops.instance_list(node)
-    devcluster.kill_daemon(node.name, "libvirtd")
+    pid = devcluster.kill_daemon(node.name, "libvirtd")
     try:
+        ended = f" libvirtd[{pid}] killed by signal 9 (SIGKILL)"
+        assert wait_until(
+            lambda: (devcluster.daemon_end(node.name, "libvirtd") or "").endswith(ended), 5
+        )
         res = node_call(hv.ops.instance_list, node)
         assert not res.ok and isinstance(res.error, NodeUnreachable)
         assert res.error.node == node.name

@@ -1,19 +1,25 @@
-"""The devcluster's subreaper: a daemon's orphans are reaped as soon as they exit."""
+"""The devcluster's subreaper: a daemon's orphans are reaped as soon as they exit,
+and how each ended is recorded."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 from support.waiting import parent_pid, wait_until
 
 from ganeti_lv.devcluster import netns
+from ganeti_lv.devcluster.reaper import describe_end
 
 
 def _reaper(*argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    """The reaper with ``argv`` as its arguments (after its own options, if any)."""
+    if argv[:1] != ("--log",):
+        argv = ("--", *argv)
     return subprocess.run(
-        [sys.executable, "-m", "ganeti_lv.devcluster.reaper", "--", *argv],
+        [sys.executable, "-m", "ganeti_lv.devcluster.reaper", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -57,3 +63,44 @@ def test_orphans_of_a_daemonising_command_are_adopted_and_reaped_at_once(tmp_pat
     # and the subreaper leaves once it has no children.
     assert wait_until(lambda: not os.path.exists(f"/proc/{orphan}"), 1.0)
     assert wait_until(lambda: not netns.proc_alive(reaper), 2.0)
+
+
+def _recorded_ends(log) -> dict[str, str]:
+    """PID -> how it ended, from the reaper's log ("<time> <name>[<pid>] <end>")."""
+    ends = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        _, who, end = line.split(" ", 2)
+        name, _, pid = who.rstrip("]").partition("[")
+        ends[pid] = f"{name}: {end}"
+    return ends
+
+
+def test_how_each_reaped_process_ended_is_recorded(tmp_path) -> None:
+    """A daemon that crashes leaves a record of its end: name, PID, the signal."""
+    log = tmp_path / "reaper.log"
+    pids = tmp_path / "pids"
+    # two orphans: one exits with status 3, the other dies of SIGSEGV (as a crash)
+    script = (
+        f"(sh -c 'echo $$ > {pids}.exit; exit 3' </dev/null >/dev/null 2>&1 &);"
+        f"(sh -c 'echo $$ > {pids}.segv; kill -SEGV $$' </dev/null >/dev/null 2>&1 &)"
+    )
+    res = _reaper("--log", str(log), "--", "sh", "-c", script)
+    assert res.returncode == 0, res.stderr
+    assert wait_until(lambda: len(_recorded_ends(log)) == 2, 5)
+    ends = _recorded_ends(log)
+    exited = (tmp_path / "pids.exit").read_text().strip()
+    crashed = (tmp_path / "pids.segv").read_text().strip()
+    assert ends == {exited: "sh: exited 3", crashed: "sh: killed by signal 11 (SIGSEGV)"}
+
+
+def test_describe_end_names_the_signal_and_a_core_dump() -> None:
+    assert describe_end(0) == "exited 0"
+    assert describe_end(2 << 8) == "exited 2"
+    assert describe_end(signal.SIGKILL) == "killed by signal 9 (SIGKILL)"
+    assert describe_end(signal.SIGABRT | 0x80) == "killed by signal 6 (SIGABRT), core dumped"
+
+
+def test_a_log_that_cannot_be_opened_fails_the_start(tmp_path) -> None:
+    res = _reaper("--log", str(tmp_path / "missing" / "reaper.log"), "--", "true")
+    assert res.returncode == 127
+    assert "missing/reaper.log: No such file or directory" in res.stderr
