@@ -20,6 +20,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster import emulator, guest, netns
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.guest import GuestImage, kernel_args, pattern_sha256
+from ganeti_lv.devcluster.layout import PIDFILES
 from ganeti_lv.devcluster.netns import free_subnet as free_test_subnet
 from ganeti_lv.errors import OpPrereqError
 
@@ -222,6 +223,23 @@ def test_nodes_run_a_qemu_whose_tcg_migration_keeps_guest_memory(
             assert cluster_info["emulator_dir"]
             caps = local_devcluster.virsh(node["name"], "capabilities")
             assert f"<emulator>{cluster_info['emulator_dir']}/qemu-system-x86_64<" in caps
+
+
+def test_a_daemon_pid_file_naming_another_process_of_the_node_is_not_the_daemon(
+    local_devcluster: DevCluster,
+) -> None:
+    """A killed daemon leaves its pid file; its PID may soon belong to another process."""
+    pidfile = local_devcluster.host_path("node2", PIDFILES["libvirtd"])
+    libvirtd = local_devcluster.daemon_pid("node2", "libvirtd")
+    sshd = local_devcluster.daemon_pid("node2", "sshd")
+    assert libvirtd is not None and sshd is not None
+    saved = Path(pidfile).read_text()
+    try:
+        Path(pidfile).write_text(f"{sshd}\n")  # alive, in the node: but not libvirtd
+        assert local_devcluster.daemon_pid("node2", "libvirtd") is None
+    finally:
+        Path(pidfile).write_text(saved)
+    assert local_devcluster.daemon_pid("node2", "libvirtd") == libvirtd
 
 
 def test_nodes_know_each_other_and_reach_each_other_over_ssh(
