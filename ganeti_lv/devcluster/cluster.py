@@ -459,7 +459,7 @@ class DevCluster(files.ClusterDirectory):
         return daemons.daemon_pid(self.layout().node(node), name)
 
     def daemon_end(self, node: str, name: str) -> str | None:
-        """How a node daemon last ended, as recorded below it (libvirtd only), else None."""
+        """How a node daemon last ended, as recorded below it, else None."""
         return daemons.daemon_end(self.layout().node(node), name)
 
     def kill_daemon(self, node: str, name: str, sig: int = signal.SIGKILL) -> int | None:

@@ -32,31 +32,22 @@ DAEMON_ENV = {
 
 
 def daemon_argv(node: NodeLayout, name: str) -> list[str]:
-    """The command starting daemon ``name`` (it daemonises and writes its pid file)."""
-    if name == "virtlogd":
-        return ["virtlogd", "-d", "-p", PIDFILES["virtlogd"]]
-    if name == "libvirtd":
-        # Below a subreaper, so that a stopped qemu is reaped at once as on a
-        # real node, and how libvirtd ended is on record (see
-        # ganeti_lv.devcluster.reaper).
-        return [
-            sys.executable,
-            "-m",
-            "ganeti_lv.devcluster.reaper",
-            "--log",
-            REAPER_LOG,
-            "--",
-            "libvirtd",
-            "-d",
-            "--listen",
-            "-p",
-            PIDFILES["libvirtd"],
-            "-f",
-            "/etc/libvirt/libvirtd.conf",
-        ]
-    if name == "sshd":
-        return ["/usr/sbin/sshd", "-f", os.path.join(node.sshd_dir, "sshd_config")]
-    raise OpPrereqError(f"Unknown daemon {name!r}", "wrong_input")
+    """The command starting daemon ``name`` on the node (it daemonises, writes its pid file).
+
+    Below a subreaper, as on a real node below its init: a stopped qemu or
+    an orphan of an SSH session is reaped at once, and how the daemon ended
+    is on record (see ganeti_lv.devcluster.reaper).
+    """
+    commands = {
+        "virtlogd": ["virtlogd", "-d", "-p", PIDFILES["virtlogd"]],
+        "libvirtd": ["libvirtd", "-d", "--listen", "-p", PIDFILES["libvirtd"]]
+        + ["-f", "/etc/libvirt/libvirtd.conf"],
+        "sshd": ["/usr/sbin/sshd", "-f", os.path.join(node.sshd_dir, "sshd_config")],
+    }
+    if name not in commands:
+        raise OpPrereqError(f"Unknown daemon {name!r}", "wrong_input")
+    reaper = [sys.executable, "-m", "ganeti_lv.devcluster.reaper", "--log", REAPER_LOG, "--"]
+    return reaper + commands[name]
 
 
 def pidfile(node: NodeLayout, name: str) -> str:
@@ -80,7 +71,7 @@ def daemon_pid(node: NodeLayout, name: str) -> int | None:
 
 
 def daemon_end(node: NodeLayout, name: str) -> str | None:
-    """How the node's daemon ``name`` last ended, as the reaper recorded it (libvirtd only)."""
+    """How the node's daemon ``name`` last ended, as its reaper recorded it."""
     try:
         with open(node.host_path(REAPER_LOG), encoding="utf-8", errors="replace") as fh:
             lines = fh.read().splitlines()

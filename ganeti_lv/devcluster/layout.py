@@ -49,7 +49,7 @@ PIDFILES = {
     "libvirtd": "/run/libvirt/libvirtd.pid",
     "sshd": "/run/libvirt/sshd.pid",
 }
-# Where the reaper below libvirtd records how each process it reaped ended.
+# Where the reapers below the node daemons record how each process they reaped ended.
 REAPER_LOG = "/var/log/libvirt/reaper.log"
 LIBVIRT_SOCK = "/run/libvirt/libvirt-sock"
 DAEMONS = ("virtlogd", "libvirtd", "sshd")
