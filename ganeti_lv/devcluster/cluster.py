@@ -458,9 +458,9 @@ class DevCluster(files.ClusterDirectory):
         """PID of a node daemon (virtlogd, libvirtd, sshd) if it runs."""
         return daemons.daemon_pid(self.layout().node(node), name)
 
-    def daemon_end(self, node: str, name: str) -> str | None:
-        """How a node daemon last ended, as recorded below it, else None."""
-        return daemons.daemon_end(self.layout().node(node), name)
+    def daemon_end(self, node: str, name: str, pid: int) -> str | None:
+        """How a node daemon that ran as ``pid`` ended, as recorded below it (None: not known)."""
+        return daemons.daemon_end(self.layout().node(node), name, pid)
 
     def kill_daemon(self, node: str, name: str, sig: int = signal.SIGKILL) -> int | None:
         """Kill a node daemon and wait until it is gone; return its former PID."""

@@ -70,14 +70,17 @@ def daemon_pid(node: NodeLayout, name: str) -> int | None:
     return pid if netns.proc_name(pid) == name else None
 
 
-def daemon_end(node: NodeLayout, name: str) -> str | None:
-    """How the node's daemon ``name`` last ended, as its reaper recorded it."""
+def daemon_end(node: NodeLayout, name: str, pid: int) -> str | None:
+    """How the node's daemon ``name`` running as ``pid`` ended, as its reaper recorded it.
+
+    None while it runs (or if it ended unrecorded).
+    """
     try:
         with open(node.host_path(REAPER_LOG), encoding="utf-8", errors="replace") as fh:
             lines = fh.read().splitlines()
     except OSError:
         return None
-    ends = [line for line in lines if line.partition(" ")[2].startswith(f"{name}[")]
+    ends = [line for line in lines if f" {name}[{pid}] " in line]
     return ends[-1] if ends else None
 
 

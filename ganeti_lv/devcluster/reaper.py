@@ -56,7 +56,11 @@ def describe_end(status: int) -> str:
 
 
 def reap_forever(log: TextIO | None = None) -> None:
-    """Wait for children (own and adopted) until there are none; record each end in ``log``."""
+    """Wait for children (own and adopted) until there are none; record each end in ``log``.
+
+    A record that cannot be written (a full disk) ends the recording, never
+    the reaping.
+    """
     while True:
         try:
             # peek first (WNOWAIT): the name is readable only until the reaping
@@ -70,9 +74,12 @@ def reap_forever(log: TextIO | None = None) -> None:
         except InterruptedError:  # pragma: no cover - PEP 475 retries
             continue
         if log is not None:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
-            log.write(f"{stamp} {name}[{pid}] {describe_end(status)}\n")
-            log.flush()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            try:
+                log.write(f"{stamp} {name}[{pid}] {describe_end(status)}\n")
+                log.flush()
+            except OSError:
+                log = None
 
 
 def _serve(argv: list[str], status_fd: int, log_path: str | None) -> None:
@@ -100,9 +107,12 @@ USAGE = "usage: python -m ganeti_lv.devcluster.reaper [--log FILE] -- COMMAND...
 def main(argv: list[str]) -> int:
     """Run ``argv`` (a daemonising command) below a detached subreaper."""
     log_path = None
-    if argv[:1] == ["--log"] and len(argv) > 1:
-        log_path, argv = argv[1], argv[2:]
-    if argv and argv[0] == "--":
+    if argv[:1] == ["--log"]:
+        log_path, argv = (argv[1] if len(argv) > 1 else ""), argv[2:]
+        if not log_path or log_path.startswith("-"):
+            sys.stderr.write(USAGE)
+            return 2
+    if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv or argv[0].startswith("--"):
         sys.stderr.write(USAGE)

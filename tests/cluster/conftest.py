@@ -12,7 +12,7 @@ unless they set their own ``@pytest.mark.timeout``, both multiplied by the
 session's timeout scale (tests/support/timeouts.py); they are skipped when
 the machine cannot run the local cluster (not root, tools missing).
 
-After every test on the local cluster each node daemon must run
+After every test on the local cluster each node daemon must run again
 (``node_daemons_run_after_each_test``).
 """
 
@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from support.clusterfixture import EXTERNAL_ENV, local_cluster_possible
+from support.nodedaemons import restart_gone, running_daemons
 from support.timeouts import scaled_timeout_mark, timeout_scale
 
 from ganeti_lv.devcluster.cluster import DevCluster
-from ganeti_lv.devcluster.layout import DAEMONS
 
 CLUSTER_TEST_TIMEOUT = 300
 
@@ -74,40 +73,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def node_daemons_run_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test on the local cluster leaves every node daemon running.
+    """A test on the local cluster leaves every node daemon running (tests/support/nodedaemons.py).
 
-    Tests that stop a daemon start it again themselves, so a daemon found
-    gone here died on its own or by mistake. The test fails with how it
-    ended (the reaper's record) and the end of its log, and the daemon is
-    started again: one death is reported once, with its cause, instead of
-    failing every later test that needs the node.
+    A daemon gone after the test is started again, and the test errors at
+    teardown with how the daemon ended.
     """
-    yield
-    if "devcluster" not in request.fixturenames:
-        return
-    cluster = request.getfixturevalue("devcluster")
+    uses_cluster = "devcluster" in request.fixturenames
+    cluster = request.getfixturevalue("devcluster") if uses_cluster else None
     if not isinstance(cluster, DevCluster):
+        yield
         return
-    gone = [
-        (node, name)
-        for node, entry in cluster.status()["nodes"].items()
-        for name in DAEMONS
-        if entry[name] is None
-    ]
-    if not gone:
-        return
-    report = [_daemon_report(cluster, node, name) for node, name in gone]
-    for node, name in gone:
-        cluster.start_daemon(node, name)
-    pytest.fail("node daemons gone after the test (started again):\n" + "\n".join(report))
-
-
-def _daemon_report(cluster: Any, node: str, name: str) -> str:
-    """What is known of how ``name`` on ``node`` ended: the reaper's record, its log's end."""
-    lines = [f"{name} on {node}: {cluster.daemon_end(node, name) or 'no record of its end'}"]
-    log = cluster.host_path(node, f"/var/log/libvirt/{name}.log")
-    if os.path.exists(log):
-        with open(log, encoding="utf-8", errors="replace") as fh:
-            tail = fh.read().splitlines()[-15:]
-        lines += [f"  {log}:", *(f"    {line}" for line in tail)]
-    return "\n".join(lines)
+    before = running_daemons(cluster)
+    yield
+    report = restart_gone(cluster, before)
+    if report:
+        pytest.fail(f"node daemons gone after the test (started again):\n{report}")

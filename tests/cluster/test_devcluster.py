@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import parent_pid
 
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster import emulator, guest, netns
+from ganeti_lv.devcluster import daemons, emulator, guest, netns
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.guest import GuestImage, kernel_args, pattern_sha256
-from ganeti_lv.devcluster.layout import PIDFILES
+from ganeti_lv.devcluster.layout import DAEMONS
 from ganeti_lv.devcluster.netns import free_subnet as free_test_subnet
 from ganeti_lv.errors import OpPrereqError
 
@@ -225,21 +226,28 @@ def test_nodes_run_a_qemu_whose_tcg_migration_keeps_guest_memory(
             assert f"<emulator>{cluster_info['emulator_dir']}/qemu-system-x86_64<" in caps
 
 
+def test_every_node_daemon_runs_below_its_reaper(local_devcluster: DevCluster) -> None:
+    for node in ("node1", "node2", "node3"):
+        for name in DAEMONS:
+            pid = local_devcluster.daemon_pid(node, name)
+            assert pid is not None, (node, name)
+            parent = parent_pid(pid)
+            with open(f"/proc/{parent}/cmdline", "rb") as fh:
+                assert b"ganeti_lv.devcluster.reaper" in fh.read(), (node, name)
+
+
 def test_a_daemon_pid_file_naming_another_process_of_the_node_is_not_the_daemon(
-    local_devcluster: DevCluster,
+    local_devcluster: DevCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A killed daemon leaves its pid file; its PID may soon belong to another process."""
-    pidfile = local_devcluster.host_path("node2", PIDFILES["libvirtd"])
-    libvirtd = local_devcluster.daemon_pid("node2", "libvirtd")
-    sshd = local_devcluster.daemon_pid("node2", "sshd")
-    assert libvirtd is not None and sshd is not None
-    saved = Path(pidfile).read_text()
-    try:
-        Path(pidfile).write_text(f"{sshd}\n")  # alive, in the node: but not libvirtd
-        assert local_devcluster.daemon_pid("node2", "libvirtd") is None
-    finally:
-        Path(pidfile).write_text(saved)
-    assert local_devcluster.daemon_pid("node2", "libvirtd") == libvirtd
+    node = local_devcluster.layout().node("node2")
+    sshd = daemons.daemon_pid(node, "sshd")
+    assert sshd is not None
+    stale = tmp_path / "libvirtd.pid"
+    stale.write_text(f"{sshd}\n")  # alive, in the node: but not libvirtd
+    monkeypatch.setattr(daemons, "pidfile", lambda _node, _name: str(stale))
+    assert daemons.daemon_pid(node, "libvirtd") is None
+    assert daemons.daemon_pid(node, "sshd") == sshd
 
 
 def test_nodes_know_each_other_and_reach_each_other_over_ssh(

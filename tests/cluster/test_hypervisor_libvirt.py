@@ -259,10 +259,10 @@ def test_killed_libvirtd_is_unreachable_then_reconnected(hv: HvEnv, local_devclu
     hv.ops.instance_list(node)
     pid = devcluster.kill_daemon(node.name, "libvirtd")
     try:
-        ended = f" libvirtd[{pid}] killed by signal 9 (SIGKILL)"
-        assert wait_until(
-            lambda: (devcluster.daemon_end(node.name, "libvirtd") or "").endswith(ended), 5
-        )
+        assert pid is not None
+        assert wait_until(lambda: devcluster.daemon_end(node.name, "libvirtd", pid), 5)
+        end = devcluster.daemon_end(node.name, "libvirtd", pid)
+        assert end.endswith(f" libvirtd[{pid}] killed by signal 9 (SIGKILL)"), end
         res = node_call(hv.ops.instance_list, node)
         assert not res.ok and isinstance(res.error, NodeUnreachable)
         assert res.error.node == node.name

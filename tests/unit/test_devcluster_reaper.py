@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+import pytest
 from support.waiting import parent_pid, wait_until
 
 from ganeti_lv.devcluster import netns
@@ -104,3 +106,29 @@ def test_a_log_that_cannot_be_opened_fails_the_start(tmp_path) -> None:
     res = _reaper("--log", str(tmp_path / "missing" / "reaper.log"), "--", "true")
     assert res.returncode == 127
     assert "missing/reaper.log: No such file or directory" in res.stderr
+
+
+def test_a_log_that_cannot_be_written_stops_the_records_not_the_reaping(tmp_path) -> None:
+    """/dev/full opens but takes no line: the reaper still adopts and reaps orphans."""
+    pidfile = tmp_path / "orphan.pid"
+    gate = tmp_path / "gate"
+    loop = f"echo $$ > {pidfile}; while [ ! -e {gate} ]; do sleep 0.02; done"
+    # a first orphan ends at once (its record fails), the second waits for the gate
+    script = f"(true &); (sh -c '{loop}' </dev/null >/dev/null 2>&1 &)"
+    res = _reaper("--log", "/dev/full", "--", "sh", "-c", script)
+    assert res.returncode == 0, res.stderr
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 5)
+    orphan = int(pidfile.read_text())
+    time.sleep(0.3)  # the first orphan's end has been met meanwhile
+    reaper = parent_pid(orphan)
+    assert reaper is not None and reaper != 1
+    gate.touch()
+    assert wait_until(lambda: not os.path.exists(f"/proc/{orphan}"), 1.0)
+    assert wait_until(lambda: not netns.proc_alive(reaper), 2.0)
+
+
+@pytest.mark.parametrize("argv", [["--log"], ["--log", "--", "true"], ["--log", "", "true"]])
+def test_a_log_option_without_a_file_is_a_usage_error(argv: list[str]) -> None:
+    res = _reaper(*argv)
+    assert res.returncode == 2
+    assert res.stderr.startswith("usage:")
