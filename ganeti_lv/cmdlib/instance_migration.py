@@ -355,15 +355,20 @@ class TLMigrateInstance(Tasklet):
         return chosen
 
     def _check_running_on_primary(self) -> None:
+        """The instance runs on its primary, else failover (when allowed) or Ganeti's refusal.
+
+        The refusal says why, as Ganeti's does: the instance is not running,
+        or the primary's answer (a node that does not answer cannot say).
+        """
         res = self._source_state()
-        running = res.ok and res.payload is not None and res.payload.state in _RUN_STATES
-        if running:
+        if res.ok and res.payload is not None and res.payload.state in _RUN_STATES:
             return
+        why = res.fail_msg if not res.ok else f"Instance {self._inst().name} is not running"
         if self.fallback:
-            self.lu.LogInfo("Instance is not running on its primary node, switching to failover")
+            self.lu.LogInfo(f"Can't migrate ({why}), fallback allowed, switching to failover")
             self.failover = True
             return
-        raise OpPrereqError("Can't migrate, please use failover", ECODE_STATE)
+        raise OpPrereqError(f"Can't migrate, please use failover: {why}", ECODE_STATE)
 
     # -------------------------------------------------------------- Exec
     def Exec(self, feedback_fn: FeedbackFn) -> None:

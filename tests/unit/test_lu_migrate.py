@@ -374,7 +374,25 @@ def test_not_running_on_primary(ctx: Context, ops: FakeNodeOps, config: ConfigSt
     serial = config.read().serial
     with pytest.raises(OpPrereqError) as err:
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
-    assert (err.value.ecode, err.value.msg) == (ECODE_STATE, "Can't migrate, please use failover")
+    assert (err.value.ecode, err.value.msg) == (
+        ECODE_STATE,
+        f"Can't migrate, please use failover: Instance {INST} is not running",
+    )
+    assert config.read().serial == serial
+
+
+def test_primary_not_answering_is_refused_with_its_reason(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Not "not running": the primary's libvirtd did not answer, and the refusal says so."""
+    ops.fail("instance_info", N1, NodeUnreachable(f"Cannot connect to libvirt on {N1}", node=N1))
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_STATE
+    assert err.value.msg.startswith("Can't migrate, please use failover: ")
+    assert f"Cannot connect to libvirt on {N1}" in err.value.msg
+    assert "is not running" not in err.value.msg
     assert config.read().serial == serial
 
 
@@ -575,6 +593,20 @@ def test_failover_with_the_primary_unreachable_blames_no_overlay(
 
 
 # ---------------------------------------------------------------- failover
+
+
+def test_not_running_on_primary_with_allow_failover_fails_over_and_says_why(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF)
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True))
+    assert any(
+        f"Can't migrate (Instance {INST} is not running), fallback allowed, switching to failover"
+        in line
+        for line in lines
+    ), lines
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
 
 
 def test_migrate_stopped_with_allow_failover_moves_disks(
