@@ -329,7 +329,7 @@ class DevCluster(files.ClusterDirectory):
                         "file_storage_dir": n.host_path(lay.FILE_STORAGE_DIR),
                         "export_dir": n.host_path(lay.EXPORT_DIR),
                         "hooks_base_dir": n.host_path(lay.HOOKS_BASE_DIR),
-                        "libvirt_log_dir": n.host_path("/var/log/libvirt"),
+                        "libvirt_log_dir": n.host_path(lay.NODE_LOG_DIR),
                     },
                 }
             )

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 from ganeti_lv.devcluster import netns
@@ -22,6 +21,7 @@ from ganeti_lv.devcluster.layout import (
     REAPER_LOG,
     NodeLayout,
 )
+from ganeti_lv.devcluster.reaper import reaper_argv
 from ganeti_lv.errors import OpExecError, OpPrereqError
 
 DAEMON_ENV = {
@@ -46,8 +46,7 @@ def daemon_argv(node: NodeLayout, name: str) -> list[str]:
     }
     if name not in commands:
         raise OpPrereqError(f"Unknown daemon {name!r}", "wrong_input")
-    reaper = [sys.executable, "-m", "ganeti_lv.devcluster.reaper", "--log", REAPER_LOG, "--"]
-    return reaper + commands[name]
+    return reaper_argv(commands[name], REAPER_LOG)
 
 
 def pidfile(node: NodeLayout, name: str) -> str:

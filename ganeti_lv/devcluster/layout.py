@@ -29,13 +29,15 @@ EXPORT_DIR = "/srv/ganeti-lv/export"
 FILE_STORAGE_DIR = "/srv/ganeti-lv/file-storage"
 SHARED_FILE_STORAGE_DIR = "/srv/ganeti-lv/shared-file-storage"
 
+# The node's libvirt log directory (libvirtd's log, the reapers' records, the consoles).
+NODE_LOG_DIR = "/var/log/libvirt"
 # Per-node directory (under the node's host directory) -> mount point on the node.
 NODE_MOUNTS: tuple[tuple[str, str], ...] = (
     ("etc-libvirt", "/etc/libvirt"),
     ("etc-pki", "/etc/pki"),
     ("run-libvirt", "/run/libvirt"),
     ("lib-libvirt", "/var/lib/libvirt"),
-    ("log-libvirt", "/var/log/libvirt"),
+    ("log-libvirt", NODE_LOG_DIR),
     ("cache-libvirt", "/var/cache/libvirt"),
     ("root-ssh", "/root/.ssh"),
     ("run-sshd", "/run/sshd"),
@@ -50,7 +52,7 @@ PIDFILES = {
     "sshd": "/run/libvirt/sshd.pid",
 }
 # Where the reapers below the node daemons record how each process they reaped ended.
-REAPER_LOG = "/var/log/libvirt/reaper.log"
+REAPER_LOG = f"{NODE_LOG_DIR}/reaper.log"
 LIBVIRT_SOCK = "/run/libvirt/libvirt-sock"
 DAEMONS = ("virtlogd", "libvirtd", "sshd")
 # How the master and the nodes reach a node's libvirtd: TLS with the cluster's
@@ -264,7 +266,7 @@ def libvirtd_conf(node: NodeLayout, transport: str, cluster_name: str) -> str:
         'auth_unix_rw = "none"\n'
         'auth_unix_ro = "none"\n'
         f'host_uuid = "{node.host_uuid}"\n'
-        'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+        f'log_outputs = "3:file:{NODE_LOG_DIR}/libvirtd.log"\n'
         "max_clients = 200\n"
         "max_workers = 40\n"
     )

@@ -30,13 +30,13 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ganeti_lv.devcluster import daemons, files, guest, netns, peerinstall, peernode
 from ganeti_lv.devcluster import peerlayout as pl
+from ganeti_lv.devcluster.reaper import reaper_argv
 from ganeti_lv.errors import (
     ECODE_EXISTS,
     ECODE_NOENT,
@@ -156,8 +156,7 @@ class PeerCluster(files.ClusterDirectory):
         Daemons started by it (sshd; Ganeti's daemons and, through them, qemu)
         are reaped as soon as they exit, as PID 1 does on a real node.
         """
-        reaper = [sys.executable, "-m", "ganeti_lv.devcluster.reaper", "--", *argv]
-        self.run(node, reaper, timeout=timeout)
+        self.run(node, reaper_argv(list(argv)), timeout=timeout)
 
     def _wait_rapi(self, layout: pl.PeerLayout, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

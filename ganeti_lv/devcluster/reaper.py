@@ -101,6 +101,12 @@ def _serve(argv: list[str], status_fd: int, log_path: str | None) -> None:
         reap_forever(log)
 
 
+def reaper_argv(argv: list[str], log: str | None = None) -> list[str]:
+    """The command running ``argv`` (a daemonising command) below a reaper logging to ``log``."""
+    options = [] if log is None else ["--log", log]
+    return [sys.executable, "-m", "ganeti_lv.devcluster.reaper", *options, "--", *argv]
+
+
 USAGE = "usage: python -m ganeti_lv.devcluster.reaper [--log FILE] -- COMMAND...\n"
 
 

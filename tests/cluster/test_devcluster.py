@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.waiting import parent_pid
+from support.waiting import parent_command
 
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster import daemons, emulator, guest, netns
@@ -231,9 +231,7 @@ def test_every_node_daemon_runs_below_its_reaper(local_devcluster: DevCluster) -
         for name in DAEMONS:
             pid = local_devcluster.daemon_pid(node, name)
             assert pid is not None, (node, name)
-            parent = parent_pid(pid)
-            with open(f"/proc/{parent}/cmdline", "rb") as fh:
-                assert b"ganeti_lv.devcluster.reaper" in fh.read(), (node, name)
+            assert b"ganeti_lv.devcluster.reaper" in parent_command(pid), (node, name)
 
 
 def test_a_daemon_pid_file_naming_another_process_of_the_node_is_not_the_daemon(

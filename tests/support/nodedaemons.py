@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ganeti_lv.devcluster.layout import DAEMONS
+from ganeti_lv.devcluster.layout import DAEMONS, NODE_LOG_DIR
 
 Daemon = tuple[str, str]  # (node, daemon name)
 
@@ -47,7 +47,7 @@ def _how_it_ended(cluster: Any, node: str, name: str, pid: int) -> str:
     """The reaper's record of ``pid``'s end, and the tail of the daemon's log if it has one."""
     end = cluster.daemon_end(node, name, pid) or f"{name}[{pid}]: no record of its end"
     lines = [f"{name} on {node}: {end}"]
-    log = cluster.host_path(node, f"/var/log/libvirt/{name}.log")
+    log = cluster.host_path(node, f"{NODE_LOG_DIR}/{name}.log")
     if os.path.exists(log):
         with open(log, encoding="utf-8", errors="replace") as fh:
             tail = fh.read().splitlines()[-15:]

@@ -43,6 +43,16 @@ def parent_pid(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+def parent_command(pid: int) -> bytes:
+    """The command line (NUL-separated) of ``pid``'s parent; b"" when either is gone."""
+    parent = parent_pid(pid)
+    try:
+        with open(f"/proc/{parent}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, children first."""
     parents = {int(e): parent_pid(int(e)) for e in os.listdir("/proc") if e.isdigit()}

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from support.waiting import parent_pid, wait_until
+from support.waiting import parent_command, parent_pid, wait_until
 
 from ganeti_lv.devcluster import netns
 from ganeti_lv.devcluster.reaper import describe_end
@@ -58,8 +58,7 @@ def test_orphans_of_a_daemonising_command_are_adopted_and_reaped_at_once(tmp_pat
     orphan = int(pidfile.read_text())
     reaper = parent_pid(orphan)
     assert reaper is not None and reaper != 1
-    with open(f"/proc/{reaper}/cmdline", "rb") as fh:
-        assert b"ganeti_lv.devcluster.reaper" in fh.read()
+    assert b"ganeti_lv.devcluster.reaper" in parent_command(orphan)
     gate.touch()
     # Reaped by the subreaper (no zombie left for PID 1 to collect later),
     # and the subreaper leaves once it has no children.
