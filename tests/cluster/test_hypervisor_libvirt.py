@@ -21,6 +21,7 @@ from support.waiting import wait_until
 from ganeti_lv import constants, objects
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster.guest import kernel_args, pattern_sha256
+from ganeti_lv.devcluster.layout import LIBVIRT_PORTS
 from ganeti_lv.errors import InstanceNotFound, NodeError, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
@@ -269,6 +270,29 @@ def test_killed_libvirtd_is_unreachable_then_reconnected(hv: HvEnv, local_devclu
     finally:
         devcluster.start_daemon(node.name, "libvirtd")
     assert isinstance(hv.ops.instance_list(node), dict)
+
+
+@pytest.mark.faults
+def test_libvirt_calls_after_the_node_forgot_the_kept_connection_work(
+    hv: HvEnv, local_devcluster: Any
+) -> None:
+    """libvirtd drops our connection while the node's link is down (as its restart does).
+
+    Its reset never arrives, and the link is back well within keepalive's 12 s:
+    the kept connection still looks alive, and the first request on it is
+    answered by a reset. The lookups and lists a job starts with must not fail
+    for that.
+    """
+    node = hv.node()
+    before = hv.ops.instance_list(node)
+    host = hv.ops.host(node)
+    kept = host.get_connection()
+    ports = " or ".join(f"sport = :{port}" for port in LIBVIRT_PORTS.values())
+    with _link_cut(local_devcluster, node):
+        local_devcluster.node_exec(node.name, ["ss", "-K", "-t", f"( {ports} )"])
+    assert kept.isAlive()  # nothing told the client
+    assert hv.ops.instance_list(node).keys() == before.keys()
+    assert host.get_connection() is not kept
 
 
 def _fails_within(call: Any) -> float:

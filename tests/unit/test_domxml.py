@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 import pytest
+from support.libvirt_errors import libvirt_error
 
 from ganeti_lv import constants, objects
 from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeUnreachable
@@ -239,12 +240,6 @@ def test_parse_capabilities() -> None:
 # -- libvirt error mapping ----------------------------------------------------
 
 
-def _libvirt_error(code: int, domain: int, message: str = "boom") -> libvirt.libvirtError:
-    err = libvirt.libvirtError(message)
-    err.err = (code, domain, message, 2, None, None, None, -1, -1)
-    return err
-
-
 @pytest.mark.parametrize(
     ("code", "domain", "expected"),
     [
@@ -259,14 +254,14 @@ def _libvirt_error(code: int, domain: int, message: str = "boom") -> libvirt.lib
     ],
 )
 def test_error_mapping(code: int, domain: int, expected: type) -> None:
-    mapped = translate(_libvirt_error(code, domain, "detail"), "node2", "Cannot start web1")
+    mapped = translate(libvirt_error(code, domain, "detail"), "node2", "Cannot start web1")
     assert type(mapped) is expected
     assert mapped.node == "node2"
     assert "Cannot start web1: detail" in str(mapped)
 
 
 def test_context_manager_raises_from_original() -> None:
-    original = _libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_FROM_QEMU)
+    original = libvirt_error(libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_FROM_QEMU)
     with pytest.raises(InstanceNotFound) as info, libvirt_errors("node1", "lookup"):
         raise original
     assert info.value.__cause__ is original

@@ -11,18 +11,13 @@ from typing import Any
 
 import libvirt
 import pytest
+from support.libvirt_errors import libvirt_error
 
 from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import host as hostmod
 from ganeti_lv.hypervisor.libvirt import migration, snapshot
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.migration_types import MigrationParams
-
-
-def _error(code: int, domain: int = libvirt.VIR_FROM_QEMU) -> libvirt.libvirtError:
-    err = libvirt.libvirtError("boom")
-    err.err = (code, domain, "boom", 2, None, None, None, -1, -1)
-    return err
 
 
 class Dom:
@@ -95,7 +90,7 @@ def _guest(monkeypatch: pytest.MonkeyPatch, dom: Dom) -> Guest:
     monkeypatch.setattr(hostmod, "ensure_event_loop", lambda: None)
     host = hostmod.Host("node1", "qemu+tcp://10.250.0.1/system", lambda fn: fn())
     host.get_connection()
-    return Guest(host, dom)  # type: ignore[arg-type]
+    return Guest(host, host.get_connection(), dom)  # type: ignore[arg-type]
 
 
 def test_job_figures_are_plain_values_and_none_without_a_job(monkeypatch) -> None:
@@ -118,13 +113,13 @@ def test_job_figures_are_plain_values_and_none_without_a_job(monkeypatch) -> Non
 def test_libvirt_errors_become_ganeti_lv_errors(monkeypatch) -> None:
     dom = Dom()
     guest = _guest(monkeypatch, dom)
-    dom.fail["abortJob"] = _error(libvirt.VIR_ERR_NO_DOMAIN)
+    dom.fail["abortJob"] = libvirt_error(libvirt.VIR_ERR_NO_DOMAIN)
     with pytest.raises(InstanceNotFound, match="Cannot abort the job of web1"):
         guest.abort_job()
-    dom.fail["migrateStartPostCopy"] = _error(libvirt.VIR_ERR_OPERATION_INVALID)
+    dom.fail["migrateStartPostCopy"] = libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID)
     with pytest.raises(HypervisorError, match="post-copy"):
         guest.start_postcopy()
-    dom.fail["migrateSetMaxDowntime"] = _error(libvirt.VIR_ERR_RPC, libvirt.VIR_FROM_RPC)
+    dom.fail["migrateSetMaxDowntime"] = libvirt_error(libvirt.VIR_ERR_RPC, libvirt.VIR_FROM_RPC)
     with pytest.raises(NodeUnreachable):
         guest.set_max_downtime(500)
 
@@ -139,7 +134,7 @@ def test_monitor_acts_through_the_guest_and_aborts_when_postcopy_is_refused(monk
     monitor.poll()
     # the ramp's start, not the limit: set at the first poll when not set before
     assert ("migrateSetMaxDowntime", (40,)) in dom.calls
-    dom.fail["migrateStartPostCopy"] = _error(libvirt.VIR_ERR_OPERATION_INVALID)
+    dom.fail["migrateStartPostCopy"] = libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID)
     monitor._act(migration.policy.Action(migration.policy.ActionKind.START_POSTCOPY, "slow"))
     assert monitor.aborted and "post-copy refused" in monitor.abort_reason
     assert ("abortJob", ()) in dom.calls and not monitor.postcopy
@@ -174,7 +169,7 @@ def test_snapshot_quiesces_and_falls_back_when_the_agent_does_not_answer(monkeyp
     quiesce = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
     assert dom.calls[-1][1][0] & quiesce
     dom.calls.clear()
-    dom.fail["snapshotCreateXML"] = _error(libvirt.VIR_ERR_AGENT_UNRESPONSIVE)
+    dom.fail["snapshotCreateXML"] = libvirt_error(libvirt.VIR_ERR_AGENT_UNRESPONSIVE)
     with pytest.raises(HypervisorError):  # both attempts refused: the error is ours
         snapshot.create_snapshot(guest, [("vda", "/x/disk0.img.snap")], freeze=True)
     flags = [c[1][0] for c in dom.calls if c[0] == "snapshotCreateXML"]

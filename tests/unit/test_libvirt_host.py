@@ -1,7 +1,8 @@
-"""Host: facts of a running libvirtd are asked once per connection."""
+"""Host: facts asked once per connection; a lost kept connection is replaced for host calls."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -9,9 +10,10 @@ from typing import Any
 
 import libvirt
 import pytest
+from support.libvirt_errors import connection_lost, libvirt_error
 
 from ganeti_lv import retry
-from ganeti_lv.errors import NodeUnreachable
+from ganeti_lv.errors import HypervisorError, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import host as host_module
 from ganeti_lv.hypervisor.libvirt.host import Host
 
@@ -28,15 +30,21 @@ class FakeConn:
         self.calls = calls
         self.generation = generation
         self.alive = True
+        self.closed = False
+        # method name -> the error its next calls raise
+        self.fail: dict[str, libvirt.libvirtError] = {}
 
     def isAlive(self) -> bool:
         return self.alive
 
     def close(self) -> int:
+        self.closed = True
         return 0
 
     def _count(self, name: str, value: Any) -> Any:
         self.calls[name] += 1
+        if name in self.fail:
+            raise self.fail[name]
         return value
 
     def getCapabilities(self) -> str:
@@ -56,6 +64,21 @@ class FakeConn:
 
     def getFreeMemory(self) -> int:
         return self._count("free", 1 << 30)
+
+    def listAllDomains(self, flags: int) -> list[FakeDom]:
+        return self._count("list", [FakeDom(self, "web1")])
+
+
+class FakeDom:
+    def __init__(self, conn: FakeConn, name: str) -> None:
+        self.conn = conn
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+    def isActive(self) -> int:
+        return self.conn._count("isActive", 1)
 
 
 def _host() -> tuple[Host, Counter[str], list[FakeConn]]:
@@ -144,3 +167,88 @@ def test_an_open_that_answers_in_time_returns_the_connection_or_its_error(
     monkeypatch.setattr(host_module.libvirt, "open", refused)
     with pytest.raises(libvirt.libvirtError, match="Connection refused"):
         host_module.open_connection("qemu+tls://node2/system", "node2", timeout=5)
+
+
+# -- a kept connection that only looks alive ------------------------------------
+
+
+def test_a_host_call_on_a_lost_kept_connection_runs_once_more_on_a_new_one() -> None:
+    # libvirtd restarted while the link was down: the first request meets a reset
+    host, calls, conns = _host()
+    host.list_guests()
+    conns[0].fail["list"] = connection_lost()
+    guests = host.list_guests()
+    assert [g.name for g in guests] == ["web1"] and len(conns) == 2
+    assert conns[0].closed and not conns[1].closed
+    assert guests[0].is_active() and calls["isActive"] == 1  # on the new connection
+    # the facts as well
+    conns[1].fail["hostname"] = connection_lost()
+    assert host.hostname() == "node1-gen3" and len(conns) == 3
+
+
+def test_a_host_call_that_fails_on_a_new_connection_is_not_repeated() -> None:
+    host, calls, conns = _host()
+    host.list_guests()
+    lost = connection_lost()
+    conns[0].fail["list"] = lost
+
+    def connect_lost(_attempt: Any) -> FakeConn:  # the new connection fails as well
+        conns.append(FakeConn(calls, len(conns) + 1))
+        conns[-1].fail["list"] = lost
+        return conns[-1]
+
+    host._connect_retry = connect_lost
+    with pytest.raises(NodeUnreachable, match="Cannot list domains: Cannot recv data") as caught:
+        host.list_guests()
+    assert caught.value.node == "node1"
+    assert len(conns) == 2 and calls["list"] == 3 and conns[1].closed
+    # a call whose first try is on a new connection: it is not tried again either
+    with pytest.raises(NodeUnreachable):
+        host.list_guests()
+    assert len(conns) == 3 and calls["list"] == 4
+
+
+def test_other_errors_and_calls_on_domains_are_not_repeated() -> None:
+    host, calls, conns = _host()
+    guest = host.list_guests()[0]
+    conns[0].fail["free"] = libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED)
+    with pytest.raises(HypervisorError, match="Cannot read free memory"):
+        host.free_memory_mib()
+    assert len(conns) == 1 and not conns[0].closed
+    # a domain's call may not be safe to make twice (a migration): it fails, the connection goes
+    conns[0].fail["isActive"] = connection_lost()
+    with pytest.raises(NodeUnreachable):
+        guest.is_active()
+    assert calls["isActive"] == 1 and conns[0].closed
+    assert host.list_guests()[0].name == "web1" and len(conns) == 2
+
+
+def test_a_call_drops_only_the_connection_it_used() -> None:
+    # a monitor's guest from the old connection fails after another thread reconnected
+    host, _calls, conns = _host()
+    old_guest = host.list_guests()[0]
+    conns[0].alive = False
+    host.free_memory_mib()
+    assert len(conns) == 2
+    conns[0].fail["isActive"] = connection_lost()
+    with pytest.raises(NodeUnreachable):
+        old_guest.is_active()
+    assert host.get_connection() is conns[1] and not conns[1].closed
+
+
+def test_a_host_call_that_failed_after_keepalive_gave_up_is_not_repeated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the node went silent: keepalive declared the connection dead after its probes
+    host, calls, conns = _host()
+    host.list_guests()
+    clock = itertools.count(100.0, host_module.KEEPALIVE_INTERVAL * 4)  # each call took 12 s
+    monkeypatch.setattr(host_module.time, "monotonic", lambda: next(clock))
+    conns[0].fail["list"] = libvirt_error(
+        libvirt.VIR_ERR_INTERNAL_ERROR,
+        libvirt.VIR_FROM_RPC,
+        "internal error: connection closed due to keepalive timeout",
+    )
+    with pytest.raises(NodeUnreachable, match="keepalive timeout"):
+        host.list_guests()
+    assert len(conns) == 1 and conns[0].closed

@@ -112,8 +112,9 @@ def map_state(vir_state: int) -> str:
 class Guest:
     """A domain on ``host``."""
 
-    def __init__(self, host: Host, domain: libvirt.virDomain) -> None:
+    def __init__(self, host: Host, conn: libvirt.virConnect, domain: libvirt.virDomain) -> None:
         self.host = host
+        self._conn = conn  # the connection the domain was found on
         self._domain = domain
         self.name: str = domain.name()
 
@@ -121,7 +122,10 @@ class Guest:
         return f"Guest({self.name!r} on {self.host.node!r})"
 
     def _do(self, what: str, fn: Any, *args: Any) -> Any:
-        return self.host.guarded(f"{what} {self.name}", lambda: fn(*args))
+        return self._guarded(f"{what} {self.name}", lambda: fn(*args))
+
+    def _guarded(self, what: str, thunk: Any) -> Any:
+        return self.host.guarded(self._conn, what, thunk)
 
     # -- state ---------------------------------------------------------------
     def state(self) -> str:
@@ -212,9 +216,8 @@ class Guest:
         Call it in a thread of its own: the job's figures, downtime and abort
         are asked meanwhile from another thread (on the same connection).
         """
-        self.host.guarded(
-            "migration failed", lambda: self._domain.migrateToURI3(peer_uri, params, flags)
-        )
+        migrate = self._domain.migrateToURI3
+        self._guarded("migration failed", lambda: migrate(peer_uri, params, flags))
 
     def job_info(self, completed: bool = False) -> JobInfo | None:
         """The running job's figures, None when no job runs.
@@ -275,7 +278,7 @@ class BlockDevice:
         self.target = target
 
     def _do(self, what: str, fn: Any, *args: Any) -> Any:
-        return self.guest.host.guarded(f"{what} {self.guest.name} {self.target}", lambda: fn(*args))
+        return self.guest._guarded(f"{what} {self.guest.name} {self.target}", lambda: fn(*args))
 
     def job_active(self) -> bool:
         """True while a block job runs on the disk."""

@@ -1,11 +1,20 @@
 """One node's libvirt connection: lazy, checked before use, reopened when lost.
 
 ``Host`` owns the connection; ``Host.guest(name)`` returns a ``Guest`` for a
-domain. Connecting is retried (it is idempotent); operations are not, so a
-call that fails because the connection broke raises ``NodeUnreachable`` and
-the next call reconnects. Threads share the connection: libvirt's client
-takes calls from several threads at once, so a migration monitor asks for
-the job's figures while another thread waits in the migration call.
+domain. Connecting is retried (it is idempotent). A call that fails because
+the connection broke drops that connection (the next call reconnects) and
+raises ``NodeUnreachable``, with one exception: the host's own calls
+(lookups, lists, facts, a definition; all idempotent) that fail at once on
+a connection kept from earlier are made once more on a new one. A kept
+connection may only look alive: a libvirtd that restarted while the node's
+link was down for less than keepalive's time answers the first request on
+it with a reset. A call that failed only after keepalive's first interval
+met a silent node, which is not asked again; calls on a domain are never
+repeated (a migration must not start twice). Threads share the connection:
+libvirt's client takes calls from several threads at once, so a migration
+monitor asks for the job's figures while another thread waits in the
+migration call; a thread drops only the connection its call used, never a
+new one another thread opened meanwhile.
 
 Every connection runs libvirt's keepalive (``KEEPALIVE_INTERVAL`` s,
 ``KEEPALIVE_COUNT`` unanswered probes): a node whose link is cut is declared
@@ -24,10 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NoReturn
 
 import libvirt
 
@@ -153,12 +163,17 @@ class Host:
 
     def get_connection(self) -> libvirt.virConnect:
         """The open connection, (re)connecting when needed (NodeUnreachable if not)."""
+        return self._connection()[0]
+
+    def _connection(self) -> tuple[libvirt.virConnect, bool]:
+        """The open connection, and whether it was opened just now."""
         with self._lock:
             if self._conn is not None and not self._alive(self._conn):
                 self._drop()
-            if self._conn is None:
-                self._conn = self._open()
-            return self._conn
+            if self._conn is not None:
+                return self._conn, False
+            self._conn = self._open()
+            return self._conn, True
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -171,25 +186,56 @@ class Host:
         with self._lock:
             self._drop()
 
-    def call(self, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
-        """Run ``fn(conn)``, mapping errors; a broken connection is dropped."""
-        conn = self.get_connection()
-        return self.guarded(what, lambda: fn(conn))
+    def _lost(self, conn: libvirt.virConnect) -> None:
+        """``conn`` broke: drop it, unless another thread has already replaced it."""
+        with self._lock:
+            if self._conn is conn:
+                self._drop()
 
-    def guarded(self, what: str, thunk: Callable[[], Any]) -> Any:
-        """Run ``thunk()`` (libvirt calls on this host's objects), mapping errors."""
+    def call(self, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
+        """Run ``fn(conn)``, an idempotent call of the host's, mapping errors.
+
+        A connection error on a connection kept from earlier drops it, and
+        ``fn`` runs once more on a new connection (see the module docstring).
+        """
+        return self._call(what, fn)[0]
+
+    def _call(
+        self, what: str, fn: Callable[[libvirt.virConnect], Any]
+    ) -> tuple[Any, libvirt.virConnect]:
+        """``call``, also returning the connection that answered."""
+        conn, fresh = self._connection()
+        started = time.monotonic()
+        try:
+            return fn(conn), conn
+        except libvirt.libvirtError as err:
+            # a reset answers at once; a node that went silent is declared
+            # dead by keepalive after several intervals, and is not asked again
+            answered = time.monotonic() - started < KEEPALIVE_INTERVAL
+            if fresh or not answered or not is_connection_error(err):
+                self._raise(conn, what, err)
+            self._lost(conn)
+        conn = self.get_connection()
+        return self.guarded(conn, what, lambda: fn(conn)), conn
+
+    def guarded(self, conn: libvirt.virConnect, what: str, thunk: Callable[[], Any]) -> Any:
+        """Run ``thunk()`` (libvirt calls on objects of ``conn``), mapping errors."""
         try:
             return thunk()
         except libvirt.libvirtError as err:
-            if is_connection_error(err):
-                self.close()
-            raise translate(err, self.node, what) from err
+            self._raise(conn, what, err)
+
+    def _raise(self, conn: libvirt.virConnect, what: str, err: libvirt.libvirtError) -> NoReturn:
+        """Raise ``err`` as a ganeti_lv error; a broken ``conn`` is dropped first."""
+        if is_connection_error(err):
+            self._lost(conn)
+        raise translate(err, self.node, what) from err
 
     # -- domains -----------------------------------------------------------
     def guest(self, name: str) -> Guest:
         """The domain ``name`` (InstanceNotFound if libvirt does not know it)."""
-        dom = self.call(f"Cannot look up domain {name}", lambda c: c.lookupByName(name))
-        return Guest(self, dom)
+        dom, conn = self._call(f"Cannot look up domain {name}", lambda c: c.lookupByName(name))
+        return Guest(self, conn, dom)
 
     def find_guest(self, name: str) -> Guest | None:
         """The domain ``name``, or None when it does not exist."""
@@ -200,13 +246,13 @@ class Host:
 
     def list_guests(self) -> list[Guest]:
         """Every domain the node knows (running, or defined and stopped)."""
-        doms = self.call("Cannot list domains", lambda c: c.listAllDomains(0))
-        return [Guest(self, dom) for dom in doms]
+        doms, conn = self._call("Cannot list domains", lambda c: c.listAllDomains(0))
+        return [Guest(self, conn, dom) for dom in doms]
 
     def define(self, xml: str) -> Guest:
         """Define (or redefine) a persistent domain from XML."""
-        dom = self.call("Cannot define domain", lambda c: c.defineXML(xml))
-        return Guest(self, dom)
+        dom, conn = self._call("Cannot define domain", lambda c: c.defineXML(xml))
+        return Guest(self, conn, dom)
 
     # -- facts -------------------------------------------------------------
     def _fact(self, key: str, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
@@ -216,11 +262,10 @@ class Host:
         open connection (a restarted libvirtd means a new connection, and
         the facts are asked again).
         """
-        conn = self.get_connection()
         cached = self._facts.get(key)
-        if cached is not None and cached[0] is conn:
+        if cached is not None and cached[0] is self.get_connection():
             return cached[1]
-        value = self.guarded(what, lambda: fn(conn))
+        value, conn = self._call(what, fn)
         self._facts[key] = (conn, value)
         return value
 
@@ -259,13 +304,13 @@ class Host:
         link state (as in /sys/class/net/*/bridge).
         """
         try:
-            ifaces = self.call("Cannot list interfaces", lambda c: c.listAllInterfaces(0))
+            ifaces, conn = self._call("Cannot list interfaces", lambda c: c.listAllInterfaces(0))
         except HypervisorError:  # not a lost connection (NodeUnreachable)
             return None  # no interface driver on this daemon
         names = []
         for iface in ifaces:
             try:
-                xml = self.guarded("Cannot read an interface", lambda: iface.XMLDesc(0))  # noqa: B023
+                xml = self.guarded(conn, "Cannot read an interface", lambda: iface.XMLDesc(0))  # noqa: B023
                 root = ET.fromstring(xml)
             except (HypervisorError, ET.ParseError):
                 continue  # went away while listing, or unreadable
