@@ -102,6 +102,7 @@ def repair_disk_chain(
     instance: Instance,
     ignore_failures: bool = False,
     overlays: list[str] | None = None,
+    unreachable_fallback: Node | None = None,
 ) -> list[str]:
     """Merge snapshot overlays an interrupted export left on ``node``, or refuse.
 
@@ -112,9 +113,17 @@ def repair_disk_chain(
     ``ignore_failures`` turns the failure into a warning. Returns the
     overlays merged. ``overlays``: the node's answer to ``disk_overlays``
     when the LU asked it under the same lock (e.g. in CheckPrereq), so the
-    directory is not listed twice.
+    directory is not listed twice. ``unreachable_fallback``: a node that
+    reaches the same (shared) disks, where the chain is repaired instead
+    when ``node`` does not answer (with a warning).
     """
     result = node_call(lu.rpc.repair_disk_chain, node, cluster, instance, overlays)
+    if isinstance(result.error, NodeUnreachable) and unreachable_fallback is not None:
+        lu.LogWarning(
+            f"Node {node.name} is unreachable: checking the disk chain of instance"
+            f" {instance.name} from {unreachable_fallback.name}, which reaches the same disks"
+        )
+        return repair_disk_chain(lu, unreachable_fallback, cluster, instance, ignore_failures)
     if isinstance(result.error, NodeUnreachable):
         msg = (
             f"Cannot check the disk chain of instance {instance.name}: node {node.name} is"

@@ -379,7 +379,7 @@ class TLMigrateInstance(Tasklet):
             return self._exec_failover(feedback_fn)
         return self._exec_migration(feedback_fn)
 
-    def _repair_chain(self, node: Node) -> None:
+    def _repair_chain(self, node: Node, unreachable_fallback: Node | None = None) -> None:
         """Merge a snapshot overlay left by an interrupted export, or refuse to go on.
 
         Runs before anything touches the disks; a chain that cannot be
@@ -387,7 +387,14 @@ class TLMigrateInstance(Tasklet):
         """
         known = self._probes.get(("overlays", node.name))  # asked in CheckPrereq
         overlays = known.payload if known is not None and known.ok else None
-        repair_disk_chain(self.lu, node, self._cluster(), self._inst(), overlays=overlays)
+        repair_disk_chain(
+            self.lu,
+            node,
+            self._cluster(),
+            self._inst(),
+            overlays=overlays,
+            unreachable_fallback=unreachable_fallback,
+        )
 
     def _exec_migration(self, feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()
@@ -627,9 +634,13 @@ class TLMigrateInstance(Tasklet):
                 f"Disks of the 'file' instance {inst.name} are on offline node {src.name}:"
                 " they cannot be moved"
             )
-        # the disk chain first, where it can be reached: nothing changed if it fails
+        # the disk chain first, where it can be reached: nothing changed if it fails.
+        # A primary that does not answer is treated as down only when the operator
+        # said so (Ganeti's ignore_consistency); shared disks are then reached from
+        # the target.
         if not src.offline:
-            self._repair_chain(src)
+            fallback = dst if self.ignore_consistency and not copy else None
+            self._repair_chain(src, unreachable_fallback=fallback)
         elif not copy:
             self._repair_chain(dst)
         self.lu.LogStep(1, 4, f"Shutting down instance {inst.name} on {src.name}")

@@ -413,6 +413,36 @@ def test_failover_from_offline_primary_whose_guest_still_runs(env: Env) -> None:
 
 @pytest.mark.faults
 @pytest.mark.timeout(420)
+def test_failover_with_ignore_consistency_from_a_primary_cut_off(env: Env) -> None:
+    """The primary died with its link (guest gone, nothing answers); the operator does
+    not mark it offline but says it is down, as Ganeti's operators do:
+    ``gnt-lv instance failover --ignore-consistency``. The shared disks' chain is
+    checked from the target and the guest starts there; the old primary, back, keeps
+    a stopped definition until the cleanup removes it."""
+    src, dst = env.primary(), env.other()
+    env.devcluster.virsh(src, "destroy", NAME)
+    env.devcluster.cut_link(src)
+    try:
+        rc, out, err = Gnt(env.data_dir)(
+            "instance", "failover", "-f", "--ignore-consistency", "-n", dst, NAME
+        )
+        assert rc == 0, err
+        said = out + err
+        assert f"Node {src} is unreachable: checking the disk chain" in said, said
+        assert f"Could not shutdown instance {NAME} on node {src}. Proceeding anyway" in said
+        assert env.primary() == dst
+        info = env.ops.instance_info(env.node(dst), NAME)
+        assert info is not None and info.state == constants.DOMSTATE_RUNNING
+        wait_tick_above(env.ops, env.node(dst), NAME, 0)
+    finally:
+        env.devcluster.restore_link(src)
+    assert where_running(env.config, env.ops, NAME).get(src) == constants.DOMSTATE_SHUTOFF
+    Gnt(env.data_dir).ok("instance", "migrate", "-f", "--cleanup", NAME)
+    assert wait_single(env.config, env.ops, NAME) == dst
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(420)
 def test_failover_with_primary_offline(env: Env) -> None:
     src, dst = env.primary(), env.other()
     # the primary "dies": its guest and its libvirtd are gone, the config marks it offline

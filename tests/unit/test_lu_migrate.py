@@ -592,6 +592,51 @@ def test_failover_with_the_primary_unreachable_blames_no_overlay(
     assert config.read().serial == serial
 
 
+def test_failover_with_ignore_consistency_from_an_unreachable_primary(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The primary's link is gone and the operator says it is down (Ganeti's
+    --ignore-consistency) without marking it offline: the shared disks' chain is
+    checked from the target, the shutdown there is given up with Ganeti's warning,
+    and the instance runs on the target."""
+    set_shared_present(config, ops)
+    with config.update() as data:
+        data.cluster.master_node = N3
+    ops.set_unreachable(N1)
+    _, lines = run(
+        ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True)
+    )
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert N2 in running_on(ops)
+    assert ops.calls_to("repair_disk_chain", N2)
+    text = "\n".join(lines)
+    assert (
+        f"Node {N1} is unreachable: checking the disk chain of instance {INST} from {N2},"
+        " which reaches the same disks" in text
+    )
+    assert f"Could not shutdown instance {INST} on node {N1}. Proceeding anyway." in text
+
+
+@pytest.mark.parametrize("template", [constants.DT_SHARED_FILE, constants.DT_FILE])
+def test_failover_from_an_unreachable_primary_needs_ignore_consistency_and_shared_disks(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, template: str
+) -> None:
+    """Without --ignore-consistency, or with the disks on the primary itself, nothing
+    is changed and the chain is not looked at from anywhere else."""
+    set_shared_present(config, ops)
+    with config.update() as data:
+        data.cluster.master_node = N3
+        data.instances[INST].disk_template = template
+    serial = config.read().serial
+    ops.set_unreachable(N1)
+    ignore = template == constants.DT_FILE
+    op = OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=ignore)
+    with pytest.raises(OpExecError, match=f"node {N1} is unreachable; refusing to touch"):
+        run(ctx, op)
+    assert config.read().serial == serial
+    assert not ops.calls_to("repair_disk_chain", N2) and not ops.calls_to("shutdown_instance")
+
+
 # ---------------------------------------------------------------- failover
 
 
