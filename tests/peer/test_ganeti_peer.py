@@ -151,9 +151,11 @@ def test_sharedfile_instance_ticks_and_live_migrates(
     # live migrations of four or more pre-copy passes, killing the guest on the
     # target (README, "Guest safety under TCG migration": 18 of 49 such
     # migrations killed their guest, none of 321 of two or three passes). At
-    # Ganeti's default 32 MiB/s this idle guest's first pass takes seconds, and
-    # what it dirties meanwhile makes more passes; at 1000 MiB/s the first pass
-    # takes a fraction of a second and leaves little to send again.
+    # Ganeti's default 32 MiB/s this idle guest's first pass takes 2 s, and what
+    # it dirties meanwhile makes more passes: 4 or 5 in each of 4 migrations on
+    # this 2-core machine (qemu's dirty-sync count), against 2 or 3 in 7 of 8
+    # (one of 4) at 1000 MiB/s, which also shortens the migration from 2.2 s of
+    # qemu's time to 0.1-0.3 s.
     with _cluster_migration_bandwidth(ganeti_peer, 1000):
         ganeti_peer.gnt(
             ["gnt-instance", "migrate", "-f", "-n", n2.fqdn, peer_instance], timeout=300
