@@ -122,6 +122,7 @@ def repair_disk_chain(
         lu.LogWarning(
             f"Node {node.name} is unreachable: checking the disk chain of instance"
             f" {instance.name} from {unreachable_fallback.name}, which reaches the same disks"
+            f" ({node.name} must be down: nothing stops it from using them)"
         )
         return repair_disk_chain(lu, unreachable_fallback, cluster, instance, ignore_failures)
     if isinstance(result.error, NodeUnreachable):

@@ -384,6 +384,8 @@ class TLMigrateInstance(Tasklet):
 
         Runs before anything touches the disks; a chain that cannot be
         repaired stops the operation with nothing changed.
+        ``unreachable_fallback``: the node that repairs a shared chain instead
+        when ``node`` does not answer (see ``repair_disk_chain``).
         """
         known = self._probes.get(("overlays", node.name))  # asked in CheckPrereq
         overlays = known.payload if known is not None and known.ok else None
@@ -644,6 +646,8 @@ class TLMigrateInstance(Tasklet):
         elif not copy:
             self._repair_chain(dst)
         self.lu.LogStep(1, 4, f"Shutting down instance {inst.name} on {src.name}")
+        # why the guest may still run on the source, when it was not shut down there
+        not_stopped: str | None = None
         if not src.offline:
             res = node_call(self.rpc.shutdown_instance, src, inst, self.shutdown_timeout)
             if not res.ok:
@@ -657,8 +661,10 @@ class TLMigrateInstance(Tasklet):
                     f" anyway. Please make sure node {src.name} is down. Error details:"
                     f" {res.fail_msg}"
                 )
+                not_stopped = f"it could not be shut down on node {src.name}"
         else:
             self.lu.LogWarning(f"Node {src.name} is offline: not shutting down there")
+            not_stopped = f"node {src.name} is marked offline and it was not shut down there"
         if copy:
             self.lu.LogStep(2, 4, f"Copying disks to {dst.name}")
             self._copy_disks(src, dst, feedback_fn)
@@ -666,11 +672,17 @@ class TLMigrateInstance(Tasklet):
             self.lu.LogStep(2, 4, "Shared storage: no disks to move")
         self.lu.LogStep(3, 4, f"Switching primary node to {dst.name}")
         self.cfg.set_instance_primary(inst.name, dst.name)
-        self._finish_failover(src, dst, copy, feedback_fn)
+        self._finish_failover(src, dst, copy, not_stopped, feedback_fn)
         self._note_late_cancel(dst)
 
-    def _finish_failover(self, src: Node, dst: Node, copy: bool, feedback_fn: FeedbackFn) -> None:
-        """After the switch: the source cleaned up, the instance started on ``dst`` if up."""
+    def _finish_failover(
+        self, src: Node, dst: Node, copy: bool, not_stopped: str | None, feedback_fn: FeedbackFn
+    ) -> None:
+        """After the switch: the source cleaned up, the instance started on ``dst`` if up.
+
+        ``not_stopped``: why the guest may still run on ``src`` (it was not shut
+        down there); a start on ``dst`` that then fails puts the primary back.
+        """
         inst, cluster = self._inst(), self._cluster()
         if not src.offline:
             node_call(self.rpc.undefine_instance, src, inst.name).Warn(
@@ -684,8 +696,8 @@ class TLMigrateInstance(Tasklet):
             self.lu.LogStep(4, 4, f"Starting instance {inst.name} on {dst.name}")
             moved = self.cfg.get_instance(inst.name) or inst
             started = node_call(self.rpc.start_instance, dst, cluster, moved)
-            if not started.ok and src.offline and not copy:
-                self._undo_failover_from_offline(src, dst, started.fail_msg, feedback_fn)
+            if not started.ok and not_stopped is not None and not copy:
+                self._undo_unstopped_failover(src, dst, started.fail_msg, not_stopped, feedback_fn)
             started.Raise(f"Could not start instance {inst.name} on node {dst.name}")
         else:
             self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
@@ -707,24 +719,26 @@ class TLMigrateInstance(Tasklet):
                 " the failover was finished instead"
             )
 
-    def _undo_failover_from_offline(
-        self, src: Node, dst: Node, fail_msg: str | None, feedback_fn: FeedbackFn
+    def _undo_unstopped_failover(
+        self, src: Node, dst: Node, fail_msg: str | None, not_stopped: str, feedback_fn: FeedbackFn
     ) -> None:
-        """The start after a failover away from an offline node failed: nothing runs on
-        ``dst``, and nobody shut the guest down on ``src``, where it may well still run
-        (qemu's lock on the shared disks is the usual reason for the failure). The
-        primary goes back to ``src`` and the definition left on ``dst`` is removed."""
+        """The start after a failover that did not shut the guest down on ``src`` failed.
+
+        Nothing runs on ``dst``, and the guest may well still run on ``src``
+        (an offline node, or one that did not answer the shutdown; qemu's lock
+        on the shared disks is the usual reason for the failure). The primary
+        goes back to ``src`` and the definition left on ``dst`` is removed.
+        """
         name = self._inst().name
         node_call(self.rpc.undefine_instance, dst, name).Warn(
             f"Could not remove the definition on {dst.name}", feedback_fn
         )
         self.cfg.set_instance_primary(name, src.name)
         raise OpExecError(
-            f"Could not start instance {name} on node {dst.name}: {fail_msg}. Node"
-            f" {src.name} is marked offline, so the instance was not shut down there and"
-            f" may still run on it (its disks in use); the configuration keeps {src.name}"
-            f" as its primary. Make sure {src.name} is really down before failing over"
-            " again.",
+            f"Could not start instance {name} on node {dst.name}: {fail_msg}. The instance"
+            f" may still run on {src.name} (its disks in use), as {not_stopped}; the"
+            f" configuration keeps {src.name} as its primary. Make sure {src.name} is really"
+            " down before failing over again.",
             ECODE_ENVIRON,
         )
 

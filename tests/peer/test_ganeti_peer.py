@@ -153,9 +153,8 @@ def test_sharedfile_instance_ticks_and_live_migrates(
     # migrations killed their guest, none of 321 of two or three passes). At
     # Ganeti's default 32 MiB/s this idle guest's first pass takes 2 s, and what
     # it dirties meanwhile makes more passes: 4 or 5 in each of 4 migrations on
-    # this 2-core machine (qemu's dirty-sync count), against 2 or 3 in 7 of 8
-    # (one of 4) at 1000 MiB/s, which also shortens the migration from 2.2 s of
-    # qemu's time to 0.1-0.3 s.
+    # this 2-core machine (qemu's dirty-sync count); at 1000 MiB/s, 2 or 3 in 7
+    # of 8 migrations and 4 in one, in 0.1-0.3 s of qemu's time instead of 2.2 s.
     with _cluster_migration_bandwidth(ganeti_peer, 1000):
         ganeti_peer.gnt(
             ["gnt-instance", "migrate", "-f", "-n", n2.fqdn, peer_instance], timeout=300

@@ -89,7 +89,6 @@ def _guest(monkeypatch: pytest.MonkeyPatch, dom: Dom) -> Guest:
     monkeypatch.setattr(hostmod.libvirt, "open", lambda uri: Conn())
     monkeypatch.setattr(hostmod, "ensure_event_loop", lambda: None)
     host = hostmod.Host("node1", "qemu+tcp://10.250.0.1/system", lambda fn: fn())
-    host.get_connection()
     return Guest(host, host.get_connection(), dom)  # type: ignore[arg-type]
 
 

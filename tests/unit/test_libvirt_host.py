@@ -180,10 +180,16 @@ def test_a_host_call_on_a_lost_kept_connection_runs_once_more_on_a_new_one() -> 
     guests = host.list_guests()
     assert [g.name for g in guests] == ["web1"] and len(conns) == 2
     assert conns[0].closed and not conns[1].closed
-    assert guests[0].is_active() and calls["isActive"] == 1  # on the new connection
+    assert guests[0].is_active() and calls["isActive"] == 1
+    # the guest belongs to the new connection: its failure drops that one
+    conns[1].fail["isActive"] = connection_lost()
+    with pytest.raises(NodeUnreachable):
+        guests[0].is_active()
+    assert conns[1].closed
     # the facts as well
-    conns[1].fail["hostname"] = connection_lost()
-    assert host.hostname() == "node1-gen3" and len(conns) == 3
+    host.list_guests()
+    conns[2].fail["hostname"] = connection_lost()
+    assert host.hostname() == "node1-gen4" and len(conns) == 4
 
 
 def test_a_host_call_that_fails_on_a_new_connection_is_not_repeated() -> None:
@@ -252,3 +258,19 @@ def test_a_host_call_that_failed_after_keepalive_gave_up_is_not_repeated(
     with pytest.raises(NodeUnreachable, match="keepalive timeout"):
         host.list_guests()
     assert len(conns) == 1 and conns[0].closed
+
+
+def test_a_fact_asked_on_a_connection_opened_for_it_is_not_repeated() -> None:
+    host, calls, conns = _host()
+    host.hostname()
+    conns[0].alive = False  # gone: the fact is asked again, on a new connection
+
+    def connect_lost(_attempt: Any) -> FakeConn:
+        conns.append(FakeConn(calls, len(conns) + 1))
+        conns[-1].fail["hostname"] = connection_lost()
+        return conns[-1]
+
+    host._connect_retry = connect_lost
+    with pytest.raises(NodeUnreachable, match="Cannot read host name"):
+        host.hostname()
+    assert len(conns) == 2 and calls["hostname"] == 2

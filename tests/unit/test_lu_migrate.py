@@ -617,9 +617,36 @@ def test_failover_with_ignore_consistency_from_an_unreachable_primary(
     assert f"Could not shutdown instance {INST} on node {N1}. Proceeding anyway." in text
 
 
-@pytest.mark.parametrize("template", [constants.DT_SHARED_FILE, constants.DT_FILE])
+@pytest.mark.parametrize("primary", ["unreachable", "shutdown fails"])
+def test_failover_that_did_not_stop_the_guest_keeps_the_primary_when_the_start_fails(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, primary: str
+) -> None:
+    """--ignore-consistency went on without the shutdown on the primary, where the guest
+    may still run (qemu's lock on the shared disk makes the start on the target fail):
+    the primary stays the old node, as after a failover from an offline node."""
+    set_shared_present(config, ops)
+    with config.update() as data:
+        data.cluster.master_node = N3
+    if primary == "unreachable":
+        ops.set_unreachable(N1)
+    else:
+        ops.fail("shutdown_instance", N1, "timed out")
+    ops.fail("start_instance", N2, 'Failed to get "write" lock')
+    with pytest.raises(OpExecError, match=f"configuration keeps {N1} as its primary") as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
+    assert f"as it could not be shut down on node {N1}" in err.value.msg
+    assert err.value.ecode == ECODE_ENVIRON
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert INST not in ops.node(N2).domains
+
+
+@pytest.mark.parametrize(
+    ("template", "ignore"),
+    [(constants.DT_SHARED_FILE, False), (constants.DT_FILE, True)],
+    ids=["without-ignore-consistency", "disks-on-the-primary"],
+)
 def test_failover_from_an_unreachable_primary_needs_ignore_consistency_and_shared_disks(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore, template: str
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, template: str, ignore: bool
 ) -> None:
     """Without --ignore-consistency, or with the disks on the primary itself, nothing
     is changed and the chain is not looked at from anywhere else."""
@@ -629,7 +656,6 @@ def test_failover_from_an_unreachable_primary_needs_ignore_consistency_and_share
         data.instances[INST].disk_template = template
     serial = config.read().serial
     ops.set_unreachable(N1)
-    ignore = template == constants.DT_FILE
     op = OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=ignore)
     with pytest.raises(OpExecError, match=f"node {N1} is unreachable; refusing to touch"):
         run(ctx, op)

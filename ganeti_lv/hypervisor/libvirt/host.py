@@ -1,20 +1,24 @@
 """One node's libvirt connection: lazy, checked before use, reopened when lost.
 
 ``Host`` owns the connection; ``Host.guest(name)`` returns a ``Guest`` for a
-domain. Connecting is retried (it is idempotent). A call that fails because
-the connection broke drops that connection (the next call reconnects) and
-raises ``NodeUnreachable``, with one exception: the host's own calls
-(lookups, lists, facts, a definition; all idempotent) that fail at once on
-a connection kept from earlier are made once more on a new one. A kept
+domain. Connecting is retried (it is idempotent).
+
+A call that fails because the connection broke drops that connection (the
+next call reconnects) and raises ``NodeUnreachable``, with one exception.
+The host's own calls (lookups, lists, facts, definitions, the CPU
+comparison; all idempotent) that fail within ``KEEPALIVE_INTERVAL`` s on a
+connection kept from earlier are made once more on a new connection. A kept
 connection may only look alive: a libvirtd that restarted while the node's
 link was down for less than keepalive's time answers the first request on
-it with a reset. A call that failed only after keepalive's first interval
-met a silent node, which is not asked again; calls on a domain are never
-repeated (a migration must not start twice). Threads share the connection:
-libvirt's client takes calls from several threads at once, so a migration
-monitor asks for the job's figures while another thread waits in the
-migration call; a thread drops only the connection its call used, never a
-new one another thread opened meanwhile.
+it with a reset. A call that fails only after ``KEEPALIVE_INTERVAL`` s is
+taken to have met a silent node and is not repeated (one that began just
+before keepalive gave up may be: one more connect timeout). Calls on a
+domain are never repeated: a migration must not start twice.
+
+Threads share the connection: libvirt's client takes calls from several
+threads at once, so a migration monitor asks for the job's figures while
+another thread waits in the migration call. A call that fails drops only
+the connection it used, never a new one another thread opened meanwhile.
 
 Every connection runs libvirt's keepalive (``KEEPALIVE_INTERVAL`` s,
 ``KEEPALIVE_COUNT`` unanswered probes): a node whose link is cut is declared
@@ -201,10 +205,17 @@ class Host:
         return self._call(what, fn)[0]
 
     def _call(
-        self, what: str, fn: Callable[[libvirt.virConnect], Any]
+        self,
+        what: str,
+        fn: Callable[[libvirt.virConnect], Any],
+        opened: tuple[libvirt.virConnect, bool] | None = None,
     ) -> tuple[Any, libvirt.virConnect]:
-        """``call``, also returning the connection that answered."""
-        conn, fresh = self._connection()
+        """``call``, also returning the connection that answered.
+
+        ``opened``: the connection to use first and whether it was opened
+        just now, when the caller already asked for it (``_connection()``).
+        """
+        conn, fresh = opened or self._connection()
         started = time.monotonic()
         try:
             return fn(conn), conn
@@ -262,10 +273,11 @@ class Host:
         open connection (a restarted libvirtd means a new connection, and
         the facts are asked again).
         """
+        opened = self._connection()
         cached = self._facts.get(key)
-        if cached is not None and cached[0] is self.get_connection():
+        if cached is not None and cached[0] is opened[0]:
             return cached[1]
-        value, conn = self._call(what, fn)
+        value, conn = self._call(what, fn, opened)
         self._facts[key] = (conn, value)
         return value
 
