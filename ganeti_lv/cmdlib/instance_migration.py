@@ -13,8 +13,9 @@ not the hope, decides what is reported and recorded.
 
 A cancel request (Ctrl-C, SIGTERM, ``job cancel``) aborts a live
 migration's libvirt job; a failover of a ``file`` instance stops while its
-disks are copied (the copy ends on both nodes, the copies on the target are
-removed, the instance is started again on its source if it is marked up).
+disks are copied (``failover_disks``: the copy ends on both nodes, the
+copies on the target are removed, the instance is started again on its
+source if it is marked up).
 Once the primary node is switched (the failover's point of no return) a
 cancel is not honoured: the failover finishes and the job log says so. A
 failover without disks to copy (shared storage) likewise finishes.
@@ -35,11 +36,11 @@ from ganeti_lv.cmdlib.common import (
     cancel_reason,
     check_node_not_drained,
     check_node_online,
-    copy_canceled,
     get_instance,
     get_node,
     repair_disk_chain,
 )
+from ganeti_lv.cmdlib.failover_disks import FailoverDiskMove
 from ganeti_lv.cmdlib.migration_checks import (
     check_hv_versions,
     instance_bridges,
@@ -54,7 +55,6 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_STATE,
     MigrationAborted,
-    OperationCanceled,
     OpExecError,
     OpPrereqError,
 )
@@ -64,9 +64,8 @@ from ganeti_lv.hypervisor.migration_types import (
     MigrationProgress,
     MigrationStats,
 )
-from ganeti_lv.node import progress
 from ganeti_lv.node.transport import NodeResult, node_call
-from ganeti_lv.objects import Cluster, Instance, Node, disk_path
+from ganeti_lv.objects import Cluster, Instance, Node
 
 FeedbackFn = Callable[[str], None]
 
@@ -667,7 +666,7 @@ class TLMigrateInstance(Tasklet):
             not_stopped = f"node {src.name} is marked offline and it was not shut down there"
         if copy:
             self.lu.LogStep(2, 4, f"Copying disks to {dst.name}")
-            self._copy_disks(src, dst, feedback_fn)
+            FailoverDiskMove(self.lu, self._cluster(), inst, src, dst, feedback_fn).run()
         else:
             self.lu.LogStep(2, 4, "Shared storage: no disks to move")
         self.lu.LogStep(3, 4, f"Switching primary node to {dst.name}")
@@ -741,71 +740,3 @@ class TLMigrateInstance(Tasklet):
             " down before failing over again.",
             ECODE_ENVIRON,
         )
-
-    def _copy_disks(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> None:
-        """Copy the ``file`` disks from ``src`` to ``dst`` (the instance is shut down).
-
-        A failure or the job's cancel request (which stops the running copy
-        on both nodes) undoes the move: the copies on ``dst`` are removed and
-        an instance marked up is started again on ``src``, whose disks were
-        only read. The configuration still names ``src``.
-        """
-        inst, cluster = self._inst(), self._cluster()
-        cancel = self.lu.proc.cancel
-        for idx in range(len(inst.disks)):
-            self._stop_if_canceled(src, dst, feedback_fn, f"before copying disk/{idx}")
-            path = disk_path(cluster, inst, idx)
-            feedback_fn(f"Copying disk/{idx} from {src.name} to {dst.name}")
-            res = node_call(
-                self.rpc.copy_disk,
-                src,
-                path,
-                dst,
-                path,
-                progress_fn=progress.ProgressReporter(feedback_fn, f"disk/{idx}"),
-                cancel=cancel,
-            )
-            if copy_canceled(res, cancel):
-                feedback_fn(f"Copy of disk/{idx} stopped on {src.name} and {dst.name}")
-                self._stop_if_canceled(src, dst, feedback_fn, f"while copying disk/{idx}")
-            if not res.ok:
-                self._undo_copy(src, dst, feedback_fn)
-                raise OpExecError(
-                    f"Could not copy disk {idx} of {inst.name} to {dst.name}: {res.fail_msg};"
-                    f" the instance stays on {src.name}"
-                )
-            feedback_fn(f"Disk {idx} copied to {dst.name}")
-        self._stop_if_canceled(src, dst, feedback_fn, "after copying its disks")
-
-    def _stop_if_canceled(self, src: Node, dst: Node, feedback_fn: FeedbackFn, when: str) -> None:
-        """Once the job was asked to stop: undo the copy and raise OperationCanceled."""
-        cancel = self.lu.proc.cancel
-        if not cancel.is_set():
-            return
-        name = self._inst().name
-        undone = self._undo_copy(src, dst, feedback_fn)
-        raise OperationCanceled(
-            f"Failover of {name} to {dst.name} canceled ({cancel_reason(cancel)}) {when};"
-            f" {undone}; the configuration names {src.name}, whose disks were not changed"
-        )
-
-    def _undo_copy(self, src: Node, dst: Node, feedback_fn: FeedbackFn) -> str:
-        """Remove the copies on ``dst``, start the instance on ``src`` if it is marked up.
-
-        What was done, in words for the job's error.
-        """
-        inst, cluster = self._inst(), self._cluster()
-        removed = node_call(self.rpc.remove_disks, dst, cluster, inst)
-        removed.Warn(f"Could not remove partial copies on {dst.name}", feedback_fn)
-        done = (
-            f"the copies on {dst.name} were removed"
-            if removed.ok
-            else f"the copies on {dst.name} could not be removed"
-        )
-        if inst.admin_state != constants.ADMINST_UP:
-            return f"{done}; {inst.name} stays stopped on {src.name}"
-        started = node_call(self.rpc.start_instance, src, cluster, inst)
-        started.Warn(f"Could not restart instance on {src.name}", feedback_fn)
-        if started.ok:
-            return f"{done}; {inst.name} runs on {src.name} again"
-        return f"{done}; {inst.name} could not be started on {src.name} again"
