@@ -118,14 +118,15 @@ def repair_disk_chain(
     when ``node`` does not answer (with a warning).
     """
     result = node_call(lu.rpc.repair_disk_chain, node, cluster, instance, overlays)
-    if isinstance(result.error, NodeUnreachable) and unreachable_fallback is not None:
+    unreachable = isinstance(result.error, NodeUnreachable)
+    if unreachable and unreachable_fallback is not None:
         lu.LogWarning(
             f"Node {node.name} is unreachable: checking the disk chain of instance"
             f" {instance.name} from {unreachable_fallback.name}, which reaches the same disks"
             f" ({node.name} must be down: nothing stops it from using them)"
         )
         return repair_disk_chain(lu, unreachable_fallback, cluster, instance, ignore_failures)
-    if isinstance(result.error, NodeUnreachable):
+    if unreachable:
         msg = (
             f"Cannot check the disk chain of instance {instance.name}: node {node.name} is"
             " unreachable"

@@ -11,6 +11,7 @@ after the copy.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import LogicalUnit
@@ -23,24 +24,16 @@ from ganeti_lv.objects import Cluster, Instance, Node, disk_path
 FeedbackFn = Callable[[str], None]
 
 
+@dataclass
 class FailoverDiskMove:
     """Copy the disks of ``inst`` (shut down) from ``src`` to ``dst`` for ``lu``'s failover."""
 
-    def __init__(
-        self,
-        lu: LogicalUnit,
-        cluster: Cluster,
-        inst: Instance,
-        src: Node,
-        dst: Node,
-        feedback_fn: FeedbackFn,
-    ) -> None:
-        self.lu = lu
-        self.cluster = cluster
-        self.inst = inst
-        self.src = src
-        self.dst = dst
-        self.feedback_fn = feedback_fn
+    lu: LogicalUnit
+    cluster: Cluster
+    inst: Instance
+    src: Node
+    dst: Node
+    feedback_fn: FeedbackFn
 
     def run(self) -> None:
         """Copy every disk; undo and raise on a failure or a cancel request."""

@@ -92,6 +92,19 @@ def _host() -> tuple[Host, Counter[str], list[FakeConn]]:
     return Host("node1", "qemu+tcp://node1/system", connect), calls, conns
 
 
+def _new_connections_fail(
+    host: Host, calls: Counter[str], conns: list[FakeConn], method: str
+) -> None:
+    """Every connection ``host`` opens from now on loses itself in ``method``."""
+
+    def connect(_attempt: Any) -> FakeConn:
+        conns.append(FakeConn(calls, len(conns) + 1))
+        conns[-1].fail[method] = connection_lost()
+        return conns[-1]
+
+    host._connect_retry = connect
+
+
 def _facts(host: Host) -> tuple[Any, ...]:
     return (host.capabilities(), host.node_info(), host.versions(), host.hostname())
 
@@ -195,15 +208,8 @@ def test_a_host_call_on_a_lost_kept_connection_runs_once_more_on_a_new_one() -> 
 def test_a_host_call_that_fails_on_a_new_connection_is_not_repeated() -> None:
     host, calls, conns = _host()
     host.list_guests()
-    lost = connection_lost()
-    conns[0].fail["list"] = lost
-
-    def connect_lost(_attempt: Any) -> FakeConn:  # the new connection fails as well
-        conns.append(FakeConn(calls, len(conns) + 1))
-        conns[-1].fail["list"] = lost
-        return conns[-1]
-
-    host._connect_retry = connect_lost
+    conns[0].fail["list"] = connection_lost()
+    _new_connections_fail(host, calls, conns, "list")  # the new connection fails as well
     with pytest.raises(NodeUnreachable, match="Cannot list domains: Cannot recv data") as caught:
         host.list_guests()
     assert caught.value.node == "node1"
@@ -264,13 +270,7 @@ def test_a_fact_asked_on_a_connection_opened_for_it_is_not_repeated() -> None:
     host, calls, conns = _host()
     host.hostname()
     conns[0].alive = False  # gone: the fact is asked again, on a new connection
-
-    def connect_lost(_attempt: Any) -> FakeConn:
-        conns.append(FakeConn(calls, len(conns) + 1))
-        conns[-1].fail["hostname"] = connection_lost()
-        return conns[-1]
-
-    host._connect_retry = connect_lost
+    _new_connections_fail(host, calls, conns, "hostname")
     with pytest.raises(NodeUnreachable, match="Cannot read host name"):
         host.hostname()
     assert len(conns) == 2 and calls["hostname"] == 2

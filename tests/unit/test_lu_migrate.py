@@ -71,6 +71,13 @@ def set_shared_present(config: ConfigStore, ops: FakeNodeOps, unsafe_ok: bool = 
     ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
 
 
+def set_shared_away_from_master(config: ConfigStore, ops: FakeNodeOps) -> None:
+    """inst1 shared as above, on node1; the master (where hooks run) is node3."""
+    set_shared_present(config, ops)
+    with config.update() as data:
+        data.cluster.master_node = N3
+
+
 # ------------------------------------------------------------------ success
 
 
@@ -599,9 +606,7 @@ def test_failover_with_ignore_consistency_from_an_unreachable_primary(
     --ignore-consistency) without marking it offline: the shared disks' chain is
     checked from the target, the shutdown there is given up with Ganeti's warning,
     and the instance runs on the target."""
-    set_shared_present(config, ops)
-    with config.update() as data:
-        data.cluster.master_node = N3
+    set_shared_away_from_master(config, ops)
     ops.set_unreachable(N1)
     _, lines = run(
         ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True)
@@ -624,9 +629,7 @@ def test_failover_that_did_not_stop_the_guest_keeps_the_primary_when_the_start_f
     """--ignore-consistency went on without the shutdown on the primary, where the guest
     may still run (qemu's lock on the shared disk makes the start on the target fail):
     the primary stays the old node, as after a failover from an offline node."""
-    set_shared_present(config, ops)
-    with config.update() as data:
-        data.cluster.master_node = N3
+    set_shared_away_from_master(config, ops)
     if primary == "unreachable":
         ops.set_unreachable(N1)
     else:
@@ -650,9 +653,8 @@ def test_failover_from_an_unreachable_primary_needs_ignore_consistency_and_share
 ) -> None:
     """Without --ignore-consistency, or with the disks on the primary itself, nothing
     is changed and the chain is not looked at from anywhere else."""
-    set_shared_present(config, ops)
+    set_shared_away_from_master(config, ops)
     with config.update() as data:
-        data.cluster.master_node = N3
         data.instances[INST].disk_template = template
     serial = config.read().serial
     ops.set_unreachable(N1)
@@ -915,9 +917,7 @@ def test_a_primary_that_cannot_be_reached_is_taken_offline_then_failed_over(
 ) -> None:
     """The primary's link is gone (SSH and libvirt): the operator marks it offline
     (its own pre hooks are not needed for that) and fails the instance over."""
-    set_shared_present(config, ops)
-    with config.update() as data:
-        data.cluster.master_node = N3
+    set_shared_away_from_master(config, ops)
     ops.set_unreachable(N1)
     run(ctx, OpNodeSetParams(node_name=N1, offline=True, force=True))
     run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))

@@ -12,7 +12,7 @@ HypervisorError): callers see ganeti_lv errors and plain values only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +124,7 @@ class Guest:
     def _do(self, what: str, fn: Any, *args: Any) -> Any:
         return self._guarded(f"{what} {self.name}", lambda: fn(*args))
 
-    def _guarded(self, what: str, thunk: Any) -> Any:
+    def _guarded(self, what: str, thunk: Callable[[], Any]) -> Any:
         return self.host.guarded(self._conn, what, thunk)
 
     # -- state ---------------------------------------------------------------
