@@ -25,6 +25,7 @@ from ganeti_lv.devcluster.layout import LIBVIRT_PORTS
 from ganeti_lv.errors import InstanceNotFound, NodeError, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.domxml import console_log_path
+from ganeti_lv.hypervisor.libvirt.host import CONNECT_TIMEOUT, KEEPALIVE_COUNT, KEEPALIVE_INTERVAL
 from ganeti_lv.node.tcpinfo import unanswered_for
 from ganeti_lv.node.transport import node_call
 
@@ -293,6 +294,30 @@ def test_libvirt_calls_after_the_node_forgot_the_kept_connection_work(
     assert kept.isAlive()  # nothing told the client
     assert hv.ops.instance_list(node).keys() == before.keys()
     assert host.get_connection() is not kept
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(120)
+def test_a_libvirt_call_that_keepalive_ended_is_not_repeated(
+    hv: HvEnv, local_devcluster: Any
+) -> None:
+    """A call that began just before keepalive gave up on a cut-off node fails at once.
+
+    It fails a second or two after it began, with keepalive's own error; made
+    again on a new connection, it would wait for the connect timeout.
+    """
+    node = hv.node()
+    hv.ops.instance_list(node)  # the node's last answer
+    silent_for = KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1)  # until keepalive gives up
+    with _link_cut(local_devcluster, node):
+        time.sleep(silent_for - 1.5)
+        started = time.monotonic()
+        res = node_call(hv.ops.instance_list, node)
+        took = time.monotonic() - started
+    assert not res.ok and isinstance(res.error, NodeUnreachable)
+    assert "keepalive timeout" in str(res.error)
+    assert took < CONNECT_TIMEOUT
+    assert wait_until(lambda: node_call(hv.ops.instance_list, node).ok, 60, 0.5)
 
 
 def _fails_within(call: Any) -> float:

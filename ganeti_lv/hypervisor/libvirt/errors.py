@@ -47,6 +47,16 @@ def is_connection_error(err: libvirt.libvirtError) -> bool:
     return err.get_error_domain() in _TRANSPORT_DOMAINS and code in _TRANSPORT_CODES
 
 
+def is_keepalive_timeout(err: libvirt.libvirtError) -> bool:
+    """True when keepalive declared the node dead: it answered none of the probes.
+
+    libvirt gives this no code of its own: the client fails every call in
+    flight with "connection closed due to keepalive timeout".
+    """
+    message = err.get_error_message() or ""
+    return err.get_error_domain() == libvirt.VIR_FROM_RPC and "keepalive timeout" in message
+
+
 def translate(err: libvirt.libvirtError, node: str | None, what: str = "") -> NodeError:
     """Return the ganeti_lv error for a libvirt error (not raised)."""
     detail = err.get_error_message() or str(err)

@@ -6,14 +6,15 @@ domain. Connecting is retried (it is idempotent).
 A call that fails because the connection broke drops that connection (the
 next call reconnects) and raises ``NodeUnreachable``, with one exception.
 The host's own calls (lookups, lists, facts, definitions, the CPU
-comparison; all idempotent) that fail within ``KEEPALIVE_INTERVAL`` s on a
+comparison; all idempotent) that fail with a connection error on a
 connection kept from earlier are made once more on a new connection. A kept
 connection may only look alive: a libvirtd that restarted while the node's
 link was down for less than keepalive's time answers the first request on
-it with a reset. A call that fails only after ``KEEPALIVE_INTERVAL`` s is
-taken to have met a silent node and is not repeated (one that began just
-before keepalive gave up may be: one more connect timeout). Calls on a
-domain are never repeated: a migration must not start twice.
+it with a reset. A call that failed because keepalive declared the node
+dead is not repeated (the node is silent: a new connection would only wait
+for its connect timeout), nor is one that failed on a connection opened
+for it. Calls on a domain are never repeated: a migration must not start
+twice.
 
 Threads share the connection: libvirt's client takes calls from several
 threads at once, so a migration monitor asks for the job's figures while
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -48,7 +48,12 @@ import libvirt
 from ganeti_lv import retry
 from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import domxml
-from ganeti_lv.hypervisor.libvirt.errors import is_connection_error, libvirt_errors, translate
+from ganeti_lv.hypervisor.libvirt.errors import (
+    is_connection_error,
+    is_keepalive_timeout,
+    libvirt_errors,
+    translate,
+)
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 
 ConnectRetry = Callable[[Callable[[], Any]], Any]
@@ -216,14 +221,10 @@ class Host:
         just now, when the caller already asked for it (``_connection()``).
         """
         conn, fresh = opened or self._connection()
-        started = time.monotonic()
         try:
             return fn(conn), conn
         except libvirt.libvirtError as err:
-            # a reset answers at once; a node that went silent is declared
-            # dead by keepalive after several intervals, and is not asked again
-            answered = time.monotonic() - started < KEEPALIVE_INTERVAL
-            if fresh or not answered or not is_connection_error(err):
+            if fresh or is_keepalive_timeout(err) or not is_connection_error(err):
                 self._raise(conn, what, err)
             self._lost(conn)
         conn = self.get_connection()
