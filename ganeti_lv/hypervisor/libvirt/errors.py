@@ -51,7 +51,10 @@ def is_keepalive_timeout(err: libvirt.libvirtError) -> bool:
     """True when keepalive declared the node dead: it answered none of the probes.
 
     libvirt gives this no code of its own: the client fails every call in
-    flight with "connection closed due to keepalive timeout".
+    flight with "connection closed due to keepalive timeout". The message is
+    libvirt's untranslated one (the process keeps the C locale for messages);
+    were it translated, such a call would be made once more and wait out
+    the connect timeout, as before this check.
     """
     message = err.get_error_message() or ""
     return err.get_error_domain() == libvirt.VIR_FROM_RPC and "keepalive timeout" in message

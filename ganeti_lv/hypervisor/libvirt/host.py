@@ -205,7 +205,8 @@ class Host:
         """Run ``fn(conn)``, an idempotent call of the host's, mapping errors.
 
         A connection error on a connection kept from earlier drops it, and
-        ``fn`` runs once more on a new connection (see the module docstring).
+        ``fn`` runs once more on a new connection, unless keepalive ended
+        the connection (see the module docstring).
         """
         return self._call(what, fn)[0]
 
