@@ -46,7 +46,8 @@ class Need:
     """What an instance needs on its new node (memory in MiB; 0 when it will not run).
 
     ``refused``: nodes the caller found unfit for this instance alone (its
-    CPU), with the reason.
+    CPU), with the reason. ``unmovable``: why no node can take it, whatever
+    they offer (its disks are on an offline node), or "" when one may.
     """
 
     name: str
@@ -55,6 +56,7 @@ class Need:
     bridges: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     refused: dict[str, str] = field(default_factory=dict)
+    unmovable: str = ""
 
 
 @dataclass
@@ -113,6 +115,9 @@ def plan(needs: Sequence[Need], nodes: Sequence[NodeFit], target: str | None = N
         return result
     # larger first: the hardest to place get the most choice; then by name
     for need in sorted(needs, key=lambda n: (-n.memory, n.name)):
+        if need.unmovable:
+            result.unplaced[need.name] = need.unmovable
+            continue
         best: NodeFit | None = None
         reasons = []
         for node in candidates:

@@ -84,12 +84,18 @@ class _NodeMovesLU(NoHooksLU):
         """The opcode of one move (to ``move.target``)."""
         raise NotImplementedError
 
+    def _unmovable(self, inst: Instance, source: Node) -> str:
+        """Why ``inst`` cannot leave ``source`` at all, or "" when it may."""
+        return ""
+
     # ------------------------------------------------------------ the plan
     def CheckPrereq(self) -> None:
         """Which instances move, the candidate nodes' facts, the plan (logged)."""
         data = self.cfg.snapshot()
         self.cluster = data.cluster
         source = get_node(self.cfg, self.op.node_name)
+        if self.op.target_node:
+            _check_target(get_node(self.cfg, self.op.target_node))
         kinds = {}
         for inst in sorted(data.instances.values(), key=lambda i: i.name):
             if inst.primary_node == source.name:
@@ -98,7 +104,7 @@ class _NodeMovesLU(NoHooksLU):
                     kinds[inst.name] = kind
         self.kinds = kinds
         instances = [data.instances[name] for name in kinds]
-        self.needs = [self._need(inst, kinds[inst.name]) for inst in instances]
+        self.needs = [self._need(inst, kinds[inst.name], source) for inst in instances]
         self.fits = self._fits(data, source, instances)
         self.plan = allocator.plan(self.needs, self.fits, self.op.target_node)
         if not self.needs:
@@ -109,7 +115,7 @@ class _NodeMovesLU(NoHooksLU):
                 self.Log(f"  {line}")
         self.dry_run_result = self._plan_result()
 
-    def _need(self, inst: Instance, kind: str) -> allocator.Need:
+    def _need(self, inst: Instance, kind: str, source: Node) -> allocator.Need:
         runs = kind == MIGRATE or inst.admin_state == constants.ADMINST_UP
         return allocator.Need(
             name=inst.name,
@@ -117,6 +123,7 @@ class _NodeMovesLU(NoHooksLU):
             memory=instance_memory(self.cluster, inst) if runs else 0,
             bridges=tuple(instance_bridges(self.cluster, inst)),
             paths=tuple(storage_paths(self.cluster, inst)),
+            unmovable=self._unmovable(inst, source),
         )
 
     def _fits(
@@ -207,6 +214,26 @@ class _NodeMovesLU(NoHooksLU):
         self.plan.free_after[move.target] += need.memory
         return new, ""
 
+    def _start_move(
+        self, move: Move, relay: Callable[[str], None]
+    ) -> tuple[int, Callable[[], Any]]:
+        """Start ``move``'s job; refused when the instance has left its planned source.
+
+        Another job may have moved it since the plan was made: moving it again
+        would take it off a node that is not being emptied.
+        """
+        assert move.op is not None
+        inst = self.cfg.get_instance(move.instance)
+        now = inst.primary_node if inst is not None else None
+        if now != move.source:
+            raise OpPrereqError(
+                f"Instance {move.instance} is no longer on node {move.source}"
+                f" ({f'now on {now}' if now else 'removed'}): not moved",
+                ECODE_STATE,
+            )
+        # the node operation's cancel request reaches the running moves
+        return self.proc.run_child(move.op, relay, self.proc.cancel)
+
     def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
         """Run the moves of the plan; every instance's outcome (raises if one did not move)."""
         moves = []
@@ -221,8 +248,7 @@ class _NodeMovesLU(NoHooksLU):
         max_source, max_target = self._limits(self.cfg.get_cluster())
         scheduler = MoveScheduler(
             moves,
-            # the node operation's cancel request reaches the running moves
-            start=lambda op, relay: self.proc.run_child(op, relay, self.proc.cancel),
+            start=self._start_move,
             log=self.Log,
             cancel=self.proc.cancel,
             max_source=max_source,
@@ -255,6 +281,19 @@ class _NodeMovesLU(NoHooksLU):
 
 def _name(node: Node) -> str:
     return node.name
+
+
+def _check_target(node: Node) -> None:
+    """An explicit target must be able to take instances (OpPrereqError if not)."""
+    if node.offline:
+        why = "offline"
+    elif node.drained:
+        why = "drained"
+    elif not node.vm_capable:
+        why = "not vm_capable"
+    else:
+        return
+    raise OpPrereqError(f"Target node {node.name} is {why}: it cannot take instances", ECODE_STATE)
 
 
 @register_lu(OpNodeMigrate)
@@ -295,6 +334,11 @@ class LUNodeEvacuate(_NodeMovesLU):
         if inst.admin_state == constants.ADMINST_UP and not source.offline:
             return MIGRATE
         return FAILOVER
+
+    def _unmovable(self, inst: Instance, source: Node) -> str:
+        if source.offline and inst.disk_template == constants.DT_FILE:
+            return f"its 'file' disks are on offline node {source.name}: they cannot be moved"
+        return ""
 
     def _opcode(self, move: Move) -> OpCode:
         if move.kind == MIGRATE:

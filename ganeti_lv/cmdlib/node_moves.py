@@ -9,7 +9,9 @@ hooks and guarantees.
 
 - A move that fails makes its target take no more instances: the moves
   still queued for it are placed again on the other nodes (``replace``),
-  or fail when none can take them.
+  or fail when none can take them. Failures that are not the target's
+  do not count against it: a lock another job held too long, a cancel, an
+  error of another node, a move that could not start.
 - A cancel request stops the queued moves (they never start) and is passed
   on to the running ones, which stop the way Ctrl-C stops a single one: a
   move still waiting for its locks or in its checks and PRE hooks changes
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ganeti_lv.cancel import Cancellation
+from ganeti_lv.errors import LockError, NodeError, OperationCanceled
 from ganeti_lv.opcodes import OpCode
 
 QUEUED = "queued"
@@ -73,10 +76,19 @@ class Move:
         }
 
 
-# starts a move's opcode as a child job: (job id, runner)
-StartFn = Callable[[OpCode, Callable[[str], None]], tuple[int, Callable[[], Any]]]
+# starts a move (its opcode) as a child job: (job id, runner); raises when it cannot
+StartFn = Callable[[Move, Callable[[str], None]], tuple[int, Callable[[], Any]]]
 # a queued move's new target after its target failed, or (None, why not)
 ReplaceFn = Callable[[Move, set[str]], tuple[str | None, str]]
+
+
+def target_at_fault(err: BaseException, target: str) -> bool:
+    """Whether a move's failure ``err`` counts against its target node."""
+    if isinstance(err, (LockError, OperationCanceled)):
+        return False  # another job held a lock too long; a cancel
+    if isinstance(err, NodeError) and err.node:
+        return err.node == target
+    return True
 
 
 class MoveScheduler:
@@ -152,7 +164,12 @@ class MoveScheduler:
         def relay(text: str) -> None:
             self._log(f"{name}: {text}")
 
-        job_id, run = self._start(move.op, relay)
+        try:
+            job_id, run = self._start(move, relay)
+        except Exception as err:  # noqa: BLE001 - the move's outcome, not the scheduler's
+            move.status, move.error = FAILED, str(err) or type(err).__name__
+            self._log(f"{name}: not started: {move.error}")
+            return
         move.job_id, move.status = job_id, RUNNING
         self._log(f"{name}: {move.kind} to {move.target} started as job {job_id}")
 
@@ -167,7 +184,8 @@ class MoveScheduler:
                         move.status, move.error = CANCELED, error
                     else:
                         move.status, move.error = FAILED, error
-                        self.failed_targets.add(move.target)
+                        if target_at_fault(err, move.target):
+                            self.failed_targets.add(move.target)
                     self._cond.notify_all()
             else:
                 with self._cond:
@@ -198,22 +216,28 @@ class MoveScheduler:
             self._log(f"{move.instance}: target node {old} failed a move, now going to {new}")
 
     def run(self) -> list[Move]:
-        """Run every queued move; the moves with their outcome once none runs."""
-        with self._cond:
-            while True:
-                if self._cancel.is_set():
+        """Run every queued move; the moves with their outcome once none runs.
+
+        Whatever happens here, it returns or raises only once every move it
+        started has ended.
+        """
+        try:
+            with self._cond:
+                while True:
+                    if self._cancel.is_set():
+                        for move in self.moves:
+                            if move.status == QUEUED:
+                                move.status = CANCELED
+                                move.error = "canceled before it started"
+                    self._retarget_queued()
                     for move in self.moves:
-                        if move.status == QUEUED:
-                            move.status = CANCELED
-                            move.error = "canceled before it started"
-                self._retarget_queued()
-                for move in self.moves:
-                    if move.status == QUEUED and self._can_start(move):
-                        self._launch(move)
-                self._report()
-                if not any(m.status in (QUEUED, RUNNING) for m in self.moves):
-                    break
-                self._cond.wait(POLL)
-        for thread in self._threads:
-            thread.join()
+                        if move.status == QUEUED and self._can_start(move):
+                            self._launch(move)
+                    self._report()
+                    if not any(m.status in (QUEUED, RUNNING) for m in self.moves):
+                        break
+                    self._cond.wait(POLL)
+        finally:
+            for thread in self._threads:
+                thread.join()
         return self.moves

@@ -50,6 +50,14 @@ CASES = [
         {},
     ),
     (
+        "an unmovable instance stays, and takes no memory from the others",
+        [need("a", 256, unmovable="its disks are on offline node n1"), need("b", 256)],
+        [fit("n2", 300)],
+        None,
+        {"b": "n2"},
+        {"a": "its disks are on offline node n1"},
+    ),
+    (
         "memory already placed counts: nothing left for the third",
         [need("a", 256), need("b", 256), need("c", 256)],
         [fit("n2", 300), fit("n3", 300)],

@@ -162,6 +162,72 @@ def test_explicit_target_and_bad_target(
     assert primary(config, I1) == primary(config, I2) == N3
 
 
+@pytest.mark.parametrize("state", ["offline", "drained", "vm_capable"])
+def test_an_explicit_target_that_cannot_take_instances_is_refused_before_anything(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, state: str
+) -> None:
+    with config.update() as data:
+        # vm_capable is the one whose bad value is False
+        setattr(data.nodes[N3], state, state != "vm_capable")
+    for dry_run in (True, False):
+        with pytest.raises(OpPrereqError, match=f"Target node {N3} is") as err:
+            run(ctx, OpNodeEvacuate(node_name="node1", target_node="node3", dry_run=dry_run))
+        assert err.value.ecode == ECODE_STATE
+    assert not ctx.jobs.list() or all(j.parent is None for j in ctx.jobs.list())
+    assert primary(config, I1) == primary(config, I2) == primary(config, I3) == N1
+
+
+def test_file_instances_of_an_offline_node_stay_and_blame_no_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    # inst3's 'file' disks are on the offline node: it cannot move, and the
+    # plan says so; the shared instances are failed over (one move at a time)
+    with config.update() as data:
+        data.nodes[N1].offline = True
+        for name in (I1, I2):
+            data.instances[name].disk_template = constants.DT_SHARED_FILE
+    cluster = config.get_cluster()
+    for name in (I1, I2):
+        inst = config.get_instance(name)
+        assert inst is not None
+        ops.present_paths.add(disk_path(cluster, inst, 0))
+    plan, _ = run(ctx, OpNodeEvacuate(node_name="node1", dry_run=True))
+    stays = next(m for m in plan if m["instance"] == I3)
+    assert stays["target"] is None and "'file' disks are on offline node" in stays["error"]
+    with pytest.raises(OpExecError, match="1 of 3 instance") as err:
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1, target_node="node2"))
+    assert "'file' disks are on offline node" in str(err.value)
+    assert primary(config, I1) == primary(config, I2) == N2
+    assert primary(config, I3) == N1
+
+
+def test_a_move_whose_instance_left_its_source_is_not_started_and_blames_no_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    # another job moved inst2 after the plan was made (while inst1 moved): it
+    # is not moved again, and its target still takes inst3, planned for it too
+    original = Processor.run_child
+
+    def moved_meanwhile(proc: Processor, op: OpCode, *args: Any) -> Any:
+        if op.instance_name == I1:  # type: ignore[attr-defined]
+            with config.update() as data:
+                data.instances[I2].primary_node = N3
+        return original(proc, op, *args)
+
+    with config.update() as data:
+        data.instances[I3].admin_state = constants.ADMINST_UP
+    ops.add_domain(N1, I3, memory=512)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Processor, "run_child", moved_meanwhile)
+        with pytest.raises(OpExecError) as err:
+            run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=1))
+    message = str(err.value)
+    assert f"{I2}: failed: Instance {I2} is no longer on node {N1} (now on {N3})" in message
+    assert "1 of 3 instance" in message
+    assert primary(config, I1) == primary(config, I3) == N2
+    assert primary(config, I2) == N3
+
+
 def test_failed_target_takes_no_more_instances(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:

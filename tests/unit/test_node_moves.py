@@ -1,0 +1,98 @@
+"""MoveScheduler: which failures count against a move's target node, and moves that cannot start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cmdlib.node_moves import DONE, FAILED, Move, MoveScheduler, target_at_fault
+from ganeti_lv.errors import (
+    HypervisorError,
+    LockTimeout,
+    NodeUnreachable,
+    OperationCanceled,
+    OpExecError,
+    OpPrereqError,
+)
+from ganeti_lv.opcodes import OpInstanceMigrate
+
+
+@pytest.mark.parametrize(
+    ("err", "blamed"),
+    [
+        (OpExecError("Migration of instance a failed: qemu died on the target"), True),
+        (HypervisorError("cannot start qemu", node="n2"), True),
+        (NodeUnreachable("no answer", node="n2"), True),
+        (NodeUnreachable("no answer", node="n1"), False),  # the source, not the target
+        (LockTimeout("Could not acquire the instance lock 'a'"), False),
+        (OperationCanceled("canceled"), False),
+    ],
+)
+def test_target_at_fault(err: Exception, blamed: bool) -> None:
+    assert target_at_fault(err, "n2") is blamed
+
+
+def _moves() -> list[Move]:
+    moves = [Move("a", "n1", "n2", "migrate"), Move("b", "n1", "n2", "migrate")]
+    for move in moves:
+        move.op = OpInstanceMigrate(instance_name=move.instance, target_node=move.target)
+    return moves
+
+
+def _schedule(moves: list[Move], fails: Callable[[Move], Exception | None]) -> MoveScheduler:
+    """Run ``moves`` one at a time; ``fails(move)``: what its job raises (None: it succeeds)."""
+    ids = iter(range(1, 100))
+
+    def start(move: Move, relay: Callable[[str], None]) -> tuple[int, Callable[[], Any]]:
+        def run() -> None:
+            err = fails(move)
+            if err is not None:
+                raise err
+
+        return next(ids), run
+
+    def replace(move: Move, failed: set[str]) -> tuple[str | None, str]:
+        return "n3", ""
+
+    scheduler = MoveScheduler(
+        moves, start, lambda _text: None, Cancellation(), 1, 1, replace=replace
+    )
+    scheduler.run()
+    return scheduler
+
+
+def test_a_move_that_waited_too_long_for_a_lock_does_not_turn_its_target_away() -> None:
+    moves = _moves()
+    scheduler = _schedule(moves, lambda m: LockTimeout("held") if m.instance == "a" else None)
+    assert [m.status for m in moves] == [FAILED, DONE]
+    assert moves[1].target == "n2" and not scheduler.failed_targets
+
+
+def test_a_failed_migration_turns_its_target_away() -> None:
+    moves = _moves()
+    scheduler = _schedule(moves, lambda m: OpExecError("boom") if m.instance == "a" else None)
+    assert [m.status for m in moves] == [FAILED, DONE]
+    assert moves[1].target == "n3" and scheduler.failed_targets == {"n2"}
+
+
+def test_a_move_that_cannot_start_fails_alone() -> None:
+    moves = _moves()
+    logged: list[str] = []
+    ids = iter(range(1, 100))
+
+    def start(move: Move, relay: Callable[[str], None]) -> tuple[int, Callable[[], Any]]:
+        if move.instance == "a":
+            raise OpPrereqError(
+                "Instance a is no longer on node n1 (now on n3): not moved", "wrong_state"
+            )
+        return next(ids), lambda: None
+
+    scheduler = MoveScheduler(moves, start, logged.append, Cancellation(), 1, 1)
+    scheduler.run()
+    assert [m.status for m in moves] == [FAILED, DONE]
+    assert moves[0].job_id is None and "no longer on node n1" in moves[0].error
+    assert "a: not started: Instance a is no longer on node n1 (now on n3): not moved" in logged
+    assert not scheduler.failed_targets and moves[1].target == "n2"
