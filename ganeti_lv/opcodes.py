@@ -63,6 +63,8 @@ class OpCode:
 
     OP_ID: ClassVar[str] = "OP_ABSTRACT"
     WITH_DRY_RUN: ClassVar[bool] = False
+    # parameters the master sets for jobs of its own; the remote API refuses them
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
 
     dry_run: bool = False
     debug_level: int = 0
@@ -431,6 +433,7 @@ class OpInstanceMigrate(OpCode):
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_MIGRATE"
     WITH_DRY_RUN: ClassVar[bool] = True
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"planned"})
 
     instance_name: str
     mode: str | None = None
@@ -478,6 +481,7 @@ class OpInstanceFailover(OpCode):
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_FAILOVER"
     WITH_DRY_RUN: ClassVar[bool] = True
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"planned"})
 
     instance_name: str
     shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT

@@ -110,7 +110,7 @@ def fill_opcode(
     if overwritten:
         raise bad_request(f"Can't overwrite static parameters {overwritten!r}")
     _drop_common(params)
-    known = {f.name for f in dataclasses.fields(opcls)}
+    known = {f.name for f in dataclasses.fields(opcls)} - opcls.INTERNAL
     unknown = sorted(set(params) - known)
     if unknown:
         raise bad_request(

@@ -12,6 +12,7 @@ from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.opcodes import (
     OpBackupExport,
     OpBackupPrepare,
+    OpInstanceFailover,
     OpInstanceMigrate,
     OpInstanceShutdown,
     OpInstanceStartup,
@@ -47,6 +48,18 @@ def test_body_parameters_become_the_opcode() -> None:
     assert params.fill_opcode(OpInstanceMigrate, None, {"instance_name": INST}) == (
         OpInstanceMigrate(instance_name=INST)
     )
+
+
+def test_parameters_the_master_sets_for_its_own_jobs_are_refused() -> None:
+    # a node operation's moves share their node locks: a remote caller may not ask for that
+    for opcls in (OpInstanceMigrate, OpInstanceFailover):
+        msg = _bad(
+            params.fill_opcode,
+            opcls,
+            {"planned": True, "target_node": "n2"},
+            {"instance_name": INST},
+        )
+        assert msg == f"Invalid body parameters: {opcls.OP_ID} has no parameter 'planned'"
 
 
 def test_renamed_and_common_parameters() -> None:
