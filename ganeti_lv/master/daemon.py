@@ -51,6 +51,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio
+from ganeti_lv.master.follow import end_error
 from ganeti_lv.master.jobs import Job, process_alive, process_start_time, to_jsonable
 from ganeti_lv.master.protocol import Feedback, Message
 from ganeti_lv.master.runner import run_job
@@ -292,14 +293,7 @@ def _reason(msg: Message) -> str:
 
 def _logged_end(job: Job) -> Message:
     """The end message of a job that ended, from its job log record."""
-    error = None
-    if job.error is not None:
-        error = {
-            "class": job.error.get("class"),
-            "msg": job.error.get("message", ""),
-            "attrs": {"ecode": job.error.get("ecode")},
-        }
-    return protocol.end_message(job.id, job.status, job.results, error)
+    return protocol.end_message(job.id, job.status, job.results, end_error(job))
 
 
 class _Sender:

@@ -55,16 +55,26 @@ def follow_logged(
             asked = True
             signal_cancel(job)
         sleep(POLL)
-    if job.status == JOB_STATUS_SUCCESS:
+    error = end_error(job)
+    if error is None:
         return job.results
+    raise decode_error(error)
+
+
+def end_error(job: Job) -> dict[str, Any] | None:
+    """The typed error of a job that ended without success, as the protocol carries it.
+
+    None for a successful job. A job that ended without an error of its own
+    (lost: its process is gone) gets one that says so.
+    """
+    if job.status == JOB_STATUS_SUCCESS:
+        return None
     error = job.error or {"class": "OpExecError", "message": f"Job {job.id} is {job.status}"}
-    raise decode_error(
-        {
-            "class": error.get("class"),
-            "msg": error.get("message", ""),
-            "attrs": {"ecode": error.get("ecode")},
-        }
-    )
+    return {
+        "class": error.get("class"),
+        "msg": error.get("message", ""),
+        "attrs": {"ecode": error.get("ecode")},
+    }
 
 
 def signal_cancel(job: Job) -> None:

@@ -483,6 +483,18 @@ def test_a_failed_job_watched_later_raises_its_typed_error(server: Any, data_dir
     assert err.value.ecode == ECODE_NOENT and "ghost" in err.value.msg
 
 
+def test_a_lost_job_watched_through_the_daemon_is_an_error_as_without_it(
+    server: Any, data_dir: str
+) -> None:
+    # a job of a gnt-lv process that was killed: "lost", with no error of its own
+    store = JobStore(paths.jobs_dir(data_dir))
+    job = store.create_job([OpTestDelay(duration=0)], start=True)
+    job.pid, job.pid_start = 999999, 1
+    store.save(job)
+    with pytest.raises(OpExecError, match=f"Job {job.id} is lost"):
+        _client(data_dir).watch(job.id)
+
+
 def test_opcodes_of_a_job_run_in_order_and_the_first_failure_ends_it(
     server: Any, data_dir: str
 ) -> None:
