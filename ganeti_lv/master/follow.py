@@ -24,8 +24,11 @@ from ganeti_lv.master.protocol import RecordFn, decode_error, make_record
 
 # how often the job log is read (s)
 POLL = 0.5
-# processes that take SIGTERM as a cancel request (their command lines hold one of these)
-_CANCELABLE = (b"gnt-lv", b"ganeti_lv.master.background", b"ganeti_lv.cli")
+# processes that take SIGTERM as a cancel request: the gnt-lv program, or the
+# module a job runs in (one word of the command line; the master daemon,
+# gnt-lv-masterd, takes SIGTERM as the order to stop, and is never signalled)
+_CANCELABLE_PROGRAMS = frozenset({b"gnt-lv"})
+_CANCELABLE_MODULES = frozenset({b"ganeti_lv.cli.main", b"ganeti_lv.master.background"})
 
 
 def follow_logged(
@@ -104,4 +107,7 @@ def _cancelable(pid: int) -> bool:
             cmdline = fobj.read()
     except OSError:
         return False
-    return any(word in cmdline for word in _CANCELABLE)
+    for word in cmdline.split(b"\0"):
+        if os.path.basename(word) in _CANCELABLE_PROGRAMS or word in _CANCELABLE_MODULES:
+            return True
+    return False

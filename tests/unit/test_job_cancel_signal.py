@@ -1,0 +1,63 @@
+"""signal_cancel: SIGTERM goes to a process running a job, never to the master daemon."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from support.waiting import wait_until
+
+from ganeti_lv import paths
+from ganeti_lv.errors import JobError
+from ganeti_lv.master.follow import signal_cancel
+from ganeti_lv.master.jobs import Job, JobStore, process_start_time
+from ganeti_lv.opcodes import OpTestDelay
+
+
+@contextmanager
+def _process(argv0: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose command line starts with ``argv0`` (it sleeps)."""
+    proc = subprocess.Popen(["bash", "-c", f"exec -a {argv0} sleep 30"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _job_in(tmp_path: str, proc: subprocess.Popen[bytes]) -> Job:
+    store = JobStore(paths.jobs_dir(tmp_path))
+    job = store.create_job([OpTestDelay(duration=0)], start=True)
+    job.pid, job.pid_start = proc.pid, process_start_time(proc.pid)
+    return job
+
+
+def _command_line_set(proc: subprocess.Popen[bytes], argv0: str) -> bool:
+    try:
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as fobj:
+            return fobj.read().startswith(argv0.encode())
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "argv0", ["/opt/glv/bin/gnt-lv-masterd", "/opt/glv/bin/not-gnt-lv", "ganeti_lv.master.daemon"]
+)
+def test_the_master_daemon_and_other_programs_are_never_signalled(
+    tmp_path: str, argv0: str
+) -> None:
+    with _process(argv0) as proc:
+        assert wait_until(lambda: _command_line_set(proc, argv0), 5, 0.01)
+        with pytest.raises(JobError, match="does not take cancel requests"):
+            signal_cancel(_job_in(tmp_path, proc))
+        assert proc.poll() is None
+
+
+@pytest.mark.parametrize("argv0", ["/opt/glv/bin/gnt-lv", "ganeti_lv.master.background"])
+def test_a_job_of_gnt_lv_or_a_background_job_is_signalled(tmp_path: str, argv0: str) -> None:
+    with _process(argv0) as proc:
+        assert wait_until(lambda: _command_line_set(proc, argv0), 5, 0.01)
+        signal_cancel(_job_in(tmp_path, proc))
+        assert proc.wait(5) == -15  # SIGTERM
