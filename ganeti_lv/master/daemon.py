@@ -147,7 +147,14 @@ class MasterDaemon:
             self._running[job.id] = running
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException as err:  # no thread (the process's limit): the job ends here
+            with self._lock:
+                self._running.pop(job.id, None)
+                self._threads.remove(thread)
+            _record_end(ctx, job, err)
+            raise
         return running
 
     def _run(self, ctx: Context, job: Job, ops: list[OpCode], running: RunningJob) -> None:
@@ -160,7 +167,8 @@ class MasterDaemon:
             if not isinstance(err, GenericError):
                 log.error("%s: unexpected error", what, exc_info=err)
             # as the job log recorded it (an error before the processor ran an opcode: error)
-            status = job.status if job.finished else constants.JOB_STATUS_ERROR
+            stored = _record_end(ctx, job, err)
+            status = stored.status if stored is not None else constants.JOB_STATUS_ERROR
             end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
         else:
             log.info("%s: succeeded", what)
@@ -289,6 +297,25 @@ class MasterDaemon:
 
 def _reason(msg: Message) -> str:
     return str(msg.get("reason") or "canceled by the client")
+
+
+def _record_end(ctx: Context, job: Job, err: BaseException) -> Job | None:
+    """The job as its log records its end; an end not recorded yet is recorded as ``err``.
+
+    Writing the job log itself may be what failed (a full disk): the job
+    would stay "running" under the daemon's pid for as long as it lives.
+    None when the record cannot be read or written.
+    """
+    try:
+        stored = ctx.jobs.get(job.id)
+        if not stored.finished:
+            done = constants.JOB_STATUS_SUCCESS
+            index = next((i for i, op in enumerate(stored.ops) if op.status != done), 0)
+            ctx.jobs.finish_error(stored, err, index=index)
+        return stored
+    except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
+        log.error("job %d: its end could not be recorded: %s", job.id, again)
+        return None
 
 
 def _logged_end(job: Job) -> Message:

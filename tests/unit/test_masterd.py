@@ -495,6 +495,30 @@ def test_a_lost_job_watched_through_the_daemon_is_an_error_as_without_it(
         _client(data_dir).watch(job.id)
 
 
+@pytest.mark.parametrize("step", ["start_op", "finish_success"])
+def test_a_job_whose_log_could_not_be_written_does_not_stay_running(
+    server: Any, data_dir: str, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    # the disk filled up for one write of the job log: the job's end is recorded
+    # once it can be, not left "running" under the daemon's pid
+    real = getattr(JobStore, step)
+    failed: list[int] = []
+
+    def full_once(store: JobStore, job: Any, *args: Any, **kwargs: Any) -> None:
+        if not failed:
+            failed.append(job.id)
+            raise OSError(28, "No space left on device")
+        real(store, job, *args, **kwargs)
+
+    monkeypatch.setattr(JobStore, step, full_once)
+    with pytest.raises(OpExecError, match="No space left on device"):
+        _client(data_dir).submit(OpTestDelay(duration=0))
+    job = _jobs(data_dir)[-1]
+    assert failed == [job.id]
+    assert job.status == constants.JOB_STATUS_ERROR
+    assert "No space left on device" in str(job.error)
+
+
 def test_opcodes_of_a_job_run_in_order_and_the_first_failure_ends_it(
     server: Any, data_dir: str
 ) -> None:
