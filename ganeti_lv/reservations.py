@@ -1,4 +1,11 @@
-"""Space on a node reserved by the exports writing to it, from their space check to their end.
+"""A node's resources reserved by the jobs that will use them, from their check to their end.
+
+Two kinds: disk space (``SPACE``), reserved by the exports writing to a
+node, and memory (``MEMORY``), reserved by the migrations and failovers
+starting an instance on it (the moves of node operations share the node's
+resource lock, so two of them could otherwise both count the same free
+memory). What follows speaks of exports; memory works the same way, in a
+directory of its own.
 
 Two exports to one node each check the free space before they copy; without
 a reservation both may pass and one then dies of ENOSPC halfway. Here an
@@ -29,6 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ganeti_lv import paths
+
+SPACE = "space"
+MEMORY = "memory"
 
 
 @dataclass(frozen=True)
@@ -129,10 +139,11 @@ def _read(fd: int) -> Reservation:
 
 
 class Reservations:
-    """The reservations of the master's data dir."""
+    """The reservations of one kind (``SPACE``, ``MEMORY``) of the master's data dir."""
 
-    def __init__(self, data_dir: str) -> None:
-        self.dir = paths.reservations_dir(data_dir)
+    def __init__(self, data_dir: str, kind: str = SPACE) -> None:
+        base = paths.reservations_dir(data_dir)
+        self.dir = base if kind == SPACE else os.path.join(base, kind)
 
     @contextlib.contextmanager
     def node(self, node: str) -> Iterator[NodeLedger]:

@@ -12,6 +12,8 @@ from typing import Any
 
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
+MIB = 1024 * 1024  # bytes
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*$")
 _UNIT_FACTORS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 

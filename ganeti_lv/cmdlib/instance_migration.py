@@ -66,6 +66,8 @@ from ganeti_lv.hypervisor.migration_types import (
 )
 from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.objects import Cluster, Instance, Node
+from ganeti_lv.reservations import MEMORY, Held, Reservations
+from ganeti_lv.units import MIB
 
 FeedbackFn = Callable[[str], None]
 
@@ -107,6 +109,7 @@ class TLMigrateInstance(Tasklet):
         self.cluster: Cluster | None = None
         self.source: str = ""
         self.target: str | None = None
+        self._memory: Held | None = None  # the memory reserved on the target
         # The caller's cancel request (CLI: Ctrl-C/SIGTERM) aborts the libvirt job.
         self.abort_event: Cancellation = lu.proc.cancel
         # node queries of this operation, asked once (and in parallel up front)
@@ -228,6 +231,8 @@ class TLMigrateInstance(Tasklet):
             names = sorted(n for n in self.cfg.node_names() if n != self.source)
             self._prefetch([self._node(n) for n in names])
             self.target = self._allocate()
+        if not self.failover or self._inst().admin_state == constants.ADMINST_UP:
+            self._reserve_memory(self._node(self.target))
         self.lu.ReleaseLocks(locking.LEVEL_NODE, keep=[self.source, self.target])
         self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
         if not self.failover:
@@ -264,7 +269,41 @@ class TLMigrateInstance(Tasklet):
         if not self.failover:
             self._check_cpu(node)
 
-    def _check_memory(self, node: Node, free: int) -> None:
+    def _reserve_memory(self, node: Node) -> None:
+        """Reserve the instance's memory on the target, checked against the other moves to it.
+
+        Moves of a node operation hold the target's resource lock shared: two
+        of them (of two operations) could both count the memory the node has
+        free before either instance is there. So each move reserves its
+        memory under the node's reservation lock (``ganeti_lv.reservations``)
+        until its job ends. When other moves to the node hold reservations,
+        the node is asked again, under that lock: its instances first, then
+        its free memory, so that an instance landing in between is counted
+        twice (a refusal to retry), never missed; a reservation whose
+        instance is already on the node is in its figures.
+        """
+        if self._memory is not None:  # checked again (a retry): the new one counts
+            self._memory.release()
+        inst = self._inst()
+        with Reservations(self.lu.ctx.data_dir, MEMORY).node(node.name) as ledger:
+            others = ledger.others()
+            if others:
+                what = f"Can't get data from node {node.name}"
+                present = node_call(self.rpc.instance_list, node).Raise(
+                    what, prereq=True, ecode=ECODE_ENVIRON
+                )
+                free = (
+                    node_call(self.rpc.node_info, node)
+                    .Raise(what, prereq=True, ecode=ECODE_ENVIRON)
+                    .memory_free
+                )
+                reserved = sum(r.size for r in others if r.instance not in present) // MIB
+                self._check_memory(node, free - reserved, reserved)
+            needed = instance_memory(self._cluster(), inst)
+            self._memory = ledger.reserve("", needed * MIB, inst.name)
+        self.lu.proc.hold_until_job_end(self._memory)
+
+    def _check_memory(self, node: Node, free: int, reserved: int = 0) -> None:
         """The target must hold the instance's memory as it runs now (ECODE_NORES).
 
         Ganeti fits an instance onto a target with less free memory by
@@ -278,16 +317,18 @@ class TLMigrateInstance(Tasklet):
         needed = instance_memory(cluster, inst)
         if free >= needed:
             return
+        held = f"; {reserved} MiB more are reserved by moves to it" if reserved else ""
         if self.failover:
             raise OpPrereqError(
                 f"Not enough memory on node {node.name} for starting instance {inst.name}:"
-                f" needed {needed} MiB, available {free} MiB",
+                f" needed {needed} MiB, available {free} MiB{held}",
                 ECODE_NORES,
             )
         if not self.allow_runtime_changes:
             raise OpPrereqError(
                 f"Memory ballooning not allowed and not enough free memory to fit instance"
-                f" {inst.name} on target node {node.name} (have {free} MiB, need {needed} MiB)",
+                f" {inst.name} on target node {node.name} (have {free} MiB, need {needed} MiB)"
+                + held,
                 ECODE_NORES,
             )
         minmem = int(cluster.fill_beparams(inst)["minmem"])
@@ -299,7 +340,7 @@ class TLMigrateInstance(Tasklet):
         )
         raise OpPrereqError(
             f"Not enough memory on node {node.name} for migrating instance {inst.name}:"
-            f" needed {needed} MiB, available {free} MiB{hint}",
+            f" needed {needed} MiB, available {free} MiB{held}{hint}",
             ECODE_NORES,
         )
 

@@ -14,10 +14,13 @@ Then every move runs as a job of its own under this one
 all its checks and guarantees, within the per-source and per-target
 limits (cluster settings, overridden per call). The node operation itself
 holds no lock beyond the shared Big Ganeti Lock: each move takes its own.
-The moves are ``planned`` opcodes: the plan reserved their targets'
-memory, so they take their node and node-resource locks shared and run
-side by side (each still checks its target's free memory), while any other
-operation that needs these nodes exclusively waits for them.
+The moves are ``planned`` opcodes: the plan placed them within their
+targets' memory, so they take their node and node-resource locks shared
+and run side by side, while any other operation that needs these nodes
+exclusively waits for them. Each move still checks its target's free
+memory, and reserves its instance's memory there until its job ends
+(``ganeti_lv.reservations``): the moves of two node operations to one node
+do not count the same free memory.
 Its result lists every instance's move, job and node; it fails when any
 instance did not move.
 """

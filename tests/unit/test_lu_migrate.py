@@ -29,6 +29,8 @@ from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import disk_dir, disk_path
 from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate, OpNodeSetParams
+from ganeti_lv.reservations import MEMORY, Reservations
+from ganeti_lv.units import MIB
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
@@ -282,6 +284,34 @@ def test_not_enough_memory_within_cap(ctx: Context, ops: FakeNodeOps, config: Co
         f"Not enough memory on node {N2} for migrating instance {INST}:"
         " needed 128 MiB, available 100 MiB"
     )
+
+
+def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    # room for one 128 MiB instance on node2; another node operation's move
+    # reserved 100 MiB there for an instance not on node2 yet
+    node = config.get_node(N2)
+    assert node is not None
+    node.memory_cap = 200
+    config.update_node(node)
+    memory = Reservations(config.data_dir, MEMORY)
+    with memory.node(N2) as ledger:
+        other = ledger.reserve("", 100 * MIB, "other.example.com")
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_NORES
+    assert err.msg == (
+        f"Not enough memory on node {N2} for migrating instance {INST}:"
+        " needed 128 MiB, available 100 MiB; 100 MiB more are reserved by moves to it"
+    )
+    # once that instance is on node2, its reservation is in the node's figures
+    ops.add_domain(N2, "other.example.com", memory=10)
+    run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert running_on(ops) == [N2]
+    other.release()
+    # the migration's own reservation ended with its job
+    with memory.node(N2) as ledger:
+        assert ledger.others() == []
 
 
 def test_memory_refusal_explains_runtime_changes(
