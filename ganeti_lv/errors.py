@@ -55,9 +55,14 @@ ECODE_ALL = frozenset(
 
 
 class GenericError(Exception):
-    """Base of every ganeti_lv error; ``ecode`` tells the kind of failure."""
+    """Base of every ganeti_lv error; ``ecode`` tells the kind of failure.
+
+    ``node``: the node the failure concerns, when one does (a node's
+    answer, or its failure to answer).
+    """
 
     ecode: str = ECODE_FAULT
+    node: str | None = None
 
     def __init__(self, msg: str = "", ecode: str | None = None) -> None:
         super().__init__(msg)

@@ -147,7 +147,7 @@ def _require_positive(op: OpCode, *names: str) -> None:
 
 
 def _require_planned_target(op: OpCode) -> None:
-    if getattr(op, "planned", False) and not getattr(op, "target_node", None):
+    if getattr(op, "planned_from", None) and not getattr(op, "target_node", None):
         raise OpPrereqError(f"A planned {op.OP_ID} needs its target node", ECODE_INVAL)
 
 
@@ -433,7 +433,7 @@ class OpInstanceMigrate(OpCode):
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_MIGRATE"
     WITH_DRY_RUN: ClassVar[bool] = True
-    INTERNAL: ClassVar[frozenset[str]] = frozenset({"planned"})
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"planned_from"})
 
     instance_name: str
     mode: str | None = None
@@ -454,9 +454,10 @@ class OpInstanceMigrate(OpCode):
     progress_timeout: float | None = None
     completion_timeout: float | None = None
     abort_timeout: float | None = None
-    # set by a node operation whose plan reserved the target's memory: the
-    # target's resource lock is shared with that operation's other moves
-    planned: bool = False
+    # a node operation's move of the instance off this node (its plan placed
+    # it): node locks shared with the operation's other moves; refused if the
+    # instance is no longer on that node
+    planned_from: str | None = None
 
     def _check_values(self) -> None:
         _require_choice(self, "mode", constants.HT_MIGRATION_MODES)
@@ -481,7 +482,7 @@ class OpInstanceFailover(OpCode):
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_FAILOVER"
     WITH_DRY_RUN: ClassVar[bool] = True
-    INTERNAL: ClassVar[frozenset[str]] = frozenset({"planned"})
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"planned_from"})
 
     instance_name: str
     shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
@@ -490,7 +491,7 @@ class OpInstanceFailover(OpCode):
     iallocator: str | None = None
     cleanup: bool = False
     ignore_ipolicy: bool = False
-    planned: bool = False
+    planned_from: str | None = None  # as for OpInstanceMigrate
 
     def _check_values(self) -> None:
         _require_non_negative(self, "shutdown_timeout")

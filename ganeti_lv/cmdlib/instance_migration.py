@@ -54,6 +54,7 @@ from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_NORES,
     ECODE_STATE,
+    ECODE_TEMP_NORES,
     MigrationAborted,
     OpExecError,
     OpPrereqError,
@@ -272,38 +273,49 @@ class TLMigrateInstance(Tasklet):
     def _reserve_memory(self, node: Node) -> None:
         """Reserve the instance's memory on the target, checked against the other moves to it.
 
-        Moves of a node operation hold the target's resource lock shared: two
+        Moves of node operations hold the target's resource lock shared: two
         of them (of two operations) could both count the memory the node has
         free before either instance is there. So each move reserves its
         memory under the node's reservation lock (``ganeti_lv.reservations``)
-        until its job ends. When other moves to the node hold reservations,
-        the node is asked again, under that lock: its instances first, then
-        its free memory, so that an instance landing in between is counted
-        twice (a refusal to retry), never missed; a reservation whose
-        instance is already on the node is in its figures.
+        until its job ends. A planned move, or any move when others hold
+        reservations on the node, asks the node again under that lock: its
+        running instances first, then its free memory (an instance that
+        starts in between is counted twice, never missed); the reservation of
+        an instance running there is in the node's figures. Memory that only
+        the others' reservations take is a temporary shortage (retried).
         """
         if self._memory is not None:  # checked again (a retry): the new one counts
             self._memory.release()
         inst = self._inst()
+        needed = instance_memory(self._cluster(), inst)
         with Reservations(self.lu.ctx.data_dir, MEMORY).node(node.name) as ledger:
             others = ledger.others()
-            if others:
+            if others or getattr(self.op, "planned_from", None):
                 what = f"Can't get data from node {node.name}"
-                present = node_call(self.rpc.instance_list, node).Raise(
+                domains = node_call(self.rpc.instance_list, node).Raise(
                     what, prereq=True, ecode=ECODE_ENVIRON
                 )
-                free = (
-                    node_call(self.rpc.node_info, node)
-                    .Raise(what, prereq=True, ecode=ECODE_ENVIRON)
-                    .memory_free
+                running = {n for n, d in domains.items() if d.state == constants.DOMSTATE_RUNNING}
+                info = node_call(self.rpc.node_info, node).Raise(
+                    what, prereq=True, ecode=ECODE_ENVIRON
                 )
-                reserved = sum(r.size for r in others if r.instance not in present) // MIB
-                self._check_memory(node, free - reserved, reserved)
-            needed = instance_memory(self._cluster(), inst)
+                self._check_memory(node, info.memory_free)
+                reserved = sum(r.size for r in others if r.instance not in running) // MIB
+                if info.memory_free - reserved < needed:
+                    raise OpPrereqError(
+                        f"Not enough memory on node {node.name} for instance {inst.name} while"
+                        f" other moves to it run: needed {needed} MiB, available"
+                        f" {info.memory_free} MiB, of which {reserved} MiB are reserved by them",
+                        ECODE_TEMP_NORES,
+                    )
             self._memory = ledger.reserve("", needed * MIB, inst.name)
         self.lu.proc.hold_until_job_end(self._memory)
 
-    def _check_memory(self, node: Node, free: int, reserved: int = 0) -> None:
+    def forget_probes(self) -> None:
+        """Ask the nodes again at the next check (a retry after a temporary shortage)."""
+        self._probes.clear()
+
+    def _check_memory(self, node: Node, free: int) -> None:
         """The target must hold the instance's memory as it runs now (ECODE_NORES).
 
         Ganeti fits an instance onto a target with less free memory by
@@ -317,18 +329,16 @@ class TLMigrateInstance(Tasklet):
         needed = instance_memory(cluster, inst)
         if free >= needed:
             return
-        held = f"; {reserved} MiB more are reserved by moves to it" if reserved else ""
         if self.failover:
             raise OpPrereqError(
                 f"Not enough memory on node {node.name} for starting instance {inst.name}:"
-                f" needed {needed} MiB, available {free} MiB{held}",
+                f" needed {needed} MiB, available {free} MiB",
                 ECODE_NORES,
             )
         if not self.allow_runtime_changes:
             raise OpPrereqError(
                 f"Memory ballooning not allowed and not enough free memory to fit instance"
-                f" {inst.name} on target node {node.name} (have {free} MiB, need {needed} MiB)"
-                + held,
+                f" {inst.name} on target node {node.name} (have {free} MiB, need {needed} MiB)",
                 ECODE_NORES,
             )
         minmem = int(cluster.fill_beparams(inst)["minmem"])
@@ -340,7 +350,7 @@ class TLMigrateInstance(Tasklet):
         )
         raise OpPrereqError(
             f"Not enough memory on node {node.name} for migrating instance {inst.name}:"
-            f" needed {needed} MiB, available {free} MiB{held}{hint}",
+            f" needed {needed} MiB, available {free} MiB{hint}",
             ECODE_NORES,
         )
 

@@ -14,6 +14,7 @@ from ganeti_lv.cmdlib.common import (
     instance_nodes_ahead,
 )
 from ganeti_lv.cmdlib.instance_migration import FeedbackFn, TLMigrateInstance
+from ganeti_lv.errors import ECODE_STATE, OpPrereqError
 from ganeti_lv.opcodes import OpInstanceFailover, OpInstanceMigrate
 
 
@@ -43,7 +44,7 @@ class _MoveLU(LogicalUnit):
         }
         self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
         self._old_primary = ""
-        if self.op.planned:  # a move of a node operation: see cmdlib.node_evacuate
+        if self.op.planned_from:  # a move of a node operation: see cmdlib.node_evacuate
             self.share_locks[locking.LEVEL_NODE] = self.share_locks[locking.LEVEL_NODE_RES] = 1
 
     def EarlyWork(self) -> EarlyWork | None:
@@ -61,9 +62,25 @@ class _MoveLU(LogicalUnit):
             _declare_node_locks(self, level, inst.primary_node, target)
 
     def CheckPrereq(self) -> None:
-        """Run the tasklet's checks; remember the node the instance leaves."""
+        """Run the tasklet's checks; remember the node the instance leaves.
+
+        A node operation's move is refused when its instance has left the
+        node it was planned from (another job moved it: it is not moved again).
+        """
+        planned_from = self.op.planned_from
+        inst = get_instance(self.cfg, self.op.instance_name)
+        if planned_from and inst.primary_node != planned_from:
+            raise OpPrereqError(
+                f"Instance {inst.name} is no longer on node {planned_from}"
+                f" (now on {inst.primary_node}): not moved",
+                ECODE_STATE,
+            )
         self._migrater.CheckPrereq()
         self._old_primary = self._migrater.source
+
+    def PrepareRetry(self, feedback_fn: FeedbackFn) -> None:
+        """The nodes are asked again (memory that other moves had reserved)."""
+        self._migrater.forget_probes()
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Run the tasklet."""

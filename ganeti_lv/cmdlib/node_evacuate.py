@@ -14,7 +14,7 @@ Then every move runs as a job of its own under this one
 all its checks and guarantees, within the per-source and per-target
 limits (cluster settings, overridden per call). The node operation itself
 holds no lock beyond the shared Big Ganeti Lock: each move takes its own.
-The moves are ``planned`` opcodes: the plan placed them within their
+The moves are planned opcodes (``planned_from``): the plan placed them within their
 targets' memory, so they take their node and node-resource locks shared
 and run side by side, while any other operation that needs these nodes
 exclusively waits for them. Each move still checks its target's free
@@ -220,21 +220,8 @@ class _NodeMovesLU(NoHooksLU):
     def _start_move(
         self, move: Move, relay: Callable[[str], None]
     ) -> tuple[int, Callable[[], Any]]:
-        """Start ``move``'s job; refused when the instance has left its planned source.
-
-        Another job may have moved it since the plan was made: moving it again
-        would take it off a node that is not being emptied.
-        """
+        """Start ``move``'s job; the node operation's cancel request reaches it."""
         assert move.op is not None
-        inst = self.cfg.get_instance(move.instance)
-        now = inst.primary_node if inst is not None else None
-        if now != move.source:
-            raise OpPrereqError(
-                f"Instance {move.instance} is no longer on node {move.source}"
-                f" ({f'now on {now}' if now else 'removed'}): not moved",
-                ECODE_STATE,
-            )
-        # the node operation's cancel request reaches the running moves
         return self.proc.run_child(move.op, relay, self.proc.cancel)
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
@@ -322,7 +309,7 @@ class LUNodeMigrate(_NodeMovesLU):
             live=self.op.live,
             allow_runtime_changes=self.op.allow_runtime_changes,
             ignore_hvversions=self.op.ignore_hvversions,
-            planned=True,
+            planned_from=move.source,
         )
 
 
@@ -350,12 +337,12 @@ class LUNodeEvacuate(_NodeMovesLU):
                 target_node=move.target,
                 mode=self.op.mode,
                 allow_failover=True,
-                planned=True,
+                planned_from=move.source,
             )
         return OpInstanceFailover(
             instance_name=move.instance,
             target_node=move.target,
             shutdown_timeout=self.op.shutdown_timeout,
             ignore_consistency=get_node(self.cfg, move.source).offline,
-            planned=True,
+            planned_from=move.source,
         )

@@ -10,8 +10,9 @@ hooks and guarantees.
 - A move that fails makes its target take no more instances: the moves
   still queued for it are placed again on the other nodes (``replace``),
   or fail when none can take them. Failures that are not the target's
-  do not count against it: a lock another job held too long, a cancel, an
-  error of another node, a move that could not start.
+  do not count against it (``target_at_fault``): a lock another job held
+  too long, a cancel, an answer of another node, the state of the
+  instance or its source, a move that could not start.
 - A cancel request stops the queued moves (they never start) and is passed
   on to the running ones, which stop the way Ctrl-C stops a single one: a
   move still waiting for its locks or in its checks and PRE hooks changes
@@ -34,7 +35,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ganeti_lv.cancel import Cancellation
-from ganeti_lv.errors import LockError, NodeError, OperationCanceled
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_NORES,
+    ECODE_TEMP_NORES,
+    GenericError,
+    LockError,
+    OperationCanceled,
+    OpPrereqError,
+)
 from ganeti_lv.opcodes import OpCode
 
 QUEUED = "queued"
@@ -83,11 +92,27 @@ ReplaceFn = Callable[[Move, set[str]], tuple[str | None, str]]
 
 
 def target_at_fault(err: BaseException, target: str) -> bool:
-    """Whether a move's failure ``err`` counts against its target node."""
+    """Whether a move's failure ``err`` counts against its target node.
+
+    Not: a lock another job held too long, a cancel, resources taken for a
+    while (``temp_insufficient_resources``), an answer of another node, a
+    prerequisite about the state of things (``wrong_state``: the instance
+    not running or moved away, the source; also a target drained since the
+    plan, which the next move to it meets again and reports). Yes: an
+    answer of the target, a lack of its memory or a fault of its
+    environment, and a failure of the move itself (the migration: most
+    often its target's).
+    """
     if isinstance(err, (LockError, OperationCanceled)):
-        return False  # another job held a lock too long; a cancel
-    if isinstance(err, NodeError) and err.node:
+        return False
+    if not isinstance(err, GenericError):
+        return True
+    if err.ecode == ECODE_TEMP_NORES:
+        return False
+    if err.node:
         return err.node == target
+    if isinstance(err, OpPrereqError):
+        return err.ecode in (ECODE_NORES, ECODE_ENVIRON)
     return True
 
 

@@ -150,10 +150,11 @@ class MasterDaemon:
         try:
             thread.start()
         except BaseException as err:  # no thread (the process's limit): the job ends here
+            _record_end(ctx, job, err)
             with self._lock:
                 self._running.pop(job.id, None)
-                self._threads.remove(thread)
-            _record_end(ctx, job, err)
+                if thread in self._threads:  # another submit may have dropped it
+                    self._threads.remove(thread)
             raise
         return running
 

@@ -16,6 +16,7 @@ from ganeti_lv.errors import (
     ECODE_NOENT,
     ECODE_NORES,
     ECODE_STATE,
+    ECODE_TEMP_NORES,
     GenericError,
     HooksAbort,
     MigrationAborted,
@@ -287,10 +288,10 @@ def test_not_enough_memory_within_cap(ctx: Context, ops: FakeNodeOps, config: Co
 
 
 def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # room for one 128 MiB instance on node2; another node operation's move
-    # reserved 100 MiB there for an instance not on node2 yet
+    # reserved 100 MiB there for an instance not running on node2 yet
     node = config.get_node(N2)
     assert node is not None
     node.memory_cap = 200
@@ -298,13 +299,16 @@ def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
     memory = Reservations(config.data_dir, MEMORY)
     with memory.node(N2) as ledger:
         other = ledger.reserve("", 100 * MIB, "other.example.com")
+    waits: list[float] = []
+    monkeypatch.setattr(ctx, "sleep", waits.append)
     err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
-    assert err.ecode == ECODE_NORES
+    # a shortage while the other move runs: tried again, then given up
+    assert err.ecode == ECODE_TEMP_NORES and waits == [1.0, 2.0, 3.0]
     assert err.msg == (
-        f"Not enough memory on node {N2} for migrating instance {INST}:"
-        " needed 128 MiB, available 100 MiB; 100 MiB more are reserved by moves to it"
+        f"Not enough memory on node {N2} for instance {INST} while other moves to it run:"
+        " needed 128 MiB, available 200 MiB, of which 100 MiB are reserved by them"
     )
-    # once that instance is on node2, its reservation is in the node's figures
+    # once that instance runs on node2, its reservation is in the node's figures
     ops.add_domain(N2, "other.example.com", memory=10)
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert running_on(ops) == [N2]

@@ -10,6 +10,10 @@ import pytest
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib.node_moves import DONE, FAILED, Move, MoveScheduler, target_at_fault
 from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_NORES,
+    ECODE_STATE,
+    ECODE_TEMP_NORES,
     HypervisorError,
     LockTimeout,
     NodeUnreachable,
@@ -17,7 +21,16 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
+from ganeti_lv.node.transport import NodeResult
 from ganeti_lv.opcodes import OpInstanceMigrate
+
+
+def _from_node(node: str) -> OpPrereqError:
+    """The error an LU raises for a node's failed answer (``NodeResult.Raise``)."""
+    with pytest.raises(OpPrereqError) as err:
+        NodeResult(node, fail_msg="no answer").Raise("Can't get data", prereq=True)
+    assert err.value.node == node
+    return err.value
 
 
 @pytest.mark.parametrize(
@@ -29,6 +42,16 @@ from ganeti_lv.opcodes import OpInstanceMigrate
         (NodeUnreachable("no answer", node="n1"), False),  # the source, not the target
         (LockTimeout("Could not acquire the instance lock 'a'"), False),
         (OperationCanceled("canceled"), False),
+        # prerequisites: the target's memory or environment count, the state of things not
+        (OpPrereqError("Not enough memory on node n2", ECODE_NORES), True),
+        (OpPrereqError("Can't get data from node n2: no answer", ECODE_ENVIRON), True),
+        (OpPrereqError("memory reserved by moves to n2", ECODE_TEMP_NORES), False),
+        (
+            OpPrereqError("Can't migrate, please use failover: instance not running", ECODE_STATE),
+            False,
+        ),
+        (_from_node("n1"), False),  # a node's answer, of the source
+        (_from_node("n2"), True),
     ],
 )
 def test_target_at_fault(err: Exception, blamed: bool) -> None:

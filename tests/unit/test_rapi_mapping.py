@@ -56,10 +56,10 @@ def test_parameters_the_master_sets_for_its_own_jobs_are_refused() -> None:
         msg = _bad(
             params.fill_opcode,
             opcls,
-            {"planned": True, "target_node": "n2"},
+            {"planned_from": "n1", "target_node": "n2"},
             {"instance_name": INST},
         )
-        assert msg == f"Invalid body parameters: {opcls.OP_ID} has no parameter 'planned'"
+        assert msg == f"Invalid body parameters: {opcls.OP_ID} has no parameter 'planned_from'"
 
 
 def test_renamed_and_common_parameters() -> None:
