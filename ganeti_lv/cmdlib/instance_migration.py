@@ -41,6 +41,7 @@ from ganeti_lv.cmdlib.common import (
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.failover_disks import FailoverDiskMove
+from ganeti_lv.cmdlib.memory_reservation import reserve_memory
 from ganeti_lv.cmdlib.migration_checks import (
     check_hv_versions,
     instance_bridges,
@@ -54,7 +55,6 @@ from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_NORES,
     ECODE_STATE,
-    ECODE_TEMP_NORES,
     MigrationAborted,
     OpExecError,
     OpPrereqError,
@@ -67,8 +67,7 @@ from ganeti_lv.hypervisor.migration_types import (
 )
 from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.objects import Cluster, Instance, Node
-from ganeti_lv.reservations import MEMORY, Held, Reservations
-from ganeti_lv.units import MIB
+from ganeti_lv.reservations import Held
 
 FeedbackFn = Callable[[str], None]
 
@@ -247,10 +246,14 @@ class TLMigrateInstance(Tasklet):
                 f"Cannot migrate instance {inst.name} to its primary ({node.name})",
                 ECODE_STATE,
             )
-        check_node_online(self.cfg, node.name)
-        check_node_not_drained(self.cfg, node.name)
-        if not node.vm_capable:
-            raise OpPrereqError(f"Can't use non-vm_capable node {node.name}", ECODE_STATE)
+        try:
+            check_node_online(self.cfg, node.name)
+            check_node_not_drained(self.cfg, node.name)
+            if not node.vm_capable:
+                raise OpPrereqError(f"Can't use non-vm_capable node {node.name}", ECODE_STATE)
+        except OpPrereqError as err:
+            err.node = node.name  # the target's own state (a node operation turns it away)
+            raise
         if not with_probes:
             return
         starts = not self.failover or inst.admin_state == constants.ADMINST_UP
@@ -271,44 +274,22 @@ class TLMigrateInstance(Tasklet):
             self._check_cpu(node)
 
     def _reserve_memory(self, node: Node) -> None:
-        """Reserve the instance's memory on the target, checked against the other moves to it.
+        """The instance's memory, reserved on the target until the job ends.
 
-        Moves of node operations hold the target's resource lock shared: two
-        of them (of two operations) could both count the memory the node has
-        free before either instance is there. So each move reserves its
-        memory under the node's reservation lock (``ganeti_lv.reservations``)
-        until its job ends. A planned move, or any move when others hold
-        reservations on the node, asks the node again under that lock: its
-        running instances first, then its free memory (an instance that
-        starts in between is counted twice, never missed); the reservation of
-        an instance running there is in the node's figures. Memory that only
-        the others' reservations take is a temporary shortage (retried).
+        Checked against the other moves to the target (``memory_reservation``).
         """
         if self._memory is not None:  # checked again (a retry): the new one counts
             self._memory.release()
         inst = self._inst()
-        needed = instance_memory(self._cluster(), inst)
-        with Reservations(self.lu.ctx.data_dir, MEMORY).node(node.name) as ledger:
-            others = ledger.others()
-            if others or getattr(self.op, "planned_from", None):
-                what = f"Can't get data from node {node.name}"
-                domains = node_call(self.rpc.instance_list, node).Raise(
-                    what, prereq=True, ecode=ECODE_ENVIRON
-                )
-                running = {n for n, d in domains.items() if d.state == constants.DOMSTATE_RUNNING}
-                info = node_call(self.rpc.node_info, node).Raise(
-                    what, prereq=True, ecode=ECODE_ENVIRON
-                )
-                self._check_memory(node, info.memory_free)
-                reserved = sum(r.size for r in others if r.instance not in running) // MIB
-                if info.memory_free - reserved < needed:
-                    raise OpPrereqError(
-                        f"Not enough memory on node {node.name} for instance {inst.name} while"
-                        f" other moves to it run: needed {needed} MiB, available"
-                        f" {info.memory_free} MiB, of which {reserved} MiB are reserved by them",
-                        ECODE_TEMP_NORES,
-                    )
-            self._memory = ledger.reserve("", needed * MIB, inst.name)
+        self._memory = reserve_memory(
+            self.rpc,
+            self.lu.ctx.data_dir,
+            node,
+            inst.name,
+            instance_memory(self._cluster(), inst),
+            recheck=bool(getattr(self.op, "planned_from", None)),
+            check_memory=self._check_memory,
+        )
         self.lu.proc.hold_until_job_end(self._memory)
 
     def forget_probes(self) -> None:

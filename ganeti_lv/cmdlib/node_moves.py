@@ -95,13 +95,12 @@ def target_at_fault(err: BaseException, target: str) -> bool:
     """Whether a move's failure ``err`` counts against its target node.
 
     Not: a lock another job held too long, a cancel, resources taken for a
-    while (``temp_insufficient_resources``), an answer of another node, a
-    prerequisite about the state of things (``wrong_state``: the instance
-    not running or moved away, the source; also a target drained since the
-    plan, which the next move to it meets again and reports). Yes: an
-    answer of the target, a lack of its memory or a fault of its
-    environment, and a failure of the move itself (the migration: most
-    often its target's).
+    while (``temp_insufficient_resources``), an error naming another node,
+    a prerequisite about the state of the instance or its source
+    (``wrong_state``: not running, moved away). Yes: an error naming the
+    target (its answer; its state: offline, drained since the plan), a lack
+    of its memory or a fault of its environment, and a failure of the move
+    itself (the migration: most often its target's).
     """
     if isinstance(err, (LockError, OperationCanceled)):
         return False

@@ -143,19 +143,22 @@ class MasterDaemon:
         thread = threading.Thread(
             target=self._run, args=(ctx, job, list(ops), running), name=f"job-{job.id}"
         )
-        with self._lock:
+        with self._lock:  # started under the lock: a job is in _threads once it runs
             self._running[job.id] = running
             self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
-        try:
-            thread.start()
-        except BaseException as err:  # no thread (the process's limit): the job ends here
-            _record_end(ctx, job, err)
-            with self._lock:
+            try:
+                thread.start()
+            except BaseException as err:  # no thread (the process's limit): the job ends here
                 self._running.pop(job.id, None)
-                if thread in self._threads:  # another submit may have dropped it
-                    self._threads.remove(thread)
-            raise
+                failed: BaseException | None = err
+            else:
+                self._threads.append(thread)
+                failed = None
+        if failed is not None:
+            stored = _record_end(ctx, job, failed)
+            status = stored.status if stored is not None else constants.JOB_STATUS_ERROR
+            running.finish(protocol.end_message(job.id, status, [], failed))
+            raise failed
         return running
 
     def _run(self, ctx: Context, job: Job, ops: list[OpCode], running: RunningJob) -> None:

@@ -519,6 +519,26 @@ def test_a_job_whose_log_could_not_be_written_does_not_stay_running(
     assert "No space left on device" in str(job.error)
 
 
+def test_a_job_whose_thread_cannot_start_is_ended(
+    data_dir: str, inst1_running: FakeNodeOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = masterd.MasterDaemon(data_dir, node_ops=inst1_running)
+    real = threading.Thread.start
+
+    def no_thread(thread: threading.Thread) -> None:
+        if thread.name.startswith("job-"):
+            raise RuntimeError("can't start new thread")
+        real(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        daemon.submit([OpTestDelay(duration=0)])
+    job = _jobs(data_dir)[-1]
+    assert job.status == constants.JOB_STATUS_ERROR
+    assert daemon.running() == 0
+    daemon.wait_jobs()  # nothing left to wait for
+
+
 def test_opcodes_of_a_job_run_in_order_and_the_first_failure_ends_it(
     server: Any, data_dir: str
 ) -> None:

@@ -33,6 +33,12 @@ def _from_node(node: str) -> OpPrereqError:
     return err.value
 
 
+def _of_node(err: OpPrereqError, node: str) -> OpPrereqError:
+    """``err`` about ``node``'s own state, as the target checks raise it."""
+    err.node = node
+    return err
+
+
 @pytest.mark.parametrize(
     ("err", "blamed"),
     [
@@ -52,6 +58,7 @@ def _from_node(node: str) -> OpPrereqError:
         ),
         (_from_node("n1"), False),  # a node's answer, of the source
         (_from_node("n2"), True),
+        (_of_node(OpPrereqError("Node n2 is offline", ECODE_STATE), "n2"), True),  # since the plan
     ],
 )
 def test_target_at_fault(err: Exception, blamed: bool) -> None:

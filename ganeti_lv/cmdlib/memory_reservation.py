@@ -1,0 +1,73 @@
+"""Memory reserved on a move's target node, from its check until its job ends.
+
+Moves of node operations hold the target's resource lock shared: two of
+them (of two operations, or of one with more than one move onto a node at
+once) could both count the memory the node has free before either
+instance is there. So every migration or failover that starts an instance
+reserves its memory on the target under the node's reservation lock
+(``ganeti_lv.reservations``, kind ``MEMORY``).
+
+A planned move, or any move when others hold reservations on the node,
+asks the node again under that lock: its instances first, then its free
+memory, so an instance that arrives in between is counted twice, never
+missed. The reservation of an instance the node's figures already count
+is left out: a running one, and within a memory cap also a paused one (an
+instance arriving; the cap's figures count it at once). Memory that only
+the others' reservations take is a temporary shortage: the processor
+tries the check again a few times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ganeti_lv import constants
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_TEMP_NORES, OpPrereqError
+from ganeti_lv.hypervisor.base import NodeOps
+from ganeti_lv.node.transport import node_call
+from ganeti_lv.objects import Node
+from ganeti_lv.reservations import MEMORY, Held, Reservations
+from ganeti_lv.units import MIB
+
+
+def reserve_memory(
+    rpc: NodeOps,
+    data_dir: str,
+    node: Node,
+    instance: str,
+    needed: int,
+    recheck: bool,
+    check_memory: Callable[[Node, int], None],
+) -> Held:
+    """Reserve ``needed`` MiB for ``instance`` on ``node``; see the module docstring.
+
+    ``check_memory(node, free)`` raises when the node's own free memory is
+    too little (the caller's refusal); ``recheck``: ask the node again even
+    when nobody else holds a reservation there (a planned move).
+    """
+    with Reservations(data_dir, MEMORY).node(node.name) as ledger:
+        others = ledger.others()
+        if others or recheck:
+            what = f"Can't get data from node {node.name}"
+            domains = node_call(rpc.instance_list, node).Raise(
+                what, prereq=True, ecode=ECODE_ENVIRON
+            )
+            states = {constants.DOMSTATE_RUNNING}
+            if node.memory_cap is not None:
+                states.add(constants.DOMSTATE_PAUSED)
+            counted = {name for name, dom in domains.items() if dom.state in states}
+            free = (
+                node_call(rpc.node_info, node)
+                .Raise(what, prereq=True, ecode=ECODE_ENVIRON)
+                .memory_free
+            )
+            check_memory(node, free)
+            reserved = sum(r.size for r in others if r.instance not in counted) // MIB
+            if free - reserved < needed:
+                raise OpPrereqError(
+                    f"Not enough memory on node {node.name} for instance {instance} while"
+                    f" other moves to it run: needed {needed} MiB, available {free} MiB,"
+                    f" of which {reserved} MiB are reserved by them",
+                    ECODE_TEMP_NORES,
+                )
+        return ledger.reserve("", needed * MIB, instance)
