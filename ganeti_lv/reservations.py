@@ -43,7 +43,11 @@ MEMORY = "memory"
 
 @dataclass(frozen=True)
 class Reservation:
-    """``size`` bytes on ``node`` for the files being written into ``directory``."""
+    """``size`` bytes on ``node`` for the files being written into ``directory``.
+
+    A memory reservation (``MEMORY``) has no directory (""): ``size`` bytes
+    of the node's memory for ``instance``.
+    """
 
     node: str
     directory: str

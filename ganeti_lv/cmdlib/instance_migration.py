@@ -36,6 +36,7 @@ from ganeti_lv.cmdlib.common import (
     cancel_reason,
     check_node_not_drained,
     check_node_online,
+    check_node_vm_capable,
     get_instance,
     get_node,
     repair_disk_chain,
@@ -231,12 +232,16 @@ class TLMigrateInstance(Tasklet):
             names = sorted(n for n in self.cfg.node_names() if n != self.source)
             self._prefetch([self._node(n) for n in names])
             self.target = self._allocate()
-        if not self.failover or self._inst().admin_state == constants.ADMINST_UP:
+        if self._starts_on_target():
             self._reserve_memory(self._node(self.target))
         self.lu.ReleaseLocks(locking.LEVEL_NODE, keep=[self.source, self.target])
         self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
         if not self.failover:
             self._check_running_on_primary()
+
+    def _starts_on_target(self) -> bool:
+        """Whether the instance runs on the target afterwards (a stopped one failed over: not)."""
+        return not self.failover or self._inst().admin_state == constants.ADMINST_UP
 
     def _check_target(self, node: Node, with_probes: bool) -> None:
         """Target checks in order: primary, online, drained, memory, bridges, storage, CPU."""
@@ -249,18 +254,16 @@ class TLMigrateInstance(Tasklet):
         try:
             check_node_online(self.cfg, node.name)
             check_node_not_drained(self.cfg, node.name)
-            if not node.vm_capable:
-                raise OpPrereqError(f"Can't use non-vm_capable node {node.name}", ECODE_STATE)
+            check_node_vm_capable(self.cfg, node.name)
         except OpPrereqError as err:
             err.node = node.name  # the target's own state (a node operation turns it away)
             raise
         if not with_probes:
             return
-        starts = not self.failover or inst.admin_state == constants.ADMINST_UP
         info = self._node_info(node).Raise(
             f"Can't get data from node {node.name}", prereq=True, ecode=ECODE_ENVIRON
         )
-        if starts:
+        if self._starts_on_target():
             self._check_memory(node, info.memory_free)
         missing = [b for b in instance_bridges(self._cluster(), inst) if b not in info.bridges]
         if missing:

@@ -20,7 +20,7 @@ and run side by side, while any other operation that needs these nodes
 exclusively waits for them. Each move still checks its target's free
 memory, and reserves its instance's memory there until its job ends
 (``ganeti_lv.reservations``): the moves of two node operations to one node
-do not count the same free memory.
+do not count the same free memory (``cmdlib.memory_reservation``).
 Its result lists every instance's move, job and node; it fails when any
 instance did not move.
 """
@@ -34,7 +34,13 @@ from typing import Any
 from ganeti_lv import constants
 from ganeti_lv.cmdlib import allocator
 from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
-from ganeti_lv.cmdlib.common import expand_node, get_node
+from ganeti_lv.cmdlib.common import (
+    check_node_not_drained,
+    check_node_online,
+    check_node_vm_capable,
+    expand_node,
+    get_node,
+)
 from ganeti_lv.cmdlib.migration_checks import instance_bridges, instance_memory, storage_paths
 from ganeti_lv.cmdlib.node_moves import CANCELED, DONE, UNPLACED, Move, MoveScheduler
 from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpExecError, OpPrereqError
@@ -97,8 +103,10 @@ class _NodeMovesLU(NoHooksLU):
         data = self.cfg.snapshot()
         self.cluster = data.cluster
         source = get_node(self.cfg, self.op.node_name)
-        if self.op.target_node:
-            _check_target(get_node(self.cfg, self.op.target_node))
+        if self.op.target_node:  # it must be able to take instances
+            check_node_online(self.cfg, self.op.target_node)
+            check_node_not_drained(self.cfg, self.op.target_node)
+            check_node_vm_capable(self.cfg, self.op.target_node)
         kinds = {}
         for inst in sorted(data.instances.values(), key=lambda i: i.name):
             if inst.primary_node == source.name:
@@ -271,19 +279,6 @@ class _NodeMovesLU(NoHooksLU):
 
 def _name(node: Node) -> str:
     return node.name
-
-
-def _check_target(node: Node) -> None:
-    """An explicit target must be able to take instances (OpPrereqError if not)."""
-    if node.offline:
-        why = "offline"
-    elif node.drained:
-        why = "drained"
-    elif not node.vm_capable:
-        why = "not vm_capable"
-    else:
-        return
-    raise OpPrereqError(f"Target node {node.name} is {why}: it cannot take instances", ECODE_STATE)
 
 
 @register_lu(OpNodeMigrate)

@@ -43,9 +43,11 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
     ECODE_EXISTS,
+    ECODE_FAULT,
     ECODE_STATE,
     GenericError,
     JobError,
+    OperationCanceled,
     OpExecError,
 )
 from ganeti_lv.hypervisor.base import NodeOps
@@ -154,11 +156,9 @@ class MasterDaemon:
             else:
                 self._threads.append(thread)
                 failed = None
-        if failed is not None:
-            stored = _record_end(ctx, job, failed)
-            status = stored.status if stored is not None else constants.JOB_STATUS_ERROR
-            running.finish(protocol.end_message(job.id, status, [], failed))
-            raise failed
+        if failed is not None:  # nobody follows it yet: it was never in _running outside the lock
+            _record_end(ctx, job, failed)
+            raise JobError(f"Job {job.id} could not start: {failed}", ECODE_FAULT) from failed
         return running
 
     def _run(self, ctx: Context, job: Job, ops: list[OpCode], running: RunningJob) -> None:
@@ -171,8 +171,7 @@ class MasterDaemon:
             if not isinstance(err, GenericError):
                 log.error("%s: unexpected error", what, exc_info=err)
             # as the job log recorded it (an error before the processor ran an opcode: error)
-            stored = _record_end(ctx, job, err)
-            status = stored.status if stored is not None else constants.JOB_STATUS_ERROR
+            status = _record_end(ctx, job, err)
             end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
         else:
             log.info("%s: succeeded", what)
@@ -303,23 +302,24 @@ def _reason(msg: Message) -> str:
     return str(msg.get("reason") or "canceled by the client")
 
 
-def _record_end(ctx: Context, job: Job, err: BaseException) -> Job | None:
-    """The job as its log records its end; an end not recorded yet is recorded as ``err``.
+def _record_end(ctx: Context, job: Job, err: BaseException) -> str:
+    """The job's status as its log records its end; an end not recorded yet is recorded as ``err``.
 
     Writing the job log itself may be what failed (a full disk): the job
     would stay "running" under the daemon's pid for as long as it lives.
-    None when the record cannot be read or written.
+    "error" when the record cannot be read or written.
     """
     try:
         stored = ctx.jobs.get(job.id)
         if not stored.finished:
             done = constants.JOB_STATUS_SUCCESS
             index = next((i for i, op in enumerate(stored.ops) if op.status != done), 0)
-            ctx.jobs.finish_error(stored, err, index=index)
-        return stored
+            canceled = isinstance(err, (OperationCanceled, KeyboardInterrupt))
+            ctx.jobs.finish_error(stored, err, canceled=canceled, index=index)
+        return stored.status
     except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
         log.error("job %d: its end could not be recorded: %s", job.id, again)
-        return None
+        return constants.JOB_STATUS_ERROR
 
 
 def _logged_end(job: Job) -> Message:

@@ -531,8 +531,9 @@ def test_a_job_whose_thread_cannot_start_is_ended(
         real(thread)
 
     monkeypatch.setattr(threading.Thread, "start", no_thread)
-    with pytest.raises(RuntimeError, match="can't start new thread"):
+    with pytest.raises(JobError, match="could not start: can't start new thread") as err:
         daemon.submit([OpTestDelay(duration=0)])
+    assert err.value.ecode == ECODE_FAULT
     job = _jobs(data_dir)[-1]
     assert job.status == constants.JOB_STATUS_ERROR
     assert daemon.running() == 0
