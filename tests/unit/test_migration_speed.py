@@ -6,6 +6,7 @@ keepalive on every connection, completed-job statistics kept for others.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import libvirt
@@ -101,12 +102,18 @@ def test_event_loop_is_started_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         hostmod.libvirt, "virEventRegisterDefaultImpl", lambda: registered.append(1)
     )
-    monkeypatch.setattr(hostmod.libvirt, "virEventRunDefaultImpl", lambda: 0)
+    # the loop's thread ends at once: a thread left running libvirt's real
+    # loop beside the one the process starts later would run it twice at once
+    ran = threading.Event()
+    monkeypatch.setattr(hostmod, "_run_event_loop", ran.set)
     hostmod.ensure_event_loop()
     hostmod.ensure_event_loop()
     assert registered == [1]
     loop = hostmod._event_loop
     assert loop is not None and loop.daemon
+    assert ran.wait(5)
+    loop.join(5)
+    assert not loop.is_alive()
 
 
 def test_completed_job_figures_are_kept_for_others(monkeypatch: pytest.MonkeyPatch) -> None:
