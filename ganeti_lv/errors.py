@@ -64,9 +64,11 @@ class GenericError(Exception):
     ecode: str = ECODE_FAULT
     node: str | None = None
 
-    def __init__(self, msg: str = "", ecode: str | None = None) -> None:
+    def __init__(self, msg: str = "", ecode: str | None = None, node: str | None = None) -> None:
         super().__init__(msg)
         self.msg = msg
+        if node is not None:
+            self.node = node
         if ecode is not None:
             if ecode not in ECODE_ALL:
                 raise ValueError(f"unknown error code {ecode!r}")
@@ -82,8 +84,8 @@ class OpPrereqError(GenericError):
     Unlike Ganeti, the error code is mandatory.
     """
 
-    def __init__(self, msg: str, ecode: str) -> None:
-        super().__init__(msg, ecode)
+    def __init__(self, msg: str, ecode: str, node: str | None = None) -> None:
+        super().__init__(msg, ecode, node)
 
 
 class OpExecError(GenericError):
@@ -146,8 +148,7 @@ class NodeError(GenericError):
     ecode = ECODE_ENVIRON
 
     def __init__(self, msg: str, node: str | None = None, ecode: str | None = None) -> None:
-        super().__init__(msg, ecode)
-        self.node = node
+        super().__init__(msg, ecode, node)
 
 
 class NodeUnreachable(NodeError):

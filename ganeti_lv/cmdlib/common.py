@@ -57,21 +57,30 @@ def check_node_online(cfg: ConfigStore, node_name: str, msg: str | None = None) 
     node = get_node(cfg, node_name)
     if node.offline:
         text = msg or "Can't use offline node"
-        raise OpPrereqError(f"{text} {node_name}", ECODE_STATE)
+        raise OpPrereqError(f"{text} {node_name}", ECODE_STATE, node=node_name)
 
 
 def check_node_not_drained(cfg: ConfigStore, node_name: str) -> None:
     """OpPrereqError(ECODE_STATE) if the node is drained."""
     node = get_node(cfg, node_name)
     if node.drained:
-        raise OpPrereqError(f"Can't use drained node {node_name}", ECODE_STATE)
+        raise OpPrereqError(f"Can't use drained node {node_name}", ECODE_STATE, node=node_name)
 
 
 def check_node_vm_capable(cfg: ConfigStore, node_name: str) -> None:
     """OpPrereqError(ECODE_STATE) if the node may not run instances."""
     node = get_node(cfg, node_name)
     if not node.vm_capable:
-        raise OpPrereqError(f"Can't use non-vm_capable node {node_name}", ECODE_STATE)
+        raise OpPrereqError(
+            f"Can't use non-vm_capable node {node_name}", ECODE_STATE, node=node_name
+        )
+
+
+def check_node_takes_instances(cfg: ConfigStore, node_name: str) -> None:
+    """The node is online, not drained and vm_capable (OpPrereqError naming it if not)."""
+    check_node_online(cfg, node_name)
+    check_node_not_drained(cfg, node_name)
+    check_node_vm_capable(cfg, node_name)
 
 
 def instance_nodes_ahead(

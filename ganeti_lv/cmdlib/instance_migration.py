@@ -34,9 +34,7 @@ from ganeti_lv.cmdlib import migration_verify  # noqa: F401  (registers the veri
 from ganeti_lv.cmdlib.base import LogicalUnit, Tasklet
 from ganeti_lv.cmdlib.common import (
     cancel_reason,
-    check_node_not_drained,
-    check_node_online,
-    check_node_vm_capable,
+    check_node_takes_instances,
     get_instance,
     get_node,
     repair_disk_chain,
@@ -251,13 +249,7 @@ class TLMigrateInstance(Tasklet):
                 f"Cannot migrate instance {inst.name} to its primary ({node.name})",
                 ECODE_STATE,
             )
-        try:
-            check_node_online(self.cfg, node.name)
-            check_node_not_drained(self.cfg, node.name)
-            check_node_vm_capable(self.cfg, node.name)
-        except OpPrereqError as err:
-            err.node = node.name  # the target's own state (a node operation turns it away)
-            raise
+        check_node_takes_instances(self.cfg, node.name)
         if not with_probes:
             return
         info = self._node_info(node).Raise(

@@ -35,9 +35,7 @@ from ganeti_lv import constants
 from ganeti_lv.cmdlib import allocator
 from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import (
-    check_node_not_drained,
-    check_node_online,
-    check_node_vm_capable,
+    check_node_takes_instances,
     expand_node,
     get_node,
 )
@@ -103,10 +101,8 @@ class _NodeMovesLU(NoHooksLU):
         data = self.cfg.snapshot()
         self.cluster = data.cluster
         source = get_node(self.cfg, self.op.node_name)
-        if self.op.target_node:  # it must be able to take instances
-            check_node_online(self.cfg, self.op.target_node)
-            check_node_not_drained(self.cfg, self.op.target_node)
-            check_node_vm_capable(self.cfg, self.op.target_node)
+        if self.op.target_node:
+            check_node_takes_instances(self.cfg, self.op.target_node)
         kinds = {}
         for inst in sorted(data.instances.values(), key=lambda i: i.name):
             if inst.primary_node == source.name:

@@ -60,9 +60,9 @@ class NodeResult(Generic[T]):
         if self.fail_msg is None:
             return self.payload  # type: ignore[return-value]
         text = f"{msg}: {self.fail_msg}" if msg else self.fail_msg
-        err = OpPrereqError(text, ecode or ECODE_ENVIRON) if prereq else OpExecError(text, ecode)
-        err.node = self.node
-        raise err
+        if prereq:
+            raise OpPrereqError(text, ecode or ECODE_ENVIRON, node=self.node)
+        raise OpExecError(text, ecode, node=self.node)
 
     def Warn(self, msg: str, feedback_fn: FeedbackFn) -> None:  # noqa: N802
         """Report a failure as a warning line instead of raising."""
