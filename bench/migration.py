@@ -30,6 +30,12 @@ log there). Then a guest
 dirtying memory faster than a bandwidth limit: does each tool converge, and
 how long does it take (virsh is aborted after a cap)?
 
+One more case moves an instance on node-local files (``file``: its 256 MiB
+disk is copied with the memory), against ``virsh migrate --copy-storage-all``.
+ganeti_lv creates the target's empty images and removes the source's after
+the move; for virsh an operator does both by hand, so the bench does them
+around its migrations, untimed.
+
 For every migration of both tools qemu's own events are recorded on both
 nodes (``qmp_events.libvirt_switchover``): the pause split into libvirt's
 pre-switchover wait and its Finish hand-over, the
@@ -65,6 +71,8 @@ from bench.qmp_events import libvirt_switchover
 FULL_CASES = [(128, 0), (128, 32), (256, 0), (256, 32), (512, 0), (512, 32)]
 QUICK_CASES = [(128, 0), (256, 32)]
 FAST_DIRTY = {"memory": 256, "dirtymb": 64, "bandwidth": 8, "cap": 90.0}
+# the instance whose disk is copied: memory MiB, disk size
+COPIED_DISK = (256, "256M")
 NODES = ("node1", "node2")
 GNT_STATS_RE = re.compile(r"total time ([0-9.]+) s, downtime (\d+|unknown)")
 
@@ -190,13 +198,60 @@ def migrate_virsh(cl: BenchCluster, name: str, extra: list[str] | None = None) -
     }
 
 
-def start_guest(cl: BenchCluster, name: str, memory: int, dirtymb: int) -> None:
+def _disk_paths(cl: BenchCluster, node: str, name: str) -> list[str]:
+    """The file paths of the domain's disks on ``node``."""
+    out = cl.virsh(node, "domblklist", "--details", name).stdout
+    return [f[3] for f in (line.split() for line in out.splitlines()) if f[:2] == ["file", "disk"]]
+
+
+def migrate_virsh_copy(cl: BenchCluster, name: str) -> dict[str, Any]:
+    """One virsh migration that copies the disks, between an operator's untimed steps.
+
+    Before: empty images of the disks' sizes on the target (libvirt creates
+    them only in a storage pool, and the cluster's file storage is none).
+    After: the source's images removed, as ganeti_lv does after a move.
+    """
+    src = cl.primary(name)
+    dst = _other(src)
+    paths = _disk_paths(cl, src, name)
+    for path in paths:
+        size = _capacity(cl, src, name, path)
+        cl.node_exec(dst, ["mkdir", "-p", path.rsplit("/", 1)[0]])
+        cl.node_exec(dst, ["truncate", "-s", str(size), path])
+    result = migrate_virsh(cl, name, ["--copy-storage-all"])
+    cl.node_exec(src, ["rm", "-f", *paths])
+    return result
+
+
+def _capacity(cl: BenchCluster, node: str, name: str, path: str) -> int:
+    out = cl.virsh(node, "domblkinfo", name, path).stdout
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Capacity":
+            return int(value)
+    raise BenchError(f"no capacity of {path} in virsh domblkinfo: {out!r}")
+
+
+def start_guest(
+    cl: BenchCluster,
+    name: str,
+    memory: int,
+    dirtymb: int,
+    template: str = "sharedfile",
+    disk: str = "96M",
+) -> None:
     """A fresh instance ``name`` on the first node, returned once its guest is ready."""
     cl.remove_instance(name)
     # The console log of an earlier instance of the same name may still hold
     # a GUEST-READY: wait for the one of this boot.
     since = cl.console_size(name, NODES[0])
-    cl.add_instance(name, NODES[0], Guest(seed=name, dirtymb=dirtymb), memory=memory, disk="96M")
+    guest = Guest(seed=name, dirtymb=dirtymb)
+    cl.add_instance(name, NODES[0], guest, memory=memory, disk=disk, template=template)
+    if template == "file":
+        # images an earlier run's virsh migration left would stop ganeti_lv's move
+        paths = _disk_paths(cl, NODES[0], name)
+        for node in NODES[1:]:
+            cl.node_exec(node, ["rm", "-f", *paths])
     cl.wait_console(name, NODES[0], "GUEST-READY", timeout=120, since=since)
 
 
@@ -218,6 +273,7 @@ def bench_case(
     feedback: Feedback,
     masterd: bool = True,
     flat: bool = False,
+    disk: str | None = None,
 ) -> dict[str, Any]:
     """Alternating pairs of migrations of one guest; medians and the pair ratio.
 
@@ -226,22 +282,27 @@ def bench_case(
     With ``flat`` ganeti_lv's migrations start at their downtime limit, as
     virsh's do (the cluster's ``migration_downtime_initial`` is set to it for
     the case): what the ratio is without the ramp's lower pauses.
+    With ``disk`` (a size) the instance is on node-local files with a disk of
+    that size, copied by every migration (virsh: ``--copy-storage-all``).
     """
-    name = f"bm{memory}d{dirtymb}"
+    template = "file" if disk else "sharedfile"
+    name = f"bm{memory}d{dirtymb}{'c' if disk else ''}"
     how = "" if masterd else ", without the master daemon"
     how += ", flat downtime limit" if flat else ""
+    how += f", {disk} disk copied" if disk else ""
     feedback(f"migration: {memory} MiB guest, dirtier {dirtymb} MiB, {pairs} pairs{how}")
-    start_guest(cl, name, memory, dirtymb)
+    start_guest(cl, name, memory, dirtymb, template=template, disk=disk or "96M")
     initial = cl.hvparam("migration_downtime_initial")
+    baseline = migrate_virsh_copy if disk else migrate_virsh
     try:
         if flat:
             cl.set_hvparam("migration_downtime_initial", lv_downtime_ms())
         # one unmeasured pair first: the guest has just booted, and the first
         # move of an instance to a node also creates its console log there
         migrate_gnt(cl, name)
-        migrate_virsh(cl, name)
+        baseline(cl, name)
         gnt, virsh = stats.alternate(
-            lambda _i: migrate_gnt(cl, name), lambda _i: migrate_virsh(cl, name), pairs
+            lambda _i: migrate_gnt(cl, name), lambda _i: baseline(cl, name), pairs
         )
     finally:
         if flat:
@@ -252,6 +313,8 @@ def bench_case(
         "dirty_mib": dirtymb,
         "masterd": masterd,
         "flat": flat,
+        "template": template,
+        "disk": disk,
         "pairs": pairs,
         "ganeti_lv": summarize(gnt),
         "virsh": summarize(virsh),
@@ -327,9 +390,18 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
     pairs = 1 if quick else 3
     out: dict[str, Any] = {"cases": []}
 
-    def case(memory: int, dirtymb: int, n_pairs: int, masterd: bool, flat: bool = False) -> None:
+    def case(
+        memory: int,
+        dirtymb: int,
+        n_pairs: int,
+        masterd: bool,
+        flat: bool = False,
+        disk: str | None = None,
+    ) -> None:
         try:
-            out["cases"].append(bench_case(cl, memory, dirtymb, n_pairs, feedback, masterd, flat))
+            out["cases"].append(
+                bench_case(cl, memory, dirtymb, n_pairs, feedback, masterd, flat, disk)
+            )
         except (BenchError, subprocess.TimeoutExpired) as err:
             out["cases"].append(
                 {
@@ -337,6 +409,8 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
                     "dirty_mib": dirtymb,
                     "masterd": masterd,
                     "flat": flat,
+                    "template": "file" if disk else "sharedfile",
+                    "disk": disk,
                     "error": str(err),
                 }
             )
@@ -351,6 +425,8 @@ def run_all(cl: BenchCluster, quick: bool, feedback: Feedback) -> dict[str, Any]
         if not quick:
             # the same dirtier guest with ganeti_lv's limit flat from the start, like virsh's
             case(256, 32, pairs + 8, True, flat=True)
+        # an instance on node-local files: its disk is copied with its memory
+        case(COPIED_DISK[0], 0, pairs + 4 if not quick else pairs, True, disk=COPIED_DISK[1])
         try:
             cap = 30.0 if quick else FAST_DIRTY["cap"]
             out["fast_dirtier"] = bench_fast_dirtier(cl, feedback, cap)
@@ -372,7 +448,12 @@ def targets(results: dict[str, Any]) -> list[stats.Target]:
     """Migration wall-time ratio to virsh on a 256 MiB guest: <= 1.25 idle, <= 1.15 dirty."""
     found = []
     for case in results.get("cases", []):
-        if case.get("memory_mib") == 256 and case.get("masterd", True) and not case.get("flat"):
+        if (
+            case.get("memory_mib") == 256
+            and case.get("masterd", True)
+            and not case.get("flat")
+            and not case.get("disk")
+        ):
             dirty = bool(case.get("dirty_mib"))
             label = f"dirtier {case['dirty_mib']} MiB" if dirty else "idle"
             found.append(
@@ -400,6 +481,8 @@ def case_label(case: dict[str, Any]) -> str:
     how = f"dirtier {case['dirty_mib']} MiB" if case["dirty_mib"] else "idle"
     if case.get("flat"):
         how += f", ganeti_lv at its {lv_downtime_ms()} ms limit from the start like virsh"
+    if case.get("disk"):
+        how += f", {case['disk']} disk copied (virsh --copy-storage-all)"
     return f"{case['memory_mib']} MiB, {how}"
 
 

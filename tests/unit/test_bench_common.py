@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ def test_migration_ratio_limits_idle_and_dirty() -> None:
         {"memory_mib": 256, "dirty_mib": 32, "wall_ratio": 1.2},
         {"memory_mib": 256, "dirty_mib": 0, "wall_ratio": 1.6, "masterd": False},  # a figure
         {"memory_mib": 256, "dirty_mib": 32, "wall_ratio": 1.1, "flat": True},  # a figure
+        {"memory_mib": 256, "dirty_mib": 0, "wall_ratio": 1.6, "disk": "256M"},  # a figure
     ]
     found = {t.name: (t.limit, t.verdict()) for t in migration.targets({"cases": cases})}
     assert found == {
@@ -153,6 +155,50 @@ def test_migration_flat_limit_case_has_its_own_rows() -> None:
     assert f"| {flat} | 1.00 | 1.00 | 0.98 |" in text
     assert f"| {flat} | ganeti_lv | 40.00 | 38.00 |" in text
     assert "| 256 MiB, dirtier 32 MiB | 1.00 | 1.00 | 1.05 |" in text
+
+
+def test_migration_copied_disk_case_has_its_own_rows() -> None:
+    side = {"wall": 1.2, "total_ms": 800.0, "downtime_ms": 60.0, "stop_to_resume_ms": 55.0}
+    case = {"memory_mib": 256, "dirty_mib": 0, "pairs": 7, "wall_ratio": 1.3, "disk": "256M"}
+    text = migration.markdown({"cases": [{**case, "ganeti_lv": side, "virsh": side}]})
+    copied = "256 MiB, idle, 256M disk copied (virsh --copy-storage-all)"
+    assert f"| {copied} | 1.20 | 1.20 | 1.30 |" in text
+    assert f"| {copied} | virsh | 60.00 | 55.00 |" in text
+
+
+def test_copied_disk_baseline_prepares_target_and_cleans_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """virsh gets the target's empty images first and the source's are removed after."""
+    calls: list[tuple[str, list[str]]] = []
+
+    class Cluster:
+        def primary(self, name: str) -> str:
+            return "node1"
+
+        def virsh(self, node: str, *args: str, check: bool = True) -> Any:
+            out = {
+                "domblklist": "Type Device Target Source\n---\nfile disk vda /srv/f/i/disk0.img\n"
+                "file cdrom hdc -\n",
+                "domblkinfo": "Capacity:       268435456\nAllocation:     1048576\n",
+            }[args[0]]
+            return subprocess.CompletedProcess(args, 0, out, "")
+
+        def node_exec(self, node: str, argv: list[str]) -> None:
+            calls.append((node, argv))
+
+    def migrate_virsh(cl: Any, name: str, extra: list[str] | None = None) -> dict[str, Any]:
+        calls.append(("virsh migrate", extra or []))
+        return {"wall": 1.0}
+
+    monkeypatch.setattr(migration, "migrate_virsh", migrate_virsh)
+    assert migration.migrate_virsh_copy(Cluster(), "i") == {"wall": 1.0}  # type: ignore[arg-type]
+    assert calls == [
+        ("node2", ["mkdir", "-p", "/srv/f/i"]),
+        ("node2", ["truncate", "-s", "268435456", "/srv/f/i/disk0.img"]),
+        ("virsh migrate", ["--copy-storage-all"]),
+        ("node1", ["rm", "-f", "/srv/f/i/disk0.img"]),
+    ]
 
 
 def _export_side(wall: float, gap: float, alloc: float) -> dict[str, float]:
