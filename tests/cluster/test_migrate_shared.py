@@ -184,7 +184,9 @@ def test_slow_link_without_escalation_aborts_cleanly(env: Env) -> None:
     assert f"keeps running on {src}, configuration unchanged" in err.value.msg
     assert err.value.ecode == ECODE_ENVIRON  # not internal_error
     # the policy's steps and its abort are lines of the job log; no step after the abort
-    logged = [msg for _, _, msg in env.client.jobs()[-1].log]
+    job = env.client.jobs()[-1]
+    assert job.status == constants.JOB_STATUS_ERROR  # a failure, not a cancel
+    logged = [msg for _, _, msg in job.log]
     assert any(m.startswith(" - INFO: convergence policy: aborting the migration") for m in logged)
     assert not any(m.startswith("STEP 4/4") for m in logged), logged
     _unchanged(env, src, serial)

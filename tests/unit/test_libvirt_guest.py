@@ -13,6 +13,7 @@ import libvirt
 import pytest
 from support.libvirt_errors import libvirt_error
 
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import host as hostmod
 from ganeti_lv.hypervisor.libvirt import migration, snapshot
@@ -243,3 +244,48 @@ def test_a_user_abort_is_not_the_policys(monkeypatch) -> None:
     with pytest.raises(migration.MigrationFailed) as info:
         migration._raise_failure(HypervisorError("operation aborted"), monitor, "node1")
     assert info.value.aborted and not info.value.by_policy
+
+
+def test_the_policys_abort_leaves_the_jobs_cancel_request_alone(monkeypatch) -> None:
+    """A node operation shares its cancel request between its moves: an abort is its own."""
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    cancel = Cancellation()
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), MigrationParams(), lambda _p: None, cancel, lambda: 0.0
+    )
+    policy = migration.policy
+    monitor._act(policy.Action(policy.ActionKind.ABORT, reason="not completed within 120 s"))
+    assert monitor.aborted and ("abortJob", ()) in dom.calls
+    assert not cancel.is_set()
+
+
+def test_post_copy_is_waited_for_to_its_end_after_an_abort(monkeypatch) -> None:
+    """libvirt cannot abort post-copy: the source holds memory the guest on the target needs."""
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    reports: list[Any] = []
+    now = [0.0]
+    cancel = Cancellation()
+    params = MigrationParams(poll_interval=0.001, abort_timeout=1.0)
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), params, reports.append, cancel, lambda: now[0]
+    )
+    monitor.postcopy = True
+    worker = migration._Worker(monitor.guest, "qemu+tls://node2/system", {}, 0)
+    polls = [0]
+
+    def poll() -> None:
+        polls[0] += 1
+        now[0] += 10.0  # far past the abort timeout at every poll
+        if polls[0] == 2:
+            cancel.request("canceled by request")
+        if polls[0] == 6:
+            worker.done.set()  # the post-copy ended
+
+    monkeypatch.setattr(monitor, "poll", lambda: (migration._Monitor.poll(monitor), poll()))
+    migration._wait(worker, monitor, params, lambda: now[0])
+    assert polls[0] == 6 and monitor.aborted
+    assert ("abortJob", ()) not in dom.calls
+    assert [r.policy_step for r in reports if r.policy_step] == [
+        "not aborting (canceled by request): post-copy runs, the guest runs on the target and"
+        " still pulls memory from the source; waiting for it to end"
+    ]

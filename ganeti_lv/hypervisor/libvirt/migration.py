@@ -303,28 +303,49 @@ class _Monitor:
             self.abort(f"convergence policy: {action.reason}")
 
     def abort(self, reason: str) -> None:
-        """Abort the libvirt job (refused once post-copy runs: the guest is on the target)."""
+        """Abort the libvirt job, unless post-copy runs.
+
+        The abort is this migration's own: the job's cancel request
+        (``abort_event``, which a node operation shares between its moves) is
+        read, never set, so a guest the policy gives up on stops no other
+        move. Once post-copy runs, the guest runs on the target and pulls
+        the memory it still lacks from the source: libvirt cannot abort
+        that, and the migration is left to end.
+        """
         self.abort_reason = self.abort_reason or reason
-        self.abort_event.set()
         if self.aborted:
             return
         self.aborted = True
+        if self.postcopy:
+            self._say(
+                f"not aborting ({self.abort_reason}): post-copy runs, the guest runs on the"
+                " target and still pulls memory from the source; waiting for it to end"
+            )
+            return
         self._say(f"aborting the migration: {self.abort_reason}")
         with contextlib.suppress(NodeError):
             self.guest.abort_job()
 
 
 def _wait(worker: _Worker, monitor: _Monitor, params: MigrationParams, clock: Any) -> None:
-    """Poll until the worker ends; Ctrl-C becomes an abort; bounded wait after abort."""
+    """Poll until the worker ends; Ctrl-C cancels the job.
+
+    After an abort the wait is bounded (``params.abort_timeout``), except in
+    post-copy: the source holds memory the guest on the target still needs,
+    so the migration is always waited for to its end.
+    """
     abort_deadline: float | None = None
     while not worker.done.is_set():
         try:
             worker.done.wait(params.poll_interval)
             monitor.poll()
         except KeyboardInterrupt:
+            monitor.abort_event.request("interrupted by the user")
             monitor.abort("interrupted by the user")
         if monitor.aborted and abort_deadline is None:
             abort_deadline = clock() + params.abort_timeout
+        if monitor.postcopy:
+            continue
         if abort_deadline is not None and clock() > abort_deadline and not worker.done.is_set():
             raise MigrationFailed(
                 f"migration job did not stop within {params.abort_timeout:g} s of the abort",
