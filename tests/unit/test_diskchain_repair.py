@@ -1,10 +1,15 @@
-"""diskchain.repair: leftover export overlays merged (offline) or dropped (live)."""
+"""diskchain.repair: leftover export overlays in effect merged, stale ones deleted."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 from ganeti_lv.hypervisor.libvirt import diskchain
+from ganeti_lv.hypervisor.libvirt.domxml import DiskState
 from ganeti_lv.node.transport import CommandResult
 
 DIR = "/srv/ganeti-lv/file-storage/web1"
@@ -57,3 +62,74 @@ def test_a_listing_just_made_is_not_made_again() -> None:
     runner = Runner([OVERLAY_NAME])
     assert diskchain.repair(None, runner, "node1", DIR, overlays=[]) == []
     assert runner.commands == []
+
+
+class StoppedGuest:
+    """A defined, stopped domain: ``disks()`` is its persistent definition."""
+
+    name = "web1"
+
+    def __init__(self, disks: list[DiskState]) -> None:
+        self._disks = disks
+
+    def is_active(self) -> bool:
+        return False
+
+    def disks(self) -> list[DiskState]:
+        return self._disks
+
+
+class LocalRunner(Runner):
+    """Runs the node's commands here (the files are in a temporary directory)."""
+
+    def run(self, argv: list[str], **_kw: Any) -> CommandResult:
+        self.commands.append(list(argv))
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return CommandResult(exit_status=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+
+
+def _image_with_overlay(tmp_path: Path) -> tuple[Path, Path]:
+    base, overlay = tmp_path / "disk0.img", tmp_path / OVERLAY_NAME
+    base.write_bytes(b"\0" * (1 << 20))
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)],
+        check=True,
+    )
+    write = ["qemu-io", "-f", "qcow2", "-c", "write -P 0x42 0 4k", str(overlay)]
+    subprocess.run(write, check=True, capture_output=True)
+    return base, overlay
+
+
+def _age(path: Path, seconds: float = 60) -> None:
+    os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
+def test_an_overlay_older_than_its_image_is_deleted_unmerged(tmp_path: Path) -> None:
+    """Merged and pivoted, then written to by the guest: merging would put old data over new."""
+    pivoted = StoppedGuest([DiskState("vda", str(tmp_path / "disk0.img"))])
+    for guest in (pivoted, None):
+        base, overlay = _image_with_overlay(tmp_path)
+        _age(overlay)
+        runner = LocalRunner([OVERLAY_NAME])
+        assert diskchain.repair(guest, runner, "node1", str(tmp_path)) == []  # type: ignore[arg-type]
+        assert not overlay.exists()
+        assert base.read_bytes()[:4096] == b"\0" * 4096
+
+
+def test_an_overlay_the_definition_names_is_merged_whatever_its_age(tmp_path: Path) -> None:
+    base, overlay = _image_with_overlay(tmp_path)
+    _age(overlay)
+    guest = StoppedGuest([DiskState("vda", str(overlay), [str(base)])])
+    runner = LocalRunner([OVERLAY_NAME])
+    assert diskchain.repair(guest, runner, "node1", str(tmp_path)) == [str(overlay)]  # type: ignore[arg-type]
+    assert not overlay.exists()
+    assert base.read_bytes()[:4096] == b"\x42" * 4096
+
+
+def test_without_a_definition_an_overlay_newer_than_its_image_is_merged(tmp_path: Path) -> None:
+    base, overlay = _image_with_overlay(tmp_path)
+    _age(base)
+    runner = LocalRunner([OVERLAY_NAME])
+    assert diskchain.repair(None, runner, "node1", str(tmp_path)) == [str(overlay)]
+    assert not overlay.exists()
+    assert base.read_bytes()[:4096] == b"\x42" * 4096

@@ -8,10 +8,17 @@ exporting process died in between, the overlay is still there:
 
 - domain running: its live XML shows the overlay as the active image with
   the instance's image below it -> active commit + pivot, delete overlay;
-- domain stopped: the overlay file is found in the disk directory ->
-  ``qemu-img commit`` into the image, delete overlay.
+- domain stopped: its definition still names the overlay (libvirt puts the
+  overlay into the persistent definition with the snapshot and takes it out
+  at the pivot), or the overlay file is newer than its image (nothing but
+  the guest writes to the overlay, and the image is only read while the
+  overlay is in effect) -> ``qemu-img commit`` into the image, delete overlay.
 
-``repair`` does both and is called before any operation touches the disks.
+An overlay file older than its image is stale: its merge and pivot were
+done but its removal failed, and the guest has written to the image since.
+It is deleted, never merged: merging it would put older data over newer.
+``repair`` does all of this and is called before any operation touches the
+disks.
 """
 
 from __future__ import annotations
@@ -84,10 +91,18 @@ def commit(
         raise HypervisorError("; ".join(errors), node=node)
 
 
-def _offline_commit(runner: Runner, node: str, overlay: str) -> bool:
-    """qemu-img commit an overlay file into its backing file and delete it."""
+def _offline_commit(runner: Runner, node: str, overlay: str, only_if_newer: bool = False) -> bool:
+    """qemu-img commit an overlay file into its backing file and delete it.
+
+    ``only_if_newer``: merge only an overlay written after its image; an
+    older one is stale and is deleted instead. False when nothing was merged.
+    """
     q = shlex.quote(overlay)
-    script = f"[ -e {q} ] || exit 3\nqemu-img commit -q {q} && rm -f -- {q}\n"
+    script = f"[ -e {q} ] || exit 3\n"
+    if only_if_newer:
+        base = shlex.quote(overlay.removesuffix(OVERLAY_SUFFIX))
+        script += f"if ! [ {q} -nt {base} ]; then rm -f -- {q}; exit 3; fi\n"
+    script += f"qemu-img commit -q {q} && rm -f -- {q}\n"
     res = runner.run(["sh", "-c", script], check=False, timeout=3600)
     if res.exit_status == 3:
         return False
@@ -115,8 +130,9 @@ def repair(
     sleep: Callable[[float], None] = time.sleep,
     overlays: Sequence[str] | None = None,
 ) -> list[str]:
-    """Merge every leftover export overlay of an instance; return the overlays merged.
+    """Merge every leftover export overlay still in effect, delete the stale ones.
 
+    Returns the overlays merged (see the module docstring for which are).
     ``overlays``: the overlay files of ``directory`` when the caller has just
     listed them (``find_overlay_files``, under the instance lock); they are
     then not listed again.
@@ -133,10 +149,11 @@ def repair(
                 vsnap.active_commit(guest, disk.target, clock=clock, sleep=sleep)
                 _remove_files(runner, node, [disk.source])
                 merged.append(disk.source)
-        # files not in the live chain are snapshots that never took effect
+        # files not in the live chain are stale
         _remove_files(runner, node, [f for f in leftover() if f not in merged])
         return merged
+    named = {d.source for d in guest.disks() if d.chain} if guest is not None else set()
     for overlay in leftover():
-        if _offline_commit(runner, node, overlay):
+        if _offline_commit(runner, node, overlay, only_if_newer=overlay not in named):
             merged.append(overlay)
     return merged
