@@ -60,6 +60,7 @@ from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_NORES,
     ECODE_STATE,
+    GenericError,
     OperationCanceled,
     OpExecError,
     OpPrereqError,
@@ -410,6 +411,13 @@ class LUBackupExport(LogicalUnit):
         )
         self._set_admin(constants.ADMINST_UP)
 
+    def _start_again_after_failure(self, feedback_fn: FeedbackFn) -> None:
+        """Start the instance the export stopped, as the export fails (a failure: a warning)."""
+        try:
+            self.StartInstance(feedback_fn)
+        except GenericError as err:
+            self.LogWarning(f"Could not start instance {self.instance.name} again: {err}")
+
     def ZeroFreeSpace(self, feedback_fn: FeedbackFn) -> None:
         """Zero the unused blocks of every disk (instance shut down) so less is sent."""
         size = _instance_disk_size_sum(self.instance)
@@ -494,7 +502,12 @@ class LUBackupExport(LogicalUnit):
             self._shutdown(feedback_fn)
             running, stopped_by_us = False, True
         if self.op.zero_free_space:
-            self.ZeroFreeSpace(feedback_fn)
+            try:
+                self.ZeroFreeSpace(feedback_fn)
+            except BaseException:
+                if stopped_by_us and self.instance.admin_state == constants.ADMINST_UP:
+                    self._start_again_after_failure(feedback_fn)
+                raise
         snapshot = None
         if self.TrySnapshot() and (running or (self.DoReboot() and stopped_by_us)):
             snapshot = self._snapshot(feedback_fn, start=not running)

@@ -190,6 +190,16 @@ def test_zero_free_space_and_compression(ctx, ops):
     assert ops.copy_options[0]["compress"] == "zstd"
 
 
+def test_a_failed_zeroing_starts_the_stopped_instance_again(ctx, ops, config):
+    ops.fail("zero_free_space", N1, "zeroing timed out")
+    with pytest.raises(OpExecError, match="Could not zero the free space"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, zero_free_space=True))
+    seq = methods(ops)
+    assert seq.index("zero_free_space") < seq.index("start_instance")
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+    assert INST not in ops.exports.get(N2, {})
+
+
 def test_backup_remove(ctx, ops):
     run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
     result, _ = run(ctx, OpBackupRemove(instance_name=INST))
