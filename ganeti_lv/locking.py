@@ -7,10 +7,13 @@ Every lock is a POSIX advisory lock (``flock``) on a file
 
 * taking single names: the gate is held shared while the names are taken
   (sorted), then let go;
-* taking the whole level (``ALL_SET``): the gate is taken exclusively, then
-  every name lock of the level (all existing lock files plus the names the
-  ``names_fn`` reports) in sorted order. An exclusive ``ALL_SET`` keeps the
-  gate exclusively, so nobody can lock a new name of the level meanwhile.
+* taking the whole level (``ALL_SET``): the gate is taken exclusively while
+  the level's names are listed (all existing lock files plus the names the
+  ``names_fn`` reports), then every name lock in sorted order. An exclusive
+  ``ALL_SET`` keeps the gate exclusively, so nobody can lock a new name of
+  the level meanwhile; a shared one lets it go before it waits for the
+  names, so others take single names while it waits (a cluster verify
+  waiting for one busy instance holds up no other job).
 
 All acquisitions follow one global order (level, gate, sorted names) and a
 holder never waits for something earlier in that order than what it holds,
@@ -390,7 +393,7 @@ class LockManager:
         gate_fd = self._open(level, _GATE)
         try:
             # The gate is taken exclusively even for a shared ALL_SET, so the
-            # list of names below is complete; it is let go afterwards.
+            # list of names below is complete.
             self._lock_fd(
                 gate_fd,
                 False,
@@ -404,15 +407,17 @@ class LockManager:
                 for f in os.listdir(self._level_dir(level))
                 if f.endswith(_SUFFIX)
             }
+            if shared:
+                os.close(gate_fd)
+                gate_fd = -1
             taken = self._take(level, sorted(known | existing), shared, deadline, timeout)
         except BaseException:
-            os.close(gate_fd)
+            if gate_fd >= 0:
+                os.close(gate_fd)
             raise
         if self.names_fn is not None:
             state.hidden[level] = set(taken) - known
-        if shared:
-            os.close(gate_fd)
-        else:
+        if not shared:
             self._mark_owner(gate_fd)
             state.gates[level] = gate_fd
         return self.owned(level)

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,26 @@ def test_single_names_block_all_set(locks_dir: str) -> None:
     with pytest.raises(LockTimeout):
         other.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.1)
     other.acquire(LEVEL_INSTANCE, ["i1"], shared=True, timeout=0.1)
+
+
+def test_a_shared_all_set_waiting_for_a_name_holds_up_no_other_name(locks_dir: str) -> None:
+    """A cluster verify waiting for one busy instance: jobs on other instances go on."""
+    busy, verify, other = manager(locks_dir), manager(locks_dir), manager(locks_dir)
+    busy.acquire(LEVEL_INSTANCE, ["i2"])
+    got: list[set[str]] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(verify.acquire(LEVEL_INSTANCE, ALL_SET, shared=True, timeout=10))
+    )
+    waiter.start()
+    try:
+        time.sleep(0.2)  # verify waits for i2 now
+        assert waiter.is_alive()
+        assert other.acquire(LEVEL_INSTANCE, ["i3"], timeout=1) == {"i3"}
+        other.release_all()
+    finally:
+        busy.release_all()
+        waiter.join(10)
+    assert got == [{"i1", "i2", "i3"}]
 
 
 def test_all_set_covers_names_locked_by_a_name_never_listed(locks_dir: str) -> None:
