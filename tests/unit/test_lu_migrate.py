@@ -750,6 +750,23 @@ def test_failover_running_instance(ctx: Context, ops: FakeNodeOps, config: Confi
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
 
 
+def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The source keeps the images until the target runs the instance: it runs there again."""
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(config.get_cluster(), inst, 0)
+    ops.fail("start_instance", N2, "could not start")
+    with pytest.raises(OpExecError, match=f"failover was undone: the instance runs on {N1}") as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_ENVIRON
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert running_on(ops) == [N1]
+    assert path in ops.node(N1).files and path not in ops.node(N2).files
+    assert INST not in ops.node(N2).domains
+
+
 def test_failover_shared_with_offline_primary(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:

@@ -1,0 +1,202 @@
+"""The failover half of the TLMigrateInstance tasklet (``instance_migration``).
+
+Stop the instance on its primary, copy a ``file`` instance's disks
+(``failover_disks``), switch the primary, start the instance on the target.
+A start on the target that fails is undone where the instance can go back:
+a ``file`` instance keeps its images on the source until the target runs
+it, and one that was not shut down on the source (Ganeti's
+ignore_consistency) may still run there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ganeti_lv import constants
+from ganeti_lv.cmdlib.base import LogicalUnit
+from ganeti_lv.cmdlib.common import cancel_reason
+from ganeti_lv.cmdlib.failover_disks import FailoverDiskMove
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.errors import ECODE_ENVIRON, OpExecError
+from ganeti_lv.hypervisor.base import NodeOps
+from ganeti_lv.node.transport import node_call
+from ganeti_lv.objects import Cluster, Instance, Node
+
+FeedbackFn = Callable[[str], None]
+
+
+class FailoverSteps:
+    """The failover's Exec, for TLMigrateInstance (which provides what is declared here)."""
+
+    lu: LogicalUnit
+    rpc: NodeOps
+    cfg: ConfigStore
+    source: str
+    target: str | None
+    ignore_consistency: bool
+    shutdown_timeout: float
+    _inst: Callable[[], Instance]
+    _cluster: Callable[[], Cluster]
+    _node: Callable[[str], Node]
+    _repair_chain: Callable[..., None]
+
+    def _exec_failover(self, feedback_fn: FeedbackFn) -> None:
+        """Stop on the source, move definition (and file disks), start on the target."""
+        inst = self._inst()
+        assert self.target is not None
+        src, dst = self._node(self.source), self._node(self.target)
+        copy = inst.disk_template == constants.DT_FILE
+        if copy and src.offline:
+            raise OpExecError(
+                f"Disks of the 'file' instance {inst.name} are on offline node {src.name}:"
+                " they cannot be moved"
+            )
+        # the disk chain first, where it can be reached: nothing changed if it fails.
+        # A primary that does not answer is treated as down only when the operator
+        # said so (Ganeti's ignore_consistency); shared disks are then reached from
+        # the target.
+        if not src.offline:
+            fallback = dst if self.ignore_consistency and not copy else None
+            self._repair_chain(src, unreachable_fallback=fallback)
+        elif not copy:
+            self._repair_chain(dst)
+        self.lu.LogStep(1, 4, f"Shutting down instance {inst.name} on {src.name}")
+        # why the guest may still run on the source, when it was not shut down there
+        not_stopped: str | None = None
+        if not src.offline:
+            res = node_call(self.rpc.shutdown_instance, src, inst, self.shutdown_timeout)
+            if not res.ok:
+                if not self.ignore_consistency:
+                    raise OpExecError(
+                        f"Could not shutdown instance {inst.name} on node {src.name}:"
+                        f" {res.fail_msg}"
+                    )
+                self.lu.LogWarning(
+                    f"Could not shutdown instance {inst.name} on node {src.name}. Proceeding"
+                    f" anyway. Please make sure node {src.name} is down. Error details:"
+                    f" {res.fail_msg}"
+                )
+                not_stopped = f"it could not be shut down on node {src.name}"
+        else:
+            self.lu.LogWarning(f"Node {src.name} is offline: not shutting down there")
+            not_stopped = f"node {src.name} is marked offline and it was not shut down there"
+        if copy:
+            self.lu.LogStep(2, 4, f"Copying disks to {dst.name}")
+            FailoverDiskMove(self.lu, self._cluster(), inst, src, dst, feedback_fn).run()
+        else:
+            self.lu.LogStep(2, 4, "Shared storage: no disks to move")
+        self.lu.LogStep(3, 4, f"Switching primary node to {dst.name}")
+        self.cfg.set_instance_primary(inst.name, dst.name)
+        self._finish_failover(src, dst, copy, not_stopped, feedback_fn)
+        self._note_late_cancel(dst)
+
+    def _finish_failover(
+        self, src: Node, dst: Node, copy: bool, not_stopped: str | None, feedback_fn: FeedbackFn
+    ) -> None:
+        """After the switch: the source cleaned up, the instance started on ``dst`` if up.
+
+        ``not_stopped``: why the guest may still run on ``src`` (it was not shut
+        down there); a start on ``dst`` that then fails puts the primary back.
+        """
+        inst, cluster = self._inst(), self._cluster()
+        if not src.offline and not copy:
+            node_call(self.rpc.undefine_instance, src, inst.name).Warn(
+                f"Could not remove the definition on {src.name}", feedback_fn
+            )
+        if inst.admin_state == constants.ADMINST_UP:
+            self.lu.LogStep(4, 4, f"Starting instance {inst.name} on {dst.name}")
+            moved = self.cfg.get_instance(inst.name) or inst
+            started = node_call(self.rpc.start_instance, dst, cluster, moved)
+            if not started.ok and copy:
+                self._undo_copied_failover(src, dst, started.fail_msg, not_stopped, feedback_fn)
+            if not started.ok and not_stopped is not None:
+                self._undo_unstopped_failover(src, dst, started.fail_msg, not_stopped, feedback_fn)
+            started.Raise(f"Could not start instance {inst.name} on node {dst.name}")
+        else:
+            self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
+        if copy:  # the copies on the source are dropped only once the target has the instance
+            node_call(self.rpc.undefine_instance, src, inst.name).Warn(
+                f"Could not remove the definition on {src.name}", feedback_fn
+            )
+            node_call(self.rpc.remove_disks, src, cluster, inst).Warn(
+                f"Could not remove the old disk images on {src.name}", feedback_fn
+            )
+
+    def _note_late_cancel(self, dst: Node) -> None:
+        """Say in the job log that a cancel request was not honoured (the failover finished).
+
+        Once the configuration names the target, stopping would leave the
+        instance half moved (its source disks removed, or not started
+        anywhere): the failover finishes instead, and the job succeeds. Said
+        only once it did finish: a failover that failed after the switch
+        reports its own error.
+        """
+        cancel = self.lu.proc.cancel
+        if cancel.is_set():
+            self.lu.LogInfo(
+                f"The cancel request ({cancel_reason(cancel)}) is not honoured past the"
+                f" failover's point of no return (the primary node switched to {dst.name}):"
+                " the failover was finished instead"
+            )
+
+    def _undo_copied_failover(
+        self,
+        src: Node,
+        dst: Node,
+        fail_msg: str | None,
+        not_stopped: str | None,
+        feedback_fn: FeedbackFn,
+    ) -> None:
+        """The start on ``dst`` of a failover that copied the disks failed: back to ``src``.
+
+        The source still has the instance's images and definition. The
+        primary goes back to ``src``, the copies on ``dst`` are removed, and
+        the instance is started on ``src`` again, unless it may still run
+        there (it was not shut down).
+        """
+        inst, cluster = self._inst(), self._cluster()
+        node_call(self.rpc.undefine_instance, dst, inst.name).Warn(
+            f"Could not remove the definition on {dst.name}", feedback_fn
+        )
+        node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
+            f"Could not remove the copied disk images on {dst.name}", feedback_fn
+        )
+        self.cfg.set_instance_primary(inst.name, src.name)
+        where = f"the configuration keeps {src.name} as its primary"
+        if not_stopped is None:
+            restored = self.cfg.get_instance(inst.name) or inst
+            again = node_call(self.rpc.start_instance, src, cluster, restored)
+            if again.ok:
+                where = f"the instance runs on {src.name} again, configuration unchanged"
+            else:
+                where += f", but it could not be started there either: {again.fail_msg}"
+        else:
+            where += f" (and it may still run there, as {not_stopped})"
+        raise OpExecError(
+            f"Could not start instance {inst.name} on node {dst.name}: {fail_msg}; the failover"
+            f" was undone: {where}",
+            ECODE_ENVIRON,
+        )
+
+    def _undo_unstopped_failover(
+        self, src: Node, dst: Node, fail_msg: str | None, not_stopped: str, feedback_fn: FeedbackFn
+    ) -> None:
+        """The start after a failover that did not shut the guest down on ``src`` failed.
+
+        Nothing runs on ``dst``, and the guest may well still run on ``src``
+        (an offline node, or one that did not answer the shutdown; qemu's lock
+        on the shared disks is the usual reason for the failure). The primary
+        goes back to ``src`` and the definition left on ``dst`` is removed.
+        """
+        name = self._inst().name
+        node_call(self.rpc.undefine_instance, dst, name).Warn(
+            f"Could not remove the definition on {dst.name}", feedback_fn
+        )
+        self.cfg.set_instance_primary(name, src.name)
+        raise OpExecError(
+            f"Could not start instance {name} on node {dst.name}: {fail_msg}. The instance"
+            f" may still run on {src.name} (its disks in use), as {not_stopped}; the"
+            f" configuration keeps {src.name} as its primary. Make sure {src.name} is really"
+            " down before failing over again.",
+            ECODE_ENVIRON,
+        )
