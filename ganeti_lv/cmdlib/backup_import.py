@@ -15,11 +15,21 @@ from typing import Any
 from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
-from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
-from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OperationCanceled, OpPrereqError
+from ganeti_lv.cmdlib.instance import (
+    CreateModeHandler,
+    generate_mac,
+    register_create_mode,
+    used_macs,
+)
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_INVAL,
+    OperationCanceled,
+    OpPrereqError,
+)
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import disk_path
+from ganeti_lv.objects import Nic, disk_path
 from ganeti_lv.units import coerce_beparams, coerce_params
 
 
@@ -80,11 +90,15 @@ class ImportModeHandler(CreateModeHandler):
             inst.disks = desc.disks
             for disk in inst.disks:
                 disk.dev_type = inst.disk_template
+        else:
+            _check_given_disks([d.size for d in inst.disks], [d.size for d in desc.disks])
         self.nics_from_export = not lu.op.nics and not inst.nics
         if self.nics_from_export:
-            inst.nics = [n for n in desc.nics if n.mac not in _used_macs(lu)]
+            inst.nics = _export_nics(lu, desc.nics)
         self._take_params(desc)
         inst.os = desc.os or inst.os
+        if not lu.op.tags:
+            inst.tags = list(desc.tags)
         self.src = src
         self.path = data.path
         self.sources = checked.paths
@@ -105,8 +119,12 @@ class ImportModeHandler(CreateModeHandler):
                 "Parameters of the export without meaning here were dropped"
                 f" ({'; '.join(dropped)}); the cluster's migration settings apply"
             )
+        exported = dict(be.params)
+        if "memory" in lu.op.beparams:  # -B memory= sets both of the export's sizes
+            exported.pop("maxmem", None)
+            exported.pop("minmem", None)
         inst.beparams = coerce_beparams(
-            {**be.params, **lu.op.beparams}, dict(constants.BEC_DEFAULTS)
+            {**exported, **lu.op.beparams}, dict(constants.BEC_DEFAULTS)
         )
         inst.hvparams = coerce_params(
             {**hv.params, **lu.op.hvparams}, constants.HVC_DEFAULTS, "hypervisor"
@@ -192,9 +210,41 @@ class ImportModeHandler(CreateModeHandler):
         return f"Import of {self.lu.instance.name} from {self.src.name}:{self.path}"
 
 
-def _used_macs(lu: LogicalUnit) -> set[str]:
-    data = lu.cfg.snapshot()  # read-only: lookups
-    return {n.mac for inst in data.instances.values() for n in inst.nics}
+def _check_given_disks(given: list[int], exported: list[int]) -> None:
+    """Disks given for an import are the export's, as many and of the same sizes (MiB).
+
+    Each exported disk is copied as it is, onto the disk of its index.
+    """
+    if given != exported:
+        raise OpPrereqError(
+            "The disks given for the import do not match the export's"
+            f" ({', '.join(f'{s} MiB' for s in exported) or 'none'}): an import copies the"
+            " export's disks as they are; give no disks to take them from the export",
+            ECODE_INVAL,
+        )
+
+
+def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
+    """The export's NICs; one whose MAC address is in use in the cluster gets a new one.
+
+    An instance restored beside the one it was exported from would
+    otherwise share its address on the same network.
+    """
+    used = used_macs(lu.cfg.snapshot())
+    out = []
+    for idx, nic in enumerate(nics):
+        copy = nic.copy()
+        mac = nic.mac.lower()
+        if mac in ("", "auto", "generate") or mac in used:
+            copy.mac = generate_mac(used)
+            if mac in used:
+                lu.LogWarning(
+                    f"MAC address {mac} of the export's NIC {idx} is in use in the cluster:"
+                    f" the NIC gets the new address {copy.mac}"
+                )
+        used.add(copy.mac)
+        out.append(copy)
+    return out
 
 
 register_create_mode("import", ImportModeHandler)

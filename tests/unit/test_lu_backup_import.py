@@ -90,6 +90,43 @@ def test_ganeti_export_imported_with_translated_parameters(ctx, fake_ops, config
     assert "backend: spindle_use" in text
     # the sender computes the checksum, on the node that holds the export
     assert f"disk/0: sha256-tree-4M:{SHA} computed on {N2} while copying" in text
+    assert inst.tags == ["web"]  # the export's, as none were given
+
+
+def test_import_takes_memory_and_tags_given_over_the_exports(ctx, fake_ops, config):
+    ganeti_export(fake_ops)
+    _import(ctx, beparams={"memory": 512}, tags=["restored"])
+    inst = config.get_instance(NEW)
+    assert inst is not None
+    assert (inst.beparams["maxmem"], inst.beparams["minmem"]) == (512, 512)
+    assert inst.tags == ["restored"]
+
+
+def test_an_export_nic_whose_mac_is_taken_keeps_its_link_with_a_new_mac(ctx, ops, config):
+    """A restore beside the instance it was exported from gets its own address."""
+    orig = config.get_instance(INST)
+    assert orig is not None and orig.nics
+    _own_export(ctx, ops)
+    _, lines = _import(ctx, src_path=INST)
+    inst = config.get_instance(NEW)
+    assert inst is not None and len(inst.nics) == len(orig.nics)
+    assert inst.nics[0].link == orig.nics[0].link
+    assert inst.nics[0].mac != orig.nics[0].mac
+    assert (
+        f"MAC address {orig.nics[0].mac} of the export's NIC 0 is in use in the cluster:"
+        f" the NIC gets the new address {inst.nics[0].mac}"
+    ) in "\n".join(lines)
+
+
+@pytest.mark.parametrize("disks", [[{"size": 64}], [{"size": 128}, {"size": 128}]])
+def test_disks_given_that_are_not_the_exports_are_refused(ctx, fake_ops, config, disks):
+    ganeti_export(fake_ops)
+    with pytest.raises(OpPrereqError, match="do not match the export's \\(128 MiB\\)") as err:
+        _import(ctx, disks=disks)
+    assert err.value.ecode == ECODE_INVAL
+    _nothing_created(fake_ops, config)
+    _import(ctx, disks=[{"size": 128}])
+    assert [d.size for d in config.get_instance(NEW).disks] == [128]  # type: ignore[union-attr]
 
 
 def test_ganeti_export_read_from_an_absolute_path(ctx, fake_ops, config):
