@@ -61,6 +61,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
     MigrationFailed,
+    MigrationParams,
     MigrationProgress,
     MigrationStats,
 )
@@ -104,6 +105,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         self.shutdown_timeout = shutdown_timeout
         self.ignore_hvversions = ignore_hvversions
         self.live = True
+        self.params: MigrationParams | None = None  # a migration's, from CheckPrereq
         self.instance: Instance | None = None
         self.cluster: Cluster | None = None
         self.source: str = ""
@@ -137,6 +139,10 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             "instance_info", src, lambda: node_call(self.rpc.instance_info, src, self._inst().name)
         )
 
+    def _source_runs(self) -> bool:
+        res = self._source_state()
+        return res.ok and res.payload is not None and res.payload.state in _RUN_STATES
+
     def _cpu_check(self, node: Node) -> NodeResult[Any]:
         src = self._node(self.source)
         return self._probe(
@@ -162,7 +168,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         if not self.failover:
             jobs += [self._source_overlays, self._source_state, partial(self._node_info, src)]
         jobs += [partial(self._node_info, n) for n in online]
-        if not self.failover:
+        if not self.failover and not src.offline:
             jobs += [partial(self._cpu_check, n) for n in online]
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             for future in [pool.submit(job) for job in jobs]:
@@ -219,6 +225,8 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             )
         if self.cleanup:
             return
+        if not self.failover:  # bad capabilities or downtime ramp: refused before any hook
+            self.params = migration_params(self.cluster, inst, self.op, self.live)
         target = getattr(self.op, "target_node", None)
         if target and getattr(self.op, "iallocator", None):
             raise OpPrereqError("Do not specify both, iallocator and target node", ECODE_INVAL)
@@ -265,7 +273,9 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 ECODE_ENVIRON,
             )
         self._check_storage(node)
-        if not self.failover:
+        if not self.failover and self._source_runs():
+            # the guest's CPU, read on the source: a guest that does not run
+            # there is refused (or failed over) by _check_running_on_primary
             self._check_cpu(node)
 
     def _reserve_memory(self, node: Node) -> None:
@@ -387,7 +397,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         or the primary's answer (a node that does not answer cannot say).
         """
         res = self._source_state()
-        if res.ok and res.payload is not None and res.payload.state in _RUN_STATES:
+        if self._source_runs():
             return
         why = res.fail_msg if not res.ok else f"Instance {self._inst().name} is not running"
         if self.fallback:
@@ -433,7 +443,8 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         self.lu.LogStep(1, steps, "Checking disks and hypervisor versions")
         self._repair_chain(src)
         self._check_versions(src, dst, feedback_fn)
-        params = migration_params(cluster, inst, self.op, self.live)
+        params = self.params
+        assert params is not None
         asked = requested_caps(cluster, inst, self.op)
         if CAP_AUTO_CONVERGE in asked and CAP_AUTO_CONVERGE not in params.caps and params.live:
             self.lu.LogWarning(

@@ -198,6 +198,28 @@ def test_bad_downtime_ramp_is_refused(
     assert running_on(ops) == [N1]
 
 
+@pytest.mark.parametrize(
+    "hvparams", [{"migration_caps": "auto-converge:bogus"}, {"migration_downtime_passes": 0}]
+)
+def test_bad_migration_settings_are_refused_before_any_hook_also_in_dry_runs(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, hvparams: dict[str, Any]
+) -> None:
+    with config.update() as data:
+        data.instances[INST].hvparams = hvparams
+    hooks: list[str] = []
+
+    def hook(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        hooks.append(hooks_dir)
+        return []
+
+    ops.hooks_fn = hook
+    for dry_run in (True, False):
+        with pytest.raises(OpPrereqError) as err:
+            run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, dry_run=dry_run))
+        assert err.value.ecode == ECODE_INVAL
+    assert hooks == [] and not ops.calls_to("repair_disk_chain")
+
+
 def test_allocator_picks_most_free_memory(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
@@ -422,6 +444,20 @@ def test_not_running_on_primary(ctx: Context, ops: FakeNodeOps, config: ConfigSt
         f"Can't migrate, please use failover: Instance {INST} is not running",
     )
     assert config.read().serial == serial
+
+
+def test_an_offline_primary_is_not_asked_for_the_guests_cpu_and_falls_back_to_failover(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    set_shared_present(config, ops)
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    _, lines = run(
+        ctx,
+        OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True, dry_run=True),
+    )
+    assert any("switching to failover" in line for line in lines)
+    assert not ops.calls_to("compare_cpu")
 
 
 def test_primary_not_answering_is_refused_with_its_reason(
