@@ -78,7 +78,8 @@ class LUNodeAdd(LogicalUnit):
         node.address = address
         node.ssh_port = self.op.ssh_port
         node.ssh_user = self.op.ssh_user
-        # Empty URIs mean "the node-operations default" (qemu+ssh with the cluster key).
+        # Empty URIs mean the node operations' defaults: the master reaches the node's
+        # libvirtd over SSH with the cluster key, other nodes over TLS to its address.
         node.libvirt_uri = self.op.libvirt_uri or node.libvirt_uri
         node.peer_uri = self.op.peer_uri or node.peer_uri
         node.migration_address = self.op.migration_address or node.migration_address or address

@@ -19,6 +19,7 @@ from ganeti_lv.hypervisor.libvirt import host as hostmod
 from ganeti_lv.hypervisor.libvirt import migration, snapshot
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.migration_types import MigrationParams
+from ganeti_lv.objects import Node
 
 
 class Dom:
@@ -289,3 +290,36 @@ def test_post_copy_is_waited_for_to_its_end_after_an_abort(monkeypatch) -> None:
         "not aborting (canceled by request): post-copy runs, the guest runs on the target and"
         " still pulls memory from the source; waiting for it to end"
     ]
+
+
+def test_a_node_without_a_peer_uri_is_reached_over_tls_at_its_address() -> None:
+    """A node added without --peer-uri can be a migration target (libvirtd on TLS there)."""
+    assert migration.peer_uri(Node(name="n2", address="10.0.0.2")) == "qemu+tls://10.0.0.2/system"
+    assert migration.peer_uri(Node(name="n6", address="fd00::6")) == "qemu+tls://[fd00::6]/system"
+    given = Node(name="n3", address="10.0.0.3", peer_uri="qemu+ssh://root@n3/system")
+    assert migration.peer_uri(given) == "qemu+ssh://root@n3/system"
+
+
+def test_the_migration_goes_to_the_targets_peer_uri(monkeypatch) -> None:
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    called: list[str] = []
+    monkeypatch.setattr(guest, "migrate", lambda uri, params, flags: called.append(uri))
+
+    class Source:
+        node = "node1"
+
+        def guest(self, name: str) -> Guest:
+            return guest
+
+    target = Node(name="node2", address="10.0.0.2")
+    migration.migrate(
+        Source(),
+        Source(),
+        target,
+        "web1",
+        MigrationParams(),
+        lambda _p: None,
+        Cancellation(),  # type: ignore[arg-type]
+    )
+    assert called == ["qemu+tls://10.0.0.2/system"]

@@ -12,10 +12,11 @@ progress at a steady interval and honours an abort request
 module builds the migration's flags and parameters and sees ganeti_lv
 errors only.
 
-The migration is peer to peer over the target's ``peer_uri`` (so the
-source's libvirtd talks to the target's, never through a socket only the
-master can reach), the qemu stream goes to ``tcp://<migration_address>``,
-and the definition moves with the guest (PERSIST_DEST | UNDEFINE_SOURCE).
+The migration is peer to peer over the target's ``peer_uri`` (``peer_uri()``:
+TLS to the node's address when it has none), so the source's libvirtd talks
+to the target's, never through a socket only the master can reach; the
+qemu stream goes to ``tcp://<migration_address>``, and the definition moves
+with the guest (PERSIST_DEST | UNDEFINE_SOURCE).
 With ``MigrationParams.encryption`` the stream (and a disk copy along with it)
 is TLS (VIR_MIGRATE_TLS): qemu on both ends uses the node's certificates in
 ``/etc/pki/qemu`` and checks the peer's (qemu.conf ``migrate_tls_x509_verify``).
@@ -62,7 +63,7 @@ from typing import Any
 import libvirt
 
 from ganeti_lv.cancel import Cancellation
-from ganeti_lv.errors import HypervisorError, NodeError
+from ganeti_lv.errors import NodeError
 from ganeti_lv.hypervisor import migration_policy as policy
 from ganeti_lv.hypervisor.libvirt.guest import Guest, JobInfo
 from ganeti_lv.hypervisor.libvirt.host import Host
@@ -376,12 +377,10 @@ def migrate(
     clock: Callable[[], float] = time.monotonic,
 ) -> MigrationStats:
     """Migrate domain ``name`` from ``source_host`` to ``target``; see the module docstring."""
-    if not target.peer_uri:
-        raise HypervisorError(f"Node {target.name} has no peer URI", node=source_host.node)
     guest = source_host.guest(name)
     worker = _Worker(
         guest,
-        target.peer_uri,
+        peer_uri(target),
         migration_uri_params(target, params),
         migration_flags(params),
     )
@@ -414,6 +413,19 @@ def migrate(
         max_throttle=monitor.max_throttle,
         wall_time=total,
     )
+
+
+def peer_uri(node: Node) -> str:
+    """How a source node's libvirtd reaches ``node``'s for a migration.
+
+    The node's ``peer_uri``, else TLS to its address: libvirtd listens on
+    TLS on the node's cluster address, and ``node add`` gives every node its
+    client certificate.
+    """
+    if node.peer_uri:
+        return node.peer_uri
+    host = f"[{node.address}]" if ":" in node.address else node.address
+    return f"qemu+tls://{host}/system"
 
 
 def _raise_failure(error: BaseException, monitor: _Monitor, node: str) -> None:
