@@ -53,12 +53,14 @@ class _MoveLU(LogicalUnit):
         return EarlyWork(nodes=found[2]) if found is not None else None
 
     def DeclareLocks(self, level: int) -> None:
-        """Node and node-res locks: primary + target (all nodes when allocating)."""
+        """Node and node-res locks: primary + target (all nodes when allocating).
+
+        A cleanup locks every node, as Ganeti's: it may find the instance on
+        any of them, make that node the primary and clean up on the others.
+        """
         if level in (locking.LEVEL_NODE, locking.LEVEL_NODE_RES):
             inst = get_instance(self.cfg, self.op.instance_name)
             target = None if self.op.cleanup else self.op.target_node
-            if self.op.cleanup:
-                target = inst.primary_node
             _declare_node_locks(self, level, inst.primary_node, target)
 
     def CheckPrereq(self) -> None:

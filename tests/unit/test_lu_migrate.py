@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv import constants
+from ganeti_lv import constants, locking
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
@@ -598,7 +598,18 @@ def test_cleanup_adopts_target(ctx: Context, ops: FakeNodeOps, config: ConfigSto
     ops.remove_domain(N1, INST)
     ops.add_domain(N2, INST)
     ops.node(N2).files[disk_path(cluster, inst, 0)] = 1024
+    locked: dict[int, Any] = {}
+    acquire = ctx.locks.acquire
+
+    def recording(level: int, names: Any, **kw: Any) -> Any:
+        locked[level] = names
+        return acquire(level, names, **kw)
+
+    ctx.locks.acquire = recording  # type: ignore[method-assign]
     run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    # the node it adopts (and the nodes it cleans up) are locked, not only the primary
+    assert locked[locking.LEVEL_NODE] is locking.ALL_SET
+    assert locked[locking.LEVEL_NODE_RES] is locking.ALL_SET
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert not ops.node(N1).files  # the source's leftover images are gone
     assert disk_path(cluster, inst, 0) in ops.node(N2).files
@@ -634,6 +645,29 @@ def test_cleanup_running_nowhere(ctx: Context, ops: FakeNodeOps) -> None:
     ops.remove_domain(N1, INST)
     with pytest.raises(OpExecError, match="does not seem to be running at all"):
         run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+
+
+def test_cleanup_of_a_stopped_instance_removes_the_copies_beside_its_primary(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """What cluster verify reports after an interrupted failover of a stopped instance."""
+    config.set_admin_state(INST, constants.ADMINST_DOWN)
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF)
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(config.get_cluster(), inst, 0)
+    ops.node(N2).files[path] = 10  # a copy the failover had begun
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert f"Removing leftover disk images on {N2}" in lines
+    assert path not in ops.node(N2).files and path in ops.node(N1).files
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    # a primary without the images: nothing is removed anywhere
+    del ops.node(N1).files[path]
+    ops.node(N2).files[path] = 10
+    with pytest.raises(OpExecError, match="does not seem to be running at all"):
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert path in ops.node(N2).files
 
 
 def _libvirtd_down(ops: FakeNodeOps, node: str) -> None:
