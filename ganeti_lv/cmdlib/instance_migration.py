@@ -622,6 +622,11 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 " the cleanup again",
                 ECODE_ENVIRON,
             )
+        if not running and self._stopped_on_primary():
+            # a stopped instance: its primary holds it, any copy elsewhere is a leftover
+            feedback_fn(f"Instance is stopped; its primary {self.source} holds its disks")
+            self._clean_leftovers(self.source, found, feedback_fn)
+            return
         if not running:
             raise OpExecError(
                 "Instance does not seem to be running at all; in this case it's safer to"
@@ -640,6 +645,17 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             if aborted.ok and aborted.payload:
                 feedback_fn(f"Aborted the migration job still running on {owner}")
         self._clean_leftovers(owner, found, feedback_fn)
+
+    def _stopped_on_primary(self) -> bool:
+        """The instance is marked down and its primary has every disk image it needs."""
+        inst = self._inst()
+        if inst.admin_state == constants.ADMINST_UP:
+            return False
+        if inst.disk_template != constants.DT_FILE:
+            return True  # shared disks: every node reaches them
+        paths = storage_paths(self._cluster(), inst, disks=True)
+        found = node_call(self.rpc.paths_exist, self._node(self.source), paths)
+        return found.ok and found.payload is not None and all(found.payload.get(p) for p in paths)
 
     def _clean_leftovers(self, owner: str, found: dict[str, str], feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()
