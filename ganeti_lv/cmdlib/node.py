@@ -107,9 +107,9 @@ class LUNodeAdd(LogicalUnit):
         }
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        """Pre: the master; post: the master and the new node."""
-        master = self.cluster.master_node
-        return [master], [master, self.new_node.name]
+        """Ganeti's: every node of the cluster; after, the new node too."""
+        others = sorted(n for n in self.cfg.node_names() if n != self.new_node.name)
+        return others, [*others, self.new_node.name]
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Record the key, check SSH and libvirt, then add the node."""
@@ -201,6 +201,13 @@ class LUNodeSetParams(LogicalUnit):
                     f"{', '.join(running)}; stop or move them first (or use --force)",
                     ECODE_STATE,
                 )
+        if self.op.vm_capable is False and any(
+            self.node.name in i.all_nodes for i in data.instances.values()
+        ):
+            raise OpPrereqError(
+                f"Node {self.node.name} hosts instances, cannot unset the vm_capable flag",
+                ECODE_STATE,
+            )
         self.changes: list[tuple[str, Any]] = []
         for name in ("offline", "drained", "vm_capable"):
             value = getattr(self.op, name)
@@ -280,11 +287,9 @@ class LUNodeRemove(LogicalUnit):
         return {"OP_TARGET": self.node.name, "NODE_NAME": self.node.name}
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        """Pre: master and the node (when online); post: the master."""
-        pre = [self.cluster.master_node]
-        if not self.node.offline:
-            pre.append(self.node.name)
-        return pre, [self.cluster.master_node]
+        """Ganeti's: every node but the one removed (a dead node can then be removed)."""
+        others = sorted(n for n in self.cfg.node_names() if n != self.node.name)
+        return others, others
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Remove from the configuration and forget its host key."""

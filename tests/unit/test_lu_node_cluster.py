@@ -162,6 +162,48 @@ def test_node_remove(ctx: Context, config: ConfigStore, data_dir: str) -> None:
     assert err.ecode == ECODE_INVAL and "master" in str(err)
 
 
+def _hook_nodes(fake_ops: FakeNodeOps) -> list[tuple[str, str]]:
+    ran: list[tuple[str, str]] = []
+
+    def hook(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        ran.append((node, os.path.basename(hooks_dir)))
+        return []
+
+    fake_ops.hooks_fn = hook
+    return ran
+
+
+def test_node_add_and_remove_run_their_hooks_on_every_node_as_ganeti(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ran = _hook_nodes(fake_ops)
+    run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
+    nodes = sorted(config.node_names())
+    old = [n for n in nodes if n != "node4"]
+    assert sorted(n for n, d in ran if d == "node-add-pre.d") == old
+    assert sorted(n for n, d in ran if d == "node-add-post.d") == nodes
+    # a dead node that was not marked offline can be removed: its hooks are not run
+    ran.clear()
+    fake_ops.set_unreachable(N3)
+    run(ctx, OpNodeRemove(node_name=N3))
+    others = sorted(n for n in nodes if n != N3)
+    assert sorted(n for n, d in ran if d == "node-remove-pre.d") == others
+    assert sorted(n for n, d in ran if d == "node-remove-post.d") == others
+    assert config.get_node(N3) is None
+
+
+def test_vm_capable_is_not_unset_on_a_node_with_instances(
+    ctx: Context, config: ConfigStore
+) -> None:
+    """Ganeti's refusal: its instances would be left out of the checks that skip such nodes."""
+    primary = config.get_instance(INST).primary_node  # type: ignore[union-attr]
+    err = prereq_error(ctx, OpNodeSetParams(node_name=primary, vm_capable=False))
+    assert err.ecode == ECODE_STATE and "hosts instances" in err.msg
+    assert config.get_node(primary).vm_capable  # type: ignore[union-attr]
+    run(ctx, OpNodeSetParams(node_name=N3, vm_capable=False))
+    assert not config.get_node(N3).vm_capable  # type: ignore[union-attr]
+
+
 def test_node_remove_with_instances(ctx: Context, config: ConfigStore) -> None:
     with config.update() as data:
         data.instances[INST].primary_node = N2
