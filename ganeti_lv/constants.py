@@ -130,6 +130,9 @@ HVC_DEFAULTS: dict[str, str | int | bool] = {
     "migration_encryption": False,
 }
 
+# hypervisor parameters that take one of a few words
+HVC_CHOICES: dict[str, tuple[str, ...]] = {"migration_mode": HT_MIGRATION_MODES}
+
 BEC_DEFAULTS: dict[str, int | bool] = {
     "maxmem": 128,
     "minmem": 128,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ganeti_lv.constants import HVC_CHOICES, HVC_DEFAULTS
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 MIB = 1024 * 1024  # bytes
@@ -120,6 +121,22 @@ def coerce_params(
                 raise OpPrereqError(f"Invalid {what} '{value}'", ECODE_INVAL) from err
         else:
             out[key] = "" if value is None else str(value)
+    return out
+
+
+def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
+    """Like ``coerce_params`` for hypervisor params; a word parameter takes one of its words.
+
+    A typo (``migration_mode=Live``) would otherwise be stored and change
+    what every later operation does (every migration non-live).
+    """
+    out = coerce_params(params, HVC_DEFAULTS, "hypervisor")
+    for key, words in HVC_CHOICES.items():
+        if key in out and out[key] not in words:
+            raise OpPrereqError(
+                f"Invalid hypervisor parameter '{key}' '{out[key]}' (valid: {', '.join(words)})",
+                ECODE_INVAL,
+            )
     return out
 
 

@@ -30,7 +30,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Nic, disk_path
-from ganeti_lv.units import coerce_beparams, coerce_params
+from ganeti_lv.units import coerce_beparams, coerce_hvparams
 
 
 class ImportModeHandler(CreateModeHandler):
@@ -126,9 +126,7 @@ class ImportModeHandler(CreateModeHandler):
         inst.beparams = coerce_beparams(
             {**exported, **lu.op.beparams}, dict(constants.BEC_DEFAULTS)
         )
-        inst.hvparams = coerce_params(
-            {**hv.params, **lu.op.hvparams}, constants.HVC_DEFAULTS, "hypervisor"
-        )
+        inst.hvparams = coerce_hvparams({**hv.params, **lu.op.hvparams})
         self.hv_from_export = {k for k in hv.params if k not in lu.op.hvparams}
 
     def _check_kernel(self) -> None:

@@ -9,6 +9,7 @@ the generic "image no instance owns" check, which runs last, skips them.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -17,16 +18,20 @@ from typing import Any
 
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpPrereqError
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Node, disk_path
 from ganeti_lv.opcodes import OpClusterSetParams, OpClusterVerify
-from ganeti_lv.units import coerce_beparams, coerce_params
+from ganeti_lv.units import coerce_beparams, coerce_hvparams
 
 FeedbackFn = Callable[[str], None]
 
 _PATH_FIELDS = ("hooks_base_dir", "export_dir", "file_storage_dir", "shared_file_storage_dir")
+_STORAGE_DIRS = {
+    "file_storage_dir": constants.DT_FILE,
+    "shared_file_storage_dir": constants.DT_SHARED_FILE,
+}
 
 # A Linux network interface name (IFNAMSIZ - 1 characters, no '/' or blanks).
 _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}$")
@@ -36,7 +41,7 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
     """Validate and convert cluster settings (hvparams/beparams types, absolute dirs)."""
     out = dict(fields)
     if out.get("hvparams") is not None:
-        out["hvparams"] = coerce_params(out["hvparams"], constants.HVC_DEFAULTS, "hypervisor")
+        out["hvparams"] = coerce_hvparams(out["hvparams"])
     if out.get("beparams") is not None:
         out["beparams"] = coerce_beparams(out["beparams"], dict(constants.BEC_DEFAULTS))
     for name in _PATH_FIELDS:
@@ -53,8 +58,8 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
             ECODE_INVAL,
         )
     timeout = out.get("hooks_timeout")
-    if timeout is not None and timeout <= 0:
-        raise OpPrereqError("The hooks timeout must be positive", ECODE_INVAL)
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise OpPrereqError("The hooks timeout must be a positive number", ECODE_INVAL)
     return out
 
 
@@ -91,11 +96,25 @@ class LUClusterSetParams(LogicalUnit):
         self.needed_locks = {}
 
     def CheckPrereq(self) -> None:
-        """Check that the compression tools exist in the known list."""
+        """Known compression tools; storage dirs change only while no instance uses them."""
         self.cluster = self.cfg.get_cluster()
         for tool in self.changes.get("compression_tools") or []:
             if tool not in constants.IEC_ALL:
                 raise OpPrereqError(f"Unknown compression tool '{tool}'", ECODE_INVAL)
+        # an instance's disk paths follow these dirs: moving one under existing
+        # instances would point them at images that are not there
+        instances = self.cfg.snapshot().instances.values()
+        for name, template in _STORAGE_DIRS.items():
+            value = self.changes.get(name)
+            if value is None or value == getattr(self.cluster, name):
+                continue
+            users = sorted(i.name for i in instances if i.disk_template == template)
+            if users:
+                raise OpPrereqError(
+                    f"Cannot change the {name}: instances keep their disks in the current"
+                    f" one ({', '.join(users)})",
+                    ECODE_STATE,
+                )
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """OP_TARGET plus the new values."""

@@ -60,7 +60,7 @@ from ganeti_lv.opcodes import (
     OpInstanceShutdown,
     OpInstanceStartup,
 )
-from ganeti_lv.units import coerce_beparams, coerce_params, parse_size
+from ganeti_lv.units import coerce_beparams, coerce_hvparams, parse_size
 
 FeedbackFn = Callable[[str], None]
 
@@ -302,7 +302,7 @@ class LUInstanceCreate(LogicalUnit):
             raise OpPrereqError("The primary node must be given (pnode)", ECODE_INVAL)
         notes: list[str] = []
         self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
-        self.hvparams = coerce_params(self.op.hvparams, constants.HVC_DEFAULTS, "hypervisor")
+        self.hvparams = coerce_hvparams(self.op.hvparams)
         self.disks = _build_disks(self.op.disks, self.op.disk_template, notes)
         for note in notes:
             self.LogInfo(note)

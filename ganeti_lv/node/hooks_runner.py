@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import shlex
 
@@ -110,8 +111,8 @@ def _validate_env(env: dict[str, str]) -> None:
 
 def build_runner_script(hooks_dir: str, env: dict[str, str], timeout: float) -> str:
     """The sh program that runs ``hooks_dir`` on a node (see the module docstring)."""
-    if timeout <= 0:
-        raise HooksFailure(f"Hooks timeout must be positive, not {timeout}", ECODE_INVAL)
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise HooksFailure(f"Hooks timeout must be a positive number, not {timeout}", ECODE_INVAL)
     _validate_env(env)
     envargs = " ".join(shlex.quote(f"{key}={value}") for key, value in sorted(env.items()))
     return _RUNNER.format(

@@ -238,6 +238,38 @@ def test_cluster_set_params(ctx: Context, config: ConfigStore) -> None:
     assert prereq_error(ctx, OpClusterSetParams(export_dir="relative")).ecode == ECODE_INVAL
 
 
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"hvparams": {"migration_mode": "Live"}}, "valid: live, non-live"),
+        ({"hooks_timeout": float("nan")}, "hooks timeout must be a positive number"),
+        ({"hooks_timeout": 0.0}, "hooks timeout must be a positive number"),
+    ],
+)
+def test_cluster_settings_that_would_break_later_operations_are_refused(
+    ctx: Context, config: ConfigStore, change: dict[str, Any], match: str
+) -> None:
+    serial = config.read().serial
+    err = prereq_error(ctx, OpClusterSetParams(**change))
+    assert err.ecode == ECODE_INVAL and match in err.msg
+    assert config.read().serial == serial
+    run(ctx, OpClusterSetParams(hvparams={"migration_mode": "non-live"}, hooks_timeout=30.0))
+    assert config.get_cluster().hvparams["migration_mode"] == "non-live"
+
+
+def test_a_storage_dir_in_use_is_not_moved(ctx: Context, config: ConfigStore) -> None:
+    """Existing instances' disk paths follow the dir: they would point at nothing."""
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.disk_template == "file"
+    before = disk_path(config.get_cluster(), inst, 0)
+    err = prereq_error(ctx, OpClusterSetParams(file_storage_dir="/srv/elsewhere"))
+    assert err.ecode == ECODE_STATE and INST in err.msg
+    assert disk_path(config.get_cluster(), inst, 0) == before
+    # the shared dir has no instance here: it may move
+    run(ctx, OpClusterSetParams(shared_file_storage_dir="/srv/shared-elsewhere"))
+    assert config.get_cluster().shared_file_storage_dir == "/srv/shared-elsewhere"
+
+
 # ---------------------------------------------------------------- verify
 
 
