@@ -165,11 +165,16 @@ N_FIELDS = (
 )  # fmt: skip
 
 
+def is_candidate(node: Node) -> bool:
+    """A master candidate: offline and drained nodes are none (Ganeti demotes them)."""
+    return node.master_candidate and not node.offline and not node.drained
+
+
 def node_role(node: Node, master: str) -> str:
     """Ganeti's one-letter role of a node: M(aster), C(andidate), D(rained), O(ffline), R."""
     if node.name == master:
         return ROLE_MASTER
-    if node.master_candidate:
+    if is_candidate(node):
         return ROLE_CANDIDATE
     if node.drained:
         return ROLE_DRAINED
@@ -184,7 +189,7 @@ def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, 
     return {
         "name": node.name,
         "offline": node.offline,
-        "master_candidate": node.master_candidate,
+        "master_candidate": is_candidate(node),
         "drained": node.drained,
         "dtotal": None,
         "dfree": None,

@@ -251,6 +251,19 @@ def test_lists_and_bulk_in_ganeti_fields(rapi: rapi_server.RapiServer) -> None:
     assert info["vg_name"] is None and info["enabled_hypervisors"] == ["kvm"]
 
 
+def test_offline_and_drained_nodes_are_no_master_candidates(
+    rapi: rapi_server.RapiServer, config: ConfigStore
+) -> None:
+    """Ganeti demotes them: tools that look for healthy candidates must not find them."""
+    with config.update() as data:
+        data.nodes[N2].drained = True
+        data.nodes[N3].offline = True
+    code, _, nodes = _admin(rapi, "GET", "/2/nodes?bulk=1")
+    assert code == 200
+    found = {n["name"]: (n["role"], n["master_candidate"]) for n in nodes}
+    assert found == {N1: ("M", True), N2: ("D", False), N3: ("O", False)}
+
+
 def test_a_change_is_a_job_of_the_daemon_in_ganeti_fields(
     rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore, server: Any
 ) -> None:
