@@ -49,6 +49,15 @@ def parse_nics(specs: list[str] | None) -> list[dict[str, Any]]:
     return nics
 
 
+def _add_nics(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """The --net NICs; without any, one NIC on the cluster's bridge (Ganeti's default)."""
+    if opts.no_nics:
+        if opts.nets:
+            raise OpPrereqError("--no-nics and --net cannot be given together", ECODE_INVAL)
+        return []
+    return parse_nics(opts.nets) or [{}]
+
+
 def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
     """Create an instance."""
     if not opts.disks:
@@ -58,7 +67,7 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
         disk_template=opts.disk_template,
         pnode=opts.node,
         disks=parse_disks(opts.disks),
-        nics=parse_nics(opts.nets),
+        nics=_add_nics(opts),
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
         hvparams=common.parse_kv_list(opts.hvparams or "", "-H"),
         os_type=opts.os,
@@ -173,7 +182,14 @@ def _register_add(registry: CommandRegistry) -> None:
     add.add_argument("-n", "--node", help="Primary node")
     add.add_argument("-B", "--backend-parameters", dest="beparams", metavar="K=V,...")
     add.add_argument("-H", "--hypervisor-parameters", dest="hvparams", metavar="K=V,...")
-    add.add_argument("--net", dest="nets", action="append", metavar="N:link=BRIDGE,...")
+    add.add_argument(
+        "--net",
+        dest="nets",
+        action="append",
+        metavar="N:link=BRIDGE,...",
+        help="a NIC (default: one NIC on the cluster's default bridge)",
+    )
+    add.add_argument("--no-nics", action="store_true", help="create the instance without NICs")
     add.add_argument("-o", "--os-type", dest="os", default="debootstrap+default")
     add.add_argument("--tags", help="Comma-separated tags")
     add.add_argument("--no-start", action="store_true", help="Do not start the instance")

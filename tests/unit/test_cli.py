@@ -239,6 +239,22 @@ def test_add_dry_run(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> No
     assert serial(config) == before and not fake_ops.calls_to("create_disks")
 
 
+def test_add_without_net_gets_one_nic_on_the_default_bridge_as_ganeti(
+    cli: Cli, config: ConfigStore
+) -> None:
+    base = ("instance", "add", "-t", "file", "--disk", "0:size=1G", "-n", N2, "--no-start")
+    assert cli(*base, "web9")[0] == 0
+    inst = config.get_instance("web9")
+    assert inst is not None and len(inst.nics) == 1
+    assert inst.nics[0].link == config.get_cluster().default_bridge
+    assert inst.nics[0].mac.startswith("52:54:00:")
+    assert cli(*base, "--no-nics", "web10")[0] == 0
+    assert config.get_instance("web10").nics == []  # type: ignore[union-attr]
+    code, _, err = cli(*base, "--no-nics", "--net", "0:link=br0", "web11")
+    assert code == 1 and "cannot be given together" in err
+    assert config.get_instance("web11") is None
+
+
 def test_shutdown_startup_reboot(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:
     fake_ops.add_domain(N1, INST)
     assert cli("instance", "shutdown", "--timeout", "5", "inst1")[0] == 0
