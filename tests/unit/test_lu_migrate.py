@@ -647,16 +647,21 @@ def test_cleanup_running_nowhere(ctx: Context, ops: FakeNodeOps) -> None:
         run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
 
 
-def test_cleanup_of_a_stopped_instance_removes_the_copies_beside_its_primary(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore
-) -> None:
-    """What cluster verify reports after an interrupted failover of a stopped instance."""
+def _stopped_on_n1(ops: FakeNodeOps, config: ConfigStore) -> str:
+    """INST marked down, its domain shut off on its primary N1; its first disk's path."""
     config.set_admin_state(INST, constants.ADMINST_DOWN)
     ops.remove_domain(N1, INST)
     ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF)
     inst = config.get_instance(INST)
     assert inst is not None
-    path = disk_path(config.get_cluster(), inst, 0)
+    return disk_path(config.get_cluster(), inst, 0)
+
+
+def test_cleanup_of_a_stopped_instance_removes_the_copies_beside_its_primary(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """What cluster verify reports after an interrupted failover of a stopped instance."""
+    path = _stopped_on_n1(ops, config)
     ops.node(N2).files[path] = 10  # a copy the failover had begun
     _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
     assert f"Removing leftover disk images on {N2}" in lines
@@ -791,13 +796,7 @@ def test_not_running_on_primary_with_allow_failover_fails_over_and_says_why(
 def test_migrate_stopped_with_allow_failover_moves_disks(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    config.set_admin_state(INST, constants.ADMINST_DOWN)
-    ops.remove_domain(N1, INST)
-    ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF)
-    cluster = config.get_cluster()
-    inst = config.get_instance(INST)
-    assert inst is not None
-    path = disk_path(cluster, inst, 0)
+    path = _stopped_on_n1(ops, config)
     live: list[str] = []
 
     def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
