@@ -74,6 +74,13 @@ def set_shared_present(config: ConfigStore, ops: FakeNodeOps, unsafe_ok: bool = 
     ops.present_paths.add(disk_path(config.get_cluster(), inst, 0))
 
 
+def shared_on_offline_n1(config: ConfigStore, ops: FakeNodeOps) -> None:
+    """INST on shared storage, its primary N1 marked offline."""
+    set_shared_present(config, ops)
+    with config.update() as data:
+        data.nodes[N1].offline = True
+
+
 def set_shared_away_from_master(config: ConfigStore, ops: FakeNodeOps) -> None:
     """inst1 shared as above, on node1; the master (where hooks run) is node3."""
     set_shared_present(config, ops)
@@ -449,9 +456,7 @@ def test_not_running_on_primary(ctx: Context, ops: FakeNodeOps, config: ConfigSt
 def test_an_offline_primary_is_not_asked_for_the_guests_cpu_and_falls_back_to_failover(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    set_shared_present(config, ops)
-    with config.update() as data:
-        data.nodes[N1].offline = True
+    shared_on_offline_n1(config, ops)
     _, lines = run(
         ctx,
         OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True, dry_run=True),
@@ -839,9 +844,7 @@ def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
 def test_failover_shared_with_offline_primary(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    set_shared_present(config, ops)
-    with config.update() as data:
-        data.nodes[N1].offline = True
+    shared_on_offline_n1(config, ops)
     run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert N2 in running_on(ops)
@@ -855,9 +858,7 @@ def test_failover_from_offline_primary_keeps_it_when_the_start_fails(
 ) -> None:
     """The offline node's guest may still run (only its libvirtd died): qemu's lock on
     the shared disk makes the start on the target fail; the primary stays the old node."""
-    set_shared_present(config, ops)
-    with config.update() as data:
-        data.nodes[N1].offline = True
+    shared_on_offline_n1(config, ops)
     ops.fail("start_instance", N2, 'Failed to get "write" lock')
     with pytest.raises(OpExecError, match=f"configuration keeps {N1} as its primary") as err:
         run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
