@@ -24,6 +24,9 @@ from ganeti_lv.objects import Cluster, Instance, Node
 
 FeedbackFn = Callable[[str], None]
 
+# domain states in which nothing of the instance runs
+_STOPPED_STATES = (constants.DOMSTATE_SHUTOFF, constants.DOMSTATE_CRASHED)
+
 
 class FailoverSteps:
     """The failover's Exec, for TLMigrateInstance (which provides what is declared here)."""
@@ -39,6 +42,7 @@ class FailoverSteps:
     _cluster: Callable[[], Cluster]
     _node: Callable[[str], Node]
     _repair_chain: Callable[..., None]
+    _domain_state: Callable[[Node], str | None]
 
     def _exec_failover(self, feedback_fn: FeedbackFn) -> None:
         """Stop on the source, move definition (and file disks), start on the target."""
@@ -126,8 +130,8 @@ class FailoverSteps:
         """Say in the job log that a cancel request was not honoured (the failover finished).
 
         Once the configuration names the target, stopping would leave the
-        instance half moved (its source disks removed, or not started
-        anywhere): the failover finishes instead, and the job succeeds. Said
+        instance half moved (not started anywhere): the failover finishes
+        instead, and the job succeeds. Said
         only once it did finish: a failover that failed after the switch
         reports its own error.
         """
@@ -149,15 +153,27 @@ class FailoverSteps:
     ) -> None:
         """The start on ``dst`` of a failover that copied the disks failed: back to ``src``.
 
-        The source still has the instance's images and definition. The
-        primary goes back to ``src``, the copies on ``dst`` are removed, and
-        the instance is started on ``src`` again, unless it may still run
-        there (it was not shut down).
+        The source still has the instance's images and definition. Once
+        ``dst`` says the instance does not run there (a start can fail after
+        qemu started, its answer lost), the primary goes back to ``src``, the
+        copies on ``dst`` are removed, and the instance is started on
+        ``src`` again, unless it may still run there (it was not shut down).
+        When ``dst`` cannot say, nothing is undone: two copies must never run.
         """
         inst, cluster = self._inst(), self._cluster()
         node_call(self.rpc.undefine_instance, dst, inst.name).Warn(
             f"Could not remove the definition on {dst.name}", feedback_fn
         )
+        state = self._domain_state(dst)
+        if state is not None and state not in _STOPPED_STATES:
+            why = "it does not answer" if state == "unknown" else f"the domain is {state} there"
+            raise OpExecError(
+                f"Could not start instance {inst.name} on node {dst.name}: {fail_msg}; whether"
+                f" it runs there is unclear ({why}): the configuration keeps {dst.name} as"
+                f" its primary and {src.name} keeps its disk images; run 'gnt-lv instance"
+                f" migrate --cleanup {inst.name}'",
+                ECODE_ENVIRON,
+            )
         node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
             f"Could not remove the copied disk images on {dst.name}", feedback_fn
         )

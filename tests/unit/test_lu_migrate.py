@@ -841,6 +841,30 @@ def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
     assert INST not in ops.node(N2).domains
 
 
+def test_a_failed_start_whose_target_cannot_say_is_not_undone(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guest started on the target but the answer was lost: never a second copy."""
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(config.get_cluster(), inst, 0)
+    start = ops.start_instance
+
+    def started_then_lost(node: Any, cluster: Any, instance: Any) -> None:
+        start(node, cluster, instance)
+        if node.name == N2:
+            ops.set_unreachable(N2)
+            raise NodeUnreachable(f"Node {N2}: keepalive timed out", node=N2)
+
+    monkeypatch.setattr(ops, "start_instance", started_then_lost)
+    with pytest.raises(OpExecError, match="whether it runs there is unclear") as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert "migrate --cleanup" in err.value.msg
+    assert running_on(ops) == [N2]  # not started on N1 again
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert path in ops.node(N1).files  # the source keeps its images
+
+
 def test_failover_shared_with_offline_primary(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
