@@ -8,15 +8,18 @@ exporting process died in between, the overlay is still there:
 
 - domain running: its live XML shows the overlay as the active image with
   the instance's image below it -> active commit + pivot, delete overlay;
-- domain stopped: its definition still names the overlay (libvirt puts the
+- domain stopped, its definition names the overlay (libvirt puts the
   overlay into the persistent definition with the snapshot and takes it out
-  at the pivot), or the overlay file is newer than its image (nothing but
-  the guest writes to the overlay, and the image is only read while the
-  overlay is in effect) -> ``qemu-img commit`` into the image, delete overlay.
+  at the pivot) -> ``qemu-img commit`` into the image, delete overlay;
+- domain stopped, its definition names only the image: the overlay is stale
+  (merged and pivoted, its removal failed) when it is older than the image,
+  and deleted unmerged, since merging it would put older data over what the
+  guest wrote since; a newer one is merged;
+- domain not defined on the node (shared disks checked from another node):
+  an overlay newer than its image is merged. An older one is refused: it
+  may be stale, or in effect with a merge into the image cut short, and
+  only the operator can tell.
 
-An overlay file older than its image is stale: its merge and pivot were
-done but its removal failed, and the guest has written to the image since.
-It is deleted, never merged: merging it would put older data over newer.
 ``repair`` does all of this and is called before any operation touches the
 disks.
 """
@@ -91,21 +94,36 @@ def commit(
         raise HypervisorError("; ".join(errors), node=node)
 
 
-def _offline_commit(runner: Runner, node: str, overlay: str, only_if_newer: bool = False) -> bool:
+# what _offline_commit does with an overlay older than its image
+IF_OLDER_MERGE, IF_OLDER_DELETE, IF_OLDER_REFUSE = "merge", "delete", "refuse"
+
+
+def _offline_commit(
+    runner: Runner, node: str, overlay: str, if_older: str = IF_OLDER_MERGE
+) -> bool:
     """qemu-img commit an overlay file into its backing file and delete it.
 
-    ``only_if_newer``: merge only an overlay written after its image; an
-    older one is stale and is deleted instead. False when nothing was merged.
+    ``if_older``: what is done with an overlay older than its image (merged,
+    deleted, or refused with a NodeError). False when nothing was merged.
     """
     q = shlex.quote(overlay)
+    base = shlex.quote(overlay.removesuffix(OVERLAY_SUFFIX))
     script = f"[ -e {q} ] || exit 3\n"
-    if only_if_newer:
-        base = shlex.quote(overlay.removesuffix(OVERLAY_SUFFIX))
+    if if_older == IF_OLDER_DELETE:
         script += f"if ! [ {q} -nt {base} ]; then rm -f -- {q}; exit 3; fi\n"
+    elif if_older == IF_OLDER_REFUSE:
+        script += f"[ {q} -nt {base} ] || exit 4\n"
     script += f"qemu-img commit -q {q} && rm -f -- {q}\n"
     res = runner.run(["sh", "-c", script], check=False, timeout=3600)
     if res.exit_status == 3:
         return False
+    if res.exit_status == 4:
+        raise NodeError(
+            f"{overlay} on {node} is older than its image: it may be left over from a merge"
+            " that was done, or still hold data of a merge cut short. Look at it, then merge"
+            " it (qemu-img commit) or delete it",
+            node,
+        )
     if res.exit_status != 0:
         raise NodeError(f"Cannot merge {overlay} on {node}: {res.output.strip()}", node)
     return True
@@ -152,8 +170,12 @@ def repair(
         # files not in the live chain are stale
         _remove_files(runner, node, [f for f in leftover() if f not in merged])
         return merged
-    named = {d.source for d in guest.disks() if d.chain} if guest is not None else set()
+    named = {d.source for d in guest.disks()} if guest is not None else set()
     for overlay in leftover():
-        if _offline_commit(runner, node, overlay, only_if_newer=overlay not in named):
+        if overlay in named:
+            if_older = IF_OLDER_MERGE
+        else:
+            if_older = IF_OLDER_DELETE if guest is not None else IF_OLDER_REFUSE
+        if _offline_commit(runner, node, overlay, if_older):
             merged.append(overlay)
     return merged
