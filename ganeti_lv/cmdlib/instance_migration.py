@@ -225,8 +225,6 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             )
         if self.cleanup:
             return
-        if not self.failover:  # bad capabilities or downtime ramp: refused before any hook
-            self.params = migration_params(self.cluster, inst, self.op, self.live)
         target = getattr(self.op, "target_node", None)
         if target and getattr(self.op, "iallocator", None):
             raise OpPrereqError("Do not specify both, iallocator and target node", ECODE_INVAL)
@@ -244,6 +242,8 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
         if not self.failover:
             self._check_running_on_primary()
+        if not self.failover:  # bad capabilities or downtime ramp: refused before any hook
+            self.params = migration_params(self.cluster, inst, self.op, self.live)
 
     def _starts_on_target(self) -> bool:
         """Whether the instance runs on the target afterwards (a stopped one failed over: not)."""
@@ -622,9 +622,16 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 " the cleanup again",
                 ECODE_ENVIRON,
             )
-        if not running and self._stopped_on_primary():
-            # a stopped instance: its primary holds it, any copy elsewhere is a leftover
-            feedback_fn(f"Instance is stopped; its primary {self.source} holds its disks")
+        if not running and inst.admin_state != constants.ADMINST_UP:
+            # a stopped instance: when its primary holds it, any copy elsewhere is a leftover
+            problem = self._stopped_elsewhere(found)
+            if problem is not None:
+                raise OpExecError(
+                    f"Instance {inst.name} is stopped, but {problem}; decide which copy is"
+                    " current: nothing was removed",
+                    ECODE_STATE,
+                )
+            feedback_fn(f"Instance is stopped; its primary {self.source} holds it")
             self._clean_leftovers(self.source, found, feedback_fn)
             return
         if not running:
@@ -646,16 +653,27 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 feedback_fn(f"Aborted the migration job still running on {owner}")
         self._clean_leftovers(owner, found, feedback_fn)
 
-    def _stopped_on_primary(self) -> bool:
-        """The instance is marked down and its primary has every disk image it needs."""
+    def _stopped_elsewhere(self, found: dict[str, str]) -> str | None:
+        """Why a stopped instance's primary may not hold its current copy (None: it does).
+
+        A node that defines the domain while the primary does not may have
+        received it (a migration whose configuration change was lost); a
+        primary without the images cannot hold it.
+        """
         inst = self._inst()
-        if inst.admin_state == constants.ADMINST_UP:
-            return False
+        others = sorted(n for n in found if n != self.source)
+        if others and self.source not in found:
+            return (
+                f"it is defined on {', '.join(others)} and not on its primary {self.source}"
+                " (it may have moved there)"
+            )
         if inst.disk_template != constants.DT_FILE:
-            return True  # shared disks: every node reaches them
+            return None  # shared disks: every node reaches them
         paths = storage_paths(self._cluster(), inst, disks=True)
-        found = node_call(self.rpc.paths_exist, self._node(self.source), paths)
-        return found.ok and found.payload is not None and all(found.payload.get(p) for p in paths)
+        res = node_call(self.rpc.paths_exist, self._node(self.source), paths)
+        if res.ok and res.payload is not None and all(res.payload.get(p) for p in paths):
+            return None
+        return f"its primary {self.source} lacks its disk images ({res.fail_msg or 'missing'})"
 
     def _clean_leftovers(self, owner: str, found: dict[str, str], feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()

@@ -457,6 +457,8 @@ def test_an_offline_primary_is_not_asked_for_the_guests_cpu_and_falls_back_to_fa
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
     shared_on_offline_n1(config, ops)
+    with config.update() as data:  # settings a failover does not use do not stop it
+        data.instances[INST].hvparams = {"migration_caps": "auto-converge:bogus"}
     _, lines = run(
         ctx,
         OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True, dry_run=True),
@@ -675,9 +677,23 @@ def test_cleanup_of_a_stopped_instance_removes_the_copies_beside_its_primary(
     # a primary without the images: nothing is removed anywhere
     del ops.node(N1).files[path]
     ops.node(N2).files[path] = 10
-    with pytest.raises(OpExecError, match="does not seem to be running at all"):
+    with pytest.raises(OpExecError, match=f"its primary {N1} lacks its disk images") as err:
         run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
-    assert path in ops.node(N2).files
+    assert err.value.ecode == ECODE_STATE and path in ops.node(N2).files
+
+
+def test_cleanup_of_a_stopped_instance_defined_only_elsewhere_removes_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A migration whose configuration change was lost: N2 holds the current copy."""
+    path = _stopped_on_n1(ops, config)
+    ops.remove_domain(N1, INST)  # the migration undefined it on its source
+    ops.add_domain(N2, INST, state=constants.DOMSTATE_SHUTOFF)
+    ops.node(N2).files[path] = 2048
+    with pytest.raises(OpExecError, match=f"defined on {N2} and not on its primary") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert err.value.ecode == ECODE_STATE
+    assert path in ops.node(N2).files and INST in ops.node(N2).domains
 
 
 def _libvirtd_down(ops: FakeNodeOps, node: str) -> None:
