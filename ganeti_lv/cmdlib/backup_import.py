@@ -16,6 +16,7 @@ from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
 from ganeti_lv.cmdlib.instance import (
+    MAC_GENERATE,
     CreateModeHandler,
     generate_mac,
     register_create_mode,
@@ -209,13 +210,14 @@ class ImportModeHandler(CreateModeHandler):
 
 
 def _check_given_disks(given: list[int], exported: list[int]) -> None:
-    """Disks given for an import are the export's, as many and of the same sizes (MiB).
+    """Disks given for an import start with the export's, of the same sizes (MiB).
 
-    Each exported disk is copied as it is, onto the disk of its index.
+    Each exported disk is copied as it is onto the disk of its index; more
+    disks than the export has are created empty.
     """
-    if given != exported:
+    if given[: len(exported)] != exported:
         raise OpPrereqError(
-            "The disks given for the import do not match the export's"
+            "The disks given for the import do not start with the export's"
             f" ({', '.join(f'{s} MiB' for s in exported) or 'none'}): an import copies the"
             " export's disks as they are; give no disks to take them from the export",
             ECODE_INVAL,
@@ -232,8 +234,8 @@ def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
     out = []
     for idx, nic in enumerate(nics):
         copy = nic.copy()
-        mac = nic.mac.lower()
-        if mac in ("", "auto", "generate") or mac in used:
+        mac = copy.mac = nic.mac.lower()
+        if mac in MAC_GENERATE or mac in used:
             copy.mac = generate_mac(used)
             if mac in used:
                 lu.LogWarning(

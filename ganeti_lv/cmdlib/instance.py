@@ -102,6 +102,10 @@ def compute_instance_status(
     return constants.INSTST_ADMINOFFLINE
 
 
+# a NIC's MAC address given as one of these is generated
+MAC_GENERATE = ("", "auto", "generate")
+
+
 def generate_mac(used: set[str], rng: random.Random | None = None) -> str:
     """A MAC with the 52:54:00 prefix not in ``used`` (ECODE_NORES if none is free)."""
     rng = rng or random.SystemRandom()
@@ -267,7 +271,7 @@ def _check_nics(op_nics: list[dict[str, Any]]) -> None:
                 ECODE_INVAL,
             )
         mac = spec.get("mac")
-        if mac not in (None, "", "auto", "generate") and not _MAC_RE.match(str(mac).lower()):
+        if mac not in (None, *MAC_GENERATE) and not _MAC_RE.match(str(mac).lower()):
             raise OpPrereqError(f"Invalid MAC address '{mac}' for NIC {idx}", ECODE_INVAL)
         if spec.get("mode", "bridged") != "bridged":
             raise OpPrereqError(
@@ -355,7 +359,7 @@ class LUInstanceCreate(LogicalUnit):
         nics = []
         for idx, spec in enumerate(self.op.nics):
             mac = str(spec.get("mac") or "").lower()
-            if mac in ("", "auto", "generate"):
+            if mac in MAC_GENERATE:
                 mac = generate_mac(used)
             elif mac in used:
                 raise OpPrereqError(

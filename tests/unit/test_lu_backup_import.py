@@ -118,15 +118,24 @@ def test_an_export_nic_whose_mac_is_taken_keeps_its_link_with_a_new_mac(ctx, ops
     ) in "\n".join(lines)
 
 
-@pytest.mark.parametrize("disks", [[{"size": 64}], [{"size": 128}, {"size": 128}]])
-def test_disks_given_that_are_not_the_exports_are_refused(ctx, fake_ops, config, disks):
+@pytest.mark.parametrize("disks", [[{"size": 64}], [{"size": 256}, {"size": 128}]])
+def test_disks_given_that_do_not_start_with_the_exports_are_refused(ctx, fake_ops, config, disks):
     ganeti_export(fake_ops)
-    with pytest.raises(OpPrereqError, match="do not match the export's \\(128 MiB\\)") as err:
+    with pytest.raises(OpPrereqError, match="do not start with the export's \\(128 MiB\\)") as err:
         _import(ctx, disks=disks)
     assert err.value.ecode == ECODE_INVAL
     _nothing_created(fake_ops, config)
-    _import(ctx, disks=[{"size": 128}])
-    assert [d.size for d in config.get_instance(NEW).disks] == [128]  # type: ignore[union-attr]
+    # one more disk than the export has: created empty
+    _import(ctx, disks=[{"size": 128}, {"size": 64}])
+    assert [d.size for d in config.get_instance(NEW).disks] == [128, 64]  # type: ignore[union-attr]
+    assert len(fake_ops.calls_to("copy_disk", N2)) == 1
+
+
+def test_export_macs_are_kept_in_lower_case(ctx, fake_ops, config):
+    """The clash checks compare lower-case addresses."""
+    ganeti_export(fake_ops, GANETI_CONFIG.replace("aa:00:00:5e:11:22", "AA:00:00:5E:11:22"))
+    _import(ctx)
+    assert config.get_instance(NEW).nics[0].mac == "aa:00:00:5e:11:22"  # type: ignore[union-attr]
 
 
 def test_ganeti_export_read_from_an_absolute_path(ctx, fake_ops, config):
