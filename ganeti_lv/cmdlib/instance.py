@@ -410,9 +410,15 @@ class LUInstanceCreate(LogicalUnit):
         self._check_disk_space()
         missing = sorted({n.link for n in self.instance.nics} - set(facts.bridges))
         if missing:
+            hint = self.handler.missing_bridges_hint()
+            default = self.cluster.default_bridge
+            if not hint and default in missing and any(not n.get("link") for n in self.op.nics):
+                hint = (
+                    f" ({default} is the cluster's default bridge, for NICs given without"
+                    " link=: give --net N:link=BRIDGE, or --no-nics)"
+                )
             raise OpPrereqError(
-                f"Missing bridges {', '.join(missing)} on node {self.pnode.name}"
-                + self.handler.missing_bridges_hint(),
+                f"Missing bridges {', '.join(missing)} on node {self.pnode.name}{hint}",
                 ECODE_ENVIRON,
             )
         # refused even with --no-start: the instance could never start on this node

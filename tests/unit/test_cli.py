@@ -253,6 +253,11 @@ def test_add_without_net_gets_one_nic_on_the_default_bridge_as_ganeti(
     code, _, err = cli(*base, "--no-nics", "--net", "0:link=br0", "web11")
     assert code == 1 and "cannot be given together" in err
     assert config.get_instance("web11") is None
+    # a default bridge missing on the node: the error says where the NIC came from
+    with config.update() as data:
+        data.cluster.default_bridge = "br-missing"
+    code, _, err = cli(*base, "web12")
+    assert code == 1 and "br-missing is the cluster's default bridge" in err and "--no-nics" in err
 
 
 def test_shutdown_startup_reboot(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:

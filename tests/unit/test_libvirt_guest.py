@@ -7,6 +7,7 @@ migration monitor is driven through a Guest of it.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import libvirt
@@ -323,3 +324,26 @@ def test_the_migration_goes_to_the_targets_peer_uri(monkeypatch) -> None:
         Cancellation(),  # type: ignore[arg-type]
     )
     assert called == ["qemu+tls://10.0.0.2/system"]
+
+
+def test_ctrl_c_while_the_monitor_waits_cancels_the_job(monkeypatch) -> None:
+    """In-process gnt-lv: the interrupt reaches the monitor's thread; the job is canceled."""
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    cancel = Cancellation()
+    params = MigrationParams(poll_interval=0.001)
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), params, lambda _p: None, cancel, time.monotonic
+    )
+    worker = migration._Worker(monitor.guest, "qemu+tls://node2/system", {}, 0)
+    polls = [0]
+
+    def poll() -> None:
+        polls[0] += 1
+        if polls[0] == 1:
+            raise KeyboardInterrupt
+        worker.done.set()
+
+    monkeypatch.setattr(monitor, "poll", poll)
+    migration._wait(worker, monitor, params, time.monotonic)
+    assert cancel.is_set() and cancel.reason == "interrupted by the user"
+    assert monitor.aborted and ("abortJob", ()) in dom.calls
