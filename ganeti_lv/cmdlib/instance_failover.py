@@ -24,8 +24,8 @@ from ganeti_lv.objects import Cluster, Instance, Node
 
 FeedbackFn = Callable[[str], None]
 
-# domain states in which nothing of the instance runs
-_STOPPED_STATES = (constants.DOMSTATE_SHUTOFF, constants.DOMSTATE_CRASHED)
+# domain states in which the instance runs (a paused one holds its memory)
+_RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
 
 
 class FailoverSteps:
@@ -70,7 +70,9 @@ class FailoverSteps:
         if not src.offline:
             res = node_call(self.rpc.shutdown_instance, src, inst, self.shutdown_timeout)
             if not res.ok:
-                if not self.ignore_consistency:
+                if not self.ignore_consistency or copy:
+                    # node-local disks of a guest that may still run: a copy would be
+                    # inconsistent, and two copies could run
                     raise OpExecError(
                         f"Could not shutdown instance {inst.name} on node {src.name}:"
                         f" {res.fail_msg}"
@@ -111,11 +113,8 @@ class FailoverSteps:
             self.lu.LogStep(4, 4, f"Starting instance {inst.name} on {dst.name}")
             moved = self.cfg.get_instance(inst.name) or inst
             started = node_call(self.rpc.start_instance, dst, cluster, moved)
-            if not started.ok and copy:
-                self._undo_copied_failover(src, dst, started.fail_msg, not_stopped, feedback_fn)
-            if not started.ok and not_stopped is not None:
-                self._undo_unstopped_failover(src, dst, started.fail_msg, not_stopped, feedback_fn)
-            started.Raise(f"Could not start instance {inst.name} on node {dst.name}")
+            if not started.ok:
+                self._after_failed_start(src, dst, started.fail_msg, copy, not_stopped, feedback_fn)
         else:
             self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
         if copy:  # the copies on the source are dropped only once the target has the instance
@@ -143,51 +142,74 @@ class FailoverSteps:
                 " the failover was finished instead"
             )
 
-    def _undo_copied_failover(
+    def _after_failed_start(
         self,
         src: Node,
         dst: Node,
         fail_msg: str | None,
+        copy: bool,
         not_stopped: str | None,
         feedback_fn: FeedbackFn,
     ) -> None:
-        """The start on ``dst`` of a failover that copied the disks failed: back to ``src``.
+        """The start on ``dst`` failed: ask ``dst`` before anything is undone.
 
-        The source still has the instance's images and definition. Once
-        ``dst`` says the instance does not run there (a start can fail after
-        qemu started, its answer lost), the primary goes back to ``src``, the
-        copies on ``dst`` are removed, and the instance is started on
-        ``src`` again, unless it may still run there (it was not shut down).
-        When ``dst`` cannot say, nothing is undone: two copies must never run.
+        A start can fail after qemu started (its answer lost). When the
+        instance runs on ``dst`` after all, the failover is done (with a
+        warning); when ``dst`` cannot say, nothing is undone, since two copies
+        must never run; when it does not run there, the failover is undone
+        where it can be (see the two undo methods), else the error stands with
+        the primary on ``dst``, as Ganeti's.
+        """
+        name = self._inst().name
+        state = self._domain_state(dst)
+        if state in _RUNNING_STATES:
+            self.lu.LogWarning(
+                f"The start on {dst.name} reported an error ({fail_msg}), but instance {name}"
+                " runs there"
+            )
+            return
+        if state == "unknown":
+            raise OpExecError(
+                f"Could not start instance {name} on node {dst.name}: {fail_msg}; whether it"
+                f" runs there is unclear ({dst.name} does not answer): the configuration keeps"
+                f" {dst.name} as its primary and nothing was undone (the disks stay on"
+                f" {src.name}). Run 'gnt-lv instance migrate --cleanup {name}' once"
+                f" {dst.name} answers; if it is down for good, mark it offline and start the"
+                f" domain on {src.name} (virsh start), then run the cleanup",
+                ECODE_ENVIRON,
+            )
+        if copy:  # the source was shut down (else a file failover stops before the copy)
+            self._undo_copied_failover(src, dst, fail_msg, feedback_fn)
+        if not_stopped is not None:
+            self._undo_unstopped_failover(src, dst, fail_msg, not_stopped, feedback_fn)
+        raise OpExecError(f"Could not start instance {name} on node {dst.name}: {fail_msg}")
+
+    def _undo_copied_failover(
+        self, src: Node, dst: Node, fail_msg: str | None, feedback_fn: FeedbackFn
+    ) -> None:
+        """The instance does not run on ``dst`` after a failover that copied its disks.
+
+        The source still has the instance's images and definition: the
+        primary goes back to ``src``, the copies on ``dst`` are removed, and
+        the instance is started on ``src`` again.
         """
         inst, cluster = self._inst(), self._cluster()
         node_call(self.rpc.undefine_instance, dst, inst.name).Warn(
             f"Could not remove the definition on {dst.name}", feedback_fn
         )
-        state = self._domain_state(dst)
-        if state is not None and state not in _STOPPED_STATES:
-            why = "it does not answer" if state == "unknown" else f"the domain is {state} there"
-            raise OpExecError(
-                f"Could not start instance {inst.name} on node {dst.name}: {fail_msg}; whether"
-                f" it runs there is unclear ({why}): the configuration keeps {dst.name} as"
-                f" its primary and {src.name} keeps its disk images; run 'gnt-lv instance"
-                f" migrate --cleanup {inst.name}'",
-                ECODE_ENVIRON,
-            )
         node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
             f"Could not remove the copied disk images on {dst.name}", feedback_fn
         )
         self.cfg.set_instance_primary(inst.name, src.name)
-        where = f"the configuration keeps {src.name} as its primary"
-        if not_stopped is None:
-            restored = self.cfg.get_instance(inst.name) or inst
-            again = node_call(self.rpc.start_instance, src, cluster, restored)
-            if again.ok:
-                where = f"the instance runs on {src.name} again, configuration unchanged"
-            else:
-                where += f", but it could not be started there either: {again.fail_msg}"
+        restored = self.cfg.get_instance(inst.name) or inst
+        again = node_call(self.rpc.start_instance, src, cluster, restored)
+        if again.ok:
+            where = f"the instance runs on {src.name} again, configuration unchanged"
         else:
-            where += f" (and it may still run there, as {not_stopped})"
+            where = (
+                f"the configuration keeps {src.name} as its primary, but it could not be"
+                f" started there either: {again.fail_msg}"
+            )
         raise OpExecError(
             f"Could not start instance {inst.name} on node {dst.name}: {fail_msg}; the failover"
             f" was undone: {where}",
@@ -199,7 +221,7 @@ class FailoverSteps:
     ) -> None:
         """The start after a failover that did not shut the guest down on ``src`` failed.
 
-        Nothing runs on ``dst``, and the guest may well still run on ``src``
+        Nothing runs on ``dst`` (it said so), and the guest may well still run on ``src``
         (an offline node, or one that did not answer the shutdown; qemu's lock
         on the shared disks is the usual reason for the failure). The primary
         goes back to ``src`` and the definition left on ``dst`` is removed.

@@ -857,28 +857,68 @@ def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
     assert INST not in ops.node(N2).domains
 
 
+def _start_on_n2_then_answer(ops: FakeNodeOps, monkeypatch: pytest.MonkeyPatch, lost: bool) -> None:
+    """The start on N2 starts the guest, then fails: N2 unreachable (``lost``) or not."""
+    start = ops.start_instance
+
+    def started_then_failed(node: Any, cluster: Any, instance: Any) -> None:
+        start(node, cluster, instance)
+        if node.name == N2:
+            if lost:
+                ops.set_unreachable(N2)
+            raise NodeUnreachable(f"Node {N2}: keepalive timed out", node=N2)
+
+    monkeypatch.setattr(ops, "start_instance", started_then_failed)
+
+
+@pytest.mark.parametrize("shared", [False, True])
 def test_a_failed_start_whose_target_cannot_say_is_not_undone(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+    ctx: Context,
+    ops: FakeNodeOps,
+    config: ConfigStore,
+    monkeypatch: pytest.MonkeyPatch,
+    shared: bool,
 ) -> None:
     """The guest started on the target but the answer was lost: never a second copy."""
     inst = config.get_instance(INST)
     assert inst is not None
     path = disk_path(config.get_cluster(), inst, 0)
-    start = ops.start_instance
-
-    def started_then_lost(node: Any, cluster: Any, instance: Any) -> None:
-        start(node, cluster, instance)
-        if node.name == N2:
-            ops.set_unreachable(N2)
-            raise NodeUnreachable(f"Node {N2}: keepalive timed out", node=N2)
-
-    monkeypatch.setattr(ops, "start_instance", started_then_lost)
+    if shared:  # the primary did not stop the guest: the undo would point at it
+        shared_on_offline_n1(config, ops)
+    _start_on_n2_then_answer(ops, monkeypatch, lost=True)
+    op = OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=shared)
     with pytest.raises(OpExecError, match="whether it runs there is unclear") as err:
-        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+        run(ctx, op)
     assert "migrate --cleanup" in err.value.msg
-    assert running_on(ops) == [N2]  # not started on N1 again
+    assert N2 in running_on(ops) and (shared or running_on(ops) == [N2])
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
-    assert path in ops.node(N1).files  # the source keeps its images
+    assert shared or path in ops.node(N1).files  # the source keeps its images
+
+
+def test_a_failed_start_after_which_the_target_runs_the_instance_is_done(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(config.get_cluster(), inst, 0)
+    _start_on_n2_then_answer(ops, monkeypatch, lost=False)
+    _, lines = run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert any(f"but instance {INST} runs there" in line for line in lines)
+    assert running_on(ops) == [N2]
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert path not in ops.node(N1).files and path in ops.node(N2).files
+
+
+def test_a_file_failover_whose_source_did_not_stop_is_refused_even_ignoring_consistency(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Its disks cannot be copied consistently, and two copies could run."""
+    ops.fail("shutdown_instance", N1, "timed out")
+    op = OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True)
+    with pytest.raises(OpExecError, match="Could not shutdown instance"):
+        run(ctx, op)
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert not ops.calls_to("copy_disk") and running_on(ops) == [N1]
 
 
 def test_failover_shared_with_offline_primary(
