@@ -627,8 +627,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             problem = self._stopped_elsewhere(found)
             if problem is not None:
                 raise OpExecError(
-                    f"Instance {inst.name} is stopped, but {problem}; decide which copy is"
-                    " current: nothing was removed",
+                    f"Instance {inst.name} is stopped, but {problem}. Nothing was removed",
                     ECODE_STATE,
                 )
             feedback_fn(f"Instance is stopped; its primary {self.source} holds it")
@@ -656,19 +655,28 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
     def _stopped_elsewhere(self, found: dict[str, str]) -> str | None:
         """Why a stopped instance's primary may not hold its current copy (None: it does).
 
-        A node that defines the domain while the primary does not may have
-        received it (a migration whose configuration change was lost); a
-        primary without the images cannot hold it.
+        Shared disks are the same on every node (a definition holds no data).
+        Node-local disks: a primary that is offline or lacks the images
+        cannot hold it, and a node that defines the domain while the primary
+        does not may have received it (a migration whose configuration
+        change was lost) or kept it (a failover interrupted before it
+        removed the source's copy): only the operator can tell which.
         """
         inst = self._inst()
+        if inst.disk_template != constants.DT_FILE:
+            return None
+        if self._node(self.source).offline:
+            return f"its primary {self.source} is offline"
         others = sorted(n for n in found if n != self.source)
         if others and self.source not in found:
+            where = ", ".join(others)
             return (
-                f"it is defined on {', '.join(others)} and not on its primary {self.source}"
-                " (it may have moved there)"
+                f"it is defined on {where} and not on its primary {self.source}: it may have"
+                f" moved there (a migration whose configuration change was lost), or {where}"
+                " kept it from an interrupted failover. If the primary's disks are current,"
+                " start the instance and run the cleanup again; if not, start the domain on"
+                f" {where} (virsh start) and run the cleanup, which then records it"
             )
-        if inst.disk_template != constants.DT_FILE:
-            return None  # shared disks: every node reaches them
         paths = storage_paths(self._cluster(), inst, disks=True)
         res = node_call(self.rpc.paths_exist, self._node(self.source), paths)
         if res.ok and res.payload is not None and all(res.payload.get(p) for p in paths):

@@ -692,8 +692,22 @@ def test_cleanup_of_a_stopped_instance_defined_only_elsewhere_removes_nothing(
     ops.node(N2).files[path] = 2048
     with pytest.raises(OpExecError, match=f"defined on {N2} and not on its primary") as err:
         run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
-    assert err.value.ecode == ECODE_STATE
+    assert err.value.ecode == ECODE_STATE and "virsh start" in err.value.msg
     assert path in ops.node(N2).files and INST in ops.node(N2).domains
+
+
+def test_cleanup_of_a_stopped_shared_instance_drops_a_definition_left_elsewhere(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Shared disks are the same everywhere: a definition elsewhere holds no data."""
+    set_shared_present(config, ops)
+    _stopped_on_n1(ops, config)
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N2, INST, state=constants.DOMSTATE_SHUTOFF)
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert f"Removing the leftover domain on {N2}" in lines
+    assert INST not in ops.node(N2).domains
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
 
 
 def _libvirtd_down(ops: FakeNodeOps, node: str) -> None:
