@@ -415,7 +415,8 @@ class LUInstanceCreate(LogicalUnit):
             if not hint and default in missing and any(not n.get("link") for n in self.op.nics):
                 hint = (
                     f" ({default} is the cluster's default bridge, for NICs given without"
-                    " link=: give --net N:link=BRIDGE, or --no-nics)"
+                    " link=: give --net N:link=BRIDGE"
+                    + (", or --no-nics)" if self.op.mode == "create" else ")")
                 )
             raise OpPrereqError(
                 f"Missing bridges {', '.join(missing)} on node {self.pnode.name}{hint}",

@@ -149,3 +149,35 @@ def test_without_a_definition_an_overlay_newer_than_its_image_is_merged(tmp_path
     assert diskchain.repair(None, runner, "node1", str(tmp_path)) == [str(overlay)]
     assert not overlay.exists()
     assert base.read_bytes()[:4096] == b"\x42" * 4096
+
+
+def test_an_overlay_named_without_its_chain_or_newer_than_a_named_image_is_merged(
+    tmp_path: Path,
+) -> None:
+    base, overlay = _image_with_overlay(tmp_path)
+    _age(overlay)
+    chainless = StoppedGuest([DiskState("vda", str(overlay))])
+    runner = LocalRunner([OVERLAY_NAME])
+    assert diskchain.repair(chainless, runner, "node1", str(tmp_path)) == [str(overlay)]  # type: ignore[arg-type]
+    assert base.read_bytes()[:4096] == b"\x42" * 4096
+    base, overlay = _image_with_overlay(tmp_path)
+    _age(base)
+    image_only = StoppedGuest([DiskState("vda", str(base))])
+    assert diskchain.repair(image_only, runner, "node1", str(tmp_path)) == [str(overlay)]  # type: ignore[arg-type]
+    assert not overlay.exists()
+
+
+def test_a_refusal_names_the_overlays_merged_before_it(tmp_path: Path) -> None:
+    first, second = tmp_path / "disk0.img", tmp_path / "disk1.img"
+    for image in (first, second):
+        image.write_bytes(b"\0" * (1 << 20))
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "raw",
+             f"{image}{diskchain.OVERLAY_SUFFIX}"],
+            check=True,
+        )  # fmt: skip
+    _age(first)  # disk0's overlay is newer: merged; disk1's is older: refused
+    _age(Path(f"{second}{diskchain.OVERLAY_SUFFIX}"))
+    names = [f"disk0.img{diskchain.OVERLAY_SUFFIX}", f"disk1.img{diskchain.OVERLAY_SUFFIX}"]
+    with pytest.raises(NodeError, match=r"merged before it: .*disk0\.img\.export-snap"):
+        diskchain.repair(None, LocalRunner(names), "node1", str(tmp_path))

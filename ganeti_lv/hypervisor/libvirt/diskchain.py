@@ -15,10 +15,11 @@ exporting process died in between, the overlay is still there:
   (merged and pivoted, its removal failed) when it is older than the image,
   and deleted unmerged, since merging it would put older data over what the
   guest wrote since; a newer one is merged;
-- domain not defined on the node (shared disks checked from another node):
-  an overlay newer than its image is merged. An older one is refused: it
-  may be stale, or in effect with a merge into the image cut short, and
-  only the operator can tell.
+- domain not defined on the node (e.g. shared disks checked from another
+  node): an overlay newer than its image is merged. An older one is
+  refused: it may be stale, or in effect with a merge into the image cut
+  short, and only the operator can tell (the refusal names the overlays
+  merged before it).
 
 ``repair`` does all of this and is called before any operation touches the
 disks.
@@ -176,6 +177,11 @@ def repair(
             if_older = IF_OLDER_MERGE
         else:
             if_older = IF_OLDER_DELETE if guest is not None else IF_OLDER_REFUSE
-        if _offline_commit(runner, node, overlay, if_older):
-            merged.append(overlay)
+        try:
+            if _offline_commit(runner, node, overlay, if_older):
+                merged.append(overlay)
+        except NodeError as err:
+            if not merged:
+                raise
+            raise NodeError(f"{err} (merged before it: {', '.join(merged)})", node) from err
     return merged
