@@ -148,7 +148,7 @@ def repair_disk_chain(
     if not result.ok and ignore_failures:
         lu.LogWarning(f"{msg}: {result.fail_msg}; going on as failures are ignored")
         return []
-    merged = result.Raise(f"{msg}; refusing to touch the disks (the operation changed nothing)")
+    merged = result.Raise(f"{msg}; refusing to touch the disks (the operation goes no further)")
     for overlay in merged or []:
         lu.LogWarning(f"Merged leftover export overlay {overlay} on {node.name}")
     return list(merged or [])

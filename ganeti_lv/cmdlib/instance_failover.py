@@ -24,8 +24,10 @@ from ganeti_lv.objects import Cluster, Instance, Node
 
 FeedbackFn = Callable[[str], None]
 
-# domain states in which the instance runs (a paused one holds its memory)
+# domain states in which the instance runs (a paused one holds its memory), and
+# in which nothing of it runs
 _RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
+_STOPPED_STATES = (constants.DOMSTATE_SHUTOFF, constants.DOMSTATE_CRASHED)
 
 
 class FailoverSteps:
@@ -76,6 +78,12 @@ class FailoverSteps:
                     raise OpExecError(
                         f"Could not shutdown instance {inst.name} on node {src.name}:"
                         f" {res.fail_msg}"
+                        + (
+                            "; --ignore-consistency does not apply to node-local disks,"
+                            " which are copied from the source: stop the guest there first"
+                            if copy and self.ignore_consistency
+                            else ""
+                        )
                     )
                 self.lu.LogWarning(
                     f"Could not shutdown instance {inst.name} on node {src.name}. Proceeding"
@@ -155,48 +163,65 @@ class FailoverSteps:
 
         A start can fail after qemu started (its answer lost). When the
         instance runs on ``dst`` after all, the failover is done (with a
-        warning); when ``dst`` cannot say, nothing is undone, since two copies
-        must never run; when it does not run there, the failover is undone
-        where it can be (see the two undo methods), else the error stands with
-        the primary on ``dst``, as Ganeti's.
+        warning). Otherwise what the start left on ``dst`` is removed, and
+        only once ``dst`` then says the domain is gone is the failover undone
+        where it can be (see the two undo methods); else the error stands
+        with the primary on ``dst``, as Ganeti's. When ``dst`` cannot say,
+        nothing is undone: two copies must never run.
         """
         name = self._inst().name
         state = self._domain_state(dst)
         if state in _RUNNING_STATES:
             self.lu.LogWarning(
                 f"The start on {dst.name} reported an error ({fail_msg}), but instance {name}"
-                " runs there"
+                f" is {state} there"
             )
             return
-        if state == "unknown":
-            raise OpExecError(
-                f"Could not start instance {name} on node {dst.name}: {fail_msg}; whether it"
-                f" runs there is unclear ({dst.name} does not answer): the configuration keeps"
-                f" {dst.name} as its primary and nothing was undone (the disks stay on"
-                f" {src.name}). Run 'gnt-lv instance migrate --cleanup {name}' once"
-                f" {dst.name} answers; if it is down for good, mark it offline and start the"
-                f" domain on {src.name} (virsh start), then run the cleanup",
-                ECODE_ENVIRON,
-            )
+        if state in (None, *_STOPPED_STATES):
+            gone = node_call(self.rpc.undefine_instance, dst, name)
+            state = self._domain_state(dst) if gone.ok else "unknown"
+        if state is not None:
+            self._unclear_start(src, dst, fail_msg, copy, state)
         if copy:  # the source was shut down (else a file failover stops before the copy)
             self._undo_copied_failover(src, dst, fail_msg, feedback_fn)
         if not_stopped is not None:
-            self._undo_unstopped_failover(src, dst, fail_msg, not_stopped, feedback_fn)
+            self._undo_unstopped_failover(src, dst, fail_msg, not_stopped)
         raise OpExecError(f"Could not start instance {name} on node {dst.name}: {fail_msg}")
+
+    def _unclear_start(
+        self, src: Node, dst: Node, fail_msg: str | None, copy: bool, state: str
+    ) -> None:
+        """A failed start after which ``dst`` cannot say the domain is gone: nothing undone."""
+        name = self._inst().name
+        why = f"{dst.name} cannot be asked" if state == "unknown" else f"it is {state} there"
+        if copy:
+            after = (
+                f"the disks stay on {src.name}. If {dst.name} is down for good, mark it"
+                f" offline, start the domain on {src.name} (virsh start) and run the cleanup"
+            )
+        else:
+            after = (
+                f"if {dst.name} is down for good, mark it offline and fail over again with"
+                " --ignore-consistency"
+            )
+        raise OpExecError(
+            f"Could not start instance {name} on node {dst.name}: {fail_msg}; whether it runs"
+            f" there is unclear ({why}): the configuration keeps {dst.name} as its primary"
+            f" and nothing was undone. Run 'gnt-lv instance migrate --cleanup {name}' once"
+            f" {dst.name} answers; {after}",
+            ECODE_ENVIRON,
+        )
 
     def _undo_copied_failover(
         self, src: Node, dst: Node, fail_msg: str | None, feedback_fn: FeedbackFn
     ) -> None:
-        """The instance does not run on ``dst`` after a failover that copied its disks.
+        """The domain is gone from ``dst`` after a failover that copied its disks.
 
         The source still has the instance's images and definition: the
         primary goes back to ``src``, the copies on ``dst`` are removed, and
         the instance is started on ``src`` again.
         """
         inst, cluster = self._inst(), self._cluster()
-        node_call(self.rpc.undefine_instance, dst, inst.name).Warn(
-            f"Could not remove the definition on {dst.name}", feedback_fn
-        )
         node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
             f"Could not remove the copied disk images on {dst.name}", feedback_fn
         )
@@ -217,19 +242,16 @@ class FailoverSteps:
         )
 
     def _undo_unstopped_failover(
-        self, src: Node, dst: Node, fail_msg: str | None, not_stopped: str, feedback_fn: FeedbackFn
+        self, src: Node, dst: Node, fail_msg: str | None, not_stopped: str
     ) -> None:
         """The start after a failover that did not shut the guest down on ``src`` failed.
 
-        Nothing runs on ``dst`` (it said so), and the guest may well still run on ``src``
-        (an offline node, or one that did not answer the shutdown; qemu's lock
-        on the shared disks is the usual reason for the failure). The primary
-        goes back to ``src`` and the definition left on ``dst`` is removed.
+        The domain is gone from ``dst`` (it said so), and the guest may well
+        still run on ``src`` (an offline node, or one that did not answer the
+        shutdown; qemu's lock on the shared disks is the usual reason for the
+        failure). The primary goes back to ``src``.
         """
         name = self._inst().name
-        node_call(self.rpc.undefine_instance, dst, name).Warn(
-            f"Could not remove the definition on {dst.name}", feedback_fn
-        )
         self.cfg.set_instance_primary(name, src.name)
         raise OpExecError(
             f"Could not start instance {name} on node {dst.name}: {fail_msg}. The instance"

@@ -669,13 +669,15 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             return f"its primary {self.source} is offline"
         others = sorted(n for n in found if n != self.source)
         if others and self.source not in found:
-            where = ", ".join(others)
+            where = " and ".join(others)
             return (
                 f"it is defined on {where} and not on its primary {self.source}: it may have"
-                f" moved there (a migration whose configuration change was lost), or {where}"
-                " kept it from an interrupted failover. If the primary's disks are current,"
+                " moved (a migration whose configuration change was lost), or a definition"
+                " was kept from an interrupted failover. If the primary's disks are current,"
                 " start the instance and run the cleanup again; if not, start the domain on"
-                f" {where} (virsh start) and run the cleanup, which then records it"
+                " the node that has the current disks (virsh start, on one node only) and run"
+                " the cleanup, which then records it. Either way, shut the instance down"
+                " afterwards (gnt-lv instance shutdown) if it should stay down"
             )
         paths = storage_paths(self._cluster(), inst, disks=True)
         res = node_call(self.rpc.paths_exist, self._node(self.source), paths)

@@ -32,10 +32,8 @@ holes stay holes (``receive_stream``).
 Integrity, and why the checksum is computed once, by the sender: the
 checksum is the source's, of the data as read (the image is not written
 during a copy: an export reads a snapshot's frozen base, an import an
-export, a failover a stopped instance's disk; the one exception is a
-failover with ``ignore_consistency`` whose shutdown failed, which the
-operator forced on a guest that may still write, and whose copy no
-checksum could make consistent), and it goes into the
+export, a failover a stopped instance's disk, as a failover whose shutdown
+failed copies nothing), and it goes into the
 export's manifest. The stream reaches the receiver through OpenSSH, whose
 transport authenticates every packet (AES-GCM or chacha20-poly1305, see
 ``diskcopy.SSH_CIPHERS``): a byte changed on the way ends the connection,

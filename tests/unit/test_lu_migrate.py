@@ -19,6 +19,7 @@ from ganeti_lv.errors import (
     ECODE_TEMP_NORES,
     GenericError,
     HooksAbort,
+    HypervisorError,
     MigrationAborted,
     NodeUnreachable,
     OpExecError,
@@ -904,6 +905,8 @@ def test_a_failed_start_whose_target_cannot_say_is_not_undone(
     with pytest.raises(OpExecError, match="whether it runs there is unclear") as err:
         run(ctx, op)
     assert "migrate --cleanup" in err.value.msg
+    advice = "fail over again with --ignore-consistency" if shared else "virsh start"
+    assert advice in err.value.msg
     assert N2 in running_on(ops) and (shared or running_on(ops) == [N2])
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert shared or path in ops.node(N1).files  # the source keeps its images
@@ -917,10 +920,36 @@ def test_a_failed_start_after_which_the_target_runs_the_instance_is_done(
     path = disk_path(config.get_cluster(), inst, 0)
     _start_on_n2_then_answer(ops, monkeypatch, lost=False)
     _, lines = run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
-    assert any(f"but instance {INST} runs there" in line for line in lines)
+    assert any(f"but instance {INST} is running there" in line for line in lines)
     assert running_on(ops) == [N2]
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
     assert path not in ops.node(N1).files and path in ops.node(N2).files
+
+
+def test_a_start_that_finishes_while_it_is_undone_is_not_undone(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked, the target said shut off; the start then finished: the undefine left it running."""
+    start, undefine = ops.start_instance, ops.undefine_instance
+
+    def slow_start(node: Any, cluster: Any, instance: Any) -> None:
+        start(node, cluster, instance)
+        if node.name == N2:
+            ops.node(N2).domains[INST].state = constants.DOMSTATE_SHUTOFF  # not up yet
+            raise HypervisorError("answer lost", node=N2)
+
+    def undefine_while_it_starts(node: Any, name: str) -> None:
+        if node.name == N2 and name in ops.node(N2).domains:
+            ops.node(N2).domains[name].state = constants.DOMSTATE_RUNNING  # now transient
+            return
+        undefine(node, name)
+
+    monkeypatch.setattr(ops, "start_instance", slow_start)
+    monkeypatch.setattr(ops, "undefine_instance", undefine_while_it_starts)
+    with pytest.raises(OpExecError, match="unclear \\(it is running there\\)"):
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert running_on(ops) == [N2]
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
 
 
 def test_a_file_failover_whose_source_did_not_stop_is_refused_even_ignoring_consistency(
@@ -929,8 +958,9 @@ def test_a_file_failover_whose_source_did_not_stop_is_refused_even_ignoring_cons
     """Its disks cannot be copied consistently, and two copies could run."""
     ops.fail("shutdown_instance", N1, "timed out")
     op = OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True)
-    with pytest.raises(OpExecError, match="Could not shutdown instance"):
+    with pytest.raises(OpExecError, match="Could not shutdown instance") as err:
         run(ctx, op)
+    assert "--ignore-consistency does not apply to node-local disks" in err.value.msg
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
     assert not ops.calls_to("copy_disk") and running_on(ops) == [N1]
 

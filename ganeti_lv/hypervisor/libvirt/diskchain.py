@@ -181,7 +181,8 @@ def repair(
             if _offline_commit(runner, node, overlay, if_older):
                 merged.append(overlay)
         except NodeError as err:
-            if not merged:
-                raise
-            raise NodeError(f"{err} (merged before it: {', '.join(merged)})", node) from err
+            if merged:  # the same error (an unreachable node stays one), saying what was done
+                err.msg += f" (merged before it: {', '.join(merged)})"
+                err.args = (err.msg,)
+            raise
     return merged
