@@ -19,6 +19,7 @@ from the start on, the creation finishes.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 import time
@@ -277,6 +278,18 @@ def _check_nics(op_nics: list[dict[str, Any]]) -> None:
             raise OpPrereqError(
                 f"Unsupported NIC mode '{spec.get('mode')}' for NIC {idx}", ECODE_INVAL
             )
+        ip = _nic_ip(spec)
+        if ip is not None:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise OpPrereqError(f"Invalid IP address '{ip}'", ECODE_INVAL) from None
+
+
+def _nic_ip(spec: dict[str, Any]) -> str | None:
+    """A NIC spec's IP address; none given (or Ganeti's "none"): None."""
+    ip = str(spec.get("ip") or "")
+    return None if ip.lower() in ("", "none") else ip
 
 
 @register_lu(OpInstanceCreate)
@@ -369,7 +382,7 @@ class LUInstanceCreate(LogicalUnit):
             nics.append(
                 Nic(
                     mac=mac,
-                    ip=spec.get("ip") or None,
+                    ip=_nic_ip(spec),
                     link=spec.get("link") or data.cluster.default_bridge,
                     vlan=str(spec.get("vlan") or ""),
                     name=str(spec.get("name") or ""),

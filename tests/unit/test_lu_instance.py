@@ -115,6 +115,15 @@ def test_create_and_start(ctx: Context, fake_ops: FakeNodeOps, config: ConfigSto
     assert "* starting instance..." in lines
 
 
+def test_nic_ip_addresses_are_kept_and_none_means_none(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    nics = [{"ip": "192.0.2.7"}, {"ip": "fd00::7"}, {"ip": "None"}]
+    run(ctx, create_op(nics=nics))
+    inst = config.get_instance(NEW)
+    assert inst is not None and [n.ip for n in inst.nics] == ["192.0.2.7", "fd00::7", None]
+
+
 def test_create_no_start_and_sharedfile(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
 ) -> None:
@@ -154,6 +163,7 @@ def test_create_dry_run_changes_nothing(
         ({"hvparams": {"bogus": "1"}}, ECODE_INVAL, "Unknown hypervisor parameter 'bogus'"),
         ({"disks": [{"size": 0}]}, ECODE_INVAL, "Invalid size for disk 0"),
         ({"nics": [{"mac": "zz"}]}, ECODE_INVAL, "Invalid MAC address"),
+        ({"nics": [{"ip": "notanip"}]}, ECODE_INVAL, "Invalid IP address 'notanip'"),
         ({"nics": [{"link": "br7"}]}, ECODE_ENVIRON, "Missing bridges br7"),
         ({"beparams": {"memory": "8G"}}, ECODE_NORES, "Not enough memory on node"),
         ({"pnode": None}, ECODE_INVAL, "primary node must be given"),
