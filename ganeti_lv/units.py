@@ -97,7 +97,8 @@ def coerce_params(
 
     ``kind`` names the dict in errors ("hypervisor", "backend"). Keys in
     ``size_keys`` accept sizes ("128M"; rounding is noted in ``notes``).
-    Unknown keys are ECODE_INVAL.
+    Unknown keys are ECODE_INVAL. A value of None stays None: the key goes
+    back to its default (``without_resets``, ``apply_changes``).
     """
     out: dict[str, Any] = {}
     for key, value in params.items():
@@ -106,6 +107,9 @@ def coerce_params(
                 f"Unknown {kind} parameter '{key}' (valid: {', '.join(sorted(defaults))})",
                 ECODE_INVAL,
             )
+        if value is None:  # back to the default (Ganeti's "-key")
+            out[key] = None
+            continue
         what = f"{kind} parameter '{key}'"
         default = defaults[key]
         if key in size_keys:
@@ -132,7 +136,7 @@ def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
     """
     out = coerce_params(params, HVC_DEFAULTS, "hypervisor")
     for key, words in HVC_CHOICES.items():
-        if key in out and out[key] not in words:
+        if out.get(key) is not None and out[key] not in words:
             raise OpPrereqError(
                 f"Invalid hypervisor parameter '{key}' '{out[key]}' (valid: {', '.join(words)})",
                 ECODE_INVAL,
@@ -146,7 +150,9 @@ def coerce_beparams(
     """Like ``coerce_params`` for backend params, expanding ``memory`` to min/maxmem."""
     params = dict(params)
     if BE_MEMORY_ALIAS in params:
-        memory = parse_size(params.pop(BE_MEMORY_ALIAS), "backend parameter 'memory'", notes)
+        memory = params.pop(BE_MEMORY_ALIAS)
+        if memory is not None:
+            memory = parse_size(memory, "backend parameter 'memory'", notes)
         for key in BE_MEMORY_KEYS:
             if key in params:
                 raise OpPrereqError(
@@ -154,9 +160,20 @@ def coerce_beparams(
                 )
             params[key] = memory
     out = coerce_params(params, defaults, "backend", size_keys=BE_MEMORY_KEYS, notes=notes)
-    if "vcpus" in out and out["vcpus"] < 1:
+    if out.get("vcpus") is not None and out["vcpus"] < 1:
         raise OpPrereqError("Backend parameter 'vcpus' must be at least 1", ECODE_INVAL)
     for key in BE_MEMORY_KEYS:
-        if key in out and out[key] < 1:
+        if out.get(key) is not None and out[key] < 1:
             raise OpPrereqError(f"Backend parameter '{key}' must be positive", ECODE_INVAL)
     return out
+
+
+def without_resets(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without the keys set back to their default (value None)."""
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def apply_changes(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``current`` with ``changes`` merged in; a change to None removes the key."""
+    merged = {**current, **changes}
+    return without_resets(merged)

@@ -9,6 +9,7 @@ from typing import Any
 from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.units import without_resets
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +54,9 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
     if opts.default_bridge:
         fields["default_bridge"] = opts.default_bridge
     fields = normalize_cluster_params(fields)
+    for name in ("hvparams", "beparams"):  # "-key" at init: the default, as not given
+        if name in fields:
+            fields[name] = without_resets(fields[name])
     from ganeti_lv.objects import Node  # only here: gnt-lv starts faster without it
 
     master = Node(

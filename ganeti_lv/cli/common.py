@@ -69,9 +69,10 @@ def split_items(text: str) -> list[str]:
     return items
 
 
-def parse_kv_list(text: str, option: str = "") -> dict[str, str]:
-    """Parse ``k1=v1,k2=v2``; values may contain ``=``; ``no_k``/``-k`` mean ``k=no``."""
-    out: dict[str, str] = {}
+def parse_kv_list(text: str, option: str = "") -> dict[str, str | None]:
+    """Parse ``k1=v1,k2=v2``; values may contain ``=``; ``k`` means ``k=yes``,
+    ``no_k`` means ``k=no``, and ``-k`` sets ``k`` back to its default (None), as Ganeti's."""
+    out: dict[str, str | None] = {}
     if not text.strip():
         return out
     for item in split_items(text):
@@ -82,7 +83,7 @@ def parse_kv_list(text: str, option: str = "") -> dict[str, str]:
         elif item.startswith("no_"):
             key, value = item[3:], "no"
         elif item.startswith("-"):
-            key, value = item[1:], "no"
+            key, value = item[1:], None
         else:
             key, value = item, "yes"
         key = key.strip()
@@ -106,7 +107,13 @@ def parse_indexed_spec(text: str, option: str) -> tuple[int, dict[str, str]]:
         ) from None
     if index < 0:
         raise OpPrereqError(f"Invalid {option} index {index}", ECODE_INVAL)
-    return index, parse_kv_list(rest, option)
+    params = parse_kv_list(rest, option)
+    resets = sorted(key for key, value in params.items() if value is None)
+    if resets:
+        raise OpPrereqError(
+            f"'-{resets[0]}' (back to the default) has no meaning in {option}", ECODE_INVAL
+        )
+    return index, {key: str(value) for key, value in params.items()}
 
 
 def collect_indexed(specs: Sequence[str] | None, option: str) -> list[dict[str, str]]:

@@ -31,7 +31,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Nic, disk_path
-from ganeti_lv.units import coerce_beparams, coerce_hvparams
+from ganeti_lv.units import coerce_beparams, coerce_hvparams, without_resets
 
 
 class ImportModeHandler(CreateModeHandler):
@@ -124,10 +124,11 @@ class ImportModeHandler(CreateModeHandler):
         if "memory" in lu.op.beparams:  # -B memory= sets both of the export's sizes
             exported.pop("maxmem", None)
             exported.pop("minmem", None)
-        inst.beparams = coerce_beparams(
-            {**exported, **lu.op.beparams}, dict(constants.BEC_DEFAULTS)
+        # an operator's -B/-H wins; "-key" takes the export's value away (the default applies)
+        inst.beparams = without_resets(
+            coerce_beparams({**exported, **lu.op.beparams}, dict(constants.BEC_DEFAULTS))
         )
-        inst.hvparams = coerce_hvparams({**hv.params, **lu.op.hvparams})
+        inst.hvparams = without_resets(coerce_hvparams({**hv.params, **lu.op.hvparams}))
         self.hv_from_export = {k for k in hv.params if k not in lu.op.hvparams}
 
     def _check_kernel(self) -> None:

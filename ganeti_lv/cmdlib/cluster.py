@@ -23,7 +23,7 @@ from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Node, disk_path
 from ganeti_lv.opcodes import OpClusterSetParams, OpClusterVerify
-from ganeti_lv.units import coerce_beparams, coerce_hvparams
+from ganeti_lv.units import apply_changes, coerce_beparams, coerce_hvparams
 
 FeedbackFn = Callable[[str], None]
 
@@ -137,9 +137,7 @@ class LUClusterSetParams(LogicalUnit):
             cluster = data.cluster
             for key, value in self.changes.items():
                 if key in ("hvparams", "beparams"):
-                    merged = dict(getattr(cluster, key))
-                    merged.update(value)
-                    value = merged
+                    value = apply_changes(getattr(cluster, key), value)
                 setattr(cluster, key, value)
             cluster.mtime = time.time()
         return sorted(self.changes)

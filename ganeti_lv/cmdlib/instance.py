@@ -61,7 +61,7 @@ from ganeti_lv.opcodes import (
     OpInstanceShutdown,
     OpInstanceStartup,
 )
-from ganeti_lv.units import coerce_beparams, coerce_hvparams, parse_size
+from ganeti_lv.units import coerce_beparams, coerce_hvparams, parse_size, without_resets
 
 FeedbackFn = Callable[[str], None]
 
@@ -318,8 +318,9 @@ class LUInstanceCreate(LogicalUnit):
         if not self.op.pnode:
             raise OpPrereqError("The primary node must be given (pnode)", ECODE_INVAL)
         notes: list[str] = []
-        self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
-        self.hvparams = coerce_hvparams(self.op.hvparams)
+        beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
+        self.beparams = without_resets(beparams)
+        self.hvparams = without_resets(coerce_hvparams(self.op.hvparams))
         self.disks = _build_disks(self.op.disks, self.op.disk_template, notes)
         for note in notes:
             self.LogInfo(note)

@@ -38,6 +38,10 @@ def test_kv_list_values_with_equals_and_quotes() -> None:
     assert common.parse_kv_list("kernel_args=a=b c=d") == {"kernel_args": "a=b c=d"}
     assert common.parse_kv_list(r"x=a\,b,no_acpi") == {"x": "a,b", "acpi": "no"}
     assert common.parse_kv_list("x='it''s'") == {"x": "its"}
+    # Ganeti's "-key": back to the default
+    assert common.parse_kv_list("-kernel_args,acpi") == {"kernel_args": None, "acpi": "yes"}
+    with pytest.raises(OpPrereqError, match="'-link' .* has no meaning in --net"):
+        common.collect_indexed(["0:-link"], "--net")
 
 
 @pytest.mark.parametrize("text", ['x="open', "x=1,x=2", "=v", "a=b\\"])

@@ -257,6 +257,17 @@ def test_cluster_settings_that_would_break_later_operations_are_refused(
     assert config.get_cluster().hvparams["migration_mode"] == "non-live"
 
 
+def test_a_parameter_set_to_none_goes_back_to_its_default(
+    ctx: Context, config: ConfigStore
+) -> None:
+    """gnt-lv cluster modify -H -kernel_args (Ganeti's "-key")."""
+    run(ctx, OpClusterSetParams(hvparams={"kernel_args": "quiet", "cpu_type": "qemu64"}))
+    run(ctx, OpClusterSetParams(hvparams={"kernel_args": None}, beparams={"vcpus": None}))
+    cluster = config.get_cluster()
+    assert "kernel_args" not in cluster.hvparams and cluster.hvparams["cpu_type"] == "qemu64"
+    assert "vcpus" not in cluster.beparams
+
+
 def test_a_storage_dir_in_use_is_not_moved(ctx: Context, config: ConfigStore) -> None:
     """Existing instances' disk paths follow the dir: they would point at nothing."""
     inst = config.get_instance(INST)
