@@ -16,10 +16,9 @@ from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
 from ganeti_lv.cmdlib.instance import (
-    MAC_GENERATE,
     CreateModeHandler,
-    generate_mac,
     register_create_mode,
+    take_mac,
     used_macs,
 )
 from ganeti_lv.errors import (
@@ -235,15 +234,14 @@ def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
     out = []
     for idx, nic in enumerate(nics):
         copy = nic.copy()
-        mac = copy.mac = nic.mac.lower()
-        if mac in MAC_GENERATE or mac in used:
-            copy.mac = generate_mac(used)
-            if mac in used:
-                lu.LogWarning(
-                    f"MAC address {mac} of the export's NIC {idx} is in use in the cluster:"
-                    f" the NIC gets the new address {copy.mac}"
-                )
-        used.add(copy.mac)
+        mac = take_mac(nic.mac, used)
+        if mac is None:
+            mac = take_mac("generate", used)
+            lu.LogWarning(
+                f"MAC address {nic.mac.lower()} of the export's NIC {idx} is in use in the"
+                f" cluster: the NIC gets the new address {mac}"
+            )
+        copy.mac = str(mac)
         out.append(copy)
     return out
 

@@ -122,6 +122,20 @@ def used_macs(data: ConfigData) -> set[str]:
     return {nic.mac.lower() for inst in data.instances.values() for nic in inst.nics}
 
 
+def take_mac(mac: str | None, used: set[str]) -> str | None:
+    """The MAC address a new NIC gets for ``mac``, added to ``used``; None if it is taken.
+
+    Lower-cased; one of ``MAC_GENERATE`` gets a generated address.
+    """
+    wanted = str(mac or "").lower()
+    if wanted in MAC_GENERATE:
+        wanted = generate_mac(used)
+    elif wanted in used:
+        return None
+    used.add(wanted)
+    return wanted
+
+
 def check_node_cpus(facts: NodeFacts, vcpus: int, reason: str) -> None:
     """ECODE_NORES when ``vcpus`` exceeds the node's physical CPUs (as Ganeti's CPU check).
 
@@ -372,14 +386,12 @@ class LUInstanceCreate(LogicalUnit):
         used = used_macs(data)
         nics = []
         for idx, spec in enumerate(self.op.nics):
-            mac = str(spec.get("mac") or "").lower()
-            if mac in MAC_GENERATE:
-                mac = generate_mac(used)
-            elif mac in used:
+            mac = take_mac(spec.get("mac"), used)
+            if mac is None:
                 raise OpPrereqError(
-                    f"MAC address {mac} of NIC {idx} is already in use", ECODE_NOTUNIQUE
+                    f"MAC address {str(spec['mac']).lower()} of NIC {idx} is already in use",
+                    ECODE_NOTUNIQUE,
                 )
-            used.add(mac)
             nics.append(
                 Nic(
                     mac=mac,
