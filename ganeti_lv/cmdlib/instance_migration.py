@@ -679,11 +679,15 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 " the cleanup, which then records it. Either way, shut the instance down"
                 " afterwards (gnt-lv instance shutdown) if it should stay down"
             )
-        paths = storage_paths(self._cluster(), inst, disks=True)
-        res = node_call(self.rpc.paths_exist, self._node(self.source), paths)
-        if res.ok and res.payload is not None and all(res.payload.get(p) for p in paths):
+        res = self._disk_images_on(self._node(self.source))
+        if res.ok and res.payload and all(res.payload.values()):
             return None
         return f"its primary {self.source} lacks its disk images ({res.fail_msg or 'missing'})"
+
+    def _disk_images_on(self, node: Node) -> NodeResult[dict[str, bool]]:
+        """Which of the instance's disk images exist on ``node``."""
+        paths = storage_paths(self._cluster(), self._inst(), disks=True)
+        return node_call(self.rpc.paths_exist, node, paths)
 
     def _clean_leftovers(self, owner: str, found: dict[str, str], feedback_fn: FeedbackFn) -> None:
         inst, cluster = self._inst(), self._cluster()
@@ -696,11 +700,11 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 node_call(self.rpc.undefine_instance, node, inst.name).Warn(
                     f"Could not remove the leftover domain on {name}", feedback_fn
                 )
-            if inst.disk_template == constants.DT_FILE:
-                paths = storage_paths(cluster, inst, disks=True)
-                exists = node_call(self.rpc.paths_exist, node, paths)
-                if exists.ok and exists.payload and any(exists.payload.values()):
-                    feedback_fn(f"Removing leftover disk images on {name}")
-                    node_call(self.rpc.remove_disks, node, cluster, inst).Warn(
-                        f"Could not remove leftover disk images on {name}", feedback_fn
-                    )
+            if inst.disk_template != constants.DT_FILE:
+                continue
+            images = self._disk_images_on(node)
+            if images.ok and any((images.payload or {}).values()):
+                feedback_fn(f"Removing leftover disk images on {name}")
+                node_call(self.rpc.remove_disks, node, cluster, inst).Warn(
+                    f"Could not remove leftover disk images on {name}", feedback_fn
+                )
