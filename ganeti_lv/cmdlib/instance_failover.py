@@ -114,9 +114,7 @@ class FailoverSteps:
         """
         inst, cluster = self._inst(), self._cluster()
         if not src.offline and not copy:
-            node_call(self.rpc.undefine_instance, src, inst.name).Warn(
-                f"Could not remove the definition on {src.name}", feedback_fn
-            )
+            self._drop_from_source(src, copy, feedback_fn)
         if inst.admin_state == constants.ADMINST_UP:
             self.lu.LogStep(4, 4, f"Starting instance {inst.name} on {dst.name}")
             moved = self.cfg.get_instance(inst.name) or inst
@@ -126,10 +124,16 @@ class FailoverSteps:
         else:
             self.lu.LogStep(4, 4, "Instance is marked down: not starting it")
         if copy:  # the copies on the source are dropped only once the target has the instance
-            node_call(self.rpc.undefine_instance, src, inst.name).Warn(
-                f"Could not remove the definition on {src.name}", feedback_fn
-            )
-            node_call(self.rpc.remove_disks, src, cluster, inst).Warn(
+            self._drop_from_source(src, copy, feedback_fn)
+
+    def _drop_from_source(self, src: Node, copy: bool, feedback_fn: FeedbackFn) -> None:
+        """The definition on ``src`` removed, and a ``file`` instance's images (warnings)."""
+        inst = self._inst()
+        node_call(self.rpc.undefine_instance, src, inst.name).Warn(
+            f"Could not remove the definition on {src.name}", feedback_fn
+        )
+        if copy:
+            node_call(self.rpc.remove_disks, src, self._cluster(), inst).Warn(
                 f"Could not remove the old disk images on {src.name}", feedback_fn
             )
 
