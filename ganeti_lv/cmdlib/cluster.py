@@ -103,11 +103,11 @@ class LUClusterSetParams(LogicalUnit):
                 raise OpPrereqError(f"Unknown compression tool '{tool}'", ECODE_INVAL)
         # an instance's disk paths follow these dirs: moving one under existing
         # instances would point them at images that are not there
-        instances = self.cfg.snapshot().instances.values()
         for name, template in _STORAGE_DIRS.items():
             value = self.changes.get(name)
             if value is None or value == getattr(self.cluster, name):
                 continue
+            instances = self.cfg.snapshot().instances.values()
             users = sorted(i.name for i in instances if i.disk_template == template)
             if users:
                 raise OpPrereqError(
