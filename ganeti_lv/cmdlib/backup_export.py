@@ -411,8 +411,21 @@ class LUBackupExport(LogicalUnit):
         )
         self._set_admin(constants.ADMINST_UP)
 
-    def _start_again_after_failure(self, feedback_fn: FeedbackFn) -> None:
-        """Start the instance the export stopped, as the export fails (a failure: a warning)."""
+    def _start_after_export(self, feedback_fn: FeedbackFn, failed: bool) -> None:
+        """Start the instance this export shut down, when it is to run again.
+
+        After a successful export that is the reboot mode's restart, and a
+        failure to start fails the job. After a failed one the instance runs
+        again if it was up (even when it was to be removed), and a failure
+        to start is a warning beside the export's own error.
+        """
+        was_up = self.instance.admin_state == constants.ADMINST_UP
+        if not failed:
+            if self.DoReboot():
+                self.StartInstance(feedback_fn)
+            return
+        if not was_up:
+            return
         try:
             self.StartInstance(feedback_fn)
         except GenericError as err:
@@ -501,26 +514,22 @@ class LUBackupExport(LogicalUnit):
         if self.op.shutdown and running:
             self._shutdown(feedback_fn)
             running, stopped_by_us = False, True
-        if self.op.zero_free_space:
-            try:
-                self.ZeroFreeSpace(feedback_fn)
-            except BaseException:
-                if stopped_by_us and self.instance.admin_state == constants.ADMINST_UP:
-                    self._start_again_after_failure(feedback_fn)
-                raise
-        snapshot = None
-        if self.TrySnapshot() and (running or (self.DoReboot() and stopped_by_us)):
-            snapshot = self._snapshot(feedback_fn, start=not running)
-        sources = snapshot.base_paths() if snapshot is not None else self._disk_paths()
-        if snapshot is None and running:
-            raise OpExecError(
-                f"Cannot export the running instance {self.instance.name} without a snapshot;"
-                " use the shutdown mode"
-            )
-        merge = _Merge(self, snapshot)
+        snapshot: SnapshotInfo | None = None
+        merge = _Merge(self, None)
         failed = True
         try:
             try:
+                if self.op.zero_free_space:
+                    self.ZeroFreeSpace(feedback_fn)
+                if self.TrySnapshot() and (running or (self.DoReboot() and stopped_by_us)):
+                    snapshot = self._snapshot(feedback_fn, start=not running)
+                sources = snapshot.base_paths() if snapshot is not None else self._disk_paths()
+                if snapshot is None and running:
+                    raise OpExecError(
+                        f"Cannot export the running instance {self.instance.name} without a"
+                        " snapshot; use the shutdown mode"
+                    )
+                merge = _Merge(self, snapshot)
                 manifest = self._copy_disks(feedback_fn, sources)
                 self._stop_if_canceled(feedback_fn, "before publishing it")
                 # The copy is done: the primary merges the snapshot back while the
@@ -534,9 +543,8 @@ class LUBackupExport(LogicalUnit):
                 if failed and snapshot is not None:
                     feedback_fn("Merging the snapshot back into the instance's disks")
                 merge.finish()
-                was_up = self.instance.admin_state == constants.ADMINST_UP
-                if stopped_by_us and snapshot is None and (self.DoReboot() or (failed and was_up)):
-                    self.StartInstance(feedback_fn)
+                if stopped_by_us and snapshot is None:
+                    self._start_after_export(feedback_fn, failed)
         except OperationCanceled as err:
             raise OperationCanceled(
                 f"{err}; {self._after_cancel(snapshot, stopped_by_us)}"

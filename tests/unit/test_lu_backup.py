@@ -134,6 +134,21 @@ def test_failed_copy_while_stopped_restarts_instance(ctx, ops, config):
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
 
+def test_failed_copy_and_failed_restart_report_the_copy_and_warn(ctx, ops, config):
+    ops.fail("start_with_snapshot", N1, "snapshots unsupported")
+    ops.fail("copy_disk", N1, NodeError("disk full", N1, ecode=ECODE_NORES))
+    ops.fail("start_instance", N1, "no memory")
+    lines: list[str] = []
+    with pytest.raises(OpExecError, match="disk full") as err:
+        Processor(ctx).execute(
+            OpBackupExport(instance_name=INST, target_node=N2), lambda m: lines.append(str(m))
+        )
+    assert err.value.ecode == ECODE_NORES
+    assert any("Could not start instance" in line and "no memory" in line for line in lines)
+    assert not running(ops) and admin(config) == constants.ADMINST_DOWN
+    assert INST not in ops.exports.get(N2, {})
+
+
 def test_failed_restart_leaves_config_truthful(ctx, ops, config):
     ops.fail("start_with_snapshot", N1, "snapshots unsupported")
     ops.fail("start_instance", N1, "no memory")
