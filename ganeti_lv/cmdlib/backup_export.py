@@ -411,25 +411,28 @@ class LUBackupExport(LogicalUnit):
         )
         self._set_admin(constants.ADMINST_UP)
 
-    def _start_after_export(self, feedback_fn: FeedbackFn, failed: bool) -> None:
+    def _start_after_export(self, feedback_fn: FeedbackFn, failed: bool) -> bool:
         """Start the instance this export shut down, when it is to run again.
 
         After a successful export that is the reboot mode's restart, and a
         failure to start fails the job. After a failed one the instance runs
         again if it was up (even when it was to be removed), and a failure
-        to start is a warning beside the export's own error.
+        to start is a warning beside the export's own error. True when the
+        instance was started.
         """
-        was_up = self.instance.admin_state == constants.ADMINST_UP
         if not failed:
-            if self.DoReboot():
-                self.StartInstance(feedback_fn)
-            return
-        if not was_up:
-            return
+            if not self.DoReboot():
+                return False
+            self.StartInstance(feedback_fn)
+            return True
+        if self.instance.admin_state != constants.ADMINST_UP:
+            return False
         try:
             self.StartInstance(feedback_fn)
         except GenericError as err:
             self.LogWarning(f"Could not start instance {self.instance.name} again: {err}")
+            return False
+        return True
 
     def ZeroFreeSpace(self, feedback_fn: FeedbackFn) -> None:
         """Zero the unused blocks of every disk (instance shut down) so less is sent."""
@@ -516,7 +519,7 @@ class LUBackupExport(LogicalUnit):
             running, stopped_by_us = False, True
         snapshot: SnapshotInfo | None = None
         merge = _Merge(self, None)
-        failed = True
+        failed, started_again = True, False
         try:
             try:
                 if self.op.zero_free_space:
@@ -544,10 +547,10 @@ class LUBackupExport(LogicalUnit):
                     feedback_fn("Merging the snapshot back into the instance's disks")
                 merge.finish()
                 if stopped_by_us and snapshot is None:
-                    self._start_after_export(feedback_fn, failed)
+                    started_again = self._start_after_export(feedback_fn, failed)
         except OperationCanceled as err:
             raise OperationCanceled(
-                f"{err}; {self._after_cancel(snapshot, stopped_by_us)}"
+                f"{err}; {self._after_cancel(snapshot, started_again)}"
             ) from err
         if self.op.remove_instance:
             self._remove_instance(feedback_fn)
@@ -566,7 +569,7 @@ class LUBackupExport(LogicalUnit):
             f" ({cancel_reason(cancel)}) {when}"
         )
 
-    def _after_cancel(self, snapshot: SnapshotInfo | None, stopped_by_us: bool) -> str:
+    def _after_cancel(self, snapshot: SnapshotInfo | None, started_again: bool) -> str:
         """What a canceled export left (said once the rollback is done)."""
         newdir = f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
         text = (
@@ -576,7 +579,7 @@ class LUBackupExport(LogicalUnit):
         )
         if snapshot is not None:
             text += f"; the snapshot was merged back, {self.instance.name} runs on its own disks"
-        elif stopped_by_us and self.instance.admin_state == constants.ADMINST_UP:
+        elif started_again:
             text += f"; {self.instance.name} was started again"
         return text
 

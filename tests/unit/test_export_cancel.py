@@ -80,6 +80,28 @@ def test_cancel_during_the_copy_rolls_the_export_back(ctx: Context, ops, config,
     assert any("Copy of disk/0 stopped" in line for line in lines)
 
 
+@pytest.mark.parametrize("start_fails", [False, True])
+def test_a_canceled_stopped_copy_says_whether_the_instance_runs_again(
+    ctx: Context, ops, config, start_fails
+):
+    ops.fail("start_with_snapshot", N1, "snapshots unsupported")
+    if start_fails:
+        ops.fail("start_instance", N1, "no memory")
+    cancel, lines = Cancellation(), []
+    with pytest.raises(OperationCanceled) as err:
+        Processor(ctx).execute(
+            OpBackupExport(instance_name=INST, target_node=N2),
+            _cancel_at("Exporting disk/0", cancel, lines),
+            cancel,
+        )
+    runs = ops.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+    assert runs is not start_fails
+    assert (f"{INST} was started again" in str(err.value)) is not start_fails
+    inst = config.get_instance(INST)
+    assert inst is not None
+    assert inst.admin_state == (constants.ADMINST_DOWN if start_fails else constants.ADMINST_UP)
+
+
 def test_cancel_after_the_copy_still_publishes_nothing(ctx: Context, ops):
     cancel, lines = Cancellation(), []
     op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
