@@ -76,6 +76,9 @@ DOMSTATE_PAUSED = "paused"
 DOMSTATE_SHUTOFF = "shutoff"
 DOMSTATE_CRASHED = "crashed"
 DOMSTATE_OTHER = "other"
+# a domain that holds the guest's memory, and one that holds none
+DOMSTATES_ACTIVE = (DOMSTATE_RUNNING, DOMSTATE_PAUSED)
+DOMSTATES_STOPPED = (DOMSTATE_SHUTOFF, DOMSTATE_CRASHED)
 
 # Disk templates
 DT_FILE = "file"

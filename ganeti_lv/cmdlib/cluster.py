@@ -148,7 +148,6 @@ class LUClusterSetParams(LogicalUnit):
 SEV_ERROR = "ERROR"
 SEV_WARNING = "WARNING"
 
-RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
 
 _LIST_FILES_SCRIPT = 'if [ -d "$1" ]; then find "$1" -xdev \\( -type f -o -type l \\) -print; fi'
 
@@ -205,7 +204,7 @@ class VerifyData:
         return sorted(
             node
             for node, doms in self.domains.items()
-            if name in doms and doms[name].state in RUNNING_STATES
+            if name in doms and doms[name].state in constants.DOMSTATES_ACTIVE
         )
 
     def defined_on(self, name: str) -> list[str]:

@@ -65,7 +65,6 @@ from ganeti_lv.units import coerce_beparams, coerce_hvparams, parse_size, withou
 
 FeedbackFn = Callable[[str], None]
 
-RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
 MIB = 1024 * 1024
 MAC_PREFIX = "52:54:00"
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -180,7 +179,7 @@ def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
 
 
 def _is_running(dom: DomainInfo | None) -> bool:
-    return dom is not None and dom.state in RUNNING_STATES
+    return dom is not None and dom.state in constants.DOMSTATES_ACTIVE
 
 
 def check_not_running_elsewhere(

@@ -26,8 +26,6 @@ FeedbackFn = Callable[[str], None]
 
 # domain states in which the instance runs (a paused one holds its memory), and
 # in which nothing of it runs
-_RUNNING_STATES = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
-_STOPPED_STATES = (constants.DOMSTATE_SHUTOFF, constants.DOMSTATE_CRASHED)
 
 
 class FailoverSteps:
@@ -175,13 +173,13 @@ class FailoverSteps:
         """
         name = self._inst().name
         state = self._domain_state(dst)
-        if state in _RUNNING_STATES:
+        if state in constants.DOMSTATES_ACTIVE:
             self.lu.LogWarning(
                 f"The start on {dst.name} reported an error ({fail_msg}), but instance {name}"
                 f" is {state} there"
             )
             return
-        if state in (None, *_STOPPED_STATES):
+        if state in (None, *constants.DOMSTATES_STOPPED):
             gone = node_call(self.rpc.undefine_instance, dst, name)
             state = self._domain_state(dst) if gone.ok else "unknown"
         if state is not None:

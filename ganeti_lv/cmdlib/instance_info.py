@@ -12,7 +12,6 @@ from typing import Any
 from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_instance
-from ganeti_lv.cmdlib.instance import RUNNING_STATES
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Instance, disk_path
 from ganeti_lv.opcodes import OpInstanceQueryData
@@ -51,7 +50,7 @@ class LUInstanceQueryData(NoHooksLU):
             f"Error checking node {pnode.name}"
         )
         dom = (domains or {}).get(inst.name)
-        return "up" if dom is not None and dom.state in RUNNING_STATES else "down"
+        return "up" if dom is not None and dom.state in constants.DOMSTATES_ACTIVE else "down"
 
     def _data(self, data: ConfigData, inst: Instance) -> dict[str, Any]:
         cluster = data.cluster

@@ -71,8 +71,6 @@ from ganeti_lv.reservations import Held
 
 FeedbackFn = Callable[[str], None]
 
-_RUN_STATES = (constants.DOMSTATE_RUNNING,)
-
 
 class TLMigrateInstance(FailoverSteps, Tasklet):
     """Migrate (or fail over) one instance; shared by the migrate and failover LUs.
@@ -141,7 +139,9 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
 
     def _source_runs(self) -> bool:
         res = self._source_state()
-        return res.ok and res.payload is not None and res.payload.state in _RUN_STATES
+        return (
+            res.ok and res.payload is not None and res.payload.state == constants.DOMSTATE_RUNNING
+        )
 
     def _cpu_check(self, node: Node) -> NodeResult[Any]:
         src = self._node(self.source)
@@ -534,7 +534,9 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         aborted = isinstance(err, MigrationFailed) and err.aborted
         switched = isinstance(err, MigrationFailed) and err.switched_over
         src_state, dst_state = self._domain_state(src), self._domain_state(dst)
-        if dst_state in _RUN_STATES and (switched or src_state not in _RUN_STATES):
+        if dst_state == constants.DOMSTATE_RUNNING and (
+            switched or src_state != constants.DOMSTATE_RUNNING
+        ):
             self.lu.LogStep(4, 4, "Finalising")  # the guest runs on the target after all
             self._commit_target(src, dst, copy, feedback_fn)
             why = "the abort came after the switch-over" if aborted else result.fail_msg
@@ -543,7 +545,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 " configuration updated"
             )
             return
-        if src_state in _RUN_STATES:
+        if src_state == constants.DOMSTATE_RUNNING:
             if dst_state not in (None, "unknown"):
                 node_call(self.rpc.undefine_instance, dst, inst.name).Warn(
                     f"Could not remove the leftover domain on {dst.name}", feedback_fn
@@ -601,14 +603,14 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             "Instance found on: "
             + (", ".join(f"{n} ({s})" for n, s in sorted(found.items())) or "no node")
         )
-        running = sorted(n for n, s in found.items() if s in _RUN_STATES)
+        running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
         if len(running) > 1:
             for name in running:
                 node_call(self.rpc.abort_migration, self._node(name), inst.name).Warn(
                     f"Could not abort a migration job on {name}", feedback_fn
                 )
             found = self._scan()
-            running = sorted(n for n, s in found.items() if s in _RUN_STATES)
+            running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
             if len(running) > 1:
                 raise OpExecError(
                     f"The instance seems to be running on nodes {', '.join(running)};"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_instance
-from ganeti_lv.cmdlib.instance import RUNNING_STATES, compute_instance_status
+from ganeti_lv.cmdlib.instance import compute_instance_status
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, disk_path
@@ -49,10 +50,12 @@ def instance_row(
     running_on = sorted(
         n
         for n, doms in domains.items()
-        if inst.name in doms and doms[inst.name].state in RUNNING_STATES
+        if inst.name in doms and doms[inst.name].state in constants.DOMSTATES_ACTIVE
     )
     be = cluster.fill_beparams(inst)
     pdom = domains.get(inst.primary_node, {}).get(inst.name)
+    # a stopped domain has no memory or vCPUs in use
+    active = pdom if pdom is not None and pdom.state in constants.DOMSTATES_ACTIVE else None
     return {
         "name": inst.name,
         "uuid": inst.uuid,
@@ -64,8 +67,8 @@ def instance_row(
         "admin_state": inst.admin_state,
         "oper_state": inst.primary_node in running_on,
         "oper_node": running_on[0] if len(running_on) == 1 else None,
-        "oper_ram": pdom.memory if pdom is not None and pdom.state in RUNNING_STATES else None,
-        "oper_vcpus": pdom.vcpus if pdom is not None and pdom.state in RUNNING_STATES else None,
+        "oper_ram": active.memory if active is not None else None,
+        "oper_vcpus": active.vcpus if active is not None else None,
         "running_on": running_on,
         "memory": be.get("maxmem"),
         "minmem": be.get("minmem"),

@@ -32,9 +32,6 @@ def _states(vd: VerifyData, name: str) -> dict[str, str]:
     return {node: doms[name].state for node, doms in sorted(vd.domains.items()) if name in doms}
 
 
-_ACTIVE = (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
-
-
 def half_done_nodes(states: dict[str, str], primary: str) -> list[str]:
     """Nodes of a half-done migration given node -> domain state ([] if none).
 
@@ -43,7 +40,7 @@ def half_done_nodes(states: dict[str, str], primary: str) -> list[str]:
     migration either; its traces are an active copy next to a paused or
     stopped one, or a paused (incoming) copy off the primary.
     """
-    active = [n for n, s in states.items() if s in _ACTIVE]
+    active = [n for n, s in states.items() if s in constants.DOMSTATES_ACTIVE]
     running = [n for n, s in states.items() if s == constants.DOMSTATE_RUNNING]
     if len(states) > 1 and active and len(running) < len(states):
         return sorted(states)

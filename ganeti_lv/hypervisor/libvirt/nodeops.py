@@ -235,7 +235,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             used = sum(
                 d.memory
                 for d in self.instance_list(node).values()
-                if d.state in (constants.DOMSTATE_RUNNING, constants.DOMSTATE_PAUSED)
+                if d.state in constants.DOMSTATES_ACTIVE
             )
             total = min(total, node.memory_cap)
             free = min(free, max(0, node.memory_cap - used))
