@@ -46,7 +46,6 @@ from ganeti_lv.cmdlib.migration_checks import (
     instance_bridges,
     instance_memory,
     migration_params,
-    requested_caps,
     storage_paths,
 )
 from ganeti_lv.errors import (
@@ -59,7 +58,6 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.migration_types import (
-    CAP_AUTO_CONVERGE,
     MigrationFailed,
     MigrationParams,
     MigrationProgress,
@@ -243,7 +241,9 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         if not self.failover:
             self._check_running_on_primary()
         if not self.failover:  # bad capabilities or downtime ramp: refused before any hook
-            self.params = migration_params(self.cluster, inst, self.op, self.live)
+            self.params = migration_params(
+                self.cluster, inst, self.op, self.live, self.lu.LogWarning
+            )
 
     def _starts_on_target(self) -> bool:
         """Whether the instance runs on the target afterwards (a stopped one failed over: not)."""
@@ -445,12 +445,6 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         self._check_versions(src, dst, feedback_fn)
         params = self.params
         assert params is not None
-        asked = requested_caps(cluster, inst, self.op)
-        if CAP_AUTO_CONVERGE in asked and CAP_AUTO_CONVERGE not in params.caps and params.live:
-            self.lu.LogWarning(
-                "auto-converge not used: it throttles the instance's vCPUs and runtime"
-                " changes are not allowed"
-            )
         if copy:
             self.lu.LogStep(2, steps, f"Preparing disk images on {dst.name}")
             node_call(self.rpc.create_disks, dst, cluster, inst).Raise(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import constants
@@ -110,11 +111,18 @@ def downtime_ramp(hvp: dict[str, Any]) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
-def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) -> MigrationParams:
+def migration_params(
+    cluster: Cluster,
+    instance: Instance,
+    op: Any,
+    live: bool,
+    warn: Callable[[str], None],
+) -> MigrationParams:
     """hvparams overlaid with the opcode's per-call overrides.
 
     Without ``allow_runtime_changes`` the instance is not changed while it
-    runs: auto-converge (which throttles its vCPUs) is dropped.
+    runs: auto-converge (which throttles its vCPUs) is dropped, and ``warn``
+    is told when it was asked for a live migration.
     """
     hvp = cluster.fill_hvparams(instance)
     bandwidth = op.migration_bandwidth
@@ -130,9 +138,14 @@ def migration_params(cluster: Cluster, instance: Instance, op: Any, live: bool) 
     allow_postcopy = bool(op.allow_postcopy)
     if allow_postcopy:
         caps[CAP_POSTCOPY] = 1
-    if not getattr(op, "allow_runtime_changes", True):
+    if not getattr(op, "allow_runtime_changes", True) and CAP_AUTO_CONVERGE in caps:
         # auto-converge throttles the guest's vCPUs while it runs: a runtime change
-        caps.pop(CAP_AUTO_CONVERGE, None)
+        del caps[CAP_AUTO_CONVERGE]
+        if live:
+            warn(
+                "auto-converge not used: it throttles the instance's vCPUs and runtime"
+                " changes are not allowed"
+            )
     if not live:
         caps.pop(CAP_POSTCOPY, None)
         caps.pop(CAP_AUTO_CONVERGE, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -394,6 +395,9 @@ def test_no_runtime_changes_disables_auto_converge(
     _, lines = run(ctx, op)
     params = ops.calls_to("migrate_instance", N1)[0].args[2]
     assert "auto-converge" not in params.caps and "xbzrle" in params.caps
+    assert any("auto-converge" in line and "runtime changes" in line for line in lines)
+    # a dry run of the same migration says so too (the parameters are checked before Exec)
+    _, lines = run(ctx, replace(op, target_node=N1, dry_run=True))
     assert any("auto-converge" in line and "runtime changes" in line for line in lines)
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N1, migration_caps="auto-converge"))
     assert "auto-converge" in ops.calls_to("migrate_instance", N2)[0].args[2].caps
