@@ -181,9 +181,13 @@ class FailoverSteps:
             return
         if state in (None, *constants.DOMSTATES_STOPPED):
             gone = node_call(self.rpc.undefine_instance, dst, name)
-            state = self._domain_state(dst) if gone.ok else "unknown"
+            if not gone.ok:
+                why = f"its leftover domain could not be removed there: {gone.fail_msg}"
+                self._unclear_start(src, dst, fail_msg, copy, why)
+            state = self._domain_state(dst)
         if state is not None:
-            self._unclear_start(src, dst, fail_msg, copy, state)
+            why = f"{dst.name} cannot be asked" if state == "unknown" else f"it is {state} there"
+            self._unclear_start(src, dst, fail_msg, copy, why)
         if copy:  # the source was shut down (else a file failover stops before the copy)
             self._undo_copied_failover(src, dst, fail_msg, feedback_fn)
         if not_stopped is not None:
@@ -191,11 +195,10 @@ class FailoverSteps:
         raise OpExecError(f"Could not start instance {name} on node {dst.name}: {fail_msg}")
 
     def _unclear_start(
-        self, src: Node, dst: Node, fail_msg: str | None, copy: bool, state: str
+        self, src: Node, dst: Node, fail_msg: str | None, copy: bool, why: str
     ) -> None:
-        """A failed start after which ``dst`` cannot say the domain is gone: nothing undone."""
+        """A failed start after which ``dst`` does not say the domain is gone: nothing undone."""
         name = self._inst().name
-        why = f"{dst.name} cannot be asked" if state == "unknown" else f"it is {state} there"
         if copy:
             after = (
                 f"the disks stay on {src.name}. If {dst.name} is down for good, mark it"

@@ -916,6 +916,28 @@ def test_a_failed_start_whose_target_cannot_say_is_not_undone(
     assert shared or path in ops.node(N1).files  # the source keeps its images
 
 
+def test_a_failed_start_whose_leftover_cannot_be_removed_says_so(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target answers but cannot undefine the stopped leftover: nothing undone, and why."""
+    start = ops.start_instance
+
+    def start_fails_stopped(node: Any, cluster: Any, instance: Any) -> None:
+        start(node, cluster, instance)
+        if node.name == N2:
+            ops.node(N2).domains[INST].state = constants.DOMSTATE_SHUTOFF
+            raise HypervisorError("qemu exited", node=N2)
+
+    monkeypatch.setattr(ops, "start_instance", start_fails_stopped)
+    ops.fail("undefine_instance", N2, "domain is locked")
+    with pytest.raises(OpExecError, match="whether it runs there is unclear") as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert "leftover domain could not be removed there: " in err.value.msg
+    assert "domain is locked" in err.value.msg and "cannot be asked" not in err.value.msg
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert running_on(ops) == []
+
+
 def test_a_failed_start_after_which_the_target_runs_the_instance_is_done(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
