@@ -147,6 +147,10 @@ BEC_DEFAULTS: dict[str, int | bool] = {
 # Names that end up in paths and remote commands: a DNS label's subset
 MAX_NAME_LENGTH = 63
 NAME_RE = re.compile(rf"^[a-z0-9]([a-z0-9.-]{{0,{MAX_NAME_LENGTH - 2}}}[a-z0-9])?$")
+# An export dir keeps an export being written as <instance>.new and the one it
+# replaces as <instance>.old: no instance name ends so
+EXPORT_NEW_SUFFIX = ".new"
+EXPORT_OLD_SUFFIX = ".old"
 
 # node migrate/evacuate: default moves at once per source and per target node
 DEFAULT_MAX_PARALLEL_SOURCE = 2

@@ -37,8 +37,8 @@ from ganeti_lv.objects import Disk, Instance, Nic
 
 CONFIG_FILE = "config.ini"
 MANIFEST_FILE = "manifest.json"
-NEW_SUFFIX = ".new"
-OLD_SUFFIX = ".old"
+NEW_SUFFIX = constants.EXPORT_NEW_SUFFIX
+OLD_SUFFIX = constants.EXPORT_OLD_SUFFIX
 
 INISECT_EXP = "export"
 INISECT_INS = "instance"

@@ -4,7 +4,9 @@ A name ends up in file paths, libvirt domain names and remote shell
 commands, so it is a DNS host name label's subset (``constants.NAME_RE``).
 Ganeti is more lenient (``[a-z0-9._-]``, up to 255 characters, names are
 lower-cased); the errors here state ganeti_lv's rule and what in the name
-breaks it, so that a refused name can be corrected without guessing.
+breaks it, so that a refused name can be corrected without guessing. An
+instance's name must not end in ``.new`` or ``.old`` either: an export dir
+uses those for the export being written and the one it replaces.
 """
 
 from __future__ import annotations
@@ -40,8 +42,29 @@ def name_problem(name: object, what: str) -> str | None:
     return f"Invalid {what} name {name!r}: {reason}; a name is {NAME_RULE}"
 
 
+def instance_name_problem(name: object) -> str | None:
+    """As :func:`name_problem`, and an instance name must not end like an export's work folder."""
+    problem = name_problem(name, "instance")
+    if problem is not None or not isinstance(name, str):
+        return problem
+    for suffix in (constants.EXPORT_NEW_SUFFIX, constants.EXPORT_OLD_SUFFIX):
+        if name.endswith(suffix):
+            return (
+                f"Invalid instance name {name!r}: it ends with {suffix!r}, which the export"
+                f" directories keep for an export being written or replaced"
+            )
+    return None
+
+
 def check_name(name: object, what: str) -> None:
     """Raise OpPrereqError (ECODE_INVAL) stating the rule unless ``name`` is valid."""
     problem = name_problem(name, what)
+    if problem is not None:
+        raise OpPrereqError(problem, ECODE_INVAL)
+
+
+def check_instance_name(name: object) -> None:
+    """Raise OpPrereqError (ECODE_INVAL) stating the rule unless ``name`` is a valid instance's."""
+    problem = instance_name_problem(name)
     if problem is not None:
         raise OpPrereqError(problem, ECODE_INVAL)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-from ganeti_lv.names import check_name
+from ganeti_lv.names import check_instance_name, check_name
 from ganeti_lv.units import parse_size
 
 __all__ = ["OP_REGISTRY", "OpCode", "field"]
@@ -316,7 +316,7 @@ class OpInstanceCreate(OpCode):
     src_path: str | None = None
 
     def _check_values(self) -> None:
-        check_name(self.instance_name, "instance")
+        check_instance_name(self.instance_name)
         _require_choice(self, "disk_template", constants.DISK_TEMPLATES)
         _require_choice(self, "mode", ("create", "import"))
         if self.mode == "import" and not self.src_node:

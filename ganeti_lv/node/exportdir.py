@@ -19,7 +19,7 @@ import shlex
 from ganeti_lv.errors import ECODE_INVAL, NodeError
 from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, ExportFile
-from ganeti_lv.names import name_problem
+from ganeti_lv.names import instance_name_problem
 from ganeti_lv.node.transport import Runner
 
 _RECOVER = """
@@ -29,7 +29,7 @@ rm -rf -- "$D.old"
 
 
 def _dirs(export_dir: str, name: str) -> str:
-    problem = name_problem(name, "instance")
+    problem = instance_name_problem(name)
     if problem is not None:
         raise NodeError(problem, ecode=ECODE_INVAL)
     return f'set -e\nE={shlex.quote(export_dir)}\nD="$E"/{shlex.quote(name)}\n'

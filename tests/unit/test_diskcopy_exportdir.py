@@ -70,6 +70,19 @@ def test_bad_name_refused(tmp_path):
         exportdir.read(R, "n", f"{tmp_path}/web1")
 
 
+@pytest.mark.parametrize("name", ["db.old", "web.new"])
+def test_an_instance_name_ending_like_a_work_folder_is_refused_and_touches_nothing(
+    tmp_path, name
+):
+    """Else ``db``'s export would take ``db.old``'s, and ``web``'s would wipe ``web.new``'s."""
+    base = tmp_path / "export"
+    _publish(base, name.split(".")[0], "mine")
+    for call in (exportdir.prepare, exportdir.remove, exportdir.remove_stale):
+        with pytest.raises(NodeError, match=f"ends with '.{name.split('.')[1]}'"):
+            call(R, "n", str(base), name)
+    assert sorted(p.name for p in base.iterdir()) == [name.split(".")[0]]
+
+
 def test_ganeti_export_is_complete_and_read_without_manifest(tmp_path):
     """Ganeti's layout: config.ini and dumps named by UUID, no manifest.json."""
     d = tmp_path / "alpha"

@@ -54,6 +54,17 @@ def test_opcodes_state_the_rule() -> None:
     assert "contains '_'" in info.value.msg and NAME_RULE in info.value.msg
 
 
+@pytest.mark.parametrize("name", ["db.old", "web.new"])
+def test_an_instance_name_may_not_end_like_an_export_work_folder(name: str) -> None:
+    create = OpInstanceCreate(
+        instance_name=name, disk_template="file", pnode="node1", disks=[{"size": 64}]
+    )
+    with pytest.raises(OpPrereqError, match="which the export directories keep") as info:
+        create.validate()
+    assert info.value.ecode == ECODE_INVAL
+    assert name_problem(name, "node") is None  # a node may be called so
+
+
 def test_cli_instance_add_says_the_rule_and_changes_nothing(
     config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any
 ) -> None:
