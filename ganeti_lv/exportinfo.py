@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
 from ganeti_lv.node.diskcopy_stream import PLAIN, TREE
 from ganeti_lv.objects import Disk, Instance, Nic
 
@@ -142,7 +142,8 @@ class Manifest:
 
 
 def _fmt(value: Any) -> str:
-    return "None" if value is None else str(value)
+    # Ganeti reads config.ini with configparser's '%' interpolation: '%' is '%%'
+    return "None" if value is None else str(value).replace("%", "%%")
 
 
 def build_config(
@@ -161,7 +162,7 @@ def build_config(
     ``[export] os`` is ``EXPORT_OS`` (the disks are raw images), the
     instance's OS label is ``[instance] os``.
     """
-    cfg = configparser.ConfigParser(interpolation=None)
+    cfg = configparser.ConfigParser()
     cfg[INISECT_EXP] = {
         "version": str(constants.EXPORT_VERSION),
         "timestamp": str(int(time.time() if timestamp is None else timestamp)),
@@ -216,8 +217,12 @@ def config_to_text(cfg: configparser.ConfigParser) -> str:
 
 
 def parse_config(text: str) -> configparser.ConfigParser:
-    """Parse config.ini text and check it as Ganeti's import does (ECODE_INVAL)."""
-    cfg = configparser.ConfigParser(interpolation=None)
+    """Parse config.ini text and check it as Ganeti's import does.
+
+    Its values are read as Ganeti reads them, '%%' being '%'. A wrong
+    version is ECODE_ENVIRON (as in Ganeti), anything else ECODE_INVAL.
+    """
+    cfg = configparser.ConfigParser()
     try:
         cfg.read_string(text)
     except configparser.Error as err:
@@ -228,7 +233,8 @@ def parse_config(text: str) -> configparser.ConfigParser:
     version = cfg.get(INISECT_EXP, "version", fallback=None)
     if version != str(constants.EXPORT_VERSION):
         raise OpPrereqError(
-            f"Wrong export version {version} (expected {constants.EXPORT_VERSION})", ECODE_INVAL
+            f"Wrong export version {version} (expected {constants.EXPORT_VERSION})",
+            ECODE_ENVIRON,
         )
     return cfg
 
@@ -296,5 +302,9 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
             timestamp=int(cfg.get(INISECT_EXP, "timestamp", fallback="0")),
             compression=cfg.get(INISECT_EXP, "compression", fallback=constants.IEC_NONE),
         )
+    except configparser.InterpolationError as err:
+        raise OpPrereqError(
+            f"Cannot read export config.ini: {err} (a '%' is written '%%')", ECODE_INVAL
+        ) from err
     except (KeyError, ValueError) as err:
         raise OpPrereqError(f"Incomplete export config.ini: {err}", ECODE_INVAL) from err

@@ -71,9 +71,7 @@ def test_bad_name_refused(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["db.old", "web.new"])
-def test_an_instance_name_ending_like_a_work_folder_is_refused_and_touches_nothing(
-    tmp_path, name
-):
+def test_an_instance_name_ending_like_a_work_folder_is_refused_and_touches_nothing(tmp_path, name):
     """Else ``db``'s export would take ``db.old``'s, and ``web``'s would wipe ``web.new``'s."""
     base = tmp_path / "export"
     _publish(base, name.split(".")[0], "mine")

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ganeti_lv import exportinfo
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
 from ganeti_lv.objects import Disk, Instance, Nic
 
 
@@ -88,17 +88,35 @@ def test_describe_round_trip():
 
 
 @pytest.mark.parametrize(
-    "text, match",
+    "text, match, ecode",
     [
-        ("[instance]\nname = x\n", r"\[export\]"),
-        ("[export]\nversion = 0\n", r"\[instance\]"),
-        ("[export]\nversion = 1\n[instance]\nname = x\n", "Wrong export version"),
-        ("garbage", "Cannot parse"),
+        ("[instance]\nname = x\n", r"\[export\]", ECODE_INVAL),
+        ("[export]\nversion = 0\n", r"\[instance\]", ECODE_INVAL),
+        ("[export]\nversion = 1\n[instance]\nname = x\n", "Wrong export version", ECODE_ENVIRON),
+        ("garbage", "Cannot parse", ECODE_INVAL),
     ],
 )
-def test_bad_config_refused(text, match):
+def test_bad_config_refused(text, match, ecode):
     with pytest.raises(OpPrereqError, match=match) as err:
         exportinfo.parse_config(text)
+    assert err.value.ecode == ecode
+
+
+def test_a_percent_sign_is_written_as_ganeti_reads_it():
+    """Ganeti reads config.ini with '%' interpolation: a bare '%' would fail its import."""
+    args = "console=ttyS0 quiet loglevel=3 x=50%"
+    text = exportinfo.config_to_text(
+        exportinfo.build_config(_instance(), "node1", {"maxmem": 128}, {"kernel_args": args})
+    )
+    assert "x=50%%" in text
+    as_ganeti = configparser.ConfigParser()  # the interpolation Ganeti's parser keeps
+    as_ganeti.read_string(text)
+    assert as_ganeti["hypervisor"]["kernel_args"] == args
+    desc = exportinfo.describe(exportinfo.parse_config(text))
+    assert desc.hvparams["kernel_args"] == args
+    bare = text.replace("x=50%%", "x=50%")
+    with pytest.raises(OpPrereqError, match="a '%' is written '%%'") as err:
+        exportinfo.describe(exportinfo.parse_config(bare))
     assert err.value.ecode == ECODE_INVAL
 
 
