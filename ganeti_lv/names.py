@@ -11,6 +11,8 @@ uses those for the export being written and the one it replaces.
 
 from __future__ import annotations
 
+import re
+
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
@@ -61,6 +63,27 @@ def check_name(name: object, what: str) -> None:
     problem = name_problem(name, what)
     if problem is not None:
         raise OpPrereqError(problem, ECODE_INVAL)
+
+
+# Ganeti's rule for tags: its import reads them back split at white space
+MAX_TAG_LENGTH = 128
+MAX_TAGS = 4096
+_TAG_RE = re.compile(r"^[\w.+*/:@-]+$")
+
+
+def check_tags(tags: list[str], what: str) -> None:
+    """Raise OpPrereqError (ECODE_INVAL) unless every tag keeps Ganeti's rule."""
+    if len(tags) > MAX_TAGS:
+        raise OpPrereqError(
+            f"Too many tags for {what}: {len(tags)} (at most {MAX_TAGS})", ECODE_INVAL
+        )
+    for tag in tags:
+        if not isinstance(tag, str) or not _TAG_RE.match(tag) or len(tag) > MAX_TAG_LENGTH:
+            raise OpPrereqError(
+                f"Invalid tag {tag!r} for {what}: a tag is 1 to {MAX_TAG_LENGTH} letters, digits"
+                " or '_.+*/:@-'",
+                ECODE_INVAL,
+            )
 
 
 def check_instance_name(name: object) -> None:

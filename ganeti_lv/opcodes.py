@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-from ganeti_lv.names import check_instance_name, check_name
+from ganeti_lv.names import check_instance_name, check_name, check_tags
 from ganeti_lv.units import parse_size
 
 __all__ = ["OP_REGISTRY", "OpCode", "field"]
@@ -317,6 +317,7 @@ class OpInstanceCreate(OpCode):
 
     def _check_values(self) -> None:
         check_instance_name(self.instance_name)
+        check_tags(self.tags, f"instance {self.instance_name}")
         _require_choice(self, "disk_template", constants.DISK_TEMPLATES)
         _require_choice(self, "mode", ("create", "import"))
         if self.mode == "import" and not self.src_node:

@@ -27,6 +27,7 @@ from ganeti_lv.errors import (
     OperationCanceled,
     OpPrereqError,
 )
+from ganeti_lv.names import check_tags
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Nic, disk_path
@@ -98,6 +99,7 @@ class ImportModeHandler(CreateModeHandler):
         self._take_params(desc)
         inst.os = desc.os or inst.os
         if not lu.op.tags:
+            check_tags(desc.tags, f"instance {inst.name} (from the export; give --tags)")
             inst.tags = list(desc.tags)
         self.src = src
         self.path = data.path

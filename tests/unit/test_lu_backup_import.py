@@ -102,6 +102,28 @@ def test_import_takes_memory_and_tags_given_over_the_exports(ctx, fake_ops, conf
     assert inst.tags == ["restored"]
 
 
+def test_an_exports_invalid_tag_is_refused_unless_tags_are_given(ctx, fake_ops, config):
+    """Ganeti's import refuses such a tag too; ``--tags`` replaces the export's."""
+    ganeti_export(fake_ops, GANETI_CONFIG.replace("tags = web", "tags = web 50%%off"))
+    with pytest.raises(OpPrereqError, match="Invalid tag '50%off'.*give --tags") as err:
+        _import(ctx)
+    assert err.value.ecode == ECODE_INVAL
+    _nothing_created(fake_ops, config)
+    _import(ctx, tags=["restored"])
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.tags == ["restored"]
+
+
+def test_a_given_tag_is_checked_as_ganeti_does(ctx, fake_ops, config):
+    ganeti_export(fake_ops)
+    for bad in ("two words", "", "x" * 129):
+        with pytest.raises(OpPrereqError, match="Invalid tag") as err:
+            _import(ctx, tags=["ok", bad])
+        assert err.value.ecode == ECODE_INVAL
+    _nothing_created(fake_ops, config)
+    _import(ctx, tags=["env:prod", "team/ops", "a.b+c*d@e-f_g", "x" * 128])
+
+
 def test_an_export_nic_whose_mac_is_taken_keeps_its_link_with_a_new_mac(ctx, ops, config):
     """A restore beside the instance it was exported from gets its own address."""
     orig = config.get_instance(INST)
