@@ -383,7 +383,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             raise OpPrereqError(
                 f"No suitable target node for instance {self._inst().name}: "
                 + ("; ".join(reasons) or "no other node"),
-                ECODE_INVAL,
+                ECODE_NORES,
             )
         candidates.sort(key=lambda item: (-item[0], item[1]))
         chosen = candidates[0][1]

@@ -252,7 +252,7 @@ def test_allocator_without_candidates(ctx: Context, ops: FakeNodeOps, config: Co
         data.nodes[N3].offline = True
     with pytest.raises(OpPrereqError) as err:
         run(ctx, OpInstanceMigrate(instance_name=INST))
-    assert err.value.ecode == ECODE_INVAL
+    assert err.value.ecode == ECODE_NORES  # as Ganeti's allocator failure
     assert "No suitable target node" in err.value.msg and "drained" in err.value.msg
 
 
