@@ -28,7 +28,8 @@ class NodeFit:
 
     ``incompatible``: why instances of the source cannot run there (a CPU
     mismatch, a failed query), or "" when they can. ``paths``: storage
-    paths that exist on the node.
+    paths that exist on the node. ``failed``: the node failed a move of
+    this operation and takes no more of its instances.
     """
 
     name: str
@@ -39,6 +40,7 @@ class NodeFit:
     bridges: frozenset[str] = frozenset()
     paths: frozenset[str] = frozenset()
     incompatible: str = ""
+    failed: bool = False
 
 
 @dataclass
@@ -90,6 +92,8 @@ def refusal(node: NodeFit, need: Need, free: int) -> str:
         return "drained"
     if not node.vm_capable:
         return "not vm_capable"
+    if node.failed:
+        return "failed a move of this operation"
     if node.incompatible:
         return node.incompatible
     if node.name in need.refused:

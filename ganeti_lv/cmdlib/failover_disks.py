@@ -59,7 +59,8 @@ class FailoverDiskMove:
                 self._undo()
                 raise OpExecError(
                     f"Could not copy disk {idx} of {inst.name} to {dst.name}: {res.fail_msg};"
-                    f" the instance stays on {src.name}"
+                    f" the instance stays on {src.name}",
+                    node=res.error.node if res.error is not None else None,
                 )
             feedback_fn(f"Disk {idx} copied to {dst.name}")
         self._stop_if_canceled("after copying its disks")

@@ -81,7 +81,8 @@ class FailoverSteps:
                             " which are copied from the source: stop the guest there first"
                             if copy and self.ignore_consistency
                             else ""
-                        )
+                        ),
+                        node=src.name,
                     )
                 self.lu.LogWarning(
                     f"Could not shutdown instance {inst.name} on node {src.name}. Proceeding"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from ganeti_lv import constants
@@ -196,23 +197,27 @@ class _NodeMovesLU(NoHooksLU):
         return int(source), int(target)
 
     def _replace(self, move: Move, failed: set[str]) -> tuple[str | None, str]:
-        """A new target for ``move`` on the nodes that did not fail, within the plan."""
+        """A new target for ``move`` on the nodes that did not fail, within the plan.
+
+        The nodes' flags are read again: one offlined or drained since the
+        plan is no candidate.
+        """
         if self.op.target_node:
             return None, f"the target node {self.op.target_node} was given"
         need = next(n for n in self.needs if n.name == move.instance)
-        fits = [
-            allocator.NodeFit(
-                f.name,
-                self.plan.free_after.get(f.name, 0),
-                offline=f.offline or f.name in failed,
-                drained=f.drained,
-                vm_capable=f.vm_capable,
-                bridges=f.bridges,
-                paths=f.paths,
-                incompatible=f.incompatible,
+        fits = []
+        for f in self.fits:
+            node = self.cfg.get_node(f.name)
+            fits.append(
+                replace(
+                    f,
+                    memory_free=self.plan.free_after.get(f.name, 0),
+                    offline=node is None or node.offline,
+                    drained=node is not None and node.drained,
+                    vm_capable=node is not None and node.vm_capable,
+                    failed=f.name in failed,
+                )
             )
-            for f in self.fits
-        ]
         again = allocator.plan([need], fits)
         new = again.placed.get(need.name)
         if new is None:

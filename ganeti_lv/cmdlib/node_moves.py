@@ -40,6 +40,8 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_TEMP_NORES,
     GenericError,
+    HooksAbort,
+    HooksFailure,
     LockError,
     OperationCanceled,
     OpPrereqError,
@@ -96,14 +98,20 @@ def target_at_fault(err: BaseException, target: str) -> bool:
 
     Not: a lock another job held too long, a cancel, resources taken for a
     while (``temp_insufficient_resources``), an error naming another node,
-    a prerequisite about the state of the instance or its source
-    (``wrong_state``: not running, moved away). Yes: an error naming the
-    target (its answer; its state: offline, drained since the plan), a lack
-    of its memory or a fault of its environment, and a failure of the move
-    itself (the migration: most often its target's).
+    a hook script that failed on another node or hooks that could not run
+    on another node, a prerequisite about the state of the instance or its
+    source (``wrong_state``: not running, moved away). Yes: an error naming
+    the target (its answer; its state: offline, drained since the plan), a
+    hook script failing on it, a lack of its memory or a fault of its
+    environment, and a failure of the move itself (the migration: most
+    often its target's).
     """
     if isinstance(err, (LockError, OperationCanceled)):
         return False
+    if isinstance(err, HooksAbort):
+        return any(node == target for node, _script, _output in err.results)
+    if isinstance(err, HooksFailure):
+        return err.node == target
     if not isinstance(err, GenericError):
         return True
     if err.ecode == ECODE_TEMP_NORES:

@@ -12,10 +12,17 @@ from ganeti_lv import constants
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpExecError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_STATE,
+    HypervisorError,
+    OpExecError,
+    OpPrereqError,
+)
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.migration_types import MigrationProgress
 from ganeti_lv.mcpu import Processor
+from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import Disk, Instance, Nic, disk_path
 from ganeti_lv.opcodes import OpCode, OpNodeEvacuate, OpNodeMigrate
 
@@ -242,6 +249,94 @@ def test_failed_target_takes_no_more_instances(
     # the first move failed; its target took nothing more
     targets = [j.ops[0].params["target_node"] for j in jobs]
     assert len(targets) == len(set(targets))
+
+
+def test_a_pre_hook_refusing_one_instance_on_the_master_turns_no_target_away(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A site policy on the master (node1) pins inst1: node2, planned for both, takes inst2."""
+
+    def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> Any:
+        pre = env.get("GANETI_HOOKS_PHASE") == "pre"
+        if node == N1 and pre and env.get("GANETI_INSTANCE_NAME") == I1:
+            return [HookScriptResult("00-policy", constants.HKR_FAIL, "inst1 is pinned")]
+        return []
+
+    ops.hooks_fn = hooks
+    with config.update() as data:
+        data.nodes[N3].memory_cap = 100  # no room on node3: the plan puts both on node2
+    with pytest.raises(OpExecError, match="inst1 is pinned") as err:
+        run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    assert "1 of 2 instance" in err.value.msg
+    assert primary(config, I1) == N1 and primary(config, I2) == N2
+    assert running_on(ops, I2) == [N2]
+
+
+def test_a_shutdown_the_source_refuses_turns_no_target_away(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Stopped instances on shared disks fail over; the source's shutdown of two fails."""
+    with config.update() as data:
+        for name in (I1, I2, I3):
+            data.instances[name].disk_template = constants.DT_SHARED_FILE
+            data.instances[name].admin_state = constants.ADMINST_DOWN
+    cluster = config.get_cluster()
+    for name in (I1, I2, I3):
+        inst = config.get_instance(name)
+        assert inst is not None
+        ops.present_paths = {*ops.present_paths, disk_path(cluster, inst, 0)}
+        ops.add_domain(N1, name, state=constants.DOMSTATE_SHUTOFF)
+    real = ops.shutdown_instance
+
+    def shutdown(node: Any, instance: Any, timeout: float) -> None:
+        if instance.name in (I1, I2):
+            raise HypervisorError("libvirtd: internal error", node=node.name)
+        real(node, instance, timeout)
+
+    ops.shutdown_instance = shutdown  # type: ignore[method-assign]
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1))
+    assert "2 of 3 instance" in err.value.msg and "libvirtd: internal error" in err.value.msg
+    assert primary(config, I1) == primary(config, I2) == N1
+    assert primary(config, I3) != N1  # two failures of the source turned neither target away
+    assert "offline" not in err.value.msg
+
+
+def test_a_target_that_failed_is_named_so_when_no_node_is_left(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Not "offline": the operator is told the node failed a move of this operation."""
+    ops.fail("migrate_instance", N1, "injected failure")
+    with config.update() as data:
+        data.nodes[N3].memory_cap = 100  # no room on node3: only node2 takes instances
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    assert f"{N2}: failed a move of this operation" in err.value.msg
+    assert f"{N2}: offline" not in err.value.msg
+
+
+def test_a_node_drained_during_the_operation_takes_no_replaced_move(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """node2 fails a move while the operator drains node3: the next move goes nowhere."""
+    real = ops.migrate_instance
+
+    def migrate(source: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        if target.name == N2:
+            with config.update() as data:
+                data.nodes[N3].drained = True
+            raise HypervisorError("qemu died on the target", node=N2)
+        return real(source, target, *args, **kwargs)
+
+    ops.migrate_instance = migrate  # type: ignore[method-assign]
+    with config.update() as data:
+        data.nodes[N3].memory_cap = 600  # room for one: the plan puts both on node2
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    assert f"no node can take it ({N2}: failed a move of this operation; {N3}: drained)" in (
+        err.value.msg
+    )
+    assert primary(config, I1) == primary(config, I2) == N1
 
 
 def _slow(ops: FakeNodeOps, delay: float) -> threading.Event:

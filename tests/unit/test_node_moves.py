@@ -14,6 +14,8 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_STATE,
     ECODE_TEMP_NORES,
+    HooksAbort,
+    HooksFailure,
     HypervisorError,
     LockTimeout,
     NodeUnreachable,
@@ -59,6 +61,14 @@ def _of_node(err: OpPrereqError, node: str) -> OpPrereqError:
         (_from_node("n1"), False),  # a node's answer, of the source
         (_from_node("n2"), True),
         (_of_node(OpPrereqError("Node n2 is offline", ECODE_STATE), "n2"), True),  # since the plan
+        # hook scripts: only one failing on the target counts against it
+        (HooksAbort([("master", "00-policy", "pinned")]), False),
+        (HooksAbort([("n1", "10-check", "no"), ("n2", "10-check", "no")]), True),
+        (HooksFailure("hooks could not run on n1", node="n1"), False),
+        (HooksFailure("hooks could not run on n2", node="n2"), True),
+        (HooksFailure("no hooks runner"), False),
+        # a shutdown refused by the source (a failover's first step)
+        (OpExecError("Could not shutdown instance a on node n1: libvirt error", node="n1"), False),
     ],
 )
 def test_target_at_fault(err: Exception, blamed: bool) -> None:
