@@ -397,6 +397,9 @@ def test_ganetis_client_sees_errors_as_ganeti_gives_them(
     bad = client.error("_SendRequest", "PUT", f"/2/instances/{INST}/migrate", None, {"x": 1})
     assert bad["code"] == 400 and "'x'" in bad["msg"]
     assert client.error("GetInstance", "ghost")["code"] == 404
+    big = {"target_node": N2, "x": "a" * rapi_server.MAX_BODY}
+    too_large = client.error("_SendRequest", "PUT", f"/2/instances/{INST}/migrate", None, big)
+    assert too_large["code"] == 413 and "larger than" in too_large["msg"]
 
 
 @needs_ganeti_client
