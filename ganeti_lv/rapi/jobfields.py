@@ -124,10 +124,14 @@ def op_result(job: Job, op: OpRecord) -> Any:
 
 
 def encode_error(error: dict[str, Any]) -> list[Any]:
-    """A job log error record as Ganeti's ``[class, args]`` (args: message, error code)."""
+    """A job log error record as Ganeti's ``[class, args]`` (args: message, error code).
+
+    Ganeti's encoding carries an error's arguments; its error code is the
+    second, for every class that has one (not only prerequisite errors).
+    """
     name = str(error.get("class") or "OpExecError")
     message = str(error.get("message", ""))
-    if name == "OpPrereqError" and error.get("ecode"):
+    if error.get("ecode"):
         return [name, [message, error["ecode"]]]
     return [name, [message]]
 

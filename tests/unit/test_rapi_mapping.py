@@ -164,7 +164,7 @@ def test_statuses_as_ganeti_names_them(store: JobStore) -> None:
     assert jobfields.job_status(job, canceling=True) == "canceled"
     assert jobfields.job_field(job, "opresult") == [
         {"slept": 0},
-        ["MigrationAborted", ["aborted, still on n1"]],
+        ["MigrationAborted", ["aborted, still on n1", "internal_error"]],  # every class's ecode
     ]
 
 
