@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpPrereqError
 from ganeti_lv.exportinfo import ExportDescription, Manifest
 from ganeti_lv.hypervisor.export_types import ExportData
 
@@ -226,10 +226,30 @@ def translate_hvparams(hvparams: dict[str, Any]) -> Translated:
 
 
 def translate_beparams(beparams: dict[str, Any]) -> Translated:
-    """An export's backend parameters: those known here; the rest dropped (named)."""
+    """An export's backend parameters: those known here; the rest dropped (named).
+
+    An older export's ``memory`` is both sizes, where they are not given
+    themselves (as Ganeti reads it).
+    """
     kept = {k: v for k, v in beparams.items() if k in constants.BEC_DEFAULTS}
+    if beparams.get("memory") not in (None, "", "None"):
+        for size in ("maxmem", "minmem"):
+            kept.setdefault(size, beparams["memory"])
     dropped = sorted(k for k in beparams if k not in kept and k != "memory")
     return Translated(kept, dropped)
+
+
+def check_hypervisor(desc: ExportDescription) -> None:
+    """Refuse (ECODE_STATE) an export of an instance of another hypervisor than kvm.
+
+    Its hypervisor parameters mean nothing here and its disks may not boot
+    under kvm; Ganeti refuses a hypervisor that its cluster does not enable.
+    """
+    if desc.hypervisor != constants.HYPERVISOR_KVM:
+        raise OpPrereqError(
+            f"The export is of a {desc.hypervisor} instance; this cluster runs kvm only",
+            ECODE_STATE,
+        )
 
 
 def dump_basename(path: str) -> str:

@@ -259,6 +259,15 @@ class ExportDescription:
     tags: list[str]
     timestamp: int
     compression: str = constants.IEC_NONE
+    hypervisor: str = constants.HYPERVISOR_KVM
+
+
+def _beparams(cfg: configparser.ConfigParser) -> dict[str, str]:
+    """[backend]; an export without it has them in [instance] (as Ganeti reads it)."""
+    if cfg.has_section(INISECT_BEP):
+        return dict(cfg[INISECT_BEP])
+    ins = cfg[INISECT_INS]
+    return {k: ins[k] for k in (*constants.BEC_DEFAULTS, *GANETI_ONLY_BEPARAMS) if k in ins}
 
 
 def describe(cfg: configparser.ConfigParser) -> ExportDescription:
@@ -293,7 +302,7 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
             source=cfg.get(INISECT_EXP, "source", fallback=""),
             os=ins.get("os") or cfg.get(INISECT_EXP, "os", fallback="") or "",
             disk_template=ins.get("disk_template", constants.DT_FILE),
-            beparams=dict(cfg[INISECT_BEP]) if cfg.has_section(INISECT_BEP) else {},
+            beparams=_beparams(cfg),
             hvparams=dict(cfg[INISECT_HYP]) if cfg.has_section(INISECT_HYP) else {},
             disks=disks,
             disk_files=files,
@@ -301,6 +310,7 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
             tags=ins.get("tags", "").split(),
             timestamp=int(cfg.get(INISECT_EXP, "timestamp", fallback="0")),
             compression=cfg.get(INISECT_EXP, "compression", fallback=constants.IEC_NONE),
+            hypervisor=ins.get("hypervisor") or constants.HYPERVISOR_KVM,
         )
     except configparser.InterpolationError as err:
         raise OpPrereqError(

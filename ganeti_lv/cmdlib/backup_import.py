@@ -72,6 +72,7 @@ class ImportModeHandler(CreateModeHandler):
             f"Cannot read the export in {path} on {src.name}", prereq=True
         )
         desc = exportinfo.describe(exportinfo.parse_config(data.config_text))
+        exportcompat.check_hypervisor(desc)
         manifest = (
             exportinfo.Manifest.from_json(data.manifest_text)
             if data.manifest_text.strip()

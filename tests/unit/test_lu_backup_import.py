@@ -11,7 +11,7 @@ from test_lu_backup import INST, N1, N2, N3, place_inst1, run
 from ganeti_lv import exportinfo
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, ECODE_STATE, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.fake_export import FakeExport
 from ganeti_lv.objects import disk_path
@@ -100,6 +100,43 @@ def test_import_takes_memory_and_tags_given_over_the_exports(ctx, fake_ops, conf
     assert inst is not None
     assert (inst.beparams["maxmem"], inst.beparams["minmem"]) == (512, 512)
     assert inst.tags == ["restored"]
+
+
+def _inst_memory(config: ConfigStore) -> tuple[Any, Any, Any]:
+    inst = config.get_instance(NEW)
+    assert inst is not None
+    return inst.beparams["maxmem"], inst.beparams["minmem"], inst.beparams["vcpus"]
+
+
+def test_an_older_exports_memory_is_both_sizes(ctx, fake_ops, config):
+    old = GANETI_CONFIG.replace(
+        "maxmem = 256\nminmem = 256\nvcpus = 1\nauto", "memory = 384\nvcpus = 2\nauto"
+    )
+    assert "[backend]\nmemory = 384" in old
+    ganeti_export(fake_ops, old)
+    _import(ctx)
+    assert _inst_memory(config) == (384, 384, 2)
+
+
+def test_an_export_without_a_backend_section_has_its_sizes_in_the_instance_section(
+    ctx, fake_ops, config
+):
+    text = GANETI_CONFIG.replace(
+        "maxmem = 256\nminmem = 256\nmemory = 256\nvcpus = 1",
+        "maxmem = 512\nminmem = 320\nvcpus = 2",
+    )
+    head, _, rest = text.partition("[backend]")
+    ganeti_export(fake_ops, head + "[os]" + rest.partition("[os]")[2])
+    _import(ctx)
+    assert _inst_memory(config) == (512, 320, 2)
+
+
+def test_an_export_of_another_hypervisor_is_refused(ctx, fake_ops, config):
+    ganeti_export(fake_ops, GANETI_CONFIG.replace("hypervisor = kvm", "hypervisor = xen-pvm"))
+    with pytest.raises(OpPrereqError, match="export is of a xen-pvm instance") as err:
+        _import(ctx)
+    assert err.value.ecode == ECODE_STATE
+    _nothing_created(fake_ops, config)
 
 
 def test_an_exports_invalid_tag_is_refused_unless_tags_are_given(ctx, fake_ops, config):
