@@ -17,6 +17,7 @@ from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
 from ganeti_lv.cmdlib.instance import (
     CreateModeHandler,
+    nic_problem,
     register_create_mode,
     take_mac,
     used_macs,
@@ -230,9 +231,19 @@ def _check_given_disks(given: list[int], exported: list[int]) -> None:
 def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
     """The export's NICs; one whose MAC address is in use in the cluster gets a new one.
 
+    A NIC that cannot be given here as it was (another mode, a VLAN, a
+    Ganeti network) is refused, with the way on: NICs given with ``--net``.
+
     An instance restored beside the one it was exported from would
     otherwise share its address on the same network.
     """
+    for idx, nic in enumerate(nics):
+        problem = nic_problem(nic.mode, nic.vlan, nic.network)
+        if problem:
+            raise OpPrereqError(
+                f"NIC {idx} of the export: {problem}; give the instance's NICs with --net",
+                ECODE_INVAL,
+            )
     used = used_macs(lu.cfg.snapshot())
     out = []
     for idx, nic in enumerate(nics):

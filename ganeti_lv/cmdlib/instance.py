@@ -287,16 +287,31 @@ def _check_nics(op_nics: list[dict[str, Any]]) -> None:
         mac = spec.get("mac")
         if mac not in (None, *MAC_GENERATE) and not _MAC_RE.match(str(mac).lower()):
             raise OpPrereqError(f"Invalid MAC address '{mac}' for NIC {idx}", ECODE_INVAL)
-        if spec.get("mode", "bridged") != "bridged":
-            raise OpPrereqError(
-                f"Unsupported NIC mode '{spec.get('mode')}' for NIC {idx}", ECODE_INVAL
-            )
+        problem = nic_problem(str(spec.get("mode") or "bridged"), str(spec.get("vlan") or ""))
+        if problem:
+            raise OpPrereqError(f"NIC {idx}: {problem}", ECODE_INVAL)
         ip = _nic_ip(spec)
         if ip is not None:
             try:
                 ipaddress.ip_address(ip)
             except ValueError:
                 raise OpPrereqError(f"Invalid IP address '{ip}'", ECODE_INVAL) from None
+
+
+def nic_problem(mode: str, vlan: str, network: str = "") -> str:
+    """Why a NIC of this kind cannot be given to a guest here, or "".
+
+    Only bridged NICs, on the bridge itself: a VLAN would be dropped
+    silently (libvirt tags only on Open vSwitch), which puts the guest on
+    the bridge's untagged traffic, and Ganeti's networks do not exist here.
+    """
+    if mode != "bridged":
+        return f"unsupported NIC mode '{mode}' (only 'bridged')"
+    if vlan:
+        return f"VLAN '{vlan}' is not supported (the guest would be on the bridge's untagged VLAN)"
+    if network:
+        return f"it is on the network '{network}', and this cluster has no networks"
+    return ""
 
 
 def _nic_ip(spec: dict[str, Any]) -> str | None:

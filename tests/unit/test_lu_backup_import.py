@@ -131,6 +131,29 @@ def test_an_export_without_a_backend_section_has_its_sizes_in_the_instance_secti
     assert _inst_memory(config) == (512, 320, 2)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        ("nic0_mode = bridged", "nic0_mode = openvswitch", "unsupported NIC mode 'openvswitch'"),
+        ("nic0_vlan =", "nic0_vlan = .100", "VLAN '.100' is not supported"),
+        ("nic0_network = None", "nic0_network = 5e3a-net", "it is on the network '5e3a-net'"),
+    ],
+)
+def test_an_export_nic_that_cannot_be_given_here_is_refused_unless_nics_are_given(
+    ctx, fake_ops, config, old, new, says
+):
+    ganeti_export(fake_ops, GANETI_CONFIG.replace(old, new))
+    with pytest.raises(OpPrereqError, match=f"NIC 0 of the export: {says}.*--net") as err:
+        _import(ctx)
+    assert err.value.ecode == ECODE_INVAL
+    _nothing_created(fake_ops, config)
+    _import(ctx, nics=[{"link": "br0"}])
+    inst = config.get_instance(NEW)
+    assert inst is not None and [(n.mode, n.vlan, n.network) for n in inst.nics] == [
+        ("bridged", "", "")
+    ]
+
+
 def test_an_export_of_another_hypervisor_is_refused(ctx, fake_ops, config):
     ganeti_export(fake_ops, GANETI_CONFIG.replace("hypervisor = kvm", "hypervisor = xen-pvm"))
     with pytest.raises(OpPrereqError, match="export is of a xen-pvm instance") as err:

@@ -124,6 +124,23 @@ def test_nic_ip_addresses_are_kept_and_none_means_none(
     assert inst is not None and [n.ip for n in inst.nics] == ["192.0.2.7", "fd00::7", None]
 
 
+@pytest.mark.parametrize(
+    ("nic", "says"),
+    [
+        ({"mode": "routed"}, "unsupported NIC mode 'routed'"),
+        ({"vlan": ".100"}, "VLAN '.100' is not supported"),
+    ],
+)
+def test_a_nic_that_cannot_be_given_as_asked_is_refused(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, nic: dict[str, str], says: str
+) -> None:
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError, match=says) as err:
+        run(ctx, create_op(nics=[nic]))
+    assert err.value.ecode == ECODE_INVAL
+    assert config.read().serial == serial and config.get_instance(NEW) is None
+
+
 def test_create_no_start_and_sharedfile(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
 ) -> None:
