@@ -61,8 +61,12 @@ class FakeConn:
     def getHostname(self) -> str:
         return self._count("hostname", f"node1-gen{self.generation}")
 
-    def getFreeMemory(self) -> int:
-        return self._count("free", 1 << 30)
+    def getMemoryStats(self, cell: int, flags: int) -> dict[str, int]:
+        assert cell == libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS
+        # KiB, as libvirt gives them
+        return self._count(
+            "free", {"total": 4 << 20, "free": 1 << 20, "buffers": 1024, "cached": 2048}
+        )
 
     def listAllDomains(self, flags: int) -> list[FakeDom]:
         return self._count("list", [FakeDom(self, "web1")])
@@ -115,7 +119,8 @@ def test_static_facts_are_asked_once_per_connection() -> None:
     assert first[0].uuid == "0f0e" and first[1][1] == 4096 and first[3] == "node1-gen1"
     assert calls == Counter(caps=1, info=1, libversion=1, version=1, hostname=1)
     # what changes while the daemon runs is asked every time
-    host.free_memory_mib()
+    # free memory as Ganeti counts it: free, buffers and page cache
+    assert host.free_memory_mib() == 1024 + 1 + 2
     host.free_memory_mib()
     assert calls["free"] == 2
     assert len(conns) == 1

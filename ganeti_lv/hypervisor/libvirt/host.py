@@ -296,8 +296,16 @@ class Host:
         return list(self._fact("info", "Cannot read node info", lambda c: c.getInfo()))
 
     def free_memory_mib(self) -> int:
-        """Free host memory in MiB."""
-        return int(self.call("Cannot read free memory", lambda c: c.getFreeMemory())) // (1 << 20)
+        """Free host memory in MiB, counted as Ganeti counts it: free, buffers and page cache.
+
+        The kernel gives buffers and cache back when a guest asks for memory;
+        free memory alone makes a host with busy disks look full.
+        """
+        stats = self.call(
+            "Cannot read free memory",
+            lambda c: c.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0),
+        )
+        return sum(int(stats.get(key, 0)) for key in ("free", "buffers", "cached")) // 1024
 
     def versions(self) -> tuple[int, int]:
         """(libvirt version, hypervisor version) as libvirt's integers."""
