@@ -177,6 +177,21 @@ def _error_response(err: HttpError) -> Response:
 # ------------------------------------------------------------------ the server
 
 
+class _HandshakeInWorker(BuiltinSSLAdapter):  # type: ignore[misc]
+    """TLS whose handshake happens at a connection's first read, in a worker thread.
+
+    cheroot's own adapter shakes hands in its one accepting thread, so a
+    client that connects and sends nothing held up every other request,
+    without credentials, for the server's whole timeout. Here the accepting
+    thread only wraps the socket; the handshake is OpenSSL's at the first
+    read, once the connection has something to read.
+    """
+
+    def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
+        wrapped = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+        return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
 class RapiServer:
     """The HTTPS server of the remote API, serving in a thread of its own."""
 
@@ -196,7 +211,7 @@ class RapiServer:
             request_queue_size=LISTEN_BACKLOG,
         )
         self._server.error_log = _cheroot_log  # type: ignore[method-assign]
-        self._server.ssl_adapter = BuiltinSSLAdapter(cert_file, cert_file)
+        self._server.ssl_adapter = _HandshakeInWorker(cert_file, cert_file)
         self._thread: threading.Thread | None = None
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from typing import Any
@@ -160,6 +161,26 @@ def test_certificate_can_be_pinned(rapi: rapi_server.RapiServer, data_dir: str) 
     certs.create_certificate(other, "other", ["other"], ["127.0.0.1"])
     with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
         _admin(rapi, "GET", "/version", cafile=other)
+
+
+def test_a_client_that_connects_and_sends_nothing_holds_nobody_up(
+    rapi: rapi_server.RapiServer,
+) -> None:
+    """The TLS handshake is not the accepting thread's: idle connections cost no one time.
+
+    The server waits 10 s for a silent client; a handshake in the accepting
+    thread made every request behind one such connection wait that long.
+    """
+    host, port = rapi.address
+    idle = [socket.create_connection((host, port)) for _ in range(3)]
+    plain = socket.create_connection((host, port))  # plain HTTP on the TLS port
+    plain.sendall(b"GET /version HTTP/1.0\r\n\r\n")
+    try:
+        code, _, body = _admin(rapi, "GET", "/version", timeout=5)
+        assert (code, body) == (200, 2)
+    finally:
+        for sock in (*idle, plain):
+            sock.close()
 
 
 # ------------------------------------------------------------------ the users file
