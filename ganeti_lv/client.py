@@ -151,12 +151,8 @@ class Client:
         master = self._daemon()
         if master is not None:
             with master:
-                try:
-                    master.cancel(job_id, reason)
-                    return
-                except JobError as err:
-                    if err.ecode != ECODE_STATE:
-                        raise
+                master.cancel(job_id, reason)  # its own jobs, or those of other processes
+                return
         from ganeti_lv.master.follow import signal_cancel
 
         signal_cancel(self.job(job_id))

@@ -53,7 +53,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio
-from ganeti_lv.master.follow import end_error
+from ganeti_lv.master.follow import end_error, signal_cancel
 from ganeti_lv.master.jobs import Job, process_alive, process_start_time, to_jsonable
 from ganeti_lv.master.protocol import Feedback, Message
 from ganeti_lv.master.runner import run_job
@@ -189,12 +189,16 @@ class MasterDaemon:
             return len(self._running)
 
     def cancel(self, job_id: int, reason: str) -> None:
-        """Ask job ``job_id`` to stop safely; JobError unless the daemon runs it."""
+        """Ask job ``job_id`` to stop safely, here or in the process that runs it.
+
+        JobError when it cannot be asked (unknown, ended, a move of a node
+        operation, its process gone).
+        """
         with self._lock:
             running = self._running.get(job_id)
         if running is None:
-            job = self.job(job_id)  # JobError when unknown
-            raise JobError(f"Job {job_id} is {job.status}, not running here", ECODE_STATE)
+            signal_cancel(self.job(job_id))
+            return
         running.cancel.request(reason)
 
     def canceling(self, job_id: int) -> bool:
@@ -217,7 +221,11 @@ class MasterDaemon:
             thread.join()
 
     def watch(self, job_id: int) -> Iterator[Message]:
-        """A job's records and its end (at once from the job log for a job that ended)."""
+        """A job's records from its start, then its end.
+
+        A job that ended is told from its job log, every line of it; a job of
+        another process is JobError (ECODE_STATE): its own log tells it.
+        """
         with self._lock:
             running = self._running.get(job_id)
         if running is not None:
@@ -228,7 +236,7 @@ class MasterDaemon:
                 f"Job {job_id} is {job.status} in process {job.pid}, not in the master daemon",
                 ECODE_STATE,
             )
-        return iter([_logged_end(job)])
+        return _logged(job)
 
     def jobs(self) -> list[Job]:
         """Every job of the job log."""
@@ -322,9 +330,12 @@ def _record_end(ctx: Context, job: Job, err: BaseException) -> str:
         return constants.JOB_STATUS_ERROR
 
 
-def _logged_end(job: Job) -> Message:
-    """The end message of a job that ended, from its job log record."""
-    return protocol.end_message(job.id, job.status, job.results, end_error(job))
+def _logged(job: Job) -> Iterator[Message]:
+    """A job that ended, from its job log record: its lines, then its end."""
+    for index, op in enumerate(job.ops):
+        for ts, _kind, text in op.log:
+            yield protocol.record_message(protocol.make_record(job.id, index, text, ts))
+    yield protocol.end_message(job.id, job.status, job.results, end_error(job))
 
 
 class _Sender:

@@ -63,7 +63,7 @@ class Backend(Protocol):
         """Every job of the job log."""
 
     def cancel(self, job_id: int, reason: str) -> None:
-        """Ask a job the daemon runs to stop safely; JobError otherwise."""
+        """Ask a job to stop safely, in the daemon or in its own process; JobError if it cannot."""
 
     def canceling(self, job_id: int) -> bool:
         """True when the daemon runs job ``job_id`` and was asked to stop it."""

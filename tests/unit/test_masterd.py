@@ -438,8 +438,10 @@ def test_a_job_submitted_without_waiting_is_watched_from_its_start(
     records: list[Feedback] = []
     assert _client(data_dir).watch(job_id, records.append) == [True]
     assert [r.text for r in records] == ["Sleeping for 0.2 s"]
-    # a job that ended is watched from the job log: its outcome at once
-    assert _client(data_dir).watch(job_id) == [True]
+    # a job that ended is watched from the job log: its lines, then its outcome
+    again: list[Feedback] = []
+    assert _client(data_dir).watch(job_id, again.append) == [True]
+    assert [r.text for r in again] == ["Sleeping for 0.2 s"]
 
 
 def test_a_job_is_canceled_by_its_id_from_another_connection(

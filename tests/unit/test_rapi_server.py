@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import stat
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +25,8 @@ from ganeti_lv import paths
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ECODE_ENVIRON, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.master.jobs import JobStore, process_start_time
+from ganeti_lv.opcodes import OpTestDelay
 from ganeti_lv.rapi import certs, queries, users
 from ganeti_lv.rapi import server as rapi_server
 
@@ -440,6 +443,35 @@ def test_cancel_through_delete_stops_a_running_migration(
     assert slow_migration.node(N1).domains[INST].state == "running"
     assert client.call("CancelJob", job) == [False, f"Job {job} has already finished (canceled)"]
     assert client.call("CancelJob", 999) == [False, "Job 999 not found"]
+
+
+def test_delete_cancels_a_job_running_outside_the_daemon(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    """A job gnt-lv ran in its own process (no daemon then) is asked to stop as gnt-lv asks."""
+    proc = subprocess.Popen(["bash", "-c", "exec -a /opt/glv/bin/gnt-lv sleep 30"])
+    try:
+        assert wait_until(lambda: _cmdline(proc.pid).startswith(b"/opt/glv/bin/gnt-lv"), 5)
+        store = JobStore(paths.jobs_dir(data_dir))
+        job = store.create_job([OpTestDelay(duration=30)], start=True)
+        job.pid, job.pid_start = proc.pid, process_start_time(proc.pid)
+        store.save(job)
+        code, _, answer = _admin(rapi, "DELETE", f"/2/jobs/{job.id}")
+        assert (code, answer) == (200, [True, f"Job {job.id} will be canceled"])
+        assert proc.wait(5) == -signal.SIGTERM
+        code, _, answer = _admin(rapi, "DELETE", f"/2/jobs/{job.id}")
+        assert answer == [False, f"Job {job.id} has already finished (error)"]  # lost
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fobj:
+            return fobj.read()
+    except OSError:
+        return b""
 
 
 @needs_ganeti_client
