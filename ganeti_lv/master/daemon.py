@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -252,11 +253,11 @@ class MasterDaemon:
 
     # -------------------------------------------------------------- connections
 
-    def serve_connection(self, rfile: BinaryIO, wfile: BinaryIO) -> None:
-        """One client's request (see ``ganeti_lv.master.protocol``)."""
+    def serve_connection(self, request: bytes, rfile: BinaryIO, wfile: BinaryIO) -> None:
+        """One client's request line (see ``ganeti_lv.master.protocol``) and its answer."""
         send = _Sender(wfile)
         try:
-            msg = protocol.decode(rfile.readline(protocol.MAX_LINE))
+            msg = protocol.decode(request)
             protocol.check_version(msg)
             self._answer(msg, rfile, send)
         except GenericError as err:
@@ -378,12 +379,31 @@ def watch_cancel(rfile: BinaryIO, cancel: Callable[[str], None]) -> None:
     threading.Thread(target=watch, name="masterd-cancel", daemon=True).start()
 
 
+# seconds a client has to send its request, and to take a message once its
+# socket's buffer is full
+REQUEST_TIMEOUT = 10
+SEND_TIMEOUT = 30
+
+
 class _Handler(socketserver.StreamRequestHandler):
+    """One connection. A client that sends no request within REQUEST_TIMEOUT, or
+    that reads nothing for SEND_TIMEOUT while its messages wait, is let go (a
+    job it follows runs on), so that the daemon can always stop.
+    """
+
     server: MasterServer
 
     def handle(self) -> None:
+        sock = self.request
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT, 0))
         try:
-            self.server.daemon.serve_connection(self.rfile, self.wfile)  # type: ignore[arg-type]
+            sock.settimeout(REQUEST_TIMEOUT)
+            try:
+                request = self.rfile.readline(protocol.MAX_LINE)
+            except OSError:
+                return  # silent, or gone
+            sock.settimeout(None)  # then reads wait for a cancel as long as the job runs
+            self.server.daemon.serve_connection(request, self.rfile, self.wfile)  # type: ignore[arg-type]
         finally:
             # ends the cancel watcher's read, so closing the reader cannot block
             with contextlib.suppress(OSError):

@@ -320,6 +320,29 @@ def test_a_client_connected_when_the_daemon_stops_is_served(
     assert masterclient.connect(data_dir) is None
 
 
+def test_a_client_that_never_sends_its_request_does_not_keep_the_daemon_from_stopping(
+    data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps, monkeypatch: Any
+) -> None:
+    """A stopped gnt-lv (Ctrl-Z) connected to the daemon: the daemon stops all the same."""
+    monkeypatch.setattr(masterd, "REQUEST_TIMEOUT", 0.5)
+    srv = masterd.serve(data_dir, node_ops=inst1_running)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(paths.masterd_socket(data_dir))
+    try:
+        time.sleep(0.1)  # taken by a handler, which waits for the request
+        srv.shutdown()
+        closed = threading.Thread(target=srv.server_close)
+        closed.start()
+        closed.join(10)
+        assert not closed.is_alive(), "the daemon waited for the silent client"
+        assert silent.recv(10) == b""  # let go without an answer
+    finally:
+        silent.close()
+        thread.join(5)
+
+
 def test_a_reset_connection_is_a_typed_error(data_dir: str) -> None:
     # a daemon that closes the connection without reading the request resets it
     path = paths.masterd_socket(data_dir)
