@@ -30,7 +30,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpPrereqError
-from ganeti_lv.exportinfo import ExportDescription, Manifest
+from ganeti_lv.exportinfo import GANETI_HOST_CPU, ExportDescription, Manifest
 from ganeti_lv.hypervisor.export_types import ExportData
 
 MiB = 1024 * 1024
@@ -201,7 +201,8 @@ def translate_hvparams(hvparams: dict[str, Any]) -> Translated:
     """An export's hypervisor parameters as they mean here.
 
     Kept: those of ``constants.HVC_DEFAULTS`` except the migration settings
-    (the cluster decides them). When the kernel is booted directly, the
+    (the cluster decides them); Ganeti's ``cpu_type`` ``host`` is libvirt's
+    ``host-passthrough``. When the kernel is booted directly, the
     command line Ganeti's KVM builds is rebuilt: ``root=<root_path>`` in
     front of ``kernel_args`` and ``console=ttyS0,<serial_speed>`` when the
     serial console is on. Everything else is dropped (and named).
@@ -212,6 +213,8 @@ def translate_hvparams(hvparams: dict[str, Any]) -> Translated:
         if k in constants.HVC_DEFAULTS and k not in HV_CLUSTER_DECIDES
     }
     dropped = sorted(k for k in hvparams if k not in kept)
+    if kept.get("cpu_type") == GANETI_HOST_CPU:
+        kept["cpu_type"] = "host-passthrough"  # qemu's -cpu host, in libvirt's words
     if kept.get("kernel_path") and "root_path" in hvparams:
         args = str(kept.get("kernel_args") or "").split()
         root = str(_value(hvparams.get("root_path")))

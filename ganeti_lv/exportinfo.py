@@ -66,6 +66,11 @@ HV_NOT_EXPORTED = (
 EXPORT_OS = "noop"
 # Backend parameters Ganeti exports that have no meaning here (its defaults).
 GANETI_ONLY_BEPARAMS = {"spindle_use": 1}
+# cpu_type is libvirt's CPU mode here and qemu's -cpu model in Ganeti: the
+# host's own CPU is "host" there. libvirt's host-model (a named model like the
+# host's) has no qemu name: it is exported as the host's CPU too.
+GANETI_HOST_CPU = "host"
+CPU_TYPES_TO_GANETI = {"host-passthrough": GANETI_HOST_CPU, "host-model": GANETI_HOST_CPU}
 
 
 def disk_file_name(idx: int) -> str:
@@ -201,7 +206,10 @@ def build_config(
         ins[f"disk{idx}_name"] = _fmt(disk.name or None)
     ins["disk_count"] = str(len(instance.disks))
     cfg[INISECT_INS] = ins
-    cfg[INISECT_HYP] = {k: _fmt(v) for k, v in sorted(hvparams.items()) if k not in HV_NOT_EXPORTED}
+    hyp = {k: v for k, v in sorted(hvparams.items()) if k not in HV_NOT_EXPORTED}
+    if hyp.get("cpu_type") in CPU_TYPES_TO_GANETI:
+        hyp["cpu_type"] = CPU_TYPES_TO_GANETI[hyp["cpu_type"]]
+    cfg[INISECT_HYP] = {k: _fmt(v) for k, v in hyp.items()}
     bep = {**GANETI_ONLY_BEPARAMS, **beparams}
     cfg[INISECT_BEP] = {k: _fmt(v) for k, v in sorted(bep.items())}
     cfg[INISECT_OSP] = {}

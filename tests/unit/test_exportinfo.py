@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ganeti_lv import exportinfo
+from ganeti_lv import exportcompat, exportinfo
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
 from ganeti_lv.objects import Disk, Instance, Nic
 
@@ -69,6 +69,26 @@ def test_config_has_ganetis_sections_and_keys():
         "migration_caps": "",
     }
     assert cfg["backend"]["maxmem"] == "128" and cfg["backend"]["spindle_use"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("here", "written", "read_back"),
+    [
+        ("host-passthrough", "host", "host-passthrough"),
+        ("host-model", "host", "host-passthrough"),  # qemu has no name for libvirt's host-model
+        ("qemu64", "qemu64", "qemu64"),
+    ],
+)
+def test_cpu_type_is_written_in_qemus_words_and_read_back_in_libvirts(here, written, read_back):
+    """Ganeti gives cpu_type to qemu's -cpu: 'host-passthrough' would not start there."""
+    text = exportinfo.config_to_text(
+        exportinfo.build_config(_instance(), "node1", {"maxmem": 128}, {"cpu_type": here})
+    )
+    cfg = configparser.ConfigParser()
+    cfg.read_string(text)
+    assert cfg["hypervisor"]["cpu_type"] == written
+    desc = exportinfo.describe(exportinfo.parse_config(text))
+    assert exportcompat.translate_hvparams(desc.hvparams).params["cpu_type"] == read_back
 
 
 def test_describe_round_trip():
