@@ -29,6 +29,7 @@ HPATH_INSTANCE_REMOVE = "instance-remove"
 HPATH_NODE_ADD = "node-add"
 HPATH_NODE_REMOVE = "node-remove"
 HPATH_NODE_MODIFY = "node-modify"
+HPATH_NODE_MIGRATE = "node-migrate"
 HPATH_CLUSTER_MODIFY = "cluster-modify"
 HOOKS_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
 HOOKS_DEFAULT_TIMEOUT = 60.0

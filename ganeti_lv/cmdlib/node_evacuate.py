@@ -34,7 +34,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.cmdlib import allocator
-from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
+from ganeti_lv.cmdlib.base import LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_takes_instances,
     expand_node,
@@ -59,8 +59,8 @@ MIGRATE = "migrate"
 FAILOVER = "failover"
 
 
-class _NodeMovesLU(NoHooksLU):
-    """The plan and the moves; subclasses say which instances move and how."""
+class _NodeMovesLU(LogicalUnit):
+    """The plan and the moves; subclasses say which instances move and how (and their hooks)."""
 
     REQ_BGL = False
     WHAT = "move"
@@ -284,9 +284,27 @@ def _name(node: Node) -> str:
 
 @register_lu(OpNodeMigrate)
 class LUNodeMigrate(_NodeMovesLU):
-    """Live-migrate every running instance off a node (Ganeti's LUNodeMigrate)."""
+    """Live-migrate every running instance off a node (Ganeti's LUNodeMigrate).
 
+    Its hooks run on the master, before the plan's moves and after them
+    (each move runs its own instance-migrate hooks).
+    """
+
+    HPATH = constants.HPATH_NODE_MIGRATE
+    HTYPE = constants.HTYPE_NODE
     WHAT = "migrate"
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Ganeti's node-migrate keys."""
+        return {
+            "NODE_NAME": self.op.node_name,
+            "ALLOW_RUNTIME_CHANGES": self.op.allow_runtime_changes,
+        }
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """The master, before and after (as Ganeti's)."""
+        master = [self.cfg.get_cluster().master_node]
+        return master, master
 
     def _kind(self, inst: Instance, source: Node) -> str | None:
         if source.offline:
@@ -311,7 +329,10 @@ class LUNodeMigrate(_NodeMovesLU):
 
 @register_lu(OpNodeEvacuate)
 class LUNodeEvacuate(_NodeMovesLU):
-    """Move every instance off a node: migrate the running ones, fail over the others."""
+    """Move every instance off a node: migrate the running ones, fail over the others.
+
+    No hooks of its own, as Ganeti's; each move runs its instance's hooks.
+    """
 
     WHAT = "evacuate"
 

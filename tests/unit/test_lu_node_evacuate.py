@@ -339,6 +339,32 @@ def test_a_node_drained_during_the_operation_takes_no_replaced_move(
     assert primary(config, I1) == primary(config, I2) == N1
 
 
+def test_node_migrate_runs_ganetis_node_migrate_hooks_on_the_master_and_evacuate_none(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    calls: list[tuple[str, str, dict[str, str]]] = []
+
+    def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> Any:
+        calls.append((node, hooks_dir, env))
+        return []
+
+    ops.hooks_fn = hooks
+    run(ctx, OpNodeMigrate(node_name="node1", allow_runtime_changes=False))
+    node_hooks = [(n, d, e) for n, d, e in calls if "node-migrate" in d]
+    master = config.get_cluster().master_node
+    assert [(n, d.rsplit("/", 1)[-1]) for n, d, _ in node_hooks] == [
+        (master, "node-migrate-pre.d"),
+        (master, "node-migrate-post.d"),
+    ]
+    env = node_hooks[0][2]
+    assert env["GANETI_NODE_NAME"] == N1 and env["GANETI_OBJECT_TYPE"] == "NODE"
+    assert env["GANETI_ALLOW_RUNTIME_CHANGES"] == "False"
+    assert any("instance-migrate-pre.d" in d for _, d, _ in calls)  # each move's own
+    calls.clear()
+    run(ctx, OpNodeEvacuate(node_name="node2"))
+    assert not [d for _, d, _ in calls if d.rsplit("/", 1)[-1].startswith("node-")]
+
+
 def _slow(ops: FakeNodeOps, delay: float) -> threading.Event:
     """Migrations that take ``delay`` s; the event is set when the first one starts."""
     started = threading.Event()
