@@ -11,8 +11,11 @@ A planned move, or any move when others hold reservations on the node,
 asks the node again under that lock: its instances first, then its free
 memory, so an instance that arrives in between is counted twice, never
 missed. The reservation of an instance the node's figures already count
-is left out: a running one, and within a memory cap also a paused one (an
-instance arriving; the cap's figures count it at once). Memory that only
+is left out: a running one, and a paused one (an instance arriving) when
+the node's free memory is its memory cap's figure, which counts it at once;
+when the host's own free memory is the smaller figure, an arriving
+instance is not in it yet (qemu fills its memory as it comes), so its
+reservation counts. Memory that only
 the others' reservations take is a temporary shortage: the processor
 tries the check again a few times.
 """
@@ -52,16 +55,19 @@ def reserve_memory(
             domains = node_call(rpc.instance_list, node).Raise(
                 what, prereq=True, ecode=ECODE_ENVIRON
             )
-            states = {constants.DOMSTATE_RUNNING}
-            if node.memory_cap is not None:
-                states.add(constants.DOMSTATE_PAUSED)
-            counted = {name for name, dom in domains.items() if dom.state in states}
             free = (
                 node_call(rpc.node_info, node)
                 .Raise(what, prereq=True, ecode=ECODE_ENVIRON)
                 .memory_free
             )
             check_memory(node, free)
+            states = {constants.DOMSTATE_RUNNING}
+            if node.memory_cap is not None:
+                active = constants.DOMSTATES_ACTIVE
+                in_use = sum(dom.memory for dom in domains.values() if dom.state in active)
+                if free >= node.memory_cap - in_use:  # the cap's figure: paused ones are in it
+                    states.add(constants.DOMSTATE_PAUSED)
+            counted = {name for name, dom in domains.items() if dom.state in states}
             reserved = sum(r.size for r in others if r.instance not in counted) // MIB
             if free - reserved < needed:
                 raise OpPrereqError(

@@ -351,6 +351,26 @@ def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
         assert ledger.others() == []
 
 
+def test_an_arriving_instance_counts_when_the_hosts_free_memory_is_the_smaller_figure(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cap far above the host's free memory: the paused arrival is in neither figure."""
+    node = config.get_node(N2)
+    assert node is not None
+    node.memory_cap = 8192
+    config.update_node(node)
+    ops.node(N2).facts.memory_free = 200  # the host's figure binds
+    memory = Reservations(config.data_dir, MEMORY)
+    with memory.node(N2) as ledger:
+        other = ledger.reserve("", 100 * MIB, "other.example.com")
+    # it arrives paused: qemu has not taken its memory from the host yet
+    ops.add_domain(N2, "other.example.com", state=constants.DOMSTATE_PAUSED, memory=100)
+    monkeypatch.setattr(ctx, "sleep", lambda _s: None)
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_TEMP_NORES and "100 MiB are reserved by them" in err.msg
+    other.release()
+
+
 def test_memory_refusal_explains_runtime_changes(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
