@@ -82,12 +82,16 @@ class LUBackupRemove(NoHooksLU):
     def _on_online_nodes(self, method: Callable[..., Any]) -> list[tuple[str, Any]]:
         """(node, payload) of ``method(node, cluster, instance)`` on every online node.
 
-        A node where it fails is warned about and left out.
+        A node where it fails, or that is offline, is warned about and left out.
         """
         data = self.cfg.snapshot()  # read-only: lookups
         out = []
         for node in data.nodes.values():
             if node.offline:
+                self.LogWarning(
+                    f"Node {node.name} is offline: an export of {self.op.instance_name}"
+                    " there, if any, was not removed"
+                )
                 continue
             res = node_call(method, node, data.cluster, self.op.instance_name)
             if not res.ok:

@@ -224,6 +224,15 @@ def test_backup_remove(ctx, ops):
         run(ctx, OpBackupRemove(instance_name=INST))
 
 
+def test_backup_remove_warns_about_an_offline_node_it_cannot_clean(ctx, ops, config):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    with config.update() as data:
+        data.nodes[N3].offline = True
+    result, lines = run(ctx, OpBackupRemove(instance_name=INST))
+    assert result == [N2]
+    assert any(f"Node {N3} is offline: an export of {INST}" in line for line in lines)
+
+
 def test_target_without_space_is_nores(ctx, ops):
     ops.free_bytes[N2] = 1024
     with pytest.raises(OpPrereqError) as err:
