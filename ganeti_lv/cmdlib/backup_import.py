@@ -15,13 +15,8 @@ from typing import Any
 from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
-from ganeti_lv.cmdlib.instance import (
-    CreateModeHandler,
-    nic_problem,
-    register_create_mode,
-    take_mac,
-    used_macs,
-)
+from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
+from ganeti_lv.cmdlib.instance_nics import nic_problem, take_mac, used_macs
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_INVAL,

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from ganeti_lv import constants
-from ganeti_lv.cmdlib.instance import compute_instance_status, generate_mac
+from ganeti_lv.cmdlib.instance import compute_instance_status
+from ganeti_lv.cmdlib.instance_nics import generate_mac
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (

@@ -1,0 +1,97 @@
+"""The NICs of a new instance: their specs checked, their MAC addresses taken.
+
+Shared by instance creation and the import of an export: a NIC is bridged,
+on the bridge itself (``nic_problem``), and its MAC address is unique in
+the cluster, lower-cased, generated with the 52:54:00 prefix when asked for
+(``take_mac``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import re
+from typing import Any
+
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
+from ganeti_lv.objects import ConfigData
+
+MAC_PREFIX = "52:54:00"
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+# a NIC's MAC address given as one of these is generated
+MAC_GENERATE = ("", "auto", "generate")
+
+
+def generate_mac(used: set[str], rng: random.Random | None = None) -> str:
+    """A MAC with the 52:54:00 prefix not in ``used`` (ECODE_NORES if none is free)."""
+    rng = rng or random.SystemRandom()
+    for _ in range(1000):
+        mac = MAC_PREFIX + "".join(f":{rng.randrange(256):02x}" for _ in range(3))
+        if mac not in used:
+            return mac
+    raise OpPrereqError("Cannot generate a unique MAC address", ECODE_NORES)
+
+
+def used_macs(data: ConfigData) -> set[str]:
+    """Every MAC address of every instance in the configuration."""
+    return {nic.mac.lower() for inst in data.instances.values() for nic in inst.nics}
+
+
+def take_mac(mac: str | None, used: set[str]) -> str | None:
+    """The MAC address a new NIC gets for ``mac``, added to ``used``; None if it is taken.
+
+    Lower-cased; one of ``MAC_GENERATE`` gets a generated address.
+    """
+    wanted = str(mac or "").lower()
+    if wanted in MAC_GENERATE:
+        wanted = generate_mac(used)
+    elif wanted in used:
+        return None
+    used.add(wanted)
+    return wanted
+
+
+def check_nics(op_nics: list[dict[str, Any]]) -> None:
+    for idx, spec in enumerate(op_nics):
+        unknown = set(spec) - {"link", "mac", "ip", "mode", "name", "vlan"}
+        if unknown:
+            raise OpPrereqError(
+                f"Unknown NIC parameter(s) {', '.join(sorted(unknown))} for NIC {idx}",
+                ECODE_INVAL,
+            )
+        mac = spec.get("mac")
+        if mac not in (None, *MAC_GENERATE) and not _MAC_RE.match(str(mac).lower()):
+            raise OpPrereqError(f"Invalid MAC address '{mac}' for NIC {idx}", ECODE_INVAL)
+        problem = nic_problem(str(spec.get("mode") or "bridged"), str(spec.get("vlan") or ""))
+        if problem:
+            raise OpPrereqError(f"NIC {idx}: {problem}", ECODE_INVAL)
+        ip = nic_ip(spec)
+        if ip is not None:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise OpPrereqError(f"Invalid IP address '{ip}'", ECODE_INVAL) from None
+
+
+def nic_problem(mode: str, vlan: str, network: str = "") -> str:
+    """Why a NIC of this kind cannot be given to a guest here, or "".
+
+    Only bridged NICs, on the bridge itself: a VLAN would be dropped
+    silently (libvirt tags only on Open vSwitch), which puts the guest on
+    the bridge's untagged traffic, and Ganeti's networks do not exist here.
+    """
+    if mode != "bridged":
+        return f"unsupported NIC mode '{mode}' (only 'bridged')"
+    if vlan:
+        return f"VLAN '{vlan}' is not supported (the guest would be on the bridge's untagged VLAN)"
+    if network:
+        return f"it is on the network '{network}', and this cluster has no networks"
+    return ""
+
+
+def nic_ip(spec: dict[str, Any]) -> str | None:
+    """A NIC spec's IP address; none given (or Ganeti's "none"): None."""
+    ip = str(spec.get("ip") or "")
+    return None if ip.lower() in ("", "none") else ip
