@@ -63,6 +63,17 @@ def _nothing_created(ops: FakeNodeOps, config: ConfigStore) -> None:
     assert not ops.calls_to("create_disks") and not ops.calls_to("copy_disk")
 
 
+def _refused(
+    ops: FakeNodeOps, config: ConfigStore, ctx: Context, change: tuple[str, str], match: str
+) -> OpPrereqError:
+    """The import of Ganeti's export with one ``change`` (old, new text) refused; nothing made."""
+    ganeti_export(ops, GANETI_CONFIG.replace(*change))
+    with pytest.raises(OpPrereqError, match=match) as err:
+        _import(ctx)
+    _nothing_created(ops, config)
+    return err.value
+
+
 def test_ganeti_export_imported_with_translated_parameters(ctx, fake_ops, config):
     ganeti_export(fake_ops)
     _, lines = _import(ctx, hvparams={"cpu_type": "qemu64"})
@@ -142,11 +153,8 @@ def test_an_export_without_a_backend_section_has_its_sizes_in_the_instance_secti
 def test_an_export_nic_that_cannot_be_given_here_is_refused_unless_nics_are_given(
     ctx, fake_ops, config, old, new, says
 ):
-    ganeti_export(fake_ops, GANETI_CONFIG.replace(old, new))
-    with pytest.raises(OpPrereqError, match=f"NIC 0 of the export: {says}.*--net") as err:
-        _import(ctx)
-    assert err.value.ecode == ECODE_INVAL
-    _nothing_created(fake_ops, config)
+    err = _refused(fake_ops, config, ctx, (old, new), f"NIC 0 of the export: {says}.*--net")
+    assert err.ecode == ECODE_INVAL
     _import(ctx, nics=[{"link": "br0"}])
     inst = config.get_instance(NEW)
     assert inst is not None and [(n.mode, n.vlan, n.network) for n in inst.nics] == [
@@ -155,20 +163,16 @@ def test_an_export_nic_that_cannot_be_given_here_is_refused_unless_nics_are_give
 
 
 def test_an_export_of_another_hypervisor_is_refused(ctx, fake_ops, config):
-    ganeti_export(fake_ops, GANETI_CONFIG.replace("hypervisor = kvm", "hypervisor = xen-pvm"))
-    with pytest.raises(OpPrereqError, match="export is of a xen-pvm instance") as err:
-        _import(ctx)
-    assert err.value.ecode == ECODE_STATE
-    _nothing_created(fake_ops, config)
+    change = ("hypervisor = kvm", "hypervisor = xen-pvm")
+    err = _refused(fake_ops, config, ctx, change, "export is of a xen-pvm instance")
+    assert err.ecode == ECODE_STATE
 
 
 def test_an_exports_invalid_tag_is_refused_unless_tags_are_given(ctx, fake_ops, config):
     """Ganeti's import refuses such a tag too; ``--tags`` replaces the export's."""
-    ganeti_export(fake_ops, GANETI_CONFIG.replace("tags = web", "tags = web 50%%off"))
-    with pytest.raises(OpPrereqError, match="Invalid tag '50%off'.*give --tags") as err:
-        _import(ctx)
-    assert err.value.ecode == ECODE_INVAL
-    _nothing_created(fake_ops, config)
+    change = ("tags = web", "tags = web 50%%off")
+    err = _refused(fake_ops, config, ctx, change, "Invalid tag '50%off'.*give --tags")
+    assert err.ecode == ECODE_INVAL
     _import(ctx, tags=["restored"])
     inst = config.get_instance(NEW)
     assert inst is not None and inst.tags == ["restored"]

@@ -32,7 +32,7 @@ from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import disk_dir, disk_path
 from ganeti_lv.opcodes import OpCode, OpInstanceFailover, OpInstanceMigrate, OpNodeSetParams
-from ganeti_lv.reservations import MEMORY, Reservations
+from ganeti_lv.reservations import MEMORY, Held, Reservations
 from ganeti_lv.units import MIB
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
@@ -306,11 +306,21 @@ def test_live_and_mode(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> N
     assert err.ecode == ECODE_INVAL and "Only one of the 'live' and 'mode'" in err.msg
 
 
-def test_not_enough_memory_within_cap(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
-    node = config.get_node(N2)
+def _cap_memory(config: ConfigStore, name: str, mib: int) -> None:
+    node = config.get_node(name)
     assert node is not None
-    node.memory_cap = 100
+    node.memory_cap = mib
     config.update_node(node)
+
+
+def _reserve_for_another_move(memory: Reservations, node: str, mib: int) -> Held:
+    """What another node operation's move to ``node`` holds for an instance on its way."""
+    with memory.node(node) as ledger:
+        return ledger.reserve("", mib * MIB, "other.example.com")
+
+
+def test_not_enough_memory_within_cap(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
+    _cap_memory(config, N2, 100)
     err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert err.ecode == ECODE_NORES
     assert err.msg == (
@@ -324,13 +334,9 @@ def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
 ) -> None:
     # room for one 128 MiB instance on node2; another node operation's move
     # reserved 100 MiB there for an instance not running on node2 yet
-    node = config.get_node(N2)
-    assert node is not None
-    node.memory_cap = 200
-    config.update_node(node)
+    _cap_memory(config, N2, 200)
     memory = Reservations(config.data_dir, MEMORY)
-    with memory.node(N2) as ledger:
-        other = ledger.reserve("", 100 * MIB, "other.example.com")
+    other = _reserve_for_another_move(memory, N2, 100)
     waits: list[float] = []
     monkeypatch.setattr(ctx, "sleep", waits.append)
     err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
@@ -355,14 +361,10 @@ def test_an_arriving_instance_counts_when_the_hosts_free_memory_is_the_smaller_f
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cap far above the host's free memory: the paused arrival is in neither figure."""
-    node = config.get_node(N2)
-    assert node is not None
-    node.memory_cap = 8192
-    config.update_node(node)
+    _cap_memory(config, N2, 8192)
     ops.node(N2).facts.memory_free = 200  # the host's figure binds
     memory = Reservations(config.data_dir, MEMORY)
-    with memory.node(N2) as ledger:
-        other = ledger.reserve("", 100 * MIB, "other.example.com")
+    other = _reserve_for_another_move(memory, N2, 100)
     # it arrives paused: qemu has not taken its memory from the host yet
     ops.add_domain(N2, "other.example.com", state=constants.DOMSTATE_PAUSED, memory=100)
     monkeypatch.setattr(ctx, "sleep", lambda _s: None)
@@ -375,10 +377,7 @@ def test_memory_refusal_explains_runtime_changes(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
     """No ballooning: refused either way; the text says why, per allow_runtime_changes."""
-    node = config.get_node(N2)
-    assert node is not None
-    node.memory_cap = 100
-    config.update_node(node)
+    _cap_memory(config, N2, 100)
     with config.update() as data:
         data.instances[INST].beparams["minmem"] = 64
     err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
@@ -394,10 +393,7 @@ def test_memory_refusal_explains_runtime_changes(
 
 
 def test_failover_memory_refusal(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
-    node = config.get_node(N2)
-    assert node is not None
-    node.memory_cap = 100
-    config.update_node(node)
+    _cap_memory(config, N2, 100)
     err = _refuse(ctx, ops, config, OpInstanceFailover(instance_name=INST, target_node=N2))
     assert err.ecode == ECODE_NORES
     assert f"for starting instance {INST}: needed 128 MiB" in err.msg
