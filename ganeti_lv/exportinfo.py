@@ -109,15 +109,32 @@ class DiskManifest:
         return cls(**data)
 
 
+# Manifest versions: 2 added tree checksums; from 3 on, config.ini is written
+# as Ganeti reads it ('%' as '%%') and ``translated`` is there.
+MANIFEST_VERSION = 3
+MANIFEST_ESCAPED_FROM = 3
+
+
 @dataclass
 class Manifest:
-    """Checksums of an export, written last before publishing."""
+    """Checksums of an export, written last before publishing.
+
+    ``translated``: the hypervisor parameters whose value config.ini gives
+    in Ganeti's words, as they are here (an import by ganeti_lv restores
+    them; Ganeti reads config.ini's).
+    """
 
     instance: str
     source: str
     timestamp: int
     disks: list[DiskManifest] = field(default_factory=list)
-    version: int = 2
+    version: int = MANIFEST_VERSION
+    translated: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config_escaped(self) -> bool:
+        """Whether its config.ini writes '%' as '%%' (older exports wrote it raw)."""
+        return self.version >= MANIFEST_ESCAPED_FROM
 
     def to_json(self) -> str:
         """Serialise to JSON text."""
@@ -127,6 +144,7 @@ class Manifest:
             "source": self.source,
             "timestamp": self.timestamp,
             "disks": [vars(d) for d in self.disks],
+            "translated": self.translated,
         }
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
@@ -141,6 +159,7 @@ class Manifest:
                 timestamp=int(data["timestamp"]),
                 disks=[DiskManifest.from_dict(d) for d in data["disks"]],
                 version=int(data.get("version", 1)),
+                translated={str(k): str(v) for k, v in data.get("translated", {}).items()},
             )
         except (ValueError, KeyError, TypeError) as err:
             raise OpPrereqError(f"Invalid export manifest: {err}", ECODE_INVAL) from err
@@ -177,14 +196,14 @@ def build_config(
     }
     ins: dict[str, str] = {
         "name": instance.name,
-        "os": instance.os,
+        "os": _fmt(instance.os),
         "maxmem": str(beparams.get("maxmem", "")),
         "minmem": str(beparams.get("minmem", "")),
         "memory": str(beparams.get("maxmem", "")),
         "vcpus": str(beparams.get("vcpus", "")),
         "disk_template": instance.disk_template,
         "hypervisor": instance.hypervisor,
-        "tags": " ".join(instance.tags),
+        "tags": _fmt(" ".join(instance.tags)),
     }
     for idx, nic in enumerate(instance.nics):
         for key, value in (
@@ -206,15 +225,26 @@ def build_config(
         ins[f"disk{idx}_name"] = _fmt(disk.name or None)
     ins["disk_count"] = str(len(instance.disks))
     cfg[INISECT_INS] = ins
-    hyp = {k: v for k, v in sorted(hvparams.items()) if k not in HV_NOT_EXPORTED}
-    if hyp.get("cpu_type") in CPU_TYPES_TO_GANETI:
-        hyp["cpu_type"] = CPU_TYPES_TO_GANETI[hyp["cpu_type"]]
-    cfg[INISECT_HYP] = {k: _fmt(v) for k, v in hyp.items()}
+    cfg[INISECT_HYP] = {k: _fmt(v) for k, v in sorted(written_hvparams(hvparams).items())}
     bep = {**GANETI_ONLY_BEPARAMS, **beparams}
     cfg[INISECT_BEP] = {k: _fmt(v) for k, v in sorted(bep.items())}
     cfg[INISECT_OSP] = {}
     cfg[INISECT_OSP_PRIVATE] = {}
     return cfg
+
+
+def written_hvparams(hvparams: dict[str, Any]) -> dict[str, Any]:
+    """The hypervisor parameters as config.ini gives them, in Ganeti's words."""
+    out = {k: v for k, v in hvparams.items() if k not in HV_NOT_EXPORTED}
+    if out.get("cpu_type") in CPU_TYPES_TO_GANETI:
+        out["cpu_type"] = CPU_TYPES_TO_GANETI[out["cpu_type"]]
+    return out
+
+
+def translated_hvparams(hvparams: dict[str, Any]) -> dict[str, str]:
+    """Those of ``hvparams`` that config.ini gives otherwise: their values here."""
+    written = written_hvparams(hvparams)
+    return {k: str(v) for k, v in hvparams.items() if k in written and written[k] != v}
 
 
 def config_to_text(cfg: configparser.ConfigParser) -> str:
@@ -224,13 +254,15 @@ def config_to_text(cfg: configparser.ConfigParser) -> str:
     return buf.getvalue()
 
 
-def parse_config(text: str) -> configparser.ConfigParser:
+def parse_config(text: str, escaped: bool = True) -> configparser.ConfigParser:
     """Parse config.ini text and check it as Ganeti's import does.
 
-    Its values are read as Ganeti reads them, '%%' being '%'. A wrong
-    version is ECODE_ENVIRON (as in Ganeti), anything else ECODE_INVAL.
+    With ``escaped`` its values are read as Ganeti reads them, '%%' being
+    '%' (Ganeti's exports, and ganeti_lv's from manifest version 3); without
+    (older ganeti_lv exports) as they are. A wrong version is ECODE_ENVIRON
+    (as in Ganeti), anything else ECODE_INVAL.
     """
-    cfg = configparser.ConfigParser()
+    cfg = configparser.ConfigParser() if escaped else configparser.ConfigParser(interpolation=None)
     try:
         cfg.read_string(text)
     except configparser.Error as err:
@@ -322,7 +354,9 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
         )
     except configparser.InterpolationError as err:
         raise OpPrereqError(
-            f"Cannot read export config.ini: {err} (a '%' is written '%%')", ECODE_INVAL
+            f"Cannot read [{err.section}] {err.option} of the export's config.ini: a '%' is"
+            " written '%%' there",
+            ECODE_INVAL,
         ) from err
     except (KeyError, ValueError) as err:
         raise OpPrereqError(f"Incomplete export config.ini: {err}", ECODE_INVAL) from err

@@ -67,6 +67,7 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.export_types import SnapshotInfo
+from ganeti_lv.names import check_instance_name
 from ganeti_lv.node import diskcopy, progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
@@ -237,6 +238,9 @@ class LUBackupExport(LogicalUnit):
         """Ganeti's checks in Ganeti's order, plus the target's free space."""
         self.cluster: Cluster = self.cfg.get_cluster()
         self.instance: Instance = get_instance(self.cfg, self.op.instance_name)
+        # an instance of an older version, or one from Ganeti: its export would
+        # take another's directory; refused before anything is touched
+        check_instance_name(self.instance.name)
         self.pnode: Node = get_node(self.cfg, self.instance.primary_node)
         check_node_online(self.cfg, self.pnode.name)
         if (
@@ -526,13 +530,13 @@ class LUBackupExport(LogicalUnit):
                     self.ZeroFreeSpace(feedback_fn)
                 if self.TrySnapshot() and (running or (self.DoReboot() and stopped_by_us)):
                     snapshot = self._snapshot(feedback_fn, start=not running)
+                    merge = _Merge(self, snapshot)
                 sources = snapshot.base_paths() if snapshot is not None else self._disk_paths()
                 if snapshot is None and running:
                     raise OpExecError(
                         f"Cannot export the running instance {self.instance.name} without a"
                         " snapshot; use the shutdown mode"
                     )
-                merge = _Merge(self, snapshot)
                 manifest = self._copy_disks(feedback_fn, sources)
                 self._stop_if_canceled(feedback_fn, "before publishing it")
                 # The copy is done: the primary merges the snapshot back while the
@@ -664,9 +668,11 @@ class LUBackupExport(LogicalUnit):
         """Write config.ini and the manifest and publish ``.new`` atomically."""
         inst, dst, cluster = self.instance, self.dst_node, self.cluster
         try:
+            hvparams = cluster.fill_hvparams(inst)
             config = exportinfo.build_config(
-                inst, self.pnode.uuid, cluster.fill_beparams(inst), cluster.fill_hvparams(inst)
+                inst, self.pnode.uuid, cluster.fill_beparams(inst), hvparams
             )
+            manifest.translated = exportinfo.translated_hvparams(hvparams)
             path = node_call(
                 self.rpc.export_finalize,
                 dst,

@@ -16,7 +16,7 @@ from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
 from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
-from ganeti_lv.cmdlib.instance_nics import nic_problem, take_mac, used_macs
+from ganeti_lv.cmdlib.instance_nics import check_nic_kind, take_mac, used_macs
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_INVAL,
@@ -67,13 +67,16 @@ class ImportModeHandler(CreateModeHandler):
         data = node_call(lu.rpc.export_read, src, lu.cluster, path).Raise(
             f"Cannot read the export in {path} on {src.name}", prereq=True
         )
-        desc = exportinfo.describe(exportinfo.parse_config(data.config_text))
-        exportcompat.check_hypervisor(desc)
         manifest = (
             exportinfo.Manifest.from_json(data.manifest_text)
             if data.manifest_text.strip()
             else None
         )
+        escaped = manifest is None or manifest.config_escaped
+        desc = exportinfo.describe(exportinfo.parse_config(data.config_text, escaped))
+        if manifest is not None:
+            desc.hvparams.update(manifest.translated)  # as they were here
+        exportcompat.check_hypervisor(desc)
         checked = exportcompat.check_dumps(desc, data, manifest)
         self.foreign = manifest is None
         if self.foreign:
@@ -233,12 +236,8 @@ def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
     otherwise share its address on the same network.
     """
     for idx, nic in enumerate(nics):
-        problem = nic_problem(nic.mode, nic.vlan, nic.network)
-        if problem:
-            raise OpPrereqError(
-                f"NIC {idx} of the export: {problem}; give the instance's NICs with --net",
-                ECODE_INVAL,
-            )
+        way_on = "; give the instance's NICs with --net"
+        check_nic_kind(f"NIC {idx} of the export", nic.mode, nic.vlan, nic.network, way_on)
     used = used_macs(lu.cfg.snapshot())
     out = []
     for idx, nic in enumerate(nics):

@@ -16,6 +16,7 @@ from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_ch
 from ganeti_lv.cmdlib.common import expand_node
 from ganeti_lv.errors import ECODE_NOENT, OpExecError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
+from ganeti_lv.names import check_instance_name
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupQuery, OpBackupRemove
 
@@ -67,31 +68,33 @@ class LUBackupRemove(NoHooksLU):
         """Lock the instance when it still exists (so no export of it runs)."""
         name = self.cfg.expand_instance_name(self.op.instance_name)
         self.op.instance_name = name or self.op.instance_name
+        check_instance_name(self.op.instance_name)  # refused here, not on each node
         self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove the export from every node having one; payload: those nodes."""
         if self.op.stale:
             return self._remove_stale(feedback_fn)
-        removed = [name for name, found in self._on_online_nodes(self.rpc.export_remove) if found]
+        what = f"an export of {self.op.instance_name}"
+        removed = [
+            name for name, found in self._on_online_nodes(self.rpc.export_remove, what) if found
+        ]
         if not removed:
             raise OpExecError(f"No exports found for instance {self.op.instance_name}")
         feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
         return sorted(removed)
 
-    def _on_online_nodes(self, method: Callable[..., Any]) -> list[tuple[str, Any]]:
+    def _on_online_nodes(self, method: Callable[..., Any], what: str) -> list[tuple[str, Any]]:
         """(node, payload) of ``method(node, cluster, instance)`` on every online node.
 
-        A node where it fails, or that is offline, is warned about and left out.
+        A node where it fails, or that is offline, is warned about (``what``
+        was not removed there) and left out.
         """
         data = self.cfg.snapshot()  # read-only: lookups
         out = []
         for node in data.nodes.values():
             if node.offline:
-                self.LogWarning(
-                    f"Node {node.name} is offline: an export of {self.op.instance_name}"
-                    " there, if any, was not removed"
-                )
+                self.LogWarning(f"Node {node.name} is offline: {what} there, if any, stays")
                 continue
             res = node_call(method, node, data.cluster, self.op.instance_name)
             if not res.ok:
@@ -103,7 +106,8 @@ class LUBackupRemove(NoHooksLU):
     def _remove_stale(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove what an interrupted export left (``NAME.new``); complete exports stay."""
         touched = []
-        for name, lines in self._on_online_nodes(self.rpc.export_remove_stale):
+        what = f"what an interrupted export of {self.op.instance_name} left"
+        for name, lines in self._on_online_nodes(self.rpc.export_remove_stale, what):
             for line in lines:
                 feedback_fn(f"{name}: {line}")
             if lines:

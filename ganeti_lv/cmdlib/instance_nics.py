@@ -1,7 +1,7 @@
 """The NICs of a new instance: their specs checked, their MAC addresses taken.
 
 Shared by instance creation and the import of an export: a NIC is bridged,
-on the bridge itself (``nic_problem``), and its MAC address is unique in
+on the bridge itself (``check_nic_kind``), and its MAC address is unique in
 the cluster, lower-cased, generated with the 52:54:00 prefix when asked for
 (``take_mac``).
 """
@@ -13,7 +13,7 @@ import random
 import re
 from typing import Any
 
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, ECODE_NORES, OpPrereqError
 from ganeti_lv.objects import ConfigData
 
 MAC_PREFIX = "52:54:00"
@@ -64,9 +64,9 @@ def check_nics(op_nics: list[dict[str, Any]]) -> None:
         mac = spec.get("mac")
         if mac not in (None, *MAC_GENERATE) and not _MAC_RE.match(str(mac).lower()):
             raise OpPrereqError(f"Invalid MAC address '{mac}' for NIC {idx}", ECODE_INVAL)
-        problem = nic_problem(str(spec.get("mode") or "bridged"), str(spec.get("vlan") or ""))
-        if problem:
-            raise OpPrereqError(f"NIC {idx}: {problem}", ECODE_INVAL)
+        check_nic_kind(
+            f"NIC {idx}", str(spec.get("mode") or "bridged"), str(spec.get("vlan") or "")
+        )
         ip = nic_ip(spec)
         if ip is not None:
             try:
@@ -75,20 +75,28 @@ def check_nics(op_nics: list[dict[str, Any]]) -> None:
                 raise OpPrereqError(f"Invalid IP address '{ip}'", ECODE_INVAL) from None
 
 
-def nic_problem(mode: str, vlan: str, network: str = "") -> str:
-    """Why a NIC of this kind cannot be given to a guest here, or "".
+def check_nic_kind(what: str, mode: str, vlan: str, network: str = "", way_on: str = "") -> None:
+    """Refuse ``what`` (a NIC) unless it can be given to a guest here as it is.
 
     Only bridged NICs, on the bridge itself: a VLAN would be dropped
     silently (libvirt tags only on Open vSwitch), which puts the guest on
-    the bridge's untagged traffic, and Ganeti's networks do not exist here.
+    the bridge's untagged traffic (ECODE_INVAL, as another mode), and
+    Ganeti's networks do not exist here (ECODE_NOENT, as Ganeti's unknown
+    network). ``way_on`` ends the message.
     """
     if mode != "bridged":
-        return f"unsupported NIC mode '{mode}' (only 'bridged')"
-    if vlan:
-        return f"VLAN '{vlan}' is not supported (the guest would be on the bridge's untagged VLAN)"
-    if network:
-        return f"it is on the network '{network}', and this cluster has no networks"
-    return ""
+        problem, ecode = f"unsupported NIC mode '{mode}' (only 'bridged')", ECODE_INVAL
+    elif vlan:
+        problem = (
+            f"VLAN '{vlan}' is not supported (the guest would be on the bridge's untagged VLAN)"
+        )
+        ecode = ECODE_INVAL
+    elif network:
+        problem = f"it is on the network '{network}', and this cluster has no networks"
+        ecode = ECODE_NOENT
+    else:
+        return
+    raise OpPrereqError(f"{what}: {problem}{way_on}", ecode)
 
 
 def nic_ip(spec: dict[str, Any]) -> str | None:

@@ -72,23 +72,50 @@ def test_config_has_ganetis_sections_and_keys():
 
 
 @pytest.mark.parametrize(
-    ("here", "written", "read_back"),
+    ("here", "written", "read_by_ganeti_lv"),
     [
         ("host-passthrough", "host", "host-passthrough"),
         ("host-model", "host", "host-passthrough"),  # qemu has no name for libvirt's host-model
         ("qemu64", "qemu64", "qemu64"),
     ],
 )
-def test_cpu_type_is_written_in_qemus_words_and_read_back_in_libvirts(here, written, read_back):
-    """Ganeti gives cpu_type to qemu's -cpu: 'host-passthrough' would not start there."""
-    text = exportinfo.config_to_text(
-        exportinfo.build_config(_instance(), "node1", {"maxmem": 128}, {"cpu_type": here})
-    )
+def test_cpu_type_is_written_in_qemus_words_and_read_back_in_libvirts(
+    here, written, read_by_ganeti_lv
+):
+    """Ganeti gives cpu_type to qemu's -cpu: 'host-passthrough' would not start there.
+
+    config.ini alone (what Ganeti reads, and an export without a manifest)
+    gives the host's CPU as host-passthrough; the manifest keeps the value
+    of ganeti_lv's own exports.
+    """
+    hv = {"cpu_type": here}
+    text = exportinfo.config_to_text(exportinfo.build_config(_instance(), "node1", {}, hv))
     cfg = configparser.ConfigParser()
     cfg.read_string(text)
     assert cfg["hypervisor"]["cpu_type"] == written
     desc = exportinfo.describe(exportinfo.parse_config(text))
-    assert exportcompat.translate_hvparams(desc.hvparams).params["cpu_type"] == read_back
+    assert exportcompat.translate_hvparams(desc.hvparams).params["cpu_type"] == read_by_ganeti_lv
+    translated = exportinfo.translated_hvparams(hv)
+    assert translated == ({} if here == written else {"cpu_type": here})
+    desc.hvparams.update(translated)  # what an import of ganeti_lv's own export does
+    assert exportcompat.translate_hvparams(desc.hvparams).params["cpu_type"] == here
+
+
+def test_every_value_is_written_as_ganeti_reads_it_and_older_raw_exports_still_read():
+    inst = _instance()
+    inst.os = "image+50%"
+    inst.tags = ["sale:50%"]
+    text = exportinfo.config_to_text(exportinfo.build_config(inst, "node1", {}, {}))
+    as_ganeti = configparser.ConfigParser()
+    as_ganeti.read_string(text)
+    assert as_ganeti["instance"]["os"] == "image+50%"
+    assert as_ganeti["instance"]["tags"] == "sale:50%"
+    # an export of an older ganeti_lv wrote '%' as it is (its manifest's version is 2)
+    raw = text.replace("%%", "%")
+    desc = exportinfo.describe(exportinfo.parse_config(raw, escaped=False))
+    assert desc.os == "image+50%" and desc.tags == ["sale:50%"]
+    with pytest.raises(OpPrereqError, match=r"\[instance\] os of the export's config.ini"):
+        exportinfo.describe(exportinfo.parse_config(raw))
 
 
 def test_describe_round_trip():
@@ -156,7 +183,7 @@ def test_manifest_round_trip_and_bad_input():
     again = exportinfo.Manifest.from_json(man.to_json())
     assert again == man
     data = json.loads(man.to_json())
-    assert data["version"] == 2
+    assert data["version"] == 3 and again.config_escaped  # config.ini as Ganeti reads it
     assert data["disks"][0]["checksum_algorithm"] == "sha256-tree-4M"
     assert data["disks"][0]["checksum"] == "ab" * 32 and "sha256" not in data["disks"][0]
     assert again.disks[0].checksum_text == "sha256-tree-4M:" + "ab" * 32

@@ -230,7 +230,33 @@ def test_backup_remove_warns_about_an_offline_node_it_cannot_clean(ctx, ops, con
         data.nodes[N3].offline = True
     result, lines = run(ctx, OpBackupRemove(instance_name=INST))
     assert result == [N2]
-    assert any(f"Node {N3} is offline: an export of {INST}" in line for line in lines)
+    assert any(f"Node {N3} is offline: an export of {INST} there" in line for line in lines)
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    ops.exports[N2][f"{INST}.new"] = FakeExport()  # left by an interrupted export
+    _, lines = run(ctx, OpBackupRemove(instance_name=INST, stale=True))
+    assert any(
+        f"Node {N3} is offline: what an interrupted export of {INST} left there" in line
+        for line in lines
+    )
+
+
+def test_an_old_instance_named_like_an_export_work_folder_is_refused_before_anything(
+    ctx, ops, config
+):
+    """Created before the name rule (or by Ganeti): refused before it is shut down."""
+    with config.update() as data:
+        inst = data.instances.pop(INST)
+        inst.name = "db.old"
+        data.instances["db.old"] = inst
+    ops.node(N1).domains["db.old"] = ops.node(N1).domains.pop(INST)
+    for op in (
+        OpBackupExport(instance_name="db.old", target_node=N2),
+        OpBackupRemove(instance_name="db.old"),
+    ):
+        with pytest.raises(OpPrereqError, match="ends with '.old'") as err:
+            run(ctx, op)
+        assert err.value.ecode == ECODE_INVAL
+    assert methods(ops) == []  # nothing asked of a node
 
 
 def test_target_without_space_is_nores(ctx, ops):
