@@ -89,15 +89,18 @@ def job_signals(
     """While a job runs: SIGINT/SIGTERM ask it to stop, SIGHUP only loses the output.
 
     The first SIGINT or SIGTERM sets ``cancel`` and calls ``on_abort``;
-    nothing is interrupted at an arbitrary point. A second one raises
-    KeyboardInterrupt. SIGHUP (the terminal went away) calls
-    ``on_hangup`` and the job goes on. Outside the main thread (embedded)
-    no handler is installed.
+    nothing is interrupted at an arbitrary point. A second Ctrl-C (SIGINT)
+    raises KeyboardInterrupt; a repeated SIGTERM (a cancel sent again, by
+    ``job cancel`` or the remote API) changes nothing. SIGHUP (the
+    terminal went away) calls ``on_hangup`` and the job goes on. Outside
+    the main thread (embedded) no handler is installed.
     """
 
-    def interrupt(_signum: int, _frame: Any) -> None:
+    def interrupt(signum: int, _frame: Any) -> None:
         if cancel.is_set():
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         cancel.request("interrupted by the user")
         on_abort()
 

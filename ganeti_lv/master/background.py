@@ -77,9 +77,12 @@ def _run(request: dict[str, Any]) -> int:
     ctx = Context.from_data_dir(request["data_dir"], lock_timeout=request.get("lock_timeout"))
     cancel = Cancellation()
 
-    def on_signal(_signum: int, _frame: Any) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
+        # a cancel sent again (SIGTERM) changes nothing; a second SIGINT interrupts
         if cancel.is_set():
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         cancel.request("canceled by request")
 
     signal.signal(signal.SIGTERM, on_signal)

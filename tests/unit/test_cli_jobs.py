@@ -135,6 +135,28 @@ def test_submit_watch_and_cancel_in_background_processes(
     assert jobs.get(holder).status == "success"
 
 
+def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
+    config: ConfigStore, data_dir: str, capsys: Any
+) -> None:
+    """A retried cancel (job cancel, DELETE /2/jobs/ID) is no hard interrupt.
+
+    A test delay holding its lock does not stop for a cancel: the job runs
+    to its end; a second SIGTERM used to interrupt it at once.
+    """
+    cli = Cli(data_dir, None, capsys)
+    jobs = JobStore(f"{data_dir}/jobs")
+    code, out, err = cli("debug", "delay", "--duration", "2", "-I", "inst1", "--submit")
+    assert code == 0, err
+    job_id = int(out.split()[1])
+    _wait_for(lambda: jobs.get(job_id).exec_ts is not None)
+    for _ in range(2):
+        code, _, err = cli("job", "cancel", str(job_id))
+        assert code == 0, err
+        time.sleep(0.2)
+    _wait_for(lambda: jobs.get(job_id).finished)
+    assert jobs.get(job_id).status == "success", jobs.get(job_id).error
+
+
 def test_node_migrate_in_the_master_daemon(
     server: Any, data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
 ) -> None:
