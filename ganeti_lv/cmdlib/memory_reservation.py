@@ -10,12 +10,11 @@ reserves its memory on the target under the node's reservation lock
 A planned move, or any move when others hold reservations on the node,
 asks the node again under that lock: its instances first, then its free
 memory, so an instance that arrives in between is counted twice, never
-missed. The reservation of an instance the node's figures already count
-is left out: a running one, and a paused one (an instance arriving) when
-the node's free memory is its memory cap's figure, which counts it at once;
-when the host's own free memory is the smaller figure, an arriving
-instance is not in it yet (qemu fills its memory as it comes), so its
-reservation counts. Memory that only
+missed. The reservation of an instance the node's figures already count,
+a running one, is left out. One still arriving (paused: qemu fills its
+memory as it comes) keeps its reservation: a memory cap's figure counts
+it already, the host's free memory does not yet, and the node does not say
+which figure it gave. Memory that only
 the others' reservations take is a temporary shortage: the processor
 tries the check again a few times.
 """
@@ -61,13 +60,9 @@ def reserve_memory(
                 .memory_free
             )
             check_memory(node, free)
-            states = {constants.DOMSTATE_RUNNING}
-            if node.memory_cap is not None:
-                active = constants.DOMSTATES_ACTIVE
-                in_use = sum(dom.memory for dom in domains.values() if dom.state in active)
-                if free >= node.memory_cap - in_use:  # the cap's figure: paused ones are in it
-                    states.add(constants.DOMSTATE_PAUSED)
-            counted = {name for name, dom in domains.items() if dom.state in states}
+            counted = {
+                name for name, dom in domains.items() if dom.state == constants.DOMSTATE_RUNNING
+            }
             reserved = sum(r.size for r in others if r.instance not in counted) // MIB
             if free - reserved < needed:
                 raise OpPrereqError(

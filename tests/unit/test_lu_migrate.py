@@ -346,9 +346,13 @@ def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
         f"Not enough memory on node {N2} for instance {INST} while other moves to it run:"
         " needed 128 MiB, available 200 MiB, of which 100 MiB are reserved by them"
     )
-    # once that instance arrives on node2 (paused, as a migration's copy), the
-    # figures within the memory cap count it: its reservation is left out
+    # while that instance arrives on node2 (paused, as a migration's copy) its
+    # reservation still counts: the node's free memory may not count it yet
     ops.add_domain(N2, "other.example.com", state=constants.DOMSTATE_PAUSED, memory=10)
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_TEMP_NORES
+    # once it runs there the node's figures count it: its reservation is left out
+    ops.node(N2).domains["other.example.com"].state = constants.DOMSTATE_RUNNING
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert running_on(ops) == [N2]
     other.release()
