@@ -251,14 +251,16 @@ def test_failed_target_takes_no_more_instances(
     assert len(targets) == len(set(targets))
 
 
-def test_a_pre_hook_refusing_one_instance_on_the_master_turns_no_target_away(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+@pytest.mark.parametrize("where", [{N1}, {N1, N2, N3}])
+def test_a_pre_hook_refusing_one_instance_turns_no_target_away(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, where: set[str]
 ) -> None:
-    """A site policy on the master (node1) pins inst1: node2, planned for both, takes inst2."""
+    """A site policy pins inst1 (on the master alone, or on every node, as scripts are
+    usually installed): node2, planned for both, still takes inst2."""
 
     def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> Any:
         pre = env.get("GANETI_HOOKS_PHASE") == "pre"
-        if node == N1 and pre and env.get("GANETI_INSTANCE_NAME") == I1:
+        if node in where and pre and env.get("GANETI_INSTANCE_NAME") == I1:
             return [HookScriptResult("00-policy", constants.HKR_FAIL, "inst1 is pinned")]
         return []
 

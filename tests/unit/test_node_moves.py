@@ -61,9 +61,10 @@ def _of_node(err: OpPrereqError, node: str) -> OpPrereqError:
         (_from_node("n1"), False),  # a node's answer, of the source
         (_from_node("n2"), True),
         (_of_node(OpPrereqError("Node n2 is offline", ECODE_STATE), "n2"), True),  # since the plan
-        # hook scripts: only one failing on the target counts against it
+        # hook scripts: only failures on the target alone count against it
         (HooksAbort([("master", "00-policy", "pinned")]), False),
-        (HooksAbort([("n1", "10-check", "no"), ("n2", "10-check", "no")]), True),
+        (HooksAbort([("n1", "10-check", "pinned"), ("n2", "10-check", "pinned")]), False),
+        (HooksAbort([("n2", "10-check", "no bridge br7")]), True),
         (HooksFailure("hooks could not run on n1", node="n1"), False),
         (HooksFailure("hooks could not run on n2", node="n2"), True),
         (HooksFailure("no hooks runner"), False),
