@@ -75,6 +75,8 @@ class RapiApplication:
         request = WsgiRequest(environ)
         user = "-"
         try:
+            if (request.content_length or 0) > MAX_BODY:
+                raise _too_large()  # before anything, so nothing reads the body
             found = self._authenticate(request)
             user = found.name
             result = self._dispatch(request, found)
@@ -150,12 +152,9 @@ class RapiApplication:
 
 def _body(request: WsgiRequest) -> Any:
     """The request's JSON body (None when empty); one over MAX_BODY is a JSON 413."""
-    too_large = HttpError(413, f"The body is larger than {MAX_BODY} bytes")
-    if (request.content_length or 0) > MAX_BODY:
-        raise too_large
     data = request.stream.read(MAX_BODY + 1)  # a chunked body has no length to check first
     if len(data) > MAX_BODY:
-        raise too_large
+        raise _too_large()
     if not data:
         return None
     content_type = (request.mimetype or "application/octet-stream").lower()
@@ -165,6 +164,10 @@ def _body(request: WsgiRequest) -> Any:
         return json.loads(data)
     except ValueError:
         raise bad_request("Unable to parse JSON data") from None
+
+
+def _too_large() -> HttpError:
+    return HttpError(413, f"The body is larger than {MAX_BODY} bytes")
 
 
 def _error_response(err: HttpError) -> Response:
@@ -210,6 +213,9 @@ class RapiServer:
             server_name=f"ganeti_lv/{constants.RELEASE_VERSION}",
             request_queue_size=LISTEN_BACKLOG,
         )
+        # Bodies a little over MAX_BODY get the application's JSON 413 (what Ganeti's
+        # client reads); the server itself refuses far larger ones before reading them.
+        self._server.max_request_body_size = 2 * MAX_BODY
         self._server.error_log = _cheroot_log  # type: ignore[method-assign]
         self._server.ssl_adapter = _HandshakeInWorker(cert_file, cert_file)
         self._thread: threading.Thread | None = None

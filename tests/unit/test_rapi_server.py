@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -184,6 +185,24 @@ def test_a_client_that_connects_and_sends_nothing_holds_nobody_up(
     finally:
         for sock in (*idle, plain):
             sock.close()
+
+
+@pytest.mark.parametrize("length", [rapi_server.MAX_BODY + 1, 200 << 20])
+def test_a_large_body_is_refused_before_it_is_read_even_without_credentials(
+    rapi: rapi_server.RapiServer, length: int
+) -> None:
+    """Only the headers are sent: the answer comes at once, nothing waits for the body."""
+    host, port = rapi.address
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    raw = socket.create_connection((host, port), timeout=5)
+    with context.wrap_socket(raw) as tls:
+        tls.sendall(
+            b"POST /2/instances HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {length}\r\n\r\n".encode()
+        )
+        answer = tls.recv(200)  # a timeout here: the server waits for the body
+    assert answer.startswith(b"HTTP/1.1 413")
 
 
 # ------------------------------------------------------------------ the users file
