@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from cheroot import wsgi
+from cheroot.errors import FatalSSLAlert
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -180,15 +182,55 @@ def _error_response(err: HttpError) -> Response:
 # ------------------------------------------------------------------ the server
 
 
+# seconds a new connection has for its TLS handshake
+HANDSHAKE_TIMEOUT = 5.0
+
+
+class _HandshakeFirst(ssl.SSLSocket):
+    """A server-side TLS socket that shakes hands at its first read, within a deadline.
+
+    A handshake that fails or does not end in time (a silent client, plain
+    HTTP, garbage) is cheroot's FatalSSLAlert: the connection is dropped
+    quietly, without an answer the client could not read anyway.
+    """
+
+    _shaken = False
+
+    def _shake(self) -> None:
+        if self._shaken:
+            return
+        timeout = self.gettimeout()
+        self.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            self.do_handshake()
+        except OSError as err:  # ssl.SSLError and timeouts are OSErrors
+            raise FatalSSLAlert(f"TLS handshake: {err}") from err
+        finally:
+            self.settimeout(timeout)
+        self._shaken = True
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self._shake()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self._shake()
+        return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
+
+
 class _HandshakeInWorker(BuiltinSSLAdapter):  # type: ignore[misc]
-    """TLS whose handshake happens at a connection's first read, in a worker thread.
+    """TLS whose handshake happens in a worker thread, not in the accepting one.
 
     cheroot's own adapter shakes hands in its one accepting thread, so a
     client that connects and sends nothing held up every other request,
     without credentials, for the server's whole timeout. Here the accepting
-    thread only wraps the socket; the handshake is OpenSSL's at the first
-    read, once the connection has something to read.
+    thread only wraps the socket; the worker that takes the connection
+    shakes hands at its first read, within HANDSHAKE_TIMEOUT.
     """
+
+    def __init__(self, certificate: str, private_key: str) -> None:
+        super().__init__(certificate, private_key)
+        self.context.sslsocket_class = _HandshakeFirst
 
     def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
         wrapped = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
