@@ -7,7 +7,7 @@
      +-- OpExecError(msg)              failure while executing (Exec)
      |    +-- MigrationAborted         a migration was aborted; instance still on source
      |    +-- OperationCanceled        stopped on request, its work rolled back
-     +-- HooksAbort(results)           a pre hook failed (node, script, output) list
+     +-- HooksAbort(results, nodes)    a pre hook failed (node, script, output) list
      +-- HooksFailure                  hooks could not run at all
      +-- ConfigurationError            configuration missing, corrupt or inconsistent
      |    +-- ConfigVersionMismatch
@@ -104,10 +104,14 @@ class OperationCanceled(OpExecError):
 
 
 class HooksAbort(GenericError):
-    """A pre-phase hook failed; ``results`` lists (node, script, output)."""
+    """A pre-phase hook failed; ``results`` lists (node, script, output).
 
-    def __init__(self, results: Sequence[tuple[str, str, str]]) -> None:
+    ``nodes``: every node the phase ran on (those that failed among them).
+    """
+
+    def __init__(self, results: Sequence[tuple[str, str, str]], nodes: Sequence[str]) -> None:
         self.results = list(results)
+        self.nodes = list(nodes)
         lines = ["Hook script failure(s), aborting:"]
         for node, script, output in self.results:
             lines.append(f"  node {node}, script {script}: {output.strip()}")

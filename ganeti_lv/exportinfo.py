@@ -247,6 +247,18 @@ def translated_hvparams(hvparams: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in hvparams.items() if k in written and written[k] != v}
 
 
+def restore_translated(hvparams: dict[str, str], translated: dict[str, str]) -> None:
+    """Give ``hvparams`` (config.ini's) the values here that ``translated`` keeps.
+
+    Only where config.ini still says what the export wrote for them: a value
+    edited by hand since is the operator's.
+    """
+    for key, value in translated.items():
+        written = written_hvparams({key: value}).get(key)
+        if written is not None and hvparams.get(key) == str(written):
+            hvparams[key] = value
+
+
 def config_to_text(cfg: configparser.ConfigParser) -> str:
     """The config.ini text."""
     buf = io.StringIO()

@@ -5,7 +5,7 @@ It is pure: running scripts on nodes is a function it is given
 is the LU's environment builder. It never talks to a node itself.
 
 * PRE phase: any failed script, or an online node that could not be
-  reached, raises ``HooksAbort([(node, script, output), ...])``; offline
+  reached, raises ``HooksAbort([(node, script, output), ...], nodes)``; offline
   nodes are skipped.
 * POST phase: failures become warnings through ``log_fn``
   ("On <node> script <path> failed, output: <text>").
@@ -160,7 +160,7 @@ class HooksMaster:
         if phase == constants.HOOKS_PHASE_PRE:
             failures = self.pre_failures(results)
             if failures:
-                raise HooksAbort(failures)
+                raise HooksAbort(failures, node_names)
         else:
             self.report_post(results)
         return results

@@ -5,7 +5,8 @@ process:
 
 - SIGINT or SIGTERM asks the job to stop safely (a migration aborts its
   libvirt job and the instance stays on its source; a job waiting for a
-  lock stops waiting); a second one interrupts at once.
+  lock stops waiting); a second SIGINT (Ctrl-C) interrupts at once, a
+  second SIGTERM (a cancel sent again) changes nothing.
 - The job's records are printed as lines with a timestamp, or on a
   terminal drawn as progress bars (rich) with the other lines above them.
 - Output that goes away (a closed pipe, ``gnt-lv ... | head -1``; a dropped

@@ -75,7 +75,7 @@ class ImportModeHandler(CreateModeHandler):
         escaped = manifest is None or manifest.config_escaped
         desc = exportinfo.describe(exportinfo.parse_config(data.config_text, escaped))
         if manifest is not None:
-            desc.hvparams.update(manifest.translated)  # as they were here
+            exportinfo.restore_translated(desc.hvparams, manifest.translated)
         exportcompat.check_hypervisor(desc)
         checked = exportcompat.check_dumps(desc, data, manifest)
         self.foreign = manifest is None

@@ -99,19 +99,22 @@ def target_at_fault(err: BaseException, target: str) -> bool:
     Not: a lock another job held too long, a cancel, resources taken for a
     while (``temp_insufficient_resources``), an error naming another node,
     hook scripts that failed on other nodes too (a policy refusing the
-    instance) or hooks that could not run on another node, a prerequisite
+    instance; also when they ran on the target alone, a failover onto the
+    master) or hooks that could not run on another node, a prerequisite
     about the state of the instance or its source (``wrong_state``: not
     running, moved away). Yes: an error naming the target (its answer; its
     state: offline, drained since the plan), hook scripts failing on the
-    target alone, a lack of its memory or a fault of its
+    target alone while they passed elsewhere, a lack of its memory or a
+    fault of its
     environment, and a failure of the move itself (the migration: most
     often its target's).
     """
     if isinstance(err, (LockError, OperationCanceled)):
         return False
     if isinstance(err, HooksAbort):
-        # a script failing on every node refuses the instance, not the target
-        return {node for node, _script, _output in err.results} == {target}
+        # a script failing on every node it ran on refuses the instance, not the target
+        failing = {node for node, _script, _output in err.results}
+        return failing == {target} and set(err.nodes) != {target}
     if isinstance(err, HooksFailure):
         return err.node == target
     if not isinstance(err, GenericError):

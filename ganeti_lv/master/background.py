@@ -6,7 +6,8 @@ its stdin and returns the job id it answers on its stdout: the job is
 recorded by that process (its pid is the job's), which then runs it to
 its end with nobody reading its output (the job log has every line). As
 for a job of ``gnt-lv``, SIGTERM asks it to stop safely
-(``gnt-lv job cancel ID`` sends it); a second one interrupts it.
+(``gnt-lv job cancel ID`` sends it), and sent again changes nothing;
+SIGINT, sent after it, interrupts it at once.
 
 With a master daemon the daemon runs such jobs instead
 (``MasterClient.enqueue``).

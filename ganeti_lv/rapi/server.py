@@ -197,7 +197,9 @@ class _HandshakeFirst(ssl.SSLSocket):
     _shaken = False
 
     def _shake(self) -> None:
-        if self._shaken:
+        # _sslobj is None while the socket is being made (Python probes a peer
+        # that reset the connection at once with a read): nothing to shake yet
+        if self._shaken or getattr(self, "_sslobj", None) is None:
             return
         timeout = self.gettimeout()
         self.settimeout(HANDSHAKE_TIMEOUT)
@@ -233,7 +235,12 @@ class _HandshakeInWorker(BuiltinSSLAdapter):  # type: ignore[misc]
         self.context.sslsocket_class = _HandshakeFirst
 
     def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
-        wrapped = self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+        try:
+            wrapped = self.context.wrap_socket(
+                sock, do_handshake_on_connect=False, server_side=True
+            )
+        except OSError as err:  # the client is gone already (a TCP probe)
+            raise FatalSSLAlert(f"TLS: {err}") from err
         return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
@@ -255,9 +262,6 @@ class RapiServer:
             server_name=f"ganeti_lv/{constants.RELEASE_VERSION}",
             request_queue_size=LISTEN_BACKLOG,
         )
-        # Bodies a little over MAX_BODY get the application's JSON 413 (what Ganeti's
-        # client reads); the server itself refuses far larger ones before reading them.
-        self._server.max_request_body_size = 2 * MAX_BODY
         self._server.error_log = _cheroot_log  # type: ignore[method-assign]
         self._server.ssl_adapter = _HandshakeInWorker(cert_file, cert_file)
         self._thread: threading.Thread | None = None

@@ -97,8 +97,11 @@ def test_cpu_type_is_written_in_qemus_words_and_read_back_in_libvirts(
     assert exportcompat.translate_hvparams(desc.hvparams).params["cpu_type"] == read_by_ganeti_lv
     translated = exportinfo.translated_hvparams(hv)
     assert translated == ({} if here == written else {"cpu_type": here})
-    desc.hvparams.update(translated)  # what an import of ganeti_lv's own export does
+    exportinfo.restore_translated(desc.hvparams, translated)  # an import of its own export
     assert exportcompat.translate_hvparams(desc.hvparams).params["cpu_type"] == here
+    edited = {"cpu_type": "qemu64"}  # config.ini changed by hand since: the operator's value
+    exportinfo.restore_translated(edited, translated)
+    assert edited == {"cpu_type": "qemu64"}
 
 
 def test_every_value_is_written_as_ganeti_reads_it_and_older_raw_exports_still_read():

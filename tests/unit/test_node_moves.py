@@ -62,9 +62,11 @@ def _of_node(err: OpPrereqError, node: str) -> OpPrereqError:
         (_from_node("n2"), True),
         (_of_node(OpPrereqError("Node n2 is offline", ECODE_STATE), "n2"), True),  # since the plan
         # hook scripts: only failures on the target alone count against it
-        (HooksAbort([("master", "00-policy", "pinned")]), False),
-        (HooksAbort([("n1", "10-check", "pinned"), ("n2", "10-check", "pinned")]), False),
-        (HooksAbort([("n2", "10-check", "no bridge br7")]), True),
+        (HooksAbort([("master", "00-policy", "pinned")], ["master", "n2"]), False),
+        (HooksAbort([("n1", "c", "pinned"), ("n2", "c", "pinned")], ["master", "n1", "n2"]), False),
+        (HooksAbort([("n2", "10-check", "no bridge br7")], ["master", "n1", "n2"]), True),
+        # a failover onto the master: its hooks ran there alone
+        (HooksAbort([("n2", "00-policy", "pinned")], ["n2"]), False),
         (HooksFailure("hooks could not run on n1", node="n1"), False),
         (HooksFailure("hooks could not run on n2", node="n2"), True),
         (HooksFailure("no hooks runner"), False),

@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -184,6 +185,10 @@ def test_clients_that_connect_and_send_nothing_hold_nobody_up(
     plain.sendall(b"GET /version HTTP/1.0\r\n\r\n")
     try:
         with caplog.at_level(logging.DEBUG):
+            for _ in range(20):  # TCP probes (load balancers, port scans): connect, reset
+                probe = socket.create_connection((host, port))
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                probe.close()
             time.sleep(1.0)  # past the handshake deadline: every silent client let go
             code, _, body = _admin(rapi, "GET", "/version", timeout=5)
             assert (code, body) == (200, 2)
@@ -449,9 +454,11 @@ def test_ganetis_client_sees_errors_as_ganeti_gives_them(
     bad = client.error("_SendRequest", "PUT", f"/2/instances/{INST}/migrate", None, {"x": 1})
     assert bad["code"] == 400 and "'x'" in bad["msg"]
     assert client.error("GetInstance", "ghost")["code"] == 404
-    big = {"target_node": N2, "x": "a" * rapi_server.MAX_BODY}
-    too_large = client.error("_SendRequest", "PUT", f"/2/instances/{INST}/migrate", None, big)
-    assert too_large["code"] == 413 and "larger than" in too_large["msg"]
+    for size in (rapi_server.MAX_BODY, 8 * rapi_server.MAX_BODY):
+        big = {"target_node": N2, "x": "a" * size}
+        path = f"/2/instances/{INST}/migrate"
+        too_large = client.error("_SendRequest", "PUT", path, None, big)
+        assert too_large["code"] == 413 and "larger than" in too_large["msg"]
 
 
 @needs_ganeti_client
