@@ -160,7 +160,8 @@ class HooksMaster:
         if phase == constants.HOOKS_PHASE_PRE:
             failures = self.pre_failures(results)
             if failures:
-                raise HooksAbort(failures, node_names)
+                ran = [name for name, res in results.items() if not res.offline]
+                raise HooksAbort(failures, ran)
         else:
             self.report_post(results)
         return results

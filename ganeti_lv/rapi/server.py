@@ -54,6 +54,10 @@ log = logging.getLogger("ganeti_lv.rapi")
 
 DEFAULT_PORT = 5080
 MAX_BODY = 1 << 20
+# a body too large, up to this size, is read (and thrown away) before the 413
+DRAIN_LIMIT = 16 << 20
+# a request line and headers together (Ganeti's client sends a few hundred bytes)
+MAX_HEADERS = 64 << 10
 JSON_TYPE = "application/json"
 WORKER_THREADS = 32
 LISTEN_BACKLOG = 64
@@ -77,8 +81,7 @@ class RapiApplication:
         request = WsgiRequest(environ)
         user = "-"
         try:
-            if (request.content_length or 0) > MAX_BODY:
-                raise _too_large()  # before anything, so nothing reads the body
+            _check_body_length(environ)  # before anything, so nothing reads the body
             found = self._authenticate(request)
             user = found.name
             result = self._dispatch(request, found)
@@ -168,6 +171,29 @@ def _body(request: WsgiRequest) -> Any:
         raise bad_request("Unable to parse JSON data") from None
 
 
+def _check_body_length(environ: dict[str, Any]) -> None:
+    """Refuse a body the server could not bound before anything reads it.
+
+    A body needs a plain Content-Length of at most MAX_BODY: the HTTP server
+    reads what the header declares (also to drain an unread body after an
+    answer other than 413, which closes the connection), and a chunked body
+    comes in chunks of any size. Ganeti's client always sends the length; a
+    body up to DRAIN_LIMIT is read and thrown away first, so that a client
+    that sends all of it before it reads gets the 413, not a broken pipe.
+    """
+    if environ.get("HTTP_TRANSFER_ENCODING"):
+        raise HttpError(411, "A request body needs a Content-Length (no Transfer-Encoding)")
+    length = str(environ.get("CONTENT_LENGTH") or "0")
+    if not (length.isascii() and length.isdigit()):
+        raise _too_large()
+    if int(length) > MAX_BODY:
+        if int(length) <= DRAIN_LIMIT:
+            stream = environ["wsgi.input"]
+            while stream.read(64 << 10):
+                pass
+        raise _too_large()
+
+
 def _too_large() -> HttpError:
     return HttpError(413, f"The body is larger than {MAX_BODY} bytes")
 
@@ -198,7 +224,8 @@ class _HandshakeFirst(ssl.SSLSocket):
 
     def _shake(self) -> None:
         # _sslobj is None while the socket is being made (Python probes a peer
-        # that reset the connection at once with a read): nothing to shake yet
+        # that closed the connection at once with a read): nothing to shake yet;
+        # ``wrap`` drops a socket left so
         if self._shaken or getattr(self, "_sslobj", None) is None:
             return
         timeout = self.gettimeout()
@@ -241,6 +268,9 @@ class _HandshakeInWorker(BuiltinSSLAdapter):  # type: ignore[misc]
             )
         except OSError as err:  # the client is gone already (a TCP probe)
             raise FatalSSLAlert(f"TLS: {err}") from err
+        if getattr(wrapped, "_sslobj", None) is None:  # it went away while being wrapped
+            wrapped.close()
+            raise FatalSSLAlert("TLS: the client closed the connection at once")
         return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
@@ -262,6 +292,7 @@ class RapiServer:
             server_name=f"ganeti_lv/{constants.RELEASE_VERSION}",
             request_queue_size=LISTEN_BACKLOG,
         )
+        self._server.max_request_header_size = MAX_HEADERS
         self._server.error_log = _cheroot_log  # type: ignore[method-assign]
         self._server.ssl_adapter = _HandshakeInWorker(cert_file, cert_file)
         self._thread: threading.Thread | None = None

@@ -103,6 +103,19 @@ def test_pre_failure_aborts_with_node_script_output() -> None:
         master(rec).run_phase("pre")
     assert err.value.results == [("b", "10-bad", "refused")]
     assert err.value.ecode == "environment_error"
+    assert err.value.nodes == ["a", "b"]  # where the phase ran
+
+
+def test_a_pre_abort_names_only_the_nodes_its_hooks_ran_on() -> None:
+    rec = Recorder(
+        {
+            "a": NodeResult("a", fail_msg="Node is marked offline", offline=True),
+            "b": NodeResult("b", payload=[FAIL]),
+        }
+    )
+    with pytest.raises(HooksAbort) as err:
+        master(rec).run_phase("pre")
+    assert err.value.nodes == ["b"]  # not the offline node, which was skipped
 
 
 def test_pre_unreachable_node_aborts_offline_skipped() -> None:
