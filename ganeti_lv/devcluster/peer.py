@@ -26,11 +26,15 @@ by PID and by name even after an interrupted ``up``.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -133,9 +137,7 @@ class PeerCluster(files.ClusterDirectory):
             self.feedback_fn(f"gnt-node add {node.fqdn}")
             self.gnt(["gnt-node", "add", "--no-ssh-key-check", node.fqdn], timeout=300)
         self._wait_rapi(layout)
-        # written again now that ganeti-rapi answers: a write that came before
-        # its file watch was set up would otherwise go unseen (401 for the user)
-        peernode.write_rapi_users(layout.master, password)
+        self._wait_rapi_user(layout, password)
         state["initialised"] = True
         self._save_state(state)
 
@@ -164,6 +166,34 @@ class PeerCluster(files.ClusterDirectory):
             if time.monotonic() > deadline:
                 raise OpExecError(f"RAPI on {layout.master_ip}:{pl.RAPI_PORT} did not answer")
             time.sleep(0.1)
+
+    def _wait_rapi_user(self, layout: pl.PeerLayout, password: str, timeout: float = 60) -> None:
+        """Until ganeti-rapi takes the write user: the users file written again meanwhile.
+
+        ganeti-rapi reads the file when it starts and when its file watch sees
+        it change; a write that came before the watch was set up goes unseen
+        (401 for the user). The check is a dry run of a tag change (a job that
+        changes nothing), which needs the write user.
+        """
+        url = f"https://{layout.master_ip}:{pl.RAPI_PORT}/2/tags?tag=glv-rapi-check&dry-run=1"
+        token = base64.b64encode(f"{pl.RAPI_USER}:{password}".encode()).decode()
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        deadline = time.monotonic() + timeout
+        while True:
+            peernode.write_rapi_users(layout.master, password)
+            request = urllib.request.Request(
+                url, method="PUT", headers={"Authorization": f"Basic {token}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10, context=context):
+                    return
+            except urllib.error.HTTPError as err:
+                if err.code != 401:
+                    raise OpExecError(f"ganeti-rapi refused the user check: {err}") from err
+            if time.monotonic() > deadline:
+                raise OpExecError(f"ganeti-rapi did not take its users file within {timeout}s")
+            time.sleep(1)
 
     def _write_info(self, layout: pl.PeerLayout, image: guest.GuestImage) -> None:
         state = self._load_state()
