@@ -1,10 +1,11 @@
 """The remote API's HTTPS server: a WSGI application on cheroot, in the master daemon.
 
 cheroot (CherryPy's HTTP server) parses HTTP, speaks TLS with the
-certificate of ``<data dir>/rapi.pem`` and runs each request in one of its
-worker threads; werkzeug parses the request (path variables, query
-arguments, Basic credentials) and routes it. The application then does what
-Ganeti's RAPI does, in its order:
+certificate of ``<data dir>/rapi.pem`` (its handshake in a worker thread,
+``rapi.tls``) and runs each request in one of its worker threads; werkzeug
+parses the request (path variables, query arguments, Basic credentials) and
+routes it. The application then does what Ganeti's RAPI does, in its order,
+after refusing a body it could not bound (413; chunked: 411):
 
 1. authentication: every request needs the credentials of a user of the
    users file (HTTP Basic), else 401 with ``WWW-Authenticate``;
@@ -23,14 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from cheroot import wsgi
-from cheroot.errors import FatalSSLAlert
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request as WsgiRequest
@@ -49,6 +47,7 @@ from ganeti_lv.rapi.httperrors import (
     unauthorized,
 )
 from ganeti_lv.rapi.resources import RESOURCES, Backend, Request, Resource
+from ganeti_lv.rapi.tls import HandshakeInWorker
 
 log = logging.getLogger("ganeti_lv.rapi")
 
@@ -208,72 +207,6 @@ def _error_response(err: HttpError) -> Response:
 # ------------------------------------------------------------------ the server
 
 
-# seconds a new connection has for its TLS handshake
-HANDSHAKE_TIMEOUT = 5.0
-
-
-class _HandshakeFirst(ssl.SSLSocket):
-    """A server-side TLS socket that shakes hands at its first read, within a deadline.
-
-    A handshake that fails or does not end in time (a silent client, plain
-    HTTP, garbage) is cheroot's FatalSSLAlert: the connection is dropped
-    quietly, without an answer the client could not read anyway.
-    """
-
-    _shaken = False
-
-    def _shake(self) -> None:
-        # _sslobj is None while the socket is being made (Python probes a peer
-        # that closed the connection at once with a read): nothing to shake yet;
-        # ``wrap`` drops a socket left so
-        if self._shaken or getattr(self, "_sslobj", None) is None:
-            return
-        timeout = self.gettimeout()
-        self.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            self.do_handshake()
-        except OSError as err:  # ssl.SSLError and timeouts are OSErrors
-            raise FatalSSLAlert(f"TLS handshake: {err}") from err
-        finally:
-            self.settimeout(timeout)
-        self._shaken = True
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        self._shake()
-        return super().recv(buflen, flags)
-
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        self._shake()
-        return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
-
-
-class _HandshakeInWorker(BuiltinSSLAdapter):  # type: ignore[misc]
-    """TLS whose handshake happens in a worker thread, not in the accepting one.
-
-    cheroot's own adapter shakes hands in its one accepting thread, so a
-    client that connects and sends nothing held up every other request,
-    without credentials, for the server's whole timeout. Here the accepting
-    thread only wraps the socket; the worker that takes the connection
-    shakes hands at its first read, within HANDSHAKE_TIMEOUT.
-    """
-
-    def __init__(self, certificate: str, private_key: str) -> None:
-        super().__init__(certificate, private_key)
-        self.context.sslsocket_class = _HandshakeFirst
-
-    def wrap(self, sock: Any) -> tuple[Any, dict[str, str]]:
-        try:
-            wrapped = self.context.wrap_socket(
-                sock, do_handshake_on_connect=False, server_side=True
-            )
-        except OSError as err:  # the client is gone already (a TCP probe)
-            raise FatalSSLAlert(f"TLS: {err}") from err
-        if getattr(wrapped, "_sslobj", None) is None:  # it went away while being wrapped
-            wrapped.close()
-            raise FatalSSLAlert("TLS: the client closed the connection at once")
-        return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
-
-
 class RapiServer:
     """The HTTPS server of the remote API, serving in a thread of its own."""
 
@@ -294,7 +227,7 @@ class RapiServer:
         )
         self._server.max_request_header_size = MAX_HEADERS
         self._server.error_log = _cheroot_log  # type: ignore[method-assign]
-        self._server.ssl_adapter = _HandshakeInWorker(cert_file, cert_file)
+        self._server.ssl_adapter = HandshakeInWorker(cert_file, cert_file)
         self._thread: threading.Thread | None = None
 
     @property

@@ -32,6 +32,7 @@ from ganeti_lv.master.jobs import JobStore, process_start_time
 from ganeti_lv.opcodes import OpTestDelay
 from ganeti_lv.rapi import certs, queries, users
 from ganeti_lv.rapi import server as rapi_server
+from ganeti_lv.rapi import tls as rapi_tls
 
 INST = "inst1.example.com"
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
@@ -178,7 +179,7 @@ def test_clients_that_connect_and_send_nothing_hold_nobody_up(
     connection wait for the server's 10 s timeout; more silent connections
     than workers, each held for that long, would do the same.
     """
-    monkeypatch.setattr(rapi_server, "HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr(rapi_tls, "HANDSHAKE_TIMEOUT", 0.5)
     host, port = rapi.address
     idle = [socket.create_connection((host, port)) for _ in range(rapi_server.WORKER_THREADS + 8)]
     plain = socket.create_connection((host, port))  # plain HTTP on the TLS port
