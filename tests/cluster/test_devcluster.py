@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.guardian import devcluster_down, guarded
 from support.waiting import parent_command
 
 from ganeti_lv.config import ConfigStore
@@ -65,11 +66,12 @@ def _assert_clean(cl: DevCluster, pids: list[int]) -> None:
 def scratch_dir() -> Iterator[str]:
     """A cluster directory of its own, brought down and removed afterwards."""
     directory = tempfile.mkdtemp(prefix="glv-updown-", dir="/var/tmp")
-    try:
-        yield directory
-    finally:
-        DevCluster(directory).down()
-        subprocess.run(["rm", "-rf", directory], check=False)
+    with guarded(devcluster_down(directory), directory):
+        try:
+            yield directory
+        finally:
+            DevCluster(directory).down()
+            subprocess.run(["rm", "-rf", directory], check=False)
 
 
 @pytest.mark.faults

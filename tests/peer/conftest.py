@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from support.guardian import peer_down
 from support.teardown import torn_down_at_exit
 
 from ganeti_lv.devcluster import peerinstall
@@ -78,7 +79,7 @@ def ganeti_peer() -> Iterator[PeerCluster]:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    with torn_down_at_exit(teardown):
+    with torn_down_at_exit(teardown, peer_down(directory), directory):
         peer.up(subnet=free_subnet(base=pl.SUBNET_BASE))
         yield peer
 

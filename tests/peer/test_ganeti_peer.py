@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.guardian import guarded, peer_down
 from support.waiting import wait_until
 
 from ganeti_lv.devcluster import guest, netns
@@ -185,13 +186,14 @@ def scratch_peer() -> Iterator[PeerCluster]:
     """A peer of its own (not the session's), brought down and removed afterwards."""
     directory = tempfile.mkdtemp(prefix="glv-peer-updown-", dir="/var/tmp")
     peer = PeerCluster(directory)
-    try:
-        yield peer
-    finally:
+    with guarded(peer_down(directory), directory):
         try:
-            peer.down()
+            yield peer
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            try:
+                peer.down()
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_down_leaves_nothing_behind(scratch_peer: PeerCluster) -> None:

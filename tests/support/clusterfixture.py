@@ -30,9 +30,11 @@ from ganeti_lv.devcluster.guest import build_guest
 from ganeti_lv.devcluster.netns import free_subnet
 
 try:
+    from tests.support.guardian import devcluster_down
     from tests.support.teardown import torn_down_at_exit
     from tests.support.timeouts import EXTERNAL_ENV
 except ImportError:  # tests/ itself is on sys.path (pytest's rootdir insertion)
+    from support.guardian import devcluster_down  # type: ignore[no-redef]
     from support.teardown import torn_down_at_exit  # type: ignore[no-redef]
     from support.timeouts import EXTERNAL_ENV  # type: ignore[no-redef]
 
@@ -83,7 +85,7 @@ def devcluster() -> Iterator[Any]:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    with torn_down_at_exit(teardown):
+    with torn_down_at_exit(teardown, devcluster_down(directory), directory):
         cluster.up(nodes=3, subnet=free_subnet())
         yield cluster
 

@@ -2,7 +2,8 @@
 
 ``LocalSshd(workdir)`` generates a host key and a client key, writes an
 sshd_config (random free port, keys and pid file in ``workdir``), starts
-``/usr/sbin/sshd -D`` as a child process and stops it by PID. Use the
+``/usr/sbin/sshd -D`` as a child process and stops it by PID (a guardian
+stops it if the test process dies first, see guardian.py). Use the
 ``local_sshd`` session fixture from tests/conftest.py, or the class directly
 for a private server (e.g. one with a different host key).
 """
@@ -15,6 +16,11 @@ import socket
 import subprocess
 import time
 from typing import Any
+
+try:
+    from tests.support.guardian import Guardian
+except ImportError:  # tests/ itself is on sys.path (pytest's rootdir insertion)
+    from support.guardian import Guardian  # type: ignore[no-redef]
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -57,6 +63,7 @@ class LocalSshd:
         self.pid_file = os.path.join(workdir, "sshd.pid")
         self.log_file = os.path.join(workdir, "sshd.log")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._guardian: Guardian | None = None
 
     @property
     def host_key_line(self) -> str:
@@ -111,6 +118,7 @@ Subsystem sftp internal-sftp
             )
         finally:
             log.close()
+        self._guardian = Guardian(["kill", "-TERM", str(self.proc.pid)])
         self._wait_listening(timeout)
         return self
 
@@ -149,6 +157,9 @@ Subsystem sftp internal-sftp
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
+        if self._guardian is not None:
+            self._guardian.release()
+            self._guardian = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``SshClient`` connecting to this server."""

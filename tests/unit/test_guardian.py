@@ -1,0 +1,153 @@
+"""The test harness's guardian: a dead test process's clean-up still runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def _child(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new Python with tests/ on its path (as pytest has it)."""
+    prelude = f"import os, signal, sys\nsys.path.insert(0, {TESTS_DIR!r})\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _appears(path: Path, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    return tmp_path / "cleaned-up"
+
+
+def test_a_killed_process_gets_its_clean_up(tmp_path: Path, marker: Path) -> None:
+    scratch = tmp_path / "cluster-dir"
+    scratch.mkdir()
+    res = _child(
+        f"""
+        from support.guardian import Guardian
+        Guardian(["touch", {str(marker)!r}], remove_dir={str(scratch)!r})
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert res.returncode == -9
+    assert _appears(marker), res.stderr
+    deadline = time.monotonic() + 10
+    while scratch.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not scratch.exists()
+
+
+def test_a_released_guardian_does_nothing(tmp_path: Path, marker: Path) -> None:
+    scratch = tmp_path / "cluster-dir"
+    scratch.mkdir()
+    res = _child(
+        f"""
+        from support.guardian import guarded
+        with guarded(["touch", {str(marker)!r}], {str(scratch)!r}):
+            pass
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    # release() waits for the guardian to end: nothing more can happen after it
+    assert not marker.exists()
+    assert scratch.exists()
+
+
+def test_torn_down_at_exit_with_a_crash_inside_the_block(marker: Path, tmp_path: Path) -> None:
+    teardown_ran = tmp_path / "teardown-ran"
+    res = _child(
+        f"""
+        from support.teardown import torn_down_at_exit
+        def teardown():
+            open({str(teardown_ran)!r}, "w").close()
+        with torn_down_at_exit(teardown, ["touch", {str(marker)!r}], {str(tmp_path / "d")!r}):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        """
+    )
+    assert res.returncode == -11
+    assert _appears(marker), res.stderr
+    assert not teardown_ran.exists()
+
+
+def test_torn_down_at_exit_at_interpreter_exit_runs_only_the_teardown(
+    marker: Path, tmp_path: Path
+) -> None:
+    teardown_ran = tmp_path / "teardown-ran"
+    res = _child(
+        f"""
+        from support.teardown import torn_down_at_exit
+        def teardown():
+            open({str(teardown_ran)!r}, "w").close()
+        block = torn_down_at_exit(teardown, ["touch", {str(marker)!r}], {str(tmp_path / "d")!r})
+        block.__enter__()
+        sys.exit(0)  # the block never ends: atexit runs the teardown
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    assert teardown_ran.exists()
+    assert not marker.exists()
+
+
+def test_the_guardian_is_out_of_the_test_runs_signals(marker: Path) -> None:
+    """A session of its own: a signal to the run's process group (a timeout) misses it."""
+    res = _child(
+        f"""
+        from support.guardian import Guardian
+        guardian = Guardian(["touch", {str(marker)!r}])
+        print(guardian._proc.pid, os.getsid(guardian._proc.pid), os.getsid(0))
+        guardian.release()
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    pid, guardian_sid, own_sid = (int(x) for x in res.stdout.split())
+    assert guardian_sid == pid != own_sid
+    assert not marker.exists()
+
+
+def test_sshd_of_a_killed_test_process_is_stopped(tmp_path: Path) -> None:
+    from support.sshd import sshd_available
+
+    if not sshd_available():
+        pytest.skip("needs root and OpenSSH's sshd")
+    pid_file = tmp_path / "sshd-pid"
+    res = _child(
+        f"""
+        from support.sshd import LocalSshd
+        sshd = LocalSshd({str(tmp_path / "sshd")!r}).start()
+        open({str(pid_file)!r}, "w").write(str(sshd.proc.pid))
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert res.returncode == -9, res.stderr
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 20
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"sshd {pid} still runs"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
