@@ -54,6 +54,9 @@ LEVEL_NODEGROUP: Final = 2
 LEVEL_NODE: Final = 3
 LEVEL_NODE_RES: Final = 4
 LEVEL_NETWORK: Final = 5
+# an export's name (its instance's): held by the export that writes it and by
+# ``backup remove`` (exclusive), and by an import that reads it (shared)
+LEVEL_EXPORT: Final = 6
 
 LEVELS: Final = (
     LEVEL_CLUSTER,
@@ -62,6 +65,7 @@ LEVELS: Final = (
     LEVEL_NODE,
     LEVEL_NODE_RES,
     LEVEL_NETWORK,
+    LEVEL_EXPORT,
 )
 LEVEL_NAMES: Final = {
     LEVEL_CLUSTER: "cluster",
@@ -70,6 +74,7 @@ LEVEL_NAMES: Final = {
     LEVEL_NODE: "node",
     LEVEL_NODE_RES: "node-res",
     LEVEL_NETWORK: "network",
+    LEVEL_EXPORT: "export",
 }
 
 BGL_NAME: Final = "BGL"

@@ -183,11 +183,17 @@ class LUBackupExport(LogicalUnit):
             )
 
     def ExpandNames(self) -> None:
-        """Lock the instance; its primary and the target node are added in DeclareLocks."""
+        """Lock the instance and its export; its primary and the target node are added
+        in DeclareLocks.
+
+        The export's lock keeps an import from reading the export this one
+        replaces, or removes from other nodes, and ``backup remove`` away.
+        """
         self.op.instance_name = expand_instance(self.cfg, self.op.instance_name)
         self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
         if self.op.mode == constants.EXPORT_MODE_LOCAL:
             self.op.target_node = expand_node(self.cfg, self.op.target_node)
+            self.needed_locks[locking.LEVEL_EXPORT] = [self.op.instance_name]
         self.needed_locks[locking.LEVEL_NODE] = []
         # Nothing about the nodes changes unless disks are zeroed or removed.
         exclusive = self.op.zero_free_space or self.op.remove_instance

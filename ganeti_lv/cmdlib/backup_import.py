@@ -40,13 +40,18 @@ class ImportModeHandler(CreateModeHandler):
     exports have a plain sha256).
     """
 
+    # the export directory read on src_node (set in expand_names)
+    path = ""
+
     def check_arguments(self) -> None:
         """Import needs the source node."""
         if not self.lu.op.src_node:
             raise OpPrereqError("Import requires a source node (src_node)", ECODE_INVAL)
 
     def expand_names(self) -> None:
-        """Lock the source node (shared: only read)."""
+        """Lock the source node and, for an export in the export dir, the export
+        (shared: only read; an export of the same name or ``backup remove``
+        would replace or remove it under the copy)."""
         lu = self.lu
         lu.op.src_node = expand_node(lu.cfg, lu.op.src_node)
         locks = lu.needed_locks
@@ -54,6 +59,12 @@ class ImportModeHandler(CreateModeHandler):
         nodes = locks.get(locking.LEVEL_NODE, [])
         assert isinstance(nodes, list)
         locks[locking.LEVEL_NODE] = sorted({*nodes, lu.op.src_node})
+        export_dir = lu.cfg.get_cluster().export_dir.rstrip("/")
+        self.path = exportcompat.resolve_src_path(export_dir, lu.op.src_path, lu.op.instance_name)
+        folder, name = self.path.rsplit("/", 1)
+        if folder == export_dir:
+            locks[locking.LEVEL_EXPORT] = [name]
+            lu.share_locks[locking.LEVEL_EXPORT] = 1
 
     def check_prereq(self) -> None:
         """Read and check the export; shape the instance from it (nothing is created yet)."""
@@ -61,9 +72,7 @@ class ImportModeHandler(CreateModeHandler):
         src = lu.cfg.get_node(lu.op.src_node)
         assert src is not None
         check_node_online(lu.cfg, src.name)
-        path = exportcompat.resolve_src_path(
-            lu.cluster.export_dir, lu.op.src_path, lu.op.instance_name
-        )
+        path = self.path
         data = node_call(lu.rpc.export_read, src, lu.cluster, path).Raise(
             f"Cannot read the export in {path} on {src.name}", prereq=True
         )

@@ -65,11 +65,15 @@ class LUBackupRemove(NoHooksLU):
     REQ_BGL = False
 
     def ExpandNames(self) -> None:
-        """Lock the instance when it still exists (so no export of it runs)."""
+        """Lock the instance when it still exists (so no export of it runs) and its
+        export (so no import reads it meanwhile)."""
         name = self.cfg.expand_instance_name(self.op.instance_name)
         self.op.instance_name = name or self.op.instance_name
         check_instance_name(self.op.instance_name)  # refused here, not on each node
-        self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
+        self.needed_locks = {
+            locking.LEVEL_INSTANCE: [self.op.instance_name],
+            locking.LEVEL_EXPORT: [self.op.instance_name],
+        }
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove the export from every node having one; payload: those nodes."""

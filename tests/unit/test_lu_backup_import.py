@@ -6,16 +6,24 @@ from typing import Any
 
 import pytest
 from test_exportcompat import DUMP, GANETI_CONFIG
-from test_lu_backup import INST, N1, N2, N3, place_inst1, run
+from test_lu_backup import INST, N1, N2, N3, place_inst1, run, running
 
-from ganeti_lv import exportinfo
+from ganeti_lv import exportinfo, locking, paths
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, ECODE_NOENT, ECODE_STATE, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_INVAL,
+    ECODE_NOENT,
+    ECODE_STATE,
+    LockTimeout,
+    OpPrereqError,
+)
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.fake_export import FakeExport
+from ganeti_lv.locking import LockManager
 from ganeti_lv.objects import disk_path
-from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpInstanceCreate
+from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove, OpInstanceCreate
 
 MiB = 1024 * 1024
 NEW = "restored.example.com"
@@ -376,3 +384,74 @@ def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
     assert code == 0, capsys.readouterr()
     inst = config.get_instance(NEW)
     assert inst is not None and inst.nics[0].mac == "aa:00:00:00:00:99"
+
+
+# -- the export's lock: an import reads an export nobody replaces or removes meanwhile
+
+
+def _holding_export(config: ConfigStore, name: str, shared: bool) -> LockManager:
+    locks = LockManager(paths.locks_dir(config.data_dir))
+    locks.acquire(locking.LEVEL_EXPORT, [name], shared=shared)
+    return locks
+
+
+@pytest.mark.parametrize("by_path", [False, True], ids=["by-name", "by-path-in-the-export-dir"])
+def test_an_import_waits_while_its_export_is_written_or_removed(ctx, fake_ops, config, by_path):
+    ganeti_export(fake_ops)
+    path = f"{config.get_cluster().export_dir}/alpha" if by_path else "alpha"
+    held = _holding_export(config, "alpha", shared=False)  # an export of alpha, or its removal
+    ctx.lock_timeout = 0.2
+    try:
+        with pytest.raises(LockTimeout, match="export lock 'alpha'"):
+            _import(ctx, src_path=path)
+    finally:
+        held.release_all()
+    _nothing_created(fake_ops, config)
+    assert not fake_ops.calls_to("export_read")
+    _import(ctx, src_path=path)  # once it is let go
+    assert config.get_instance(NEW) is not None
+
+
+def test_imports_of_one_export_run_side_by_side(ctx, fake_ops, config):
+    ganeti_export(fake_ops)
+    held = _holding_export(config, "alpha", shared=True)  # another import reading alpha
+    ctx.lock_timeout = 0.2
+    try:
+        _import(ctx)
+    finally:
+        held.release_all()
+    assert config.get_instance(NEW) is not None
+
+
+def test_an_import_from_outside_the_export_dir_takes_no_export_lock(ctx, fake_ops, config):
+    exp = ganeti_export(fake_ops)
+    fake_ops.exports[N2]["/srv/elsewhere/alpha"] = exp
+    held = _holding_export(config, "alpha", shared=False)
+    ctx.lock_timeout = 0.2
+    try:
+        _import(ctx, src_path="/srv/elsewhere/alpha")
+    finally:
+        held.release_all()
+    assert config.get_instance(NEW) is not None
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        OpBackupExport(instance_name=INST, target_node=N2, shutdown=False),
+        OpBackupRemove(instance_name=INST),
+    ],
+    ids=["export", "remove"],
+)
+def test_an_export_and_its_removal_wait_for_an_import_reading_it(ctx, ops, config, op):
+    exp = ganeti_export(ops, name=INST)
+    held = _holding_export(config, INST, shared=True)  # an import reading inst1's export
+    ctx.lock_timeout = 0.2
+    try:
+        with pytest.raises(LockTimeout, match=f"export lock '{INST}'"):
+            run(ctx, op)
+    finally:
+        held.release_all()
+    assert ops.exports[N2][INST] is exp
+    assert not ops.calls_to("export_remove") and not ops.calls_to("copy_disk")
+    assert running(ops)
