@@ -297,14 +297,17 @@ class LockManager:
         names: Iterable[str] | _AllSet,
         shared: bool = False,
         timeout: float | None = None,
+        since: float | None = None,
     ) -> set[str]:
         """Take ``names`` (or ``ALL_SET``) at ``level``; return the names now held.
 
-        Waits at most ``timeout`` seconds in total (None: forever) and then
-        raises LockTimeout naming the lock, having released whatever this
-        call took. Names already held by this manager are skipped.
+        Waits until ``timeout`` seconds (None: forever) after ``since`` (a
+        time of ``now()``; default: the call's start, so several calls with
+        one ``since`` share one timeout) and then raises LockTimeout naming
+        the lock, having released whatever this call took. Names already
+        held by this manager are skipped.
         """
-        deadline = None if timeout is None else self._clock() + timeout
+        deadline = None if timeout is None else (self.now() if since is None else since) + timeout
         level_name = LEVEL_NAMES.get(level, str(level))
         state = self._state
         held = state.held.setdefault(level, {})
@@ -370,6 +373,10 @@ class LockManager:
                 os.close(fd)
             raise
         return taken
+
+    def now(self) -> float:
+        """The manager's clock, for ``acquire``'s ``since``."""
+        return self._clock()
 
     @staticmethod
     def _timeout_msg(level_name: str, name: str | None, timeout: float | None) -> str:

@@ -214,11 +214,13 @@ class Processor:
                     ECODE_FAULT,
                 )
             release = True
+            since = locks.now()  # the lock timeout counts the wait for all levels together
             locks.acquire(
                 locking.LEVEL_CLUSTER,
                 [locking.BGL_NAME],
                 shared=not lu_class.REQ_BGL,
                 timeout=self.ctx.lock_timeout,
+                since=since,
             )
             op.validate()
             lu = lu_class(self, op, self.ctx)
@@ -229,7 +231,7 @@ class Processor:
                     ECODE_FAULT,
                 )
             self._begin_early_work(lu)
-            result = self._run_with_retries(lu)
+            result = self._run_with_retries(lu, since)
         except KeyboardInterrupt as err:
             self.ctx.jobs.finish_error(job, err, canceled=True, index=self._index)
             raise
@@ -260,11 +262,11 @@ class Processor:
         if work.copies:
             self.session.prestart_copies(work.copies)
 
-    def _run_with_retries(self, lu: LogicalUnit) -> Any:
+    def _run_with_retries(self, lu: LogicalUnit, since: float) -> Any:
         attempt = 0
         while True:
             try:
-                return self._lock_and_exec(lu)
+                return self._lock_and_exec(lu, since)
             except OpPrereqError as err:
                 if err.ecode != ECODE_TEMP_NORES or attempt >= MAX_TEMP_NORES_RETRIES:
                     raise
@@ -274,8 +276,11 @@ class Processor:
             self.LogInfo(f"Temporarily out of resources, retrying ({attempt})")
             lu.PrepareRetry(self.Log)
             self.ctx.sleep(RETRY_DELAY * attempt)
+            since = self.ctx.locks.now()
 
-    def _lock_and_exec(self, lu: LogicalUnit) -> Any:
+    def _lock_and_exec(self, lu: LogicalUnit, since: float) -> Any:
+        """Take the LU's locks level by level, all within one lock timeout from
+        ``since``, and run it."""
         assert lu.needed_locks is not None
         for level in locking.LEVELS[1:]:
             if level not in lu.needed_locks:
@@ -283,11 +288,13 @@ class Processor:
             lu.DeclareLocks(level)
             names = lu.needed_locks.get(level)
             shared = bool(lu.share_locks.get(level, 0))
-            if isinstance(names, _AllSet):
-                self.ctx.locks.acquire(level, names, shared=shared, timeout=self.ctx.lock_timeout)
-            elif names:
+            if isinstance(names, _AllSet) or names:
                 self.ctx.locks.acquire(
-                    level, sorted(set(names)), shared=shared, timeout=self.ctx.lock_timeout
+                    level,
+                    names if isinstance(names, _AllSet) else sorted(set(names)),
+                    shared=shared,
+                    timeout=self.ctx.lock_timeout,
+                    since=since,
                 )
         return self._exec_lu(lu)
 

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_lock_timeout,
         default=None,
         metavar="SECONDS",
-        help="Fail when a lock is not free within SECONDS (default: wait for it)",
+        help="Fail when an operation's locks are not all taken within SECONDS"
+        " (default: wait for them)",
     )
     parser.add_argument(
         "--version", action="version", version=f"gnt-lv {constants.RELEASE_VERSION}"

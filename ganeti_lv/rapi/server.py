@@ -182,11 +182,12 @@ def _check_body_length(environ: dict[str, Any]) -> None:
     """
     if environ.get("HTTP_TRANSFER_ENCODING"):
         raise HttpError(411, "A request body needs a Content-Length (no Transfer-Encoding)")
-    length = str(environ.get("CONTENT_LENGTH") or "0")
-    if not (length.isascii() and length.isdigit()):
+    text = str(environ.get("CONTENT_LENGTH") or "0")
+    if not (text.isascii() and text.isdigit()):
         raise _too_large()
-    if int(length) > MAX_BODY:
-        if int(length) <= DRAIN_LIMIT:
+    length = int(text)
+    if length > MAX_BODY:
+        if length <= DRAIN_LIMIT:
             stream = environ["wsgi.input"]
             while stream.read(64 << 10):
                 pass

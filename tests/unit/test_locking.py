@@ -20,6 +20,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import LockTimeout
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.locking import ALL_SET, LEVEL_INSTANCE, LEVEL_NODE, LockManager
+from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpTestDelay
 
 MP = multiprocessing.get_context("fork")
@@ -431,3 +432,27 @@ def test_a_job_waiting_for_a_lock_says_so_in_its_log(
     assert waits and waits[0] == f"{said} (TEST_DELAY)", lines
     assert len(waits) >= 3  # repeated every LOCK_PATIENCE seconds
     assert [msg for _, _, msg in second.log][: len(waits)] == waits  # in the job log too
+
+
+def test_the_lock_timeout_counts_all_levels_of_an_operation_together(ctx: Any) -> None:
+    """--lock-timeout 30: 20 s for the instance lock leave 10 s for the node lock, not 30."""
+    now = [0.0]
+    holder = LockManager(ctx.locks.locks_dir)
+    holder.acquire(LEVEL_INSTANCE, ["inst1.example.com"])
+    holder.acquire(LEVEL_NODE, ["node1.example.com"])
+
+    def sleep(delay: float) -> None:
+        now[0] += delay
+        if now[0] >= 20.0 and holder.owned(LEVEL_INSTANCE):
+            holder.release(LEVEL_INSTANCE)
+
+    ctx.locks = LockManager(ctx.locks.locks_dir, clock=lambda: now[0], sleep=sleep)
+    ctx.lock_timeout = 30.0
+    op = OpTestDelay(instance_names=["inst1"], node_names=["node1"])
+    try:
+        with pytest.raises(LockTimeout, match="node lock 'node1.example.com' within 30 s"):
+            Processor(ctx).execute(op)
+    finally:
+        holder.release_all()
+    assert now[0] == pytest.approx(30.0, abs=0.1)
+    assert ctx.locks.owned(LEVEL_INSTANCE) == set()  # nothing kept after the timeout
