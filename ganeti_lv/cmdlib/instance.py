@@ -146,12 +146,17 @@ def _is_running(dom: DomainInfo | None) -> bool:
 
 
 def check_not_running_elsewhere(
-    rpc: NodeOps, data: ConfigData, instance: Instance, warn_fn: FeedbackFn
+    rpc: NodeOps,
+    data: ConfigData,
+    instance: Instance,
+    warn_fn: FeedbackFn,
+    refusing: str = "to start a second copy",
 ) -> None:
     """ECODE_STATE if the instance runs on a node other than its primary (ERROR_wrongnode).
 
     Offline and non-vm_capable nodes are skipped; an online node that cannot
-    be asked only produces a warning through ``warn_fn``.
+    be asked only produces a warning through ``warn_fn``. ``refusing``: what
+    the message says is refused.
     """
     elsewhere = []
     for name, node in sorted(data.nodes.items()):
@@ -167,8 +172,8 @@ def check_not_running_elsewhere(
     if elsewhere:
         raise OpPrereqError(
             f"Instance {instance.name} is running on node(s) {', '.join(elsewhere)} instead of"
-            f" its primary node {instance.primary_node} (ERROR_wrongnode); refusing to start"
-            f" a second copy. Run 'gnt-lv instance migrate --cleanup {instance.name}' to"
+            f" its primary node {instance.primary_node} (ERROR_wrongnode); refusing"
+            f" {refusing}. Run 'gnt-lv instance migrate --cleanup {instance.name}' to"
             " resolve it, or 'gnt-lv cluster verify' to see what runs where",
             ECODE_STATE,
         )
@@ -395,9 +400,11 @@ class LUInstanceCreate(LogicalUnit):
                 )
 
     def BuildHooksEnv(self) -> dict[str, Any]:
-        """Instance keys plus ADD_MODE."""
+        """Instance keys plus ADD_MODE; INSTANCE_STATUS says whether it is started
+        (True/False), as in Ganeti."""
         env: dict[str, Any] = {"OP_TARGET": self.instance.name, "ADD_MODE": self.op.mode}
         env.update(instance_hook_env(self.cluster, self.instance))
+        env["INSTANCE_STATUS"] = self.op.start
         env.update(self.handler.hooks_env())
         return env
 
@@ -522,12 +529,23 @@ class _InstanceLU(LogicalUnit):
     def _needed_memory(self) -> int:
         return int(self.cluster.fill_beparams(self.instance)["maxmem"])
 
+    def _mark(self, state: str) -> None:
+        """Record the admin state; the post hooks see the instance as recorded."""
+        self.cfg.set_admin_state(self.instance.name, state)
+        self.instance = get_instance(self.cfg, self.instance.name)
+
 
 @register_lu(OpInstanceStartup)
 class LUInstanceStartup(_InstanceLU):
     """Start an instance (if it is not running) and mark it up."""
 
     HPATH = constants.HPATH_INSTANCE_START
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        """Instance keys plus FORCE."""
+        env = super().BuildHooksEnv()
+        env["FORCE"] = self.op.force
+        return env
 
     def CheckPrereq(self) -> None:
         """Primary online (or ignored), enough free memory."""
@@ -567,7 +585,7 @@ class LUInstanceStartup(_InstanceLU):
                     f"Could not start instance {self.instance.name}"
                 )
         if not self.op.no_remember:
-            self.cfg.set_admin_state(self.instance.name, constants.ADMINST_UP)
+            self._mark(constants.ADMINST_UP)
 
 
 @register_lu(OpInstanceShutdown)
@@ -577,7 +595,8 @@ class LUInstanceShutdown(_InstanceLU):
     HPATH = constants.HPATH_INSTANCE_STOP
 
     def CheckPrereq(self) -> None:
-        """Primary online (or ignored)."""
+        """Primary online (or ignored); the instance runs on no other node (the
+        primary's shutdown would leave it running there, marked down)."""
         self._load()
         self.primary_offline = self.pnode.offline
         if self.pnode.offline and not self.op.ignore_offline_nodes:
@@ -586,6 +605,13 @@ class LUInstanceShutdown(_InstanceLU):
                 f"{self.pnode.name} is offline",
                 ECODE_STATE,
             )
+        check_not_running_elsewhere(
+            self.rpc,
+            self.cfg.snapshot(),
+            self.instance,
+            self.LogWarning,
+            "to mark it down while it runs there",
+        )
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Instance keys plus TIMEOUT."""
@@ -608,7 +634,7 @@ class LUInstanceShutdown(_InstanceLU):
                     f"{self.op.timeout} s and was forcibly stopped"
                 )
         if not self.op.no_remember:
-            self.cfg.set_admin_state(self.instance.name, constants.ADMINST_DOWN)
+            self._mark(constants.ADMINST_DOWN)
 
 
 @register_lu(OpInstanceReboot)
@@ -623,6 +649,7 @@ class LUInstanceReboot(_InstanceLU):
         check_node_online(self.cfg, self.pnode.name, "Instance primary node offline:")
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
         self.running = _is_running(dom)
+        check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if not self.running:
             check_node_free_memory(
                 self.rpc,
@@ -637,6 +664,7 @@ class LUInstanceReboot(_InstanceLU):
         env = super().BuildHooksEnv()
         env["REBOOT_TYPE"] = self.op.reboot_type
         env["SHUTDOWN_TIMEOUT"] = self.op.shutdown_timeout
+        env["IGNORE_SECONDARIES"] = self.op.ignore_secondaries
         return env
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
@@ -657,7 +685,7 @@ class LUInstanceReboot(_InstanceLU):
             node_call(self.rpc.start_instance, self.pnode, self.cluster, self.instance).Raise(
                 f"Could not start instance {name} for a full reboot"
             )
-        self.cfg.set_admin_state(name, constants.ADMINST_UP)
+        self._mark(constants.ADMINST_UP)
 
 
 @register_lu(OpInstanceRemove)
@@ -667,7 +695,9 @@ class LUInstanceRemove(_InstanceLU):
     HPATH = constants.HPATH_INSTANCE_REMOVE
 
     def CheckPrereq(self) -> None:
-        """An offline primary needs ignore_failures (its disks stay behind)."""
+        """An offline primary needs ignore_failures (its disks stay behind); the
+        instance runs on no other node (whose guest would keep running on disks
+        removed under it), even with ignore_failures."""
         self._load()
         if self.pnode.offline and not self.op.ignore_failures:
             raise OpPrereqError(
@@ -675,6 +705,9 @@ class LUInstanceRemove(_InstanceLU):
                 "use ignore_failures to remove the instance anyway",
                 ECODE_STATE,
             )
+        check_not_running_elsewhere(
+            self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning, "to remove it"
+        )
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Instance keys plus SHUTDOWN_TIMEOUT."""

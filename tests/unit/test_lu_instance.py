@@ -252,6 +252,36 @@ def test_shutdown_and_startup(ctx: Context, running: FakeNodeOps, config: Config
     assert inst is not None and inst.admin_state == constants.ADMINST_UP
 
 
+def _hook_env(ops: FakeNodeOps, opcode: str, phase: str) -> dict[str, str]:
+    """The environment the master's hooks of ``phase`` got in the last ``opcode``."""
+    envs = [
+        c.args[1]
+        for c in ops.calls_to("run_hooks", N1)
+        if c.args[1]["GANETI_OP_CODE"] == opcode and c.args[1]["GANETI_HOOKS_PHASE"] == phase
+    ]
+    return envs[-1]
+
+
+def test_hook_environments_as_ganeti_gives_them(
+    ctx: Context, running: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Post hooks see the state the operation recorded; Ganeti's extra keys are there."""
+    run(ctx, OpInstanceShutdown(instance_name=INST))
+    env = _hook_env(running, "OP_INSTANCE_SHUTDOWN", "post")
+    assert (env["GANETI_INSTANCE_STATUS"], env["GANETI_POST_INSTANCE_STATUS"]) == ("up", "down")
+    run(ctx, OpInstanceStartup(instance_name=INST, force=True))
+    env = _hook_env(running, "OP_INSTANCE_STARTUP", "post")
+    assert (env["GANETI_INSTANCE_STATUS"], env["GANETI_POST_INSTANCE_STATUS"]) == ("down", "up")
+    assert env["GANETI_FORCE"] == env["GANETI_POST_FORCE"] == "True"
+    run(ctx, OpInstanceReboot(instance_name=INST, ignore_secondaries=True))
+    env = _hook_env(running, "OP_INSTANCE_REBOOT", "pre")
+    assert env["GANETI_IGNORE_SECONDARIES"] == "True" and env["GANETI_REBOOT_TYPE"] == "hard"
+    # instance add: INSTANCE_STATUS is whether the instance is started, as in Ganeti
+    run(ctx, create_op(start=False))
+    env = _hook_env(running, "OP_INSTANCE_CREATE", "post")
+    assert env["GANETI_INSTANCE_STATUS"] == env["GANETI_POST_INSTANCE_STATUS"] == "False"
+
+
 def test_startup_without_memory(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
     fake_ops.node(N1).facts.memory_free = 64
     with config.update() as data:

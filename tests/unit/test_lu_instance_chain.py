@@ -152,6 +152,36 @@ def test_startup_refused_when_running_on_another_node(
     assert INST not in fake_ops.node(N1).domains
 
 
+@pytest.mark.parametrize(
+    ("op", "refused"),
+    [
+        (OpInstanceReboot(instance_name=INST), "to start a second copy"),
+        (OpInstanceReboot(instance_name=INST, reboot_type="full"), "to start a second copy"),
+        (OpInstanceShutdown(instance_name=INST), "to mark it down while it runs there"),
+        (OpInstanceRemove(instance_name=INST), "to remove it"),
+        (OpInstanceRemove(instance_name=INST, ignore_failures=True), "to remove it"),
+    ],
+    ids=["reboot", "full-reboot", "shutdown", "remove", "remove-ignoring-failures"],
+)
+def test_an_instance_running_on_another_node_is_left_alone(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, op: OpCode, refused: str
+) -> None:
+    """Its primary is not where it runs: reboot would start a second copy, shutdown
+    would mark it down while it runs, remove would delete the disks it runs on."""
+    fake_ops.add_domain(N2, INST)
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as info:
+        run(ctx, op)
+    err = info.value
+    assert err.ecode == ECODE_STATE
+    assert f"running on node(s) {N2} instead of its primary node {N1}" in err.msg
+    assert f"refusing {refused}." in err.msg
+    assert not [c for c in fake_ops.calls if c.method in DOMAIN_OPS]
+    assert config.read().serial == serial
+    assert fake_ops.node(N2).domains[INST].state == constants.DOMSTATE_RUNNING
+    assert INST not in fake_ops.node(N1).domains
+
+
 def test_startup_ignores_stopped_copies_and_warns_for_unreachable_nodes(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
 ) -> None:
