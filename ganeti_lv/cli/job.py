@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 from ganeti_lv.cli import common
-from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.constants import JOB_STATUSES
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, GenericError, OpPrereqError
 
 JOB_FIELDS = (
     "id",
@@ -183,13 +183,20 @@ def cmd_watch(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_cancel(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Ask running jobs to stop safely."""
+    """Ask running jobs to stop safely: every job is asked, also after one that
+    could not be (as Ganeti's ``gnt-job cancel``); exit 1 if any could not."""
+    job_ids = [_job_id(text) for text in opts.job_ids]  # a bad id: none is asked
     client = env.client()
-    for text in opts.job_ids:
-        job_id = _job_id(text)
-        client.cancel(job_id)
-        env.write(f"Job {job_id} asked to stop")
-    return EXIT_SUCCESS
+    status = EXIT_SUCCESS
+    for job_id in job_ids:
+        try:
+            client.cancel(job_id)
+        except GenericError as err:
+            env.warn(f"Job {job_id} not canceled ({err.ecode}): {err.msg}")
+            status = EXIT_FAILURE
+        else:
+            env.write(f"Job {job_id} asked to stop")
+    return status
 
 
 def register(registry: CommandRegistry) -> None:

@@ -446,8 +446,8 @@ class JobStore:
                 job = Job.from_dict(json.loads(fobj.read()))
         except FileNotFoundError:
             raise JobError(f"Job file {path} not found") from None
-        except (ValueError, TypeError) as err:
-            raise JobError(f"Job file {path} is corrupt: {err}", ECODE_FAULT) from err
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise JobError(f"Job file {path} is corrupt: {err!r}", ECODE_FAULT) from err
         if job.status in JOB_ACTIVE_STATUSES and not process_alive(job.pid, job.pid_start):
             job.status = JOB_STATUS_LOST
         return job

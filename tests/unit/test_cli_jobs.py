@@ -135,6 +135,30 @@ def test_submit_watch_and_cancel_in_background_processes(
     assert jobs.get(holder).status == "success"
 
 
+def test_job_cancel_asks_every_job_also_after_one_it_could_not_cancel(
+    config: ConfigStore, data_dir: str, capsys: Any
+) -> None:
+    cli = Cli(data_dir, None, capsys)
+    jobs = JobStore(f"{data_dir}/jobs")
+    cli("instance", "shutdown", "inst1")  # job 1, finished
+    code, out, err = cli("debug", "delay", "--duration", "3", "-I", "inst1", "--submit")
+    assert code == 0, err
+    holder = int(out.split()[1])
+    code, out, _ = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
+    waiter = int(out.split()[1])
+    code, out, err = cli("job", "cancel", "1", str(waiter))
+    assert code == 1
+    assert "Job 1 not canceled (wrong_state)" in err and "not running" in err
+    assert f"Job {waiter} asked to stop" in out
+    _wait_for(lambda: jobs.get(waiter).finished)
+    assert jobs.get(waiter).status == "canceled"
+    # a bad id among them: none is asked
+    code, _, err = cli("job", "cancel", str(holder), "x")
+    assert code == 1 and "Invalid job id 'x'" in err
+    _wait_for(lambda: jobs.get(holder).finished)
+    assert jobs.get(holder).status == "success"
+
+
 def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
     config: ConfigStore, data_dir: str, capsys: Any
 ) -> None:

@@ -69,6 +69,12 @@ def test_unknown_and_corrupt_jobs(store: JobStore) -> None:
     with pytest.raises(JobError, match="corrupt"):
         store.get(job.id)
     assert store.list() == []
+    for text in ("{}", "[]", "7"):  # JSON, but no job
+        with open(os.path.join(store.jobs_dir, f"job-{job.id}.json"), "w") as fobj:
+            fobj.write(text)
+        with pytest.raises(JobError, match="corrupt"):
+            store.get(job.id)
+        assert store.list() == []
 
 
 def test_running_job_of_dead_process_is_lost(store: JobStore) -> None:
