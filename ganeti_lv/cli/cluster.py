@@ -201,12 +201,13 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_verify(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Compare the configuration with what the nodes run; exit 1 on problems."""
+    """Compare the configuration with what the nodes run; exit 1 on errors (warnings
+    alone exit 0, as in Ganeti)."""
     problems = env.submit(opcodes.OpClusterVerify()) or []
+    errors = [p for p in problems if p["severity"] != "WARNING"]
     if problems:
-        env.warn(f"Cluster verify found {len(problems)} problem(s)")
-        return EXIT_FAILURE
-    return EXIT_SUCCESS
+        env.warn(f"Cluster verify found {len(problems)} problem(s) ({len(errors)} error(s))")
+    return EXIT_FAILURE if errors else EXIT_SUCCESS
 
 
 def register(registry: CommandRegistry) -> None:

@@ -12,6 +12,7 @@ from ganeti_lv import constants, paths
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.fake_export import FakeExport
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
@@ -316,6 +317,18 @@ def test_cluster_modify_info_verify(cli: Cli, config: ConfigStore, fake_ops: Fak
     fake_ops.add_domain(N2, "rogue")
     code, out, err = cli("cluster", "verify")
     assert code == 1 and "domain 'rogue'" in out and "1 problem(s)" in err
+
+
+def test_cluster_verify_with_warnings_only_succeeds(cli: Cli, inst1_running: FakeNodeOps) -> None:
+    """As in Ganeti: warnings are reported, only errors fail the verify."""
+    inst1_running.add_domain(N1, "inst2.example.com")
+    inst1_running.exports.setdefault(N2, {})["web1.new"] = FakeExport()  # an interrupted export
+    code, out, err = cli("cluster", "verify")
+    assert "WARNING: node node2.example.com: incomplete export" in out
+    assert code == 0 and "1 problem(s) (0 error(s))" in err, out + err
+    inst1_running.add_domain(N2, "rogue")
+    code, out, err = cli("cluster", "verify")
+    assert code == 1 and "2 problem(s) (1 error(s))" in err
 
 
 def test_migration_encryption_on_the_cluster_and_per_call(
