@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from ganeti_lv import cmdlib, constants, locking
-from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cancel import Cancellation, stopped_by
 from ganeti_lv.cmdlib.base import LU_REGISTRY, LogicalUnit
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -32,6 +32,7 @@ from ganeti_lv.errors import (
     ECODE_TEMP_NORES,
     ConfigurationError,
     GenericError,
+    OperationCanceled,
     OpExecError,
     OpPrereqError,
 )
@@ -236,7 +237,8 @@ class Processor:
             self.ctx.jobs.finish_error(job, err, canceled=True, index=self._index)
             raise
         except BaseException as err:
-            self.ctx.jobs.finish_error(job, err, canceled=self.cancel.is_set(), index=self._index)
+            canceled = stopped_by(self.cancel, err)
+            self.ctx.jobs.finish_error(job, err, canceled=canceled, index=self._index)
             raise
         else:
             self.ctx.jobs.finish_success(job, result, index=self._index)
@@ -309,7 +311,7 @@ class Processor:
             self.LogInfo(DRY_RUN_MSG)
             return lu.dry_run_result
         if self.cancel.is_set():
-            raise OpExecError(
+            raise OperationCanceled(
                 f"Operation canceled ({self.cancel.reason or 'on request'}) before it"
                 " started executing; nothing was changed"
             )
@@ -366,7 +368,7 @@ class Processor:
                     return {name: future.result() for name, future in futures.items()}
                 waited += HOOKS_PATIENCE
                 if phase == constants.HOOKS_PHASE_PRE and self.cancel.is_set():
-                    raise OpExecError(
+                    raise OperationCanceled(
                         f"Operation canceled ({self.cancel.reason or 'on request'}) while"
                         f" waiting for the {phase} hooks in {hooks_dir}; nothing was changed"
                     )

@@ -42,7 +42,13 @@ from ganeti_lv.cmdlib.common import (
 )
 from ganeti_lv.cmdlib.migration_checks import instance_bridges, instance_memory, storage_paths
 from ganeti_lv.cmdlib.node_moves import CANCELED, DONE, UNPLACED, Move, MoveScheduler
-from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpExecError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_STATE,
+    OperationCanceled,
+    OpExecError,
+    OpPrereqError,
+)
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 from ganeti_lv.opcodes import (
@@ -268,7 +274,7 @@ class _NodeMovesLU(LogicalUnit):
         if stuck:
             canceled = any(m.status == CANCELED for m in moves)
             places = ", ".join(f"{m.instance} on {m.node or '?'}" for m in moves)
-            raise OpExecError(
+            raise (OperationCanceled if canceled else OpExecError)(
                 f"{len(stuck)} of {len(moves)} instance(s) of node {self.op.node_name} did not"
                 f" move{' (canceled)' if canceled else ''}: "
                 + "; ".join(f"{m.instance}: {m.status}: {m.error}" for m in stuck)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cancel import Cancellation, stopped_by
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_NORES,
@@ -216,7 +216,7 @@ class MoveScheduler:
             except BaseException as err:  # noqa: BLE001 - every outcome is the move's
                 error = str(err) or type(err).__name__
                 with self._cond:
-                    if self._cancel.is_set():
+                    if stopped_by(self._cancel, err):
                         # stopped by the cancel (the target is not to blame)
                         move.status, move.error = CANCELED, error
                     else:

@@ -13,9 +13,12 @@ import pytest
 
 from ganeti_lv import Client
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.errors import JobError, OpPrereqError
+from ganeti_lv.cancel import Cancellation
+from ganeti_lv.context import Context
+from ganeti_lv.errors import JobError, OperationCanceled, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master.jobs import JobStore, process_alive
+from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpClusterVerify, OpTestDelay
 
 MP = multiprocessing.get_context("fork")
@@ -114,6 +117,21 @@ def test_sigkilled_job_process_shows_lost(config: ConfigStore) -> None:
     lost = client.job(job.id)
     assert lost.status == "lost"
     assert lost.end_ts is None
+
+
+def test_a_job_is_canceled_only_when_it_stopped_for_the_cancel(ctx: Context) -> None:
+    """A cancel that comes too late to stop a job (it does not watch for one) and a
+    failure of the job's own after it: the job failed, it was not canceled."""
+    cancel = Cancellation()
+    ctx.sleep = lambda _seconds: cancel.request("job cancel")  # arrives during Exec
+    with pytest.raises(OpExecError, match="Failing as requested"):
+        Processor(ctx).execute(OpTestDelay(duration=1, fail=True), cancel=cancel)
+    late = ctx.jobs.list()[-1]
+    assert late.status == "error" and cancel.is_set()
+    # a cancel before Exec stops the job: canceled
+    with pytest.raises(OperationCanceled, match="before it started executing"):
+        Processor(ctx).execute(OpTestDelay(duration=1, fail=True), cancel=cancel)
+    assert ctx.jobs.list()[-1].status == "canceled"
 
 
 def test_client_records_success_and_error(config: ConfigStore) -> None:
