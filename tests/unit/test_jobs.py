@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from ganeti_lv import Client
-from ganeti_lv.config import ConfigStore
 from ganeti_lv.cancel import Cancellation
+from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import JobError, OperationCanceled, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
