@@ -34,6 +34,13 @@ Handler = Callable[[argparse.Namespace, "CliEnv"], int]
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
+# Ganeti's: a confirmation refused (node migrate/evacuate), unknown output fields
+EXIT_CONFIRMATION = 13
+EXIT_UNKNOWN_FIELD = 14
+
+
+class UnknownFields(OpPrereqError):
+    """Output fields a list command does not know (exit EXIT_UNKNOWN_FIELD)."""
 
 
 # ---------------------------------------------------------------- parsing
@@ -149,7 +156,8 @@ def parse_fields(
     known: Sequence[str],
     is_known: Callable[[str], bool] | None = None,
 ) -> list[str]:
-    """Parse ``-o f1,f2`` (``+f3`` appends to the defaults); unknown fields are ECODE_INVAL.
+    """Parse ``-o f1,f2`` (``+f3`` appends to the defaults); unknown fields are
+    UnknownFields (ECODE_INVAL).
 
     ``is_known`` decides for fields not in ``known`` (e.g. indexed ones like
     ``disk.size/0``).
@@ -160,7 +168,7 @@ def parse_fields(
     fields = [f.strip() for f in fields if f.strip()]
     unknown = [f for f in fields if f not in known and not (is_known and is_known(f))]
     if unknown:
-        raise OpPrereqError(
+        raise UnknownFields(
             f"Unknown output field(s): {', '.join(unknown)} (known: {', '.join(known)})",
             ECODE_INVAL,
         )

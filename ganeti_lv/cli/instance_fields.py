@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ganeti_lv.constants import BEC_DEFAULTS, HVC_DEFAULTS
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 UNITS = ("h", "m", "g", "t")
@@ -48,8 +49,9 @@ _SIMPLE: dict[str, tuple[str, Getter, bool]] = {
     "disk_template": ("Disk_template", lambda r: r["disk_template"], False),
     "disks": ("Disks", lambda r: r["disks"], False),
     "disk.count": ("Disks", lambda r: r["disks"], False),
-    "disk_sizes": ("Disk_sizes", lambda r: r["disk_sizes"], True),
-    "disk.sizes": ("Disk_sizes", lambda r: r["disk_sizes"], True),
+    # MiB whatever --units says, as Ganeti prints them
+    "disk_sizes": ("Disk_sizes", lambda r: r["disk_sizes"], False),
+    "disk.sizes": ("Disk_sizes", lambda r: r["disk_sizes"], False),
     "nics": ("NICs", lambda r: r["nics"], False),
     "nic.count": ("NICs", lambda r: r["nics"], False),
     "nic_macs": ("NIC_MACs", lambda r: r["nic_macs"], False),
@@ -81,10 +83,16 @@ _SIZE_PARAMS = ("maxmem", "minmem", "memory")
 FIELDS = tuple(_SIMPLE)
 
 
+_PARAMS = {"be": set(BEC_DEFAULTS), "hv": set(HVC_DEFAULTS)}
+
+
 def is_known(field: str) -> bool:
-    """Whether ``field`` names an instance field (simple, indexed or parameter)."""
-    if field in _SIMPLE or _PARAM_RE.match(field):
+    """Whether ``field`` names an instance field (simple, indexed or a known parameter)."""
+    if field in _SIMPLE:
         return True
+    param = _PARAM_RE.match(field)
+    if param:
+        return param.group("param") in _PARAMS[param.group("kind")]
     match = _INDEXED_RE.match(field)
     return bool(match and match.group("prefix") in _INDEXED)
 

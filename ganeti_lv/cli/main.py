@@ -30,7 +30,14 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.cli import submit
-from ganeti_lv.cli.common import EXIT_FAILURE, CliEnv, CommandRegistry, default_data_dir
+from ganeti_lv.cli.common import (
+    EXIT_FAILURE,
+    EXIT_UNKNOWN_FIELD,
+    CliEnv,
+    CommandRegistry,
+    UnknownFields,
+    default_data_dir,
+)
 from ganeti_lv.errors import GenericError, format_error
 
 CORE_MODULES = ("cluster", "node", "instance", "job")
@@ -123,14 +130,15 @@ def main(
 
 
 def run_command(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Run the parsed command's handler; its errors become messages and exit code 1."""
+    """Run the parsed command's handler; its errors become messages and exit code 1
+    (14 for unknown output fields, as Ganeti's)."""
     try:
         return int(opts.handler(opts, env))
     except GenericError as err:
         if opts.debug:
             traceback.print_exc()
         env.warn(format_error(err))
-        return EXIT_FAILURE
+        return EXIT_UNKNOWN_FIELD if isinstance(err, UnknownFields) else EXIT_FAILURE
     except KeyboardInterrupt:
         env.warn("Aborted.")
         return EXIT_FAILURE

@@ -18,7 +18,7 @@ from typing import Any
 
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
-from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.cli.common import EXIT_CONFIRMATION, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.cli.migrate import migration_mode
 
 
@@ -41,7 +41,7 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
     mode = migration_mode(opts)
     question = f"All running instances on node {opts.node_name} will be migrated. Continue?"
     if not opts.dry_run and not env.confirm(question, opts.force):
-        return EXIT_FAILURE
+        return EXIT_CONFIRMATION
     op = opcodes.OpNodeMigrate(
         node_name=opts.node_name,
         mode=mode,
@@ -61,7 +61,7 @@ def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
     """Move every instance off a node (running ones migrated, the others failed over)."""
     question = f"All instances on node {opts.node_name} will be moved off it. Continue?"
     if not opts.dry_run and not env.confirm(question, opts.force):
-        return EXIT_FAILURE
+        return EXIT_CONFIRMATION
     op = opcodes.OpNodeEvacuate(
         node_name=opts.node_name,
         primary_only=opts.primary_only,

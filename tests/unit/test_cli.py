@@ -126,7 +126,7 @@ def test_bad_input_prints_ganeti_error(
 ) -> None:
     before = serial(config)
     code, out, err = cli(*argv)
-    assert code == 1
+    assert code == (14 if "output field" in text else 1)  # Ganeti's EXIT_UNKNOWN_FIELD
     assert err.startswith(PREREQ.format(ecode)), err
     assert text in err
     assert "Traceback" not in err + out
@@ -211,10 +211,16 @@ def test_instance_add_list_info_remove(
                        "be/always_failover,admin_state_source", "web9")  # fmt: skip
     assert code == 0
     assert out == "web9:128:2:512:-:bridged:N:admin\n"
-    code, out, _ = cli("instance", "list", "--no-headers", "-o", "disk.sizes", "web9")
-    assert out == "1.0G,512M\n"  # --units h without a separator, as Ganeti's
-    code, _, err = cli("instance", "list", "-o", "disk.size/x", "web9")
-    assert code == 1 and "Unknown output field" in err
+    # disk.sizes: MiB whatever the units, as Ganeti's gnt-instance list prints them
+    for units in ("h", "g"):
+        code, out, _ = cli("instance", "list", "--no-headers", "--units", units, "-o",
+                           "disk.sizes,disk.size/0", "web9")  # fmt: skip
+        assert out.split() == ["1024,512", "1.0G" if units == "h" else "1.0"]
+    for wrong in ("disk.size/x", "be/memroy", "hv/no_such_param"):
+        code, _, err = cli("instance", "list", "-o", f"name,{wrong}", "web9")
+        assert code == 14 and f"Unknown output field(s): {wrong}" in err
+    code, out, _ = cli("instance", "list", "--no-headers", "-o", "be/minmem,hv/acpi", "web9")
+    assert code == 0 and out.split() == ["128M", "Y"]
 
     assert cli("instance", "remove", "web9", ask=lambda q: False)[0] == 1
     assert config.get_instance("web9") is not None

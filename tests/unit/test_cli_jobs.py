@@ -22,9 +22,9 @@ class Cli:
     def __init__(self, data_dir: str, ops: FakeNodeOps | None, capsys: Any) -> None:
         self.data_dir, self.ops, self.capsys = data_dir, ops, capsys
 
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
+    def __call__(self, *argv: str, ask: Any = None) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = main(["--data-dir", self.data_dir, *argv], node_ops=self.ops)
+        code = main(["--data-dir", self.data_dir, *argv], node_ops=self.ops, ask=ask)
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -72,7 +72,10 @@ def test_node_evacuate_and_job_list_groups_the_moves(cli: Cli, config: ConfigSto
 
 def test_node_migrate_without_confirmation_does_nothing(cli: Cli) -> None:
     code, _, err = cli("node", "migrate", "node1")
-    assert code == 1 and "not confirmed" in err
+    assert code == 13 and "not confirmed" in err  # Ganeti's EXIT_CONFIRMATION
+    for command in ("migrate", "evacuate"):
+        assert cli("node", command, "node1", ask=lambda _q: False)[0] == 13
+    assert JobStore(f"{cli.data_dir}/jobs").list() == []
 
 
 def test_submit_with_injected_node_ops_is_refused(cli: Cli) -> None:
