@@ -50,11 +50,13 @@ def _entry(title: str, head: str | None, fields: list[tuple[str, Any]]) -> list[
 
 def info_lines(row: dict[str, Any]) -> list[str]:
     """The lines of one instance (the first starts the list entry)."""
-    oper = "up" if row["oper_state"] else "down"
+    state = f"configured to be {row['admin_state']}"
+    if row["oper_state"] is not None:  # unknown: said nothing of, as Ganeti
+        state += f", actual state is {'up' if row['oper_state'] else 'down'}"
     lines = [
         f"- Instance name: {scalar(row['name'])}",
         f"  UUID: {row['uuid']}",
-        f"  State: configured to be {row['admin_state']}, actual state is {oper}",
+        f"  State: {state}",
         f"  Status: {row['status']}",
         "  Nodes: ",
         f"    - primary: {scalar(row['pnode'])}",

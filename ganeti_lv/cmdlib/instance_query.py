@@ -65,7 +65,10 @@ def instance_row(
             inst.admin_state, inst.primary_node, running_on, offline, bad
         ),
         "admin_state": inst.admin_state,
-        "oper_state": inst.primary_node in running_on,
+        # None: unknown (the primary is offline or could not be asked)
+        "oper_state": None
+        if inst.primary_node in offline | bad
+        else inst.primary_node in running_on,
         "oper_node": running_on[0] if len(running_on) == 1 else None,
         "oper_ram": active.memory if active is not None else None,
         "oper_vcpus": active.vcpus if active is not None else None,

@@ -382,3 +382,16 @@ def test_cluster_init_via_cli(tmp_path: Any, capsys: Any) -> None:
     assert data.cluster.beparams["maxmem"] == 256
     assert main(argv) == 1
     assert "already initialised" in capsys.readouterr().err
+
+
+def test_instance_info_says_no_actual_state_when_the_primary_cannot_be_asked(
+    cli: Cli, inst1_running: FakeNodeOps
+) -> None:
+    code, out, _ = cli("instance", "info", INST)
+    assert code == 0 and "State: configured to be up, actual state is up\n" in out
+    inst1_running.set_unreachable(N1)
+    code, out, _ = cli("instance", "info", INST)
+    assert code == 0 and "State: configured to be up\n" in out
+    assert "Status: ERROR_nodedown" in out
+    code, out, _ = cli("instance", "list", "--no-headers", "-o", "name,oper_state", INST)
+    assert out.split() == [INST, "-"]

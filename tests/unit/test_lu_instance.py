@@ -349,9 +349,11 @@ def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigSt
     fake_ops.remove_domain(N1, INST)
     rows, _ = run(ctx, OpInstanceQuery(names=["inst1"]))
     assert [r["status"] for r in rows] == [constants.INSTST_ERRORDOWN]
+    assert rows[0]["oper_state"] is False
     fake_ops.set_unreachable(N1)
     rows, _ = run(ctx, OpInstanceQuery(names=[INST]))
     assert rows[0]["status"] == constants.INSTST_NODEDOWN
+    assert rows[0]["oper_state"] is None  # unknown, not "down"
 
 
 class _ConsoleLogs(FakeNodeOps):
