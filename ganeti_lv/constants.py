@@ -134,6 +134,9 @@ HVC_DEFAULTS: dict[str, str | int | bool] = {
     "migration_encryption": False,
 }
 
+# hypervisor parameters set for the whole cluster only (Ganeti's HVC_GLOBALS)
+HVC_GLOBALS = ("migration_bandwidth", "migration_mode")
+
 # hypervisor parameters that take one of a few words
 HVC_CHOICES: dict[str, tuple[str, ...]] = {"migration_mode": HT_MIGRATION_MODES}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOTUNIQUE, OpPrereqError
 
 NAME_RULE = (
     f"1 to {constants.MAX_NAME_LENGTH} characters: lower-case letters a-z, digits 0-9, '-' and '.',"
@@ -91,3 +91,21 @@ def check_instance_name(name: object) -> None:
     problem = instance_name_problem(name)
     if problem is not None:
         raise OpPrereqError(problem, ECODE_INVAL)
+
+
+def check_device_names(kind: str, names: list[str | None]) -> None:
+    """Ganeti's rule for the names of an instance's disks or NICs (``kind``): none
+    purely numeric (ECODE_INVAL, an index would be ambiguous), none used twice
+    (ECODE_NOTUNIQUE); unnamed ones (None) are left alone."""
+    seen: set[str] = set()
+    for name in names:
+        if name is None:
+            continue
+        if name.strip().isdigit():
+            raise OpPrereqError(
+                f"Invalid {kind} name '{name}': purely numeric names are not allowed",
+                ECODE_INVAL,
+            )
+        if name in seen:
+            raise OpPrereqError(f"{kind} name '{name}' already used", ECODE_NOTUNIQUE)
+        seen.add(name)

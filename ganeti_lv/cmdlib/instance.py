@@ -50,6 +50,7 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps
+from ganeti_lv.names import check_device_names
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node, disk_dir
 from ganeti_lv.opcodes import (
@@ -273,10 +274,19 @@ class LUInstanceCreate(LogicalUnit):
         beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
         self.beparams = without_resets(beparams)
         self.hvparams = without_resets(coerce_hvparams(self.op.hvparams))
+        cluster_wide = sorted(set(self.hvparams) & set(constants.HVC_GLOBALS))
+        if cluster_wide:
+            raise OpPrereqError(
+                f"The hypervisor parameter(s) {', '.join(cluster_wide)} can only be set for"
+                " the whole cluster (gnt-lv cluster modify -H), as in Ganeti",
+                ECODE_INVAL,
+            )
         self.disks = _build_disks(self.op.disks, self.op.disk_template, notes)
+        check_device_names("disk", [disk.name for disk in self.disks])
         for note in notes:
             self.LogInfo(note)
         check_nics(self.op.nics)
+        check_device_names("NIC", [spec.get("name") or None for spec in self.op.nics])
         self.handler.check_arguments()
 
     def ExpandNames(self) -> None:

@@ -18,6 +18,7 @@ from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_NOENT,
     ECODE_NORES,
+    ECODE_NOTUNIQUE,
     ECODE_STATE,
     OpExecError,
     OpPrereqError,
@@ -185,6 +186,25 @@ def test_create_dry_run_changes_nothing(
         ({"nics": [{"link": "br7"}]}, ECODE_ENVIRON, "Missing bridges br7"),
         ({"beparams": {"memory": "8G"}}, ECODE_NORES, "Not enough memory on node"),
         ({"pnode": None}, ECODE_INVAL, "primary node must be given"),
+        # Ganeti's device names: unique per kind, never purely numeric
+        (
+            {"disks": [{"size": 64, "name": "data"}, {"size": 64, "name": "data"}]},
+            ECODE_NOTUNIQUE,
+            "disk name 'data' already used",
+        ),
+        (
+            {"disks": [{"size": 64}, {"size": 64, "name": "disk0"}]},
+            ECODE_NOTUNIQUE,
+            "disk name 'disk0' already used",
+        ),
+        ({"disks": [{"size": 64, "name": "5"}]}, ECODE_INVAL, "purely numeric"),
+        ({"nics": [{"name": "eth"}, {"name": "eth"}]}, ECODE_NOTUNIQUE, "NIC name 'eth'"),
+        ({"nics": [{"name": "0"}]}, ECODE_INVAL, "Invalid NIC name '0'"),
+        (
+            {"hvparams": {"migration_mode": "non-live", "migration_bandwidth": 1}},
+            ECODE_INVAL,
+            "migration_bandwidth, migration_mode can only be set for the whole cluster",
+        ),
     ],
 )
 def test_create_bad_input_creates_nothing(
