@@ -38,6 +38,7 @@ from ganeti_lv.cmdlib.common import (
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.instance_nics import check_nics, nic_ip, take_mac, used_macs
+from ganeti_lv.cmdlib.migration_checks import instance_bridges
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_EXISTS,
@@ -115,24 +116,34 @@ def check_node_cpus(facts: NodeFacts, vcpus: int, reason: str) -> None:
         )
 
 
-def check_node_free_memory(
-    rpc: NodeOps, node: Node, needed: int, reason: str, vcpus: int | None = None
+def check_node_can_start(
+    rpc: NodeOps, node: Node, cluster: Cluster, instance: Instance, memory: bool = True
 ) -> None:
-    """ECODE_NORES unless ``node`` has ``needed`` MiB free (ECODE_ENVIRON if it can't tell).
+    """What starting ``instance`` on ``node`` needs: its memory free (ECODE_NORES), as
+    many CPUs as its vCPUs, and its NICs' bridges (ECODE_ENVIRON, as Ganeti's
+    CheckInstanceBridgesExist); ECODE_ENVIRON if the node cannot tell.
 
-    With ``vcpus``, the node must also have that many physical CPUs.
+    ``memory=False``: the instance keeps the memory it has there (a full reboot).
     """
+    reason = f"starting instance {instance.name}"
     facts = node_call(rpc.node_info, node).Raise(
         f"Can't compute free memory on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
     )
+    be = cluster.fill_beparams(instance)
+    needed = int(be["maxmem"]) if memory else 0
     if facts.memory_free < needed:
         raise OpPrereqError(
             f"Not enough memory on node {node.name} for {reason}: needed {needed} MiB, "
             f"available {facts.memory_free} MiB",
             ECODE_NORES,
         )
-    if vcpus is not None:
-        check_node_cpus(facts, vcpus, reason)
+    check_node_cpus(facts, int(be["vcpus"]), reason)
+    missing = [b for b in instance_bridges(cluster, instance) if b not in facts.bridges]
+    if missing:
+        raise OpPrereqError(
+            f"Missing bridges {', '.join(missing)} on node {node.name} for {reason}",
+            ECODE_ENVIRON,
+        )
 
 
 def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
@@ -536,9 +547,6 @@ class _InstanceLU(LogicalUnit):
         nodes = list(dict.fromkeys([self.cluster.master_node, self.pnode.name]))
         return nodes, nodes
 
-    def _needed_memory(self) -> int:
-        return int(self.cluster.fill_beparams(self.instance)["maxmem"])
-
     def _mark(self, state: str) -> None:
         """Record the admin state; the post hooks see the instance as recorded."""
         self.cfg.set_admin_state(self.instance.name, state)
@@ -574,13 +582,7 @@ class LUInstanceStartup(_InstanceLU):
         self.already_running = _is_running(dom)
         check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if not self.already_running:
-            check_node_free_memory(
-                self.rpc,
-                self.pnode,
-                self._needed_memory(),
-                f"starting instance {self.instance.name}",
-                vcpus=int(self.cluster.fill_beparams(self.instance)["vcpus"]),
-            )
+            check_node_can_start(self.rpc, self.pnode, self.cluster, self.instance)
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Repair the disk chain, start, then record the admin state."""
@@ -654,19 +656,16 @@ class LUInstanceReboot(_InstanceLU):
     HPATH = constants.HPATH_INSTANCE_REBOOT
 
     def CheckPrereq(self) -> None:
-        """Primary online; memory when the instance must be started."""
+        """Primary online; what a start needs when the instance is started (not
+        running, or a full reboot)."""
         self._load()
         check_node_online(self.cfg, self.pnode.name, "Instance primary node offline:")
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
         self.running = _is_running(dom)
         check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
-        if not self.running:
-            check_node_free_memory(
-                self.rpc,
-                self.pnode,
-                self._needed_memory(),
-                f"starting instance {self.instance.name}",
-                vcpus=int(self.cluster.fill_beparams(self.instance)["vcpus"]),
+        if not self.running or self.op.reboot_type == "full":
+            check_node_can_start(
+                self.rpc, self.pnode, self.cluster, self.instance, memory=not self.running
             )
 
     def BuildHooksEnv(self) -> dict[str, Any]:

@@ -272,6 +272,32 @@ def test_shutdown_and_startup(ctx: Context, running: FakeNodeOps, config: Config
     assert inst is not None and inst.admin_state == constants.ADMINST_UP
 
 
+@pytest.mark.parametrize(
+    ("op", "state"),
+    [
+        (OpInstanceStartup(instance_name=INST), constants.DOMSTATE_SHUTOFF),
+        (OpInstanceReboot(instance_name=INST), constants.DOMSTATE_SHUTOFF),
+        (OpInstanceReboot(instance_name=INST, reboot_type="full"), constants.DOMSTATE_RUNNING),
+    ],
+    ids=["startup", "reboot-of-a-stopped-one", "full-reboot"],
+)
+def test_a_start_without_the_nics_bridge_is_refused_up_front(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, op: OpCode, state: str
+) -> None:
+    """As Ganeti's CheckInstanceBridgesExist: refused before anything is stopped."""
+    fake_ops.add_domain(N1, INST, state=state)
+    fake_ops.node(N1).facts.bridges = ["br1"]
+    serial = config.read().serial
+    err = prereq_error(ctx, op)
+    assert err.ecode == ECODE_ENVIRON and f"Missing bridges br0 on node {N1}" in err.msg
+    assert not fake_ops.calls_to("start_instance") and not fake_ops.calls_to("reboot_instance")
+    assert fake_ops.node(N1).domains[INST].state == state
+    assert config.read().serial == serial
+    # a soft or hard reboot keeps the guest's NICs where they are
+    if state == constants.DOMSTATE_RUNNING:
+        run(ctx, OpInstanceReboot(instance_name=INST, reboot_type="hard"))
+
+
 def _hook_env(ops: FakeNodeOps, opcode: str, phase: str) -> dict[str, str]:
     """The environment the master's hooks of ``phase`` got in the last ``opcode``."""
     envs = [
