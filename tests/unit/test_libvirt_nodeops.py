@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,6 +302,26 @@ def test_create_disks_script_and_existing_image() -> None:
     res = node_call(_ops(StubHost({}), exists).create_disks, NODE, CLUSTER, _instance())
     assert not res.ok and res.error is not None and res.error.ecode == ECODE_EXISTS
     assert "/srv/x/disk0.img already exists" in (res.fail_msg or "")
+
+
+def test_create_disks_refused_for_one_existing_image_makes_none(tmp_path: Path) -> None:
+    """The node script, run here: disk1 exists, so not even disk0 is made."""
+    cluster = objects.Cluster(
+        name="c", master_node="node1", domain_type="qemu", file_storage_dir=str(tmp_path)
+    )
+    inst = _instance()
+    ssh = StubSsh()
+    _ops(StubHost({}), ssh).create_disks(NODE, cluster, inst)
+    script = "\n".join(ssh.commands[0].splitlines()[:-1])  # not the console log's removal
+    first, second = objects.disk_path(cluster, inst, 0), objects.disk_path(cluster, inst, 1)
+    os.makedirs(os.path.dirname(second))
+    open(second, "w").close()
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert res.returncode == 17 and res.stderr.strip() == second
+    assert not os.path.exists(first)
+    os.unlink(second)
+    assert subprocess.run(["sh", "-c", script]).returncode == 0
+    assert os.path.getsize(first) == 80 << 20 and os.path.getsize(second) == 10 << 20
 
 
 def test_remove_disks_removes_the_instance_directory() -> None:

@@ -283,9 +283,13 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         _check_name(instance.name)
         directory = objects.disk_dir(cluster, instance)
         lines = ["set -e", f"mkdir -p -- {shlex.quote(directory)}"]
-        for idx, disk in enumerate(instance.disks):
-            path = shlex.quote(objects.disk_path(cluster, instance, idx))
+        paths = [
+            shlex.quote(objects.disk_path(cluster, instance, i)) for i in range(len(instance.disks))
+        ]
+        # every image is checked before any is made: a refusal leaves nothing new behind
+        for path in paths:
             lines.append(f"if [ -e {path} ]; then echo {path} >&2; exit {_DISK_EXISTS_STATUS}; fi")
+        for path, disk in zip(paths, instance.disks, strict=True):
             lines.append(f"truncate -s {int(disk.size)}M -- {path}")
         # a new instance starts a new console log (not an older namesake's)
         log = console_log_path(instance.name)
