@@ -44,6 +44,14 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return value is None
     if hint is Any:
         return True
+    if origin is list:  # and its items, e.g. every disk a dict
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        key, val = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _type_ok(k, key) and _type_ok(v, val) for k, v in value.items()
+        )
     if origin is not None:
         hint = origin
     if hint is float:

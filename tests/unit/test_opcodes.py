@@ -32,6 +32,7 @@ class OpSample(OpCode):
     ratio: float | None = None
     tags: list[str] = opcodes.field(default_factory=list)
     params: dict[str, Any] = opcodes.field(default_factory=dict)
+    disks: list[dict[str, Any]] = opcodes.field(default_factory=list)
 
 
 def _names(cls: type[OpCode]) -> list[str]:
@@ -47,6 +48,7 @@ def test_fields_in_declaration_order_with_the_base_fields_first() -> None:
         "ratio",
         "tags",
         "params",
+        "disks",
     ]
     assert "OP_ID" not in _names(OpSample) and "WITH_DRY_RUN" not in _names(OpSample)
     assert OP_REGISTRY["OP_TEST_SAMPLE"] is OpSample
@@ -125,6 +127,10 @@ def test_from_dict_refuses_unknown_opcodes_and_parameters() -> None:
         ({"name": "a", "ratio": "half"}, "ratio"),
         ({"name": "a", "tags": "x"}, "tags"),
         ({"name": "a", "params": []}, "params"),
+        # the items of lists and dicts too (a disk that is no dict, a name None)
+        ({"name": "a", "tags": ["x", None]}, "tags"),
+        ({"name": "a", "params": {1: "x"}}, "params"),
+        ({"name": "a", "disks": [5]}, "disks"),
     ],
 )
 def test_validate_checks_types(kwargs: dict[str, Any], field: str) -> None:
@@ -135,6 +141,7 @@ def test_validate_checks_types(kwargs: dict[str, Any], field: str) -> None:
 
 def test_validate_accepts_what_the_annotations_allow() -> None:
     OpSample(name="a", count=1, ratio=2, tags=["x"], params={"k": 1}).validate()  # int as float
+    OpSample(name="a", disks=[{"size": 1, "name": None}]).validate()
     OpSample(name="a", ratio=0.5).validate()
     OpInstanceMigrate(instance_name="a", mode="live", migration_downtime=300).validate()
 
