@@ -151,12 +151,9 @@ def _op_lines(op: Any) -> list[str]:
 
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
     """Show one or more jobs in detail."""
+    job_ids = [_job_id(text) for text in opts.job_ids]
     client = env.client()
-    for num, text in enumerate(opts.job_ids):
-        try:
-            job_id = int(text)
-        except ValueError:
-            raise OpPrereqError(f"Invalid job id '{text}'", ECODE_INVAL) from None
+    for num, job_id in enumerate(job_ids):
         if num:
             env.write("")
         for line in _job_lines(client.job(job_id)):
@@ -165,13 +162,10 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def _job_id(text: str) -> int:
-    try:
-        job_id = int(text)
-    except ValueError:
-        raise OpPrereqError(f"Invalid job id '{text}'", ECODE_INVAL) from None
-    if job_id <= 0:
+    """A job id: digits only (int() would take '1_0', '+1' or other scripts' digits)."""
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise OpPrereqError(f"Invalid job id '{text}'", ECODE_INVAL)
-    return job_id
+    return int(text)
 
 
 def cmd_watch(opts: argparse.Namespace, env: CliEnv) -> int:

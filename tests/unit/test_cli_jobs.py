@@ -90,6 +90,10 @@ def test_job_watch_of_a_finished_job(cli: Cli) -> None:
     assert "instances 2/2 finished" in out
     code, _, err = cli("job", "watch", "nope")
     assert code == 1 and "Invalid job id" in err
+    for command in ("watch", "info", "cancel"):  # int() would read these as job 1 (or 10)
+        for text in ("1_0", "+1", "\u0661", " 1"):
+            code, out, err = cli("job", command, text)
+            assert code == 1 and f"Invalid job id '{text}'" in err and not out
 
 
 def test_job_cancel_of_a_finished_job_is_refused(cli: Cli) -> None:
