@@ -134,6 +134,71 @@ HVC_DEFAULTS: dict[str, str | int | bool] = {
     "migration_encryption": False,
 }
 
+# Ganeti 3.0's KVM hypervisor parameters that libvirt's domain definition
+# covers here (or that do not apply): known names, never set
+GANETI_KVM_ONLY_HVPARAMS = frozenset(
+    [
+        "boot_order",
+        "cdrom2_image_path",
+        "cdrom_disk_type",
+        "cdrom_image_path",
+        "cpu_cores",
+        "cpu_mask",
+        "cpu_sockets",
+        "cpu_threads",
+        "disk_aio",
+        "disk_cache",
+        "disk_discard",
+        "disk_type",
+        "floppy_image_path",
+        "keymap",
+        "kvm_extra",
+        "kvm_flag",
+        "kvm_path",
+        "kvm_pci_reservations",
+        "machine_version",
+        "mem_path",
+        "migration_port",
+        "nic_type",
+        "reboot_behavior",
+        "root_path",
+        "scsi_controller_type",
+        "security_domain",
+        "security_model",
+        "serial_speed",
+        "soundhw",
+        "spice_bind",
+        "spice_image_compression",
+        "spice_ip_version",
+        "spice_jpeg_wan_compression",
+        "spice_password_file",
+        "spice_playback_compression",
+        "spice_streaming_video",
+        "spice_tls_ciphers",
+        "spice_use_tls",
+        "spice_use_vdagent",
+        "spice_zlib_glz_wan_compression",
+        "usb_devices",
+        "usb_mouse",
+        "use_chroot",
+        "use_guest_agent",
+        "use_localtime",
+        "user_shutdown",
+        "vga",
+        "vhost_net",
+        "virtio_net_queues",
+        "vnc_bind_address",
+        "vnc_password_file",
+        "vnc_tls",
+        "vnc_x509_path",
+        "vnc_x509_verify",
+        "vnet_hdr",
+    ]
+)
+# Ganeti 3.0's backend parameters without a use here (no spindle accounting),
+# with the value an export gives Ganeti
+GANETI_ONLY_BEPARAMS: dict[str, int] = {"spindle_use": 1}
+
 # hypervisor parameters set for the whole cluster only (Ganeti's HVC_GLOBALS)
 HVC_GLOBALS = ("migration_bandwidth", "migration_mode")
 
@@ -159,3 +224,7 @@ EXPORT_OLD_SUFFIX = ".old"
 # node migrate/evacuate: default moves at once per source and per target node
 DEFAULT_MAX_PARALLEL_SOURCE = 2
 DEFAULT_MAX_PARALLEL_TARGET = 1
+
+# severities of cluster verify's problems: only errors fail it (as in Ganeti)
+VERIFY_ERROR = "ERROR"
+VERIFY_WARNING = "WARNING"

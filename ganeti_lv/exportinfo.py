@@ -64,8 +64,6 @@ HV_NOT_EXPORTED = (
 # The OS written to [export]: the one a Ganeti cluster imports a raw image
 # with (Debian's ganeti-os-noop); the instance's own OS is [instance] os.
 EXPORT_OS = "noop"
-# Backend parameters Ganeti exports that have no meaning here (its defaults).
-GANETI_ONLY_BEPARAMS = {"spindle_use": 1}
 # cpu_type is libvirt's CPU mode here and qemu's -cpu model in Ganeti: the
 # host's own CPU is "host" there. libvirt's host-model (a named model like the
 # host's) has no qemu name: it is exported as the host's CPU too.
@@ -226,7 +224,7 @@ def build_config(
     ins["disk_count"] = str(len(instance.disks))
     cfg[INISECT_INS] = ins
     cfg[INISECT_HYP] = {k: _fmt(v) for k, v in sorted(written_hvparams(hvparams).items())}
-    bep = {**GANETI_ONLY_BEPARAMS, **beparams}
+    bep = {**constants.GANETI_ONLY_BEPARAMS, **beparams}
     cfg[INISECT_BEP] = {k: _fmt(v) for k, v in sorted(bep.items())}
     cfg[INISECT_OSP] = {}
     cfg[INISECT_OSP_PRIVATE] = {}
@@ -319,7 +317,9 @@ def _beparams(cfg: configparser.ConfigParser) -> dict[str, str]:
     if cfg.has_section(INISECT_BEP):
         return dict(cfg[INISECT_BEP])
     ins = cfg[INISECT_INS]
-    return {k: ins[k] for k in (*constants.BEC_DEFAULTS, *GANETI_ONLY_BEPARAMS) if k in ins}
+    return {
+        k: ins[k] for k in (*constants.BEC_DEFAULTS, *constants.GANETI_ONLY_BEPARAMS) if k in ins
+    }
 
 
 def describe(cfg: configparser.ConfigParser) -> ExportDescription:

@@ -93,19 +93,28 @@ def check_instance_name(name: object) -> None:
         raise OpPrereqError(problem, ECODE_INVAL)
 
 
-def check_device_names(kind: str, names: list[str | None]) -> None:
-    """Ganeti's rule for the names of an instance's disks or NICs (``kind``): none
-    purely numeric (ECODE_INVAL, an index would be ambiguous), none used twice
-    (ECODE_NOTUNIQUE); unnamed ones (None) are left alone."""
-    seen: set[str] = set()
-    for name in names:
-        if name is None:
+def check_device_names(kind: str, names: list[object]) -> None:
+    """Ganeti's rule for the names of an instance's disks or NICs (``kind``), in
+    order: strings, none a number (ECODE_INVAL: it would read as an index), none
+    used twice (ECODE_NOTUNIQUE); unnamed ones (None, "") are left alone."""
+    seen: dict[str, int] = {}
+    for idx, name in enumerate(names):
+        if name is None or name == "":
             continue
-        if name.strip().isdigit():
+        if not isinstance(name, str):
+            raise OpPrereqError(f"Invalid name {name!r} of {kind} {idx}", ECODE_INVAL)
+        try:
+            int(name)
+        except ValueError:
+            pass
+        else:
             raise OpPrereqError(
                 f"Invalid {kind} name '{name}': purely numeric names are not allowed",
                 ECODE_INVAL,
             )
         if name in seen:
-            raise OpPrereqError(f"{kind} name '{name}' already used", ECODE_NOTUNIQUE)
-        seen.add(name)
+            raise OpPrereqError(
+                f"{kind} name '{name}' of {kind} {idx} is already the name of {kind} {seen[name]}",
+                ECODE_NOTUNIQUE,
+            )
+        seen[name] = idx

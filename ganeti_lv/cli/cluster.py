@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from ganeti_lv import opcodes
+from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.units import without_resets
@@ -204,7 +204,7 @@ def cmd_verify(opts: argparse.Namespace, env: CliEnv) -> int:
     """Compare the configuration with what the nodes run; exit 1 on errors (warnings
     alone exit 0, as in Ganeti)."""
     problems = env.submit(opcodes.OpClusterVerify()) or []
-    errors = [p for p in problems if p["severity"] != "WARNING"]
+    errors = [p for p in problems if p["severity"] != constants.VERIFY_WARNING]
     if problems:
         env.warn(f"Cluster verify found {len(problems)} problem(s) ({len(errors)} error(s))")
     return EXIT_FAILURE if errors else EXIT_SUCCESS

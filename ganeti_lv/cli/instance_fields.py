@@ -6,8 +6,9 @@ Besides ganeti_lv's own short names (``disks``, ``disk_sizes``, ``nic_macs``
 ``disk.sizes``, ``disk.size/N``, ``nic.count``, ``nic.mac/N``, ``nic.ip/N``,
 ``nic.mode/N``, ``nic.link/N``, ``nic.name/N``, ``nic.network.name/N``,
 ``nic.names``, ``admin_state_source``. A field that does not apply (a disk or
-NIC index the instance does not have, a parameter it has no value for) is
-``-``, as Ganeti renders it.
+NIC index the instance does not have, a parameter it has no value for, among
+them Ganeti's KVM parameters that libvirt covers here) is ``-``, as Ganeti
+renders it; a parameter neither knows is an unknown field (exit 14).
 
 Sizes (MiB) follow ``--units``: ``h`` (the default for aligned output,
 e.g. ``128M``, ``1.5G``), ``m`` (the default with ``--separator``: plain
@@ -20,7 +21,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ganeti_lv.constants import BEC_DEFAULTS, HVC_DEFAULTS
+from ganeti_lv.constants import (
+    BEC_DEFAULTS,
+    GANETI_KVM_ONLY_HVPARAMS,
+    GANETI_ONLY_BEPARAMS,
+    HVC_DEFAULTS,
+)
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 UNITS = ("h", "m", "g", "t")
@@ -79,11 +85,16 @@ _INDEXED: dict[str, tuple[str, str, str, bool]] = {
 }
 _INDEXED_RE = re.compile(r"^(?P<prefix>[a-z.]+)/(?P<index>\d+)$")
 _PARAM_RE = re.compile(r"^(?P<kind>be|hv)/(?P<param>[a-z0-9_]+)$")
-_SIZE_PARAMS = ("maxmem", "minmem", "memory")
+_SIZE_PARAMS = ("maxmem", "minmem")
 FIELDS = tuple(_SIMPLE)
 
 
-_PARAMS = {"be": set(BEC_DEFAULTS), "hv": set(HVC_DEFAULTS)}
+# parameters known here or to Ganeti's KVM instances (those print "-"); others
+# are unknown fields
+_PARAMS = {
+    "be": {*BEC_DEFAULTS, *GANETI_ONLY_BEPARAMS},
+    "hv": {*HVC_DEFAULTS, *GANETI_KVM_ONLY_HVPARAMS},
+}
 
 
 def is_known(field: str) -> bool:

@@ -49,9 +49,9 @@ class ImportModeHandler(CreateModeHandler):
             raise OpPrereqError("Import requires a source node (src_node)", ECODE_INVAL)
 
     def expand_names(self) -> None:
-        """Lock the source node and, for an export in the export dir, the export
-        (shared: only read; an export of the same name or ``backup remove``
-        would replace or remove it under the copy)."""
+        """Lock the source node and, for an export in the export dir, the export,
+        shared (an export of the same name or ``backup remove`` would replace
+        or remove it under the copy; other imports only read it)."""
         lu = self.lu
         lu.op.src_node = expand_node(lu.cfg, lu.op.src_node)
         locks = lu.needed_locks
@@ -63,6 +63,9 @@ class ImportModeHandler(CreateModeHandler):
         self.path = exportcompat.resolve_src_path(export_dir, lu.op.src_path, lu.op.instance_name)
         folder, name = self.path.rsplit("/", 1)
         if folder == export_dir:
+            # NAME.new and NAME.old are NAME's export being written or replaced
+            for suffix in (exportinfo.NEW_SUFFIX, exportinfo.OLD_SUFFIX):
+                name = name.removesuffix(suffix)
             locks[locking.LEVEL_EXPORT] = [name]
             lu.share_locks[locking.LEVEL_EXPORT] = 1
 

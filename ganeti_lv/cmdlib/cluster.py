@@ -145,8 +145,8 @@ class LUClusterSetParams(LogicalUnit):
 
 # ---------------------------------------------------------------- verify
 
-SEV_ERROR = "ERROR"
-SEV_WARNING = "WARNING"
+SEV_ERROR = constants.VERIFY_ERROR
+SEV_WARNING = constants.VERIFY_WARNING
 
 
 _LIST_FILES_SCRIPT = 'if [ -d "$1" ]; then find "$1" -xdev \\( -type f -o -type l \\) -print; fi'

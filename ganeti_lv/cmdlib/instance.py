@@ -38,7 +38,7 @@ from ganeti_lv.cmdlib.common import (
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.instance_nics import check_nics, nic_ip, take_mac, used_macs
-from ganeti_lv.cmdlib.migration_checks import instance_bridges
+from ganeti_lv.cmdlib.migration_checks import missing_bridges
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_EXISTS,
@@ -138,7 +138,7 @@ def check_node_can_start(
             ECODE_NORES,
         )
     check_node_cpus(facts, int(be["vcpus"]), reason)
-    missing = [b for b in instance_bridges(cluster, instance) if b not in facts.bridges]
+    missing = missing_bridges(cluster, instance, facts)
     if missing:
         raise OpPrereqError(
             f"Missing bridges {', '.join(missing)} on node {node.name} for {reason}",
@@ -297,7 +297,7 @@ class LUInstanceCreate(LogicalUnit):
         for note in notes:
             self.LogInfo(note)
         check_nics(self.op.nics)
-        check_device_names("NIC", [spec.get("name") or None for spec in self.op.nics])
+        check_device_names("NIC", [spec.get("name") for spec in self.op.nics])
         self.handler.check_arguments()
 
     def ExpandNames(self) -> None:
@@ -393,7 +393,7 @@ class LUInstanceCreate(LogicalUnit):
             ecode=ECODE_ENVIRON,
         )
         self._check_disk_space()
-        missing = sorted({n.link for n in self.instance.nics} - set(facts.bridges))
+        missing = missing_bridges(self.cluster, self.instance, facts)
         if missing:
             hint = self.handler.missing_bridges_hint()
             default = self.cluster.default_bridge

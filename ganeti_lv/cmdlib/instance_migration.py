@@ -43,9 +43,9 @@ from ganeti_lv.cmdlib.instance_failover import FailoverSteps
 from ganeti_lv.cmdlib.memory_reservation import reserve_memory
 from ganeti_lv.cmdlib.migration_checks import (
     check_hv_versions,
-    instance_bridges,
     instance_memory,
     migration_params,
+    missing_bridges,
     storage_paths,
 )
 from ganeti_lv.errors import (
@@ -265,7 +265,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         )
         if self._starts_on_target():
             self._check_memory(node, info.memory_free)
-        missing = [b for b in instance_bridges(self._cluster(), inst) if b not in info.bridges]
+        missing = missing_bridges(self._cluster(), inst, info)
         if missing:
             raise OpPrereqError(
                 f"Error checking bridges on destination node '{node.name}':"

@@ -67,6 +67,11 @@ def instance_bridges(cluster: Cluster, instance: Instance) -> list[str]:
     return bridges
 
 
+def missing_bridges(cluster: Cluster, instance: Instance, facts: NodeFacts) -> list[str]:
+    """The bridges of ``instance_bridges`` that the node of ``facts`` lacks."""
+    return [b for b in instance_bridges(cluster, instance) if b not in facts.bridges]
+
+
 def storage_paths(cluster: Cluster, instance: Instance, disks: bool = False) -> list[str]:
     """Paths that must exist on a migration target.
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ganeti_lv import constants, paths
-from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cancel import Cancellation, stopped_by
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
     ECODE_EXISTS,
@@ -48,7 +48,6 @@ from ganeti_lv.errors import (
     ECODE_STATE,
     GenericError,
     JobError,
-    OperationCanceled,
     OpExecError,
 )
 from ganeti_lv.hypervisor.base import NodeOps
@@ -158,7 +157,7 @@ class MasterDaemon:
                 self._threads.append(thread)
                 failed = None
         if failed is not None:  # nobody follows it yet: it was never in _running outside the lock
-            _record_end(ctx, job, failed)
+            _record_end(ctx, job, failed, running.cancel)
             raise JobError(f"Job {job.id} could not start: {failed}", ECODE_FAULT) from failed
         return running
 
@@ -172,7 +171,7 @@ class MasterDaemon:
             if not isinstance(err, GenericError):
                 log.error("%s: unexpected error", what, exc_info=err)
             # as the job log recorded it (an error before the processor ran an opcode: error)
-            status = _record_end(ctx, job, err)
+            status = _record_end(ctx, job, err, running.cancel)
             end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
         else:
             log.info("%s: succeeded", what)
@@ -311,7 +310,7 @@ def _reason(msg: Message) -> str:
     return str(msg.get("reason") or "canceled by the client")
 
 
-def _record_end(ctx: Context, job: Job, err: BaseException) -> str:
+def _record_end(ctx: Context, job: Job, err: BaseException, cancel: Cancellation) -> str:
     """The job's status as its log records its end; an end not recorded yet is recorded as ``err``.
 
     Writing the job log itself may be what failed (a full disk): the job
@@ -323,8 +322,7 @@ def _record_end(ctx: Context, job: Job, err: BaseException) -> str:
         if not stored.finished:
             done = constants.JOB_STATUS_SUCCESS
             index = next((i for i, op in enumerate(stored.ops) if op.status != done), 0)
-            canceled = isinstance(err, (OperationCanceled, KeyboardInterrupt))
-            ctx.jobs.finish_error(stored, err, canceled=canceled, index=index)
+            ctx.jobs.finish_error(stored, err, canceled=stopped_by(cancel, err), index=index)
         return stored.status
     except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
         log.error("job %d: its end could not be recorded: %s", job.id, again)

@@ -86,7 +86,8 @@ def main(args: list[str] | None = None) -> int:
     # a Ctrl-C or hang-up meant for the test run must not end the guardian too
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    if sys.stdin.buffer.read() == RELEASED:
+    # not to EOF: a child the test process forked holds the pipe's write end too
+    if sys.stdin.buffer.read(len(RELEASED)) == RELEASED:
         return 0
     _say(f"the test process ended without its tear-down; running {' '.join(opts.argv)}")
     try:

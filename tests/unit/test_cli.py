@@ -221,6 +221,10 @@ def test_instance_add_list_info_remove(
         assert code == 14 and f"Unknown output field(s): {wrong}" in err
     code, out, _ = cli("instance", "list", "--no-headers", "-o", "be/minmem,hv/acpi", "web9")
     assert code == 0 and out.split() == ["128M", "Y"]
+    # parameters Ganeti's KVM instances have and these do not: known, without a value
+    code, out, _ = cli("instance", "list", "--no-headers", "-o",
+                       "be/spindle_use,hv/vnc_bind_address,hv/kvm_path", "web9")  # fmt: skip
+    assert code == 0 and out.split() == ["-", "-", "-"]
 
     assert cli("instance", "remove", "web9", ask=lambda q: False)[0] == 1
     assert config.get_instance("web9") is not None

@@ -72,6 +72,28 @@ def test_a_released_guardian_does_nothing(tmp_path: Path, marker: Path) -> None:
     assert scratch.exists()
 
 
+def test_a_forked_child_holding_the_pipe_does_not_hold_up_the_release(marker: Path) -> None:
+    res = _child(
+        f"""
+        import time
+        from support.guardian import Guardian
+        guardian = Guardian(["touch", {str(marker)!r}])
+        child = os.fork()
+        if child == 0:  # holds the write end of the guardian's pipe for 60 s
+            time.sleep(60)
+            os._exit(0)
+        started = time.monotonic()
+        guardian.release()
+        print(round(time.monotonic() - started, 1))
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    assert float(res.stdout) < 10
+    assert not marker.exists()
+
+
 def test_torn_down_at_exit_with_a_crash_inside_the_block(marker: Path, tmp_path: Path) -> None:
     teardown_ran = tmp_path / "teardown-ran"
     res = _child(

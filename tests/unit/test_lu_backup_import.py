@@ -395,10 +395,13 @@ def _holding_export(config: ConfigStore, name: str, shared: bool) -> LockManager
     return locks
 
 
-@pytest.mark.parametrize("by_path", [False, True], ids=["by-name", "by-path-in-the-export-dir"])
-def test_an_import_waits_while_its_export_is_written_or_removed(ctx, fake_ops, config, by_path):
-    ganeti_export(fake_ops)
-    path = f"{config.get_cluster().export_dir}/alpha" if by_path else "alpha"
+@pytest.mark.parametrize(
+    "src", ["alpha", "{export_dir}/alpha", "alpha.new", "alpha.old"], ids=str.strip
+)
+def test_an_import_waits_while_its_export_is_written_or_removed(ctx, fake_ops, config, src):
+    """Also from alpha.new or alpha.old: an export of alpha writes or replaces them."""
+    ganeti_export(fake_ops, name=src.rsplit("/", 1)[-1])
+    path = src.format(export_dir=config.get_cluster().export_dir)
     held = _holding_export(config, "alpha", shared=False)  # an export of alpha, or its removal
     ctx.lock_timeout = 0.2
     try:

@@ -190,16 +190,19 @@ def test_create_dry_run_changes_nothing(
         (
             {"disks": [{"size": 64, "name": "data"}, {"size": 64, "name": "data"}]},
             ECODE_NOTUNIQUE,
-            "disk name 'data' already used",
+            "disk name 'data' of disk 1 is already the name of disk 0",
         ),
-        (
+        (  # an unnamed disk N is named diskN
             {"disks": [{"size": 64}, {"size": 64, "name": "disk0"}]},
             ECODE_NOTUNIQUE,
-            "disk name 'disk0' already used",
+            "disk name 'disk0' of disk 1 is already the name of disk 0",
         ),
         ({"disks": [{"size": 64, "name": "5"}]}, ECODE_INVAL, "purely numeric"),
+        ({"disks": [{"size": 64, "name": "-1"}]}, ECODE_INVAL, "purely numeric"),
+        ({"disks": [{"size": 64, "name": 5}]}, ECODE_INVAL, "Invalid name 5 of disk 0"),
         ({"nics": [{"name": "eth"}, {"name": "eth"}]}, ECODE_NOTUNIQUE, "NIC name 'eth'"),
         ({"nics": [{"name": "0"}]}, ECODE_INVAL, "Invalid NIC name '0'"),
+        ({"nics": [{}, {"name": ["x"]}]}, ECODE_INVAL, "Invalid name ['x'] of NIC 1"),
         (
             {"hvparams": {"migration_mode": "non-live", "migration_bandwidth": 1}},
             ECODE_INVAL,
