@@ -202,6 +202,13 @@ GANETI_ONLY_BEPARAMS: dict[str, int] = {"spindle_use": 1}
 # hypervisor parameters set for the whole cluster only (Ganeti's HVC_GLOBALS)
 HVC_GLOBALS = ("migration_bandwidth", "migration_mode")
 
+# the least value of the migration downtime ramp's parameters (see HVC_DEFAULTS)
+HVC_MINIMUMS: dict[str, int] = {
+    "migration_downtime_initial": 1,
+    "migration_downtime_steps": 0,
+    "migration_downtime_passes": 1,
+}
+
 # hypervisor parameters that take one of a few words
 HVC_CHOICES: dict[str, tuple[str, ...]] = {"migration_mode": HT_MIGRATION_MODES}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ganeti_lv.constants import HVC_CHOICES, HVC_DEFAULTS
+from ganeti_lv.constants import HVC_CHOICES, HVC_DEFAULTS, HVC_MINIMUMS
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 MIB = 1024 * 1024  # bytes
@@ -135,6 +135,12 @@ def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
     what every later operation does (every migration non-live).
     """
     out = coerce_params(params, HVC_DEFAULTS, "hypervisor")
+    for key, least in HVC_MINIMUMS.items():
+        if out.get(key) is not None and out[key] < least:
+            raise OpPrereqError(
+                f"Hypervisor parameter {key} must be at least {least}, not {out[key]}",
+                ECODE_INVAL,
+            )
     for key, words in HVC_CHOICES.items():
         if out.get(key) is not None and out[key] not in words:
             raise OpPrereqError(

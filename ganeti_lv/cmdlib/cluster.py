@@ -298,9 +298,13 @@ def check_instances(vd: VerifyData) -> None:
             vd.report("EINSTANCEBADNODE", "instance", name, "primary node not in configuration")
             continue
         if pnode.offline:
-            vd.report(
-                "EINSTANCEBADNODE", "instance", name, f"instance lives on offline node {pnode.name}"
-            )
+            if inst.admin_state == constants.ADMINST_UP:  # as Ganeti: a stopped one is fine
+                vd.report(
+                    "EINSTANCEBADNODE",
+                    "instance",
+                    name,
+                    f"instance lives on offline node {pnode.name}",
+                )
             continue
         if pnode.name not in vd.domains:
             continue  # unreachable: already reported for the node

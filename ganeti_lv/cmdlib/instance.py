@@ -82,13 +82,16 @@ def compute_instance_status(
 
     ``running_on``: nodes whose libvirt runs the domain; ``offline_nodes``:
     nodes marked offline; ``bad_nodes``: online nodes that could not be asked.
+    The primary is looked at first, as Ganeti does: an instance running there is
+    running while a live migration's paused domain waits on its target (a
+    second copy is cluster verify's to report).
     """
     if primary_node in offline_nodes:
         return constants.INSTST_NODEOFFLINE
     if primary_node in bad_nodes:
         return constants.INSTST_NODEDOWN
     if running_on:
-        if any(node != primary_node for node in running_on):
+        if primary_node not in running_on:
             return constants.INSTST_WRONGNODE
         if admin_state == constants.ADMINST_UP:
             return constants.INSTST_RUNNING

@@ -101,11 +101,7 @@ def downtime_ramp(hvp: dict[str, Any]) -> tuple[int, int, int]:
     """(initial downtime ms, steps, passes per step) of the hvparams, checked."""
     defaults = constants.HVC_DEFAULTS
     values = []
-    for key, least in (
-        ("migration_downtime_initial", 1),
-        ("migration_downtime_steps", 0),
-        ("migration_downtime_passes", 1),
-    ):
+    for key, least in constants.HVC_MINIMUMS.items():
         raw = hvp.get(key)
         value = int(defaults[key] if raw is None or raw == "" else raw)
         if value < least:

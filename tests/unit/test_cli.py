@@ -399,3 +399,17 @@ def test_instance_info_says_no_actual_state_when_the_primary_cannot_be_asked(
     assert "Status: ERROR_nodedown" in out
     code, out, _ = cli("instance", "list", "--no-headers", "-o", "name,oper_state", INST)
     assert out.split() == [INST, "-"]
+
+
+def test_cluster_verify_of_an_offline_node_judges_only_instances_marked_up(
+    cli: Cli, config: ConfigStore, inst1_running: FakeNodeOps
+) -> None:
+    """As Ganeti: an instance on an offline node is an error only when it should run."""
+    inst1_running.add_domain(N1, "inst2.example.com")
+    with config.update() as data:
+        data.nodes[N1].offline = True
+        data.instances[INST].admin_state = "down"
+    code, out, _ = cli("cluster", "verify")
+    assert f"instance {INST}: instance lives on offline node" not in out
+    assert "instance inst2.example.com: instance lives on offline node" in out
+    assert code == 1

@@ -52,7 +52,10 @@ ST = constants
         ("down", [N1], set(), set(), ST.INSTST_ERRORUP),
         ("offline", [], set(), set(), ST.INSTST_ADMINOFFLINE),
         ("up", [N2], set(), set(), ST.INSTST_WRONGNODE),
-        ("up", [N1, N2], set(), set(), ST.INSTST_WRONGNODE),
+        # on its primary it is running (Ganeti 3.0 looks there first): a live
+        # migration's paused domain on the target is no wrong node
+        ("up", [N1, N2], set(), set(), ST.INSTST_RUNNING),
+        ("down", [N1, N2], set(), set(), ST.INSTST_ERRORUP),
         ("down", [N2], set(), set(), ST.INSTST_WRONGNODE),
         ("up", [], {N1}, set(), ST.INSTST_NODEOFFLINE),
         ("up", [N2], {N1}, set(), ST.INSTST_NODEOFFLINE),

@@ -244,6 +244,9 @@ def test_cluster_set_params(ctx: Context, config: ConfigStore) -> None:
         ({"hvparams": {"migration_mode": "Live"}}, "valid: live, non-live"),
         ({"hooks_timeout": float("nan")}, "hooks timeout must be a positive number"),
         ({"hooks_timeout": 0.0}, "hooks timeout must be a positive number"),
+        # every migration would refuse these
+        ({"hvparams": {"migration_downtime_passes": 0}}, "passes must be at least 1, not 0"),
+        ({"hvparams": {"migration_downtime_initial": "0"}}, "initial must be at least 1, not 0"),
     ],
 )
 def test_cluster_settings_that_would_break_later_operations_are_refused(
