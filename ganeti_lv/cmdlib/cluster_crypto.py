@@ -8,6 +8,11 @@ a new CA first; otherwise the CA there is issues new certificates. Each
 node gets its files over SSH and its libvirtd reloads them without a
 restart, so guests are not touched. ``LUNodeAdd`` uses ``distribute`` for
 the node it adds.
+
+A node that cannot take its files does not stop the others: every node
+that can, and the master, move on together (a half-renewed cluster would
+have nodes that trust different CAs), and the job then fails naming the
+nodes left, to be renewed once they are back, as offline ones are.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from ganeti_lv import pki
 from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_node
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Node
@@ -62,6 +67,12 @@ class LUClusterRenewCrypto(NoHooksLU):
                 "Nothing to renew: give new_cluster_certificate or new_node_certificates",
                 ECODE_INVAL,
             )
+        if self.op.new_cluster_certificate and self.op.node_names:
+            raise OpPrereqError(
+                "A new cluster certificate goes to every node (the others would trust"
+                " the old CA only): do not name nodes",
+                ECODE_INVAL,
+            )
 
     def ExpandNames(self) -> None:
         """The exclusive BGL is enough; the nodes are named as given."""
@@ -85,6 +96,7 @@ class LUClusterRenewCrypto(NoHooksLU):
         if authority is None:
             feedback_fn("* creating a new cluster certificate authority")
             authority = pki.create_cluster_ca(data_dir, self.cluster_name)
+        left = []
         for node in self.nodes:
             if node.offline:
                 feedback_fn(
@@ -92,6 +104,16 @@ class LUClusterRenewCrypto(NoHooksLU):
                     " once it is back (renew-crypto --new-node-certificates)"
                 )
                 continue
-            distribute(self.rpc, authority, self.cluster_name, node, feedback_fn)
+            try:
+                distribute(self.rpc, authority, self.cluster_name, node, feedback_fn)
+            except OpExecError as err:
+                feedback_fn(f" - WARNING: {err}")
+                left.append(node.name)
         pki.write_master_client(data_dir, authority, self.cluster_name)
         feedback_fn("* the master's client certificate renewed")
+        if left:
+            raise OpExecError(
+                f"Node(s) {', '.join(left)} kept their old certificates (see the warnings);"
+                " every other node and the master use the new ones. Once they are"
+                " reachable: gnt-lv cluster renew-crypto --new-node-certificates"
+            )

@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from ganeti_lv import bootstrap, paths, pki
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.libvirt import credentials
 from ganeti_lv.mcpu import Processor
@@ -231,3 +231,31 @@ def test_renew_refuses_nothing_to_do_and_a_cluster_without_ca(
         run(ctx, OpClusterRenewCrypto(new_node_certificates=True))
     assert no_ca.value.ecode == ECODE_ENVIRON
     assert fake_ops.tls_credentials == {}
+
+
+def test_a_node_that_cannot_take_a_new_ca_does_not_split_the_cluster(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    """node2 is unreachable: node1, node3 and the master move to the new CA together,
+    and the job fails naming node2 (it stopped at node2 and left node3 behind)."""
+    old = pki.create_cluster_ca(data_dir, CLUSTER)
+    fake_ops.set_unreachable("node2.example.com")
+    with pytest.raises(OpExecError, match="node2.example.com kept their old certificates"):
+        run(ctx, OpClusterRenewCrypto(new_cluster_certificate=True))
+    new = pki.load_ca(data_dir)
+    assert new.cert != old.cert
+    assert sorted(fake_ops.tls_credentials) == ["node1.example.com", "node3.example.com"]
+    assert all(c.ca_cert == new.cert_pem for c in fake_ops.tls_credentials.values())
+    with open(os.path.join(paths.libvirt_pki_dir(data_dir), "clientcert.pem"), "rb") as fobj:
+        assert signed_by(x509.load_pem_x509_certificate(fobj.read()), new.cert)
+
+
+def test_a_new_ca_for_some_nodes_only_is_refused(
+    ctx: Context, fake_ops: FakeNodeOps, data_dir: str
+) -> None:
+    old = pki.create_cluster_ca(data_dir, CLUSTER)
+    op = OpClusterRenewCrypto(new_cluster_certificate=True, node_names=["node1"])
+    with pytest.raises(OpPrereqError, match="goes to every node") as err:
+        run(ctx, op)
+    assert err.value.ecode == ECODE_INVAL
+    assert pki.load_ca(data_dir).cert == old.cert and fake_ops.tls_credentials == {}
