@@ -201,6 +201,18 @@ class LUNodeSetParams(LogicalUnit):
                     f"{', '.join(running)}; stop or move them first (or use --force)",
                     ECODE_STATE,
                 )
+        # back online (also into the drained role, as Ganeti): only a node that answers
+        back = self.node.offline and (
+            self.op.offline is False or (self.op.drained and self.op.offline is None)
+        )
+        if back:
+            asked = self.node.copy()
+            asked.offline = False  # node_call does not ask an offline node
+            node_call(self.rpc.node_info, asked).Raise(
+                f"Node {self.node.name} is being brought back online but does not answer",
+                prereq=True,
+                ecode=ECODE_STATE,
+            )
         if self.op.vm_capable is False and any(
             self.node.name in i.all_nodes for i in data.instances.values()
         ):
@@ -219,6 +231,8 @@ class LUNodeSetParams(LogicalUnit):
             self.changes.append(("memory_cap", None))
         if self.op.offline:
             self.changes.append(("drained", False))
+        if back and self.op.offline is None:
+            self.changes.append(("offline", False))
         self.dry_run_result = list(self.changes)
 
     def BuildHooksEnv(self) -> dict[str, Any]:

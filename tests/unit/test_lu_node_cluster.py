@@ -423,7 +423,18 @@ def test_node_taken_offline_needs_no_pre_hooks_on_it(
     run(ctx, OpNodeSetParams(node_name=N3, offline=True))
     node = config.get_node(N3)
     assert node is not None and node.offline
+    # back online only when it answers (as Ganeti), also into the drained role
+    for back in ({"offline": False}, {"drained": True}):
+        with pytest.raises(OpPrereqError, match="brought back online but does not answer") as err:
+            run(ctx, OpNodeSetParams(node_name=N3, **back))
+        assert err.value.ecode == ECODE_STATE
+        node = config.get_node(N3)
+        assert node is not None and node.offline and not node.drained
+    fake_ops.set_unreachable(N3, False)
+    run(ctx, OpNodeSetParams(node_name=N3, drained=True))
+    node = config.get_node(N3)
+    assert node is not None and not node.offline and node.drained  # Ganeti's drained role
     # any other change still runs the node's pre hooks, and fails when it is unreachable
-    run(ctx, OpNodeSetParams(node_name=N3, offline=False))
+    fake_ops.set_unreachable(N3)
     with pytest.raises(HooksAbort, match="Communication failure"):
-        run(ctx, OpNodeSetParams(node_name=N3, drained=True))
+        run(ctx, OpNodeSetParams(node_name=N3, drained=False))
