@@ -243,7 +243,8 @@ class OpNodeAdd(OpCode):
     migration_address: str | None = None
     host_key: str | None = None
     memory_cap: int | None = None
-    vm_capable: bool = True
+    # None: True for a new node, as it was for a node added again (readd)
+    vm_capable: bool | None = None
     readd: bool = False
 
     def _check_values(self) -> None:

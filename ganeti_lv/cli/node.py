@@ -77,8 +77,13 @@ def obtain_host_key(env: CliEnv, address: str, port: int, given: str | None) -> 
 
 
 def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Add a node after confirming its host key."""
-    address = opts.address or opts.node_name
+    """Add a node after confirming its host key; a node added again keeps its
+    address unless ``--address`` gives another."""
+    address = opts.address
+    if address is None and opts.readd:
+        rows = env.submit(opcodes.OpNodeQuery(names=[opts.node_name]), quiet=True)
+        address = rows[0]["address"]
+    address = address or opts.node_name
     host_key = obtain_host_key(env, address, opts.ssh_port, opts.host_key)
     op = opcodes.OpNodeAdd(
         node_name=opts.node_name,

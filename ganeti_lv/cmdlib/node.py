@@ -68,6 +68,14 @@ class LUNodeAdd(LogicalUnit):
             raise OpPrereqError(f"Node {name} is already in the configuration", ECODE_EXISTS)
         if existing is None and self.op.readd:
             raise OpPrereqError(f"Node {name} is not in the configuration", ECODE_NOENT)
+        if existing is not None and name == data.cluster.master_node:
+            raise OpPrereqError(f"Cannot readd the master node {name}", ECODE_STATE)
+        if self.op.vm_capable is False and any(
+            name in i.all_nodes for i in data.instances.values()
+        ):
+            raise OpPrereqError(
+                f"Node {name} hosts instances, cannot unset the vm_capable flag", ECODE_STATE
+            )
         for other in data.nodes.values():
             if other.name != name and other.address == address:
                 raise OpPrereqError(
@@ -84,7 +92,8 @@ class LUNodeAdd(LogicalUnit):
         node.peer_uri = self.op.peer_uri or node.peer_uri
         node.migration_address = self.op.migration_address or node.migration_address or address
         node.memory_cap = self.op.memory_cap if self.op.memory_cap is not None else node.memory_cap
-        node.vm_capable = self.op.vm_capable
+        if self.op.vm_capable is not None:
+            node.vm_capable = self.op.vm_capable
         node.offline = False
         node.drained = False
         node.mtime = time.time()

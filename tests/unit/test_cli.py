@@ -313,6 +313,11 @@ def test_node_add_with_key(cli: Cli, config: ConfigStore, data_dir: str) -> None
     assert config.get_node("node9") is not None
     with open(paths.known_hosts_file(data_dir)) as fh:
         assert f"10.250.0.9 {host_key()}" in fh.read()
+    # added again without --address: its address stays (not its name)
+    code, _, err = cli("node", "add", "--readd", "--host-key", host_key(), "node9")
+    assert code == 0, err
+    node = config.get_node("node9")
+    assert node is not None and node.address == "10.250.0.9"
 
 
 def test_cluster_modify_info_verify(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:

@@ -113,6 +113,8 @@ def test_node_add_unreachable_leaves_nothing(
         ({"node_name": "node4", "host_key": None}, ECODE_INVAL),
         ({"node_name": "node4", "host_key": "ssh-ed25519 xx"}, ECODE_INVAL),
         ({"node_name": "node4", "readd": True}, ECODE_NOENT),
+        # as Ganeti: never the master again
+        ({"node_name": N1, "primary_ip": "10.250.0.1", "readd": True}, ECODE_STATE),
     ],
 )
 def test_node_add_bad_input(
@@ -122,6 +124,26 @@ def test_node_add_bad_input(
     params.update(kwargs)
     serial = config.read().serial
     assert prereq_error(ctx, OpNodeAdd(**params)).ecode == ecode
+    assert config.read().serial == serial
+
+
+def test_a_node_added_again_keeps_its_vm_capable_flag(ctx: Context, config: ConfigStore) -> None:
+    run(ctx, OpNodeSetParams(node_name=N3, vm_capable=False))
+    run(ctx, OpNodeAdd(node_name=N3, primary_ip="10.250.0.3", host_key=host_key(), readd=True))
+    node = config.get_node(N3)
+    assert node is not None and node.vm_capable is False
+    run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
+    new = config.get_node("node4")
+    assert new is not None and new.vm_capable is True
+    # not vm_capable=no under instances (as node modify refuses it)
+    with config.update() as data:
+        data.instances[INST2].primary_node = N2
+    serial = config.read().serial
+    op = OpNodeAdd(
+        node_name=N2, primary_ip="10.250.0.2", host_key=host_key(), readd=True, vm_capable=False
+    )
+    err = prereq_error(ctx, op)
+    assert err.ecode == ECODE_STATE and "hosts instances" in err.msg
     assert config.read().serial == serial
 
 
