@@ -66,8 +66,20 @@ class LUInstanceQueryData(NoHooksLU):
             "snodes_group_uuids": [],
             "snodes_group_names": [],
             "os": inst.os,
+            # Ganeti's NIC tuple; its last item, the network's details, is None
+            # without a network (the only NICs here)
             "nics": [
-                [n.name or None, n.uuid, n.ip, n.mac, n.mode, n.link, n.vlan, n.network or None]
+                [
+                    n.name or None,
+                    n.uuid,
+                    n.ip,
+                    n.mac,
+                    n.mode,
+                    n.link,
+                    n.vlan,
+                    n.network or None,
+                    None,
+                ]
                 for n in inst.nics
             ],
             "disk_template": inst.disk_template,

@@ -236,13 +236,16 @@ def nodes(ctx: Context) -> list[dict[str, Any]]:
 
 
 def node(ctx: Context, name: str) -> dict[str, Any]:
-    """One node in Ganeti's fields; 404 when unknown."""
+    """One node in Ganeti's fields, with Ganeti's alias ``secondary_ip`` of ``sip``
+    (only here, not in the bulk list); 404 when unknown."""
     row = one(ctx, OpNodeQuery(names=[name], live=True))
     data = ctx.config.snapshot()
     found = data.nodes.get(row["name"])
     if found is None:
         raise not_found()
-    return node_fields(row, found, data)
+    fields = node_fields(row, found, data)
+    fields["secondary_ip"] = fields["sip"]
+    return fields
 
 
 # ------------------------------------------------------------------ the cluster

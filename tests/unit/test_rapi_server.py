@@ -314,7 +314,9 @@ def test_lists_and_bulk_in_ganeti_fields(rapi: rapi_server.RapiServer) -> None:
     roles = {n["name"]: n["role"] for n in nodes}
     assert roles == {N1: "M", N2: "C", N3: "C"}
     assert nodes[0]["pinst_cnt"] == 2 and nodes[0]["pinst_list"] == [INST, "inst2.example.com"]
-    assert _admin(rapi, "GET", f"/2/nodes/{N2}")[2]["name"] == N2
+    one = _admin(rapi, "GET", f"/2/nodes/{N2}")[2]
+    assert one["name"] == N2 and one["secondary_ip"] == one["sip"] == "10.250.0.2"
+    assert "secondary_ip" not in nodes[1]  # Ganeti's alias is the single node's only
     code, _, info = _admin(rapi, "GET", "/2/info")
     assert (info["name"], info["master"]) == ("cluster.example.com", N1)
     assert info["vg_name"] is None and info["enabled_hypervisors"] == ["kvm"]
@@ -418,6 +420,9 @@ def test_instance_info_is_a_job_with_ganetis_result(
     data = result[INST]
     assert (data["config_state"], data["run_state"], data["pnode"]) == ("up", "up", N1)
     assert data["disks"][0]["iv_name"] == "disk/0" and data["disks"][0]["size"] == 1024
+    # Ganeti's NIC tuple: name, uuid, ip, mac, mode, link, vlan, network, netinfo
+    (nic,) = data["nics"]
+    assert len(nic) == 9 and nic[4:6] == ["bridged", "br0"] and nic[8] is None
     code, _, job_id = _admin(rapi, "GET", f"/2/instances/{INST}/info?static=1")
     _wait_job(data_dir, job_id)
     assert _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0][INST]["run_state"] is None
