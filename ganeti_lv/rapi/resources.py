@@ -218,6 +218,9 @@ def _export(req: Request) -> int:
         rename={"destination": "target_node"},
     )
     params.refuse_remote_export(op)
+    assert isinstance(op, OpBackupExport)
+    if not op.target_node:  # Ganeti's opcode requires it: no job
+        raise bad_request("The export needs a 'destination' (the target node)")
     return _submit(req, op)
 
 

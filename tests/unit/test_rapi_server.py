@@ -404,6 +404,8 @@ def test_resources_map_ganeti_parameters_to_opcodes(
     assert code == 400 and "renamed to 'target_node'" in answer["message"]
     code, _, answer = _admin(rapi, "PUT", f"{base}/export", body={**body, "mode": "remote"})
     assert code == 400 and "remote" in answer["message"]
+    code, _, answer = _admin(rapi, "PUT", f"{base}/export", body={"mode": "local"})
+    assert code == 400 and "needs a 'destination'" in answer["message"]
     assert _admin(rapi, "PUT", f"{base}/prepare-export")[0] == 400
     assert _admin(rapi, "PUT", f"{base}/shutdown", body={"timeout": "soon"})[0] == 400
     assert _admin(rapi, "POST", f"{base}/reboot?type=sideways")[0] == 400
