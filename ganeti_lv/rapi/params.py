@@ -28,8 +28,10 @@ from ganeti_lv.rapi.httperrors import bad_request
 
 QueryArgs = Mapping[str, Sequence[str]]
 
-# Ganeti's parameters of every opcode: accepted, without effect here
-_IGNORED_COMMON = ("priority", "comment", "reason")
+# Ganeti's parameters of every opcode, checked as Ganeti checks them and then
+# without effect here: a job's priority (one of Ganeti's submit priorities) and
+# comment; its reason comes from the query (?reason=), never from the body
+_PRIORITIES = (-10, 0, 10)
 
 
 def str_arg(args: QueryArgs, name: str, default: str | None = None) -> str | None:
@@ -81,8 +83,17 @@ def body_object(body: Any) -> dict[str, Any]:
 
 
 def _drop_common(params: dict[str, Any]) -> None:
-    for name in _IGNORED_COMMON:
-        params.pop(name, None)
+    if "reason" in params:
+        raise bad_request("Can't overwrite static parameters ['reason']")
+    priority = params.pop("priority", 0)
+    if isinstance(priority, bool) or priority not in _PRIORITIES:
+        raise bad_request(
+            f"Invalid body parameters: priority {priority!r} is none of"
+            f" {', '.join(map(str, _PRIORITIES))}"
+        )
+    comment = params.pop("comment", None)
+    if comment is not None and not isinstance(comment, str):
+        raise bad_request(f"Invalid body parameters: comment {comment!r} is no string")
     depends = params.pop("depends", None)
     if depends:
         raise bad_request("Job dependencies ('depends') are not supported")

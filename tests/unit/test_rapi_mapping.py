@@ -63,10 +63,10 @@ def test_parameters_the_master_sets_for_its_own_jobs_are_refused() -> None:
 
 
 def test_renamed_and_common_parameters() -> None:
-    body = {"destination": "n3", "mode": "local", "shutdown": False, "priority": 5}
+    body = {"destination": "n3", "mode": "local", "shutdown": False, "priority": 10}
     op = params.fill_opcode(
         OpBackupExport,
-        {**body, "comment": "nightly", "reason": [["user", "x", 1]], "depends": []},
+        {**body, "comment": "nightly", "depends": []},
         {"instance_name": INST},
         rename={"destination": "target_node"},
     )
@@ -82,6 +82,16 @@ def test_renamed_and_common_parameters() -> None:
     assert msg == "Parameter 'destination' was renamed to 'target_node', but both are specified"
     msg = _bad(params.fill_opcode, OpBackupExport, {"depends": [[1, []]]}, {"instance_name": INST})
     assert "depends" in msg
+    # checked as Ganeti checks them: the reason comes from ?reason=, a priority is one
+    # of -10, 0 and 10, a comment a string
+    static = {"instance_name": INST}
+    for bad, text in (
+        ({"reason": [["user", "x", 1]]}, "Can't overwrite static parameters ['reason']"),
+        ({"priority": 5}, "priority 5 is none of -10, 0, 10"),
+        ({"priority": True}, "priority True"),
+        ({"comment": {"x": 1}}, "comment {'x': 1} is no string"),
+    ):
+        assert text in _bad(params.fill_opcode, OpBackupExport, {**body, **bad}, static)
 
 
 def test_wrong_bodies_are_refused_with_a_message() -> None:
