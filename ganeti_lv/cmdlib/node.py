@@ -245,13 +245,15 @@ class LUNodeSetParams(LogicalUnit):
         self.dry_run_result = list(self.changes)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
-        """OP_TARGET, NODE_NAME and the new flags."""
+        """Ganeti's node-modify keys: OP_TARGET and the flags as asked, an unchanged
+        one "None" (master candidacy and capability are not set here)."""
         return {
             "OP_TARGET": self.node.name,
-            "NODE_NAME": self.node.name,
-            "OFFLINE": self.op.offline,
-            "DRAINED": self.op.drained,
-            "VM_CAPABLE": self.op.vm_capable,
+            "MASTER_CANDIDATE": "None",
+            "OFFLINE": str(self.op.offline),
+            "DRAINED": str(self.op.drained),
+            "MASTER_CAPABLE": "None",
+            "VM_CAPABLE": str(self.op.vm_capable),
         }
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:

@@ -214,6 +214,28 @@ def test_node_add_and_remove_run_their_hooks_on_every_node_as_ganeti(
     assert config.get_node(N3) is None
 
 
+def test_node_modify_hook_environment_is_ganetis(ctx: Context, fake_ops: FakeNodeOps) -> None:
+    envs: list[dict[str, str]] = []
+
+    def hook(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        envs.append(env)
+        return []
+
+    fake_ops.hooks_fn = hook
+    run(ctx, OpNodeSetParams(node_name=N3, drained=True))
+    env = envs[0]
+    lu_keys = {
+        "GANETI_OP_TARGET": N3,
+        "GANETI_MASTER_CANDIDATE": "None",
+        "GANETI_OFFLINE": "None",  # not asked: str(None), as Ganeti writes it
+        "GANETI_DRAINED": "True",
+        "GANETI_MASTER_CAPABLE": "None",
+        "GANETI_VM_CAPABLE": "None",
+    }
+    assert {k: env.get(k) for k in lu_keys} == lu_keys
+    assert "GANETI_NODE_NAME" not in env
+
+
 def test_vm_capable_is_not_unset_on_a_node_with_instances(
     ctx: Context, config: ConfigStore
 ) -> None:
