@@ -98,9 +98,15 @@ class LUClusterSetParams(LogicalUnit):
     def CheckPrereq(self) -> None:
         """Known compression tools; storage dirs change only while no instance uses them."""
         self.cluster = self.cfg.get_cluster()
-        for tool in self.changes.get("compression_tools") or []:
+        tools = self.changes.get("compression_tools")
+        for tool in tools or []:
             if tool not in constants.IEC_ALL:
                 raise OpPrereqError(f"Unknown compression tool '{tool}'", ECODE_INVAL)
+        if tools is not None and constants.IEC_GZIP not in tools:
+            # as Ganeti: its exports and moves may be compressed with gzip
+            raise OpPrereqError(
+                f"The compression tools must include {constants.IEC_GZIP}", ECODE_INVAL
+            )
         # an instance's disk paths follow these dirs: moving one under existing
         # instances would point them at images that are not there
         for name, template in _STORAGE_DIRS.items():

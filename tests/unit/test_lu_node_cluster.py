@@ -291,6 +291,9 @@ def test_cluster_set_params(ctx: Context, config: ConfigStore) -> None:
         # every migration would refuse these
         ({"hvparams": {"migration_downtime_passes": 0}}, "passes must be at least 1, not 0"),
         ({"hvparams": {"migration_downtime_initial": "0"}}, "initial must be at least 1, not 0"),
+        # Ganeti's rule: gzip stays allowed
+        ({"compression_tools": ["zstd"]}, "compression tools must include gzip"),
+        ({"compression_tools": ["gzip", "lz4"]}, "Unknown compression tool 'lz4'"),
     ],
 )
 def test_cluster_settings_that_would_break_later_operations_are_refused(
