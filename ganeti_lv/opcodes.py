@@ -134,6 +134,14 @@ def _require_choice(op: OpCode, name: str, choices: tuple[str, ...]) -> None:
         )
 
 
+def check_node_settings(ssh_port: int, memory_cap: int | None, what: str) -> None:
+    """ECODE_INVAL unless a node's SSH port is a port and its memory cap not negative."""
+    if not 0 < ssh_port < 65536:
+        raise OpPrereqError(f"Invalid SSH port {ssh_port} for {what}", ECODE_INVAL)
+    if memory_cap is not None and memory_cap < 0:
+        raise OpPrereqError(f"Invalid memory cap {memory_cap} for {what}", ECODE_INVAL)
+
+
 def _require_non_negative(op: OpCode, *names: str) -> None:
     for name in names:
         value = getattr(op, name)
@@ -249,9 +257,7 @@ class OpNodeAdd(OpCode):
 
     def _check_values(self) -> None:
         check_name(self.node_name, "node")
-        if not 0 < self.ssh_port < 65536:
-            raise OpPrereqError(f"Invalid SSH port {self.ssh_port}", ECODE_INVAL)
-        _require_non_negative(self, "memory_cap")
+        check_node_settings(self.ssh_port, self.memory_cap, f"node {self.node_name}")
 
 
 @dataclass(kw_only=True)

@@ -460,6 +460,17 @@ def test_init_cluster(tmp_path: Any) -> None:
             colour="red",
         )
     assert not os.path.exists(str(tmp_path / "e"))
+    # the master's settings as node add and modify check a node's
+    for master, text in (
+        (Node(name="m1", address="x", memory_cap=-4096), "Invalid memory cap -4096"),
+        (Node(name="m1", address="x", ssh_port=0), "Invalid SSH port 0"),
+    ):
+        with pytest.raises(OpPrereqError, match=text) as info:
+            bootstrap.init_cluster(
+                str(tmp_path / "e"), cluster_name="c1", master=master, master_host_key=None
+            )
+        assert info.value.ecode == ECODE_INVAL
+        assert not os.path.exists(str(tmp_path / "e"))
 
 
 def test_node_taken_offline_needs_no_pre_hooks_on_it(
