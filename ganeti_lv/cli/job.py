@@ -94,13 +94,18 @@ def grouped(jobs: list[Any]) -> list[tuple[Any, int]]:
 
 
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
-    """List recorded jobs (a job whose process died shows as "lost")."""
+    """List recorded jobs (a job whose process died shows as "lost").
+
+    For people (aligned columns) a node operation's moves come indented right
+    under it; with ``--separator``, for scripts, every job is one plain row in
+    id order, as Ganeti's ``gnt-job list`` (the ``parent`` field groups them).
+    """
     fields = common.parse_fields(opts.output, JOB_DEFAULT_FIELDS, JOB_FIELDS)
     jobs = env.client().jobs()
     if opts.status:
         jobs = [j for j in jobs if j.status == opts.status]
     rows = []
-    for job, depth in grouped(jobs):
+    for job, depth in grouped(jobs) if opts.separator is None else [(j, 0) for j in jobs]:
         row = [_field(job, f) for f in fields]
         if depth and "summary" in fields:
             row[fields.index("summary")] = f"  {job.summary}"
