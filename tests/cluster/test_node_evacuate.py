@@ -120,7 +120,7 @@ def test_submit_then_job_watch(three: Any) -> None:
     assert placed(config, ops) == {EV1: n3, EV2: n3, EV3: n3}
     out = gnt.ok("job", "list", "-o", "parent,summary", "--no-headers", "--separator", "|")
     rows = [line.split("|") for line in out.splitlines()]
-    assert any(parent.isdigit() and summary == f"INSTANCE_MIGRATE({EV2})" for parent, summary in rows)
+    assert [p for p, s in rows if s == f"INSTANCE_MIGRATE({EV2})" and p.isdigit()]
     verify_clean(gnt)
 
 
