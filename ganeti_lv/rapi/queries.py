@@ -289,6 +289,23 @@ def cluster_info(ctx: Context) -> dict[str, Any]:
         "mtime": cluster.mtime,
         "uuid": cluster.uuid,
         "tags": list(cluster.tags),
+        # Ganeti's settings that have no counterpart here: present, empty or off,
+        # so that a client reading them finds them
+        "blacklisted_os": [],
+        "hidden_os": [],
+        "default_iallocator_params": {},
+        "enabled_user_shutdown": False,
+        "install_image": "",
+        "instance_communication_network": "",
+        "maintain_node_health": False,
+        "master_netmask": None,
+        "max_running_jobs": None,
+        "max_tracked_jobs": None,
+        "prealloc_wipe_disks": False,
+        "primary_ip_version": None,
+        "reserved_lvs": [],
+        "uid_pool": [],
+        "use_external_mip_script": False,
     }
     info["vg_name"] = info["volume_group_name"]
     info["drbd_helper"] = info["drbd_usermode_helper"]

@@ -320,6 +320,14 @@ def test_lists_and_bulk_in_ganeti_fields(rapi: rapi_server.RapiServer) -> None:
     code, _, info = _admin(rapi, "GET", "/2/info")
     assert (info["name"], info["master"]) == ("cluster.example.com", N1)
     assert info["vg_name"] is None and info["enabled_hypervisors"] == ["kvm"]
+    # every key of Ganeti 3.0's cluster query is there (a client reading one found none)
+    ganeti_keys = {
+        "blacklisted_os", "default_iallocator_params", "enabled_user_shutdown", "hidden_os",
+        "install_image", "instance_communication_network", "maintain_node_health",
+        "master_netmask", "max_running_jobs", "max_tracked_jobs", "prealloc_wipe_disks",
+        "primary_ip_version", "reserved_lvs", "uid_pool", "use_external_mip_script",
+    }  # fmt: skip
+    assert ganeti_keys <= set(info)
 
 
 def test_offline_and_drained_nodes_are_no_master_candidates(
