@@ -46,7 +46,7 @@ def new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
 
 
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
     """The unencrypted private key in PEM form."""
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -120,6 +120,13 @@ class Authority:
 
 def create_ca(cert_path: str, key_path: str, cluster_name: str) -> Authority:
     """Make a new CA for the cluster at ``cert_path`` and ``key_path`` (replacing one)."""
+    authority = new_authority(cluster_name)
+    _write_ca(cert_path, key_path, authority.cert_pem, key_pem(authority.key))
+    return authority
+
+
+def new_authority(cluster_name: str) -> Authority:
+    """A new CA for the cluster, in memory only (``save_cluster_ca`` keeps it)."""
     key = new_key()
     subject = x509.Name(
         [
@@ -134,13 +141,22 @@ def create_ca(cert_path: str, key_path: str, cluster_name: str) -> Authority:
         .add_extension(key_usage("key_cert_sign", "crl_sign"), critical=True)
         .sign(key, hashes.SHA256())
     )
-    _write_ca(cert_path, key_path, cert_pem(cert), key_pem(key))
     return Authority(cert, key)
 
 
 def create_cluster_ca(data_dir: str, cluster_name: str) -> Authority:
     """Make a new cluster CA in ``data_dir`` (replacing the one that is there)."""
     return create_ca(paths.ca_cert_file(data_dir), paths.ca_key_file(data_dir), cluster_name)
+
+
+def save_cluster_ca(data_dir: str, authority: Authority) -> None:
+    """Make ``authority`` (from ``new_authority``) the cluster CA of ``data_dir``."""
+    _write_ca(
+        paths.ca_cert_file(data_dir),
+        paths.ca_key_file(data_dir),
+        authority.cert_pem,
+        key_pem(authority.key),
+    )
 
 
 def _write_ca(cert_path: str, key_path: str, cert_data: bytes, key_data: bytes) -> None:

@@ -12,7 +12,9 @@ the node it adds.
 A node that cannot take its files does not stop the others: every node
 that can, and the master, move on together (a half-renewed cluster would
 have nodes that trust different CAs), and the job then fails naming the
-nodes left, to be renewed once they are back, as offline ones are.
+nodes left, to be renewed once they are back, as offline ones are. A new
+CA is kept (and the master's certificate renewed) only once a node took
+it: when none could, nothing changed.
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ class LUClusterRenewCrypto(NoHooksLU):
         authority = self.authority
         if authority is None:
             feedback_fn("* creating a new cluster certificate authority")
-            authority = pki.create_cluster_ca(data_dir, self.cluster_name)
+            authority = pki.new_authority(self.cluster_name)
         left = []
+        took = 0
         for node in self.nodes:
             if node.offline:
                 feedback_fn(
@@ -109,6 +112,15 @@ class LUClusterRenewCrypto(NoHooksLU):
             except OpExecError as err:
                 feedback_fn(f" - WARNING: {err}")
                 left.append(node.name)
+            else:
+                took += 1
+        if self.authority is None:
+            if left and not took:
+                raise OpExecError(
+                    f"No node took the new cluster certificate ({', '.join(left)} failed, see"
+                    " the warnings); the cluster keeps its CA and certificates"
+                )
+            pki.save_cluster_ca(data_dir, authority)
         pki.write_master_client(data_dir, authority, self.cluster_name)
         feedback_fn("* the master's client certificate renewed")
         if left:

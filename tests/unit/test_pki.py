@@ -259,3 +259,20 @@ def test_a_new_ca_for_some_nodes_only_is_refused(
         run(ctx, op)
     assert err.value.ecode == ECODE_INVAL
     assert pki.load_ca(data_dir).cert == old.cert and fake_ops.tls_credentials == {}
+
+
+def test_a_new_ca_no_node_could_take_changes_nothing(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    old = pki.create_cluster_ca(data_dir, CLUSTER)
+    client = os.path.join(paths.libvirt_pki_dir(data_dir), "clientcert.pem")
+    pki.write_master_client(data_dir, old, CLUSTER)
+    with open(client, "rb") as fobj:
+        before = fobj.read()
+    for name in config.read().nodes:
+        fake_ops.set_unreachable(name)
+    with pytest.raises(OpExecError, match="No node took the new cluster certificate"):
+        run(ctx, OpClusterRenewCrypto(new_cluster_certificate=True))
+    assert pki.load_ca(data_dir).cert == old.cert
+    with open(client, "rb") as fobj:
+        assert fobj.read() == before
