@@ -199,8 +199,9 @@ GANETI_KVM_ONLY_HVPARAMS = frozenset(
 # with the value an export gives Ganeti
 GANETI_ONLY_BEPARAMS: dict[str, int] = {"spindle_use": 1}
 
-# hypervisor parameters set for the whole cluster only (Ganeti's HVC_GLOBALS)
-HVC_GLOBALS = ("migration_bandwidth", "migration_mode")
+# hypervisor parameters set for the whole cluster only (Ganeti's HVC_GLOBALS of
+# KVM; migration_port has no use here)
+HVC_GLOBALS = ("migration_bandwidth", "migration_mode", "migration_port")
 
 # the least value of the migration downtime ramp's parameters (see HVC_DEFAULTS)
 HVC_MINIMUMS: dict[str, int] = {

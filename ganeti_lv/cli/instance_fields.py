@@ -26,7 +26,9 @@ from ganeti_lv.constants import (
     GANETI_KVM_ONLY_HVPARAMS,
     GANETI_ONLY_BEPARAMS,
     HVC_DEFAULTS,
+    HVC_GLOBALS,
 )
+from ganeti_lv.units import BE_MEMORY_ALIAS
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 UNITS = ("h", "m", "g", "t")
@@ -89,11 +91,12 @@ _SIZE_PARAMS = ("maxmem", "minmem")
 FIELDS = tuple(_SIMPLE)
 
 
-# parameters known here or to Ganeti's KVM instances (those print "-"); others
-# are unknown fields
+# parameters known here or to Ganeti's KVM instances (those print "-"), as
+# Ganeti's fields: be/memory is be/maxmem, the cluster-wide hypervisor
+# parameters are no instance fields; others are unknown fields
 _PARAMS = {
-    "be": {*BEC_DEFAULTS, *GANETI_ONLY_BEPARAMS},
-    "hv": {*HVC_DEFAULTS, *GANETI_KVM_ONLY_HVPARAMS},
+    "be": {*BEC_DEFAULTS, *GANETI_ONLY_BEPARAMS, BE_MEMORY_ALIAS},
+    "hv": {*HVC_DEFAULTS, *GANETI_KVM_ONLY_HVPARAMS} - set(HVC_GLOBALS),
 }
 
 
@@ -149,6 +152,8 @@ def value(row: dict[str, Any], field: str, units: str) -> Any:
     if param:
         params = row["beparams" if param.group("kind") == "be" else "hvparams"]
         name = param.group("param")
+        if param.group("kind") == "be" and name == BE_MEMORY_ALIAS:
+            name = "maxmem"
         if name not in params:
             return UNAVAILABLE
         got = params[name]

@@ -186,8 +186,8 @@ def check_not_running_elsewhere(
             elsewhere.append(name)
     if elsewhere:
         raise OpPrereqError(
-            f"Instance {instance.name} is running on node(s) {', '.join(elsewhere)} instead of"
-            f" its primary node {instance.primary_node} (ERROR_wrongnode); refusing"
+            f"Instance {instance.name} is running on node(s) {', '.join(elsewhere)}, not"
+            f" (only) on its primary node {instance.primary_node}; refusing"
             f" {refusing}. Run 'gnt-lv instance migrate --cleanup {instance.name}' to"
             " resolve it, or 'gnt-lv cluster verify' to see what runs where",
             ECODE_STATE,

@@ -143,7 +143,7 @@ def test_startup_refused_when_running_on_another_node(
         run(ctx, OpInstanceStartup(instance_name=INST))
     err = info.value
     assert err.ecode == ECODE_STATE
-    assert f"running on node(s) {N2} instead of its primary node {N1}" in err.msg
+    assert f"running on node(s) {N2}, not (only) on its primary node {N1}" in err.msg
     assert f"gnt-lv instance migrate --cleanup {INST}" in err.msg
     assert "gnt-lv cluster verify" in err.msg
     assert not fake_ops.calls_to("start_instance")
@@ -174,7 +174,7 @@ def test_an_instance_running_on_another_node_is_left_alone(
         run(ctx, op)
     err = info.value
     assert err.ecode == ECODE_STATE
-    assert f"running on node(s) {N2} instead of its primary node {N1}" in err.msg
+    assert f"running on node(s) {N2}, not (only) on its primary node {N1}" in err.msg
     assert f"refusing {refused}." in err.msg
     assert not [c for c in fake_ops.calls if c.method in DOMAIN_OPS]
     assert config.read().serial == serial
