@@ -28,8 +28,8 @@ from ganeti_lv.constants import (
     HVC_DEFAULTS,
     HVC_GLOBALS,
 )
-from ganeti_lv.units import BE_MEMORY_ALIAS
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.units import BE_MEMORY_ALIAS
 
 UNITS = ("h", "m", "g", "t")
 # a field without a value (an index the instance does not have, a parameter
