@@ -194,6 +194,10 @@ class LUNodeSetParams(LogicalUnit):
         data = self.cfg.snapshot()  # read-only: lookups
         self.cluster = data.cluster.copy()
         self.node = get_node(self.cfg, self.op.node_name)
+        for flag in ("offline", "drained"):  # as Ganeti: no change, no hook key
+            if getattr(self.op, flag) is False and not getattr(self.node, flag):
+                self.LogInfo(f"Ignoring request to unset flag {flag}, already unset")
+                setattr(self.op, flag, None)
         if self.op.offline and self.node.name == self.cluster.master_node:
             raise OpPrereqError(
                 f"The master node {self.node.name} can't be set offline", ECODE_INVAL

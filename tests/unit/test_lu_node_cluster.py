@@ -234,6 +234,12 @@ def test_node_modify_hook_environment_is_ganetis(ctx: Context, fake_ops: FakeNod
     }
     assert {k: env.get(k) for k in lu_keys} == lu_keys
     assert "GANETI_NODE_NAME" not in env
+    # unsetting a flag that is not set changes nothing and says None, as in Ganeti
+    envs.clear()
+    result, lines = run(ctx, OpNodeSetParams(node_name=N3, offline=False, drained=False))
+    assert result == [("drained", False)]
+    assert "Ignoring request to unset flag offline, already unset" in "\n".join(lines)
+    assert (envs[0]["GANETI_OFFLINE"], envs[0]["GANETI_DRAINED"]) == ("None", "False")
 
 
 def test_vm_capable_is_not_unset_on_a_node_with_instances(
