@@ -134,9 +134,9 @@ def _require_choice(op: OpCode, name: str, choices: tuple[str, ...]) -> None:
         )
 
 
-def check_node_settings(ssh_port: int, memory_cap: int | None, what: str) -> None:
+def check_node_settings(ssh_port: int | None, memory_cap: int | None, what: str) -> None:
     """ECODE_INVAL unless a node's SSH port is a port and its memory cap not negative."""
-    if not 0 < ssh_port < 65536:
+    if ssh_port is not None and not 0 < ssh_port < 65536:
         raise OpPrereqError(f"Invalid SSH port {ssh_port} for {what}", ECODE_INVAL)
     if memory_cap is not None and memory_cap < 0:
         raise OpPrereqError(f"Invalid memory cap {memory_cap} for {what}", ECODE_INVAL)
@@ -243,9 +243,10 @@ class OpNodeAdd(OpCode):
     OP_ID: ClassVar[str] = "OP_NODE_ADD"
 
     node_name: str
+    # None: the node's own (readd), else its name, port 22 and root
     primary_ip: str | None = None
-    ssh_port: int = 22
-    ssh_user: str = "root"
+    ssh_port: int | None = None
+    ssh_user: str | None = None
     libvirt_uri: str | None = None
     peer_uri: str | None = None
     migration_address: str | None = None

@@ -78,16 +78,16 @@ def obtain_host_key(env: CliEnv, address: str, port: int, given: str | None) -> 
 
 def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
     """Add a node after confirming its host key; a node added again keeps its
-    address unless ``--address`` gives another."""
-    address = opts.address
-    if address is None and opts.readd:
-        rows = env.submit(opcodes.OpNodeQuery(names=[opts.node_name]), quiet=True)
-        address = rows[0]["address"]
-    address = address or opts.node_name
-    host_key = obtain_host_key(env, address, opts.ssh_port, opts.host_key)
+    address and SSH port unless ``--address`` and ``--ssh-port`` give others."""
+    known: dict[str, Any] = {}
+    if opts.readd:
+        (known,) = env.submit(opcodes.OpNodeQuery(names=[opts.node_name]), quiet=True)
+    address = opts.address or known.get("address") or opts.node_name
+    port = opts.ssh_port or known.get("ssh_port") or 22
+    host_key = obtain_host_key(env, address, port, opts.host_key)
     op = opcodes.OpNodeAdd(
         node_name=opts.node_name,
-        primary_ip=address,
+        primary_ip=opts.address,
         ssh_port=opts.ssh_port,
         libvirt_uri=opts.libvirt_uri,
         peer_uri=opts.peer_uri,
@@ -157,8 +157,11 @@ def register(registry: CommandRegistry) -> None:
     add = registry.command("node", "add", cmd_add, help="Add a node to the cluster")
     common.add_submit(add)
     add.add_argument("node_name", metavar="NODE")
-    add.add_argument("--address", help="Address the master uses (default: the node name)")
-    add.add_argument("--ssh-port", type=int, default=22)
+    add.add_argument(
+        "--address",
+        help="Address the master uses (default: the node name; a node added again: its own)",
+    )
+    add.add_argument("--ssh-port", type=int, default=None, help="(default: 22; readd: its own)")
     add.add_argument("--libvirt-uri", help="libvirt URI the master uses for this node")
     add.add_argument("--peer-uri", help="libvirt URI other nodes use for this node")
     add.add_argument("--migration-address", help="Address for migration streams")

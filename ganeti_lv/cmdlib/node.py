@@ -62,8 +62,9 @@ class LUNodeAdd(LogicalUnit):
         data = self.cfg.snapshot()  # read-only: lookups (the node changed below is a copy)
         self.cluster = data.cluster.copy()
         name = self.op.node_name
-        address = self.op.primary_ip or name
         existing = data.nodes.get(name)
+        # a node added again keeps what the opcode does not give anew
+        address = self.op.primary_ip or (existing.address if existing else name)
         if existing is not None and not self.op.readd:
             raise OpPrereqError(f"Node {name} is already in the configuration", ECODE_EXISTS)
         if existing is None and self.op.readd:
@@ -84,8 +85,10 @@ class LUNodeAdd(LogicalUnit):
                 )
         node = existing.copy() if existing is not None else Node(name=name, address=address)
         node.address = address
-        node.ssh_port = self.op.ssh_port
-        node.ssh_user = self.op.ssh_user
+        if self.op.ssh_port is not None:
+            node.ssh_port = self.op.ssh_port
+        if self.op.ssh_user is not None:
+            node.ssh_user = self.op.ssh_user
         # Empty URIs mean the node operations' defaults: the master reaches the node's
         # libvirtd over SSH with the cluster key, other nodes over TLS to its address.
         node.libvirt_uri = self.op.libvirt_uri or node.libvirt_uri

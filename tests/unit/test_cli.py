@@ -310,17 +310,18 @@ def test_node_add_refuses_without_confirmed_key(
 
 def test_node_add_with_key(cli: Cli, config: ConfigStore, data_dir: str) -> None:
     code, out, err = cli(
-        "node", "add", "--address", "10.250.0.9", "--host-key", host_key(), "node9"
-    )
+        "node", "add", "--address", "10.250.0.9", "--ssh-port", "2222",
+        "--host-key", host_key(), "node9",
+    )  # fmt: skip
     assert code == 0, err
     assert config.get_node("node9") is not None
     with open(paths.known_hosts_file(data_dir)) as fh:
-        assert f"10.250.0.9 {host_key()}" in fh.read()
-    # added again without --address: its address stays (not its name)
+        assert f"[10.250.0.9]:2222 {host_key()}" in fh.read()
+    # added again without --address and --ssh-port: they stay (not its name and 22)
     code, _, err = cli("node", "add", "--readd", "--host-key", host_key(), "node9")
     assert code == 0, err
     node = config.get_node("node9")
-    assert node is not None and node.address == "10.250.0.9"
+    assert node is not None and (node.address, node.ssh_port) == ("10.250.0.9", 2222)
 
 
 def test_cluster_modify_info_verify(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:

@@ -129,9 +129,12 @@ def test_node_add_bad_input(
 
 def test_a_node_added_again_keeps_its_vm_capable_flag(ctx: Context, config: ConfigStore) -> None:
     run(ctx, OpNodeSetParams(node_name=N3, vm_capable=False))
-    run(ctx, OpNodeAdd(node_name=N3, primary_ip="10.250.0.3", host_key=host_key(), readd=True))
+    with config.update() as data:
+        data.nodes[N3].ssh_port, data.nodes[N3].ssh_user = 2222, "admin"
+    run(ctx, OpNodeAdd(node_name=N3, host_key=host_key(), readd=True))  # from the Python API
     node = config.get_node(N3)
     assert node is not None and node.vm_capable is False
+    assert (node.address, node.ssh_port, node.ssh_user) == ("10.250.0.3", 2222, "admin")
     run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
     new = config.get_node("node4")
     assert new is not None and new.vm_capable is True
