@@ -233,10 +233,7 @@ class Processor:
                 )
             self._begin_early_work(lu)
             result = self._run_with_retries(lu, since)
-        except KeyboardInterrupt as err:
-            self.ctx.jobs.finish_error(job, err, canceled=True, index=self._index)
-            raise
-        except BaseException as err:
+        except BaseException as err:  # Ctrl-C too: stopped_by counts it as canceled
             canceled = stopped_by(self.cancel, err)
             self.ctx.jobs.finish_error(job, err, canceled=canceled, index=self._index)
             raise

@@ -81,9 +81,11 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
     address and SSH port unless ``--address`` and ``--ssh-port`` give others."""
     known: dict[str, Any] = {}
     if opts.readd:
-        (known,) = env.submit(opcodes.OpNodeQuery(names=[opts.node_name]), quiet=True)
+        # from the configuration (a reinstalled node would not answer with its old key)
+        query = opcodes.OpNodeQuery(names=[opts.node_name], live=False)
+        (known,) = env.submit(query, quiet=True)
     address = opts.address or known.get("address") or opts.node_name
-    port = opts.ssh_port or known.get("ssh_port") or 22
+    port = opts.ssh_port if opts.ssh_port is not None else known.get("ssh_port", 22)
     host_key = obtain_host_key(env, address, port, opts.host_key)
     op = opcodes.OpNodeAdd(
         node_name=opts.node_name,

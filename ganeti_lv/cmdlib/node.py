@@ -84,6 +84,8 @@ class LUNodeAdd(LogicalUnit):
                     ECODE_NOTUNIQUE,
                 )
         node = existing.copy() if existing is not None else Node(name=name, address=address)
+        # a migration address of its own stays; one that was the node's address follows it
+        own_migration = node.migration_address if node.migration_address != node.address else ""
         node.address = address
         if self.op.ssh_port is not None:
             node.ssh_port = self.op.ssh_port
@@ -93,7 +95,7 @@ class LUNodeAdd(LogicalUnit):
         # libvirtd over SSH with the cluster key, other nodes over TLS to its address.
         node.libvirt_uri = self.op.libvirt_uri or node.libvirt_uri
         node.peer_uri = self.op.peer_uri or node.peer_uri
-        node.migration_address = self.op.migration_address or node.migration_address or address
+        node.migration_address = self.op.migration_address or own_migration or address
         node.memory_cap = self.op.memory_cap if self.op.memory_cap is not None else node.memory_cap
         if self.op.vm_capable is not None:
             node.vm_capable = self.op.vm_capable

@@ -306,6 +306,13 @@ def cluster_info(ctx: Context) -> dict[str, Any]:
         "reserved_lvs": [],
         "uid_pool": [],
         "use_external_mip_script": False,
+        "gluster_storage_dir": "",
+        "zeroing_image": "",
+        "enabled_data_collectors": {},
+        "data_collector_interval": {},
+        "modify_ssh_setup": False,
+        "ssh_key_type": None,
+        "ssh_key_bits": None,
     }
     info["vg_name"] = info["volume_group_name"]
     info["drbd_helper"] = info["drbd_usermode_helper"]

@@ -135,6 +135,15 @@ def test_a_node_added_again_keeps_its_vm_capable_flag(ctx: Context, config: Conf
     node = config.get_node(N3)
     assert node is not None and node.vm_capable is False
     assert (node.address, node.ssh_port, node.ssh_user) == ("10.250.0.3", 2222, "admin")
+    # a new address: the migration address that was the old one follows it
+    run(ctx, OpNodeAdd(node_name=N3, primary_ip="10.250.0.33", host_key=host_key(), readd=True))
+    node = config.get_node(N3)
+    assert node is not None and node.migration_address == "10.250.0.33"
+    with config.update() as data:
+        data.nodes[N3].migration_address = "10.99.0.3"  # a network of its own: stays
+    run(ctx, OpNodeAdd(node_name=N3, primary_ip="10.250.0.3", host_key=host_key(), readd=True))
+    node = config.get_node(N3)
+    assert node is not None and node.migration_address == "10.99.0.3"
     run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
     new = config.get_node("node4")
     assert new is not None and new.vm_capable is True
