@@ -275,3 +275,37 @@ def test_a_fact_asked_on_a_connection_opened_for_it_is_not_repeated() -> None:
     with pytest.raises(NodeUnreachable, match="Cannot read host name"):
         host.hostname()
     assert len(conns) == 2 and calls["hostname"] == 2
+
+
+def _overlap(host: Host, beside_others: bool = False) -> int:
+    """The most calls that ran at once when three threads called through ``host``."""
+    running = [0]
+    most = [0]
+    lock = threading.Lock()
+
+    def call() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    kwargs = {"beside_others": beside_others}
+    threads = [
+        threading.Thread(target=host.guarded, args=(None, "a call", call), kwargs=kwargs)
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return most[0]
+
+
+def test_a_libssh_connection_takes_one_call_at_a_time() -> None:
+    """Concurrent calls on one qemu+libssh connection crashed libvirt's client."""
+    assert _overlap(Host("node1", "qemu+libssh://root@10.250.0.1/system?keyfile=k")) == 1
+    assert _overlap(Host("node1", "qemu+tls://10.250.0.1/system")) == 3
+    # the migration call waits beside the others (its monitor asks meanwhile)
+    assert _overlap(Host("node1", "qemu+libssh://root@n1/system"), beside_others=True) == 3

@@ -217,7 +217,12 @@ class Guest:
         are asked meanwhile from another thread (on the same connection).
         """
         migrate = self._domain.migrateToURI3
-        self._guarded("migration failed", lambda: migrate(peer_uri, params, flags))
+        self.host.guarded(
+            self._conn,
+            "migration failed",
+            lambda: migrate(peer_uri, params, flags),
+            beside_others=True,
+        )
 
     def job_info(self, completed: bool = False) -> JobInfo | None:
         """The running job's figures, None when no job runs.

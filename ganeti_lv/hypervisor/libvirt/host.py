@@ -20,6 +20,11 @@ Threads share the connection: libvirt's client takes calls from several
 threads at once, so a migration monitor asks for the job's figures while
 another thread waits in the migration call. A call that fails drops only
 the connection it used, never a new one another thread opened meanwhile.
+A ``qemu+libssh`` connection takes one call at a time (``LIBSSH_SCHEME``):
+concurrent calls on one such connection crashed libvirt's client (a
+segmentation fault in the calling process, seen twice in the tests, each
+time with two or three short calls at once). Only the migration call itself
+is let through beside them, as the monitor must ask while it waits.
 
 Every connection runs libvirt's keepalive (``KEEPALIVE_INTERVAL`` s,
 ``KEEPALIVE_COUNT`` unanswered probes): a node whose link is cut is declared
@@ -63,6 +68,8 @@ KEEPALIVE_INTERVAL = 3
 KEEPALIVE_COUNT = 3
 # How long one attempt to open a connection may take (s).
 CONNECT_TIMEOUT = 10.0
+# connections of this transport take one call at a time (see the module docstring)
+LIBSSH_SCHEME = "qemu+libssh:"
 
 _EVENT_LOOP_LOCK = threading.Lock()
 _event_loop: threading.Thread | None = None
@@ -146,6 +153,10 @@ class Host:
         self._connect_retry = connect_retry
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        # one call at a time on a libssh connection (see the module docstring)
+        self._one_call: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if uri.startswith(LIBSSH_SCHEME) else contextlib.nullcontext()
+        )
         # facts that hold as long as a connection stays open: key -> (connection, value);
         # a fact of another (an earlier) connection is asked again
         self._facts: dict[str, tuple[libvirt.virConnect, Any]] = {}
@@ -223,7 +234,8 @@ class Host:
         """
         conn, fresh = opened or self._connection()
         try:
-            return fn(conn), conn
+            with self._one_call:
+                return fn(conn), conn
         except libvirt.libvirtError as err:
             if fresh or is_keepalive_timeout(err) or not is_connection_error(err):
                 self._raise(conn, what, err)
@@ -231,10 +243,23 @@ class Host:
         conn = self.get_connection()
         return self.guarded(conn, what, lambda: fn(conn)), conn
 
-    def guarded(self, conn: libvirt.virConnect, what: str, thunk: Callable[[], Any]) -> Any:
-        """Run ``thunk()`` (libvirt calls on objects of ``conn``), mapping errors."""
+    def guarded(
+        self,
+        conn: libvirt.virConnect,
+        what: str,
+        thunk: Callable[[], Any],
+        beside_others: bool = False,
+    ) -> Any:
+        """Run ``thunk()`` (libvirt calls on objects of ``conn``), mapping errors.
+
+        ``beside_others``: a long call (the migration) that other threads'
+        calls on the connection must not wait for.
+        """
         try:
-            return thunk()
+            if beside_others:
+                return thunk()
+            with self._one_call:
+                return thunk()
         except libvirt.libvirtError as err:
             self._raise(conn, what, err)
 
