@@ -54,8 +54,7 @@ INISECT_OSP_PRIVATE = "os_private"
 # (its import refuses unknown keys); the cluster's values apply to an
 # imported instance.
 HV_NOT_EXPORTED = (
-    "migration_bandwidth",
-    "migration_mode",
+    *constants.HVC_GLOBALS,
     "migration_downtime_initial",
     "migration_downtime_steps",
     "migration_downtime_passes",

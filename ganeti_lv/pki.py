@@ -146,7 +146,9 @@ def new_authority(cluster_name: str) -> Authority:
 
 def create_cluster_ca(data_dir: str, cluster_name: str) -> Authority:
     """Make a new cluster CA in ``data_dir`` (replacing the one that is there)."""
-    return create_ca(paths.ca_cert_file(data_dir), paths.ca_key_file(data_dir), cluster_name)
+    authority = new_authority(cluster_name)
+    save_cluster_ca(data_dir, authority)
+    return authority
 
 
 def save_cluster_ca(data_dir: str, authority: Authority) -> None:
