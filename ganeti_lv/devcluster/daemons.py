@@ -24,6 +24,9 @@ from ganeti_lv.devcluster.layout import (
 from ganeti_lv.devcluster.reaper import reaper_argv
 from ganeti_lv.errors import OpExecError, OpPrereqError
 
+# daemons that take their pid file with a lock: a second one fails to start
+PIDFILE_LOCKERS = ("virtlogd", "libvirtd")
+
 DAEMON_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -123,7 +126,7 @@ def start_daemon(
     ``emulator_dir`` holds the ``qemu-system-x86_64`` libvirtd is to run
     (see ``ganeti_lv.devcluster.emulator``); None: the system's.
     """
-    pid = daemon_pid(node, name)
+    pid = daemon_pid(node, name) or _await_starting(node, name, timeout)
     if pid is not None:
         return pid
     path = pidfile(node, name)
@@ -141,6 +144,10 @@ def start_daemon(
         timeout=timeout,
     )
     if res.returncode != 0:
+        # another start of the daemon (a killed ``up``'s) took its pid file meanwhile
+        pid = _await_starting(node, name, timeout)
+        if pid is not None:
+            return pid
         raise OpExecError(
             f"{name} on {node.name} failed to start: {res.stderr.decode(errors='replace').strip()}"
         )
@@ -151,6 +158,44 @@ def start_daemon(
             return pid
         time.sleep(0.05)
     raise OpExecError(f"{name} on {node.name} did not become ready within {timeout}s")
+
+
+def _starting(node: NodeLayout, name: str) -> list[int]:
+    """Processes named ``name`` in the node's netns whose parent is not: daemons.
+
+    A netns belongs to one node of one cluster, so such a process was started
+    for this node, maybe by an ``up`` killed while the daemon came up. The
+    half of a daemon that forks to go to the background has a parent of its
+    name. Only the daemons that lock a pid file (``PIDFILE_LOCKERS``) count:
+    sshd's sessions are named ``sshd`` too and outlive it (below the reaper).
+    """
+    if name not in PIDFILE_LOCKERS:
+        return []
+    return [
+        pid
+        for pid in netns.pids_in_netns(node.netns)
+        if netns.proc_name(pid) == name and netns.proc_name(netns.proc_parent(pid) or 0) != name
+    ]
+
+
+def _await_starting(node: NodeLayout, name: str, timeout: float) -> int | None:
+    """The PID of daemon ``name`` once another start of it is done, or None if none runs.
+
+    A second daemon started beside one that is still coming up would fail to
+    take the pid file (virtlogd, libvirtd) or the port (sshd).
+    """
+    deadline = time.monotonic() + timeout
+    while _starting(node, name):
+        pid = daemon_pid(node, name)
+        if pid is not None and _ready(node, name):
+            return pid
+        if time.monotonic() > deadline:
+            raise OpExecError(
+                f"{name} on {node.name} (PIDs {_starting(node, name)}) did not become ready"
+                f" within {timeout}s"
+            )
+        time.sleep(0.05)
+    return None
 
 
 def stop_daemon(

@@ -48,6 +48,17 @@ def proc_alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def proc_parent(pid: int) -> int | None:
+    """The parent PID of ``pid``, None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # state and parent PID follow the parenthesised command name
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
 def proc_ns(pid: int, kind: str) -> str | None:
     """The namespace link of ``pid`` (e.g. ``net:[4026532...]``), None if gone."""
     try:

@@ -1,0 +1,119 @@
+"""Starting a node daemon while another start of it is under way (a killed ``up``'s)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ganeti_lv.devcluster import daemons
+from ganeti_lv.devcluster.layout import NodeLayout
+from ganeti_lv.errors import OpExecError
+
+
+class FakeNode:
+    """The processes of one node: name and parent per PID, and the pid file's PID."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, procs: dict[int, tuple[str, int]]):
+        self.procs = procs
+        self.pidfile_pid: int | None = None
+        self.polls = 0
+        self.started: list[list[str]] = []
+        net = daemons.netns
+        monkeypatch.setattr(net, "pids_in_netns", lambda _ns: sorted(self.procs))
+        monkeypatch.setattr(net, "proc_name", self._name)
+        monkeypatch.setattr(net, "proc_parent", lambda pid: self.procs.get(pid, ("", 0))[1])
+        monkeypatch.setattr(daemons, "daemon_pid", self._daemon_pid)
+        monkeypatch.setattr(daemons, "_ready", lambda _node, _name: True)
+        monkeypatch.setattr(daemons.time, "sleep", lambda _s: None)
+        monkeypatch.setattr(subprocess, "run", self._run)
+
+    def _name(self, pid: int) -> str | None:
+        return self.procs[pid][0] if pid in self.procs else ("reaper" if pid == 1 else None)
+
+    def _daemon_pid(self, _node: Any, _name: str) -> int | None:
+        self.polls += 1
+        return self.pidfile_pid
+
+    def _run(self, argv: list[str], **_kw: Any) -> subprocess.CompletedProcess[bytes]:
+        self.started.append(argv)
+        return subprocess.CompletedProcess(argv, 0, b"", b"")
+
+
+def _node(tmp_path: Path) -> NodeLayout:
+    return NodeLayout(1, "node1", "10.0.0.1", 24, "ns1", "vh1", "vp1", str(tmp_path))
+
+
+def test_a_daemon_still_starting_is_awaited_not_started_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # virtlogd 40 came up below the reaper; 41 is its own half of daemonising
+    fake = FakeNode(monkeypatch, {40: ("virtlogd", 1), 41: ("virtlogd", 40)})
+    real_daemon_pid = fake._daemon_pid
+
+    def writes_pidfile_later(node: Any, name: str) -> int | None:
+        if fake.polls >= 3:
+            fake.pidfile_pid = 40
+        return real_daemon_pid(node, name)
+
+    monkeypatch.setattr(daemons, "daemon_pid", writes_pidfile_later)
+    assert daemons.start_daemon(_node(tmp_path), 7, "virtlogd") == 40
+    assert fake.started == []
+
+
+def test_without_a_starting_daemon_a_new_one_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an SSH session of a gone sshd (now below the reaper) is no sshd starting
+    fake = FakeNode(monkeypatch, {50: ("sshd", 1), 60: ("bash", 50)})
+    started = fake._run
+
+    def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
+        fake.pidfile_pid = 70
+        return started(argv, **kw)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert daemons.start_daemon(_node(tmp_path), 7, "sshd") == 70
+    assert len(fake.started) == 1
+
+
+def test_a_start_that_lost_the_pid_file_to_another_start_takes_that_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeNode(monkeypatch, {})
+
+    def run(argv: list[str], **_kw: Any) -> subprocess.CompletedProcess[bytes]:
+        fake.started.append(argv)
+        fake.procs[80] = ("libvirtd", 1)
+        fake.pidfile_pid = 80
+        return subprocess.CompletedProcess(argv, 1, b"", b"Unable to obtain pidfile")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert daemons.start_daemon(_node(tmp_path), 7, "libvirtd") == 80
+
+
+def test_a_failed_start_with_no_other_daemon_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeNode(monkeypatch, {})
+
+    def run(argv: list[str], **_kw: Any) -> subprocess.CompletedProcess[bytes]:
+        fake.started.append(argv)
+        return subprocess.CompletedProcess(argv, 1, b"", b"no config")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with pytest.raises(OpExecError, match="libvirtd on node1 failed to start: no config"):
+        daemons.start_daemon(_node(tmp_path), 7, "libvirtd")
+
+
+def test_a_daemon_that_never_writes_its_pid_file_fails_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeNode(monkeypatch, {40: ("virtlogd", 1)})
+    clock = iter(range(0, 1000, 5))
+    monkeypatch.setattr(daemons.time, "monotonic", lambda: float(next(clock)))
+    with pytest.raises(OpExecError, match=r"virtlogd on node1 \(PIDs \[40\]\) did not become"):
+        daemons.start_daemon(_node(tmp_path), 7, "virtlogd", timeout=30)
+    assert fake.started == []
