@@ -330,6 +330,17 @@ class Processor:
             data_dir=self.ctx.data_dir,
         )
 
+    def RunPostHook(self, lu: LogicalUnit, node_name: str) -> None:
+        """Run ``lu``'s post hooks on ``node_name`` alone, now (Ganeti's RunPostHook).
+
+        For a node that leaves the hook nodes in Exec: node remove runs them on
+        the node it removes. A failure is a warning.
+        """
+        try:
+            self._hooks_master(lu).run_phase(constants.HOOKS_PHASE_POST, node_names=[node_name])
+        except GenericError as err:
+            lu.LogWarning(f"Errors occurred running hooks on {node_name}: {err}")
+
     def _run_hooks(self, node_names: list[str], phase: str, env: dict[str, str]) -> HookResults:
         """Run the hooks of ``env``'s path and ``phase`` on each node through node_ops."""
         try:

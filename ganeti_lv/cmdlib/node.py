@@ -326,7 +326,13 @@ class LUNodeRemove(LogicalUnit):
         return others, others
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
-        """Remove from the configuration and forget its host key."""
+        """Run the post hooks on the node, remove it from the configuration, forget its host key.
+
+        Ganeti runs the post hooks on the node it removes too, in Exec (not in
+        the pre phase: a dead node could not be removed); here just before it
+        leaves the configuration, where the hooks runner finds its address.
+        """
+        self.proc.RunPostHook(self, self.node.name)
         self.cfg.remove_node(self.node.name)
         bootstrap.forget_node_host_key(paths.known_hosts_file(self.ctx.data_dir), self.node)
         feedback_fn(f"Node {self.node.name} removed from the cluster")

@@ -514,3 +514,22 @@ def test_node_taken_offline_needs_no_pre_hooks_on_it(
     fake_ops.set_unreachable(N3)
     with pytest.raises(HooksAbort, match="Communication failure"):
         run(ctx, OpNodeSetParams(node_name=N3, drained=False))
+
+
+def test_node_remove_runs_the_post_hooks_on_the_removed_node_too(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    envs: dict[str, dict[str, str]] = {}
+
+    def hook(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        if os.path.basename(hooks_dir) == "node-remove-post.d":
+            envs[node] = dict(env)
+        return []
+
+    fake_ops.hooks_fn = hook
+    others = sorted(n for n in config.node_names() if n != N3)
+    run(ctx, OpNodeRemove(node_name=N3))
+    assert sorted(envs) == sorted([*others, N3])  # Ganeti's RunPostHook on the node
+    assert envs[N3]["GANETI_HOOKS_PHASE"] == "post"
+    assert envs[N3]["GANETI_NODE_NAME"] == envs[N3]["GANETI_POST_NODE_NAME"] == N3
+    assert config.get_node(N3) is None
