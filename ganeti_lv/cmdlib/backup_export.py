@@ -39,7 +39,7 @@ import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from ganeti_lv import constants, exportinfo, locking
 from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_lu
@@ -47,6 +47,7 @@ from ganeti_lv.cmdlib.common import (
     cancel_reason,
     check_node_not_drained,
     check_node_online,
+    concurrently,
     copy_canceled,
     expand_instance,
     expand_node,
@@ -81,24 +82,6 @@ ZEROING_TIMEOUT_PER_MIB = 0.1
 # Room the snapshot overlays need on the primary, as a share of the disks.
 OVERLAY_SPACE_SHARE = 0.05
 OVERLAY_SPACE_MIN = 64 * MiB
-
-
-T = TypeVar("T")
-
-
-def _concurrently(calls: list[Callable[[], T]]) -> list[T]:
-    """Run independent node calls at once; their results in the order of ``calls``.
-
-    Each call is a round trip to a node (SSH or libvirt), mostly waiting:
-    several nodes (or several channels of one node's connection) answer in
-    the time of the slowest instead of the sum. An exception of a call is
-    raised once every call has ended.
-    """
-    if len(calls) <= 1:
-        return [call() for call in calls]
-    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="export-rpc") as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [future.result() for future in futures]
 
 
 def _instance_disk_size_sum(instance: Instance) -> int:
@@ -329,7 +312,7 @@ class LUBackupExport(LogicalUnit):
         if overlays:
             pdir = disk_dir(self.cluster, self.instance)
             calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
-        results = _concurrently(calls)
+        results = concurrently(calls)
         usage = results[0].Raise(
             f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
         )
@@ -466,7 +449,7 @@ class LUBackupExport(LogicalUnit):
             for node in data.nodes.values()
             if node.name != self.dst_node.name and not node.offline
         ]
-        results = _concurrently(
+        results = concurrently(
             [
                 functools.partial(
                     node_call, self.rpc.export_remove, node, self.cluster, self.instance.name

@@ -8,12 +8,13 @@ incomplete ``.new``/``.old`` export directories.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ganeti_lv import locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
-from ganeti_lv.cmdlib.common import expand_node
+from ganeti_lv.cmdlib.common import concurrently, expand_node
 from ganeti_lv.errors import ECODE_NOENT, OpExecError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.names import check_instance_name
@@ -40,9 +41,14 @@ class LUBackupQuery(NoHooksLU):
         """Complete exports by node; stale ones are reported as warnings."""
         data = self.cfg.snapshot()  # read-only: lookups
         out: dict[str, Any] = {}
-        for name in sorted(self.nodes):
-            node = data.nodes[name]
-            res = node_call(self.rpc.export_list, node, data.cluster)
+        names = sorted(self.nodes)
+        results = concurrently(
+            [
+                partial(node_call, self.rpc.export_list, data.nodes[name], data.cluster)
+                for name in names
+            ]
+        )
+        for name, res in zip(names, results, strict=True):
             if not res.ok:
                 out[name] = False
                 continue

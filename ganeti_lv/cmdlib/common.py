@@ -1,8 +1,10 @@
-"""Helpers shared by the LUs: name expansion, node checks, early work, instance hook env,
-and how a disk copy stopped by the job's cancel request is recognised."""
+"""Helpers shared by the LUs: name expansion, node checks, node calls at once, early work,
+instance hook env, and how a disk copy stopped by the job's cancel request is recognised."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ganeti_lv.config import ConfigStore
@@ -23,6 +25,25 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+
+# the most node calls ``concurrently`` runs at the same time
+MAX_CONCURRENT_CALLS = 32
+
+
+def concurrently(calls: list[Callable[[], T]]) -> list[T]:
+    """Run independent node calls at once; their results in the order of ``calls``.
+
+    Each call is a round trip to a node (SSH or libvirt), mostly waiting:
+    several nodes (or several channels of one node's connection) answer in
+    the time of the slowest instead of the sum. An exception of a call is
+    raised once every call has ended.
+    """
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    workers = min(len(calls), MAX_CONCURRENT_CALLS)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node-call") as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
 
 
 def _known(found: T | None, kind: str, name: str) -> T:

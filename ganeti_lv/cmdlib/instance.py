@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
@@ -30,6 +31,7 @@ from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
     check_node_vm_capable,
+    concurrently,
     expand_instance,
     expand_node,
     get_instance,
@@ -173,11 +175,17 @@ def check_not_running_elsewhere(
     be asked only produces a warning through ``warn_fn``. ``refusing``: what
     the message says is refused.
     """
+    others = [
+        node
+        for name, node in sorted(data.nodes.items())
+        if name != instance.primary_node and not node.offline and node.vm_capable
+    ]
+    results = concurrently(
+        [partial(node_call, rpc.instance_info, node, instance.name) for node in others]
+    )
     elsewhere = []
-    for name, node in sorted(data.nodes.items()):
-        if name == instance.primary_node or node.offline or not node.vm_capable:
-            continue
-        result = node_call(rpc.instance_info, node, instance.name)
+    for node, result in zip(others, results, strict=True):
+        name = node.name
         if not result.ok:
             warn_fn(
                 f"Could not check whether {instance.name} runs on node {name}: {result.fail_msg}"

@@ -25,7 +25,6 @@ failover without disks to copy (shared storage) likewise finishes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -35,6 +34,7 @@ from ganeti_lv.cmdlib import migration_verify  # noqa: F401  (registers the veri
 from ganeti_lv.cmdlib.base import LogicalUnit, Tasklet
 from ganeti_lv.cmdlib.common import (
     check_node_takes_instances,
+    concurrently,
     get_instance,
     get_node,
     repair_disk_chain,
@@ -168,9 +168,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         jobs += [partial(self._node_info, n) for n in online]
         if not self.failover and not src.offline:
             jobs += [partial(self._cpu_check, n) for n in online]
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            for future in [pool.submit(job) for job in jobs]:
-                future.result()
+        concurrently(jobs)
 
     def _source_overlays(self) -> NodeResult[Any]:
         src = self._node(self.source)

@@ -28,8 +28,8 @@ instance did not move.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from ganeti_lv import constants
@@ -37,6 +37,7 @@ from ganeti_lv.cmdlib import allocator
 from ganeti_lv.cmdlib.base import LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_takes_instances,
+    concurrently,
     expand_node,
     get_node,
 )
@@ -175,10 +176,7 @@ class _NodeMovesLU(LogicalUnit):
                 incompatible=why,
             )
 
-        if not others:
-            return []
-        with ThreadPoolExecutor(max_workers=len(others)) as pool:
-            return list(pool.map(facts, others))
+        return concurrently([partial(facts, node) for node in others])
 
     def _plan_result(self) -> list[dict[str, Any]]:
         out = []

@@ -7,11 +7,13 @@ changed when the overlay cannot be merged.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
 from ganeti_lv import constants
+from ganeti_lv.cmdlib.instance import check_not_running_elsewhere
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_STATE, OpExecError, OpPrereqError
@@ -228,3 +230,23 @@ def test_migration_lists_the_overlays_once_and_merges_them_before_migrating(
     assert seq.index("disk_overlays") < seq.index("repair_disk_chain")
     assert seq.index("repair_disk_chain") < seq.index("migrate_instance")
     assert any(f"Merged leftover export overlay {OVERLAY}" in x for x in lines)
+
+
+def test_the_other_nodes_are_asked_at_the_same_time(config: ConfigStore) -> None:
+    """Every node but the primary is asked before any answers (no sum of round trips)."""
+    data = config.snapshot()
+    inst = data.instances[INST]
+    others = sorted(n for n in data.nodes if n != inst.primary_node)
+    assert len(others) >= 2
+    barrier = threading.Barrier(len(others), timeout=10)
+    asked: list[str] = []
+
+    class Nodes:
+        def instance_info(self, node: Any, name: str) -> None:
+            asked.append(node.name)
+            barrier.wait()
+            return None
+
+    warnings: list[str] = []
+    check_not_running_elsewhere(Nodes(), data, inst, warnings.append)  # type: ignore[arg-type]
+    assert sorted(asked) == others and warnings == []
