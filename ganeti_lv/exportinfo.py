@@ -40,6 +40,15 @@ MANIFEST_FILE = "manifest.json"
 NEW_SUFFIX = constants.EXPORT_NEW_SUFFIX
 OLD_SUFFIX = constants.EXPORT_OLD_SUFFIX
 
+
+def export_dir_owner(dirname: str) -> tuple[str, bool]:
+    """The instance a directory of the export dir is the export of, and whether it is
+    one in the works (``NAME.new`` being written, ``NAME.old`` being replaced)."""
+    for suffix in (NEW_SUFFIX, OLD_SUFFIX):
+        if dirname.endswith(suffix):
+            return dirname.removesuffix(suffix), True
+    return dirname, False
+
 INISECT_EXP = "export"
 INISECT_INS = "instance"
 INISECT_HYP = "hypervisor"

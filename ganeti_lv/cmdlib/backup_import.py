@@ -64,9 +64,7 @@ class ImportModeHandler(CreateModeHandler):
         folder, name = self.path.rsplit("/", 1)
         if folder == export_dir:
             # NAME.new and NAME.old are NAME's export being written or replaced
-            for suffix in (exportinfo.NEW_SUFFIX, exportinfo.OLD_SUFFIX):
-                name = name.removesuffix(suffix)
-            locks[locking.LEVEL_EXPORT] = [name]
+            locks[locking.LEVEL_EXPORT] = [exportinfo.export_dir_owner(name)[0]]
             lu.share_locks[locking.LEVEL_EXPORT] = 1
 
     def check_prereq(self) -> None:

@@ -228,8 +228,7 @@ class FakeExportOps:
         self._enter("export_list", node)
         out = []
         for dirname, exp in sorted(self.exports.get(node.name, {}).items()):
-            stale = dirname.endswith((exportinfo.NEW_SUFFIX, exportinfo.OLD_SUFFIX))
-            name = dirname.removesuffix(exportinfo.NEW_SUFFIX).removesuffix(exportinfo.OLD_SUFFIX)
+            name, stale = exportinfo.export_dir_owner(dirname)
             kind = "ganeti_lv" if exp.manifest_text or stale else "ganeti"
             path = f"{cluster.export_dir}/{dirname}"
             out.append(ExportEntry(name, node.name, path, not stale, 0, stale, kind))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 
 from ganeti_lv.errors import ECODE_INVAL, NodeError
-from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, NEW_SUFFIX, OLD_SUFFIX
+from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, export_dir_owner
 from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, ExportFile
 from ganeti_lv.names import instance_name_problem
 from ganeti_lv.node.transport import Runner
@@ -172,8 +172,7 @@ def list_exports(runner: Runner, node: str, export_dir: str) -> list[ExportEntry
         if len(parts) != 4:
             continue
         dirname, complete, ts, kind = parts
-        stale = dirname.endswith((NEW_SUFFIX, OLD_SUFFIX))
-        name = dirname.removesuffix(NEW_SUFFIX).removesuffix(OLD_SUFFIX)
+        name, stale = export_dir_owner(dirname)
         entries.append(
             ExportEntry(
                 instance=name,

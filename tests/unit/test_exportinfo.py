@@ -208,3 +208,17 @@ def test_version1_manifest_reads_as_plain_sha256():
     disk = exportinfo.Manifest.from_json(text).disks[0]
     assert (disk.checksum_algorithm, disk.checksum) == ("sha256", "cd" * 32)
     assert disk.checksum_text == "sha256:" + "cd" * 32
+
+
+@pytest.mark.parametrize(
+    ("dirname", "owner"),
+    [
+        ("web", ("web", False)),
+        ("web.new", ("web", True)),
+        ("web.old", ("web", True)),
+        ("web.newer", ("web.newer", False)),
+        ("db.example.com.old", ("db.example.com", True)),
+    ],
+)
+def test_an_export_directory_names_its_instance(dirname: str, owner: tuple[str, bool]) -> None:
+    assert exportinfo.export_dir_owner(dirname) == owner
