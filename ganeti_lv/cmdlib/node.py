@@ -21,10 +21,18 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.node import known_hosts
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Node
+from ganeti_lv.objects import ConfigData, Node
 from ganeti_lv.opcodes import OpNodeAdd, OpNodeQuery, OpNodeRemove, OpNodeSetParams
 
 FeedbackFn = Callable[[str], None]
+
+
+def _check_no_instances(data: ConfigData, node: str) -> None:
+    """ECODE_STATE unless no instance uses ``node``: a node under instances stays vm_capable."""
+    if any(node in inst.all_nodes for inst in data.instances.values()):
+        raise OpPrereqError(
+            f"Node {node} hosts instances, cannot unset the vm_capable flag", ECODE_STATE
+        )
 
 
 @register_lu(OpNodeAdd)
@@ -71,12 +79,8 @@ class LUNodeAdd(LogicalUnit):
             raise OpPrereqError(f"Node {name} is not in the configuration", ECODE_NOENT)
         if existing is not None and name == data.cluster.master_node:
             raise OpPrereqError(f"Cannot readd the master node {name}", ECODE_STATE)
-        if self.op.vm_capable is False and any(
-            name in i.all_nodes for i in data.instances.values()
-        ):
-            raise OpPrereqError(
-                f"Node {name} hosts instances, cannot unset the vm_capable flag", ECODE_STATE
-            )
+        if self.op.vm_capable is False:
+            _check_no_instances(data, name)
         for other in data.nodes.values():
             if other.name != name and other.address == address:
                 raise OpPrereqError(
@@ -231,13 +235,8 @@ class LUNodeSetParams(LogicalUnit):
                 prereq=True,
                 ecode=ECODE_STATE,
             )
-        if self.op.vm_capable is False and any(
-            self.node.name in i.all_nodes for i in data.instances.values()
-        ):
-            raise OpPrereqError(
-                f"Node {self.node.name} hosts instances, cannot unset the vm_capable flag",
-                ECODE_STATE,
-            )
+        if self.op.vm_capable is False:
+            _check_no_instances(data, self.node.name)
         self.changes: list[tuple[str, Any]] = []
         for name in ("offline", "drained", "vm_capable"):
             value = getattr(self.op, name)

@@ -533,3 +533,12 @@ def test_node_remove_runs_the_post_hooks_on_the_removed_node_too(
     assert envs[N3]["GANETI_HOOKS_PHASE"] == "post"
     assert envs[N3]["GANETI_NODE_NAME"] == envs[N3]["GANETI_POST_NODE_NAME"] == N3
     assert config.get_node(N3) is None
+
+
+def test_node_modify_keeps_vm_capable_under_instances(ctx: Context, config: ConfigStore) -> None:
+    serial = config.read().serial
+    err = prereq_error(ctx, OpNodeSetParams(node_name=N1, vm_capable=False))
+    assert err.ecode == ECODE_STATE
+    assert err.msg == f"Node {N1} hosts instances, cannot unset the vm_capable flag"
+    node = config.get_node(N1)
+    assert node is not None and node.vm_capable is True and config.read().serial == serial
