@@ -49,6 +49,7 @@ def export_dir_owner(dirname: str) -> tuple[str, bool]:
             return dirname.removesuffix(suffix), True
     return dirname, False
 
+
 INISECT_EXP = "export"
 INISECT_INS = "instance"
 INISECT_HYP = "hypervisor"

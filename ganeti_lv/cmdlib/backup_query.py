@@ -11,9 +11,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ganeti_lv import locking
+from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
-from ganeti_lv.cmdlib.cluster import SEV_WARNING, VerifyData, register_verify_check
+from ganeti_lv.cmdlib.cluster import VerifyData, register_verify_check
 from ganeti_lv.cmdlib.common import concurrently, expand_node
 from ganeti_lv.errors import ECODE_NOENT, OpExecError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
@@ -176,5 +176,5 @@ def check_stale_exports(vd: VerifyData) -> None:
                     f"incomplete export {entry.path}, left by an interrupted export (remove"
                     f" only it with 'gnt-lv backup remove --stale {entry.instance}', which"
                     f" keeps the complete export {entry.instance}, or export again)",
-                    severity=SEV_WARNING,
+                    severity=constants.VERIFY_WARNING,
                 )

@@ -153,10 +153,6 @@ class LUClusterSetParams(LogicalUnit):
 
 # ---------------------------------------------------------------- verify
 
-SEV_ERROR = constants.VERIFY_ERROR
-SEV_WARNING = constants.VERIFY_WARNING
-
-
 _LIST_FILES_SCRIPT = 'if [ -d "$1" ]; then find "$1" -xdev \\( -type f -o -type l \\) -print; fi'
 
 
@@ -168,7 +164,7 @@ class VerifyProblem:
     kind: str
     item: str
     message: str
-    severity: str = SEV_ERROR
+    severity: str = constants.VERIFY_ERROR
 
     def format(self) -> str:
         """Ganeti's line: "ERROR: instance web1: message"."""
@@ -196,7 +192,7 @@ class VerifyData:
     _listings: dict[tuple[str, str], list[str] | None] = field(default_factory=dict)
 
     def report(
-        self, code: str, kind: str, item: str, message: str, severity: str = SEV_ERROR
+        self, code: str, kind: str, item: str, message: str, severity: str = constants.VERIFY_ERROR
     ) -> None:
         """Record a problem and print it as Ganeti does ("  - ERROR: ...")."""
         problem = VerifyProblem(code, kind, item, message, severity)
