@@ -277,7 +277,7 @@ class OpNodeSetParams(OpCode):
     force: bool = False
 
     def _check_values(self) -> None:
-        _require_non_negative(self, "memory_cap")
+        check_node_settings(None, self.memory_cap, f"node {self.node_name}")
         if self.memory_cap is not None and self.clear_memory_cap:
             raise OpPrereqError("Cannot both set and clear the memory cap", ECODE_INVAL)
 

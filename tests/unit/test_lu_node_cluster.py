@@ -542,3 +542,20 @@ def test_node_modify_keeps_vm_capable_under_instances(ctx: Context, config: Conf
     assert err.msg == f"Node {N1} hosts instances, cannot unset the vm_capable flag"
     node = config.get_node(N1)
     assert node is not None and node.vm_capable is True and config.read().serial == serial
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", memory_cap=-1),
+        OpNodeSetParams(node_name=N3, memory_cap=-1),
+    ],
+    ids=["add", "modify"],
+)
+def test_a_negative_memory_cap_is_refused_alike_by_add_and_modify(
+    ctx: Context, config: ConfigStore, op: OpCode
+) -> None:
+    serial = config.read().serial
+    err = prereq_error(ctx, op)
+    assert (err.ecode, err.msg) == (ECODE_INVAL, f"Invalid memory cap -1 for node {op.node_name}")
+    assert config.read().serial == serial
