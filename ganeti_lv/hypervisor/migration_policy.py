@@ -14,12 +14,6 @@ poll and gets back an :class:`Action`:
    what is left fits the allowed downtime at the bandwidth it measured, so
    with an unlimited bandwidth even 30 ms lets it stop with many MiB still
    to send (measured under TCG: 10-50 ms pauses at a 30 ms limit).
-   Once the first pass is over, what a pass leaves to send says what the
-   guest needs: a sample whose remaining memory would take longer than the
-   allowed downtime at the measured bandwidth goes up the ramp at once, to
-   the lowest step that fits (*fit*), instead of waiting passes for the
-   steps below it, which cannot end the migration (up to the limit; beyond
-   it only stagnation goes).
 2. *Progress*: a sample makes progress when the memory still to send drops
    below the lowest value seen so far (samples from before the transfer
    began do not count). Without progress for ``progress_timeout`` seconds
@@ -109,7 +103,7 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class Sample:
-    """One poll of the running migration job (bytes, seconds; ``bandwidth`` in bytes/s)."""
+    """One poll of the running migration job (bytes, seconds)."""
 
     elapsed: float
     memory_total: int = 0
@@ -118,7 +112,6 @@ class Sample:
     dirty_rate: int = 0
     iteration: int = 0
     postcopy: bool = False
-    bandwidth: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -202,7 +195,8 @@ def _track_progress(state: PolicyState, sample: Sample) -> PolicyState:
     A sample with nothing sent and nothing left is from before the transfer
     began (the target's qemu is still being started): it is no lowest amount,
     which nothing later could go below, and the clock of stagnation starts
-    only after it.
+    only after it. A transfer that never begins is left to libvirt's own
+    limits on starting the target and to the completion timeout.
     """
     if sample.memory_processed == 0 and sample.memory_remaining == 0:
         return replace(state, last_progress_at=sample.elapsed)
@@ -257,25 +251,6 @@ def _escalate(
     return _postcopy_or_abort(config, state, sample, f"{stalled} after every escalation step")
 
 
-def needed_downtime_ms(sample: Sample) -> float | None:
-    """The pause sending what ``sample`` has left would take at its bandwidth.
-
-    None during the first pass (what is left is memory never sent, not what
-    the guest dirtied) and without a measured bandwidth.
-    """
-    if sample.iteration < 2 or sample.bandwidth <= 0:
-        return None
-    return 1000.0 * sample.memory_remaining / sample.bandwidth
-
-
-def _fit_index(steps: list[int], sample: Sample) -> int:
-    """The lowest ramp step the remaining memory fits in (the top if none), else 0."""
-    need = needed_downtime_ms(sample)
-    if need is None:
-        return 0
-    return next((i for i, allowed in enumerate(steps) if allowed >= need), len(steps) - 1)
-
-
 def _ramp_step(
     config: PolicyConfig, state: PolicyState, sample: Sample
 ) -> tuple[Action, PolicyState] | None:
@@ -284,34 +259,23 @@ def _ramp_step(
     One step per ``ramp_passes`` passes since the last step: a sample that
     comes after several such groups of passes (the guest is polled at
     intervals, and a pass of a small guest can take less than one) raises
-    the allowed downtime by as many steps at once. The step the remaining
-    memory fits in (see *fit* in the module docstring) is taken at once
-    when it is higher.
+    the allowed downtime by as many steps at once.
     """
-    steps = ramp(config)
-    top = len(steps) - 1
+    top = len(ramp(config)) - 1
     if state.stage != STAGE_PRECOPY or state.downtime_index >= top:
         return None
     passes = sample.iteration - state.step_pass
     per_step = max(1, config.ramp_passes)
     due = passes // per_step
-    fit = _fit_index(steps, sample)
-    if due < 1 and fit <= state.downtime_index:
+    if due < 1:
         return None
-    idx = min(max(state.downtime_index + due, fit), top)
-    allowed = steps[idx]
-    if idx == fit and fit > state.downtime_index + due:
-        mib = sample.memory_remaining / MIB
-        rate = sample.bandwidth / MIB
-        why = f"{mib:.1f} MiB left at {rate:.0f} MiB/s"
-        new = replace(state, downtime_index=idx, step_pass=sample.iteration)
-    else:
-        why = f"not completed after {passes} more passes"
-        new = replace(state, downtime_index=idx, step_pass=state.step_pass + due * per_step)
+    idx = min(state.downtime_index + due, top)
+    allowed = ramp(config)[idx]
+    new = replace(state, downtime_index=idx, step_pass=state.step_pass + due * per_step)
     act = Action(
         ActionKind.SET_DOWNTIME,
         downtime_ms=allowed,
-        reason=f"{why}: allowing {allowed} ms downtime",
+        reason=f"not completed after {passes} more passes: allowing {allowed} ms downtime",
     )
     return act, _note(new, f"downtime {allowed} at pass {sample.iteration}")
 

@@ -524,9 +524,4 @@ def test_slow_link_escalates_to_postcopy(env: Env) -> None:
     steps = summary.split("policy: ", 1)[1].split(", ")
     assert steps[-1] == "post-copy", summary
     assert all(s.startswith("downtime ") for s in steps[:-1]), summary
-    # what the first pass left to send at SLOW MiB/s needs more than the
-    # limit: the ramp goes there at once, at the pass after the first
-    assert steps[0] == "downtime 300 at pass 2", summary
-    fit = [x for x in lines if "allowing 300 ms downtime" in x]
-    assert fit and re.search(r"MiB left at [0-9]+ MiB/s: allowing 300 ms", fit[0]), lines
     _alive_on(env, dst, mark)

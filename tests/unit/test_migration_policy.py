@@ -335,64 +335,6 @@ def test_a_sample_after_several_groups_of_passes_raises_as_many_steps() -> None:
     assert state.history == ("downtime 26 at pass 6", "downtime 58 at pass 7")
 
 
-def _pass_sample(iteration: int, remaining_mib: float, mib_per_s: float) -> Sample:
-    return Sample(
-        elapsed=iteration * 0.2,
-        memory_remaining=int(remaining_mib * mp.MIB),
-        iteration=iteration,
-        bandwidth=mib_per_s * mp.MIB,
-    )
-
-
-@pytest.mark.parametrize(
-    ("remaining_mib", "expected"),
-    [
-        (0.004, None),  # 4 ms at 1 MiB/ms: the start (5 ms) fits
-        (20, 26),  # 20 ms: 11 is too little, 26 is the lowest that fits
-        (26, 26),  # exactly the step
-        (100, 132),
-        (250, 300),
-        (900, 300),  # beyond the limit: the limit (only stagnation goes further)
-    ],
-)
-def test_what_a_pass_leaves_raises_the_ramp_to_the_lowest_step_that_fits(
-    remaining_mib: float, expected: int | None
-) -> None:
-    config = PolicyConfig(memory_mib=1024, progress_timeout=100)
-    state = mp.initial_state()
-    action, state = mp.decide(config, state, _pass_sample(1, 900, 1024))
-    assert action.kind is ActionKind.CONTINUE  # the first pass sends what was never sent
-    action, state = mp.decide(config, state, _pass_sample(2, remaining_mib * 1.024, 1024))
-    assert action.downtime_ms == expected
-    if expected is not None:
-        assert action.reason.endswith(f"MiB/s: allowing {expected} ms downtime")
-        assert state.history == (f"downtime {expected} at pass 2",)
-
-
-def test_fit_never_lowers_and_the_passes_still_raise() -> None:
-    config = PolicyConfig(memory_mib=1024, progress_timeout=100)
-    state = mp.initial_state()
-    steps = []
-    # 20 ms at pass 2 (26), then little left: the passes since the fit raise it
-    for sample in (
-        _pass_sample(2, 20 * 1.024, 1024),
-        _pass_sample(3, 0.001, 1024),
-        _pass_sample(4, 0.001, 1024),
-        _pass_sample(5, 0.001, 1024),
-    ):
-        action, state = mp.decide(config, state, sample)
-        steps.append(action.downtime_ms)
-    assert steps == [26, None, 58, None]
-
-
-def test_without_a_measured_bandwidth_only_the_passes_raise() -> None:
-    config = PolicyConfig(memory_mib=1024, progress_timeout=100)
-    sample = Sample(elapsed=0.4, memory_remaining=500 * mp.MIB, iteration=2)
-    action, _ = mp.decide(config, mp.initial_state(), sample)
-    assert action.kind is ActionKind.CONTINUE
-    assert mp.needed_downtime_ms(sample) is None
-
-
 def test_samples_from_before_the_transfer_are_no_progress_and_no_stagnation() -> None:
     # libvirt's first figures, while the target's qemu starts: nothing sent,
     # nothing left; then a slow but steady first pass
@@ -400,7 +342,9 @@ def test_samples_from_before_the_transfer_are_no_progress_and_no_stagnation() ->
     waiting = [Sample(elapsed=t * 0.5) for t in range(6)]  # 2.5 s
     first_pass = [
         Sample(
-            elapsed=3 + t, memory_processed=t * 8 * mp.MIB, memory_remaining=(900 - t * 8) * mp.MIB
+            elapsed=3 + t,
+            memory_processed=t * 8 * mp.MIB,
+            memory_remaining=(900 - t * 8) * mp.MIB,
         )
         for t in range(10)
     ]

@@ -253,7 +253,6 @@ class _Monitor:
                 dirty_rate=int(report.dirty_rate),
                 iteration=report.iteration,
                 postcopy=self.postcopy,
-                bandwidth=report.bandwidth,
             )
             action, self.state = policy.decide(self.config, self.state, sample)
             self._act(action)
