@@ -334,11 +334,12 @@ class Processor:
         """Run ``lu``'s post hooks on ``node_name`` alone, now (Ganeti's RunPostHook).
 
         For a node that leaves the hook nodes in Exec: node remove runs them on
-        the node it removes. A failure is a warning.
+        the node it removes. A failure, whatever it is, is a warning: the
+        operation goes on (as Ganeti's).
         """
         try:
             self._hooks_master(lu).run_phase(constants.HOOKS_PHASE_POST, node_names=[node_name])
-        except GenericError as err:
+        except Exception as err:  # noqa: BLE001 - a post hook never stops the operation
             lu.LogWarning(f"Errors occurred running hooks on {node_name}: {err}")
 
     def _run_hooks(self, node_names: list[str], phase: str, env: dict[str, str]) -> HookResults:
