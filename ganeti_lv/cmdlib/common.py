@@ -35,8 +35,9 @@ def concurrently(calls: list[Callable[[], T]]) -> list[T]:
 
     Each call is a round trip to a node (SSH or libvirt), mostly waiting:
     several nodes (or several channels of one node's connection) answer in
-    the time of the slowest instead of the sum. An exception of a call is
-    raised once every call has ended.
+    the time of the slowest instead of the sum; past ``MAX_CONCURRENT_CALLS``
+    calls, the rest wait for a free thread. An exception of a call is raised
+    once every call has ended.
     """
     if len(calls) <= 1:
         return [call() for call in calls]

@@ -150,7 +150,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
     def _prefetch(self, targets: list[Node]) -> None:
         """Ask the source and every candidate target their facts, all at the same time.
 
-        Every query runs in a thread of its own (the node's SSH and libvirt
+        The queries run at once (``concurrently``; the node's SSH and libvirt
         connections are shared and opened once, by whichever query comes
         first; they are reused by the hooks and the migration). The checks
         then read the answers in Ganeti's order, so errors are raised as if

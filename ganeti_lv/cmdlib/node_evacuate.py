@@ -144,7 +144,7 @@ class _NodeMovesLU(LogicalUnit):
     def _fits(
         self, data: ConfigData, source: Node, instances: list[Instance]
     ) -> list[allocator.NodeFit]:
-        """Every other node's facts, asked of all of them at the same time."""
+        """Every other node's facts, asked of them at once (``concurrently``)."""
         others = sorted((n for n in data.nodes.values() if n.name != source.name), key=_name)
         paths = sorted({p for need in self.needs for p in need.paths})
         # the CPU matters for live migrations only
