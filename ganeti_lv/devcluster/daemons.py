@@ -144,13 +144,15 @@ def start_daemon(
         timeout=timeout,
     )
     if res.returncode != 0:
+        stderr = res.stderr.decode(errors="replace").strip()
         # another start of the daemon (a killed ``up``'s) took its pid file meanwhile
-        pid = _await_starting(node, name, timeout)
+        try:
+            pid = _await_starting(node, name, timeout)
+        except OpExecError as err:
+            raise OpExecError(f"{err}; this start of it failed: {stderr}") from err
         if pid is not None:
             return pid
-        raise OpExecError(
-            f"{name} on {node.name} failed to start: {res.stderr.decode(errors='replace').strip()}"
-        )
+        raise OpExecError(f"{name} on {node.name} failed to start: {stderr}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = daemon_pid(node, name)
@@ -182,7 +184,7 @@ def _await_starting(node: NodeLayout, name: str, timeout: float) -> int | None:
     """The PID of daemon ``name`` once another start of it is done, or None if none runs.
 
     A second daemon started beside one that is still coming up would fail to
-    take the pid file (virtlogd, libvirtd) or the port (sshd).
+    take the pid file. Only ``PIDFILE_LOCKERS`` are awaited (see ``_starting``).
     """
     deadline = time.monotonic() + timeout
     while _starting(node, name):

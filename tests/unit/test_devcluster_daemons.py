@@ -117,3 +117,29 @@ def test_a_daemon_that_never_writes_its_pid_file_fails_in_time(
     with pytest.raises(OpExecError, match=r"virtlogd on node1 \(PIDs \[40\]\) did not become"):
         daemons.start_daemon(_node(tmp_path), 7, "virtlogd", timeout=30)
     assert fake.started == []
+
+
+def test_the_half_of_a_daemon_going_to_the_background_is_not_a_second_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeNode(monkeypatch, {40: ("virtlogd", 1), 41: ("virtlogd", 40), 50: ("sshd", 1)})
+    assert daemons._starting(_node(tmp_path), "virtlogd") == [40]
+    assert daemons._starting(_node(tmp_path), "sshd") == []  # sessions are named sshd too
+
+
+def test_a_lost_race_with_a_start_that_never_ends_names_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeNode(monkeypatch, {})
+    clock = iter(range(0, 1000, 5))
+    monkeypatch.setattr(daemons.time, "monotonic", lambda: float(next(clock)))
+
+    def run(argv: list[str], **_kw: Any) -> subprocess.CompletedProcess[bytes]:
+        fake.procs[80] = ("libvirtd", 1)  # another start, never ready
+        return subprocess.CompletedProcess(argv, 1, b"", b"Unable to obtain pidfile")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with pytest.raises(OpExecError) as err:
+        daemons.start_daemon(_node(tmp_path), 7, "libvirtd", timeout=30)
+    assert "(PIDs [80]) did not become ready" in str(err.value)
+    assert str(err.value).endswith("this start of it failed: Unable to obtain pidfile")
