@@ -101,12 +101,19 @@ class LUBackupRemove(NoHooksLU):
         was not removed there) and left out.
         """
         data = self.cfg.snapshot()  # read-only: lookups
-        out = []
-        for node in data.nodes.values():
+        nodes = sorted(data.nodes.values(), key=lambda node: node.name)
+        for node in nodes:
             if node.offline:
                 self.LogWarning(f"Node {node.name} is offline: {what} there, if any, stays")
-                continue
-            res = node_call(method, node, data.cluster, self.op.instance_name)
+        online = [node for node in nodes if not node.offline]
+        results = concurrently(
+            [
+                partial(node_call, method, node, data.cluster, self.op.instance_name)
+                for node in online
+            ]
+        )
+        out = []
+        for node, res in zip(online, results, strict=True):
             if not res.ok:
                 self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
             else:
@@ -163,10 +170,11 @@ def check_export_overlays(vd: VerifyData) -> None:
 @register_verify_check(order=61)
 def check_stale_exports(vd: VerifyData) -> None:
     """Incomplete exports (``.new``/``.old``) left by a failed or killed export."""
-    for node in vd.online_nodes():
-        if node.name not in vd.domains:
-            continue
-        res = node_call(vd.rpc.export_list, node, vd.config.cluster)
+    nodes = [node for node in vd.online_nodes() if node.name in vd.domains]
+    results = concurrently(
+        [partial(node_call, vd.rpc.export_list, node, vd.config.cluster) for node in nodes]
+    )
+    for node, res in zip(nodes, results, strict=True):
         for entry in res.payload or []:
             if entry.stale:
                 vd.report(

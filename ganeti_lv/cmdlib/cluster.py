@@ -14,12 +14,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
-from ganeti_lv.cmdlib.common import concurrently
+from ganeti_lv.cmdlib.common import live_domains
 from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpPrereqError
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 from ganeti_lv.node.transport import node_call
@@ -416,13 +415,7 @@ class LUClusterVerify(NoHooksLU):
         self.config = self.cfg.read()
 
     def _gather(self, vd: VerifyData) -> None:
-        nodes = vd.online_nodes()
-        results = concurrently([partial(node_call, self.rpc.instance_list, n) for n in nodes])
-        for node, result in zip(nodes, results, strict=True):
-            if result.fail_msg is not None:
-                vd.unreachable[node.name] = result.fail_msg
-            else:
-                vd.domains[node.name] = dict(result.payload or {})
+        vd.domains, vd.unreachable = live_domains(self.rpc, vd.online_nodes())
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, str]]:
         """Run every registered check; return the problems found."""

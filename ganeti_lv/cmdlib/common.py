@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ganeti_lv.config import ConfigStore
@@ -22,6 +23,7 @@ from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 if TYPE_CHECKING:
     from ganeti_lv.cancel import Cancellation
     from ganeti_lv.cmdlib.base import LogicalUnit
+    from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 
 
 T = TypeVar("T")
@@ -45,6 +47,21 @@ def concurrently(calls: list[Callable[[], T]]) -> list[T]:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="node-call") as pool:
         futures = [pool.submit(call) for call in calls]
         return [future.result() for future in futures]
+
+
+def live_domains(
+    rpc: NodeOps, nodes: list[Node]
+) -> tuple[dict[str, dict[str, DomainInfo]], dict[str, str]]:
+    """The domains of each of ``nodes``, asked at once, and why the others could not answer."""
+    results = concurrently([partial(node_call, rpc.instance_list, node) for node in nodes])
+    domains: dict[str, dict[str, DomainInfo]] = {}
+    unreachable: dict[str, str] = {}
+    for node, result in zip(nodes, results, strict=True):
+        if result.fail_msg is not None:
+            unreachable[node.name] = result.fail_msg
+        else:
+            domains[node.name] = dict(result.payload or {})
+    return domains, unreachable
 
 
 def _known(found: T | None, kind: str, name: str) -> T:

@@ -7,31 +7,13 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import NoHooksLU, register_lu
-from ganeti_lv.cmdlib.common import expand_instance
+from ganeti_lv.cmdlib.common import expand_instance, live_domains
 from ganeti_lv.cmdlib.instance import compute_instance_status
-from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
-from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Cluster, ConfigData, Instance, disk_path
+from ganeti_lv.hypervisor.base import DomainInfo
+from ganeti_lv.objects import Cluster, Instance, disk_path
 from ganeti_lv.opcodes import OpInstanceQuery
 
 FeedbackFn = Callable[[str], None]
-
-
-def _live_state(
-    rpc: NodeOps, data: ConfigData
-) -> tuple[dict[str, dict[str, DomainInfo]], set[str]]:
-    """Domains of every online node, and the online nodes that could not be asked."""
-    domains: dict[str, dict[str, DomainInfo]] = {}
-    bad: set[str] = set()
-    for name, node in sorted(data.nodes.items()):
-        if node.offline:
-            continue
-        result = node_call(rpc.instance_list, node)
-        if result.fail_msg is not None:
-            bad.add(name)
-        else:
-            domains[name] = dict(result.payload or {})
-    return domains, bad
 
 
 def instance_row(
@@ -135,7 +117,9 @@ class LUInstanceQuery(NoHooksLU):
         data = self.cfg.snapshot()  # read-only: the rows are built from copies
         offline = {n for n, node in data.nodes.items() if node.offline}
         if self.op.live:
-            domains, bad = _live_state(self.rpc, data)
+            online = [n for _, n in sorted(data.nodes.items()) if not n.offline]
+            domains, unreachable = live_domains(self.rpc, online)
+            bad = set(unreachable)
         else:
             domains, bad = {}, set()
         names = self.wanted or sorted(data.instances)
