@@ -13,8 +13,12 @@ for its locks is ``waiting``; a running job asked to stop is
 is ``error``, so a client polling for the end of a job sees one. A failed
 opcode's result is its error as Ganeti encodes it:
 ``["OpPrereqError", [message, error code]]``, ``["OpExecError",
-[message]]``; an opcode a canceled job did not run has the result ``"Job
-canceled by request"``.
+[message]]``, named by a class of Ganeti's ``errors`` module (which a client
+maps back with ``errors.GetErrorClass``): an error of ganeti_lv's own class
+by the nearest Ganeti class it derives from (``MigrationAborted`` is an
+``OpExecError``, ``LockTimeout`` a ``LockError``), any other exception as
+``OpExecError``, as Ganeti's job queue wraps it. An opcode a canceled job did
+not run has the result ``"Job canceled by request"``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ganeti_lv import errors
 from ganeti_lv.constants import (
     JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
@@ -40,6 +45,20 @@ STATUS_WAITING = "waiting"
 STATUS_CANCELING = "canceling"
 FINALIZED = (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED)
 CANCELED_RESULT = "Job canceled by request"
+# the classes of ganeti_lv.errors that Ganeti's errors module has too
+GANETI_ERROR_CLASSES = frozenset(
+    {
+        "GenericError",
+        "OpPrereqError",
+        "OpExecError",
+        "HooksAbort",
+        "HooksFailure",
+        "ConfigurationError",
+        "ConfigVersionMismatch",
+        "LockError",
+        "HypervisorError",
+    }
+)
 
 JOB_FIELDS_BULK = (
     "id",
@@ -123,13 +142,23 @@ def op_result(job: Job, op: OpRecord) -> Any:
     return None
 
 
+def ganeti_error_class(name: str) -> str:
+    """The class of Ganeti's errors module an error recorded as class ``name`` is shown as."""
+    found = getattr(errors, name, None)
+    if isinstance(found, type) and issubclass(found, errors.GenericError):
+        for cls in found.__mro__:
+            if cls.__name__ in GANETI_ERROR_CLASSES:
+                return cls.__name__
+    return "OpExecError"
+
+
 def encode_error(error: dict[str, Any]) -> list[Any]:
     """A job log error record as Ganeti's ``[class, args]`` (args: message, error code).
 
     Ganeti's encoding carries an error's arguments; its error code is the
     second, for every class that has one (not only prerequisite errors).
     """
-    name = str(error.get("class") or "OpExecError")
+    name = ganeti_error_class(str(error.get("class") or ""))
     message = str(error.get("message", ""))
     if error.get("ecode"):
         return [name, [message, error["ecode"]]]

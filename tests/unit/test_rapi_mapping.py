@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from typing import Any
 
 import pytest
 
+from ganeti_lv import errors
 from ganeti_lv.errors import ECODE_NOENT, MigrationAborted, OpPrereqError
 from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.opcodes import (
@@ -174,7 +176,8 @@ def test_statuses_as_ganeti_names_them(store: JobStore) -> None:
     assert jobfields.job_status(job, canceling=True) == "canceled"
     assert jobfields.job_field(job, "opresult") == [
         {"slept": 0},
-        ["MigrationAborted", ["aborted, still on n1", "internal_error"]],  # every class's ecode
+        # Ganeti's class (MigrationAborted is an OpExecError), with every class's ecode
+        ["OpExecError", ["aborted, still on n1", "internal_error"]],
     ]
 
 
@@ -258,3 +261,36 @@ def test_wait_body_is_checked() -> None:
     assert "previous_log_serial" in _bad(
         jobfields.check_wait_body, {"fields": [], "previous_log_serial": "1"}
     )
+
+
+GANETI_ERRORS_PY = "/usr/share/ganeti/3.0/ganeti/errors.py"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "shown"),
+    [
+        ("OpPrereqError", "OpPrereqError"),
+        ("OpExecError", "OpExecError"),
+        ("MigrationAborted", "OpExecError"),
+        ("OperationCanceled", "OpExecError"),
+        ("LockTimeout", "LockError"),
+        ("InstanceNotFound", "HypervisorError"),
+        ("NodeUnreachable", "GenericError"),
+        ("HooksAbort", "HooksAbort"),
+        ("ValueError", "OpExecError"),  # not ganeti_lv's: wrapped, as Ganeti's job queue does
+        ("", "OpExecError"),
+    ],
+)
+def test_errors_are_shown_by_a_class_of_ganetis(recorded: str, shown: str) -> None:
+    assert jobfields.ganeti_error_class(recorded) == shown
+
+
+def test_the_classes_shown_are_ganetis() -> None:
+    for name in jobfields.GANETI_ERROR_CLASSES:
+        assert issubclass(getattr(errors, name), errors.GenericError), name
+    if not os.path.exists(GANETI_ERRORS_PY):
+        pytest.skip("Ganeti's errors module is not installed here")  # the peer's package
+    with open(GANETI_ERRORS_PY, encoding="utf-8") as fobj:
+        tree = ast.parse(fobj.read())
+    ganeti = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert not jobfields.GANETI_ERROR_CLASSES - ganeti
