@@ -64,6 +64,22 @@ def live_domains(
     return domains, unreachable
 
 
+def instance_domains(
+    rpc: NodeOps, nodes: list[Node], name: str
+) -> tuple[dict[str, DomainInfo], dict[str, str]]:
+    """Domain ``name`` on each of ``nodes`` that has it, asked at once, and why the
+    others could not answer (the domain may be there)."""
+    results = concurrently([partial(node_call, rpc.instance_info, node, name) for node in nodes])
+    found: dict[str, DomainInfo] = {}
+    unasked: dict[str, str] = {}
+    for node, result in zip(nodes, results, strict=True):
+        if not result.ok:
+            unasked[node.name] = result.fail_msg or "no answer"
+        elif result.payload is not None:
+            found[node.name] = result.payload
+    return found, unasked
+
+
 def _known(found: T | None, kind: str, name: str) -> T:
     """``found``, or OpPrereqError(ECODE_NOENT) "<kind> '<name>' not known" when None."""
     if found is None:

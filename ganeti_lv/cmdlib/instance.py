@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
@@ -31,11 +30,11 @@ from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
     check_node_vm_capable,
-    concurrently,
     expand_instance,
     expand_node,
     get_instance,
     get_node,
+    instance_domains,
     instance_hook_env,
     repair_disk_chain,
 )
@@ -180,18 +179,10 @@ def check_not_running_elsewhere(
         for name, node in sorted(data.nodes.items())
         if name != instance.primary_node and not node.offline and node.vm_capable
     ]
-    results = concurrently(
-        [partial(node_call, rpc.instance_info, node, instance.name) for node in others]
-    )
-    elsewhere = []
-    for node, result in zip(others, results, strict=True):
-        name = node.name
-        if not result.ok:
-            warn_fn(
-                f"Could not check whether {instance.name} runs on node {name}: {result.fail_msg}"
-            )
-        elif _is_running(result.payload):
-            elsewhere.append(name)
+    found, unasked = instance_domains(rpc, others, instance.name)
+    for name, why in sorted(unasked.items()):
+        warn_fn(f"Could not check whether {instance.name} runs on node {name}: {why}")
+    elsewhere = [name for name, dom in sorted(found.items()) if _is_running(dom)]
     if elsewhere:
         raise OpPrereqError(
             f"Instance {instance.name} is running on node(s) {', '.join(elsewhere)}, not"

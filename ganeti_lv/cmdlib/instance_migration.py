@@ -37,6 +37,7 @@ from ganeti_lv.cmdlib.common import (
     concurrently,
     get_instance,
     get_node,
+    instance_domains,
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.instance_failover import FailoverSteps
@@ -574,18 +575,10 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         Online nodes that could not be asked are remembered in
         ``self._unasked`` (node -> why): the instance may run there.
         """
-        found: dict[str, str] = {}
-        self._unasked: dict[str, str] = {}
-        for name in sorted(self.cfg.node_names()):
-            node = self._node(name)
-            if node.offline:
-                continue
-            res = node_call(self.rpc.instance_info, node, self._inst().name)
-            if not res.ok:
-                self._unasked[name] = res.fail_msg or "no answer"
-            elif res.payload is not None:
-                found[name] = res.payload.state
-        return found
+        online = [self._node(n) for n in sorted(self.cfg.node_names())]
+        online = [node for node in online if not node.offline]
+        found, self._unasked = instance_domains(self.rpc, online, self._inst().name)
+        return {name: dom.state for name, dom in found.items()}
 
     def _exec_cleanup(self, feedback_fn: FeedbackFn) -> None:
         """Ganeti's cleanup: make the configuration match where the instance runs."""
