@@ -202,3 +202,30 @@ def format_error(err: BaseException) -> str:
     if isinstance(err, GenericError):
         return f"Failure: {err.ecode}:\n{err.msg}"
     return f"Unhandled error: {err!r}"
+
+
+# the classes of this module that Ganeti's errors module has too and puts in a
+# job's result; every other error is reported there as an OpExecError (Ganeti
+# raises node and hypervisor failures on the master as OpExecError)
+GANETI_RESULT_CLASSES = frozenset(
+    {
+        "OpPrereqError",
+        "OpExecError",
+        "HooksAbort",
+        "HooksFailure",
+        "ConfigurationError",
+        "ConfigVersionMismatch",
+    }
+)
+
+
+def ganeti_class(cls: type) -> str:
+    """The class of Ganeti's errors module a job of Ganeti's would show an error of ``cls`` as.
+
+    The nearest of ``GANETI_RESULT_CLASSES`` it derives from; any other
+    exception is an OpExecError, as Ganeti's job queue wraps it.
+    """
+    for base in cls.__mro__:
+        if base.__name__ in GANETI_RESULT_CLASSES and issubclass(base, GenericError):
+            return base.__name__
+    return "OpExecError"

@@ -337,8 +337,9 @@ class Processor:
         the node it removes. A failure, whatever it is, is a warning: the
         operation goes on (as Ganeti's).
         """
+        hm = self._hooks_master(lu)
         try:
-            self._hooks_master(lu).run_phase(constants.HOOKS_PHASE_POST, node_names=[node_name])
+            hm.run_phase(constants.HOOKS_PHASE_POST, node_names=[node_name])
         except Exception as err:  # noqa: BLE001 - a post hook never stops the operation
             lu.LogWarning(f"Errors occurred running hooks on {node_name}: {err}")
 

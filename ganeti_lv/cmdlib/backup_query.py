@@ -98,13 +98,11 @@ class LUBackupRemove(NoHooksLU):
         """(node, payload) of ``method(node, cluster, instance)`` on every online node.
 
         A node where it fails, or that is offline, is warned about (``what``
-        was not removed there) and left out.
+        was not removed there) and left out. The online nodes are asked at
+        once; the warnings and the answers come in the configuration's order.
         """
         data = self.cfg.snapshot()  # read-only: lookups
-        nodes = sorted(data.nodes.values(), key=lambda node: node.name)
-        for node in nodes:
-            if node.offline:
-                self.LogWarning(f"Node {node.name} is offline: {what} there, if any, stays")
+        nodes = list(data.nodes.values())
         online = [node for node in nodes if not node.offline]
         results = concurrently(
             [
@@ -112,8 +110,13 @@ class LUBackupRemove(NoHooksLU):
                 for node in online
             ]
         )
+        answers = dict(zip((node.name for node in online), results, strict=True))
         out = []
-        for node, res in zip(online, results, strict=True):
+        for node in nodes:
+            if node.offline:
+                self.LogWarning(f"Node {node.name} is offline: {what} there, if any, stays")
+                continue
+            res = answers[node.name]
             if not res.ok:
                 self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
             else:

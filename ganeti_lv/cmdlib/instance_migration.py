@@ -149,11 +149,12 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         )
 
     def _prefetch(self, targets: list[Node]) -> None:
-        """Ask the source and every candidate target their facts, all at the same time.
+        """Ask the source and every candidate target their facts at once.
 
-        The queries run at once (``concurrently``; the node's SSH and libvirt
-        connections are shared and opened once, by whichever query comes
-        first; they are reused by the hooks and the migration). The checks
+        The queries run at the same time, up to ``concurrently``'s limit (the
+        node's SSH and libvirt connections are shared and opened once, by
+        whichever query comes first; they are reused by the hooks and the
+        migration). The checks
         then read the answers in Ganeti's order, so errors are raised as if
         asked one by one. The source also lists the export overlays in the
         instance's disk directory (changing nothing; Exec's disk-chain repair

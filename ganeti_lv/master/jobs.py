@@ -56,7 +56,7 @@ from ganeti_lv.constants import (
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
 )
-from ganeti_lv.errors import ECODE_FAULT, GenericError, JobError
+from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ganeti_class
 
 ELOG_MESSAGE = "message"
 
@@ -112,12 +112,17 @@ def to_jsonable(value: Any) -> Any:
 
 
 def error_record(err: BaseException) -> dict[str, Any]:
-    """An error as the job log keeps it: its class, error code and message."""
-    return {
+    """An error as the job log keeps it: its class, error code and message, the class of
+    Ganeti's a job of Ganeti's shows it as, and a failed pre hook's (node, script, output)."""
+    record: dict[str, Any] = {
         "class": type(err).__name__,
+        "ganeti_class": ganeti_class(type(err)),
         "ecode": err.ecode if isinstance(err, GenericError) else ECODE_FAULT,
         "message": str(err) or repr(err),
     }
+    if isinstance(err, HooksAbort):
+        record["hook_failures"] = [list(failure) for failure in err.results]
+    return record
 
 
 @dataclass

@@ -11,14 +11,14 @@ Statuses are Ganeti's: an opcode (and its job) that runs but still waits
 for its locks is ``waiting``; a running job asked to stop is
 ``canceling``; a job whose process is gone ("lost" in ``gnt-lv job list``)
 is ``error``, so a client polling for the end of a job sees one. A failed
-opcode's result is its error as Ganeti encodes it:
-``["OpPrereqError", [message, error code]]``, ``["OpExecError",
-[message]]``, named by a class of Ganeti's ``errors`` module (which a client
-maps back with ``errors.GetErrorClass``): an error of ganeti_lv's own class
-by the nearest Ganeti class it derives from (``MigrationAborted`` is an
-``OpExecError``, ``LockTimeout`` a ``LockError``), any other exception as
-``OpExecError``, as Ganeti's job queue wraps it. An opcode a canceled job did
-not run has the result ``"Job canceled by request"``.
+opcode's result is its error as Ganeti encodes it, ``[class, [message,
+error code]]``, named by the class of Ganeti's ``errors`` module a job of
+Ganeti's would show (``errors.ganeti_class``; a client maps it back with
+``errors.GetErrorClass``): ``OpPrereqError`` for a refusal, ``OpExecError``
+for a failure (also an aborted migration or an unreachable node), and
+``["HooksAbort", [[[node, script, output], ...]]]`` for a failed pre hook. An
+opcode of a canceled job that did not get to run (it waited for its locks,
+or was queued) has the result ``"Job canceled by request"``.
 """
 
 from __future__ import annotations
@@ -45,20 +45,6 @@ STATUS_WAITING = "waiting"
 STATUS_CANCELING = "canceling"
 FINALIZED = (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED)
 CANCELED_RESULT = "Job canceled by request"
-# the classes of ganeti_lv.errors that Ganeti's errors module has too
-GANETI_ERROR_CLASSES = frozenset(
-    {
-        "GenericError",
-        "OpPrereqError",
-        "OpExecError",
-        "HooksAbort",
-        "HooksFailure",
-        "ConfigurationError",
-        "ConfigVersionMismatch",
-        "LockError",
-        "HypervisorError",
-    }
-)
 
 JOB_FIELDS_BULK = (
     "id",
@@ -127,7 +113,7 @@ def op_result(job: Job, op: OpRecord) -> Any:
     if op.status == JOB_STATUS_SUCCESS:
         return op.result
     if op.error is not None:
-        if op.status == JOB_STATUS_CANCELED and op.start_ts is None:
+        if op.status == JOB_STATUS_CANCELED and op.exec_ts is None:
             return CANCELED_RESULT
         return encode_error(op.error)
     if _lost(job) and op.status in JOB_ACTIVE_STATUSES:
@@ -142,14 +128,10 @@ def op_result(job: Job, op: OpRecord) -> Any:
     return None
 
 
-def ganeti_error_class(name: str) -> str:
-    """The class of Ganeti's errors module an error recorded as class ``name`` is shown as."""
-    found = getattr(errors, name, None)
-    if isinstance(found, type) and issubclass(found, errors.GenericError):
-        for cls in found.__mro__:
-            if cls.__name__ in GANETI_ERROR_CLASSES:
-                return cls.__name__
-    return "OpExecError"
+def _ganeti_class_of(name: Any) -> str:
+    """Ganeti's class for an error recorded before records kept it, by its class name."""
+    found = getattr(errors, str(name or ""), None)
+    return errors.ganeti_class(found) if isinstance(found, type) else "OpExecError"
 
 
 def encode_error(error: dict[str, Any]) -> list[Any]:
@@ -158,7 +140,12 @@ def encode_error(error: dict[str, Any]) -> list[Any]:
     Ganeti's encoding carries an error's arguments; its error code is the
     second, for every class that has one (not only prerequisite errors).
     """
-    name = ganeti_error_class(str(error.get("class") or ""))
+    name = str(error.get("ganeti_class") or _ganeti_class_of(error.get("class")))
+    if name == "HooksAbort":
+        # Ganeti's arguments: the list of (node, script, output)
+        if "hook_failures" in error:
+            return [name, [error["hook_failures"]]]
+        name = "OpExecError"
     message = str(error.get("message", ""))
     if error.get("ecode"):
         return [name, [message, error["ecode"]]]

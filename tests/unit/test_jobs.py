@@ -40,7 +40,12 @@ def test_job_written_as_it_happens(store: JobStore) -> None:
     store.finish_error(job, OpPrereqError("bad", "wrong_input"))
     final = store.get(job.id)
     assert final.status == "error"
-    assert final.error == {"class": "OpPrereqError", "ecode": "wrong_input", "message": "bad"}
+    assert final.error == {
+        "class": "OpPrereqError",
+        "ganeti_class": "OpPrereqError",
+        "ecode": "wrong_input",
+        "message": "bad",
+    }
     assert final.params["instance_names"] == ["a"]
     assert final.summary == "TEST_DELAY"
     assert final.pid == os.getpid()

@@ -387,7 +387,12 @@ def test_exec_failure_skips_post_hooks_and_releases_locks(
     job = ctx.jobs.list()[-1]
     assert (job.status, job.error) == (
         "error",
-        {"class": "OpExecError", "ecode": "internal_error", "message": "exec failed"},
+        {
+            "class": "OpExecError",
+            "ganeti_class": "OpExecError",
+            "ecode": "internal_error",
+            "message": "exec failed",
+        },
     )
     assert_no_locks_left(ctx)
 

@@ -671,3 +671,16 @@ def test_cli_backup_remove_stale(ctx, ops, config, capsys):
     out = capsys.readouterr().out
     assert code == 0 and f"{N2}: removed " in out and f"/{INST}.new" in out
     assert ops.exports[N2] == {INST: good}
+
+
+def test_backup_remove_asks_every_online_node_and_warns_in_node_order(ctx, ops, config):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    with config.update() as data:
+        data.nodes[N3].offline = True
+    ops.set_unreachable(N1)
+    result, lines = run(ctx, OpBackupRemove(instance_name=INST))
+    assert result == [N2]
+    warned = [line for line in lines if f"Could not remove export on {N1}" in line]
+    offline = [line for line in lines if f"Node {N3} is offline" in line]
+    assert len(warned) == len(offline) == 1
+    assert lines.index(warned[0]) < lines.index(offline[0])  # node1 comes before node3

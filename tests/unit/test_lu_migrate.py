@@ -1221,9 +1221,9 @@ def test_a_primary_that_cannot_be_reached_is_taken_offline_then_failed_over(
 def test_failover_to_an_offline_node_is_refused_as_such(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    # nothing is asked of an offline target: no query at all (it crashed
-    # with an empty thread pool before)
+    # nothing is asked of an offline target: no query at all
     with config.update() as data:
         data.nodes[N2].offline = True
     err = _refuse(ctx, ops, config, OpInstanceFailover(instance_name=INST, target_node=N2))
     assert err.ecode == ECODE_STATE and err.msg.startswith("Can't use offline node")
+    assert ops.calls == []

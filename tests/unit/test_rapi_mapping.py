@@ -10,7 +10,7 @@ import pytest
 
 from ganeti_lv import errors
 from ganeti_lv.errors import ECODE_NOENT, MigrationAborted, OpPrereqError
-from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.master.jobs import JobStore, error_record
 from ganeti_lv.opcodes import (
     OpBackupExport,
     OpBackupPrepare,
@@ -192,7 +192,8 @@ def test_errors_not_run_opcodes_and_lost_jobs(store: JobStore) -> None:
     canceled = _two_op_job(store)
     store.start_op(canceled, 0)
     store.finish_error(canceled, OpPrereqError("stop", "wrong_state"), canceled=True, index=0)
-    assert jobfields.job_field(canceled, "opresult")[1] == jobfields.CANCELED_RESULT
+    # canceled before it executed (waiting for its locks): Ganeti's canceled result
+    assert jobfields.job_field(canceled, "opresult") == [jobfields.CANCELED_RESULT] * 2
     lost = _two_op_job(store)
     store.start_op(lost, 0)
     data = lost.to_dict()
@@ -267,30 +268,45 @@ GANETI_ERRORS_PY = "/usr/share/ganeti/3.0/ganeti/errors.py"
 
 
 @pytest.mark.parametrize(
-    ("recorded", "shown"),
+    ("err", "shown"),
     [
-        ("OpPrereqError", "OpPrereqError"),
-        ("OpExecError", "OpExecError"),
-        ("MigrationAborted", "OpExecError"),
-        ("OperationCanceled", "OpExecError"),
-        ("LockTimeout", "LockError"),
-        ("InstanceNotFound", "HypervisorError"),
-        ("NodeUnreachable", "GenericError"),
-        ("HooksAbort", "HooksAbort"),
-        ("ValueError", "OpExecError"),  # not ganeti_lv's: wrapped, as Ganeti's job queue does
-        ("", "OpExecError"),
+        (OpPrereqError("no", ECODE_NOENT), "OpPrereqError"),
+        (errors.OpExecError("failed"), "OpExecError"),
+        (MigrationAborted("aborted"), "OpExecError"),
+        (errors.OperationCanceled("canceled"), "OpExecError"),
+        (errors.LockTimeout("busy"), "OpExecError"),
+        (errors.NodeUnreachable("gone", node="n1"), "OpExecError"),
+        (errors.InstanceNotFound("no domain"), "OpExecError"),
+        (errors.ConfigurationError("bad"), "ConfigurationError"),
+        (ValueError("a bug"), "OpExecError"),  # wrapped, as Ganeti's job queue does
     ],
 )
-def test_errors_are_shown_by_a_class_of_ganetis(recorded: str, shown: str) -> None:
-    assert jobfields.ganeti_error_class(recorded) == shown
+def test_errors_are_shown_by_the_class_ganeti_would_show(err: Exception, shown: str) -> None:
+    record = error_record(err)
+    assert record["ganeti_class"] == shown
+    assert jobfields.encode_error(record)[0] == shown
+    # a record written before the class was kept: found by its class name
+    old = {k: v for k, v in record.items() if k != "ganeti_class"}
+    assert jobfields.encode_error(old)[0] == shown
+
+
+def test_a_failed_pre_hook_is_encoded_with_ganetis_arguments() -> None:
+    err = errors.HooksAbort([("n1", "10-check", "refused\n")], ["n1", "n2"])
+    assert jobfields.encode_error(error_record(err)) == [
+        "HooksAbort",
+        [[["n1", "10-check", "refused\n"]]],
+    ]
+    # without the failures (an older record) it cannot be Ganeti's HooksAbort
+    old = {"class": "HooksAbort", "ecode": "environment_error", "message": str(err)}
+    assert jobfields.encode_error(old)[0] == "OpExecError"
 
 
 def test_the_classes_shown_are_ganetis() -> None:
-    for name in jobfields.GANETI_ERROR_CLASSES:
+    for name in errors.GANETI_RESULT_CLASSES:
         assert issubclass(getattr(errors, name), errors.GenericError), name
     if not os.path.exists(GANETI_ERRORS_PY):
         pytest.skip("Ganeti's errors module is not installed here")  # the peer's package
     with open(GANETI_ERRORS_PY, encoding="utf-8") as fobj:
         tree = ast.parse(fobj.read())
     ganeti = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
-    assert not jobfields.GANETI_ERROR_CLASSES - ganeti
+    assert not errors.GANETI_RESULT_CLASSES - ganeti
