@@ -112,8 +112,9 @@ def to_jsonable(value: Any) -> Any:
 
 
 def error_record(err: BaseException) -> dict[str, Any]:
-    """An error as the job log keeps it: its class, error code and message, the class of
-    Ganeti's a job of Ganeti's shows it as, and a failed pre hook's (node, script, output)."""
+    """An error as the job log keeps it: its class, error code and message, the class a
+    Ganeti job would show it as (``errors.ganeti_class``), and for a failed pre hook the
+    (node, script, output) of each failure."""
     record: dict[str, Any] = {
         "class": type(err).__name__,
         "ganeti_class": ganeti_class(type(err)),
