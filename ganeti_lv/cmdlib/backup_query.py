@@ -8,17 +8,15 @@ incomplete ``.new``/``.old`` export directories.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import VerifyData, register_verify_check
-from ganeti_lv.cmdlib.common import concurrently, expand_node
+from ganeti_lv.cmdlib.common import ask_nodes, expand_node
 from ganeti_lv.errors import ECODE_NOENT, OpExecError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.names import check_instance_name
-from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpBackupQuery, OpBackupRemove
 
 
@@ -41,18 +39,14 @@ class LUBackupQuery(NoHooksLU):
         """Complete exports by node; stale ones are reported as warnings."""
         data = self.cfg.snapshot()  # read-only: lookups
         out: dict[str, Any] = {}
-        names = sorted(self.nodes)
-        results = concurrently(
-            [
-                partial(node_call, self.rpc.export_list, data.nodes[name], data.cluster)
-                for name in names
-            ]
-        )
-        for name, res in zip(names, results, strict=True):
-            if not res.ok:
+        nodes = [data.nodes[name] for name in sorted(self.nodes)]
+        answers, _failed = ask_nodes(self.rpc.export_list, nodes, data.cluster)
+        for node in nodes:
+            name = node.name
+            if name not in answers:
                 out[name] = False
                 continue
-            entries = res.payload or []
+            entries = answers[name] or []
             complete = sorted((e.instance, e.kind) for e in entries if e.complete)
             if self.op.with_kind:
                 out[name] = [{"name": n, "kind": kind} for n, kind in complete]
@@ -104,23 +98,15 @@ class LUBackupRemove(NoHooksLU):
         data = self.cfg.snapshot()  # read-only: lookups
         nodes = list(data.nodes.values())
         online = [node for node in nodes if not node.offline]
-        results = concurrently(
-            [
-                partial(node_call, method, node, data.cluster, self.op.instance_name)
-                for node in online
-            ]
-        )
-        answers = dict(zip((node.name for node in online), results, strict=True))
+        answers, failed = ask_nodes(method, online, data.cluster, self.op.instance_name)
         out = []
         for node in nodes:
             if node.offline:
                 self.LogWarning(f"Node {node.name} is offline: {what} there, if any, stays")
-                continue
-            res = answers[node.name]
-            if not res.ok:
-                self.LogWarning(f"Could not remove export on {node.name}: {res.fail_msg}")
+            elif node.name in failed:
+                self.LogWarning(f"Could not remove export on {node.name}: {failed[node.name]}")
             else:
-                out.append((node.name, res.payload))
+                out.append((node.name, answers[node.name]))
         return out
 
     def _remove_stale(self, feedback_fn: FeedbackFn) -> list[str]:
@@ -174,11 +160,9 @@ def check_export_overlays(vd: VerifyData) -> None:
 def check_stale_exports(vd: VerifyData) -> None:
     """Incomplete exports (``.new``/``.old``) left by a failed or killed export."""
     nodes = [node for node in vd.online_nodes() if node.name in vd.domains]
-    results = concurrently(
-        [partial(node_call, vd.rpc.export_list, node, vd.config.cluster) for node in nodes]
-    )
-    for node, res in zip(nodes, results, strict=True):
-        for entry in res.payload or []:
+    answers, _failed = ask_nodes(vd.rpc.export_list, nodes, vd.config.cluster)
+    for node in nodes:
+        for entry in answers.get(node.name) or []:
             if entry.stale:
                 vd.report(
                     "ENODESTALEEXPORT",

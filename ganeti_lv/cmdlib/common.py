@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import (
@@ -49,19 +49,31 @@ def concurrently(calls: list[Callable[[], T]]) -> list[T]:
         return [future.result() for future in futures]
 
 
+def ask_nodes(
+    method: Callable[..., T], nodes: list[Node], *args: Any
+) -> tuple[dict[str, T], dict[str, str]]:
+    """``method(node, *args)`` on each of ``nodes`` at once (through ``node_call``).
+
+    The answers by node name, and why each of the others failed; both in the
+    order of ``nodes``.
+    """
+    results = concurrently([partial(node_call, method, node, *args) for node in nodes])
+    answers: dict[str, T] = {}
+    failed: dict[str, str] = {}
+    for node, result in zip(nodes, results, strict=True):
+        if result.fail_msg is None:  # the payload is what ``method`` returned
+            answers[node.name] = cast(T, result.payload)
+        else:
+            failed[node.name] = result.fail_msg
+    return answers, failed
+
+
 def live_domains(
     rpc: NodeOps, nodes: list[Node]
 ) -> tuple[dict[str, dict[str, DomainInfo]], dict[str, str]]:
     """The domains of each of ``nodes``, asked at once, and why the others could not answer."""
-    results = concurrently([partial(node_call, rpc.instance_list, node) for node in nodes])
-    domains: dict[str, dict[str, DomainInfo]] = {}
-    unreachable: dict[str, str] = {}
-    for node, result in zip(nodes, results, strict=True):
-        if result.fail_msg is not None:
-            unreachable[node.name] = result.fail_msg
-        else:
-            domains[node.name] = dict(result.payload or {})
-    return domains, unreachable
+    answers, failed = ask_nodes(rpc.instance_list, nodes)
+    return {name: dict(doms or {}) for name, doms in answers.items()}, failed
 
 
 def instance_domains(
@@ -69,15 +81,9 @@ def instance_domains(
 ) -> tuple[dict[str, DomainInfo], dict[str, str]]:
     """Domain ``name`` on each of ``nodes`` that has it, asked at once, and why the
     others could not answer (the domain may be there)."""
-    results = concurrently([partial(node_call, rpc.instance_info, node, name) for node in nodes])
-    found: dict[str, DomainInfo] = {}
-    unasked: dict[str, str] = {}
-    for node, result in zip(nodes, results, strict=True):
-        if not result.ok:
-            unasked[node.name] = result.fail_msg or "no answer"
-        elif result.payload is not None:
-            found[node.name] = result.payload
-    return found, unasked
+    answers, failed = ask_nodes(rpc.instance_info, nodes, name)
+    found = {node: dom for node, dom in answers.items() if dom is not None}
+    return found, failed
 
 
 def _known(found: T | None, kind: str, name: str) -> T:
