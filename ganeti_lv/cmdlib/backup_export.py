@@ -35,7 +35,6 @@ the copy engine skips all-zero blocks, so zeroed space is never sent.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +43,7 @@ from typing import Any
 from ganeti_lv import constants, exportinfo, locking
 from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
+    ask_nodes,
     cancel_reason,
     check_node_not_drained,
     check_node_online,
@@ -449,21 +449,14 @@ class LUBackupExport(LogicalUnit):
             for node in data.nodes.values()
             if node.name != self.dst_node.name and not node.offline
         ]
-        results = concurrently(
-            [
-                functools.partial(
-                    node_call, self.rpc.export_remove, node, self.cluster, self.instance.name
-                )
-                for node in nodes
-            ]
-        )
-        for node, res in zip(nodes, results, strict=True):
-            if not res.ok:
+        removed, failed = ask_nodes(self.rpc.export_remove, nodes, self.cluster, self.instance.name)
+        for node in nodes:
+            if node.name in failed:
                 self.LogWarning(
                     f"Could not remove older export for instance {self.instance.name}"
-                    f" on node {node.name}: {res.fail_msg}"
+                    f" on node {node.name}: {failed[node.name]}"
                 )
-            elif res.payload:
+            elif removed[node.name]:
                 feedback_fn(f"Removed older export of {self.instance.name} on {node.name}")
 
     # -- Exec -------------------------------------------------------------------
