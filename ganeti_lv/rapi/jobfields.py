@@ -135,10 +135,12 @@ def _ganeti_class_of(name: Any) -> str:
 
 
 def encode_error(error: dict[str, Any]) -> list[Any]:
-    """A job log error record as Ganeti's ``[class, args]`` (args: message, error code).
+    """A job log error record as Ganeti's ``[class, args]``.
 
-    Ganeti's encoding carries an error's arguments; its error code is the
-    second, for every class that has one (not only prerequisite errors).
+    Ganeti's encoding carries an error's arguments: a refusal
+    (``OpPrereqError``) has its message and error code, every other class
+    its message alone, as Ganeti's job queue gives them (its client prints
+    a second argument of any other class as part of the message).
     """
     name = str(error.get("ganeti_class") or _ganeti_class_of(error.get("class")))
     if name == "HooksAbort":
@@ -147,7 +149,7 @@ def encode_error(error: dict[str, Any]) -> list[Any]:
             return [name, [error["hook_failures"]]]
         name = "OpExecError"
     message = str(error.get("message", ""))
-    if error.get("ecode"):
+    if name == "OpPrereqError" and error.get("ecode"):
         return [name, [message, error["ecode"]]]
     return [name, [message]]
 

@@ -7,9 +7,9 @@ parses the request (path variables, query arguments, Basic credentials) and
 routes it. The application then does what Ganeti's RAPI does, in its order,
 after refusing a body it could not bound (413; chunked: 411):
 
-1. authentication: every request needs the credentials of a user of the
-   users file (HTTP Basic), else 401 with ``WWW-Authenticate``;
-2. the resource: 404 for an unknown path, 501 for a method it does not have;
+1. the resource: 404 for an unknown path, 501 for a method it does not have;
+2. authentication: every request for a resource needs the credentials of a
+   user of the users file (HTTP Basic), else 401 with ``WWW-Authenticate``;
 3. access: 403 when a change (or a job wait) is asked by a user without
    ``write``;
 4. the body: JSON (``Content-Type: application/json``, else 415), else 400;
@@ -81,9 +81,10 @@ class RapiApplication:
         user = "-"
         try:
             _check_body_length(environ)  # before anything, so nothing reads the body
+            resource, items = self._resource(request)
             found = self._authenticate(request)
             user = found.name
-            result = self._dispatch(request, found)
+            result = self._dispatch(request, resource, items, found)
             response = Response(json.dumps(result), 200, content_type=JSON_TYPE)
         except HttpError as err:
             response = _error_response(err)
@@ -115,19 +116,26 @@ class RapiApplication:
         return user
 
     def _resource(self, request: WsgiRequest) -> tuple[Resource, dict[str, Any]]:
+        """The resource of the path and its items; 404, or 501 for a method it has not."""
         adapter = self._map.bind_to_environ(request.environ)
         try:
             index, items = adapter.match()
         except (NotFound, MethodNotAllowed):
             raise not_found() from None
-        return RESOURCES[index], dict(items)
+        resource = RESOURCES[index]
+        if request.method.upper() not in resource.handlers:
+            raise not_implemented(request.method.upper(), request.path)
+        return resource, dict(items)
 
-    def _dispatch(self, request: WsgiRequest, user: rapi_users.User) -> Any:
-        resource, items = self._resource(request)
+    def _dispatch(
+        self,
+        request: WsgiRequest,
+        resource: Resource,
+        items: dict[str, Any],
+        user: rapi_users.User,
+    ) -> Any:
         method = request.method.upper()
-        handler = resource.handlers.get(method)
-        if handler is None:
-            raise not_implemented(method, request.path)
+        handler = resource.handlers[method]
         if resource.needs_write(method) and not user.can_write:
             log.warning(
                 "rapi: user %r may not %s %s (no write access)", user.name, method, request.path

@@ -204,7 +204,7 @@ def test_delete_cancels_a_running_migration(env: Env) -> None:
     assert client.call("WaitForJobCompletion", job, period=1) is False
     status = client.call("GetJobStatus", job)
     assert status["status"] == "canceled" and status["opstatus"] == ["canceled"]
-    name, (message, _ecode) = status["opresult"][0]
+    name, (message,) = status["opresult"][0]
     assert name == "OpExecError" and "aborted" in message.lower()  # a MigrationAborted
     assert wait_single(env.config, env.ops, NAME) == src == env.primary()
     assert env.config.read().serial == serial

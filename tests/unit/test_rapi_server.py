@@ -110,11 +110,26 @@ def _wait_job(data_dir: str, job_id: int) -> Any:
 
 
 def test_every_request_needs_credentials(rapi: rapi_server.RapiServer) -> None:
-    for path in ("/version", "/2/info", "/nosuch"):
-        code, headers, body = _req(rapi, "GET", path)
+    for method, path in (
+        ("GET", "/version"),
+        ("GET", "/2/info"),
+        ("PUT", f"/2/instances/{INST}/migrate"),
+    ):
+        code, headers, body = _req(rapi, method, path)
         assert code == 401
         assert headers["www-authenticate"] == 'Basic realm="Ganeti Remote API"'
         assert body["code"] == 401 and body["message"] == "Unauthorized" and body["explain"]
+
+
+def test_an_unknown_resource_or_method_is_answered_before_credentials(
+    rapi: rapi_server.RapiServer,
+) -> None:
+    # Ganeti finds the resource and its method before it asks who calls
+    code, headers, _ = _req(rapi, "GET", "/nosuch")
+    assert code == 404 and "www-authenticate" not in headers
+    code, _, body = _req(rapi, "GET", f"/2/instances/{INST}/migrate")
+    assert code == 501 and "Method GET is unsupported" in body["message"]
+    assert _req(rapi, "GET", "/nosuch", user="ghost", password="x")[0] == 404
 
 
 def test_wrong_password_and_unknown_user_are_refused(rapi: rapi_server.RapiServer) -> None:
