@@ -373,6 +373,9 @@ class OpInstanceShutdown(OpCode):
     timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
     ignore_offline_nodes: bool = False
     no_remember: bool = False
+    # Ganeti's: skip the check that the instance is not offline (ganeti_lv
+    # has no offline instances, so it only says so)
+    force: bool = False
 
     def _check_values(self) -> None:
         _require_non_negative(self, "timeout")

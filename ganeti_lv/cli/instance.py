@@ -104,6 +104,7 @@ def cmd_shutdown(opts: argparse.Namespace, env: CliEnv) -> int:
             timeout=opts.timeout,
             ignore_offline_nodes=opts.ignore_offline,
             no_remember=opts.no_remember,
+            force=opts.force,
             dry_run=opts.dry_run,
         )
     )
@@ -213,6 +214,9 @@ def _register_state(registry: CommandRegistry) -> None:
     )
     shutdown.add_argument("--ignore-offline", action="store_true")
     shutdown.add_argument("--no-remember", action="store_true")
+    shutdown.add_argument(
+        "-f", "--force", action="store_true", help="Ignore the offline instance check (Ganeti's)"
+    )
     common.add_dry_run(shutdown)
 
     reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot an instance")

@@ -612,6 +612,8 @@ class LUInstanceShutdown(_InstanceLU):
         """Primary online (or ignored); the instance runs on no other node (the
         primary's shutdown would leave it running there, marked down)."""
         self._load()
+        if self.op.force:  # Ganeti's words; no instance here is offline
+            self.LogWarning("Ignoring offline instance check")
         self.primary_offline = self.pnode.offline
         if self.pnode.offline and not self.op.ignore_offline_nodes:
             raise OpPrereqError(

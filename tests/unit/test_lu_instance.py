@@ -278,6 +278,18 @@ def test_shutdown_and_startup(ctx: Context, running: FakeNodeOps, config: Config
     assert inst is not None and inst.admin_state == constants.ADMINST_UP
 
 
+def test_a_forced_shutdown_says_it_ignores_the_offline_check(
+    ctx: Context, running: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Ganeti's force: the offline instance check is skipped, with its warning."""
+    _, feedback = run(ctx, OpInstanceShutdown(instance_name=INST, force=True))
+    assert any("Ignoring offline instance check" in line for line in feedback)
+    assert running.node(N1).domains[INST].state == constants.DOMSTATE_SHUTOFF
+    run(ctx, OpInstanceStartup(instance_name=INST))
+    _, feedback = run(ctx, OpInstanceShutdown(instance_name=INST))
+    assert not any("offline instance check" in line for line in feedback)
+
+
 @pytest.mark.parametrize(
     ("op", "state"),
     [

@@ -418,9 +418,11 @@ def test_resources_map_ganeti_parameters_to_opcodes(
         return dict(_wait_job(data_dir, job_id).ops[0].params)
 
     base = f"/2/instances/{INST}"
-    op = params_of("PUT", f"{base}/shutdown?dry-run=1&no_remember=1", body={"timeout": 7})
-    assert (op["OP_ID"], op["timeout"], op["no_remember"], op["dry_run"]) == (
-        "OP_INSTANCE_SHUTDOWN", 7, True, True
+    op = params_of(
+        "PUT", f"{base}/shutdown?dry-run=1&no_remember=1", body={"timeout": 7, "force": True}
+    )
+    assert (op["OP_ID"], op["timeout"], op["no_remember"], op["dry_run"], op["force"]) == (
+        "OP_INSTANCE_SHUTDOWN", 7, True, True, True
     )  # fmt: skip
     op = params_of("POST", f"{base}/reboot?type=soft&dry-run=1")
     assert (op["OP_ID"], op["reboot_type"], op["dry_run"]) == ("OP_INSTANCE_REBOOT", "soft", True)
