@@ -195,6 +195,32 @@ GANETI_KVM_ONLY_HVPARAMS = frozenset(
         "vnet_hdr",
     ]
 )
+# Ganeti 3.0's parameters of its other hypervisors (Xen, LXC, chroot, fake):
+# instance fields on a KVM cluster too, without a value; xen_cmd is global there
+GANETI_OTHER_HVPARAMS = frozenset(
+    [
+        "blockdev_prefix",
+        "bootloader_args",
+        "bootloader_path",
+        "cpu_cap",
+        "cpu_weight",
+        "cpuid",
+        "device_model",
+        "devices",
+        "drop_capabilities",
+        "extra_cgroups",
+        "extra_config",
+        "init_script",
+        "num_ttys",
+        "pae",
+        "pci_pass",
+        "startup_timeout",
+        "use_bootloader",
+        "vif_script",
+        "vif_type",
+        "viridian",
+    ]
+)
 # Ganeti 3.0's backend parameters without a use here (no spindle accounting),
 # with the value an export gives Ganeti
 GANETI_ONLY_BEPARAMS: dict[str, int] = {"spindle_use": 1}

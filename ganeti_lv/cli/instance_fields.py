@@ -7,8 +7,9 @@ Besides ganeti_lv's own short names (``disks``, ``disk_sizes``, ``nic_macs``
 ``nic.mode/N``, ``nic.link/N``, ``nic.name/N``, ``nic.network.name/N``,
 ``nic.names``, ``admin_state_source``. A field that does not apply (a disk or
 NIC index the instance does not have, a parameter it has no value for, among
-them Ganeti's KVM parameters that libvirt covers here) is ``-``, as Ganeti
-renders it; a parameter neither knows is an unknown field (exit 14).
+them Ganeti's KVM parameters that libvirt covers here and its other
+hypervisors' parameters) is ``-``, as Ganeti renders it; a parameter neither
+knows is an unknown field (exit 14).
 
 Sizes (MiB) follow ``--units``: ``h`` (the default for aligned output,
 e.g. ``128M``, ``1.5G``), ``m`` (the default with ``--separator``: plain
@@ -25,6 +26,7 @@ from ganeti_lv.constants import (
     BEC_DEFAULTS,
     GANETI_KVM_ONLY_HVPARAMS,
     GANETI_ONLY_BEPARAMS,
+    GANETI_OTHER_HVPARAMS,
     HVC_DEFAULTS,
     HVC_GLOBALS,
 )
@@ -91,12 +93,12 @@ _SIZE_PARAMS = ("maxmem", "minmem")
 FIELDS = tuple(_SIMPLE)
 
 
-# parameters known here or to Ganeti's KVM instances (those print "-"), as
-# Ganeti's fields: be/memory is be/maxmem, the cluster-wide hypervisor
-# parameters are no instance fields; others are unknown fields
+# parameters known here or to Ganeti's instances of any hypervisor (those
+# print "-"), as Ganeti's fields: be/memory is be/maxmem, the cluster-wide
+# hypervisor parameters are no instance fields; others are unknown fields
 _PARAMS = {
     "be": {*BEC_DEFAULTS, *GANETI_ONLY_BEPARAMS, BE_MEMORY_ALIAS},
-    "hv": {*HVC_DEFAULTS, *GANETI_KVM_ONLY_HVPARAMS} - set(HVC_GLOBALS),
+    "hv": {*HVC_DEFAULTS, *GANETI_KVM_ONLY_HVPARAMS, *GANETI_OTHER_HVPARAMS} - set(HVC_GLOBALS),
 }
 
 

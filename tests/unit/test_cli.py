@@ -217,17 +217,25 @@ def test_instance_add_list_info_remove(
                            "disk.sizes,disk.size/0", "web9")  # fmt: skip
         assert out.split() == ["1024,512", "1.0G" if units == "h" else "1.0"]
     # Ganeti's cluster-wide hypervisor parameters are no instance fields there either
-    for wrong in ("disk.size/x", "be/memroy", "hv/no_such_param", "hv/migration_mode"):
+    for wrong in (
+        "disk.size/x",
+        "be/memroy",
+        "hv/no_such_param",
+        "hv/migration_mode",
+        "hv/xen_cmd",
+    ):
         code, _, err = cli("instance", "list", "-o", f"name,{wrong}", "web9")
         assert code == 14 and f"Unknown output field(s): {wrong}" in err
     code, out, _ = cli(
         "instance", "list", "--no-headers", "-o", "be/minmem,hv/acpi,be/memory", "web9"
     )
     assert code == 0 and out.split() == ["128M", "Y", "128M"]  # be/memory is be/maxmem
-    # parameters Ganeti's KVM instances have and these do not: known, without a value
+    # parameters Ganeti's KVM instances (or its other hypervisors') have and these
+    # do not: known, without a value
     code, out, _ = cli("instance", "list", "--no-headers", "-o",
-                       "be/spindle_use,hv/vnc_bind_address,hv/kvm_path", "web9")  # fmt: skip
-    assert code == 0 and out.split() == ["-", "-", "-"]
+                       "be/spindle_use,hv/vnc_bind_address,hv/kvm_path,hv/bootloader_path",
+                       "web9")  # fmt: skip
+    assert code == 0 and out.split() == ["-", "-", "-", "-"]
 
     assert cli("instance", "remove", "web9", ask=lambda q: False)[0] == 1
     assert config.get_instance("web9") is not None
