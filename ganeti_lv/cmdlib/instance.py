@@ -698,7 +698,9 @@ class LUInstanceReboot(_InstanceLU):
             node_call(self.rpc.start_instance, self.pnode, self.cluster, self.instance).Raise(
                 f"Could not start instance {name} for a full reboot"
             )
-        self._mark(constants.ADMINST_UP)
+        # recorded up; as in Ganeti, the post hooks see the instance as it was
+        # before (a stopped instance rebooted: status down)
+        self.cfg.set_admin_state(name, constants.ADMINST_UP)
 
 
 @register_lu(OpInstanceRemove)

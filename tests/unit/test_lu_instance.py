@@ -329,7 +329,10 @@ def _hook_env(ops: FakeNodeOps, opcode: str, phase: str) -> dict[str, str]:
 def test_hook_environments_as_ganeti_gives_them(
     ctx: Context, running: FakeNodeOps, config: ConfigStore
 ) -> None:
-    """Post hooks see the state the operation recorded; Ganeti's extra keys are there."""
+    """Post hooks see what Ganeti's see (the recorded state, except after a reboot).
+
+    Ganeti's extra keys are there.
+    """
     run(ctx, OpInstanceShutdown(instance_name=INST))
     env = _hook_env(running, "OP_INSTANCE_SHUTDOWN", "post")
     assert (env["GANETI_INSTANCE_STATUS"], env["GANETI_POST_INSTANCE_STATUS"]) == ("up", "down")
@@ -340,6 +343,14 @@ def test_hook_environments_as_ganeti_gives_them(
     run(ctx, OpInstanceReboot(instance_name=INST, ignore_secondaries=True))
     env = _hook_env(running, "OP_INSTANCE_REBOOT", "pre")
     assert env["GANETI_IGNORE_SECONDARIES"] == "True" and env["GANETI_REBOOT_TYPE"] == "hard"
+    # a stopped instance rebooted (started): recorded up, but Ganeti's post hooks
+    # see the instance as it was read before
+    run(ctx, OpInstanceShutdown(instance_name=INST))
+    run(ctx, OpInstanceReboot(instance_name=INST))
+    env = _hook_env(running, "OP_INSTANCE_REBOOT", "post")
+    assert (env["GANETI_INSTANCE_STATUS"], env["GANETI_POST_INSTANCE_STATUS"]) == ("down", "down")
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.admin_state == constants.ADMINST_UP
     # instance add: INSTANCE_STATUS is whether the instance is started, as in Ganeti
     run(ctx, create_op(start=False))
     env = _hook_env(running, "OP_INSTANCE_CREATE", "post")
