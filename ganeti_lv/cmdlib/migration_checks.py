@@ -151,6 +151,7 @@ def migration_params(
         caps.pop(CAP_POSTCOPY, None)
         caps.pop(CAP_AUTO_CONVERGE, None)
         allow_postcopy = False
+    copy_storage = instance.disk_template == constants.DT_FILE
     params = MigrationParams(
         live=live,
         bandwidth=bandwidth,
@@ -161,13 +162,14 @@ def migration_params(
         caps=caps,
         allow_postcopy=allow_postcopy and CAP_POSTCOPY in caps,
         escalate=bool(op.escalate),
-        copy_storage=instance.disk_template == constants.DT_FILE,
+        copy_storage=copy_storage,
         unsafe=(
             instance.disk_template == constants.DT_SHARED_FILE and cluster.shared_storage_unsafe_ok
         ),
         progress_timeout=op.progress_timeout,
         completion_timeout=op.completion_timeout,
         memory_mib=instance_memory(cluster, instance),
+        disk_mib=sum(disk.size for disk in instance.disks) if copy_storage else 0,
         encryption=(
             bool(hvp.get("migration_encryption"))
             if op.migration_encryption is None

@@ -15,16 +15,20 @@ poll and gets back an :class:`Action`:
    with an unlimited bandwidth even 30 ms lets it stop with many MiB still
    to send (measured under TCG: 10-50 ms pauses at a 30 ms limit).
 2. *Progress*: a sample makes progress when the memory still to send drops
-   below the lowest value seen so far (samples from before the transfer
-   began do not count). Without progress for ``progress_timeout`` seconds
-   the migration has stagnated.
+   below the lowest value seen so far, or, while the disks are copied
+   (non-shared storage: libvirt copies them before the memory), the disk
+   data still to send does (samples from before the transfer began do not
+   count). The two are tracked apart: the memory's first pass starts high
+   above what the disk copy left. Without progress for ``progress_timeout``
+   seconds the migration has stagnated.
 3. On stagnation, if escalation is allowed, go to the top of the ramp at
    once, then raise the allowed downtime one step (``downtime_steps``, up
    to ``max_downtime_ms``), then rely on auto-converge (the guest's vCPUs
    are throttled by qemu; only when the migration was started with it), then
    switch to post-copy (only when allowed), else abort.
 4. The whole migration must finish within a completion timeout that scales
-   with the guest's memory; past it: post-copy if allowed, else abort.
+   with the data to send (the guest's memory, plus its disks when they are
+   copied); past it: post-copy if allowed, else abort.
 5. Once post-copy runs the guest lives on the target: the policy never
    aborts it.
 
@@ -84,10 +88,12 @@ class PolicyConfig:
     ``limit_ms`` is the configured downtime limit: the top of the ramp that
     starts at ``ramp_start_ms`` (no ramp with ``ramp_steps`` 0 or a start at
     or above the limit) and where the stagnation steps up to
-    ``max_downtime_ms`` begin.
+    ``max_downtime_ms`` begin. ``disk_mib``: the disks the migration copies
+    (0 on shared storage).
     """
 
     memory_mib: int
+    disk_mib: int = 0
     limit_ms: int = DEFAULT_DOWNTIME_MS
     ramp_start_ms: int = DEFAULT_RAMP_START_MS
     ramp_steps: int = DEFAULT_RAMP_STEPS
@@ -109,6 +115,7 @@ class Sample:
     memory_total: int = 0
     memory_processed: int = 0
     memory_remaining: int = 0
+    disk_remaining: int = 0
     dirty_rate: int = 0
     iteration: int = 0
     postcopy: bool = False
@@ -122,6 +129,7 @@ class PolicyState:
     downtime_index: int = 0
     step_pass: int = 1
     best_remaining: int | None = None
+    best_disk_remaining: int | None = None
     last_progress_at: float = 0.0
     history: tuple[str, ...] = field(default_factory=tuple)
 
@@ -174,10 +182,10 @@ def start_downtime_ms(config: PolicyConfig) -> int:
 
 
 def effective_completion_timeout(config: PolicyConfig) -> float:
-    """The configured completion timeout, or the memory-scaled default."""
+    """The configured completion timeout, or the default scaled by the data to send."""
     if config.completion_timeout is not None:
         return config.completion_timeout
-    return completion_timeout(config.memory_mib)
+    return completion_timeout(config.memory_mib + config.disk_mib)
 
 
 def initial_state() -> PolicyState:
@@ -189,26 +197,32 @@ def _note(state: PolicyState, text: str) -> PolicyState:
     return replace(state, history=(*state.history, text))
 
 
-def _track_progress(state: PolicyState, sample: Sample) -> PolicyState:
-    """Record a new lowest remaining amount as progress.
+def _lower(best: int | None, value: int) -> bool:
+    return best is None or value < best
 
-    A sample with nothing sent and nothing left is from before the transfer
-    began (the target's qemu is still being started): it is no lowest amount,
-    which nothing later could go below, and the clock of stagnation starts
-    only after it. A transfer that never begins is left to libvirt's own
-    limits on starting the target and to the completion timeout.
+
+def _track_progress(state: PolicyState, sample: Sample) -> PolicyState:
+    """Record a new lowest remaining amount of memory or of disk data as progress.
+
+    Memory with nothing sent and nothing left has not begun (the target's
+    qemu is still being started, or libvirt still copies the disks): it is
+    no lowest amount, which nothing later could go below. Before anything
+    is sent, the clock of stagnation does not run. A transfer that never
+    begins is left to libvirt's own limits on starting the target and to
+    the completion timeout.
     """
-    if sample.memory_processed == 0 and sample.memory_remaining == 0:
+    memory_begun = sample.memory_processed > 0 or sample.memory_remaining > 0
+    disk_begun = sample.disk_remaining > 0 or state.best_disk_remaining is not None
+    if not memory_begun and not disk_begun:
         return replace(state, last_progress_at=sample.elapsed)
-    if state.best_remaining is None:
-        return replace(
-            state, best_remaining=sample.memory_remaining, last_progress_at=sample.elapsed
-        )
-    if sample.memory_remaining < state.best_remaining:
-        return replace(
-            state, best_remaining=sample.memory_remaining, last_progress_at=sample.elapsed
-        )
-    return state
+    progressed = False
+    if memory_begun and _lower(state.best_remaining, sample.memory_remaining):
+        state = replace(state, best_remaining=sample.memory_remaining)
+        progressed = True
+    if disk_begun and _lower(state.best_disk_remaining, sample.disk_remaining):
+        state = replace(state, best_disk_remaining=sample.disk_remaining)
+        progressed = True
+    return replace(state, last_progress_at=sample.elapsed) if progressed else state
 
 
 def _postcopy_or_abort(

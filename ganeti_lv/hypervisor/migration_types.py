@@ -52,7 +52,9 @@ class MigrationParams:
     ``downtime_ms`` is the downtime limit the migration may reach; it starts
     at ``downtime_initial_ms`` and is raised in ``downtime_steps`` steps, one
     per ``downtime_passes`` passes without completion (the convergence
-    policy's ramp).
+    policy's ramp). ``memory_mib`` and ``disk_mib`` (the disks a
+    ``copy_storage`` migration copies; 0 on shared storage) scale its
+    completion timeout.
     """
 
     live: bool = True
@@ -72,6 +74,7 @@ class MigrationParams:
     poll_interval: float = 0.2
     report_interval: float = 10.0
     memory_mib: int = 0
+    disk_mib: int = 0
     encryption: bool = False
 
 

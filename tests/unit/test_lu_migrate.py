@@ -108,6 +108,8 @@ def test_live_migration_of_file_instance(
     params = ops.calls_to("migrate_instance", N1)[0].args[2]
     assert params.live and params.copy_storage and not params.unsafe
     assert params.downtime_ms == 300 and params.bandwidth == 0
+    # the disks copied count in the completion timeout
+    assert params.disk_mib == sum(d.size for d in inst.disks) > 0
     # target images prepared before, source images removed after
     assert ops.calls_to("create_disks", N2)
     assert disk_path(cluster, inst, 0) in ops.node(N2).files
@@ -122,7 +124,7 @@ def test_sharedfile_uses_unsafe_only_when_cluster_allows(
     set_shared_present(config, ops, unsafe_ok=False)
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     params = ops.calls_to("migrate_instance", N1)[0].args[2]
-    assert not params.copy_storage and not params.unsafe
+    assert not params.copy_storage and not params.unsafe and params.disk_mib == 0
     assert not ops.calls_to("create_disks")
     set_shared(config, unsafe_ok=True)
     run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N1))

@@ -22,6 +22,18 @@ def test_completion_timeout_scales_with_memory(memory: int, expected: float) -> 
     assert mp.completion_timeout(memory) == expected
 
 
+def test_completion_timeout_counts_the_disks_a_migration_copies() -> None:
+    # 1 GiB of memory and 10 GiB of disks copied (non-shared storage): 11 GiB to send
+    copying = PolicyConfig(memory_mib=1024, disk_mib=10 * 1024)
+    assert mp.effective_completion_timeout(copying) == 11 * 300.0
+    disk_copy = [
+        Sample(elapsed=float(t), disk_remaining=(10240 - t) * mp.MIB) for t in range(0, 1000, 5)
+    ]
+    assert run(copying, disk_copy) == []  # 1000 s into a steady disk copy: going on
+    shared = PolicyConfig(memory_mib=1024)
+    assert run(shared, disk_copy)[-1] == (ActionKind.ABORT, None)
+
+
 @pytest.mark.parametrize(
     ("initial", "maximum", "steps", "expected"),
     [
@@ -349,3 +361,38 @@ def test_samples_from_before_the_transfer_are_no_progress_and_no_stagnation() ->
         for t in range(10)
     ]
     assert run(config, waiting + first_pass) == []
+
+
+def test_the_memory_after_the_disk_copy_is_progress_of_its_own() -> None:
+    # non-shared storage: libvirt copies the disks first (the memory's figures
+    # are 0), then the memory's first pass starts high above what the disks left
+    config = no_ramp(progress_timeout=2)
+    disk_copy = [
+        Sample(elapsed=float(t), disk_remaining=(100 - t * 10) * mp.MIB) for t in range(11)
+    ]
+    memory_pass = [
+        Sample(
+            elapsed=11.0 + t,
+            memory_processed=t * 50 * mp.MIB,
+            memory_remaining=(1000 - t * 50) * mp.MIB,
+            iteration=1,
+        )
+        for t in range(15)
+    ]
+    assert run(config, disk_copy + memory_pass) == []
+    stagnated = [(ActionKind.SET_DOWNTIME, 725)]  # the first step above the limit
+    # a disk copy that stops sending stagnates as memory does
+    stalled = [Sample(elapsed=4.0 + t, disk_remaining=60 * mp.MIB) for t in range(4)]
+    assert run(config, disk_copy[:4] + stalled) == stagnated
+    # once the disks are copied, a guest writing to them is no progress of the memory
+    flapping = [
+        Sample(
+            elapsed=11.0 + t,
+            memory_processed=mp.MIB,
+            memory_remaining=300 * mp.MIB,
+            disk_remaining=(t % 2) * 4096,
+            iteration=1,
+        )
+        for t in range(4)
+    ]
+    assert run(config, disk_copy + flapping) == stagnated

@@ -145,6 +145,7 @@ def policy_config(params: MigrationParams) -> policy.PolicyConfig:
         kwargs["progress_timeout"] = params.progress_timeout
     return policy.PolicyConfig(
         memory_mib=params.memory_mib,
+        disk_mib=params.disk_mib,
         limit_ms=params.downtime_ms,
         ramp_start_ms=params.downtime_initial_ms,
         ramp_steps=params.downtime_steps,
@@ -249,7 +250,8 @@ class _Monitor:
                 elapsed=elapsed,
                 memory_total=report.memory_total,
                 memory_processed=report.memory_processed,
-                memory_remaining=report.memory_remaining + report.disk_remaining,
+                memory_remaining=report.memory_remaining,
+                disk_remaining=report.disk_remaining,
                 dirty_rate=int(report.dirty_rate),
                 iteration=report.iteration,
                 postcopy=self.postcopy,
