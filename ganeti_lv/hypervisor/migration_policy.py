@@ -14,13 +14,23 @@ poll and gets back an :class:`Action`:
    what is left fits the allowed downtime at the bandwidth it measured, so
    with an unlimited bandwidth even 30 ms lets it stop with many MiB still
    to send (measured under TCG: 10-50 ms pauses at a 30 ms limit).
-2. *Progress*: a sample makes progress when the memory still to send drops
-   below the lowest value seen so far, or, while the disks are copied
-   (non-shared storage: libvirt copies them before the memory), the disk
-   data still to send does (samples from before the transfer began do not
-   count). The two are tracked apart: the memory's first pass starts high
-   above what the disk copy left. Without progress for ``progress_timeout``
-   seconds the migration has stagnated.
+2. *Progress*: the memory still to send falls towards nothing within each
+   pass over memory and jumps back up to what the guest dirtied meanwhile
+   when the next pass starts; qemu completes when that fits the allowed
+   downtime. A converging guest's passes therefore start lower and lower,
+   a guest that does not converge starts each pass about as high as the
+   last. A sample makes progress when the memory still to send drops below
+   the lowest value seen so far; when a new pass starts with clearly less
+   to send than any pass before it (at most ``PASS_PROGRESS`` of it: such a
+   pass is a *better pass*); and while a better pass runs, whenever the
+   amount drops within it (a long pass of a converging guest rarely goes
+   below the lowest sample of the short passes before it). While the disks
+   are copied (non-shared storage: libvirt copies them before the memory),
+   progress is the disk data still to send dropping; memory and disks are
+   tracked apart, as the memory's first pass starts high above what the
+   disk copy left. Samples from before the transfer began do not count.
+   Without progress for ``progress_timeout`` seconds the migration has
+   stagnated.
 3. On stagnation, if escalation is allowed, go to the top of the ramp at
    once, then raise the allowed downtime one step (``downtime_steps``, up
    to ``max_downtime_ms``), then rely on auto-converge (the guest's vCPUs
@@ -53,6 +63,11 @@ DEFAULT_DOWNTIME_STEPS = 4
 DEFAULT_PROGRESS_TIMEOUT = 30.0
 DEFAULT_COMPLETION_PER_GIB = 300.0
 DEFAULT_COMPLETION_MIN = 120.0
+
+# a new pass is progress when it starts with at most this share of what the
+# lowest-starting pass before it had to send (noise of the sampling moment
+# within a pass stays below it)
+PASS_PROGRESS = 0.9
 
 STAGE_PRECOPY = "pre-copy"
 STAGE_AUTO_CONVERGE = "auto-converge"
@@ -130,6 +145,13 @@ class PolicyState:
     step_pass: int = 1
     best_remaining: int | None = None
     best_disk_remaining: int | None = None
+    # the pass over memory of the last sample, whether it is a better pass,
+    # the least it has had to send, and the least any pass started with
+    # (its first sample)
+    pass_seen: int = 0
+    better_pass: bool = False
+    pass_low: int = 0
+    best_pass_start: int | None = None
     last_progress_at: float = 0.0
     history: tuple[str, ...] = field(default_factory=tuple)
 
@@ -201,8 +223,27 @@ def _lower(best: int | None, value: int) -> bool:
     return best is None or value < best
 
 
+def _track_passes(state: PolicyState, iteration: int, remaining: int) -> tuple[PolicyState, bool]:
+    """Follow the passes over memory: whether ``remaining`` is progress of a better pass."""
+    if iteration > state.pass_seen:  # the first sample of a new pass
+        best = state.best_pass_start
+        better = best is None or remaining <= PASS_PROGRESS * best
+        lowest = remaining if best is None else min(best, remaining)
+        new = replace(
+            state,
+            pass_seen=iteration,
+            better_pass=better,
+            pass_low=remaining,
+            best_pass_start=lowest,
+        )
+        return new, better
+    if remaining < state.pass_low:
+        return replace(state, pass_low=remaining), state.better_pass
+    return state, False
+
+
 def _track_progress(state: PolicyState, sample: Sample) -> PolicyState:
-    """Record a new lowest remaining amount of memory or of disk data as progress.
+    """Record progress: a new lowest amount of memory or disk data to send, or a better pass.
 
     Memory with nothing sent and nothing left has not begun (the target's
     qemu is still being started, or libvirt still copies the disks): it is
@@ -216,9 +257,11 @@ def _track_progress(state: PolicyState, sample: Sample) -> PolicyState:
     if not memory_begun and not disk_begun:
         return replace(state, last_progress_at=sample.elapsed)
     progressed = False
-    if memory_begun and _lower(state.best_remaining, sample.memory_remaining):
-        state = replace(state, best_remaining=sample.memory_remaining)
-        progressed = True
+    if memory_begun:
+        state, progressed = _track_passes(state, sample.iteration, sample.memory_remaining)
+        if _lower(state.best_remaining, sample.memory_remaining):
+            state = replace(state, best_remaining=sample.memory_remaining)
+            progressed = True
     if disk_begun and _lower(state.best_disk_remaining, sample.disk_remaining):
         state = replace(state, best_disk_remaining=sample.disk_remaining)
         progressed = True

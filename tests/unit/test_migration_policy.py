@@ -396,3 +396,53 @@ def test_the_memory_after_the_disk_copy_is_progress_of_its_own() -> None:
         for t in range(4)
     ]
     assert run(config, disk_copy + flapping) == stagnated
+
+
+def memory_passes(starts: list[int], seconds: int, low: int = 10, t0: float = 0.0) -> list[Sample]:
+    """Passes over memory, one sample a second: each starts at ``starts[i]`` MiB
+    and falls evenly to ``low`` MiB in ``seconds`` s."""
+    out = []
+    for index, start in enumerate(starts):
+        for step in range(seconds):
+            remaining = start - (start - low) * step // (seconds - 1)
+            out.append(
+                Sample(
+                    elapsed=t0 + index * seconds + step,
+                    memory_processed=mp.MIB,
+                    memory_remaining=remaining * mp.MIB,
+                    iteration=index + 1,
+                )
+            )
+    return out
+
+
+def first_action_at(config: PolicyConfig, samples: list[Sample]) -> float | None:
+    state = mp.initial_state()
+    for sample in samples:
+        action, state = mp.decide(config, state, sample)
+        if action.kind is not ActionKind.CONTINUE:
+            return sample.elapsed
+    return None
+
+
+def test_long_passes_of_a_converging_guest_are_progress() -> None:
+    # each pass starts lower than the one before and takes 6 s, longer than
+    # the progress timeout, without going below the first pass's last sample
+    config = no_ramp(progress_timeout=2)
+    converging = memory_passes([1000, 400, 150, 60], seconds=6, low=12)
+    converging[5] = with_changes(converging[5], memory_remaining=10 * mp.MIB)  # pass 1's lowest
+    assert first_action_at(config, converging) is None
+
+
+def test_passes_that_start_as_high_as_before_stagnate() -> None:
+    # a guest dirtying as fast as the link sends: every pass after the first
+    # starts at about 64 MiB (sampling noise within 10 %), 4 s each
+    config = no_ramp(progress_timeout=2)
+    stuck_passes = memory_passes([256, 64, 63, 64, 61, 64], seconds=4, low=5)
+    # pass 2 is a better pass (to its end, at 7 s); pass 3 is not: stagnation 2 s later
+    assert first_action_at(config, stuck_passes) == 10.0
+    assert run(config, stuck_passes)[0] == (ActionKind.SET_DOWNTIME, 725)
+
+
+def with_changes(sample: Sample, **changes: Any) -> Sample:
+    return Sample(**{**sample.__dict__, **changes})
