@@ -21,14 +21,16 @@ poll and gets back an :class:`Action`:
    a guest that does not converge starts each pass about as high as the
    last. A sample makes progress when the memory still to send drops below
    the lowest value seen so far; when a new pass starts with clearly less
-   to send than any pass before it (at most ``PASS_PROGRESS`` of it: such a
+   to send than any pass before it (less than ``PASS_PROGRESS`` of it: such a
    pass is a *better pass*); and while a better pass runs, whenever the
    amount drops within it (a long pass of a converging guest rarely goes
    below the lowest sample of the short passes before it). While the disks
    are copied (non-shared storage: libvirt copies them before the memory),
    progress is the disk data still to send dropping; memory and disks are
    tracked apart, as the memory's first pass starts high above what the
-   disk copy left. Samples from before the transfer began do not count.
+   disk copy left; once the memory's transfer has begun, what the disk
+   mirrors still have to send is the guest's own writes, no progress.
+   Samples from before the transfer began do not count.
    Without progress for ``progress_timeout`` seconds the migration has
    stagnated.
 3. On stagnation, if escalation is allowed, go to the top of the ramp at
@@ -38,7 +40,9 @@ poll and gets back an :class:`Action`:
    switch to post-copy (only when allowed), else abort.
 4. The whole migration must finish within a completion timeout that scales
    with the data to send (the guest's memory, plus its disks when they are
-   copied); past it: post-copy if allowed, else abort.
+   copied; once the memory's transfer has begun, it has the time a
+   migration of the memory alone has); past it: post-copy if allowed, else
+   abort.
 5. Once post-copy runs the guest lives on the target: the policy never
    aborts it.
 
@@ -64,9 +68,11 @@ DEFAULT_PROGRESS_TIMEOUT = 30.0
 DEFAULT_COMPLETION_PER_GIB = 300.0
 DEFAULT_COMPLETION_MIN = 120.0
 
-# a new pass is progress when it starts with at most this share of what the
-# lowest-starting pass before it had to send (noise of the sampling moment
-# within a pass stays below it)
+# a new pass is progress when it starts with less than this share of what
+# the lowest-starting pass before it had to send: above the noise of the
+# moment a pass's first sample is taken (up to one poll into it) for passes
+# of a few seconds and more; shorter ones may pass for better a few times,
+# each lowering the bar
 PASS_PROGRESS = 0.9
 
 STAGE_PRECOPY = "pre-copy"
@@ -152,6 +158,7 @@ class PolicyState:
     better_pass: bool = False
     pass_low: int = 0
     best_pass_start: int | None = None
+    memory_began_at: float | None = None
     last_progress_at: float = 0.0
     history: tuple[str, ...] = field(default_factory=tuple)
 
@@ -203,11 +210,20 @@ def start_downtime_ms(config: PolicyConfig) -> int:
     return ramp(config)[0]
 
 
-def effective_completion_timeout(config: PolicyConfig) -> float:
-    """The configured completion timeout, or the default scaled by the data to send."""
+def completion_deadline(config: PolicyConfig, state: PolicyState) -> float:
+    """Seconds into the migration by which it must have completed.
+
+    The operator's completion timeout counts for the whole migration. The
+    default scales with the data to send: the memory, plus the disks a
+    copy-storage migration copies first; once the memory's transfer has
+    begun, it ends within the time a migration of the memory alone has.
+    """
     if config.completion_timeout is not None:
         return config.completion_timeout
-    return completion_timeout(config.memory_mib + config.disk_mib)
+    whole = completion_timeout(config.memory_mib + config.disk_mib)
+    if state.memory_began_at is None or not config.disk_mib:
+        return whole
+    return min(whole, state.memory_began_at + completion_timeout(config.memory_mib))
 
 
 def initial_state() -> PolicyState:
@@ -227,7 +243,7 @@ def _track_passes(state: PolicyState, iteration: int, remaining: int) -> tuple[P
     """Follow the passes over memory: whether ``remaining`` is progress of a better pass."""
     if iteration > state.pass_seen:  # the first sample of a new pass
         best = state.best_pass_start
-        better = best is None or remaining <= PASS_PROGRESS * best
+        better = best is None or remaining < PASS_PROGRESS * best
         lowest = remaining if best is None else min(best, remaining)
         new = replace(
             state,
@@ -258,11 +274,13 @@ def _track_progress(state: PolicyState, sample: Sample) -> PolicyState:
         return replace(state, last_progress_at=sample.elapsed)
     progressed = False
     if memory_begun:
+        if state.memory_began_at is None:
+            state = replace(state, memory_began_at=sample.elapsed)
         state, progressed = _track_passes(state, sample.iteration, sample.memory_remaining)
         if _lower(state.best_remaining, sample.memory_remaining):
             state = replace(state, best_remaining=sample.memory_remaining)
             progressed = True
-    if disk_begun and _lower(state.best_disk_remaining, sample.disk_remaining):
+    elif _lower(state.best_disk_remaining, sample.disk_remaining):  # the disks are copied
         state = replace(state, best_disk_remaining=sample.disk_remaining)
         progressed = True
     return replace(state, last_progress_at=sample.elapsed) if progressed else state
@@ -342,7 +360,7 @@ def decide(config: PolicyConfig, state: PolicyState, sample: Sample) -> tuple[Ac
     if state.stage == STAGE_POSTCOPY or sample.postcopy:
         return CONTINUE, replace(state, stage=STAGE_POSTCOPY)
     state = _track_progress(state, sample)
-    limit = effective_completion_timeout(config)
+    limit = completion_deadline(config, state)
     if sample.elapsed > limit:
         return _postcopy_or_abort(config, state, sample, f"not completed within {limit:g} s")
     if sample.elapsed - state.last_progress_at > config.progress_timeout:

@@ -20,6 +20,7 @@ def _ganeti_parameters() -> dict[str, list[str]]:
     program = (
         "import json; from ganeti import constants as c;"
         "print(json.dumps({'hv': sorted(set(c.HVS_PARAMETERS) - set(c.HVC_GLOBALS)),"
+        " 'hv_all': sorted(c.HVS_PARAMETERS),"
         " 'be': sorted(c.BES_PARAMETERS)}))"
     )
     proc = subprocess.run(
@@ -38,6 +39,10 @@ def test_every_ganeti_instance_parameter_is_a_known_field() -> None:
     for kind in ("hv", "be"):
         unknown = [p for p in ganeti[kind] if not instance_fields.is_known(f"{kind}/{p}")]
         assert unknown == [], kind
+    # the names kept for Ganeti's sake are Ganeti's
+    taken = constants.GANETI_OTHER_HVPARAMS | constants.GANETI_KVM_ONLY_HVPARAMS
+    assert sorted(taken - set(ganeti["hv_all"])) == []
+    assert sorted(set(constants.GANETI_ONLY_BEPARAMS) - set(ganeti["be"])) == []
     # Ganeti's cluster-wide parameters are no instance fields, here either
     for name in constants.HVC_GLOBALS:
         assert not instance_fields.is_known(f"hv/{name}")

@@ -235,6 +235,28 @@ def test_policy_steps_and_the_abort_are_reported_as_lines_of_their_own(monkeypat
     assert info.value.aborted and info.value.by_policy
 
 
+def test_the_policy_gets_the_memory_and_the_disks_apart(monkeypatch) -> None:
+    """A copy-storage migration copying its disks: the disk figures are the disks'."""
+    mib = 1 << 20
+    dom = Dom(
+        {
+            "type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+            "memory_total": 128 * mib,
+            "disk_total": 64 * mib,
+            "disk_processed": 16 * mib,
+            "disk_remaining": 48 * mib,
+        }
+    )
+    params = MigrationParams(memory_mib=128, disk_mib=64, copy_storage=True)
+    assert migration.policy_config(params).disk_mib == 64
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), params, lambda _p: None, threading.Event(), lambda: 1.0
+    )
+    monitor.poll()
+    assert monitor.state.best_disk_remaining == 48 * mib
+    assert monitor.state.best_remaining is None and monitor.state.memory_began_at is None
+
+
 def test_a_user_abort_is_not_the_policys(monkeypatch) -> None:
     dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
     reports: list[Any] = []

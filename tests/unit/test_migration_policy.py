@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,13 +27,32 @@ def test_completion_timeout_scales_with_memory(memory: int, expected: float) -> 
 def test_completion_timeout_counts_the_disks_a_migration_copies() -> None:
     # 1 GiB of memory and 10 GiB of disks copied (non-shared storage): 11 GiB to send
     copying = PolicyConfig(memory_mib=1024, disk_mib=10 * 1024)
-    assert mp.effective_completion_timeout(copying) == 11 * 300.0
+    assert mp.completion_deadline(copying, mp.initial_state()) == 11 * 300.0
     disk_copy = [
         Sample(elapsed=float(t), disk_remaining=(10240 - t) * mp.MIB) for t in range(0, 1000, 5)
     ]
     assert run(copying, disk_copy) == []  # 1000 s into a steady disk copy: going on
     shared = PolicyConfig(memory_mib=1024)
     assert run(shared, disk_copy)[-1] == (ActionKind.ABORT, None)
+    # the memory, begun at 1000 s, has the 300 s a migration of 1 GiB alone has
+    memory = [
+        Sample(
+            elapsed=1000.0 + t,
+            memory_processed=(t + 1) * mp.MIB,
+            memory_remaining=(1024 - t * 3) * mp.MIB // 10,
+            iteration=1,
+        )
+        for t in range(0, 320, 5)
+    ]
+    state = mp.initial_state()
+    for sample in disk_copy + memory:
+        action, state = mp.decide(copying, state, sample)
+        if action.kind is not ActionKind.CONTINUE:
+            break
+    assert (action.kind, sample.elapsed) == (ActionKind.ABORT, 1305.0)
+    assert "not completed within 1300 s" in action.reason
+    # the operator's completion timeout counts for the whole migration
+    assert mp.completion_deadline(replace(copying, completion_timeout=50), state) == 50
 
 
 @pytest.mark.parametrize(
@@ -384,18 +405,19 @@ def test_the_memory_after_the_disk_copy_is_progress_of_its_own() -> None:
     # a disk copy that stops sending stagnates as memory does
     stalled = [Sample(elapsed=4.0 + t, disk_remaining=60 * mp.MIB) for t in range(4)]
     assert run(config, disk_copy[:4] + stalled) == stagnated
-    # once the disks are copied, a guest writing to them is no progress of the memory
-    flapping = [
+    # once the memory's transfer has begun, what the disk mirrors still have to
+    # send is the guest writing to its disks: no progress, even when it shrinks
+    guest_writes = [
         Sample(
             elapsed=11.0 + t,
             memory_processed=mp.MIB,
             memory_remaining=300 * mp.MIB,
-            disk_remaining=(t % 2) * 4096,
+            disk_remaining=mp.MIB >> t,
             iteration=1,
         )
         for t in range(4)
     ]
-    assert run(config, disk_copy + flapping) == stagnated
+    assert run(config, disk_copy[:10] + guest_writes) == stagnated
 
 
 def memory_passes(starts: list[int], seconds: int, low: int = 10, t0: float = 0.0) -> list[Sample]:
@@ -442,6 +464,46 @@ def test_passes_that_start_as_high_as_before_stagnate() -> None:
     # pass 2 is a better pass (to its end, at 7 s); pass 3 is not: stagnation 2 s later
     assert first_action_at(config, stuck_passes) == 10.0
     assert run(config, stuck_passes)[0] == (ActionKind.SET_DOWNTIME, 725)
+
+
+def test_a_better_pass_is_better_than_every_pass_before_it() -> None:
+    # passes alternating between 300 and 200 MiB: the 200 MiB ones are better
+    # than the pass just before, never than the best before it
+    config = no_ramp(progress_timeout=2)
+    alternating = memory_passes([1000] + [300, 200] * 20, seconds=2, low=100)
+    assert first_action_at(config, alternating) == 8.0
+
+
+def test_the_first_sample_of_a_pass_comes_up_to_a_poll_late() -> None:
+    # passes of 3 s sampled every 0.2 s from a random moment: the first sample
+    # of a pass is up to 0.2 s into it
+    rnd = random.Random(7)
+
+    def sampled(starts: list[int], seconds: float, low: int) -> list[Sample]:
+        out, t = [], rnd.uniform(0, 0.2)
+        total = len(starts) * seconds
+        while t < total:
+            index = int(t // seconds)
+            into = (t - index * seconds) / seconds
+            remaining = starts[index] - (starts[index] - low) * into
+            out.append(
+                Sample(
+                    elapsed=t,
+                    memory_processed=mp.MIB,
+                    memory_remaining=int(remaining * mp.MIB),
+                    iteration=index + 1,
+                )
+            )
+            t += 0.2
+        return out
+
+    config = no_ramp(progress_timeout=2)
+    converging = sampled([1000, 500, 250, 125, 62], 3.0, low=40)
+    assert first_action_at(config, converging) is None
+    stuck_at_64 = sampled([256] + [64] * 10, 3.0, low=2)
+    at = first_action_at(config, stuck_at_64)
+    # pass 2 is better to its end (6 s); pass 3 is not: 2 s after pass 2's last sample
+    assert at is not None and 7.8 < at <= 8.2
 
 
 def with_changes(sample: Sample, **changes: Any) -> Sample:
