@@ -271,10 +271,15 @@ class OpNodeSetParams(OpCode):
     node_name: str
     offline: bool | None = None
     drained: bool | None = None
+    # a flag of Ganeti's node roles only (no master candidate runs anything here)
+    master_candidate: bool | None = None
     vm_capable: bool | None = None
     memory_cap: int | None = None
     clear_memory_cap: bool = False
     force: bool = False
+    # Ganeti's: promote another node when this one stops being a candidate
+    # (no effect: no pool of candidates to keep full here)
+    auto_promote: bool = False
 
     def _check_values(self) -> None:
         check_node_settings(None, self.memory_cap, f"node {self.node_name}")

@@ -120,6 +120,10 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
         kwargs["offline"] = common.parse_yes_no(opts.offline, "--offline")
     if opts.drained is not None:
         kwargs["drained"] = common.parse_yes_no(opts.drained, "--drained")
+    if opts.master_candidate is not None:
+        kwargs["master_candidate"] = common.parse_yes_no(
+            opts.master_candidate, "--master-candidate"
+        )
     if opts.vm_capable is not None:
         kwargs["vm_capable"] = common.parse_yes_no(opts.vm_capable, "--vm-capable")
     if opts.memory_cap is not None:
@@ -181,6 +185,7 @@ def register(registry: CommandRegistry) -> None:
     modify.add_argument("node_name", metavar="NODE")
     modify.add_argument("-O", "--offline", metavar="yes|no")
     modify.add_argument("-D", "--drained", metavar="yes|no")
+    modify.add_argument("-C", "--master-candidate", metavar="yes|no")
     modify.add_argument("--vm-capable", metavar="yes|no")
     modify.add_argument("--memory-cap", metavar="SIZE|none")
     common.add_force(modify)

@@ -165,8 +165,10 @@ class LUNodeAdd(LogicalUnit):
 
 @register_lu(OpNodeSetParams)
 class LUNodeSetParams(LogicalUnit):
-    """Change a node's offline/drained/vm_capable flags and memory cap.
+    """Change a node's offline/drained/master_candidate/vm_capable flags and memory cap.
 
+    Offline, drained and master candidate are Ganeti's node roles: at most one
+    is set at once, and a node made a candidate leaves the other two.
     Result: list of (parameter, new value).
     """
 
@@ -179,6 +181,7 @@ class LUNodeSetParams(LogicalUnit):
         if (
             self.op.offline is None
             and self.op.drained is None
+            and self.op.master_candidate is None
             and self.op.vm_capable is None
             and self.op.memory_cap is None
             and not self.op.clear_memory_cap
@@ -188,6 +191,10 @@ class LUNodeSetParams(LogicalUnit):
             raise OpPrereqError(
                 "Can't set the node into offline and drained state at the same time",
                 ECODE_INVAL,
+            )
+        if self.op.master_candidate and (self.op.offline or self.op.drained):
+            raise OpPrereqError(
+                "Can't set the node into more than one state at the same time", ECODE_INVAL
             )
 
     def ExpandNames(self) -> None:
@@ -211,6 +218,16 @@ class LUNodeSetParams(LogicalUnit):
             raise OpPrereqError(
                 f"The master node {self.node.name} can't be set offline", ECODE_INVAL
             )
+        if self.op.master_candidate is False and self.node.name == self.cluster.master_node:
+            raise OpPrereqError(
+                f"The master node {self.node.name} remains a master candidate", ECODE_INVAL
+            )
+        if self.op.master_candidate:  # a candidate is neither offline nor drained (roles)
+            for flag in ("offline", "drained"):
+                if getattr(self.node, flag):
+                    setattr(self.op, flag, False)
+        if self.op.master_candidate == self.node.master_candidate:
+            self.op.master_candidate = None  # as the flags above: no change, no key
         if self.op.offline and not self.node.offline and not self.op.force:
             running = sorted(
                 i.name
@@ -238,7 +255,7 @@ class LUNodeSetParams(LogicalUnit):
         if self.op.vm_capable is False:
             _check_no_instances(data, self.node.name)
         self.changes: list[tuple[str, Any]] = []
-        for name in ("offline", "drained", "vm_capable"):
+        for name in ("offline", "drained", "master_candidate", "vm_capable"):
             value = getattr(self.op, name)
             if value is not None:
                 self.changes.append((name, value))
@@ -254,10 +271,10 @@ class LUNodeSetParams(LogicalUnit):
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Ganeti's node-modify keys: OP_TARGET and the flags as asked, an unchanged
-        one "None" (master candidacy and capability are not set here)."""
+        one "None" (master capability is not set here)."""
         return {
             "OP_TARGET": self.node.name,
-            "MASTER_CANDIDATE": "None",
+            "MASTER_CANDIDATE": str(self.op.master_candidate),
             "OFFLINE": str(self.op.offline),
             "DRAINED": str(self.op.drained),
             "MASTER_CAPABLE": "None",

@@ -184,6 +184,38 @@ def test_node_modify_refusals(ctx: Context, config: ConfigStore) -> None:
     assert result == [("drained", True)] and config.read().serial == serial
 
 
+def test_master_candidacy_is_one_of_ganetis_node_roles(
+    ctx: Context, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    envs: list[dict[str, str]] = []
+
+    def hook(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> list[Any]:
+        envs.append(env)
+        return []
+
+    fake_ops.hooks_fn = hook
+    # the regular role: no longer a candidate
+    result, _ = run(ctx, OpNodeSetParams(node_name=N3, master_candidate=False))
+    assert result == [("master_candidate", False)]
+    assert envs[0]["GANETI_MASTER_CANDIDATE"] == "False"
+    node = config.get_node(N3)
+    assert node is not None and not node.master_candidate
+    # a drained node made a candidate leaves the drained role
+    run(ctx, OpNodeSetParams(node_name=N3, drained=True))
+    result, _ = run(ctx, OpNodeSetParams(node_name=N3, master_candidate=True))
+    assert result == [("drained", False), ("master_candidate", True)]
+    node = config.get_node(N3)
+    assert node is not None and node.master_candidate and not node.drained
+    # no change asked twice: nothing to do
+    assert run(ctx, OpNodeSetParams(node_name=N3, master_candidate=True))[0] == []
+    serial = config.read().serial
+    both = OpNodeSetParams(node_name=N3, master_candidate=True, drained=True)
+    assert prereq_error(ctx, both).ecode == ECODE_INVAL
+    master = OpNodeSetParams(node_name=N1, master_candidate=False)
+    assert "remains a master candidate" in prereq_error(ctx, master).msg
+    assert config.read().serial == serial
+
+
 def test_node_remove(ctx: Context, config: ConfigStore, data_dir: str) -> None:
     known = paths.known_hosts_file(data_dir)
     node3 = config.get_node(N3)
