@@ -108,9 +108,15 @@ def job_status(job: Job, canceling: bool = False) -> str:
     return job.status
 
 
+# opcodes whose result is, in Ganeti, the jobs they submitted
+_JOB_SUBMITTERS = ("OP_NODE_MIGRATE", "OP_NODE_EVACUATE")
+
+
 def op_result(job: Job, op: OpRecord) -> Any:
     """One opcode's result: its value, or its error encoded as Ganeti encodes errors."""
     if op.status == JOB_STATUS_SUCCESS:
+        if op.op_id in _JOB_SUBMITTERS and isinstance(op.result, list):
+            return moves_result(op.result)
         return op.result
     if op.error is not None:
         if op.status == JOB_STATUS_CANCELED and op.exec_ts is None:
@@ -126,6 +132,21 @@ def op_result(job: Job, op: OpRecord) -> Any:
     if op.status == JOB_STATUS_CANCELED:
         return CANCELED_RESULT
     return None
+
+
+def moves_result(moves: list[dict[str, Any]]) -> dict[str, Any]:
+    """A node operation's moves as Ganeti's result of an opcode that submitted jobs.
+
+    ``jobs``: ``[true, job id]`` for each move that ran as a job, ``[false,
+    why]`` for one that did not; ``moves``: ganeti_lv's own list (a dry run's
+    plan has no jobs).
+    """
+    jobs = [
+        [True, m["job_id"]] if m.get("job_id") is not None else [False, m.get("error") or ""]
+        for m in moves
+        if "status" in m
+    ]
+    return {"jobs": jobs, "moves": moves}
 
 
 def _ganeti_class_of(name: Any) -> str:

@@ -221,6 +221,26 @@ def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, 
     }
 
 
+# Ganeti's names of the roles (``/2/nodes/[name]/role``)
+ROLE_NAMES = {
+    ROLE_MASTER: "master",
+    ROLE_CANDIDATE: "master-candidate",
+    ROLE_DRAINED: "drained",
+    ROLE_OFFLINE: "offline",
+    ROLE_REGULAR: "regular",
+}
+
+
+def node_role_name(ctx: Context, name: str) -> str:
+    """The role of node ``name`` by Ganeti's name of it; 404 when unknown."""
+    row = one(ctx, OpNodeQuery(names=[name], live=False))
+    data = ctx.config.snapshot()
+    found = data.nodes.get(row["name"])
+    if found is None:
+        raise not_found()
+    return ROLE_NAMES[node_role(found, data.cluster.master_node)]
+
+
 def node_names(ctx: Context) -> list[str]:
     """Every node's name."""
     return sorted(ctx.config.snapshot().nodes)

@@ -10,10 +10,14 @@ job's id at once, and the job runs in the daemon with its own locks, as any
 job of ``gnt-lv`` does (``gnt-lv job list`` shows it).
 
 Methods are Ganeti's: ``PUT`` for startup, shutdown, migrate, failover,
-export and prepare-export, ``POST`` for reboot, ``DELETE`` on a job to
-cancel it. ``DELETE /2/jobs/[id]`` asks a running job to stop safely (as
-Ctrl-C does for ``gnt-lv``: a migration is aborted and the instance stays
-on its source); its answer is Ganeti's ``[success, message]``.
+export and prepare-export and a node's role, ``POST`` for reboot and a
+node's migrate, evacuate and modify, ``DELETE`` on a job to cancel it.
+``DELETE /2/jobs/[id]`` asks a running job to stop safely (as Ctrl-C does
+for ``gnt-lv``: a migration is aborted and the instance stays on its
+source); its answer is Ganeti's ``[success, message]``. A node's migration
+or evacuation is one job that runs a job per instance; its result is
+Ganeti's ``{"jobs": [[true, id], ...]}`` with ganeti_lv's list of moves
+(``moves``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ganeti_lv import constants
 from ganeti_lv.context import Context
 from ganeti_lv.errors import JobError
 from ganeti_lv.master.jobs import Job
@@ -35,16 +40,29 @@ from ganeti_lv.opcodes import (
     OpInstanceReboot,
     OpInstanceShutdown,
     OpInstanceStartup,
+    OpNodeEvacuate,
+    OpNodeMigrate,
+    OpNodeSetParams,
 )
 from ganeti_lv.rapi import jobfields, params, queries
 from ganeti_lv.rapi.httperrors import bad_request, not_found
-from ganeti_lv.rapi.params import QueryArgs, bool_arg, fill_opcode, str_arg
+from ganeti_lv.rapi.params import QueryArgs, bool_arg, check_type, fill_opcode, str_arg
 
 RAPI_VERSION = 2
 REBOOT_HARD = "hard"  # the default reboot type, as in Ganeti
-# Ganeti's optional RAPI features; ganeti_lv offers none of them (no instance
-# creation, reinstall, node migration or evacuation through the remote API)
-FEATURES: list[str] = []
+# Ganeti's optional RAPI features: a node's migration and evacuation take
+# their parameters in the body (no instance creation or reinstall here)
+FEATURES: list[str] = ["node-migrate-reqv1", "node-evac-res1"]
+# Ganeti's roles a node can be given: (master candidate, drained, offline),
+# None for a flag the role leaves as it is
+ROLE_FLAGS: dict[str, tuple[bool | None, bool | None, bool | None]] = {
+    "regular": (False, False, False),
+    "master-candidate": (True, None, None),
+    "drained": (None, True, None),
+    "offline": (None, None, True),
+}
+# Ganeti's evacuation modes: ganeti_lv's instances have primary nodes only
+EVAC_PRIMARY_ONLY, EVAC_SECONDARY_ONLY, EVAC_ALL = "primary-only", "secondary-only", "all"
 
 
 class Backend(Protocol):
@@ -151,6 +169,66 @@ _instances = _listing(queries.instances, queries.instance_names, "/2/instances/%
 
 def _node(req: Request) -> Any:
     return queries.node(req.query_context(), req.items["name"])
+
+
+def _node_role(req: Request) -> str:
+    return queries.node_role_name(req.query_context(), req.items["name"])
+
+
+def _set_node_role(req: Request) -> int:
+    role = check_type(req.body, str, "Body contents")
+    if role not in ROLE_FLAGS:
+        raise bad_request(f"Can't set '{role}' role")
+    candidate, drained, offline = ROLE_FLAGS[role]
+    static = {
+        "node_name": req.items["name"],
+        "master_candidate": candidate,
+        "drained": drained,
+        "offline": offline,
+        "force": bool_arg(req.args, "force"),
+        "auto_promote": bool_arg(req.args, "auto-promote"),
+    }
+    return _submit(req, fill_opcode(OpNodeSetParams, None, static))
+
+
+def _modify_node(req: Request) -> int:
+    return _submit(req, fill_opcode(OpNodeSetParams, req.body, {"node_name": req.items["name"]}))
+
+
+def _migrate_node(req: Request) -> int:
+    static: dict[str, Any] = {"node_name": req.items["name"]}
+    if "dry-run" in req.args:  # Ganeti's client asks for a dry run so
+        static["dry_run"] = bool_arg(req.args, "dry-run")
+    if "live" in req.args or "mode" in req.args:  # Ganeti's requests before the body
+        if "live" in req.args and "mode" in req.args:
+            raise bad_request("Only one of 'live' and 'mode' should be passed")
+        if "live" in req.args:
+            live = bool(params.int_arg(req.args, "live", 1))
+            static["mode"] = constants.HT_MIGRATION_LIVE if live else constants.HT_MIGRATION_NONLIVE
+        else:
+            static["mode"] = str_arg(req.args, "mode")
+        return _submit(req, fill_opcode(OpNodeMigrate, None, static))
+    return _submit(req, fill_opcode(OpNodeMigrate, req.body, static))
+
+
+def _evacuate_node(req: Request) -> int:
+    body = params.body_object(req.body)
+    mode = body.pop("mode", EVAC_ALL)
+    if mode not in (EVAC_PRIMARY_ONLY, EVAC_SECONDARY_ONLY, EVAC_ALL):
+        raise bad_request(f"Invalid body parameters: evacuation mode {mode!r} is not known")
+    if mode == EVAC_SECONDARY_ONLY:
+        raise bad_request(
+            "Evacuation mode 'secondary-only' moves nothing here: instances have no"
+            " secondary nodes (use 'primary-only' or 'all')"
+        )
+    body.pop("early_release", None)  # Ganeti's, for disk replacements: none here
+    static = {
+        "node_name": req.items["name"],
+        "primary_only": mode == EVAC_PRIMARY_ONLY,
+        "dry_run": bool_arg(req.args, "dry-run"),
+    }
+    op = fill_opcode(OpNodeEvacuate, body, static, rename={"remote_node": "target_node"})
+    return _submit(req, op)
 
 
 def _instance(req: Request) -> Any:
@@ -289,6 +367,10 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/features", {"GET": _features}),
     Resource("/2/nodes", {"GET": _nodes}),
     Resource("/2/nodes/<name>", {"GET": _node}),
+    Resource("/2/nodes/<name>/role", {"GET": _node_role, "PUT": _set_node_role}),
+    Resource("/2/nodes/<name>/modify", {"POST": _modify_node}),
+    Resource("/2/nodes/<name>/migrate", {"POST": _migrate_node}),
+    Resource("/2/nodes/<name>/evacuate", {"POST": _evacuate_node}),
     Resource("/2/instances", {"GET": _instances}),
     Resource("/2/instances/<name>", {"GET": _instance}),
     Resource("/2/instances/<name>/info", {"GET": _instance_info}),

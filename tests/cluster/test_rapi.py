@@ -144,7 +144,8 @@ def test_version_features_nodes_and_instances(env: Env) -> None:
             ["GetInstance", [NAME], {}],
         ]
     )
-    assert version == {"ok": 2} and features == {"ok": []}
+    assert version == {"ok": 2}
+    assert features == {"ok": ["node-migrate-reqv1", "node-evac-res1"]}
     assert nodes["ok"] == env.nodes
     master = env.config.get_cluster().master_node
     assert {n["name"]: n["role"] for n in bulk_nodes["ok"]}[master] == "M"
@@ -191,6 +192,31 @@ def test_migrate_export_shutdown_startup_as_jobs(env: Env) -> None:
     assert client.call("WaitForJobCompletion", job, period=1) is True
     assert where_running(env.config, env.ops, NAME) == {dst: constants.DOMSTATE_RUNNING}
     wait_tick_above(env.ops, node(env.config, dst), NAME, 1)
+
+
+def test_maintenance_drain_a_node_and_migrate_another_empty(env: Env) -> None:
+    """What ops tooling does before a node's maintenance, through Ganeti's client."""
+    client = env.client()
+    src, master = env.primary(), env.config.get_cluster().master_node
+    (drained, *_) = sorted(set(env.nodes) - {src, master})
+    (target,) = set(env.nodes) - {src, drained}
+    before = max(ticks(env.ops, node(env.config, src), NAME))
+    job = client.call("SetNodeRole", drained, "drained")
+    try:
+        assert client.call("WaitForJobCompletion", job, period=1) is True
+        assert client.call("GetNodeRole", drained) == "drained"
+        job = client.call("MigrateNode", src, mode="live")
+        assert client.call("WaitForJobCompletion", job, period=1) is True
+        (result,) = client.call("GetJobStatus", job)["opresult"]
+        ((submitted, move_job),) = result["jobs"]
+        assert submitted and client.call("GetJobStatus", move_job)["status"] == "success"
+        # not onto the drained node: the only other one
+        assert wait_single(env.config, env.ops, NAME) == target == env.primary()
+        wait_tick_above(env.ops, node(env.config, target), NAME, before)
+    finally:
+        job = client.call("SetNodeRole", drained, "master-candidate")
+        assert client.call("WaitForJobCompletion", job, period=1) is True
+    assert client.call("GetNodeRole", drained) == "master-candidate"
 
 
 def test_delete_cancels_a_running_migration(env: Env) -> None:

@@ -448,6 +448,39 @@ def test_resources_map_ganeti_parameters_to_opcodes(
     assert _admin(rapi, "PUT", f"{base}/migrate", body={"depends": [[1, []]]})[0] == 400
 
 
+def test_node_resources_map_ganeti_parameters_to_opcodes(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    def params_of(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        code, _, job_id = _admin(rapi, method, path, **kwargs)
+        assert code == 200, job_id
+        return dict(_wait_job(data_dir, job_id).ops[0].params)
+
+    # Ganeti's requests from before the body: live or mode as query arguments
+    op = params_of("POST", f"/2/nodes/{N1}/migrate?live=0&dry-run=1")
+    assert (op["OP_ID"], op["mode"], op["dry_run"]) == ("OP_NODE_MIGRATE", "non-live", True)
+    body = {"mode": "live", "target_node": N2, "dry_run": True}
+    op = params_of("POST", f"/2/nodes/{N1}/migrate", body=body)
+    assert (op["mode"], op["target_node"]) == ("live", N2)
+    body = {"remote_node": N3, "iallocator": "hail", "early_release": True}
+    op = params_of("POST", f"/2/nodes/{N1}/evacuate?dry-run=1", body=body)
+    assert (op["target_node"], op["iallocator"], op["primary_only"]) == (N3, "hail", False)
+    op = params_of("PUT", f"/2/nodes/{N3}/role?force=1", body="offline")
+    assert (op["offline"], op["drained"], op["master_candidate"], op["force"]) == (
+        True, None, None, True
+    )  # fmt: skip
+    # refused before any job
+    path = f"/2/nodes/{N1}/migrate?live=1&mode=live"
+    assert _admin(rapi, "POST", path)[0] == 400
+    assert _admin(rapi, "PUT", f"/2/nodes/{N3}/role", body={"role": "offline"})[0] == 400
+    code, _, answer = _admin(rapi, "POST", f"/2/nodes/{N3}/modify", body={"powered": True})
+    assert code == 400 and "'powered'" in answer["message"]
+    # a viewer reads the role but may not set it
+    viewer = {"user": VIEWER, "password": VIEWER_PW}
+    assert _req(rapi, "GET", f"/2/nodes/{N3}/role", **viewer)[::2] == (200, "offline")
+    assert _req(rapi, "PUT", f"/2/nodes/{N3}/role", body="drained", **viewer)[0] == 403
+
+
 def test_instance_info_is_a_job_with_ganetis_result(
     rapi: rapi_server.RapiServer, data_dir: str
 ) -> None:
@@ -483,7 +516,8 @@ def test_ganetis_client_reads_migrates_and_follows_the_job(
             ["MigrateInstance", [INST], {"target_node": N2, "mode": "live"}],
         ]
     )
-    assert version == {"ok": 2} and features == {"ok": []}
+    assert version == {"ok": 2}
+    assert features == {"ok": ["node-migrate-reqv1", "node-evac-res1"]}
     assert nodes == {"ok": [N1, N2, N3]}
     assert [i["name"] for i in instances["ok"]] == [INST, "inst2.example.com"]
     job = job_id["ok"]
@@ -495,6 +529,52 @@ def test_ganetis_client_reads_migrates_and_follows_the_job(
     change = client.call("WaitForJobChange", job, ["status"], None, None)
     assert change["job_info"] == ["success"] and change["log_entries"]
     assert client.call("GetJobs") == [job]
+
+
+def _node_job(client: GanetiClient, job: int) -> dict[str, Any]:
+    """The node operation's result once its job ended, each of its jobs ended too."""
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    (result,) = client.call("GetJobStatus", job)["opresult"]
+    for submitted, child in result["jobs"]:
+        assert submitted and client.call("WaitForJobCompletion", child, period=0) is True
+    return dict(result)
+
+
+@needs_ganeti_client
+def test_ganetis_client_drains_a_node_and_moves_instances_off_nodes(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.instances["inst2.example.com"].admin_state = "down"
+    client = _client(rapi, data_dir)
+    roles = client.run([["GetNodeRole", [name], {}] for name in (N1, N2, N3)])
+    assert roles == [{"ok": "master"}, {"ok": "master-candidate"}, {"ok": "master-candidate"}]
+    job = client.call("SetNodeRole", N2, "drained")
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert client.call("GetNodeRole", N2) == "drained"
+    # a dry run plans only; then the running instance goes where it may: not the drained node
+    plan = _node_job(client, client.call("MigrateNode", N1, dry_run=True))
+    assert plan["jobs"] == [] and [m["target"] for m in plan["moves"]] == [N3]
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    result = _node_job(client, client.call("MigrateNode", N1, mode="live"))
+    assert len(result["jobs"]) == 1 and result["moves"][0]["node"] == N3
+    assert config.get_instance(INST).primary_node == N3  # type: ignore[union-attr]
+    # back into service: regular, then a candidate again (through modify)
+    job = client.call("SetNodeRole", N2, "regular")
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert client.call("GetNodeRole", N2) == "regular"
+    job = client.call("ModifyNode", N2, master_candidate=True)
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert client.call("GetNodeRole", N2) == "master-candidate"
+    # an evacuation to a given node
+    job = client.call("EvacuateNode", N3, remote_node=N2, mode="primary-only")
+    assert len(_node_job(client, job)["jobs"]) == 1
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    # refused before any job: no secondaries to evacuate, a role Ganeti cannot set either
+    secondary = client.error("EvacuateNode", N2, mode="secondary-only")
+    assert secondary["code"] == 400 and "no secondary nodes" in secondary["msg"]
+    assert client.error("SetNodeRole", N2, "master")["code"] == 400
+    assert client.error("GetNodeRole", "ghost")["code"] == 404
 
 
 @needs_ganeti_client
