@@ -292,6 +292,10 @@ class Node(ConfigObject):
     ctime: float = field(default_factory=time.time)
     mtime: float = field(default_factory=time.time)
 
+    def is_master_candidate(self) -> bool:
+        """In Ganeti's candidate role: offline and drained nodes are none (Ganeti demotes them)."""
+        return self.master_candidate and not self.offline and not self.drained
+
 
 @dataclass
 class Instance(ConfigObject):

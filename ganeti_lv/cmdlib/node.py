@@ -218,16 +218,21 @@ class LUNodeSetParams(LogicalUnit):
             raise OpPrereqError(
                 f"The master node {self.node.name} can't be set offline", ECODE_INVAL
             )
-        if self.op.master_candidate is False and self.node.name == self.cluster.master_node:
+        if self.node.name == self.cluster.master_node and (
+            self.op.drained or self.op.master_candidate is not None
+        ):
             raise OpPrereqError(
-                f"The master node {self.node.name} remains a master candidate", ECODE_INVAL
+                f"The master node {self.node.name} keeps its role: it is not drained and"
+                " its master candidacy does not change",
+                ECODE_INVAL,
             )
+        if self.op.master_candidate is False and not self.node.master_candidate:
+            self.LogInfo("Ignoring request to unset flag master_candidate, already unset")
+            self.op.master_candidate = None
         if self.op.master_candidate:  # a candidate is neither offline nor drained (roles)
             for flag in ("offline", "drained"):
                 if getattr(self.node, flag):
                     setattr(self.op, flag, False)
-        if self.op.master_candidate == self.node.master_candidate:
-            self.op.master_candidate = None  # as the flags above: no change, no key
         if self.op.offline and not self.node.offline and not self.op.force:
             running = sorted(
                 i.name
@@ -255,10 +260,15 @@ class LUNodeSetParams(LogicalUnit):
         if self.op.vm_capable is False:
             _check_no_instances(data, self.node.name)
         self.changes: list[tuple[str, Any]] = []
-        for name in ("offline", "drained", "master_candidate", "vm_capable"):
+        for name in ("offline", "drained", "vm_capable"):
             value = getattr(self.op, name)
             if value is not None:
                 self.changes.append((name, value))
+        # asked to be a candidate, already one: no change (the hooks still say True)
+        if self.op.master_candidate is False or (
+            self.op.master_candidate and not self.node.is_master_candidate()
+        ):
+            self.changes.append(("master_candidate", self.op.master_candidate))
         if self.op.memory_cap is not None:
             self.changes.append(("memory_cap", self.op.memory_cap))
         elif self.op.clear_memory_cap:

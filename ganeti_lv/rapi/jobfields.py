@@ -138,15 +138,16 @@ def moves_result(moves: list[dict[str, Any]]) -> dict[str, Any]:
     """A node operation's moves as Ganeti's result of an opcode that submitted jobs.
 
     ``jobs``: ``[true, job id]`` for each move that ran as a job, ``[false,
-    why]`` for one that did not; ``moves``: ganeti_lv's own list (a dry run's
-    plan has no jobs).
+    why]`` for one that did not (a dry run's plan has none); nothing else,
+    as Ganeti's result of these opcodes has nothing else (``gnt-lv job
+    info`` shows the moves).
     """
     jobs = [
         [True, m["job_id"]] if m.get("job_id") is not None else [False, m.get("error") or ""]
         for m in moves
         if "status" in m
     ]
-    return {"jobs": jobs, "moves": moves}
+    return {"jobs": jobs}
 
 
 def _ganeti_class_of(name: Any) -> str:

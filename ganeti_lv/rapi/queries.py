@@ -165,16 +165,11 @@ N_FIELDS = (
 )  # fmt: skip
 
 
-def is_candidate(node: Node) -> bool:
-    """A master candidate: offline and drained nodes are none (Ganeti demotes them)."""
-    return node.master_candidate and not node.offline and not node.drained
-
-
 def node_role(node: Node, master: str) -> str:
     """Ganeti's one-letter role of a node: M(aster), C(andidate), D(rained), O(ffline), R."""
     if node.name == master:
         return ROLE_MASTER
-    if is_candidate(node):
+    if node.is_master_candidate():
         return ROLE_CANDIDATE
     if node.drained:
         return ROLE_DRAINED
@@ -189,7 +184,7 @@ def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, 
     return {
         "name": node.name,
         "offline": node.offline,
-        "master_candidate": is_candidate(node),
+        "master_candidate": node.is_master_candidate(),
         "drained": node.drained,
         "dtotal": None,
         "dfree": None,

@@ -15,9 +15,9 @@ node's migrate, evacuate and modify, ``DELETE`` on a job to cancel it.
 ``DELETE /2/jobs/[id]`` asks a running job to stop safely (as Ctrl-C does
 for ``gnt-lv``: a migration is aborted and the instance stays on its
 source); its answer is Ganeti's ``[success, message]``. A node's migration
-or evacuation is one job that runs a job per instance; its result is
-Ganeti's ``{"jobs": [[true, id], ...]}`` with ganeti_lv's list of moves
-(``moves``).
+or evacuation is one job that runs a job per instance and ends after them;
+its result is Ganeti's ``{"jobs": [[true, id], ...]}`` (when one of them
+failed, the node job's error, which names every instance's move).
 """
 
 from __future__ import annotations
@@ -221,7 +221,8 @@ def _evacuate_node(req: Request) -> int:
             "Evacuation mode 'secondary-only' moves nothing here: instances have no"
             " secondary nodes (use 'primary-only' or 'all')"
         )
-    body.pop("early_release", None)  # Ganeti's, for disk replacements: none here
+    if "early_release" in body:  # Ganeti's, for disk replacements: none here
+        check_type(body.pop("early_release"), bool, "early_release")
     static = {
         "node_name": req.items["name"],
         "primary_only": mode == EVAC_PRIMARY_ONLY,

@@ -206,13 +206,26 @@ def test_master_candidacy_is_one_of_ganetis_node_roles(
     assert result == [("drained", False), ("master_candidate", True)]
     node = config.get_node(N3)
     assert node is not None and node.master_candidate and not node.drained
-    # no change asked twice: nothing to do
+    # already a candidate: no change, but the hooks see the candidacy asked for
+    envs.clear()
     assert run(ctx, OpNodeSetParams(node_name=N3, master_candidate=True))[0] == []
+    assert envs[0]["GANETI_MASTER_CANDIDATE"] == "True"
+    # a candidate drained (its flag kept) and made a candidate again: the role changes
+    run(ctx, OpNodeSetParams(node_name=N2, drained=True))
+    envs.clear()
+    result, _ = run(ctx, OpNodeSetParams(node_name=N2, master_candidate=True))
+    assert result == [("drained", False), ("master_candidate", True)]
+    assert envs[0]["GANETI_MASTER_CANDIDATE"] == "True"
+    # not a candidate: unsetting is ignored, as Ganeti says
+    run(ctx, OpNodeSetParams(node_name=N3, master_candidate=False))
+    result, lines = run(ctx, OpNodeSetParams(node_name=N3, master_candidate=False))
+    assert result == [] and any("flag master_candidate, already unset" in x for x in lines)
     serial = config.read().serial
     both = OpNodeSetParams(node_name=N3, master_candidate=True, drained=True)
     assert prereq_error(ctx, both).ecode == ECODE_INVAL
-    master = OpNodeSetParams(node_name=N1, master_candidate=False)
-    assert "remains a master candidate" in prereq_error(ctx, master).msg
+    for change in ({"master_candidate": False}, {"master_candidate": True}, {"drained": True}):
+        err = prereq_error(ctx, OpNodeSetParams(node_name=N1, **change))
+        assert err.ecode == ECODE_INVAL and "keeps its role" in err.msg
     assert config.read().serial == serial
 
 
