@@ -18,6 +18,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -409,14 +410,19 @@ def test_job_errors_come_back_in_ganetis_encoding(
     assert (name, ecode) == ("OpPrereqError", "unknown_entity") and "ghost" in message
 
 
+def _job_params(
+    srv: rapi_server.RapiServer, data_dir: str, method: str, path: str, **kwargs: Any
+) -> dict[str, Any]:
+    """The opcode parameters of the job a request started (once it ended)."""
+    code, _, job_id = _admin(srv, method, path, **kwargs)
+    assert code == 200, job_id
+    return dict(_wait_job(data_dir, job_id).ops[0].params)
+
+
 def test_resources_map_ganeti_parameters_to_opcodes(
     rapi: rapi_server.RapiServer, data_dir: str
 ) -> None:
-    def params_of(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        code, _, job_id = _admin(rapi, method, path, **kwargs)
-        assert code == 200, job_id
-        return dict(_wait_job(data_dir, job_id).ops[0].params)
-
+    params_of = partial(_job_params, rapi, data_dir)
     base = f"/2/instances/{INST}"
     op = params_of(
         "PUT", f"{base}/shutdown?dry-run=1&no_remember=1", body={"timeout": 7, "force": True}
@@ -451,11 +457,7 @@ def test_resources_map_ganeti_parameters_to_opcodes(
 def test_node_resources_map_ganeti_parameters_to_opcodes(
     rapi: rapi_server.RapiServer, data_dir: str
 ) -> None:
-    def params_of(method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        code, _, job_id = _admin(rapi, method, path, **kwargs)
-        assert code == 200, job_id
-        return dict(_wait_job(data_dir, job_id).ops[0].params)
-
+    params_of = partial(_job_params, rapi, data_dir)
     # Ganeti's requests from before the body: live or mode as query arguments
     op = params_of("POST", f"/2/nodes/{N1}/migrate?live=0&dry-run=1")
     assert (op["OP_ID"], op["mode"], op["dry_run"]) == ("OP_NODE_MIGRATE", "non-live", True)
