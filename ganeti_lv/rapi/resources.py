@@ -197,7 +197,7 @@ def _modify_node(req: Request) -> int:
 
 def _migrate_node(req: Request) -> int:
     static: dict[str, Any] = {"node_name": req.items["name"]}
-    if "dry-run" in req.args:  # Ganeti's client asks for a dry run so
+    if "dry-run" in req.args:  # how Ganeti's client asks for a dry run
         static["dry_run"] = bool_arg(req.args, "dry-run")
     if "live" in req.args or "mode" in req.args:  # Ganeti's requests before the body
         if "live" in req.args and "mode" in req.args:
