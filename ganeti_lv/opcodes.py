@@ -559,8 +559,9 @@ class OpNodeMigrate(OpCode):
 class OpNodeEvacuate(OpCode):
     """Move every instance off a node: running ones migrated, the others failed over.
 
-    ``primary_only`` is accepted for Ganeti compatibility: ganeti_lv's
-    instances have no secondary nodes, so only primaries ever move.
+    ``primary_only`` and ``secondary_only`` are Ganeti's evacuation modes:
+    ganeti_lv's instances have no secondary nodes, so only primaries ever
+    move, and an evacuation of the secondaries moves nothing.
     """
 
     OP_ID: ClassVar[str] = "OP_NODE_EVACUATE"
@@ -568,6 +569,7 @@ class OpNodeEvacuate(OpCode):
 
     node_name: str
     primary_only: bool = False
+    secondary_only: bool = False
     target_node: str | None = None
     iallocator: str | None = None
     mode: str | None = None
@@ -579,6 +581,10 @@ class OpNodeEvacuate(OpCode):
         _require_choice(self, "mode", constants.HT_MIGRATION_MODES)
         _require_non_negative(self, "shutdown_timeout")
         _require_positive(self, "max_parallel", "max_parallel_target")
+        if self.primary_only and self.secondary_only:
+            raise OpPrereqError(
+                "Only one of 'primary_only' and 'secondary_only' can be given", ECODE_INVAL
+            )
 
 
 # ---------------------------------------------------------------- backups

@@ -65,6 +65,7 @@ def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
     op = opcodes.OpNodeEvacuate(
         node_name=opts.node_name,
         primary_only=opts.primary_only,
+        secondary_only=opts.secondary_only,
         target_node=opts.target_node,
         iallocator=opts.iallocator,
         mode=opts.migration_mode,
@@ -117,6 +118,12 @@ def register(registry: CommandRegistry) -> None:
         "--primary-only",
         action="store_true",
         help="Only primary instances (ganeti_lv instances have no secondaries: the default)",
+    )
+    evac.add_argument(
+        "-s",
+        "--secondary-only",
+        action="store_true",
+        help="Only secondary instances (there are none: nothing moves)",
     )
     evac.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
     evac.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)

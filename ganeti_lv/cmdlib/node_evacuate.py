@@ -341,6 +341,8 @@ class LUNodeEvacuate(_NodeMovesLU):
     WHAT = "evacuate"
 
     def _kind(self, inst: Instance, source: Node) -> str | None:
+        if self.op.secondary_only:  # no instance has a secondary node
+            return None
         # an offline node cannot send a live migration: everything is failed over
         if inst.admin_state == constants.ADMINST_UP and not source.offline:
             return MIGRATE

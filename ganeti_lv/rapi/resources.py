@@ -61,7 +61,8 @@ ROLE_FLAGS: dict[str, tuple[bool | None, bool | None, bool | None]] = {
     "drained": (None, True, None),
     "offline": (None, None, True),
 }
-# Ganeti's evacuation modes: ganeti_lv's instances have primary nodes only
+# Ganeti's evacuation modes: ganeti_lv's instances have primary nodes only,
+# so evacuating the secondaries moves nothing
 EVAC_PRIMARY_ONLY, EVAC_SECONDARY_ONLY, EVAC_ALL = "primary-only", "secondary-only", "all"
 
 
@@ -216,16 +217,12 @@ def _evacuate_node(req: Request) -> int:
     mode = body.pop("mode", EVAC_ALL)
     if mode not in (EVAC_PRIMARY_ONLY, EVAC_SECONDARY_ONLY, EVAC_ALL):
         raise bad_request(f"Invalid body parameters: evacuation mode {mode!r} is not known")
-    if mode == EVAC_SECONDARY_ONLY:
-        raise bad_request(
-            "Evacuation mode 'secondary-only' moves nothing here: instances have no"
-            " secondary nodes (use 'primary-only' or 'all')"
-        )
     if "early_release" in body:  # Ganeti's, for disk replacements: none here
         check_type(body.pop("early_release"), bool, "early_release")
     static = {
         "node_name": req.items["name"],
         "primary_only": mode == EVAC_PRIMARY_ONLY,
+        "secondary_only": mode == EVAC_SECONDARY_ONLY,
         "dry_run": bool_arg(req.args, "dry-run"),
     }
     op = fill_opcode(OpNodeEvacuate, body, static, rename={"remote_node": "target_node"})

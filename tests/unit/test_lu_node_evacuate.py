@@ -116,6 +116,20 @@ def test_node_evacuate_moves_all_three(ctx: Context, ops: FakeNodeOps, config: C
     assert disk_path(cluster, inst3, 0) in ops.node(inst3.primary_node).files
 
 
+def test_evacuating_the_secondaries_moves_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Ganeti's secondary-only evacuation: instances here have primary nodes only."""
+    result, lines = run(ctx, OpNodeEvacuate(node_name="node1", secondary_only=True))
+    assert result == [] and any("No instance to evacuate" in line for line in lines)
+    assert [primary(config, n) for n in (I1, I2, I3)] == [N1, N1, N1]
+    assert not ops.calls_to("migrate_instance") and not ops.calls_to("shutdown_instance")
+    both = OpNodeEvacuate(node_name="node1", primary_only=True, secondary_only=True)
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, both)
+    assert err.value.ecode == ECODE_INVAL
+
+
 def test_dry_run_shows_the_plan_and_moves_nothing(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
