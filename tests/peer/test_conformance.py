@@ -73,6 +73,8 @@ QA_FIELDS = [
     "os",
     "tags",
 ]
+# parameters of Ganeti's other hypervisors: fields of a KVM instance too, without a value
+OTHER_HV_FIELDS = ["hv/bootloader_path", "hv/viridian", "hv/init_script"]
 NUMERIC = {"be/minmem", "be/maxmem", "vcpus", "disk.count", "disk.size/0", "nic.count"}
 BOOLEAN = {"oper_state", "be/always_failover"}
 
@@ -176,8 +178,14 @@ def test_list_and_info_read_alike(pair: Pair) -> None:
         row["pnode"] = side.placeholders(NAME).get(str(row["pnode"]), row["pnode"])
         rows[side.label] = row
         infos[side.label] = qa_instance_info(side.ok("gnt-instance", "info", NAME))
+        other = side.ok(
+            "gnt-instance", "list", "--no-headers", "--separator=:",
+            "-o", ",".join(OTHER_HV_FIELDS), NAME,
+        )  # fmt: skip
+        row.update(zip(OTHER_HV_FIELDS, qa_list_fields(other), strict=True))
     assert rows["ganeti_lv"] == rows["Ganeti"]
     assert rows["Ganeti"]["status"] == "running" and rows["Ganeti"]["disk.size/1"] == "-"
+    assert [rows["Ganeti"][f] for f in OTHER_HV_FIELDS] == ["-"] * len(OTHER_HV_FIELDS)
 
     ganeti, local = infos["Ganeti"], infos["ganeti_lv"]
     assert [pair.ganeti.placeholders(NAME)[n] for n in ganeti["nodes"]] == ["<node1>"]
