@@ -50,6 +50,15 @@ def test_node_migrate_dry_run_prints_the_plan(cli: Cli, config: ConfigStore) -> 
     assert inst is not None and inst.primary_node == N1
 
 
+def test_node_evacuate_of_the_secondaries_moves_nothing(cli: Cli, config: ConfigStore) -> None:
+    # gnt-node's -s: the secondary instances only, and there are none here
+    code, out, err = cli("node", "evacuate", "-f", "-s", "node1")
+    assert code == 0 and "No instance to evacuate" in out + err
+    for name in (I1, I2):
+        inst = config.get_instance(name)
+        assert inst is not None and inst.primary_node == N1
+
+
 def test_node_evacuate_and_job_list_groups_the_moves(cli: Cli, config: ConfigStore) -> None:
     code, out, err = cli("node", "evacuate", "-f", "node1")
     assert code == 0, err
