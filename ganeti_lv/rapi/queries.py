@@ -12,6 +12,7 @@ has no value for (storage, spindles, node groups, serial numbers) is null.
 from __future__ import annotations
 
 import platform
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import LU_REGISTRY
 from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_FAULT, ECODE_NOENT, OpExecError, OpPrereqError
-from ganeti_lv.objects import ConfigData, Instance, Node
+from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 from ganeti_lv.opcodes import OpCode, OpInstanceQuery, OpNodeQuery
 from ganeti_lv.rapi.httperrors import not_found
 
@@ -88,7 +89,7 @@ I_FIELDS = (
 
 def instance_fields(row: dict[str, Any], inst: Instance) -> dict[str, Any]:
     """An instance query row and its configuration as Ganeti's instance fields."""
-    beparams = dict(row["beparams"])
+    beparams = {**constants.GANETI_ONLY_BEPARAMS, **row["beparams"]}
     beparams["memory"] = beparams.get("maxmem")  # Ganeti still adds it for old clients
     nics, disks = inst.nics, inst.disks
     return {
@@ -178,6 +179,21 @@ def node_role(node: Node, master: str) -> str:
     return ROLE_REGULAR
 
 
+def _node_memory(row: dict[str, Any], node: Node, data: ConfigData) -> Any:
+    """Ganeti's ``mnode``: the memory the node itself uses, the total less what is
+    free and what its running instances take, so that tools that take the
+    instances' memory off the total less ``mnode`` find what the node has free."""
+    total, free = row.get("mtotal"), row.get("mfree")
+    if total is None or free is None:
+        return None
+    instances = sum(
+        int(data.cluster.fill_beparams(inst)["maxmem"])
+        for inst in data.instances.values()
+        if inst.primary_node == node.name and inst.admin_state == constants.ADMINST_UP
+    )
+    return max(0, total - free - instances)
+
+
 def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, Any]:
     """A node query row and its configuration as Ganeti's node fields."""
     secondaries = sorted(i.name for i in data.instances.values() if node.name in i.secondary_nodes)
@@ -191,12 +207,12 @@ def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, 
         "sptotal": None,
         "spfree": None,
         "mtotal": row.get("mtotal"),
-        "mnode": None,
+        "mnode": _node_memory(row, node, data),
         "mfree": row.get("mfree"),
         "pinst_cnt": row["pinst_cnt"],
         "sinst_cnt": len(secondaries),
         "ctotal": row.get("ctotal"),
-        "cnos": None,
+        "cnos": 0,  # no CPUs are set aside for the node itself
         "cnodes": None,
         "csockets": None,
         "pip": node.address,
@@ -206,8 +222,8 @@ def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, 
         "sinst_list": secondaries,
         "master_capable": True,
         "vm_capable": node.vm_capable,
-        "ndparams": {},
-        "group.uuid": None,
+        "ndparams": node_parameters(node),
+        "group.uuid": group_uuid(data.cluster),
         "ctime": node.ctime,
         "mtime": node.mtime,
         "uuid": node.uuid,
@@ -263,6 +279,94 @@ def node(ctx: Context, name: str) -> dict[str, Any]:
     return fields
 
 
+# ------------------------------------------------------------------ the node group
+
+# ganeti_lv has no node groups: every node is in Ganeti's one default group
+DEFAULT_GROUP = "default"
+
+
+def group_uuid(cluster: Cluster) -> str:
+    """The default group's UUID: the same for a cluster every time."""
+    return str(uuid.uuid5(uuid.UUID(cluster.uuid), DEFAULT_GROUP))
+
+
+def node_parameters(node: Node) -> dict[str, Any]:
+    """Ganeti's node parameters that tools read (no exclusive storage, one spindle)."""
+    return {"exclusive_storage": False, "spindle_count": 1, "ssh_port": node.ssh_port}
+
+
+def instance_policy(cluster: Cluster) -> dict[str, Any]:
+    """Ganeti's instance policy: ganeti_lv enforces none, so one every instance meets.
+
+    Its limits are Ganeti's bounds for a spec (16 disks, 8 NICs); the
+    standard spec is the cluster's default instance; CPUs are not limited
+    by the node's (vcpu-ratio).
+    """
+    beparams = {**constants.BEC_DEFAULTS, **cluster.beparams}
+    low = {
+        "memory-size": 0, "cpu-count": 0, "disk-count": 0,
+        "disk-size": 0, "nic-count": 0, "spindle-use": 0,
+    }  # fmt: skip
+    high = {
+        "memory-size": 1 << 30, "cpu-count": 1 << 10, "disk-count": 16,
+        "disk-size": 1 << 40, "nic-count": 8, "spindle-use": 1 << 10,
+    }  # fmt: skip
+    std = {
+        "memory-size": int(beparams["maxmem"]), "cpu-count": int(beparams["vcpus"]),
+        "disk-count": 1, "disk-size": 1024, "nic-count": 1, "spindle-use": 1,
+    }  # fmt: skip
+    return {
+        "minmax": [{"min": low, "max": high}],
+        "std": std,
+        "disk-templates": list(constants.DISK_TEMPLATES),
+        "vcpu-ratio": float(1 << 10),
+        "spindle-ratio": float(1 << 10),
+    }
+
+
+def group_fields(data: ConfigData) -> dict[str, Any]:
+    """The default group in Ganeti's group fields."""
+    cluster = data.cluster
+    return {
+        "name": DEFAULT_GROUP,
+        "uuid": group_uuid(cluster),
+        "alloc_policy": "preferred",
+        "node_cnt": len(data.nodes),
+        "node_list": sorted(data.nodes),
+        "pinst_cnt": len(data.instances),
+        "pinst_list": sorted(data.instances),
+        "ipolicy": instance_policy(cluster),
+        "custom_ipolicy": {},
+        "ndparams": {},
+        "custom_ndparams": {},
+        "diskparams": {},
+        "custom_diskparams": {},
+        "networks": [],
+        "ctime": cluster.ctime,
+        "mtime": cluster.mtime,
+        "serial_no": None,
+        "tags": [],
+    }
+
+
+def group_names(ctx: Context) -> list[str]:
+    """Every group's name: the default one."""
+    return [DEFAULT_GROUP]
+
+
+def groups(ctx: Context) -> list[dict[str, Any]]:
+    """Every group in Ganeti's fields."""
+    return [group_fields(ctx.config.snapshot())]
+
+
+def group(ctx: Context, name: str) -> dict[str, Any]:
+    """One group (by name or UUID) in Ganeti's fields; 404 when unknown."""
+    fields = group_fields(ctx.config.snapshot())
+    if name not in (fields["name"], fields["uuid"]):
+        raise not_found(f"Node group '{name}' not found")
+    return fields
+
+
 # ------------------------------------------------------------------ the cluster
 
 
@@ -289,7 +393,7 @@ def cluster_info(ctx: Context) -> dict[str, Any]:
         "nicparams": {"default": {"mode": "bridged", "link": cluster.default_bridge}},
         "ndparams": {},
         "diskparams": {},
-        "ipolicy": {},
+        "ipolicy": instance_policy(data.cluster),
         "candidate_pool_size": len(data.nodes),
         "mac_prefix": None,
         "master_netdev": None,

@@ -166,6 +166,11 @@ def _listing(
 
 _nodes = _listing(queries.nodes, queries.node_names, "/2/nodes/%s")
 _instances = _listing(queries.instances, queries.instance_names, "/2/instances/%s")
+_groups = _listing(queries.groups, queries.group_names, "/2/groups/%s")
+
+
+def _group(req: Request) -> Any:
+    return queries.group(req.query_context(), req.items["name"])
 
 
 def _node(req: Request) -> Any:
@@ -369,6 +374,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/nodes/<name>/modify", {"POST": _modify_node}),
     Resource("/2/nodes/<name>/migrate", {"POST": _migrate_node}),
     Resource("/2/nodes/<name>/evacuate", {"POST": _evacuate_node}),
+    Resource("/2/groups", {"GET": _groups}),
+    Resource("/2/groups/<name>", {"GET": _group}),
     Resource("/2/instances", {"GET": _instances}),
     Resource("/2/instances/<name>", {"GET": _instance}),
     Resource("/2/instances/<name>/info", {"GET": _instance_info}),

@@ -586,6 +586,35 @@ def test_ganetis_client_drains_a_node_and_moves_instances_off_nodes(
 
 
 @needs_ganeti_client
+def test_the_one_node_group_and_the_instance_policy_as_ganetis_tools_read_them(
+    rapi: rapi_server.RapiServer, data_dir: str, inst1_running: FakeNodeOps
+) -> None:
+    """What htools load (tests/peer/test_htools.py runs them): groups, policy, node figures."""
+    inst1_running.node(N2).facts.memory_free = 3000  # the node itself takes 1096 MiB
+    client = _client(rapi, data_dir)
+    groups, one, nodes, info = client.run(
+        [
+            ["GetGroups", [], {"bulk": True}],
+            ["GetGroup", ["default"], {}],
+            ["GetNodes", [], {"bulk": True}],
+            ["GetInfo", [], {}],
+        ]
+    )
+    (group,) = groups["ok"]
+    assert one["ok"] == group and group["name"] == "default"
+    assert group["node_list"] == [N1, N2, N3] and group["alloc_policy"] == "preferred"
+    assert {n["group.uuid"] for n in nodes["ok"]} == {group["uuid"]}
+    assert client.call("GetGroup", group["uuid"])["name"] == "default"
+    assert client.error("GetGroup", "ghost")["code"] == 404
+    policy = info["ok"]["ipolicy"]
+    assert policy == group["ipolicy"]
+    assert set(policy) == {"minmax", "std", "disk-templates", "vcpu-ratio", "spindle-ratio"}
+    # the node's own memory: what is neither free nor its instances'
+    assert {n["name"]: n["mnode"] for n in nodes["ok"]} == {N1: 0, N2: 1096, N3: 0}
+    assert all(n["ndparams"]["spindle_count"] == 1 for n in nodes["ok"])
+
+
+@needs_ganeti_client
 def test_ganetis_client_sees_errors_as_ganeti_gives_them(
     rapi: rapi_server.RapiServer, data_dir: str
 ) -> None:
