@@ -6,7 +6,9 @@ lock and runs no hook, on the daemon's node connections, without recording
 it in the job log. So ``gnt-lv instance list`` and ``GET /2/instances``
 compute an instance's status the same way. The rows are then given Ganeti's
 field names (``rlib2``'s ``I_FIELDS`` and ``N_FIELDS``); a field ganeti_lv
-has no value for (storage, spindles, node groups, serial numbers) is null.
+has no value for (storage, spindles, serial numbers) is null. There are no
+node groups: every node is in Ganeti's one group, ``default``, and the
+instance policy is one every instance meets.
 """
 
 from __future__ import annotations
@@ -181,8 +183,8 @@ def node_role(node: Node, master: str) -> str:
 
 def _node_memory(row: dict[str, Any], node: Node, data: ConfigData) -> Any:
     """Ganeti's ``mnode``: the memory the node itself uses, the total less what is
-    free and what its running instances take, so that tools that take the
-    instances' memory off the total less ``mnode`` find what the node has free."""
+    free and what the instances marked up there take, so that tools that take
+    the instances' memory off the total less ``mnode`` find what is free."""
     total, free = row.get("mtotal"), row.get("mfree")
     if total is None or free is None:
         return None

@@ -18,42 +18,25 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from support.configdata import NODES, small_cluster
 
 from ganeti_lv import constants, paths
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster import peerinstall
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node
+from ganeti_lv.objects import ConfigData
 from ganeti_lv.rapi import certs, users
 from ganeti_lv.rapi import server as rapi_server
 
 pytestmark = pytest.mark.ganeti_peer
 
-NODES = ["node1.example.com", "node2.example.com", "node3.example.com"]
 USER, PASSWORD = "reader", "htools-Pw-3"
 
 
 def _config() -> ConfigData:
-    cluster = Cluster(name="cluster.example.com", master_node=NODES[0])
-    nodes = {
-        name: Node(name=name, address=f"10.250.0.{idx + 1}", libvirt_uri="test:///default")
-        for idx, name in enumerate(NODES)
-    }
-    instances = {
-        name: Instance(
-            name=name,
-            primary_node=NODES[0],
-            disk_template=template,
-            disks=[Disk(size=1024)],
-            nics=[Nic(mac=f"aa:00:00:00:00:0{idx}", link="br0")],
-            admin_state=constants.ADMINST_UP,
-        )
-        for idx, (name, template) in enumerate(
-            [("web1.example.com", constants.DT_SHARED_FILE), ("db1.example.com", constants.DT_FILE)]
-        )
-    }
-    return ConfigData(cluster=cluster, nodes=nodes, instances=instances)
+    web, db = "web1.example.com", "db1.example.com"
+    return small_cluster({web: constants.DT_SHARED_FILE, db: constants.DT_FILE})
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +91,6 @@ def test_hroller_plans_the_node_reboots(rapi_url: str) -> None:
     assert lines[0] == "'Node Reboot Groups'", out
     groups = [set(line.split(",")) for line in lines[1:] if line]
     # every node rebooted exactly once
-    assert sorted(n for g in groups for n in g) == NODES
+    assert sorted(n for g in groups for n in g) == list(NODES)
     # node1's instances need another node up while it reboots
     assert all(len(g) < 3 for g in groups), groups

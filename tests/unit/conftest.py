@@ -13,37 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.configdata import NODES, small_cluster
 
 from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.objects import Cluster, ConfigData, Disk, Instance, Nic, Node, disk_path
+from ganeti_lv.objects import ConfigData, disk_path
 
-NODES = ("node1.example.com", "node2.example.com", "node3.example.com")
 INSTANCES = ("inst1.example.com", "inst2.example.com")
 
 
 def make_config_data() -> ConfigData:
     """A small cluster: three nodes, two instances on node1."""
-    cluster = Cluster(name="cluster.example.com", master_node=NODES[0])
-    nodes = {
-        name: Node(name=name, address=f"10.250.0.{idx + 1}", libvirt_uri="test:///default")
-        for idx, name in enumerate(NODES)
-    }
-    instances = {
-        name: Instance(
-            name=name,
-            primary_node=NODES[0],
-            disk_template=constants.DT_FILE,
-            disks=[Disk(size=1024)],
-            nics=[Nic(mac=f"aa:00:00:00:00:0{idx}", link="br0")],
-            admin_state=constants.ADMINST_UP,
-            tags=["web"],
-        )
-        for idx, name in enumerate(INSTANCES)
-    }
-    return ConfigData(cluster=cluster, nodes=nodes, instances=instances)
+    return small_cluster({name: constants.DT_FILE for name in INSTANCES}, tags=("web",))
 
 
 @pytest.fixture
