@@ -60,7 +60,8 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
 def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
     """Move every instance off a node (running ones migrated, the others failed over)."""
     question = f"All instances on node {opts.node_name} will be moved off it. Continue?"
-    if not opts.dry_run and not env.confirm(question, opts.force):
+    # the secondaries only: there are none, nothing to confirm
+    if not (opts.dry_run or opts.secondary_only) and not env.confirm(question, opts.force):
         return EXIT_CONFIRMATION
     op = opcodes.OpNodeEvacuate(
         node_name=opts.node_name,

@@ -300,9 +300,9 @@ def node_parameters(node: Node) -> dict[str, Any]:
 def instance_policy(cluster: Cluster) -> dict[str, Any]:
     """Ganeti's instance policy: ganeti_lv enforces none, so one every instance meets.
 
-    Its limits are Ganeti's bounds for a spec (16 disks, 8 NICs); the
-    standard spec is the cluster's default instance; CPUs are not limited
-    by the node's (vcpu-ratio).
+    Its limits are far above any instance's; the standard spec is the
+    cluster's default instance; CPUs are not limited by the node's
+    (vcpu-ratio).
     """
     beparams = {**constants.BEC_DEFAULTS, **cluster.beparams}
     low = {
@@ -310,8 +310,8 @@ def instance_policy(cluster: Cluster) -> dict[str, Any]:
         "disk-size": 0, "nic-count": 0, "spindle-use": 0,
     }  # fmt: skip
     high = {
-        "memory-size": 1 << 30, "cpu-count": 1 << 10, "disk-count": 16,
-        "disk-size": 1 << 40, "nic-count": 8, "spindle-use": 1 << 10,
+        "memory-size": 1 << 30, "cpu-count": 1 << 10, "disk-count": 1 << 10,
+        "disk-size": 1 << 40, "nic-count": 1 << 10, "spindle-use": 1 << 10,
     }  # fmt: skip
     std = {
         "memory-size": int(beparams["maxmem"]), "cpu-count": int(beparams["vcpus"]),

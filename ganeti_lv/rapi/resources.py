@@ -141,8 +141,8 @@ def _info(req: Request) -> dict[str, Any]:
     return queries.cluster_info(req.query_context())
 
 
-def _uri_list(names: list[str], template: str) -> list[dict[str, Any]]:
-    return [{"id": name, "uri": template % name} for name in sorted(names)]
+def _uri_list(names: list[str], template: str, key: str = "id") -> list[dict[str, Any]]:
+    return [{key: name, "uri": template % name} for name in sorted(names)]
 
 
 # ------------------------------------------------------------------ nodes and instances
@@ -152,21 +152,23 @@ def _listing(
     bulk: Callable[[Context], list[dict[str, Any]]],
     names: Callable[[Context], list[str]],
     template: str,
+    key: str = "id",
 ) -> Handler:
-    """A list resource: every item's fields with ``bulk=1``, else ids and URIs."""
+    """A list resource: every item's fields with ``bulk=1``, else names (under
+    ``key``, Ganeti's for the resource) and URIs."""
 
     def handler(req: Request) -> Any:
         ctx = req.query_context()
         if bool_arg(req.args, "bulk"):
             return bulk(ctx)
-        return _uri_list(names(ctx), template)
+        return _uri_list(names(ctx), template, key)
 
     return handler
 
 
 _nodes = _listing(queries.nodes, queries.node_names, "/2/nodes/%s")
 _instances = _listing(queries.instances, queries.instance_names, "/2/instances/%s")
-_groups = _listing(queries.groups, queries.group_names, "/2/groups/%s")
+_groups = _listing(queries.groups, queries.group_names, "/2/groups/%s", key="name")
 
 
 def _group(req: Request) -> Any:

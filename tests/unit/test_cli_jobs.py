@@ -52,7 +52,7 @@ def test_node_migrate_dry_run_prints_the_plan(cli: Cli, config: ConfigStore) -> 
 
 def test_node_evacuate_of_the_secondaries_moves_nothing(cli: Cli, config: ConfigStore) -> None:
     # gnt-node's -s: the secondary instances only, and there are none here
-    code, out, err = cli("node", "evacuate", "-f", "-s", "node1")
+    code, out, err = cli("node", "evacuate", "-s", "node1")  # nothing to confirm
     assert code == 0 and "No instance to evacuate" in out + err
     for name in (I1, I2):
         inst = config.get_instance(name)

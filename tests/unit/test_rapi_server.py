@@ -592,14 +592,16 @@ def test_the_one_node_group_and_the_instance_policy_as_ganetis_tools_read_them(
     """What htools load (tests/peer/test_htools.py runs them): groups, policy, node figures."""
     inst1_running.node(N2).facts.memory_free = 3000  # the node itself takes 1096 MiB
     client = _client(rapi, data_dir)
-    groups, one, nodes, info = client.run(
+    names, groups, one, nodes, info = client.run(
         [
+            ["GetGroups", [], {}],
             ["GetGroups", [], {"bulk": True}],
             ["GetGroup", ["default"], {}],
             ["GetNodes", [], {"bulk": True}],
             ["GetInfo", [], {}],
         ]
     )
+    assert names == {"ok": ["default"]}
     (group,) = groups["ok"]
     assert one["ok"] == group and group["name"] == "default"
     assert group["node_list"] == [N1, N2, N3] and group["alloc_policy"] == "preferred"
