@@ -210,7 +210,7 @@ class LUNodeSetParams(LogicalUnit):
         data = self.cfg.snapshot()  # read-only: lookups
         self.cluster = data.cluster.copy()
         self.node = get_node(self.cfg, self.op.node_name)
-        for flag in ("offline", "drained"):  # as Ganeti: no change, no hook key
+        for flag in ("offline", "drained", "master_candidate"):  # as Ganeti: no change, no key
             if getattr(self.op, flag) is False and not getattr(self.node, flag):
                 self.LogInfo(f"Ignoring request to unset flag {flag}, already unset")
                 setattr(self.op, flag, None)
@@ -226,9 +226,6 @@ class LUNodeSetParams(LogicalUnit):
                 " its master candidacy does not change",
                 ECODE_INVAL,
             )
-        if self.op.master_candidate is False and not self.node.master_candidate:
-            self.LogInfo("Ignoring request to unset flag master_candidate, already unset")
-            self.op.master_candidate = None
         if self.op.master_candidate:  # a candidate is neither offline nor drained (roles)
             for flag in ("offline", "drained"):
                 if getattr(self.node, flag):
