@@ -11,14 +11,17 @@ Statuses are Ganeti's: an opcode (and its job) that runs but still waits
 for its locks is ``waiting``; a running job asked to stop is
 ``canceling``; a job whose process is gone ("lost" in ``gnt-lv job list``)
 is ``error``, so a client polling for the end of a job sees one. A failed
-opcode's result is its error as Ganeti encodes it, ``[class, [message,
-error code]]``, named by the class of Ganeti's ``errors`` module a job of
-Ganeti's would show (``errors.ganeti_class``; a client maps it back with
-``errors.GetErrorClass``): ``OpPrereqError`` for a refusal, ``OpExecError``
-for a failure (also an aborted migration or an unreachable node), and
-``["HooksAbort", [[[node, script, output], ...]]]`` for a failed pre hook. An
-opcode of a canceled job that did not get to run (it waited for its locks,
-or was queued) has the result ``"Job canceled by request"``.
+opcode's result is its error as Ganeti encodes it, named by the class of
+Ganeti's ``errors`` module a job of Ganeti's would show
+(``errors.ganeti_class``; a client maps it back with
+``errors.GetErrorClass``): ``["OpPrereqError", [message, error code]]`` for
+a refusal, ``["OpExecError", [message]]`` for a failure (also an aborted
+migration or an unreachable node), and ``["HooksAbort", [[[node, script,
+output], ...]]]`` for a failed pre hook. An opcode of a canceled job that
+did not get to run (it waited for its locks, or was queued) has the result
+``"Job canceled by request"``. A node's migration or evacuation succeeds
+with Ganeti's result of an opcode that submitted jobs, ``{"jobs": [[true,
+id], ...]}``.
 """
 
 from __future__ import annotations
