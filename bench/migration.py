@@ -40,6 +40,13 @@ For every migration of both tools qemu's own events are recorded on both
 nodes (``qmp_events.libvirt_switchover``): the pause split into libvirt's
 pre-switchover wait and its Finish hand-over, the
 same protocol for both, since both go through libvirt's peer-to-peer call.
+The same events split each tool's wall time in three: from its start until
+the source's migration ``setup`` (the tool's own start and checks, then
+libvirt's Begin and Prepare, which starts the target's qemu), the
+migration itself (``setup`` to ``completed``), and from ``completed`` until
+the tool ended (libvirt's Finish and Confirm, which stops the source's
+qemu, then the tool's own bookkeeping). What ganeti_lv adds to virsh shows
+in the first and the last.
 
 Before the first run ganeti_lv's modules are compiled to bytecode, as
 installing the package does: a development checkout run with
@@ -66,7 +73,7 @@ from bench.common import (
     parse_jobinfo,
     run,
 )
-from bench.qmp_events import libvirt_switchover
+from bench.qmp_events import PHASE_KEYS, libvirt_switchover
 
 FULL_CASES = [(128, 0), (128, 32), (256, 0), (256, 32), (512, 0), (512, 32)]
 QUICK_CASES = [(128, 0), (256, 32)]
@@ -260,9 +267,10 @@ TABLE_SPLIT_KEYS = ("stop_to_resume_ms", "switchover_wait_ms", "finish_ms")
 
 
 def summarize(side: list[dict[str, Any]]) -> dict[str, float]:
-    """Medians of one side's runs: wall time, libvirt's total time, downtime, its split."""
+    """Medians of one side's runs: wall time, libvirt's total time, downtime, its
+    split, and the wall time's phases."""
 
-    return stats.medians(side, ("wall", "total_ms", "downtime_ms", *TABLE_SPLIT_KEYS))
+    return stats.medians(side, ("wall", "total_ms", "downtime_ms", *TABLE_SPLIT_KEYS, *PHASE_KEYS))
 
 
 def bench_case(
@@ -537,6 +545,40 @@ def split_table(results: dict[str, Any]) -> str:
     return "The pause along qemu's events (medians):\n\n" + stats.markdown_table(headers, rows)
 
 
+def phase_table(results: dict[str, Any]) -> str:
+    """Each tool's wall time split along the source's events (medians; "" if none)."""
+    rows = []
+    for case in results.get("cases", []):
+        if "error" in case or not case.get("masterd", True):
+            continue
+        for tool in ("ganeti_lv", "virsh"):
+            s = case.get(tool, {})
+            if all(math.isnan(s.get(key, math.nan)) for key in PHASE_KEYS):
+                continue
+            rows.append(
+                [
+                    case_label(case),
+                    tool,
+                    s.get("wall", math.nan) * 1000,
+                    *(s.get(key, math.nan) for key in PHASE_KEYS),
+                ]
+            )
+    if not rows:
+        return ""
+    headers = [
+        "guest",
+        "tool",
+        "wall ms",
+        "start to the source's migration setup ms",
+        "setup to completed ms (memory sent, the pause)",
+        "completed to the tool's end ms",
+    ]
+    return (
+        "Where the wall time goes (medians; qemu's events on the source, host clock):\n\n"
+        + stats.markdown_table(headers, rows)
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The migration results as markdown tables."""
     rows = []
@@ -557,9 +599,9 @@ def markdown(results: dict[str, Any]) -> str:
         "pairs",
     ]
     text = stats.markdown_table(headers, rows)
-    split = split_table(results)
-    if split:
-        text += "\n\n" + split
+    for extra in (split_table(results), phase_table(results)):
+        if extra:
+            text += "\n\n" + extra
     fast = results.get("fast_dirtier")
     if fast and "error" not in fast:
         frows = []

@@ -218,6 +218,30 @@ def switchover(src: list[Event], dst: list[Event]) -> dict[str, float | None]:
     return out
 
 
+# what ``wall_phases`` returns, in order along the tool's run
+PHASE_KEYS = ("before_ms", "migration_ms", "after_ms")
+
+
+def wall_phases(src: list[Event], started: float, ended: float) -> dict[str, float | None]:
+    """A tool's wall time split along the source's events (ms; None if not seen).
+
+    ``before_ms`` from the tool's start (host time) until the source's
+    migration ``setup``: the tool's own start and checks, then libvirt's
+    Begin and Prepare (the target's qemu started); ``migration_ms`` from
+    there until the source's ``completed`` (memory sent, the pause);
+    ``after_ms`` from there until the tool ended: libvirt's Finish and
+    Confirm (the source's qemu stopped), then the tool's own bookkeeping.
+    """
+    setups = [t for event, t, st in src if event == "MIGRATION" and st == "setup" and t >= started]
+    setup = min(setups) if setups else None
+    completed = first_after(src, "MIGRATION", "completed", setup) if setup is not None else None
+    return {
+        "before_ms": _span_ms(started, setup),
+        "migration_ms": _span_ms(setup, completed),
+        "after_ms": _span_ms(completed, ended),
+    }
+
+
 _LOOP_LOCK = threading.Lock()
 _LOOP_STARTED: list[threading.Thread] = []
 
@@ -331,17 +355,21 @@ def libvirt_event(event: str, seconds: int, micros: int, details: str | None) ->
 def libvirt_switchover(src_uri: str, dst_uri: str, domain: str) -> Iterator[dict[str, Any]]:
     """qemu's events of a libvirt migration of ``domain`` in the block, on both nodes.
 
-    The dict yielded is filled after the block: ``switchover``'s split, the
-    recorded ``events`` of both sides and ``events_error`` (why a side
+    The dict yielded is filled after the block: ``switchover``'s split,
+    ``wall_phases`` of the block (the block runs the tool and nothing else),
+    the recorded ``events`` of both sides and ``events_error`` (why a side
     could not listen, "" when both did). When the source completed, the
     target's ``RESUME`` is waited for a moment: libvirt hands it on just
     after its migration call returns.
     """
     out: dict[str, Any] = {}
     with LibvirtEvents(src_uri, domain) as src, LibvirtEvents(dst_uri, domain) as dst:
+        started = time.time()
         yield out
+        ended = time.time()
         if any(ev == "MIGRATION" and st == "completed" for ev, _, st in src.events):
             dst.wait_for("RESUME", 2.0)
     out.update(switchover(src.events, dst.events))
+    out.update(wall_phases(src.events, started, ended))
     out["events"] = {"source": src.events, "target": dst.events}
     out["events_error"] = src.error or dst.error

@@ -109,3 +109,24 @@ def test_libvirt_event_reads_the_status_and_qemus_time() -> None:
     assert event == ("MIGRATION", pytest.approx(100.002), "pre-switchover")
     assert qmp_events.libvirt_event("STOP", 5, 0, None) == ("STOP", 5.0, "")
     assert qmp_events.libvirt_event("MIGRATION", 5, 0, "{bad") == ("MIGRATION", 5.0, "")
+
+
+def test_wall_phases_split_the_tools_run_at_the_migrations_setup_and_completion() -> None:
+    # the tool started at 98.9 and ended at 100.211 (host time)
+    phases = qmp_events.wall_phases(SOURCE, 98.9, 100.211)
+    assert phases == {
+        "before_ms": pytest.approx(100.0),
+        "migration_ms": pytest.approx(1011.0),
+        "after_ms": pytest.approx(200.0),
+    }
+    # a setup from before the tool started is another migration's
+    assert qmp_events.wall_phases(SOURCE, 99.05, 100.2) == {
+        "before_ms": None,
+        "migration_ms": None,
+        "after_ms": None,
+    }
+    # never completed (aborted): only the time before the setup is known
+    aborted = [("MIGRATION", 99.0, "setup"), ("MIGRATION", 99.5, "cancelled")]
+    phases = qmp_events.wall_phases(aborted, 98.5, 100.0)
+    assert phases["before_ms"] == pytest.approx(500.0)
+    assert phases["migration_ms"] is None and phases["after_ms"] is None
