@@ -61,6 +61,7 @@ import math
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import stats
@@ -512,70 +513,59 @@ def pair_row(label: str, case: dict[str, Any], first: str, second: str) -> list[
     ]
 
 
-def split_table(results: dict[str, Any]) -> str:
-    """libvirt's part of each tool's pause, from qemu's events (medians; "" if none)."""
+def _per_tool_table(
+    results: dict[str, Any],
+    keys: tuple[str, ...],
+    cells: Callable[[dict[str, float]], list[float]],
+    title: str,
+    headers: list[str],
+) -> str:
+    """A row per case and tool whose medians have any of ``keys``: the guest,
+    the tool, then ``cells`` of its medians ("" when no row has)."""
     rows = []
     for case in results.get("cases", []):
         if "error" in case or not case.get("masterd", True):
             continue
         for tool in ("ganeti_lv", "virsh"):
             s = case.get(tool, {})
-            if all(math.isnan(s.get(key, math.nan)) for key in TABLE_SPLIT_KEYS):
+            if all(math.isnan(s.get(key, math.nan)) for key in keys):
                 continue
-            rows.append(
-                [
-                    case_label(case),
-                    tool,
-                    s.get("downtime_ms", math.nan),
-                    s.get("stop_to_resume_ms", math.nan),
-                    s.get("switchover_wait_ms", math.nan),
-                    s.get("finish_ms", math.nan),
-                ]
-            )
+            rows.append([case_label(case), tool, *cells(s)])
     if not rows:
         return ""
-    headers = [
-        "guest",
-        "tool",
-        "libvirt downtime ms",
-        "source STOP to target RESUME ms (qemu's events)",
-        "pre-switchover wait ms (to device)",
-        "source completed to target RESUME ms (libvirt's Finish)",
-    ]
-    return "The pause along qemu's events (medians):\n\n" + stats.markdown_table(headers, rows)
+    return f"{title}:\n\n" + stats.markdown_table(["guest", "tool", *headers], rows)
+
+
+def split_table(results: dict[str, Any]) -> str:
+    """libvirt's part of each tool's pause, from qemu's events (medians; "" if none)."""
+    keys = ("downtime_ms", "stop_to_resume_ms", "switchover_wait_ms", "finish_ms")
+    return _per_tool_table(
+        results,
+        TABLE_SPLIT_KEYS,
+        lambda s: [s.get(key, math.nan) for key in keys],
+        "The pause along qemu's events (medians)",
+        [
+            "libvirt downtime ms",
+            "source STOP to target RESUME ms (qemu's events)",
+            "pre-switchover wait ms (to device)",
+            "source completed to target RESUME ms (libvirt's Finish)",
+        ],
+    )
 
 
 def phase_table(results: dict[str, Any]) -> str:
     """Each tool's wall time split along the source's events (medians; "" if none)."""
-    rows = []
-    for case in results.get("cases", []):
-        if "error" in case or not case.get("masterd", True):
-            continue
-        for tool in ("ganeti_lv", "virsh"):
-            s = case.get(tool, {})
-            if all(math.isnan(s.get(key, math.nan)) for key in PHASE_KEYS):
-                continue
-            rows.append(
-                [
-                    case_label(case),
-                    tool,
-                    s.get("wall", math.nan) * 1000,
-                    *(s.get(key, math.nan) for key in PHASE_KEYS),
-                ]
-            )
-    if not rows:
-        return ""
-    headers = [
-        "guest",
-        "tool",
-        "wall ms",
-        "start to the source's migration setup ms",
-        "setup to completed ms (memory sent, the pause)",
-        "completed to the tool's end ms",
-    ]
-    return (
-        "Where the wall time goes (medians; qemu's events on the source, host clock):\n\n"
-        + stats.markdown_table(headers, rows)
+    return _per_tool_table(
+        results,
+        PHASE_KEYS,
+        lambda s: [s.get("wall", math.nan) * 1000, *(s.get(key, math.nan) for key in PHASE_KEYS)],
+        "Where the wall time goes (medians; qemu's events on the source, host clock)",
+        [
+            "wall ms",
+            "start to the source's migration setup ms",
+            "setup to completed ms (memory sent, the pause)",
+            "completed to the tool's end ms",
+        ],
     )
 
 

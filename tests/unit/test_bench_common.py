@@ -166,6 +166,21 @@ def test_migration_copied_disk_case_has_its_own_rows() -> None:
     assert f"| {copied} | virsh | 60.00 | 55.00 |" in text
 
 
+def test_migration_wall_time_phases_have_a_row_per_tool() -> None:
+    common = {"total_ms": 330.0, "downtime_ms": 18.0}
+    gnt = {**common, "wall": 0.64, "before_ms": 320.0, "migration_ms": 88.0, "after_ms": 233.0}
+    virsh = {**common, "wall": 0.56, "before_ms": 254.0, "migration_ms": 88.0, "after_ms": 218.0}
+    case = {"memory_mib": 256, "dirty_mib": 32, "pairs": 11, "wall_ratio": 1.14}
+    text = migration.markdown({"cases": [{**case, "ganeti_lv": gnt, "virsh": virsh}]})
+    assert "Where the wall time goes" in text
+    assert "| 256 MiB, dirtier 32 MiB | ganeti_lv | 640.00 | 320.00 | 88.00 | 233.00 |" in text
+    assert "| 256 MiB, dirtier 32 MiB | virsh | 560.00 | 254.00 | 88.00 | 218.00 |" in text
+    # runs without qemu's events (none seen) leave the table out
+    bare = {**common, "wall": 0.6}
+    text = migration.markdown({"cases": [{**case, "ganeti_lv": bare, "virsh": bare}]})
+    assert "Where the wall time goes" not in text
+
+
 def test_copied_disk_baseline_prepares_target_and_cleans_source(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
