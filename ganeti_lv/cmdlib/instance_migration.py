@@ -399,6 +399,15 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         res = self._source_state()
         if self._source_runs():
             return
+        state = res.payload.state if res.ok and res.payload is not None else None
+        if state is not None and state not in constants.DOMSTATES_STOPPED:
+            # paused (or between states): a failover's shutdown would end in a
+            # destroy that loses the guest's memory; its operator decides
+            raise OpPrereqError(
+                f"Can't migrate instance {self._inst().name}: it is {state} on"
+                f" {self.source}, not running; resume it or shut it down first",
+                ECODE_STATE,
+            )
         why = res.fail_msg if not res.ok else f"Instance {self._inst().name} is not running"
         if self.fallback:
             self.lu.LogInfo(f"Can't migrate ({why}), fallback allowed, switching to failover")

@@ -480,6 +480,29 @@ def test_not_running_on_primary(ctx: Context, ops: FakeNodeOps, config: ConfigSt
     assert config.read().serial == serial
 
 
+@pytest.mark.parametrize("allow_failover", [False, True])
+def test_a_paused_guest_is_refused_never_failed_over(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, allow_failover: bool
+) -> None:
+    """A failover's shutdown of a paused guest ends in a destroy: its memory would be lost."""
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N1, INST, state=constants.DOMSTATE_PAUSED)
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as err:
+        run(
+            ctx,
+            OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=allow_failover),
+        )
+    assert (err.value.ecode, err.value.msg) == (
+        ECODE_STATE,
+        f"Can't migrate instance {INST}: it is paused on {N1}, not running;"
+        " resume it or shut it down first",
+    )
+    assert config.read().serial == serial
+    assert not ops.calls_to("shutdown_instance") and not ops.calls_to("migrate_instance")
+    assert running_on(ops) == [] and ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+
+
 def test_an_offline_primary_is_not_asked_for_the_guests_cpu_and_falls_back_to_failover(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:

@@ -249,6 +249,22 @@ def test_a_move_whose_instance_left_its_source_is_not_started_and_blames_no_targ
     assert primary(config, I2) == N3
 
 
+def test_a_paused_guest_stays_paused_on_its_node_and_blames_no_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Not failed over: the shutdown of a paused guest ends in a destroy (its memory lost)."""
+    ops.node(N1).domains[I1].state = constants.DOMSTATE_PAUSED
+    with config.update() as data:
+        data.nodes[N3].memory_cap = 100  # no room on node3: the plan puts all on node2
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1))
+    assert f"{I1}: failed: Can't migrate instance {I1}: it is paused on {N1}" in err.value.msg
+    assert "1 of 3 instance" in err.value.msg
+    assert primary(config, I1) == N1 and ops.node(N1).domains[I1].state == "paused"
+    assert not [c for c in ops.calls_to("shutdown_instance") if c.args[0] == I1]
+    assert primary(config, I2) == N2 and primary(config, I3) == N2  # node2 not turned away
+
+
 def test_failed_target_takes_no_more_instances(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
