@@ -96,6 +96,11 @@ class MigrationAborted(OpExecError):
     """A migration was aborted; the instance keeps running on the source."""
 
 
+class MigrationNotConverged(MigrationAborted):
+    """The convergence policy aborted a migration: the guest dirtied its memory
+    faster than the migration could send it (its own pace, not its target's)."""
+
+
 class OperationCanceled(OpExecError):
     """The operation was stopped on request (Ctrl-C, SIGTERM, ``job cancel``).
 

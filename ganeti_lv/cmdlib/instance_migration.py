@@ -55,6 +55,7 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_STATE,
     MigrationAborted,
+    MigrationNotConverged,
     OpExecError,
     OpPrereqError,
 )
@@ -558,7 +559,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                     f"Could not remove the copied disk images on {dst.name}", feedback_fn
                 )
             if aborted and isinstance(err, MigrationFailed) and err.by_policy:
-                raise MigrationAborted(
+                raise MigrationNotConverged(
                     f"Migration of instance {inst.name} aborted: the guest did not converge"
                     f" within the convergence policy's limits ({result.fail_msg}); the"
                     f" instance keeps running on {src.name}, configuration unchanged",

@@ -43,6 +43,7 @@ from ganeti_lv.errors import (
     HooksAbort,
     HooksFailure,
     LockError,
+    MigrationNotConverged,
     OperationCanceled,
     OpPrereqError,
 )
@@ -97,7 +98,8 @@ def target_at_fault(err: BaseException, target: str) -> bool:
     """Whether a move's failure ``err`` counts against its target node.
 
     Not: a lock another job held too long, a cancel, resources taken for a
-    while (``temp_insufficient_resources``), an error naming another node,
+    while (``temp_insufficient_resources``), a migration the convergence
+    policy aborted (the guest's pace: other guests still move there), an error naming another node,
     hook scripts that failed on other nodes too (a policy refusing the
     instance; also when they ran on the target alone, a failover onto the
     master) or hooks that could not run on another node, a prerequisite
@@ -109,7 +111,7 @@ def target_at_fault(err: BaseException, target: str) -> bool:
     environment, and a failure of the move itself (the migration: most
     often its target's).
     """
-    if isinstance(err, (LockError, OperationCanceled)):
+    if isinstance(err, (LockError, OperationCanceled, MigrationNotConverged)):
         return False
     if isinstance(err, HooksAbort):
         # a script failing on every node it ran on refuses the instance, not the target

@@ -22,6 +22,7 @@ from ganeti_lv.errors import (
     HooksAbort,
     HypervisorError,
     MigrationAborted,
+    MigrationNotConverged,
     NodeUnreachable,
     OpExecError,
     OpPrereqError,
@@ -1165,7 +1166,7 @@ def test_abort_by_the_policy_is_a_typed_error_and_no_finalising_step(
         by_policy=True,
     )
     ops.fail("migrate_instance", N1, failure)
-    with pytest.raises(MigrationAborted) as err:
+    with pytest.raises(MigrationNotConverged) as err:
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert err.value.ecode == ECODE_ENVIRON
     assert "did not converge within the convergence policy's limits" in err.value.msg

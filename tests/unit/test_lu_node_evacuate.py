@@ -20,7 +20,7 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.hypervisor.migration_types import MigrationProgress
+from ganeti_lv.hypervisor.migration_types import MigrationFailed, MigrationProgress
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import Disk, Instance, Nic, disk_path
@@ -263,6 +263,30 @@ def test_a_paused_guest_stays_paused_on_its_node_and_blames_no_target(
     assert primary(config, I1) == N1 and ops.node(N1).domains[I1].state == "paused"
     assert not [c for c in ops.calls_to("shutdown_instance") if c.args[0] == I1]
     assert primary(config, I2) == N2 and primary(config, I3) == N2  # node2 not turned away
+
+
+def test_a_guest_that_does_not_converge_turns_no_target_away(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """inst1 dirties its memory too fast (the policy aborts it); node2 still takes inst2."""
+    real = ops.migrate_instance
+
+    def migrate(source: Any, target: Any, cluster: Any, instance: Any, *args: Any) -> Any:
+        if instance.name == I1:
+            raise MigrationFailed(
+                "convergence policy: no progress", node=source.name, aborted=True, by_policy=True
+            )
+        return real(source, target, cluster, instance, *args)
+
+    ops.migrate_instance = migrate  # type: ignore[method-assign]
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=1))
+    assert f"{I1}: failed: Migration of instance {I1} aborted: the guest did not converge" in (
+        err.value.msg
+    )
+    assert "1 of 2 instance" in err.value.msg
+    assert primary(config, I1) == N1 and running_on(ops, I1) == [N1]
+    assert primary(config, I2) == N2 and running_on(ops, I2) == [N2]
 
 
 def test_failed_target_takes_no_more_instances(

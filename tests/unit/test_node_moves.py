@@ -18,6 +18,8 @@ from ganeti_lv.errors import (
     HooksFailure,
     HypervisorError,
     LockTimeout,
+    MigrationAborted,
+    MigrationNotConverged,
     NodeUnreachable,
     OperationCanceled,
     OpExecError,
@@ -50,6 +52,9 @@ def _of_node(err: OpPrereqError, node: str) -> OpPrereqError:
         (NodeUnreachable("no answer", node="n1"), False),  # the source, not the target
         (LockTimeout("Could not acquire the instance lock 'a'"), False),
         (OperationCanceled("canceled"), False),
+        # the guest did not converge: its pace, not the target's; other aborts count
+        (MigrationNotConverged("Migration of instance a aborted: did not converge"), False),
+        (MigrationAborted("Migration of instance a aborted: job timed out"), True),
         # prerequisites: the target's memory or environment count, the state of things not
         (OpPrereqError("Not enough memory on node n2", ECODE_NORES), True),
         (OpPrereqError("Can't get data from node n2: no answer", ECODE_ENVIRON), True),
