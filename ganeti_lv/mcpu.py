@@ -214,6 +214,7 @@ class Processor:
                     f"Cannot run {op.OP_ID} inside another operation (locks already held)",
                     ECODE_FAULT,
                 )
+            self._stop_if_canceled()  # e.g. the job's opcode before this one was canceled
             release = True
             since = locks.now()  # the lock timeout counts the wait for all levels together
             locks.acquire(
@@ -298,6 +299,7 @@ class Processor:
         return self._exec_lu(lu)
 
     def _exec_lu(self, lu: LogicalUnit) -> Any:
+        self._stop_if_canceled()  # before the nodes are asked and the PRE hooks run
         if self._job is not None:
             self.ctx.jobs.mark_executing(self._job, index=self._index)
         lu.CheckPrereq()
@@ -307,14 +309,18 @@ class Processor:
         if getattr(lu.op, "dry_run", False):
             self.LogInfo(DRY_RUN_MSG)
             return lu.dry_run_result
+        self._stop_if_canceled()
+        result = lu.Exec(self.Log)
+        post_results = hm.run_phase(constants.HOOKS_PHASE_POST)
+        return lu.HooksCallBack(constants.HOOKS_PHASE_POST, post_results, self.Log, result)
+
+    def _stop_if_canceled(self) -> None:
+        """OperationCanceled when a cancel was asked for; only before Exec starts."""
         if self.cancel.is_set():
             raise OperationCanceled(
                 f"Operation canceled ({self.cancel.reason or 'on request'}) before it"
                 " started executing; nothing was changed"
             )
-        result = lu.Exec(self.Log)
-        post_results = hm.run_phase(constants.HOOKS_PHASE_POST)
-        return lu.HooksCallBack(constants.HOOKS_PHASE_POST, post_results, self.Log, result)
 
     # -------------------------------------------------------------- hooks
     def _hooks_master(self, lu: LogicalUnit) -> HooksMaster:

@@ -18,8 +18,9 @@ from ganeti_lv.context import Context
 from ganeti_lv.errors import JobError, OperationCanceled, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master.jobs import JobStore, process_alive
+from ganeti_lv.master.runner import run_job
 from ganeti_lv.mcpu import Processor
-from ganeti_lv.opcodes import OpClusterVerify, OpTestDelay
+from ganeti_lv.opcodes import OpClusterVerify, OpInstanceMigrate, OpTestDelay
 
 MP = multiprocessing.get_context("fork")
 
@@ -137,6 +138,34 @@ def test_a_job_is_canceled_only_when_it_stopped_for_the_cancel(ctx: Context) -> 
     with pytest.raises(OperationCanceled, match="before it started executing"):
         Processor(ctx).execute(OpTestDelay(duration=1, fail=True), cancel=cancel)
     assert ctx.jobs.list()[-1].status == "canceled"
+
+
+def test_a_canceled_job_takes_no_lock_asks_no_node_and_runs_no_hook_after_the_cancel(
+    ctx: Context, inst1_running: FakeNodeOps
+) -> None:
+    """Canceled before it started, or while its first opcode ran: the next opcode
+    stops before its locks, its checks on the nodes and its PRE hooks."""
+    migrate = OpInstanceMigrate(instance_name="inst1.example.com", target_node="node2.example.com")
+    cancel = Cancellation()
+    cancel.request("job cancel")
+    with pytest.raises(OperationCanceled, match="before it started executing"):
+        Processor(ctx).execute(migrate, cancel=cancel)
+    assert inst1_running.calls == []
+    assert ctx.jobs.list()[-1].ops[0].exec_ts is None  # never held its locks
+
+    cancel = Cancellation()
+    ops = [OpTestDelay(duration=0.01), migrate]
+    job = ctx.jobs.create_job(ops, start=True)
+
+    def on_record(_record: Any) -> None:  # the cancel arrives while opcode 0 runs
+        cancel.request("job cancel")
+
+    with pytest.raises(OperationCanceled):
+        run_job(ctx, job, ops, on_record, cancel)
+    assert inst1_running.calls == []
+    stored = ctx.jobs.get(job.id)
+    assert stored.status == "canceled"
+    assert [op.status for op in stored.ops] == ["success", "canceled"]
 
 
 def test_client_records_success_and_error(config: ConfigStore) -> None:
