@@ -442,8 +442,9 @@ class OpInstanceQueryData(OpCode):
     use_locking: bool = False
 
     def summary(self) -> str:
-        """'INSTANCE_QUERY_DATA(name,...)'."""
-        return f"INSTANCE_QUERY_DATA({','.join(self.instances)})"
+        """'INSTANCE_QUERY_DATA(name,...)'; any value (a job is recorded before validation)."""
+        names = self.instances if isinstance(self.instances, list) else [self.instances]
+        return f"INSTANCE_QUERY_DATA({','.join(str(name) for name in names)})"
 
 
 @dataclass(kw_only=True)

@@ -261,6 +261,9 @@ class MasterDaemon:
             self._answer(msg, rfile, send)
         except GenericError as err:
             send(protocol.error_message(err))
+        except Exception as err:  # noqa: BLE001 - a fault here (a full disk) is answered too
+            log.exception("request %.200r failed", request)
+            send(protocol.error_message(err))
 
     def _answer(self, msg: Message, rfile: BinaryIO, send: _Sender) -> None:
         kind = msg["type"]

@@ -93,7 +93,7 @@ def decode(line: bytes) -> Message:
     """A message from its line; OpPrereqError (ECODE_INVAL) if it is not one."""
     try:
         msg = json.loads(line)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deep
         raise errors.OpPrereqError(f"Malformed message: {err}", errors.ECODE_INVAL) from err
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise errors.OpPrereqError(

@@ -189,6 +189,43 @@ def test_malformed_requests_get_a_wrong_input_error(
     assert _jobs(data_dir) == []
 
 
+def _answers(data_dir: str, line: bytes) -> list[dict[str, Any]]:
+    """Every message the daemon sends for the request ``line``, until it closes."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(paths.masterd_socket(data_dir))
+    sock.sendall(line)
+    with sock, sock.makefile("rb") as rfile:
+        return [json.loads(raw) for raw in rfile]
+
+
+def test_every_request_is_answered_also_when_serving_it_fails(
+    server: Any, data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nested too deep for the decoder: malformed, nothing recorded
+    (answer,) = _answers(data_dir, b"[" * 100_000 + b"\n")
+    err = protocol.decode_error(answer["error"])
+    assert (err.ecode, _jobs(data_dir)) == (ECODE_INVAL, [])
+    # a parameter of the wrong type: the job is recorded and fails its validation
+    bad = {"OP_ID": "OP_INSTANCE_QUERY_DATA", "instances": [1]}
+    answers = _answers(data_dir, protocol.encode(protocol.request("submit", ops=[bad], wait=True)))
+    assert answers[0]["type"] == "accepted" and answers[-1]["type"] == "end"
+    (job,) = _jobs(data_dir)
+    assert job.status == "error" and job.ops[0].error is not None
+    assert job.ops[0].error["ecode"] == ECODE_INVAL
+    assert job.ops[0].summary == "INSTANCE_QUERY_DATA(1)"
+
+    # a fault while recording the job (a full disk): answered, not dropped
+    def full(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(JobStore, "create_job", full)
+    op = protocol.submit_request([OpTestDelay()], None, wait=True)
+    (answer,) = _answers(data_dir, protocol.encode(op))
+    err = protocol.decode_error(answer["error"])
+    assert err.ecode == "internal_error" and "No space left on device" in err.msg
+
+
 def test_unknown_error_classes_become_internal_errors() -> None:
     err = protocol.decode_error({"class": "KeyError", "msg": "'x'", "attrs": {}})
     assert isinstance(err, OpExecError)
