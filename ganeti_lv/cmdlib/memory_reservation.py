@@ -21,14 +21,14 @@ tries the check again a few times.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_TEMP_NORES, OpPrereqError
-from ganeti_lv.hypervisor.base import NodeOps
+from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Node
-from ganeti_lv.reservations import MEMORY, Held, Reservations
+from ganeti_lv.reservations import MEMORY, Held, Reservation, Reservations
 from ganeti_lv.units import MIB
 
 
@@ -60,10 +60,7 @@ def reserve_memory(
                 .memory_free
             )
             check_memory(node, free)
-            counted = {
-                name for name, dom in domains.items() if dom.state == constants.DOMSTATE_RUNNING
-            }
-            reserved = sum(r.size for r in others if r.instance not in counted) // MIB
+            reserved = _not_counted_mib(others, domains)
             if free - reserved < needed:
                 raise OpPrereqError(
                     f"Not enough memory on node {node.name} for instance {instance} while"
@@ -72,3 +69,24 @@ def reserve_memory(
                     ECODE_TEMP_NORES,
                 )
         return ledger.reserve("", needed * MIB, instance)
+
+
+def reserved_for_arrivals(rpc: NodeOps, data_dir: str, node: Node) -> int:
+    """MiB the moves to ``node`` reserved for instances its free memory does not count yet.
+
+    For a plan: the node's free memory less this is what it can still take.
+    0 when nobody reserves memory there (the node is not asked then); all of
+    it when the node cannot list its instances.
+    """
+    with Reservations(data_dir, MEMORY).node(node.name) as ledger:
+        others = ledger.others()
+    if not others:
+        return 0
+    domains = node_call(rpc.instance_list, node)
+    return _not_counted_mib(others, domains.payload if domains.ok and domains.payload else {})
+
+
+def _not_counted_mib(others: list[Reservation], domains: Mapping[str, DomainInfo]) -> int:
+    """MiB of ``others`` for instances not running on the node yet (``domains``: its own)."""
+    counted = {name for name, dom in domains.items() if dom.state == constants.DOMSTATE_RUNNING}
+    return sum(r.size for r in others if r.instance not in counted) // MIB

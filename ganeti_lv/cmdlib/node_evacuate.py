@@ -20,7 +20,9 @@ and run side by side, while any other operation that needs these nodes
 exclusively waits for them. Each move still checks its target's free
 memory, and reserves its instance's memory there until its job ends
 (``ganeti_lv.reservations``): the moves of two node operations to one node
-do not count the same free memory (``cmdlib.memory_reservation``).
+do not count the same free memory (``cmdlib.memory_reservation``), and the
+plan counts a node's free memory less what other operations' moves
+reserved there for instances still on their way.
 Its result lists every instance's move, job and node; it fails when any
 instance did not move.
 """
@@ -41,6 +43,7 @@ from ganeti_lv.cmdlib.common import (
     expand_node,
     get_node,
 )
+from ganeti_lv.cmdlib.memory_reservation import reserved_for_arrivals
 from ganeti_lv.cmdlib.migration_checks import instance_bridges, instance_memory, storage_paths
 from ganeti_lv.cmdlib.node_moves import CANCELED, DONE, UNPLACED, Move, MoveScheduler
 from ganeti_lv.errors import (
@@ -166,9 +169,14 @@ class _NodeMovesLU(LogicalUnit):
                 if not ok:
                     need = next(n for n in self.needs if n.name == inst.name)
                     need.refused[node.name] = f"CPU not compatible: {reason}"
+            free = 0
+            if info.ok and info.payload:
+                # less what other operations' moves there reserved and it does not count yet
+                arriving = reserved_for_arrivals(self.rpc, self.ctx.data_dir, node)
+                free = max(0, info.payload.memory_free - arriving)
             return allocator.NodeFit(
                 node.name,
-                info.payload.memory_free if info.ok and info.payload else 0,
+                free,
                 drained=node.drained,
                 vm_capable=node.vm_capable,
                 bridges=frozenset(info.payload.bridges if info.ok and info.payload else ()),

@@ -25,6 +25,8 @@ from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import Disk, Instance, Nic, disk_path
 from ganeti_lv.opcodes import OpCode, OpNodeEvacuate, OpNodeMigrate
+from ganeti_lv.reservations import MEMORY, Reservations
+from ganeti_lv.units import MIB
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 I1, I2, I3 = "inst1.example.com", "inst2.example.com", "inst3.example.com"
@@ -287,6 +289,24 @@ def test_a_guest_that_does_not_converge_turns_no_target_away(
     assert "1 of 2 instance" in err.value.msg
     assert primary(config, I1) == N1 and running_on(ops, I1) == [N1]
     assert primary(config, I2) == N2 and running_on(ops, I2) == [N2]
+
+
+def test_the_plan_counts_memory_another_operation_reserved(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """node2 has the most free memory, but another operation's move reserved most of it."""
+    monkeypatch.setattr(ctx, "sleep", lambda _seconds: None)
+    with config.update() as data:
+        data.nodes[N2].memory_cap = 1024 + 256
+        data.nodes[N3].memory_cap = 1024
+    with Reservations(ctx.data_dir, MEMORY).node(N2) as ledger:
+        held = ledger.reserve("", 1024 * MIB, "arriving.example.com")
+    try:
+        result, lines = run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    finally:
+        held.release()
+    assert {m["instance"]: m["target"] for m in result} == {I1: N3, I2: N3}
+    assert primary(config, I1) == N3 and primary(config, I2) == N3
 
 
 def test_failed_target_takes_no_more_instances(
