@@ -140,10 +140,23 @@ class Processor:
         recorded ``job`` (``ganeti_lv.master.runner`` runs a job's opcodes).
         """
         self.cancel = cancel or Cancellation()
+        recorded = job is not None  # else recorded here, already running
         if job is None:
             job, index = self.ctx.jobs.create(op, start=True), 0
-        else:
-            self.ctx.jobs.start_op(job, index)
+        try:
+            if recorded:
+                self.ctx.jobs.start_op(job, index)
+            return self._locked_execute(op, job, index, feedback_fn)
+        except BaseException as err:
+            # the job log may be what failed (a full disk): whatever did, the
+            # job must not read "queued" or "running" while this process lives
+            with contextlib.suppress(Exception):
+                self.ctx.jobs.end_unfinished(job.id, err, stopped_by(self.cancel, err))
+            raise
+
+    def _locked_execute(
+        self, op: OpCode, job: Job, index: int, feedback_fn: FeedbackFn | None
+    ) -> Any:
         self._job, self._index, self._feedback_fn = job, index, feedback_fn
         # a cancel request also ends a wait for a lock (nothing is changed then)
         locks = self.ctx.locks

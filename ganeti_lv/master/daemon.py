@@ -321,12 +321,7 @@ def _record_end(ctx: Context, job: Job, err: BaseException, cancel: Cancellation
     "error" when the record cannot be read or written.
     """
     try:
-        stored = ctx.jobs.get(job.id)
-        if not stored.finished:
-            done = constants.JOB_STATUS_SUCCESS
-            index = next((i for i, op in enumerate(stored.ops) if op.status != done), 0)
-            ctx.jobs.finish_error(stored, err, canceled=stopped_by(cancel, err), index=index)
-        return stored.status
+        return ctx.jobs.end_unfinished(job.id, err, canceled=stopped_by(cancel, err))
     except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
         log.error("job %d: its end could not be recorded: %s", job.id, again)
         return constants.JOB_STATUS_ERROR

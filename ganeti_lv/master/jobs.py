@@ -445,6 +445,23 @@ class JobStore:
             job.status, job.end_ts = status, now
             self.save(job, durable=True)
 
+    def end_unfinished(self, job_id: int, err: BaseException, canceled: bool = False) -> str:
+        """The job's status as its record says; an end not recorded yet is recorded as ``err``.
+
+        For the code that runs a job, after its error: writing the job log
+        may be what failed (a full disk), and a job left "queued" or
+        "running" would read so for as long as its process lives. The first
+        opcode that did not succeed gets the error. Raises when the record
+        cannot be read or written.
+        """
+        stored = self.get(job_id)
+        if not stored.finished:
+            index = next(
+                (i for i, op in enumerate(stored.ops) if op.status != JOB_STATUS_SUCCESS), 0
+            )
+            self.finish_error(stored, err, canceled=canceled, index=index)
+        return stored.status
+
     # ------------------------------------------------------------ reading
     def _load(self, path: str) -> Job:
         try:

@@ -168,6 +168,39 @@ def test_a_canceled_job_takes_no_lock_asks_no_node_and_runs_no_hook_after_the_ca
     assert [op.status for op in stored.ops] == ["success", "canceled"]
 
 
+def test_a_job_whose_start_or_end_could_not_be_written_does_not_stay_active(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One failed write of the job log (a full disk for a moment): the job still ends
+    in its record, as the master daemon's own jobs do, also a node operation's move
+    and a job run in-process."""
+
+    def once(method: str) -> None:
+        real = getattr(JobStore, method)
+
+        def failing(store: JobStore, *args: Any, **kwargs: Any) -> Any:
+            monkeypatch.setattr(JobStore, method, real)
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(JobStore, method, failing)
+
+    parent = ctx.jobs.create(OpTestDelay(duration=0), start=True)
+    proc = Processor(ctx)
+    proc._job = parent  # a node operation's processor, running its job
+    child_id, run = proc.run_child(OpTestDelay(duration=0), None, Cancellation())
+    once("start_op")
+    with pytest.raises(OSError):
+        run()
+    child = ctx.jobs.get(child_id)
+    assert child.status == "error" and child.parent == parent.id
+    assert child.ops[0].error is not None and "No space left" in child.ops[0].error["message"]
+
+    once("finish_success")
+    with pytest.raises(OSError):
+        Processor(ctx).execute(OpTestDelay(duration=0))
+    assert ctx.jobs.list()[-1].status == "error"
+
+
 def test_client_records_success_and_error(config: ConfigStore) -> None:
     client = Client(data_dir=config.data_dir, node_ops=FakeNodeOps())
     assert client.submit(OpTestDelay(instance_names=["inst1"])) is True
