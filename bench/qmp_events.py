@@ -356,7 +356,8 @@ def libvirt_switchover(src_uri: str, dst_uri: str, domain: str) -> Iterator[dict
     """qemu's events of a libvirt migration of ``domain`` in the block, on both nodes.
 
     The dict yielded is filled after the block: ``switchover``'s split,
-    ``wall_phases`` of the block (the block runs the tool and nothing else),
+    ``wall_phases`` of the block (what the block runs besides the tool
+    counts as the tool's),
     the recorded ``events`` of both sides and ``events_error`` (why a side
     could not listen, "" when both did). When the source completed, the
     target's ``RESUME`` is waited for a moment: libvirt hands it on just

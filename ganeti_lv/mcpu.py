@@ -140,16 +140,17 @@ class Processor:
         recorded ``job`` (``ganeti_lv.master.runner`` runs a job's opcodes).
         """
         self.cancel = cancel or Cancellation()
-        recorded = job is not None  # else recorded here, already running
+        caller_recorded = job is not None  # else created here, already running
         if job is None:
             job, index = self.ctx.jobs.create(op, start=True), 0
         try:
-            if recorded:
+            if caller_recorded:
                 self.ctx.jobs.start_op(job, index)
             return self._locked_execute(op, job, index, feedback_fn)
         except BaseException as err:
-            # the job log may be what failed (a full disk): whatever did, the
-            # job must not read "queued" or "running" while this process lives
+            # the job log may be what failed (a full disk: its start or its
+            # success not written): the job must not read "queued" or
+            # "running" while this process lives
             with contextlib.suppress(Exception):
                 self.ctx.jobs.end_unfinished(job.id, err, stopped_by(self.cancel, err))
             raise
@@ -249,7 +250,12 @@ class Processor:
             result = self._run_with_retries(lu, since)
         except BaseException as err:  # Ctrl-C too: stopped_by counts it as canceled
             canceled = stopped_by(self.cancel, err)
-            self.ctx.jobs.finish_error(job, err, canceled=canceled, index=self._index)
+            try:
+                self.ctx.jobs.finish_error(job, err, canceled=canceled, index=self._index)
+            except Exception:  # noqa: BLE001 - the job log failed (a full disk for a moment?)
+                # once more from the record, the locks still held; the error raised is err
+                with contextlib.suppress(Exception):
+                    self.ctx.jobs.end_unfinished(job.id, err, canceled)
             raise
         else:
             self.ctx.jobs.finish_success(job, result, index=self._index)

@@ -396,6 +396,9 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
 
         The refusal says why, as Ganeti's does: the instance is not running,
         or the primary's answer (a node that does not answer cannot say).
+        A guest that is there but neither running nor stopped (paused) is
+        refused also when a failover is allowed: its shutdown would end in
+        a destroy that loses its memory.
         """
         res = self._source_state()
         if self._source_runs():
@@ -404,8 +407,9 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         if state is not None and state not in constants.DOMSTATES_STOPPED:
             # paused (or between states): a failover's shutdown would end in a
             # destroy that loses the guest's memory; its operator decides
+            how = "in no known state" if state == constants.DOMSTATE_OTHER else state
             raise OpPrereqError(
-                f"Can't migrate instance {self._inst().name}: it is {state} on"
+                f"Can't migrate instance {self._inst().name}: it is {how} on"
                 f" {self.source}, not running; resume it or shut it down first",
                 ECODE_STATE,
             )

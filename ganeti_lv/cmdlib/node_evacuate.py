@@ -3,7 +3,8 @@
 ``node migrate`` live-migrates every instance marked up whose primary is
 the node; ``node evacuate`` also fails over the stopped ones (their disks
 copied for ``file``), and running instances whose migration is impossible
-fall back to a failover. The plan comes first: every candidate node is
+fall back to a failover (not a paused one: its move is refused, the guest
+stays paused where it is). The plan comes first: every candidate node is
 asked its facts (memory within its cap, bridges, storage paths, CPU
 compatibility) and the placement allocator (``cmdlib.allocator``) places
 the instances; the plan is logged, and is all a dry run does. An instance
@@ -156,6 +157,9 @@ class _NodeMovesLU(LogicalUnit):
         def facts(node: Node) -> allocator.NodeFit:
             if node.offline or not instances:
                 return allocator.NodeFit(node.name, 0, offline=node.offline)
+            # its instances before its free memory: one arriving in between is
+            # counted twice, never missed (as ``memory_reservation`` does)
+            arriving = reserved_for_arrivals(self.rpc, self.ctx.data_dir, node)
             info = node_call(self.rpc.node_info, node)
             found = node_call(self.rpc.paths_exist, node, paths)
             why = ""
@@ -171,8 +175,7 @@ class _NodeMovesLU(LogicalUnit):
                     need.refused[node.name] = f"CPU not compatible: {reason}"
             free = 0
             if info.ok and info.payload:
-                # less what other operations' moves there reserved and it does not count yet
-                arriving = reserved_for_arrivals(self.rpc, self.ctx.data_dir, node)
+                # less what other operations' moves reserved there for instances on their way
                 free = max(0, info.payload.memory_free - arriving)
             return allocator.NodeFit(
                 node.name,

@@ -12,7 +12,8 @@ hooks and guarantees.
   or fail when none can take them. Failures that are not the target's
   do not count against it (``target_at_fault``): a lock another job held
   too long, a cancel, an answer of another node, the state of the
-  instance or its source, a move that could not start.
+  instance or its source, a guest that did not converge (the convergence
+  policy aborted it), a move that could not start.
 - A cancel request stops the queued moves (they never start) and is passed
   on to the running ones, which stop the way Ctrl-C stops a single one: a
   move still waiting for its locks or in its checks and PRE hooks changes

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv import Client
+from ganeti_lv import Client, locking
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
@@ -141,17 +141,25 @@ def test_a_job_is_canceled_only_when_it_stopped_for_the_cancel(ctx: Context) -> 
 
 
 def test_a_canceled_job_takes_no_lock_asks_no_node_and_runs_no_hook_after_the_cancel(
-    ctx: Context, inst1_running: FakeNodeOps
+    ctx: Context, inst1_running: FakeNodeOps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Canceled before it started, or while its first opcode ran: the next opcode
-    stops before its locks, its checks on the nodes and its PRE hooks."""
+    stops before its locks, its session with the nodes, its checks and PRE hooks."""
     migrate = OpInstanceMigrate(instance_name="inst1.example.com", target_node="node2.example.com")
+    taken: list[str] = []
+    acquire = ctx.locks.acquire
+
+    def counted(level: str, *args: Any, **kwargs: Any) -> Any:
+        taken.append(level)
+        return acquire(level, *args, **kwargs)
+
+    monkeypatch.setattr(ctx.locks, "acquire", counted)
     cancel = Cancellation()
     cancel.request("job cancel")
     with pytest.raises(OperationCanceled, match="before it started executing"):
         Processor(ctx).execute(migrate, cancel=cancel)
-    assert inst1_running.calls == []
-    assert ctx.jobs.list()[-1].ops[0].exec_ts is None  # never held its locks
+    assert (taken, inst1_running.calls, inst1_running.sessions) == ([], [], [])
+    assert ctx.jobs.list()[-1].status == "canceled"
 
     cancel = Cancellation()
     ops = [OpTestDelay(duration=0.01), migrate]
@@ -162,7 +170,8 @@ def test_a_canceled_job_takes_no_lock_asks_no_node_and_runs_no_hook_after_the_ca
 
     with pytest.raises(OperationCanceled):
         run_job(ctx, job, ops, on_record, cancel)
-    assert inst1_running.calls == []
+    assert taken == [locking.LEVEL_CLUSTER]  # opcode 0's, the delay's only
+    assert (inst1_running.calls, inst1_running.sessions) == ([], [])
     stored = ctx.jobs.get(job.id)
     assert stored.status == "canceled"
     assert [op.status for op in stored.ops] == ["success", "canceled"]
@@ -199,6 +208,14 @@ def test_a_job_whose_start_or_end_could_not_be_written_does_not_stay_active(
     with pytest.raises(OSError):
         Processor(ctx).execute(OpTestDelay(duration=0))
     assert ctx.jobs.list()[-1].status == "error"
+
+    # the write of a canceled job's end fails once: recorded canceled, the cancel raised
+    once("finish_error")
+    cancel = Cancellation()
+    cancel.request("job cancel")
+    with pytest.raises(OperationCanceled):
+        Processor(ctx).execute(OpTestDelay(duration=0), cancel=cancel)
+    assert ctx.jobs.list()[-1].status == "canceled"
 
 
 def test_client_records_success_and_error(config: ConfigStore) -> None:
