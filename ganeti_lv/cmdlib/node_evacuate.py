@@ -123,6 +123,7 @@ class _NodeMovesLU(LogicalUnit):
                     kinds[inst.name] = kind
         self.kinds = kinds
         instances = [data.instances[name] for name in kinds]
+        self.unsettled = self._unsettled_on(source) if MIGRATE in kinds.values() else {}
         self.needs = [self._need(inst, kinds[inst.name], source) for inst in instances]
         self.fits = self._fits(data, source, instances)
         self.plan = allocator.plan(self.needs, self.fits, self.op.target_node)
@@ -142,8 +143,31 @@ class _NodeMovesLU(LogicalUnit):
             memory=instance_memory(self.cluster, inst) if runs else 0,
             bridges=tuple(instance_bridges(self.cluster, inst)),
             paths=tuple(storage_paths(self.cluster, inst)),
-            unmovable=self._unmovable(inst, source),
+            unmovable=self._unmovable(inst, source) or self._paused_reason(inst, source),
         )
+
+    def _unsettled_on(self, source: Node) -> dict[str, str]:
+        """The guests on ``source`` that are there but neither running nor stopped
+        (paused), with their state.
+
+        Their migration is refused (a failover's shutdown would end in a
+        destroy that loses their memory): the plan leaves them where they
+        are. A source that does not answer says nothing; each move checks.
+        """
+        if source.offline:
+            return {}
+        res = node_call(self.rpc.instance_list, source)
+        if not res.ok or res.payload is None:
+            return {}
+        settled = (constants.DOMSTATE_RUNNING, *constants.DOMSTATES_STOPPED)
+        return {name: dom.state for name, dom in res.payload.items() if dom.state not in settled}
+
+    def _paused_reason(self, inst: Instance, source: Node) -> str:
+        state = self.unsettled.get(inst.name)
+        if self.kinds[inst.name] != MIGRATE or state is None:
+            return ""
+        how = "in no known state" if state == constants.DOMSTATE_OTHER else state
+        return f"it is {how} on {source.name}: resume it or shut it down first"
 
     def _fits(
         self, data: ConfigData, source: Node, instances: list[Instance]

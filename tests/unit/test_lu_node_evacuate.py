@@ -251,16 +251,25 @@ def test_a_move_whose_instance_left_its_source_is_not_started_and_blames_no_targ
     assert primary(config, I2) == N3
 
 
+@pytest.mark.parametrize("planned", [True, False])
 def test_a_paused_guest_stays_paused_on_its_node_and_blames_no_target(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, planned: bool
 ) -> None:
-    """Not failed over: the shutdown of a paused guest ends in a destroy (its memory lost)."""
+    """Not failed over: the shutdown of a paused guest ends in a destroy (its memory
+    lost). The plan leaves it where it is; when the source did not tell the plan
+    (``planned`` False: its list of guests failed), the move refuses it."""
     ops.node(N1).domains[I1].state = constants.DOMSTATE_PAUSED
+    if not planned:
+        ops.fail("instance_list", N1, "no answer")
     with config.update() as data:
         data.nodes[N3].memory_cap = 100  # no room on node3: the plan puts all on node2
     with pytest.raises(OpExecError) as err:
         run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1))
-    assert f"{I1}: failed: Can't migrate instance {I1}: it is paused on {N1}" in err.value.msg
+    if planned:
+        expected = f"{I1}: unplaced: it is paused on {N1}: resume it or shut it down first"
+    else:
+        expected = f"{I1}: failed: Can't migrate instance {I1}: it is paused on {N1}"
+    assert expected in err.value.msg
     assert "1 of 3 instance" in err.value.msg
     assert primary(config, I1) == N1 and ops.node(N1).domains[I1].state == "paused"
     assert not [c for c in ops.calls_to("shutdown_instance") if c.args[0] == I1]
