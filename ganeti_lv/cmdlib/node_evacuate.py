@@ -3,8 +3,8 @@
 ``node migrate`` live-migrates every instance marked up whose primary is
 the node; ``node evacuate`` also fails over the stopped ones (their disks
 copied for ``file``), and running instances whose migration is impossible
-fall back to a failover (not a paused one: its move is refused, the guest
-stays paused where it is). The plan comes first: every candidate node is
+fall back to a failover (not a paused one: the plan leaves it paused where
+it is, and its move would refuse it). The plan comes first: every candidate node is
 asked its facts (memory within its cap, bridges, storage paths, CPU
 compatibility) and the placement allocator (``cmdlib.allocator``) places
 the instances; the plan is logged, and is all a dry run does. An instance
