@@ -48,6 +48,7 @@ from ganeti_lv.cmdlib.migration_checks import (
     migration_params,
     missing_bridges,
     storage_paths,
+    unsettled_state,
 )
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
@@ -403,14 +404,11 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         res = self._source_state()
         if self._source_runs():
             return
-        state = res.payload.state if res.ok and res.payload is not None else None
-        if state is not None and state not in constants.DOMSTATES_STOPPED:
-            # paused (or between states): a failover's shutdown would end in a
-            # destroy that loses the guest's memory; its operator decides
-            how = "in no known state" if state == constants.DOMSTATE_OTHER else state
+        unsettled = unsettled_state(res.payload.state, self.source) if res.payload else ""
+        if res.ok and unsettled:
             raise OpPrereqError(
-                f"Can't migrate instance {self._inst().name}: it is {how} on"
-                f" {self.source}, not running; resume it or shut it down first",
+                f"Can't migrate instance {self._inst().name}: {unsettled}, not running;"
+                " resume it or shut it down first",
                 ECODE_STATE,
             )
         why = res.fail_msg if not res.ok else f"Instance {self._inst().name} is not running"

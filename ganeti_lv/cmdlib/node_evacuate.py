@@ -45,7 +45,12 @@ from ganeti_lv.cmdlib.common import (
     get_node,
 )
 from ganeti_lv.cmdlib.memory_reservation import reserved_for_arrivals
-from ganeti_lv.cmdlib.migration_checks import instance_bridges, instance_memory, storage_paths
+from ganeti_lv.cmdlib.migration_checks import (
+    instance_bridges,
+    instance_memory,
+    storage_paths,
+    unsettled_state,
+)
 from ganeti_lv.cmdlib.node_moves import CANCELED, DONE, UNPLACED, Move, MoveScheduler
 from ganeti_lv.errors import (
     ECODE_INVAL,
@@ -143,12 +148,12 @@ class _NodeMovesLU(LogicalUnit):
             memory=instance_memory(self.cluster, inst) if runs else 0,
             bridges=tuple(instance_bridges(self.cluster, inst)),
             paths=tuple(storage_paths(self.cluster, inst)),
-            unmovable=self._unmovable(inst, source) or self._paused_reason(inst, source),
+            unmovable=self._unmovable(inst, source) or self._paused_reason(inst),
         )
 
     def _unsettled_on(self, source: Node) -> dict[str, str]:
         """The guests on ``source`` that are there but neither running nor stopped
-        (paused), with their state.
+        (paused), with ``unsettled_state``'s words for it.
 
         Their migration is refused (a failover's shutdown would end in a
         destroy that loses their memory): the plan leaves them where they
@@ -159,15 +164,14 @@ class _NodeMovesLU(LogicalUnit):
         res = node_call(self.rpc.instance_list, source)
         if not res.ok or res.payload is None:
             return {}
-        settled = (constants.DOMSTATE_RUNNING, *constants.DOMSTATES_STOPPED)
-        return {name: dom.state for name, dom in res.payload.items() if dom.state not in settled}
+        found = {name: unsettled_state(dom.state, source.name) for name, dom in res.payload.items()}
+        return {name: text for name, text in found.items() if text}
 
-    def _paused_reason(self, inst: Instance, source: Node) -> str:
-        state = self.unsettled.get(inst.name)
-        if self.kinds[inst.name] != MIGRATE or state is None:
+    def _paused_reason(self, inst: Instance) -> str:
+        unsettled = self.unsettled.get(inst.name)
+        if self.kinds[inst.name] != MIGRATE or not unsettled:
             return ""
-        how = "in no known state" if state == constants.DOMSTATE_OTHER else state
-        return f"it is {how} on {source.name}: resume it or shut it down first"
+        return f"{unsettled}: resume it or shut it down first"
 
     def _fits(
         self, data: ConfigData, source: Node, instances: list[Instance]
