@@ -10,22 +10,23 @@ reserves its memory on the target under the node's reservation lock
 A planned move, or any move when others hold reservations on the node,
 asks the node again under that lock: its instances first, then its free
 memory, so an instance that arrives in between is counted twice, never
-missed. The reservation of an instance the node's figures already count,
-a running one, is left out. One still arriving (paused: qemu fills its
-memory as it comes) keeps its reservation: a memory cap's figure counts
-it already, the host's free memory does not yet, and the node does not say
-which figure it gave. Memory that only
-the others' reservations take is a temporary shortage: the processor
-tries the check again a few times.
+missed. The reservation of an instance the node's free memory already
+counts is left out: a running one, and one still arriving (paused, qemu
+filling its memory as it comes) when the figure is the node's memory cap's
+(``NodeFacts.memory_free_capped``), which counts every running or paused
+domain; the host's own free memory does not count an arriving one yet.
+Memory that only the others' reservations take is a temporary shortage:
+the processor tries the check again a few times.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_TEMP_NORES, OpPrereqError
-from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
+from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Node
 from ganeti_lv.reservations import MEMORY, Held, Reservation, Reservations
@@ -54,13 +55,10 @@ def reserve_memory(
             domains = node_call(rpc.instance_list, node).Raise(
                 what, prereq=True, ecode=ECODE_ENVIRON
             )
-            free = (
-                node_call(rpc.node_info, node)
-                .Raise(what, prereq=True, ecode=ECODE_ENVIRON)
-                .memory_free
-            )
+            facts = node_call(rpc.node_info, node).Raise(what, prereq=True, ecode=ECODE_ENVIRON)
+            free = facts.memory_free
             check_memory(node, free)
-            reserved = _not_counted_mib(others, domains)
+            reserved = Arrivals(tuple(others), domains).mib(facts)
             if free - reserved < needed:
                 raise OpPrereqError(
                     f"Not enough memory on node {node.name} for instance {instance} while"
@@ -71,22 +69,34 @@ def reserve_memory(
         return ledger.reserve("", needed * MIB, instance)
 
 
-def reserved_for_arrivals(rpc: NodeOps, data_dir: str, node: Node) -> int:
-    """MiB the moves to ``node`` reserved for instances its free memory does not count yet.
+@dataclass(frozen=True)
+class Arrivals:
+    """Other moves' memory reservations on a node, and its domains listed before its free memory."""
 
-    For a plan: the node's free memory less this is what it can still take.
-    0 when nobody reserves memory there (the node is not asked then); all of
-    it when the node cannot list its instances.
+    others: tuple[Reservation, ...] = ()
+    domains: Mapping[str, DomainInfo] = field(default_factory=dict)
+
+    def mib(self, facts: NodeFacts) -> int:
+        """MiB reserved for instances the node's free memory (``facts``) does not count yet."""
+        counting = (
+            constants.DOMSTATES_ACTIVE
+            if facts.memory_free_capped
+            else (constants.DOMSTATE_RUNNING,)
+        )
+        counted = {name for name, dom in self.domains.items() if dom.state in counting}
+        return sum(r.size for r in self.others if r.instance not in counted) // MIB
+
+
+def arrivals(rpc: NodeOps, data_dir: str, node: Node) -> Arrivals:
+    """What other moves reserved on ``node``, to subtract from its free memory asked after.
+
+    For a plan. Nothing when nobody reserves memory there (the node is not
+    asked then); every reservation counts when the node cannot list its
+    instances.
     """
     with Reservations(data_dir, MEMORY).node(node.name) as ledger:
         others = ledger.others()
     if not others:
-        return 0
+        return Arrivals()
     domains = node_call(rpc.instance_list, node)
-    return _not_counted_mib(others, domains.payload if domains.ok and domains.payload else {})
-
-
-def _not_counted_mib(others: list[Reservation], domains: Mapping[str, DomainInfo]) -> int:
-    """MiB of ``others`` for instances not running on the node yet (``domains``: its own)."""
-    counted = {name for name, dom in domains.items() if dom.state == constants.DOMSTATE_RUNNING}
-    return sum(r.size for r in others if r.instance not in counted) // MIB
+    return Arrivals(tuple(others), domains.payload if domains.ok and domains.payload else {})

@@ -44,7 +44,7 @@ from ganeti_lv.cmdlib.common import (
     expand_node,
     get_node,
 )
-from ganeti_lv.cmdlib.memory_reservation import reserved_for_arrivals
+from ganeti_lv.cmdlib.memory_reservation import arrivals
 from ganeti_lv.cmdlib.migration_checks import (
     instance_bridges,
     instance_memory,
@@ -187,7 +187,7 @@ class _NodeMovesLU(LogicalUnit):
                 return allocator.NodeFit(node.name, 0, offline=node.offline)
             # its instances before its free memory: one arriving in between is
             # counted twice, never missed (as ``memory_reservation`` does)
-            arriving = reserved_for_arrivals(self.rpc, self.ctx.data_dir, node)
+            arriving = arrivals(self.rpc, self.ctx.data_dir, node)
             info = node_call(self.rpc.node_info, node)
             found = node_call(self.rpc.paths_exist, node, paths)
             why = ""
@@ -204,7 +204,7 @@ class _NodeMovesLU(LogicalUnit):
             free = 0
             if info.ok and info.payload:
                 # less what other operations' moves reserved there for instances on their way
-                free = max(0, info.payload.memory_free - arriving)
+                free = max(0, info.payload.memory_free - arriving.mib(info.payload))
             return allocator.NodeFit(
                 node.name,
                 free,

@@ -67,6 +67,9 @@ class NodeFacts:
     hostname: str = ""
     host_uuid: str = ""
     bridges: list[str] = field(default_factory=list)
+    # memory_free is the node's memory cap's figure (the cap less the memory of
+    # every running or paused domain, one still arriving too), not the host's
+    memory_free_capped: bool = False
 
 
 @dataclass

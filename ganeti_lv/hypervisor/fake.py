@@ -230,9 +230,16 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         fake = self._enter("node_info", node)
         facts = NodeFacts(**{**fake.facts.__dict__, "bridges": list(fake.facts.bridges)})
         if node.memory_cap is not None:
+            # as libvirt's node_info: the cap counts a paused (arriving) domain's
+            # memory too, which the host's free memory does not count yet
             used = facts.memory_total - facts.memory_free
+            used += sum(
+                d.memory for d in fake.domains.values() if d.state == constants.DOMSTATE_PAUSED
+            )
+            within_cap = max(0, node.memory_cap - used)
             facts.memory_total = min(facts.memory_total, node.memory_cap)
-            facts.memory_free = max(0, min(facts.memory_free, node.memory_cap - used))
+            facts.memory_free_capped = within_cap <= facts.memory_free
+            facts.memory_free = min(facts.memory_free, within_cap)
         return facts
 
     def instance_list(self, node: Node) -> dict[str, DomainInfo]:

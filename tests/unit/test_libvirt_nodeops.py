@@ -341,6 +341,14 @@ def test_node_info_memory_cap_counts_running_domains() -> None:
     capped = objects.Node(name="node1", address="10.250.0.1", memory_cap=300)
     facts = ops.node_info(capped)
     assert (facts.memory_total, facts.memory_free) == (300, 300 - 128)
+    assert facts.memory_free_capped
+    # a cap above what the host has free: the host's figure, which says so
+    roomy = objects.Node(name="node1", address="10.250.0.1", memory_cap=7000)
+    assert (ops.node_info(roomy).memory_free, ops.node_info(roomy).memory_free_capped) == (
+        5000,
+        False,
+    )
+    assert not ops.node_info(NODE).memory_free_capped
 
 
 def test_node_info_takes_bridges_from_libvirt_without_a_shell() -> None:

@@ -318,6 +318,25 @@ def test_the_plan_counts_memory_another_operation_reserved(
     assert primary(config, I1) == N3 and primary(config, I2) == N3
 
 
+def test_the_plan_counts_an_instance_arriving_on_a_capped_node_once(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """node2's cap already counts an instance arriving there (paused, qemu filling it):
+    its reservation is not subtracted a second time, so node2 still has the most room."""
+    with config.update() as data:
+        data.nodes[N2].memory_cap = 2048
+        data.nodes[N3].memory_cap = 512
+    ops.add_domain(N2, "arriving.example.com", state=constants.DOMSTATE_PAUSED, memory=1024)
+    with Reservations(ctx.data_dir, MEMORY).node(N2) as ledger:
+        held = ledger.reserve("", 1024 * MIB, "arriving.example.com")
+    try:
+        result, _lines = run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    finally:
+        held.release()
+    assert {m["instance"]: m["target"] for m in result} == {I1: N2, I2: N2}
+    assert primary(config, I1) == N2 and primary(config, I2) == N2
+
+
 def test_failed_target_takes_no_more_instances(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:

@@ -231,6 +231,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         libvirt_version, qemu_version = host.versions()
         total = int(info[1])
         free = host.free_memory_mib()
+        capped = False
         if node.memory_cap is not None:
             used = sum(
                 d.memory
@@ -238,11 +239,14 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 if d.state in constants.DOMSTATES_ACTIVE
             )
             total = min(total, node.memory_cap)
-            free = min(free, max(0, node.memory_cap - used))
+            within_cap = max(0, node.memory_cap - used)
+            capped = within_cap <= free
+            free = min(free, within_cap)
         return NodeFacts(
             name=node.name,
             memory_total=total,
             memory_free=free,
+            memory_free_capped=capped,
             cpu_model=caps.cpu_model or str(info[0]),
             cpu_arch=caps.arch or str(info[0]),
             cpu_count=int(info[2]),
