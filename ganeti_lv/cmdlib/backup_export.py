@@ -56,6 +56,7 @@ from ganeti_lv.cmdlib.common import (
     instance_hook_env,
     instance_nodes_ahead,
     repair_disk_chain,
+    unsettled_state,
 )
 from ganeti_lv.errors import (
     ECODE_INVAL,
@@ -271,10 +272,28 @@ class LUBackupExport(LogicalUnit):
                 "The long sleep option only makes sense when the instance can be shut down.",
                 ECODE_INVAL,
             )
+        self._check_settled()
         self._check_space()
         # cached for the post hooks (the instance may be gone by then)
         self._hook_env = instance_hook_env(self.cluster, self.instance)
         self.dry_run_result = (True, [True] * len(self.instance.disks))
+
+    def _check_settled(self) -> None:
+        """ECODE_STATE for a guest neither running nor stopped (``unsettled_state``).
+
+        A paused guest would not shut down (its shutdown ends in a destroy),
+        and without a shutdown its disks would be read, or zeroed, in use.
+        """
+        dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name).Raise(
+            f"Cannot query instance {self.instance.name} on {self.pnode.name}", prereq=True
+        )
+        unsettled = unsettled_state(dom.state, self.pnode.name) if dom is not None else ""
+        if unsettled:
+            raise OpPrereqError(
+                f"Can't export instance {self.instance.name}: {unsettled}, not running;"
+                " resume it or shut it down first",
+                ECODE_STATE,
+            )
 
     def _disk_paths(self) -> list[str]:
         return [disk_path(self.cluster, self.instance, i) for i in range(len(self.instance.disks))]
@@ -468,7 +487,8 @@ class LUBackupExport(LogicalUnit):
         dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name).Raise(
             f"Cannot query instance {self.instance.name} on {self.pnode.name}"
         )
-        return dom is not None and dom.state == constants.DOMSTATE_RUNNING
+        # paused since the check too: its qemu holds the disks
+        return dom is not None and dom.state not in constants.DOMSTATES_STOPPED
 
     def _shutdown(self, feedback_fn: FeedbackFn) -> None:
         feedback_fn(f"Shutting down instance {self.instance.name}")

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import (
     ECODE_NOENT,
@@ -163,6 +164,20 @@ def instance_nodes_ahead(
     names = dict.fromkeys([data.cluster.master_node, inst.primary_node, target or ""])
     nodes = [data.nodes[n] for n in names if n in data.nodes and not data.nodes[n].offline]
     return data, inst, nodes
+
+
+def unsettled_state(state: str, node: str) -> str:
+    """ "it is paused on NODE" for a guest there but neither running nor stopped, else "".
+
+    Such a guest (paused by its operator, or by qemu when its storage filled
+    up) is neither migrated, failed over nor exported: a shutdown of a paused
+    guest ends in a destroy that loses its memory, and its disks are in use.
+    Its operator decides.
+    """
+    if state == constants.DOMSTATE_RUNNING or state in constants.DOMSTATES_STOPPED:
+        return ""
+    how = "in no known state" if state == constants.DOMSTATE_OTHER else state
+    return f"it is {how} on {node}"
 
 
 def repair_disk_chain(

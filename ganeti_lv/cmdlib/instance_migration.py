@@ -39,6 +39,7 @@ from ganeti_lv.cmdlib.common import (
     get_node,
     instance_domains,
     repair_disk_chain,
+    unsettled_state,
 )
 from ganeti_lv.cmdlib.instance_failover import FailoverSteps
 from ganeti_lv.cmdlib.memory_reservation import reserve_memory
@@ -48,7 +49,6 @@ from ganeti_lv.cmdlib.migration_checks import (
     migration_params,
     missing_bridges,
     storage_paths,
-    unsettled_state,
 )
 from ganeti_lv.errors import (
     ECODE_ENVIRON,

@@ -50,18 +50,6 @@ def check_hv_versions(src: NodeFacts, dst: NodeFacts) -> tuple[list[str], list[s
     return warnings, errors
 
 
-def unsettled_state(state: str, node: str) -> str:
-    """ "it is paused on NODE" for a guest there but neither running nor stopped, else "".
-
-    Such a guest is not migrated, nor failed over (the shutdown of a paused
-    guest ends in a destroy that loses its memory): its operator decides.
-    """
-    if state == constants.DOMSTATE_RUNNING or state in constants.DOMSTATES_STOPPED:
-        return ""
-    how = "in no known state" if state == constants.DOMSTATE_OTHER else state
-    return f"it is {how} on {node}"
-
-
 def instance_memory(cluster: Cluster, instance: Instance) -> int:
     """Memory (MiB) the instance needs on a node: its maximum memory."""
     return int(cluster.fill_beparams(instance)["maxmem"])

@@ -43,13 +43,13 @@ from ganeti_lv.cmdlib.common import (
     concurrently,
     expand_node,
     get_node,
+    unsettled_state,
 )
 from ganeti_lv.cmdlib.memory_reservation import arrivals
 from ganeti_lv.cmdlib.migration_checks import (
     instance_bridges,
     instance_memory,
     storage_paths,
-    unsettled_state,
 )
 from ganeti_lv.cmdlib.node_moves import CANCELED, DONE, UNPLACED, Move, MoveScheduler
 from ganeti_lv.errors import (

@@ -259,6 +259,48 @@ def test_an_old_instance_named_like_an_export_work_folder_is_refused_before_anyt
     assert methods(ops) == []  # nothing asked of a node
 
 
+@pytest.mark.parametrize("shutdown, zero", [(True, False), (True, True), (False, False)])
+def test_a_paused_guest_is_refused_before_anything(ctx, ops, config, shutdown, zero):
+    """Paused (by its operator, or by qemu on a full disk): its shutdown would end in a
+    destroy, and its disks, still held by its qemu, would be zeroed or copied in use."""
+    ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=shutdown, zero_free_space=zero)
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, op)
+    assert err.value.ecode == ECODE_STATE
+    assert err.value.msg == (
+        f"Can't export instance {INST}: it is paused on {N1}, not running;"
+        " resume it or shut it down first"
+    )
+    assert not {
+        "shutdown_instance",
+        "zero_free_space",
+        "snapshot_disks",
+        "export_prepare",
+        "copy_disk",
+    } & set(methods(ops))
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert admin(config) == constants.ADMINST_UP
+
+
+def test_a_guest_paused_after_the_checks_is_not_copied_in_use(ctx, ops, config, monkeypatch):
+    """Paused between the checks and the copy: treated as running, so only a snapshot's
+    base would be copied; this snapshot fails (a paused domain, in the fake), so nothing is."""
+    from ganeti_lv.cmdlib.backup_export import LUBackupExport
+
+    checked = LUBackupExport._check_settled
+
+    def check_then_pause(lu: Any) -> None:
+        checked(lu)
+        ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+
+    monkeypatch.setattr(LUBackupExport, "_check_settled", check_then_pause)
+    with pytest.raises(OpExecError, match="without a snapshot"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    seq = methods(ops)
+    assert "snapshot_disks" in seq and "copy_disk" not in seq and "export_prepare" not in seq
+
+
 def test_target_without_space_is_nores(ctx, ops):
     ops.free_bytes[N2] = 1024
     with pytest.raises(OpPrereqError) as err:
