@@ -13,7 +13,8 @@ import pytest
 from ganeti_lv import constants, objects
 from ganeti_lv.errors import ECODE_EXISTS, ECODE_STATE, HypervisorError, InstanceNotFound
 from ganeti_lv.hypervisor.base import DomainInfo
-from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps, domxml
+from ganeti_lv.hypervisor.export_types import SnapshotInfo
+from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps, domxml, exportops
 from ganeti_lv.hypervisor.libvirt.nodeops import default_libvirt_uri
 from ganeti_lv.node.transport import CommandResult, node_call
 
@@ -486,3 +487,35 @@ def test_node_directories_and_logs_are_made_once_per_node_and_client() -> None:
     ops._drop_ssh("node1")
     ops.prepare_node_dirs(NODE, [log])
     assert ssh.commands[-1] == f"mkdir -p -- /var/log/libvirt/qemu && touch -- {log}"
+
+
+class _PausedStartGuest(StubGuest):
+    """Starts paused; its resume fails (a qemu or libvirt error)."""
+
+    def start_paused(self) -> None:
+        self.calls.append("start_paused")
+        self.active = True
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+        raise HypervisorError("Cannot resume web1: internal error", node="node1")
+
+
+def test_a_failed_resume_after_the_snapshot_leaves_the_guest_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not paused on its overlays with nothing to merge them: stopped, started later
+    from its definition on its own disks."""
+    guest = _PausedStartGuest("web1", active=False)
+    made: list[str] = []
+
+    def create(g: Any, runner: Any, node: str, freeze: bool = True) -> SnapshotInfo:
+        made.append(g.name)
+        return SnapshotInfo(g.name, node)
+
+    monkeypatch.setattr(exportops.diskchain, "create", create)
+    ops = _ops(StubHost({"web1": guest}))
+    with pytest.raises(HypervisorError, match="Cannot resume"):
+        ops.start_with_snapshot(NODE, CLUSTER, _instance())
+    assert made == ["web1"]
+    assert guest.calls == ["start_paused", "resume", "destroy"] and not guest.active

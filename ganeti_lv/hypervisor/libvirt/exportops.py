@@ -148,10 +148,12 @@ class LibvirtExportOps:
         guest.start_paused()
         try:
             snap = diskchain.create(guest, self.ssh(node), node.name, freeze=False)
+            guest.resume()
         except NodeError:
+            # stopped again before it ever ran: started later from its definition,
+            # on its own disks (an overlay made meanwhile holds nothing: stale)
             guest.destroy()
             raise
-        guest.resume()
         return snap
 
     def commit_snapshot(self, node: Node, instance: Instance, snapshot: SnapshotInfo) -> None:
