@@ -12,6 +12,7 @@ built. ``OP_REGISTRY`` maps OP_ID to class (no name mangling).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,8 +55,10 @@ def _type_ok(value: Any, hint: Any) -> bool:
         )
     if origin is not None:
         hint = origin
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # a number, not NaN or infinity (which JSON decoders let through)
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
@@ -95,6 +98,7 @@ class OpCode:
                 )
         if self.dry_run and not self.WITH_DRY_RUN:
             raise OpPrereqError(f"{self.OP_ID} does not support dry-run", ECODE_INVAL)
+        _require_non_negative(self, "debug_level")
         self._check_values()
 
     def _check_values(self) -> None:

@@ -83,12 +83,9 @@ class _NodeMovesLU(LogicalUnit):
 
     def ExpandNames(self) -> None:
         """Names only: each instance's move takes its own locks."""
-        if self.op.iallocator:
-            raise OpPrereqError(
-                "Instance allocators are not supported; the built-in placement is used"
-                " (or give a target node)",
-                ECODE_INVAL,
-            )
+        # an instance allocator named (Ganeti's hail) stands for the built-in placement
+        if self.op.iallocator and self.op.target_node:
+            raise OpPrereqError("Do not specify both, iallocator and node", ECODE_INVAL)
         self.op.node_name = expand_node(self.cfg, self.op.node_name)
         if self.op.target_node:
             self.op.target_node = expand_node(self.cfg, self.op.target_node)

@@ -221,9 +221,13 @@ def _migrate_node(req: Request) -> int:
 
 def _evacuate_node(req: Request) -> int:
     body = params.body_object(req.body)
-    mode = body.pop("mode", EVAC_ALL)
+    # needed, as in Ganeti (whose client sends none unless told): never "all" by default
+    mode = body.pop("mode", None)
     if mode not in (EVAC_PRIMARY_ONLY, EVAC_SECONDARY_ONLY, EVAC_ALL):
-        raise bad_request(f"Invalid body parameters: evacuation mode {mode!r} is not known")
+        raise bad_request(
+            f"Invalid body parameters: evacuation mode {mode!r} is not one of"
+            f" {EVAC_PRIMARY_ONLY}, {EVAC_SECONDARY_ONLY}, {EVAC_ALL}"
+        )
     if "early_release" in body:  # Ganeti's, for disk replacements: none here
         check_type(body.pop("early_release"), bool, "early_release")
     static = {

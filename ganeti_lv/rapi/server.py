@@ -117,7 +117,8 @@ class RapiApplication:
 
     def _resource(self, request: WsgiRequest) -> tuple[Resource, dict[str, Any]]:
         """The resource of the path and its items; 404, or 501 for a method it has not."""
-        adapter = self._map.bind_to_environ(request.environ)
+        # the path alone: the Host header (and an Upgrade) mean nothing here, as in Ganeti
+        adapter = self._map.bind("rapi", path_info=request.path)
         try:
             index, items = adapter.match()
         except (NotFound, MethodNotAllowed):
@@ -146,7 +147,12 @@ class RapiApplication:
             method=method,
             path=request.path,
             items=items,
-            args={name: request.args.getlist(name) for name in request.args},
+            # empty values dropped, as Ganeti's parser does (``?dry-run=`` is no dry run)
+            args={
+                name: values
+                for name in request.args
+                if (values := [v for v in request.args.getlist(name) if v])
+            },
             body=_body(request),
             user=user.name,
         )
@@ -174,7 +180,7 @@ def _body(request: WsgiRequest) -> Any:
         raise HttpError(415)
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep for the decoder: malformed too
         raise bad_request("Unable to parse JSON data") from None
 
 

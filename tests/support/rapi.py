@@ -96,21 +96,25 @@ def request(
     content_type: str = "application/json",
     cafile: str | None = None,
     timeout: float = 30,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], Any]:
-    """One HTTPS request: status, headers and the JSON answer (text if not JSON)."""
+    """One HTTPS request: status, headers and the JSON answer (text if not JSON).
+
+    ``headers``: more request headers (a ``Host`` of its own replaces the usual one).
+    """
     context = (
         ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
     )
     if cafile:
         context.check_hostname = False
     conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    headers = {"Content-Type": content_type}
+    sent = {"Content-Type": content_type, **(headers or {})}
     if user is not None:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
+        sent["Authorization"] = f"Basic {token}"
     data = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
     try:
-        conn.request(method, path, body=data, headers=headers)
+        conn.request(method, path, body=data, headers=sent)
         resp = conn.getresponse()
         text = resp.read().decode()
         answer_headers = {k.lower(): v for k, v in resp.getheaders()}

@@ -612,3 +612,20 @@ def test_cancel_during_a_failover_copy_keeps_the_instance_on_its_node(
     assert f"{I3}: canceled:" in str(err.value)
     failover = next(j for j in ctx.jobs.list() if j.summary == f"INSTANCE_FAILOVER({I3})")
     assert failover.status == "canceled"
+
+
+@pytest.mark.parametrize("op_class", [OpNodeMigrate, OpNodeEvacuate])
+def test_an_instance_allocator_stands_for_the_built_in_placement(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, op_class: type[OpCode]
+) -> None:
+    """Ganeti's tools name hail; the built-in placement places the instances."""
+    result, _lines = run(ctx, op_class(node_name="node1", iallocator="hail"))
+    assert all(m["status"] == "done" and m["target"] != N1 for m in result)
+    assert primary(config, I1) != N1 and primary(config, I2) != N1
+    # with a target node too: refused before anything, as in Ganeti
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, op_class(node_name=primary(config, I1), iallocator="hail", target_node=N1))
+    assert (err.value.ecode, err.value.msg) == (
+        ECODE_INVAL,
+        "Do not specify both, iallocator and node",
+    )

@@ -166,6 +166,19 @@ def test_unknown_path_method_and_bodies(rapi: rapi_server.RapiServer, data_dir: 
     assert _admin(rapi, "PUT", f"/2/instances/{INST}/reboot")[0] == 501
     code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", raw_body=b"{nope")
     assert (code, body["message"]) == (400, "Unable to parse JSON data")
+    # nested deeper than the decoder goes: malformed too, not an internal error
+    deep = b"[" * 100_000
+    code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", raw_body=deep)
+    assert (code, body["message"]) == (400, "Unable to parse JSON data")
+    # numbers a JSON decoder lets through that no parameter takes
+    for text in (b'{"progress_timeout": Infinity}', b'{"abort_timeout": NaN}'):
+        code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", raw_body=text)
+        assert code == 400 and "fails validation" in body["message"], text
+    code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", body={"debug_level": -1})
+    assert (
+        code == 400
+        and "'OP_INSTANCE_MIGRATE.debug_level' must not be negative" in (body["message"])
+    )
     code, _, _ = _admin(
         rapi, "PUT", f"/2/instances/{INST}/migrate", raw_body=b"{}", content_type="text/plain"
     )
@@ -182,6 +195,28 @@ def test_unknown_path_method_and_bodies(rapi: rapi_server.RapiServer, data_dir: 
     assert (code, body["message"]) == (400, "Invalid value for the 'bulk' parameter")
     # nothing was submitted
     assert JobStore(paths.jobs_dir(data_dir)).list() == []
+
+
+def test_the_host_header_and_an_upgrade_mean_nothing(rapi: rapi_server.RapiServer) -> None:
+    """As in Ganeti: a Host no name can have, or a websocket upgrade, gets the usual answers."""
+    for headers in (
+        {"Host": "a" * 64},
+        {"Host": "a..b"},
+        {"Connection": "upgrade", "Upgrade": "websocket"},
+    ):
+        assert _req(rapi, "GET", "/version", headers=headers)[0] == 401, headers
+        assert _admin(rapi, "GET", "/version", headers=headers)[::2] == (200, 2), headers
+
+
+def test_an_empty_query_value_is_left_out_as_in_ganeti(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    """``?dry-run=`` is no dry run, and no error (Ganeti's parser drops empty values)."""
+    op = _job_params(rapi, data_dir, "POST", f"/2/nodes/{N1}/evacuate?dry-run=&dry-run=1",
+                     body={"mode": "all"})  # fmt: skip
+    assert op["dry_run"] is True
+    code, _, nodes = _admin(rapi, "GET", "/2/nodes?bulk=")
+    assert code == 200 and nodes and all(set(n) == {"id", "uri"} for n in nodes)  # not bulk
 
 
 def test_unknown_instance_and_node_are_not_found(rapi: rapi_server.RapiServer) -> None:
@@ -466,9 +501,12 @@ def test_node_resources_map_ganeti_parameters_to_opcodes(
     body = {"mode": "live", "target_node": N2, "dry_run": True}
     op = params_of("POST", f"/2/nodes/{N1}/migrate", body=body)
     assert (op["mode"], op["target_node"]) == ("live", N2)
-    body = {"remote_node": N3, "iallocator": "hail", "early_release": True}
+    body = {"mode": "all", "remote_node": N3, "early_release": True}
     op = params_of("POST", f"/2/nodes/{N1}/evacuate?dry-run=1", body=body)
-    assert (op["target_node"], op["iallocator"], op["primary_only"]) == (N3, "hail", False)
+    assert (op["target_node"], op["primary_only"], op["secondary_only"]) == (N3, False, False)
+    body = {"mode": "primary-only", "iallocator": "hail"}
+    op = params_of("POST", f"/2/nodes/{N1}/evacuate?dry-run=1", body=body)
+    assert (op["iallocator"], op["primary_only"]) == ("hail", True)
     op = params_of("PUT", f"/2/nodes/{N3}/role?force=1", body="offline")
     assert (op["offline"], op["drained"], op["master_candidate"], op["force"]) == (
         True, None, None, True
@@ -478,7 +516,14 @@ def test_node_resources_map_ganeti_parameters_to_opcodes(
     assert _admin(rapi, "POST", path)[0] == 400
     assert _admin(rapi, "PUT", f"/2/nodes/{N3}/role", body={"role": "offline"})[0] == 400
     path = f"/2/nodes/{N1}/evacuate"
-    assert _admin(rapi, "POST", path, body={"early_release": "soon"})[0] == 400
+    assert _admin(rapi, "POST", path, body={"mode": "all", "early_release": "soon"})[0] == 400
+    # no mode: refused as Ganeti refuses it (Ganeti's client sends none unless told),
+    # never an evacuation of everything
+    jobs = len(JobStore(paths.jobs_dir(data_dir)).list())
+    for query in ("", "?remote_node=" + N3):
+        code, _, answer = _admin(rapi, "POST", path + query)
+        assert code == 400 and "evacuation mode None is not one of" in answer["message"]
+    assert len(JobStore(paths.jobs_dir(data_dir)).list()) == jobs
     code, _, answer = _admin(rapi, "POST", f"/2/nodes/{N3}/modify", body={"powered": True})
     assert code == 400 and "'powered'" in answer["message"]
     # a viewer reads the role but may not set it
