@@ -32,7 +32,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
-from ganeti_lv.node.diskcopy_stream import PLAIN, TREE
+from ganeti_lv.node.diskcopy_stream import ALGORITHMS, PLAIN, TREE
 from ganeti_lv.objects import Disk, Instance, Nic
 
 CONFIG_FILE = "config.ini"
@@ -113,7 +113,10 @@ class DiskManifest:
         if "checksum" not in data and "sha256" in data:
             data["checksum"] = data.pop("sha256")
             data.setdefault("checksum_algorithm", PLAIN)
-        return cls(**data)
+        disk = cls(**data)
+        if disk.checksum_algorithm not in ALGORITHMS:  # refused before anything is created
+            raise ValueError(f"unknown checksum algorithm {disk.checksum_algorithm!r}")
+        return disk
 
 
 # Manifest versions: 2 added tree checksums; from 3 on, config.ini is written

@@ -193,6 +193,12 @@ def test_manifest_round_trip_and_bad_input():
     with pytest.raises(OpPrereqError) as err:
         exportinfo.Manifest.from_json('{"instance": "x"}')
     assert err.value.ecode == ECODE_INVAL
+    # a checksum no copy can verify: refused when read, before an import creates anything
+    data["disks"][0]["checksum_algorithm"] = "md5"
+    with pytest.raises(OpPrereqError) as err:
+        exportinfo.Manifest.from_json(json.dumps(data))
+    assert err.value.ecode == ECODE_INVAL
+    assert err.value.msg == "Invalid export manifest: unknown checksum algorithm 'md5'"
 
 
 def test_version1_manifest_reads_as_plain_sha256():

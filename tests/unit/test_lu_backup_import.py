@@ -352,6 +352,19 @@ def test_own_export_manifest_naming_another_file_refused(ctx, ops, config):
     assert config.get_instance(NEW) is None
 
 
+def test_own_export_manifest_with_an_unknown_checksum_refused_before_anything(ctx, ops, config):
+    exp = _own_export(ctx, ops)
+    manifest = exportinfo.Manifest.from_json(exp.manifest_text)
+    manifest.disks[0].checksum_algorithm = "md5"
+    exp.manifest_text = manifest.to_json()
+    before = len(ops.calls)
+    with pytest.raises(OpPrereqError, match="unknown checksum algorithm 'md5'") as err:
+        _import(ctx, src_path=INST)
+    assert err.value.ecode == ECODE_INVAL
+    assert config.get_instance(NEW) is None
+    assert not {"create_disks", "copy_disk"} & {c.method for c in ops.calls[before:]}
+
+
 def test_own_export_round_trip_keeps_parameters(ctx, ops, config):
     _own_export(ctx, ops)
     _, lines = _import(ctx, src_path=INST)
