@@ -351,7 +351,7 @@ def test_cluster_set_params(ctx: Context, config: ConfigStore) -> None:
     "change, match",
     [
         ({"hvparams": {"migration_mode": "Live"}}, "valid: live, non-live"),
-        ({"hooks_timeout": float("nan")}, "hooks timeout must be a positive number"),
+        ({"hooks_timeout": float("nan")}, "hooks_timeout' fails validation: expected float"),
         ({"hooks_timeout": 0.0}, "hooks timeout must be a positive number"),
         # every migration would refuse these
         ({"hvparams": {"migration_downtime_passes": 0}}, "passes must be at least 1, not 0"),

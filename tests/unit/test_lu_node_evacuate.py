@@ -300,21 +300,28 @@ def test_a_guest_that_does_not_converge_turns_no_target_away(
     assert primary(config, I2) == N2 and running_on(ops, I2) == [N2]
 
 
+def _moved_while_reserved(ctx: Context, config: ConfigStore, caps: dict[str, int]) -> Any:
+    """node1's instances migrated (node caps ``caps``) while another operation holds
+    1024 MiB on node2 for an instance on its way there; each instance's target."""
+    with config.update() as data:
+        for name, cap in caps.items():
+            data.nodes[name].memory_cap = cap
+    with Reservations(ctx.data_dir, MEMORY).node(N2) as ledger:
+        held = ledger.reserve("", 1024 * MIB, "arriving.example.com")
+    try:
+        result, _lines = run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    finally:
+        held.release()
+    return {m["instance"]: m["target"] for m in result}
+
+
 def test_the_plan_counts_memory_another_operation_reserved(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """node2 has the most free memory, but another operation's move reserved most of it."""
     monkeypatch.setattr(ctx, "sleep", lambda _seconds: None)
-    with config.update() as data:
-        data.nodes[N2].memory_cap = 1024 + 256
-        data.nodes[N3].memory_cap = 1024
-    with Reservations(ctx.data_dir, MEMORY).node(N2) as ledger:
-        held = ledger.reserve("", 1024 * MIB, "arriving.example.com")
-    try:
-        result, lines = run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
-    finally:
-        held.release()
-    assert {m["instance"]: m["target"] for m in result} == {I1: N3, I2: N3}
+    targets = _moved_while_reserved(ctx, config, {N2: 1024 + 256, N3: 1024})
+    assert targets == {I1: N3, I2: N3}
     assert primary(config, I1) == N3 and primary(config, I2) == N3
 
 
@@ -323,17 +330,8 @@ def test_the_plan_counts_an_instance_arriving_on_a_capped_node_once(
 ) -> None:
     """node2's cap already counts an instance arriving there (paused, qemu filling it):
     its reservation is not subtracted a second time, so node2 still has the most room."""
-    with config.update() as data:
-        data.nodes[N2].memory_cap = 2048
-        data.nodes[N3].memory_cap = 512
     ops.add_domain(N2, "arriving.example.com", state=constants.DOMSTATE_PAUSED, memory=1024)
-    with Reservations(ctx.data_dir, MEMORY).node(N2) as ledger:
-        held = ledger.reserve("", 1024 * MIB, "arriving.example.com")
-    try:
-        result, _lines = run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
-    finally:
-        held.release()
-    assert {m["instance"]: m["target"] for m in result} == {I1: N2, I2: N2}
+    assert _moved_while_reserved(ctx, config, {N2: 2048, N3: 512}) == {I1: N2, I2: N2}
     assert primary(config, I1) == N2 and primary(config, I2) == N2
 
 
