@@ -24,9 +24,6 @@ from ganeti_lv.objects import Cluster, Instance, Node
 
 FeedbackFn = Callable[[str], None]
 
-# domain states in which the instance runs (a paused one holds its memory), and
-# in which nothing of it runs
-
 
 class FailoverSteps:
     """The failover's Exec, for TLMigrateInstance (which provides what is declared here)."""

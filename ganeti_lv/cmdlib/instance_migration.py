@@ -42,7 +42,7 @@ from ganeti_lv.cmdlib.common import (
     unsettled_state,
 )
 from ganeti_lv.cmdlib.instance_failover import FailoverSteps
-from ganeti_lv.cmdlib.memory_reservation import reserve_memory
+from ganeti_lv.cmdlib.memory_reservation import arrivals, reserve_memory
 from ganeti_lv.cmdlib.migration_checks import (
     check_hv_versions,
     instance_memory,
@@ -242,9 +242,28 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
         if not self.failover:
             self._check_running_on_primary()
+        if self.failover:
+            self._check_not_on_target()
         if not self.failover:  # bad capabilities or downtime ramp: refused before any hook
             self.params = migration_params(
                 self.cluster, inst, self.op, self.live, self.lu.LogWarning
+            )
+
+    def _check_not_on_target(self) -> None:
+        """ECODE_STATE when the failover's target already runs the instance.
+
+        A migration whose configuration change was lost leaves it there: a
+        failover would copy the primary's images over the ones it runs on
+        (``file``) and start a second copy (shared disks).
+        """
+        assert self.target is not None
+        state = self._domain_state(self._node(self.target))
+        if state in constants.DOMSTATES_ACTIVE:
+            raise OpPrereqError(
+                f"Instance {self._inst().name} is {state} on the target node {self.target},"
+                f" not on its primary {self.source}: nothing was changed. Run 'gnt-lv instance"
+                " migrate --cleanup' to record where it runs",
+                ECODE_STATE,
             )
 
     def _starts_on_target(self) -> bool:
@@ -366,7 +385,8 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             )
 
     def _allocate(self) -> str:
-        """Built-in allocator: the passing node with the most free memory."""
+        """Built-in allocator: the passing node with the most free memory (less other
+        moves' reservations there)."""
         candidates: list[tuple[int, str]] = []
         reasons: list[str] = []
         for name in sorted(self.cfg.node_names()):
@@ -379,7 +399,11 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 reasons.append(f"{name}: {err.msg}")
                 continue
             info = self._node_info(node)
-            free = info.payload.memory_free if info.ok and info.payload else 0
+            free = 0
+            if info.ok and info.payload:
+                # less what other moves reserved there for instances on their way
+                pending = arrivals(self.rpc, self.lu.ctx.data_dir, node)
+                free = info.payload.memory_free - pending.mib(info.payload)
             candidates.append((free, name))
         if not candidates:
             raise OpPrereqError(
@@ -539,7 +563,22 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         err = result.error
         aborted = isinstance(err, MigrationFailed) and err.aborted
         switched = isinstance(err, MigrationFailed) and err.switched_over
-        src_state, dst_state = self._domain_state(src), self._domain_state(dst)
+        # the target first: a migration that completes between the two questions reads
+        # as unclear, never as a source running beside a target's domain to remove
+        dst_state = self._domain_state(dst)
+        src_state = self._domain_state(src)
+        if src_state == constants.DOMSTATE_RUNNING and dst_state not in (None, "unknown"):
+            # libvirt's job may still run on the source (the connection to it dropped)
+            # and complete before the target's domain is removed: stopped, both read again
+            node_call(self.rpc.abort_migration, src, inst.name)
+            dst_state = self._domain_state(dst)
+            src_state = self._domain_state(src)
+        if (
+            switched
+            and dst_state == constants.DOMSTATE_RUNNING
+            and src_state in constants.DOMSTATES_ACTIVE
+        ):
+            self._postcopy_split(result, src, dst)
         if dst_state == constants.DOMSTATE_RUNNING and (
             switched or src_state != constants.DOMSTATE_RUNNING
         ):
@@ -581,6 +620,24 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             " run 'gnt-lv instance migrate --cleanup'"
         )
 
+    def _postcopy_split(self, result: NodeResult[MigrationStats], src: Node, dst: Node) -> None:
+        """Failed after the switch to post-copy while the source still holds the domain.
+
+        The guest runs on the target, but pages it has not fetched yet are
+        only in the source's memory: the source is left as it is (removing it
+        would lose them) and the configuration says where the guest runs.
+        """
+        inst = self._inst()
+        self.cfg.set_instance_primary(inst.name, dst.name)
+        raise OpExecError(
+            f"Migration of instance {inst.name} failed after its switch to post-copy:"
+            f" {result.fail_msg}. It runs on {dst.name} (configuration updated), but"
+            f" {src.name} still holds part of its memory and was left as it is. If libvirt's"
+            f" job still runs there (virsh domjobinfo), let it end; if the post-copy failed,"
+            " resume it (virsh migrate --postcopy-resume). Then run 'gnt-lv instance migrate"
+            " --cleanup'"
+        )
+
     # ----------------------------------------------------------- cleanup
     def _scan(self) -> dict[str, str]:
         """Node -> domain state, for every online node that knows the domain.
@@ -591,6 +648,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         online = [self._node(n) for n in sorted(self.cfg.node_names())]
         online = [node for node in online if not node.offline]
         found, self._unasked = instance_domains(self.rpc, online, self._inst().name)
+        self._postcopy_sources = sorted(n for n, dom in found.items() if dom.postcopy_source)
         return {name: dom.state for name, dom in found.items()}
 
     def _exec_cleanup(self, feedback_fn: FeedbackFn) -> None:
@@ -601,14 +659,27 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             "Instance found on: "
             + (", ".join(f"{n} ({s})" for n, s in sorted(found.items())) or "no node")
         )
+        if self._postcopy_sources:
+            raise OpExecError(
+                f"Instance {inst.name} is paused on {', '.join(self._postcopy_sources)} as a"
+                " post-copy migration's source, which holds memory its target still needs:"
+                " nothing was changed. If libvirt's job still runs there (virsh domjobinfo),"
+                " let it end; if the post-copy failed, resume it (virsh migrate"
+                " --postcopy-resume). Then run the cleanup again",
+                ECODE_STATE,
+            )
         running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
-        if len(running) > 1:
-            for name in running:
+        paused = sorted(n for n, s in found.items() if s == constants.DOMSTATE_PAUSED)
+        if len(running) > 1 or (paused and not running):
+            # two copies running, or none but a paused one (a non-live migration's
+            # source): abort the jobs that may still run, then look again
+            for name in running or paused:
                 node_call(self.rpc.abort_migration, self._node(name), inst.name).Warn(
                     f"Could not abort a migration job on {name}", feedback_fn
                 )
             found = self._scan()
             running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
+            paused = sorted(n for n, s in found.items() if s == constants.DOMSTATE_PAUSED)
             if len(running) > 1:
                 raise OpExecError(
                     f"The instance seems to be running on nodes {', '.join(running)};"
@@ -621,6 +692,14 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 + ". Nothing was changed; make the node reachable (its libvirtd) and run"
                 " the cleanup again",
                 ECODE_ENVIRON,
+            )
+        if not running and paused:
+            raise OpExecError(
+                f"Instance {inst.name} runs nowhere: it is paused on {', '.join(paused)}."
+                " Nothing was changed; resume it where its current state is (virsh resume)"
+                " and run the cleanup again (a shutdown of a paused guest ends in a destroy"
+                " that loses its memory)",
+                ECODE_STATE,
             )
         if not running and inst.admin_state != constants.ADMINST_UP:
             # a stopped instance: when its primary holds it, any copy elsewhere is a leftover

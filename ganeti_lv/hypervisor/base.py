@@ -84,6 +84,9 @@ class DomainInfo:
     disk_paths: list[str] = field(default_factory=list)
     overlays: list[str] = field(default_factory=list)
     console_log: str = ""
+    # paused as a post-copy migration's source (running or failed): it holds
+    # memory its target still needs, so it is not a leftover to remove
+    postcopy_source: bool = False
 
 
 @dataclass(frozen=True)

@@ -369,3 +369,43 @@ def test_ctrl_c_while_the_monitor_waits_cancels_the_job(monkeypatch) -> None:
     migration._wait(worker, monitor, params, time.monotonic)
     assert cancel.is_set() and cancel.reason == "interrupted by the user"
     assert monitor.aborted and ("abortJob", ()) in dom.calls
+
+
+class _StateDom(Dom):
+    """A stub virDomain in ``state`` for ``reason``."""
+
+    def __init__(self, state: int, reason: int) -> None:
+        super().__init__()
+        self.state_and_reason = [state, reason]
+
+    def info(self) -> list[int]:
+        return [self.state_and_reason[0], 262144, 262144, 1, 0]
+
+    def state(self, flags: int = 0) -> list[int]:
+        self._call("state")
+        return list(self.state_and_reason)
+
+    def isPersistent(self) -> int:  # noqa: N802 - libvirt's names
+        return 1
+
+
+@pytest.mark.parametrize(
+    "state, reason, postcopy_source",
+    [
+        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY, True),
+        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED, True),
+        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION, False),
+        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER, False),
+        (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY, False),
+    ],
+)
+def test_a_post_copy_migrations_paused_source_says_so(
+    monkeypatch: pytest.MonkeyPatch, state: int, reason: int, postcopy_source: bool
+) -> None:
+    """Its state's reason is asked of paused domains only (one more call, when paused)."""
+    dom = _StateDom(state, reason)
+    info = _guest(monkeypatch, dom).info()
+    assert info.postcopy_source is postcopy_source
+    paused = state == libvirt.VIR_DOMAIN_PAUSED
+    assert info.state == ("paused" if paused else "running")
+    assert [c for c in dom.calls if c[0] == "state"] == ([("state", ())] if paused else [])

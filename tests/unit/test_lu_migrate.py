@@ -648,6 +648,63 @@ def test_failure_with_unclear_state(ctx: Context, ops: FakeNodeOps, config: Conf
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
 
 
+def test_a_job_that_completes_while_the_failure_is_looked_at_loses_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The connection to the source dropped while libvirt's job went on: the job
+    completes right after the source was first read as running. The job is stopped
+    (here: it had ended) and both nodes read again, so the guest that now runs on the
+    target is recorded there, not removed as a leftover beside its source."""
+
+    def lost_while_running(*args: Any) -> Any:
+        ops.add_domain(N2, INST, state=constants.DOMSTATE_PAUSED)  # the incoming copy
+        raise MigrationFailed("connection to node1 lost", node=N1)
+
+    asked = ops.instance_info
+
+    def completes_after_the_first_look(node: Any, name: str) -> Any:
+        dom = asked(node, name)
+        incoming = ops.node(N2).domains.get(INST)
+        if node.name == N1 and incoming and incoming.state == constants.DOMSTATE_PAUSED:
+            ops.remove_domain(N1, INST)
+            incoming.state = constants.DOMSTATE_RUNNING
+        return dom
+
+    ops.migrate_instance = lost_while_running  # type: ignore[method-assign,assignment]
+    ops.instance_info = completes_after_the_first_look  # type: ignore[method-assign]
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert running_on(ops) == [N2] and not ops.calls_to("undefine_instance", N2)
+    assert any(f"was migrated to {N2}" in line for line in lines)
+    assert ops.calls_to("abort_migration", N1)
+
+
+def test_a_post_copy_that_failed_after_its_switch_keeps_the_source(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The source still holds pages the target has not fetched: it is not removed."""
+
+    def switched_then_cut(*args: Any) -> Any:
+        ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+        ops.node(N1).domains[INST].postcopy_source = True
+        ops.add_domain(N2, INST)
+        raise MigrationFailed("stream broken", node=N1, switched_over=True)
+
+    ops.migrate_instance = switched_then_cut  # type: ignore[method-assign,assignment]
+    with pytest.raises(OpExecError, match="failed after its switch to post-copy") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_postcopy=True))
+    assert "--postcopy-resume" in err.value.msg and "--cleanup" in err.value.msg
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert not ops.calls_to("undefine_instance", N1) and not ops.calls_to("remove_disks", N1)
+    # and the cleanup run too early leaves the post-copy's source alone
+    with pytest.raises(OpExecError, match="as a post-copy migration's source") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert err.value.ecode == ECODE_STATE
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert not ops.calls_to("undefine_instance", N1)
+
+
 # ---------------------------------------------------------------- cleanup
 
 
@@ -705,6 +762,41 @@ def test_cleanup_running_nowhere(ctx: Context, ops: FakeNodeOps) -> None:
     ops.remove_domain(N1, INST)
     with pytest.raises(OpExecError, match="does not seem to be running at all"):
         run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+
+
+def test_cleanup_of_a_non_live_migration_paused_on_both_nodes_aborts_its_job(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A non-live migration's source is paused by libvirt: the job is aborted where a
+    domain is paused (the source resumes, the incoming copy goes), then looked at again."""
+    ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+    ops.add_domain(N2, INST, state=constants.DOMSTATE_PAUSED)
+
+    def abort(node: Any, name: str) -> bool:
+        if node.name != N1:
+            return False
+        ops.node(N1).domains[INST].state = constants.DOMSTATE_RUNNING
+        ops.remove_domain(N2, INST)
+        return True
+
+    ops.abort_migration = abort  # type: ignore[method-assign]
+    run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert running_on(ops) == [N1] and INST not in ops.node(N2).domains
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+
+
+def test_cleanup_of_a_guest_paused_with_no_job_changes_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Not a shutdown's advice: that would destroy the paused guest's memory."""
+    ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+    serial = config.read().serial
+    with pytest.raises(OpExecError, match=f"runs nowhere: it is paused on {N1}") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert err.value.ecode == ECODE_STATE and "virsh resume" in err.value.msg
+    assert [c.args for c in ops.calls_to("abort_migration", N1)] == [(INST,)]
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert config.read().serial == serial and not ops.calls_to("undefine_instance")
 
 
 def _stopped_on_n1(ops: FakeNodeOps, config: ConfigStore) -> str:
@@ -905,6 +997,33 @@ def test_failover_running_instance(ctx: Context, ops: FakeNodeOps, config: Confi
     assert ops.calls_to("shutdown_instance", N1)
     assert running_on(ops) == [N2]
     assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("allow_failover", [False, True])
+def test_a_failover_onto_a_node_that_runs_the_instance_is_refused(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, allow_failover: bool
+) -> None:
+    """A migration whose configuration change was lost: it runs on node2, the configuration
+    says node1. A failover (or a migration's fallback to one) would copy node1's images over
+    the ones it runs on."""
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N2, INST)
+    op: OpCode = (
+        OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True)
+        if allow_failover
+        else OpInstanceFailover(instance_name=INST, target_node=N2)
+    )
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as raised:
+        run(ctx, op)
+    err = raised.value
+    assert err.ecode == ECODE_STATE and config.read().serial == serial
+    assert err.msg.startswith(
+        f"Instance {INST} is running on the target node {N2}, not on its primary {N1}:"
+        " nothing was changed"
+    )
+    assert not {"shutdown_instance", "copy_disk", "start_instance"} & {c.method for c in ops.calls}
+    assert running_on(ops) == [N2]
 
 
 def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(

@@ -38,6 +38,9 @@ _STATE_MAP = {
     libvirt.VIR_DOMAIN_CRASHED: constants.DOMSTATE_CRASHED,
 }
 
+# why a paused domain is paused, when it is a post-copy migration's source
+_POSTCOPY_PAUSED = (libvirt.VIR_DOMAIN_PAUSED_POSTCOPY, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+
 _UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -157,9 +160,15 @@ class Guest:
         )
         xml = self.xml()
         disks = domxml.parse_domain_disks(xml)
+        state = map_state(vir_state)
+        postcopy_source = False
+        if vir_state == libvirt.VIR_DOMAIN_PAUSED:  # why: asked of paused domains only
+            _now, reason = self._do("Cannot read the state of", self._domain.state)
+            postcopy_source = reason in _POSTCOPY_PAUSED
         return DomainInfo(
             name=self.name,
-            state=map_state(vir_state),
+            state=state,
+            postcopy_source=postcopy_source,
             memory=int(cur_kib) // 1024,
             vcpus=int(vcpus),
             persistent=self.is_persistent(),
