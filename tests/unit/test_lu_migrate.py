@@ -362,6 +362,20 @@ def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
         assert ledger.others() == []
 
 
+def test_the_allocator_counts_other_moves_reservations(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """node2 has the most free memory, but another move reserved most of it: node3."""
+    _cap_memory(config, N2, 200)
+    _cap_memory(config, N3, 150)
+    other = _reserve_for_another_move(Reservations(config.data_dir, MEMORY), N2, 100)
+    monkeypatch.setattr(ctx, "sleep", lambda _s: None)
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST))
+    other.release()
+    assert running_on(ops) == [N3]
+    assert any(f"Selected node {N3} as target" in line for line in lines)
+
+
 def test_an_arriving_instance_counts_when_the_hosts_free_memory_is_the_smaller_figure(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
