@@ -170,9 +170,10 @@ def unsettled_state(state: str, node: str) -> str:
     """ "it is paused on NODE" for a guest there but neither running nor stopped, else "".
 
     Such a guest (paused by its operator, or by qemu when its storage filled
-    up) is neither migrated, failed over nor exported: a shutdown of a paused
-    guest ends in a destroy that loses its memory, and its disks are in use.
-    Its operator decides.
+    up) is neither migrated, failed over in a migration's stead (by
+    ``--allow-failover`` or a node evacuation) nor exported: a shutdown of a
+    paused guest ends in a destroy that loses its memory, and its disks are in
+    use. Its operator decides (an explicit failover still shuts it down).
     """
     if state == constants.DOMSTATE_RUNNING or state in constants.DOMSTATES_STOPPED:
         return ""

@@ -611,6 +611,11 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 f" {result.fail_msg}; the instance keeps running on {src.name},"
                 " configuration unchanged"
             )
+            if dst_state == "unknown":
+                text += (
+                    f"; {dst.name} did not answer: once it does, run 'gnt-lv instance migrate"
+                    " --cleanup' to remove what the migration left there"
+                )
             if aborted:
                 raise MigrationAborted(text)
             raise OpExecError(text)
@@ -685,12 +690,13 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                     f"The instance seems to be running on nodes {', '.join(running)};"
                     " manual intervention is needed"
                 )
-        if not running and self._unasked:
+        if self._unasked:
+            # as Ganeti's cleanup: a node that does not answer may run a copy too
             raise OpExecError(
                 f"Cannot tell where instance {inst.name} runs: "
                 + "; ".join(f"node {n} did not answer ({why})" for n, why in self._unasked.items())
-                + ". Nothing was changed; make the node reachable (its libvirtd) and run"
-                " the cleanup again",
+                + ". Nothing was changed; make the node reachable (its libvirtd), or mark"
+                " it offline if it is down, and run the cleanup again",
                 ECODE_ENVIRON,
             )
         if not running and paused:

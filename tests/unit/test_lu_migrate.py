@@ -892,6 +892,47 @@ def test_cleanup_with_the_primary_unreachable_says_so(
     assert config.read().serial == serial
 
 
+def test_cleanup_with_another_node_unreachable_changes_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's: a node that does not answer may run a second copy, which the cleanup
+    cannot see; nothing is adopted or removed until it answers or is marked offline."""
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.add_domain(N2, INST, state=constants.DOMSTATE_SHUTOFF)
+    ops.node(N2).files[disk_path(cluster, inst, 0)] = 1024
+    _libvirtd_down(ops, N3)
+    with pytest.raises(OpExecError, match=f"node {N3} did not answer") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert err.value.ecode == ECODE_ENVIRON and "mark it offline" in err.value.msg
+    assert INST in ops.node(N2).domains and ops.node(N2).files
+    assert not ops.calls_to("undefine_instance") and not ops.calls_to("abort_migration")
+    # marked offline, it is not asked: the leftover on node2 goes
+    with config.update() as data:
+        data.nodes[N3].offline = True
+    run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert INST not in ops.node(N2).domains and not ops.node(N2).files
+
+
+def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    def cut_off(*args: Any) -> Any:
+        _libvirtd_down(ops, N2)
+        raise MigrationFailed("connection to node2 lost", node=N2)
+
+    ops.migrate_instance = cut_off  # type: ignore[method-assign,assignment]
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.value.msg.endswith(
+        f"the instance keeps running on {N1}, configuration unchanged; {N2} did not answer:"
+        " once it does, run 'gnt-lv instance migrate --cleanup' to remove what the migration"
+        " left there"
+    )
+    assert running_on(ops) == [N1]
+
+
 def test_failover_with_the_primary_unreachable_blames_no_overlay(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
