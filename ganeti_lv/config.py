@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -64,6 +65,8 @@ from ganeti_lv.objects import (
     copy_value,
     json_default,
 )
+
+log = logging.getLogger(__name__)
 
 _THREAD_STATE = threading.local()
 
@@ -119,7 +122,12 @@ def write_file_atomically(
             os.unlink(tmp)
         raise
     if durable:
-        fsync_dir(directory)
+        try:
+            fsync_dir(directory)
+        except OSError as err:
+            # the new file is in place, every reader sees it: raising would tell the
+            # caller that nothing was written
+            log.warning("%s is written, but its directory could not be synced: %s", path, err)
 
 
 _StatKey = tuple[int, int, int, int, int]
@@ -363,12 +371,21 @@ class ConfigStore:
         """
         text, entries = _encode(data, base.fragments if base is not None else {})
         write_file_atomically(self.path, text.encode() + b"\n")
-        # Nobody else writes while we hold the lock: the path is our file. The
-        # stat key is taken after the rename (a rename changes the ctime).
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        # Saved. What follows only caches it: when that fails, the next read
+        # loads the file (the cache's stat key no longer matches), and no error
+        # tells the caller that nothing was saved. Nobody else writes while we
+        # hold the lock: the path is our file. The stat key is taken after the
+        # rename (a rename changes the ctime).
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
         try:
             key = _stat_key(os.fstat(fd))
             snapshot, fragments = _settled_copy(data, entries)
+        except Exception:  # noqa: BLE001 - saved all the same (see above)
+            os.close(fd)
+            return
         except BaseException:
             os.close(fd)
             raise

@@ -8,6 +8,7 @@ the file, and nothing the caller can still reach may be shared with it.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import multiprocessing
 import random
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ganeti_lv import config as config_mod
 from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.objects import ConfigData, Disk, Instance, Node, json_default
@@ -196,4 +198,26 @@ def test_cached_object_stored_under_another_name_is_written_under_it(config: Con
     doc = _file_doc(config)
     assert doc["instances"]["copy.example.com"] == doc["instances"][INST1]
     assert config.snapshot().instances["copy.example.com"] is not shared
+    _assert_consistent(config)
+
+
+@pytest.mark.parametrize("fails", ["fsync_dir", "_settled_copy"])
+def test_a_fault_after_the_new_file_is_in_place_does_not_undo_the_save(
+    config: ConfigStore, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """Once the file is renamed into place every reader sees it: no error may tell the
+    caller (an instance add, which would remove the new instance's disks) that nothing
+    was saved. The directory's sync failing (EIO) or the cache's copy failing is logged
+    or forgotten, and the next read loads the file."""
+
+    def broken(*_args: Any) -> Any:
+        raise OSError(errno.EIO, "Input/output error")
+
+    serial = config.read().serial
+    monkeypatch.setattr(config_mod, fails, broken)
+    with config.update() as data:
+        data.instances[INST1].tags.append("saved")
+    monkeypatch.undo()
+    assert config.read().serial == serial + 1
+    assert "saved" in config.get_instance(INST1).tags  # type: ignore[union-attr]
     _assert_consistent(config)
