@@ -322,6 +322,7 @@ class Processor:
         if self._job is not None:
             self.ctx.jobs.mark_executing(self._job, index=self._index)
         lu.CheckPrereq()
+        self._stop_if_canceled()  # asked for during the checks: no PRE hook without a POST
         hm = self._hooks_master(lu)
         pre_results = hm.run_phase(constants.HOOKS_PHASE_PRE)
         lu.HooksCallBack(constants.HOOKS_PHASE_PRE, pre_results, self.Log, None)

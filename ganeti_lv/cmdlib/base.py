@@ -249,7 +249,8 @@ class LogicalUnit:
             if not primary_only:
                 wanted.extend(inst.secondary_nodes)
         assert self.needed_locks is not None
-        mode = self.recalculate_locks.pop(level, LOCKS_REPLACE)
+        # kept for the level's next declaration (a retry after a temporary shortage)
+        mode = self.recalculate_locks.get(level, LOCKS_REPLACE)
         current = self.needed_locks.get(level)
         if mode == LOCKS_APPEND:
             if isinstance(current, _AllSet):

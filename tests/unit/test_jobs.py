@@ -177,6 +177,27 @@ def test_a_canceled_job_takes_no_lock_asks_no_node_and_runs_no_hook_after_the_ca
     assert [op.status for op in stored.ops] == ["success", "canceled"]
 
 
+def test_a_cancel_during_the_checks_runs_no_pre_hook(
+    ctx: Context, inst1_running: FakeNodeOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It arrives while CheckPrereq asks the nodes: no PRE hook runs (hook consumers would
+    see a PRE without a POST), and the job ends canceled with nothing changed."""
+    ops = inst1_running
+    cancel = Cancellation()
+    asked = ops.node_info
+
+    def node_info(node: Any) -> Any:
+        cancel.request("job cancel")
+        return asked(node)
+
+    monkeypatch.setattr(ops, "node_info", node_info)
+    migrate = OpInstanceMigrate(instance_name="inst1.example.com", target_node="node2.example.com")
+    with pytest.raises(OperationCanceled, match="before it started executing"):
+        Processor(ctx).execute(migrate, cancel=cancel)
+    assert not [c for c in ops.calls if c.method == "run_hooks"]
+    assert ctx.jobs.list()[-1].status == "canceled"
+
+
 def test_a_job_whose_start_or_end_could_not_be_written_does_not_stay_active(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:

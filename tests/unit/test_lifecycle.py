@@ -10,6 +10,7 @@ import pytest
 
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import (
+    LOCKS_APPEND,
     LOCKS_REPLACE,
     LU_REGISTRY,
     LogicalUnit,
@@ -51,6 +52,7 @@ class OpTestRecord(OpCode):
     all_nodes: bool = False
     temp_nores: int = 0
     bad_needed_locks: bool = False
+    extra_node: str = ""  # locked besides the instance's nodes (LOCKS_APPEND)
 
 
 @dataclass(kw_only=True)
@@ -111,6 +113,9 @@ class LURecord(LogicalUnit):
         self.needed_locks = {LEVEL_INSTANCE: [self.op.instance_name], LEVEL_NODE: []}
         if self.op.all_nodes:
             self.needed_locks[LEVEL_NODE] = ALL_SET
+        elif self.op.extra_node:
+            self.needed_locks[LEVEL_NODE] = [self.op.extra_node]
+            self.recalculate_locks[LEVEL_NODE] = LOCKS_APPEND
         else:
             self.recalculate_locks[LEVEL_NODE] = LOCKS_REPLACE
         self.share_locks[LEVEL_NODE] = 1
@@ -428,6 +433,14 @@ def test_temp_nores_is_retried_after_prepare_retry(ctx: Context) -> None:
     assert names(EVENTS).count("PrepareRetry") == 2
     assert names(EVENTS).count("DeclareLocks(1)") == 3
     assert len(sleeps) == 2
+
+
+def test_a_retry_keeps_the_nodes_an_lu_locks_besides_its_instances(ctx: Context) -> None:
+    """LOCKS_APPEND holds on every attempt, not only the first (Exec had lost the node)."""
+    ctx.sleep = lambda _seconds: None
+    assert run(ctx, OpTestRecord(temp_nores=1, extra_node=NODE3)) == "done"
+    attempts = [ev[1]["node"] for ev in EVENTS if ev[0] in ("CheckPrereq", "Exec")]
+    assert attempts == [{MASTER, NODE3}] * 3
 
 
 def test_validation_error_before_lu(ctx: Context) -> None:
