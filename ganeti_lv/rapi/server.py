@@ -118,7 +118,9 @@ class RapiApplication:
     def _resource(self, request: WsgiRequest) -> tuple[Resource, dict[str, Any]]:
         """The resource of the path and its items; 404, or 501 for a method it has not."""
         # the path alone: the Host header (and an Upgrade) mean nothing here, as in Ganeti
-        adapter = self._map.bind("rapi", path_info=request.path)
+        adapter = self._map.bind(
+            "rapi", path_info=request.path, default_method=request.method.upper()
+        )
         try:
             index, items = adapter.match()
         except (NotFound, MethodNotAllowed):
