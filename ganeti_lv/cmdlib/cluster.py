@@ -10,6 +10,7 @@ the generic "image no instance owns" check, which runs last, skips them.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -47,8 +48,12 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
         out["beparams"] = coerce_beparams(out["beparams"], dict(constants.BEC_DEFAULTS))
     for name in _PATH_FIELDS:
         value = out.get(name)
-        if value is not None and not str(value).startswith("/"):
+        if value is None:
+            continue
+        if not str(value).startswith("/"):
             raise OpPrereqError(f"The {name} must be an absolute path, got '{value}'", ECODE_INVAL)
+        # one spelling per directory: paths under it are compared as text
+        out[name] = os.path.normpath(str(value))
     domain_type = out.get("domain_type")
     if domain_type is not None and domain_type not in constants.DOMAIN_TYPES:
         raise OpPrereqError(f"Invalid domain type '{domain_type}'", ECODE_INVAL)

@@ -341,7 +341,36 @@ class LUInstanceCreate(LogicalUnit):
         )
         self.handler.check_prereq()
         self._check_node_resources()
+        self._check_no_domain(data)
         self.dry_run_result = self.instance.name
+
+    def _check_no_domain(self, data: ConfigData) -> None:
+        """ECODE_EXISTS when a domain of the new name is defined on the primary or runs
+        on another node: not this cluster's (a leftover, another tool's), it would be
+        taken over, and removed by the create's clean-up after a failure."""
+        name = self.instance.name
+        if instance_domain(self.rpc, self.pnode, name) is not None:
+            raise OpPrereqError(
+                f"A domain named {name} is already defined on node {self.pnode.name} and is"
+                " no instance of this cluster: remove it (virsh undefine) or choose another"
+                " name",
+                ECODE_EXISTS,
+            )
+        others = [
+            node
+            for node in data.nodes.values()
+            if node.name != self.pnode.name and not node.offline and node.vm_capable
+        ]
+        found, unasked = instance_domains(self.rpc, others, name)
+        for node_name, why in sorted(unasked.items()):
+            self.LogWarning(f"Could not check whether a domain {name} runs on {node_name}: {why}")
+        running = sorted(n for n, dom in found.items() if _is_running(dom))
+        if running:
+            raise OpPrereqError(
+                f"A domain named {name} runs on node(s) {', '.join(running)} and is no"
+                " instance of this cluster: stop and remove it there, or choose another name",
+                ECODE_EXISTS,
+            )
 
     def _build_nics(self, data: ConfigData) -> list[Nic]:
         used = used_macs(data)
@@ -756,6 +785,9 @@ class LUInstanceRemove(_InstanceLU):
             f"Could not shutdown instance {inst.name} on node {node.name}",
             feedback_fn,
         )
+        if inst.admin_state == constants.ADMINST_UP:
+            # stopped: a later step that fails leaves the configuration true
+            self.cfg.set_admin_state(inst.name, constants.ADMINST_DOWN)
         self._step(
             node_call(self.rpc.undefine_instance, node, inst.name),
             f"Could not undefine instance {inst.name} on node {node.name}",

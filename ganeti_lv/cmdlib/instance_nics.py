@@ -64,6 +64,11 @@ def check_nics(op_nics: list[dict[str, Any]]) -> None:
         mac = spec.get("mac")
         if mac not in (None, *MAC_GENERATE) and not _MAC_RE.match(str(mac).lower()):
             raise OpPrereqError(f"Invalid MAC address '{mac}' for NIC {idx}", ECODE_INVAL)
+        if mac not in (None, *MAC_GENERATE) and int(str(mac)[:2], 16) & 1:
+            # the group bit: libvirt refuses such an address when the domain is defined
+            raise OpPrereqError(
+                f"Invalid MAC address '{mac}' for NIC {idx}: a multicast address", ECODE_INVAL
+            )
         check_nic_kind(
             f"NIC {idx}", str(spec.get("mode") or "bridged"), str(spec.get("vlan") or "")
         )

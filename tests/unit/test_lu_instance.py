@@ -256,6 +256,29 @@ def test_create_duplicate_mac_refused(ctx: Context, config: ConfigStore) -> None
     assert "already in use" in str(err)
 
 
+def test_create_with_a_multicast_mac_refused(ctx: Context, config: ConfigStore) -> None:
+    """libvirt refuses it when the domain is defined: refused before anything."""
+    err = prereq_error(ctx, create_op(nics=[{"mac": "01:00:5e:00:00:01"}]))
+    assert err.ecode == ECODE_INVAL and "a multicast address" in err.msg
+    assert config.get_instance(NEW) is None
+
+
+@pytest.mark.parametrize("where, state", [(N2, "shutoff"), (N2, "running"), (N3, "running")])
+def test_create_beside_a_domain_of_that_name_refused(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, where: str, state: str
+) -> None:
+    """A leftover or another tool's domain: not taken over, nor removed by a clean-up."""
+    fake_ops.add_domain(where, NEW, state=state, memory=64)
+    serial = config.read().serial
+    err = prereq_error(ctx, create_op(start=True))
+    assert err.ecode == ECODE_EXISTS and f"A domain named {NEW}" in err.msg and where in err.msg
+    assert config.read().serial == serial
+    assert fake_ops.node(where).domains[NEW].state == state
+    assert not {"create_disks", "start_instance", "undefine_instance"} & {
+        c.method for c in fake_ops.calls
+    }
+
+
 # ---------------------------------------------------------------- lifecycle
 
 
@@ -402,7 +425,9 @@ def test_remove_failure_keeps_config_unless_ignored(
     running.fail("remove_disks", N1, "disk busy")
     with pytest.raises(OpExecError, match="disk busy"):
         run(ctx, OpInstanceRemove(instance_name=INST))
-    assert config.get_instance(INST) is not None
+    # kept, and marked down: its guest was shut down and undefined
+    assert config.get_instance(INST).admin_state == constants.ADMINST_DOWN  # type: ignore[union-attr]
+    assert INST not in running.node(N1).domains
     _, lines = run(ctx, OpInstanceRemove(instance_name=INST, ignore_failures=True))
     assert any("WARNING" in line and "disk busy" in line for line in lines)
     assert config.get_instance(INST) is None

@@ -394,6 +394,12 @@ def test_a_storage_dir_in_use_is_not_moved(ctx: Context, config: ConfigStore) ->
     # the shared dir has no instance here: it may move
     run(ctx, OpClusterSetParams(shared_file_storage_dir="/srv/shared-elsewhere"))
     assert config.get_cluster().shared_file_storage_dir == "/srv/shared-elsewhere"
+    # one spelling per directory: the disks' paths are compared as text (cluster verify)
+    run(ctx, OpClusterSetParams(shared_file_storage_dir="/srv//shared/../shared-2/"))
+    assert config.get_cluster().shared_file_storage_dir == "/srv/shared-2"
+    # the dir in use, spelled otherwise, is the same dir: nothing moves
+    run(ctx, OpClusterSetParams(file_storage_dir=config.get_cluster().file_storage_dir + "/"))
+    assert disk_path(config.get_cluster(), inst, 0) == before
 
 
 # ---------------------------------------------------------------- verify
