@@ -601,17 +601,18 @@ class LUInstanceStartup(_InstanceLU):
         self._load()
         self.primary_offline = self.pnode.offline
         self.already_running = False
+        if self.pnode.offline and not self.op.ignore_offline_nodes:
+            raise OpPrereqError(
+                f"Cannot start instance {self.instance.name}: its primary node "
+                f"{self.pnode.name} is offline",
+                ECODE_STATE,
+            )
+        # also with the primary offline: marked up, it must not run elsewhere
+        check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if self.pnode.offline:
-            if not self.op.ignore_offline_nodes:
-                raise OpPrereqError(
-                    f"Cannot start instance {self.instance.name}: its primary node "
-                    f"{self.pnode.name} is offline",
-                    ECODE_STATE,
-                )
             return
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
         self.already_running = _is_running(dom)
-        check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if not self.already_running:
             check_node_can_start(self.rpc, self.pnode, self.cluster, self.instance)
 

@@ -152,6 +152,13 @@ def test_startup_refused_when_running_on_another_node(
     assert not fake_ops.calls_to("repair_disk_chain")
     assert config.read().serial == serial
     assert INST not in fake_ops.node(N1).domains
+    # the primary offline, the start only marks it up: refused all the same
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError, match=f"running on node\\(s\\) {N2}") as info:
+        run(ctx, OpInstanceStartup(instance_name=INST, ignore_offline_nodes=True))
+    assert info.value.ecode == ECODE_STATE and config.read().serial == serial
 
 
 @pytest.mark.parametrize(
