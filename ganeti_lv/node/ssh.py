@@ -736,21 +736,30 @@ class SshClient:
                 self._retire(transport)
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
-        """Write ``data`` to ``path`` on the node atomically (temp file + rename)."""
+        """Write ``data`` to ``path`` on the node atomically (temp file + rename).
+
+        The temp file is written in a directory of its own that only the
+        node's user may enter: SFTP creates a file with the server's default
+        mode, and one opened by another user before its ``chmod`` (a private
+        key's) could be read through that open file later.
+        """
         directory, base = os.path.split(path)
-        tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
+        private = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp = os.path.join(private, base)
 
         def put(sftp: paramiko.SFTPClient) -> None:
+            sftp.mkdir(private, 0o700)
             try:
                 with sftp.open(tmp, "wb") as fh:
+                    fh.chmod(mode)
                     fh.set_pipelined(True)
                     fh.write(data)
-                    fh.chmod(mode)
                 sftp.posix_rename(tmp, path)
-            except BaseException:
+            finally:
                 with contextlib.suppress(OSError):
                     sftp.remove(tmp)
-                raise
+                with contextlib.suppress(OSError):
+                    sftp.rmdir(private)
 
         self._with_sftp(f"put {path}", put)
 

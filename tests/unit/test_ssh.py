@@ -464,6 +464,41 @@ def test_retry_policies_reraise_and_filter() -> None:
 # -- files and streaming -------------------------------------------------------------
 
 
+def test_put_bytes_writes_a_private_file_where_no_one_else_can_open_it(
+    client: SshClient, tmp_path: Path
+) -> None:
+    """While its data is written, the file (a private key) is in a directory only its
+    owner may enter: one opened by another user before its chmod could be read later."""
+    pki = tmp_path / "pki"  # readable by all, as /etc/pki/qemu is
+    pki.mkdir()
+    pki.chmod(0o755)
+    seen: list[tuple[int, int, int]] = []  # (file mode, its directory's mode, size)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for root, _dirs, files in os.walk(pki):
+                for name in files:
+                    if ".tmp-" not in root + name:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        st, parent = os.stat(os.path.join(root, name)), os.stat(root)
+                        seen.append((st.st_mode & 0o777, parent.st_mode & 0o777, st.st_size))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        key = b"-----BEGIN PRIVATE KEY-----\n" + b"k" * (16 << 20)
+        client.put_bytes(key, str(pki / "key.pem"), mode=0o600)
+    finally:
+        done.set()
+        watcher.join()
+    assert seen, "the temp file was never seen"
+    assert all(parent == 0o700 for _mode, parent, size in seen if size), set(seen)
+    assert (pki / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert os.listdir(pki) == ["key.pem"]  # no temp file or directory left
+
+
 def test_put_and_get_bytes(client: SshClient, tmp_path: Path) -> None:
     data = bytes(range(256)) * 4096
     target = tmp_path / "sub" / "file.bin"
