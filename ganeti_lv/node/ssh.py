@@ -712,8 +712,9 @@ class SshClient:
         session (a late answer must not be taken for the next request's) and
         is a NodeError; the next request opens a new session. A request that
         failed otherwise on a kept session whose connection turned out dead
-        (see ``_open_session``) is made once more on a new connection: every
-        SFTP action here may be repeated.
+        (see ``_open_session``) is made once more on a new connection, and one
+        on a kept session the server ended, on a new session: every SFTP
+        action here may be repeated.
         """
         with self._sftp_lock:  # one SFTP session per client, used by one thread at a time
             while True:
@@ -728,8 +729,13 @@ class SshClient:
                         self.node_name,
                     ) from err
                 except Exception as err:
-                    if not isinstance(err, OSError | paramiko.sftp.SFTPError):
+                    # the server may have ended the session (its sftp-server gone, an
+                    # idle timeout) on a live connection: a new session, once
+                    ended = bool(getattr(sftp.sock, "closed", False))
+                    if ended or not isinstance(err, OSError | paramiko.sftp.SFTPError):
                         self._drop_sftp()
+                    if kept and ended and not self._dead(transport):
+                        continue
                     if not (kept and self._dead(transport)):
                         raise self._error(err, f"sftp {action}") from err
                 # the session opened next is not kept: this ends

@@ -499,6 +499,18 @@ def test_put_bytes_writes_a_private_file_where_no_one_else_can_open_it(
     assert os.listdir(pki) == ["key.pem"]  # no temp file or directory left
 
 
+def test_an_sftp_session_the_server_ended_is_replaced(client: SshClient, tmp_path: Path) -> None:
+    """Its sftp-server gone (killed, an idle timeout) on a live connection: the next
+    request opens a new session instead of failing for as long as the client lives."""
+    (tmp_path / "here").write_bytes(b"x")
+    assert client.exists(str(tmp_path / "here"))
+    ended = client._sftp
+    assert ended is not None
+    ended.sock.close()  # the session's channel is gone, the connection is not
+    assert client.exists(str(tmp_path / "here"))
+    assert client._sftp is not ended and client.get_bytes(str(tmp_path / "here")) == b"x"
+
+
 def test_put_and_get_bytes(client: SshClient, tmp_path: Path) -> None:
     data = bytes(range(256)) * 4096
     target = tmp_path / "sub" / "file.bin"
