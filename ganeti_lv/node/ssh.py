@@ -63,6 +63,11 @@ DEFAULT_SFTP_TIMEOUT = 60.0
 TIMEOUT_KILL_GRACE = 2.0
 TIMEOUT_LOCAL_GRACE = 5.0
 _READ_CHUNK = 1 << 16
+# a command or stream waiting for its node fails once the node has left our
+# data (keepalives at least, every 15 s) unanswered this long: its link is gone
+STREAM_UNANSWERED_LIMIT = 60.0
+# how long one wait for a command's output lasts before that is looked at (s)
+_WAIT_SLICE = 5.0
 # Exit statuses of coreutils timeout: timed out (TERM) / had to KILL.
 _TIMEOUT_STATUSES = (124, 137)
 
@@ -227,7 +232,10 @@ class RemoteProcess:
                     return bytes(channel.recv(size))
                 if channel.eof_received or channel.closed:
                     return bytes(channel.recv(size)) if channel.recv_ready() else b""
-                select.select([channel], [], [], 5.0)
+                if not select.select([channel], [], [], _WAIT_SLICE)[0]:
+                    _check_answering(channel, self._client.where, self._client.node_name)
+        except NodeUnreachable:
+            raise
         except Exception as err:
             raise self._client._error(err, "read") from err
 
@@ -240,7 +248,7 @@ class RemoteProcess:
     def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
         """Wait for the command to exit; remaining stdout is returned in the result."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        out, err = _collect(self.channel, deadline)
+        out, err = _collect(self.channel, deadline, self._client.where, self._client.node_name)
         self._stderr += err
         if out is None:
             self.channel.close()
@@ -270,11 +278,27 @@ class RemoteProcess:
         self.close()
 
 
-def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes | None, bytes]:
+def _check_answering(channel: paramiko.Channel, where: str, node: str | None) -> None:
+    """NodeUnreachable once the node has left our data unanswered for
+    ``STREAM_UNANSWERED_LIMIT`` seconds (TCP alone would retry for some 15 minutes)."""
+    transport = channel.get_transport()
+    if transport is None:
+        return
+    waited = unanswered_for(transport.sock)
+    if waited >= STREAM_UNANSWERED_LIMIT:
+        raise NodeUnreachable(
+            f"{where} has left our data unanswered for {waited:.0f} s: its link is gone", node
+        )
+
+
+def _collect(
+    channel: paramiko.Channel, deadline: float | None, where: str, node: str | None
+) -> tuple[bytes | None, bytes]:
     """Read stdout/stderr until EOF and the exit status; stdout None on deadline.
 
     sshd may send the exit status before the last output, so the end is the
-    remote EOF (or channel close), not the exit status.
+    remote EOF (or channel close), not the exit status. NodeUnreachable when
+    the node stops answering (``_check_answering``, ``where``: its address).
     """
     out = bytearray()
     err = bytearray()
@@ -286,15 +310,17 @@ def _collect(channel: paramiko.Channel, deadline: float | None) -> tuple[bytes |
         ended = channel.eof_received or channel.closed
         if ended and not (channel.recv_ready() or channel.recv_stderr_ready()):
             break
-        wait = 5.0 if deadline is None else deadline - time.monotonic()
+        wait = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
         if wait <= 0:
             return None, bytes(err)
-        select.select([channel], [], [], min(wait, 5.0))
+        if not select.select([channel], [], [], min(wait, _WAIT_SLICE))[0]:
+            _check_answering(channel, where, node)
     while not channel.exit_status_ready():
-        wait = 5.0 if deadline is None else deadline - time.monotonic()
+        wait = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
         if wait <= 0:
             return None, bytes(err)
-        channel.status_event.wait(min(wait, 5.0))
+        if not channel.status_event.wait(min(wait, _WAIT_SLICE)):
+            _check_answering(channel, where, node)
     return bytes(out), bytes(err)
 
 
@@ -626,7 +652,9 @@ class SshClient:
         try:
             feeder = self._feed_input(channel, input)
             try:
-                out, err = _collect(channel, deadline)
+                out, err = _collect(channel, deadline, self.where, self.node_name)
+            except NodeUnreachable:
+                raise
             except Exception as exc:
                 raise self._error(exc, "run") from exc
             if out is None:

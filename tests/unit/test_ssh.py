@@ -364,6 +364,27 @@ def test_a_kept_connection_the_node_no_longer_acknowledges_is_replaced(
         assert relay.accepted == 2
 
 
+@pytest.mark.parametrize("how", ["read", "wait"])
+def test_a_command_whose_node_stops_answering_fails_in_seconds(
+    client: SshClient, monkeypatch: Any, how: str
+) -> None:
+    """A disk copy or a hook run waits on its node's output: once TCP says the node left
+    our data unanswered past the limit, the wait ends (TCP alone: some 15 minutes)."""
+    monkeypatch.setattr(ssh_module, "_WAIT_SLICE", 0.2)
+    proc = client.open_exec("sleep 30")
+    transport = client._transport()[0]
+    gone = ssh_module.STREAM_UNANSWERED_LIMIT + 1
+    real = ssh_module.unanswered_for
+    monkeypatch.setattr(
+        ssh_module, "unanswered_for", lambda sock: gone if sock is transport.sock else real(sock)
+    )
+    start = time.monotonic()
+    with pytest.raises(NodeUnreachable, match="left our data unanswered for 61 s"):
+        proc.read() if how == "read" else proc.wait()
+    assert time.monotonic() - start < 5
+    proc.close()
+
+
 def test_a_kept_connection_whose_node_acknowledges_is_kept(local_sshd: Any, tmp_path: Path) -> None:
     """sshd stopped answering but the node's TCP acknowledges: the node is busy, not gone."""
     with _behind_relay(local_sshd, tmp_path, connect_timeout=1.0) as (relay, client):
