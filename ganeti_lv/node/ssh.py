@@ -606,12 +606,34 @@ class SshClient:
 
     def _open_channel(self, command: str) -> paramiko.Channel:
         channel = self._open_session("exec")
+        self._request(channel, "exec", lambda: channel.exec_command(command))
+        return channel
+
+    def _request(self, channel: paramiko.Channel, action: str, send: Callable[[], None]) -> None:
+        """Send a channel's request (exec, subsystem) and wait for its answer, at most
+        ``connect_timeout`` seconds: paramiko would wait for ever (a node cut off
+        right after the channel opened, an sshd stuck setting up the session)."""
+        gave_up = threading.Event()
+
+        def give_up() -> None:
+            gave_up.set()
+            channel.close()  # ends the wait
+
+        unanswered = threading.Timer(self.connect_timeout, give_up)
+        unanswered.daemon = True
+        unanswered.start()
         try:
-            channel.exec_command(command)
+            send()
         except Exception as err:
             channel.close()
-            raise self._error(err, "exec") from err
-        return channel
+            if gave_up.is_set():
+                raise NodeError(
+                    f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s",
+                    self.node_name,
+                ) from err
+            raise self._error(err, action) from err
+        finally:
+            unanswered.cancel()
 
     # -- commands --------------------------------------------------------
     def _command_failed(self, command: str, result: CommandResult) -> RemoteCommandError:
@@ -726,8 +748,10 @@ class SshClient:
                 # node's one session, and every job waiting for it, for ever;
                 # the SFTP handshake below is the first such request
                 channel.settimeout(self.sftp_timeout)
-                channel.invoke_subsystem("sftp")
+                self._request(channel, "sftp open", lambda: channel.invoke_subsystem("sftp"))
                 self._sftp = paramiko.SFTPClient(channel)
+            except NodeError:
+                raise
             except Exception as err:
                 channel.close()
                 raise self._error(err, "sftp open") from err

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 import tenacity
 from support.relay import VanishingRelay
@@ -383,6 +384,29 @@ def test_a_command_whose_node_stops_answering_fails_in_seconds(
         proc.read() if how == "read" else proc.wait()
     assert time.monotonic() - start < 5
     proc.close()
+
+
+@pytest.mark.parametrize("call", ["exec", "sftp open"])
+def test_a_request_the_node_does_not_answer_fails_in_seconds(
+    local_sshd: Any, tmp_path: Path, monkeypatch: Any, call: str
+) -> None:
+    """The channel opened, then the node answers nothing more (cut off at that moment, an
+    sshd stuck setting up the session): paramiko alone would wait for ever."""
+
+    def unanswered(channel: Any, *_args: Any) -> None:
+        channel.event.clear()
+        channel._wait_for_event()  # as paramiko's request does: until an answer or a close
+
+    name = "exec_command" if call == "exec" else "invoke_subsystem"
+    monkeypatch.setattr(paramiko.Channel, name, unanswered)
+    client = local_sshd.client(connect_timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(NodeError, match=f"SSH {call} on .*: no answer within 1 s"):
+        client.run("true") if call == "exec" else client.exists(str(tmp_path))
+    assert time.monotonic() - start < 4
+    monkeypatch.undo()
+    assert client.run("echo again").stdout == "again\n"  # the node's other calls go on
+    client.close()
 
 
 def test_a_kept_connection_whose_node_acknowledges_is_kept(local_sshd: Any, tmp_path: Path) -> None:
