@@ -44,7 +44,13 @@ from types import ModuleType
 from typing import Any
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, NodeError
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_NORES,
+    NodeError,
+    NodeUnreachable,
+    RemoteCommandError,
+)
 from ganeti_lv.node import diskcopy_helper, diskcopy_stream
 from ganeti_lv.node.transport import Runner, StreamProcess
 
@@ -470,6 +476,22 @@ class CopyPlan:
             with _stopped_on_cancel(proc, cancel, self) as canceling:
                 error, result, _size = self._read_to_end(proc, progress_fn, start_fn)
             status = proc.wait(timeout=60, check=False)
+        except CopyCanceled:
+            raise
+        except RemoteCommandError as err:  # its text is the helper's whole command line
+            raise NodeError(
+                f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
+                f" {self.dst.name}: the sender on {self.src_node} did not end"
+                f" (exit {err.exit_status})",
+                self.src_node,
+            ) from err
+        except NodeError as err:  # a node that stopped answering: the copy it was in
+            kind = NodeUnreachable if isinstance(err, NodeUnreachable) else NodeError
+            raise kind(
+                f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
+                f" {self.dst.name}: {err.msg}",
+                err.node,
+            ) from err
         finally:
             proc.close()
         if error is not None:

@@ -14,7 +14,7 @@ import pytest
 from support.localrun import LOCAL_ENDPOINT, LocalRunner, copy_disk
 from support.waiting import wait_until
 
-from ganeti_lv.errors import ECODE_NORES, NodeError
+from ganeti_lv.errors import ECODE_NORES, NodeError, NodeUnreachable, RemoteCommandError
 from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
 from ganeti_lv.node import diskcopy, diskcopy_stream, diskstat, progress
@@ -356,3 +356,58 @@ def test_a_read_only_probe_that_lost_its_session_is_asked_again():
     runner = _FlakyRunner()
     assert diskstat.free_space(runner, "node3", "/srv/export") == 1000 * 4096
     assert runner.calls == 2
+
+
+class _FailingSender:
+    """A sender's stream that fails as the transport makes it fail."""
+
+    def __init__(self, on_read=None, on_wait=None):
+        self.on_read, self.on_wait, self.closed = on_read, on_wait, False
+
+    def read(self, size=65536):
+        if self.on_read is not None:
+            raise self.on_read
+        return b""
+
+    def write(self, data):
+        pass
+
+    def close_stdin(self):
+        pass
+
+    def wait(self, timeout=None, check=True):
+        raise self.on_wait
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    "proc, kind, says",
+    [
+        (
+            _FailingSender(
+                on_read=NodeUnreachable("10.0.0.1:22 has left our data unanswered", "n1")
+            ),
+            NodeUnreachable,
+            ": 10.0.0.1:22 has left our data unanswered",
+        ),
+        (
+            _FailingSender(
+                on_wait=RemoteCommandError(
+                    "Command '" + "x" * 80000 + "' failed", "n1", exit_status=124
+                )
+            ),
+            NodeError,
+            ": the sender on n1 did not end (exit 124)",
+        ),
+    ],
+)
+def test_a_copy_whose_transport_fails_names_the_copy_not_the_helpers_command(proc, kind, says):
+    plan = diskcopy.CopyPlan.make("n1", "/srv/a/disk0.img", LOCAL_ENDPOINT, "/srv/b/disk0.img")
+    with pytest.raises(kind) as err:
+        plan.follow(proc, None, None)
+    assert type(err.value) is kind and err.value.node == "n1"
+    assert err.value.msg.startswith("copy of /srv/a/disk0.img on n1 to /srv/b/disk0.img on")
+    assert err.value.msg.endswith(says) and len(err.value.msg) < 300
+    assert proc.closed
