@@ -21,13 +21,15 @@ place, ``_map_error``:
 - a command exiting non-zero (``check=True``)                -> ``RemoteCommandError``
 - a command running past its timeout                         -> ``CommandTimeout``
 - SFTP and channel failures                                  -> ``NodeError``
+
+A command's channel (its streams, its end, a node that stops answering
+while it runs) is ``ssh_channel``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shlex
 import socket
 import threading
@@ -49,6 +51,7 @@ from ganeti_lv.errors import (
     RemoteCommandError,
 )
 from ganeti_lv.node.known_hosts import DEFAULT_PORT, key_fingerprint
+from ganeti_lv.node.ssh_channel import CommandTimeout, RemoteProcess, collect
 from ganeti_lv.node.tcpinfo import unanswered_for
 from ganeti_lv.node.transport import CommandResult
 
@@ -62,20 +65,10 @@ DEFAULT_SFTP_TIMEOUT = 60.0
 # report before the local side gives up and closes the channel.
 TIMEOUT_KILL_GRACE = 2.0
 TIMEOUT_LOCAL_GRACE = 5.0
-_READ_CHUNK = 1 << 16
-# a command or stream waiting for its node fails once the node has left our
-# data (keepalives at least, every 15 s) unanswered this long: its link is gone
-STREAM_UNANSWERED_LIMIT = 60.0
-# how long one wait for a command's output lasts before that is looked at (s)
-_WAIT_SLICE = 5.0
 # Exit statuses of coreutils timeout: timed out (TERM) / had to KILL.
 _TIMEOUT_STATUSES = (124, 137)
 
 Command = str | Sequence[str]
-
-
-class CommandTimeout(RemoteCommandError):
-    """A remote command did not finish within its timeout and was killed."""
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -185,143 +178,6 @@ def fetch_host_key(
 
 
 # -- streaming ---------------------------------------------------------------
-
-
-class RemoteProcess:
-    """A command started by ``SshClient.open_exec``: stream stdin and stdout.
-
-    ``write``/``close_stdin`` feed the command, ``read`` returns stdout chunks
-    (b"" at end), ``wait`` drains the rest and returns a ``CommandResult``
-    (its ``stderr`` holds everything the command wrote there). stderr is
-    collected on ``write``, ``read`` and ``wait``.
-    """
-
-    def __init__(self, client: SshClient, channel: paramiko.Channel, command: str) -> None:
-        self._client = client
-        self.channel = channel
-        self.command = command
-        self._stderr = bytearray()
-
-    def _drain_stderr(self) -> None:
-        while self.channel.recv_stderr_ready():
-            self._stderr += self.channel.recv_stderr(_READ_CHUNK)
-
-    def write(self, data: bytes) -> None:
-        """Send data to the command's stdin."""
-        try:
-            self.channel.sendall(data)
-        except Exception as err:
-            raise self._client._error(err, "write") from err
-        self._drain_stderr()
-
-    def close_stdin(self) -> None:
-        """Send EOF on the command's stdin."""
-        self.channel.shutdown_write()
-
-    def read(self, size: int = _READ_CHUNK) -> bytes:
-        """Read up to ``size`` bytes of stdout; b"" at end of output.
-
-        stderr is drained while waiting, so a chatty stderr cannot stall the
-        channel's flow-control window.
-        """
-        channel = self.channel
-        try:
-            while True:
-                self._drain_stderr()
-                if channel.recv_ready():
-                    return bytes(channel.recv(size))
-                if channel.eof_received or channel.closed:
-                    return bytes(channel.recv(size)) if channel.recv_ready() else b""
-                if not select.select([channel], [], [], _WAIT_SLICE)[0]:
-                    _check_answering(channel, self._client.where, self._client.node_name)
-        except NodeUnreachable:
-            raise
-        except Exception as err:
-            raise self._client._error(err, "read") from err
-
-    @property
-    def stderr(self) -> str:
-        """stderr received so far."""
-        self._drain_stderr()
-        return self._stderr.decode("utf-8", "replace")
-
-    def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
-        """Wait for the command to exit; remaining stdout is returned in the result."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out, err = _collect(self.channel, deadline, self._client.where, self._client.node_name)
-        self._stderr += err
-        if out is None:
-            self.channel.close()
-            raise CommandTimeout(
-                f"Command '{self.command}' on {self._client.where} did not finish "
-                f"within {timeout} seconds",
-                self._client.node_name,
-            )
-        status = self.channel.recv_exit_status()
-        self.channel.close()
-        result = CommandResult(
-            status, out.decode("utf-8", "replace"), self._stderr.decode("utf-8", "replace")
-        )
-        if check and result.failed:
-            raise self._client._command_failed(self.command, result)
-        return result
-
-    def close(self) -> None:
-        """Close the channel (the remote command sees EOF/SIGPIPE)."""
-        self.channel.close()
-        self._client.channel_closed()
-
-    def __enter__(self) -> RemoteProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _check_answering(channel: paramiko.Channel, where: str, node: str | None) -> None:
-    """NodeUnreachable once the node has left our data unanswered for
-    ``STREAM_UNANSWERED_LIMIT`` seconds (TCP alone would retry for some 15 minutes)."""
-    transport = channel.get_transport()
-    if transport is None:
-        return
-    waited = unanswered_for(transport.sock)
-    if waited >= STREAM_UNANSWERED_LIMIT:
-        raise NodeUnreachable(
-            f"{where} has left our data unanswered for {waited:.0f} s: its link is gone", node
-        )
-
-
-def _collect(
-    channel: paramiko.Channel, deadline: float | None, where: str, node: str | None
-) -> tuple[bytes | None, bytes]:
-    """Read stdout/stderr until EOF and the exit status; stdout None on deadline.
-
-    sshd may send the exit status before the last output, so the end is the
-    remote EOF (or channel close), not the exit status. NodeUnreachable when
-    the node stops answering (``_check_answering``, ``where``: its address).
-    """
-    out = bytearray()
-    err = bytearray()
-    while True:
-        while channel.recv_ready():
-            out += channel.recv(_READ_CHUNK)
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(_READ_CHUNK)
-        ended = channel.eof_received or channel.closed
-        if ended and not (channel.recv_ready() or channel.recv_stderr_ready()):
-            break
-        wait = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
-        if wait <= 0:
-            return None, bytes(err)
-        if not select.select([channel], [], [], min(wait, _WAIT_SLICE))[0]:
-            _check_answering(channel, where, node)
-    while not channel.exit_status_ready():
-        wait = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
-        if wait <= 0:
-            return None, bytes(err)
-        if not channel.status_event.wait(min(wait, _WAIT_SLICE)):
-            _check_answering(channel, where, node)
-    return bytes(out), bytes(err)
 
 
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
@@ -674,7 +530,7 @@ class SshClient:
         try:
             feeder = self._feed_input(channel, input)
             try:
-                out, err = _collect(channel, deadline, self.where, self.node_name)
+                out, err = collect(channel, deadline, self.where, self.node_name)
             except NodeUnreachable:
                 raise
             except Exception as exc:

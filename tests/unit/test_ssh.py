@@ -29,6 +29,7 @@ from ganeti_lv.errors import (
     RemoteCommandError,
 )
 from ganeti_lv.node import ssh as ssh_module
+from ganeti_lv.node import ssh_channel
 from ganeti_lv.node.known_hosts import (
     key_fingerprint,
     known_hosts_add,
@@ -371,13 +372,13 @@ def test_a_command_whose_node_stops_answering_fails_in_seconds(
 ) -> None:
     """A disk copy or a hook run waits on its node's output: once TCP says the node left
     our data unanswered past the limit, the wait ends (TCP alone: some 15 minutes)."""
-    monkeypatch.setattr(ssh_module, "_WAIT_SLICE", 0.2)
+    monkeypatch.setattr(ssh_channel, "_WAIT_SLICE", 0.2)
     proc = client.open_exec("sleep 30")
     transport = client._transport()[0]
-    gone = ssh_module.STREAM_UNANSWERED_LIMIT + 1
-    real = ssh_module.unanswered_for
+    gone = ssh_channel.STREAM_UNANSWERED_LIMIT + 1
+    real = ssh_channel.unanswered_for
     monkeypatch.setattr(
-        ssh_module, "unanswered_for", lambda sock: gone if sock is transport.sock else real(sock)
+        ssh_channel, "unanswered_for", lambda sock: gone if sock is transport.sock else real(sock)
     )
     start = time.monotonic()
     with pytest.raises(NodeUnreachable, match="left our data unanswered for 61 s"):
