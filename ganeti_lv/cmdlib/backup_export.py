@@ -289,11 +289,13 @@ class LUBackupExport(LogicalUnit):
         )
         unsettled = unsettled_state(dom.state, self.pnode.name) if dom is not None else ""
         if unsettled:
-            raise OpPrereqError(
-                f"Can't export instance {self.instance.name}: {unsettled}, not running;"
-                " resume it or shut it down first",
-                ECODE_STATE,
-            )
+            raise OpPrereqError(self._unsettled_text(unsettled), ECODE_STATE)
+
+    def _unsettled_text(self, unsettled: str) -> str:
+        return (
+            f"Can't export instance {self.instance.name}: {unsettled}, not running;"
+            " resume it or shut it down first"
+        )
 
     def _disk_paths(self) -> list[str]:
         return [disk_path(self.cluster, self.instance, i) for i in range(len(self.instance.disks))]
@@ -484,11 +486,14 @@ class LUBackupExport(LogicalUnit):
             self.cfg.set_admin_state(self.instance.name, state)
 
     def _is_running(self) -> bool:
+        """Whether the guest runs; ECODE_STATE when it was paused since the checks."""
         dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name).Raise(
             f"Cannot query instance {self.instance.name} on {self.pnode.name}"
         )
-        # paused since the check too: its qemu holds the disks
-        return dom is not None and dom.state not in constants.DOMSTATES_STOPPED
+        unsettled = unsettled_state(dom.state, self.pnode.name) if dom is not None else ""
+        if unsettled:
+            raise OpExecError(self._unsettled_text(unsettled), ECODE_STATE)
+        return dom is not None and dom.state == constants.DOMSTATE_RUNNING
 
     def _shutdown(self, feedback_fn: FeedbackFn) -> None:
         feedback_fn(f"Shutting down instance {self.instance.name}")

@@ -16,7 +16,12 @@ from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
 from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
-from ganeti_lv.cmdlib.instance_nics import check_nic_kind, take_mac, used_macs
+from ganeti_lv.cmdlib.instance_nics import (
+    check_nic_kind,
+    check_unicast_mac,
+    take_mac,
+    used_macs,
+)
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_INVAL,
@@ -248,6 +253,7 @@ def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
     for idx, nic in enumerate(nics):
         way_on = "; give the instance's NICs with --net"
         check_nic_kind(f"NIC {idx} of the export", nic.mode, nic.vlan, nic.network, way_on)
+        check_unicast_mac(nic.mac, f"of the export's NIC {idx}{way_on}")
     used = used_macs(lu.cfg.snapshot())
     out = []
     for idx, nic in enumerate(nics):

@@ -117,7 +117,8 @@ class LUClusterSetParams(LogicalUnit):
         # instances would point them at images that are not there
         for name, template in _STORAGE_DIRS.items():
             value = self.changes.get(name)
-            if value is None or value == getattr(self.cluster, name):
+            # one stored before paths were normalised may end in a slash: the same dir
+            if value is None or value == os.path.normpath(getattr(self.cluster, name)):
                 continue
             instances = self.cfg.snapshot().instances.values()
             users = sorted(i.name for i in instances if i.disk_template == template)

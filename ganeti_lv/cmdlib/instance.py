@@ -161,6 +161,25 @@ def _is_running(dom: DomainInfo | None) -> bool:
     return dom is not None and dom.state in constants.DOMSTATES_ACTIVE
 
 
+def running_elsewhere(
+    rpc: NodeOps, data: ConfigData, name: str, primary: str, warn_fn: FeedbackFn
+) -> list[str]:
+    """The nodes but ``primary`` where a domain ``name`` runs (or is paused), sorted.
+
+    Offline and non-vm_capable nodes are skipped; an online node that cannot
+    be asked only produces a warning through ``warn_fn``.
+    """
+    others = [
+        node
+        for node_name, node in sorted(data.nodes.items())
+        if node_name != primary and not node.offline and node.vm_capable
+    ]
+    found, unasked = instance_domains(rpc, others, name)
+    for node_name, why in sorted(unasked.items()):
+        warn_fn(f"Could not check whether {name} runs on node {node_name}: {why}")
+    return [node_name for node_name, dom in sorted(found.items()) if _is_running(dom)]
+
+
 def check_not_running_elsewhere(
     rpc: NodeOps,
     data: ConfigData,
@@ -170,19 +189,9 @@ def check_not_running_elsewhere(
 ) -> None:
     """ECODE_STATE if the instance runs on a node other than its primary (ERROR_wrongnode).
 
-    Offline and non-vm_capable nodes are skipped; an online node that cannot
-    be asked only produces a warning through ``warn_fn``. ``refusing``: what
-    the message says is refused.
+    ``refusing``: what the message says is refused; see ``running_elsewhere``.
     """
-    others = [
-        node
-        for name, node in sorted(data.nodes.items())
-        if name != instance.primary_node and not node.offline and node.vm_capable
-    ]
-    found, unasked = instance_domains(rpc, others, instance.name)
-    for name, why in sorted(unasked.items()):
-        warn_fn(f"Could not check whether {instance.name} runs on node {name}: {why}")
-    elsewhere = [name for name, dom in sorted(found.items()) if _is_running(dom)]
+    elsewhere = running_elsewhere(rpc, data, instance.name, instance.primary_node, warn_fn)
     if elsewhere:
         raise OpPrereqError(
             f"Instance {instance.name} is running on node(s) {', '.join(elsewhere)}, not"
@@ -356,15 +365,7 @@ class LUInstanceCreate(LogicalUnit):
                 " name",
                 ECODE_EXISTS,
             )
-        others = [
-            node
-            for node in data.nodes.values()
-            if node.name != self.pnode.name and not node.offline and node.vm_capable
-        ]
-        found, unasked = instance_domains(self.rpc, others, name)
-        for node_name, why in sorted(unasked.items()):
-            self.LogWarning(f"Could not check whether a domain {name} runs on {node_name}: {why}")
-        running = sorted(n for n, dom in found.items() if _is_running(dom))
+        running = running_elsewhere(self.rpc, data, name, self.pnode.name, self.LogWarning)
         if running:
             raise OpPrereqError(
                 f"A domain named {name} runs on node(s) {', '.join(running)} and is no"

@@ -73,6 +73,13 @@ from ganeti_lv.reservations import Held
 FeedbackFn = Callable[[str], None]
 
 
+# what a post-copy's source still holding part of the guest's memory asks of its operator
+POSTCOPY_ADVICE = (
+    "If libvirt's job still runs there (virsh domjobinfo), let it end; if the post-copy"
+    " failed, resume it (virsh migrate --postcopy-resume)."
+)
+
+
 class TLMigrateInstance(FailoverSteps, Tasklet):
     """Migrate (or fail over) one instance; shared by the migrate and failover LUs.
 
@@ -565,14 +572,12 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         switched = isinstance(err, MigrationFailed) and err.switched_over
         # the target first: a migration that completes between the two questions reads
         # as unclear, never as a source running beside a target's domain to remove
-        dst_state = self._domain_state(dst)
-        src_state = self._domain_state(src)
+        dst_state, src_state = self._domain_state(dst), self._domain_state(src)
         if src_state == constants.DOMSTATE_RUNNING and dst_state not in (None, "unknown"):
             # libvirt's job may still run on the source (the connection to it dropped)
             # and complete before the target's domain is removed: stopped, both read again
             node_call(self.rpc.abort_migration, src, inst.name)
-            dst_state = self._domain_state(dst)
-            src_state = self._domain_state(src)
+            dst_state, src_state = self._domain_state(dst), self._domain_state(src)
         if (
             switched
             and dst_state == constants.DOMSTATE_RUNNING
@@ -637,10 +642,8 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         raise OpExecError(
             f"Migration of instance {inst.name} failed after its switch to post-copy:"
             f" {result.fail_msg}. It runs on {dst.name} (configuration updated), but"
-            f" {src.name} still holds part of its memory and was left as it is. If libvirt's"
-            f" job still runs there (virsh domjobinfo), let it end; if the post-copy failed,"
-            " resume it (virsh migrate --postcopy-resume). Then run 'gnt-lv instance migrate"
-            " --cleanup'"
+            f" {src.name} still holds part of its memory and was left as it is. {POSTCOPY_ADVICE}"
+            " Then run 'gnt-lv instance migrate --cleanup'"
         )
 
     # ----------------------------------------------------------- cleanup
@@ -651,7 +654,8 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         ``self._unasked`` (node -> why): the instance may run there.
         """
         online = [self._node(n) for n in sorted(self.cfg.node_names())]
-        online = [node for node in online if not node.offline]
+        # a node that runs no guests (not vm_capable) has nothing to say
+        online = [node for node in online if not node.offline and node.vm_capable]
         found, self._unasked = instance_domains(self.rpc, online, self._inst().name)
         self._postcopy_sources = sorted(n for n, dom in found.items() if dom.postcopy_source)
         return {name: dom.state for name, dom in found.items()}
@@ -668,9 +672,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             raise OpExecError(
                 f"Instance {inst.name} is paused on {', '.join(self._postcopy_sources)} as a"
                 " post-copy migration's source, which holds memory its target still needs:"
-                " nothing was changed. If libvirt's job still runs there (virsh domjobinfo),"
-                " let it end; if the post-copy failed, resume it (virsh migrate"
-                " --postcopy-resume). Then run the cleanup again",
+                f" nothing was changed. {POSTCOPY_ADVICE} Then run the cleanup again",
                 ECODE_STATE,
             )
         running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)

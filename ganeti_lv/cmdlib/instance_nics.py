@@ -53,6 +53,14 @@ def take_mac(mac: str | None, used: set[str]) -> str | None:
     return wanted
 
 
+def check_unicast_mac(mac: str, what: str) -> None:
+    """ECODE_INVAL for a multicast address (the group bit set): libvirt refuses it when
+    the domain is defined, so the instance could never start. ``what`` ends the message;
+    anything but an address (one to generate) passes."""
+    if _MAC_RE.match(mac.lower()) and int(mac[:2], 16) & 1:
+        raise OpPrereqError(f"Invalid MAC address '{mac}' {what}: a multicast address", ECODE_INVAL)
+
+
 def check_nics(op_nics: list[dict[str, Any]]) -> None:
     for idx, spec in enumerate(op_nics):
         unknown = set(spec) - {"link", "mac", "ip", "mode", "name", "vlan"}
@@ -64,11 +72,8 @@ def check_nics(op_nics: list[dict[str, Any]]) -> None:
         mac = spec.get("mac")
         if mac not in (None, *MAC_GENERATE) and not _MAC_RE.match(str(mac).lower()):
             raise OpPrereqError(f"Invalid MAC address '{mac}' for NIC {idx}", ECODE_INVAL)
-        if mac not in (None, *MAC_GENERATE) and int(str(mac)[:2], 16) & 1:
-            # the group bit: libvirt refuses such an address when the domain is defined
-            raise OpPrereqError(
-                f"Invalid MAC address '{mac}' for NIC {idx}: a multicast address", ECODE_INVAL
-            )
+        if mac not in (None, *MAC_GENERATE):
+            check_unicast_mac(str(mac), f"for NIC {idx}")
         check_nic_kind(
             f"NIC {idx}", str(spec.get("mode") or "bridged"), str(spec.get("vlan") or "")
         )

@@ -289,19 +289,14 @@ def _error_from(info: dict[str, Any], plan: CopyPlan) -> NodeError:
     msg = str(info.get("msg", "copy failed"))
     kind = info.get("kind")
     if kind == "canceled":
-        return CopyCanceled(
-            f"copy of {plan.src_path} on {plan.src_node} to {plan.dst_path} on {plan.dst.name}"
-            f" canceled: {msg}",
-            plan.src_node,
-        )
+        return CopyCanceled(f"{plan.what} canceled: {msg}", plan.src_node)
     if info.get("side") == "receiver":
         node, path, side = plan.dst.name, plan.dst_path, "receiving"
     else:
         node, path, side = plan.src_node, plan.src_path, "sending"
     ecode = ECODE_NORES if kind == "nores" else None
     return NodeError(
-        f"{side} {path} on {node} failed: {msg}"
-        f" (copy of {plan.src_path} on {plan.src_node} to {plan.dst_path} on {plan.dst.name})",
+        f"{side} {path} on {node} failed: {msg} ({plan.what})",
         node,
         ecode=ecode,
     )
@@ -381,6 +376,11 @@ class CopyPlan:
     expect_sha256: str | None
     algorithm: str
     expect_hex: str
+
+    @property
+    def what(self) -> str:
+        """``copy of SRC on NODE to DST on NODE``, for messages."""
+        return f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on {self.dst.name}"
 
     @classmethod
     def make(
@@ -476,22 +476,14 @@ class CopyPlan:
             with _stopped_on_cancel(proc, cancel, self) as canceling:
                 error, result, _size = self._read_to_end(proc, progress_fn, start_fn)
             status = proc.wait(timeout=60, check=False)
-        except CopyCanceled:
-            raise
         except RemoteCommandError as err:  # its text is the helper's whole command line
             raise NodeError(
-                f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
-                f" {self.dst.name}: the sender on {self.src_node} did not end"
-                f" (exit {err.exit_status})",
+                f"{self.what}: the sender on {self.src_node} did not end within 60 s of its"
+                " last line",
                 self.src_node,
             ) from err
-        except NodeError as err:  # a node that stopped answering: the copy it was in
-            kind = NodeUnreachable if isinstance(err, NodeUnreachable) else NodeError
-            raise kind(
-                f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
-                f" {self.dst.name}: {err.msg}",
-                err.node,
-            ) from err
+        except NodeUnreachable as err:  # a node that stopped answering: the copy it was in
+            raise NodeUnreachable(f"{self.what}: {err.msg}", err.node, err.ecode) from err
         finally:
             proc.close()
         if error is not None:
@@ -499,14 +491,11 @@ class CopyPlan:
         if result is None:
             if canceling["sent"]:
                 raise CopyCanceled(
-                    f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
-                    f" {self.dst.name} canceled; the sender ended"
-                    f" (exit {status.exit_status})",
+                    f"{self.what} canceled; the sender ended (exit {status.exit_status})",
                     self.src_node,
                 )
             raise NodeError(
-                f"copy of {self.src_path} on {self.src_node} to {self.dst_path} on"
-                f" {self.dst.name}: the sender on {self.src_node} ended without a result"
+                f"{self.what}: the sender on {self.src_node} ended without a result"
                 f" (exit {status.exit_status}): {status.stderr.strip()[-1000:]}",
                 self.src_node,
             )

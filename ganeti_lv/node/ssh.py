@@ -478,18 +478,21 @@ class SshClient:
         unanswered = threading.Timer(self.connect_timeout, give_up)
         unanswered.daemon = True
         unanswered.start()
+        no_answer = NodeError(
+            f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s",
+            self.node_name,
+        )
         try:
             send()
         except Exception as err:
             channel.close()
             if gave_up.is_set():
-                raise NodeError(
-                    f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s",
-                    self.node_name,
-                ) from err
+                raise no_answer from err
             raise self._error(err, action) from err
         finally:
             unanswered.cancel()
+        if gave_up.is_set():  # answered as the timer closed the channel: closed all the same
+            raise no_answer
 
     # -- commands --------------------------------------------------------
     def _command_failed(self, command: str, result: CommandResult) -> RemoteCommandError:
@@ -639,7 +642,7 @@ class SshClient:
                 except Exception as err:
                     # the server may have ended the session (its sftp-server gone, an
                     # idle timeout) on a live connection: a new session, once
-                    ended = bool(getattr(sftp.sock, "closed", False))
+                    ended = sftp.sock.closed or sftp.sock.eof_received
                     if ended or not isinstance(err, OSError | paramiko.sftp.SFTPError):
                         self._drop_sftp()
                     if kept and ended and not self._dead(transport):
@@ -658,10 +661,11 @@ class SshClient:
         key's) could be read through that open file later.
         """
         directory, base = os.path.split(path)
-        private = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp = os.path.join(private, base)
 
         def put(sftp: paramiko.SFTPClient) -> None:
+            # named per attempt: a repeated one (a new session) finds no directory of its own
+            private = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
+            tmp = os.path.join(private, base)
             sftp.mkdir(private, 0o700)
             try:
                 with sftp.open(tmp, "wb") as fh:

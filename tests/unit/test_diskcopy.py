@@ -399,7 +399,7 @@ class _FailingSender:
                 )
             ),
             NodeError,
-            ": the sender on n1 did not end (exit 124)",
+            ": the sender on n1 did not end within 60 s of its last line",
         ),
     ],
 )

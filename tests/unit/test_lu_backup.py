@@ -9,6 +9,7 @@ import pytest
 
 from ganeti_lv import constants, exportinfo, locking, paths
 from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cmdlib.backup_export import LUBackupExport
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -283,11 +284,10 @@ def test_a_paused_guest_is_refused_before_anything(ctx, ops, config, shutdown, z
     assert admin(config) == constants.ADMINST_UP
 
 
-def test_a_guest_paused_after_the_checks_is_not_copied_in_use(ctx, ops, config, monkeypatch):
-    """Paused between the checks and the copy: treated as running, so only a snapshot's
-    base would be copied; this snapshot fails (a paused domain, in the fake), so nothing is."""
-    from ganeti_lv.cmdlib.backup_export import LUBackupExport
-
+@pytest.mark.parametrize("shutdown", [True, False])
+def test_a_guest_paused_after_the_checks_is_refused_too(ctx, ops, config, monkeypatch, shutdown):
+    """Paused between the checks and Exec (qemu on a full disk, or by hand): neither shut
+    down (which ends in a destroy of a paused guest) nor copied while its qemu holds it."""
     checked = LUBackupExport._check_settled
 
     def check_then_pause(lu: Any) -> None:
@@ -295,10 +295,15 @@ def test_a_guest_paused_after_the_checks_is_not_copied_in_use(ctx, ops, config, 
         ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
 
     monkeypatch.setattr(LUBackupExport, "_check_settled", check_then_pause)
-    with pytest.raises(OpExecError, match="without a snapshot"):
-        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
-    seq = methods(ops)
-    assert "snapshot_disks" in seq and "copy_disk" not in seq and "export_prepare" not in seq
+    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=shutdown)
+    with pytest.raises(OpExecError, match=f"it is paused on {N1}, not running") as err:
+        run(ctx, op)
+    assert err.value.ecode == ECODE_STATE
+    assert not {"shutdown_instance", "snapshot_disks", "export_prepare", "copy_disk"} & set(
+        methods(ops)
+    )
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert admin(config) == constants.ADMINST_UP
 
 
 def test_target_without_space_is_nores(ctx, ops):

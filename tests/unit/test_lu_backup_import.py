@@ -218,6 +218,23 @@ def test_an_export_nic_whose_mac_is_taken_keeps_its_link_with_a_new_mac(ctx, ops
     ) in "\n".join(lines)
 
 
+def test_an_export_nic_with_a_multicast_mac_is_refused_before_anything(ctx, ops, config):
+    """libvirt would refuse it when the new instance is started."""
+    orig = config.get_instance(INST)
+    assert orig is not None and orig.nics
+    exp = _own_export(ctx, ops)
+    exp.config_text = exp.config_text.replace(orig.nics[0].mac, "01:00:5e:00:00:01")
+    before = len(ops.calls)
+    with pytest.raises(OpPrereqError, match="'01:00:5e:00:00:01' of the export's NIC 0") as err:
+        _import(ctx, src_path=INST)
+    assert err.value.ecode == ECODE_INVAL and "a multicast address" in err.value.msg
+    assert config.get_instance(NEW) is None
+    assert not {"create_disks", "copy_disk"} & {c.method for c in ops.calls[before:]}
+    # given with --net, the NIC's address is the operator's
+    _import(ctx, src_path=INST, nics=[{"mac": "generate"}])
+    assert config.get_instance(NEW) is not None
+
+
 @pytest.mark.parametrize("disks", [[{"size": 64}], [{"size": 256}, {"size": 128}]])
 def test_disks_given_that_do_not_start_with_the_exports_are_refused(ctx, fake_ops, config, disks):
     ganeti_export(fake_ops)

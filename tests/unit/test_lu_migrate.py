@@ -908,9 +908,9 @@ def test_cleanup_with_another_node_unreachable_changes_nothing(
     assert err.value.ecode == ECODE_ENVIRON and "mark it offline" in err.value.msg
     assert INST in ops.node(N2).domains and ops.node(N2).files
     assert not ops.calls_to("undefine_instance") and not ops.calls_to("abort_migration")
-    # marked offline, it is not asked: the leftover on node2 goes
+    # one that runs no guests (not vm_capable) is not asked either: the leftover goes
     with config.update() as data:
-        data.nodes[N3].offline = True
+        data.nodes[N3].vm_capable = False
     run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
     assert INST not in ops.node(N2).domains and not ops.node(N2).files
 

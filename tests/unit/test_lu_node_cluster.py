@@ -400,6 +400,12 @@ def test_a_storage_dir_in_use_is_not_moved(ctx: Context, config: ConfigStore) ->
     # the dir in use, spelled otherwise, is the same dir: nothing moves
     run(ctx, OpClusterSetParams(file_storage_dir=config.get_cluster().file_storage_dir + "/"))
     assert disk_path(config.get_cluster(), inst, 0) == before
+    # one stored with a slash before paths were normalised is set to its plain spelling
+    plain = config.get_cluster().file_storage_dir
+    with config.update() as data:
+        data.cluster.file_storage_dir = plain + "/"
+    run(ctx, OpClusterSetParams(file_storage_dir=plain))
+    assert config.get_cluster().file_storage_dir == plain
 
 
 # ---------------------------------------------------------------- verify

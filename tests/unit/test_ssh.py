@@ -557,6 +557,50 @@ def test_an_sftp_session_the_server_ended_is_replaced(client: SshClient, tmp_pat
     assert client._sftp is not ended and client.get_bytes(str(tmp_path / "here")) == b"x"
 
 
+def test_a_put_repeated_on_a_new_session_writes_the_file(
+    client: SshClient, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The session ends after the put made its temp directory: the put is made again on a
+    new session, in a directory of its own (the first one's name is taken)."""
+    client.exists(str(tmp_path))
+    real_open = paramiko.SFTPClient.open
+    ended: list[str] = []
+
+    def ends_once(sftp: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if not ended:
+            ended.append(name)
+            sftp.sock.close()  # the server ended the session
+            raise OSError("Socket is closed")
+        return real_open(sftp, name, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "open", ends_once)
+    client.put_bytes(b"second try", str(tmp_path / "file"), mode=0o600)
+    assert (tmp_path / "file").read_bytes() == b"second try"
+    assert ended and os.path.dirname(ended[0]) != str(tmp_path)  # written in its own dir
+
+
+def test_a_request_answered_as_its_wait_ran_out_is_no_answer(
+    client: SshClient, monkeypatch: Any
+) -> None:
+    """The timer closed the channel just as the answer came: the channel is gone all the
+    same, so the call fails as unanswered (not as a command with exit status -1)."""
+
+    class RanOut:
+        def __init__(self, _seconds: float, give_up: Any) -> None:
+            self.give_up = give_up
+            self.daemon = True
+
+        def start(self) -> None:
+            pass
+
+        def cancel(self) -> None:
+            self.give_up()  # fires as the request returns
+
+    monkeypatch.setattr(ssh_module.threading, "Timer", RanOut)
+    with pytest.raises(NodeError, match="SSH exec on .*: no answer within"):
+        client.run("true")
+
+
 def test_put_and_get_bytes(client: SshClient, tmp_path: Path) -> None:
     data = bytes(range(256)) * 4096
     target = tmp_path / "sub" / "file.bin"
