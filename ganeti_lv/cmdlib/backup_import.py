@@ -15,7 +15,7 @@ from typing import Any
 from ganeti_lv import constants, exportcompat, exportinfo, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti_lv.cmdlib.common import cancel_reason, check_node_online, copy_canceled, expand_node
-from ganeti_lv.cmdlib.instance import CreateModeHandler, register_create_mode
+from ganeti_lv.cmdlib.instance_create import CreateModeHandler, register_create_mode
 from ganeti_lv.cmdlib.instance_nics import (
     check_nic_kind,
     check_unicast_mac,
