@@ -675,6 +675,16 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 f" nothing was changed. {POSTCOPY_ADVICE} Then run the cleanup again",
                 ECODE_STATE,
             )
+        if self._unasked:
+            # as Ganeti's cleanup, before anything: a node that does not answer may run
+            # a copy too
+            raise OpExecError(
+                f"Cannot tell where instance {inst.name} runs: "
+                + "; ".join(f"node {n} did not answer ({why})" for n, why in self._unasked.items())
+                + ". Nothing was changed; make the node reachable (its libvirtd), or mark"
+                " it offline if it is down, and run the cleanup again",
+                ECODE_ENVIRON,
+            )
         running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
         paused = sorted(n for n, s in found.items() if s == constants.DOMSTATE_PAUSED)
         if len(running) > 1 or (paused and not running):
@@ -692,15 +702,6 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                     f"The instance seems to be running on nodes {', '.join(running)};"
                     " manual intervention is needed"
                 )
-        if self._unasked:
-            # as Ganeti's cleanup: a node that does not answer may run a copy too
-            raise OpExecError(
-                f"Cannot tell where instance {inst.name} runs: "
-                + "; ".join(f"node {n} did not answer ({why})" for n, why in self._unasked.items())
-                + ". Nothing was changed; make the node reachable (its libvirtd), or mark"
-                " it offline if it is down, and run the cleanup again",
-                ECODE_ENVIRON,
-            )
         if not running and paused:
             raise OpExecError(
                 f"Instance {inst.name} runs nowhere: it is paused on {', '.join(paused)}."

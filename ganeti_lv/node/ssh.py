@@ -177,9 +177,6 @@ def fetch_host_key(
             sock.close()
 
 
-# -- streaming ---------------------------------------------------------------
-
-
 def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to host:port with Nagle's algorithm off.
 

@@ -915,6 +915,16 @@ def test_cleanup_with_another_node_unreachable_changes_nothing(
     assert INST not in ops.node(N2).domains and not ops.node(N2).files
 
 
+def test_cleanup_aborts_nothing_while_a_node_does_not_answer(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.add_domain(N2, INST)  # running on two nodes: the cleanup would abort their jobs
+    _libvirtd_down(ops, N3)
+    with pytest.raises(OpExecError, match=f"node {N3} did not answer") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert "Nothing was changed" in err.value.msg and not ops.calls_to("abort_migration")
+
+
 def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
