@@ -284,18 +284,23 @@ class LUBackupExport(LogicalUnit):
         A paused guest would not shut down (its shutdown ends in a destroy),
         and without a shutdown its disks would be read, or zeroed, in use.
         """
+        self._settled_state(OpPrereqError)
+
+    def _settled_state(self, refusal: type[OpPrereqError] | type[OpExecError]) -> str | None:
+        """The guest's domain state (None: no domain); ``refusal`` (ECODE_STATE) when it is
+        neither running nor stopped."""
         dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name).Raise(
-            f"Cannot query instance {self.instance.name} on {self.pnode.name}", prereq=True
+            f"Cannot query instance {self.instance.name} on {self.pnode.name}",
+            prereq=refusal is OpPrereqError,
         )
         unsettled = unsettled_state(dom.state, self.pnode.name) if dom is not None else ""
         if unsettled:
-            raise OpPrereqError(self._unsettled_text(unsettled), ECODE_STATE)
-
-    def _unsettled_text(self, unsettled: str) -> str:
-        return (
-            f"Can't export instance {self.instance.name}: {unsettled}, not running;"
-            " resume it or shut it down first"
-        )
+            raise refusal(
+                f"Can't export instance {self.instance.name}: {unsettled}, not running;"
+                " resume it or shut it down first",
+                ECODE_STATE,
+            )
+        return dom.state if dom is not None else None
 
     def _disk_paths(self) -> list[str]:
         return [disk_path(self.cluster, self.instance, i) for i in range(len(self.instance.disks))]
@@ -487,13 +492,7 @@ class LUBackupExport(LogicalUnit):
 
     def _is_running(self) -> bool:
         """Whether the guest runs; ECODE_STATE when it was paused since the checks."""
-        dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name).Raise(
-            f"Cannot query instance {self.instance.name} on {self.pnode.name}"
-        )
-        unsettled = unsettled_state(dom.state, self.pnode.name) if dom is not None else ""
-        if unsettled:
-            raise OpExecError(self._unsettled_text(unsettled), ECODE_STATE)
-        return dom is not None and dom.state == constants.DOMSTATE_RUNNING
+        return self._settled_state(OpExecError) == constants.DOMSTATE_RUNNING
 
     def _shutdown(self, feedback_fn: FeedbackFn) -> None:
         feedback_fn(f"Shutting down instance {self.instance.name}")

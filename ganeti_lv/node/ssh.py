@@ -475,21 +475,23 @@ class SshClient:
         unanswered = threading.Timer(self.connect_timeout, give_up)
         unanswered.daemon = True
         unanswered.start()
-        no_answer = NodeError(
-            f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s",
-            self.node_name,
-        )
         try:
             send()
         except Exception as err:
             channel.close()
             if gave_up.is_set():
-                raise no_answer from err
+                raise self._no_answer(action) from err
             raise self._error(err, action) from err
         finally:
             unanswered.cancel()
         if gave_up.is_set():  # answered as the timer closed the channel: closed all the same
-            raise no_answer
+            raise self._no_answer(action)
+
+    def _no_answer(self, action: str) -> NodeError:
+        return NodeError(
+            f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s",
+            self.node_name,
+        )
 
     # -- commands --------------------------------------------------------
     def _command_failed(self, command: str, result: CommandResult) -> RemoteCommandError:
