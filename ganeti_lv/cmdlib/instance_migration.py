@@ -408,9 +408,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             info = self._node_info(node)
             free = 0
             if info.ok and info.payload:
-                # less what other moves reserved there for instances on their way
-                pending = arrivals(self.rpc, self.lu.ctx.data_dir, node)
-                free = info.payload.memory_free - pending.mib(info.payload)
+                free = arrivals(self.rpc, self.lu.ctx.data_dir, node).free(info.payload)
             candidates.append((free, name))
         if not candidates:
             raise OpPrereqError(

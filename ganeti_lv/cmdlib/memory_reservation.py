@@ -86,6 +86,10 @@ class Arrivals:
         counted = {name for name, dom in self.domains.items() if dom.state in counting}
         return sum(r.size for r in self.others if r.instance not in counted) // MIB
 
+    def free(self, facts: NodeFacts) -> int:
+        """The node's free memory in MiB less what these reservations take (never below 0)."""
+        return max(0, facts.memory_free - self.mib(facts))
+
 
 def arrivals(rpc: NodeOps, data_dir: str, node: Node) -> Arrivals:
     """What other moves reserved on ``node``, to subtract from its free memory asked after.

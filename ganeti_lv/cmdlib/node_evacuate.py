@@ -198,13 +198,9 @@ class _NodeMovesLU(LogicalUnit):
                 if not ok:
                     need = next(n for n in self.needs if n.name == inst.name)
                     need.refused[node.name] = f"CPU not compatible: {reason}"
-            free = 0
-            if info.ok and info.payload:
-                # less what other operations' moves reserved there for instances on their way
-                free = max(0, info.payload.memory_free - arriving.mib(info.payload))
             return allocator.NodeFit(
                 node.name,
-                free,
+                arriving.free(info.payload) if info.ok and info.payload else 0,
                 drained=node.drained,
                 vm_capable=node.vm_capable,
                 bridges=frozenset(info.payload.bridges if info.ok and info.payload else ()),

@@ -160,14 +160,13 @@ class Guest:
         )
         xml = self.xml()
         disks = domxml.parse_domain_disks(xml)
-        state = map_state(vir_state)
         postcopy_source = False
         if vir_state == libvirt.VIR_DOMAIN_PAUSED:  # why: asked of paused domains only
             _now, reason = self._do("Cannot read the state of", self._domain.state)
             postcopy_source = reason in _POSTCOPY_PAUSED
         return DomainInfo(
             name=self.name,
-            state=state,
+            state=map_state(vir_state),
             postcopy_source=postcopy_source,
             memory=int(cur_kib) // 1024,
             vcpus=int(vcpus),
