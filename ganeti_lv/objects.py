@@ -242,7 +242,12 @@ class ConfigObject:
 
 @dataclass
 class Disk(ConfigObject):
-    """One instance disk; ``size`` in MiB. ``name`` is the file name on the node."""
+    """One instance disk; ``size`` in MiB.
+
+    ``name`` is the operator's optional name for it, Ganeti's disk name (""
+    for none); the image file on the node is named by the disk's index
+    (``disk_path``), never by ``name``.
+    """
 
     size: int
     uuid: str = field(default_factory=new_uuid)

@@ -283,7 +283,8 @@ def instance_hook_env(
     for idx, disk in enumerate(instance.disks):
         prefix = f"INSTANCE_DISK{idx}_"
         env[prefix + "UUID"] = disk.uuid
-        env[prefix + "NAME"] = disk.name
+        if disk.name:  # as Ganeti: only a named disk has the key
+            env[prefix + "NAME"] = disk.name
         env[prefix + "SIZE"] = str(disk.size)
         env[prefix + "MODE"] = disk.mode
         env[prefix + "DEV_TYPE"] = disk.dev_type

@@ -110,9 +110,9 @@ def _build_disks(op_disks: list[dict[str, Any]], template: str, notes: list[str]
         mode = spec.get("mode", "rw")
         if mode not in ("rw", "ro"):
             raise OpPrereqError(f"Invalid mode '{mode}' for disk {idx}", ECODE_INVAL)
-        disks.append(
-            Disk(size=size, mode=mode, name=spec.get("name") or f"disk{idx}", dev_type=template)
-        )
+        # a disk given without a name has none, as in Ganeti (its image file is
+        # disk<idx>.img whatever its name)
+        disks.append(Disk(size=size, mode=mode, name=spec.get("name") or "", dev_type=template))
     return disks
 
 

@@ -207,3 +207,7 @@ def test_instance_hook_env() -> None:
     inst.nics[0].name, inst.nics[0].network = "front", "net1"
     named = instance_hook_env(cluster, inst)
     assert (named["INSTANCE_NIC0_NAME"], named["INSTANCE_NIC0_NETWORK_NAME"]) == ("front", "net1")
+    # likewise a disk: INSTANCE_DISKn_NAME only for a named one
+    assert "INSTANCE_DISK0_NAME" not in plain
+    inst.disks[0].name = "data"
+    assert instance_hook_env(cluster, inst)["INSTANCE_DISK0_NAME"] == "data"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv import constants
+from ganeti_lv import constants, exportinfo
 from ganeti_lv.cmdlib.instance import compute_instance_status
 from ganeti_lv.cmdlib.instance_nics import generate_mac
 from ganeti_lv.config import ConfigStore
@@ -30,6 +30,7 @@ from ganeti_lv.opcodes import (
     OpCode,
     OpInstanceCreate,
     OpInstanceQuery,
+    OpInstanceQueryData,
     OpInstanceReboot,
     OpInstanceRemove,
     OpInstanceShutdown,
@@ -194,11 +195,6 @@ def test_create_dry_run_changes_nothing(
             {"disks": [{"size": 64, "name": "data"}, {"size": 64, "name": "data"}]},
             ECODE_NOTUNIQUE,
             "disk name 'data' of disk 1 is already the name of disk 0",
-        ),
-        (  # an unnamed disk N is named diskN
-            {"disks": [{"size": 64}, {"size": 64, "name": "disk0"}]},
-            ECODE_NOTUNIQUE,
-            "disk name 'disk0' of disk 1 is already the name of disk 0",
         ),
         ({"disks": [{"size": 64, "name": "5"}]}, ECODE_INVAL, "purely numeric"),
         ({"disks": [{"size": 64, "name": "-1"}]}, ECODE_INVAL, "purely numeric"),
@@ -434,6 +430,28 @@ def test_remove_failure_keeps_config_unless_ignored(
 
 
 # ---------------------------------------------------------------- query
+
+
+def test_a_disk_given_without_a_name_has_none_as_in_ganeti(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """No name is made up for it: its hook keys, queries and export say so as Ganeti's
+    do for a nameless disk, and another disk may be named "disk0"."""
+    run(ctx, create_op(start=False, disks=[{"size": 64}, {"size": 64, "name": "disk0"}]))
+    inst = config.get_instance(NEW)
+    assert inst is not None and [d.name for d in inst.disks] == ["", "disk0"]
+    cluster = config.get_cluster()
+    assert sorted(fake_ops.node(N2).files) == [disk_path(cluster, inst, i) for i in (0, 1)]
+    for phase, prefix in (("pre", "GANETI_"), ("post", "GANETI_POST_")):
+        env = _hook_env(fake_ops, "OP_INSTANCE_CREATE", phase)
+        assert f"{prefix}INSTANCE_DISK0_NAME" not in env
+        assert env[f"{prefix}INSTANCE_DISK0_UUID"] == inst.disks[0].uuid
+        assert env[f"{prefix}INSTANCE_DISK1_NAME"] == "disk0"
+    data, _ = run(ctx, OpInstanceQueryData(instances=[NEW], static=True))
+    assert [d["name"] for d in data[NEW]["disks"]] == [None, "disk0"]
+    ini = exportinfo.build_config(inst, N2, {}, {})
+    assert (ini["instance"]["disk0_name"], ini["instance"]["disk1_name"]) == ("None", "disk0")
+    assert [d.name for d in exportinfo.describe(ini).disks] == ["", "disk0"]
 
 
 def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
