@@ -93,16 +93,23 @@ def check_instance_name(name: object) -> None:
         raise OpPrereqError(problem, ECODE_INVAL)
 
 
+def device_name(name: str | None) -> str:
+    """The name a disk or NIC given ``name`` gets: "" (none) for None, "" and, as in
+    Ganeti, "none" in any case."""
+    return "" if name is None or name.lower() == "none" else name
+
+
 def check_device_names(kind: str, names: list[object]) -> None:
     """Ganeti's rule for the names of an instance's disks or NICs (``kind``), in
     order: strings, none a number (ECODE_INVAL: it would read as an index), none
-    used twice (ECODE_NOTUNIQUE); unnamed ones (None, "") are left alone."""
+    used twice (ECODE_NOTUNIQUE); unnamed ones (see ``device_name``) are left alone."""
     seen: dict[str, int] = {}
     for idx, name in enumerate(names):
-        if name is None or name == "":
-            continue
-        if not isinstance(name, str):
+        if name is not None and not isinstance(name, str):
             raise OpPrereqError(f"Invalid name {name!r} of {kind} {idx}", ECODE_INVAL)
+        name = device_name(name)
+        if not name:
+            continue
         try:
             int(name)
         except ValueError:

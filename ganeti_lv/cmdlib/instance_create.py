@@ -43,7 +43,7 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
-from ganeti_lv.names import check_device_names
+from ganeti_lv.names import check_device_names, device_name
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Disk, Instance, Nic, disk_dir
 from ganeti_lv.opcodes import OpInstanceCreate
@@ -112,7 +112,8 @@ def _build_disks(op_disks: list[dict[str, Any]], template: str, notes: list[str]
             raise OpPrereqError(f"Invalid mode '{mode}' for disk {idx}", ECODE_INVAL)
         # a disk given without a name has none, as in Ganeti (its image file is
         # disk<idx>.img whatever its name)
-        disks.append(Disk(size=size, mode=mode, name=spec.get("name") or "", dev_type=template))
+        name = device_name(spec.get("name"))
+        disks.append(Disk(size=size, mode=mode, name=name, dev_type=template))
     return disks
 
 
@@ -152,8 +153,8 @@ class LUInstanceCreate(LogicalUnit):
                 " the whole cluster (gnt-lv cluster modify -H), as in Ganeti",
                 ECODE_INVAL,
             )
+        check_device_names("disk", [spec.get("name") for spec in self.op.disks])
         self.disks = _build_disks(self.op.disks, self.op.disk_template, notes)
-        check_device_names("disk", [disk.name for disk in self.disks])
         for note in notes:
             self.LogInfo(note)
         check_nics(self.op.nics)
@@ -238,7 +239,7 @@ class LUInstanceCreate(LogicalUnit):
                     ip=nic_ip(spec),
                     link=spec.get("link") or data.cluster.default_bridge,
                     vlan=str(spec.get("vlan") or ""),
-                    name=str(spec.get("name") or ""),
+                    name=device_name(spec.get("name")),
                 )
             )
         return nics

@@ -454,6 +454,17 @@ def test_a_disk_given_without_a_name_has_none_as_in_ganeti(
     assert [d.name for d in exportinfo.describe(ini).disks] == ["", "disk0"]
 
 
+def test_the_name_none_means_no_name_as_in_ganeti(ctx: Context, config: ConfigStore) -> None:
+    """Ganeti's "none" (any case) for a disk's or NIC's name: nameless, never a duplicate."""
+    disks = [{"size": 64, "name": "none"}, {"size": 64, "name": "None"}]
+    nics = [{"name": "NONE"}, {"name": "none"}, {"name": "none"}]
+    run(ctx, create_op(start=False, disks=disks, nics=nics))
+    inst = config.get_instance(NEW)
+    assert inst is not None
+    assert [d.name for d in inst.disks] == ["", ""]
+    assert [n.name for n in inst.nics] == ["", "", ""]
+
+
 def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
     fake_ops.add_domain(N1, INST)
     fake_ops.add_domain(N2, "inst2.example.com")
