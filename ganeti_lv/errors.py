@@ -119,7 +119,7 @@ class HooksAbort(GenericError):
         self.nodes = list(nodes)
         lines = ["Hook script failure(s), aborting:"]
         for node, script, output in self.results:
-            lines.append(f"  node {node}, script {script}: {output.strip()}")
+            lines.append(f"  node {node}, script {script}: {output.strip() or '(no output)'}")
         super().__init__("\n".join(lines), ECODE_ENVIRON)
 
 

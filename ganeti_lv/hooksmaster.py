@@ -8,7 +8,11 @@ is the LU's environment builder. It never talks to a node itself.
   reached, raises ``HooksAbort([(node, script, output), ...], nodes)``; offline
   nodes are skipped.
 * POST phase: failures become warnings through ``log_fn``
-  ("On <node> script <path> failed, output: <text>").
+  ("On <node> script <path> failed, output: <text>", "(no output)" for none).
+
+A script's output is passed on stripped of leading and trailing white
+space, as Ganeti's hooks runner does; skipped scripts (``HKR_SKIP``) are
+in the results but, as in Ganeti, never reported.
 """
 
 from __future__ import annotations
@@ -178,7 +182,7 @@ class HooksMaster:
                 continue
             for script in res.payload or []:
                 if script.status == constants.HKR_FAIL:
-                    failures.append((node, script.script, script.output))
+                    failures.append((node, script.script, script.output.strip()))
         return failures
 
     def report_post(self, results: HookResults) -> None:
@@ -191,4 +195,5 @@ class HooksMaster:
                 continue
             for script in res.payload or []:
                 if script.status == constants.HKR_FAIL:
-                    self.log_fn(f"On {node} script {script.script} failed, output: {script.output}")
+                    output = script.output.strip() or "(no output)"
+                    self.log_fn(f"On {node} script {script.script} failed, output: {output}")

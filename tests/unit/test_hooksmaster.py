@@ -143,6 +143,27 @@ def test_post_failures_are_warnings() -> None:
     ]
 
 
+def test_failed_scripts_output_is_shown_stripped_as_ganeti_shows_it() -> None:
+    """Ganeti's runner strips a script's output; a post warning says "(no output)"
+    for none. Skipped scripts are not reported."""
+    noisy = HookScriptResult("10-noisy", constants.HKR_FAIL, "\n  disk full\n\n")
+    quiet = HookScriptResult("20-quiet", constants.HKR_FAIL, "\n")
+    rec = Recorder({"a": NodeResult("a", payload=[SKIP, noisy, quiet])})
+    warnings: list[str] = []
+    master(rec, warnings=warnings).run_phase("post")
+    assert warnings == [
+        "On a script 10-noisy failed, output: disk full",
+        "On a script 20-quiet failed, output: (no output)",
+    ]
+    with pytest.raises(HooksAbort) as err:
+        master(rec).run_phase("pre")
+    assert err.value.results == [("a", "10-noisy", "disk full"), ("a", "20-quiet", "")]
+    assert str(err.value).splitlines()[1:] == [
+        "  node a, script 10-noisy: disk full",
+        "  node a, script 20-quiet: (no output)",
+    ]
+
+
 def test_no_hpath_or_no_nodes_runs_nothing() -> None:
     rec = Recorder()
     assert master(rec, hpath=None).run_phase("pre") == {}
