@@ -61,6 +61,12 @@ ADMINST_UP = "up"
 ADMINST_DOWN = "down"
 ADMINST_OFFLINE = "offline"
 ADMINST_ALL = (ADMINST_UP, ADMINST_DOWN, ADMINST_OFFLINE)
+# Who last changed an instance's admin state (Ganeti's): here always the
+# administrator; Ganeti's "user" (the guest shut itself down, user shutdown
+# enabled) has no counterpart
+ADMIN_SOURCE = "admin"
+USER_SOURCE = "user"
+ADMIN_STATE_SOURCES = (ADMIN_SOURCE, USER_SOURCE)
 
 INSTST_RUNNING = "running"
 INSTST_ADMINDOWN = "ADMIN_down"

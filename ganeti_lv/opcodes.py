@@ -385,9 +385,21 @@ class OpInstanceShutdown(OpCode):
     # Ganeti's: skip the check that the instance is not offline (ganeti_lv
     # has no offline instances, so it only says so)
     force: bool = False
+    # Ganeti's: who stops it. "admin" (also for None) is what every shutdown
+    # here records; "user" (the guest shut itself down) is refused: ganeti_lv
+    # has no user shutdown
+    admin_state_source: str | None = None
 
     def _check_values(self) -> None:
         _require_non_negative(self, "timeout")
+        _require_choice(self, "admin_state_source", constants.ADMIN_STATE_SOURCES)
+        if self.admin_state_source == constants.USER_SOURCE:
+            raise OpPrereqError(
+                f"Parameter '{self.OP_ID}.admin_state_source' {constants.USER_SOURCE!r} is not"
+                " supported: ganeti_lv has no user shutdown (a guest that shuts itself down"
+                f" is not recorded as such); use {constants.ADMIN_SOURCE!r} or leave it out",
+                ECODE_INVAL,
+            )
 
 
 @dataclass(kw_only=True)
@@ -550,6 +562,8 @@ class OpNodeMigrate(OpCode):
     max_parallel_target: int | None = None
     allow_runtime_changes: bool = True
     ignore_hvversions: bool = False
+    # passed on to each instance's migration, as in Ganeti (no policy here to ignore)
+    ignore_ipolicy: bool = False
 
     def _check_values(self) -> None:
         _require_choice(self, "mode", constants.HT_MIGRATION_MODES)
@@ -581,6 +595,9 @@ class OpNodeEvacuate(OpCode):
     max_parallel: int | None = None
     max_parallel_target: int | None = None
     shutdown_timeout: int = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    # Ganeti's "ignore soft htools errors" (N+1, instance policy): the plan here
+    # has no soft rules, every refusal is a hard one, so the plan is the same
+    ignore_soft_errors: bool | None = None
 
     def _check_values(self) -> None:
         _require_choice(self, "mode", constants.HT_MIGRATION_MODES)

@@ -359,6 +359,7 @@ class LUNodeMigrate(_NodeMovesLU):
             live=self.op.live,
             allow_runtime_changes=self.op.allow_runtime_changes,
             ignore_hvversions=self.op.ignore_hvversions,
+            ignore_ipolicy=self.op.ignore_ipolicy,
             planned_from=move.source,
         )
 

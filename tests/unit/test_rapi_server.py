@@ -631,6 +631,58 @@ def test_ganetis_client_drains_a_node_and_moves_instances_off_nodes(
 
 
 @needs_ganeti_client
+def test_ganetis_parameters_with_nothing_to_change_here_are_taken(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    """No instance policy, no soft placement rules, every stop the administrator's:
+    ``ignore_ipolicy``, ``ignore_soft_errors`` and ``admin_state_source`` "admin"
+    are honoured as they are, and reach the jobs as in Ganeti."""
+    with config.update() as data:
+        data.instances["inst2.example.com"].admin_state = "down"
+    client = _client(rapi, data_dir)
+    # Ganeti's node migration passes ignore_ipolicy on to each instance's migration
+    body = {"mode": "live", "ignore_ipolicy": True}
+    job = client.call("_SendRequest", "POST", f"/2/nodes/{N1}/migrate", None, body)
+    ((_, move),) = _node_job(client, job)["jobs"]
+    assert _job(data_dir, job).ops[0].params["ignore_ipolicy"] is True
+    assert _job(data_dir, move).ops[0].params["ignore_ipolicy"] is True
+    moved_to = config.get_instance(INST).primary_node  # type: ignore[union-attr]
+    assert moved_to != N1
+    body = {"mode": "all", "ignore_soft_errors": True}
+    job = client.call("_SendRequest", "POST", f"/2/nodes/{moved_to}/evacuate", None, body)
+    assert len(_node_job(client, job)["jobs"]) == 1
+    assert _job(data_dir, job).ops[0].params["ignore_soft_errors"] is True
+    assert config.get_instance(INST).primary_node != moved_to  # type: ignore[union-attr]
+    # the client's ShutdownInstance sends its extra arguments in the body
+    job = client.call("ShutdownInstance", INST, admin_state_source="admin")
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert _job(data_dir, job).ops[0].params["admin_state_source"] == "admin"
+    assert config.get_instance(INST).admin_state == "down"  # type: ignore[union-attr]
+
+
+@needs_ganeti_client
+def test_ganetis_parameters_that_cannot_be_honoured_here_are_refused(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    client = _client(rapi, data_dir)
+    # a stop by the instance's user: ganeti_lv has no user shutdown to record
+    refused = client.error("ShutdownInstance", INST, admin_state_source="user")
+    assert refused["code"] == 400
+    assert "'OP_INSTANCE_SHUTDOWN.admin_state_source'" in refused["msg"]
+    assert "user shutdown" in refused["msg"]
+    bad = client.error("ShutdownInstance", INST, admin_state_source="root")
+    assert bad["code"] == 400 and "must be one of admin, user, got 'root'" in bad["msg"]
+    for path, body in (
+        (f"/2/nodes/{N1}/migrate", {"ignore_ipolicy": "yes"}),
+        (f"/2/nodes/{N1}/evacuate", {"mode": "all", "ignore_soft_errors": 1}),
+    ):
+        bad = client.error("_SendRequest", "POST", path, None, body)
+        assert bad["code"] == 400 and "fails validation" in bad["msg"], body
+    assert JobStore(paths.jobs_dir(data_dir)).list() == []
+    assert config.get_instance(INST).admin_state == "up"  # type: ignore[union-attr]
+
+
+@needs_ganeti_client
 def test_the_one_node_group_and_the_instance_policy_as_ganetis_tools_read_them(
     rapi: rapi_server.RapiServer, data_dir: str, inst1_running: FakeNodeOps
 ) -> None:
