@@ -25,7 +25,8 @@ do not count the same free memory (``cmdlib.memory_reservation``), and the
 plan counts a node's free memory less what other operations' moves
 reserved there for instances still on their way.
 Its result lists every instance's move, job and node; it fails when any
-instance did not move.
+instance did not move, naming where every instance is and the job of each
+move that ran.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ class _NodeMovesLU(LogicalUnit):
         stuck = [m for m in moves if m.status != DONE]
         if stuck:
             canceled = any(m.status == CANCELED for m in moves)
-            places = ", ".join(f"{m.instance} on {m.node or '?'}" for m in moves)
+            places = ", ".join(_place(m) for m in moves)
             raise (OperationCanceled if canceled else OpExecError)(
                 f"{len(stuck)} of {len(moves)} instance(s) of node {self.op.node_name} did not"
                 f" move{' (canceled)' if canceled else ''}: "
@@ -316,6 +317,16 @@ class _NodeMovesLU(LogicalUnit):
 
 def _name(node: Node) -> str:
     return node.name
+
+
+def _place(move: Move) -> str:
+    """Where ``move``'s instance is, and the job of its move when it ran as one.
+
+    The failed operation's error is all a remote client gets (Ganeti's
+    encoded error, no ``jobs`` list): the jobs it names are there to follow.
+    """
+    job = f" (job {move.job_id})" if move.job_id is not None else ""
+    return f"{move.instance} on {move.node or '?'}{job}"
 
 
 @register_lu(OpNodeMigrate)

@@ -21,7 +21,9 @@ output], ...]]]`` for a failed pre hook. An opcode of a canceled job that
 did not get to run (it waited for its locks, or was queued) has the result
 ``"Job canceled by request"``. A node's migration or evacuation succeeds
 with Ganeti's result of an opcode that submitted jobs, ``{"jobs": [[true,
-id], ...]}``.
+id], ...]}``; when it failed, its result is its error like any other (no
+``jobs``: Ganeti's client decodes a failed opcode's result as an error),
+whose message names the job of each move that ran.
 """
 
 from __future__ import annotations

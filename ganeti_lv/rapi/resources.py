@@ -17,7 +17,8 @@ for ``gnt-lv``: a migration is aborted and the instance stays on its
 source); its answer is Ganeti's ``[success, message]``. A node's migration
 or evacuation is one job that runs a job per instance and ends after them;
 its result is Ganeti's ``{"jobs": [[true, id], ...]}`` (when one of them
-failed, the node job's error, which names every instance's move).
+failed, the node job's error, as Ganeti's client reads a failed opcode's
+result: it names every instance's move and the job of each that ran).
 """
 
 from __future__ import annotations

@@ -171,6 +171,10 @@ def test_unplaceable_instance_is_reported_and_stays(
     assert nodes == [N1, N2]
     stuck = I1 if primary(config, I1) == N1 else I2
     assert running_on(ops, stuck) == [N1]
+    # the error names the job of the move that ran, and none for the one that did not
+    (moved,) = [j for j in ctx.jobs.list() if j.parent is not None]
+    assert f"{moved.ops[0].params['instance_name']} on {N2} (job {moved.id})" in text
+    assert f"{stuck} on {N1}," in text or text.endswith(f"{stuck} on {N1}")
 
 
 def test_explicit_target_and_bad_target(

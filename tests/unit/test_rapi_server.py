@@ -631,6 +631,34 @@ def test_ganetis_client_drains_a_node_and_moves_instances_off_nodes(
 
 
 @needs_ganeti_client
+def test_a_failed_node_migration_is_ganetis_error_naming_the_job_of_every_move(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    """Ganeti's client reads a failed opcode's result as an error (``errors.MaybeRaise``),
+    never as a ``jobs`` list: the error names the job of each move that ran as one."""
+    client = _client(rapi, data_dir)
+    # inst2 is marked up but runs nowhere: its migration fails, inst1's succeeds
+    job = client.call("MigrateNode", N1, mode="live")
+    assert client.call("WaitForJobCompletion", job, period=0) is False
+    status = client.call("GetJobStatus", job)
+    assert (status["status"], status["opstatus"]) == ("error", ["error"])
+    ((name, (message,)),) = status["opresult"]
+    assert name == "OpExecError" and "1 of 2 instance(s)" in message
+    moves = {
+        j.ops[0].params["instance_name"]: j
+        for j in JobStore(paths.jobs_dir(data_dir)).list()
+        if j.parent == job
+    }
+    assert set(moves) == {INST, "inst2.example.com"}
+    for inst, move in moves.items():
+        node = config.get_instance(inst).primary_node  # type: ignore[union-attr]
+        assert f"{inst} on {node} (job {move.id})" in message
+        # each is a job Ganeti's client follows
+        assert client.call("GetJobStatus", move.id)["status"] == move.status
+    assert {m.status for m in moves.values()} == {"success", "error"}
+
+
+@needs_ganeti_client
 def test_ganetis_parameters_with_nothing_to_change_here_are_taken(
     rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
 ) -> None:
