@@ -440,6 +440,15 @@ def add_dry_run(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_ignore_ipolicy(parser: argparse.ArgumentParser) -> None:
+    """``--ignore-ipolicy``: Ganeti's option of a move, taken with nothing to ignore."""
+    parser.add_argument(
+        "--ignore-ipolicy",
+        action="store_true",
+        help="Accepted for Ganeti compatibility; ganeti_lv has no instance policies",
+    )
+
+
 def add_list_options(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
     """``-o FIELDS``, ``--no-headers``, ``--separator``."""
     parser.add_argument(

@@ -86,11 +86,7 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--target-node", default=None, metavar="NODE")
     parser.add_argument("-I", "--iallocator", default=None)
     parser.add_argument("--cleanup", action="store_true")
-    parser.add_argument(
-        "--ignore-ipolicy",
-        action="store_true",
-        help="Accepted for gnt-instance compatibility; ganeti_lv has no instance policies",
-    )
+    common.add_ignore_ipolicy(parser)
 
 
 def register(registry: CommandRegistry) -> None:

@@ -51,6 +51,7 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
         max_parallel_target=opts.max_parallel_target,
         allow_runtime_changes=not opts.no_runtime_changes,
         ignore_hvversions=opts.ignore_hvversions,
+        ignore_ipolicy=opts.ignore_ipolicy,
         dry_run=opts.dry_run,
     )
     _show(env, env.submit(op))
@@ -112,6 +113,7 @@ def register(registry: CommandRegistry) -> None:
     mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
     mig.add_argument("--no-runtime-changes", action="store_true")
     mig.add_argument("--ignore-hvversions", action="store_true")
+    common.add_ignore_ipolicy(mig)
     evac = registry.command("node", "evacuate", cmd_evacuate, help="Move all instances off a node")
     _common(evac)
     evac.add_argument(

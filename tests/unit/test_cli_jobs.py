@@ -247,3 +247,15 @@ def test_progress_of_node_operation_lines(line: str, expected: Any) -> None:
     from ganeti_lv.master.protocol import progress_of
 
     assert progress_of(line) == expected
+
+
+def test_node_migrate_takes_ganetis_ignore_ipolicy_and_passes_it_on(cli: Cli) -> None:
+    # gnt-node migrate's --ignore-ipolicy: on the node's job and on each move's
+    code, _, err = cli("node", "migrate", "-f", "--ignore-ipolicy", "node1")
+    assert code == 0, err
+    jobs = JobStore(f"{cli.data_dir}/jobs").list()
+    node_job = next(j for j in jobs if j.parent is None)
+    moves = [j for j in jobs if j.parent == node_job.id]
+    assert node_job.ops[0].params["ignore_ipolicy"] is True
+    assert len(moves) == 2
+    assert all(m.ops[0].params["ignore_ipolicy"] is True for m in moves)
