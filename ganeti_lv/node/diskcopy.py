@@ -133,6 +133,10 @@ def ssh_endpoint(
 ) -> CopyEndpoint:
     """The OpenSSH command a source node uses to reach ``address`` (no host-key prompts).
 
+    A connection of its own, whatever the node's ssh_config says: an operator's
+    ``ControlMaster auto`` would otherwise let the copy ride on a shared master
+    connection (its cipher and lifetime not the copy's) or leave one behind.
+
     With ``identities_only=False`` the key file is tried first but OpenSSH
     falls back to the node's default keys (a missing key file is only a
     warning), so the caller need not check first whether the node has it.
@@ -148,6 +152,8 @@ def ssh_endpoint(
         "-o", f"Ciphers={SSH_CIPHERS}",
         "-o", f"KexAlgorithms={SSH_KEX}",
         "-o", "GSSAPIAuthentication=no",
+        "-o", "ControlMaster=no",
+        "-o", "ControlPath=none",
         "-p", str(port),
     ]  # fmt: skip
     if key_file:

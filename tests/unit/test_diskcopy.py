@@ -154,6 +154,19 @@ def test_unknown_compression_refused(image, tmp_path):
         _copy(image, tmp_path / "d.img", compress="lzma")
 
 
+def test_the_copy_opens_an_ssh_connection_of_its_own(tmp_path):
+    """An operator's ssh_config with ``ControlMaster auto`` must neither carry the copy
+    over a shared master connection nor leave one behind on the source node."""
+    endpoint = diskcopy.ssh_endpoint("192.0.2.7", 2222, key_file="/k", name="n2")
+    plan = diskcopy.CopyPlan.make("n1", "/src.img", endpoint, str(tmp_path / "d.img"))
+    argv = plan.argv()
+    ssh = argv[-len(endpoint.argv) - 1 : -1]  # the transport, then the receiver's command
+    assert ssh[0] == "ssh" and ssh[-2:] == ["root@192.0.2.7", "--"]
+    options = [ssh[i + 1] for i, arg in enumerate(ssh) if arg == "-o"]
+    assert "ControlMaster=no" in options
+    assert "ControlPath=none" in options
+
+
 def test_stat_and_free_space(image, tmp_path):
     runner = LocalRunner()
     info = diskstat.stat_files(runner, "local", [str(image), str(tmp_path / "nope")])
