@@ -14,9 +14,11 @@ reset, and replaced (``SshClient._open_session``); the kernel's account of
 the connection (``tcpinfo``) tells one whose node no longer answers.
 
 All paramiko and socket exceptions are turned into ganeti_lv errors in one
-place, ``_map_error``:
+place, ``_map_error`` (and a channel's open that ran out of time, which only
+its connection tells apart, in ``_not_opened``):
 
 - connect refused, timed out, host unreachable, auth failure -> ``NodeUnreachable``
+- a channel that does not open within ``connect_timeout``     -> ``NodeUnreachable``
 - unknown or changed host key                                -> ``HostKeyError``
 - a command exiting non-zero (``check=True``)                -> ``RemoteCommandError``
 - a command running past its timeout                         -> ``CommandTimeout``
@@ -364,16 +366,38 @@ class SshClient:
             channel = transport.open_session(timeout=self.connect_timeout)
         except Exception as err:
             if not (kept and self._dead(transport)):
-                raise self._error(err, action) from err
+                raise self._not_opened(err, transport, action) from err
             self._retire(transport)
             transport, _ = self._transport()
             try:
                 channel = transport.open_session(timeout=self.connect_timeout)
             except Exception as err:
-                raise self._error(err, action) from err
+                raise self._not_opened(err, transport, action) from err
         with self._lock:
             self._channels.add(channel)
         return channel
+
+    def _not_opened(self, err: Exception, transport: paramiko.Transport, action: str) -> NodeError:
+        """The error of a channel that did not open on ``transport``.
+
+        paramiko's plain ``SSHException`` on a connection still up is its
+        wait running out (a refusal is a ``ChannelException``, a connection
+        that ended is no longer active): the node did not answer within
+        ``connect_timeout`` seconds, so it is unreachable, as when a connect
+        gets no answer or a command's node leaves our data unanswered.
+        """
+        timed_out = (
+            isinstance(err, paramiko.SSHException)
+            and not isinstance(err, paramiko.ChannelException)
+            and transport.is_active()
+        )
+        if not timed_out:
+            return self._error(err, action)
+        return NodeUnreachable(
+            f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s"
+            " (no channel opened)",
+            self.node_name,
+        )
 
     def _dead(self, transport: paramiko.Transport) -> bool:
         """True when ``transport`` is closed or its node leaves our data unanswered."""

@@ -410,12 +410,55 @@ def test_a_request_the_node_does_not_answer_fails_in_seconds(
     client.close()
 
 
+class _NoChannelTransport:
+    """A connection up on which the node opens no channel: paramiko's wait runs out, or
+    the node refuses."""
+
+    sock = None  # the kernel's account: nothing unanswered (the node acknowledges)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.opened = 0
+
+    def is_active(self) -> bool:
+        return True
+
+    def open_session(self, timeout: float | None = None) -> Any:
+        self.opened += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("kept", [False, True])
+@pytest.mark.parametrize("call", ["run", "open_exec"])
+def test_a_channel_the_node_does_not_open_in_time_is_unreachable(kept: bool, call: str) -> None:
+    """As a connect without answer and a command whose node stops answering: the node
+    does not answer, whatever the kind of call that found out."""
+    transport = _NoChannelTransport(paramiko.SSHException("Timeout opening channel."))
+    client = SshClient("192.0.2.1", connect_timeout=1.5, node_name="node2")
+    client._transport = lambda: (transport, kept)  # type: ignore[method-assign]
+    with pytest.raises(NodeUnreachable) as info:
+        getattr(client, call)(["true"])
+    assert info.value.node == "node2"
+    assert "SSH exec on 192.0.2.1:22: no answer within 1.5 s" in info.value.msg
+    assert transport.opened == 1  # a connection that acknowledges is not replaced
+
+
+def test_a_channel_the_node_refuses_is_no_unreachable_node() -> None:
+    transport = _NoChannelTransport(paramiko.ChannelException(1, "Administratively prohibited"))
+    client = SshClient("192.0.2.1", node_name="node2")
+    client._transport = lambda: (transport, False)  # type: ignore[method-assign]
+    with pytest.raises(NodeError, match="Administratively prohibited") as info:
+        client.run(["true"])
+    assert not isinstance(info.value, NodeUnreachable)
+
+
 def test_a_kept_connection_whose_node_acknowledges_is_kept(local_sshd: Any, tmp_path: Path) -> None:
-    """sshd stopped answering but the node's TCP acknowledges: the node is busy, not gone."""
+    """sshd stopped answering but the node's TCP acknowledges: the call fails (the node
+    did not answer), and the client does not try the node again on a new connection."""
     with _behind_relay(local_sshd, tmp_path, connect_timeout=1.0) as (relay, client):
         client.run("true")
         relay.mute()
-        with pytest.raises(NodeError, match="exec"):
+        with pytest.raises(NodeUnreachable, match="exec"):
             client.run("true")
         assert relay.accepted == 1  # the call failed; nothing was opened again
 
