@@ -202,6 +202,20 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
+def _remove_temp_dirs(sftp: paramiko.SFTPClient, dirs: list[str], name: str) -> None:
+    """Remove the temp directories ``dirs`` of ``put_bytes`` (each may still hold
+    its file ``name``) from the node; those that could not be stay in ``dirs``."""
+    for private in list(dirs):
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                sftp.remove(os.path.join(private, name))
+            with contextlib.suppress(FileNotFoundError):
+                sftp.rmdir(private)
+        except (OSError, EOFError, paramiko.SSHException):
+            continue  # a session that ended, a request without answer: left for later
+        dirs.remove(private)
+
+
 # -- the client --------------------------------------------------------------
 
 
@@ -681,11 +695,16 @@ class SshClient:
         The temp file is written in a directory of its own that only the
         node's user may enter: SFTP creates a file with the server's default
         mode, and one opened by another user before its ``chmod`` (a private
-        key's) could be read through that open file later.
+        key's) could be read through that open file later. An attempt whose
+        session ended leaves that directory behind: it is removed by the next
+        attempt, or after a put that failed on a connection still up, on a
+        new session (best effort: the put's own error is the one raised).
         """
         directory, base = os.path.split(path)
+        left: list[str] = []  # temp directories of attempts that could not remove theirs
 
         def put(sftp: paramiko.SFTPClient) -> None:
+            _remove_temp_dirs(sftp, left, base)
             # named per attempt: a repeated one (a new session) finds no directory of its own
             private = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
             tmp = os.path.join(private, base)
@@ -697,12 +716,19 @@ class SshClient:
                     fh.write(data)
                 sftp.posix_rename(tmp, path)
             finally:
-                with contextlib.suppress(OSError):
-                    sftp.remove(tmp)
-                with contextlib.suppress(OSError):
-                    sftp.rmdir(private)
+                left.append(private)
+                _remove_temp_dirs(sftp, left, base)
 
-        self._with_sftp(f"put {path}", put)
+        try:
+            self._with_sftp(f"put {path}", put)
+        except NodeError:
+            if left and self.connected:  # a node gone is not connected to again for this
+                with contextlib.suppress(NodeError):
+                    self._with_sftp(
+                        f"put {path} (removing its temp directory)",
+                        lambda sftp: _remove_temp_dirs(sftp, left, base),
+                    )
+            raise
 
     def get_bytes(self, path: str) -> bytes:
         """Read a whole file from the node (NodeError with ECODE_NOENT if missing)."""

@@ -622,6 +622,108 @@ def test_a_put_repeated_on_a_new_session_writes_the_file(
     assert ended and os.path.dirname(ended[0]) != str(tmp_path)  # written in its own dir
 
 
+class _NodeFiles:
+    """A node's files as SFTP sessions see them (``_FakeSftp``): directories and files."""
+
+    def __init__(self, *dirs: str) -> None:
+        self.dirs = set(dirs)
+        self.made: list[str] = []  # directories made, in turn
+        self.files: dict[str, bytes] = {}
+
+
+class _FakeSftp:
+    """An SFTP session on ``_NodeFiles``; with ``ends_at_open`` the server ends it as the
+    put opens its temp file (the session's channel is closed, every request fails)."""
+
+    def __init__(self, node: _NodeFiles, ends_at_open: bool = False) -> None:
+        self.node = node
+        self.ends_at_open = ends_at_open
+        self.sock = self  # the session's channel
+        self.closed = self.eof_received = False
+
+    def get_transport(self) -> Any:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _check(self) -> None:
+        if self.closed:
+            raise OSError("Socket is closed")
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self._check()
+        self.node.dirs.add(path)
+        self.node.made.append(path)
+
+    def open(self, path: str, how: str) -> Any:
+        self._check()
+        if self.ends_at_open:
+            self.closed = True
+            raise OSError("Socket is closed")
+        raise AssertionError("not reached in these tests")
+
+    def remove(self, path: str) -> None:
+        self._check()
+        if self.node.files.pop(path, None) is None:
+            raise FileNotFoundError(path)
+
+    def rmdir(self, path: str) -> None:
+        self._check()
+        if path not in self.node.dirs:
+            raise FileNotFoundError(path)
+        self.node.dirs.remove(path)
+
+
+def _client_with_sessions(
+    monkeypatch: Any, sessions: list[tuple[_FakeSftp, bool]], connected: bool = True
+) -> SshClient:
+    """A client whose SFTP sessions are ``sessions`` in turn ((session, kept before))."""
+    client = SshClient("192.0.2.1", node_name="node2")
+    client._sftp_client = lambda: sessions.pop(0)  # type: ignore[method-assign]
+    client._dead = lambda transport: False  # type: ignore[method-assign]
+    monkeypatch.setattr(SshClient, "connected", property(lambda self: connected))
+    return client
+
+
+def test_a_put_whose_session_ended_leaves_no_temp_directory(monkeypatch: Any) -> None:
+    """Its own session gone, the put fails (nothing was written); the temp directory it
+    made is removed on a new session, and the error raised is the put's."""
+    node = _NodeFiles("/etc/x")
+    first = _FakeSftp(node, ends_at_open=True)
+    client = _client_with_sessions(monkeypatch, [(first, False), (_FakeSftp(node), False)])
+    with pytest.raises(NodeError, match="sftp put /etc/x/key.pem on .*Socket is closed"):
+        client.put_bytes(b"k", "/etc/x/key.pem", mode=0o600)
+    assert node.dirs == {"/etc/x"} and not node.files
+
+
+def test_a_put_made_again_removes_the_temp_directory_of_the_first_try(monkeypatch: Any) -> None:
+    """A kept session the server ended: the put is made again on a new session, which
+    removes the first try's temp directory (here the second try fails as well)."""
+    node = _NodeFiles("/etc/x")
+    sessions = [(_FakeSftp(node, ends_at_open=True), True), (_FakeSftp(node, True), False)]
+    client = _client_with_sessions(monkeypatch, sessions, connected=False)
+    with pytest.raises(NodeError, match="Socket is closed"):
+        client.put_bytes(b"k", "/etc/x/key.pem")
+    first, second = node.made
+    # the second try's stays: its connection is gone, nothing more is tried
+    assert node.dirs == {"/etc/x", second}
+    assert not sessions
+
+
+def test_a_temp_directory_that_cannot_be_removed_does_not_hide_the_put_error(
+    monkeypatch: Any,
+) -> None:
+    node = _NodeFiles("/etc/x")
+    ended = _FakeSftp(node)
+    ended.closed = True  # the session opened for the removal is gone as well
+    sessions = [(_FakeSftp(node, ends_at_open=True), False), (ended, False)]
+    client = _client_with_sessions(monkeypatch, sessions)
+    with pytest.raises(NodeError, match="sftp put /etc/x/key.pem on .*Socket is closed"):
+        client.put_bytes(b"k", "/etc/x/key.pem")
+    assert len(node.dirs) == 2  # best effort: the directory stays
+
+
 def test_a_request_answered_as_its_wait_ran_out_is_no_answer(
     client: SshClient, monkeypatch: Any
 ) -> None:
