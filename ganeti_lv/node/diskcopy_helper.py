@@ -15,6 +15,13 @@ sender (``watch_cancel``) kills its transport and compressor, so the
 receiver's stream ends and it removes its partial file, and reports
 ``ERROR`` of kind ``canceled``.
 
+A cut link: the sender's ssh gives up within about 40 s (its
+``ServerAlive`` options) and the sender reports the copy failed; the
+receiver, whose sshd may not notice for much longer, gives up once its
+stream has been silent for ``IDLE_LIMIT`` seconds (the sender keeps a live
+stream from falling silent; see ``diskcopy_stream``, "Silence"), exits 1
+and removes its partial file.
+
 This module holds the commands (the processes around the copy, their
 output lines, the partial file's life) and ``main``; the stream format, the
 checksum and the data path are in ``diskcopy_stream``. Both use the
@@ -43,9 +50,11 @@ import time
 from ganeti_lv.node.diskcopy_stream import (
     ALGORITHMS,
     COMPRESSORS,
+    IDLE_LIMIT,
     TREE,
     CopyFailed,
     FdReader,
+    StreamWriter,
     checksum_file,
     enlarge_pipe,
     read_header,
@@ -167,11 +176,14 @@ def cmd_send(
     if algorithm not in ALGORITHMS:
         raise CopyFailed(f"unknown checksum algorithm {algorithm!r}")
     stdin, procs = _start_pipeline(transport, compress, globals().get("STARTED_TRANSPORT"))
+    # keepalives from now on: the receiver waits for the go too, and does not give up
+    writer = StreamWriter(stdin.fileno())
     try:
         if wait:
             _wait_for_go()
         size = os.stat(src).st_size
     except BaseException:
+        writer.close()
         _kill(procs)
         raise
     canceled = watch_cancel(procs)
@@ -190,9 +202,11 @@ def cmd_send(
     try:
         enlarge_pipe(stdin.fileno())
         try:
-            stats = stream_image(src, stdin.fileno(), bwlimit, progress, algorithm)
+            stats = stream_image(src, stdin.fileno(), bwlimit, progress, algorithm, writer)
         except BrokenPipeError:
             stats = None
+        finally:
+            writer.close()  # before its file descriptor is closed
         out, err, codes = _reap(procs, stdin)
     except BaseException:
         _kill(procs)
@@ -222,12 +236,14 @@ def _check_received(stats: dict, result: dict) -> None:
         )
 
 
-def _open_input(compress: str):
+def _open_input(compress: str, idle_limit: float):
+    """The stream's reader (with ``idle_limit`` unless compressed: see ``diskcopy_stream``,
+    "Silence") and the decompressor's process, if any."""
     tools = COMPRESSORS[compress]
     stdin = sys.stdin.fileno()
     enlarge_pipe(stdin)
     if tools is None:
-        return FdReader(stdin), None
+        return FdReader(stdin, idle_limit), None
     import subprocess
 
     proc = subprocess.Popen(tools[1], stdin=stdin, stdout=subprocess.PIPE)
@@ -252,15 +268,18 @@ def _discard(path: str) -> None:
         os.unlink(path)
 
 
-def cmd_recv(dst: str, compress: str, expect: str | None) -> dict:
+def cmd_recv(dst: str, compress: str, expect: str | None, idle_limit: float = IDLE_LIMIT) -> dict:
     """Receive a stream into ``dst`` (via ``dst.part.<pid>``); verify and publish it.
+
+    A stream silent for ``idle_limit`` seconds fails the copy (its sender or
+    link is gone), as any other fault does: the partial file is removed.
 
     The partial file's name is this receiver's own: a receiver left over from
     an interrupted copy, cleaning up when it notices the dead stream, never
     touches the partial file of a newer copy to the same place.
     """
     part = f"{dst}.part.{os.getpid()}"
-    inp, proc = _open_input(compress)
+    inp, proc = _open_input(compress, idle_limit)
     try:
         # nothing is created before the sender's header arrives: a copy
         # abandoned before it began leaves no trace
@@ -317,7 +336,9 @@ def cmd_checksum(args: list[str]) -> int:
 def main(argv: list[str]) -> int:
     """Entry point: ``send SRC COMPRESS BWLIMIT ALGORITHM TRANSPORT...`` (or
     ``send-on-go``, which waits for a ``GO`` line on stdin before the source is read),
-    ``recv DST COMPRESS [ALGORITHM:HEX]``, and for operators
+    ``recv DST COMPRESS [ALGORITHM:HEX [IDLE_LIMIT]]`` (an empty checksum: none
+    expected; the limit in seconds, ``diskcopy_stream.IDLE_LIMIT`` if not
+    given), and for operators
     ``checksum [--algorithm ALG] FILE...``."""
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
@@ -328,7 +349,9 @@ def main(argv: list[str]) -> int:
             wait = mode == "send-on-go"
             _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], wait))
         elif mode == "recv":
-            _emit("RESULT", cmd_recv(argv[1], argv[2], argv[3] if len(argv) > 3 else None))
+            expect = argv[3] if len(argv) > 3 else None
+            idle_limit = float(argv[4]) if len(argv) > 4 else IDLE_LIMIT
+            _emit("RESULT", cmd_recv(argv[1], argv[2], expect, idle_limit))
         else:
             raise CopyFailed(f"unknown mode {mode!r}")
     except CopyFailed as err:

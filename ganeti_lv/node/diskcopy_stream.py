@@ -15,13 +15,28 @@ plain sha256 of the whole disk) is still understood, for older exports.
 
 Stream format (after optional compression)::
 
-    b"GLVC4\\n" + u32 length + JSON header {"size": N, "allocated": A, "algorithm": ALG}
+    b"GLVC5\\n" + u32 length + JSON header {"size": N, "allocated": A, "algorithm": ALG}
     b"D" + u64 offset + u32 length + data      (offsets strictly increasing, at most
                                                 4 MiB each; the sender never lets one
                                                 cross a 4 MiB chunk boundary, the
                                                 receiver does not rely on it)
     b"E" + u64 size + u64 data bytes sent       (no more data)
     64 hex chars checksum                       (end of stream: the sender's)
+
+and, before the header and between records (never between ``E`` and the
+checksum), any number of ``b"K"``: keepalives, which carry nothing.
+
+Silence: a stream has gaps that are no fault (a copy set up ahead waits for
+its go before the header; reading long runs of zeros, or of holes with a
+plain ``sha256``, sends nothing; a bandwidth limit sleeps), so the sender
+(``StreamWriter``) writes a keepalive whenever it has written nothing for
+``KEEPALIVE_INTERVAL`` seconds. The receiver's input waits at most
+``IDLE_LIMIT`` seconds for a byte (``FdReader``): a sender whose link to
+the target was cut sends nothing more, and the target's sshd may not notice
+for a quarter of an hour (TCP's retransmissions) or two hours (TCP
+keepalive), holding the receiver, its session and its partial file. A
+compressed stream is not watched: the compressor keeps a keepalive in its
+buffer until it has a block to write.
 
 The sender's side reads the image sparse-aware (SEEK_DATA/SEEK_HOLE, then
 all-zero blocks are skipped as well: ``data_extents``, ``nonzero_spans``,
@@ -75,12 +90,20 @@ import json
 import mmap
 import os
 import queue
+import select
 import stat
 import struct
 import threading
 import time
 
-MAGIC = b"GLVC4\n"
+MAGIC = b"GLVC5\n"
+KEEPALIVE = b"K"
+# the sender writes a keepalive after this long without a write (s)
+KEEPALIVE_INTERVAL = 10.0
+# the receiver gives up on a stream without a byte for this long (s): as long as
+# the master waits for a node that leaves its data unanswered
+# (``ssh_channel.STREAM_UNANSWERED_LIMIT``), several keepalive intervals
+IDLE_LIMIT = 60.0
 CHUNK = 4 << 20
 SUBBLOCK = 64 << 10
 ZERO = bytes(CHUNK)
@@ -317,13 +340,16 @@ def can_map(fd: int, size: int) -> bool:
     return True
 
 
-def splice_exact(src: int, dst: int, count: int, src_off=None, dst_off=None) -> None:
+def splice_exact(src: int, dst: int, count: int, src_off=None, dst_off=None, ready=None) -> None:
     """Move ``count`` bytes from ``src`` to ``dst`` in the kernel (one of them a pipe).
 
     ``src_off``/``dst_off``: the file offset at the end that is not the pipe.
+    ``ready()``, if given, returns once there is something to move (``FdReader.wait``).
     """
     while count > 0:
         step = min(count, PIPE_SIZE)
+        if ready is not None:
+            ready()
         if src_off is not None:
             moved = os.splice(src, dst, step, offset_src=src_off)  # type: ignore[attr-defined]
             src_off += moved
@@ -373,6 +399,54 @@ class Throttle:
         ahead = self.total / self.limit - (time.monotonic() - self.start)
         if ahead > 0:
             time.sleep(ahead)
+
+
+class StreamWriter:
+    """The sender's writes to the stream: whole records, and keepalives in the gaps.
+
+    Each record is written holding ``record()``; a thread writes a keepalive
+    whenever nothing was written for ``interval`` seconds (None: no thread),
+    from its start on, also before the header. ``close`` ends the keepalives
+    (after writing its ``final`` bytes): nothing is written after it returns.
+    """
+
+    def __init__(self, fd: int, interval: float | None = KEEPALIVE_INTERVAL) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.stopped = threading.Event()
+        if interval is not None:
+            thread = threading.Thread(target=self._keepalive, args=(interval,), daemon=True)
+            thread.start()
+
+    def _keepalive(self, interval: float) -> None:
+        while not self.stopped.wait(interval / 2):
+            with self.lock:
+                if self.stopped.is_set():
+                    return
+                if time.monotonic() - self.last < interval:
+                    continue
+                try:
+                    write_all(self.fd, [KEEPALIVE])
+                except OSError:  # the transport is gone: the copy fails on its own
+                    return
+                self.last = time.monotonic()
+
+    @contextlib.contextmanager
+    def record(self):
+        """Hold while writing one record: no keepalive comes in between."""
+        with self.lock:
+            yield
+            self.last = time.monotonic()
+
+    def close(self, final: bytes = b"") -> None:
+        """Write ``final`` (the end of the stream), then no keepalive any more."""
+        with self.lock:
+            try:
+                if final:
+                    write_all(self.fd, [final])
+            finally:
+                self.stopped.set()
 
 
 def _read_chunk(fd: int, buf, base: int, length: int, ranges) -> None:
@@ -434,13 +508,23 @@ def _open_image(src: str) -> int:
 
 
 def stream_image(
-    src: str, out_fd: int, bwlimit: float | None, progress, algorithm: str = TREE
+    src: str,
+    out_fd: int,
+    bwlimit: float | None,
+    progress,
+    algorithm: str = TREE,
+    writer: StreamWriter | None = None,
 ) -> dict:
     """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent.
 
     Into a pipe the data goes from the file's page cache by ``splice`` and
     is hashed from a mapping of the file: this process copies none of it.
+    ``writer``: the stream's writer on ``out_fd`` with its keepalives, if
+    the caller started it already (else one without keepalives); it is
+    closed with the end of the stream.
     """
+    if writer is None:
+        writer = StreamWriter(out_fd, None)
     throttle = Throttle(bwlimit)
     sent = read = 0
     fd = _open_image(src)
@@ -451,7 +535,8 @@ def stream_image(
         hasher = Hasher(size, algorithm)
         header = {"size": size, "allocated": st.st_blocks * 512, "algorithm": algorithm}
         text = json.dumps(header).encode()
-        write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
+        with writer.record():
+            write_all(out_fd, [MAGIC, _H.pack(len(text)), text])
         spliced = can_splice(out_fd) and can_map(fd, size)
 
         def send_chunk(end: int, runs, buf, nread: int) -> None:
@@ -459,21 +544,21 @@ def stream_image(
             base = (end - 1) // CHUNK * CHUNK
             for off, length in runs:
                 record = b"D" + _D.pack(off, length)
-                if spliced:
-                    write_all(out_fd, [record])
-                    splice_exact(fd, out_fd, length, src_off=off)
-                else:
-                    with memoryview(buf) as view:
-                        write_all(out_fd, [record, view[off - base : off - base + length]])
+                with writer.record():
+                    if spliced:
+                        write_all(out_fd, [record])
+                        splice_exact(fd, out_fd, length, src_off=off)
+                    else:
+                        with memoryview(buf) as view:
+                            write_all(out_fd, [record, view[off - base : off - base + length]])
                 sent += length
                 throttle.add(length)
             read += nread
             progress(end, sent, read, data)
 
         scan_image(fd, size, hasher, send_chunk, mapped=spliced)
-        write_all(out_fd, [b"E" + _END.pack(size, sent)])
-        checksum = hasher.hexdigest()
-        write_all(out_fd, [checksum.encode()])
+        checksum = hasher.hexdigest()  # may take a while (keepalives meanwhile)
+        writer.close(b"E" + _END.pack(size, sent) + checksum.encode())
     finally:
         os.close(fd)
     return {
@@ -498,10 +583,26 @@ def checksum_file(path: str, algorithm: str = TREE) -> str:
 
 
 class FdReader:
-    """Exact-length reads from a file descriptor into fresh buffers (no buffered copies)."""
+    """Exact-length reads from a file descriptor into fresh buffers (no buffered copies).
 
-    def __init__(self, fd: int) -> None:
+    ``idle_limit``: seconds a read waits for a byte at most, then CopyFailed
+    (None: no limit).
+    """
+
+    def __init__(self, fd: int, idle_limit: float | None = None) -> None:
         self.fd = fd
+        self.idle_limit = idle_limit
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def wait(self) -> None:
+        """Return once ``fd`` has a byte (or its end) to read; CopyFailed after ``idle_limit`` s."""
+        if self.idle_limit is None:
+            return
+        if not self._poll.poll(self.idle_limit * 1000):
+            raise CopyFailed(
+                f"no data for {self.idle_limit:g} s: the sender, or its link to this node, is gone"
+            )
 
     def exact(self, count: int) -> bytearray:
         """``count`` bytes; CopyFailed if the stream ends before."""
@@ -514,6 +615,7 @@ class FdReader:
         """Read exactly ``len(view)`` bytes into ``view``."""
         got, count = 0, len(view)
         while got < count:
+            self.wait()
             n = os.readv(self.fd, [view[got:]])
             if n == 0:
                 raise CopyFailed("the stream ended early (connection lost?)")
@@ -543,8 +645,11 @@ class Writeback:
 
 
 def read_header(inp: FdReader) -> dict:
-    """The JSON header at the start of a stream."""
-    if bytes(inp.exact(len(MAGIC))) != MAGIC:
+    """The JSON header at the start of a stream (after any keepalives)."""
+    first = bytes(inp.exact(1))
+    while first == KEEPALIVE:
+        first = bytes(inp.exact(1))
+    if first + bytes(inp.exact(len(MAGIC) - 1)) != MAGIC:
         raise CopyFailed("bad stream header (connection lost?)")
     (length,) = _H.unpack(inp.exact(_H.size))
     return json.loads(bytes(inp.exact(length)))
@@ -576,6 +681,8 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
     pos = written = 0
     while True:
         kind = bytes(inp.exact(1))
+        if kind == KEEPALIVE:
+            continue
         if kind == b"E":
             end_size, sent = _END.unpack(inp.exact(_END.size))
             break
@@ -585,7 +692,7 @@ def receive_stream(inp: FdReader, out_fd: int, on_header=None, header=None) -> d
         if off < pos or length <= 0 or off + length > size or length > CHUNK:
             raise CopyFailed(f"bad record at offset {off}")
         if buf is None:
-            splice_exact(inp.fd, out_fd, length, dst_off=off)
+            splice_exact(inp.fd, out_fd, length, dst_off=off, ready=inp.wait)
         else:
             with memoryview(buf) as full, full[:length] as view:
                 inp.fill_view(view)
