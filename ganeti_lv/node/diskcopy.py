@@ -476,6 +476,9 @@ class CopyPlan:
         Setting ``cancel`` while the copy runs stops it at both ends: the
         sender kills its transport, the receiver removes its partial file,
         and this raises ``CopyCanceled`` (nothing landed at ``dst_path``).
+        A cancel that reaches the sender after the receiver put the whole
+        copy at ``dst_path`` is too late: the copy's stats are returned (the
+        caller sees its ``cancel`` set and decides what to do with the copy).
         """
         started = clock()
         try:

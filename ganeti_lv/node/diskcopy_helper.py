@@ -13,7 +13,11 @@ alone; why that suffices is in ``diskcopy_stream``'s text ("Integrity").
 Stopping a copy: the master writes ``CANCEL`` to the sender's stdin; the
 sender (``watch_cancel``) kills its transport and compressor, so the
 receiver's stream ends and it removes its partial file, and reports
-``ERROR`` of kind ``canceled``.
+``ERROR`` of kind ``canceled``. A ``CANCEL`` that comes after the receiver
+has renamed the complete copy into place (its answer has reached the
+sender) is too late: the sender reports the copy's ``RESULT``, so a copy
+reported canceled is one that did not land (but for a transport killed in
+the instant between the receiver's rename and its answer).
 
 A cut link: the sender's ssh gives up within about 40 s (its
 ``ServerAlive`` options) and the sender reports the copy failed; the
@@ -211,12 +215,18 @@ def cmd_send(
     except BaseException:
         _kill(procs)
         raise
-    if canceled:
-        raise CopyFailed("the copy was canceled", 4, "canceled")
-    result = _receiver_result(out, err, codes)
-    if stats is None:
-        raise CopyFailed(f"it closed the stream early (exit {codes})", 1, "error", "receiver")
-    _check_received(stats, result)
+    try:
+        result = _receiver_result(out, err, codes)
+        if stats is None:
+            raise CopyFailed(f"it closed the stream early (exit {codes})", 1, "error", "receiver")
+        _check_received(stats, result)
+    except CopyFailed:
+        if canceled:
+            raise CopyFailed("the copy was canceled", 4, "canceled") from None
+        raise
+    # A cancel that came once the receiver had put the whole copy in place came
+    # too late: the copy is done, and said so (the caller, told of its cancel
+    # request some other way, decides what to do with it).
     stats["target_allocated"] = result.get("allocated", 0)
     return stats
 

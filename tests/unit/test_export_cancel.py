@@ -171,6 +171,34 @@ def test_canceled_copy_stops_both_helpers_and_leaves_nothing(tmp_path):
     assert not dst.exists()
 
 
+def test_a_cancel_after_the_receiver_put_the_copy_in_place_is_too_late(tmp_path):
+    """The copy landed: it is reported as done, not as canceled with a file in place."""
+    src = _image(tmp_path, 2 * MiB)
+    dst = tmp_path / "out" / "disk0.img"
+    landed = tmp_path / "landed"
+    # the transport as ssh, but it lingers after the receiver ended (its answer sent)
+    lingering = CopyEndpoint(
+        argv=["sh", "-c", f'sh -c "$1"; : > {landed}; sleep 2', "sh"], name="node2"
+    )
+    plan = CopyPlan.make("node1", src, lingering, str(dst))
+    cancel = Cancellation()
+
+    def cancel_once_landed() -> None:
+        wait_until(landed.exists, timeout=20)
+        cancel.request("interrupted by the user")
+
+    thread = threading.Thread(target=cancel_once_landed)
+    thread.start()
+    try:
+        stats = plan.run(LocalRunner(), cancel=cancel)
+    finally:
+        thread.join()
+    assert cancel.is_set()
+    assert stats.size == 2 * MiB
+    assert dst.read_bytes() == open(src, "rb").read()
+    assert not glob.glob(str(dst) + ".part*")
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
