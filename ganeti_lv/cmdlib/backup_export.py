@@ -17,7 +17,13 @@ _CleanupExports, _InstanceDiskSizeSum) and fixes its weak points:
   exporting process is killed;
 - the copy lands in ``<instance>.new`` and is published atomically: the
   previous export is renamed aside, never deleted before the new one is in
-  place (see ``exportdir``);
+  place (see ``exportdir``). That rename is the export's commit point:
+  a failure before it leaves no new export and the previous one in place;
+  from it on the export is complete and visible, and what fails after it
+  (syncing, removing the previous export, merging the snapshot back,
+  starting or removing the instance) never undoes it or calls it failed:
+  the export's own leftovers are warnings, and an instance step's error
+  says that the export is complete;
 - live snapshots are merged back in a ``finally``; a leftover of a killed
   export is merged by the next operation (``repair_disk_chain``);
 - a live export's first disk copies are set up while the job waits for its
@@ -26,8 +32,9 @@ _CleanupExports, _InstanceDiskSizeSum) and fixes its weak points:
   event, as for a migration) stops the running copy on both nodes, removes
   ``<instance>.new``, merges the snapshot back (or starts the instance again
   after a shutdown) and ends the job as canceled (``OperationCanceled``);
-  the previous export stays. A cancel after the export was published comes
-  too late and changes nothing.
+  the previous export stays. A cancel that comes after the commit point is
+  too late: the export is kept, the job ends as it would have, and the
+  job log says so (a warning).
 
 Zeroing free space does not require compression here (Ganeti refuses it):
 the copy engine skips all-zero blocks, so zeroed space is never sent.
@@ -68,7 +75,7 @@ from ganeti_lv.errors import (
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.base import CopyAhead
-from ganeti_lv.hypervisor.export_types import SnapshotInfo
+from ganeti_lv.hypervisor.export_types import PublishedExport, SnapshotInfo
 from ganeti_lv.names import check_instance_name
 from ganeti_lv.node import diskcopy, progress
 from ganeti_lv.node.transport import node_call
@@ -147,6 +154,8 @@ class LUBackupExport(LogicalUnit):
     REQ_BGL = False
     # whether the last removal of ``<instance>.new`` worked (said after a cancel)
     _new_removed = False
+    # ``node:path`` of the export once published (the commit point, ``_publish``)
+    _published = ""
     # the target's space for this export (``_check_space``), until it is published
     _reservation: Held | None = None
 
@@ -548,6 +557,8 @@ class LUBackupExport(LogicalUnit):
                 # The copy is done: the primary merges the snapshot back while the
                 # target publishes the export and the other nodes drop older ones.
                 merge.start()
+                # The commit point: from here on the export is complete and
+                # visible; no cancel request stops it, nothing undoes it.
                 self._publish(feedback_fn, manifest)
                 failed = False
                 if merge.running:
@@ -558,15 +569,25 @@ class LUBackupExport(LogicalUnit):
                 merge.finish()
                 if stopped_by_us and snapshot is None:
                     started_again = self._start_after_export(feedback_fn, failed)
+            if self.op.remove_instance:
+                self._remove_instance(feedback_fn)
         except OperationCanceled as err:
             raise OperationCanceled(
                 f"{err}; {self._after_cancel(snapshot, started_again)}"
             ) from err
-        if self.op.remove_instance:
-            self._remove_instance(feedback_fn)
+        except OpExecError as err:  # a step after the commit point fails: said, not undone
+            self._say_export_kept(err)
+            raise
         if not merge.running:
             self._CleanupExports(feedback_fn)
+        self._note_late_cancel()
         return True, [True] * len(sources)
+
+    def _say_export_kept(self, err: OpExecError) -> None:
+        """Append to the error of a step after the commit point that the export is complete."""
+        if self._published:
+            err.msg += f"; the export itself is complete in {self._published}"
+            err.args = (err.msg,)
 
     def _stop_if_canceled(self, feedback_fn: FeedbackFn, when: str) -> None:
         """OperationCanceled (after removing ``.new``) once the job was asked to stop."""
@@ -671,7 +692,15 @@ class LUBackupExport(LogicalUnit):
             self.session.prewarm(others)
 
     def _publish(self, feedback_fn: FeedbackFn, manifest: exportinfo.Manifest) -> None:
-        """Write config.ini and the manifest and publish ``.new`` atomically."""
+        """Write config.ini and the manifest and publish ``.new`` atomically: the commit point.
+
+        Until the rename into place a failure removes ``.new`` (the previous
+        export stays, or is put back) and fails the export. From the rename
+        on the export is complete and visible (``self._published``): what
+        the publish could not do after it is a warning, and a publish that
+        failed (or whose answer was lost) counts as done when the target
+        shows it renamed into place.
+        """
         inst, dst, cluster = self.instance, self.dst_node, self.cluster
         try:
             hvparams = cluster.fill_hvparams(inst)
@@ -679,20 +708,55 @@ class LUBackupExport(LogicalUnit):
                 inst, self.pnode.uuid, cluster.fill_beparams(inst), hvparams
             )
             manifest.translated = exportinfo.translated_hvparams(hvparams)
-            path = node_call(
+            res = node_call(
                 self.rpc.export_finalize,
                 dst,
                 cluster,
                 inst.name,
                 exportinfo.config_to_text(config),
                 manifest.to_json(),
-            ).Raise("Export finalization failed")
+            )
+            published = res.payload if res.ok else self._published_after_all()
+            if published is None:
+                res.Raise("Export finalization failed")
         except BaseException:
             self._abort_export(feedback_fn)
             raise
+        assert published is not None
+        self._published = f"{dst.name}:{published.path}"
         if self._reservation is not None:
             self._reservation.release()  # the copies are in place: they hold their space
-        feedback_fn(f"Export of {inst.name} is in {dst.name}:{path}")
+        if not res.ok:
+            published.left.append(f"its publishing reported an error: {res.fail_msg}")
+        for left in published.left:
+            self.LogWarning(f"Export of {inst.name} is complete in {self._published}, but {left}")
+        feedback_fn(f"Export of {inst.name} is in {self._published}")
+
+    def _published_after_all(self) -> PublishedExport | None:
+        """The export, if the target shows it renamed into place (its publish failed
+        after the rename, or its answer was lost); else None.
+
+        Only that rename takes ``.new`` away while this job holds the
+        instance's export lock: no ``.new`` beside a complete export is this one.
+        """
+        path = f"{self.cluster.export_dir}/{self.instance.name}"
+        res = node_call(self.rpc.export_list, self.dst_node, self.cluster)
+        if res.payload is None:  # cannot tell: not published, as far as this job knows
+            return None
+        found = {e.path: e for e in res.payload}
+        if self._new_dir() not in found and path in found and found[path].complete:
+            return PublishedExport(path)
+        return None
+
+    def _note_late_cancel(self) -> None:
+        """Warn that a cancel request came after the commit point (the export was kept)."""
+        cancel = self.proc.cancel
+        if cancel.is_set():
+            self.LogWarning(
+                f"The cancel request ({cancel_reason(cancel)}) came after the export was"
+                f" published (its commit point): the export in {self._published} is complete"
+                " and kept"
+            )
 
     def _abort_export(self, feedback_fn: FeedbackFn) -> None:
         res = node_call(self.rpc.export_abort, self.dst_node, self.cluster, self.instance.name)

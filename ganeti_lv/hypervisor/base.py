@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ganeti_lv.hypervisor.export_types import (
         ExportData,
         ExportEntry,
+        PublishedExport,
         SnapshotInfo,
         ZeroingResult,
     )
@@ -322,12 +323,17 @@ class NodeOps(abc.ABC):
         instance_name: str,
         config_text: str,
         manifest_text: str,
-    ) -> str:
-        """Write config.ini and the manifest into ``.new`` and publish it atomically."""
+    ) -> PublishedExport:
+        """Write config.ini and the manifest into ``.new`` and publish it atomically.
+
+        NodeError when it failed before the rename into place (nothing was
+        published); what failed after it is in the result's ``left``.
+        """
 
     @abc.abstractmethod
     def export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
-        """Remove ``<instance>.new`` (the previous export is not touched)."""
+        """Remove ``<instance>.new``; the previous export is kept (put back if a failed
+        publish had renamed it aside)."""
 
     @abc.abstractmethod
     def export_list(self, node: Node, cluster: Cluster) -> list[ExportEntry]:

@@ -54,6 +54,19 @@ class ExportEntry:
 
 
 @dataclass
+class PublishedExport:
+    """An export renamed into place: complete and visible from then on.
+
+    ``left``: what its publishing could not do after the rename (sync the
+    export dir, remove the previous export renamed aside), one line each;
+    the export is complete all the same.
+    """
+
+    path: str
+    left: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ExportFile:
     """A regular file of an export directory: its size and first bytes (hex)."""
 

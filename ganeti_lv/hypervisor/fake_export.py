@@ -20,6 +20,7 @@ from ganeti_lv.hypervisor.export_types import (
     ExportData,
     ExportEntry,
     ExportFile,
+    PublishedExport,
     SnapshotDisk,
     SnapshotInfo,
     ZeroingResult,
@@ -65,6 +66,8 @@ class FakeExportOps:
         self.free_bytes: dict[str, int] = {}  # free_space per node (default: plenty)
         # keyword arguments (compress, bandwidth_limit, ...) of every copy_disk call
         self.copy_options: list[dict[str, Any]] = []
+        # what export_finalize says it left undone after the rename, per node
+        self.publish_left: dict[str, list[str]] = {}
 
     def sha_of(self, node: str, path: str) -> str:
         """The fake content checksum of a file (derived from where it was created)."""
@@ -209,7 +212,8 @@ class FakeExportOps:
         instance_name: str,
         config_text: str,
         manifest_text: str,
-    ) -> str:
+    ) -> PublishedExport:
+        """Publish ``.new``; ``publish_left[node]`` is what the publish then says it left."""
         name = instance_name
         self._enter("export_finalize", node, name)
         dirs = self.exports.setdefault(node.name, {})
@@ -218,7 +222,7 @@ class FakeExportOps:
             raise NodeError(f"no export in progress for {name}", node.name)
         new.config_text, new.manifest_text = config_text, manifest_text
         dirs[name] = dirs.pop(name + exportinfo.NEW_SUFFIX)
-        return f"{cluster.export_dir}/{name}"
+        return PublishedExport(f"{cluster.export_dir}/{name}", self.publish_left.get(node.name, []))
 
     def export_abort(self, node: Node, cluster: Cluster, instance_name: str) -> None:
         self._enter("export_abort", node, instance_name)

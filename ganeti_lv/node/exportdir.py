@@ -8,8 +8,14 @@ dumps only); ``<instance>.new/`` an export being written;
 Publishing (``finalize``) writes config.ini and the manifest last, syncs,
 then: rename ``<instance>`` to ``<instance>.old``, rename ``<instance>.new``
 to ``<instance>``, sync the directory, delete ``.old``. A crash leaves either
-the previous export or the new one in place; ``prepare`` and ``remove``
-first restore an ``.old`` that lost its successor.
+the previous export or the new one in place; ``prepare``, ``abort`` and
+``remove`` first restore an ``.old`` that lost its successor.
+
+The rename of ``.new`` into place is the export's commit point: a failure
+before it publishes nothing (``abort`` then puts the previous export back),
+and from it on the export is complete and visible, so what fails after it
+(syncing the directory, deleting ``.old``) is reported, not fatal
+(``PublishedExport.left``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,12 @@ import shlex
 
 from ganeti_lv.errors import ECODE_INVAL, NodeError
 from ganeti_lv.exportinfo import CONFIG_FILE, MANIFEST_FILE, export_dir_owner
-from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, ExportFile
+from ganeti_lv.hypervisor.export_types import (
+    ExportData,
+    ExportEntry,
+    ExportFile,
+    PublishedExport,
+)
 from ganeti_lv.names import instance_name_problem
 from ganeti_lv.node.transport import Runner
 
@@ -73,19 +84,25 @@ if [ -d "$D" ]; then
   mv -- "$D" "$D.old"
 fi
 mv -- "$N" "$D"
-sync -- "$E"
-rm -rf -- "$D.old"
-echo "$D"
+echo "PUBLISHED $D"
+set +e
+left() { printf 'LEFT %s\n' "$(printf '%s' "$*" | tr '\n' ' ')"; }
+out=$(sync -- "$E" 2>&1) || left "$E not synced after the rename (it may not survive a crash): $out"
+out=$(rm -rf -- "$D.old" 2>&1) || left "the previous export $D.old not removed: $out"
+exit 0
 """
 
 
 def finalize(
     runner: Runner, node: str, export_dir: str, name: str, config_text: str, manifest_text: str
-) -> str:
+) -> PublishedExport:
     """Write config.ini and the manifest into ``.new`` and publish it atomically.
 
     Every file of the export and both directories are fsynced (the files
     themselves, not the whole filesystem) before and after the renames.
+    NodeError when it failed before the rename into place (nothing was
+    published); once the export is in place, what failed after is in
+    ``left`` (see the module docstring).
     """
     manifest = manifest_text.encode()
     script = _dirs(export_dir, name) + _PUBLISH.replace("MANIFEST", MANIFEST_FILE).replace(
@@ -97,16 +114,26 @@ def finalize(
         check=False,
         timeout=120,
     )
-    if res.exit_status != 0:
+    lines = res.stdout.splitlines()
+    path = next((ln.removeprefix("PUBLISHED ") for ln in lines if ln.startswith("PUBLISHED ")), "")
+    if not path:
         raise NodeError(
             f"Publishing the export on {node} failed: {res.output.strip()[-1000:]}", node
         )
-    return res.stdout.strip()
+    left = [ln.removeprefix("LEFT ") for ln in lines if ln.startswith("LEFT ")]
+    if res.exit_status != 0:  # ended (killed?) after the rename
+        left.append(f"publishing ended with exit status {res.exit_status} after the rename")
+    return PublishedExport(path, left)
 
 
 def abort(runner: Runner, node: str, export_dir: str, name: str) -> None:
-    """Remove ``<name>.new``; the complete export (if any) is untouched."""
-    _run(runner, node, _dirs(export_dir, name) + 'rm -rf -- "$D.new"\n', "Removing .new")
+    """Remove ``<name>.new``; the complete export (if any) is untouched.
+
+    A previous export that a publish which failed before its rename into
+    place had renamed aside (``.old`` without ``<name>``) is put back.
+    """
+    script = _dirs(export_dir, name) + _RECOVER + 'rm -rf -- "$D.new"\n'
+    _run(runner, node, script, "Removing .new")
 
 
 def remove(runner: Runner, node: str, export_dir: str, name: str) -> bool:

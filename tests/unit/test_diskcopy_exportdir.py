@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 from support.localrun import LocalRunner
 
 from ganeti_lv.errors import NodeError
+from ganeti_lv.hypervisor.export_types import PublishedExport
 from ganeti_lv.node import exportdir
 
 R = LocalRunner()
@@ -21,8 +25,7 @@ def _publish(base, name, marker):
 def test_publish_replaces_previous_and_lists(tmp_path):
     base = tmp_path / "export"
     assert exportdir.list_exports(R, "n", str(base)) == []
-    path = _publish(base, "web1", "one")
-    assert path == f"{base}/web1"
+    assert _publish(base, "web1", "one") == PublishedExport(f"{base}/web1", [])
     assert (base / "web1" / "disk0.img").read_text() == "one"
     _publish(base, "web1", "two")
     assert sorted(p.name for p in base.iterdir()) == ["web1"]
@@ -132,4 +135,57 @@ def test_remove_stale_restores_an_old_export_that_lost_its_successor(tmp_path):
     (base / "web1").rename(base / "web1.old")  # crashed right after renaming aside
     exportdir.prepare(R, "n", str(base), "web2")
     assert exportdir.remove_stale(R, "n", str(base), "web1") == [f"restored {base}/web1"]
+    assert (base / "web1" / "disk0.img").read_text() == "one"
+
+
+def _failing(monkeypatch, tmp_path, tool: str, when: str) -> None:
+    """Make ``tool`` (found in PATH) fail when it is given an existing ``*when`` path."""
+    real = shutil.which(tool)
+    assert real is not None
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    fake = bindir / tool
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'for a; do case "$a" in *{when}) [ -e "$a" ] && {{ echo "{tool}: I/O error" >&2;'
+        f' exit 1; }};; esac; done\nexec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(
+    "tool, when, said",
+    [("sync", "/export", "not synced after the rename"), ("rm", ".old", "web1.old not removed")],
+)
+def test_a_failure_after_the_rename_is_reported_and_the_export_stays_published(
+    tmp_path, monkeypatch, tool, when, said
+):
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    _failing(monkeypatch, tmp_path, tool, when)
+    published = _publish(base, "web1", "two")
+    assert published.path == f"{base}/web1"
+    assert len(published.left) == 1 and said in published.left[0]
+    assert f"{tool}: I/O error" in published.left[0]
+    assert (base / "web1" / "disk0.img").read_text() == "two"
+    [entry] = [e for e in exportdir.list_exports(R, "n", str(base)) if e.complete]
+    assert entry.path == f"{base}/web1"
+
+
+@pytest.mark.parametrize("tool, when", [("sync", "manifest.json.tmp"), ("mv", "web1.new")])
+def test_a_failure_before_the_rename_publishes_nothing_and_abort_keeps_the_previous(
+    tmp_path, monkeypatch, tool, when
+):
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    _failing(monkeypatch, tmp_path, tool, when)
+    with pytest.raises(NodeError, match=f"Publishing the export on n failed: {tool}: I/O error"):
+        _publish(base, "web1", "two")
+    # the new export is not visible as complete (a failed mv left the previous one aside)
+    complete = [e.path for e in exportdir.list_exports(R, "n", str(base)) if e.complete]
+    assert complete in ([], [f"{base}/web1"])
+    assert not (base / "web1").exists() or (base / "web1" / "disk0.img").read_text() == "one"
+    exportdir.abort(R, "n", str(base), "web1")
+    assert sorted(p.name for p in base.iterdir()) == ["web1"]
     assert (base / "web1" / "disk0.img").read_text() == "one"

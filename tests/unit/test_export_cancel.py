@@ -11,6 +11,7 @@ import glob
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from support.localrun import LOCAL_ENDPOINT, LocalRunner
@@ -19,7 +20,7 @@ from support.waiting import wait_until
 from ganeti_lv import constants
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.constants import JOB_STATUS_CANCELED
+from ganeti_lv.constants import JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS
 from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_NORES, NodeError, OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
@@ -112,6 +113,36 @@ def test_cancel_after_the_copy_still_publishes_nothing(ctx: Context, ops):
     assert ops.node(N1).domains[INST].overlays == []
 
 
+def test_a_cancel_at_the_commit_point_is_too_late_and_the_export_succeeds(
+    ctx: Context, ops, config, monkeypatch
+):
+    """Once ``.new`` is renamed into place the export is done: kept, and the job succeeds."""
+    Processor(ctx).execute(OpBackupExport(instance_name=INST, target_node=N1, shutdown=False))
+    cancel, lines = Cancellation(), []
+    publish = ops.export_finalize
+
+    def publish_then_cancel(*args, **kwargs):
+        published = publish(*args, **kwargs)
+        cancel.request("interrupted by the user")
+        return published
+
+    monkeypatch.setattr(ops, "export_finalize", publish_then_cancel)
+    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
+    assert Processor(ctx).execute(op, lines.append, cancel) == (True, [True])
+    assert set(ops.exports[N2]) == {INST}
+    assert INST not in ops.exports.get(N1, {})  # the older export elsewhere removed as usual
+    assert ops.node(N1).domains[INST].overlays == []
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+    assert ctx.jobs.list()[-1].status == JOB_STATUS_SUCCESS
+    path = f"{N2}:{config.get_cluster().export_dir}/{INST}"
+    assert any(
+        "WARNING" in line
+        and "cancel request (interrupted by the user) came after the export was published" in line
+        and f"the export in {path} is complete and kept" in line
+        for line in lines
+    )
+
+
 def test_cli_export_canceled_exits_non_zero_saying_so(ctx, ops, data_dir, capsys, monkeypatch):
     from ganeti_lv.cli.main import main
 
@@ -195,7 +226,7 @@ def test_a_cancel_after_the_receiver_put_the_copy_in_place_is_too_late(tmp_path)
         thread.join()
     assert cancel.is_set()
     assert stats.size == 2 * MiB
-    assert dst.read_bytes() == open(src, "rb").read()
+    assert dst.read_bytes() == Path(src).read_bytes()
     assert not glob.glob(str(dst) + ".part*")
 
 

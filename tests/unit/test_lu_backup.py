@@ -534,8 +534,10 @@ def test_space_checks_on_primary_and_target_run_at_once(config):
 def test_failed_merge_after_publish_is_reported_and_export_kept(ctx, ops, config):
     run(ctx, OpBackupExport(instance_name=INST, target_node=N3, shutdown=False))
     ops.fail("commit_snapshot", N1, "block job failed", times=1)
-    with pytest.raises(OpExecError, match="Could not merge the snapshot"):
+    with pytest.raises(OpExecError, match="Could not merge the snapshot") as err:
         run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    path = f"{N2}:{config.get_cluster().export_dir}/{INST}"
+    assert str(err.value).endswith(f"; the export itself is complete in {path}")
     # the new export was published; the older one elsewhere was removed meanwhile
     assert INST in ops.exports[N2] and f"{INST}.new" not in ops.exports[N2]
     assert INST not in ops.exports.get(N3, {})
@@ -731,3 +733,51 @@ def test_backup_remove_asks_every_online_node_and_warns_in_node_order(ctx, ops, 
     offline = [line for line in lines if f"Node {N3} is offline" in line]
     assert len(warned) == len(offline) == 1
     assert lines.index(warned[0]) < lines.index(offline[0])  # node1 comes before node3
+
+
+def _warnings(lines: list[str]) -> list[str]:
+    return [line for line in lines if "WARNING" in line]
+
+
+def test_a_publish_that_left_something_after_the_rename_succeeds_with_a_warning(ctx, ops, config):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N3, shutdown=False))
+    ops.publish_left[N2] = ["the previous export /srv/export/inst1.old not removed: I/O error"]
+    result, lines = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert result == (True, [True])
+    path = f"{N2}:{config.get_cluster().export_dir}/{INST}"
+    assert _warnings(lines) == [
+        f" - WARNING: Export of {INST} is complete in {path}, but the previous export"
+        " /srv/export/inst1.old not removed: I/O error"
+    ]
+    assert set(ops.exports[N2]) == {INST} and INST not in ops.exports.get(N3, {})
+    assert ops.node(N1).domains[INST].overlays == [] and running(ops)
+
+
+def test_a_publish_whose_answer_is_lost_after_the_rename_counts_as_done(
+    ctx, ops, config, monkeypatch
+):
+    publish = ops.export_finalize
+
+    def publish_then_lose_the_answer(node, *args, **kwargs):
+        publish(node, *args, **kwargs)
+        raise NodeError("connection lost", node.name)
+
+    monkeypatch.setattr(ops, "export_finalize", publish_then_lose_the_answer)
+    result, lines = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert result == (True, [True])
+    assert ops.calls_to("export_list")  # the target was asked whether it is in place
+    assert "export_abort" not in methods(ops)
+    assert any("its publishing reported an error: connection lost" in w for w in _warnings(lines))
+    assert set(ops.exports[N2]) == {INST}
+    assert ops.node(N1).domains[INST].overlays == [] and running(ops)
+
+
+def test_a_publish_failing_before_the_rename_fails_and_keeps_the_previous_export(ctx, ops):
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    previous = ops.exports[N2][INST]
+    ops.fail("export_finalize", N2, NodeError("sync: I/O error", N2))
+    with pytest.raises(OpExecError, match="Export finalization failed: sync: I/O error") as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert "the export itself is complete" not in str(err.value)
+    assert ops.exports[N2] == {INST: previous}  # .new removed, the previous export kept
+    assert ops.node(N1).domains[INST].overlays == [] and running(ops)

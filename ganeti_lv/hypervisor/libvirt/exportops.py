@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from ganeti_lv import objects
 from ganeti_lv.errors import NodeError
 from ganeti_lv.hypervisor.base import CopyAhead, NodeSession
-from ganeti_lv.hypervisor.export_types import ExportData, ExportEntry, SnapshotInfo, ZeroingResult
+from ganeti_lv.hypervisor.export_types import (
+    ExportData,
+    ExportEntry,
+    PublishedExport,
+    SnapshotInfo,
+    ZeroingResult,
+)
 from ganeti_lv.hypervisor.libvirt import diskchain
 from ganeti_lv.hypervisor.libvirt.domxml import build_domain_xml
 from ganeti_lv.node import diskcopy, diskstat, exportdir
@@ -190,7 +196,7 @@ class LibvirtExportOps:
         instance_name: str,
         config_text: str,
         manifest_text: str,
-    ) -> str:
+    ) -> PublishedExport:
         return exportdir.finalize(
             self.ssh(node), node.name, cluster.export_dir, instance_name, config_text, manifest_text
         )
