@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv.errors import HypervisorError, NodeError
-from ganeti_lv.hypervisor.export_types import SnapshotDisk, SnapshotInfo
+from ganeti_lv.errors import NodeError
 from ganeti_lv.hypervisor.libvirt import diskchain
 from ganeti_lv.hypervisor.libvirt.domxml import DiskState
 from ganeti_lv.node.transport import CommandResult
@@ -165,107 +164,3 @@ def test_a_refusal_names_the_overlays_merged_before_it(tmp_path: Path) -> None:
     names = [f"disk0.img{diskchain.OVERLAY_SUFFIX}", f"disk1.img{diskchain.OVERLAY_SUFFIX}"]
     with pytest.raises(NodeError, match=r"merged before it: .*disk0\.img\.export-snap"):
         diskchain.repair(None, LocalRunner(names), "node1", str(tmp_path))
-
-
-BASE = f"{DIR}/disk0.img"
-
-
-class RunningGuest:
-    """A running domain with one disk and its block job, as libvirt shows them.
-
-    ``ready_after``: polls of the live XML before the commit is ready (None:
-    never). The disk runs on the overlay (over the image) until a pivot.
-    """
-
-    name = "web1"
-
-    def __init__(self, ready_after: int | None) -> None:
-        self.ready_after = ready_after
-        self.source, self.chain = OVERLAY, [BASE]
-        self.job = False
-        self.polls = 0
-        self.done: list[str] = []
-
-    # Guest
-    def is_active(self) -> bool:
-        return True
-
-    def disks(self) -> list[DiskState]:
-        return [DiskState("vda", self.source, list(self.chain))]
-
-    def block_device(self, target: str) -> RunningGuest:
-        assert target == "vda"
-        return self
-
-    def xml(self) -> str:
-        self.polls += 1
-        ready = self.job and self.ready_after is not None and self.polls > self.ready_after
-        mirror = "<mirror ready='yes'/>" if ready else ("<mirror/>" if self.job else "")
-        return f"<domain><devices><disk><target dev='vda'/>{mirror}</disk></devices></domain>"
-
-    # BlockDevice
-    target = "vda"
-
-    def job_active(self) -> bool:
-        return self.job
-
-    def commit_active(self) -> None:
-        self.done.append("commit")
-        self.job, self.polls = True, 0
-
-    def pivot(self) -> None:
-        self.done.append("pivot")
-        self.job, self.source, self.chain = False, BASE, []
-
-    def abort_job(self) -> None:
-        self.done.append("abort")
-        self.job = False
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 1.0)
-
-
-def _snapshot() -> SnapshotInfo:
-    return SnapshotInfo("web1", "node1", [SnapshotDisk(0, "vda", BASE, OVERLAY)])
-
-
-def test_a_merge_not_ready_in_time_stops_its_job_and_leaves_a_chain_repair_merges() -> None:
-    guest, clock, runner = RunningGuest(ready_after=None), Clock(), Runner([OVERLAY_NAME])
-    with pytest.raises(HypervisorError) as err:
-        diskchain.commit(guest, runner, "node1", _snapshot(), clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
-    text = str(err.value)
-    assert "Block commit of web1 vda not ready within 600 s: its block job was stopped" in text
-    assert "web1 runs on, on its overlay" in text and "next operation" in text
-    # stopped without a pivot: no job left, the guest still on its overlay, which is kept
-    assert guest.done == ["commit", "abort"] and not guest.job
-    assert guest.disks() == [DiskState("vda", OVERLAY, [BASE])]
-    assert runner.commands == []
-    # the next operation's repair merges it: a new commit, then the pivot, then the file goes
-    guest.ready_after = 2
-    merged = diskchain.repair(guest, runner, "node1", DIR, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
-    assert merged == [OVERLAY]
-    assert guest.done == ["commit", "abort", "commit", "pivot"]
-    assert guest.disks() == [DiskState("vda", BASE, [])]
-    assert runner.commands == [["rm", "-f", "--", OVERLAY]]
-
-
-def test_a_job_that_cannot_be_stopped_is_said_to_maybe_still_run() -> None:
-    guest, clock = RunningGuest(ready_after=None), Clock()
-
-    def refuse() -> None:
-        raise HypervisorError("Cannot abort the block job of web1 vda: busy")
-
-    guest.abort_job = refuse  # type: ignore[method-assign]
-    with pytest.raises(
-        HypervisorError, match="stopping its block job failed .*busy.*may still run"
-    ):
-        diskchain.commit(guest, Runner([]), "node1", _snapshot(), clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
-    assert guest.job  # the next operation's repair waits for it (active_commit adopts a job)

@@ -4,9 +4,7 @@ Shared by the export and the migration. A live export puts a qcow2 overlay
 (``<image>.export-snap.qcow2``, in the instance's disk directory on the
 primary) on top of each disk image while the frozen image is copied; then
 the overlay is merged back and deleted, also when the copy failed. If the
-exporting process died in between, or the merge was not ready in time (its
-block job is then stopped, ``snapshot.active_commit``), the overlay is
-still there:
+exporting process died in between, the overlay is still there:
 
 - domain running: its live XML shows the overlay as the active image with
   the instance's image below it -> active commit + pivot, delete overlay;

@@ -317,9 +317,3 @@ class BlockDevice:
         domain = self.guest._domain
         flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT
         self._do("Cannot pivot", domain.blockJobAbort, self.target, flags)
-
-    def abort_job(self) -> None:
-        """Stop the disk's block job without a pivot (returns once it ended): after an
-        active commit the disk stays on its overlay, which holds all its data."""
-        domain = self.guest._domain
-        self._do("Cannot abort the block job of", domain.blockJobAbort, self.target, 0)

@@ -19,8 +19,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from xml.sax.saxutils import quoteattr
 
-from ganeti_lv.errors import HypervisorError, NodeError
-from ganeti_lv.hypervisor.libvirt.guest import BlockDevice, Guest
+from ganeti_lv.errors import HypervisorError
+from ganeti_lv.hypervisor.libvirt.guest import Guest
 
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 COMMIT_TIMEOUT = 600.0
@@ -84,10 +84,6 @@ def active_commit(
     ``interval``: the overlay of an export holds only what the guest wrote
     during the copy, so the job is mostly ready within a few milliseconds,
     and the export's job waits for the merge.
-
-    A commit not ready within ``timeout`` is aborted (``_abort_unready``);
-    a pivot asked for and not finished in time is left to finish: stopping
-    it then could race with the switch of images.
     """
     disk = guest.block_device(target)
     if not disk.job_active():
@@ -98,43 +94,14 @@ def active_commit(
         if not disk.job_active():
             raise HypervisorError(f"Block commit of {guest.name} {target} ended without pivot")
         if clock() > deadline:
-            raise HypervisorError(_abort_unready(guest, disk, timeout))
+            raise HypervisorError(f"Block commit of {guest.name} {target} not ready in time")
         sleep(next(delays))
     disk.pivot()
     delays = _poll_delays(interval)
     while disk.job_active():
         if clock() > deadline:
-            raise HypervisorError(
-                f"Pivot of {guest.name} {target} did not finish within {timeout:g} s; its"
-                " block job is left to finish (stopping it could race with the switch of"
-                " images); the next operation on the instance checks its disks again"
-            )
+            raise HypervisorError(f"Pivot of {guest.name} {target} did not finish")
         sleep(next(delays))
-
-
-def _abort_unready(guest: Guest, disk: BlockDevice, timeout: float) -> str:
-    """Abort a commit that was not ready in time; the error's text, saying what is left.
-
-    Safe before the pivot: the guest goes on writing into its overlay, which
-    holds every block written since the snapshot (the commit only copies
-    them down into the image below, which nothing reads but through the
-    overlay). The chain is then as a killed export leaves it, which
-    ``diskchain.repair`` merges at the next operation. Left running, the
-    job would go on unwatched and, once ready, mirror every write until
-    someone pivots.
-    """
-    what = f"Block commit of {guest.name} {disk.target} not ready within {timeout:g} s"
-    try:
-        disk.abort_job()
-    except NodeError as err:
-        return (
-            f"{what}; stopping its block job failed ({err}): it may still run; the next"
-            " operation on the instance waits for it again"
-        )
-    return (
-        f"{what}: its block job was stopped; {guest.name} runs on, on its overlay"
-        " (which holds all its data); the next operation on the instance merges it again"
-    )
 
 
 # The first wait between two polls of a block job (s); each next one doubles.
