@@ -716,7 +716,8 @@ class LUBackupExport(LogicalUnit):
                 exportinfo.config_to_text(config),
                 manifest.to_json(),
             )
-            published = res.payload if res.ok else self._published_after_all()
+            written = int(config[exportinfo.INISECT_EXP]["timestamp"])
+            published = res.payload if res.ok else self._published_after_all(written)
             if published is None:
                 res.Raise("Export finalization failed")
         except BaseException:
@@ -732,30 +733,34 @@ class LUBackupExport(LogicalUnit):
             self.LogWarning(f"Export of {inst.name} is complete in {self._published}, but {left}")
         feedback_fn(f"Export of {inst.name} is in {self._published}")
 
-    def _published_after_all(self) -> PublishedExport | None:
+    def _published_after_all(self, timestamp: int) -> PublishedExport | None:
         """The export, if the target shows it renamed into place (its publish failed
         after the rename, or its answer was lost); else None.
 
         Only that rename takes ``.new`` away while this job holds the
-        instance's export lock: no ``.new`` beside a complete export is this one.
+        instance's export lock, so a complete export without a ``.new``
+        beside it, whose config.ini has the ``timestamp`` this job wrote,
+        is this one (the timestamp tells it from the previous export when
+        ``.new`` went away some other way).
         """
         path = f"{self.cluster.export_dir}/{self.instance.name}"
         res = node_call(self.rpc.export_list, self.dst_node, self.cluster)
         if res.payload is None:  # cannot tell: not published, as far as this job knows
             return None
         found = {e.path: e for e in res.payload}
-        if self._new_dir() not in found and path in found and found[path].complete:
-            return PublishedExport(path)
-        return None
+        entry = found.get(path)
+        if self._new_dir() in found or entry is None or not entry.complete:
+            return None
+        return PublishedExport(path) if entry.timestamp == timestamp else None
 
     def _note_late_cancel(self) -> None:
         """Warn that a cancel request came after the commit point (the export was kept)."""
         cancel = self.proc.cancel
         if cancel.is_set():
             self.LogWarning(
-                f"The cancel request ({cancel_reason(cancel)}) came after the export was"
-                f" published (its commit point): the export in {self._published} is complete"
-                " and kept"
+                f"The cancel request ({cancel_reason(cancel)}) came too late, while the export"
+                f" was being published (its commit point): the export in {self._published} is"
+                " complete and kept"
             )
 
     def _abort_export(self, feedback_fn: FeedbackFn) -> None:

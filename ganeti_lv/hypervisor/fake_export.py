@@ -9,6 +9,7 @@ export directories by ``exports[node][dirname] = FakeExport``.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -235,7 +236,9 @@ class FakeExportOps:
             name, stale = exportinfo.export_dir_owner(dirname)
             kind = "ganeti_lv" if exp.manifest_text or stale else "ganeti"
             path = f"{cluster.export_dir}/{dirname}"
-            out.append(ExportEntry(name, node.name, path, not stale, 0, stale, kind))
+            stamp = re.search(r"^timestamp *= *(\d+)$", exp.config_text or "", re.MULTILINE)
+            timestamp = int(stamp.group(1)) if stamp else 0
+            out.append(ExportEntry(name, node.name, path, not stale, timestamp, stale, kind))
         return out
 
     def export_remove(self, node: Node, cluster: Cluster, instance_name: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -780,4 +781,25 @@ def test_a_publish_failing_before_the_rename_fails_and_keeps_the_previous_export
         run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
     assert "the export itself is complete" not in str(err.value)
     assert ops.exports[N2] == {INST: previous}  # .new removed, the previous export kept
+    assert ops.node(N1).domains[INST].overlays == [] and running(ops)
+
+
+def test_a_failed_publish_does_not_take_the_previous_export_for_this_one(ctx, ops, monkeypatch):
+    # .new went away some other way (an operator's rm): the publish fails, and the
+    # complete export left in place is the previous one (its own timestamp), not this job's
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    previous = ops.exports[N2][INST]
+    previous.config_text = re.sub(
+        r"^timestamp = \d+$", "timestamp = 1000", previous.config_text, flags=re.MULTILINE
+    )
+    publish = ops.export_finalize
+
+    def new_gone_then_publish(node, cluster, name, *args, **kwargs):
+        ops.exports[node.name].pop(name + ".new", None)
+        return publish(node, cluster, name, *args, **kwargs)
+
+    monkeypatch.setattr(ops, "export_finalize", new_gone_then_publish)
+    with pytest.raises(OpExecError, match="Export finalization failed: no export in progress"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert ops.exports[N2] == {INST: previous}
     assert ops.node(N1).domains[INST].overlays == [] and running(ops)
