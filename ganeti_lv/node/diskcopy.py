@@ -64,7 +64,12 @@ CANCEL_POLL = 0.2
 
 
 class CopyCanceled(NodeError):
-    """The copy was stopped on request: the helpers at both ends ended, nothing landed."""
+    """The copy was stopped on request: the helpers at both ends ended.
+
+    Its file did not land, unless the cancel came after the receiver had
+    read the whole stream (see ``diskcopy_helper``, "Stopping a copy"):
+    callers remove what a canceled copy was to write either way.
+    """
 
 
 # Prefer AES-GCM (hardware accelerated) over OpenSSH's default chacha20.
@@ -475,7 +480,7 @@ class CopyPlan:
 
         Setting ``cancel`` while the copy runs stops it at both ends: the
         sender kills its transport, the receiver removes its partial file,
-        and this raises ``CopyCanceled`` (nothing landed at ``dst_path``).
+        and this raises ``CopyCanceled`` (see that class for what may have landed).
         A cancel that reaches the sender after the receiver put the whole
         copy at ``dst_path`` is too late: the copy's stats are returned (the
         caller sees its ``cancel`` set and decides what to do with the copy).

@@ -15,9 +15,11 @@ sender (``watch_cancel``) kills its transport and compressor, so the
 receiver's stream ends and it removes its partial file, and reports
 ``ERROR`` of kind ``canceled``. A ``CANCEL`` that comes after the receiver
 has renamed the complete copy into place (its answer has reached the
-sender) is too late: the sender reports the copy's ``RESULT``, so a copy
-reported canceled is one that did not land (but for a transport killed in
-the instant between the receiver's rename and its answer).
+sender) is too late: the sender reports the copy's ``RESULT``. A copy
+reported canceled may still land, though: once the receiver has read the
+end of the stream it reads no more, so a transport killed while it syncs,
+verifies and renames the file does not stop it (its answer is then lost).
+Callers remove what a canceled copy was to write.
 
 A cut link: the sender's ssh gives up within about 40 s (its
 ``ServerAlive`` options) and the sender reports the copy failed; the

@@ -426,6 +426,10 @@ class StreamWriter:
                     return
                 if time.monotonic() - self.last < interval:
                     continue
+                # never wait holding the lock: a full pipe (a stalled transport)
+                # would keep a keepalive from the receiver anyway
+                if not select.select([], [self.fd], [], 0)[1]:
+                    continue
                 try:
                     write_all(self.fd, [KEEPALIVE])
                 except OSError:  # the transport is gone: the copy fails on its own

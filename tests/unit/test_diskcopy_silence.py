@@ -3,6 +3,7 @@ removes its partial file; a live sender's keepalives carry the stream over its p
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -128,3 +129,28 @@ def test_keepalives_carry_a_live_stream_over_its_pauses(tmp_path, keepalives):
         assert not failed
         assert dst.read_bytes() == src.read_bytes()
         assert got["written"] == 256 * KiB
+
+
+def test_a_keepalive_never_waits_on_a_full_pipe_holding_the_writer():
+    """A stalled transport (its pipe full): the keepalive is skipped, so the sender's
+    own end of the stream (``close``, also on an error) is not held up by it."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_fd, bytes(65536))
+    os.set_blocking(write_fd, True)
+    writer = StreamWriter(write_fd, 0.05)
+    try:
+        time.sleep(0.3)  # several keepalives due
+        closed = threading.Thread(target=writer.close)
+        closed.start()
+        closed.join(2)
+        assert not closed.is_alive(), "close() waited for a keepalive stuck on the full pipe"
+    finally:
+        os.set_blocking(read_fd, False)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(read_fd, 1 << 20):
+                pass
+        os.close(read_fd)
+        os.close(write_fd)
