@@ -709,15 +709,19 @@ class SshClient:
             private = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex[:8]}")
             tmp = os.path.join(private, base)
             sftp.mkdir(private, 0o700)
+            left.append(private)
             try:
                 with sftp.open(tmp, "wb") as fh:
                     fh.chmod(mode)
                     fh.set_pipelined(True)
                     fh.write(data)
                 sftp.posix_rename(tmp, path)
-            finally:
-                left.append(private)
+            except TimeoutError:
+                raise  # the session is dropped unanswered: its directory is removed on a new one
+            except BaseException:
                 _remove_temp_dirs(sftp, left, base)
+                raise
+            _remove_temp_dirs(sftp, left, base)
 
         try:
             self._with_sftp(f"put {path}", put)

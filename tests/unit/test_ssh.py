@@ -452,7 +452,9 @@ def test_a_channel_the_node_refuses_is_no_unreachable_node() -> None:
     assert not isinstance(info.value, NodeUnreachable)
 
 
-def test_a_kept_connection_whose_node_acknowledges_is_kept(local_sshd: Any, tmp_path: Path) -> None:
+def test_a_node_that_acknowledges_but_opens_no_channel_is_not_tried_again(
+    local_sshd: Any, tmp_path: Path
+) -> None:
     """sshd stopped answering but the node's TCP acknowledges: the call fails (the node
     did not answer), and the client does not try the node again on a new connection."""
     with _behind_relay(local_sshd, tmp_path, connect_timeout=1.0) as (relay, client):
@@ -635,9 +637,13 @@ class _FakeSftp:
     """An SFTP session on ``_NodeFiles``; with ``ends_at_open`` the server ends it as the
     put opens its temp file (the session's channel is closed, every request fails)."""
 
-    def __init__(self, node: _NodeFiles, ends_at_open: bool = False) -> None:
+    def __init__(
+        self, node: _NodeFiles, ends_at_open: bool = False, unanswered_open: bool = False
+    ) -> None:
         self.node = node
         self.ends_at_open = ends_at_open
+        self.unanswered_open = unanswered_open  # the open's answer never comes
+        self.requests: list[str] = []  # every request, in turn
         self.sock = self  # the session's channel
         self.closed = self.eof_received = False
 
@@ -647,29 +653,32 @@ class _FakeSftp:
     def close(self) -> None:
         self.closed = True
 
-    def _check(self) -> None:
+    def _check(self, request: str = "") -> None:
+        self.requests.append(request)
         if self.closed:
             raise OSError("Socket is closed")
 
     def mkdir(self, path: str, mode: int) -> None:
-        self._check()
+        self._check("mkdir")
         self.node.dirs.add(path)
         self.node.made.append(path)
 
     def open(self, path: str, how: str) -> Any:
-        self._check()
+        self._check("open")
+        if self.unanswered_open:
+            raise TimeoutError("no answer")
         if self.ends_at_open:
             self.closed = True
             raise OSError("Socket is closed")
         raise AssertionError("not reached in these tests")
 
     def remove(self, path: str) -> None:
-        self._check()
+        self._check("remove")
         if self.node.files.pop(path, None) is None:
             raise FileNotFoundError(path)
 
     def rmdir(self, path: str) -> None:
-        self._check()
+        self._check("rmdir")
         if path not in self.node.dirs:
             raise FileNotFoundError(path)
         self.node.dirs.remove(path)
@@ -709,6 +718,19 @@ def test_a_put_made_again_removes_the_temp_directory_of_the_first_try(monkeypatc
     # the second try's stays: its connection is gone, nothing more is tried
     assert node.dirs == {"/etc/x", second}
     assert not sessions
+
+
+def test_a_put_without_answer_asks_nothing_more_of_its_session(monkeypatch: Any) -> None:
+    """The session is dropped unanswered (a late answer must not be taken for another
+    request's): the temp directory is removed on a new session, not on that one."""
+    node = _NodeFiles("/etc/x")
+    silent = _FakeSftp(node, unanswered_open=True)
+    client = _client_with_sessions(monkeypatch, [(silent, False), (_FakeSftp(node), False)])
+    monkeypatch.setattr(client, "_drop_sftp", lambda: None)
+    with pytest.raises(NodeError, match="no answer within"):
+        client.put_bytes(b"k", "/etc/x/key.pem")
+    assert silent.requests == ["mkdir", "open"]
+    assert node.dirs == {"/etc/x"}
 
 
 def test_a_temp_directory_that_cannot_be_removed_does_not_hide_the_put_error(

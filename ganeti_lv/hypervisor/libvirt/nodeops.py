@@ -189,7 +189,9 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         return console_log_path(instance_name)
 
     def _over_ssh(self, node: Node, fn: Callable[[SshClient], T]) -> T:
-        """``fn(client)`` with the node's SSH client; a client found unreachable is dropped."""
+        """``fn(client)`` with the node's SSH client; a client found unreachable is dropped
+        (its node did not connect, open a channel or answer in time: the next call
+        connects anew, to a new sshd process)."""
         client = self.ssh(node)
         try:
             return fn(client)
