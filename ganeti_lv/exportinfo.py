@@ -32,6 +32,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+from ganeti_lv.names import device_name
 from ganeti_lv.node.diskcopy_stream import ALGORITHMS, PLAIN, TREE
 from ganeti_lv.objects import Disk, Instance, Nic
 
@@ -344,7 +345,7 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
             disks.append(
                 Disk(
                     size=int(ins[f"disk{idx}_size"]),
-                    name=_none(ins.get(f"disk{idx}_name", "")) or "",
+                    name=device_name(_none(ins.get(f"disk{idx}_name", ""))),
                 )
             )
             files.append(ins[f"disk{idx}_dump"])
@@ -357,7 +358,7 @@ def describe(cfg: configparser.ConfigParser) -> ExportDescription:
                     mode=_none(ins.get(f"nic{idx}_mode", "")) or "bridged",
                     link=_none(ins.get(f"nic{idx}_link", "")) or "",
                     vlan=_none(ins.get(f"nic{idx}_vlan", "")) or "",
-                    name=_none(ins.get(f"nic{idx}_name", "")) or "",
+                    name=device_name(_none(ins.get(f"nic{idx}_name", ""))),
                     network=_none(ins.get(f"nic{idx}_network", "")) or "",
                 )
             )
