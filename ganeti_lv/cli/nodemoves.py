@@ -74,6 +74,7 @@ def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
         max_parallel=opts.max_parallel,
         max_parallel_target=opts.max_parallel_target,
         shutdown_timeout=opts.shutdown_timeout,
+        ignore_soft_errors=opts.ignore_soft_errors,
         dry_run=opts.dry_run,
     )
     _show(env, env.submit(op))
@@ -130,3 +131,8 @@ def register(registry: CommandRegistry) -> None:
     )
     evac.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
     evac.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
+    evac.add_argument(
+        "--ignore-soft-errors",
+        action="store_true",
+        help="Accepted for Ganeti compatibility; ganeti_lv's placement has no soft rules",
+    )

@@ -259,3 +259,10 @@ def test_node_migrate_takes_ganetis_ignore_ipolicy_and_passes_it_on(cli: Cli) ->
     assert node_job.ops[0].params["ignore_ipolicy"] is True
     assert len(moves) == 2
     assert all(m.ops[0].params["ignore_ipolicy"] is True for m in moves)
+
+
+def test_node_evacuate_takes_ganetis_ignore_soft_errors(cli: Cli) -> None:
+    code, _, err = cli("node", "evacuate", "-f", "--ignore-soft-errors", "node1")
+    assert code == 0, err
+    node_job = next(j for j in JobStore(f"{cli.data_dir}/jobs").list() if j.parent is None)
+    assert node_job.ops[0].params["ignore_soft_errors"] is True
