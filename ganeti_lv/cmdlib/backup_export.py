@@ -758,9 +758,8 @@ class LUBackupExport(LogicalUnit):
         cancel = self.proc.cancel
         if cancel.is_set():
             self.LogWarning(
-                f"The cancel request ({cancel_reason(cancel)}) came too late, while the export"
-                f" was being published (its commit point): the export in {self._published} is"
-                " complete and kept"
+                f"The cancel request ({cancel_reason(cancel)}) came after the export's commit"
+                f" point (its publishing): the export in {self._published} is complete and kept"
             )
 
     def _abort_export(self, feedback_fn: FeedbackFn) -> None:

@@ -204,15 +204,21 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
 
 def _remove_temp_dirs(sftp: paramiko.SFTPClient, dirs: list[str], name: str) -> None:
     """Remove the temp directories ``dirs`` of ``put_bytes`` (each may still hold
-    its file ``name``) from the node; those that could not be stay in ``dirs``."""
+    its file ``name``) from the node; those that could not be stay in ``dirs``.
+
+    A request without answer (TimeoutError) is raised: its session must be
+    dropped, nothing more asked of it.
+    """
     for private in list(dirs):
         try:
             with contextlib.suppress(FileNotFoundError):
                 sftp.remove(os.path.join(private, name))
             with contextlib.suppress(FileNotFoundError):
                 sftp.rmdir(private)
+        except TimeoutError:
+            raise
         except (OSError, EOFError, paramiko.SSHException):
-            continue  # a session that ended, a request without answer: left for later
+            continue  # a session that ended, a refusal: left for later
         dirs.remove(private)
 
 
@@ -719,9 +725,9 @@ class SshClient:
             except TimeoutError:
                 raise  # the session is dropped unanswered: its directory is removed on a new one
             except BaseException:
-                _remove_temp_dirs(sftp, left, base)
+                self._remove_or_drop(sftp, left, base)
                 raise
-            _remove_temp_dirs(sftp, left, base)
+            self._remove_or_drop(sftp, left, base)
 
         try:
             self._with_sftp(f"put {path}", put)
@@ -733,6 +739,14 @@ class SshClient:
                         lambda sftp: _remove_temp_dirs(sftp, left, base),
                     )
             raise
+
+    def _remove_or_drop(self, sftp: paramiko.SFTPClient, dirs: list[str], name: str) -> None:
+        """``_remove_temp_dirs`` on the session in use; one of its requests left
+        unanswered drops the session (the directories left stay in ``dirs``)."""
+        try:
+            _remove_temp_dirs(sftp, dirs, name)
+        except TimeoutError:
+            self._drop_sftp()
 
     def get_bytes(self, path: str) -> bytes:
         """Read a whole file from the node (NodeError with ECODE_NOENT if missing)."""

@@ -234,7 +234,7 @@ def test_a_device_named_none_in_an_export_has_no_name_as_in_ganeti():
     # Ganeti reads the name "none" (any case) as no name; so does an import here
     inst = _instance()
     inst.disks[0].name = "NONE"
-    inst.nics[0].name = "None"
+    inst.nics[0].name = "none"
     text = exportinfo.config_to_text(exportinfo.build_config(inst, "node1", {}, {}))
     desc = exportinfo.describe(exportinfo.parse_config(text))
     assert [d.name for d in desc.disks] == ["", ""]

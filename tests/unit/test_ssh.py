@@ -638,11 +638,16 @@ class _FakeSftp:
     put opens its temp file (the session's channel is closed, every request fails)."""
 
     def __init__(
-        self, node: _NodeFiles, ends_at_open: bool = False, unanswered_open: bool = False
+        self,
+        node: _NodeFiles,
+        ends_at_open: bool = False,
+        unanswered: tuple[str, ...] = (),
+        refused_open: bool = False,
     ) -> None:
         self.node = node
         self.ends_at_open = ends_at_open
-        self.unanswered_open = unanswered_open  # the open's answer never comes
+        self.unanswered = unanswered  # requests whose answer never comes
+        self.refused_open = refused_open  # the server refuses the open (permission)
         self.requests: list[str] = []  # every request, in turn
         self.sock = self  # the session's channel
         self.closed = self.eof_received = False
@@ -657,6 +662,8 @@ class _FakeSftp:
         self.requests.append(request)
         if self.closed:
             raise OSError("Socket is closed")
+        if request in self.unanswered:
+            raise TimeoutError("no answer")
 
     def mkdir(self, path: str, mode: int) -> None:
         self._check("mkdir")
@@ -665,8 +672,8 @@ class _FakeSftp:
 
     def open(self, path: str, how: str) -> Any:
         self._check("open")
-        if self.unanswered_open:
-            raise TimeoutError("no answer")
+        if self.refused_open:
+            raise PermissionError("Permission denied")
         if self.ends_at_open:
             self.closed = True
             raise OSError("Socket is closed")
@@ -724,13 +731,26 @@ def test_a_put_without_answer_asks_nothing_more_of_its_session(monkeypatch: Any)
     """The session is dropped unanswered (a late answer must not be taken for another
     request's): the temp directory is removed on a new session, not on that one."""
     node = _NodeFiles("/etc/x")
-    silent = _FakeSftp(node, unanswered_open=True)
+    silent = _FakeSftp(node, unanswered=("open",))
     client = _client_with_sessions(monkeypatch, [(silent, False), (_FakeSftp(node), False)])
     monkeypatch.setattr(client, "_drop_sftp", lambda: None)
     with pytest.raises(NodeError, match="no answer within"):
         client.put_bytes(b"k", "/etc/x/key.pem")
     assert silent.requests == ["mkdir", "open"]
     assert node.dirs == {"/etc/x"}
+
+
+def test_a_put_whose_clean_up_gets_no_answer_drops_its_session(monkeypatch: Any) -> None:
+    """The put failed (a refusal); removing its temp directory gets no answer: the session
+    is dropped (nothing more asked of it) and the error raised is still the put's."""
+    node = _NodeFiles("/etc/x")
+    session = _FakeSftp(node, unanswered=("remove",), refused_open=True)
+    client = _client_with_sessions(monkeypatch, [(session, False)], connected=False)
+    dropped: list[bool] = []
+    monkeypatch.setattr(client, "_drop_sftp", lambda: dropped.append(True))
+    with pytest.raises(NodeError, match="Permission denied"):
+        client.put_bytes(b"k", "/etc/x/key.pem")
+    assert session.requests == ["mkdir", "open", "remove"] and dropped
 
 
 def test_a_temp_directory_that_cannot_be_removed_does_not_hide_the_put_error(
