@@ -413,11 +413,7 @@ class SshClient:
         )
         if not timed_out:
             return self._error(err, action)
-        return NodeUnreachable(
-            f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s"
-            " (no channel opened)",
-            self.node_name,
-        )
+        return self._no_answer(action, NodeUnreachable, " (no channel opened)")
 
     def _dead(self, transport: paramiko.Transport) -> bool:
         """True when ``transport`` is closed or its node leaves our data unanswered."""
@@ -531,9 +527,12 @@ class SshClient:
         if gave_up.is_set():  # answered as the timer closed the channel: closed all the same
             raise self._no_answer(action)
 
-    def _no_answer(self, action: str) -> NodeError:
-        return NodeError(
-            f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s",
+    def _no_answer(
+        self, action: str, error: type[NodeError] = NodeError, detail: str = ""
+    ) -> NodeError:
+        """``error`` saying that ``action`` got no answer within the connect timeout."""
+        return error(
+            f"SSH {action} on {self.where}: no answer within {self.connect_timeout:g} s{detail}",
             self.node_name,
         )
 
