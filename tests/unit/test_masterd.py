@@ -317,8 +317,9 @@ def test_sigterm_lets_the_running_job_finish(program: str) -> None:
     assert pid is not None
     result: list[Any] = []
     client = _client(program)
+    # long enough that the signal still finds the job running on a loaded machine
     worker = threading.Thread(
-        target=lambda: result.append(client.submit(OpTestDelay(duration=1.0)))
+        target=lambda: result.append(client.submit(OpTestDelay(duration=3.0)))
     )
     worker.start()
     log_path = paths.masterd_log(program)
