@@ -1,13 +1,16 @@
 """Run a hooks directory on a node over SSH (the node side of Ganeti's hooks).
 
 A small POSIX sh program is sent to the node on stdin (``sh -s``); it needs
-only sh and coreutils (``timeout``, ``base64``, ``mktemp``), which every
-Debian node has. It follows Ganeti's runner (doc/hooks.rst):
+only sh and coreutils (``timeout``, ``base64``, ``mktemp``, ``od``, ``tr``),
+which every Debian node has. It follows Ganeti's runner (doc/hooks.rst):
 
 - the visible entries of ``hooks_dir`` in byte order (``LC_ALL=C``); a
   missing directory means no hooks;
 - only regular, executable files whose name matches ``^[a-zA-Z0-9_-]+$`` run;
   everything else (directories, non-executables, ``x.sh``) is reported SKIP;
+- a script must start with ``#!`` (or be an ELF program): one without is
+  reported FAIL with "Exec format error" and not run, as Ganeti's runner
+  (which executes it directly) does; a shell would otherwise run it itself;
 - each script runs in / with no arguments, stdin from /dev/null, stdout and
   stderr combined, and the environment reset to exactly ``env`` (``env -i``);
 - fix over Ganeti: a per-script timeout. coreutils ``timeout`` runs the
@@ -74,6 +77,14 @@ for path in "$hooks_dir"/*; do
     emit "$name" SKIP "$tmp/out"
     continue
   fi
+  case $(od -An -tx1 -N4 "$path" | tr -d ' \n') in
+    2321*|7f454c46) ;;
+    *)
+      printf 'Hook script execution error: %s: Exec format error (no #! line)\n' \
+        "$path" > "$tmp/out"
+      emit "$name" FAIL "$tmp/out"
+      continue ;;
+  esac
   : > "$tmp/tmsg"
   timeout -v -k "$kill_grace" "$hook_timeout" \
     sh -c 'o=$1; shift; exec "$@" </dev/null >"$o" 2>&1' hook "$tmp/out" \

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,44 @@ def test_only_hidden_entries_or_no_directory_give_no_results(tmp_path: Path) -> 
     (hooks_dir / ".hidden").write_text("#!/bin/sh\nexit 1\n")
     (hooks_dir / ".hidden").chmod(0o755)
     assert _run_locally(hooks_dir, {}) == []
+
+
+def _exec_directly(path: Path) -> str:
+    """What executing ``path`` itself gives (Ganeti runs each script so): RUN or FAIL."""
+    try:
+        subprocess.run([str(path)], env={}, capture_output=True, timeout=30, check=False)
+    except OSError:
+        return constants.HKR_FAIL
+    return "RUN"
+
+
+def test_a_script_without_a_hash_bang_line_fails_unrun_as_a_direct_exec_does(
+    tmp_path: Path,
+) -> None:
+    hooks_dir = tmp_path / "instance-migrate-pre.d"
+    hooks_dir.mkdir()
+    record = tmp_path / "ran"
+    entries = {
+        "10-no-hash-bang": f"echo 10 >> {record}\n",
+        "20-empty": "",
+        "30-hash-bang": f"#!/bin/sh\necho 30 >> {record}\n",
+        "40-hash-bang-no-space": f"#!/bin/sh -e\necho 40 >> {record}\n",
+    }
+    for name, body in entries.items():
+        (hooks_dir / name).write_text(body)
+        (hooks_dir / name).chmod(0o755)
+    (hooks_dir / "50-elf").symlink_to(shutil.which("true") or "/bin/true")
+
+    results = {name: (status, output) for name, status, output in _run_locally(hooks_dir, {})}
+    assert record.read_text() == "30\n40\n"  # the two without #! never ran
+
+    for name in (*entries, "50-elf"):
+        want = _exec_directly(hooks_dir / name)
+        got = results[name][0]
+        assert (name, got) == (name, constants.HKR_SUCCESS if want == "RUN" else want)
+    for name in ("10-no-hash-bang", "20-empty"):
+        status, output = results[name]
+        assert status == constants.HKR_FAIL
+        assert output == (
+            f"Hook script execution error: {hooks_dir / name}: Exec format error (no #! line)\n"
+        )
