@@ -208,7 +208,7 @@ def cmd_send(
     try:
         enlarge_pipe(stdin.fileno())
         try:
-            stats = stream_image(src, stdin.fileno(), bwlimit, progress, algorithm, writer)
+            stats = stream_image(src, writer, bwlimit, progress, algorithm)
         except BrokenPipeError:
             stats = None
         finally:

@@ -513,22 +513,19 @@ def _open_image(src: str) -> int:
 
 def stream_image(
     src: str,
-    out_fd: int,
+    writer: StreamWriter,
     bwlimit: float | None,
     progress,
     algorithm: str = TREE,
-    writer: StreamWriter | None = None,
 ) -> dict:
-    """Write the stream of ``src`` to ``out_fd``; return checksum, sizes and bytes sent.
+    """Write the stream of ``src`` through ``writer``; return checksum, sizes and bytes sent.
 
+    ``writer``: the stream's writer on its output (started by the caller,
+    with keepalives or without); it is closed with the end of the stream.
     Into a pipe the data goes from the file's page cache by ``splice`` and
     is hashed from a mapping of the file: this process copies none of it.
-    ``writer``: the stream's writer on ``out_fd`` with its keepalives, if
-    the caller started it already (else one without keepalives); it is
-    closed with the end of the stream.
     """
-    if writer is None:
-        writer = StreamWriter(out_fd, None)
+    out_fd = writer.fd
     throttle = Throttle(bwlimit)
     sent = read = 0
     fd = _open_image(src)

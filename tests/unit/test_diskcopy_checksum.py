@@ -67,6 +67,12 @@ def _local_copy(src, dst, **kwargs):
     return copy_disk(str(src), str(dst), **kwargs)
 
 
+def _stream_to(fd, src, algorithm=diskcopy_stream.TREE):
+    """The stream of the image ``src`` written to ``fd`` (no keepalives, no limit)."""
+    writer = diskcopy_stream.StreamWriter(fd, None)
+    return diskcopy_stream.stream_image(str(src), writer, None, lambda *_: None, algorithm)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_tree_checksum_matches_independent_hashlib(tmp_path, case):
     size, writes = CASES[case]
@@ -104,9 +110,7 @@ def test_stream_through_files_uses_the_read_write_path(tmp_path, case, algorithm
     stream, dst = tmp_path / "stream", tmp_path / "dst.img"
     with open(stream, "w+b") as out:
         assert not diskcopy_stream.can_splice(out.fileno())
-        sent = diskcopy_stream.stream_image(
-            str(src), out.fileno(), None, lambda *_: None, algorithm
-        )
+        sent = _stream_to(out.fileno(), src, algorithm)
     with open(stream, "rb") as inp, open(dst, "w+b") as out:
         got = diskcopy_stream.receive_stream(diskcopy_stream.FdReader(inp.fileno()), out.fileno())
     expected = (
@@ -127,7 +131,7 @@ def test_receiver_splices_into_files_open_for_writing_only_too(tmp_path):
     content = make_image(src, size, writes)
     stream = tmp_path / "stream"
     with open(stream, "w+b") as out:
-        diskcopy_stream.stream_image(str(src), out.fileno(), None, lambda *_: None)
+        _stream_to(out.fileno(), src)
     data = stream.read_bytes()
     for name, mode in (("rw.img", os.O_RDWR), ("wo.img", os.O_WRONLY)):
         read_fd, write_fd = os.pipe()

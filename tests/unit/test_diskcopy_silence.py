@@ -100,7 +100,7 @@ def test_keepalives_carry_a_live_stream_over_its_pauses(tmp_path, keepalives):
         try:
             time.sleep(1.0)  # waiting for the go
             diskcopy_stream.stream_image(
-                str(src), write_fd, 128 * KiB, lambda *_: None, writer=writer
+                str(src), writer, 128 * KiB, lambda *_: None
             )  # 128 KiB/s: a second's pause after each run
         except OSError as err:  # the receiver gave up
             failed.append(err)
