@@ -236,6 +236,7 @@ class FakeExportOps:
             name, stale = exportinfo.export_dir_owner(dirname)
             kind = "ganeti_lv" if exp.manifest_text or stale else "ganeti"
             path = f"{cluster.export_dir}/{dirname}"
+            # read as the node's listing reads it (``exportdir``: the first timestamp line)
             stamp = re.search(r"^timestamp *= *(\d+)$", exp.config_text or "", re.MULTILINE)
             timestamp = int(stamp.group(1)) if stamp else 0
             out.append(ExportEntry(name, node.name, path, not stale, timestamp, stale, kind))
