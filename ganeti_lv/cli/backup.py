@@ -85,6 +85,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def register(registry: CommandRegistry) -> None:
     """Add the ``backup`` group."""
+    registry.group("backup", help="Instance exports: export, import, list, remove")
     exp = registry.command("backup", "export", cmd_export, help="Export an instance")
     common.add_submit(exp)
     exp.add_argument("instance_name", metavar="INSTANCE")

@@ -161,6 +161,18 @@ def test_group_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> N
         assert command in out
 
 
+def test_every_group_is_described_in_the_top_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["-h"])
+    out = capsys.readouterr().out
+    listed = out.split("positional arguments:", 1)[1].split("options:", 1)[0]
+    groups = [line.split() for line in listed.splitlines() if line.startswith("    ")]
+    assert [words[0] for words in groups] == [
+        "cluster", "node", "instance", "job", "backup", "debug", "rapi"
+    ]  # fmt: skip
+    assert all(len(words) > 1 for words in groups), groups  # each with its help
+
+
 def test_an_abbreviated_option_still_parses() -> None:
     """``--data /d`` (argparse's abbreviation of --data-dir)."""
     opts = build_parser().parse_args(["--data", "/d", "instance", "list"])
