@@ -576,18 +576,23 @@ class LUBackupExport(LogicalUnit):
                 f"{err}; {self._after_cancel(snapshot, started_again)}"
             ) from err
         except OpExecError as err:  # a step after the commit point fails: said, not undone
-            self._say_export_kept(err)
-            raise
+            if not self._published:
+                raise
+            raise self._export_kept_error(err) from err
         if not merge.running:
             self._CleanupExports(feedback_fn)
         self._note_late_cancel()
         return True, [True] * len(sources)
 
-    def _say_export_kept(self, err: OpExecError) -> None:
-        """Append to the error of a step after the commit point that the export is complete."""
-        if self._published:
-            err.msg += f"; the export itself is complete in {self._published}"
-            err.args = (err.msg,)
+    def _export_kept_error(self, err: OpExecError) -> OpExecError:
+        """The error of a step after the commit point, saying that the export is complete.
+
+        Of the same class, error code and node as ``err`` (what the job log,
+        RAPI and the CLI's exit code go by), its message extended.
+        """
+        return type(err)(
+            f"{err.msg}; the export itself is complete in {self._published}", err.ecode, err.node
+        )
 
     def _stop_if_canceled(self, feedback_fn: FeedbackFn, when: str) -> None:
         """OperationCanceled (after removing ``.new``) once the job was asked to stop."""

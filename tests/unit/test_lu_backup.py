@@ -539,6 +539,10 @@ def test_failed_merge_after_publish_is_reported_and_export_kept(ctx, ops, config
         run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
     path = f"{N2}:{config.get_cluster().export_dir}/{INST}"
     assert str(err.value).endswith(f"; the export itself is complete in {path}")
+    # the merge's own error is the cause; its class and error code are kept
+    cause = err.value.__cause__
+    assert isinstance(cause, OpExecError) and str(cause) == str(err.value).split("; the export")[0]
+    assert type(err.value) is type(cause) and err.value.ecode == cause.ecode
     # the new export was published; the older one elsewhere was removed meanwhile
     assert INST in ops.exports[N2] and f"{INST}.new" not in ops.exports[N2]
     assert INST not in ops.exports.get(N3, {})
