@@ -406,9 +406,11 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 reasons.append(f"{name}: {err.msg}")
                 continue
             info = self._node_info(node)
-            free = 0
-            if info.ok and info.payload:
-                free = arrivals(self.rpc, self.lu.ctx.data_dir, node).free(info.payload)
+            free = (
+                arrivals(self.rpc, self.lu.ctx.data_dir, node).free(info.payload)
+                if info.ok and info.payload
+                else 0
+            )
             candidates.append((free, name))
         if not candidates:
             raise OpPrereqError(
