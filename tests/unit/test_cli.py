@@ -244,6 +244,17 @@ def test_instance_add_list_info_remove(
     assert config.get_instance("web9") is None and fake_ops.node(N2).files == {}
 
 
+def test_a_nameless_disk_is_listed_as_unavailable_and_its_info_says_none(cli: Cli) -> None:
+    # as gnt-instance: list renders the missing name as any unavailable field,
+    # info prints the value itself
+    code, out, _ = cli("instance", "list", "--no-headers", "--separator=:", "-o",
+                       "name,disk.name/0,disk.name/1", INST)  # fmt: skip
+    assert code == 0 and out == f"{INST}:-:-\n"
+    code, out, _ = cli("instance", "info", INST)
+    (info,) = yaml.safe_load(out)
+    assert info["Disks"][0]["name"] == "None"  # str(None), as Ganeti prints it
+
+
 def test_instance_remove_without_tty_is_not_confirmed(
     cli: Cli, config: ConfigStore, monkeypatch: Any
 ) -> None:
