@@ -281,6 +281,14 @@ class LUInstanceShutdown(_InstanceLU):
 
     HPATH = constants.HPATH_INSTANCE_STOP
 
+    def CheckArguments(self) -> None:
+        """Warn, as Ganeti does, of an admin state source that no_remember makes moot."""
+        if self.op.no_remember and self.op.admin_state_source is not None:
+            self.LogWarning(
+                "'admin_state_source' is ignored: with 'no_remember' the instance's"
+                " admin state is not recorded"
+            )
+
     def CheckPrereq(self) -> None:
         """Primary online (or ignored); the instance runs on no other node (the
         primary's shutdown would leave it running there, marked down)."""

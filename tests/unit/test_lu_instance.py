@@ -297,6 +297,27 @@ def test_shutdown_and_startup(ctx: Context, running: FakeNodeOps, config: Config
     assert inst is not None and inst.admin_state == constants.ADMINST_UP
 
 
+def test_a_shutdown_not_remembered_warns_that_its_admin_state_source_is_ignored(
+    ctx: Context, running: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's: no_remember records no admin state, so its source has no effect."""
+    op = OpInstanceShutdown(instance_name=INST, no_remember=True, admin_state_source="admin")
+    _, feedback = run(ctx, op)
+    (warning,) = [line for line in feedback if "WARNING" in line]
+    assert "'admin_state_source' is ignored" in warning and "'no_remember'" in warning
+    assert running.node(N1).domains[INST].state == constants.DOMSTATE_SHUTOFF
+    inst = config.get_instance(INST)
+    assert inst is not None and inst.admin_state == constants.ADMINST_UP  # not remembered
+    # either alone: no warning
+    run(ctx, OpInstanceStartup(instance_name=INST))
+    for op in (
+        OpInstanceShutdown(instance_name=INST, no_remember=True),
+        OpInstanceShutdown(instance_name=INST, admin_state_source="admin"),
+    ):
+        _, feedback = run(ctx, op)
+        assert not any("admin_state_source" in line for line in feedback)
+
+
 def test_a_forced_shutdown_says_it_ignores_the_offline_check(
     ctx: Context, running: FakeNodeOps, config: ConfigStore
 ) -> None:
