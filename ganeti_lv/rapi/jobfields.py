@@ -23,7 +23,8 @@ did not get to run (it waited for its locks, or was queued) has the result
 with Ganeti's result of an opcode that submitted jobs, ``{"jobs": [[true,
 id], ...]}``; when it failed, its result is its error like any other (no
 ``jobs``: Ganeti's client decodes a failed opcode's result as an error),
-whose message names the job of each move that ran.
+whose message names the job of each move that ran. A dry run of either
+has the result null, as Ganeti's (the Python API's is the plan).
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def op_result(job: Job, op: OpRecord) -> Any:
     """One opcode's result: its value, or its error encoded as Ganeti encodes errors."""
     if op.status == JOB_STATUS_SUCCESS:
         if op.op_id in _JOB_SUBMITTERS and isinstance(op.result, list):
-            return moves_result(op.result)
+            # a dry run's result is its plan; Ganeti's returns before any job: null
+            return None if op.params.get("dry_run") else moves_result(op.result)
         return op.result
     if op.error is not None:
         if op.status == JOB_STATUS_CANCELED and op.exec_ts is None:
@@ -143,14 +145,12 @@ def moves_result(moves: list[dict[str, Any]]) -> dict[str, Any]:
     """A node operation's moves as Ganeti's result of an opcode that submitted jobs.
 
     ``jobs``: ``[true, job id]`` for each move that ran as a job, ``[false,
-    why]`` for one that did not (a dry run's plan has none); nothing else,
-    as Ganeti's result of these opcodes has nothing else (``gnt-lv job
-    info`` shows the moves).
+    why]`` for one that did not; nothing else, as Ganeti's result of these
+    opcodes has nothing else (``gnt-lv job info`` shows the moves).
     """
     jobs = [
         [True, m["job_id"]] if m.get("job_id") is not None else [False, m.get("error") or ""]
         for m in moves
-        if "status" in m
     ]
     return {"jobs": jobs}
 

@@ -550,6 +550,23 @@ def test_instance_info_is_a_job_with_ganetis_result(
     assert _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0][INST]["run_state"] is None
 
 
+def test_a_dry_run_of_a_node_migration_or_evacuation_has_no_result(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    # as Ganeti's: the dry run returns before submitting the moves' jobs
+    for path, body in (
+        (f"/2/nodes/{N1}/migrate?dry-run=1", {}),
+        (f"/2/nodes/{N1}/evacuate?dry-run=1", {"mode": "all"}),
+    ):
+        code, _, job_id = _admin(rapi, "POST", path, body=body)
+        assert code == 200, job_id
+        assert _wait_job(data_dir, job_id).status == "success"
+        fields = _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]
+        assert fields["opresult"] == [None]
+        assert any("Plan for node" in entry[3] for entry in fields["oplog"][0])
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+
+
 # ------------------------------------------------------------------ Ganeti's client
 
 
@@ -604,8 +621,9 @@ def test_ganetis_client_drains_a_node_and_moves_instances_off_nodes(
     assert client.call("WaitForJobCompletion", job, period=0) is True
     assert client.call("GetNodeRole", N2) == "drained"
     # a dry run plans only; then the running instance goes where it may: not the drained node
-    plan = _node_job(client, client.call("MigrateNode", N1, dry_run=True))
-    assert plan == {"jobs": []}
+    job = client.call("MigrateNode", N1, dry_run=True)
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert client.call("GetJobStatus", job)["opresult"] == [None]  # as Ganeti's dry run
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
     result = _node_job(client, client.call("MigrateNode", N1, mode="live"))
     assert list(result) == ["jobs"] and len(result["jobs"]) == 1
