@@ -23,8 +23,9 @@ did not get to run (it waited for its locks, or was queued) has the result
 with Ganeti's result of an opcode that submitted jobs, ``{"jobs": [[true,
 id], ...]}``; when it failed, its result is its error like any other (no
 ``jobs``: Ganeti's client decodes a failed opcode's result as an error),
-whose message names the job of each move that ran. A dry run of either
-has the result null, as Ganeti's (the Python API's is the plan).
+whose message names the job of each move that ran. A dry run's result is
+null, as Ganeti's (the Python API's is the LU's: a node operation's plan,
+say).
 """
 
 from __future__ import annotations
@@ -121,9 +122,12 @@ _JOB_SUBMITTERS = ("OP_NODE_MIGRATE", "OP_NODE_EVACUATE")
 def op_result(job: Job, op: OpRecord) -> Any:
     """One opcode's result: its value, or its error encoded as Ganeti encodes errors."""
     if op.status == JOB_STATUS_SUCCESS:
+        if op.params.get("dry_run"):
+            # Ganeti's LUs of every opcode submitted here give no dry-run result
+            # (ganeti_lv's: a node operation's plan, a node change's list of changes)
+            return None
         if op.op_id in _JOB_SUBMITTERS and isinstance(op.result, list):
-            # a dry run's result is its plan; Ganeti's returns before any job: null
-            return None if op.params.get("dry_run") else moves_result(op.result)
+            return moves_result(op.result)
         return op.result
     if op.error is not None:
         if op.status == JOB_STATUS_CANCELED and op.exec_ts is None:

@@ -550,21 +550,26 @@ def test_instance_info_is_a_job_with_ganetis_result(
     assert _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0][INST]["run_state"] is None
 
 
-def test_a_dry_run_of_a_node_migration_or_evacuation_has_no_result(
+def test_a_dry_run_has_no_result_as_in_ganeti(
     rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
 ) -> None:
-    # as Ganeti's: the dry run returns before submitting the moves' jobs
-    for path, body in (
-        (f"/2/nodes/{N1}/migrate?dry-run=1", {}),
-        (f"/2/nodes/{N1}/evacuate?dry-run=1", {"mode": "all"}),
+    # Ganeti's LUs of these opcodes set no dry-run result (a node operation's
+    # returns before submitting the moves' jobs); ganeti_lv's LUs return one
+    export = {"destination": N3, "mode": "local", "shutdown": False, "dry_run": True}
+    for method, path, body in (
+        ("POST", f"/2/nodes/{N1}/migrate?dry-run=1", {}),
+        ("POST", f"/2/nodes/{N1}/evacuate?dry-run=1", {"mode": "all"}),
+        ("POST", f"/2/nodes/{N3}/modify", {"drained": True, "dry_run": True}),
+        ("PUT", f"/2/instances/{INST}/export", export),
     ):
-        code, _, job_id = _admin(rapi, "POST", path, body=body)
+        code, _, job_id = _admin(rapi, method, path, body=body)
         assert code == 200, job_id
-        assert _wait_job(data_dir, job_id).status == "success"
-        fields = _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]
-        assert fields["opresult"] == [None]
-        assert any("Plan for node" in entry[3] for entry in fields["oplog"][0])
+        job = _wait_job(data_dir, job_id)
+        assert job.status == "success" and job.ops[0].params["dry_run"] is True
+        assert job.ops[0].result is not None  # what the Python API gets
+        assert _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"] == [None], path
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert not config.get_node(N3).drained  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------ Ganeti's client
