@@ -116,6 +116,10 @@ DOMAIN_TYPES = (DOMAIN_TYPE_KVM, DOMAIN_TYPE_QEMU)
 
 HYPERVISOR_KVM = "kvm"
 
+# Ganeti's node roles, as its node lists show them: M(aster), C(andidate),
+# D(rained), O(ffline), R(egular)
+NR_MASTER, NR_MCANDIDATE, NR_DRAINED, NR_OFFLINE, NR_REGULAR = "M", "C", "D", "O", "R"
+
 # Default hypervisor parameters. Migration defaults are chosen to converge
 # (Ganeti's 32 MiB/s and 30 ms rarely do): 0 bandwidth means unlimited.
 # migration_downtime is the downtime limit (ms) a migration may reach: it

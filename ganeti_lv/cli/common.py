@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -176,6 +177,41 @@ def parse_fields(
 
 
 # ---------------------------------------------------------------- output
+
+# --units of a list: h(uman), m(iB), g(iB), t(iB), as Ganeti's
+UNITS = ("h", "m", "g", "t")
+
+
+def format_size(value: float, units: str) -> str:
+    """MiB as Ganeti renders them in ``units`` (h: 512M / 1.5G / 2.0T)."""
+    if units not in UNITS:
+        raise OpPrereqError(f"Invalid unit '{units}' (known: {', '.join(UNITS)})", ECODE_INVAL)
+    if units == "m" or (units == "h" and value < 1024):
+        return f"{round(value):d}" + ("M" if units == "h" else "")
+    if units == "g" or (units == "h" and value < 1024 * 1024):
+        return f"{value / 1024:.1f}" + ("G" if units == "h" else "")
+    return f"{value / 1024 / 1024:.1f}" + ("T" if units == "h" else "")
+
+
+def sized(value: Any, units: str) -> Any:
+    """A size field's value (MiB, or a list of them) rendered in ``units``; others as they are."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return format_size(value, units)
+    if isinstance(value, (list, tuple)):
+        return [sized(v, units) for v in value]
+    return value
+
+
+def list_units(opts: argparse.Namespace) -> str:
+    """The units of a list's sizes: ``--units``, else ``m`` with ``--separator``, else ``h``."""
+    return str(opts.units or ("m" if opts.separator is not None else "h"))
+
+
+def format_time(value: float) -> str:
+    """A timestamp as Ganeti shows it (``2024-05-01 12:00:03``, local time)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
 def format_value(value: Any) -> str:
@@ -460,3 +496,13 @@ def add_list_options(parser: argparse.ArgumentParser, fields: Sequence[str]) -> 
     )
     parser.add_argument("--no-headers", action="store_true", help="Do not print headers")
     parser.add_argument("--separator", default=None, help="Column separator (default: aligned)")
+
+
+def add_units_option(parser: argparse.ArgumentParser) -> None:
+    """``--units h|m|g|t`` of a list with size fields (see ``list_units``)."""
+    parser.add_argument(
+        "--units",
+        choices=UNITS,
+        default=None,
+        help="Units of sizes: h (human, the default), m, g, t (m with --separator)",
+    )

@@ -150,7 +150,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     fields = common.parse_fields(
         opts.output, INSTANCE_DEFAULT_FIELDS, INSTANCE_FIELDS, instance_fields.is_known
     )
-    units = opts.units or ("m" if opts.separator is not None else "h")
+    units = common.list_units(opts)
     rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)), quiet=True)
     table = [[instance_fields.value(row, f, units) for f in fields] for row in rows]
     headers = [instance_fields.header(f) for f in fields]
@@ -244,11 +244,6 @@ def register(registry: CommandRegistry) -> None:
     lst = registry.command("instance", "list", cmd_list, help="List instances")
     lst.add_argument("instances", nargs="*", metavar="INSTANCE")
     common.add_list_options(lst, INSTANCE_FIELDS)
-    lst.add_argument(
-        "--units",
-        choices=instance_fields.UNITS,
-        default=None,
-        help="Units of sizes: h (human, the default), m, g, t (m with --separator)",
-    )
+    common.add_units_option(lst)
     info = registry.command("instance", "info", cmd_info, help="Show instance details")
     info.add_argument("instances", nargs="*", metavar="INSTANCE")

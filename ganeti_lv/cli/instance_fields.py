@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ganeti_lv.cli import common
 from ganeti_lv.constants import (
     BEC_DEFAULTS,
     GANETI_KVM_ONLY_HVPARAMS,
@@ -33,7 +34,6 @@ from ganeti_lv.constants import (
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.units import BE_MEMORY_ALIAS
 
-UNITS = ("h", "m", "g", "t")
 # a field without a value (an index the instance does not have, a parameter
 # not set): rendered "-" like None
 UNAVAILABLE = None
@@ -123,33 +123,12 @@ def header(field: str) -> str:
     return field
 
 
-def format_size(value: float, units: str) -> str:
-    """MiB as Ganeti renders them in ``units`` (h: 512M / 1.5G / 2.0T)."""
-    if units not in UNITS:
-        raise OpPrereqError(f"Invalid unit '{units}' (known: {', '.join(UNITS)})", ECODE_INVAL)
-    if units == "m" or (units == "h" and value < 1024):
-        return f"{round(value):d}" + ("M" if units == "h" else "")
-    if units == "g" or (units == "h" and value < 1024 * 1024):
-        return f"{value / 1024:.1f}" + ("G" if units == "h" else "")
-    return f"{value / 1024 / 1024:.1f}" + ("T" if units == "h" else "")
-
-
-def _sized(value: Any, units: str) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return format_size(value, units)
-    if isinstance(value, (list, tuple)):
-        return [_sized(v, units) for v in value]
-    return value
-
-
 def value(row: dict[str, Any], field: str, units: str) -> Any:
     """The value of ``field`` in an instance query row, sizes rendered in ``units``."""
     if field in _SIMPLE:
         _, getter, is_size = _SIMPLE[field]
         got = getter(row)
-        return _sized(got, units) if is_size else got
+        return common.sized(got, units) if is_size else got
     param = _PARAM_RE.match(field)
     if param:
         params = row["beparams" if param.group("kind") == "be" else "hvparams"]
@@ -159,7 +138,9 @@ def value(row: dict[str, Any], field: str, units: str) -> Any:
         if name not in params:
             return UNAVAILABLE
         got = params[name]
-        return _sized(got, units) if param.group("kind") == "be" and name in _SIZE_PARAMS else got
+        if param.group("kind") == "be" and name in _SIZE_PARAMS:
+            return common.sized(got, units)
+        return got
     match = _INDEXED_RE.match(field)
     if not match:
         raise OpPrereqError(f"Unknown output field '{field}'", ECODE_INVAL)
@@ -171,4 +152,4 @@ def value(row: dict[str, Any], field: str, units: str) -> Any:
     got = items[index].get(item_key)
     if got == "":
         got = None
-    return _sized(got, units) if is_size else got
+    return common.sized(got, units) if is_size else got

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from ganeti_lv.cli import common
@@ -52,7 +51,7 @@ def format_timestamp(value: float) -> str:
     usecs = round((value - seconds) * 1_000_000)
     if usecs >= 1_000_000:
         seconds, usecs = seconds + 1, usecs - 1_000_000
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{usecs:06d}"
+    return f"{common.format_time(seconds)}.{usecs:06d}"
 
 
 def _ts(value: float | None) -> str | None:

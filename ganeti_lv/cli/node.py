@@ -10,43 +10,60 @@ from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
-NODE_FIELDS = (
-    "name",
-    "address",
-    "ssh_port",
-    "libvirt_uri",
-    "peer_uri",
-    "migration_address",
-    "offline",
-    "drained",
-    "vm_capable",
-    "master",
-    "memory_cap",
-    "mtotal",
-    "mfree",
-    "pinst_cnt",
-    "pinst_list",
-    "uuid",
-)
-NODE_DEFAULT_FIELDS = ("name", "address", "mtotal", "mfree", "pinst_cnt", "offline", "drained")
-NODE_HEADERS = {
-    "name": "Node",
-    "address": "Address",
-    "ssh_port": "SSHPort",
-    "libvirt_uri": "LibvirtURI",
-    "peer_uri": "PeerURI",
-    "migration_address": "MigrationAddress",
-    "offline": "Offline",
-    "drained": "Drained",
-    "vm_capable": "VMCapable",
-    "master": "Master",
-    "memory_cap": "MemCap",
-    "mtotal": "MTotal",
-    "mfree": "MFree",
-    "pinst_cnt": "Pinst",
-    "pinst_list": "PriInstances",
-    "uuid": "UUID",
+# name -> (title, is a size in MiB); the value is the node query row's.
+# Ganeti's fields have Ganeti's titles (gnt-node list); the others are ganeti_lv's.
+_FIELDS: dict[str, tuple[str, bool]] = {
+    "name": ("Node", False),
+    "address": ("Address", False),
+    "ssh_port": ("SSHPort", False),
+    "libvirt_uri": ("LibvirtURI", False),
+    "peer_uri": ("PeerURI", False),
+    "migration_address": ("MigrationAddress", False),
+    "offline": ("Offline", False),
+    "drained": ("Drained", False),
+    "vm_capable": ("VMCapable", False),
+    "master": ("IsMaster", False),
+    "memory_cap": ("MemCap", True),
+    "mtotal": ("MTotal", True),
+    "mfree": ("MFree", True),
+    "pinst_cnt": ("Pinst", False),
+    "pinst_list": ("PriInstances", False),
+    "uuid": ("UUID", False),
+    "master_candidate": ("MasterC", False),
+    "master_capable": ("MasterCapable", False),
+    "role": ("Role", False),
+    "pip": ("PrimaryIP", False),
+    "sip": ("SecondaryIP", False),
+    "sinst_cnt": ("Sinst", False),
+    "sinst_list": ("SecInstances", False),
+    "mnode": ("MNode", True),
+    "ctotal": ("CTotal", False),
+    "ctime": ("CTime", False),
+    "mtime": ("MTime", False),
 }
+# Ganeti's names of fields the row has by another name
+_ALIASES = {"ndp/ssh_port": "ssh_port"}
+_TIMESTAMPS = ("ctime", "mtime")
+# fields only a node that answers has (its live facts)
+_LIVE = ("mtotal", "mfree", "mnode", "ctotal")
+NODE_FIELDS = (*_FIELDS, *_ALIASES)
+NODE_DEFAULT_FIELDS = ("name", "address", "mtotal", "mfree", "pinst_cnt", "offline", "drained")
+
+
+def field_title(field: str) -> str:
+    """The column title of ``field`` (Ganeti's for Ganeti's fields)."""
+    if field in _ALIASES:
+        return field  # Ganeti's title of ndp/ssh_port is its name
+    return _FIELDS[field][0]
+
+
+def field_value(row: dict[str, Any], field: str, units: str) -> Any:
+    """The value of ``field`` in a node query row, sizes rendered in ``units``."""
+    field = _ALIASES.get(field, field)
+    got = row[field]
+    if field in _TIMESTAMPS:
+        return None if got is None else common.format_time(got)
+    return common.sized(got, units) if _FIELDS[field][1] else got
 
 
 def obtain_host_key(env: CliEnv, address: str, port: int, given: str | None) -> str:
@@ -105,10 +122,11 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     """List nodes with their live memory figures."""
     fields = common.parse_fields(opts.output, NODE_DEFAULT_FIELDS, NODE_FIELDS)
-    live = any(f in ("mtotal", "mfree") for f in fields)
+    units = common.list_units(opts)
+    live = any(f in _LIVE for f in fields)
     rows = env.submit(opcodes.OpNodeQuery(names=list(opts.nodes), live=live), quiet=True)
-    table = [[row.get(f) for f in fields] for row in rows]
-    headers = [NODE_HEADERS[f] for f in fields]
+    table = [[field_value(row, f, units) for f in fields] for row in rows]
+    headers = [field_title(f) for f in fields]
     env.table(headers, table, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
 
@@ -179,6 +197,7 @@ def register(registry: CommandRegistry) -> None:
     lst = registry.command("node", "list", cmd_list, help="List nodes")
     lst.add_argument("nodes", nargs="*", metavar="NODE")
     common.add_list_options(lst, NODE_FIELDS)
+    common.add_units_option(lst)
 
     modify = registry.command("node", "modify", cmd_modify, help="Change node flags")
     common.add_submit(modify)

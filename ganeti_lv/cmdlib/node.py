@@ -361,9 +361,84 @@ class LUNodeRemove(LogicalUnit):
         feedback_fn(f"Node {self.node.name} removed from the cluster")
 
 
+def node_role(node: Node, master: str) -> str:
+    """Ganeti's one-letter role of a node (constants.NR_*)."""
+    if node.name == master:
+        return constants.NR_MASTER
+    if node.is_master_candidate():
+        return constants.NR_MCANDIDATE
+    if node.drained:
+        return constants.NR_DRAINED
+    if node.offline:
+        return constants.NR_OFFLINE
+    return constants.NR_REGULAR
+
+
+def _node_memory(row: dict[str, Any], data: ConfigData) -> int | None:
+    """Ganeti's ``mnode``: the memory the node itself uses, the total less what is
+    free and what the instances marked up there take, so that tools that take
+    the instances' memory off the total less ``mnode`` find what is free."""
+    total, free = row["mtotal"], row["mfree"]
+    if total is None or free is None:
+        return None
+    instances = sum(
+        int(data.cluster.fill_beparams(inst)["maxmem"])
+        for inst in data.instances.values()
+        if inst.primary_node == row["name"] and inst.admin_state == constants.ADMINST_UP
+    )
+    return max(0, total - free - instances)
+
+
+def _config_row(node: Node, data: ConfigData) -> dict[str, Any]:
+    """A node's query row from the configuration: ganeti_lv's fields and Ganeti's."""
+    name = node.name
+    pinst = sorted(i.name for i in data.instances.values() if i.primary_node == name)
+    sinst = sorted(i.name for i in data.instances.values() if name in i.secondary_nodes)
+    return {
+        **{
+            k: getattr(node, k)
+            for k in (
+                "name",
+                "address",
+                "ssh_port",
+                "libvirt_uri",
+                "peer_uri",
+                "migration_address",
+                "offline",
+                "drained",
+                "vm_capable",
+                "memory_cap",
+                "uuid",
+                "ctime",
+                "mtime",
+            )
+        },
+        "master": name == data.cluster.master_node,
+        "master_candidate": node.is_master_candidate(),
+        "master_capable": True,  # every node may be the master (master-failover)
+        "role": node_role(node, data.cluster.master_node),
+        # one address for everything: Ganeti's primary and secondary IP
+        "pip": node.address,
+        "sip": node.address,
+        "pinst_cnt": len(pinst),
+        "pinst_list": pinst,
+        "sinst_cnt": len(sinst),
+        "sinst_list": sinst,
+        "mtotal": None,
+        "mfree": None,
+        "mnode": None,
+        "ctotal": None,
+    }
+
+
 @register_lu(OpNodeQuery)
 class LUNodeQuery(NoHooksLU):
-    """Rows (dicts) describing nodes, with live memory where reachable."""
+    """Rows (dicts) describing nodes, with live memory where reachable.
+
+    A row has ganeti_lv's node fields and Ganeti's (``pip``, ``role``,
+    ``sinst_list``, ``mnode`` ...) by Ganeti's names, for ``gnt-lv node
+    list`` and the remote API alike.
+    """
 
     REQ_BGL = False
 
@@ -379,36 +454,13 @@ class LUNodeQuery(NoHooksLU):
         rows = []
         for name in names:
             node = data.nodes[name]
-            pinst = sorted(i.name for i in data.instances.values() if i.primary_node == name)
-            row: dict[str, Any] = {
-                **{
-                    k: getattr(node, k)
-                    for k in (
-                        "name",
-                        "address",
-                        "ssh_port",
-                        "libvirt_uri",
-                        "peer_uri",
-                        "migration_address",
-                        "offline",
-                        "drained",
-                        "vm_capable",
-                        "memory_cap",
-                        "uuid",
-                    )
-                },
-                "master": name == data.cluster.master_node,
-                "pinst_cnt": len(pinst),
-                "pinst_list": pinst,
-                "mtotal": None,
-                "mfree": None,
-                "ctotal": None,
-            }
+            row = _config_row(node, data)
             if self.op.live and not node.offline:
                 result = node_call(self.rpc.node_info, node)
                 if result.fail_msg is None and result.payload is not None:
                     row["mtotal"] = result.payload.memory_total
                     row["mfree"] = result.payload.memory_free
                     row["ctotal"] = result.payload.cpu_count or None
+                    row["mnode"] = _node_memory(row, data)
             rows.append(row)
         return rows

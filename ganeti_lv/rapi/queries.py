@@ -26,8 +26,6 @@ from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 from ganeti_lv.opcodes import OpCode, OpInstanceQuery, OpNodeQuery
 from ganeti_lv.rapi.httperrors import not_found
 
-# Ganeti's node roles
-ROLE_MASTER, ROLE_CANDIDATE, ROLE_DRAINED, ROLE_OFFLINE, ROLE_REGULAR = "M", "C", "D", "O", "R"
 # Ganeti's export format version and OS API version (what ganeti_lv's exports are read as)
 EXPORT_VERSION = 0
 OS_API_VERSION = 20
@@ -168,90 +166,39 @@ N_FIELDS = (
 )  # fmt: skip
 
 
-def node_role(node: Node, master: str) -> str:
-    """Ganeti's one-letter role of a node: M(aster), C(andidate), D(rained), O(ffline), R."""
-    if node.name == master:
-        return ROLE_MASTER
-    if node.is_master_candidate():
-        return ROLE_CANDIDATE
-    if node.drained:
-        return ROLE_DRAINED
-    if node.offline:
-        return ROLE_OFFLINE
-    return ROLE_REGULAR
-
-
-def _node_memory(row: dict[str, Any], node: Node, data: ConfigData) -> Any:
-    """Ganeti's ``mnode``: the memory the node itself uses, the total less what is
-    free and what the instances marked up there take, so that tools that take
-    the instances' memory off the total less ``mnode`` find what is free."""
-    total, free = row.get("mtotal"), row.get("mfree")
-    if total is None or free is None:
-        return None
-    instances = sum(
-        int(data.cluster.fill_beparams(inst)["maxmem"])
-        for inst in data.instances.values()
-        if inst.primary_node == node.name and inst.admin_state == constants.ADMINST_UP
-    )
-    return max(0, total - free - instances)
-
-
 def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, Any]:
-    """A node query row and its configuration as Ganeti's node fields."""
-    secondaries = sorted(i.name for i in data.instances.values() if node.name in i.secondary_nodes)
-    return {
-        "name": node.name,
-        "offline": node.offline,
-        "master_candidate": node.is_master_candidate(),
-        "drained": node.drained,
+    """A node query row (which has most of them by Ganeti's names) and its
+    configuration as Ganeti's node fields."""
+    not_in_row: dict[str, Any] = {
         "dtotal": None,
         "dfree": None,
         "sptotal": None,
         "spfree": None,
-        "mtotal": row.get("mtotal"),
-        "mnode": _node_memory(row, node, data),
-        "mfree": row.get("mfree"),
-        "pinst_cnt": row["pinst_cnt"],
-        "sinst_cnt": len(secondaries),
-        "ctotal": row.get("ctotal"),
         "cnos": 0,  # no CPUs are set aside for the node itself
         "cnodes": None,
         "csockets": None,
-        "pip": node.address,
-        "sip": node.address,
-        "role": node_role(node, data.cluster.master_node),
-        "pinst_list": row["pinst_list"],
-        "sinst_list": secondaries,
-        "master_capable": True,
-        "vm_capable": node.vm_capable,
         "ndparams": node_parameters(node),
         "group.uuid": group_uuid(data.cluster),
-        "ctime": node.ctime,
-        "mtime": node.mtime,
-        "uuid": node.uuid,
         "serial_no": None,
         "tags": [],
     }
+    return {name: not_in_row[name] if name in not_in_row else row[name] for name in N_FIELDS}
 
 
 # Ganeti's names of the roles (``/2/nodes/[name]/role``)
 ROLE_NAMES = {
-    ROLE_MASTER: "master",
-    ROLE_CANDIDATE: "master-candidate",
-    ROLE_DRAINED: "drained",
-    ROLE_OFFLINE: "offline",
-    ROLE_REGULAR: "regular",
+    constants.NR_MASTER: "master",
+    constants.NR_MCANDIDATE: "master-candidate",
+    constants.NR_DRAINED: "drained",
+    constants.NR_OFFLINE: "offline",
+    constants.NR_REGULAR: "regular",
 }
 
 
 def node_role_name(ctx: Context, name: str) -> str:
     """The role of node ``name`` by Ganeti's name of it; 404 when unknown."""
     row = one(ctx, OpNodeQuery(names=[name], live=False))
-    data = ctx.config.snapshot()
-    found = data.nodes.get(row["name"])
-    if found is None:
-        raise not_found()
-    return ROLE_NAMES[node_role(found, data.cluster.master_node)]
+    return ROLE_NAMES[row["role"]]
 
 
 def node_names(ctx: Context) -> list[str]:

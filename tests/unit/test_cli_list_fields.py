@@ -1,0 +1,109 @@
+"""``gnt-lv node list`` and ``instance list`` in Ganeti 3.0's field language:
+Ganeti's names, titles and renderings (``--units`` for its unit fields)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from ganeti_lv.cli.main import main
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+
+N1, N2 = "node1.example.com", "node2.example.com"
+GANETI_PACKAGE = "/usr/share/ganeti/3.0"  # Debian's ganeti (the Ganeti peer installs it)
+
+
+def _ganeti_fields(kind: str) -> dict[str, tuple[str, str]]:
+    """Ganeti's list fields of ``kind`` (NODE, INSTANCE): name -> (title, kind)."""
+    if not os.path.exists(os.path.join(GANETI_PACKAGE, "ganeti", "query.py")):
+        pytest.skip("Ganeti 3.0 is not installed here")
+    program = (
+        "import json; from ganeti import query;"
+        f"print(json.dumps({{n: (f.title, f.kind) for n, (f, _, _, _)"
+        f" in query.{kind}_FIELDS.items()}}))"
+    )
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-c", program],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": GANETI_PACKAGE},
+        check=True,
+    )
+    return {name: (title, kind) for name, (title, kind) in json.loads(proc.stdout).items()}
+
+
+@pytest.fixture
+def gnt(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any) -> Any:
+    """Runs gnt-lv on the small cluster; returns (exit code, stdout lines)."""
+
+    def run(*argv: str) -> tuple[int, list[str]]:
+        capsys.readouterr()
+        code = main(["--data-dir", data_dir, *argv], node_ops=fake_ops)
+        return code, capsys.readouterr().out.splitlines()
+
+    return run
+
+
+def _known(group: str, names: list[str], gnt: Any) -> list[str]:
+    """Those of ``names`` the list of ``group`` knows (asked one by one)."""
+    return [n for n in names if gnt(group, "list", "--no-headers", "-o", n)[0] == 0]
+
+
+# ---------------------------------------------------------------- nodes
+
+
+def test_node_fields_ganeti_has_carry_its_titles(gnt: Any) -> None:
+    ganeti = _ganeti_fields("NODE")
+    shared = _known("node", sorted(ganeti), gnt)
+    for wanted in ("master", "pip", "sip", "role", "master_candidate", "sinst_cnt",
+                   "sinst_list", "pinst_list", "ctotal", "mnode", "uuid", "vm_capable",
+                   "master_capable", "ctime", "mtime", "ndp/ssh_port"):  # fmt: skip
+        assert wanted in shared
+    code, lines = gnt("node", "list", "--separator", "|", "-o", ",".join(shared), N1)
+    assert code == 0
+    assert lines[0].split("|") == [ganeti[name][0] for name in shared]
+
+
+def test_node_list_formats_its_unit_fields_with_units(
+    gnt: Any, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    fake_ops.node(N2).facts.memory_total = 8000
+    fake_ops.node(N2).facts.memory_free = 6000
+    with config.update() as data:
+        data.nodes[N2].memory_cap = 10000  # above the total: caps nothing
+    fields = ("-o", "mtotal,mfree,mnode,memory_cap")
+    assert gnt("node", "list", "--no-headers", *fields, N2) == (0, ["7.8G 5.9G 2.0G 9.8G"])
+    assert gnt("node", "list", "--no-headers", "--units", "g", *fields, N2)[1] == [
+        "7.8 5.9 2.0 9.8"
+    ]
+    # MiB with a separator, as Ganeti's
+    code, lines = gnt("node", "list", "--no-headers", "--separator", ":", *fields, N2)
+    assert lines == ["8000:6000:2000:10000"]
+    # the default columns: MTotal and MFree in units too
+    code, lines = gnt("node", "list", N2)
+    assert lines[0].split() == ["Node", "Address", "MTotal", "MFree", "Pinst", "Offline", "Drained"]
+    assert lines[1].split() == [N2, "10.250.0.2", "7.8G", "5.9G", "0", "N", "N"]
+
+
+def test_node_list_has_ganetis_node_fields(gnt: Any, config: ConfigStore) -> None:
+    with config.update() as data:
+        data.nodes[N2].drained = True
+        created = data.nodes[N1].ctime
+    code, lines = gnt(
+        "node", "list", "--no-headers", "--separator", "|", "-o",
+        "name,pip,sip,role,master,master_candidate,master_capable,vm_capable,"
+        "pinst_cnt,pinst_list,sinst_cnt,sinst_list,ctotal,ndp/ssh_port,ctime",
+    )  # fmt: skip
+    assert code == 0
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+    pinst = "inst1.example.com,inst2.example.com"
+    assert lines[0] == f"{N1}|10.250.0.1|10.250.0.1|M|Y|Y|Y|Y|2|{pinst}|0||2|22|{stamp}"
+    assert lines[1].split("|")[3:6] == ["D", "N", "N"]  # drained: no candidate (Ganeti's)
+    assert lines[2].split("|")[3] == "C"
