@@ -5,7 +5,9 @@ Besides ganeti_lv's own short names (``disks``, ``disk_sizes``, ``nic_macs``
 ``gnt-instance list`` use: ``be/<param>``, ``hv/<param>``, ``disk.count``,
 ``disk.sizes``, ``disk.size/N``, ``nic.count``, ``nic.mac/N``, ``nic.ip/N``,
 ``nic.mode/N``, ``nic.link/N``, ``nic.name/N``, ``nic.network.name/N``,
-``nic.names``, ``admin_state_source``. A field that does not apply (a disk or
+``nic.names``, ``admin_state_source``, ``oper_ram``, ``hypervisor`` ... and
+Ganeti's aliases (``vcpus``, ``ip``, ``sda_size`` ...), each under Ganeti's
+title. A field that does not apply (a disk or
 NIC index the instance does not have, a parameter it has no value for, among
 them Ganeti's KVM parameters that libvirt covers here and its other
 hypervisors' parameters) is ``-``, as Ganeti renders it; a parameter neither
@@ -24,12 +26,14 @@ from typing import Any
 
 from ganeti_lv.cli import common
 from ganeti_lv.constants import (
+    ADMINST_UP,
     BEC_DEFAULTS,
     GANETI_KVM_ONLY_HVPARAMS,
     GANETI_ONLY_BEPARAMS,
     GANETI_OTHER_HVPARAMS,
     HVC_DEFAULTS,
     HVC_GLOBALS,
+    HYPERVISOR_KVM,
 )
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.units import BE_MEMORY_ALIAS
@@ -52,10 +56,11 @@ _SIMPLE: dict[str, tuple[str, Getter, bool]] = {
     "oper_state": ("Running", lambda r: r["oper_state"], False),
     "oper_node": ("Oper_Node", lambda r: r["oper_node"], False),
     "running_on": ("Running_On", lambda r: r["running_on"], False),
-    "memory": ("Memory", lambda r: r["memory"], True),
-    "minmem": ("MinMem", lambda r: r["minmem"], True),
-    "maxmem": ("MaxMem", lambda r: r["maxmem"], True),
-    "vcpus": ("VCPUs", lambda r: r["vcpus"], False),
+    # live: "-" when the instance does not run on its primary
+    "oper_ram": ("Memory", lambda r: r["oper_ram"], True),
+    "oper_vcpus": ("VCPUs", lambda r: r["oper_vcpus"], False),
+    "admin_up": ("Autostart", lambda r: r["admin_state"] == ADMINST_UP, False),
+    "hypervisor": ("Hypervisor", lambda r: HYPERVISOR_KVM, False),
     "disk_template": ("Disk_template", lambda r: r["disk_template"], False),
     "disks": ("Disks", lambda r: r["disks"], False),
     "disk.count": ("Disks", lambda r: r["disks"], False),
@@ -69,8 +74,15 @@ _SIMPLE: dict[str, tuple[str, Getter, bool]] = {
     "nic_links": ("NIC_links", lambda r: r["nic_links"], False),
     "nic.links": ("NIC_links", lambda r: r["nic_links"], False),
     "nic.names": ("NIC_Names", lambda r: [n.get("name") or None for n in r["nic_details"]], False),
+    # Ganeti prints these lists' items as str() does: None is "None"
+    "nic.ips": ("NIC_IPs", lambda r: _nic_strings(r, "ip"), False),
+    "nic.modes": ("NIC_modes", lambda r: _nic_strings(r, "mode"), False),
+    "nic.bridges": ("NIC_bridges", lambda r: _nic_strings(r, "bridge"), False),
+    "disk_usage": ("DiskUsage", lambda r: sum(r["disk_sizes"]), True),
     "os": ("OS", lambda r: r["os"], False),
     "tags": ("Tags", lambda r: r["tags"], False),
+    "ctime": ("CTime", lambda r: common.format_time(r["ctime"]), False),
+    "mtime": ("MTime", lambda r: common.format_time(r["mtime"]), False),
 }
 
 # indexed fields: prefix -> (header prefix, list key, item key, is a size)
@@ -85,12 +97,53 @@ _INDEXED: dict[str, tuple[str, str, str, bool]] = {
     "nic.name": ("NicName", "nic_details", "name", False),
     "nic.uuid": ("NicUUID", "nic_details", "uuid", False),
     "nic.vlan": ("NicVLAN", "nic_details", "vlan", False),
+    "nic.bridge": ("NicBridge", "nic_details", "bridge", False),
     "nic.network.name": ("NicNetworkName", "nic_details", "network", False),
 }
 _INDEXED_RE = re.compile(r"^(?P<prefix>[a-z.]+)/(?P<index>\d+)$")
 _PARAM_RE = re.compile(r"^(?P<kind>be|hv)/(?P<param>[a-z0-9_]+)$")
 _SIZE_PARAMS = ("maxmem", "minmem")
-FIELDS = tuple(_SIMPLE)
+
+# other names of fields: Ganeti's (the first NIC's and disks' legacy names,
+# vcpus) and ganeti_lv's short ones of the memory parameters; each has its
+# field's title
+_ALIASES = {
+    "vcpus": "be/vcpus",
+    "memory": "be/maxmem",
+    "maxmem": "be/maxmem",
+    "minmem": "be/minmem",
+    "ip": "nic.ip/0",
+    "mac": "nic.mac/0",
+    "bridge": "nic.bridge/0",
+    "nic_mode": "nic.mode/0",
+    "nic_link": "nic.link/0",
+    "sda_size": "disk.size/0",
+    "sdb_size": "disk.size/1",
+}
+FIELDS = (*_SIMPLE, *_ALIASES)
+
+# Ganeti's titles of parameter fields that have one other than their name
+_PARAM_TITLES = {
+    "be": {
+        "auto_balance": "Auto_balance",
+        "maxmem": "ConfigMaxMem",
+        "minmem": "ConfigMinMem",
+        "vcpus": "ConfigVCPUs",
+    },
+    "hv": {
+        "acpi": "ACPI",
+        "boot_order": "Boot_order",
+        "cdrom_image_path": "CDROM_image_path",
+        "cpu_type": "cpu_type",
+        "disk_type": "Disk_type",
+        "initrd_path": "Initrd_path",
+        "kernel_path": "Kernel_path",
+        "nic_type": "NIC_type",
+        "pae": "PAE",
+        "pci_pass": "pci_pass",
+        "vnc_bind_address": "VNC_bind_address",
+    },
+}
 
 
 # parameters known here or to Ganeti's instances of any hypervisor (those
@@ -104,7 +157,7 @@ _PARAMS = {
 
 def is_known(field: str) -> bool:
     """Whether ``field`` names an instance field (simple, indexed or a known parameter)."""
-    if field in _SIMPLE:
+    if field in _SIMPLE or field in _ALIASES:
         return True
     param = _PARAM_RE.match(field)
     if param:
@@ -114,17 +167,28 @@ def is_known(field: str) -> bool:
 
 
 def header(field: str) -> str:
-    """The column header of ``field``."""
+    """The column header of ``field`` (Ganeti's title for Ganeti's fields)."""
+    field = _ALIASES.get(field, field)
     if field in _SIMPLE:
         return _SIMPLE[field][0]
+    param = _PARAM_RE.match(field)
+    if param:
+        name = param.group("param")
+        name = "maxmem" if param.group("kind") == "be" and name == BE_MEMORY_ALIAS else name
+        return _PARAM_TITLES[param.group("kind")].get(name, field)
     match = _INDEXED_RE.match(field)
     if match:
         return f"{_INDEXED[match.group('prefix')][0]}/{match.group('index')}"
     return field
 
 
+def _nic_strings(row: dict[str, Any], key: str) -> list[str]:
+    return [str(nic[key]) for nic in row["nic_details"]]
+
+
 def value(row: dict[str, Any], field: str, units: str) -> Any:
     """The value of ``field`` in an instance query row, sizes rendered in ``units``."""
+    field = _ALIASES.get(field, field)
     if field in _SIMPLE:
         _, getter, is_size = _SIMPLE[field]
         got = getter(row)

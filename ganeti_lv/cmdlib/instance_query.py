@@ -67,6 +67,8 @@ def instance_row(
         "nic_links": [n.link for n in inst.nics],
         "os": inst.os,
         "tags": list(inst.tags),
+        "ctime": inst.ctime,
+        "mtime": inst.mtime,
         "beparams": be,
         "hvparams": cluster.fill_hvparams(inst),
         "own_beparams": dict(inst.beparams),
@@ -91,6 +93,8 @@ def instance_row(
                 "ip": n.ip,
                 "mode": n.mode,
                 "link": n.link,
+                # Ganeti's: the link of a bridged NIC
+                "bridge": n.link if n.mode == "bridged" else None,
                 "vlan": n.vlan,
                 "name": n.name,
                 "network": n.network,

@@ -107,7 +107,7 @@ def instance_fields(row: dict[str, Any], inst: Instance) -> dict[str, Any]:
         "nic.links": [n.link for n in nics],
         "nic.networks": [n.network or None for n in nics],
         "nic.networks.names": [n.network or None for n in nics],
-        "nic.bridges": [n.link if n.mode == "bridged" else None for n in nics],
+        "nic.bridges": [n["bridge"] for n in row["nic_details"]],
         "network_port": None,
         "disk.sizes": [d.size for d in disks],
         "disk.spindles": [None for _ in disks],

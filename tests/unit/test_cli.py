@@ -188,7 +188,8 @@ def test_instance_add_list_info_remove(
     assert f"{INST}|node1.example.com|ERROR_down|1" in lines
 
     code, out, _ = cli("instance", "list")
-    assert out.splitlines()[0].split() == ["Instance", "Primary_node", "Status", "Memory",
+    # memory is be/maxmem, under its title (Ganeti's "Memory" is oper_ram, the live memory)
+    assert out.splitlines()[0].split() == ["Instance", "Primary_node", "Status", "ConfigMaxMem",
                                            "Disk_template"]  # fmt: skip
 
     code, out, _ = cli("instance", "info", "web9")

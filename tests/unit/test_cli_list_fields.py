@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from ganeti_lv.cli import instance_fields
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.objects import Disk, Nic
 
 N1, N2 = "node1.example.com", "node2.example.com"
 GANETI_PACKAGE = "/usr/share/ganeti/3.0"  # Debian's ganeti (the Ganeti peer installs it)
@@ -107,3 +109,58 @@ def test_node_list_has_ganetis_node_fields(gnt: Any, config: ConfigStore) -> Non
     assert lines[0] == f"{N1}|10.250.0.1|10.250.0.1|M|Y|Y|Y|Y|2|{pinst}|0||2|22|{stamp}"
     assert lines[1].split("|")[3:6] == ["D", "N", "N"]  # drained: no candidate (Ganeti's)
     assert lines[2].split("|")[3] == "C"
+
+
+# ---------------------------------------------------------------- instances
+
+INST1, INST2 = "inst1.example.com", "inst2.example.com"
+
+
+def test_instance_fields_ganeti_has_carry_its_titles(gnt: Any) -> None:
+    ganeti = _ganeti_fields("INSTANCE")
+    shared = [name for name in sorted(ganeti) if instance_fields.is_known(name)]
+    for wanted in ("hypervisor", "oper_ram", "oper_vcpus", "vcpus", "be/memory", "be/maxmem",
+                   "ctime", "mtime", "ip", "mac", "bridge", "nic_mode", "nic_link",
+                   "sda_size", "sdb_size", "admin_up", "disk_usage", "nic.bridge/0",
+                   "nic.ips", "nic.modes", "nic.bridges"):  # fmt: skip
+        assert wanted in shared
+    code, lines = gnt("instance", "list", "--separator", "|", "-o", ",".join(shared), INST1)
+    assert code == 0
+    assert lines[0].split("|") == [ganeti[name][0] for name in shared]
+
+
+def test_instance_memory_fields_mean_what_ganetis_do(gnt: Any, fake_ops: FakeNodeOps) -> None:
+    fake_ops.add_domain(N1, INST1, memory=100, vcpus=2)  # running with less than its maxmem
+    fields = "name,oper_ram,oper_vcpus,memory,be/memory,be/maxmem,maxmem,minmem,vcpus"
+    code, lines = gnt("instance", "list", "-o", fields)
+    assert code == 0
+    config_titles = ["ConfigMaxMem"] * 4 + ["ConfigMinMem", "ConfigVCPUs"]
+    assert lines[0].split() == ["Instance", "Memory", "VCPUs", *config_titles]
+    assert lines[1].split() == [INST1, "100M", "2", "128M", "128M", "128M", "128M", "128M", "1"]
+    # not running: no live memory or vCPUs
+    assert lines[2].split() == [INST2, "-", "-", "128M", "128M", "128M", "128M", "128M", "1"]
+
+
+def test_instance_list_has_ganetis_fields_and_aliases(gnt: Any, config: ConfigStore) -> None:
+    with config.update() as data:
+        inst = data.instances[INST1]
+        inst.disks[0].size = 2048
+        inst.disks.append(Disk(size=512))
+        inst.nics[0].ip = "10.0.0.9"
+        inst.nics.append(Nic(mac="aa:00:00:00:01:00", mode="routed", link="rt0"))
+        inst.admin_state = "down"
+        created, modified = inst.ctime, inst.mtime
+    code, lines = gnt(
+        "instance", "list", "--no-headers", "--separator", "|", "-o",
+        "hypervisor,admin_up,disk_usage,sda_size,sdb_size,ip,mac,bridge,nic_mode,nic_link,"
+        "nic.bridge/1,nic.ips,nic.modes,nic.bridges,ctime,mtime", INST1,
+    )  # fmt: skip
+    assert code == 0
+    stamps = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) for t in (created, modified)]
+    assert lines[0].split("|") == [
+        "kvm", "N", "2560", "2048", "512", "10.0.0.9", "aa:00:00:00:00:00", "br0",
+        "bridged", "br0", "-", "10.0.0.9,None", "bridged,routed", "br0,None", *stamps,
+    ]  # fmt: skip
+    assert gnt("instance", "list", "--no-headers", "-o", "disk_usage,sda_size", INST1)[1] == [
+        "2.5G 2.0G"
+    ]
