@@ -65,7 +65,11 @@ def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Create an instance from an export (checksums verified)."""
+    """Create an instance from an export (checksums verified), left stopped unless --start.
+
+    As Ganeti's gnt-backup import, which never starts it: a copy of an
+    instance that still runs would otherwise start as a second guest.
+    """
     op = opcodes.OpInstanceCreate(
         instance_name=opts.instance_name,
         disk_template=opts.disk_template,
@@ -76,7 +80,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
         nics=parse_nics(opts.net),
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
         hvparams=common.parse_kv_list(opts.hvparams or "", "-H"),
-        start=not opts.no_start,
+        start=opts.start,
         dry_run=opts.dry_run,
     )
     env.submit(op)
@@ -129,8 +133,19 @@ def register(registry: CommandRegistry) -> None:
         metavar="N:link=BRIDGE[,mac=MAC][,ip=IP]",
         help="NIC N of the new instance (replaces the export's NICs)",
     )
-    imp.add_argument("-t", "--disk-template", default=constants.DT_FILE)
+    imp.add_argument(
+        "-t",
+        "--disk-template",
+        default=constants.DT_FILE,
+        metavar="TEMPLATE",
+        help=f"{', '.join(constants.DISK_TEMPLATES)} (default: file, the cluster's first"
+        " enabled template, as Ganeti's import chooses; not the export's)",
+    )
     imp.add_argument("-B", "--backend-parameters", dest="beparams", default=None)
     imp.add_argument("-H", "--hypervisor-parameters", dest="hvparams", default=None)
-    imp.add_argument("--no-start", action="store_true")
+    imp.add_argument(
+        "--start",
+        action="store_true",
+        help="Start the instance once imported (default: left stopped, as Ganeti's import)",
+    )
     common.add_dry_run(imp)

@@ -159,8 +159,7 @@ def _stop(e: Env, args: list[str], how: str, target: str, path: str) -> tuple[st
 )
 def test_a_stopped_import_leaves_no_instance_and_no_disk(env: Env, how: str, export: str) -> None:
     new_disk = f"{env.new_dir}/disk0.img"
-    args = ["backup", "import", "-n", env.n3, "--src-node", env.n2, "--src-dir", export,
-            "--no-start", NEW]  # fmt: skip
+    args = ["backup", "import", "-n", env.n3, "--src-node", env.n2, "--src-dir", export, NEW]
     with _slowed(env, env.n2):
         out, err = _stop(env, args, how, env.n3, new_disk)
     assert f"Import of {NEW} from {env.n2}:" in err, (out, err)

@@ -53,9 +53,7 @@ def _sh(ops: LibvirtNodeOps, config: ConfigStore, where: str, script: str) -> st
 
 
 def _refused(gnt: Gnt, n1: str, n2: str, src_dir: str) -> str:
-    code, out, err = gnt(
-        "backup", "import", "-n", n1, "--src-node", n2, "--src-dir", src_dir, "--no-start", NEW
-    )
+    code, out, err = gnt("backup", "import", "-n", n1, "--src-node", n2, "--src-dir", src_dir, NEW)
     assert code != 0, out
     return out + err
 
@@ -97,7 +95,6 @@ def test_tampered_exports_refused_and_nothing_created(exported) -> None:
     _nothing_created(config, ops, n1)
 
     # the same export, untouched, imports (by its absolute path too)
-    gnt.ok("backup", "import", "-n", n1, "--src-node", n2, "--src-dir", f"{export_dir}/{SRC}/",
-           "--no-start", NEW)  # fmt: skip
+    gnt.ok("backup", "import", "-n", n1, "--src-node", n2, "--src-dir", f"{export_dir}/{SRC}/", NEW)
     inst = config.get_instance(NEW)
     assert inst is not None and [d.size for d in inst.disks] == [16]

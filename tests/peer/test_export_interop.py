@@ -227,7 +227,7 @@ def test_ganeti_export_imports_into_ganeti_lv_and_boots(local, ganeti_export) ->
         args = guest.kernel_args(GNT, patmb=PATMB, dirtymb=0, writepat=False)
         code, out, err = gnt(
             "backup", "import", "-n", n2, "--src-node", n1,
-            "--src-dir", f"{lay.EXPORT_DIR}/{GNT}", "-t", "file",
+            "--src-dir", f"{lay.EXPORT_DIR}/{GNT}", "-t", "file", "--start",
             "-H", f'serial_console=true,kernel_args="{args}"', name,
         )  # fmt: skip
         assert code == 0, out + err

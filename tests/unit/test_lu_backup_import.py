@@ -8,7 +8,7 @@ import pytest
 from test_exportcompat import DUMP, GANETI_CONFIG
 from test_lu_backup import INST, N1, N2, N3, place_inst1, run, running
 
-from ganeti_lv import exportinfo, locking, paths
+from ganeti_lv import constants, exportinfo, locking, paths
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -410,10 +410,26 @@ def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
     assert "\talpha (Ganeti export)" in capsys.readouterr().out.splitlines()
     argv = [*base, "backup", "import", "-n", N1, "--src-node", N2, "--src-dir", "alpha"]
     net = ["--net", "0:link=br0,mac=aa:00:00:00:00:99"]
-    code = main([*argv, "--no-start", *net, NEW], node_ops=ops)
+    code = main([*argv, *net, NEW], node_ops=ops)
     assert code == 0, capsys.readouterr()
     inst = config.get_instance(NEW)
     assert inst is not None and inst.nics[0].mac == "aa:00:00:00:00:99"
+
+
+@pytest.mark.parametrize("start", [False, True], ids=["default", "--start"])
+def test_cli_import_leaves_the_instance_stopped_unless_start(ctx, ops, data_dir, config, start):
+    """As Ganeti's gnt-backup import: a copy of a running instance must not run twice."""
+    from ganeti_lv.cli.main import main
+
+    ganeti_export(ops)
+    argv = ["--data-dir", data_dir, "backup", "import", "-n", N1, "--src-node", N2]
+    argv += ["--src-dir", "alpha", "--net", "0:link=br0", *(["--start"] if start else []), NEW]
+    assert main(argv, node_ops=ops) == 0
+    inst = config.get_instance(NEW)
+    assert inst is not None
+    assert inst.admin_state == (constants.ADMINST_UP if start else constants.ADMINST_DOWN)
+    dom = ops.node(N1).domains.get(NEW)
+    assert (dom is not None and dom.state == constants.DOMSTATE_RUNNING) == start
 
 
 # -- the export's lock: an import reads an export nobody replaces or removes meanwhile
