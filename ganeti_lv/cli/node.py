@@ -167,9 +167,10 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Remove a node without instances."""
-    if not env.confirm(f"Remove node {opts.node_name} from the cluster?", opts.force):
-        return EXIT_FAILURE
+    """Remove a node without instances, without asking (as Ganeti's gnt-node remove).
+
+    The job refuses the master node and a node any instance is on.
+    """
     env.submit(opcodes.OpNodeRemove(node_name=opts.node_name))
     return EXIT_SUCCESS
 
@@ -213,4 +214,9 @@ def register(registry: CommandRegistry) -> None:
     remove = registry.command("node", "remove", cmd_remove, help="Remove a node")
     common.add_submit(remove)
     remove.add_argument("node_name", metavar="NODE")
-    common.add_force(remove)
+    remove.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="Accepted for compatibility: nothing is asked (as Ganeti's node remove)",
+    )

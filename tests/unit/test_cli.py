@@ -321,6 +321,19 @@ def test_node_list_and_modify(cli: Cli, config: ConfigStore) -> None:
     assert node is not None and node.drained and node.memory_cap == 1024
 
 
+def test_node_remove_asks_nothing_as_ganeti(
+    cli: Cli, config: ConfigStore, monkeypatch: Any
+) -> None:
+    """Without a terminal and without -f; -f is still accepted."""
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    code, _, err = cli("node", "remove", N3)
+    assert code == 0, err
+    assert config.get_node(N3) is None
+    code, _, err = cli("node", "remove", "-f", N1)  # the master (with instances): refused
+    assert code == 1 and "Node is the master node" in err
+    assert config.get_node(N1) is not None
+
+
 def test_node_add_refuses_without_confirmed_key(
     cli: Cli, config: ConfigStore, monkeypatch: Any
 ) -> None:
