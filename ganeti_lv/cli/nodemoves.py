@@ -20,6 +20,8 @@ from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_CONFIRMATION, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.cli.migrate import migration_mode
+from ganeti_lv.errors import ECODE_NOENT, OpPrereqError
+from ganeti_lv.objects import Instance
 
 
 def _show(env: CliEnv, result: Any) -> None:
@@ -36,9 +38,35 @@ def _show(env: CliEnv, result: Any) -> None:
     env.table(headers, rows)
 
 
+def _primary_instances(env: CliEnv, node_name: str) -> tuple[str, list[Instance]]:
+    """The node's full name and its primary instances, read from the configuration.
+
+    Read as Ganeti's client queries them before asking anything; no job.
+    """
+    from ganeti_lv.config import ConfigStore
+
+    cfg = ConfigStore(env.data_dir)
+    name = cfg.expand_node_name(node_name)
+    if name is None:
+        raise OpPrereqError(f"Node '{node_name}' not known", ECODE_NOENT)
+    instances = cfg.snapshot().instances.values()
+    return name, sorted((i for i in instances if i.primary_node == name), key=lambda i: i.name)
+
+
 def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Live-migrate every running instance off a node."""
+    """Live-migrate every running instance off a node.
+
+    Without any to migrate it says so and exits 0, asking nothing and
+    submitting no job (as Ganeti's gnt-node migrate).
+    """
     mode = migration_mode(opts)
+    name, instances = _primary_instances(env, opts.node_name)
+    if not instances:
+        env.write(f"No primary instances on node {name}, exiting.")
+        return EXIT_SUCCESS
+    if not any(i.admin_state == constants.ADMINST_UP for i in instances):
+        env.write(f"No running primary instances on node {name}, exiting.")
+        return EXIT_SUCCESS
     question = f"All running instances on node {opts.node_name} will be migrated. Continue?"
     if not opts.dry_run and not env.confirm(question, opts.force):
         return EXIT_CONFIRMATION
@@ -59,10 +87,18 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Move every instance off a node (running ones migrated, the others failed over)."""
+    """Move every instance off a node (running ones migrated, the others failed over).
+
+    Without any to move (always with ``-s``: no instance has secondaries)
+    it says so and exits 0, asking nothing and submitting no job (as
+    Ganeti's gnt-node evacuate).
+    """
+    name, instances = _primary_instances(env, opts.node_name)
+    if opts.secondary_only or not instances:
+        env.warn(f"No instances to evacuate on node(s) {name}, exiting.")
+        return EXIT_SUCCESS
     question = f"All instances on node {opts.node_name} will be moved off it. Continue?"
-    # the secondaries only: there are none, nothing to confirm
-    if not (opts.dry_run or opts.secondary_only) and not env.confirm(question, opts.force):
+    if not opts.dry_run and not env.confirm(question, opts.force):
         return EXIT_CONFIRMATION
     op = opcodes.OpNodeEvacuate(
         node_name=opts.node_name,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ganeti_lv import constants
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
@@ -50,13 +51,45 @@ def test_node_migrate_dry_run_prints_the_plan(cli: Cli, config: ConfigStore) -> 
     assert inst is not None and inst.primary_node == N1
 
 
+def _no_jobs(cli: Cli) -> bool:
+    return JobStore(f"{cli.data_dir}/jobs").list() == []
+
+
 def test_node_evacuate_of_the_secondaries_moves_nothing(cli: Cli, config: ConfigStore) -> None:
     # gnt-node's -s: the secondary instances only, and there are none here
     code, out, err = cli("node", "evacuate", "-s", "node1")  # nothing to confirm
-    assert code == 0 and "No instance to evacuate" in out + err
+    assert code == 0, err
+    assert err == f"No instances to evacuate on node(s) {N1}, exiting.\n" and not out
     for name in (I1, I2):
         inst = config.get_instance(name)
         assert inst is not None and inst.primary_node == N1
+    assert _no_jobs(cli)
+
+
+def test_node_migrate_and_evacuate_with_nothing_to_move_ask_nothing(
+    cli: Cli, config: ConfigStore, monkeypatch: Any
+) -> None:
+    """As gnt-node: a message and exit 0, also without a terminal; no job."""
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    code, out, err = cli("node", "migrate", "node2")
+    assert (code, out, err) == (0, f"No primary instances on node {N2}, exiting.\n", "")
+    code, out, err = cli("node", "evacuate", "node2")
+    assert (code, out, err) == (0, "", f"No instances to evacuate on node(s) {N2}, exiting.\n")
+    # stopped instances: nothing to migrate live (evacuate fails them over: it asks)
+    with config.update() as data:
+        for name in (I1, I2):
+            data.instances[name].admin_state = constants.ADMINST_DOWN
+    code, out, err = cli("node", "migrate", "node1")
+    assert (code, out) == (0, f"No running primary instances on node {N1}, exiting.\n"), err
+    code, _, err = cli("node", "evacuate", "node1")
+    assert code == 13 and "not confirmed" in err
+    assert _no_jobs(cli)
+
+
+def test_node_migrate_of_an_unknown_node(cli: Cli) -> None:
+    code, _, err = cli("node", "migrate", "-f", "nosuch")
+    assert code == 1 and "Node 'nosuch' not known" in err
+    assert _no_jobs(cli)
 
 
 def test_node_evacuate_and_job_list_groups_the_moves(cli: Cli, config: ConfigStore) -> None:
