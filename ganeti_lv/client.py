@@ -89,20 +89,24 @@ class Client:
         ops: Sequence[OpCode],
         on_record: RecordFn | None = None,
         cancel: Cancellation | None = None,
+        on_job_id: Callable[[int], None] | None = None,
     ) -> list[Any]:
         """Run a job of ``ops`` in order; every opcode's result, or the first error raised.
 
         ``on_record`` gets the job's records (``ganeti_lv.master.protocol``:
-        feedback lines, and progress lines with their bar and percentage).
+        feedback lines, and progress lines with their bar and percentage);
+        ``on_job_id`` the job's id once it is recorded, before it runs.
         """
         master = self._daemon()
         if master is not None:
             with master:
-                return master.submit_job(ops, on_record, cancel, self.lock_timeout)
+                return master.submit_job(ops, on_record, cancel, self.lock_timeout, on_job_id)
         # the processor, the LUs and the node operations: loaded when a job runs here
         from ganeti_lv.master.runner import run_job
 
         job = self.ctx.jobs.create_job(ops, start=True)
+        if on_job_id is not None:
+            on_job_id(job.id)
         return run_job(self.ctx, job, ops, on_record, cancel)
 
     def enqueue(self, ops: Sequence[OpCode]) -> int:

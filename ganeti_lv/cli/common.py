@@ -295,6 +295,8 @@ class CliEnv:
         self.lock_timeout = lock_timeout
         # --submit: start the jobs and print their ids instead of following them
         self.submit_only = False
+        # --print-jobid: each job's bare id on stdout first (for scripts)
+        self.print_jobid = False
         self._client: Any = None
 
     @property
@@ -347,14 +349,25 @@ class CliEnv:
     def run_job(self, ops: Sequence[OpCode], quiet: bool = False) -> list[Any]:
         """Run a job of ``ops``; every opcode's result (see ``ganeti_lv.cli.submit``).
 
-        With ``submit_only`` (``--submit``) the job is started, its id
-        printed ("JobID: N") and every result is None.
+        With ``submit_only`` (``--submit``) the job is started, "JobID: N"
+        printed on stderr (as Ganeti's) and every result is None. With
+        ``print_jobid`` the bare id goes to stdout first, also for a job
+        that is followed (as Ganeti's ``--print-jobid``).
         """
         client = self.client()
+        on_job_id = self._print_job_id if self.print_jobid and not quiet else None
         if self.submit_only and not quiet:
-            self.write(f"JobID: {client.enqueue(ops)}")
+            job_id = client.enqueue(ops)
+            if on_job_id is not None:
+                on_job_id(job_id)
+            self.warn(f"JobID: {job_id}")
             return [None] * len(ops)
-        return self.follow(lambda on_record, cancel: client.submit_job(ops, on_record, cancel))
+        return self.follow(
+            lambda on_record, cancel: client.submit_job(ops, on_record, cancel, on_job_id)
+        )
+
+    def _print_job_id(self, job_id: int) -> None:
+        self.write(str(job_id))
 
     def follow(
         self, run: Callable[[Any, Cancellation], Sequence[Any]], quiet: bool = False
@@ -459,11 +472,17 @@ def add_force(parser: argparse.ArgumentParser) -> None:
 
 
 def add_submit(parser: argparse.ArgumentParser) -> None:
-    """``--submit``: start the job, print its id and return at once."""
+    """``--submit``: start the job, print its id and return at once; ``--print-jobid``."""
     parser.add_argument(
         "--submit",
         action="store_true",
-        help="Start the job, print its id and return (follow it with 'gnt-lv job watch ID')",
+        help="Start the job, print 'JobID: N' on stderr and return (follow it with"
+        " 'gnt-lv job watch N')",
+    )
+    parser.add_argument(
+        "--print-jobid",
+        action="store_true",
+        help="Also print the job's id alone as the first line on stdout (for scripts)",
     )
 
 

@@ -121,6 +121,7 @@ def main(
         client_factory=client_factory,
     )
     env.submit_only = bool(getattr(opts, "submit", False))
+    env.print_jobid = bool(getattr(opts, "print_jobid", False))
     try:
         return run_command(opts, env)
     finally:

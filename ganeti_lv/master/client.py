@@ -82,14 +82,16 @@ class MasterClient:
         on_record: RecordFn | None = None,
         cancel: Cancellation | None = None,
         lock_timeout: float | None = None,
+        on_job_id: Callable[[int], None] | None = None,
     ) -> list[Any]:
         """Run a job of ``ops`` in the daemon, following it; every opcode's result.
 
         ``on_record`` gets the job's records as they come; ``cancel``, when
-        set, asks the daemon to stop the job safely.
+        set, asks the daemon to stop the job safely; ``on_job_id`` gets the
+        job's id when the daemon accepts it.
         """
         request = protocol.submit_request(list(ops), lock_timeout, wait=True)
-        return self._follow(request, on_record, cancel)
+        return self._follow(request, on_record, cancel, on_job_id)
 
     def enqueue(self, ops: Sequence[OpCode], lock_timeout: float | None = None) -> int:
         """Start a job of ``ops`` in the daemon without waiting for it; its id."""
@@ -155,12 +157,16 @@ class MasterClient:
             return msg
 
     def _follow(
-        self, request: Message, on_record: RecordFn | None, cancel: Cancellation | None
+        self,
+        request: Message,
+        on_record: RecordFn | None,
+        cancel: Cancellation | None,
+        on_job_id: Callable[[int], None] | None = None,
     ) -> list[Any]:
         with _Exchange(self._connection()) as exchange:
             exchange.send(request)
             try:
-                return _wait(exchange, on_record, cancel)
+                return _wait(exchange, on_record, cancel, on_job_id)
             except KeyboardInterrupt:
                 # as in-process: an interrupted command does not go on in the
                 # background (a job past its point of no return still ends safely)
@@ -182,9 +188,12 @@ class MasterClient:
 
 
 def _wait(
-    exchange: _Exchange, on_record: RecordFn | None, cancel: Cancellation | None
+    exchange: _Exchange,
+    on_record: RecordFn | None,
+    cancel: Cancellation | None,
+    on_job_id: Callable[[int], None] | None = None,
 ) -> list[Any]:
-    """Read a followed job's messages up to its end."""
+    """Read a followed job's messages up to its end (a submitted one's id to ``on_job_id``)."""
     while True:
         if cancel is not None and cancel.is_set():
             exchange.send_cancel(cancel.reason or "canceled by the client")
@@ -195,6 +204,9 @@ def _wait(
         if kind in (protocol.FEEDBACK, protocol.PROGRESS):
             if on_record is not None:
                 on_record(protocol.message_record(msg))
+        elif kind == protocol.ACCEPTED:
+            if on_job_id is not None:
+                on_job_id(int(msg["job_id"]))
         elif kind == protocol.END:
             return protocol.outcome(msg)
         elif kind == protocol.ERROR:

@@ -132,8 +132,8 @@ def _stop(e: Env, args: list[str], how: str, target: str, path: str) -> tuple[st
             if how == "job-cancel":
                 submitted = gnt_process(e.data_dir, *args, "--submit")
                 out, err = submitted.communicate(timeout=60)
-                assert submitted.returncode == 0 and out.startswith("JobID: "), (out, err)
-                job_id = out.split()[1]
+                assert submitted.returncode == 0 and err.startswith("JobID: "), (out, err)
+                job_id = err.split()[1]  # "JobID: N" on stderr, as Ganeti's
                 mid_copy()
                 asked = time.monotonic()
                 canceled = gnt_process(e.data_dir, "job", "cancel", job_id)

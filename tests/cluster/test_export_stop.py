@@ -146,8 +146,8 @@ def test_a_daemon_job_export_stops_safely(env: Env, how: str) -> None:
         if how == "job-cancel":
             submitted = env.gnt(*args, "--submit")
             out, err = submitted.communicate(timeout=60)
-            assert submitted.returncode == 0 and out.startswith("JobID: "), (out, err)
-            job_id = out.split()[1]
+            assert submitted.returncode == 0 and err.startswith("JobID: "), (out, err)
+            job_id = err.split()[1]  # "JobID: N" on stderr, as Ganeti's
             _wait_mid_copy(env, env.n2)
             canceled = env.gnt("job", "cancel", job_id)
             assert canceled.wait(timeout=60) == 0, canceled.communicate()

@@ -111,9 +111,9 @@ def test_node_migrate_moves_running_ones_and_caps_decide(three: Any) -> None:
 
 def test_submit_then_job_watch(three: Any) -> None:
     gnt, config, ops, (n1, n2, n3) = three
-    out = gnt.ok("node", "evacuate", "-f", "--submit", "-n", n3, n2)
-    match = re.fullmatch(r"JobID: (\d+)\n", out)
-    assert match, out
+    code, out, err = gnt("node", "evacuate", "-f", "--submit", "-n", n3, n2)
+    match = re.fullmatch(r"JobID: (\d+)\n", err)  # on stderr, as Ganeti's
+    assert code == 0 and match and not out, (out, err)
     out = gnt.ok("job", "watch", match.group(1))
     assert "instances 1/1 finished: 1 done" in out
     gnt.ok("node", "evacuate", "-f", "-n", n3, n1)  # the stopped one: a failover

@@ -174,11 +174,15 @@ def test_submit_watch_and_cancel_in_background_processes(
     cli = Cli(data_dir, None, capsys)
     jobs = JobStore(f"{data_dir}/jobs")
     code, out, err = cli("debug", "delay", "--duration", "3", "-I", "inst1", "--submit")
-    assert code == 0, err
-    holder = int(re.fullmatch(r"JobID: (\d+)\n", out).group(1))  # type: ignore[union-attr]
+    assert code == 0 and out == "", err
+    # as Ganeti's: on stderr
+    holder = int(re.fullmatch(r"JobID: (\d+)\n", err).group(1))  # type: ignore[union-attr]
     _wait_for(lambda: jobs.get(holder).exec_ts is not None)
-    code, out, _ = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
-    waiter = int(out.split()[1])
+    code, out, err = cli(
+        "debug", "delay", "--duration", "0", "-I", "inst1", "--submit", "--print-jobid"
+    )
+    waiter = int(out)  # --print-jobid: the bare id on stdout, and JobID: N still on stderr
+    assert err == f"JobID: {waiter}\n" and waiter > holder
     code, out, err = cli("job", "cancel", str(waiter))
     assert code == 0, err
     code, _, err = cli("job", "watch", str(waiter))
@@ -198,9 +202,9 @@ def test_job_cancel_asks_every_job_also_after_one_it_could_not_cancel(
     cli("instance", "shutdown", "inst1")  # job 1, finished
     code, out, err = cli("debug", "delay", "--duration", "3", "-I", "inst1", "--submit")
     assert code == 0, err
-    holder = int(out.split()[1])
-    code, out, _ = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
-    waiter = int(out.split()[1])
+    holder = int(err.split()[1])
+    code, out, err = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
+    waiter = int(err.split()[1])
     code, out, err = cli("job", "cancel", "1", str(waiter))
     assert code == 1
     assert "Job 1 not canceled (wrong_state)" in err and "not running" in err
@@ -226,7 +230,7 @@ def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
     jobs = JobStore(f"{data_dir}/jobs")
     code, out, err = cli("debug", "delay", "--duration", "2", "-I", "inst1", "--submit")
     assert code == 0, err
-    job_id = int(out.split()[1])
+    job_id = int(err.split()[1])
     _wait_for(lambda: jobs.get(job_id).exec_ts is not None)
     for _ in range(2):
         code, _, err = cli("job", "cancel", str(job_id))
@@ -234,6 +238,24 @@ def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
         time.sleep(0.2)
     _wait_for(lambda: jobs.get(job_id).finished)
     assert jobs.get(job_id).status == "success", jobs.get(job_id).error
+
+
+def test_print_jobid_of_a_followed_job_comes_first_on_stdout(
+    cli: Cli, server: Any, config: ConfigStore, data_dir: str, capsys: Any
+) -> None:
+    """As Ganeti's --print-jobid without --submit: the id, then the job followed to its end."""
+    for ops in (cli.ops, None):  # in this process, and in the master daemon
+        where = Cli(data_dir, ops, capsys)
+        code, out, err = where(
+            "debug", "delay", "--duration", "0.01", "-I", "inst1", "--print-jobid"
+        )
+        assert code == 0, err
+        first, *rest = out.splitlines()
+        assert JobStore(f"{data_dir}/jobs").get(int(first)).status == "success"
+        assert any("Sleeping for 0.01 s" in line for line in rest), out
+        assert "JobID" not in out + err
+    code, out, _ = cli("debug", "delay", "--duration", "0.01", "-I", "inst1")
+    assert code == 0 and "Sleeping" in out.splitlines()[0]  # without it: no id
 
 
 def test_node_migrate_in_the_master_daemon(
