@@ -223,7 +223,12 @@ def _register_state(registry: CommandRegistry) -> None:
     common.add_submit(reboot)
     _instance_arg(reboot)
     reboot.add_argument(
-        "--type", dest="reboot_type", default="hard", choices=("soft", "hard", "full")
+        "-t",
+        "--type",
+        dest="reboot_type",
+        default="hard",
+        choices=("soft", "hard", "full"),
+        help="Type of reboot (default: hard)",
     )
     reboot.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
     common.add_dry_run(reboot)

@@ -303,6 +303,8 @@ def test_shutdown_startup_reboot(cli: Cli, config: ConfigStore, fake_ops: FakeNo
     assert cli("instance", "startup", INST)[0] == 0
     assert cli("instance", "reboot", "--type", "soft", INST)[0] == 0
     assert fake_ops.calls_to("reboot_instance")[-1].args[1] == "soft"
+    assert cli("instance", "reboot", "-t", "full", INST)[0] == 0  # gnt-instance's short form
+    assert fake_ops.calls_to("reboot_instance")[-1].args[1] == "full"
     # gnt-instance's -f: Ganeti's warning that the offline instance check is skipped
     code, out, err = cli("instance", "shutdown", "-f", INST)
     assert code == 0 and "Ignoring offline instance check" in out + err
