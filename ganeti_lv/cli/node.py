@@ -160,9 +160,10 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
         )
     )
     if result and not opts.dry_run:
+        # as gnt-node modify prints them: values as Python's str (True, None)
         env.write(f"Modified node {opts.node_name}")
         for name, value in result:
-            env.write(f" - {name} -> {common.format_value(value)}")
+            env.write(f" - {name:<5} -> {value}")
     return EXIT_SUCCESS
 
 
