@@ -79,7 +79,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
         src_path=opts.src_dir,
         nics=parse_nics(opts.net),
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
-        hvparams=common.parse_kv_list(opts.hvparams or "", "-H"),
+        hvparams=common.parse_hvparams(opts.hvparams or ""),
         start=opts.start,
         dry_run=opts.dry_run,
     )
@@ -142,7 +142,7 @@ def register(registry: CommandRegistry) -> None:
         " enabled template, as Ganeti's import chooses; not the export's)",
     )
     imp.add_argument("-B", "--backend-parameters", dest="beparams", default=None)
-    imp.add_argument("-H", "--hypervisor-parameters", dest="hvparams", default=None)
+    common.add_hvparams(imp)
     imp.add_argument(
         "--start",
         action="store_true",

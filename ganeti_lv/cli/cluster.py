@@ -18,7 +18,7 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file-storage-dir", help="Node-local directory for 'file' disks")
     parser.add_argument("--shared-file-storage-dir", help="Shared directory for 'sharedfile' disks")
     parser.add_argument("--domain-type", choices=("kvm", "qemu"), help="libvirt domain type")
-    parser.add_argument("-H", "--hypervisor-parameters", dest="hvparams", metavar="K=V,...")
+    common.add_hvparams(parser)
     parser.add_argument("-B", "--backend-parameters", dest="beparams", metavar="K=V,...")
 
 
@@ -35,7 +35,7 @@ def _storage_fields(opts: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             fields[name] = value
     if opts.hvparams is not None:
-        fields["hvparams"] = common.parse_kv_list(opts.hvparams, "-H")
+        fields["hvparams"] = common.parse_hvparams(opts.hvparams)
     if opts.beparams is not None:
         fields["beparams"] = common.parse_kv_list(opts.beparams, "-B")
     return fields

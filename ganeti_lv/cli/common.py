@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from ganeti_lv import paths
+from ganeti_lv import constants, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import submit
 from ganeti_lv.client import Client
@@ -102,6 +103,30 @@ def parse_kv_list(text: str, option: str = "") -> dict[str, str | None]:
             raise OpPrereqError(f"Parameter '{key}' given twice", ECODE_INVAL)
         out[key] = value
     return out
+
+
+# Ganeti's hypervisors: its -H is "HYPERVISOR:key=value,..."; here kvm is the only one
+GANETI_HYPERVISORS = ("chroot", "fake", "kvm", "lxc", "xen-hvm", "xen-pvm")
+_HYPERVISOR_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parse_hvparams(text: str) -> dict[str, str | None]:
+    """``-H``: Ganeti's ``kvm:k=v,...`` (``kvm`` alone: no parameters), or ``k=v,...``.
+
+    A hypervisor name before the first ``:`` (or alone, a Ganeti hypervisor's)
+    other than kvm is refused (ECODE_INVAL): ganeti_lv runs kvm only.
+    """
+    name, colon, rest = text.partition(":")
+    name = name.strip()
+    if (colon and _HYPERVISOR_NAME.fullmatch(name)) or (not colon and name in GANETI_HYPERVISORS):
+        if name != constants.HYPERVISOR_KVM:
+            raise OpPrereqError(
+                f"Hypervisor '{name}' is not supported: ganeti_lv runs kvm only"
+                f" (-H {constants.HYPERVISOR_KVM}:key=value,... or -H key=value,...)",
+                ECODE_INVAL,
+            )
+        text = rest
+    return parse_kv_list(text, "-H")
 
 
 def parse_indexed_spec(text: str, option: str) -> tuple[int, dict[str, str]]:
@@ -483,6 +508,18 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
         "--print-jobid",
         action="store_true",
         help="Also print the job's id alone as the first line on stdout (for scripts)",
+    )
+
+
+def add_hvparams(parser: argparse.ArgumentParser) -> None:
+    """``-H [kvm:]K=V,...``: hypervisor parameters, in Ganeti's form or without the name."""
+    parser.add_argument(
+        "-H",
+        "--hypervisor-parameters",
+        dest="hvparams",
+        default=None,
+        metavar="[kvm:]K=V,...",
+        help="Hypervisor parameters; 'kvm:' in front as Ganeti's -H (the only hypervisor)",
     )
 
 

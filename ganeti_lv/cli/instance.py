@@ -69,7 +69,7 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
         disks=parse_disks(opts.disks),
         nics=_add_nics(opts),
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
-        hvparams=common.parse_kv_list(opts.hvparams or "", "-H"),
+        hvparams=common.parse_hvparams(opts.hvparams or ""),
         os_type=opts.os,
         tags=[t for t in (opts.tags or "").split(",") if t],
         start=not opts.no_start,
@@ -182,7 +182,7 @@ def _register_add(registry: CommandRegistry) -> None:
     add.add_argument("--disk", dest="disks", action="append", metavar="N:size=SIZE,...")
     add.add_argument("-n", "--node", help="Primary node")
     add.add_argument("-B", "--backend-parameters", dest="beparams", metavar="K=V,...")
-    add.add_argument("-H", "--hypervisor-parameters", dest="hvparams", metavar="K=V,...")
+    common.add_hvparams(add)
     add.add_argument(
         "--net",
         dest="nets",

@@ -265,6 +265,27 @@ def test_instance_remove_without_tty_is_not_confirmed(
     assert config.get_instance(INST) is not None
 
 
+def test_hypervisor_parameters_in_ganetis_form(cli: Cli, config: ConfigStore) -> None:
+    """-H kvm:k=v as gnt-instance add and gnt-cluster modify take it; another hypervisor: no."""
+    base = ("instance", "add", "-t", "file", "--disk", "0:size=1G", "-n", N2, "--no-start")
+    code, _, err = cli(*base, "-H", "kvm:cpu_type=qemu64,no_acpi", "web9")
+    assert code == 0, err
+    inst = config.get_instance("web9")
+    assert inst is not None and inst.hvparams == {"cpu_type": "qemu64", "acpi": False}
+    code, _, err = cli(*base, "-H", "kvm", "web10")  # the hypervisor alone: no parameters
+    assert code == 0, err
+    inst = config.get_instance("web10")
+    assert inst is not None and inst.hvparams == {}
+    before = serial(config)
+    code, _, err = cli(*base, "-H", "xen-pvm:kernel_path=/x", "web11")
+    assert code == 1
+    assert err.startswith(PREREQ.format("wrong_input")) and "Hypervisor 'xen-pvm'" in err
+    assert serial(config) == before
+    code, _, err = cli("cluster", "modify", "-H", "kvm:migration_downtime=500")
+    assert code == 0, err
+    assert config.get_cluster().hvparams["migration_downtime"] == 500
+
+
 def test_add_dry_run(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:
     before = serial(config)
     code, out, _ = cli("instance", "add", "-t", "file", "--disk", "0:size=1G", "-n", N2,

@@ -50,6 +50,28 @@ def test_kv_list_rejects(text: str) -> None:
         common.parse_kv_list(text)
 
 
+def test_hvparams_in_ganetis_form_with_the_kvm_hypervisor() -> None:
+    # Ganeti's -H is HYPERVISOR:key=value,...; "kvm" alone gives no parameters
+    assert common.parse_hvparams("kvm:kernel_path=/x,no_acpi") == {
+        "kernel_path": "/x",
+        "acpi": "no",
+    }
+    assert common.parse_hvparams("kvm") == common.parse_hvparams("kvm:") == {}
+    # the plain form stays, a ':' in a value included
+    assert common.parse_hvparams("kernel_args=console=ttyS0:x,acpi") == {
+        "kernel_args": "console=ttyS0:x",
+        "acpi": "yes",
+    }
+    assert common.parse_hvparams("kernel_args='a:b'") == {"kernel_args": "a:b"}
+
+
+@pytest.mark.parametrize("text", ["xen-pvm:kernel_path=/x", "lxc", "fake:", "bhyve:acpi"])
+def test_hvparams_of_another_hypervisor_refused(text: str) -> None:
+    with pytest.raises(OpPrereqError, match="runs kvm only") as err:
+        common.parse_hvparams(text)
+    assert err.value.ecode == ECODE_INVAL
+
+
 def test_indexed_specs() -> None:
     assert common.collect_indexed(["1:size=2G", "0:size=1G,mode=ro"], "--disk") == [
         {"size": "1G", "mode": "ro"},
