@@ -25,10 +25,12 @@ and a new id never reuses one whose job file exists; an unreadable counter
 is rebuilt from the job files.
 
 A job records the pid (and the process start time) of the process that runs
-it (``gnt-lv``, ops tooling or the master daemon); when a job says "queued"
-or "running" but that process is gone, readers report it as "lost", never as
-running. Files written before jobs had several opcodes (one opcode's fields
-at the top level) are read as one-opcode jobs.
+it (``gnt-lv``, ops tooling or the master daemon) and the boot it ran in
+(the kernel's boot id); when a job says "queued" or "running" but that
+process is gone (or the machine has rebooted since), readers report it as
+"lost", never as running. Files written before jobs had several opcodes
+(one opcode's fields at the top level) are read as one-opcode jobs; files
+without a boot id are judged by the pid alone.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import builtins
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import re
@@ -61,6 +64,18 @@ from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ga
 ELOG_MESSAGE = "message"
 
 _JOB_FILE_RE = re.compile(r"^job-(\d+)\.json$")
+
+_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's id (the kernel's, it changes on every boot), or None where there is none."""
+    try:
+        with open(_BOOT_ID_FILE, encoding="ascii") as fobj:
+            return fobj.read().strip() or None
+    except OSError:
+        return None
 
 
 def process_start_time(pid: int) -> int | None:
@@ -176,6 +191,8 @@ class Job:
     pid_start: int | None = None
     # the job of the node operation this job is part of (its per-instance jobs)
     parent: int | None = None
+    # the boot the job's process ran in (None in files written before it was recorded)
+    boot_id: str | None = None
 
     @property
     def op_id(self) -> str:
@@ -302,6 +319,14 @@ def _encode(job: Job) -> bytes:
     return json.dumps(_json_record(job), sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
+def _gone(job: Job) -> bool:
+    """True when the process that runs ``job`` is gone (or ran before this boot)."""
+    current = boot_id()
+    if job.boot_id is not None and current is not None and job.boot_id != current:
+        return True
+    return not process_alive(job.pid, job.pid_start)
+
+
 class JobStore:
     """The job log directory. Writers record a run; readers list and inspect jobs."""
 
@@ -375,6 +400,7 @@ class JobStore:
             pid=os.getpid(),
             pid_start=process_start_time(os.getpid()),
             parent=parent,
+            boot_id=boot_id(),
         )
         if start:
             job.status = JOB_STATUS_RUNNING
@@ -471,7 +497,7 @@ class JobStore:
             raise JobError(f"Job file {path} not found") from None
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise JobError(f"Job file {path} is corrupt: {err!r}", ECODE_FAULT) from err
-        if job.status in JOB_ACTIVE_STATUSES and not process_alive(job.pid, job.pid_start):
+        if job.status in JOB_ACTIVE_STATUSES and _gone(job):
             job.status = JOB_STATUS_LOST
         return job
 

@@ -17,7 +17,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import JobError, OperationCanceled, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.master.jobs import JobStore, process_alive
+from ganeti_lv.master.jobs import JobStore, boot_id, process_alive
 from ganeti_lv.master.runner import run_job
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpClusterVerify, OpInstanceMigrate, OpTestDelay
@@ -97,6 +97,24 @@ def test_running_job_of_dead_process_is_lost(store: JobStore) -> None:
     with open(path, "w") as fobj:
         json.dump(doc, fobj)
     assert store.get(job.id).status == "lost"
+
+
+def test_a_job_of_another_boot_is_lost(store: JobStore) -> None:
+    """Its pid and start time may be those of a live process after a reboot."""
+    job = store.create_job([OpTestDelay()], start=True)  # this process: alive
+    path = os.path.join(store.jobs_dir, f"job-{job.id}.json")
+    with open(path) as fobj:
+        doc = json.load(fobj)
+    assert doc["boot_id"] == boot_id() is not None
+    assert store.get(job.id).status == "running"
+    doc["boot_id"] = "00000000-0000-0000-0000-000000000000"
+    with open(path, "w") as fobj:
+        json.dump(doc, fobj)
+    assert store.get(job.id).status == "lost"
+    del doc["boot_id"]  # a file of an older version: the pid says it
+    with open(path, "w") as fobj:
+        json.dump(doc, fobj)
+    assert store.get(job.id).status == "running"
 
 
 def _run_long_job(data_dir: str, holding: Any) -> None:
