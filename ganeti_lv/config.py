@@ -38,11 +38,13 @@ import fcntl
 import json
 import logging
 import os
+import re
+import stat
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -103,7 +105,8 @@ def write_file_atomically(
     ``durable`` (the default) the temp file and the directory are fsynced as
     well, so the new content also survives a power loss once this returns;
     without it a power loss may bring back the previous version (or, for a
-    new file, an empty one).
+    new file, an empty one). A process killed mid-write leaves its temp file
+    (``atomic_temp_pattern``) for ``remove_stale_temp_files``.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(
@@ -128,6 +131,46 @@ def write_file_atomically(
             # the new file is in place, every reader sees it: raising would tell the
             # caller that nothing was written
             log.warning("%s is written, but its directory could not be synced: %s", path, err)
+
+
+def atomic_temp_pattern(name_re: str) -> re.Pattern[str]:
+    """The names of ``write_file_atomically``'s temp files for files named as the
+    regular expression ``name_re`` says: ``.<name>.<8 characters of mkstemp>.tmp``."""
+    return re.compile(rf"^\.{name_re}\.[a-z0-9_]{{8}}\.tmp$")
+
+
+def remove_stale_temp_files(
+    directory: str,
+    patterns: Sequence[re.Pattern[str]],
+    min_age: float = 60.0,
+    now: float | None = None,
+) -> list[str]:
+    """Remove the temp files killed writers left in ``directory``; their names.
+
+    Only regular files whose name matches one of ``patterns`` (a writer's
+    temp-file names, ``atomic_temp_pattern``) and that were last written
+    ``min_age`` seconds ago or earlier: a writer in another process may be
+    writing a younger one right now (a writer stalled for longer fails its
+    write, which then changes nothing).
+    """
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if not any(pattern.match(name) for pattern in patterns):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= min_age:
+                os.unlink(path)
+                removed.append(name)
+        except FileNotFoundError:
+            continue  # its writer renamed or removed it meanwhile
+    return removed
 
 
 _StatKey = tuple[int, int, int, int, int]

@@ -17,6 +17,10 @@ with them the open connections, are shared. A job does not depend on the
 connection that submitted it: a client that goes away leaves it running; a
 cancel request (from any connection) asks it to stop safely.
 
+Between requests the daemon runs its periodic pass over the data dir
+(``ganeti_lv.master.housekeeping``: removing temp files of killed
+writers), at its start and then every few minutes.
+
 SIGTERM (or SIGINT) stops the daemon: it accepts no new connection (a
 client already connected is still served) and leaves once the running jobs
 have ended; a second signal asks them to stop safely.
@@ -54,6 +58,7 @@ from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio
 from ganeti_lv.master.follow import end_error, signal_cancel
+from ganeti_lv.master.housekeeping import Housekeeper
 from ganeti_lv.master.jobs import Job, process_alive, process_start_time, to_jsonable
 from ganeti_lv.master.protocol import Feedback, Message
 from ganeti_lv.master.runner import run_job
@@ -114,6 +119,7 @@ class MasterDaemon:
         self._running: dict[int, RunningJob] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self.housekeeper = Housekeeper(self.data_dir)
 
     @property
     def node_ops(self) -> NodeOps:
@@ -434,11 +440,16 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.close(self._lock_fd)
             raise
 
+    def service_actions(self) -> None:
+        """Between requests: the periodic pass over the data dir, when it is due."""
+        self.daemon.housekeeper.tick()
+
     def server_close(self) -> None:
         try:
             self._serve_waiting()
             super().server_close()
             self.daemon.wait_jobs()
+            self.daemon.housekeeper.join()
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.server_address)  # type: ignore[arg-type]

@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganeti_lv.config import fsync_dir, write_file_atomically
+from ganeti_lv.config import atomic_temp_pattern, fsync_dir, write_file_atomically
 from ganeti_lv.constants import (
     JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
@@ -64,6 +64,12 @@ from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ga
 ELOG_MESSAGE = "message"
 
 _JOB_FILE_RE = re.compile(r"^job-(\d+)\.json$")
+# the temp files a writer killed mid-write leaves: save's (write_file_atomically)
+# and create_job's (write_new_file_durably: "job-<id>.json.<pid>.<thread id>.tmp")
+JOB_TEMP_FILE_RES = (
+    atomic_temp_pattern(r"job-\d+\.json"),
+    re.compile(r"^job-\d+\.json\.\d+\.\d+\.tmp$"),
+)
 
 _BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 

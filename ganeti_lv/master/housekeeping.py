@@ -1,0 +1,86 @@
+"""The master daemon's periodic pass over its data dir.
+
+Once when the daemon starts and every ``PASS_INTERVAL`` seconds after that
+(``Housekeeper.tick``, called between requests), a thread of its own:
+
+- removes the temp files that writers killed mid-write (SIGKILL, a crash)
+  left beside the configuration and the job files, once they are a minute
+  old (a writer of another process may still be writing a younger one).
+
+A pass that fails is logged; the next one runs at its time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+
+from ganeti_lv import paths
+from ganeti_lv.config import atomic_temp_pattern, remove_stale_temp_files
+from ganeti_lv.master.jobs import JOB_TEMP_FILE_RES
+
+log = logging.getLogger("ganeti_lv.master.housekeeping")
+
+# seconds between two passes (Ganeti's watcher runs every 5 minutes)
+PASS_INTERVAL = 300.0
+# a temp file last written this long ago (s) has no writer any more
+STALE_TEMP_AGE = 60.0
+
+_CONFIG_TEMP_RES = (atomic_temp_pattern(re.escape("config.json")),)
+
+
+def remove_stale_temps(data_dir: str, now: float | None = None) -> list[str]:
+    """Remove the temp files killed writers left (configuration, job log); their names."""
+    removed = remove_stale_temp_files(data_dir, _CONFIG_TEMP_RES, STALE_TEMP_AGE, now)
+    removed += remove_stale_temp_files(
+        paths.jobs_dir(data_dir), JOB_TEMP_FILE_RES, STALE_TEMP_AGE, now
+    )
+    return removed
+
+
+def housekeeping_pass(data_dir: str) -> None:
+    """One pass (see the module's docstring)."""
+    removed = remove_stale_temps(data_dir)
+    if removed:
+        log.info("removed %d temp files left by killed writers: %s", len(removed), removed)
+
+
+class Housekeeper:
+    """Runs ``housekeeping_pass`` for a data dir when it is due, in a thread of its own."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        interval: float = PASS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.data_dir = data_dir
+        self.interval = interval
+        self._clock = clock
+        self._due: float | None = None  # None: at once
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        """Start a pass when one is due and none runs (cheap otherwise)."""
+        now = self._clock()
+        if self._due is not None and now < self._due:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._due = now + self.interval
+        self._thread = threading.Thread(target=self._run, name="masterd-housekeeping")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            housekeeping_pass(self.data_dir)
+        except Exception:  # noqa: BLE001 - the daemon goes on; the next pass tries again
+            log.exception("the periodic pass over the data dir failed")
+
+    def join(self) -> None:
+        """Wait for the pass that runs now, if any."""
+        if self._thread is not None:
+            self._thread.join()
