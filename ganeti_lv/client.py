@@ -161,13 +161,13 @@ class Client:
 
         signal_cancel(self.job(job_id))
 
-    def jobs(self) -> list[Job]:
-        """All recorded jobs, ascending by id."""
+    def jobs(self, archived: bool = False) -> list[Job]:
+        """The recorded jobs not archived (with ``archived``, all), ascending by id."""
         master = self._daemon()
         if master is not None:
             with master:
-                return master.jobs()
-        return self.ctx.jobs.list()
+                return master.jobs(archived)
+        return self.ctx.jobs.list(archived)
 
     def job(self, job_id: int) -> Job:
         """One recorded job; JobError when unknown."""
@@ -176,6 +176,24 @@ class Client:
             with master:
                 return master.job(job_id)
         return self.ctx.jobs.get(job_id)
+
+    def archive(self, job_ids: Sequence[int]) -> dict[int, JobError | None]:
+        """Archive finished jobs (each with the finished moves of a node operation's job);
+        per id, None or the JobError saying why it was not (``ganeti_lv.master.archive``).
+
+        The job log is archived in place, by this process, also when a master
+        daemon runs (its periodic pass and this take turns).
+        """
+        from ganeti_lv.master.archive import archive_jobs
+
+        return archive_jobs(self.ctx.jobs, job_ids)
+
+    def auto_archive(self, age: float | None) -> int:
+        """Archive the finished jobs that ended ``age`` seconds ago or earlier (every
+        finished job for None); how many were archived."""
+        from ganeti_lv.master.archive import auto_archive
+
+        return auto_archive(self.ctx.jobs, age)
 
     def close(self) -> None:
         """Close node connections (of the jobs run in this process)."""

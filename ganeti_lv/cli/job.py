@@ -1,7 +1,10 @@
-"""``gnt-lv job list|info|watch|cancel``: the job log and the jobs running.
+"""``gnt-lv job list|info|watch|cancel|archive|autoarchive``: the job log and the jobs running.
 
 ``job list`` shows the moves of a node operation (``node migrate``,
-``node evacuate``) right after its job, indented. ``job watch ID`` follows
+``node evacuate``) right after its job, indented; archived jobs only with
+``--archived`` (as ``gnt-job list``). ``job archive ID...`` and ``job
+autoarchive AGE`` archive finished jobs as ``gnt-job``'s do
+(``ganeti_lv.master.archive``). ``job watch ID`` follows
 a job to its end as the command that submitted it would have (progress
 bars on a terminal; Ctrl-C asks the job to stop safely) and exits with its
 outcome; ``job cancel ID`` asks a running job to stop safely.
@@ -29,6 +32,7 @@ JOB_FIELDS = (
     "end",
     "pid",
     "parent",
+    "archived",
 )
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")
 JOB_HEADERS = {
@@ -42,7 +46,10 @@ JOB_HEADERS = {
     "end": "Ended",
     "pid": "PID",
     "parent": "Parent",
+    "archived": "Archived",
 }
+# Ganeti's time specification suffixes (cli.ParseTimespec)
+_TIMESPEC_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def format_timestamp(value: float) -> str:
@@ -70,6 +77,7 @@ def _field(job: Any, name: str) -> Any:
         "end": _ts(job.end_ts),
         "pid": job.pid,
         "parent": job.parent,
+        "archived": job.archived,
     }[name]
 
 
@@ -100,7 +108,9 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     id order, as Ganeti's ``gnt-job list`` (the ``parent`` field groups them).
     """
     fields = common.parse_fields(opts.output, JOB_DEFAULT_FIELDS, JOB_FIELDS)
-    jobs = env.client().jobs()
+    if opts.archived and "archived" not in fields:
+        fields.append("archived")  # as gnt-job list --archived
+    jobs = env.client().jobs(archived=opts.archived)
     if opts.status:
         jobs = [j for j in jobs if j.status == opts.status]
     rows = []
@@ -197,11 +207,43 @@ def cmd_cancel(opts: argparse.Namespace, env: CliEnv) -> int:
     return status
 
 
+def parse_timespec(text: str) -> int:
+    """Seconds of a time specification as Ganeti's: a number of seconds, or one with
+    the suffix s, m, h, d or w; OpPrereqError (ECODE_INVAL) for anything else."""
+    number, unit = (
+        (text[:-1], _TIMESPEC_UNITS[text[-1]]) if text[-1:] in _TIMESPEC_UNITS else (text, 1)
+    )
+    if not (number.isascii() and number.isdigit()):
+        raise OpPrereqError(f"Invalid time specification '{text}'", ECODE_INVAL)
+    return int(number) * unit
+
+
+def cmd_archive(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Archive finished jobs (a node operation's with its moves); exit 1 if one was not."""
+    job_ids = [_job_id(text) for text in opts.job_ids]  # a bad id: none is archived
+    status = EXIT_SUCCESS
+    for job_id, err in env.client().archive(job_ids).items():
+        if err is not None:
+            env.warn(f"Job {job_id} not archived ({err.ecode}): {err.msg}")
+            status = EXIT_FAILURE
+    return status
+
+
+def cmd_autoarchive(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Archive the finished jobs older than AGE (``all``: every finished job)."""
+    age = None if opts.age == "all" else parse_timespec(opts.age)
+    archived = env.client().auto_archive(age)
+    # Ganeti's line; every job is checked here (gnt-job's may stop at a timeout)
+    env.write(f"Archived {archived} jobs, 0 unchecked left")
+    return EXIT_SUCCESS
+
+
 def register(registry: CommandRegistry) -> None:
     """Add the ``job`` group."""
     registry.group("job", help="Job log")
     lst = registry.command("job", "list", cmd_list, help="List jobs")
     lst.add_argument("--status", choices=JOB_STATUSES, help="Only jobs with this status")
+    lst.add_argument("--archived", action="store_true", help="Include archived jobs")
     common.add_list_options(lst, JOB_FIELDS)
     info = registry.command("job", "info", cmd_info, help="Show jobs in detail")
     info.add_argument("job_ids", nargs="+", metavar="ID")
@@ -209,3 +251,11 @@ def register(registry: CommandRegistry) -> None:
     watch.add_argument("job_id", metavar="ID")
     cancel = registry.command("job", "cancel", cmd_cancel, help="Ask running jobs to stop safely")
     cancel.add_argument("job_ids", nargs="+", metavar="ID")
+    archive = registry.command("job", "archive", cmd_archive, help="Archive finished jobs")
+    archive.add_argument("job_ids", nargs="+", metavar="ID")
+    autoarchive = registry.command(
+        "job", "autoarchive", cmd_autoarchive, help="Archive finished jobs older than AGE"
+    )
+    autoarchive.add_argument(
+        "age", metavar="AGE", help="seconds, or with a suffix: 1m, 1h, 1d, 1w; or 'all'"
+    )

@@ -113,11 +113,11 @@ class MasterClient:
 
     # -------------------------------------------------------------- queries
 
-    def jobs(self) -> list[Job]:
-        """All jobs of the job log, ascending by id."""
+    def jobs(self, archived: bool = False) -> list[Job]:
+        """The jobs of the job log not archived (with ``archived``, all), ascending by id."""
         from ganeti_lv.master.jobs import Job  # the job log's records: for job queries only
 
-        answer = self._ask(protocol.request(protocol.JOBS))
+        answer = self._ask(protocol.request(protocol.JOBS, archived=archived))
         return [Job.from_dict(job) for job in answer["jobs"]]
 
     def job(self, job_id: int) -> Job:

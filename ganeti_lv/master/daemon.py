@@ -18,8 +18,8 @@ connection that submitted it: a client that goes away leaves it running; a
 cancel request (from any connection) asks it to stop safely.
 
 Between requests the daemon runs its periodic pass over the data dir
-(``ganeti_lv.master.housekeeping``: removing temp files of killed
-writers), at its start and then every few minutes.
+(``ganeti_lv.master.housekeeping``: archiving old jobs, removing temp
+files of killed writers), at its start and then every few minutes.
 
 SIGTERM (or SIGINT) stops the daemon: it accepts no new connection (a
 client already connected is still served) and leaves once the running jobs
@@ -244,9 +244,9 @@ class MasterDaemon:
             )
         return _logged(job)
 
-    def jobs(self) -> list[Job]:
-        """Every job of the job log."""
-        return self._base.jobs.list()
+    def jobs(self, archived: bool = False) -> list[Job]:
+        """The jobs of the job log not archived (with ``archived``, every job)."""
+        return self._base.jobs.list(archived)
 
     def job(self, job_id: int) -> Job:
         """One job of the job log; JobError when unknown."""
@@ -287,7 +287,8 @@ class MasterDaemon:
             self.cancel(job_id, _reason(msg))
             send({"type": protocol.CANCELING, "job_id": job_id})
         elif kind == protocol.JOBS:
-            send({"type": protocol.JOBS, "jobs": [job.to_dict() for job in self.jobs()]})
+            jobs = self.jobs(protocol.archived_of(msg))
+            send({"type": protocol.JOBS, "jobs": [job.to_dict() for job in jobs]})
         elif kind == protocol.JOB:
             send({"type": protocol.JOB, "job": self.job(protocol.job_id_of(msg)).to_dict()})
         elif kind == protocol.VERSION:

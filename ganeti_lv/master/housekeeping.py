@@ -1,11 +1,13 @@
-"""The master daemon's periodic pass over its data dir.
+"""The master daemon's periodic pass over its data dir (as Ganeti's watcher archives jobs).
 
 Once when the daemon starts and every ``PASS_INTERVAL`` seconds after that
 (``Housekeeper.tick``, called between requests), a thread of its own:
 
 - removes the temp files that writers killed mid-write (SIGKILL, a crash)
   left beside the configuration and the job files, once they are a minute
-  old (a writer of another process may still be writing a younger one).
+  old (a writer of another process may still be writing a younger one);
+- archives the finished jobs that ended ``AUTOARCHIVE_AGE`` (6 h, as Ganeti's
+  watcher) ago or earlier (``ganeti_lv.master.archive``).
 
 A pass that fails is logged; the next one runs at its time.
 """
@@ -20,10 +22,13 @@ from collections.abc import Callable
 
 from ganeti_lv import paths
 from ganeti_lv.config import atomic_temp_pattern, remove_stale_temp_files
-from ganeti_lv.master.jobs import JOB_TEMP_FILE_RES
+from ganeti_lv.master.archive import auto_archive
+from ganeti_lv.master.jobs import JOB_TEMP_FILE_RES, JobStore
 
 log = logging.getLogger("ganeti_lv.master.housekeeping")
 
+# finished jobs older than this are archived (Ganeti's watcher's default job age)
+AUTOARCHIVE_AGE = 6 * 3600.0
 # seconds between two passes (Ganeti's watcher runs every 5 minutes)
 PASS_INTERVAL = 300.0
 # a temp file last written this long ago (s) has no writer any more
@@ -42,10 +47,13 @@ def remove_stale_temps(data_dir: str, now: float | None = None) -> list[str]:
 
 
 def housekeeping_pass(data_dir: str) -> None:
-    """One pass (see the module's docstring)."""
+    """One pass: stale temp files, archiving (see the module's docstring)."""
     removed = remove_stale_temps(data_dir)
     if removed:
         log.info("removed %d temp files left by killed writers: %s", len(removed), removed)
+    archived = auto_archive(JobStore(paths.jobs_dir(data_dir)), AUTOARCHIVE_AGE)
+    if archived:
+        log.info("archived %d jobs older than %g s", archived, AUTOARCHIVE_AGE)
 
 
 class Housekeeper:

@@ -28,9 +28,15 @@ A job records the pid (and the process start time) of the process that runs
 it (``gnt-lv``, ops tooling or the master daemon) and the boot it ran in
 (the kernel's boot id); when a job says "queued" or "running" but that
 process is gone (or the machine has rebooted since), readers report it as
-"lost", never as running. Files written before jobs had several opcodes
-(one opcode's fields at the top level) are read as one-opcode jobs; files
+"lost", never as running. Files written before jobs had several opcodes (one
+opcode's fields at the top level) are read as one-opcode jobs; files
 without a boot id are judged by the pid alone.
+
+Finished jobs are archived (``ganeti_lv.master.archive``): their files move,
+unchanged, to ``archive/<id // 10000>/`` under the job log directory, as
+Ganeti buckets them. Listing reads the job log directory only (with
+``archived``, the archive too); a job is still found by its id, and ids
+never repeat (the counter skips archived ones too).
 """
 
 from __future__ import annotations
@@ -70,6 +76,10 @@ JOB_TEMP_FILE_RES = (
     atomic_temp_pattern(r"job-\d+\.json"),
     re.compile(r"^job-\d+\.json\.\d+\.\d+\.tmp$"),
 )
+
+ARCHIVE_DIR = "archive"
+# archived jobs per directory of the archive (Ganeti's JOBS_PER_ARCHIVE_DIRECTORY)
+JOBS_PER_ARCHIVE_DIR = 10000
 
 _BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
@@ -199,6 +209,8 @@ class Job:
     parent: int | None = None
     # the boot the job's process ran in (None in files written before it was recorded)
     boot_id: str | None = None
+    # where the job's file is (the archive or not), not in the file: set when it is read
+    archived: bool = False
 
     @property
     def op_id(self) -> str:
@@ -322,7 +334,9 @@ def write_new_file_durably(path: str, data: bytes, mode: int = 0o640) -> None:
 
 
 def _encode(job: Job) -> bytes:
-    return json.dumps(_json_record(job), sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    data = _json_record(job)
+    del data["archived"]  # where the file is says that
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
 def _gone(job: Job) -> bool:
@@ -344,6 +358,18 @@ class JobStore:
     # -------------------------------------------------------------- files
     def _path(self, job_id: int) -> str:
         return os.path.join(self.jobs_dir, f"job-{job_id}.json")
+
+    @property
+    def archive_dir(self) -> str:
+        """The directory of the archived jobs."""
+        return os.path.join(self.jobs_dir, ARCHIVE_DIR)
+
+    def path(self, job_id: int, archived: bool = False) -> str:
+        """The file of job ``job_id``, in the job log directory or in the archive."""
+        if not archived:
+            return self._path(job_id)
+        bucket = str(job_id // JOBS_PER_ARCHIVE_DIR)
+        return os.path.join(self.archive_dir, bucket, f"job-{job_id}.json")
 
     @contextlib.contextmanager
     def _counter_lock(self) -> Iterator[None]:
@@ -367,10 +393,10 @@ class JobStore:
                     last = 0
                 if last <= 0:
                     # A new, lost or unreadable counter: never reuse an id.
-                    last = max([0, *self.job_ids()])
+                    last = self._highest_id()
                 # The counter is not fsynced: after a power loss it may lag
                 # behind job files that were; skip ids whose file exists.
-                while os.path.lexists(self._path(last + 1)):
+                while self._known(last + 1):
                     last += 1
                 # In place: one small write of a growing number under the lock.
                 text = f"{last + 1}\n".encode()
@@ -380,6 +406,17 @@ class JobStore:
             finally:
                 os.close(fd)
         return last + 1
+
+    def _known(self, job_id: int) -> bool:
+        """True when job ``job_id`` has a file (in the job log or in the archive)."""
+        return os.path.lexists(self._path(job_id)) or os.path.lexists(self.path(job_id, True))
+
+    def _highest_id(self) -> int:
+        """The highest id of a job file (0 if none): the job log's and the archive's
+        highest bucket's (a bucket holds the ids from ``n * JOBS_PER_ARCHIVE_DIR``)."""
+        buckets = [int(name) for name in _listdir(self.archive_dir) if name.isdigit()]
+        archived = _ids_in(os.path.join(self.archive_dir, str(max(buckets)))) if buckets else []
+        return max([0, *self.job_ids(), *archived])
 
     def save(self, job: Job, durable: bool = False) -> None:
         """Write the job's file atomically; ``durable`` also fsyncs it (final states)."""
@@ -495,7 +532,7 @@ class JobStore:
         return stored.status
 
     # ------------------------------------------------------------ reading
-    def _load(self, path: str) -> Job:
+    def _load(self, path: str, archived: bool = False) -> Job:
         try:
             with open(path, "rb") as fobj:
                 job = Job.from_dict(json.loads(fobj.read()))
@@ -503,29 +540,58 @@ class JobStore:
             raise JobError(f"Job file {path} not found") from None
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise JobError(f"Job file {path} is corrupt: {err!r}", ECODE_FAULT) from err
+        job.archived = archived
         if job.status in JOB_ACTIVE_STATUSES and _gone(job):
             job.status = JOB_STATUS_LOST
         return job
 
     def get(self, job_id: int) -> Job:
-        """The job ``job_id``; JobError (ECODE_NOENT) if unknown."""
-        path = self._path(int(job_id))
-        if not os.path.exists(path):
-            raise JobError(f"Job {job_id} not found")
-        return self._load(path)
+        """The job ``job_id``, archived or not; JobError (ECODE_NOENT) if unknown."""
+        job_id = int(job_id)
+        # the job log first: a file moves only to the archive, never back, so
+        # one that is not in the job log (any more) is in the archive if anywhere
+        for archived in (False, True):
+            path = self.path(job_id, archived)
+            try:
+                return self._load(path, archived)
+            except JobError:
+                if os.path.lexists(path):
+                    raise  # there, but unreadable
+        raise JobError(f"Job {job_id} not found")
 
-    def job_ids(self) -> builtins.list[int]:
-        """Ids of all recorded jobs, ascending."""
-        try:
-            names = os.listdir(self.jobs_dir)
-        except FileNotFoundError:
-            return []
-        return sorted(int(m.group(1)) for n in names if (m := _JOB_FILE_RE.match(n)))
+    def job_ids(self, archived: bool = False) -> builtins.list[int]:
+        """Ids of the recorded jobs, ascending (with ``archived``, the archived ones too)."""
+        return sorted(job_id for job_id, _ in self._files(archived))
 
-    def list(self) -> builtins.list[Job]:
-        """All recorded jobs, ascending by id (unreadable files are skipped)."""
+    def list(self, archived: bool = False) -> builtins.list[Job]:
+        """The recorded jobs not archived (with ``archived``, all), ascending by id.
+
+        Unreadable files are skipped.
+        """
         jobs = []
-        for job_id in self.job_ids():
+        for job_id, in_archive in sorted(self._files(archived)):
             with contextlib.suppress(JobError):
-                jobs.append(self._load(self._path(job_id)))
+                jobs.append(self._load(self.path(job_id, in_archive), in_archive))
         return jobs
+
+    def _files(self, archived: bool) -> builtins.list[tuple[int, bool]]:
+        """(id, archived) of each job file of the job log (with ``archived``, the archive's too)."""
+        files = [(job_id, False) for job_id in _ids_in(self.jobs_dir)]
+        if archived:
+            for bucket in _listdir(self.archive_dir):
+                if bucket.isdigit():
+                    directory = os.path.join(self.archive_dir, bucket)
+                    files.extend((job_id, True) for job_id in _ids_in(directory))
+        return files
+
+
+def _listdir(directory: str) -> builtins.list[str]:
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+def _ids_in(directory: str) -> builtins.list[int]:
+    """Ids of the job files in ``directory``."""
+    return [int(m.group(1)) for n in _listdir(directory) if (m := _JOB_FILE_RE.match(n))]

@@ -30,7 +30,9 @@ Requests and what the daemon answers:
 ``{"v": 1, "type": "jobs"}``, ``{"v": 1, "type": "job", "job_id": N}``
     Answer ``{"type": "jobs", "jobs": [<job>, ...]}`` or
     ``{"type": "job", "job": <job>}``: jobs as the job log records them
-    (``ganeti_lv.master.jobs.Job.to_dict``).
+    (``ganeti_lv.master.jobs.Job.to_dict``). ``jobs`` lists the jobs not
+    archived, all of them with ``"archived": true``; ``job`` finds an
+    archived job too.
 ``{"v": 1, "type": "version"}``
     Answer ``{"type": "version", "protocol": 1, "version": "0.1.0"}``.
 
@@ -308,6 +310,14 @@ def job_id_of(msg: Message) -> int:
     if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id <= 0:
         raise invalid_request(f"job_id must be a positive integer, got {job_id!r}")
     return job_id
+
+
+def archived_of(msg: Message) -> bool:
+    """The ``archived`` flag of a ``jobs`` request (default false); OpPrereqError unless a bool."""
+    archived = msg.get("archived", False)
+    if not isinstance(archived, bool):
+        raise invalid_request(f"archived must be true or false, got {archived!r}")
+    return archived
 
 
 def parse_submit(msg: Message) -> Submit:

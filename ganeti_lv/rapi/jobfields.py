@@ -25,7 +25,9 @@ id], ...]}``; when it failed, its result is its error like any other (no
 ``jobs``: Ganeti's client decodes a failed opcode's result as an error),
 whose message names the job of each move that ran. A dry run's result is
 null, as Ganeti's (the Python API's is the LU's: a node operation's plan,
-say).
+say). ``archived`` says whether the job is archived: ``GET /2/jobs`` lists
+the jobs not archived, ``GET /2/jobs/[id]`` finds an archived one too (as
+Ganeti's).
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def job_field(job: Job, name: str, canceling: bool = False) -> Any:
     elif name == "priority":
         value = 0
     elif name == "archived":
-        value = False
+        value = job.archived
     elif name in ("received_ts", "start_ts", "end_ts"):
         value = split_time(getattr(job, name))
     else:
