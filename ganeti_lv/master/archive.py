@@ -1,4 +1,4 @@
-"""Archiving the job log (Ganeti's job archive).
+"""Archiving the job log, and recording the end of lost jobs (Ganeti's job archive).
 
 A finished job (success, error, canceled, or lost: its process is gone)
 can be archived: its file moves, unchanged, from the job log directory to
@@ -13,9 +13,14 @@ node operation with its moves under it, so archiving a move alone would
 leave its node operation without it. Archiving a node operation's job
 archives its finished moves with it (the job first, then its moves).
 
+A lost job (its process was killed) is first recorded as finished
+(``record_lost``): the opcodes it did not finish fail with an error saying
+that the process running it is gone, and it gets an end time. Its status
+stays "lost" (the remote API shows it as Ganeti's "error").
+
 Every change here is made under the job log's archive lock, so two
 processes archiving (the master daemon's periodic pass, ``gnt-lv job
-archive``) never move the same job at once. A move is a rename,
+archive``) never move or rewrite the same job at once. A move is a rename,
 not fsynced: a power loss may undo a recent one, and the job is then
 listed again, unchanged.
 """
@@ -28,8 +33,9 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 
+from ganeti_lv.constants import JOB_ACTIVE_STATUSES, JOB_STATUS_ERROR, JOB_STATUS_LOST
 from ganeti_lv.errors import ECODE_STATE, JobError
-from ganeti_lv.master.jobs import Job, JobStore
+from ganeti_lv.master.jobs import Job, JobStore, lost_error
 
 
 @contextlib.contextmanager
@@ -54,6 +60,29 @@ def job_age(job: Job, now: float) -> float:
     return 0.0
 
 
+def record_lost(store: JobStore, job: Job) -> Job:
+    """Record the end of a lost job; the job as recorded (unchanged unless it was lost).
+
+    ``job`` as read; it is read again here, now that its process is known
+    to be gone, so that an end its process recorded just before it went is
+    kept. The caller holds the archive lock.
+    """
+    if job.status != JOB_STATUS_LOST or job.archived:
+        return job
+    if not any(op.status in JOB_ACTIVE_STATUSES for op in job.ops):
+        return job  # recorded already
+    again = store.get(job.id)
+    unfinished = [op for op in again.ops if op.status in JOB_ACTIVE_STATUSES]
+    if again.status != JOB_STATUS_LOST or again.archived or not unfinished:
+        return again
+    now = time.time()
+    for op in unfinished:
+        op.status, op.error, op.end_ts = JOB_STATUS_ERROR, lost_error(again), now
+    again.end_ts = now
+    store.save(again, durable=True)
+    return again
+
+
 def _move(store: JobStore, job: Job) -> None:
     target = store.path(job.id, archived=True)
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -67,7 +96,7 @@ def _archive_with_moves(store: JobStore, job: Job, jobs: Iterable[Job], done: se
     for child in jobs:
         if child.parent == job.id and child.finished and child.id not in done:
             with contextlib.suppress(FileNotFoundError):  # archived meanwhile
-                _move(store, child)
+                _move(store, record_lost(store, child))
                 done.add(child.id)
 
 
@@ -93,7 +122,7 @@ def archive_jobs(store: JobStore, job_ids: Iterable[int]) -> dict[int, JobError 
                     job = store.get(job_id)  # archived, or unreadable
                     raise JobError(f"Job {job_id} is already archived", ECODE_STATE)
                 _check_archivable(job, listed, done)
-                _archive_with_moves(store, job, jobs, done)
+                _archive_with_moves(store, record_lost(store, job), jobs, done)
             except JobError as err:
                 outcome[job_id] = err
             except FileNotFoundError:  # gone since it was listed (archived meanwhile)
@@ -117,8 +146,8 @@ def _check_archivable(job: Job, listed: dict[int, Job], done: set[int]) -> None:
 
 
 def auto_archive(store: JobStore, age: float | None, now: float | None = None) -> int:
-    """Archive the finished jobs older than ``age`` seconds (every finished job for None);
-    the number of jobs archived.
+    """Record the lost jobs' end, then archive the finished jobs older than ``age`` seconds
+    (every finished job for None); the number of jobs archived.
 
     A move of a node operation goes with its job (also when younger), and
     waits while that job is not archived.
@@ -126,7 +155,7 @@ def auto_archive(store: JobStore, age: float | None, now: float | None = None) -
     now = time.time() if now is None else now
     done: set[int] = set()
     with archive_lock(store):
-        jobs = store.list()
+        jobs = [record_lost(store, job) for job in store.list()]
         unarchived = {job.id for job in jobs}
         for job in jobs:
             if job.id in done or not job.finished:

@@ -18,8 +18,9 @@ connection that submitted it: a client that goes away leaves it running; a
 cancel request (from any connection) asks it to stop safely.
 
 Between requests the daemon runs its periodic pass over the data dir
-(``ganeti_lv.master.housekeeping``: archiving old jobs, removing temp
-files of killed writers), at its start and then every few minutes.
+(``ganeti_lv.master.housekeeping``: archiving old jobs, recording lost
+ones, removing temp files of killed writers), at its start and then every
+few minutes.
 
 SIGTERM (or SIGINT) stops the daemon: it accepts no new connection (a
 client already connected is still served) and leaves once the running jobs

@@ -6,7 +6,8 @@ Once when the daemon starts and every ``PASS_INTERVAL`` seconds after that
 - removes the temp files that writers killed mid-write (SIGKILL, a crash)
   left beside the configuration and the job files, once they are a minute
   old (a writer of another process may still be writing a younger one);
-- archives the finished jobs that ended ``AUTOARCHIVE_AGE`` (6 h, as Ganeti's
+- records the end of the lost jobs (their process is gone) and archives
+  the finished jobs that ended ``AUTOARCHIVE_AGE`` (6 h, as Ganeti's
   watcher) ago or earlier (``ganeti_lv.master.archive``).
 
 A pass that fails is logged; the next one runs at its time.
@@ -47,7 +48,7 @@ def remove_stale_temps(data_dir: str, now: float | None = None) -> list[str]:
 
 
 def housekeeping_pass(data_dir: str) -> None:
-    """One pass: stale temp files, archiving (see the module's docstring)."""
+    """One pass: stale temp files, lost jobs, archiving (see the module's docstring)."""
     removed = remove_stale_temps(data_dir)
     if removed:
         log.info("removed %d temp files left by killed writers: %s", len(removed), removed)

@@ -28,7 +28,9 @@ A job records the pid (and the process start time) of the process that runs
 it (``gnt-lv``, ops tooling or the master daemon) and the boot it ran in
 (the kernel's boot id); when a job says "queued" or "running" but that
 process is gone (or the machine has rebooted since), readers report it as
-"lost", never as running. Files written before jobs had several opcodes (one
+"lost", never as running. The master daemon then records its end
+(``ganeti_lv.master.archive``): the opcodes it did not finish fail with an
+error saying so. Files written before jobs had several opcodes (one
 opcode's fields at the top level) are read as one-opcode jobs; files
 without a boot id are judged by the pid alone.
 
@@ -337,6 +339,16 @@ def _encode(job: Job) -> bytes:
     data = _json_record(job)
     del data["archived"]  # where the file is says that
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def lost_error(job: Job) -> dict[str, Any]:
+    """The error of the opcodes a lost job did not finish (its process is gone)."""
+    return {
+        "class": "OpExecError",
+        "ganeti_class": "OpExecError",
+        "ecode": ECODE_FAULT,
+        "message": f"Job {job.id} is lost: the process running it (pid {job.pid}) is gone",
+    }
 
 
 def _gone(job: Job) -> bool:

@@ -47,7 +47,7 @@ from ganeti_lv.constants import (
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
 )
-from ganeti_lv.master.jobs import Job, OpRecord
+from ganeti_lv.master.jobs import Job, OpRecord, lost_error
 from ganeti_lv.rapi.httperrors import bad_request
 
 STATUS_WAITING = "waiting"
@@ -135,13 +135,8 @@ def op_result(job: Job, op: OpRecord) -> Any:
         if op.status == JOB_STATUS_CANCELED and op.exec_ts is None:
             return CANCELED_RESULT
         return encode_error(op.error)
-    if _lost(job) and op.status in JOB_ACTIVE_STATUSES:
-        return encode_error(
-            {
-                "class": "OpExecError",
-                "message": f"Job lost: the process running it (pid {job.pid}) is gone",
-            }
-        )
+    if _lost(job) and op.status in JOB_ACTIVE_STATUSES:  # its end not recorded yet
+        return encode_error(lost_error(job))
     if op.status == JOB_STATUS_CANCELED:
         return CANCELED_RESULT
     return None

@@ -1,4 +1,5 @@
-"""The job log's archive (gnt-lv job archive/autoarchive, the daemon's pass)."""
+"""The job log's archive (gnt-lv job archive/autoarchive, the daemon's pass), and the end of
+lost jobs recorded."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE
 from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master.archive import archive_jobs, auto_archive
+from ganeti_lv.master.archive import archive_jobs, archive_lock, auto_archive, record_lost
 from ganeti_lv.master.jobs import Job, JobStore
 from ganeti_lv.opcodes import OpTestDelay
+from ganeti_lv.rapi import jobfields
 from ganeti_lv.rapi import users as rapi_users
 from ganeti_lv.rapi.server import RapiApplication
 
@@ -154,6 +156,45 @@ def test_archiving_a_node_operation_by_id_takes_its_moves(store: JobStore) -> No
     assert [job.id for job in store.list()] == [other.id]
 
 
+# ------------------------------------------------------------------ lost jobs
+
+
+def test_a_lost_job_is_recorded_as_ended_with_an_error(store: JobStore) -> None:
+    job = _lost(store)
+    before = store.get(job.id)
+    assert before.status == "lost" and before.end_ts is None
+    assert auto_archive(store, 6 * HOUR) == 0  # just ended: recorded, not archived
+    data = _file(store, job.id)
+    assert data["status"] == "lost" and data["end_ts"] is not None
+    assert [op["status"] for op in data["ops"]] == ["error", "error"]
+    message = f"Job {job.id} is lost: the process running it (pid {2**22 + 7}) is gone"
+    assert [op["error"]["message"] for op in data["ops"]] == [message, message]
+    assert all(op["end_ts"] == data["end_ts"] for op in data["ops"])
+    # the remote API shows it as before: Ganeti's error, with that error
+    fields = jobfields.render(store.get(job.id))
+    assert fields["status"] == "error" and fields["opstatus"] == ["error", "error"]
+    assert fields["opresult"][0] == ["OpExecError", [message]]
+    assert fields["end_ts"] is not None
+
+
+def test_a_lost_job_keeps_an_end_its_process_recorded_before_it_went(store: JobStore) -> None:
+    """Read as lost from an old copy: the file read again says how it ended."""
+    job = _lost(store)
+    seen = store.get(job.id)
+    assert seen.status == "lost"
+    done = store.get(job.id)
+    done.status, done.end_ts = "success", time.time()
+    for op in done.ops:
+        op.status = "success"
+    store.save(done)
+    with archive_lock(store):
+        assert record_lost(store, seen).status == "success"
+    assert _file(store, job.id)["status"] == "success"
+
+
+# ------------------------------------------------------------------ the daemon's pass
+
+
 @pytest.fixture
 def program(tmp_path: Path) -> Iterator[str]:
     ddir = str(tmp_path / "data")
@@ -166,12 +207,13 @@ def program(tmp_path: Path) -> Iterator[str]:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_the_daemon_archives_old_jobs_at_start(program: str) -> None:
+def test_the_daemon_archives_old_jobs_and_records_lost_ones_at_start(program: str) -> None:
     store = JobStore(paths.jobs_dir(program))
     old, young, lost = _finished(store, ended_ago=7 * HOUR), _finished(store), _lost(store)
     assert start_program(program).returncode == 0
     try:
         assert wait_until(lambda: store.get(old.id).archived, 15)
+        assert wait_until(lambda: _file(store, lost.id)["end_ts"] is not None, 15)
         assert [job.id for job in Client(data_dir=program).jobs()] == [young.id, lost.id]
         assert Client(data_dir=program).job(old.id).archived  # through the daemon
         everything = Client(data_dir=program).jobs(archived=True)

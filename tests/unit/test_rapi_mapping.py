@@ -204,7 +204,7 @@ def test_errors_not_run_opcodes_and_lost_jobs(store: JobStore) -> None:
     assert reread.status == "lost" and os.path.exists(path)
     fields = jobfields.render(reread)
     assert fields["status"] == "error" and fields["opstatus"] == ["error", "error"]
-    assert "Job lost" in fields["opresult"][0][1][0]
+    assert f"Job {lost.id} is lost" in fields["opresult"][0][1][0]
 
 
 def test_oplog_serials_run_over_the_whole_job(store: JobStore) -> None:
