@@ -89,12 +89,23 @@ def _move(store: JobStore, job: Job) -> None:
     os.rename(store.path(job.id), target)
 
 
-def _archive_with_moves(store: JobStore, job: Job, jobs: Iterable[Job], done: set[int]) -> None:
-    """Archive ``job``, then its finished moves among ``jobs``; their ids go to ``done``."""
+def _moves_by_job(jobs: Iterable[Job]) -> dict[int, list[Job]]:
+    """The moves among ``jobs`` by the id of their node operation's job."""
+    moves: dict[int, list[Job]] = {}
+    for job in jobs:
+        if job.parent is not None:
+            moves.setdefault(job.parent, []).append(job)
+    return moves
+
+
+def _archive_with_moves(
+    store: JobStore, job: Job, moves: dict[int, list[Job]], done: set[int]
+) -> None:
+    """Archive ``job``, then its finished ``moves``; their ids go to ``done``."""
     _move(store, job)
     done.add(job.id)
-    for child in jobs:
-        if child.parent == job.id and child.finished and child.id not in done:
+    for child in moves.get(job.id, []):
+        if child.finished and child.id not in done:
             with contextlib.suppress(FileNotFoundError):  # archived meanwhile
                 _move(store, record_lost(store, child))
                 done.add(child.id)
@@ -112,6 +123,7 @@ def archive_jobs(store: JobStore, job_ids: Iterable[int]) -> dict[int, JobError 
     with archive_lock(store):
         jobs = store.list()
         listed = {job.id: job for job in jobs}
+        moves = _moves_by_job(jobs)
         for job_id in sorted(set(job_ids)):  # a node operation's job before its moves
             if job_id in done:
                 outcome[job_id] = None
@@ -122,7 +134,7 @@ def archive_jobs(store: JobStore, job_ids: Iterable[int]) -> dict[int, JobError 
                     job = store.get(job_id)  # archived, or unreadable
                     raise JobError(f"Job {job_id} is already archived", ECODE_STATE)
                 _check_archivable(job, listed, done)
-                _archive_with_moves(store, record_lost(store, job), jobs, done)
+                _archive_with_moves(store, record_lost(store, job), moves, done)
             except JobError as err:
                 outcome[job_id] = err
             except FileNotFoundError:  # gone since it was listed (archived meanwhile)
@@ -157,6 +169,7 @@ def auto_archive(store: JobStore, age: float | None, now: float | None = None) -
     with archive_lock(store):
         jobs = [record_lost(store, job) for job in store.list()]
         unarchived = {job.id for job in jobs}
+        moves = _moves_by_job(jobs)
         for job in jobs:
             if job.id in done or not job.finished:
                 continue
@@ -165,5 +178,5 @@ def auto_archive(store: JobStore, age: float | None, now: float | None = None) -
             if age is not None and job_age(job, now) < age:
                 continue
             with contextlib.suppress(FileNotFoundError):  # archived meanwhile
-                _archive_with_moves(store, job, jobs, done)
+                _archive_with_moves(store, job, moves, done)
     return len(done)
