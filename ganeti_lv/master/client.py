@@ -16,9 +16,11 @@ then raised here. A client that goes away leaves its job running.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,19 +37,61 @@ if TYPE_CHECKING:
 CANCEL_POLL = 0.1
 
 
-def connect(data_dir: str | None = None, timeout: float = 5.0) -> MasterClient | None:
-    """A client of the data dir's master daemon, or None when none runs there."""
+# How long a client waits for the daemon to take its connection (s).
+CONNECT_TIMEOUT = 5.0
+
+# connect's errors that mean no daemon listens: no socket file (any more), or
+# one left behind by a daemon that is gone (also a file that is no socket)
+_NO_DAEMON = frozenset({errno.ENOENT, errno.ECONNREFUSED})
+
+
+def connect(data_dir: str | None = None, timeout: float = CONNECT_TIMEOUT) -> MasterClient | None:
+    """A client of the data dir's master daemon, or None when none runs there.
+
+    A daemon that runs but takes no connection within ``timeout`` seconds
+    is an OpExecError, not None: its callers would run the job in their own
+    process, beside the daemon.
+    """
     path = paths.masterd_socket(paths.data_dir(data_dir))
     if not os.path.exists(path):
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    return MasterClient(path, sock)
+    sock = _open(path, timeout)
+    return None if sock is None else MasterClient(path, sock)
+
+
+def _open(path: str, timeout: float) -> socket.socket | None:
+    """A connection to the daemon's socket ``path``; None when no daemon listens there.
+
+    A connect with a timeout fails at once (EAGAIN) while the daemon's queue
+    of connections is full (a burst of clients): it is tried again, pausing
+    a little longer each time, for up to ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as err:
+            sock.close()
+            if err.errno in _NO_DAEMON:
+                return None
+            if err.errno != errno.EAGAIN:
+                raise errors.OpExecError(
+                    f"Cannot reach the master daemon at {path}: {err}", errors.ECODE_ENVIRON
+                ) from err
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.OpExecError(
+                    f"The master daemon at {path} took no connection within {timeout:g} s"
+                    " (its queue of connections stayed full)",
+                    errors.ECODE_TEMP_NORES,
+                ) from err
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.1)
+        else:
+            return sock
 
 
 class MasterClient:
@@ -136,14 +180,12 @@ class MasterClient:
     def _connection(self) -> socket.socket:
         sock, self._sock = self._sock, None
         if sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.path)
-            except OSError as err:
-                sock.close()
+            sock = _open(self.path, CONNECT_TIMEOUT)
+            if sock is None:
                 raise errors.OpExecError(
-                    f"Cannot reach the master daemon at {self.path}: {err}", errors.ECODE_ENVIRON
-                ) from err
+                    f"Cannot reach the master daemon at {self.path}: it no longer runs",
+                    errors.ECODE_ENVIRON,
+                )
         sock.settimeout(None)
         return sock
 

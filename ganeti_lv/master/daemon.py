@@ -383,6 +383,13 @@ def watch_cancel(rfile: BinaryIO, cancel: Callable[[str], None]) -> None:
     threading.Thread(target=watch, name="masterd-cancel", daemon=True).start()
 
 
+# Connections the kernel queues for the daemon before it accepts them:
+# socketserver's default of 5 is full after a burst of clients (a script
+# submitting to many instances at once), and a client finding the queue
+# full waits and retries (``client.connect``). The kernel caps it at
+# net.core.somaxconn.
+LISTEN_BACKLOG = 128
+
 # seconds a client has to send its request, and to take a message once its
 # socket's buffer is full
 REQUEST_TIMEOUT = 10
@@ -426,6 +433,7 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     daemon_threads = False
     block_on_close = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, path: str, daemon: MasterDaemon) -> None:
         self.daemon = daemon

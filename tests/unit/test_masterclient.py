@@ -1,0 +1,101 @@
+"""The master daemon's client: reaching the daemon, reading its answers, a daemon that hangs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ganeti_lv import paths
+from ganeti_lv.errors import ECODE_TEMP_NORES, OpExecError
+from ganeti_lv.master import client as masterclient
+
+CLIENTS = 60
+
+
+@pytest.fixture
+def listener(data_dir: str) -> Iterator[socket.socket]:
+    """A socket at the daemon's path that queues one connection and accepts none."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(paths.masterd_socket(data_dir))
+    sock.listen(0)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def _fill_queue(data_dir: str) -> socket.socket:
+    """Take the one place in the listener's queue (a further connect finds it full)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(paths.masterd_socket(data_dir))
+    return sock
+
+
+def test_a_socket_left_by_a_daemon_that_is_gone_means_no_daemon(data_dir: str) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(paths.masterd_socket(data_dir))
+    sock.close()  # the file stays, nobody listens
+    assert masterclient.connect(data_dir) is None
+
+
+def test_every_client_of_a_burst_reaches_the_daemon(server: Any, data_dir: str) -> None:
+    start = threading.Barrier(CLIENTS)
+    answers: list[Any] = []
+    failures: list[BaseException] = []
+
+    def client() -> None:
+        start.wait()
+        try:
+            master = masterclient.connect(data_dir)
+            answers.append(None if master is None else master.version()["protocol"])
+        except Exception as err:  # noqa: BLE001 - reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    assert answers == [1] * CLIENTS
+
+
+def test_a_full_queue_of_connections_is_waited_out(
+    listener: socket.socket, data_dir: str
+) -> None:
+    queued = _fill_queue(data_dir)
+    accepted: list[socket.socket] = []
+
+    def accept_later() -> None:
+        threading.Event().wait(0.3)
+        for _ in range(2):
+            accepted.append(listener.accept()[0])
+
+    acceptor = threading.Thread(target=accept_later)
+    acceptor.start()
+    try:
+        master = masterclient.connect(data_dir, timeout=10)
+    finally:
+        acceptor.join(10)
+        queued.close()
+        for sock in accepted:
+            sock.close()
+    assert master is not None
+    master.close()
+
+
+def test_a_queue_that_stays_full_is_an_error_not_no_daemon(
+    listener: socket.socket, data_dir: str
+) -> None:
+    queued = _fill_queue(data_dir)
+    try:
+        with pytest.raises(OpExecError) as err:
+            masterclient.connect(data_dir, timeout=0.3)
+    finally:
+        queued.close()
+    assert err.value.ecode == ECODE_TEMP_NORES
+    assert paths.masterd_socket(data_dir) in err.value.msg
