@@ -260,7 +260,8 @@ class _Exchange:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()
+        self._scanned = 0  # bytes at the start of buf known to hold no line's end
         self.cancel_sent = False
 
     def send(self, msg: Message) -> None:
@@ -283,8 +284,14 @@ class _Exchange:
                 return msg
 
     def receive(self, timeout: float | None) -> Message | None:
-        """The next message; None when ``timeout`` passed without one."""
-        while b"\n" not in self.buf:
+        """The next message; None when ``timeout`` passed without one.
+
+        Each received chunk is searched once for the end of the line: a
+        long answer (the whole job log) costs the time of its length.
+        """
+        end = self.buf.find(b"\n", self._scanned)
+        while end < 0:
+            self._scanned = len(self.buf)
             ready, _, _ = select.select([self.sock], [], [], timeout)
             if not ready:
                 return None
@@ -295,7 +302,10 @@ class _Exchange:
             if not chunk:
                 raise _gone("")
             self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
+            end = self.buf.find(b"\n", self._scanned)
+        line = bytes(self.buf[:end])
+        del self.buf[: end + 1]
+        self._scanned = 0
         return protocol.decode(line)
 
     def __enter__(self) -> _Exchange:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from ganeti_lv import paths
 from ganeti_lv.errors import ECODE_TEMP_NORES, OpExecError
 from ganeti_lv.master import client as masterclient
+from ganeti_lv.master import protocol
 
 CLIENTS = 60
 
@@ -64,9 +66,7 @@ def test_every_client_of_a_burst_reaches_the_daemon(server: Any, data_dir: str) 
     assert answers == [1] * CLIENTS
 
 
-def test_a_full_queue_of_connections_is_waited_out(
-    listener: socket.socket, data_dir: str
-) -> None:
+def test_a_full_queue_of_connections_is_waited_out(listener: socket.socket, data_dir: str) -> None:
     queued = _fill_queue(data_dir)
     accepted: list[socket.socket] = []
 
@@ -99,3 +99,59 @@ def test_a_queue_that_stays_full_is_an_error_not_no_daemon(
         queued.close()
     assert err.value.ecode == ECODE_TEMP_NORES
     assert paths.masterd_socket(data_dir) in err.value.msg
+
+
+class _CountingBuffer(bytearray):
+    """A receive buffer counting the bytes its searches for a line's end look at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scanned = 0
+
+    def find(self, sub: Any, start: Any = None, *args: Any) -> int:
+        self.scanned += len(self) - (start or 0)
+        return super().find(sub, start, *args)
+
+    def __contains__(self, sub: Any) -> bool:
+        self.scanned += len(self)
+        return super().__contains__(sub)
+
+    def split(self, *args: Any, **kwargs: Any) -> Any:
+        self.scanned += len(self)
+        return super().split(*args, **kwargs)
+
+
+class _ChunkedSocket:
+    """A daemon's side that is always ready and hands out ``data`` in 64 KiB chunks."""
+
+    def __init__(self, data: bytes) -> None:
+        self.chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+        self._ready_r, self._ready_w = os.pipe()
+        os.write(self._ready_w, b"x")  # never read: select always finds it ready
+
+    def fileno(self) -> int:
+        return self._ready_r
+
+    def recv(self, size: int) -> bytes:
+        assert size >= 65536
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def close(self) -> None:
+        os.close(self._ready_r)
+        os.close(self._ready_w)
+
+
+def test_a_long_answer_is_read_in_the_time_of_its_length() -> None:
+    # the whole job log is one line of many MB; searching all of it again for
+    # its end after each chunk took minutes for 150 MB
+    jobs = [{"id": n, "summary": f"INSTANCE_MIGRATE(web{n}) " + "x" * 200} for n in range(20000)]
+    first = protocol.encode({"type": protocol.JOBS, "jobs": jobs})
+    second = protocol.encode({"type": protocol.VERSION, "protocol": 1, "version": "x"})
+    data = first + second
+    sock = _ChunkedSocket(data)
+    with masterclient._Exchange(sock) as exchange:  # type: ignore[arg-type]
+        exchange.buf = buffer = _CountingBuffer()
+        assert exchange.next_message()["jobs"] == jobs
+        assert exchange.next_message()["type"] == protocol.VERSION
+    assert len(first) > 4 * 2**20
+    assert buffer.scanned < 2 * len(data)
