@@ -5,7 +5,9 @@ uses it whenever a daemon runs for the data dir. ``connect`` says whether
 one runs; a ``MasterClient`` then submits jobs and follows them (their
 records, their results or typed error), submits without waiting, follows a
 job by its id, cancels one, and asks for the job log and the daemon's
-version. Each request is a connection of its own.
+version. Each request is a connection of its own. A daemon that does not
+take or answer a request within ANSWER_TIMEOUT is an OpExecError (a job
+followed may be silent for as long as it runs).
 
 Following a job, a cancel request (``Cancellation`` set from a signal
 handler or another thread) is passed on to the daemon, which stops the job
@@ -20,6 +22,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,6 +39,13 @@ if TYPE_CHECKING:
 # How often a waiting client looks at its cancel request (s).
 CANCEL_POLL = 0.1
 
+# How long a client waits for the daemon to take a request and to answer it
+# (s), as Ganeti's clients wait for their master daemon: a daemon that is
+# stopped or stuck fails its clients instead of hanging them. Each chunk of
+# a long answer has that long. A followed job's messages have no limit: a
+# job may be silent for as long as it waits or works, and the daemon sends
+# nothing meanwhile.
+ANSWER_TIMEOUT = 180.0
 
 # How long a client waits for the daemon to take its connection (s).
 CONNECT_TIMEOUT = 5.0
@@ -135,7 +145,7 @@ class MasterClient:
         job's id when the daemon accepts it.
         """
         request = protocol.submit_request(list(ops), lock_timeout, wait=True)
-        return self._follow(request, on_record, cancel, on_job_id)
+        return self._follow(request, on_record, cancel, on_job_id, accepted=True)
 
     def enqueue(self, ops: Sequence[OpCode], lock_timeout: float | None = None) -> int:
         """Start a job of ``ops`` in the daemon without waiting for it; its id."""
@@ -186,14 +196,16 @@ class MasterClient:
                     f"Cannot reach the master daemon at {self.path}: it no longer runs",
                     errors.ECODE_ENVIRON,
                 )
-        sock.settimeout(None)
+        sock.settimeout(ANSWER_TIMEOUT)  # sending; receiving waits as its request allows
         return sock
 
     def _ask(self, request: Message) -> Message:
         """Send one request; its one answer (an error answer is raised)."""
-        with _Exchange(self._connection()) as exchange:
+        with _Exchange(self._connection(), self.path) as exchange:
             exchange.send(request)
-            msg = exchange.next_message()
+            msg = exchange.receive(ANSWER_TIMEOUT)
+            if msg is None:
+                raise exchange.unanswered()
             if msg["type"] == protocol.ERROR:
                 raise protocol.decode_error(msg["error"])
             return msg
@@ -204,11 +216,15 @@ class MasterClient:
         on_record: RecordFn | None,
         cancel: Cancellation | None,
         on_job_id: Callable[[int], None] | None = None,
+        accepted: bool = False,
     ) -> list[Any]:
-        with _Exchange(self._connection()) as exchange:
+        """Send ``request`` and follow its job; ``accepted``: the daemon answers
+        at once that it took the job (a job submitted), within ANSWER_TIMEOUT."""
+        with _Exchange(self._connection(), self.path) as exchange:
             exchange.send(request)
             try:
-                return _wait(exchange, on_record, cancel, on_job_id)
+                first_within = ANSWER_TIMEOUT if accepted else None
+                return _wait(exchange, on_record, cancel, on_job_id, first_within)
             except KeyboardInterrupt:
                 # as in-process: an interrupted command does not go on in the
                 # background (a job past its point of no return still ends safely)
@@ -234,14 +250,24 @@ def _wait(
     on_record: RecordFn | None,
     cancel: Cancellation | None,
     on_job_id: Callable[[int], None] | None = None,
+    first_within: float | None = None,
 ) -> list[Any]:
-    """Read a followed job's messages up to its end (a submitted one's id to ``on_job_id``)."""
+    """Read a followed job's messages up to its end (a submitted one's id to
+    ``on_job_id``; the first message within ``first_within`` seconds when given)."""
+    deadline = None if first_within is None else time.monotonic() + first_within
     while True:
         if cancel is not None and cancel.is_set():
             exchange.send_cancel(cancel.reason or "canceled by the client")
-        msg = exchange.receive(CANCEL_POLL if cancel is not None else None)
+        timeout = CANCEL_POLL if cancel is not None else None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise exchange.unanswered()
+            timeout = left if timeout is None else min(timeout, left)
+        msg = exchange.receive(timeout)
         if msg is None:
             continue
+        deadline = None
         kind = msg["type"]
         if kind in (protocol.FEEDBACK, protocol.PROGRESS):
             if on_record is not None:
@@ -258,8 +284,9 @@ def _wait(
 class _Exchange:
     """One connection to the daemon: messages out, messages in."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, path: str) -> None:
         self.sock = sock
+        self.path = path
         self.buf = bytearray()
         self._scanned = 0  # bytes at the start of buf known to hold no line's end
         self.cancel_sent = False
@@ -267,6 +294,8 @@ class _Exchange:
     def send(self, msg: Message) -> None:
         try:
             self.sock.sendall(protocol.encode(msg))
+        except TimeoutError as err:
+            raise self.unanswered() from err
         except OSError as err:  # a reset or a broken pipe: the daemon went away
             raise _gone(f": {err}") from err
 
@@ -276,12 +305,15 @@ class _Exchange:
             self.cancel_sent = True
             self.send({"type": protocol.CANCEL, "reason": reason})
 
-    def next_message(self) -> Message:
-        """The next message, however long it takes."""
-        while True:
-            msg = self.receive(None)
-            if msg is not None:
-                return msg
+    def unanswered(self) -> errors.OpExecError:
+        """The error of a daemon that does not take or answer a request in time."""
+        pid = _peer_pid(self.sock)
+        daemon = f"(pid {pid}) at {self.path}" if pid else f"at {self.path}"
+        return errors.OpExecError(
+            f"The master daemon {daemon} did not answer within {ANSWER_TIMEOUT:g} s;"
+            " it may be stopped or stuck",
+            errors.ECODE_ENVIRON,
+        )
 
     def receive(self, timeout: float | None) -> Message | None:
         """The next message; None when ``timeout`` passed without one.
@@ -313,6 +345,15 @@ class _Exchange:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process that listens on the other end of ``sock`` (Linux), or None."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", creds)[0] or None
 
 
 def _gone(detail: str) -> errors.OpExecError:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from ganeti_lv import paths
-from ganeti_lv.errors import ECODE_TEMP_NORES, OpExecError
+from ganeti_lv.constants import JOB_STATUS_SUCCESS
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_TEMP_NORES, OpExecError
 from ganeti_lv.master import client as masterclient
 from ganeti_lv.master import protocol
+from ganeti_lv.opcodes import OpTestDelay
 
 CLIENTS = 60
 
@@ -149,9 +151,93 @@ def test_a_long_answer_is_read_in_the_time_of_its_length() -> None:
     second = protocol.encode({"type": protocol.VERSION, "protocol": 1, "version": "x"})
     data = first + second
     sock = _ChunkedSocket(data)
-    with masterclient._Exchange(sock) as exchange:  # type: ignore[arg-type]
+    with masterclient._Exchange(sock, "masterd.sock") as exchange:  # type: ignore[arg-type]
         exchange.buf = buffer = _CountingBuffer()
-        assert exchange.next_message()["jobs"] == jobs
-        assert exchange.next_message()["type"] == protocol.VERSION
+        assert exchange.receive(None) == {"type": protocol.JOBS, "jobs": jobs}
+        assert exchange.receive(None) == {"type": protocol.VERSION, "protocol": 1, "version": "x"}
     assert len(first) > 4 * 2**20
     assert buffer.scanned < 2 * len(data)
+
+
+@pytest.fixture
+def hung_daemon(data_dir: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A daemon's socket whose connections the kernel takes and nobody answers.
+
+    It goes away after a few seconds, so that a client without a timeout
+    fails (its connection reset) rather than hanging the test run.
+    """
+    monkeypatch.setattr(masterclient, "ANSWER_TIMEOUT", 0.3)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(paths.masterd_socket(data_dir))
+    sock.listen(16)
+    closer = threading.Timer(5, sock.close)
+    closer.start()
+    try:
+        yield
+    finally:
+        closer.cancel()
+        sock.close()
+
+
+REQUESTS: dict[str, Callable[[masterclient.MasterClient], Any]] = {
+    "version": lambda master: master.version(),
+    "jobs": lambda master: master.jobs(),
+    "job": lambda master: master.job(1),
+    "cancel": lambda master: master.cancel(1),
+    "enqueue": lambda master: master.enqueue([OpTestDelay(duration=0)]),
+    "submit": lambda master: master.submit(OpTestDelay(duration=0)),
+}
+
+
+@pytest.mark.parametrize("request_name", sorted(REQUESTS))
+def test_a_daemon_that_does_not_answer_is_a_typed_error_naming_it(
+    hung_daemon: None, data_dir: str, request_name: str
+) -> None:
+    master = masterclient.connect(data_dir)
+    assert master is not None
+    with pytest.raises(OpExecError) as err:
+        REQUESTS[request_name](master)
+    assert err.value.ecode == ECODE_ENVIRON
+    assert f"(pid {os.getpid()}) at {paths.masterd_socket(data_dir)}" in err.value.msg
+    assert "did not answer within 0.3 s" in err.value.msg
+
+
+def _silent_job_daemon(data_dir: str, first: list[dict[str, Any]]) -> threading.Thread:
+    """A daemon serving one connection: ``first`` at once, then after a silence
+    longer than ANSWER_TIMEOUT, the job's end."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(paths.masterd_socket(data_dir))
+    sock.listen(1)
+
+    def serve() -> None:
+        with sock, sock.accept()[0] as conn, conn.makefile("rwb") as stream:
+            stream.readline()
+            for msg in first:
+                stream.write(protocol.encode(msg))
+            stream.flush()
+            threading.Event().wait(1.0)
+            stream.write(protocol.encode(protocol.end_message(7, JOB_STATUS_SUCCESS, [42], None)))
+            stream.flush()
+            stream.readline()  # until the client closes
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("submitted", [True, False])
+def test_a_followed_job_may_be_silent_longer_than_an_answer_may_take(
+    data_dir: str, monkeypatch: pytest.MonkeyPatch, submitted: bool
+) -> None:
+    monkeypatch.setattr(masterclient, "ANSWER_TIMEOUT", 0.3)
+    accepted = [{"type": protocol.ACCEPTED, "job_id": 7}] if submitted else []
+    daemon = _silent_job_daemon(data_dir, accepted)
+    master = masterclient.connect(data_dir)
+    assert master is not None
+    try:
+        if submitted:
+            assert master.submit(OpTestDelay(duration=0)) == 42
+        else:
+            assert master.watch(7) == [42]
+    finally:
+        daemon.join(10)
