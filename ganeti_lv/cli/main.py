@@ -39,6 +39,7 @@ from ganeti_lv.cli.common import (
     default_data_dir,
 )
 from ganeti_lv.errors import GenericError, format_error
+from ganeti_lv.master.daemonize import raise_open_files_limit
 
 CORE_MODULES = ("cluster", "node", "instance", "job")
 
@@ -112,6 +113,7 @@ def main(
     ``node_ops`` (e.g. a FakeNodeOps), ``ask`` (answers confirmations) and
     ``client_factory`` are injection points for tests and embedding.
     """
+    raise_open_files_limit()  # a job taking every lock of a level holds a file per lock
     opts = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     env = CliEnv(
         data_dir=default_data_dir(opts.data_dir),

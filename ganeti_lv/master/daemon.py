@@ -57,7 +57,7 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.master import protocol
-from ganeti_lv.master.daemonize import daemonize, detach_stdio
+from ganeti_lv.master.daemonize import daemonize, detach_stdio, raise_open_files_limit
 from ganeti_lv.master.follow import end_error, signal_cancel
 from ganeti_lv.master.housekeeping import Housekeeper
 from ganeti_lv.master.jobs import Job, process_alive, process_start_time, to_jsonable
@@ -619,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ready_r, ready_w = os.pipe()
     if not opts.foreground:
         daemonize(ready_r, ready_w)
+    raise_open_files_limit()  # a job taking every lock of a level holds a file per lock
     logging.basicConfig(
         filename=None if opts.foreground else paths.masterd_log(ddir),
         level=logging.INFO,

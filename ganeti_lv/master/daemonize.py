@@ -1,8 +1,14 @@
-"""Detaching a process from the one that started it (the master daemon, the reaper)."""
+"""Setting up the processes of ganeti_lv's programs.
+
+Detaching a process from the one that started it (the master daemon, the
+reaper), and raising the open-files limit (the master daemon, gnt-lv).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 
 
 def daemonize(ready_r: int, ready_w: int) -> None:
@@ -33,3 +39,18 @@ def detach_stdio() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit.
+
+    A job that takes every lock of a level (``cluster verify``: every
+    instance name ever locked) holds one open file per lock; the soft limit
+    service managers and shells set (1024) is reached with about a thousand
+    instances, the hard limit (systemd: 524288) is not. A limit that cannot
+    be raised is left as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit, say
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

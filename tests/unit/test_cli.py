@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import resource
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -484,3 +487,31 @@ def test_cluster_verify_of_an_offline_node_judges_only_instances_marked_up(
     assert f"instance {INST}: instance lives on offline node" not in out
     assert "instance inst2.example.com: instance lives on offline node" in out
     assert code == 1
+
+
+def _low_open_files_limit() -> None:
+    """In the child: the soft limit service managers set, below the hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+def test_gnt_lv_raises_its_open_files_limit_to_the_hard_limit(tmp_path: Any) -> None:
+    # a job taking every instance lock holds a file per instance name ever locked
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 256 or hard == resource.RLIM_INFINITY:
+        pytest.skip("no finite hard limit of open files above 256")
+    script = (
+        "import resource, sys\n"
+        "from ganeti_lv.cli.main import main\n"
+        "code = main(['--data-dir', sys.argv[1], 'job', 'list'])\n"
+        "print(code, *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_low_open_files_limit,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[-3:] == ["0", str(hard), str(hard)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import resource
 import signal
 import socket
 import stat
@@ -281,6 +282,34 @@ def test_program_starts_detached_refuses_a_second_and_stops(program: str) -> Non
     assert not os.path.exists(sock_path)
     assert not os.path.exists(paths.masterd_pidfile(program))
     assert masterclient.connect(program) is None
+
+
+def _low_open_files_limit() -> None:
+    """In the child: the soft limit service managers set, below the hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+def _open_files_limits(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/limits", encoding="ascii") as fh:
+        line = next(line for line in fh if line.startswith("Max open files"))
+    return line.split()[3:5]
+
+
+def test_program_raises_its_open_files_limit_to_the_hard_limit(program: str) -> None:
+    # a job taking every instance lock holds a file per instance name ever locked
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 256 or hard == resource.RLIM_INFINITY:
+        pytest.skip("no finite hard limit of open files above 256")
+    argv = [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", program]
+    res = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, preexec_fn=_low_open_files_limit
+    )
+    assert res.returncode == 0, res.stderr
+    pid = masterd.read_pid(program)
+    assert pid is not None
+    assert _open_files_limits(pid) == [str(hard), str(hard)]
+    assert masterd.stop(program) == pid
 
 
 def test_program_keeps_no_descriptor_of_its_starter(program: str, tmp_path: Any) -> None:
