@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ganeti_lv import errors
+from ganeti_lv.master.daemonize import raise_open_files_limit
 from ganeti_lv.opcodes import OpCode
 
 # how long the new process may take to record its job (s)
@@ -107,6 +108,7 @@ def _run(request: dict[str, Any]) -> int:
 
 def main() -> int:
     """The background process: read the request, record and run the job."""
+    raise_open_files_limit()  # a job taking every lock of a level holds a file per lock
     request = json.loads(sys.stdin.read())
     return _run(request)
 

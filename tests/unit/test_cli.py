@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 import yaml
+from support.waiting import wait_until
 
 from ganeti_lv import constants, paths
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.fake_export import FakeExport
+from ganeti_lv.master.jobs import JobStore
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
@@ -515,3 +517,32 @@ def test_gnt_lv_raises_its_open_files_limit_to_the_hard_limit(tmp_path: Any) -> 
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split()[-3:] == ["0", str(hard), str(hard)]
+
+
+def test_a_background_job_raises_its_open_files_limit_to_the_hard_limit(
+    config: ConfigStore, data_dir: str
+) -> None:
+    # a job submitted without waiting and without a daemon runs in a process of its own
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 256 or hard == resource.RLIM_INFINITY:
+        pytest.skip("no finite hard limit of open files above 256")
+    script = (
+        "import sys\n"
+        "from ganeti_lv.master import background\n"
+        "from ganeti_lv.opcodes import OpTestDelay\n"
+        "print(background.start(sys.argv[1], [OpTestDelay(duration=3)], None))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script, data_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_low_open_files_limit,
+    )
+    assert res.returncode == 0, res.stderr
+    jobs = JobStore(paths.jobs_dir(data_dir))
+    job = jobs.get(int(res.stdout))
+    with open(f"/proc/{job.pid}/limits") as fh:
+        line = next(row for row in fh if row.startswith("Max open files"))
+    assert line.split()[3:5] == [str(hard), str(hard)]
+    assert wait_until(lambda: jobs.get(job.id).status == constants.JOB_STATUS_SUCCESS, 30)
