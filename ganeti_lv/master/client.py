@@ -228,7 +228,7 @@ class MasterClient:
             except KeyboardInterrupt:
                 # as in-process: an interrupted command does not go on in the
                 # background (a job past its point of no return still ends safely)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(errors.OpExecError):  # the daemon gone
                     exchange.send_cancel("interrupted by the user")
                 raise
 

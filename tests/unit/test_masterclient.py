@@ -241,3 +241,34 @@ def test_a_followed_job_may_be_silent_longer_than_an_answer_may_take(
             assert master.watch(7) == [42]
     finally:
         daemon.join(10)
+
+
+def test_ctrl_c_while_following_a_job_of_a_daemon_gone_is_still_an_interrupt(
+    data_dir: str,
+) -> None:
+    # the cancel the interrupt sends cannot reach a daemon gone: the interrupt stands
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(paths.masterd_socket(data_dir))
+    sock.listen(1)
+    gone = threading.Event()
+
+    def serve() -> None:
+        with sock, sock.accept()[0] as conn, conn.makefile("rwb") as stream:
+            stream.readline()
+            stream.write(protocol.encode(protocol.record_message(protocol.make_record(7, 0, "x"))))
+            stream.flush()
+        gone.set()
+
+    def interrupted(_record: Any) -> None:
+        gone.wait(10)
+        raise KeyboardInterrupt
+
+    daemon = threading.Thread(target=serve)
+    daemon.start()
+    master = masterclient.connect(data_dir)
+    assert master is not None
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            master.watch(7, on_record=interrupted)
+    finally:
+        daemon.join(10)
