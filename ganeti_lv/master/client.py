@@ -289,6 +289,8 @@ class _Exchange:
         self.path = path
         self.buf = bytearray()
         self._scanned = 0  # bytes at the start of buf known to hold no line's end
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
         self.cancel_sent = False
 
     def send(self, msg: Message) -> None:
@@ -324,8 +326,9 @@ class _Exchange:
         end = self.buf.find(b"\n", self._scanned)
         while end < 0:
             self._scanned = len(self.buf)
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
+            # poll, not select: a process holding many files (every lock of a
+            # level) may have this socket past select's limit of 1024
+            if not self._poll.poll(None if timeout is None else timeout * 1000):
                 return None
             try:
                 chunk = self.sock.recv(65536)

@@ -81,7 +81,7 @@ class RemoteProcess:
                     return bytes(channel.recv(size))
                 if channel.eof_received or channel.closed:
                     return bytes(channel.recv(size)) if channel.recv_ready() else b""
-                if not select.select([channel], [], [], _WAIT_SLICE)[0]:
+                if not _readable(channel, _WAIT_SLICE):
                     _check_answering(channel, self._client.where, self._client.node_name)
         except NodeUnreachable:
             raise
@@ -127,6 +127,17 @@ class RemoteProcess:
         self.close()
 
 
+def _readable(channel: paramiko.Channel, timeout: float) -> bool:
+    """Whether ``channel`` has data (or its end) within ``timeout`` seconds.
+
+    poll, not select: the master daemon holding many files (every lock of a
+    level) may have the channel's pipe past select's limit of 1024.
+    """
+    poller = select.poll()
+    poller.register(channel, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 def _check_answering(channel: paramiko.Channel, where: str, node: str | None) -> None:
     """NodeUnreachable once the node has left our data unanswered for
     ``STREAM_UNANSWERED_LIMIT`` seconds (TCP alone would retry for some 15 minutes)."""
@@ -162,7 +173,7 @@ def collect(
         wait = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
         if wait <= 0:
             return None, bytes(err)
-        if not select.select([channel], [], [], min(wait, _WAIT_SLICE))[0]:
+        if not _readable(channel, min(wait, _WAIT_SLICE)):
             _check_answering(channel, where, node)
     while not channel.exit_status_ready():
         wait = _WAIT_SLICE if deadline is None else deadline - time.monotonic()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support.manyfiles import holding_many_files
 
 from ganeti_lv import paths
 from ganeti_lv.constants import JOB_STATUS_SUCCESS
@@ -129,7 +130,7 @@ class _ChunkedSocket:
     def __init__(self, data: bytes) -> None:
         self.chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
         self._ready_r, self._ready_w = os.pipe()
-        os.write(self._ready_w, b"x")  # never read: select always finds it ready
+        os.write(self._ready_w, b"x")  # never read: always found ready
 
     def fileno(self) -> int:
         return self._ready_r
@@ -272,3 +273,16 @@ def test_ctrl_c_while_following_a_job_of_a_daemon_gone_is_still_an_interrupt(
             master.watch(7, on_record=interrupted)
     finally:
         daemon.join(10)
+
+
+def test_a_connection_past_file_number_1024_is_read() -> None:
+    # the daemon and gnt-lv hold a file per lock taken: a job taking every
+    # instance lock of a large cluster puts later sockets past 1024
+    with holding_many_files():
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            assert ours.fileno() > 1024
+            theirs.sendall(protocol.encode({"type": protocol.VERSION, "protocol": 1}))
+            with masterclient._Exchange(ours, "masterd.sock") as exchange:
+                assert exchange.receive(5) == {"type": protocol.VERSION, "protocol": 1}
+                assert exchange.receive(0.05) is None  # nothing more: the wait ends

@@ -16,6 +16,7 @@ from typing import Any
 import paramiko
 import pytest
 import tenacity
+from support.manyfiles import holding_many_files
 from support.relay import VanishingRelay
 from support.sshd import LocalSshd
 from support.waiting import descendants, wait_dead
@@ -946,3 +947,19 @@ def test_connection_has_nagle_off(client: SshClient) -> None:
     sock = client._transport()[0].sock
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_commands_run_and_stream_past_file_number_1024(local_sshd: Any) -> None:
+    # the master daemon holds a file per lock taken: its SSH channels may get
+    # numbers past select's limit while a job holds every lock of a level
+    with holding_many_files():
+        ssh = local_sshd.client()
+        try:
+            result = ssh.run("sleep 0.3; echo done")  # answered after a wait
+            assert (result.exit_status, result.stdout) == (0, "done\n")
+            proc = ssh.open_exec("sleep 0.3; echo streamed")
+            assert proc.channel.fileno() > 1024
+            assert proc.read() == b"streamed\n"
+            proc.close()
+        finally:
+            ssh.close()
