@@ -12,6 +12,11 @@ disk copies set up) runs in it, the same way in a process of its own and in
 the master daemon. The session is closed in the job's ``finally``, whatever
 happened (success, a failed check or hook, a lock timeout, a cancel, an
 error), so nothing begun for the job outlives it.
+
+``run_query(ctx, op)`` runs a query (an LU marked ``QUERY``: no hooks, no
+locks, nothing changed) without a job, as Ganeti's list commands query
+without one: the master daemon (for ``gnt-lv`` list commands, ops tooling
+and the remote API) and a caller without a daemon run queries through it.
 """
 
 from __future__ import annotations
@@ -415,3 +420,42 @@ class Processor:
                 )
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ------------------------------------------------------------------ queries
+
+
+class _Quiet:
+    """What a query's LU reports to: nothing (a query has no job log)."""
+
+    def Log(self, msg: str) -> None:
+        """Dropped."""
+
+    def LogWarning(self, msg: str, hint: str | None = None) -> None:
+        """Dropped."""
+
+    def LogInfo(self, msg: str) -> None:
+        """Dropped."""
+
+    def LogStep(self, current: int, total: int, msg: str) -> None:
+        """Dropped."""
+
+
+def run_query(ctx: Context, op: OpCode) -> Any:
+    """The result of query ``op``, run by its LU without a job (no locks, no hooks).
+
+    OpPrereqError (ECODE_INVAL) for an opcode that is not a query: it
+    changes things, takes locks or runs hooks, so it runs as a job
+    (``Processor.execute``). The query's own errors are raised as a job
+    would raise them (an unknown name: OpPrereqError with ECODE_NOENT).
+    """
+    lu_class = LU_REGISTRY.get(type(op))
+    if lu_class is None or not lu_class.QUERY:
+        raise OpPrereqError(f"{op.OP_ID} is not a query; it runs as a job (submit it)", ECODE_INVAL)
+    op.validate()
+    lu = lu_class(_Quiet(), op, ctx)
+    lu.ExpandNames()
+    if lu.needed_locks:  # an LU marked QUERY by mistake
+        raise OpExecError(f"{op.OP_ID} needs locks; it cannot run as a query", ECODE_FAULT)
+    lu.CheckPrereq()
+    return lu.Exec(lambda _msg: None)

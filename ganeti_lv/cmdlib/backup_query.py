@@ -29,6 +29,7 @@ class LUBackupQuery(NoHooksLU):
     """
 
     REQ_BGL = False
+    QUERY = True
 
     def ExpandNames(self) -> None:
         """No locks: a read of node directories."""

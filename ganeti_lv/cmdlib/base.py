@@ -111,12 +111,15 @@ class LogicalUnit:
 
     Class attributes: ``HPATH`` (hooks path, e.g. "instance-migrate"; None:
     no hooks), ``HTYPE`` (hooks object type, e.g. "INSTANCE"), ``REQ_BGL``
-    (True: the Big Ganeti Lock is taken exclusively).
+    (True: the Big Ganeti Lock is taken exclusively), ``QUERY`` (True: a
+    read that may also run without a job, ``ganeti_lv.mcpu.run_query``; such
+    an LU has no hooks, takes no lock and changes nothing).
     """
 
     HPATH: ClassVar[str | None] = None
     HTYPE: ClassVar[str | None] = None
     REQ_BGL: ClassVar[bool] = True
+    QUERY: ClassVar[bool] = False
 
     def __init__(self, processor: Any, op: Any, ctx: Context) -> None:
         self.proc = processor

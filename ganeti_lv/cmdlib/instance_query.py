@@ -110,6 +110,7 @@ class LUInstanceQuery(NoHooksLU):
     """Rows (dicts) of instances with their live status; see ``instance_row``."""
 
     REQ_BGL = False
+    QUERY = True
 
     def ExpandNames(self) -> None:
         """Canonical names; no locks (a snapshot of config and nodes)."""

@@ -441,6 +441,7 @@ class LUNodeQuery(NoHooksLU):
     """
 
     REQ_BGL = False
+    QUERY = True
 
     def ExpandNames(self) -> None:
         """No locks: a query reads a snapshot."""

@@ -1,14 +1,15 @@
 """Nodes, instances and the cluster in Ganeti's RAPI fields.
 
 Reads are not jobs (as in Ganeti, where queries go to the query daemon, not
-to the job queue): ``run_query`` runs a query opcode's LU, which takes no
-lock and runs no hook, on the daemon's node connections, without recording
-it in the job log. So ``gnt-lv instance list`` and ``GET /2/instances``
-compute an instance's status the same way. The rows are then given Ganeti's
-field names (``rlib2``'s ``I_FIELDS`` and ``N_FIELDS``); a field ganeti_lv
-has no value for (storage, spindles, serial numbers) is null. There are no
-node groups: every node is in Ganeti's one group, ``default``, and the
-instance policy is one every instance meets.
+to the job queue): ``ganeti_lv.mcpu.run_query`` runs a query opcode's LU,
+which takes no lock and runs no hook, on the daemon's node connections,
+without recording it in the job log. ``gnt-lv instance list`` runs the same
+query the same way, so it and ``GET /2/instances`` compute an instance's
+status alike. The rows are then given Ganeti's field names (``rlib2``'s
+``I_FIELDS`` and ``N_FIELDS``); a field ganeti_lv has no value for
+(storage, spindles, serial numbers) is null. There are no node groups:
+every node is in Ganeti's one group, ``default``, and the instance policy
+is one every instance meets.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ganeti_lv import constants
-from ganeti_lv.cmdlib.base import LU_REGISTRY
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_FAULT, ECODE_NOENT, OpExecError, OpPrereqError
+from ganeti_lv.errors import ECODE_NOENT, OpPrereqError
+from ganeti_lv.mcpu import run_query
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 from ganeti_lv.opcodes import OpCode, OpInstanceQuery, OpNodeQuery
 from ganeti_lv.rapi.httperrors import not_found
@@ -29,36 +30,6 @@ from ganeti_lv.rapi.httperrors import not_found
 # Ganeti's export format version and OS API version (what ganeti_lv's exports are read as)
 EXPORT_VERSION = 0
 OS_API_VERSION = 20
-
-
-class _Quiet:
-    """What a query LU reports to: nothing (a query has no job log)."""
-
-    def Log(self, msg: str) -> None:
-        """Dropped."""
-
-    def LogWarning(self, msg: str, hint: str | None = None) -> None:
-        """Dropped."""
-
-    def LogInfo(self, msg: str) -> None:
-        """Dropped."""
-
-    def LogStep(self, current: int, total: int, msg: str) -> None:
-        """Dropped."""
-
-
-def run_query(ctx: Context, op: OpCode) -> Any:
-    """The result of query ``op``, run by its LU without a job (no locks, no hooks)."""
-    lu_class = LU_REGISTRY[type(op)]
-    if lu_class.HPATH is not None or lu_class.REQ_BGL:
-        raise OpExecError(f"{op.OP_ID} is not a query", ECODE_FAULT)
-    op.validate()
-    lu = lu_class(_Quiet(), op, ctx)
-    lu.ExpandNames()
-    if lu.needed_locks:
-        raise OpExecError(f"{op.OP_ID} needs locks; it cannot run as a query", ECODE_FAULT)
-    lu.CheckPrereq()
-    return lu.Exec(lambda _msg: None)
 
 
 def one(ctx: Context, op: OpCode) -> Any:
