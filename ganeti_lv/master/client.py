@@ -4,10 +4,11 @@ The one client of the daemon: ``ganeti_lv.Client`` (and so ``gnt-lv``)
 uses it whenever a daemon runs for the data dir. ``connect`` says whether
 one runs; a ``MasterClient`` then submits jobs and follows them (their
 records, their results or typed error), submits without waiting, follows a
-job by its id, cancels one, and asks for the job log and the daemon's
-version. Each request is a connection of its own. A daemon that does not
-take or answer a request within ANSWER_TIMEOUT is an OpExecError (a job
-followed may be silent for as long as it runs).
+job by its id, cancels one, runs a query without a job (``query``), and
+asks for the job log and the daemon's version. Each request is a connection
+of its own. A daemon that does not take or answer a request within
+ANSWER_TIMEOUT is an OpExecError (a job followed may be silent for as long
+as it runs).
 
 Following a job, a cancel request (``Cancellation`` set from a signal
 handler or another thread) is passed on to the daemon, which stops the job
@@ -166,6 +167,10 @@ class MasterClient:
         self._ask(protocol.cancel_request(job_id, reason))
 
     # -------------------------------------------------------------- queries
+
+    def query(self, op: OpCode) -> Any:
+        """Run query ``op`` in the daemon without a job; its result, or its typed error."""
+        return self._ask(protocol.query_request(op))["result"]
 
     def jobs(self, archived: bool = False) -> list[Job]:
         """The jobs of the job log not archived (with ``archived``, all), ascending by id."""

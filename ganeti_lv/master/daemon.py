@@ -5,8 +5,10 @@ SSH) of the master open between jobs, so a job submitted by ``gnt-lv`` or by
 ops tooling (both through ``ganeti_lv.master.client``) starts at once,
 without the start-up of a new process and without new connections. It
 speaks only the protocol of ``ganeti_lv.master.protocol``: jobs of opcodes,
-their records and outcome, cancel, and the job queries. Without the daemon
-the same jobs run in the caller's process (``ganeti_lv.master.runner``).
+their records and outcome, cancel, the job queries, and queries run without
+a job (``gnt-lv instance list``: ``ganeti_lv.mcpu.run_query`` on the warm
+connections, nothing recorded). Without the daemon the same jobs run in the
+caller's process (``ganeti_lv.master.runner``), and so do the queries.
 
 Each job is recorded in the job log first (its id is the job's id
 everywhere), then runs in a thread of its own with its own context
@@ -63,6 +65,7 @@ from ganeti_lv.master.housekeeping import Housekeeper
 from ganeti_lv.master.jobs import Job, process_alive, process_start_time, to_jsonable
 from ganeti_lv.master.protocol import Feedback, Message
 from ganeti_lv.master.runner import run_job
+from ganeti_lv.mcpu import run_query
 from ganeti_lv.opcodes import OpCode
 
 log = logging.getLogger("ganeti_lv.master.daemon")
@@ -245,6 +248,13 @@ class MasterDaemon:
             )
         return _logged(job)
 
+    def query(self, op: OpCode) -> Any:
+        """The result of query ``op``, run without a job on the shared node operations.
+
+        OpPrereqError (ECODE_INVAL) for an opcode that is not a query.
+        """
+        return run_query(self.context(None), op)
+
     def jobs(self, archived: bool = False) -> list[Job]:
         """The jobs of the job log not archived (with ``archived``, every job)."""
         return self._base.jobs.list(archived)
@@ -287,6 +297,9 @@ class MasterDaemon:
             job_id = protocol.job_id_of(msg)
             self.cancel(job_id, _reason(msg))
             send({"type": protocol.CANCELING, "job_id": job_id})
+        elif kind == protocol.QUERY:
+            result = self.query(protocol.parse_query(msg))
+            send({"type": protocol.RESULT, "result": to_jsonable(result)})
         elif kind == protocol.JOBS:
             jobs = self.jobs(protocol.archived_of(msg))
             send({"type": protocol.JOBS, "jobs": [job.to_dict() for job in jobs]})

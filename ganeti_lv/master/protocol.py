@@ -27,6 +27,13 @@ Requests and what the daemon answers:
     Ask a running job to stop safely (as Ctrl-C does in-process); answer
     ``{"type": "canceling", "job_id": N}``. The same message sent on a
     ``submit`` or ``watch`` connection while it streams cancels that job.
+``{"v": 1, "type": "query", "op": <opcode dict>}``
+    Run a query (an opcode whose LU is a query: instance, node and export
+    lists) without a job, as Ganeti's list commands query: nothing is
+    recorded in the job log, no lock is taken, no hook runs. Answer
+    ``{"type": "result", "result": ...}``, or the query's typed error (an
+    unknown instance: ``OpPrereqError`` with ``ECODE_NOENT``); an opcode
+    that is not a query is refused (``OpPrereqError``, ``ECODE_INVAL``).
 ``{"v": 1, "type": "jobs"}``, ``{"v": 1, "type": "job", "job_id": N}``
     Answer ``{"type": "jobs", "jobs": [<job>, ...]}`` or
     ``{"type": "job", "job": <job>}``: jobs as the job log records them
@@ -71,6 +78,7 @@ WATCH = "watch"
 CANCEL = "cancel"
 JOBS = "jobs"
 JOB = "job"
+QUERY = "query"
 VERSION = "version"
 # answers
 ACCEPTED = "accepted"
@@ -79,6 +87,7 @@ PROGRESS = "progress"
 END = "end"
 ERROR = "error"
 CANCELING = "canceling"
+RESULT = "result"
 
 # longest message accepted (a job's opcodes, a list of jobs)
 MAX_LINE = 64 << 20
@@ -274,6 +283,11 @@ def submit_request(ops: list[OpCode], lock_timeout: float | None, wait: bool) ->
     return request(SUBMIT, ops=[op.to_dict() for op in ops], lock_timeout=lock_timeout, wait=wait)
 
 
+def query_request(op: OpCode) -> Message:
+    """Run query ``op`` without a job."""
+    return request(QUERY, op=op.to_dict())
+
+
 def cancel_request(job_id: int, reason: str) -> Message:
     """Ask job ``job_id`` to stop safely."""
     return request(CANCEL, job_id=job_id, reason=reason)
@@ -334,6 +348,14 @@ def parse_submit(msg: Message) -> Submit:
     if not isinstance(wait, bool):
         raise invalid_request("wait must be true or false")
     return Submit([OpCode.from_dict(op) for op in ops], lock_timeout, wait)
+
+
+def parse_query(msg: Message) -> OpCode:
+    """The opcode of a ``query`` request; OpPrereqError if malformed."""
+    op = msg.get("op")
+    if not isinstance(op, dict):
+        raise invalid_request("op must be an opcode")
+    return OpCode.from_dict(op)
 
 
 # ------------------------------------------------------------------ the end of a job

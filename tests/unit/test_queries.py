@@ -1,23 +1,34 @@
 """Queries run without a job, as Ganeti's list commands query (LUXI Query, no job).
 
-``ganeti_lv.mcpu.run_query`` runs a query opcode's LU: nothing is recorded
-in the job log; an opcode that is not a query is refused.
+``ganeti_lv.mcpu.run_query`` runs a query opcode's LU, and so does the
+master daemon's ``query`` request (the ``server`` fixture, serving on the
+fake nodes): nothing is recorded in the job log; an opcode that is not a
+query is refused.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+from typing import Any
+
 import pytest
 
+from ganeti_lv import paths
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.master import client as masterclient
+from ganeti_lv.master import protocol
+from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.opcodes import (
     OpCode,
     OpInstanceQuery,
     OpInstanceQueryData,
     OpNodeEvacuate,
+    OpNodeQuery,
     OpTestDelay,
 )
 
@@ -30,6 +41,10 @@ NOT_QUERIES = [
     OpTestDelay(duration=0),
     OpInstanceQueryData(instances=[INST]),  # a job in Ganeti too (gnt-instance info)
 ]
+
+
+def _job_ids(data_dir: str) -> list[int]:
+    return [job.id for job in JobStore(paths.jobs_dir(data_dir)).list()]
 
 
 # ------------------------------------------------------------------ the processor
@@ -52,3 +67,50 @@ def test_an_opcode_that_is_not_a_query_is_refused_and_changes_nothing(
     assert config.read().serial == before
     assert ctx.jobs.list() == []
     assert not inst1_running.calls_to("migrate_instance")
+
+
+# ------------------------------------------------------------------ the daemon's request
+
+
+def _ask(data_dir: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's one answer to ``request``, sent as any client would."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(paths.masterd_socket(data_dir))
+        sock.sendall(protocol.encode(request))
+        with sock.makefile("rb") as rfile:
+            return dict(json.loads(rfile.readline()))
+
+
+def test_the_daemon_answers_a_query_with_its_result(server: Any, data_dir: str) -> None:
+    op = {"OP_ID": "OP_INSTANCE_QUERY", "names": [INST]}
+    answer = _ask(data_dir, {"v": 1, "type": "query", "op": op})
+    assert answer["type"] == "result"
+    assert [(row["name"], row["status"]) for row in answer["result"]] == [(INST, "running")]
+    assert _job_ids(data_dir) == []
+
+
+@pytest.mark.parametrize("op", NOT_QUERIES, ids=lambda op: op.OP_ID)
+def test_the_daemon_refuses_an_opcode_that_is_not_a_query(
+    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps, op: OpCode
+) -> None:
+    before = config.read().serial
+    answer = _ask(data_dir, protocol.query_request(op))
+    assert answer["type"] == "error"
+    err = protocol.decode_error(answer["error"])
+    assert isinstance(err, OpPrereqError)
+    assert err.ecode == ECODE_INVAL and f"{op.OP_ID} is not a query" in err.msg
+    assert config.read().serial == before
+    assert _job_ids(data_dir) == []
+    assert not fake_ops.calls_to("migrate_instance")
+
+
+def test_the_master_client_runs_queries_in_the_daemon(
+    server: Any, data_dir: str, fake_ops: FakeNodeOps
+) -> None:
+    client = masterclient.connect(data_dir)
+    assert client is not None
+    with client:
+        rows = client.query(OpNodeQuery(names=[N1], live=True))
+    assert [row["name"] for row in rows] == [N1]
+    assert _job_ids(data_dir) == []
