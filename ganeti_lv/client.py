@@ -5,6 +5,9 @@ for the data dir (through ``ganeti_lv.master.client``, the same path
 ``gnt-lv`` takes), and otherwise in this process through the processor
 (``ganeti_lv.master.runner``). Either way the job is in the job log, the
 feedback lines and the result are the same, and errors are raised typed.
+
+``Client.query`` runs a query (instance, node or export list) the same two
+ways, but without a job, as Ganeti's list commands do: nothing is recorded.
 """
 
 from __future__ import annotations
@@ -108,6 +111,26 @@ class Client:
         if on_job_id is not None:
             on_job_id(job.id)
         return run_job(self.ctx, job, ops, on_record, cancel)
+
+    def query(self, op: OpCode) -> Any:
+        """Run query ``op`` without a job; its result as JSON data, or its typed error.
+
+        Queries are the opcodes of the list commands (``OpInstanceQuery``,
+        ``OpNodeQuery``, ``OpBackupQuery``): they take no lock, run no hook,
+        change nothing, and leave nothing in the job log. Any other opcode
+        is OpPrereqError (ECODE_INVAL): it runs as a job (``submit``). The
+        master daemon runs the query when one runs for the data dir, else
+        this process does; the result and the errors are the same.
+        """
+        master = self._daemon()
+        if master is not None:
+            with master:
+                return master.query(op)
+        # the processor and the LUs: loaded when a query runs here
+        from ganeti_lv.master.jobs import to_jsonable
+        from ganeti_lv.mcpu import run_query
+
+        return to_jsonable(run_query(self.ctx, op))
 
     def enqueue(self, ops: Sequence[OpCode]) -> int:
         """Start a job of ``ops`` without waiting for it; its id.

@@ -1,9 +1,10 @@
 """Queries run without a job, as Ganeti's list commands query (LUXI Query, no job).
 
-``ganeti_lv.mcpu.run_query`` runs a query opcode's LU, and so does the
-master daemon's ``query`` request (the ``server`` fixture, serving on the
-fake nodes): nothing is recorded in the job log; an opcode that is not a
-query is refused.
+``Client.query`` and the master daemon's ``query`` request run a query
+opcode's LU through ``ganeti_lv.mcpu.run_query``: nothing is recorded in
+the job log, and the result and the errors are the same in-process and
+through a real master daemon (the ``server`` fixture, serving on the fake
+nodes).
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv import paths
+from ganeti_lv import Client, paths
+from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.fake_export import FakeExport
 from ganeti_lv.master import client as masterclient
 from ganeti_lv.master import protocol
 from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.opcodes import (
+    OpBackupQuery,
     OpCode,
     OpInstanceQuery,
     OpInstanceQueryData,
@@ -47,6 +51,22 @@ def _job_ids(data_dir: str) -> list[int]:
     return [job.id for job in JobStore(paths.jobs_dir(data_dir)).list()]
 
 
+def _gnt_lv(data_dir: str, argv: list[str], capsys: Any, **kwargs: Any) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["--data-dir", data_dir, *argv], **kwargs)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def exports(inst1_running: FakeNodeOps) -> FakeNodeOps:
+    """An export of inst1 on node2, and an interrupted one (``cluster verify`` reports it;
+    as Ganeti's, a list does not)."""
+    inst1_running.exports.setdefault(N2, {})[INST] = FakeExport(manifest_text="{}")
+    inst1_running.exports[N2][f"{INST}.new"] = FakeExport()
+    return inst1_running
+
+
 # ------------------------------------------------------------------ the processor
 
 
@@ -67,6 +87,52 @@ def test_an_opcode_that_is_not_a_query_is_refused_and_changes_nothing(
     assert config.read().serial == before
     assert ctx.jobs.list() == []
     assert not inst1_running.calls_to("migrate_instance")
+
+
+# ------------------------------------------------------------------ Client.query
+
+
+@pytest.mark.parametrize(
+    "op",
+    [OpInstanceQuery(), OpNodeQuery(names=[N2]), OpBackupQuery(with_kind=True)],
+    ids=lambda op: op.OP_ID,
+)
+def test_the_library_client_queries_the_same_both_ways(
+    server: Any, data_dir: str, fake_ops: FakeNodeOps, exports: FakeNodeOps, op: OpCode
+) -> None:
+    with Client(data_dir=data_dir, node_ops=fake_ops) as local:
+        here = local.query(op)
+    with Client(data_dir=data_dir) as client:
+        there = client.query(op)
+    assert here == there
+    assert here  # rows (or exports by node): something to compare
+    assert json.loads(json.dumps(here)) == here  # JSON data in this process too
+    assert _job_ids(data_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("op", "ecode"),
+    [
+        (OpInstanceQuery(names=["ghost"]), ECODE_NOENT),
+        (OpNodeQuery(names=["ghost"]), ECODE_NOENT),
+        *((op, ECODE_INVAL) for op in NOT_QUERIES),
+    ],
+    ids=lambda value: value.OP_ID if isinstance(value, OpCode) else value,
+)
+def test_the_library_client_raises_the_same_errors_both_ways(
+    server: Any, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps, op: OpCode, ecode: str
+) -> None:
+    before = config.read().serial
+    local = Client(data_dir=data_dir, node_ops=fake_ops)
+    with local, pytest.raises(OpPrereqError) as here:
+        local.query(op)
+    with Client(data_dir=data_dir) as client, pytest.raises(OpPrereqError) as there:
+        client.query(op)
+    assert (there.value.ecode, there.value.msg) == (here.value.ecode, here.value.msg)
+    assert here.value.ecode == ecode
+    assert config.read().serial == before
+    assert _job_ids(data_dir) == []
+    assert not fake_ops.calls_to("migrate_instance")
 
 
 # ------------------------------------------------------------------ the daemon's request
