@@ -44,7 +44,7 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     """Show the exports per node (Ganeti's "Node:" / instance layout)."""
     nodes = list(opts.node or [])
-    result = env.submit(opcodes.OpBackupQuery(nodes=nodes, with_kind=True), quiet=True)
+    result = env.query(opcodes.OpBackupQuery(nodes=nodes, with_kind=True))
     for node in sorted(result):
         exports = result[node]
         if exports is False:

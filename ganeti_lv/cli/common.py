@@ -3,9 +3,10 @@
 - parsing: key=value lists (``-B memory=128M,vcpus=1``), indexed specs
   (``--disk 0:size=1G``), sizes;
 - ``CliEnv``: what a command handler gets (data dir, injected node
-  operations, output streams, confirmation prompt) and ``submit`` to run
+  operations, output streams, confirmation prompt), ``submit`` to run
   an opcode as a job with its feedback shown as it comes (progress bars on
-  a terminal; see ``ganeti_lv.cli.submit``);
+  a terminal; see ``ganeti_lv.cli.submit``) and ``query`` to run a list
+  command's query without a job;
 - ``CommandRegistry``: how command modules add groups and subcommands;
 - output tables in Ganeti's style (aligned columns, ``--no-headers``,
   ``--separator``).
@@ -370,6 +371,10 @@ class CliEnv:
     def submit(self, op: OpCode, quiet: bool = False) -> Any:
         """Run an opcode as a job, showing its feedback as it comes (unless quiet)."""
         return self.run_job([op], quiet=quiet)[0]
+
+    def query(self, op: OpCode) -> Any:
+        """Run a query without a job (``Client.query``), as Ganeti's list commands do."""
+        return self.client().query(op)
 
     def run_job(self, ops: Sequence[OpCode], quiet: bool = False) -> list[Any]:
         """Run a job of ``ops``; every opcode's result (see ``ganeti_lv.cli.submit``).

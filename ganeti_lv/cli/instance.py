@@ -151,7 +151,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
         opts.output, INSTANCE_DEFAULT_FIELDS, INSTANCE_FIELDS, instance_fields.is_known
     )
     units = common.list_units(opts)
-    rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)), quiet=True)
+    rows = env.query(opcodes.OpInstanceQuery(names=list(opts.instances)))
     table = [[instance_fields.value(row, f, units) for f in fields] for row in rows]
     headers = [instance_fields.header(f) for f in fields]
     env.table(headers, table, opts.separator, opts.no_headers)

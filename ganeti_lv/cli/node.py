@@ -124,7 +124,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     fields = common.parse_fields(opts.output, NODE_DEFAULT_FIELDS, NODE_FIELDS)
     units = common.list_units(opts)
     live = any(f in _LIVE for f in fields)
-    rows = env.submit(opcodes.OpNodeQuery(names=list(opts.nodes), live=live), quiet=True)
+    rows = env.query(opcodes.OpNodeQuery(names=list(opts.nodes), live=live))
     table = [[field_value(row, f, units) for f in fields] for row in rows]
     headers = [field_title(f) for f in fields]
     env.table(headers, table, opts.separator, opts.no_headers)

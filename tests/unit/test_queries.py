@@ -1,10 +1,10 @@
 """Queries run without a job, as Ganeti's list commands query (LUXI Query, no job).
 
-``Client.query`` and the master daemon's ``query`` request run a query
-opcode's LU through ``ganeti_lv.mcpu.run_query``: nothing is recorded in
-the job log, and the result and the errors are the same in-process and
-through a real master daemon (the ``server`` fixture, serving on the fake
-nodes).
+``gnt-lv instance|node|backup list``, ``Client.query`` and the master
+daemon's ``query`` request run a query opcode's LU through
+``ganeti_lv.mcpu.run_query``: nothing is recorded in the job log, and the
+output, the result and the errors are the same in-process and through a
+real master daemon (the ``server`` fixture, serving on the fake nodes).
 """
 
 from __future__ import annotations
@@ -87,6 +87,73 @@ def test_an_opcode_that_is_not_a_query_is_refused_and_changes_nothing(
     assert config.read().serial == before
     assert ctx.jobs.list() == []
     assert not inst1_running.calls_to("migrate_instance")
+
+
+# ------------------------------------------------------------------ gnt-lv list commands
+
+LIST_COMMANDS = [
+    ["instance", "list"],
+    ["instance", "list", "-o", "name,status,oper_ram", INST],
+    ["node", "list"],
+    ["node", "list", "-o", "name,mfree,pinst_cnt", N1],
+    ["backup", "list"],
+    ["backup", "list", "--node", N2],
+]
+
+
+@pytest.mark.parametrize("argv", LIST_COMMANDS, ids=" ".join)
+def test_list_commands_add_no_job_and_print_the_same_both_ways(
+    server: Any, data_dir: str, fake_ops: FakeNodeOps, exports: FakeNodeOps, capsys: Any,
+    argv: list[str],
+) -> None:  # fmt: skip
+    before = _job_ids(data_dir)
+    # node operations given: in this process; none given: the daemon's (on the fake nodes)
+    local = _gnt_lv(data_dir, argv, capsys, node_ops=fake_ops)
+    remote = _gnt_lv(data_dir, argv, capsys)
+    assert local[0] == 0, local[2]
+    assert remote == local
+    assert _job_ids(data_dir) == before
+
+
+def test_the_list_commands_show_live_data(
+    server: Any, data_dir: str, exports: FakeNodeOps, capsys: Any
+) -> None:
+    # through the daemon: its node operations answered (the real nodes are not there)
+    code, out, _ = _gnt_lv(data_dir, ["instance", "list", "-o", "name,status", INST], capsys)
+    assert (code, out.split("\n")[1].split()) == (0, [INST, "running"])
+    code, out, _ = _gnt_lv(data_dir, ["backup", "list", "--node", N2], capsys)
+    assert (code, out) == (0, f"Node: {N2}\nExports:\n\t{INST}\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["instance", "list", "ghost"], "Instance 'ghost' not known"),
+        (["node", "list", "ghost"], "Node 'ghost' not known"),
+        (["backup", "list", "--node", "ghost"], "Node 'ghost' not known"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
+)
+def test_an_unknown_name_is_the_same_error_both_ways(
+    server: Any, data_dir: str, fake_ops: FakeNodeOps, capsys: Any, argv: list[str], text: str
+) -> None:
+    before = _job_ids(data_dir)
+    local = _gnt_lv(data_dir, argv, capsys, node_ops=fake_ops)
+    remote = _gnt_lv(data_dir, argv, capsys)
+    assert remote == local
+    code, out, err = local
+    assert (code, out) == (1, "")
+    assert "error type: unknown_entity" in err and text in err
+    assert _job_ids(data_dir) == before
+
+
+def test_instance_info_is_still_a_job(server: Any, data_dir: str, capsys: Any) -> None:
+    # as Ganeti's gnt-instance info, which submits OpInstanceQueryData
+    before = _job_ids(data_dir)
+    code, out, err = _gnt_lv(data_dir, ["instance", "info", INST], capsys)
+    assert code == 0, err
+    assert f"Instance name: {INST}" in out
+    assert len(_job_ids(data_dir)) == len(before) + 1
 
 
 # ------------------------------------------------------------------ Client.query
