@@ -99,8 +99,7 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
     known: dict[str, Any] = {}
     if opts.readd:
         # from the configuration (a reinstalled node would not answer with its old key)
-        query = opcodes.OpNodeQuery(names=[opts.node_name], live=False)
-        (known,) = env.submit(query, quiet=True)
+        (known,) = env.query(opcodes.OpNodeQuery(names=[opts.node_name], live=False))
     address = opts.address or known.get("address") or opts.node_name
     port = opts.ssh_port if opts.ssh_port is not None else known.get("ssh_port", 22)
     host_key = obtain_host_key(env, address, port, opts.host_key)

@@ -385,10 +385,14 @@ def test_node_add_with_key(cli: Cli, config: ConfigStore, data_dir: str) -> None
     with open(paths.known_hosts_file(data_dir)) as fh:
         assert f"[10.250.0.9]:2222 {host_key()}" in fh.read()
     # added again without --address and --ssh-port: they stay (not its name and 22)
+    jobs = JobStore(paths.jobs_dir(data_dir))
+    before = len(jobs.list())
     code, _, err = cli("node", "add", "--readd", "--host-key", host_key(), "node9")
     assert code == 0, err
     node = config.get_node("node9")
     assert node is not None and (node.address, node.ssh_port) == ("10.250.0.9", 2222)
+    # read by a query, as gnt-node add's: the add is the one job
+    assert [job.summary for job in jobs.list()[before:]] == ["NODE_ADD(node9)"]
 
 
 def test_cluster_modify_info_verify(cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps) -> None:
