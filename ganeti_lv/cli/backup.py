@@ -53,6 +53,12 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
         env.write(f"Node: {node}")
         env.write("Exports:")
         for entry in exports:
+            if entry["stale"]:
+                env.warn(
+                    f"Stale incomplete export {entry['path']} on {node} (an interrupted"
+                    f" export's; 'gnt-lv backup remove --stale {entry['name']}' removes it)"
+                )
+                continue
             suffix = " (Ganeti export)" if entry["kind"] == "ganeti" else ""
             env.write(f"\t{entry['name']}{suffix}")
     return EXIT_SUCCESS

@@ -25,7 +25,10 @@ class LUBackupQuery(NoHooksLU):
     """List exports per node: {node: [instance, ...]} (False for unreachable nodes).
 
     Exports Ganeti wrote (config.ini without manifest.json) are complete too;
-    with ``with_kind`` each entry says who wrote it.
+    with ``with_kind`` each entry says who wrote it, and what interrupted
+    exports left (``NAME.new``, ``NAME.old``) follows as entries with
+    ``stale`` set and their ``path`` (a list run as a query has no job log
+    for the warnings that say so).
     """
 
     REQ_BGL = False
@@ -49,13 +52,17 @@ class LUBackupQuery(NoHooksLU):
                 continue
             entries = answers[name] or []
             complete = sorted((e.instance, e.kind) for e in entries if e.complete)
+            stale = sorted((e.instance, e.kind, e.path) for e in entries if e.stale)
             if self.op.with_kind:
-                out[name] = [{"name": n, "kind": kind} for n, kind in complete]
+                out[name] = [{"name": n, "kind": kind, "stale": False} for n, kind in complete]
+                out[name] += [
+                    {"name": n, "kind": kind, "stale": True, "path": path}
+                    for n, kind, path in stale
+                ]
             else:
                 out[name] = [n for n, _ in complete]
-            for entry in entries:
-                if entry.stale:
-                    self.LogWarning(f"Stale incomplete export {entry.path} on {name}")
+            for _n, _kind, path in stale:
+                self.LogWarning(f"Stale incomplete export {path} on {name}")
         return out
 
 

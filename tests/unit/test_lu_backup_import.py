@@ -398,7 +398,27 @@ def test_backup_list_names_ganeti_exports(ctx, ops, config):
     plain, _ = run(ctx, OpBackupQuery(nodes=[N2]))
     assert plain == {N2: ["alpha", INST]}
     kinds, _ = run(ctx, OpBackupQuery(nodes=[N2], with_kind=True))
-    assert kinds == {N2: [{"name": "alpha", "kind": "ganeti"}, {"name": INST, "kind": "ganeti_lv"}]}
+    assert kinds == {
+        N2: [
+            {"name": "alpha", "kind": "ganeti", "stale": False},
+            {"name": INST, "kind": "ganeti_lv", "stale": False},
+        ]
+    }
+
+
+def test_cli_list_warns_of_what_an_interrupted_export_left(ctx, ops, config, data_dir, capsys):
+    from ganeti_lv.cli.main import main
+
+    _own_export(ctx, ops)
+    ops.exports[N2][f"{INST}.new"] = FakeExport()  # left by an interrupted export
+    jobs_before = len(ctx.jobs.list())
+    assert main(["--data-dir", data_dir, "backup", "list", "--node", N2], node_ops=ops) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"Node: {N2}", "Exports:", f"\t{INST}"]
+    export_dir = config.read().cluster.export_dir
+    assert f"Stale incomplete export {export_dir}/{INST}.new on {N2}" in err
+    assert f"'gnt-lv backup remove --stale {INST}'" in err
+    assert len(ctx.jobs.list()) == jobs_before  # a list is no job
 
 
 def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
