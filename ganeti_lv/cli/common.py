@@ -368,15 +368,15 @@ class CliEnv:
             )
         return self._client
 
-    def submit(self, op: OpCode, quiet: bool = False) -> Any:
-        """Run an opcode as a job, showing its feedback as it comes (unless quiet)."""
-        return self.run_job([op], quiet=quiet)[0]
+    def submit(self, op: OpCode) -> Any:
+        """Run an opcode as a job, showing its feedback as it comes."""
+        return self.run_job([op])[0]
 
     def query(self, op: OpCode) -> Any:
         """Run a query without a job (``Client.query``), as Ganeti's list commands do."""
         return self.client().query(op)
 
-    def run_job(self, ops: Sequence[OpCode], quiet: bool = False) -> list[Any]:
+    def run_job(self, ops: Sequence[OpCode]) -> list[Any]:
         """Run a job of ``ops``; every opcode's result (see ``ganeti_lv.cli.submit``).
 
         With ``submit_only`` (``--submit``) the job is started, "JobID: N"
@@ -385,8 +385,8 @@ class CliEnv:
         that is followed (as Ganeti's ``--print-jobid``).
         """
         client = self.client()
-        on_job_id = self._print_job_id if self.print_jobid and not quiet else None
-        if self.submit_only and not quiet:
+        on_job_id = self._print_job_id if self.print_jobid else None
+        if self.submit_only:
             job_id = client.enqueue(ops)
             if on_job_id is not None:
                 on_job_id(job_id)
@@ -399,16 +399,14 @@ class CliEnv:
     def _print_job_id(self, job_id: int) -> None:
         self.write(str(job_id))
 
-    def follow(
-        self, run: Callable[[Any, Cancellation], Sequence[Any]], quiet: bool = False
-    ) -> list[Any]:
+    def follow(self, run: Callable[[Any, Cancellation], Sequence[Any]]) -> list[Any]:
         """``run(on_record, cancel)`` with the job's records shown and signals as cancel."""
         cancel = Cancellation()
         with (
             submit.job_signals(cancel, lambda: self.warn(submit.ABORT_REQUESTED), self._hangup),
             submit.show_records(self.stdout) as show,
         ):
-            return list(run(None if quiet else show, cancel))
+            return list(run(show, cancel))
 
     def _hangup(self) -> None:
         # the terminal went away: nobody reads stdout or stderr any more

@@ -160,7 +160,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
     """Show details of instances (all when none given)."""
-    rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)), quiet=True)
+    rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)))
     for row in rows:
         for line in instance_info.info_lines(row):
             env.write(line)
