@@ -10,7 +10,7 @@ from typing import Any
 from ganeti_lv import bootstrap, constants, locking, paths, pki
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster_crypto import distribute
-from ganeti_lv.cmdlib.common import expand_node, get_node
+from ganeti_lv.cmdlib.common import ask_nodes, expand_node, get_node
 from ganeti_lv.errors import (
     ECODE_EXISTS,
     ECODE_INVAL,
@@ -449,19 +449,20 @@ class LUNodeQuery(NoHooksLU):
         self.needed_locks = {}
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
-        """One row per node, sorted by name."""
+        """One row per node, sorted by name; the live facts asked of every node at once
+        (nodes down but not marked offline each take their connect timeouts)."""
         data = self.cfg.snapshot()  # read-only: the rows hold scalars and new lists
-        names = self.wanted or sorted(data.nodes)
+        nodes = [data.nodes[name] for name in self.wanted or sorted(data.nodes)]
+        asked = [node for node in nodes if self.op.live and not node.offline]
+        facts, _failed = ask_nodes(self.rpc.node_info, asked)
         rows = []
-        for name in names:
-            node = data.nodes[name]
+        for node in nodes:
             row = _config_row(node, data)
-            if self.op.live and not node.offline:
-                result = node_call(self.rpc.node_info, node)
-                if result.fail_msg is None and result.payload is not None:
-                    row["mtotal"] = result.payload.memory_total
-                    row["mfree"] = result.payload.memory_free
-                    row["ctotal"] = result.payload.cpu_count or None
-                    row["mnode"] = _node_memory(row, data)
+            info = facts.get(node.name)
+            if info is not None:
+                row["mtotal"] = info.memory_total
+                row["mfree"] = info.memory_free
+                row["ctotal"] = info.cpu_count or None
+                row["mnode"] = _node_memory(row, data)
             rows.append(row)
         return rows

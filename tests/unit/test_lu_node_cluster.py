@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from typing import Any
 
 import pytest
@@ -330,6 +331,28 @@ def test_node_query(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) ->
     assert by_name[N1]["master"] is True
     assert by_name[N3]["mfree"] is None and by_name[N3]["offline"] is True
     assert not fake_ops.calls_to("node_info", N3)
+
+
+def test_node_query_asks_the_nodes_at_once(
+    ctx: Context, fake_ops: FakeNodeOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nodes down but not marked offline each take their connect timeouts:
+    # asked one after the other, a few of them outlast the client's answer limit
+    asked = threading.Barrier(3, timeout=10)  # every node's question open at once
+    answer = fake_ops.node_info
+
+    def node_info(node: Any) -> Any:
+        asked.wait()
+        return answer(node)
+
+    monkeypatch.setattr(fake_ops, "node_info", node_info)
+    rows, _ = run(ctx, OpNodeQuery(live=True))
+    assert [row["mtotal"] is not None for row in rows] == [True, True, True]
+    fake_ops.set_unreachable(N2)
+    asked.reset()
+    monkeypatch.setattr(fake_ops, "node_info", answer)
+    rows, _ = run(ctx, OpNodeQuery(live=True))
+    assert [row["mfree"] is None for row in rows] == [False, True, False]  # N2 unanswered
 
 
 # ---------------------------------------------------------------- cluster modify
