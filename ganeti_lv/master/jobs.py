@@ -96,6 +96,14 @@ def boot_id() -> str | None:
         return None
 
 
+def pid_namespace() -> int | None:
+    """This process's pid namespace (its inode), or None where it cannot be read."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def process_start_time(pid: int) -> int | None:
     """The start time (clock ticks since boot) of process ``pid``, or None if gone."""
     try:
@@ -211,6 +219,8 @@ class Job:
     parent: int | None = None
     # the boot the job's process ran in (None in files written before it was recorded)
     boot_id: str | None = None
+    # the pid namespace of the job's process (None in files written before it was recorded)
+    pid_ns: int | None = None
     # where the job's file is (the archive or not), not in the file: set when it is read
     archived: bool = False
 
@@ -352,10 +362,18 @@ def lost_error(job: Job) -> dict[str, Any]:
 
 
 def _gone(job: Job) -> bool:
-    """True when the process that runs ``job`` is gone (or ran before this boot)."""
+    """True when the process that runs ``job`` is gone (or ran before this boot).
+
+    A job of another pid namespace (a container sharing the data dir) is
+    never judged gone: its pid means nothing here, and a job judged lost has
+    its end recorded (``archive.record_lost``) while it may still run.
+    """
     current = boot_id()
     if job.boot_id is not None and current is not None and job.boot_id != current:
         return True
+    namespace = pid_namespace()
+    if job.pid_ns is not None and namespace is not None and job.pid_ns != namespace:
+        return False
     return not process_alive(job.pid, job.pid_start)
 
 
@@ -456,6 +474,7 @@ class JobStore:
             pid_start=process_start_time(os.getpid()),
             parent=parent,
             boot_id=boot_id(),
+            pid_ns=pid_namespace(),
         )
         if start:
             job.status = JOB_STATUS_RUNNING

@@ -17,7 +17,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import JobError, OperationCanceled, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.master.jobs import JobStore, boot_id, process_alive
+from ganeti_lv.master.jobs import JobStore, boot_id, pid_namespace, process_alive
 from ganeti_lv.master.runner import run_job
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpClusterVerify, OpInstanceMigrate, OpTestDelay
@@ -115,6 +115,22 @@ def test_a_job_of_another_boot_is_lost(store: JobStore) -> None:
     with open(path, "w") as fobj:
         json.dump(doc, fobj)
     assert store.get(job.id).status == "running"
+
+
+def test_a_job_of_another_pid_namespace_is_never_judged_lost(store: JobStore) -> None:
+    """Its pid means nothing here (a container sharing the data dir): judged lost,
+    its end would be recorded while it still runs."""
+    job = store.create_job([OpTestDelay()], start=True)
+    path = os.path.join(store.jobs_dir, f"job-{job.id}.json")
+    with open(path) as fobj:
+        doc = json.load(fobj)
+    assert doc["pid_ns"] == pid_namespace() is not None
+    doc["pid"] = 2**22 + 1  # no such process here
+    for pid_ns, status in ((doc["pid_ns"], "lost"), (doc["pid_ns"] + 1, "running"), (None, "lost")):
+        doc["pid_ns"] = pid_ns  # this namespace, another one, a file of an older version
+        with open(path, "w") as fobj:
+            json.dump(doc, fobj)
+        assert store.get(job.id).status == status, pid_ns
 
 
 def _run_long_job(data_dir: str, holding: Any) -> None:
