@@ -142,7 +142,7 @@ def atomic_temp_pattern(name_re: str) -> re.Pattern[str]:
 def remove_stale_temp_files(
     directory: str,
     patterns: Sequence[re.Pattern[str]],
-    min_age: float = 60.0,
+    min_age: float,
     now: float | None = None,
 ) -> list[str]:
     """Remove the temp files killed writers left in ``directory``; their names.
@@ -150,8 +150,9 @@ def remove_stale_temp_files(
     Only regular files whose name matches one of ``patterns`` (a writer's
     temp-file names, ``atomic_temp_pattern``) and that were last written
     ``min_age`` seconds ago or earlier: a writer in another process may be
-    writing a younger one right now (a writer stalled for longer fails its
-    write, which then changes nothing).
+    writing a younger one right now. A writer stalled for longer (an fsync
+    waiting that long) fails its write with the file gone: ``min_age`` must
+    be far longer than any write takes.
     """
     now = time.time() if now is None else now
     removed = []

@@ -4,7 +4,7 @@ Once when the daemon starts and every ``PASS_INTERVAL`` seconds after that
 (``Housekeeper.tick``, called between requests), a thread of its own:
 
 - removes the temp files that writers killed mid-write (SIGKILL, a crash)
-  left beside the configuration and the job files, once they are a minute
+  left beside the configuration and the job files, once they are an hour
   old (a writer of another process may still be writing a younger one);
 - records the end of the lost jobs (their process is gone) and archives
   the finished jobs that ended ``AUTOARCHIVE_AGE`` (6 h, as Ganeti's
@@ -32,8 +32,9 @@ log = logging.getLogger("ganeti_lv.master.housekeeping")
 AUTOARCHIVE_AGE = 6 * 3600.0
 # seconds between two passes (Ganeti's watcher runs every 5 minutes)
 PASS_INTERVAL = 300.0
-# a temp file last written this long ago (s) has no writer any more
-STALE_TEMP_AGE = 60.0
+# a temp file last written this long ago (s) has no writer any more: far
+# longer than a write takes, even one whose fsync waits behind a large copy
+STALE_TEMP_AGE = 3600.0
 
 _CONFIG_TEMP_RES = (atomic_temp_pattern(re.escape("config.json")),)
 
@@ -80,8 +81,13 @@ class Housekeeper:
         if self._thread is not None and self._thread.is_alive():
             return
         self._due = now + self.interval
-        self._thread = threading.Thread(target=self._run, name="masterd-housekeeping")
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="masterd-housekeeping")
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had now: the daemon goes on serving
+            log.exception("the periodic pass over the data dir could not start")
+            return
+        self._thread = thread
 
     def _run(self) -> None:
         try:

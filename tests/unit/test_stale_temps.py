@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,31 @@ def test_the_pass_runs_at_once_then_every_interval(monkeypatch: pytest.MonkeyPat
     assert runs == ["/ddir", "/ddir"]
 
 
+def test_a_pass_that_cannot_start_a_thread_leaves_the_daemon_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # tick runs in the daemon's serve loop: an error from it would end the loop
+    runs: list[str] = []
+    monkeypatch.setattr(housekeeping, "housekeeping_pass", runs.append)
+    now = [100.0]
+    keeper = housekeeping.Housekeeper("/ddir", interval=300, clock=lambda: now[0])
+    start = threading.Thread.start
+
+    def no_thread(_thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    keeper.tick()  # no error
+    monkeypatch.setattr(threading.Thread, "start", start)
+    keeper.tick()
+    keeper.join()
+    assert runs == []  # the next pass waits for its time
+    now[0] += 300
+    keeper.tick()
+    keeper.join()
+    assert runs == ["/ddir"]
+
+
 @pytest.fixture
 def program(tmp_path: Path) -> Iterator[str]:
     ddir = str(tmp_path / "data")
@@ -120,7 +146,8 @@ def test_the_daemon_removes_stale_temp_files_at_start(program: str) -> None:
     ]
     for path in stale:
         Path(path).write_text("{}")
-        os.utime(path, (time.time() - 120, time.time() - 120))
+        old = time.time() - housekeeping.STALE_TEMP_AGE - 60
+        os.utime(path, (old, old))
     fresh = os.path.join(jobs_dir, ".job-2.json.abcd1234.tmp")
     Path(fresh).write_text("{}")
     assert start_program(program).returncode == 0
