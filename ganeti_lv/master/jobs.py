@@ -597,13 +597,16 @@ class JobStore:
     def list(self, archived: bool = False) -> builtins.list[Job]:
         """The recorded jobs not archived (with ``archived``, all), ascending by id.
 
-        Unreadable files are skipped.
+        Unreadable files are skipped. With ``archived``, a job archived
+        while the directories are read is listed once, from the archive.
         """
-        jobs = []
-        for job_id, in_archive in sorted(self._files(archived)):
+        jobs: dict[int, Job] = {}
+        for job_id in self.job_ids(archived):
+            if job_id in jobs:
+                continue  # moved to the archive between the two directories' listings
             with contextlib.suppress(JobError):
-                jobs.append(self._load(self.path(job_id, in_archive), in_archive))
-        return jobs
+                jobs[job_id] = self.get(job_id) if archived else self._load(self.path(job_id))
+        return builtins.list(jobs.values())
 
     def _files(self, archived: bool) -> builtins.list[tuple[int, bool]]:
         """(id, archived) of each job file of the job log (with ``archived``, the archive's too)."""

@@ -77,6 +77,25 @@ def test_an_archived_job_leaves_the_list_and_is_still_found_by_its_id(store: Job
     assert "archived" not in json.loads(Path(archived_path).read_text())  # the place says it
 
 
+def test_a_job_archived_while_the_list_is_read_is_listed_once_from_the_archive(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moving, kept = _finished(store), _finished(store)
+    files = store._files
+
+    def files_then_archived(archived: bool) -> list[tuple[int, bool]]:
+        found = files(archived)  # the directories as read before the move
+        monkeypatch.setattr(store, "_files", files)
+        assert archive_jobs(store, [moving.id]) == {moving.id: None}  # by another process
+        return found
+
+    monkeypatch.setattr(store, "_files", files_then_archived)
+    assert [(job.id, job.archived) for job in store.list(archived=True)] == [
+        (moving.id, True),
+        (kept.id, False),
+    ]
+
+
 def test_archive_buckets_ids_by_ten_thousand(store: JobStore) -> None:
     os.makedirs(store.jobs_dir)
     Path(store.jobs_dir, "serial").write_text("12344\n")
