@@ -95,6 +95,20 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def exclusive_file_lock(path: str) -> Iterator[None]:
+    """An exclusive flock on the file ``path`` (created 0600, its directory too) for the
+    block; waits for another holder. Closing the file releases it, also in a child
+    process: the descriptor is not inherited."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_file_atomically(
     path: str, data: bytes, mode: int = 0o640, *, durable: bool = True
 ) -> None:
@@ -391,17 +405,12 @@ class ConfigStore:
                 "by this thread)",
                 ECODE_FAULT,
             )
-        os.makedirs(self.data_dir, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_file_lock(self.lock_path):
             held.add(key)
             try:
                 yield
             finally:
                 held.discard(key)
-        finally:
-            os.close(fd)  # closing drops the flock
 
     def _write(self, data: ConfigData, base: _Cached | None = None) -> None:
         """Save ``data`` (lock held) and cache it as the file now on disk.

@@ -28,28 +28,19 @@ listed again, unchanged.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
+from ganeti_lv.config import exclusive_file_lock
 from ganeti_lv.constants import JOB_ACTIVE_STATUSES, JOB_STATUS_ERROR, JOB_STATUS_LOST
 from ganeti_lv.errors import ECODE_STATE, JobError
 from ganeti_lv.master.jobs import Job, JobStore, lost_error
 
 
-@contextlib.contextmanager
-def archive_lock(store: JobStore) -> Iterator[None]:
+def archive_lock(store: JobStore) -> contextlib.AbstractContextManager[None]:
     """The job log's archive lock, held exclusively (waits for another holder)."""
-    os.makedirs(store.jobs_dir, exist_ok=True)
-    fd = os.open(
-        os.path.join(store.jobs_dir, ".archive.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return exclusive_file_lock(os.path.join(store.jobs_dir, ".archive.lock"))
 
 
 def job_age(job: Job, now: float) -> float:

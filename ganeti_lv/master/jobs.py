@@ -46,7 +46,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import json
 import os
@@ -57,7 +56,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganeti_lv.config import atomic_temp_pattern, fsync_dir, write_file_atomically
+from ganeti_lv.config import (
+    atomic_temp_pattern,
+    exclusive_file_lock,
+    fsync_dir,
+    write_file_atomically,
+)
 from ganeti_lv.constants import (
     JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
@@ -403,13 +407,8 @@ class JobStore:
 
     @contextlib.contextmanager
     def _counter_lock(self) -> Iterator[None]:
-        os.makedirs(self.jobs_dir, exist_ok=True)
-        fd = os.open(os.path.join(self.jobs_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_file_lock(os.path.join(self.jobs_dir, ".lock")):
             yield
-        finally:
-            os.close(fd)
 
     def _next_id(self) -> int:
         counter = os.path.join(self.jobs_dir, "serial")
