@@ -80,7 +80,7 @@ class Backend(Protocol):
         """One job of the job log; JobError when unknown."""
 
     def jobs(self) -> list[Job]:
-        """Every job of the job log."""
+        """The jobs of the job log not archived."""
 
     def cancel(self, job_id: int, reason: str) -> None:
         """Ask a job to stop safely, in the daemon or in its own process; JobError if it cannot."""
