@@ -169,7 +169,10 @@ class LUNodeSetParams(LogicalUnit):
 
     Offline, drained and master candidate are Ganeti's node roles: at most one
     is set at once, and a node made a candidate leaves the other two.
-    Result: list of (parameter, new value).
+    Result, as Ganeti's: list of (parameter, new value), the other parameters
+    asked for, then each role flag that changed (master_candidate, drained,
+    offline, in that order): a candidate drained or offlined reports its
+    demotion too, a node that leaves those roles as a candidate its return.
     """
 
     HPATH = constants.HPATH_NODE_MODIFY
@@ -256,25 +259,42 @@ class LUNodeSetParams(LogicalUnit):
             )
         if self.op.vm_capable is False:
             _check_no_instances(data, self.node.name)
-        self.changes: list[tuple[str, Any]] = []
+        self.changes = self._attribute_changes(back)
+        after = self.node.copy()
+        for name, value in self.changes:
+            setattr(after, name, value)
+        if (
+            after.is_master_candidate()
+            and not self.node.is_master_candidate()
+            and not self.op.master_candidate
+        ):  # its candidacy was kept through the offline/drained role
+            self.LogInfo(f"Node {self.node.name} is a master candidate again")
+        # Ganeti's report: the other parameters asked for, then the role flags that changed
+        self.result = [(n, v) for n, v in self.changes if n in ("vm_capable", "memory_cap")]
+        self.result += _role_changes(self.node, after)
+        self.dry_run_result = list(self.result)
+
+    def _attribute_changes(self, back: bool) -> list[tuple[str, Any]]:
+        """The node's attributes to set, in order (a later one wins)."""
+        changes: list[tuple[str, Any]] = []
         for name in ("offline", "drained", "vm_capable"):
             value = getattr(self.op, name)
             if value is not None:
-                self.changes.append((name, value))
+                changes.append((name, value))
         # asked to be a candidate, already one: no change (the hooks still say True)
         if self.op.master_candidate is False or (
             self.op.master_candidate and not self.node.is_master_candidate()
         ):
-            self.changes.append(("master_candidate", self.op.master_candidate))
+            changes.append(("master_candidate", self.op.master_candidate))
         if self.op.memory_cap is not None:
-            self.changes.append(("memory_cap", self.op.memory_cap))
+            changes.append(("memory_cap", self.op.memory_cap))
         elif self.op.clear_memory_cap:
-            self.changes.append(("memory_cap", None))
+            changes.append(("memory_cap", None))
         if self.op.offline:
-            self.changes.append(("drained", False))
+            changes.append(("drained", False))
         if back and self.op.offline is None:
-            self.changes.append(("offline", False))
-        self.dry_run_result = list(self.changes)
+            changes.append(("offline", False))
+        return changes
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Ganeti's node-modify keys: OP_TARGET and the flags as asked, an unchanged
@@ -307,7 +327,7 @@ class LUNodeSetParams(LogicalUnit):
             for name, value in self.changes:
                 setattr(node, name, value)
             node.mtime = time.time()
-        return list(self.changes)
+        return list(self.result)
 
 
 @register_lu(OpNodeRemove)
@@ -359,6 +379,20 @@ class LUNodeRemove(LogicalUnit):
         self.cfg.remove_node(self.node.name)
         bootstrap.forget_node_host_key(paths.known_hosts_file(self.ctx.data_dir), self.node)
         feedback_fn(f"Node {self.node.name} removed from the cluster")
+
+
+_ROLE_FLAGS = ("master_candidate", "drained", "offline")  # Ganeti's order
+
+
+def _role_flags(node: Node) -> tuple[bool, bool, bool]:
+    """The node's role as Ganeti's flags: a candidate's kept flag counts only in that role."""
+    return (node.is_master_candidate(), node.drained, node.offline)
+
+
+def _role_changes(old: Node, new: Node) -> list[tuple[str, bool]]:
+    """Each role flag that differs between ``old`` and ``new``, in Ganeti's order."""
+    pairs = zip(_ROLE_FLAGS, _role_flags(old), _role_flags(new), strict=True)
+    return [(name, now) for name, was, now in pairs if was != now]
 
 
 def node_role(node: Node, master: str) -> str:

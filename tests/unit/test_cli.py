@@ -344,12 +344,20 @@ def test_node_list_and_modify(cli: Cli, config: ConfigStore) -> None:
     assert code == 0
     assert out.splitlines()[0].split() == [N1, "2", "N", "Y"]
     code, out, _ = cli("node", "modify", "--drained", "yes", "--memory-cap", "1G", "node3")
-    # gnt-node modify's lines: the values as Python's str
-    assert code == 0 and out.splitlines()[1:] == [" - drained -> True", " - memory_cap -> 1024"]
+    # gnt-node modify's lines: the values as Python's str; the candidate's demotion too
+    assert code == 0 and out.splitlines()[1:] == [
+        " - memory_cap -> 1024",
+        " - master_candidate -> False",
+        " - drained -> True",
+    ]
     node = config.get_node(N3)
     assert node is not None and node.drained and node.memory_cap == 1024
     code, out, _ = cli("node", "modify", "--memory-cap", "none", "-O", "yes", "node3")
-    assert code == 0 and " - offline -> True" in out and " - memory_cap -> None" in out
+    assert code == 0 and out.splitlines()[1:] == [
+        " - memory_cap -> None",
+        " - drained -> False",
+        " - offline -> True",
+    ]
 
 
 def test_node_remove_asks_nothing_as_ganeti(
