@@ -91,15 +91,9 @@ def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
 
     Without any to move (always with ``-s``: no instance has secondaries)
     it says so and exits 0, asking nothing and submitting no job (as
-    Ganeti's gnt-node evacuate).
+    Ganeti's gnt-node evacuate); options the opcode refuses (``-p`` with
+    ``-s``) are refused first, as Ganeti's client refuses them.
     """
-    name, instances = _primary_instances(env, opts.node_name)
-    if opts.secondary_only or not instances:
-        env.warn(f"No instances to evacuate on node(s) {name}, exiting.")
-        return EXIT_SUCCESS
-    question = f"All instances on node {opts.node_name} will be moved off it. Continue?"
-    if not opts.dry_run and not env.confirm(question, opts.force):
-        return EXIT_CONFIRMATION
     op = opcodes.OpNodeEvacuate(
         node_name=opts.node_name,
         primary_only=opts.primary_only,
@@ -113,6 +107,14 @@ def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
         ignore_soft_errors=opts.ignore_soft_errors,
         dry_run=opts.dry_run,
     )
+    op.validate()
+    name, instances = _primary_instances(env, opts.node_name)
+    if opts.secondary_only or not instances:
+        env.warn(f"No instances to evacuate on node(s) {name}, exiting.")
+        return EXIT_SUCCESS
+    question = f"All instances on node {opts.node_name} will be moved off it. Continue?"
+    if not opts.dry_run and not env.confirm(question, opts.force):
+        return EXIT_CONFIRMATION
     _show(env, env.submit(op))
     return EXIT_SUCCESS
 

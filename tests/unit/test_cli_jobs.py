@@ -66,6 +66,19 @@ def test_node_evacuate_of_the_secondaries_moves_nothing(cli: Cli, config: Config
     assert _no_jobs(cli)
 
 
+def test_node_evacuate_of_the_primaries_and_the_secondaries_at_once_is_refused(
+    cli: Cli,
+) -> None:
+    """As Ganeti's: -p and -s together are an error (ECODE_INVAL), not "nothing to move"."""
+    for node in ("node1", "node2"):  # with instances, and without
+        code, out, err = cli("node", "evacuate", "-f", "-p", "-s", node)
+        assert code == 1 and not out
+        assert "error type: wrong_input" in err
+        assert "Only one of 'primary_only' and 'secondary_only'" in err
+        assert "No instances to evacuate" not in err
+    assert _no_jobs(cli)
+
+
 def test_node_migrate_and_evacuate_with_nothing_to_move_ask_nothing(
     cli: Cli, config: ConfigStore, monkeypatch: Any
 ) -> None:
