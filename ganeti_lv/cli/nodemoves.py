@@ -20,8 +20,6 @@ from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_CONFIRMATION, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.cli.migrate import migration_mode
-from ganeti_lv.errors import ECODE_NOENT, OpPrereqError
-from ganeti_lv.objects import Instance
 
 
 def _show(env: CliEnv, result: Any) -> None:
@@ -38,19 +36,20 @@ def _show(env: CliEnv, result: Any) -> None:
     env.table(headers, rows)
 
 
-def _primary_instances(env: CliEnv, node_name: str) -> tuple[str, list[Instance]]:
-    """The node's full name and its primary instances, read from the configuration.
+def _primary_instances(env: CliEnv, node_name: str) -> tuple[str, list[str]]:
+    """The node's full name and its primary instances, by name.
 
-    Read as Ganeti's client queries them before asking anything; no job.
+    Queried as Ganeti's client queries them before asking anything: no
+    job, no node asked; an unknown node is the query's error (ECODE_NOENT).
     """
-    from ganeti_lv.config import ConfigStore
+    (row,) = env.query(opcodes.OpNodeQuery(names=[node_name], live=False))
+    return row["name"], list(row["pinst_list"])
 
-    cfg = ConfigStore(env.data_dir)
-    name = cfg.expand_node_name(node_name)
-    if name is None:
-        raise OpPrereqError(f"Node '{node_name}' not known", ECODE_NOENT)
-    instances = cfg.snapshot().instances.values()
-    return name, sorted((i for i in instances if i.primary_node == name), key=lambda i: i.name)
+
+def _running(env: CliEnv, instances: list[str]) -> list[str]:
+    """Those of ``instances`` marked up (the ones a node migration moves)."""
+    rows = env.query(opcodes.OpInstanceQuery(names=instances, live=False))
+    return [r["name"] for r in rows if r["admin_state"] == constants.ADMINST_UP]
 
 
 def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -64,7 +63,7 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
     if not instances:
         env.write(f"No primary instances on node {name}, exiting.")
         return EXIT_SUCCESS
-    if not any(i.admin_state == constants.ADMINST_UP for i in instances):
+    if not _running(env, instances):
         env.write(f"No running primary instances on node {name}, exiting.")
         return EXIT_SUCCESS
     question = f"All running instances on node {opts.node_name} will be migrated. Continue?"

@@ -99,6 +99,45 @@ def test_node_migrate_and_evacuate_with_nothing_to_move_ask_nothing(
     assert _no_jobs(cli)
 
 
+def test_node_migrate_and_evacuate_read_what_to_move_through_the_clients_queries(
+    cli: Cli, config: ConfigStore
+) -> None:
+    """As every other CLI read: queries without a job (the master daemon's when one
+    runs), from the configuration only: no node is asked."""
+    from ganeti_lv.client import Client
+
+    asked: list[Any] = []
+
+    class Spy(Client):
+        def query(self, op: Any) -> Any:
+            asked.append(op)
+            return super().query(op)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        cli.capsys.readouterr()
+        code = main(["--data-dir", cli.data_dir, *argv], node_ops=cli.ops, client_factory=Spy)
+        out, err = cli.capsys.readouterr()
+        return code, out, err
+
+    with config.update() as data:
+        for name in (I1, I2):
+            data.instances[name].admin_state = constants.ADMINST_DOWN
+    code, out, _ = run("node", "migrate", "node1")
+    assert (code, out) == (0, f"No running primary instances on node {N1}, exiting.\n")
+    assert [(op.OP_ID, op.names, op.live) for op in asked] == [
+        ("OP_NODE_QUERY", ["node1"], False),
+        ("OP_INSTANCE_QUERY", [I1, I2], False),
+    ]
+    asked.clear()
+    code, _, err = run("node", "evacuate", "node2")
+    assert (code, err) == (0, f"No instances to evacuate on node(s) {N2}, exiting.\n")
+    assert [(op.OP_ID, op.names, op.live) for op in asked] == [("OP_NODE_QUERY", ["node2"], False)]
+    asked.clear()
+    code, _, err = run("node", "evacuate", "-f", "nosuch")
+    assert code == 1 and "error type: unknown_entity" in err and "Node 'nosuch' not known" in err
+    assert len(asked) == 1 and _no_jobs(cli)
+
+
 def test_node_migrate_of_an_unknown_node(cli: Cli) -> None:
     code, _, err = cli("node", "migrate", "-f", "nosuch")
     assert code == 1 and "Node 'nosuch' not known" in err
