@@ -54,9 +54,13 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
         env.write("Exports:")
         for entry in exports:
             if entry["stale"]:
+                # also there while an export runs: remove --stale waits for it (the
+                # instance's export lock), so it never takes a running export's files
+                name = entry["name"]
                 env.warn(
-                    f"Stale incomplete export {entry['path']} on {node} (an interrupted"
-                    f" export's; 'gnt-lv backup remove --stale {entry['name']}' removes it)"
+                    f"Incomplete export {entry['path']} on {node}: an export of {name} in"
+                    " progress, or what an interrupted one left ('gnt-lv backup remove"
+                    f" --stale {name}' removes it once no export of {name} runs)"
                 )
                 continue
             suffix = " (Ganeti export)" if entry["kind"] == "ganeti" else ""
