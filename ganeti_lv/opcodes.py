@@ -671,8 +671,10 @@ class OpBackupQuery(OpCode):
     OP_ID: ClassVar[str] = "OP_BACKUP_QUERY"
 
     nodes: list[str] = field(default_factory=list)
-    # False: {node: [name, ...]} (Ganeti's result); True: {node: [{"name": NAME,
-    # "kind": "ganeti_lv"|"ganeti"}, ...]} (who wrote each export)
+    # False: {node: [name, ...]} (Ganeti's result: complete exports); True: {node: [{"name":
+    # NAME, "kind": "ganeti_lv"|"ganeti", "stale": bool}, ...]}: who wrote each
+    # export, and the incomplete ones too (NAME.new/NAME.old: an export running or
+    # interrupted) with "stale" true and their "path"
     with_kind: bool = False
 
 
