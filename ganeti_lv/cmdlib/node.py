@@ -169,10 +169,11 @@ class LUNodeSetParams(LogicalUnit):
 
     Offline, drained and master candidate are Ganeti's node roles: at most one
     is set at once, and a node made a candidate leaves the other two.
-    Result, as Ganeti's: list of (parameter, new value), the other parameters
-    asked for, then each role flag that changed (master_candidate, drained,
-    offline, in that order): a candidate drained or offlined reports its
-    demotion too, a node that leaves those roles as a candidate its return.
+    Result, as Ganeti's: list of (parameter, new value as Python's str), the
+    other parameters asked for, then each role flag that changed
+    (master_candidate, drained, offline, in that order): a candidate drained
+    or offlined reports its demotion too, a node that leaves those roles as a
+    candidate its return.
     """
 
     HPATH = constants.HPATH_NODE_MODIFY
@@ -269,9 +270,11 @@ class LUNodeSetParams(LogicalUnit):
             and not self.op.master_candidate
         ):  # its candidacy was kept through the offline/drained role
             self.LogInfo(f"Node {self.node.name} is a master candidate again")
-        # Ganeti's report: the other parameters asked for, then the role flags that changed
-        self.result = [(n, v) for n, v in self.changes if n in ("vm_capable", "memory_cap")]
-        self.result += _role_changes(self.node, after)
+        # Ganeti's report: the other parameters asked for, then the role flags that
+        # changed; the values as Python's str, as Ganeti's job result has them
+        changed = [(n, v) for n, v in self.changes if n in ("vm_capable", "memory_cap")]
+        changed += _role_changes(self.node, after)
+        self.result = [(name, str(value)) for name, value in changed]
         self.dry_run_result = list(self.result)
 
     def _attribute_changes(self, back: bool) -> list[tuple[str, Any]]:
@@ -320,7 +323,7 @@ class LUNodeSetParams(LogicalUnit):
         pre = [self.cluster.master_node] if self.op.offline else nodes
         return pre, nodes
 
-    def Exec(self, feedback_fn: FeedbackFn) -> list[tuple[str, Any]]:
+    def Exec(self, feedback_fn: FeedbackFn) -> list[tuple[str, str]]:
         """Apply the changes."""
         with self.cfg.update() as data:
             node = data.nodes[self.node.name]

@@ -166,7 +166,7 @@ def test_a_node_added_again_keeps_its_vm_capable_flag(ctx: Context, config: Conf
 def test_node_modify_flags(ctx: Context, config: ConfigStore) -> None:
     result, _ = run(ctx, OpNodeSetParams(node_name="node3", drained=True, memory_cap=512))
     # as Ganeti's: the other parameters, then the role flags (node3 was a candidate)
-    assert result == [("memory_cap", 512), ("master_candidate", False), ("drained", True)]
+    assert result == [("memory_cap", "512"), ("master_candidate", "False"), ("drained", "True")]
     node = config.get_node(N3)
     assert node is not None and node.drained and node.memory_cap == 512
     run(ctx, OpNodeSetParams(node_name=N3, offline=True))
@@ -183,7 +183,7 @@ def test_node_modify_refusals(ctx: Context, config: ConfigStore) -> None:
     assert prereq_error(ctx, OpNodeSetParams(node_name="nope", offline=True)).ecode == ECODE_NOENT
     serial = config.read().serial
     result, _ = run(ctx, OpNodeSetParams(node_name=N3, drained=True, dry_run=True))
-    assert result == [("master_candidate", False), ("drained", True)]
+    assert result == [("master_candidate", "False"), ("drained", "True")]
     assert config.read().serial == serial
 
 
@@ -199,14 +199,14 @@ def test_master_candidacy_is_one_of_ganetis_node_roles(
     fake_ops.hooks_fn = hook
     # the regular role: no longer a candidate
     result, _ = run(ctx, OpNodeSetParams(node_name=N3, master_candidate=False))
-    assert result == [("master_candidate", False)]
+    assert result == [("master_candidate", "False")]
     assert envs[0]["GANETI_MASTER_CANDIDATE"] == "False"
     node = config.get_node(N3)
     assert node is not None and not node.master_candidate
     # a drained node made a candidate leaves the drained role
     run(ctx, OpNodeSetParams(node_name=N3, drained=True))
     result, _ = run(ctx, OpNodeSetParams(node_name=N3, master_candidate=True))
-    assert result == [("master_candidate", True), ("drained", False)]
+    assert result == [("master_candidate", "True"), ("drained", "False")]
     node = config.get_node(N3)
     assert node is not None and node.master_candidate and not node.drained
     # already a candidate: no change, but the hooks see the candidacy asked for
@@ -217,7 +217,7 @@ def test_master_candidacy_is_one_of_ganetis_node_roles(
     run(ctx, OpNodeSetParams(node_name=N2, drained=True))
     envs.clear()
     result, _ = run(ctx, OpNodeSetParams(node_name=N2, master_candidate=True))
-    assert result == [("master_candidate", True), ("drained", False)]
+    assert result == [("master_candidate", "True"), ("drained", "False")]
     assert envs[0]["GANETI_MASTER_CANDIDATE"] == "True"
     # not a candidate: unsetting is ignored, as Ganeti says
     run(ctx, OpNodeSetParams(node_name=N3, master_candidate=False))
@@ -239,19 +239,19 @@ def test_node_modify_reports_the_role_flags_that_changed_as_ganeti(
     differ between the old role and the new, in that order, after the others."""
     # a candidate offlined: demoted; drained was not set, so not listed
     result, _ = run(ctx, OpNodeSetParams(node_name=N3, offline=True, vm_capable=True))
-    assert result == [("vm_capable", True), ("master_candidate", False), ("offline", True)]
+    assert result == [("vm_capable", "True"), ("master_candidate", "False"), ("offline", "True")]
     # back online: a candidate again (its candidacy kept), and said so
     result, lines = run(ctx, OpNodeSetParams(node_name=N3, offline=False))
-    assert result == [("master_candidate", True), ("offline", False)]
+    assert result == [("master_candidate", "True"), ("offline", "False")]
     assert any(f"Node {N3} is a master candidate again" in line for line in lines)
     # offline to drained: one role for the other
     run(ctx, OpNodeSetParams(node_name=N3, offline=True))
     result, _ = run(ctx, OpNodeSetParams(node_name=N3, drained=True))
-    assert result == [("drained", True), ("offline", False)]
+    assert result == [("drained", "True"), ("offline", "False")]
     # a regular node drained: only drained
     run(ctx, OpNodeSetParams(node_name=N2, master_candidate=False))
     result, _ = run(ctx, OpNodeSetParams(node_name=N2, drained=True))
-    assert result == [("drained", True)]
+    assert result == [("drained", "True")]
     node = config.get_node(N2)
     assert node is not None and node.drained and not node.master_candidate
 
@@ -323,7 +323,7 @@ def test_node_modify_hook_environment_is_ganetis(ctx: Context, fake_ops: FakeNod
     # unsetting a flag that is not set changes nothing and says None, as in Ganeti
     envs.clear()
     result, lines = run(ctx, OpNodeSetParams(node_name=N3, offline=False, drained=False))
-    assert result == [("master_candidate", True), ("drained", False)]  # its candidacy kept
+    assert result == [("master_candidate", "True"), ("drained", "False")]  # its candidacy kept
     assert "Ignoring request to unset flag offline, already unset" in "\n".join(lines)
     assert (envs[0]["GANETI_OFFLINE"], envs[0]["GANETI_DRAINED"]) == ("None", "False")
 

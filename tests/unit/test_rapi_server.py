@@ -550,6 +550,18 @@ def test_instance_info_is_a_job_with_ganetis_result(
     assert _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0][INST]["run_state"] is None
 
 
+def test_a_node_role_change_has_ganetis_result(rapi: rapi_server.RapiServer, data_dir: str) -> None:
+    """The flags that changed, in Ganeti's order, the values as Ganeti's str."""
+    code, _, job_id = _admin(rapi, "PUT", f"/2/nodes/{N3}/role", body="drained")
+    assert code == 200 and _wait_job(data_dir, job_id).status == "success"
+    result = _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0]
+    assert result == [["master_candidate", "False"], ["drained", "True"]]
+    code, _, job_id = _admin(rapi, "PUT", f"/2/nodes/{N3}/role", body="offline")
+    assert code == 200 and _wait_job(data_dir, job_id).status == "success"
+    result = _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["opresult"][0]
+    assert result == [["drained", "False"], ["offline", "True"]]
+
+
 def test_a_dry_run_has_no_result_as_in_ganeti(
     rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
 ) -> None:
