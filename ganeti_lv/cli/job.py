@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.constants import JOB_STATUSES
-from ganeti_lv.errors import ECODE_INVAL, GenericError, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, GenericError, JobError, OpPrereqError
 
 JOB_FIELDS = (
     "id",
@@ -65,7 +66,19 @@ def _ts(value: float | None) -> str | None:
     return None if value is None else format_timestamp(value)
 
 
+@dataclass(frozen=True)
+class _UnknownJob:
+    """A job asked for by id that the job log does not have (or cannot read): listed
+    with its id and every other field unavailable ("-"), as Ganeti's ``gnt-job list ID``."""
+
+    id: int
+    parent: None = None
+    status: None = None
+
+
 def _field(job: Any, name: str) -> Any:
+    if isinstance(job, _UnknownJob):
+        return job.id if name == "id" else None
     return {
         "id": job.id,
         "status": job.status,
@@ -105,12 +118,13 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
 
     For people (aligned columns) a node operation's moves come indented right
     under it; with ``--separator``, for scripts, every job is one plain row in
-    id order, as Ganeti's ``gnt-job list`` (the ``parent`` field groups them).
+    id order (that of the ids given, when given), as Ganeti's ``gnt-job list``
+    (the ``parent`` field groups them).
     """
     fields = common.parse_fields(opts.output, JOB_DEFAULT_FIELDS, JOB_FIELDS)
     if opts.archived and "archived" not in fields:
         fields.append("archived")  # as gnt-job list --archived
-    jobs = env.client().jobs(archived=opts.archived)
+    jobs = _selected_jobs(env.client(), opts.job_ids, opts.archived)
     if opts.status:
         jobs = [j for j in jobs if j.status == opts.status]
     rows = []
@@ -122,6 +136,25 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     headers = [JOB_HEADERS[f] for f in fields]
     env.table(headers, rows, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
+
+
+def _selected_jobs(client: Any, texts: list[str], archived: bool) -> list[Any]:
+    """The jobs to list: all (archived ones with ``archived``), or those of the ids given.
+
+    Named jobs come in the order given, each once, archived or not (as
+    Ganeti's, which finds a named job in its archive too); one the job log
+    does not have is an ``_UnknownJob``, as Ganeti lists an unknown id.
+    """
+    if not texts:
+        return list(client.jobs(archived=archived))
+    job_ids = list(dict.fromkeys(_job_id(text) for text in texts))  # a bad id: nothing listed
+    jobs: list[Any] = []
+    for job_id in job_ids:
+        try:
+            jobs.append(client.job(job_id))
+        except JobError:
+            jobs.append(_UnknownJob(job_id))
+    return jobs
 
 
 def _job_lines(job: Any) -> list[str]:
@@ -241,7 +274,8 @@ def cmd_autoarchive(opts: argparse.Namespace, env: CliEnv) -> int:
 def register(registry: CommandRegistry) -> None:
     """Add the ``job`` group."""
     registry.group("job", help="Job log")
-    lst = registry.command("job", "list", cmd_list, help="List jobs")
+    lst = registry.command("job", "list", cmd_list, help="List jobs (all, or those of the ids given)")
+    lst.add_argument("job_ids", nargs="*", metavar="ID")
     lst.add_argument("--status", choices=JOB_STATUSES, help="Only jobs with this status")
     lst.add_argument("--archived", action="store_true", help="Include archived jobs")
     common.add_list_options(lst, JOB_FIELDS)
