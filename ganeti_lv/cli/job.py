@@ -19,7 +19,15 @@ from typing import Any
 
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-from ganeti_lv.constants import JOB_STATUSES
+from ganeti_lv.constants import (
+    JOB_STATUS_CANCELED,
+    JOB_STATUS_ERROR,
+    JOB_STATUS_LOST,
+    JOB_STATUS_QUEUED,
+    JOB_STATUS_RUNNING,
+    JOB_STATUS_SUCCESS,
+    JOB_STATUSES,
+)
 from ganeti_lv.errors import ECODE_INVAL, GenericError, JobError, OpPrereqError
 
 JOB_FIELDS = (
@@ -48,6 +56,18 @@ JOB_HEADERS = {
     "pid": "PID",
     "parent": "Parent",
     "archived": "Archived",
+}
+# gnt-job list's status flags on ganeti_lv's statuses: a lost job (its process gone)
+# counts as failed, as the remote API shows it; no status here is Ganeti's
+# "waiting" or "canceling" (a job waiting for its locks is "running")
+STATUS_FLAGS = {
+    "--pending": ((JOB_STATUS_QUEUED,), "Only jobs not started yet (queued)"),
+    "--running": ((JOB_STATUS_RUNNING,), "Only jobs running"),
+    "--error": ((JOB_STATUS_ERROR, JOB_STATUS_LOST), "Only failed jobs (error, lost)"),
+    "--finished": (
+        (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED, JOB_STATUS_LOST),
+        "Only finished jobs (success, error, canceled, lost)",
+    ),
 }
 # Ganeti's time specification suffixes (cli.ParseTimespec)
 _TIMESPEC_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -125,8 +145,8 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
     if opts.archived and "archived" not in fields:
         fields.append("archived")  # as gnt-job list --archived
     jobs = _selected_jobs(env.client(), opts.job_ids, opts.archived)
-    if opts.status:
-        jobs = [j for j in jobs if j.status == opts.status]
+    if opts.statuses is not None:
+        jobs = [j for j in jobs if j.status in opts.statuses]
     rows = []
     for job, depth in grouped(jobs) if opts.separator is None else [(j, 0) for j in jobs]:
         row = [_field(job, f) for f in fields]
@@ -271,12 +291,34 @@ def cmd_autoarchive(opts: argparse.Namespace, env: CliEnv) -> int:
     return EXIT_SUCCESS
 
 
+class _OneStatus(argparse.Action):
+    """``--status S``: the same selection as a status flag's, of the one status S."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, (values,))
+
+
+def _add_status_options(parser: argparse.ArgumentParser) -> None:
+    """The status selections of ``job list``: the last one given counts, as gnt-job's flags."""
+    for flag, (statuses, text) in STATUS_FLAGS.items():
+        parser.add_argument(flag, dest="statuses", action="store_const", const=statuses, help=text)
+    parser.add_argument(
+        "--status",
+        dest="statuses",
+        action=_OneStatus,
+        choices=JOB_STATUSES,
+        help="Only jobs with this status (one the Status column shows)",
+    )
+
+
 def register(registry: CommandRegistry) -> None:
     """Add the ``job`` group."""
     registry.group("job", help="Job log")
-    lst = registry.command("job", "list", cmd_list, help="List jobs (all, or those of the ids given)")
+    lst = registry.command(
+        "job", "list", cmd_list, help="List jobs (all, or those of the ids given)"
+    )
     lst.add_argument("job_ids", nargs="*", metavar="ID")
-    lst.add_argument("--status", choices=JOB_STATUSES, help="Only jobs with this status")
+    _add_status_options(lst)
     lst.add_argument("--archived", action="store_true", help="Include archived jobs")
     common.add_list_options(lst, JOB_FIELDS)
     info = registry.command("job", "info", cmd_info, help="Show jobs in detail")
