@@ -2,24 +2,28 @@
 
 ``job list`` shows the moves of a node operation (``node migrate``,
 ``node evacuate``) right after its job, indented; archived jobs only with
-``--archived`` (as ``gnt-job list``). ``job archive ID...`` and ``job
-autoarchive AGE`` archive finished jobs as ``gnt-job``'s do
-(``ganeti_lv.master.archive``). ``job watch ID`` follows
-a job to its end as the command that submitted it would have (progress
-bars on a terminal; Ctrl-C asks the job to stop safely) and exits with its
-outcome; ``job cancel ID`` asks a running job to stop safely.
+``--archived`` or named by id. As ``gnt-job list``, it takes job ids, the
+status flags ``--pending``/``--running``/``--error``/``--finished`` and
+Ganeti's job fields (``STATUS_FLAGS``, ``JOB_HEADERS``). ``job archive
+ID...`` and ``job autoarchive AGE`` archive finished jobs as ``gnt-job``'s
+do (``ganeti_lv.master.archive``). ``job watch ID`` follows a job to its end
+as the command that submitted it would have (progress bars on a terminal;
+Ctrl-C asks the job to stop safely) and exits with its outcome; ``job
+cancel ID`` asks a running job to stop safely.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.constants import (
+    JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
@@ -30,33 +34,27 @@ from ganeti_lv.constants import (
 )
 from ganeti_lv.errors import ECODE_INVAL, GenericError, JobError, OpPrereqError
 
-JOB_FIELDS = (
-    "id",
-    "status",
-    "summary",
-    "op_id",
-    "received",
-    "start",
-    "exec",
-    "end",
-    "pid",
-    "parent",
-    "archived",
-)
-JOB_DEFAULT_FIELDS = ("id", "status", "summary")
+# Ganeti's job fields (their titles too) where the job log has the data, then
+# ganeti_lv's own: the opcodes' OP_IDs, the pid running the job, its node operation
 JOB_HEADERS = {
     "id": "ID",
     "status": "Status",
     "summary": "Summary",
+    "ops": "OpCodes",
+    "opstatus": "OpCode_status",
+    "opstart": "OpCode_start",
+    "opexec": "OpCode_exec",
+    "opend": "OpCode_end",
+    "received_ts": "Received",
+    "start_ts": "Start",
+    "end_ts": "End",
+    "archived": "Archived",
     "op_id": "OpCode",
-    "received": "Received",
-    "start": "Started",
-    "exec": "Executed",
-    "end": "Ended",
     "pid": "PID",
     "parent": "Parent",
-    "archived": "Archived",
 }
+JOB_FIELDS = tuple(JOB_HEADERS)
+JOB_DEFAULT_FIELDS = ("id", "status", "summary")
 # gnt-job list's status flags on ganeti_lv's statuses: a lost job (its process gone)
 # counts as failed, as the remote API shows it; no status here is Ganeti's
 # "waiting" or "canceling" (a job waiting for its locks is "running")
@@ -73,17 +71,60 @@ STATUS_FLAGS = {
 _TIMESPEC_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def format_timestamp(value: float) -> str:
-    """Ganeti's timestamp form with microseconds: ``2024-05-01 12:00:03.250000``."""
+def _split(value: float) -> tuple[int, int]:
+    """A timestamp's seconds and microseconds (Ganeti's timeval form)."""
     seconds = int(value)
     usecs = round((value - seconds) * 1_000_000)
     if usecs >= 1_000_000:
         seconds, usecs = seconds + 1, usecs - 1_000_000
+    return seconds, usecs
+
+
+def format_timestamp(value: float) -> str:
+    """Ganeti's timestamp form with microseconds: ``2024-05-01 12:00:03.250000``."""
+    seconds, usecs = _split(value)
     return f"{common.format_time(seconds)}.{usecs:06d}"
 
 
 def _ts(value: float | None) -> str | None:
     return None if value is None else format_timestamp(value)
+
+
+def _ts_pair(value: float | None) -> str | None:
+    """A job's timestamp as gnt-job list prints it: ``[seconds, microseconds]``."""
+    return None if value is None else "[{}, {}]".format(*_split(value))
+
+
+def _op_ts(values: list[float | None]) -> list[str]:
+    """The opcodes' timestamps as gnt-job list prints them: Ganeti's form, '?' for none."""
+    return ["?" if value is None else format_timestamp(value) for value in values]
+
+
+def _op_statuses(job: Any) -> list[str]:
+    """The opcodes' statuses; those a lost job did not finish are lost, as the job is."""
+    if job.status != JOB_STATUS_LOST:
+        return [op.status for op in job.ops]
+    return [JOB_STATUS_LOST if op.status in JOB_ACTIVE_STATUSES else op.status for op in job.ops]
+
+
+_FIELD_VALUES: dict[str, Callable[[Any], Any]] = {
+    "id": lambda job: job.id,
+    "status": lambda job: job.status,
+    "summary": lambda job: job.summary,
+    # as JSON: the opcodes' input with their OP_ID (Ganeti prints Python's form)
+    "ops": lambda job: json.dumps([op.params for op in job.ops], sort_keys=True),
+    "opstatus": _op_statuses,
+    "opstart": lambda job: _op_ts([op.start_ts for op in job.ops]),
+    "opexec": lambda job: _op_ts([op.exec_ts for op in job.ops]),
+    "opend": lambda job: _op_ts([op.end_ts for op in job.ops]),
+    "received_ts": lambda job: _ts_pair(job.received_ts),
+    "start_ts": lambda job: _ts_pair(job.start_ts),
+    "end_ts": lambda job: _ts_pair(job.end_ts),
+    "archived": lambda job: job.archived,
+    "op_id": lambda job: job.op_id,
+    "pid": lambda job: job.pid,
+    "parent": lambda job: job.parent,
+}
 
 
 @dataclass(frozen=True)
@@ -99,19 +140,7 @@ class _UnknownJob:
 def _field(job: Any, name: str) -> Any:
     if isinstance(job, _UnknownJob):
         return job.id if name == "id" else None
-    return {
-        "id": job.id,
-        "status": job.status,
-        "summary": job.summary,
-        "op_id": job.op_id,
-        "received": _ts(job.received_ts),
-        "start": _ts(job.start_ts),
-        "exec": _ts(job.exec_ts),
-        "end": _ts(job.end_ts),
-        "pid": job.pid,
-        "parent": job.parent,
-        "archived": job.archived,
-    }[name]
+    return _FIELD_VALUES[name](job)
 
 
 def grouped(jobs: list[Any]) -> list[tuple[Any, int]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -68,10 +71,15 @@ def _one_of_each_status(store: JobStore) -> dict[str, int]:
     lost = store.create_job([OpTestDelay()], start=True)
     lost.pid, lost.pid_start = 2**22 + 7, None  # no such process
     store.save(lost)
-    jobs = (queued, running, success, error, canceled, lost)
-    return dict(
-        zip(("queued", "running", "success", "error", "canceled", "lost"), (j.id for j in jobs))
-    )
+    jobs = {
+        "queued": queued,
+        "running": running,
+        "success": success,
+        "error": error,
+        "canceled": canceled,
+        "lost": lost,
+    }
+    return {status: job.id for status, job in jobs.items()}
 
 
 @pytest.mark.parametrize(
@@ -105,3 +113,52 @@ def test_job_list_status_flag_with_ids(data_dir: str, store: JobStore, capsys: A
     argv = ("job", "list", "--no-headers", "-o", "id", "--error")
     code, out, _ = _cli(data_dir, capsys, *argv, str(ids["lost"]), str(ids["success"]))
     assert (code, out.split()) == (0, [str(ids["lost"])])
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC (and back to what it was after the test)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("utc")
+def test_job_list_takes_ganetis_job_fields_with_ganetis_titles(
+    data_dir: str, store: JobStore, capsys: Any
+) -> None:
+    job = store.create_job([OpTestDelay(duration=0.5), OpTestDelay()], start=True)
+    job.received_ts, job.start_ts = 1714564800.25, 1714564801.5
+    job.ops[0].status, job.ops[0].start_ts = "running", 1714564801.5
+    job.ops[0].exec_ts = 1714564802.000001
+    store.save(job)
+    fields = "id,received_ts,start_ts,end_ts,opstatus,opstart,opexec,opend,summary"
+    code, out, err = _cli(data_dir, capsys, "job", "list", "--separator", "|", "-o", fields)
+    assert (code, err) == (0, "")
+    assert _rows(out) == [
+        ["ID", "Received", "Start", "End", "OpCode_status", "OpCode_start", "OpCode_exec"]
+        + ["OpCode_end", "Summary"],
+        # the job's timestamps as gnt-job list prints them, [seconds, microseconds];
+        # the opcodes' in Ganeti's time form, '?' for one not there yet
+        [str(job.id), "[1714564800, 250000]", "[1714564801, 500000]", "-", "running,queued"]
+        + ["2024-05-01 12:00:01.500000,?", "2024-05-01 12:00:02.000001,?", "?,?"]
+        + ["TEST_DELAY,TEST_DELAY"],
+    ]
+    code, out, _ = _cli(data_dir, capsys, "job", "list", "--no-headers", "-o", "ops")
+    assert [op["duration"] for op in json.loads(out)] == [0.5, 0.0]
+    assert [op["OP_ID"] for op in json.loads(out)] == ["OP_TEST_DELAY"] * 2
+    # the names these fields had before are gone (one name each)
+    for old in ("received", "start", "exec", "end"):
+        code, _, err = _cli(data_dir, capsys, "job", "list", "-o", old)
+        assert code == 14 and f"Unknown output field(s): {old}" in err
+
+
+def test_job_list_opstatus_of_a_lost_job(data_dir: str, store: JobStore, capsys: Any) -> None:
+    job = store.create_job([OpTestDelay(), OpTestDelay()], start=True)
+    store.start_op(job, 0)
+    job.pid, job.pid_start = 2**22 + 7, None  # no such process
+    store.save(job)
+    code, out, _ = _cli(data_dir, capsys, "job", "list", "--no-headers", "-o", "status,opstatus")
+    assert (code, out.split()) == (0, ["lost", "lost,lost"])
