@@ -146,6 +146,11 @@ def test_the_job_runs_where_gnt_lv_sends_it(daemon_for: Any, data_dir: str) -> N
     assert _run(data_dir, "job", "list", "--no-headers")[1][-2:] == [
         f"{job.id} success TEST_DELAY" for job in _jobs(data_dir)[-2:]
     ]
+    # jobs named by id, an unknown one too, through the daemon
+    first = _jobs(data_dir)[-2].id
+    argv = ("job", "list", "--no-headers", "-o", "id,status", str(first), "99999")
+    code, out, _ = _run(data_dir, *argv)
+    assert (code, [line.split() for line in out]) == (0, [[str(first), "success"], ["99999", "-"]])
 
 
 @pytest.mark.parametrize("way", BOTH_WAYS)
