@@ -68,6 +68,14 @@ ADMIN_SOURCE = "admin"
 USER_SOURCE = "user"
 ADMIN_STATE_SOURCES = (ADMIN_SOURCE, USER_SOURCE)
 
+# Ganeti's sources of reason trail entries (an opcode's ``reason``): the user's
+# reason, a client ("gnt:client:gnt-lv"), the remote API's resource
+# ("gnt:library:rlib2:instances_name_migrate"), the master ("gnt:opcode:node_evacuate")
+OPCODE_REASON_SRC_USER = "gnt:user"
+OPCODE_REASON_SRC_CLIENT = "gnt:client"
+OPCODE_REASON_SRC_RLIB2 = "gnt:library:rlib2"
+OPCODE_REASON_SRC_OPCODE = "gnt:opcode"
+
 INSTST_RUNNING = "running"
 INSTST_ADMINDOWN = "ADMIN_down"
 INSTST_ADMINOFFLINE = "ADMIN_offline"

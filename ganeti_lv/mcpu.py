@@ -69,6 +69,7 @@ class Processor:
         self._feedback_fn: FeedbackFn | None = None
         self.cancel = Cancellation()
         self._job: Job | None = None
+        self._op: OpCode | None = None  # the opcode running (of the job ``_job``)
         self._index = 0
         self._session: NodeSession | None = None
         self._session_lock = threading.Lock()
@@ -163,7 +164,7 @@ class Processor:
     def _locked_execute(
         self, op: OpCode, job: Job, index: int, feedback_fn: FeedbackFn | None
     ) -> Any:
-        self._job, self._index, self._feedback_fn = job, index, feedback_fn
+        self._job, self._op, self._index, self._feedback_fn = job, op, index, feedback_fn
         # a cancel request also ends a wait for a lock (nothing is changed then)
         locks = self.ctx.locks
         locks.set_interrupt(self.cancel)
@@ -176,7 +177,7 @@ class Processor:
             locks.set_interrupt(None)
             locks.set_owner(None)
             locks.set_wait_report(None)
-            self._job, self._feedback_fn = None, None
+            self._job, self._op, self._feedback_fn = None, None, None
 
     def _report_lock_wait(
         self, level: str, name: str | None, owner: dict[str, Any] | None, waited: float
@@ -205,9 +206,13 @@ class Processor:
         job through a processor of its own, with its own locks, session and
         job log entry, exactly as a job submitted alone; it returns the
         result or raises the typed error. ``job list`` shows the job with
-        the running job as its parent.
+        the running job as its parent. ``op``'s reason trail gets the
+        running opcode's after its own, as a job Ganeti's master submits for
+        an opcode does (then the master's entry of the new job).
         """
         parent = self._job.id if self._job is not None else None
+        if self._op is not None:
+            op.reason = [*op.reason, *self._op.reason]
         child = self.ctx.jobs.create_job([op], parent=parent)
 
         def run() -> Any:

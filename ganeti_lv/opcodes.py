@@ -7,14 +7,23 @@ log and in the master daemon's protocol), ``summary()`` for job listings and
 ``validate()``, which checks types and values and raises
 ``OpPrereqError(..., ECODE_INVAL)``; the processor calls it before the LU is
 built. ``OP_REGISTRY`` maps OP_ID to class (no name mangling).
+
+Every opcode carries Ganeti's reason trail (``reason``): why it runs, as
+``[source, text, timestamp]`` entries, oldest first, the timestamp in
+nanoseconds since the epoch as Ganeti's. Whoever submits the job starts it
+(``gnt-lv``'s ``--reason`` and command, the remote API's ``?reason=`` and
+resource), the job log adds the master's entry when it records the job
+(``add_job_reasons``) and a node operation's jobs start with its trail.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,7 +32,7 @@ from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.names import check_instance_name, check_name, check_tags
 from ganeti_lv.units import parse_size
 
-__all__ = ["OP_REGISTRY", "OpCode", "field"]
+__all__ = ["OP_REGISTRY", "OpCode", "add_job_reasons", "field", "reason_entry"]
 
 OP_REGISTRY: dict[str, type[OpCode]] = {}
 
@@ -79,6 +88,8 @@ class OpCode:
 
     dry_run: bool = False
     debug_level: int = 0
+    # Ganeti's reason trail: [source, text, nanoseconds since the epoch] entries
+    reason: list[list[Any]] = field(default_factory=list)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -99,6 +110,7 @@ class OpCode:
         if self.dry_run and not self.WITH_DRY_RUN:
             raise OpPrereqError(f"{self.OP_ID} does not support dry-run", ECODE_INVAL)
         _require_non_negative(self, "debug_level")
+        _check_reason(self)
         self._check_values()
 
     def _check_values(self) -> None:
@@ -127,6 +139,43 @@ class OpCode:
             return cls(**data)
         except TypeError as err:
             raise OpPrereqError(f"Invalid parameters for {op_id}: {err}", ECODE_INVAL) from err
+
+
+def reason_entry(source: str, text: str, timestamp: int | None = None) -> list[Any]:
+    """A reason trail entry as Ganeti's: [source, text, nanoseconds since the epoch (now)]."""
+    return [source, text, time.time_ns() if timestamp is None else timestamp]
+
+
+def add_job_reasons(ops: Sequence[OpCode], job_id: int, received_ns: int) -> None:
+    """Append the master's entry to the trail of each opcode of job ``job_id``, as
+    Ganeti's does when it receives a job: ("gnt:opcode:instance_migrate",
+    "job=N;index=I", the time the job was received).
+
+    A trail that is no list is left as it is: validation refuses it.
+    """
+    for index, op in enumerate(ops):
+        if isinstance(op.reason, list):  # a new list: a trail may be shared by several opcodes
+            source = f"{constants.OPCODE_REASON_SRC_OPCODE}:{op.OP_ID.removeprefix('OP_').lower()}"
+            op.reason = [
+                *op.reason,
+                reason_entry(source, f"job={job_id};index={index}", received_ns),
+            ]
+
+
+def _check_reason(op: OpCode) -> None:
+    """ECODE_INVAL unless every entry of the trail is [source, text, integer timestamp]."""
+    for idx, entry in enumerate(op.reason):
+        if not (
+            len(entry) == 3
+            and isinstance(entry[0], str)
+            and isinstance(entry[1], str)
+            and _type_ok(entry[2], int)
+        ):
+            raise OpPrereqError(
+                f"Parameter '{op.OP_ID}.reason' fails validation: entry {idx} is not"
+                f" [source, text, timestamp in nanoseconds], got {entry!r}",
+                ECODE_INVAL,
+            )
 
 
 def _require_choice(op: OpCode, name: str, choices: tuple[str, ...]) -> None:

@@ -236,6 +236,7 @@ def register(registry: CommandRegistry) -> None:
     )
     init.add_argument("--ca-key", metavar="FILE", help="Its private key (PEM, unencrypted)")
     common.add_force(init)
+    common.add_reason(init)  # the job giving the master its certificates
     _add_storage_options(init)
 
     registry.command("cluster", "info", cmd_info, help="Show the cluster configuration")
@@ -271,6 +272,7 @@ def register(registry: CommandRegistry) -> None:
         help="node migrate/evacuate: moves at once onto one node",
     )
 
-    registry.command(
+    verify = registry.command(
         "cluster", "verify", cmd_verify, help="Compare the configuration with the nodes"
     )
+    common.add_reason(verify)

@@ -31,7 +31,7 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import submit
 from ganeti_lv.client import Client
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-from ganeti_lv.opcodes import OpCode
+from ganeti_lv.opcodes import OpCode, reason_entry
 
 Handler = Callable[[argparse.Namespace, "CliEnv"], int]
 
@@ -40,6 +40,10 @@ EXIT_FAILURE = 1
 # Ganeti's: a confirmation refused (node migrate/evacuate), unknown output fields
 EXIT_CONFIRMATION = 13
 EXIT_UNKNOWN_FIELD = 14
+
+# the program's name: its usage lines, and the source of its entry in a job's
+# reason trail ("gnt:client:gnt-lv", as Ganeti's "gnt:client:gnt-instance")
+PROGRAM = "gnt-lv"
 
 
 class UnknownFields(OpPrereqError):
@@ -293,7 +297,9 @@ def render_rich_table(
 class CliEnv:
     """What a command handler gets; tests inject ``node_ops``, ``ask`` and streams.
 
-    ``lock_timeout`` (seconds, None: wait) comes from ``--lock-timeout``.
+    ``lock_timeout`` (seconds, None: wait) comes from ``--lock-timeout``;
+    ``command`` ("instance migrate") and ``reason`` (``--reason``) start the
+    reason trail of every job the command submits.
     ``stdin_tty`` says whether questions could be asked on stdin (None:
     whether this process's stdin is a terminal, at the time of asking).
     Output that goes away (a closed pipe, a hang-up) is dropped, never an
@@ -323,6 +329,8 @@ class CliEnv:
         self.submit_only = False
         # --print-jobid: each job's bare id on stdout first (for scripts)
         self.print_jobid = False
+        self.command = ""
+        self.reason: str | None = None
         self._client: Any = None
 
     @property
@@ -382,8 +390,11 @@ class CliEnv:
         With ``submit_only`` (``--submit``) the job is started, "JobID: N"
         printed on stderr (as Ganeti's) and every result is None. With
         ``print_jobid`` the bare id goes to stdout first, also for a job
-        that is followed (as Ganeti's ``--print-jobid``).
+        that is followed (as Ganeti's ``--print-jobid``). Each opcode's
+        reason trail is the command's (``reason_trail``).
         """
+        for op in ops:
+            op.reason = self.reason_trail()
         client = self.client()
         on_job_id = self._print_job_id if self.print_jobid else None
         if self.submit_only:
@@ -395,6 +406,17 @@ class CliEnv:
         return self.follow(
             lambda on_record, cancel: client.submit_job(ops, on_record, cancel, on_job_id)
         )
+
+    def reason_trail(self) -> list[list[Any]]:
+        """The reason trail of a job of this command, as Ganeti's client starts it: the
+        user's ``--reason`` ("gnt:user"), then the program and its command
+        ("gnt:client:gnt-lv", "instance migrate")."""
+        trail = []
+        if self.reason:
+            trail.append(reason_entry(constants.OPCODE_REASON_SRC_USER, self.reason))
+        source = f"{constants.OPCODE_REASON_SRC_CLIENT}:{PROGRAM}"
+        trail.append(reason_entry(source, self.command))
+        return trail
 
     def _print_job_id(self, job_id: int) -> None:
         self.write(str(job_id))
@@ -499,8 +521,23 @@ def add_force(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true", help="Do not ask for confirmation")
 
 
+def add_reason(parser: argparse.ArgumentParser) -> None:
+    """``--reason TEXT``: why, first in the reason trail of the command's jobs (as Ganeti's).
+
+    Every command that submits a job takes it (``add_submit`` adds it).
+    """
+    parser.add_argument(
+        "--reason",
+        default=None,
+        metavar="TEXT",
+        help="The reason for executing the command (kept in its jobs' reason trail)",
+    )
+
+
 def add_submit(parser: argparse.ArgumentParser) -> None:
-    """``--submit``: start the job, print its id and return at once; ``--print-jobid``."""
+    """``--submit``: start the job, print its id and return at once; ``--print-jobid``;
+    and ``--reason`` (``add_reason``)."""
+    add_reason(parser)
     parser.add_argument(
         "--submit",
         action="store_true",

@@ -252,3 +252,4 @@ def register(registry: CommandRegistry) -> None:
     common.add_units_option(lst)
     info = registry.command("instance", "info", cmd_info, help="Show instance details")
     info.add_argument("instances", nargs="*", metavar="INSTANCE")
+    common.add_reason(info)

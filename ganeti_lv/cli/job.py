@@ -230,7 +230,10 @@ def _op_lines(op: Any) -> list[str]:
         "    Input fields:",
     ]
     for key, value in sorted(op.params.items()):
-        if key != "OP_ID":
+        if key == "reason" and _is_trail(value):
+            lines.append(f"      {key}:")
+            lines += _trail_lines(value, "        ")
+        elif key != "OP_ID":
             lines.append(f"      {key}: {json.dumps(value, sort_keys=True)}")
     if op.error:
         lines.append(
@@ -242,6 +245,21 @@ def _op_lines(op: Any) -> list[str]:
     lines.append("    Execution log:")
     for timestamp, log_type, message in op.log:
         lines.append(f"      {format_timestamp(timestamp)}:{log_type} {message}")
+    return lines
+
+
+def _is_trail(value: Any) -> bool:
+    """True for a reason trail with entries (a list of lists)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(e, list) and e for e in value)
+
+
+def _trail_lines(trail: list[list[Any]], indent: str) -> list[str]:
+    """A reason trail as ``gnt-job info`` shows it: an entry's source, text and
+    timestamp (nanoseconds) one a line, each entry a list item."""
+    lines = []
+    for entry in trail:
+        for pos, item in enumerate(entry):
+            lines.append(f"{indent}{'- - ' if pos == 0 else '  - '}{item}")
     return lines
 
 

@@ -33,6 +33,7 @@ from ganeti_lv.cli import submit
 from ganeti_lv.cli.common import (
     EXIT_FAILURE,
     EXIT_UNKNOWN_FIELD,
+    PROGRAM,
     CliEnv,
     CommandRegistry,
     UnknownFields,
@@ -74,7 +75,7 @@ def _lock_timeout(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The ``gnt-lv`` argument parser: every group and command."""
     parser = argparse.ArgumentParser(
-        prog="gnt-lv", description="Manage a ganeti_lv (libvirt) cluster."
+        prog=PROGRAM, description="Manage a ganeti_lv (libvirt) cluster."
     )
     parser.add_argument(
         "--data-dir",
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: wait for them)",
     )
     parser.add_argument(
-        "--version", action="version", version=f"gnt-lv {constants.RELEASE_VERSION}"
+        "--version", action="version", version=f"{PROGRAM} {constants.RELEASE_VERSION}"
     )
     subparsers = parser.add_subparsers(dest="group", metavar="GROUP")
     subparsers.required = True
@@ -124,6 +125,8 @@ def main(
     )
     env.submit_only = bool(getattr(opts, "submit", False))
     env.print_jobid = bool(getattr(opts, "print_jobid", False))
+    env.command = f"{opts.group} {opts.command}"
+    env.reason = getattr(opts, "reason", None)
     try:
         return run_command(opts, env)
     finally:

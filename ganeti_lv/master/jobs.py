@@ -72,6 +72,7 @@ from ganeti_lv.constants import (
     JOB_STATUS_SUCCESS,
 )
 from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ganeti_class
+from ganeti_lv.opcodes import add_job_reasons
 
 ELOG_MESSAGE = "message"
 
@@ -462,13 +463,19 @@ class JobStore:
 
         The job is queued, or with ``start`` already running (one write
         instead of ``create_job`` followed by ``start``). ``parent`` is the
-        job of the node operation this job belongs to.
+        job of the node operation this job belongs to. Before the job is
+        written, each opcode's reason trail gets the master's entry
+        (``opcodes.add_job_reasons``), as Ganeti's master adds it when it
+        receives a job; the opcodes then run with it.
         """
         if not ops:
             raise JobError("A job needs at least one opcode", ECODE_FAULT)
+        job_id, received_ns = self._next_id(), time.time_ns()
+        add_job_reasons(ops, job_id, received_ns)
         job = Job(
-            id=self._next_id(),
+            id=job_id,
             ops=[OpRecord.of(op) for op in ops],
+            received_ts=received_ns / 1e9,
             pid=os.getpid(),
             pid_start=process_start_time(os.getpid()),
             parent=parent,

@@ -43,6 +43,7 @@ def test_fields_in_declaration_order_with_the_base_fields_first() -> None:
     assert _names(OpSample) == [
         "dry_run",
         "debug_level",
+        "reason",
         "name",
         "count",
         "ratio",
@@ -84,7 +85,7 @@ def test_equality_and_repr() -> None:
     assert OpInstanceMigrate(instance_name="a") != OpInstanceMigrate(instance_name="b")
     assert OpTestDelay() != OpSample(name="a")
     text = repr(OpSample(name="a"))
-    assert text.startswith("OpSample(dry_run=False, debug_level=0, name='a', count=3")
+    assert text.startswith("OpSample(dry_run=False, debug_level=0, reason=[], name='a', count=3")
 
 
 @pytest.mark.parametrize("cls", sorted(OP_REGISTRY.values(), key=lambda c: c.OP_ID))
