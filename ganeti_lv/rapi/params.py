@@ -9,21 +9,25 @@ those. Some body names are renamed (``destination`` is the export's
 not an object, an unknown parameter, a value of the wrong type or out of
 range (the opcode's own checks), a query argument that is not a number.
 
-Ganeti's parameters common to every opcode are accepted and have no effect
-here (``priority``, ``comment``, ``reason``), except ``depends`` (job
-dependencies), which is refused unless empty. A boolean query argument is
-``0`` or ``1`` (any integer; ``bulk=1``), as in Ganeti.
+Of Ganeti's parameters common to every opcode, ``priority`` and
+``comment`` are accepted without effect here, ``depends`` (job
+dependencies) is refused unless empty, and ``reason`` is the remote API's
+own, as in Ganeti: a body may not set it, the job's reason trail starts with
+the ``reason`` query argument and the resource (``reason_trail``). A
+boolean query argument is ``0`` or ``1`` (any integer; ``bulk=1``), as in
+Ganeti.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import OpPrereqError
-from ganeti_lv.opcodes import OpCode
+from ganeti_lv.opcodes import OpCode, reason_entry
 from ganeti_lv.rapi.httperrors import bad_request
 
 QueryArgs = Mapping[str, Sequence[str]]
@@ -32,6 +36,8 @@ QueryArgs = Mapping[str, Sequence[str]]
 # without effect here: a job's priority (one of Ganeti's submit priorities) and
 # comment; its reason comes from the query (?reason=), never from the body
 _PRIORITIES = (-10, 0, 10)
+# a path variable of a resource's rule ("<name>", "<int:job_id>")
+_RULE_VARIABLE = re.compile(r"<(?:\w+:)?(\w+)>")
 
 
 def str_arg(args: QueryArgs, name: str, default: str | None = None) -> str | None:
@@ -54,6 +60,26 @@ def int_arg(args: QueryArgs, name: str, default: int = 0) -> int:
 def bool_arg(args: QueryArgs, name: str) -> bool:
     """A boolean query argument (``0``/``1``, as Ganeti takes it)."""
     return bool(int_arg(args, name))
+
+
+def ganeti_resource_name(rule: str) -> str:
+    """Ganeti's name of the resource of ``rule`` (its class's, without ``R_2_``):
+    ``/2/instances/<name>/prepare-export`` is ``instances_name_prepare_export``."""
+    path = _RULE_VARIABLE.sub(r"\1", rule).removeprefix("/2/")
+    return path.replace("/", "_").replace("-", "_")
+
+
+def reason_trail(args: QueryArgs, rule: str) -> list[list[Any]]:
+    """The reason trail of a job of the resource of ``rule``, as Ganeti's remote API
+    starts it: the ``reason`` query argument ("gnt:user"), when given, then the
+    resource ("gnt:library:rlib2:instances_name_migrate", no text)."""
+    trail = []
+    text = str_arg(args, "reason")
+    if text:
+        trail.append(reason_entry(constants.OPCODE_REASON_SRC_USER, text))
+    source = f"{constants.OPCODE_REASON_SRC_RLIB2}:{ganeti_resource_name(rule)}"
+    trail.append(reason_entry(source, ""))
+    return trail
 
 
 def check_type(value: Any, expected: type, what: str) -> Any:

@@ -96,6 +96,7 @@ class Request:
     backend: Backend
     method: str
     path: str
+    rule: str  # the resource's (``Resource.rule``)
     items: dict[str, Any]
     args: QueryArgs
     body: Any
@@ -246,6 +247,8 @@ def _instance(req: Request) -> Any:
 
 
 def _submit(req: Request, op: OpCode) -> int:
+    """Start a job of ``op``, with the request's reason trail (as Ganeti's); its id."""
+    op.reason = params.reason_trail(req.args, req.rule)
     return int(req.backend.submit([op]).job_id)
 
 

@@ -148,6 +148,7 @@ class RapiApplication:
             backend=self.backend,
             method=method,
             path=request.path,
+            rule=resource.rule,
             items=items,
             # empty values dropped, as Ganeti's parser does (``?dry-run=`` is no dry run)
             args={

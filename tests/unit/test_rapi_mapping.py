@@ -96,6 +96,34 @@ def test_renamed_and_common_parameters() -> None:
         assert text in _bad(params.fill_opcode, OpBackupExport, {**body, **bad}, static)
 
 
+def test_a_jobs_reason_trail_names_the_resource_as_ganetis_remote_api() -> None:
+    """Ganeti's source of the entry is its resource class's name without ``R_2_``."""
+    from ganeti_lv.rapi.resources import RESOURCES
+
+    ganetis = {
+        "/2/nodes/<name>/role": "nodes_name_role",
+        "/2/nodes/<name>/modify": "nodes_name_modify",
+        "/2/nodes/<name>/migrate": "nodes_name_migrate",
+        "/2/nodes/<name>/evacuate": "nodes_name_evacuate",
+        "/2/instances/<name>/info": "instances_name_info",
+        "/2/instances/<name>/startup": "instances_name_startup",
+        "/2/instances/<name>/shutdown": "instances_name_shutdown",
+        "/2/instances/<name>/reboot": "instances_name_reboot",
+        "/2/instances/<name>/migrate": "instances_name_migrate",
+        "/2/instances/<name>/failover": "instances_name_failover",
+        "/2/instances/<name>/export": "instances_name_export",
+        "/2/instances/<name>/prepare-export": "instances_name_prepare_export",
+    }
+    # the resources that start a job, each one here
+    assert set(ganetis) <= {res.rule for res in RESOURCES}
+    assert {rule: params.ganeti_resource_name(rule) for rule in ganetis} == ganetis
+    trail = params.reason_trail({"reason": ["disk swap"]}, "/2/instances/<name>/migrate")
+    assert [entry[:2] for entry in trail] == [
+        ["gnt:user", "disk swap"],
+        ["gnt:library:rlib2:instances_name_migrate", ""],
+    ]
+
+
 def test_wrong_bodies_are_refused_with_a_message() -> None:
     static = {"instance_name": INST}
     assert _bad(params.fill_opcode, OpInstanceShutdown, "x", static) == (

@@ -584,6 +584,44 @@ def test_a_dry_run_has_no_result_as_in_ganeti(
     assert not config.get_node(N3).drained  # type: ignore[union-attr]
 
 
+def _sources(trail: list[list[Any]]) -> list[tuple[str, str]]:
+    """A reason trail's (source, text) pairs; its timestamps are nanoseconds, in order."""
+    stamps = [entry[2] for entry in trail]
+    assert stamps == sorted(stamps) and all(isinstance(s, int) for s in stamps), trail
+    assert all(abs(time.time_ns() - s) < 60 * 10**9 for s in stamps), trail
+    return [(source, text) for source, text, _ in trail]
+
+
+def test_the_reason_argument_starts_the_jobs_reason_trail_as_ganetis(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    """As Ganeti's remote API: ``?reason=`` ("gnt:user"), the resource by Ganeti's
+    name of it, then the master's entry; /2/jobs/N has it in the opcode's input."""
+    base = f"/2/instances/{INST}"
+    code, _, job_id = _admin(rapi, "PUT", f"{base}/shutdown?dry-run=1&reason=planned%20work")
+    assert code == 200, job_id
+    trail = _wait_job(data_dir, job_id).ops[0].params["reason"]
+    assert _sources(trail) == [
+        ("gnt:user", "planned work"),
+        ("gnt:library:rlib2:instances_name_shutdown", ""),
+        ("gnt:opcode:instance_shutdown", f"job={job_id};index=0"),
+    ]
+    assert _admin(rapi, "GET", f"/2/jobs/{job_id}")[2]["ops"][0]["reason"] == trail
+    # no reason, or an empty one (as Ganeti's): the resource's entry and the master's
+    for path in (f"{base}/info", f"{base}/info?reason="):
+        code, _, job_id = _admin(rapi, "GET", path)
+        assert code == 200, job_id
+        assert _sources(_wait_job(data_dir, job_id).ops[0].params["reason"]) == [
+            ("gnt:library:rlib2:instances_name_info", ""),
+            ("gnt:opcode:instance_query_data", f"job={job_id};index=0"),
+        ]
+    # the body may not set it: a static parameter, as in Ganeti
+    code, _, answer = _admin(
+        rapi, "PUT", f"{base}/migrate", body={"reason": [["gnt:user", "x", 1]]}
+    )
+    assert code == 400 and "static parameters ['reason']" in answer["message"]
+
+
 # ------------------------------------------------------------------ Ganeti's client
 
 
@@ -663,6 +701,27 @@ def test_ganetis_client_drains_a_node_and_moves_instances_off_nodes(
     # refused before any job: a role Ganeti cannot set either
     assert client.error("SetNodeRole", N2, "master")["code"] == 400
     assert client.error("GetNodeRole", "ghost")["code"] == 404
+
+
+@needs_ganeti_client
+def test_ganetis_client_gives_a_reason_and_the_moves_of_a_node_carry_it(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.instances["inst2.example.com"].admin_state = "down"
+    client = _client(rapi, data_dir)
+    job = client.call("MigrateNode", N1, mode="live", reason="rack 4 power work")
+    ((_, child),) = _node_job(client, job)["jobs"]
+    trail = client.call("GetJobStatus", job)["ops"][0]["reason"]
+    assert _sources(trail) == [
+        ("gnt:user", "rack 4 power work"),
+        ("gnt:library:rlib2:nodes_name_migrate", ""),
+        ("gnt:opcode:node_migrate", f"job={job};index=0"),
+    ]
+    # the move's job: the node job's trail, then the master's entry of its own
+    child_trail = client.call("GetJobStatus", child)["ops"][0]["reason"]
+    assert child_trail[:3] == trail
+    assert _sources(child_trail)[3:] == [("gnt:opcode:instance_migrate", f"job={child};index=0")]
 
 
 @needs_ganeti_client
