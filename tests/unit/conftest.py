@@ -6,6 +6,8 @@ not set: all online) and instances inst1/inst2.example.com on node1.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -118,3 +120,19 @@ def server(config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps) -> It
         srv.shutdown()
         srv.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def program(tmp_path: Path) -> Iterator[str]:
+    """A data dir without a cluster for a master daemon program the test starts (the
+    daemon then opens no node connection); a daemon left running is killed."""
+    from ganeti_lv.master import daemon as masterd
+
+    ddir = str(tmp_path / "data")
+    os.mkdir(ddir)
+    try:
+        yield ddir
+    finally:
+        pid = masterd.read_pid(ddir)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)

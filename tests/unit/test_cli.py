@@ -509,51 +509,48 @@ def _low_open_files_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
 
-def test_gnt_lv_raises_its_open_files_limit_to_the_hard_limit(tmp_path: Any) -> None:
-    # a job taking every instance lock holds a file per instance name ever locked
+def _run_with_a_low_open_files_limit(script: str, *args: str) -> tuple[int, str]:
+    """The hard limit of open files, and the output of ``script`` run in a Python
+    started with the soft limit below it (skipped without a finite hard limit above)."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard <= 256 or hard == resource.RLIM_INFINITY:
         pytest.skip("no finite hard limit of open files above 256")
+    res = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_low_open_files_limit,
+    )
+    assert res.returncode == 0, res.stderr
+    return hard, res.stdout
+
+
+def test_gnt_lv_raises_its_open_files_limit_to_the_hard_limit(tmp_path: Any) -> None:
+    # a job taking every instance lock holds a file per instance name ever locked
     script = (
         "import resource, sys\n"
         "from ganeti_lv.cli.main import main\n"
         "code = main(['--data-dir', sys.argv[1], 'job', 'list'])\n"
         "print(code, *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=_low_open_files_limit,
-    )
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split()[-3:] == ["0", str(hard), str(hard)]
+    hard, out = _run_with_a_low_open_files_limit(script, str(tmp_path))
+    assert out.split()[-3:] == ["0", str(hard), str(hard)]
 
 
 def test_a_background_job_raises_its_open_files_limit_to_the_hard_limit(
     config: ConfigStore, data_dir: str
 ) -> None:
     # a job submitted without waiting and without a daemon runs in a process of its own
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard <= 256 or hard == resource.RLIM_INFINITY:
-        pytest.skip("no finite hard limit of open files above 256")
     script = (
         "import sys\n"
         "from ganeti_lv.master import background\n"
         "from ganeti_lv.opcodes import OpTestDelay\n"
         "print(background.start(sys.argv[1], [OpTestDelay(duration=3)], None))\n"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", script, data_dir],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=_low_open_files_limit,
-    )
-    assert res.returncode == 0, res.stderr
+    hard, out = _run_with_a_low_open_files_limit(script, data_dir)
     jobs = JobStore(paths.jobs_dir(data_dir))
-    job = jobs.get(int(res.stdout))
+    job = jobs.get(int(out))
     with open(f"/proc/{job.pid}/limits") as fh:
         line = next(row for row in fh if row.startswith("Max open files"))
     assert line.split()[3:5] == [str(hard), str(hard)]

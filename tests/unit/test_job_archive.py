@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,18 +210,6 @@ def test_a_lost_job_keeps_an_end_its_process_recorded_before_it_went(store: JobS
 
 
 # ------------------------------------------------------------------ the daemon's pass
-
-
-@pytest.fixture
-def program(tmp_path: Path) -> Iterator[str]:
-    ddir = str(tmp_path / "data")
-    os.mkdir(ddir)
-    try:
-        yield ddir
-    finally:
-        pid = masterd.read_pid(ddir)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_daemon_archives_old_jobs_and_records_lost_ones_at_start(program: str) -> None:

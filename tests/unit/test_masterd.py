@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -255,19 +254,6 @@ def test_gnt_lv_uses_the_daemon_when_it_runs(
 
 
 # ------------------------------------------------------------------ the program
-
-
-@pytest.fixture
-def program(tmp_path: Any) -> Iterator[str]:
-    """A data dir without a cluster (the daemon then opens no node connection)."""
-    ddir = str(tmp_path / "data")
-    os.mkdir(ddir)
-    try:
-        yield ddir
-    finally:
-        pid = masterd.read_pid(ddir)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_program_starts_detached_refuses_a_second_and_stops(program: str) -> None:

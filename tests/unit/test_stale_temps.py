@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +122,6 @@ def test_a_pass_that_cannot_start_a_thread_leaves_the_daemon_serving(
     keeper.tick()
     keeper.join()
     assert runs == ["/ddir"]
-
-
-@pytest.fixture
-def program(tmp_path: Path) -> Iterator[str]:
-    ddir = str(tmp_path / "data")
-    os.mkdir(ddir)
-    try:
-        yield ddir
-    finally:
-        pid = masterd.read_pid(ddir)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_daemon_removes_stale_temp_files_at_start(program: str) -> None:
