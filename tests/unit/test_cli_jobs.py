@@ -30,8 +30,8 @@ class Cli:
         return code, out, err
 
 
-@pytest.fixture
-def cli(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any) -> Cli:
+def running_on_node1(config: ConfigStore, fake_ops: FakeNodeOps) -> None:
+    """inst1 and inst2 run on node1 with their disk files, ready to be moved off it."""
     cluster = config.get_cluster()
     for name in (I1, I2):
         inst = config.get_instance(name)
@@ -39,6 +39,11 @@ def cli(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any) 
         fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
         fake_ops.add_domain(N1, name)
     fake_ops.present_paths = {cluster.file_storage_dir}
+
+
+@pytest.fixture
+def cli(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any) -> Cli:
+    running_on_node1(config, fake_ops)
     return Cli(data_dir, fake_ops, capsys)
 
 

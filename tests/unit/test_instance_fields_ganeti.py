@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
-import pytest
+from support.ganeti_package import ganeti_json
 
 from ganeti_lv import constants
 from ganeti_lv.cli import instance_fields
 
-GANETI_PACKAGE = "/usr/share/ganeti/3.0"  # Debian's ganeti (the Ganeti peer installs it)
-
 
 def _ganeti_parameters() -> dict[str, list[str]]:
-    if not os.path.exists(os.path.join(GANETI_PACKAGE, "ganeti", "constants.py")):
-        pytest.skip("Ganeti 3.0 is not installed here")
     program = (
         "import json; from ganeti import constants as c;"
         "print(json.dumps({'hv': sorted(set(c.HVS_PARAMETERS) - set(c.HVC_GLOBALS)),"
         " 'hv_all': sorted(c.HVS_PARAMETERS),"
         " 'be': sorted(c.BES_PARAMETERS)}))"
     )
-    proc = subprocess.run(
-        ["/usr/bin/python3", "-c", program],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": GANETI_PACKAGE},
-        check=True,
-    )
-    return dict(json.loads(proc.stdout))
+    return dict(ganeti_json(program, "constants"))
 
 
 def test_every_ganeti_instance_parameter_is_a_known_field() -> None:

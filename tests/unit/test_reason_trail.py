@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+from test_cli_jobs import running_on_node1
 
 from ganeti_lv.cli.main import main
 from ganeti_lv.client import Client
@@ -22,7 +23,6 @@ from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.mcpu import Processor
-from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import OpCode, OpTestDelay
 
 N1 = "node1.example.com"
@@ -233,13 +233,7 @@ def test_the_jobs_of_a_node_evacuation_start_with_its_trail(
 ) -> None:
     """As Ganeti's master for the jobs of an opcode's result: the node job's trail,
     then the master's entry of each move's own job."""
-    cluster = config.get_cluster()
-    for name in (I1, I2):
-        inst = config.get_instance(name)
-        assert inst is not None
-        fake_ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
-        fake_ops.add_domain(N1, name)
-    fake_ops.present_paths = {cluster.file_storage_dir}
+    running_on_node1(config, fake_ops)
     _run(data_dir, fake_ops, capsys, "node", "evacuate", "-f", "--reason", REASON, "node1")
     jobs = JobStore(f"{data_dir}/jobs").list()
     (parent,) = [job for job in jobs if job.parent is None]
