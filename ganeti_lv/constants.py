@@ -85,6 +85,13 @@ INSTST_WRONGNODE = "ERROR_wrongnode"
 INSTST_NODEOFFLINE = "ERROR_nodeoffline"
 INSTST_NODEDOWN = "ERROR_nodedown"
 
+# A query row's ``live``: why its live fields have no value, as Ganeti's result
+# statuses RS_OFFLINE and RS_NODATA (its lists print "*" and "?"): the node is
+# marked offline, or it was not asked or did not answer. None: the node
+# answered, and a live field without a value does not apply (Ganeti's "-").
+LIVE_OFFLINE = "offline"
+LIVE_NODATA = "nodata"
+
 # Domain run states as the hypervisor layer reports them
 DOMSTATE_RUNNING = "running"
 DOMSTATE_PAUSED = "paused"

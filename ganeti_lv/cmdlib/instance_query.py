@@ -26,8 +26,15 @@ def instance_row(
 ) -> dict[str, Any]:
     """The query row of one instance (config plus live state).
 
+    ``domains``: the domains of each node that answered; ``offline``: the
+    nodes marked offline; ``bad``: those that did not answer.
     ``console_log(name)``: where the node keeps the console log of an
     instance whose domain does not say (``NodeOps.console_log_path``).
+    The row's ``live`` says whether its primary node's live facts are there:
+    ``constants.LIVE_OFFLINE`` (the primary is marked offline),
+    ``constants.LIVE_NODATA`` (it was not asked or did not answer) or None
+    (it answered: ``oper_ram`` and ``oper_vcpus`` are None when the
+    instance does not run there).
     """
     running_on = sorted(
         n
@@ -54,6 +61,7 @@ def instance_row(
         "oper_node": running_on[0] if len(running_on) == 1 else None,
         "oper_ram": active.memory if active is not None else None,
         "oper_vcpus": active.vcpus if active is not None else None,
+        "live": _primary_live(inst.primary_node, domains, offline),
         "running_on": running_on,
         "memory": be.get("maxmem"),
         "minmem": be.get("minmem"),
@@ -103,6 +111,17 @@ def instance_row(
             for n in inst.nics
         ],
     }
+
+
+def _primary_live(
+    primary: str, domains: dict[str, dict[str, DomainInfo]], offline: set[str]
+) -> str | None:
+    """The row's ``live``: why the primary's live facts are missing, None when it answered."""
+    if primary in offline:
+        return constants.LIVE_OFFLINE
+    if primary not in domains:
+        return constants.LIVE_NODATA
+    return None
 
 
 @register_lu(OpInstanceQuery)

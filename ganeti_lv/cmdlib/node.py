@@ -465,6 +465,8 @@ def _config_row(node: Node, data: ConfigData) -> dict[str, Any]:
         "mfree": None,
         "mnode": None,
         "ctotal": None,
+        # no live facts yet: the node's answer clears this (LUNodeQuery)
+        "live": constants.LIVE_OFFLINE if node.offline else constants.LIVE_NODATA,
     }
 
 
@@ -474,7 +476,12 @@ class LUNodeQuery(NoHooksLU):
 
     A row has ganeti_lv's node fields and Ganeti's (``pip``, ``role``,
     ``sinst_list``, ``mnode`` ...) by Ganeti's names, for ``gnt-lv node
-    list`` and the remote API alike.
+    list`` and the remote API alike. Its live fields (``mtotal``, ``mfree``,
+    ``mnode``, ``ctotal``) are None without the node's answer, and ``live``
+    says why: ``constants.LIVE_OFFLINE`` (the node is marked offline, so it
+    is not asked), ``constants.LIVE_NODATA`` (not asked, as without ``live``,
+    or it did not answer) or None (it answered; a live field that is None
+    then has no value there).
     """
 
     REQ_BGL = False
@@ -501,5 +508,6 @@ class LUNodeQuery(NoHooksLU):
                 row["mfree"] = info.memory_free
                 row["ctotal"] = info.cpu_count or None
                 row["mnode"] = _node_memory(row, data)
+                row["live"] = None
             rows.append(row)
         return rows

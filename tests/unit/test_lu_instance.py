@@ -506,6 +506,25 @@ def test_query_live_status(ctx: Context, fake_ops: FakeNodeOps, config: ConfigSt
     assert rows[0]["oper_state"] is None  # unknown, not "down"
 
 
+def test_query_row_says_why_the_primarys_live_facts_are_missing(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Ganeti's result statuses of oper_ram and co: offline, no data, or answered."""
+    fake_ops.add_domain(N1, INST)
+    rows, _ = run(ctx, OpInstanceQuery(names=[INST, "inst2.example.com"]))
+    # answered: inst2 does not run, its oper_ram does not apply
+    assert [r["live"] for r in rows] == [None, None]
+    assert rows[0]["oper_ram"] is not None and rows[1]["oper_ram"] is None
+    fake_ops.set_unreachable(N1)
+    rows, _ = run(ctx, OpInstanceQuery(names=[INST]))
+    assert rows[0]["live"] == constants.LIVE_NODATA and rows[0]["oper_ram"] is None
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    rows, _ = run(ctx, OpInstanceQuery(names=[INST]))
+    assert rows[0]["live"] == constants.LIVE_OFFLINE
+    assert rows[0]["status"] == constants.INSTST_NODEOFFLINE
+
+
 class _ConsoleLogs(FakeNodeOps):
     """Node operations that know where a node keeps console logs."""
 

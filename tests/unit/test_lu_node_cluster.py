@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv import bootstrap, paths
+from ganeti_lv import bootstrap, constants, paths
 from ganeti_lv.cmdlib.cluster import (
     VerifyData,
     check_orphan_files,
@@ -379,6 +379,25 @@ def test_node_query_asks_the_nodes_at_once(
     monkeypatch.setattr(fake_ops, "node_info", answer)
     rows, _ = run(ctx, OpNodeQuery(live=True))
     assert [row["mfree"] is None for row in rows] == [False, True, False]  # N2 unanswered
+
+
+def test_node_query_row_says_why_live_facts_are_missing(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Ganeti's result statuses of live fields: offline, no data, or answered."""
+    with config.update() as data:
+        data.nodes[N3].offline = True
+    fake_ops.set_unreachable(N2)
+    rows, _ = run(ctx, OpNodeQuery(live=True))
+    assert [row["live"] for row in rows] == [None, constants.LIVE_NODATA, constants.LIVE_OFFLINE]
+    assert rows[0]["mtotal"] is not None and rows[1]["mtotal"] is None
+    # not asked: no live facts, whether the node would answer or not
+    rows, _ = run(ctx, OpNodeQuery(live=False))
+    assert [row["live"] for row in rows] == [
+        constants.LIVE_NODATA,
+        constants.LIVE_NODATA,
+        constants.LIVE_OFFLINE,
+    ]
 
 
 # ---------------------------------------------------------------- cluster modify

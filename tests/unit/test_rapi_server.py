@@ -403,6 +403,9 @@ def test_offline_and_drained_nodes_are_no_master_candidates(
     assert code == 200
     found = {n["name"]: (n["role"], n["master_candidate"]) for n in nodes}
     assert found == {N1: ("M", True), N2: ("D", False), N3: ("O", False)}
+    # Ganeti's remote API gives null for the live fields of an offline node
+    assert [n["mtotal"] is None for n in nodes] == [False, False, True]
+    assert all(set(n) == set(queries.N_FIELDS) for n in nodes)
 
 
 def test_a_change_is_a_job_of_the_daemon_in_ganeti_fields(
