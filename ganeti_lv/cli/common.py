@@ -244,6 +244,18 @@ def format_time(value: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
+# Ganeti's marks of a live field without a value (its RSS_DESCRIPTION): the node is
+# marked offline, or it was not asked or did not answer (a query row's ``live``)
+_LIVE_MARKS: dict[str | None, str] = {constants.LIVE_OFFLINE: "*", constants.LIVE_NODATA: "?"}
+
+
+def live_mark(row: dict[str, Any]) -> str | None:
+    """What a list prints for a live field of ``row`` that has no answer of its node
+    (``*`` or ``?``); None when the node answered (a live field without a value
+    then does not apply: ``-``)."""
+    return _LIVE_MARKS.get(row.get("live"))
+
+
 def format_value(value: Any) -> str:
     """Ganeti's rendering of a field value: lists comma-joined, booleans Y/N, None '-'."""
     if value is None:

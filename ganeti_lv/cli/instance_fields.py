@@ -11,7 +11,11 @@ title. A field that does not apply (a disk or
 NIC index the instance does not have, a parameter it has no value for, among
 them Ganeti's KVM parameters that libvirt covers here and its other
 hypervisors' parameters) is ``-``, as Ganeti renders it; a parameter neither
-knows is an unknown field (exit 14).
+knows is an unknown field (exit 14). A live field without the primary
+node's answer is Ganeti's ``*`` (``oper_ram``, ``oper_vcpus`` of an
+instance whose primary is marked offline) or ``?`` (the primary did not
+answer; ``oper_state`` either way); ``status`` says which
+(``ERROR_nodeoffline``, ``ERROR_nodedown``).
 
 Sizes (MiB) follow ``--units``: ``h`` (the default for aligned output,
 e.g. ``128M``, ``1.5G``), ``m`` (the default with ``--separator``: plain
@@ -56,7 +60,7 @@ _SIMPLE: dict[str, tuple[str, Getter, bool]] = {
     "oper_state": ("Running", lambda r: r["oper_state"], False),
     "oper_node": ("Oper_Node", lambda r: r["oper_node"], False),
     "running_on": ("Running_On", lambda r: r["running_on"], False),
-    # live: "-" when the instance does not run on its primary
+    # live: "-" when the instance does not run on its primary (_live_mark: without its answer)
     "oper_ram": ("Memory", lambda r: r["oper_ram"], True),
     "oper_vcpus": ("VCPUs", lambda r: r["oper_vcpus"], False),
     "admin_up": ("Autostart", lambda r: r["admin_state"] == ADMINST_UP, False),
@@ -100,6 +104,10 @@ _INDEXED: dict[str, tuple[str, str, str, bool]] = {
     "nic.bridge": ("NicBridge", "nic_details", "bridge", False),
     "nic.network.name": ("NicNetworkName", "nic_details", "network", False),
 }
+# Ganeti's live fields of the primary's answer (luxid's Query/Instance.hs): without
+# it "*" (the primary is marked offline) or "?" (it did not answer), and
+# oper_state "?" either way (whether the instance runs is not known)
+_LIVE = ("oper_ram", "oper_vcpus")
 _INDEXED_RE = re.compile(r"^(?P<prefix>[a-z.]+)/(?P<index>\d+)$")
 _PARAM_RE = re.compile(r"^(?P<kind>be|hv)/(?P<param>[a-z0-9_]+)$")
 _SIZE_PARAMS = ("maxmem", "minmem")
@@ -186,9 +194,20 @@ def _nic_strings(row: dict[str, Any], key: str) -> list[str]:
     return [str(nic[key]) for nic in row["nic_details"]]
 
 
+def _live_mark(row: dict[str, Any], field: str) -> str | None:
+    """Ganeti's mark of live ``field`` in ``row`` without the primary's answer, else None."""
+    mark = common.live_mark(row)
+    if field == "oper_state":
+        return "?" if mark else None
+    return mark if field in _LIVE else None
+
+
 def value(row: dict[str, Any], field: str, units: str) -> Any:
     """The value of ``field`` in an instance query row, sizes rendered in ``units``."""
     field = _ALIASES.get(field, field)
+    mark = _live_mark(row, field)
+    if mark is not None:
+        return mark
     if field in _SIMPLE:
         _, getter, is_size = _SIMPLE[field]
         got = getter(row)

@@ -44,7 +44,8 @@ _FIELDS: dict[str, tuple[str, bool]] = {
 # Ganeti's names of fields the row has by another name
 _ALIASES = {"ndp/ssh_port": "ssh_port"}
 _TIMESTAMPS = ("ctime", "mtime")
-# fields only a node that answers has (its live facts)
+# fields only a node that answers has (its live facts): "*" for a node marked
+# offline, "?" for one that did not answer, as Ganeti's
 _LIVE = ("mtotal", "mfree", "mnode", "ctotal")
 NODE_FIELDS = (*_FIELDS, *_ALIASES)
 NODE_DEFAULT_FIELDS = ("name", "address", "mtotal", "mfree", "pinst_cnt", "offline", "drained")
@@ -60,6 +61,9 @@ def field_title(field: str) -> str:
 def field_value(row: dict[str, Any], field: str, units: str) -> Any:
     """The value of ``field`` in a node query row, sizes rendered in ``units``."""
     field = _ALIASES.get(field, field)
+    mark = common.live_mark(row) if field in _LIVE else None
+    if mark is not None:
+        return mark
     got = row[field]
     if field in _TIMESTAMPS:
         return None if got is None else common.format_time(got)

@@ -15,7 +15,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.objects import Disk, Nic
 
-N1, N2 = "node1.example.com", "node2.example.com"
+N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 
 
 def _ganeti_fields(kind: str) -> dict[str, tuple[str, str]]:
@@ -99,6 +99,20 @@ def test_node_list_has_ganetis_node_fields(gnt: Any, config: ConfigStore) -> Non
     assert lines[2].split("|")[3] == "C"
 
 
+def test_node_list_marks_live_fields_of_offline_and_silent_nodes(
+    gnt: Any, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's: "*" for a node marked offline, "?" for one that did not answer."""
+    with config.update() as data:
+        data.nodes[N3].offline = True
+    fake_ops.set_unreachable(N2)
+    fields = ("-o", "name,mtotal,mfree,mnode,ctotal,pinst_cnt")
+    code, lines = gnt("node", "list", "--no-headers", "--separator", "|", *fields)
+    assert code == 0
+    assert lines[1:] == [f"{N2}|?|?|?|?|0", f"{N3}|*|*|*|*|0"]
+    assert lines[0].split("|")[1] not in ("*", "?", "-")  # the master answered
+
+
 # ---------------------------------------------------------------- instances
 
 INST1, INST2 = "inst1.example.com", "inst2.example.com"
@@ -151,4 +165,26 @@ def test_instance_list_has_ganetis_fields_and_aliases(gnt: Any, config: ConfigSt
     ]  # fmt: skip
     assert gnt("instance", "list", "--no-headers", "-o", "disk_usage,sda_size", INST1)[1] == [
         "2.5G 2.0G"
+    ]
+
+
+def test_instance_list_marks_live_fields_without_the_primarys_answer(
+    gnt: Any, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti 3.0's: oper_ram/oper_vcpus "*" for an offline primary, "?" for one
+    that did not answer; oper_state "?" both; "-" for a stopped instance."""
+    fake_ops.add_domain(N1, INST1, memory=100, vcpus=2)
+    fields = ("-o", "name,status,oper_state,oper_ram,oper_vcpus", "--separator", "|")
+    assert gnt("instance", "list", "--no-headers", *fields)[1] == [
+        f"{INST1}|running|Y|100|2",
+        f"{INST2}|ERROR_down|N|-|-",  # marked up, not running
+    ]
+    fake_ops.set_unreachable(N1)
+    assert gnt("instance", "list", "--no-headers", *fields, INST1)[1] == [
+        f"{INST1}|ERROR_nodedown|?|?|?"
+    ]
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    assert gnt("instance", "list", "--no-headers", *fields, INST1)[1] == [
+        f"{INST1}|ERROR_nodeoffline|?|*|*"
     ]
