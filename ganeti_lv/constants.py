@@ -46,9 +46,13 @@ JOB_STATUS_SUCCESS = "success"
 JOB_STATUS_ERROR = "error"
 JOB_STATUS_CANCELED = "canceled"
 JOB_STATUS_LOST = "lost"
+# shown, never recorded: a running opcode (and its job) that does not hold its locks yet
+JOB_STATUS_WAITING = "waiting"
 JOB_ACTIVE_STATUSES = (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING)
+# the statuses ``gnt-lv job list`` shows
 JOB_STATUSES = (
     JOB_STATUS_QUEUED,
+    JOB_STATUS_WAITING,
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
     JOB_STATUS_ERROR,

@@ -30,6 +30,7 @@ from ganeti_lv.constants import (
     JOB_STATUS_QUEUED,
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
+    JOB_STATUS_WAITING,
     JOB_STATUSES,
 )
 from ganeti_lv.errors import ECODE_INVAL, GenericError, JobError, OpPrereqError
@@ -55,12 +56,15 @@ JOB_HEADERS = {
 }
 JOB_FIELDS = tuple(JOB_HEADERS)
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")
-# gnt-job list's status flags on ganeti_lv's statuses: a lost job (its process gone)
-# counts as failed, as the remote API shows it; no status here is Ganeti's
-# "waiting" or "canceling" (a job waiting for its locks is "running")
+# gnt-job list's status flags on the statuses job list shows: a lost job (its process
+# gone) counts as failed, as the remote API shows it; a job asked to stop keeps its
+# status until it stops (Ganeti's "canceling" is the remote API's only)
 STATUS_FLAGS = {
-    "--pending": ((JOB_STATUS_QUEUED,), "Only jobs not started yet (queued)"),
-    "--running": ((JOB_STATUS_RUNNING,), "Only jobs running"),
+    "--pending": (
+        (JOB_STATUS_QUEUED, JOB_STATUS_WAITING),
+        "Only jobs not started yet or waiting for their locks (queued, waiting)",
+    ),
+    "--running": ((JOB_STATUS_RUNNING,), "Only jobs running (their locks held)"),
     "--error": ((JOB_STATUS_ERROR, JOB_STATUS_LOST), "Only failed jobs (error, lost)"),
     "--finished": (
         (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED, JOB_STATUS_LOST),
@@ -103,13 +107,13 @@ def _op_ts(values: list[float | None]) -> list[str]:
 def _op_statuses(job: Any) -> list[str]:
     """The opcodes' statuses; those a lost job did not finish are lost, as the job is."""
     if job.status != JOB_STATUS_LOST:
-        return [op.status for op in job.ops]
+        return [op.shown_status for op in job.ops]
     return [JOB_STATUS_LOST if op.status in JOB_ACTIVE_STATUSES else op.status for op in job.ops]
 
 
 _FIELD_VALUES: dict[str, Callable[[Any], Any]] = {
     "id": lambda job: job.id,
-    "status": lambda job: job.status,
+    "status": lambda job: job.shown_status,
     "summary": lambda job: job.summary,
     # as JSON: the opcodes' input with their OP_ID (Ganeti prints Python's form)
     "ops": lambda job: json.dumps([op.params for op in job.ops], sort_keys=True),
@@ -134,7 +138,7 @@ class _UnknownJob:
 
     id: int
     parent: None = None
-    status: None = None
+    shown_status: None = None
 
 
 def _field(job: Any, name: str) -> Any:
@@ -175,7 +179,7 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
         fields.append("archived")  # as gnt-job list --archived
     jobs = _selected_jobs(env.client(), opts.job_ids, opts.archived)
     if opts.statuses is not None:
-        jobs = [j for j in jobs if j.status in opts.statuses]
+        jobs = [j for j in jobs if j.shown_status in opts.statuses]
     rows = []
     for job, depth in grouped(jobs) if opts.separator is None else [(j, 0) for j in jobs]:
         row = [_field(job, f) for f in fields]
@@ -209,7 +213,7 @@ def _selected_jobs(client: Any, texts: list[str], archived: bool) -> list[Any]:
 def _job_lines(job: Any) -> list[str]:
     lines = [
         f"Job ID: {job.id}",
-        f"  Status: {job.status}",
+        f"  Status: {job.shown_status}",
         f"  PID: {job.pid}",
         f"  Received: {_ts(job.received_ts)}",
         f"  Processing start: {_ts(job.start_ts) or 'N/A'}",
@@ -226,7 +230,7 @@ def _op_lines(op: Any) -> list[str]:
     lines = [
         f"    OP_ID: {op.op_id}",
         f"    Summary: {op.summary}",
-        f"    Status: {op.status}",
+        f"    Status: {op.shown_status}",
         "    Input fields:",
     ]
     for key, value in sorted(op.params.items()):

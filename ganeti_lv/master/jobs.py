@@ -5,6 +5,9 @@ input, status, result or error, timestamps and execution log; the first
 opcode that fails ends the job, and the ones after it are marked failed
 (canceled, when the job was canceled) without running. The job's id is what
 ``gnt-lv job list`` shows and what the master daemon's protocol names.
+Lists show a running job as Ganeti does (``shown_status``): ``waiting``
+until its current opcode holds its locks (``exec_ts``), ``queued`` between
+two opcodes.
 
 Job ids come from a counter file updated under an exclusive ``flock``, so
 ids are unique and increasing across processes. Each job file
@@ -70,6 +73,7 @@ from ganeti_lv.constants import (
     JOB_STATUS_QUEUED,
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
+    JOB_STATUS_WAITING,
 )
 from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ganeti_class
 from ganeti_lv.opcodes import add_job_reasons
@@ -200,6 +204,13 @@ class OpRecord:
         data["log"] = [tuple(entry) for entry in data.get("log", [])]
         return cls(**data)
 
+    @property
+    def shown_status(self) -> str:
+        """The status as Ganeti shows it: running before its locks are held is waiting."""
+        if self.status == JOB_STATUS_RUNNING and self.exec_ts is None:
+            return JOB_STATUS_WAITING
+        return self.status
+
 
 @dataclass
 class Job:
@@ -286,6 +297,15 @@ class Job:
     def finished(self) -> bool:
         """True when the job reached a final status."""
         return self.status not in JOB_ACTIVE_STATUSES
+
+    @property
+    def shown_status(self) -> str:
+        """The status as Ganeti shows it: a running job's is its current opcode's (the
+        first not finished): waiting for its locks, or queued between two opcodes."""
+        if self.status != JOB_STATUS_RUNNING:
+            return self.status
+        current = next((op for op in self.ops if op.status in JOB_ACTIVE_STATUSES), None)
+        return self.status if current is None else current.shown_status
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:

@@ -43,14 +43,11 @@ from ganeti_lv.constants import (
     JOB_STATUS_CANCELED,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
-    JOB_STATUS_QUEUED,
-    JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
 )
 from ganeti_lv.master.jobs import Job, OpRecord, lost_error
 from ganeti_lv.rapi.httperrors import bad_request
 
-STATUS_WAITING = "waiting"
 STATUS_CANCELING = "canceling"
 FINALIZED = (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED)
 CANCELED_RESULT = "Job canceled by request"
@@ -90,16 +87,12 @@ def _lost(job: Job) -> bool:
 
 def op_status(job: Job, op: OpRecord, canceling: bool = False) -> str:
     """One opcode's status, as Ganeti names it."""
-    status = op.status
-    if status in JOB_ACTIVE_STATUSES and _lost(job):
-        return JOB_STATUS_ERROR
-    if status == JOB_STATUS_RUNNING:
+    if op.status in JOB_ACTIVE_STATUSES:
+        if _lost(job):
+            return JOB_STATUS_ERROR
         if canceling:
             return STATUS_CANCELING
-        return STATUS_WAITING if op.exec_ts is None else JOB_STATUS_RUNNING
-    if status == JOB_STATUS_QUEUED and canceling:
-        return STATUS_CANCELING
-    return status
+    return op.shown_status
 
 
 def job_status(job: Job, canceling: bool = False) -> str:
@@ -110,11 +103,7 @@ def job_status(job: Job, canceling: bool = False) -> str:
         return job.status
     if canceling:
         return STATUS_CANCELING
-    if job.status == JOB_STATUS_RUNNING:
-        current = next((op for op in job.ops if op.status == JOB_STATUS_RUNNING), None)
-        if current is not None and current.exec_ts is None:
-            return STATUS_WAITING
-    return job.status
+    return job.shown_status
 
 
 # opcodes whose result is, in Ganeti, the jobs they submitted

@@ -62,7 +62,12 @@ def test_job_list_of_the_ids_given(data_dir: str, store: JobStore, capsys: Any) 
 def _one_of_each_status(store: JobStore) -> dict[str, int]:
     """A job of each status of the job log: its id by status."""
     queued = store.create_job([OpTestDelay()])
-    running = store.create_job([OpTestDelay()], start=True)  # this process runs it
+    # jobs this process runs: one waiting for its locks, one holding them
+    waiting = store.create_job([OpTestDelay()], start=True)
+    store.start_op(waiting, 0)
+    running = store.create_job([OpTestDelay()], start=True)
+    store.start_op(running, 0)
+    store.mark_executing(running, 0)
     success = _finished(store)
     error = store.create_job([OpTestDelay()], start=True)
     store.finish_error(error, OpPrereqError("bad", "wrong_input"))
@@ -73,6 +78,7 @@ def _one_of_each_status(store: JobStore) -> dict[str, int]:
     store.save(lost)
     jobs = {
         "queued": queued,
+        "waiting": waiting,
         "running": running,
         "success": success,
         "error": error,
@@ -86,16 +92,17 @@ def _one_of_each_status(store: JobStore) -> dict[str, int]:
     ("flags", "expected"),
     [
         # gnt-job list's flags, on ganeti_lv's statuses (lost: a failed job)
-        (["--pending"], ["queued"]),
+        (["--pending"], ["queued", "waiting"]),
         (["--running"], ["running"]),
         (["--error"], ["error", "lost"]),
         (["--finished"], ["success", "error", "canceled", "lost"]),
         # as Ganeti's flags: the last one given counts (also --status, ganeti_lv's)
         (["--error", "--running"], ["running"]),
-        (["--finished", "--pending"], ["queued"]),
+        (["--finished", "--pending"], ["queued", "waiting"]),
+        (["--status", "waiting"], ["waiting"]),
         (["--running", "--status", "canceled"], ["canceled"]),
         (["--status", "lost", "--error"], ["error", "lost"]),
-        ([], ["queued", "running", "success", "error", "canceled", "lost"]),
+        ([], ["queued", "waiting", "running", "success", "error", "canceled", "lost"]),
     ],
 )
 def test_job_list_status_flags(
@@ -162,3 +169,20 @@ def test_job_list_opstatus_of_a_lost_job(data_dir: str, store: JobStore, capsys:
     store.save(job)
     code, out, _ = _cli(data_dir, capsys, "job", "list", "--no-headers", "-o", "status,opstatus")
     assert (code, out.split()) == (0, ["lost", "lost,lost"])
+
+
+def test_job_waiting_for_its_locks_is_waiting_until_they_are_held(
+    data_dir: str, store: JobStore, capsys: Any
+) -> None:
+    job = store.create_job([OpTestDelay(), OpTestDelay()], start=True)
+    store.start_op(job, 0)
+    argv = ("job", "list", "--no-headers", "-o", "status,opstatus")
+    assert _cli(data_dir, capsys, *argv)[1].split() == ["waiting", "waiting,queued"]
+    _, out, _ = _cli(data_dir, capsys, "job", "info", str(job.id))
+    assert "  Status: waiting" in out.splitlines()
+    store.mark_executing(job, 0)
+    assert _cli(data_dir, capsys, *argv)[1].split() == ["running", "running,queued"]
+    store.finish_success(job, None, 0)  # between two opcodes: queued, as Ganeti's
+    assert _cli(data_dir, capsys, *argv)[1].split() == ["queued", "success,queued"]
+    store.start_op(job, 1)
+    assert _cli(data_dir, capsys, *argv)[1].split() == ["waiting", "success,waiting"]
