@@ -19,6 +19,7 @@ quote a value (``'...'`` or ``"..."``) or escape with ``\\`` to include a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import re
 import sys
@@ -405,19 +406,27 @@ class CliEnv:
         that is followed (as Ganeti's ``--print-jobid``). Each opcode's
         reason trail is the command's (``reason_trail``).
         """
-        for op in ops:
-            op.reason = self.reason_trail()
-        client = self.client()
         on_job_id = self._print_job_id if self.print_jobid else None
         if self.submit_only:
-            job_id = client.enqueue(ops)
+            job_id = self.enqueue(ops)
             if on_job_id is not None:
                 on_job_id(job_id)
             self.warn(f"JobID: {job_id}")
             return [None] * len(ops)
+        self._set_reason(ops)
+        client = self.client()
         return self.follow(
             lambda on_record, cancel: client.submit_job(ops, on_record, cancel, on_job_id)
         )
+
+    def enqueue(self, ops: Sequence[OpCode]) -> int:
+        """Start a job of ``ops`` without following it (``Client.enqueue``); its id."""
+        self._set_reason(ops)
+        return int(self.client().enqueue(ops))
+
+    def _set_reason(self, ops: Sequence[OpCode]) -> None:
+        for op in ops:
+            op.reason = self.reason_trail()
 
     def reason_trail(self) -> list[list[Any]]:
         """The reason trail of a job of this command, as Ganeti's client starts it: the
@@ -436,24 +445,30 @@ class CliEnv:
     def follow(self, run: Callable[[Any, Cancellation], Sequence[Any]]) -> list[Any]:
         """``run(on_record, cancel)`` with the job's records shown and signals as cancel."""
         cancel = Cancellation()
-        with (
-            submit.job_signals(cancel, lambda: self.warn(submit.ABORT_REQUESTED), self._hangup),
-            submit.show_records(self.stdout) as show,
-        ):
+        with self.job_signals(cancel), self.records() as show:
             return list(run(show, cancel))
+
+    def job_signals(self, cancel: Cancellation) -> contextlib.AbstractContextManager[None]:
+        """While jobs are followed: SIGINT/SIGTERM set ``cancel`` (``submit.job_signals``)."""
+        return submit.job_signals(cancel, lambda: self.warn(submit.ABORT_REQUESTED), self._hangup)
+
+    def records(self) -> contextlib.AbstractContextManager[Any]:
+        """A function showing a job's records on stdout (``submit.show_records``)."""
+        return submit.show_records(self.stdout)
 
     def _hangup(self) -> None:
         # the terminal went away: nobody reads stdout or stderr any more
         self.stdout.lost = self.stderr.lost = True
 
-    def confirm(self, question: str, force: bool) -> bool:
-        """Ask the operator; ``force`` answers yes; without a tty the answer is no."""
+    def confirm(self, question: str, force: bool, force_flag: str = "-f/--force") -> bool:
+        """Ask the operator; ``force`` (the option ``force_flag``) answers yes; without a
+        tty the answer is no."""
         if force:
             return True
         if self.ask is not None:
             return self.ask(question)
         if not self._stdin_is_tty():
-            self.warn(f"{question} -- not confirmed (no terminal); use -f/--force")
+            self.warn(f"{question} -- not confirmed (no terminal); use {force_flag}")
             return False
         try:
             answer = input(f"{question} y/[n]: ")

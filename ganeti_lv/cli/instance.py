@@ -1,4 +1,8 @@
-"""``gnt-lv instance add|startup|shutdown|reboot|remove|list|info``."""
+"""``gnt-lv instance add|startup|shutdown|reboot|remove|list|info``.
+
+``startup``, ``shutdown`` and ``reboot`` take several instances, or select
+them by node, tag or all (``ganeti_lv.cli.instance_many``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 from typing import Any
 
 from ganeti_lv import constants, opcodes
-from ganeti_lv.cli import common, instance_fields, instance_info
+from ganeti_lv.cli import common, instance_fields, instance_info, instance_many
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.units import parse_size
@@ -83,45 +87,51 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_startup(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Start an instance."""
-    env.submit(
-        opcodes.OpInstanceStartup(
-            instance_name=opts.instance_name,
+    """Start instances."""
+    return instance_many.run(
+        opts,
+        env,
+        "startup",
+        lambda name: opcodes.OpInstanceStartup(
+            instance_name=name,
             force=opts.force,
             ignore_offline_nodes=opts.ignore_offline,
             no_remember=opts.no_remember,
             dry_run=opts.dry_run,
-        )
+        ),
     )
-    return EXIT_SUCCESS
 
 
 def cmd_shutdown(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Stop an instance (ACPI, forced after --timeout seconds)."""
-    env.submit(
-        opcodes.OpInstanceShutdown(
-            instance_name=opts.instance_name,
+    """Stop instances (ACPI, forced after --timeout seconds)."""
+    return instance_many.run(
+        opts,
+        env,
+        "shutdown",
+        lambda name: opcodes.OpInstanceShutdown(
+            instance_name=name,
             timeout=opts.timeout,
             ignore_offline_nodes=opts.ignore_offline,
             no_remember=opts.no_remember,
             force=opts.force,
             dry_run=opts.dry_run,
-        )
+        ),
     )
-    return EXIT_SUCCESS
 
 
 def cmd_reboot(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Reboot an instance."""
-    env.submit(
-        opcodes.OpInstanceReboot(
-            instance_name=opts.instance_name,
+    """Reboot instances."""
+    return instance_many.run(
+        opts,
+        env,
+        "reboot",
+        lambda name: opcodes.OpInstanceReboot(
+            instance_name=name,
             reboot_type=opts.reboot_type,
             shutdown_timeout=opts.shutdown_timeout,
             dry_run=opts.dry_run,
-        )
+        ),
     )
-    return EXIT_SUCCESS
 
 
 def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
@@ -198,17 +208,17 @@ def _register_add(registry: CommandRegistry) -> None:
 
 
 def _register_state(registry: CommandRegistry) -> None:
-    startup = registry.command("instance", "startup", cmd_startup, help="Start an instance")
+    startup = registry.command("instance", "startup", cmd_startup, help="Start instances")
     common.add_submit(startup)
-    _instance_arg(startup)
+    instance_many.add_selection(startup)
     common.add_force(startup)
     startup.add_argument("--ignore-offline", action="store_true")
     startup.add_argument("--no-remember", action="store_true")
     common.add_dry_run(startup)
 
-    shutdown = registry.command("instance", "shutdown", cmd_shutdown, help="Stop an instance")
+    shutdown = registry.command("instance", "shutdown", cmd_shutdown, help="Stop instances")
     common.add_submit(shutdown)
-    _instance_arg(shutdown)
+    instance_many.add_selection(shutdown)
     shutdown.add_argument(
         "--timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT, metavar="SECONDS"
     )
@@ -219,9 +229,9 @@ def _register_state(registry: CommandRegistry) -> None:
     )
     common.add_dry_run(shutdown)
 
-    reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot an instance")
+    reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot instances")
     common.add_submit(reboot)
-    _instance_arg(reboot)
+    instance_many.add_selection(reboot)
     reboot.add_argument(
         "-t",
         "--type",

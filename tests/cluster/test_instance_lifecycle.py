@@ -65,7 +65,7 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     bridge = info["bridge"]
     gnt.ok(
         "instance", "add", "-t", "file", "--disk", "0:size=64M", "--disk", "1:size=32M",
-        "-n", pname, "--net", f"0:link={bridge}",
+        "-n", pname, "--net", f"0:link={bridge}", "--tags", "lcmany",
         *cli_env_args(info, name, patmb=4, dirtymb=0), name,
     )  # fmt: skip
     pnode = node(config, pname)
@@ -98,9 +98,11 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     assert domain_state(ops, pnode, name) == constants.DOMSTATE_SHUTOFF
     assert gnt.status(name) == constants.INSTST_ADMINDOWN
 
-    # startup boots again
+    # startup boots again: selected by tag, one job per instance in a process of its own
     before = ready_count(console(ops, pnode, name))
-    gnt.ok("instance", "startup", name)
+    out = gnt.ok("instance", "startup", "--tags", "lcmany", "--force-multiple")
+    job = re.search(r"^Submitted jobs (\d+)$", out, re.M)
+    assert job is not None and f"Waiting for job {job.group(1)} for {name} ..." in out, out
     wait_console(ops, pnode, name, lambda t: ready_count(t) > before)
     assert gnt.status(name) == constants.INSTST_RUNNING
 
