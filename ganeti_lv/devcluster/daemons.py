@@ -38,8 +38,9 @@ def daemon_argv(node: NodeLayout, name: str) -> list[str]:
     """The command starting daemon ``name`` on the node (it daemonises, writes its pid file).
 
     Below a subreaper, as on a real node below its init: a stopped qemu or
-    an orphan of an SSH session is reaped at once, and how the daemon ended
-    is on record (see ganeti_lv.devcluster.reaper).
+    an orphan of an SSH session is reaped at once, how the daemon ended is
+    on record, and a libvirtd that crashed is started again, as Debian's
+    libvirtd.service restarts it (see ganeti_lv.devcluster.reaper).
     """
     commands = {
         "virtlogd": ["virtlogd", "-d", "-p", PIDFILES["virtlogd"]],
@@ -49,7 +50,7 @@ def daemon_argv(node: NodeLayout, name: str) -> list[str]:
     }
     if name not in commands:
         raise OpPrereqError(f"Unknown daemon {name!r}", "wrong_input")
-    return reaper_argv(commands[name], REAPER_LOG)
+    return reaper_argv(commands[name], REAPER_LOG, restart=name == "libvirtd")
 
 
 def pidfile(node: NodeLayout, name: str) -> str:

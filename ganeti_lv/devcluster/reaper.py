@@ -17,7 +17,13 @@ The reaper leaves when it has no children left (the daemon and its orphans
 are gone). With ``--log FILE`` it appends one line per process it reaps
 (time, name, PID and how it ended: ``libvirtd[812] killed by signal 11
 (SIGSEGV)``), so a daemon that vanished has a recorded cause, as systemd's
-journal gives on a real node. Linux only.
+journal gives on a real node. With ``--restart-crashed`` a daemon (a process
+named as the command) that crashed (``CRASH_SIGNALS``, which nothing of the
+local cluster sends) is started again, as systemd's ``Restart=on-failure``
+restarts libvirtd on a real node, at most ``RESTART_BURST`` times within
+``RESTART_INTERVAL`` seconds; its record says so (``; started again``). A
+daemon stopped or killed on purpose (SIGTERM, SIGKILL) stays down. Linux
+only.
 """
 
 from __future__ import annotations
@@ -28,12 +34,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from ganeti_lv.devcluster.netns import proc_name
 from ganeti_lv.master.daemonize import detach_stdio
 
 PR_SET_CHILD_SUBREAPER = 36
+# a process's own crash; the local cluster's tools and tests stop daemons with
+# SIGTERM or SIGKILL only
+CRASH_SIGNALS = frozenset(
+    {signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGSEGV}
+)
+# as init's start limit: a daemon that crashes more often stays down
+RESTART_BURST = 3
+RESTART_INTERVAL = 60.0
+# how the record of a crashed daemon that was started again ends
+STARTED_AGAIN = "; started again"
 
 
 def _become_subreaper() -> None:
@@ -55,11 +72,19 @@ def describe_end(status: int) -> str:
     return f"exited {os.WEXITSTATUS(status)}"
 
 
-def reap_forever(log: TextIO | None = None) -> None:
+def crashed(status: int) -> bool:
+    """Whether a wait status is a process's own crash (``CRASH_SIGNALS``)."""
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS
+
+
+def reap_forever(
+    log: TextIO | None = None, on_end: Callable[[str, int], str] | None = None
+) -> None:
     """Wait for children (own and adopted) until there are none; record each end in ``log``.
 
-    A record that cannot be written (a full disk) ends the recording, never
-    the reaping.
+    ``on_end(name, status)`` is told each end and returns what it did about
+    it, added to the record. A record that cannot be written (a full disk)
+    ends the recording, never the reaping.
     """
     while True:
         try:
@@ -73,16 +98,51 @@ def reap_forever(log: TextIO | None = None) -> None:
             return
         except InterruptedError:  # pragma: no cover - PEP 475 retries
             continue
+        done = on_end(name, status) if on_end is not None else ""
         if log is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             try:
-                log.write(f"{stamp} {name}[{pid}] {describe_end(status)}\n")
+                log.write(f"{stamp} {name}[{pid}] {describe_end(status)}{done}\n")
                 log.flush()
             except OSError:
                 log = None
 
 
-def _serve(argv: list[str], status_fd: int, log_path: str | None) -> None:
+class Restarter:
+    """Starts the daemon of ``argv`` again when it crashed, as init restarts a crashed
+    service: at most ``RESTART_BURST`` times within ``RESTART_INTERVAL`` seconds."""
+
+    def __init__(self, argv: list[str], clock: Callable[[], float] = time.monotonic) -> None:
+        self.argv = argv
+        self.name = os.path.basename(argv[0])[:15]  # as the kernel keeps a process's name
+        self.clock = clock
+        self.starts: list[float] = []
+
+    def __call__(self, name: str, status: int) -> str:
+        """What was done about the end of process ``name``: nothing (""), or a restart."""
+        if name != self.name or not crashed(status):
+            return ""
+        now = self.clock()
+        self.starts = [at for at in self.starts if now - at < RESTART_INTERVAL]
+        if len(self.starts) >= RESTART_BURST:
+            return f"; not started again ({RESTART_BURST} restarts in {RESTART_INTERVAL:g} s)"
+        self.starts.append(now)
+        code, err = _start(self.argv)
+        if code == 0:
+            return STARTED_AGAIN
+        return f"; starting it again failed (exit {code}): {err.decode(errors='replace').strip()}"
+
+
+def _start(argv: list[str]) -> tuple[int, bytes]:
+    """Run the daemonising command; its exit status and output (127 if it cannot run)."""
+    try:
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except OSError as exc:
+        return 127, f"{exc.filename or argv[0]}: {exc.strerror or exc}".encode()
+    return res.returncode, res.stderr + res.stdout
+
+
+def _serve(argv: list[str], status_fd: int, log_path: str | None, restart: bool) -> None:
     """The detached side: start the daemon, report, then reap."""
     os.setsid()
     _become_subreaper()
@@ -90,24 +150,29 @@ def _serve(argv: list[str], status_fd: int, log_path: str | None) -> None:
     try:
         if log_path is not None:
             log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - open while reaping
-        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
-        code, err = res.returncode, res.stderr + res.stdout
     except OSError as exc:
-        code, err = 127, f"{exc.filename or argv[0]}: {exc.strerror or exc}".encode()
+        code, err = 127, f"{exc.filename}: {exc.strerror or exc}".encode()
+    else:
+        code, err = _start(argv)
     with os.fdopen(status_fd, "wb") as status:
         status.write(b"%d\n" % code + err)
     detach_stdio()
     if code == 0:
-        reap_forever(log)
+        reap_forever(log, Restarter(argv) if restart else None)
 
 
-def reaper_argv(argv: list[str], log: str | None = None) -> list[str]:
-    """The command running ``argv`` (a daemonising command) below a reaper logging to ``log``."""
+def reaper_argv(argv: list[str], log: str | None = None, restart: bool = False) -> list[str]:
+    """The command running ``argv`` (a daemonising command) below a reaper logging to
+    ``log``; with ``restart``, a crash of the daemon starts it again."""
     options = [] if log is None else ["--log", log]
+    if restart:
+        options.append("--restart-crashed")
     return [sys.executable, "-m", "ganeti_lv.devcluster.reaper", *options, "--", *argv]
 
 
-USAGE = "usage: python -m ganeti_lv.devcluster.reaper [--log FILE] -- COMMAND...\n"
+USAGE = (
+    "usage: python -m ganeti_lv.devcluster.reaper [--log FILE] [--restart-crashed] -- COMMAND...\n"
+)
 
 
 def main(argv: list[str]) -> int:
@@ -118,6 +183,9 @@ def main(argv: list[str]) -> int:
         if not log_path or log_path.startswith("-"):
             sys.stderr.write(USAGE)
             return 2
+    restart = argv[:1] == ["--restart-crashed"]
+    if restart:
+        argv = argv[1:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv or argv[0].startswith("--"):
@@ -128,7 +196,7 @@ def main(argv: list[str]) -> int:
     if pid == 0:
         os.close(rfd)
         try:
-            _serve(argv, wfd, log_path)
+            _serve(argv, wfd, log_path, restart)
         finally:
             os._exit(0)
     os.close(wfd)

@@ -26,6 +26,7 @@ from support.timeouts import scaled
 from ganeti_lv import constants, objects
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster.guest import kernel_args, kernel_faults
+from ganeti_lv.errors import NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 
 TICK_RE = re.compile(r"tick (\d+)")
@@ -172,12 +173,19 @@ def where_running(config: ConfigStore, ops: LibvirtNodeOps, name: str) -> dict[s
 def wait_single(config: ConfigStore, ops: LibvirtNodeOps, name: str, timeout: float = 90) -> str:
     """Wait until exactly one node runs the domain and no other node has it; return it.
 
-    Asserts that the configuration names that node.
+    Asserts that the configuration names that node. A node that does not
+    answer is asked again until the timeout (a libvirtd started again after a
+    crash takes a moment to listen).
     """
     deadline = time.monotonic() + scaled(timeout)
     found: dict[str, str] = {}
     while time.monotonic() < deadline:
-        found = where_running(config, ops, name)
+        try:
+            found = where_running(config, ops, name)
+        except NodeUnreachable as err:
+            found = {"(no answer)": str(err)}
+            time.sleep(0.5)
+            continue
         running = [n for n, s in found.items() if s == constants.DOMSTATE_RUNNING]
         if len(running) == 1 and len(found) == 1:
             inst = config.get_instance(name)

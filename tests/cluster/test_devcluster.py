@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from support.guardian import devcluster_down, guarded
-from support.waiting import parent_command
+from support.nodedaemons import restarted_after_crash, running_daemons
+from support.timeouts import scaled
+from support.waiting import parent_command, wait_until
 
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster import daemons, emulator, guest, netns
@@ -234,6 +236,31 @@ def test_every_node_daemon_runs_below_its_reaper(local_devcluster: DevCluster) -
             pid = local_devcluster.daemon_pid(node, name)
             assert pid is not None, (node, name)
             assert b"ganeti_lv.devcluster.reaper" in parent_command(pid), (node, name)
+
+
+@pytest.mark.filterwarnings("ignore:a node daemon crashed")
+def test_a_crashed_libvirtd_is_started_again_as_by_init(local_devcluster: DevCluster) -> None:
+    """As Debian's libvirtd.service (Restart=on-failure): a libvirtd that crashed runs
+    again at once, below its reaper, and the record of its end says so."""
+    before = running_daemons(local_devcluster)
+    old = local_devcluster.daemon_pid("node3", "libvirtd")
+    assert old is not None
+    os.kill(old, signal.SIGABRT)  # as libvirtd aborting itself
+
+    def started_again() -> bool:  # and answering
+        if local_devcluster.daemon_pid("node3", "libvirtd") in (None, old):
+            return False
+        res = local_devcluster.node_exec("node3", ["virsh", "-q", "list", "--all"], check=False)
+        return res.returncode == 0
+
+    assert wait_until(started_again, scaled(30), interval=0.2)
+    new = local_devcluster.daemon_pid("node3", "libvirtd")
+    assert new is not None and b"ganeti_lv.devcluster.reaper" in parent_command(new)
+    end = local_devcluster.daemon_end("node3", "libvirtd", old)
+    assert end is not None
+    assert re.search(r"killed by signal 6 \(SIGABRT\)(, core dumped)?; started again$", end), end
+    (report,) = restarted_after_crash(local_devcluster, before)
+    assert report.startswith(f"libvirtd on node3: {end}")
 
 
 def test_a_daemon_pid_file_naming_another_process_of_the_node_is_not_the_daemon(

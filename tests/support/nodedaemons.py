@@ -4,7 +4,10 @@ Tests that stop a node daemon start it again themselves, so a daemon found
 gone after a test died on its own (a crash) or by mistake. ``restart_gone``
 tells how each one ended (its reaper's record, the end of its log) and starts
 it again: one death is reported once, with its cause, instead of failing
-every later test that needs the node.
+every later test that needs the node. A libvirtd that crashed is started
+again by its reaper at once, as init does on a real node
+(``ganeti_lv.devcluster.reaper``); ``restarted_after_crash`` tells how such
+a daemon ended.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 from typing import Any
 
 from ganeti_lv.devcluster.layout import DAEMONS, NODE_LOG_DIR
+from ganeti_lv.devcluster.reaper import STARTED_AGAIN
 
 Daemon = tuple[str, str]  # (node, daemon name)
 
@@ -41,6 +45,18 @@ def restart_gone(cluster: Any, before: dict[Daemon, int]) -> str | None:
         except Exception as err:  # noqa: BLE001 - reported with the rest
             report.append(f"  starting it again failed: {err}")
     return "\n".join(report)
+
+
+def restarted_after_crash(cluster: Any, before: dict[Daemon, int]) -> list[str]:
+    """How each daemon of ``before`` that crashed and was started again by its reaper
+    ended (a daemon a test stopped and started runs with another PID too)."""
+    now = running_daemons(cluster)
+    return [
+        _how_it_ended(cluster, node, name, pid)
+        for (node, name), pid in before.items()
+        if now.get((node, name)) not in (None, pid)
+        and (cluster.daemon_end(node, name, pid) or "").endswith(STARTED_AGAIN)
+    ]
 
 
 def _how_it_ended(cluster: Any, node: str, name: str, pid: int) -> str:

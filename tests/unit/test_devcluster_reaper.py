@@ -13,7 +13,7 @@ import pytest
 from support.waiting import parent_command, parent_pid, wait_until
 
 from ganeti_lv.devcluster import netns
-from ganeti_lv.devcluster.reaper import describe_end
+from ganeti_lv.devcluster.reaper import RESTART_BURST, RESTART_INTERVAL, describe_end
 
 
 def _reaper(*argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
@@ -131,3 +131,71 @@ def test_a_log_option_without_a_file_is_a_usage_error(argv: list[str]) -> None:
     res = _reaper(*argv)
     assert res.returncode == 2
     assert res.stderr.startswith("usage:")
+
+
+def _daemon_script(tmp_path, crashes: str) -> str:
+    """A daemonising command whose daemon (named sh, as the command) records its PID,
+    crashes (SIGSEGV) while ``crashes`` (a shell test) holds, else waits for the gate."""
+    pids, gate = tmp_path / "pids", tmp_path / "gate"
+    loop = (
+        f"echo $$ >> {pids}; if {crashes}; then kill -SEGV $$; fi;"
+        f" while [ ! -e {gate} ]; do sleep 0.02; done"
+    )
+    return f"(sh -c '{loop}' </dev/null >/dev/null 2>&1 &); exit 0"
+
+
+def _started(tmp_path) -> list[str]:
+    path = tmp_path / "pids"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_crashed_daemon_is_started_again_as_init_would(tmp_path) -> None:
+    log, marker = tmp_path / "reaper.log", tmp_path / "crashed-once"
+    script = _daemon_script(tmp_path, f"[ ! -e {marker} ] && touch {marker}")
+    res = _reaper("--log", str(log), "--restart-crashed", "--", "sh", "-c", script)
+    assert res.returncode == 0, res.stderr
+    assert wait_until(lambda: len(_started(tmp_path)) == 2, 5)
+    first, second = _started(tmp_path)
+    assert _recorded_ends(log)[first] == "sh: killed by signal 11 (SIGSEGV); started again"
+    reaper = parent_pid(int(second))
+    assert reaper is not None and b"ganeti_lv.devcluster.reaper" in parent_command(int(second))
+    (tmp_path / "gate").touch()  # the daemon ends cleanly: not started again
+    assert wait_until(lambda: not netns.proc_alive(reaper), 3.0)
+    assert _recorded_ends(log)[second] == "sh: exited 0"
+    assert len(_started(tmp_path)) == 2
+
+
+def test_a_daemon_crashing_again_and_again_stays_down(tmp_path) -> None:
+    log = tmp_path / "reaper.log"
+    res = _reaper(
+        "--log", str(log), "--restart-crashed", "--", "sh", "-c", _daemon_script(tmp_path, "true")
+    )
+    assert res.returncode == 0, res.stderr
+    assert wait_until(lambda: len(_recorded_ends(log)) == 1 + RESTART_BURST, 10)
+    time.sleep(0.3)
+    started = _started(tmp_path)
+    assert len(started) == 1 + RESTART_BURST  # no start after the last record
+    ends = _recorded_ends(log)
+    assert [ends[pid] for pid in started[:-1]] == [
+        "sh: killed by signal 11 (SIGSEGV); started again"
+    ] * RESTART_BURST
+    assert ends[started[-1]] == (
+        f"sh: killed by signal 11 (SIGSEGV); not started again ({RESTART_BURST} restarts in"
+        f" {RESTART_INTERVAL:g} s)"
+    )
+
+
+def test_a_daemon_killed_on_purpose_stays_down(tmp_path) -> None:
+    log = tmp_path / "reaper.log"
+    res = _reaper(
+        "--log", str(log), "--restart-crashed", "--", "sh", "-c", _daemon_script(tmp_path, "false")
+    )
+    assert res.returncode == 0, res.stderr
+    assert wait_until(lambda: len(_started(tmp_path)) == 1, 5)
+    (daemon,) = _started(tmp_path)
+    reaper = parent_pid(int(daemon))
+    assert reaper is not None
+    os.kill(int(daemon), signal.SIGKILL)
+    assert wait_until(lambda: not netns.proc_alive(reaper), 3.0)
+    assert _recorded_ends(log)[daemon] == "sh: killed by signal 9 (SIGKILL)"  # no restart
+    assert _started(tmp_path) == [daemon]
