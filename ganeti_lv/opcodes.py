@@ -513,6 +513,15 @@ class OpInstanceQueryData(OpCode):
 
 
 @dataclass(kw_only=True)
+class OpInstanceConsole(OpCode):
+    """How to reach an instance's serial console (Ganeti's OP_INSTANCE_CONSOLE); a query."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_CONSOLE"
+
+    instance_name: str
+
+
+@dataclass(kw_only=True)
 class OpInstanceMigrate(OpCode):
     """Migrate an instance (Ganeti's OP_INSTANCE_MIGRATE).
 

@@ -11,6 +11,7 @@ from ganeti_lv.cmdlib import (  # noqa: F401
     cluster,
     cluster_crypto,
     instance,
+    instance_console,
     instance_create,
     instance_info,
     instance_migration,

@@ -68,3 +68,8 @@ def not_found(message: str | None = None) -> HttpError:
 def not_implemented(method: str, path: str) -> HttpError:
     """501: the resource exists but does not support ``method`` (as Ganeti says it)."""
     return HttpError(501, f"Method {method} is unsupported for path {path}")
+
+
+def service_unavailable(message: str | None = None) -> HttpError:
+    """503: the resource cannot be had now (the console of an instance that does not run)."""
+    return HttpError(503, message)

@@ -21,11 +21,11 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_NOENT, OpPrereqError
+from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
-from ganeti_lv.opcodes import OpCode, OpInstanceQuery, OpNodeQuery
-from ganeti_lv.rapi.httperrors import not_found
+from ganeti_lv.opcodes import OpCode, OpInstanceConsole, OpInstanceQuery, OpNodeQuery
+from ganeti_lv.rapi.httperrors import not_found, service_unavailable
 
 # Ganeti's export format version and OS API version (what ganeti_lv's exports are read as)
 EXPORT_VERSION = 0
@@ -125,6 +125,20 @@ def instance(ctx: Context, name: str) -> dict[str, Any]:
     if inst is None:
         raise not_found()
     return instance_fields(row, inst)
+
+
+def instance_console(ctx: Context, name: str) -> dict[str, Any]:
+    """How to reach the instance's serial console; 404 when unknown, 503 when it
+    does not run (as Ganeti's)."""
+    try:
+        console: dict[str, Any] = run_query(ctx, OpInstanceConsole(instance_name=name))
+    except OpPrereqError as err:
+        if err.ecode == ECODE_NOENT:
+            raise not_found(str(err)) from err
+        if err.ecode == ECODE_STATE:
+            raise service_unavailable(str(err)) from err
+        raise
+    return console
 
 
 # ------------------------------------------------------------------ nodes

@@ -252,6 +252,10 @@ def _submit(req: Request, op: OpCode) -> int:
     return int(req.backend.submit([op]).job_id)
 
 
+def _instance_console(req: Request) -> Any:
+    return queries.instance_console(req.query_context(), req.items["name"])
+
+
 def _instance_info(req: Request) -> int:
     op = OpInstanceQueryData(instances=[req.items["name"]], static=bool_arg(req.args, "static"))
     return _submit(req, op)
@@ -389,6 +393,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/instances", {"GET": _instances}),
     Resource("/2/instances/<name>", {"GET": _instance}),
     Resource("/2/instances/<name>/info", {"GET": _instance_info}),
+    # as Ganeti's: only a user who may change the cluster gets the console
+    Resource("/2/instances/<name>/console", {"GET": _instance_console}, write_get=True),
     Resource("/2/instances/<name>/startup", {"PUT": _startup}),
     Resource("/2/instances/<name>/shutdown", {"PUT": _shutdown}),
     Resource("/2/instances/<name>/reboot", {"POST": _reboot}),

@@ -3,7 +3,9 @@
 ``Gnt`` runs ``gnt-lv`` in-process against the cluster's data dir (real
 LibvirtNodeOps) and captures its output; ``console`` reads an instance's
 serial console log on its node over SSH; ``wait_console`` polls it until a
-predicate holds (a remote file has no event to wait on).
+predicate holds (a remote file has no event to wait on);
+``interactive_console`` runs the installed ``gnt-lv instance console`` on a
+terminal, as an operator would.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pty
+import re
+import select
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -138,3 +145,58 @@ def process_argvs() -> Iterator[tuple[int, list[bytes]]]:
                 yield int(pid), fh.read().split(b"\0")
         except OSError:
             continue
+
+
+def interactive_console(
+    data_dir: str, name: str, pattern: bytes, timeout: float
+) -> tuple[int, str]:
+    """``gnt-lv instance console NAME`` (the installed program) on a terminal: what the
+    terminal shows until ``pattern`` appears (or ``timeout`` passes), then Ctrl-] to
+    leave the console; the program's exit status and everything it showed."""
+    program = os.path.join(os.path.dirname(sys.executable), "gnt-lv")
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(program, [program, "--data-dir", data_dir, "instance", "console", name])
+    seen = bytearray()
+    try:
+        _read_until(fd, seen, lambda: re.search(pattern, seen) is not None, scaled(timeout))
+        with contextlib.suppress(OSError):  # the program may have ended already
+            os.write(fd, b"\x1d")  # Ctrl-]: virsh console leaves
+        _read_until(fd, seen, lambda: False, scaled(30))  # to the end of the output
+        return os.waitstatus_to_exitcode(_wait(pid, scaled(30))), seen.decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def _read_until(fd: int, seen: bytearray, done: Callable[[], bool], timeout: float) -> None:
+    """Add what the terminal shows to ``seen`` until ``done()``, the terminal is closed or
+    ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        chunk = _read(fd, 0.5)
+        if chunk is None:
+            return
+        seen += chunk
+
+
+def _read(fd: int, wait: float) -> bytes | None:
+    """What the terminal has within ``wait`` seconds (b""), None once it is closed."""
+    ready, _, _ = select.select([fd], [], [], wait)
+    if not ready:
+        return b""
+    try:
+        return os.read(fd, 4096) or None
+    except OSError:  # EIO: nothing has the terminal open any more
+        return None
+
+
+def _wait(pid: int, timeout: float) -> int:
+    """The wait status of child ``pid``, killed (SIGKILL) if it has not ended in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]

@@ -15,6 +15,7 @@ from gnt_helpers import (
     cli_env_args,
     console,
     domain_state,
+    interactive_console,
     node,
     purge_instance,
     wait_console,
@@ -105,6 +106,11 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     assert job is not None and f"Waiting for job {job.group(1)} for {name} ..." in out, out
     wait_console(ops, pnode, name, lambda t: ready_count(t) > before)
     assert gnt.status(name) == constants.INSTST_RUNNING
+
+    # its serial console as an operator reaches it: the guest's ticks on the terminal
+    code, shown = interactive_console(gnt.data_dir, name, rb"tick \d+\r?\n", 60)
+    assert code == 0 and f"Connected to domain '{name}'" in shown, shown
+    assert re.search(r"tick \d+", shown.split("Connected to domain", 1)[1]), shown
 
     # hard reboot boots again
     before = ready_count(console(ops, pnode, name))

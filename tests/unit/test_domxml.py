@@ -159,14 +159,14 @@ def test_routed_nic_is_rejected() -> None:
         domxml.build_domain_xml(_cluster(), inst)
 
 
-def test_serial_console_to_a_file_and_no_balloon() -> None:
+def test_serial_console_on_a_terminal_logged_to_a_file_and_no_balloon() -> None:
     root = _parse(_cluster(), _instance())
     serial = root.find("devices/serial")
-    assert serial is not None and serial.get("type") == "file"
-    source = serial.find("source")
-    assert source is not None
-    assert source.get("path") == domxml.console_log_path("web1")
-    assert source.get("append") == "on"
+    assert serial is not None and serial.get("type") == "pty"  # for virsh console
+    log = serial.find("log")
+    assert log is not None
+    assert log.get("file") == domxml.console_log_path("web1")
+    assert log.get("append") == "on"
     balloon = root.find("devices/memballoon")
     assert balloon is not None and balloon.get("model") == "none"
     xml = domxml.build_domain_xml(_cluster(), _instance())

@@ -926,3 +926,23 @@ def test_users_file_mode_is_private(rapi: rapi_server.RapiServer, data_dir: str)
     mode = stat.S_IMODE(os.stat(paths.rapi_users_file(data_dir)).st_mode)
     assert mode == 0o600
     assert stat.S_IMODE(os.stat(paths.rapi_cert_file(data_dir)).st_mode) == 0o600
+
+
+@needs_ganeti_client
+def test_ganetis_client_gets_the_console_of_a_running_instance(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    client = _client(rapi, data_dir)
+    assert client.call("GetInstanceConsole", INST) == {
+        "instance": INST,
+        "kind": "ssh",
+        "host": "10.250.0.1",
+        "port": 22,
+        "user": "root",
+        "command": ["virsh", "console", INST],
+    }
+    # as Ganeti's: a user who may not change the cluster gets no console
+    assert _client(rapi, data_dir, user=VIEWER).error("GetInstanceConsole", INST)["code"] == 403
+    assert client.error("GetInstanceConsole", "ghost")["code"] == 404
+    stopped = client.error("GetInstanceConsole", "inst2.example.com")  # up, not running
+    assert stopped["code"] == 503 and "is not running (state ERROR_down)" in stopped["msg"]

@@ -8,9 +8,10 @@ kvm where kvm cannot run guests. The CPU model is a named model (hvparam
 default for TCG is ``qemu64`` and for kvm ``kvm64``, never host-passthrough.
 
 Disks are raw files with ``cache='none'`` (direct I/O, the setting libvirt
-considers safe for migration) and native AIO. The serial console goes to a
-file on the node (``console_log_path``) so the guest's output can be read
-back over SSH.
+considers safe for migration) and native AIO. The serial console is a
+terminal (``virsh console`` on the node attaches to it) whose output also
+goes to a log file on the node (``console_log_path``), so the guest's output
+can be read back over SSH.
 
 The parsing helpers (``parse_domain_disks``, ``parse_console_log``,
 ``parse_capabilities``) read XML that libvirt returns; they are pure too.
@@ -165,8 +166,9 @@ def build_domain_xml(
     _disk_elements(devices, cluster, instance, cache)
     _nic_elements(devices, cluster, instance)
     if hvp.get("serial_console", True):
-        serial = _sub(devices, "serial", type="file")
-        _sub(serial, "source", path=console_log_path(instance.name), append="on")
+        # a terminal for ``virsh console``, its output also kept in the log file
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "log", file=console_log_path(instance.name), append="on")
         _sub(serial, "target", port="0")
     _sub(devices, "memballoon", model="none")
     ET.indent(root)

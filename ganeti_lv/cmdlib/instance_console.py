@@ -1,0 +1,67 @@
+"""LUInstanceConsole: how to reach an instance's serial console (OP_INSTANCE_CONSOLE).
+
+As Ganeti's for KVM: the console is reached over SSH on the primary node,
+as root, where ``virsh console`` attaches to the guest's serial port (Ctrl-]
+leaves it). The result is Ganeti's console description: ``kind`` ``ssh``
+with ``host``, ``port``, ``user`` and ``command``, or ``kind`` ``msg`` with
+a ``message`` for an instance without a serial console
+(``serial_console=false``). A query: no job, no lock, no hook. The instance
+must run on its primary node (ECODE_STATE otherwise); the primary must be
+online and answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ganeti_lv import constants
+from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.common import check_node_online, expand_instance
+from ganeti_lv.cmdlib.instance import compute_instance_status, instance_domain
+from ganeti_lv.errors import ECODE_STATE, OpPrereqError
+from ganeti_lv.opcodes import OpInstanceConsole
+
+CONS_SSH = "ssh"
+CONS_MESSAGE = "msg"
+CONSOLE_USER = "root"
+
+
+@register_lu(OpInstanceConsole)
+class LUInstanceConsole(NoHooksLU):
+    """The console description of a running instance."""
+
+    REQ_BGL = False
+    QUERY = True
+
+    def ExpandNames(self) -> None:
+        """The instance's full name (ECODE_NOENT when unknown); no locks."""
+        self.name = expand_instance(self.cfg, self.op.instance_name)
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> dict[str, Any]:
+        """Ask the primary whether the instance runs there; how to reach its console."""
+        data = self.cfg.snapshot()
+        inst = data.instances[self.name]
+        check_node_online(self.cfg, inst.primary_node, "Instance primary node offline:")
+        pnode = data.nodes[inst.primary_node]
+        dom = instance_domain(self.rpc, pnode, inst.name)
+        if dom is None or dom.state not in constants.DOMSTATES_ACTIVE:
+            state = compute_instance_status(inst.admin_state, pnode.name, [])
+            raise OpPrereqError(
+                f"Instance {inst.name} is not running (state {state}), it has no console",
+                ECODE_STATE,
+            )
+        if not data.cluster.fill_hvparams(inst).get("serial_console", True):
+            return {
+                "instance": inst.name,
+                "kind": CONS_MESSAGE,
+                "message": f"Instance {inst.name} has no serial console (serial_console=false)",
+            }
+        return {
+            "instance": inst.name,
+            "kind": CONS_SSH,
+            "host": pnode.address,
+            "port": pnode.ssh_port,
+            "user": CONSOLE_USER,
+            "command": ["virsh", "console", inst.name],
+        }

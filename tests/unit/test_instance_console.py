@@ -1,0 +1,103 @@
+"""gnt-lv instance console and the console query (OpInstanceConsole) on the fake nodes."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pytest
+
+from ganeti_lv import paths
+from ganeti_lv.cli.main import main
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
+from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.mcpu import run_query
+from ganeti_lv.opcodes import OpInstanceConsole
+
+N1 = "node1.example.com"
+I1, I2 = "inst1.example.com", "inst2.example.com"
+
+
+def _console(ctx: Context, name: str) -> Any:
+    return run_query(ctx, OpInstanceConsole(instance_name=name))
+
+
+def test_the_console_of_a_running_instance_is_reached_over_ssh_on_its_primary(
+    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.nodes[N1].ssh_port = 2222
+    assert _console(ctx, "inst1") == {
+        "instance": I1,
+        "kind": "ssh",
+        "host": "10.250.0.1",
+        "port": 2222,
+        "user": "root",
+        "command": ["virsh", "console", I1],
+    }
+    assert ctx.jobs.list() == []  # a query, not a job
+
+
+def test_no_console_for_an_instance_that_does_not_run_or_is_unknown(
+    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+) -> None:
+    with pytest.raises(OpPrereqError) as err:
+        _console(ctx, I2)
+    assert err.value.ecode == ECODE_STATE
+    assert f"Instance {I2} is not running (state ERROR_down)" in err.value.msg
+    with config.update() as data:
+        data.instances[I2].admin_state = "down"
+    with pytest.raises(OpPrereqError, match=r"\(state ADMIN_down\)"):
+        _console(ctx, I2)
+    with pytest.raises(OpPrereqError) as err:
+        _console(ctx, "ghost")
+    assert err.value.ecode == ECODE_NOENT
+
+
+def test_no_console_through_an_offline_or_silent_primary(
+    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+) -> None:
+    inst1_running.set_unreachable(N1)
+    with pytest.raises(OpPrereqError, match=f"Error checking node {N1}"):
+        _console(ctx, I1)
+    inst1_running.set_unreachable(N1, False)
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    with pytest.raises(OpPrereqError, match="Instance primary node offline"):
+        _console(ctx, I1)
+
+
+def test_an_instance_without_a_serial_console_gets_a_message(
+    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.instances[I1].hvparams["serial_console"] = False
+    console = _console(ctx, I1)
+    assert console["kind"] == "msg" and "has no serial console" in console["message"]
+
+
+def test_show_cmd_prints_the_ssh_command_with_the_clusters_key_and_known_hosts(
+    data_dir: str, inst1_running: FakeNodeOps, capsys: Any
+) -> None:
+    code = main(["--data-dir", data_dir, "instance", "console", "--show-cmd", "inst1"],
+                node_ops=inst1_running)  # fmt: skip
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    argv = shlex.split(out)
+    assert argv[:2] == ["ssh", "-t"]
+    assert f"-oUserKnownHostsFile={paths.known_hosts_file(data_dir)}" in argv
+    assert "-oStrictHostKeyChecking=yes" in argv and "-oBatchMode=yes" in argv
+    assert argv[argv.index("-i") + 1] == paths.ssh_key_file(data_dir)
+    # the remote command as one word, which the node's shell splits
+    assert argv[-6:] == ["-p", "22", "-l", "root", "10.250.0.1", f"virsh console {I1}"]
+
+
+def test_console_of_a_stopped_instance_fails_with_its_state(
+    data_dir: str, inst1_running: FakeNodeOps, capsys: Any
+) -> None:
+    code = main(["--data-dir", data_dir, "instance", "console", I2], node_ops=inst1_running)
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "error type: wrong_state" in err and "is not running (state ERROR_down)" in err
