@@ -116,7 +116,8 @@ class Client:
         """Run query ``op`` without a job; its result as JSON data, or its typed error.
 
         Queries are the opcodes of the list commands (``OpInstanceQuery``,
-        ``OpNodeQuery``, ``OpBackupQuery``): they take no lock, run no hook,
+        ``OpNodeQuery``, ``OpBackupQuery``) and ``OpInstanceConsole``
+        (the LUs marked ``QUERY``): they take no lock, run no hook,
         change nothing, and leave nothing in the job log. Any other opcode
         is OpPrereqError (ECODE_INVAL): it runs as a job (``submit``). The
         master daemon runs the query when one runs for the data dir, else

@@ -453,7 +453,8 @@ class CliEnv:
         return submit.job_signals(cancel, lambda: self.warn(submit.ABORT_REQUESTED), self._hangup)
 
     def records(self) -> contextlib.AbstractContextManager[Any]:
-        """A function showing a job's records on stdout (``submit.show_records``)."""
+        """While a job is followed: the function showing its records on stdout
+        (``submit.show_records``)."""
         return submit.show_records(self.stdout)
 
     def _hangup(self) -> None:

@@ -5,11 +5,12 @@ As Ganeti's ``gnt-instance``, the instances are named (the default,
 secondary node is one of those named; ``--primary``, ``--secondary``), by
 tag (``--tags``: any of the tags named) or all of them (``--all``).
 
-One instance named is one job, followed as every command follows its job.
-Any other selection is confirmed first (``--force-multiple`` answers yes),
-then one job per instance is started at once: the jobs run side by side,
-each under its own locks. With ``--submit`` each job's id is printed as
-Ganeti prints it (``N: NAME``); else they are followed in turn ("Waiting for
+One instance named is one job, followed as every command follows its job
+(``JobID: N`` with ``--submit``). Any other selection is confirmed first
+(``--force-multiple`` answers yes), then one job per instance is started at
+once: the jobs run side by side, each under its own locks. With
+``--submit`` each job's id is printed as Ganeti prints it (``N: NAME``;
+``--print-jobid`` adds nothing to it); else they are followed in turn ("Waiting for
 job N for NAME ...", their lines as they come), a failure is reported
 ("Job N for NAME has failed: ...") and the others are still followed, and
 the exit code is 1 when any failed. Ctrl-C (or SIGTERM) asks the job
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 from collections.abc import Callable
 
 from ganeti_lv.cancel import Cancellation
@@ -69,27 +69,24 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
 
 def selected(opts: argparse.Namespace, env: CliEnv) -> list[str]:
     """The instances the command's names and selection flag select, in Ganeti's order."""
-    mode, names = opts.multi_mode, list(dict.fromkeys(opts.names))
-    if mode == MODE_ALL:
-        if names:
-            raise OpPrereqError("--all takes no names", ECODE_INVAL)
-        return [row["name"] for row in env.query(OpInstanceQuery(live=False))]
-    if not names:
+    mode, names = opts.multi_mode, list(opts.names)
+    if mode == MODE_ALL and names:
+        raise OpPrereqError("--all takes no names", ECODE_INVAL)
+    if mode != MODE_ALL and not names:
         raise OpPrereqError(f"No {_NAMES_OF[mode]} names given", ECODE_INVAL)
-    if mode == MODE_INSTANCES:
-        return [row["name"] for row in env.query(OpInstanceQuery(names=names, live=False))]
-    if mode == MODE_TAGS:
-        rows = env.query(OpInstanceQuery(live=False))
-        return [row["name"] for row in rows if set(row["tags"]) & set(names)]
-    rows = env.query(OpNodeQuery(names=names, live=False))
-    primaries = itertools.chain.from_iterable(row["pinst_list"] for row in rows)
-    secondaries = itertools.chain.from_iterable(row["sinst_list"] for row in rows)
-    found = {
-        MODE_NODES: itertools.chain(primaries, secondaries),
-        MODE_PRIMARY: primaries,
-        MODE_SECONDARY: secondaries,
-    }[mode]
-    return list(dict.fromkeys(found))
+    if mode in (MODE_ALL, MODE_INSTANCES, MODE_TAGS):
+        rows = env.query(OpInstanceQuery(names=names if mode == MODE_INSTANCES else [], live=False))
+        found = [row["name"] for row in rows if mode != MODE_TAGS or set(row["tags"]) & set(names)]
+    else:
+        rows = env.query(OpNodeQuery(names=names, live=False))
+        primaries = [name for row in rows for name in row["pinst_list"]]
+        secondaries = [name for row in rows for name in row["sinst_list"]]
+        found = {
+            MODE_NODES: primaries + secondaries,
+            MODE_PRIMARY: primaries,
+            MODE_SECONDARY: secondaries,
+        }[mode]
+    return list(dict.fromkeys(found))  # an instance named twice (or by two names) once
 
 
 def run(
@@ -97,14 +94,17 @@ def run(
 ) -> int:
     """Run ``build(name)``'s opcode for every instance selected; the exit code."""
     if opts.multi_mode == MODE_INSTANCES and len(set(opts.names)) == 1:
-        env.submit(build(opts.names[0]))
-        return EXIT_SUCCESS
-    names = selected(opts, env)
+        names = list(opts.names[:1])  # checked by its job
+    else:
+        names = selected(opts, env)
     if not names:
         if opts.multi_mode == MODE_ALL:
             env.write(f"Cluster is empty, no instances to {operation}")
             return EXIT_SUCCESS
         raise OpPrereqError("Selection filter does not match any instances", ECODE_INVAL)
+    if opts.multi_mode == MODE_INSTANCES and len(names) == 1:
+        env.submit(build(names[0]))
+        return EXIT_SUCCESS
     listed = "".join(f"\n  {name}" for name in names)
     question = (
         f"The {operation} will operate on {len(names)} instances.\n"
@@ -112,24 +112,30 @@ def run(
     )
     if not env.confirm(question, opts.force_multiple, "--force-multiple"):
         return EXIT_FAILURE
-    jobs, ok = _start(env, names, build)
-    if env.submit_only:
-        for job_id, name in jobs:
-            env.write(f"{job_id}: {name}")
-        return EXIT_SUCCESS if ok else EXIT_FAILURE
-    if jobs:
-        env.write("Submitted jobs " + ", ".join(str(job_id) for job_id, _ in jobs))
-    ok = _follow(env, jobs) and ok
+    cancel = Cancellation()
+    with env.job_signals(cancel):
+        jobs, ok = _start(env, names, build, cancel)
+        if env.submit_only:
+            for job_id, name in jobs:
+                env.write(f"{job_id}: {name}")
+        else:
+            if jobs:
+                env.write("Submitted jobs " + ", ".join(str(job_id) for job_id, _ in jobs))
+            ok = _follow(env, jobs, cancel) and ok
     return EXIT_SUCCESS if ok else EXIT_FAILURE
 
 
 def _start(
-    env: CliEnv, names: list[str], build: Callable[[str], OpCode]
+    env: CliEnv, names: list[str], build: Callable[[str], OpCode], cancel: Cancellation
 ) -> tuple[list[tuple[int, str]], bool]:
-    """One job per instance, started at once; the jobs started, and whether all were."""
+    """One job per instance, started at once (none after a cancel request); the jobs
+    started, and whether all were."""
     jobs: list[tuple[int, str]] = []
     ok = True
-    for name in names:
+    for index, name in enumerate(names):
+        if cancel.is_set():
+            env.warn(f"Not submitted (interrupted): {', '.join(names[index:])}")
+            return jobs, False
         try:
             jobs.append((env.enqueue([build(name)]), name))
         except GenericError as err:
@@ -138,23 +144,30 @@ def _start(
     return jobs, ok
 
 
-def _follow(env: CliEnv, jobs: list[tuple[int, str]]) -> bool:
-    """Follow every job to its end, in turn; whether all succeeded."""
+def _follow(env: CliEnv, jobs: list[tuple[int, str]], cancel: Cancellation) -> bool:
+    """Follow every job to its end, in turn; whether all succeeded.
+
+    Once ``cancel`` is set (Ctrl-C), the job followed is asked to stop by
+    its watch, the others as soon as it returns; an interruption (a second
+    Ctrl-C) asks every job not followed to its end yet to stop and ends the
+    command.
+    """
     client = env.client()
-    cancel = Cancellation()
     ok, asked = True, False
-    with env.job_signals(cancel):
-        for index, (job_id, name) in enumerate(jobs):
-            if cancel.is_set() and not asked:  # the others as soon as the one followed stopped
-                asked = True
-                _ask_to_stop(env, [job for job, _ in jobs[index:]])
-            env.write(f"Waiting for job {job_id} for {name} ...")
-            try:
-                with env.records() as show:
-                    client.watch(job_id, show, cancel)
-            except GenericError as err:
-                env.warn(f"Job {job_id} for {name} has failed: {format_error(err)}")
-                ok = False
+    for index, (job_id, name) in enumerate(jobs):
+        if cancel.is_set() and not asked:
+            asked = True
+            _ask_to_stop(env, [job for job, _ in jobs[index:]])
+        env.write(f"Waiting for job {job_id} for {name} ...")
+        try:
+            with env.records() as show:
+                client.watch(job_id, show, cancel)
+        except GenericError as err:
+            env.warn(f"Job {job_id} for {name} has failed: {format_error(err)}")
+            ok = False
+        except KeyboardInterrupt:
+            _ask_to_stop(env, [job for job, _ in jobs[index:]])
+            raise
     return ok
 
 

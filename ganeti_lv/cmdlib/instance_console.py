@@ -1,13 +1,14 @@
 """LUInstanceConsole: how to reach an instance's serial console (OP_INSTANCE_CONSOLE).
 
 As Ganeti's for KVM: the console is reached over SSH on the primary node,
-as root, where ``virsh console`` attaches to the guest's serial port (Ctrl-]
-leaves it). The result is Ganeti's console description: ``kind`` ``ssh``
-with ``host``, ``port``, ``user`` and ``command``, or ``kind`` ``msg`` with
-a ``message`` for an instance without a serial console
-(``serial_console=false``). A query: no job, no lock, no hook. The instance
-must run on its primary node (ECODE_STATE otherwise); the primary must be
-online and answer.
+as the node's SSH user, where the node operations' ``console_command``
+attaches to the domain's serial terminal (``virsh console``; Ctrl-] leaves
+it). The result is Ganeti's console description: ``kind`` ``ssh`` with
+``host``, ``port``, ``user`` and ``command``, or ``kind`` ``msg`` with a
+``message`` for a domain whose serial port is no terminal (the hvparam
+``serial_console`` off, or a domain an older ganeti_lv started). A query:
+no job, no lock, no hook. The instance must run on its primary node
+(ECODE_STATE otherwise); the primary must be online and answer.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from ganeti_lv.opcodes import OpInstanceConsole
 
 CONS_SSH = "ssh"
 CONS_MESSAGE = "msg"
-CONSOLE_USER = "root"
 
 
 @register_lu(OpInstanceConsole)
@@ -51,17 +51,21 @@ class LUInstanceConsole(NoHooksLU):
                 f"Instance {inst.name} is not running (state {state}), it has no console",
                 ECODE_STATE,
             )
-        if not data.cluster.fill_hvparams(inst).get("serial_console", True):
+        if not dom.serial_tty:
             return {
                 "instance": inst.name,
                 "kind": CONS_MESSAGE,
-                "message": f"Instance {inst.name} has no serial console (serial_console=false)",
+                "message": (
+                    f"Instance {inst.name} has no serial terminal to attach to; with the"
+                    " hypervisor parameter serial_console on, starting it again (shutdown,"
+                    " startup) gives it one"
+                ),
             }
         return {
             "instance": inst.name,
             "kind": CONS_SSH,
             "host": pnode.address,
             "port": pnode.ssh_port,
-            "user": CONSOLE_USER,
-            "command": ["virsh", "console", inst.name],
+            "user": pnode.ssh_user,
+            "command": self.rpc.console_command(inst.name),
         }

@@ -50,7 +50,8 @@ def daemon_argv(node: NodeLayout, name: str) -> list[str]:
     }
     if name not in commands:
         raise OpPrereqError(f"Unknown daemon {name!r}", "wrong_input")
-    return reaper_argv(commands[name], REAPER_LOG, restart=name == "libvirtd")
+    restart_pidfile = PIDFILES[name] if name == "libvirtd" else None
+    return reaper_argv(commands[name], REAPER_LOG, restart_pidfile)
 
 
 def pidfile(node: NodeLayout, name: str) -> str:

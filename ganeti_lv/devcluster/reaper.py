@@ -17,13 +17,14 @@ The reaper leaves when it has no children left (the daemon and its orphans
 are gone). With ``--log FILE`` it appends one line per process it reaps
 (time, name, PID and how it ended: ``libvirtd[812] killed by signal 11
 (SIGSEGV)``), so a daemon that vanished has a recorded cause, as systemd's
-journal gives on a real node. With ``--restart-crashed`` a daemon (a process
-named as the command) that crashed (``CRASH_SIGNALS``, which nothing of the
-local cluster sends) is started again, as systemd's ``Restart=on-failure``
-restarts libvirtd on a real node, at most ``RESTART_BURST`` times within
-``RESTART_INTERVAL`` seconds; its record says so (``; started again``). A
-daemon stopped or killed on purpose (SIGTERM, SIGKILL) stays down. Linux
-only.
+journal gives on a real node. With ``--restart-crashed PIDFILE`` the daemon
+(the process ``PIDFILE`` names) is started again when it crashed
+(``CRASH_SIGNALS``, which nothing of the local cluster sends), as systemd's
+``Restart=on-failure`` restarts libvirtd on a real node (which restarts it
+after any unclean end; a daemon stopped or killed on purpose here, SIGTERM
+or SIGKILL, stays down), at most ``RESTART_BURST`` times within
+``RESTART_INTERVAL`` seconds; its record says so (``; started again``).
+Linux only.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ CRASH_SIGNALS = frozenset(
 # as init's start limit: a daemon that crashes more often stays down
 RESTART_BURST = 3
 RESTART_INTERVAL = 60.0
+START_TIMEOUT = 60.0
 # how the record of a crashed daemon that was started again ends
 STARTED_AGAIN = "; started again"
 
@@ -78,11 +80,11 @@ def crashed(status: int) -> bool:
 
 
 def reap_forever(
-    log: TextIO | None = None, on_end: Callable[[str, int], str] | None = None
+    log: TextIO | None = None, on_end: Callable[[int, int], str] | None = None
 ) -> None:
     """Wait for children (own and adopted) until there are none; record each end in ``log``.
 
-    ``on_end(name, status)`` is told each end and returns what it did about
+    ``on_end(pid, status)`` is told each end and returns what it did about
     it, added to the record. A record that cannot be written (a full disk)
     ends the recording, never the reaping.
     """
@@ -98,7 +100,7 @@ def reap_forever(
             return
         except InterruptedError:  # pragma: no cover - PEP 475 retries
             continue
-        done = on_end(name, status) if on_end is not None else ""
+        done = on_end(pid, status) if on_end is not None else ""
         if log is not None:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             try:
@@ -109,40 +111,57 @@ def reap_forever(
 
 
 class Restarter:
-    """Starts the daemon of ``argv`` again when it crashed, as init restarts a crashed
-    service: at most ``RESTART_BURST`` times within ``RESTART_INTERVAL`` seconds."""
+    """Starts the daemon of ``argv`` (the process ``pidfile`` names) again when it
+    crashed, as init restarts a crashed service: at most ``RESTART_BURST`` times
+    within ``RESTART_INTERVAL`` seconds, each start given ``START_TIMEOUT`` seconds."""
 
-    def __init__(self, argv: list[str], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, argv: list[str], pidfile: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.argv = argv
-        self.name = os.path.basename(argv[0])[:15]  # as the kernel keeps a process's name
+        self.pidfile = pidfile
         self.clock = clock
         self.starts: list[float] = []
 
-    def __call__(self, name: str, status: int) -> str:
-        """What was done about the end of process ``name``: nothing (""), or a restart."""
-        if name != self.name or not crashed(status):
+    def __call__(self, pid: int, status: int) -> str:
+        """What was done about the end of process ``pid``: nothing (""), or a restart."""
+        if not crashed(status) or pid != _pid_in(self.pidfile):
             return ""
         now = self.clock()
         self.starts = [at for at in self.starts if now - at < RESTART_INTERVAL]
         if len(self.starts) >= RESTART_BURST:
             return f"; not started again ({RESTART_BURST} restarts in {RESTART_INTERVAL:g} s)"
         self.starts.append(now)
-        code, err = _start(self.argv)
+        code, err = _start(self.argv, START_TIMEOUT)
         if code == 0:
             return STARTED_AGAIN
         return f"; starting it again failed (exit {code}): {err.decode(errors='replace').strip()}"
 
 
-def _start(argv: list[str]) -> tuple[int, bytes]:
-    """Run the daemonising command; its exit status and output (127 if it cannot run)."""
+def _pid_in(pidfile: str) -> int | None:
+    """The PID a pid file names (None: none readable)."""
     try:
-        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        with open(pidfile, encoding="ascii", errors="replace") as fobj:
+            return int(fobj.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _start(argv: list[str], timeout: float | None = None) -> tuple[int, bytes]:
+    """Run the daemonising command; its exit status and output (127 if it cannot run,
+    124 if it did not return within ``timeout`` seconds and was killed)."""
+    try:
+        res = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]} did not return within {timeout:g} s".encode()
     except OSError as exc:
         return 127, f"{exc.filename or argv[0]}: {exc.strerror or exc}".encode()
     return res.returncode, res.stderr + res.stdout
 
 
-def _serve(argv: list[str], status_fd: int, log_path: str | None, restart: bool) -> None:
+def _serve(argv: list[str], status_fd: int, log_path: str | None, pidfile: str | None) -> None:
     """The detached side: start the daemon, report, then reap."""
     os.setsid()
     _become_subreaper()
@@ -158,20 +177,23 @@ def _serve(argv: list[str], status_fd: int, log_path: str | None, restart: bool)
         status.write(b"%d\n" % code + err)
     detach_stdio()
     if code == 0:
-        reap_forever(log, Restarter(argv) if restart else None)
+        reap_forever(log, Restarter(argv, pidfile) if pidfile else None)
 
 
-def reaper_argv(argv: list[str], log: str | None = None, restart: bool = False) -> list[str]:
+def reaper_argv(
+    argv: list[str], log: str | None = None, restart_pidfile: str | None = None
+) -> list[str]:
     """The command running ``argv`` (a daemonising command) below a reaper logging to
-    ``log``; with ``restart``, a crash of the daemon starts it again."""
+    ``log``; with ``restart_pidfile``, a crash of the daemon it names starts it again."""
     options = [] if log is None else ["--log", log]
-    if restart:
-        options.append("--restart-crashed")
+    if restart_pidfile is not None:
+        options += ["--restart-crashed", restart_pidfile]
     return [sys.executable, "-m", "ganeti_lv.devcluster.reaper", *options, "--", *argv]
 
 
 USAGE = (
-    "usage: python -m ganeti_lv.devcluster.reaper [--log FILE] [--restart-crashed] -- COMMAND...\n"
+    "usage: python -m ganeti_lv.devcluster.reaper [--log FILE] [--restart-crashed PIDFILE]"
+    " -- COMMAND...\n"
 )
 
 
@@ -183,9 +205,12 @@ def main(argv: list[str]) -> int:
         if not log_path or log_path.startswith("-"):
             sys.stderr.write(USAGE)
             return 2
-    restart = argv[:1] == ["--restart-crashed"]
-    if restart:
-        argv = argv[1:]
+    pidfile = None
+    if argv[:1] == ["--restart-crashed"]:
+        pidfile, argv = (argv[1] if len(argv) > 1 else ""), argv[2:]
+        if not pidfile or pidfile.startswith("-"):
+            sys.stderr.write(USAGE)
+            return 2
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv or argv[0].startswith("--"):
@@ -196,7 +221,7 @@ def main(argv: list[str]) -> int:
     if pid == 0:
         os.close(rfd)
         try:
-            _serve(argv, wfd, log_path, restart)
+            _serve(argv, wfd, log_path, pidfile)
         finally:
             os._exit(0)
     os.close(wfd)

@@ -85,6 +85,8 @@ class DomainInfo:
     disk_paths: list[str] = field(default_factory=list)
     overlays: list[str] = field(default_factory=list)
     console_log: str = ""
+    # its serial port is a terminal, which a console can attach to
+    serial_tty: bool = False
     # paused as a post-copy migration's source (running or failed): it holds
     # memory its target still needs, so it is not a leftover to remove
     postcopy_source: bool = False
@@ -146,6 +148,11 @@ class NodeOps(abc.ABC):
     @abc.abstractmethod
     def instance_info(self, node: Node, name: str) -> DomainInfo | None:
         """One domain, or None when the node does not know it."""
+
+    @abc.abstractmethod
+    def console_command(self, instance_name: str) -> list[str]:
+        """The command that attaches to the serial terminal of a domain, run on its node
+        by the node's SSH user (``DomainInfo.serial_tty``: whether it has one)."""
 
     def console_log_path(self, instance_name: str) -> str:
         """Where a node keeps the console log of an instance ("" when unknown).

@@ -251,6 +251,9 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         dom = fake.domains.get(name)
         return None if dom is None else _copy_domain(dom)
 
+    def console_command(self, instance_name: str) -> list[str]:
+        return ["fake-console", instance_name]
+
     def create_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         fake = self._enter("create_disks", node, instance.name)
         for idx, disk in enumerate(instance.disks):
@@ -275,7 +278,10 @@ class FakeNodeOps(FakeExportOps, NodeOps):
             )
         paths = [objects.disk_path(cluster, instance, i) for i in range(len(instance.disks))]
         self.remove_domain(node.name, instance.name)
-        self.add_domain(node.name, instance.name, memory=memory, vcpus=vcpus, disk_paths=paths)
+        tty = bool(cluster.fill_hvparams(instance).get("serial_console", True))  # as domxml
+        self.add_domain(
+            node.name, instance.name, memory=memory, vcpus=vcpus, disk_paths=paths, serial_tty=tty
+        )
 
     def shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
         fake = self._enter("shutdown_instance", node, instance.name, timeout)

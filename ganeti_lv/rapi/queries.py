@@ -21,7 +21,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_NOENT, ECODE_STATE, OpPrereqError
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 from ganeti_lv.opcodes import OpCode, OpInstanceConsole, OpInstanceQuery, OpNodeQuery
@@ -128,14 +128,14 @@ def instance(ctx: Context, name: str) -> dict[str, Any]:
 
 
 def instance_console(ctx: Context, name: str) -> dict[str, Any]:
-    """How to reach the instance's serial console; 404 when unknown, 503 when it
-    does not run (as Ganeti's)."""
+    """How to reach the instance's serial console; 404 when unknown, 503 when it is
+    not known to run (stopped, or its primary offline or silent), as Ganeti's."""
     try:
         console: dict[str, Any] = run_query(ctx, OpInstanceConsole(instance_name=name))
     except OpPrereqError as err:
         if err.ecode == ECODE_NOENT:
             raise not_found(str(err)) from err
-        if err.ecode == ECODE_STATE:
+        if err.ecode in (ECODE_STATE, ECODE_ENVIRON):
             raise service_unavailable(str(err)) from err
         raise
     return console

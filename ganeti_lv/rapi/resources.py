@@ -48,6 +48,7 @@ from ganeti_lv.opcodes import (
 from ganeti_lv.rapi import jobfields, params, queries
 from ganeti_lv.rapi.httperrors import bad_request, not_found
 from ganeti_lv.rapi.params import QueryArgs, bool_arg, check_type, fill_opcode, str_arg
+from ganeti_lv.rapi.users import ACCESS_READ, ACCESS_WRITE
 
 RAPI_VERSION = 2
 REBOOT_HARD = "hard"  # the default reboot type, as in Ganeti
@@ -108,20 +109,24 @@ class Request:
 
 
 Handler = Callable[[Request], Any]
-ACCESS_READ, ACCESS_WRITE = "read", "write"
 
 
 @dataclass(frozen=True)
 class Resource:
-    """A path (werkzeug's rule syntax), its handlers by method, and who may call them."""
+    """A path (werkzeug's rule syntax), its handlers by method, and who may call them.
+
+    A change needs a user with ``write``; a GET needs one of ``get_access``
+    (Ganeti's ``GET_ACCESS``), any user when there are none.
+    """
 
     rule: str
     handlers: dict[str, Handler]
-    write_get: bool = False  # GET needs ``write`` too
+    get_access: tuple[str, ...] = ()
 
-    def needs_write(self, method: str) -> bool:
-        """True when ``method`` on this resource needs a user with ``write``."""
-        return method != "GET" or self.write_get
+    def allows(self, method: str, options: Sequence[str]) -> bool:
+        """Whether a user with ``options`` (the users file's) may call ``method`` here."""
+        needed = self.get_access if method == "GET" else (ACCESS_WRITE,)
+        return not needed or any(access in options for access in needed)
 
 
 # ------------------------------------------------------------------ plain answers
@@ -393,8 +398,12 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/instances", {"GET": _instances}),
     Resource("/2/instances/<name>", {"GET": _instance}),
     Resource("/2/instances/<name>/info", {"GET": _instance_info}),
-    # as Ganeti's: only a user who may change the cluster gets the console
-    Resource("/2/instances/<name>/console", {"GET": _instance_console}, write_get=True),
+    # as Ganeti's: for users with read or write
+    Resource(
+        "/2/instances/<name>/console",
+        {"GET": _instance_console},
+        get_access=(ACCESS_WRITE, ACCESS_READ),
+    ),
     Resource("/2/instances/<name>/startup", {"PUT": _startup}),
     Resource("/2/instances/<name>/shutdown", {"PUT": _shutdown}),
     Resource("/2/instances/<name>/reboot", {"POST": _reboot}),
@@ -404,5 +413,5 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/instances/<name>/prepare-export", {"PUT": _prepare_export}),
     Resource("/2/jobs", {"GET": _jobs}),
     Resource("/2/jobs/<int:job_id>", {"GET": _job, "DELETE": _cancel_job}),
-    Resource("/2/jobs/<int:job_id>/wait", {"GET": _wait_job}, write_get=True),
+    Resource("/2/jobs/<int:job_id>/wait", {"GET": _wait_job}, get_access=(ACCESS_WRITE,)),
 )

@@ -11,7 +11,7 @@ after refusing a body it could not bound (413; chunked: 411):
 2. authentication: every request for a resource needs the credentials of a
    user of the users file (HTTP Basic), else 401 with ``WWW-Authenticate``;
 3. access: 403 when a change (or a job wait) is asked by a user without
-   ``write``;
+   ``write``, or the console by one with neither ``read`` nor ``write``;
 4. the body: JSON (``Content-Type: application/json``, else 415), else 400;
 5. the handler (``resources``); its answer goes back as JSON, an error as
    Ganeti's ``{"code", "message", "explain"}``.
@@ -139,10 +139,8 @@ class RapiApplication:
     ) -> Any:
         method = request.method.upper()
         handler = resource.handlers[method]
-        if resource.needs_write(method) and not user.can_write:
-            log.warning(
-                "rapi: user %r may not %s %s (no write access)", user.name, method, request.path
-            )
+        if not resource.allows(method, user.options):
+            log.warning("rapi: user %r may not %s %s", user.name, method, request.path)
             raise forbidden()
         req = Request(
             backend=self.backend,

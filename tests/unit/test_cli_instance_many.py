@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import instance_many
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import JobError, OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.opcodes import OpInstanceShutdown
 
 N1, N2 = "node1.example.com", "node2.example.com"
 I1, I2 = "inst1.example.com", "inst2.example.com"
@@ -157,22 +159,24 @@ def test_a_failed_job_is_reported_and_the_others_are_followed(
 
 
 class _Following:
-    """A CliEnv and client stand-in for ``instance_many._follow``: job 1 is interrupted
-    (Ctrl-C while it is followed), the others end as the ``ended`` set says."""
+    """A CliEnv and client stand-in for ``instance_many``'s submission and following.
 
-    def __init__(self, ended: set[int]) -> None:
-        self.ended = ended
+    ``watch`` of job ``interrupt_at`` is Ctrl-C while it is followed (the
+    signal handler sets the cancel request); with ``again`` the second
+    Ctrl-C interrupts it. Jobs in ``ended`` cannot be asked to stop.
+    """
+
+    def __init__(self, ended: set[int], interrupt_at: int = 1, again: bool = False) -> None:
+        self.ended, self.interrupt_at, self.again = ended, interrupt_at, again
         self.watched: list[tuple[int, bool]] = []
         self.canceled: list[int] = []
         self.lines: list[str] = []
+        self.next_id = 0
+        self.refused: set[str] = set()
 
     # the CliEnv side
     def client(self) -> _Following:
         return self
-
-    def job_signals(self, cancel: Any) -> Any:
-        self.cancel_event = cancel
-        return contextlib.nullcontext()
 
     def records(self) -> Any:
         return contextlib.nullcontext(self.lines.append)
@@ -182,12 +186,20 @@ class _Following:
 
     warn = write
 
+    def enqueue(self, ops: list[Any]) -> int:
+        if ops[0].instance_name in self.refused:
+            raise JobError("the job log is full")
+        self.next_id += 1
+        return self.next_id
+
     # the client side
     def watch(self, job_id: int, _show: Any, cancel: Any) -> list[Any]:
         self.watched.append((job_id, cancel.is_set()))
-        if job_id == 1:
+        if job_id == self.interrupt_at:
             cancel.request("interrupted by the user")  # the signal handler's part
-            raise OperationCanceled("Job 1 canceled")
+            if self.again:
+                raise KeyboardInterrupt
+            raise OperationCanceled(f"Job {job_id} canceled")
         return [None]
 
     def cancel(self, job_id: int, reason: str) -> None:
@@ -196,13 +208,53 @@ class _Following:
         self.canceled.append(job_id)
 
 
+JOBS = [(1, I1), (2, I2), (3, "inst3")]
+
+
 def test_ctrl_c_stops_the_job_followed_then_every_other_job_not_ended() -> None:
     following = _Following(ended={2})
-    ok = instance_many._follow(following, [(1, I1), (2, I2), (3, "inst3")])  # type: ignore[arg-type]
+    ok = instance_many._follow(following, JOBS, Cancellation())  # type: ignore[arg-type]
     assert not ok
     # the job followed was asked by its watch; then the others at once, once
     assert following.canceled == [3]
     assert following.watched == [(1, False), (2, True), (3, True)]
-    assert any(
-        line.startswith("Job 1 for inst1.example.com has failed") for line in following.lines
+    assert any(line.startswith(f"Job 1 for {I1} has failed") for line in following.lines)
+
+
+def test_a_second_ctrl_c_asks_every_job_not_followed_to_its_end_and_ends() -> None:
+    following = _Following(ended=set(), interrupt_at=2, again=True)
+    with pytest.raises(KeyboardInterrupt):
+        instance_many._follow(following, JOBS, Cancellation())  # type: ignore[arg-type]
+    assert following.watched == [(1, False), (2, False)]
+    assert following.canceled == [2, 3]  # not job 1, which ended
+
+
+def test_submission_stops_at_a_cancel_and_goes_on_after_a_refused_job() -> None:
+    following = _Following(ended=set())
+    following.refused = {I2}
+    jobs, ok = instance_many._start(
+        following,  # type: ignore[arg-type]
+        [I1, I2, "inst3"],
+        lambda name: OpInstanceShutdown(instance_name=name),
+        Cancellation(),
     )
+    assert (jobs, ok) == ([(1, I1), (2, "inst3")], False)
+    assert any(line.startswith(f"Failed to submit job for {I2}: ") for line in following.lines)
+    stopped = Cancellation()
+    stopped.request("interrupted by the user")
+    following = _Following(ended=set())
+    jobs, ok = instance_many._start(
+        following,  # type: ignore[arg-type]
+        [I1, I2],
+        lambda name: OpInstanceShutdown(instance_name=name),
+        stopped,
+    )
+    assert (jobs, ok) == ([], False)
+    assert following.lines == [f"Not submitted (interrupted): {I1}, {I2}"]
+
+
+def test_an_instance_named_twice_is_one_job(cli: Cli, data_dir: str) -> None:
+    code, out, err = cli("instance", "shutdown", "inst1", I1)
+    assert (code, err) == (0, "")
+    assert [job.summary for job in _jobs(data_dir)] == [f"INSTANCE_SHUTDOWN({I1})"]
+    assert "Submitted jobs" not in out  # one instance: followed as a single job

@@ -18,7 +18,7 @@ from ganeti_lv.devcluster.reaper import RESTART_BURST, RESTART_INTERVAL, describ
 
 def _reaper(*argv: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
     """The reaper with ``argv`` as its arguments (after its own options, if any)."""
-    if argv[:1] != ("--log",):
+    if argv[:1] not in (("--log",), ("--restart-crashed",)):
         argv = ("--", *argv)
     return subprocess.run(
         [sys.executable, "-m", "ganeti_lv.devcluster.reaper", *argv],
@@ -134,11 +134,12 @@ def test_a_log_option_without_a_file_is_a_usage_error(argv: list[str]) -> None:
 
 
 def _daemon_script(tmp_path, crashes: str) -> str:
-    """A daemonising command whose daemon (named sh, as the command) records its PID,
-    crashes (SIGSEGV) while ``crashes`` (a shell test) holds, else waits for the gate."""
-    pids, gate = tmp_path / "pids", tmp_path / "gate"
+    """A daemonising command whose daemon records its PID (in ``pids`` and its pid file
+    ``daemon.pid``), crashes (SIGSEGV) while ``crashes`` (a shell test) holds, else
+    waits for the gate."""
+    pids, pidfile, gate = tmp_path / "pids", tmp_path / "daemon.pid", tmp_path / "gate"
     loop = (
-        f"echo $$ >> {pids}; if {crashes}; then kill -SEGV $$; fi;"
+        f"echo $$ >> {pids}; echo $$ > {pidfile}; if {crashes}; then kill -SEGV $$; fi;"
         f" while [ ! -e {gate} ]; do sleep 0.02; done"
     )
     return f"(sh -c '{loop}' </dev/null >/dev/null 2>&1 &); exit 0"
@@ -149,10 +150,15 @@ def _started(tmp_path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def _restarting(tmp_path, log, script: str) -> subprocess.CompletedProcess[str]:
+    pidfile = str(tmp_path / "daemon.pid")
+    return _reaper("--log", str(log), "--restart-crashed", pidfile, "--", "sh", "-c", script)
+
+
 def test_a_crashed_daemon_is_started_again_as_init_would(tmp_path) -> None:
     log, marker = tmp_path / "reaper.log", tmp_path / "crashed-once"
     script = _daemon_script(tmp_path, f"[ ! -e {marker} ] && touch {marker}")
-    res = _reaper("--log", str(log), "--restart-crashed", "--", "sh", "-c", script)
+    res = _restarting(tmp_path, log, script)
     assert res.returncode == 0, res.stderr
     assert wait_until(lambda: len(_started(tmp_path)) == 2, 5)
     first, second = _started(tmp_path)
@@ -167,9 +173,7 @@ def test_a_crashed_daemon_is_started_again_as_init_would(tmp_path) -> None:
 
 def test_a_daemon_crashing_again_and_again_stays_down(tmp_path) -> None:
     log = tmp_path / "reaper.log"
-    res = _reaper(
-        "--log", str(log), "--restart-crashed", "--", "sh", "-c", _daemon_script(tmp_path, "true")
-    )
+    res = _restarting(tmp_path, log, _daemon_script(tmp_path, "true"))
     assert res.returncode == 0, res.stderr
     assert wait_until(lambda: len(_recorded_ends(log)) == 1 + RESTART_BURST, 10)
     time.sleep(0.3)
@@ -187,9 +191,7 @@ def test_a_daemon_crashing_again_and_again_stays_down(tmp_path) -> None:
 
 def test_a_daemon_killed_on_purpose_stays_down(tmp_path) -> None:
     log = tmp_path / "reaper.log"
-    res = _reaper(
-        "--log", str(log), "--restart-crashed", "--", "sh", "-c", _daemon_script(tmp_path, "false")
-    )
+    res = _restarting(tmp_path, log, _daemon_script(tmp_path, "false"))
     assert res.returncode == 0, res.stderr
     assert wait_until(lambda: len(_started(tmp_path)) == 1, 5)
     (daemon,) = _started(tmp_path)
@@ -199,3 +201,25 @@ def test_a_daemon_killed_on_purpose_stays_down(tmp_path) -> None:
     assert wait_until(lambda: not netns.proc_alive(reaper), 3.0)
     assert _recorded_ends(log)[daemon] == "sh: killed by signal 9 (SIGKILL)"  # no restart
     assert _started(tmp_path) == [daemon]
+
+
+def test_a_crash_of_another_process_than_the_daemon_starts_nothing(tmp_path) -> None:
+    """An orphan of the daemon's (a fork that crashed) is not the daemon its pid file names."""
+    log, gate = tmp_path / "reaper.log", tmp_path / "gate"
+    orphan = "sh -c 'kill -SEGV $$' </dev/null >/dev/null 2>&1 &"
+    script = _daemon_script(tmp_path, "false").replace("); exit 0", f"); ({orphan}); exit 0")
+    res = _restarting(tmp_path, log, script)
+    assert res.returncode == 0, res.stderr
+    assert wait_until(lambda: len(_recorded_ends(log)) == 1, 5)
+    ((_, end),) = _recorded_ends(log).items()
+    assert end == "sh: killed by signal 11 (SIGSEGV)"
+    time.sleep(0.3)
+    assert len(_started(tmp_path)) == 1  # the daemon runs on, started once
+    gate.touch()
+    assert wait_until(lambda: len(_recorded_ends(log)) >= 2, 5)
+
+
+@pytest.mark.parametrize("argv", [["--restart-crashed"], ["--restart-crashed", "--", "true"]])
+def test_a_restart_option_without_a_pid_file_is_a_usage_error(argv: list[str]) -> None:
+    res = _reaper(*argv)
+    assert res.returncode == 2 and res.stderr.startswith("usage:")

@@ -274,3 +274,23 @@ def test_state_mapping() -> None:
     assert map_state(libvirt.VIR_DOMAIN_SHUTOFF) == constants.DOMSTATE_SHUTOFF
     assert map_state(libvirt.VIR_DOMAIN_CRASHED) == constants.DOMSTATE_CRASHED
     assert map_state(99) == constants.DOMSTATE_OTHER
+
+
+def test_the_files_a_migrating_domain_writes_are_its_serial_log_or_file() -> None:
+    """What a migration creates on its target first (``migration.serial_files``)."""
+    from ganeti_lv.hypervisor.libvirt.migration import serial_files
+
+    log = domxml.console_log_path("web1")
+    assert serial_files(domxml.build_domain_xml(_cluster(), _instance())) == [log]
+    # libvirt's live XML repeats the terminal as the console: one file
+    live = f"""<domain><devices>
+      <serial type="pty"><source path="/dev/pts/3"/><log file="{log}" append="on"/></serial>
+      <console type="pty"><source path="/dev/pts/3"/><log file="{log}" append="on"/></console>
+    </devices></domain>"""
+    assert serial_files(live) == [log]
+    # a domain defined by an older ganeti_lv: the serial port writes the file itself
+    old = (
+        '<domain><devices><serial type="file"><source path="/v/x.log"/></serial></devices></domain>'
+    )
+    assert serial_files(old) == ["/v/x.log"]
+    assert serial_files("<domain><devices/></domain>") == []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 from typing import Any
 
 import pytest
 
 from ganeti_lv import paths
+from ganeti_lv.cli import instance_console
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
@@ -24,20 +26,35 @@ def _console(ctx: Context, name: str) -> Any:
     return run_query(ctx, OpInstanceConsole(instance_name=name))
 
 
+@pytest.fixture
+def with_tty(inst1_running: FakeNodeOps) -> FakeNodeOps:
+    """inst1 runs on node1 with a serial terminal."""
+    inst1_running.node(N1).domains[I1].serial_tty = True
+    return inst1_running
+
+
 def test_the_console_of_a_running_instance_is_reached_over_ssh_on_its_primary(
-    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+    ctx: Context, with_tty: FakeNodeOps, config: ConfigStore
 ) -> None:
     with config.update() as data:
         data.nodes[N1].ssh_port = 2222
+        data.nodes[N1].ssh_user = "glv"
     assert _console(ctx, "inst1") == {
         "instance": I1,
         "kind": "ssh",
         "host": "10.250.0.1",
         "port": 2222,
-        "user": "root",
-        "command": ["virsh", "console", I1],
+        "user": "glv",  # the node's SSH user, as every SSH session to it
+        "command": ["fake-console", I1],  # the node operations' command
     }
     assert ctx.jobs.list() == []  # a query, not a job
+
+
+def test_the_libvirt_console_command_attaches_to_the_system_libvirtd() -> None:
+    from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+
+    command = LibvirtNodeOps.console_command(None, "web1")  # type: ignore[arg-type]
+    assert command == ["virsh", "-c", "qemu:///system", "console", "web1"]
 
 
 def test_no_console_for_an_instance_that_does_not_run_or_is_unknown(
@@ -69,20 +86,36 @@ def test_no_console_through_an_offline_or_silent_primary(
         _console(ctx, I1)
 
 
-def test_an_instance_without_a_serial_console_gets_a_message(
-    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+def test_a_domain_without_a_serial_terminal_gets_a_message(
+    ctx: Context, inst1_running: FakeNodeOps
 ) -> None:
-    with config.update() as data:
-        data.instances[I1].hvparams["serial_console"] = False
+    """Started by an older ganeti_lv (its serial port writes a file) or with serial_console
+    off: what the running domain has counts, not the configuration."""
     console = _console(ctx, I1)
-    assert console["kind"] == "msg" and "has no serial console" in console["message"]
+    assert console["kind"] == "msg" and "has no serial terminal" in console["message"]
+    assert "starting it again" in console["message"]
+
+
+def test_a_started_domain_has_a_terminal_unless_serial_console_is_off(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    cluster, inst = config.get_cluster(), config.get_instance(I1)
+    assert inst is not None
+    node = config.get_node(N1)
+    assert node is not None
+    fake_ops.start_instance(node, cluster, inst)
+    assert _console(ctx, I1)["kind"] == "ssh"
+    fake_ops.remove_domain(N1, I1)
+    inst.hvparams["serial_console"] = False
+    fake_ops.start_instance(node, cluster, inst)
+    assert _console(ctx, I1)["kind"] == "msg"
 
 
 def test_show_cmd_prints_the_ssh_command_with_the_clusters_key_and_known_hosts(
-    data_dir: str, inst1_running: FakeNodeOps, capsys: Any
+    data_dir: str, with_tty: FakeNodeOps, capsys: Any
 ) -> None:
     code = main(["--data-dir", data_dir, "instance", "console", "--show-cmd", "inst1"],
-                node_ops=inst1_running)  # fmt: skip
+                node_ops=with_tty)  # fmt: skip
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
     argv = shlex.split(out)
@@ -91,7 +124,7 @@ def test_show_cmd_prints_the_ssh_command_with_the_clusters_key_and_known_hosts(
     assert "-oStrictHostKeyChecking=yes" in argv and "-oBatchMode=yes" in argv
     assert argv[argv.index("-i") + 1] == paths.ssh_key_file(data_dir)
     # the remote command as one word, which the node's shell splits
-    assert argv[-6:] == ["-p", "22", "-l", "root", "10.250.0.1", f"virsh console {I1}"]
+    assert argv[-6:] == ["-p", "22", "-l", "root", "10.250.0.1", f"fake-console {I1}"]
 
 
 def test_console_of_a_stopped_instance_fails_with_its_state(
@@ -101,3 +134,22 @@ def test_console_of_a_stopped_instance_fails_with_its_state(
     _, err = capsys.readouterr()
     assert code == 1
     assert "error type: wrong_state" in err and "is not running (state ERROR_down)" in err
+
+
+def test_console_runs_ssh_on_this_terminal_and_reports_its_failure(
+    data_dir: str, with_tty: FakeNodeOps, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+    exits = [0, 255]
+
+    def run(argv: list[str], check: bool) -> Any:
+        ran.append(argv)
+        return subprocess.CompletedProcess(argv, exits.pop(0))
+
+    monkeypatch.setattr(instance_console.subprocess, "run", run)
+    argv = ["--data-dir", data_dir, "instance", "console", I1]
+    assert main(argv, node_ops=with_tty) == 0
+    assert ran[0][:2] == ["ssh", "-t"] and ran[0][-1] == f"fake-console {I1}"
+    assert main(argv, node_ops=with_tty) == 1
+    _, err = capsys.readouterr()
+    assert f"Connection to the console of instance {I1} failed, exit code 255" in err

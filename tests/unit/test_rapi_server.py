@@ -930,8 +930,9 @@ def test_users_file_mode_is_private(rapi: rapi_server.RapiServer, data_dir: str)
 
 @needs_ganeti_client
 def test_ganetis_client_gets_the_console_of_a_running_instance(
-    rapi: rapi_server.RapiServer, data_dir: str
+    rapi: rapi_server.RapiServer, data_dir: str, inst1_running: FakeNodeOps
 ) -> None:
+    inst1_running.node(N1).domains[INST].serial_tty = True
     client = _client(rapi, data_dir)
     assert client.call("GetInstanceConsole", INST) == {
         "instance": INST,
@@ -939,10 +940,19 @@ def test_ganetis_client_gets_the_console_of_a_running_instance(
         "host": "10.250.0.1",
         "port": 22,
         "user": "root",
-        "command": ["virsh", "console", INST],
+        "command": ["fake-console", INST],
     }
-    # as Ganeti's: a user who may not change the cluster gets no console
+    # as Ganeti's: a user with the option read (or write) gets it, one with neither not
     assert _client(rapi, data_dir, user=VIEWER).error("GetInstanceConsole", INST)["code"] == 403
+    line = users.user_line("reader", "s3cret-reader-pw", write=False, plain=True)
+    users.add_user(paths.rapi_users_file(data_dir), f"{line} read")
+    host, port = rapi.address
+    reader = GanetiClient(host, port, "reader", "s3cret-reader-pw", paths.rapi_cert_file(data_dir))
+    assert reader.call("GetInstanceConsole", INST)["kind"] == "ssh"
+    assert reader.error("MigrateInstance", INST)["code"] == 403  # read is no write
     assert client.error("GetInstanceConsole", "ghost")["code"] == 404
     stopped = client.error("GetInstanceConsole", "inst2.example.com")  # up, not running
     assert stopped["code"] == 503 and "is not running (state ERROR_down)" in stopped["msg"]
+    inst1_running.set_unreachable(N1)  # not known to run: no console either
+    silent = client.error("GetInstanceConsole", INST)
+    assert silent["code"] == 503 and f"Error checking node {N1}" in silent["msg"]

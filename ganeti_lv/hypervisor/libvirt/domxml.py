@@ -14,7 +14,7 @@ goes to a log file on the node (``console_log_path``), so the guest's output
 can be read back over SSH.
 
 The parsing helpers (``parse_domain_disks``, ``parse_console_log``,
-``parse_capabilities``) read XML that libvirt returns; they are pure too.
+``parse_serial_tty``, ``parse_capabilities``) read XML that libvirt returns; they are pure too.
 """
 
 from __future__ import annotations
@@ -229,6 +229,12 @@ def parse_domain_disks(xml: str) -> list[DiskState]:
             store = store.find("backingStore")
         disks.append(DiskState(target.get("dev", "") if target is not None else "", source, chain))
     return disks
+
+
+def parse_serial_tty(xml: str) -> bool:
+    """Whether the first serial port is a terminal (``virsh console`` attaches to it)."""
+    serial = ET.fromstring(xml).find("./devices/serial")
+    return serial is not None and serial.get("type") == "pty"
 
 
 def parse_console_log(xml: str) -> str:

@@ -174,6 +174,7 @@ class Guest:
             disk_paths=[d.base for d in disks],
             overlays=[d.source for d in disks if d.is_overlay],
             console_log=domxml.parse_console_log(xml),
+            serial_tty=domxml.parse_serial_tty(xml),
         )
 
     # -- lifecycle -----------------------------------------------------------

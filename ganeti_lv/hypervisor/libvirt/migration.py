@@ -488,16 +488,17 @@ def compare_cpu(source_host: Host, target_host: Host, name: str) -> tuple[bool, 
 
 
 def serial_files(domain_xml: str) -> list[str]:
-    """Paths of the domain's file-backed serial/console devices."""
+    """Paths of the files the domain's serial and console devices write: a file-backed
+    device's file, a terminal's log."""
     root = ET.fromstring(domain_xml)
-    out = []
+    out: list[str] = []
     for dev in [*root.findall("devices/serial"), *root.findall("devices/console")]:
-        src = dev.find("source")
+        src, log = dev.find("source"), dev.find("log")
         if dev.get("type") == "file" and src is not None and src.get("path"):
-            path = src.get("path", "")
-            if path not in out:
-                out.append(path)
-    return out
+            out.append(src.get("path", ""))
+        if log is not None and log.get("file"):
+            out.append(log.get("file", ""))
+    return list(dict.fromkeys(out))
 
 
 class MigrationOpsMixin:
@@ -532,7 +533,7 @@ class MigrationOpsMixin:
         )
 
     def _prepare_target_files(self, source: Node, target: Node, name: str) -> None:
-        """The domain's file-backed serial logs and their directories, on the target.
+        """The files the domain's serial port writes and their directories, on the target.
 
         A fresh node may lack libvirt's log directory, and the incoming
         domain cannot open its console log then; a log libvirt must create

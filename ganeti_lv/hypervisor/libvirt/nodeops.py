@@ -188,6 +188,10 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         """The console log a domain built by ``domxml`` writes on its node."""
         return console_log_path(instance_name)
 
+    def console_command(self, instance_name: str) -> list[str]:
+        """``virsh console`` on the node's system libvirtd (Ctrl-] leaves it)."""
+        return ["virsh", "-c", "qemu:///system", "console", instance_name]
+
     def _over_ssh(self, node: Node, fn: Callable[[SshClient], T]) -> T:
         """``fn(client)`` with the node's SSH client; a client found unreachable is dropped
         (its node did not connect, open a channel or answer in time: the next call
