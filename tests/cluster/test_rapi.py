@@ -133,7 +133,7 @@ def _wait_progress(env: Env, job_id: int, timeout: float = 120) -> list[Any]:
 
 
 def test_version_features_nodes_and_instances(env: Env) -> None:
-    version, features, nodes, bulk_nodes, instances, bulk, one = env.client().run(
+    version, features, nodes, bulk_nodes, instances, bulk, one, console = env.client().run(
         [
             ["GetVersion", [], {}],
             ["GetFeatures", [], {}],
@@ -142,6 +142,7 @@ def test_version_features_nodes_and_instances(env: Env) -> None:
             ["GetInstances", [], {}],
             ["GetInstances", [], {"bulk": True}],
             ["GetInstance", [NAME], {}],
+            ["GetInstanceConsole", [NAME], {}],
         ]
     )
     assert version == {"ok": 2}
@@ -155,6 +156,15 @@ def test_version_features_nodes_and_instances(env: Env) -> None:
     assert (row["pnode"], row["status"], row["oper_state"]) == (env.primary(), "running", True)
     assert row["disk_template"] == "sharedfile" and row["beparams"]["maxmem"] == 128
     assert one["ok"]["name"] == NAME and one["ok"]["oper_ram"] == 128
+    primary = env.node(env.primary())
+    assert console["ok"] == {
+        "instance": NAME,
+        "kind": "ssh",
+        "host": primary.address,
+        "port": primary.ssh_port,
+        "user": primary.ssh_user,
+        "command": ["virsh", "-c", "qemu:///system", "console", NAME],
+    }
 
 
 def test_migrate_export_shutdown_startup_as_jobs(env: Env) -> None:
