@@ -156,8 +156,8 @@ def test_version_features_nodes_and_instances(env: Env) -> None:
     assert (row["pnode"], row["status"], row["oper_state"]) == (env.primary(), "running", True)
     assert row["disk_template"] == "sharedfile" and row["beparams"]["maxmem"] == 128
     assert one["ok"]["name"] == NAME and one["ok"]["oper_ram"] == 128
-    primary = env.node(env.primary())
-    assert console["ok"] == {
+    primary = env.config.get_node(env.primary())
+    assert primary is not None and console["ok"] == {
         "instance": NAME,
         "kind": "ssh",
         "host": primary.address,
