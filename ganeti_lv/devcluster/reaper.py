@@ -197,20 +197,25 @@ USAGE = (
 )
 
 
+def _option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """The value of ``name VALUE`` at the start of ``argv`` (None when not there) and the
+    arguments after it; ValueError when the value is missing."""
+    if argv[:1] != [name]:
+        return None, argv
+    value = argv[1] if len(argv) > 1 else ""
+    if not value or value.startswith("-"):
+        raise ValueError(name)
+    return value, argv[2:]
+
+
 def main(argv: list[str]) -> int:
     """Run ``argv`` (a daemonising command) below a detached subreaper."""
-    log_path = None
-    if argv[:1] == ["--log"]:
-        log_path, argv = (argv[1] if len(argv) > 1 else ""), argv[2:]
-        if not log_path or log_path.startswith("-"):
-            sys.stderr.write(USAGE)
-            return 2
-    pidfile = None
-    if argv[:1] == ["--restart-crashed"]:
-        pidfile, argv = (argv[1] if len(argv) > 1 else ""), argv[2:]
-        if not pidfile or pidfile.startswith("-"):
-            sys.stderr.write(USAGE)
-            return 2
+    try:
+        log_path, argv = _option(argv, "--log")
+        pidfile, argv = _option(argv, "--restart-crashed")
+    except ValueError:
+        sys.stderr.write(USAGE)
+        return 2
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv or argv[0].startswith("--"):
