@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid as uuid_mod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -364,13 +364,19 @@ class Cluster(ConfigObject):
     ctime: float = field(default_factory=time.time)
     mtime: float = field(default_factory=time.time)
 
-    def fill_hvparams(self, instance: Instance) -> dict[str, Any]:
-        """Cluster defaults overlaid with the instance's own hvparams."""
-        return {**constants.HVC_DEFAULTS, **self.hvparams, **instance.hvparams}
+    def fill_hvparams(
+        self, instance: Instance, temporary: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Cluster defaults overlaid with the instance's own hvparams (and, for one
+        start, ``temporary`` ones, as ``instance startup -H``)."""
+        return {**constants.HVC_DEFAULTS, **self.hvparams, **instance.hvparams, **(temporary or {})}
 
-    def fill_beparams(self, instance: Instance) -> dict[str, Any]:
-        """Cluster defaults overlaid with the instance's own beparams."""
-        return {**constants.BEC_DEFAULTS, **self.beparams, **instance.beparams}
+    def fill_beparams(
+        self, instance: Instance, temporary: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Cluster defaults overlaid with the instance's own beparams (and, for one
+        start, ``temporary`` ones, as ``instance startup -B``)."""
+        return {**constants.BEC_DEFAULTS, **self.beparams, **instance.beparams, **(temporary or {})}
 
 
 @dataclass

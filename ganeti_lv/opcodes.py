@@ -418,6 +418,10 @@ class OpInstanceStartup(OpCode):
     force: bool = False
     ignore_offline_nodes: bool = False
     no_remember: bool = False
+    # Ganeti's temporary parameters: this start only, the configuration keeps its own
+    hvparams: dict[str, Any] = field(default_factory=dict)
+    beparams: dict[str, Any] = field(default_factory=dict)
+    startup_paused: bool = False
 
 
 @dataclass(kw_only=True)

@@ -579,7 +579,7 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_hvparams(parser: argparse.ArgumentParser) -> None:
+def add_hvparams(parser: argparse.ArgumentParser, what: str = "Hypervisor parameters") -> None:
     """``-H [kvm:]K=V,...``: hypervisor parameters, in Ganeti's form or without the name."""
     parser.add_argument(
         "-H",
@@ -587,7 +587,7 @@ def add_hvparams(parser: argparse.ArgumentParser) -> None:
         dest="hvparams",
         default=None,
         metavar="[kvm:]K=V,...",
-        help="Hypervisor parameters; 'kvm:' in front as Ganeti's -H (the only hypervisor)",
+        help=f"{what}; 'kvm:' in front as Ganeti's -H (the only hypervisor)",
     )
 
 

@@ -87,7 +87,9 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_startup(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Start instances."""
+    """Start instances (with -H/-B: temporary parameters for this start only)."""
+    hvparams = common.parse_hvparams(opts.hvparams or "")
+    beparams = common.parse_kv_list(opts.beparams or "", "-B")
     return instance_many.run(
         opts,
         env,
@@ -97,6 +99,9 @@ def cmd_startup(opts: argparse.Namespace, env: CliEnv) -> int:
             force=opts.force,
             ignore_offline_nodes=opts.ignore_offline,
             no_remember=opts.no_remember,
+            hvparams=dict(hvparams),
+            beparams=dict(beparams),
+            startup_paused=opts.startup_paused,
             dry_run=opts.dry_run,
         ),
     )
@@ -214,6 +219,20 @@ def _register_state(registry: CommandRegistry) -> None:
     common.add_force(startup)
     startup.add_argument("--ignore-offline", action="store_true")
     startup.add_argument("--no-remember", action="store_true")
+    common.add_hvparams(startup, "Temporary hypervisor parameters, for this start only")
+    startup.add_argument(
+        "-B",
+        "--backend-parameters",
+        dest="beparams",
+        metavar="K=V,...",
+        help="Temporary backend parameters, for this start only",
+    )
+    startup.add_argument(
+        "--paused",
+        dest="startup_paused",
+        action="store_true",
+        help="Start the guest paused; its console resumes it",
+    )
     common.add_dry_run(startup)
 
     shutdown = registry.command("instance", "shutdown", cmd_shutdown, help="Stop instances")

@@ -3,7 +3,7 @@ instance hook env, and how a disk copy stopped by the job's cancel request is re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import (
+    ECODE_INVAL,
     ECODE_NOENT,
     ECODE_STATE,
     ConfigurationError,
@@ -143,6 +144,18 @@ def check_node_takes_instances(cfg: ConfigStore, node_name: str) -> None:
     check_node_online(cfg, node_name)
     check_node_not_drained(cfg, node_name)
     check_node_vm_capable(cfg, node_name)
+
+
+def refuse_cluster_wide(hvparams: Mapping[str, Any]) -> None:
+    """ECODE_INVAL for hypervisor parameters an instance cannot have its own of
+    (``constants.HVC_GLOBALS``, Ganeti's cluster-wide ones)."""
+    cluster_wide = sorted(set(hvparams) & set(constants.HVC_GLOBALS))
+    if cluster_wide:
+        raise OpPrereqError(
+            f"The hypervisor parameter(s) {', '.join(cluster_wide)} can only be set for"
+            " the whole cluster (gnt-lv cluster modify -H), as in Ganeti",
+            ECODE_INVAL,
+        )
 
 
 def instance_nodes_ahead(

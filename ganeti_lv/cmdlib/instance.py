@@ -13,7 +13,7 @@ than its primary (``check_not_running_elsewhere``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ganeti_lv import constants, locking
@@ -25,11 +25,13 @@ from ganeti_lv.cmdlib.common import (
     get_node,
     instance_domains,
     instance_hook_env,
+    refuse_cluster_wide,
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.migration_checks import missing_bridges
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
+    ECODE_INVAL,
     ECODE_NORES,
     ECODE_STATE,
     OpPrereqError,
@@ -43,6 +45,7 @@ from ganeti_lv.opcodes import (
     OpInstanceShutdown,
     OpInstanceStartup,
 )
+from ganeti_lv.units import coerce_beparams, coerce_hvparams
 
 FeedbackFn = Callable[[str], None]
 
@@ -99,19 +102,25 @@ def check_node_cpus(facts: NodeFacts, vcpus: int, reason: str) -> None:
 
 
 def check_node_can_start(
-    rpc: NodeOps, node: Node, cluster: Cluster, instance: Instance, memory: bool = True
+    rpc: NodeOps,
+    node: Node,
+    cluster: Cluster,
+    instance: Instance,
+    memory: bool = True,
+    beparams: Mapping[str, Any] | None = None,
 ) -> None:
     """What starting ``instance`` on ``node`` needs: its memory free (ECODE_NORES), as
     many CPUs as its vCPUs, and its NICs' bridges (ECODE_ENVIRON, as Ganeti's
     CheckInstanceBridgesExist); ECODE_ENVIRON if the node cannot tell.
 
     ``memory=False``: the instance keeps the memory it has there (a full reboot).
+    ``beparams``: a start's temporary backend parameters over the instance's.
     """
     reason = f"starting instance {instance.name}"
     facts = node_call(rpc.node_info, node).Raise(
         f"Can't compute free memory on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
     )
-    be = cluster.fill_beparams(instance)
+    be = cluster.fill_beparams(instance, beparams)
     needed = int(be["maxmem"]) if memory else 0
     if facts.memory_free < needed:
         raise OpPrereqError(
@@ -229,9 +238,30 @@ class _InstanceLU(LogicalUnit):
 
 @register_lu(OpInstanceStartup)
 class LUInstanceStartup(_InstanceLU):
-    """Start an instance (if it is not running) and mark it up."""
+    """Start an instance (if it is not running) and mark it up.
+
+    As Ganeti's, a start may take temporary parameters (``hvparams``,
+    ``beparams``: ``-H``/``-B``) that override the instance's for this start
+    only, and may leave the guest paused (``startup_paused``) until its
+    console resumes it. The configuration and the node's domain definition
+    keep the instance's own parameters: the next start from them (a
+    shutdown and startup, a full reboot, a failover) drops the temporary ones;
+    a migration takes the running guest, and them, along.
+    """
 
     HPATH = constants.HPATH_INSTANCE_START
+
+    def CheckArguments(self) -> None:
+        """The temporary parameters: known, of their types, none set back to a default."""
+        self.beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS))
+        self.hvparams = coerce_hvparams(self.op.hvparams)
+        resets = sorted(k for k, v in {**self.hvparams, **self.beparams}.items() if v is None)
+        if resets:
+            raise OpPrereqError(
+                f"Temporary parameters cannot be set back to their default: {', '.join(resets)}",
+                ECODE_INVAL,
+            )
+        refuse_cluster_wide(self.hvparams)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Instance keys plus FORCE."""
@@ -240,7 +270,7 @@ class LUInstanceStartup(_InstanceLU):
         return env
 
     def CheckPrereq(self) -> None:
-        """Primary online (or ignored), enough free memory."""
+        """Primary online (or ignored), enough free memory (with the temporary parameters)."""
         self._load()
         self.primary_offline = self.pnode.offline
         self.already_running = False
@@ -253,11 +283,23 @@ class LUInstanceStartup(_InstanceLU):
         # also with the primary offline: marked up, it must not run elsewhere
         check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if self.pnode.offline:
+            self._unused_start_options("its primary node is offline")
             return
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
         self.already_running = _is_running(dom)
-        if not self.already_running:
-            check_node_can_start(self.rpc, self.pnode, self.cluster, self.instance)
+        if self.already_running:
+            self._unused_start_options("it runs already")
+        else:
+            check_node_can_start(
+                self.rpc, self.pnode, self.cluster, self.instance, beparams=self.beparams
+            )
+
+    def _unused_start_options(self, why: str) -> None:
+        """Warn that the temporary parameters and the paused start do nothing this time."""
+        unused = ["the temporary parameters"] if self.hvparams or self.beparams else []
+        unused += ["the paused start"] if self.op.startup_paused else []
+        if unused:
+            self.LogWarning(f"{' and '.join(unused).capitalize()} ignored: {why}")
 
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Repair the disk chain, start, then record the admin state."""
@@ -268,9 +310,20 @@ class LUInstanceStartup(_InstanceLU):
             if self.already_running:
                 feedback_fn(f"Instance {self.instance.name} is already running")
             else:
-                node_call(self.rpc.start_instance, self.pnode, self.cluster, self.instance).Raise(
-                    f"Could not start instance {self.instance.name}"
-                )
+                node_call(
+                    self.rpc.start_instance,
+                    self.pnode,
+                    self.cluster,
+                    self.instance,
+                    hvparams=self.hvparams,
+                    beparams=self.beparams,
+                    paused=self.op.startup_paused,
+                ).Raise(f"Could not start instance {self.instance.name}")
+                if self.op.startup_paused:
+                    feedback_fn(
+                        f"Instance {self.instance.name} is paused; its console"
+                        f" (gnt-lv instance console {self.instance.name}) resumes it"
+                    )
         if not self.op.no_remember:
             self._mark(constants.ADMINST_UP)
 

@@ -25,6 +25,7 @@ from ganeti_lv.cmdlib.common import (
     expand_node,
     get_node,
     instance_hook_env,
+    refuse_cluster_wide,
 )
 from ganeti_lv.cmdlib.instance import (
     check_node_cpus,
@@ -146,13 +147,7 @@ class LUInstanceCreate(LogicalUnit):
         beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
         self.beparams = without_resets(beparams)
         self.hvparams = without_resets(coerce_hvparams(self.op.hvparams))
-        cluster_wide = sorted(set(self.hvparams) & set(constants.HVC_GLOBALS))
-        if cluster_wide:
-            raise OpPrereqError(
-                f"The hypervisor parameter(s) {', '.join(cluster_wide)} can only be set for"
-                " the whole cluster (gnt-lv cluster modify -H), as in Ganeti",
-                ECODE_INVAL,
-            )
+        refuse_cluster_wide(self.hvparams)
         check_device_names("disk", [spec.get("name") for spec in self.op.disks])
         self.disks = _build_disks(self.op.disks, self.op.disk_template, notes)
         for note in notes:

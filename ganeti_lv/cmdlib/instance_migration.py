@@ -145,6 +145,18 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             "instance_info", src, lambda: node_call(self.rpc.instance_info, src, self._inst().name)
         )
 
+    def _memory_needed(self) -> int:
+        """The memory (MiB) the instance needs on the target: for a migration what it has
+        as it runs now on its source, as Ganeti's (a start with temporary parameters
+        may have given it more or less than configured); for a failover, which
+        starts it from the configuration, or a source that does not say, its
+        configured maximum."""
+        if not self.failover:
+            res = self._source_state()
+            if res.ok and res.payload is not None and res.payload.memory > 0:
+                return int(res.payload.memory)
+        return instance_memory(self._cluster(), self._inst())
+
     def _source_runs(self) -> bool:
         res = self._source_state()
         return (
@@ -319,7 +331,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             self.lu.ctx.data_dir,
             node,
             inst.name,
-            instance_memory(self._cluster(), inst),
+            self._memory_needed(),
             recheck=bool(getattr(self.op, "planned_from", None)),
             check_memory=self._check_memory,
         )
@@ -340,7 +352,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         needed (``--no-runtime-changes`` forbids the shrinking outright).
         """
         inst, cluster = self._inst(), self._cluster()
-        needed = instance_memory(cluster, inst)
+        needed = self._memory_needed()
         if free >= needed:
             return
         if self.failover:

@@ -28,7 +28,7 @@ caller never has to find out whether an implementation has them:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -172,8 +172,22 @@ class NodeOps(abc.ABC):
         """Delete the instance's disk images (and their directory) on the node."""
 
     @abc.abstractmethod
-    def start_instance(self, node: Node, cluster: Cluster, instance: Instance) -> None:
-        """Define the domain from the configuration and start it."""
+    def start_instance(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance: Instance,
+        *,
+        hvparams: Mapping[str, Any] | None = None,
+        beparams: Mapping[str, Any] | None = None,
+        paused: bool = False,
+    ) -> None:
+        """Define the domain from the configuration and start it (nothing if it runs).
+
+        ``hvparams``/``beparams``: temporary parameters over the instance's for
+        this start only (the defined domain keeps the configuration's);
+        ``paused``: its vCPUs paused until resumed (the console resumes them).
+        """
 
     @abc.abstractmethod
     def shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:

@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,12 +265,24 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         for path in [p for p in fake.files if p.startswith(prefix)]:
             del fake.files[path]
 
-    def start_instance(self, node: Node, cluster: Cluster, instance: Instance) -> None:
-        fake = self._enter("start_instance", node, instance.name)
-        memory = int(cluster.fill_beparams(instance)["maxmem"])
-        vcpus = int(cluster.fill_beparams(instance)["vcpus"])
+    def start_instance(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance: Instance,
+        *,
+        hvparams: Mapping[str, Any] | None = None,
+        beparams: Mapping[str, Any] | None = None,
+        paused: bool = False,
+    ) -> None:
+        """Start the domain (paused with ``paused``); the temporary parameters are
+        recorded with the call and give the domain its memory and vCPUs."""
+        temporary = (dict(hvparams or {}), dict(beparams or {}), paused)
+        fake = self._enter("start_instance", node, instance.name, *temporary)
+        be = cluster.fill_beparams(instance, beparams)
+        memory, vcpus = int(be["maxmem"]), int(be["vcpus"])
         dom = fake.domains.get(instance.name)
-        if dom is not None and dom.state == constants.DOMSTATE_RUNNING:
+        if dom is not None and dom.state in constants.DOMSTATES_ACTIVE:
             return
         if fake.facts.memory_free < memory:
             raise HypervisorError(
@@ -278,9 +290,15 @@ class FakeNodeOps(FakeExportOps, NodeOps):
             )
         paths = [objects.disk_path(cluster, instance, i) for i in range(len(instance.disks))]
         self.remove_domain(node.name, instance.name)
-        tty = bool(cluster.fill_hvparams(instance).get("serial_console", True))  # as domxml
+        tty = bool(cluster.fill_hvparams(instance, hvparams).get("serial_console", True))
         self.add_domain(
-            node.name, instance.name, memory=memory, vcpus=vcpus, disk_paths=paths, serial_tty=tty
+            node.name,
+            instance.name,
+            state=constants.DOMSTATE_PAUSED if paused else constants.DOMSTATE_RUNNING,
+            memory=memory,
+            vcpus=vcpus,
+            disk_paths=paths,
+            serial_tty=tty,
         )
 
     def shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:

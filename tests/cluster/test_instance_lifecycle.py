@@ -23,7 +23,7 @@ from gnt_helpers import (
 
 from ganeti_lv import constants
 from ganeti_lv.config import ConfigStore
-from ganeti_lv.devcluster.guest import PATTERN_RE, pattern_sha256
+from ganeti_lv.devcluster.guest import PATTERN_RE, kernel_args, pattern_sha256
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.objects import disk_path
 
@@ -111,6 +111,42 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     code, shown = interactive_console(gnt.data_dir, name, rb"tick \d+\r?\n", 60)
     assert code == 0 and f"Connected to domain '{name}'" in shown, shown
     assert re.search(r"tick \d+", shown.split("Connected to domain", 1)[1]), shown
+
+    # a start with temporary parameters (-H, -B), paused: the guest waits for its
+    # console, which resumes it; it boots with them, while the configuration and
+    # the node's domain definition keep the instance's own
+    gnt.ok("instance", "shutdown", "--timeout", "60", name)
+    configured = config.get_instance(name)
+    assert configured is not None
+    temporary = kernel_args("lc1tmp", patmb=4, dirtymb=0)
+    out = gnt.ok(
+        "instance", "startup", "--paused", "-B", "memory=160M", "-H",
+        f'kernel_args="{temporary}"', name,
+    )  # fmt: skip
+    assert f"Instance {name} is paused; its console" in out, out
+    assert domain_state(ops, pnode, name) == constants.DOMSTATE_PAUSED
+    assert gnt.status(name) == constants.INSTST_RUNNING
+    dominfo = ops.run_command(pnode, ["virsh", "dominfo", name]).stdout
+    assert re.search(r"Max memory:\s+163840 KiB", dominfo), dominfo
+    defined = ops.run_command(pnode, ["virsh", "dumpxml", "--inactive", name]).stdout
+    assert "<memory unit='KiB'>131072</memory>" in defined and "seed=lc1tmp" not in defined
+    after = config.get_instance(name)
+    assert after is not None and after.hvparams == configured.hvparams
+    assert after.beparams == configured.beparams
+    code, shown = interactive_console(gnt.data_dir, name, rb"GUEST-READY", 90)
+    assert code == 0 and f"Instance {name} is paused, resuming it" in shown, shown
+    booted = shown.split("resuming it", 1)[1]
+    match = PATTERN_RE.search(booted.replace("\r", ""))
+    assert match is not None and match.group(1) == "lc1tmp", shown
+    assert domain_state(ops, pnode, name) == constants.DOMSTATE_RUNNING
+    # a full reboot starts it from the configuration again
+    before = ready_count(console(ops, pnode, name))
+    gnt.ok("instance", "reboot", "--type", "full", name)
+    text = wait_console(ops, pnode, name, lambda t: ready_count(t) > before)
+    match = PATTERN_RE.findall(text)[-1]
+    assert match[0] == name, text[-2000:]
+    dominfo = ops.run_command(pnode, ["virsh", "dominfo", name]).stdout
+    assert re.search(r"Max memory:\s+131072 KiB", dominfo), dominfo
 
     # hard reboot boots again
     before = ready_count(console(ops, pnode, name))

@@ -258,3 +258,36 @@ def test_an_instance_named_twice_is_one_job(cli: Cli, data_dir: str) -> None:
     assert (code, err) == (0, "")
     assert [job.summary for job in _jobs(data_dir)] == [f"INSTANCE_SHUTDOWN({I1})"]
     assert "Submitted jobs" not in out  # one instance: followed as a single job
+
+
+def test_startup_with_temporary_parameters_and_paused(
+    cli: Cli, config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps
+) -> None:
+    """-H (Ganeti's kvm: form too), -B and --paused reach the opcode of every job."""
+    cli("instance", "shutdown", "--force-multiple", I1, I2)
+    code, out, err = cli(
+        "instance",
+        "startup",
+        "--force-multiple",
+        "-H",
+        "kvm:kernel_args=single",
+        "-B",
+        "memory=64M",
+        "--paused",
+        I1,
+        I2,
+    )
+    assert (code, err) == (0, "")
+    started = _jobs(data_dir)[2:]
+    for job in started:
+        params = job.ops[0].params
+        assert params["hvparams"] == {"kernel_args": "single"}
+        assert params["beparams"] == {"memory": "64M"}
+        assert params["startup_paused"] is True
+    assert {d.state for d in inst1_running.node(N1).domains.values()} == {"paused"}
+    assert _states(config) == {I1: "up", I2: "up"}
+    # a bad temporary parameter: every job fails before anything started
+    cli("instance", "shutdown", "--force-multiple", I1, I2)
+    code, out, err = cli("instance", "startup", "--force-multiple", "-B", "vcpus=0", I1, I2)
+    assert code == 1 and err.count("Backend parameter 'vcpus' must be at least 1") == 2
+    assert _states(config) == {I1: "down", I2: "down"}

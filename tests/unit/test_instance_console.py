@@ -50,11 +50,56 @@ def test_the_console_of_a_running_instance_is_reached_over_ssh_on_its_primary(
     assert ctx.jobs.list() == []  # a query, not a job
 
 
-def test_the_libvirt_console_command_attaches_to_the_system_libvirtd() -> None:
-    from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+_FAKE_VIRSH = """#!/bin/sh
+echo "$*" >> "$CALLS"
+case "$3" in
+  domstate) echo "$DOMSTATE" ;;
+  console) echo "console of $4" ;;
+esac
+"""
 
+
+def _run_console_command(tmp_path: Any, domstate: str) -> tuple[str, list[str]]:
+    """The libvirt console command run by sh, with a ``virsh`` that records its calls and
+    says the domain is ``domstate``; what it printed and the calls, once all ended."""
+    from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+    from ganeti_lv.hypervisor.libvirt.nodeops import CONSOLE_RESUME_DELAY
+
+    virsh = tmp_path / "virsh"
+    virsh.write_text(_FAKE_VIRSH)
+    virsh.chmod(0o755)
+    calls = tmp_path / "calls"
     command = LibvirtNodeOps.console_command(None, "web1")  # type: ignore[arg-type]
-    assert command == ["virsh", "-c", "qemu:///system", "console", "web1"]
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(calls), "DOMSTATE": domstate}
+    # bytes: the notice ends in CR LF, for the console's raw terminal
+    out = subprocess.run(command, env=env, capture_output=True, timeout=30).stdout.decode()
+    # the resume comes after the console attached: wait for a late one too
+    subprocess.run(["sleep", str(CONSOLE_RESUME_DELAY + 1)], check=True)
+    return out, calls.read_text().splitlines()
+
+
+def test_the_libvirt_console_command_attaches_to_the_system_libvirtd(tmp_path: Any) -> None:
+    out, calls = _run_console_command(tmp_path, "running (booted)")
+    assert out == "console of web1\n"
+    assert calls == [
+        "-c qemu:///system domstate --reason web1",
+        "-c qemu:///system console web1",
+    ]
+
+
+def test_the_console_resumes_a_guest_its_user_paused_and_no_other(tmp_path: Any) -> None:
+    out, calls = _run_console_command(tmp_path, "paused (user)")  # instance startup --paused
+    assert calls[:2] == [
+        "-c qemu:///system domstate --reason web1",
+        "-c qemu:///system console web1",
+    ]
+    assert calls[2:] == ["-c qemu:///system resume web1"]  # after the console attached
+    assert "Instance web1 is paused, resuming it\r\n" in out
+    # paused by a migration (its source's last pass) or by qemu on an I/O error: left paused
+    for state in ("paused (migration)", "paused (I/O error)"):
+        (tmp_path / "calls").unlink()
+        out, calls = _run_console_command(tmp_path, state)
+        assert "resume" not in " ".join(calls) and "resuming" not in out
 
 
 def test_no_console_for_an_instance_that_does_not_run_or_is_unknown(

@@ -60,8 +60,8 @@ class StubGuest:
         self.calls.append("destroy")
         self.active = False
 
-    def start(self) -> None:
-        self.calls.append("start")
+    def start(self, paused: bool = False) -> None:
+        self.calls.append("start paused" if paused else "start")
         self.active = True
 
     def undefine(self) -> None:
@@ -98,6 +98,12 @@ class StubHost:
         self.defined.append(xml)
         name = domxml.ET.fromstring(xml).findtext("name") or ""
         guest = self.guests.setdefault(name, StubGuest(name, active=False))
+        return guest
+
+    def start_once(self, xml: str, paused: bool = False) -> StubGuest:
+        name = domxml.ET.fromstring(xml).findtext("name") or ""
+        guest = self.guests[name]  # defined first
+        guest.calls.append(("start once paused " if paused else "start once ") + xml)
         return guest
 
     def list_guests(self) -> list[StubGuest]:
@@ -251,6 +257,29 @@ def test_start_defines_then_starts_and_is_idempotent() -> None:
     ops.start_instance(NODE, CLUSTER, _instance())
     assert len(host.defined) == 1
     assert host.guests["web1"].calls == ["start"]
+
+
+def test_a_start_with_temporary_parameters_runs_them_once_over_the_configured_definition() -> None:
+    host = StubHost({})
+    ops = _ops(host)
+    ops.start_instance(
+        NODE,
+        CLUSTER,
+        _instance(),
+        hvparams={"kernel_path": "/boot/vmlinuz", "kernel_args": "single"},
+        beparams={"maxmem": 512},
+    )
+    (defined,) = host.defined  # the configuration's, for every later start
+    assert domxml.ET.fromstring(defined).findtext("memory") != "512"
+    assert "single" not in defined and "/boot/vmlinuz" not in defined
+    (call,) = host.guests["web1"].calls
+    assert call.startswith("start once <domain")
+    live = domxml.ET.fromstring(call.removeprefix("start once "))
+    assert live.findtext("memory") == "512" and live.findtext("os/cmdline") == "single"
+    # paused, without temporary parameters: the defined domain, started paused
+    host = StubHost({})
+    _ops(host).start_instance(NODE, CLUSTER, _instance(), paused=True)
+    assert host.guests["web1"].calls == ["start paused"]
 
 
 def test_start_rejects_bad_names_before_touching_libvirt() -> None:
@@ -492,8 +521,8 @@ def test_node_directories_and_logs_are_made_once_per_node_and_client() -> None:
 class _PausedStartGuest(StubGuest):
     """Starts paused; its resume fails (a qemu or libvirt error)."""
 
-    def start_paused(self) -> None:
-        self.calls.append("start_paused")
+    def start(self, paused: bool = False) -> None:
+        self.calls.append("start_paused" if paused else "start")
         self.active = True
 
     def resume(self) -> None:

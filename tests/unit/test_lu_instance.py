@@ -406,6 +406,73 @@ def test_startup_without_memory(ctx: Context, fake_ops: FakeNodeOps, config: Con
     assert not fake_ops.calls_to("start_instance")
 
 
+def test_a_start_with_temporary_parameters_leaves_the_configuration_as_it_was(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's -H/-B: the domain starts with them (paused with startup_paused);
+    the instance keeps its own parameters."""
+    with config.update() as data:
+        data.instances[INST].admin_state = constants.ADMINST_DOWN
+    before = config.get_instance(INST)
+    assert before is not None
+    fake_ops.node(N1).facts.memory_free = 4096
+    op = OpInstanceStartup(
+        instance_name=INST,
+        hvparams={"kernel_args": "single"},
+        beparams={"memory": "512M", "vcpus": "2"},
+        startup_paused=True,
+    )
+    _, feedback = run(ctx, op)
+    (call,) = fake_ops.calls_to("start_instance", N1)
+    assert call.args[1:] == (
+        {"kernel_args": "single"},
+        {"minmem": 512, "maxmem": 512, "vcpus": 2},  # memory as Ganeti's min/max, typed
+        True,
+    )
+    dom = fake_ops.node(N1).domains[INST]
+    assert (dom.state, dom.memory, dom.vcpus) == (constants.DOMSTATE_PAUSED, 512, 2)
+    assert any(f"console (gnt-lv instance console {INST}) resumes it" in x for x in feedback)
+    after = config.get_instance(INST)
+    assert after is not None and after.admin_state == constants.ADMINST_UP
+    assert (after.beparams, after.hvparams) == (before.beparams, before.hvparams)
+
+
+def test_temporary_parameters_are_checked_before_anything_starts(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    with config.update() as data:
+        data.instances[INST].admin_state = constants.ADMINST_DOWN
+    fake_ops.node(N1).facts.memory_free = 1024
+    serial = config.read().serial
+    refused = [
+        ({"beparams": {"memory": "2G"}}, ECODE_NORES, "needed 2048 MiB, available 1024 MiB"),
+        ({"beparams": {"maxmem": None}}, ECODE_INVAL, "set back to their default: maxmem"),
+        ({"hvparams": {"migration_bandwidth": 10}}, ECODE_INVAL, "for the whole cluster"),
+        ({"hvparams": {"no_such": "x"}}, ECODE_INVAL, "no_such"),
+        ({"beparams": {"vcpus": "many"}}, ECODE_INVAL, "vcpus"),
+    ]
+    for params, ecode, text in refused:
+        err = prereq_error(ctx, OpInstanceStartup(instance_name=INST, **params))
+        assert (err.ecode, text in err.msg) == (ecode, True), err.msg
+    assert not fake_ops.calls_to("start_instance")
+    assert config.read().serial == serial
+
+
+def test_temporary_parameters_of_a_running_instance_are_ignored_with_a_warning(
+    ctx: Context, running: FakeNodeOps
+) -> None:
+    op = OpInstanceStartup(instance_name=INST, hvparams={"kernel_args": "x"}, startup_paused=True)
+    _, feedback = run(ctx, op)
+    warnings = [line for line in feedback if "WARNING" in line]
+    assert warnings == [
+        " - WARNING: The temporary parameters and the paused start ignored: it runs already"
+    ]
+    assert not running.calls_to("start_instance")
+    assert running.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+    _, feedback = run(ctx, OpInstanceStartup(instance_name=INST))  # nothing asked: no warning
+    assert not any("WARNING" in line for line in feedback)
+
+
 def test_startup_offline_primary(ctx: Context, config: ConfigStore) -> None:
     with config.update() as data:
         data.nodes[N1].offline = True

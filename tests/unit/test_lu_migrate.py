@@ -332,6 +332,20 @@ def test_not_enough_memory_within_cap(ctx: Context, ops: FakeNodeOps, config: Co
     )
 
 
+def test_a_guest_started_with_more_memory_needs_it_on_the_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's: the memory the guest runs with (here 256 MiB from a start with
+    temporary parameters, 128 MiB configured), not the configured one, must fit."""
+    ops.node(N1).domains[INST].memory = 256
+    _cap_memory(config, N2, 200)
+    err = _refuse(ctx, ops, config, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_NORES and "needed 256 MiB, available 200 MiB" in err.msg
+    # a failover starts it from the configuration: its 128 MiB fit
+    run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert running_on(ops) == [N2]
+
+
 def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

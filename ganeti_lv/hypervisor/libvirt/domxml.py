@@ -1,7 +1,8 @@
 """Domain XML: generated from the configuration, and read back (pure functions).
 
 ``build_domain_xml`` turns a cluster, an instance and its filled parameters
-into libvirt domain XML. The domain type (``kvm`` or ``qemu``) is the
+(with a start's temporary ones, as ``instance startup -H/-B``) into libvirt
+domain XML. The domain type (``kvm`` or ``qemu``) is the
 cluster's setting, never derived from libvirt's capabilities, which may list
 kvm where kvm cannot run guests. The CPU model is a named model (hvparam
 ``cpu_type``) so a guest can migrate between hosts of different CPUs; the
@@ -20,6 +21,7 @@ The parsing helpers (``parse_domain_disks``, ``parse_console_log``,
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,25 +117,16 @@ def _nic_elements(devices: ET.Element, cluster: Cluster, instance: Instance) -> 
         _sub(elem, "model", type="virtio")
 
 
-@dataclass
-class DomainParams:
-    """The filled parameters a domain XML is built from."""
-
-    hvparams: dict[str, Any] = field(default_factory=dict)
-    beparams: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def for_instance(cls, cluster: Cluster, instance: Instance) -> DomainParams:
-        """Cluster defaults overlaid with the instance's parameters."""
-        return cls(cluster.fill_hvparams(instance), cluster.fill_beparams(instance))
-
-
 def build_domain_xml(
-    cluster: Cluster, instance: Instance, params: DomainParams | None = None
+    cluster: Cluster,
+    instance: Instance,
+    hvparams: Mapping[str, Any] | None = None,
+    beparams: Mapping[str, Any] | None = None,
 ) -> str:
-    """Return the libvirt domain XML of ``instance`` (see the module docstring)."""
-    params = params or DomainParams.for_instance(cluster, instance)
-    hvp, bep = params.hvparams, params.beparams
+    """Return the libvirt domain XML of ``instance`` (see the module docstring), with
+    temporary ``hvparams``/``beparams`` over the instance's when given."""
+    hvp = cluster.fill_hvparams(instance, hvparams)
+    bep = cluster.fill_beparams(instance, beparams)
     if cluster.domain_type not in constants.DOMAIN_TYPES:
         raise HypervisorError(f"Unknown domain type {cluster.domain_type!r}", ecode=ECODE_INVAL)
     cache = str(hvp.get("disk_cache") or "none")

@@ -151,7 +151,7 @@ class LibvirtExportOps:
     def start_with_snapshot(self, node: Node, cluster: Cluster, instance: Instance) -> SnapshotInfo:
         host = self.host(node)
         guest = host.define(build_domain_xml(cluster, instance))
-        guest.start_paused()
+        guest.start(paused=True)
         try:
             snap = diskchain.create(guest, self.ssh(node), node.name, freeze=False)
             guest.resume()

@@ -178,9 +178,10 @@ class Guest:
         )
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self) -> None:
-        """Start a defined, stopped domain."""
-        self._do("Cannot start", self._domain.create)
+    def start(self, paused: bool = False) -> None:
+        """Start a defined, stopped domain (``paused``: its vCPUs paused until resumed)."""
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        self._do("Cannot start", self._domain.createWithFlags, flags)
 
     def shutdown(self) -> None:
         """Ask the guest to power off (ACPI power button); returns at once."""
@@ -213,10 +214,6 @@ class Guest:
         """Remove the persistent definition (and its metadata)."""
         with contextlib.suppress(InstanceNotFound):
             self._do("Cannot undefine", self._domain.undefineFlags, _UNDEFINE_FLAGS)
-
-    def start_paused(self) -> None:
-        """Start a defined, stopped domain with its vCPUs paused."""
-        self._do("Cannot start", self._domain.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED)
 
     # -- migration -----------------------------------------------------------
     def migrate(self, peer_uri: str, params: dict[str, Any], flags: int) -> None:

@@ -292,6 +292,16 @@ class Host:
         dom, conn = self._call("Cannot define domain", lambda c: c.defineXML(xml))
         return Guest(self, conn, dom)
 
+    def start_once(self, xml: str, paused: bool = False) -> Guest:
+        """Start a domain from XML for this run only (``paused``: its vCPUs paused).
+
+        A stopped persistent domain of the same name and UUID runs this XML
+        and keeps its own definition for its later starts.
+        """
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        dom, conn = self._call("Cannot start domain", lambda c: c.createXML(xml, flags))
+        return Guest(self, conn, dom)
+
     # -- facts -------------------------------------------------------------
     def _fact(self, key: str, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
         """``fn(conn)``, asked once per connection: a fact of the running libvirtd.

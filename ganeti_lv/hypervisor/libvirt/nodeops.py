@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ganeti_lv import constants, objects, paths
@@ -189,8 +189,14 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         return console_log_path(instance_name)
 
     def console_command(self, instance_name: str) -> list[str]:
-        """``virsh console`` on the node's system libvirtd (Ctrl-] leaves it)."""
-        return ["virsh", "-c", "qemu:///system", "console", instance_name]
+        """``virsh console`` on the node's system libvirtd (Ctrl-] leaves it).
+
+        A guest paused by a user (``instance startup --paused``, ``virsh
+        suspend``) is resumed once the console had time to attach, so its
+        operator sees it boot from the start, as Ganeti's console does; a
+        guest paused for any other reason (a migration, an I/O error) is not.
+        """
+        return ["sh", "-c", _CONSOLE_SCRIPT, "console", instance_name]
 
     def _over_ssh(self, node: Node, fn: Callable[[SshClient], T]) -> T:
         """``fn(client)`` with the node's SSH client; a client found unreachable is dropped
@@ -325,7 +331,16 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         self._ssh_run(node, ["rm", "-rf", "--", directory], check=True)
 
     # -- lifecycle -----------------------------------------------------------
-    def start_instance(self, node: Node, cluster: Cluster, instance: Instance) -> None:
+    def start_instance(
+        self,
+        node: Node,
+        cluster: Cluster,
+        instance: Instance,
+        *,
+        hvparams: Mapping[str, Any] | None = None,
+        beparams: Mapping[str, Any] | None = None,
+        paused: bool = False,
+    ) -> None:
         _check_name(instance.name)
         xml = build_domain_xml(cluster, instance)
         host = self.host(node)
@@ -334,7 +349,10 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             return
         self.prepare_node_dirs(node)
         guest = host.define(xml)
-        guest.start()
+        if not hvparams and not beparams:
+            guest.start(paused=paused)
+            return
+        host.start_once(build_domain_xml(cluster, instance, hvparams, beparams), paused=paused)
 
     def prepare_node_dirs(self, node: Node, files: Sequence[str] = ()) -> None:
         """Create the node-local directories a domain needs (its console log's), and ``files``.
@@ -461,6 +479,19 @@ def _ssh_target(client: SshClient) -> tuple[str, int, str] | None:
         return (client.host, client.port, client.user)
     except AttributeError:
         return None
+
+
+# ``sh -c`` script of ``console_command`` ($1: the domain); a paused guest is
+# resumed CONSOLE_RESUME_DELAY s after the console started, time for it to attach
+CONSOLE_RESUME_DELAY = 2
+_VIRSH = "virsh -c qemu:///system"
+_CONSOLE_SCRIPT = (
+    f'if [ "$(LC_ALL=C {_VIRSH} domstate --reason "$1" 2>/dev/null)" = "paused (user)" ]; then'
+    f" (sleep {CONSOLE_RESUME_DELAY}; printf 'Instance %s is paused, resuming it\\r\\n' \"$1\";"
+    f' {_VIRSH} resume "$1" >/dev/null 2>&1'
+    f" || printf 'Instance %s could not be resumed\\r\\n' \"$1\") & fi;"
+    f' exec {_VIRSH} console "$1"'
+)
 
 
 def _is_running(guest: Guest) -> bool:
