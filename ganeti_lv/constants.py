@@ -18,6 +18,13 @@ HOOKS_VERSION = 2
 HTYPE_CLUSTER = "CLUSTER"
 HTYPE_NODE = "NODE"
 HTYPE_INSTANCE = "INSTANCE"
+
+# Ganeti's tag kinds (OP_TAGS_*); ganeti_lv's nodes, groups and networks have no tags
+TAG_CLUSTER = "cluster"
+TAG_INSTANCE = "instance"
+TAG_KINDS = (TAG_CLUSTER, TAG_INSTANCE)
+GANETI_TAG_KINDS = (TAG_CLUSTER, "nodegroup", "node", "instance", "network")
+
 HPATH_INSTANCE_MIGRATE = "instance-migrate"
 HPATH_INSTANCE_FAILOVER = "instance-failover"
 HPATH_INSTANCE_EXPORT = "instance-export"

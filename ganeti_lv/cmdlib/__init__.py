@@ -19,5 +19,6 @@ from ganeti_lv.cmdlib import (  # noqa: F401
     instance_query,
     node,
     node_evacuate,
+    tags,
     test,  # noqa: F401
 )

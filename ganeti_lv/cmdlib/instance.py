@@ -243,10 +243,11 @@ class LUInstanceStartup(_InstanceLU):
     As Ganeti's, a start may take temporary parameters (``hvparams``,
     ``beparams``: ``-H``/``-B``) that override the instance's for this start
     only, and may leave the guest paused (``startup_paused``) until its
-    console resumes it. The configuration and the node's domain definition
-    keep the instance's own parameters: the next start from them (a
-    shutdown and startup, a full reboot, a failover) drops the temporary ones;
-    a migration takes the running guest, and them, along.
+    console resumes it. The configuration keeps the instance's own parameters,
+    and so does the domain defined on the node: the next start from them (a
+    shutdown and startup, a full reboot, a failover) drops the temporary ones.
+    A migration takes the running guest, and them, along (its target defines
+    the domain as it runs).
     """
 
     HPATH = constants.HPATH_INSTANCE_START

@@ -24,7 +24,7 @@ from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_NOENT, ECODE_STATE, OpPrereqError
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
-from ganeti_lv.opcodes import OpCode, OpInstanceConsole, OpInstanceQuery, OpNodeQuery
+from ganeti_lv.opcodes import OpCode, OpInstanceConsole, OpInstanceQuery, OpNodeQuery, OpTagsGet
 from ganeti_lv.rapi.httperrors import not_found, service_unavailable
 
 # Ganeti's export format version and OS API version (what ganeti_lv's exports are read as)
@@ -139,6 +139,16 @@ def instance_console(ctx: Context, name: str) -> dict[str, Any]:
             raise service_unavailable(str(err)) from err
         raise
     return console
+
+
+def tags(ctx: Context, kind: str, name: str | None) -> list[str]:
+    """The tags of the cluster or of an instance, sorted; 404 for an unknown instance."""
+    try:
+        return list(run_query(ctx, OpTagsGet(kind=kind, name=name)))
+    except OpPrereqError as err:
+        if err.ecode == ECODE_NOENT:
+            raise not_found(str(err)) from err
+        raise
 
 
 # ------------------------------------------------------------------ nodes

@@ -10,8 +10,10 @@ job's id at once, and the job runs in the daemon with its own locks, as any
 job of ``gnt-lv`` does (``gnt-lv job list`` shows it).
 
 Methods are Ganeti's: ``PUT`` for startup, shutdown, migrate, failover,
-export and prepare-export and a node's role, ``POST`` for reboot and a
-node's migrate, evacuate and modify, ``DELETE`` on a job to cancel it.
+export and prepare-export, a node's role and tags to add (the cluster's,
+``/2/tags``, and an instance's, ``?tag=a&tag=b``), ``POST`` for reboot and a
+node's migrate, evacuate and modify, ``DELETE`` on a job to cancel it and on
+tags to remove them.
 ``DELETE /2/jobs/[id]`` asks a running job to stop safely (as Ctrl-C does
 for ``gnt-lv``: a migration is aborted and the instance stays on its
 source); its answer is Ganeti's ``[success, message]``. A node's migration
@@ -44,6 +46,8 @@ from ganeti_lv.opcodes import (
     OpNodeEvacuate,
     OpNodeMigrate,
     OpNodeSetParams,
+    OpTagsDel,
+    OpTagsSet,
 )
 from ganeti_lv.rapi import jobfields, params, queries
 from ganeti_lv.rapi.httperrors import bad_request, not_found
@@ -257,6 +261,36 @@ def _submit(req: Request, op: OpCode) -> int:
     return int(req.backend.submit([op]).job_id)
 
 
+def _tags_target(req: Request) -> tuple[str, str | None]:
+    """``/2/tags``: the cluster's; ``/2/instances/<name>/tags``: the instance's."""
+    name = req.items.get("name")
+    return (constants.TAG_INSTANCE, name) if name else (constants.TAG_CLUSTER, None)
+
+
+def _tags(req: Request) -> list[str]:
+    return queries.tags(req.query_context(), *_tags_target(req))
+
+
+def _tags_change(op_cls: type[OpTagsSet] | type[OpTagsDel], verb: str) -> Handler:
+    """A handler starting a job of ``op_cls`` for the ``tag`` query arguments (as
+    Ganeti's, the body is not used); 400 without one."""
+
+    def handler(req: Request) -> int:
+        tags = list(req.args.get("tag", []))
+        if not tags:
+            raise bad_request(f"No tags to {verb}: give them as 'tag' query arguments")
+        kind, name = _tags_target(req)
+        static = {
+            "kind": kind,
+            "name": name,
+            "tags": tags,
+            "dry_run": bool_arg(req.args, "dry-run"),
+        }
+        return _submit(req, fill_opcode(op_cls, None, static))
+
+    return handler
+
+
 def _instance_console(req: Request) -> Any:
     return queries.instance_console(req.query_context(), req.items["name"])
 
@@ -381,6 +415,13 @@ def _wait_job(req: Request) -> Any:
     return jobfields.wait_for_change(lambda: _load_job(req, job_id), fields, prev_info, prev_serial)
 
 
+# the cluster's and an instance's tags: read, added to, removed from
+_TAGS_METHODS: dict[str, Handler] = {
+    "GET": _tags,
+    "PUT": _tags_change(OpTagsSet, "add"),
+    "DELETE": _tags_change(OpTagsDel, "remove"),
+}
+
 RESOURCES: tuple[Resource, ...] = (
     Resource("/", {"GET": _root}),
     Resource("/2", {"GET": _root}),
@@ -411,6 +452,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/instances/<name>/failover", {"PUT": _failover}),
     Resource("/2/instances/<name>/export", {"PUT": _export}),
     Resource("/2/instances/<name>/prepare-export", {"PUT": _prepare_export}),
+    Resource("/2/tags", _TAGS_METHODS),
+    Resource("/2/instances/<name>/tags", _TAGS_METHODS),
     Resource("/2/jobs", {"GET": _jobs}),
     Resource("/2/jobs/<int:job_id>", {"GET": _job, "DELETE": _cancel_job}),
     Resource("/2/jobs/<int:job_id>/wait", {"GET": _wait_job}, get_access=(ACCESS_WRITE,)),

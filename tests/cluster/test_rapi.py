@@ -163,8 +163,31 @@ def test_version_features_nodes_and_instances(env: Env) -> None:
         "host": primary.address,
         "port": primary.ssh_port,
         "user": primary.ssh_user,
-        "command": ["virsh", "-c", "qemu:///system", "console", NAME],
+        "command": env.ops.console_command(NAME),  # the node operations' (virsh console)
     }
+
+
+def test_tags_through_ganetis_client(env: Env) -> None:
+    """An instance's and the cluster's tags added and removed as jobs of the daemon,
+    read by Ganeti's client and by gnt-lv alike."""
+    client = env.client()
+    for job in (
+        client.call("AddInstanceTags", NAME, ["rapi-b", "rapi-a"]),
+        client.call("AddClusterTags", ["rapi-site"]),
+    ):
+        assert client.call("WaitForJobCompletion", job, period=1) is True
+        assert env.job(job).pid == env.daemon_pid
+    assert {"rapi-a", "rapi-b"} <= set(client.call("GetInstanceTags", NAME))
+    listed = env.gnt("instance", "list-tags", NAME)
+    assert "rapi-a\nrapi-b\n" in listed.stdout, listed.stdout + listed.stderr
+    assert "rapi-site" in client.call("GetClusterTags")
+    for job in (
+        client.call("DeleteInstanceTags", NAME, ["rapi-a", "rapi-b"]),
+        client.call("DeleteClusterTags", ["rapi-site"]),
+    ):
+        assert client.call("WaitForJobCompletion", job, period=1) is True
+    assert not {"rapi-a", "rapi-b"} & set(env.gnt("instance", "list-tags", NAME).stdout.split())
+    assert "rapi-site" not in env.gnt("cluster", "list-tags").stdout.split()
 
 
 def test_migrate_export_shutdown_startup_as_jobs(env: Env) -> None:

@@ -956,3 +956,39 @@ def test_ganetis_client_gets_the_console_of_a_running_instance(
     inst1_running.set_unreachable(N1)  # not known to run: no console either
     silent = client.error("GetInstanceConsole", INST)
     assert silent["code"] == 503 and f"Error checking node {N1}" in silent["msg"]
+
+
+@needs_ganeti_client
+def test_ganetis_client_adds_reads_and_removes_tags(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    """An instance's and the cluster's tags, each change a job of the daemon."""
+    client = _client(rapi, data_dir)
+    added, cluster_added = client.run(
+        [
+            ["AddInstanceTags", [INST, ["b", "a"]], {"reason": "sorting"}],
+            ["AddClusterTags", [["site:ams"]], {}],
+        ]
+    )
+    for answer in (added, cluster_added):
+        assert client.call("WaitForJobCompletion", answer["ok"], period=0) is True
+    assert client.call("GetInstanceTags", INST) == ["a", "b", "web"]
+    assert client.call("GetClusterTags") == ["site:ams"]
+    job = JobStore(paths.jobs_dir(data_dir)).get(added["ok"])
+    assert job.ops[0].params["reason"][0][1] == "sorting"
+    dry = client.call("DeleteInstanceTags", INST, ["web"], dry_run=True)
+    assert client.call("WaitForJobCompletion", dry, period=0) is True
+    assert config.get_instance(INST).tags == ["web", "b", "a"]  # type: ignore[union-attr]
+    # a tag the instance does not have: the job fails, nothing is removed
+    job_id = client.call("DeleteInstanceTags", INST, ["web", "nope"])
+    assert client.call("WaitForJobCompletion", job_id, period=0) is False
+    status = client.call("GetJobStatus", job_id)
+    assert "Tag(s) 'nope' not found" in str(status["opresult"])
+    job_id = client.call("DeleteInstanceTags", INST, ["web", "b"])
+    assert client.call("WaitForJobCompletion", job_id, period=0) is True
+    assert config.get_instance(INST).tags == ["a"]  # type: ignore[union-attr]
+    assert client.error("GetInstanceTags", "ghost")["code"] == 404
+    assert client.error("AddInstanceTags", INST, [])["code"] == 400  # no tag given
+    viewer = _client(rapi, data_dir, user=VIEWER)
+    assert viewer.call("GetClusterTags") == ["site:ams"]
+    assert viewer.error("AddClusterTags", ["x"])["code"] == 403

@@ -1,0 +1,95 @@
+"""``gnt-lv instance|cluster list-tags, add-tags, remove-tags``, as Ganeti's.
+
+``list-tags`` is a query (``OpTagsGet``) printing the tags sorted, one per
+line; ``add-tags`` and ``remove-tags`` are jobs (``OpTagsSet``,
+``OpTagsDel``) taking the tags as arguments and, with ``--from FILE``, one
+per line of FILE (``-`` is standard input), as Ganeti's. Without a tag they
+are refused (ECODE_INVAL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ganeti_lv import constants, opcodes
+from ganeti_lv.cli import common
+from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+
+def _target(opts: argparse.Namespace) -> tuple[str, str | None]:
+    kind = opts.tag_kind
+    return kind, (opts.instance_name if kind == constants.TAG_INSTANCE else None)
+
+
+def _tags(opts: argparse.Namespace, what: str) -> list[str]:
+    """The tags of the command line, then those of ``--from``; ECODE_INVAL for none."""
+    tags = list(opts.tags)
+    if opts.tags_source is not None:
+        if opts.tags_source == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            try:
+                with open(opts.tags_source, encoding="utf-8") as fh:
+                    lines = fh.read().splitlines()
+            except OSError as err:
+                raise OpPrereqError(
+                    f"Cannot read tags from {opts.tags_source}: {err.strerror}", ECODE_INVAL
+                ) from None
+        tags += [line.strip() for line in lines if line.strip()]
+    if not tags:
+        raise OpPrereqError(f"No tags to be {what}", ECODE_INVAL)
+    return tags
+
+
+def cmd_list_tags(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Print the tags, sorted, one per line."""
+    kind, name = _target(opts)
+    for tag in env.query(opcodes.OpTagsGet(kind=kind, name=name)):
+        env.write(tag)
+    return EXIT_SUCCESS
+
+
+def cmd_add_tags(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Add tags."""
+    kind, name = _target(opts)
+    tags = _tags(opts, "added")
+    env.submit(opcodes.OpTagsSet(kind=kind, name=name, tags=tags, dry_run=opts.dry_run))
+    return EXIT_SUCCESS
+
+
+def cmd_remove_tags(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Remove tags."""
+    kind, name = _target(opts)
+    tags = _tags(opts, "removed")
+    env.submit(opcodes.OpTagsDel(kind=kind, name=name, tags=tags, dry_run=opts.dry_run))
+    return EXIT_SUCCESS
+
+
+def register(registry: CommandRegistry) -> None:
+    """Add ``list-tags``, ``add-tags`` and ``remove-tags`` to ``instance`` and ``cluster``."""
+    for group, kind in (("instance", constants.TAG_INSTANCE), ("cluster", constants.TAG_CLUSTER)):
+        whose = "an instance's" if kind == constants.TAG_INSTANCE else "the cluster's"
+        listing = registry.command(group, "list-tags", cmd_list_tags, help=f"List {whose} tags")
+        commands = [listing]
+        for name, handler, verb in (
+            ("add-tags", cmd_add_tags, "Add"),
+            ("remove-tags", cmd_remove_tags, "Remove"),
+        ):
+            change = registry.command(group, name, handler, help=f"{verb} {whose} tags")
+            common.add_submit(change)
+            change.add_argument(
+                "--from",
+                dest="tags_source",
+                metavar="FILE",
+                help="Also the tags of FILE, one per line ('-': standard input)",
+            )
+            common.add_dry_run(change)
+            commands.append(change)
+        for parser in commands:
+            parser.set_defaults(tag_kind=kind)
+            if kind == constants.TAG_INSTANCE:
+                parser.add_argument("instance_name", metavar="INSTANCE")
+        for parser in commands[1:]:
+            parser.add_argument("tags", nargs="*", metavar="TAG")

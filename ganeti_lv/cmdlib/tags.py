@@ -1,0 +1,105 @@
+"""LUTagsGet, LUTagsSet, LUTagsDel: the tags of the cluster and of instances (OP_TAGS_*).
+
+As Ganeti's: no hooks; an instance's tags are changed under its lock, the
+cluster's under the configuration's own (every change is one read-modify-
+write of the configuration, so none is lost). Adding a tag the object has
+already changes nothing; removing one it does not have is refused
+(ECODE_NOENT) before anything changes, as is going over Ganeti's 4096 tags
+of an object (ECODE_INVAL). Reading the tags is a query: no job, no lock.
+Tags keep the order they were added in; listings sort them, as Ganeti's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ganeti_lv import constants, locking
+from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
+from ganeti_lv.cmdlib.common import expand_instance
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpPrereqError
+from ganeti_lv.names import MAX_TAGS
+from ganeti_lv.objects import Cluster, ConfigData, Instance
+from ganeti_lv.opcodes import OpTagsDel, OpTagsGet, OpTagsSet
+
+
+def _target(data: ConfigData, kind: str, name: str | None) -> Cluster | Instance:
+    """The tagged object in ``data`` (the configuration's own: changes stick)."""
+    if kind == constants.TAG_CLUSTER:
+        return data.cluster
+    assert name is not None
+    return data.instances[name]
+
+
+class _TagsLU(NoHooksLU):
+    """The target's name expanded; an instance's lock for a change of its tags."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        """An instance's full name (ECODE_NOENT when unknown) and its lock."""
+        self.needed_locks = {}
+        if self.op.kind == constants.TAG_INSTANCE:
+            self.op.name = expand_instance(self.cfg, self.op.name)
+            if not self.QUERY:
+                self.needed_locks[locking.LEVEL_INSTANCE] = [self.op.name]
+
+    def current(self) -> list[str]:
+        """The target's tags as the configuration has them now."""
+        return list(_target(self.cfg.snapshot(), self.op.kind, self.op.name).tags)
+
+
+@register_lu(OpTagsGet)
+class LUTagsGet(_TagsLU):
+    """The target's tags, sorted."""
+
+    QUERY = True
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
+        """The tags."""
+        return sorted(self.current())
+
+
+@register_lu(OpTagsSet)
+class LUTagsSet(_TagsLU):
+    """Add tags (those the target has already stay as they are)."""
+
+    def CheckPrereq(self) -> None:
+        """No more than Ganeti's limit of tags per object once added."""
+        total = len(set(self.current()) | set(self.op.tags))
+        if total > MAX_TAGS:
+            raise OpPrereqError(
+                f"Too many tags for {self.op.kind} {self.op.name or ''}".rstrip()
+                + f": {total} with the new ones (at most {MAX_TAGS})",
+                ECODE_INVAL,
+            )
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        """Add the new tags, in the order given."""
+        with self.cfg.update() as data:
+            target = _target(data, self.op.kind, self.op.name)
+            target.tags += [tag for tag in dict.fromkeys(self.op.tags) if tag not in target.tags]
+            target.mtime = time.time()
+        return None
+
+
+@register_lu(OpTagsDel)
+class LUTagsDel(_TagsLU):
+    """Remove tags, every one of which the target must have."""
+
+    def CheckPrereq(self) -> None:
+        """ECODE_NOENT, naming them, for tags the target does not have."""
+        missing = sorted(set(self.op.tags) - set(self.current()))
+        if missing:
+            raise OpPrereqError(
+                f"Tag(s) {', '.join(repr(tag) for tag in missing)} not found", ECODE_NOENT
+            )
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        """Remove them."""
+        gone = set(self.op.tags)
+        with self.cfg.update() as data:
+            target = _target(data, self.op.kind, self.op.name)
+            target.tags = [tag for tag in target.tags if tag not in gone]
+            target.mtime = time.time()
+        return None

@@ -1,0 +1,105 @@
+"""Tags of the cluster and of instances: OP_TAGS_GET/SET/DEL and the gnt-lv commands."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from ganeti_lv.cli.main import main
+from ganeti_lv.config import ConfigStore
+from ganeti_lv.context import Context
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpPrereqError
+from ganeti_lv.mcpu import Processor, run_query
+from ganeti_lv.names import MAX_TAGS
+from ganeti_lv.opcodes import OpCode, OpTagsDel, OpTagsGet, OpTagsSet
+
+I1 = "inst1.example.com"
+
+
+def _run(ctx: Context, op: OpCode) -> Any:
+    return Processor(ctx).execute(op, feedback_fn=lambda _line: None)
+
+
+def _refused(ctx: Context, config: ConfigStore, op: OpCode) -> OpPrereqError:
+    """``op`` refused with nothing changed."""
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as err:
+        _run(ctx, op)
+    assert config.read().serial == serial
+    return err.value
+
+
+def test_an_instances_tags_are_added_read_sorted_and_removed(
+    ctx: Context, config: ConfigStore
+) -> None:
+    before = config.get_instance(I1)
+    assert before is not None and before.tags == ["web"]
+    _run(ctx, OpTagsSet(kind="instance", name="inst1", tags=["zeta", "alpha", "web", "zeta"]))
+    after = config.get_instance(I1)
+    assert after is not None
+    assert after.tags == ["web", "zeta", "alpha"]  # in the order added, each once
+    assert after.mtime >= before.mtime
+    assert run_query(ctx, OpTagsGet(kind="instance", name="inst1")) == ["alpha", "web", "zeta"]
+    _run(ctx, OpTagsDel(kind="instance", name=I1, tags=["web", "zeta"]))
+    assert config.get_instance(I1).tags == ["alpha"]  # type: ignore[union-attr]
+    # the other instance and the cluster are untouched
+    assert config.get_instance("inst2.example.com").tags == ["web"]  # type: ignore[union-attr]
+    assert config.get_cluster().tags == []
+
+
+def test_the_clusters_tags(ctx: Context, config: ConfigStore) -> None:
+    _run(ctx, OpTagsSet(kind="cluster", tags=["site:ams", "prod"]))
+    assert config.get_cluster().tags == ["site:ams", "prod"]
+    assert run_query(ctx, OpTagsGet(kind="cluster")) == ["prod", "site:ams"]
+    _run(ctx, OpTagsDel(kind="cluster", tags=["prod"]))
+    assert config.get_cluster().tags == ["site:ams"]
+
+
+def test_bad_tag_requests_change_nothing(ctx: Context, config: ConfigStore) -> None:
+    err = _refused(ctx, config, OpTagsDel(kind="instance", name=I1, tags=["web", "b", "a"]))
+    assert (err.ecode, err.msg) == (ECODE_NOENT, "Tag(s) 'a', 'b' not found")
+    err = _refused(ctx, config, OpTagsSet(kind="instance", name="ghost", tags=["x"]))
+    assert err.ecode == ECODE_NOENT and "ghost" in err.msg
+    err = _refused(ctx, config, OpTagsSet(kind="node", name="node1", tags=["x"]))
+    assert err.ecode == ECODE_INVAL and "tags the cluster and instances only" in err.msg
+    err = _refused(ctx, config, OpTagsSet(kind="instance", name=I1, tags=["two words"]))
+    assert err.ecode == ECODE_INVAL and "Invalid tag 'two words'" in err.msg
+    err = _refused(ctx, config, OpTagsSet(kind="cluster", name="c1", tags=["x"]))
+    assert err.ecode == ECODE_INVAL and "take no name" in err.msg
+    many = [f"t{i}" for i in range(MAX_TAGS)]  # 4096 new ones and "web"
+    err = _refused(ctx, config, OpTagsSet(kind="instance", name=I1, tags=many))
+    assert err.ecode == ECODE_INVAL and f"{MAX_TAGS + 1} with the new ones" in err.msg
+    _run(ctx, OpTagsSet(kind="instance", name=I1, tags=["new"], dry_run=True))
+    assert config.get_instance(I1).tags == ["web"]  # type: ignore[union-attr]
+
+
+def _cli(data_dir: str, capsys: Any, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["--data-dir", data_dir, *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gnt_lv_tag_commands(
+    data_dir: str, config: ConfigStore, capsys: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    source = tmp_path / "tags"
+    source.write_text("from-file\n\n  spaced  \n")
+    code, _, err = _cli(data_dir, capsys, "instance", "add-tags", "--from", str(source), I1, "b")
+    assert (code, err) == (0, "")
+    code, out, _ = _cli(data_dir, capsys, "instance", "list-tags", "inst1")
+    assert (code, out) == (0, "b\nfrom-file\nspaced\nweb\n")
+    code, _, err = _cli(data_dir, capsys, "instance", "remove-tags", I1, "b", "nope")
+    assert code != 0 and "Tag(s) 'nope' not found" in err
+    inst = config.get_instance(I1)
+    assert inst is not None and inst.tags == ["web", "b", "from-file", "spaced"]  # as given
+    code, _, err = _cli(data_dir, capsys, "instance", "add-tags", I1)
+    assert code != 0 and "No tags to be added" in err
+    # the cluster's, the tags from standard input
+    monkeypatch.setattr("sys.stdin", io.StringIO("one\ntwo\n"))
+    assert _cli(data_dir, capsys, "cluster", "add-tags", "--from", "-")[0] == 0
+    assert _cli(data_dir, capsys, "cluster", "list-tags")[1] == "one\ntwo\n"
+    assert _cli(data_dir, capsys, "cluster", "remove-tags", "one")[0] == 0
+    assert config.get_cluster().tags == ["two"]
