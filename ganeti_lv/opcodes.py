@@ -388,9 +388,20 @@ class OpInstanceCreate(OpCode):
     mode: str = "create"
     src_node: str | None = None
     src_path: str | None = None
+    # Ganeti's parameters that ask for nothing here, checked as such: no name or
+    # IP looked up in DNS, no OS installed (the disks start empty), no networks
+    # (so no IP conflicts), no secondary node, kvm only, no OS parameters
+    name_check: bool = False
+    ip_check: bool = False
+    no_install: bool | None = None
+    conflicts_check: bool = True
+    hypervisor: str | None = None
+    snode: str | None = None
+    osparams: dict[str, Any] = field(default_factory=dict)
 
     def _check_values(self) -> None:
         check_instance_name(self.instance_name)
+        self._check_ganeti_only()
         check_tags(self.tags, f"instance {self.instance_name}")
         _require_choice(self, "disk_template", constants.DISK_TEMPLATES)
         _require_choice(self, "mode", ("create", "import"))
@@ -405,6 +416,23 @@ class OpInstanceCreate(OpCode):
                 not isinstance(size, (int, str)) or parse_size(size, f"size of disk {idx}") <= 0
             ):
                 raise OpPrereqError(f"Invalid size for disk {idx}: {size!r}", ECODE_INVAL)
+
+    def _check_ganeti_only(self) -> None:
+        """ECODE_INVAL for what Ganeti's parameters ask that ganeti_lv does not do."""
+        refused = []
+        if self.name_check or self.ip_check:
+            refused.append("name_check and ip_check (instance names are not looked up in DNS)")
+        if self.hypervisor not in (None, constants.HYPERVISOR_KVM):
+            refused.append(f"hypervisor {self.hypervisor!r} (kvm only)")
+        if self.snode:
+            refused.append("snode (no disk template with a secondary node)")
+        if self.osparams:
+            refused.append("osparams (no OS is installed)")
+        if refused:
+            raise OpPrereqError(
+                f"Not supported for instance {self.instance_name}: {'; '.join(refused)}",
+                ECODE_INVAL,
+            )
 
 
 @dataclass(kw_only=True)
@@ -477,6 +505,7 @@ class OpInstanceRemove(OpCode):
     """Remove an instance: stop it, undefine it, delete its disks."""
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_REMOVE"
+    WITH_DRY_RUN: ClassVar[bool] = True
 
     instance_name: str
     ignore_failures: bool = False

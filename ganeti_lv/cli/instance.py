@@ -152,6 +152,7 @@ def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
             instance_name=opts.instance_name,
             ignore_failures=opts.ignore_failures,
             shutdown_timeout=opts.shutdown_timeout,
+            dry_run=opts.dry_run,
         )
     )
     return EXIT_SUCCESS
@@ -268,6 +269,7 @@ def _register_state(registry: CommandRegistry) -> None:
     common.add_force(remove)
     remove.add_argument("--ignore-failures", action="store_true")
     remove.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
+    common.add_dry_run(remove)
 
 
 def register(registry: CommandRegistry) -> None:

@@ -9,7 +9,9 @@ seconds). A change is a job of the master daemon: its handler returns the
 job's id at once, and the job runs in the daemon with its own locks, as any
 job of ``gnt-lv`` does (``gnt-lv job list`` shows it).
 
-Methods are Ganeti's: ``PUT`` for startup, shutdown, migrate, failover,
+Methods are Ganeti's: ``POST /2/instances`` creates an instance (Ganeti's
+request version 1, ``instance-create-reqv1``), ``DELETE`` on an instance
+removes it; ``PUT`` for startup, shutdown, migrate, failover,
 export and prepare-export, a node's role and tags to add (the cluster's,
 ``/2/tags``, and an instance's, ``?tag=a&tag=b``), ``POST`` for reboot and a
 node's migrate, evacuate and modify, ``DELETE`` on a job to cancel it and on
@@ -37,10 +39,12 @@ from ganeti_lv.opcodes import (
     OpBackupExport,
     OpBackupPrepare,
     OpCode,
+    OpInstanceCreate,
     OpInstanceFailover,
     OpInstanceMigrate,
     OpInstanceQueryData,
     OpInstanceReboot,
+    OpInstanceRemove,
     OpInstanceShutdown,
     OpInstanceStartup,
     OpNodeEvacuate,
@@ -56,9 +60,12 @@ from ganeti_lv.rapi.users import ACCESS_READ, ACCESS_WRITE
 
 RAPI_VERSION = 2
 REBOOT_HARD = "hard"  # the default reboot type, as in Ganeti
-# Ganeti's optional RAPI features: a node's migration and evacuation take
-# their parameters in the body (no instance creation or reinstall here)
-FEATURES: list[str] = ["node-migrate-reqv1", "node-evac-res1"]
+# Ganeti's optional RAPI features: an instance's creation (request version 1),
+# a node's migration and evacuation take their parameters in the body (no
+# reinstall here)
+FEATURES: list[str] = ["instance-create-reqv1", "node-migrate-reqv1", "node-evac-res1"]
+# Ganeti's field of an instance creation's body with the request's version
+REQUEST_VERSION_FIELD = "__version__"
 # Ganeti's roles a node can be given: (master candidate, drained, offline),
 # None for a flag the role leaves as it is
 ROLE_FLAGS: dict[str, tuple[bool | None, bool | None, bool | None]] = {
@@ -291,6 +298,30 @@ def _tags_change(op_cls: type[OpTagsSet] | type[OpTagsDel], verb: str) -> Handle
     return handler
 
 
+def _create_instance(req: Request) -> int:
+    """Ganeti's instance creation, request version 1: the body is the opcode's
+    parameters (``name`` and ``os`` by those names), ``?dry-run`` the dry run."""
+    body = params.body_object(req.body)
+    version = body.pop(REQUEST_VERSION_FIELD, 0)
+    if version == 0:
+        raise bad_request("Instance creation request version 0 is not supported")
+    if version != 1:
+        raise bad_request(f"Unsupported request data version {version!r}")
+    static = {"dry_run": bool_arg(req.args, "dry-run")}
+    rename = {"name": "instance_name", "os": "os_type"}
+    return _submit(req, fill_opcode(OpInstanceCreate, body, static, rename=rename))
+
+
+def _remove_instance(req: Request) -> int:
+    """As Ganeti's: failures are not ignored; the body may give ``shutdown_timeout``."""
+    static = {
+        "instance_name": req.items["name"],
+        "ignore_failures": False,
+        "dry_run": bool_arg(req.args, "dry-run"),
+    }
+    return _submit(req, fill_opcode(OpInstanceRemove, req.body, static))
+
+
 def _instance_console(req: Request) -> Any:
     return queries.instance_console(req.query_context(), req.items["name"])
 
@@ -436,8 +467,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/nodes/<name>/evacuate", {"POST": _evacuate_node}),
     Resource("/2/groups", {"GET": _groups}),
     Resource("/2/groups/<name>", {"GET": _group}),
-    Resource("/2/instances", {"GET": _instances}),
-    Resource("/2/instances/<name>", {"GET": _instance}),
+    Resource("/2/instances", {"GET": _instances, "POST": _create_instance}),
+    Resource("/2/instances/<name>", {"GET": _instance, "DELETE": _remove_instance}),
     Resource("/2/instances/<name>/info", {"GET": _instance_info}),
     # as Ganeti's: for users with read or write
     Resource(

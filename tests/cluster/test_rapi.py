@@ -36,6 +36,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.master import daemon as masterd
 from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.objects import disk_path
 from ganeti_lv.rapi import users
 
 pytestmark = [
@@ -146,7 +147,7 @@ def test_version_features_nodes_and_instances(env: Env) -> None:
         ]
     )
     assert version == {"ok": 2}
-    assert features == {"ok": ["node-migrate-reqv1", "node-evac-res1"]}
+    assert features == {"ok": ["instance-create-reqv1", "node-migrate-reqv1", "node-evac-res1"]}
     assert nodes["ok"] == env.nodes
     master = env.config.get_cluster().master_node
     assert {n["name"]: n["role"] for n in bulk_nodes["ok"]}[master] == "M"
@@ -188,6 +189,36 @@ def test_tags_through_ganetis_client(env: Env) -> None:
         assert client.call("WaitForJobCompletion", job, period=1) is True
     assert not {"rapi-a", "rapi-b"} & set(env.gnt("instance", "list-tags", NAME).stdout.split())
     assert "rapi-site" not in env.gnt("cluster", "list-tags").stdout.split()
+
+
+def test_ganetis_client_creates_and_removes_an_instance(env: Env) -> None:
+    """CreateInstance (request version 1) makes the disks on the node and records the
+    instance; DeleteInstance removes both. Not started: no second busy guest."""
+    client = env.client()
+    name = "rapinew"
+    target = env.nodes[-1]
+    job = client.call(
+        "CreateInstance", "create", name, "sharedfile", [{"size": 16}], [{}],
+        pnode=target, beparams={"memory": 64, "vcpus": 1}, start=False,
+        name_check=False, ip_check=False, os="noop",
+    )  # fmt: skip
+    try:
+        assert client.call("WaitForJobCompletion", job, period=1) is True
+        inst = env.config.get_instance(name)
+        assert inst is not None and inst.primary_node == target
+        assert inst.admin_state == constants.ADMINST_DOWN  # start=False
+        disk = disk_path(env.config.get_cluster(), inst, 0)
+        on_node = env.ops.run_command(node(env.config, target), ["stat", "-c", "%s", disk])
+        assert on_node.stdout.strip() == str(16 * 1024 * 1024), on_node
+        row = client.call("GetInstance", name)
+        assert (row["pnode"], row["status"]) == (target, "ADMIN_down")
+    finally:  # removed through the client, also when a check above failed
+        if env.config.get_instance(name) is not None:
+            job = client.call("DeleteInstance", name)
+            assert client.call("WaitForJobCompletion", job, period=1) is True
+    assert env.config.get_instance(name) is None
+    gone = env.ops.run_command(node(env.config, target), ["test", "-e", disk])
+    assert gone.exit_status != 0
 
 
 def test_migrate_export_shutdown_startup_as_jobs(env: Env) -> None:

@@ -480,6 +480,20 @@ def test_startup_offline_primary(ctx: Context, config: ConfigStore) -> None:
     assert err.ecode == ECODE_STATE
 
 
+def test_a_dry_run_of_a_removal_checks_and_changes_nothing(
+    ctx: Context, running: FakeNodeOps, config: ConfigStore
+) -> None:
+    serial = config.read().serial
+    result, _ = run(ctx, OpInstanceRemove(instance_name=INST, dry_run=True))
+    assert result is None and config.read().serial == serial
+    assert running.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+    assert not running.calls_to("shutdown_instance") and not running.calls_to("remove_disks")
+    with config.update() as data:
+        data.nodes[N1].offline = True
+    err = prereq_error(ctx, OpInstanceRemove(instance_name=INST, dry_run=True))
+    assert err.ecode == ECODE_STATE and "use ignore_failures" in err.msg
+
+
 def test_unknown_instance(ctx: Context) -> None:
     err = prereq_error(ctx, OpInstanceStartup(instance_name="ghost"))
     assert err.ecode == ECODE_NOENT and "Instance 'ghost' not known" in str(err)

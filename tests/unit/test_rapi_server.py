@@ -643,7 +643,7 @@ def test_ganetis_client_reads_migrates_and_follows_the_job(
         ]
     )
     assert version == {"ok": 2}
-    assert features == {"ok": ["node-migrate-reqv1", "node-evac-res1"]}
+    assert features == {"ok": ["instance-create-reqv1", "node-migrate-reqv1", "node-evac-res1"]}
     assert nodes == {"ok": [N1, N2, N3]}
     assert [i["name"] for i in instances["ok"]] == [INST, "inst2.example.com"]
     job = job_id["ok"]
@@ -992,3 +992,51 @@ def test_ganetis_client_adds_reads_and_removes_tags(
     viewer = _client(rapi, data_dir, user=VIEWER)
     assert viewer.call("GetClusterTags") == ["site:ams"]
     assert viewer.error("AddClusterTags", ["x"])["code"] == 403
+
+
+@needs_ganeti_client
+def test_ganetis_client_creates_and_removes_an_instance(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
+) -> None:
+    """CreateInstance (request version 1) and DeleteInstance, each a job of the daemon."""
+    client = _client(rapi, data_dir)
+    name = "new1.example.com"
+    spec: dict[str, Any] = {
+        "pnode": N2,
+        "beparams": {"memory": 128, "vcpus": 1},
+        "os": "noop",
+        "name_check": False,
+        "ip_check": False,
+        "no_install": True,
+        "tags": ["from-rapi"],
+    }
+    args = ["create", name, "sharedfile", [{"size": 64}], [{}]]
+    dry = client.call("CreateInstance", *args, dry_run=True, **spec)
+    assert client.call("WaitForJobCompletion", dry, period=0) is True
+    assert config.get_instance(name) is None  # a dry run
+    job = client.call("CreateInstance", *args, reason="for the test", **spec)
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    inst = config.get_instance(name)
+    assert inst is not None and (inst.primary_node, inst.os, inst.tags) == (
+        N2,
+        "noop",
+        ["from-rapi"],
+    )
+    assert [d.size for d in inst.disks] == [64] and len(inst.nics) == 1
+    assert inst1_running.node(N2).domains[name].state == "running"
+    assert _job(data_dir, job).ops[0].params["reason"][0][1] == "for the test"
+    # refused before any job: what cannot be done here, a request of version 0
+    refused = client.error("CreateInstance", *args, **{**spec, "name_check": True})
+    assert refused["code"] == 400 and "not looked up in DNS" in refused["msg"]
+    refused = client.error("CreateInstance", *args, **{**spec, "snode": N3})
+    assert refused["code"] == 400 and "snode" in refused["msg"]
+    old = client.error("_SendRequest", "POST", "/2/instances", None, {"name": "x"})
+    assert old["code"] == 400 and "request version 0" in old["msg"]
+    # removed: gone from the configuration and the node
+    job = client.call("DeleteInstance", name, shutdown_timeout=10)
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert config.get_instance(name) is None and name not in inst1_running.node(N2).domains
+    assert _job(data_dir, job).ops[0].params["shutdown_timeout"] == 10
+    failed = client.call("DeleteInstance", name)  # unknown now: the job fails
+    assert client.call("WaitForJobCompletion", failed, period=0) is False
+    assert _client(rapi, data_dir, user=VIEWER).error("DeleteInstance", INST)["code"] == 403
