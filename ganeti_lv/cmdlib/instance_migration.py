@@ -45,6 +45,7 @@ from ganeti_lv.cmdlib.instance_failover import FailoverSteps
 from ganeti_lv.cmdlib.memory_reservation import arrivals, reserve_memory
 from ganeti_lv.cmdlib.migration_checks import (
     check_hv_versions,
+    check_target_memory,
     instance_memory,
     migration_params,
     missing_bridges,
@@ -342,42 +343,15 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         self._probes.clear()
 
     def _check_memory(self, node: Node, free: int) -> None:
-        """The target must hold the instance's memory as it runs now (ECODE_NORES).
-
-        Ganeti fits an instance onto a target with less free memory by
-        ballooning it down towards its minimum memory when runtime changes
-        are allowed. ganeti_lv guests have no balloon device, so their
-        runtime memory is their maximum memory and is never changed: such a
-        target is refused either way; the message says what would have been
-        needed (``--no-runtime-changes`` forbids the shrinking outright).
-        """
-        inst, cluster = self._inst(), self._cluster()
-        needed = self._memory_needed()
-        if free >= needed:
-            return
-        if self.failover:
-            raise OpPrereqError(
-                f"Not enough memory on node {node.name} for starting instance {inst.name}:"
-                f" needed {needed} MiB, available {free} MiB",
-                ECODE_NORES,
-            )
-        if not self.allow_runtime_changes:
-            raise OpPrereqError(
-                f"Memory ballooning not allowed and not enough free memory to fit instance"
-                f" {inst.name} on target node {node.name} (have {free} MiB, need {needed} MiB)",
-                ECODE_NORES,
-            )
-        minmem = int(cluster.fill_beparams(inst)["minmem"])
-        hint = (
-            f"; shrinking it towards its minimum memory ({minmem} MiB) would need memory"
-            " ballooning, which ganeti_lv does not do"
-            if free >= minmem
-            else ""
-        )
-        raise OpPrereqError(
-            f"Not enough memory on node {node.name} for migrating instance {inst.name}:"
-            f" needed {needed} MiB, available {free} MiB{hint}",
-            ECODE_NORES,
+        """The target must hold the instance's memory (``check_target_memory``)."""
+        check_target_memory(
+            node.name,
+            self._inst(),
+            self._cluster(),
+            free,
+            self._memory_needed(),
+            failover=self.failover,
+            allow_runtime_changes=self.allow_runtime_changes,
         )
 
     def _check_storage(self, node: Node) -> None:

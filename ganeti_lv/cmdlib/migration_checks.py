@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
 from ganeti_lv.hypervisor.base import NodeFacts
 from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
@@ -179,3 +179,49 @@ def migration_params(
     if op.abort_timeout is not None:
         params.abort_timeout = op.abort_timeout
     return params
+
+
+def check_target_memory(
+    node: str,
+    instance: Instance,
+    cluster: Cluster,
+    free: int,
+    needed: int,
+    failover: bool,
+    allow_runtime_changes: bool,
+) -> None:
+    """ECODE_NORES unless ``free`` MiB on ``node`` hold the ``needed`` MiB of the instance.
+
+    Ganeti fits an instance onto a target with less free memory by
+    ballooning it down towards its minimum memory when runtime changes
+    are allowed. ganeti_lv guests have no balloon device, so their
+    runtime memory is their maximum memory and is never changed: such a
+    target is refused either way; the message says what would have been
+    needed (``--no-runtime-changes`` forbids the shrinking outright).
+    """
+    if free >= needed:
+        return
+    if failover:
+        raise OpPrereqError(
+            f"Not enough memory on node {node} for starting instance {instance.name}:"
+            f" needed {needed} MiB, available {free} MiB",
+            ECODE_NORES,
+        )
+    if not allow_runtime_changes:
+        raise OpPrereqError(
+            f"Memory ballooning not allowed and not enough free memory to fit instance"
+            f" {instance.name} on target node {node} (have {free} MiB, need {needed} MiB)",
+            ECODE_NORES,
+        )
+    minmem = int(cluster.fill_beparams(instance)["minmem"])
+    hint = (
+        f"; shrinking it towards its minimum memory ({minmem} MiB) would need memory"
+        " ballooning, which ganeti_lv does not do"
+        if free >= minmem
+        else ""
+    )
+    raise OpPrereqError(
+        f"Not enough memory on node {node} for migrating instance {instance.name}:"
+        f" needed {needed} MiB, available {free} MiB{hint}",
+        ECODE_NORES,
+    )

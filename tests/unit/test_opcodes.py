@@ -30,9 +30,9 @@ class OpSample(OpCode):
     name: str
     count: int = 3
     ratio: float | None = None
-    tags: list[str] = opcodes.field(default_factory=list)
-    params: dict[str, Any] = opcodes.field(default_factory=dict)
-    disks: list[dict[str, Any]] = opcodes.field(default_factory=list)
+    tags: list[str] = dataclasses.field(default_factory=list)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    disks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _names(cls: type[OpCode]) -> list[str]:

@@ -1,0 +1,67 @@
+"""Opcodes of tags: the cluster's and an instance's (Ganeti's OP_TAGS_*)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ganeti_lv import constants
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.names import check_tags
+from ganeti_lv.opcodes.base import (
+    OpCode,
+)
+
+
+@dataclass(kw_only=True)
+class _TagsOpCode(OpCode):
+    """Ganeti's tag target: the cluster (``kind`` cluster, no name) or an instance."""
+
+    kind: str
+    name: str | None = None
+
+    def _check_values(self) -> None:
+        if self.kind not in constants.TAG_KINDS:
+            raise OpPrereqError(
+                f"Tags of kind '{self.kind}' are not supported: ganeti_lv tags the cluster"
+                f" and instances only (Ganeti's kinds: {', '.join(constants.GANETI_TAG_KINDS)})",
+                ECODE_INVAL,
+            )
+        if self.kind == constants.TAG_CLUSTER and self.name:
+            raise OpPrereqError("The cluster's tags take no name", ECODE_INVAL)
+        if self.kind == constants.TAG_INSTANCE and not self.name:
+            raise OpPrereqError("An instance's tags need the instance's name", ECODE_INVAL)
+
+
+@dataclass(kw_only=True)
+class OpTagsGet(_TagsOpCode):
+    """The tags of the cluster or of an instance (Ganeti's OP_TAGS_GET); a query."""
+
+    OP_ID: ClassVar[str] = "OP_TAGS_GET"
+
+
+@dataclass(kw_only=True)
+class _TagsChange(_TagsOpCode):
+    """Tags to add or remove, each of Ganeti's form."""
+
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    tags: list[str] = field(default_factory=list)
+
+    def _check_values(self) -> None:
+        super()._check_values()
+        check_tags(self.tags, f"{self.kind} {self.name or ''}".rstrip())
+
+
+@dataclass(kw_only=True)
+class OpTagsSet(_TagsChange):
+    """Add tags to the cluster or an instance (Ganeti's OP_TAGS_SET)."""
+
+    OP_ID: ClassVar[str] = "OP_TAGS_SET"
+
+
+@dataclass(kw_only=True)
+class OpTagsDel(_TagsChange):
+    """Remove tags from the cluster or an instance (Ganeti's OP_TAGS_DEL)."""
+
+    OP_ID: ClassVar[str] = "OP_TAGS_DEL"
