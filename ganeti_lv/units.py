@@ -84,6 +84,8 @@ def parse_int(value: Any, what: str = "value") -> int:
 # beparams holding memory sizes (MiB); "memory" is a shortcut for minmem = maxmem.
 BE_MEMORY_KEYS = ("maxmem", "minmem")
 BE_MEMORY_ALIAS = "memory"
+# Ganeti's value that sets a parameter back to its default
+VALUE_DEFAULT = "default"
 
 
 def coerce_params(
@@ -97,8 +99,9 @@ def coerce_params(
 
     ``kind`` names the dict in errors ("hypervisor", "backend"). Keys in
     ``size_keys`` accept sizes ("128M"; rounding is noted in ``notes``).
-    Unknown keys are ECODE_INVAL. A value of None stays None: the key goes
-    back to its default (``without_resets``, ``apply_changes``).
+    Unknown keys are ECODE_INVAL. A value of None (``-key``) or Ganeti's
+    ``"default"`` becomes None: the key goes back to its default
+    (``without_resets``, ``apply_changes``).
     """
     out: dict[str, Any] = {}
     for key, value in params.items():
@@ -107,7 +110,7 @@ def coerce_params(
                 f"Unknown {kind} parameter '{key}' (valid: {', '.join(sorted(defaults))})",
                 ECODE_INVAL,
             )
-        if value is None:  # back to the default (Ganeti's "-key")
+        if value is None or value == VALUE_DEFAULT:  # back to the default, as Ganeti's
             out[key] = None
             continue
         what = f"{kind} parameter '{key}'"
@@ -157,7 +160,7 @@ def coerce_beparams(
     params = dict(params)
     if BE_MEMORY_ALIAS in params:
         memory = params.pop(BE_MEMORY_ALIAS)
-        if memory is not None:
+        if memory is not None and memory != VALUE_DEFAULT:
             memory = parse_size(memory, "backend parameter 'memory'", notes)
         for key in BE_MEMORY_KEYS:
             if key in params:

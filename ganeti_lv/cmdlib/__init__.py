@@ -15,6 +15,7 @@ from ganeti_lv.cmdlib import (  # noqa: F401
     instance_create,
     instance_info,
     instance_migration,
+    instance_modify,
     instance_move,
     instance_query,
     node,

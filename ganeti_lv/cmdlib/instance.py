@@ -192,7 +192,7 @@ def check_not_running_elsewhere(
 # ---------------------------------------------------------------- lifecycle
 
 
-class _InstanceLU(LogicalUnit):
+class InstanceLU(LogicalUnit):
     """Base for LUs on one existing instance: locks it and its primary node."""
 
     HTYPE = constants.HTYPE_INSTANCE
@@ -237,7 +237,7 @@ class _InstanceLU(LogicalUnit):
 
 
 @register_lu(OpInstanceStartup)
-class LUInstanceStartup(_InstanceLU):
+class LUInstanceStartup(InstanceLU):
     """Start an instance (if it is not running) and mark it up.
 
     As Ganeti's, a start may take temporary parameters (``hvparams``,
@@ -330,7 +330,7 @@ class LUInstanceStartup(_InstanceLU):
 
 
 @register_lu(OpInstanceShutdown)
-class LUInstanceShutdown(_InstanceLU):
+class LUInstanceShutdown(InstanceLU):
     """Stop an instance (ACPI, forced after the timeout) and mark it down."""
 
     HPATH = constants.HPATH_INSTANCE_STOP
@@ -389,7 +389,7 @@ class LUInstanceShutdown(_InstanceLU):
 
 
 @register_lu(OpInstanceReboot)
-class LUInstanceReboot(_InstanceLU):
+class LUInstanceReboot(InstanceLU):
     """Reboot: soft/hard in place when running; otherwise (and for full) stop + start."""
 
     HPATH = constants.HPATH_INSTANCE_REBOOT
@@ -439,7 +439,7 @@ class LUInstanceReboot(_InstanceLU):
 
 
 @register_lu(OpInstanceRemove)
-class LUInstanceRemove(_InstanceLU):
+class LUInstanceRemove(InstanceLU):
     """Remove an instance: stop and undefine the domain, delete disks, drop config."""
 
     HPATH = constants.HPATH_INSTANCE_REMOVE

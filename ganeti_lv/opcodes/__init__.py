@@ -48,6 +48,7 @@ from ganeti_lv.opcodes.instance import (
     OpInstanceQueryData,
     OpInstanceReboot,
     OpInstanceRemove,
+    OpInstanceSetParams,
     OpInstanceShutdown,
     OpInstanceStartup,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "OpInstanceQueryData",
     "OpInstanceReboot",
     "OpInstanceRemove",
+    "OpInstanceSetParams",
     "OpInstanceShutdown",
     "OpInstanceStartup",
     "OpNodeAdd",

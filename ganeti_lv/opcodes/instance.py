@@ -107,6 +107,22 @@ class OpInstanceStartup(OpCode):
 
 
 @dataclass(kw_only=True)
+class OpInstanceSetParams(OpCode):
+    """Change an instance's backend and hypervisor parameters (Ganeti's
+    OP_INSTANCE_SET_PARAMS, its ``-B`` and ``-H``; a value None sets one back to
+    the cluster's default)."""
+
+    OP_ID: ClassVar[str] = "OP_INSTANCE_SET_PARAMS"
+    WITH_DRY_RUN: ClassVar[bool] = True
+
+    instance_name: str
+    beparams: dict[str, Any] = field(default_factory=dict)
+    hvparams: dict[str, Any] = field(default_factory=dict)
+    # Ganeti's: skip the check that the instance can still start with more memory
+    force: bool = False
+
+
+@dataclass(kw_only=True)
 class OpInstanceShutdown(OpCode):
     """Shut an instance down (ACPI, then forced after ``timeout`` s) and mark it down."""
 

@@ -11,7 +11,8 @@ job of ``gnt-lv`` does (``gnt-lv job list`` shows it).
 
 Methods are Ganeti's: ``POST /2/instances`` creates an instance (Ganeti's
 request version 1, ``instance-create-reqv1``), ``DELETE`` on an instance
-removes it; ``PUT`` for startup, shutdown, migrate, failover,
+removes it; ``PUT`` for modify (backend and hypervisor parameters), startup,
+shutdown, migrate, failover,
 export and prepare-export, a node's role and tags to add (the cluster's,
 ``/2/tags``, and an instance's, ``?tag=a&tag=b``), ``POST`` for reboot and a
 node's migrate, evacuate and modify, ``DELETE`` on a job to cancel it and on
@@ -45,6 +46,7 @@ from ganeti_lv.opcodes import (
     OpInstanceQueryData,
     OpInstanceReboot,
     OpInstanceRemove,
+    OpInstanceSetParams,
     OpInstanceShutdown,
     OpInstanceStartup,
     OpNodeEvacuate,
@@ -312,6 +314,13 @@ def _create_instance(req: Request) -> int:
     return _submit(req, fill_opcode(OpInstanceCreate, body, static, rename=rename))
 
 
+def _modify_instance(req: Request) -> int:
+    """As Ganeti's: the body is the opcode's parameters (here beparams, hvparams, force)."""
+    return _submit(
+        req, fill_opcode(OpInstanceSetParams, req.body, {"instance_name": req.items["name"]})
+    )
+
+
 def _remove_instance(req: Request) -> int:
     """As Ganeti's: failures are not ignored; the body may give ``shutdown_timeout``."""
     static = {
@@ -476,6 +485,7 @@ RESOURCES: tuple[Resource, ...] = (
         {"GET": _instance_console},
         get_access=(ACCESS_WRITE, ACCESS_READ),
     ),
+    Resource("/2/instances/<name>/modify", {"PUT": _modify_instance}),
     Resource("/2/instances/<name>/startup", {"PUT": _startup}),
     Resource("/2/instances/<name>/shutdown", {"PUT": _shutdown}),
     Resource("/2/instances/<name>/reboot", {"POST": _reboot}),

@@ -139,14 +139,19 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     match = PATTERN_RE.search(booted.replace("\r", ""))
     assert match is not None and match.group(1) == "lc1tmp", shown
     assert domain_state(ops, pnode, name) == constants.DOMSTATE_RUNNING
-    # a full reboot starts it from the configuration again
+    # modified while it runs: recorded, the running guest keeps what it has; a full
+    # reboot starts it from the configuration again (the modification, no -H/-B)
+    out = gnt.ok("instance", "modify", "-B", "memory=144M", name)
+    assert " - be/maxmem -> 144" in out and "at its next start" in out, out
+    dominfo = ops.run_command(pnode, ["virsh", "dominfo", name]).stdout
+    assert re.search(r"Max memory:\s+163840 KiB", dominfo), dominfo
     before = ready_count(console(ops, pnode, name))
     gnt.ok("instance", "reboot", "--type", "full", name)
     text = wait_console(ops, pnode, name, lambda t: ready_count(t) > before)
     match = PATTERN_RE.findall(text)[-1]
     assert match[0] == name, text[-2000:]
     dominfo = ops.run_command(pnode, ["virsh", "dominfo", name]).stdout
-    assert re.search(r"Max memory:\s+131072 KiB", dominfo), dominfo
+    assert re.search(r"Max memory:\s+147456 KiB", dominfo), dominfo
 
     # hard reboot boots again
     before = ready_count(console(ops, pnode, name))

@@ -212,6 +212,9 @@ def test_ganetis_client_creates_and_removes_an_instance(env: Env) -> None:
         assert on_node.stdout.strip() == str(16 * 1024 * 1024), on_node
         row = client.call("GetInstance", name)
         assert (row["pnode"], row["status"]) == (target, "ADMIN_down")
+        job = client.call("ModifyInstance", name, beparams={"memory": 96})
+        assert client.call("WaitForJobCompletion", job, period=1) is True
+        assert client.call("GetInstance", name)["beparams"]["maxmem"] == 96
     finally:  # removed through the client, also when a check above failed
         if env.config.get_instance(name) is not None:
             job = client.call("DeleteInstance", name)

@@ -1032,6 +1032,14 @@ def test_ganetis_client_creates_and_removes_an_instance(
     assert refused["code"] == 400 and "snode" in refused["msg"]
     old = client.error("_SendRequest", "POST", "/2/instances", None, {"name": "x"})
     assert old["code"] == 400 and "request version 0" in old["msg"]
+    # modified: Ganeti's body, Ganeti's result; what cannot be changed here is refused
+    job = client.call("ModifyInstance", name, beparams={"vcpus": 2}, hvparams={"acpi": False})
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert client.call("GetJobStatus", job)["opresult"] == [[["hv/acpi", False], ["be/vcpus", 2]]]
+    inst = config.get_instance(name)
+    assert inst is not None and inst.beparams["vcpus"] == 2 and inst.hvparams["acpi"] is False
+    refused = client.error("ModifyInstance", name, nics=[["add", {}]])
+    assert refused["code"] == 400 and "has no parameter 'nics'" in refused["msg"]
     # removed: gone from the configuration and the node
     job = client.call("DeleteInstance", name, shutdown_timeout=10)
     assert client.call("WaitForJobCompletion", job, period=0) is True
