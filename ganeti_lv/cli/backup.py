@@ -151,7 +151,7 @@ def register(registry: CommandRegistry) -> None:
         help=f"{', '.join(constants.DISK_TEMPLATES)} (default: file, the cluster's first"
         " enabled template, as Ganeti's import chooses; not the export's)",
     )
-    imp.add_argument("-B", "--backend-parameters", dest="beparams", default=None)
+    common.add_beparams(imp)
     common.add_hvparams(imp)
     imp.add_argument(
         "--start",

@@ -19,7 +19,7 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shared-file-storage-dir", help="Shared directory for 'sharedfile' disks")
     parser.add_argument("--domain-type", choices=("kvm", "qemu"), help="libvirt domain type")
     common.add_hvparams(parser)
-    parser.add_argument("-B", "--backend-parameters", dest="beparams", metavar="K=V,...")
+    common.add_beparams(parser)
 
 
 def _storage_fields(opts: argparse.Namespace) -> dict[str, Any]:

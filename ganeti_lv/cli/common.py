@@ -579,6 +579,13 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_beparams(parser: argparse.ArgumentParser, what: str = "Backend parameters") -> None:
+    """``-B K=V,...``: backend parameters (memory, vcpus, ...)."""
+    parser.add_argument(
+        "-B", "--backend-parameters", dest="beparams", default=None, metavar="K=V,...", help=what
+    )
+
+
 def add_hvparams(parser: argparse.ArgumentParser, what: str = "Hypervisor parameters") -> None:
     """``-H [kvm:]K=V,...``: hypervisor parameters, in Ganeti's form or without the name."""
     parser.add_argument(

@@ -197,7 +197,7 @@ def _register_add(registry: CommandRegistry) -> None:
     add.add_argument("-t", "--disk-template", required=True, choices=constants.DISK_TEMPLATES)
     add.add_argument("--disk", dest="disks", action="append", metavar="N:size=SIZE,...")
     add.add_argument("-n", "--node", help="Primary node")
-    add.add_argument("-B", "--backend-parameters", dest="beparams", metavar="K=V,...")
+    common.add_beparams(add)
     common.add_hvparams(add)
     add.add_argument(
         "--net",
@@ -221,13 +221,7 @@ def _register_state(registry: CommandRegistry) -> None:
     startup.add_argument("--ignore-offline", action="store_true")
     startup.add_argument("--no-remember", action="store_true")
     common.add_hvparams(startup, "Temporary hypervisor parameters, for this start only")
-    startup.add_argument(
-        "-B",
-        "--backend-parameters",
-        dest="beparams",
-        metavar="K=V,...",
-        help="Temporary backend parameters, for this start only",
-    )
+    common.add_beparams(startup, "Temporary backend parameters, for this start only")
     startup.add_argument(
         "--paused",
         dest="startup_paused",

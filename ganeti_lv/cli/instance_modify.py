@@ -37,13 +37,7 @@ def register(registry: CommandRegistry) -> None:
         "instance", "modify", cmd_modify, help="Change an instance's parameters"
     )
     common.add_submit(modify)
-    modify.add_argument(
-        "-B",
-        "--backend-parameters",
-        dest="beparams",
-        metavar="K=V,...",
-        help="Backend parameters (-K: back to the cluster's default)",
-    )
+    common.add_beparams(modify, "Backend parameters (-K: back to the cluster's default)")
     common.add_hvparams(modify, "Hypervisor parameters (-K: back to the cluster's default)")
     modify.add_argument(
         "-f",

@@ -4,32 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
+from support.lu import refused, run_op
 
 from ganeti_lv import constants
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.mcpu import Processor
-from ganeti_lv.opcodes import OpCode, OpInstanceSetParams
+from ganeti_lv.opcodes import OpInstanceSetParams
 
 N1 = "node1.example.com"
 I1 = "inst1.example.com"
-
-
-def _run(ctx: Context, op: OpCode) -> tuple[Any, list[str]]:
-    lines: list[str] = []
-    return Processor(ctx).execute(op, feedback_fn=lines.append), lines
-
-
-def _refused(ctx: Context, config: ConfigStore, op: OpCode) -> OpPrereqError:
-    serial = config.read().serial
-    with pytest.raises(OpPrereqError) as err:
-        _run(ctx, op)
-    assert config.read().serial == serial
-    return err.value
 
 
 def test_changes_are_merged_recorded_and_listed_as_ganeti_lists_them(
@@ -43,7 +29,7 @@ def test_changes_are_merged_recorded_and_listed_as_ganeti_lists_them(
         beparams={"memory": "512M", "vcpus": 2},
         hvparams={"kernel_args": "console=ttyS0 quiet"},
     )
-    result, feedback = _run(ctx, op)
+    result, feedback = run_op(ctx, op)
     assert result[0] == ["hv/kernel_args", "console=ttyS0 quiet"]
     assert sorted(result[1:]) == [["be/maxmem", 512], ["be/minmem", 512], ["be/vcpus", 2]]
     inst = config.get_instance(I1)
@@ -62,7 +48,7 @@ def test_changes_are_merged_recorded_and_listed_as_ganeti_lists_them(
     assert inst1_running.node(N1).domains[I1].memory == 128
     assert not inst1_running.calls_to("start_instance")
     # back to the cluster's defaults: "-key" (None) or Ganeti's "default"
-    result, _ = _run(ctx, OpInstanceSetParams(instance_name=I1, beparams={"vcpus": "default"}))
+    result, _ = run_op(ctx, OpInstanceSetParams(instance_name=I1, beparams={"vcpus": "default"}))
     assert result == [["be/vcpus", "default"]]
     assert "vcpus" not in config.get_instance(I1).beparams  # type: ignore[union-attr]
 
@@ -72,14 +58,14 @@ def test_more_memory_than_the_primary_could_start_needs_force(
 ) -> None:
     """As Ganeti's: free memory plus what the running instance takes there now."""
     inst1_running.node(N1).facts.memory_free = 100  # and 128 MiB the instance runs with
-    err = _refused(ctx, config, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 300}))
+    err = refused(ctx, config, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 300}))
     assert err.ecode == ECODE_NORES and "72 MiB of memory missing" in err.msg
-    _run(ctx, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 228}))  # just fits
-    _run(ctx, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 300}, force=True))
+    run_op(ctx, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 228}))  # just fits
+    run_op(ctx, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 300}, force=True))
     assert config.get_instance(I1).beparams["maxmem"] == 300  # type: ignore[union-attr]
     # a primary that does not answer: a warning, as Ganeti's
     inst1_running.fail("node_info", N1, "no answer")
-    _, feedback = _run(ctx, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 400}))
+    _, feedback = run_op(ctx, OpInstanceSetParams(instance_name=I1, beparams={"maxmem": 400}))
     assert any(f"Can't get info from primary node {N1}" in line for line in feedback)
 
 
@@ -95,9 +81,9 @@ def test_bad_changes_change_nothing(
     ]
     inst1_running.node(N1).facts.cpu_count = 2
     for params, ecode, text in cases:
-        err = _refused(ctx, config, OpInstanceSetParams(instance_name=I1, **params))
+        err = refused(ctx, config, OpInstanceSetParams(instance_name=I1, **params))
         assert (err.ecode, text in err.msg) == (ecode, True), err.msg
-    result, _ = _run(
+    result, _ = run_op(
         ctx, OpInstanceSetParams(instance_name=I1, beparams={"vcpus": 2}, dry_run=True)
     )
     assert result is None and "vcpus" not in config.get_instance(I1).beparams  # type: ignore[union-attr]
@@ -107,7 +93,7 @@ def test_hooks_see_the_new_memory(
     ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
 ) -> None:
     inst1_running.node(N1).facts.memory_free = 4096
-    _run(ctx, OpInstanceSetParams(instance_name=I1, beparams={"memory": 256}))
+    run_op(ctx, OpInstanceSetParams(instance_name=I1, beparams={"memory": 256}))
     envs = [c.args[1] for c in inst1_running.calls_to("run_hooks", N1)]
     (pre,) = [e for e in envs if e["GANETI_HOOKS_PHASE"] == "pre"]
     assert pre["GANETI_HOOKS_PATH"] == constants.HPATH_INSTANCE_MODIFY

@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import pytest
+from support.lu import refused, run_op
 
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpPrereqError
-from ganeti_lv.mcpu import Processor, run_query
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT
+from ganeti_lv.mcpu import run_query
 from ganeti_lv.names import MAX_TAGS
 from ganeti_lv.opcodes import OpCode, OpTagsDel, OpTagsGet, OpTagsSet
 
@@ -19,16 +19,7 @@ I1 = "inst1.example.com"
 
 
 def _run(ctx: Context, op: OpCode) -> Any:
-    return Processor(ctx).execute(op, feedback_fn=lambda _line: None)
-
-
-def _refused(ctx: Context, config: ConfigStore, op: OpCode) -> OpPrereqError:
-    """``op`` refused with nothing changed."""
-    serial = config.read().serial
-    with pytest.raises(OpPrereqError) as err:
-        _run(ctx, op)
-    assert config.read().serial == serial
-    return err.value
+    return run_op(ctx, op)[0]
 
 
 def test_an_instances_tags_are_added_read_sorted_and_removed(
@@ -58,18 +49,18 @@ def test_the_clusters_tags(ctx: Context, config: ConfigStore) -> None:
 
 
 def test_bad_tag_requests_change_nothing(ctx: Context, config: ConfigStore) -> None:
-    err = _refused(ctx, config, OpTagsDel(kind="instance", name=I1, tags=["web", "b", "a"]))
+    err = refused(ctx, config, OpTagsDel(kind="instance", name=I1, tags=["web", "b", "a"]))
     assert (err.ecode, err.msg) == (ECODE_NOENT, "Tag(s) 'a', 'b' not found")
-    err = _refused(ctx, config, OpTagsSet(kind="instance", name="ghost", tags=["x"]))
+    err = refused(ctx, config, OpTagsSet(kind="instance", name="ghost", tags=["x"]))
     assert err.ecode == ECODE_NOENT and "ghost" in err.msg
-    err = _refused(ctx, config, OpTagsSet(kind="node", name="node1", tags=["x"]))
+    err = refused(ctx, config, OpTagsSet(kind="node", name="node1", tags=["x"]))
     assert err.ecode == ECODE_INVAL and "tags the cluster and instances only" in err.msg
-    err = _refused(ctx, config, OpTagsSet(kind="instance", name=I1, tags=["two words"]))
+    err = refused(ctx, config, OpTagsSet(kind="instance", name=I1, tags=["two words"]))
     assert err.ecode == ECODE_INVAL and "Invalid tag 'two words'" in err.msg
-    err = _refused(ctx, config, OpTagsSet(kind="cluster", name="c1", tags=["x"]))
+    err = refused(ctx, config, OpTagsSet(kind="cluster", name="c1", tags=["x"]))
     assert err.ecode == ECODE_INVAL and "take no name" in err.msg
     many = [f"t{i}" for i in range(MAX_TAGS)]  # 4096 new ones and "web"
-    err = _refused(ctx, config, OpTagsSet(kind="instance", name=I1, tags=many))
+    err = refused(ctx, config, OpTagsSet(kind="instance", name=I1, tags=many))
     assert err.ecode == ECODE_INVAL and f"{MAX_TAGS + 1} with the new ones" in err.msg
     _run(ctx, OpTagsSet(kind="instance", name=I1, tags=["new"], dry_run=True))
     assert config.get_instance(I1).tags == ["web"]  # type: ignore[union-attr]
