@@ -84,6 +84,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
         instance_name=opts.instance_name,
         disk_template=opts.disk_template,
         pnode=opts.node,
+        iallocator=opts.iallocator,
         mode="import",
         src_node=opts.src_node,
         src_path=opts.src_dir,
@@ -128,7 +129,7 @@ def register(registry: CommandRegistry) -> None:
     imp = registry.command("backup", "import", cmd_import, help="Create an instance from an export")
     common.add_submit(imp)
     imp.add_argument("instance_name", metavar="INSTANCE")
-    imp.add_argument("-n", "--node", required=True, metavar="NODE", help="Primary node")
+    common.add_primary(imp)
     imp.add_argument("--src-node", required=True, metavar="NODE")
     imp.add_argument(
         "--src-dir",

@@ -70,6 +70,7 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
         instance_name=opts.instance_name,
         disk_template=opts.disk_template,
         pnode=opts.node,
+        iallocator=opts.iallocator,
         disks=parse_disks(opts.disks),
         nics=_add_nics(opts),
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
@@ -196,7 +197,7 @@ def _register_add(registry: CommandRegistry) -> None:
     _instance_arg(add)
     add.add_argument("-t", "--disk-template", required=True, choices=constants.DISK_TEMPLATES)
     add.add_argument("--disk", dest="disks", action="append", metavar="N:size=SIZE,...")
-    add.add_argument("-n", "--node", help="Primary node")
+    common.add_primary(add)
     common.add_beparams(add)
     common.add_hvparams(add)
     add.add_argument(

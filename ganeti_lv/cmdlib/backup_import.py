@@ -62,8 +62,8 @@ class ImportModeHandler(CreateModeHandler):
         locks = lu.needed_locks
         assert locks is not None
         nodes = locks.get(locking.LEVEL_NODE, [])
-        assert isinstance(nodes, list)
-        locks[locking.LEVEL_NODE] = sorted({*nodes, lu.op.src_node})
+        if isinstance(nodes, list):  # else every node, the allocator's choice still open
+            locks[locking.LEVEL_NODE] = sorted({*nodes, lu.op.src_node})
         export_dir = lu.cfg.get_cluster().export_dir.rstrip("/")
         self.path = exportcompat.resolve_src_path(export_dir, lu.op.src_path, lu.op.instance_name)
         folder, name = self.path.rsplit("/", 1)

@@ -44,6 +44,7 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
+from ganeti_lv.hypervisor.base import NodeFacts
 from ganeti_lv.names import check_device_names, device_name
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Disk, Instance, Nic, disk_dir
@@ -137,12 +138,11 @@ class LUInstanceCreate(LogicalUnit):
         if handler_cls is None:
             raise OpPrereqError(f"Creation mode '{self.op.mode}' is not supported", ECODE_INVAL)
         self.handler = handler_cls(self)
-        if self.op.iallocator:
+        if bool(self.op.iallocator) == bool(self.op.pnode):
             raise OpPrereqError(
-                "Instance allocators are not supported; give the primary node", ECODE_INVAL
+                "Give either the primary node (pnode) or an instance allocator (iallocator)",
+                ECODE_INVAL,
             )
-        if not self.op.pnode:
-            raise OpPrereqError("The primary node must be given (pnode)", ECODE_INVAL)
         notes: list[str] = []
         beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
         self.beparams = without_resets(beparams)
@@ -157,16 +157,20 @@ class LUInstanceCreate(LogicalUnit):
         self.handler.check_arguments()
 
     def ExpandNames(self) -> None:
-        """The name must be new; lock it, the primary node and its resources."""
+        """The name must be new; lock it, the primary node and its resources (with an
+        allocator every node's, until it has chosen)."""
         name = self.op.instance_name
         if self.cfg.get_instance(name) is not None:
             raise OpPrereqError(f"Instance '{name}' is already in the cluster", ECODE_EXISTS)
-        self.op.pnode = expand_node(self.cfg, self.op.pnode)
         self.needed_locks = {
             locking.LEVEL_INSTANCE: [name],
-            locking.LEVEL_NODE: [self.op.pnode],
-            locking.LEVEL_NODE_RES: [self.op.pnode],
+            locking.LEVEL_NODE: locking.ALL_SET,
+            locking.LEVEL_NODE_RES: locking.ALL_SET,
         }
+        if not self.op.iallocator:
+            self.op.pnode = expand_node(self.cfg, self.op.pnode)
+            self.needed_locks[locking.LEVEL_NODE] = [self.op.pnode]
+            self.needed_locks[locking.LEVEL_NODE_RES] = [self.op.pnode]
         self.handler.expand_names()
 
     def CheckPrereq(self) -> None:
@@ -177,13 +181,9 @@ class LUInstanceCreate(LogicalUnit):
             raise OpPrereqError(
                 f"Instance '{self.op.instance_name}' is already in the cluster", ECODE_EXISTS
             )
-        check_node_online(self.cfg, self.op.pnode, "Cannot use offline primary node")
-        check_node_not_drained(self.cfg, self.op.pnode)
-        check_node_vm_capable(self.cfg, self.op.pnode)
-        self.pnode = get_node(self.cfg, self.op.pnode)
         self.instance = Instance(
             name=self.op.instance_name,
-            primary_node=self.pnode.name,
+            primary_node=self.op.pnode or "",
             disk_template=self.op.disk_template,
             disks=self.disks,
             nics=self._build_nics(data),
@@ -194,9 +194,48 @@ class LUInstanceCreate(LogicalUnit):
             admin_state=constants.ADMINST_UP if self.op.start else constants.ADMINST_DOWN,
         )
         self.handler.check_prereq()
-        self._check_node_resources()
+        if self.op.iallocator:
+            self._allocate()
+        else:
+            self._check_primary(self.op.pnode)
         self._check_no_domain(data)
         self.dry_run_result = self.instance.name
+
+    def _check_primary(self, name: str) -> NodeFacts:
+        """``name`` can be the primary: online, not drained, vm-capable, room; its facts."""
+        check_node_online(self.cfg, name, "Cannot use offline primary node")
+        check_node_not_drained(self.cfg, name)
+        check_node_vm_capable(self.cfg, name)
+        self.pnode = get_node(self.cfg, name)
+        self.instance.primary_node = name
+        return self._check_node_resources()
+
+    def _allocate(self) -> None:
+        """The built-in allocator (whatever ``iallocator`` names): of the nodes that can
+        be the primary, the one with the most free memory; the others' locks go.
+        ECODE_NORES, with each node's reason, when none can."""
+        candidates: list[tuple[int, str]] = []
+        reasons: list[str] = []
+        for name in sorted(self.cfg.node_names()):  # all of them locked
+            try:
+                facts = self._check_primary(name)
+            except OpPrereqError as err:
+                reasons.append(f"{name}: {err.msg}")
+                continue
+            candidates.append((facts.memory_free, name))
+        if not candidates:
+            raise OpPrereqError(
+                f"No node can be the primary of instance {self.op.instance_name}: "
+                + "; ".join(reasons or ["no node"]),
+                ECODE_NORES,
+            )
+        chosen = min(candidates, key=lambda c: (-c[0], c[1]))[1]
+        self._check_primary(chosen)
+        self.op.pnode = chosen
+        self.LogInfo(f"Selected node {chosen} as primary (most free memory)")
+        keep = [chosen, *([self.op.src_node] if self.op.src_node else [])]
+        self.ReleaseLocks(locking.LEVEL_NODE, keep=keep)
+        self.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[chosen])
 
     def _check_no_domain(self, data: ConfigData) -> None:
         """ECODE_EXISTS when a domain of the new name is defined on the primary or runs
@@ -263,7 +302,7 @@ class LUInstanceCreate(LogicalUnit):
                 ECODE_NORES,
             )
 
-    def _check_node_resources(self) -> None:
+    def _check_node_resources(self) -> NodeFacts:
         facts = node_call(self.rpc.node_info, self.pnode).Raise(
             f"Cannot get node information from {self.pnode.name}",
             prereq=True,
@@ -296,6 +335,7 @@ class LUInstanceCreate(LogicalUnit):
                     f"{facts.memory_free} MiB",
                     ECODE_NORES,
                 )
+        return facts
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Instance keys plus ADD_MODE; INSTANCE_STATUS says whether it is started

@@ -192,20 +192,23 @@ def test_tags_through_ganetis_client(env: Env) -> None:
 
 
 def test_ganetis_client_creates_and_removes_an_instance(env: Env) -> None:
-    """CreateInstance (request version 1) makes the disks on the node and records the
-    instance; DeleteInstance removes both. Not started: no second busy guest."""
+    """CreateInstance (request version 1) with Ganeti's allocator name: the built-in
+    allocator chooses the node, the disks are made there and the instance recorded;
+    DeleteInstance removes both. Not started: no second busy guest."""
     client = env.client()
     name = "rapinew"
-    target = env.nodes[-1]
     job = client.call(
         "CreateInstance", "create", name, "sharedfile", [{"size": 16}], [{}],
-        pnode=target, beparams={"memory": 64, "vcpus": 1}, start=False,
+        iallocator="hail", beparams={"memory": 64, "vcpus": 1}, start=False,
         name_check=False, ip_check=False, os="noop",
     )  # fmt: skip
     try:
         assert client.call("WaitForJobCompletion", job, period=1) is True
         inst = env.config.get_instance(name)
-        assert inst is not None and inst.primary_node == target
+        assert inst is not None and inst.primary_node in env.nodes
+        target = inst.primary_node
+        log = [entry[3] for entry in client.call("GetJobStatus", job)["oplog"][0]]
+        assert any(f"Selected node {target} as primary" in line for line in log), log
         assert inst.admin_state == constants.ADMINST_DOWN  # start=False
         disk = disk_path(env.config.get_cluster(), inst, 0)
         on_node = env.ops.run_command(node(env.config, target), ["stat", "-c", "%s", disk])

@@ -121,6 +121,30 @@ def test_create_and_start(ctx: Context, fake_ops: FakeNodeOps, config: ConfigSto
     assert "* starting instance..." in lines
 
 
+def test_the_allocator_chooses_the_primary_with_the_most_free_memory(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Any allocator name (Ganeti's hail) is the built-in one: of the nodes that can
+    be the primary, the one with the most free memory."""
+    fake_ops.node(N1).facts.memory_free = 8000  # the most, but drained
+    fake_ops.node(N2).facts.memory_free = 1000
+    fake_ops.node(N3).facts.memory_free = 3000
+    with config.update() as data:
+        data.nodes[N1].drained = True
+    _, lines = run(ctx, create_op(pnode=None, iallocator="hail"))
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.primary_node == N3
+    assert any(f"Selected node {N3} as primary (most free memory)" in x for x in lines)
+    assert NEW in fake_ops.node(N3).domains and not fake_ops.calls_to("create_disks", N2)
+    # none can take it: each node's reason, nothing made
+    fake_ops.node(N2).facts.memory_free = fake_ops.node(N3).facts.memory_free = 100
+    serial = config.read().serial
+    err = prereq_error(ctx, create_op(instance_name="new2.example.com", pnode=None, iallocator="x"))
+    assert err.ecode == ECODE_NORES and "No node can be the primary" in err.msg
+    assert f"{N1}: " in err.msg and f"{N2}: Not enough memory" in err.msg
+    assert config.read().serial == serial
+
+
 def test_nic_ip_addresses_are_kept_and_none_means_none(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
 ) -> None:
@@ -189,7 +213,8 @@ def test_create_dry_run_changes_nothing(
         ({"nics": [{"ip": "notanip"}]}, ECODE_INVAL, "Invalid IP address 'notanip'"),
         ({"nics": [{"link": "br7"}]}, ECODE_ENVIRON, "Missing bridges br7"),
         ({"beparams": {"memory": "8G"}}, ECODE_NORES, "Not enough memory on node"),
-        ({"pnode": None}, ECODE_INVAL, "primary node must be given"),
+        ({"pnode": None}, ECODE_INVAL, "Give either the primary node (pnode) or an instance"),
+        ({"iallocator": "hail"}, ECODE_INVAL, "Give either the primary node (pnode) or an"),
         # Ganeti's device names: unique per kind, never purely numeric
         (
             {"disks": [{"size": 64, "name": "data"}, {"size": 64, "name": "data"}]},
