@@ -1,6 +1,7 @@
 """``gnt-lv instance modify [-B K=V,...] [-H K=V,...] [-f] INSTANCE``, as Ganeti's.
 
-The changes (``-k`` sets a parameter back to the cluster's default) are a
+The changes (``k=default``, or ``-k`` attached as ``-B-k``, sets a parameter back
+to the cluster's default) are a
 job (``OpInstanceSetParams``); its result is printed as Ganeti prints it:
 ``Modified instance NAME`` and one `` - be/maxmem -> 512`` line per change.
 """
@@ -37,8 +38,8 @@ def register(registry: CommandRegistry) -> None:
         "instance", "modify", cmd_modify, help="Change an instance's parameters"
     )
     common.add_submit(modify)
-    common.add_beparams(modify, "Backend parameters (-K: back to the cluster's default)")
-    common.add_hvparams(modify, "Hypervisor parameters (-K: back to the cluster's default)")
+    common.add_beparams(modify, "Backend parameters (K=default: back to the cluster's default)")
+    common.add_hvparams(modify, "Hypervisor parameters (K=default: back to the cluster's default)")
     modify.add_argument(
         "-f",
         "--force",

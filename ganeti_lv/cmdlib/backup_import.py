@@ -31,7 +31,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.names import check_tags
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Nic, disk_path
+from ganeti_lv.objects import Nic, Node, disk_path
 from ganeti_lv.units import coerce_beparams, coerce_hvparams, without_resets
 
 
@@ -122,7 +122,6 @@ class ImportModeHandler(CreateModeHandler):
         self.checksums: list[str | None] = (
             [d.checksum_text for d in manifest.disks] if manifest else [None] * len(desc.disks)
         )
-        self._check_kernel()
 
     def _take_params(self, desc: exportinfo.ExportDescription) -> None:
         """The export's parameters as they mean here; the opcode's (-H/-B) win."""
@@ -147,7 +146,7 @@ class ImportModeHandler(CreateModeHandler):
         inst.hvparams = without_resets(coerce_hvparams({**hv.params, **lu.op.hvparams}))
         self.hv_from_export = {k for k in hv.params if k not in lu.op.hvparams}
 
-    def _check_kernel(self) -> None:
+    def check_primary(self, node: Node) -> None:
         """A kernel or initrd the export names must exist on the new primary node."""
         lu = self.lu
         wanted = [
@@ -158,13 +157,13 @@ class ImportModeHandler(CreateModeHandler):
         wanted = [p for p in wanted if p]
         if not wanted:
             return
-        usage = node_call(lu.rpc.disk_usage, lu.pnode, wanted).Raise(
-            f"Cannot check the kernel files on {lu.pnode.name}", prereq=True
+        usage = node_call(lu.rpc.disk_usage, node, wanted).Raise(
+            f"Cannot check the kernel files on {node.name}", prereq=True
         )
         missing = [u["path"] for u in usage if not u["exists"]]
         if missing:
             raise OpPrereqError(
-                f"The export boots {', '.join(missing)}, missing on node {lu.pnode.name};"
+                f"The export boots {', '.join(missing)}, missing on node {node.name};"
                 " give the kernel with -H kernel_path=...,initrd_path=... (or empty to boot"
                 " from the disk)",
                 ECODE_ENVIRON,

@@ -106,14 +106,16 @@ def check_node_can_start(
     node: Node,
     cluster: Cluster,
     instance: Instance,
-    memory: bool = True,
+    freed: int = 0,
     beparams: Mapping[str, Any] | None = None,
 ) -> None:
     """What starting ``instance`` on ``node`` needs: its memory free (ECODE_NORES), as
     many CPUs as its vCPUs, and its NICs' bridges (ECODE_ENVIRON, as Ganeti's
     CheckInstanceBridgesExist); ECODE_ENVIRON if the node cannot tell.
 
-    ``memory=False``: the instance keeps the memory it has there (a full reboot).
+    ``freed``: the MiB the instance gives back on the node before it starts
+    (a full reboot: what it runs with, which a start with temporary
+    parameters or a modification since may have made less than it needs).
     ``beparams``: a start's temporary backend parameters over the instance's.
     """
     reason = f"starting instance {instance.name}"
@@ -121,11 +123,12 @@ def check_node_can_start(
         f"Can't compute free memory on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
     )
     be = cluster.fill_beparams(instance, beparams)
-    needed = int(be["maxmem"]) if memory else 0
+    needed = max(0, int(be["maxmem"]) - freed)
     if facts.memory_free < needed:
+        beyond = f" beyond the {freed} MiB it runs with" if freed else ""
         raise OpPrereqError(
-            f"Not enough memory on node {node.name} for {reason}: needed {needed} MiB, "
-            f"available {facts.memory_free} MiB",
+            f"Not enough memory on node {node.name} for {reason}: needed {needed} MiB"
+            f"{beyond}, available {facts.memory_free} MiB",
             ECODE_NORES,
         )
     check_node_cpus(facts, int(be["vcpus"]), reason)
@@ -263,6 +266,13 @@ class LUInstanceStartup(InstanceLU):
                 ECODE_INVAL,
             )
         refuse_cluster_wide(self.hvparams)
+        for_migrations = sorted(k for k in self.hvparams if k.startswith("migration_"))
+        if for_migrations:
+            raise OpPrereqError(
+                f"{', '.join(for_migrations)} act on migrations, not on a start: give them to"
+                " instance modify (or to a migration)",
+                ECODE_INVAL,
+            )
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Instance keys plus FORCE."""
@@ -291,6 +301,13 @@ class LUInstanceStartup(InstanceLU):
         if self.already_running:
             self._unused_start_options("it runs already")
         else:
+            hvp = self.cluster.fill_hvparams(self.instance, self.hvparams)
+            if self.op.startup_paused and not hvp.get("serial_console", True):
+                raise OpPrereqError(
+                    f"A paused start of instance {self.instance.name} needs its serial console"
+                    " (serial_console), which resumes it",
+                    ECODE_INVAL,
+                )
             check_node_can_start(
                 self.rpc, self.pnode, self.cluster, self.instance, beparams=self.beparams
             )
@@ -403,9 +420,8 @@ class LUInstanceReboot(InstanceLU):
         self.running = _is_running(dom)
         check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if not self.running or self.op.reboot_type == "full":
-            check_node_can_start(
-                self.rpc, self.pnode, self.cluster, self.instance, memory=not self.running
-            )
+            freed = dom.memory if dom is not None and self.running else 0
+            check_node_can_start(self.rpc, self.pnode, self.cluster, self.instance, freed=freed)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Instance keys plus REBOOT_TYPE and SHUTDOWN_TIMEOUT."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ganeti_lv import constants, locking
@@ -22,6 +23,7 @@ from ganeti_lv.cmdlib.common import (
     check_node_not_drained,
     check_node_online,
     check_node_vm_capable,
+    concurrently,
     expand_node,
     get_node,
     instance_hook_env,
@@ -47,7 +49,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.base import NodeFacts
 from ganeti_lv.names import check_device_names, device_name
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import ConfigData, Disk, Instance, Nic, disk_dir
+from ganeti_lv.objects import ConfigData, Disk, Instance, Nic, Node, disk_dir
 from ganeti_lv.opcodes import OpInstanceCreate
 from ganeti_lv.units import coerce_beparams, coerce_hvparams, parse_size, without_resets
 
@@ -74,6 +76,10 @@ class CreateModeHandler:
 
     def check_prereq(self) -> None:
         """Check the mode's prerequisites; may adjust ``lu.instance`` (disks, params)."""
+
+    def check_primary(self, node: Node) -> None:
+        """Check what the mode needs on the primary ``node`` (given, or one of the
+        allocator's candidates, asked at once: change nothing)."""
 
     def hooks_env(self) -> dict[str, Any]:
         """Extra hook keys."""
@@ -195,47 +201,56 @@ class LUInstanceCreate(LogicalUnit):
         )
         self.handler.check_prereq()
         if self.op.iallocator:
-            self._allocate()
+            self.op.pnode = self._allocate()
         else:
             self._check_primary(self.op.pnode)
+        self.pnode = get_node(self.cfg, self.op.pnode)
+        self.instance.primary_node = self.pnode.name
         self._check_no_domain(data)
         self.dry_run_result = self.instance.name
 
     def _check_primary(self, name: str) -> NodeFacts:
-        """``name`` can be the primary: online, not drained, vm-capable, room; its facts."""
+        """``name`` can be the primary: online, not drained, vm-capable, room; its facts.
+
+        Changes nothing of the LU: the allocator asks every node at once.
+        """
         check_node_online(self.cfg, name, "Cannot use offline primary node")
         check_node_not_drained(self.cfg, name)
         check_node_vm_capable(self.cfg, name)
-        self.pnode = get_node(self.cfg, name)
-        self.instance.primary_node = name
-        return self._check_node_resources()
+        node = get_node(self.cfg, name)
+        self.handler.check_primary(node)
+        return self._check_node_resources(node)
 
-    def _allocate(self) -> None:
+    def _allocate(self) -> str:
         """The built-in allocator (whatever ``iallocator`` names): of the nodes that can
-        be the primary, the one with the most free memory; the others' locks go.
-        ECODE_NORES, with each node's reason, when none can."""
-        candidates: list[tuple[int, str]] = []
-        reasons: list[str] = []
-        for name in sorted(self.cfg.node_names()):  # all of them locked
+        be the primary (all asked at once), the one with the most free memory; the
+        others' locks go. ECODE_NORES, with each node's reason, when none can."""
+
+        def fits(name: str) -> tuple[NodeFacts | None, str]:
             try:
-                facts = self._check_primary(name)
+                return self._check_primary(name), ""
             except OpPrereqError as err:
-                reasons.append(f"{name}: {err.msg}")
-                continue
-            candidates.append((facts.memory_free, name))
+                return None, f"{name}: {err.msg}"
+
+        names = sorted(self.cfg.node_names())  # every one locked
+        answers = concurrently([partial(fits, name) for name in names])
+        candidates = [
+            (facts.memory_free, name)
+            for name, (facts, _) in zip(names, answers, strict=True)
+            if facts is not None
+        ]
         if not candidates:
             raise OpPrereqError(
                 f"No node can be the primary of instance {self.op.instance_name}: "
-                + "; ".join(reasons or ["no node"]),
+                + "; ".join([why for _, why in answers] or ["no node"]),
                 ECODE_NORES,
             )
         chosen = min(candidates, key=lambda c: (-c[0], c[1]))[1]
-        self._check_primary(chosen)
-        self.op.pnode = chosen
         self.LogInfo(f"Selected node {chosen} as primary (most free memory)")
         keep = [chosen, *([self.op.src_node] if self.op.src_node else [])]
         self.ReleaseLocks(locking.LEVEL_NODE, keep=keep)
         self.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[chosen])
+        return chosen
 
     def _check_no_domain(self, data: ConfigData) -> None:
         """ECODE_EXISTS when a domain of the new name is defined on the primary or runs
@@ -278,7 +293,7 @@ class LUInstanceCreate(LogicalUnit):
             )
         return nics
 
-    def _check_disk_space(self) -> None:
+    def _check_disk_space(self, node: Node) -> None:
         """Room for the disks at their full size in their directory on the primary.
 
         The images are created sparse, but the guest may fill them: a disk
@@ -287,8 +302,8 @@ class LUInstanceCreate(LogicalUnit):
         """
         directory = disk_dir(self.cluster, self.instance)
         need = sum(int(d.size) for d in self.instance.disks)
-        free = node_call(self.rpc.free_space, self.pnode, directory).Raise(
-            f"Cannot check the free space in {directory} on node {self.pnode.name}",
+        free = node_call(self.rpc.free_space, node, directory).Raise(
+            f"Cannot check the free space in {directory} on node {node.name}",
             prereq=True,
             ecode=ECODE_ENVIRON,
         )
@@ -296,19 +311,19 @@ class LUInstanceCreate(LogicalUnit):
             sizes = " + ".join(f"{int(d.size)} MiB" for d in self.instance.disks)
             raise OpPrereqError(
                 f"Not enough space for the disks of instance {self.instance.name} on node"
-                f" {self.pnode.name} in {directory}: {need} MiB needed"
+                f" {node.name} in {directory}: {need} MiB needed"
                 f"{f' ({sizes})' if len(self.instance.disks) > 1 else ''},"
                 f" {free // MIB} MiB free",
                 ECODE_NORES,
             )
 
-    def _check_node_resources(self) -> NodeFacts:
-        facts = node_call(self.rpc.node_info, self.pnode).Raise(
-            f"Cannot get node information from {self.pnode.name}",
+    def _check_node_resources(self, node: Node) -> NodeFacts:
+        facts = node_call(self.rpc.node_info, node).Raise(
+            f"Cannot get node information from {node.name}",
             prereq=True,
             ecode=ECODE_ENVIRON,
         )
-        self._check_disk_space()
+        self._check_disk_space(node)
         missing = missing_bridges(self.cluster, self.instance, facts)
         if missing:
             hint = self.handler.missing_bridges_hint()
@@ -320,7 +335,7 @@ class LUInstanceCreate(LogicalUnit):
                     + (", or --no-nics)" if self.op.mode == "create" else ")")
                 )
             raise OpPrereqError(
-                f"Missing bridges {', '.join(missing)} on node {self.pnode.name}{hint}",
+                f"Missing bridges {', '.join(missing)} on node {node.name}{hint}",
                 ECODE_ENVIRON,
             )
         # refused even with --no-start: the instance could never start on this node
@@ -330,7 +345,7 @@ class LUInstanceCreate(LogicalUnit):
             needed = int(self.cluster.fill_beparams(self.instance)["maxmem"])
             if facts.memory_free < needed:
                 raise OpPrereqError(
-                    f"Not enough memory on node {self.pnode.name} for starting instance "
+                    f"Not enough memory on node {node.name} for starting instance "
                     f"{self.instance.name}: needed {needed} MiB, available "
                     f"{facts.memory_free} MiB",
                     ECODE_NORES,

@@ -266,7 +266,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
             self._check_not_on_target()
         if not self.failover:  # bad capabilities or downtime ramp: refused before any hook
             self.params = migration_params(
-                self.cluster, inst, self.op, self.live, self.lu.LogWarning
+                self.cluster, inst, self.op, self.live, self.lu.LogWarning, self._memory_needed()
             )
 
     def _check_not_on_target(self) -> None:

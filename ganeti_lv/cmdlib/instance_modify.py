@@ -7,8 +7,9 @@ A running instance gets them at its next start from the configuration (a
 shutdown and startup, a full reboot, a failover), as in Ganeti; the job log
 says so. Growing the maximum memory is refused (ECODE_NORES) when the
 primary node could not start the instance with it (its free memory plus
-what the instance takes there now), unless forced; so is a minimum memory
-above the maximum (ECODE_INVAL). The result is Ganeti's list of the changes,
+what the instance takes there now), unless forced, and so are more vCPUs
+than the node has CPUs (an addition to Ganeti's checks); a minimum memory
+above the maximum is ECODE_INVAL. The result is Ganeti's list of the changes,
 ``[["hv/kernel_args", "..."], ["be/maxmem", 512]]``. Hooks: instance-modify,
 seeing the new memory and vCPUs. Disks, NICs, the disk template, the OS and
 the primary node are not changed here.

@@ -118,8 +118,10 @@ def migration_params(
     op: Any,
     live: bool,
     warn: Callable[[str], None],
+    memory_mib: int,
 ) -> MigrationParams:
-    """hvparams overlaid with the opcode's per-call overrides.
+    """hvparams overlaid with the opcode's per-call overrides; ``memory_mib``: the
+    memory the guest runs with (its policy's completion timeout scales with it).
 
     Without ``allow_runtime_changes`` the instance is not changed while it
     runs: auto-converge (which throttles its vCPUs) is dropped, and ``warn``
@@ -168,7 +170,7 @@ def migration_params(
         ),
         progress_timeout=op.progress_timeout,
         completion_timeout=op.completion_timeout,
-        memory_mib=instance_memory(cluster, instance),
+        memory_mib=memory_mib,
         disk_mib=sum(disk.size for disk in instance.disks) if copy_storage else 0,
         encryption=(
             bool(hvp.get("migration_encryption"))

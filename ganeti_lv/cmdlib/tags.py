@@ -5,7 +5,10 @@ cluster's under the configuration's own (every change is one read-modify-
 write of the configuration, so none is lost). Adding a tag the object has
 already changes nothing; removing one it does not have is refused
 (ECODE_NOENT) before anything changes, as is going over Ganeti's 4096 tags
-of an object (ECODE_INVAL). Reading the tags is a query: no job, no lock.
+of an object (ECODE_INVAL). Both are checked again within the configuration
+update: another job may have changed the cluster's tags meanwhile, which
+fails this one (OpExecError, nothing changed), as Ganeti's changes of tags
+fail in Exec. Reading the tags is a query: no job, no lock.
 Tags keep the order they were added in; listings sort them, as Ganeti's.
 """
 
@@ -17,7 +20,7 @@ from typing import Any
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import expand_instance
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpExecError, OpPrereqError
 from ganeti_lv.names import MAX_TAGS
 from ganeti_lv.objects import Cluster, ConfigData, Instance
 from ganeti_lv.opcodes import OpTagsDel, OpTagsGet, OpTagsSet
@@ -64,20 +67,28 @@ class LUTagsGet(_TagsLU):
 class LUTagsSet(_TagsLU):
     """Add tags (those the target has already stay as they are)."""
 
+    def _too_many(self, tags: list[str]) -> str:
+        """Why the tags would be too many with the new ones ("" when they are not)."""
+        total = len(set(tags) | set(self.op.tags))
+        if total <= MAX_TAGS:
+            return ""
+        what = f"{self.op.kind} {self.op.name or ''}".rstrip()
+        return f"Too many tags for {what}: {total} with the new ones (at most {MAX_TAGS})"
+
     def CheckPrereq(self) -> None:
         """No more than Ganeti's limit of tags per object once added."""
-        total = len(set(self.current()) | set(self.op.tags))
-        if total > MAX_TAGS:
-            raise OpPrereqError(
-                f"Too many tags for {self.op.kind} {self.op.name or ''}".rstrip()
-                + f": {total} with the new ones (at most {MAX_TAGS})",
-                ECODE_INVAL,
-            )
+        problem = self._too_many(self.current())
+        if problem:
+            raise OpPrereqError(problem, ECODE_INVAL)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        """Add the new tags, in the order given."""
+        """Add the new tags, in the order given (checked again: the cluster's tags
+        may have been changed by another job meanwhile)."""
         with self.cfg.update() as data:
             target = _target(data, self.op.kind, self.op.name)
+            problem = self._too_many(target.tags)
+            if problem:
+                raise OpExecError(problem)
             target.tags += [tag for tag in dict.fromkeys(self.op.tags) if tag not in target.tags]
             target.mtime = time.time()
         return None
@@ -87,19 +98,25 @@ class LUTagsSet(_TagsLU):
 class LUTagsDel(_TagsLU):
     """Remove tags, every one of which the target must have."""
 
+    def _missing(self, tags: list[str]) -> str:
+        """The tags to remove that ``tags`` lacks, in Ganeti's words ("" for none)."""
+        missing = sorted(set(self.op.tags) - set(tags))
+        return f"Tag(s) {', '.join(repr(t) for t in missing)} not found" if missing else ""
+
     def CheckPrereq(self) -> None:
         """ECODE_NOENT, naming them, for tags the target does not have."""
-        missing = sorted(set(self.op.tags) - set(self.current()))
-        if missing:
-            raise OpPrereqError(
-                f"Tag(s) {', '.join(repr(tag) for tag in missing)} not found", ECODE_NOENT
-            )
+        problem = self._missing(self.current())
+        if problem:
+            raise OpPrereqError(problem, ECODE_NOENT)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        """Remove them."""
+        """Remove them (checked again, as the cluster's tags may have changed meanwhile)."""
         gone = set(self.op.tags)
         with self.cfg.update() as data:
             target = _target(data, self.op.kind, self.op.name)
+            problem = self._missing(target.tags)
+            if problem:
+                raise OpExecError(problem)
             target.tags = [tag for tag in target.tags if tag not in gone]
             target.mtime = time.time()
         return None

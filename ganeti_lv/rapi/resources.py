@@ -315,10 +315,11 @@ def _create_instance(req: Request) -> int:
 
 
 def _modify_instance(req: Request) -> int:
-    """As Ganeti's: the body is the opcode's parameters (here beparams, hvparams, force)."""
-    return _submit(
-        req, fill_opcode(OpInstanceSetParams, req.body, {"instance_name": req.items["name"]})
-    )
+    """As Ganeti's: the body is the opcode's parameters (here beparams, hvparams, force;
+    Ganeti's older custom_beparams and custom_hvparams too)."""
+    rename = {"custom_beparams": "beparams", "custom_hvparams": "hvparams"}
+    static = {"instance_name": req.items["name"]}
+    return _submit(req, fill_opcode(OpInstanceSetParams, req.body, static, rename=rename))
 
 
 def _remove_instance(req: Request) -> int:

@@ -93,7 +93,11 @@ def test_the_console_resumes_a_guest_its_user_paused_and_no_other(tmp_path: Any)
         "-c qemu:///system domstate --reason web1",
         "-c qemu:///system console web1",
     ]
-    assert calls[2:] == ["-c qemu:///system resume web1"]  # after the console attached
+    # after the console attached, once the guest is seen still paused
+    assert calls[2:] == [
+        "-c qemu:///system domstate --reason web1",
+        "-c qemu:///system resume web1",
+    ]
     assert "Instance web1 is paused, resuming it\r\n" in out
     # paused by a migration (its source's last pass) or by qemu on an I/O error: left paused
     for state in ("paused (migration)", "paused (I/O error)"):

@@ -288,6 +288,13 @@ def test_missing_kernel_is_environ_error_naming_h(ctx, fake_ops, config):
         _import(ctx)
     assert err.value.ecode == ECODE_ENVIRON and "/boot/vmlinuz" in str(err.value)
     _nothing_created(fake_ops, config)
+    # the allocator passes over the nodes without the kernel
+    fake_ops.node(N1).files["/boot/vmlinuz"] = 8
+    fake_ops.node(N3).facts.memory_free = 10**6  # the most free memory, no kernel
+    _, lines = _import(ctx, pnode=None, iallocator="hail")
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.primary_node == N1, lines
+    config.remove_instance(NEW)
     _import(ctx, hvparams={"kernel_path": ""})  # the operator boots from the disk
     assert config.get_instance(NEW) is not None
 

@@ -475,6 +475,12 @@ def test_temporary_parameters_are_checked_before_anything_starts(
         ({"hvparams": {"migration_bandwidth": 10}}, ECODE_INVAL, "for the whole cluster"),
         ({"hvparams": {"no_such": "x"}}, ECODE_INVAL, "no_such"),
         ({"beparams": {"vcpus": "many"}}, ECODE_INVAL, "vcpus"),
+        ({"hvparams": {"migration_downtime": 50}}, ECODE_INVAL, "act on migrations"),
+        (
+            {"hvparams": {"serial_console": False}, "startup_paused": True},
+            ECODE_INVAL,
+            "needs its serial console",
+        ),
     ]
     for params, ecode, text in refused:
         err = prereq_error(ctx, OpInstanceStartup(instance_name=INST, **params))
@@ -503,6 +509,23 @@ def test_startup_offline_primary(ctx: Context, config: ConfigStore) -> None:
         data.nodes[N1].offline = True
     err = prereq_error(ctx, OpInstanceStartup(instance_name=INST))
     assert err.ecode == ECODE_STATE
+
+
+def test_a_full_reboot_needs_the_memory_the_guest_lacks_now(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A guest started with less memory than configured (startup -B) needs the rest
+    free before a full reboot stops it; with it, the reboot runs."""
+    fake_ops.add_domain(N1, INST, memory=64)  # 128 MiB configured
+    fake_ops.node(N1).facts.memory_free = 32
+    err = prereq_error(ctx, OpInstanceReboot(instance_name=INST, reboot_type="full"))
+    assert err.ecode == ECODE_NORES
+    assert "needed 64 MiB beyond the 64 MiB it runs with, available 32 MiB" in err.msg
+    assert fake_ops.node(N1).domains[INST].state == constants.DOMSTATE_RUNNING
+    assert not fake_ops.calls_to("shutdown_instance")
+    fake_ops.node(N1).facts.memory_free = 64
+    run(ctx, OpInstanceReboot(instance_name=INST, reboot_type="full"))
+    assert [c.args[1] for c in fake_ops.calls_to("reboot_instance", N1)] == ["full"]
 
 
 def test_a_dry_run_of_a_removal_checks_and_changes_nothing(

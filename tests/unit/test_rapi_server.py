@@ -1038,6 +1038,9 @@ def test_ganetis_client_creates_and_removes_an_instance(
     assert client.call("GetJobStatus", job)["opresult"] == [[["hv/acpi", False], ["be/vcpus", 2]]]
     inst = config.get_instance(name)
     assert inst is not None and inst.beparams["vcpus"] == 2 and inst.hvparams["acpi"] is False
+    job = client.call("ModifyInstance", name, custom_beparams={"vcpus": 1})  # Ganeti's old name
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert config.get_instance(name).beparams["vcpus"] == 1  # type: ignore[union-attr]
     refused = client.error("ModifyInstance", name, nics=[["add", {}]])
     assert refused["code"] == 400 and "has no parameter 'nics'" in refused["msg"]
     # removed: gone from the configuration and the node

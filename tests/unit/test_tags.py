@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import pytest
 from support.lu import refused, run_op
 
 from ganeti_lv.cli.main import main
@@ -94,3 +95,24 @@ def test_gnt_lv_tag_commands(
     assert _cli(data_dir, capsys, "cluster", "list-tags")[1] == "one\ntwo\n"
     assert _cli(data_dir, capsys, "cluster", "remove-tags", "one")[0] == 0
     assert config.get_cluster().tags == ["two"]
+
+
+def test_a_tag_removed_by_another_job_meanwhile_fails_the_removal(
+    ctx: Context, config: ConfigStore, monkeypatch: Any
+) -> None:
+    """The cluster's tags take no lock: the removal checks again where it writes."""
+    from ganeti_lv.cmdlib import tags as tags_lus
+    from ganeti_lv.errors import OpExecError
+
+    _run(ctx, OpTagsSet(kind="cluster", tags=["a", "b"]))
+    checked = tags_lus.LUTagsDel.CheckPrereq
+
+    def then_another_job(lu: Any) -> None:
+        checked(lu)
+        with config.update() as data:  # another job's removal of "b"
+            data.cluster.tags.remove("b")
+
+    monkeypatch.setattr(tags_lus.LUTagsDel, "CheckPrereq", then_another_job)
+    with pytest.raises(OpExecError, match="Tag\\(s\\) 'b' not found"):
+        _run(ctx, OpTagsDel(kind="cluster", tags=["a", "b"]))
+    assert config.get_cluster().tags == ["a"]  # "a" stays: nothing of the failed job
