@@ -486,7 +486,8 @@ def _ssh_target(client: SshClient) -> tuple[str, int, str] | None:
 CONSOLE_RESUME_DELAY = 2
 _VIRSH = "virsh -c qemu:///system"
 _CONSOLE_SCRIPT = (
-    f'paused() {{ [ "$(LC_ALL=C {_VIRSH} domstate --reason "$1" 2>/dev/null)" = "paused (user)" ]; }};'
+    f'paused() {{ [ "$(LC_ALL=C {_VIRSH} domstate --reason "$1" 2>/dev/null)"'
+    ' = "paused (user)" ]; };'
     f' if paused "$1"; then (sleep {CONSOLE_RESUME_DELAY}; paused "$1" &&'
     f" {{ printf 'Instance %s is paused, resuming it\\r\\n' \"$1\";"
     f' {_VIRSH} resume "$1" >/dev/null 2>&1'
