@@ -60,6 +60,7 @@ from ganeti_lv.errors import (
     OpExecError,
     OpPrereqError,
 )
+from ganeti_lv.hypervisor.base import DomainInfo
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 from ganeti_lv.opcodes import (
@@ -126,7 +127,12 @@ class _NodeMovesLU(LogicalUnit):
                     kinds[inst.name] = kind
         self.kinds = kinds
         instances = [data.instances[name] for name in kinds]
-        self.unsettled = self._unsettled_on(source) if MIGRATE in kinds.values() else {}
+        self.on_source = self._domains_on(source) if MIGRATE in kinds.values() else {}
+        self.unsettled = {
+            name: text
+            for name, dom in self.on_source.items()
+            if (text := unsettled_state(dom.state, source.name))
+        }
         self.needs = [self._need(inst, kinds[inst.name], source) for inst in instances]
         self.fits = self._fits(data, source, instances)
         self.plan = allocator.plan(self.needs, self.fits, self.op.target_node)
@@ -140,30 +146,36 @@ class _NodeMovesLU(LogicalUnit):
 
     def _need(self, inst: Instance, kind: str, source: Node) -> allocator.Need:
         runs = kind == MIGRATE or inst.admin_state == constants.ADMINST_UP
+        # a migration takes the memory the guest runs with (a start with -B may have
+        # changed it), a failover starts it with its configured memory
+        dom = self.on_source.get(inst.name) if kind == MIGRATE else None
+        memory = (
+            dom.memory
+            if dom is not None and dom.memory > 0
+            else instance_memory(self.cluster, inst)
+        )
         return allocator.Need(
             name=inst.name,
             node=inst.primary_node,
-            memory=instance_memory(self.cluster, inst) if runs else 0,
+            memory=memory if runs else 0,
             bridges=tuple(instance_bridges(self.cluster, inst)),
             paths=tuple(storage_paths(self.cluster, inst)),
             unmovable=self._unmovable(inst, source) or self._paused_reason(inst),
         )
 
-    def _unsettled_on(self, source: Node) -> dict[str, str]:
-        """The guests on ``source`` that are there but neither running nor stopped
-        (paused), with ``unsettled_state``'s words for it.
+    def _domains_on(self, source: Node) -> dict[str, DomainInfo]:
+        """The domains on ``source``, as its libvirt sees them ({} when it does not answer:
+        each move checks).
 
-        Their migration is refused (a failover's shutdown would end in a
-        destroy that loses their memory): the plan leaves them where they
-        are. A source that does not answer says nothing; each move checks.
+        The plan takes a migrating guest's memory from them, and leaves where
+        they are the guests there but neither running nor stopped (paused;
+        ``unsettled``): their migration is refused (a failover's shutdown
+        would end in a destroy that loses their memory).
         """
         if source.offline:
             return {}
         res = node_call(self.rpc.instance_list, source)
-        if not res.ok or res.payload is None:
-            return {}
-        found = {name: unsettled_state(dom.state, source.name) for name, dom in res.payload.items()}
-        return {name: text for name, text in found.items() if text}
+        return dict(res.payload) if res.ok and res.payload is not None else {}
 
     def _paused_reason(self, inst: Instance) -> str:
         unsettled = self.unsettled.get(inst.name)

@@ -155,6 +155,23 @@ def test_memory_cap_forces_the_second_instance_elsewhere(
     assert {primary(config, I1), primary(config, I2)} == {N2, N3}
 
 
+def test_the_plan_takes_the_memory_a_guest_runs_with(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """inst1 runs with 1024 MiB (a start with -B; 512 configured), inst2 with its 600.
+    By the configured sizes inst2 (the larger) would go to node2 and inst1 to node3,
+    too small for it (its migration's own check would refuse it); by the sizes they
+    run with, inst1 goes to node2, the only node with room, and inst2 to node3."""
+    ops.node(N1).domains[I1].memory = 1024
+    ops.node(N1).domains[I2].memory = 600
+    with config.update() as data:
+        data.instances[I2].beparams = {"maxmem": 600, "minmem": 600}
+        data.nodes[N2].memory_cap = 1100
+        data.nodes[N3].memory_cap = 700
+    _, lines = run(ctx, OpNodeMigrate(node_name="node1"))
+    assert (primary(config, I1), primary(config, I2)) == (N2, N3), lines
+
+
 def test_unplaceable_instance_is_reported_and_stays(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
