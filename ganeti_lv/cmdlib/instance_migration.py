@@ -47,6 +47,7 @@ from ganeti_lv.cmdlib.migration_checks import (
     check_hv_versions,
     check_target_memory,
     instance_memory,
+    migrating_memory,
     migration_params,
     missing_bridges,
     storage_paths,
@@ -152,11 +153,10 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         may have given it more or less than configured); for a failover, which
         starts it from the configuration, or a source that does not say, its
         configured maximum."""
-        if not self.failover:
-            res = self._source_state()
-            if res.ok and res.payload is not None and res.payload.memory > 0:
-                return int(res.payload.memory)
-        return instance_memory(self._cluster(), self._inst())
+        if self.failover:
+            return instance_memory(self._cluster(), self._inst())
+        res = self._source_state()
+        return migrating_memory(self._cluster(), self._inst(), res.payload if res.ok else None)
 
     def _source_runs(self) -> bool:
         res = self._source_state()

@@ -7,7 +7,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
-from ganeti_lv.hypervisor.base import NodeFacts
+from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts
 from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
     CAP_POSTCOPY,
@@ -53,6 +53,16 @@ def check_hv_versions(src: NodeFacts, dst: NodeFacts) -> tuple[list[str], list[s
 def instance_memory(cluster: Cluster, instance: Instance) -> int:
     """Memory (MiB) the instance needs on a node: its maximum memory."""
     return int(cluster.fill_beparams(instance)["maxmem"])
+
+
+def migrating_memory(cluster: Cluster, instance: Instance, dom: DomainInfo | None) -> int:
+    """Memory (MiB) a migration of the instance needs on its target: what its domain
+    ``dom`` runs with on the source, as Ganeti's (a start with temporary parameters
+    may have given it more or less than configured); its configured maximum when
+    the source does not say."""
+    if dom is not None and dom.memory > 0:
+        return int(dom.memory)
+    return instance_memory(cluster, instance)
 
 
 def instance_bridges(cluster: Cluster, instance: Instance) -> list[str]:

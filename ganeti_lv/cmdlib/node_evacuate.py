@@ -50,6 +50,7 @@ from ganeti_lv.cmdlib.memory_reservation import arrivals
 from ganeti_lv.cmdlib.migration_checks import (
     instance_bridges,
     instance_memory,
+    migrating_memory,
     storage_paths,
 )
 from ganeti_lv.cmdlib.node_moves import CANCELED, DONE, UNPLACED, Move, MoveScheduler
@@ -148,10 +149,9 @@ class _NodeMovesLU(LogicalUnit):
         runs = kind == MIGRATE or inst.admin_state == constants.ADMINST_UP
         # a migration takes the memory the guest runs with (a start with -B may have
         # changed it), a failover starts it with its configured memory
-        dom = self.on_source.get(inst.name) if kind == MIGRATE else None
         memory = (
-            dom.memory
-            if dom is not None and dom.memory > 0
+            migrating_memory(self.cluster, inst, self.on_source.get(inst.name))
+            if kind == MIGRATE
             else instance_memory(self.cluster, inst)
         )
         return allocator.Need(
