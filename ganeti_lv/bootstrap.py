@@ -174,7 +174,10 @@ def _build_cluster(cluster_name: str, master: Node, cluster_fields: dict[str, An
             f"{', '.join(constants.DOMAIN_TYPES)}",
             ECODE_INVAL,
         )
-    cluster = Cluster(name=cluster_name, master_node=master.name)
+    # a new cluster's allocator, as Ganeti's init picks hail (ours is always there)
+    cluster = Cluster(
+        name=cluster_name, master_node=master.name, default_iallocator=constants.IALLOC_HAIL
+    )
     for key, value in cluster_fields.items():
         if key in ("hvparams", "beparams"):
             merged = dict(getattr(cluster, key))

@@ -19,10 +19,11 @@ HTYPE_CLUSTER = "CLUSTER"
 HTYPE_NODE = "NODE"
 HTYPE_INSTANCE = "INSTANCE"
 
-# Ganeti's tag kinds (OP_TAGS_*); ganeti_lv's nodes, groups and networks have no tags
+# Ganeti's tag kinds (OP_TAGS_*); ganeti_lv has no node groups or networks to tag
 TAG_CLUSTER = "cluster"
+TAG_NODE = "node"
 TAG_INSTANCE = "instance"
-TAG_KINDS = (TAG_CLUSTER, TAG_INSTANCE)
+TAG_KINDS = (TAG_CLUSTER, TAG_NODE, TAG_INSTANCE)
 GANETI_TAG_KINDS = (TAG_CLUSTER, "nodegroup", "node", "instance", "network")
 
 HPATH_INSTANCE_MIGRATE = "instance-migrate"
@@ -295,6 +296,13 @@ EXPORT_OLD_SUFFIX = ".old"
 # node migrate/evacuate: default moves at once per source and per target node
 DEFAULT_MAX_PARALLEL_SOURCE = 2
 DEFAULT_MAX_PARALLEL_TARGET = 1
+
+# Instance allocators: any name stands for the built-in one. A new cluster's
+# default is Ganeti's hail (Ganeti's init picks it when it is installed);
+# "." asks for the cluster's default; an allocator's name is Ganeti's form.
+IALLOC_HAIL = "hail"
+DEFAULT_IALLOCATOR_SHORTCUT = "."
+IALLOCATOR_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 
 # severities of cluster verify's problems: only errors fail it (as in Ganeti)
 VERIFY_ERROR = "ERROR"

@@ -294,6 +294,7 @@ class Node(ConfigObject):
     vm_capable: bool = True
     master_candidate: bool = True
     memory_cap: int | None = None
+    tags: list[str] = field(default_factory=list)
     ctime: float = field(default_factory=time.time)
     mtime: float = field(default_factory=time.time)
 
@@ -356,6 +357,8 @@ class Cluster(ConfigObject):
     domain_type: str = constants.DOMAIN_TYPE_KVM
     default_bridge: str = "br0"
     shared_storage_unsafe_ok: bool = False
+    # the allocator of a new instance given no primary ("" none; a new cluster's: hail)
+    default_iallocator: str = ""
     hooks_timeout: float = constants.HOOKS_DEFAULT_TIMEOUT
     # node migrate/evacuate: moves at once off one node, and onto one node
     max_parallel_source: int = constants.DEFAULT_MAX_PARALLEL_SOURCE

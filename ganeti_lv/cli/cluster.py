@@ -12,17 +12,24 @@ from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegi
 from ganeti_lv.units import without_resets
 
 
-def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """The settings ``init`` and ``modify`` both take."""
     parser.add_argument("--hooks-dir", dest="hooks_base_dir", help="Hooks base dir on the nodes")
     parser.add_argument("--export-dir", help="Directory for exports on the nodes")
     parser.add_argument("--file-storage-dir", help="Node-local directory for 'file' disks")
     parser.add_argument("--shared-file-storage-dir", help="Shared directory for 'sharedfile' disks")
     parser.add_argument("--domain-type", choices=("kvm", "qemu"), help="libvirt domain type")
+    parser.add_argument(
+        "--default-iallocator",
+        metavar="NAME",
+        help="Allocator of instances added without a primary node (any name: the built-in"
+        " one; '' for none; a new cluster's: hail)",
+    )
     common.add_hvparams(parser)
     common.add_beparams(parser)
 
 
-def _storage_fields(opts: argparse.Namespace) -> dict[str, Any]:
+def _settings(opts: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in (
         "hooks_base_dir",
@@ -30,6 +37,7 @@ def _storage_fields(opts: argparse.Namespace) -> dict[str, Any]:
         "file_storage_dir",
         "shared_file_storage_dir",
         "domain_type",
+        "default_iallocator",
     ):
         value = getattr(opts, name)
         if value is not None:
@@ -50,7 +58,7 @@ def cmd_init(opts: argparse.Namespace, env: CliEnv) -> int:
     from ganeti_lv.cmdlib.cluster import normalize_cluster_params
 
     address = opts.master_address
-    fields = _storage_fields(opts)
+    fields = _settings(opts)
     if opts.default_bridge:
         fields["default_bridge"] = opts.default_bridge
     fields = normalize_cluster_params(fields)
@@ -142,6 +150,7 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
         f"Configuration serial: {data.serial}",
         f"Domain type: {cluster.domain_type}",
         f"Default bridge: {cluster.default_bridge}",
+        f"Default instance allocator: {cluster.default_iallocator or '(none)'}",
         f"Hooks base dir: {cluster.hooks_base_dir}",
         f"Hooks timeout: {cluster.hooks_timeout:g}",
         f"Node moves at once per source/target: {cluster.max_parallel_source}"
@@ -170,7 +179,7 @@ def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
     """Change cluster-wide settings."""
-    fields = _storage_fields(opts)
+    fields = _settings(opts)
     if opts.compression_tools is not None:
         fields["compression_tools"] = [t for t in opts.compression_tools.split(",") if t]
     if opts.shared_storage_unsafe_ok is not None:
@@ -237,13 +246,13 @@ def register(registry: CommandRegistry) -> None:
     init.add_argument("--ca-key", metavar="FILE", help="Its private key (PEM, unencrypted)")
     common.add_force(init)
     common.add_reason(init)  # the job giving the master its certificates
-    _add_storage_options(init)
+    _add_settings(init)
 
     registry.command("cluster", "info", cmd_info, help="Show the cluster configuration")
 
     modify = registry.command("cluster", "modify", cmd_modify, help="Change cluster settings")
     common.add_submit(modify)
-    _add_storage_options(modify)
+    _add_settings(modify)
     modify.add_argument("--compression-tools", help="Allowed export compression tools")
     modify.add_argument("--shared-storage-unsafe-ok", metavar="yes|no")
     modify.add_argument("--hooks-timeout", type=float, default=None, help="Per-script seconds")

@@ -580,15 +580,17 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
 
 
 def add_primary(parser: argparse.ArgumentParser) -> None:
-    """A new instance's primary: ``-n NODE``, or ``-I NAME`` to let the allocator choose."""
-    where = parser.add_mutually_exclusive_group(required=True)
+    """A new instance's primary: ``-n NODE``, or ``-I NAME`` to let the allocator choose
+    (neither: the cluster's default allocator)."""
+    where = parser.add_mutually_exclusive_group()
     where.add_argument("-n", "--node", metavar="NODE", help="Primary node")
     where.add_argument(
         "-I",
         "--iallocator",
         metavar="NAME",
         help="Let the allocator choose the primary (any name, e.g. Ganeti's hail: the"
-        " built-in one, the node with the most free memory)",
+        " built-in one, the node with the most free memory; '.' or neither option: the"
+        " cluster's default allocator)",
     )
 
 

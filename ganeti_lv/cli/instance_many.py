@@ -3,7 +3,9 @@
 As Ganeti's ``gnt-instance``, the instances are named (the default,
 ``--instance``) or selected: by node (``--node``: their primary or
 secondary node is one of those named; ``--primary``, ``--secondary``), by
-tag (``--tags``: any of the tags named) or all of them (``--all``).
+tag (``--tags``: any of the tags named), by their nodes' tags
+(``--node-tags``, ``--pri-node-tags``, ``--sec-node-tags``: a node with any
+of the tags named) or all of them (``--all``).
 
 One instance named is one job, followed as every command follows its job
 (``JobID: N`` with ``--submit``). Any other selection is confirmed first
@@ -34,6 +36,9 @@ MODE_NODES = "nodes"
 MODE_PRIMARY = "nodes-pri"
 MODE_SECONDARY = "nodes-sec"
 MODE_TAGS = "instances-by-tags"
+MODE_NODE_TAGS = "nodes-by-tags"
+MODE_PRIMARY_TAGS = "nodes-pri-by-tags"
+MODE_SECONDARY_TAGS = "nodes-sec-by-tags"
 MODE_ALL = "cluster"
 
 # Ganeti's selection flags (the last one given counts), what their names are
@@ -43,6 +48,9 @@ _MODES = (
     ("--primary", MODE_PRIMARY, "Filter by nodes (primary only)"),
     ("--secondary", MODE_SECONDARY, "Filter by nodes (secondary only)"),
     ("--tags", MODE_TAGS, "Filter by instance tags"),
+    ("--node-tags", MODE_NODE_TAGS, "Filter by node tags (primary and secondary)"),
+    ("--pri-node-tags", MODE_PRIMARY_TAGS, "Filter by node tags (primary only)"),
+    ("--sec-node-tags", MODE_SECONDARY_TAGS, "Filter by node tags (secondary only)"),
     ("--all", MODE_ALL, "Select all instances in the cluster"),
 )
 _NAMES_OF = {
@@ -51,7 +59,21 @@ _NAMES_OF = {
     MODE_PRIMARY: "node",
     MODE_SECONDARY: "node",
     MODE_TAGS: "instance tag",
+    MODE_NODE_TAGS: "node tag",
+    MODE_PRIMARY_TAGS: "node tag",
+    MODE_SECONDARY_TAGS: "node tag",
 }
+# the selections by node: the node query's lists of instances they take, in order
+_BOTH, _PRIMARY, _SECONDARY = ("pinst_list", "sinst_list"), ("pinst_list",), ("sinst_list",)
+_BY_NODE = {
+    MODE_NODES: _BOTH,
+    MODE_PRIMARY: _PRIMARY,
+    MODE_SECONDARY: _SECONDARY,
+    MODE_NODE_TAGS: _BOTH,
+    MODE_PRIMARY_TAGS: _PRIMARY,
+    MODE_SECONDARY_TAGS: _SECONDARY,
+}
+_BY_NODE_TAGS = (MODE_NODE_TAGS, MODE_PRIMARY_TAGS, MODE_SECONDARY_TAGS)
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:
@@ -78,14 +100,11 @@ def selected(opts: argparse.Namespace, env: CliEnv) -> list[str]:
         rows = env.query(OpInstanceQuery(names=names if mode == MODE_INSTANCES else [], live=False))
         found = [row["name"] for row in rows if mode != MODE_TAGS or set(row["tags"]) & set(names)]
     else:
-        rows = env.query(OpNodeQuery(names=names, live=False))
-        primaries = [name for row in rows for name in row["pinst_list"]]
-        secondaries = [name for row in rows for name in row["sinst_list"]]
-        found = {
-            MODE_NODES: primaries + secondaries,
-            MODE_PRIMARY: primaries,
-            MODE_SECONDARY: secondaries,
-        }[mode]
+        by_tags = mode in _BY_NODE_TAGS
+        rows = env.query(OpNodeQuery(names=[] if by_tags else names, live=False))
+        if by_tags:
+            rows = [row for row in rows if set(row["tags"]) & set(names)]
+        found = [name for key in _BY_NODE[mode] for row in rows for name in row[key]]
     return list(dict.fromkeys(found))  # an instance named twice (or by two names) once
 
 

@@ -40,6 +40,7 @@ _FIELDS: dict[str, tuple[str, bool]] = {
     "ctotal": ("CTotal", False),
     "ctime": ("CTime", False),
     "mtime": ("MTime", False),
+    "tags": ("Tags", False),
 }
 # Ganeti's names of fields the row has by another name
 _ALIASES = {"ndp/ssh_port": "ssh_port"}

@@ -1,4 +1,4 @@
-"""``gnt-lv instance|cluster list-tags, add-tags, remove-tags``, as Ganeti's.
+"""``gnt-lv cluster|node|instance list-tags, add-tags, remove-tags``, as Ganeti's.
 
 ``list-tags`` is a query (``OpTagsGet``) printing the tags sorted, one per
 line; ``add-tags`` and ``remove-tags`` are jobs (``OpTagsSet``,
@@ -19,8 +19,7 @@ from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 
 def _target(opts: argparse.Namespace) -> tuple[str, str | None]:
-    kind = opts.tag_kind
-    return kind, (opts.instance_name if kind == constants.TAG_INSTANCE else None)
+    return opts.tag_kind, opts.tag_target
 
 
 def _tags(opts: argparse.Namespace, what: str) -> list[str]:
@@ -67,10 +66,19 @@ def cmd_remove_tags(opts: argparse.Namespace, env: CliEnv) -> int:
     return EXIT_SUCCESS
 
 
+# the tag kind (also the command group) -> whose tags, and the positional naming the
+# target (None: the cluster's take none)
+_KINDS = {
+    constants.TAG_CLUSTER: ("the cluster's", None),
+    constants.TAG_NODE: ("a node's", "NODE"),
+    constants.TAG_INSTANCE: ("an instance's", "INSTANCE"),
+}
+
+
 def register(registry: CommandRegistry) -> None:
-    """Add ``list-tags``, ``add-tags`` and ``remove-tags`` to ``instance`` and ``cluster``."""
-    for group, kind in (("instance", constants.TAG_INSTANCE), ("cluster", constants.TAG_CLUSTER)):
-        whose = "an instance's" if kind == constants.TAG_INSTANCE else "the cluster's"
+    """Add ``list-tags``, ``add-tags`` and ``remove-tags`` to ``cluster``, ``node`` and
+    ``instance``."""
+    for group, (whose, target) in _KINDS.items():
         listing = registry.command(group, "list-tags", cmd_list_tags, help=f"List {whose} tags")
         commands = [listing]
         for name, handler, verb in (
@@ -88,8 +96,8 @@ def register(registry: CommandRegistry) -> None:
             common.add_dry_run(change)
             commands.append(change)
         for parser in commands:
-            parser.set_defaults(tag_kind=kind)
-            if kind == constants.TAG_INSTANCE:
-                parser.add_argument("instance_name", metavar="INSTANCE")
+            parser.set_defaults(tag_kind=group, tag_target=None)
+            if target is not None:
+                parser.add_argument("tag_target", metavar=target)
         for parser in commands[1:]:
             parser.add_argument("tags", nargs="*", metavar="TAG")

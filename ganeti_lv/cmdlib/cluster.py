@@ -63,6 +63,11 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
             f"Invalid bridge name '{bridge}': at most 15 letters, digits or '_.:-'",
             ECODE_INVAL,
         )
+    allocator = out.get("default_iallocator")
+    if allocator and not constants.IALLOCATOR_NAME_RE.match(str(allocator)):
+        raise OpPrereqError(
+            f"Invalid instance allocator name '{allocator}' (\"\" for none)", ECODE_INVAL
+        )
     timeout = out.get("hooks_timeout")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise OpPrereqError("The hooks timeout must be a positive number", ECODE_INVAL)
@@ -86,6 +91,7 @@ class LUClusterSetParams(LogicalUnit):
         "shared_storage_unsafe_ok",
         "hooks_timeout",
         "default_bridge",
+        "default_iallocator",
         "max_parallel_source",
         "max_parallel_target",
     )

@@ -144,11 +144,7 @@ class LUInstanceCreate(LogicalUnit):
         if handler_cls is None:
             raise OpPrereqError(f"Creation mode '{self.op.mode}' is not supported", ECODE_INVAL)
         self.handler = handler_cls(self)
-        if bool(self.op.iallocator) == bool(self.op.pnode):
-            raise OpPrereqError(
-                "Give either the primary node (pnode) or an instance allocator (iallocator)",
-                ECODE_INVAL,
-            )
+        self._choose_allocator()
         notes: list[str] = []
         beparams = coerce_beparams(self.op.beparams, dict(constants.BEC_DEFAULTS), notes)
         self.beparams = without_resets(beparams)
@@ -161,6 +157,24 @@ class LUInstanceCreate(LogicalUnit):
         check_nics(self.op.nics)
         check_device_names("NIC", [spec.get("name") for spec in self.op.nics])
         self.handler.check_arguments()
+
+    def _choose_allocator(self) -> None:
+        """The primary or an allocator, not both; neither (or Ganeti's ".") is the
+        cluster's default allocator, ECODE_INVAL when it has none."""
+        if self.op.pnode and self.op.iallocator:
+            raise OpPrereqError("Do not specify both, iallocator and node", ECODE_INVAL)
+        if self.op.pnode:
+            return
+        if self.op.iallocator in (None, "", constants.DEFAULT_IALLOCATOR_SHORTCUT):
+            default = self.cfg.get_cluster().default_iallocator
+            if not default:
+                raise OpPrereqError(
+                    "Give the primary node (pnode) or an instance allocator (iallocator):"
+                    " the cluster has no default allocator ('gnt-lv cluster modify"
+                    " --default-iallocator hail' sets one)",
+                    ECODE_INVAL,
+                )
+            self.op.iallocator = default
 
     def ExpandNames(self) -> None:
         """The name must be new; lock it, the primary node and its resources (with an

@@ -454,6 +454,7 @@ def _config_row(node: Node, data: ConfigData) -> dict[str, Any]:
         "master_candidate": node.is_master_candidate(),
         "master_capable": True,  # every node may be the master (master-failover)
         "role": node_role(node, data.cluster.master_node),
+        "tags": list(node.tags),
         # one address for everything: Ganeti's primary and secondary IP
         "pip": node.address,
         "sip": node.address,

@@ -1,7 +1,7 @@
-"""LUTagsGet, LUTagsSet, LUTagsDel: the tags of the cluster and of instances (OP_TAGS_*).
+"""LUTagsGet, LUTagsSet, LUTagsDel: the tags of the cluster, nodes and instances (OP_TAGS_*).
 
-As Ganeti's: no hooks; an instance's tags are changed under its lock, the
-cluster's under the configuration's own (every change is one read-modify-
+As Ganeti's: no hooks; a node's or an instance's tags are changed under its
+lock, the cluster's under the configuration's own (every change is one read-modify-
 write of the configuration, so none is lost). Adding a tag the object has
 already changes nothing; removing one it does not have is refused
 (ECODE_NOENT) before anything changes, as is going over Ganeti's 4096 tags
@@ -19,33 +19,39 @@ from typing import Any
 
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
-from ganeti_lv.cmdlib.common import expand_instance
+from ganeti_lv.cmdlib.common import expand_instance, expand_node
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpExecError, OpPrereqError
 from ganeti_lv.names import MAX_TAGS
-from ganeti_lv.objects import Cluster, ConfigData, Instance
+from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
 from ganeti_lv.opcodes import OpTagsDel, OpTagsGet, OpTagsSet
 
 
-def _target(data: ConfigData, kind: str, name: str | None) -> Cluster | Instance:
+def _target(data: ConfigData, kind: str, name: str | None) -> Cluster | Node | Instance:
     """The tagged object in ``data`` (the configuration's own: changes stick)."""
     if kind == constants.TAG_CLUSTER:
         return data.cluster
     assert name is not None
-    return data.instances[name]
+    return data.nodes[name] if kind == constants.TAG_NODE else data.instances[name]
 
 
 class _TagsLU(NoHooksLU):
-    """The target's name expanded; an instance's lock for a change of its tags."""
+    """The target's name expanded; a node's or an instance's lock for a change of its tags."""
 
     REQ_BGL = False
 
     def ExpandNames(self) -> None:
-        """An instance's full name (ECODE_NOENT when unknown) and its lock."""
+        """A node's or an instance's full name (ECODE_NOENT when unknown) and its lock."""
         self.needed_locks = {}
-        if self.op.kind == constants.TAG_INSTANCE:
+        if self.op.kind == constants.TAG_NODE:
+            self.op.name = expand_node(self.cfg, self.op.name)
+            level = locking.LEVEL_NODE
+        elif self.op.kind == constants.TAG_INSTANCE:
             self.op.name = expand_instance(self.cfg, self.op.name)
-            if not self.QUERY:
-                self.needed_locks[locking.LEVEL_INSTANCE] = [self.op.name]
+            level = locking.LEVEL_INSTANCE
+        else:
+            return
+        if not self.QUERY:
+            self.needed_locks[level] = [self.op.name]
 
     def current(self) -> list[str]:
         """The target's tags as the configuration has them now."""

@@ -51,6 +51,7 @@ class OpClusterSetParams(OpCode):
     shared_storage_unsafe_ok: bool | None = None
     hooks_timeout: float | None = None
     default_bridge: str | None = None
+    default_iallocator: str | None = None  # "" for none
     max_parallel_source: int | None = None
     max_parallel_target: int | None = None
 

@@ -1,4 +1,4 @@
-"""Opcodes of tags: the cluster's and an instance's (Ganeti's OP_TAGS_*)."""
+"""Opcodes of tags: the cluster's, a node's and an instance's (Ganeti's OP_TAGS_*)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ganeti_lv.opcodes.base import (
 
 @dataclass(kw_only=True)
 class _TagsOpCode(OpCode):
-    """Ganeti's tag target: the cluster (``kind`` cluster, no name) or an instance."""
+    """Ganeti's tag target: the cluster (``kind`` cluster, no name), a node or an instance."""
 
     kind: str
     name: str | None = None
@@ -23,19 +23,22 @@ class _TagsOpCode(OpCode):
     def _check_values(self) -> None:
         if self.kind not in constants.TAG_KINDS:
             raise OpPrereqError(
-                f"Tags of kind '{self.kind}' are not supported: ganeti_lv tags the cluster"
-                f" and instances only (Ganeti's kinds: {', '.join(constants.GANETI_TAG_KINDS)})",
+                f"Tags of kind '{self.kind}' are not supported: ganeti_lv tags the cluster,"
+                " nodes and instances only (Ganeti's kinds:"
+                f" {', '.join(constants.GANETI_TAG_KINDS)})",
                 ECODE_INVAL,
             )
         if self.kind == constants.TAG_CLUSTER and self.name:
             raise OpPrereqError("The cluster's tags take no name", ECODE_INVAL)
-        if self.kind == constants.TAG_INSTANCE and not self.name:
-            raise OpPrereqError("An instance's tags need the instance's name", ECODE_INVAL)
+        if self.kind != constants.TAG_CLUSTER and not self.name:
+            raise OpPrereqError(
+                f"Tags of kind '{self.kind}' need the {self.kind}'s name", ECODE_INVAL
+            )
 
 
 @dataclass(kw_only=True)
 class OpTagsGet(_TagsOpCode):
-    """The tags of the cluster or of an instance (Ganeti's OP_TAGS_GET); a query."""
+    """The tags of the cluster, a node or an instance (Ganeti's OP_TAGS_GET); a query."""
 
     OP_ID: ClassVar[str] = "OP_TAGS_GET"
 
@@ -55,13 +58,13 @@ class _TagsChange(_TagsOpCode):
 
 @dataclass(kw_only=True)
 class OpTagsSet(_TagsChange):
-    """Add tags to the cluster or an instance (Ganeti's OP_TAGS_SET)."""
+    """Add tags to the cluster, a node or an instance (Ganeti's OP_TAGS_SET)."""
 
     OP_ID: ClassVar[str] = "OP_TAGS_SET"
 
 
 @dataclass(kw_only=True)
 class OpTagsDel(_TagsChange):
-    """Remove tags from the cluster or an instance (Ganeti's OP_TAGS_DEL)."""
+    """Remove tags from the cluster, a node or an instance (Ganeti's OP_TAGS_DEL)."""
 
     OP_ID: ClassVar[str] = "OP_TAGS_DEL"

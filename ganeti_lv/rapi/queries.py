@@ -142,7 +142,7 @@ def instance_console(ctx: Context, name: str) -> dict[str, Any]:
 
 
 def tags(ctx: Context, kind: str, name: str | None) -> list[str]:
-    """The tags of the cluster or of an instance, sorted; 404 for an unknown instance."""
+    """The tags of the cluster, a node or an instance, sorted; 404 for an unknown one."""
     try:
         return list(run_query(ctx, OpTagsGet(kind=kind, name=name)))
     except OpPrereqError as err:
@@ -175,7 +175,6 @@ def node_fields(row: dict[str, Any], node: Node, data: ConfigData) -> dict[str, 
         "ndparams": node_parameters(node),
         "group.uuid": group_uuid(data.cluster),
         "serial_no": None,
-        "tags": [],
     }
     return {name: not_in_row[name] if name in not_in_row else row[name] for name in N_FIELDS}
 
@@ -347,7 +346,7 @@ def cluster_info(ctx: Context) -> dict[str, Any]:
         "shared_file_storage_dir": cluster.shared_file_storage_dir,
         "enabled_disk_templates": list(constants.DISK_TEMPLATES),
         "compression_tools": list(cluster.compression_tools),
-        "default_iallocator": None,
+        "default_iallocator": cluster.default_iallocator,
         "ctime": cluster.ctime,
         "mtime": cluster.mtime,
         "uuid": cluster.uuid,

@@ -14,7 +14,7 @@ request version 1, ``instance-create-reqv1``), ``DELETE`` on an instance
 removes it; ``PUT`` for modify (backend and hypervisor parameters), startup,
 shutdown, migrate, failover,
 export and prepare-export, a node's role and tags to add (the cluster's,
-``/2/tags``, and an instance's, ``?tag=a&tag=b``), ``POST`` for reboot and a
+``/2/tags``, a node's and an instance's, ``?tag=a&tag=b``), ``POST`` for reboot and a
 node's migrate, evacuate and modify, ``DELETE`` on a job to cancel it and on
 tags to remove them.
 ``DELETE /2/jobs/[id]`` asks a running job to stop safely (as Ctrl-C does
@@ -271,7 +271,10 @@ def _submit(req: Request, op: OpCode) -> int:
 
 
 def _tags_target(req: Request) -> tuple[str, str | None]:
-    """``/2/tags``: the cluster's; ``/2/instances/<name>/tags``: the instance's."""
+    """``/2/tags``: the cluster's; ``/2/nodes/<node>/tags``: the node's;
+    ``/2/instances/<name>/tags``: the instance's."""
+    if "node" in req.items:
+        return constants.TAG_NODE, req.items["node"]
     name = req.items.get("name")
     return (constants.TAG_INSTANCE, name) if name else (constants.TAG_CLUSTER, None)
 
@@ -456,7 +459,7 @@ def _wait_job(req: Request) -> Any:
     return jobfields.wait_for_change(lambda: _load_job(req, job_id), fields, prev_info, prev_serial)
 
 
-# the cluster's and an instance's tags: read, added to, removed from
+# the cluster's, a node's and an instance's tags: read, added to, removed from
 _TAGS_METHODS: dict[str, Handler] = {
     "GET": _tags,
     "PUT": _tags_change(OpTagsSet, "add"),
@@ -475,6 +478,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/nodes/<name>/modify", {"POST": _modify_node}),
     Resource("/2/nodes/<name>/migrate", {"POST": _migrate_node}),
     Resource("/2/nodes/<name>/evacuate", {"POST": _evacuate_node}),
+    Resource("/2/nodes/<node>/tags", _TAGS_METHODS),
     Resource("/2/groups", {"GET": _groups}),
     Resource("/2/groups/<name>", {"GET": _group}),
     Resource("/2/instances", {"GET": _instances, "POST": _create_instance}),

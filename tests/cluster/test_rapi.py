@@ -169,12 +169,14 @@ def test_version_features_nodes_and_instances(env: Env) -> None:
 
 
 def test_tags_through_ganetis_client(env: Env) -> None:
-    """An instance's and the cluster's tags added and removed as jobs of the daemon,
-    read by Ganeti's client and by gnt-lv alike."""
+    """An instance's, a node's and the cluster's tags added and removed as jobs of the
+    daemon, read by Ganeti's client and by gnt-lv alike."""
     client = env.client()
+    tagged = env.other()
     for job in (
         client.call("AddInstanceTags", NAME, ["rapi-b", "rapi-a"]),
         client.call("AddClusterTags", ["rapi-site"]),
+        client.call("AddNodeTags", tagged, ["rapi-rack"]),
     ):
         assert client.call("WaitForJobCompletion", job, period=1) is True
         assert env.job(job).pid == env.daemon_pid
@@ -182,24 +184,30 @@ def test_tags_through_ganetis_client(env: Env) -> None:
     listed = env.gnt("instance", "list-tags", NAME)
     assert "rapi-a\nrapi-b\n" in listed.stdout, listed.stdout + listed.stderr
     assert "rapi-site" in client.call("GetClusterTags")
+    assert "rapi-rack" in client.call("GetNodeTags", tagged)
+    assert "rapi-rack" in env.gnt("node", "list-tags", tagged).stdout.split()
     for job in (
         client.call("DeleteInstanceTags", NAME, ["rapi-a", "rapi-b"]),
         client.call("DeleteClusterTags", ["rapi-site"]),
+        client.call("DeleteNodeTags", tagged, ["rapi-rack"]),
     ):
         assert client.call("WaitForJobCompletion", job, period=1) is True
+    assert "rapi-rack" not in client.call("GetNodeTags", tagged)
     assert not {"rapi-a", "rapi-b"} & set(env.gnt("instance", "list-tags", NAME).stdout.split())
     assert "rapi-site" not in env.gnt("cluster", "list-tags").stdout.split()
 
 
 def test_ganetis_client_creates_and_removes_an_instance(env: Env) -> None:
-    """CreateInstance (request version 1) with Ganeti's allocator name: the built-in
-    allocator chooses the node, the disks are made there and the instance recorded;
-    DeleteInstance removes both. Not started: no second busy guest."""
+    """CreateInstance (request version 1) with neither a node nor an allocator: the
+    cluster's default allocator (Ganeti's hail, as a new cluster's) chooses the node,
+    the disks are made there and the instance recorded; DeleteInstance removes both.
+    Not started: no second busy guest."""
     client = env.client()
     name = "rapinew"
+    assert client.call("GetInfo")["default_iallocator"] == "hail"
     job = client.call(
         "CreateInstance", "create", name, "sharedfile", [{"size": 16}], [{}],
-        iallocator="hail", beparams={"memory": 64, "vcpus": 1}, start=False,
+        beparams={"memory": 64, "vcpus": 1}, start=False,
         name_check=False, ip_check=False, os="noop",
     )  # fmt: skip
     try:

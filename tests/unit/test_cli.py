@@ -472,6 +472,7 @@ def test_cluster_init_via_cli(tmp_path: Any, capsys: Any) -> None:
     data = ConfigStore(ddir).read()
     assert data.cluster.file_storage_dir == "/srv/x"
     assert data.cluster.beparams["maxmem"] == 256
+    assert data.cluster.default_iallocator == "hail"  # as Ganeti's init with hail installed
     assert main(argv) == 1
     assert "already initialised" in capsys.readouterr().err
 

@@ -106,6 +106,9 @@ def test_several_instances_are_confirmed_first(
         (["--secondary", N1], "Selection filter does not match any instances"),
         (["--primary", N2], "Selection filter does not match any instances"),
         (["--tags", "db"], "Selection filter does not match any instances"),
+        (["--node-tags"], "No node tag names given"),
+        (["--node-tags", "rack:1"], "Selection filter does not match any instances"),
+        (["--sec-node-tags", "rack:1"], "Selection filter does not match any instances"),
         (["--node", "nosuch"], "Node 'nosuch' not known"),
         (["ghost", I1], "Instance 'ghost' not known"),
     ],
@@ -117,6 +120,28 @@ def test_a_selection_of_nothing_or_of_unknown_names_changes_nothing(
     assert code == 1 and text in err, err
     assert "error type: " in err  # a prerequisite error, with its code
     assert _jobs(data_dir) == [] and _states(config) == {I1: "up", I2: "up"}
+
+
+def test_selection_by_node_tags(cli: Cli, config: ConfigStore, data_dir: str) -> None:
+    """Ganeti's --node-tags and --pri-node-tags: instances of a node with any of the tags."""
+    with config.update() as data:
+        data.nodes[N1].tags = ["rack:1", "ssd"]
+        data.nodes[N2].tags = ["rack:1"]
+    code, _, err = cli("instance", "shutdown", "--pri-node-tags", "ssd", "x", "--force-multiple")
+    assert code == 0, err
+    assert _states(config) == {I1: "down", I2: "down"}
+    assert [job.summary for job in _jobs(data_dir)] == [
+        f"INSTANCE_SHUTDOWN({I1})",
+        f"INSTANCE_SHUTDOWN({I2})",
+    ]
+    with config.update() as data:  # a node of both tags' instances counted once
+        data.instances[I2].primary_node = N2
+    code, _, err = cli("instance", "startup", "--node-tags", "rack:1", "ssd", "--force-multiple")
+    assert code == 0, err
+    assert [job.summary for job in _jobs(data_dir)[2:]] == [
+        f"INSTANCE_STARTUP({I1})",
+        f"INSTANCE_STARTUP({I2})",
+    ]
 
 
 def test_selection_by_tag_and_the_empty_cluster(

@@ -213,8 +213,8 @@ def test_create_dry_run_changes_nothing(
         ({"nics": [{"ip": "notanip"}]}, ECODE_INVAL, "Invalid IP address 'notanip'"),
         ({"nics": [{"link": "br7"}]}, ECODE_ENVIRON, "Missing bridges br7"),
         ({"beparams": {"memory": "8G"}}, ECODE_NORES, "Not enough memory on node"),
-        ({"pnode": None}, ECODE_INVAL, "Give either the primary node (pnode) or an instance"),
-        ({"iallocator": "hail"}, ECODE_INVAL, "Give either the primary node (pnode) or an"),
+        ({"pnode": None}, ECODE_INVAL, "the cluster has no default allocator"),
+        ({"iallocator": "hail"}, ECODE_INVAL, "Do not specify both, iallocator and node"),
         # Ganeti's device names: unique per kind, never purely numeric
         (
             {"disks": [{"size": 64, "name": "data"}, {"size": 64, "name": "data"}]},

@@ -962,18 +962,26 @@ def test_ganetis_client_gets_the_console_of_a_running_instance(
 def test_ganetis_client_adds_reads_and_removes_tags(
     rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
 ) -> None:
-    """An instance's and the cluster's tags, each change a job of the daemon."""
+    """An instance's, a node's and the cluster's tags, each change a job of the daemon."""
     client = _client(rapi, data_dir)
-    added, cluster_added = client.run(
+    added, cluster_added, node_added = client.run(
         [
             ["AddInstanceTags", [INST, ["b", "a"]], {"reason": "sorting"}],
             ["AddClusterTags", [["site:ams"]], {}],
+            ["AddNodeTags", [N2, ["rack:7", "ssd"]], {}],
         ]
     )
-    for answer in (added, cluster_added):
+    for answer in (added, cluster_added, node_added):
         assert client.call("WaitForJobCompletion", answer["ok"], period=0) is True
     assert client.call("GetInstanceTags", INST) == ["a", "b", "web"]
     assert client.call("GetClusterTags") == ["site:ams"]
+    assert client.call("GetNodeTags", N2) == ["rack:7", "ssd"]
+    assert client.call("GetNode", N2)["tags"] == ["rack:7", "ssd"]  # Ganeti's node field too
+    assert client.call("GetNodeTags", N3) == [] and config.get_node(N3).tags == []  # type: ignore[union-attr]
+    job_id = client.call("DeleteNodeTags", N2, ["ssd"])
+    assert client.call("WaitForJobCompletion", job_id, period=0) is True
+    assert config.get_node(N2).tags == ["rack:7"]  # type: ignore[union-attr]
+    assert client.error("GetNodeTags", "ghost")["code"] == 404
     job = JobStore(paths.jobs_dir(data_dir)).get(added["ok"])
     assert job.ops[0].params["reason"][0][1] == "sorting"
     dry = client.call("DeleteInstanceTags", INST, ["web"], dry_run=True)
@@ -1051,3 +1059,25 @@ def test_ganetis_client_creates_and_removes_an_instance(
     failed = client.call("DeleteInstance", name)  # unknown now: the job fails
     assert client.call("WaitForJobCompletion", failed, period=0) is False
     assert _client(rapi, data_dir, user=VIEWER).error("DeleteInstance", INST)["code"] == 403
+
+
+@needs_ganeti_client
+def test_ganetis_client_creates_an_instance_with_the_clusters_default_allocator(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore, fake_ops: FakeNodeOps
+) -> None:
+    """Neither pnode nor iallocator: the cluster's default allocator, shown by /2/info."""
+    client = _client(rapi, data_dir)
+    spec: dict[str, Any] = {"name_check": False, "ip_check": False, "no_install": True}
+    args = ["create", "new1.example.com", "file", [{"size": 64}], [{}]]
+    job = client.call("CreateInstance", *args, start=False, **spec)
+    assert client.call("WaitForJobCompletion", job, period=0) is False  # the cluster has none
+    assert "no default allocator" in str(client.call("GetJobStatus", job)["opresult"])
+    assert client.call("GetInfo")["default_iallocator"] == ""
+    with config.update() as data:
+        data.cluster.default_iallocator = "hail"
+    fake_ops.node(N3).facts.memory_free = 9000
+    assert client.call("GetInfo")["default_iallocator"] == "hail"
+    job = client.call("CreateInstance", *args, start=False, **spec)
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    inst = config.get_instance("new1.example.com")
+    assert inst is not None and inst.primary_node == N3

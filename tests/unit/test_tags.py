@@ -1,4 +1,4 @@
-"""Tags of the cluster and of instances: OP_TAGS_GET/SET/DEL and the gnt-lv commands."""
+"""Tags of the cluster, nodes and instances: OP_TAGS_GET/SET/DEL and the gnt-lv commands."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ganeti_lv.names import MAX_TAGS
 from ganeti_lv.opcodes import OpCode, OpTagsDel, OpTagsGet, OpTagsSet
 
 I1 = "inst1.example.com"
+N2, N3 = "node2.example.com", "node3.example.com"
 
 
 def _run(ctx: Context, op: OpCode) -> Any:
@@ -41,6 +42,30 @@ def test_an_instances_tags_are_added_read_sorted_and_removed(
     assert config.get_cluster().tags == []
 
 
+def test_a_nodes_tags_under_its_lock(ctx: Context, config: ConfigStore, monkeypatch: Any) -> None:
+    """Expanded as node names are; a change holds the node's lock (Ganeti's), nothing else."""
+    from ganeti_lv import locking
+    from ganeti_lv.cmdlib import tags as tags_lus
+
+    held: list[list[str]] = []
+    checked = tags_lus.LUTagsSet.CheckPrereq
+
+    def noting_locks(lu: Any) -> None:
+        held.append(sorted(lu.owned_locks(locking.LEVEL_NODE)))
+        held.append(sorted(lu.owned_locks(locking.LEVEL_INSTANCE)))
+        checked(lu)
+
+    monkeypatch.setattr(tags_lus.LUTagsSet, "CheckPrereq", noting_locks)
+    _run(ctx, OpTagsSet(kind="node", name="node2", tags=["rack:7", "ssd"]))
+    assert held == [[N2], []]
+    node = config.get_node(N2)
+    assert node is not None and node.tags == ["rack:7", "ssd"]
+    assert config.get_node(N3).tags == [] and config.get_cluster().tags == []  # type: ignore[union-attr]
+    assert run_query(ctx, OpTagsGet(kind="node", name=N2)) == ["rack:7", "ssd"]
+    _run(ctx, OpTagsDel(kind="node", name=N2, tags=["ssd"]))
+    assert config.get_node(N2).tags == ["rack:7"]  # type: ignore[union-attr]
+
+
 def test_the_clusters_tags(ctx: Context, config: ConfigStore) -> None:
     _run(ctx, OpTagsSet(kind="cluster", tags=["site:ams", "prod"]))
     assert config.get_cluster().tags == ["site:ams", "prod"]
@@ -54,8 +79,12 @@ def test_bad_tag_requests_change_nothing(ctx: Context, config: ConfigStore) -> N
     assert (err.ecode, err.msg) == (ECODE_NOENT, "Tag(s) 'a', 'b' not found")
     err = refused(ctx, config, OpTagsSet(kind="instance", name="ghost", tags=["x"]))
     assert err.ecode == ECODE_NOENT and "ghost" in err.msg
-    err = refused(ctx, config, OpTagsSet(kind="node", name="node1", tags=["x"]))
-    assert err.ecode == ECODE_INVAL and "tags the cluster and instances only" in err.msg
+    err = refused(ctx, config, OpTagsSet(kind="nodegroup", name="default", tags=["x"]))
+    assert err.ecode == ECODE_INVAL and "tags the cluster, nodes and instances only" in err.msg
+    err = refused(ctx, config, OpTagsSet(kind="node", name="ghost", tags=["x"]))
+    assert err.ecode == ECODE_NOENT and "Node 'ghost' not known" in err.msg
+    err = refused(ctx, config, OpTagsSet(kind="node", tags=["x"]))
+    assert err.ecode == ECODE_INVAL and "Tags of kind 'node' need the node's name" in err.msg
     err = refused(ctx, config, OpTagsSet(kind="instance", name=I1, tags=["two words"]))
     assert err.ecode == ECODE_INVAL and "Invalid tag 'two words'" in err.msg
     err = refused(ctx, config, OpTagsSet(kind="cluster", name="c1", tags=["x"]))
@@ -95,6 +124,13 @@ def test_gnt_lv_tag_commands(
     assert _cli(data_dir, capsys, "cluster", "list-tags")[1] == "one\ntwo\n"
     assert _cli(data_dir, capsys, "cluster", "remove-tags", "one")[0] == 0
     assert config.get_cluster().tags == ["two"]
+    # a node's, shown by node list's Tags field as well
+    assert _cli(data_dir, capsys, "node", "add-tags", "node2", "rack:7", "ssd")[0] == 0
+    assert _cli(data_dir, capsys, "node", "list-tags", "node2")[1] == "rack:7\nssd\n"
+    code, out, _ = _cli(data_dir, capsys, "node", "list", "--no-headers", "-o", "name,tags", N2)
+    assert (code, out.split()) == (0, [N2, "rack:7,ssd"])
+    code, _, err = _cli(data_dir, capsys, "node", "remove-tags", "ghost", "x")
+    assert code != 0 and "Node 'ghost' not known" in err
 
 
 def test_a_tag_removed_by_another_job_meanwhile_fails_the_removal(
