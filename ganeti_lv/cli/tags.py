@@ -4,7 +4,10 @@
 line; ``add-tags`` and ``remove-tags`` are jobs (``OpTagsSet``,
 ``OpTagsDel``) taking the tags as arguments and, with ``--from FILE``, one
 per line of FILE (``-`` is standard input), as Ganeti's. Without a tag they
-are refused (ECODE_INVAL).
+are refused (ECODE_INVAL). ``cluster search-tags PATTERN`` (``OpTagsSearch``)
+prints every object's tags the regular expression finds, ``PATH TAG`` sorted
+(``/cluster``, ``/instances/NAME``, ``/nodes/NAME``), and exits 1 when it
+finds none, as Ganeti's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 
 from ganeti_lv import constants, opcodes
 from ganeti_lv.cli import common
-from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 
@@ -66,6 +69,14 @@ def cmd_remove_tags(opts: argparse.Namespace, env: CliEnv) -> int:
     return EXIT_SUCCESS
 
 
+def cmd_search_tags(opts: argparse.Namespace, env: CliEnv) -> int:
+    """Print the (path, tag) pairs found, sorted; exit 1 for none."""
+    found = env.query(opcodes.OpTagsSearch(pattern=opts.pattern))
+    for path, tag in sorted(found):
+        env.write(f"{path} {tag}")
+    return EXIT_SUCCESS if found else EXIT_FAILURE
+
+
 # the tag kind (also the command group) -> whose tags, and the positional naming the
 # target (None: the cluster's take none)
 _KINDS = {
@@ -101,3 +112,7 @@ def register(registry: CommandRegistry) -> None:
                 parser.add_argument("tag_target", metavar=target)
         for parser in commands[1:]:
             parser.add_argument("tags", nargs="*", metavar="TAG")
+    search = registry.command(
+        "cluster", "search-tags", cmd_search_tags, help="Search every object's tags"
+    )
+    search.add_argument("pattern", metavar="PATTERN", help="A regular expression")

@@ -1,4 +1,5 @@
-"""LUTagsGet, LUTagsSet, LUTagsDel: the tags of the cluster, nodes and instances (OP_TAGS_*).
+"""LUTagsGet, LUTagsSet, LUTagsDel, LUTagsSearch: the tags of the cluster, nodes and
+instances (OP_TAGS_*).
 
 As Ganeti's: no hooks; a node's or an instance's tags are changed under its
 lock, the cluster's under the configuration's own (every change is one read-modify-
@@ -8,12 +9,14 @@ already changes nothing; removing one it does not have is refused
 of an object (ECODE_INVAL). Both are checked again within the configuration
 update: another job may have changed the cluster's tags meanwhile, which
 fails this one (OpExecError, nothing changed), as Ganeti's changes of tags
-fail in Exec. Reading the tags is a query: no job, no lock.
+fail in Exec. Reading the tags, and searching every object's, are queries: no
+job, no lock.
 Tags keep the order they were added in; listings sort them, as Ganeti's.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -23,7 +26,7 @@ from ganeti_lv.cmdlib.common import expand_instance, expand_node
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, OpExecError, OpPrereqError
 from ganeti_lv.names import MAX_TAGS
 from ganeti_lv.objects import Cluster, ConfigData, Instance, Node
-from ganeti_lv.opcodes import OpTagsDel, OpTagsGet, OpTagsSet
+from ganeti_lv.opcodes import OpTagsDel, OpTagsGet, OpTagsSearch, OpTagsSet
 
 
 def _target(data: ConfigData, kind: str, name: str | None) -> Cluster | Node | Instance:
@@ -126,3 +129,26 @@ class LUTagsDel(_TagsLU):
             target.tags = [tag for tag in target.tags if tag not in gone]
             target.mtime = time.time()
         return None
+
+
+@register_lu(OpTagsSearch)
+class LUTagsSearch(NoHooksLU):
+    """The tags the pattern finds (``re.search``) on the cluster (``/cluster``), its
+    instances (``/instances/NAME``) and nodes (``/nodes/NAME``): (path, tag) pairs,
+    as Ganeti's, in that order."""
+
+    REQ_BGL = False
+    QUERY = True
+
+    def ExpandNames(self) -> None:
+        """No locks: one snapshot of the configuration."""
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> list[list[str]]:
+        """The pairs found."""
+        data = self.cfg.snapshot()
+        pattern = re.compile(self.op.pattern)
+        targets: list[tuple[str, list[str]]] = [("/cluster", data.cluster.tags)]
+        targets += [(f"/instances/{i.name}", i.tags) for i in data.instances.values()]
+        targets += [(f"/nodes/{n.name}", n.tags) for n in data.nodes.values()]
+        return [[path, tag] for path, tags in targets for tag in tags if pattern.search(tag)]

@@ -67,6 +67,7 @@ from ganeti_lv.opcodes.node import (
 from ganeti_lv.opcodes.tags import (
     OpTagsDel,
     OpTagsGet,
+    OpTagsSearch,
     OpTagsSet,
 )
 
@@ -102,6 +103,7 @@ __all__ = [
     "OpNodeSetParams",
     "OpTagsDel",
     "OpTagsGet",
+    "OpTagsSearch",
     "OpTagsSet",
     "OpTestDelay",
 ]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.names import check_tags
-from ganeti_lv.opcodes.base import (
-    OpCode,
-)
+from ganeti_lv.opcodes.base import OpCode
 
 
 @dataclass(kw_only=True)
@@ -68,3 +67,21 @@ class OpTagsDel(_TagsChange):
     """Remove tags from the cluster, a node or an instance (Ganeti's OP_TAGS_DEL)."""
 
     OP_ID: ClassVar[str] = "OP_TAGS_DEL"
+
+
+@dataclass(kw_only=True)
+class OpTagsSearch(OpCode):
+    """Every tag of the cluster, its nodes and instances that ``pattern`` (a regular
+    expression) finds, as (path, tag) pairs (Ganeti's OP_TAGS_SEARCH); a query."""
+
+    OP_ID: ClassVar[str] = "OP_TAGS_SEARCH"
+
+    pattern: str
+
+    def _check_values(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as err:
+            raise OpPrereqError(
+                f"Invalid search pattern '{self.pattern}': {err}", ECODE_INVAL
+            ) from None

@@ -14,7 +14,7 @@ from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.names import MAX_TAGS
-from ganeti_lv.opcodes import OpCode, OpTagsDel, OpTagsGet, OpTagsSet
+from ganeti_lv.opcodes import OpCode, OpTagsDel, OpTagsGet, OpTagsSearch, OpTagsSet
 
 I1 = "inst1.example.com"
 N2, N3 = "node2.example.com", "node3.example.com"
@@ -152,3 +152,26 @@ def test_a_tag_removed_by_another_job_meanwhile_fails_the_removal(
     with pytest.raises(OpExecError, match="Tag\\(s\\) 'b' not found"):
         _run(ctx, OpTagsDel(kind="cluster", tags=["a", "b"]))
     assert config.get_cluster().tags == ["a"]  # "a" stays: nothing of the failed job
+
+
+def test_searching_every_objects_tags(
+    ctx: Context, config: ConfigStore, data_dir: str, capsys: Any
+) -> None:
+    """Ganeti's search-tags: (path, tag) pairs of the cluster, instances and nodes."""
+    with config.update() as data:
+        data.cluster.tags = ["site:ams", "prod"]
+        data.nodes[N2].tags = ["rack:7", "site:ams-2"]
+    found = run_query(ctx, OpTagsSearch(pattern="^site:|^web$"))
+    assert found == [
+        ["/cluster", "site:ams"],
+        [f"/instances/{I1}", "web"],
+        ["/instances/inst2.example.com", "web"],
+        [f"/nodes/{N2}", "site:ams-2"],
+    ]
+    assert run_query(ctx, OpTagsSearch(pattern="nothing")) == []
+    err = refused(ctx, config, OpTagsSearch(pattern="(unclosed"))
+    assert err.ecode == ECODE_INVAL and "Invalid search pattern '(unclosed'" in err.msg
+    code, out, _ = _cli(data_dir, capsys, "cluster", "search-tags", "ams")
+    assert (code, out) == (0, f"/cluster site:ams\n/nodes/{N2} site:ams-2\n")
+    code, out, _ = _cli(data_dir, capsys, "cluster", "search-tags", "nothing")
+    assert (code, out) == (1, "")  # none found: exit 1, as Ganeti's
