@@ -57,12 +57,16 @@ JOB_STATUS_CANCELED = "canceled"
 JOB_STATUS_LOST = "lost"
 # shown, never recorded: a running opcode (and its job) that does not hold its locks yet
 JOB_STATUS_WAITING = "waiting"
+# shown, never recorded: a running job asked to stop (its cancel request recorded), until
+# it ends (canceled, or as it ends when it does not stop)
+JOB_STATUS_CANCELING = "canceling"
 JOB_ACTIVE_STATUSES = (JOB_STATUS_QUEUED, JOB_STATUS_RUNNING)
 # the statuses ``gnt-lv job list`` shows
 JOB_STATUSES = (
     JOB_STATUS_QUEUED,
     JOB_STATUS_WAITING,
     JOB_STATUS_RUNNING,
+    JOB_STATUS_CANCELING,
     JOB_STATUS_SUCCESS,
     JOB_STATUS_ERROR,
     JOB_STATUS_CANCELED,

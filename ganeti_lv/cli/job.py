@@ -25,6 +25,7 @@ from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegi
 from ganeti_lv.constants import (
     JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
+    JOB_STATUS_CANCELING,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
     JOB_STATUS_QUEUED,
@@ -57,14 +58,17 @@ JOB_HEADERS = {
 JOB_FIELDS = tuple(JOB_HEADERS)
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")
 # gnt-job list's status flags on the statuses job list shows: a lost job (its process
-# gone) counts as failed, as the remote API shows it; a job asked to stop keeps its
-# status until it stops (Ganeti's "canceling" is the remote API's only)
+# gone) counts as failed, as the remote API shows it; a job asked to stop (canceling)
+# as running until it ends
 STATUS_FLAGS = {
     "--pending": (
         (JOB_STATUS_QUEUED, JOB_STATUS_WAITING),
         "Only jobs not started yet or waiting for their locks (queued, waiting)",
     ),
-    "--running": ((JOB_STATUS_RUNNING,), "Only jobs running (their locks held)"),
+    "--running": (
+        (JOB_STATUS_RUNNING, JOB_STATUS_CANCELING),
+        "Only jobs running (their locks held), also when asked to stop (running, canceling)",
+    ),
     "--error": ((JOB_STATUS_ERROR, JOB_STATUS_LOST), "Only failed jobs (error, lost)"),
     "--finished": (
         (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED, JOB_STATUS_LOST),
@@ -107,7 +111,7 @@ def _op_ts(values: list[float | None]) -> list[str]:
 def _op_statuses(job: Any) -> list[str]:
     """The opcodes' statuses; those a lost job did not finish are lost, as the job is."""
     if job.status != JOB_STATUS_LOST:
-        return [op.shown_status for op in job.ops]
+        return [job.op_shown_status(op) for op in job.ops]
     return [JOB_STATUS_LOST if op.status in JOB_ACTIVE_STATUSES else op.status for op in job.ops]
 
 
@@ -219,18 +223,19 @@ def _job_lines(job: Any) -> list[str]:
         f"  Processing start: {_ts(job.start_ts) or 'N/A'}",
         f"  Execution start: {_ts(job.exec_ts) or 'N/A'}",
         f"  Processing end: {_ts(job.end_ts) or 'N/A'}",
+        *([f"  Asked to stop: {_ts(job.cancel_ts)}"] if job.cancel_ts is not None else []),
         "  Opcodes:",
     ]
     for op in job.ops:
-        lines += _op_lines(op)
+        lines += _op_lines(job, op)
     return lines
 
 
-def _op_lines(op: Any) -> list[str]:
+def _op_lines(job: Any, op: Any) -> list[str]:
     lines = [
         f"    OP_ID: {op.op_id}",
         f"    Summary: {op.summary}",
-        f"    Status: {op.shown_status}",
+        f"    Status: {job.op_shown_status(op)}",
         "    Input fields:",
     ]
     for key, value in sorted(op.params.items()):

@@ -211,12 +211,6 @@ class MasterDaemon:
             return
         running.cancel.request(reason)
 
-    def canceling(self, job_id: int) -> bool:
-        """True when the daemon runs job ``job_id`` and was asked to stop it."""
-        with self._lock:
-            running = self._running.get(job_id)
-        return running is not None and running.cancel.is_set()
-
     def cancel_all(self, reason: str) -> None:
         """Ask every running job to stop safely."""
         with self._lock:

@@ -68,6 +68,7 @@ from ganeti_lv.config import (
 from ganeti_lv.constants import (
     JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
+    JOB_STATUS_CANCELING,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
     JOB_STATUS_QUEUED,
@@ -237,6 +238,8 @@ class Job:
     boot_id: str | None = None
     # the pid namespace of the job's process (None in files written before it was recorded)
     pid_ns: int | None = None
+    # when a stop was asked for (None: never); the job shows as canceling until it ends
+    cancel_ts: float | None = None
     # where the job's file is (the archive or not), not in the file: set when it is read
     archived: bool = False
 
@@ -300,12 +303,21 @@ class Job:
 
     @property
     def shown_status(self) -> str:
-        """The status as Ganeti shows it: a running job's is its current opcode's (the
-        first not finished): waiting for its locks, or queued between two opcodes."""
+        """The status as Ganeti shows it: a running job asked to stop is canceling,
+        another's is its current opcode's (the first not finished): waiting for its
+        locks, or queued between two opcodes."""
         if self.status != JOB_STATUS_RUNNING:
             return self.status
+        if self.cancel_ts is not None:
+            return JOB_STATUS_CANCELING
         current = next((op for op in self.ops if op.status in JOB_ACTIVE_STATUSES), None)
         return self.status if current is None else current.shown_status
+
+    def op_shown_status(self, op: OpRecord) -> str:
+        """One of its opcodes' status as shown: canceling while the job is, until it ends."""
+        if op.status in JOB_ACTIVE_STATUSES and self.shown_status == JOB_STATUS_CANCELING:
+            return JOB_STATUS_CANCELING
+        return op.shown_status
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
@@ -525,6 +537,13 @@ class JobStore:
             op = job.ops[index]
             op.status, op.start_ts = JOB_STATUS_RUNNING, now
             self.save(job)
+
+    def record_cancel_request(self, job: Job) -> None:
+        """Record that the job was asked to stop (once; not after its end)."""
+        with self._write_lock:
+            if job.cancel_ts is None and not job.finished:
+                job.cancel_ts = time.time()
+                self.save(job)
 
     def mark_executing(self, job: Job, index: int = 0) -> None:
         """Record that opcode ``index`` holds its locks and its operation now runs."""

@@ -8,12 +8,17 @@ results or typed error.
 
 Ganeti's shape: the opcodes run in order, each through the processor with
 its own locks; the first one that fails (or is canceled) ends the job, and
-the job log marks the ones after it as not run.
+the job log marks the ones after it as not run. A cancel request is
+recorded in the job log as it comes (the job shows as canceling until it
+ends), by a thread of the job's: the request may come from a signal
+handler, which must not write the job's file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ganeti_lv.cancel import Cancellation
@@ -40,10 +45,32 @@ def run_job(
     """
     cancel = cancel or Cancellation()
     results = []
-    for index, op in enumerate(ops):
-        feedback = None if on_record is None else _feedback(job.id, index, on_record)
-        results.append(Processor(ctx).execute(op, feedback, cancel, job=job, index=index))
+    with _cancel_recorded(ctx, job, cancel):
+        for index, op in enumerate(ops):
+            feedback = None if on_record is None else _feedback(job.id, index, on_record)
+            results.append(Processor(ctx).execute(op, feedback, cancel, job=job, index=index))
     return results
+
+
+@contextlib.contextmanager
+def _cancel_recorded(ctx: Context, job: Job, cancel: Cancellation) -> Iterator[None]:
+    """While the job runs, a thread records a cancel request in its job log."""
+    wake = threading.Event()
+    cancel.listen(wake)
+
+    def record() -> None:
+        wake.wait()
+        if cancel.is_set():
+            with contextlib.suppress(Exception):  # the job's own records go on regardless
+                ctx.jobs.record_cancel_request(job)
+
+    thread = threading.Thread(target=record, name=f"job-{job.id}-cancel", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        wake.set()
+        thread.join()
 
 
 def _feedback(job_id: int, index: int, on_record: RecordFn) -> Callable[[str], None]:

@@ -9,7 +9,8 @@ over the whole job from 1), ``received_ts``, ``start_ts``, ``end_ts``
 
 Statuses are Ganeti's: an opcode (and its job) that runs but still waits
 for its locks is ``waiting``; a running job asked to stop is
-``canceling``; a job whose process is gone ("lost" in ``gnt-lv job list``)
+``canceling`` (as the job log records it), and so are its opcodes not
+ended; a job whose process is gone ("lost" in ``gnt-lv job list``)
 is ``error``, so a client polling for the end of a job sees one. A failed
 opcode's result is its error as Ganeti encodes it, named by the class of
 Ganeti's ``errors`` module a job of Ganeti's would show
@@ -48,7 +49,6 @@ from ganeti_lv.constants import (
 from ganeti_lv.master.jobs import Job, OpRecord, lost_error
 from ganeti_lv.rapi.httperrors import bad_request
 
-STATUS_CANCELING = "canceling"
 FINALIZED = (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED)
 CANCELED_RESULT = "Job canceled by request"
 
@@ -85,25 +85,16 @@ def _lost(job: Job) -> bool:
     return job.status == JOB_STATUS_LOST
 
 
-def op_status(job: Job, op: OpRecord, canceling: bool = False) -> str:
+def op_status(job: Job, op: OpRecord) -> str:
     """One opcode's status, as Ganeti names it."""
-    if op.status in JOB_ACTIVE_STATUSES:
-        if _lost(job):
-            return JOB_STATUS_ERROR
-        if canceling:
-            return STATUS_CANCELING
-    return op.shown_status
-
-
-def job_status(job: Job, canceling: bool = False) -> str:
-    """The job's status, as Ganeti names it (``canceling``: a stop was asked for)."""
-    if _lost(job):
+    if op.status in JOB_ACTIVE_STATUSES and _lost(job):
         return JOB_STATUS_ERROR
-    if job.finished:
-        return job.status
-    if canceling:
-        return STATUS_CANCELING
-    return job.shown_status
+    return job.op_shown_status(op)
+
+
+def job_status(job: Job) -> str:
+    """The job's status, as Ganeti names it."""
+    return JOB_STATUS_ERROR if _lost(job) else job.shown_status
 
 
 # opcodes whose result is, in Ganeti, the jobs they submitted
@@ -189,12 +180,12 @@ def log_entries(job: Job, after: int | None) -> list[list[Any]]:
     return [e for entries in oplog(job) for e in entries if after is None or e[0] > after]
 
 
-def job_field(job: Job, name: str, canceling: bool = False) -> Any:
+def job_field(job: Job, name: str) -> Any:
     """One of Ganeti's job fields (``ALL_FIELDS``)."""
     per_op: dict[str, Callable[[OpRecord], Any]] = {
         "ops": lambda op: op.params,
         "summary": lambda op: op.summary,
-        "opstatus": lambda op: op_status(job, op, canceling),
+        "opstatus": lambda op: op_status(job, op),
         "opresult": lambda op: op_result(job, op),
         "opstart": lambda op: split_time(op.start_ts),
         "opexec": lambda op: split_time(op.exec_ts),
@@ -207,7 +198,7 @@ def job_field(job: Job, name: str, canceling: bool = False) -> Any:
     if name == "id":
         value = job.id
     elif name == "status":
-        value = job_status(job, canceling)
+        value = job_status(job)
     elif name == "oplog":
         value = oplog(job)
     elif name == "priority":
@@ -221,9 +212,9 @@ def job_field(job: Job, name: str, canceling: bool = False) -> Any:
     return value
 
 
-def render(job: Job, fields: Sequence[str] = JOB_FIELDS, canceling: bool = False) -> dict:
+def render(job: Job, fields: Sequence[str] = JOB_FIELDS) -> dict:
     """The job as a dict of ``fields``."""
-    return {name: job_field(job, name, canceling) for name in fields}
+    return {name: job_field(job, name) for name in fields}
 
 
 # ------------------------------------------------------------------ waiting for a change
@@ -256,19 +247,18 @@ def changes(
     fields: Sequence[str],
     prev_info: list[Any] | None,
     prev_serial: int | None,
-    canceling: bool = False,
 ) -> dict[str, Any] | None:
     """``{"job_info", "log_entries"}`` when the job changed (or ended), else None."""
     # as the client will see them (tuples become lists)
-    info = json.loads(json.dumps([job_field(job, f, canceling) for f in fields]))
+    info = json.loads(json.dumps([job_field(job, f) for f in fields]))
     entries = log_entries(job, prev_serial)
-    if job_status(job, canceling) in FINALIZED or info != prev_info or entries:
+    if job_status(job) in FINALIZED or info != prev_info or entries:
         return {"job_info": info, "log_entries": entries}
     return None
 
 
 def wait_for_change(
-    load: Callable[[], tuple[Job, bool]],
+    load: Callable[[], Job],
     fields: Sequence[str],
     prev_info: list[Any] | None,
     prev_serial: int | None,
@@ -278,12 +268,11 @@ def wait_for_change(
 ) -> dict[str, Any] | None:
     """The job's change within ``timeout`` seconds, or None when it did not change.
 
-    ``load`` returns the job as it is now and whether a stop was asked for.
+    ``load`` returns the job as it is now.
     """
     deadline = clock() + timeout
     while True:
-        job, canceling = load()
-        found = changes(job, fields, prev_info, prev_serial, canceling)
+        found = changes(load(), fields, prev_info, prev_serial)
         if found is not None or clock() >= deadline:
             return found
         sleep(min(WAIT_POLL, max(0.0, deadline - clock())))

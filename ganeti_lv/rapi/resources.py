@@ -99,9 +99,6 @@ class Backend(Protocol):
     def cancel(self, job_id: int, reason: str) -> None:
         """Ask a job to stop safely, in the daemon or in its own process; JobError if it cannot."""
 
-    def canceling(self, job_id: int) -> bool:
-        """True when the daemon runs job ``job_id`` and was asked to stop it."""
-
 
 @dataclass
 class Request:
@@ -414,27 +411,22 @@ def _prepare_export(req: Request) -> int:
 # ------------------------------------------------------------------ jobs
 
 
-def _load_job(req: Request, job_id: int) -> tuple[Job, bool]:
+def _load_job(req: Request, job_id: int) -> Job:
     try:
-        job = req.backend.job(job_id)
+        return req.backend.job(job_id)
     except JobError as err:
         raise not_found(f"Job {job_id} not found") from err
-    return job, (not job.finished and req.backend.canceling(job_id))
 
 
 def _jobs(req: Request) -> Any:
     jobs = req.backend.jobs()
     if bool_arg(req.args, "bulk"):
-        return [
-            jobfields.render(j, jobfields.JOB_FIELDS_BULK, req.backend.canceling(j.id))
-            for j in jobs
-        ]
+        return [jobfields.render(j, jobfields.JOB_FIELDS_BULK) for j in jobs]
     return [{"id": j.id, "uri": f"/2/jobs/{j.id}"} for j in jobs]
 
 
 def _job(req: Request) -> dict[str, Any]:
-    job, canceling = _load_job(req, req.items["job_id"])
-    return jobfields.render(job, jobfields.JOB_FIELDS, canceling)
+    return jobfields.render(_load_job(req, req.items["job_id"]), jobfields.JOB_FIELDS)
 
 
 def _cancel_job(req: Request) -> list[Any]:

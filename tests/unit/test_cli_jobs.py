@@ -289,12 +289,18 @@ def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
     assert code == 0, err
     job_id = int(err.split()[1])
     _wait_for(lambda: jobs.get(job_id).exec_ts is not None)
-    for _ in range(2):
+    for attempt in range(2):
         code, _, err = cli("job", "cancel", str(job_id))
         assert code == 0, err
+        if attempt == 0:  # recorded by the job's own process: canceling until it ends
+            _wait_for(lambda: jobs.get(job_id).shown_status == "canceling")
+            code, out, _ = cli("job", "list", "--running", "--no-headers", "-o", "id,status")
+            assert out.split() == [str(job_id), "canceling"]
+            assert "Asked to stop: " in cli("job", "info", str(job_id))[1]
         time.sleep(0.2)
     _wait_for(lambda: jobs.get(job_id).finished)
     assert jobs.get(job_id).status == "success", jobs.get(job_id).error
+    assert jobs.get(job_id).shown_status == "success"  # it did not stop: its own end
 
 
 def test_print_jobid_of_a_followed_job_comes_first_on_stdout(

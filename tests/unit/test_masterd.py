@@ -555,6 +555,25 @@ def test_a_job_is_canceled_by_its_id_from_another_connection(
     assert err.value.ecode == ECODE_NOENT
 
 
+def test_a_cancel_request_is_recorded_and_shown_until_the_job_ends(
+    server: Any, data_dir: str, config: ConfigStore
+) -> None:
+    """Ganeti's canceling, from the job log (for gnt-lv and the remote API alike): a
+    test delay holding its lock does not stop for the request and ends as it would."""
+    store = JobStore(paths.jobs_dir(data_dir))
+    job_id = _client(data_dir).enqueue([OpTestDelay(duration=1.5, instance_names=[INST])])
+    assert wait_until(lambda: store.get(job_id).exec_ts is not None, 10)
+    assert store.get(job_id).cancel_ts is None and store.get(job_id).shown_status == "running"
+    _client(data_dir).cancel(job_id, "stopped by the operator")
+    assert wait_until(lambda: store.get(job_id).shown_status == "canceling", 5)
+    job = store.get(job_id)
+    assert job.status == JOB_STATUS_RUNNING and job.op_shown_status(job.ops[0]) == "canceling"
+    assert wait_until(lambda: store.get(job_id).finished, 10)
+    job = store.get(job_id)
+    assert (job.status, job.shown_status) == ("success", "success")
+    assert job.cancel_ts is not None and job.ops[0].exec_ts < job.cancel_ts < job.end_ts  # type: ignore[operator]
+
+
 def test_a_failed_job_watched_later_raises_its_typed_error(server: Any, data_dir: str) -> None:
     with pytest.raises(OpPrereqError):
         _client(data_dir).submit(OpInstanceMigrate(instance_name="ghost", target_node=N2))

@@ -195,13 +195,16 @@ def test_statuses_as_ganeti_names_them(store: JobStore) -> None:
     assert jobfields.job_field(job, "opstatus") == ["waiting", "queued"]
     store.mark_executing(job, 0)
     assert jobfields.job_status(job) == "running"
-    assert jobfields.job_status(job, canceling=True) == "canceling"
-    assert jobfields.job_field(job, "opstatus", canceling=True) == ["canceling", "canceling"]
+    store.record_cancel_request(job)  # asked to stop: as the job log records it
+    assert jobfields.job_status(store.get(job.id)) == "canceling"
+    assert jobfields.job_field(store.get(job.id), "opstatus") == ["canceling", "canceling"]
     store.finish_success(job, {"slept": 0}, 0)
+    assert jobfields.job_field(job, "opstatus") == ["success", "canceling"]
     store.start_op(job, 1)
     store.mark_executing(job, 1)
     store.finish_error(job, MigrationAborted("aborted, still on n1"), canceled=True, index=1)
-    assert jobfields.job_status(job, canceling=True) == "canceled"
+    assert jobfields.job_status(job) == "canceled"
+    assert jobfields.job_field(job, "opstatus") == ["success", "canceled"]
     assert jobfields.job_field(job, "opresult") == [
         {"slept": 0},
         # Ganeti's class (MigrationAborted is an OpExecError), its message alone
@@ -261,7 +264,7 @@ def test_wait_returns_changes_or_none(store: JobStore) -> None:
 
     def wait(prev_info: Any, prev_serial: Any) -> Any:
         return jobfields.wait_for_change(
-            lambda: (job, False), ["status"], prev_info, prev_serial, 10.0, lambda: now[0], sleep
+            lambda: job, ["status"], prev_info, prev_serial, 10.0, lambda: now[0], sleep
         )
 
     assert wait(None, None) == {"job_info": ["running"], "log_entries": []}

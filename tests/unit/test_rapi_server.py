@@ -878,6 +878,24 @@ def test_cancel_through_delete_stops_a_running_migration(
     assert client.call("CancelJob", 999) == [False, "Job 999 not found"]
 
 
+@needs_ganeti_client
+def test_a_job_asked_to_stop_is_canceling_until_it_ends(
+    rapi: rapi_server.RapiServer, data_dir: str
+) -> None:
+    """Ganeti's canceling, as the job log records it: a test delay holding its lock
+    does not stop for the request and then ends as it would have."""
+    from ganeti_lv.client import Client
+
+    job = Client(data_dir=data_dir).enqueue([OpTestDelay(duration=1.5, instance_names=[INST])])
+    client = _client(rapi, data_dir)
+    assert wait_until(lambda: _job(data_dir, job).exec_ts is not None, 10)
+    assert client.call("CancelJob", job) == [True, f"Job {job} will be canceled"]
+    assert wait_until(lambda: client.call("GetJobStatus", job)["status"] == "canceling", 5)
+    assert client.call("GetJobStatus", job)["opstatus"] == ["canceling"]
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert client.call("GetJobStatus", job)["opstatus"] == ["success"]
+
+
 def test_delete_cancels_a_job_running_outside_the_daemon(
     rapi: rapi_server.RapiServer, data_dir: str
 ) -> None:
