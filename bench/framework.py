@@ -236,7 +236,10 @@ def bench_locks(workdir: str, p: dict[str, int]) -> dict[str, Any]:
 
     names = [f"inst{i:05d}.example.com" for i in range(p["lock_names"])]
     locks_dir = os.path.join(workdir, "locks")
-    mgr = LockManager(locks_dir, names_fn=lambda level: names if level == 1 else [])
+    known = frozenset(names)  # as the configuration's instances (a dict's keys)
+    mgr = LockManager(
+        locks_dir, names_fn=lambda level: known if level == locking.LEVEL_INSTANCE else None
+    )
     # Create every lock file once (as a long-lived cluster has them).
     mgr.acquire(locking.LEVEL_INSTANCE, ALL_SET, shared=False, timeout=60)
     mgr.release_all()

@@ -8,7 +8,7 @@ implementation, a fake clock and sleep).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 
 from ganeti_lv import locking, paths
 from ganeti_lv.config import ConfigStore
@@ -18,20 +18,22 @@ from ganeti_lv.locking import LockManager
 from ganeti_lv.master.jobs import JobStore
 
 
-def config_names_fn(config: ConfigStore) -> Callable[[int], Iterable[str]]:
-    """A ``LockManager.names_fn`` listing the configuration's objects per level."""
+def config_names_fn(config: ConfigStore) -> locking.NamesFn:
+    """A ``LockManager.names_fn`` listing the configuration's objects per level (None
+    for a level the configuration does not list, such as exports', or when it cannot
+    be read)."""
 
-    def names(level: int) -> Iterable[str]:
+    def names(level: int) -> Collection[str] | None:
         try:
             if level == locking.LEVEL_INSTANCE:
-                return config.instance_names()
+                return config.snapshot().instances.keys()
             if level in (locking.LEVEL_NODE, locking.LEVEL_NODE_RES):
-                return config.node_names()
+                return config.snapshot().nodes.keys()
         except ConfigurationError:
-            return []
+            return None
         if level == locking.LEVEL_CLUSTER:
             return [locking.BGL_NAME]
-        return []
+        return None
 
     return names
 

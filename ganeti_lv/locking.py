@@ -25,6 +25,15 @@ the names it keeps without a window in which they are unlocked.
 one descriptor per lock and per thread, so two managers (or two threads of
 one manager) exclude each other exactly as two processes do.
 
+A level whose names ``names_fn`` lists (instances, nodes) keeps no lock
+file of a name that is gone: the exclusive holder of a name ``names_fn``
+does not list (an instance removed, one whose creation failed, a stale
+file an exclusive ``ALL_SET`` took) deletes its file as it lets go. That
+is safe because whoever takes a name checks, once it holds the lock, that
+its descriptor is still the file at the name's path, and else opens the
+name's file again: a holder of a deleted file's lock never shares the name
+with a holder of the new file's.
+
 Who holds a lock: a thread that set an owner (``set_owner``, a job's id and
 summary) writes it into each lock file it takes and into a gate it keeps;
 an exclusive holder empties the file again when it lets go. A thread that
@@ -43,7 +52,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final
 
 from ganeti_lv.errors import ECODE_FAULT, LockError, LockTimeout
@@ -109,11 +118,22 @@ class _AllSet:
 ALL_SET: Final = _AllSet()
 """Sentinel for ``needed_locks[level]``: the whole level."""
 
-NamesFn = Callable[[int], Iterable[str]]
+# the names of a level that exist (None: the level's names are not listed)
+NamesFn = Callable[[int], "Collection[str] | None"]
 
 
 def _file_name(name: str) -> str:
     return urllib.parse.quote(name, safe="") + _SUFFIX
+
+
+def _is_at(fd: int, path: str) -> bool:
+    """Whether ``fd`` is the file at ``path`` (not one deleted or replaced since)."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
 
 
 class _ThreadState:
@@ -149,7 +169,8 @@ class LockManager:
     """Cross-process shared/exclusive locks by (level, name); see the module docstring.
 
     ``names_fn(level)`` (optional) lists the names that exist at a level so
-    that ``ALL_SET`` covers them even before anybody locked them once.
+    that ``ALL_SET`` covers them even before anybody locked them once, and
+    so that the files of names gone are deleted (None: not listed).
     ``clock`` and ``sleep`` are injectable for tests.
     """
 
@@ -347,22 +368,10 @@ class LockManager:
         error (e.g. LockTimeout) propagates.
         """
         held = self._state.held.setdefault(level, {})
-        level_name = LEVEL_NAMES.get(level, str(level))
         taken: list[str] = []
         try:
             for name in names:
-                fd = self._open(level, _file_name(name))
-                try:
-                    self._lock_fd(
-                        fd,
-                        shared,
-                        deadline,
-                        lambda: self._timeout_msg(level_name, name, timeout),  # noqa: B023
-                        (level_name, name),
-                    )
-                except BaseException:
-                    os.close(fd)
-                    raise
+                fd = self._lock_name(level, name, shared, deadline, timeout)
                 self._mark_owner(fd)
                 held[name] = (fd, shared)
                 taken.append(name)
@@ -373,6 +382,34 @@ class LockManager:
                 os.close(fd)
             raise
         return taken
+
+    def _lock_name(
+        self, level: int, name: str, shared: bool, deadline: float | None, timeout: float | None
+    ) -> int:
+        """A descriptor of ``name``'s lock file, locked: the file at its path once locked
+        (a file deleted while this waited is opened again)."""
+        level_name = LEVEL_NAMES.get(level, str(level))
+        file_name = _file_name(name)
+        while True:
+            fd = self._open(level, file_name)
+            try:
+                self._lock_fd(
+                    fd,
+                    shared,
+                    deadline,
+                    lambda: self._timeout_msg(level_name, name, timeout),
+                    (level_name, name),
+                )
+                if _is_at(fd, os.path.join(self._dirs[level], file_name)):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def _known_names(self, level: int) -> Collection[str] | None:
+        """The names ``names_fn`` lists at ``level`` (None: not listed, or no ``names_fn``)."""
+        return self.names_fn(level) if self.names_fn is not None else None
 
     def now(self) -> float:
         """The manager's clock, for ``acquire``'s ``since``."""
@@ -413,7 +450,7 @@ class LockManager:
                 lambda: self._timeout_msg(level_name, None, timeout),
                 (level_name, None),
             )
-            known = set(self.names_fn(level)) if self.names_fn else set()
+            known = set(self._known_names(level) or ())
             existing = {
                 urllib.parse.unquote(f[: -len(_SUFFIX)])
                 for f in os.listdir(self._level_dir(level))
@@ -446,9 +483,13 @@ class LockManager:
             self._clear_owner(gate, False)
             os.close(gate)
             to_release |= state.hidden.get(level, set())
+        gone = self._gone(level, [n for n in to_release if not held[n][1]])
         for name in to_release:
             fd, was_shared = held.pop(name)
             self._clear_owner(fd, was_shared)
+            if name in gone:
+                with contextlib.suppress(OSError):  # a file left is only a file left
+                    os.unlink(os.path.join(self._dirs[level], _file_name(name)))
             os.close(fd)
         hidden = state.hidden.get(level)
         if hidden:
@@ -456,6 +497,16 @@ class LockManager:
         if not held:
             state.held.pop(level, None)
             state.hidden.pop(level, None)
+
+    def _gone(self, level: int, exclusive: list[str]) -> set[str]:
+        """Of the names held exclusively, those ``names_fn`` does not list (any more)."""
+        if not exclusive:
+            return set()
+        try:
+            known = self._known_names(level)
+        except Exception:  # noqa: BLE001 - letting go never fails for a file left
+            return set()
+        return set() if known is None else {name for name in exclusive if name not in known}
 
     def release_all(self) -> None:
         """Release every lock this manager holds in this thread (highest level first)."""

@@ -19,7 +19,7 @@ from ganeti_lv import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import LockTimeout
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.locking import ALL_SET, LEVEL_INSTANCE, LEVEL_NODE, LockManager
+from ganeti_lv.locking import ALL_SET, LEVEL_EXPORT, LEVEL_INSTANCE, LEVEL_NODE, LockManager
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpTestDelay
 
@@ -27,8 +27,8 @@ MP = multiprocessing.get_context("fork")
 UNIVERSE = {LEVEL_INSTANCE: ["i1", "i2", "i3"], LEVEL_NODE: ["n1", "n2", "n3"]}
 
 
-def names_fn(level: int) -> list[str]:
-    return UNIVERSE.get(level, [])
+def names_fn(level: int) -> list[str] | None:
+    return UNIVERSE.get(level)
 
 
 @pytest.fixture
@@ -456,3 +456,56 @@ def test_the_lock_timeout_counts_all_levels_of_an_operation_together(ctx: Any) -
         holder.release_all()
     assert now[0] == pytest.approx(30.0, abs=0.1)
     assert ctx.locks.owned(LEVEL_INSTANCE) == set()  # nothing kept after the timeout
+
+
+def _lock_files(locks_dir: str, level: str) -> set[str]:
+    path = os.path.join(locks_dir, level)
+    return {f.removesuffix(".lock") for f in os.listdir(path) if f.endswith(".lock")}
+
+
+def test_the_file_of_a_name_gone_is_deleted_by_its_exclusive_holder(locks_dir: str) -> None:
+    """Removed instances leave no lock files behind; listed names and shared holds keep theirs."""
+    mgr = manager(locks_dir)
+    mgr.acquire(LEVEL_INSTANCE, ["i1", "removed"])
+    mgr.release_all()
+    assert _lock_files(locks_dir, "instance") == {"i1"}
+    mgr.acquire(LEVEL_INSTANCE, ["read-only"], shared=True)
+    mgr.release_all()
+    assert _lock_files(locks_dir, "instance") == {"i1", "read-only"}
+    # a level whose names are not listed (exports) keeps every file
+    mgr.acquire(LEVEL_EXPORT, ["web1"])
+    mgr.release_all()
+    assert _lock_files(locks_dir, "export") == {"web1"}
+    # an exclusive ALL_SET takes the stale file too, and deletes it as it lets go
+    mgr.acquire(LEVEL_INSTANCE, ALL_SET)
+    assert mgr.owned(LEVEL_INSTANCE) == {"i1", "i2", "i3"}
+    mgr.release_all()
+    assert _lock_files(locks_dir, "instance") == {"i1", "i2", "i3"}
+
+
+def test_a_waiter_on_a_deleted_file_takes_the_names_new_file(locks_dir: str) -> None:
+    """Who waited on the file of a name whose holder deleted it holds the name's new
+    file: never the name together with someone else."""
+    holder, waiter, third = manager(locks_dir), manager(locks_dir), manager(locks_dir)
+    holder.acquire(LEVEL_INSTANCE, ["gone"])
+    got = threading.Event()
+    done = threading.Event()
+
+    def wait_for_it() -> None:
+        waiter.acquire(LEVEL_INSTANCE, ["gone"], timeout=10)
+        got.set()
+        done.wait(10)
+        waiter.release_all()
+
+    thread = threading.Thread(target=wait_for_it)
+    thread.start()
+    try:
+        time.sleep(0.2)  # the waiter has opened the file and waits for its lock
+        holder.release_all()  # "gone" is not listed: its file is deleted
+        assert got.wait(10)
+        assert _lock_files(locks_dir, "instance") == {"gone"}  # the waiter's new file
+        with pytest.raises(LockTimeout, match="gone"):
+            third.acquire(LEVEL_INSTANCE, ["gone"], timeout=0.2)
+    finally:
+        done.set()
+        thread.join(10)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
 import pytest
 
-from ganeti_lv import constants, exportinfo
+from ganeti_lv import constants, exportinfo, paths
 from ganeti_lv.cmdlib.instance import compute_instance_status
 from ganeti_lv.cmdlib.instance_nics import generate_mac
 from ganeti_lv.config import ConfigStore
@@ -563,6 +564,11 @@ def test_remove(ctx: Context, running: FakeNodeOps, config: ConfigStore) -> None
     run(ctx, OpInstanceRemove(instance_name=INST))
     assert config.get_instance(INST) is None
     assert INST not in running.node(N1).domains and running.node(N1).files == {}
+    # no lock file is left of it (nor of a creation that failed); the others' stay
+    prereq_error(ctx, create_op(beparams={"memory": "64G"}))
+    run(ctx, OpInstanceShutdown(instance_name="inst2.example.com"))
+    instance_locks = os.listdir(os.path.join(paths.locks_dir(ctx.data_dir), "instance"))
+    assert sorted(f for f in instance_locks if f.endswith(".lock")) == ["inst2.example.com.lock"]
 
 
 def test_remove_failure_keeps_config_unless_ignored(
