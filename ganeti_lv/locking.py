@@ -30,9 +30,9 @@ file of a name that is gone: the exclusive holder of a name ``names_fn``
 does not list (an instance removed, one whose creation failed, a stale
 file an exclusive ``ALL_SET`` took) deletes its file as it lets go. That
 is safe because whoever takes a name checks, once it holds the lock, that
-its descriptor is still the file at the name's path, and else opens the
-name's file again: a holder of a deleted file's lock never shares the name
-with a holder of the new file's.
+its file was not deleted meanwhile (lock files are never renamed), and else
+opens the name's file again: a holder of a deleted file's lock never
+shares the name with a holder of the new file's.
 
 Who holds a lock: a thread that set an owner (``set_owner``, a job's id and
 summary) writes it into each lock file it takes and into a gate it keeps;
@@ -126,14 +126,10 @@ def _file_name(name: str) -> str:
     return urllib.parse.quote(name, safe="") + _SUFFIX
 
 
-def _is_at(fd: int, path: str) -> bool:
-    """Whether ``fd`` is the file at ``path`` (not one deleted or replaced since)."""
-    try:
-        there = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
+def _deleted(fd: int) -> bool:
+    """Whether the file of ``fd`` was deleted (lock files are never renamed or replaced:
+    one not deleted is still the file at its name's path)."""
+    return os.fstat(fd).st_nlink == 0
 
 
 class _ThreadState:
@@ -386,8 +382,8 @@ class LockManager:
     def _lock_name(
         self, level: int, name: str, shared: bool, deadline: float | None, timeout: float | None
     ) -> int:
-        """A descriptor of ``name``'s lock file, locked: the file at its path once locked
-        (a file deleted while this waited is opened again)."""
+        """A descriptor of ``name``'s lock file, locked (a file deleted while this
+        waited for it is opened again)."""
         level_name = LEVEL_NAMES.get(level, str(level))
         file_name = _file_name(name)
         while True:
@@ -400,7 +396,7 @@ class LockManager:
                     lambda: self._timeout_msg(level_name, name, timeout),
                     (level_name, name),
                 )
-                if _is_at(fd, os.path.join(self._dirs[level], file_name)):
+                if not _deleted(fd):
                     return fd
             except BaseException:
                 os.close(fd)
