@@ -108,6 +108,49 @@ def body_object(body: Any) -> dict[str, Any]:
     return dict(check_type(body, dict, "Body contents"))
 
 
+# Ganeti's group of cluster-wide backend and NIC parameters (the only one here)
+_DEFAULT_GROUP = "default"
+
+
+def _per_key(params: dict[str, Any], name: str, key: str) -> None:
+    """Ganeti's ``{key: {...}}`` form of ``params[name]`` (per hypervisor, per group)
+    as the flat dict ganeti_lv takes; 400 for another hypervisor or group."""
+    value = params.get(name)
+    if not isinstance(value, dict) or not any(isinstance(v, dict) for v in value.values()):
+        return  # the flat form already (or a wrong type, which the opcode refuses)
+    others = sorted(set(value) - {key})
+    if others:
+        raise bad_request(f"Invalid {name}: only '{key}' is here, not {', '.join(others)}")
+    params[name] = check_type(value[key], dict, f"{name}['{key}']")
+
+
+def cluster_params(body: Any) -> dict[str, Any]:
+    """The body of Ganeti's ``PUT /2/modify`` as OpClusterSetParams' parameters.
+
+    Ganeti's hypervisor parameters per hypervisor (``{"kvm": {...}}``) and
+    backend parameters per group (``{"default": {...}}``) are taken as the
+    flat dicts ganeti_lv has; Ganeti's ``nicparams`` (``{"default": {"mode":
+    "bridged", "link": BRIDGE}}``) set the default bridge.
+    """
+    params = body_object(body)
+    _per_key(params, "hvparams", constants.HYPERVISOR_KVM)
+    _per_key(params, "beparams", _DEFAULT_GROUP)
+    if "nicparams" in params:
+        params["nicparams"] = check_type(params["nicparams"], dict, "nicparams")
+        _per_key(params, "nicparams", _DEFAULT_GROUP)
+        nic = dict(params.pop("nicparams"))
+        mode = nic.pop("mode", "bridged")
+        if mode != "bridged":
+            raise bad_request(f"Invalid nicparams: NICs here are bridged, not {mode!r}")
+        if set(nic) - {"link"}:
+            raise bad_request(f"Invalid nicparams: {', '.join(sorted(set(nic) - {'link'}))}")
+        if "link" in nic:
+            if "default_bridge" in params:
+                raise bad_request("Give the default bridge once: nicparams' link or default_bridge")
+            params["default_bridge"] = nic["link"]
+    return params
+
+
 def _drop_common(params: dict[str, Any]) -> None:
     if "reason" in params:
         raise bad_request("Can't overwrite static parameters ['reason']")

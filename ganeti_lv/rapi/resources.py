@@ -11,7 +11,8 @@ job of ``gnt-lv`` does (``gnt-lv job list`` shows it).
 
 Methods are Ganeti's: ``POST /2/instances`` creates an instance (Ganeti's
 request version 1, ``instance-create-reqv1``), ``DELETE`` on an instance
-removes it; ``PUT`` for modify (backend and hypervisor parameters), startup,
+removes it; ``PUT`` for the cluster's modify (``/2/modify``) and an
+instance's (backend and hypervisor parameters), startup,
 shutdown, migrate, failover,
 export and prepare-export, a node's role and tags to add (the cluster's,
 ``/2/tags``, a node's and an instance's, ``?tag=a&tag=b``), ``POST`` for reboot and a
@@ -39,6 +40,7 @@ from ganeti_lv.master.jobs import Job
 from ganeti_lv.opcodes import (
     OpBackupExport,
     OpBackupPrepare,
+    OpClusterSetParams,
     OpCode,
     OpInstanceCreate,
     OpInstanceFailover,
@@ -156,6 +158,12 @@ def _features(req: Request) -> list[str]:
 
 def _info(req: Request) -> dict[str, Any]:
     return queries.cluster_info(req.query_context())
+
+
+def _modify_cluster(req: Request) -> int:
+    """As Ganeti's: the body is the opcode's parameters, Ganeti's per-hypervisor and
+    per-group forms taken (``params.cluster_params``)."""
+    return _submit(req, fill_opcode(OpClusterSetParams, params.cluster_params(req.body), {}))
 
 
 def _uri_list(names: list[str], template: str, key: str = "id") -> list[dict[str, Any]]:
@@ -463,6 +471,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2", {"GET": _root}),
     Resource("/version", {"GET": _version}),
     Resource("/2/info", {"GET": _info}),
+    Resource("/2/modify", {"PUT": _modify_cluster}),
     Resource("/2/features", {"GET": _features}),
     Resource("/2/nodes", {"GET": _nodes}),
     Resource("/2/nodes/<name>", {"GET": _node}),

@@ -879,6 +879,45 @@ def test_cancel_through_delete_stops_a_running_migration(
 
 
 @needs_ganeti_client
+def test_ganetis_client_modifies_the_cluster(
+    rapi: rapi_server.RapiServer, data_dir: str, config: ConfigStore
+) -> None:
+    """PUT /2/modify: Ganeti's per-hypervisor and per-group forms, a job of the daemon."""
+    client = _client(rapi, data_dir)
+    job = client.call(
+        "ModifyCluster",
+        reason="maintenance window",
+        default_iallocator="hail",
+        hvparams={"kvm": {"migration_downtime": 500}},
+        beparams={"default": {"vcpus": 2}},
+        nicparams={"default": {"mode": "bridged", "link": "br7"}},
+    )
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    info = client.call("GetInfo")
+    assert info["default_iallocator"] == "hail"
+    assert info["hvparams"]["kvm"]["migration_downtime"] == 500
+    assert info["beparams"]["default"]["vcpus"] == 2
+    assert info["nicparams"]["default"]["link"] == "br7"
+    assert _job(data_dir, job).ops[0].params["reason"][0][1] == "maintenance window"
+    job = client.call("ModifyCluster", hvparams={"migration_downtime": 400})  # ganeti_lv's form
+    assert client.call("WaitForJobCompletion", job, period=0) is True
+    assert client.call("GetInfo")["hvparams"]["kvm"]["migration_downtime"] == 400
+    serial = config.read().serial
+    for kwargs, says in (
+        ({"hvparams": {"xen-pvm": {"kernel_path": "/x"}}}, "only 'kvm' is here, not xen-pvm"),
+        ({"nicparams": {"default": {"mode": "routed"}}}, "NICs here are bridged"),
+        ({"uid_pool": "1-2"}, "has no parameter 'uid_pool'"),
+    ):
+        refused = client.error("ModifyCluster", **kwargs)
+        assert refused["code"] == 400 and says in refused["msg"], refused
+    job = client.call("ModifyCluster", default_iallocator="bad name")  # the job's check, as Ganeti
+    assert client.call("WaitForJobCompletion", job, period=0) is False
+    assert "Invalid instance allocator name" in str(client.call("GetJobStatus", job)["opresult"])
+    assert config.read().serial == serial
+    assert _client(rapi, data_dir, user=VIEWER).error("ModifyCluster", vcpus=1)["code"] == 403
+
+
+@needs_ganeti_client
 def test_a_job_asked_to_stop_is_canceling_until_it_ends(
     rapi: rapi_server.RapiServer, data_dir: str
 ) -> None:
