@@ -20,29 +20,17 @@ from ganeti_lv.errors import LockError, MigrationAborted, OperationCanceled
 
 
 class Cancellation(threading.Event):
-    """An event with the reason it was set (the first reason wins).
-
-    ``request`` may be called from a signal handler: it only sets events.
-    """
+    """An event with the reason it was set (the first reason wins)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.reason = ""
-        self._listeners: list[threading.Event] = []
 
     def request(self, reason: str) -> None:
         """Ask the operation to stop, saying why."""
         if not self.reason:
             self.reason = reason
         self.set()
-        for event in tuple(self._listeners):
-            event.set()
-
-    def listen(self, event: threading.Event) -> None:
-        """Have ``event`` set too when a stop is requested (at once if it was)."""
-        self._listeners.append(event)
-        if self.is_set():
-            event.set()
 
 
 def stopped_by(cancel: Cancellation, err: BaseException) -> bool:

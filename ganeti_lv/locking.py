@@ -30,9 +30,11 @@ file of a name that is gone: the exclusive holder of a name ``names_fn``
 does not list (an instance removed, one whose creation failed, a stale
 file an exclusive ``ALL_SET`` took) deletes its file as it lets go. That
 is safe because whoever takes a name checks, once it holds the lock, that
-its file was not deleted meanwhile (lock files are never renamed), and else
-opens the name's file again: a holder of a deleted file's lock never
-shares the name with a holder of the new file's.
+its descriptor is still the file at the name's path, and else opens the
+name's file again: a holder of a deleted file's lock never shares the name
+with a holder of the new file's. (A waiter may so create the file of a
+name gone again; the next exclusive ``ALL_SET`` deletes it.) Every process
+that takes locks must check so: upgrade with no job running.
 
 Who holds a lock: a thread that set an owner (``set_owner``, a job's id and
 summary) writes it into each lock file it takes and into a gate it keeps;
@@ -126,10 +128,16 @@ def _file_name(name: str) -> str:
     return urllib.parse.quote(name, safe="") + _SUFFIX
 
 
-def _deleted(fd: int) -> bool:
-    """Whether the file of ``fd`` was deleted (lock files are never renamed or replaced:
-    one not deleted is still the file at its name's path)."""
-    return os.fstat(fd).st_nlink == 0
+def _is_at(fd: int, path: str) -> bool:
+    """Whether ``fd`` is still the file at ``path``: not deleted since it was opened
+    (nor renamed away, as an NFS client does with an open file it deletes). The open
+    ``fd`` keeps its inode from being reused by a new file at ``path``."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev)
 
 
 class _ThreadState:
@@ -396,7 +404,7 @@ class LockManager:
                     lambda: self._timeout_msg(level_name, name, timeout),
                     (level_name, name),
                 )
-                if not _deleted(fd):
+                if _is_at(fd, os.path.join(self._dirs[level], file_name)):
                     return fd
             except BaseException:
                 os.close(fd)

@@ -59,16 +59,14 @@ JOB_FIELDS = tuple(JOB_HEADERS)
 JOB_DEFAULT_FIELDS = ("id", "status", "summary")
 # gnt-job list's status flags on the statuses job list shows: a lost job (its process
 # gone) counts as failed, as the remote API shows it; a job asked to stop (canceling)
-# as running until it ends
+# as pending, as Ganeti's
 STATUS_FLAGS = {
     "--pending": (
-        (JOB_STATUS_QUEUED, JOB_STATUS_WAITING),
-        "Only jobs not started yet or waiting for their locks (queued, waiting)",
+        (JOB_STATUS_QUEUED, JOB_STATUS_WAITING, JOB_STATUS_CANCELING),
+        "Only jobs not started yet, waiting for their locks or being canceled (queued,"
+        " waiting, canceling)",
     ),
-    "--running": (
-        (JOB_STATUS_RUNNING, JOB_STATUS_CANCELING),
-        "Only jobs running (their locks held), also when asked to stop (running, canceling)",
-    ),
+    "--running": ((JOB_STATUS_RUNNING,), "Only jobs running (their locks held)"),
     "--error": ((JOB_STATUS_ERROR, JOB_STATUS_LOST), "Only failed jobs (error, lost)"),
     "--finished": (
         (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED, JOB_STATUS_LOST),

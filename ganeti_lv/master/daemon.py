@@ -62,7 +62,13 @@ from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio, raise_open_files_limit
 from ganeti_lv.master.follow import end_error, signal_cancel
 from ganeti_lv.master.housekeeping import Housekeeper
-from ganeti_lv.master.jobs import Job, process_alive, process_start_time, to_jsonable
+from ganeti_lv.master.jobs import (
+    Job,
+    JobStore,
+    process_alive,
+    process_start_time,
+    to_jsonable,
+)
 from ganeti_lv.master.protocol import Feedback, Message
 from ganeti_lv.master.runner import run_job
 from ganeti_lv.mcpu import run_query
@@ -80,12 +86,22 @@ class RunningJob:
     start; none of them is needed for the job to run.
     """
 
-    def __init__(self, job_id: int) -> None:
-        self.job_id = job_id
+    def __init__(self, job: Job, jobs: JobStore) -> None:
+        self.job_id = job.id
         self.cancel = Cancellation()
+        self._job, self._jobs = job, jobs
         self._messages: list[Message] = []
         self._end: Message | None = None
         self._cond = threading.Condition()
+
+    def request_cancel(self, reason: str) -> None:
+        """Ask the job to stop safely, recorded in the job log before this returns
+        (as Ganeti's, a client reading the job next sees it canceling)."""
+        self.cancel.request(reason)
+        try:
+            self._jobs.record_cancel_request(self._job)
+        except (OSError, GenericError) as err:  # the job's own thread records it again
+            log.warning("job %s: cancel request not recorded: %s", self.job_id, err)
 
     def publish(self, record: Feedback) -> None:
         """Add one record of the job."""
@@ -151,7 +167,7 @@ class MasterDaemon:
         """Record a job of ``ops`` and start it in a thread of its own."""
         ctx = self.context(lock_timeout)
         job = ctx.jobs.create_job(ops)
-        running = RunningJob(job.id)
+        running = RunningJob(job, ctx.jobs)
         thread = threading.Thread(
             target=self._run, args=(ctx, job, list(ops), running), name=f"job-{job.id}"
         )
@@ -209,13 +225,13 @@ class MasterDaemon:
         if running is None:
             signal_cancel(self.job(job_id))
             return
-        running.cancel.request(reason)
+        running.request_cancel(reason)
 
     def cancel_all(self, reason: str) -> None:
         """Ask every running job to stop safely."""
         with self._lock:
             for running in self._running.values():
-                running.cancel.request(reason)
+                running.request_cancel(reason)
 
     def wait_jobs(self) -> None:
         """Wait until every job started so far has ended."""

@@ -10,8 +10,9 @@ Ganeti's shape: the opcodes run in order, each through the processor with
 its own locks; the first one that fails (or is canceled) ends the job, and
 the job log marks the ones after it as not run. A cancel request is
 recorded in the job log as it comes (the job shows as canceling until it
-ends), by a thread of the job's: the request may come from a signal
-handler, which must not write the job's file.
+ends) by a thread of the job's that waits for it: the request may come
+from a signal handler, which must neither write the job's file nor touch
+any event but the cancel request's own.
 """
 
 from __future__ import annotations
@@ -52,25 +53,33 @@ def run_job(
     return results
 
 
+# how long after its job's end the thread recording a cancel request may linger
+CANCEL_WATCH_POLL = 0.5
+
+
 @contextlib.contextmanager
 def _cancel_recorded(ctx: Context, job: Job, cancel: Cancellation) -> Iterator[None]:
-    """While the job runs, a thread records a cancel request in its job log."""
-    wake = threading.Event()
-    cancel.listen(wake)
+    """While the job runs, a thread records a cancel request in its job log.
+
+    The thread ends within ``CANCEL_WATCH_POLL`` of the job's end, unwaited
+    for (a request after the end changes nothing). Without a thread (the
+    process's limit) the job runs as it would, its request unrecorded.
+    """
+    ended = threading.Event()
 
     def record() -> None:
-        wake.wait()
-        if cancel.is_set():
-            with contextlib.suppress(Exception):  # the job's own records go on regardless
-                ctx.jobs.record_cancel_request(job)
+        while not ended.is_set():
+            if cancel.wait(CANCEL_WATCH_POLL):
+                with contextlib.suppress(Exception):  # the job's own records go on regardless
+                    ctx.jobs.record_cancel_request(job)
+                return
 
-    thread = threading.Thread(target=record, name=f"job-{job.id}-cancel", daemon=True)
-    thread.start()
+    with contextlib.suppress(RuntimeError):
+        threading.Thread(target=record, name=f"job-{job.id}-cancel", daemon=True).start()
     try:
         yield
     finally:
-        wake.set()
-        thread.join()
+        ended.set()
 
 
 def _feedback(job_id: int, index: int, on_record: RecordFn) -> Callable[[str], None]:

@@ -275,37 +275,33 @@ def _submit(req: Request, op: OpCode) -> int:
     return int(req.backend.submit([op]).job_id)
 
 
-def _tags_target(req: Request) -> tuple[str, str | None]:
-    """``/2/tags``: the cluster's; ``/2/nodes/<node>/tags``: the node's;
-    ``/2/instances/<name>/tags``: the instance's."""
-    if "node" in req.items:
-        return constants.TAG_NODE, req.items["node"]
-    name = req.items.get("name")
-    return (constants.TAG_INSTANCE, name) if name else (constants.TAG_CLUSTER, None)
+def _tags_methods(kind: str) -> dict[str, Handler]:
+    """The tags of the cluster (``/2/tags``), or of the node or instance ``<name>`` of
+    the path: read (sorted), added to and removed from (a job each, the ``tag`` query
+    arguments, as Ganeti's: the body is not used; 400 without one)."""
 
+    def target(req: Request) -> str | None:
+        return None if kind == constants.TAG_CLUSTER else req.items["name"]
 
-def _tags(req: Request) -> list[str]:
-    return queries.tags(req.query_context(), *_tags_target(req))
+    def read(req: Request) -> list[str]:
+        return queries.tags(req.query_context(), kind, target(req))
 
+    def change(op_cls: type[OpTagsSet] | type[OpTagsDel], verb: str) -> Handler:
+        def handler(req: Request) -> int:
+            tags = list(req.args.get("tag", []))
+            if not tags:
+                raise bad_request(f"No tags to {verb}: give them as 'tag' query arguments")
+            static = {
+                "kind": kind,
+                "name": target(req),
+                "tags": tags,
+                "dry_run": bool_arg(req.args, "dry-run"),
+            }
+            return _submit(req, fill_opcode(op_cls, None, static))
 
-def _tags_change(op_cls: type[OpTagsSet] | type[OpTagsDel], verb: str) -> Handler:
-    """A handler starting a job of ``op_cls`` for the ``tag`` query arguments (as
-    Ganeti's, the body is not used); 400 without one."""
+        return handler
 
-    def handler(req: Request) -> int:
-        tags = list(req.args.get("tag", []))
-        if not tags:
-            raise bad_request(f"No tags to {verb}: give them as 'tag' query arguments")
-        kind, name = _tags_target(req)
-        static = {
-            "kind": kind,
-            "name": name,
-            "tags": tags,
-            "dry_run": bool_arg(req.args, "dry-run"),
-        }
-        return _submit(req, fill_opcode(op_cls, None, static))
-
-    return handler
+    return {"GET": read, "PUT": change(OpTagsSet, "add"), "DELETE": change(OpTagsDel, "remove")}
 
 
 def _create_instance(req: Request) -> int:
@@ -459,13 +455,6 @@ def _wait_job(req: Request) -> Any:
     return jobfields.wait_for_change(lambda: _load_job(req, job_id), fields, prev_info, prev_serial)
 
 
-# the cluster's, a node's and an instance's tags: read, added to, removed from
-_TAGS_METHODS: dict[str, Handler] = {
-    "GET": _tags,
-    "PUT": _tags_change(OpTagsSet, "add"),
-    "DELETE": _tags_change(OpTagsDel, "remove"),
-}
-
 RESOURCES: tuple[Resource, ...] = (
     Resource("/", {"GET": _root}),
     Resource("/2", {"GET": _root}),
@@ -479,7 +468,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/nodes/<name>/modify", {"POST": _modify_node}),
     Resource("/2/nodes/<name>/migrate", {"POST": _migrate_node}),
     Resource("/2/nodes/<name>/evacuate", {"POST": _evacuate_node}),
-    Resource("/2/nodes/<node>/tags", _TAGS_METHODS),
+    Resource("/2/nodes/<name>/tags", _tags_methods(constants.TAG_NODE)),
     Resource("/2/groups", {"GET": _groups}),
     Resource("/2/groups/<name>", {"GET": _group}),
     Resource("/2/instances", {"GET": _instances, "POST": _create_instance}),
@@ -499,8 +488,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("/2/instances/<name>/failover", {"PUT": _failover}),
     Resource("/2/instances/<name>/export", {"PUT": _export}),
     Resource("/2/instances/<name>/prepare-export", {"PUT": _prepare_export}),
-    Resource("/2/tags", _TAGS_METHODS),
-    Resource("/2/instances/<name>/tags", _TAGS_METHODS),
+    Resource("/2/tags", _tags_methods(constants.TAG_CLUSTER)),
+    Resource("/2/instances/<name>/tags", _tags_methods(constants.TAG_INSTANCE)),
     Resource("/2/jobs", {"GET": _jobs}),
     Resource("/2/jobs/<int:job_id>", {"GET": _job, "DELETE": _cancel_job}),
     Resource("/2/jobs/<int:job_id>/wait", {"GET": _wait_job}, get_access=(ACCESS_WRITE,)),

@@ -134,7 +134,7 @@ def test_selection_by_node_tags(cli: Cli, config: ConfigStore, data_dir: str) ->
         f"INSTANCE_SHUTDOWN({I1})",
         f"INSTANCE_SHUTDOWN({I2})",
     ]
-    with config.update() as data:  # a node of both tags' instances counted once
+    with config.update() as data:  # two nodes, by either tag: their instances in order
         data.instances[I2].primary_node = N2
     code, _, err = cli("instance", "startup", "--node-tags", "rack:1", "ssd", "--force-multiple")
     assert code == 0, err

@@ -294,8 +294,10 @@ def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
         assert code == 0, err
         if attempt == 0:  # recorded by the job's own process: canceling until it ends
             _wait_for(lambda: jobs.get(job_id).shown_status == "canceling")
-            code, out, _ = cli("job", "list", "--running", "--no-headers", "-o", "id,status")
-            assert out.split() == [str(job_id), "canceling"]
+            code, out, _ = cli("job", "list", "--pending", "--no-headers", "-o", "id,status")
+            assert out.split() == [str(job_id), "canceling"]  # Ganeti's pending
+            code, out, _ = cli("job", "list", "--running", "--no-headers", "-o", "id")
+            assert out.split() == []
             assert "Asked to stop: " in cli("job", "info", str(job_id))[1]
         time.sleep(0.2)
     _wait_for(lambda: jobs.get(job_id).finished)

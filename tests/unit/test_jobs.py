@@ -431,3 +431,34 @@ def test_a_failing_feedback_function_never_stops_the_job(
     logged = [e[2] for e in job.log]
     assert len(logged) > 2 and logged[0] == "* Gathering data from the nodes"
     assert calls == logged[:1]  # tried once, then dropped; the job log has every line
+
+
+def test_the_thread_recording_a_cancel_request_ends_with_its_job(ctx: Context) -> None:
+    """One thread per running job waits for its cancel request; it records one that
+    comes while the job runs, and is gone soon after the job's end (a request then
+    changes nothing)."""
+    import threading
+    import time
+
+    from ganeti_lv.master.runner import CANCEL_WATCH_POLL
+
+    def watchers(job_id: int) -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"job-{job_id}-cancel"]
+
+    cancel = Cancellation()
+    job = ctx.jobs.create_job([OpTestDelay(duration=0.5)], start=True)
+    timer = threading.Timer(0.1, cancel.request, ["asked"])
+    timer.start()
+    run_job(ctx, job, [OpTestDelay(duration=0.5)], None, cancel)  # a delay does not stop
+    timer.join()
+    recorded = ctx.jobs.get(job.id)
+    assert recorded.status == "success" and recorded.cancel_ts is not None
+    quiet = ctx.jobs.create_job([OpTestDelay(duration=0)], start=True)
+    late = Cancellation()
+    run_job(ctx, quiet, [OpTestDelay(duration=0)], None, late)
+    late.request("too late")
+    deadline = time.monotonic() + CANCEL_WATCH_POLL + 2
+    while watchers(quiet.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watchers(quiet.id) == [] and watchers(job.id) == []
+    assert ctx.jobs.get(quiet.id).cancel_ts is None  # after its end: not recorded

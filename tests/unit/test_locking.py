@@ -488,10 +488,11 @@ def test_a_waiter_on_a_deleted_file_takes_the_names_new_file(locks_dir: str) -> 
     file: never the name together with someone else."""
     holder, waiter, third = manager(locks_dir), manager(locks_dir), manager(locks_dir)
     holder.acquire(LEVEL_INSTANCE, ["gone"])
-    got = threading.Event()
-    done = threading.Event()
+    waiting, got, done = threading.Event(), threading.Event(), threading.Event()
 
     def wait_for_it() -> None:
+        # told while it waits for the lock of the file it opened
+        waiter.set_wait_report(lambda *_: waiting.set(), interval=0.01)
         waiter.acquire(LEVEL_INSTANCE, ["gone"], timeout=10)
         got.set()
         done.wait(10)
@@ -500,7 +501,7 @@ def test_a_waiter_on_a_deleted_file_takes_the_names_new_file(locks_dir: str) -> 
     thread = threading.Thread(target=wait_for_it)
     thread.start()
     try:
-        time.sleep(0.2)  # the waiter has opened the file and waits for its lock
+        assert waiting.wait(10)
         holder.release_all()  # "gone" is not listed: its file is deleted
         assert got.wait(10)
         assert _lock_files(locks_dir, "instance") == {"gone"}  # the waiter's new file

@@ -295,6 +295,11 @@ def test_missing_kernel_is_environ_error_naming_h(ctx, fake_ops, config):
     inst = config.get_instance(NEW)
     assert inst is not None and inst.primary_node == N1, lines
     config.remove_instance(NEW)
+    with config.update() as data:  # neither a node nor an allocator: the cluster's default
+        data.cluster.default_iallocator = "hail"
+    _import(ctx, pnode=None)
+    assert config.get_instance(NEW).primary_node == N1  # type: ignore[union-attr]
+    config.remove_instance(NEW)
     _import(ctx, hvparams={"kernel_path": ""})  # the operator boots from the disk
     assert config.get_instance(NEW) is not None
 
