@@ -63,17 +63,17 @@ _NAMES_OF = {
     MODE_PRIMARY_TAGS: "node tag",
     MODE_SECONDARY_TAGS: "node tag",
 }
-# the selections by node: the node query's lists of instances they take, in order
+# the selections by node: whether the names are the nodes' tags, and the node query's
+# lists of instances they take, in order
 _BOTH, _PRIMARY, _SECONDARY = ("pinst_list", "sinst_list"), ("pinst_list",), ("sinst_list",)
 _BY_NODE = {
-    MODE_NODES: _BOTH,
-    MODE_PRIMARY: _PRIMARY,
-    MODE_SECONDARY: _SECONDARY,
-    MODE_NODE_TAGS: _BOTH,
-    MODE_PRIMARY_TAGS: _PRIMARY,
-    MODE_SECONDARY_TAGS: _SECONDARY,
+    MODE_NODES: (False, _BOTH),
+    MODE_PRIMARY: (False, _PRIMARY),
+    MODE_SECONDARY: (False, _SECONDARY),
+    MODE_NODE_TAGS: (True, _BOTH),
+    MODE_PRIMARY_TAGS: (True, _PRIMARY),
+    MODE_SECONDARY_TAGS: (True, _SECONDARY),
 }
-_BY_NODE_TAGS = (MODE_NODE_TAGS, MODE_PRIMARY_TAGS, MODE_SECONDARY_TAGS)
 
 
 def add_selection(parser: argparse.ArgumentParser) -> None:
@@ -100,11 +100,11 @@ def selected(opts: argparse.Namespace, env: CliEnv) -> list[str]:
         rows = env.query(OpInstanceQuery(names=names if mode == MODE_INSTANCES else [], live=False))
         found = [row["name"] for row in rows if mode != MODE_TAGS or set(row["tags"]) & set(names)]
     else:
-        by_tags = mode in _BY_NODE_TAGS
+        by_tags, lists = _BY_NODE[mode]
         rows = env.query(OpNodeQuery(names=[] if by_tags else names, live=False))
         if by_tags:
             rows = [row for row in rows if set(row["tags"]) & set(names)]
-        found = [name for key in _BY_NODE[mode] for row in rows for name in row[key]]
+        found = [name for key in lists for row in rows for name in row[key]]
     return list(dict.fromkeys(found))  # an instance named twice (or by two names) once
 
 

@@ -230,8 +230,9 @@ class MasterDaemon:
     def cancel_all(self, reason: str) -> None:
         """Ask every running job to stop safely."""
         with self._lock:
-            for running in self._running.values():
-                running.request_cancel(reason)
+            running_jobs = list(self._running.values())
+        for running in running_jobs:  # each request writes its job's file: not under the lock
+            running.request_cancel(reason)
 
     def wait_jobs(self) -> None:
         """Wait until every job started so far has ended."""
