@@ -489,6 +489,8 @@ class CopyPlan:
         try:
             with _stopped_on_cancel(proc, cancel, self) as canceling:
                 error, result, _size = self._read_to_end(proc, progress_fn, start_fn)
+            if error is not None or result is not None:
+                proc.close_stdin()  # the sender waits for it after its last line
             status = proc.wait(timeout=60, check=False)
         except RemoteCommandError as err:  # its text is the helper's whole command line
             raise NodeError(
@@ -538,7 +540,7 @@ class CopyPlan:
         progress_fn: ProgressFn | None,
         start_fn: Callable[[StartInfo], None] | None,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
-        """The sender's lines up to its end: (its error, its result, the disk's size)."""
+        """The sender's lines up to its last: (its error, its result, the disk's size)."""
         size = 0
         result: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
@@ -555,8 +557,10 @@ class CopyPlan:
                     progress_fn(payload[0], size)
             elif kind == "RESULT":
                 result = payload
+                break
             elif kind == "ERROR":
                 error = payload
+                break
         return error, result, size
 
 
@@ -572,6 +576,7 @@ class PendingCopy:
 
     def __init__(self, src: Runner, plan: CopyPlan) -> None:
         self.plan = plan
+        self._src = src
         self._proc: StreamProcess | None = src.open_exec(plan.argv("send-on-go"))
 
     def go(
@@ -581,12 +586,19 @@ class PendingCopy:
         clock: Callable[[], float] = time.monotonic,
         cancel: threading.Event | None = None,
     ) -> CopyStats:
-        """Start the data flowing and wait for the end, as ``copy_disk``."""
+        """Start the data flowing and wait for the end, as ``copy_disk``.
+
+        A sender that can no longer be told (its connection was lost while it
+        waited) has read nothing: the copy is then made by a new one.
+        """
         proc, self._proc = self._proc, None
         if proc is None:
             raise NodeError("this copy was already used or called off", self.plan.src_node)
         try:
             proc.write(b"GO\n")
+        except NodeError:
+            proc.close()
+            return self.plan.run(self._src, progress_fn, start_fn, clock, cancel)
         except BaseException:
             proc.close()
             raise

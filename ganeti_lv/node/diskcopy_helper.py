@@ -11,7 +11,7 @@ expected) with the expected checksum. The checksum is computed by the sender
 alone; why that suffices is in ``diskcopy_stream``'s text ("Integrity").
 
 Stopping a copy: the master writes ``CANCEL`` to the sender's stdin; the
-sender (``watch_cancel``) kills its transport and compressor, so the
+sender (``MasterInput``) kills its transport and compressor, so the
 receiver's stream ends and it removes its partial file, and reports
 ``ERROR`` of kind ``canceled``. A ``CANCEL`` that comes after the receiver
 has renamed the complete copy into place (its answer has reached the
@@ -41,6 +41,9 @@ Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
 or ``ERROR {json}`` (``side``: receiver, or the sender's own); ``recv`` prints one
 ``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space, 1 otherwise.
+The sender exits once the master has ended its stdin after that last line (or
+``MASTER_END_WAIT`` seconds later): the master's ``CANCEL`` then never meets
+a sender that has gone (see ``ganeti_lv.node.ssh``).
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ from ganeti_lv.node.diskcopy_stream import (
 )
 
 EXIT_NORES = 3
+# how long a sender that has written its last line waits for the master to end
+# its stdin (s); the master does so at once, unless its link is gone
+MASTER_END_WAIT = 60.0
 
 
 def free_bytes(path: str) -> int:
@@ -141,29 +147,68 @@ def _receiver_result(out: bytes, err: bytes, codes: list[int]) -> dict:
     raise CopyFailed(f"its connection ended ({ends}) {detail}", 1, "error", "receiver")
 
 
-def watch_cancel(procs) -> dict:
-    """Read stdin in a thread: a ``CANCEL`` line kills ``procs`` (the transport and
-    the compressor). The returned dict becomes true then; the end of stdin is no cancel.
-    """
-    state: dict = {}
+class MasterInput:
+    """The master's lines on the sender's stdin (``GO``, ``CANCEL``) and their end, read
+    by one thread.
 
-    def watch() -> None:
+    ``CANCEL`` kills the processes given to ``on_cancel`` (the transport and
+    the compressor) and makes ``canceled`` true; the end of stdin is no
+    cancel. The sender exits only once its stdin has ended (``wait_end``):
+    the master sends nothing to a sender that may have exited (see
+    ``ganeti_lv.node.ssh``).
+    """
+
+    def __init__(self) -> None:
+        self.canceled = False
+        self._go = False
+        self._said = threading.Event()  # GO, CANCEL or the end came
+        self._ended = threading.Event()
+        self._lock = threading.Lock()
+        self._procs: list = []
+        threading.Thread(target=self._read, name="master-input", daemon=True).start()
+
+    def _read(self) -> None:
         try:
-            if any(line.strip() == "CANCEL" for line in sys.stdin):
-                state["canceled"] = True
-                for proc in procs:
-                    proc.kill()
+            for line in sys.stdin:
+                word = line.strip()
+                if word == "GO":
+                    self._go = True
+                elif word == "CANCEL":
+                    with self._lock:
+                        self.canceled = True
+                        procs = list(self._procs)
+                    _kill_now(procs)
+                self._said.set()
         except (OSError, ValueError):
             pass
+        finally:
+            self._ended.set()
+            self._said.set()
 
-    threading.Thread(target=watch, name="cancel-watch", daemon=True).start()
-    return state
+    def wait_for_go(self) -> None:
+        """Block until the master says ``GO`` (``send-on-go``)."""
+        self._said.wait()
+        if not self._go or self.canceled:
+            raise CopyFailed("the copy was called off before it began")
+
+    def on_cancel(self, procs) -> None:
+        """A ``CANCEL`` from now on (or one already read) kills ``procs``."""
+        with self._lock:
+            self._procs = list(procs)
+            canceled = self.canceled
+        if canceled:
+            _kill_now(procs)
+
+    def wait_end(self, timeout: float) -> None:
+        """Wait until the master has ended our stdin (at most ``timeout`` seconds:
+        a master whose link is gone may never)."""
+        self._ended.wait(timeout)
 
 
-def _wait_for_go() -> None:
-    """Block until the master says ``GO`` on stdin (``send-on-go``)."""
-    if sys.stdin.readline().strip() != "GO":
-        raise CopyFailed("the copy was called off before it began")
+def _kill_now(procs) -> None:
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 def cmd_send(
@@ -172,6 +217,7 @@ def cmd_send(
     bwlimit: float | None,
     algorithm: str,
     transport: list[str],
+    master: MasterInput,
     wait: bool = False,
 ) -> dict:
     """Stream ``src`` through ``transport`` (which runs ``recv``); verify its result.
@@ -186,13 +232,13 @@ def cmd_send(
     writer = StreamWriter(stdin.fileno())
     try:
         if wait:
-            _wait_for_go()
+            master.wait_for_go()
         size = os.stat(src).st_size
     except BaseException:
         writer.close()
         _kill(procs)
         raise
-    canceled = watch_cancel(procs)
+    master.on_cancel(procs)
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
 
@@ -223,7 +269,7 @@ def cmd_send(
             raise CopyFailed(f"it closed the stream early (exit {codes})", 1, "error", "receiver")
         _check_received(stats, result)
     except CopyFailed:
-        if canceled:
+        if master.canceled:
             raise CopyFailed("the copy was canceled", 4, "canceled") from None
         raise
     # A cancel that came once the receiver had put the whole copy in place came
@@ -354,12 +400,21 @@ def main(argv: list[str]) -> int:
     ``checksum [--algorithm ALG] FILE...``."""
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
+    mode = argv[0] if argv else ""
+    master = MasterInput() if mode in ("send", "send-on-go") else None
+    status = _run_mode(mode, argv, master)
+    if master is not None:
+        master.wait_end(MASTER_END_WAIT)
+    return status
+
+
+def _run_mode(mode: str, argv: list[str], master: MasterInput | None) -> int:
+    """Run ``mode``; its RESULT or ERROR line is written, the exit status returned."""
     try:
-        mode = argv[0]
-        if mode in ("send", "send-on-go"):
+        if master is not None:
             bwlimit = float(argv[3]) or None
             wait = mode == "send-on-go"
-            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], wait))
+            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], master, wait))
         elif mode == "recv":
             expect = argv[3] if len(argv) > 3 else None
             idle_limit = float(argv[4]) if len(argv) > 4 else IDLE_LIMIT

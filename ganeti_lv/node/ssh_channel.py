@@ -39,7 +39,8 @@ class CommandTimeout(RemoteCommandError):
 class RemoteProcess:
     """A command started by ``SshClient.open_exec``: stream stdin and stdout.
 
-    ``write``/``close_stdin`` feed the command, ``read`` returns stdout chunks
+    ``write``/``close_stdin`` feed the command (which must not end before
+    what it is sent arrives), ``read`` returns stdout chunks
     (b"" at end), ``wait`` drains the rest and returns a ``CommandResult``
     (its ``stderr`` holds everything the command wrote there). stderr is
     collected on ``write``, ``read`` and ``wait``.
@@ -64,8 +65,17 @@ class RemoteProcess:
         self._drain_stderr()
 
     def close_stdin(self) -> None:
-        """Send EOF on the command's stdin."""
-        self.channel.shutdown_write()
+        """Send the end of the command's stdin.
+
+        Only to a command that waits for it (see ``ssh``'s module docstring):
+        one that may have ended could lose the whole connection to it.
+        """
+        if self.channel.closed:
+            return
+        try:
+            self.channel.shutdown_write()
+        except Exception as err:
+            raise self._client._error(err, "write") from err
 
     def read(self, size: int = READ_CHUNK) -> bytes:
         """Read up to ``size`` bytes of stdout; b"" at end of output.

@@ -128,6 +128,9 @@ class StreamProcess(Protocol):
     def write(self, data: bytes) -> None:
         """Send data to the command's stdin."""
 
+    def close_stdin(self) -> None:
+        """End the command's stdin (a command that waits for it: ``node.ssh``)."""
+
     def wait(self, timeout: float | None = None, check: bool = True) -> CommandResult:
         """Wait for the exit; the rest of stdout is in the result."""
 

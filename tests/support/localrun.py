@@ -29,6 +29,12 @@ class _LocalProcess:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
+    def close_stdin(self) -> None:
+        stdin, self.proc.stdin = self.proc.stdin, None  # communicate() would flush it
+        if stdin is not None:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
     def read(self, size: int = 65536) -> bytes:
         assert self.proc.stdout is not None
         return self.proc.stdout.read1(size)  # type: ignore[attr-defined]

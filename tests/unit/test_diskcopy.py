@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,7 +19,7 @@ from support.waiting import wait_until
 from ganeti_lv.errors import ECODE_NORES, NodeError, NodeUnreachable, RemoteCommandError
 from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
-from ganeti_lv.node import diskcopy, diskcopy_stream, diskstat, progress
+from ganeti_lv.node import diskcopy, diskcopy_helper, diskcopy_stream, diskstat, progress
 from ganeti_lv.node.transport import CommandResult
 from ganeti_lv.objects import Node
 
@@ -341,6 +343,79 @@ def test_sessions_keep_their_own_copies(image, tmp_path):
     ops.copy_disk(n1, str(image), n2, str(a), session=mine)
     assert wait_until(lambda: not _helpers_running(str(a)), 10) and _sha(a) == _sha(image)
     mine.close()
+
+
+def _lines_to_the_last(proc) -> list[str]:
+    lines: list[str] = []
+    buf = b""
+    while not lines or lines[-1].split(" ", 1)[0] not in ("RESULT", "ERROR"):
+        chunk = proc.read()
+        assert chunk, f"the sender ended before its last line: {lines}"
+        buf += chunk
+        *done, buf = buf.split(b"\n")
+        lines += [line.decode() for line in done]
+    return lines
+
+
+@pytest.mark.parametrize("mode", ["send", "send-on-go"])
+def test_a_sender_ends_only_once_the_master_ended_its_input(image, tmp_path, mode):
+    """What the master sends after the sender's last line reaches a sender that still runs."""
+    plan = diskcopy.CopyPlan.make("n1", str(image), LOCAL_ENDPOINT, str(tmp_path / "d.img"))
+    proc = LocalRunner().open_exec(plan.argv(mode))
+    try:
+        if mode == "send-on-go":
+            proc.write(b"GO\n")
+        assert _lines_to_the_last(proc)[-1].startswith("RESULT ")
+        time.sleep(0.5)
+        assert proc.proc.poll() is None  # waits for the end of its input
+        proc.write(b"CANCEL\n")  # too late to cancel anything, and no broken pipe
+        proc.close_stdin()
+        assert proc.wait(timeout=30).exit_status == 0
+    finally:
+        proc.close()
+    assert _sha(tmp_path / "d.img") == _sha(image)
+
+
+def test_a_sender_whose_master_never_ends_its_input_ends_after_a_while(
+    image, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(diskcopy_helper, "MASTER_END_WAIT", 0.5)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(os.pipe()[0], "rb")))
+    stdout = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    dst = tmp_path / "d.img"
+    started = time.monotonic()
+    argv = ["send", str(image), "none", "0", diskcopy_stream.TREE, "sh", "-c"]
+    argv.append(shlex.join(diskcopy.helper_argv("recv", str(dst), "none")))
+    assert diskcopy_helper.main(argv) == 0
+    assert 0.5 <= time.monotonic() - started < 30
+    assert stdout.getvalue().splitlines()[-1].startswith("RESULT ")
+
+
+class _LostRunner(LocalRunner):
+    """A source whose first streamed command loses its connection before it is told to go."""
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def open_exec(self, cmd):
+        self.started += 1
+        proc = super().open_exec(cmd)
+        if self.started == 1:
+            proc.close()
+
+            def lost(data: bytes) -> None:
+                raise NodeError("SSH write on n1 failed: Socket is closed", "n1")
+
+            proc.write = lost  # type: ignore[method-assign]
+        return proc
+
+
+def test_a_copy_set_up_ahead_that_lost_its_connection_is_made_anew(image, tmp_path):
+    plan = diskcopy.CopyPlan.make("n1", str(image), LOCAL_ENDPOINT, str(tmp_path / "d.img"))
+    source = _LostRunner()
+    stats = diskcopy.PendingCopy(source, plan).go()
+    assert source.started == 2 and stats.checksum == _sha(image) == _sha(tmp_path / "d.img")
 
 
 def test_a_closed_session_sets_nothing_up(image, tmp_path):

@@ -129,6 +129,42 @@ def test_concurrent_runs_share_one_connection(client: SshClient) -> None:
     assert results == {i: str(i) for i in range(6)}
 
 
+def _late_ends_of_input(monkeypatch: Any) -> None:
+    """Every end of input (EOF) a caller's thread sends reaches the wire 0.3 s late.
+
+    As when that thread loses the processor between paramiko making the
+    message and sending it: the node's close of a command that ended at
+    once is answered (by paramiko's own thread) before it (paramiko 1115).
+    """
+    send = paramiko.Transport._send_user_message
+    eof = bytes([paramiko.common.MSG_CHANNEL_EOF])
+
+    def late(transport: paramiko.Transport, data: Any) -> None:
+        if data.asbytes()[:1] == eof and threading.current_thread() is not transport:
+            time.sleep(0.3)
+        send(transport, data)
+
+    monkeypatch.setattr(paramiko.Transport, "_send_user_message", late)
+
+
+def test_commands_that_end_at_once_leave_their_connection_up(
+    client: SshClient, monkeypatch: Any
+) -> None:
+    """sshd ends a connection that sends anything for a channel it has closed."""
+    client.run("true")
+    transport = client._transport()[0]
+    _late_ends_of_input(monkeypatch)
+    assert client.run("true").exit_status == 0
+    assert client.run(["true"], timeout=10).exit_status == 0
+    # a command that reads none of its input, and one that reads some of it
+    assert client.run("exit 3", input=b"x" * 300_000, check=False).exit_status == 3
+    assert client.run("head -c 1", input=b"xyz").stdout == "x"
+    assert client.run("LC_ALL=C exec sh -s", input=b"echo one; exit 0\necho two\n").stdout == (
+        "one\n"
+    )
+    assert transport.is_active() and client._transport()[0] is transport
+
+
 def test_reconnects_after_close(client: SshClient) -> None:
     assert client.run("echo one").stdout == "one\n"
     client.close()
