@@ -27,17 +27,8 @@ its connection tells apart, in ``_not_opened``):
 A command's channel (its streams, its end, a node that stops answering
 while it runs) is ``ssh_channel``'s.
 
-Nothing is sent on a channel whose command may have ended. paramiko makes
-a channel's end of input (EOF), or data, in the caller's thread and sends
-it after letting go of the channel's lock; the node's close of the channel,
-answered by paramiko's own thread, can get onto the wire in between, and
-sshd ends the whole connection, every other channel on it included, when
-something arrives for a channel it has closed (paramiko issues 1115 and
-1705, open). So a command run without input reads ``/dev/null`` (no EOF is
-sent: the channel's close carries it, made with the close in one step), and
-one given input reads its input's end before the command's shell exits
-(``_reading_all_input``); a streamed command (``open_exec``) must not end
-before the end of input it is sent (the disk copy's sender waits for it).
+Nothing is sent to a command that may have ended: sshd would end the whole
+connection (see ``ssh_channel``, "Sending").
 """
 
 from __future__ import annotations
@@ -65,7 +56,13 @@ from ganeti_lv.errors import (
     RemoteCommandError,
 )
 from ganeti_lv.node.known_hosts import DEFAULT_PORT, key_fingerprint
-from ganeti_lv.node.ssh_channel import CommandTimeout, RemoteProcess, collect
+from ganeti_lv.node.ssh_channel import (
+    CommandTimeout,
+    RemoteProcess,
+    collect,
+    feed_input,
+    with_input,
+)
 from ganeti_lv.node.tcpinfo import unanswered_for
 from ganeti_lv.node.transport import CommandResult
 
@@ -117,16 +114,6 @@ def quote_command(cmd: Command) -> str:
     if not cmd:
         raise ValueError("empty command")
     return " ".join(shlex.quote(str(arg)) for arg in cmd)
-
-
-def _reading_all_input(remote: str) -> str:
-    """``remote`` run so that its shell exits only once its input has ended.
-
-    The command (in a subshell: an ``exec`` in it must not skip the rest)
-    reads what it wants of its input; ``cat`` then reads the rest up to the
-    end the client sends, and the command's exit status is the shell's.
-    """
-    return f"( {remote}\n); s=$?; cat >/dev/null; exit $s"
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -592,12 +579,10 @@ class SshClient:
                 f"sh -c {shlex.quote(command)}"
             )
             deadline = time.monotonic() + timeout + TIMEOUT_KILL_GRACE + TIMEOUT_LOCAL_GRACE
-        # see the module docstring: nothing is sent to a command that may have ended
-        remote = _reading_all_input(remote) if input else f"exec </dev/null; {remote}"
         started = time.monotonic()
-        channel = self._open_channel(remote)
+        channel = self._open_channel(with_input(remote, bool(input)))
         try:
-            feeder = self._feed_input(channel, input)
+            feeder = feed_input(channel, input)
             try:
                 out, err = collect(channel, deadline, self.where, self.node_name)
             except NodeUnreachable:
@@ -635,27 +620,6 @@ class SshClient:
             exit_status=None if result is None else result.exit_status,
             output="" if result is None else result.output,
         )
-
-    @staticmethod
-    def _feed_input(channel: paramiko.Channel, data: bytes | str | None) -> threading.Thread | None:
-        """Send stdin and its end (in a thread, so big input can't deadlock with output).
-
-        Without input nothing is sent: the command reads ``/dev/null`` (``run``).
-        """
-        if not data:
-            return None
-        payload = data.encode() if isinstance(data, str) else data
-
-        def feed() -> None:
-            try:
-                channel.sendall(payload)
-                channel.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass  # the command exited early; its status tells the story
-
-        thread = threading.Thread(target=feed, name="ssh-stdin", daemon=True)
-        thread.start()
-        return thread
 
     def open_exec(self, cmd: Command) -> RemoteProcess:
         """Start a command and return a ``RemoteProcess`` to stream data in and out."""

@@ -7,11 +7,25 @@ without a byte, whether the node still answers: once it has left our data
 (keepalives at least, every 15 s) unanswered for ``STREAM_UNANSWERED_LIMIT``
 seconds, the wait ends with ``NodeUnreachable``; TCP alone would retry for
 some 15 minutes.
+
+Sending: nothing is sent on a channel whose command may have ended.
+paramiko makes a channel's end of input (EOF), or data, in the caller's
+thread and sends it after letting go of the channel's lock; the node's
+close of the channel, answered by paramiko's own thread, can get onto the
+wire in between, and sshd ends the whole connection, every other channel
+on it included, when something arrives for a channel it has closed
+(paramiko issues 1115 and 1705, open). So a command run without input reads
+``/dev/null`` and no EOF is sent (the channel's close carries one, made
+with the close in one step), one given input reads its input's end before
+its shell exits (``with_input``), and a streamed command
+(``RemoteProcess``) must not end before what it is sent has come (the disk
+copy's sender waits for the end of its input).
 """
 
 from __future__ import annotations
 
 import select
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -67,8 +81,8 @@ class RemoteProcess:
     def close_stdin(self) -> None:
         """Send the end of the command's stdin.
 
-        Only to a command that waits for it (see ``ssh``'s module docstring):
-        one that may have ended could lose the whole connection to it.
+        Only to a command that waits for it (see "Sending" above): one that
+        may have ended could lose the whole connection to it.
         """
         if self.channel.closed:
             return
@@ -192,3 +206,35 @@ def collect(
         if not channel.status_event.wait(min(wait, _WAIT_SLICE)):
             _check_answering(channel, where, node)
     return bytes(out), bytes(err)
+
+
+def with_input(remote: str, has_input: bool) -> str:
+    """The command line ``remote`` as sent (see "Sending" above).
+
+    Without input its stdin is ``/dev/null``; with input, the command (in a
+    subshell: an ``exec`` in it must not skip the rest) reads what it wants
+    of it, ``cat`` reads the rest up to the end the client sends, and the
+    command's exit status is the shell's.
+    """
+    if not has_input:
+        return f"exec </dev/null; {remote}"
+    return f"( {remote}\n); s=$?; cat >/dev/null; exit $s"
+
+
+def feed_input(channel: paramiko.Channel, data: bytes | str | None) -> threading.Thread | None:
+    """Send ``data`` and its end to a command run ``with_input`` (in a thread, so big
+    input cannot deadlock with output); without input nothing is sent."""
+    if not data:
+        return None
+    payload = data.encode() if isinstance(data, str) else data
+
+    def feed() -> None:
+        try:
+            channel.sendall(payload)
+            channel.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the command exited early; its status tells the story
+
+    thread = threading.Thread(target=feed, name="ssh-stdin", daemon=True)
+    thread.start()
+    return thread
