@@ -486,12 +486,16 @@ class CopyPlan:
         caller sees its ``cancel`` set and decides what to do with the copy).
         """
         started = clock()
+        status = None
         try:
             with _stopped_on_cancel(proc, cancel, self) as canceling:
                 error, result, _size = self._read_to_end(proc, progress_fn, start_fn)
-            if error is not None or result is not None:
-                proc.close_stdin()  # the sender waits for it after its last line
-            status = proc.wait(timeout=60, check=False)
+            if error is None and result is None:
+                status = proc.wait(timeout=60, check=False)
+            else:  # the copy's outcome is known: the sender's end only follows it
+                with contextlib.suppress(NodeError):
+                    proc.close_stdin()  # the sender waits for it after its last line
+                    proc.wait(timeout=60, check=False)
         except RemoteCommandError as err:  # its text is the helper's whole command line
             raise NodeError(
                 f"{self.what}: the sender on {self.src_node} did not end within 60 s of its"
@@ -505,6 +509,7 @@ class CopyPlan:
         if error is not None:
             raise _error_from(error, self)
         if result is None:
+            assert status is not None
             if canceling["sent"]:
                 raise CopyCanceled(
                     f"{self.what} canceled; the sender ended (exit {status.exit_status})",
@@ -598,6 +603,10 @@ class PendingCopy:
             proc.write(b"GO\n")
         except NodeError:
             proc.close()
+            if cancel is not None and cancel.is_set():
+                raise CopyCanceled(
+                    f"{self.plan.what} canceled before it began", self.plan.src_node
+                ) from None
             return self.plan.run(self._src, progress_fn, start_fn, clock, cancel)
         except BaseException:
             proc.close()

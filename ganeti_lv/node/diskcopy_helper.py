@@ -41,9 +41,9 @@ Output lines of ``send`` on stdout: ``START {json}`` (pids), ``PROGRESS pos
 sent read data`` (data: bytes to read, holes skipped), then ``RESULT {json}``
 or ``ERROR {json}`` (``side``: receiver, or the sender's own); ``recv`` prints one
 ``RESULT``/``ERROR`` line. Exit status 0 on success, 3 for lack of space, 1 otherwise.
-The sender exits once the master has ended its stdin after that last line (or
-``MASTER_END_WAIT`` seconds later): the master's ``CANCEL`` then never meets
-a sender that has gone (see ``ganeti_lv.node.ssh``).
+After that last line the sender exits only once the master has ended its
+stdin (see ``MasterInput.wait_end``): what the master sends never meets a
+sender that has gone (``ganeti_lv.node.ssh_channel``, "Sending").
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ from ganeti_lv.node.diskcopy_stream import (
 )
 
 EXIT_NORES = 3
-# how long a sender that has written its last line waits for the master to end
-# its stdin (s); the master does so at once, unless its link is gone
+# how long a sender whose copy began waits, after its last line, for the master
+# to end its stdin (s); the master does so at once, unless its link is gone
 MASTER_END_WAIT = 60.0
 
 
@@ -153,13 +153,14 @@ class MasterInput:
 
     ``CANCEL`` kills the processes given to ``on_cancel`` (the transport and
     the compressor) and makes ``canceled`` true; the end of stdin is no
-    cancel. The sender exits only once its stdin has ended (``wait_end``):
-    the master sends nothing to a sender that may have exited (see
-    ``ganeti_lv.node.ssh``).
+    cancel. After its last line the sender waits for the end of its stdin
+    (``wait_end``), so that what the master sends never meets a sender that
+    has gone (``ganeti_lv.node.ssh_channel``, "Sending").
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_go: bool) -> None:
         self.canceled = False
+        self._on_go = on_go
         self._go = False
         self._said = threading.Event()  # GO, CANCEL or the end came
         self._ended = threading.Event()
@@ -188,7 +189,9 @@ class MasterInput:
     def wait_for_go(self) -> None:
         """Block until the master says ``GO`` (``send-on-go``)."""
         self._said.wait()
-        if not self._go or self.canceled:
+        if self.canceled:  # GO and CANCEL may come together
+            raise CopyFailed("the copy was canceled before it began", 4, "canceled")
+        if not self._go:
             raise CopyFailed("the copy was called off before it began")
 
     def on_cancel(self, procs) -> None:
@@ -199,10 +202,15 @@ class MasterInput:
         if canceled:
             _kill_now(procs)
 
-    def wait_end(self, timeout: float) -> None:
-        """Wait until the master has ended our stdin (at most ``timeout`` seconds:
-        a master whose link is gone may never)."""
-        self._ended.wait(timeout)
+    def wait_end(self) -> None:
+        """Wait until the master has ended our stdin.
+
+        Once the copy began, at most ``MASTER_END_WAIT`` seconds (a master
+        whose link is gone may never end it); a copy set up ahead that failed
+        before its go waits for the master to use it or call it off, which
+        may be long after (the disks before it are copied first).
+        """
+        self._ended.wait(None if self._on_go and not self._go else MASTER_END_WAIT)
 
 
 def _kill_now(procs) -> None:
@@ -401,10 +409,10 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["checksum"]:
         return cmd_checksum(argv[1:])
     mode = argv[0] if argv else ""
-    master = MasterInput() if mode in ("send", "send-on-go") else None
+    master = MasterInput(mode == "send-on-go") if mode in ("send", "send-on-go") else None
     status = _run_mode(mode, argv, master)
     if master is not None:
-        master.wait_end(MASTER_END_WAIT)
+        master.wait_end()
     return status
 
 
@@ -428,6 +436,9 @@ def _run_mode(mode: str, argv: list[str], master: MasterInput | None) -> int:
         code, kind = (EXIT_NORES, "nores") if err.errno == errno.ENOSPC else (1, "error")
         _emit("ERROR", {"msg": str(err), "code": code, "kind": kind})
         return code
+    except Exception as err:  # noqa: BLE001 - a bug, garbled output: still the one last line
+        _emit("ERROR", {"msg": f"{type(err).__name__}: {err}", "code": 1, "kind": "error"})
+        return 1
     return 0
 
 

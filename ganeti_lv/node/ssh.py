@@ -569,6 +569,8 @@ class SshClient:
         With ``timeout`` the command runs under coreutils ``timeout`` in its own
         process group, which is killed when time is up; ``CommandTimeout`` is
         raised. A non-zero exit raises ``RemoteCommandError`` when ``check``.
+        Without ``input`` the command's stdin is ``/dev/null``; with it, what
+        the command leaves of it is read after it (``ssh_channel.with_input``).
         """
         command = quote_command(cmd)
         remote = command
@@ -581,6 +583,7 @@ class SshClient:
             deadline = time.monotonic() + timeout + TIMEOUT_KILL_GRACE + TIMEOUT_LOCAL_GRACE
         started = time.monotonic()
         channel = self._open_channel(with_input(remote, bool(input)))
+        feeder = None
         try:
             feeder = feed_input(channel, input)
             try:
@@ -592,9 +595,9 @@ class SshClient:
             if out is None:
                 raise self._timed_out(command, timeout)
             status = channel.recv_exit_status()
-            if feeder is not None:
-                feeder.join(timeout=1.0)
         finally:
+            if feeder is not None:  # its last message out before our close (ssh_channel)
+                feeder.join(timeout=1.0)
             channel.close()
             self.channel_closed()
         result = CommandResult(

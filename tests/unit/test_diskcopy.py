@@ -5,11 +5,13 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -376,20 +378,60 @@ def test_a_sender_ends_only_once_the_master_ended_its_input(image, tmp_path, mod
     assert _sha(tmp_path / "d.img") == _sha(image)
 
 
+def _helper_main(monkeypatch, argv: list[str]) -> tuple[threading.Thread, int, io.StringIO]:
+    """The helper's ``main(argv)`` in a thread, its stdin a pipe whose write end is returned."""
+    monkeypatch.setattr(diskcopy_helper, "MASTER_END_WAIT", 0.5)
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(read_end, "rb")))
+    stdout = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    thread = threading.Thread(target=diskcopy_helper.main, args=(argv,), daemon=True)
+    thread.start()
+    return thread, write_end, stdout
+
+
 def test_a_sender_whose_master_never_ends_its_input_ends_after_a_while(
     image, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(diskcopy_helper, "MASTER_END_WAIT", 0.5)
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(os.pipe()[0], "rb")))
-    stdout = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", stdout)
-    dst = tmp_path / "d.img"
-    started = time.monotonic()
-    argv = ["send", str(image), "none", "0", diskcopy_stream.TREE, "sh", "-c"]
-    argv.append(shlex.join(diskcopy.helper_argv("recv", str(dst), "none")))
-    assert diskcopy_helper.main(argv) == 0
-    assert 0.5 <= time.monotonic() - started < 30
-    assert stdout.getvalue().splitlines()[-1].startswith("RESULT ")
+    recv = shlex.join(diskcopy.helper_argv("recv", str(tmp_path / "d.img"), "none"))
+    argv = ["send", str(image), "none", "0", diskcopy_stream.TREE, "sh", "-c", recv]
+    thread, write_end, stdout = _helper_main(monkeypatch, argv)
+    try:
+        thread.join(30)
+        assert not thread.is_alive()  # its input never ended
+        assert stdout.getvalue().splitlines()[-1].startswith("RESULT ")
+    finally:
+        os.close(write_end)
+
+
+def test_a_copy_set_up_ahead_that_failed_waits_for_the_master_to_use_or_call_it_off(
+    tmp_path, monkeypatch
+):
+    """Its go may come long after: the sender must not have gone when it does."""
+    argv = ["send-on-go", "/nonexistent", "none", "0", diskcopy_stream.TREE, "/nonexistent-ssh"]
+    thread, write_end, stdout = _helper_main(monkeypatch, argv)
+    try:
+        assert wait_until(lambda: "ERROR" in stdout.getvalue(), 10)
+        thread.join(1.5)  # three times MASTER_END_WAIT
+        assert thread.is_alive()
+    finally:
+        os.close(write_end)  # the master calls it off
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_go_and_a_cancel_together_cancel_the_copy(image, tmp_path):
+    plan = diskcopy.CopyPlan.make("n1", str(image), LOCAL_ENDPOINT, str(tmp_path / "d.img"))
+    proc = LocalRunner().open_exec(plan.argv("send-on-go"))
+    try:
+        proc.write(b"GO\nCANCEL\n")
+        last = _lines_to_the_last(proc)[-1]
+        proc.close_stdin()
+        proc.wait(timeout=30, check=False)
+    finally:
+        proc.close()
+    assert last.startswith("ERROR ") and '"kind": "canceled"' in last
+    assert not (tmp_path / "d.img").exists()
 
 
 class _LostRunner(LocalRunner):
@@ -416,6 +458,13 @@ def test_a_copy_set_up_ahead_that_lost_its_connection_is_made_anew(image, tmp_pa
     source = _LostRunner()
     stats = diskcopy.PendingCopy(source, plan).go()
     assert source.started == 2 and stats.checksum == _sha(image) == _sha(tmp_path / "d.img")
+    # unless the job was canceled meanwhile: nothing new is started
+    source = _LostRunner()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(diskcopy.CopyCanceled, match="canceled before it began"):
+        diskcopy.PendingCopy(source, plan).go(cancel=cancel)
+    assert source.started == 1
 
 
 def test_a_closed_session_sets_nothing_up(image, tmp_path):
@@ -499,3 +548,25 @@ def test_a_copy_whose_transport_fails_names_the_copy_not_the_helpers_command(pro
     assert err.value.msg.startswith("copy of /srv/a/disk0.img on n1 to /srv/b/disk0.img on")
     assert err.value.msg.endswith(says) and len(err.value.msg) < 300
     assert proc.closed
+
+
+class _EndedSender(_FailingSender):
+    """A sender whose result came, and whose end then cannot be told or waited for."""
+
+    def __init__(self, result: dict) -> None:
+        super().__init__(on_wait=NodeUnreachable("10.0.0.1:22 stopped answering", "n1"))
+        self.lines = [f"RESULT {json.dumps(result)}\n".encode()]
+
+    def read(self, size=65536):
+        return self.lines.pop(0) if self.lines else b""
+
+    def close_stdin(self):
+        raise NodeError("SSH write on 10.0.0.1:22 failed: Socket is closed", "n1")
+
+
+def test_a_copy_whose_result_came_is_done_whatever_its_sender_s_end():
+    plan = diskcopy.CopyPlan.make("n1", "/srv/a/disk0.img", LOCAL_ENDPOINT, "/srv/b/disk0.img")
+    result = {"checksum": "ab" * 32, "algorithm": "sha256-tree-4M", "size": 8, "sent": 8}
+    proc = _EndedSender({**result, "allocated": 8, "data": 8})
+    stats = plan.follow(proc, None, None)
+    assert (stats.checksum, stats.size, stats.sent) == ("ab" * 32, 8, 8) and proc.closed
