@@ -187,7 +187,9 @@ class MasterInput:
             self._said.set()
 
     def wait_for_go(self) -> None:
-        """Block until the master says ``GO`` (``send-on-go``)."""
+        """In ``send-on-go``, block until the master says ``GO`` (``send`` goes at once)."""
+        if not self._on_go:
+            return
         self._said.wait()
         if self.canceled:  # GO and CANCEL may come together
             raise CopyFailed("the copy was canceled before it began", 4, "canceled")
@@ -226,12 +228,11 @@ def cmd_send(
     algorithm: str,
     transport: list[str],
     master: MasterInput,
-    wait: bool = False,
 ) -> dict:
     """Stream ``src`` through ``transport`` (which runs ``recv``); verify its result.
 
-    ``wait``: the transport (and so the receiver) is set up first, then the
-    source is only touched once the master says ``GO``.
+    The transport (and so the receiver) is set up first; in ``send-on-go``
+    the source is only touched once the master says ``GO``.
     """
     if algorithm not in ALGORITHMS:
         raise CopyFailed(f"unknown checksum algorithm {algorithm!r}")
@@ -239,8 +240,7 @@ def cmd_send(
     # keepalives from now on: the receiver waits for the go too, and does not give up
     writer = StreamWriter(stdin.fileno())
     try:
-        if wait:
-            master.wait_for_go()
+        master.wait_for_go()
         size = os.stat(src).st_size
     except BaseException:
         writer.close()
@@ -421,8 +421,7 @@ def _run_mode(mode: str, argv: list[str], master: MasterInput | None) -> int:
     try:
         if master is not None:
             bwlimit = float(argv[3]) or None
-            wait = mode == "send-on-go"
-            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], master, wait))
+            _emit("RESULT", cmd_send(argv[1], argv[2], bwlimit, argv[4], argv[5:], master))
         elif mode == "recv":
             expect = argv[3] if len(argv) > 3 else None
             idle_limit = float(argv[4]) if len(argv) > 4 else IDLE_LIMIT

@@ -582,7 +582,7 @@ class SshClient:
             )
             deadline = time.monotonic() + timeout + TIMEOUT_KILL_GRACE + TIMEOUT_LOCAL_GRACE
         started = time.monotonic()
-        channel = self._open_channel(with_input(remote, bool(input)))
+        channel = self._open_channel(with_input(remote, input))
         feeder = None
         try:
             feeder = feed_input(channel, input)

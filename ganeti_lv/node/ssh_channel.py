@@ -208,15 +208,15 @@ def collect(
     return bytes(out), bytes(err)
 
 
-def with_input(remote: str, has_input: bool) -> str:
-    """The command line ``remote`` as sent (see "Sending" above).
+def with_input(remote: str, data: bytes | str | None) -> str:
+    """The command line ``remote`` as sent, to be fed ``data`` (see "Sending" above).
 
     Without input its stdin is ``/dev/null``; with input, the command (in a
     subshell: an ``exec`` in it must not skip the rest) reads what it wants
     of it, ``cat`` reads the rest up to the end the client sends, and the
     command's exit status is the shell's.
     """
-    if not has_input:
+    if not data:
         return f"exec </dev/null; {remote}"
     return f"( {remote}\n); s=$?; cat >/dev/null; exit $s"
 
