@@ -29,18 +29,47 @@ from ganeti_lv.units import apply_changes, coerce_beparams, coerce_hvparams
 
 FeedbackFn = Callable[[str], None]
 
-_PATH_FIELDS = ("hooks_base_dir", "export_dir", "file_storage_dir", "shared_file_storage_dir")
+# the directories the cluster replaces and deletes in by name (an instance's
+# export, disk images), and with them the hooks' (read only)
+_DATA_DIR_FIELDS = ("export_dir", "file_storage_dir", "shared_file_storage_dir")
+_PATH_FIELDS = ("hooks_base_dir", *_DATA_DIR_FIELDS)
 _STORAGE_DIRS = {
     "file_storage_dir": constants.DT_FILE,
     "shared_file_storage_dir": constants.DT_SHARED_FILE,
 }
+
+# A directory the cluster replaces and deletes in by name may not be, lie in
+# or contain one of the system's own trees (Ganeti refuses the same trees for
+# file storage), nor be one of the places shared with the rest of the system.
+_SYSTEM_TREES = (
+    "/boot", "/dev", "/etc", "/home", "/proc", "/root", "/run", "/sys",
+    *(f"{prefix}/{sub}" for prefix in ("", "/usr", "/usr/local")
+      for sub in ("bin", "lib", "lib32", "lib64", "sbin")),
+)  # fmt: skip
+_SHARED_DIRS = ("/mnt", "/opt", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp")
+
+
+def _system_dir_problem(path: str) -> str | None:
+    """Why the normalised absolute ``path`` cannot hold exports or disk images, or None."""
+    for tree in _SYSTEM_TREES:
+        if path == tree:
+            return f"it is the system's {tree}"
+        if path.startswith(tree + "/"):
+            return f"it lies in the system's {tree}"
+        if tree.startswith(path.rstrip("/") + "/"):
+            return f"it holds the system's {tree}"
+    if path in _SHARED_DIRS:
+        return "it is a directory shared with the rest of the system"
+    return None
+
 
 # A Linux network interface name (IFNAMSIZ - 1 characters, no '/' or blanks).
 _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}$")
 
 
 def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
-    """Validate and convert cluster settings (hvparams/beparams types, absolute dirs)."""
+    """Validate and convert cluster settings (hvparams/beparams types, absolute dirs,
+    data dirs outside the system's own: ``_system_dir_problem``)."""
     out = dict(fields)
     if out.get("hvparams") is not None:
         out["hvparams"] = coerce_hvparams(out["hvparams"])
@@ -53,7 +82,11 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
         if not str(value).startswith("/"):
             raise OpPrereqError(f"The {name} must be an absolute path, got '{value}'", ECODE_INVAL)
         # one spelling per directory: paths under it are compared as text
-        out[name] = os.path.normpath(str(value))
+        path = "/" + os.path.normpath(str(value)).lstrip("/")  # POSIX's "//x" too
+        problem = _system_dir_problem(path) if name in _DATA_DIR_FIELDS else None
+        if problem is not None:
+            raise OpPrereqError(f"The {name} cannot be {path}: {problem}", ECODE_INVAL)
+        out[name] = path
     domain_type = out.get("domain_type")
     if domain_type is not None and domain_type not in constants.DOMAIN_TYPES:
         raise OpPrereqError(f"Invalid domain type '{domain_type}'", ECODE_INVAL)

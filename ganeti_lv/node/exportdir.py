@@ -4,12 +4,19 @@ Layout in ``<export_dir>``: ``<instance>/`` is a complete export (config.ini,
 manifest.json, disk images; an export Ganeti wrote has config.ini and its
 dumps only); ``<instance>.new/`` an export being written;
 ``<instance>.old/`` the previous export during the publish step.
+A directory named as an instance that holds no config.ini is no export (an
+export dir shared with other files, or a mistaken one): it is never
+replaced nor removed.
 
 Publishing (``finalize``) writes config.ini and the manifest last, syncs,
 then: rename ``<instance>`` to ``<instance>.old``, rename ``<instance>.new``
 to ``<instance>``, sync the directory, delete ``.old``. A crash leaves either
 the previous export or the new one in place; ``prepare``, ``abort`` and
 ``remove`` first restore an ``.old`` that lost its successor.
+
+Removing renames the export to ``<instance>.new`` before deleting it, so a
+removal cut short leaves a stale leftover, never an export listed as
+complete with files missing.
 
 The rename of ``.new`` into place is the export's commit point: a failure
 before it publishes nothing (``abort`` then puts the previous export back),
@@ -38,6 +45,13 @@ if [ -d "$D.old" ] && [ ! -d "$D" ]; then mv -- "$D.old" "$D"; fi
 rm -rf -- "$D.old"
 """
 
+# "$D" when present must be an export: what else is there is left alone
+_ONLY_AN_EXPORT = """
+if [ -d "$D" ] && [ ! -f "$D"/config.ini ]; then
+  echo "$D holds no export (no config.ini): left as it is" >&2; exit 1
+fi
+"""
+
 
 def _dirs(export_dir: str, name: str) -> str:
     problem = instance_name_problem(name)
@@ -63,7 +77,9 @@ def prepare(runner: Runner, node: str, export_dir: str, name: str) -> str:
 # Publishing, in sh with coreutils (starting python3 costs a tenth of a second
 # on a busy node). stdin: the manifest ($1 bytes, read exactly by dd), then
 # config.ini. ``sync FILE...`` fsyncs each file or directory named.
-_PUBLISH = """
+_PUBLISH = (
+    _ONLY_AN_EXPORT
+    + """
 [ -d "$D.new" ] || { echo "no export in progress: $D.new" >&2; exit 1; }
 N="$D.new"
 M="$N"/MANIFEST
@@ -91,6 +107,7 @@ out=$(sync -- "$E" 2>&1) || left "$E not synced after the rename (it may not sur
 out=$(rm -rf -- "$D.old" 2>&1) || left "the previous export $D.old not removed: $out"
 exit 0
 """
+)
 
 
 def finalize(
@@ -137,12 +154,21 @@ def abort(runner: Runner, node: str, export_dir: str, name: str) -> None:
 
 
 def remove(runner: Runner, node: str, export_dir: str, name: str) -> bool:
-    """Remove the export and its leftovers; True if a complete export existed."""
-    script = _dirs(export_dir, name) + (
-        'found=0\n[ -d "$D" ] || [ -d "$D.old" ] && found=1\n'
-        'rm -rf -- "$D" "$D.new" "$D.old"\necho $found\n'
-    )
+    """Remove the export and its leftovers; True if a complete export existed.
+
+    NodeError, and nothing removed, when ``<name>`` holds no export.
+    """
+    script = _dirs(export_dir, name) + _ONLY_AN_EXPORT + _REMOVE
     return _run(runner, node, script, "Removing the export").strip() == "1"
+
+
+_REMOVE = """
+found=0
+if [ -d "$D" ] || [ -d "$D.old" ]; then found=1; fi
+if [ -d "$D" ]; then rm -rf -- "$D.new"; mv -- "$D" "$D.new"; fi
+rm -rf -- "$D.new" "$D.old"
+echo $found
+"""
 
 
 # Only the leftovers: an ``.old`` beside a complete export is removed, one

@@ -28,7 +28,7 @@ from typing import Any
 from ganeti_lv import constants
 from ganeti_lv.errors import OpPrereqError
 from ganeti_lv.opcodes import OpCode, reason_entry
-from ganeti_lv.rapi.httperrors import bad_request
+from ganeti_lv.rapi.httperrors import bad_request, forbidden
 
 QueryArgs = Mapping[str, Sequence[str]]
 
@@ -124,15 +124,26 @@ def _per_key(params: dict[str, Any], name: str, key: str) -> None:
     params[name] = check_type(value[key], dict, f"{name}['{key}']")
 
 
+# Cluster settings only the master's root may change (403 through the remote
+# API): the commands nodes run (Ganeti forbids its compression tools too) and
+# the directories hooks are run from and exports are replaced in, which
+# Ganeti's opcode does not have.
+CLUSTER_FORBIDDEN = ("compression_tools", "export_dir", "hooks_base_dir")
+
+
 def cluster_params(body: Any) -> dict[str, Any]:
     """The body of Ganeti's ``PUT /2/modify`` as OpClusterSetParams' parameters.
 
     Ganeti's hypervisor parameters per hypervisor (``{"kvm": {...}}``) and
     backend parameters per group (``{"default": {...}}``) are taken as the
     flat dicts ganeti_lv has; Ganeti's ``nicparams`` (``{"default": {"mode":
-    "bridged", "link": BRIDGE}}``) set the default bridge.
+    "bridged", "link": BRIDGE}}``) set the default bridge. 403 for a
+    ``CLUSTER_FORBIDDEN`` setting, as Ganeti's for its forbidden ones.
     """
     params = body_object(body)
+    for name in CLUSTER_FORBIDDEN:
+        if name in params:
+            raise forbidden(f"The parameter {name} cannot be set via RAPI")
     _per_key(params, "hvparams", constants.HYPERVISOR_KVM)
     _per_key(params, "beparams", _DEFAULT_GROUP)
     if "nicparams" in params:

@@ -189,3 +189,32 @@ def test_a_failure_before_the_rename_publishes_nothing_and_abort_keeps_the_previ
     exportdir.abort(R, "n", str(base), "web1")
     assert sorted(p.name for p in base.iterdir()) == ["web1"]
     assert (base / "web1" / "disk0.img").read_text() == "one"
+
+
+def test_a_directory_that_holds_no_export_is_neither_replaced_nor_removed(tmp_path):
+    """An export dir shared with other files: an instance named as one of its directories."""
+    base = tmp_path / "export"
+    base.mkdir()
+    (base / "lib").mkdir()
+    (base / "lib" / "keep").write_text("precious")
+    exportdir.prepare(R, "n", str(base), "lib")
+    (base / "lib.new" / "disk0.img").write_text("new")
+    with pytest.raises(NodeError, match=f"{base}/lib holds no export .no config.ini.: left"):
+        exportdir.finalize(R, "n", str(base), "lib", "[export]\n", "{}")
+    with pytest.raises(NodeError, match="holds no export"):
+        exportdir.remove(R, "n", str(base), "lib")
+    assert (base / "lib" / "keep").read_text() == "precious"
+    assert sorted(p.name for p in (base / "lib").iterdir()) == ["keep"]
+
+
+def test_a_removal_cut_short_leaves_no_export_listed_complete(tmp_path, monkeypatch):
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    _failing(monkeypatch, tmp_path, "rm", "web1.new")  # the deletion fails half-way
+    with pytest.raises(NodeError, match="Removing the export on n failed"):
+        exportdir.remove(R, "n", str(base), "web1")
+    entries = exportdir.list_exports(R, "n", str(base))
+    assert [(e.path, e.complete, e.stale) for e in entries] == [(f"{base}/web1.new", False, True)]
+    monkeypatch.undo()
+    assert not exportdir.remove(R, "n", str(base), "web1")  # no export left, only its leftover
+    assert list(base.iterdir()) == []

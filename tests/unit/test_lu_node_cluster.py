@@ -440,6 +440,32 @@ def test_cluster_settings_that_would_break_later_operations_are_refused(
     assert config.get_cluster().hvparams["migration_mode"] == "non-live"
 
 
+@pytest.mark.parametrize(
+    "field, path, says",
+    [
+        ("export_dir", "/", "it holds the system's /boot"),
+        ("export_dir", "//etc", "it is the system's /etc"),  # POSIX's two slashes
+        ("export_dir", "/srv/../etc/ganeti-lv", "it lies in the system's /etc"),
+        ("shared_file_storage_dir", "/usr", "it holds the system's /usr/bin"),
+        ("file_storage_dir", "/usr/local/lib/x", "it lies in the system's /usr/local/lib"),
+        ("export_dir", "/var/", "shared with the rest of the system"),
+        ("export_dir", "/tmp", "shared with the rest of the system"),
+    ],
+)
+def test_a_data_dir_in_the_systems_own_trees_is_refused(
+    ctx: Context, config: ConfigStore, field: str, path: str, says: str
+) -> None:
+    """Exports are replaced and deleted there by instance name: an instance named ``etc``."""
+    serial = config.read().serial
+    err = prereq_error(ctx, OpClusterSetParams(**{field: path}))
+    assert err.ecode == ECODE_INVAL and says in err.msg and field in err.msg
+    assert config.read().serial == serial
+    run(ctx, OpClusterSetParams(export_dir="/var/lib/ganeti-lv-exports"))  # beside them: fine
+    assert config.get_cluster().export_dir == "/var/lib/ganeti-lv-exports"
+    run(ctx, OpClusterSetParams(hooks_base_dir="/etc/ganeti-lv/hooks-2"))  # hooks: config
+    assert config.get_cluster().hooks_base_dir == "/etc/ganeti-lv/hooks-2"
+
+
 def test_a_parameter_set_to_none_goes_back_to_its_default(
     ctx: Context, config: ConfigStore
 ) -> None:

@@ -910,6 +910,13 @@ def test_ganetis_client_modifies_the_cluster(
     ):
         refused = client.error("ModifyCluster", **kwargs)
         assert refused["code"] == 400 and says in refused["msg"], refused
+    for forbidden in ("export_dir", "hooks_base_dir", "compression_tools"):  # root's, on the master
+        refused = client.error("ModifyCluster", **{forbidden: "/"})
+        assert refused["code"] == 403, refused
+        assert f"The parameter {forbidden} cannot be set via RAPI" in refused["msg"]
+    job = client.call("ModifyCluster", file_storage_dir="/")  # Ganeti's setting, checked by the job
+    assert client.call("WaitForJobCompletion", job, period=0) is False
+    assert "it holds the system's" in str(client.call("GetJobStatus", job)["opresult"])
     job = client.call("ModifyCluster", default_iallocator="bad name")  # the job's check, as Ganeti
     assert client.call("WaitForJobCompletion", job, period=0) is False
     assert "Invalid instance allocator name" in str(client.call("GetJobStatus", job)["opresult"])
