@@ -109,7 +109,12 @@ def register(registry: CommandRegistry) -> None:
     exp.add_argument("--shutdown-timeout", type=int, default=constants.DEFAULT_SHUTDOWN_TIMEOUT)
     exp.add_argument("--remove-instance", action="store_true")
     exp.add_argument("--ignore-remove-failures", action="store_true")
-    exp.add_argument("--zero-free-space", action="store_true")
+    exp.add_argument(
+        "--zero-free-space",
+        action="store_true",
+        help="Zero the unused blocks of the instance's ext2/3/4 disks before copying"
+        " (only filesystems cleanly unmounted; shutdown mode)",
+    )
     exp.add_argument("--zeroing-timeout-fixed", type=int, default=None)
     exp.add_argument("--zeroing-timeout-per-mib", type=float, default=None)
     exp.add_argument("--long-sleep", action="store_true")

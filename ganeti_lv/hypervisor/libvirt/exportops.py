@@ -48,12 +48,21 @@ NODE_KNOWN_HOSTS_FILE = "/root/.ssh/known_hosts"
 # still being set up after that calls itself off once it is).
 SETUP_JOIN_TIMEOUT = 10.0
 
+# zerofree trusts the block bitmaps: on a filesystem not cleanly unmounted (the
+# guest forced off or crashed) blocks its journal allocated look free, and
+# zeroing them would destroy the guest's data. Only clean filesystems are
+# zeroed: the superblock's state (byte 58) says valid and no error, its
+# incompatible features (byte 96) have no journal to recover.
 _ZERO_SCRIPT = r"""
-rc=0
+byte() { od -An -tu1 -j"$2" -N1 "$1" 2>/dev/null | tr -d ' \n'; }
 for img in "$@"; do
   magic=$(od -An -tx1 -j1080 -N2 "$img" 2>/dev/null | tr -d ' \n')
   if [ "$magic" != "53ef" ]; then echo "SKIP $img not an ext2/3/4 filesystem image"; continue; fi
-  if out=$(zerofree "$img" 2>&1); then echo "OK $img"; else echo "FAIL $img $out"; rc=1; fi
+  state=$(byte "$img" 1082); incompat=$(byte "$img" 1120)
+  if [ $((state & 3)) -ne 1 ] || [ $((incompat & 4)) -ne 0 ]; then
+    echo "SKIP $img filesystem not cleanly unmounted (its journal or a check is due)"; continue
+  fi
+  if out=$(zerofree "$img" 2>&1); then echo "OK $img"; else echo "FAIL $img $out"; fi
 done
 exit 0
 """
