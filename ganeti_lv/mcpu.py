@@ -22,6 +22,7 @@ and the remote API) and a caller without a daemon run queries through it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -47,6 +48,8 @@ from ganeti_lv.locking import _AllSet
 from ganeti_lv.master.jobs import Job
 from ganeti_lv.node.transport import NodeResult, node_call
 from ganeti_lv.opcodes import OpCode
+
+_LOG = logging.getLogger(__name__)
 
 FeedbackFn = Callable[[str], None]
 
@@ -102,12 +105,18 @@ class Processor:
     def Log(self, msg: str) -> None:
         """Send a feedback line into the job log and to the caller.
 
-        The caller's output never decides the operation's fate: a feedback
+        Neither output decides the operation's fate, which may be half-way
+        (a migration switched over and not yet recorded): a feedback
         function that fails (a closed pipe, a dropped terminal) is dropped
-        for the rest of the job, which goes on; the job log keeps every line.
+        for the rest of the job, which goes on; a job log that cannot be
+        written (a full disk) keeps the line in the job, written with its
+        next save.
         """
         if self._job is not None:
-            self.ctx.jobs.append_log(self._job, msg, index=self._index)
+            try:
+                self.ctx.jobs.append_log(self._job, msg, index=self._index)
+            except OSError as err:
+                _LOG.warning("Job %s: a feedback line not written yet: %s", self._job.id, err)
         if self._feedback_fn is not None:
             try:
                 self._feedback_fn(msg)

@@ -476,6 +476,28 @@ def test_job_log_records_feedback_with_timestamps(ctx: Context) -> None:
     assert job.params["instance_name"] == "inst1"
 
 
+def test_a_job_log_that_cannot_be_written_does_not_stop_the_operation(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk while Exec reports progress (a migration half-way): the job goes on and
+    its lines are written with the job's end."""
+    save = ctx.jobs.save
+
+    def full_disk_while_executing(job: Any, durable: bool = False) -> None:
+        if not durable and any(ev[0] == "Exec" for ev in EVENTS if isinstance(ev, tuple)):
+            raise OSError(28, "No space left on device")
+        save(job, durable)
+
+    monkeypatch.setattr(ctx.jobs, "save", full_disk_while_executing)
+    lines: list[str] = []
+    assert Processor(ctx).execute(OpTestRecord(), feedback_fn=lines.append) == "done"
+    assert lines == ["STEP 1/2 working", " - WARNING: careful"]
+    assert "Exec" in names(EVENTS) and "HooksCallBack(post)" in names(EVENTS)
+    job = ctx.jobs.list()[-1]
+    assert job.status == "success" and [entry[2] for entry in job.log] == lines
+    assert "a feedback line not written yet: [Errno 28] No space left" in caplog.text
+
+
 def test_context_creates_libvirt_node_ops_lazily(config: Any) -> None:
     from ganeti_lv import Client
     from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
