@@ -538,10 +538,15 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
 
     def _domain_state(self, node: Node) -> str | None:
         """The domain's state on the node, None if absent, "unknown" if unreachable."""
+        return self._domain_facts(node)[0]
+
+    def _domain_facts(self, node: Node) -> tuple[str | None, bool]:
+        """(``_domain_state``, whether it is paused as a post-copy migration's source)."""
         res = node_call(self.rpc.instance_info, node, self._inst().name)
         if not res.ok:
-            return "unknown"
-        return None if res.payload is None else res.payload.state
+            return "unknown", False
+        info = res.payload
+        return (None, False) if info is None else (info.state, info.postcopy_source)
 
     def _recover(
         self,
@@ -558,18 +563,29 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         switched = isinstance(err, MigrationFailed) and err.switched_over
         # the target first: a migration that completes between the two questions reads
         # as unclear, never as a source running beside a target's domain to remove
-        dst_state, src_state = self._domain_state(dst), self._domain_state(src)
-        if src_state == constants.DOMSTATE_RUNNING and dst_state not in (None, "unknown"):
-            # libvirt's job may still run on the source (the connection to it dropped)
-            # and complete before the target's domain is removed: stopped, both read again
+        dst_state, (src_state, src_postcopy) = self._domain_state(dst), self._domain_facts(src)
+        if src_state == constants.DOMSTATE_RUNNING:
+            # libvirt's job may still run on the source (the connection to it dropped,
+            # the target silent) and complete later: stopped, both read again
             node_call(self.rpc.abort_migration, src, inst.name)
-            dst_state, src_state = self._domain_state(dst), self._domain_state(src)
+            dst_state, (src_state, src_postcopy) = (
+                self._domain_state(dst),
+                self._domain_facts(src),
+            )
         if (
-            switched
+            (switched or src_postcopy)  # the switch's answer may be what was lost
             and dst_state == constants.DOMSTATE_RUNNING
             and src_state in constants.DOMSTATES_ACTIVE
         ):
             self._postcopy_split(result, src, dst)
+        if src_state == dst_state == constants.DOMSTATE_RUNNING:
+            raise OpExecError(
+                f"Migration of instance {inst.name} failed: {result.fail_msg}; it runs on both"
+                f" {src.name} and {dst.name} (it ran on {dst.name} before?); nothing was removed"
+                " and the configuration is unchanged: manual intervention is needed (stop the"
+                f" copy that must not run, then 'gnt-lv instance migrate --cleanup')",
+                ECODE_STATE,
+            )
         if dst_state == constants.DOMSTATE_RUNNING and (
             switched or src_state != constants.DOMSTATE_RUNNING
         ):

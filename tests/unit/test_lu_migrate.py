@@ -955,6 +955,43 @@ def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
         " left there"
     )
     assert running_on(ops) == [N1]
+    # libvirt's job may go on on the source without its client: it is stopped first
+    assert [c.args for c in ops.calls_to("abort_migration", N1)] == [(INST,)]
+
+
+def test_a_switch_to_post_copy_whose_answer_was_lost_keeps_the_source(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The call failed as the switch was made: the failure does not say it switched,
+    the source says it (paused as a post-copy source), and it is not removed."""
+
+    def switched_unsaid(*args: Any) -> Any:
+        ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+        ops.node(N1).domains[INST].postcopy_source = True
+        ops.add_domain(N2, INST)
+        raise MigrationFailed("connection to node1 lost", node=N1)
+
+    ops.migrate_instance = switched_unsaid  # type: ignore[method-assign,assignment]
+    with pytest.raises(OpExecError, match="failed after its switch to post-copy"):
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_postcopy=True))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert not ops.calls_to("undefine_instance", N1) and not ops.calls_to("remove_disks", N1)
+
+
+def test_a_failed_migration_to_a_node_that_runs_the_instance_too_removes_neither(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Two copies run (one started beside the recorded primary): which one must go is
+    the operator's call, never the failed migration's."""
+    ops.add_domain(N2, INST)
+    ops.fail("migrate_instance", N1, MigrationFailed("domain already active on node2", node=N2))
+    with pytest.raises(OpExecError, match="runs on both .*manual intervention") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_STATE
+    assert sorted(running_on(ops)) == [N1, N2]
+    assert not ops.calls_to("undefine_instance") and not ops.calls_to("remove_disks")
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
 
 
 def test_failover_with_the_primary_unreachable_blames_no_overlay(
