@@ -19,6 +19,7 @@ from ganeti_lv.errors import HypervisorError, InstanceNotFound, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import host as hostmod
 from ganeti_lv.hypervisor.libvirt import migration, snapshot
 from ganeti_lv.hypervisor.libvirt.guest import Guest
+from ganeti_lv.hypervisor.libvirt.nodeops import default_libvirt_uri
 from ganeti_lv.hypervisor.migration_types import MigrationParams
 from ganeti_lv.objects import Node
 
@@ -313,6 +314,79 @@ def test_post_copy_is_waited_for_to_its_end_after_an_abort(monkeypatch) -> None:
         "not aborting (canceled by request): post-copy runs, the guest runs on the target and"
         " still pulls memory from the source; waiting for it to end"
     ]
+
+
+def test_a_policy_abort_that_does_not_stop_the_job_stays_the_policys(monkeypatch) -> None:
+    """The wait's bound after an abort: the guest that did not converge is still said to,
+    so a node operation does not blame the target for it."""
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    now = [0.0]
+    params = MigrationParams(poll_interval=0.001, abort_timeout=1.0)
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), params, lambda _p: None, Cancellation(), lambda: now[0]
+    )
+    policy = migration.policy
+    monitor._act(policy.Action(policy.ActionKind.ABORT, reason="not completed within 120 s"))
+    worker = migration._Worker(monitor.guest, "qemu+tls://node2/system", {}, 0)
+
+    def poll() -> None:
+        now[0] += 10.0  # the job goes on past the bound
+
+    monkeypatch.setattr(monitor, "poll", poll)
+    with pytest.raises(migration.MigrationFailed) as info:
+        migration._wait(worker, monitor, params, lambda: now[0])
+    assert info.value.aborted and info.value.by_policy
+    assert str(info.value).startswith("convergence policy: not completed within 120 s (the")
+
+
+def test_an_abort_libvirt_did_not_take_is_asked_again_at_the_next_poll(monkeypatch) -> None:
+    """A cancel that comes as libvirt starts the job ("no job is active") is not lost."""
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    dom.fail["abortJob"] = libvirt_error(
+        libvirt.VIR_ERR_OPERATION_INVALID,
+        message="operation is not valid: no job is active on the domain",
+    )
+    cancel = Cancellation()
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom), MigrationParams(), lambda _p: None, cancel, lambda: 0.0
+    )
+    cancel.request("canceled by request")
+    monitor.poll()
+    assert monitor.aborted and not monitor.abort_sent
+    del dom.fail["abortJob"]
+    monitor.poll()
+    monitor.poll()
+    assert (
+        monitor.abort_sent
+        and [c for c in dom.calls if c[0] == "abortJob"] == [("abortJob", ())] * 2
+    )
+
+
+def test_a_cancel_before_the_start_starts_no_migration(monkeypatch) -> None:
+    dom = Dom()
+    guest = _guest(monkeypatch, dom)
+    cancel = Cancellation()
+    cancel.request("canceled by request")
+    host = guest.host
+    monkeypatch.setattr(host, "guest", lambda name: guest)
+    with pytest.raises(migration.MigrationFailed, match="canceled by request") as info:
+        migration.migrate(
+            host, host, Node(name="n2", address="10.0.0.2"), "web1", MigrationParams(),
+            lambda _p: None, cancel,
+        )  # fmt: skip
+    assert info.value.aborted and "migrateToURI3" not in [c[0] for c in dom.calls]
+
+
+def test_ipv6_addresses_are_bracketed_in_every_uri() -> None:
+    node = Node(name="n6", address="fd00::6", ssh_port=2222)
+    stream = migration.migration_uri_params(node, MigrationParams())
+    assert stream[libvirt.VIR_MIGRATE_PARAM_URI] == "tcp://[fd00::6]"
+    assert default_libvirt_uri(node, "k", "h").startswith("qemu+libssh://root@[fd00::6]:2222/")
+    plain = Node(name="n4", address="10.0.0.4", migration_address="10.1.0.4")
+    assert (
+        migration.migration_uri_params(plain, MigrationParams())[libvirt.VIR_MIGRATE_PARAM_URI]
+        == "tcp://10.1.0.4"
+    )
 
 
 def test_a_node_without_a_peer_uri_is_reached_over_tls_at_its_address() -> None:

@@ -75,6 +75,11 @@ _EVENT_LOOP_LOCK = threading.Lock()
 _event_loop: threading.Thread | None = None
 
 
+def uri_host(address: str) -> str:
+    """``address`` as the host part of a URI: an IPv6 address in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
 def _run_event_loop() -> None:
     while True:
         libvirt.virEventRunDefaultImpl()

@@ -66,7 +66,7 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.errors import NodeError
 from ganeti_lv.hypervisor import migration_policy as policy
 from ganeti_lv.hypervisor.libvirt.guest import Guest, JobInfo
-from ganeti_lv.hypervisor.libvirt.host import Host
+from ganeti_lv.hypervisor.libvirt.host import Host, uri_host
 from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
     CAP_COMPRESSION,
@@ -120,7 +120,7 @@ def migration_flags(params: MigrationParams) -> int:
 def migration_uri_params(target: Node, params: MigrationParams) -> dict[str, Any]:
     """The typed parameters of migrateToURI3 (stream URI, bandwidth, caps)."""
     address = target.migration_address or target.address
-    out: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{address}"}
+    out: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{uri_host(address)}"}
     if params.bandwidth > 0:
         out[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(params.bandwidth)
     methods = []
@@ -220,6 +220,7 @@ class _Monitor:
         self.last_report = -1e9
         self.abort_reason = ""
         self.aborted = False
+        self.abort_sent = False  # libvirt took the abort (else asked again at every poll)
         self.aborted_by_policy = False
         self.postcopy = False
         self.downtime_set = False
@@ -231,6 +232,8 @@ class _Monitor:
         if self.abort_event.is_set() and not self.aborted:
             reason = self.abort_event.reason
             self.abort(self.abort_reason or reason or "abort requested")
+        elif self.aborted and not self.abort_sent and not self.postcopy:
+            self._send_abort()
         try:
             job = self.guest.job_info()
         except NodeError:
@@ -326,8 +329,14 @@ class _Monitor:
             )
             return
         self._say(f"aborting the migration: {self.abort_reason}")
+        self._send_abort()
+
+    def _send_abort(self) -> None:
+        """Ask libvirt to abort the job; one not started yet, or a call that failed, is
+        asked again at the next poll."""
         with contextlib.suppress(NodeError):
             self.guest.abort_job()
+            self.abort_sent = True
 
 
 def _wait(worker: _Worker, monitor: _Monitor, params: MigrationParams, clock: Any) -> None:
@@ -351,8 +360,10 @@ def _wait(worker: _Worker, monitor: _Monitor, params: MigrationParams, clock: An
             continue
         if abort_deadline is not None and clock() > abort_deadline and not worker.done.is_set():
             raise MigrationFailed(
-                f"migration job did not stop within {params.abort_timeout:g} s of the abort",
+                f"{monitor.abort_reason} (the migration job did not stop within"
+                f" {params.abort_timeout:g} s of the abort)",
                 aborted=True,
+                by_policy=monitor.aborted_by_policy,
             )
 
 
@@ -389,6 +400,10 @@ def migrate(
     monitor = _Monitor(guest, params, progress_fn, abort_event, clock)
     if params.live:
         monitor.set_start_downtime()
+    if abort_event.is_set():  # asked for while the migration was prepared
+        raise MigrationFailed(
+            abort_event.reason or "abort requested", node=source_host.node, aborted=True
+        )
     thread = threading.Thread(target=worker.run, name=f"migrate-{name}", daemon=True)
     start = clock()
     thread.start()
@@ -426,8 +441,7 @@ def peer_uri(node: Node) -> str:
     """
     if node.peer_uri:
         return node.peer_uri
-    host = f"[{node.address}]" if ":" in node.address else node.address
-    return f"qemu+tls://{host}/system"
+    return f"qemu+tls://{uri_host(node.address)}/system"
 
 
 def _raise_failure(error: BaseException, monitor: _Monitor, node: str) -> None:

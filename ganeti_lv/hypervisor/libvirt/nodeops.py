@@ -34,7 +34,12 @@ from ganeti_lv.hypervisor.libvirt import credentials
 from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml, console_log_path
 from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.guest import Guest
-from ganeti_lv.hypervisor.libvirt.host import ConnectRetry, Host, _default_connect_retry
+from ganeti_lv.hypervisor.libvirt.host import (
+    ConnectRetry,
+    Host,
+    _default_connect_retry,
+    uri_host,
+)
 from ganeti_lv.hypervisor.libvirt.migration import MigrationOpsMixin
 from ganeti_lv.names import name_problem
 from ganeti_lv.node.transport import CommandResult, HookScriptResult
@@ -65,7 +70,7 @@ def default_libvirt_uri(node: Node, key_file: str, known_hosts_file: str) -> str
     """
     port = f":{node.ssh_port}" if node.ssh_port != 22 else ""
     return (
-        f"qemu+libssh://{node.ssh_user}@{node.address}{port}/system?keyfile={key_file}"
+        f"qemu+libssh://{node.ssh_user}@{uri_host(node.address)}{port}/system?keyfile={key_file}"
         f"&known_hosts={known_hosts_file}&known_hosts_verify=normal&sshauth=privkey"
     )
 
