@@ -117,7 +117,12 @@ def register(registry: CommandRegistry) -> None:
     )
     exp.add_argument("--zeroing-timeout-fixed", type=int, default=None)
     exp.add_argument("--zeroing-timeout-per-mib", type=float, default=None)
-    exp.add_argument("--long-sleep", action="store_true")
+    exp.add_argument(
+        "--long-sleep",
+        action="store_true",
+        help="Shutdown mode: copy with the instance down when its disks cannot be snapshotted"
+        " (else the export is aborted)",
+    )
     exp.add_argument("--transport-compression", default=constants.IEC_NONE, metavar="TOOL")
     exp.add_argument("--bandwidth-limit", type=int, default=None, metavar="MiB/s")
     common.add_dry_run(exp)

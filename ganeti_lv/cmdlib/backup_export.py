@@ -524,6 +524,12 @@ class LUBackupExport(LogicalUnit):
         else:
             res = node_call(self.rpc.snapshot_disks, self.pnode, self.instance)
         if not res.ok:
+            if start and not self.op.long_sleep:  # the instance would stay down for the copy
+                raise OpExecError(
+                    f"Could not snapshot the disks of {self.instance.name}: {res.fail_msg};"
+                    " the instance would stay shut down while its disks are copied, which"
+                    " --long-sleep allows; aborting"
+                )
             self.LogWarning(f"Could not snapshot the disks: {res.fail_msg}; copying without")
             return None
         return res.payload

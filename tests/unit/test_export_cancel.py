@@ -91,7 +91,7 @@ def test_a_canceled_stopped_copy_says_whether_the_instance_runs_again(
     cancel, lines = Cancellation(), []
     with pytest.raises(OperationCanceled) as err:
         Processor(ctx).execute(
-            OpBackupExport(instance_name=INST, target_node=N2),
+            OpBackupExport(instance_name=INST, target_node=N2, long_sleep=True),
             _cancel_at("Exporting disk/0", cancel, lines),
             cancel,
         )

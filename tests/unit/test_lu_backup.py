@@ -106,9 +106,19 @@ def test_shutdown_export_restarts_right_after_the_snapshot(ctx, ops, config):
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
 
-def test_shutdown_export_without_snapshot_copies_stopped_then_starts(ctx, ops, config):
+def test_shutdown_export_without_snapshot_is_aborted_unless_a_long_sleep_is_allowed(
+    ctx, ops, config
+):
+    """Ganeti's --long-sleep: the instance down for the whole copy only when allowed."""
     ops.fail("start_with_snapshot", N1, "snapshots unsupported")
-    _, lines = run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    with pytest.raises(OpExecError, match="snapshots unsupported; the instance would stay shut"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    seq = methods(ops)
+    assert "copy_disk" not in seq and seq.index("shutdown_instance") < seq.index("start_instance")
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+    assert INST not in ops.exports.get(N2, {})
+    ops.calls.clear()
+    _, lines = run(ctx, OpBackupExport(instance_name=INST, target_node=N2, long_sleep=True))
     seq = methods(ops)
     assert seq.index("copy_disk") < seq.index("start_instance")
     assert any("copying without" in line for line in lines)
@@ -131,7 +141,7 @@ def test_failed_copy_while_stopped_restarts_instance(ctx, ops, config):
     ops.fail("start_with_snapshot", N1, "snapshots unsupported")
     ops.fail("copy_disk", N1, NodeError("disk full", N1, ecode=ECODE_NORES))
     with pytest.raises(OpExecError) as err:
-        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, long_sleep=True))
     assert err.value.ecode == ECODE_NORES
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
@@ -143,7 +153,8 @@ def test_failed_copy_and_failed_restart_report_the_copy_and_warn(ctx, ops, confi
     lines: list[str] = []
     with pytest.raises(OpExecError, match="disk full") as err:
         Processor(ctx).execute(
-            OpBackupExport(instance_name=INST, target_node=N2), lambda m: lines.append(str(m))
+            OpBackupExport(instance_name=INST, target_node=N2, long_sleep=True),
+            lambda m: lines.append(str(m)),
         )
     assert err.value.ecode == ECODE_NORES
     assert any("Could not start instance" in line and "no memory" in line for line in lines)
@@ -155,7 +166,7 @@ def test_failed_restart_leaves_config_truthful(ctx, ops, config):
     ops.fail("start_with_snapshot", N1, "snapshots unsupported")
     ops.fail("start_instance", N1, "no memory")
     with pytest.raises(OpExecError, match="Could not start"):
-        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, long_sleep=True))
     assert not running(ops)
     assert admin(config) == constants.ADMINST_DOWN
     assert INST in ops.exports[N2]  # the export itself was completed
