@@ -544,7 +544,7 @@ class LUBackupExport(LogicalUnit):
             running, stopped_by_us = False, True
         snapshot: SnapshotInfo | None = None
         merge = _Merge(self, None)
-        failed, started_again = True, False
+        failed, started_again, merged = True, False, True
         try:
             try:
                 if self.op.zero_free_space:
@@ -572,14 +572,20 @@ class LUBackupExport(LogicalUnit):
             finally:
                 if failed and snapshot is not None:
                     feedback_fn("Merging the snapshot back into the instance's disks")
-                merge.finish()
+                try:
+                    merge.finish()
+                except OpExecError as err:
+                    if not failed:
+                        raise
+                    merged = False
+                    self.LogWarning(str(err))  # beside the export's own error, not instead
                 if stopped_by_us and snapshot is None:
                     started_again = self._start_after_export(feedback_fn, failed)
             if self.op.remove_instance:
                 self._remove_instance(feedback_fn)
         except OperationCanceled as err:
             raise OperationCanceled(
-                f"{err}; {self._after_cancel(snapshot, started_again)}"
+                f"{err}; {self._after_cancel(snapshot, started_again, merged)}"
             ) from err
         except OpExecError as err:  # a step after the commit point fails: said, not undone
             if not self._published:
@@ -611,7 +617,9 @@ class LUBackupExport(LogicalUnit):
             f" ({cancel_reason(cancel)}) {when}"
         )
 
-    def _after_cancel(self, snapshot: SnapshotInfo | None, started_again: bool) -> str:
+    def _after_cancel(
+        self, snapshot: SnapshotInfo | None, started_again: bool, merged: bool
+    ) -> str:
         """What a canceled export left (said once the rollback is done)."""
         newdir = f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
         text = (
@@ -619,8 +627,11 @@ class LUBackupExport(LogicalUnit):
             f" {'removed' if self._new_removed else 'could not be removed'};"
             f" an earlier export {self.instance.name} on {self.dst_node.name}, if any, is untouched"
         )
-        if snapshot is not None:
+        if snapshot is not None and merged:
             text += f"; the snapshot was merged back, {self.instance.name} runs on its own disks"
+        elif snapshot is not None:
+            text += "; the snapshot could not be merged back (the next operation on the instance"
+            text += " retries)"
         elif started_again:
             text += f"; {self.instance.name} was started again"
         return text

@@ -81,6 +81,18 @@ def test_cancel_during_the_copy_rolls_the_export_back(ctx: Context, ops, config,
     assert any("Copy of disk/0 stopped" in line for line in lines)
 
 
+def test_a_cancel_whose_merge_fails_stays_a_cancel_and_says_so(ctx: Context, ops, config):
+    ops.fail("commit_snapshot", N1, "block job failed", times=1)
+    cancel, lines = Cancellation(), []
+    op = OpBackupExport(instance_name=INST, target_node=N2, shutdown=False)
+    with pytest.raises(OperationCanceled) as err:
+        Processor(ctx).execute(op, _cancel_at("Exporting disk/0", cancel, lines), cancel)
+    assert "the snapshot could not be merged back (the next operation" in str(err.value)
+    assert "runs on its own disks" not in str(err.value)
+    assert any("WARNING: Could not merge the snapshot" in line for line in lines)
+    assert ctx.jobs.list()[-1].status == JOB_STATUS_CANCELED
+
+
 @pytest.mark.parametrize("start_fails", [False, True])
 def test_a_canceled_stopped_copy_says_whether_the_instance_runs_again(
     ctx: Context, ops, config, start_fails

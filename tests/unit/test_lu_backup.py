@@ -563,6 +563,19 @@ def test_failed_merge_after_publish_is_reported_and_export_kept(ctx, ops, config
     assert ops.node(N1).domains[INST].overlays == []
 
 
+def test_a_failed_merge_after_a_failed_copy_does_not_hide_the_copys_error(ctx, ops, config):
+    ops.fail("copy_disk", N1, NodeError("connection lost", N1))
+    ops.fail("commit_snapshot", N1, "block job failed", times=1)
+    lines: list[str] = []
+    with pytest.raises(OpExecError, match="connection lost"):
+        Processor(ctx).execute(
+            OpBackupExport(instance_name=INST, target_node=N2, shutdown=False), lines.append
+        )
+    assert any("WARNING: Could not merge the snapshot" in line for line in lines)
+    assert INST not in ops.exports.get(N2, {}) and f"{INST}.new" not in ops.exports.get(N2, {})
+    assert running(ops)
+
+
 def test_cli_export_warms_master_primary_and_target(ctx, ops, data_dir):
     from ganeti_lv.cli.main import main
 
