@@ -206,11 +206,12 @@ class _NodeMovesLU(LogicalUnit):
             elif not found.ok:
                 why = f"cannot check storage paths: {found.fail_msg}"
             for inst in migrating:
+                # only a comparison made refuses the node: one that could not be made (the
+                # guest gone from the source meanwhile) is left to the move's own check
                 res = node_call(self.rpc.compare_cpu, node, source, inst)
-                ok, reason = res.payload if res.ok and res.payload else (False, res.fail_msg)
-                if not ok:
+                if res.ok and res.payload and not res.payload[0]:
                     need = next(n for n in self.needs if n.name == inst.name)
-                    need.refused[node.name] = f"CPU not compatible: {reason}"
+                    need.refused[node.name] = f"CPU not compatible: {res.payload[1]}"
             return allocator.NodeFit(
                 node.name,
                 arriving.free(info.payload) if info.ok and info.payload else 0,

@@ -194,6 +194,26 @@ def test_unplaceable_instance_is_reported_and_stays(
     assert f"{stuck} on {N1}," in text or text.endswith(f"{stuck} on {N1}")
 
 
+def test_a_cpu_comparison_that_could_not_be_made_turns_no_node_away(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Only a comparison made refuses a node; the move checks the CPU again itself."""
+    for node in (N2, N3):  # the plan's first comparison on each node fails
+        ops.fail("compare_cpu", node, "Cannot get the XML of inst1: domain not found", times=1)
+    result, _ = run(ctx, OpNodeMigrate(node_name="node1"))
+    assert {m["status"] for m in result} == {"done"}
+    assert {primary(config, I1), primary(config, I2)} == {N2, N3}
+
+
+def test_a_node_whose_cpu_cannot_run_the_guests_takes_none(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.cpu_compat[N2] = (False, "host CPU lacks avx512f")
+    result, _ = run(ctx, OpNodeMigrate(node_name="node1"))
+    assert {m["status"] for m in result} == {"done"}
+    assert primary(config, I1) == primary(config, I2) == N3
+
+
 def test_explicit_target_and_bad_target(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
