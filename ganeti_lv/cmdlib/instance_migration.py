@@ -662,14 +662,10 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
         self._postcopy_sources = sorted(n for n, dom in found.items() if dom.postcopy_source)
         return {name: dom.state for name, dom in found.items()}
 
-    def _exec_cleanup(self, feedback_fn: FeedbackFn) -> None:
-        """Ganeti's cleanup: make the configuration match where the instance runs."""
+    def _check_scan(self) -> None:
+        """Refuse, changing nothing, what the last scan cannot decide: a post-copy's
+        source (it holds memory its target needs) or a node that did not answer."""
         inst = self._inst()
-        found = self._scan()
-        feedback_fn(
-            "Instance found on: "
-            + (", ".join(f"{n} ({s})" for n, s in sorted(found.items())) or "no node")
-        )
         if self._postcopy_sources:
             raise OpExecError(
                 f"Instance {inst.name} is paused on {', '.join(self._postcopy_sources)} as a"
@@ -687,6 +683,16 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                 " it offline if it is down, and run the cleanup again",
                 ECODE_ENVIRON,
             )
+
+    def _exec_cleanup(self, feedback_fn: FeedbackFn) -> None:
+        """Ganeti's cleanup: make the configuration match where the instance runs."""
+        inst = self._inst()
+        found = self._scan()
+        feedback_fn(
+            "Instance found on: "
+            + (", ".join(f"{n} ({s})" for n, s in sorted(found.items())) or "no node")
+        )
+        self._check_scan()
         running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
         paused = sorted(n for n, s in found.items() if s == constants.DOMSTATE_PAUSED)
         if len(running) > 1 or (paused and not running):
@@ -697,6 +703,7 @@ class TLMigrateInstance(FailoverSteps, Tasklet):
                     f"Could not abort a migration job on {name}", feedback_fn
                 )
             found = self._scan()
+            self._check_scan()  # a node may have stopped answering meanwhile
             running = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
             paused = sorted(n for n, s in found.items() if s == constants.DOMSTATE_PAUSED)
             if len(running) > 1:

@@ -813,6 +813,27 @@ def test_cleanup_of_a_non_live_migration_paused_on_both_nodes_aborts_its_job(
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
 
 
+def test_cleanup_whose_second_look_misses_a_node_changes_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A node that stops answering between the cleanup's two looks may run a copy."""
+    ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+    ops.add_domain(N2, INST, state=constants.DOMSTATE_PAUSED)
+
+    def abort(node: Any, name: str) -> bool:
+        if node.name == N1:
+            ops.node(N1).domains[INST].state = constants.DOMSTATE_RUNNING
+            ops.set_unreachable(N2)  # its answer to the second look is lost
+        return True
+
+    ops.abort_migration = abort  # type: ignore[method-assign]
+    serial = config.read().serial
+    with pytest.raises(OpExecError, match=f"node {N2} did not answer") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert err.value.ecode == ECODE_ENVIRON
+    assert config.read().serial == serial and not ops.calls_to("undefine_instance")
+
+
 def test_cleanup_of_a_guest_paused_with_no_job_changes_nothing(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
