@@ -7,6 +7,7 @@ Python callers, which may be ints or the same strings). Every failure is an
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -46,6 +47,8 @@ def parse_size(value: Any, what: str = "size", notes: list[str] | None = None) -
         )
     number = float(match.group(1))
     mib = number * _UNIT_FACTORS[(match.group(2) or "m").lower()]
+    if not math.isfinite(mib):
+        raise OpPrereqError(f"Invalid {what} '{value}': too large", ECODE_INVAL)
     whole = int(mib)
     if whole == mib:
         return whole

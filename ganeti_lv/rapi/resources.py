@@ -278,7 +278,8 @@ def _submit(req: Request, op: OpCode) -> int:
 def _tags_methods(kind: str) -> dict[str, Handler]:
     """The tags of the cluster (``/2/tags``), or of the node or instance ``<name>`` of
     the path: read (sorted), added to and removed from (a job each, the ``tag`` query
-    arguments, as Ganeti's: the body is not used; 400 without one)."""
+    arguments, as Ganeti's: the body is not used; without one, a job that changes
+    nothing, as Ganeti's)."""
 
     def target(req: Request) -> str | None:
         return None if kind == constants.TAG_CLUSTER else req.items["name"]
@@ -286,22 +287,19 @@ def _tags_methods(kind: str) -> dict[str, Handler]:
     def read(req: Request) -> list[str]:
         return queries.tags(req.query_context(), kind, target(req))
 
-    def change(op_cls: type[OpTagsSet] | type[OpTagsDel], verb: str) -> Handler:
+    def change(op_cls: type[OpTagsSet] | type[OpTagsDel]) -> Handler:
         def handler(req: Request) -> int:
-            tags = list(req.args.get("tag", []))
-            if not tags:
-                raise bad_request(f"No tags to {verb}: give them as 'tag' query arguments")
             static = {
                 "kind": kind,
                 "name": target(req),
-                "tags": tags,
+                "tags": list(req.args.get("tag", [])),
                 "dry_run": bool_arg(req.args, "dry-run"),
             }
             return _submit(req, fill_opcode(op_cls, None, static))
 
         return handler
 
-    return {"GET": read, "PUT": change(OpTagsSet, "add"), "DELETE": change(OpTagsDel, "remove")}
+    return {"GET": read, "PUT": change(OpTagsSet), "DELETE": change(OpTagsDel)}
 
 
 def _create_instance(req: Request) -> int:

@@ -19,7 +19,9 @@ def test_parse_size(text: object, mib: int) -> None:
     assert parse_size(text) == mib
 
 
-@pytest.mark.parametrize("text", ["", "G", "1X", "-1", "1 G B", "ten", True, None, -5])
+@pytest.mark.parametrize(
+    "text", ["", "G", "1X", "-1", "1 G B", "ten", True, None, -5, "9" * 400 + "T"]
+)
 def test_parse_size_rejects(text: object) -> None:
     with pytest.raises(OpPrereqError) as info:
         parse_size(text)
