@@ -574,7 +574,12 @@ def _install_signals(server: MasterServer) -> None:
     def handler(signum: int, _frame: Any) -> None:
         if stopping.is_set():
             log.info("signal %d again: asking the running jobs to stop", signum)
-            server.daemon.cancel_all("the master daemon is stopping")
+            # in a thread: the main thread this handler interrupts may hold the lock it takes
+            threading.Thread(
+                target=server.daemon.cancel_all,
+                args=("the master daemon is stopping",),
+                name="masterd-cancel-all",
+            ).start()
             return
         stopping.set()
         log.info("signal %d: no new jobs; waiting for %d running", signum, server.daemon.running())

@@ -353,6 +353,25 @@ def test_sigterm_lets_the_running_job_finish(program: str) -> None:
     assert "stopped" in text
 
 
+def test_a_second_sigterm_asks_the_running_job_to_stop(program: str) -> None:
+    assert start_program(program).returncode == 0
+    pid = masterd.read_pid(program)
+    assert pid is not None
+    client = _client(program)
+    job_id = client.enqueue([OpTestDelay(duration=3.0)])
+    log_path = paths.masterd_log(program)
+    wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: "signal 15: no new jobs" in _read(log_path), 10)
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: "signal 15 again: asking the running jobs to stop" in _read(log_path), 10)
+    # recorded as asked (a test delay ends as it would have, as Ganeti's)
+    jobs = JobStore(paths.jobs_dir(program))
+    assert wait_until(lambda: jobs.get(job_id).status in ("canceling", "success"), 10)
+    wait_until(lambda: masterd.read_pid(program) is None, 15)
+    assert masterd.read_pid(program) is None and "stopped" in _read(log_path)
+
+
 def test_a_client_connected_when_the_daemon_stops_is_served(
     data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
 ) -> None:
