@@ -169,7 +169,7 @@ class NodeOps(abc.ABC):
 
     @abc.abstractmethod
     def remove_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
-        """Delete the instance's disk images (and their directory) on the node."""
+        """Delete the instance's disk images, and their directory unless it holds more."""
 
     @abc.abstractmethod
     def start_instance(

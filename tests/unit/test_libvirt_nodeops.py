@@ -354,10 +354,40 @@ def test_create_disks_refused_for_one_existing_image_makes_none(tmp_path: Path) 
     assert os.path.getsize(first) == 80 << 20 and os.path.getsize(second) == 10 << 20
 
 
-def test_remove_disks_removes_the_instance_directory() -> None:
+def _remove_disks_here(tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The node script of remove_disks, run here on the instance's directory in tmp_path."""
+    cluster = objects.Cluster(
+        name="c", master_node="node1", domain_type="qemu", file_storage_dir=str(tmp_path)
+    )
     ssh = StubSsh()
-    _ops(StubHost({}), ssh).remove_disks(NODE, CLUSTER, _instance())
-    assert ssh.commands == [["rm", "-rf", "--", objects.disk_dir(CLUSTER, _instance())]]
+    _ops(StubHost({}), ssh).remove_disks(NODE, cluster, _instance())
+    [cmd] = ssh.commands
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    return Path(objects.disk_dir(cluster, _instance())), res
+
+
+def test_remove_disks_removes_the_instance_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "web1"
+    directory.mkdir()
+    for name in ("disk0.img", "disk1.img", "disk0.img.export-snap.qcow2", "disk1.img.part.42"):
+        (directory / name).write_text("x")
+    path, res = _remove_disks_here(tmp_path)
+    assert path == directory and res.returncode == 0 and not directory.exists()
+    assert _remove_disks_here(tmp_path)[1].returncode == 0  # nothing left: nothing to do
+
+
+def test_remove_disks_keeps_a_directory_that_holds_more_than_disks(tmp_path: Path) -> None:
+    """A storage dir shared with other files: a directory named as the instance is kept."""
+    directory = tmp_path / "web1"
+    (directory / "lib").mkdir(parents=True)
+    (directory / "disk0.img").write_text("x")
+    (directory / "precious").write_text("keep")
+    _, res = _remove_disks_here(tmp_path)
+    assert res.returncode == 1
+    assert "holds files that are not the instance's disks, left in place: lib precious" in (
+        res.stderr
+    )
+    assert sorted(p.name for p in directory.iterdir()) == ["lib", "precious"]
 
 
 def test_node_info_memory_cap_counts_running_domains() -> None:

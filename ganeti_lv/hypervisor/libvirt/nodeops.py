@@ -57,6 +57,20 @@ _LIST_BRIDGES = (
     'for d in /sys/class/net/*/bridge; do [ -d "$d" ] && basename "$(dirname "$d")"; done; true'
 )
 _DISK_EXISTS_STATUS = 17
+# An instance's disk directory holds only files named after its disks (the
+# images, their export overlays, copies being received: ``disk<N>.img*``).
+# Those are removed, then the directory if nothing else is left in it: a
+# directory named as the instance that holds more (a storage dir shared with
+# other files) is never deleted.
+_REMOVE_DISKS = r"""
+D="$1"
+[ -d "$D" ] || exit 0
+rm -f -- "$D"/disk*
+rmdir -- "$D" 2>/dev/null && exit 0
+left=$(ls -A -- "$D" | head -n 5)
+echo "$D holds files that are not the instance's disks, left in place:" $left >&2
+exit 1
+"""
 # seconds between ACPI power-button presses while a shutdown waits
 POWER_BUTTON_INTERVAL = 5.0
 
@@ -333,7 +347,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     def remove_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         _check_name(instance.name)
         directory = objects.disk_dir(cluster, instance)
-        self._ssh_run(node, ["rm", "-rf", "--", directory], check=True)
+        self._ssh_run(node, ["sh", "-c", _REMOVE_DISKS, "sh", directory], check=True)
 
     # -- lifecycle -----------------------------------------------------------
     def start_instance(
