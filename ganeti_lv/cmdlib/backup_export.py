@@ -526,7 +526,8 @@ class LUBackupExport(LogicalUnit):
         if not res.ok:
             if start and not self.op.long_sleep:  # the instance would stay down for the copy
                 raise OpExecError(
-                    f"Could not snapshot the disks of {self.instance.name}: {res.fail_msg};"
+                    f"Could not start {self.instance.name} on a snapshot of its disks:"
+                    f" {res.fail_msg};"
                     " the instance would stay shut down while its disks are copied, which"
                     " --long-sleep allows; aborting"
                 )

@@ -206,12 +206,14 @@ class _NodeMovesLU(LogicalUnit):
             elif not found.ok:
                 why = f"cannot check storage paths: {found.fail_msg}"
             for inst in migrating:
-                # only a comparison made refuses the node: one that could not be made (the
-                # guest gone from the source meanwhile) is left to the move's own check
                 res = node_call(self.rpc.compare_cpu, node, source, inst)
+                need = next(n for n in self.needs if n.name == inst.name)
                 if res.ok and res.payload and not res.payload[0]:
-                    need = next(n for n in self.needs if n.name == inst.name)
                     need.refused[node.name] = f"CPU not compatible: {res.payload[1]}"
+                elif not res.ok and (res.error is None or res.error.node != source.name):
+                    need.refused[node.name] = f"cannot compare CPUs: {res.fail_msg}"
+                # a comparison the source could not make (its guest gone meanwhile) turns no
+                # node away: the move checks the CPU again itself
             return allocator.NodeFit(
                 node.name,
                 arriving.free(info.payload) if info.ok and info.payload else 0,

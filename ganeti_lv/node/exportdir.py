@@ -14,9 +14,10 @@ to ``<instance>``, sync the directory, delete ``.old``. A crash leaves either
 the previous export or the new one in place; ``prepare``, ``abort`` and
 ``remove`` first restore an ``.old`` that lost its successor.
 
-Removing renames the export to ``<instance>.new`` before deleting it, so a
-removal cut short leaves a stale leftover, never an export listed as
-complete with files missing.
+Removing renames the export (and a previous one put aside) to
+``<instance>.new`` before deleting it, so a removal cut short leaves a
+stale leftover, never an export listed as complete, or put back, with
+files missing.
 
 The rename of ``.new`` into place is the export's commit point: a failure
 before it publishes nothing (``abort`` then puts the previous export back),
@@ -48,7 +49,8 @@ rm -rf -- "$D.old"
 # "$D" when present must be an export: what else is there is left alone
 _ONLY_AN_EXPORT = """
 if [ -d "$D" ] && [ ! -f "$D"/config.ini ]; then
-  echo "$D holds no export (no config.ini): left as it is" >&2; exit 1
+  echo "$D holds no export (no config.ini): left as it is; move or remove it by hand" >&2
+  exit 1
 fi
 """
 
@@ -68,8 +70,12 @@ def _run(runner: Runner, node: str, script: str, what: str, stdin: bytes | None 
 
 
 def prepare(runner: Runner, node: str, export_dir: str, name: str) -> str:
-    """Create an empty ``<name>.new`` (removing a stale one); return its path."""
-    script = _dirs(export_dir, name) + _RECOVER + 'mkdir -p -- "$E"\nrm -rf -- "$D.new"\n'
+    """Create an empty ``<name>.new`` (removing a stale one); return its path.
+
+    NodeError, before anything is copied, when ``<name>`` holds no export.
+    """
+    script = _dirs(export_dir, name) + _RECOVER + _ONLY_AN_EXPORT
+    script += 'mkdir -p -- "$E"\nrm -rf -- "$D.new"\n'
     script += 'mkdir -- "$D.new"\necho "$D.new"\n'
     return _run(runner, node, script, "Preparing the export directory").strip()
 
@@ -164,9 +170,10 @@ def remove(runner: Runner, node: str, export_dir: str, name: str) -> bool:
 
 _REMOVE = """
 found=0
-if [ -d "$D" ] || [ -d "$D.old" ]; then found=1; fi
-if [ -d "$D" ]; then rm -rf -- "$D.new"; mv -- "$D" "$D.new"; fi
-rm -rf -- "$D.new" "$D.old"
+rm -rf -- "$D.new"
+for d in "$D" "$D.old"; do
+  if [ -d "$d" ]; then found=1; mv -- "$d" "$D.new"; rm -rf -- "$D.new"; fi
+done
 echo $found
 """
 

@@ -197,9 +197,12 @@ def test_a_directory_that_holds_no_export_is_neither_replaced_nor_removed(tmp_pa
     base.mkdir()
     (base / "lib").mkdir()
     (base / "lib" / "keep").write_text("precious")
-    exportdir.prepare(R, "n", str(base), "lib")
-    (base / "lib.new" / "disk0.img").write_text("new")
     with pytest.raises(NodeError, match=f"{base}/lib holds no export .no config.ini.: left"):
+        exportdir.prepare(R, "n", str(base), "lib")  # before anything is copied
+    assert not (base / "lib.new").exists()
+    (base / "lib.new").mkdir()  # and had it been made before the directory came
+    (base / "lib.new" / "disk0.img").write_text("new")
+    with pytest.raises(NodeError, match="move or remove it by hand"):
         exportdir.finalize(R, "n", str(base), "lib", "[export]\n", "{}")
     with pytest.raises(NodeError, match="holds no export"):
         exportdir.remove(R, "n", str(base), "lib")
@@ -218,3 +221,19 @@ def test_a_removal_cut_short_leaves_no_export_listed_complete(tmp_path, monkeypa
     monkeypatch.undo()
     assert not exportdir.remove(R, "n", str(base), "web1")  # no export left, only its leftover
     assert list(base.iterdir()) == []
+
+
+def test_a_removal_of_a_previous_export_put_aside_cut_short_is_never_put_back(
+    tmp_path, monkeypatch
+):
+    """A publish that crashed between its renames left web1.old alone; its removal is cut."""
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    (base / "web1").rename(base / "web1.old")
+    _failing(monkeypatch, tmp_path, "rm", "web1.new")
+    with pytest.raises(NodeError, match="Removing the export on n failed"):
+        exportdir.remove(R, "n", str(base), "web1")
+    monkeypatch.undo()
+    exportdir.prepare(R, "n", str(base), "web1")  # puts back a lone .old: none is left
+    assert sorted(p.name for p in base.iterdir()) == ["web1.new"]
+    assert not [e for e in exportdir.list_exports(R, "n", str(base)) if e.complete]

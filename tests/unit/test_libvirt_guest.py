@@ -382,6 +382,11 @@ def test_ipv6_addresses_are_bracketed_in_every_uri() -> None:
     stream = migration.migration_uri_params(node, MigrationParams())
     assert stream[libvirt.VIR_MIGRATE_PARAM_URI] == "tcp://[fd00::6]"
     assert default_libvirt_uri(node, "k", "h").startswith("qemu+libssh://root@[fd00::6]:2222/")
+    given = Node(name="n7", address="fd00::7", migration_address="[fd00::77]")  # by hand
+    assert (
+        migration.migration_uri_params(given, MigrationParams())[libvirt.VIR_MIGRATE_PARAM_URI]
+        == "tcp://[fd00::77]"
+    )
     plain = Node(name="n4", address="10.0.0.4", migration_address="10.1.0.4")
     assert (
         migration.migration_uri_params(plain, MigrationParams())[libvirt.VIR_MIGRATE_PARAM_URI]

@@ -197,12 +197,22 @@ def test_unplaceable_instance_is_reported_and_stays(
 def test_a_cpu_comparison_that_could_not_be_made_turns_no_node_away(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    """Only a comparison made refuses a node; the move checks the CPU again itself."""
-    for node in (N2, N3):  # the plan's first comparison on each node fails
-        ops.fail("compare_cpu", node, "Cannot get the XML of inst1: domain not found", times=1)
+    """A comparison the source could not make turns no node away (the move checks the
+    CPU again itself); one the target could not make turns the target away."""
+    for node in (N2, N3):  # the plan's first comparison for each target fails on the source
+        ops.fail("compare_cpu", node, HypervisorError("domain inst1 not found", node=N1), times=1)
     result, _ = run(ctx, OpNodeMigrate(node_name="node1"))
     assert {m["status"] for m in result} == {"done"}
     assert {primary(config, I1), primary(config, I2)} == {N2, N3}
+
+
+def test_a_target_that_cannot_compare_cpus_takes_no_guest(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.fail("compare_cpu", N2, "unknown CPU model 'Zen9'")  # the target's own error
+    result, _ = run(ctx, OpNodeMigrate(node_name="node1"))
+    assert {m["status"] for m in result} == {"done"}
+    assert primary(config, I1) == primary(config, I2) == N3
 
 
 def test_a_node_whose_cpu_cannot_run_the_guests_takes_none(

@@ -76,8 +76,8 @@ _event_loop: threading.Thread | None = None
 
 
 def uri_host(address: str) -> str:
-    """``address`` as the host part of a URI: an IPv6 address in brackets."""
-    return f"[{address}]" if ":" in address else address
+    """``address`` as the host part of a URI: an IPv6 address in brackets (once)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
 
 
 def _run_event_loop() -> None:
