@@ -1,7 +1,8 @@
 """LUBackupExport: export an instance to the export directory of a node.
 
-The export LU; the export query and removal LUs are in ``backup_query``,
-the import (a mode of instance creation) in ``backup_import``.
+The export LU (its snapshot's merge in ``backup_merge``); the export query
+and removal LUs are in ``backup_query``, the import (a mode of instance
+creation) in ``backup_import``.
 
 LUBackupExport keeps Ganeti's parameters, checks, error codes and named
 helpers (TrySnapshot, DoReboot, StartInstance, ZeroFreeSpace,
@@ -44,10 +45,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ganeti_lv import constants, exportinfo, locking
+from ganeti_lv.cmdlib.backup_merge import SnapshotMerge
 from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
     ask_nodes,
@@ -95,54 +96,6 @@ OVERLAY_SPACE_MIN = 64 * MiB
 def _instance_disk_size_sum(instance: Instance) -> int:
     """Ganeti's _InstanceDiskSizeSum: total disk size in MiB."""
     return sum(d.size for d in instance.disks)
-
-
-class _Merge:
-    """Merging a live snapshot back into the disks, in the background once started.
-
-    ``start`` begins the merge in a thread (the caller goes on with other
-    nodes); ``finish`` waits for it, or merges right away if it was never
-    started (the copy failed), and raises if the merge failed. Nothing to do
-    without a snapshot.
-    """
-
-    def __init__(self, lu: LUBackupExport, snapshot: SnapshotInfo | None) -> None:
-        self.lu = lu
-        self.snapshot = snapshot
-        self._pool: ThreadPoolExecutor | None = None
-        self._future: Future[Any] | None = None
-
-    @property
-    def running(self) -> bool:
-        """True once started in the background."""
-        return self._future is not None
-
-    def _merge(self) -> Any:
-        assert self.snapshot is not None
-        return node_call(
-            self.lu.rpc.commit_snapshot, self.lu.pnode, self.lu.instance, self.snapshot
-        )
-
-    def start(self) -> None:
-        """Begin the merge in a thread."""
-        if self.snapshot is None or self._future is not None:
-            return
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-merge")
-        self._future = self._pool.submit(self._merge)
-
-    def finish(self) -> None:
-        """Wait for the merge (or merge now); OpExecError if it failed."""
-        if self.snapshot is None:
-            return
-        if self._future is not None and self._pool is not None:
-            res = self._future.result()
-            self._pool.shutdown()
-        else:
-            res = self._merge()
-        res.Raise(
-            f"Could not merge the snapshot of {self.lu.instance.name} back"
-            " (the next operation on the instance retries)"
-        )
 
 
 @register_lu(OpBackupExport)
@@ -544,7 +497,7 @@ class LUBackupExport(LogicalUnit):
             self._shutdown(feedback_fn)
             running, stopped_by_us = False, True
         snapshot: SnapshotInfo | None = None
-        merge = _Merge(self, None)
+        merge = SnapshotMerge(self.rpc, self.pnode, self.instance, None)
         failed, started_again, merged = True, False, True
         try:
             try:
@@ -552,7 +505,7 @@ class LUBackupExport(LogicalUnit):
                     self.ZeroFreeSpace(feedback_fn)
                 if self.TrySnapshot() and (running or (self.DoReboot() and stopped_by_us)):
                     snapshot = self._snapshot(feedback_fn, start=not running)
-                    merge = _Merge(self, snapshot)
+                    merge = SnapshotMerge(self.rpc, self.pnode, self.instance, snapshot)
                 sources = snapshot.base_paths() if snapshot is not None else self._disk_paths()
                 if snapshot is None and running:
                     raise OpExecError(
