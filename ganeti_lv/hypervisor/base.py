@@ -169,7 +169,8 @@ class NodeOps(abc.ABC):
 
     @abc.abstractmethod
     def remove_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
-        """Delete the instance's disk images, and their directory unless it holds more."""
+        """Delete the instance's disk images, and their directory unless it holds more
+        (what is not the instance's is kept)."""
 
     @abc.abstractmethod
     def start_instance(

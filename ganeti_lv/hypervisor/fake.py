@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ from ganeti_lv.hypervisor.migration_types import (
 from ganeti_lv.node.transport import CommandResult, HookScriptResult
 from ganeti_lv.objects import Cluster, Instance, Node
 from ganeti_lv.pki import NodeCredentials
+
+# the files of an instance's disk directory that remove_disks removes (its disks')
+_DISK_FILE = re.compile(r"disk[0-9][^/]*\.img(\.[^/]*)?")
 
 HooksFn = Callable[[str, str, dict[str, str], float], list[HookScriptResult]]
 CommandFn = Callable[[str, list[str]], CommandResult]
@@ -263,7 +267,8 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         fake = self._enter("remove_disks", node, instance.name)
         prefix = objects.disk_dir(cluster, instance) + "/"
         for path in [p for p in fake.files if p.startswith(prefix)]:
-            del fake.files[path]
+            if _DISK_FILE.fullmatch(path.removeprefix(prefix)):  # as the node's script
+                del fake.files[path]
 
     def start_instance(
         self,

@@ -171,7 +171,7 @@ def remove(runner: Runner, node: str, export_dir: str, name: str) -> bool:
 _REMOVE = """
 found=0
 rm -rf -- "$D.new"
-for d in "$D" "$D.old"; do
+for d in "$D.old" "$D"; do  # the complete export last: kept if this is cut short
   if [ -d "$d" ]; then found=1; mv -- "$d" "$D.new"; rm -rf -- "$D.new"; fi
 done
 echo $found

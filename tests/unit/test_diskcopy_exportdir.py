@@ -237,3 +237,18 @@ def test_a_removal_of_a_previous_export_put_aside_cut_short_is_never_put_back(
     exportdir.prepare(R, "n", str(base), "web1")  # puts back a lone .old: none is left
     assert sorted(p.name for p in base.iterdir()) == ["web1.new"]
     assert not [e for e in exportdir.list_exports(R, "n", str(base)) if e.complete]
+
+
+def test_a_removal_cut_short_never_brings_back_the_export_before(tmp_path, monkeypatch):
+    """A publish whose last step (deleting .old) failed left both; the removal is cut."""
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    shutil.copytree(base / "web1", base / "web1.old")
+    (base / "web1.old" / "disk0.img").write_text("older")
+    _failing(monkeypatch, tmp_path, "rm", "web1.new")
+    with pytest.raises(NodeError, match="Removing the export on n failed"):
+        exportdir.remove(R, "n", str(base), "web1")
+    monkeypatch.undo()
+    exportdir.prepare(R, "n", str(base), "web1")
+    web1 = base / "web1"
+    assert not web1.exists() or (web1 / "disk0.img").read_text() == "one"

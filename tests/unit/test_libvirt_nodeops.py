@@ -376,18 +376,25 @@ def test_remove_disks_removes_the_instance_directory(tmp_path: Path) -> None:
     assert _remove_disks_here(tmp_path)[1].returncode == 0  # nothing left: nothing to do
 
 
-def test_remove_disks_keeps_a_directory_that_holds_more_than_disks(tmp_path: Path) -> None:
-    """A storage dir shared with other files: a directory named as the instance is kept."""
+def test_remove_disks_keeps_what_is_not_the_instances(tmp_path: Path) -> None:
+    """A storage dir shared with other files: the disks go, the rest and its directory stay."""
     directory = tmp_path / "web1"
     (directory / "lib").mkdir(parents=True)
-    (directory / "disk0.img").write_text("x")
-    (directory / "precious").write_text("keep")
+    for name in ("disk0.img", "disk0.img.export-snap.qcow2", "diskette.iso", "precious"):
+        (directory / name).write_text("x")
     _, res = _remove_disks_here(tmp_path)
-    assert res.returncode == 1
-    assert "holds files that are not the instance's disks, left in place: lib precious" in (
-        res.stderr
-    )
-    assert sorted(p.name for p in directory.iterdir()) == ["lib", "precious"]
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in directory.iterdir()) == ["diskette.iso", "lib", "precious"]
+
+
+def test_remove_disks_through_a_link_removes_the_disks_and_the_link(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "big-disk" / "web1"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "disk0.img").write_text("x")
+    (tmp_path / "web1").symlink_to(elsewhere)
+    _, res = _remove_disks_here(tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "web1").is_symlink() and list(elsewhere.iterdir()) == []
 
 
 def test_node_info_memory_cap_counts_running_domains() -> None:

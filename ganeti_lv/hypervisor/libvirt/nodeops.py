@@ -59,17 +59,15 @@ _LIST_BRIDGES = (
 _DISK_EXISTS_STATUS = 17
 # An instance's disk directory holds only files named after its disks (the
 # images, their export overlays, copies being received: ``disk<N>.img*``).
-# Those are removed, then the directory if nothing else is left in it: a
-# directory named as the instance that holds more (a storage dir shared with
-# other files) is never deleted.
+# Those are removed, then the directory if nothing else is left in it (a
+# symbolic link to it: the link); a directory named as the instance that
+# holds more (a storage dir shared with other files) keeps what is not the
+# instance's.
 _REMOVE_DISKS = r"""
 D="$1"
 [ -d "$D" ] || exit 0
-rm -f -- "$D"/disk*
-rmdir -- "$D" 2>/dev/null && exit 0
-left=$(ls -A -- "$D" | head -n 5)
-echo "$D holds files that are not the instance's disks, left in place:" $left >&2
-exit 1
+rm -f -- "$D"/disk[0-9]*.img "$D"/disk[0-9]*.img.* || exit 1
+if [ -L "$D" ]; then rm -f -- "$D"; else rmdir -- "$D" 2>/dev/null || true; fi
 """
 # seconds between ACPI power-button presses while a shutdown waits
 POWER_BUTTON_INTERVAL = 5.0
