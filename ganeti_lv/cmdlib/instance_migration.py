@@ -555,17 +555,18 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         err = result.error
         aborted = isinstance(err, MigrationFailed) and err.aborted
         switched = isinstance(err, MigrationFailed) and err.switched_over
-        # the target first: a migration that completes between the two questions reads
-        # as unclear, never as a source running beside a target's domain to remove
-        dst_state, (src_state, src_postcopy) = self._domain_state(dst), self._domain_facts(src)
+
+        def look() -> tuple[str | None, str | None, bool]:
+            # the target first: a migration that completes between the two questions reads
+            # as unclear, never as a source running beside a target's domain to remove
+            return self._domain_state(dst), *self._domain_facts(src)
+
+        dst_state, src_state, src_postcopy = look()
         if src_state == constants.DOMSTATE_RUNNING:
             # libvirt's job may still run on the source (the connection to it dropped,
             # the target silent) and complete later: stopped, both read again
             node_call(self.rpc.abort_migration, src, inst.name)
-            dst_state, (src_state, src_postcopy) = (
-                self._domain_state(dst),
-                self._domain_facts(src),
-            )
+            dst_state, src_state, src_postcopy = look()
         if (
             (switched or src_postcopy)  # the switch's answer may be what was lost
             and dst_state == constants.DOMSTATE_RUNNING

@@ -47,9 +47,9 @@ rm -rf -- "$D.old"
 """
 
 # "$D" when present must be an export: what else is there is left alone
-_ONLY_AN_EXPORT = """
-if [ -d "$D" ] && [ ! -f "$D"/config.ini ]; then
-  echo "$D holds no export (no config.ini): left as it is; move or remove it by hand" >&2
+_ONLY_AN_EXPORT = f"""
+if [ -d "$D" ] && [ ! -f "$D"/{CONFIG_FILE} ]; then
+  echo "$D holds no export (no {CONFIG_FILE}): left as it is; move or remove it by hand" >&2
   exit 1
 fi
 """

@@ -390,6 +390,10 @@ def migrate(
     clock: Callable[[], float] = time.monotonic,
 ) -> MigrationStats:
     """Migrate domain ``name`` from ``source_host`` to ``target``; see the module docstring."""
+    if abort_event.is_set():  # asked for while the migration was prepared
+        raise MigrationFailed(
+            abort_event.reason or "abort requested", node=source_host.node, aborted=True
+        )
     guest = source_host.guest(name)
     worker = _Worker(
         guest,
@@ -400,10 +404,6 @@ def migrate(
     monitor = _Monitor(guest, params, progress_fn, abort_event, clock)
     if params.live:
         monitor.set_start_downtime()
-    if abort_event.is_set():  # asked for while the migration was prepared
-        raise MigrationFailed(
-            abort_event.reason or "abort requested", node=source_host.node, aborted=True
-        )
     thread = threading.Thread(target=worker.run, name=f"migrate-{name}", daemon=True)
     start = clock()
     thread.start()
