@@ -565,7 +565,9 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         if src_state == constants.DOMSTATE_RUNNING:
             # libvirt's job may still run on the source (the connection to it dropped,
             # the target silent) and complete later: stopped, both read again
-            node_call(self.rpc.abort_migration, src, inst.name)
+            node_call(self.rpc.abort_migration, src, inst.name).Warn(
+                f"Could not abort the migration job on {src.name}", feedback_fn
+            )
             dst_state, src_state, src_postcopy = look()
         if (
             (switched or src_postcopy)  # the switch's answer may be what was lost

@@ -150,6 +150,7 @@ class CleanupSteps:
             aborted = node_call(self.rpc.abort_migration, self._node(owner), inst.name)
             if aborted.ok and aborted.payload:
                 feedback_fn(f"Aborted the migration job still running on {owner}")
+            aborted.Warn(f"Could not abort a migration job on {owner}", feedback_fn)
         self._clean_leftovers(owner, found, feedback_fn)
 
     def _stopped_elsewhere(self, found: dict[str, str]) -> str | None:

@@ -165,6 +165,23 @@ def test_abort_job_only_when_one_runs(monkeypatch) -> None:
     assert [c[0] for c in dom.calls].count("abortJob") == 1
 
 
+def test_abort_job_refused_while_the_job_runs_raises(monkeypatch) -> None:
+    # the cleanup's "Could not abort" warning depends on it: a refused abort is not "no job"
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED})
+    guest = _guest(monkeypatch, dom)
+    monkeypatch.setattr(guest.host, "find_guest", lambda name: guest)
+    dom.fail["abortJob"] = libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED)
+    with pytest.raises(HypervisorError, match="Cannot abort the job of web1"):
+        migration.abort_job(guest.host, "web1")
+
+    def job_ended() -> None:  # the job completed just before the abort reached it
+        dom.stats = {"type": libvirt.VIR_DOMAIN_JOB_NONE}
+        raise libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID)
+
+    monkeypatch.setattr(dom, "abortJob", job_ended)
+    assert migration.abort_job(guest.host, "web1") is False
+
+
 def test_snapshot_quiesces_and_falls_back_when_the_agent_does_not_answer(monkeypatch) -> None:
     dom = Dom()
     guest = _guest(monkeypatch, dom)

@@ -778,6 +778,18 @@ def test_cleanup_source_only_cleans_leftovers(
     assert [c.args for c in ops.calls_to("abort_migration", N1)] == [(INST,)]
 
 
+def test_cleanup_says_when_the_orphaned_job_could_not_be_aborted(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.add_domain(N3, INST, state=constants.DOMSTATE_PAUSED)
+    ops.fail("abort_migration", N1, "abort refused")
+    _, lines = run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert any(
+        f"WARNING: Could not abort a migration job on {N1}: abort refused" in line for line in lines
+    )
+    assert running_on(ops) == [N1] and INST not in ops.node(N3).domains
+
+
 def test_cleanup_running_on_two_nodes(ctx: Context, ops: FakeNodeOps, config: ConfigStore) -> None:
     ops.add_domain(N2, INST)
     with pytest.raises(OpExecError, match="running on nodes .*manual intervention"):
@@ -978,6 +990,27 @@ def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
     assert running_on(ops) == [N1]
     # libvirt's job may go on on the source without its client: it is stopped first
     assert [c.args for c in ops.calls_to("abort_migration", N1)] == [(INST,)]
+
+
+def test_a_failed_migration_says_when_its_job_could_not_be_aborted(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    def cut_off(*args: Any) -> Any:
+        _libvirtd_down(ops, N2)
+        raise MigrationFailed("connection to node2 lost", node=N2)
+
+    ops.migrate_instance = cut_off  # type: ignore[method-assign,assignment]
+    ops.fail("abort_migration", N1, "abort refused")
+    lines: list[str] = []
+    with pytest.raises(OpExecError, match="configuration unchanged"):
+        Processor(ctx).execute(
+            OpInstanceMigrate(instance_name=INST, target_node=N2), feedback_fn=lines.append
+        )
+    assert any(
+        f"WARNING: Could not abort the migration job on {N1}: abort refused" in line
+        for line in lines
+    )
+    assert running_on(ops) == [N1]
 
 
 def test_a_switch_to_post_copy_whose_answer_was_lost_keeps_the_source(

@@ -461,17 +461,21 @@ def _raise_failure(error: BaseException, monitor: _Monitor, node: str) -> None:
 
 
 def abort_job(host: Host, name: str) -> bool:
-    """Abort a running job of the domain; True if there was one."""
+    """Abort a running job of the domain; True if there was one.
+
+    A job that ends between the look and the abort is no job; an abort
+    refused while the job still runs raises (the caller says it failed).
+    """
     guest = host.find_guest(name)
-    if guest is None:
+    if guest is None or guest.job_info() is None:
         return False
     try:
+        guest.abort_job()
+    except NodeError:
         if guest.job_info() is None:
             return False
-        guest.abort_job()
-        return True
-    except NodeError:
-        return False
+        raise
+    return True
 
 
 def guest_cpu_xml(domain_xml: str) -> tuple[str | None, str, str]:
