@@ -33,11 +33,13 @@ from ganeti_lv.cancel import Cancellation, stopped_by
 from ganeti_lv.cmdlib.base import LU_REGISTRY, LogicalUnit
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
+    ECODE_ENVIRON,
     ECODE_FAULT,
     ECODE_INVAL,
     ECODE_TEMP_NORES,
     ConfigurationError,
     GenericError,
+    JobError,
     OperationCanceled,
     OpExecError,
     OpPrereqError,
@@ -277,7 +279,14 @@ class Processor:
                     self.ctx.jobs.end_unfinished(job.id, err, canceled)
             raise
         else:
-            self.ctx.jobs.finish_success(job, result, index=self._index)
+            try:
+                self.ctx.jobs.finish_success(job, result, index=self._index)
+            except OSError as err:  # written again and again: the disk stays full
+                raise JobError(
+                    f"The operation succeeded, but its end could not be written to the job"
+                    f" log: {err}",
+                    ECODE_ENVIRON,
+                ) from err
             return result
         finally:
             try:

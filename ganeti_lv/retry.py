@@ -1,6 +1,7 @@
 """Every retry policy of ganeti_lv, in one place.
 
-Only idempotent calls are retried: opening an SSH or libvirt connection.
+Only idempotent calls are retried: opening an SSH or libvirt connection,
+writing a job's final record (the same record again).
 A policy is a ``tenacity.Retrying`` object; each one re-raises the last
 error (``reraise=True``) so callers see the typed ganeti_lv error, never a
 ``tenacity.RetryError``. ``sleep`` is injectable so tests can run the
@@ -37,6 +38,12 @@ SSH_CONNECT_WAIT_MAX = 4.0
 LIBVIRT_CONNECT_ATTEMPTS = 3
 LIBVIRT_CONNECT_WAIT_MIN = 0.5
 LIBVIRT_CONNECT_WAIT_MAX = 4.0
+
+# A job's final record: a disk full for a moment (logs rotated, a copy
+# removed) must not turn an operation that succeeded into a failed job.
+JOB_END_WRITE_ATTEMPTS = 3
+JOB_END_WRITE_WAIT_MIN = 0.5
+JOB_END_WRITE_WAIT_MAX = 2.0
 
 
 def is_transient(err: BaseException) -> bool:
@@ -86,6 +93,13 @@ def libvirt_connect_policy(
 ) -> tenacity.Retrying:
     """Retry opening a libvirt connection (the caller maps libvirt errors first)."""
     return _policy(attempts, LIBVIRT_CONNECT_WAIT_MIN, LIBVIRT_CONNECT_WAIT_MAX, retry_on, sleep)
+
+
+def job_end_write_policy(
+    attempts: int = JOB_END_WRITE_ATTEMPTS, sleep: SleepFn = time.sleep
+) -> tenacity.Retrying:
+    """Retry writing a job's final record that failed with ``OSError``."""
+    return _policy(attempts, JOB_END_WRITE_WAIT_MIN, JOB_END_WRITE_WAIT_MAX, (OSError,), sleep)
 
 
 def call_with_retry(

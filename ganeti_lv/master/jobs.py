@@ -78,6 +78,7 @@ from ganeti_lv.constants import (
 )
 from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ganeti_class
 from ganeti_lv.opcodes import add_job_reasons
+from ganeti_lv.retry import call_with_retry, job_end_write_policy
 
 ELOG_MESSAGE = "message"
 
@@ -481,9 +482,15 @@ class JobStore:
         return max([0, *self.job_ids(), *archived])
 
     def save(self, job: Job, durable: bool = False) -> None:
-        """Write the job's file atomically; ``durable`` also fsyncs it (final states)."""
+        """Write the job's file atomically; ``durable`` also fsyncs it (final states),
+        and a failed write of a final state is tried again (``job_end_write_policy``)."""
         with self._write_lock:
-            write_file_atomically(self._path(job.id), _encode(job), durable=durable)
+            path, data = self._path(job.id), _encode(job)
+            if durable:
+                policy = job_end_write_policy()
+                call_with_retry(policy, write_file_atomically, path, data, durable=True)
+            else:
+                write_file_atomically(path, data, durable=False)
 
     # ------------------------------------------------------------ writing
     def create(self, op: Any, start: bool = False) -> Job:
