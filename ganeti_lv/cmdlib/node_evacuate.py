@@ -425,6 +425,5 @@ class LUNodeEvacuate(_NodeMovesLU):
             instance_name=move.instance,
             target_node=move.target,
             shutdown_timeout=self.op.shutdown_timeout,
-            ignore_consistency=get_node(self.cfg, move.source).offline,
             planned_from=move.source,
         )

@@ -634,6 +634,38 @@ def test_offline_node_is_evacuated_by_failover_only(
     assert all(m["target"] in (N2, N3) for m in result), result
 
 
+def test_a_source_back_online_during_the_evacuation_is_not_ignored(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Offline when planned, online again when a later move runs: a shutdown it refuses
+    stops that move (the guest may run there), as for any failover."""
+    with config.update() as data:
+        data.nodes[N1].offline = True
+        for name in (I1, I2):
+            data.instances[name].disk_template = constants.DT_SHARED_FILE
+        del data.instances[I3]
+    cluster = config.get_cluster()
+    for name in (I1, I2):
+        inst = config.get_instance(name)
+        assert inst is not None
+        ops.present_paths.add(disk_path(cluster, inst, 0))
+    real_start = ops.start_instance
+
+    def start(node: Any, *args: Any, **kwargs: Any) -> Any:
+        with config.update() as data:  # the operator sets node1 online again
+            data.nodes[N1].offline = False
+        return real_start(node, *args, **kwargs)
+
+    ops.start_instance = start  # type: ignore[method-assign]
+    ops.fail("shutdown_instance", N1, "libvirtd does not answer")
+    with pytest.raises(OpExecError, match="Could not shutdown instance"):
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1))
+    moved, stayed = sorted((I1, I2), key=lambda name: primary(config, name) == N1)
+    assert primary(config, moved) != N1 and running_on(ops, moved) == [N1, primary(config, moved)]
+    # the second guest was not started beside the one the source may still run
+    assert primary(config, stayed) == N1 and running_on(ops, stayed) == [N1]
+
+
 def test_cancel_during_a_failover_copy_keeps_the_instance_on_its_node(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
