@@ -1,11 +1,13 @@
 """A node's resources reserved by the jobs that will use them, from their check to their end.
 
 Two kinds: disk space (``SPACE``), reserved by the exports writing to a
-node, and memory (``MEMORY``), reserved by the migrations and failovers
-starting an instance on it (the moves of node operations share the node's
-resource lock, so two of them could otherwise both count the same free
-memory). What follows speaks of exports; memory works the same way, in a
-directory of its own.
+node and the moves copying a ``file`` instance's images to it
+(``ganeti_lv.cmdlib.space_reservation``), and memory (``MEMORY``),
+reserved by the migrations and failovers starting an instance on it (the
+moves of node operations share the node's resource lock, so two of them
+could otherwise both count the same free memory). What follows speaks of
+exports; moves and memory work the same way (memory in a directory of its
+own).
 
 Two exports to one node each check the free space before they copy; without
 a reservation both may pass and one then dies of ENOSPC halfway. Here an

@@ -66,6 +66,7 @@ from ganeti_lv.cmdlib.common import (
     repair_disk_chain,
     unsettled_state,
 )
+from ganeti_lv.cmdlib.space_reservation import reserve_space
 from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_NORES,
@@ -82,7 +83,7 @@ from ganeti_lv.node import diskcopy, progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport
-from ganeti_lv.reservations import Held, Reservation, Reservations
+from ganeti_lv.reservations import Held
 
 MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
@@ -268,37 +269,40 @@ class LUBackupExport(LogicalUnit):
         return [disk_path(self.cluster, self.instance, i) for i in range(len(self.instance.disks))]
 
     def _check_space(self) -> None:
-        """Room for the copies on the target and for the overlays on the primary.
+        """Room for the overlays on the primary and for the copies on the target.
 
-        The target's room is checked and reserved under the target's
-        reservation lock (``ganeti_lv.reservations``): what the other exports
-        running to the same node still have to write is not free. The
-        reservation is held until the copy is published, or the job ends.
-        The reads (the disks and the free space on the primary; the free
-        space on the target and what the other exports wrote so far) run at
-        once; their results are judged in the order of the checks.
+        The target's room is checked and reserved under its reservation lock
+        (``space_reservation``): what the other jobs writing to the node still
+        have to write is not free. The reservation is held until the copy is
+        published, or the job ends. The reads (the disks and the free space
+        on the primary; the free space on the target and what the others
+        wrote so far) run at once; the primary's checks are judged first.
         """
         if self._reservation is not None:  # checked again (a retry): the new one counts
             self._reservation.release()
-        with Reservations(self.ctx.data_dir).node(self.dst_node.name) as ledger:
-            others = ledger.others()
-            need = self._check_space_reserved([r.directory for r in others], others)
-            self._reservation = ledger.reserve(self._new_dir(), need, self.instance.name)
+        self._reservation = reserve_space(
+            self.rpc,
+            self.ctx.data_dir,
+            self.dst_node,
+            self._new_dir(),
+            self._check_disks,
+            self.instance.name,
+            f"the export dir {self.cluster.export_dir} of {self.dst_node.name}",
+        )
         self.proc.hold_until_job_end(self._reservation)
 
     def _new_dir(self) -> str:
         return f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
 
-    def _check_space_reserved(self, dirs: list[str], others: list[Reservation]) -> int:
-        """The checks themselves; the bytes the copies need on the target."""
+    def _check_disks(self) -> int:
+        """The disks are there, and the primary has room for their overlays; the bytes
+        the copies need on the target."""
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
+        pdir = disk_dir(self.cluster, self.instance)
         calls: list[Callable[[], Any]] = [
-            lambda: node_call(self.rpc.disk_usage, self.pnode, self._disk_paths()),
-            lambda: node_call(self.rpc.free_space, self.dst_node, self._space_probe_path()),
-            lambda: node_call(self.rpc.dir_usage, self.dst_node, dirs),
+            lambda: node_call(self.rpc.disk_usage, self.pnode, self._disk_paths())
         ]
         if overlays:
-            pdir = disk_dir(self.cluster, self.instance)
             calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
         results = concurrently(calls)
         usage = results[0].Raise(
@@ -309,33 +313,11 @@ class LUBackupExport(LogicalUnit):
             raise OpPrereqError(
                 f"Disk image(s) {', '.join(missing)} missing on {self.pnode.name}", ECODE_STATE
             )
-        need = sum(int(u["allocated"]) for u in usage)
-        where = f"the export dir {self.cluster.export_dir} of {self.dst_node.name}"
-        free = results[1].Raise(f"Cannot check the free space in {where}", prereq=True)
-        written = results[2].Raise(f"Cannot check the exports running to {where}", prereq=True)
-        pending = [max(0, r.size - done) for r, done in zip(others, written, strict=True)]
-        if free - sum(pending) < need:
-            text = (
-                f"Not enough space in {where}: {need // MiB} MiB needed for"
-                f" {self.instance.name}, {free // MiB} MiB free"
-            )
-            if sum(pending):
-                running = ", ".join(
-                    f"{r.instance} ({left // MiB} MiB still to write)"
-                    for r, left in zip(others, pending, strict=True)
-                    if left
-                )
-                text += (
-                    f", of which {sum(pending) // MiB} MiB are reserved by the exports"
-                    f" running to it: {running}"
-                )
-            raise OpPrereqError(text, ECODE_NORES)
         if overlays:
             overlay = max(
                 OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * OVERLAY_SPACE_SHARE)
             )
-            pdir = disk_dir(self.cluster, self.instance)
-            pfree = results[3].Raise(
+            pfree = results[1].Raise(
                 f"Cannot check the free space in {pdir} on {self.pnode.name}", prereq=True
             )
             if pfree < overlay:
@@ -344,11 +326,7 @@ class LUBackupExport(LogicalUnit):
                     f" {self.pnode.name}: {overlay // MiB} MiB needed, {pfree // MiB} MiB free",
                     ECODE_NORES,
                 )
-        return need
-
-    def _space_probe_path(self) -> str:
-        """An existing path on the export dir's filesystem (the dir may not exist yet)."""
-        return self.cluster.export_dir
+        return sum(int(u["allocated"]) for u in usage)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Ganeti's export keys plus the instance keys (cached in CheckPrereq)."""

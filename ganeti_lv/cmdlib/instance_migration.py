@@ -53,6 +53,7 @@ from ganeti_lv.cmdlib.migration_checks import (
     storage_paths,
 )
 from ganeti_lv.cmdlib.migration_cleanup import POSTCOPY_ADVICE, CleanupSteps
+from ganeti_lv.cmdlib.space_reservation import reserve_space
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
     ECODE_INVAL,
@@ -70,7 +71,7 @@ from ganeti_lv.hypervisor.migration_types import (
     MigrationStats,
 )
 from ganeti_lv.node.transport import NodeResult, node_call
-from ganeti_lv.objects import Cluster, Instance, Node
+from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.reservations import Held
 
 FeedbackFn = Callable[[str], None]
@@ -113,6 +114,7 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         self.source: str = ""
         self.target: str | None = None
         self._memory: Held | None = None  # the memory reserved on the target
+        self._space: Held | None = None  # the space reserved there for copied images
         # The caller's cancel request (CLI: Ctrl-C/SIGTERM) aborts the libvirt job.
         self.abort_event: Cancellation = lu.proc.cancel
         # node queries of this operation, asked once (and in parallel up front)
@@ -252,6 +254,8 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             self.target = self._allocate()
         if self._starts_on_target():
             self._reserve_memory(self._node(self.target))
+        if inst.disk_template == constants.DT_FILE and not self._node(self.source).offline:
+            self._reserve_space(self._node(self.target))
         self.lu.ReleaseLocks(locking.LEVEL_NODE, keep=[self.source, self.target])
         self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
         if not self.failover:
@@ -331,6 +335,34 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             check_memory=self._check_memory,
         )
         self.lu.proc.hold_until_job_end(self._memory)
+
+    def _reserve_space(self, node: Node) -> None:
+        """Room for the images copied to the target (``file``), reserved until the job ends.
+
+        Their allocated size, against the target's free space less what the
+        other jobs writing there still write (``space_reservation``).
+        """
+        if self._space is not None:  # checked again (a retry): the new one counts
+            self._space.release()
+        cluster, inst, src = self._cluster(), self._inst(), self._node(self.source)
+        images = [disk_path(cluster, inst, i) for i in range(len(inst.disks))]
+
+        def need() -> int:
+            usage = node_call(self.rpc.disk_usage, src, images)
+            if not usage.ok:  # nothing is copied from a source that does not answer:
+                return 0  # the move refuses, saying why (the guest's state, the failover)
+            return sum(int(u["allocated"]) for u in usage.payload or [])
+
+        self._space = reserve_space(
+            self.rpc,
+            self.lu.ctx.data_dir,
+            node,
+            disk_dir(cluster, inst),
+            need,
+            inst.name,
+            f"the file storage dir {cluster.file_storage_dir} of {node.name}",
+        )
+        self.lu.proc.hold_until_job_end(self._space)
 
     def forget_probes(self) -> None:
         """Ask the nodes again at the next check (a retry after a temporary shortage)."""

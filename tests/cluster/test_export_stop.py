@@ -204,7 +204,7 @@ def test_two_exports_to_one_node_cannot_both_take_its_space(env: Env) -> None:
         assert refused.value.ecode == ECODE_NORES, text
         assert f"Not enough space in the export dir {env.export_dir} of {env.n3}:" in text
         assert f"{sizes[second] // MiB} MiB needed for {second}, " in text
-        assert f"reserved by the exports running to it: {first} (" in text, text
+        assert f"reserved by the jobs writing to it: {first} (" in text, text
         listing = env.sh(env.n3, f"ls -A {env.export_dir}").split()
         assert listing == [f"{first}.new"]  # nothing of the refused one
         cancel.request("test")

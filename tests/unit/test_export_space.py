@@ -128,7 +128,7 @@ def test_second_export_to_a_node_is_refused_while_the_first_holds_its_space(held
     export_dir = ctx.config.get_cluster().export_dir
     assert str(err.value) == (
         f"Not enough space in the export dir {export_dir} of {N2}: 256 MiB needed for {INST2},"
-        f" 400 MiB free, of which 256 MiB are reserved by the exports running to it:"
+        f" 400 MiB free, of which 256 MiB are reserved by the jobs writing to it:"
         f" {INST1} (256 MiB still to write)"
     )
     # nothing of the refused export was begun; the first one is complete

@@ -1126,6 +1126,56 @@ def test_failover_from_an_unreachable_primary_needs_ignore_consistency_and_share
     assert not ops.calls_to("repair_disk_chain", N2) and not ops.calls_to("shutdown_instance")
 
 
+@pytest.mark.parametrize("kind", ["migrate", "failover"])
+def test_a_file_instance_needs_room_for_its_images_on_the_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, kind: str
+) -> None:
+    """Its images' allocated size (the fake: a quarter of 1024 MiB) against the free
+    space less what other jobs writing to the target still write; nothing changed."""
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.free_bytes[N2] = 300 * MIB
+    other = Reservations(config.data_dir).node(N2)
+    with other as ledger:  # an export to node2 that has 100 MiB to write
+        held = ledger.reserve(f"{cluster.export_dir}/inst9.new", 100 * MIB, "inst9")
+    op: OpCode = (
+        OpInstanceMigrate(instance_name=INST, target_node=N2)
+        if kind == "migrate"
+        else OpInstanceFailover(instance_name=INST, target_node=N2)
+    )
+    serial = config.read().serial
+    with held, pytest.raises(OpPrereqError) as err:
+        run(ctx, op)
+    assert err.value.ecode == ECODE_NORES
+    assert err.value.msg == (
+        f"Not enough space in the file storage dir {cluster.file_storage_dir} of {N2}:"
+        f" 256 MiB needed for {INST}, 300 MiB free, of which 100 MiB are reserved by the"
+        " jobs writing to it: inst9 (100 MiB still to write)"
+    )
+    assert config.read().serial == serial and running_on(ops) == [N1]
+    assert not ops.calls_to("create_disks", N2)
+    # room made (the export done): the move holds its room while it runs
+    ops.free_bytes[N2] = 2048 * MIB
+    seen: list[list[Any]] = []
+    real = ops.migrate_instance if kind == "migrate" else ops.copy_disk
+
+    def watch(*args: Any, **kwargs: Any) -> Any:
+        with Reservations(config.data_dir).node(N2) as ledger:
+            seen.append([(r.directory, r.size) for r in ledger.others()])
+        return real(*args, **kwargs)
+
+    if kind == "migrate":
+        ops.migrate_instance = watch  # type: ignore[method-assign]
+    else:
+        ops.copy_disk = watch  # type: ignore[method-assign]
+    run(ctx, op)
+    assert seen and seen[0] == [(disk_dir(cluster, inst), 256 * MIB)]
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    with Reservations(config.data_dir).node(N2) as ledger:
+        assert ledger.others() == []  # released at the job's end
+
+
 # ---------------------------------------------------------------- failover
 
 
