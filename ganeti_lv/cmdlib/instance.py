@@ -399,7 +399,8 @@ class LUInstanceShutdown(InstanceLU):
             if clean is False:
                 self.LogWarning(
                     f"Instance {self.instance.name} did not shut down within "
-                    f"{self.op.timeout} s and was forcibly stopped"
+                    f"{self.op.timeout} s and was forcibly stopped (at once when paused"
+                    " or without ACPI)"
                 )
         if not self.op.no_remember:
             self._mark(constants.ADMINST_DOWN)

@@ -309,10 +309,13 @@ class FakeNodeOps(FakeExportOps, NodeOps):
     def shutdown_instance(self, node: Node, instance: Instance, timeout: float) -> bool:
         fake = self._enter("shutdown_instance", node, instance.name, timeout)
         dom = fake.domains.get(instance.name)
-        if dom is not None and dom.state == constants.DOMSTATE_RUNNING:
+        if dom is None or dom.state not in constants.DOMSTATES_ACTIVE:
+            return True
+        clean = dom.state == constants.DOMSTATE_RUNNING  # a paused one is destroyed
+        if clean:  # the memory of running domains only is counted, as add_domain does
             fake.facts.memory_free += dom.memory
-            dom.state = constants.DOMSTATE_SHUTOFF
-        return True
+        dom.state = constants.DOMSTATE_SHUTOFF
+        return clean
 
     def reboot_instance(
         self, node: Node, cluster: Cluster, instance: Instance, reboot_type: str, timeout: float

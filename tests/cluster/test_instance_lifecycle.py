@@ -159,6 +159,16 @@ def test_lifecycle_two_disks_and_nic(env: Any, cleanup: list[tuple[str, str]]) -
     wait_console(ops, pnode, name, lambda t: ready_count(t) > before)
     assert domain_state(ops, pnode, name) == constants.DOMSTATE_RUNNING
 
+    # paused by its operator: a shutdown stops it at once (libvirt refuses the power
+    # button to a paused guest), says so, and records it down
+    res = ops.run_command(pnode, ["virsh", "suspend", name])
+    assert res.exit_status == 0, res.stderr
+    out = gnt.ok("instance", "shutdown", "--timeout", "60", name)
+    assert "was forcibly stopped (at once when paused" in out, out
+    assert domain_state(ops, pnode, name) == constants.DOMSTATE_SHUTOFF
+    assert gnt.status(name) == constants.INSTST_ADMINDOWN
+    gnt.ok("instance", "startup", name)
+
     # destroyed behind ganeti_lv's back
     ops.run_command(pnode, ["virsh", "destroy", name])
     assert gnt.status(name) == constants.INSTST_ERRORDOWN

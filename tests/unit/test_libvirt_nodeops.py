@@ -37,9 +37,18 @@ class FakeClock:
 class StubGuest:
     """Records calls; stops ``stops_after`` polls after a shutdown request."""
 
-    def __init__(self, name: str, active: bool = True, stops_after: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        active: bool = True,
+        stops_after: int | None = None,
+        paused: bool = False,
+        acpi: bool = True,
+    ) -> None:
         self.name = name
         self.active = active
+        self.paused = paused
+        self.acpi = acpi
         self.stops_after = stops_after
         self.calls: list[str] = []
         self._polls = 0
@@ -52,8 +61,19 @@ class StubGuest:
                 self.active = False
         return self.active
 
+    def state(self) -> str:
+        if not self.active:
+            return constants.DOMSTATE_SHUTOFF
+        return constants.DOMSTATE_PAUSED if self.paused else constants.DOMSTATE_RUNNING
+
+    def xml(self) -> str:
+        features = "<features><acpi/></features>" if self.acpi else "<features/>"
+        return f"<domain><name>{self.name}</name>{features}</domain>"
+
     def shutdown(self) -> None:
         self.calls.append("shutdown")
+        if self.paused:  # as libvirt's qemu driver answers
+            raise HypervisorError("Requested operation is not valid: domain is not running")
         self._shutdown_requested = True
 
     def destroy(self) -> None:
@@ -236,6 +256,25 @@ def test_shutdown_zero_timeout_destroys_at_once() -> None:
     )
     assert res.Raise("shutdown") is False
     assert guest.calls == ["destroy"]
+    assert clock.slept == []
+
+
+@pytest.mark.parametrize(
+    "guest",
+    [StubGuest("web1", paused=True), StubGuest("web1", acpi=False)],
+    ids=["paused", "without-acpi"],
+)
+def test_shutdown_of_a_guest_the_power_button_cannot_stop_destroys_it_at_once(
+    guest: StubGuest,
+) -> None:
+    """A paused guest (libvirt refuses the press) and one without ACPI (qemu ignores
+    it) are stopped at once, reported as not shut down cleanly."""
+    clock = FakeClock()
+    res = node_call(
+        _ops(StubHost({"web1": guest}), clock=clock).shutdown_instance, NODE, _instance(), 120
+    )
+    assert res.Raise("shutdown") is False
+    assert guest.calls == ["destroy"] and not guest.active
     assert clock.slept == []
 
 

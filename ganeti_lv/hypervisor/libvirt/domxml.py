@@ -224,6 +224,11 @@ def parse_domain_disks(xml: str) -> list[DiskState]:
     return disks
 
 
+def parse_acpi(xml: str) -> bool:
+    """Whether the domain has ACPI (a power button its guest can be asked with)."""
+    return ET.fromstring(xml).find("./features/acpi") is not None
+
+
 def parse_serial_tty(xml: str) -> bool:
     """Whether the first serial port is a terminal (``virsh console`` attaches to it)."""
     serial = ET.fromstring(xml).find("./devices/serial")

@@ -31,7 +31,12 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts, NodeOps, NodeSession
 from ganeti_lv.hypervisor.libvirt import credentials
-from ganeti_lv.hypervisor.libvirt.domxml import CONSOLE_LOG_DIR, build_domain_xml, console_log_path
+from ganeti_lv.hypervisor.libvirt.domxml import (
+    CONSOLE_LOG_DIR,
+    build_domain_xml,
+    console_log_path,
+    parse_acpi,
+)
 from ganeti_lv.hypervisor.libvirt.exportops import CopySession, LibvirtExportOps
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.hypervisor.libvirt.host import (
@@ -403,7 +408,11 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         guest = self.host(node).find_guest(instance.name)
         if guest is None or not _is_running(guest):
             return True
-        if timeout > 0 and self._press_power_until_stopped(guest, timeout):
+        if (
+            timeout > 0
+            and _has_power_button(guest)
+            and self._press_power_until_stopped(guest, timeout)
+        ):
             return True
         guest.destroy()
         return False
@@ -511,6 +520,13 @@ _CONSOLE_SCRIPT = (
     f" || printf 'Instance %s could not be resumed\\r\\n' \"$1\"; }}) & fi;"
     f' exec {_VIRSH} console "$1"'
 )
+
+
+def _has_power_button(guest: Guest) -> bool:
+    """Whether a press of the power button can stop the guest: it runs (libvirt refuses
+    the press to a paused one) and has ACPI (qemu ignores it without; Ganeti stops such
+    a guest at once too)."""
+    return guest.state() == constants.DOMSTATE_RUNNING and parse_acpi(guest.xml())
 
 
 def _is_running(guest: Guest) -> bool:
