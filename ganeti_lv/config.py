@@ -150,7 +150,7 @@ def write_file_atomically(
 def atomic_temp_pattern(name_re: str) -> re.Pattern[str]:
     """The names of ``write_file_atomically``'s temp files for files named as the
     regular expression ``name_re`` says: ``.<name>.<8 characters of mkstemp>.tmp``."""
-    return re.compile(rf"^\.{name_re}\.[a-z0-9_]{{8}}\.tmp$")
+    return re.compile(rf"^\.{name_re}\.[a-z0-9_]{{8}}\.tmp\Z")
 
 
 def remove_stale_temp_files(

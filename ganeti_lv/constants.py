@@ -40,7 +40,7 @@ HPATH_NODE_REMOVE = "node-remove"
 HPATH_NODE_MODIFY = "node-modify"
 HPATH_NODE_MIGRATE = "node-migrate"
 HPATH_CLUSTER_MODIFY = "cluster-modify"
-HOOKS_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+HOOKS_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+\Z")
 HOOKS_DEFAULT_TIMEOUT = 60.0
 HOOKS_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"
 
@@ -291,7 +291,7 @@ BEC_DEFAULTS: dict[str, int | bool] = {
 
 # Names that end up in paths and remote commands: a DNS label's subset
 MAX_NAME_LENGTH = 63
-NAME_RE = re.compile(rf"^[a-z0-9]([a-z0-9.-]{{0,{MAX_NAME_LENGTH - 2}}}[a-z0-9])?$")
+NAME_RE = re.compile(rf"^[a-z0-9]([a-z0-9.-]{{0,{MAX_NAME_LENGTH - 2}}}[a-z0-9])?\Z")
 # An export dir keeps an export being written as <instance>.new and the one it
 # replaces as <instance>.old: no instance name ends so
 EXPORT_NEW_SUFFIX = ".new"
@@ -306,7 +306,7 @@ DEFAULT_MAX_PARALLEL_TARGET = 1
 # "." asks for the cluster's default; an allocator's name is Ganeti's form.
 IALLOC_HAIL = "hail"
 DEFAULT_IALLOCATOR_SHORTCUT = "."
-IALLOCATOR_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
+IALLOCATOR_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}\Z")
 
 # severities of cluster verify's problems: only errors fail it (as in Ganeti)
 VERIFY_ERROR = "ERROR"

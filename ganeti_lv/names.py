@@ -68,7 +68,7 @@ def check_name(name: object, what: str) -> None:
 # Ganeti's rule for tags: its import reads them back split at white space
 MAX_TAG_LENGTH = 128
 MAX_TAGS = 4096
-_TAG_RE = re.compile(r"^[\w.+*/:@-]+$")
+_TAG_RE = re.compile(r"^[\w.+*/:@-]+\Z")
 
 
 def check_tags(tags: list[str], what: str) -> None:

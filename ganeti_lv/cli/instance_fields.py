@@ -108,8 +108,8 @@ _INDEXED: dict[str, tuple[str, str, str, bool]] = {
 # it "*" (the primary is marked offline) or "?" (it did not answer), and
 # oper_state "?" either way (whether the instance runs is not known)
 _LIVE = ("oper_ram", "oper_vcpus")
-_INDEXED_RE = re.compile(r"^(?P<prefix>[a-z.]+)/(?P<index>\d+)$")
-_PARAM_RE = re.compile(r"^(?P<kind>be|hv)/(?P<param>[a-z0-9_]+)$")
+_INDEXED_RE = re.compile(r"^(?P<prefix>[a-z.]+)/(?P<index>\d+)\Z")
+_PARAM_RE = re.compile(r"^(?P<kind>be|hv)/(?P<param>[a-z0-9_]+)\Z")
 _SIZE_PARAMS = ("maxmem", "minmem")
 
 # other names of fields: Ganeti's (the first NIC's and disks' legacy names,

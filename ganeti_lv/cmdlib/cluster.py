@@ -64,7 +64,7 @@ def _system_dir_problem(path: str) -> str | None:
 
 
 # A Linux network interface name (IFNAMSIZ - 1 characters, no '/' or blanks).
-_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}$")
+_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}\Z")
 
 
 def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, ECODE_NORES, OpPrereqErro
 from ganeti_lv.objects import ConfigData
 
 MAC_PREFIX = "52:54:00"
-_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
 
 
 # a NIC's MAC address given as one of these is generated

@@ -82,12 +82,12 @@ from ganeti_lv.retry import call_with_retry, job_end_write_policy
 
 ELOG_MESSAGE = "message"
 
-_JOB_FILE_RE = re.compile(r"^job-(\d+)\.json$")
+_JOB_FILE_RE = re.compile(r"^job-(\d+)\.json\Z")
 # the temp files a writer killed mid-write leaves: save's (write_file_atomically)
 # and create_job's (write_new_file_durably: "job-<id>.json.<pid>.<thread id>.tmp")
 JOB_TEMP_FILE_RES = (
     atomic_temp_pattern(r"job-\d+\.json"),
-    re.compile(r"^job-\d+\.json\.\d+\.\d+\.tmp$"),
+    re.compile(r"^job-\d+\.json\.\d+\.\d+\.tmp\Z"),
 )
 
 ARCHIVE_DIR = "archive"

@@ -40,7 +40,7 @@ from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, HooksFailure, NodeError, NodeUnreachable
 from ganeti_lv.node.transport import HookScriptResult, NodeTransport
 
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 KILL_GRACE = 2
 # Longest output kept per script (the tail): job logs stay readable.
 MAX_OUTPUT = 64 * 1024

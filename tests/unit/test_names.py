@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from ganeti_lv.cli.main import main
+from ganeti_lv.cmdlib.cluster import normalize_cluster_params
+from ganeti_lv.cmdlib.instance_nics import check_nics
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.names import NAME_RULE, check_name, name_problem
+from ganeti_lv.names import NAME_RULE, check_name, check_tags, name_problem
 from ganeti_lv.opcodes import OpInstanceCreate, OpNodeAdd
 
 RULE_WORDS = ("1 to 63 characters", "lower-case letters", "digits", "'-' and '.'")
@@ -26,6 +28,7 @@ RULE_WORDS = ("1 to 63 characters", "lower-case letters", "digits", "'-' and '.'
         ("web.", "starts or ends with '.'"),
         ("x" * 64, "64 characters long"),
         ("", "it is empty"),
+        ("web1\n", "contains '\\n'"),  # a name read with its line's end
     ],
 )
 def test_the_error_names_what_breaks_the_rule_and_states_it(name: str, reason: str) -> None:
@@ -80,3 +83,20 @@ def test_cli_instance_add_says_the_rule_and_changes_nothing(
     assert "Invalid instance name 'Web_1'" in err and NAME_RULE in err
     assert config.read().serial == serial
     assert not fake_ops.calls_to("create_disks", "node2.example.com")
+
+
+def test_a_value_read_with_its_lines_end_is_refused() -> None:
+    """A trailing newline matched the rules' ``$``: a tag, a MAC (then not seen as a
+    duplicate of the same address), a bridge and an allocator name were accepted."""
+    with pytest.raises(OpPrereqError, match="Invalid tag") as info:
+        check_tags(["prod\n"], "instance web1")
+    assert info.value.ecode == ECODE_INVAL
+    with pytest.raises(OpPrereqError, match="Invalid MAC address") as info:
+        check_nics([{"mac": "52:54:00:aa:bb:cc\n"}])
+    assert info.value.ecode == ECODE_INVAL
+    with pytest.raises(OpPrereqError) as info:
+        normalize_cluster_params({"default_bridge": "br0\n"})
+    assert info.value.ecode == ECODE_INVAL
+    with pytest.raises(OpPrereqError) as info:
+        normalize_cluster_params({"default_iallocator": "hail\n"})
+    assert info.value.ecode == ECODE_INVAL
