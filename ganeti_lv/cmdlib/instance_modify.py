@@ -23,15 +23,13 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import FeedbackFn, register_lu
-from ganeti_lv.cmdlib.common import instance_hook_env, refuse_cluster_wide
+from ganeti_lv.cmdlib.common import get_instance, instance_hook_env, refuse_cluster_wide
 from ganeti_lv.cmdlib.instance import InstanceLU, check_node_cpus
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
+from ganeti_lv.hooksmaster import hook_value
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.opcodes import OpInstanceSetParams
 from ganeti_lv.units import apply_changes, coerce_beparams, coerce_hvparams
-
-# the backend parameters Ganeti's instance-modify hooks see with their new values
-_HOOK_BEPARAMS = ("minmem", "maxmem", "vcpus")
 
 
 @register_lu(OpInstanceSetParams)
@@ -92,8 +90,16 @@ class LUInstanceSetParams(InstanceLU):
             )
 
     def BuildHooksEnv(self) -> dict[str, Any]:
-        """Instance keys, with the new memory and vCPUs (as Ganeti's)."""
-        override = {key: self.filled_be[key] for key in _HOOK_BEPARAMS}
+        """Instance keys, the memory and vCPU ones with the new values (as Ganeti's: its
+        ``INSTANCE_BE_*`` and ``INSTANCE_HV_*`` keys are the recorded ones, so the new
+        values in the post phase only)."""
+        new = self.filled_be
+        override = {
+            "INSTANCE_MINMEM": hook_value(new["minmem"]),
+            "INSTANCE_MAXMEM": hook_value(new["maxmem"]),
+            "INSTANCE_MEMORY": hook_value(new["maxmem"]),
+            "INSTANCE_VCPUS": hook_value(new["vcpus"]),
+        }
         return {
             "OP_TARGET": self.instance.name,
             **instance_hook_env(self.cluster, self.instance, override),
@@ -105,6 +111,7 @@ class LUInstanceSetParams(InstanceLU):
             inst = data.instances[self.instance.name]
             inst.beparams, inst.hvparams = dict(self.new_be), dict(self.new_hv)
             inst.mtime = time.time()
+        self.instance = get_instance(self.cfg, self.instance.name)  # for the post hooks
         if self.instance.admin_state == constants.ADMINST_UP:
             feedback_fn(
                 f"Instance {self.instance.name} gets the changes at its next start from the"

@@ -100,6 +100,27 @@ def test_hooks_see_the_new_memory(
     assert (pre["GANETI_INSTANCE_MAXMEM"], pre["GANETI_INSTANCE_MINMEM"]) == ("256", "256")
 
 
+def test_hooks_see_the_recorded_parameters_before_and_the_new_ones_after(
+    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's: before the change, INSTANCE_BE_* and INSTANCE_HV_* are the recorded
+    values (the memory and vCPU keys already the new ones); after it, the new ones."""
+    inst1_running.node(N1).facts.memory_free = 4096
+    before = config.get_cluster().fill_beparams(config.get_instance(I1))  # type: ignore[arg-type]
+    op = OpInstanceSetParams(
+        instance_name=I1, beparams={"memory": 256}, hvparams={"kernel_args": "ro quiet"}
+    )
+    run_op(ctx, op)
+    envs = [c.args[1] for c in inst1_running.calls_to("run_hooks", N1)]
+    (pre,) = [e for e in envs if e["GANETI_HOOKS_PHASE"] == "pre"]
+    (post,) = [e for e in envs if e["GANETI_HOOKS_PHASE"] == "post"]
+    assert pre["GANETI_INSTANCE_BE_maxmem"] == str(before["maxmem"]) != "256"
+    assert pre["GANETI_INSTANCE_HV_kernel_args"] != "ro quiet"
+    assert pre["GANETI_INSTANCE_MEMORY"] == pre["GANETI_INSTANCE_MAXMEM"] == "256"
+    assert post["GANETI_POST_INSTANCE_BE_maxmem"] == post["GANETI_POST_INSTANCE_MAXMEM"] == "256"
+    assert post["GANETI_POST_INSTANCE_HV_kernel_args"] == "ro quiet"
+
+
 def test_gnt_lv_instance_modify(
     data_dir: str, config: ConfigStore, capsys: Any, fake_ops: FakeNodeOps
 ) -> None:
