@@ -91,6 +91,7 @@ def cmd_import(opts: argparse.Namespace, env: CliEnv) -> int:
         nics=parse_nics(opts.net),
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
         hvparams=common.parse_hvparams(opts.hvparams or ""),
+        tags=common.parse_tags(opts.tags),
         start=opts.start,
         dry_run=opts.dry_run,
     )
@@ -164,6 +165,7 @@ def register(registry: CommandRegistry) -> None:
     )
     common.add_beparams(imp)
     common.add_hvparams(imp)
+    common.add_tags(imp, "Comma-separated tags (instead of the export's)")
     imp.add_argument(
         "--start",
         action="store_true",

@@ -613,6 +613,16 @@ def add_hvparams(parser: argparse.ArgumentParser, what: str = "Hypervisor parame
     )
 
 
+def add_tags(parser: argparse.ArgumentParser, help_text: str = "Comma-separated tags") -> None:
+    """``--tags TAG,...``: the new instance's tags (Ganeti's create option)."""
+    parser.add_argument("--tags", help=help_text)
+
+
+def parse_tags(text: str | None) -> list[str]:
+    """The tags of a ``--tags`` value."""
+    return [tag for tag in (text or "").split(",") if tag]
+
+
 def add_dry_run(parser: argparse.ArgumentParser) -> None:
     """``--dry-run``: check prerequisites only."""
     parser.add_argument(

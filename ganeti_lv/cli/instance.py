@@ -76,7 +76,7 @@ def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
         beparams=common.parse_kv_list(opts.beparams or "", "-B"),
         hvparams=common.parse_hvparams(opts.hvparams or ""),
         os_type=opts.os,
-        tags=[t for t in (opts.tags or "").split(",") if t],
+        tags=common.parse_tags(opts.tags),
         start=not opts.no_start,
         dry_run=opts.dry_run,
     )
@@ -209,7 +209,7 @@ def _register_add(registry: CommandRegistry) -> None:
     )
     add.add_argument("--no-nics", action="store_true", help="create the instance without NICs")
     add.add_argument("-o", "--os-type", dest="os", default="debootstrap+default")
-    add.add_argument("--tags", help="Comma-separated tags")
+    common.add_tags(add)
     add.add_argument("--no-start", action="store_true", help="Do not start the instance")
     common.add_dry_run(add)
 

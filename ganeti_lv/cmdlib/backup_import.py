@@ -180,7 +180,12 @@ class ImportModeHandler(CreateModeHandler):
 
     def hooks_env(self) -> dict[str, Any]:
         """Ganeti's import keys."""
-        return {"SRC_NODE": self.src.name, "SRC_PATH": self.path}
+        # SRC_IMAGES as Ganeti's hooks get it: the text of a Python list of the dumps
+        return {
+            "SRC_NODE": self.src.name,
+            "SRC_PATH": self.path,
+            "SRC_IMAGES": str(list(self.sources)),
+        }
 
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
         """Copy every exported disk onto the new disks, verifying or computing its checksum.

@@ -110,6 +110,15 @@ def test_ganeti_export_imported_with_translated_parameters(ctx, fake_ops, config
     # the sender computes the checksum, on the node that holds the export
     assert f"disk/0: sha256-tree-4M:{SHA} computed on {N2} while copying" in text
     assert inst.tags == ["web"]  # the export's, as none were given
+    # Ganeti's import hook keys; SRC_IMAGES as Ganeti's hooks get it (a list's text)
+    (pre,) = [
+        c.args[1]
+        for c in fake_ops.calls_to("run_hooks")
+        if c.args[1]["GANETI_HOOKS_PHASE"] == "pre" and c.node == N1
+    ]
+    src_path = f"{config.get_cluster().export_dir}/alpha"
+    assert (pre["GANETI_SRC_NODE"], pre["GANETI_SRC_PATH"]) == (N2, src_path)
+    assert pre["GANETI_SRC_IMAGES"] == str([f"{src_path}/{DUMP}"])
 
 
 def test_import_takes_memory_and_tags_given_over_the_exports(ctx, fake_ops, config):
@@ -445,11 +454,12 @@ def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
     assert main([*base, "backup", "list", "--node", N2], node_ops=ops) == 0
     assert "\talpha (Ganeti export)" in capsys.readouterr().out.splitlines()
     argv = [*base, "backup", "import", "-n", N1, "--src-node", N2, "--src-dir", "alpha"]
-    net = ["--net", "0:link=br0,mac=aa:00:00:00:00:99"]
+    net = ["--net", "0:link=br0,mac=aa:00:00:00:00:99", "--tags", "restored,db"]
     code = main([*argv, *net, NEW], node_ops=ops)
     assert code == 0, capsys.readouterr()
     inst = config.get_instance(NEW)
     assert inst is not None and inst.nics[0].mac == "aa:00:00:00:00:99"
+    assert inst.tags == ["restored", "db"]  # --tags, as Ganeti's, instead of the export's
 
 
 @pytest.mark.parametrize("start", [False, True], ids=["default", "--start"])
