@@ -85,6 +85,17 @@ def compute_instance_status(
     return constants.INSTST_ADMINOFFLINE
 
 
+def check_memory_bounds(beparams: dict[str, Any], name: str) -> None:
+    """ECODE_INVAL when the filled ``beparams`` of instance ``name`` have a minimum memory
+    above the maximum (no later change of the instance could be recorded)."""
+    if int(beparams["minmem"]) > int(beparams["maxmem"]):
+        raise OpPrereqError(
+            f"The minimum memory ({beparams['minmem']} MiB) of instance {name} must not"
+            f" exceed its maximum memory ({beparams['maxmem']} MiB)",
+            ECODE_INVAL,
+        )
+
+
 def check_node_cpus(facts: NodeFacts, vcpus: int, reason: str) -> None:
     """ECODE_NORES when ``vcpus`` exceeds the node's physical CPUs (as Ganeti's CPU check).
 

@@ -30,6 +30,7 @@ from ganeti_lv.cmdlib.common import (
     refuse_cluster_wide,
 )
 from ganeti_lv.cmdlib.instance import (
+    check_memory_bounds,
     check_node_cpus,
     instance_domain,
     running_elsewhere,
@@ -213,7 +214,8 @@ class LUInstanceCreate(LogicalUnit):
             tags=list(self.op.tags),
             admin_state=constants.ADMINST_UP if self.op.start else constants.ADMINST_DOWN,
         )
-        self.handler.check_prereq()
+        self.handler.check_prereq()  # an import takes the export's parameters
+        check_memory_bounds(self.cluster.fill_beparams(self.instance), self.instance.name)
         if self.op.iallocator:
             self.op.pnode = self._allocate()
         else:

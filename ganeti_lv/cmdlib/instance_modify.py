@@ -24,7 +24,7 @@ from typing import Any
 from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import FeedbackFn, register_lu
 from ganeti_lv.cmdlib.common import get_instance, instance_hook_env, refuse_cluster_wide
-from ganeti_lv.cmdlib.instance import InstanceLU, check_node_cpus
+from ganeti_lv.cmdlib.instance import InstanceLU, check_memory_bounds, check_node_cpus
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
 from ganeti_lv.hooksmaster import hook_value
 from ganeti_lv.node.transport import node_call
@@ -55,12 +55,7 @@ class LUInstanceSetParams(InstanceLU):
         changed = dataclasses.replace(inst, beparams=self.new_be, hvparams=self.new_hv)
         old, new = self.cluster.fill_beparams(inst), self.cluster.fill_beparams(changed)
         self.filled_be = new
-        if int(new["minmem"]) > int(new["maxmem"]):
-            raise OpPrereqError(
-                f"The minimum memory ({new['minmem']} MiB) of instance {inst.name} must not"
-                f" exceed its maximum memory ({new['maxmem']} MiB)",
-                ECODE_INVAL,
-            )
+        check_memory_bounds(new, inst.name)
         grows_memory = int(new["maxmem"]) > int(old["maxmem"])
         grows_cpus = int(new["vcpus"]) > int(old["vcpus"])
         if (grows_memory or grows_cpus) and not self.op.force and not self.pnode.offline:

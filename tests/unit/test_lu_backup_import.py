@@ -130,6 +130,16 @@ def test_import_takes_memory_and_tags_given_over_the_exports(ctx, fake_ops, conf
     assert inst.tags == ["restored"]
 
 
+def test_a_maximum_memory_below_the_exports_minimum_is_refused(ctx, fake_ops, config):
+    """-B maxmem alone keeps the export's minmem: an instance no change could be recorded
+    for afterwards is not created."""
+    ganeti_export(fake_ops)
+    with pytest.raises(OpPrereqError, match=r"minimum memory \(256 MiB\) of instance") as err:
+        _import(ctx, beparams={"maxmem": 128})
+    assert err.value.ecode == ECODE_INVAL
+    _nothing_created(fake_ops, config)
+
+
 def _inst_memory(config: ConfigStore) -> tuple[Any, Any, Any]:
     inst = config.get_instance(NEW)
     assert inst is not None
