@@ -18,10 +18,12 @@ need before the lock is released.
 On the master, in ``<data dir>/reservations/``: ``<node>.lock`` serialises
 the checks for one node across every process of the master (the daemon,
 ``gnt-lv`` running a job itself, background jobs); each reservation is a
-file ``<node>.<instance>.<unique>.json`` (node, the directory being
-written, bytes, instance). Its holder keeps an exclusive ``flock`` on it while it lives: a
-reservation whose holder died (a killed process) is no longer locked, is
-not counted and is removed by the next check. ``flock`` locks belong to an
+file ``<node>@<instance>.<unique>.json`` (node, the directory being
+written, bytes, instance; ``@`` is in no node name, so node ``node1``'s
+files are never taken for ``node1.example.com``'s). Its holder keeps an
+exclusive ``flock`` on it while it lives: a reservation whose holder died
+(a killed process) is no longer locked, is not counted and is removed by
+the next check. ``flock`` locks belong to an
 open file description, so the jobs of one daemon (threads of one process)
 see each other's reservations too.
 """
@@ -89,7 +91,7 @@ class NodeLedger:
         self.node = node
 
     def _files(self) -> list[str]:
-        prefix = f"{self.node}."
+        prefix = f"{self.node}@"
         return sorted(
             os.path.join(self._dir, name)
             for name in os.listdir(self._dir)
@@ -121,7 +123,7 @@ class NodeLedger:
     def reserve(self, directory: str, size: int, instance: str) -> Held:
         """Reserve ``size`` bytes for ``directory``; held until released."""
         reservation = Reservation(self.node, directory, size, instance)
-        path = os.path.join(self._dir, f"{self.node}.{instance}.{uuid.uuid4().hex}.json")
+        path = os.path.join(self._dir, f"{self.node}@{instance}.{uuid.uuid4().hex}.json")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -44,6 +44,21 @@ def test_a_held_reservation_counts_until_released(data_dir):
     assert sorted(os.listdir(book.dir)) == [f"{N2}.lock", "node3.lock"]
 
 
+def test_a_node_whose_name_starts_another_nodes_sees_only_its_own(data_dir):
+    """node2 and node2.example.com: node2's check neither counts nor removes the other's
+    reservation (one taken while node2's check runs, its holder's lock not yet on it)."""
+    book = Reservations(data_dir)
+    with book.node(N2) as ledger:
+        held = ledger.reserve("/e/a.new", 100, "a")
+    with book.node("node2") as ledger:
+        assert ledger.others() == []
+    with open(held.path, "rb") as fobj:
+        assert fobj.read()  # still there
+    with book.node(N2) as ledger:
+        assert ledger.others() == [Reservation(N2, "/e/a.new", 100, "a")]
+    held.release()
+
+
 def test_the_reservation_of_a_killed_process_is_dropped(data_dir):
     code = (
         "import sys, time\n"
