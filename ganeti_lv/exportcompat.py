@@ -228,6 +228,28 @@ def translate_hvparams(hvparams: dict[str, Any]) -> Translated:
     return Translated(kept, dropped)
 
 
+# Ganeti's KVM parameters that change the hardware its guest sees, with the
+# value that gives the guest what a domain here has (virtio disks and NICs,
+# its clock in UTC)
+GUEST_HARDWARE: dict[str, tuple[str, str]] = {
+    "disk_type": ("paravirtual", "virtio disks"),
+    "nic_type": ("paravirtual", "virtio NICs"),
+    "use_localtime": ("false", "its clock in UTC"),
+}
+
+
+def hardware_differences(hvparams: dict[str, Any]) -> list[str]:
+    """The export's parameters whose guest had other hardware than it gets here,
+    as "disk_type=ide (virtio disks here)"; a guest may not boot or find its
+    devices then (an fstab naming /dev/sda, no virtio driver, a local clock)."""
+    found = []
+    for key, (same, here) in GUEST_HARDWARE.items():
+        value = str(_value(hvparams.get(key)) or "")
+        if value and value.lower() != same:
+            found.append(f"{key}={value} ({here} here)")
+    return found
+
+
 def translate_beparams(beparams: dict[str, Any]) -> Translated:
     """An export's backend parameters: those known here; the rest dropped (named).
 

@@ -135,6 +135,13 @@ class ImportModeHandler(CreateModeHandler):
                 "Parameters of the export without meaning here were dropped"
                 f" ({'; '.join(dropped)}); the cluster's migration settings apply"
             )
+        differences = exportcompat.hardware_differences(desc.hvparams)
+        if self.foreign and differences:
+            lu.LogWarning(
+                "The exported guest had other hardware than it gets here:"
+                f" {', '.join(differences)}; it may not boot or find its disks and NICs"
+                " unless it has the drivers and names them so"
+            )
         exported = dict(be.params)
         if "memory" in lu.op.beparams:  # -B memory= sets both of the export's sizes
             exported.pop("maxmem", None)

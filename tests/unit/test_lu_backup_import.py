@@ -130,6 +130,21 @@ def test_import_takes_memory_and_tags_given_over_the_exports(ctx, fake_ops, conf
     assert inst.tags == ["restored"]
 
 
+def test_a_guest_that_had_other_hardware_under_ganeti_is_said_so(ctx, fake_ops, config):
+    """IDE disks, an e1000 NIC, a local clock: the guest gets virtio and UTC here."""
+    hardware = "cpu_type =\ndisk_type = ide\nnic_type = e1000\nuse_localtime = True\n"
+    ganeti_export(fake_ops, GANETI_CONFIG.replace("cpu_type =\n", hardware))
+    _, lines = _import(ctx)
+    (warning,) = [line for line in lines if "other hardware" in line]
+    assert (
+        "disk_type=ide (virtio disks here), nic_type=e1000 (virtio NICs here),"
+        " use_localtime=True (its clock in UTC here)"
+    ) in warning
+    ganeti_export(fake_ops)  # Ganeti's defaults (paravirtual, UTC): nothing to say
+    _, lines = _import(ctx, instance_name="other.example.com")
+    assert not [line for line in lines if "other hardware" in line]
+
+
 def test_a_maximum_memory_below_the_exports_minimum_is_refused(ctx, fake_ops, config):
     """-B maxmem alone keeps the export's minmem: an instance no change could be recorded
     for afterwards is not created."""
