@@ -12,8 +12,11 @@ free memory as reported, which its memory cap already bounds). Instances
 that will not run on the target (a stopped instance failed over) need no
 memory. Among the nodes that can take it, an instance goes to the one
 with the most free memory left, so the plan leaves the free memory as even
-as it can; larger instances are placed first. An explicit target limits
-the candidates to that node.
+as it can; larger instances are placed first. The stopped instances placed
+on a node count there with the memory they take once started
+(``idle_memory``) when the nodes are compared, never to refuse one: they
+spread over the nodes instead of all going to the one with the most free
+memory. An explicit target limits the candidates to that node.
 """
 
 from __future__ import annotations
@@ -47,14 +50,17 @@ class NodeFit:
 class Need:
     """What an instance needs on its new node (memory in MiB; 0 when it will not run).
 
-    ``refused``: nodes the caller found unfit for this instance alone (its
-    CPU), with the reason. ``unmovable``: why no node can take it, whatever
-    they offer (its disks are on an offline node), or "" when one may.
+    ``idle_memory``: what an instance that will not run takes once started
+    (compared, never refused). ``refused``: nodes the caller found unfit
+    for this instance alone (its CPU), with the reason. ``unmovable``: why
+    no node can take it, whatever they offer (its disks are on an offline
+    node), or "" when one may.
     """
 
     name: str
     node: str
     memory: int
+    idle_memory: int = 0
     bridges: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     refused: dict[str, str] = field(default_factory=dict)
@@ -113,12 +119,13 @@ def plan(needs: Sequence[Need], nodes: Sequence[NodeFit], target: str | None = N
     """Place every instance of ``needs`` on one of ``nodes`` (only ``target`` when given)."""
     candidates = [n for n in nodes if target is None or n.name == target]
     result = Plan(free_after={n.name: n.memory_free for n in candidates})
+    idle = {n.name: 0 for n in candidates}  # the stopped instances placed there, started
     if target is not None and not candidates:
         for need in needs:
             result.unplaced[need.name] = f"target node {target} is not a candidate"
         return result
     # larger first: the hardest to place get the most choice; then by name
-    for need in sorted(needs, key=lambda n: (-n.memory, n.name)):
+    for need in sorted(needs, key=lambda n: (-n.memory, -n.idle_memory, n.name)):
         if need.unmovable:
             result.unplaced[need.name] = need.unmovable
             continue
@@ -129,7 +136,9 @@ def plan(needs: Sequence[Need], nodes: Sequence[NodeFit], target: str | None = N
             why = refusal(node, need, free)
             if why:
                 reasons.append(f"{node.name}: {why}")
-            elif best is None or free > result.free_after[best.name]:
+            elif best is None or free - idle[node.name] > (
+                result.free_after[best.name] - idle[best.name]
+            ):
                 best = node
         if best is None:
             result.unplaced[need.name] = (
@@ -138,4 +147,5 @@ def plan(needs: Sequence[Need], nodes: Sequence[NodeFit], target: str | None = N
             continue
         result.placed[need.name] = best.name
         result.free_after[best.name] -= need.memory
+        idle[best.name] += need.idle_memory
     return result

@@ -158,6 +158,7 @@ class _NodeMovesLU(LogicalUnit):
             name=inst.name,
             node=inst.primary_node,
             memory=memory if runs else 0,
+            idle_memory=0 if runs else memory,
             bridges=tuple(instance_bridges(self.cluster, inst)),
             paths=tuple(storage_paths(self.cluster, inst)),
             unmovable=self._unmovable(inst, source) or self._paused_reason(inst),

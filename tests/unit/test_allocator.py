@@ -34,6 +34,19 @@ CASES = [
         {},
     ),
     (
+        "stopped instances spread by the memory they take once started, never refused",
+        [
+            need("r", 512),
+            need("s1", 0, idle_memory=512),
+            need("s2", 0, idle_memory=512),
+            need("s3", 0, idle_memory=4096),
+        ],
+        [fit("n2", 8000), fit("n3", 7990)],
+        None,
+        {"r": "n2", "s3": "n3", "s1": "n2", "s2": "n2"},
+        {},
+    ),
+    (
         "spread: the second instance goes where the most is left after the first",
         [need("a", 512), need("b", 512)],
         [fit("n2", 1500), fit("n3", 1600)],
