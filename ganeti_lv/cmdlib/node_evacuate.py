@@ -279,6 +279,15 @@ class _NodeMovesLU(LogicalUnit):
         self.plan.free_after[move.target] += need.memory
         return new, ""
 
+    def _unfit(self, name: str) -> str:
+        """What keeps node ``name`` from taking instances now (its flags read again), or ""."""
+        node = self.cfg.get_node(name)
+        if node is None or node.offline:
+            return "offline" if node is not None else "removed"
+        if node.drained:
+            return "drained"
+        return "" if node.vm_capable else "not vm_capable"
+
     def _start_move(
         self, move: Move, relay: Callable[[str], None]
     ) -> tuple[int, Callable[[], Any]]:
@@ -307,6 +316,7 @@ class _NodeMovesLU(LogicalUnit):
             max_target=max_target,
             replace=self._replace,
             retarget=self._opcode,
+            unfit=self._unfit,
         )
         scheduler.run()
         for move in moves:

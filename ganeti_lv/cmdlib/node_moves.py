@@ -144,6 +144,7 @@ class MoveScheduler:
         max_target: int,
         replace: ReplaceFn | None = None,
         retarget: Callable[[Move], OpCode] | None = None,
+        unfit: Callable[[str], str] | None = None,
     ) -> None:
         self.moves = moves
         self._start = start
@@ -153,6 +154,7 @@ class MoveScheduler:
         self.max_target = max_target
         self._replace = replace
         self._retarget = retarget
+        self._unfit = unfit
         self.failed_targets: set[str] = set()
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -236,10 +238,19 @@ class MoveScheduler:
         self._threads.append(thread)
         thread.start()
 
+    def _gone(self, node: str) -> str:
+        """Why queued moves may no longer go to ``node`` ("failed a move", "is drained"), or ""."""
+        if node in self.failed_targets:
+            return "failed a move"
+        unfit = self._unfit(node) if self._unfit is not None else ""
+        return f"is {unfit}" if unfit else ""
+
     def _retarget_queued(self) -> None:
-        """Queued moves whose target failed: placed again, or failed."""
+        """Queued moves whose target failed, or takes no instances any more (offlined or
+        drained since the plan): placed again, or failed."""
         for move in self.moves:
-            if move.status != QUEUED or move.target not in self.failed_targets:
+            gone = self._gone(move.target) if move.status == QUEUED else ""
+            if not gone:
                 continue
             old = move.target
             new, why = (
@@ -247,13 +258,13 @@ class MoveScheduler:
             )
             if new is None:
                 move.status = FAILED
-                move.error = f"target node {old} failed a move; {why or 'no other node'}"
+                move.error = f"target node {old} {gone}; {why or 'no other node'}"
                 self._log(f"{move.instance}: not started: {move.error}")
                 continue
             move.target = new
             if self._retarget is not None:
                 move.op = self._retarget(move)
-            self._log(f"{move.instance}: target node {old} failed a move, now going to {new}")
+            self._log(f"{move.instance}: target node {old} {gone}, now going to {new}")
 
     def run(self) -> list[Move]:
         """Run every queued move; the moves with their outcome once none runs.

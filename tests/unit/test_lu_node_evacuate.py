@@ -487,6 +487,26 @@ def test_a_node_drained_during_the_operation_takes_no_replaced_move(
     assert primary(config, I1) == primary(config, I2) == N1
 
 
+def test_a_target_drained_during_the_operation_gets_no_more_moves(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The operator drains node2 while its first move runs: the move queued to it goes
+    to node3 instead of failing on the drained node."""
+    real = ops.migrate_instance
+
+    def migrate(source: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        with config.update() as data:
+            data.nodes[N2].drained = True
+        return real(source, target, *args, **kwargs)
+
+    ops.migrate_instance = migrate  # type: ignore[method-assign]
+    with config.update() as data:
+        data.nodes[N3].memory_cap = 600  # room for one: the plan puts both on node2
+    _, lines = run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    assert sorted([primary(config, I1), primary(config, I2)]) == [N2, N3]
+    assert any(f"target node {N2} is drained, now going to {N3}" in line for line in lines)
+
+
 def test_node_migrate_runs_ganetis_node_migrate_hooks_on_the_master_and_evacuate_none(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
