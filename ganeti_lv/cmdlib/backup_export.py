@@ -66,6 +66,7 @@ from ganeti_lv.cmdlib.common import (
     repair_disk_chain,
     unsettled_state,
 )
+from ganeti_lv.cmdlib.migration_checks import instance_memory
 from ganeti_lv.cmdlib.space_reservation import reserve_space
 from ganeti_lv.errors import (
     ECODE_INVAL,
@@ -83,7 +84,7 @@ from ganeti_lv.node import diskcopy, progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport
-from ganeti_lv.reservations import Held
+from ganeti_lv.reservations import MEMORY, Held, Reservations
 
 MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
@@ -435,6 +436,8 @@ class LUBackupExport(LogicalUnit):
         return self._settled_state(OpExecError) == constants.DOMSTATE_RUNNING
 
     def _shutdown(self, feedback_fn: FeedbackFn) -> None:
+        if self.DoReboot():
+            self._keep_memory()
         feedback_fn(f"Shutting down instance {self.instance.name}")
         if self.instance.admin_state == constants.ADMINST_UP:
             self._set_admin(constants.ADMINST_DOWN)  # truthful even if we die now
@@ -444,6 +447,15 @@ class LUBackupExport(LogicalUnit):
         if not res.ok and self.instance.admin_state == constants.ADMINST_UP:
             self._set_admin(constants.ADMINST_UP)
         res.Raise(f"Could not shutdown instance {self.instance.name} on node {self.pnode.name}")
+
+    def _keep_memory(self) -> None:
+        """Reserve the instance's memory on its primary until the job ends: stopped for
+        the export (with ``--long-sleep``, for its whole copy), it is started again, and a
+        move to the node must not count that memory as free meanwhile."""
+        inst = self.instance
+        with Reservations(self.ctx.data_dir, MEMORY).node(self.pnode.name) as ledger:
+            held = ledger.reserve("", instance_memory(self.cluster, inst) * MiB, inst.name)
+        self.proc.hold_until_job_end(held)
 
     def _snapshot(self, feedback_fn: FeedbackFn, start: bool) -> SnapshotInfo | None:
         """Live snapshot (or start-with-snapshot); None when none could be taken."""

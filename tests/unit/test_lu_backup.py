@@ -32,6 +32,7 @@ from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove, OpCode
+from ganeti_lv.reservations import MEMORY, Reservation, Reservations
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
@@ -123,6 +124,27 @@ def test_shutdown_export_without_snapshot_is_aborted_unless_a_long_sleep_is_allo
     assert seq.index("copy_disk") < seq.index("start_instance")
     assert any("copying without" in line for line in lines)
     assert running(ops) and admin(config) == constants.ADMINST_UP
+
+
+def test_an_instance_stopped_for_its_export_keeps_its_memory_on_its_node(ctx, ops, config):
+    """Down for the whole copy (--long-sleep), it is started again: a move to its node
+    planned meanwhile must not count its memory as free (a reservation until the end)."""
+    ops.fail("start_with_snapshot", N1, "snapshots unsupported")
+    seen: list[list[Reservation]] = []
+    real = ops.copy_disk
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        with Reservations(config.data_dir, MEMORY).node(N1) as ledger:
+            seen.append(ledger.others())
+        return real(*args, **kwargs)
+
+    ops.copy_disk = copy  # type: ignore[method-assign]
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, long_sleep=True))
+    maxmem = config.get_cluster().fill_beparams(config.get_instance(INST))["maxmem"]
+    assert seen == [[Reservation(N1, "", maxmem * 1024 * 1024, INST)]]
+    with Reservations(config.data_dir, MEMORY).node(N1) as ledger:
+        assert ledger.others() == []
+    assert running(ops)
 
 
 def test_failed_copy_keeps_previous_export_and_instance(ctx, ops, config):
