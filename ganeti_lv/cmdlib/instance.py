@@ -419,19 +419,20 @@ class LUInstanceShutdown(InstanceLU):
 
 @register_lu(OpInstanceReboot)
 class LUInstanceReboot(InstanceLU):
-    """Reboot: soft/hard in place when running; otherwise (and for full) stop + start."""
+    """Reboot: soft in the guest; hard (Ganeti's: a clean shutdown and a start on the
+    node) and full stop and start it; a stopped instance is started."""
 
     HPATH = constants.HPATH_INSTANCE_REBOOT
 
     def CheckPrereq(self) -> None:
         """Primary online; what a start needs when the instance is started (not
-        running, or a full reboot)."""
+        running, or a hard or full reboot)."""
         self._load()
         check_node_online(self.cfg, self.pnode.name, "Instance primary node offline:")
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
         self.running = _is_running(dom)
         check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
-        if not self.running or self.op.reboot_type == "full":
+        if not self.running or self.op.reboot_type != "soft":
             freed = dom.memory if dom is not None and self.running else 0
             check_node_can_start(self.rpc, self.pnode, self.cluster, self.instance, freed=freed)
 

@@ -155,7 +155,8 @@ class OpInstanceShutdown(OpCode):
 
 @dataclass(kw_only=True)
 class OpInstanceReboot(OpCode):
-    """Reboot an instance (soft: guest reboot; hard: reset; full: stop+start)."""
+    """Reboot an instance (soft: the guest reboots; hard: a clean shutdown and a start,
+    as Ganeti's; full: stop and start through the configuration)."""
 
     OP_ID: ClassVar[str] = "OP_INSTANCE_REBOOT"
     WITH_DRY_RUN: ClassVar[bool] = True

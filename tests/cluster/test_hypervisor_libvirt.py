@@ -168,12 +168,14 @@ def test_guest_lifecycle_console_states_and_memory_cap(hv: HvEnv, guest_cleanup:
     assert paused is not None and paused.state == constants.DOMSTATE_PAUSED
     hv.ops.host(node).guest(name).resume()
 
+    # a hard reboot, as Ganeti's: the guest shuts down cleanly, then starts again
     hv.ops.reboot_instance(node, hv.cluster, inst, "hard", 10)
     hv.wait_console(node, name, r"^GUEST-READY", count=2)
+    assert hv.console(node, name).count("GUEST: POWEROFF") == 1
 
     clean = hv.ops.shutdown_instance(node, inst, 60)
     assert clean is True
-    assert "GUEST: POWEROFF" in hv.console(node, name)
+    assert hv.console(node, name).count("GUEST: POWEROFF") == 2
     listed = hv.ops.instance_list(node)
     assert listed[name].state == constants.DOMSTATE_SHUTOFF
     assert listed[name].persistent

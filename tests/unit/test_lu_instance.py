@@ -377,9 +377,11 @@ def test_a_start_without_the_nics_bridge_is_refused_up_front(
     assert not fake_ops.calls_to("start_instance") and not fake_ops.calls_to("reboot_instance")
     assert fake_ops.node(N1).domains[INST].state == state
     assert config.read().serial == serial
-    # a soft or hard reboot keeps the guest's NICs where they are
+    # a soft reboot keeps the guest's NICs where they are; a hard one starts it again
     if state == constants.DOMSTATE_RUNNING:
-        run(ctx, OpInstanceReboot(instance_name=INST, reboot_type="hard"))
+        run(ctx, OpInstanceReboot(instance_name=INST, reboot_type="soft"))
+        err = prereq_error(ctx, OpInstanceReboot(instance_name=INST, reboot_type="hard"))
+        assert err.ecode == ECODE_ENVIRON and f"Missing bridges br0 on node {N1}" in err.msg
 
 
 def _hook_env(ops: FakeNodeOps, opcode: str, phase: str) -> dict[str, str]:

@@ -194,10 +194,6 @@ class Guest:
             with contextlib.suppress(InstanceNotFound):
                 self._do("Cannot destroy", self._domain.destroy)
 
-    def reset(self) -> None:
-        """Hard reset, like the reset button."""
-        self._do("Cannot reset", self._domain.reset, 0)
-
     def reboot(self) -> None:
         """Ask the guest to reboot."""
         self._do("Cannot reboot", self._domain.reboot, 0)

@@ -450,11 +450,12 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     def reboot_instance(
         self, node: Node, cluster: Cluster, instance: Instance, reboot_type: str, timeout: float
     ) -> None:
-        if reboot_type == "full":
+        if reboot_type in ("hard", "full"):
+            # Ganeti's hard reboot too: a clean shutdown (a stop after the timeout), a start
             self.shutdown_instance(node, instance, timeout)
             self.start_instance(node, cluster, instance)
             return
-        if reboot_type not in ("soft", "hard"):
+        if reboot_type != "soft":
             raise HypervisorError(f"Unknown reboot type {reboot_type!r}", ecode=ECODE_INVAL)
         guest = self.host(node).guest(instance.name)
         if not _is_running(guest):
@@ -463,10 +464,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 node=node.name,
                 ecode=ECODE_STATE,
             )
-        if reboot_type == "soft":
-            guest.reboot()
-        else:
-            guest.reset()
+        guest.reboot()
 
     def undefine_instance(self, node: Node, name: str) -> None:
         guest = self.host(node).find_guest(name)
