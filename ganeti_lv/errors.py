@@ -146,7 +146,7 @@ class LockTimeout(LockError):
 
 
 class JobError(GenericError):
-    """Unknown job or unreadable job file."""
+    """Unknown job, a job file that cannot be read, or a job's end that cannot be written."""
 
     ecode = ECODE_NOENT
 

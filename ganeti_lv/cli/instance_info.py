@@ -18,7 +18,7 @@ from typing import Any
 from ganeti_lv.cli.common import format_value
 
 # plain scalars YAML reads back as the same string (no indicators, no ": ", no " #")
-_PLAIN_RE = re.compile(r"^[A-Za-z0-9_./(][^\n]*$")
+_PLAIN_RE = re.compile(r"^[A-Za-z0-9_./(][^\n]*\Z")
 
 
 def scalar(value: Any) -> str:

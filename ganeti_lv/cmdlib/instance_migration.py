@@ -254,14 +254,14 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             self.target = self._allocate()
         if self._starts_on_target():
             self._reserve_memory(self._node(self.target))
-        if inst.disk_template == constants.DT_FILE and not self._node(self.source).offline:
-            self._reserve_space(self._node(self.target))
         self.lu.ReleaseLocks(locking.LEVEL_NODE, keep=[self.source, self.target])
         self.lu.ReleaseLocks(locking.LEVEL_NODE_RES, keep=[self.source, self.target])
         if not self.failover:
             self._check_running_on_primary()
         if self.failover:
             self._check_not_on_target()
+        if inst.disk_template == constants.DT_FILE and not self._node(self.source).offline:
+            self._reserve_space(self._node(self.target))
         if not self.failover:  # bad capabilities or downtime ramp: refused before any hook
             self.params = migration_params(
                 self.cluster, inst, self.op, self.live, self.lu.LogWarning, self._memory_needed()

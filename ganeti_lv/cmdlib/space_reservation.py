@@ -45,7 +45,7 @@ def reserve_space(
     not exist yet (its filesystem is the one of its nearest existing
     parent); ``where`` names it in the errors ("the export dir /x of
     node2"). OpPrereqError (ECODE_NORES) when the node's free space less the
-    others' pending writes is less than the need.
+    others' pending writes is less than the need (a need of 0 is never refused).
     """
     with Reservations(data_dir).node(node.name) as ledger:
         others = ledger.others()
@@ -58,7 +58,7 @@ def reserve_space(
         free = free_res.Raise(f"Cannot check the free space in {where}", prereq=True)
         written = written_res.Raise(f"Cannot check the jobs writing to {where}", prereq=True)
         pending = [max(0, r.size - done) for r, done in zip(others, written, strict=True)]
-        if free - sum(pending) < needed:
+        if needed and free - sum(pending) < needed:
             text = (
                 f"Not enough space in {where}: {needed // MIB} MiB needed for {instance},"
                 f" {free // MIB} MiB free"

@@ -311,19 +311,24 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         dom = fake.domains.get(instance.name)
         if dom is None or dom.state not in constants.DOMSTATES_ACTIVE:
             return True
-        clean = dom.state == constants.DOMSTATE_RUNNING  # a paused one is destroyed
-        if clean:  # the memory of running domains only is counted, as add_domain does
+        if dom.state == constants.DOMSTATE_RUNNING:  # memory of running domains only counts
             fake.facts.memory_free += dom.memory
+        # a paused one, or one without ACPI, is destroyed (the power button cannot stop it)
+        clean = dom.state == constants.DOMSTATE_RUNNING and instance.hvparams.get("acpi", True)
         dom.state = constants.DOMSTATE_SHUTOFF
-        return clean
+        return bool(clean)
 
     def reboot_instance(
         self, node: Node, cluster: Cluster, instance: Instance, reboot_type: str, timeout: float
     ) -> None:
         fake = self._enter("reboot_instance", node, instance.name, reboot_type, timeout)
         dom = self._domain(fake, node, instance.name)
-        if dom.state != constants.DOMSTATE_RUNNING:
+        if reboot_type == "soft" and dom.state != constants.DOMSTATE_RUNNING:
             raise HypervisorError(f"Domain {instance.name} is not running", node=node.name)
+        if reboot_type != "soft":  # a shutdown and a start from the configuration
+            self.shutdown_instance(node, instance, timeout)
+            self.start_instance(node, cluster, instance)
+            del self.calls[-2:]  # recorded as reboot_instance
 
     def undefine_instance(self, node: Node, name: str) -> None:
         self._enter("undefine_instance", node, name)

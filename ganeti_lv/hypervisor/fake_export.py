@@ -132,13 +132,19 @@ class FakeExportOps:
         return self.exports.get(node, {}).get(name)
 
     def dir_usage(self, node: Node, paths: list[str]) -> list[int]:
-        """What the exports being written hold (their copied files, at their allocated size)."""
-        self._enter("dir_usage", node, list(paths))
+        """What an export being written (``<name>.new``) or an instance's disk directory
+        holds: its files at their allocated size (a quarter, as ``disk_usage`` says)."""
+        fake = self._enter("dir_usage", node, list(paths))
         dirs = self.exports.get(node.name, {})
         out = []
         for path in paths:
-            export = dirs.get(path.rstrip("/").rsplit("/", 1)[-1])
-            out.append(sum(export.sizes.values()) // 4 if export is not None else 0)
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if name.endswith(exportinfo.NEW_SUFFIX):
+                export = dirs.get(name)
+                out.append(sum(export.sizes.values()) // 4 if export is not None else 0)
+            else:
+                inside = [mib for f, mib in fake.files.items() if f.startswith(f"{path}/")]
+                out.append(sum(inside) * MiB // 4)
         return out
 
     def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:

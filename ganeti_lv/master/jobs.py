@@ -78,7 +78,7 @@ from ganeti_lv.constants import (
 )
 from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ganeti_class
 from ganeti_lv.opcodes import add_job_reasons
-from ganeti_lv.retry import call_with_retry, job_end_write_policy
+from ganeti_lv.retry import job_end_write_policy
 
 ELOG_MESSAGE = "message"
 
@@ -482,15 +482,17 @@ class JobStore:
         return max([0, *self.job_ids(), *archived])
 
     def save(self, job: Job, durable: bool = False) -> None:
-        """Write the job's file atomically; ``durable`` also fsyncs it (final states),
-        and a failed write of a final state is tried again (``job_end_write_policy``)."""
+        """Write the job's file atomically; ``durable`` also fsyncs it (final states)."""
         with self._write_lock:
-            path, data = self._path(job.id), _encode(job)
-            if durable:
-                policy = job_end_write_policy()
-                call_with_retry(policy, write_file_atomically, path, data, durable=True)
-            else:
-                write_file_atomically(path, data, durable=False)
+            write_file_atomically(self._path(job.id), _encode(job), durable=durable)
+
+    def _save_end(self, job: Job) -> None:
+        """Write the job's final state durably; a failed write is tried again
+        (``job_end_write_policy``), waiting without the lock (the job's other
+        writers, a monitor's feedback line, go on meanwhile)."""
+        for attempt in job_end_write_policy():
+            with attempt:
+                self.save(job, durable=True)
 
     # ------------------------------------------------------------ writing
     def create(self, op: Any, start: bool = False) -> Job:
@@ -573,7 +575,7 @@ class JobStore:
             op.status, op.result, op.end_ts = JOB_STATUS_SUCCESS, to_jsonable(result), time.time()
             if index == len(job.ops) - 1:
                 job.status, job.end_ts = JOB_STATUS_SUCCESS, op.end_ts
-            self.save(job, durable=True)
+        self._save_end(job)
 
     def finish_error(
         self, job: Job, err: BaseException, canceled: bool = False, index: int = 0
@@ -595,7 +597,7 @@ class JobStore:
                     "message": f"Not run: opcode {index + 1} of the job did not succeed",
                 }
             job.status, job.end_ts = status, now
-            self.save(job, durable=True)
+        self._save_end(job)
 
     def end_unfinished(self, job_id: int, err: BaseException, canceled: bool = False) -> str:
         """The job's status as its record says; an end not recorded yet is recorded as ``err``.

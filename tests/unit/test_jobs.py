@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,30 @@ def test_an_end_that_cannot_be_written_says_the_operation_succeeded(
     with pytest.raises(JobError, match="succeeded, but its end could not be written") as err:
         Processor(ctx).execute(OpTestDelay(duration=0))
     assert err.value.ecode == ECODE_ENVIRON and "No space left" in err.value.msg
+
+
+def test_a_job_end_written_again_does_not_hold_up_the_other_writers(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the end's write waits to be tried again, another job's line is written."""
+    _end_writes_fail(monkeypatch, 1)
+    ending = store.create(OpTestDelay(duration=0), start=True)
+    other = store.create(OpTestDelay(duration=0), start=True)
+    written: list[bool] = []
+
+    def wait(_seconds: float) -> None:
+        writer = threading.Thread(
+            target=lambda: written.append(store.append_log(other, "x") is None)
+        )
+        writer.start()
+        writer.join(10)
+
+    monkeypatch.setattr(
+        jobs_module, "job_end_write_policy", lambda: retry.job_end_write_policy(sleep=wait)
+    )
+    store.finish_success(ending, True)
+    assert written == [True] and store.get(ending.id).status == "success"
+    assert store.get(other.id).ops[0].log[-1][2] == "x"
 
 
 def _end_writes_fail(monkeypatch: pytest.MonkeyPatch, times: int) -> list[OSError]:

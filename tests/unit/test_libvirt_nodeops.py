@@ -275,6 +275,17 @@ def test_shutdown_of_a_guest_the_power_button_cannot_stop_destroys_it_at_once(
     assert clock.slept == []
 
 
+def test_shutdown_of_a_transient_domain_gone_meanwhile_is_clean() -> None:
+    class Vanishes(StubGuest):
+        def state(self) -> str:
+            raise InstanceNotFound("no domain web1")
+
+    res = node_call(
+        _ops(StubHost({"web1": Vanishes("web1")})).shutdown_instance, NODE, _instance(), 5
+    )
+    assert res.Raise("shutdown") is True
+
+
 def test_shutdown_of_stopped_or_unknown_domain_is_clean() -> None:
     stopped = StubGuest("web1", active=False)
     ops = _ops(StubHost({"web1": stopped}))

@@ -1176,6 +1176,18 @@ def test_a_file_instance_needs_room_for_its_images_on_the_target(
         assert ledger.others() == []  # released at the job's end
 
 
+def test_the_state_of_the_instance_is_said_before_the_room_on_the_target(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """A failover onto a node that already runs the instance: the advice to clean up,
+    not the lack of room its images there take."""
+    ops.add_domain(N2, INST)
+    ops.free_bytes[N2] = MIB
+    with pytest.raises(OpPrereqError, match="migrate --cleanup") as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_STATE
+
+
 # ---------------------------------------------------------------- failover
 
 

@@ -630,7 +630,7 @@ def test_a_job_whose_log_could_not_be_written_does_not_stay_running(
         real(store, job, *args, **kwargs)
 
     monkeypatch.setattr(JobStore, step, full_once)
-    # a success that could not be recorded says so (its writes, tried again, all failed)
+    # a success whose end could not be recorded says so (here the whole step fails once)
     error = JobError if step == "finish_success" else OpExecError
     with pytest.raises(error, match="No space left on device"):
         _client(data_dir).submit(OpTestDelay(duration=0))

@@ -408,13 +408,13 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         guest = self.host(node).find_guest(instance.name)
         if guest is None or not _is_running(guest):
             return True
-        if (
-            timeout > 0
-            and _has_power_button(guest)
-            and self._press_power_until_stopped(guest, timeout)
-        ):
+        try:
+            pressed = timeout > 0 and _has_power_button(guest)
+            if pressed and self._press_power_until_stopped(guest, timeout):
+                return True
+            guest.destroy()
+        except InstanceNotFound:  # a transient domain that stopped meanwhile is gone
             return True
-        guest.destroy()
         return False
 
     def _press_power_until_stopped(self, guest: Guest, timeout: float) -> bool:
