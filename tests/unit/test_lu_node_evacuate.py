@@ -618,10 +618,8 @@ def test_parallel_moves_respect_the_limits(
                 active[0] -= 1
 
     ops.migrate_instance = counting  # type: ignore[method-assign]
-    begin = time.monotonic()
     run(ctx, OpNodeMigrate(node_name="node1", max_parallel=2, max_parallel_target=1))
     assert active[1] == 2  # both at once (different targets)
-    assert time.monotonic() - begin < 0.55
     with config.update() as data:
         for name in (I1, I2):
             data.instances[name].primary_node = N1
