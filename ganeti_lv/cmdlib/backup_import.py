@@ -23,7 +23,6 @@ from ganeti_lv.cmdlib.instance_nics import (
     used_macs,
 )
 from ganeti_lv.errors import (
-    ECODE_ENVIRON,
     ECODE_INVAL,
     OperationCanceled,
     OpPrereqError,
@@ -31,7 +30,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.names import check_tags
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Nic, Node, disk_path
+from ganeti_lv.objects import Nic, disk_path
 from ganeti_lv.units import coerce_beparams, coerce_hvparams, without_resets
 
 
@@ -151,30 +150,6 @@ class ImportModeHandler(CreateModeHandler):
             coerce_beparams({**exported, **lu.op.beparams}, dict(constants.BEC_DEFAULTS))
         )
         inst.hvparams = without_resets(coerce_hvparams({**hv.params, **lu.op.hvparams}))
-        self.hv_from_export = {k for k in hv.params if k not in lu.op.hvparams}
-
-    def check_primary(self, node: Node) -> None:
-        """A kernel or initrd the export names must exist on the new primary node."""
-        lu = self.lu
-        wanted = [
-            str(lu.instance.hvparams.get(key) or "")
-            for key in ("kernel_path", "initrd_path")
-            if key in self.hv_from_export
-        ]
-        wanted = [p for p in wanted if p]
-        if not wanted:
-            return
-        usage = node_call(lu.rpc.disk_usage, node, wanted).Raise(
-            f"Cannot check the kernel files on {node.name}", prereq=True
-        )
-        missing = [u["path"] for u in usage if not u["exists"]]
-        if missing:
-            raise OpPrereqError(
-                f"The export boots {', '.join(missing)}, missing on node {node.name};"
-                " give the kernel with -H kernel_path=...,initrd_path=... (or empty to boot"
-                " from the disk)",
-                ECODE_ENVIRON,
-            )
 
     def missing_bridges_hint(self) -> str:
         """NIC links taken from the export: the operator gives them with --net."""

@@ -96,6 +96,28 @@ def check_memory_bounds(beparams: dict[str, Any], name: str) -> None:
         )
 
 
+def check_kernel_files(rpc: NodeOps, node: Node, cluster: Cluster, instance: Instance) -> None:
+    """ECODE_ENVIRON unless the kernel and initrd ``instance`` boots (``kernel_path``,
+    ``initrd_path``; none when it boots from its disk) are files on ``node``, as Ganeti's
+    hypervisor checks them on the instance's nodes: else its every start fails there."""
+    hvp = cluster.fill_hvparams(instance)
+    wanted = [str(hvp.get(key) or "") for key in ("kernel_path", "initrd_path")]
+    wanted = [path for path in wanted if path]
+    if not wanted:
+        return
+    usage = node_call(rpc.disk_usage, node, wanted).Raise(
+        f"Cannot check the kernel files on {node.name}", prereq=True, ecode=ECODE_ENVIRON
+    )
+    missing = [u["path"] for u in usage if not u["exists"]]
+    if missing:
+        raise OpPrereqError(
+            f"Instance {instance.name} boots {', '.join(missing)}, missing on node"
+            f" {node.name}; give the kernel with -H kernel_path=...,initrd_path=... (or"
+            " kernel_path= empty to boot from the disk)",
+            ECODE_ENVIRON,
+        )
+
+
 def check_node_cpus(facts: NodeFacts, vcpus: int, reason: str) -> None:
     """ECODE_NORES when ``vcpus`` exceeds the node's physical CPUs (as Ganeti's CPU check).
 

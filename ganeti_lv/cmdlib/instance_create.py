@@ -30,6 +30,7 @@ from ganeti_lv.cmdlib.common import (
     refuse_cluster_wide,
 )
 from ganeti_lv.cmdlib.instance import (
+    check_kernel_files,
     check_memory_bounds,
     check_node_cpus,
     instance_domain,
@@ -235,6 +236,7 @@ class LUInstanceCreate(LogicalUnit):
         check_node_vm_capable(self.cfg, name)
         node = get_node(self.cfg, name)
         self.handler.check_primary(node)
+        check_kernel_files(self.rpc, node, self.cluster, self.instance)
         return self._check_node_resources(node)
 
     def _allocate(self) -> str:

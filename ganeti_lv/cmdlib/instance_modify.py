@@ -24,7 +24,12 @@ from typing import Any
 from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import FeedbackFn, register_lu
 from ganeti_lv.cmdlib.common import get_instance, instance_hook_env, refuse_cluster_wide
-from ganeti_lv.cmdlib.instance import InstanceLU, check_memory_bounds, check_node_cpus
+from ganeti_lv.cmdlib.instance import (
+    InstanceLU,
+    check_kernel_files,
+    check_memory_bounds,
+    check_node_cpus,
+)
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
 from ganeti_lv.hooksmaster import hook_value
 from ganeti_lv.node.transport import node_call
@@ -56,6 +61,9 @@ class LUInstanceSetParams(InstanceLU):
         old, new = self.cluster.fill_beparams(inst), self.cluster.fill_beparams(changed)
         self.filled_be = new
         check_memory_bounds(new, inst.name)
+        boots = {"kernel_path", "initrd_path"} & set(self.hv_changes)
+        if boots and not self.pnode.offline:
+            check_kernel_files(self.rpc, self.pnode, self.cluster, changed)
         grows_memory = int(new["maxmem"]) > int(old["maxmem"])
         grows_cpus = int(new["vcpus"]) > int(old["vcpus"])
         if (grows_memory or grows_cpus) and not self.op.force and not self.pnode.offline:

@@ -167,6 +167,7 @@ def test_missing_cluster_gives_clear_error(tmp_path: Any, capsys: Any) -> None:
 def test_instance_add_list_info_remove(
     cli: Cli, config: ConfigStore, fake_ops: FakeNodeOps
 ) -> None:
+    fake_ops.node(N2).files["/k"] = 8  # the kernel it boots
     code, out, err = cli(
         "instance", "add", "-t", "sharedfile", "--disk", "0:size=1G", "--disk", "1:size=512M",
         "-n", "node2", "-B", "memory=128M,vcpus=1",
@@ -247,7 +248,9 @@ def test_instance_add_list_info_remove(
     assert config.get_instance("web9") is not None
     code, _, err = cli("instance", "remove", "-f", "web9")
     assert code == 0, err
-    assert config.get_instance("web9") is None and fake_ops.node(N2).files == {}
+    assert config.get_instance("web9") is None and fake_ops.node(N2).files == {
+        "/k": 8
+    }  # its disks gone
 
 
 def test_a_nameless_disk_is_listed_as_unavailable_and_its_info_says_none(cli: Cli) -> None:

@@ -107,6 +107,20 @@ def prereq_error(ctx: Context, op: OpCode) -> OpPrereqError:
 # ---------------------------------------------------------------- create
 
 
+def test_a_kernel_missing_on_the_primary_creates_nothing(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's hypervisor check of kernel_path: the instance could never start."""
+    op = create_op(hvparams={"kernel_path": "/boot/vmlinuz-9", "initrd_path": "/boot/initrd-9"})
+    err = prereq_error(ctx, op)
+    assert err.ecode == ECODE_ENVIRON
+    assert f"boots /boot/vmlinuz-9, /boot/initrd-9, missing on node {N2}" in err.msg
+    assert config.get_instance(NEW) is None and not fake_ops.calls_to("create_disks")
+    fake_ops.node(N2).files.update({"/boot/vmlinuz-9": 8, "/boot/initrd-9": 8})
+    run(ctx, op)
+    assert config.get_instance(NEW) is not None
+
+
 def test_create_and_start(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
     result, lines = run(ctx, create_op())
     assert result == NEW

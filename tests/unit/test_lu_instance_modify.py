@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from support.lu import refused, run_op
 
 from ganeti_lv import constants
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, ECODE_NORES, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.opcodes import OpInstanceSetParams
 
@@ -87,6 +88,20 @@ def test_bad_changes_change_nothing(
         ctx, OpInstanceSetParams(instance_name=I1, beparams={"vcpus": 2}, dry_run=True)
     )
     assert result is None and "vcpus" not in config.get_instance(I1).beparams  # type: ignore[union-attr]
+
+
+def test_a_kernel_missing_on_the_primary_is_refused(
+    ctx: Context, inst1_running: FakeNodeOps, config: ConfigStore
+) -> None:
+    """As Ganeti's hypervisor check: the instance could start no more; nothing recorded."""
+    op = OpInstanceSetParams(instance_name=I1, hvparams={"kernel_path": "/boot/vmlinuz-9"})
+    with pytest.raises(OpPrereqError, match="boots /boot/vmlinuz-9, missing on node") as err:
+        run_op(ctx, op)
+    assert err.value.ecode == ECODE_ENVIRON
+    assert "kernel_path" not in config.get_instance(I1).hvparams  # type: ignore[union-attr]
+    inst1_running.node(N1).files["/boot/vmlinuz-9"] = 8
+    run_op(ctx, op)
+    assert config.get_instance(I1).hvparams["kernel_path"] == "/boot/vmlinuz-9"  # type: ignore[union-attr]
 
 
 def test_hooks_see_the_new_memory(
