@@ -972,14 +972,18 @@ def test_cleanup_aborts_nothing_while_a_node_does_not_answer(
     assert "Nothing was changed" in err.value.msg and not ops.calls_to("abort_migration")
 
 
-def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore
-) -> None:
+def _target_cut_off_mid_migration(ops: FakeNodeOps) -> None:
     def cut_off(*args: Any) -> Any:
         _libvirtd_down(ops, N2)
         raise MigrationFailed("connection to node2 lost", node=N2)
 
     ops.migrate_instance = cut_off  # type: ignore[method-assign,assignment]
+
+
+def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    _target_cut_off_mid_migration(ops)
     with pytest.raises(OpExecError) as err:
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert err.value.msg.endswith(
@@ -995,11 +999,7 @@ def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
 def test_a_failed_migration_says_when_its_job_could_not_be_aborted(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    def cut_off(*args: Any) -> Any:
-        _libvirtd_down(ops, N2)
-        raise MigrationFailed("connection to node2 lost", node=N2)
-
-    ops.migrate_instance = cut_off  # type: ignore[method-assign,assignment]
+    _target_cut_off_mid_migration(ops)
     ops.fail("abort_migration", N1, "abort refused")
     lines: list[str] = []
     with pytest.raises(OpExecError, match="configuration unchanged"):
