@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ganeti_lv.errors import NodeError
+from ganeti_lv.errors import ECODE_STATE, NodeError
+from ganeti_lv.hypervisor.export_types import SnapshotDisk, SnapshotInfo
 from ganeti_lv.hypervisor.libvirt import diskchain
 from ganeti_lv.hypervisor.libvirt.domxml import DiskState
 from ganeti_lv.node.transport import CommandResult
@@ -164,3 +165,37 @@ def test_a_refusal_names_the_overlays_merged_before_it(tmp_path: Path) -> None:
     names = [f"disk0.img{diskchain.OVERLAY_SUFFIX}", f"disk1.img{diskchain.OVERLAY_SUFFIX}"]
     with pytest.raises(NodeError, match=r"merged before it: .*disk0\.img\.export-snap"):
         diskchain.repair(None, LocalRunner(names), "node1", str(tmp_path))
+
+
+class RunningGuest(StoppedGuest):
+    """A running domain: ``disks()`` is its live definition."""
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_an_overlay_below_another_image_of_a_running_guest_is_left_alone() -> None:
+    """A snapshot taken over a leftover export overlay: the guest reads the overlay, so it
+    is neither merged nor deleted (deleting it lost what the guest wrote since)."""
+    snap = f"{DIR}/disk0.snap1.qcow2"
+    guest = RunningGuest([DiskState("vda", snap, [OVERLAY, f"{DIR}/disk0.img"])])
+    runner = Runner([OVERLAY_NAME])
+    with pytest.raises(NodeError, match="below another image") as err:
+        diskchain.repair(guest, runner, "node1", DIR)  # type: ignore[arg-type]
+    assert err.value.ecode == ECODE_STATE
+    assert runner.commands == []  # nothing removed, nothing merged
+    # after the merge of the snapshot's chain, the same overlay is stale: deleted
+    guest = RunningGuest([DiskState("vda", f"{DIR}/disk0.img")])
+    assert diskchain.repair(guest, runner, "node1", DIR) == []  # type: ignore[arg-type]
+    assert runner.commands == [["rm", "-f", "--", OVERLAY]]
+
+
+def test_a_snapshot_merged_back_under_another_image_is_left_alone() -> None:
+    """The export's own merge finds its overlay below a snapshot taken meanwhile."""
+    snap = SnapshotInfo("web1", "node1")
+    snap.disks.append(SnapshotDisk(0, "vda", f"{DIR}/disk0.img", OVERLAY))
+    guest = RunningGuest([DiskState("vda", f"{DIR}/disk0.snap1.qcow2", [OVERLAY])])
+    runner = Runner([])
+    with pytest.raises(NodeError, match="below another image"):
+        diskchain.commit(guest, runner, "node1", snap)  # type: ignore[arg-type]
+    assert runner.commands == []

@@ -31,7 +31,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 
-from ganeti_lv.errors import HypervisorError, NodeError
+from ganeti_lv.errors import ECODE_STATE, HypervisorError, NodeError
 from ganeti_lv.hypervisor.export_types import (
     OVERLAY_SUFFIX,
     SnapshotDisk,
@@ -41,6 +41,15 @@ from ganeti_lv.hypervisor.export_types import (
 from ganeti_lv.hypervisor.libvirt import snapshot as vsnap
 from ganeti_lv.hypervisor.libvirt.guest import Guest
 from ganeti_lv.node.transport import NodeTransport, Runner
+
+
+def _buried(overlays: Sequence[str], node: str) -> str:
+    """Why export overlays below another image of a running guest's disk chain stay."""
+    return (
+        f"Export overlay(s) {', '.join(overlays)} on {node} are below another image in the"
+        " running guest's disk chain (a snapshot taken over them): neither merged nor"
+        " deleted; merge the chain by hand (virsh blockcommit --active --pivot)"
+    )
 
 
 def _remove_files(runner: Runner, node: str, paths: Sequence[str]) -> None:
@@ -89,6 +98,9 @@ def commit(
         elif state is None:
             # the domain stopped meanwhile: merge the file offline
             _offline_commit(runner, node, disk.overlay)
+            continue
+        elif disk.overlay in state.chain:
+            errors.append(_buried([disk.overlay], node))
             continue
         _remove_files(runner, node, [disk.overlay])
     if errors:
@@ -163,13 +175,19 @@ def repair(
 
     merged: list[str] = []
     if guest is not None and guest.is_active():
-        for disk in guest.disks():
+        disks = guest.disks()
+        for disk in disks:
             if disk.chain and disk.source.endswith(OVERLAY_SUFFIX):
                 vsnap.active_commit(guest, disk.target, clock=clock, sleep=sleep)
                 _remove_files(runner, node, [disk.source])
                 merged.append(disk.source)
-        # files not in the live chain are stale
-        _remove_files(runner, node, [f for f in leftover() if f not in merged])
+        # files not in the live chain are stale; one below another image is not ours to touch
+        in_chain = {path for d in disks for path in (d.source, *d.chain)} - set(merged)
+        stale = [f for f in leftover() if f not in merged]
+        buried = [f for f in stale if f in in_chain]
+        if buried:
+            raise HypervisorError(_buried(buried, node), node=node, ecode=ECODE_STATE)
+        _remove_files(runner, node, stale)
         return merged
     named = {d.source for d in guest.disks()} if guest is not None else set()
     for overlay in leftover():
