@@ -155,6 +155,30 @@ def test_start_downtime_is_set_before_the_migration_and_once(monkeypatch) -> Non
     ]
 
 
+class _StopsOnDestroy(Dom):
+    """A running domain whose destroy fails with ``error``; ``stops``: it powered off
+    between the look and the call."""
+
+    def __init__(self, error: int, stops: bool) -> None:
+        super().__init__()
+        self.active, self.error, self.stops = 1, error, stops
+
+    def isActive(self) -> int:  # noqa: N802
+        return self.active
+
+    def destroy(self) -> None:
+        if self.stops:
+            self.active = 0
+        raise libvirt_error(self.error)
+
+
+def test_destroy_of_a_guest_that_stopped_just_before_is_no_error(monkeypatch) -> None:
+    _guest(monkeypatch, _StopsOnDestroy(libvirt.VIR_ERR_OPERATION_INVALID, stops=True)).destroy()
+    still = _StopsOnDestroy(libvirt.VIR_ERR_OPERATION_FAILED, stops=False)
+    with pytest.raises(HypervisorError, match="Cannot destroy"):
+        _guest(monkeypatch, still).destroy()
+
+
 def test_abort_job_only_when_one_runs(monkeypatch) -> None:
     dom = Dom()
     guest = _guest(monkeypatch, dom)

@@ -71,6 +71,9 @@ class FakeConn:
     def listAllDomains(self, flags: int) -> list[FakeDom]:
         return self._count("list", [FakeDom(self, "web1")])
 
+    def createXML(self, xml: str, flags: int) -> FakeDom:  # noqa: N802 - libvirt's name
+        return self._count("create", FakeDom(self, "web1"))
+
 
 class FakeDom:
     def __init__(self, conn: FakeConn, name: str) -> None:
@@ -189,6 +192,18 @@ def test_an_open_that_answers_in_time_returns_the_connection_or_its_error(
 # -- a kept connection that only looks alive ------------------------------------
 
 
+def _kept(host: host_module.Host) -> Any:
+    """The connection the host uses for its next call (None: it opens a new one)."""
+    return host._conn
+
+
+def test_close_closes_the_connection() -> None:
+    host, _calls, conns = _host()
+    host.list_guests()
+    host.close()
+    assert conns[0].closed and _kept(host) is None
+
+
 def test_a_host_call_on_a_lost_kept_connection_runs_once_more_on_a_new_one() -> None:
     # libvirtd restarted while the link was down: the first request meets a reset
     host, calls, conns = _host()
@@ -196,13 +211,14 @@ def test_a_host_call_on_a_lost_kept_connection_runs_once_more_on_a_new_one() -> 
     conns[0].fail["list"] = connection_lost()
     guests = host.list_guests()
     assert [g.name for g in guests] == ["web1"] and len(conns) == 2
-    assert conns[0].closed and not conns[1].closed
+    # the lost one is forgotten, not closed (another thread may be in a call on it)
+    assert _kept(host) is conns[1] and not conns[0].closed
     assert guests[0].is_active() and calls["isActive"] == 1
     # the guest belongs to the new connection: its failure drops that one
     conns[1].fail["isActive"] = connection_lost()
     with pytest.raises(NodeUnreachable):
         guests[0].is_active()
-    assert conns[1].closed
+    assert _kept(host) is None
     # the facts as well
     host.list_guests()
     conns[2].fail["hostname"] = connection_lost()
@@ -217,7 +233,7 @@ def test_a_host_call_that_fails_on_a_new_connection_is_not_repeated() -> None:
     with pytest.raises(NodeUnreachable, match="Cannot list domains: Cannot recv data") as caught:
         host.list_guests()
     assert caught.value.node == "node1"
-    assert len(conns) == 2 and calls["list"] == 3 and conns[1].closed
+    assert len(conns) == 2 and calls["list"] == 3 and _kept(host) is None
     # a call whose first try is on a new connection: it is not tried again either
     with pytest.raises(NodeUnreachable):
         host.list_guests()
@@ -230,13 +246,24 @@ def test_other_errors_and_calls_on_domains_are_not_repeated() -> None:
     conns[0].fail["free"] = libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED)
     with pytest.raises(HypervisorError, match="Cannot read free memory"):
         host.free_memory_mib()
-    assert len(conns) == 1 and not conns[0].closed
+    assert len(conns) == 1 and _kept(host) is conns[0]
     # a domain's call may not be safe to make twice (a migration): it fails, the connection goes
     conns[0].fail["isActive"] = connection_lost()
     with pytest.raises(NodeUnreachable):
         guest.is_active()
-    assert calls["isActive"] == 1 and conns[0].closed
+    assert calls["isActive"] == 1 and _kept(host) is None
     assert host.list_guests()[0].name == "web1" and len(conns) == 2
+
+
+def test_a_start_is_never_repeated_on_a_new_connection() -> None:
+    """It may have been made before the connection broke: a second one would fail on a
+    guest that runs (the job failing while the guest was started)."""
+    host, calls, conns = _host()
+    host.list_guests()
+    conns[0].fail["create"] = connection_lost()
+    with pytest.raises(NodeUnreachable):
+        host.start_once("<domain><name>web1</name></domain>")
+    assert calls["create"] == 1 and len(conns) == 1 and _kept(host) is None
 
 
 def test_a_call_drops_only_the_connection_it_used() -> None:
@@ -249,7 +276,7 @@ def test_a_call_drops_only_the_connection_it_used() -> None:
     conns[0].fail["isActive"] = connection_lost()
     with pytest.raises(NodeUnreachable):
         old_guest.is_active()
-    assert host.get_connection() is conns[1] and not conns[1].closed
+    assert host.get_connection() is conns[1] and len(conns) == 2
 
 
 def test_a_host_call_that_failed_because_keepalive_gave_up_is_not_repeated() -> None:
@@ -264,7 +291,7 @@ def test_a_host_call_that_failed_because_keepalive_gave_up_is_not_repeated() -> 
     )
     with pytest.raises(NodeUnreachable, match="keepalive timeout"):
         host.list_guests()
-    assert len(conns) == 1 and conns[0].closed and calls["list"] == 2
+    assert len(conns) == 1 and _kept(host) is None and calls["list"] == 2
 
 
 def test_a_fact_asked_on_a_connection_opened_for_it_is_not_repeated() -> None:
@@ -309,3 +336,25 @@ def test_a_libssh_connection_takes_one_call_at_a_time() -> None:
     assert _overlap(Host("node1", "qemu+tls://10.250.0.1/system")) == 3
     # the migration call waits beside the others (its monitor asks meanwhile)
     assert _overlap(Host("node1", "qemu+libssh://root@n1/system"), beside_others=True) == 3
+
+
+def test_the_event_loop_outlives_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without it no connection sends keepalive probes: a cut node would block calls for
+    TCP's minutes instead of keepalive's seconds."""
+
+    class Stop(BaseException):
+        pass
+
+    runs: list[int] = []
+
+    def run_once() -> int:
+        runs.append(1)
+        if len(runs) == 1:
+            raise libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR)
+        raise Stop
+
+    monkeypatch.setattr(host_module.libvirt, "virEventRunDefaultImpl", run_once)
+    monkeypatch.setattr(host_module.time, "sleep", lambda _s: None)
+    with pytest.raises(Stop):
+        host_module._run_event_loop()
+    assert len(runs) == 2

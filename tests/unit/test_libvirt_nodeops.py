@@ -15,7 +15,7 @@ from ganeti_lv.errors import ECODE_EXISTS, ECODE_STATE, HypervisorError, Instanc
 from ganeti_lv.hypervisor.base import DomainInfo
 from ganeti_lv.hypervisor.export_types import SnapshotInfo
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps, domxml, exportops
-from ganeti_lv.hypervisor.libvirt.nodeops import default_libvirt_uri
+from ganeti_lv.hypervisor.libvirt.nodeops import NODE_COMMAND_TIMEOUT, default_libvirt_uri
 from ganeti_lv.node.transport import CommandResult, node_call
 
 
@@ -153,6 +153,7 @@ class StubSsh:
         self.result = result or CommandResult(0, "", "")
         self.files = files or set()
         self.stats: list[str] = []
+        self.timeouts: list[float | None] = []
 
     def exists(self, path: str) -> bool:
         self.stats.append(path)
@@ -160,6 +161,7 @@ class StubSsh:
 
     def run(self, cmd: Any, timeout: float | None = None, check: bool = True) -> CommandResult:
         self.commands.append(cmd)
+        self.timeouts.append(timeout)
         return self.result
 
     def close(self) -> None:
@@ -381,6 +383,18 @@ def test_create_disks_script_and_existing_image() -> None:
     res = node_call(_ops(StubHost({}), exists).create_disks, NODE, CLUSTER, _instance())
     assert not res.ok and res.error is not None and res.error.ecode == ECODE_EXISTS
     assert "/srv/x/disk0.img already exists" in (res.fail_msg or "")
+
+
+def test_storage_commands_are_bounded() -> None:
+    """A hung mount (NFS) under an instance's disks ends the job instead of holding its
+    locks for ever: every command on the node's storage has a timeout."""
+    ssh = StubSsh()
+    ops = _ops(StubHost({}), ssh)
+    ops.create_disks(NODE, CLUSTER, _instance())
+    ops.remove_disks(NODE, CLUSTER, _instance())
+    ops.prepare_node_dirs(NODE, ["/var/log/libvirt/qemu/web1.console.log"])
+    assert len(ssh.timeouts) == 3
+    assert all(t is not None and 0 < t <= NODE_COMMAND_TIMEOUT for t in ssh.timeouts)
 
 
 def test_create_disks_refused_for_one_existing_image_makes_none(tmp_path: Path) -> None:

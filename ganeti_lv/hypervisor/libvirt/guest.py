@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from ganeti_lv import constants
-from ganeti_lv.errors import InstanceNotFound
+from ganeti_lv.errors import HypervisorError, InstanceNotFound
 from ganeti_lv.hypervisor.base import DomainInfo
 from ganeti_lv.hypervisor.libvirt import domxml
 
@@ -189,10 +189,15 @@ class Guest:
 
     def destroy(self) -> None:
         """Power the domain off at once (no error if it already stopped)."""
-        # a transient domain may vanish between the check and the call
+        # a transient domain may vanish, any domain stop, between the check and the call
         if self.is_active():
-            with contextlib.suppress(InstanceNotFound):
+            try:
                 self._do("Cannot destroy", self._domain.destroy)
+            except InstanceNotFound:
+                pass
+            except HypervisorError:
+                if self.is_active():
+                    raise
 
     def reboot(self) -> None:
         """Ask the guest to reboot."""

@@ -42,7 +42,9 @@ goes on in its thread, and a connection that comes up later is closed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -60,6 +62,8 @@ from ganeti_lv.hypervisor.libvirt.errors import (
     translate,
 )
 from ganeti_lv.hypervisor.libvirt.guest import Guest
+
+log = logging.getLogger(__name__)
 
 ConnectRetry = Callable[[Callable[[], Any]], Any]
 
@@ -81,8 +85,13 @@ def uri_host(address: str) -> str:
 
 
 def _run_event_loop() -> None:
+    # it must outlive an error: without it, no connection sends its keepalive probes
     while True:
-        libvirt.virEventRunDefaultImpl()
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError as err:
+            log.warning("libvirt event loop: %s", err)
+            time.sleep(0.1)
 
 
 def ensure_event_loop() -> None:
@@ -194,28 +203,30 @@ class Host:
         """The open connection, and whether it was opened just now."""
         with self._lock:
             if self._conn is not None and not self._alive(self._conn):
-                self._drop()
+                self._conn = None  # lost (see _lost)
             if self._conn is not None:
                 return self._conn, False
             self._conn = self._open()
             return self._conn, True
 
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+    def close(self) -> None:
+        """Close the connection (the next call reconnects)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
 
-    def close(self) -> None:
-        """Close the connection (the next call reconnects)."""
-        with self._lock:
-            self._drop()
-
     def _lost(self, conn: libvirt.virConnect) -> None:
-        """``conn`` broke: drop it, unless another thread has already replaced it."""
+        """``conn`` broke: forget it, unless another thread has already replaced it.
+
+        Not closed here: another thread may be in a call on it (a closed
+        connection fails that call as an invalid one, not as a lost one);
+        it closes when the last of its users lets it go.
+        """
         with self._lock:
             if self._conn is conn:
-                self._drop()
+                self._conn = None
 
     def call(self, what: str, fn: Callable[[libvirt.virConnect], Any]) -> Any:
         """Run ``fn(conn)``, an idempotent call of the host's, mapping errors.
@@ -304,7 +315,8 @@ class Host:
         and keeps its own definition for its later starts.
         """
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-        dom, conn = self._call("Cannot start domain", lambda c: c.createXML(xml, flags))
+        conn = self.get_connection()  # a start is never repeated: it may have been made
+        dom = self.guarded(conn, "Cannot start domain", lambda: conn.createXML(xml, flags))
         return Guest(self, conn, dom)
 
     # -- facts -------------------------------------------------------------

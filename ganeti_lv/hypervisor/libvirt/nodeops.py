@@ -76,6 +76,10 @@ if [ -L "$D" ]; then rm -f -- "$D"; else rmdir -- "$D" 2>/dev/null || true; fi
 """
 # seconds between ACPI power-button presses while a shutdown waits
 POWER_BUTTON_INTERVAL = 5.0
+# The commands on a node's storage and interfaces (mkdir, truncate, rm, ip) end
+# at once on a healthy node; bounded, a hung mount (NFS) ends the job instead
+# of holding its locks for ever (s).
+NODE_COMMAND_TIMEOUT = 300.0
 
 
 def default_libvirt_uri(node: Node, key_file: str, known_hosts_file: str) -> str:
@@ -295,7 +299,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         listed = self.host(node).bridges()
         if listed is not None:
             return listed
-        result = self._ssh_run(node, _LIST_BRIDGES, check=True)
+        result = self._ssh_run(node, _LIST_BRIDGES, check=True, timeout=NODE_COMMAND_TIMEOUT)
         return sorted(line.strip() for line in result.stdout.splitlines() if line.strip())
 
     def instance_list(self, node: Node) -> dict[str, DomainInfo]:
@@ -333,7 +337,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         log = console_log_path(instance.name)
         lines.append(f"rm -f -- {shlex.quote(log)}")
         self._prepared.get(node.name, set()).discard(log)
-        result = self._ssh_run(node, "\n".join(lines), check=False)
+        result = self._ssh_run(node, "\n".join(lines), check=False, timeout=NODE_COMMAND_TIMEOUT)
         if result.exit_status == _DISK_EXISTS_STATUS:
             raise HypervisorError(
                 f"Disk image {result.stderr.strip()} already exists on {node.name}",
@@ -350,7 +354,12 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     def remove_disks(self, node: Node, cluster: Cluster, instance: Instance) -> None:
         _check_name(instance.name)
         directory = objects.disk_dir(cluster, instance)
-        self._ssh_run(node, ["sh", "-c", _REMOVE_DISKS, "sh", directory], check=True)
+        self._ssh_run(
+            node,
+            ["sh", "-c", _REMOVE_DISKS, "sh", directory],
+            check=True,
+            timeout=NODE_COMMAND_TIMEOUT,
+        )
 
     # -- lifecycle -----------------------------------------------------------
     def start_instance(
@@ -400,7 +409,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             steps.append(f"mkdir -p -- {' '.join(shlex.quote(d) for d in dirs)}")
         if new_files:
             steps.append(f"touch -- {' '.join(shlex.quote(p) for p in new_files)}")
-        self._ssh_run(node, " && ".join(steps), check=True)
+        self._ssh_run(node, " && ".join(steps), check=True, timeout=NODE_COMMAND_TIMEOUT)
         done.update(dirs)
         done.update(new_files)
 
