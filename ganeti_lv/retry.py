@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -100,6 +101,45 @@ def job_end_write_policy(
 ) -> tenacity.Retrying:
     """Retry writing a job's final record that failed with ``OSError``."""
     return _policy(attempts, JOB_END_WRITE_WAIT_MIN, JOB_END_WRITE_WAIT_MAX, (OSError,), sleep)
+
+
+class SharedFailure:
+    """The failure of a connection attempt, shared with the callers that waited for it.
+
+    Attempts are made one at a time, under the connection's lock. A caller
+    takes a ``mark()`` before it waits for that lock; under it, ``check(mark)``
+    raises (a copy of) the failure of an attempt that ended while it waited,
+    instead of letting it make one of its own: a node that does not answer
+    costs each caller about one attempt's time, not the sum of the attempts
+    of the callers queued before it. ``attempt(fn)`` makes one and records
+    how it ended.
+    """
+
+    def __init__(self) -> None:
+        self._ended = 0
+        self._failure: Exception | None = None
+
+    def mark(self) -> int:
+        """How many attempts have ended so far."""
+        return self._ended
+
+    def check(self, mark: int) -> None:
+        """Raise the failure of the last attempt when one ended after ``mark``."""
+        failure = self._failure
+        if self._ended != mark and failure is not None:
+            raise copy.copy(failure) from failure
+
+    def attempt(self, fn: Callable[[], T]) -> T:
+        """``fn()``, its failure recorded for the callers waiting meanwhile."""
+        try:
+            result = fn()
+        except Exception as err:
+            self._failure = err
+            raise
+        finally:
+            self._ended += 1
+        self._failure = None
+        return result
 
 
 def call_with_retry(

@@ -274,6 +274,7 @@ class SshClient:
         self._retired: list[paramiko.SSHClient] = []
         self._channels: weakref.WeakSet[paramiko.Channel] = weakref.WeakSet()
         self._lock = threading.RLock()
+        self._connect_failures = retry.SharedFailure()
         self._sftp_lock = threading.Lock()
 
     @property
@@ -362,6 +363,7 @@ class SshClient:
 
         A kept one that is dead (``_dead``) is replaced by a new connection.
         """
+        mark = self._connect_failures.mark()
         with self._lock:
             if self._retired:
                 self._close_retired()
@@ -370,8 +372,12 @@ class SshClient:
                 if transport is not None and not self._dead(transport):
                     return transport, True
                 self._retire()
+            # a caller that waited while an attempt failed gets its failure
+            self._connect_failures.check(mark)
             policy = retry.ssh_connect_policy(self._connect_attempts, self._sleep)
-            self._client = retry.call_with_retry(policy, self._connect_once)
+            self._client = self._connect_failures.attempt(
+                lambda: retry.call_with_retry(policy, self._connect_once)
+            )
             transport = self._client.get_transport()
             assert transport is not None
             return transport, False

@@ -358,3 +358,49 @@ def test_the_event_loop_outlives_an_error(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(Stop):
         host_module._run_event_loop()
     assert len(runs) == 2
+
+
+def test_callers_that_waited_for_a_failed_open_share_its_failure() -> None:
+    """A node that does not answer: the callers queued behind one attempt get its error,
+    instead of each making an attempt of its own in turn (20 jobs, 20 timeouts)."""
+    attempts: list[int] = []
+    waiting = threading.Event()
+
+    def connect(_attempt: Any) -> FakeConn:
+        attempts.append(1)
+        waiting.wait(10)  # the other callers queue behind this attempt meanwhile
+        raise NodeUnreachable("Cannot connect to libvirt: timed out", node="node1")
+
+    host = Host("node1", "qemu+tcp://node1/system", connect)
+    marks: list[int] = []
+    real_mark = host._open_failures.mark
+
+    def mark() -> int:
+        marks.append(1)
+        return real_mark()
+
+    host._open_failures.mark = mark  # type: ignore[method-assign]
+    errors: list[NodeUnreachable] = []
+
+    def call() -> None:
+        try:
+            host.get_connection()
+        except NodeUnreachable as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(marks) < 3 and time.monotonic() < deadline:  # all three are waiting now
+        time.sleep(0.01)
+    waiting.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(errors) == 3 and len(attempts) == 1
+    assert all("timed out" in str(err) and err.node == "node1" for err in errors)
+    # a caller that comes after the failure tries again
+    waiting.set()
+    with pytest.raises(NodeUnreachable):
+        host.get_connection()
+    assert len(attempts) == 2

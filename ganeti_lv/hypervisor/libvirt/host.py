@@ -167,6 +167,7 @@ class Host:
         self._connect_retry = connect_retry
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._open_failures = retry.SharedFailure()
         # one call at a time on a libssh connection (see the module docstring)
         self._one_call: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if uri.startswith(LIBSSH_SCHEME) else contextlib.nullcontext()
@@ -200,13 +201,19 @@ class Host:
         return self._connection()[0]
 
     def _connection(self) -> tuple[libvirt.virConnect, bool]:
-        """The open connection, and whether it was opened just now."""
+        """The open connection, and whether it was opened just now.
+
+        A caller that waited while an attempt to open one failed gets its
+        failure (``retry.SharedFailure``).
+        """
+        mark = self._open_failures.mark()
         with self._lock:
             if self._conn is not None and not self._alive(self._conn):
                 self._conn = None  # lost (see _lost)
             if self._conn is not None:
                 return self._conn, False
-            self._conn = self._open()
+            self._open_failures.check(mark)
+            self._conn = self._open_failures.attempt(self._open)
             return self._conn, True
 
     def close(self) -> None:
