@@ -9,11 +9,14 @@ rebooted and forgot the connection, acknowledges nothing while TCP goes on
 retransmitting, for up to a quarter of an hour; a peer that is only slow to
 answer (a busy server) still acknowledges what arrives.
 
-``unanswered_for`` turns this into a lower bound on how long our oldest
-unacknowledged data has waited: the retransmission intervals so far add up
-to ``rto * (1 - 2**-backoff)`` (a single lost segment after a quiet minute
-counts for one interval, not for the minute), and never more than the time
-since the last acknowledgement.
+``unanswered_for`` turns this into how long our oldest unacknowledged data
+has waited: the retransmission intervals up to the last retransmission add
+up to ``rto * (1 - 2**-backoff)`` (a single lost segment after a quiet
+minute counts for one interval, not for the minute), then the time since
+that retransmission (the last data sent); never more than the time since
+the last acknowledgement. Without the time since the last retransmission,
+the figure would lag behind by up to one interval, as long as all before
+it (a 60 s limit was crossed only after some 100 s).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 _BACKOFF = 4  # u8
 _RTO = 8  # u32, microseconds
 _UNACKED = 24  # u32, segments
+_LAST_DATA_SENT = 44  # u32, milliseconds
 _LAST_ACK_RECV = 56  # u32, milliseconds
 _LENGTH = 60
 
@@ -39,6 +43,7 @@ class TcpState:
     rto_s: float
     unacked: int
     last_ack_s: float
+    last_sent_s: float = 0.0
 
     @classmethod
     def decode(cls, info: bytes) -> TcpState:
@@ -48,14 +53,15 @@ class TcpState:
             rto_s=struct.unpack_from("I", info, _RTO)[0] / 1e6,
             unacked=struct.unpack_from("I", info, _UNACKED)[0],
             last_ack_s=struct.unpack_from("I", info, _LAST_ACK_RECV)[0] / 1e3,
+            last_sent_s=struct.unpack_from("I", info, _LAST_DATA_SENT)[0] / 1e3,
         )
 
     @property
     def unanswered_for(self) -> float:
-        """Seconds our oldest unacknowledged data has waited at least (0: none waits)."""
+        """Seconds our oldest unacknowledged data has waited (0: none waits)."""
         if not self.unacked or not self.backoff:
             return 0.0
-        retransmitting = self.rto_s * (1.0 - 2.0**-self.backoff)
+        retransmitting = self.rto_s * (1.0 - 2.0**-self.backoff) + self.last_sent_s
         return min(retransmitting, self.last_ack_s)
 
 

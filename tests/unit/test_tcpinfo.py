@@ -36,6 +36,9 @@ def test_what_is_not_a_tcp_socket_has_no_state() -> None:
     [
         # node away 14 s: six timeouts (0.2 s doubling to 12.8 s) cover 12.6 s
         (TcpState(backoff=6, rto_s=12.8, unacked=1, last_ack_s=14.012), 12.6),
+        # away 90 s: eight timeouts cover 51 s, the last retransmission 39 s ago
+        # (counted at 51 s only, a 60 s limit was crossed at 102 s)
+        (TcpState(backoff=8, rto_s=51.2, unacked=1, last_ack_s=95.0, last_sent_s=39.0), 90.0),
         # one segment lost after a quiet minute: one interval, not the minute
         (TcpState(backoff=1, rto_s=0.4, unacked=1, last_ack_s=60.0), 0.2),
         # never longer than since the last acknowledgement
