@@ -10,6 +10,7 @@ from typing import Any
 import libvirt
 import pytest
 from support.libvirt_errors import connection_lost, libvirt_error
+from support.queued import queued_failures
 
 from ganeti_lv import retry
 from ganeti_lv.errors import HypervisorError, NodeUnreachable
@@ -372,31 +373,7 @@ def test_callers_that_waited_for_a_failed_open_share_its_failure() -> None:
         raise NodeUnreachable("Cannot connect to libvirt: timed out", node="node1")
 
     host = Host("node1", "qemu+tcp://node1/system", connect)
-    marks: list[int] = []
-    real_mark = host._open_failures.mark
-
-    def mark() -> int:
-        marks.append(1)
-        return real_mark()
-
-    host._open_failures.mark = mark  # type: ignore[method-assign]
-    errors: list[NodeUnreachable] = []
-
-    def call() -> None:
-        try:
-            host.get_connection()
-        except NodeUnreachable as err:
-            errors.append(err)
-
-    threads = [threading.Thread(target=call) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 10
-    while len(marks) < 3 and time.monotonic() < deadline:  # all three are waiting now
-        time.sleep(0.01)
-    waiting.set()
-    for thread in threads:
-        thread.join(10)
+    errors = queued_failures(host._open_failures, host.get_connection, waiting)
     assert len(errors) == 3 and len(attempts) == 1
     assert all("timed out" in str(err) and err.node == "node1" for err in errors)
     # a caller that comes after the failure tries again

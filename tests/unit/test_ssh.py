@@ -17,6 +17,7 @@ import paramiko
 import pytest
 import tenacity
 from support.manyfiles import holding_many_files
+from support.queued import queued_failures
 from support.relay import VanishingRelay
 from support.sshd import LocalSshd
 from support.waiting import descendants, wait_dead
@@ -484,7 +485,6 @@ def test_callers_that_waited_for_a_failed_connect_share_its_failure() -> None:
     """Jobs queued behind one connect to a node that does not answer get its error at
     its end, instead of each making its own attempt in turn."""
     attempts: list[int] = []
-    marks: list[int] = []
     go = threading.Event()
     client = SshClient("192.0.2.1", node_name="node2", connect_attempts=1)
 
@@ -493,31 +493,8 @@ def test_callers_that_waited_for_a_failed_connect_share_its_failure() -> None:
         go.wait(10)
         raise NodeUnreachable("SSH connect to 192.0.2.1:22: timed out", "node2")
 
-    real_mark = client._connect_failures.mark
-
-    def mark() -> int:
-        marks.append(1)
-        return real_mark()
-
     client._connect_once = connect_once  # type: ignore[method-assign]
-    client._connect_failures.mark = mark  # type: ignore[method-assign]
-    failed: list[NodeError] = []
-
-    def call() -> None:
-        try:
-            client.run(["true"])
-        except NodeUnreachable as err:
-            failed.append(err)
-
-    threads = [threading.Thread(target=call) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 10
-    while len(marks) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    go.set()
-    for thread in threads:
-        thread.join(10)
+    failed = queued_failures(client._connect_failures, lambda: client.run(["true"]), go)
     assert len(failed) == 3 and len(attempts) == 1
     assert all(err.node == "node2" and "timed out" in err.msg for err in failed)
 
