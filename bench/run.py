@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, Any]:
     """Bring the bench cluster up, run the cluster benchmarks, take it down."""
     from bench import export, ganeti, migration
@@ -69,6 +74,8 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
     out: dict[str, Any] = {}
     cl = BenchCluster(opts.dir, opts.subnet, nodes=3, feedback=_log)
     _log(f"bringing up the bench cluster in {opts.dir} ({opts.subnet})")
+    # stopped (kill, a job's timeout), the bench still takes its cluster down
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         info = cl.up(qemu=opts.qemu)
         out["cluster"] = {"domain_type": info.get("domain_type"), "nodes": cl.node_names}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,3 +60,33 @@ def test_start_up_is_a_figure_without_a_target(
     assert "## gnt-lv start-up (a figure, no target)" in report
     assert "| `gnt-lv --version` | 80.00 |" in report
     assert "without a daemon (in-process) | 420.00 |" in report
+
+
+def test_a_bench_stopped_by_sigterm_takes_its_cluster_down(tmp_path: Path) -> None:
+    """Killed (SIGTERM) while its cluster is up, the bench still takes the cluster down
+    (in a process of its own: the signal ends it)."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from bench import run
+
+class Cluster:
+    def __init__(self, *args, **kwargs):
+        self.node_names = []
+
+    def up(self, qemu=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def down(self):
+        print("taken down", flush=True)
+
+run.BenchCluster = Cluster
+opts = run.argparse.Namespace(dir={str(tmp_path)!r}, subnet="10.250.9.0/24", qemu=None,
+                              quick=True, keep_cluster=False)
+run.run_cluster_parts(opts, ["migration"])
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert "taken down" in proc.stdout
