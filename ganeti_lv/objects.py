@@ -409,3 +409,8 @@ def disk_dir(cluster: Cluster, instance: Instance) -> str:
 def disk_path(cluster: Cluster, instance: Instance, idx: int) -> str:
     """Path of disk ``idx`` of the instance on its node."""
     return f"{disk_dir(cluster, instance)}/disk{idx}.img"
+
+
+def disk_paths(cluster: Cluster, instance: Instance) -> list[str]:
+    """Paths of every disk of the instance on its node, in order."""
+    return [disk_path(cluster, instance, idx) for idx in range(len(instance.disks))]

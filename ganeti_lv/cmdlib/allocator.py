@@ -88,16 +88,22 @@ class Plan:
         return out
 
 
-def refusal(node: NodeFit, need: Need, free: int) -> str:
-    """Why ``node`` cannot take ``need`` with ``free`` MiB left, or "" when it can."""
-    if node.name == need.node:
-        return "the instance's own node"
+def flags_refusal(node: NodeFit) -> str:
+    """Why ``node``'s flags keep it from taking instances ("offline", ...), or ""."""
     if node.offline:
         return "offline"
     if node.drained:
         return "drained"
-    if not node.vm_capable:
-        return "not vm_capable"
+    return "" if node.vm_capable else "not vm_capable"
+
+
+def refusal(node: NodeFit, need: Need, free: int) -> str:
+    """Why ``node`` cannot take ``need`` with ``free`` MiB left, or "" when it can."""
+    if node.name == need.node:
+        return "the instance's own node"
+    flags = flags_refusal(node)
+    if flags:
+        return flags
     if node.failed:
         return "failed a move of this operation"
     if node.incompatible:

@@ -82,7 +82,7 @@ from ganeti_lv.hypervisor.export_types import PublishedExport, SnapshotInfo
 from ganeti_lv.names import check_instance_name
 from ganeti_lv.node import diskcopy, progress
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
+from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path, disk_paths
 from ganeti_lv.opcodes import OpBackupExport
 from ganeti_lv.reservations import MEMORY, Held, Reservations
 
@@ -266,9 +266,6 @@ class LUBackupExport(LogicalUnit):
             )
         return dom.state if dom is not None else None
 
-    def _disk_paths(self) -> list[str]:
-        return [disk_path(self.cluster, self.instance, i) for i in range(len(self.instance.disks))]
-
     def _check_space(self) -> None:
         """Room for the overlays on the primary and for the copies on the target.
 
@@ -301,7 +298,9 @@ class LUBackupExport(LogicalUnit):
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         pdir = disk_dir(self.cluster, self.instance)
         calls: list[Callable[[], Any]] = [
-            lambda: node_call(self.rpc.disk_usage, self.pnode, self._disk_paths())
+            lambda: node_call(
+                self.rpc.disk_usage, self.pnode, disk_paths(self.cluster, self.instance)
+            )
         ]
         if overlays:
             calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
@@ -496,7 +495,11 @@ class LUBackupExport(LogicalUnit):
                 if self.TrySnapshot() and (running or (self.DoReboot() and stopped_by_us)):
                     snapshot = self._snapshot(feedback_fn, start=not running)
                     merge = SnapshotMerge(self.rpc, self.pnode, self.instance, snapshot)
-                sources = snapshot.base_paths() if snapshot is not None else self._disk_paths()
+                sources = (
+                    snapshot.base_paths()
+                    if snapshot is not None
+                    else disk_paths(self.cluster, self.instance)
+                )
                 if snapshot is None and running:
                     raise OpExecError(
                         f"Cannot export the running instance {self.instance.name} without a"

@@ -71,7 +71,7 @@ from ganeti_lv.hypervisor.migration_types import (
     MigrationStats,
 )
 from ganeti_lv.node.transport import NodeResult, node_call
-from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path
+from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_paths
 from ganeti_lv.reservations import Held
 
 FeedbackFn = Callable[[str], None]
@@ -345,7 +345,7 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         if self._space is not None:  # checked again (a retry): the new one counts
             self._space.release()
         cluster, inst, src = self._cluster(), self._inst(), self._node(self.source)
-        images = [disk_path(cluster, inst, i) for i in range(len(inst.disks))]
+        images = disk_paths(cluster, inst)
 
         def need() -> int:
             usage = node_call(self.rpc.disk_usage, src, images)

@@ -14,7 +14,7 @@ from ganeti_lv.hypervisor.migration_types import (
     MigrationParams,
     parse_caps,
 )
-from ganeti_lv.objects import Cluster, Instance, disk_dir, disk_path
+from ganeti_lv.objects import Cluster, Instance, disk_dir, disk_paths
 
 
 def format_version(version: int) -> str:
@@ -89,7 +89,7 @@ def storage_paths(cluster: Cluster, instance: Instance, disks: bool = False) -> 
     ``file``: the storage directory the images are copied into. With
     ``disks``, the instance's own image paths (for leftover detection).
     """
-    images = [disk_path(cluster, instance, i) for i in range(len(instance.disks))]
+    images = disk_paths(cluster, instance)
     if disks:
         return [disk_dir(cluster, instance), *images]
     if instance.disk_template == constants.DT_SHARED_FILE:

@@ -258,19 +258,14 @@ class _NodeMovesLU(LogicalUnit):
         if self.op.target_node:
             return None, f"the target node {self.op.target_node} was given"
         need = next(n for n in self.needs if n.name == move.instance)
-        fits = []
-        for f in self.fits:
-            node = self.cfg.get_node(f.name)
-            fits.append(
-                replace(
-                    f,
-                    memory_free=self.plan.free_after.get(f.name, 0),
-                    offline=node is None or node.offline,
-                    drained=node is not None and node.drained,
-                    vm_capable=node is not None and node.vm_capable,
-                    failed=f.name in failed,
-                )
+        fits = [
+            replace(
+                self._flags_now(f),
+                memory_free=self.plan.free_after.get(f.name, 0),
+                failed=f.name in failed,
             )
+            for f in self.fits
+        ]
         again = allocator.plan([need], fits)
         new = again.placed.get(need.name)
         if new is None:
@@ -279,14 +274,19 @@ class _NodeMovesLU(LogicalUnit):
         self.plan.free_after[move.target] += need.memory
         return new, ""
 
+    def _flags_now(self, fit: allocator.NodeFit) -> allocator.NodeFit:
+        """``fit`` with its node's flags read again (a node gone since reads offline)."""
+        node = self.cfg.get_node(fit.name)
+        return replace(
+            fit,
+            offline=node is None or node.offline,
+            drained=node is not None and node.drained,
+            vm_capable=node is not None and node.vm_capable,
+        )
+
     def _unfit(self, name: str) -> str:
         """What keeps node ``name`` from taking instances now (its flags read again), or ""."""
-        node = self.cfg.get_node(name)
-        if node is None or node.offline:
-            return "offline" if node is not None else "removed"
-        if node.drained:
-            return "drained"
-        return "" if node.vm_capable else "not vm_capable"
+        return allocator.flags_refusal(self._flags_now(allocator.NodeFit(name, 0)))
 
     def _start_move(
         self, move: Move, relay: Callable[[str], None]

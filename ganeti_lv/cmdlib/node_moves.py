@@ -248,8 +248,10 @@ class MoveScheduler:
     def _retarget_queued(self) -> None:
         """Queued moves whose target failed, or takes no instances any more (offlined or
         drained since the plan): placed again, or failed."""
-        for move in self.moves:
-            gone = self._gone(move.target) if move.status == QUEUED else ""
+        queued = [m for m in self.moves if m.status == QUEUED]
+        gone_targets = {target: self._gone(target) for target in {m.target for m in queued}}
+        for move in queued:
+            gone = gone_targets[move.target]
             if not gone:
                 continue
             old = move.target

@@ -293,7 +293,7 @@ class FakeNodeOps(FakeExportOps, NodeOps):
             raise HypervisorError(
                 f"Not enough memory on {node.name} to start {instance.name}", node=node.name
             )
-        paths = [objects.disk_path(cluster, instance, i) for i in range(len(instance.disks))]
+        paths = objects.disk_paths(cluster, instance)
         self.remove_domain(node.name, instance.name)
         tty = bool(cluster.fill_hvparams(instance, hvparams).get("serial_console", True))
         self.add_domain(

@@ -286,7 +286,4 @@ class FakeExportOps:
         self, node: Node, cluster: Cluster, instance: Instance, timeout: float
     ) -> list[ZeroingResult]:
         self._enter("zero_free_space", node, instance.name, timeout)
-        return [
-            ZeroingResult(objects.disk_path(cluster, instance, i), True)
-            for i in range(len(instance.disks))
-        ]
+        return [ZeroingResult(path, True) for path in objects.disk_paths(cluster, instance)]

@@ -228,7 +228,7 @@ class LibvirtExportOps:
     def zero_free_space(
         self, node: Node, cluster: Cluster, instance: Instance, timeout: float
     ) -> list[ZeroingResult]:
-        paths = [objects.disk_path(cluster, instance, i) for i in range(len(instance.disks))]
+        paths = objects.disk_paths(cluster, instance)
         res = self.ssh(node).run(
             ["sh", "-c", _ZERO_SCRIPT, "sh", *paths], timeout=timeout, check=False
         )

@@ -325,9 +325,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         _check_name(instance.name)
         directory = objects.disk_dir(cluster, instance)
         lines = ["set -e", f"mkdir -p -- {shlex.quote(directory)}"]
-        paths = [
-            shlex.quote(objects.disk_path(cluster, instance, i)) for i in range(len(instance.disks))
-        ]
+        paths = [shlex.quote(path) for path in objects.disk_paths(cluster, instance)]
         # every image is checked before any is made: a refusal leaves nothing new behind
         for path in paths:
             lines.append(f"if [ -e {path} ]; then echo {path} >&2; exit {_DISK_EXISTS_STATUS}; fi")
