@@ -482,3 +482,29 @@ def test_switchover_table_and_capabilities_line() -> None:
     assert "ganeti_lv return-path on, pause-before-switchover on" in line
     text = ganeti_report.markdown(results)
     assert table in text and line in text
+
+
+def test_a_case_ganeti_lv_did_not_always_complete_is_missed() -> None:
+    # the one migration that completed would meet every target on its own
+    lv = [_run(1, 20), _run(30, None, ok=False), _run(30, None, ok=False)]
+    for run in lv:
+        run["pause_ms"] = 25.0
+    g = [{**_run(7, 30), "pause_ms": 40.0}] * 3
+    case = ganeti_report.case_result(256, 32, False, g, lv)
+    verdicts = _verdicts({"cases": [case], "cap_s": 30})
+    label = "256 MiB, dirtier 32 MiB (ganeti_lv completed 1 of 3 within 30 s)"
+    assert verdicts == {
+        f"median migration downtime (qemu's) <= Ganeti's, {label}": "NOT met",
+        f"median pause, source stop to target resume, <= Ganeti's, {label}": "NOT met",
+        f"median migration wall time / Ganeti's, {label}": "NOT met",
+    }
+
+
+def test_a_downtime_not_read_on_every_migration_is_not_measured() -> None:
+    lv = [_run(1, 20), _run(1, None), _run(1, 22)]
+    case = ganeti_report.case_result(128, 0, False, [_run(7, 30)] * 3, lv)
+    verdicts = _verdicts({"cases": [case]})
+    assert verdicts["median migration downtime (qemu's) <= Ganeti's, 128 MiB, idle"] == (
+        "not measured"
+    )
+    assert verdicts["median migration wall time / Ganeti's, 128 MiB, idle"] == "met"
