@@ -2,7 +2,9 @@
 # Installs what ganeti_lv and its local cluster need on Debian 12 (as root):
 # Debian packages, a virtual environment in .venv and the package itself.
 # Sourced by demo.sh and test.sh; safe to run again (it skips what is there).
-set -euo pipefail
+# Every step is checked explicitly: a caller's `source setup.sh || exit 1`
+# turns `set -e` off for everything sourced, so it cannot be relied on here.
+set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
@@ -21,13 +23,18 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo ">>> installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if ! apt-get update -qq || ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    echo "setup: installing the Debian packages failed" >&2
+    return 1 2>/dev/null || exit 1
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo ">>> creating virtual environment in $VENV"
-  python3 -m venv "$VENV"
+  if ! python3 -m venv "$VENV"; then
+    echo "setup: creating the virtual environment failed" >&2
+    return 1 2>/dev/null || exit 1
+  fi
   "$VENV/bin/pip" install -q --upgrade pip 2>/dev/null || true
 fi
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
@@ -35,9 +42,14 @@ if [ ! -e "$stamp" ]; then
   echo ">>> installing ganeti_lv and its dependencies"
   # compat: the checkout goes on sys.path through a plain .pth entry; the
   # default import hook costs every gnt-lv start some 20 ms
-  "$VENV/bin/pip" install -q -e "$ROOT[test]" --config-settings editable_mode=compat 2>&1 \
-    | grep -v -e '^WARNING: Location' -e '^$' || true
-  "$VENV/bin/python" -c 'import libvirt, paramiko, tenacity, rich, cheroot, werkzeug' 
+  if ! out=$("$VENV/bin/pip" install -q -e "$ROOT[test]" --config-settings editable_mode=compat 2>&1) \
+    || ! "$VENV/bin/python" -c 'import ganeti_lv.cli.main, libvirt, paramiko, tenacity, rich, cheroot, werkzeug, pytest' \
+    || [ ! -x "$VENV/bin/ruff" ] || [ ! -x "$VENV/bin/mypy" ]; then
+    printf '%s\n' "${out:-}" >&2
+    echo "setup: installing ganeti_lv and its dependencies into $VENV failed" >&2
+    return 1 2>/dev/null || exit 1
+  fi
+  printf '%s\n' "$out" | grep -v -e '^WARNING: Location' -e '^$' || true
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

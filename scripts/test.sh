@@ -5,6 +5,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=setup.sh
 source "$ROOT/scripts/setup.sh" || exit 1
+set +e  # every stage runs; their outcomes are collected below
 cd "$ROOT" || exit 1
 failed=()
 echo ">>> ruff"
