@@ -367,11 +367,18 @@ class DevCluster(files.ClusterDirectory):
         """Stop everything of this cluster by PID and remove its namespaces and links.
 
         A master daemon running for the cluster's data dir is stopped first
-        (by its pid file; its running jobs end before it does).
+        (by its pid file; its running jobs end before it does, or are canceled
+        after a minute). Every step is taken even when one before it failed;
+        the cluster's record (``state.json``) is removed only when all went
+        well, so that ``down`` can be run again to finish.
         """
         from ganeti_lv.master import daemon as masterd
 
-        masterd.stop(self.data_dir)
+        problems: list[str] = []
+        try:
+            masterd.stop(self.data_dir, force=True)
+        except (OSError, OpExecError) as err:
+            problems.append(str(err))
         state = self._load_state()
         prefix = f"glv{self.cid}"
         names = set(netns.list_netns(prefix + "n"))
@@ -384,11 +391,20 @@ class DevCluster(files.ClusterDirectory):
             pids.update(int(p) for p in per_node.values() if p)
         pids.update(int(p) for p in state.get("holders", {}).values() if p)
         pids.discard(os.getpid())
-        netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names)))
+        try:
+            netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names)))
+        except OpExecError as err:
+            problems.append(str(err))
         for name in sorted(names):
             netns.delete_netns(name)
         for link in netns.links(prefix):
             netns.delete_link(link)
+        if problems:
+            raise OpExecError(
+                f"The cluster in {self.directory} is not completely down: "
+                + "; ".join(problems)
+                + " (its record is kept: run down again)"
+            )
         for sub in ("state.json", "cluster.json"):
             path = os.path.join(self.directory, sub)
             if os.path.exists(path):

@@ -554,17 +554,39 @@ def _read_pidfile(data_dir: str) -> tuple[int | None, int | None]:
         return None, None
 
 
-def stop(data_dir: str, timeout: float = 60.0) -> int | None:
-    """Stop the data dir's daemon (by its pid file); the PID it had, None if none ran."""
+# with ``stop(force=True)``: seconds the running jobs have to roll back once
+# canceled, before the daemon is killed
+FORCED_STOP_GRACE = 30.0
+
+
+def stop(data_dir: str, timeout: float = 60.0, force: bool = False) -> int | None:
+    """Stop the data dir's daemon (by its pid file); the PID it had, None if none ran.
+
+    Its running jobs end first; a daemon still running after ``timeout`` is
+    an error, unless ``force`` (the cluster itself goes away): then its jobs
+    are canceled (a second SIGTERM) and, ``FORCED_STOP_GRACE`` later, the
+    daemon is killed.
+    """
     pid, start = _read_pidfile(data_dir)
     if pid is None or not process_alive(pid, start):
         return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(pid, start):
-            return pid
-        time.sleep(0.05)
+
+    def ended(sig: signal.Signals, within: float) -> bool:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not process_alive(pid, start):
+                return True
+            time.sleep(0.05)
+        return False
+
+    if ended(signal.SIGTERM, timeout):
+        return pid
+    if force and (
+        ended(signal.SIGTERM, FORCED_STOP_GRACE) or ended(signal.SIGKILL, FORCED_STOP_GRACE)
+    ):
+        return pid
     raise OpExecError(f"The master daemon ({pid}) did not stop within {timeout:g} s")
 
 

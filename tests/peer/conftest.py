@@ -74,10 +74,8 @@ def ganeti_peer() -> Iterator[PeerCluster]:
     peer = PeerCluster(directory)
 
     def teardown() -> None:
-        try:
-            peer.down()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        peer.down()  # failed, its record stays for the guardian's second try
+        shutil.rmtree(directory, ignore_errors=True)
 
     with torn_down_at_exit(teardown, peer_down(directory), directory):
         peer.up(subnet=free_subnet(base=pl.SUBNET_BASE))

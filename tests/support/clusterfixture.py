@@ -80,10 +80,8 @@ def devcluster() -> Iterator[Any]:
     cluster = DevCluster(directory)
 
     def teardown() -> None:
-        try:
-            cluster.down()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        cluster.down()  # failed, its record stays for the guardian's second try
+        shutil.rmtree(directory, ignore_errors=True)
 
     with torn_down_at_exit(teardown, devcluster_down(directory), directory):
         cluster.up(nodes=3, subnet=free_subnet())

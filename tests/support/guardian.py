@@ -97,11 +97,13 @@ def main(args: list[str] | None = None) -> int:
     except (OSError, subprocess.TimeoutExpired) as err:
         _say(f"clean-up failed: {err}")
         return 1
+    if res.returncode:
+        # the directory holds what a later clean-up by hand needs (its record)
+        _say(f"clean-up exited with {res.returncode}; {opts.remove_dir or 'nothing'} kept")
+        return res.returncode
     if opts.remove_dir:
         shutil.rmtree(opts.remove_dir, ignore_errors=True)
-    if res.returncode:
-        _say(f"clean-up exited with {res.returncode}")
-    return res.returncode
+    return 0
 
 
 if __name__ == "__main__":

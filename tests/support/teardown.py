@@ -34,10 +34,10 @@ def torn_down_at_exit(
         nonlocal done
         if not done:
             done = True
-            try:
-                teardown()
-            finally:
-                guardian.release()
+            teardown()
+            # a tear-down that failed leaves the guardian to try again once
+            # this process has ended
+            guardian.release()
 
     def interrupt(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

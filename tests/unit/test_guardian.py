@@ -173,3 +173,42 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_failed_teardown_is_tried_again_by_the_guardian(marker: Path, tmp_path: Path) -> None:
+    scratch = tmp_path / "d"
+    scratch.mkdir()
+    res = _child(
+        f"""
+        from support.teardown import torn_down_at_exit
+        def teardown():
+            raise RuntimeError("processes [4242] did not die")
+        with torn_down_at_exit(teardown, ["touch", {str(marker)!r}], {str(scratch)!r}):
+            pass
+        """
+    )
+    assert res.returncode == 1 and "did not die" in res.stderr
+    # the process has ended: its guardian, never released, runs the clean-up
+    assert _appears(marker), res.stderr
+    deadline = time.monotonic() + 10
+    while scratch.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not scratch.exists()
+
+
+def test_a_clean_up_that_fails_keeps_the_directory(tmp_path: Path) -> None:
+    scratch = tmp_path / "d"
+    scratch.mkdir()
+    (scratch / "state.json").write_text("{}")
+    script = str(Path(TESTS_DIR) / "support" / "guardian.py")
+    # stdin at its end at once: the test process "died" before its release
+    res = subprocess.run(
+        [sys.executable, script, "--remove-dir", str(scratch), "--", "false"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "kept" in res.stderr
+    assert (scratch / "state.json").exists()

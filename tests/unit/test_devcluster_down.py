@@ -1,0 +1,119 @@
+"""Tearing a local cluster down: every step is taken, the record kept until all went well."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ganeti_lv import paths
+from ganeti_lv.devcluster import cluster as cluster_mod
+from ganeti_lv.devcluster import netns
+from ganeti_lv.errors import OpExecError
+from ganeti_lv.master import daemon
+from ganeti_lv.master.jobs import process_alive, process_start_time
+
+
+def _fake_nodes(monkeypatch: pytest.MonkeyPatch, prefix: str, kill_error: str | None) -> list[str]:
+    deleted: list[str] = []
+    monkeypatch.setattr(netns, "list_netns", lambda p: [f"{prefix}n1", f"{prefix}n2"])
+    monkeypatch.setattr(netns, "pids_in_netns", lambda name: [101, 102])
+    monkeypatch.setattr(netns, "is_ours", lambda pid, names: True)
+
+    def kill_pids(pids: list[int], grace: float = 5.0) -> None:
+        if kill_error:
+            raise OpExecError(kill_error)
+
+    monkeypatch.setattr(netns, "kill_pids", kill_pids)
+    monkeypatch.setattr(netns, "delete_netns", deleted.append)
+    monkeypatch.setattr(netns, "links", lambda p: [f"{p}br"])
+    monkeypatch.setattr(netns, "delete_link", deleted.append)
+    return deleted
+
+
+def _cluster(tmp_path: Path) -> cluster_mod.DevCluster:
+    cl = cluster_mod.DevCluster(str(tmp_path))
+    (tmp_path / "state.json").write_text(json.dumps({"holders": {}, "daemons": {}}))
+    return cl
+
+
+def test_down_after_a_failed_kill_still_removes_the_namespaces_and_keeps_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl = _cluster(tmp_path)
+    prefix = f"glv{cl.cid}"
+    deleted = _fake_nodes(monkeypatch, prefix, kill_error="processes [102] did not die")
+    monkeypatch.setattr(daemon, "stop", lambda data_dir, force=False: None)
+    with pytest.raises(OpExecError, match=r"not completely down: processes \[102\] did not die"):
+        cl.down()
+    assert f"{prefix}n1" in deleted and f"{prefix}n2" in deleted and f"{prefix}br" in deleted
+    assert (tmp_path / "state.json").exists()  # `down` again can finish the job
+
+
+def test_down_goes_on_when_the_master_daemon_does_not_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl = _cluster(tmp_path)
+    deleted = _fake_nodes(monkeypatch, f"glv{cl.cid}", kill_error=None)
+    asked: list[bool] = []
+
+    def stop(data_dir: str, force: bool = False) -> None:
+        asked.append(force)
+        raise OpExecError("The master daemon (4242) did not stop within 60 s")
+
+    monkeypatch.setattr(daemon, "stop", stop)
+    with pytest.raises(OpExecError, match="did not stop within 60 s"):
+        cl.down()
+    assert asked == [True]
+    prefix = f"glv{cl.cid}"
+    assert {f"{prefix}n1", f"{prefix}n2", f"{prefix}br"} <= set(deleted)
+    assert (tmp_path / "state.json").exists()
+
+
+def test_down_that_went_well_removes_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl = _cluster(tmp_path)
+    _fake_nodes(monkeypatch, f"glv{cl.cid}", kill_error=None)
+    monkeypatch.setattr(daemon, "stop", lambda data_dir, force=False: None)
+    cl.down()
+    assert not (tmp_path / "state.json").exists()
+
+
+def _daemon_ignoring_sigterm(data_dir: Path) -> subprocess.Popen[bytes]:
+    """A process that ignores SIGTERM, recorded in ``data_dir``'s master daemon pid file."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    Path(paths.masterd_pidfile(str(data_dir))).write_text(
+        f"{proc.pid} {process_start_time(proc.pid)}\n"
+    )
+    threading.Thread(target=proc.wait, daemon=True).start()  # reaped once it ends
+    return proc
+
+
+def test_a_forced_stop_kills_a_daemon_that_does_not_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = _daemon_ignoring_sigterm(tmp_path)
+    start = process_start_time(proc.pid)
+    try:
+        with pytest.raises(OpExecError, match="did not stop within 0.2 s"):
+            daemon.stop(str(tmp_path), timeout=0.2)
+        assert process_alive(proc.pid, start)  # a plain stop leaves it running
+        monkeypatch.setattr(daemon, "FORCED_STOP_GRACE", 0.3)
+        assert daemon.stop(str(tmp_path), timeout=0.2, force=True) == proc.pid
+        assert not process_alive(proc.pid, start)
+    finally:
+        proc.kill()
