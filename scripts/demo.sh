@@ -38,6 +38,17 @@ print(log, console_size(log))
 PY
 }
 
+# A step that fails ends the demo: its guest, which dirties memory, is shut
+# down then too, so that nothing busy is left beside the test suite.
+stop_guest_on_failure() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
+    echo ">>> the demo failed (exit $rc): shutting $INSTANCE down" >&2
+    gnt-lv instance shutdown "$INSTANCE" >&2 || true
+  fi
+}
+trap stop_guest_on_failure EXIT
+
 BOOTING=yes
 if ! gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
   PRIMARY=node1
