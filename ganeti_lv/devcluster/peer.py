@@ -179,6 +179,10 @@ class PeerCluster(files.ClusterDirectory):
         token = base64.b64encode(f"{pl.RAPI_USER}:{password}".encode()).decode()
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        # straight to the peer's address: a proxy set in the environment is not asked
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
         deadline = time.monotonic() + timeout
         while True:
             peernode.write_rapi_users(layout.master, password)
@@ -186,7 +190,7 @@ class PeerCluster(files.ClusterDirectory):
                 url, method="PUT", headers={"Authorization": f"Basic {token}"}
             )
             try:
-                with urllib.request.urlopen(request, timeout=10, context=context):
+                with opener.open(request, timeout=10):
                     return
             except urllib.error.HTTPError as err:
                 if err.code != 401:

@@ -23,6 +23,7 @@ import json
 import sys
 import threading
 
+import pycurl
 from ganeti.rapi import client
 
 
@@ -57,9 +58,13 @@ def _parallel(rapi_factory, count, call):
 @client.UsesRapiClient
 def main():
     program = json.load(sys.stdin)
-    config = None
+    # proxy "": straight to the daemon, whatever proxy the environment names
     if program.get("cafile"):
-        config = client.GenericCurlConfig(cafile=program["cafile"], verify_hostname=False)
+        config = client.GenericCurlConfig(cafile=program["cafile"], verify_hostname=False, proxy="")
+    else:
+
+        def config(curl, _logger):
+            curl.setopt(pycurl.PROXY, "")
 
     def factory():
         return client.GanetiRapiClient(
