@@ -2,7 +2,7 @@
 
 As Ganeti's ``gnt-instance console``: the console description comes from a
 query (``OpInstanceConsole``, no job), and the command connects to it with
-OpenSSH's ``ssh -t`` as root to the primary node, with the cluster's key and
+OpenSSH's ``ssh -t`` as the node's SSH user to the primary node, with the cluster's key and
 its known_hosts only (a node's host key must be the one confirmed when it
 was added). There ``virsh console`` attaches to the guest's serial port;
 Ctrl-] leaves it. ``--show-cmd`` prints the command instead of running it.

@@ -14,7 +14,8 @@ instance, job) register first; every other module of the package that has a
 without touching this file.
 
 Exit codes follow Ganeti: 0 success, 1 failure (prerequisites, execution,
-unconfirmed), 2 usage errors (argparse).
+unconfirmed), 2 usage errors (argparse), 13 an unconfirmed ``node migrate`` or
+``node evacuate``, 14 unknown output fields (``-o``).
 """
 
 from __future__ import annotations

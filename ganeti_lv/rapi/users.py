@@ -12,7 +12,7 @@ are not case sensitive.
 
 The file holds secrets, so it is used only when no other user can read it
 or change it: a file readable or writable by others, writable by its group,
-or owned by another user than the daemon's is refused with a clear error
+or owned by neither root nor the daemon's user is refused with a clear error
 (``UsersFileError``). The daemon reads it again whenever it changes
 (``UsersFile``), so ``gnt-lv rapi add-user`` takes effect at once.
 """
