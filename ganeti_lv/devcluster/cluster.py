@@ -203,7 +203,7 @@ class DevCluster(files.ClusterDirectory):
         set_up = node.name in state.get("set_up", [])
         if not (set_up and self._holder_ok(node, holder)):
             self.feedback_fn(f"creating {node.name} ({node.address}, netns {node.netns})")
-            self._teardown_node(node, holder)
+            self._teardown_node(node, holder, state.get("holder_starts", {}).get(node.name))
             state["set_up"] = [n for n in state.get("set_up", []) if n != node.name]
             holder = self._create_node(cl, node, state)
         for name in lay.DAEMONS:
@@ -220,7 +220,7 @@ class DevCluster(files.ClusterDirectory):
             node.netns, node.veth_host, node.veth_peer, cl.bridge, node.address, node.prefixlen
         )
         holder = netns.start_holder(node.netns, os.path.join(node.host_dir, "holder.log"))
-        state["holders"][node.name] = holder
+        netns.record_holder(state, node.name, holder)
         self._save_state(state)
         mounts = [*cl.node_mounts(node), (os.path.join(node.host_dir, "hosts"), "/etc/hosts")]
         empty_rc = os.path.join(node.host_dir, "bashrc")
@@ -232,9 +232,11 @@ class DevCluster(files.ClusterDirectory):
         self._save_state(state)
         return holder
 
-    def _teardown_node(self, node: lay.NodeLayout, holder: int | None) -> None:
+    def _teardown_node(
+        self, node: lay.NodeLayout, holder: int | None, holder_start: int | None
+    ) -> None:
         """Remove what is left of a node (processes, netns, veth) before recreating it."""
-        netns.teardown_netns(node.netns, node.veth_host, holder)
+        netns.teardown_netns(node.netns, node.veth_host, holder, holder_start)
 
     def _warm_up(self, cl: lay.ClusterLayout) -> None:
         """Let every libvirtd probe qemu's capabilities now, in parallel."""
@@ -389,10 +391,11 @@ class DevCluster(files.ClusterDirectory):
             pids.update(netns.pids_in_netns(name))
         for per_node in state.get("daemons", {}).values():
             pids.update(int(p) for p in per_node.values() if p)
-        pids.update(int(p) for p in state.get("holders", {}).values() if p)
+        holders = netns.recorded_holders(state)
+        pids.update(holders)
         pids.discard(os.getpid())
         try:
-            netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names)))
+            netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names, holders)))
         except OpExecError as err:
             problems.append(str(err))
         for name in sorted(names):

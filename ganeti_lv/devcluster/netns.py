@@ -13,8 +13,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ganeti_lv.errors import ECODE_ENVIRON, OpExecError, OpPrereqError
+from ganeti_lv.master.jobs import process_start_time
 
 NETNS_DIR = "/run/netns"
 NODE_IFACE = "eth0"
@@ -74,6 +76,36 @@ def proc_name(pid: int) -> str | None:
             return fh.read().strip()
     except OSError:
         return None
+
+
+def record_holder(state: dict[str, Any], node: str, pid: int) -> None:
+    """Note node ``node``'s holder ``pid`` (and when it started) in a cluster's state."""
+    state.setdefault("holders", {})[node] = pid
+    state.setdefault("holder_starts", {})[node] = process_start_time(pid)
+
+
+def is_holder(pid: int | None, start: int | None) -> bool:
+    """True when ``pid`` still is the holder that started at ``start``.
+
+    A PID reused since by another process is not. A record without its
+    start (kept before they were) is taken for one when the process is a
+    ``sleep``, as holders are.
+    """
+    if not pid or not proc_alive(int(pid)):
+        return False
+    if start is not None:
+        return process_start_time(int(pid)) == start
+    return proc_name(int(pid)) == "sleep"
+
+
+def recorded_holders(state: dict[str, Any]) -> list[int]:
+    """The holders a cluster's state records that still run (see ``is_holder``)."""
+    starts = state.get("holder_starts", {})
+    return [
+        int(pid)
+        for node, pid in state.get("holders", {}).items()
+        if is_holder(pid, starts.get(node))
+    ]
 
 
 def read_pidfile(path: str) -> int | None:
@@ -319,12 +351,15 @@ def holder_ok(netns_name: str, pid: int | None) -> bool:
     )
 
 
-def teardown_netns(name: str, veth_host: str, holder: int | None) -> None:
-    """Kill every process of namespace ``name`` and its holder; delete netns and veth."""
+def teardown_netns(
+    name: str, veth_host: str, holder: int | None, holder_start: int | None = None
+) -> None:
+    """Kill every process of namespace ``name`` and its holder (the one that started
+    at ``holder_start``, see ``is_holder``); delete netns and veth."""
     pids = set(pids_in_netns(name))
     if (
         holder
-        and proc_alive(int(holder))
+        and is_holder(holder, holder_start)
         and proc_ns(int(holder), "net") != proc_ns(os.getpid(), "net")
     ):
         pids.add(int(holder))
@@ -333,19 +368,17 @@ def teardown_netns(name: str, veth_host: str, holder: int | None) -> None:
     delete_link(veth_host)
 
 
-def is_ours(pid: int, names: set[str]) -> bool:
-    """True if ``pid`` lives in one of the named network namespaces, or is an
-    orphaned holder (a ``sleep`` in an unnamed namespace other than ours)."""
+def is_ours(pid: int, names: set[str], holders: Sequence[int] = ()) -> bool:
+    """True if ``pid`` lives in one of the named network namespaces, or in the
+    unnamed one of one of our ``holders`` (checked with ``is_holder``): a node
+    whose namespace file is gone. One still named belongs to someone else."""
     link = proc_ns(pid, "net")
     if link is None:
         return False
     ours = {netns_link(n) for n in names} - {None}
     if link in ours:
         return True
-    # A holder whose namespace file is gone: a 'sleep' in an unnamed foreign netns
-    # (one still named belongs to someone else's cluster).
     named = {netns_link(n) for n in list_netns("")}
-    if link in named:
+    if link in named or link == proc_ns(os.getpid(), "net"):
         return False
-    own = proc_ns(os.getpid(), "net")
-    return link != own and proc_name(pid) == "sleep"
+    return link in {proc_ns(h, "net") for h in holders}

@@ -375,10 +375,11 @@ class PeerCluster(files.ClusterDirectory):
         pids: set[int] = set()
         for name in names:
             pids.update(netns.pids_in_netns(name))
-        pids.update(int(p) for p in state.get("holders", {}).values() if p)
+        holders = netns.recorded_holders(state)
+        pids.update(holders)
         pids.update(int(p) for p in state.get("sshd", {}).values() if p)
         pids.discard(os.getpid())
-        netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names)))
+        netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names, holders)))
         for name in sorted(names):
             netns.delete_netns(name)
         for link in netns.links(layout.prefix):

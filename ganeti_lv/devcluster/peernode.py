@@ -73,7 +73,7 @@ def create_node(
         node.netns, node.veth_host, node.veth_peer, layout.bridge, node.address, node.prefixlen
     )
     holder = netns.start_holder(node.netns, os.path.join(node.host_dir, "holder.log"))
-    state["holders"][node.name] = holder
+    netns.record_holder(state, node.name, holder)
     save_state(state)
     script = netns.node_setup_script(
         node.fqdn,

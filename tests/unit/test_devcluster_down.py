@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,7 @@ def _fake_nodes(monkeypatch: pytest.MonkeyPatch, prefix: str, kill_error: str | 
     deleted: list[str] = []
     monkeypatch.setattr(netns, "list_netns", lambda p: [f"{prefix}n1", f"{prefix}n2"])
     monkeypatch.setattr(netns, "pids_in_netns", lambda name: [101, 102])
-    monkeypatch.setattr(netns, "is_ours", lambda pid, names: True)
+    monkeypatch.setattr(netns, "is_ours", lambda pid, names, holders=(): True)
 
     def kill_pids(pids: list[int], grace: float = 5.0) -> None:
         if kill_error:
@@ -117,3 +120,40 @@ def test_a_forced_stop_kills_a_daemon_that_does_not_end(
         assert not process_alive(proc.pid, start)
     finally:
         proc.kill()
+
+
+@pytest.fixture
+def foreign_sleep() -> Iterator[int]:
+    """A ``sleep`` in a network namespace of its own, not started by any cluster."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    deadline = time.monotonic() + 10
+    while netns.proc_name(proc.pid) != "sleep" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_sleep_in_a_namespace_of_its_own_is_not_taken_for_a_holder(foreign_sleep: int) -> None:
+    # the PID a dead holder had, since given to someone else's process
+    assert not netns.is_ours(foreign_sleep, set())
+    recorded_start = netns.process_start_time(foreign_sleep)
+    assert recorded_start is not None
+    assert not netns.is_holder(foreign_sleep, recorded_start - 1)
+    state = {"holders": {"node1": foreign_sleep}, "holder_starts": {"node1": recorded_start - 1}}
+    assert netns.recorded_holders(state) == []
+    # the holder itself (its start as recorded) and what runs in its namespace are ours
+    assert netns.is_holder(foreign_sleep, recorded_start)
+    state["holder_starts"]["node1"] = recorded_start
+    assert netns.recorded_holders(state) == [foreign_sleep]
+    assert netns.is_ours(foreign_sleep, set(), [foreign_sleep])
+
+
+def test_a_holder_recorded_without_its_start_must_be_a_sleep() -> None:
+    me = os.getpid()
+    assert not netns.is_holder(me, None)  # python, not a holder's sleep
+    assert netns.is_holder(me, netns.process_start_time(me))
