@@ -153,11 +153,17 @@ def run_all(
         _back_home(cl, names)
         gnt: list[dict[str, Any]] = []
         virsh: list[dict[str, Any]] = []
-        for _ in range(pairs):
-            gnt.append(evacuate_gnt(cl, names))
-            _back_home(cl, names)
-            virsh.append(evacuate_virsh(cl, names, gnt[-1]["targets"]))
-            _back_home(cl, names)
+        # the order swaps every pair; the loop moves each guest where
+        # ganeti_lv's last plan put it
+        targets = first["targets"]
+        for i in range(pairs):
+            for tool in ("gnt", "virsh") if i % 2 == 0 else ("virsh", "gnt"):
+                if tool == "gnt":
+                    gnt.append(evacuate_gnt(cl, names))
+                    targets = gnt[-1]["targets"]
+                else:
+                    virsh.append(evacuate_virsh(cl, names, targets))
+                _back_home(cl, names)
     finally:
         if masterd:
             cl.stop_masterd()

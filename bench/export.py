@@ -192,6 +192,7 @@ class ExportBench:
             lambda: self.cl.node_exec(SRC, ["sh", "-c", script], timeout=900), target
         )
         os.unlink(target)
+        self._settle()
         return result
 
     def local_cp(self, _i: int = 0) -> dict[str, Any]:
@@ -205,7 +206,13 @@ class ExportBench:
             target,
         )
         os.unlink(target)
+        self._settle()
         return result
+
+    def _settle(self) -> None:
+        """Write back, untimed, what a baseline's copy left in the page cache: the export
+        syncs its files before it ends, so the next copy would otherwise pay for it."""
+        self.cl.node_exec(SRC, ["sync"], timeout=300)
 
     def run(self, pairs: int) -> dict[str, Any]:
         """Alternating pairs export / raw pipe, then local copies."""

@@ -150,8 +150,8 @@ class Comparison:
         self.feedback(f"ganeti: {report.case_label(memory, dirty, True)}, {pairs} pairs")
 
         def one(tool: PeerTool | LvTool, name: str) -> dict[str, Any]:
-            tool.add(name, GuestSpec(memory, dirty))
-            try:
+            try:  # a guest that did not boot in time is removed too
+                tool.add(name, GuestSpec(memory, dirty))
                 return tool.migrate(name, CAP)
             finally:
                 tool.remove(name)

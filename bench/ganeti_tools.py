@@ -87,6 +87,7 @@ class PeerTool:
     # ------------------------------------------------------------ instances
     def add(self, name: str, spec: GuestSpec) -> None:
         """Add the test guest as a Ganeti instance on node1 (booted unless ``start`` is False)."""
+        self.primary[name] = NODES[0]  # before: one added but not booted in time is removed too
         self.peer.add_instance(
             name,
             node=NODES[0],
@@ -97,7 +98,6 @@ class PeerTool:
             start=spec.start,
             boot_timeout=BOOT_TIMEOUT,
         )
-        self.primary[name] = NODES[0]
 
     def start(self, name: str) -> None:
         """``gnt-instance startup``; wait for the guest's ready line."""
@@ -309,7 +309,11 @@ class LvTool:
                 except subprocess.TimeoutExpired:
                     capped = True
                     proc.send_signal(signal.SIGINT)
-                    out, _ = proc.communicate(timeout=300)
+                    try:
+                        out, _ = proc.communicate(timeout=300)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()  # its cancel did not end it: nothing is left running
+                        out, _ = proc.communicate()
                 wall = time.perf_counter() - start
         finally:
             qmp.close()

@@ -300,10 +300,10 @@ def bench_case(
     how += ", flat downtime limit" if flat else ""
     how += f", {disk} disk copied" if disk else ""
     feedback(f"migration: {memory} MiB guest, dirtier {dirtymb} MiB, {pairs} pairs{how}")
-    start_guest(cl, name, memory, dirtymb, template=template, disk=disk or "96M")
     initial = cl.hvparam("migration_downtime_initial")
     baseline = migrate_virsh_copy if disk else migrate_virsh
-    try:
+    try:  # a guest that did not boot in time is removed too
+        start_guest(cl, name, memory, dirtymb, template=template, disk=disk or "96M")
         if flat:
             cl.set_hvparam("migration_downtime_initial", lv_downtime_ms())
         # one unmeasured pair first: the guest has just booted, and the first
@@ -314,9 +314,11 @@ def bench_case(
             lambda _i: migrate_gnt(cl, name), lambda _i: baseline(cl, name), pairs
         )
     finally:
-        if flat:
-            cl.set_hvparam("migration_downtime_initial", initial)
-        cl.remove_instance(name)
+        try:
+            if flat:
+                cl.set_hvparam("migration_downtime_initial", initial)
+        finally:
+            cl.remove_instance(name)
     return {
         "memory_mib": memory,
         "dirty_mib": dirtymb,
@@ -346,7 +348,11 @@ def _virsh_capped(cl: BenchCluster, name: str, bandwidth: int, cap: float) -> di
     except subprocess.TimeoutExpired:
         aborted = True
         cl.virsh(src, "domjobabort", name, check=False)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the abort did not end it: nothing of the benchmark is left running
+            proc.wait()
     wall = time.perf_counter() - start
     converged = proc.returncode == 0 and not aborted
     if converged:
@@ -363,9 +369,9 @@ def bench_fast_dirtier(cl: BenchCluster, feedback: Feedback, cap: float) -> dict
     )
     name = f"bmfast{memory}"
     feedback(f"migration: dirtier {dirtymb} MiB faster than {bandwidth} MiB/s, cap {cap:g} s")
-    start_guest(cl, name, int(memory), int(dirtymb))
     result: dict[str, Any] = {"memory_mib": memory, "dirty_mib": dirtymb, "bandwidth": bandwidth}
     try:
+        start_guest(cl, name, int(memory), int(dirtymb))
         start = time.perf_counter()
         proc = cl.gnt(
             "instance",

@@ -33,9 +33,9 @@ def bench_case(
     """Alternating pairs: a plain migration, then an encrypted one."""
     name = f"bt{memory}d{dirtymb}"
     feedback(f"migration stream TLS vs plain: {memory} MiB, dirtier {dirtymb} MiB, {pairs} pairs")
-    start_guest(cl, name, memory, dirtymb)
     tls = ["--migration-encryption", "yes"]
-    try:
+    try:  # a guest that did not boot in time is removed too
+        start_guest(cl, name, memory, dirtymb)
         migrate_gnt(cl, name)  # unmeasured: the first move after the boot
         migrate_gnt(cl, name, tls)
         plain, encrypted = stats.alternate(

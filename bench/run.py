@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import framework, startup, stats  # noqa: E402
-from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster  # noqa: E402
+from bench.common import DEFAULT_DIR, DEFAULT_SUBNET, BenchCluster, BenchError  # noqa: E402
 from bench.ganeti import CASE_GROUPS, IDLE_GROUPS, PEER_DIR  # noqa: E402
 from ganeti_lv.devcluster import emulator  # noqa: E402
 
@@ -103,7 +104,11 @@ def run_cluster_parts(opts: argparse.Namespace, parts: list[str]) -> dict[str, A
             from bench import evacuate
 
             start = time.monotonic()
-            out["evacuate"] = evacuate.run_all(cl, opts.quick, _log)
+            try:
+                out["evacuate"] = evacuate.run_all(cl, opts.quick, _log)
+            except (BenchError, subprocess.TimeoutExpired) as err:
+                # its targets show as not measured; the parts after it still run
+                out["evacuate"] = {"error": str(err)}
             out["evacuate"]["seconds"] = time.monotonic() - start
         if "ganeti" in parts:
             groups = tuple(g.strip() for g in opts.ganeti_cases.split(",") if g.strip())

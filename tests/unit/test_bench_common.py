@@ -289,3 +289,61 @@ def test_bench_cluster_waits_for_console_text_of_this_boot(tmp_path: Path, monke
     with log.open("a") as fh:
         fh.write("boot\nGUEST-READY\n")
     cl.wait_console("g", "node1", "GUEST-READY", timeout=1, since=since)
+
+
+def test_a_guest_that_does_not_boot_in_time_is_removed_and_the_limit_restored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    class Cluster:
+        def hvparam(self, key: str) -> str:
+            return "5"
+
+        def set_hvparam(self, key: str, value: Any) -> None:
+            calls.append(("set", key, str(value)))
+
+        def remove_instance(self, name: str) -> None:
+            calls.append(("remove", name))
+
+    def start_guest(*_args: Any, **_kwargs: Any) -> None:
+        raise common.BenchError("bm256d32 did not print GUEST-READY within 120 s")
+
+    monkeypatch.setattr(migration, "start_guest", start_guest)
+    with pytest.raises(common.BenchError):
+        migration.bench_case(Cluster(), 256, 32, 1, lambda _m: None, flat=True)  # type: ignore[arg-type]
+    assert calls == [("set", "migration_downtime_initial", "5"), ("remove", "bm256d32")]
+
+
+def test_the_evacuation_pairs_swap_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import evacuate
+
+    order: list[str] = []
+    targets = {"e1": "node2"}
+
+    class Cluster:
+        def start_masterd(self) -> None: ...
+        def stop_masterd(self) -> None: ...
+        def remove_instance(self, name: str) -> None: ...
+
+    def gnt(cl: Any, names: list[str]) -> dict[str, Any]:
+        order.append("gnt")
+        return {"wall": 2.0, "targets": targets, "downtime_ms": {"e1": 20.0}}
+
+    def virsh(cl: Any, names: list[str], where: dict[str, str]) -> dict[str, Any]:
+        assert where == targets
+        order.append("virsh")
+        return {"wall": 3.0, "downtime_ms": {"e1": 25.0}}
+
+    def boot(cl: Any, wanted: list[str], feedback: Any, names: list[str]) -> dict[str, float]:
+        names.extend(wanted)
+        return {}
+
+    monkeypatch.setattr(evacuate, "evacuate_gnt", gnt)
+    monkeypatch.setattr(evacuate, "evacuate_virsh", virsh)
+    monkeypatch.setattr(evacuate, "_back_home", lambda cl, names: None)
+    monkeypatch.setattr(evacuate, "_boot", boot)
+    out = evacuate.run_all(Cluster(), False, lambda _m: None, guests=1)  # type: ignore[arg-type]
+    # the unmeasured round, then three pairs: gnt first, virsh first, gnt first
+    assert order == ["gnt", "virsh", "gnt", "virsh", "virsh", "gnt", "gnt", "virsh"]
+    assert out["pairs"] == 3
