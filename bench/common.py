@@ -190,7 +190,10 @@ class BenchCluster:
         self, node: str, argv: Sequence[str], timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[bytes]:
         """Run ``argv`` inside the node (its namespaces)."""
-        proc = self.dev.node_exec(node, list(argv), check=False, timeout=timeout)
+        try:
+            proc = self.dev.node_exec(node, list(argv), check=False, timeout=timeout)
+        except GenericError as err:  # it did not end in time
+            raise BenchError(f"{node}: {err}") from err
         if check and proc.returncode != 0:
             raise BenchError(
                 f"{node}: {shlex.join(argv)} failed ({proc.returncode}): "

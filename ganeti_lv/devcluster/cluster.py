@@ -248,8 +248,16 @@ class DevCluster(files.ClusterDirectory):
             )
             for n in cl.nodes
         ]
-        for proc in procs:
-            proc.wait(timeout=120)
+        try:
+            for proc in procs:
+                proc.wait(timeout=120)
+        except subprocess.TimeoutExpired as err:
+            raise OpExecError(f"a node's libvirtd did not answer within {err.timeout:g} s") from err
+        finally:
+            for proc in procs:  # none is left running, whatever happened
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
     # --- domain type probe ---------------------------------------------------
 

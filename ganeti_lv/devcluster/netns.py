@@ -25,8 +25,12 @@ NODE_IFACE = "eth0"
 def run(
     argv: Sequence[str], check: bool = True, input: bytes | None = None, timeout: float | None = 60
 ) -> subprocess.CompletedProcess:
-    """Run a command and capture its output; OpExecError when ``check`` and it fails."""
-    res = subprocess.run(list(argv), capture_output=True, input=input, timeout=timeout)
+    """Run a command and capture its output; OpExecError when ``check`` and it fails,
+    or when it did not end within ``timeout`` seconds (it is killed then)."""
+    try:
+        res = subprocess.run(list(argv), capture_output=True, input=input, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        raise OpExecError(f"{' '.join(argv)} did not end within {timeout:g} s") from err
     if check and res.returncode != 0:
         raise OpExecError(
             f"{' '.join(argv)} failed ({res.returncode}): "

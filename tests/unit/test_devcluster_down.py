@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,39 @@ def test_a_holder_recorded_without_its_start_must_be_a_sleep() -> None:
     me = os.getpid()
     assert not netns.is_holder(me, None)  # python, not a holder's sleep
     assert netns.is_holder(me, netns.process_start_time(me))
+
+
+def test_a_command_that_does_not_end_in_time_is_a_clear_error() -> None:
+    with pytest.raises(OpExecError, match="did not end within 0.2 s"):
+        netns.run(["sleep", "30"], timeout=0.2)
+
+
+def test_the_warm_up_leaves_no_virsh_running_when_a_node_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl = cluster_mod.DevCluster(str(tmp_path))
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = real_popen(["sleep", "30"], **kwargs)  # a libvirtd that never answers
+        started.append(proc)
+        return proc
+
+    class Node:
+        name = "node1"
+
+    class Layout:
+        nodes = [Node()]
+
+    real_wait = subprocess.Popen.wait
+
+    def short_wait(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+        return real_wait(self, timeout=None if timeout is None else min(timeout, 0.2))
+
+    monkeypatch.setattr(cluster_mod.subprocess, "Popen", popen)
+    monkeypatch.setattr(real_popen, "wait", short_wait)
+    monkeypatch.setattr(cl, "_exec_argv", lambda node, argv: argv)
+    with pytest.raises(OpExecError, match="did not answer"):
+        cl._warm_up(Layout())  # type: ignore[arg-type]
+    assert started and all(p.poll() is not None for p in started)
