@@ -22,13 +22,27 @@ from ganeti_lv.master import daemon
 from ganeti_lv.master.jobs import process_alive, process_start_time
 
 
-def _fake_nodes(monkeypatch: pytest.MonkeyPatch, prefix: str, kill_error: str | None) -> list[str]:
+def _fake_nodes(
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    kill_error: str | None,
+    rounds: list[list[int]] | None = None,
+    killed: list[list[int]] | None = None,
+) -> list[str]:
+    """Fake namespaces whose processes are ``rounds[k]`` after k kills (then none)."""
     deleted: list[str] = []
+    rounds = [[101, 102]] if rounds is None else rounds
+    kills = killed if killed is not None else []
     monkeypatch.setattr(netns, "list_netns", lambda p: [f"{prefix}n1", f"{prefix}n2"])
-    monkeypatch.setattr(netns, "pids_in_netns", lambda name: [101, 102])
+
+    def pids_in_netns(name: str) -> list[int]:
+        return rounds[len(kills)] if len(kills) < len(rounds) else []
+
+    monkeypatch.setattr(netns, "pids_in_netns", pids_in_netns)
     monkeypatch.setattr(netns, "is_ours", lambda pid, names, holders=(): True)
 
     def kill_pids(pids: list[int], grace: float = 5.0) -> None:
+        kills.append(list(pids))
         if kill_error:
             raise OpExecError(kill_error)
 
@@ -194,3 +208,28 @@ def test_the_warm_up_leaves_no_virsh_running_when_a_node_does_not_answer(
     with pytest.raises(OpExecError, match="did not answer"):
         cl._warm_up(Layout())  # type: ignore[arg-type]
     assert started and all(p.poll() is not None for p in started)
+
+
+def test_down_kills_what_started_while_the_others_were_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl = _cluster(tmp_path)
+    killed: list[list[int]] = []
+    # an sshd session forked during the first round
+    _fake_nodes(monkeypatch, f"glv{cl.cid}", None, rounds=[[101, 102], [103]], killed=killed)
+    monkeypatch.setattr(daemon, "stop", lambda data_dir, force=False: None)
+    cl.down()
+    assert killed == [[101, 102], [103]]
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_down_with_processes_that_keep_coming_back_keeps_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl = _cluster(tmp_path)
+    rounds = [[100 + i] for i in range(cluster_mod.DOWN_ROUNDS + 1)]
+    _fake_nodes(monkeypatch, f"glv{cl.cid}", None, rounds=rounds)
+    monkeypatch.setattr(daemon, "stop", lambda data_dir, force=False: None)
+    with pytest.raises(OpExecError, match="kept coming back"):
+        cl.down()
+    assert (tmp_path / "state.json").exists()
