@@ -128,7 +128,12 @@ PY
 
 destroyed=0
 booted=0
+# the run's outcome: 1 when a check or a test failed, a selection did not
+# run, or something of the cluster was left behind
+failed=0
+left_behind=0
 destroy() {
+  local status=$?
   [ "$destroyed" = 1 ] && return
   destroyed=1
   if [ "$booted" = 1 ]; then
@@ -137,6 +142,9 @@ destroy() {
   step destroy 300 vagrant destroy -f
   leftovers
   log "done in $((SECONDS - START))s; results in $OUT"
+  if [ "$status" -eq 0 ] && [ "$left_behind" = 1 ]; then
+    exit 1
+  fi
 }
 # A signal stops the running step (timeout passes it on to the step's
 # command and kills it 30 s later if it is still there), then the destroy.
@@ -165,6 +173,7 @@ leftovers() {
   if virsh -c "$uri" net-list --all --name | grep -qx 'ganeti-lv-cluster'; then bad=1; fi
   if virsh -c "$uri" vol-list default | grep -q 'vagrant_node'; then bad=1; fi
   printf 'leftovers\t0\t%s\n' "$bad" >>"$OUT/steps.tsv"
+  left_behind="$bad"
   if [ "$bad" = 1 ]; then log "LEFT BEHIND: see $OUT/leftovers.txt"; else log "nothing left"; fi
 }
 
@@ -205,10 +214,19 @@ timeout -s INT -k $INTERRUPT_GRACE $((limit - 40 - INTERRUPT_GRACE)) \
 /opt/ganeti_lv-venv/bin/pytest -p no:cacheprovider -rA --durations=0 \
 --junitxml=$REMOTE_RESULTS/$tag.xml tests/cluster/$sel"
   step "tests-$tag" "$limit" on_master "$cmd"
-  local rc=$?
+  local rc=$? rows
   timeout 60 bash -c 'on_master "$1"' _ "cat $REMOTE_RESULTS/$tag.xml" >"$OUT/$tag.xml" 2>/dev/null
-  junit_times "$OUT/$tag.xml" "${sel%% *}" >>"$OUT/tests.tsv" 2>/dev/null \
-    || log "no results for $sel"
+  if rows="$(junit_times "$OUT/$tag.xml" "${sel%% *}" 2>/dev/null)" && [ -n "$rows" ]; then
+    printf '%s\n' "$rows" >>"$OUT/tests.tsv"
+    # a test that failed, erred or was stopped at the limit fails the run
+    if printf '%s\n' "$rows" | awk -F'\t' '$3 ~ /^(failure|error|interrupted)$/ {bad = 1}
+        END {exit !bad}'; then
+      [ "$rc" -ne 0 ] || rc=1
+    fi
+  else
+    log "no results for $sel"
+    [ "$rc" -ne 0 ] || rc=1
+  fi
   return "$rc"
 }
 
@@ -230,10 +248,15 @@ if ! step up "$(($(left) - RESERVE))" vagrant up --no-parallel; then
   exit 1
 fi
 booted=1
-step tls-only "$(bounded 120)" check_tls_only || log "TLS check failed: see $OUT/tls-only.log"
-step verify "$(bounded 300)" on_master \
-  "qemu-system-x86_64 --version && gnt-lv node list && gnt-lv cluster verify" \
-  || log "cluster verify failed: see $OUT/verify.log"
+if ! step tls-only "$(bounded 120)" check_tls_only; then
+  log "TLS check failed: see $OUT/tls-only.log"
+  failed=1
+fi
+if ! step verify "$(bounded 300)" on_master \
+  "qemu-system-x86_64 --version && gnt-lv node list && gnt-lv cluster verify"; then
+  log "cluster verify failed: see $OUT/verify.log"
+  failed=1
+fi
 
 n=0
 for sel in "${SELECTIONS[@]}"; do
@@ -243,8 +266,9 @@ for sel in "${SELECTIONS[@]}"; do
   if [ "$limit" -lt "$MIN_TEST_SECONDS" ]; then
     log "no time left for $sel"
     printf 'tests-%s\t0\tnot run\n' "$tag" >>"$OUT/steps.tsv"
+    failed=1
     continue
   fi
-  run_selection "$sel" "$tag" "$limit"
+  run_selection "$sel" "$tag" "$limit" || failed=1
 done
-exit 0
+exit "$failed"

@@ -160,6 +160,20 @@ class FilesNode:
         self.files[path] = (data, mode)
 
 
+def test_first_credentials_written_locally_keep_their_keys_private(tmp_path: Any) -> None:
+    ca = pki.create_ca(str(tmp_path / "ca.pem"), str(tmp_path / "ca.key"), CLUSTER)
+    root = tmp_path / "node"
+
+    def local(path: str) -> str:
+        return str(root) + path
+
+    assert credentials.write_first(ca, CLUSTER, "n", ["10.0.0.1"], local)
+    private = root / "etc/pki/libvirt/private"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert stat.S_IMODE((private / "serverkey.pem").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "etc/pki/libvirt/servercert.pem").stat().st_mode) == 0o644
+
+
 def test_install_writes_libvirts_and_qemus_files_then_reloads(data_dir: str) -> None:
     ca = pki.create_cluster_ca(data_dir, CLUSTER)
     creds = pki.issue_node_credentials(ca, CLUSTER, "n", ["10.0.0.1"])

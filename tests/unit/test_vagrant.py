@@ -277,7 +277,9 @@ case "$1" in
       *"/etc/hosts"*) echo "10.252.0.1$n" ;;
       *"ss -Hltn"*) printf 'LISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n'
         for port in $LISTEN; do printf 'LISTEN 0 50 %s 0.0.0.0:*\n' "${port//N/$n}"; done ;;
-      *'cat\ '*) printf '%s' '<testsuites><testsuite><testcase name="test_a" time="12.34"/>'\
+      *'cat\ '*) [ -n "${ALL_PASS:-}" ] && { printf '%s' '<testsuites><testsuite>'\
+'<testcase name="test_a" time="12.34"/></testsuite></testsuites>'; exit 0; }
+        printf '%s' '<testsuites><testsuite><testcase name="test_a" time="12.34"/>'\
 '<testcase name="test_b" time="1"><skipped/></testcase>'\
 '<testcase name="test_c" time="3"><failure/></testcase><testcase time="0.5"/>'\
 '</testsuite></testsuites>' ;;
@@ -286,7 +288,9 @@ esac
 """
 
 
-def _fake_env(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[dict[str, str], Path]:
+def _fake_env(
+    tmp_path: Path, listen: str, up_rc: int = 0, all_pass: bool = False
+) -> tuple[dict[str, str], Path]:
     """The stand-in vagrant on PATH; the environment and the file it logs its calls to."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
@@ -300,12 +304,15 @@ def _fake_env(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[dict[str, st
         "FAKE_LOG": str(log),
         "LISTEN": listen,
         "UP_RC": str(up_rc),
+        "ALL_PASS": "yes" if all_pass else "",
     }
     return env, log
 
 
-def _fake_run(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[int, Path, list[str]]:
-    env, log = _fake_env(tmp_path, listen, up_rc)
+def _fake_run(
+    tmp_path: Path, listen: str, up_rc: int = 0, all_pass: bool = False
+) -> tuple[int, Path, list[str]]:
+    env, log = _fake_env(tmp_path, listen, up_rc, all_pass)
     out = tmp_path / "run"
     argv = [str(VAGRANT_DIR / "run-cluster-tests.sh"), "--out", str(out)]
     proc = subprocess.run(
@@ -321,7 +328,7 @@ def _fake_run(tmp_path: Path, listen: str, up_rc: int = 0) -> tuple[int, Path, l
 
 def test_cluster_test_run_up_check_tests_destroy(tmp_path: Path) -> None:
     code, out, calls = _fake_run(tmp_path, "10.252.0.1N:16514")
-    assert code == 0
+    assert code == 1  # test_c failed, and one test was stopped at the limit
     assert calls[0] == "up --no-parallel" and calls[-1] == "destroy -f"
     pytest_calls = [c for c in calls if "pytest" in c]
     assert len(pytest_calls) == 2
@@ -346,11 +353,22 @@ def test_cluster_test_run_up_check_tests_destroy(tmp_path: Path) -> None:
     assert len(rows) == 9
 
 
+def test_cluster_test_run_passes_only_when_everything_did(tmp_path: Path) -> None:
+    code, out, calls = _fake_run(tmp_path, "10.252.0.1N:16514", all_pass=True)
+    assert code == 0, (out / "steps.tsv").read_text()
+    assert calls[-1] == "destroy -f"
+    rows = (out / "tests.tsv").read_text().splitlines()
+    assert rows[1:] == [
+        "test_migrate.py\ttest_a\tpassed\t12.3",
+        "test_export.py\ttest_a\tpassed\t12.3",
+    ]
+
+
 def test_cluster_test_run_flags_tcp_and_still_destroys_after_a_failed_up(
     tmp_path: Path,
 ) -> None:
-    code, out, _ = _fake_run(tmp_path / "tcp", "10.252.0.1N:16514 0.0.0.0:16509")
-    assert code == 0
+    code, out, _ = _fake_run(tmp_path / "tcp", "10.252.0.1N:16514 0.0.0.0:16509", all_pass=True)
+    assert code == 1  # every test passed, but libvirtd listens on TCP
     tls = (out / "tls-only.log").read_text()
     assert "node1: a TCP listener on 16509" in tls and "node2: a TCP listener" in tls
     steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
@@ -412,6 +430,31 @@ def test_join_checks_that_the_shared_storage_is_the_masters(tmp_path: Path) -> N
         assert proc.returncode == code, proc.stderr
         assert ("is the NFS share mounted there?" in proc.stderr) == bool(code)
         assert list(shared.iterdir()) == []  # the probe file is gone either way
+
+
+def test_on_node_leaves_the_callers_input_to_the_caller(tmp_path: Path) -> None:
+    """node-join.sh calls on_node in a loop over the node list: each node is visited."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # an ssh that, like OpenSSH, reads its standard input unless given -n
+    (bin_dir / "ssh").write_text(
+        '#!/bin/bash\nfor a in "$@"; do [ "$a" = -n ] && exit 0; done\ncat >/dev/null\n'
+    )
+    (bin_dir / "ssh").chmod(0o755)
+    script = (
+        f"source {PROVISION_DIR / 'common.sh'}\n"
+        'while read -r address name; do echo "visiting $name"; on_node "$address" true;'
+        " done <<<$'10.252.0.11 node1\\n10.252.0.12 node2\\n10.252.0.13 node3'\n"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.stdout.split("\n")[:3] == ["visiting node1", "visiting node2", "visiting node3"]
 
 
 def test_cluster_test_run_stops_the_running_step_on_a_signal_and_destroys(

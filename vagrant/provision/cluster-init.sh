@@ -41,11 +41,12 @@ else
     --file-storage-dir "$FILE_STORAGE_DIR" \
     --shared-file-storage-dir "$SHARED_STORAGE_DIR" \
     "$CLUSTER_NAME"
-  # The shared storage is an NFS export with sync writes and hard mounts:
-  # qemu flushes and hands the image over at the end of a migration, so the
-  # storage is coherent across nodes (the local test cluster says the same).
-  GANETI_LV_DATA_DIR="$DATA_DIR" "$GNT_LV" cluster modify --shared-storage-unsafe-ok yes
 fi
+# The shared storage is an NFS export with sync writes and hard mounts:
+# qemu flushes and hands the image over at the end of a migration, so the
+# storage is coherent across nodes (the local test cluster says the same).
+# Every time: a provision stopped right after the init must not skip it.
+GANETI_LV_DATA_DIR="$DATA_DIR" "$GNT_LV" cluster modify --shared-storage-unsafe-ok yes
 
 "$VENV/bin/python" "$SRC_DIR/vagrant/provision/cluster_json.py" \
   --data-dir "$DATA_DIR" --guest-dir "$GUEST_DIR" --out "$CLUSTER_JSON" \

@@ -35,11 +35,12 @@ libvirt_uri() {
   echo "qemu+tls://$1/system"
 }
 
-# Run a command on another node with the cluster key.
+# Run a command on another node with the cluster key. Its stdin is not the
+# caller's (-n): in a `while read` loop ssh would swallow the lines still to read.
 on_node() {
   local host="$1"
   shift
-  ssh -o BatchMode=yes -o ConnectTimeout=10 -i /root/.ssh/id_cluster "root@$host" "$@"
+  ssh -n -o BatchMode=yes -o ConnectTimeout=10 -i /root/.ssh/id_cluster "root@$host" "$@"
 }
 
 # Fail unless directory $1 on this node is the master's (the NFS share):

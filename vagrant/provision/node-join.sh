@@ -40,15 +40,20 @@ install -d -m 755 "$GUEST_DIR"
 rsync -a --exclude debs/ -e "ssh -i /root/.ssh/id_cluster" \
   "root@$MASTER_ADDRESS:$GUEST_DIR/" "$GUEST_DIR/"
 
-if on_node "$MASTER_ADDRESS" "$GNT_LV" node list --no-headers -o name 2>/dev/null \
+uri="$(libvirt_uri "$NODE_ADDRESS")"
+join=(--address "$NODE_ADDRESS" --libvirt-uri "$uri" --peer-uri "$uri"
+  --migration-address "$NODE_ADDRESS" --host-key "'$my_key'" "$NODE_NAME")
+if ! on_node "$MASTER_ADDRESS" "$GNT_LV" node list --no-headers -o name 2>/dev/null \
   | grep -qx "$NODE_NAME"; then
+  log "joining the cluster on $MASTER_NAME"
+  on_node "$MASTER_ADDRESS" "$GNT_LV" node add "${join[@]}"
+elif on_node "$MASTER_ADDRESS" grep -qF "'$my_key'" "$DATA_DIR/ssh/known_hosts"; then
   log "already a member of the cluster"
 else
-  log "joining the cluster on $MASTER_NAME"
-  uri="$(libvirt_uri "$NODE_ADDRESS")"
-  on_node "$MASTER_ADDRESS" "$GNT_LV" node add \
-    --address "$NODE_ADDRESS" --libvirt-uri "$uri" --peer-uri "$uri" \
-    --migration-address "$NODE_ADDRESS" --host-key "'$my_key'" "$NODE_NAME"
+  # rebuilt (`vagrant destroy` and `up`): a new host key, and certificates
+  # from the cluster CA to be issued again
+  log "a member of the cluster with another host key: adding it again (--readd)"
+  on_node "$MASTER_ADDRESS" "$GNT_LV" node add --readd "${join[@]}"
 fi
 
 on_node "$MASTER_ADDRESS" "$VENV/bin/python" "$SRC_DIR/vagrant/provision/cluster_json.py" \

@@ -75,6 +75,8 @@ CONF
 [Socket]
 ListenStream=
 ListenStream=$NODE_ADDRESS:$LIBVIRT_TLS_PORT
+# bound before the network has the address (at boot): no EADDRNOTAVAIL
+FreeBind=yes
 UNIT
   systemctl daemon-reload
   systemctl stop libvirtd.service libvirtd.socket libvirtd-ro.socket \
@@ -82,7 +84,8 @@ UNIT
   systemctl disable libvirtd-tcp.socket 2>/dev/null || true
   systemctl enable --now libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket \
     libvirtd-tls.socket
-  systemctl restart virtlogd.service
+  # virtlogd is not restarted: running guests would lose their console logs
+  systemctl enable --now virtlogd.service
   systemctl start libvirtd.service
   virsh -c qemu:///system domcapabilities >/dev/null
 }

@@ -23,6 +23,7 @@ CA_CERT = "/etc/pki/CA/cacert.pem"
 LIBVIRT_DIR = "/etc/pki/libvirt"
 QEMU_DIR = "/etc/pki/qemu"
 SERVER_CERT = f"{LIBVIRT_DIR}/servercert.pem"
+PRIVATE_DIR = f"{LIBVIRT_DIR}/private"
 
 # the result line of the reload script
 RELOADED = "tls-reloaded"
@@ -39,9 +40,9 @@ def node_files(creds: NodeCredentials) -> dict[str, tuple[bytes, int]]:
     return {
         CA_CERT: (creds.ca_cert, 0o644),
         SERVER_CERT: (creds.server_cert, 0o644),
-        f"{LIBVIRT_DIR}/private/serverkey.pem": (creds.server_key, 0o600),
+        f"{PRIVATE_DIR}/serverkey.pem": (creds.server_key, 0o600),
         f"{LIBVIRT_DIR}/clientcert.pem": (creds.client_cert, 0o644),
-        f"{LIBVIRT_DIR}/private/clientkey.pem": (creds.client_key, 0o600),
+        f"{PRIVATE_DIR}/clientkey.pem": (creds.client_key, 0o600),
         f"{QEMU_DIR}/ca-cert.pem": (creds.ca_cert, 0o644),
         f"{QEMU_DIR}/server-cert.pem": (creds.server_cert, 0o644),
         f"{QEMU_DIR}/server-key.pem": (creds.server_key, 0o600),
@@ -59,6 +60,7 @@ def write_local(creds: NodeCredentials, local_path: Callable[[str], str]) -> Non
         local = local_path(path)
         os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
         write_file_atomically(local, data, mode)
+    os.chmod(local_path(PRIVATE_DIR), 0o700)  # as ``install`` leaves it
 
 
 def write_first(
@@ -88,7 +90,7 @@ def install(node: NodeTransport, creds: NodeCredentials) -> bool:
     files = node_files(creds)
     dirs = sorted({os.path.dirname(p) for p in files})
     node.run(["mkdir", "-p", *dirs], timeout=30)
-    node.run(["chmod", "700", f"{LIBVIRT_DIR}/private"], timeout=30)
+    node.run(["chmod", "700", PRIVATE_DIR], timeout=30)
     for path, (data, mode) in files.items():
         node.put_bytes(data, path, mode)  # each file replaced atomically
     return RELOADED in node.run(["sh", "-c", _RELOAD], timeout=60).stdout
