@@ -468,6 +468,100 @@ def test_the_migration_goes_to_the_targets_peer_uri(monkeypatch) -> None:
     assert called == ["qemu+tls://10.0.0.2/system"]
 
 
+BASE_FLAGS = (
+    libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "flags", "typed"),
+    [
+        (MigrationParams(), BASE_FLAGS | libvirt.VIR_MIGRATE_LIVE, {}),
+        (MigrationParams(live=False), BASE_FLAGS, {}),
+        (
+            MigrationParams(copy_storage=True, unsafe=True, bandwidth=64),
+            BASE_FLAGS
+            | libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            | libvirt.VIR_MIGRATE_UNSAFE,
+            {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 64},
+        ),
+        (
+            MigrationParams(
+                caps={"auto-converge": 1, "postcopy-ram": 1, "xbzrle": 1, "parallel": 4},
+                allow_postcopy=True,
+                encryption=True,
+            ),
+            BASE_FLAGS
+            | libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_AUTO_CONVERGE
+            | libvirt.VIR_MIGRATE_POSTCOPY
+            | libvirt.VIR_MIGRATE_COMPRESSED
+            | libvirt.VIR_MIGRATE_PARALLEL
+            | libvirt.VIR_MIGRATE_TLS,
+            {
+                libvirt.VIR_MIGRATE_PARAM_COMPRESSION: ["xbzrle"],
+                libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS: 4,
+                libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL: migration.AUTO_CONVERGE_INITIAL,
+                libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT: (
+                    migration.AUTO_CONVERGE_INCREMENT
+                ),
+            },
+        ),
+        # a non-live migration throttles nothing and has no post-copy to switch to
+        (
+            MigrationParams(
+                live=False, caps={"auto-converge": 1, "postcopy-ram": 1}, allow_postcopy=True
+            ),
+            BASE_FLAGS,
+            {},
+        ),
+        # post-copy only when allowed, whatever the capabilities say
+        (
+            MigrationParams(caps={"postcopy-ram": 1, "compression": 1}),
+            BASE_FLAGS | libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_COMPRESSED,
+            {libvirt.VIR_MIGRATE_PARAM_COMPRESSION: ["mt"]},
+        ),
+    ],
+)
+def test_the_migration_call_gets_the_flags_and_parameters_asked_for(
+    monkeypatch, params: MigrationParams, flags: int, typed: dict[str, Any]
+) -> None:
+    guest = _guest(monkeypatch, Dom())
+    called: list[tuple[str, dict[str, Any], int]] = []
+    monkeypatch.setattr(
+        guest, "migrate", lambda uri, uri_params, fl: called.append((uri, uri_params, fl))
+    )
+
+    class Source:
+        node = "node1"
+
+        def guest(self, name: str) -> Guest:
+            return guest
+
+    target = Node(
+        name="node2",
+        address="10.0.0.2",
+        peer_uri="qemu+ssh://root@node2/system",
+        migration_address="192.168.9.2",
+    )
+    migration.migrate(
+        Source(),
+        Source(),
+        target,
+        "web1",
+        params,
+        lambda _p: None,
+        Cancellation(),  # type: ignore[arg-type]
+    )
+    [(uri, uri_params, got)] = called
+    assert uri == "qemu+ssh://root@node2/system"  # the node's own peer URI
+    assert got == flags
+    assert uri_params == {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://192.168.9.2", **typed}
+
+
 def test_ctrl_c_while_the_monitor_waits_cancels_the_job(monkeypatch) -> None:
     """In-process gnt-lv: the interrupt reaches the monitor's thread; the job is canceled."""
     dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
