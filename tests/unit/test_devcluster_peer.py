@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +196,22 @@ def test_add_instance_refused_when_two_guests_run(
     assert calls == [] and not (tmp_path / "state.json").exists()
 
 
-def test_running_guests_sees_no_non_qemu_process() -> None:
-    assert os.getpid() not in guest.running_guests()
+def test_running_guests_are_the_qemu_emulators(tmp_path: Path) -> None:
+    # a program named as qemu's system emulators are (a copy of sleep)
+    fake = tmp_path / "qemu-system-x86_64"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", fake)
+    proc = subprocess.Popen([str(fake), "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while proc.pid not in guest.running_guests() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        running = guest.running_guests()
+        assert proc.pid in running
+        assert os.getpid() not in running
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.pid not in guest.running_guests()
 
 
 def test_cli_peer_subcommands_parse() -> None:
