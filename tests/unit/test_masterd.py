@@ -360,13 +360,17 @@ def test_a_second_sigterm_asks_the_running_job_to_stop(program: str) -> None:
     client = _client(program)
     job_id = client.enqueue([OpTestDelay(duration=3.0)])
     log_path = paths.masterd_log(program)
-    wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
+    assert wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
     os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: "signal 15: no new jobs" in _read(log_path), 10)
-    os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: "signal 15 again: asking the running jobs to stop" in _read(log_path), 10)
-    # recorded as asked (a test delay ends as it would have, as Ganeti's)
+    assert wait_until(lambda: "signal 15: no new jobs" in _read(log_path), 10)
     jobs = JobStore(paths.jobs_dir(program))
+    assert jobs.get(job_id).cancel_ts is None  # the first signal lets it run on
+    os.kill(pid, signal.SIGTERM)
+    assert wait_until(
+        lambda: "signal 15 again: asking the running jobs to stop" in _read(log_path), 10
+    )
+    # recorded as asked (a test delay ends as it would have, as Ganeti's)
+    assert wait_until(lambda: jobs.get(job_id).cancel_ts is not None, 10)
     assert wait_until(lambda: jobs.get(job_id).status in ("canceling", "success"), 10)
     wait_until(lambda: masterd.read_pid(program) is None, 15)
     assert masterd.read_pid(program) is None and "stopped" in _read(log_path)
