@@ -344,6 +344,7 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
         deadline = time.monotonic() + 60
         while _find_copy_ssh(dst.address) is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        assert _find_copy_ssh(dst.address) is not None  # killed mid-copy, not before it
         time.sleep(1.5)
         proc.kill()
     finally:
@@ -354,6 +355,7 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
     deadline = time.monotonic() + 30
     while not [e for e in _exports(config, ops, n2) if e.stale] and time.monotonic() < deadline:
         time.sleep(0.2)  # the receiver notices the dead stream
+    assert [e for e in _exports(config, ops, n2) if e.stale]  # left incomplete, never complete
     # the next operation on the instance merges the overlay back
     client.submit(OpBackupExport(instance_name=NAME, target_node=n2, shutdown=False))
     _chain_whole(config, ops, n1)

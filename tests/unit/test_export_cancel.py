@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -191,10 +192,23 @@ def _image(tmp_path, size: int = 8 * MiB) -> str:
 EXEC_ENDPOINT = CopyEndpoint(argv=["bash", "-c"], name="localhost")
 
 
+# The transport as ssh is, for a cancel: the receiver is a process of its
+# own, fed by the transport; when the transport is killed, the receiver
+# reads the end of its input (sshd closes the session) and cleans up.
+_RELAY = (
+    "import shutil, subprocess, sys\n"
+    "receiver = subprocess.Popen(['sh', '-c', sys.argv[1]], stdin=subprocess.PIPE)\n"
+    "shutil.copyfileobj(sys.stdin.buffer, receiver.stdin)\n"
+    "receiver.stdin.close()\n"
+    "sys.exit(receiver.wait())\n"
+)
+RELAY_ENDPOINT = CopyEndpoint(argv=[sys.executable, "-c", _RELAY], name="localhost")
+
+
 def test_canceled_copy_stops_both_helpers_and_leaves_nothing(tmp_path):
     src = _image(tmp_path)
     dst = tmp_path / "out" / "disk0.img"
-    plan = CopyPlan.make("local", src, EXEC_ENDPOINT, str(dst), bandwidth_limit=1)
+    plan = CopyPlan.make("local", src, RELAY_ENDPOINT, str(dst), bandwidth_limit=1)
     cancel = Cancellation()
     started: list[StartInfo] = []
 
@@ -207,10 +221,10 @@ def test_canceled_copy_stops_both_helpers_and_leaves_nothing(tmp_path):
         plan.run(LocalRunner(), start_fn=on_start, cancel=cancel)
     assert time.monotonic() - began < 6  # 8 MiB at 1 MiB/s would take 8 s
     assert started
-    # the sender and its transport (which ran the receiver) are gone, and so is the part file
+    # the sender and its transport are gone, and so is the part file
     for pid in [started[0].sender, *started[0].pids]:
-        wait_until(lambda pid=pid: not _alive(pid), timeout=10)
-    wait_until(lambda: not glob.glob(str(dst) + ".part*"), timeout=10)
+        assert wait_until(lambda pid=pid: not _alive(pid), timeout=10), pid
+    assert wait_until(lambda: not glob.glob(str(dst) + ".part*"), timeout=10)
     assert not dst.exists()
 
 
