@@ -585,7 +585,10 @@ def test_a_cancel_request_is_recorded_and_shown_until_the_job_ends(
     test delay holding its lock does not stop for the request and ends as it would."""
     store = JobStore(paths.jobs_dir(data_dir))
     job_id = _client(data_dir).enqueue([OpTestDelay(duration=1.5, instance_names=[INST])])
-    assert wait_until(lambda: store.get(job_id).exec_ts is not None, 10)
+    # in its Exec (it logs its sleep): a request before would stop it (canceled)
+    assert wait_until(
+        lambda: any("Sleeping" in line[2] for line in store.get(job_id).ops[0].log), 10
+    )
     assert store.get(job_id).cancel_ts is None and store.get(job_id).shown_status == "running"
     _client(data_dir).cancel(job_id, "stopped by the operator")
     job = store.get(job_id)  # recorded before the daemon answered
