@@ -288,7 +288,8 @@ def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
     code, out, err = cli("debug", "delay", "--duration", "2", "-I", "inst1", "--submit")
     assert code == 0, err
     job_id = int(err.split()[1])
-    _wait_for(lambda: jobs.get(job_id).exec_ts is not None)
+    # in its Exec (it logs its sleep): a request before would stop it (canceled)
+    _wait_for(lambda: any("Sleeping" in line[2] for line in jobs.get(job_id).ops[0].log))
     for attempt in range(2):
         code, _, err = cli("job", "cancel", str(job_id))
         assert code == 0, err

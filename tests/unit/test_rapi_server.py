@@ -934,7 +934,10 @@ def test_a_job_asked_to_stop_is_canceling_until_it_ends(
 
     job = Client(data_dir=data_dir).enqueue([OpTestDelay(duration=1.5, instance_names=[INST])])
     client = _client(rapi, data_dir)
-    assert wait_until(lambda: _job(data_dir, job).exec_ts is not None, 10)
+    # in its Exec (it logs its sleep): a request before would stop it (canceled)
+    assert wait_until(
+        lambda: any("Sleeping" in line[2] for line in _job(data_dir, job).ops[0].log), 10
+    )
     assert client.call("CancelJob", job) == [True, f"Job {job} will be canceled"]
     status = client.call("GetJobStatus", job)  # recorded before the answer, as Ganeti's
     assert (status["status"], status["opstatus"]) == ("canceling", ["canceling"])
