@@ -18,6 +18,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     return True
 
 
+def in_exec(job: Any) -> bool:
+    """A test delay's job (``OpTestDelay``) runs its Exec: it has logged its sleep. From
+    then on a cancel request no longer stops it (one before Exec does)."""
+    return any("Sleeping" in line[2] for line in job.ops[0].log)
+
+
 def pid_dead(pid: int) -> bool:
     """The process is gone or a zombie (it has ended, reaped or not)."""
     try:

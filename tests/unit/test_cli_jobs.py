@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from support.waiting import in_exec
 
 from ganeti_lv import constants
 from ganeti_lv.cli.main import main
@@ -288,8 +289,7 @@ def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
     code, out, err = cli("debug", "delay", "--duration", "2", "-I", "inst1", "--submit")
     assert code == 0, err
     job_id = int(err.split()[1])
-    # in its Exec (it logs its sleep): a request before would stop it (canceled)
-    _wait_for(lambda: any("Sleeping" in line[2] for line in jobs.get(job_id).ops[0].log))
+    _wait_for(lambda: in_exec(jobs.get(job_id)))
     for attempt in range(2):
         code, _, err = cli("job", "cancel", str(job_id))
         assert code == 0, err

@@ -187,11 +187,6 @@ def _image(tmp_path, size: int = 8 * MiB) -> str:
     return str(path)
 
 
-# The transport as ssh is: the receiver ends with it (bash runs a single
-# command in place, as sshd's session ends with its connection).
-EXEC_ENDPOINT = CopyEndpoint(argv=["bash", "-c"], name="localhost")
-
-
 # The transport as ssh is, for a cancel: the receiver is a process of its
 # own, fed by the transport; when the transport is killed, the receiver
 # reads the end of its input (sshd closes the session) and cleans up.

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from support.masterd import start_program
-from support.waiting import wait_until
+from support.waiting import in_exec, wait_until
 
 from ganeti_lv import Client, constants, paths
 from ganeti_lv.cancel import Cancellation
@@ -585,10 +585,7 @@ def test_a_cancel_request_is_recorded_and_shown_until_the_job_ends(
     test delay holding its lock does not stop for the request and ends as it would."""
     store = JobStore(paths.jobs_dir(data_dir))
     job_id = _client(data_dir).enqueue([OpTestDelay(duration=1.5, instance_names=[INST])])
-    # in its Exec (it logs its sleep): a request before would stop it (canceled)
-    assert wait_until(
-        lambda: any("Sleeping" in line[2] for line in store.get(job_id).ops[0].log), 10
-    )
+    assert wait_until(lambda: in_exec(store.get(job_id)), 10)
     assert store.get(job_id).cancel_ts is None and store.get(job_id).shown_status == "running"
     _client(data_dir).cancel(job_id, "stopped by the operator")
     job = store.get(job_id)  # recorded before the daemon answered

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from support.rapi import GanetiClient, ganeti_client_missing, request
-from support.waiting import wait_until
+from support.waiting import in_exec, wait_until
 
 from ganeti_lv import paths
 from ganeti_lv.config import ConfigStore
@@ -934,10 +934,7 @@ def test_a_job_asked_to_stop_is_canceling_until_it_ends(
 
     job = Client(data_dir=data_dir).enqueue([OpTestDelay(duration=1.5, instance_names=[INST])])
     client = _client(rapi, data_dir)
-    # in its Exec (it logs its sleep): a request before would stop it (canceled)
-    assert wait_until(
-        lambda: any("Sleeping" in line[2] for line in _job(data_dir, job).ops[0].log), 10
-    )
+    assert wait_until(lambda: in_exec(_job(data_dir, job)), 10)
     assert client.call("CancelJob", job) == [True, f"Job {job} will be canceled"]
     status = client.call("GetJobStatus", job)  # recorded before the answer, as Ganeti's
     assert (status["status"], status["opstatus"]) == ("canceling", ["canceling"])

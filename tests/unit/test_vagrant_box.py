@@ -300,22 +300,19 @@ needs_qemu_img = pytest.mark.skipif(
 )
 
 
-def _pack(tmp_path: Path) -> Path:
-    """A box packed from a new 2.5 GiB qcow2 image."""
-    image = tmp_path / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "2560M"], check=True)
-    box = tmp_path / "test.box"
-    subprocess.run(["bash", str(PACK), str(image), str(box)], check=True, timeout=60)
-    return box
-
-
-@needs_qemu_img
-def test_pack_writes_a_libvirt_box(tmp_path: Path) -> None:
+def _pack(tmp_path: Path) -> tuple[Path, Path]:
+    """A box packed from a new 2.5 GiB qcow2 image: (the image's path, the box)."""
     image = tmp_path / "disk.qcow2"
     # 2.5 GiB virtual: vagrant-libvirt's size is whole GiB, rounded up.
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "2560M"], check=True)
     box = tmp_path / "test.box"
     subprocess.run(["bash", str(PACK), str(image), str(box)], check=True, timeout=60)
+    return image, box
+
+
+@needs_qemu_img
+def test_pack_writes_a_libvirt_box(tmp_path: Path) -> None:
+    image, box = _pack(tmp_path)
     assert not image.exists()  # moved into the box
     with tarfile.open(box) as tar:
         assert sorted(tar.getnames()) == ["Vagrantfile", "box.img", "metadata.json"]
@@ -332,7 +329,7 @@ def test_pack_writes_a_libvirt_box(tmp_path: Path) -> None:
 @needs_qemu_img
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed")
 def test_vagrant_takes_the_packed_box(tmp_path: Path) -> None:
-    box = _pack(tmp_path)
+    _, box = _pack(tmp_path)
     env = _env(VAGRANT_HOME=str(tmp_path / "vagrant.d"))
     add = subprocess.run(
         ["vagrant", "box", "add", "--name", "glv-test/box", str(box)],
