@@ -15,6 +15,8 @@ RELEASE_VERSION = "0.1.0"
 HOOKS_PHASE_PRE = "pre"
 HOOKS_PHASE_POST = "post"
 HOOKS_VERSION = 2
+# The hooks path run on the master after an operation that wrote the configuration.
+HOOKS_NAME_CFGUPDATE = "config-update"
 HTYPE_CLUSTER = "CLUSTER"
 HTYPE_NODE = "NODE"
 HTYPE_INSTANCE = "INSTANCE"

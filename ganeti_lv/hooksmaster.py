@@ -9,6 +9,10 @@ is the LU's environment builder. It never talks to a node itself.
   nodes are skipped.
 * POST phase: failures become warnings through ``log_fn``
   ("On <node> script <path> failed, output: <text>", "(no output)" for none).
+* config-update (``run_config_update``): after an operation that wrote the
+  configuration, Ganeti's special hooks path ``config-update`` runs on the
+  master alone, as a POST phase with the PRE environment, whether or not
+  the operation has hooks of its own; failures are warnings.
 
 A script's output is passed on stripped of leading and trailing white
 space, as Ganeti's hooks runner does; skipped scripts (``HKR_SKIP``) are
@@ -118,15 +122,15 @@ class HooksMaster:
             env[full] = hook_value(value)
         return env
 
-    def base_env(self, phase: str) -> dict[str, str]:
-        """The keys every hook gets."""
+    def base_env(self, phase: str, hooks_path: str | None = None) -> dict[str, str]:
+        """The keys every hook gets (of the operation's hooks path unless another is given)."""
         env = {
             "PATH": constants.HOOKS_PATH,
             "GANETI_HOOKS_VERSION": str(constants.HOOKS_VERSION),
             "GANETI_OP_CODE": self.opcode,
             "GANETI_DATA_DIR": self.data_dir or "",
             "GANETI_HOOKS_PHASE": phase,
-            "GANETI_HOOKS_PATH": self.hooks_path or "",
+            "GANETI_HOOKS_PATH": hooks_path or self.hooks_path or "",
         }
         if self.htype is not None:
             env["GANETI_OBJECT_TYPE"] = self.htype
@@ -168,6 +172,17 @@ class HooksMaster:
                 raise HooksAbort(failures, ran)
         else:
             self.report_post(results)
+        return results
+
+    def run_config_update(self) -> HookResults:
+        """Run the config-update scripts on the master (see module docstring)."""
+        if self.master_name is None:
+            return {}
+        phase = constants.HOOKS_PHASE_POST
+        env = dict(self.pre_env)
+        env.update(self.base_env(phase, hooks_path=constants.HOOKS_NAME_CFGUPDATE))
+        results = self.hooks_execution_fn([self.master_name], phase, env)
+        self.report_post(results)
         return results
 
     @staticmethod

@@ -2,8 +2,9 @@
 
 ``Processor(ctx).execute(op, feedback_fn)`` records a job, takes the Big
 Ganeti Lock, builds the LU, acquires its locks level by level, runs
-CheckPrereq, the PRE hooks, Exec and the POST hooks, and releases every
-lock in a ``finally``. See ``ganeti_lv.cmdlib.base`` for the LU contract.
+CheckPrereq, the PRE hooks, Exec and the POST hooks (then, when the
+configuration was written, the config-update hook on the master), and
+releases every lock in a ``finally``. See ``ganeti_lv.cmdlib.base`` for the LU contract.
 
 Each job owns a node-operations session (``NodeOps.open_session``, opened
 when the job first needs it): the work the LU asks to begin early
@@ -349,6 +350,7 @@ class Processor:
         self._stop_if_canceled()  # before the nodes are asked and the PRE hooks run
         if self._job is not None:
             self.ctx.jobs.mark_executing(self._job, index=self._index)
+        serial = self._config_serial()
         lu.CheckPrereq()
         self._stop_if_canceled()  # asked for during the checks: no PRE hook without a POST
         hm = self._hooks_master(lu)
@@ -358,9 +360,35 @@ class Processor:
             self.LogInfo(DRY_RUN_MSG)
             return lu.dry_run_result
         self._stop_if_canceled()
-        result = lu.Exec(self.Log)
-        post_results = hm.run_phase(constants.HOOKS_PHASE_POST)
-        return lu.HooksCallBack(constants.HOOKS_PHASE_POST, post_results, self.Log, result)
+        try:
+            result = lu.Exec(self.Log)
+            post_results = hm.run_phase(constants.HOOKS_PHASE_POST)
+            return lu.HooksCallBack(constants.HOOKS_PHASE_POST, post_results, self.Log, result)
+        finally:
+            if self._config_serial() != serial:
+                self._run_config_update(hm, lu)
+
+    def _config_serial(self) -> int | None:
+        """The configuration's serial number (None when it cannot be read)."""
+        try:
+            return self.ctx.config.snapshot().serial
+        except ConfigurationError:
+            return None
+
+    @staticmethod
+    def _run_config_update(hm: HooksMaster, lu: LogicalUnit) -> None:
+        """Ganeti's config-update hook, after an Exec (failed or not) that wrote the configuration.
+
+        As Ganeti's, it follows the configuration's serial number, so a write
+        of another job during this one's Exec counts too. A failure to run it
+        is a warning: the operation's own result or error stands.
+        """
+        try:
+            hm.run_config_update()
+        except Exception as err:  # noqa: BLE001 - never replaces the operation's outcome
+            lu.LogWarning(
+                f"Errors occurred running the {constants.HOOKS_NAME_CFGUPDATE} hooks: {err}"
+            )
 
     def _stop_if_canceled(self) -> None:
         """OperationCanceled when a cancel was asked for; only before Exec starts."""
@@ -372,9 +400,15 @@ class Processor:
 
     # -------------------------------------------------------------- hooks
     def _hooks_master(self, lu: LogicalUnit) -> HooksMaster:
+        """The LU's HooksMaster; an LU without hooks may run without a configuration
+        (a test delay), and then has no master to run config-update on either."""
         cluster_name = master_name = None
-        if lu.HPATH is not None:
-            cluster = self.ctx.config.get_cluster()
+        try:
+            cluster = self.ctx.config.snapshot().cluster
+        except ConfigurationError:
+            if lu.HPATH is not None:
+                raise
+        else:
             cluster_name, master_name = cluster.name, cluster.master_node
         return HooksMaster.build_from_lu(
             lu,

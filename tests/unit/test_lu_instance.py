@@ -399,11 +399,14 @@ def test_a_start_without_the_nics_bridge_is_refused_up_front(
 
 
 def _hook_env(ops: FakeNodeOps, opcode: str, phase: str) -> dict[str, str]:
-    """The environment the master's hooks of ``phase`` got in the last ``opcode``."""
+    """The environment the master's hooks of ``phase`` got in the last ``opcode``
+    (its own hooks path's, not config-update's)."""
     envs = [
         c.args[1]
         for c in ops.calls_to("run_hooks", N1)
-        if c.args[1]["GANETI_OP_CODE"] == opcode and c.args[1]["GANETI_HOOKS_PHASE"] == phase
+        if c.args[1]["GANETI_OP_CODE"] == opcode
+        and c.args[1]["GANETI_HOOKS_PHASE"] == phase
+        and c.args[1]["GANETI_HOOKS_PATH"] != constants.HOOKS_NAME_CFGUPDATE
     ]
     return envs[-1]
 

@@ -128,7 +128,8 @@ def test_hooks_see_the_recorded_parameters_before_and_the_new_ones_after(
     run_op(ctx, op)
     envs = [c.args[1] for c in inst1_running.calls_to("run_hooks", N1)]
     (pre,) = [e for e in envs if e["GANETI_HOOKS_PHASE"] == "pre"]
-    (post,) = [e for e in envs if e["GANETI_HOOKS_PHASE"] == "post"]
+    post, config_update = [e for e in envs if e["GANETI_HOOKS_PHASE"] == "post"]
+    assert config_update["GANETI_HOOKS_PATH"] == constants.HOOKS_NAME_CFGUPDATE
     assert pre["GANETI_INSTANCE_BE_maxmem"] == str(before["maxmem"]) != "256"
     assert pre["GANETI_INSTANCE_HV_kernel_args"] != "ro quiet"
     assert pre["GANETI_INSTANCE_MEMORY"] == pre["GANETI_INSTANCE_MAXMEM"] == "256"
