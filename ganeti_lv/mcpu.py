@@ -379,9 +379,10 @@ class Processor:
     def _run_config_update(hm: HooksMaster, lu: LogicalUnit) -> None:
         """Ganeti's config-update hook, after an Exec (failed or not) that wrote the configuration.
 
-        As Ganeti's, it follows the configuration's serial number, so a write
-        of another job during this one's Exec counts too. A failure to run it
-        is a warning: the operation's own result or error stands.
+        It follows the configuration's serial number, so a write of another
+        job during this one's Exec counts too (Ganeti 3.0 counts the writes of
+        the job's own process). A failure to run it is a warning: the
+        operation's own result or error stands.
         """
         try:
             hm.run_config_update()

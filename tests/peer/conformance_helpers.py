@@ -30,9 +30,11 @@ from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.peer import PeerCluster
 
 HOOK_NAME = "50-glvconformance"
+# {node} is where the script is installed: <node1>, <node2> ... in the dump's name
 HOOK_SCRIPT = """#!/bin/sh
-env > "$(mktemp "{dump}/$GANETI_HOOKS_PATH-$GANETI_HOOKS_PHASE.XXXXXX")"
+env > "$(mktemp "{dump}/$GANETI_HOOKS_PATH-$GANETI_HOOKS_PHASE.{node}.XXXXXX")"
 """
+PHASES = ("pre", "post")
 UUID_RE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 MAC_RE = re.compile(r"\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b")
 ERROR_TYPE_RE = re.compile(r"^error type: (\w+), error details:$", re.M)
@@ -64,11 +66,11 @@ class Side:
         found = ERROR_TYPE_RE.search(err + out)
         return found.group(1) if code != 0 and found else None
 
-    def install_hooks(self, hpaths: list[str], dump: str) -> None:
-        """The dumping hook script for ``hpaths`` (pre and post) on every node."""
+    def install_hooks(self, hpaths: list[str], dump: str, phases: tuple[str, ...] = PHASES) -> None:
+        """The dumping hook script for ``hpaths`` and ``phases`` on every node."""
         raise NotImplementedError
 
-    def remove_hooks(self, hpaths: list[str]) -> None:
+    def remove_hooks(self, hpaths: list[str], phases: tuple[str, ...] = PHASES) -> None:
         """Remove what ``install_hooks`` installed."""
         raise NotImplementedError
 
@@ -98,11 +100,11 @@ class GanetiSide(Side):
         res = self.peer.run(self.short[0], list(argv), check=False, timeout=600)
         return res.returncode, res.stdout, res.stderr
 
-    def install_hooks(self, hpaths: list[str], dump: str) -> None:
-        script = HOOK_SCRIPT.format(dump=dump)
-        for node in self.short:
+    def install_hooks(self, hpaths: list[str], dump: str, phases: tuple[str, ...] = PHASES) -> None:
+        for i, node in enumerate(self.short):
+            script = HOOK_SCRIPT.format(dump=dump, node=f"node{i + 1}")
             for hpath in hpaths:
-                for phase in ("pre", "post"):
+                for phase in phases:
                     where = f"{self.HOOKS_DIR}/{hpath}-{phase}.d"
                     self.peer.run(
                         node,
@@ -115,10 +117,10 @@ class GanetiSide(Side):
                         input=script,
                     )
 
-    def remove_hooks(self, hpaths: list[str]) -> None:
+    def remove_hooks(self, hpaths: list[str], phases: tuple[str, ...] = PHASES) -> None:
         for node in self.short:
             for hpath in hpaths:
-                for phase in ("pre", "post"):
+                for phase in phases:
                     path = f"{self.HOOKS_DIR}/{hpath}-{phase}.d/{HOOK_NAME}"
                     self.peer.run(node, ["rm", "-f", path], check=False)
 
@@ -147,11 +149,11 @@ class LocalSide(Side):
             code = main(["--data-dir", self.data_dir, group, *rest])
         return code, out.getvalue(), err.getvalue()
 
-    def install_hooks(self, hpaths: list[str], dump: str) -> None:
-        script = HOOK_SCRIPT.format(dump=dump)
-        for base in self.hooks_dirs:
+    def install_hooks(self, hpaths: list[str], dump: str, phases: tuple[str, ...] = PHASES) -> None:
+        for i, base in enumerate(self.hooks_dirs):
+            script = HOOK_SCRIPT.format(dump=dump, node=f"node{i + 1}")
             for hpath in hpaths:
-                for phase in ("pre", "post"):
+                for phase in phases:
                     where = os.path.join(base, f"{hpath}-{phase}.d")
                     os.makedirs(where, exist_ok=True)
                     path = os.path.join(where, HOOK_NAME)
@@ -159,10 +161,10 @@ class LocalSide(Side):
                         fh.write(script)
                     os.chmod(path, 0o755)
 
-    def remove_hooks(self, hpaths: list[str]) -> None:
+    def remove_hooks(self, hpaths: list[str], phases: tuple[str, ...] = PHASES) -> None:
         for base in self.hooks_dirs:
             for hpath in hpaths:
-                for phase in ("pre", "post"):
+                for phase in phases:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(base, f"{hpath}-{phase}.d", HOOK_NAME))
 
@@ -172,14 +174,21 @@ class LocalSide(Side):
 
 def read_dumps(dump: str, hpath: str, phase: str) -> list[dict[str, str]]:
     """The GANETI_* environments the hook wrote for ``hpath``/``phase`` (one per node run)."""
-    envs = []
+    return [env for _, env in read_node_dumps(dump, hpath, phase)]
+
+
+def read_node_dumps(dump: str, hpath: str, phase: str) -> list[tuple[str, dict[str, str]]]:
+    """(node placeholder, GANETI_* environment) of each run for ``hpath``/``phase``."""
+    runs = []
     for path in sorted(glob.glob(os.path.join(dump, f"{hpath}-{phase}.*"))):
+        node = os.path.basename(path).split(".")[1]
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
-        envs.append(
-            dict(line.split("=", 1) for line in lines if line.startswith("GANETI_") and "=" in line)
+        env = dict(
+            line.split("=", 1) for line in lines if line.startswith("GANETI_") and "=" in line
         )
-    return envs
+        runs.append((f"<{node}>", env))
+    return runs
 
 
 def clear_dumps(dump: str) -> None:
