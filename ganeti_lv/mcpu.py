@@ -380,9 +380,9 @@ class Processor:
         """Ganeti's config-update hook, after an Exec (failed or not) that wrote the configuration.
 
         It follows the configuration's serial number, so a write of another
-        job during this one's Exec counts too (Ganeti 3.0 counts the writes of
-        the job's own process). A failure to run it is a warning: the
-        operation's own result or error stands.
+        job during this one's Exec counts too (README "Hooks": where Ganeti
+        3.0 differs). A failure to run it is a warning: the operation's own
+        result or error stands.
         """
         try:
             hm.run_config_update()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import io
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from ganeti_lv.config import ConfigStore
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.peer import PeerCluster
 
@@ -66,6 +68,10 @@ class Side:
         found = ERROR_TYPE_RE.search(err + out)
         return found.group(1) if code != 0 and found else None
 
+    def compression_tools(self) -> list[str]:
+        """The cluster's export compression tools, as its configuration records them."""
+        raise NotImplementedError
+
     def install_hooks(self, hpaths: list[str], dump: str, phases: tuple[str, ...] = PHASES) -> None:
         """The dumping hook script for ``hpaths`` and ``phases`` on every node."""
         raise NotImplementedError
@@ -99,6 +105,10 @@ class GanetiSide(Side):
     def gnt(self, *argv: str) -> tuple[int, str, str]:
         res = self.peer.run(self.short[0], list(argv), check=False, timeout=600)
         return res.returncode, res.stdout, res.stderr
+
+    def compression_tools(self) -> list[str]:
+        config = self.peer.run(self.short[0], ["cat", "/var/lib/ganeti/config.data"]).stdout
+        return list(json.loads(config)["cluster"]["compression_tools"])
 
     def install_hooks(self, hpaths: list[str], dump: str, phases: tuple[str, ...] = PHASES) -> None:
         for i, node in enumerate(self.short):
@@ -143,11 +153,14 @@ class LocalSide(Side):
         from ganeti_lv.cli.main import main
 
         tool, *rest = argv
-        group = {"gnt-instance": "instance", "gnt-backup": "backup"}[tool]
+        group = {"gnt-instance": "instance", "gnt-backup": "backup", "gnt-cluster": "cluster"}[tool]
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(["--data-dir", self.data_dir, group, *rest])
         return code, out.getvalue(), err.getvalue()
+
+    def compression_tools(self) -> list[str]:
+        return list(ConfigStore(self.data_dir).get_cluster().compression_tools)
 
     def install_hooks(self, hpaths: list[str], dump: str, phases: tuple[str, ...] = PHASES) -> None:
         for i, base in enumerate(self.hooks_dirs):
