@@ -27,10 +27,6 @@ from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, GenericError, OpExecError
 FeedbackFn = Callable[[str], None]
 
 
-# kill rounds of ``DevCluster.down``
-DOWN_ROUNDS = 3
-
-
 class DevCluster(files.ClusterDirectory):
     """A local cluster of network-namespace nodes in ``directory``."""
 
@@ -398,37 +394,8 @@ class DevCluster(files.ClusterDirectory):
         names = set(netns.list_netns(prefix + "n"))
         for i in range(1, lay.MAX_NODES + 1):
             names.add(f"{prefix}n{i}")
-
-        def ours() -> list[int]:
-            pids: set[int] = set()
-            for name in names:
-                pids.update(netns.pids_in_netns(name))
-            for per_node in state.get("daemons", {}).values():
-                pids.update(int(p) for p in per_node.values() if p)
-            holders = netns.recorded_holders(state)
-            pids.update(holders)
-            pids.discard(os.getpid())
-            return sorted(p for p in pids if netns.is_ours(p, names, holders))
-
-        # again while some are left: a daemon may start one (an SSH session,
-        # a qemu) while the others are being stopped
-        for _ in range(DOWN_ROUNDS):
-            pids = ours()
-            if not pids:
-                break
-            try:
-                netns.kill_pids(pids)
-            except OpExecError as err:
-                problems.append(str(err))
-                break
-        else:
-            left = ours()
-            if left:
-                problems.append(f"processes {left} kept coming back")
-        for name in sorted(names):
-            netns.delete_netns(name)
-        for link in netns.links(prefix):
-            netns.delete_link(link)
+        daemons = [int(p) for d in state.get("daemons", {}).values() for p in d.values() if p]
+        problems += netns.take_down(names, prefix, daemons, netns.recorded_holders(state))
         if problems:
             raise OpExecError(
                 f"The cluster in {self.directory} is not completely down: "

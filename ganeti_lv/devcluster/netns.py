@@ -12,13 +12,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ganeti_lv.errors import ECODE_ENVIRON, OpExecError, OpPrereqError
 from ganeti_lv.master.jobs import process_start_time
 
 NETNS_DIR = "/run/netns"
+# How many times a tear-down kills what is left in a cluster's namespaces.
+DOWN_ROUNDS = 3
 NODE_IFACE = "eth0"
 
 
@@ -370,6 +372,52 @@ def teardown_netns(
     kill_pids(sorted(pids))
     delete_netns(name)
     delete_link(veth_host)
+
+
+def take_down(
+    names: set[str],
+    link_prefix: str,
+    recorded: Iterable[int],
+    holders: Sequence[int],
+) -> list[str]:
+    """Stop a cluster's processes and remove its namespaces and links; the problems met.
+
+    The processes are those in the namespaces ``names``, the ``recorded``
+    ones (daemons by the PID their cluster wrote down) and the verified
+    ``holders``, each only when ``is_ours``. They are killed again while some
+    are left, up to ``DOWN_ROUNDS`` times: a daemon may start one (an SSH
+    session, a qemu) while the others are stopped. Every step is taken even
+    when one before it failed: the namespaces and the links (named
+    ``link_prefix``...) are removed in any case.
+    """
+    problems: list[str] = []
+    recorded = list(recorded)
+
+    def ours() -> list[int]:
+        pids = set(recorded) | set(holders)
+        for name in names:
+            pids.update(pids_in_netns(name))
+        pids.discard(os.getpid())
+        return sorted(p for p in pids if is_ours(p, names, holders))
+
+    for _ in range(DOWN_ROUNDS):
+        pids = ours()
+        if not pids:
+            break
+        try:
+            kill_pids(pids)
+        except OpExecError as err:
+            problems.append(str(err))
+            break
+    else:
+        left = ours()
+        if left:
+            problems.append(f"processes {left} kept coming back")
+    for name in sorted(names):
+        delete_netns(name)
+    for link in links(link_prefix):
+        delete_link(link)
+    return problems
 
 
 def is_ours(pid: int, names: set[str], holders: Sequence[int] = ()) -> bool:

@@ -367,29 +367,25 @@ class PeerCluster(files.ClusterDirectory):
     def down(self) -> None:
         """Stop everything of the peer by PID, remove namespaces, links and state.
 
-        Raises OpExecError when something of the peer is still there afterwards.
+        Every step is taken even when one before it failed; the peer's record
+        (``state.json``) is removed only when nothing of it is left, so that
+        ``down`` can be run again to finish. Raises OpExecError otherwise.
         """
         state = self._load_state()
         layout = self.layout()
         names = set(netns.list_netns(layout.prefix + "n")) | {n.netns for n in layout.nodes}
-        pids: set[int] = set()
-        for name in names:
-            pids.update(netns.pids_in_netns(name))
-        holders = netns.recorded_holders(state)
-        pids.update(holders)
-        pids.update(int(p) for p in state.get("sshd", {}).values() if p)
-        pids.discard(os.getpid())
-        netns.kill_pids(sorted(p for p in pids if netns.is_ours(p, names, holders)))
-        for name in sorted(names):
-            netns.delete_netns(name)
-        for link in netns.links(layout.prefix):
-            netns.delete_link(link)
+        sshds = [int(p) for p in state.get("sshd", {}).values() if p]
+        problems = netns.take_down(names, layout.prefix, sshds, netns.recorded_holders(state))
+        problems += peernode.leftovers(layout)
+        if problems:
+            raise OpExecError(
+                f"The Ganeti peer in {self.directory} is not completely down: "
+                + "; ".join(problems)
+                + " (its record is kept: run down again)"
+            )
         for sub in ("state.json", "peer.json"):
             path = os.path.join(self.directory, sub)
             if os.path.exists(path):
                 os.unlink(path)
         for sub in ("nodes", "shared", "consoles", "keys"):
             shutil.rmtree(os.path.join(self.directory, sub), ignore_errors=True)
-        left = peernode.leftovers(layout, sorted(pids))
-        if left:
-            raise OpExecError(f"peer in {self.directory} not fully down: {'; '.join(left)}")

@@ -16,7 +16,8 @@ import pytest
 
 from ganeti_lv import paths
 from ganeti_lv.devcluster import cluster as cluster_mod
-from ganeti_lv.devcluster import netns
+from ganeti_lv.devcluster import netns, peernode
+from ganeti_lv.devcluster.peer import PeerCluster
 from ganeti_lv.errors import OpExecError
 from ganeti_lv.master import daemon
 from ganeti_lv.master.jobs import process_alive, process_start_time
@@ -100,6 +101,46 @@ def test_down_that_went_well_removes_the_record(
     monkeypatch.setattr(daemon, "stop", lambda data_dir, force=False: None)
     cl.down()
     assert not (tmp_path / "state.json").exists()
+
+
+def _peer(tmp_path: Path, sshd: dict[str, int]) -> PeerCluster:
+    peer = PeerCluster(str(tmp_path))
+    (tmp_path / "state.json").write_text(json.dumps({"holders": {}, "sshd": sshd}))
+    (tmp_path / "nodes").mkdir()
+    return peer
+
+
+def test_the_peers_down_after_a_failed_kill_still_removes_the_namespaces_and_keeps_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Ganeti peer's tear-down is the local cluster's: every step, the record kept."""
+    peer = _peer(tmp_path, {"node1": 103})
+    prefix = peer.layout().prefix
+    killed: list[list[int]] = []
+    deleted = _fake_nodes(
+        monkeypatch, prefix, kill_error="processes [102] did not die", killed=killed
+    )
+    monkeypatch.setattr(peernode, "leftovers", lambda layout: [])
+    with pytest.raises(OpExecError, match=r"not completely down: processes \[102\] did not die"):
+        peer.down()
+    assert killed == [[101, 102, 103]]  # the namespaces' processes and the recorded sshd
+    assert f"{prefix}n1" in deleted and f"{prefix}n2" in deleted and f"{prefix}br" in deleted
+    assert (tmp_path / "state.json").exists() and (tmp_path / "nodes").exists()
+
+
+def test_the_peers_down_keeps_the_record_while_something_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = _peer(tmp_path, {})
+    _fake_nodes(monkeypatch, peer.layout().prefix, kill_error=None)
+    left = ["mounts of /x seen by process 7"]
+    monkeypatch.setattr(peernode, "leftovers", lambda layout: left)
+    with pytest.raises(OpExecError, match="mounts of /x seen by process 7"):
+        peer.down()
+    assert (tmp_path / "state.json").exists()
+    left.clear()
+    peer.down()  # run again, it finishes
+    assert not (tmp_path / "state.json").exists() and not (tmp_path / "nodes").exists()
 
 
 def _daemon_ignoring_sigterm(data_dir: Path) -> subprocess.Popen[bytes]:
@@ -227,7 +268,7 @@ def test_down_with_processes_that_keep_coming_back_keeps_the_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cl = _cluster(tmp_path)
-    rounds = [[100 + i] for i in range(cluster_mod.DOWN_ROUNDS + 1)]
+    rounds = [[100 + i] for i in range(netns.DOWN_ROUNDS + 1)]
     _fake_nodes(monkeypatch, f"glv{cl.cid}", None, rounds=rounds)
     monkeypatch.setattr(daemon, "stop", lambda data_dir, force=False: None)
     with pytest.raises(OpExecError, match="kept coming back"):
