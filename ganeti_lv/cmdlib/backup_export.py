@@ -63,6 +63,7 @@ from ganeti_lv.cmdlib.common import (
     get_node,
     instance_hook_env,
     instance_nodes_ahead,
+    removal_step,
     repair_disk_chain,
     unsettled_state,
 )
@@ -738,17 +739,10 @@ class LUBackupExport(LogicalUnit):
 
     def _remove_instance(self, feedback_fn: FeedbackFn) -> None:
         """Ganeti's RemoveInstance: undefine, remove disks, drop the config entry."""
-        feedback_fn(f"Removing instance {self.instance.name}")
-        for res, msg in (
-            (node_call(self.rpc.undefine_instance, self.pnode, self.instance.name), "undefine"),
-            (
-                node_call(self.rpc.remove_disks, self.pnode, self.cluster, self.instance),
-                "remove the disks",
-            ),
-        ):
-            if res.ok:
-                continue
-            if not self.op.ignore_remove_failures:
-                res.Raise(f"Could not {msg} of instance {self.instance.name}")
-            res.Warn(f"Could not {msg} of instance {self.instance.name}", feedback_fn)
-        self.cfg.remove_instance(self.instance.name)
+        name, ignore = self.instance.name, self.op.ignore_remove_failures
+        feedback_fn(f"Removing instance {name}")
+        res = node_call(self.rpc.undefine_instance, self.pnode, name)
+        removal_step(res, f"Could not undefine instance {name}", ignore, feedback_fn)
+        res = node_call(self.rpc.remove_disks, self.pnode, self.cluster, self.instance)
+        removal_step(res, f"Could not remove the disks of instance {name}", ignore, feedback_fn)
+        self.cfg.remove_instance(name)

@@ -310,6 +310,20 @@ def instance_hook_env(
     return env
 
 
+def removal_step(
+    res: NodeResult[Any], msg: str, ignore_failures: bool, feedback_fn: Callable[[str], None]
+) -> None:
+    """The outcome of a step removing an instance (stop, undefine, disks): a failure
+    raises ``msg``, or is a warning when failures are to be ignored or the node is
+    offline. Steps run one after the other: a domain still defined keeps its disks."""
+    if res.ok:
+        return
+    if ignore_failures or res.offline:
+        res.Warn(msg, feedback_fn)
+    else:
+        res.Raise(msg)
+
+
 def copy_canceled(res: NodeResult[Any], cancel: Cancellation) -> bool:
     """Whether the ``copy_disk`` result ``res`` is a copy stopped by the job's ``cancel``.
 

@@ -26,6 +26,7 @@ from ganeti_lv.cmdlib.common import (
     instance_domains,
     instance_hook_env,
     refuse_cluster_wide,
+    removal_step,
     repair_disk_chain,
 )
 from ganeti_lv.cmdlib.migration_checks import missing_bridges
@@ -521,14 +522,6 @@ class LUInstanceRemove(InstanceLU):
         master = self.cluster.master_node
         return [master], list(dict.fromkeys([master, self.pnode.name]))
 
-    def _step(self, result: Any, msg: str, feedback_fn: FeedbackFn) -> None:
-        if result.fail_msg is None:
-            return
-        if self.op.ignore_failures or result.offline:
-            result.Warn(msg, feedback_fn)
-        else:
-            result.Raise(msg)
-
     def Exec(self, feedback_fn: FeedbackFn) -> None:
         """Repair, stop, undefine, remove disks (failures fatal unless ignored), drop config."""
         inst, node = self.instance, self.pnode
@@ -537,23 +530,26 @@ class LUInstanceRemove(InstanceLU):
                 self, node, self.cluster, inst, ignore_failures=self.op.ignore_failures
             )
         feedback_fn(f"* shutting down instance {inst.name} on node {node.name}")
-        self._step(
+        removal_step(
             node_call(self.rpc.shutdown_instance, node, inst, float(self.op.shutdown_timeout)),
             f"Could not shutdown instance {inst.name} on node {node.name}",
+            self.op.ignore_failures,
             feedback_fn,
         )
         if inst.admin_state == constants.ADMINST_UP:
             # stopped: a later step that fails leaves the configuration true
             self.cfg.set_admin_state(inst.name, constants.ADMINST_DOWN)
-        self._step(
+        removal_step(
             node_call(self.rpc.undefine_instance, node, inst.name),
             f"Could not undefine instance {inst.name} on node {node.name}",
+            self.op.ignore_failures,
             feedback_fn,
         )
         feedback_fn("* removing instance disks")
-        self._step(
+        removal_step(
             node_call(self.rpc.remove_disks, node, self.cluster, inst),
             f"Could not remove the disks of instance {inst.name}",
+            self.op.ignore_failures,
             feedback_fn,
         )
         feedback_fn(f"* removing instance {inst.name} from the configuration")

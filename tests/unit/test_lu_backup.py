@@ -203,6 +203,35 @@ def test_export_with_remove_instance(ctx, ops, config):
     assert INST in ops.exports[N2]
 
 
+@pytest.mark.parametrize("step", ["undefine_instance", "remove_disks"])
+def test_a_failed_removal_after_the_export_keeps_the_instance_and_says_the_export_is_complete(
+    ctx, ops, config, step
+):
+    """As Ganeti's RemoveInstance: the instance stays in the configuration (its domain or
+    disks are still there); the export, complete, is kept and the error says so."""
+    ops.fail(step, N1, "cannot remove")
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, remove_instance=True))
+    assert "cannot remove" in err.value.msg
+    assert "the export itself is complete" in err.value.msg
+    assert config.get_instance(INST) is not None
+    assert INST in ops.exports[N2]
+    assert ("remove_disks" in methods(ops)) == (step == "remove_disks")
+
+
+def test_removal_failures_ignored_on_request_are_warnings(ctx, ops, config):
+    ops.fail("undefine_instance", N1, "cannot undefine")
+    ops.fail("remove_disks", N1, "cannot remove the disks")
+    op = OpBackupExport(
+        instance_name=INST, target_node=N2, remove_instance=True, ignore_remove_failures=True
+    )
+    _, lines = run(ctx, op)
+    assert any("cannot undefine" in line for line in lines)
+    assert any("cannot remove the disks" in line for line in lines)
+    assert config.get_instance(INST) is None
+    assert INST in ops.exports[N2]
+
+
 def test_export_of_stopped_instance_copies_directly(ctx, ops, config):
     config.set_admin_state(INST, constants.ADMINST_DOWN)
     ops.node(N1).domains[INST].state = constants.DOMSTATE_SHUTOFF
