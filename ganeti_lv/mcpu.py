@@ -350,7 +350,6 @@ class Processor:
         self._stop_if_canceled()  # before the nodes are asked and the PRE hooks run
         if self._job is not None:
             self.ctx.jobs.mark_executing(self._job, index=self._index)
-        serial = self._config_serial()
         lu.CheckPrereq()
         self._stop_if_canceled()  # asked for during the checks: no PRE hook without a POST
         hm = self._hooks_master(lu)
@@ -360,6 +359,7 @@ class Processor:
             self.LogInfo(DRY_RUN_MSG)
             return lu.dry_run_result
         self._stop_if_canceled()
+        serial = self._config_serial()
         try:
             result = lu.Exec(self.Log)
             post_results = hm.run_phase(constants.HOOKS_PHASE_POST)

@@ -72,7 +72,8 @@ class Held:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
+        # a file left behind is unlocked, so no reservation: the next check removes it
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
         os.close(fd)
 

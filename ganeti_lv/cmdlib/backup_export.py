@@ -594,8 +594,8 @@ class LUBackupExport(LogicalUnit):
             f"Could not prepare the export directory on {dst.name}"
         )
         manifest = exportinfo.Manifest(inst.name, self.pnode.name, int(time.time()))
-        self._prewarm_other_nodes()
         try:
+            self._prewarm_other_nodes()
             for idx, src in enumerate(sources):
                 self._stop_if_canceled(feedback_fn, f"before copying disk/{idx}")
                 manifest.disks.append(self._copy_disk(feedback_fn, idx, src, newdir))

@@ -152,14 +152,14 @@ class LUNodeAdd(LogicalUnit):
             feedback_fn(
                 f"* node {node.name}: {facts.memory_total} MiB memory, {facts.memory_free} MiB free"
             )
+            with self.cfg.update() as data:
+                data.nodes[node.name] = node
         except BaseException:
             bootstrap.forget_node_host_key(known_file, node)
             for host, key in previous.items():
                 if key:  # a readd: put the old key back
                     known_hosts.known_hosts_add(known_file, host, node.ssh_port, key)
             raise
-        with self.cfg.update() as data:
-            data.nodes[node.name] = node
         feedback_fn(f"Node {node.name} added to the cluster")
 
 

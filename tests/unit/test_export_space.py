@@ -44,6 +44,25 @@ def test_a_held_reservation_counts_until_released(data_dir):
     assert sorted(os.listdir(book.dir)) == [f"{N2}.lock", "node3.lock"]
 
 
+def test_a_release_that_cannot_remove_its_file_still_frees_the_reservation(data_dir, monkeypatch):
+    """A read-only file system, say: the lock goes with the descriptor, and the next
+    check removes the file left unlocked."""
+    book = Reservations(data_dir)
+    with book.node(N2) as ledger:
+        held = ledger.reserve("/e/a.new", 100, "a")
+
+    def read_only(path):
+        raise OSError(30, "Read-only file system", path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "unlink", read_only)
+        held.release()
+    assert os.path.exists(held.path)
+    with book.node(N2) as ledger:
+        assert ledger.others() == []
+    assert not os.path.exists(held.path)
+
+
 def test_a_node_whose_name_starts_another_nodes_sees_only_its_own(data_dir):
     """node2 and node2.example.com: node2's check neither counts nor removes the other's
     reservation (one taken while node2's check runs, its holder's lock not yet on it)."""

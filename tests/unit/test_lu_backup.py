@@ -159,6 +159,21 @@ def test_failed_copy_keeps_previous_export_and_instance(ctx, ops, config):
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
 
+def test_a_failure_before_the_first_copy_removes_the_new_directory(ctx, ops, config, monkeypatch):
+    """``.new`` exists from the target's preparation on: whatever fails after it
+    (here the warm-up of the other nodes' connections) removes it."""
+
+    def cannot_start(lu):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(LUBackupExport, "_prewarm_other_nodes", cannot_start)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert ops.calls_to("export_prepare", N2) and ops.calls_to("export_abort", N2)
+    assert f"{INST}.new" not in ops.exports.get(N2, {})
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+
+
 def test_failed_copy_while_stopped_restarts_instance(ctx, ops, config):
     ops.fail("start_with_snapshot", N1, "snapshots unsupported")
     ops.fail("copy_disk", N1, NodeError("disk full", N1, ecode=ECODE_NORES))

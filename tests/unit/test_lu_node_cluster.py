@@ -106,6 +106,22 @@ def test_node_add_unreachable_leaves_nothing(
     assert bootstrap.lookup_known_host(paths.known_hosts_file(data_dir), "10.250.0.4") is None
 
 
+def test_node_add_whose_configuration_write_fails_forgets_the_key(
+    ctx: Context, config: ConfigStore, data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ganeti_lv import config as config_mod
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(config_mod, "write_file_atomically", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
+    monkeypatch.undo()
+    assert config.get_node("node4") is None
+    assert bootstrap.lookup_known_host(paths.known_hosts_file(data_dir), "10.250.0.4") is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "ecode"),
     [
