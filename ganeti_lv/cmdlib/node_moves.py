@@ -200,32 +200,38 @@ class MoveScheduler:
         )
 
     def _launch(self, move: Move) -> None:
+        """Run ``move`` in a thread of its own; its job is recorded there, so a thread
+        that cannot start leaves no job behind."""
         assert move.op is not None
         name = move.instance
 
         def relay(text: str) -> None:
             self._log(f"{name}: {text}")
 
-        try:
-            job_id, run = self._start(move, relay)
-        except Exception as err:  # noqa: BLE001 - the move's outcome, not the scheduler's
+        def failed(err: BaseException, before_start: bool) -> None:
             move.status, move.error = FAILED, str(err) or type(err).__name__
-            self._log(f"{name}: not started: {move.error}")
-            return
-        move.job_id, move.status = job_id, RUNNING
-        self._log(f"{name}: {move.kind} to {move.target} started as job {job_id}")
+            if before_start:
+                self._log(f"{name}: not started: {move.error}")
 
         def body() -> None:
             try:
+                job_id, run = self._start(move, relay)
+            except Exception as err:  # noqa: BLE001 - the move's outcome, not the scheduler's
+                with self._cond:
+                    failed(err, before_start=True)
+                    self._cond.notify_all()
+                return
+            move.job_id = job_id
+            self._log(f"{name}: {move.kind} to {move.target} started as job {job_id}")
+            try:
                 run()
             except BaseException as err:  # noqa: BLE001 - every outcome is the move's
-                error = str(err) or type(err).__name__
                 with self._cond:
                     if stopped_by(self._cancel, err):
                         # stopped by the cancel (the target is not to blame)
-                        move.status, move.error = CANCELED, error
+                        move.status, move.error = CANCELED, str(err) or type(err).__name__
                     else:
-                        move.status, move.error = FAILED, error
+                        failed(err, before_start=False)
                         if target_at_fault(err, move.target):
                             self.failed_targets.add(move.target)
                     self._cond.notify_all()
@@ -234,9 +240,14 @@ class MoveScheduler:
                     move.status = DONE
                     self._cond.notify_all()
 
+        move.status = RUNNING
         thread = threading.Thread(target=body, name=f"move-{name}", daemon=False)
+        try:
+            thread.start()
+        except RuntimeError as err:  # no thread to be had: no job was recorded either
+            failed(err, before_start=True)
+            return
         self._threads.append(thread)
-        thread.start()
 
     def _gone(self, node: str) -> str:
         """Why queued moves may no longer go to ``node`` ("failed a move", "is drained"), or ""."""

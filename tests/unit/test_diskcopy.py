@@ -476,6 +476,27 @@ def test_a_closed_session_sets_nothing_up(image, tmp_path):
     assert not _helpers_running(str(tmp_path))
 
 
+def test_a_session_without_a_thread_for_its_set_up_copies_when_asked(image, tmp_path, monkeypatch):
+    """No thread to be had (a process limit): setting copies up ahead is a hint, the job's
+    copy is made when it is asked for, and the session closes as usual."""
+    ops = _LocalExportOps()
+    session, n1, n2 = _session_and_nodes(ops)
+    real_start = threading.Thread.start
+
+    def no_thread(thread):
+        if thread.name == "copies-ahead":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    target = tmp_path / "t" / "disk0.img"
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", no_thread)
+        session.prestart_copies([CopyAhead(n1, str(image), n2, str(target), "none")])
+    stats = ops.copy_disk(n1, str(image), n2, str(target), session=session)
+    assert stats.checksum == _sha(image) == _sha(target)
+    session.close()
+
+
 class _FlakyRunner:
     """A runner whose first command ends without an exit status (-1), as a lost session."""
 

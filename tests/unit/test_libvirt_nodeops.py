@@ -559,6 +559,20 @@ def test_prewarm_warms_online_nodes_and_keeps_their_clients() -> None:
     assert ops.ssh(online) is clients["node1"]  # the operation uses the warmed client
 
 
+def test_prewarm_without_a_thread_to_be_had_is_only_a_hint_not_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = WarmSsh()
+    ops = LibvirtNodeOps("/nonexistent", ssh_factory=lambda node: client)
+
+    def no_thread(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    ops.prewarm([objects.Node(name="node1", address="10.250.0.1")])  # no error
+    assert not client.warmed.is_set()
+
+
 class AddressedSsh:
     """A client that knows where it connects, as SshClient does."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -144,3 +145,30 @@ def test_a_move_that_cannot_start_fails_alone() -> None:
     assert moves[0].job_id is None and "no longer on node n1" in moves[0].error
     assert "a: not started: Instance a is no longer on node n1 (now on n3): not moved" in logged
     assert not scheduler.failed_targets and moves[1].target == "n2"
+
+
+def test_a_move_whose_thread_cannot_start_fails_alone_and_records_no_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No thread to be had (a process limit): the move fails, no job is recorded for it,
+    and the other moves and the scheduler's end are not affected."""
+    moves = _moves()
+    logged: list[str] = []
+    recorded: list[str] = []
+    real_start = threading.Thread.start
+
+    def start_thread(thread: threading.Thread) -> None:
+        if thread.name == "move-a":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    def start(move: Move, relay: Callable[[str], None]) -> tuple[int, Callable[[], Any]]:
+        recorded.append(move.instance)
+        return len(recorded), lambda: None
+
+    monkeypatch.setattr(threading.Thread, "start", start_thread)
+    scheduler = MoveScheduler(moves, start, logged.append, Cancellation(), 1, 1)
+    assert scheduler.run() == moves
+    assert [m.status for m in moves] == [FAILED, DONE]
+    assert recorded == ["b"] and moves[0].job_id is None
+    assert "a: not started: can't start new thread" in logged

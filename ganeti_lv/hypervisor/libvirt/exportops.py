@@ -276,8 +276,11 @@ class CopySession(NodeSession):
         with self._lock:
             if self._closed:
                 return
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: each copy is made when it is needed
+                return
             self._setup.append(thread)
-        thread.start()
 
     def _set_up(self, copies: Sequence[CopyAhead]) -> None:
         for copy in copies:

@@ -14,6 +14,7 @@ operation needs comes in its arguments: the configuration is never read here.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import threading
 import time
@@ -202,9 +203,11 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 continue
             client = self.ssh(node)
             if not client.connected:
-                threading.Thread(
+                warm = threading.Thread(
                     target=client.warm_up, name=f"ssh-warm-{node.name}", daemon=True
-                ).start()
+                )
+                with contextlib.suppress(RuntimeError):  # no thread to be had: a hint only
+                    warm.start()
 
     def open_session(self) -> NodeSession:
         """A job's session: its warm-ups and the disk copies set up ahead for it."""
