@@ -580,15 +580,18 @@ class SshClient:
         """
         command = quote_command(cmd)
         remote = command
-        deadline = None
         if timeout is not None:
             remote = (
                 f"timeout -k {TIMEOUT_KILL_GRACE:g} {max(timeout, 0.001):g} "
                 f"sh -c {shlex.quote(command)}"
             )
-            deadline = time.monotonic() + timeout + TIMEOUT_KILL_GRACE + TIMEOUT_LOCAL_GRACE
-        started = time.monotonic()
         channel = self._open_channel(with_input(remote, input))
+        # the command's time counts from its start on the node, not from the wait for
+        # the connection (it may wait for another job's SFTP set-up on this client)
+        started = time.monotonic()
+        deadline = None
+        if timeout is not None:
+            deadline = started + timeout + TIMEOUT_KILL_GRACE + TIMEOUT_LOCAL_GRACE
         feeder = None
         try:
             feeder = feed_input(channel, input)

@@ -190,6 +190,22 @@ def test_an_open_that_answers_in_time_returns_the_connection_or_its_error(
         host_module.open_connection("qemu+tls://node2/system", "node2", timeout=5)
 
 
+def test_an_open_that_fails_otherwise_raises_its_error_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a libvirt error (the bindings' own): raised in the caller's thread, not
+    taken for a node that did not answer."""
+
+    def broken(uri: str) -> None:
+        raise TypeError("expected str, got bytes")
+
+    monkeypatch.setattr(host_module.libvirt, "open", broken)
+    started = time.monotonic()
+    with pytest.raises(TypeError, match="expected str"):
+        host_module.open_connection("qemu+tls://node2/system", "node2", timeout=5)
+    assert time.monotonic() - started < 4
+
+
 # -- a kept connection that only looks alive ------------------------------------
 
 

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from ganeti_lv import constants, objects
-from ganeti_lv.errors import ECODE_EXISTS, ECODE_STATE, HypervisorError, InstanceNotFound
+from ganeti_lv.errors import (
+    ECODE_EXISTS,
+    ECODE_STATE,
+    HypervisorError,
+    InstanceNotFound,
+    NodeUnreachable,
+)
 from ganeti_lv.hypervisor.base import DomainInfo
 from ganeti_lv.hypervisor.export_types import SnapshotInfo
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps, domxml, exportops
@@ -245,6 +251,25 @@ def test_shutdown_press_on_a_guest_that_just_stopped_is_clean() -> None:
     res = node_call(_ops(StubHost({"web1": guest})).shutdown_instance, NODE, _instance(), 30)
     assert res.Raise("shutdown") is True
     assert guest.calls == ["shutdown", "shutdown"]
+
+
+def test_shutdown_of_a_guest_paused_while_it_shuts_down_stops_it_at_once() -> None:
+    """qemu pauses a guest whose disk fills while it shuts down: the next press is
+    refused, and the guest is stopped then, not left paused with the shutdown failed."""
+
+    class PausedAfterFirstPress(StubGuest):
+        def shutdown(self) -> None:
+            super().shutdown()
+            self.paused = True
+
+    guest = PausedAfterFirstPress("web1", stops_after=None)
+    clock = FakeClock()
+    res = node_call(
+        _ops(StubHost({"web1": guest}), clock=clock).shutdown_instance, NODE, _instance(), 60
+    )
+    assert res.Raise("shutdown") is False
+    assert guest.calls == ["shutdown", "shutdown", "destroy"]
+    assert sum(clock.slept) < 10  # not the whole timeout
 
 
 def test_shutdown_zero_timeout_destroys_at_once() -> None:
@@ -662,3 +687,22 @@ def test_a_failed_resume_after_the_snapshot_leaves_the_guest_stopped(
         ops.start_with_snapshot(NODE, CLUSTER, _instance())
     assert made == ["web1"]
     assert guest.calls == ["start_paused", "resume", "destroy"] and not guest.active
+
+
+def test_a_failed_resume_whose_stop_fails_too_reports_the_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection lost, say: the stop's error does not replace the cause."""
+
+    class LostGuest(_PausedStartGuest):
+        def destroy(self) -> None:
+            self.calls.append("destroy")
+            raise NodeUnreachable("connection lost", node="node1")
+
+    guest = LostGuest("web1", active=False)
+    monkeypatch.setattr(
+        exportops.diskchain, "create", lambda g, r, node, freeze=True: SnapshotInfo(g.name, node)
+    )
+    with pytest.raises(HypervisorError, match="Cannot resume"):
+        _ops(StubHost({"web1": guest})).start_with_snapshot(NODE, CLUSTER, _instance())
+    assert guest.calls == ["start_paused", "resume", "destroy"]

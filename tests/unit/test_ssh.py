@@ -111,6 +111,25 @@ def test_run_timeout_kills_remote_command(client: SshClient, tmp_path: Path) -> 
         assert wait_dead(pid), f"process {pid} survived the timeout"
 
 
+def test_run_timeout_counts_from_the_commands_start_not_the_wait_for_a_channel(
+    client: SshClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that first waits for its channel (another job setting up SFTP on this
+    client, say) still gives its command the whole timeout."""
+    from ganeti_lv.node import ssh as ssh_mod
+
+    monkeypatch.setattr(ssh_mod, "TIMEOUT_KILL_GRACE", 0.2)
+    monkeypatch.setattr(ssh_mod, "TIMEOUT_LOCAL_GRACE", 0.2)
+    open_channel = client._open_channel
+
+    def slow_open(command: str) -> Any:
+        time.sleep(2.0)
+        return open_channel(command)
+
+    monkeypatch.setattr(client, "_open_channel", slow_open)
+    assert client.run("sleep 0.3; echo done", timeout=1).stdout == "done\n"
+
+
 def test_run_exit_124_without_timeout_is_not_a_timeout(client: SshClient) -> None:
     result = client.run("exit 124", timeout=30, check=False)
     assert result.exit_status == 124

@@ -17,6 +17,7 @@ its own copies only, and whatever way a job ends, its session is closed.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -166,8 +167,10 @@ class LibvirtExportOps:
             guest.resume()
         except NodeError:
             # stopped again before it ever ran: started later from its definition,
-            # on its own disks (an overlay made meanwhile holds nothing: stale)
-            guest.destroy()
+            # on its own disks (an overlay made meanwhile holds nothing: stale); the
+            # error raised stays the cause (the connection lost makes both fail)
+            with contextlib.suppress(NodeError):
+                guest.destroy()
             raise
         return snap
 

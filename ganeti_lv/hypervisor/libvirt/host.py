@@ -126,7 +126,7 @@ def open_connection(uri: str, node: str, timeout: float = CONNECT_TIMEOUT) -> li
     def run() -> None:
         try:
             opened.set_result(libvirt.open(uri))
-        except libvirt.libvirtError as err:
+        except BaseException as err:  # noqa: BLE001 - raised in the caller's thread
             opened.set_exception(err)
 
     threading.Thread(target=run, name=f"libvirt-open-{node}", daemon=True).start()

@@ -258,9 +258,11 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
 
     def close(self) -> None:
         """Close every libvirt and SSH connection."""
-        for host in self._hosts.values():
+        with self._conn_lock:
+            hosts = list(self._hosts.values())
+            self._hosts.clear()
+        for host in hosts:
             host.close()
-        self._hosts.clear()
         for name in list(self._ssh):
             self._drop_ssh(name)
 
@@ -441,7 +443,8 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
                 return True
             now = self._clock()
             if now >= next_press:
-                self._press_power_button(guest)
+                if not self._press_power_button(guest):
+                    return False  # paused since the last press: no press can stop it
                 next_press = now + POWER_BUTTON_INTERVAL
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -449,13 +452,19 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             self._sleep(min(self._poll_interval, remaining))
 
     @staticmethod
-    def _press_power_button(guest: Guest) -> None:
-        """One ACPI power-button press; a guest that stopped meanwhile is fine."""
+    def _press_power_button(guest: Guest) -> bool:
+        """One ACPI power-button press; a guest that stopped meanwhile is fine. False
+        when the guest was paused meanwhile (qemu pauses it on a full disk while it
+        shuts down, say): libvirt refuses the press to a paused guest."""
         try:
             guest.shutdown()
         except HypervisorError:
-            if _is_running(guest):
-                raise
+            if not _is_running(guest):
+                return True
+            if guest.state() == constants.DOMSTATE_PAUSED:
+                return False
+            raise
+        return True
 
     def reboot_instance(
         self, node: Node, cluster: Cluster, instance: Instance, reboot_type: str, timeout: float
