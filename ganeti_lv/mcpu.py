@@ -12,7 +12,8 @@ when the job first needs it): the work the LU asks to begin early
 disk copies set up) runs in it, the same way in a process of its own and in
 the master daemon. The session is closed in the job's ``finally``, whatever
 happened (success, a failed check or hook, a lock timeout, a cancel, an
-error), so nothing begun for the job outlives it.
+error), so nothing begun for the job outlives it; a failure to close it is
+logged, never the job's outcome (recorded by then).
 
 ``run_query(ctx, op)`` runs a query (an LU marked ``QUERY``: no hooks, no
 locks, nothing changed) without a job, as Ganeti's list commands query
@@ -97,6 +98,18 @@ class Processor:
         run, a cancel or an error all free it).
         """
         self._held.enter_context(resource)
+
+    def _release_job_resources(self, job: Job) -> None:
+        """Release what the job held (``hold_until_job_end``) and close its session.
+
+        The job's outcome is recorded by then: a release that fails is logged,
+        and never replaces the job's result or error.
+        """
+        for release in (self._held.close, self._close_session):
+            try:
+                release()
+            except Exception:  # noqa: BLE001 - the outcome stands; the daemon's log says
+                _LOG.exception("Releasing what job %s held failed", job.id)
 
     def _close_session(self) -> None:
         with self._session_lock:
@@ -292,10 +305,7 @@ class Processor:
         finally:
             try:
                 # before the locks go: a job waiting for them finds nothing of this one left
-                try:
-                    self._held.close()
-                finally:
-                    self._close_session()
+                self._release_job_resources(job)
             finally:
                 if release:
                     locks.release_all()

@@ -10,7 +10,7 @@ import pytest
 
 from ganeti_lv.context import Context
 from ganeti_lv.errors import OpPrereqError
-from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.hypervisor.fake import FakeNodeOps, FakeSession
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpInstanceFailover, OpInstanceMigrate, OpTestDelay
 
@@ -55,3 +55,19 @@ def test_one_processor_opens_a_session_per_job(ctx: Context, inst1_running: Fake
     assert first is not second and first.closed and second.closed
     assert first.events[0] == ("prewarm", [N1, N2])
     assert second.events[0] == ("prewarm", [N1, N2])  # now on node2: primary node2, target node1
+
+
+def test_a_session_that_fails_to_close_does_not_change_the_jobs_outcome(
+    ctx: Context, inst1_running: FakeNodeOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's end is recorded before its session closes: the result stands, and the
+    job log says what the caller was told; the locks are released all the same."""
+    def broken_close(session: FakeSession) -> None:
+        raise RuntimeError("cannot join the set-up thread")
+
+    monkeypatch.setattr(FakeSession, "close", broken_close)
+    Processor(ctx).execute(OpInstanceMigrate(instance_name="inst1", target_node="node3"))
+    assert ctx.jobs.list()[-1].status == "success"
+    assert inst1_running.sessions  # it was opened, and its close failed
+    # nothing of the job is held: the next one on the same instance takes its locks
+    Processor(ctx).execute(OpTestDelay(instance_names=[INST]))
