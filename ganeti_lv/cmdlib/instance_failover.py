@@ -221,14 +221,15 @@ class FailoverSteps:
         """The domain is gone from ``dst`` after a failover that copied its disks.
 
         The source still has the instance's images and definition: the
-        primary goes back to ``src``, the copies on ``dst`` are removed, and
-        the instance is started on ``src`` again.
+        primary goes back to ``src``, then the copies on ``dst`` are removed
+        (a configuration that cannot be written keeps ``dst``, with its
+        images), and the instance is started on ``src`` again.
         """
         inst, cluster = self._inst(), self._cluster()
+        self.cfg.set_instance_primary(inst.name, src.name)
         node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
             f"Could not remove the copied disk images on {dst.name}", feedback_fn
         )
-        self.cfg.set_instance_primary(inst.name, src.name)
         restored = self.cfg.get_instance(inst.name) or inst
         again = node_call(self.rpc.start_instance, src, cluster, restored)
         if again.ok:

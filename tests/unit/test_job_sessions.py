@@ -62,6 +62,7 @@ def test_a_session_that_fails_to_close_does_not_change_the_jobs_outcome(
 ) -> None:
     """The job's end is recorded before its session closes: the result stands, and the
     job log says what the caller was told; the locks are released all the same."""
+
     def broken_close(session: FakeSession) -> None:
         raise RuntimeError("cannot join the set-up thread")
 

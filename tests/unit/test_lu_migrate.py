@@ -1275,6 +1275,28 @@ def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
     assert INST not in ops.node(N2).domains
 
 
+def test_a_failover_undone_whose_configuration_cannot_be_written_keeps_the_copies(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The configuration names the target still: the target keeps the images it names."""
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(config.get_cluster(), inst, 0)
+    ops.fail("start_instance", N2, "could not start")
+    write = ConfigStore.set_instance_primary
+
+    def disk_full_on_the_way_back(store: ConfigStore, name: str, node: str) -> None:
+        if node == N1:
+            raise OSError(28, "No space left on device")
+        write(store, name, node)
+
+    monkeypatch.setattr(ConfigStore, "set_instance_primary", disk_full_on_the_way_back)
+    with pytest.raises(OSError, match="No space left"):
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert path in ops.node(N2).files
+
+
 def _start_on_n2_then_answer(ops: FakeNodeOps, monkeypatch: pytest.MonkeyPatch, lost: bool) -> None:
     """The start on N2 starts the guest, then fails: N2 unreachable (``lost``) or not."""
     start = ops.start_instance
