@@ -186,6 +186,10 @@ def test_install_writes_libvirts_and_qemus_files_then_reloads(data_dir: str) -> 
     assert node.files["/etc/pki/qemu/server-key.pem"] == (creds.server_key, 0o600)
     assert node.files["/etc/pki/qemu/client-cert.pem"] == (creds.client_cert, 0o644)
     assert len(node.files) == 10
+    sync = node.commands[-2]  # files and their directories synced before the reload
+    assert sync[:2] == ["sync", "--"] and set(sync[2:]) == set(node.files) | {
+        os.path.dirname(p) for p in node.files
+    }
     assert "server-update-tls libvirtd" in " ".join(node.commands[-1])
     assert credentials.install(FilesNode(credentials.NOT_SERVING + "\n"), creds) is False
 

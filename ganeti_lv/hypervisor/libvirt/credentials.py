@@ -93,4 +93,7 @@ def install(node: NodeTransport, creds: NodeCredentials) -> bool:
     node.run(["chmod", "700", PRIVATE_DIR], timeout=30)
     for path, (data, mode) in files.items():
         node.put_bytes(data, path, mode)  # each file replaced atomically
+    # on disk, names and contents, before libvirtd uses them: a node that loses its
+    # power next must not boot with a key file whose name points at nothing yet
+    node.run(["sync", "--", *files, *dirs], timeout=60)
     return RELOADED in node.run(["sh", "-c", _RELOAD], timeout=60).stdout
