@@ -18,6 +18,7 @@ import subprocess
 from typing import Any
 
 from ganeti_lv import constants, paths
+from ganeti_lv.config import write_file_atomically
 from ganeti_lv.errors import (
     ECODE_EXISTS,
     ECODE_INVAL,
@@ -113,8 +114,8 @@ def _install_ssh_key(data_dir: str, ssh_key_file: str | None, comment: str) -> N
     if ssh_key_file:
         if not os.path.isfile(ssh_key_file):
             raise OpPrereqError(f"SSH key file {ssh_key_file!r} does not exist", ECODE_INVAL)
-        shutil.copyfile(ssh_key_file, key_path)
-        os.chmod(key_path, 0o600)
+        with open(ssh_key_file, "rb") as fh:  # never readable by others, not even briefly
+            write_file_atomically(key_path, fh.read(), mode=0o600)
         pub = ssh_key_file + ".pub"
         if os.path.isfile(pub):
             shutil.copyfile(pub, key_path + ".pub")

@@ -172,7 +172,7 @@ class Manifest:
                 version=int(data.get("version", 1)),
                 translated={str(k): str(v) for k, v in data.get("translated", {}).items()},
             )
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # any wrong shape
             raise OpPrereqError(f"Invalid export manifest: {err}", ECODE_INVAL) from err
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -196,7 +196,20 @@ def parse_ca(cert_data: bytes, key_data: bytes, what: str) -> Authority:
         serialization.Encoding.DER, spki
     ) != key.public_key().public_bytes(serialization.Encoding.DER, spki):
         raise OpPrereqError(f"{what}: the key does not belong to the certificate", ECODE_INVAL)
-    return Authority(cert, key)  # type: ignore[arg-type]
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        # certificates are signed with SHA-256, which Ed25519/Ed448 keys do not take
+        raise OpPrereqError(
+            f"{what}: an RSA or EC key is needed to sign with SHA-256, not {type(key).__name__}",
+            ECODE_INVAL,
+        )
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise OpPrereqError(
+            f"{what}: the certificate is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M}"
+            f" to {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now",
+            ECODE_INVAL,
+        )
+    return Authority(cert, key)
 
 
 def store_ca(data_dir: str, cert_data: bytes, key_data: bytes, what: str) -> Authority:

@@ -16,7 +16,9 @@ from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 MIB = 1024 * 1024  # bytes
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*$")
+# a number ("512", "1.5", ".5") and a unit letter, alone or with B/iB ("G", "GB", "GiB"):
+# a B without a unit letter would be bytes, which no size here is given in
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtKMGT])(?:i?[bB])?)?\s*$")
 _UNIT_FACTORS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
 _TRUE = ("1", "true", "yes", "on", "y")

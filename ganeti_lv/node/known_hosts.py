@@ -41,10 +41,12 @@ def _read_known_hosts(path: str) -> list[str]:
 
 
 def known_hosts_add(path: str, host: str, port: int, key_line: str) -> None:
-    """Add ``key_line`` ("<type> <base64>") for host:port to a known_hosts file.
+    """Record ``key_line`` ("<type> <base64>") as host:port's key in a known_hosts file.
 
-    An existing entry for the same host and key type is replaced (a node that
-    was re-installed); the file is rewritten atomically with mode 0600.
+    It replaces every entry of host:port, whatever its key type: a node that
+    was re-installed with a key of another type must not keep its old one
+    trusted (paramiko offers the server the first type it knows). The file
+    is rewritten atomically with mode 0600.
     """
     parts = key_line.split()
     if len(parts) < 2:
@@ -55,7 +57,7 @@ def known_hosts_add(path: str, host: str, port: int, key_line: str) -> None:
     kept = []
     for line in _read_known_hosts(path):
         fields = line.split()
-        if len(fields) >= 2 and name in fields[0].split(",") and fields[1] == keytype:
+        if len(fields) >= 2 and name in fields[0].split(","):
             continue
         kept.append(line)
     kept.append(f"{name} {keytype} {b64}")

@@ -13,14 +13,16 @@ from ganeti_lv.units import coerce_beparams, parse_bool, parse_size
 @pytest.mark.parametrize(
     ("text", "mib"),
     [("512", 512), ("512M", 512), ("1G", 1024), ("1g", 1024), ("1.5G", 1536), ("2GiB", 2048),
-     ("1T", 1048576), ("1024K", 1), ("1K", 1), (64, 64)],
+     ("1T", 1048576), ("1024K", 1), ("1K", 1), (64, 64), (".5G", 512), ("2.G", 2048),
+     ("10mb", 10)],
 )  # fmt: skip
 def test_parse_size(text: object, mib: int) -> None:
     assert parse_size(text) == mib
 
 
 @pytest.mark.parametrize(
-    "text", ["", "G", "1X", "-1", "1 G B", "ten", True, None, -5, "9" * 400 + "T"]
+    "text",
+    ["", "G", "1X", "-1", "1 G B", "ten", True, None, -5, "9" * 400 + "T", "512B", "5ib", "."],
 )
 def test_parse_size_rejects(text: object) -> None:
     with pytest.raises(OpPrereqError) as info:

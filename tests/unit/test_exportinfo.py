@@ -199,6 +199,12 @@ def test_manifest_round_trip_and_bad_input():
         exportinfo.Manifest.from_json(json.dumps(data))
     assert err.value.ecode == ECODE_INVAL
     assert err.value.msg == "Invalid export manifest: unknown checksum algorithm 'md5'"
+    # any wrong shape is the same clear error, never an unhandled one
+    data["disks"][0]["checksum_algorithm"] = "sha256-tree-4M"
+    for key, wrong in (("translated", None), ("translated", []), ("disks", {"a": 1})):
+        with pytest.raises(OpPrereqError) as err:
+            exportinfo.Manifest.from_json(json.dumps({**data, key: wrong}))
+        assert err.value.ecode == ECODE_INVAL and "Invalid export manifest" in err.value.msg
 
 
 def test_version1_manifest_reads_as_plain_sha256():

@@ -613,6 +613,32 @@ def test_verify_check_registry_and_claims(config: ConfigStore, fake_ops: FakeNod
         ]
 
 
+def test_init_with_an_operators_ssh_key_writes_a_private_copy(tmp_path: Any) -> None:
+    """The copy is written 0600 from its first byte, and replaces whatever the path held
+    (a symlink's target elsewhere is left alone)."""
+    from ganeti_lv.objects import Node
+
+    ddir, own = tmp_path / "d", tmp_path / "operator_key"
+    own.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nx\n")
+    (tmp_path / "operator_key.pub").write_text("ssh-ed25519 QUFBQQ== op\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not to be touched\n")
+    key_path = paths.ssh_key_file(str(ddir))
+    os.makedirs(os.path.dirname(key_path))
+    os.symlink(elsewhere, key_path)
+    bootstrap.init_cluster(
+        str(ddir),
+        cluster_name="c1",
+        master=Node(name="m1", address="127.0.0.1"),
+        master_host_key=host_key(),
+        ssh_key_file=str(own),
+    )
+    assert not os.path.islink(key_path) and os.stat(key_path).st_mode & 0o777 == 0o600
+    with open(key_path) as fh:
+        assert fh.read() == own.read_text()
+    assert elsewhere.read_text() == "not to be touched\n"
+
+
 def test_init_cluster(tmp_path: Any) -> None:
     from ganeti_lv.objects import Node
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import os
 import stat
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ganeti_lv import bootstrap, paths, pki
 from ganeti_lv.config import ConfigStore
@@ -99,6 +102,53 @@ def test_an_operators_ca_must_be_a_ca_with_its_own_key(tmp_path: Any, data_dir: 
     with pytest.raises(OpPrereqError) as missing:
         pki.load_ca(data_dir)
     assert missing.value.ecode == ECODE_ENVIRON and "renew-crypto" in str(missing.value)
+
+
+def _own_ca(key: Any, days_from: int, days_to: int, algorithm: Any) -> bytes:
+    """A self-signed CA certificate of ``key``, valid from/to days from now (PEM)."""
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "own CA")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=days_from))
+        .not_valid_after(now + datetime.timedelta(days=days_to))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, algorithm)
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: Any) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def test_an_operators_ca_that_cannot_sign_now_is_refused_before_anything_is_written(
+    tmp_path: Any, data_dir: str
+) -> None:
+    """An Ed25519 CA (node certificates are signed with SHA-256) and a CA outside its
+    validity: refused as the other unusable CAs are, not a crash halfway."""
+    edkey = ed25519.Ed25519PrivateKey.generate()
+    rsakey = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cases = (
+        (_own_ca(edkey, -1, 365, None), _key_pem(edkey), "an RSA or EC key is needed"),
+        (_own_ca(rsakey, -30, -1, hashes.SHA256()), _key_pem(rsakey), "not now"),
+        (_own_ca(rsakey, 2, 30, hashes.SHA256()), _key_pem(rsakey), "not now"),
+    )
+    for cert, key, why in cases:
+        (tmp_path / "ca.pem").write_bytes(cert)
+        (tmp_path / "ca.key").write_bytes(key)
+        with pytest.raises(OpPrereqError) as info:
+            pki.install_ca(data_dir, str(tmp_path / "ca.pem"), str(tmp_path / "ca.key"))
+        assert info.value.ecode == ECODE_INVAL and why in str(info.value)
+        assert not os.path.exists(paths.ca_cert_file(data_dir))
 
 
 def test_init_takes_the_operators_ca_or_makes_one(tmp_path: Any) -> None:

@@ -253,11 +253,11 @@ def test_fetch_host_key_then_known_hosts_add_allows_connect(
         assert ssh.run("echo ok").stdout == "ok\n"
 
 
-def test_known_hosts_add_replaces_same_type_and_remove(tmp_path: Path) -> None:
+def test_known_hosts_add_replaces_the_hosts_keys_of_any_type_and_remove(tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     known.write_text("other ssh-rsa AAAA\n")
-    known_hosts_add(str(known), "node1", 22, "ssh-ed25519 QUFBQQ==")
-    known_hosts_add(str(known), "node1", 22, "ssh-ed25519 QkJCQg==")
+    known_hosts_add(str(known), "node1", 22, "ecdsa-sha2-nistp256 QUFBQQ==")
+    known_hosts_add(str(known), "node1", 22, "ssh-ed25519 QkJCQg==")  # reinstalled
     known_hosts_add(str(known), "node1", 2222, "ssh-ed25519 Q0NDQw==")
     assert known.read_text().splitlines() == [
         "other ssh-rsa AAAA",
