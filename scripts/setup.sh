@@ -23,7 +23,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo ">>> installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get update -qq || ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+  # a fresh machine's daily apt run may hold dpkg's lock for a while: wait for it
+  if ! apt-get update -qq ||
+    ! apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
     echo "setup: installing the Debian packages failed" >&2
     return 1 2>/dev/null || exit 1
   fi

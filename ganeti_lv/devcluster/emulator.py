@@ -189,7 +189,9 @@ class BackportsQemu:
         if missing:
             self.feedback_fn(f"installing libraries for the newer qemu: {' '.join(missing)}")
             _run(
-                ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                # a fresh machine's daily apt run may hold dpkg's lock: wait for it
+                ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y"]
+                + ["--no-install-recommends", *missing],
                 env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
                 timeout=900,
             )

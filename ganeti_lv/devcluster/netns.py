@@ -388,7 +388,7 @@ def take_down(
     are left, up to ``DOWN_ROUNDS`` times: a daemon may start one (an SSH
     session, a qemu) while the others are stopped. Every step is taken even
     when one before it failed: the namespaces and the links (named
-    ``link_prefix``...) are removed in any case.
+    ``link_prefix``...) are removed in any case, and checked to be gone.
     """
     problems: list[str] = []
     recorded = list(recorded)
@@ -417,6 +417,10 @@ def take_down(
         delete_netns(name)
     for link in links(link_prefix):
         delete_link(link)
+    left = [f"netns {n}" for n in sorted(names) if netns_exists(n)]
+    left += [f"link {link}" for link in links(link_prefix)]
+    if left:
+        problems.append(f"still there: {', '.join(left)}")
     return problems
 
 

@@ -27,6 +27,7 @@ by PID and by name even after an interrupted ``up``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -52,6 +53,10 @@ from ganeti_lv.errors import (
 
 FeedbackFn = Callable[[str], None]
 READY_RE = r"^GUEST-READY$"
+
+
+# removes an instance, stopping it at once
+_REMOVE_ARGV = ["gnt-instance", "remove", "-f", "--shutdown-timeout=0"]
 
 
 class PeerCluster(files.ClusterDirectory):
@@ -298,25 +303,36 @@ class PeerCluster(files.ClusterDirectory):
         state = self._load_state()
         state.setdefault("instances", {})[name] = {"template": template}
         self._save_state(state)
-        self.gnt(argv, timeout=600)
-        if start:
-            guest.wait_console(console, READY_RE, boot_timeout)
+        try:
+            self.gnt(argv, timeout=600)
+            if start:
+                guest.wait_console(console, READY_RE, boot_timeout)
+        except BaseException:
+            # not left running beside the next guests, nor recorded as there (a failed
+            # add may have left nothing to remove: the error raised is the add's)
+            with contextlib.suppress(Exception):
+                self.gnt(_REMOVE_ARGV + [name], check=False)
+            self._drop_record(name)
+            raise
         self._write_info(layout, image)
         return {"name": name, "node": target.name, "console_log": console}
 
     def remove_instance(self, name: str) -> None:
         """Remove peer instance ``name`` (stopped at once)."""
-        state = self._load_state()
-        if name not in state.get("instances", {}):
+        if name not in self._load_state().get("instances", {}):
             raise OpPrereqError(f"Peer instance '{name}' not known", ECODE_NOENT)
-        self.gnt(["gnt-instance", "remove", "-f", "--shutdown-timeout=0", name])
-        del state["instances"][name]
-        self._save_state(state)
+        self.gnt(_REMOVE_ARGV + [name])
+        self._drop_record(name)
         layout = self.layout()
         console = layout.console_log(name)
         if os.path.exists(console):
             os.unlink(console)
         self._write_info(layout, guest.build_guest(self.cache_dir))
+
+    def _drop_record(self, name: str) -> None:
+        state = self._load_state()
+        state.get("instances", {}).pop(name, None)
+        self._save_state(state)
 
     def instance_node(self, name: str) -> str:
         """Short name of the node Ganeti runs instance ``name`` on."""

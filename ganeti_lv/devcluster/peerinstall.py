@@ -23,6 +23,8 @@ POLICY_TEXT = (
 )
 
 FeedbackFn = Callable[[str], None]
+# the longest an apt-get run of the install may take (its lock wait included)
+APT_TIMEOUT = 1800
 
 
 def _quiet(_msg: str) -> None:
@@ -78,19 +80,16 @@ def ensure_packages(feedback_fn: FeedbackFn = _quiet) -> float | None:
     feedback_fn(f"installing {' '.join(missing)} (no service starts)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     start = time.monotonic()
+    # a fresh machine's daily apt run may hold dpkg's lock for a while: wait for it
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q"]
+    install += ["--no-install-recommends", *missing]
     with services_blocked():
-        res = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-            capture_output=True,
-            env=env,
-        )
+        res = subprocess.run(install, capture_output=True, env=env, timeout=APT_TIMEOUT)
         if res.returncode != 0 and b"Unable to locate package" in res.stderr:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
-            res = subprocess.run(
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                capture_output=True,
-                env=env,
+            subprocess.run(
+                ["apt-get", "update", "-q"], capture_output=True, env=env, timeout=APT_TIMEOUT
             )
+            res = subprocess.run(install, capture_output=True, env=env, timeout=APT_TIMEOUT)
     if res.returncode != 0:
         raise OpExecError(
             f"apt-get install {' '.join(missing)} failed ({res.returncode}): "

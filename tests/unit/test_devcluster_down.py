@@ -49,7 +49,7 @@ def _fake_nodes(
 
     monkeypatch.setattr(netns, "kill_pids", kill_pids)
     monkeypatch.setattr(netns, "delete_netns", deleted.append)
-    monkeypatch.setattr(netns, "links", lambda p: [f"{p}br"])
+    monkeypatch.setattr(netns, "links", lambda p: [f"{p}br"] if f"{p}br" not in deleted else [])
     monkeypatch.setattr(netns, "delete_link", deleted.append)
     return deleted
 
@@ -71,6 +71,19 @@ def test_down_after_a_failed_kill_still_removes_the_namespaces_and_keeps_the_rec
         cl.down()
     assert f"{prefix}n1" in deleted and f"{prefix}n2" in deleted and f"{prefix}br" in deleted
     assert (tmp_path / "state.json").exists()  # `down` again can finish the job
+
+
+def test_down_with_a_link_that_will_not_go_keeps_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl = _cluster(tmp_path)
+    prefix = f"glv{cl.cid}"
+    _fake_nodes(monkeypatch, prefix, kill_error=None)
+    monkeypatch.setattr(netns, "delete_link", lambda name: None)  # `ip link del` failed
+    monkeypatch.setattr(daemon, "stop", lambda data_dir, force=False: None)
+    with pytest.raises(OpExecError, match=f"still there: link {prefix}br"):
+        cl.down()
+    assert (tmp_path / "state.json").exists()
 
 
 def test_down_goes_on_when_the_master_daemon_does_not_stop(

@@ -3,6 +3,7 @@ install's policy-rc.d handling, the guest budget and the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from ganeti_lv.devcluster import cli, guest, peerinstall
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.devcluster import peerlayout as pl
 from ganeti_lv.devcluster.peer import PeerCluster
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, ECODE_NORES, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, ECODE_NORES, OpExecError, OpPrereqError
 
 IMAGE = guest.GuestImage("/cache/guest/vmlinuz", "/cache/guest/initrd.gz", "k")
 
@@ -194,6 +195,29 @@ def test_add_instance_refused_when_two_guests_run(
         peer.add_instance("inst1")
     assert err.value.ecode == ECODE_NORES and "101" in str(err.value)
     assert calls == [] and not (tmp_path / "state.json").exists()
+
+
+def test_an_instance_that_does_not_boot_is_removed_and_forgotten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not left running beside the next guests, nor recorded (the next add of the name
+    would be refused); the error raised is the boot's."""
+    peer = PeerCluster(str(tmp_path))
+    commands: list[list[str]] = []
+    monkeypatch.setattr(guest, "running_guests", lambda: [])
+    monkeypatch.setattr(guest, "build_guest", lambda *a, **k: IMAGE)
+    monkeypatch.setattr(peer, "gnt", lambda argv, check=True, timeout=300: commands.append(argv))
+
+    def no_ready_line(*args: Any) -> None:
+        raise OpExecError("no GUEST-READY within 180 s")
+
+    monkeypatch.setattr(guest, "wait_console", no_ready_line)
+    with pytest.raises(OpExecError, match="GUEST-READY"):
+        peer.add_instance("inst1")
+    assert commands[0][:2] == ["gnt-instance", "add"]
+    assert commands[1] == ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", "inst1"]
+    assert peer.status().get("instances", []) == []
+    assert "inst1" not in json.loads((tmp_path / "state.json").read_text()).get("instances", {})
 
 
 def test_running_guests_are_the_qemu_emulators(tmp_path: Path) -> None:
