@@ -417,10 +417,10 @@ def take_down(
         delete_netns(name)
     for link in links(link_prefix):
         delete_link(link)
-    left = [f"netns {n}" for n in sorted(names) if netns_exists(n)]
-    left += [f"link {link}" for link in links(link_prefix)]
-    if left:
-        problems.append(f"still there: {', '.join(left)}")
+    remaining = [f"netns {n}" for n in sorted(names) if netns_exists(n)]
+    remaining += [f"link {link}" for link in links(link_prefix)]
+    if remaining:
+        problems.append(f"still there: {', '.join(remaining)}")
     return problems
 
 
