@@ -23,6 +23,8 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 
+from ganeti_lv.master.jobs import process_start_time
+
 RELEASED = b"released"
 # how long the clean-up command may take before the guardian gives up on it
 CLEANUP_TIMEOUT = 300.0
@@ -66,6 +68,20 @@ def guarded(argv: Sequence[str], remove_dir: str | None = None) -> Iterator[None
 def devcluster_down(directory: str) -> list[str]:
     """The command that brings the local cluster in ``directory`` down."""
     return [sys.executable, "-m", "ganeti_lv.devcluster.cli", "down", "--dir", directory]
+
+
+def terminate_if_same(pid: int) -> list[str]:
+    """The command that sends SIGTERM to ``pid`` only while it is the process that runs
+    now (same start time): a PID given to another process since is left alone."""
+    start = process_start_time(pid)
+    program = (
+        "import os, signal, sys\n"
+        "from ganeti_lv.master.jobs import process_alive\n"
+        "pid, start = int(sys.argv[1]), int(sys.argv[2])\n"
+        "if process_alive(pid, start):\n"
+        "    os.kill(pid, signal.SIGTERM)\n"
+    )
+    return [sys.executable, "-c", program, str(pid), str(start)]
 
 
 def peer_down(directory: str) -> list[str]:

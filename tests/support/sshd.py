@@ -18,9 +18,9 @@ import time
 from typing import Any
 
 try:
-    from tests.support.guardian import Guardian
+    from tests.support.guardian import Guardian, terminate_if_same
 except ImportError:  # tests/ itself is on sys.path (pytest's rootdir insertion)
-    from support.guardian import Guardian  # type: ignore[no-redef]
+    from support.guardian import Guardian, terminate_if_same  # type: ignore[no-redef]
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -118,7 +118,7 @@ Subsystem sftp internal-sftp
             )
         finally:
             log.close()
-        self._guardian = Guardian(["kill", "-TERM", str(self.proc.pid)])
+        self._guardian = Guardian(terminate_if_same(self.proc.pid))
         self._wait_listening(timeout)
         return self
 
@@ -127,7 +127,9 @@ Subsystem sftp internal-sftp
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited with {self.proc.returncode}: {self.log()}")
+                code = self.proc.returncode
+                self.stop()  # reaped already: the guardian goes, it has nothing to stop
+                raise RuntimeError(f"sshd exited with {code}: {self.log()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=1.0):
                     return

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.guardian import terminate_if_same
 
 TESTS_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -212,3 +213,22 @@ def test_a_clean_up_that_fails_keeps_the_directory(tmp_path: Path) -> None:
     assert res.returncode == 1, res.stderr
     assert "kept" in res.stderr
     assert (scratch / "state.json").exists()
+
+
+def test_terminate_if_same_spares_a_pid_given_to_another_process() -> None:
+    """The guardian's stop of a process by PID: only the process that was meant."""
+    meant = subprocess.Popen(["sleep", "30"])
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        subprocess.run(terminate_if_same(meant.pid), check=True, timeout=30)
+        assert meant.wait(timeout=10) == -15
+        # the same command for a PID whose process started at another time: spared
+        argv = terminate_if_same(other.pid)
+        argv[-1] = str(int(argv[-1]) + 1)
+        subprocess.run(argv, check=True, timeout=30)
+        time.sleep(0.3)
+        assert other.poll() is None
+    finally:
+        for proc in (meant, other):
+            proc.kill()
+            proc.wait(timeout=10)
