@@ -139,18 +139,29 @@ class CleanupSteps:
                 " repair by running 'gnt-lv instance shutdown' and then starting it again"
             )
         owner = running[0]
+        if len(found) > 1:
+            # an orphaned outgoing job (its ganeti_lv process died) still feeds the
+            # leftover: abort it, then look again before anything is removed (a job
+            # that could not be stopped may have moved the guest meanwhile)
+            aborted = node_call(self.rpc.abort_migration, self._node(owner), inst.name)
+            if aborted.ok and aborted.payload:
+                feedback_fn(f"Aborted the migration job still running on {owner}")
+            aborted.Warn(f"Could not abort a migration job on {owner}", feedback_fn)
+            found = self._decided_scan(self._scan())
+            now = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
+            if now != [owner]:
+                raise OpExecError(
+                    f"Instance {inst.name} ran on {owner} and now runs on"
+                    f" {', '.join(now) or 'no node'}: a migration went on while the cleanup"
+                    " looked. Nothing was changed; run the cleanup again",
+                    ECODE_STATE,
+                )
         if owner != self.source:
             self.cfg.set_instance_primary(inst.name, owner)
             feedback_fn(f"Instance runs on {owner}: configuration updated (was {self.source})")
             self.target = owner
         else:
             feedback_fn(f"Instance runs on its primary {owner}: configuration unchanged")
-        if len(found) > 1:
-            # an orphaned outgoing job (its ganeti_lv process died) still feeds the leftover
-            aborted = node_call(self.rpc.abort_migration, self._node(owner), inst.name)
-            if aborted.ok and aborted.payload:
-                feedback_fn(f"Aborted the migration job still running on {owner}")
-            aborted.Warn(f"Could not abort a migration job on {owner}", feedback_fn)
         self._clean_leftovers(owner, found, feedback_fn)
 
     def _stopped_elsewhere(self, found: dict[str, str]) -> str | None:

@@ -778,6 +778,31 @@ def test_cleanup_source_only_cleans_leftovers(
     assert [c.args for c in ops.calls_to("abort_migration", N1)] == [(INST,)]
 
 
+def test_cleanup_whose_orphaned_job_completes_instead_of_aborting_removes_nothing(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job was in its switch-over: the guest now runs on the node that looked like a
+    leftover, and must not be destroyed there."""
+    cluster = config.get_cluster()
+    inst = config.get_instance(INST)
+    assert inst is not None
+    ops.add_domain(N3, INST, state=constants.DOMSTATE_PAUSED)
+    ops.node(N3).files[disk_path(cluster, inst, 0)] = 1024
+
+    def completes(node: Any, name: str) -> bool:
+        del ops.node(N1).domains[name]
+        ops.node(N3).domains[name].state = constants.DOMSTATE_RUNNING
+        return False
+
+    monkeypatch.setattr(ops, "abort_migration", completes)
+    serial = config.read().serial
+    with pytest.raises(OpExecError, match="a migration went on while the cleanup") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    assert err.value.ecode == ECODE_STATE and config.read().serial == serial
+    assert running_on(ops) == [N3] and ops.node(N3).files
+    assert not ops.calls_to("undefine_instance") and not ops.calls_to("remove_disks")
+
+
 def test_cleanup_says_when_the_orphaned_job_could_not_be_aborted(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
