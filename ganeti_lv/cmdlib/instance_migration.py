@@ -604,9 +604,10 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         if (
             (switched or src_postcopy)  # the switch's answer may be what was lost
             and dst_state == constants.DOMSTATE_RUNNING
-            and src_state in constants.DOMSTATES_ACTIVE
+            # a source that does not answer may still hold pages: never removed unseen
+            and src_state in (*constants.DOMSTATES_ACTIVE, "unknown")
         ):
-            self._postcopy_split(result, src, dst)
+            self._postcopy_split(result, src, dst, answered=src_state != "unknown")
         if src_state == dst_state == constants.DOMSTATE_RUNNING:
             raise OpExecError(
                 f"Migration of instance {inst.name} failed: {result.fail_msg}; it runs on both"
@@ -661,18 +662,26 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             " run 'gnt-lv instance migrate --cleanup'"
         )
 
-    def _postcopy_split(self, result: NodeResult[MigrationStats], src: Node, dst: Node) -> None:
-        """Failed after the switch to post-copy while the source still holds the domain.
+    def _postcopy_split(
+        self, result: NodeResult[MigrationStats], src: Node, dst: Node, answered: bool
+    ) -> None:
+        """Failed after the switch to post-copy while the source may still hold the domain.
 
         The guest runs on the target, but pages it has not fetched yet are
         only in the source's memory: the source is left as it is (removing it
-        would lose them) and the configuration says where the guest runs.
+        would lose them; one that did not ``answer`` may hold them too) and
+        the configuration says where the guest runs.
         """
         inst = self._inst()
         self.cfg.set_instance_primary(inst.name, dst.name)
+        holds = (
+            "still holds part of its memory"
+            if answered
+            else "did not answer and may still hold part of its memory"
+        )
         raise OpExecError(
             f"Migration of instance {inst.name} failed after its switch to post-copy:"
             f" {result.fail_msg}. It runs on {dst.name} (configuration updated), but"
-            f" {src.name} still holds part of its memory and was left as it is. {POSTCOPY_ADVICE}"
+            f" {src.name} {holds} and was left as it is. {POSTCOPY_ADVICE}"
             " Then run 'gnt-lv instance migrate --cleanup'"
         )

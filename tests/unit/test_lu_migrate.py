@@ -733,6 +733,37 @@ def test_a_post_copy_that_failed_after_its_switch_keeps_the_source(
     assert not ops.calls_to("undefine_instance", N1)
 
 
+def test_a_post_copy_whose_source_stopped_answering_keeps_the_source(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Switched to post-copy, then the source's connection dropped: it may still hold
+    pages, so it is never removed unseen (it answers again by the time of the undefine)."""
+    silent = {"looks": 0}  # the source's answers missed after the failure
+    info = ops.instance_info
+
+    def switched_then_cut(*args: Any) -> Any:
+        ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+        ops.node(N1).domains[INST].postcopy_source = True
+        ops.add_domain(N2, INST)
+        silent["looks"] = 2
+        raise MigrationFailed("connection to the source lost", node=N1, switched_over=True)
+
+    def source_silent_at_first(node: Any, name: str) -> Any:
+        if node.name == N1 and silent["looks"] > 0:
+            silent["looks"] -= 1
+            raise NodeUnreachable("no answer", node=N1)
+        return info(node, name)
+
+    ops.migrate_instance = switched_then_cut  # type: ignore[method-assign,assignment]
+    ops.instance_info = source_silent_at_first  # type: ignore[method-assign]
+    with pytest.raises(OpExecError, match="did not answer and may still hold") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_postcopy=True))
+    assert "--postcopy-resume" in err.value.msg
+    assert config.get_instance(INST).primary_node == N2  # type: ignore[union-attr]
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert not ops.calls_to("undefine_instance", N1) and not ops.calls_to("remove_disks", N1)
+
+
 # ---------------------------------------------------------------- cleanup
 
 
