@@ -594,12 +594,13 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             return self._domain_state(dst), *self._domain_facts(src)
 
         dst_state, src_state, src_postcopy = look()
+        unstopped = None  # why the source's job could not be aborted
         if src_state == constants.DOMSTATE_RUNNING:
             # libvirt's job may still run on the source (the connection to it dropped,
             # the target silent) and complete later: stopped, both read again
-            node_call(self.rpc.abort_migration, src, inst.name).Warn(
-                f"Could not abort the migration job on {src.name}", feedback_fn
-            )
+            abort = node_call(self.rpc.abort_migration, src, inst.name)
+            abort.Warn(f"Could not abort the migration job on {src.name}", feedback_fn)
+            unstopped = abort.fail_msg
             dst_state, src_state, src_postcopy = look()
         if (
             (switched or src_postcopy)  # the switch's answer may be what was lost
@@ -627,6 +628,15 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
                 " configuration updated"
             )
             return
+        if src_state == constants.DOMSTATE_RUNNING and unstopped is not None:
+            # a job that may still complete: nothing of the target's is removed under it
+            raise OpExecError(
+                f"Migration of instance {inst.name} failed: {result.fail_msg}; it runs on"
+                f" {src.name} (configuration unchanged), but the migration job there could"
+                f" not be stopped ({unstopped}): nothing was removed on {dst.name}. Once the"
+                " job has ended, run 'gnt-lv instance migrate --cleanup'",
+                ECODE_ENVIRON,
+            )
         if src_state == constants.DOMSTATE_RUNNING:
             if dst_state not in (None, "unknown"):
                 node_call(self.rpc.undefine_instance, dst, inst.name).Warn(

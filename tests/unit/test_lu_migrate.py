@@ -1055,10 +1055,12 @@ def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
 def test_a_failed_migration_says_when_its_job_could_not_be_aborted(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
+    """A job that may still complete: nothing of the target's is removed under it (its
+    images could be what the guest runs on a moment later)."""
     _target_cut_off_mid_migration(ops)
     ops.fail("abort_migration", N1, "abort refused")
     lines: list[str] = []
-    with pytest.raises(OpExecError, match="configuration unchanged"):
+    with pytest.raises(OpExecError, match="configuration unchanged") as err:
         Processor(ctx).execute(
             OpInstanceMigrate(instance_name=INST, target_node=N2), feedback_fn=lines.append
         )
@@ -1066,6 +1068,9 @@ def test_a_failed_migration_says_when_its_job_could_not_be_aborted(
         f"WARNING: Could not abort the migration job on {N1}: abort refused" in line
         for line in lines
     )
+    assert f"could not be stopped (abort refused): nothing was removed on {N2}" in err.value.msg
+    assert "Once the job has ended, run 'gnt-lv instance migrate --cleanup'" in err.value.msg
+    assert not ops.calls_to("remove_disks", N2) and not ops.calls_to("undefine_instance", N2)
     assert running_on(ops) == [N1]
 
 
