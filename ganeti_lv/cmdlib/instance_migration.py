@@ -56,6 +56,7 @@ from ganeti_lv.cmdlib.migration_cleanup import POSTCOPY_ADVICE, CleanupSteps
 from ganeti_lv.cmdlib.space_reservation import reserve_space
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
+    ECODE_EXISTS,
     ECODE_INVAL,
     ECODE_NORES,
     ECODE_STATE,
@@ -502,9 +503,15 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         assert params is not None
         if copy:
             self.lu.LogStep(2, steps, f"Preparing disk images on {dst.name}")
-            node_call(self.rpc.create_disks, dst, cluster, inst).Raise(
-                f"Could not prepare disks of {inst.name} on node {dst.name}"
-            )
+            made = node_call(self.rpc.create_disks, dst, cluster, inst)
+            refused = made.error is not None and made.error.ecode == ECODE_EXISTS
+            if not made.ok and not refused:
+                # it may have made some (a later disk failed, its answer was lost): none
+                # is left to refuse the next migration to this node
+                node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
+                    f"Could not remove the disk images prepared on {dst.name}", feedback_fn
+                )
+            made.Raise(f"Could not prepare disks of {inst.name} on node {dst.name}")
         else:
             self.lu.LogStep(2, steps, "Shared storage: nothing to prepare on the target")
         mode = "live" if params.live else "non-live"

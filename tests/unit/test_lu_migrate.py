@@ -13,6 +13,7 @@ from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
+    ECODE_EXISTS,
     ECODE_INVAL,
     ECODE_NOENT,
     ECODE_NORES,
@@ -1050,6 +1051,32 @@ def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
     assert running_on(ops) == [N1]
     # libvirt's job may go on on the source without its client: it is stopped first
     assert [c.args for c in ops.calls_to("abort_migration", N1)] == [(INST,)]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_preparation_of_the_targets_disks_leaves_none_it_made(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, existing: bool
+) -> None:
+    """Images it made (its answer lost, a later disk failed) would refuse the next
+    migration to that node; images that were there before (refused) are not its own."""
+    inst = config.get_instance(INST)
+    assert inst is not None
+    path = disk_path(config.get_cluster(), inst, 0)
+    create = ops.create_disks
+
+    def fails(node: Any, cluster: Any, instance: Any) -> None:
+        if existing:
+            ops.node(N2).files[path] = 1024
+            raise HypervisorError(f"Disk image {path} already exists", node=N2, ecode=ECODE_EXISTS)
+        create(node, cluster, instance)
+        raise HypervisorError("no answer after the images were made", node=N2)
+
+    ops.create_disks = fails  # type: ignore[method-assign]
+    with pytest.raises(OpExecError, match="Could not prepare disks"):
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert running_on(ops) == [N1]
+    assert (path in ops.node(N2).files) == existing
+    assert bool(ops.calls_to("remove_disks", N2)) != existing
 
 
 def test_a_failed_migration_says_when_its_job_could_not_be_aborted(
