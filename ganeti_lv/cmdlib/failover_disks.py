@@ -56,10 +56,11 @@ class FailoverDiskMove:
                 feedback_fn(f"Copy of disk/{idx} stopped on {src.name} and {dst.name}")
                 self._stop_if_canceled(f"while copying disk/{idx}")
             if not res.ok:
-                self._undo()
+                undone = self._undo()
                 raise OpExecError(
                     f"Could not copy disk {idx} of {inst.name} to {dst.name}: {res.fail_msg};"
-                    f" the instance stays on {src.name}",
+                    f" the configuration names {src.name}, whose disks were not changed;"
+                    f" {undone}",
                     node=res.error.node if res.error is not None else None,
                 )
             feedback_fn(f"Disk {idx} copied to {dst.name}")

@@ -23,7 +23,7 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.constants import JOB_STATUS_CANCELED, JOB_STATUS_SUCCESS
 from ganeti_lv.context import Context
-from ganeti_lv.errors import GenericError, OperationCanceled
+from ganeti_lv.errors import GenericError, NodeError, OperationCanceled
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.diskcopy import CopyCanceled
@@ -204,6 +204,24 @@ def test_a_late_cancel_is_not_called_finished_when_the_start_failed(ctx, on_n1, 
     with pytest.raises(GenericError, match="Could not start instance"):
         Processor(ctx).execute(op, _cancel_at("STEP 4/4", cancel, lines), cancel)
     assert not any("point of no return" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("restarts", [True, False])
+def test_a_failed_failover_copy_says_what_its_undo_did(ctx, on_n1, config, restarts):
+    """The error says where the instance is: running on its source again, or not."""
+    ops, _path = on_n1
+    ops.fail("copy_disk", N1, NodeError("connection lost", N1))
+    if not restarts:
+        ops.fail("start_instance", N1, "no memory")
+    with pytest.raises(GenericError) as err:
+        Processor(ctx).execute(OpInstanceFailover(instance_name=INST, target_node=N2))
+    text = str(err.value)
+    assert "connection lost" in text and f"the copies on {N2} were removed" in text
+    if restarts:
+        assert f"runs on {N1} again" in text and _running_on(ops) == [N1]
+    else:
+        assert f"could not be started on {N1} again" in text and _running_on(ops) == []
+    assert config.get_instance(INST).primary_node == N1
 
 
 def test_a_copy_stopped_without_a_cancel_request_is_a_failure(ctx, fake_ops, config):
