@@ -227,9 +227,8 @@ class FailoverSteps:
         """
         inst, cluster = self._inst(), self._cluster()
         self.cfg.set_instance_primary(inst.name, src.name)
-        node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
-            f"Could not remove the copied disk images on {dst.name}", feedback_fn
-        )
+        removed = node_call(self.rpc.remove_disks, dst, cluster, inst)
+        removed.Warn(f"Could not remove the copied disk images on {dst.name}", feedback_fn)
         restored = self.cfg.get_instance(inst.name) or inst
         again = node_call(self.rpc.start_instance, src, cluster, restored)
         if again.ok:
@@ -238,6 +237,11 @@ class FailoverSteps:
             where = (
                 f"the configuration keeps {src.name} as its primary, but it could not be"
                 f" started there either: {again.fail_msg}"
+            )
+        if not removed.ok:
+            where += (
+                f"; the copied disk images on {dst.name} could not be removed"
+                " ('gnt-lv instance migrate --cleanup' removes them)"
             )
         raise OpExecError(
             f"Could not start instance {inst.name} on node {dst.name}: {fail_msg}; the failover"

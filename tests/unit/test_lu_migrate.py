@@ -1363,6 +1363,17 @@ def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
     assert INST not in ops.node(N2).domains
 
 
+def test_a_failover_undone_whose_copies_stay_says_so(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    ops.fail("start_instance", N2, "could not start")
+    ops.fail("remove_disks", N2, "device busy")
+    with pytest.raises(OpExecError, match="failover was undone") as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
+    assert f"the copied disk images on {N2} could not be removed" in err.value.msg
+    assert "--cleanup" in err.value.msg and running_on(ops) == [N1]
+
+
 def test_a_failover_undone_whose_configuration_cannot_be_written_keeps_the_copies(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
