@@ -108,9 +108,7 @@ class Client:
         from ganeti_lv.master.runner import run_job
 
         job = self.ctx.jobs.create_job(ops, start=True)
-        if on_job_id is not None:
-            on_job_id(job.id)
-        return run_job(self.ctx, job, ops, on_record, cancel)
+        return run_job(self.ctx, job, ops, on_record, cancel, on_job_id)
 
     def query(self, op: OpCode) -> Any:
         """Run query ``op`` without a job; its result as JSON data, or its typed error.

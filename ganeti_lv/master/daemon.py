@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ganeti_lv import constants, paths
-from ganeti_lv.cancel import Cancellation, stopped_by
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
     ECODE_EXISTS,
@@ -70,7 +70,7 @@ from ganeti_lv.master.jobs import (
     to_jsonable,
 )
 from ganeti_lv.master.protocol import Feedback, Message
-from ganeti_lv.master.runner import run_job
+from ganeti_lv.master.runner import record_end, run_job
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.opcodes import OpCode
 
@@ -183,7 +183,7 @@ class MasterDaemon:
                 self._threads.append(thread)
                 failed = None
         if failed is not None:  # nobody follows it yet: it was never in _running outside the lock
-            _record_end(ctx, job, failed, running.cancel)
+            record_end(ctx, job, failed, running.cancel)
             raise JobError(f"Job {job.id} could not start: {failed}", ECODE_FAULT) from failed
         return running
 
@@ -197,7 +197,7 @@ class MasterDaemon:
             if not isinstance(err, GenericError):
                 log.error("%s: unexpected error", what, exc_info=err)
             # as the job log recorded it (an error before the processor ran an opcode: error)
-            status = _record_end(ctx, job, err, running.cancel)
+            status = record_end(ctx, job, err, running.cancel)
             end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
         else:
             log.info("%s: succeeded", what)
@@ -343,20 +343,6 @@ class MasterDaemon:
 
 def _reason(msg: Message) -> str:
     return str(msg.get("reason") or "canceled by the client")
-
-
-def _record_end(ctx: Context, job: Job, err: BaseException, cancel: Cancellation) -> str:
-    """The job's status as its log records its end; an end not recorded yet is recorded as ``err``.
-
-    Writing the job log itself may be what failed (a full disk): the job
-    would stay "running" under the daemon's pid for as long as it lives.
-    "error" when the record cannot be read or written.
-    """
-    try:
-        return ctx.jobs.end_unfinished(job.id, err, canceled=stopped_by(cancel, err))
-    except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
-        log.error("job %d: its end could not be recorded: %s", job.id, again)
-        return constants.JOB_STATUS_ERROR
 
 
 def _logged(job: Job) -> Iterator[Message]:

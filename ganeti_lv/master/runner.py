@@ -18,16 +18,20 @@ any event but the cancel request's own.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cancel import Cancellation, stopped_by
+from ganeti_lv.constants import JOB_STATUS_ERROR
 from ganeti_lv.context import Context
 from ganeti_lv.master.jobs import Job
 from ganeti_lv.master.protocol import RecordFn, make_record
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpCode
+
+_LOG = logging.getLogger(__name__)
 
 
 def run_job(
@@ -36,21 +40,45 @@ def run_job(
     ops: Sequence[OpCode],
     on_record: RecordFn | None = None,
     cancel: Cancellation | None = None,
+    on_job_id: Callable[[int], None] | None = None,
 ) -> list[Any]:
     """Run the opcodes of the recorded ``job``; their results, or the first error raised.
 
     ``on_record`` gets every feedback line of the job as a record; a
     failing ``on_record`` is dropped and the job goes on (the job log keeps
     every line). ``cancel``, when set, asks the running opcode to stop
-    safely; the ones after it do not run.
+    safely; the ones after it do not run. ``on_job_id`` gets the job's id
+    before it runs. Whatever ends the job, its end is recorded (an error
+    no opcode recorded: the caller's ``on_job_id``, a Ctrl-C between two
+    opcodes), so it never reads "running" while its process lives on.
     """
     cancel = cancel or Cancellation()
     results = []
-    with _cancel_recorded(ctx, job, cancel):
-        for index, op in enumerate(ops):
-            feedback = None if on_record is None else _feedback(job.id, index, on_record)
-            results.append(Processor(ctx).execute(op, feedback, cancel, job=job, index=index))
+    try:
+        with _cancel_recorded(ctx, job, cancel):
+            if on_job_id is not None:
+                on_job_id(job.id)
+            for index, op in enumerate(ops):
+                feedback = None if on_record is None else _feedback(job.id, index, on_record)
+                results.append(Processor(ctx).execute(op, feedback, cancel, job=job, index=index))
+    except BaseException as err:
+        record_end(ctx, job, err, cancel)
+        raise
     return results
+
+
+def record_end(ctx: Context, job: Job, err: BaseException, cancel: Cancellation) -> str:
+    """The job's status as its log records its end; an end not recorded yet is recorded as ``err``.
+
+    Writing the job log itself may be what failed (a full disk): the job
+    would stay "running" under its process's pid for as long as it lives.
+    "error" when the record cannot be read or written.
+    """
+    try:
+        return ctx.jobs.end_unfinished(job.id, err, canceled=stopped_by(cancel, err))
+    except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
+        _LOG.error("job %d: its end could not be recorded: %s", job.id, again)
+        return JOB_STATUS_ERROR
 
 
 # how long after its job's end the thread recording a cancel request may linger

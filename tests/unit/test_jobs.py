@@ -19,10 +19,11 @@ from ganeti_lv.context import Context
 from ganeti_lv.errors import ECODE_ENVIRON, JobError, OperationCanceled, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master import jobs as jobs_module
+from ganeti_lv.master import runner
 from ganeti_lv.master.jobs import JobStore, boot_id, pid_namespace, process_alive
 from ganeti_lv.master.runner import run_job
 from ganeti_lv.mcpu import Processor
-from ganeti_lv.opcodes import OpClusterVerify, OpInstanceMigrate, OpTestDelay
+from ganeti_lv.opcodes import OpClusterVerify, OpCode, OpInstanceMigrate, OpTestDelay
 
 MP = multiprocessing.get_context("fork")
 
@@ -339,6 +340,36 @@ def test_client_records_success_and_error(config: ConfigStore) -> None:
     assert (ok.status, ok.result) == ("success", True)
     assert bad.status == "error" and bad.error is not None
     assert bad.error["ecode"] == "wrong_input"
+
+
+def test_a_job_ended_outside_its_opcodes_is_recorded_as_ended(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's on_job_id that raises, a Ctrl-C between two opcodes: the job's end is
+    recorded, it does not read "running" while its process lives on."""
+
+    def boom(job_id: int) -> None:
+        raise RuntimeError("the caller's callback failed")
+
+    ops: list[OpCode] = [OpTestDelay(duration=0)]
+    job = ctx.jobs.create_job(ops, start=True)
+    with pytest.raises(RuntimeError):
+        run_job(ctx, job, ops, on_job_id=boom)
+    assert ctx.jobs.get(job.id).status == "error"
+
+    class InterruptedBetween(Processor):
+        def execute(self, op: OpCode, *args: Any, index: int = 0, **kwargs: Any) -> Any:
+            if index == 1:  # a Ctrl-C landing after opcode 0, before opcode 1 is run
+                raise KeyboardInterrupt
+            return super().execute(op, *args, index=index, **kwargs)
+
+    monkeypatch.setattr(runner, "Processor", InterruptedBetween)
+    ops = [OpTestDelay(duration=0), OpTestDelay(duration=0)]
+    job = ctx.jobs.create_job(ops, start=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(ctx, job, ops)
+    stored = ctx.jobs.get(job.id)
+    assert stored.finished and [op.status for op in stored.ops][0] == "success"
 
 
 def test_ids_never_reused_when_counter_is_lost(store: JobStore) -> None:
