@@ -358,7 +358,8 @@ def test_a_second_sigterm_asks_the_running_job_to_stop(program: str) -> None:
     pid = masterd.read_pid(program)
     assert pid is not None
     client = _client(program)
-    job_id = client.enqueue([OpTestDelay(duration=3.0)])
+    # long enough to still run when the second signal comes on a loaded machine
+    job_id = client.enqueue([OpTestDelay(duration=8.0)])
     log_path = paths.masterd_log(program)
     assert wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
     os.kill(pid, signal.SIGTERM)
