@@ -54,6 +54,13 @@ def run(ctx: Context, op: OpCode) -> tuple[Any, list[str]]:
     return result, lines
 
 
+def disk0_path(config: ConfigStore) -> str:
+    """The path of INST's first disk image."""
+    inst = config.get_instance(INST)
+    assert inst is not None
+    return disk_path(config.get_cluster(), inst, 0)
+
+
 def running_on(ops: FakeNodeOps, name: str = INST) -> list[str]:
     """Nodes where the domain runs."""
     return sorted(
@@ -1059,9 +1066,7 @@ def test_a_failed_preparation_of_the_targets_disks_leaves_none_it_made(
 ) -> None:
     """Images it made (its answer lost, a later disk failed) would refuse the next
     migration to that node; images that were there before (refused) are not its own."""
-    inst = config.get_instance(INST)
-    assert inst is not None
-    path = disk_path(config.get_cluster(), inst, 0)
+    path = disk0_path(config)
     create = ops.create_disks
 
     def fails(node: Any, cluster: Any, instance: Any) -> None:
@@ -1350,9 +1355,7 @@ def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
     """The source keeps the images until the target runs the instance: it runs there again."""
-    inst = config.get_instance(INST)
-    assert inst is not None
-    path = disk_path(config.get_cluster(), inst, 0)
+    path = disk0_path(config)
     ops.fail("start_instance", N2, "could not start")
     with pytest.raises(OpExecError, match=f"failover was undone: the instance runs on {N1}") as err:
         run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
@@ -1378,9 +1381,7 @@ def test_a_failover_undone_whose_configuration_cannot_be_written_keeps_the_copie
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The configuration names the target still: the target keeps the images it names."""
-    inst = config.get_instance(INST)
-    assert inst is not None
-    path = disk_path(config.get_cluster(), inst, 0)
+    path = disk0_path(config)
     ops.fail("start_instance", N2, "could not start")
     write = ConfigStore.set_instance_primary
 
@@ -1419,9 +1420,7 @@ def test_a_failed_start_whose_target_cannot_say_is_not_undone(
     shared: bool,
 ) -> None:
     """The guest started on the target but the answer was lost: never a second copy."""
-    inst = config.get_instance(INST)
-    assert inst is not None
-    path = disk_path(config.get_cluster(), inst, 0)
+    path = disk0_path(config)
     if shared:  # the primary did not stop the guest: the undo would point at it
         shared_on_offline_n1(config, ops)
     _start_on_n2_then_answer(ops, monkeypatch, lost=True)
@@ -1461,9 +1460,7 @@ def test_a_failed_start_whose_leftover_cannot_be_removed_says_so(
 def test_a_failed_start_after_which_the_target_runs_the_instance_is_done(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inst = config.get_instance(INST)
-    assert inst is not None
-    path = disk_path(config.get_cluster(), inst, 0)
+    path = disk0_path(config)
     _start_on_n2_then_answer(ops, monkeypatch, lost=False)
     _, lines = run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2))
     assert any(f"but instance {INST} is running there" in line for line in lines)
