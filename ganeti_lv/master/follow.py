@@ -107,7 +107,13 @@ def _cancelable(pid: int) -> bool:
             cmdline = fobj.read()
     except OSError:
         return False
-    for word in cmdline.split(b"\0"):
-        if os.path.basename(word) in _CANCELABLE_PROGRAMS or word in _CANCELABLE_MODULES:
-            return True
-    return False
+    words = [word for word in cmdline.split(b"\0") if word]
+    # the program: the command itself, or the script or module its Python runs (never
+    # one of its arguments: a daemon's --data-dir /srv/gnt-lv is no gnt-lv)
+    program = words[:1]
+    if len(words) > 1 and os.path.basename(words[0]).startswith(b"python"):
+        program = words[2:3] if words[1] == b"-m" else words[1:2]
+    return any(
+        os.path.basename(word) in _CANCELABLE_PROGRAMS or word in _CANCELABLE_MODULES
+        for word in program
+    )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from support.waiting import wait_until
@@ -61,3 +63,32 @@ def test_a_job_of_gnt_lv_or_a_background_job_is_signalled(tmp_path: str, argv0: 
         assert wait_until(lambda: _command_line_set(proc, argv0), 5, 0.01)
         signal_cancel(_job_in(tmp_path, proc))
         assert proc.wait(5) == -15  # SIGTERM
+
+
+def test_a_program_whose_argument_names_gnt_lv_is_never_signalled(tmp_path: str) -> None:
+    """The master daemon run with ``--data-dir /srv/gnt-lv``, say: the program counts,
+    not its arguments."""
+    argv = [sys.executable, "-c", "import time; time.sleep(30)", "--data-dir", "/srv/gnt-lv"]
+    proc = subprocess.Popen(argv)
+    try:
+        assert wait_until(lambda: _command_line_set(proc, sys.executable), 5, 0.01)
+        with pytest.raises(JobError, match="does not take cancel requests"):
+            signal_cancel(_job_in(tmp_path, proc))
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_gnt_lv_run_by_its_python_is_signalled(tmp_path: Path) -> None:
+    """As the console script runs: ``python3 /venv/bin/gnt-lv job watch 7``."""
+    script = tmp_path / "gnt-lv"
+    script.write_text("import time\ntime.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, str(script), "job", "watch", "7"])
+    try:
+        assert wait_until(lambda: _command_line_set(proc, sys.executable), 5, 0.01)
+        signal_cancel(_job_in(str(tmp_path), proc))
+        assert proc.wait(5) == -15
+    finally:
+        proc.kill()
+        proc.wait()
