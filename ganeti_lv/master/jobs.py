@@ -51,6 +51,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import os
 import re
 import threading
@@ -105,6 +106,9 @@ def boot_id() -> str | None:
             return fobj.read().strip() or None
     except OSError:
         return None
+
+
+_LOG = logging.getLogger(__name__)
 
 
 def pid_namespace() -> int | None:
@@ -377,10 +381,15 @@ def write_new_file_durably(path: str, data: bytes, mode: int = 0o640) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+            fsync_dir(directory)
+        except OSError as err:
+            # the file is in place, every reader sees it: raising would tell the caller
+            # that nothing was written (a job recorded but never run)
+            _LOG.warning("%s is written, but could not be synced: %s", path, err)
     finally:
         os.close(fd)
-    fsync_dir(directory)
 
 
 def _encode(job: Job) -> bytes:

@@ -459,6 +459,22 @@ def test_new_job_file_is_whole_or_absent(store: JobStore, monkeypatch: pytest.Mo
     assert store.job_ids() == [2] and store.get(2).status == "running"
 
 
+def test_a_new_job_file_in_place_whose_sync_fails_is_created(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every reader sees it: its creation is not reported as failed (a job recorded that
+    its caller never ran), the sync's failure is only logged."""
+    import ganeti_lv.master.jobs as jobs_mod
+
+    def fail(*_args: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(jobs_mod.os, "fsync", fail)
+    job = store.create(OpTestDelay(), start=True)
+    monkeypatch.undo()
+    assert store.get(job.id).status == "running"
+
+
 def test_a_job_file_of_one_opcode_at_the_top_level_is_read_as_a_job(store: JobStore) -> None:
     """Job files written before jobs had several opcodes stay readable."""
     old = {
