@@ -8,9 +8,14 @@ over the whole job from 1), ``received_ts``, ``start_ts``, ``end_ts``
 (``[seconds, microseconds]`` or null).
 
 Statuses are Ganeti's: an opcode (and its job) that runs but still waits
-for its locks is ``waiting``; a running job asked to stop is
-``canceling`` (as the job log records it), and so are its opcodes not
-ended; a job whose process is gone ("lost" in ``gnt-lv job list``)
+for its locks is ``waiting``; a job asked to stop before its opcode
+executes is ``canceling`` (as the job log records it), and so are its
+opcodes not ended: it ends ``canceled``, as a Ganeti job that is
+``canceling`` always does. One asked to stop while its opcode executes
+stays ``running`` here (the job log says ``canceling``): it stops where it
+safely can, or ends as it would have, and Ganeti's clients take
+``canceling`` for the end (``cli.GenericPollJob`` raises JobCanceled
+at once); a job whose process is gone ("lost" in ``gnt-lv job list``)
 is ``error``, so a client polling for the end of a job sees one. A failed
 opcode's result is its error as Ganeti encodes it, named by the class of
 Ganeti's ``errors`` module a job of Ganeti's would show
@@ -42,8 +47,10 @@ from ganeti_lv import errors
 from ganeti_lv.constants import (
     JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
+    JOB_STATUS_CANCELING,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
+    JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
 )
 from ganeti_lv.master.jobs import Job, OpRecord, lost_error
@@ -85,16 +92,32 @@ def _lost(job: Job) -> bool:
     return job.status == JOB_STATUS_LOST
 
 
+def _stopping_in_exec(job: Job) -> bool:
+    """Asked to stop while its opcode executes: it may still end as it would have."""
+    current = next((op for op in job.ops if op.status in JOB_ACTIVE_STATUSES), None)
+    return (
+        job.shown_status == JOB_STATUS_CANCELING
+        and current is not None
+        and current.exec_ts is not None
+    )
+
+
 def op_status(job: Job, op: OpRecord) -> str:
     """One opcode's status, as Ganeti names it."""
     if op.status in JOB_ACTIVE_STATUSES and _lost(job):
         return JOB_STATUS_ERROR
+    if op.status in JOB_ACTIVE_STATUSES and _stopping_in_exec(job):
+        return op.shown_status
     return job.op_shown_status(op)
 
 
 def job_status(job: Job) -> str:
     """The job's status, as Ganeti names it."""
-    return JOB_STATUS_ERROR if _lost(job) else job.shown_status
+    if _lost(job):
+        return JOB_STATUS_ERROR
+    if _stopping_in_exec(job):
+        return JOB_STATUS_RUNNING
+    return job.shown_status
 
 
 # opcodes whose result is, in Ganeti, the jobs they submitted

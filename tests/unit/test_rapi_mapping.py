@@ -193,11 +193,15 @@ def test_statuses_as_ganeti_names_them(store: JobStore) -> None:
     # running but its locks not held yet: Ganeti's "waiting"
     assert jobfields.job_status(job) == "waiting"
     assert jobfields.job_field(job, "opstatus") == ["waiting", "queued"]
-    store.mark_executing(job, 0)
-    assert jobfields.job_status(job) == "running"
-    store.record_cancel_request(job)  # asked to stop: as the job log records it
+    store.record_cancel_request(job)  # asked to stop before it executes: it ends canceled
     assert jobfields.job_status(store.get(job.id)) == "canceling"
     assert jobfields.job_field(store.get(job.id), "opstatus") == ["canceling", "canceling"]
+    store.mark_executing(job, 0)
+    # executing now, the request recorded (the job log says canceling): it may still end
+    # as it would have, and Ganeti's clients take canceling for the end
+    assert store.get(job.id).shown_status == "canceling"
+    assert jobfields.job_status(store.get(job.id)) == "running"
+    assert jobfields.job_field(store.get(job.id), "opstatus") == ["running", "queued"]
     store.finish_success(job, {"slept": 0}, 0)
     assert jobfields.job_field(job, "opstatus") == ["success", "canceling"]
     store.start_op(job, 1)
