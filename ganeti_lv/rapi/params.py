@@ -64,7 +64,10 @@ def bool_arg(args: QueryArgs, name: str) -> bool:
 
 def ganeti_resource_name(rule: str) -> str:
     """Ganeti's name of the resource of ``rule`` (its class's, without ``R_2_``):
-    ``/2/instances/<name>/prepare-export`` is ``instances_name_prepare_export``."""
+    ``/2/instances/<name>/prepare-export`` is ``instances_name_prepare_export``;
+    ``/2/modify``'s class is named for what it changes, ``cluster_modify``."""
+    if rule == "/2/modify":
+        return "cluster_modify"
     path = _RULE_VARIABLE.sub(r"\1", rule).removeprefix("/2/")
     return path.replace("/", "_").replace("-", "_")
 

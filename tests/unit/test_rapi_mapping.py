@@ -113,6 +113,10 @@ def test_a_jobs_reason_trail_names_the_resource_as_ganetis_remote_api() -> None:
         "/2/instances/<name>/failover": "instances_name_failover",
         "/2/instances/<name>/export": "instances_name_export",
         "/2/instances/<name>/prepare-export": "instances_name_prepare_export",
+        "/2/instances": "instances",
+        "/2/instances/<name>": "instances_name",
+        "/2/modify": "cluster_modify",  # R_2_cluster_modify
+        "/2/tags": "tags",
     }
     # the resources that start a job, each one here
     assert set(ganetis) <= {res.rule for res in RESOURCES}
