@@ -294,18 +294,34 @@ class LUBackupExport(LogicalUnit):
         return f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
 
     def _check_disks(self) -> int:
-        """The disks are there, and the primary has room for their overlays; the bytes
-        the copies need on the target."""
+        """The disks are there, the primary has room for their overlays and the target's
+        export directory is free for this export; the bytes the copies need there."""
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         pdir = disk_dir(self.cluster, self.instance)
+        export = f"{self.cluster.export_dir}/{self.instance.name}"
         calls: list[Callable[[], Any]] = [
             lambda: node_call(
                 self.rpc.disk_usage, self.pnode, disk_paths(self.cluster, self.instance)
-            )
+            ),
+            lambda: node_call(
+                self.rpc.paths_exist,
+                self.dst_node,
+                [export, f"{export}/{exportinfo.CONFIG_FILE}"],
+            ),
         ]
         if overlays:
             calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
         results = concurrently(calls)
+        found = results[1].Raise(
+            f"Cannot look at the export directory on {self.dst_node.name}", prereq=True
+        )
+        if found.get(export) and not found.get(f"{export}/{exportinfo.CONFIG_FILE}"):
+            # the target would refuse it after the instance was stopped or snapshotted
+            raise OpPrereqError(
+                f"{export} on {self.dst_node.name} holds no export (no"
+                f" {exportinfo.CONFIG_FILE}): move or remove it by hand; nothing was changed",
+                ECODE_STATE,
+            )
         usage = results[0].Raise(
             f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
         )
@@ -318,7 +334,7 @@ class LUBackupExport(LogicalUnit):
             overlay = max(
                 OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * OVERLAY_SPACE_SHARE)
             )
-            pfree = results[1].Raise(
+            pfree = results[2].Raise(
                 f"Cannot check the free space in {pdir} on {self.pnode.name}", prereq=True
             )
             if pfree < overlay:

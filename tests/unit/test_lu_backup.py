@@ -159,6 +159,21 @@ def test_failed_copy_keeps_previous_export_and_instance(ctx, ops, config):
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
 
+def test_an_export_directory_that_holds_no_export_is_refused_before_anything(
+    ctx, ops, config
+):
+    """The target would refuse it only after the instance was stopped or snapshotted."""
+    cluster = config.get_cluster()
+    ops.node(N2).files[f"{cluster.export_dir}/{INST}/notes.txt"] = 1
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError, match="holds no export") as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
+    assert err.value.ecode == ECODE_STATE and config.read().serial == serial
+    seq = methods(ops)
+    assert "shutdown_instance" not in seq and "snapshot_disks" not in seq
+    assert "export_prepare" not in seq and running(ops)
+
+
 def test_a_failure_before_the_first_copy_removes_the_new_directory(ctx, ops, config, monkeypatch):
     """``.new`` exists from the target's preparation on: whatever fails after it
     (here the warm-up of the other nodes' connections) removes it."""
