@@ -244,12 +244,21 @@ class LUBackupExport(LogicalUnit):
         self.dry_run_result = (True, [True] * len(self.instance.disks))
 
     def _check_settled(self) -> None:
-        """ECODE_STATE for a guest neither running nor stopped (``unsettled_state``).
+        """ECODE_STATE for a guest neither running nor stopped (``unsettled_state``), and
+        for one running that may not be shut down and gets no snapshot.
 
         A paused guest would not shut down (its shutdown ends in a destroy),
-        and without a shutdown its disks would be read, or zeroed, in use.
+        and without a shutdown its disks would be read, or zeroed, in use; so
+        would a running guest's whose configuration says it is down (started by
+        hand: it gets no snapshot, as Ganeti's).
         """
-        self._settled_state(OpPrereqError)
+        state = self._settled_state(OpPrereqError)
+        if state == constants.DOMSTATE_RUNNING and not self.op.shutdown and not self.TrySnapshot():
+            raise OpPrereqError(
+                f"Cannot export the running instance {self.instance.name} without a snapshot"
+                " (its configuration says it is down); use the shutdown mode",
+                ECODE_STATE,
+            )
 
     def _settled_state(self, refusal: type[OpPrereqError] | type[OpExecError]) -> str | None:
         """The guest's domain state (None: no domain); ``refusal`` (ECODE_STATE) when it is

@@ -159,6 +159,19 @@ def test_failed_copy_keeps_previous_export_and_instance(ctx, ops, config):
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
 
+def test_a_running_instance_recorded_down_is_refused_without_shutdown_in_the_checks(
+    ctx, ops, config
+):
+    """Started by hand (its configuration says down): no snapshot, as Ganeti's, and its
+    disks are not read in use; refused before anything, with Ganeti's wrong_state."""
+    config.set_admin_state(INST, constants.ADMINST_DOWN)
+    with pytest.raises(OpPrereqError, match="use the shutdown mode") as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    assert err.value.ecode == ECODE_STATE
+    assert not {"repair_disk_chain", "export_prepare", "copy_disk"} & set(methods(ops))
+    assert running(ops)
+
+
 def test_an_export_directory_that_holds_no_export_is_refused_before_anything(
     ctx, ops, config
 ):
