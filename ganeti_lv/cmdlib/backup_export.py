@@ -470,7 +470,14 @@ class LUBackupExport(LogicalUnit):
             self.rpc.shutdown_instance, self.pnode, self.instance, float(self.op.shutdown_timeout)
         )
         if not res.ok and self.instance.admin_state == constants.ADMINST_UP:
-            self._set_admin(constants.ADMINST_UP)
+            # the export fails here: the instance runs as before it, also when it stopped
+            # all the same (the shutdown's answer lost, say)
+            dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name)
+            stopped = dom.ok and (
+                dom.payload is None or dom.payload.state in constants.DOMSTATES_STOPPED
+            )
+            if not (stopped and self._start_after_export(feedback_fn, failed=True)):
+                self._set_admin(constants.ADMINST_UP)
         res.Raise(f"Could not shutdown instance {self.instance.name} on node {self.pnode.name}")
 
     def _keep_memory(self) -> None:

@@ -159,6 +159,28 @@ def test_failed_copy_keeps_previous_export_and_instance(ctx, ops, config):
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
 
+@pytest.mark.parametrize("stopped", [True, False])
+def test_a_failed_shutdown_records_the_state_the_guest_is_in(
+    ctx, ops, config, monkeypatch, stopped
+):
+    """The export fails there: the instance runs as before it and is recorded up, also
+    when it stopped all the same (its answer lost: started again, not left stopped with
+    its configuration saying up)."""
+    shutdown = ops.shutdown_instance
+
+    def answer_lost(node, instance, timeout):
+        if stopped:
+            shutdown(node, instance, timeout)
+        raise NodeError("connection lost", N1)
+
+    monkeypatch.setattr(ops, "shutdown_instance", answer_lost)
+    with pytest.raises(OpExecError, match="Could not shutdown"):
+        run(ctx, OpBackupExport(instance_name=INST, target_node=N2, long_sleep=True))
+    assert running(ops) and admin(config) == constants.ADMINST_UP
+    assert ("start_instance" in methods(ops)) == stopped
+    assert "copy_disk" not in methods(ops)
+
+
 def test_a_running_instance_recorded_down_is_refused_without_shutdown_in_the_checks(
     ctx, ops, config
 ):
