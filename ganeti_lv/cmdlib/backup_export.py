@@ -74,6 +74,7 @@ from ganeti_lv.errors import (
     ECODE_NORES,
     ECODE_STATE,
     GenericError,
+    NodeUnreachable,
     OperationCanceled,
     OpExecError,
     OpPrereqError,
@@ -114,6 +115,8 @@ class LUBackupExport(LogicalUnit):
     _published = ""
     # the target's space for this export (``_check_space``), until it is published
     _reservation: Held | None = None
+    # the zeroing's answer was lost: it may still run on the primary (``ZeroFreeSpace``)
+    _zeroing_unclear = False
 
     def CheckArguments(self) -> None:
         """Ganeti's argument checks: remote mode x509 fields, zeroing needs shutdown."""
@@ -429,6 +432,15 @@ class LUBackupExport(LogicalUnit):
         results = node_call(
             self.rpc.zero_free_space, self.pnode, self.cluster, self.instance, timeout
         )
+        if isinstance(results.error, NodeUnreachable):
+            # it may go on writing the disks until its timeout: a guest started on them
+            # now could lose what it writes, so it stays stopped
+            self._zeroing_unclear = True
+            results.Raise(
+                f"Could not zero the free space; the zeroing may still run on"
+                f" {self.pnode.name} for up to {int(timeout)} s, so instance"
+                f" {self.instance.name} stays stopped: start it once that time has passed"
+            )
         for res in results.Raise("Could not zero the free space"):
             if not res.zeroed:
                 self.LogWarning(f"Free space of {res.path} not zeroed: {res.detail}")
@@ -559,7 +571,7 @@ class LUBackupExport(LogicalUnit):
                         raise
                     merged = False
                     self.LogWarning(str(err))  # beside the export's own error, not instead
-                if stopped_by_us and snapshot is None:
+                if stopped_by_us and snapshot is None and not self._zeroing_unclear:
                     started_again = self._start_after_export(feedback_fn, failed)
             if self.op.remove_instance:
                 self._remove_instance(feedback_fn)

@@ -21,6 +21,7 @@ from ganeti_lv.errors import (
     HooksAbort,
     LockTimeout,
     NodeError,
+    NodeUnreachable,
     OpExecError,
     OpPrereqError,
 )
@@ -181,6 +182,22 @@ def test_a_failed_shutdown_records_the_state_the_guest_is_in(
     assert "copy_disk" not in methods(ops)
 
 
+@pytest.mark.parametrize("lost", [True, False])
+def test_a_zeroing_whose_answer_was_lost_leaves_the_instance_stopped(ctx, ops, config, lost):
+    """It may still write the disks until its timeout: the guest is not started on them
+    (recorded down, the error says when to start it); a zeroing that failed is over,
+    and the instance runs again."""
+    error = NodeUnreachable("no answer", N1) if lost else NodeError("zerofree failed", N1)
+    ops.fail("zero_free_space", N1, error)
+    op = OpBackupExport(instance_name=INST, target_node=N2, zero_free_space=True, long_sleep=True)
+    with pytest.raises(OpExecError, match="Could not zero the free space") as err:
+        run(ctx, op)
+    assert ("stays stopped: start it once that time has passed" in err.value.msg) == lost
+    assert running(ops) != lost
+    assert admin(config) == (constants.ADMINST_DOWN if lost else constants.ADMINST_UP)
+    assert "copy_disk" not in methods(ops)
+
+
 def test_a_running_instance_recorded_down_is_refused_without_shutdown_in_the_checks(
     ctx, ops, config
 ):
@@ -194,9 +211,7 @@ def test_a_running_instance_recorded_down_is_refused_without_shutdown_in_the_che
     assert running(ops)
 
 
-def test_an_export_directory_that_holds_no_export_is_refused_before_anything(
-    ctx, ops, config
-):
+def test_an_export_directory_that_holds_no_export_is_refused_before_anything(ctx, ops, config):
     """The target would refuse it only after the instance was stopped or snapshotted."""
     cluster = config.get_cluster()
     ops.node(N2).files[f"{cluster.export_dir}/{INST}/notes.txt"] = 1
