@@ -364,8 +364,9 @@ def test_backup_remove(ctx, ops):
     result, _ = run(ctx, OpBackupRemove(instance_name=INST))
     assert result == [N2]
     assert INST not in ops.exports[N2]
-    with pytest.raises(OpExecError, match="No exports found"):
+    with pytest.raises(OpExecError, match="No exports found") as err:
         run(ctx, OpBackupRemove(instance_name=INST))
+    assert err.value.ecode == ECODE_NOENT  # unknown_entity, not an internal error
 
 
 def test_backup_remove_warns_about_an_offline_node_it_cannot_clean(ctx, ops, config):
