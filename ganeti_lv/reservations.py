@@ -115,8 +115,10 @@ class NodeLedger:
                         raise
                     found.append(_read(fd))  # its holder still runs
                     continue
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # nobody holds it: its export died
+                # nobody holds it: its export died (a file that cannot be removed, on a
+                # read-only file system say, is still no reservation)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             finally:
                 os.close(fd)
         return found

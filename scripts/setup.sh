@@ -23,8 +23,14 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo ">>> installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # a fresh machine's daily apt run may hold dpkg's lock for a while: wait for it
-  if ! apt-get update -qq ||
+  # a fresh machine's daily apt run may hold apt's locks for a while: wait for them
+  # (the package lists' lock: tried again for 10 minutes; dpkg's: apt waits itself)
+  updated=0
+  for _ in $(seq 60); do
+    if apt-get update -qq; then updated=1; break; fi
+    sleep 10
+  done
+  if [ "$updated" -ne 1 ] ||
     ! apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
     echo "setup: installing the Debian packages failed" >&2
     return 1 2>/dev/null || exit 1

@@ -311,6 +311,8 @@ class LUBackupExport(LogicalUnit):
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         pdir = disk_dir(self.cluster, self.instance)
         export = f"{self.cluster.export_dir}/{self.instance.name}"
+        # the export, and the previous one a failed publish left aside (put back first)
+        dirs = [export, f"{export}.old"]
         calls: list[Callable[[], Any]] = [
             lambda: node_call(
                 self.rpc.disk_usage, self.pnode, disk_paths(self.cluster, self.instance)
@@ -318,22 +320,12 @@ class LUBackupExport(LogicalUnit):
             lambda: node_call(
                 self.rpc.paths_exist,
                 self.dst_node,
-                [export, f"{export}/{exportinfo.CONFIG_FILE}"],
+                [p for d in dirs for p in (d, f"{d}/{exportinfo.CONFIG_FILE}")],
             ),
         ]
         if overlays:
             calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
         results = concurrently(calls)
-        found = results[1].Raise(
-            f"Cannot look at the export directory on {self.dst_node.name}", prereq=True
-        )
-        if found.get(export) and not found.get(f"{export}/{exportinfo.CONFIG_FILE}"):
-            # the target would refuse it after the instance was stopped or snapshotted
-            raise OpPrereqError(
-                f"{export} on {self.dst_node.name} holds no export (no"
-                f" {exportinfo.CONFIG_FILE}): move or remove it by hand; nothing was changed",
-                ECODE_STATE,
-            )
         usage = results[0].Raise(
             f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
         )
@@ -355,6 +347,18 @@ class LUBackupExport(LogicalUnit):
                     f" {self.pnode.name}: {overlay // MiB} MiB needed, {pfree // MiB} MiB free",
                     ECODE_NORES,
                 )
+        # the primary judged first, then the target
+        found = results[1].Raise(
+            f"Cannot look at the export directory on {self.dst_node.name}", prereq=True
+        )
+        taken = next((d for d in dirs if found.get(d)), None)
+        if taken is not None and not found.get(f"{taken}/{exportinfo.CONFIG_FILE}"):
+            # the target would refuse it after the instance was stopped or snapshotted
+            raise OpPrereqError(
+                f"{taken} on {self.dst_node.name} holds no export (no"
+                f" {exportinfo.CONFIG_FILE}): move or remove it by hand; nothing was changed",
+                ECODE_STATE,
+            )
         return sum(int(u["allocated"]) for u in usage)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
@@ -436,10 +440,15 @@ class LUBackupExport(LogicalUnit):
             # it may go on writing the disks until its timeout: a guest started on them
             # now could lose what it writes, so it stays stopped
             self._zeroing_unclear = True
+            advice = (
+                "start it once that time has passed"
+                if self.instance.admin_state == constants.ADMINST_UP  # as before the export
+                else "do not start it before that time has passed"
+            )
             results.Raise(
                 f"Could not zero the free space; the zeroing may still run on"
                 f" {self.pnode.name} for up to {int(timeout)} s, so instance"
-                f" {self.instance.name} stays stopped: start it once that time has passed"
+                f" {self.instance.name} stays stopped: {advice}"
             )
         for res in results.Raise("Could not zero the free space"):
             if not res.zeroed:

@@ -92,9 +92,7 @@ class LUBackupRemove(NoHooksLU):
             name for name, found in self._on_online_nodes(self.rpc.export_remove, what) if found
         ]
         if not removed:
-            raise OpExecError(
-                f"No exports found for instance {self.op.instance_name}", ECODE_NOENT
-            )
+            raise OpExecError(f"No exports found for instance {self.op.instance_name}", ECODE_NOENT)
         feedback_fn(f"Removed the export of {self.op.instance_name} on {', '.join(removed)}")
         return sorted(removed)
 

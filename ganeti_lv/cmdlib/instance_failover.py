@@ -239,10 +239,9 @@ class FailoverSteps:
                 f" started there either: {again.fail_msg}"
             )
         if not removed.ok:
-            where += (
-                f"; the copied disk images on {dst.name} could not be removed"
-                " ('gnt-lv instance migrate --cleanup' removes them)"
-            )
+            where += f"; the copied disk images on {dst.name} could not be removed"
+            if again.ok:  # the cleanup judges only an instance that runs
+                where += " ('gnt-lv instance migrate --cleanup' removes them)"
         raise OpExecError(
             f"Could not start instance {inst.name} on node {dst.name}: {fail_msg}; the failover"
             f" was undone: {where}",

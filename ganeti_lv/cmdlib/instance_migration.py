@@ -62,6 +62,7 @@ from ganeti_lv.errors import (
     ECODE_STATE,
     MigrationAborted,
     MigrationNotConverged,
+    NodeUnreachable,
     OpExecError,
     OpPrereqError,
 )
@@ -504,10 +505,16 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         if copy:
             self.lu.LogStep(2, steps, f"Preparing disk images on {dst.name}")
             made = node_call(self.rpc.create_disks, dst, cluster, inst)
-            refused = made.error is not None and made.error.ecode == ECODE_EXISTS
-            if not made.ok and not refused:
-                # it may have made some (a later disk failed, its answer was lost): none
-                # is left to refuse the next migration to this node
+            if isinstance(made.error, NodeUnreachable):
+                # its answer lost: images may be its own or older ones it refused
+                made.Raise(
+                    f"Could not prepare disks of {inst.name} on node {dst.name}; once the"
+                    " node answers, 'gnt-lv instance migrate --cleanup' removes what it may"
+                    " have left there"
+                )
+            if not made.ok and made.error is not None and made.error.ecode != ECODE_EXISTS:
+                # it failed after making some (a later disk): none is left to refuse
+                # the next migration to this node
                 node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
                     f"Could not remove the disk images prepared on {dst.name}", feedback_fn
                 )

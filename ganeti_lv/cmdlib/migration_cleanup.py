@@ -146,7 +146,14 @@ class CleanupSteps:
             aborted = node_call(self.rpc.abort_migration, self._node(owner), inst.name)
             if aborted.ok and aborted.payload:
                 feedback_fn(f"Aborted the migration job still running on {owner}")
-            aborted.Warn(f"Could not abort a migration job on {owner}", feedback_fn)
+            if not aborted.ok:
+                # a job that may still complete onto what would be removed as leftovers
+                raise OpExecError(
+                    f"Instance {inst.name} runs on {owner}, but a migration job there could"
+                    f" not be aborted ({aborted.fail_msg}). Nothing was changed; run the"
+                    " cleanup again once the job has ended",
+                    ECODE_STATE,
+                )
             found = self._decided_scan(self._scan())
             now = sorted(n for n, s in found.items() if s == constants.DOMSTATE_RUNNING)
             if now != [owner]:

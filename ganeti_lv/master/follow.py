@@ -107,13 +107,26 @@ def _cancelable(pid: int) -> bool:
             cmdline = fobj.read()
     except OSError:
         return False
-    words = [word for word in cmdline.split(b"\0") if word]
-    # the program: the command itself, or the script or module its Python runs (never
-    # one of its arguments: a daemon's --data-dir /srv/gnt-lv is no gnt-lv)
-    program = words[:1]
-    if len(words) > 1 and os.path.basename(words[0]).startswith(b"python"):
-        program = words[2:3] if words[1] == b"-m" else words[1:2]
-    return any(
-        os.path.basename(word) in _CANCELABLE_PROGRAMS or word in _CANCELABLE_MODULES
-        for word in program
+    program = _program([word for word in cmdline.split(b"\0") if word])
+    return program is not None and (
+        os.path.basename(program) in _CANCELABLE_PROGRAMS or program in _CANCELABLE_MODULES
     )
+
+
+def _program(words: list[bytes]) -> bytes | None:
+    """The program of a command line: the command itself, or the script or module its
+    Python runs after its options (never one of its arguments: a daemon's
+    ``--data-dir /srv/gnt-lv`` is no gnt-lv); None for ``python -c``."""
+    if not words or not os.path.basename(words[0]).startswith(b"python"):
+        return words[0] if words else None
+    rest = iter(words[1:])
+    for word in rest:
+        if word == b"-m":
+            return next(rest, None)
+        if word == b"-c":
+            return None
+        if word in (b"-W", b"-X"):  # options that take the next word
+            next(rest, None)
+        elif not word.startswith(b"-"):
+            return word
+    return None

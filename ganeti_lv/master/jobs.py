@@ -357,7 +357,8 @@ def _json_record(job: Job) -> dict[str, Any]:
 
 
 def write_new_file_durably(path: str, data: bytes, mode: int = 0o640) -> None:
-    """Create ``path`` with ``data``: complete or absent to readers, durable on return.
+    """Create ``path`` with ``data``: complete or absent to readers, durable on return
+    unless its sync failed once it was in place (logged, not raised: it is there).
 
     The data goes to a temp file renamed to ``path``, so a process killed at
     any point leaves no file or the whole file. The file and the directory

@@ -13,7 +13,7 @@ from support.waiting import wait_until
 
 from ganeti_lv import paths
 from ganeti_lv.errors import JobError
-from ganeti_lv.master.follow import signal_cancel
+from ganeti_lv.master.follow import _program, signal_cancel
 from ganeti_lv.master.jobs import Job, JobStore, process_start_time
 from ganeti_lv.opcodes import OpTestDelay
 
@@ -92,3 +92,22 @@ def test_gnt_lv_run_by_its_python_is_signalled(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("words", "program"),
+    [
+        ([b"/venv/bin/python3", b"/venv/bin/gnt-lv", b"job", b"watch"], b"/venv/bin/gnt-lv"),
+        ([b"python3", b"-I", b"-u", b"/venv/bin/gnt-lv"], b"/venv/bin/gnt-lv"),
+        ([b"python3", b"-X", b"utf8", b"-m", b"ganeti_lv.cli.main"], b"ganeti_lv.cli.main"),
+        ([b"python3", b"-c", b"pass", b"/srv/gnt-lv"], None),
+        (
+            [b"python3", b"/venv/bin/gnt-lv-masterd", b"--data-dir", b"/srv/gnt-lv"],
+            b"/venv/bin/gnt-lv-masterd",
+        ),
+        ([b"/opt/glv/bin/gnt-lv", b"instance", b"migrate"], b"/opt/glv/bin/gnt-lv"),
+    ],
+)
+def test_the_program_of_a_command_line(words: list[bytes], program: bytes | None) -> None:
+    """The command, or what its Python runs after its options; never an argument."""
+    assert _program(words) == program

@@ -211,10 +211,14 @@ def test_a_running_instance_recorded_down_is_refused_without_shutdown_in_the_che
     assert running(ops)
 
 
-def test_an_export_directory_that_holds_no_export_is_refused_before_anything(ctx, ops, config):
-    """The target would refuse it only after the instance was stopped or snapshotted."""
+@pytest.mark.parametrize("suffix", ["", ".old"])
+def test_an_export_directory_that_holds_no_export_is_refused_before_anything(
+    ctx, ops, config, suffix
+):
+    """The target would refuse it only after the instance was stopped or snapshotted
+    (``.old``, a failed publish's previous export, is put back first when alone)."""
     cluster = config.get_cluster()
-    ops.node(N2).files[f"{cluster.export_dir}/{INST}/notes.txt"] = 1
+    ops.node(N2).files[f"{cluster.export_dir}/{INST}{suffix}/notes.txt"] = 1
     serial = config.read().serial
     with pytest.raises(OpPrereqError, match="holds no export") as err:
         run(ctx, OpBackupExport(instance_name=INST, target_node=N2))
