@@ -83,13 +83,19 @@ def ensure_packages(feedback_fn: FeedbackFn = _quiet) -> float | None:
     # a fresh machine's daily apt run may hold dpkg's lock for a while: wait for it
     install = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q"]
     install += ["--no-install-recommends", *missing]
-    with services_blocked():
-        res = subprocess.run(install, capture_output=True, env=env, timeout=APT_TIMEOUT)
-        if res.returncode != 0 and b"Unable to locate package" in res.stderr:
-            subprocess.run(
-                ["apt-get", "update", "-q"], capture_output=True, env=env, timeout=APT_TIMEOUT
-            )
+    try:
+        with services_blocked():
             res = subprocess.run(install, capture_output=True, env=env, timeout=APT_TIMEOUT)
+            if res.returncode != 0 and b"Unable to locate package" in res.stderr:
+                update = ["apt-get", "update", "-q"]
+                subprocess.run(update, capture_output=True, env=env, timeout=APT_TIMEOUT)
+                res = subprocess.run(install, capture_output=True, env=env, timeout=APT_TIMEOUT)
+    except subprocess.TimeoutExpired as err:
+        raise OpExecError(
+            f"apt-get did not end within {APT_TIMEOUT} s ({' '.join(err.cmd)}); run"
+            " 'dpkg --configure -a' before trying again",
+            ECODE_ENVIRON,
+        ) from err
     if res.returncode != 0:
         raise OpExecError(
             f"apt-get install {' '.join(missing)} failed ({res.returncode}): "
