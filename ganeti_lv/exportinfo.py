@@ -51,6 +51,22 @@ def export_dir_owner(dirname: str) -> tuple[str, bool]:
     return dirname, False
 
 
+def publish_blockers(export: str) -> list[str]:
+    """The paths ``blocking_dir`` judges, to be asked of the target node."""
+    dirs = (export, export + OLD_SUFFIX)
+    return [path for d in dirs for path in (d, f"{d}/{CONFIG_FILE}")]
+
+
+def blocking_dir(export: str, exists: dict[str, bool]) -> str | None:
+    """The directory that keeps a new export from being published as ``export`` (as
+    the target node judges it: it holds no export), or None. ``NAME.old``, what a
+    failed publish left aside, counts when alone: it is put back first."""
+    taken = next((d for d in (export, export + OLD_SUFFIX) if exists.get(d)), None)
+    if taken is None or exists.get(f"{taken}/{CONFIG_FILE}"):
+        return None
+    return taken
+
+
 INISECT_EXP = "export"
 INISECT_INS = "instance"
 INISECT_HYP = "hypervisor"

@@ -311,16 +311,12 @@ class LUBackupExport(LogicalUnit):
         overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
         pdir = disk_dir(self.cluster, self.instance)
         export = f"{self.cluster.export_dir}/{self.instance.name}"
-        # the export, and the previous one a failed publish left aside (put back first)
-        dirs = [export, f"{export}.old"]
         calls: list[Callable[[], Any]] = [
             lambda: node_call(
                 self.rpc.disk_usage, self.pnode, disk_paths(self.cluster, self.instance)
             ),
             lambda: node_call(
-                self.rpc.paths_exist,
-                self.dst_node,
-                [p for d in dirs for p in (d, f"{d}/{exportinfo.CONFIG_FILE}")],
+                self.rpc.paths_exist, self.dst_node, exportinfo.publish_blockers(export)
             ),
         ]
         if overlays:
@@ -351,11 +347,11 @@ class LUBackupExport(LogicalUnit):
         found = results[1].Raise(
             f"Cannot look at the export directory on {self.dst_node.name}", prereq=True
         )
-        taken = next((d for d in dirs if found.get(d)), None)
-        if taken is not None and not found.get(f"{taken}/{exportinfo.CONFIG_FILE}"):
+        blocked = exportinfo.blocking_dir(export, found)
+        if blocked is not None:
             # the target would refuse it after the instance was stopped or snapshotted
             raise OpPrereqError(
-                f"{taken} on {self.dst_node.name} holds no export (no"
+                f"{blocked} on {self.dst_node.name} holds no export (no"
                 f" {exportinfo.CONFIG_FILE}): move or remove it by hand; nothing was changed",
                 ECODE_STATE,
             )

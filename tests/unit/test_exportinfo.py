@@ -245,3 +245,19 @@ def test_a_device_named_none_in_an_export_has_no_name_as_in_ganeti():
     desc = exportinfo.describe(exportinfo.parse_config(text))
     assert [d.name for d in desc.disks] == ["", ""]
     assert desc.nics[0].name == ""
+
+
+@pytest.mark.parametrize(
+    ("present", "blocking"),
+    [
+        ([], None),  # a first export
+        (["/e/a", "/e/a/config.ini"], None),  # replaced by the new one
+        (["/e/a"], "/e/a"),  # something else is there: the target refuses to publish
+        (["/e/a.old", "/e/a.old/config.ini"], None),  # put back, then replaced
+        (["/e/a.old"], "/e/a.old"),  # put back first: then refused as /e/a
+        (["/e/a", "/e/a/config.ini", "/e/a.old"], None),  # the complete one stays
+    ],
+)
+def test_what_keeps_an_export_from_being_published(present: list[str], blocking: str | None):
+    exists = {path: path in present for path in exportinfo.publish_blockers("/e/a")}
+    assert exportinfo.blocking_dir("/e/a", exists) == blocking
