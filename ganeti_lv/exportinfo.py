@@ -51,17 +51,21 @@ def export_dir_owner(dirname: str) -> tuple[str, bool]:
     return dirname, False
 
 
+def _publish_dirs(export: str) -> tuple[str, str]:
+    """The export, and what a failed publish left aside (put back first when alone)."""
+    return export, export + OLD_SUFFIX
+
+
 def publish_blockers(export: str) -> list[str]:
     """The paths ``blocking_dir`` judges, to be asked of the target node."""
-    dirs = (export, export + OLD_SUFFIX)
-    return [path for d in dirs for path in (d, f"{d}/{CONFIG_FILE}")]
+    return [path for d in _publish_dirs(export) for path in (d, f"{d}/{CONFIG_FILE}")]
 
 
 def blocking_dir(export: str, exists: dict[str, bool]) -> str | None:
     """The directory that keeps a new export from being published as ``export`` (as
     the target node judges it: it holds no export), or None. ``NAME.old``, what a
     failed publish left aside, counts when alone: it is put back first."""
-    taken = next((d for d in (export, export + OLD_SUFFIX) if exists.get(d)), None)
+    taken = next((d for d in _publish_dirs(export) if exists.get(d)), None)
     if taken is None or exists.get(f"{taken}/{CONFIG_FILE}"):
         return None
     return taken

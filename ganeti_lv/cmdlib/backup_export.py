@@ -489,10 +489,10 @@ class LUBackupExport(LogicalUnit):
         if not res.ok and self.instance.admin_state == constants.ADMINST_UP:
             # the export fails here: the instance runs as before it, also when it stopped
             # all the same (the shutdown's answer lost, say)
-            dom = node_call(self.rpc.instance_info, self.pnode, self.instance.name)
-            stopped = dom.ok and (
-                dom.payload is None or dom.payload.state in constants.DOMSTATES_STOPPED
-            )
+            try:
+                stopped = not self._is_running()
+            except OpExecError:  # unknown or paused: as it was
+                stopped = False
             if not (stopped and self._start_after_export(feedback_fn, failed=True)):
                 self._set_admin(constants.ADMINST_UP)
         res.Raise(f"Could not shutdown instance {self.instance.name} on node {self.pnode.name}")

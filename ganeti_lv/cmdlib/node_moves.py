@@ -208,17 +208,16 @@ class MoveScheduler:
         def relay(text: str) -> None:
             self._log(f"{name}: {text}")
 
-        def failed(err: BaseException, before_start: bool) -> None:
+        def not_started(err: BaseException) -> None:
             move.status, move.error = FAILED, str(err) or type(err).__name__
-            if before_start:
-                self._log(f"{name}: not started: {move.error}")
+            self._log(f"{name}: not started: {move.error}")
 
         def body() -> None:
             try:
                 job_id, run = self._start(move, relay)
             except Exception as err:  # noqa: BLE001 - the move's outcome, not the scheduler's
                 with self._cond:
-                    failed(err, before_start=True)
+                    not_started(err)
                     self._cond.notify_all()
                 return
             move.job_id = job_id
@@ -226,12 +225,13 @@ class MoveScheduler:
             try:
                 run()
             except BaseException as err:  # noqa: BLE001 - every outcome is the move's
+                error = str(err) or type(err).__name__
                 with self._cond:
                     if stopped_by(self._cancel, err):
                         # stopped by the cancel (the target is not to blame)
-                        move.status, move.error = CANCELED, str(err) or type(err).__name__
+                        move.status, move.error = CANCELED, error
                     else:
-                        failed(err, before_start=False)
+                        move.status, move.error = FAILED, error
                         if target_at_fault(err, move.target):
                             self.failed_targets.add(move.target)
                     self._cond.notify_all()
@@ -245,7 +245,7 @@ class MoveScheduler:
         try:
             thread.start()
         except RuntimeError as err:  # no thread to be had: no job was recorded either
-            failed(err, before_start=True)
+            not_started(err)
             return
         self._threads.append(thread)
 

@@ -392,7 +392,7 @@ class PeerCluster(files.ClusterDirectory):
         names = set(netns.list_netns(layout.prefix + "n")) | {n.netns for n in layout.nodes}
         sshds = [int(p) for p in state.get("sshd", {}).values() if p]
         problems = netns.take_down(names, layout.prefix, sshds, netns.recorded_holders(state))
-        problems += peernode.leftovers(layout)
+        problems += peernode.mounts_left(layout)  # namespaces and links: checked by take_down
         if problems:
             raise OpExecError(
                 f"The Ganeti peer in {self.directory} is not completely down: "

@@ -105,6 +105,12 @@ def leftovers(layout: pl.PeerLayout, pids: Sequence[int] = ()) -> list[str]:
     left = [f"netns {n}" for n in netns.list_netns(layout.prefix)]
     left += [f"link {n}" for n in netns.links(layout.prefix)]
     left += [f"process {p}" for p in pids if netns.proc_alive(p)]
+    return left + mounts_left(layout)
+
+
+def mounts_left(layout: pl.PeerLayout) -> list[str]:
+    """The processes that still see a mount of the peer's directory."""
+    left = []
     for pid in netns.all_pids():
         try:
             with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as fh:

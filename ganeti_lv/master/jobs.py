@@ -315,8 +315,13 @@ class Job:
             return self.status
         if self.cancel_ts is not None:
             return JOB_STATUS_CANCELING
-        current = next((op for op in self.ops if op.status in JOB_ACTIVE_STATUSES), None)
+        current = self.current_op
         return self.status if current is None else current.shown_status
+
+    @property
+    def current_op(self) -> OpRecord | None:
+        """The opcode the job is at: the first not finished (None when all are)."""
+        return next((op for op in self.ops if op.status in JOB_ACTIVE_STATUSES), None)
 
     def op_shown_status(self, op: OpRecord) -> str:
         """One of its opcodes' status as shown: canceling while the job is, until it ends."""

@@ -94,7 +94,7 @@ def _lost(job: Job) -> bool:
 
 def _stopping_in_exec(job: Job) -> bool:
     """Asked to stop while its opcode executes: it may still end as it would have."""
-    current = next((op for op in job.ops if op.status in JOB_ACTIVE_STATUSES), None)
+    current = job.current_op
     return (
         job.shown_status == JOB_STATUS_CANCELING
         and current is not None

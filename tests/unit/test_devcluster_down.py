@@ -133,7 +133,7 @@ def test_the_peers_down_after_a_failed_kill_still_removes_the_namespaces_and_kee
     deleted = _fake_nodes(
         monkeypatch, prefix, kill_error="processes [102] did not die", killed=killed
     )
-    monkeypatch.setattr(peernode, "leftovers", lambda layout: [])
+    monkeypatch.setattr(peernode, "mounts_left", lambda layout: [])
     with pytest.raises(OpExecError, match=r"not completely down: processes \[102\] did not die"):
         peer.down()
     assert killed == [[101, 102, 103]]  # the namespaces' processes and the recorded sshd
@@ -147,7 +147,7 @@ def test_the_peers_down_keeps_the_record_while_something_is_left(
     peer = _peer(tmp_path, {})
     _fake_nodes(monkeypatch, peer.layout().prefix, kill_error=None)
     left = ["mounts of /x seen by process 7"]
-    monkeypatch.setattr(peernode, "leftovers", lambda layout: left)
+    monkeypatch.setattr(peernode, "mounts_left", lambda layout: left)
     with pytest.raises(OpExecError, match="mounts of /x seen by process 7"):
         peer.down()
     assert (tmp_path / "state.json").exists()
