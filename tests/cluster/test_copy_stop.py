@@ -135,9 +135,9 @@ def _stop(e: Env, args: list[str], how: str, target: str, path: str) -> tuple[st
                 assert submitted.returncode == 0 and err.startswith("JobID: "), (out, err)
                 job_id = err.split()[1]  # "JobID: N" on stderr, as Ganeti's
                 mid_copy()
-                asked = time.monotonic()
                 canceled = gnt_process(e.data_dir, "job", "cancel", job_id)
                 assert canceled.wait(timeout=60) == 0, canceled.communicate()
+                asked = time.monotonic()  # the request is recorded: the job stops from here
                 proc = gnt_process(e.data_dir, "job", "watch", job_id)
                 out, err = proc.communicate(timeout=120)
                 took = time.monotonic() - asked

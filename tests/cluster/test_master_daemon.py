@@ -32,11 +32,12 @@ from migrate_helpers import (
 )
 from support.masterd import start_program
 
-from ganeti_lv import constants
+from ganeti_lv import constants, paths
 from ganeti_lv.cli.submit import ABORT_REQUESTED
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.constants import JOB_ACTIVE_STATUSES
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
+from ganeti_lv.locking import LEVEL_INSTANCE, LockManager
 from ganeti_lv.master import daemon as masterd
 from ganeti_lv.master.jobs import JobStore
 
@@ -213,25 +214,20 @@ def test_ctrl_c_of_a_job_waiting_for_a_lock_cancels_it(env: Env, way: str) -> No
     with env.way(way):
         src, dst = env.primary(), env.other()
         serial = env.config.read().serial
-        base = [GNT_LV, "--data-dir", env.data_dir]
-        holder = subprocess.Popen(
-            [*base, "debug", "delay", "--duration", "6", "-I", NAME],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        holder = LockManager(paths.locks_dir(env.data_dir))  # the test holds the instance
+        holder.acquire(LEVEL_INSTANCE, [NAME])
         try:
-            _wait(lambda: _active(env) == 1)
             waiting = subprocess.Popen(
-                [*base, "instance", "migrate", "-f", "-n", dst, NAME],
+                [GNT_LV, "--data-dir", env.data_dir, "instance", "migrate", "-f", "-n", dst, NAME],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            _wait(lambda: _active(env) == 2)
+            _wait(lambda: _active(env) == 1)
             waiting.send_signal(signal.SIGINT)
             out, err = waiting.communicate(timeout=60)
         finally:
-            holder.wait(60)
+            holder.release_all()
         assert waiting.returncode == 1, out + err
         assert ABORT_REQUESTED in err
         job = env.check_job_ran(way, waiting.pid)

@@ -123,6 +123,25 @@ def server(config: ConfigStore, data_dir: str, inst1_running: FakeNodeOps) -> It
 
 
 @pytest.fixture
+def held_delays(server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The test daemon's test delays sleep until the test sets the event (at the latest
+    when the test ends, or after 60 s), however slow the machine."""
+    release = threading.Event()
+    make = server.daemon.context
+
+    def context(lock_timeout: float | None) -> Context:
+        ctx = make(lock_timeout)
+        ctx.sleep = lambda _seconds: release.wait(60)
+        return ctx
+
+    monkeypatch.setattr(server.daemon, "context", context)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+@pytest.fixture
 def program(tmp_path: Path) -> Iterator[str]:
     """A data dir without a cluster for a master daemon program the test starts (the
     daemon then opens no node connection); a daemon left running is killed."""

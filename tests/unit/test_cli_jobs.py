@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from support.waiting import in_exec
 
-from ganeti_lv import constants
+from ganeti_lv import constants, paths
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
+from ganeti_lv.locking import LEVEL_INSTANCE, LockManager
 from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.objects import disk_path
 
@@ -225,30 +226,41 @@ def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+def _hold_inst1(data_dir: str) -> LockManager:
+    """inst1's lock held by the test: background jobs on inst1 wait until it lets go."""
+    locks = LockManager(paths.locks_dir(data_dir))
+    locks.acquire(LEVEL_INSTANCE, [I1])
+    return locks
+
+
 def test_submit_watch_and_cancel_in_background_processes(
     config: ConfigStore, data_dir: str, capsys: Any
 ) -> None:
     """Real background processes (no daemon): --submit, job watch, job cancel."""
     cli = Cli(data_dir, None, capsys)
     jobs = JobStore(f"{data_dir}/jobs")
-    code, out, err = cli("debug", "delay", "--duration", "3", "-I", "inst1", "--submit")
-    assert code == 0 and out == "", err
-    # as Ganeti's: on stderr
-    holder = int(re.fullmatch(r"JobID: (\d+)\n", err).group(1))  # type: ignore[union-attr]
-    _wait_for(lambda: jobs.get(holder).exec_ts is not None)
-    code, out, err = cli(
-        "debug", "delay", "--duration", "0", "-I", "inst1", "--submit", "--print-jobid"
-    )
-    waiter = int(out)  # --print-jobid: the bare id on stdout, and JobID: N still on stderr
-    assert err == f"JobID: {waiter}\n" and waiter > holder
-    code, out, err = cli("job", "cancel", str(waiter))
-    assert code == 0, err
-    code, _, err = cli("job", "watch", str(waiter))
-    assert code == 1
-    assert jobs.get(waiter).status == "canceled"
+    locks = _hold_inst1(data_dir)
+    try:
+        code, out, err = cli("debug", "delay", "--duration", "0.5", "-I", "inst1", "--submit")
+        assert code == 0 and out == "", err
+        # as Ganeti's: on stderr
+        holder = int(re.fullmatch(r"JobID: (\d+)\n", err).group(1))  # type: ignore[union-attr]
+        code, out, err = cli(
+            "debug", "delay", "--duration", "0", "-I", "inst1", "--submit", "--print-jobid"
+        )
+        waiter = int(out)  # --print-jobid: the bare id on stdout, and JobID: N still on stderr
+        assert err == f"JobID: {waiter}\n" and waiter > holder
+        code, out, err = cli("job", "cancel", str(waiter))
+        assert code == 0, err
+        code, _, err = cli("job", "watch", str(waiter))
+        assert code == 1
+        assert jobs.get(waiter).status == "canceled"
+        assert not jobs.get(holder).finished
+    finally:
+        locks.release_all()
     code, out, err = cli("job", "watch", str(holder))
     assert code == 0, err
-    assert "Sleeping for 3 s" in out
+    assert "Sleeping for 0.5 s" in out
     assert jobs.get(holder).status == "success"
 
 
@@ -258,20 +270,24 @@ def test_job_cancel_asks_every_job_also_after_one_it_could_not_cancel(
     cli = Cli(data_dir, None, capsys)
     jobs = JobStore(f"{data_dir}/jobs")
     cli("instance", "shutdown", "inst1")  # job 1, finished
-    code, out, err = cli("debug", "delay", "--duration", "3", "-I", "inst1", "--submit")
-    assert code == 0, err
-    holder = int(err.split()[1])
-    code, out, err = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
-    waiter = int(err.split()[1])
-    code, out, err = cli("job", "cancel", "1", str(waiter))
-    assert code == 1
-    assert "Job 1 not canceled (wrong_state)" in err and "not running" in err
-    assert f"Job {waiter} asked to stop" in out
-    _wait_for(lambda: jobs.get(waiter).finished)
-    assert jobs.get(waiter).status == "canceled"
-    # a bad id among them: none is asked
-    code, _, err = cli("job", "cancel", str(holder), "x")
-    assert code == 1 and "Invalid job id 'x'" in err
+    locks = _hold_inst1(data_dir)
+    try:
+        code, out, err = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
+        assert code == 0, err
+        holder = int(err.split()[1])
+        code, out, err = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
+        waiter = int(err.split()[1])
+        code, out, err = cli("job", "cancel", "1", str(waiter))
+        assert code == 1
+        assert "Job 1 not canceled (wrong_state)" in err and "not running" in err
+        assert f"Job {waiter} asked to stop" in out
+        _wait_for(lambda: jobs.get(waiter).finished)
+        assert jobs.get(waiter).status == "canceled"
+        # a bad id among them: none is asked
+        code, _, err = cli("job", "cancel", str(holder), "x")
+        assert code == 1 and "Invalid job id 'x'" in err
+    finally:
+        locks.release_all()
     _wait_for(lambda: jobs.get(holder).finished)
     assert jobs.get(holder).status == "success"
 
@@ -286,21 +302,22 @@ def test_a_cancel_sent_twice_to_a_background_job_stops_it_safely_once(
     """
     cli = Cli(data_dir, None, capsys)
     jobs = JobStore(f"{data_dir}/jobs")
-    code, out, err = cli("debug", "delay", "--duration", "2", "-I", "inst1", "--submit")
+    # long enough to run on through both requests and the checks on a loaded machine
+    code, out, err = cli("debug", "delay", "--duration", "6", "-I", "inst1", "--submit")
     assert code == 0, err
     job_id = int(err.split()[1])
     _wait_for(lambda: in_exec(jobs.get(job_id)))
     for attempt in range(2):
+        assert not jobs.get(job_id).finished, "the delay ended before the requests"
         code, _, err = cli("job", "cancel", str(job_id))
         assert code == 0, err
         if attempt == 0:  # recorded by the job's own process: canceling until it ends
             _wait_for(lambda: jobs.get(job_id).shown_status == "canceling")
-            code, out, _ = cli("job", "list", "--pending", "--no-headers", "-o", "id,status")
-            assert out.split() == [str(job_id), "canceling"]  # Ganeti's pending
-            code, out, _ = cli("job", "list", "--running", "--no-headers", "-o", "id")
-            assert out.split() == []
-            assert "Asked to stop: " in cli("job", "info", str(job_id))[1]
-        time.sleep(0.2)
+    code, out, _ = cli("job", "list", "--pending", "--no-headers", "-o", "id,status")
+    assert out.split() == [str(job_id), "canceling"]  # Ganeti's pending
+    code, out, _ = cli("job", "list", "--running", "--no-headers", "-o", "id")
+    assert out.split() == []
+    assert "Asked to stop: " in cli("job", "info", str(job_id))[1]
     _wait_for(lambda: jobs.get(job_id).finished)
     assert jobs.get(job_id).status == "success", jobs.get(job_id).error
     assert jobs.get(job_id).shown_status == "success"  # it did not stop: its own end

@@ -161,6 +161,8 @@ def test_a_signal_cancels_a_job_waiting_for_a_lock(
     """Ctrl-C (or SIGTERM) of gnt-lv: its job stops waiting and never runs."""
     daemon_for(way)
     holder = Client(data_dir=data_dir, node_ops=FakeNodeOps())
+    release = threading.Event()
+    holder.ctx.sleep = lambda _seconds: release.wait(30)  # it holds the lock until released
     hold = threading.Thread(
         target=holder.submit, args=(OpTestDelay(duration=3.0, instance_names=[INST]),)
     )
@@ -172,6 +174,7 @@ def test_a_signal_cancels_a_job_waiting_for_a_lock(
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
+        release.set()
         hold.join(10)
     assert proc.returncode == 1, out + err
     assert ABORT_REQUESTED in err

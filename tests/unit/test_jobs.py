@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from ganeti_lv import Client, locking, retry
 from ganeti_lv.cancel import Cancellation
@@ -551,10 +552,13 @@ def test_the_thread_recording_a_cancel_request_ends_with_its_job(ctx: Context) -
 
     cancel = Cancellation()
     job = ctx.jobs.create_job([OpTestDelay(duration=0.5)], start=True)
-    timer = threading.Timer(0.1, cancel.request, ["asked"])
-    timer.start()
+
+    def sleep(_seconds: float) -> None:  # the request comes while the delay sleeps
+        cancel.request("asked")
+        wait_until(lambda: ctx.jobs.get(job.id).cancel_ts is not None, 10)
+
+    ctx.sleep = sleep
     run_job(ctx, job, [OpTestDelay(duration=0.5)], None, cancel)  # a delay does not stop
-    timer.join()
     recorded = ctx.jobs.get(job.id)
     assert recorded.status == "success" and recorded.cancel_ts is not None
     quiet = ctx.jobs.create_job([OpTestDelay(duration=0)], start=True)
@@ -562,7 +566,7 @@ def test_the_thread_recording_a_cancel_request_ends_with_its_job(ctx: Context) -
     run_job(ctx, quiet, [OpTestDelay(duration=0)], None, late)
     late.request("too late")
     deadline = time.monotonic() + CANCEL_WATCH_POLL + 2
-    while watchers(quiet.id) and time.monotonic() < deadline:
+    while (watchers(quiet.id) or watchers(job.id)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert watchers(quiet.id) == [] and watchers(job.id) == []
     assert ctx.jobs.get(quiet.id).cancel_ts is None  # after its end: not recorded

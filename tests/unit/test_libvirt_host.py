@@ -325,14 +325,15 @@ def _overlap(host: Host, beside_others: bool = False) -> int:
     """The most calls that ran at once when three threads called through ``host``."""
     running = [0]
     most = [0]
-    lock = threading.Lock()
+    changed = threading.Condition()
 
     def call() -> None:
-        with lock:
+        with changed:
             running[0] += 1
             most[0] = max(most[0], running[0])
-        time.sleep(0.05)
-        with lock:
+            changed.notify_all()
+            # the calls that may run beside this one start within 1 s, however slow the machine
+            changed.wait_for(lambda: running[0] >= 3, timeout=1.0)
             running[0] -= 1
 
     kwargs = {"beside_others": beside_others}

@@ -272,18 +272,24 @@ def test_no_deadlock_and_exclusion_under_random_orders(
 # ------------------------------------------------------------ real processes
 
 
-def _hold_instance(data_dir: str, instance: str, duration: float, holding: Any) -> None:
+def _hold_instance(
+    data_dir: str, instance: str, duration: float, holding: Any, release: Any = None
+) -> None:
     def feedback(msg: str) -> None:
         if msg.startswith("Sleeping"):
             holding.set()
 
     client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=30.0)
+    if release is not None:  # the delay ends when the test says so
+        client.ctx.sleep = lambda _seconds: release.wait(30)
     client.submit(OpTestDelay(duration=duration, instance_names=[instance]), feedback)
 
 
-def _start_holder(data_dir: str, instance: str, duration: float) -> multiprocessing.Process:
+def _start_holder(
+    data_dir: str, instance: str, duration: float, release: Any = None
+) -> multiprocessing.Process:
     holding = MP.Event()
-    proc = MP.Process(target=_hold_instance, args=(data_dir, instance, duration, holding))
+    proc = MP.Process(target=_hold_instance, args=(data_dir, instance, duration, holding, release))
     proc.start()
     assert holding.wait(30), "holder process did not get its lock"
     return proc  # type: ignore[return-value]
@@ -310,13 +316,28 @@ def test_two_processes_contend_for_one_instance(config: ConfigStore) -> None:
     assert statuses == {"lost"}
 
 
-def _wait_behind_holder(data_dir: str, hold: float) -> tuple[Any, Any, list[str]]:
-    """A job on inst1 behind another process's job holding it ``hold`` s: (first, second, lines)."""
-    holder = _start_holder(data_dir, "inst1.example.com", hold)
+def _wait_behind_holder(data_dir: str, hold: float, waits: int = 0) -> tuple[Any, Any, list[str]]:
+    """A job on inst1 behind another process's job holding it ``hold`` s: (first, second, lines).
+
+    With ``waits``, the holder holds until the second job has said that many
+    times that it waits (however slow the machine).
+    """
+    release = MP.Event() if waits else None
+    holder = _start_holder(data_dir, "inst1.example.com", hold, release)
     client = Client(data_dir=data_dir, node_ops=FakeNodeOps(), lock_timeout=30.0)
     lines: list[str] = []
-    client.submit(OpTestDelay(duration=0.01, instance_names=["inst1"]), lines.append)
-    holder.join(30)
+
+    def feedback(line: str) -> None:
+        lines.append(line)
+        if release is not None and sum(w.startswith(" - INFO: Waiting") for w in lines) >= waits:
+            release.set()
+
+    try:
+        client.submit(OpTestDelay(duration=0.01, instance_names=["inst1"]), feedback)
+    finally:
+        if release is not None:
+            release.set()
+        holder.join(30)
     assert holder.exitcode == 0
     first, second = (j for j in client.jobs() if j.summary == "TEST_DELAY")
     assert first.pid == holder.pid
@@ -391,7 +412,13 @@ def test_an_interrupt_ends_a_wait_without_timeout(tmp_path) -> None:
 
 
 def test_a_waiter_is_told_what_it_waits_for_and_who_holds_it(locks_dir: str) -> None:
-    holder, waiter = manager(locks_dir), manager(locks_dir)
+    now = [0.0]
+
+    def sleep(delay: float) -> None:
+        now[0] += delay
+
+    holder = manager(locks_dir)
+    waiter = LockManager(locks_dir, names_fn=names_fn, clock=lambda: now[0], sleep=sleep)
     holder.set_owner({"job": 7, "summary": "INSTANCE_MIGRATE(i1)"})
     holder.acquire(LEVEL_INSTANCE, ["i1"])
     reports: list[tuple[Any, ...]] = []
@@ -401,7 +428,7 @@ def test_a_waiter_is_told_what_it_waits_for_and_who_holds_it(locks_dir: str) -> 
     assert len(reports) >= 3, reports  # repeated while the wait lasts
     level, name, owner, waited = reports[0]
     assert (level, name, owner) == ("instance", "i1", {"job": 7, "summary": "INSTANCE_MIGRATE(i1)"})
-    assert 0.05 <= waited < 0.3 and reports[-1][3] > waited
+    assert 0.05 <= waited < 0.1 and reports[-1][3] > 0.2
     holder.release(LEVEL_INSTANCE)
     reports.clear()
     waiter.acquire(LEVEL_INSTANCE, ["i1"], timeout=0.3)
@@ -426,7 +453,7 @@ def test_a_job_waiting_for_a_lock_says_so_in_its_log(
     from ganeti_lv import mcpu
 
     monkeypatch.setattr(mcpu, "LOCK_PATIENCE", 0.3)
-    first, second, lines = _wait_behind_holder(config.data_dir, 1.5)
+    first, second, lines = _wait_behind_holder(config.data_dir, 1.5, waits=3)
     said = f" - INFO: Waiting 0 s for the instance lock 'inst1.example.com', held by job {first.id}"
     waits = [line for line in lines if line.startswith(" - INFO: Waiting")]
     assert waits and waits[0] == f"{said} (TEST_DELAY)", lines

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -533,32 +532,23 @@ def test_node_migrate_runs_ganetis_node_migrate_hooks_on_the_master_and_evacuate
     assert not [d for _, d, _ in calls if d.rsplit("/", 1)[-1].startswith("node-")]
 
 
-def _slow(ops: FakeNodeOps, delay: float) -> threading.Event:
-    """Migrations that take ``delay`` s; the event is set when the first one starts."""
-    started = threading.Event()
+def _cancel_in_migrations(ops: FakeNodeOps, cancel: Cancellation) -> None:
+    """The cancel request comes once a migration has begun (before it ends)."""
     real = ops.migrate_instance
 
-    def slow(*args: Any) -> Any:
-        started.set()
-        time.sleep(delay)
+    def migrate(*args: Any) -> Any:
+        cancel.request("test")
         return real(*args)
 
-    ops.migrate_instance = slow  # type: ignore[method-assign]
-    return started
+    ops.migrate_instance = migrate  # type: ignore[method-assign]
 
 
 def test_cancel_stops_queued_moves_and_aborts_the_running_migration(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    started = _slow(ops, 0.3)
     ops.migration_reports = [MigrationProgress(elapsed=1.0)]  # the abort is seen here
     cancel = Cancellation()
-
-    def cancel_when_started() -> None:
-        started.wait(10)
-        cancel.request("test")
-
-    threading.Thread(target=cancel_when_started).start()
+    _cancel_in_migrations(ops, cancel)
     with pytest.raises(OpExecError) as err:
         run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1), cancel)
     assert "canceled" in str(err.value)
@@ -582,14 +572,8 @@ def test_cancel_after_the_switch_over_records_the_target(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
     """A migration that ends before it sees the cancel is recorded where it went."""
-    started = _slow(ops, 0.3)
     cancel = Cancellation()
-
-    def cancel_when_started() -> None:
-        started.wait(10)
-        cancel.request("test")
-
-    threading.Thread(target=cancel_when_started).start()
+    _cancel_in_migrations(ops, cancel)  # no progress report: the migration does not see it
     with pytest.raises(OpExecError):
         run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1), cancel)
     moved = [n for n in (I1, I2, I3) if primary(config, n) != N1]
@@ -602,19 +586,21 @@ def test_cancel_after_the_switch_over_records_the_target(
 def test_parallel_moves_respect_the_limits(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    _slow(ops, 0.3)
-    active: list[int] = [0, 0]
-    lock = threading.Lock()
+    active: list[int] = [0, 0]  # moves now, most at once
+    changed = threading.Condition()
     real = ops.migrate_instance
 
     def counting(*args: Any) -> Any:
-        with lock:
+        with changed:
             active[0] += 1
             active[1] = max(active[1], active[0])
+            changed.notify_all()
+            # a move that may run beside this one starts within 2 s, however slow the machine
+            changed.wait_for(lambda: active[0] >= 2, timeout=2.0)
         try:
             return real(*args)
         finally:
-            with lock:
+            with changed:
                 active[0] -= 1
 
     ops.migrate_instance = counting  # type: ignore[method-assign]

@@ -488,7 +488,9 @@ def test_the_daemon_closes_the_connection_after_the_outcome(server: Any, data_di
     }
 
 
-def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data_dir: str) -> None:
+def test_interrupted_client_cancels_its_job_waiting_for_a_lock(
+    server: Any, data_dir: str, held_delays: threading.Event
+) -> None:
     """Ctrl-C of any gnt-lv command: its job in the daemon does not go on later."""
     holder: list[Any] = []
     hold = threading.Thread(
@@ -501,12 +503,17 @@ def test_interrupted_client_cancels_its_job_waiting_for_a_lock(server: Any, data
 
     def interrupt_once_waiting() -> None:
         # Ctrl-C while the second job waits for the holder's lock
-        wait_until(lambda: _running(data_dir) == 2, 10)
-        os.kill(os.getpid(), signal.SIGINT)
+        if wait_until(lambda: _running(data_dir) == 2, 10):
+            os.kill(os.getpid(), signal.SIGINT)
+        else:  # the holder ends, the second job runs: the test fails without a Ctrl-C
+            held_delays.set()
 
-    threading.Thread(target=interrupt_once_waiting).start()
+    interrupter = threading.Thread(target=interrupt_once_waiting)
+    interrupter.start()
     with pytest.raises(KeyboardInterrupt):
         _client(data_dir).submit(OpTestDelay(duration=0, instance_names=[INST]))
+    interrupter.join(10)
+    held_delays.set()  # the holder's sleep ends; its lock becomes free
     hold.join(10)
     assert holder == [True]
     assert wait_until(lambda: _jobs(data_dir)[-1].status not in JOB_ACTIVE_STATUSES, 10)
@@ -583,7 +590,7 @@ def test_a_job_is_canceled_by_its_id_from_another_connection(
 
 
 def test_a_cancel_request_is_recorded_and_shown_until_the_job_ends(
-    server: Any, data_dir: str, config: ConfigStore
+    server: Any, data_dir: str, config: ConfigStore, held_delays: threading.Event
 ) -> None:
     """Ganeti's canceling, from the job log (for gnt-lv and the remote API alike): a
     test delay holding its lock does not stop for the request and ends as it would."""
@@ -595,6 +602,7 @@ def test_a_cancel_request_is_recorded_and_shown_until_the_job_ends(
     job = store.get(job_id)  # recorded before the daemon answered
     assert job.shown_status == "canceling"
     assert job.status == JOB_STATUS_RUNNING and job.op_shown_status(job.ops[0]) == "canceling"
+    held_delays.set()  # the delay's sleep ends
     assert wait_until(lambda: store.get(job_id).finished, 10)
     job = store.get(job_id)
     assert (job.status, job.shown_status) == ("success", "success")

@@ -16,6 +16,7 @@ import ssl
 import stat
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -926,7 +927,7 @@ def test_ganetis_client_modifies_the_cluster(
 
 @needs_ganeti_client
 def test_a_job_asked_to_stop_in_exec_runs_on_until_it_ends(
-    rapi: rapi_server.RapiServer, data_dir: str
+    rapi: rapi_server.RapiServer, data_dir: str, held_delays: threading.Event
 ) -> None:
     """A test delay holding its lock does not stop for the request and ends as it would
     have: it shows running, not Ganeti's canceling (which Ganeti's clients take for
@@ -940,6 +941,7 @@ def test_a_job_asked_to_stop_in_exec_runs_on_until_it_ends(
     assert _job(data_dir, job).cancel_ts is not None  # recorded before the answer
     status = client.call("GetJobStatus", job)
     assert (status["status"], status["opstatus"]) == ("running", ["running"])
+    held_delays.set()  # the delay's sleep ends
     assert client.call("WaitForJobCompletion", job, period=0) is True
     assert client.call("GetJobStatus", job)["opstatus"] == ["success"]
 
