@@ -692,11 +692,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rapi is not None:
             rapi.stop()  # no new jobs from the remote API either
         server.server_close()  # waits for the running jobs, removes the socket
+        server.daemon.close()
+        log.info("master daemon %d stopped", os.getpid())
+        # last: while the pid file names it, the daemon still closes its connections
         with contextlib.suppress(OSError):
             if read_pid(ddir) == os.getpid():
                 os.unlink(paths.masterd_pidfile(ddir))
-        server.daemon.close()
-        log.info("master daemon %d stopped", os.getpid())
     return 0
 
 
