@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ganeti_lv import constants, paths
-from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cancel import Cancellation, stopped_by
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
     ECODE_EXISTS,
@@ -138,8 +138,10 @@ class MasterDaemon:
         self._base = Context.from_data_dir(self.data_dir, node_ops=node_ops)
         self._running: dict[int, RunningJob] = {}
         self._threads: list[threading.Thread] = []
+        # jobs whose end the job log did not take (a full disk): (error, canceled)
+        self._unrecorded: dict[int, tuple[BaseException, bool]] = {}
         self._lock = threading.Lock()
-        self.housekeeper = Housekeeper(self.data_dir)
+        self.housekeeper = Housekeeper(self.data_dir, before_pass=self.record_unrecorded_ends)
 
     @property
     def node_ops(self) -> NodeOps:
@@ -198,6 +200,9 @@ class MasterDaemon:
                 log.error("%s: unexpected error", what, exc_info=err)
             # as the job log recorded it (an error before the processor ran an opcode: error)
             status = record_end(ctx, job, err, running.cancel)
+            if not _end_recorded(ctx, job.id):
+                with self._lock:
+                    self._unrecorded[job.id] = (err, stopped_by(running.cancel, err))
             end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
         else:
             log.info("%s: succeeded", what)
@@ -274,8 +279,25 @@ class MasterDaemon:
         """One job of the job log; JobError when unknown."""
         return self._base.jobs.get(job_id)
 
+    def record_unrecorded_ends(self) -> None:
+        """Record the ends the job log did not take when the jobs ended (a full disk):
+        tried at every periodic pass and when the daemon stops, until written. Until
+        then the job log shows those jobs running in a daemon that no longer runs them."""
+        with self._lock:
+            pending = dict(self._unrecorded)
+        for job_id, (err, canceled) in pending.items():
+            try:
+                status = self._base.jobs.end_unfinished(job_id, err, canceled)
+            except (OSError, GenericError) as again:
+                log.warning("job %d: its end is still not recorded: %s", job_id, again)
+                continue
+            log.info("job %d: its end is recorded now (%s)", job_id, status)
+            with self._lock:
+                self._unrecorded.pop(job_id, None)
+
     def close(self) -> None:
-        """Close the node connections."""
+        """Record the ends not recorded yet, once more; close the node connections."""
+        self.record_unrecorded_ends()
         self._base.close()
 
     # -------------------------------------------------------------- connections
@@ -574,6 +596,14 @@ def stop(data_dir: str, timeout: float = 60.0, force: bool = False) -> int | Non
     ):
         return pid
     raise OpExecError(f"The master daemon ({pid}) did not stop within {timeout:g} s")
+
+
+def _end_recorded(ctx: Context, job_id: int) -> bool:
+    """Whether the job log holds the job's end (False when it cannot be read either)."""
+    try:
+        return ctx.jobs.get(job_id).finished
+    except (OSError, GenericError):
+        return False
 
 
 def _install_signals(server: MasterServer) -> None:

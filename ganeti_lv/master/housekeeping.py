@@ -6,6 +6,8 @@ Once when the daemon starts and every ``PASS_INTERVAL`` seconds after that
 - removes the temp files that writers killed mid-write (SIGKILL, a crash)
   left beside the configuration and the job files, once they are an hour
   old (a writer of another process may still be writing a younger one);
+- records the ends of the daemon's jobs that the job log did not take when
+  they ended (a full disk; ``MasterDaemon.record_unrecorded_ends``);
 - records the end of the lost jobs (their process is gone) and archives
   the finished jobs that ended ``AUTOARCHIVE_AGE`` (6 h, as Ganeti's
   watcher) ago or earlier (``ganeti_lv.master.archive``).
@@ -59,17 +61,20 @@ def housekeeping_pass(data_dir: str) -> None:
 
 
 class Housekeeper:
-    """Runs ``housekeeping_pass`` for a data dir when it is due, in a thread of its own."""
+    """Runs ``housekeeping_pass`` for a data dir when it is due, in a thread of its own,
+    after the daemon's own ``before_pass`` (a failing one is logged, the pass runs)."""
 
     def __init__(
         self,
         data_dir: str,
         interval: float = PASS_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        before_pass: Callable[[], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.interval = interval
         self._clock = clock
+        self._before_pass = before_pass
         self._due: float | None = None  # None: at once
         self._thread: threading.Thread | None = None
 
@@ -81,7 +86,7 @@ class Housekeeper:
         if self._thread is not None and self._thread.is_alive():
             return
         self._due = now + self.interval
-        thread = threading.Thread(target=self._run, name="masterd-housekeeping")
+        thread = threading.Thread(target=self.run_pass, name="masterd-housekeeping")
         try:
             thread.start()
         except RuntimeError:  # no thread to be had now: the daemon goes on serving
@@ -89,11 +94,15 @@ class Housekeeper:
             return
         self._thread = thread
 
-    def _run(self) -> None:
-        try:
-            housekeeping_pass(self.data_dir)
-        except Exception:  # noqa: BLE001 - the daemon goes on; the next pass tries again
-            log.exception("the periodic pass over the data dir failed")
+    def run_pass(self) -> None:
+        """One pass now, in the caller's thread (``tick`` runs it in a thread of its own)."""
+        for step in (self._before_pass, lambda: housekeeping_pass(self.data_dir)):
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - the daemon goes on; the next pass tries again
+                log.exception("the periodic pass over the data dir failed")
 
     def join(self) -> None:
         """Wait for the pass that runs now, if any."""

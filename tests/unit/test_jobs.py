@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.joblog import end_writes_fail
 from support.waiting import wait_until
 
 from ganeti_lv import Client, locking, retry
@@ -265,7 +266,7 @@ def test_a_job_whose_start_or_end_could_not_be_written_does_not_stay_active(
 
     # the write of a job's end fails once (a full disk for a moment): written again, it
     # records the success; an operation that succeeded is no failed job
-    failures = _end_writes_fail(monkeypatch, 1)
+    failures = end_writes_fail(monkeypatch, 1)
     assert Processor(ctx).execute(OpTestDelay(duration=0)) is True
     assert ctx.jobs.list()[-1].status == "success" and not failures
 
@@ -282,7 +283,7 @@ def test_an_end_that_cannot_be_written_says_the_operation_succeeded(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk stays full: the error says what happened to the operation itself."""
-    _end_writes_fail(monkeypatch, 1000)
+    end_writes_fail(monkeypatch, 1000)
     with pytest.raises(JobError, match="succeeded, but its end could not be written") as err:
         Processor(ctx).execute(OpTestDelay(duration=0))
     assert err.value.ecode == ECODE_ENVIRON and "No space left" in err.value.msg
@@ -292,7 +293,7 @@ def test_a_job_end_written_again_does_not_hold_up_the_other_writers(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the end's write waits to be tried again, another job's line is written."""
-    _end_writes_fail(monkeypatch, 1)
+    end_writes_fail(monkeypatch, 1)
     ending = store.create(OpTestDelay(duration=0), start=True)
     other = store.create(OpTestDelay(duration=0), start=True)
     written: list[bool] = []
@@ -310,26 +311,6 @@ def test_a_job_end_written_again_does_not_hold_up_the_other_writers(
     store.finish_success(ending, True)
     assert written == [True] and store.get(ending.id).status == "success"
     assert store.get(other.id).ops[0].log[-1][2] == "x"
-
-
-def _end_writes_fail(monkeypatch: pytest.MonkeyPatch, times: int) -> list[OSError]:
-    """The next ``times`` writes of a job's final record fail (ENOSPC), without waiting
-    between the tries; returns the failures still to come."""
-    failures = [OSError(28, "No space left on device") for _ in range(times)]
-    real_write = jobs_module.write_file_atomically
-
-    def write(path: str, data: bytes, mode: int = 0o640, *, durable: bool = True) -> None:
-        if durable and failures:
-            raise failures.pop()
-        real_write(path, data, mode, durable=durable)
-
-    monkeypatch.setattr(jobs_module, "write_file_atomically", write)
-    monkeypatch.setattr(
-        jobs_module,
-        "job_end_write_policy",
-        lambda: retry.job_end_write_policy(sleep=lambda _s: None),
-    )
-    return failures
 
 
 def test_client_records_success_and_error(config: ConfigStore) -> None:

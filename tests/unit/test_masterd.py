@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import pytest
+from support.joblog import end_writes_fail
 from support.masterd import start_program
 from support.waiting import in_exec, wait_until
 
@@ -607,6 +608,40 @@ def test_a_cancel_request_is_recorded_and_shown_until_the_job_ends(
     job = store.get(job_id)
     assert (job.status, job.shown_status) == ("success", "success")
     assert job.cancel_ts is not None and job.ops[0].exec_ts < job.cancel_ts < job.end_ts  # type: ignore[operator]
+
+
+def test_a_job_end_the_job_log_did_not_take_is_recorded_later(
+    server: Any, data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk when a job ends: the job would read running for as long as the daemon
+    lives; its end is written at the next periodic pass once there is room."""
+    failures = end_writes_fail(monkeypatch, 1000)
+    with pytest.raises(JobError, match="succeeded, but its end could not be written"):
+        _client(data_dir).submit(OpTestDelay(duration=0))
+    job_id = _jobs(data_dir)[-1].id
+    store = JobStore(paths.jobs_dir(data_dir))
+    assert store.get(job_id).status == JOB_STATUS_RUNNING
+    server.daemon.housekeeper.run_pass()  # still full: nothing changes, nothing raised
+    assert store.get(job_id).status == JOB_STATUS_RUNNING
+    failures.clear()  # room again
+    server.daemon.housekeeper.run_pass()
+    job = store.get(job_id)
+    assert job.status == "error" and job.ops[0].error is not None
+    assert "succeeded, but its end could not be written" in job.ops[0].error["message"]
+    end_writes_fail(monkeypatch, 1)
+    server.daemon.housekeeper.run_pass()  # written once: not again
+    assert store.get(job_id).end_ts == job.end_ts
+
+
+def test_a_daemon_stopping_records_the_ends_not_recorded_yet(
+    server: Any, data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = end_writes_fail(monkeypatch, 1000)
+    with pytest.raises(JobError):
+        _client(data_dir).submit(OpTestDelay(duration=0))
+    failures.clear()
+    server.daemon.close()
+    assert _jobs(data_dir)[-1].status == "error"
 
 
 def test_a_failed_job_watched_later_raises_its_typed_error(server: Any, data_dir: str) -> None:

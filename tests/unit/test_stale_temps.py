@@ -86,17 +86,33 @@ def test_the_pass_runs_at_once_then_every_interval(monkeypatch: pytest.MonkeyPat
     runs: list[str] = []
     monkeypatch.setattr(housekeeping, "housekeeping_pass", runs.append)
     now = [100.0]
-    keeper = housekeeping.Housekeeper("/ddir", interval=300, clock=lambda: now[0])
+    keeper = housekeeping.Housekeeper(
+        "/ddir", interval=300, clock=lambda: now[0], before_pass=lambda: runs.append("own")
+    )
     keeper.tick()
     keeper.join()
     now[0] += 299
     keeper.tick()
     keeper.join()
-    assert runs == ["/ddir"]
+    assert runs == ["own", "/ddir"]  # the daemon's own step first
     now[0] += 1
     keeper.tick()
     keeper.join()
-    assert runs == ["/ddir", "/ddir"]
+    assert runs == ["own", "/ddir", "own", "/ddir"]
+
+
+def test_a_failing_step_of_the_daemon_leaves_the_pass_running(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: list[str] = []
+    monkeypatch.setattr(housekeeping, "housekeeping_pass", runs.append)
+
+    def broken() -> None:
+        raise RuntimeError("broken step")
+
+    housekeeping.Housekeeper("/ddir", before_pass=broken).run_pass()
+    assert runs == ["/ddir"]
+    assert "the periodic pass over the data dir failed" in caplog.text
 
 
 def test_a_pass_that_cannot_start_a_thread_leaves_the_daemon_serving(
