@@ -304,6 +304,7 @@ def test_startup_with_temporary_parameters_and_paused(
     )
     assert (code, err) == (0, "")
     started = _jobs(data_dir)[2:]
+    assert sorted(job.ops[0].params["instance_name"] for job in started) == [I1, I2]
     for job in started:
         params = job.ops[0].params
         assert params["hvparams"] == {"kernel_args": "single"}

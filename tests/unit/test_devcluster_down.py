@@ -201,6 +201,7 @@ def foreign_sleep() -> Iterator[int]:
     while netns.proc_name(proc.pid) != "sleep" and time.monotonic() < deadline:
         time.sleep(0.02)
     try:
+        assert netns.proc_name(proc.pid) == "sleep"
         yield proc.pid
     finally:
         proc.kill()

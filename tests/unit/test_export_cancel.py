@@ -234,18 +234,22 @@ def test_a_cancel_after_the_receiver_put_the_copy_in_place_is_too_late(tmp_path)
     )
     plan = CopyPlan.make("node1", src, lingering, str(dst))
     cancel = Cancellation()
+    ran = threading.Event()
+    asked_while_running: list[bool] = []
 
     def cancel_once_landed() -> None:
-        wait_until(landed.exists, timeout=20)
+        landed_in_time = wait_until(landed.exists, timeout=20)
         cancel.request("interrupted by the user")
+        asked_while_running.append(landed_in_time and not ran.is_set())
 
     thread = threading.Thread(target=cancel_once_landed)
     thread.start()
     try:
         stats = plan.run(LocalRunner(), cancel=cancel)
     finally:
+        ran.set()
         thread.join()
-    assert cancel.is_set()
+    assert asked_while_running == [True]  # after the copy landed, before run returned
     assert stats.size == 2 * MiB
     assert dst.read_bytes() == Path(src).read_bytes()
     assert not glob.glob(str(dst) + ".part*")

@@ -32,7 +32,7 @@ def test_failover_warms_too_and_closes_its_session_when_it_fails(
     ctx: Context, inst1_running: FakeNodeOps
 ) -> None:
     inst1_running.fail("node_info", N2, "libvirtd is down")
-    with pytest.raises(OpPrereqError):
+    with pytest.raises(OpPrereqError, match="libvirtd is down"):
         Processor(ctx).execute(OpInstanceFailover(instance_name=INST, target_node=N2))
     (session,) = inst1_running.sessions
     assert session.events == [("prewarm", [N1, N2]), ("close", None)]
@@ -41,7 +41,7 @@ def test_failover_warms_too_and_closes_its_session_when_it_fails(
 def test_no_session_for_unknown_names_or_jobs_without_early_work(
     ctx: Context, fake_ops: FakeNodeOps
 ) -> None:
-    with pytest.raises(OpPrereqError):
+    with pytest.raises(OpPrereqError, match="ghost"):
         Processor(ctx).execute(OpInstanceMigrate(instance_name="ghost", target_node="node3"))
     Processor(ctx).execute(OpTestDelay(instance_names=[INST]))
     assert fake_ops.sessions == []

@@ -335,7 +335,7 @@ def test_a_job_ended_outside_its_opcodes_is_recorded_as_ended(
 
     ops: list[OpCode] = [OpTestDelay(duration=0)]
     job = ctx.jobs.create_job(ops, start=True)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="the caller's callback failed"):
         run_job(ctx, job, ops, on_job_id=boom)
     assert ctx.jobs.get(job.id).status == "error"
 

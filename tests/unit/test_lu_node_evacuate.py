@@ -224,8 +224,9 @@ def test_explicit_target_and_bad_target(
     with pytest.raises(OpPrereqError) as err:
         run(ctx, OpNodeMigrate(node_name="node1", target_node="node1"))
     assert err.value.ecode == ECODE_INVAL
-    with pytest.raises(OpPrereqError):
+    with pytest.raises(OpPrereqError, match="max_parallel") as err:
         run(ctx, OpNodeMigrate(node_name="node1", max_parallel=0))
+    assert err.value.ecode == ECODE_INVAL
     run(ctx, OpNodeMigrate(node_name="node1", target_node="node3"))
     assert primary(config, I1) == primary(config, I2) == N3
 

@@ -342,7 +342,7 @@ def test_sigterm_lets_the_running_job_finish(program: str) -> None:
     )
     worker.start()
     log_path = paths.masterd_log(program)
-    wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
+    assert wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
     os.kill(pid, signal.SIGTERM)
     worker.join(15)
     assert result == [True]
@@ -527,9 +527,10 @@ def test_a_killed_daemon_is_replaced_and_a_reused_pid_is_not_signalled(program: 
     pid = masterd.read_pid(program)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: masterd.read_pid(program) is None, 10)
+    assert wait_until(lambda: masterd.read_pid(program) is None, 10)
     # its socket and pid file are left behind; a new daemon starts anyway
     assert os.path.exists(paths.masterd_socket(program))
+    assert os.path.exists(paths.masterd_pidfile(program))
     assert start_program(program).returncode == 0
     assert masterd.read_pid(program) not in (None, pid)
     assert masterd.stop(program) is not None
