@@ -185,7 +185,7 @@ class MasterDaemon:
                 self._threads.append(thread)
                 failed = None
         if failed is not None:  # nobody follows it yet: it was never in _running outside the lock
-            record_end(ctx, job, failed, running.cancel)
+            self._record_end(ctx, job, failed, running.cancel)
             raise JobError(f"Job {job.id} could not start: {failed}", ECODE_FAULT) from failed
         return running
 
@@ -199,10 +199,7 @@ class MasterDaemon:
             if not isinstance(err, GenericError):
                 log.error("%s: unexpected error", what, exc_info=err)
             # as the job log recorded it (an error before the processor ran an opcode: error)
-            status = record_end(ctx, job, err, running.cancel)
-            if not _end_recorded(ctx, job.id):
-                with self._lock:
-                    self._unrecorded[job.id] = (err, stopped_by(running.cancel, err))
+            status = self._record_end(ctx, job, err, running.cancel)
             end = protocol.end_message(job.id, status, to_jsonable(job.results), err)
         else:
             log.info("%s: succeeded", what)
@@ -213,6 +210,15 @@ class MasterDaemon:
             with self._lock:
                 self._running.pop(job.id, None)
         running.finish(end)
+
+    def _record_end(self, ctx: Context, job: Job, err: BaseException, cancel: Cancellation) -> str:
+        """``runner.record_end``; an end the job log did not take is kept for later
+        (``record_unrecorded_ends``)."""
+        status = record_end(ctx, job, err, cancel)
+        if not _end_recorded(ctx, job.id):
+            with self._lock:
+                self._unrecorded[job.id] = (err, stopped_by(cancel, err))
+        return status
 
     def running(self) -> int:
         """Number of jobs running now."""

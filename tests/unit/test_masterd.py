@@ -711,6 +711,14 @@ def test_a_job_whose_thread_cannot_start_is_ended(
     assert job.status == constants.JOB_STATUS_ERROR
     assert daemon.running() == 0
     daemon.wait_jobs()  # nothing left to wait for
+    # and the job log does not take its end either: written at the next pass
+    failures = end_writes_fail(monkeypatch, 1000)
+    with pytest.raises(JobError, match="could not start"):
+        daemon.submit([OpTestDelay(duration=0)])
+    assert _jobs(data_dir)[-1].status == constants.JOB_STATUS_QUEUED
+    failures.clear()
+    daemon.housekeeper.run_pass()
+    assert _jobs(data_dir)[-1].status == constants.JOB_STATUS_ERROR
 
 
 def test_opcodes_of_a_job_run_in_order_and_the_first_failure_ends_it(
