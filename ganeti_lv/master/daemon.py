@@ -213,11 +213,12 @@ class MasterDaemon:
 
     def _record_end(self, ctx: Context, job: Job, err: BaseException, cancel: Cancellation) -> str:
         """``runner.record_end``; an end the job log did not take is kept for later
-        (``record_unrecorded_ends``)."""
+        (``record_unrecorded_ends``) and reported as an error now."""
         status = record_end(ctx, job, err, cancel)
-        if not _end_recorded(ctx, job.id):
+        if status is None:
             with self._lock:
                 self._unrecorded[job.id] = (err, stopped_by(cancel, err))
+            return constants.JOB_STATUS_ERROR
         return status
 
     def running(self) -> int:
@@ -602,14 +603,6 @@ def stop(data_dir: str, timeout: float = 60.0, force: bool = False) -> int | Non
     ):
         return pid
     raise OpExecError(f"The master daemon ({pid}) did not stop within {timeout:g} s")
-
-
-def _end_recorded(ctx: Context, job_id: int) -> bool:
-    """Whether the job log holds the job's end (False when it cannot be read either)."""
-    try:
-        return ctx.jobs.get(job_id).finished
-    except (OSError, GenericError):
-        return False
 
 
 def _install_signals(server: MasterServer) -> None:

@@ -69,7 +69,7 @@ class Housekeeper:
         data_dir: str,
         interval: float = PASS_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
-        before_pass: Callable[[], None] | None = None,
+        before_pass: Callable[[], None] = lambda: None,
     ) -> None:
         self.data_dir = data_dir
         self.interval = interval
@@ -97,8 +97,6 @@ class Housekeeper:
     def run_pass(self) -> None:
         """One pass now, in the caller's thread (``tick`` runs it in a thread of its own)."""
         for step in (self._before_pass, lambda: housekeeping_pass(self.data_dir)):
-            if step is None:
-                continue
             try:
                 step()
             except Exception:  # noqa: BLE001 - the daemon goes on; the next pass tries again

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ganeti_lv.cancel import Cancellation, stopped_by
-from ganeti_lv.constants import JOB_STATUS_ERROR
 from ganeti_lv.context import Context
 from ganeti_lv.master.jobs import Job
 from ganeti_lv.master.protocol import RecordFn, make_record
@@ -67,18 +66,18 @@ def run_job(
     return results
 
 
-def record_end(ctx: Context, job: Job, err: BaseException, cancel: Cancellation) -> str:
+def record_end(ctx: Context, job: Job, err: BaseException, cancel: Cancellation) -> str | None:
     """The job's status as its log records its end; an end not recorded yet is recorded as ``err``.
 
     Writing the job log itself may be what failed (a full disk): the job
     would stay "running" under its process's pid for as long as it lives.
-    "error" when the record cannot be read or written.
+    None when the record cannot be read or written (the job failed).
     """
     try:
         return ctx.jobs.end_unfinished(job.id, err, canceled=stopped_by(cancel, err))
     except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
         _LOG.error("job %d: its end could not be recorded: %s", job.id, again)
-        return JOB_STATUS_ERROR
+        return None
 
 
 # how long after its job's end the thread recording a cancel request may linger

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support import locks as held_locks
 from support.waiting import wait_until
 from test_export import NAME, _make_instance, _node, _purge
 
-from ganeti_lv import locking, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
@@ -28,7 +28,6 @@ from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.errors import GenericError, HooksAbort, LockTimeout, OpPrereqError
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
 from ganeti_lv.hypervisor.libvirt.exportops import CopySession
-from ganeti_lv.locking import LockManager
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpBackupExport
 
@@ -113,19 +112,15 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     return seen
 
 
-def _hold(data_dir: str, name: str) -> LockManager:
-    locks = LockManager(paths.locks_dir(data_dir))
-    locks.acquire(locking.LEVEL_INSTANCE, [name])
-    return locks
-
-
 def test_two_exports_at_once_keep_their_own_copies(cluster, taken) -> None:
     devcluster, config, ops = cluster
     n1, n2, _n3 = sorted(config.node_names())
     _make_instance(config, ops, NAME, n1, seed=NAME, writepat=False)
     _make_instance(config, ops, OTHER, n1, seed=OTHER, writepat=False)
     live = {"target_node": n2, "shutdown": False}
-    held = _hold(devcluster.data_dir, NAME)  # the first export waits here, its copy set up
+    held = held_locks.hold(
+        devcluster.data_dir, NAME
+    )  # the first export waits here, its copy set up
     first = _Job(devcluster.data_dir, ops, OpBackupExport(instance_name=NAME, **live))
     first.start()
     try:
@@ -185,7 +180,7 @@ def test_export_failing_before_exec_leaves_nothing_on_the_nodes(cluster, taken, 
     elif failure == "lock-timeout":
         lock_timeout, expected = 20.0, LockTimeout
     op = OpBackupExport(instance_name=NAME, target_node=n2, shutdown=False)
-    held = _hold(devcluster.data_dir, NAME)
+    held = held_locks.hold(devcluster.data_dir, NAME)
     job = _Job(devcluster.data_dir, ops, op, lock_timeout=lock_timeout)
     try:
         job.start()

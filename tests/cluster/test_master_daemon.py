@@ -30,14 +30,14 @@ from migrate_helpers import (
     wait_tick_above,
     where_running,
 )
+from support import locks as held_locks
 from support.masterd import start_program
 
-from ganeti_lv import constants, paths
+from ganeti_lv import constants
 from ganeti_lv.cli.submit import ABORT_REQUESTED
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.constants import JOB_ACTIVE_STATUSES
 from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps
-from ganeti_lv.locking import LEVEL_INSTANCE, LockManager
 from ganeti_lv.master import daemon as masterd
 from ganeti_lv.master.jobs import JobStore
 
@@ -214,8 +214,7 @@ def test_ctrl_c_of_a_job_waiting_for_a_lock_cancels_it(env: Env, way: str) -> No
     with env.way(way):
         src, dst = env.primary(), env.other()
         serial = env.config.read().serial
-        holder = LockManager(paths.locks_dir(env.data_dir))  # the test holds the instance
-        holder.acquire(LEVEL_INSTANCE, [NAME])
+        holder = held_locks.hold(env.data_dir, NAME)  # the test holds the instance
         try:
             waiting = subprocess.Popen(
                 [GNT_LV, "--data-dir", env.data_dir, "instance", "migrate", "-f", "-n", dst, NAME],

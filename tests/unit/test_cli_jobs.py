@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 import pytest
+from support import locks as held_locks
 from support.waiting import in_exec
 
-from ganeti_lv import constants, paths
+from ganeti_lv import constants
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.locking import LEVEL_INSTANCE, LockManager
 from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.objects import disk_path
 
@@ -226,20 +226,13 @@ def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
-def _hold_inst1(data_dir: str) -> LockManager:
-    """inst1's lock held by the test: background jobs on inst1 wait until it lets go."""
-    locks = LockManager(paths.locks_dir(data_dir))
-    locks.acquire(LEVEL_INSTANCE, [I1])
-    return locks
-
-
 def test_submit_watch_and_cancel_in_background_processes(
     config: ConfigStore, data_dir: str, capsys: Any
 ) -> None:
     """Real background processes (no daemon): --submit, job watch, job cancel."""
     cli = Cli(data_dir, None, capsys)
     jobs = JobStore(f"{data_dir}/jobs")
-    locks = _hold_inst1(data_dir)
+    locks = held_locks.hold(data_dir, I1)
     try:
         code, out, err = cli("debug", "delay", "--duration", "0.5", "-I", "inst1", "--submit")
         assert code == 0 and out == "", err
@@ -270,7 +263,7 @@ def test_job_cancel_asks_every_job_also_after_one_it_could_not_cancel(
     cli = Cli(data_dir, None, capsys)
     jobs = JobStore(f"{data_dir}/jobs")
     cli("instance", "shutdown", "inst1")  # job 1, finished
-    locks = _hold_inst1(data_dir)
+    locks = held_locks.hold(data_dir, I1)
     try:
         code, out, err = cli("debug", "delay", "--duration", "0", "-I", "inst1", "--submit")
         assert code == 0, err

@@ -10,6 +10,7 @@ from typing import Any
 import libvirt
 import pytest
 from support.libvirt_errors import connection_lost, libvirt_error
+from support.overlap import Overlap
 from support.queued import queued_failures
 
 from ganeti_lv import retry
@@ -323,18 +324,11 @@ def test_a_fact_asked_on_a_connection_opened_for_it_is_not_repeated() -> None:
 
 def _overlap(host: Host, beside_others: bool = False) -> int:
     """The most calls that ran at once when three threads called through ``host``."""
-    running = [0]
-    most = [0]
-    changed = threading.Condition()
+    overlap = Overlap(want=3, wait=1.0)
 
     def call() -> None:
-        with changed:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-            changed.notify_all()
-            # the calls that may run beside this one start within 1 s, however slow the machine
-            changed.wait_for(lambda: running[0] >= 3, timeout=1.0)
-            running[0] -= 1
+        with overlap.running():
+            pass
 
     kwargs = {"beside_others": beside_others}
     threads = [
@@ -345,7 +339,7 @@ def _overlap(host: Host, beside_others: bool = False) -> int:
         thread.start()
     for thread in threads:
         thread.join()
-    return most[0]
+    return overlap.most
 
 
 def test_a_libssh_connection_takes_one_call_at_a_time() -> None:

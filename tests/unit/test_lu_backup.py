@@ -7,8 +7,9 @@ import threading
 from typing import Any
 
 import pytest
+from support import locks as held_locks
 
-from ganeti_lv import constants, exportinfo, locking, paths
+from ganeti_lv import constants, exportinfo
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib.backup_export import LUBackupExport
 from ganeti_lv.config import ConfigStore
@@ -28,7 +29,6 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.base import CopyAhead
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.fake_export import FakeExport
-from ganeti_lv.locking import LockManager
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
 from ganeti_lv.objects import disk_path
@@ -783,12 +783,6 @@ def test_prestarted_copy_called_off_when_the_export_fails_early(config, sops):
     assert sops.calls_to("copy_disk") == []
 
 
-def _hold_instance_lock(config: ConfigStore) -> LockManager:
-    locks = LockManager(paths.locks_dir(config.data_dir))
-    locks.acquire(locking.LEVEL_INSTANCE, [INST])
-    return locks
-
-
 def _cancel_in_pre_hook(ops: FakeNodeOps, cancel: Cancellation) -> None:
     def hooks(node, hooks_dir, env, timeout):
         cancel.request("Ctrl-C")
@@ -812,7 +806,7 @@ def test_export_failing_before_exec_closes_its_session(config, sops, failure):
         sops.set_hook_results(N2, hooks_dir, [HookScriptResult("x/10-no", "FAIL", "no")])
         expected = HooksAbort
     elif failure == "lock-timeout":
-        held = _hold_instance_lock(config)
+        held = held_locks.hold(config.data_dir, INST)
         ctx.lock_timeout = 0.2
         expected = LockTimeout
     else:

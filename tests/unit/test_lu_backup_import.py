@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support import locks as held_locks
 from test_exportcompat import DUMP, GANETI_CONFIG
 from test_lu_backup import INST, N1, N2, N3, place_inst1, run, running
 
-from ganeti_lv import constants, exportinfo, locking, paths
+from ganeti_lv import constants, exportinfo, locking
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -21,7 +22,6 @@ from ganeti_lv.errors import (
 )
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.fake_export import FakeExport
-from ganeti_lv.locking import LockManager
 from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove, OpInstanceCreate
 
@@ -506,12 +506,6 @@ def test_cli_import_leaves_the_instance_stopped_unless_start(ctx, ops, data_dir,
 # -- the export's lock: an import reads an export nobody replaces or removes meanwhile
 
 
-def _holding_export(config: ConfigStore, name: str, shared: bool) -> LockManager:
-    locks = LockManager(paths.locks_dir(config.data_dir))
-    locks.acquire(locking.LEVEL_EXPORT, [name], shared=shared)
-    return locks
-
-
 @pytest.mark.parametrize(
     "src", ["alpha", "{export_dir}/alpha", "alpha.new", "alpha.old"], ids=str.strip
 )
@@ -519,7 +513,8 @@ def test_an_import_waits_while_its_export_is_written_or_removed(ctx, fake_ops, c
     """Also from alpha.new or alpha.old: an export of alpha writes or replaces them."""
     ganeti_export(fake_ops, name=src.rsplit("/", 1)[-1])
     path = src.format(export_dir=config.get_cluster().export_dir)
-    held = _holding_export(config, "alpha", shared=False)  # an export of alpha, or its removal
+    # an export of alpha, or its removal
+    held = held_locks.hold(config.data_dir, "alpha", locking.LEVEL_EXPORT, shared=False)
     ctx.lock_timeout = 0.2
     try:
         with pytest.raises(LockTimeout, match="export lock 'alpha'"):
@@ -534,7 +529,8 @@ def test_an_import_waits_while_its_export_is_written_or_removed(ctx, fake_ops, c
 
 def test_imports_of_one_export_run_side_by_side(ctx, fake_ops, config):
     ganeti_export(fake_ops)
-    held = _holding_export(config, "alpha", shared=True)  # another import reading alpha
+    # another import reading alpha
+    held = held_locks.hold(config.data_dir, "alpha", locking.LEVEL_EXPORT, shared=True)
     ctx.lock_timeout = 0.2
     try:
         _import(ctx)
@@ -546,7 +542,7 @@ def test_imports_of_one_export_run_side_by_side(ctx, fake_ops, config):
 def test_an_import_from_outside_the_export_dir_takes_no_export_lock(ctx, fake_ops, config):
     exp = ganeti_export(fake_ops)
     fake_ops.exports[N2]["/srv/elsewhere/alpha"] = exp
-    held = _holding_export(config, "alpha", shared=False)
+    held = held_locks.hold(config.data_dir, "alpha", locking.LEVEL_EXPORT, shared=False)
     ctx.lock_timeout = 0.2
     try:
         _import(ctx, src_path="/srv/elsewhere/alpha")
@@ -565,7 +561,8 @@ def test_an_import_from_outside_the_export_dir_takes_no_export_lock(ctx, fake_op
 )
 def test_an_export_and_its_removal_wait_for_an_import_reading_it(ctx, ops, config, op):
     exp = ganeti_export(ops, name=INST)
-    held = _holding_export(config, INST, shared=True)  # an import reading inst1's export
+    # an import reading inst1's export
+    held = held_locks.hold(config.data_dir, INST, locking.LEVEL_EXPORT, shared=True)
     ctx.lock_timeout = 0.2
     try:
         with pytest.raises(LockTimeout, match=f"export lock '{INST}'"):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
+from support.overlap import Overlap
 
 from ganeti_lv import constants
 from ganeti_lv.cancel import Cancellation
@@ -587,26 +587,16 @@ def test_cancel_after_the_switch_over_records_the_target(
 def test_parallel_moves_respect_the_limits(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    active: list[int] = [0, 0]  # moves now, most at once
-    changed = threading.Condition()
+    overlap = Overlap(want=2, wait=2.0)
     real = ops.migrate_instance
 
     def counting(*args: Any) -> Any:
-        with changed:
-            active[0] += 1
-            active[1] = max(active[1], active[0])
-            changed.notify_all()
-            # a move that may run beside this one starts within 2 s, however slow the machine
-            changed.wait_for(lambda: active[0] >= 2, timeout=2.0)
-        try:
+        with overlap.running():
             return real(*args)
-        finally:
-            with changed:
-                active[0] -= 1
 
     ops.migrate_instance = counting  # type: ignore[method-assign]
     run(ctx, OpNodeMigrate(node_name="node1", max_parallel=2, max_parallel_target=1))
-    assert active[1] == 2  # both at once (different targets)
+    assert overlap.most == 2  # both at once (different targets)
     with config.update() as data:
         for name in (I1, I2):
             data.instances[name].primary_node = N1
@@ -614,9 +604,9 @@ def test_parallel_moves_respect_the_limits(
         for node in (N2, N3):
             ops.remove_domain(node, name)
         ops.add_domain(N1, name, memory=512)
-    active[1] = 0
+    overlap.most = 0
     run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=2))
-    assert active[1] == 1  # one target, one move at a time onto it
+    assert overlap.most == 1  # one target, one move at a time onto it
 
 
 def test_offline_node_is_evacuated_by_failover_only(
