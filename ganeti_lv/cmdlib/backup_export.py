@@ -67,6 +67,7 @@ from ganeti_lv.cmdlib.common import (
     repair_disk_chain,
     unsettled_state,
 )
+from ganeti_lv.cmdlib.instance import check_not_running_elsewhere
 from ganeti_lv.cmdlib.migration_checks import instance_memory
 from ganeti_lv.cmdlib.space_reservation import reserve_space
 from ganeti_lv.errors import (
@@ -240,6 +241,12 @@ class LUBackupExport(LogicalUnit):
                 "The long sleep option only makes sense when the instance can be shut down.",
                 ECODE_INVAL,
             )
+        # a guest running on another node (a migration whose configuration change
+        # was lost): the primary's images are stale or in use there, and
+        # --remove-instance would delete the disks it runs on
+        check_not_running_elsewhere(
+            self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning, "to export it"
+        )
         self._check_settled()
         self._check_space()
         # cached for the post hooks (the instance may be gone by then)

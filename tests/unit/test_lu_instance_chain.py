@@ -21,6 +21,7 @@ from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.objects import disk_path
 from ganeti_lv.opcodes import (
+    OpBackupExport,
     OpCode,
     OpInstanceReboot,
     OpInstanceRemove,
@@ -47,6 +48,12 @@ DOMAIN_OPS = (
     "reboot_instance",
     "undefine_instance",
     "remove_disks",
+    "snapshot_disks",
+    "start_with_snapshot",
+    "copy_disk",
+    "export_prepare",
+    "export_finalize",
+    "export_remove",
 )
 
 
@@ -169,14 +176,28 @@ def test_startup_refused_when_running_on_another_node(
         (OpInstanceShutdown(instance_name=INST), "to mark it down while it runs there"),
         (OpInstanceRemove(instance_name=INST), "to remove it"),
         (OpInstanceRemove(instance_name=INST, ignore_failures=True), "to remove it"),
+        (OpBackupExport(instance_name=INST, target_node=N3), "to export it"),
+        (
+            OpBackupExport(instance_name=INST, target_node=N3, remove_instance=True),
+            "to export it",
+        ),
     ],
-    ids=["reboot", "full-reboot", "shutdown", "remove", "remove-ignoring-failures"],
+    ids=[
+        "reboot",
+        "full-reboot",
+        "shutdown",
+        "remove",
+        "remove-ignoring-failures",
+        "export",
+        "export-and-remove",
+    ],
 )
 def test_an_instance_running_on_another_node_is_left_alone(
     ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, op: OpCode, refused: str
 ) -> None:
     """Its primary is not where it runs: reboot would start a second copy, shutdown
-    would mark it down while it runs, remove would delete the disks it runs on."""
+    would mark it down while it runs, remove would delete the disks it runs on, an
+    export would copy stale (or in-use) images and replace the good exports with them."""
     fake_ops.add_domain(N2, INST)
     serial = config.read().serial
     with pytest.raises(OpPrereqError) as info:
