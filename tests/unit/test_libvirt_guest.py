@@ -143,6 +143,36 @@ def test_monitor_acts_through_the_guest_and_aborts_when_postcopy_is_refused(monk
     assert ("abortJob", ()) in dom.calls and not monitor.postcopy
 
 
+def test_a_cancel_during_a_poll_is_not_overtaken_by_the_switch_to_post_copy(monkeypatch) -> None:
+    """The cancel comes while the job's figures are asked, and the policy then wants post-copy:
+    the guest stays on the source (the job is aborted), post-copy never starts."""
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    cancel = Cancellation()
+    asked = dom.jobStats
+
+    def stats(flags: int = 0) -> dict[str, Any]:
+        cancel.request("canceled by the operator")
+        return asked(flags)
+
+    dom.jobStats = stats  # type: ignore[method-assign]
+    monitor = migration._Monitor(
+        _guest(monkeypatch, dom),
+        MigrationParams(allow_postcopy=True, caps={"postcopy-ram": 1}),
+        lambda _p: None,
+        cancel,
+        lambda: 0.0,
+    )
+    policy = migration.policy
+    postcopy = policy.Action(policy.ActionKind.START_POSTCOPY, reason="slow")
+    switch = (postcopy, policy.initial_state())
+    monkeypatch.setattr(policy, "decide", lambda *_a: switch)
+    monitor.poll()
+    assert ("migrateStartPostCopy", ()) not in dom.calls
+    assert ("abortJob", ()) in dom.calls
+    assert monitor.aborted and not monitor.postcopy
+    assert monitor.abort_reason == "canceled by the operator" and not monitor.aborted_by_policy
+
+
 def test_start_downtime_is_set_before_the_migration_and_once(monkeypatch) -> None:
     dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
     guest = _guest(monkeypatch, dom)

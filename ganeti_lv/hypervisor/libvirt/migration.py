@@ -297,6 +297,9 @@ class _Monitor:
         elif kind is policy.ActionKind.AUTO_CONVERGE:
             self._say(action.reason)
         elif kind is policy.ActionKind.START_POSTCOPY:
+            if self.abort_event.is_set():  # asked for during this poll: the guest stays
+                self.abort(self.abort_event.reason or "abort requested")
+                return
             self._say(f"switching to post-copy: {action.reason}")
             try:
                 self.guest.start_postcopy()
