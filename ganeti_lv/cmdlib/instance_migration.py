@@ -136,7 +136,11 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         return self._probe("node_info", node, lambda: node_call(self.rpc.node_info, node))
 
     def _target_paths(self, node: Node) -> NodeResult[Any]:
-        paths = storage_paths(self._cluster(), self._inst())
+        """The storage paths the target must have and, for ``file``, the images it must not."""
+        cluster, inst = self._cluster(), self._inst()
+        paths = storage_paths(cluster, inst)
+        if inst.disk_template == constants.DT_FILE:
+            paths += disk_paths(cluster, inst)
         return self._probe("paths", node, lambda: node_call(self.rpc.paths_exist, node, paths))
 
     def _source_state(self) -> NodeResult[Any]:
@@ -383,7 +387,14 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         )
 
     def _check_storage(self, node: Node) -> None:
-        paths = storage_paths(self._cluster(), self._inst())
+        """The target's storage paths exist; a ``file`` instance's images are not there yet.
+
+        Images of the instance on the target are newer than the primary's when
+        a move whose configuration change was lost left the guest there
+        (stopped since): the copy would overwrite them, and its undo remove them.
+        """
+        cluster, inst = self._cluster(), self._inst()
+        paths = storage_paths(cluster, inst)
         found = self._target_paths(node).Raise(
             f"Can't check storage paths on node {node.name}", prereq=True, ecode=ECODE_ENVIRON
         )
@@ -392,6 +403,18 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             raise OpPrereqError(
                 f"Storage paths missing on node {node.name}: {', '.join(missing)}",
                 ECODE_ENVIRON,
+            )
+        if inst.disk_template != constants.DT_FILE:
+            return
+        there = [p for p in disk_paths(cluster, inst) if found.get(p)]
+        if there:
+            raise OpPrereqError(
+                f"Disk images of instance {inst.name} already exist on node {node.name}"
+                f" ({', '.join(there)}): the primary's would overwrite them; nothing was"
+                " changed. A move whose configuration change was lost leaves them: run"
+                f" 'gnt-lv instance migrate --cleanup {inst.name}' to record where the"
+                " instance is, or remove them if they are leftovers",
+                ECODE_EXISTS,
             )
 
     def _check_cpu(self, node: Node) -> None:
@@ -518,7 +541,10 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
                 node_call(self.rpc.remove_disks, dst, cluster, inst).Warn(
                     f"Could not remove the disk images prepared on {dst.name}", feedback_fn
                 )
-            made.Raise(f"Could not prepare disks of {inst.name} on node {dst.name}")
+            made.Raise(
+                f"Could not prepare disks of {inst.name} on node {dst.name}",
+                ecode=made.error.ecode if made.error is not None else None,
+            )
         else:
             self.lu.LogStep(2, steps, "Shared storage: nothing to prepare on the target")
         mode = "live" if params.live else "non-live"

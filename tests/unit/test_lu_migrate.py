@@ -444,6 +444,36 @@ def test_failover_memory_refusal(ctx: Context, ops: FakeNodeOps, config: ConfigS
     assert f"for starting instance {INST}: needed 128 MiB" in err.msg
 
 
+@pytest.mark.parametrize("op_class", [OpInstanceMigrate, OpInstanceFailover])
+def test_a_file_instances_images_already_on_the_target_are_never_overwritten(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, op_class: type[OpCode]
+) -> None:
+    """Images of the instance on the target (a move whose configuration change was lost,
+    the guest stopped there since) are newer than the primary's: the copy would overwrite
+    them and its undo remove them. Refused before anything is touched."""
+    path = disk0_path(config)
+    ops.node(N2).files[path] = 2048
+    err = _refuse(ctx, ops, config, op_class(instance_name=INST, target_node=N2))
+    assert err.ecode == ECODE_EXISTS
+    assert f"Disk images of instance {INST} already exist on node {N2} ({path})" in err.msg
+    assert f"gnt-lv instance migrate --cleanup {INST}" in err.msg
+    assert ops.node(N2).files[path] == 2048
+    touching = ("shutdown_instance", "create_disks", "copy_disk", "remove_disks")
+    assert not [c for c in ops.calls if c.method in touching]
+    # the allocator passes over that node, and says why when no other one is left
+    with config.update() as data:
+        data.nodes[N3].offline = True
+    err = _refuse(ctx, ops, config, op_class(instance_name=INST))
+    assert err.ecode == ECODE_NORES
+    assert f"{N2}: Disk images of instance {INST} already exist" in err.msg
+    with config.update() as data:
+        data.nodes[N3].offline = False
+    ops.present_paths.add(config.get_cluster().file_storage_dir)
+    run(ctx, op_class(instance_name=INST))
+    assert config.get_instance(INST).primary_node == N3  # type: ignore[union-attr]
+    assert ops.node(N2).files[path] == 2048
+
+
 def test_no_runtime_changes_disables_auto_converge(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
@@ -1066,10 +1096,14 @@ def test_a_failed_migration_whose_target_does_not_answer_points_to_the_cleanup(
 def test_a_preparation_of_the_targets_disks_whose_answer_was_lost_removes_nothing(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
-    """The images there may be older ones it refused: left for the cleanup to judge."""
+    """The images there may be its own or older ones it refused: left for the cleanup to judge."""
     path = disk0_path(config)
-    ops.node(N2).files[path] = 1024
-    ops.fail("create_disks", N2, NodeUnreachable("no answer", node=N2))
+
+    def lost(node: Any, cluster: Any, instance: Any) -> None:
+        ops.node(N2).files[path] = 1024
+        raise NodeUnreachable("no answer", node=N2)
+
+    ops.create_disks = lost  # type: ignore[method-assign]
     with pytest.raises(OpExecError, match="migrate --cleanup' removes what it may"):
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
     assert path in ops.node(N2).files and not ops.calls_to("remove_disks", N2)
@@ -1093,8 +1127,10 @@ def test_a_failed_preparation_of_the_targets_disks_leaves_none_it_made(
         raise HypervisorError("no answer after the images were made", node=N2)
 
     ops.create_disks = fails  # type: ignore[method-assign]
-    with pytest.raises(OpExecError, match="Could not prepare disks"):
+    with pytest.raises(OpExecError, match="Could not prepare disks") as info:
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    # the node's code is kept: images found there (made since the checks), or its failure
+    assert info.value.ecode == (ECODE_EXISTS if existing else ECODE_ENVIRON)
     assert running_on(ops) == [N1]
     assert (path in ops.node(N2).files) == existing
     assert bool(ops.calls_to("remove_disks", N2)) != existing

@@ -600,10 +600,15 @@ def test_parallel_moves_respect_the_limits(
     with config.update() as data:
         for name in (I1, I2):
             data.instances[name].primary_node = N1
-    for name in (I1, I2):
+    cluster = config.get_cluster()
+    for name in (I1, I2):  # back on node1, as a move would have left them
+        inst = config.get_instance(name)
+        assert inst is not None
         for node in (N2, N3):
             ops.remove_domain(node, name)
+            ops.node(node).files.pop(disk_path(cluster, inst, 0), None)
         ops.add_domain(N1, name, memory=512)
+        ops.node(N1).files[disk_path(cluster, inst, 0)] = 1024
     overlap.most = 0
     run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=2))
     assert overlap.most == 1  # one target, one move at a time onto it
