@@ -10,11 +10,20 @@ compatibility) and the placement allocator (``cmdlib.allocator``) places
 the instances; the plan is logged, and is all a dry run does. An instance
 no node can take is reported with the reason and stays where it is.
 
+The plan is made under the node's lock, shared: an operation that is still
+bringing an instance onto the node (it holds the node exclusively) ends
+first, and its instance is in the plan. The lock is let go once the plan is
+made, so the moves' own locks decide from then on.
+
 Then every move runs as a job of its own under this one
 (``cmdlib.node_moves``): the single-instance migration or failover with
 all its checks and guarantees, within the per-source and per-target
 limits (cluster settings, overridden per call). The node operation itself
-holds no lock beyond the shared Big Ganeti Lock: each move takes its own.
+holds no lock beyond the shared Big Ganeti Lock while they run: each move
+takes its own (an operation holding an instance's lock and waiting for the
+node would otherwise wait for the node operation, which waits for that
+instance's move). An instance that another operation brought onto the node
+after the plan fails the node operation, named as such.
 The moves are planned opcodes (``planned_from``): the plan placed them within their
 targets' memory, so they take their node and node-resource locks shared
 and run side by side, while any other operation that needs these nodes
@@ -36,7 +45,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from ganeti_lv import constants
+from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib import allocator
 from ganeti_lv.cmdlib.base import LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
@@ -76,6 +85,8 @@ FeedbackFn = Callable[[str], None]
 
 MIGRATE = "migrate"
 FAILOVER = "failover"
+# the error of an instance that came onto the node after the plan was made
+ARRIVED = "it came onto the node during this operation, after its plan: run it again"
 
 
 class _NodeMovesLU(LogicalUnit):
@@ -97,7 +108,9 @@ class _NodeMovesLU(LogicalUnit):
                     f"Cannot move the instances of node {self.op.node_name} onto itself",
                     ECODE_INVAL,
                 )
-        self.needed_locks = {}
+        # the plan waits for an operation bringing an instance onto the node
+        self.needed_locks = {locking.LEVEL_NODE: [self.op.node_name]}
+        self.share_locks[locking.LEVEL_NODE] = 1
 
     # ------------------------------------------------------------ subclasses
     def _kind(self, inst: Instance, source: Node) -> str | None:
@@ -144,6 +157,28 @@ class _NodeMovesLU(LogicalUnit):
             for line in self.plan.lines(self.needs):
                 self.Log(f"  {line}")
         self.dry_run_result = self._plan_result()
+        self.ReleaseLocks(locking.LEVEL_NODE)  # the moves take their own
+
+    def _arrived(self) -> list[Move]:
+        """The instances another operation brought onto the node after the plan, which
+        would have moved: not moved (``ARRIVED``)."""
+        data = self.cfg.snapshot()
+        source = data.nodes.get(self.op.node_name)
+        if source is None:
+            return []
+        arrived = []
+        for inst in sorted(data.instances.values(), key=lambda i: i.name):
+            if inst.primary_node != source.name or inst.name in self.kinds:
+                continue
+            try:
+                kind = self._kind(inst, source)
+            except OpPrereqError:  # node migrate of a node offline since: it would have
+                kind = MIGRATE
+            if kind is not None:
+                move = Move(inst.name, source.name, "", kind, status=UNPLACED, error=ARRIVED)
+                move.node = source.name
+                arrived.append(move)
+        return arrived
 
     def _need(self, inst: Instance, kind: str, source: Node) -> allocator.Need:
         runs = kind == MIGRATE or inst.admin_state == constants.ADMINST_UP
@@ -326,6 +361,9 @@ class _NodeMovesLU(LogicalUnit):
                 f"{move.instance}: {move.status}, on node {move.node or '?'}"
                 + (f" ({move.error})" if move.error else "")
             )
+        for move in self._arrived():
+            self.Log(f"{move.instance}: {move.status}, on node {move.node} ({move.error})")
+            moves.append(move)
         result = [m.to_dict() for m in moves]
         stuck = [m for m in moves if m.status != DONE]
         if stuck:

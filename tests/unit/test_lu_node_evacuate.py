@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from support.locks import hold
 from support.overlap import Overlap
 
-from ganeti_lv import constants
+from ganeti_lv import constants, locking
 from ganeti_lv.cancel import Cancellation
+from ganeti_lv.cmdlib.node_evacuate import ARRIVED
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
 from ganeti_lv.errors import (
@@ -295,6 +298,74 @@ def test_a_move_whose_instance_left_its_source_is_not_started_and_blames_no_targ
     assert "1 of 3 instance" in message
     assert primary(config, I1) == primary(config, I3) == N2
     assert primary(config, I2) == N3
+
+
+def test_an_instance_on_its_way_onto_the_node_is_in_the_plan(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    """An operation bringing inst2 onto node1 holds node1 (exclusively) until it commits:
+    the plan waits for it and moves inst2 off again, with the others."""
+    with config.update() as data:
+        data.instances[I2].primary_node = N2
+    ops.remove_domain(N1, I2)
+    ops.add_domain(N2, I2, memory=512)
+    incoming = hold(data_dir, N1, level=locking.LEVEL_NODE)
+    planning = threading.Event()
+    asked = ops.instance_list
+
+    def instance_list(node: Any) -> Any:
+        planning.set()
+        return asked(node)
+
+    ops.instance_list = instance_list  # type: ignore[method-assign]
+    outcome: list[Any] = []
+    evacuation = threading.Thread(
+        target=lambda: outcome.append(run(ctx, OpNodeEvacuate(node_name="node1"))[0])
+    )
+    evacuation.start()
+    try:
+        # without the wait for the node, the plan is made now (without inst2)
+        planning.wait(1.0)
+        with config.update() as data:  # the incoming operation commits, then lets go
+            data.instances[I2].primary_node = N1
+        ops.remove_domain(N2, I2)
+        ops.add_domain(N1, I2, memory=512)
+    finally:
+        incoming.release_all()
+        evacuation.join(30)
+    assert outcome, "the evacuation failed"
+    assert sorted(m["instance"] for m in outcome[0]) == [I1, I2, I3]
+    assert {m["status"] for m in outcome[0]} == {"done"}
+    assert N1 not in {primary(config, name) for name in (I1, I2, I3)}
+
+
+def test_an_instance_brought_onto_the_node_after_the_plan_fails_the_operation(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """inst3 is put on node1 by another operation while inst1 moves: not in the plan, it
+    is left there, and the node operation says so instead of reporting success."""
+    with config.update() as data:
+        data.instances[I3].primary_node = N2
+        data.instances[I3].admin_state = constants.ADMINST_UP
+    ops.add_domain(N2, I3, memory=512)
+    original = Processor.run_child
+
+    def brought_meanwhile(proc: Processor, op: OpCode, *args: Any) -> Any:
+        if op.instance_name == I1:  # type: ignore[attr-defined]
+            with config.update() as data:
+                data.instances[I3].primary_node = N1
+        return original(proc, op, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Processor, "run_child", brought_meanwhile)
+        with pytest.raises(OpExecError) as err:
+            run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    assert err.value.ecode == ECODE_STATE
+    message = str(err.value)
+    assert "1 of 3 instance" in message
+    assert f"{I3}: unplaced: {ARRIVED}" in message
+    assert primary(config, I3) == N1
+    assert N1 not in {primary(config, I1), primary(config, I2)}
 
 
 @pytest.mark.parametrize("planned", [True, False])
