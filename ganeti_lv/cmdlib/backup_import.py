@@ -81,9 +81,11 @@ class ImportModeHandler(CreateModeHandler):
         data = node_call(lu.rpc.export_read, src, lu.cluster, path).Raise(
             f"Cannot read the export in {path} on {src.name}", prereq=True
         )
+        # an empty or damaged manifest.json is refused (ECODE_INVAL), never taken for
+        # an export without one (whose images get no checksum checks)
         manifest = (
             exportinfo.Manifest.from_json(data.manifest_text)
-            if data.manifest_text.strip()
+            if data.manifest_text is not None
             else None
         )
         escaped = manifest is None or manifest.config_escaped

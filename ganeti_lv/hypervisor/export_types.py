@@ -79,15 +79,16 @@ class ExportFile:
 class ExportData:
     """What an import reads from an export directory.
 
-    ``manifest_text`` is empty for an export without manifest.json (one
-    Ganeti wrote); ``files`` are the directory's regular files (symbolic
-    links and subdirectories are not listed), by name.
+    ``manifest_text`` is None for an export without manifest.json (one
+    Ganeti wrote; an empty manifest.json is ""); ``files`` are the
+    directory's regular files (symbolic links and subdirectories are not
+    listed), by name.
     """
 
     node: str
     path: str
     config_text: str
-    manifest_text: str
+    manifest_text: str | None
     files: dict[str, ExportFile] = field(default_factory=dict)
 
 

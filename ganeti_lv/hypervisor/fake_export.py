@@ -39,7 +39,8 @@ MiB = 1024 * 1024
 
 @dataclass
 class FakeExport:
-    """One fake export directory: files (name -> checksum) and the two texts.
+    """One fake export directory: files (name -> checksum) and the two texts
+    (``manifest_text`` None: no manifest.json, as Ganeti's exports).
 
     ``sizes`` (bytes) and ``heads`` (first bytes, hex) describe the files as
     the node would list them; a copy into the export records its size.
@@ -47,7 +48,7 @@ class FakeExport:
 
     files: dict[str, str] = field(default_factory=dict)
     config_text: str = ""
-    manifest_text: str = ""
+    manifest_text: str | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     heads: dict[str, str] = field(default_factory=dict)
 
@@ -240,7 +241,7 @@ class FakeExportOps:
         out = []
         for dirname, exp in sorted(self.exports.get(node.name, {}).items()):
             name, stale = exportinfo.export_dir_owner(dirname)
-            kind = "ganeti_lv" if exp.manifest_text or stale else "ganeti"
+            kind = "ganeti_lv" if exp.manifest_text is not None or stale else "ganeti"
             path = f"{cluster.export_dir}/{dirname}"
             # read as the node's listing reads it (``exportdir``: the first timestamp line)
             stamp = re.search(r"^timestamp *= *(\d+)$", exp.config_text or "", re.MULTILINE)

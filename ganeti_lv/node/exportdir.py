@@ -247,7 +247,7 @@ def list_exports(runner: Runner, node: str, export_dir: str) -> list[ExportEntry
     return entries
 
 
-# Reading an export: config.ini, NUL, manifest.json (empty if none), NUL, then
+# Reading an export: config.ini, NUL, "M" and manifest.json (nothing if none), NUL, then
 # one line per regular file of the directory (symbolic links are not
 # followed): size, the first HEAD_BYTES bytes in hex ("-" if empty), name.
 HEAD_BYTES = 512  # a tar header's magic is at 257
@@ -257,7 +257,7 @@ D="$1"
 [ -f "$D/config.ini" ] || { echo "No complete export in $D (no config.ini)" >&2; exit 1; }
 cat "$D/config.ini"
 printf "\0"
-if [ -f "$D/manifest.json" ]; then cat "$D/manifest.json"; fi
+if [ -f "$D/manifest.json" ]; then printf M; cat "$D/manifest.json"; fi
 printf "\0"
 for f in "$D"/* "$D"/.[!.]*; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue
@@ -275,7 +275,8 @@ def read(runner: Runner, node: str, path: str) -> ExportData:
             f"Reading the export in {path} on {node} failed: {res.output.strip()[-1000:]}", node
         )
     config_text, _, rest = res.stdout.partition("\0")
-    manifest_text, _, listing = rest.partition("\0")
+    manifest_part, _, listing = rest.partition("\0")
+    manifest_text = manifest_part[1:] if manifest_part.startswith("M") else None
     files: dict[str, ExportFile] = {}
     for line in listing.splitlines():
         size, head, name = (line.split(" ", 2) + ["", ""])[:3]

@@ -36,6 +36,9 @@ def test_publish_replaces_previous_and_lists(tmp_path):
     [entry] = exportdir.list_exports(R, "n", str(base))
     assert entry.instance == "web1" and entry.complete and not entry.stale
     assert entry.kind == "ganeti_lv"
+    # an empty manifest.json is one (read as empty), not an export without one
+    (base / "web1" / "manifest.json").write_text("")
+    assert exportdir.read(R, "n", f"{base}/web1").manifest_text == ""
 
 
 def test_interrupted_export_keeps_previous_and_is_stale(tmp_path):
@@ -97,7 +100,7 @@ def test_ganeti_export_is_complete_and_read_without_manifest(tmp_path):
         "alpha", True, "ganeti", 17,
     )  # fmt: skip
     data = exportdir.read(R, "n", str(d))
-    assert data.manifest_text == ""
+    assert data.manifest_text is None
     # only regular files: no symbolic link, no directory
     assert sorted(data.files) == ["0f3c-uuid", "config.ini"]
     dump = data.files["0f3c-uuid"]

@@ -428,6 +428,20 @@ def test_own_export_manifest_with_an_unknown_checksum_refused_before_anything(ct
     assert not {"create_disks", "copy_disk"} & {c.method for c in ops.calls[before:]}
 
 
+@pytest.mark.parametrize("text", ["", "  \n", "{"])
+def test_own_export_with_an_empty_or_damaged_manifest_is_refused(ctx, ops, config, text):
+    """Not taken for an export Ganeti wrote (no manifest.json), whose images get no
+    checksum checks: the manifest that is there must be read."""
+    exp = _own_export(ctx, ops)
+    exp.manifest_text = text
+    before = len(ops.calls)
+    with pytest.raises(OpPrereqError, match="Invalid export manifest") as err:
+        _import(ctx, src_path=INST)
+    assert err.value.ecode == ECODE_INVAL
+    assert config.get_instance(NEW) is None
+    assert not {"create_disks", "copy_disk"} & {c.method for c in ops.calls[before:]}
+
+
 def test_own_export_round_trip_keeps_parameters(ctx, ops, config):
     _own_export(ctx, ops)
     _, lines = _import(ctx, src_path=INST)
