@@ -412,8 +412,10 @@ class LUBackupExport(LogicalUnit):
         After a successful export that is the reboot mode's restart, and a
         failure to start fails the job. After a failed one the instance runs
         again if it was up (even when it was to be removed), and a failure
-        to start is a warning beside the export's own error. True when the
-        instance was started.
+        to start is a warning beside the export's own error; so is a guest
+        left paused (its restart on a snapshot, cut short, could not stop it
+        again), which a start would take for running. True when the instance
+        was started.
         """
         if not failed:
             if not self.DoReboot():
@@ -421,6 +423,15 @@ class LUBackupExport(LogicalUnit):
             self.StartInstance(feedback_fn)
             return True
         if self.instance.admin_state != constants.ADMINST_UP:
+            return False
+        res = node_call(self.rpc.instance_info, self.pnode, self.instance.name)
+        dom = res.payload if res.ok else None
+        unsettled = unsettled_state(dom.state, self.pnode.name) if dom is not None else ""
+        if unsettled:
+            self.LogWarning(
+                f"Instance {self.instance.name} is not started again: {unsettled};"
+                " resume it or shut it down"
+            )
             return False
         try:
             self.StartInstance(feedback_fn)

@@ -689,15 +689,19 @@ def test_a_failed_resume_after_the_snapshot_leaves_the_guest_stopped(
     assert guest.calls == ["start_paused", "resume", "destroy"] and not guest.active
 
 
+@pytest.mark.parametrize("lost_for", [1, 2])
 def test_a_failed_resume_whose_stop_fails_too_reports_the_resume(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, lost_for: int
 ) -> None:
-    """The connection lost, say: the stop's error does not replace the cause."""
+    """The connection lost, say: the stop is tried once more on a new look-up (a new
+    connection), and its error does not replace the cause."""
 
     class LostGuest(_PausedStartGuest):
         def destroy(self) -> None:
             self.calls.append("destroy")
-            raise NodeUnreachable("connection lost", node="node1")
+            if self.calls.count("destroy") <= lost_for:
+                raise NodeUnreachable("connection lost", node="node1")
+            self.active = False
 
     guest = LostGuest("web1", active=False)
     monkeypatch.setattr(
@@ -705,4 +709,6 @@ def test_a_failed_resume_whose_stop_fails_too_reports_the_resume(
     )
     with pytest.raises(HypervisorError, match="Cannot resume"):
         _ops(StubHost({"web1": guest})).start_with_snapshot(NODE, CLUSTER, _instance())
-    assert guest.calls == ["start_paused", "resume", "destroy"]
+    assert guest.calls == ["start_paused", "resume", "destroy", "destroy"]
+    # stopped by the second try; left paused (active) when that fails too
+    assert guest.active == (lost_for == 2)

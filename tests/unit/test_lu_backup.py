@@ -127,6 +127,28 @@ def test_shutdown_export_without_snapshot_is_aborted_unless_a_long_sleep_is_allo
     assert running(ops) and admin(config) == constants.ADMINST_UP
 
 
+def test_a_restart_on_a_snapshot_that_left_the_guest_paused_is_not_called_a_start(ctx, ops, config):
+    """Its connection lost after the paused start, the guest could not be stopped again:
+    a start would take it for running and record it up. Said instead, and left alone."""
+
+    def lost(node: Any, cluster: Any, instance: Any) -> Any:
+        ops.add_domain(N1, INST, state=constants.DOMSTATE_PAUSED)
+        raise NodeUnreachable("connection lost", node=N1)
+
+    ops.start_with_snapshot = lost
+    lines: list[str] = []
+    with pytest.raises(OpExecError, match="connection lost") as err:
+        Processor(ctx).execute(
+            OpBackupExport(instance_name=INST, target_node=N2), feedback_fn=lines.append
+        )
+    assert not ops.calls_to("start_instance") and not ops.calls_to("copy_disk")
+    assert any(f"Instance {INST} is not started again: " in line for line in lines), lines
+    assert not any("started again" in line and "not started" not in line for line in lines)
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+    assert admin(config) == constants.ADMINST_DOWN  # not running: not recorded up
+    assert "connection lost" in str(err.value)
+
+
 def test_an_instance_stopped_for_its_export_keeps_its_memory_on_its_node(ctx, ops, config):
     """Down for the whole copy (--long-sleep), it is started again: a move to its node
     planned meanwhile must not count its memory as free (a reservation until the end)."""

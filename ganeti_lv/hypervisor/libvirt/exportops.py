@@ -39,6 +39,7 @@ from ganeti_lv.objects import Cluster, Instance, Node
 
 if TYPE_CHECKING:
     from ganeti_lv.cancel import Cancellation
+    from ganeti_lv.hypervisor.libvirt.guest import Guest
     from ganeti_lv.hypervisor.libvirt.host import Host
     from ganeti_lv.node.ssh import SshClient
 
@@ -168,9 +169,8 @@ class LibvirtExportOps:
         except NodeError:
             # stopped again before it ever ran: started later from its definition,
             # on its own disks (an overlay made meanwhile holds nothing: stale); the
-            # error raised stays the cause (the connection lost makes both fail)
-            with contextlib.suppress(NodeError):
-                guest.destroy()
+            # error raised stays the cause
+            _stop_again(host, guest, instance.name)
             raise
         return snap
 
@@ -349,3 +349,21 @@ def _call_off(pending: diskcopy.PendingCopy) -> None:
         pending.cancel()
     except Exception:  # noqa: BLE001 - calling a copy off never fails the job
         return
+
+
+def _stop_again(host: Host, guest: Guest, name: str) -> None:
+    """Destroy a guest started paused, once more on a new look-up when that fails.
+
+    A connection lost since the start fails the first try; the host opens a
+    new one for the look-up (libvirtd restarted, say). A guest that cannot
+    be stopped stays paused: the caller's next look at it says so.
+    """
+    try:
+        guest.destroy()
+        return
+    except NodeError:
+        pass
+    with contextlib.suppress(NodeError):
+        again = host.find_guest(name)
+        if again is not None:
+            again.destroy()
