@@ -686,23 +686,24 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
                 node_call(self.rpc.remove_disks, dst, self._cluster(), inst).Warn(
                     f"Could not remove the copied disk images on {dst.name}", feedback_fn
                 )
-            if aborted and isinstance(err, MigrationFailed) and err.by_policy:
-                raise MigrationNotConverged(
-                    f"Migration of instance {inst.name} aborted: the guest did not converge"
-                    f" within the convergence policy's limits ({result.fail_msg}); the"
-                    f" instance keeps running on {src.name}, configuration unchanged",
-                    ECODE_ENVIRON,
-                )
+            not_converged = aborted and isinstance(err, MigrationFailed) and err.by_policy
+            why = (
+                f"the guest did not converge within the convergence policy's limits"
+                f" ({result.fail_msg})"
+                if not_converged
+                else result.fail_msg
+            )
             text = (
                 f"Migration of instance {inst.name} {'aborted' if aborted else 'failed'}:"
-                f" {result.fail_msg}; the instance keeps running on {src.name},"
-                " configuration unchanged"
+                f" {why}; the instance keeps running on {src.name}, configuration unchanged"
             )
             if dst_state == "unknown":
                 text += (
                     f"; {dst.name} did not answer: once it does, run 'gnt-lv instance migrate"
                     " --cleanup' to remove what the migration left there"
                 )
+            if not_converged:
+                raise MigrationNotConverged(text, ECODE_ENVIRON)
             if aborted:
                 raise MigrationAborted(text)
             raise OpExecError(text)

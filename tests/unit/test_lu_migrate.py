@@ -1701,6 +1701,14 @@ def test_abort_by_the_policy_is_a_typed_error_and_no_finalising_step(
     assert any(msg.startswith("STEP 3/4") for msg in logged)
     assert not any(msg.startswith("STEP 4/4") for msg in logged), logged
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    # the target silent afterwards: the cleanup it needs is said as for any other abort
+    ops.fail("instance_info", N2, NodeUnreachable("no answer", node=N2))
+    with pytest.raises(MigrationNotConverged) as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    assert "did not converge within the convergence policy's limits" in err.value.msg
+    assert f"{N2} did not answer: once it does, run 'gnt-lv instance migrate --cleanup'" in (
+        err.value.msg
+    )
 
 
 def test_user_abort_announces_no_finalising_step(ctx: Context, ops: FakeNodeOps) -> None:
