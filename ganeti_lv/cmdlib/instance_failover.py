@@ -256,10 +256,20 @@ class FailoverSteps:
         The domain is gone from ``dst`` (it said so), and the guest may well
         still run on ``src`` (an offline node, or one that did not answer the
         shutdown; qemu's lock on the shared disks is the usual reason for the
-        failure). The primary goes back to ``src``.
+        failure). The primary goes back to ``src``. A ``src`` that answers
+        that it has no such domain (the removal of its definition stopped the
+        guest) is said so: the guest runs nowhere.
         """
         name = self._inst().name
         self.cfg.set_instance_primary(name, src.name)
+        if not src.offline and self._domain_state(src) is None:
+            raise OpExecError(
+                f"Could not start instance {name} on node {dst.name}: {fail_msg}. Its shutdown"
+                f" on {src.name} had failed, but the removal of its definition there stopped"
+                f" it: it runs nowhere now. The configuration keeps {src.name} as its primary:"
+                f" 'gnt-lv instance startup {name}' starts it there.",
+                ECODE_ENVIRON,
+            )
         raise OpExecError(
             f"Could not start instance {name} on node {dst.name}: {fail_msg}. The instance"
             f" may still run on {src.name} (its disks in use), as {not_stopped}; the"

@@ -1241,12 +1241,34 @@ def test_failover_that_did_not_stop_the_guest_keeps_the_primary_when_the_start_f
     else:
         ops.fail("shutdown_instance", N1, "timed out")
     ops.fail("start_instance", N2, 'Failed to get "write" lock')
+    if primary == "shutdown fails":  # it answers: removing the definition stopped it
+        ops.fail("undefine_instance", N1, "connection lost")  # ...unless that failed too
     with pytest.raises(OpExecError, match=f"configuration keeps {N1} as its primary") as err:
         run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
+    assert f"may still run on {N1}" in err.value.msg
     assert f"as it could not be shut down on node {N1}" in err.value.msg
     assert err.value.ecode == ECODE_ENVIRON
     assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
     assert INST not in ops.node(N2).domains
+
+
+def test_a_guest_stopped_by_the_removal_of_its_definition_is_not_said_to_run_there(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """--ignore-consistency past a failed shutdown: removing the definition on the source
+    destroyed the guest there, so a failed start on the target leaves it running nowhere,
+    which is what the error says (not that it may still run on the source)."""
+    set_shared_present(config, ops)
+    ops.fail("shutdown_instance", N1, "timed out")
+    ops.fail("start_instance", N2, "no memory")
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpInstanceFailover(instance_name=INST, target_node=N2, ignore_consistency=True))
+    assert "may still run" not in err.value.msg
+    assert "removal of its definition there stopped it: it runs nowhere now" in err.value.msg
+    assert f"'gnt-lv instance startup {INST}' starts it there" in err.value.msg
+    assert err.value.ecode == ECODE_ENVIRON
+    assert running_on(ops) == [] and INST not in ops.node(N1).domains
+    assert config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
