@@ -224,7 +224,7 @@ class LUInstanceCreate(LogicalUnit):
         self.pnode = get_node(self.cfg, self.op.pnode)
         self.instance.primary_node = self.pnode.name
         self._check_no_domain(data)
-        self.dry_run_result = self.instance.name
+        self.dry_run_result = [self.instance.primary_node]
 
     def _check_primary(self, name: str) -> NodeFacts:
         """``name`` can be the primary: online, not drained, vm-capable, room; its facts.
@@ -410,7 +410,7 @@ class LUInstanceCreate(LogicalUnit):
                 )
             data.instances[inst.name] = inst
 
-    def Exec(self, feedback_fn: FeedbackFn) -> str:
+    def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Create disks, fill them (mode), start, then record the instance."""
         inst = self.instance
         feedback_fn("* creating instance disks...")
@@ -453,4 +453,5 @@ class LUInstanceCreate(LogicalUnit):
             feedback_fn("* cleaning up after the failure...")
             self._rollback(feedback_fn, started=started or self.op.start, disks=True)
             raise
-        return inst.name
+        # Ganeti's result: the names of the instance's nodes (no secondaries here)
+        return [inst.primary_node]

@@ -123,7 +123,7 @@ def test_a_kernel_missing_on_the_primary_creates_nothing(
 
 def test_create_and_start(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
     result, lines = run(ctx, create_op())
-    assert result == NEW
+    assert result == [N2]  # Ganeti's: the names of its nodes
     inst = config.get_instance(NEW)
     assert inst is not None
     assert inst.primary_node == N2 and inst.admin_state == constants.ADMINST_UP
@@ -210,7 +210,7 @@ def test_create_dry_run_changes_nothing(
 ) -> None:
     serial = config.read().serial
     result, _ = run(ctx, create_op(dry_run=True))
-    assert result == NEW
+    assert result == [N2]  # Ganeti's: the names of its nodes
     assert config.read().serial == serial
     assert not fake_ops.calls_to("create_disks")
 

@@ -1104,6 +1104,8 @@ def test_ganetis_client_creates_and_removes_an_instance(
     assert [d.size for d in inst.disks] == [64] and len(inst.nics) == 1
     assert inst1_running.node(N2).domains[name].state == "running"
     assert _job(data_dir, job).ops[0].params["reason"][0][1] == "for the test"
+    # Ganeti's result of a creation, as its client reads it: the names of the nodes
+    assert client.call("GetJobStatus", job)["opresult"] == [[N2]]
     # refused before any job: what cannot be done here, a request of version 0
     refused = client.error("CreateInstance", *args, **{**spec, "name_check": True})
     assert refused["code"] == 400 and "not looked up in DNS" in refused["msg"]
