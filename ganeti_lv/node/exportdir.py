@@ -14,6 +14,12 @@ to ``<instance>``, sync the directory, delete ``.old``. A crash leaves either
 the previous export or the new one in place; ``prepare``, ``abort`` and
 ``remove`` first restore an ``.old`` that lost its successor.
 
+Each script on an export (prepare, publish, abort, remove, remove the
+leftovers) holds ``<export_dir>/.<instance>.lock`` (``flock``) while it
+runs: a publish whose answer was lost may still run on the node when the
+master's clean-up of the failed export starts, and the two must not mix
+their renames. The lock files stay (one small file per instance name).
+
 Removing renames the export (and a previous one put aside) to
 ``<instance>.new`` before deleting it, so a removal cut short leaves a
 stale leftover, never an export listed as complete, or put back, with
@@ -55,11 +61,22 @@ fi
 """
 
 
+def lock_file(export_dir: str, name: str) -> str:
+    """The file the scripts on export ``name`` hold while they run (module docstring)."""
+    return f"{export_dir}/.{name}.lock"
+
+
 def _dirs(export_dir: str, name: str) -> str:
+    """The scripts' start: stop at the first error, ``$E`` and ``$D`` set, the export's
+    lock held (once the export dir exists: one that does not has nothing to mix up)."""
     problem = instance_name_problem(name)
     if problem is not None:
         raise NodeError(problem, ecode=ECODE_INVAL)
-    return f'set -e\nE={shlex.quote(export_dir)}\nD="$E"/{shlex.quote(name)}\n'
+    lock = shlex.quote(lock_file(export_dir, name))
+    return (
+        f'set -e\nE={shlex.quote(export_dir)}\nD="$E"/{shlex.quote(name)}\n'
+        f'if [ -d "$E" ]; then exec 9>{lock}; flock 9; fi\n'
+    )
 
 
 def _run(runner: Runner, node: str, script: str, what: str, stdin: bytes | None = None) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
+import threading
 
 import pytest
 from support.localrun import LocalRunner
@@ -13,6 +16,11 @@ from ganeti_lv.hypervisor.export_types import PublishedExport
 from ganeti_lv.node import exportdir
 
 R = LocalRunner()
+
+
+def _entries(base):
+    """The export dir's entries but the scripts' lock files (``exportdir.lock_file``)."""
+    return sorted(p.name for p in base.iterdir() if not re.fullmatch(r"\..+\.lock", p.name))
 
 
 def _publish(base, name, marker):
@@ -28,7 +36,7 @@ def test_publish_replaces_previous_and_lists(tmp_path):
     assert _publish(base, "web1", "one") == PublishedExport(f"{base}/web1", [])
     assert (base / "web1" / "disk0.img").read_text() == "one"
     _publish(base, "web1", "two")
-    assert sorted(p.name for p in base.iterdir()) == ["web1"]
+    assert _entries(base) == ["web1"]
     assert (base / "web1" / "disk0.img").read_text() == "two"
     data = exportdir.read(R, "n", f"{base}/web1")
     assert data.config_text == "[export]\nm = two\n" and data.manifest_text == "{}"
@@ -50,9 +58,31 @@ def test_interrupted_export_keeps_previous_and_is_stale(tmp_path):
     assert entries[f"{base}/web1"].complete
     assert entries[f"{base}/web1.new"].stale and not entries[f"{base}/web1.new"].complete
     exportdir.abort(R, "n", str(base), "web1")
-    assert sorted(p.name for p in base.iterdir()) == ["web1"]
+    assert _entries(base) == ["web1"]
     with pytest.raises(NodeError, match="no export in progress"):
         exportdir.finalize(R, "n", str(base), "web1", "", "")
+
+
+def test_a_script_on_an_export_waits_for_one_still_running_on_it(tmp_path):
+    """A publish whose answer was lost may still run when the clean-up of the failed
+    export starts: the clean-up (here the abort) waits for the export's lock."""
+    base = tmp_path / "export"
+    _publish(base, "web1", "one")
+    exportdir.prepare(R, "n", str(base), "web1")
+    fd = os.open(exportdir.lock_file(str(base), "web1"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the publish still running
+    aborted = threading.Thread(target=exportdir.abort, args=(R, "n", str(base), "web1"))
+    try:
+        aborted.start()
+        aborted.join(1.0)
+        assert aborted.is_alive() and (base / "web1.new").is_dir()
+        # another export's scripts do not wait for it
+        _publish(base, "db1", "x")
+    finally:
+        os.close(fd)
+        aborted.join(30)
+    assert not aborted.is_alive()
+    assert _entries(base) == ["db1", "web1"]
 
 
 def test_crash_between_renames_restores_old(tmp_path):
@@ -63,7 +93,7 @@ def test_crash_between_renames_restores_old(tmp_path):
     assert (base / "web1" / "disk0.img").read_text() == "one"
     assert exportdir.remove(R, "n", str(base), "web1")
     assert not exportdir.remove(R, "n", str(base), "web1")
-    assert list(base.iterdir()) == []
+    assert _entries(base) == []
 
 
 def test_bad_name_refused(tmp_path):
@@ -84,7 +114,7 @@ def test_an_instance_name_ending_like_a_work_folder_is_refused_and_touches_nothi
     for call in (exportdir.prepare, exportdir.remove, exportdir.remove_stale):
         with pytest.raises(NodeError, match=f"ends with '.{name.split('.')[1]}'"):
             call(R, "n", str(base), name)
-    assert sorted(p.name for p in base.iterdir()) == [name.split(".")[0]]
+    assert _entries(base) == [name.split(".")[0]]
 
 
 def test_ganeti_export_is_complete_and_read_without_manifest(tmp_path):
@@ -116,7 +146,7 @@ def test_publish_writes_manifest_and_config_exactly(tmp_path):
     assert (base / "web1" / "manifest.json").read_text() == manifest
     assert (base / "web1" / "config.ini").read_text() == config
     assert sorted(p.name for p in (base / "web1").iterdir()) == ["config.ini", "manifest.json"]
-    assert sorted(p.name for p in base.iterdir()) == ["web1"]
+    assert _entries(base) == ["web1"]
 
 
 def test_remove_stale_removes_only_the_leftovers_and_keeps_the_export(tmp_path):
@@ -127,7 +157,7 @@ def test_remove_stale_removes_only_the_leftovers_and_keeps_the_export(tmp_path):
     (base / "web1.old").mkdir()  # a leftover beside the complete export
     done = exportdir.remove_stale(R, "n", str(base), "web1")
     assert done == [f"removed {base}/web1.old", f"removed {base}/web1.new"]
-    assert sorted(p.name for p in base.iterdir()) == ["web1"]
+    assert _entries(base) == ["web1"]
     assert (base / "web1" / "disk0.img").read_text() == "one"
     assert exportdir.remove_stale(R, "n", str(base), "web1") == []
 
@@ -190,7 +220,7 @@ def test_a_failure_before_the_rename_publishes_nothing_and_abort_keeps_the_previ
     assert complete in ([], [f"{base}/web1"])
     assert not (base / "web1").exists() or (base / "web1" / "disk0.img").read_text() == "one"
     exportdir.abort(R, "n", str(base), "web1")
-    assert sorted(p.name for p in base.iterdir()) == ["web1"]
+    assert _entries(base) == ["web1"]
     assert (base / "web1" / "disk0.img").read_text() == "one"
 
 
@@ -223,7 +253,7 @@ def test_a_removal_cut_short_leaves_no_export_listed_complete(tmp_path, monkeypa
     assert [(e.path, e.complete, e.stale) for e in entries] == [(f"{base}/web1.new", False, True)]
     monkeypatch.undo()
     assert not exportdir.remove(R, "n", str(base), "web1")  # no export left, only its leftover
-    assert list(base.iterdir()) == []
+    assert _entries(base) == []
 
 
 def test_a_removal_of_a_previous_export_put_aside_cut_short_is_never_put_back(
@@ -238,7 +268,7 @@ def test_a_removal_of_a_previous_export_put_aside_cut_short_is_never_put_back(
         exportdir.remove(R, "n", str(base), "web1")
     monkeypatch.undo()
     exportdir.prepare(R, "n", str(base), "web1")  # puts back a lone .old: none is left
-    assert sorted(p.name for p in base.iterdir()) == ["web1.new"]
+    assert _entries(base) == ["web1.new"]
     assert not [e for e in exportdir.list_exports(R, "n", str(base)) if e.complete]
 
 
