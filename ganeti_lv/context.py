@@ -7,6 +7,7 @@ implementation, a fake clock and sleep).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Collection
 
@@ -43,8 +44,9 @@ class Context:
 
     When ``node_ops`` is None, the first access creates the libvirt
     implementation (``ganeti_lv.hypervisor.libvirt.LibvirtNodeOps``) for this
-    data dir. ``lock_timeout`` (seconds, None = wait forever) bounds each
-    lock-level acquisition.
+    data dir, once also when threads ask at the same time (the master
+    daemon's jobs and remote API requests). ``lock_timeout`` (seconds,
+    None = wait forever) bounds each lock-level acquisition.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Context:
         self.data_dir = data_dir
         self.config = config
         self._node_ops = node_ops
+        self._node_ops_lock = threading.Lock()
         self.locks = locks
         self.jobs = jobs
         self.clock = clock
@@ -70,11 +73,12 @@ class Context:
     @property
     def node_ops(self) -> NodeOps:
         """The node-operations facade (created on first use if not given)."""
-        if self._node_ops is None:
-            from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps  # heavy: libvirt
+        with self._node_ops_lock:
+            if self._node_ops is None:
+                from ganeti_lv.hypervisor.libvirt import LibvirtNodeOps  # heavy: libvirt
 
-            self._node_ops = LibvirtNodeOps(self.data_dir)
-        return self._node_ops
+                self._node_ops = LibvirtNodeOps(self.data_dir)
+            return self._node_ops
 
     @node_ops.setter
     def node_ops(self, value: NodeOps) -> None:
