@@ -98,11 +98,6 @@ OVERLAY_SPACE_SHARE = 0.05
 OVERLAY_SPACE_MIN = 64 * MiB
 
 
-def _instance_disk_size_sum(instance: Instance) -> int:
-    """Ganeti's _InstanceDiskSizeSum: total disk size in MiB."""
-    return sum(d.size for d in instance.disks)
-
-
 @register_lu(OpBackupExport)
 class LUBackupExport(LogicalUnit):
     """Export an instance to a node's export dir (see the module docstring)."""
@@ -241,9 +236,7 @@ class LUBackupExport(LogicalUnit):
                 "The long sleep option only makes sense when the instance can be shut down.",
                 ECODE_INVAL,
             )
-        # a guest running on another node (a migration whose configuration change
-        # was lost): the primary's images are stale or in use there, and
-        # --remove-instance would delete the disks it runs on
+        # running elsewhere (a lost configuration change): stale images, in-use disks
         check_not_running_elsewhere(
             self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning, "to export it"
         )
@@ -424,25 +417,17 @@ class LUBackupExport(LogicalUnit):
             return True
         if self.instance.admin_state != constants.ADMINST_UP:
             return False
-        res = node_call(self.rpc.instance_info, self.pnode, self.instance.name)
-        dom = res.payload if res.ok else None
-        unsettled = unsettled_state(dom.state, self.pnode.name) if dom is not None else ""
-        if unsettled:
-            self.LogWarning(
-                f"Instance {self.instance.name} is not started again: {unsettled};"
-                " resume it or shut it down"
-            )
-            return False
         try:
+            self._is_running()  # ECODE_STATE for a guest left paused: no start
             self.StartInstance(feedback_fn)
         except GenericError as err:
-            self.LogWarning(f"Could not start instance {self.instance.name} again: {err}")
+            self.LogWarning(f"Instance {self.instance.name} is not started again: {err}")
             return False
         return True
 
     def ZeroFreeSpace(self, feedback_fn: FeedbackFn) -> None:
         """Zero the unused blocks of every disk (instance shut down) so less is sent."""
-        size = _instance_disk_size_sum(self.instance)
+        size = sum(d.size for d in self.instance.disks)  # MiB
         assert self.op.zeroing_timeout_fixed is not None
         assert self.op.zeroing_timeout_per_mib is not None
         timeout = self.op.zeroing_timeout_fixed + size * self.op.zeroing_timeout_per_mib
