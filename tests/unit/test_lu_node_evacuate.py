@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -273,26 +275,32 @@ def test_file_instances_of_an_offline_node_stay_and_blame_no_target(
     assert primary(config, I3) == N1
 
 
+@contextlib.contextmanager
+def _while_inst1_moves(config: ConfigStore, name: str, node: str) -> Iterator[None]:
+    """Another operation records instance ``name`` on ``node`` as inst1's move starts."""
+    original = Processor.run_child
+
+    def meanwhile(proc: Processor, op: OpCode, *args: Any) -> Any:
+        if op.instance_name == I1:  # type: ignore[attr-defined]
+            with config.update() as data:
+                data.instances[name].primary_node = node
+        return original(proc, op, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Processor, "run_child", meanwhile)
+        yield
+
+
 def test_a_move_whose_instance_left_its_source_is_not_started_and_blames_no_target(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
     # another job moved inst2 after the plan was made (while inst1 moved): it
     # is not moved again, and its target still takes inst3, planned for it too
-    original = Processor.run_child
-
-    def moved_meanwhile(proc: Processor, op: OpCode, *args: Any) -> Any:
-        if op.instance_name == I1:  # type: ignore[attr-defined]
-            with config.update() as data:
-                data.instances[I2].primary_node = N3
-        return original(proc, op, *args)
-
     with config.update() as data:
         data.instances[I3].admin_state = constants.ADMINST_UP
     ops.add_domain(N1, I3, memory=512)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Processor, "run_child", moved_meanwhile)
-        with pytest.raises(OpExecError) as err:
-            run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=1))
+    with _while_inst1_moves(config, I2, N3), pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1", target_node="node2", max_parallel=1))
     message = str(err.value)
     assert f"{I2}: failed: Instance {I2} is no longer on node {N1} (now on {N3})" in message
     assert "1 of 3 instance" in message
@@ -348,18 +356,8 @@ def test_an_instance_brought_onto_the_node_after_the_plan_fails_the_operation(
         data.instances[I3].primary_node = N2
         data.instances[I3].admin_state = constants.ADMINST_UP
     ops.add_domain(N2, I3, memory=512)
-    original = Processor.run_child
-
-    def brought_meanwhile(proc: Processor, op: OpCode, *args: Any) -> Any:
-        if op.instance_name == I1:  # type: ignore[attr-defined]
-            with config.update() as data:
-                data.instances[I3].primary_node = N1
-        return original(proc, op, *args)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Processor, "run_child", brought_meanwhile)
-        with pytest.raises(OpExecError) as err:
-            run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
+    with _while_inst1_moves(config, I3, N1), pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeMigrate(node_name="node1", max_parallel=1))
     assert err.value.ecode == ECODE_STATE
     message = str(err.value)
     assert "1 of 3 instance" in message
