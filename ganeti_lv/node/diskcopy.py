@@ -590,11 +590,14 @@ class PendingCopy:
         start_fn: Callable[[StartInfo], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         cancel: threading.Event | None = None,
+        source: Callable[[], Runner] | None = None,
     ) -> CopyStats:
         """Start the data flowing and wait for the end, as ``copy_disk``.
 
         A sender that can no longer be told (its connection was lost while it
-        waited) has read nothing: the copy is then made by a new one.
+        waited) has read nothing: the copy is then made by a new one, over
+        ``source()`` (the source's connection now; by default the one the copy
+        was set up on, which its owner may have given up meanwhile).
         """
         proc, self._proc = self._proc, None
         if proc is None:
@@ -607,7 +610,8 @@ class PendingCopy:
                 raise CopyCanceled(
                     f"{self.plan.what} canceled before it began", self.plan.src_node
                 ) from None
-            return self.plan.run(self._src, progress_fn, start_fn, clock, cancel)
+            runner = source() if source is not None else self._src
+            return self.plan.run(runner, progress_fn, start_fn, clock, cancel)
         except BaseException:
             proc.close()
             raise

@@ -376,9 +376,24 @@ def cmd_recv(dst: str, compress: str, expect: str | None, idle_limit: float = ID
             f"checksum mismatch: expected {expect}, the source's is {result['algorithm']}:"
             f"{result['checksum']}"
         )
-    os.rename(part, dst)
+    install(part, dst)
     result["allocated"] = os.stat(dst).st_blocks * 512
     return result
+
+
+def install(part: str, dst: str) -> None:
+    """Rename the verified ``part`` (fsynced) to ``dst``, and fsync their directory.
+
+    Without the directory's sync a crash soon after could undo the rename:
+    ``dst`` back to what it was (the empty image an import created), the data
+    only in ``part``.
+    """
+    os.rename(part, dst)
+    dfd = os.open(os.path.dirname(dst) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def cmd_checksum(args: list[str]) -> int:

@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -98,6 +99,27 @@ def test_progress_and_eta_of_a_sparse_image_count_its_data_not_its_size(image, t
     assert all(total == data and 0 <= done <= data for done, total in seen), seen
     done, total = seen[0]
     assert 0 < done < total  # a report in the middle of the data
+
+
+def test_a_received_image_is_renamed_in_place_and_its_directory_synced(tmp_path, monkeypatch):
+    """A crash soon after must not undo the rename (the empty image an import made back,
+    the data only in the part file)."""
+    (tmp_path / "disk0.img").write_bytes(b"")  # as create_disks left it
+    (tmp_path / "disk0.img.part.1").write_bytes(b"data")
+    synced: list[tuple[int, int]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((st.st_ino, st.st_mode))
+        real(fd)
+
+    monkeypatch.setattr(diskcopy_helper.os, "fsync", fsync)
+    diskcopy_helper.install(str(tmp_path / "disk0.img.part.1"), str(tmp_path / "disk0.img"))
+    assert (tmp_path / "disk0.img").read_bytes() == b"data"
+    assert not (tmp_path / "disk0.img.part.1").exists()
+    directory = os.stat(tmp_path)
+    assert [ino for ino, mode in synced if stat.S_ISDIR(mode)] == [directory.st_ino]
 
 
 def test_expected_checksum_mismatch_leaves_nothing(image, tmp_path):
@@ -458,6 +480,11 @@ def test_a_copy_set_up_ahead_that_lost_its_connection_is_made_anew(image, tmp_pa
     source = _LostRunner()
     stats = diskcopy.PendingCopy(source, plan).go()
     assert source.started == 2 and stats.checksum == _sha(image) == _sha(tmp_path / "d.img")
+    # over the source's connection now, when its owner says which (it gave the old one up)
+    source, now = _LostRunner(), _LostRunner()
+    now.started = 1  # its copy is not the one that is lost
+    stats = diskcopy.PendingCopy(source, plan).go(source=lambda: now)
+    assert (source.started, now.started) == (1, 2) and stats.checksum == _sha(image)
     # unless the job was canceled meanwhile: nothing new is started
     source = _LostRunner()
     cancel = threading.Event()

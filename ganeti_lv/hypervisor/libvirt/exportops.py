@@ -139,7 +139,9 @@ class LibvirtExportOps:
         if isinstance(session, CopySession):
             pending = session.take(plan)
             if pending is not None:
-                return pending.go(progress_fn, start_fn, cancel=cancel)
+                return pending.go(
+                    progress_fn, start_fn, cancel=cancel, source=lambda: self.ssh(src)
+                )
         return plan.run(self.ssh(src), progress_fn, start_fn, cancel=cancel)
 
     def disk_usage(self, node: Node, paths: list[str]) -> list[dict[str, Any]]:
