@@ -6,7 +6,11 @@ Every lock is a POSIX advisory lock (``flock``) on a file
 ``<locks_dir>/<level>/.gate``:
 
 * taking single names: the gate is held shared while the names are taken
-  (sorted), then let go;
+  (sorted), then let go; an exclusive taker of the cluster level's one
+  lock (the BGL) holds the gate exclusively instead, so the shared takers
+  that come after it wait behind it (``flock`` itself grants a shared lock
+  while an exclusive one waits: a busy cluster would starve node add,
+  node remove or cluster modify);
 * taking the whole level (``ALL_SET``): the gate is taken exclusively while
   the level's names are listed (all existing lock files plus the names the
   ``names_fn`` reports), then every name lock in sorted order. An exclusive
@@ -343,18 +347,25 @@ class LockManager:
             return self.owned(level)
         # Holding the whole level, our own exclusive gate already keeps others out.
         gate_fd = None if level in state.gates else self._open(level, _GATE)
+        in_line = not shared and level == LEVEL_CLUSTER  # the shared ones after it wait
+        gated = False
         try:
             if gate_fd is not None:
                 self._lock_fd(
                     gate_fd,
-                    True,
+                    not in_line,
                     deadline,
                     lambda: self._timeout_msg(level_name, None, timeout),
                     (level_name, None),
                 )
+                gated = True
+                if in_line:
+                    self._mark_owner(gate_fd)
             self._take(level, wanted, shared, deadline, timeout)
         finally:
             if gate_fd is not None:
+                if gated and in_line:
+                    self._clear_owner(gate_fd, False)
                 os.close(gate_fd)
         return self.owned(level)
 

@@ -219,7 +219,7 @@ class Processor:
             if active:
                 holder = f"job {job_id} ({owner.get('summary', '?') if owner else '?'})"
         if not name:
-            holder += f", which holds the whole {level} level"
+            holder += f", which holds the whole {level} level or waits for it"
         self.LogInfo(f"Waiting {waited:.0f} s for {what}, held by {holder}")
 
     def run_child(

@@ -19,10 +19,14 @@ Then every move runs as a job of its own under this one
 (``cmdlib.node_moves``): the single-instance migration or failover with
 all its checks and guarantees, within the per-source and per-target
 limits (cluster settings, overridden per call). The node operation itself
-holds no lock beyond the shared Big Ganeti Lock while they run: each move
-takes its own (an operation holding an instance's lock and waiting for the
-node would otherwise wait for the node operation, which waits for that
-instance's move). An instance that another operation brought onto the node
+holds no lock while they run, not even the shared Big Ganeti Lock: each
+move takes its own (an operation holding an instance's lock and waiting for
+the node would otherwise wait for the node operation, which waits for that
+instance's move; and an operation waiting for the BGL exclusively, node add
+say, keeps the moves' shared takes behind it while it waits for the node
+operation's, which waits for the moves). As in Ganeti, whose node
+evacuation ends once it has submitted its jobs, node add or cluster modify
+run between two moves. An instance that another operation brought onto the node
 after the plan fails the node operation, named as such.
 The moves are planned opcodes (``planned_from``): the plan placed them within their
 targets' memory, so they take their node and node-resource locks shared
@@ -332,6 +336,7 @@ class _NodeMovesLU(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[dict[str, Any]]:
         """Run the moves of the plan; every instance's outcome (raises if one did not move)."""
+        self.ReleaseLocks(locking.LEVEL_CLUSTER)  # the moves take their own (module doc)
         moves = []
         for need in self.needs:
             target = self.plan.placed.get(need.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import signal
@@ -14,12 +15,21 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.waiting import wait_until
 
 from ganeti_lv import Client
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import LockTimeout
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.locking import ALL_SET, LEVEL_EXPORT, LEVEL_INSTANCE, LEVEL_NODE, LockManager
+from ganeti_lv.locking import (
+    ALL_SET,
+    BGL_NAME,
+    LEVEL_CLUSTER,
+    LEVEL_EXPORT,
+    LEVEL_INSTANCE,
+    LEVEL_NODE,
+    LockManager,
+)
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpTestDelay
 
@@ -141,6 +151,52 @@ def test_all_set_covers_names_locked_by_a_name_never_listed(locks_dir: str) -> N
     single.acquire(LEVEL_INSTANCE, ["being-created"])
     with pytest.raises(LockTimeout, match="being-created"):
         manager(locks_dir).acquire(LEVEL_INSTANCE, ALL_SET, timeout=0.1)
+
+
+def test_an_exclusive_taker_of_the_bgl_is_not_starved_by_later_shared_ones(
+    locks_dir: str,
+) -> None:
+    """flock grants a shared lock while an exclusive one waits: node add, node remove or
+    cluster modify would wait for as long as jobs overlap. A shared taker that comes
+    after an exclusive one waits behind it."""
+    first, writer, later = manager(locks_dir), manager(locks_dir), manager(locks_dir)
+    first.acquire(LEVEL_CLUSTER, [BGL_NAME], shared=True)
+    order: list[str] = []
+
+    def take(who: str, mgr: LockManager, shared: bool) -> None:
+        mgr.acquire(LEVEL_CLUSTER, [BGL_NAME], shared=shared, timeout=30)
+        order.append(who)
+        if not shared:
+            time.sleep(0.2)  # the later shared one must still be waiting meanwhile
+            order.append("writer done")
+        mgr.release_all()
+
+    waiting = threading.Thread(target=take, args=("writer", writer, False))
+    waiting.start()
+    gate = os.path.join(locks_dir, "cluster", ".gate")
+    assert wait_until(lambda: _held_exclusively(gate), 10), "the writer never got in line"
+    behind = threading.Thread(target=take, args=("later", later, True))
+    behind.start()
+    behind.join(0.3)
+    assert order == []  # the later shared taker waits too, though the lock is shared now
+    first.release_all()
+    waiting.join(30)
+    behind.join(30)
+    assert order == ["writer", "writer done", "later"]
+
+
+def _held_exclusively(path: str) -> bool:
+    """Whether someone holds ``path`` exclusively (a shared take of it fails at once)."""
+    if not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def test_release_down_from_all_set(locks_dir: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from support.locks import hold
 from support.overlap import Overlap
 
-from ganeti_lv import constants, locking
+from ganeti_lv import constants, locking, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cmdlib.node_evacuate import ARRIVED
 from ganeti_lv.config import ConfigStore
@@ -20,6 +20,7 @@ from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_STATE,
     HypervisorError,
+    LockTimeout,
     OpExecError,
     OpPrereqError,
 )
@@ -344,6 +345,32 @@ def test_an_instance_on_its_way_onto_the_node_is_in_the_plan(
     assert outcome, "the evacuation failed"
     assert sorted(m["instance"] for m in outcome[0]) == [I1, I2, I3]
     assert {m["status"] for m in outcome[0]} == {"done"}
+    assert N1 not in {primary(config, name) for name in (I1, I2, I3)}
+
+
+def test_the_node_operation_holds_no_lock_while_its_moves_run(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    """Between its moves the cluster lock is free for an operation that needs it
+    exclusively (node add, cluster modify), as after Ganeti's evacuation submitted its
+    jobs; holding it would also deadlock with such a waiter, whom the moves queue behind."""
+    took: list[bool] = []
+    original = Processor.run_child
+
+    def between_moves(proc: Processor, op: OpCode, *args: Any) -> Any:
+        bgl = locking.LockManager(paths.locks_dir(data_dir))
+        try:
+            took.append(bool(bgl.acquire(locking.LEVEL_CLUSTER, [locking.BGL_NAME], timeout=2)))
+        except LockTimeout:
+            took.append(False)
+        finally:
+            bgl.release_all()
+        return original(proc, op, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Processor, "run_child", between_moves)
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1))
+    assert took == [True, True, True]
     assert N1 not in {primary(config, name) for name in (I1, I2, I3)}
 
 
