@@ -116,6 +116,12 @@ class _MoveLU(LogicalUnit):
             return every, every
         return list(dict.fromkeys([master, *inst.secondary_nodes, *target])), every
 
+    def PreparePostHookNodes(self, post_hook_node_uuids: list[str]) -> list[str]:
+        """The node a cleanup found the instance on (known only in Exec) runs the post
+        hooks too, as Ganeti's target does."""
+        target = [self._migrater.target] if self._migrater.target else []
+        return list(dict.fromkeys([*post_hook_node_uuids, *target]))
+
 
 @register_lu(OpInstanceMigrate)
 class LUInstanceMigrate(_MoveLU):

@@ -820,7 +820,12 @@ def test_cleanup_adopts_target(ctx: Context, ops: FakeNodeOps, config: ConfigSto
         return acquire(level, names, **kw)
 
     ctx.locks.acquire = recording  # type: ignore[method-assign]
+    hooked: list[tuple[str, str]] = []
+    ops.hooks_fn = lambda node, hooks_dir, _env, _t: hooked.append((hooks_dir, node)) or []
     run(ctx, OpInstanceMigrate(instance_name=INST, cleanup=True))
+    # the node where it was found runs the post hooks too (found only in Exec)
+    post = sorted(node for where, node in hooked if where.endswith("instance-migrate-post.d"))
+    assert post == [N1, N2]
     # the node it adopts (and the nodes it cleans up) are locked, not only the primary
     assert locked[locking.LEVEL_NODE] is locking.ALL_SET
     assert locked[locking.LEVEL_NODE_RES] is locking.ALL_SET
