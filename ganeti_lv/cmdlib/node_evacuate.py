@@ -372,6 +372,10 @@ class _NodeMovesLU(LogicalUnit):
         result = [m.to_dict() for m in moves]
         stuck = [m for m in moves if m.status != DONE]
         if stuck:
+            if self.HPATH is not None:
+                # Ganeti's node migrate runs its post hooks once its jobs are submitted,
+                # whatever becomes of them: a pre/post pair is never left half done
+                self.proc.RunPostHook(self, self.cfg.get_cluster().master_node)
             canceled = any(m.status == CANCELED for m in moves)
             places = ", ".join(_place(m) for m in moves)
             raise (OperationCanceled if canceled else OpExecError)(

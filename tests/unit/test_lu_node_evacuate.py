@@ -624,6 +624,21 @@ def test_node_migrate_runs_ganetis_node_migrate_hooks_on_the_master_and_evacuate
     assert env["GANETI_NODE_NAME"] == N1 and env["GANETI_OBJECT_TYPE"] == "NODE"
     assert env["GANETI_ALLOW_RUNTIME_CHANGES"] == "False"
     assert any("instance-migrate-pre.d" in d for _, d, _ in calls)  # each move's own
+    # a move that fails fails the node operation: its post hooks still run, as Ganeti's
+    calls.clear()
+    for name in (I1, I2):
+        with config.update() as data:
+            data.instances[name].primary_node = N1
+        ops.remove_domain(N2, name)
+        ops.remove_domain(N3, name)
+        ops.add_domain(N1, name, memory=512)
+    ops.fail("migrate_instance", N1, HypervisorError("no way", node=N1))
+    with pytest.raises(OpExecError, match="did not move"):
+        run(ctx, OpNodeMigrate(node_name="node1"))
+    assert [d.rsplit("/", 1)[-1] for n, d, _ in calls if "node-migrate" in d] == [
+        "node-migrate-pre.d",
+        "node-migrate-post.d",
+    ]
     calls.clear()
     run(ctx, OpNodeEvacuate(node_name="node2"))
     assert not [d for _, d, _ in calls if d.rsplit("/", 1)[-1].startswith("node-")]
