@@ -463,7 +463,11 @@ class CliEnv:
 
     def confirm(self, question: str, force: bool, force_flag: str = "-f/--force") -> bool:
         """Ask the operator; ``force`` (the option ``force_flag``) answers yes; without a
-        tty the answer is no."""
+        tty the answer is no.
+
+        The question and the answer go through the terminal itself (``/dev/tty``), as
+        Ganeti's: stdout may be a file or a pipe a script reads.
+        """
         if force:
             return True
         if self.ask is not None:
@@ -472,8 +476,12 @@ class CliEnv:
             self.warn(f"{question} -- not confirmed (no terminal); use {force_flag}")
             return False
         try:
-            answer = input(f"{question} y/[n]: ")
-        except EOFError:
+            with open("/dev/tty", "w", encoding="utf-8") as out, open("/dev/tty") as inp:
+                out.write(f"{question} y/[n]: ")
+                out.flush()
+                answer = inp.readline()
+        except OSError as err:
+            self.warn(f"{question} -- not confirmed (the terminal: {err}); use {force_flag}")
             return False
         return answer.strip().lower() in ("y", "yes")
 

@@ -262,6 +262,36 @@ def test_a_dropped_terminal_does_not_stop_the_daemons_migration(
     assert _jobs(data_dir)[-1].status == "success"
 
 
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_a_question_goes_to_the_terminal_not_to_the_output(
+    server: Any, data_dir: str, config: ConfigStore, tmp_path: Path, answer: str
+) -> None:
+    """``gnt-lv instance remove INST > out`` on a terminal: the question is on the terminal
+    (a script reading stdout never gets it), the answer read from it."""
+    out = tmp_path / "out"
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child: never back into the test session
+        try:
+            os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 1)
+            os.execve(GNT_LV, [GNT_LV, "--data-dir", data_dir, "instance", "remove", INST], _env())
+        finally:
+            os._exit(127)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"y/[n]" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1.0)[0]:
+                seen += os.read(fd, 4096)
+        assert b"y/[n]" in seen and INST.encode() in seen
+        os.write(fd, answer.encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert "y/[n]" not in out.read_text()
+    assert os.waitstatus_to_exitcode(status) == (0 if answer == "y" else 1)
+    assert (config.get_instance(INST) is None) == (answer == "y")
+
+
 # ------------------------------------------------------------------ migrations (in-process)
 
 
