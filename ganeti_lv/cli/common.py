@@ -290,15 +290,17 @@ def format_table(
 def render_rich_table(
     headers: Sequence[str], rows: Sequence[Sequence[Any]], no_headers: bool = False
 ) -> str:
-    """The table as rich renders it for a terminal (borderless, bold headers)."""
+    """The table as rich renders it for a terminal (borderless, bold headers); the values
+    as they are (never read as markup: ``[quiet]`` in a kernel command line stays)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, show_header=not no_headers, header_style="bold", pad_edge=False)
     for header in headers:
         table.add_column(header, no_wrap=True, overflow="ignore")
     for row in rows:
-        table.add_row(*(format_value(v) for v in row))
+        table.add_row(*(Text(format_value(v)) for v in row))
     buffer = io.StringIO()
     Console(file=buffer, width=10_000, force_terminal=True).print(table)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"

@@ -23,7 +23,7 @@ def cmd_delay(opts: argparse.Namespace, env: CliEnv) -> int:
         dry_run=opts.dry_run,
     )
     result = env.submit(op)
-    if opts.dry_run:
+    if opts.dry_run and result is not None:  # None: submitted only (--submit)
         env.write(
             "Would hold instances: {} nodes: {}".format(
                 common.format_value(result["instances"]) if result["instances"] else "(none)",

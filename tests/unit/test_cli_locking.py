@@ -169,6 +169,11 @@ def test_lock_timeout_option_reaches_the_client(
     assert seen["lock_timeout"] == 1.5
     assert main(["--data-dir", data_dir, "debug", "delay", "--dry-run", "-I", "inst2"]) == 0
     assert f"Would hold instances: {INST2} nodes: (none)" in capsys.readouterr().out
+    # submitted only: the job id, no result to show
+    argv = ["--data-dir", data_dir, "debug", "delay", "--dry-run", "--submit", "-I", "inst2"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "Would hold" not in out.out and "Unhandled error" not in out.err
     with pytest.raises(SystemExit) as info:
         main(["--data-dir", data_dir, "--lock-timeout", "-1", "debug", "delay"])
     assert info.value.code == 2

@@ -150,6 +150,9 @@ def test_rich_table_on_terminals() -> None:
     assert len(lines) == 3
     assert "Node" in lines[0] and "MFree" in lines[0]
     assert lines[1].split() == ["node1", "100"] and lines[2].split() == ["n2", "-"]
+    # values are shown as they are, never read as rich markup
+    text = common.render_rich_table(["Args"], [["console=ttyS0 [quiet] [/]"]])
+    assert "console=ttyS0 [quiet] [/]" in text
 
 
 @pytest.mark.parametrize(
