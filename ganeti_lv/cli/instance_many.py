@@ -121,7 +121,8 @@ def run(
             env.write(f"Cluster is empty, no instances to {operation}")
             return EXIT_SUCCESS
         raise OpPrereqError("Selection filter does not match any instances", ECODE_INVAL)
-    if opts.multi_mode == MODE_INSTANCES and len(names) == 1:
+    single = opts.multi_mode == MODE_INSTANCES and len(names) == 1
+    if single and not env.submit_only:
         env.submit(build(names[0]))
         return EXIT_SUCCESS
     listed = "".join(f"\n  {name}" for name in names)
@@ -129,7 +130,7 @@ def run(
         f"The {operation} will operate on {len(names)} instances.\n"
         f"Affected instances:{listed}\nDo you want to continue?"
     )
-    if not env.confirm(question, opts.force_multiple, "--force-multiple"):
+    if not single and not env.confirm(question, opts.force_multiple, "--force-multiple"):
         return EXIT_FAILURE
     cancel = Cancellation()
     with env.job_signals(cancel):

@@ -166,6 +166,11 @@ def test_submit_prints_each_job_as_ganeti(cli: Cli, config: ConfigStore, data_di
     store = JobStore(f"{data_dir}/jobs")
     for job_id, name in pairs:
         assert store.get(int(job_id)).ops[0].params["instance_name"] == name
+    # one instance named: the same line, not asked (Ganeti's JobExecutor either way)
+    code, out, err = cli("instance", "startup", "--submit", I1)
+    assert (code, err) == (0, "")
+    [(job_id, name)] = [re.fullmatch(r"(\d+): (\S+)", line).groups() for line in out.splitlines()]  # type: ignore[union-attr]
+    assert name == I1 and store.get(int(job_id)).ops[0].params["instance_name"] == I1
 
 
 def test_a_failed_job_is_reported_and_the_others_are_followed(
