@@ -133,14 +133,19 @@ def cmd_renew_crypto(opts: argparse.Namespace, env: CliEnv) -> int:
             " --new-rapi-certificate and --rapi-certificate FILE."
         )
         return EXIT_FAILURE
+    what = []
     if libvirt:
-        what = (
+        what.append(
             "the cluster CA and every certificate"
             if opts.new_cluster_certificate
-            else ("the node and master certificates")
+            else "the node and master certificates"
         )
-        if not env.confirm(f"Renew {what}? Guests keep running.", opts.force):
-            return EXIT_FAILURE
+    if rapi:
+        what.append("the remote API's certificate (its clients must trust the new one)")
+    # asked whatever is renewed, as Ganeti's
+    if not env.confirm(f"Renew {' and '.join(what)}? Guests keep running.", opts.force):
+        return EXIT_FAILURE
+    if libvirt:
         env.submit(
             opcodes.OpClusterRenewCrypto(
                 new_cluster_certificate=opts.new_cluster_certificate,

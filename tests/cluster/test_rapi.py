@@ -90,7 +90,7 @@ def env(devcluster: Any) -> Iterator[Env]:
     """The daemon with its remote API, two users, and the guest running on the first node."""
     e = Env(devcluster)
     if not os.path.exists(e.cert):  # a cluster made before the remote API
-        assert e.gnt("cluster", "renew-crypto", "--new-rapi-certificate").returncode == 0
+        assert e.gnt("cluster", "renew-crypto", "-f", "--new-rapi-certificate").returncode == 0
     users_file = paths.rapi_users_file(e.data_dir)
     users.add_user(users_file, users.user_line(OPS, OPS_PW, write=True), replace=True)
     users.add_user(users_file, users.user_line(VIEWER, VIEWER_PW, write=False), replace=True)

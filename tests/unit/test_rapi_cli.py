@@ -94,12 +94,16 @@ def test_add_user_without_a_terminal_needs_a_password_file(
 def test_renew_crypto_new_and_own_certificate(ddir: str, capsys: Any, tmp_path: Any) -> None:
     path = paths.rapi_cert_file(ddir)
     first = _openssl_fingerprint(path)
-    code, out, _ = _gnt(ddir, capsys, "cluster", "renew-crypto", "--new-rapi-certificate")
+    # asked first, as Ganeti's: no terminal, no -f: nothing renewed
+    code, _, err = _gnt(ddir, capsys, "cluster", "renew-crypto", "--new-rapi-certificate")
+    assert code == 1 and "remote API's certificate" in err and "not confirmed" in err
+    assert _openssl_fingerprint(path) == first
+    code, out, _ = _gnt(ddir, capsys, "cluster", "renew-crypto", "-f", "--new-rapi-certificate")
     second = _openssl_fingerprint(path)
     assert code == 0 and second != first and f"Fingerprint={second}" in out
     own = str(tmp_path / "own.pem")
     certs.create_certificate(own, "rapi.example.org", ["rapi.example.org"])
-    code, out, _ = _gnt(ddir, capsys, "cluster", "renew-crypto", "--rapi-certificate", own)
+    code, out, _ = _gnt(ddir, capsys, "cluster", "renew-crypto", "-f", "--rapi-certificate", own)
     assert code == 0 and _openssl_fingerprint(path) == _openssl_fingerprint(own)
     # a certificate with somebody else's key is refused, the one in use stays
     other = str(tmp_path / "other.pem")
@@ -111,7 +115,9 @@ def test_renew_crypto_new_and_own_certificate(ddir: str, capsys: Any, tmp_path: 
         key_of_other = b.read().split(b"-----END CERTIFICATE-----\n")[1]
     mixed = tmp_path / "mixed.pem"
     mixed.write_bytes(cert_of_own + key_of_other)
-    code, _, err = _gnt(ddir, capsys, "cluster", "renew-crypto", "--rapi-certificate", str(mixed))
+    code, _, err = _gnt(
+        ddir, capsys, "cluster", "renew-crypto", "-f", "--rapi-certificate", str(mixed)
+    )
     assert code == 1 and "does not belong" in err
     assert _openssl_fingerprint(path) == _openssl_fingerprint(own)
     code, _, err = _gnt(ddir, capsys, "cluster", "renew-crypto")
