@@ -32,6 +32,14 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpPrereqError
+from ganeti_lv.hypervisor.migration_types import (
+    CAP_AUTO_CONVERGE,
+    CAP_COMPRESSION,
+    CAP_PARALLEL,
+    CAP_POSTCOPY,
+    CAP_XBZRLE,
+    parse_caps,
+)
 from ganeti_lv.names import device_name
 from ganeti_lv.node.diskcopy_stream import ALGORITHMS, PLAIN, TREE
 from ganeti_lv.objects import Disk, Instance, Nic
@@ -99,6 +107,16 @@ EXPORT_OS = "noop"
 # host's) has no qemu name: it is exported as the host's CPU too.
 GANETI_HOST_CPU = "host"
 CPU_TYPES_TO_GANETI = {"host-passthrough": GANETI_HOST_CPU, "host-model": GANETI_HOST_CPU}
+# migration_caps: Ganeti hands each name (':'-separated) to qemu as it is; here
+# they are libvirt's features (``migration_types.parse_caps``, ',' too, "postcopy",
+# "parallel=N" with its connection count, a qemu parameter Ganeti has no key for)
+MIGRATION_CAPS_TO_QEMU = {
+    CAP_AUTO_CONVERGE: "auto-converge",
+    CAP_POSTCOPY: "postcopy-ram",
+    CAP_XBZRLE: "xbzrle",
+    CAP_COMPRESSION: "compress",
+    CAP_PARALLEL: "multifd",
+}
 
 
 def disk_file_name(idx: int) -> str:
@@ -269,6 +287,13 @@ def written_hvparams(hvparams: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in hvparams.items() if k not in HV_NOT_EXPORTED}
     if out.get("cpu_type") in CPU_TYPES_TO_GANETI:
         out["cpu_type"] = CPU_TYPES_TO_GANETI[out["cpu_type"]]
+    if out.get("migration_caps"):
+        try:
+            caps = parse_caps(str(out["migration_caps"]))
+        except ValueError:
+            pass  # not one this cluster could have set: as it is
+        else:
+            out["migration_caps"] = ":".join(MIGRATION_CAPS_TO_QEMU[name] for name in caps)
     return out
 
 
@@ -323,7 +348,8 @@ def parse_config(text: str, escaped: bool = True) -> configparser.ConfigParser:
 
 
 def _none(value: str) -> str | None:
-    return None if value in ("None", "") else value
+    # any case, as Ganeti reads its own config.ini
+    return None if value.lower() in ("none", "") else value
 
 
 @dataclass

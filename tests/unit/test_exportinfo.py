@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import io
 import json
 
 import pytest
@@ -102,6 +103,36 @@ def test_cpu_type_is_written_in_qemus_words_and_read_back_in_libvirts(
     edited = {"cpu_type": "qemu64"}  # config.ini changed by hand since: the operator's value
     exportinfo.restore_translated(edited, translated)
     assert edited == {"cpu_type": "qemu64"}
+
+
+def test_migration_caps_are_written_in_qemus_words_and_read_back_as_they_were():
+    """Ganeti hands each ':'-separated name to qemu as it is: 'postcopy', 'parallel=4' or
+    ',' would fail every later migration there; the manifest keeps the value here."""
+    here = "auto-converge,postcopy,parallel=4:compression:xbzrle"
+    hv = {"migration_caps": here}
+    text = exportinfo.config_to_text(exportinfo.build_config(_instance(), "node1", {}, hv))
+    cfg = configparser.ConfigParser()
+    cfg.read_string(text)
+    assert (
+        cfg["hypervisor"]["migration_caps"] == "auto-converge:postcopy-ram:multifd:compress:xbzrle"
+    )
+    desc = exportinfo.describe(exportinfo.parse_config(text))
+    exportinfo.restore_translated(desc.hvparams, exportinfo.translated_hvparams(hv))
+    assert desc.hvparams["migration_caps"] == here  # an import of its own export
+    plain = {"migration_caps": "auto-converge:xbzrle"}  # the same in both: nothing to keep
+    assert exportinfo.translated_hvparams(plain) == {}
+
+
+def test_none_in_any_case_is_none_as_ganeti_reads_it():
+    text = exportinfo.config_to_text(exportinfo.build_config(_instance(), "node1", {}, {}))
+    cfg = configparser.ConfigParser()
+    cfg.read_string(text)
+    cfg["instance"]["nic0_ip"] = "NONE"
+    cfg["instance"]["nic0_network"] = "none"
+    buffer = io.StringIO()
+    cfg.write(buffer)
+    desc = exportinfo.describe(exportinfo.parse_config(buffer.getvalue()))
+    assert desc.nics[0].ip is None and not desc.nics[0].network
 
 
 def test_every_value_is_written_as_ganeti_reads_it_and_older_raw_exports_still_read():
