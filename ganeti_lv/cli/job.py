@@ -290,10 +290,22 @@ def _job_id(text: str) -> int:
 
 
 def cmd_watch(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Follow a job to its end; exit 0 when it succeeded."""
+    """Follow a job to its end; exit 0 when it succeeded.
+
+    Ctrl-C stops the watching, not the job (as Ganeti's ``gnt-job watch``):
+    the job may be somebody else's; ``job cancel`` stops it.
+    """
     job_id = _job_id(opts.job_id)
     client = env.client()
-    env.follow(lambda on_record, cancel: client.watch(job_id, on_record, cancel))
+    try:
+        with env.records() as show:
+            client.watch(job_id, show)
+    except KeyboardInterrupt:
+        env.warn(
+            f"Stopped watching job {job_id}; it goes on ('gnt-lv job cancel {job_id}'"
+            " asks it to stop)"
+        )
+        return EXIT_FAILURE
     return EXIT_SUCCESS
 
 

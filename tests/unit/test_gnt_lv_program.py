@@ -292,6 +292,33 @@ def test_a_question_goes_to_the_terminal_not_to_the_output(
     assert (config.get_instance(INST) is None) == (answer == "y")
 
 
+def test_ctrl_c_on_job_watch_stops_the_watching_not_the_job(
+    server: Any, data_dir: str, held_delays: threading.Event
+) -> None:
+    """As Ganeti's gnt-job watch: the job watched may be somebody else's."""
+    job_id = Client(data_dir).enqueue([OpTestDelay(duration=1.0)])
+    store = JobStore(paths.jobs_dir(data_dir))
+    assert wait_until(lambda: store.get(job_id).status == JOB_STATUS_RUNNING, 30)
+    proc = _start(data_dir, "job", "watch", str(job_id))
+    try:
+        # following it: the daemon streams the job's records to the watcher
+        assert wait_until(lambda: _watchers(server) > 0, 30)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, (out, err)
+    assert f"Stopped watching job {job_id}; it goes on" in err and "Traceback" not in err
+    assert store.get(job_id).status == JOB_STATUS_RUNNING  # no cancel request
+    held_delays.set()
+    assert wait_until(lambda: store.get(job_id).status == "success", 30)
+
+
+def _watchers(server: Any) -> int:
+    """Connections the test daemon serves now (the watcher's, once it follows)."""
+    return sum(t.name.startswith("masterd-cancel") for t in threading.enumerate())
+
+
 # ------------------------------------------------------------------ migrations (in-process)
 
 
