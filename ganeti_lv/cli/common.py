@@ -32,7 +32,7 @@ from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli import submit
 from ganeti_lv.client import Client
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-from ganeti_lv.opcodes import OpCode, reason_entry
+from ganeti_lv.opcodes import OpCode, OpInstanceQuery, reason_entry
 
 Handler = Callable[[argparse.Namespace, "CliEnv"], int]
 
@@ -462,6 +462,13 @@ class CliEnv:
     def _hangup(self) -> None:
         # the terminal went away: nobody reads stdout or stderr any more
         self.stdout.lost = self.stderr.lost = True
+
+    def confirm_for_instance(self, name: str, question: str, force: bool) -> bool:
+        """``confirm`` about instance ``name``, which must exist first (ECODE_NOENT): as
+        Ganeti's, an operator is not asked about an instance the cluster does not know."""
+        if not force:
+            self.query(OpInstanceQuery(names=[name], live=False))
+        return self.confirm(question, force)
 
     def confirm(self, question: str, force: bool, force_flag: str = "-f/--force") -> bool:
         """Ask the operator; ``force`` (the option ``force_flag``) answers yes; without a

@@ -146,7 +146,7 @@ def cmd_remove(opts: argparse.Namespace, env: CliEnv) -> int:
         f"This will remove the volumes of the instance {opts.instance_name} (including "
         "mirrors), thus removing all the data of the instance. Continue?"
     )
-    if not env.confirm(question, opts.force):
+    if not env.confirm_for_instance(opts.instance_name, question, opts.force):
         return EXIT_FAILURE
     env.submit(
         opcodes.OpInstanceRemove(

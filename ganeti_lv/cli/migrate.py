@@ -31,7 +31,7 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
         question = f"Instance {opts.instance_name}'s migration will be cleaned up. Continue?"
     else:
         question = f"Instance {opts.instance_name} will be migrated. Continue?"
-    if not env.confirm(question, opts.force):
+    if not env.confirm_for_instance(opts.instance_name, question, opts.force):
         return EXIT_FAILURE
     op = opcodes.OpInstanceMigrate(
         instance_name=opts.instance_name,
@@ -63,7 +63,8 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
 
 def cmd_failover(opts: argparse.Namespace, env: CliEnv) -> int:
     """Stop an instance on its primary and start it on another node."""
-    if not env.confirm(f"Failover will stop instance {opts.instance_name}. Continue?", opts.force):
+    question = f"Failover will stop instance {opts.instance_name}. Continue?"
+    if not env.confirm_for_instance(opts.instance_name, question, opts.force):
         return EXIT_FAILURE
     op = opcodes.OpInstanceFailover(
         instance_name=opts.instance_name,

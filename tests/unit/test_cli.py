@@ -246,6 +246,12 @@ def test_instance_add_list_info_remove(
 
     assert cli("instance", "remove", "web9", ask=lambda q: False)[0] == 1
     assert config.get_instance("web9") is not None
+    # an instance the cluster does not know: refused before any question, as Ganeti's
+    asked: list[str] = []
+    for argv in (["instance", "remove"], ["instance", "migrate"], ["instance", "failover"]):
+        code, _, err = cli(*argv, "ghost", ask=lambda q: asked.append(q) or True)
+        assert code == 1 and "Instance 'ghost' not known" in err and "unknown_entity" in err
+    assert asked == []
     code, _, err = cli("instance", "remove", "-f", "web9")
     assert code == 0, err
     assert config.get_instance("web9") is None and fake_ops.node(N2).files == {
