@@ -26,8 +26,9 @@ instance's move; and an operation waiting for the BGL exclusively, node add
 say, keeps the moves' shared takes behind it while it waits for the node
 operation's, which waits for the moves). As in Ganeti, whose node
 evacuation ends once it has submitted its jobs, node add or cluster modify
-run between two moves. An instance that another operation brought onto the node
-after the plan fails the node operation, named as such.
+run between two moves. An instance that another operation brought onto the
+node after the plan fails the node operation, named as such.
+
 The moves are planned opcodes (``planned_from``): the plan placed them within their
 targets' memory, so they take their node and node-resource locks shared
 and run side by side, while any other operation that needs these nodes
