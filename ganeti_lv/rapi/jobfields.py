@@ -50,13 +50,18 @@ from ganeti_lv.constants import (
     JOB_STATUS_CANCELING,
     JOB_STATUS_ERROR,
     JOB_STATUS_LOST,
+    JOB_STATUS_QUEUED,
     JOB_STATUS_RUNNING,
     JOB_STATUS_SUCCESS,
+    JOB_STATUS_WAITING,
 )
 from ganeti_lv.master.jobs import Job, OpRecord, lost_error
 from ganeti_lv.rapi.httperrors import bad_request
 
 FINALIZED = (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED)
+# the statuses a wait for a change waits in; any other answers at once, as
+# Ganeti's (a canceling job too: Ganeti's clients take it for the end)
+WAITED_IN = (JOB_STATUS_QUEUED, JOB_STATUS_WAITING, JOB_STATUS_RUNNING)
 CANCELED_RESULT = "Job canceled by request"
 
 JOB_FIELDS_BULK = (
@@ -275,7 +280,7 @@ def changes(
     # as the client will see them (tuples become lists)
     info = json.loads(json.dumps([job_field(job, f) for f in fields]))
     entries = log_entries(job, prev_serial)
-    if job_status(job) in FINALIZED or info != prev_info or entries:
+    if job_status(job) not in WAITED_IN or info != prev_info or entries:
         return {"job_info": info, "log_entries": entries}
     return None
 

@@ -287,6 +287,12 @@ def test_wait_returns_changes_or_none(store: JobStore) -> None:
     # an ended job answers at once, changed or not
     now[0] = 0.0
     assert wait(["success"], 1) == {"job_info": ["success"], "log_entries": []} and now[0] == 0
+    # so does a canceling one, as Ganeti's (its clients take it for the end)
+    job = _two_op_job(store)
+    store.start_op(job, 0)  # waiting for its locks
+    store.record_cancel_request(job)
+    assert wait(["canceling"], None) == {"job_info": ["canceling"], "log_entries": []}
+    assert now[0] == 0
 
 
 def test_wait_body_is_checked() -> None:
