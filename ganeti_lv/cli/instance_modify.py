@@ -13,10 +13,13 @@ import argparse
 from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_SUCCESS, CliEnv, CommandRegistry
+from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 
 
 def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
     """Change the instance's parameters."""
+    if not (opts.beparams or opts.hvparams):  # refused before any job, as Ganeti's
+        raise OpPrereqError("Please give at least one of the parameters (-B, -H)", ECODE_INVAL)
     op = opcodes.OpInstanceSetParams(
         instance_name=opts.instance_name,
         beparams=dict(common.parse_kv_list(opts.beparams or "", "-B")),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 from support.lu import refused, run_op
 
-from ganeti_lv import constants
+from ganeti_lv import constants, paths
 from ganeti_lv.cli.main import main
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
@@ -164,3 +165,9 @@ def test_gnt_lv_instance_modify(
     ]
     inst = config.get_instance(I1)
     assert inst is not None and inst.beparams["vcpus"] == 2 and "kernel_args" not in inst.hvparams
+    # nothing to change: refused before any job, as Ganeti's client does
+    jobs = len(os.listdir(paths.jobs_dir(data_dir)))
+    code = main(["--data-dir", data_dir, "instance", "modify", I1], node_ops=fake_ops)
+    out, err = capsys.readouterr()
+    assert code == 1 and "Please give at least one of the parameters" in err
+    assert len(os.listdir(paths.jobs_dir(data_dir))) == jobs
