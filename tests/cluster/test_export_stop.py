@@ -102,6 +102,13 @@ def _fill(e: Env, name: str, path: str, mib: int) -> None:
     )
 
 
+def _listing(e: Env, node: str) -> list[str]:
+    """The export dir of ``node`` (hidden files too) but the lock files of the node-side
+    scripts (``exportdir.lock_file``)."""
+    names = e.sh(node, f"ls -A {e.export_dir}").split()
+    return [n for n in names if not (n.startswith(".") and n.endswith(".lock"))]
+
+
 def _wait_mid_copy(e: Env, target: str, name: str = NAME) -> None:
     """Until the receiver on ``target`` has written data of ``name``'s copy."""
     wait_part_file(e.sh, target, f"{e.export_dir}/{name}.new/disk0.img")
@@ -118,7 +125,7 @@ def _assert_stopped_safely(e: Env, previous: str, mark: int) -> None:
     blk = e.devcluster.virsh(e.n1, "domblklist", NAME)
     assert base in blk and ".overlay" not in blk, blk
     assert inst.admin_state == constants.ADMINST_UP
-    listing = e.sh(e.n2, f"ls -A {e.export_dir}").split()
+    listing = _listing(e, e.n2)
     assert NAME in listing and f"{NAME}.new" not in listing, listing
     assert e.export_sum() == previous
     assert e.last_job().status == JOB_STATUS_CANCELED
@@ -205,14 +212,14 @@ def test_two_exports_to_one_node_cannot_both_take_its_space(env: Env) -> None:
         assert f"Not enough space in the export dir {env.export_dir} of {env.n3}:" in text
         assert f"{sizes[second] // MiB} MiB needed for {second}, " in text
         assert f"reserved by the jobs writing to it: {first} (" in text, text
-        listing = env.sh(env.n3, f"ls -A {env.export_dir}").split()
+        listing = _listing(env, env.n3)
         assert listing == [f"{first}.new"]  # nothing of the refused one
         cancel.request("test")
         thread.join(120)
         assert len(errors) == 1 and isinstance(errors[0], OperationCanceled), errors
         # alone it fits
         client.submit(OpBackupExport(instance_name=second, target_node=env.n3))
-        listing = env.sh(env.n3, f"ls -A {env.export_dir}").split()
+        listing = _listing(env, env.n3)
         assert listing == [second]
     finally:
         cancel.request("test ends")
