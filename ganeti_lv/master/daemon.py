@@ -36,6 +36,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
 import signal
 import socket
 import socketserver
@@ -606,21 +607,30 @@ def stop(data_dir: str, timeout: float = 60.0, force: bool = False) -> int | Non
 
 
 def _install_signals(server: MasterServer) -> None:
-    stopping = threading.Event()
+    """SIGTERM and SIGINT: the first stops the daemon taking jobs (it ends once the
+    running ones have), the next ones ask the running jobs to stop.
+
+    The handler only hands the signal to a thread of the daemon's, which does
+    the work: a handler interrupts the main thread anywhere, also inside a lock
+    the work takes (the daemon's, logging's, threading's), and would wait for
+    it forever. ``queue.SimpleQueue.put`` is made to be called so.
+    """
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def handle() -> None:
+        signum = signals.get()
+        log.info("signal %d: no new jobs; waiting for %d running", signum, server.daemon.running())
+        # in a thread of its own: it waits for the serving loop, which may not run yet
+        threading.Thread(target=server.shutdown, name="masterd-shutdown", daemon=True).start()
+        while True:
+            signum = signals.get()
+            log.info("signal %d again: asking the running jobs to stop", signum)
+            server.daemon.cancel_all("the master daemon is stopping")
+
+    threading.Thread(target=handle, name="masterd-signals", daemon=True).start()
 
     def handler(signum: int, _frame: Any) -> None:
-        if stopping.is_set():
-            log.info("signal %d again: asking the running jobs to stop", signum)
-            # in a thread: the main thread this handler interrupts may hold the lock it takes
-            threading.Thread(
-                target=server.daemon.cancel_all,
-                args=("the master daemon is stopping",),
-                name="masterd-cancel-all",
-            ).start()
-            return
-        stopping.set()
-        log.info("signal %d: no new jobs; waiting for %d running", signum, server.daemon.running())
-        threading.Thread(target=server.shutdown, name="masterd-shutdown").start()
+        signals.put(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)

@@ -381,6 +381,31 @@ def test_a_second_sigterm_asks_the_running_job_to_stop(program: str) -> None:
     assert masterd.read_pid(program) is None and "stopped" in _read(log_path)
 
 
+@pytest.mark.timeout(60)
+def test_a_signal_while_the_main_thread_holds_the_daemons_lock_stops_the_daemon(
+    data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
+) -> None:
+    """A signal handler interrupts the main thread anywhere, also inside the lock its work
+    takes (a housekeeping pass holds the daemon's): the work is done by a thread of its
+    own once the lock is free, instead of the main thread waiting for itself forever."""
+    srv = masterd.serve(data_dir, node_ops=inst1_running)
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    serving = threading.Thread(target=srv.serve_forever, args=(0.1,), daemon=True)
+    try:
+        masterd._install_signals(srv)
+        serving.start()
+        with srv.daemon._lock:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled here, at the next bytecode
+            time.sleep(0.1)
+        serving.join(20)
+        assert not serving.is_alive()  # the first signal: no new jobs, the loop ends
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+        srv.server_close()
+        srv.daemon.close()
+
+
 def test_a_client_connected_when_the_daemon_stops_is_served(
     data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
 ) -> None:
