@@ -138,13 +138,7 @@ class _NodeMovesLU(LogicalUnit):
         source = get_node(self.cfg, self.op.node_name)
         if self.op.target_node:
             check_node_takes_instances(self.cfg, self.op.target_node)
-        kinds = {}
-        for inst in sorted(data.instances.values(), key=lambda i: i.name):
-            if inst.primary_node == source.name:
-                kind = self._kind(inst, source)
-                if kind is not None:
-                    kinds[inst.name] = kind
-        self.kinds = kinds
+        kinds = self.kinds = self._kinds(data, source)
         instances = [data.instances[name] for name in kinds]
         self.on_source = self._domains_on(source) if MIGRATE in kinds.values() else {}
         self.unsettled = {
@@ -164,6 +158,16 @@ class _NodeMovesLU(LogicalUnit):
         self.dry_run_result = self._plan_result()
         self.ReleaseLocks(locking.LEVEL_NODE)  # the moves take their own
 
+    def _kinds(self, data: ConfigData, source: Node) -> dict[str, str]:
+        """How each instance on ``source`` moves (``_kind``), those that move, by name."""
+        kinds = {}
+        for inst in sorted(data.instances.values(), key=lambda i: i.name):
+            if inst.primary_node == source.name:
+                kind = self._kind(inst, source)
+                if kind is not None:
+                    kinds[inst.name] = kind
+        return kinds
+
     def _arrived(self) -> list[Move]:
         """The instances another operation brought onto the node after the plan, which
         would have moved: not moved (``ARRIVED``)."""
@@ -171,16 +175,16 @@ class _NodeMovesLU(LogicalUnit):
         source = data.nodes.get(self.op.node_name)
         if source is None:
             return []
+        try:
+            now = self._kinds(data, source)
+        except OpPrereqError:  # node migrate of a node offline since: every one would have
+            now = {
+                i.name: MIGRATE for i in data.instances.values() if i.primary_node == source.name
+            }
         arrived = []
-        for inst in sorted(data.instances.values(), key=lambda i: i.name):
-            if inst.primary_node != source.name or inst.name in self.kinds:
-                continue
-            try:
-                kind = self._kind(inst, source)
-            except OpPrereqError:  # node migrate of a node offline since: it would have
-                kind = MIGRATE
-            if kind is not None:
-                move = Move(inst.name, source.name, "", kind, status=UNPLACED, error=ARRIVED)
+        for name, kind in sorted(now.items()):
+            if name not in self.kinds:
+                move = Move(name, source.name, "", kind, status=UNPLACED, error=ARRIVED)
                 move.node = source.name
                 arrived.append(move)
         return arrived

@@ -58,7 +58,6 @@ from ganeti_lv.constants import (
 from ganeti_lv.master.jobs import Job, OpRecord, lost_error
 from ganeti_lv.rapi.httperrors import bad_request
 
-FINALIZED = (JOB_STATUS_SUCCESS, JOB_STATUS_ERROR, JOB_STATUS_CANCELED)
 # the statuses a wait for a change waits in; any other answers at once, as
 # Ganeti's (a canceling job too: Ganeti's clients take it for the end)
 WAITED_IN = (JOB_STATUS_QUEUED, JOB_STATUS_WAITING, JOB_STATUS_RUNNING)
