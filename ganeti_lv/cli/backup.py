@@ -41,17 +41,28 @@ def cmd_export(opts: argparse.Namespace, env: CliEnv) -> int:
     return EXIT_SUCCESS
 
 
+# Ganeti's export fields and titles, and the kind of export ganeti_lv adds
+# (``ganeti_lv``, or ``ganeti`` for one Ganeti wrote: config.ini without manifest.json)
+_FIELDS = {"node": "Node", "export": "Export", "kind": "Kind"}
+EXPORT_FIELDS = tuple(_FIELDS)
+EXPORT_DEFAULT_FIELDS = ("node", "export")
+
+
 def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Show the exports per node (Ganeti's "Node:" / instance layout)."""
-    nodes = list(opts.node or [])
-    result = env.query(opcodes.OpBackupQuery(nodes=nodes, with_kind=True))
+    """List the exports, a row per node and export (Ganeti 3.0's table).
+
+    A node that did not answer gets a row with ``?`` for its exports, as
+    Ganeti's; what interrupted exports left is said on stderr.
+    """
+    fields = common.parse_fields(opts.output, EXPORT_DEFAULT_FIELDS, EXPORT_FIELDS)
+    result = env.query(opcodes.OpBackupQuery(nodes=list(opts.nodes), with_kind=True))
+    rows: list[list[str]] = []
     for node in sorted(result):
         exports = result[node]
         if exports is False:
             env.warn(f"Node {node}: cannot list exports")
+            rows.append([node if f == "node" else "?" for f in fields])
             continue
-        env.write(f"Node: {node}")
-        env.write("Exports:")
         for entry in exports:
             if entry["stale"]:
                 # also there while an export runs: remove --stale waits for it (the
@@ -63,8 +74,9 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
                     f" --stale {name}' removes it once no export of {name} runs)"
                 )
                 continue
-            suffix = " (Ganeti export)" if entry["kind"] == "ganeti" else ""
-            env.write(f"\t{entry['name']}{suffix}")
+            values = {"node": node, "export": entry["name"], "kind": entry["kind"]}
+            rows.append([values[f] for f in fields])
+    env.table([_FIELDS[f] for f in fields], rows, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
 
 
@@ -128,7 +140,17 @@ def register(registry: CommandRegistry) -> None:
     exp.add_argument("--bandwidth-limit", type=int, default=None, metavar="MiB/s")
     common.add_dry_run(exp)
     lst = registry.command("backup", "list", cmd_list, help="List exports")
-    lst.add_argument("--node", action="append", metavar="NODE")
+    lst.add_argument(
+        "-n",
+        "--node",
+        dest="nodes",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="Only this node's exports (can be given more than once; default: all nodes)",
+    )
+    common.add_list_options(lst, EXPORT_FIELDS)
+    common.add_units_option(lst)  # no sizes to show: accepted as gnt-backup list accepts it
     rem = registry.command("backup", "remove", cmd_remove, help="Remove an instance's exports")
     common.add_submit(rem)
     rem.add_argument(

@@ -256,14 +256,15 @@ def test_live_export_list_and_remove(env: Env, way: str) -> None:
         assert res.returncode == 0, res.stdout + res.stderr
         assert env.check_job_ran(way).status == "success"
         assert "Export of" in res.stdout
-        listed = env.gnt("backup", "list", "--node", target)
+        listed = env.gnt("backup", "list", "--node", target, "--no-headers")
         assert listed.returncode == 0, listed.stderr
-        assert f"Node: {target}" in listed.stdout and f"\t{NAME}" in listed.stdout
+        assert [target, NAME] in [line.split() for line in listed.stdout.splitlines()]
         # the instance kept running where it was
         assert wait_single(env.config, env.ops, NAME) == env.primary()
         removed = env.gnt("backup", "remove", NAME)
         assert removed.returncode == 0, removed.stderr
-        assert f"\t{NAME}" not in env.gnt("backup", "list", "--node", target).stdout
+        listed = env.gnt("backup", "list", "--node", target, "-o", "export", "--no-headers")
+        assert NAME not in listed.stdout.split()
 
 
 @pytest.mark.parametrize("way", BOTH_WAYS)

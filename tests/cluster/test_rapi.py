@@ -257,8 +257,8 @@ def test_migrate_export_shutdown_startup_as_jobs(env: Env) -> None:
     assert client.call("WaitForJobCompletion", job, period=1) is True
     result = client.call("GetJobStatus", job)["opresult"][0]
     assert result[0] is True and all(result[1])
-    listed = env.gnt("backup", "list", "--node", export_node)
-    assert f"\t{NAME}" in listed.stdout, listed.stdout + listed.stderr
+    listed = env.gnt("backup", "list", "--node", export_node, "-o", "export", "--no-headers")
+    assert NAME in listed.stdout.split(), listed.stdout + listed.stderr
     assert env.gnt("backup", "remove", NAME).returncode == 0
 
     job = client.call("ShutdownInstance", NAME, timeout=60)

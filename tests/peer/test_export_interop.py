@@ -221,8 +221,8 @@ def test_ganeti_export_imports_into_ganeti_lv_and_boots(local, ganeti_export) ->
     ganeti = _ganeti_config(src)
     try:
         _copy_tree(src, dst)
-        listed = gnt.ok("backup", "list", "--node", n1)
-        assert f"\t{GNT} (Ganeti export)" in listed.splitlines()
+        listed = gnt.ok("backup", "list", "--node", n1, "-o", "export,kind", "--no-headers")
+        assert [GNT, "ganeti"] in [line.split() for line in listed.splitlines()]
 
         args = guest.kernel_args(GNT, patmb=PATMB, dirtymb=0, writepat=False)
         code, out, err = gnt(

@@ -473,7 +473,7 @@ def test_cli_list_warns_of_what_an_interrupted_export_left(ctx, ops, config, dat
     jobs_before = len(ctx.jobs.list())
     assert main(["--data-dir", data_dir, "backup", "list", "--node", N2], node_ops=ops) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines() == [f"Node: {N2}", "Exports:", f"\t{INST}"]
+    assert [line.split() for line in out.splitlines()] == [["Node", "Export"], [N2, INST]]
     export_dir = config.read().cluster.export_dir
     # also what a running export writes: said so, and when remove --stale removes it
     assert (
@@ -484,13 +484,27 @@ def test_cli_list_warns_of_what_an_interrupted_export_left(ctx, ops, config, dat
     assert len(ctx.jobs.list()) == jobs_before  # a list is no job
 
 
+def test_cli_list_a_node_that_does_not_answer_gets_a_row_of_its_own(ctx, ops, data_dir, capsys):
+    from ganeti_lv.cli.main import main
+
+    _own_export(ctx, ops)
+    ops.set_unreachable(N1)
+    argv = ["--data-dir", data_dir, "backup", "list", "--no-headers", "--separator", ":"]
+    assert main(argv, node_ops=ops) == 0
+    out, err = capsys.readouterr()
+    # as Ganeti's table: "?" where a node gave no answer; the others' exports listed
+    assert f"{N1}:?" in out.splitlines() and f"{N2}:{INST}" in out.splitlines()
+    assert f"Node {N1}: cannot list exports" in err
+
+
 def test_cli_list_and_import_with_net(ctx, ops, config, data_dir, capsys):
     from ganeti_lv.cli.main import main
 
     ganeti_export(ops)
     base = ["--data-dir", data_dir]
-    assert main([*base, "backup", "list", "--node", N2], node_ops=ops) == 0
-    assert "\talpha (Ganeti export)" in capsys.readouterr().out.splitlines()
+    argv = [*base, "backup", "list", "--node", N2, "-o", "export,kind", "--separator", "|"]
+    assert main(argv, node_ops=ops) == 0
+    assert "alpha|ganeti" in capsys.readouterr().out.splitlines()
     argv = [*base, "backup", "import", "-n", N1, "--src-node", N2, "--src-dir", "alpha"]
     net = ["--net", "0:link=br0,mac=aa:00:00:00:00:99", "--tags", "restored,db"]
     code = main([*argv, *net, NEW], node_ops=ops)
