@@ -176,8 +176,18 @@ def cmd_list(opts: argparse.Namespace, env: CliEnv) -> int:
 
 
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Show details of instances (all when none given)."""
+    """Show details of the instances named, or of all with ``--all`` (as gnt-instance info)."""
+    if bool(opts.instances) == opts.show_all:
+        env.warn(
+            "Name instances or give --all, not both"
+            if opts.show_all
+            else "No instance given: name instances, or give --all to see every instance"
+        )
+        return EXIT_FAILURE
     rows = env.submit(opcodes.OpInstanceQuery(names=list(opts.instances)))
+    if not rows:
+        env.write("No instances.")
+        return EXIT_FAILURE
     for row in rows:
         for line in instance_info.info_lines(row):
             env.write(line)
@@ -278,4 +288,5 @@ def register(registry: CommandRegistry) -> None:
     common.add_units_option(lst)
     info = registry.command("instance", "info", cmd_info, help="Show instance details")
     info.add_argument("instances", nargs="*", metavar="INSTANCE")
+    info.add_argument("--all", dest="show_all", action="store_true", help="Every instance")
     common.add_reason(info)

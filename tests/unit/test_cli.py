@@ -486,6 +486,18 @@ def test_cluster_init_via_cli(tmp_path: Any, capsys: Any) -> None:
     assert "already initialised" in capsys.readouterr().err
 
 
+def test_instance_info_needs_names_or_all_as_gnt_instance_info(
+    cli: Cli, config: ConfigStore
+) -> None:
+    code, out, err = cli("instance", "info")
+    assert (code, out) == (1, "") and "give --all" in err
+    code, out, err = cli("instance", "info", "--all", INST)
+    assert (code, out) == (1, "") and "not both" in err
+    code, out, _ = cli("instance", "info", "--all")
+    names = [line.split(": ", 1)[1] for line in out.splitlines() if "Instance name:" in line]
+    assert code == 0 and names == sorted(config.read().instances)
+
+
 def test_instance_info_says_no_actual_state_when_the_primary_cannot_be_asked(
     cli: Cli, inst1_running: FakeNodeOps
 ) -> None:
