@@ -120,3 +120,14 @@ def test_node_add_wrong_key_fails_ssh_check(
     assert ConfigStore(ssh_cluster).read().serial == serial
     known = paths.known_hosts_file(ssh_cluster)
     assert bootstrap.lookup_known_host(known, local_sshd.host, local_sshd.port) is None
+
+
+def test_node_add_of_a_known_node_is_refused_before_its_key_is_fetched(
+    ssh_cluster: str, local_sshd: Any, capsys: Any
+) -> None:
+    questions: list[str] = []
+    argv = ["node", "add", "--address", local_sshd.host, "--ssh-port", str(local_sshd.port)]
+    code, out, err = gnt(ssh_cluster, [*argv, "master1"], questions.append, capsys)
+    assert code == 1 and "already_exists" in err
+    assert "Node master1 is already in the configuration (--readd adds it again)" in err
+    assert questions == [] and "fingerprint" not in out  # the node was not contacted
