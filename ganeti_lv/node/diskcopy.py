@@ -45,6 +45,7 @@ from typing import Any
 
 from ganeti_lv import constants
 from ganeti_lv.errors import (
+    ECODE_ENVIRON,
     ECODE_INVAL,
     ECODE_NORES,
     NodeError,
@@ -61,6 +62,11 @@ ProgressFn = Callable[[int, int], None]
 CANCEL_GRACE = 20.0
 # How often the cancel watcher looks whether the copy ended meanwhile (s).
 CANCEL_POLL = 0.2
+# A copy whose sender says nothing new for this long (no byte read or sent, no
+# result: a source or target on storage that hangs, a receiver that stopped
+# reading) is stopped as a canceled one is and fails (s). Long enough for the
+# receiver's last sync of a large image.
+STALL_LIMIT = 600.0
 
 
 class CopyCanceled(NodeError):
@@ -313,31 +319,49 @@ def _error_from(info: dict[str, Any], plan: CopyPlan) -> NodeError:
     )
 
 
+class _Watch:
+    """What the copy's watcher knows: when the sender last said something new,
+    and whether the watcher told it to stop, and why."""
+
+    def __init__(self) -> None:
+        self.news_at = time.monotonic()
+        self.sent = False  # the sender was told to stop
+        self.stalled = False  # ... because it said nothing new for STALL_LIMIT
+
+    def news(self) -> None:
+        self.news_at = time.monotonic()
+
+
 @contextlib.contextmanager
-def _stopped_on_cancel(
+def _watched(
     proc: StreamProcess, cancel: threading.Event | None, plan: CopyPlan
-) -> Iterator[dict[str, bool]]:
-    """While the copy runs: a set ``cancel`` tells the sender to stop (``CANCEL``).
+) -> Iterator[_Watch]:
+    """While the copy runs: a set ``cancel``, or no news from the sender for
+    ``STALL_LIMIT``, tells the sender to stop (``CANCEL``).
 
-    A thread waits for the request and writes the line; the sender kills its
-    transport, the receiver removes its partial file, the sender reports the
-    cancel and the copy's reading ends. A sender that does not end within
-    ``CANCEL_GRACE`` seconds has its channel closed. The yielded dict says
-    whether the cancel was sent.
+    A thread watches and writes the line; the sender kills its transport, the
+    receiver removes its partial file, the sender reports the cancel and the
+    copy's reading ends. A sender that does not end within ``CANCEL_GRACE``
+    seconds has its channel closed. The caller reports news (``_Watch.news``);
+    the yielded ``_Watch`` says whether the sender was told to stop, and why.
     """
-    state = {"sent": False}
-    if cancel is None:
-        yield state
-        return
+    watch = _Watch()
     done = threading.Event()
+    limit = STALL_LIMIT
 
-    def watch() -> None:
-        while not done.is_set():
-            if cancel.wait(CANCEL_POLL):
+    def stop_asked() -> bool:
+        if cancel is not None and cancel.is_set():
+            return True
+        watch.stalled = time.monotonic() - watch.news_at > limit
+        return watch.stalled
+
+    def run() -> None:
+        while not done.wait(CANCEL_POLL):
+            if stop_asked():
                 break
         if done.is_set():
             return
-        state["sent"] = True
+        watch.sent = True
         try:
             proc.write(b"CANCEL\n")
         except Exception:  # noqa: BLE001 - a channel already gone ends the copy anyway
@@ -346,10 +370,10 @@ def _stopped_on_cancel(
         if not done.wait(CANCEL_GRACE):
             proc.close()
 
-    thread = threading.Thread(target=watch, name=f"copy-cancel-{plan.src_node}", daemon=True)
+    thread = threading.Thread(target=run, name=f"copy-watch-{plan.src_node}", daemon=True)
     thread.start()
     try:
-        yield state
+        yield watch
     finally:
         done.set()
         thread.join()
@@ -488,8 +512,8 @@ class CopyPlan:
         started = clock()
         status = None
         try:
-            with _stopped_on_cancel(proc, cancel, self) as canceling:
-                error, result, _size = self._read_to_end(proc, progress_fn, start_fn)
+            with _watched(proc, cancel, self) as watch:
+                error, result, _size = self._read_to_end(proc, progress_fn, start_fn, watch)
             if error is None and result is None:
                 status = proc.wait(timeout=60, check=False)
             else:  # the copy's outcome is known: the sender's end only follows it
@@ -506,11 +530,18 @@ class CopyPlan:
             raise NodeUnreachable(f"{self.what}: {err.msg}", err.node, err.ecode) from err
         finally:
             proc.close()
+        if watch.stalled and result is None:
+            raise NodeError(
+                f"{self.what}: nothing was read or sent for {STALL_LIMIT:g} s (storage or"
+                " a node that hangs?); the copy was stopped",
+                self.src_node,
+                ecode=ECODE_ENVIRON,
+            )
         if error is not None:
             raise _error_from(error, self)
         if result is None:
             assert status is not None
-            if canceling["sent"]:
+            if watch.sent:
                 raise CopyCanceled(
                     f"{self.what} canceled; the sender ended (exit {status.exit_status})",
                     self.src_node,
@@ -544,13 +575,18 @@ class CopyPlan:
         proc: StreamProcess,
         progress_fn: ProgressFn | None,
         start_fn: Callable[[StartInfo], None] | None,
+        watch: _Watch,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:
         """The sender's lines up to its last: (its error, its result, the disk's size)."""
         size = 0
         result: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
+        last: Any = None
         for line in _read_lines(proc):
             kind, payload = _parse_line(line)
+            if (kind, payload) != last:  # a repeated progress line is no news
+                watch.news()
+                last = (kind, payload)
             if kind == "START":
                 size = int(payload["size"])
                 if start_fn is not None:

@@ -145,6 +145,36 @@ def test_connection_dying_mid_copy_fails_and_leaves_nothing(tmp_path):
     assert not glob.glob(str(dst) + ".part*")
 
 
+def test_a_copy_that_stops_moving_is_stopped_and_fails(tmp_path, monkeypatch):
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(16 * MiB))
+    dst = tmp_path / "disk0.img"
+    # a target that hangs: its "receiver" never reads, the sender's writes block
+    hung = diskcopy.CopyEndpoint(argv=["sh", "-c", "exec sleep 60"], name="hung")
+    monkeypatch.setattr(diskcopy, "STALL_LIMIT", 1.0)
+    monkeypatch.setattr(diskcopy, "CANCEL_GRACE", 30.0)
+    started = time.monotonic()
+    with pytest.raises(NodeError) as err:
+        copy_disk(str(src), str(dst), endpoint=hung)
+    # stopped as a canceled copy is (the sender killed its transport and ended), not
+    # taken for a user's cancel, and long before the grace for a sender that hangs
+    assert not isinstance(err.value, diskcopy.CopyCanceled)
+    assert err.value.ecode == "environment_error"
+    assert "nothing was read or sent for 1 s" in str(err.value)
+    assert time.monotonic() - started < 20
+    assert not dst.exists() and not glob.glob(str(dst) + ".part*")
+
+
+def test_a_slow_copy_that_keeps_moving_is_not_stopped(tmp_path, monkeypatch):
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(3 * MiB))
+    dst = tmp_path / "disk0.img"
+    monkeypatch.setattr(diskcopy, "STALL_LIMIT", 1.0)
+    # about 3 s at 1 MiB/s: longer than the limit, with news twice a second
+    copy_disk(str(src), str(dst), bandwidth_limit=1)
+    assert _plain_sha(dst) == _plain_sha(src)
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
 def test_target_without_space_is_nores_before_writing(tmp_path):
     src = tmp_path / "src.img"
