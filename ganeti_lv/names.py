@@ -11,6 +11,8 @@ uses those for the export being written and the one it replaces.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 
 from ganeti_lv import constants
@@ -63,6 +65,23 @@ def check_name(name: object, what: str) -> None:
     problem = name_problem(name, what)
     if problem is not None:
         raise OpPrereqError(problem, ECODE_INVAL)
+
+
+def check_address(address: str | None, what: str) -> None:
+    """Raise OpPrereqError (ECODE_INVAL) unless ``address`` (when given: not None or
+    empty) is one IP address or one host name: it is written into known_hosts, SSH
+    and libvirt URIs, where a comma, a blank or a bracket would make it several or
+    another."""
+    if not address:
+        return
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(address)
+        return
+    if not constants.NAME_RE.match(address.lower()):
+        raise OpPrereqError(
+            f"Invalid {what} {address!r}: not an IP address, and not a host name ({NAME_RULE})",
+            ECODE_INVAL,
+        )
 
 
 # Ganeti's rule for tags: its import reads them back split at white space

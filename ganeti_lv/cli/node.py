@@ -8,7 +8,7 @@ from typing import Any
 from ganeti_lv import opcodes
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
-from ganeti_lv.errors import ECODE_EXISTS, ECODE_INVAL, OpPrereqError
+from ganeti_lv.errors import ECODE_EXISTS, ECODE_INVAL, ECODE_NOENT, OpPrereqError
 
 # name -> (title, is a size in MiB); the value is the node query row's.
 # Ganeti's fields have Ganeti's titles (gnt-node list); the others are ganeti_lv's.
@@ -101,18 +101,20 @@ def obtain_host_key(env: CliEnv, address: str, port: int, given: str | None) -> 
 def cmd_add(opts: argparse.Namespace, env: CliEnv) -> int:
     """Add a node after confirming its host key; a node added again keeps its
     address and SSH port unless ``--address`` and ``--ssh-port`` give others."""
+    # a readd's address and port come from the configuration (a reinstalled node would
+    # not answer with its old key); a known node without --readd is refused before it
+    # is contacted for its host key (the job refuses it too)
     known: dict[str, Any] = {}
-    if opts.readd:
-        # from the configuration (a reinstalled node would not answer with its old key)
+    try:
         (known,) = env.query(opcodes.OpNodeQuery(names=[opts.node_name], live=False))
-    else:
-        # refused before the node is contacted for its host key (the job refuses it too)
-        rows = env.query(opcodes.OpNodeQuery(names=[], live=False))
-        if any(row["name"] == opts.node_name for row in rows):
-            raise OpPrereqError(
-                f"Node {opts.node_name} is already in the configuration (--readd adds it again)",
-                ECODE_EXISTS,
-            )
+    except OpPrereqError as err:
+        if opts.readd or err.ecode != ECODE_NOENT:
+            raise
+    if known and not opts.readd:
+        raise OpPrereqError(
+            f"Node {known['name']} is already in the configuration (--readd adds it again)",
+            ECODE_EXISTS,
+        )
     address = opts.address or known.get("address") or opts.node_name
     port = opts.ssh_port if opts.ssh_port is not None else known.get("ssh_port", 22)
     host_key = obtain_host_key(env, address, port, opts.host_key)

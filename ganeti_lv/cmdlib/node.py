@@ -11,6 +11,7 @@ from ganeti_lv import bootstrap, constants, locking, paths, pki
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster_crypto import distribute
 from ganeti_lv.cmdlib.common import ask_nodes, expand_node, get_node
+from ganeti_lv.config import match_name
 from ganeti_lv.errors import (
     ECODE_EXISTS,
     ECODE_INVAL,
@@ -69,7 +70,11 @@ class LUNodeAdd(LogicalUnit):
         """Name and address are unique; readd only for a known node."""
         data = self.cfg.snapshot()  # read-only: lookups (the node changed below is a copy)
         self.cluster = data.cluster.copy()
-        name = self.op.node_name
+        # a short name of a node is that node (as everywhere): never a second one
+        known = match_name(self.op.node_name, list(data.nodes))
+        if known is not None and not self.op.readd:
+            raise OpPrereqError(f"Node {known} is already in the configuration", ECODE_EXISTS)
+        name = self.op.node_name = known or self.op.node_name
         existing = data.nodes.get(name)
         # a node added again keeps what the opcode does not give anew
         address = self.op.primary_ip or (existing.address if existing else name)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
-from ganeti_lv.names import check_name
+from ganeti_lv.names import check_address, check_name
 from ganeti_lv.opcodes.base import (
     OpCode,
     check_node_settings,
@@ -35,6 +35,8 @@ class OpNodeAdd(OpCode):
 
     def _check_values(self) -> None:
         check_name(self.node_name, "node")
+        check_address(self.primary_ip, "node address")
+        check_address(self.migration_address, "migration address")
         check_node_settings(self.ssh_port, self.memory_cap, f"node {self.node_name}")
 
 

@@ -126,8 +126,12 @@ def test_node_add_whose_configuration_write_fails_forgets_the_key(
     ("kwargs", "ecode"),
     [
         ({"node_name": N2}, ECODE_EXISTS),
+        ({"node_name": "node2"}, ECODE_EXISTS),  # its short name: the same node
         ({"node_name": "node4", "primary_ip": "10.250.0.2"}, ECODE_NOTUNIQUE),
         ({"node_name": "node4", "host_key": None}, ECODE_INVAL),
+        # one address each: a list would be written into known_hosts as several names
+        ({"node_name": "node4", "primary_ip": "10.250.0.9,10.250.0.2"}, ECODE_INVAL),
+        ({"node_name": "node4", "migration_address": "10.9.0.4 10.9.0.5"}, ECODE_INVAL),
         ({"node_name": "node4", "host_key": "ssh-ed25519 xx"}, ECODE_INVAL),
         ({"node_name": "node4", "readd": True}, ECODE_NOENT),
         # as Ganeti: never the master again
@@ -142,6 +146,15 @@ def test_node_add_bad_input(
     serial = config.read().serial
     assert prereq_error(ctx, OpNodeAdd(**params)).ecode == ecode
     assert config.read().serial == serial
+
+
+def test_a_node_added_again_by_its_short_name_is_that_node(
+    ctx: Context, config: ConfigStore
+) -> None:
+    before = sorted(config.read().nodes)
+    _, lines = run(ctx, OpNodeAdd(node_name="node3", host_key=host_key(), readd=True))
+    assert sorted(config.read().nodes) == before
+    assert f"Node {N3} added to the cluster" in lines
 
 
 def test_a_node_added_again_keeps_its_vm_capable_flag(ctx: Context, config: ConfigStore) -> None:
