@@ -231,10 +231,12 @@ class MasterClient:
                 first_within = ANSWER_TIMEOUT if accepted else None
                 return _wait(exchange, on_record, cancel, on_job_id, first_within)
             except KeyboardInterrupt:
-                # as in-process: an interrupted command does not go on in the
-                # background (a job past its point of no return still ends safely)
-                with contextlib.suppress(errors.OpExecError):  # the daemon gone
-                    exchange.send_cancel("interrupted by the user")
+                # a job this client submitted, as in-process: an interrupted command
+                # does not go on in the background (a job past its point of no return
+                # still ends safely); a job only watched may be somebody else's
+                if accepted:
+                    with contextlib.suppress(errors.OpExecError):  # the daemon gone
+                        exchange.send_cancel("interrupted by the user")
                 raise
 
     def close(self) -> None:

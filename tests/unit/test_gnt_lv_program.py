@@ -309,7 +309,10 @@ def test_ctrl_c_on_job_watch_stops_the_watching_not_the_job(
         proc.kill()
     assert proc.returncode == 1, (out, err)
     assert f"Stopped watching job {job_id}; it goes on" in err and "Traceback" not in err
-    assert store.get(job_id).status == JOB_STATUS_RUNNING  # no cancel request
+    # the daemon read what the watcher sent up to its end: no cancel request among it
+    assert wait_until(lambda: _watchers(server) == 0, 30)
+    job = store.get(job_id)
+    assert (job.status, job.cancel_ts) == (JOB_STATUS_RUNNING, None)
     held_delays.set()
     assert wait_until(lambda: store.get(job_id).status == "success", 30)
 
