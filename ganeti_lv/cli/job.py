@@ -23,7 +23,6 @@ from typing import Any
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.constants import (
-    JOB_ACTIVE_STATUSES,
     JOB_STATUS_CANCELED,
     JOB_STATUS_CANCELING,
     JOB_STATUS_ERROR,
@@ -107,10 +106,8 @@ def _op_ts(values: list[float | None]) -> list[str]:
 
 
 def _op_statuses(job: Any) -> list[str]:
-    """The opcodes' statuses; those a lost job did not finish are lost, as the job is."""
-    if job.status != JOB_STATUS_LOST:
-        return [job.op_shown_status(op) for op in job.ops]
-    return [JOB_STATUS_LOST if op.status in JOB_ACTIVE_STATUSES else op.status for op in job.ops]
+    """The opcodes' statuses as shown (``Job.op_shown_status``)."""
+    return [job.op_shown_status(op) for op in job.ops]
 
 
 _FIELD_VALUES: dict[str, Callable[[Any], Any]] = {

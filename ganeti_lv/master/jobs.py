@@ -324,9 +324,13 @@ class Job:
         return next((op for op in self.ops if op.status in JOB_ACTIVE_STATUSES), None)
 
     def op_shown_status(self, op: OpRecord) -> str:
-        """One of its opcodes' status as shown: canceling while the job is, until it ends."""
-        if op.status in JOB_ACTIVE_STATUSES and self.shown_status == JOB_STATUS_CANCELING:
-            return JOB_STATUS_CANCELING
+        """One of its opcodes' status as shown: canceling while the job is, until it
+        ends; lost when the job is lost (its process gone) and the opcode unfinished."""
+        if op.status in JOB_ACTIVE_STATUSES and self.shown_status in (
+            JOB_STATUS_CANCELING,
+            JOB_STATUS_LOST,
+        ):
+            return self.shown_status
         return op.shown_status
 
 

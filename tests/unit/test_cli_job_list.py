@@ -169,6 +169,12 @@ def test_job_list_opstatus_of_a_lost_job(data_dir: str, store: JobStore, capsys:
     store.save(job)
     code, out, _ = _cli(data_dir, capsys, "job", "list", "--no-headers", "-o", "status,opstatus")
     assert (code, out.split()) == (0, ["lost", "lost,lost"])
+    # job info says the same of each opcode
+    _, out, _ = _cli(data_dir, capsys, "job", "info", str(job.id))
+    assert [line for line in out.splitlines() if line.startswith("    Status:")] == [
+        "    Status: lost",
+        "    Status: lost",
+    ]
 
 
 def test_job_waiting_for_its_locks_is_waiting_until_they_are_held(
