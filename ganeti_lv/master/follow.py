@@ -41,7 +41,7 @@ def follow_logged(
     """Every line of job ``job_id`` as records, up to its end; its results or typed error.
 
     ``cancel``, once set, asks the job to stop safely (once); the job is
-    followed on to its end.
+    followed on to its end, also when it cannot be asked (said as a record).
     """
     seen: dict[int, int] = {}
     asked = False
@@ -56,7 +56,12 @@ def follow_logged(
             break
         if cancel is not None and cancel.is_set() and not asked:
             asked = True
-            signal_cancel(job)
+            try:
+                signal_cancel(job)
+            except JobError as err:  # its process takes no requests, or just ended
+                if on_record is not None:
+                    op_index = max(0, len(job.ops) - 1)
+                    on_record(make_record(job.id, op_index, f"Cannot ask it to stop: {err}"))
         sleep(POLL)
     error = end_error(job)
     if error is None:

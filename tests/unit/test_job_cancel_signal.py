@@ -111,3 +111,23 @@ def test_gnt_lv_run_by_its_python_is_signalled(tmp_path: Path) -> None:
 def test_the_program_of_a_command_line(words: list[bytes], program: bytes | None) -> None:
     """The command, or what its Python runs after its options; never an argument."""
     assert _program(words) == program
+
+
+def test_a_followed_job_that_cannot_be_asked_to_stop_is_followed_to_its_end(
+    tmp_path: Path,
+) -> None:
+    from ganeti_lv.cancel import Cancellation
+    from ganeti_lv.master.follow import follow_logged
+
+    store = JobStore(str(tmp_path / "jobs"))
+    job = store.create_job([OpTestDelay()], start=True)  # run by this process: no requests
+    cancel = Cancellation()
+    cancel.request("interrupted by the user")
+    records: list[object] = []
+
+    def sleep(_seconds: float) -> None:
+        store.finish_success(job, True)  # the job ends on its own
+
+    assert follow_logged(store.get, job.id, records.append, cancel, sleep=sleep) == [True]
+    texts = [getattr(record, "text", "") for record in records]
+    assert any("Cannot ask it to stop" in text and "cancel requests" in text for text in texts)
