@@ -412,7 +412,10 @@ def watch_cancel(rfile: BinaryIO, cancel: Callable[[str], None]) -> None:
 
     def watch() -> None:
         with contextlib.suppress(OSError, ValueError):
-            for line in rfile:
+            while True:
+                line = rfile.readline(CANCEL_LINE_MAX)
+                if not line.endswith(b"\n"):  # the client's end, or a line past any cancel's
+                    return
                 try:
                     msg = protocol.decode(line)
                 except GenericError:
@@ -434,6 +437,9 @@ LISTEN_BACKLOG = 128
 # socket's buffer is full
 REQUEST_TIMEOUT = 10
 SEND_TIMEOUT = 30
+# the longest line a followed job's client may send after its request (a cancel
+# with its reason): the daemon stops reading a client that sends a longer one
+CANCEL_LINE_MAX = 64 << 10
 
 
 class _Handler(socketserver.StreamRequestHandler):

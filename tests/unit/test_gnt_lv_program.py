@@ -299,10 +299,11 @@ def test_ctrl_c_on_job_watch_stops_the_watching_not_the_job(
     job_id = Client(data_dir).enqueue([OpTestDelay(duration=1.0)])
     store = JobStore(paths.jobs_dir(data_dir))
     assert wait_until(lambda: store.get(job_id).status == JOB_STATUS_RUNNING, 30)
+    earlier = _watchers()  # of other tests' daemons, in this process too
     proc = _start(data_dir, "job", "watch", str(job_id))
     try:
         # following it: the daemon streams the job's records to the watcher
-        assert wait_until(lambda: _watchers(server) > 0, 30)
+        assert wait_until(lambda: _watchers() - earlier, 30)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -310,16 +311,17 @@ def test_ctrl_c_on_job_watch_stops_the_watching_not_the_job(
     assert proc.returncode == 1, (out, err)
     assert f"Stopped watching job {job_id}; it goes on" in err and "Traceback" not in err
     # the daemon read what the watcher sent up to its end: no cancel request among it
-    assert wait_until(lambda: _watchers(server) == 0, 30)
+    assert wait_until(lambda: not _watchers() - earlier, 30)
     job = store.get(job_id)
     assert (job.status, job.cancel_ts) == (JOB_STATUS_RUNNING, None)
     held_delays.set()
     assert wait_until(lambda: store.get(job_id).status == "success", 30)
 
 
-def _watchers(server: Any) -> int:
-    """Connections the test daemon serves now (the watcher's, once it follows)."""
-    return sum(t.name.startswith("masterd-cancel") for t in threading.enumerate())
+def _watchers() -> set[threading.Thread]:
+    """The threads reading what clients of a daemon in this process send after their
+    request (a watcher's, once it follows), up to the client's end."""
+    return {t for t in threading.enumerate() if t.name.startswith("masterd-cancel")}
 
 
 # ------------------------------------------------------------------ migrations (in-process)
