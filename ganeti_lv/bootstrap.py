@@ -185,6 +185,9 @@ def _build_cluster(cluster_name: str, master: Node, cluster_fields: dict[str, An
             merged.update(value)
             value = merged
         setattr(cluster, key, value)
+    problem = cluster.data_dirs_problem()
+    if problem is not None:
+        raise OpPrereqError(problem, ECODE_INVAL)
     return cluster
 
 

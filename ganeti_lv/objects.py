@@ -335,6 +335,9 @@ class Instance(ConfigObject):
         return [self.primary_node, *self.secondary_nodes]
 
 
+_DATA_DIRS = ("export_dir", "file_storage_dir", "shared_file_storage_dir")
+
+
 @dataclass
 class Cluster(ConfigObject):
     """Cluster-wide settings.
@@ -366,6 +369,23 @@ class Cluster(ConfigObject):
     tags: list[str] = field(default_factory=list)
     ctime: float = field(default_factory=time.time)
     mtime: float = field(default_factory=time.time)
+
+    def data_dirs_problem(self) -> str | None:
+        """None when the export, file storage and shared file storage dirs are apart,
+        else what is wrong: one dir for two uses, or one in another, would make an
+        export's folder an instance's disk folder (removing either removes both)."""
+        dirs = [(n, getattr(self, n).rstrip("/") or "/") for n in _DATA_DIRS]
+        for i, (name, path) in enumerate(dirs):
+            for other, other_path in dirs[i + 1 :]:
+                inside = (path + "/").startswith(other_path.rstrip("/") + "/") or (
+                    other_path + "/"
+                ).startswith(path.rstrip("/") + "/")
+                if inside:
+                    return (
+                        f"The {name} ({path}) and the {other} ({other_path}) must be apart:"
+                        " neither the same directory nor one inside the other"
+                    )
+        return None
 
     def fill_hvparams(
         self, instance: Instance, temporary: Mapping[str, Any] | None = None

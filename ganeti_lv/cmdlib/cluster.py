@@ -152,6 +152,7 @@ class LUClusterSetParams(LogicalUnit):
             raise OpPrereqError(
                 f"The compression tools must include {constants.IEC_GZIP}", ECODE_INVAL
             )
+        self._check_apart_and_memory()
         # an instance's disk paths follow these dirs: moving one under existing
         # instances would point them at images that are not there
         for name, template in _STORAGE_DIRS.items():
@@ -167,6 +168,38 @@ class LUClusterSetParams(LogicalUnit):
                     f" one ({', '.join(users)})",
                     ECODE_STATE,
                 )
+
+    def _check_apart_and_memory(self) -> None:
+        """ECODE_INVAL when the changed cluster would have its data dirs overlap
+        (``Cluster.data_dirs_problem``), or a minimum memory above the maximum for
+        itself or for an instance inheriting either (that no change of it could be
+        recorded any more)."""
+        changed = self.cluster.copy()
+        for key, value in self.changes.items():
+            if key in ("hvparams", "beparams"):
+                value = apply_changes(getattr(changed, key), value)
+            setattr(changed, key, value)
+        problem = changed.data_dirs_problem()
+        if problem is not None:
+            raise OpPrereqError(problem, ECODE_INVAL)
+        if "beparams" not in self.changes:
+            return
+        filled = {**constants.BEC_DEFAULTS, **changed.beparams}
+        if int(filled["minmem"]) > int(filled["maxmem"]):
+            raise OpPrereqError(
+                f"The cluster's minimum memory ({filled['minmem']} MiB) must not exceed its"
+                f" maximum memory ({filled['maxmem']} MiB)",
+                ECODE_INVAL,
+            )
+        instances = self.cfg.snapshot().instances.values()
+        bounds = {i.name: changed.fill_beparams(i) for i in instances}
+        broken = sorted(n for n, be in bounds.items() if int(be["minmem"]) > int(be["maxmem"]))
+        if broken:
+            raise OpPrereqError(
+                "With these memory defaults the minimum memory would exceed the maximum of"
+                f" instance(s) {', '.join(broken)}: change theirs first",
+                ECODE_INVAL,
+            )
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """OP_TARGET plus the new values."""

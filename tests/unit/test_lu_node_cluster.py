@@ -31,7 +31,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import CommandResult
-from ganeti_lv.objects import disk_path
+from ganeti_lv.objects import Node, disk_path
 from ganeti_lv.opcodes import (
     OpClusterSetParams,
     OpClusterVerify,
@@ -493,6 +493,56 @@ def test_a_data_dir_in_the_systems_own_trees_is_refused(
     assert config.get_cluster().export_dir == "/var/lib/ganeti-lv-exports"
     run(ctx, OpClusterSetParams(hooks_base_dir="/etc/ganeti-lv/hooks-2"))  # hooks: config
     assert config.get_cluster().hooks_base_dir == "/etc/ganeti-lv/hooks-2"
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"export_dir": "FILE"}, "The export_dir (FILE) and the file_storage_dir (FILE)"),
+        ({"export_dir": "FILE/exports"}, "and the file_storage_dir (FILE) must be apart"),
+        ({"shared_file_storage_dir": "/srv/x", "export_dir": "/srv/x/e"}, "must be apart"),
+    ],
+)
+def test_data_dirs_that_overlap_are_refused(
+    ctx: Context, config: ConfigStore, change: dict[str, str], says: str
+) -> None:
+    """An export's folder would be an instance's disk folder: removing one removes both."""
+    file_dir = config.get_cluster().file_storage_dir
+    change = {k: v.replace("FILE", file_dir) for k, v in change.items()}
+    serial = config.read().serial
+    err = prereq_error(ctx, OpClusterSetParams(**change))
+    assert err.ecode == ECODE_INVAL and says.replace("FILE", file_dir) in err.msg
+    assert config.read().serial == serial
+
+
+def test_data_dirs_that_overlap_are_refused_at_init(tmp_path: Any) -> None:
+    with pytest.raises(OpPrereqError, match="must be apart") as err:
+        bootstrap.init_cluster(
+            str(tmp_path / "data"),
+            cluster_name="c1",
+            master=Node(name="master1", address="127.0.0.2"),
+            master_host_key=None,
+            export_dir="/srv/c1/data",
+            shared_file_storage_dir="/srv/c1/data",
+        )
+    assert err.value.ecode == ECODE_INVAL
+
+
+def test_memory_defaults_with_the_minimum_above_the_maximum_are_refused(
+    ctx: Context, config: ConfigStore
+) -> None:
+    serial = config.read().serial
+    err = prereq_error(ctx, OpClusterSetParams(beparams={"maxmem": 64}))  # minmem stays 128
+    assert err.ecode == ECODE_INVAL and "cluster's minimum memory (128 MiB)" in err.msg
+    # an instance with a maximum of its own would be left below the new minimum
+    with config.update() as data:
+        data.instances[INST].beparams["maxmem"] = 256
+    serial = config.read().serial
+    err = prereq_error(ctx, OpClusterSetParams(beparams={"minmem": 512, "maxmem": 1024}))
+    assert err.ecode == ECODE_INVAL and f"instance(s) {INST}:" in err.msg
+    assert config.read().serial == serial
+    run(ctx, OpClusterSetParams(beparams={"minmem": 256, "maxmem": 1024}))  # fits both
+    assert config.get_cluster().beparams["minmem"] == 256
 
 
 def test_a_parameter_set_to_none_goes_back_to_its_default(
