@@ -19,7 +19,7 @@ from ganeti_lv import constants
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import check_node_online, expand_instance
 from ganeti_lv.cmdlib.instance import compute_instance_status, instance_domain
-from ganeti_lv.errors import ECODE_STATE, OpPrereqError
+from ganeti_lv.errors import ECODE_NOENT, ECODE_STATE, OpPrereqError
 from ganeti_lv.opcodes import OpInstanceConsole
 
 CONS_SSH = "ssh"
@@ -41,7 +41,9 @@ class LUInstanceConsole(NoHooksLU):
     def Exec(self, feedback_fn: FeedbackFn) -> dict[str, Any]:
         """Ask the primary whether the instance runs there; how to reach its console."""
         data = self.cfg.snapshot()
-        inst = data.instances[self.name]
+        inst = data.instances.get(self.name)
+        if inst is None:  # removed since its name was expanded (a query takes no lock)
+            raise OpPrereqError(f"Instance '{self.name}' not known", ECODE_NOENT)
         check_node_online(self.cfg, inst.primary_node, "Instance primary node offline:")
         pnode = data.nodes[inst.primary_node]
         dom = instance_domain(self.rpc, pnode, inst.name)

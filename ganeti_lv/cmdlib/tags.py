@@ -30,11 +30,16 @@ from ganeti_lv.opcodes import OpTagsDel, OpTagsGet, OpTagsSearch, OpTagsSet
 
 
 def _target(data: ConfigData, kind: str, name: str | None) -> Cluster | Node | Instance:
-    """The tagged object in ``data`` (the configuration's own: changes stick)."""
+    """The tagged object in ``data`` (the configuration's own: changes stick);
+    ECODE_NOENT when it was removed since its name was expanded (while the job
+    waited for its lock, or a query ran)."""
     if kind == constants.TAG_CLUSTER:
         return data.cluster
     assert name is not None
-    return data.nodes[name] if kind == constants.TAG_NODE else data.instances[name]
+    found = (data.nodes if kind == constants.TAG_NODE else data.instances).get(name)
+    if found is None:
+        raise OpPrereqError(f"{kind.capitalize()} '{name}' not known", ECODE_NOENT)
+    return found
 
 
 class _TagsLU(NoHooksLU):
