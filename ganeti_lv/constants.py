@@ -309,6 +309,8 @@ DEFAULT_MAX_PARALLEL_TARGET = 1
 IALLOC_HAIL = "hail"
 DEFAULT_IALLOCATOR_SHORTCUT = "."
 IALLOCATOR_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}\Z")
+# A Linux network interface name (IFNAMSIZ - 1 characters, no '/' or blanks): a bridge
+BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}\Z")
 
 # severities of cluster verify's problems: only errors fail it (as in Ganeti)
 VERIFY_ERROR = "ERROR"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -63,10 +62,6 @@ def _system_dir_problem(path: str) -> str | None:
     return None
 
 
-# A Linux network interface name (IFNAMSIZ - 1 characters, no '/' or blanks).
-_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}\Z")
-
-
 def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
     """Validate and convert cluster settings (hvparams/beparams types, absolute dirs,
     data dirs outside the system's own: ``_system_dir_problem``)."""
@@ -91,7 +86,7 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
     if domain_type is not None and domain_type not in constants.DOMAIN_TYPES:
         raise OpPrereqError(f"Invalid domain type '{domain_type}'", ECODE_INVAL)
     bridge = out.get("default_bridge")
-    if bridge is not None and not _BRIDGE_RE.match(str(bridge)):
+    if bridge is not None and not constants.BRIDGE_NAME_RE.match(str(bridge)):
         raise OpPrereqError(
             f"Invalid bridge name '{bridge}': at most 15 letters, digits or '_.:-'",
             ECODE_INVAL,

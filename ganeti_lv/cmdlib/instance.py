@@ -13,6 +13,7 @@ than its primary (``check_not_running_elsewhere``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -342,6 +343,11 @@ class LUInstanceStartup(InstanceLU):
                     " (serial_console), which resumes it",
                     ECODE_INVAL,
                 )
+            if {"kernel_path", "initrd_path"} & set(self.hvparams):  # a kernel for this start
+                booting = dataclasses.replace(
+                    self.instance, hvparams={**self.instance.hvparams, **self.hvparams}
+                )
+                check_kernel_files(self.rpc, self.pnode, self.cluster, booting)
             check_node_can_start(
                 self.rpc, self.pnode, self.cluster, self.instance, beparams=self.beparams
             )

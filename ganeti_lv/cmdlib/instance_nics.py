@@ -13,6 +13,7 @@ import random
 import re
 from typing import Any
 
+from ganeti_lv import constants
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, ECODE_NORES, OpPrereqError
 from ganeti_lv.objects import ConfigData
 
@@ -67,6 +68,13 @@ def check_nics(op_nics: list[dict[str, Any]]) -> None:
         if unknown:
             raise OpPrereqError(
                 f"Unknown NIC parameter(s) {', '.join(sorted(unknown))} for NIC {idx}",
+                ECODE_INVAL,
+            )
+        link = spec.get("link")
+        if link and not (isinstance(link, str) and constants.BRIDGE_NAME_RE.match(link)):
+            raise OpPrereqError(
+                f"Invalid link {link!r} for NIC {idx}: a bridge's name (at most 15 letters,"
+                " digits or '_.:-')",
                 ECODE_INVAL,
             )
         mac = spec.get("mac")

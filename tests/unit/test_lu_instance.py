@@ -227,6 +227,9 @@ def test_create_dry_run_changes_nothing(
         ({"nics": [{"mac": "zz"}]}, ECODE_INVAL, "Invalid MAC address"),
         ({"nics": [{"ip": "notanip"}]}, ECODE_INVAL, "Invalid IP address 'notanip'"),
         ({"nics": [{"link": "br7"}]}, ECODE_ENVIRON, "Missing bridges br7"),
+        ({"nics": [{"link": 5}]}, ECODE_INVAL, "Invalid link 5 for NIC 0"),
+        ({"nics": [{}, {"link": ["br0"]}]}, ECODE_INVAL, "Invalid link ['br0'] for NIC 1"),
+        ({"nics": [{"link": "br0 br1"}]}, ECODE_INVAL, "Invalid link 'br0 br1' for NIC 0"),
         ({"beparams": {"memory": "8G"}}, ECODE_NORES, "Not enough memory on node"),
         ({"pnode": None}, ECODE_INVAL, "the cluster has no default allocator"),
         ({"iallocator": "hail"}, ECODE_INVAL, "Do not specify both, iallocator and node"),
@@ -501,6 +504,8 @@ def test_temporary_parameters_are_checked_before_anything_starts(
             ECODE_INVAL,
             "needs its serial console",
         ),
+        # as Ganeti's hypervisor check of -H: the kernel must be a file on the node
+        ({"hvparams": {"kernel_path": "/boot/vmlinuz-9"}}, ECODE_ENVIRON, "/boot/vmlinuz-9,"),
     ]
     for params, ecode, text in refused:
         err = prereq_error(ctx, OpInstanceStartup(instance_name=INST, **params))
