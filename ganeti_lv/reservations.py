@@ -1,11 +1,15 @@
 """A node's resources reserved by the jobs that will use them, from their check to their end.
 
-Two kinds: disk space (``SPACE``), reserved by the exports writing to a
+Three kinds: disk space (``SPACE``), reserved by the exports writing to a
 node and the moves copying a ``file`` instance's images to it
 (``ganeti_lv.cmdlib.space_reservation``), and memory (``MEMORY``),
 reserved by the migrations and failovers starting an instance on it (the
 moves of node operations share the node's resource lock, so two of them
-could otherwise both count the same free memory). What follows speaks of
+could otherwise both count the same free memory), and the MAC addresses
+(``MACS``) that instance creations and imports chose, until they are recorded
+(two creations could otherwise give one address to two guests on one
+network, and the second learn of it only after its disks were filled and
+its guest started). What follows speaks of
 exports; moves and memory work the same way (memory in a directory of its
 own).
 
@@ -43,6 +47,11 @@ from ganeti_lv import paths
 
 SPACE = "space"
 MEMORY = "memory"
+# MAC addresses chosen by the creations and imports under way (the configuration
+# has them only once the instance is recorded): one ledger for the cluster, each
+# reservation's ``directory`` the address
+MACS = "macs"
+MAC_LEDGER = "cluster"
 
 
 @dataclass(frozen=True)

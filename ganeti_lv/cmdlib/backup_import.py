@@ -19,8 +19,8 @@ from ganeti_lv.cmdlib.instance_create import CreateModeHandler, register_create_
 from ganeti_lv.cmdlib.instance_nics import (
     check_nic_kind,
     check_unicast_mac,
+    choosing_macs,
     take_mac,
-    used_macs,
 )
 from ganeti_lv.errors import (
     ECODE_INVAL,
@@ -242,19 +242,19 @@ def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
         way_on = "; give the instance's NICs with --net"
         check_nic_kind(f"NIC {idx} of the export", nic.mode, nic.vlan, nic.network, way_on)
         check_unicast_mac(nic.mac, f"of the export's NIC {idx}{way_on}")
-    used = used_macs(lu.cfg.snapshot())
     out = []
-    for idx, nic in enumerate(nics):
-        copy = nic.copy()
-        mac = take_mac(nic.mac, used)
-        if mac is None:
-            mac = take_mac("generate", used)
-            lu.LogWarning(
-                f"MAC address {nic.mac.lower()} of the export's NIC {idx} is in use in the"
-                f" cluster: the NIC gets the new address {mac}"
-            )
-        copy.mac = str(mac)
-        out.append(copy)
+    with choosing_macs(lu, lu.cfg.snapshot()) as used:
+        for idx, nic in enumerate(nics):
+            copy = nic.copy()
+            mac = take_mac(nic.mac, used)
+            if mac is None:
+                mac = take_mac("generate", used)
+                lu.LogWarning(
+                    f"MAC address {nic.mac.lower()} of the export's NIC {idx} is in use in the"
+                    f" cluster: the NIC gets the new address {mac}"
+                )
+            copy.mac = str(mac)
+            out.append(copy)
     return out
 
 

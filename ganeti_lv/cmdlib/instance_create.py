@@ -36,7 +36,13 @@ from ganeti_lv.cmdlib.instance import (
     instance_domain,
     running_elsewhere,
 )
-from ganeti_lv.cmdlib.instance_nics import check_nics, nic_ip, take_mac, used_macs
+from ganeti_lv.cmdlib.instance_nics import (
+    check_nics,
+    choosing_macs,
+    nic_ip,
+    take_mac,
+    used_macs,
+)
 from ganeti_lv.cmdlib.migration_checks import missing_bridges
 from ganeti_lv.errors import (
     ECODE_ENVIRON,
@@ -291,24 +297,25 @@ class LUInstanceCreate(LogicalUnit):
             )
 
     def _build_nics(self, data: ConfigData) -> list[Nic]:
-        used = used_macs(data)
+        """The NICs, each with its MAC address (reserved for this job: ``choosing_macs``)."""
         nics = []
-        for idx, spec in enumerate(self.op.nics):
-            mac = take_mac(spec.get("mac"), used)
-            if mac is None:
-                raise OpPrereqError(
-                    f"MAC address {str(spec['mac']).lower()} of NIC {idx} is already in use",
-                    ECODE_NOTUNIQUE,
+        with choosing_macs(self, data) as used:
+            for idx, spec in enumerate(self.op.nics):
+                mac = take_mac(spec.get("mac"), used)
+                if mac is None:
+                    raise OpPrereqError(
+                        f"MAC address {str(spec['mac']).lower()} of NIC {idx} is already in use",
+                        ECODE_NOTUNIQUE,
+                    )
+                nics.append(
+                    Nic(
+                        mac=mac,
+                        ip=nic_ip(spec),
+                        link=spec.get("link") or data.cluster.default_bridge,
+                        vlan=str(spec.get("vlan") or ""),
+                        name=device_name(spec.get("name")),
+                    )
                 )
-            nics.append(
-                Nic(
-                    mac=mac,
-                    ip=nic_ip(spec),
-                    link=spec.get("link") or data.cluster.default_bridge,
-                    vlan=str(spec.get("vlan") or ""),
-                    name=device_name(spec.get("name")),
-                )
-            )
         return nics
 
     def _check_disk_space(self, node: Node) -> None:

@@ -8,14 +8,18 @@ the cluster, lower-cased, generated with the 52:54:00 prefix when asked for
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from ganeti_lv import constants
+from ganeti_lv.cmdlib.base import LogicalUnit
 from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, ECODE_NORES, OpPrereqError
 from ganeti_lv.objects import ConfigData
+from ganeti_lv.reservations import MAC_LEDGER, MACS, Reservations
 
 MAC_PREFIX = "52:54:00"
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
@@ -38,6 +42,23 @@ def generate_mac(used: set[str], rng: random.Random | None = None) -> str:
 def used_macs(data: ConfigData) -> set[str]:
     """Every MAC address of every instance in the configuration."""
     return {nic.mac.lower() for inst in data.instances.values() for nic in inst.nics}
+
+
+@contextlib.contextmanager
+def choosing_macs(lu: LogicalUnit, data: ConfigData) -> Iterator[set[str]]:
+    """The MAC addresses taken, for ``take_mac``: the configuration's and those the
+    creations and imports of other jobs chose (``reservations.MACS``), under the
+    lock of their ledger; the addresses added to the set meanwhile stay reserved
+    for ``lu``'s job until it ends (its instance is recorded by then, or never).
+    Reservations of the job's own instance (a check made again) do not count."""
+    instance = lu.op.instance_name
+    with Reservations(lu.ctx.data_dir, MACS).node(MAC_LEDGER) as ledger:
+        others = {r.directory for r in ledger.others() if r.instance != instance}
+        used = used_macs(data) | others
+        before = set(used)
+        yield used
+        for mac in sorted(used - before):
+            lu.proc.hold_until_job_end(ledger.reserve(mac, 0, instance))
 
 
 def take_mac(mac: str | None, used: set[str]) -> str | None:

@@ -215,6 +215,28 @@ def test_create_dry_run_changes_nothing(
     assert not fake_ops.calls_to("create_disks")
 
 
+def test_a_mac_another_creation_chose_is_taken_until_that_job_ends(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    """Two creations at once never give one MAC address to two guests: the second
+    learns it before anything is made (not once its guest runs beside the first)."""
+    from ganeti_lv.reservations import MAC_LEDGER, MACS, Reservations
+
+    mac = "52:54:00:12:34:56"
+    ledger = Reservations(data_dir, MACS)
+    with ledger.node(MAC_LEDGER) as macs:
+        other = macs.reserve(mac, 0, "web2.example.com")  # another job's creation
+    err = prereq_error(ctx, create_op(nics=[{"mac": mac.upper()}]))
+    assert err.ecode == ECODE_NOTUNIQUE and f"MAC address {mac} of NIC 0" in err.msg
+    assert not fake_ops.calls_to("create_disks")
+    other.release()  # that job ended (its instance recorded, or not)
+    run(ctx, create_op(nics=[{"mac": mac}]))
+    new = config.get_instance(NEW)
+    assert new is not None and new.nics[0].mac == mac
+    with ledger.node(MAC_LEDGER) as macs:
+        assert macs.others() == []  # this job's reservation ended with it
+
+
 @pytest.mark.parametrize(
     ("kwargs", "ecode", "text"),
     [
