@@ -116,13 +116,16 @@ class RunningJob:
             self._end = end
             self._cond.notify_all()
 
-    def follow(self) -> Iterator[Message]:
-        """The job's messages from its start, waiting for new ones, up to its end."""
+    def follow(self, gone: threading.Event | None = None) -> Iterator[Message]:
+        """The job's messages from its start, waiting for new ones, up to its end;
+        or until ``gone`` is set (the client following it left: the job goes on)."""
         seen = 0
         while True:
             with self._cond:
                 while seen >= len(self._messages) and self._end is None:
-                    self._cond.wait()
+                    if gone is not None and gone.is_set():
+                        return
+                    self._cond.wait(None if gone is None else CLIENT_CHECK)
                 batch, end = self._messages[seen:], self._end
             seen += len(batch)
             yield from batch
@@ -254,8 +257,8 @@ class MasterDaemon:
         for thread in threads:
             thread.join()
 
-    def watch(self, job_id: int) -> Iterator[Message]:
-        """A job's records from its start, then its end.
+    def watch(self, job_id: int, gone: threading.Event | None = None) -> Iterator[Message]:
+        """A job's records from its start, then its end (``RunningJob.follow``).
 
         A job that ended is told from its job log, every line of it; a job of
         another process is JobError (ECODE_STATE): its own log tells it.
@@ -263,7 +266,7 @@ class MasterDaemon:
         with self._lock:
             running = self._running.get(job_id)
         if running is not None:
-            return running.follow()
+            return running.follow(gone)
         job = self.job(job_id)
         if not job.finished:
             raise JobError(
@@ -330,10 +333,10 @@ class MasterDaemon:
             running = self.submit(request.ops, request.lock_timeout)
             send({"type": protocol.ACCEPTED, "job_id": running.job_id})
             if request.wait:
-                self._stream(running.follow(), running.job_id, rfile, send)
+                self._stream(running.follow, running.job_id, rfile, send)
         elif kind == protocol.WATCH:
             job_id = protocol.job_id_of(msg)
-            self._stream(self.watch(job_id), job_id, rfile, send)
+            self._stream(lambda gone: self.watch(job_id, gone), job_id, rfile, send)
         elif kind == protocol.CANCEL:
             job_id = protocol.job_id_of(msg)
             self.cancel(job_id, _reason(msg))
@@ -358,11 +361,17 @@ class MasterDaemon:
             raise protocol.invalid_request(f"unknown request type {kind!r}")
 
     def _stream(
-        self, messages: Iterator[Message], job_id: int, rfile: BinaryIO, send: _Sender
+        self,
+        follow: Callable[[threading.Event], Iterator[Message]],
+        job_id: int,
+        rfile: BinaryIO,
+        send: _Sender,
     ) -> None:
-        """Send a job's messages while the client may ask to cancel it."""
-        watch_cancel(rfile, lambda reason: self._cancel_quietly(job_id, reason))
-        for message in messages:
+        """Send a job's messages (``follow(gone)``) while the client may ask to cancel
+        it; the client's end (``gone``) ends the sending, the job goes on."""
+        gone = threading.Event()
+        watch_cancel(rfile, lambda reason: self._cancel_quietly(job_id, reason), gone.set)
+        for message in follow(gone):
             if not send(message):
                 return  # the client went away; the job goes on
 
@@ -403,27 +412,36 @@ class _Sender:
             return not self._gone
 
 
-def watch_cancel(rfile: BinaryIO, cancel: Callable[[str], None]) -> None:
+def watch_cancel(
+    rfile: BinaryIO, cancel: Callable[[str], None], ended: Callable[[], None] = lambda: None
+) -> None:
     """Start a thread calling ``cancel(reason)`` for each cancel message the client sends.
 
-    The thread ends with the client's side of the connection (its end, or
-    an error reading it).
+    The thread ends with the client's side of the connection (its end, an
+    error reading it, or a line longer than a cancel's), calling ``ended``.
     """
 
     def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while True:
-                line = rfile.readline(CANCEL_LINE_MAX)
-                if not line.endswith(b"\n"):  # the client's end, or a line past any cancel's
-                    return
-                try:
-                    msg = protocol.decode(line)
-                except GenericError:
-                    continue
-                if msg["type"] == protocol.CANCEL:
-                    cancel(_reason(msg))
+        try:
+            _read_cancels(rfile, cancel)
+        finally:
+            ended()
 
     threading.Thread(target=watch, name="masterd-cancel", daemon=True).start()
+
+
+def _read_cancels(rfile: BinaryIO, cancel: Callable[[str], None]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while True:
+            line = rfile.readline(CANCEL_LINE_MAX)
+            if not line.endswith(b"\n"):  # the client's end, or a line past any cancel's
+                return
+            try:
+                msg = protocol.decode(line)
+            except GenericError:
+                continue
+            if msg["type"] == protocol.CANCEL:
+                cancel(_reason(msg))
 
 
 # Connections the kernel queues for the daemon before it accepts them:
@@ -437,6 +455,8 @@ LISTEN_BACKLOG = 128
 # socket's buffer is full
 REQUEST_TIMEOUT = 10
 SEND_TIMEOUT = 30
+# how often a client's stream of a silent job looks whether the client left (s)
+CLIENT_CHECK = 1.0
 # the longest line a followed job's client may send after its request (a cancel
 # with its reason): the daemon stops reading a client that sends a longer one
 CANCEL_LINE_MAX = 64 << 10
