@@ -97,18 +97,22 @@ class Client:
         """Run a job of ``ops`` in order; every opcode's result, or the first error raised.
 
         ``on_record`` gets the job's records (``ganeti_lv.master.protocol``:
-        feedback lines, and progress lines with their bar and percentage);
-        ``on_job_id`` the job's id once it is recorded, before it runs.
+        feedback lines, and progress lines with their bar and percentage); one
+        that fails is dropped and the job goes on. ``on_job_id`` gets the job's
+        id once it is recorded, before it runs; when it fails the job is
+        stopped. The results are JSON data (as the job log keeps them), from
+        the master daemon or from this process alike.
         """
         master = self._daemon()
         if master is not None:
             with master:
                 return master.submit_job(ops, on_record, cancel, self.lock_timeout, on_job_id)
         # the processor, the LUs and the node operations: loaded when a job runs here
+        from ganeti_lv.master.jobs import to_jsonable
         from ganeti_lv.master.runner import run_job
 
         job = self.ctx.jobs.create_job(ops, start=True)
-        return run_job(self.ctx, job, ops, on_record, cancel, on_job_id)
+        return list(to_jsonable(run_job(self.ctx, job, ops, on_record, cancel, on_job_id)))
 
     def query(self, op: OpCode) -> Any:
         """Run query ``op`` without a job; its result as JSON data, or its typed error.

@@ -141,9 +141,10 @@ class MasterClient:
     ) -> list[Any]:
         """Run a job of ``ops`` in the daemon, following it; every opcode's result.
 
-        ``on_record`` gets the job's records as they come; ``cancel``, when
-        set, asks the daemon to stop the job safely; ``on_job_id`` gets the
-        job's id when the daemon accepts it.
+        ``on_record`` gets the job's records as they come (one that fails is
+        dropped, the job goes on); ``cancel``, when set, asks the daemon to stop
+        the job safely; ``on_job_id`` gets the job's id when the daemon accepts
+        it (when it fails, the job is asked to stop).
         """
         request = protocol.submit_request(list(ops), lock_timeout, wait=True)
         return self._follow(request, on_record, cancel, on_job_id, accepted=True)
@@ -278,10 +279,17 @@ def _wait(
         kind = msg["type"]
         if kind in (protocol.FEEDBACK, protocol.PROGRESS):
             if on_record is not None:
-                on_record(protocol.message_record(msg))
+                try:
+                    on_record(protocol.message_record(msg))
+                except Exception:  # noqa: BLE001 - as in-process: dropped, the job goes on
+                    on_record = None
         elif kind == protocol.ACCEPTED:
             if on_job_id is not None:
-                on_job_id(int(msg["job_id"]))
+                try:
+                    on_job_id(int(msg["job_id"]))
+                except BaseException:  # as in-process: a job its caller cannot follow stops
+                    exchange.send_cancel("the client could not take the job's id")
+                    raise
         elif kind == protocol.END:
             return protocol.outcome(msg)
         elif kind == protocol.ERROR:

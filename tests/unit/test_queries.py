@@ -28,11 +28,13 @@ from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.opcodes import (
     OpBackupQuery,
+    OpClusterVerify,
     OpCode,
     OpInstanceQuery,
     OpInstanceQueryData,
     OpNodeEvacuate,
     OpNodeQuery,
+    OpNodeSetParams,
     OpTestDelay,
 )
 
@@ -200,6 +202,33 @@ def test_the_library_client_raises_the_same_errors_both_ways(
     assert config.read().serial == before
     assert _job_ids(data_dir) == []
     assert not fake_ops.calls_to("migrate_instance")
+
+
+def test_the_library_client_submits_the_same_both_ways_whatever_its_feedback_does(
+    server: Any, data_dir: str, fake_ops: FakeNodeOps
+) -> None:
+    """A job's result is JSON data from the daemon and from this process alike, and a
+    feedback function that fails (a reader gone) is dropped: the result still comes."""
+    lines: list[str] = []
+
+    def gone(line: str) -> None:
+        lines.append(line)
+        raise BrokenPipeError("the reader went away")
+
+    with Client(data_dir=data_dir, node_ops=fake_ops) as local:
+        here = local.submit(OpClusterVerify(), gone)
+    assert len(lines) == 1  # called once, then dropped
+    with Client(data_dir=data_dir) as client:
+        there = client.submit(OpClusterVerify(), gone)
+    assert len(lines) == 2
+    assert here == there
+    with Client(data_dir=data_dir, node_ops=fake_ops) as local:
+        here = local.submit(OpNodeSetParams(node_name=N2, drained=True))
+    with Client(data_dir=data_dir) as client:
+        there = client.submit(OpNodeSetParams(node_name=N2, drained=False))
+    # lists of pairs both ways (Ganeti's (parameter, new value) pairs, as JSON has them)
+    assert here == [["master_candidate", "False"], ["drained", "True"]]
+    assert there == [["master_candidate", "True"], ["drained", "False"]]
 
 
 # ------------------------------------------------------------------ the daemon's request
