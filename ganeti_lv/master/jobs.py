@@ -601,11 +601,16 @@ class JobStore:
     ) -> None:
         """Mark opcode ``index`` failed (or canceled) with ``err``; this ends the job.
 
-        The opcodes after it are marked the same way without having run.
+        The opcodes after it are marked the same way without having run. A
+        job canceled whose request was not recorded yet (the request's record
+        and the job's end raced) has it recorded now, so it never reads as
+        canceled without having been asked.
         """
         status = JOB_STATUS_CANCELED if canceled else JOB_STATUS_ERROR
         with self._write_lock:
             now = time.time()
+            if canceled and job.cancel_ts is None:
+                job.cancel_ts = now
             op = job.ops[index]
             op.status, op.error, op.end_ts = status, error_record(err), now
             for later in job.ops[index + 1 :]:

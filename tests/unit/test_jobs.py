@@ -173,10 +173,13 @@ def test_a_job_is_canceled_only_when_it_stopped_for_the_cancel(ctx: Context) -> 
         Processor(ctx).execute(OpTestDelay(duration=1, fail=True), cancel=cancel)
     late = ctx.jobs.list()[-1]
     assert late.status == "error" and cancel.is_set()
-    # a cancel before Exec stops the job: canceled
+    # a cancel before Exec stops the job: canceled, and recorded as asked, also when
+    # nothing recorded the request before the job ended (the two raced)
     with pytest.raises(OperationCanceled, match="before it started executing"):
         Processor(ctx).execute(OpTestDelay(duration=1, fail=True), cancel=cancel)
-    assert ctx.jobs.list()[-1].status == "canceled"
+    canceled = ctx.jobs.list()[-1]
+    assert canceled.status == "canceled" and canceled.cancel_ts is not None
+    assert late.cancel_ts is None  # the late one: never recorded as a canceled job
 
 
 def test_a_canceled_job_takes_no_lock_asks_no_node_and_runs_no_hook_after_the_cancel(

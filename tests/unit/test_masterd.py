@@ -363,10 +363,10 @@ def test_a_second_sigterm_asks_the_running_job_to_stop(program: str) -> None:
     # loaded machine, and a cancel stops it between two of its opcodes
     job_id = client.enqueue([OpTestDelay(duration=2.0) for _ in range(20)])
     log_path = paths.masterd_log(program)
-    assert wait_until(lambda: "TEST_DELAY: started" in _read(log_path), 15)
+    jobs = JobStore(paths.jobs_dir(program))
+    assert wait_until(lambda: in_exec(jobs.get(job_id)), 15)  # its first delay runs
     os.kill(pid, signal.SIGTERM)
     assert wait_until(lambda: "signal 15: no new jobs" in _read(log_path), 10)
-    jobs = JobStore(paths.jobs_dir(program))
     assert jobs.get(job_id).cancel_ts is None  # the first signal lets it run on
     os.kill(pid, signal.SIGTERM)
     assert wait_until(
