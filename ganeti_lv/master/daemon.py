@@ -256,7 +256,8 @@ class MasterDaemon:
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
-            thread.join()
+            while thread.is_alive():  # in short waits: a signal's handler runs in between
+                thread.join(0.5)
 
     def watch(self, job_id: int, gone: threading.Event | None = None) -> Iterator[Message]:
         """A job's records from its start, then its end (``RunningJob.follow``).
