@@ -167,10 +167,10 @@ def test_a_copy_that_stops_moving_is_stopped_and_fails(tmp_path, monkeypatch):
 
 def test_a_slow_copy_that_keeps_moving_is_not_stopped(tmp_path, monkeypatch):
     src = tmp_path / "src.img"
-    src.write_bytes(os.urandom(3 * MiB))
+    src.write_bytes(os.urandom(8 * MiB))
     dst = tmp_path / "disk0.img"
-    monkeypatch.setattr(diskcopy, "STALL_LIMIT", 1.0)
-    # about 3 s at 1 MiB/s: longer than the limit, with news twice a second
+    monkeypatch.setattr(diskcopy, "STALL_LIMIT", 3.0)
+    # about 8 s at 1 MiB/s: well past the limit, with news twice a second
     copy_disk(str(src), str(dst), bandwidth_limit=1)
     assert _plain_sha(dst) == _plain_sha(src)
 
@@ -524,13 +524,21 @@ def test_a_copy_set_up_ahead_that_lost_its_connection_is_made_anew(image, tmp_pa
     assert source.started == 1
 
 
-def test_a_closed_session_sets_nothing_up(image, tmp_path):
+def test_a_closed_session_sets_nothing_up(image, tmp_path, monkeypatch):
     ops = _LocalExportOps()
     session, n1, n2 = _session_and_nodes(ops)
+    made: list[object] = []
+    real_pending = diskcopy.PendingCopy
+
+    def pending(*args):  # every copy set up: its helpers start at once
+        made.append(args)
+        return real_pending(*args)
+
+    monkeypatch.setattr(diskcopy, "PendingCopy", pending)
     session.close()
     session.prestart_copies([CopyAhead(n1, str(image), n2, str(tmp_path / "x" / "d"), "none")])
-    time.sleep(0.3)
-    assert not _helpers_running(str(tmp_path))
+    session._wait_for_setup(30)  # a set-up thread, had one started, has ended
+    assert made == [] and not _helpers_running(str(tmp_path))
 
 
 def test_a_session_without_a_thread_for_its_set_up_copies_when_asked(image, tmp_path, monkeypatch):
