@@ -7,7 +7,6 @@ network, provisioning scripts that parse and are wired into the Vagrantfile.
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shutil
@@ -68,10 +67,6 @@ def test_provisioning_scripts_parse() -> None:
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, f"{script.name}: {proc.stderr}"
         assert "set -euo pipefail" in script.read_text() or script.name == "common.sh"
-
-
-def test_cluster_json_writer_parses() -> None:
-    ast.parse((PROVISION_DIR / "cluster_json.py").read_text(encoding="utf-8"))
 
 
 def test_vagrantfile_defines_three_nodes_with_nested_kvm() -> None:
