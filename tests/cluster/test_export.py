@@ -26,8 +26,11 @@ from support.clusterfixture import session_guest
 from support.timeouts import scaled
 
 from ganeti_lv import constants, exportinfo, objects
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.client import Client
 from ganeti_lv.config import ConfigStore
+from ganeti_lv.devcluster import netns
+from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.devcluster.guest import PATTERN_RE, kernel_args
 from ganeti_lv.errors import ECODE_NORES, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
@@ -279,11 +282,13 @@ def test_export_with_remove_instance(env, instance) -> None:
     assert [e.instance for e in _exports(config, ops, n2) if e.complete] == [NAME]
 
 
-def _find_copy_ssh(address: str) -> int | None:
-    """PID of the node-to-node ssh carrying a copy to ``address`` (ours, via /proc)."""
+def _find_copy_ssh(cluster: DevCluster, address: str) -> int | None:
+    """PID of the node-to-node ssh carrying a copy to ``address``: a process of the
+    cluster's own nodes (their network namespaces), never another of the machine."""
+    ours = {pid for n in cluster.layout().nodes for pid in netns.pids_in_netns(n.netns)}
     for pid, argv in process_argvs():
         to_target = argv and argv[0] == b"ssh" and any(address.encode() in a for a in argv)
-        if to_target and any(b"recv" in a for a in argv):
+        if pid in ours and to_target and any(b"recv" in a for a in argv):
             return pid
     return None
 
@@ -305,28 +310,35 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
 
     # 1. the node-to-node SSH connection dies mid-copy
     errors: list[BaseException] = []
+    cancel = Cancellation()
 
     def export() -> None:
         try:
             client.submit(
                 OpBackupExport(
                     instance_name=NAME, target_node=n2, shutdown=False, bandwidth_limit=1
-                )
+                ),
+                cancel=cancel,
             )
         except BaseException as err:  # noqa: BLE001
             errors.append(err)
 
     thread = threading.Thread(target=export)
     thread.start()
-    deadline = time.monotonic() + 60
-    pid = None
-    while pid is None and time.monotonic() < deadline:
-        pid = _find_copy_ssh(dst.address)
-        time.sleep(0.2)  # waiting for a process to appear: no event to await
-    assert pid is not None
-    time.sleep(1.5)  # let some data flow first
-    os.kill(pid, signal.SIGKILL)
-    thread.join(60)
+    try:
+        deadline = time.monotonic() + 60
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            pid = _find_copy_ssh(devcluster, dst.address)
+            time.sleep(0.2)  # waiting for a process to appear: no event to await
+        assert pid is not None
+        time.sleep(1.5)  # let some data flow first
+        os.kill(pid, signal.SIGKILL)
+        thread.join(60)
+    finally:
+        if thread.is_alive():  # the test failed: the export stops, not runs on after it
+            cancel.request("the test failed")
+            thread.join(120)
     assert errors and isinstance(errors[0], OpExecError)
     still_fine()
     _chain_whole(config, ops, n1)
@@ -342,12 +354,13 @@ def test_faults_keep_instance_chain_and_previous_export(env, instance, devcluste
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 60
-        while _find_copy_ssh(dst.address) is None and time.monotonic() < deadline:
+        while _find_copy_ssh(devcluster, dst.address) is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _find_copy_ssh(dst.address) is not None  # killed mid-copy, not before it
+        # killed mid-copy, not before it
+        assert _find_copy_ssh(devcluster, dst.address) is not None
         time.sleep(1.5)
-        proc.kill()
     finally:
+        proc.kill()  # also when the copy never showed: no export left running on
         proc.wait()
     info = ops.instance_info(src, NAME)
     assert info is not None and info.overlays  # the guest now writes into the overlay

@@ -215,17 +215,24 @@ def test_ctrl_c_of_a_job_waiting_for_a_lock_cancels_it(env: Env, way: str) -> No
         src, dst = env.primary(), env.other()
         serial = env.config.read().serial
         holder = held_locks.hold(env.data_dir, NAME)  # the test holds the instance
+        waiting = subprocess.Popen(
+            [GNT_LV, "--data-dir", env.data_dir, "instance", "migrate", "-f", "-n", dst, NAME],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            waiting = subprocess.Popen(
-                [GNT_LV, "--data-dir", env.data_dir, "instance", "migrate", "-f", "-n", dst, NAME],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
             _wait(lambda: _active(env) == 1)
             waiting.send_signal(signal.SIGINT)
             out, err = waiting.communicate(timeout=60)
         finally:
+            if waiting.poll() is None:  # the test failed: no migration once the lock is free
+                waiting.send_signal(signal.SIGINT)  # its job canceled, wherever it runs
+                try:
+                    waiting.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    waiting.kill()
+                    waiting.communicate()
             holder.release_all()
         assert waiting.returncode == 1, out + err
         assert ABORT_REQUESTED in err
