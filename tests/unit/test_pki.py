@@ -18,7 +18,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ganeti_lv import bootstrap, paths, pki
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_ENVIRON, ECODE_INVAL, OpExecError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_INVAL,
+    NodeUnreachable,
+    OpExecError,
+    OpPrereqError,
+)
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.libvirt import credentials
 from ganeti_lv.mcpu import Processor
@@ -196,15 +202,20 @@ class FilesNode:
 
     node_name = "n"
 
-    def __init__(self, reload_output: str) -> None:
+    def __init__(self, reload_output: str | Exception) -> None:
         self.files: dict[str, tuple[bytes, int]] = {}
         self.commands: list[Any] = []
         self.reload_output = reload_output
 
     def run(self, cmd: Any, timeout: float | None = None, **_: Any) -> CommandResult:
         self.commands.append(cmd)
+        if cmd[:3] == ["sh", "-c", credentials._PUT_IN_PLACE]:
+            for path in cmd[4:]:  # as the script does: each staged file over its old one
+                self.files[path] = self.files.pop(path + credentials.STAGED)
+        if "virt-admin" in " ".join(cmd) and isinstance(self.reload_output, Exception):
+            raise self.reload_output
         out = self.reload_output if "virt-admin" in " ".join(cmd) else ""
-        return CommandResult(0, out, "")
+        return CommandResult(0, str(out), "")
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         self.files[path] = (data, mode)
@@ -242,6 +253,43 @@ def test_install_writes_libvirts_and_qemus_files_then_reloads(data_dir: str) -> 
     }
     assert "server-update-tls libvirtd" in " ".join(node.commands[-1])
     assert credentials.install(FilesNode(credentials.NOT_SERVING + "\n"), creds) is False
+
+
+def test_an_install_cut_short_leaves_the_old_credentials_whole(data_dir: str) -> None:
+    """A connection lost while the files go over: none of the old ones was replaced
+    (a node must never have a new CA beside its old key)."""
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    old = pki.issue_node_credentials(ca, CLUSTER, "n", ["10.0.0.1"])
+    node = FilesNode(credentials.RELOADED + "\n")
+    credentials.install(node, old)
+    before = dict(node.files)
+    new_ca = pki.new_authority(CLUSTER)
+    new = pki.issue_node_credentials(new_ca, CLUSTER, "n", ["10.0.0.1"])
+    put = node.put_bytes
+    sent: list[str] = []
+
+    def lost_after_five(data: bytes, path: str, mode: int = 0o644) -> None:
+        if len(sent) == 5:
+            raise NodeUnreachable("the connection to n was lost", node="n")
+        sent.append(path)
+        put(data, path, mode)
+
+    node.put_bytes = lost_after_five  # type: ignore[method-assign]
+    with pytest.raises(NodeUnreachable):
+        credentials.install(node, new)
+    assert {p: v for p, v in node.files.items() if p in before} == before
+    assert all(p.endswith(credentials.STAGED) for p in node.files if p not in before)
+
+
+def test_a_reload_that_fails_after_the_files_are_in_place_is_no_failure(
+    data_dir: str,
+) -> None:
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    creds = pki.issue_node_credentials(ca, CLUSTER, "n", ["10.0.0.1"])
+    node = FilesNode(NodeUnreachable("the connection to n was lost", node="n"))
+    assert credentials.install(node, creds) is False  # in place; used at libvirtd's start
+    assert node.files["/etc/pki/CA/cacert.pem"] == (ca.cert_pem, 0o644)
+    assert not [p for p in node.files if p.endswith(credentials.STAGED)]
 
 
 def test_node_add_gives_the_node_certificates_before_checking_libvirt(

@@ -6,9 +6,14 @@ libvirtd reads ``/etc/pki/CA/cacert.pem``, ``/etc/pki/libvirt/servercert.pem``,
 its peers for peer-to-peer migrations); qemu reads ``/etc/pki/qemu/``
 ``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``, ``client-cert.pem``
 and ``client-key.pem`` for TLS migration streams. Both get the same
-certificates. ``install`` writes them over the node's SSH session (each
-file replaced atomically) and asks a running libvirtd to use them at once
-(``virt-admin server-update-tls``): no restart, guests undisturbed.
+certificates. ``install`` writes them over the node's SSH session and asks a
+running libvirtd to use them at once (``virt-admin server-update-tls``): no
+restart, guests undisturbed. The new files are first written beside the old
+ones (``STAGED``) and then put in place together by one command, which a lost
+SSH connection does not stop: a node that fails before that keeps its old
+credentials whole (never a new CA beside an old key), and one whose reload
+fails after it has the new ones in place (its libvirtd uses them when it next
+starts).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from ganeti_lv.errors import NodeError
 from ganeti_lv.node.transport import NodeTransport
 from ganeti_lv.pki import Authority, NodeCredentials, issue_node_credentials
 
@@ -28,6 +34,10 @@ PRIVATE_DIR = f"{LIBVIRT_DIR}/private"
 # the result line of the reload script
 RELOADED = "tls-reloaded"
 NOT_SERVING = "tls-not-serving"
+
+# a new file's name until all of them are put in place
+STAGED = ".new"
+_PUT_IN_PLACE = f'trap "" HUP; for f; do mv -f -- "$f{STAGED}" "$f" || exit 1; done'
 
 _RELOAD = (
     "if virt-admin -q -c libvirtd:///system server-update-tls libvirtd >/dev/null 2>&1;"
@@ -85,15 +95,22 @@ def install(node: NodeTransport, creds: NodeCredentials) -> bool:
     """Install the credentials on the node; True if its libvirtd reloaded them.
 
     False: libvirtd does not serve TLS now (not running, or without a TLS
-    listener); it uses the files when it next starts.
+    listener), or its reload failed; it uses the files when it next starts.
+    NodeError (nothing changed on the node) until the files are in place.
     """
     files = node_files(creds)
     dirs = sorted({os.path.dirname(p) for p in files})
     node.run(["mkdir", "-p", *dirs], timeout=30)
     node.run(["chmod", "700", PRIVATE_DIR], timeout=30)
+    staged = [path + STAGED for path in files]
     for path, (data, mode) in files.items():
-        node.put_bytes(data, path, mode)  # each file replaced atomically
-    # on disk, names and contents, before libvirtd uses them: a node that loses its
-    # power next must not boot with a key file whose name points at nothing yet
-    node.run(["sync", "--", *files, *dirs], timeout=60)
-    return RELOADED in node.run(["sh", "-c", _RELOAD], timeout=60).stdout
+        node.put_bytes(data, path + STAGED, mode)
+    # on disk before they replace the old ones: a node that loses its power next must
+    # not boot with a key file whose name points at nothing yet
+    node.run(["sync", "--", *staged, *dirs], timeout=60)
+    node.run(["sh", "-c", _PUT_IN_PLACE, "sh", *files], timeout=60)
+    try:
+        node.run(["sync", "--", *files, *dirs], timeout=60)  # the renames too
+        return RELOADED in node.run(["sh", "-c", _RELOAD], timeout=60).stdout
+    except NodeError:  # in place: libvirtd takes them when it next starts
+        return False
