@@ -20,6 +20,7 @@ from ganeti_lv.errors import (
     ECODE_STATE,
     OpPrereqError,
 )
+from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.node import known_hosts
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import ConfigData, Node
@@ -33,6 +34,22 @@ def _check_no_instances(data: ConfigData, node: str) -> None:
     if any(node in inst.all_nodes for inst in data.instances.values()):
         raise OpPrereqError(
             f"Node {node} hosts instances, cannot unset the vm_capable flag", ECODE_STATE
+        )
+
+
+def _leave(rpc: NodeOps, node: Node, warn: Callable[[str], None]) -> None:
+    """Take the cluster's TLS keys and certificates off ``node`` (leaving the cluster, or
+    never added): the other nodes' libvirtd would let them in. A node that cannot be
+    asked is warned about: a copy of them is only made worthless by a new CA."""
+    if node.offline:
+        result_msg: str | None = "it is offline"
+    else:
+        result_msg = node_call(rpc.remove_tls_credentials, node).fail_msg
+    if result_msg is not None:
+        warn(
+            f"The cluster's certificates could not be removed from node {node.name}"
+            f" ({result_msg}); 'gnt-lv cluster renew-crypto --new-cluster-certificate'"
+            " makes them worthless"
         )
 
 
@@ -143,12 +160,14 @@ class LUNodeAdd(LogicalUnit):
             for h in bootstrap.node_host_names(node)
         }
         bootstrap.record_node_host_key(known_file, node, self.host_key)
+        certified = False  # the node may hold the cluster's certificates
         try:
             feedback_fn(f"* checking SSH connectivity to {node.address}:{node.ssh_port}")
             node_call(self.rpc.run_command, node, ["true"], timeout=30).Raise(
                 f"Node {node.name} is not reachable over SSH with the cluster key"
             )
             if self.authority is not None:
+                certified = True
                 distribute(self.rpc, self.authority, self.cluster.name, node, feedback_fn)
             feedback_fn(f"* checking libvirt on {node.libvirt_uri or 'the default URI'}")
             facts = node_call(self.rpc.node_info, node).Raise(
@@ -160,6 +179,8 @@ class LUNodeAdd(LogicalUnit):
             with self.cfg.update() as data:
                 data.nodes[node.name] = node
         except BaseException:
+            if certified and not self.op.readd:  # a node not added keeps none of them
+                _leave(self.rpc, node, self.LogWarning)
             bootstrap.forget_node_host_key(known_file, node)
             for host, key in previous.items():
                 if key:  # a readd: put the old key back
@@ -385,6 +406,7 @@ class LUNodeRemove(LogicalUnit):
         """
         self.proc.RunPostHook(self, self.node.name)
         self.cfg.remove_node(self.node.name)
+        _leave(self.rpc, self.node, self.LogWarning)
         bootstrap.forget_node_host_key(paths.known_hosts_file(self.ctx.data_dir), self.node)
         feedback_fn(f"Node {self.node.name} removed from the cluster")
 

@@ -217,6 +217,10 @@ class NodeOps(abc.ABC):
         daemon uses them at once, False if only from its next start."""
 
     @abc.abstractmethod
+    def remove_tls_credentials(self, node: Node) -> None:
+        """Remove the node's TLS credentials of the cluster (over SSH): it leaves it."""
+
+    @abc.abstractmethod
     def run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]:

@@ -347,6 +347,10 @@ class FakeNodeOps(FakeExportOps, NodeOps):
         self.tls_credentials[node.name] = creds
         return True
 
+    def remove_tls_credentials(self, node: Node) -> None:
+        self._enter("remove_tls_credentials", node)
+        self.tls_credentials.pop(node.name, None)
+
     def run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]:

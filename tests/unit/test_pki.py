@@ -30,7 +30,7 @@ from ganeti_lv.hypervisor.libvirt import credentials
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import CommandResult
 from ganeti_lv.objects import Node
-from ganeti_lv.opcodes import OpClusterRenewCrypto, OpCode, OpNodeAdd
+from ganeti_lv.opcodes import OpClusterRenewCrypto, OpCode, OpNodeAdd, OpNodeRemove
 
 try:
     from tests.unit.test_lu_node_cluster import host_key
@@ -303,6 +303,44 @@ def test_node_add_gives_the_node_certificates_before_checking_libvirt(
     assert signed_by(server, ca.cert)
     alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == ["10.250.0.4"]
+
+
+def test_a_node_leaving_the_cluster_loses_its_certificates(
+    ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore, data_dir: str
+) -> None:
+    """The other nodes' libvirtd let in any certificate of the cluster CA: a removed
+    node, and one whose add failed after it got them, keep none."""
+    pki.create_cluster_ca(data_dir, CLUSTER)
+    run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
+    assert "node4" in fake_ops.tls_credentials
+    run(ctx, OpNodeRemove(node_name="node4"))
+    assert "node4" not in fake_ops.tls_credentials
+    fake_ops.fail("node_info", "node5", "libvirtd is not running")
+    with pytest.raises(OpExecError, match="Cannot talk to libvirt on node node5"):
+        run(ctx, OpNodeAdd(node_name="node5", primary_ip="10.250.0.5", host_key=host_key()))
+    assert fake_ops.calls_to("install_tls_credentials", "node5")
+    assert "node5" not in fake_ops.tls_credentials and config.get_node("node5") is None
+    # one that cannot be asked: said, with the way to make its copy worthless
+    run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
+    fake_ops.set_unreachable("node4")
+    lines = run(ctx, OpNodeRemove(node_name="node4"))
+    assert config.get_node("node4") is None
+    assert any(
+        "certificates could not be removed from node node4" in line
+        and "renew-crypto --new-cluster-certificate" in line
+        for line in lines
+    )
+
+
+def test_uninstall_removes_the_keys_and_certificates_not_the_ca(data_dir: str) -> None:
+    node = FilesNode("")
+    credentials.uninstall(node)
+    (rm,) = node.commands
+    assert rm[:3] == ["rm", "-f", "--"]
+    assert "/etc/pki/libvirt/private/clientkey.pem" in rm
+    assert "/etc/pki/qemu/server-key.pem" in rm
+    assert "/etc/pki/libvirt/private/serverkey.pem.new" in rm  # a staged one too
+    assert not [path for path in rm if "ca" in os.path.basename(path)]
 
 
 def test_renew_node_certificates_keeps_the_ca(

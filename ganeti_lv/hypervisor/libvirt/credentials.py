@@ -45,20 +45,24 @@ _RELOAD = (
 )
 
 
+# every file of a node's credentials: node path, the credential it holds, its mode
+_FILES = (
+    (CA_CERT, "ca_cert", 0o644),
+    (SERVER_CERT, "server_cert", 0o644),
+    (f"{PRIVATE_DIR}/serverkey.pem", "server_key", 0o600),
+    (f"{LIBVIRT_DIR}/clientcert.pem", "client_cert", 0o644),
+    (f"{PRIVATE_DIR}/clientkey.pem", "client_key", 0o600),
+    (f"{QEMU_DIR}/ca-cert.pem", "ca_cert", 0o644),
+    (f"{QEMU_DIR}/server-cert.pem", "server_cert", 0o644),
+    (f"{QEMU_DIR}/server-key.pem", "server_key", 0o600),
+    (f"{QEMU_DIR}/client-cert.pem", "client_cert", 0o644),
+    (f"{QEMU_DIR}/client-key.pem", "client_key", 0o600),
+)
+
+
 def node_files(creds: NodeCredentials) -> dict[str, tuple[bytes, int]]:
     """Every file of a node's credentials: node path -> (content, mode)."""
-    return {
-        CA_CERT: (creds.ca_cert, 0o644),
-        SERVER_CERT: (creds.server_cert, 0o644),
-        f"{PRIVATE_DIR}/serverkey.pem": (creds.server_key, 0o600),
-        f"{LIBVIRT_DIR}/clientcert.pem": (creds.client_cert, 0o644),
-        f"{PRIVATE_DIR}/clientkey.pem": (creds.client_key, 0o600),
-        f"{QEMU_DIR}/ca-cert.pem": (creds.ca_cert, 0o644),
-        f"{QEMU_DIR}/server-cert.pem": (creds.server_cert, 0o644),
-        f"{QEMU_DIR}/server-key.pem": (creds.server_key, 0o600),
-        f"{QEMU_DIR}/client-cert.pem": (creds.client_cert, 0o644),
-        f"{QEMU_DIR}/client-key.pem": (creds.client_key, 0o600),
-    }
+    return {path: (getattr(creds, what), mode) for path, what, mode in _FILES}
 
 
 def write_local(creds: NodeCredentials, local_path: Callable[[str], str]) -> None:
@@ -89,6 +93,14 @@ def write_first(
         return False
     write_local(issue_node_credentials(authority, cluster_name, node_name, addresses), local_path)
     return True
+
+
+def uninstall(node: NodeTransport) -> None:
+    """Remove the node's credentials (a node leaving the cluster): the keys and the
+    certificates that let it into the other nodes' libvirtd. Its libvirtd keeps what
+    it loaded until it next starts."""
+    files = [path for path, what, _mode in _FILES if what != "ca_cert"]  # the CA's is public
+    node.run(["rm", "-f", "--", *files, *(path + STAGED for path in files)], timeout=30)
 
 
 def install(node: NodeTransport, creds: NodeCredentials) -> bool:

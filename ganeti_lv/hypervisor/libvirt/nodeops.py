@@ -502,6 +502,9 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
     def install_tls_credentials(self, node: Node, creds: NodeCredentials) -> bool:
         return self._over_ssh(node, lambda client: credentials.install(client, creds))
 
+    def remove_tls_credentials(self, node: Node) -> None:
+        self._over_ssh(node, credentials.uninstall)
+
     def run_hooks(
         self, node: Node, hooks_dir: str, env: dict[str, str], timeout: float
     ) -> list[HookScriptResult]:
