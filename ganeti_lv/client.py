@@ -12,12 +12,13 @@ ways, but without a job, as Ganeti's list commands do: nothing is recorded.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ganeti_lv import paths
 from ganeti_lv.cancel import Cancellation
-from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, JobError, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, JobError, MasterStopping, OpPrereqError
 from ganeti_lv.master import client as master_client
 from ganeti_lv.master.protocol import RecordFn, text_of_records
 from ganeti_lv.opcodes import OpCode
@@ -105,7 +106,7 @@ class Client:
         """
         master = self._daemon()
         if master is not None:
-            with master:
+            with master, contextlib.suppress(MasterStopping):  # stopping: run here
                 return master.submit_job(ops, on_record, cancel, self.lock_timeout, on_job_id)
         # the processor, the LUs and the node operations: loaded when a job runs here
         from ganeti_lv.master.jobs import to_jsonable
@@ -144,7 +145,7 @@ class Client:
         """
         master = self._daemon()
         if master is not None:
-            with master:
+            with master, contextlib.suppress(MasterStopping):  # stopping: a process of its own
                 return master.enqueue(ops, self.lock_timeout)
         if self._local_only:
             raise OpPrereqError(

@@ -151,6 +151,12 @@ class JobError(GenericError):
     ecode = ECODE_NOENT
 
 
+class MasterStopping(JobError):
+    """The master daemon is stopping: it takes no new job (its client runs it itself)."""
+
+    ecode = ECODE_STATE
+
+
 class NodeError(GenericError):
     """An operation on a node failed."""
 

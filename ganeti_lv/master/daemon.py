@@ -56,6 +56,7 @@ from ganeti_lv.errors import (
     ECODE_STATE,
     GenericError,
     JobError,
+    MasterStopping,
     OpExecError,
 )
 from ganeti_lv.hypervisor.base import NodeOps
@@ -146,6 +147,8 @@ class MasterDaemon:
         # jobs whose end the job log did not take (a full disk): (error, canceled)
         self._unrecorded: dict[int, tuple[BaseException, bool]] = {}
         self._lock = threading.Lock()
+        self._stopping = False
+        self._submitting = threading.Lock()  # a job taken, or the daemon stopping
         self.housekeeper = Housekeeper(self.data_dir, before_pass=self.record_unrecorded_ends)
 
     @property
@@ -170,8 +173,25 @@ class MasterDaemon:
 
     # -------------------------------------------------------------- jobs
 
+    def stop_taking_jobs(self) -> None:
+        """From now on ``submit`` refuses (MasterStopping); the rest is served as before.
+
+        Once this returns, every job taken runs (``wait_jobs`` sees it).
+        """
+        with self._submitting:
+            self._stopping = True
+
     def submit(self, ops: Sequence[OpCode], lock_timeout: float | None = None) -> RunningJob:
-        """Record a job of ``ops`` and start it in a thread of its own."""
+        """Record a job of ``ops`` and start it in a thread of its own (MasterStopping
+        once the daemon is stopping)."""
+        with self._submitting:
+            if self._stopping:
+                raise MasterStopping(
+                    "The master daemon is stopping: it takes no new jobs", ECODE_STATE
+                )
+            return self._start(ops, lock_timeout)
+
+    def _start(self, ops: Sequence[OpCode], lock_timeout: float | None) -> RunningJob:
         ctx = self.context(lock_timeout)
         job = ctx.jobs.create_job(ops)
         running = RunningJob(job, ctx.jobs)
@@ -536,9 +556,10 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def _serve_waiting(self) -> None:
         """Serve the connections the kernel took for us before the door closed.
 
-        A client whose connect succeeded has sent its job; closing the socket
-        under it would reset its connection, with no answer. Its job runs as
-        if it had come a moment earlier (``server_close`` then waits for it).
+        A client whose connect succeeded has sent its request; closing the
+        socket under it would reset its connection, with no answer. A job it
+        submits is refused as stopping (``MasterStopping``: the client runs it
+        itself); anything else is answered.
         """
         self.socket.setblocking(False)
         while True:
@@ -636,7 +657,9 @@ def stop(data_dir: str, timeout: float = 60.0, force: bool = False) -> int | Non
 
 def _install_signals(server: MasterServer) -> None:
     """SIGTERM and SIGINT: the first stops the daemon taking jobs (it ends once the
-    running ones have), the next ones ask the running jobs to stop.
+    running ones have, serving their clients, cancels and queries meanwhile; a
+    client submitting runs its job itself), the next ones ask the running jobs to
+    stop.
 
     The handler only hands the signal to a thread of the daemon's, which does
     the work: a handler interrupts the main thread anywhere, also inside a lock
@@ -647,9 +670,14 @@ def _install_signals(server: MasterServer) -> None:
 
     def handle() -> None:
         signum = signals.get()
+        server.daemon.stop_taking_jobs()
         log.info("signal %d: no new jobs; waiting for %d running", signum, server.daemon.running())
-        # in a thread of its own: it waits for the serving loop, which may not run yet
-        threading.Thread(target=server.shutdown, name="masterd-shutdown", daemon=True).start()
+
+        def drain() -> None:  # the clients of the running jobs served meanwhile (cancels)
+            server.daemon.wait_jobs()
+            server.shutdown()  # waits for the serving loop, which may not run yet
+
+        threading.Thread(target=drain, name="masterd-shutdown", daemon=True).start()
         while True:
             signum = signals.get()
             log.info("signal %d again: asking the running jobs to stop", signum)

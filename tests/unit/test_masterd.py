@@ -381,6 +381,31 @@ def test_a_second_sigterm_asks_the_running_job_to_stop(program: str) -> None:
     assert masterd.read_pid(program) is None and "stopped" in _read(log_path)
 
 
+def test_a_stopping_daemon_serves_cancels_and_leaves_new_jobs_to_their_clients(
+    program: str,
+) -> None:
+    """While it waits for its running jobs, one of them can still be canceled on its
+    own (not only all at once by a second signal), and a job submitted meanwhile runs
+    in its client's process."""
+    assert start_program(program).returncode == 0
+    pid = masterd.read_pid(program)
+    assert pid is not None
+    long_id = Client(data_dir=program).enqueue([OpTestDelay(duration=2.0) for _ in range(20)])
+    jobs = JobStore(paths.jobs_dir(program))
+    assert wait_until(lambda: in_exec(jobs.get(long_id)), 15)
+    os.kill(pid, signal.SIGTERM)
+    log_path = paths.masterd_log(program)
+    assert wait_until(lambda: "signal 15: no new jobs" in _read(log_path), 10)
+    assert Client(data_dir=program).submit(OpTestDelay(duration=0)) is True
+    new = jobs.list()[-1]
+    assert new.id > long_id and new.pid == os.getpid() and new.status == "success"
+    Client(data_dir=program).cancel(long_id, "maintenance")
+    assert wait_until(lambda: jobs.get(long_id).status == "canceled", 15)
+    assert jobs.get(long_id).cancel_ts is not None
+    assert wait_until(lambda: masterd.read_pid(program) is None, 15)
+    assert "stopped" in _read(log_path)
+
+
 @pytest.mark.timeout(60)
 def test_a_signal_while_the_main_thread_holds_the_daemons_lock_stops_the_daemon(
     data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps
