@@ -213,7 +213,7 @@ def test_live_then_shutdown_export_then_import(env, instance) -> None:
         OpBackupExport(instance_name=NAME, target_node=n2, shutdown=False),
         feedback_fn=lines.append,
     )
-    assert result == (True, [True])
+    assert result == [True, [True]]  # JSON data, as through the daemon
     end = _last_tick(ops, src, NAME)
     later = _last_tick(ops, src, NAME, end)  # the guest keeps ticking, no reboot
     assert later > end >= before
