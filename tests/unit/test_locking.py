@@ -27,6 +27,7 @@ from ganeti_lv.locking import (
     LEVEL_CLUSTER,
     LEVEL_EXPORT,
     LEVEL_INSTANCE,
+    LEVEL_NAMES,
     LEVEL_NODE,
     LockManager,
 )
@@ -135,7 +136,9 @@ def test_a_shared_all_set_waiting_for_a_name_holds_up_no_other_name(locks_dir: s
     )
     waiter.start()
     try:
-        time.sleep(0.2)  # verify waits for i2 now
+        # verify holds i1 (names are taken in order), so it waits for i2 now
+        i1 = os.path.join(locks_dir, LEVEL_NAMES[LEVEL_INSTANCE], "i1.lock")
+        assert wait_until(lambda: _held(i1), 10)
         assert waiter.is_alive()
         assert other.acquire(LEVEL_INSTANCE, ["i3"], timeout=1) == {"i3"}
         other.release_all()
@@ -183,6 +186,20 @@ def test_an_exclusive_taker_of_the_bgl_is_not_starved_by_later_shared_ones(
     waiting.join(30)
     behind.join(30)
     assert order == ["writer", "writer done", "later"]
+
+
+def _held(path: str) -> bool:
+    """Whether someone holds ``path``, shared or not (an exclusive take of it fails at once)."""
+    if not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _held_exclusively(path: str) -> bool:
