@@ -128,13 +128,13 @@ def test_two_exports_at_once_keep_their_own_copies(cluster, taken) -> None:
         second = _Job(devcluster.data_dir, ops, OpBackupExport(instance_name=OTHER, **live))
         second.start()
         second.join(300)
-        assert second.error is None and second.result == [True, [True]]
+        assert second.error is None and second.result == (True, [True])
         # the second job has ended (its session closed): the first one's copy still waits
         assert _helpers_up(devcluster, config, NAME), _traces(devcluster, config, NAME)
     finally:
         held.release_all()
     first.join(300)
-    assert first.error is None and first.result == [True, [True]]
+    assert first.error is None and first.result == (True, [True])
     # each job made its copy with the one its own session had set up
     assert sorted((path.split("/")[-2], used) for path, used in taken) == [
         (f"{NAME}.new", True),
