@@ -61,6 +61,7 @@ the job log's: ``gnt-lv job list`` shows them with the same ids.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -341,9 +342,12 @@ def parse_submit(msg: Message) -> Submit:
         raise invalid_request("ops must be a non-empty list of opcodes")
     lock_timeout = msg.get("lock_timeout")
     if lock_timeout is not None and (
-        not isinstance(lock_timeout, (int, float)) or isinstance(lock_timeout, bool)
+        not isinstance(lock_timeout, (int, float))
+        or isinstance(lock_timeout, bool)
+        or not math.isfinite(lock_timeout)
+        or lock_timeout < 0
     ):
-        raise invalid_request("lock_timeout must be a number of seconds")
+        raise invalid_request("lock_timeout must be a number of seconds, 0 or more")
     wait = msg.get("wait", True)
     if not isinstance(wait, bool):
         raise invalid_request("wait must be true or false")
