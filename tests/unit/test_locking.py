@@ -177,7 +177,7 @@ def test_an_exclusive_taker_of_the_bgl_is_not_starved_by_later_shared_ones(
     waiting = threading.Thread(target=take, args=("writer", writer, False))
     waiting.start()
     gate = os.path.join(locks_dir, "cluster", ".gate")
-    assert wait_until(lambda: _held_exclusively(gate), 10), "the writer never got in line"
+    assert wait_until(lambda: _held(gate, exclusively=True), 10), "the writer never got in line"
     behind = threading.Thread(target=take, args=("later", later, True))
     behind.start()
     behind.join(0.3)
@@ -188,27 +188,14 @@ def test_an_exclusive_taker_of_the_bgl_is_not_starved_by_later_shared_ones(
     assert order == ["writer", "writer done", "later"]
 
 
-def _held(path: str) -> bool:
-    """Whether someone holds ``path``, shared or not (an exclusive take of it fails at once)."""
+def _held(path: str, exclusively: bool = False) -> bool:
+    """Whether someone holds ``path`` (``exclusively``: so that a shared take of it
+    fails at once; else in any way: an exclusive take fails)."""
     if not os.path.exists(path):
         return False
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _held_exclusively(path: str) -> bool:
-    """Whether someone holds ``path`` exclusively (a shared take of it fails at once)."""
-    if not os.path.exists(path):
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if exclusively else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
