@@ -62,10 +62,10 @@ ProgressFn = Callable[[int, int], None]
 CANCEL_GRACE = 20.0
 # How often the cancel watcher looks whether the copy ended meanwhile (s).
 CANCEL_POLL = 0.2
-# A copy whose sender says nothing new for this long (no byte read or sent, no
-# result: a source or target on storage that hangs, a receiver that stopped
-# reading) is stopped as a canceled one is and fails (s). Long enough for the
-# receiver's last sync of a large image.
+# A copy whose sender says nothing new for this long before it has read all the
+# data (no byte read or sent: a source or target on storage that hangs, a
+# receiver that stopped reading) is stopped as a canceled one is and fails (s).
+# The receiver's last sync and rename, after the data, have no limit.
 STALL_LIMIT = 600.0
 
 
@@ -321,15 +321,20 @@ def _error_from(info: dict[str, Any], plan: CopyPlan) -> NodeError:
 
 class _Watch:
     """What the copy's watcher knows: when the sender last said something new,
-    and whether the watcher told it to stop, and why."""
+    whether it has read all the data (then only the receiver's last sync and
+    rename are left, however long they take), and whether the watcher told it
+    to stop, and why."""
 
     def __init__(self) -> None:
         self.news_at = time.monotonic()
+        self.all_read = False
         self.sent = False  # the sender was told to stop
         self.stalled = False  # ... because it said nothing new for STALL_LIMIT
 
-    def news(self) -> None:
+    def news(self, kind: str, payload: Any) -> None:
         self.news_at = time.monotonic()
+        if kind == "PROGRESS" and len(payload) > 3 and payload[2] >= payload[3]:
+            self.all_read = True
 
 
 @contextlib.contextmanager
@@ -352,7 +357,7 @@ def _watched(
     def stop_asked() -> bool:
         if cancel is not None and cancel.is_set():
             return True
-        watch.stalled = time.monotonic() - watch.news_at > limit
+        watch.stalled = not watch.all_read and time.monotonic() - watch.news_at > limit
         return watch.stalled
 
     def run() -> None:
@@ -585,7 +590,7 @@ class CopyPlan:
         for line in _read_lines(proc):
             kind, payload = _parse_line(line)
             if (kind, payload) != last:  # a repeated progress line is no news
-                watch.news()
+                watch.news(kind, payload)
                 last = (kind, payload)
             if kind == "START":
                 size = int(payload["size"])

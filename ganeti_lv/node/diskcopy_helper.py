@@ -249,11 +249,16 @@ def cmd_send(
     master.on_cancel(procs)
     _emit("START", {"sender": os.getpid(), "pids": [p.pid for p in procs], "size": size})
     last = [0.0]
+    told_all_read = [False]
 
     def progress(pos: int, sent: int, read: int, data: int) -> None:
         now = time.monotonic()
-        if now - last[0] >= 0.5:
+        # every half second, and at once when all the data is read (the master's stall
+        # limit ends there: see diskcopy.STALL_LIMIT)
+        all_read = read >= data and not told_all_read[0]
+        if now - last[0] >= 0.5 or all_read:
             last[0] = now
+            told_all_read[0] = told_all_read[0] or read >= data
             try:
                 _emit("PROGRESS", f"{pos} {sent} {read} {data}")
             except OSError as err:

@@ -165,6 +165,27 @@ def test_a_copy_that_stops_moving_is_stopped_and_fails(tmp_path, monkeypatch):
     assert not dst.exists() and not glob.glob(str(dst) + ".part*")
 
 
+# a transport (as ssh) whose receiver answers only 3 s after the data: a long last sync
+_SLOW_END = (
+    "import subprocess, sys, time\n"
+    "p = subprocess.Popen(sys.argv[1], shell=True, stdout=subprocess.PIPE)\n"
+    "out = p.stdout.read(); p.wait(); time.sleep(3)\n"
+    "sys.stdout.buffer.write(out)\n"
+)
+
+
+def test_a_copy_whose_receiver_takes_long_to_end_after_the_data_is_not_stopped(
+    tmp_path, monkeypatch
+):
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(4 * MiB))
+    dst = tmp_path / "disk0.img"
+    slow_end = diskcopy.CopyEndpoint(argv=[sys.executable, "-c", _SLOW_END], name="slow")
+    monkeypatch.setattr(diskcopy, "STALL_LIMIT", 1.0)
+    copy_disk(str(src), str(dst), endpoint=slow_end)
+    assert _plain_sha(dst) == _plain_sha(src)
+
+
 def test_a_slow_copy_that_keeps_moving_is_not_stopped(tmp_path, monkeypatch):
     src = tmp_path / "src.img"
     src.write_bytes(os.urandom(8 * MiB))
