@@ -37,6 +37,7 @@ import fcntl
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import socketserver
@@ -391,11 +392,14 @@ class MasterDaemon:
     ) -> None:
         """Send a job's messages (``follow(gone)``) while the client may ask to cancel
         it; the client's end (``gone``) ends the sending, the job goes on."""
-        gone = threading.Event()
-        watch_cancel(rfile, lambda reason: self._cancel_quietly(job_id, reason), gone.set)
-        for message in follow(gone):
-            if not send(message):
-                return  # the client went away; the job goes on
+        gone, done = threading.Event(), threading.Event()
+        watch_cancel(rfile, lambda reason: self._cancel_quietly(job_id, reason), gone, done)
+        try:
+            for message in follow(gone):
+                if not send(message):
+                    return  # the client went away; the job goes on
+        finally:
+            done.set()
 
     def _cancel_quietly(self, job_id: int, reason: str) -> None:
         with contextlib.suppress(JobError):
@@ -435,35 +439,61 @@ class _Sender:
 
 
 def watch_cancel(
-    rfile: BinaryIO, cancel: Callable[[str], None], ended: Callable[[], None] = lambda: None
+    rfile: BinaryIO,
+    cancel: Callable[[str], None],
+    gone: threading.Event | None = None,
+    done: threading.Event | None = None,
 ) -> None:
     """Start a thread calling ``cancel(reason)`` for each cancel message the client sends.
 
-    The thread ends with the client's side of the connection (its end, an
-    error reading it, or a line longer than a cancel's), calling ``ended``.
+    The thread ends with the client's side of the connection, and then sets
+    ``gone``: at once on an error reading it or a line longer than a cancel's;
+    at the end of what it sends, once it has hung up altogether (a client that
+    only shut its sending side still reads the job's messages) or ``done`` is
+    set (the messages ended).
     """
 
     def watch() -> None:
         try:
-            _read_cancels(rfile, cancel)
+            if _read_cancels(rfile, cancel):
+                _wait_hang_up(rfile, done)
         finally:
-            ended()
+            if gone is not None:
+                gone.set()
 
     threading.Thread(target=watch, name="masterd-cancel", daemon=True).start()
 
 
-def _read_cancels(rfile: BinaryIO, cancel: Callable[[str], None]) -> None:
+def _read_cancels(rfile: BinaryIO, cancel: Callable[[str], None]) -> bool:
+    """Take the client's cancel messages; True at the end of what it sends, False
+    on an error reading or a line past any cancel's."""
     with contextlib.suppress(OSError, ValueError):
         while True:
             line = rfile.readline(CANCEL_LINE_MAX)
-            if not line.endswith(b"\n"):  # the client's end, or a line past any cancel's
-                return
+            if not line:
+                return True
+            if not line.endswith(b"\n"):
+                return False
             try:
                 msg = protocol.decode(line)
             except GenericError:
                 continue
             if msg["type"] == protocol.CANCEL:
                 cancel(_reason(msg))
+    return False
+
+
+def _wait_hang_up(rfile: BinaryIO, done: threading.Event | None) -> None:
+    """Until the client hung up (or ``done`` is set), looking every CLIENT_CHECK."""
+    try:
+        fd = rfile.fileno()
+    except (OSError, ValueError):  # no socket under it: nothing to wait for
+        return
+    poller = select.poll()
+    poller.register(fd, 0)  # a hang-up and errors are reported whatever the mask
+    while done is None or not done.is_set():
+        if poller.poll(CLIENT_CHECK * 1000):
+            return
 
 
 # Connections the kernel queues for the daemon before it accepts them:

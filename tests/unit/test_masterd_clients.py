@@ -68,3 +68,18 @@ def test_clients_that_leave_a_silent_job_leave_nothing_behind_in_the_daemon(
     assert not store.get(job_id).finished  # the job still runs
     held_delays.set()
     assert wait_until(lambda: store.get(job_id).status == "success", 30)
+
+
+def test_a_client_that_only_shuts_its_sending_side_gets_the_whole_stream(
+    server: Any, data_dir: str
+) -> None:
+    """As socat or nc -N: the request, then the end of what it sends; it still reads."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(paths.masterd_socket(data_dir))
+        request = protocol.submit_request([OpTestDelay(duration=0.5)], None, wait=True)
+        sock.sendall(protocol.encode(request))
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as rfile:
+            kinds = [protocol.decode(line)["type"] for line in rfile]
+    assert kinds[0] == protocol.ACCEPTED and kinds[-1] == protocol.END
