@@ -149,7 +149,8 @@ class MasterDaemon:
         self._unrecorded: dict[int, tuple[BaseException, bool]] = {}
         self._lock = threading.Lock()
         self._stopping = False
-        self._submitting = threading.Lock()  # a job taken, or the daemon stopping
+        self._taking = 0  # submits between their check and their job's thread
+        self._taken = threading.Condition(self._lock)
         self.housekeeper = Housekeeper(self.data_dir, before_pass=self.record_unrecorded_ends)
 
     @property
@@ -175,22 +176,26 @@ class MasterDaemon:
     # -------------------------------------------------------------- jobs
 
     def stop_taking_jobs(self) -> None:
-        """From now on ``submit`` refuses (MasterStopping); the rest is served as before.
-
-        Once this returns, every job taken runs (``wait_jobs`` sees it).
-        """
-        with self._submitting:
+        """From now on ``submit`` refuses (MasterStopping); the rest is served as before
+        (``wait_jobs`` then waits for the jobs taken, also those still starting)."""
+        with self._lock:
             self._stopping = True
 
     def submit(self, ops: Sequence[OpCode], lock_timeout: float | None = None) -> RunningJob:
         """Record a job of ``ops`` and start it in a thread of its own (MasterStopping
         once the daemon is stopping)."""
-        with self._submitting:
+        with self._lock:
             if self._stopping:
                 raise MasterStopping(
                     "The master daemon is stopping: it takes no new jobs", ECODE_STATE
                 )
+            self._taking += 1
+        try:
             return self._start(ops, lock_timeout)
+        finally:
+            with self._lock:
+                self._taking -= 1
+                self._taken.notify_all()
 
     def _start(self, ops: Sequence[OpCode], lock_timeout: float | None) -> RunningJob:
         ctx = self.context(lock_timeout)
@@ -273,8 +278,10 @@ class MasterDaemon:
             running.request_cancel(reason)
 
     def wait_jobs(self) -> None:
-        """Wait until every job started so far has ended."""
+        """Wait until every job started so far, or being started now, has ended."""
         with self._lock:
+            while self._taking:
+                self._taken.wait(0.5)  # in short waits: a signal's handler runs in between
             threads = list(self._threads)
         for thread in threads:
             while thread.is_alive():  # in short waits: a signal's handler runs in between
