@@ -167,8 +167,9 @@ class LUNodeAdd(LogicalUnit):
                 f"Node {node.name} is not reachable over SSH with the cluster key"
             )
             if self.authority is not None:
-                certified = True
+                # a failed install left the node's own files as they were (staged ones aside)
                 distribute(self.rpc, self.authority, self.cluster.name, node, feedback_fn)
+                certified = True
             feedback_fn(f"* checking libvirt on {node.libvirt_uri or 'the default URI'}")
             facts = node_call(self.rpc.node_info, node).Raise(
                 f"Cannot talk to libvirt on node {node.name}"

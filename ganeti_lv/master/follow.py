@@ -103,7 +103,10 @@ def signal_cancel(job: Job) -> None:
             f"Job {job.id} runs in process {job.pid}, which does not take cancel requests",
             ECODE_STATE,
         )
-    os.kill(job.pid, signal.SIGTERM)
+    try:
+        os.kill(job.pid, signal.SIGTERM)
+    except ProcessLookupError:  # ended since it was looked at
+        raise JobError(f"Job {job.id}'s process {job.pid} is gone", ECODE_STATE) from None
 
 
 def _cancelable(pid: int) -> bool:

@@ -335,18 +335,23 @@ def archived_of(msg: Message) -> bool:
     return archived
 
 
+def _seconds(value: Any) -> bool:
+    """Whether ``value`` is a finite number of seconds, 0 or more (no bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def parse_submit(msg: Message) -> Submit:
     """The opcodes and options of a ``submit`` request; OpPrereqError if malformed."""
     ops = msg.get("ops")
     if not isinstance(ops, list) or not ops or not all(isinstance(op, dict) for op in ops):
         raise invalid_request("ops must be a non-empty list of opcodes")
     lock_timeout = msg.get("lock_timeout")
-    if lock_timeout is not None and (
-        not isinstance(lock_timeout, (int, float))
-        or isinstance(lock_timeout, bool)
-        or not math.isfinite(lock_timeout)
-        or lock_timeout < 0
-    ):
+    if lock_timeout is not None and not _seconds(lock_timeout):
         raise invalid_request("lock_timeout must be a number of seconds, 0 or more")
     wait = msg.get("wait", True)
     if not isinstance(wait, bool):

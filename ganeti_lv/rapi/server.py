@@ -35,7 +35,14 @@ from werkzeug.wrappers import Request as WsgiRequest
 from werkzeug.wrappers import Response
 
 from ganeti_lv import constants, paths
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, GenericError, OpExecError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_INVAL,
+    ECODE_NOENT,
+    GenericError,
+    MasterStopping,
+    OpExecError,
+    OpPrereqError,
+)
 from ganeti_lv.rapi import certs
 from ganeti_lv.rapi import users as rapi_users
 from ganeti_lv.rapi.httperrors import (
@@ -165,6 +172,8 @@ class RapiApplication:
             if err.ecode == ECODE_INVAL:
                 raise bad_request(str(err)) from err
             raise HttpError(500, str(err)) from err
+        except MasterStopping as err:  # while the daemon finishes its jobs: try later
+            raise HttpError(503, str(err)) from err
         except GenericError as err:
             raise HttpError(500, str(err)) from err
 

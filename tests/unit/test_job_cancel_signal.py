@@ -131,3 +131,20 @@ def test_a_followed_job_that_cannot_be_asked_to_stop_is_followed_to_its_end(
     assert follow_logged(store.get, job.id, records.append, cancel, sleep=sleep) == [True]
     texts = [getattr(record, "text", "") for record in records]
     assert any("Cannot ask it to stop" in text and "cancel requests" in text for text in texts)
+
+
+def test_a_job_whose_process_ends_while_it_is_asked_to_stop_is_a_job_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ganeti_lv.master import follow
+
+    store = JobStore(str(tmp_path / "jobs"))
+    job = store.create_job([OpTestDelay()], start=True)
+    monkeypatch.setattr(follow, "_cancelable", lambda _pid: True)
+
+    def gone(_pid: int, _sig: int) -> None:
+        raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(follow.os, "kill", gone)
+    with pytest.raises(JobError, match="is gone"):
+        signal_cancel(job)

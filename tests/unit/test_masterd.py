@@ -173,6 +173,9 @@ def test_a_client_that_goes_away_does_not_stop_its_job(server: Any, data_dir: st
         b'{"v": 1, "type": "submit", "ops": [{"OP_ID": "OP_TEST_DELAY"}], "lock_timeout": "x"}\n',
         b'{"v": 1, "type": "submit", "ops": [{"OP_ID": "OP_TEST_DELAY"}], "lock_timeout": NaN}\n',
         b'{"v": 1, "type": "submit", "ops": [{"OP_ID": "OP_TEST_DELAY"}], "lock_timeout": -1}\n',
+        b'{"v": 1, "type": "submit", "ops": [{"OP_ID": "OP_TEST_DELAY"}], "lock_timeout": '
+        + b"9" * 400
+        + b"}\n",  # an integer no float holds
         b'{"v": 1, "type": "watch", "job_id": "1"}\n',
         b'{"v": 1, "type": "query"}\n',
         b'{"v": 1, "type": "query", "op": {"OP_ID": "OP_NO_SUCH"}}\n',

@@ -320,6 +320,11 @@ def test_a_node_leaving_the_cluster_loses_its_certificates(
         run(ctx, OpNodeAdd(node_name="node5", primary_ip="10.250.0.5", host_key=host_key()))
     assert fake_ops.calls_to("install_tls_credentials", "node5")
     assert "node5" not in fake_ops.tls_credentials and config.get_node("node5") is None
+    # an install that failed left the node's own files: nothing is removed there
+    fake_ops.fail("install_tls_credentials", "node6", "no space left on /etc/pki")
+    with pytest.raises(OpExecError, match="Cannot install the TLS certificates on node node6"):
+        run(ctx, OpNodeAdd(node_name="node6", primary_ip="10.250.0.6", host_key=host_key()))
+    assert not fake_ops.calls_to("remove_tls_credentials", "node6")
     # one that cannot be asked: said, with the way to make its copy worthless
     run(ctx, OpNodeAdd(node_name="node4", primary_ip="10.250.0.4", host_key=host_key()))
     fake_ops.set_unreachable("node4")

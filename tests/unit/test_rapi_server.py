@@ -437,6 +437,17 @@ def test_a_change_is_a_job_of_the_daemon_in_ganeti_fields(
     assert listed == [{"id": job_id, "uri": f"/2/jobs/{job_id}"}]
 
 
+def test_a_change_while_the_daemon_stops_is_to_be_tried_later(
+    rapi: rapi_server.RapiServer, server: Any
+) -> None:
+    """While the daemon finishes its jobs it takes no new one: 503, not a server error."""
+    server.daemon.stop_taking_jobs()
+    code, _, body = _admin(rapi, "PUT", f"/2/instances/{INST}/migrate", body={"target_node": N2})
+    assert code == 503 and "stopping" in str(body)
+    code, _, _ = _admin(rapi, "GET", "/2/instances")  # reads still answered
+    assert code == 200
+
+
 def test_job_errors_come_back_in_ganetis_encoding(
     rapi: rapi_server.RapiServer, data_dir: str
 ) -> None:
