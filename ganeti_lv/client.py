@@ -100,9 +100,10 @@ class Client:
         ``on_record`` gets the job's records (``ganeti_lv.master.protocol``:
         feedback lines, and progress lines with their bar and percentage); one
         that fails is dropped and the job goes on. ``on_job_id`` gets the job's
-        id once it is recorded, before it runs; when it fails the job is
-        stopped. The results are JSON data (as the job log keeps them), from
-        the master daemon or from this process alike.
+        id once it is recorded; when it fails, the job is asked to stop (here
+        it never starts; the master daemon has started it already). The
+        results are JSON data (as the job log keeps them), from the master
+        daemon or from this process alike.
         """
         master = self._daemon()
         if master is not None:

@@ -242,19 +242,21 @@ def _export_nics(lu: LogicalUnit, nics: list[Nic]) -> list[Nic]:
         way_on = "; give the instance's NICs with --net"
         check_nic_kind(f"NIC {idx} of the export", nic.mode, nic.vlan, nic.network, way_on)
         check_unicast_mac(nic.mac, f"of the export's NIC {idx}{way_on}")
-    out = []
+    out, renewed = [], []
     with choosing_macs(lu, lu.cfg.snapshot()) as used:
         for idx, nic in enumerate(nics):
             copy = nic.copy()
             mac = take_mac(nic.mac, used)
             if mac is None:
                 mac = take_mac("generate", used)
-                lu.LogWarning(
-                    f"MAC address {nic.mac.lower()} of the export's NIC {idx} is in use in the"
-                    f" cluster: the NIC gets the new address {mac}"
-                )
+                renewed.append((idx, nic.mac.lower(), mac))
             copy.mac = str(mac)
             out.append(copy)
+    for idx, old, new in renewed:  # said once the ledger's lock is released
+        lu.LogWarning(
+            f"MAC address {old} of the export's NIC {idx} is in use in the cluster:"
+            f" the NIC gets the new address {new}"
+        )
     return out
 
 

@@ -252,6 +252,26 @@ def test_an_export_nic_whose_mac_is_taken_keeps_its_link_with_a_new_mac(ctx, ops
     ) in "\n".join(lines)
 
 
+def test_an_export_nic_whose_mac_another_creation_chose_gets_a_new_mac(ctx, ops, config, data_dir):
+    """The address is not in the configuration yet: a creation under way holds it."""
+    from ganeti_lv.reservations import MAC_LEDGER, MACS, Reservations
+
+    orig = config.get_instance(INST)
+    assert orig is not None and orig.nics
+    mac = orig.nics[0].mac
+    _own_export(ctx, ops)
+    config.remove_instance(INST)  # its address is free in the configuration now ...
+    with Reservations(data_dir, MACS).node(MAC_LEDGER) as ledger:
+        held = ledger.reserve(mac, 0, "web9.example.com")  # ... but chosen by a creation
+    try:
+        _, lines = _import(ctx, src_path=INST)
+    finally:
+        held.release()
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.nics[0].mac != mac
+    assert f"MAC address {mac} of the export's NIC 0 is in use in the cluster" in "\n".join(lines)
+
+
 def test_an_export_nic_with_a_multicast_mac_is_refused_before_anything(ctx, ops, config):
     """libvirt would refuse it when the new instance is started."""
     orig = config.get_instance(INST)

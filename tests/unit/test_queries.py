@@ -14,6 +14,7 @@ import socket
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from ganeti_lv import Client, paths
 from ganeti_lv.cli.main import main
@@ -229,6 +230,21 @@ def test_the_library_client_submits_the_same_both_ways_whatever_its_feedback_doe
     # lists of pairs both ways (Ganeti's (parameter, new value) pairs, as JSON has them)
     assert here == [["master_candidate", "False"], ["drained", "True"]]
     assert there == [["master_candidate", "True"], ["drained", "False"]]
+
+
+def test_a_job_whose_caller_cannot_take_its_id_is_asked_to_stop(
+    server: Any, data_dir: str, held_delays: Any
+) -> None:
+    def refuse(_job_id: int) -> None:
+        raise RuntimeError("no place to keep the id")
+
+    with Client(data_dir=data_dir) as client, pytest.raises(RuntimeError):
+        client.submit_job([OpTestDelay(duration=1)], on_job_id=refuse)
+    store = JobStore(paths.jobs_dir(data_dir))
+    (job,) = store.list()
+    assert wait_until(lambda: store.get(job.id).cancel_ts is not None, 10)
+    held_delays.set()
+    assert wait_until(lambda: store.get(job.id).finished, 30)
 
 
 # ------------------------------------------------------------------ the daemon's request
