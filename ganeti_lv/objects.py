@@ -335,7 +335,8 @@ class Instance(ConfigObject):
         return [self.primary_node, *self.secondary_nodes]
 
 
-_DATA_DIRS = ("export_dir", "file_storage_dir", "shared_file_storage_dir")
+# the cluster's dirs of instance and export data on the nodes
+DATA_DIR_FIELDS = ("export_dir", "file_storage_dir", "shared_file_storage_dir")
 
 
 @dataclass
@@ -374,7 +375,7 @@ class Cluster(ConfigObject):
         """None when the export, file storage and shared file storage dirs are apart,
         else what is wrong: one dir for two uses, or one in another, would make an
         export's folder an instance's disk folder (removing either removes both)."""
-        dirs = [(n, getattr(self, n).rstrip("/") or "/") for n in _DATA_DIRS]
+        dirs = [(n, getattr(self, n).rstrip("/") or "/") for n in DATA_DIR_FIELDS]
         for i, (name, path) in enumerate(dirs):
             for other, other_path in dirs[i + 1 :]:
                 inside = (path + "/").startswith(other_path.rstrip("/") + "/") or (

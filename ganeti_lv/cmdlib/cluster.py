@@ -22,7 +22,7 @@ from ganeti_lv.cmdlib.common import live_domains
 from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpPrereqError
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import ConfigData, Node, disk_path
+from ganeti_lv.objects import DATA_DIR_FIELDS, ConfigData, Node, disk_path
 from ganeti_lv.opcodes import OpClusterSetParams, OpClusterVerify
 from ganeti_lv.units import apply_changes, coerce_beparams, coerce_hvparams
 
@@ -30,8 +30,7 @@ FeedbackFn = Callable[[str], None]
 
 # the directories the cluster replaces and deletes in by name (an instance's
 # export, disk images), and with them the hooks' (read only)
-_DATA_DIR_FIELDS = ("export_dir", "file_storage_dir", "shared_file_storage_dir")
-_PATH_FIELDS = ("hooks_base_dir", *_DATA_DIR_FIELDS)
+_PATH_FIELDS = ("hooks_base_dir", *DATA_DIR_FIELDS)
 _STORAGE_DIRS = {
     "file_storage_dir": constants.DT_FILE,
     "shared_file_storage_dir": constants.DT_SHARED_FILE,
@@ -78,7 +77,7 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
             raise OpPrereqError(f"The {name} must be an absolute path, got '{value}'", ECODE_INVAL)
         # one spelling per directory: paths under it are compared as text
         path = "/" + os.path.normpath(str(value)).lstrip("/")  # POSIX's "//x" too
-        problem = _system_dir_problem(path) if name in _DATA_DIR_FIELDS else None
+        problem = _system_dir_problem(path) if name in DATA_DIR_FIELDS else None
         if problem is not None:
             raise OpPrereqError(f"The {name} cannot be {path}: {problem}", ECODE_INVAL)
         out[name] = path

@@ -95,8 +95,6 @@ class LUNodeAdd(LogicalUnit):
         existing = data.nodes.get(name)
         # a node added again keeps what the opcode does not give anew
         address = self.op.primary_ip or (existing.address if existing else name)
-        if existing is not None and not self.op.readd:
-            raise OpPrereqError(f"Node {name} is already in the configuration", ECODE_EXISTS)
         if existing is None and self.op.readd:
             raise OpPrereqError(f"Node {name} is not in the configuration", ECODE_NOENT)
         if existing is not None and name == data.cluster.master_node:

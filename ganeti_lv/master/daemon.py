@@ -99,13 +99,13 @@ class RunningJob:
 
     def request_cancel(self, reason: str) -> None:
         """Ask the job to stop safely, recorded in the job log before this returns
-        (as Ganeti's, a client reading the job next sees it canceling): recorded
-        first, so that a job ending canceled at once finds its request there."""
+        (as Ganeti's, a client reading the job next sees it canceling; a job that
+        ends canceled first records the request with its end)."""
+        self.cancel.request(reason)
         try:
             self._jobs.record_cancel_request(self._job)
         except (OSError, GenericError) as err:  # the job's own thread records it again
             log.warning("job %s: cancel request not recorded: %s", self.job_id, err)
-        self.cancel.request(reason)
 
     def publish(self, record: Feedback) -> None:
         """Add one record of the job."""
