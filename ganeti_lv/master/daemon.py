@@ -24,9 +24,11 @@ Between requests the daemon runs its periodic pass over the data dir
 ones, removing temp files of killed writers), at its start and then every
 few minutes.
 
-SIGTERM (or SIGINT) stops the daemon: it accepts no new connection (a
-client already connected is still served) and leaves once the running jobs
-have ended; a second signal asks them to stop safely.
+SIGTERM (or SIGINT) stops the daemon: it takes no new job (its client runs
+it itself, ``MasterStopping``), still serves the rest (the running jobs'
+followers and cancels, queries, the job log) and leaves once the running
+jobs have ended; a second signal asks them to stop safely. What a job's
+followers get and send is ``ganeti_lv.master.streams``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import fcntl
 import logging
 import os
 import queue
-import select
 import signal
 import socket
 import socketserver
@@ -63,78 +64,23 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio, raise_open_files_limit
-from ganeti_lv.master.follow import end_error, signal_cancel
+from ganeti_lv.master.follow import signal_cancel
 from ganeti_lv.master.housekeeping import Housekeeper
 from ganeti_lv.master.jobs import (
     Job,
-    JobStore,
     process_alive,
     process_start_time,
     to_jsonable,
 )
-from ganeti_lv.master.protocol import Feedback, Message
+from ganeti_lv.master.protocol import Message
 from ganeti_lv.master.runner import record_end, run_job
+from ganeti_lv.master.streams import RunningJob, Sender, logged, reason_of, watch_cancel
 from ganeti_lv.mcpu import run_query
 from ganeti_lv.opcodes import OpCode
 
 log = logging.getLogger("ganeti_lv.master.daemon")
 
 RAPI_PORT = 5080  # Ganeti's remote API port
-
-
-class RunningJob:
-    """A job the daemon runs: its records so far, its end, its cancel request.
-
-    Any number of connections follow it (``follow``), each from the job's
-    start; none of them is needed for the job to run.
-    """
-
-    def __init__(self, job: Job, jobs: JobStore) -> None:
-        self.job_id = job.id
-        self.cancel = Cancellation()
-        self._job, self._jobs = job, jobs
-        self._messages: list[Message] = []
-        self._end: Message | None = None
-        self._cond = threading.Condition()
-
-    def request_cancel(self, reason: str) -> None:
-        """Ask the job to stop safely, recorded in the job log before this returns
-        (as Ganeti's, a client reading the job next sees it canceling; a job that
-        ends canceled first records the request with its end)."""
-        self.cancel.request(reason)
-        try:
-            self._jobs.record_cancel_request(self._job)
-        except (OSError, GenericError) as err:  # the job's own thread records it again
-            log.warning("job %s: cancel request not recorded: %s", self.job_id, err)
-
-    def publish(self, record: Feedback) -> None:
-        """Add one record of the job."""
-        with self._cond:
-            self._messages.append(protocol.record_message(record))
-            self._cond.notify_all()
-
-    def finish(self, end: Message) -> None:
-        """Record the job's end (its last message)."""
-        with self._cond:
-            self._end = end
-            self._cond.notify_all()
-
-    def follow(self, gone: threading.Event | None = None) -> Iterator[Message]:
-        """The job's messages from its start, waiting for new ones, up to its end;
-        or until ``gone`` is set (the client following it left: the job goes on)."""
-        seen = 0
-        while True:
-            with self._cond:
-                while seen >= len(self._messages) and self._end is None:
-                    if gone is not None and gone.is_set():
-                        return
-                    self._cond.wait(None if gone is None else CLIENT_CHECK)
-                batch, end = self._messages[seen:], self._end
-            seen += len(batch)
-            yield from batch
-            if end is not None and not batch:
-                yield end
-                return
 
 
 class MasterDaemon:
@@ -303,7 +249,7 @@ class MasterDaemon:
                 f"Job {job_id} is {job.status} in process {job.pid}, not in the master daemon",
                 ECODE_STATE,
             )
-        return _logged(job)
+        return logged(job)
 
     def query(self, op: OpCode) -> Any:
         """The result of query ``op``, run without a job on the shared node operations.
@@ -345,7 +291,7 @@ class MasterDaemon:
 
     def serve_connection(self, request: bytes, rfile: BinaryIO, wfile: BinaryIO) -> None:
         """One client's request line (see ``ganeti_lv.master.protocol``) and its answer."""
-        send = _Sender(wfile)
+        send = Sender(wfile)
         try:
             msg = protocol.decode(request)
             protocol.check_version(msg)
@@ -356,7 +302,7 @@ class MasterDaemon:
             log.exception("request %.200r failed", request)
             send(protocol.error_message(err))
 
-    def _answer(self, msg: Message, rfile: BinaryIO, send: _Sender) -> None:
+    def _answer(self, msg: Message, rfile: BinaryIO, send: Sender) -> None:
         kind = msg["type"]
         if kind == protocol.SUBMIT:
             request = protocol.parse_submit(msg)
@@ -369,7 +315,7 @@ class MasterDaemon:
             self._stream(lambda gone: self.watch(job_id, gone), job_id, rfile, send)
         elif kind == protocol.CANCEL:
             job_id = protocol.job_id_of(msg)
-            self.cancel(job_id, _reason(msg))
+            self.cancel(job_id, reason_of(msg))
             send({"type": protocol.CANCELING, "job_id": job_id})
         elif kind == protocol.QUERY:
             result = self.query(protocol.parse_query(msg))
@@ -395,7 +341,7 @@ class MasterDaemon:
         follow: Callable[[threading.Event], Iterator[Message]],
         job_id: int,
         rfile: BinaryIO,
-        send: _Sender,
+        send: Sender,
     ) -> None:
         """Send a job's messages (``follow(gone)``) while the client may ask to cancel
         it; the client's end (``gone``) ends the sending, the job goes on."""
@@ -413,96 +359,6 @@ class MasterDaemon:
             self.cancel(job_id, reason)
 
 
-def _reason(msg: Message) -> str:
-    return str(msg.get("reason") or "canceled by the client")
-
-
-def _logged(job: Job) -> Iterator[Message]:
-    """A job that ended, from its job log record: its lines, then its end."""
-    for index, op in enumerate(job.ops):
-        for ts, _kind, text in op.log:
-            yield protocol.record_message(protocol.make_record(job.id, index, text, ts))
-    yield protocol.end_message(job.id, job.status, job.results, end_error(job))
-
-
-class _Sender:
-    """Writes messages to a client; a client gone just stops receiving them."""
-
-    def __init__(self, wfile: BinaryIO) -> None:
-        self._wfile = wfile
-        self._lock = threading.Lock()
-        self._gone = False
-
-    def __call__(self, msg: Message) -> bool:
-        """Send ``msg``; False once the client is gone."""
-        with self._lock:
-            if not self._gone:
-                try:
-                    self._wfile.write(protocol.encode(msg))
-                    self._wfile.flush()
-                except (OSError, ValueError):
-                    self._gone = True
-            return not self._gone
-
-
-def watch_cancel(
-    rfile: BinaryIO,
-    cancel: Callable[[str], None],
-    gone: threading.Event | None = None,
-    done: threading.Event | None = None,
-) -> None:
-    """Start a thread calling ``cancel(reason)`` for each cancel message the client sends.
-
-    The thread ends with the client's side of the connection, and then sets
-    ``gone``: at once on an error reading it or a line longer than a cancel's;
-    at the end of what it sends, once it has hung up altogether (a client that
-    only shut its sending side still reads the job's messages) or ``done`` is
-    set (the messages ended).
-    """
-
-    def watch() -> None:
-        try:
-            if _read_cancels(rfile, cancel):
-                _wait_hang_up(rfile, done)
-        finally:
-            if gone is not None:
-                gone.set()
-
-    threading.Thread(target=watch, name="masterd-cancel", daemon=True).start()
-
-
-def _read_cancels(rfile: BinaryIO, cancel: Callable[[str], None]) -> bool:
-    """Take the client's cancel messages; True at the end of what it sends, False
-    on an error reading or a line past any cancel's."""
-    with contextlib.suppress(OSError, ValueError):
-        while True:
-            line = rfile.readline(CANCEL_LINE_MAX)
-            if not line:
-                return True
-            if not line.endswith(b"\n"):
-                return False
-            try:
-                msg = protocol.decode(line)
-            except GenericError:
-                continue
-            if msg["type"] == protocol.CANCEL:
-                cancel(_reason(msg))
-    return False
-
-
-def _wait_hang_up(rfile: BinaryIO, done: threading.Event | None) -> None:
-    """Until the client hung up (or ``done`` is set), looking every CLIENT_CHECK."""
-    try:
-        fd = rfile.fileno()
-    except (OSError, ValueError):  # no socket under it: nothing to wait for
-        return
-    poller = select.poll()
-    poller.register(fd, 0)  # a hang-up and errors are reported whatever the mask
-    while done is None or not done.is_set():
-        if poller.poll(CLIENT_CHECK * 1000):
-            return
-
-
 # Connections the kernel queues for the daemon before it accepts them:
 # socketserver's default of 5 is full after a burst of clients (a script
 # submitting to many instances at once), and a client finding the queue
@@ -514,11 +370,6 @@ LISTEN_BACKLOG = 128
 # socket's buffer is full
 REQUEST_TIMEOUT = 10
 SEND_TIMEOUT = 30
-# how often a client's stream of a silent job looks whether the client left (s)
-CLIENT_CHECK = 1.0
-# the longest line a followed job's client may send after its request (a cancel
-# with its reason): the daemon stops reading a client that sends a longer one
-CANCEL_LINE_MAX = 64 << 10
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -12,8 +12,7 @@ from support.waiting import in_exec, wait_until
 
 from ganeti_lv import paths
 from ganeti_lv.master import client as masterclient
-from ganeti_lv.master import daemon as masterd
-from ganeti_lv.master import protocol
+from ganeti_lv.master import protocol, streams
 from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.opcodes import OpTestDelay
 
@@ -33,15 +32,15 @@ class _Once(io.BytesIO):
 
 def test_cancel_lines_are_taken_and_a_line_past_any_cancel_s_ends_the_reading() -> None:
     cancel = protocol.encode(protocol.cancel_request(7, "interrupted by the user"))
-    sent = cancel + b"x" * (4 * masterd.CANCEL_LINE_MAX) + b"\n" + cancel
+    sent = cancel + b"x" * (4 * streams.CANCEL_LINE_MAX) + b"\n" + cancel
     rfile = _Once(sent)
     reasons: list[str] = []
-    masterd.watch_cancel(rfile, reasons.append)
+    streams.watch_cancel(rfile, reasons.append)
     assert wait_until(lambda: rfile.ended, 10)
     # the first cancel taken; the overlong line read no further than the limit, and
     # nothing after it
     assert reasons == ["interrupted by the user"]
-    assert rfile.tell() <= len(cancel) + masterd.CANCEL_LINE_MAX
+    assert rfile.tell() <= len(cancel) + streams.CANCEL_LINE_MAX
 
 
 def test_clients_that_leave_a_silent_job_leave_nothing_behind_in_the_daemon(
