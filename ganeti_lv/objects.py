@@ -8,6 +8,7 @@ Sizes are in MiB, times in seconds since the epoch.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 import uuid as uuid_mod
 from collections.abc import Callable, Mapping
@@ -376,16 +377,13 @@ class Cluster(ConfigObject):
         else what is wrong: one dir for two uses, or one in another, would make an
         export's folder an instance's disk folder (removing either removes both)."""
         dirs = [(n, getattr(self, n).rstrip("/") or "/") for n in DATA_DIR_FIELDS]
-        for i, (name, path) in enumerate(dirs):
-            for other, other_path in dirs[i + 1 :]:
-                inside = (path + "/").startswith(other_path.rstrip("/") + "/") or (
-                    other_path + "/"
-                ).startswith(path.rstrip("/") + "/")
-                if inside:
-                    return (
-                        f"The {name} ({path}) and the {other} ({other_path}) must be apart:"
-                        " neither the same directory nor one inside the other"
-                    )
+        for (name, path), (other, other_path) in itertools.combinations(dirs, 2):
+            one, two = path.rstrip("/") + "/", other_path.rstrip("/") + "/"
+            if one.startswith(two) or two.startswith(one):  # the same, or one in the other
+                return (
+                    f"The {name} ({path}) and the {other} ({other_path}) must be apart:"
+                    " neither the same directory nor one inside the other"
+                )
         return None
 
     def fill_hvparams(

@@ -19,10 +19,11 @@ from typing import Any
 from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.common import live_domains
+from ganeti_lv.cmdlib.instance import memory_bounds_crossed
 from ganeti_lv.errors import ECODE_INVAL, ECODE_STATE, OpPrereqError
 from ganeti_lv.hypervisor.base import DomainInfo, NodeOps
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import DATA_DIR_FIELDS, ConfigData, Node, disk_path
+from ganeti_lv.objects import DATA_DIR_FIELDS, Cluster, ConfigData, Node, disk_path
 from ganeti_lv.opcodes import OpClusterSetParams, OpClusterVerify
 from ganeti_lv.units import apply_changes, coerce_beparams, coerce_hvparams
 
@@ -169,25 +170,23 @@ class LUClusterSetParams(LogicalUnit):
         itself or for an instance inheriting either (that no change of it could be
         recorded any more)."""
         changed = self.cluster.copy()
-        for key, value in self.changes.items():
-            if key in ("hvparams", "beparams"):
-                value = apply_changes(getattr(changed, key), value)
-            setattr(changed, key, value)
+        self._apply(changed)
         problem = changed.data_dirs_problem()
         if problem is not None:
             raise OpPrereqError(problem, ECODE_INVAL)
         if "beparams" not in self.changes:
             return
         filled = {**constants.BEC_DEFAULTS, **changed.beparams}
-        if int(filled["minmem"]) > int(filled["maxmem"]):
+        if memory_bounds_crossed(filled):
             raise OpPrereqError(
                 f"The cluster's minimum memory ({filled['minmem']} MiB) must not exceed its"
                 f" maximum memory ({filled['maxmem']} MiB)",
                 ECODE_INVAL,
             )
         instances = self.cfg.snapshot().instances.values()
-        bounds = {i.name: changed.fill_beparams(i) for i in instances}
-        broken = sorted(n for n, be in bounds.items() if int(be["minmem"]) > int(be["maxmem"]))
+        broken = sorted(
+            i.name for i in instances if memory_bounds_crossed(changed.fill_beparams(i))
+        )
         if broken:
             raise OpPrereqError(
                 "With these memory defaults the minimum memory would exceed the maximum of"
@@ -213,13 +212,16 @@ class LUClusterSetParams(LogicalUnit):
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         """Apply the changes in one configuration update."""
         with self.cfg.update() as data:
-            cluster = data.cluster
-            for key, value in self.changes.items():
-                if key in ("hvparams", "beparams"):
-                    value = apply_changes(getattr(cluster, key), value)
-                setattr(cluster, key, value)
-            cluster.mtime = time.time()
+            self._apply(data.cluster)
+            data.cluster.mtime = time.time()
         return sorted(self.changes)
+
+    def _apply(self, cluster: Cluster) -> None:
+        """Make the changes on ``cluster`` (parameter dicts merged, others replaced)."""
+        for key, value in self.changes.items():
+            if key in ("hvparams", "beparams"):
+                value = apply_changes(getattr(cluster, key), value)
+            setattr(cluster, key, value)
 
 
 # ---------------------------------------------------------------- verify

@@ -87,10 +87,15 @@ def compute_instance_status(
     return constants.INSTST_ADMINOFFLINE
 
 
+def memory_bounds_crossed(beparams: Mapping[str, Any]) -> bool:
+    """Whether filled ``beparams`` have a minimum memory above the maximum."""
+    return int(beparams["minmem"]) > int(beparams["maxmem"])
+
+
 def check_memory_bounds(beparams: dict[str, Any], name: str) -> None:
     """ECODE_INVAL when the filled ``beparams`` of instance ``name`` have a minimum memory
     above the maximum (no later change of the instance could be recorded)."""
-    if int(beparams["minmem"]) > int(beparams["maxmem"]):
+    if memory_bounds_crossed(beparams):
         raise OpPrereqError(
             f"The minimum memory ({beparams['minmem']} MiB) of instance {name} must not"
             f" exceed its maximum memory ({beparams['maxmem']} MiB)",
