@@ -165,14 +165,15 @@ class LUClusterSetParams(LogicalUnit):
                 )
 
     def _check_apart_and_memory(self) -> None:
-        """ECODE_INVAL when the changed cluster would have its data dirs overlap
+        """ECODE_INVAL when a changed data dir would overlap another
         (``Cluster.data_dirs_problem``), or a minimum memory above the maximum for
         itself or for an instance inheriting either (that no change of it could be
-        recorded any more)."""
+        recorded any more). Dirs that already overlap do not stop a change of
+        anything else."""
         changed = self.cluster.copy()
         self._apply(changed)
         problem = changed.data_dirs_problem()
-        if problem is not None:
+        if problem is not None and any(name in self.changes for name in DATA_DIR_FIELDS):
             raise OpPrereqError(problem, ECODE_INVAL)
         if "beparams" not in self.changes:
             return

@@ -515,6 +515,22 @@ def test_data_dirs_that_overlap_are_refused(
     assert config.read().serial == serial
 
 
+def test_data_dirs_that_already_overlap_stop_no_other_change(
+    ctx: Context, config: ConfigStore
+) -> None:
+    """A configuration from before the check: other settings still change, and the
+    dirs are told apart by a change of one of them (one that still overlaps is refused)."""
+    file_dir = config.get_cluster().file_storage_dir
+    with config.update() as data:
+        data.cluster.export_dir = f"{file_dir}/exports"
+    run(ctx, OpClusterSetParams(hooks_base_dir="/etc/ganeti-lv/hooks-2"))
+    assert config.get_cluster().hooks_base_dir == "/etc/ganeti-lv/hooks-2"
+    err = prereq_error(ctx, OpClusterSetParams(export_dir=f"{file_dir}/e2"))
+    assert err.ecode == ECODE_INVAL and "must be apart" in err.msg
+    run(ctx, OpClusterSetParams(export_dir="/var/lib/ganeti-lv-exports"))
+    assert config.get_cluster().export_dir == "/var/lib/ganeti-lv-exports"
+
+
 def _init_refused(data_dir: str, **fields: Any) -> OpPrereqError:
     """The error of a cluster init with ``fields`` (a master m1 at "x", no host key)."""
     with pytest.raises(OpPrereqError) as info:
