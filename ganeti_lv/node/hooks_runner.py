@@ -17,15 +17,20 @@ which every Debian node has. It follows Ganeti's runner (doc/hooks.rst):
   script in its own process group and signals the whole group (TERM, KILL
   after a grace period); the runner then SIGKILLs whatever is left of the
   group. A timed-out script is reported FAIL with a note in its output.
+  The whole run has a limit too (every listed script at its longest, and
+  some more): a script that outlives its kill (stuck in uninterruptible I/O
+  on a hung mount) fails the node's run instead of holding the job forever.
 
 Before it starts anything, the master lists ``hooks_dir`` over the node's
 open SFTP session: when the directory is missing or has no visible entry
 (the usual case), there is nothing to run, and no process is started on the
 node for it. Any other answer (entries, an SFTP error) goes to the runner.
 
-Each result travels back as one line ``HOOK <base64 name> <status> <base64
-output>`` and the program ends with ``END``, so arbitrary output cannot break
-the parsing and a truncated answer is detected.
+Each result travels back as one line ``HOOK <base64 name> <status> <bytes of
+output> <base64 of its last MAX_OUTPUT bytes>`` and the program ends with
+``END``, so arbitrary output cannot break the parsing, a truncated answer is
+detected, and a chatty script's output is cut on the node, not after it
+crossed the network into the master's memory.
 """
 
 from __future__ import annotations
@@ -42,14 +47,17 @@ from ganeti_lv.node.transport import HookScriptResult, NodeTransport
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 KILL_GRACE = 2
-# Longest output kept per script (the tail): job logs stay readable.
+# Longest output kept per script (the tail, in bytes): job logs stay readable.
 MAX_OUTPUT = 64 * 1024
+# the whole run's limit beyond its scripts': each script's start and report, and the runner's
+SCRIPT_SLACK = 5
+RUN_SLACK = 30
 _END = "END"
 _RECORD = "HOOK"
 _STATUSES = (constants.HKR_SUCCESS, constants.HKR_FAIL, constants.HKR_SKIP)
 
-# The node-side program. {dir}, {timeout}, {grace} and {envargs} are filled
-# in with shell-quoted values by ``build_runner_script``.
+# The node-side program. {dir}, {timeout}, {grace}, {keep} and {envargs} are
+# filled in with shell-quoted values by ``build_runner_script``.
 _RUNNER = r"""
 LC_ALL=C
 export LC_ALL
@@ -57,7 +65,8 @@ hooks_dir={dir}
 hook_timeout={timeout}
 kill_grace={grace}
 emit() {{
-  printf 'HOOK %s %s %s\n' "$(printf '%s' "$1" | base64 -w0)" "$2" "$(base64 -w0 < "$3")"
+  printf 'HOOK %s %s %s %s\n' "$(printf '%s' "$1" | base64 -w0)" "$2" \
+    "$(wc -c < "$3" | tr -d ' ')" "$(tail -c {keep} "$3" | base64 -w0)"
 }}
 if [ ! -d "$hooks_dir" ]; then
   echo END
@@ -88,7 +97,7 @@ for path in "$hooks_dir"/*; do
   : > "$tmp/tmsg"
   timeout -v -k "$kill_grace" "$hook_timeout" \
     sh -c 'o=$1; shift; exec "$@" </dev/null >"$o" 2>&1' hook "$tmp/out" \
-    env -i {envargs} "$path" </dev/null 2>"$tmp/tmsg" &
+    env -i {envargs} "$path" </dev/null >/dev/null 2>"$tmp/tmsg" &
   tpid=$!
   wait "$tpid"
   rc=$?
@@ -130,6 +139,7 @@ def build_runner_script(hooks_dir: str, env: dict[str, str], timeout: float) -> 
         dir=shlex.quote(hooks_dir),
         timeout=shlex.quote(f"{timeout:g}"),
         grace=KILL_GRACE,
+        keep=MAX_OUTPUT,
         envargs=envargs,
     )
 
@@ -138,10 +148,10 @@ def _b64(field: str) -> str:
     return base64.b64decode(field, validate=True).decode("utf-8", "replace")
 
 
-def _trim(output: str) -> str:
-    if len(output) <= MAX_OUTPUT:
-        return output
-    return f"[... {len(output) - MAX_OUTPUT} characters cut ...]\n" + output[-MAX_OUTPUT:]
+def _with_cut(size: str, tail: str) -> str:
+    """The output's tail, after a note of what was cut before it on the node."""
+    cut = int(size) - MAX_OUTPUT
+    return tail if cut <= 0 else f"[... {cut} bytes cut ...]\n" + tail
 
 
 def parse_runner_output(stdout: str, subdir: str) -> list[HookScriptResult]:
@@ -153,28 +163,40 @@ def parse_runner_output(stdout: str, subdir: str) -> list[HookScriptResult]:
             ended = True
             break
         fields = line.split(" ")
-        if len(fields) != 4 or fields[0] != _RECORD or fields[2] not in _STATUSES:
+        if (
+            len(fields) != 5
+            or fields[0] != _RECORD
+            or fields[2] not in _STATUSES
+            or not fields[3].isdigit()
+        ):
             raise NodeError(f"Unexpected output from the hooks runner: {line[:200]!r}")
         try:
-            name, output = _b64(fields[1]), _b64(fields[3])
+            name, tail = _b64(fields[1]), _b64(fields[4])
         except (binascii.Error, ValueError) as err:
             raise NodeError(f"Undecodable output from the hooks runner: {err}") from err
         script = f"{subdir}/{name}" if subdir else name
-        results.append(HookScriptResult(script, fields[2], _trim(output)))
+        results.append(HookScriptResult(script, fields[2], _with_cut(fields[3], tail)))
     if not ended:
         raise NodeError("The hooks runner's output was cut short (no END marker)")
     return results
 
 
-def _may_have_hooks(ssh: NodeTransport, hooks_dir: str) -> bool:
-    """False if ``hooks_dir`` is missing or holds no visible entry, asked over SFTP."""
+def _visible_entries(ssh: NodeTransport, hooks_dir: str) -> int | None:
+    """How many visible entries ``hooks_dir`` has (0 when it is missing), asked over
+    SFTP; None when the listing failed (an unreadable directory: the runner looks
+    and reports)."""
     try:
         names = ssh.listdir(hooks_dir, missing_ok=True)
     except NodeUnreachable:
         raise
     except NodeError:
-        return True  # e.g. an unreadable directory: the runner looks and reports
-    return any(not name.startswith(".") for name in names)
+        return None
+    return sum(1 for name in names if not name.startswith("."))
+
+
+def run_limit(entries: int, timeout: float) -> float:
+    """Seconds the whole run of ``entries`` scripts of ``timeout`` each may take."""
+    return entries * (timeout + KILL_GRACE + SCRIPT_SLACK) + RUN_SLACK
 
 
 def run_hooks_via_ssh(
@@ -189,12 +211,15 @@ def run_hooks_via_ssh(
     ``script`` field is "<dir basename>/<name>" (e.g.
     "instance-migrate-pre.d/10-check"), as in Ganeti. ``timeout`` is per
     script. Connection problems raise ``NodeUnreachable``/``HostKeyError``, a
-    failing runner ``NodeError``; invalid env names or values ``HooksFailure``.
+    failing runner or one past ``run_limit`` ``NodeError``; invalid env names or
+    values ``HooksFailure``.
     """
     program = build_runner_script(hooks_dir, env, timeout)
-    if not _may_have_hooks(ssh, hooks_dir):
+    entries = _visible_entries(ssh, hooks_dir)
+    if entries == 0:
         return []
-    result = ssh.run("LC_ALL=C exec /bin/sh -s", input=program.encode(), check=False)
+    limit = run_limit(entries or 1, timeout)
+    result = ssh.run("LC_ALL=C exec /bin/sh -s", input=program.encode(), check=False, timeout=limit)
     if result.exit_status != 0:
         raise NodeError(
             f"Hooks runner on {ssh.node_name} exited with status {result.exit_status}: "

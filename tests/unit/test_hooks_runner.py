@@ -17,7 +17,14 @@ from support.waiting import wait_dead
 
 from ganeti_lv import constants
 from ganeti_lv.errors import HooksFailure, NodeError
-from ganeti_lv.node.hooks_runner import build_runner_script, parse_runner_output, run_hooks_via_ssh
+from ganeti_lv.node import hooks_runner
+from ganeti_lv.node.hooks_runner import (
+    MAX_OUTPUT,
+    build_runner_script,
+    parse_runner_output,
+    run_hooks_via_ssh,
+    run_limit,
+)
 from ganeti_lv.node.ssh import SshClient
 
 REPO_HOOKS = Path(__file__).resolve().parents[2] / "hooks"
@@ -209,18 +216,70 @@ def test_invalid_env_rejected_before_contacting_node() -> None:
 def test_parse_runner_output_detects_garbage_and_truncation() -> None:
     name = base64.b64encode(b"10-a").decode()
     out = base64.b64encode(b"hi\n").decode()
-    ok = f"HOOK {name} SUCCESS {out}\nHOOK {name} SKIP \nEND\n"
+    ok = f"HOOK {name} SUCCESS 3 {out}\nHOOK {name} SKIP 0 \nEND\n"
     parsed = parse_runner_output(ok, "d.d")
     assert [(r.script, r.status, r.output) for r in parsed] == [
         ("d.d/10-a", "SUCCESS", "hi\n"),
         ("d.d/10-a", "SKIP", ""),
     ]
     with pytest.raises(NodeError, match="cut short"):
-        parse_runner_output(f"HOOK {name} SUCCESS {out}\n", "d.d")
+        parse_runner_output(f"HOOK {name} SUCCESS 3 {out}\n", "d.d")
     with pytest.raises(NodeError):
         parse_runner_output("motd line\nEND\n", "d.d")
     with pytest.raises(NodeError):
-        parse_runner_output(f"HOOK {name} MAYBE {out}\nEND\n", "d.d")
+        parse_runner_output(f"HOOK {name} MAYBE 3 {out}\nEND\n", "d.d")
+    with pytest.raises(NodeError):
+        parse_runner_output(f"HOOK {name} SUCCESS {out}\nEND\n", "d.d")  # no size
+
+
+def test_a_chatty_scripts_output_is_cut_on_the_node(
+    client: SshClient, hooks_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the tail crosses the network: the master never holds the whole output."""
+    answers: list[int] = []
+    real_run = client.run
+
+    def run(cmd: Any, **kwargs: Any) -> Any:
+        result = real_run(cmd, **kwargs)
+        answers.append(len(result.stdout))
+        return result
+
+    monkeypatch.setattr(client, "run", run)
+    # 2 MiB of "x", then a last line
+    _script(hooks_dir, "10-chatty", "head -c 2097152 /dev/zero | tr '\\0' x; echo; echo last\n")
+    results = _by_name(run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=30))
+    status, output = results["10-chatty"]
+    assert status == "SUCCESS"
+    total = 2097152 + len("\nlast\n")
+    assert output == f"[... {total - MAX_OUTPUT} bytes cut ...]\n" + (
+        "x" * (MAX_OUTPUT - 6) + "\nlast\n"
+    )
+    assert answers and max(answers) < 2 * MAX_OUTPUT  # base64 of the tail, not of 2 MiB
+
+
+def test_the_whole_run_has_a_limit(
+    client: SshClient, hooks_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run past its limit (a script that outlived its own kill) fails the node's run."""
+    asked: list[Any] = []
+    real_run = client.run
+
+    def run(cmd: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("timeout"))
+        return real_run(cmd, **kwargs)
+
+    monkeypatch.setattr(client, "run", run)
+    _script(hooks_dir, "10-a", "exit 0\n")
+    _script(hooks_dir, "20-b", "exit 0\n")
+    _script(hooks_dir, ".hidden", "exit 0\n")
+    run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=7)
+    assert asked == [run_limit(2, 7)] and run_limit(2, 7) >= 2 * 7
+    _script(hooks_dir, "30-slow", "sleep 8\n")
+    monkeypatch.setattr(hooks_runner, "run_limit", lambda entries, timeout: 1.0)
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="timed out"):
+        run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=30)
+    assert time.monotonic() - started < 7
 
 
 # -- the example hooks in hooks/ -------------------------------------------------------
