@@ -59,8 +59,9 @@ def migrating_memory(cluster: Cluster, instance: Instance, dom: DomainInfo | Non
     """Memory (MiB) a migration of the instance needs on its target: what its domain
     ``dom`` runs with on the source, as Ganeti's (a start with temporary parameters
     may have given it more or less than configured); its configured maximum when
-    the source does not say."""
-    if dom is not None and dom.memory > 0:
+    the source does not say or the domain does not run (only a running guest
+    migrates: any other is failed over, which starts it from the configuration)."""
+    if dom is not None and dom.state == constants.DOMSTATE_RUNNING and dom.memory > 0:
         return int(dom.memory)
     return instance_memory(cluster, instance)
 

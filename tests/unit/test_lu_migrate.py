@@ -354,6 +354,22 @@ def test_a_guest_started_with_more_memory_needs_it_on_the_target(
     assert running_on(ops) == [N2]
 
 
+def test_a_stopped_guest_failed_over_needs_its_configured_memory(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """Its shut-off domain's smaller memory (from an earlier start with temporary
+    parameters) is not what the failover starts it with."""
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N1, INST, state=constants.DOMSTATE_SHUTOFF, memory=64)
+    _cap_memory(config, N2, 100)
+    serial = config.read().serial
+    op = OpInstanceMigrate(instance_name=INST, target_node=N2, allow_failover=True)
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, op)
+    assert err.value.ecode == ECODE_NORES and "needed 128 MiB, available 100 MiB" in err.value.msg
+    assert config.read().serial == serial and INST not in ops.node(N2).domains
+
+
 def test_memory_reserved_by_other_moves_to_the_target_is_not_free(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -177,6 +177,17 @@ def test_the_plan_takes_the_memory_a_guest_runs_with(
     assert (primary(config, I1), primary(config, I2)) == (N2, N3), lines
 
 
+def test_the_plan_takes_the_configured_memory_of_a_guest_that_does_not_run(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """inst1 is marked up but its domain is shut off (it stopped by itself) with 256
+    MiB from an earlier start: its move is a failover, which starts it with 512."""
+    ops.remove_domain(N1, I1)
+    ops.add_domain(N1, I1, state=constants.DOMSTATE_SHUTOFF, memory=256)
+    result, _ = run(ctx, OpNodeEvacuate(node_name="node1", dry_run=True))
+    assert {m["instance"]: m["memory"] for m in result}[I1] == 512
+
+
 def test_unplaceable_instance_is_reported_and_stays(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
