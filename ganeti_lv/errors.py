@@ -88,6 +88,13 @@ class OpPrereqError(GenericError):
         super().__init__(msg, ecode, node)
 
 
+class NotEnoughSpace(OpPrereqError):
+    """A node's free space cannot take what one job would write there (ECODE_NORES)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, ECODE_NORES)
+
+
 class OpExecError(GenericError):
     """The operation failed while executing."""
 

@@ -45,6 +45,7 @@ from ganeti_lv.errors import (
     HooksFailure,
     LockError,
     MigrationNotConverged,
+    NotEnoughSpace,
     OperationCanceled,
     OpPrereqError,
 )
@@ -105,14 +106,16 @@ def target_at_fault(err: BaseException, target: str) -> bool:
     instance; also when they ran on the target alone, a failover onto the
     master) or hooks that could not run on another node, a prerequisite
     about the state of the instance or its source (``wrong_state``: not
-    running, moved away). Yes: an error naming the target (its answer; its
+    running, moved away), a lack of space for this instance's images (the
+    plan does not count disk space: smaller ones, and guests that copy no
+    images, may still fit). Yes: an error naming the target (its answer; its
     state: offline, drained since the plan), hook scripts failing on the
     target alone while they passed elsewhere, a lack of its memory or a
     fault of its
     environment, and a failure of the move itself (the migration: most
     often its target's).
     """
-    if isinstance(err, (LockError, OperationCanceled, MigrationNotConverged)):
+    if isinstance(err, (LockError, OperationCanceled, MigrationNotConverged, NotEnoughSpace)):
         return False
     if isinstance(err, HooksAbort):
         # a script failing on every node it ran on refuses the instance, not the target

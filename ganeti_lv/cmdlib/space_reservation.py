@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv.cmdlib.common import concurrently
-from ganeti_lv.errors import ECODE_NORES, OpPrereqError
+from ganeti_lv.errors import NotEnoughSpace
 from ganeti_lv.hypervisor.base import NodeOps
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Node
@@ -44,7 +44,7 @@ def reserve_space(
     run while the node is asked; its errors come first). ``directory`` need
     not exist yet (its filesystem is the one of its nearest existing
     parent); ``where`` names it in the errors ("the export dir /x of
-    node2"). OpPrereqError (ECODE_NORES) when the node's free space less the
+    node2"). NotEnoughSpace (ECODE_NORES) when the node's free space less the
     others' pending writes is less than the need (a need of 0 is never refused).
     """
     with Reservations(data_dir).node(node.name) as ledger:
@@ -73,5 +73,5 @@ def reserve_space(
                     f", of which {sum(pending) // MIB} MiB are reserved by the jobs writing"
                     f" to it: {running}"
                 )
-            raise OpPrereqError(text, ECODE_NORES)
+            raise NotEnoughSpace(text)
         return ledger.reserve(directory, needed, instance)

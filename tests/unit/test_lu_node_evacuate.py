@@ -188,6 +188,26 @@ def test_the_plan_takes_the_configured_memory_of_a_guest_that_does_not_run(
     assert {m["instance"]: m["memory"] for m in result}[I1] == 512
 
 
+def test_no_room_for_one_instances_images_turns_no_other_move_away(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """inst1's image (2 GiB allocated; it moves first) does not fit in node2's 1100
+    MiB free; inst2's and inst3's (256 MiB each) do, and they still move there
+    (node3 is drained)."""
+    with config.update() as data:
+        data.nodes[N3].drained = True
+    inst1 = config.get_instance(I1)
+    assert inst1 is not None
+    ops.node(N1).files[disk_path(config.get_cluster(), inst1, 0)] = 8192  # 2 GiB allocated
+    ops.free_bytes[N2] = 1100 * MIB
+    with pytest.raises(OpExecError) as err:
+        run(ctx, OpNodeEvacuate(node_name="node1", max_parallel=1))
+    failed = str(err.value).split(". Instances now:")[0]
+    assert "1 of 3 instance(s)" in failed and f"{I1}: failed: Not enough space in the" in failed
+    assert I2 not in failed and I3 not in failed
+    assert [primary(config, n) for n in (I1, I2, I3)] == [N1, N2, N2]
+
+
 def test_unplaceable_instance_is_reported_and_stays(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
