@@ -96,9 +96,11 @@ class RapiApplication:
         except HttpError as err:
             response = _error_response(err)
         except Exception as err:  # noqa: BLE001 - the client gets a 500, the log the details
-            log.error("rapi: %s %s failed", request.method, request.path, exc_info=err)
+            log.error("rapi: %s %s failed", _client(request), _line(request), exc_info=err)
             response = _error_response(HttpError(500, f"Internal error: {err}"))
-        log.info("rapi: %s %s %s -> %d", user, request.method, request.path, response.status_code)
+        log.info(
+            "rapi: %s %s %s -> %d", _client(request), user, _line(request), response.status_code
+        )
         return response(environ, start_response)
 
     # -------------------------------------------------------------- steps
@@ -115,10 +117,14 @@ class RapiApplication:
                 500, "The remote API users file is not usable (see the master daemon's log)"
             ) from err
         if user is None:
-            log.warning("rapi: authentication failed: unknown user")
+            log.warning("rapi: %s: authentication failed: unknown user", _client(request))
             raise unauthorized()
         if not rapi_users.password_ok(user, auth.password or ""):
-            log.warning("rapi: authentication failed: wrong password for user %r", user.name)
+            log.warning(
+                "rapi: %s: authentication failed: wrong password for user %r",
+                _client(request),
+                user.name,
+            )
             raise unauthorized()
         return user
 
@@ -147,7 +153,9 @@ class RapiApplication:
         method = request.method.upper()
         handler = resource.handlers[method]
         if not resource.allows(method, user.options):
-            log.warning("rapi: user %r may not %s %s", user.name, method, request.path)
+            log.warning(
+                "rapi: %s: user %r may not %s", _client(request), user.name, _line(request)
+            )
             raise forbidden()
         req = Request(
             backend=self.backend,
@@ -279,6 +287,18 @@ class RapiServer:
         self._server.stop()
         if self._thread is not None:
             self._thread.join(10)
+
+
+def _client(request: WsgiRequest) -> str:
+    """The client's address and port, for the log."""
+    return f"{request.remote_addr or '?'}:{request.environ.get('REMOTE_PORT', '?')}"
+
+
+def _line(request: WsgiRequest) -> str:
+    """The method and path for the log, control characters escaped: a path's decoded
+    ``%0a`` must not start a line of its own that reads like another request's."""
+    path = request.full_path.rstrip("?")
+    return f"{request.method} {path.encode('unicode_escape').decode('ascii')}"
 
 
 def _cheroot_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:

@@ -142,6 +142,20 @@ def test_wrong_password_and_unknown_user_are_refused(rapi: rapi_server.RapiServe
     assert _admin(rapi, "GET", "/version")[:3:2] == (200, 2)
 
 
+def test_the_log_names_the_client_and_a_path_cannot_forge_a_line(
+    rapi: rapi_server.RapiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = "2026-01-01 00:00:00,000 INFO rapi: admin DELETE /2/instances/web1 -> 200"
+    with caplog.at_level(logging.INFO, logger="ganeti_lv.rapi"):
+        assert _req(rapi, "GET", "/2/x%0a" + forged.replace(" ", "%20"))[0] == 404
+        assert _req(rapi, "GET", "/version", user="ghost", password="x")[0] == 401
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and not [line for line in lines if "\n" in line or "\r" in line]
+    assert any("GET /2/x\\n2026-01-01" in line and "-> 404" in line for line in lines), lines
+    refused = [line for line in lines if "authentication failed: unknown user" in line]
+    assert len(refused) == 1 and refused[0].startswith("rapi: 127.0.0.1:")
+
+
 def test_read_only_user_reads_but_may_not_change(
     rapi: rapi_server.RapiServer, config: ConfigStore
 ) -> None:
