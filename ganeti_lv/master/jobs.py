@@ -434,6 +434,10 @@ def _gone(job: Job) -> bool:
     return not process_alive(job.pid, job.pid_start)
 
 
+# ids are given in ascending order from 1: beyond this there is no job (and no file name)
+MAX_JOB_ID = 2**63 - 1
+
+
 class JobStore:
     """The job log directory. Writers record a run; readers list and inspect jobs."""
 
@@ -657,6 +661,8 @@ class JobStore:
     def get(self, job_id: int) -> Job:
         """The job ``job_id``, archived or not; JobError (ECODE_NOENT) if unknown."""
         job_id = int(job_id)
+        if not 0 <= job_id <= MAX_JOB_ID:  # no file name to look for
+            raise JobError(f"Job {job_id} not found")
         # the job log first: a file moves only to the archive, never back, so
         # one that is not in the job log (any more) is in the archive if anywhere
         for archived in (False, True):

@@ -153,9 +153,7 @@ class RapiApplication:
         method = request.method.upper()
         handler = resource.handlers[method]
         if not resource.allows(method, user.options):
-            log.warning(
-                "rapi: %s: user %r may not %s", _client(request), user.name, _line(request)
-            )
+            log.warning("rapi: %s: user %r may not %s", _client(request), user.name, _line(request))
             raise forbidden()
         req = Request(
             backend=self.backend,

@@ -78,6 +78,9 @@ def test_unknown_and_corrupt_jobs(store: JobStore) -> None:
     with pytest.raises(JobError, match="Job 7 not found"):
         store.get(7)
     job = store.create(OpTestDelay())
+    for beyond in (-1, 10**300):  # no file name to look for
+        with pytest.raises(JobError, match=f"Job {beyond} not found"):
+            store.get(beyond)
     with open(os.path.join(store.jobs_dir, f"job-{job.id}.json"), "w") as fobj:
         fobj.write("{")
     with pytest.raises(JobError, match="corrupt"):

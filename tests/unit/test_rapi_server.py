@@ -240,6 +240,12 @@ def test_unknown_instance_and_node_are_not_found(rapi: rapi_server.RapiServer) -
     assert _admin(rapi, "GET", "/2/nodes/ghost")[0] == 404
     assert _admin(rapi, "GET", "/2/jobs/4242")[0] == 404
     assert _admin(rapi, "GET", "/2/jobs/abc")[0] == 404
+    # an id too long for any file name is no job either (not a 500 naming the data dir)
+    huge = "9" * 300
+    assert _admin(rapi, "GET", f"/2/jobs/{huge}")[0] == 404
+    assert _admin(rapi, "GET", f"/2/jobs/{huge}/wait", body={"fields": ["status"]})[0] == 404
+    code, _, body = _admin(rapi, "DELETE", f"/2/jobs/{huge}")
+    assert code == 200 and body[0] is False and "not found" in body[1]
 
 
 def test_certificate_can_be_pinned(rapi: rapi_server.RapiServer, data_dir: str) -> None:
