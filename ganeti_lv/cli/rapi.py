@@ -18,11 +18,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from ganeti_lv import paths
 from ganeti_lv.cli import common
 from ganeti_lv.cli.common import EXIT_FAILURE, EXIT_SUCCESS, CliEnv, CommandRegistry
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 def _password(opts: argparse.Namespace, env: CliEnv) -> str:
@@ -99,14 +103,16 @@ def cmd_fingerprint(opts: argparse.Namespace, env: CliEnv) -> int:
     return EXIT_SUCCESS
 
 
-def _renew_rapi(opts: argparse.Namespace, env: CliEnv) -> None:
-    """A new self-signed remote API certificate, or the given one."""
+def _renew_rapi(own: tuple[bytes, x509.Certificate] | None, env: CliEnv) -> None:
+    """A new self-signed remote API certificate, or the operator's ``own`` (its
+    content and certificate, from ``certs.read_pem_file``)."""
     from ganeti_lv.config import ConfigStore
     from ganeti_lv.rapi import certs
 
     path = paths.rapi_cert_file(env.data_dir)
-    if opts.rapi_certificate:
-        cert = certs.install_certificate(opts.rapi_certificate, path)
+    if own is not None:
+        data, cert = own
+        certs.install_certificate(data, path)
     else:
         data = ConfigStore(env.data_dir).snapshot()
         master = data.nodes[data.cluster.master_node]
@@ -121,12 +127,15 @@ def _renew_rapi(opts: argparse.Namespace, env: CliEnv) -> None:
 def cmd_renew_crypto(opts: argparse.Namespace, env: CliEnv) -> int:
     """Renew the cluster's certificates: the CA and the libvirt ones, and/or the remote API's."""
     from ganeti_lv import opcodes
+    from ganeti_lv.rapi import certs
 
     if opts.new_rapi_certificate and opts.rapi_certificate:
         env.warn("Give only one of --new-rapi-certificate and --rapi-certificate FILE.")
         return EXIT_FAILURE
     rapi = bool(opts.new_rapi_certificate or opts.rapi_certificate)
     libvirt = bool(opts.new_cluster_certificate or opts.new_node_certificates)
+    # the operator's file is checked before anything is asked or renewed
+    own = certs.read_pem_file(opts.rapi_certificate) if opts.rapi_certificate else None
     if not (rapi or libvirt):
         env.warn(
             "Give at least one of --new-cluster-certificate, --new-node-certificates,"
@@ -153,7 +162,7 @@ def cmd_renew_crypto(opts: argparse.Namespace, env: CliEnv) -> int:
             )
         )
     if rapi:
-        _renew_rapi(opts, env)
+        _renew_rapi(own, env)
     return EXIT_SUCCESS
 
 

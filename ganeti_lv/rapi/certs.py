@@ -8,8 +8,8 @@ Clients pin it by its SHA-256 fingerprint (``gnt-lv rapi fingerprint``) or
 trust the file's certificate as a CA. An operator's own certificate replaces
 it with ``install_certificate`` (``gnt-lv cluster renew-crypto
 --rapi-certificate FILE``): a PEM file with the certificate, its chain and
-the unencrypted private key, checked to belong together before anything is
-replaced.
+the unencrypted private key, checked to belong together (``read_pem_file``)
+before anything is renewed or replaced.
 """
 
 from __future__ import annotations
@@ -100,16 +100,20 @@ def read_certificate(path: str) -> x509.Certificate:
     return check_pem(data, f"The remote API certificate file {path}")
 
 
-def install_certificate(source: str, path: str) -> x509.Certificate:
-    """Make ``source`` (certificate, chain, key in PEM) the remote API's certificate."""
+def read_pem_file(source: str) -> tuple[bytes, x509.Certificate]:
+    """What ``source`` holds (certificate, chain, key in PEM) and its certificate, checked
+    (``check_pem``); OpPrereqError (ECODE_INVAL) when it cannot be read or is not one."""
     try:
         with open(source, "rb") as fobj:
             data = fobj.read()
     except OSError as err:
         raise OpPrereqError(f"Cannot read {source}: {err}", ECODE_INVAL) from err
-    cert = check_pem(data, source)
+    return data, check_pem(data, source)
+
+
+def install_certificate(data: bytes, path: str) -> None:
+    """Make ``data`` (from ``read_pem_file``) the remote API's certificate at ``path``."""
     write_file_atomically(path, data, 0o600)
-    return cert
 
 
 def fingerprint(cert: x509.Certificate) -> str:

@@ -11,6 +11,7 @@ from cryptography import x509
 
 from ganeti_lv import paths
 from ganeti_lv.cli.main import main
+from ganeti_lv.master.jobs import JobStore
 from ganeti_lv.rapi import certs, users
 
 
@@ -122,3 +123,15 @@ def test_renew_crypto_new_and_own_certificate(ddir: str, capsys: Any, tmp_path: 
     assert _openssl_fingerprint(path) == _openssl_fingerprint(own)
     code, _, err = _gnt(ddir, capsys, "cluster", "renew-crypto")
     assert code == 1 and "--new-rapi-certificate" in err
+
+
+def test_renew_crypto_checks_the_given_certificate_before_renewing_anything(
+    ddir: str, capsys: Any, tmp_path: Any
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    jobs = JobStore(paths.jobs_dir(ddir))
+    code, _, err = _gnt(ddir, capsys, "cluster", "renew-crypto", "-f",
+                        "--new-cluster-certificate", "--rapi-certificate", str(bad))  # fmt: skip
+    assert code == 1 and str(bad) in err
+    assert jobs.job_ids(archived=True) == []  # no cluster CA renewed
