@@ -111,8 +111,8 @@ def _renew_rapi(own: tuple[bytes, x509.Certificate] | None, env: CliEnv) -> None
 
     path = paths.rapi_cert_file(env.data_dir)
     if own is not None:
-        data, cert = own
-        certs.install_certificate(data, path)
+        certs.install_certificate(own[0], path)
+        cert = own[1]
     else:
         data = ConfigStore(env.data_dir).snapshot()
         master = data.nodes[data.cluster.master_node]
