@@ -58,10 +58,14 @@ def cmd_add_user(opts: argparse.Namespace, env: CliEnv) -> int:
     from ganeti_lv.rapi import users
 
     users.check_name(opts.user)
-    line = users.user_line(opts.user, _password(opts, env), opts.write, plain=opts.plain)
+    line = users.user_line(
+        opts.user, _password(opts, env), opts.write, plain=opts.plain, read=opts.read
+    )
     path = paths.rapi_users_file(env.data_dir)
     users.add_user(path, line, replace=opts.replace)
     access = "read and write" if opts.write else "read-only"
+    if opts.read:
+        access += ", with Ganeti's read option"
     env.write(f"User '{opts.user}' added ({access}) to {path}")
     return EXIT_SUCCESS
 
@@ -84,8 +88,8 @@ def cmd_list_users(opts: argparse.Namespace, env: CliEnv) -> int:
         scheme = user.password[1 : user.password.find("}")].upper()
         if not user.password.startswith("{") or not scheme:
             scheme = "CLEARTEXT"
-        rows.append([user.name, "write" if user.can_write else "read", scheme])
-    env.table(["User", "Access", "Password"], rows, opts.separator, opts.no_headers)
+        rows.append([user.name, ",".join(user.options) or "-", scheme])
+    env.table(["User", "Options", "Password"], rows, opts.separator, opts.no_headers)
     return EXIT_SUCCESS
 
 
@@ -173,6 +177,11 @@ def register(registry: CommandRegistry) -> None:
     add = registry.command("rapi", "add-user", cmd_add_user, help="Add a remote API user")
     add.add_argument("user", metavar="USER")
     add.add_argument("--write", action="store_true", help="The user may make changes")
+    add.add_argument(
+        "--read",
+        action="store_true",
+        help="Ganeti's read option: also the resources kept to it (an instance's console)",
+    )
     add.add_argument(
         "--password-file", metavar="FILE", help="Read the password from FILE ('-': stdin)"
     )

@@ -2,7 +2,9 @@
 
 One user per line: ``name password [options]``, fields separated by
 whitespace, options separated by commas; ``write`` lets the user make
-changes (every PUT, POST and DELETE), without it the user may only read.
+changes (every PUT, POST and DELETE), without it the user may only read;
+``read`` (or ``write``) is needed for the resources Ganeti keeps to such
+users (an instance's console).
 Empty lines and lines starting with ``#`` are ignored, so are lines with
 fewer than two fields. A password is either plain (``{CLEARTEXT}secret``,
 or ``secret`` when it does not start with ``{``) or Ganeti's ``{HA1}``
@@ -215,8 +217,12 @@ def check_name(name: str) -> None:
         )
 
 
-def user_line(name: str, password: str, write: bool, plain: bool = False) -> str:
-    """A users file line for a new user: the {HA1} hash, or with ``plain`` the password."""
+def user_line(
+    name: str, password: str, write: bool, plain: bool = False, read: bool = False
+) -> str:
+    """A users file line for a new user: the {HA1} hash, or with ``plain`` the password;
+    the options ``write`` and ``read`` (Ganeti's: the resources that need either, an
+    instance's console) as asked."""
     check_name(name)
     if not password:
         raise OpPrereqError("The password must not be empty", ECODE_INVAL)
@@ -228,7 +234,8 @@ def user_line(name: str, password: str, write: bool, plain: bool = False) -> str
         stored = SCHEME_CLEARTEXT + password
     else:
         stored = SCHEME_HA1 + ha1(name, password)
-    return f"{name} {stored}" + (f" {ACCESS_WRITE}" if write else "")
+    options = [opt for opt, given in ((ACCESS_WRITE, write), (ACCESS_READ, read)) if given]
+    return f"{name} {stored}" + (f" {','.join(options)}" if options else "")
 
 
 def _lines_of(path: str) -> list[str]:

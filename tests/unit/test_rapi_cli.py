@@ -69,8 +69,13 @@ def test_users_are_added_listed_and_removed(ddir: str, capsys: Any, tmp_path: An
         ddir, capsys, "rapi", "add-user", "--plain", "--password-file", str(secret), "viewer"
     )
     assert code == 0
+    code, out, _ = _gnt(
+        ddir, capsys, "rapi", "add-user", "--read", "--password-file", str(secret), "console"
+    )
+    assert code == 0 and "with Ganeti's read option" in out
     code, out, _ = _gnt(ddir, capsys, "rapi", "list-users", "--separator", ":", "--no-headers")
-    assert code == 0 and out == "ops:write:HA1\nviewer:read:CLEARTEXT\n"
+    # the options as written: a user without any is no "read" user (the console refuses it)
+    assert code == 0 and out == "console:read:HA1\nops:write:HA1\nviewer:-:CLEARTEXT\n"
     path = paths.rapi_users_file(ddir)
     with open(path, encoding="utf-8") as fobj:
         text = fobj.read()
@@ -80,7 +85,10 @@ def test_users_are_added_listed_and_removed(ddir: str, capsys: Any, tmp_path: An
     assert _gnt(ddir, capsys, "rapi", "remove-user", "ops")[0] == 0
     code, _, err = _gnt(ddir, capsys, "rapi", "remove-user", "ops")
     assert code == 1 and "unknown_entity" in err
-    assert [u.name for u in users.list_users(path)] == ["viewer"]
+    assert [(u.name, u.options) for u in users.list_users(path)] == [
+        ("console", ("read",)),
+        ("viewer", ()),
+    ]
 
 
 def test_add_user_without_a_terminal_needs_a_password_file(

@@ -1043,8 +1043,8 @@ def test_ganetis_client_gets_the_console_of_a_running_instance(
     }
     # as Ganeti's: a user with the option read (or write) gets it, one with neither not
     assert _client(rapi, data_dir, user=VIEWER).error("GetInstanceConsole", INST)["code"] == 403
-    line = users.user_line("reader", "s3cret-reader-pw", write=False, plain=True)
-    users.add_user(paths.rapi_users_file(data_dir), f"{line} read")
+    line = users.user_line("reader", "s3cret-reader-pw", write=False, plain=True, read=True)
+    users.add_user(paths.rapi_users_file(data_dir), line)
     host, port = rapi.address
     reader = GanetiClient(host, port, "reader", "s3cret-reader-pw", paths.rapi_cert_file(data_dir))
     assert reader.call("GetInstanceConsole", INST)["kind"] == "ssh"
