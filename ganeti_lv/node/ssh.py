@@ -273,6 +273,9 @@ class SshClient:
         # on them: closed once those have ended (or the connection has)
         self._retired: list[paramiko.SSHClient] = []
         self._channels: weakref.WeakSet[paramiko.Channel] = weakref.WeakSet()
+        # let go of by its owner (``release``): a job still holding it may use it,
+        # but a connection it opens goes once nothing of ours uses it
+        self._released = False
         self._lock = threading.RLock()
         self._connect_failures = retry.SharedFailure()
         self._sftp_lock = threading.Lock()
@@ -489,13 +492,19 @@ class SshClient:
 
         For a caller that stops using this client while other threads may
         still stream over it (a disk copy): ``close`` would cut them off.
+        Those threads may still call it: a connection it opens for them is
+        closed in turn once their channels have ended (nobody else would).
         """
+        self._released = True
         self._retire()
 
     def channel_closed(self) -> None:
-        """A channel of ours was closed: close the retired connections nothing uses now."""
-        if self._retired:
-            with self._lock:
+        """A channel of ours was closed: close the retired connections nothing uses now
+        (after a release, the current one too)."""
+        with self._lock:
+            if self._released and not any(not ch.closed for ch in list(self._channels)):
+                self._retire()
+            elif self._retired:
                 self._close_retired()
 
     def __enter__(self) -> SshClient:
@@ -672,29 +681,39 @@ class SshClient:
         action here may be repeated.
         """
         with self._sftp_lock:  # one SFTP session per client, used by one thread at a time
-            while True:
-                sftp, kept = self._sftp_client()
-                transport = sftp.sock.get_transport()
-                try:
-                    return fn(sftp)
-                except TimeoutError as err:
-                    self._drop_sftp()
-                    raise NodeError(
-                        f"sftp {action} on {self.where}: no answer within {self.sftp_timeout:g} s",
-                        self.node_name,
-                    ) from err
-                except Exception as err:
-                    # the server may have ended the session (its sftp-server gone, an
-                    # idle timeout) on a live connection: a new session, once
-                    ended = sftp.sock.closed or sftp.sock.eof_received
-                    if ended or not isinstance(err, OSError | paramiko.sftp.SFTPError):
+            try:
+                return self._sftp_call(action, fn)
+            finally:
+                if self._released:  # its session goes now, its connection once unused
+                    with self._lock:
                         self._drop_sftp()
-                    if kept and ended and not self._dead(transport):
-                        continue
-                    if not (kept and self._dead(transport)):
-                        raise self._error(err, f"sftp {action}") from err
-                # the session opened next is not kept: this ends
-                self._retire(transport)
+                    self.channel_closed()
+
+    def _sftp_call(self, action: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
+        """``_with_sftp``'s request, made again as it says (under its lock)."""
+        while True:
+            sftp, kept = self._sftp_client()
+            transport = sftp.sock.get_transport()
+            try:
+                return fn(sftp)
+            except TimeoutError as err:
+                self._drop_sftp()
+                raise NodeError(
+                    f"sftp {action} on {self.where}: no answer within {self.sftp_timeout:g} s",
+                    self.node_name,
+                ) from err
+            except Exception as err:
+                # the server may have ended the session (its sftp-server gone, an
+                # idle timeout) on a live connection: a new session, once
+                ended = sftp.sock.closed or sftp.sock.eof_received
+                if ended or not isinstance(err, OSError | paramiko.sftp.SFTPError):
+                    self._drop_sftp()
+                if kept and ended and not self._dead(transport):
+                    continue
+                if not (kept and self._dead(transport)):
+                    raise self._error(err, f"sftp {action}") from err
+            # the session opened next is not kept: this ends
+            self._retire(transport)
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         """Write ``data`` to ``path`` on the node atomically (temp file + rename).

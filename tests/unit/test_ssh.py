@@ -583,6 +583,28 @@ def test_a_released_client_keeps_its_connection_for_a_running_stream(
     assert not transport.is_active()
 
 
+def test_a_released_client_used_again_closes_what_it_opens(
+    local_sshd: Any, monkeypatch: Any
+) -> None:
+    """A job still holding a client another job let go of (its node found unreachable)
+    may use it; the connections it opens then are closed once its calls end."""
+    client = local_sshd.client()
+    opened: list[Any] = []
+    connect_once = client._connect_once
+
+    def connect() -> Any:
+        opened.append(connect_once())
+        return opened[-1]
+
+    monkeypatch.setattr(client, "_connect_once", connect)
+    client.run("true")
+    client.release()
+    assert client.run("echo again").stdout == "again\n"
+    assert "tmp" in client.listdir("/")
+    assert len(opened) >= 2
+    assert [c for c in opened if c.get_transport() and c.get_transport().is_active()] == []
+
+
 def test_fetch_host_key_unreachable() -> None:
     with pytest.raises(NodeUnreachable):
         fetch_host_key("127.0.0.1", _free_port(), timeout=2)
