@@ -7,6 +7,7 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -552,6 +553,17 @@ def test_tls_uris_get_the_masters_client_certificate() -> None:
     assert ops.libvirt_uri(with_params) == "qemu+tls://h/system?x=1&pkipath=/d/pki/libvirt"
     own = objects.Node(name="n", address="x", libvirt_uri="qemu+tls://h/system?pkipath=/p")
     assert ops.libvirt_uri(own) == "qemu+tls://h/system?pkipath=/p"
+
+
+def test_file_paths_in_uris_are_escaped_as_libvirt_decodes_them() -> None:
+    """A data dir named with a space, '&' or '#' keeps each path whole in the URI."""
+    node = objects.Node(name="n", address="10.0.0.5")
+    uri = default_libvirt_uri(node, "/d d/k&x", "/d#d/h")
+    assert " " not in uri and "keyfile=/d%20d/k%26x&known_hosts=/d%23d/h&" in uri
+    query = parse_qs(urlsplit(uri).query)
+    assert (query["keyfile"], query["known_hosts"]) == (["/d d/k&x"], ["/d#d/h"])
+    tls = objects.Node(name="n", address="x", libvirt_uri="qemu+tls://10.0.0.5/system")
+    assert LibvirtNodeOps("/a b").libvirt_uri(tls).endswith("?pkipath=/a%20b/pki/libvirt")
 
 
 class WarmSsh(StubSsh):

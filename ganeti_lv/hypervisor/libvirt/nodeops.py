@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 from ganeti_lv import constants, objects, paths
 from ganeti_lv.errors import (
@@ -92,9 +93,16 @@ def default_libvirt_uri(node: Node, key_file: str, known_hosts_file: str) -> str
     """
     port = f":{node.ssh_port}" if node.ssh_port != 22 else ""
     return (
-        f"qemu+libssh://{node.ssh_user}@{uri_host(node.address)}{port}/system?keyfile={key_file}"
-        f"&known_hosts={known_hosts_file}&known_hosts_verify=normal&sshauth=privkey"
+        f"qemu+libssh://{node.ssh_user}@{uri_host(node.address)}{port}/system"
+        f"?keyfile={_uri_path(key_file)}&known_hosts={_uri_path(known_hosts_file)}"
+        "&known_hosts_verify=normal&sshauth=privkey"
     )
+
+
+def _uri_path(path: str) -> str:
+    """A file path as a URI query value (libvirt decodes it): a data dir with a space,
+    ``&`` or ``#`` in its name must not break the URI or split the parameter."""
+    return quote(path, safe="/")
 
 
 def _check_name(name: str) -> None:
@@ -142,7 +150,7 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
         )
         if uri.startswith("qemu+tls://") and "pkipath=" not in uri:
             sep = "&" if "?" in uri else "?"
-            uri = f"{uri}{sep}pkipath={paths.libvirt_pki_dir(self.data_dir)}"
+            uri = f"{uri}{sep}pkipath={_uri_path(paths.libvirt_pki_dir(self.data_dir))}"
         return uri
 
     def host(self, node: Node) -> Host:
