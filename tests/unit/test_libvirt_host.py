@@ -17,6 +17,8 @@ from ganeti_lv import retry
 from ganeti_lv.errors import HypervisorError, NodeUnreachable
 from ganeti_lv.hypervisor.libvirt import host as host_module
 from ganeti_lv.hypervisor.libvirt.host import Host
+from ganeti_lv.hypervisor.libvirt.nodeops import LibvirtNodeOps
+from ganeti_lv.objects import Node
 
 CAPS = (
     "<capabilities><host><uuid>0f0e</uuid><cpu><arch>x86_64</arch><model>qemu64</model>"
@@ -129,6 +131,27 @@ def test_static_facts_are_asked_once_per_connection() -> None:
     host.free_memory_mib()
     assert calls["free"] == 2
     assert len(conns) == 1
+
+
+def test_a_host_replaced_closes_no_connection_in_use() -> None:
+    """A node's URI changed while another job's call may run on its connection: that
+    call ends on it (closing it would fail the call as an invalid connection)."""
+    calls: Counter[str] = Counter()
+    conns: list[FakeConn] = []
+
+    def connect(_attempt: Any) -> FakeConn:
+        conns.append(FakeConn(calls, len(conns) + 1))
+        return conns[-1]
+
+    ops = LibvirtNodeOps("/d", connect_retry=connect)
+    node = Node(name="node1", address="x", libvirt_uri="qemu+tcp://a/system")
+    old = ops.host(node)
+    old.hostname()
+    node.libvirt_uri = "qemu+tcp://b/system"
+    new = ops.host(node)
+    assert new is not old and new.uri == "qemu+tcp://b/system"
+    assert not conns[0].closed
+    assert new.hostname() == "node1-gen2" and len(conns) == 2
 
 
 def test_a_new_connection_asks_the_facts_again() -> None:

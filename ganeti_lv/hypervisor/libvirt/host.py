@@ -224,6 +224,12 @@ class Host:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
 
+    def release(self) -> None:
+        """Forget the connection without closing it (the node's URI changed): calls in
+        flight on it end as they would; it closes when its last user lets it go."""
+        with self._lock:
+            self._conn = None
+
     def _lost(self, conn: libvirt.virConnect) -> None:
         """``conn`` broke: forget it, unless another thread has already replaced it.
 

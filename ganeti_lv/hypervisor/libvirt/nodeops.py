@@ -162,8 +162,8 @@ class LibvirtNodeOps(MigrationOpsMixin, LibvirtExportOps, NodeOps):
             if host is None or host.uri != uri:
                 old, host = host, Host(node.name, uri, self._connect_retry)
                 self._hosts[node.name] = host
-        if old is not None:
-            old.close()
+        if old is not None:  # other jobs' calls may be in flight on its connection
+            old.release()
         return host
 
     def _default_ssh(self, node: Node) -> SshClient:
