@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +80,26 @@ def test_name_rules_and_sorted_order(client: SshClient, hooks_dir: Path, tmp_pat
     assert record.read_text().split() == ["10-x", "Z9", "a_1", "b-2"]
 
 
-def _count_runs(client: SshClient, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+@dataclass
+class Run:
+    """One command the client ran on the node: the command, its keyword arguments and
+    the length of its answer (None when it raised)."""
+
+    cmd: Any
+    kwargs: dict[str, Any]
+    answer: int | None = None
+
+
+def _recorded_runs(client: SshClient, monkeypatch: pytest.MonkeyPatch) -> list[Run]:
     """Every command the client runs on the node, recorded (and run)."""
-    runs: list[Any] = []
+    runs: list[Run] = []
     real_run = client.run
 
     def run(cmd: Any, **kwargs: Any) -> Any:
-        runs.append(cmd)
-        return real_run(cmd, **kwargs)
+        runs.append(Run(cmd, kwargs))
+        result = real_run(cmd, **kwargs)
+        runs[-1].answer = len(result.stdout)
+        return result
 
     monkeypatch.setattr(client, "run", run)
     return runs
@@ -100,7 +113,7 @@ def test_nothing_to_run_starts_no_process_on_the_node(
     client: SshClient, hooks_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Missing, empty, dotfiles only, or a file: listed over SFTP, no runner started."""
-    runs = _count_runs(client, monkeypatch)
+    runs = _recorded_runs(client, monkeypatch)
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     assert run_hooks_via_ssh(client, str(tmp_path / "absent.d"), BASE_ENV, timeout=5) == []
@@ -236,15 +249,7 @@ def test_a_chatty_scripts_output_is_cut_on_the_node(
     client: SshClient, hooks_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the tail crosses the network: the master never holds the whole output."""
-    answers: list[int] = []
-    real_run = client.run
-
-    def run(cmd: Any, **kwargs: Any) -> Any:
-        result = real_run(cmd, **kwargs)
-        answers.append(len(result.stdout))
-        return result
-
-    monkeypatch.setattr(client, "run", run)
+    runs = _recorded_runs(client, monkeypatch)
     # 2 MiB of "x", then a last line
     _script(hooks_dir, "10-chatty", "head -c 2097152 /dev/zero | tr '\\0' x; echo; echo last\n")
     results = _by_name(run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=30))
@@ -254,26 +259,21 @@ def test_a_chatty_scripts_output_is_cut_on_the_node(
     assert output == f"[... {total - MAX_OUTPUT} bytes cut ...]\n" + (
         "x" * (MAX_OUTPUT - 6) + "\nlast\n"
     )
-    assert answers and max(answers) < 2 * MAX_OUTPUT  # base64 of the tail, not of 2 MiB
+    # base64 of the tail crossed the network, not of 2 MiB
+    assert runs and all(r.answer is not None and r.answer < 2 * MAX_OUTPUT for r in runs)
 
 
 def test_the_whole_run_has_a_limit(
     client: SshClient, hooks_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run past its limit (a script that outlived its own kill) fails the node's run."""
-    asked: list[Any] = []
-    real_run = client.run
-
-    def run(cmd: Any, **kwargs: Any) -> Any:
-        asked.append(kwargs.get("timeout"))
-        return real_run(cmd, **kwargs)
-
-    monkeypatch.setattr(client, "run", run)
+    runs = _recorded_runs(client, monkeypatch)
     _script(hooks_dir, "10-a", "exit 0\n")
     _script(hooks_dir, "20-b", "exit 0\n")
     _script(hooks_dir, ".hidden", "exit 0\n")
     run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=7)
-    assert asked == [run_limit(2, 7)] and run_limit(2, 7) >= 2 * 7
+    assert [r.kwargs.get("timeout") for r in runs] == [run_limit(2, 7)]
+    assert run_limit(2, 7) >= 2 * 7
     _script(hooks_dir, "30-slow", "sleep 8\n")
     monkeypatch.setattr(hooks_runner, "run_limit", lambda entries, timeout: 1.0)
     started = time.monotonic()
