@@ -68,20 +68,42 @@ class LUBackupQuery(NoHooksLU):
 
 @register_lu(OpBackupRemove)
 class LUBackupRemove(NoHooksLU):
-    """Remove every export of an instance (the instance itself may be gone)."""
+    """Remove every export of an instance (the instance itself may be gone).
+
+    A short name is expanded to the instance it names, as in Ganeti, unless
+    an export has exactly that name (``backup list`` shows it so: the export
+    of a removed instance ``web1`` beside an instance ``web1.example.com``):
+    the name shown removes the export shown, never another instance's.
+    """
 
     REQ_BGL = False
 
     def ExpandNames(self) -> None:
         """Lock the instance when it still exists (so no export of it runs) and its
-        export (so no import reads it meanwhile)."""
-        name = self.cfg.expand_instance_name(self.op.instance_name)
-        self.op.instance_name = name or self.op.instance_name
-        check_instance_name(self.op.instance_name)  # refused here, not on each node
+        export (so no import reads it meanwhile); a short name's export too."""
+        given = self.op.instance_name
+        check_instance_name(given)  # refused here, not on each node
+        name = self.cfg.expand_instance_name(given) or given
+        self.short = given if name != given else None
+        self.op.instance_name = name
         self.needed_locks = {
-            locking.LEVEL_INSTANCE: [self.op.instance_name],
-            locking.LEVEL_EXPORT: [self.op.instance_name],
+            locking.LEVEL_INSTANCE: [name],
+            locking.LEVEL_EXPORT: sorted({name, given}),
         }
+
+    def CheckPrereq(self) -> None:
+        """A short name that is also an export's exact name removes that export."""
+        if self.short is None:
+            return
+        data = self.cfg.snapshot()  # read-only: lookups
+        online = [node for node in data.nodes.values() if not node.offline]
+        answers, _failed = ask_nodes(self.rpc.export_list, online, data.cluster)
+        if any(e.instance == self.short for found in answers.values() for e in found or []):
+            self.LogInfo(
+                f"{self.short} is the name of an export: removing it, not the exports of"
+                f" instance {self.op.instance_name}"
+            )
+            self.op.instance_name = self.short
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove the export from every node having one; payload: those nodes."""

@@ -396,6 +396,20 @@ def test_backup_remove(ctx, ops):
     assert err.value.ecode == ECODE_NOENT  # unknown_entity, not an internal error
 
 
+def test_backup_remove_of_a_name_shown_removes_that_export_not_an_instances(ctx, ops):
+    """``backup list`` shows the export ``inst1`` of a removed instance beside the
+    exports of ``inst1.example.com``: ``backup remove inst1`` removes the former."""
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+    short = INST.split(".")[0]
+    ops.exports[N2][short] = ops.exports[N2][INST]
+    result, _ = run(ctx, OpBackupRemove(instance_name=short))
+    assert result == [N2]
+    assert short not in ops.exports[N2] and INST in ops.exports[N2]
+    # without such an export the short name is the instance's, as in Ganeti
+    result, _ = run(ctx, OpBackupRemove(instance_name=short))
+    assert result == [N2] and INST not in ops.exports[N2]
+
+
 def test_backup_remove_warns_about_an_offline_node_it_cannot_clean(ctx, ops, config):
     run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
     with config.update() as data:
