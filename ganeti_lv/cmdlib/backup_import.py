@@ -27,7 +27,7 @@ from ganeti_lv.errors import (
     OperationCanceled,
     OpPrereqError,
 )
-from ganeti_lv.names import check_tags
+from ganeti_lv.names import check_device_names, check_tags
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Nic, disk_path
@@ -104,6 +104,8 @@ class ImportModeHandler(CreateModeHandler):
             lu.LogWarning(warning)
         inst = lu.instance
         if not lu.op.disks:
+            # the names an export gives follow the rule of the names given here
+            check_device_names("disk", [d.name for d in desc.disks])
             inst.disks = desc.disks
             for disk in inst.disks:
                 disk.dev_type = inst.disk_template
@@ -111,6 +113,7 @@ class ImportModeHandler(CreateModeHandler):
             _check_given_disks([d.size for d in inst.disks], [d.size for d in desc.disks])
         self.nics_from_export = not lu.op.nics and not inst.nics
         if self.nics_from_export:
+            check_device_names("NIC", [n.name for n in desc.nics])
             inst.nics = _export_nics(lu, desc.nics)
         self._take_params(desc)
         inst.os = desc.os or inst.os

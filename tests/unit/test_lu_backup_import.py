@@ -236,6 +236,19 @@ def test_a_given_tag_is_checked_as_ganeti_does(ctx, fake_ops, config):
     _import(ctx, tags=["env:prod", "team/ops", "a.b+c*d@e-f_g", "x" * 128])
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (("disk0_name = None", "disk0_name = 1"), "Invalid disk name '1'"),
+        (("nic0_name = None", "nic0_name = 0"), "Invalid NIC name '0'"),
+    ],
+)
+def test_names_from_the_export_follow_the_rule_of_names_given(ctx, fake_ops, config, change, match):
+    """A number would read as an index (``--disk 1:...``, ``modify --net 0:...``)."""
+    err = _refused(fake_ops, config, ctx, change, match)
+    assert err.ecode == ECODE_INVAL
+
+
 def test_an_export_nic_whose_mac_is_taken_keeps_its_link_with_a_new_mac(ctx, ops, config):
     """A restore beside the instance it was exported from gets its own address."""
     orig = config.get_instance(INST)
