@@ -38,16 +38,22 @@ print(log, console_size(log))
 PY
 }
 
-# A step that fails ends the demo: its guest, which dirties memory, is shut
-# down then too, so that nothing busy is left beside the test suite.
-stop_guest_on_failure() {
+# A step that fails, Ctrl-C, a closed terminal or a kill end the demo: its
+# guest, which dirties memory, is shut down then too, so that nothing busy is
+# left beside the test suite. (A signal's trap exits, so the EXIT trap runs.)
+DONE=no
+stop_guest_unless_done() {
   local rc=$?
-  if [ "$rc" -ne 0 ] && gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
-    echo ">>> the demo failed (exit $rc): shutting $INSTANCE down" >&2
+  [ "$DONE" = yes ] && return 0
+  if gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
+    echo ">>> the demo did not finish (exit $rc): shutting $INSTANCE down" >&2 || true
     gnt-lv instance shutdown "$INSTANCE" >&2 || true
   fi
 }
-trap stop_guest_on_failure EXIT
+trap stop_guest_unless_done EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 BOOTING=yes
 if ! gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
@@ -100,6 +106,7 @@ gnt-lv backup list --node "$EXPORT_NODE"
 # machine runs at most two guests under TCG at once); the cluster stays up.
 echo ">>> shutting $INSTANCE down (nothing busy left behind)"
 gnt-lv instance shutdown "$INSTANCE"
+DONE=yes
 echo ">>> done. The cluster and its master daemon keep running; start the guest again with:"
 echo "    GANETI_LV_DATA_DIR=$DIR/data $ROOT/.venv/bin/gnt-lv instance startup $INSTANCE"
 echo "  and stop everything with:"
