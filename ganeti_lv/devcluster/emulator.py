@@ -33,6 +33,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 
+from ganeti_lv.devcluster.debian import installed
 from ganeti_lv.errors import ECODE_INVAL, OpExecError, OpPrereqError
 
 MODES = ("auto", "system", "backports")
@@ -185,7 +186,7 @@ class BackportsQemu:
                 name = dep.split("|")[0].split("(")[0].strip()
                 if name.startswith("lib"):
                     wanted.add(name)
-        missing = [name for name in sorted(wanted) if not _dpkg_installed(name)]
+        missing = [name for name in sorted(wanted) if not installed(name)]
         if missing:
             self.feedback_fn(f"installing libraries for the newer qemu: {' '.join(missing)}")
             _run(
@@ -195,13 +196,6 @@ class BackportsQemu:
                 env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
                 timeout=900,
             )
-
-
-def _dpkg_installed(name: str) -> bool:
-    res = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Status}", name], capture_output=True, text=True, check=False
-    )
-    return res.returncode == 0 and res.stdout.endswith("installed")
 
 
 def write_wrapper(path: str, root: str) -> None:

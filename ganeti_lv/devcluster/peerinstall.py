@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
+from ganeti_lv.devcluster.debian import installed
 from ganeti_lv.errors import ECODE_ENVIRON, OpExecError
 
 PACKAGES = ("ganeti", "ganeti-os-noop")
@@ -29,14 +30,6 @@ APT_TIMEOUT = 1800
 
 def _quiet(_msg: str) -> None:
     """Feedback function dropping messages."""
-
-
-def installed(package: str) -> bool:
-    """True when dpkg reports ``package`` as installed."""
-    res = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
-    )
-    return res.returncode == 0 and res.stdout.strip() == "install ok installed"
 
 
 def missing_packages(packages: tuple[str, ...] = PACKAGES) -> list[str]:
