@@ -4,7 +4,10 @@
   ``CommandResult``, ``HookScriptResult``) and the runner interface (run a
   command, stream one, put and get files) every node-side module uses;
 - ``ssh``: the SSH transport to the nodes (paramiko), a ``NodeTransport``;
-  ``known_hosts``: the cluster's known_hosts file (no SSH library needed);
+  ``ssh_channel``: a command's streams and end; ``ssh_errors``: paramiko's
+  and the socket's errors as ganeti_lv's; ``tcpinfo``: does a node still
+  answer; ``known_hosts``: the cluster's known_hosts file (no SSH library
+  needed);
 - ``diskcopy``: the node-to-node disk copy engine (copy plans, copies set
   up ahead); ``diskcopy_helper``: its node-side helper (the send, recv
   and checksum commands) and ``diskcopy_stream``: the helper's stream

@@ -14,8 +14,8 @@ reset, and replaced (``SshClient._open_session``); the kernel's account of
 the connection (``tcpinfo``) tells one whose node no longer answers.
 
 All paramiko and socket exceptions are turned into ganeti_lv errors in one
-place, ``_map_error`` (and a channel's open that ran out of time, which only
-its connection tells apart, in ``_not_opened``):
+place, ``ssh_errors.map_error`` (and a channel's open that ran out of time,
+which only its connection tells apart, in ``_not_opened``):
 
 - connect refused, timed out, host unreachable, auth failure -> ``NodeUnreachable``
 - a channel that does not open within ``connect_timeout``     -> ``NodeUnreachable``
@@ -43,19 +43,18 @@ import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import paramiko
 
 from ganeti_lv import retry
 from ganeti_lv.errors import (
-    ECODE_NOENT,
     HostKeyError,
     NodeError,
     NodeUnreachable,
     RemoteCommandError,
 )
-from ganeti_lv.node.known_hosts import DEFAULT_PORT, key_fingerprint
+from ganeti_lv.node.known_hosts import DEFAULT_PORT
 from ganeti_lv.node.ssh_channel import (
     CommandTimeout,
     RemoteProcess,
@@ -63,6 +62,7 @@ from ganeti_lv.node.ssh_channel import (
     feed_input,
     with_input,
 )
+from ganeti_lv.node.ssh_errors import RejectUnknownPolicy, endpoint, map_error
 from ganeti_lv.node.tcpinfo import unanswered_for
 from ganeti_lv.node.transport import CommandResult
 
@@ -82,29 +82,7 @@ _TIMEOUT_STATUSES = (124, 137)
 Command = str | Sequence[str]
 
 
-class _UnknownHostKey(paramiko.SSHException):
-    """Raised by the reject policy; carries the offered key for the message."""
-
-    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
-        super().__init__(f"unknown host key for {hostname}")
-        self.hostname = hostname
-        self.key = key
-
-
-class _RejectUnknownPolicy(paramiko.RejectPolicy):
-    """paramiko's RejectPolicy, keeping the offered key for the error message."""
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> NoReturn:
-        raise _UnknownHostKey(hostname, key)
-
-
 # -- helpers -----------------------------------------------------------------
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    return key_fingerprint(f"{key.get_name()} {key.get_base64()}")
 
 
 def quote_command(cmd: Command) -> str:
@@ -114,52 +92,6 @@ def quote_command(cmd: Command) -> str:
     if not cmd:
         raise ValueError("empty command")
     return " ".join(shlex.quote(str(arg)) for arg in cmd)
-
-
-def _endpoint(host: str, port: int) -> str:
-    return f"{host}:{port}"
-
-
-def _map_error(
-    err: BaseException, host: str, port: int, action: str, node: str | None
-) -> NodeError:
-    """Turn a paramiko/socket exception into the matching ganeti_lv error."""
-    where = _endpoint(host, port)
-    if isinstance(err, NodeError):
-        return err
-    if isinstance(err, _UnknownHostKey):
-        return HostKeyError(
-            f"Host key of {where} is not in the cluster's known_hosts: "
-            f"{err.key.get_name()} {_fingerprint(err.key)}; refusing to connect",
-            node,
-        )
-    if isinstance(err, paramiko.BadHostKeyException):
-        return HostKeyError(
-            f"Host key of {where} has CHANGED: offered {err.key.get_name()} "
-            f"{_fingerprint(err.key)}, known_hosts has {err.expected_key.get_name()} "
-            f"{_fingerprint(err.expected_key)}; refusing to connect",
-            node,
-        )
-    if isinstance(err, paramiko.AuthenticationException):
-        return retry.not_retried(
-            NodeUnreachable(f"SSH authentication to {where} failed: {err}", node)
-        )
-    if isinstance(err, FileNotFoundError | paramiko.sftp.SFTPError) and action.startswith("sftp"):
-        ecode = ECODE_NOENT if isinstance(err, FileNotFoundError) else None
-        return NodeError(f"{action} on {where} failed: {err}", node, ecode=ecode)
-    if isinstance(err, socket.timeout | TimeoutError):
-        # a node that did not answer within the timeout is down or cut off,
-        # not restarting (that is refused at once): trying again only waits longer
-        return retry.not_retried(NodeUnreachable(f"{action} to {where} timed out", node))
-    if isinstance(err, paramiko.ssh_exception.NoValidConnectionsError | ConnectionError):
-        return NodeUnreachable(f"{action} to {where} failed: {err}", node)
-    if isinstance(err, socket.gaierror):
-        return NodeUnreachable(f"{action}: cannot resolve {host}: {err}", node)
-    if isinstance(err, paramiko.SSHException | EOFError) and action == "connect":
-        return NodeUnreachable(f"SSH {action} to {where} failed: {err or type(err).__name__}", node)
-    if isinstance(err, OSError) and action == "connect":
-        return NodeUnreachable(f"{action} to {where} failed: {err}", node)
-    return NodeError(f"SSH {action} on {where} failed: {err or type(err).__name__}", node)
 
 
 def fetch_host_key(
@@ -180,7 +112,7 @@ def fetch_host_key(
         key = transport.get_remote_server_key()
         return f"{key.get_name()} {key.get_base64()}"
     except Exception as err:
-        raise _map_error(err, host, port, "connect", None) from err
+        raise map_error(err, host, port, "connect", None) from err
     finally:
         if transport is not None:
             transport.close()
@@ -283,10 +215,10 @@ class SshClient:
     @property
     def where(self) -> str:
         """host:port, for messages."""
-        return _endpoint(self.host, self.port)
+        return endpoint(self.host, self.port)
 
     def _error(self, err: BaseException, action: str) -> NodeError:
-        return _map_error(err, self.host, self.port, action, self.node_name)
+        return map_error(err, self.host, self.port, action, self.node_name)
 
     # -- connection ------------------------------------------------------
     def _connect_once(self) -> paramiko.SSHClient:
@@ -298,7 +230,7 @@ class SshClient:
                 raise HostKeyError(
                     f"Cannot read known_hosts {self.known_hosts_file}: {err}", self.node_name
                 ) from err
-        client.set_missing_host_key_policy(_RejectUnknownPolicy())
+        client.set_missing_host_key_policy(RejectUnknownPolicy())
         try:
             sock = _open_socket(self.host, self.port, self.connect_timeout)
         except Exception as err:
