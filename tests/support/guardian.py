@@ -57,12 +57,12 @@ class Guardian:
 
 @contextlib.contextmanager
 def guarded(argv: Sequence[str], remove_dir: str | None = None) -> Iterator[None]:
-    """Run the block with a ``Guardian(argv, remove_dir)``, released when it ends."""
+    """Run the block with a ``Guardian(argv, remove_dir)``, released when the block
+    ended without an error: a tear-down in it that failed leaves the guardian to
+    try once more when this process has ended."""
     guardian = Guardian(argv, remove_dir)
-    try:
-        yield
-    finally:
-        guardian.release()
+    yield
+    guardian.release()
 
 
 def devcluster_down(directory: str) -> list[str]:

@@ -73,6 +73,22 @@ def test_a_released_guardian_does_nothing(tmp_path: Path, marker: Path) -> None:
     assert scratch.exists()
 
 
+def test_a_failed_tear_down_leaves_the_guardian_to_try_again(tmp_path: Path, marker: Path) -> None:
+    """The block's own tear-down raised: the guardian runs once the process has ended."""
+    res = _child(
+        f"""
+        from support.guardian import guarded
+        try:
+            with guarded(["touch", {str(marker)!r}]):
+                raise RuntimeError("down failed")
+        except RuntimeError:
+            pass
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    assert _appears(marker), res.stderr
+
+
 def test_a_forked_child_holding_the_pipe_does_not_hold_up_the_release(marker: Path) -> None:
     res = _child(
         f"""
