@@ -8,6 +8,7 @@ for a moment here, so ``kill -0`` is not a usable test).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
@@ -202,36 +203,54 @@ def link_is_up(name: str) -> bool:
         return False
 
 
-def check_subnet_free(subnet: str, bridge: str) -> None:
-    """Refuse a subnet that an interface other than ``bridge`` already uses."""
-    import ipaddress
+# route types that describe this machine's own addresses, not where traffic goes
+_OWN_ROUTE_TYPES = frozenset({"local", "broadcast", "multicast", "anycast"})
 
-    net = ipaddress.IPv4Network(subnet)
-    out = run(["ip", "-o", "-4", "addr", "show"]).stdout.decode()
-    for line in out.splitlines():
+
+def claimed_networks(bridge: str | None = None) -> list[tuple[ipaddress.IPv4Network, str]]:
+    """The IPv4 networks this machine already sends somewhere, with what says so:
+    its interfaces' addresses and its routes (any table; not the default route),
+    leaving out ``bridge``'s own. A cluster's bridge on one of them would take
+    the traffic meant for real hosts there (its connected route is more specific)."""
+    claimed = []
+    for line in run(["ip", "-o", "-4", "addr", "show"]).stdout.decode().splitlines():
         parts = line.split()
-        if len(parts) < 4 or parts[1] == bridge:
+        if len(parts) > 3 and parts[1] != bridge:
+            claimed.append((ipaddress.IPv4Interface(parts[3]).network, f"{parts[1]} ({parts[3]})"))
+    routes = run(["ip", "-o", "-4", "route", "show", "table", "all"]).stdout.decode()
+    for line in routes.splitlines():
+        parts = line.split()
+        if parts and parts[0] in _OWN_ROUTE_TYPES:
             continue
-        addr = ipaddress.IPv4Interface(parts[3])
-        if addr.network.overlaps(net):
+        if parts and parts[0] in ("unicast", "blackhole", "unreachable", "prohibit", "throw"):
+            parts = parts[1:]
+        device = parts[parts.index("dev") + 1] if "dev" in parts[:-1] else None
+        if not parts or parts[0] == "default" or (bridge is not None and device == bridge):
+            continue
+        try:
+            net = ipaddress.IPv4Network(parts[0], strict=False)
+        except ValueError:
+            continue
+        claimed.append((net, f"the route {line.strip()}"))
+    return claimed
+
+
+def check_subnet_free(subnet: str, bridge: str) -> None:
+    """Refuse a subnet that an interface other than ``bridge`` or a route already claims."""
+    net = ipaddress.IPv4Network(subnet)
+    for used, what in claimed_networks(bridge):
+        if used.overlaps(net):
             raise OpPrereqError(
-                f"Subnet {subnet} already in use on {parts[1]} ({parts[3]}); "
+                f"Subnet {subnet} already in use on this machine: {what}; "
                 "choose another with --subnet",
                 ECODE_ENVIRON,
             )
 
 
 def free_subnet(first: int = 100, count: int = 150, base: str = "10.250") -> str:
-    """A ``base``.N.0/24 (first <= N < first+count) no interface uses, starting at a
-    PID-dependent N so concurrent test sessions tend to pick different ones."""
-    import ipaddress
-
-    out = run(["ip", "-o", "-4", "addr", "show"]).stdout.decode()
-    used = [
-        ipaddress.IPv4Interface(f.split()[3]).network
-        for f in out.splitlines()
-        if len(f.split()) > 3
-    ]
+    """A ``base``.N.0/24 (first <= N < first+count) no interface or route claims, starting
+    at a PID-dependent N so concurrent test sessions tend to pick different ones."""
+    used = [net for net, _what in claimed_networks()]
     start = os.getpid() % count
     for i in range(count):
         net = ipaddress.IPv4Network(f"{base}.{first + (start + i) % count}.0/24")
