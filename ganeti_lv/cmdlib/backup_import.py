@@ -25,13 +25,14 @@ from ganeti_lv.cmdlib.instance_nics import (
 from ganeti_lv.errors import (
     ECODE_INVAL,
     OperationCanceled,
+    OpExecError,
     OpPrereqError,
 )
 from ganeti_lv.names import check_device_names, check_tags
 from ganeti_lv.node import progress
 from ganeti_lv.node.transport import node_call
 from ganeti_lv.objects import Nic, disk_path
-from ganeti_lv.units import coerce_beparams, coerce_hvparams, without_resets
+from ganeti_lv.units import MIB, coerce_beparams, coerce_hvparams, without_resets
 
 
 class ImportModeHandler(CreateModeHandler):
@@ -123,6 +124,7 @@ class ImportModeHandler(CreateModeHandler):
         self.src = src
         self.path = data.path
         self.sources = checked.paths
+        self.dump_sizes = [d.size * MIB for d in desc.disks]  # what each copy must bring
         self.checksums: list[str | None] = (
             [d.checksum_text for d in manifest.disks] if manifest else [None] * len(desc.disks)
         )
@@ -205,6 +207,11 @@ class ImportModeHandler(CreateModeHandler):
                     f"{self._what()} canceled ({cancel_reason(cancel)}) while copying disk/{idx}"
                 )
             stats = res.Raise(f"Import of disk/{idx} failed")
+            if stats.size != self.dump_sizes[idx]:  # changed since it was checked
+                raise OpExecError(
+                    f"Import of disk/{idx} failed: {src_path} on {self.src.name} held"
+                    f" {stats.size} bytes, the export says {self.dump_sizes[idx]}"
+                )
             if sha is None:
                 feedback_fn(
                     f"disk/{idx}: {stats.checksum_text} computed on {self.src.name} while"

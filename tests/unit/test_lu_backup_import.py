@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from ganeti_lv.errors import (
     ECODE_NOENT,
     ECODE_STATE,
     LockTimeout,
+    OpExecError,
     OpPrereqError,
 )
 from ganeti_lv.hypervisor.fake import FakeNodeOps
@@ -224,6 +226,22 @@ def test_an_exports_invalid_tag_is_refused_unless_tags_are_given(ctx, fake_ops, 
     _import(ctx, tags=["restored"])
     inst = config.get_instance(NEW)
     assert inst is not None and inst.tags == ["restored"]
+
+
+def test_a_dump_that_changed_since_its_check_is_not_imported(ctx, fake_ops, config, monkeypatch):
+    """Ganeti replaced its export between the check of its sizes and the copy (an
+    export without a manifest has no checksum to catch it): the copy's size does."""
+    ganeti_export(fake_ops)
+    copy_disk = fake_ops.copy_disk
+
+    def shorter(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(copy_disk(*args, **kwargs), size=64 * MiB)
+
+    monkeypatch.setattr(fake_ops, "copy_disk", shorter)
+    with pytest.raises(OpExecError, match=f"held {64 * MiB} bytes, the export says {128 * MiB}"):
+        _import(ctx)
+    assert config.get_instance(NEW) is None
+    assert [f for f in fake_ops.node(N3).files if NEW in f] == []  # its new disks removed
 
 
 def test_a_given_tag_is_checked_as_ganeti_does(ctx, fake_ops, config):
