@@ -44,10 +44,10 @@ the copy engine skips all-zero blocks, so zeroed space is never sent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import constants, exportinfo, locking
+from ganeti_lv.cmdlib import backup_space
 from ganeti_lv.cmdlib.backup_merge import SnapshotMerge
 from ganeti_lv.cmdlib.base import EarlyWork, FeedbackFn, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
@@ -55,7 +55,6 @@ from ganeti_lv.cmdlib.common import (
     cancel_reason,
     check_node_not_drained,
     check_node_online,
-    concurrently,
     copy_canceled,
     expand_instance,
     expand_node,
@@ -69,10 +68,8 @@ from ganeti_lv.cmdlib.common import (
 )
 from ganeti_lv.cmdlib.instance import check_not_running_elsewhere
 from ganeti_lv.cmdlib.migration_checks import instance_memory
-from ganeti_lv.cmdlib.space_reservation import reserve_space
 from ganeti_lv.errors import (
     ECODE_INVAL,
-    ECODE_NORES,
     ECODE_STATE,
     GenericError,
     NodeUnreachable,
@@ -85,7 +82,7 @@ from ganeti_lv.hypervisor.export_types import PublishedExport, SnapshotInfo
 from ganeti_lv.names import check_instance_name
 from ganeti_lv.node import diskcopy, progress
 from ganeti_lv.node.transport import node_call
-from ganeti_lv.objects import Cluster, Instance, Node, disk_dir, disk_path, disk_paths
+from ganeti_lv.objects import Cluster, Instance, Node, disk_path, disk_paths
 from ganeti_lv.opcodes import OpBackupExport
 from ganeti_lv.reservations import MEMORY, Held, Reservations
 
@@ -93,9 +90,6 @@ MiB = 1024 * 1024
 # Zeroing timeouts (Ganeti's defaults: helper VM start-up and per MiB).
 ZEROING_TIMEOUT_FIXED = 60
 ZEROING_TIMEOUT_PER_MIB = 0.1
-# Room the snapshot overlays need on the primary, as a share of the disks.
-OVERLAY_SPACE_SHARE = 0.05
-OVERLAY_SPACE_MIN = 64 * MiB
 
 
 @register_lu(OpBackupExport)
@@ -109,8 +103,8 @@ class LUBackupExport(LogicalUnit):
     _new_removed = False
     # ``node:path`` of the export once published (the commit point, ``_publish``)
     _published = ""
-    # the target's space for this export (``_check_space``), until it is published
-    _reservation: Held | None = None
+    # the space for this export (``_check_space``): the overlays', then the copies'
+    _reservations: list[Held] = []
     # the zeroing's answer was lost: it may still run on the primary (``ZeroFreeSpace``)
     _zeroing_unclear = False
 
@@ -280,82 +274,23 @@ class LUBackupExport(LogicalUnit):
         return dom.state if dom is not None else None
 
     def _check_space(self) -> None:
-        """Room for the overlays on the primary and for the copies on the target.
-
-        The target's room is checked and reserved under its reservation lock
-        (``space_reservation``): what the other jobs writing to the node still
-        have to write is not free. The reservation is held until the copy is
-        published, or the job ends. The reads (the disks and the free space
-        on the primary; the free space on the target and what the others
-        wrote so far) run at once; the primary's checks are judged first.
-        """
-        if self._reservation is not None:  # checked again (a retry): the new one counts
-            self._reservation.release()
-        self._reservation = reserve_space(
+        """Room for the overlays on the primary and for the copies on the target,
+        reserved (``backup_space``): held until the job ends, the copies' until they
+        are published."""
+        for held in self._reservations:  # checked again (a retry): the new ones count
+            held.release()
+        space = backup_space.ExportSpace(
             self.rpc,
             self.ctx.data_dir,
+            self.cluster,
+            self.instance,
+            self.pnode,
             self.dst_node,
-            self._new_dir(),
-            self._check_disks,
-            self.instance.name,
-            f"the export dir {self.cluster.export_dir} of {self.dst_node.name}",
+            backup_space.takes_overlays(self.instance, self.op.remove_instance),
         )
-        self.proc.hold_until_job_end(self._reservation)
-
-    def _new_dir(self) -> str:
-        return f"{self.cluster.export_dir}/{self.instance.name}{exportinfo.NEW_SUFFIX}"
-
-    def _check_disks(self) -> int:
-        """The disks are there, the primary has room for their overlays and the target's
-        export directory is free for this export; the bytes the copies need there."""
-        overlays = not self.op.remove_instance and self.instance.admin_state == constants.ADMINST_UP
-        pdir = disk_dir(self.cluster, self.instance)
-        export = f"{self.cluster.export_dir}/{self.instance.name}"
-        calls: list[Callable[[], Any]] = [
-            lambda: node_call(
-                self.rpc.disk_usage, self.pnode, disk_paths(self.cluster, self.instance)
-            ),
-            lambda: node_call(
-                self.rpc.paths_exist, self.dst_node, exportinfo.publish_blockers(export)
-            ),
-        ]
-        if overlays:
-            calls.append(lambda: node_call(self.rpc.free_space, self.pnode, pdir))
-        results = concurrently(calls)
-        usage = results[0].Raise(
-            f"Cannot read the disks of {self.instance.name} on {self.pnode.name}", prereq=True
-        )
-        missing = [u["path"] for u in usage if not u["exists"]]
-        if missing:
-            raise OpPrereqError(
-                f"Disk image(s) {', '.join(missing)} missing on {self.pnode.name}", ECODE_STATE
-            )
-        if overlays:
-            overlay = max(
-                OVERLAY_SPACE_MIN, int(sum(int(u["size"]) for u in usage) * OVERLAY_SPACE_SHARE)
-            )
-            pfree = results[2].Raise(
-                f"Cannot check the free space in {pdir} on {self.pnode.name}", prereq=True
-            )
-            if pfree < overlay:
-                raise OpPrereqError(
-                    f"Not enough space for the snapshot overlays in {pdir} on"
-                    f" {self.pnode.name}: {overlay // MiB} MiB needed, {pfree // MiB} MiB free",
-                    ECODE_NORES,
-                )
-        # the primary judged first, then the target
-        found = results[1].Raise(
-            f"Cannot look at the export directory on {self.dst_node.name}", prereq=True
-        )
-        blocked = exportinfo.blocking_dir(export, found)
-        if blocked is not None:
-            # the target would refuse it after the instance was stopped or snapshotted
-            raise OpPrereqError(
-                f"{blocked} on {self.dst_node.name} holds no export (no"
-                f" {exportinfo.CONFIG_FILE}): move or remove it by hand; nothing was changed",
-                ECODE_STATE,
-            )
-        return sum(int(u["allocated"]) for u in usage)
+        self._reservations = space.reserve()
+        for held in self._reservations:
+            self.proc.hold_until_job_end(held)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Ganeti's export keys plus the instance keys (cached in CheckPrereq)."""
@@ -747,8 +682,8 @@ class LUBackupExport(LogicalUnit):
             raise
         assert published is not None
         self._published = f"{dst.name}:{published.path}"
-        if self._reservation is not None:
-            self._reservation.release()  # the copies are in place: they hold their space
+        if self._reservations:
+            self._reservations[-1].release()  # the copies are in place: they hold their space
         if not res.ok:
             published.left.append(f"its publishing reported an error: {res.fail_msg}")
         for left in published.left:
@@ -771,7 +706,8 @@ class LUBackupExport(LogicalUnit):
             return None
         found = {e.path: e for e in res.payload}
         entry = found.get(path)
-        if self._new_dir() in found or entry is None or not entry.complete:
+        new = backup_space.new_dir(self.cluster, self.instance)
+        if new in found or entry is None or not entry.complete:
             return None
         return PublishedExport(path) if entry.timestamp == timestamp else None
 

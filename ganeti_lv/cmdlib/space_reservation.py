@@ -37,6 +37,7 @@ def reserve_space(
     need: Callable[[], int],
     instance: str,
     where: str,
+    measured: bool = True,
 ) -> Held:
     """Reserve what ``instance``'s job writes into ``directory`` on ``node``; the held reservation.
 
@@ -46,18 +47,22 @@ def reserve_space(
     parent); ``where`` names it in the errors ("the export dir /x of
     node2"). NotEnoughSpace (ECODE_NORES) when the node's free space less the
     others' pending writes is less than the need (a need of 0 is never refused).
+    Not ``measured``: what is written cannot be told from ``directory``'s size
+    (the snapshot overlays beside an instance's images): the reservation counts
+    whole until it is released.
     """
     with Reservations(data_dir).node(node.name) as ledger:
         others = ledger.others()
+        watched = [r.directory for r in others if r.directory]
         calls: list[Callable[[], Any]] = [
             need,
             lambda: node_call(rpc.free_space, node, directory),
-            lambda: node_call(rpc.dir_usage, node, [r.directory for r in others]),
+            lambda: node_call(rpc.dir_usage, node, watched),
         ]
         needed, free_res, written_res = concurrently(calls)
         free = free_res.Raise(f"Cannot check the free space in {where}", prereq=True)
-        written = written_res.Raise(f"Cannot check the jobs writing to {where}", prereq=True)
-        pending = [max(0, r.size - done) for r, done in zip(others, written, strict=True)]
+        done = iter(written_res.Raise(f"Cannot check the jobs writing to {where}", prereq=True))
+        pending = [max(0, r.size - next(done)) if r.directory else r.size for r in others]
         if needed and free - sum(pending) < needed:
             text = (
                 f"Not enough space in {where}: {needed // MIB} MiB needed for {instance},"
@@ -74,4 +79,4 @@ def reserve_space(
                     f" to it: {running}"
                 )
             raise NotEnoughSpace(text)
-        return ledger.reserve(directory, needed, instance)
+        return ledger.reserve(directory if measured else "", needed, instance)

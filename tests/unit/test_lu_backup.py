@@ -31,9 +31,10 @@ from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.hypervisor.fake_export import FakeExport
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.node.transport import HookScriptResult
-from ganeti_lv.objects import disk_path
+from ganeti_lv.objects import disk_dir, disk_path
 from ganeti_lv.opcodes import OpBackupExport, OpBackupQuery, OpBackupRemove, OpCode
 from ganeti_lv.reservations import MEMORY, Reservation, Reservations
+from ganeti_lv.units import MIB
 
 N1, N2, N3 = "node1.example.com", "node2.example.com", "node3.example.com"
 INST = "inst1.example.com"
@@ -697,6 +698,47 @@ class _Rendezvous(FakeNodeOps):
     def free_space(self, node, path):
         self.barrier.wait()
         return super().free_space(node, path)
+
+
+def _export_refused(ctx: Context, ops: FakeNodeOps, target: str) -> OpPrereqError:
+    """A live export of inst1 to ``target`` refused before its snapshot; nothing held."""
+    with pytest.raises(OpPrereqError) as err:
+        run(ctx, OpBackupExport(instance_name=INST, target_node=target, shutdown=False))
+    assert err.value.ecode == ECODE_NORES
+    assert not ops.calls_to("snapshot_disks") and running(ops)
+    with Reservations(ctx.data_dir).node(N1) as ledger:
+        assert [r for r in ledger.others() if r.instance == INST] == []  # none of its own left
+    return err.value
+
+
+def test_the_overlays_room_on_the_primary_counts_what_other_jobs_still_write(ctx, ops, config):
+    """Another job still writes 280 of node1's 300 MiB free: the 64 MiB the snapshot
+    overlays may take are not there, and the guest would pause on a full disk."""
+    ops.free_bytes[N1] = 300 * MIB
+    with Reservations(config.data_dir).node(N1) as ledger:
+        other = ledger.reserve("/srv/ganeti-lv/export/other.new", 280 * MIB, "other")
+    try:
+        with Reservations(config.data_dir).node(N1) as ledger:
+            assert len(ledger.others()) == 1
+        err = _export_refused(ctx, ops, N2)
+    finally:
+        other.release()
+    pdir = disk_dir(config.get_cluster(), config.get_instance(INST))
+    assert str(err) == (
+        f"Not enough space in {pdir} of {N1} for the snapshot overlays: 64 MiB needed for"
+        f" {INST}, 300 MiB free, of which 280 MiB are reserved by the jobs writing to it:"
+        " other (280 MiB still to write)"
+    )
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N2, shutdown=False))
+
+
+def test_an_export_to_its_own_primary_needs_room_for_overlays_and_copies_together(ctx, ops):
+    """300 MiB free on node1 holds the 64 MiB of overlays or the 256 MiB of copies, not both."""
+    ops.free_bytes[N1] = 300 * MIB
+    err = _export_refused(ctx, ops, N1)
+    assert "64 MiB are reserved" in str(err) or "256 MiB are reserved" in str(err)
+    ops.free_bytes[N1] = 1100 * MIB  # the fake's copy wants the whole 1 GiB image's room
+    run(ctx, OpBackupExport(instance_name=INST, target_node=N1, shutdown=False))
 
 
 def test_space_checks_on_primary_and_target_run_at_once(config):
