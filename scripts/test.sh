@@ -13,6 +13,9 @@ ruff check ganeti_lv tests bench || failed+=("ruff check")
 ruff format --check ganeti_lv tests bench || failed+=("ruff format")
 echo ">>> mypy"
 mypy || failed+=("mypy")
+# fetched, built and installed here, outside the tests' time limits (quick when done before)
+echo ">>> the clusters' parts (qemu, the test guest, the Ganeti peer's packages)"
+gnt-lv-devcluster prepare --with-peer || failed+=("prepare")
 echo ">>> pytest"
 python -m pytest -ra "$@"
 rc=$?

@@ -1,4 +1,4 @@
-"""``gnt-lv-devcluster up|down|status``: the local multi-node test cluster.
+"""``gnt-lv-devcluster up|down|status|prepare``: the local multi-node test cluster.
 
 ``gnt-lv-devcluster peer ...`` (see :mod:`ganeti_lv.devcluster.peercli`) runs the
 real Ganeti peer cluster beside it.
@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from ganeti_lv.devcluster import cliargs, emulator, guest, peercli
+from ganeti_lv.devcluster import cliargs, emulator, guest, peercli, peerinstall
 from ganeti_lv.devcluster import layout as lay
 from ganeti_lv.devcluster.cluster import DevCluster
 from ganeti_lv.errors import GenericError, format_error
@@ -76,8 +76,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NODE=MIB",
         help="memory a node offers to instances (repeatable)",
     )
+    prep = sub.add_parser(
+        "prepare",
+        help="fetch and build what the clusters need (the qemu, the test guest; with"
+        " --with-peer Ganeti's packages too), bringing nothing up",
+    )
+    prep.add_argument("--cache-dir", default=guest.DEFAULT_CACHE_DIR, help="the cache dir")
+    prep.add_argument("--qemu", choices=emulator.MODES, default="auto", help="as for up")
+    prep.add_argument(
+        "--with-peer", action="store_true", help="also install the Ganeti peer's packages"
+    )
     peercli.add_parser(sub)
     return parser
+
+
+def _prepare(opts: argparse.Namespace) -> None:
+    """What ``up`` (and ``peer up``) would fetch, build or install first, done now: the
+    test suite does it before its tests, outside their time limits."""
+    emulator.emulator_dir(opts.qemu, opts.cache_dir, _say)
+    guest.build_guest(opts.cache_dir, _say)
+    if opts.with_peer:
+        peerinstall.ensure_packages(_say)
+    print(f"prepared in {opts.cache_dir}")
+
+
+def _say(msg: str) -> None:
+    print(f">>> {msg}", flush=True)
 
 
 def _print_status(status: dict) -> None:
@@ -94,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
     if opts.command == "peer":
         return peercli.main(opts)
-    cluster = DevCluster(
-        opts.dir, cache_dir=opts.cache_dir, feedback_fn=lambda msg: print(f">>> {msg}", flush=True)
-    )
+    if opts.command == "prepare":
+        try:
+            _prepare(opts)
+        except GenericError as err:
+            print(format_error(err), file=sys.stderr)
+            return 1
+        return 0
+    cluster = DevCluster(opts.dir, cache_dir=opts.cache_dir, feedback_fn=_say)
     try:
         if opts.command == "up":
             info = cluster.up(

@@ -256,3 +256,19 @@ def test_cli_peer_subcommands_parse() -> None:
 def test_cli_status_of_a_peer_never_built(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["peer", "status", "--dir", str(tmp_path)]) == 1
     assert "not (fully) running" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "peer"), [([], False), (["--with-peer"], True)])
+def test_prepare_fetches_and_builds_what_up_needs_first(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], peer: bool
+) -> None:
+    """The test suite's stage before its tests: the qemu, the guest, the peer's packages."""
+    done: list[tuple[str, ...]] = []
+    monkeypatch.setattr(
+        cli.emulator, "emulator_dir", lambda mode, cache, _f: done.append(("qemu", mode, cache))
+    )
+    monkeypatch.setattr(guest, "build_guest", lambda cache, _f: done.append(("guest", cache)))
+    monkeypatch.setattr(peerinstall, "ensure_packages", lambda _f: done.append(("peer",)))
+    assert cli.main(["prepare", "--cache-dir", "/c", *argv]) == 0
+    assert done == [("qemu", "auto", "/c"), ("guest", "/c")] + ([("peer",)] if peer else [])
+    assert capsys.readouterr().out == "prepared in /c\n"
