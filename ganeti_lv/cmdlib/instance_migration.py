@@ -41,6 +41,7 @@ from ganeti_lv.cmdlib.common import (
     repair_disk_chain,
     unsettled_state,
 )
+from ganeti_lv.cmdlib.instance import check_not_running_elsewhere
 from ganeti_lv.cmdlib.instance_failover import FailoverSteps
 from ganeti_lv.cmdlib.memory_reservation import arrivals, reserve_memory
 from ganeti_lv.cmdlib.migration_checks import (
@@ -266,6 +267,14 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             self._check_running_on_primary()
         if self.failover:
             self._check_not_on_target()
+            # nor on a third node: it would start a second copy
+            check_not_running_elsewhere(
+                self.rpc,
+                self.cfg.snapshot(),
+                inst,
+                self.lu.LogWarning,
+                refusing="to fail it over (a second copy would start)",
+            )
         if inst.disk_template == constants.DT_FILE and not self._node(self.source).offline:
             self._reserve_space(self._node(self.target))
         if not self.failover:  # bad capabilities or downtime ramp: refused before any hook

@@ -1446,6 +1446,29 @@ def test_a_failover_onto_a_node_that_runs_the_instance_is_refused(
     assert running_on(ops) == [N2]
 
 
+@pytest.mark.parametrize("allow_failover", [False, True])
+def test_a_failover_of_an_instance_running_on_a_third_node_is_refused(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, allow_failover: bool
+) -> None:
+    """It runs on node2 (a lost configuration change), the configuration says node1: a
+    failover to node3 would start a second copy there."""
+    ops.remove_domain(N1, INST)
+    ops.add_domain(N2, INST)
+    op: OpCode = (
+        OpInstanceMigrate(instance_name=INST, target_node=N3, allow_failover=True)
+        if allow_failover
+        else OpInstanceFailover(instance_name=INST, target_node=N3)
+    )
+    serial = config.read().serial
+    with pytest.raises(OpPrereqError) as raised:
+        run(ctx, op)
+    err = raised.value
+    assert err.ecode == ECODE_STATE and config.read().serial == serial
+    assert f"is running on node(s) {N2}" in err.msg and "--cleanup" in err.msg
+    assert not {"shutdown_instance", "copy_disk", "start_instance"} & {c.method for c in ops.calls}
+    assert running_on(ops) == [N2]
+
+
 def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
