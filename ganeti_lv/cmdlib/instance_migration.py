@@ -61,6 +61,7 @@ from ganeti_lv.errors import (
     ECODE_INVAL,
     ECODE_NORES,
     ECODE_STATE,
+    ConfigurationError,
     MigrationAborted,
     MigrationNotConverged,
     NodeUnreachable,
@@ -599,10 +600,26 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             for text in errors:
                 self.lu.LogWarning(f"{text} (ignored)")
 
+    def _record_primary(self, src: Node, dst: Node) -> None:
+        """Record that the guest, migrated, runs on ``dst``. A write that fails says so
+        and what to do: the configuration still names ``src``, and a failover from
+        there would start a second copy."""
+        name = self._inst().name
+        try:
+            self.cfg.set_instance_primary(name, dst.name)
+        except (OSError, ConfigurationError) as err:
+            raise OpExecError(
+                f"Instance {name} runs on {dst.name} after its migration, but the"
+                f" configuration could not be written ({err}) and still names {src.name}:"
+                f" do not fail it over; once the configuration can be written, run"
+                f" 'gnt-lv instance migrate --cleanup {name}'",
+                ECODE_ENVIRON,
+            ) from err
+
     def _commit_target(self, src: Node, dst: Node, copy: bool, feedback_fn: FeedbackFn) -> None:
         """The guest runs on dst: record it, then drop the source's leftovers."""
         inst = self._inst()
-        self.cfg.set_instance_primary(inst.name, dst.name)
+        self._record_primary(src, dst)
         feedback_fn(f"Instance {inst.name} now runs on {dst.name}; configuration updated")
         if copy:
             node_call(self.rpc.remove_disks, src, self._cluster(), inst).Warn(
@@ -733,7 +750,7 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         the configuration says where the guest runs.
         """
         inst = self._inst()
-        self.cfg.set_instance_primary(inst.name, dst.name)
+        self._record_primary(src, dst)
         holds = (
             "still holds part of its memory"
             if answered

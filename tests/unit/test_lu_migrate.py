@@ -1469,6 +1469,25 @@ def test_a_failover_of_an_instance_running_on_a_third_node_is_refused(
     assert running_on(ops) == [N2]
 
 
+def test_a_configuration_that_cannot_be_written_after_the_move_says_where_it_runs(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guest runs on node2; the configuration (a full disk) still names node1: the
+    error says so and leads to --cleanup, not to a failover (a second copy)."""
+
+    def full(*_args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ConfigStore, "set_instance_primary", full)
+    with pytest.raises(OpExecError) as raised:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2))
+    err = raised.value
+    assert err.ecode == ECODE_ENVIRON and f"runs on {N2} after its migration" in err.msg
+    assert f"still names {N1}" in err.msg and f"migrate --cleanup {INST}" in err.msg
+    assert running_on(ops) == [N2] and config.get_instance(INST).primary_node == N1  # type: ignore[union-attr]
+    assert not ops.calls_to("undefine_instance")  # the source's definition stays for --cleanup
+
+
 def test_a_failover_that_copied_the_disks_goes_back_when_the_start_fails(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
