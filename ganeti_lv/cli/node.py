@@ -168,6 +168,14 @@ def cmd_modify(opts: argparse.Namespace, env: CliEnv) -> int:
     if not kwargs:
         env.warn("Please give at least one of the parameters.")
         return EXIT_FAILURE
+    # as Ganeti asks: guests failed over while it was offline may still run there too
+    online = (
+        f"Bring node {opts.node_name} back online by hand? Guests failed over away from it"
+        " while it was offline may still run on it (a second copy of each); 'node add"
+        " --readd' checks the node first. Continue?"
+    )
+    if kwargs.get("offline") is False and not opts.dry_run and not env.confirm(online, opts.force):
+        return EXIT_FAILURE
     result = env.submit(
         opcodes.OpNodeSetParams(
             node_name=opts.node_name, force=opts.force, dry_run=opts.dry_run, **kwargs
@@ -223,7 +231,12 @@ def register(registry: CommandRegistry) -> None:
     modify.add_argument("-C", "--master-candidate", metavar="yes|no")
     modify.add_argument("--vm-capable", metavar="yes|no")
     modify.add_argument("--memory-cap", metavar="SIZE|none")
-    common.add_force(modify)
+    modify.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="Do not ask before bringing a node online; take one offline with instances on it",
+    )
     common.add_dry_run(modify)
 
     remove = registry.command("node", "remove", cmd_remove, help="Remove a node")

@@ -250,7 +250,7 @@ def test_bad_input_creates_nothing(env: Any, cleanup: list[tuple[str, str]]) -> 
         code, _, err = gnt(*base, "--disk", "0:size=8M", "-n", last, "lcbad")
         assert code == 1 and err.startswith(PREREQ.format("wrong_state")) and "offline" in err
     finally:
-        gnt.ok("node", "modify", "--offline", "no", last)
+        gnt.ok("node", "modify", "--offline", "no", "-f", last)
     assert config.read().serial == serial + 1  # only the node flag changed back
     assert _files_of(ops, config, "lcbad") == []
     assert _files_of(ops, config, existing) == [

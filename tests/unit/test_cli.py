@@ -369,6 +369,21 @@ def test_node_list_and_modify(cli: Cli, config: ConfigStore) -> None:
     ]
 
 
+def test_bringing_a_node_online_by_hand_is_asked_first(cli: Cli, config: ConfigStore) -> None:
+    """As Ganeti's node modify: guests failed over away from it may still run there."""
+    assert cli("node", "modify", "-O", "yes", "node3")[0] == 0
+    asked: list[str] = []
+    code, _, _ = cli("node", "modify", "-O", "no", "node3", ask=lambda q: asked.append(q) or False)
+    assert code == 1 and "back online by hand" in asked[0]
+    assert config.get_node(N3).offline  # type: ignore[union-attr]
+    assert cli("node", "modify", "-O", "no", "-f", "node3")[0] == 0
+    assert not config.get_node(N3).offline  # type: ignore[union-attr]
+    assert (
+        cli("node", "modify", "-O", "yes", "node3", ask=lambda q: asked.append(q) or False)[0] == 0
+    )
+    assert len(asked) == 1  # taking it offline is not asked
+
+
 def test_node_remove_asks_nothing_as_ganeti(
     cli: Cli, config: ConfigStore, monkeypatch: Any
 ) -> None:
