@@ -33,7 +33,7 @@ from ganeti_lv.constants import (
     JOB_STATUS_WAITING,
     JOB_STATUSES,
 )
-from ganeti_lv.errors import ECODE_INVAL, GenericError, JobError, OpPrereqError
+from ganeti_lv.errors import ECODE_INVAL, ECODE_NOENT, GenericError, JobError, OpPrereqError
 
 # Ganeti's job fields (their titles too) where the job log has the data, then
 # ganeti_lv's own: the opcodes' OP_IDs, the pid running the job, its node operation
@@ -268,13 +268,21 @@ def _trail_lines(trail: list[list[Any]], indent: str) -> list[str]:
 
 
 def cmd_info(opts: argparse.Namespace, env: CliEnv) -> int:
-    """Show one or more jobs in detail."""
+    """Show one or more jobs in detail; an unknown one is said so and the others shown
+    (as Ganeti's ``gnt-job info``)."""
     job_ids = [_job_id(text) for text in opts.job_ids]
     client = env.client()
     for num, job_id in enumerate(job_ids):
         if num:
             env.write("")
-        for line in _job_lines(client.job(job_id)):
+        try:
+            job = client.job(job_id)
+        except JobError as err:
+            if err.ecode != ECODE_NOENT:  # there, but unreadable
+                raise
+            env.write(f"Job ID {job_id} not found")
+            continue
+        for line in _job_lines(job):
             env.write(line)
     return EXIT_SUCCESS
 
