@@ -592,7 +592,14 @@ def add_submit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-jobid",
         action="store_true",
-        help="Also print the job's id alone as the first line on stdout (for scripts)",
+        help="Also print the job's id alone as the first line on stdout (for scripts;"
+        " instance startup, shutdown and reboot print 'N: NAME' per job instead)",
+    )
+    parser.add_argument(
+        "--priority",
+        choices=("low", "normal", "high"),
+        help="Accepted for Ganeti's scripts; no effect: jobs do not wait in a queue here,"
+        " only for their locks",
     )
 
 

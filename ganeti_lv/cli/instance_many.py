@@ -112,8 +112,8 @@ def run(
     opts: argparse.Namespace, env: CliEnv, operation: str, build: Callable[[str], OpCode]
 ) -> int:
     """Run ``build(name)``'s opcode for every instance selected; the exit code."""
-    if opts.multi_mode == MODE_INSTANCES and len(set(opts.names)) == 1:
-        names = list(opts.names[:1])  # checked by its job
+    if opts.multi_mode == MODE_INSTANCES and len(set(opts.names)) == 1 and not env.submit_only:
+        names = list(opts.names[:1])  # checked by its job, which is followed
     else:
         names = selected(opts, env)
     if not names:

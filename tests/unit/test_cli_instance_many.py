@@ -171,6 +171,10 @@ def test_submit_prints_each_job_as_ganeti(cli: Cli, config: ConfigStore, data_di
     assert (code, err) == (0, "")
     [(job_id, name)] = [re.fullmatch(r"(\d+): (\S+)", line).groups() for line in out.splitlines()]  # type: ignore[union-attr]
     assert name == I1 and store.get(int(job_id)).ops[0].params["instance_name"] == I1
+    # an unknown one is refused before a job is started for it, as Ganeti looks it up first
+    before = store.job_ids()
+    code, out, err = cli("instance", "shutdown", "--submit", "--print-jobid", "nosuch")
+    assert (code, out) == (1, "") and "unknown_entity" in err and store.job_ids() == before
 
 
 def test_a_failed_job_is_reported_and_the_others_are_followed(

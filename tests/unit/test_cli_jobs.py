@@ -49,6 +49,15 @@ def cli(config: ConfigStore, data_dir: str, fake_ops: FakeNodeOps, capsys: Any) 
     return Cli(data_dir, fake_ops, capsys)
 
 
+def test_a_ganeti_scripts_priority_is_accepted(cli: Cli) -> None:
+    """Jobs wait for their locks only: the priority changes nothing, and is no error."""
+    for level in ("low", "normal", "high"):
+        assert cli("debug", "delay", "--duration", "0", "--priority", level)[0] == 0
+    with pytest.raises(SystemExit) as usage:
+        cli("debug", "delay", "--duration", "0", "--priority", "urgent")
+    assert usage.value.code == 2
+
+
 def test_node_migrate_dry_run_prints_the_plan(cli: Cli, config: ConfigStore) -> None:
     code, out, _ = cli("node", "migrate", "--dry-run", "node1")
     assert code == 0
