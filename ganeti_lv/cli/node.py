@@ -216,7 +216,12 @@ def register(registry: CommandRegistry) -> None:
     add.add_argument("--memory-cap", type=int, default=None, help="Memory cap in MiB")
     add.add_argument("--host-key", help="The node's SSH host key '<type> <base64>'")
     add.add_argument("--readd", action="store_true", help="Re-add a known node")
-    common.add_force(add)
+    add.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="Accepted; no effect: the host key is always confirmed (or given: --host-key)",
+    )
 
     lst = registry.command("node", "list", cmd_list, help="List nodes")
     lst.add_argument("nodes", nargs="*", metavar="NODE")
