@@ -88,10 +88,11 @@ def cmd_migrate(opts: argparse.Namespace, env: CliEnv) -> int:
 def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
     """Move every instance off a node (running ones migrated, the others failed over).
 
-    Without any to move (always with ``-s``: no instance has secondaries)
-    it says so and exits 0, asking nothing and submitting no job (as
-    Ganeti's gnt-node evacuate); options the opcode refuses (``-p`` with
-    ``-s``) are refused first, as Ganeti's client refuses them.
+    Without any to move (always with ``-s``, and with ``-n``, Ganeti's new
+    secondary node: no instance has secondaries) it says so and exits 0,
+    asking nothing and submitting no job (as Ganeti's gnt-node evacuate);
+    options the opcode refuses (``-p`` with ``-s``) are refused first, as
+    Ganeti's client refuses them.
     """
     op = opcodes.OpNodeEvacuate(
         node_name=opts.node_name,
@@ -107,8 +108,13 @@ def cmd_evacuate(opts: argparse.Namespace, env: CliEnv) -> int:
         dry_run=opts.dry_run,
     )
     op.validate()
+    if opts.new_secondary is not None:  # Ganeti's -n: only the secondaries move
+        env.warn(
+            f"A new secondary node ({opts.new_secondary}) was given: only secondary"
+            " instances are evacuated"
+        )
     name, instances = _primary_instances(env, opts.node_name)
-    if opts.secondary_only or not instances:
+    if opts.secondary_only or opts.new_secondary is not None or not instances:
         env.warn(f"No instances to evacuate on node(s) {name}, exiting.")
         return EXIT_SUCCESS
     question = f"All instances on node {opts.node_name} will be moved off it. Continue?"
@@ -123,7 +129,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     common.add_force(parser)
     common.add_submit(parser)
     parser.add_argument("--dry-run", action="store_true", help="Show the plan only, move nothing")
-    parser.add_argument("-n", "--target-node", default=None, metavar="NODE")
     parser.add_argument("-I", "--iallocator", default=None)
     parser.add_argument(
         "--max-parallel",
@@ -147,6 +152,9 @@ def register(registry: CommandRegistry) -> None:
         "node", "migrate", cmd_migrate, help="Migrate all running instances off a node"
     )
     _common(mig)
+    mig.add_argument(
+        "-n", "--target-node", default=None, metavar="NODE", help="The node they all go to"
+    )
     mig.add_argument("--non-live", action="store_true", help="Pause the guests during transfer")
     mig.add_argument("--migration-mode", choices=constants.HT_MIGRATION_MODES, default=None)
     mig.add_argument("--no-runtime-changes", action="store_true")
@@ -154,6 +162,15 @@ def register(registry: CommandRegistry) -> None:
     common.add_ignore_ipolicy(mig)
     evac = registry.command("node", "evacuate", cmd_evacuate, help="Move all instances off a node")
     _common(evac)
+    evac.add_argument("--target-node", default=None, metavar="NODE", help="The node they all go to")
+    evac.add_argument(
+        "-n",
+        "--new-secondary",
+        default=None,
+        metavar="NODE",
+        help="As Ganeti's: a new secondary node, so only secondary instances are"
+        " evacuated (there are none: nothing moves)",
+    )
     evac.add_argument(
         "-p",
         "--primary-only",

@@ -111,12 +111,12 @@ def test_node_migrate_moves_running_ones_and_caps_decide(three: Any) -> None:
 
 def test_submit_then_job_watch(three: Any) -> None:
     gnt, config, ops, (n1, n2, n3) = three
-    code, out, err = gnt("node", "evacuate", "-f", "--submit", "-n", n3, n2)
+    code, out, err = gnt("node", "evacuate", "-f", "--submit", "--target-node", n3, n2)
     match = re.fullmatch(r"JobID: (\d+)\n", err)  # on stderr, as Ganeti's
     assert code == 0 and match and not out, (out, err)
     out = gnt.ok("job", "watch", match.group(1))
     assert "instances 1/1 finished: 1 done" in out
-    gnt.ok("node", "evacuate", "-f", "-n", n3, n1)  # the stopped one: a failover
+    gnt.ok("node", "evacuate", "-f", "--target-node", n3, n1)  # the stopped one: a failover
     assert placed(config, ops) == {EV1: n3, EV2: n3, EV3: n3}
     out = gnt.ok("job", "list", "-o", "parent,summary", "--no-headers", "--separator", "|")
     rows = [line.split("|") for line in out.splitlines()]
@@ -139,7 +139,7 @@ def test_node_evacuate_moves_all_three_off(three: Any) -> None:
     # gathered on n1 again for the next test
     for node in (n2,):
         if node in where.values():
-            gnt.ok("node", "evacuate", "-f", "-n", n1, node)
+            gnt.ok("node", "evacuate", "-f", "--target-node", n1, node)
     assert set(placed(config, ops).values()) == {n1}
 
 

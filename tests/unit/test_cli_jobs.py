@@ -67,6 +67,10 @@ def test_node_migrate_dry_run_prints_the_plan(cli: Cli, config: ConfigStore) -> 
     assert inst is not None and inst.primary_node == N1
 
 
+def _primaries(config: ConfigStore) -> list[str]:
+    return [config.get_instance(name).primary_node for name in (I1, I2)]  # type: ignore[union-attr]
+
+
 def _no_jobs(cli: Cli) -> bool:
     return JobStore(f"{cli.data_dir}/jobs").list() == []
 
@@ -80,6 +84,17 @@ def test_node_evacuate_of_the_secondaries_moves_nothing(cli: Cli, config: Config
         inst = config.get_instance(name)
         assert inst is not None and inst.primary_node == N1
     assert _no_jobs(cli)
+
+
+def test_node_evacuate_n_is_ganetis_new_secondary_and_moves_nothing(
+    cli: Cli, config: ConfigStore
+) -> None:
+    """A script written for Ganeti: its -n replaces secondaries; --target-node moves all."""
+    code, out, err = cli("node", "evacuate", "-f", "-n", "node3", "node1")
+    assert (code, out) == (0, "") and "only secondary instances are evacuated" in err
+    assert "No instances to evacuate" in err and _primaries(config) == [N1, N1] and _no_jobs(cli)
+    assert cli("node", "evacuate", "-f", "--target-node", "node3", "node1")[0] == 0
+    assert _primaries(config) == [N3, N3]
 
 
 def test_node_evacuate_of_the_primaries_and_the_secondaries_at_once_is_refused(
