@@ -21,8 +21,8 @@ poll and gets back an :class:`Action`:
    a guest that does not converge starts each pass about as high as the
    last. A sample makes progress when the memory still to send drops below
    the lowest value seen so far; when a new pass starts with clearly less
-   to send than any pass before it (less than ``PASS_PROGRESS`` of it: such a
-   pass is a *better pass*); and while a better pass runs, whenever the
+   to send than the last better pass did (less than ``PASS_PROGRESS`` of it;
+   the first pass is one: such a pass is a *better pass*); and while a better pass runs, whenever the
    amount drops within it (a long pass of a converging guest rarely goes
    below the lowest sample of the short passes before it). While the disks
    are copied (non-shared storage: libvirt copies them before the memory),
@@ -69,10 +69,9 @@ DEFAULT_COMPLETION_PER_GIB = 300.0
 DEFAULT_COMPLETION_MIN = 120.0
 
 # a new pass is progress when it starts with less than this share of what
-# the lowest-starting pass before it had to send: above the noise of the
-# moment a pass's first sample is taken (up to one poll into it) for passes
-# of a few seconds and more; shorter ones may pass for better a few times,
-# each lowering the bar
+# the last better pass had to send: above the noise of the moment a pass's
+# first sample is taken (up to one poll into it) for passes of a few seconds
+# and more; shorter ones may pass for better a few times, each lowering the bar
 PASS_PROGRESS = 0.9
 
 STAGE_PRECOPY = "pre-copy"
@@ -152,7 +151,7 @@ class PolicyState:
     best_remaining: int | None = None
     best_disk_remaining: int | None = None
     # the pass over memory of the last sample, whether it is a better pass,
-    # the least it has had to send, and the least any pass started with
+    # the least it has had to send, and what the last better pass started with
     # (its first sample)
     pass_seen: int = 0
     better_pass: bool = False
@@ -244,13 +243,14 @@ def _track_passes(state: PolicyState, iteration: int, remaining: int) -> tuple[P
     if iteration > state.pass_seen:  # the first sample of a new pass
         best = state.best_pass_start
         better = best is None or remaining < PASS_PROGRESS * best
-        lowest = remaining if best is None else min(best, remaining)
         new = replace(
             state,
             pass_seen=iteration,
             better_pass=better,
             pass_low=remaining,
-            best_pass_start=lowest,
+            # the bar is the last better pass's start: passes that each start a little
+            # lower (a guest converging slowly) make one better pass every few passes
+            best_pass_start=remaining if better else best,
         )
         return new, better
     if remaining < state.pass_low:

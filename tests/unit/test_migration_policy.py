@@ -474,6 +474,21 @@ def test_a_better_pass_is_better_than_every_pass_before_it() -> None:
     assert first_action_at(config, alternating) == 8.0
 
 
+def test_passes_that_each_start_a_little_lower_are_progress_every_few_passes() -> None:
+    """A guest converging slowly (each pass 5 % below the last, 4 s each): every third
+    pass or so is 10 % below the last better one, so it never stagnates."""
+    config = no_ramp(progress_timeout=10)
+    starts = [int(1000 * 0.95**n) for n in range(28)]  # 1000, 950, 902, 857, ... 250 (112 s)
+    slow = memory_passes(starts, seconds=4, low=starts[-1] // 2)
+    assert first_action_at(config, slow) is None
+    state = mp.initial_state()
+    better = []
+    for n, start in enumerate(starts[:4], 1):
+        state, was_better = mp._track_passes(state, n, start * mp.MIB)
+        better.append(was_better)
+    assert better == [True, False, False, True]  # 857 < 0.9 x 1000
+
+
 def test_the_first_sample_of_a_pass_comes_up_to_a_poll_late() -> None:
     # passes of 3 s sampled every 0.2 s from a random moment: the first sample
     # of a pass is up to 0.2 s into it
