@@ -22,9 +22,10 @@ poll and gets back an :class:`Action`:
    last. A sample makes progress when the memory still to send drops below
    the lowest value seen so far; when a new pass starts with clearly less
    to send than the last better pass did (less than ``PASS_PROGRESS`` of it;
-   the first pass is one: such a pass is a *better pass*); and while a better pass runs, whenever the
-   amount drops within it (a long pass of a converging guest rarely goes
-   below the lowest sample of the short passes before it). While the disks
+   the first pass is one: such a pass is a *better pass*); and while a
+   better pass runs, whenever the amount drops within it (a long pass of a
+   converging guest rarely goes below the lowest sample of the short passes
+   before it). While the disks
    are copied (non-shared storage: libvirt copies them before the memory),
    progress is the disk data still to send dropping; memory and disks are
    tracked apart, as the memory's first pass starts high above what the
