@@ -143,6 +143,21 @@ def test_monitor_acts_through_the_guest_and_aborts_when_postcopy_is_refused(monk
     assert ("abortJob", ()) in dom.calls and not monitor.postcopy
 
 
+def test_a_non_live_migration_past_its_completion_timeout_is_aborted(monkeypatch) -> None:
+    """Nothing to steer while the guest is paused, but the operator's limit still holds."""
+    dom = Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 100})
+    guest = _guest(monkeypatch, dom)
+    params = MigrationParams(live=False, completion_timeout=5.0)
+    now = [0.0]
+    monitor = migration._Monitor(guest, params, lambda _p: None, threading.Event(), lambda: now[0])
+    monitor.poll()
+    assert ("abortJob", ()) not in dom.calls
+    now[0] = 6.0
+    monitor.poll()
+    assert ("abortJob", ()) in dom.calls and monitor.aborted_by_policy
+    assert "not completed within 5 s" in monitor.abort_reason
+
+
 def test_a_cancel_during_a_poll_is_not_overtaken_by_the_switch_to_post_copy(monkeypatch) -> None:
     """The cancel comes while the job's figures are asked, and the policy then wants post-copy:
     the guest stays on the source (the job is aborted), post-copy never starts."""

@@ -263,6 +263,15 @@ class _Monitor:
             self._act(action)
             if self.aborted:
                 return  # no progress line after the abort's
+        elif not self.aborted:  # non-live: nothing to steer, but it ends in time
+            deadline = policy.completion_deadline(self.config, self.state)
+            if elapsed > deadline:
+                self._act(
+                    policy.Action(
+                        policy.ActionKind.ABORT, reason=f"not completed within {deadline:g} s"
+                    )
+                )
+                return
         if elapsed - self.last_report >= self.params.report_interval:
             self.last_report = elapsed
             self.progress_fn(report)
