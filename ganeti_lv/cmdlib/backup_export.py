@@ -104,7 +104,7 @@ class LUBackupExport(LogicalUnit):
     # ``node:path`` of the export once published (the commit point, ``_publish``)
     _published = ""
     # the space for this export (``_check_space``): the overlays', then the copies'
-    _reservations: list[Held] = []
+    _reservations: tuple[Held, ...] = ()
     # the zeroing's answer was lost: it may still run on the primary (``ZeroFreeSpace``)
     _zeroing_unclear = False
 
@@ -288,7 +288,7 @@ class LUBackupExport(LogicalUnit):
             self.dst_node,
             backup_space.takes_overlays(self.instance, self.op.remove_instance),
         )
-        self._reservations = space.reserve()
+        self._reservations = tuple(space.reserve())
         for held in self._reservations:
             self.proc.hold_until_job_end(held)
 
