@@ -16,7 +16,8 @@ from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.units import parse_size
 
 INSTANCE_FIELDS = instance_fields.FIELDS
-INSTANCE_DEFAULT_FIELDS = ("name", "pnode", "status", "memory", "disk_template")
+# Ganeti's gnt-instance list columns: scripts that read them by position keep working
+INSTANCE_DEFAULT_FIELDS = ("name", "hypervisor", "os", "pnode", "status", "oper_ram")
 
 
 # ---------------------------------------------------------------- add

@@ -194,9 +194,11 @@ def test_instance_add_list_info_remove(
     assert f"{INST}|node1.example.com|ERROR_down|1" in lines
 
     code, out, _ = cli("instance", "list")
-    # memory is be/maxmem, under its title (Ganeti's "Memory" is oper_ram, the live memory)
-    assert out.splitlines()[0].split() == ["Instance", "Primary_node", "Status", "ConfigMaxMem",
-                                           "Disk_template"]  # fmt: skip
+    # Ganeti's default columns ("Memory" is oper_ram, the live memory: - when not running)
+    lines = [line.split() for line in out.splitlines()]
+    assert lines[0] == ["Instance", "Hypervisor", "OS", "Primary_node", "Status", "Memory"]
+    assert ["web9", "kvm", "debootstrap+default", "node2.example.com", "running", "128M"] in lines
+    assert [INST, "kvm", "debootstrap+default", "node1.example.com", "ERROR_down", "-"] in lines
 
     code, out, _ = cli("instance", "info", "web9")
     shared = config.get_cluster().shared_file_storage_dir
