@@ -191,6 +191,11 @@ def test_list_and_info_read_alike(pair: Pair) -> None:
         row.update(zip(OTHER_HV_FIELDS, qa_list_fields(other), strict=True))
     assert rows["ganeti_lv"] == rows["Ganeti"]
     assert rows["Ganeti"]["status"] == "running" and rows["Ganeti"]["disk.size/1"] == "-"
+    # the default columns (no -o): scripts read them by position
+    titles = {
+        s.label: s.ok("gnt-instance", "list", NAME).splitlines()[0].split() for s in pair.sides
+    }
+    assert titles["ganeti_lv"] == titles["Ganeti"], titles
     assert [rows["Ganeti"][f] for f in OTHER_HV_FIELDS] == ["-"] * len(OTHER_HV_FIELDS)
 
     ganeti, local = infos["Ganeti"], infos["ganeti_lv"]
