@@ -14,7 +14,7 @@ from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import FeedbackFn, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster import VerifyData, register_verify_check
 from ganeti_lv.cmdlib.common import ask_nodes, expand_node
-from ganeti_lv.errors import ECODE_NOENT, OpExecError
+from ganeti_lv.errors import ECODE_ENVIRON, ECODE_NOENT, OpExecError, OpPrereqError
 from ganeti_lv.hypervisor.export_types import OVERLAY_SUFFIX
 from ganeti_lv.names import check_instance_name
 from ganeti_lv.opcodes import OpBackupQuery, OpBackupRemove
@@ -97,13 +97,21 @@ class LUBackupRemove(NoHooksLU):
             return
         data = self.cfg.snapshot()  # read-only: lookups
         online = [node for node in data.nodes.values() if not node.offline]
-        answers, _failed = ask_nodes(self.rpc.export_list, online, data.cluster)
+        answers, failed = ask_nodes(self.rpc.export_list, online, data.cluster)
+        unasked = sorted(failed) + sorted(n.name for n in data.nodes.values() if n.offline)
         if any(e.instance == self.short for found in answers.values() for e in found or []):
             self.LogInfo(
                 f"{self.short} is the name of an export: removing it, not the exports of"
                 f" instance {self.op.instance_name}"
             )
             self.op.instance_name = self.short
+        elif unasked:  # one of them may hold it: removing the instance's would be a guess
+            raise OpPrereqError(
+                f"Cannot tell whether {self.short} is the name of an export: node(s)"
+                f" {', '.join(unasked)} did not answer or are offline; give the full name"
+                f" ({self.op.instance_name}) to remove that instance's exports",
+                ECODE_ENVIRON,
+            )
 
     def Exec(self, feedback_fn: FeedbackFn) -> list[str]:
         """Remove the export from every node having one; payload: those nodes."""

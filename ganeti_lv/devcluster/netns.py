@@ -209,7 +209,8 @@ _OWN_ROUTE_TYPES = frozenset({"local", "broadcast", "multicast", "anycast"})
 
 def claimed_networks(bridge: str | None = None) -> list[tuple[ipaddress.IPv4Network, str]]:
     """The IPv4 networks this machine already sends somewhere, with what says so:
-    its interfaces' addresses and its routes (any table; not the default route),
+    its interfaces' addresses and its routes (any table; not the default route, nor
+    one split in halves as VPNs set it),
     leaving out ``bridge``'s own. A cluster's bridge on one of them would take
     the traffic meant for real hosts there (its connected route is more specific)."""
     claimed = []
@@ -222,7 +223,9 @@ def claimed_networks(bridge: str | None = None) -> list[tuple[ipaddress.IPv4Netw
         parts = line.split()
         if parts and parts[0] in _OWN_ROUTE_TYPES:
             continue
-        if parts and parts[0] in ("unicast", "blackhole", "unreachable", "prohibit", "throw"):
+        if parts and parts[0] == "throw":  # sends nothing anywhere: the next table decides
+            continue
+        if parts and parts[0] in ("unicast", "blackhole", "unreachable", "prohibit"):
             parts = parts[1:]
         device = parts[parts.index("dev") + 1] if "dev" in parts[:-1] else None
         if not parts or parts[0] == "default" or (bridge is not None and device == bridge):
@@ -230,6 +233,8 @@ def claimed_networks(bridge: str | None = None) -> list[tuple[ipaddress.IPv4Netw
         try:
             net = ipaddress.IPv4Network(parts[0], strict=False)
         except ValueError:
+            continue
+        if net.prefixlen <= 1:  # a default route in halves (a VPN's 0.0.0.0/1, 128.0.0.0/1)
             continue
         claimed.append((net, f"the route {line.strip()}"))
     return claimed

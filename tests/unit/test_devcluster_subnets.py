@@ -18,6 +18,9 @@ ADDRS = """\
 """
 ROUTES = """\
 default via 192.0.2.1 dev eth0
+0.0.0.0/1 via 172.31.9.1 dev tun0
+128.0.0.0/1 via 172.31.9.1 dev tun0
+throw 10.128.0.0/9
 10.0.0.0/9 dev tun0 scope link
 10.250.0.0/24 dev glvab12 proto kernel scope link src 10.250.0.1
 local 10.250.0.1 dev glvab12 table local proto kernel scope host src 10.250.0.1
@@ -27,7 +30,8 @@ broadcast 10.250.0.255 dev glvab12 table local proto kernel scope link src 10.25
 
 @pytest.fixture
 def machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A machine on a VPN whose route takes 10.0.0.0/9, with a cluster's bridge glvab12."""
+    """A machine on a VPN whose route takes 10.0.0.0/9 (and the default route, in halves),
+    with a cluster's bridge glvab12."""
 
     def run(argv: Any, **_kw: Any) -> subprocess.CompletedProcess[bytes]:
         out = ROUTES if "route" in argv else ADDRS
@@ -43,7 +47,7 @@ def test_a_subnet_a_route_takes_is_refused(machine: None) -> None:
 
 def test_the_clusters_own_bridge_and_the_default_route_claim_nothing(machine: None) -> None:
     netns.check_subnet_free("10.250.0.0/24", "glvab12")  # its own address and routes
-    netns.check_subnet_free("10.250.7.0/24", "glvnew")  # beyond 10.0.0.0/9, not default's
+    netns.check_subnet_free("10.250.7.0/24", "glvnew")  # beyond 10.0.0.0/9, only default's
     with pytest.raises(OpPrereqError, match="glvab12"):
         netns.check_subnet_free("10.250.0.0/24", "glvnew")  # another cluster's
 

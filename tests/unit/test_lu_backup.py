@@ -406,6 +406,12 @@ def test_backup_remove_of_a_name_shown_removes_that_export_not_an_instances(ctx,
     result, _ = run(ctx, OpBackupRemove(instance_name=short))
     assert result == [N2]
     assert short not in ops.exports[N2] and INST in ops.exports[N2]
+    # a node that cannot be asked may hold such an export: refused, nothing removed
+    ops.set_unreachable(N3)
+    with pytest.raises(OpPrereqError, match=f"Cannot tell whether {short} is the name") as err:
+        run(ctx, OpBackupRemove(instance_name=short))
+    assert err.value.ecode == "environment_error" and INST in ops.exports[N2]
+    ops.unreachable.clear()
     # without such an export the short name is the instance's, as in Ganeti
     result, _ = run(ctx, OpBackupRemove(instance_name=short))
     assert result == [N2] and INST not in ops.exports[N2]
