@@ -208,6 +208,7 @@ class SshClient:
         # let go of by its owner (``release``): a job still holding it may use it,
         # but a connection it opens goes once nothing of ours uses it
         self._released = False
+        self._opening = 0  # channels being opened (not in ``_channels`` yet)
         self._lock = threading.RLock()
         self._connect_failures = retry.SharedFailure()
         self._sftp_lock = threading.Lock()
@@ -331,21 +332,27 @@ class SshClient:
         stopped sshd) fails the call after the channel's wait (bounded:
         paramiko's own ``open_sftp`` waits up to an hour).
         """
-        transport, kept = self._transport()
+        with self._lock:
+            self._opening += 1  # a released client keeps the connection meanwhile
         try:
-            channel = transport.open_session(timeout=self.connect_timeout)
-        except Exception as err:
-            if not (kept and self._dead(transport)):
-                raise self._not_opened(err, transport, action) from err
-            self._retire(transport)
-            transport, _ = self._transport()
+            transport, kept = self._transport()
             try:
                 channel = transport.open_session(timeout=self.connect_timeout)
             except Exception as err:
-                raise self._not_opened(err, transport, action) from err
-        with self._lock:
-            self._channels.add(channel)
-        return channel
+                if not (kept and self._dead(transport)):
+                    raise self._not_opened(err, transport, action) from err
+                self._retire(transport)
+                transport, _ = self._transport()
+                try:
+                    channel = transport.open_session(timeout=self.connect_timeout)
+                except Exception as err:
+                    raise self._not_opened(err, transport, action) from err
+            with self._lock:
+                self._channels.add(channel)
+            return channel
+        finally:
+            with self._lock:
+                self._opening -= 1
 
     def _not_opened(self, err: Exception, transport: paramiko.Transport, action: str) -> NodeError:
         """The error of a channel that did not open on ``transport``.
@@ -433,8 +440,11 @@ class SshClient:
     def channel_closed(self) -> None:
         """A channel of ours was closed: close the retired connections nothing uses now
         (after a release, the current one too)."""
+        if not (self._released or self._retired):
+            return  # nothing to close; the lock may be held by another job's reconnect
         with self._lock:
-            if self._released and not any(not ch.closed for ch in list(self._channels)):
+            in_use = self._opening or any(not ch.closed for ch in list(self._channels))
+            if self._released and not in_use:
                 self._retire()
             elif self._retired:
                 self._close_retired()

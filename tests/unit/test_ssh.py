@@ -605,6 +605,34 @@ def test_a_released_client_used_again_closes_what_it_opens(
     assert [c for c in opened if c.get_transport() and c.get_transport().is_active()] == []
 
 
+def test_a_released_client_keeps_the_connection_a_channel_is_being_opened_on(
+    local_sshd: Any, monkeypatch: Any
+) -> None:
+    """Another job's call on it ends while this one opens its channel: that channel's
+    connection stays until it is registered and used."""
+    client = local_sshd.client()
+    client.run("true")
+    client.release()
+    got, go = threading.Event(), threading.Event()
+    transport_of = client._transport
+
+    def slow() -> Any:
+        found = transport_of()
+        got.set()
+        assert go.wait(10)
+        return found
+
+    monkeypatch.setattr(client, "_transport", slow)
+    out: list[str] = []
+    opener = threading.Thread(target=lambda: out.append(client.run("echo b").stdout))
+    opener.start()
+    assert got.wait(10)
+    client.channel_closed()  # the other job's channel closed meanwhile
+    go.set()
+    opener.join(10)
+    assert out == ["b\n"]
+
+
 def test_fetch_host_key_unreachable() -> None:
     with pytest.raises(NodeUnreachable):
         fetch_host_key("127.0.0.1", _free_port(), timeout=2)
