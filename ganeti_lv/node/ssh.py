@@ -209,6 +209,7 @@ class SshClient:
         # but a connection it opens goes once nothing of ours uses it
         self._released = False
         self._opening = 0  # channels being opened (not in ``_channels`` yet)
+        self._opening_lock = threading.Lock()
         self._lock = threading.RLock()
         self._connect_failures = retry.SharedFailure()
         self._sftp_lock = threading.Lock()
@@ -332,7 +333,9 @@ class SshClient:
         stopped sshd) fails the call after the channel's wait (bounded:
         paramiko's own ``open_sftp`` waits up to an hour).
         """
-        with self._lock:
+        # counted apart from ``_lock``: a caller waiting here for another's connect
+        # must still share that connect's failure (``_transport``'s mark)
+        with self._opening_lock:
             self._opening += 1  # a released client keeps the connection meanwhile
         try:
             transport, kept = self._transport()
@@ -351,7 +354,7 @@ class SshClient:
                 self._channels.add(channel)
             return channel
         finally:
-            with self._lock:
+            with self._opening_lock:
                 self._opening -= 1
 
     def _not_opened(self, err: Exception, transport: paramiko.Transport, action: str) -> NodeError:
