@@ -18,8 +18,10 @@ which every Debian node has. It follows Ganeti's runner (doc/hooks.rst):
   after a grace period); the runner then SIGKILLs whatever is left of the
   group. A timed-out script is reported FAIL with a note in its output.
   The whole run has a limit too (every listed script at its longest, and
-  some more): a script that outlives its kill (stuck in uninterruptible I/O
-  on a hung mount) fails the node's run instead of holding the job forever.
+  some more; ten scripts' when the directory could not be listed): a script
+  that outlives its kill (stuck in uninterruptible I/O on a hung mount)
+  fails the node's run instead of holding the job forever, and the runner,
+  stopped then, removes its temporary files.
 
 Before it starts anything, the master lists ``hooks_dir`` over the node's
 open SFTP session: when the directory is missing or has no visible entry
@@ -52,6 +54,8 @@ MAX_OUTPUT = 64 * 1024
 # the whole run's limit beyond its scripts': each script's start and report, and the runner's
 SCRIPT_SLACK = 5
 RUN_SLACK = 30
+# what the limit assumes when the directory could not be listed (the runner lists it)
+UNLISTED_ENTRIES = 10
 _END = "END"
 _RECORD = "HOOK"
 _STATUSES = (constants.HKR_SUCCESS, constants.HKR_FAIL, constants.HKR_SKIP)
@@ -74,6 +78,7 @@ if [ ! -d "$hooks_dir" ]; then
 fi
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 143' TERM HUP
 cd / || exit 1
 for path in "$hooks_dir"/*; do
   [ -e "$path" ] || [ -L "$path" ] || continue
@@ -218,7 +223,7 @@ def run_hooks_via_ssh(
     entries = _visible_entries(ssh, hooks_dir)
     if entries == 0:
         return []
-    limit = run_limit(entries or 1, timeout)
+    limit = run_limit(UNLISTED_ENTRIES if entries is None else entries, timeout)
     result = ssh.run("LC_ALL=C exec /bin/sh -s", input=program.encode(), check=False, timeout=limit)
     if result.exit_status != 0:
         raise NodeError(

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import base64
 import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.waiting import wait_dead
+from support.waiting import wait_dead, wait_until
 
 from ganeti_lv import constants
 from ganeti_lv.errors import HooksFailure, NodeError
@@ -88,6 +90,13 @@ class Run:
     cmd: Any
     kwargs: dict[str, Any]
     answer: int | None = None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:  # removed meanwhile
+        return ""
 
 
 def _recorded_runs(client: SshClient, monkeypatch: pytest.MonkeyPatch) -> list[Run]:
@@ -273,13 +282,19 @@ def test_the_whole_run_has_a_limit(
     _script(hooks_dir, ".hidden", "exit 0\n")
     run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=7)
     assert [r.kwargs.get("timeout") for r in runs] == [run_limit(2, 7)]
-    assert run_limit(2, 7) >= 2 * 7
-    _script(hooks_dir, "30-slow", "sleep 8\n")
+    marker = f"marker-{uuid.uuid4().hex}"
+    _script(hooks_dir, "30-slow", f"echo {marker}; sleep 8\n")
     monkeypatch.setattr(hooks_runner, "run_limit", lambda entries, timeout: 1.0)
     started = time.monotonic()
     with pytest.raises(NodeError, match="timed out"):
         run_hooks_via_ssh(client, str(hooks_dir), BASE_ENV, timeout=30)
     assert time.monotonic() - started < 7
+    # the runner, stopped, removed its files (the script's output among them)
+
+    def left() -> list[Path]:
+        return [p for p in Path(tempfile.gettempdir()).glob("tmp.*/out") if marker in _text(p)]
+
+    assert wait_until(lambda: not left(), 5), left()
 
 
 # -- the example hooks in hooks/ -------------------------------------------------------
