@@ -750,7 +750,13 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         the configuration says where the guest runs.
         """
         inst = self._inst()
-        self._record_primary(src, dst)
+        recorded = "configuration updated"
+        try:
+            self._record_primary(src, dst)
+        except OpExecError as err:  # the source's memory still comes first in what is said
+            recorded = f"the configuration could not be written and still names {src.name}"
+            if err.__cause__ is not None:
+                recorded += f": {err.__cause__}"
         holds = (
             "still holds part of its memory"
             if answered
@@ -758,7 +764,7 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         )
         raise OpExecError(
             f"Migration of instance {inst.name} failed after its switch to post-copy:"
-            f" {result.fail_msg}. It runs on {dst.name} (configuration updated), but"
+            f" {result.fail_msg}. It runs on {dst.name} ({recorded}), but"
             f" {src.name} {holds} and was left as it is. {POSTCOPY_ADVICE}"
             " Then run 'gnt-lv instance migrate --cleanup'"
         )

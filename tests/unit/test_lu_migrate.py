@@ -787,6 +787,29 @@ def test_a_post_copy_that_failed_after_its_switch_keeps_the_source(
     assert not ops.calls_to("undefine_instance", N1)
 
 
+def test_a_post_copy_split_whose_configuration_cannot_be_written_still_warns_of_the_source(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source holds pages the target lacks: that warning is not lost to the write's."""
+
+    def switched_then_cut(*args: Any) -> Any:
+        ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
+        ops.node(N1).domains[INST].postcopy_source = True
+        ops.add_domain(N2, INST)
+        raise MigrationFailed("stream broken", node=N1, switched_over=True)
+
+    def full(*_args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    ops.migrate_instance = switched_then_cut  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(ConfigStore, "set_instance_primary", full)
+    with pytest.raises(OpExecError, match="failed after its switch to post-copy") as err:
+        run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_postcopy=True))
+    assert f"the configuration could not be written and still names {N1}" in err.value.msg
+    assert "No space left" in err.value.msg and "--postcopy-resume" in err.value.msg
+    assert ops.node(N1).domains[INST].state == constants.DOMSTATE_PAUSED
+
+
 def test_a_post_copy_whose_source_stopped_answering_keeps_the_source(
     ctx: Context, ops: FakeNodeOps, config: ConfigStore
 ) -> None:
