@@ -44,10 +44,12 @@ PY
 DONE=no
 stop_guest_unless_done() {
   local rc=$?
+  trap '' HUP INT TERM  # a second Ctrl-C must not cut this short
   [ "$DONE" = yes ] && return 0
   if gnt-lv instance info "$INSTANCE" >/dev/null 2>&1; then
     echo ">>> the demo did not finish (exit $rc): shutting $INSTANCE down" >&2 || true
-    gnt-lv instance shutdown "$INSTANCE" >&2 || true
+    # a session of its own: a second Ctrl-C would ask its job to stop
+    setsid -w gnt-lv instance shutdown "$INSTANCE" >&2 || true
   fi
 }
 trap stop_guest_unless_done EXIT

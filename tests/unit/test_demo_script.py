@@ -30,8 +30,23 @@ case "$1 $2" in
   "instance info") [ -e "$STATE/added" ] ;;
   "instance add") touch "$STATE/added" ;;
   "instance migrate") [ -n "$MIGRATE_FAILS" ] && exit 1; sleep 3 ;;
+  "instance shutdown") exec /usr/bin/python3 -c "$SHUTDOWN" ;;
   *) exit 0 ;;
 esac
+"""
+
+# the shutdown: like gnt-lv, it takes SIGINT (even one its shell ignored) as a request to
+# stop its job
+_SHUTDOWN = """
+import os, signal, sys, time
+
+def stop(*_args):
+    open(os.environ["CALLS"], "a").write("shutdown asked to stop\\n")
+    sys.exit(1)
+
+signal.signal(signal.SIGINT, stop)
+time.sleep(float(os.environ.get("SHUTDOWN_SECONDS", "0")))
+open(os.environ["CALLS"], "a").write("shut down\\n")
 """
 
 # python3 as the demo calls it: reads of cluster.json (-c), the console's place and
@@ -72,6 +87,7 @@ def demo(tmp_path: Path) -> tuple[list[str], dict[str, str], Path]:
         "STATE": str(tmp_path / "state"),
         "CALLS": str(calls),
         "GANETI_LV_DEMO_DIR": str(tmp_path / "demo"),
+        "SHUTDOWN": _SHUTDOWN,
     }
     return ["bash", str(scripts / "demo.sh")], env, calls
 
@@ -134,3 +150,26 @@ def test_an_interrupted_demo_shuts_its_guest_down(
     assert proc.returncode == status
     assert _shutdowns(calls) == ["gnt-lv instance shutdown demo1"]
     assert f"did not finish (exit {status})" in err.decode()
+
+
+def test_a_second_ctrl_c_does_not_cut_the_shutdown_short(demo) -> None:
+    argv, env, calls = demo
+    proc = subprocess.Popen(
+        argv,
+        env={**env, "SHUTDOWN_SECONDS": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(calls, "instance migrate")
+        os.killpg(proc.pid, signal.SIGINT)
+        _wait_for(calls, "instance shutdown")
+        os.killpg(proc.pid, signal.SIGINT)  # impatient: again, during the shutdown
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130
+    assert calls.read_text().splitlines()[-1] == "shut down"
