@@ -169,11 +169,11 @@ class LUClusterSetParams(LogicalUnit):
         (``Cluster.data_dirs_problem``), or a minimum memory above the maximum for
         itself or for an instance inheriting either (that no change of it could be
         recorded any more). Dirs that already overlap do not stop a change of
-        anything else."""
+        anything else, a third data dir among it."""
         changed = self.cluster.copy()
         self._apply(changed)
         problem = changed.data_dirs_problem()
-        if problem is not None and any(name in self.changes for name in DATA_DIR_FIELDS):
+        if problem is not None and problem != self.cluster.data_dirs_problem():
             raise OpPrereqError(problem, ECODE_INVAL)
         if "beparams" not in self.changes:
             return

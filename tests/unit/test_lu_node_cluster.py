@@ -525,6 +525,8 @@ def test_data_dirs_that_already_overlap_stop_no_other_change(
         data.cluster.export_dir = f"{file_dir}/exports"
     run(ctx, OpClusterSetParams(hooks_base_dir="/etc/ganeti-lv/hooks-2"))
     assert config.get_cluster().hooks_base_dir == "/etc/ganeti-lv/hooks-2"
+    run(ctx, OpClusterSetParams(shared_file_storage_dir="/srv/elsewhere"))  # the third one
+    assert config.get_cluster().shared_file_storage_dir == "/srv/elsewhere"
     err = prereq_error(ctx, OpClusterSetParams(export_dir=f"{file_dir}/e2"))
     assert err.ecode == ECODE_INVAL and "must be apart" in err.msg
     run(ctx, OpClusterSetParams(export_dir="/var/lib/ganeti-lv-exports"))

@@ -265,12 +265,8 @@ class _Monitor:
                 return  # no progress line after the abort's
         elif not self.aborted:  # non-live: nothing to steer, but it ends in time
             deadline = policy.completion_deadline(self.config, self.state)
-            if elapsed > deadline:
-                self._act(
-                    policy.Action(
-                        policy.ActionKind.ABORT, reason=f"not completed within {deadline:g} s"
-                    )
-                )
+            if elapsed > deadline:  # an abort of its own, not the policy's (no convergence)
+                self.abort(f"the non-live migration did not complete within {deadline:g} s")
                 return
         if elapsed - self.last_report >= self.params.report_interval:
             self.last_report = elapsed
