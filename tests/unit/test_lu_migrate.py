@@ -761,10 +761,9 @@ def test_a_job_that_completes_while_the_failure_is_looked_at_loses_nothing(
     assert ops.calls_to("abort_migration", N1)
 
 
-def test_a_post_copy_that_failed_after_its_switch_keeps_the_source(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore
-) -> None:
-    """The source still holds pages the target has not fetched: it is not removed."""
+def _switch_to_post_copy_then_cut(ops: FakeNodeOps) -> None:
+    """The next migration switches to post-copy (the guest runs on node2, node1 holds the
+    rest of its memory, paused), then its stream breaks."""
 
     def switched_then_cut(*args: Any) -> Any:
         ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
@@ -773,6 +772,14 @@ def test_a_post_copy_that_failed_after_its_switch_keeps_the_source(
         raise MigrationFailed("stream broken", node=N1, switched_over=True)
 
     ops.migrate_instance = switched_then_cut  # type: ignore[method-assign,assignment]
+
+
+def test_a_post_copy_that_failed_after_its_switch_keeps_the_source(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The source still holds pages the target has not fetched: it is not removed."""
+
+    _switch_to_post_copy_then_cut(ops)
     with pytest.raises(OpExecError, match="failed after its switch to post-copy") as err:
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_postcopy=True))
     assert "--postcopy-resume" in err.value.msg and "--cleanup" in err.value.msg
@@ -792,16 +799,10 @@ def test_a_post_copy_split_whose_configuration_cannot_be_written_still_warns_of_
 ) -> None:
     """The source holds pages the target lacks: that warning is not lost to the write's."""
 
-    def switched_then_cut(*args: Any) -> Any:
-        ops.node(N1).domains[INST].state = constants.DOMSTATE_PAUSED
-        ops.node(N1).domains[INST].postcopy_source = True
-        ops.add_domain(N2, INST)
-        raise MigrationFailed("stream broken", node=N1, switched_over=True)
-
     def full(*_args: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    ops.migrate_instance = switched_then_cut  # type: ignore[method-assign,assignment]
+    _switch_to_post_copy_then_cut(ops)
     monkeypatch.setattr(ConfigStore, "set_instance_primary", full)
     with pytest.raises(OpExecError, match="failed after its switch to post-copy") as err:
         run(ctx, OpInstanceMigrate(instance_name=INST, target_node=N2, allow_postcopy=True))
