@@ -600,26 +600,29 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             for text in errors:
                 self.lu.LogWarning(f"{text} (ignored)")
 
-    def _record_primary(self, src: Node, dst: Node) -> None:
-        """Record that the guest, migrated, runs on ``dst``. A write that fails says so
-        and what to do: the configuration still names ``src``, and a failover from
-        there would start a second copy."""
-        name = self._inst().name
+    def _write_primary(self, dst: Node) -> Exception | None:
+        """Record that the guest, migrated, runs on ``dst``; why the configuration could
+        not be written (it still names the source), else None."""
         try:
-            self.cfg.set_instance_primary(name, dst.name)
+            self.cfg.set_instance_primary(self._inst().name, dst.name)
         except (OSError, ConfigurationError) as err:
-            raise OpExecError(
-                f"Instance {name} runs on {dst.name} after its migration, but the"
-                f" configuration could not be written ({err}) and still names {src.name}:"
-                f" do not fail it over; once the configuration can be written, run"
-                f" 'gnt-lv instance migrate --cleanup {name}'",
-                ECODE_ENVIRON,
-            ) from err
+            return err
+        return None
 
     def _commit_target(self, src: Node, dst: Node, copy: bool, feedback_fn: FeedbackFn) -> None:
-        """The guest runs on dst: record it, then drop the source's leftovers."""
+        """The guest runs on dst: record it, then drop the source's leftovers. A write
+        that fails says so and what to do: a failover from the source the configuration
+        still names would start a second copy."""
         inst = self._inst()
-        self._record_primary(src, dst)
+        unwritten = self._write_primary(dst)
+        if unwritten is not None:
+            raise OpExecError(
+                f"Instance {inst.name} runs on {dst.name} after its migration, but the"
+                f" configuration could not be written ({unwritten}) and still names {src.name}:"
+                f" do not fail it over; once the configuration can be written, run"
+                f" 'gnt-lv instance migrate --cleanup {inst.name}'",
+                ECODE_ENVIRON,
+            ) from unwritten
         feedback_fn(f"Instance {inst.name} now runs on {dst.name}; configuration updated")
         if copy:
             node_call(self.rpc.remove_disks, src, self._cluster(), inst).Warn(
@@ -750,13 +753,12 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
         the configuration says where the guest runs.
         """
         inst = self._inst()
-        recorded = "configuration updated"
-        try:
-            self._record_primary(src, dst)
-        except OpExecError as err:  # the source's memory still comes first in what is said
-            recorded = f"the configuration could not be written and still names {src.name}"
-            if err.__cause__ is not None:
-                recorded += f": {err.__cause__}"
+        unwritten = self._write_primary(dst)  # said after the source's memory, not instead
+        recorded = (
+            "configuration updated"
+            if unwritten is None
+            else f"the configuration could not be written and still names {src.name}: {unwritten}"
+        )
         holds = (
             "still holds part of its memory"
             if answered
