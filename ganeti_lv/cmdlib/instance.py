@@ -14,7 +14,7 @@ than its primary (``check_not_running_elsewhere``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from ganeti_lv import constants, locking
@@ -192,17 +192,23 @@ def _is_running(dom: DomainInfo | None) -> bool:
 
 
 def running_elsewhere(
-    rpc: NodeOps, data: ConfigData, name: str, primary: str, warn_fn: FeedbackFn
+    rpc: NodeOps,
+    data: ConfigData,
+    name: str,
+    primary: str,
+    warn_fn: FeedbackFn,
+    skip: Collection[str] = (),
 ) -> list[str]:
     """The nodes but ``primary`` where a domain ``name`` runs (or is paused), sorted.
 
-    Offline and non-vm_capable nodes are skipped; an online node that cannot
-    be asked only produces a warning through ``warn_fn``.
+    Offline and non-vm_capable nodes are skipped, so are ``skip`` (asked
+    already by the caller); an online node that cannot be asked only
+    produces a warning through ``warn_fn``.
     """
     others = [
         node
         for node_name, node in sorted(data.nodes.items())
-        if node_name != primary and not node.offline and node.vm_capable
+        if node_name != primary and node_name not in skip and not node.offline and node.vm_capable
     ]
     found, unasked = instance_domains(rpc, others, name)
     for node_name, why in sorted(unasked.items()):
@@ -216,12 +222,13 @@ def check_not_running_elsewhere(
     instance: Instance,
     warn_fn: FeedbackFn,
     refusing: str = "to start a second copy",
+    skip: Collection[str] = (),
 ) -> None:
     """ECODE_STATE if the instance runs on a node other than its primary (ERROR_wrongnode).
 
-    ``refusing``: what the message says is refused; see ``running_elsewhere``.
+    ``refusing``: what the message says is refused; ``skip``: see ``running_elsewhere``.
     """
-    elsewhere = running_elsewhere(rpc, data, instance.name, instance.primary_node, warn_fn)
+    elsewhere = running_elsewhere(rpc, data, instance.name, instance.primary_node, warn_fn, skip)
     if elsewhere:
         raise OpPrereqError(
             f"Instance {instance.name} is running on node(s) {', '.join(elsewhere)}, not"

@@ -268,13 +268,14 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             self._check_running_on_primary()
         if self.failover:
             self._check_not_on_target()
-            # nor on a third node: it would start a second copy
+            # nor on a third node: it would start a second copy (the target answered above)
             check_not_running_elsewhere(
                 self.rpc,
                 self.cfg.snapshot(),
                 inst,
                 self.lu.LogWarning,
                 refusing="to fail it over (a second copy would start)",
+                skip=[self.target],
             )
         if inst.disk_template == constants.DT_FILE and not self._node(self.source).offline:
             self._reserve_space(self._node(self.target))
