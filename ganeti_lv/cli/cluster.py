@@ -244,11 +244,9 @@ def register(registry: CommandRegistry) -> None:
         "--ca-cert", metavar="FILE", help="Your CA's certificate (PEM) as the cluster CA"
     )
     init.add_argument("--ca-key", metavar="FILE", help="Its private key (PEM, unencrypted)")
-    init.add_argument(
-        "-f",
-        "--force",
-        action="store_true",
-        help="Accepted; no effect: the master's host key is always confirmed (or given:"
+    common.add_force(
+        init,
+        "Accepted; no effect: the master's host key is always confirmed (or given:"
         " --master-host-key)",
     )
     common.add_reason(init)  # the job giving the master its certificates

@@ -561,9 +561,13 @@ class CommandRegistry:
 # ---------------------------------------------------------------- common options
 
 
-def add_force(parser: argparse.ArgumentParser) -> None:
-    """``-f/--force``: skip confirmations (never host-key checks)."""
-    parser.add_argument("-f", "--force", action="store_true", help="Do not ask for confirmation")
+def add_force(
+    parser: argparse.ArgumentParser,
+    help: str = "Do not ask for confirmation",  # noqa: A002
+) -> None:
+    """``-f/--force``: skip confirmations (never host-key checks); ``help`` says what it
+    does where it does more, or nothing."""
+    parser.add_argument("-f", "--force", action="store_true", help=help)
 
 
 def add_reason(parser: argparse.ArgumentParser) -> None:

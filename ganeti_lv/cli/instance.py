@@ -250,9 +250,7 @@ def _register_state(registry: CommandRegistry) -> None:
     )
     shutdown.add_argument("--ignore-offline", action="store_true")
     shutdown.add_argument("--no-remember", action="store_true")
-    shutdown.add_argument(
-        "-f", "--force", action="store_true", help="Ignore the offline instance check (Ganeti's)"
-    )
+    common.add_force(shutdown, "Ignore the offline instance check (Ganeti's)")
     common.add_dry_run(shutdown)
 
     reboot = registry.command("instance", "reboot", cmd_reboot, help="Reboot instances")

@@ -43,11 +43,8 @@ def register(registry: CommandRegistry) -> None:
     common.add_submit(modify)
     common.add_beparams(modify, "Backend parameters (K=default: back to the cluster's default)")
     common.add_hvparams(modify, "Hypervisor parameters (K=default: back to the cluster's default)")
-    modify.add_argument(
-        "-f",
-        "--force",
-        action="store_true",
-        help="Record more memory even when the primary node could not start the instance",
+    common.add_force(
+        modify, "Record more memory even when the primary node could not start the instance"
     )
     common.add_dry_run(modify)
     modify.add_argument("instance_name", metavar="INSTANCE")

@@ -216,11 +216,8 @@ def register(registry: CommandRegistry) -> None:
     add.add_argument("--memory-cap", type=int, default=None, help="Memory cap in MiB")
     add.add_argument("--host-key", help="The node's SSH host key '<type> <base64>'")
     add.add_argument("--readd", action="store_true", help="Re-add a known node")
-    add.add_argument(
-        "-f",
-        "--force",
-        action="store_true",
-        help="Accepted; no effect: the host key is always confirmed (or given: --host-key)",
+    common.add_force(
+        add, "Accepted; no effect: the host key is always confirmed (or given: --host-key)"
     )
 
     lst = registry.command("node", "list", cmd_list, help="List nodes")
@@ -236,20 +233,14 @@ def register(registry: CommandRegistry) -> None:
     modify.add_argument("-C", "--master-candidate", metavar="yes|no")
     modify.add_argument("--vm-capable", metavar="yes|no")
     modify.add_argument("--memory-cap", metavar="SIZE|none")
-    modify.add_argument(
-        "-f",
-        "--force",
-        action="store_true",
-        help="Do not ask before bringing a node online; take one offline with instances on it",
+    common.add_force(
+        modify, "Do not ask before bringing a node online; take one offline with instances on it"
     )
     common.add_dry_run(modify)
 
     remove = registry.command("node", "remove", cmd_remove, help="Remove a node")
     common.add_submit(remove)
     remove.add_argument("node_name", metavar="NODE")
-    remove.add_argument(
-        "-f",
-        "--force",
-        action="store_true",
-        help="Accepted for compatibility: nothing is asked (as Ganeti's node remove)",
+    common.add_force(
+        remove, "Accepted for compatibility: nothing is asked (as Ganeti's node remove)"
     )
