@@ -118,15 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
     if opts.command == "peer":
         return peercli.main(opts)
-    if opts.command == "prepare":
-        try:
-            _prepare(opts)
-        except GenericError as err:
-            print(format_error(err), file=sys.stderr)
-            return 1
-        return 0
-    cluster = DevCluster(opts.dir, cache_dir=opts.cache_dir, feedback_fn=_say)
     try:
+        if opts.command == "prepare":
+            _prepare(opts)
+            return 0
+        cluster = DevCluster(opts.dir, cache_dir=opts.cache_dir, feedback_fn=_say)
         if opts.command == "up":
             info = cluster.up(
                 nodes=opts.nodes,

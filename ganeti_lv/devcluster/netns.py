@@ -203,8 +203,9 @@ def link_is_up(name: str) -> bool:
         return False
 
 
-# route types that describe this machine's own addresses, not where traffic goes
-_OWN_ROUTE_TYPES = frozenset({"local", "broadcast", "multicast", "anycast"})
+# route types that claim no network: this machine's own addresses, and ``throw``
+# (it sends nothing anywhere: the next table decides)
+_UNCLAIMING_ROUTE_TYPES = frozenset({"local", "broadcast", "multicast", "anycast", "throw"})
 
 
 def claimed_networks(bridge: str | None = None) -> list[tuple[ipaddress.IPv4Network, str]]:
@@ -221,9 +222,7 @@ def claimed_networks(bridge: str | None = None) -> list[tuple[ipaddress.IPv4Netw
     routes = run(["ip", "-o", "-4", "route", "show", "table", "all"]).stdout.decode()
     for line in routes.splitlines():
         parts = line.split()
-        if parts and parts[0] in _OWN_ROUTE_TYPES:
-            continue
-        if parts and parts[0] == "throw":  # sends nothing anywhere: the next table decides
+        if parts and parts[0] in _UNCLAIMING_ROUTE_TYPES:
             continue
         if parts and parts[0] in ("unicast", "blackhole", "unreachable", "prohibit"):
             parts = parts[1:]
