@@ -286,7 +286,7 @@ class LUBackupExport(LogicalUnit):
             self.instance,
             self.pnode,
             self.dst_node,
-            backup_space.takes_overlays(self.instance, self.op.remove_instance),
+            self.op.remove_instance,
         )
         self._reservations = tuple(space.reserve())
         for held in self._reservations:

@@ -45,7 +45,8 @@ def new_dir(cluster: Cluster, instance: Instance) -> str:
 class ExportSpace:
     """The room one export needs; ``reserve`` checks it and holds it.
 
-    ``overlays``: the export snapshots a running guest (not removed after).
+    ``remove_instance``: the export removes the instance after it (no snapshot to
+    keep it running meanwhile).
     """
 
     rpc: NodeOps
@@ -54,10 +55,15 @@ class ExportSpace:
     instance: Instance
     pnode: Node
     dst_node: Node
-    overlays: bool
+    remove_instance: bool
     # the primary's answer about the disks, read once per ``reserve``
     _usage: list[dict[str, Any]] | None = field(default=None, init=False)
     _usage_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    @property
+    def overlays(self) -> bool:
+        """Whether the export snapshots the instance (one marked up, kept after)."""
+        return not self.remove_instance and self.instance.admin_state == constants.ADMINST_UP
 
     def reserve(self) -> list[Held]:
         """The overlays' reservation (when taken), then the copies'; OpPrereqError
@@ -159,8 +165,3 @@ def _outcome(step: Callable[[], Held]) -> tuple[Held | None, Exception | None]:
         return step(), None
     except Exception as err:  # noqa: BLE001 - raised by ``reserve`` once both ended
         return None, err
-
-
-def takes_overlays(instance: Instance, remove_instance: bool) -> bool:
-    """Whether an export of ``instance`` snapshots it (a running guest, kept after)."""
-    return not remove_instance and instance.admin_state == constants.ADMINST_UP
