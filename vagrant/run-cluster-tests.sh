@@ -169,9 +169,11 @@ leftovers() {
     echo "# virsh net-list --all"; virsh -c "$uri" net-list --all --name
     echo "# virsh vol-list default"; virsh -c "$uri" vol-list default
   } >"$OUT/leftovers.txt" 2>&1
-  if virsh -c "$uri" list --all --name | grep -q '^vagrant_node'; then bad=1; fi
-  if virsh -c "$uri" net-list --all --name | grep -qx 'ganeti-lv-cluster'; then bad=1; fi
-  if virsh -c "$uri" vol-list default | grep -q 'vagrant_node'; then bad=1; fi
+  # each list read whole before grep -q (with pipefail, a grep that stops at its
+  # match can fail the pipeline and hide what is left)
+  if grep -q '^vagrant_node' <<<"$(virsh -c "$uri" list --all --name)"; then bad=1; fi
+  if grep -qx 'ganeti-lv-cluster' <<<"$(virsh -c "$uri" net-list --all --name)"; then bad=1; fi
+  if grep -q 'vagrant_node' <<<"$(virsh -c "$uri" vol-list default)"; then bad=1; fi
   printf 'leftovers\t0\t%s\n' "$bad" >>"$OUT/steps.tsv"
   left_behind="$bad"
   if [ "$bad" = 1 ]; then log "LEFT BEHIND: see $OUT/leftovers.txt"; else log "nothing left"; fi

@@ -78,6 +78,11 @@ TIMEOUT_KILL_GRACE = 2.0
 TIMEOUT_LOCAL_GRACE = 5.0
 # Exit statuses of coreutils timeout: timed out (TERM) / had to KILL.
 _TIMEOUT_STATUSES = (124, 137)
+# how a server refuses one more session on a connection (``SshClient._full``)
+_SESSION_LIMIT_CODES = (
+    paramiko.common.OPEN_FAILED_CONNECT_FAILED,
+    paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+)
 
 Command = str | Sequence[str]
 
@@ -331,7 +336,9 @@ class SshClient:
         meanwhile, it is opened once more on a new one (nothing ran on the
         node). A node that does not answer or only acknowledges (cut off, a
         stopped sshd) fails the call after the channel's wait (bounded:
-        paramiko's own ``open_sftp`` waits up to an hour).
+        paramiko's own ``open_sftp`` waits up to an hour). A live connection
+        whose sshd refuses one more session (``_full``) is put aside as well:
+        its channels go on, and the new one opens on a new connection.
         """
         # counted apart from ``_lock``: a caller waiting here for another's connect
         # must still share that connect's failure (``_transport``'s mark)
@@ -342,9 +349,10 @@ class SshClient:
             try:
                 channel = transport.open_session(timeout=self.connect_timeout)
             except Exception as err:
-                if not (kept and self._dead(transport)):
+                full = self._full(err, transport)
+                if not (full or (kept and self._dead(transport))):
                     raise self._not_opened(err, transport, action) from err
-                self._retire(transport)
+                self._retire(transport, keep_sftp=full)
                 transport, _ = self._transport()
                 try:
                     channel = transport.open_session(timeout=self.connect_timeout)
@@ -375,20 +383,36 @@ class SshClient:
             return self._error(err, action)
         return self._no_answer(action, NodeUnreachable, " (no channel opened)")
 
+    def _full(self, err: Exception, transport: paramiko.Transport) -> bool:
+        """True when sshd refused a session on ``transport`` while channels of ours are open
+        on it: its ``MaxSessions`` (10 by default) is reached, not a refusal of every session.
+
+        OpenSSH says "connect failed" then; other servers may say "prohibited".
+        """
+        refused = isinstance(err, paramiko.ChannelException) and err.code in _SESSION_LIMIT_CODES
+        with self._lock:
+            return refused and any(
+                ch.get_transport() is transport and not ch.closed for ch in self._channels
+            )
+
     def _dead(self, transport: paramiko.Transport) -> bool:
         """True when ``transport`` is closed or its node leaves our data unanswered."""
         return not transport.is_active() or unanswered_for(transport.sock) >= self.connect_timeout
 
-    def _retire(self, transport: paramiko.Transport | None = None) -> None:
+    def _retire(
+        self, transport: paramiko.Transport | None = None, *, keep_sftp: bool = False
+    ) -> None:
         """Put the connection (if ``transport``'s) aside; closed once no channel of ours uses it.
 
         One judged dead may only be stalled (a link down for a while): a disk
-        copy streaming over it ends by itself, as it would have anyway.
+        copy streaming over it ends by itself, as it would have anyway. A full
+        one (``keep_sftp``) keeps serving its SFTP session, which may be in use.
         """
         with self._lock:
             current = self._client
             if current is not None and transport in (None, current.get_transport()):
-                self._drop_sftp()
+                if not keep_sftp:
+                    self._drop_sftp()
                 self._retired.append(current)
                 self._client = None
             self._close_retired()

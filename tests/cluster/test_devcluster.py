@@ -176,23 +176,24 @@ def test_node_local_dirs_are_per_node_and_shared_storage_is_shared(
 ) -> None:
     storage = cluster_info["storage"]
     tag = f"probe-{os.getpid()}"
+    first, second, *rest = [n["name"] for n in cluster_info["nodes"]]  # two nodes or more
     try:
         for key in ("export_dir", "file_storage_dir", "hooks_base_dir"):
             path = f"{storage[key]}/{tag}"
-            _sh(devcluster, "node1", f"echo node1 > {path}")
-            assert _sh(devcluster, "node1", f"cat {path}") == "node1"
-            for other in ("node2", "node3"):
+            _sh(devcluster, first, f"echo {first} > {path}")
+            assert _sh(devcluster, first, f"cat {path}") == first
+            for other in (second, *rest):
                 assert _sh(devcluster, other, f"test -e {path} && echo yes || echo no") == "no"
         shared = f"{storage['shared_file_storage_dir']}/{tag}"
-        _sh(devcluster, "node2", f"echo from-node2 > {shared}")
-        for node in ("node1", "node3"):
-            assert _sh(devcluster, node, f"cat {shared}") == "from-node2"
+        _sh(devcluster, second, f"echo from-{second} > {shared}")
+        for node in (first, *rest):
+            assert _sh(devcluster, node, f"cat {shared}") == f"from-{second}"
         if "host_dir" in cluster_info["nodes"][0]:  # local cluster: host view agrees
             n1 = cluster_info["nodes"][0]["storage"]
-            assert Path(f"{n1['export_dir']}/{tag}").read_text() == "node1\n"
-            assert Path(f"{cluster_info['host_shared_dir']}/{tag}").read_text() == "from-node2\n"
+            assert Path(f"{n1['export_dir']}/{tag}").read_text() == f"{first}\n"
+            assert Path(f"{cluster_info['host_shared_dir']}/{tag}").read_text() == f"from-{second}\n"
     finally:
-        for node in ("node1", "node2", "node3"):
+        for node in (first, second, *rest):
             _sh(
                 devcluster,
                 node,

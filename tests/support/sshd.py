@@ -50,8 +50,11 @@ def _keygen(path: str, keytype: str = "ed25519") -> None:
 class LocalSshd:
     """One sshd instance on loopback; see the module docstring."""
 
-    def __init__(self, workdir: str, client_key: str | None = None) -> None:
+    def __init__(
+        self, workdir: str, client_key: str | None = None, max_sessions: int = 64
+    ) -> None:
         self.workdir = workdir
+        self.max_sessions = max_sessions  # sessions on one connection (Debian's default: 10)
         self.host = "127.0.0.1"
         self.port = 0
         self.user = "root"
@@ -87,7 +90,7 @@ PubkeyAuthentication yes
 PermitUserEnvironment no
 AcceptEnv none
 PrintMotd no
-MaxSessions 64
+MaxSessions {self.max_sessions}
 MaxStartups 64
 LogLevel ERROR
 Subsystem sftp internal-sftp

@@ -562,6 +562,31 @@ def test_a_connection_replaced_as_dead_is_not_closed_under_a_running_stream(
         assert not old.is_active()  # closed once nothing of ours used it
 
 
+def test_a_node_at_its_session_limit_gets_a_second_connection(
+    local_sshd: Any, tmp_path: Path
+) -> None:
+    """sshd's MaxSessions (Debian's default is 10) reached on the connection: the next
+    channel opens on a new one, and what runs on the first goes on, SFTP included."""
+    with LocalSshd(str(tmp_path / "sshd"), max_sessions=2) as sshd:
+        client = sshd.client()
+        try:
+            client.put_bytes(b"one", str(tmp_path / "a"))  # the SFTP session: one of two
+            proc = client.open_exec("cat")  # two of two
+            first = client._transport()[0]
+            assert client.run("echo x").stdout == "x\n"  # refused on the first
+            assert client._transport()[0] is not first
+            assert client.get_bytes(str(tmp_path / "a")) == b"one"  # its session goes on
+            proc.write(b"still here\n")
+            proc.close_stdin()
+            assert proc.read() == b"still here\n"
+            assert proc.wait(timeout=5).exit_status == 0
+            proc.close()
+            assert first.is_active()  # the SFTP session still uses it
+        finally:
+            client.close()
+        assert not first.is_active()
+
+
 def test_a_released_client_keeps_its_connection_for_a_running_stream(
     local_sshd: Any,
 ) -> None:

@@ -271,7 +271,12 @@ log "building wheels of ganeti_lv's dependencies"
 "$SYSTEM_PYTHON" -m venv "$WORK/wheel-venv"
 "$WORK/wheel-venv/bin/pip" -q install --upgrade pip
 mkdir -p "$WORK/wheels"
-"$WORK/wheel-venv/bin/pip" -q wheel --wheel-dir "$WORK/wheels" "$REPO[test]" pip setuptools wheel
+# the build requirements as pyproject.toml pins them (the newest setuptools may be
+# outside that range, and provisioning installs offline from these wheels)
+mapfile -t BUILD_REQUIRES < <("$SYSTEM_PYTHON" -c \
+  'import sys, tomllib; print(*tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"], sep="\n")' \
+  "$REPO/pyproject.toml")
+"$WORK/wheel-venv/bin/pip" -q wheel --wheel-dir "$WORK/wheels" "$REPO[test]" pip wheel "${BUILD_REQUIRES[@]}"
 rm -f "$WORK/wheels"/ganeti_lv-*.whl # provisioning installs it from the synced tree
 # The requirements exactly as built, for installing them in the box.
 (cd "$WORK/wheels" && ls -- *.whl | sed -E 's/^([^-]+)-([^-]+)-.*/\1==\2/') >"$WORK/requirements.txt"

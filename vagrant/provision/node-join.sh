@@ -43,8 +43,10 @@ rsync -a --exclude debs/ -e "ssh -i /root/.ssh/id_cluster" \
 uri="$(libvirt_uri "$NODE_ADDRESS")"
 join=(--address "$NODE_ADDRESS" --libvirt-uri "$uri" --peer-uri "$uri"
   --migration-address "$NODE_ADDRESS" --host-key "'$my_key'" "$NODE_NAME")
-if ! on_node "$MASTER_ADDRESS" "$GNT_LV" node list --no-headers -o name 2>/dev/null \
-  | grep -qx "$NODE_NAME"; then
+# the list is read whole first: with pipefail, a grep -q that stops at its match
+# can fail the pipeline (the writer gets SIGPIPE)
+members="$(on_node "$MASTER_ADDRESS" "$GNT_LV" node list --no-headers -o name 2>/dev/null || true)"
+if ! grep -qx "$NODE_NAME" <<<"$members"; then
   log "joining the cluster on $MASTER_NAME"
   on_node "$MASTER_ADDRESS" "$GNT_LV" node add "${join[@]}"
 elif on_node "$MASTER_ADDRESS" grep -qF "'$my_key'" "$DATA_DIR/ssh/known_hosts"; then

@@ -133,6 +133,10 @@ CONF
   chmod 600 /root/.ssh/config
   sed -i '/^#\?PermitRootLogin/d' /etc/ssh/sshd_config
   echo "PermitRootLogin prohibit-password" >>/etc/ssh/sshd_config
+  # The master runs a node's commands, file transfers and disk copies as sessions
+  # of one connection (a new connection past the limit): room for busy jobs
+  install -d -m 755 /etc/ssh/sshd_config.d
+  printf 'MaxSessions 100\nMaxStartups 100:30:200\n' >/etc/ssh/sshd_config.d/ganeti-lv.conf
   systemctl enable --now ssh
   systemctl reload ssh
 }
