@@ -191,7 +191,8 @@ def test_node_local_dirs_are_per_node_and_shared_storage_is_shared(
         if "host_dir" in cluster_info["nodes"][0]:  # local cluster: host view agrees
             n1 = cluster_info["nodes"][0]["storage"]
             assert Path(f"{n1['export_dir']}/{tag}").read_text() == f"{first}\n"
-            assert Path(f"{cluster_info['host_shared_dir']}/{tag}").read_text() == f"from-{second}\n"
+            shared_on_host = Path(f"{cluster_info['host_shared_dir']}/{tag}")
+            assert shared_on_host.read_text() == f"from-{second}\n"
     finally:
         for node in (first, second, *rest):
             _sh(

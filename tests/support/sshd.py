@@ -50,9 +50,7 @@ def _keygen(path: str, keytype: str = "ed25519") -> None:
 class LocalSshd:
     """One sshd instance on loopback; see the module docstring."""
 
-    def __init__(
-        self, workdir: str, client_key: str | None = None, max_sessions: int = 64
-    ) -> None:
+    def __init__(self, workdir: str, client_key: str | None = None, max_sessions: int = 64) -> None:
         self.workdir = workdir
         self.max_sessions = max_sessions  # sessions on one connection (Debian's default: 10)
         self.host = "127.0.0.1"
