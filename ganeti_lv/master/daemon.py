@@ -209,12 +209,29 @@ class MasterDaemon:
         JobError when it cannot be asked (unknown, ended, a move of a node
         operation, its process gone).
         """
-        with self._lock:
-            running = self._running.get(job_id)
+        running = self._running_or_starting(job_id)
         if running is None:
             signal_cancel(self.job(job_id))
             return
         running.request_cancel(reason)
+
+    def _running_or_starting(self, job_id: int) -> RunningJob | None:
+        """The job of ``job_id`` running here, None if it runs elsewhere or has ended.
+
+        A job a submission has just recorded is listed before it is started
+        (its file is in place while it is synced): its start is waited for.
+        """
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is not None or not self._taking:
+                return running
+        job = self.job(job_id)
+        if job.finished or job.pid != os.getpid():
+            return None
+        with self._lock:
+            while job_id not in self._running and self._taking:
+                self._taken.wait(0.5)
+            return self._running.get(job_id)
 
     def cancel_all(self, reason: str) -> None:
         """Ask every running job to stop safely."""

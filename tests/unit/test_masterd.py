@@ -646,6 +646,40 @@ def test_a_job_is_canceled_by_its_id_from_another_connection(
     assert err.value.ecode == ECODE_NOENT
 
 
+def test_a_job_listed_before_it_starts_is_canceled(
+    server: Any, data_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new job's file is in place while it is synced (a busy disk): an ops tool that
+    lists it and cancels it then gets the cancel, not a refusal, and the job stops."""
+    from ganeti_lv.master import jobs as jobs_module
+
+    synced = jobs_module.fsync_dir
+    listed = threading.Event()
+
+    def slow_sync(directory: str) -> None:
+        listed.set()
+        time.sleep(0.5)
+        synced(directory)
+
+    monkeypatch.setattr(jobs_module, "fsync_dir", slow_sync)
+    before = {job.id for job in _jobs(data_dir)}
+    job_ids: list[int] = []
+    submitter = threading.Thread(
+        target=lambda: job_ids.append(_client(data_dir).enqueue([OpTestDelay(duration=2.0)]))
+    )
+    submitter.start()
+    assert listed.wait(10)
+    monkeypatch.setattr(jobs_module, "fsync_dir", synced)
+    (new,) = [job for job in _jobs(data_dir) if job.id not in before]
+    assert not new.finished
+    _client(data_dir).cancel(new.id, "stopped by the operator")
+    submitter.join(10)
+    assert job_ids == [new.id]
+    store = JobStore(paths.jobs_dir(data_dir))
+    assert wait_until(lambda: store.get(new.id).finished, 10)
+    assert store.get(new.id).status == "canceled"
+
+
 def test_a_cancel_request_is_recorded_and_shown_until_the_job_ends(
     server: Any, data_dir: str, config: ConfigStore, held_delays: threading.Event
 ) -> None:
