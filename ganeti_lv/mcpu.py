@@ -368,7 +368,8 @@ class Processor:
         if getattr(lu.op, "dry_run", False):
             self.LogInfo(DRY_RUN_MSG)
             return lu.dry_run_result
-        self._stop_if_canceled()
+        if not lu.CANCELED_IN_EXEC:  # else its Exec honours it, its POST hooks too
+            self._stop_if_canceled()
         serial = self._config_serial()
         try:
             result = lu.Exec(self.Log)

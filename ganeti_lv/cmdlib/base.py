@@ -113,13 +113,17 @@ class LogicalUnit:
     no hooks), ``HTYPE`` (hooks object type, e.g. "INSTANCE"), ``REQ_BGL``
     (True: the Big Ganeti Lock is taken exclusively), ``QUERY`` (True: a
     read that may also run without a job, ``ganeti_lv.mcpu.run_query``; such
-    an LU has no hooks, takes no lock and changes nothing).
+    an LU has no hooks, takes no lock and changes nothing), ``CANCELED_IN_EXEC``
+    (True: a cancel asked for once the PRE hooks have run is left to Exec,
+    which ends the operation with its POST hooks; else the operation stops
+    before Exec).
     """
 
     HPATH: ClassVar[str | None] = None
     HTYPE: ClassVar[str | None] = None
     REQ_BGL: ClassVar[bool] = True
     QUERY: ClassVar[bool] = False
+    CANCELED_IN_EXEC: ClassVar[bool] = False
 
     def __init__(self, processor: Any, op: Any, ctx: Context) -> None:
         self.proc = processor

@@ -98,6 +98,7 @@ class _NodeMovesLU(LogicalUnit):
     """The plan and the moves; subclasses say which instances move and how (and their hooks)."""
 
     REQ_BGL = False
+    CANCELED_IN_EXEC = True  # its POST hooks run whatever becomes of the moves
     WHAT = "move"
 
     def ExpandNames(self) -> None:

@@ -675,6 +675,28 @@ def test_node_migrate_runs_ganetis_node_migrate_hooks_on_the_master_and_evacuate
     assert not [d for _, d, _ in calls if d.rsplit("/", 1)[-1].startswith("node-")]
 
 
+def test_a_cancel_during_the_pre_hooks_leaves_no_pre_hook_without_its_post(
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+) -> None:
+    """The PRE hooks ran: the node operation goes on to its end (no move starts) and its
+    POST hooks run, as they do for every node migrate whose PRE hooks ran."""
+    cancel = Cancellation()
+    dirs: list[str] = []
+
+    def hooks(node: str, hooks_dir: str, env: dict[str, str], timeout: float) -> Any:
+        dirs.append(hooks_dir.rsplit("/", 1)[-1])
+        if dirs[-1] == "node-migrate-pre.d":
+            cancel.request("stopped by the operator")
+        return []
+
+    ops.hooks_fn = hooks
+    with pytest.raises(OpExecError, match="canceled"):
+        run(ctx, OpNodeMigrate(node_name="node1"), cancel)
+    assert dirs == ["node-migrate-pre.d", "node-migrate-post.d"]
+    assert not ops.calls_to("migrate_instance")
+    assert [primary(config, n) for n in (I1, I2)] == [N1, N1]
+
+
 def _cancel_in_migrations(ops: FakeNodeOps, cancel: Cancellation) -> None:
     """The cancel request comes once a migration has begun (before it ends)."""
     real = ops.migrate_instance
