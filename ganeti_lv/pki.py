@@ -4,8 +4,11 @@
 operator's (``install_ca``): ``<data dir>/pki/cacert.pem`` and its key in
 ``<data dir>/pki/private/cakey.pem`` (0600). Every node gets a server and a
 client certificate from it (``issue_node_credentials``), for libvirtd's TLS
-listener and for the connections it opens to its peers (migrations), and
-qemu uses the same ones for encrypted migration streams. The master's
+listener and for the connections it opens to its peers (migrations), and a
+server and a client certificate of its own for qemu's encrypted migration
+streams: qemu reads those keys as the user it runs as, and a client
+certificate of qemu's is no libvirt client (``OU=qemu``), so a guest that
+took over its qemu gets no way into any node's libvirtd. The master's
 client certificate lives in ``<data dir>/pki/libvirt`` under libvirt's file
 names, so a ``qemu+tls`` URI finds it with ``pkipath=`` (``write_master_client``).
 
@@ -39,6 +42,7 @@ CA_VALID_DAYS = 10 * 365
 MASTER_CLIENT_NAME = "master"
 _CLIENT_UNIT = "clients"
 _SERVER_UNIT = "servers"
+_QEMU_UNIT = "qemu"
 
 
 def new_key() -> rsa.RSAPrivateKey:
@@ -245,15 +249,20 @@ def load_ca(data_dir: str) -> Authority:
 # ---------------------------------------------------------------- issued certificates
 
 
-def client_subject(cluster_name: str, name: str) -> x509.Name:
-    """The subject of a client certificate of the cluster."""
+def _subject(cluster_name: str, unit: str, name: str) -> x509.Name:
+    """``O=<cluster>, OU=<unit>, CN=<name>``."""
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_name),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _CLIENT_UNIT),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )
+
+
+def client_subject(cluster_name: str, name: str) -> x509.Name:
+    """The subject of a client certificate of the cluster."""
+    return _subject(cluster_name, _CLIENT_UNIT, name)
 
 
 def allowed_client_dn(cluster_name: str) -> str:
@@ -291,33 +300,52 @@ def issue(
 
 @dataclass(frozen=True)
 class NodeCredentials:
-    """What one node gets: the CA certificate, its server and its client certificate (PEM)."""
+    """What one node gets (PEM): the CA certificate, libvirtd's server and client
+    certificates and keys, and qemu's (``qemu_*``, for migration streams)."""
 
     ca_cert: bytes
     server_cert: bytes
     server_key: bytes
     client_cert: bytes
     client_key: bytes
+    qemu_server_cert: bytes
+    qemu_server_key: bytes
+    qemu_client_cert: bytes
+    qemu_client_key: bytes
 
 
 def issue_node_credentials(
     authority: Authority, cluster_name: str, node_name: str, addresses: Sequence[str]
 ) -> NodeCredentials:
-    """A node's server certificate (its name and addresses) and client certificate."""
-    server_subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_name),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _SERVER_UNIT),
-            x509.NameAttribute(NameOID.COMMON_NAME, node_name),
-        ]
-    )
+    """A node's server certificates (its name and addresses) and client certificates,
+    libvirtd's and qemu's."""
     server_cert, server_key = issue(
-        authority, server_subject, server=True, names=[node_name], addresses=addresses
+        authority,
+        _subject(cluster_name, _SERVER_UNIT, node_name),
+        server=True,
+        names=[node_name],
+        addresses=addresses,
     )
     client_cert, client_key = issue(
         authority, client_subject(cluster_name, node_name), server=False
     )
-    return NodeCredentials(authority.cert_pem, server_cert, server_key, client_cert, client_key)
+    qemu_subject = _subject(cluster_name, _QEMU_UNIT, node_name)
+    # the target's qemu is checked against the node's name or migration address
+    qemu_server_cert, qemu_server_key = issue(
+        authority, qemu_subject, server=True, names=[node_name], addresses=addresses
+    )
+    qemu_client_cert, qemu_client_key = issue(authority, qemu_subject, server=False)
+    return NodeCredentials(
+        authority.cert_pem,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+        qemu_server_cert,
+        qemu_server_key,
+        qemu_client_cert,
+        qemu_client_key,
+    )
 
 
 def write_master_client(data_dir: str, authority: Authority, cluster_name: str) -> str:

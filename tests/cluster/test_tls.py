@@ -130,6 +130,41 @@ def test_only_the_clusters_client_certificates_get_in(
     assert denied.returncode != 0 and b"failed to connect" in denied.stderr
 
 
+# the modes and groups of qemu's keys on a node, then the group of libvirtd's qemu state
+KEY_MODES = (
+    "stat -c '%a %g' /etc/pki/qemu/server-key.pem /etc/pki/qemu/client-key.pem;"
+    " stat -c %g /var/lib/libvirt/qemu 2>/dev/null || echo 0"
+)
+
+
+def test_qemus_keys_are_its_groups_and_let_nobody_into_libvirtd(
+    tls_cluster: Any, cluster_info: dict[str, Any], tmp_path: Any
+) -> None:
+    """qemu reads its keys as the user libvirtd runs it as; a guest that took over its
+    qemu has them, and no node's libvirtd takes its client certificate."""
+    target = cluster_info["nodes"][1]["address"]
+    for node in cluster_info["nodes"]:
+        name = node["name"]
+        out = tls_cluster.node_exec(name, ["sh", "-c", KEY_MODES]).stdout.decode().splitlines()
+        group = out[2]  # the group libvirtd runs qemu as (root's on the local cluster)
+        assert out[:2] == [f"640 {group}", f"640 {group}"], (name, out)
+
+        def node_file(path: str, node: str = name) -> bytes:
+            with open(tls_cluster.host_path(node, path), "rb") as fobj:
+                return fobj.read()
+
+        qemu_cert = node_file("/etc/pki/qemu/client-cert.pem")
+        assert qemu_cert != node_file("/etc/pki/libvirt/clientcert.pem")
+        qemus = client_dir(
+            str(tmp_path / f"qemu-{name}"),
+            node_file("/etc/pki/qemu/ca-cert.pem"),
+            qemu_cert,
+            node_file("/etc/pki/qemu/client-key.pem"),
+        )
+        refused = virsh_from_node1(tls_cluster, f"qemu+tls://{target}/system?pkipath={qemus}")
+        assert refused.returncode != 0 and b"failed to connect" in refused.stderr
+
+
 def test_migrate_and_verify_over_tls(env: Env) -> None:
     for name in ("node1", "node2", "node3"):
         found = env.node(name)

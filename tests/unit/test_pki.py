@@ -6,6 +6,7 @@ import datetime
 import fnmatch
 import os
 import stat
+import subprocess
 from typing import Any
 
 import pytest
@@ -89,6 +90,24 @@ def test_node_credentials_serve_the_node_and_identify_it_as_a_cluster_client(
     other = pki.issue(ca, pki.client_subject("other.example.com", "x"), server=False)[0]
     assert not fnmatch.fnmatchcase(dn(x509.load_pem_x509_certificate(other)), allowed)
     assert f'tls_allowed_dn_list = ["{allowed}"]' in pki.libvirtd_tls_settings(CLUSTER)
+
+
+def test_qemus_certificates_are_its_own_and_let_it_into_no_libvirtd(data_dir: str) -> None:
+    """qemu's keys are readable by the user it runs as: its client certificate is no
+    libvirt client, and none of its keys is one of libvirtd's."""
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    creds = pki.issue_node_credentials(ca, CLUSTER, "node2", ["10.250.0.2"])
+    server = x509.load_pem_x509_certificate(creds.qemu_server_cert)
+    client = x509.load_pem_x509_certificate(creds.qemu_client_cert)
+    assert signed_by(server, ca.cert) and signed_by(client, ca.cert)
+    assert purposes(server) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert purposes(client) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert alt.get_values_for_type(x509.DNSName) == ["node2"]  # the target qemu's check
+    assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == ["10.250.0.2"]
+    assert not fnmatch.fnmatchcase(dn(client), pki.allowed_client_dn(CLUSTER))
+    libvirt_keys = {creds.server_key, creds.client_key}
+    assert not {creds.qemu_server_key, creds.qemu_client_key} & libvirt_keys
 
 
 def test_an_operators_ca_must_be_a_ca_with_its_own_key(tmp_path: Any, data_dir: str) -> None:
@@ -228,11 +247,31 @@ def test_first_credentials_written_locally_keep_their_keys_private(tmp_path: Any
     def local(path: str) -> str:
         return str(root) + path
 
+    state = root / credentials.QEMU_STATE_DIR.lstrip("/")
+    state.mkdir(parents=True)
+    os.chown(state, -1, 4321)  # libvirtd gave it to the group qemu runs as
     assert credentials.write_first(ca, CLUSTER, "n", ["10.0.0.1"], local)
     private = root / "etc/pki/libvirt/private"
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert stat.S_IMODE((private / "serverkey.pem").stat().st_mode) == 0o600
+    assert (private / "serverkey.pem").stat().st_gid != 4321
     assert stat.S_IMODE((root / "etc/pki/libvirt/servercert.pem").stat().st_mode) == 0o644
+    for key in credentials.QEMU_KEYS:
+        written = (root / key.lstrip("/")).stat()
+        assert (stat.S_IMODE(written.st_mode), written.st_gid) == (0o640, 4321)
+
+
+def test_qemus_keys_go_to_the_group_libvirtd_runs_qemu_as(tmp_path: Any) -> None:
+    """The node-side script, run here: libvirtd's state directory names the group."""
+    key = tmp_path / "server-key.pem.new"
+    key.write_bytes(b"k")
+    os.chown(key, -1, 4321)
+    subprocess.run(["sh", "-c", credentials._TO_QEMU_GROUP, "sh", str(key)], check=True)
+    try:
+        expected = os.stat(credentials.QEMU_STATE_DIR).st_gid
+    except FileNotFoundError:  # no libvirtd here: root's group
+        expected = 0
+    assert key.stat().st_gid == expected
 
 
 def test_install_writes_libvirts_and_qemus_files_then_reloads(data_dir: str) -> None:
@@ -244,9 +283,12 @@ def test_install_writes_libvirts_and_qemus_files_then_reloads(data_dir: str) -> 
     assert node.files["/etc/pki/libvirt/servercert.pem"] == (creds.server_cert, 0o644)
     assert node.files["/etc/pki/libvirt/private/serverkey.pem"] == (creds.server_key, 0o600)
     assert node.files["/etc/pki/libvirt/private/clientkey.pem"] == (creds.client_key, 0o600)
-    assert node.files["/etc/pki/qemu/server-key.pem"] == (creds.server_key, 0o600)
-    assert node.files["/etc/pki/qemu/client-cert.pem"] == (creds.client_cert, 0o644)
+    assert node.files["/etc/pki/qemu/server-key.pem"] == (creds.qemu_server_key, 0o640)
+    assert node.files["/etc/pki/qemu/client-cert.pem"] == (creds.qemu_client_cert, 0o644)
+    assert node.files["/etc/pki/qemu/client-key.pem"] == (creds.qemu_client_key, 0o640)
     assert len(node.files) == 10
+    (to_group,) = [c for c in node.commands if c[:3] == ["sh", "-c", credentials._TO_QEMU_GROUP]]
+    assert to_group[4:] == [p + credentials.STAGED for p in credentials.QEMU_KEYS]
     sync = node.commands[-2]  # files and their directories synced before the reload
     assert sync[:2] == ["sync", "--"] and set(sync[2:]) == set(node.files) | {
         os.path.dirname(p) for p in node.files

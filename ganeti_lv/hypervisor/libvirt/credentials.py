@@ -5,8 +5,10 @@ libvirtd reads ``/etc/pki/CA/cacert.pem``, ``/etc/pki/libvirt/servercert.pem``,
 ``clientcert.pem``/``private/clientkey.pem`` (the connections it opens to
 its peers for peer-to-peer migrations); qemu reads ``/etc/pki/qemu/``
 ``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``, ``client-cert.pem``
-and ``client-key.pem`` for TLS migration streams. Both get the same
-certificates. ``install`` writes them over the node's SSH session and asks a
+and ``client-key.pem`` for TLS migration streams: certificates of its own
+(``pki``), whose keys are readable by the group qemu runs as (libvirtd gives
+its state directory, ``/var/lib/libvirt/qemu``, to that user and group;
+``libvirt-qemu`` on Debian). ``install`` writes them over the node's SSH session and asks a
 running libvirtd to use them at once (``virt-admin server-update-tls``): no
 restart, guests undisturbed. The new files are first written beside the old
 ones (``STAGED``) and then put in place together by one command, which a lost
@@ -28,6 +30,8 @@ from ganeti_lv.pki import Authority, NodeCredentials, issue_node_credentials
 CA_CERT = "/etc/pki/CA/cacert.pem"
 LIBVIRT_DIR = "/etc/pki/libvirt"
 QEMU_DIR = "/etc/pki/qemu"
+# owned by the user and group libvirtd runs qemu as (qemu.conf's ``user``/``group``)
+QEMU_STATE_DIR = "/var/lib/libvirt/qemu"
 SERVER_CERT = f"{LIBVIRT_DIR}/servercert.pem"
 PRIVATE_DIR = f"{LIBVIRT_DIR}/private"
 
@@ -45,6 +49,9 @@ _RELOAD = (
 )
 
 
+# qemu opens these itself, as the user it runs as: they are readable by its group
+QEMU_KEYS = (f"{QEMU_DIR}/server-key.pem", f"{QEMU_DIR}/client-key.pem")
+
 # every file of a node's credentials: node path, the credential it holds, its mode
 _FILES = (
     (CA_CERT, "ca_cert", 0o644),
@@ -53,11 +60,13 @@ _FILES = (
     (f"{LIBVIRT_DIR}/clientcert.pem", "client_cert", 0o644),
     (f"{PRIVATE_DIR}/clientkey.pem", "client_key", 0o600),
     (f"{QEMU_DIR}/ca-cert.pem", "ca_cert", 0o644),
-    (f"{QEMU_DIR}/server-cert.pem", "server_cert", 0o644),
-    (f"{QEMU_DIR}/server-key.pem", "server_key", 0o600),
-    (f"{QEMU_DIR}/client-cert.pem", "client_cert", 0o644),
-    (f"{QEMU_DIR}/client-key.pem", "client_key", 0o600),
+    (f"{QEMU_DIR}/server-cert.pem", "qemu_server_cert", 0o644),
+    (QEMU_KEYS[0], "qemu_server_key", 0o640),
+    (f"{QEMU_DIR}/client-cert.pem", "qemu_client_cert", 0o644),
+    (QEMU_KEYS[1], "qemu_client_key", 0o640),
 )
+# gives the files named after it to qemu's group (root's where libvirtd has no state dir)
+_TO_QEMU_GROUP = f'g=$(stat -c %g {QEMU_STATE_DIR} 2>/dev/null) || g=0; chgrp -- "$g" "$@"'
 
 
 def node_files(creds: NodeCredentials) -> dict[str, tuple[bytes, int]]:
@@ -70,10 +79,16 @@ def write_local(creds: NodeCredentials, local_path: Callable[[str], str]) -> Non
     as seen from its host)."""
     from ganeti_lv.config import write_file_atomically
 
+    try:
+        qemu_gid = os.stat(local_path(QEMU_STATE_DIR)).st_gid
+    except FileNotFoundError:
+        qemu_gid = 0
     for path, (data, mode) in node_files(creds).items():
         local = local_path(path)
         os.makedirs(os.path.dirname(local), mode=0o755, exist_ok=True)
         write_file_atomically(local, data, mode)
+        if path in QEMU_KEYS:
+            os.chown(local, -1, qemu_gid)
     os.chmod(local_path(PRIVATE_DIR), 0o700)  # as ``install`` leaves it
 
 
@@ -117,6 +132,7 @@ def install(node: NodeTransport, creds: NodeCredentials) -> bool:
     staged = [path + STAGED for path in files]
     for path, (data, mode) in files.items():
         node.put_bytes(data, path + STAGED, mode)
+    node.run(["sh", "-c", _TO_QEMU_GROUP, "sh", *(path + STAGED for path in QEMU_KEYS)], timeout=30)
     # on disk before they replace the old ones: a node that loses its power next must
     # not boot with a key file whose name points at nothing yet
     node.run(["sync", "--", *staged, *dirs], timeout=60)
