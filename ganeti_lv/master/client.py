@@ -13,7 +13,9 @@ as it runs).
 Following a job, a cancel request (``Cancellation`` set from a signal
 handler or another thread) is passed on to the daemon, which stops the job
 safely; so is an interruption (KeyboardInterrupt) while waiting, which is
-then raised here. A client that goes away leaves its job running.
+then raised here. A job that ended before its cancel could be sent (the
+daemon sent its end and closed) gives its outcome, as if none was asked.
+A client that goes away leaves its job running.
 """
 
 from __future__ import annotations
@@ -236,7 +238,7 @@ class MasterClient:
                 # does not go on in the background (a job past its point of no return
                 # still ends safely); a job only watched may be somebody else's
                 if accepted:
-                    with contextlib.suppress(errors.OpExecError):  # the daemon gone
+                    with contextlib.suppress(errors.OpExecError):  # a daemon not taking it
                         exchange.send_cancel("interrupted by the user")
                 raise
 
@@ -309,18 +311,31 @@ class _Exchange:
         self.cancel_sent = False
 
     def send(self, msg: Message) -> None:
+        err = self._try_send(msg)
+        if err is not None:
+            raise _gone(f": {err}") from err
+
+    def send_cancel(self, reason: str) -> None:
+        """Ask the daemon to stop the job this connection follows (once).
+
+        A connection the daemon closed is no error here: the job may have
+        ended, its end sent before the daemon closed and not read yet.
+        Reading tells: the end, or the connection's loss as the error.
+        """
+        if not self.cancel_sent:
+            self.cancel_sent = True
+            self._try_send({"type": protocol.CANCEL, "reason": reason})
+
+    def _try_send(self, msg: Message) -> OSError | None:
+        """Send ``msg``; the error of a connection the daemon closed (a reset, a
+        broken pipe), else None. A daemon taking nothing in time is raised."""
         try:
             self.sock.sendall(protocol.encode(msg))
         except TimeoutError as err:
             raise self.unanswered() from err
-        except OSError as err:  # a reset or a broken pipe: the daemon went away
-            raise _gone(f": {err}") from err
-
-    def send_cancel(self, reason: str) -> None:
-        """Ask the daemon to stop the job this connection follows (once)."""
-        if not self.cancel_sent:
-            self.cancel_sent = True
-            self.send({"type": protocol.CANCEL, "reason": reason})
+        except OSError as err:
+            return err
+        return None
 
     def unanswered(self) -> errors.OpExecError:
         """The error of a daemon that does not take or answer a request in time."""

@@ -12,6 +12,7 @@ import pytest
 from support.manyfiles import holding_many_files
 
 from ganeti_lv import paths
+from ganeti_lv.cancel import Cancellation
 from ganeti_lv.constants import JOB_STATUS_SUCCESS
 from ganeti_lv.errors import ECODE_ENVIRON, ECODE_TEMP_NORES, OpExecError
 from ganeti_lv.master import client as masterclient
@@ -286,3 +287,30 @@ def test_a_connection_past_file_number_1024_is_read() -> None:
             with masterclient._Exchange(ours, "masterd.sock") as exchange:
                 assert exchange.receive(5) == {"type": protocol.VERSION, "protocol": 1}
                 assert exchange.receive(0.05) is None  # nothing more: the wait ends
+
+
+def test_a_job_that_ended_before_its_cancel_was_sent_returns_its_result() -> None:
+    # the daemon sent the job's end and closed; Ctrl-C came before the client
+    # read it: the cancel cannot be sent (a broken pipe) but the end is there
+    ours, theirs = socket.socketpair()
+    with ours:
+        with theirs:
+            theirs.sendall(protocol.encode(protocol.end_message(7, JOB_STATUS_SUCCESS, [42], None)))
+        cancel = Cancellation()
+        cancel.request("interrupted by the user")
+        with masterclient._Exchange(ours, "masterd.sock") as exchange:
+            assert masterclient._wait(exchange, None, cancel) == [42]
+            assert exchange.cancel_sent
+
+
+def test_a_cancel_that_cannot_be_sent_to_a_daemon_gone_is_the_daemon_gone() -> None:
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    cancel = Cancellation()
+    cancel.request("interrupted by the user")
+    with (
+        masterclient._Exchange(ours, "masterd.sock") as exchange,
+        pytest.raises(OpExecError) as err,
+    ):
+        masterclient._wait(exchange, None, cancel)
+    assert "closed the connection before the job ended" in err.value.msg
