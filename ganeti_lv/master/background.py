@@ -4,7 +4,9 @@
 ganeti_lv.master.background`` in a new session, hands it the opcodes on
 its stdin and returns the job id it answers on its stdout: the job is
 recorded by that process (its pid is the job's), which then runs it to
-its end with nobody reading its output (the job log has every line). As
+its end with nobody reading its output (the job log has every line). A
+process that records no job within START_TIMEOUT (say it waits for the
+job log's lock, held by a stopped process) is stopped and an error raised. As
 for a job of ``gnt-lv``, SIGTERM asks it to stop safely
 (``gnt-lv job cancel ID`` sends it), and sent again changes nothing;
 SIGINT, sent after it, interrupts it at once.
@@ -15,24 +17,37 @@ With a master daemon the daemon runs such jobs instead
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
-from ganeti_lv import errors
+from ganeti_lv import errors, paths
 from ganeti_lv.master.daemonize import raise_open_files_limit
 from ganeti_lv.opcodes import OpCode
 
-# how long the new process may take to record its job (s)
+# how long the new process may take to record its job (s): past it, it is
+# stopped (it may wait for the job log's lock held by a stopped process)
 START_TIMEOUT = 60.0
+
+# how long a process stopped (SIGKILL) is waited for (s)
+_STOP_WAIT = 5.0
 
 
 def start(data_dir: str, ops: Sequence[OpCode], lock_timeout: float | None) -> int:
-    """Start a job of ``ops`` in a process of its own; its id once it is recorded."""
+    """Start a job of ``ops`` in a process of its own; its id once it is recorded.
+
+    A process that does not answer within START_TIMEOUT is stopped: an
+    OpExecError (ECODE_ENVIRON). One that fails is an OpExecError with the
+    last line of its error output.
+    """
     request = json.dumps(
         {
             "data_dir": data_dir,
@@ -40,6 +55,7 @@ def start(data_dir: str, ops: Sequence[OpCode], lock_timeout: float | None) -> i
             "lock_timeout": lock_timeout,
         }
     )
+    deadline = time.monotonic() + START_TIMEOUT
     proc = subprocess.Popen(
         [sys.executable, "-m", "ganeti_lv.master.background"],
         stdin=subprocess.PIPE,
@@ -48,26 +64,77 @@ def start(data_dir: str, ops: Sequence[OpCode], lock_timeout: float | None) -> i
         start_new_session=True,
         close_fds=True,
     )
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(request.encode())
     proc.stdin.close()
-    line = proc.stdout.readline().decode().strip()
-    proc.stdout.close()
+    try:
+        line = _read(proc.stdout, deadline, first_line=True).decode().strip()
+    except TimeoutError:
+        _stop(proc)
+        raise _no_answer(data_dir, proc.pid) from None
+    finally:
+        proc.stdout.close()
     if not line.isdigit():
-        try:
-            _, err = proc.communicate(timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            err = b""
-        text = (err or b"").decode(errors="replace").strip().splitlines()
-        raise errors.OpExecError(
-            "Could not start the job in the background: "
-            + (text[-1] if text else line or "no answer"),
-            errors.ECODE_FAULT,
-        )
+        raise _failed(proc, deadline, line)
     # the process goes on alone; its stderr is not read any more
-    if proc.stderr is not None:
-        proc.stderr.close()
+    proc.stderr.close()
     return int(line)
+
+
+def _read(stream: IO[bytes], deadline: float, first_line: bool = False) -> bytes:
+    """What the process writes to ``stream`` until it closes it (``first_line``:
+    until the end of its first line, which is returned); TimeoutError past
+    ``deadline`` (``time.monotonic``)."""
+    fd = stream.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    while not (first_line and b"\n" in data):
+        left = max(deadline - time.monotonic(), 0)
+        if not poller.poll(math.ceil(left * 1000)):  # what is written already is read
+            raise TimeoutError
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0] if first_line else data
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the process we started (its job, if recorded meanwhile, shows as lost)."""
+    proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(_STOP_WAIT)
+
+
+def _no_answer(data_dir: str, pid: int) -> errors.OpExecError:
+    """The error of process ``pid``, stopped for recording no job in time."""
+    lock = os.path.join(paths.jobs_dir(data_dir), ".lock")
+    return errors.OpExecError(
+        f"The background process (pid {pid}) did not record its job within"
+        f" {START_TIMEOUT:g} s and was stopped; a process holding the job log's"
+        f" lock {lock} may be stopped or stuck",
+        errors.ECODE_ENVIRON,
+    )
+
+
+def _failed(proc: subprocess.Popen[bytes], deadline: float, line: str) -> errors.OpExecError:
+    """The error of a process that answered no job id: the last line of its
+    error output (read until the deadline; past it, the process is stopped)."""
+    assert proc.stderr is not None
+    try:
+        err = _read(proc.stderr, deadline)
+        proc.wait(max(deadline - time.monotonic(), 0))
+    except (TimeoutError, subprocess.TimeoutExpired):
+        _stop(proc)
+        err = b""
+    finally:
+        proc.stderr.close()
+    text = err.decode(errors="replace").strip().splitlines()
+    return errors.OpExecError(
+        "Could not start the job in the background: " + (text[-1] if text else line or "no answer"),
+        errors.ECODE_FAULT,
+    )
 
 
 def _run(request: dict[str, Any]) -> int:
