@@ -643,7 +643,7 @@ def _start_rapi(server: MasterServer, opts: argparse.Namespace) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Start (or with --stop, stop) the master daemon of a data dir."""
     opts = build_parser().parse_args(argv)
-    ddir = paths.data_dir(opts.data_dir)
+    ddir = os.path.abspath(paths.data_dir(opts.data_dir))  # detached, it works in "/"
     if opts.stop:
         try:
             pid = stop(ddir)

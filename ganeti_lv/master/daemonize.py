@@ -10,6 +10,12 @@ import contextlib
 import os
 import resource
 
+# The detached process's umask: what a root shell and a service manager
+# (systemd's default) give, so that the files the daemon creates without a
+# mode of their own (its pid file and log, directories in the data dir) do
+# not depend on who started it; the others have explicit modes.
+DAEMON_UMASK = 0o022
+
 
 def daemonize(ready_r: int, ready_w: int) -> None:
     """Detach (double fork, new session); the caller's process waits for "ready".
@@ -18,7 +24,10 @@ def daemonize(ready_r: int, ready_w: int) -> None:
     ``ready_w`` (status 0) or closes it without doing so (status 1). The
     detached process keeps no descriptor of its starter but stdin, stdout,
     stderr and ``ready_w``: an inherited lock, pipe or socket (an operator's
-    ``flock``, an SSH session) is not held for the daemon's lifetime.
+    ``flock``, an SSH session) is not held for the daemon's lifetime. Nor
+    is its starter's working directory (a file system the operator would
+    unmount): it works in "/" (relative paths must be resolved before), with
+    DAEMON_UMASK.
     """
     if os.fork() > 0:
         os.close(ready_w)
@@ -29,6 +38,8 @@ def daemonize(ready_r: int, ready_w: int) -> None:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
+    os.chdir("/")
+    os.umask(DAEMON_UMASK)
     os.closerange(3, ready_w)
     os.closerange(ready_w + 1, os.sysconf("SC_OPEN_MAX"))
 

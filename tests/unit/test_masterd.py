@@ -24,6 +24,7 @@ from support.joblog import end_writes_fail
 from support.masterd import start_program
 from support.waiting import in_exec, wait_until
 
+import ganeti_lv
 from ganeti_lv import Client, constants, paths
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.cli.main import main
@@ -325,6 +326,44 @@ def test_program_keeps_no_descriptor_of_its_starter(program: str, tmp_path: Any)
     finally:
         os.close(probe)
     assert masterd.stop(program) is not None
+
+
+def _strict_umask() -> None:
+    """In the child: an operator's umask stricter than the daemon's."""
+    os.umask(0o077)
+
+
+def _umask(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        return int(next(line for line in fh if line.startswith("Umask:")).split()[1], 8)
+
+
+def test_program_detached_keeps_no_directory_busy_and_has_its_own_umask(program: str) -> None:
+    """Started from a directory (one to unmount later) with a data dir relative to it."""
+    starter_dir = os.path.dirname(program)
+    package_root = os.path.dirname(os.path.dirname(ganeti_lv.__file__))
+    env = dict(os.environ, PYTHONPATH=package_root)  # the package under test from any cwd
+    argv = [sys.executable, "-m", "ganeti_lv.master.daemon", "--data-dir", "data"]
+    res = subprocess.run(
+        argv,
+        cwd=starter_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_strict_umask,
+    )
+    assert res.returncode == 0, res.stderr
+    pid = masterd.read_pid(program)
+    assert pid is not None
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    assert _umask(pid) == 0o022
+    assert stat.S_IMODE(os.stat(paths.masterd_pidfile(program)).st_mode) == 0o644
+    assert _client(program).version()["protocol"] == protocol.PROTOCOL_VERSION
+    assert "serving" in _read(paths.masterd_log(program))
+    assert masterd.stop(program) == pid
+    assert not os.path.exists(paths.masterd_socket(program))
+    assert not os.path.exists(paths.masterd_pidfile(program))
 
 
 def _read(path: str) -> str:
