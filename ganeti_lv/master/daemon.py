@@ -668,6 +668,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", err)
         sys.stderr.write(f"gnt-lv-masterd: {err}\n")
         return 1
+    # named by its pid file once it holds the data dir (``stop`` finds it), and
+    # stopping on a signal from then on, also while the rest starts
+    _install_signals(server)
+    _write_pidfile(paths.masterd_pidfile(ddir))
     try:
         rapi = _start_rapi(server, opts)
     except GenericError as err:
@@ -675,9 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"gnt-lv-masterd: {err}\n")
         server.server_close()
         server.daemon.close()
+        _remove_pidfile(ddir)
         return 1
-    _write_pidfile(paths.masterd_pidfile(ddir))
-    _install_signals(server)
     if opts.foreground:
         os.close(ready_r)
     else:
@@ -695,10 +698,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.daemon.close()
         log.info("master daemon %d stopped", os.getpid())
         # last: while the pid file names it, the daemon still closes its connections
-        with contextlib.suppress(OSError):
-            if read_pid(ddir) == os.getpid():
-                os.unlink(paths.masterd_pidfile(ddir))
+        _remove_pidfile(ddir)
     return 0
+
+
+def _remove_pidfile(data_dir: str) -> None:
+    """Remove the daemon's pid file if it names this process."""
+    with contextlib.suppress(OSError):
+        if read_pid(data_dir) == os.getpid():
+            os.unlink(paths.masterd_pidfile(data_dir))
 
 
 if __name__ == "__main__":  # pragma: no cover

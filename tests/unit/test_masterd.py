@@ -366,6 +366,38 @@ def test_program_detached_keeps_no_directory_busy_and_has_its_own_umask(program:
     assert not os.path.exists(paths.masterd_pidfile(program))
 
 
+_SLOW_RAPI_START = """
+import pathlib, sys, time
+from ganeti_lv.master import daemon
+
+def slow_start(server, opts):
+    pathlib.Path(sys.argv[2]).touch()
+    time.sleep(1.5)
+
+daemon._start_rapi = slow_start
+sys.exit(daemon.main(["--data-dir", sys.argv[1], "--foreground"]))
+"""
+
+
+def test_a_daemon_still_starting_is_found_and_stopped(program: str, tmp_path: Any) -> None:
+    # once it holds the data dir's daemon lock, its pid file names it: a stop
+    # meanwhile (its remote API still starting) stops it, rather than finding none
+    marker = str(tmp_path / "starting")
+    argv = [sys.executable, "-c", _SLOW_RAPI_START, program, marker]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: os.path.exists(marker), 30)
+        assert masterd.stop(program, timeout=30) == proc.pid
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert not os.path.exists(paths.masterd_socket(program))
+        assert not os.path.exists(paths.masterd_pidfile(program))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _read(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
