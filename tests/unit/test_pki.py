@@ -67,23 +67,29 @@ def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 # ---------------------------------------------------------------- certificates
 
 
-def test_node_credentials_serve_the_node_and_identify_it_as_a_cluster_client(
-    data_dir: str,
-) -> None:
-    ca = pki.create_cluster_ca(data_dir, CLUSTER)
-    assert stat.S_IMODE(os.stat(paths.ca_key_file(data_dir)).st_mode) == 0o600
-    creds = pki.issue_node_credentials(ca, CLUSTER, "node2", ["10.250.0.2", "10.251.0.2"])
-    server = x509.load_pem_x509_certificate(creds.server_cert)
-    client = x509.load_pem_x509_certificate(creds.client_cert)
+def _server_and_client(
+    ca: pki.Authority, server_pem: bytes, client_pem: bytes, addresses: list[str]
+) -> tuple[x509.Certificate, x509.Certificate]:
+    """The pair, checked: issued by ``ca``, for their purposes, the server's for node2."""
+    server = x509.load_pem_x509_certificate(server_pem)
+    client = x509.load_pem_x509_certificate(client_pem)
     assert signed_by(server, ca.cert) and signed_by(client, ca.cert)
     assert purposes(server) == [ExtendedKeyUsageOID.SERVER_AUTH]
     assert purposes(client) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert alt.get_values_for_type(x509.DNSName) == ["node2"]
-    assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == [
-        "10.250.0.2",
-        "10.251.0.2",
-    ]
+    assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == addresses
+    return server, client
+
+
+def test_node_credentials_serve_the_node_and_identify_it_as_a_cluster_client(
+    data_dir: str,
+) -> None:
+    ca = pki.create_cluster_ca(data_dir, CLUSTER)
+    assert stat.S_IMODE(os.stat(paths.ca_key_file(data_dir)).st_mode) == 0o600
+    addresses = ["10.250.0.2", "10.251.0.2"]
+    creds = pki.issue_node_credentials(ca, CLUSTER, "node2", addresses)
+    server, client = _server_and_client(ca, creds.server_cert, creds.client_cert, addresses)
     allowed = pki.allowed_client_dn(CLUSTER)
     assert fnmatch.fnmatchcase(dn(client), allowed)
     assert not fnmatch.fnmatchcase(dn(server), allowed)  # a server certificate is no client
@@ -94,17 +100,13 @@ def test_node_credentials_serve_the_node_and_identify_it_as_a_cluster_client(
 
 def test_qemus_certificates_are_its_own_and_let_it_into_no_libvirtd(data_dir: str) -> None:
     """qemu's keys are readable by the user it runs as: its client certificate is no
-    libvirt client, and none of its keys is one of libvirtd's."""
+    libvirt client, and none of its keys is one of libvirtd's. Its server certificate
+    names the node: the source's qemu checks the target's."""
     ca = pki.create_cluster_ca(data_dir, CLUSTER)
     creds = pki.issue_node_credentials(ca, CLUSTER, "node2", ["10.250.0.2"])
-    server = x509.load_pem_x509_certificate(creds.qemu_server_cert)
-    client = x509.load_pem_x509_certificate(creds.qemu_client_cert)
-    assert signed_by(server, ca.cert) and signed_by(client, ca.cert)
-    assert purposes(server) == [ExtendedKeyUsageOID.SERVER_AUTH]
-    assert purposes(client) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    alt = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert alt.get_values_for_type(x509.DNSName) == ["node2"]  # the target qemu's check
-    assert [str(a) for a in alt.get_values_for_type(x509.IPAddress)] == ["10.250.0.2"]
+    _, client = _server_and_client(
+        ca, creds.qemu_server_cert, creds.qemu_client_cert, ["10.250.0.2"]
+    )
     assert not fnmatch.fnmatchcase(dn(client), pki.allowed_client_dn(CLUSTER))
     libvirt_keys = {creds.server_key, creds.client_key}
     assert not {creds.qemu_server_key, creds.qemu_client_key} & libvirt_keys
