@@ -150,7 +150,7 @@ class _ThreadState:
     def __init__(self) -> None:
         # level -> name -> (fd, shared)
         self.held: dict[int, dict[str, tuple[int, bool]]] = {}
-        # level -> (gate fd, shared) while the gate is kept (exclusive ALL_SET)
+        # level -> gate fd while the gate is kept (exclusive ALL_SET)
         self.gates: dict[int, int] = {}
         # level -> names locked only to cover the whole level (not reported)
         self.hidden: dict[int, set[str]] = {}
@@ -528,9 +528,3 @@ class LockManager:
         state = self._state
         for level in sorted(set(state.held) | set(state.gates), reverse=True):
             self.release(level)
-
-    def list_owned(self) -> dict[str, list[str]]:
-        """All owned names per level name (for messages and debugging)."""
-        return {
-            LEVEL_NAMES[level]: sorted(self.owned(level)) for level in LEVELS if self.owned(level)
-        }

@@ -6,14 +6,14 @@ CheckPrereq, the PRE hooks, Exec and the POST hooks (then, when the
 configuration was written, the config-update hook on the master), and
 releases every lock in a ``finally``. See ``ganeti_lv.cmdlib.base`` for the LU contract.
 
-Each job owns a node-operations session (``NodeOps.open_session``, opened
-when the job first needs it): the work the LU asks to begin early
-(``LogicalUnit.EarlyWork``, right after ExpandNames: connections warmed,
-disk copies set up) runs in it, the same way in a process of its own and in
-the master daemon. The session is closed in the job's ``finally``, whatever
-happened (success, a failed check or hook, a lock timeout, a cancel, an
-error), so nothing begun for the job outlives it; a failure to close it is
-logged, never the job's outcome (recorded by then).
+Each opcode of a job (most jobs have one) owns a node-operations session
+(``NodeOps.open_session``, opened when it first needs it): the work the LU
+asks to begin early (``LogicalUnit.EarlyWork``, right after ExpandNames:
+connections warmed, disk copies set up) runs in it, the same way in a
+process of its own and in the master daemon. The session is closed in the
+opcode's ``finally``, whatever happened (success, a failed check or hook, a
+lock timeout, a cancel, an error), so nothing begun for it outlives it; a
+failure to close it is logged, never the outcome (recorded by then).
 
 ``run_query(ctx, op)`` runs a query (an LU marked ``QUERY``: no hooks, no
 locks, nothing changed) without a job, as Ganeti's list commands query
@@ -90,20 +90,20 @@ class Processor:
                 self._session = self.ctx.node_ops.open_session()
             return self._session
 
-    def hold_until_job_end(self, resource: contextlib.AbstractContextManager[Any]) -> None:
-        """Keep ``resource`` (entered now) until the running opcode's job ends, however.
+    def hold_until_opcode_end(self, resource: contextlib.AbstractContextManager[Any]) -> None:
+        """Keep ``resource`` (entered now) until the running opcode ends, however.
 
-        Released in the job's ``finally`` with its session, before its locks
-        go (an export's space reservation: a failed check or hook, a dry
-        run, a cancel or an error all free it).
+        Released in the opcode's ``finally`` with its session, before its
+        locks go (an export's space reservation: a failed check or hook, a
+        dry run, a cancel or an error all free it).
         """
         self._held.enter_context(resource)
 
-    def _release_job_resources(self, job: Job) -> None:
-        """Release what the job held (``hold_until_job_end``) and close its session.
+    def _release_opcode_resources(self, job: Job) -> None:
+        """Release what the opcode held (``hold_until_opcode_end``) and close its session.
 
-        The job's outcome is recorded by then: a release that fails is logged,
-        and never replaces the job's result or error.
+        Its outcome is recorded by then: a release that fails is logged, and
+        never replaces the result or error.
         """
         for release in (self._held.close, self._close_session):
             try:
@@ -305,7 +305,7 @@ class Processor:
         finally:
             try:
                 # before the locks go: a job waiting for them finds nothing of this one left
-                self._release_job_resources(job)
+                self._release_opcode_resources(job)
             finally:
                 if release:
                     locks.release_all()
@@ -434,8 +434,9 @@ class Processor:
         """Run ``lu``'s post hooks on ``node_name`` alone, now (Ganeti's RunPostHook).
 
         For a node that leaves the hook nodes in Exec: node remove runs them on
-        the node it removes. A failure, whatever it is, is a warning: the
-        operation goes on (as Ganeti's).
+        the node it removes. A failure of the hooks is a warning: the
+        operation goes on (as Ganeti's); building their environment is not
+        guarded, as in Ganeti.
         """
         hm = self._hooks_master(lu)
         try:

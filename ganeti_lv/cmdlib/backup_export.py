@@ -290,7 +290,7 @@ class LUBackupExport(LogicalUnit):
         )
         self._reservations = tuple(space.reserve())
         for held in self._reservations:
-            self.proc.hold_until_job_end(held)
+            self.proc.hold_until_opcode_end(held)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """Ganeti's export keys plus the instance keys (cached in CheckPrereq)."""
@@ -442,7 +442,7 @@ class LUBackupExport(LogicalUnit):
         inst = self.instance
         with Reservations(self.ctx.data_dir, MEMORY).node(self.pnode.name) as ledger:
             held = ledger.reserve("", instance_memory(self.cluster, inst) * MiB, inst.name)
-        self.proc.hold_until_job_end(held)
+        self.proc.hold_until_opcode_end(held)
 
     def _snapshot(self, feedback_fn: FeedbackFn, start: bool) -> SnapshotInfo | None:
         """Live snapshot (or start-with-snapshot); None when none could be taken."""

@@ -351,7 +351,7 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             recheck=bool(getattr(self.op, "planned_from", None)),
             check_memory=self._check_memory,
         )
-        self.lu.proc.hold_until_job_end(self._memory)
+        self.lu.proc.hold_until_opcode_end(self._memory)
 
     def _reserve_space(self, node: Node) -> None:
         """Room for the images copied to the target (``file``), reserved until the job ends.
@@ -379,7 +379,7 @@ class TLMigrateInstance(FailoverSteps, CleanupSteps, Tasklet):
             inst.name,
             f"the file storage dir {cluster.file_storage_dir} of {node.name}",
         )
-        self.lu.proc.hold_until_job_end(self._space)
+        self.lu.proc.hold_until_opcode_end(self._space)
 
     def forget_probes(self) -> None:
         """Ask the nodes again at the next check (a retry after a temporary shortage)."""

@@ -58,7 +58,7 @@ def choosing_macs(lu: LogicalUnit, data: ConfigData) -> Iterator[set[str]]:
         before = set(used)
         yield used
         for mac in sorted(used - before):
-            lu.proc.hold_until_job_end(ledger.reserve(mac, 0, instance))
+            lu.proc.hold_until_opcode_end(ledger.reserve(mac, 0, instance))
 
 
 def take_mac(mac: str | None, used: set[str]) -> str | None:
