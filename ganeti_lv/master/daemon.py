@@ -449,14 +449,20 @@ class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def server_close(self) -> None:
         try:
+            # no client finds the door from now on (it runs its job itself), so
+            # none is let in after the last one waiting was served
+            self._unlink_socket()
             self._serve_waiting()
             super().server_close()
             self.daemon.wait_jobs()
             self.daemon.housekeeper.join()
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(self.server_address)  # type: ignore[arg-type]
+            self._unlink_socket()
             os.close(self._lock_fd)
+
+    def _unlink_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.server_address)  # type: ignore[arg-type]
 
     def _serve_waiting(self) -> None:
         """Serve the connections the kernel took for us before the door closed.

@@ -530,6 +530,25 @@ def test_a_client_connected_when_the_daemon_stops_is_served(
     assert masterclient.connect(data_dir) is None
 
 
+def test_a_client_coming_after_the_last_waiting_one_was_served_runs_its_job_itself(
+    data_dir: str, inst1_running: FakeNodeOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon stops: the clients waiting are served, and one that comes after finds
+    no daemon (its job runs in its own process), not a connection reset unanswered."""
+    srv = masterd.serve(data_dir, node_ops=inst1_running)
+    late: list[Any] = []
+    serve_waiting = srv._serve_waiting
+
+    def then_a_client() -> None:
+        serve_waiting()
+        late.append(masterclient.connect(data_dir, timeout=1.0))
+
+    monkeypatch.setattr(srv, "_serve_waiting", then_a_client)
+    srv.server_close()
+    srv.daemon.close()
+    assert late == [None]
+
+
 def test_a_client_that_never_sends_its_request_does_not_keep_the_daemon_from_stopping(
     data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps, monkeypatch: Any
 ) -> None:
