@@ -390,9 +390,10 @@ SEND_TIMEOUT = 30
 
 
 class _Handler(socketserver.StreamRequestHandler):
-    """One connection. A client that sends no request within REQUEST_TIMEOUT, or
-    that reads nothing for SEND_TIMEOUT while its messages wait, is let go (a
-    job it follows runs on), so that the daemon can always stop.
+    """One connection. A client that has not sent its whole request within
+    REQUEST_TIMEOUT (silent, or sending it a byte at a time), or that reads
+    nothing for SEND_TIMEOUT while its messages wait, is let go (a job it
+    follows runs on), so that the daemon can always stop.
     """
 
     server: MasterServer
@@ -402,16 +403,31 @@ class _Handler(socketserver.StreamRequestHandler):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT, 0))
         try:
             sock.settimeout(REQUEST_TIMEOUT)
+            # each read waits REQUEST_TIMEOUT at most; the whole request as long
+            late = threading.Event()
+            cut = threading.Timer(REQUEST_TIMEOUT, _cut_off, args=(sock, late))
+            cut.start()
             try:
                 request = self.rfile.readline(protocol.MAX_LINE)
             except OSError:
                 return  # silent, or gone
+            finally:
+                cut.cancel()
+            if late.is_set():
+                return
             sock.settimeout(None)  # then reads wait for a cancel as long as the job runs
             self.server.daemon.serve_connection(request, self.rfile, self.wfile)  # type: ignore[arg-type]
         finally:
             # ends the cancel watcher's read, so closing the reader cannot block
             with contextlib.suppress(OSError):
                 self.request.shutdown(socket.SHUT_RDWR)
+
+
+def _cut_off(sock: socket.socket, late: threading.Event) -> None:
+    """End the connection of a client too slow to send its request (its read returns)."""
+    late.set()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class MasterServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

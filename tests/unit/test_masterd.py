@@ -6,6 +6,7 @@ its client is ``ganeti_lv.master.client``, the one client of the protocol.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -569,6 +570,32 @@ def test_a_client_that_never_sends_its_request_does_not_keep_the_daemon_from_sto
         assert silent.recv(10) == b""  # let go without an answer
     finally:
         silent.close()
+        thread.join(5)
+
+
+def test_a_client_sending_its_request_a_byte_at_a_time_is_let_go_in_time(
+    data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps, monkeypatch: Any
+) -> None:
+    """Each byte comes before a read's timeout: the request as a whole has the same time."""
+    monkeypatch.setattr(masterd, "REQUEST_TIMEOUT", 0.5)
+    srv = masterd.serve(data_dir, node_ops=inst1_running)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    slow.connect(paths.masterd_socket(data_dir))
+    start = time.monotonic()
+    try:
+        with contextlib.suppress(OSError):  # refused once let go
+            while time.monotonic() - start < 3.0:
+                slow.sendall(b" ")
+                time.sleep(0.1)
+        assert time.monotonic() - start < 2.0, "the trickling client was kept"
+        slow.settimeout(5)
+        assert slow.recv(10) == b""  # let go without an answer
+    finally:
+        slow.close()
+        srv.shutdown()
+        srv.server_close()
         thread.join(5)
 
 
