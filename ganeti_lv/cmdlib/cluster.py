@@ -62,9 +62,24 @@ def _system_dir_problem(path: str) -> str | None:
     return None
 
 
+# where anyone may write: a script put where the hooks are looked for would run as root
+_WORLD_WRITABLE_TREES = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def _hooks_dir_problem(path: str) -> str | None:
+    """Why the normalised absolute ``path`` cannot hold the hook scripts, or None."""
+    for tree in _WORLD_WRITABLE_TREES:
+        if path == tree or path.startswith(tree + "/"):
+            return f"it lies in {tree}, where anyone may write"
+    if path in _SHARED_DIRS:
+        return "it is a directory shared with the rest of the system"
+    return None
+
+
 def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
     """Validate and convert cluster settings (hvparams/beparams types, absolute dirs,
-    data dirs outside the system's own: ``_system_dir_problem``)."""
+    data dirs outside the system's own: ``_system_dir_problem``, the hooks' where
+    only root writes: ``_hooks_dir_problem``)."""
     out = dict(fields)
     if out.get("hvparams") is not None:
         out["hvparams"] = coerce_hvparams(out["hvparams"])
@@ -78,7 +93,7 @@ def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
             raise OpPrereqError(f"The {name} must be an absolute path, got '{value}'", ECODE_INVAL)
         # one spelling per directory: paths under it are compared as text
         path = "/" + os.path.normpath(str(value)).lstrip("/")  # POSIX's "//x" too
-        problem = _system_dir_problem(path) if name in DATA_DIR_FIELDS else None
+        problem = (_system_dir_problem if name in DATA_DIR_FIELDS else _hooks_dir_problem)(path)
         if problem is not None:
             raise OpPrereqError(f"The {name} cannot be {path}: {problem}", ECODE_INVAL)
         out[name] = path

@@ -496,6 +496,25 @@ def test_a_data_dir_in_the_systems_own_trees_is_refused(
 
 
 @pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/tmp", "where anyone may write"),
+        ("/var/tmp/hooks", "where anyone may write"),
+        ("/dev/shm/h", "where anyone may write"),
+        ("/var/lib", "shared with the rest of the system"),
+    ],
+)
+def test_a_hooks_dir_others_may_write_to_is_refused(
+    ctx: Context, config: ConfigStore, path: str, says: str
+) -> None:
+    """The scripts there run as root on every node."""
+    serial = config.read().serial
+    err = prereq_error(ctx, OpClusterSetParams(hooks_base_dir=path))
+    assert err.ecode == ECODE_INVAL and says in err.msg and "hooks_base_dir" in err.msg
+    assert config.read().serial == serial
+
+
+@pytest.mark.parametrize(
     ("change", "says"),
     [
         ({"export_dir": "FILE"}, "The export_dir (FILE) and the file_storage_dir (FILE)"),
