@@ -311,6 +311,13 @@ DEFAULT_IALLOCATOR_SHORTCUT = "."
 IALLOCATOR_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}\Z")
 # A Linux network interface name (IFNAMSIZ - 1 characters, no '/' or blanks): a bridge
 BRIDGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,14}\Z")
+# a node's SSH user: a login name (never read as an option or a URI part)
+SSH_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
+# the libvirt URI schemes a node may be reached by (``qemu+ext`` would run a program
+# on the master, the other drivers manage no guests of ours)
+LIBVIRT_URI_SCHEMES = frozenset(
+    {"qemu", "qemu+tls", "qemu+ssh", "qemu+libssh", "qemu+libssh2", "qemu+tcp", "qemu+unix"}
+)
 
 # severities of cluster verify's problems: only errors fail it (as in Ganeti)
 VERIFY_ERROR = "ERROR"

@@ -218,7 +218,7 @@ class LUInstanceCreate(LogicalUnit):
             beparams=self.beparams,
             hvparams=self.hvparams,
             os=self.op.os_type,
-            tags=list(self.op.tags),
+            tags=list(dict.fromkeys(self.op.tags)),  # a set, as in Ganeti
             admin_state=constants.ADMINST_UP if self.op.start else constants.ADMINST_DOWN,
         )
         self.handler.check_prereq()  # an import takes the export's parameters

@@ -121,6 +121,15 @@ def test_a_kernel_missing_on_the_primary_creates_nothing(
     assert config.get_instance(NEW) is not None
 
 
+def test_an_instance_created_with_a_tag_twice_has_it_once(
+    ctx: Context, config: ConfigStore
+) -> None:
+    """Tags are a set, as in Ganeti (and as the tag commands keep them)."""
+    run(ctx, create_op(tags=["web", "db", "web"], start=False))
+    inst = config.get_instance(NEW)
+    assert inst is not None and inst.tags == ["web", "db"]
+
+
 def test_create_and_start(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
     result, lines = run(ctx, create_op())
     assert result == [N2]  # Ganeti's: the names of its nodes

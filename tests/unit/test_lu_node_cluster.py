@@ -134,6 +134,12 @@ def test_node_add_whose_configuration_write_fails_forgets_the_key(
         ({"node_name": "node4", "migration_address": "10.9.0.4 10.9.0.5"}, ECODE_INVAL),
         ({"node_name": "node4", "host_key": "ssh-ed25519 xx"}, ECODE_INVAL),
         ({"node_name": "node4", "readd": True}, ECODE_NOENT),
+        # an SSH user read as an option by ssh, a URI that runs a program on the master
+        ({"node_name": "node4", "ssh_user": "-oProxyCommand=touch /tmp/x"}, ECODE_INVAL),
+        ({"node_name": "node4", "ssh_user": "root@evil"}, ECODE_INVAL),
+        ({"node_name": "node4", "libvirt_uri": "qemu+ext:///system?command=/bin/x"}, ECODE_INVAL),
+        ({"node_name": "node4", "peer_uri": "test:///default"}, ECODE_INVAL),
+        ({"node_name": "node4", "peer_uri": "10.0.0.4"}, ECODE_INVAL),
         # as Ganeti: never the master again
         ({"node_name": N1, "primary_ip": "10.250.0.1", "readd": True}, ECODE_STATE),
     ],
