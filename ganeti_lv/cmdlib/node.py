@@ -37,6 +37,38 @@ def _check_no_instances(data: ConfigData, node: str) -> None:
         )
 
 
+def _check_no_stray_guest(
+    rpc: NodeOps, data: ConfigData, node: Node, doing: str, warn: Callable[[str], None]
+) -> None:
+    """ECODE_STATE when an instance whose primary is another node runs on ``node``.
+
+    A migration cut short can leave a guest there (``cluster verify``'s
+    ERROR_wrongnode). A node removed, offline or not vm_capable is no longer
+    asked whether an instance runs on it: its primary's start would make a
+    second copy. A node that does not answer is only warned about (a dead
+    node can be removed).
+    """
+    if node.offline:
+        return
+    found = node_call(rpc.instance_list, node)
+    if not found.ok:
+        warn(f"Could not check which instances run on node {node.name}: {found.fail_msg}")
+        return
+    strays = sorted(
+        name
+        for name, dom in (found.payload or {}).items()
+        if name in data.instances
+        and data.instances[name].primary_node != node.name
+        and dom.state in constants.DOMSTATES_ACTIVE
+    )
+    if strays:
+        raise OpPrereqError(
+            f"Instance(s) {', '.join(strays)} run on node {node.name}, not on their primary"
+            f" node; refusing {doing}. Run 'gnt-lv instance migrate --cleanup' for each first",
+            ECODE_STATE,
+        )
+
+
 def _leave(rpc: NodeOps, node: Node, warn: Callable[[str], None]) -> None:
     """Take the cluster's TLS keys and certificates off ``node`` (leaving the cluster, or
     never added): the other nodes' libvirtd would let them in. A node that cannot be
@@ -297,6 +329,11 @@ class LUNodeSetParams(LogicalUnit):
             )
         if self.op.vm_capable is False:
             _check_no_instances(data, self.node.name)
+        if (self.op.offline and not self.node.offline) or (
+            self.op.vm_capable is False and self.node.vm_capable
+        ):
+            what = "to set it offline" if self.op.offline else "to unset its vm_capable flag"
+            _check_no_stray_guest(self.rpc, data, self.node, what, self.LogWarning)
         self.changes = self._attribute_changes(back)
         after = self.node.copy()
         for name, value in self.changes:
@@ -398,6 +435,7 @@ class LUNodeRemove(LogicalUnit):
                     f"Instance {inst.name} is still running on the node, please remove first",
                     ECODE_INVAL,
                 )
+        _check_no_stray_guest(self.rpc, data, self.node, "to remove it", self.LogWarning)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         """OP_TARGET and NODE_NAME."""

@@ -25,6 +25,7 @@ from ganeti_lv.errors import (
     ECODE_NOTUNIQUE,
     ECODE_STATE,
     HooksAbort,
+    NodeUnreachable,
     OpExecError,
     OpPrereqError,
 )
@@ -499,6 +500,30 @@ def test_a_data_dir_in_the_systems_own_trees_is_refused(
     assert config.get_cluster().export_dir == "/var/lib/ganeti-lv-exports"
     run(ctx, OpClusterSetParams(hooks_base_dir="/etc/ganeti-lv/hooks-2"))  # hooks: config
     assert config.get_cluster().hooks_base_dir == "/etc/ganeti-lv/hooks-2"
+
+
+@pytest.mark.parametrize(
+    ("op", "doing"),
+    [
+        (OpNodeRemove(node_name=N3), "to remove it"),
+        (OpNodeSetParams(node_name=N3, offline=True), "to set it offline"),
+        (OpNodeSetParams(node_name=N3, offline=True, force=True), "to set it offline"),
+        (OpNodeSetParams(node_name=N3, vm_capable=False), "to unset its vm_capable flag"),
+    ],
+)
+def test_a_node_running_an_instance_of_another_primary_stays_asked(
+    ctx: Context, config: ConfigStore, fake_ops: FakeNodeOps, op: OpCode, doing: str
+) -> None:
+    """A migration cut short left inst1 running on node3 alone: removed, offline or not
+    vm_capable, node3 would no longer be asked, and inst1's start made a second copy."""
+    fake_ops.add_domain(N3, INST)
+    serial = config.read().serial
+    err = prereq_error(ctx, op)
+    assert err.ecode == ECODE_STATE and INST in err.msg and doing in err.msg
+    assert "migrate --cleanup" in err.msg and config.read().serial == serial
+    fake_ops.fail("instance_list", N3, NodeUnreachable("no route", node=N3))
+    _, lines = run(ctx, op)  # a dead node: warned about, the change made
+    assert any(f"Could not check which instances run on node {N3}" in line for line in lines)
 
 
 @pytest.mark.parametrize(
