@@ -279,6 +279,13 @@ HVC_MINIMUMS: dict[str, int] = {
     "migration_downtime_steps": 0,
     "migration_downtime_passes": 1,
 }
+# and at most (a ramp of a billion steps would be built in the master's memory)
+HVC_MAXIMUMS: dict[str, int] = {
+    "migration_downtime_steps": 100,
+    "migration_downtime_passes": 1000,
+}
+# hypervisor parameters that name a file on the nodes: absolute, or empty for none
+HVC_PATHS = ("kernel_path", "initrd_path")
 
 # hypervisor parameters that take one of a few words
 HVC_CHOICES: dict[str, tuple[str, ...]] = {"migration_mode": HT_MIGRATION_MODES}

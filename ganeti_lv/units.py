@@ -11,8 +11,9 @@ import math
 import re
 from typing import Any
 
-from ganeti_lv.constants import HVC_CHOICES, HVC_DEFAULTS, HVC_MINIMUMS
+from ganeti_lv.constants import HVC_CHOICES, HVC_DEFAULTS, HVC_MAXIMUMS, HVC_MINIMUMS, HVC_PATHS
 from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
+from ganeti_lv.hypervisor.migration_types import parse_caps
 
 MIB = 1024 * 1024  # bytes
 
@@ -149,6 +150,25 @@ def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
                 f"Hypervisor parameter {key} must be at least {least}, not {out[key]}",
                 ECODE_INVAL,
             )
+    for key, most in HVC_MAXIMUMS.items():
+        if out.get(key) is not None and out[key] > most:
+            raise OpPrereqError(
+                f"Hypervisor parameter {key} must be at most {most}, not {out[key]}",
+                ECODE_INVAL,
+            )
+    for key in HVC_PATHS:
+        path = out.get(key)
+        if path and not path.startswith("/"):
+            raise OpPrereqError(
+                f"Hypervisor parameter {key} must be an absolute path, not '{path}'", ECODE_INVAL
+            )
+    if out.get("migration_caps"):  # a typo would refuse every later migration
+        try:
+            parse_caps(out["migration_caps"])
+        except ValueError as err:
+            raise OpPrereqError(
+                f"Invalid hypervisor parameter 'migration_caps': {err}", ECODE_INVAL
+            ) from err
     for key, words in HVC_CHOICES.items():
         if out.get(key) is not None and out[key] not in words:
             raise OpPrereqError(

@@ -460,6 +460,12 @@ def test_cluster_set_params(ctx: Context, config: ConfigStore) -> None:
         # every migration would refuse these
         ({"hvparams": {"migration_downtime_passes": 0}}, "passes must be at least 1, not 0"),
         ({"hvparams": {"migration_downtime_initial": "0"}}, "initial must be at least 1, not 0"),
+        ({"hvparams": {"migration_caps": "auto-converge:no-such"}}, "'no-such'"),
+        ({"hvparams": {"migration_caps": "parallel=x"}}, "Invalid hypervisor parameter"),
+        # a ramp of that many steps would be built in the master's memory
+        ({"hvparams": {"migration_downtime_steps": 10**9}}, "must be at most 100"),
+        ({"hvparams": {"kernel_path": "vmlinuz"}}, "must be an absolute path"),
+        ({"hvparams": {"initrd_path": "boot/initrd"}}, "must be an absolute path"),
         # Ganeti's rule: gzip stays allowed
         ({"compression_tools": ["zstd"]}, "compression tools must include gzip"),
         ({"compression_tools": ["gzip", "lz4"]}, "Unknown compression tool 'lz4'"),
@@ -474,6 +480,8 @@ def test_cluster_settings_that_would_break_later_operations_are_refused(
     assert config.read().serial == serial
     run(ctx, OpClusterSetParams(hvparams={"migration_mode": "non-live"}, hooks_timeout=30.0))
     assert config.get_cluster().hvparams["migration_mode"] == "non-live"
+    run(ctx, OpClusterSetParams(hvparams={"migration_caps": "postcopy:parallel=4"}))
+    assert config.get_cluster().hvparams["migration_caps"] == "postcopy:parallel=4"
 
 
 @pytest.mark.parametrize(
