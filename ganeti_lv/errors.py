@@ -28,6 +28,7 @@ Every error that reaches a user carries an ``ecode`` (Ganeti's strings below);
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 ECODE_INVAL = "wrong_input"
 ECODE_STATE = "wrong_state"
@@ -204,6 +205,24 @@ class RemoteCommandError(NodeError):
         super().__init__(msg, node)
         self.exit_status = exit_status
         self.output = output
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def plain_attrs(err: BaseException) -> dict[str, Any]:
+    """The attributes of ``err`` that are plain data (None, bools, numbers, strings and
+    lists of them), with its ``ecode`` when it is one of ours: what rebuilds the error
+    in another process (the master daemon's protocol, a job's record)."""
+    attrs = {k: v for k, v in vars(err).items() if _plain(v)}
+    if isinstance(err, GenericError):
+        attrs["ecode"] = err.ecode  # a class attribute unless set on the error
+    return attrs
 
 
 def format_error(err: BaseException) -> str:

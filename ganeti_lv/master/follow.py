@@ -3,7 +3,8 @@
 Such a job runs in a process of its own (``gnt-lv`` following it, or a
 background job, ``ganeti_lv.master.background``), or has ended. Following
 it reads its job log entry until it ends (``follow_logged``): its lines as
-the same records the daemon streams, then its results or its typed error.
+the same records the daemon streams, then its results or its typed error
+(with the attributes its record kept: the error a live follow raises).
 Canceling it sends SIGTERM to its process (``signal_cancel``), which both
 kinds of process take as a request to stop safely, as Ctrl-C.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.constants import JOB_STATUS_SUCCESS
 from ganeti_lv.errors import ECODE_STATE, JobError
-from ganeti_lv.master.jobs import Job, process_alive
+from ganeti_lv.master.jobs import Job, error_attrs, process_alive
 from ganeti_lv.master.protocol import RecordFn, decode_error, make_record
 
 # how often the job log is read (s)
@@ -72,8 +73,10 @@ def follow_logged(
 def end_error(job: Job) -> dict[str, Any] | None:
     """The typed error of a job that ended without success, as the protocol carries it.
 
-    None for a successful job. A job that ended without an error of its own
-    (lost: its process is gone) gets one that says so.
+    None for a successful job. The error has the attributes its record kept
+    (``jobs.error_attrs``): the one a client following the job live got. A
+    job that ended without an error of its own (lost: its process is gone)
+    gets one that says so.
     """
     if job.status == JOB_STATUS_SUCCESS:
         return None
@@ -81,7 +84,7 @@ def end_error(job: Job) -> dict[str, Any] | None:
     return {
         "class": error.get("class"),
         "msg": error.get("message", ""),
-        "attrs": {"ecode": error.get("ecode")},
+        "attrs": error_attrs(error),
     }
 
 

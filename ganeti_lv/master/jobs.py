@@ -77,7 +77,14 @@ from ganeti_lv.constants import (
     JOB_STATUS_SUCCESS,
     JOB_STATUS_WAITING,
 )
-from ganeti_lv.errors import ECODE_FAULT, GenericError, HooksAbort, JobError, ganeti_class
+from ganeti_lv.errors import (
+    ECODE_FAULT,
+    GenericError,
+    HooksAbort,
+    JobError,
+    ganeti_class,
+    plain_attrs,
+)
 from ganeti_lv.opcodes import add_job_reasons
 from ganeti_lv.retry import job_end_write_policy
 
@@ -169,17 +176,43 @@ def to_jsonable(value: Any) -> Any:
 
 def error_record(err: BaseException) -> dict[str, Any]:
     """An error as the job log keeps it: its class, error code and message, the class a
-    Ganeti job would show it as (``errors.ganeti_class``), and for a failed pre hook the
-    (node, script, output) of each failure."""
+    Ganeti job would show it as (``errors.ganeti_class``), for a failed pre hook the
+    (node, script, output) of each failure, and in ``attrs`` its other plain attributes
+    (those the master daemon's protocol carries: a node, an exit status, the nodes a
+    hook phase ran on...), so that the error replayed from the record
+    (``error_attrs``) is the one a client following the job live got."""
+    message = str(err) or repr(err)
     record: dict[str, Any] = {
         "class": type(err).__name__,
         "ganeti_class": ganeti_class(type(err)),
         "ecode": err.ecode if isinstance(err, GenericError) else ECODE_FAULT,
-        "message": str(err) or repr(err),
+        "message": message,
     }
+    # the attributes, less what the record holds already (ecode, message, a hook's failures)
+    attrs = plain_attrs(err)
+    attrs.pop("ecode", None)
+    if attrs.get("msg") == message:
+        del attrs["msg"]
     if isinstance(err, HooksAbort):
         record["hook_failures"] = [list(failure) for failure in err.results]
+        attrs.pop("results", None)
+    if attrs:
+        record["attrs"] = attrs
     return record
+
+
+def error_attrs(error: dict[str, Any]) -> dict[str, Any]:
+    """The attributes of the error recorded as ``error`` (``error_record``), as the
+    master daemon's protocol carries them (``protocol.encode_error``).
+
+    A record written before records kept them (no ``attrs``) gives what it
+    holds: the message, the error code, a failed pre hook's failures.
+    """
+    attrs: dict[str, Any] = {"msg": error.get("message", ""), "ecode": error.get("ecode")}
+    if "hook_failures" in error:
+        attrs["results"] = error["hook_failures"]
+    attrs.update(error.get("attrs") or {})
+    return attrs
 
 
 @dataclass

@@ -228,20 +228,10 @@ def message_record(msg: Message) -> Feedback:
 # ------------------------------------------------------------------ errors
 
 
-def _simple(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_simple(v) for v in value)
-    return False
-
-
 def encode_error(err: BaseException) -> Message:
-    """An error as the protocol carries it: class name, message, plain attributes."""
-    attrs = {k: v for k, v in vars(err).items() if _simple(v)}
-    if isinstance(err, errors.GenericError):
-        attrs["ecode"] = err.ecode  # a class attribute unless set on the error
-    return {"class": type(err).__name__, "msg": str(err), "attrs": attrs}
+    """An error as the protocol carries it: class name, message, plain attributes
+    (``errors.plain_attrs``; a job's record keeps the same, see ``jobs.error_record``)."""
+    return {"class": type(err).__name__, "msg": str(err), "attrs": errors.plain_attrs(err)}
 
 
 def decode_error(data: Message) -> errors.GenericError:

@@ -18,12 +18,24 @@ from ganeti_lv import Client, locking, retry
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.context import Context
-from ganeti_lv.errors import ECODE_ENVIRON, JobError, OperationCanceled, OpExecError, OpPrereqError
+from ganeti_lv.errors import (
+    ECODE_ENVIRON,
+    ECODE_STATE,
+    GenericError,
+    HooksAbort,
+    JobError,
+    OperationCanceled,
+    OpExecError,
+    OpPrereqError,
+    RemoteCommandError,
+)
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master import jobs as jobs_module
-from ganeti_lv.master import runner
+from ganeti_lv.master import protocol, runner
+from ganeti_lv.master.follow import follow_logged
 from ganeti_lv.master.jobs import JobStore, boot_id, pid_namespace, process_alive
 from ganeti_lv.master.runner import run_job
+from ganeti_lv.master.streams import logged
 from ganeti_lv.mcpu import Processor
 from ganeti_lv.opcodes import OpClusterVerify, OpCode, OpInstanceMigrate, OpTestDelay
 
@@ -557,3 +569,58 @@ def test_the_thread_recording_a_cancel_request_ends_with_its_job(ctx: Context) -
         time.sleep(0.05)
     assert watchers(quiet.id) == [] and watchers(job.id) == []
     assert ctx.jobs.get(quiet.id).cancel_ts is None  # after its end: not recorded
+
+
+def _live(err: GenericError) -> GenericError:
+    """The error as a client following the job live gets it: over the daemon's socket."""
+    return protocol.decode_error(json.loads(json.dumps(protocol.encode_error(err))))
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        HooksAbort([("node2", "10-deny", "not today")], ["node1", "node2"]),
+        RemoteCommandError("mkdir failed", node="node2", exit_status=1, output="EACCES"),
+        OpPrereqError("busy", ECODE_STATE, node="node1"),
+        OperationCanceled(""),
+    ],
+    ids=lambda err: type(err).__name__,
+)
+def test_an_error_replayed_from_the_job_log_is_the_live_one(
+    store: JobStore, err: GenericError
+) -> None:
+    """Following a job that ended (from its record, with or without a daemon) raises
+    the error a client following it live gets: its type, message and attributes."""
+    job = store.create(OpTestDelay(), start=True)
+    store.finish_error(job, err)
+    with pytest.raises(GenericError) as followed:
+        follow_logged(store.get, job.id)
+    (end,) = [json.loads(protocol.encode(m)) for m in logged(store.get(job.id))]
+    with pytest.raises(GenericError) as watched:
+        protocol.outcome(end)
+    live = _live(err)
+    for replayed in (followed.value, watched.value):
+        assert type(replayed) is type(live)
+        assert (str(replayed), vars(replayed)) == (str(live), vars(live))
+
+
+def test_a_hook_failure_recorded_before_errors_kept_their_attributes_replays_its_results(
+    store: JobStore,
+) -> None:
+    """Its record has the failures (``hook_failures``) but no ``attrs``."""
+    job = store.create(OpTestDelay(), start=True)
+    store.finish_error(job, OpExecError("x"))
+    path = store.path(job.id)
+    with open(path) as fobj:
+        doc = json.load(fobj)
+    doc["ops"][0]["error"] = {
+        "class": "HooksAbort", "ganeti_class": "HooksAbort", "ecode": ECODE_ENVIRON,
+        "message": "Hook script failure(s), aborting:\n  node n2, script 10-deny: no",
+        "hook_failures": [["n2", "10-deny", "no"]],
+    }  # fmt: skip
+    with open(path, "w") as fobj:
+        json.dump(doc, fobj)
+    with pytest.raises(HooksAbort) as err:
+        follow_logged(store.get, job.id)
+    assert err.value.results == [["n2", "10-deny", "no"]]
+    assert (err.value.ecode, err.value.msg) == (ECODE_ENVIRON, doc["ops"][0]["error"]["message"])
