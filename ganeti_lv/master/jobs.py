@@ -22,10 +22,14 @@ ran and its result survive a power loss once ``create`` / ``finish_*``
 return. The writes in between (running, executing, feedback lines) skip
 fsync: they survive a crash of the process (the page cache outlives it) but
 a power loss may take them back to the recorded start; such a job then shows
-as "lost" (its process is gone). The id counter is a number rewritten in
-place under its lock, never fsynced: after a power loss it may lag behind,
-and a new id never reuses one whose job file exists; an unreadable counter
-is rebuilt from the job files.
+as "lost" (its process is gone). The id counter (the last id given and the
+boot it was given in) is rewritten in place under its lock, never fsynced:
+after a power loss it may lag behind. It is trusted within the boot that
+wrote it (a killed process leaves it in the page cache); from another boot,
+unreadable or without a boot (an older version's), it is first raised to
+the highest id of the job files, the job log's and the archive's, so ids
+never go back, not even past an id that was given but whose file was never
+written. A new id never reuses one whose job file exists.
 
 A job records the pid (and the process start time) of the process that runs
 it (``gnt-lv``, ops tooling or the master daemon) and the boot it ran in
@@ -471,6 +475,27 @@ def _gone(job: Job) -> bool:
 MAX_JOB_ID = 2**63 - 1
 
 
+def _parse_counter(raw: bytes) -> tuple[int, str | None]:
+    """The last id given and the boot it was given in, from the counter's content.
+
+    (0, None) for an unreadable counter; a counter of an older version (the
+    number alone) has no boot.
+    """
+    words = raw.split()
+    try:
+        last = int(words[0]) if words else 0
+    except ValueError:
+        return 0, None
+    if last <= 0:
+        return 0, None
+    return last, words[1].decode("ascii", "replace") if len(words) > 1 else None
+
+
+def _counter_text(last: int, boot: str | None) -> bytes:
+    """The counter's content: the last id given, and the boot it was given in (if known)."""
+    return (f"{last} {boot}\n" if boot else f"{last}\n").encode()
+
+
 class JobStore:
     """The job log directory. Writers record a run; readers list and inspect jobs."""
 
@@ -501,24 +526,29 @@ class JobStore:
             yield
 
     def _next_id(self) -> int:
+        """A new job id: above the last one given, and above every job file's id.
+
+        The counter holds the last id and the boot it was written in. Within
+        that boot it is trusted (processes that die leave it in the page
+        cache), so a new id costs no listing of the job files; written
+        before this boot (a power loss may have taken back its latest
+        updates), unreadable or missing, it is raised to the highest id of
+        the job files first (``_highest_id``).
+        """
         counter = os.path.join(self.jobs_dir, "serial")
+        current = boot_id()
         with self._counter_lock():
             fd = os.open(counter, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                raw = os.pread(fd, 64, 0)
-                try:
-                    last = int(raw.strip() or b"0")
-                except ValueError:
-                    last = 0
-                if last <= 0:
-                    # A new, lost or unreadable counter: never reuse an id.
-                    last = self._highest_id()
-                # The counter is not fsynced: after a power loss it may lag
-                # behind job files that were; skip ids whose file exists.
+                raw = os.pread(fd, 128, 0)
+                last, written_in = _parse_counter(raw)
+                if current is None or written_in != current:
+                    last = max(last, self._highest_id())
+                # a job file the counter did not give (put back from elsewhere): skip it
                 while self._known(last + 1):
                     last += 1
                 # In place: one small write of a growing number under the lock.
-                text = f"{last + 1}\n".encode()
+                text = _counter_text(last + 1, current)
                 os.pwrite(fd, text, 0)
                 if len(raw) > len(text):
                     os.ftruncate(fd, len(text))
@@ -531,10 +561,11 @@ class JobStore:
         return os.path.lexists(self._path(job_id)) or os.path.lexists(self.path(job_id, True))
 
     def _highest_id(self) -> int:
-        """The highest id of a job file (0 if none): the job log's and the archive's
-        highest bucket's (a bucket holds the ids from ``n * JOBS_PER_ARCHIVE_DIR``)."""
-        buckets = [int(name) for name in _listdir(self.archive_dir) if name.isdigit()]
-        archived = _ids_in(os.path.join(self.archive_dir, str(max(buckets)))) if buckets else []
+        """The highest id of a job file (0 if none): the job log's, and the archive's
+        highest bucket that holds one (bucket n holds ids from ``n * JOBS_PER_ARCHIVE_DIR``)."""
+        buckets = sorted((int(n) for n in _listdir(self.archive_dir) if n.isdigit()), reverse=True)
+        paths = (os.path.join(self.archive_dir, str(bucket)) for bucket in buckets)
+        archived = next((ids for path in paths if (ids := _ids_in(path))), [])
         return max([0, *self.job_ids(), *archived])
 
     def save(self, job: Job, durable: bool = False) -> None:

@@ -143,6 +143,18 @@ def test_ids_never_repeat_after_archiving(store: JobStore) -> None:
     assert store.job_ids(archived=True) == [1, 2, 3, 4, 5]
 
 
+def test_an_empty_bucket_of_the_archive_does_not_hide_the_archived_ids(store: JobStore) -> None:
+    """A bucket made by a move that then failed holds no job: the one below it counts
+    (id 2 was given to a job whose creation failed)."""
+    for _ in range(3):
+        _finished(store)
+    os.unlink(store.path(2))
+    assert auto_archive(store, None) == 2
+    os.makedirs(os.path.join(store.jobs_dir, "archive", "7"))
+    os.unlink(os.path.join(store.jobs_dir, "serial"))
+    assert store.create_job([OpTestDelay()]).id == 4
+
+
 def test_node_operation_moves_go_with_or_after_their_job(store: JobStore) -> None:
     parent = store.create_job([OpTestDelay()], start=True)
     move_old = _finished(store, ended_ago=9 * HOUR, parent=parent.id)

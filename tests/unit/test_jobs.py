@@ -32,6 +32,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.hypervisor.fake import FakeNodeOps
 from ganeti_lv.master import jobs as jobs_module
 from ganeti_lv.master import protocol, runner
+from ganeti_lv.master.archive import archive_jobs
 from ganeti_lv.master.follow import follow_logged
 from ganeti_lv.master.jobs import JobStore, boot_id, pid_namespace, process_alive
 from ganeti_lv.master.runner import run_job
@@ -396,6 +397,41 @@ def test_ids_skip_existing_job_files_when_counter_lags(store: JobStore) -> None:
     assert store.get(2).status == "success"
 
 
+@pytest.mark.parametrize("archived", [False, True], ids=["job log", "archive"])
+@pytest.mark.parametrize(
+    "counter", [b"1\n", b"1 00000000-0000-0000-0000-000000000000\n"], ids=["old", "other boot"]
+)
+def test_ids_never_go_back_below_a_job_when_the_counter_lags_past_a_gap(
+    store: JobStore, archived: bool, counter: bytes
+) -> None:
+    """A power loss may take back the (not fsynced) counter; the ids above it are not
+    all taken (id 4 was given to a job whose creation failed): the next id is still
+    above every job's, also one archived."""
+    for _ in range(6):
+        store.finish_success(store.create(OpTestDelay()), True)
+    os.unlink(store.path(4))
+    if archived:
+        assert archive_jobs(store, [5, 6]) == {5: None, 6: None}
+    with open(os.path.join(store.jobs_dir, "serial"), "wb") as fobj:
+        fobj.write(counter)
+    assert store.create(OpTestDelay()).id == 7
+    assert store.create(OpTestDelay()).id == 8
+
+
+def test_ids_within_a_boot_come_from_the_counter_alone(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job files are listed once per boot (the counter's first use in it), not on
+    every new job."""
+    store.create(OpTestDelay())
+
+    def listed() -> int:
+        raise AssertionError("the job files were listed")
+
+    monkeypatch.setattr(store, "_highest_id", listed)
+    assert [store.create(OpTestDelay()).id for _ in range(3)] == [2, 3, 4]
+
+
 def test_creation_and_final_states_are_fsynced(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -431,16 +467,17 @@ def test_unreadable_counter_is_rebuilt_from_job_files(store: JobStore, content: 
 
 
 def test_counter_rewritten_in_place_holds_the_last_id(store: JobStore) -> None:
+    """With the boot it was written in (an older version's counter has the number alone)."""
     counter = os.path.join(store.jobs_dir, "serial")
     for _ in range(12):
         store.create(OpTestDelay())
     with open(counter, "rb") as fobj:
-        assert fobj.read() == b"12\n"
+        assert fobj.read() == f"12 {boot_id()}\n".encode()
     with open(counter, "wb") as fobj:
         fobj.write(b"100000\n")  # ahead (ids are never reused, gaps are fine)
     assert store.create(OpTestDelay()).id == 100001
     with open(counter, "rb") as fobj:
-        assert fobj.read() == b"100001\n"
+        assert fobj.read() == f"100001 {boot_id()}\n".encode()
 
 
 def test_new_job_file_is_whole_or_absent(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
