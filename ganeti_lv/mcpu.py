@@ -183,7 +183,7 @@ class Processor:
             # success not written): the job must not read "queued" or
             # "running" while this process lives
             with contextlib.suppress(Exception):
-                self.ctx.jobs.end_unfinished(job.id, err, stopped_by(self.cancel, err))
+                self.ctx.jobs.end_unfinished(job.id, err, stopped_by(self.cancel, err), live=job)
             raise
 
     def _locked_execute(
@@ -290,7 +290,7 @@ class Processor:
             except Exception:  # noqa: BLE001 - the job log failed (a full disk for a moment?)
                 # once more from the record, the locks still held; the error raised is err
                 with contextlib.suppress(Exception):
-                    self.ctx.jobs.end_unfinished(job.id, err, canceled)
+                    self.ctx.jobs.end_unfinished(job.id, err, canceled, live=job)
             raise
         else:
             try:

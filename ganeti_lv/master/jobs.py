@@ -390,6 +390,8 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
 
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 _OP_FIELDS = tuple(f.name for f in dataclasses.fields(OpRecord))
+# what a job's file records (not where the file is)
+_RECORD_FIELDS = tuple(name for name in _JOB_FIELDS if name != "archived")
 
 
 def _json_record(job: Job) -> dict[str, Any]:
@@ -635,11 +637,18 @@ class JobStore:
             self.save(job)
 
     def record_cancel_request(self, job: Job) -> None:
-        """Record that the job was asked to stop (once; not after its end)."""
+        """Record that the job was asked to stop (once; not after its end).
+
+        ``job`` may say it runs while its file records its end: recorded
+        from the file (``end_unfinished``) after a write of ``job`` failed.
+        The file is read first, under the write lock, so that a request
+        never writes such a stale ``job`` over the recorded end.
+        """
         with self._write_lock:
-            if job.cancel_ts is None and not job.finished:
-                job.cancel_ts = time.time()
-                self.save(job)
+            if job.cancel_ts is not None or job.finished or self.get(job.id).finished:
+                return
+            job.cancel_ts = time.time()
+            self.save(job)
 
     def mark_executing(self, job: Job, index: int = 0) -> None:
         """Record that opcode ``index`` holds its locks and its operation now runs."""
@@ -691,7 +700,9 @@ class JobStore:
             job.status, job.end_ts = status, now
         self._save_end(job)
 
-    def end_unfinished(self, job_id: int, err: BaseException, canceled: bool = False) -> str:
+    def end_unfinished(
+        self, job_id: int, err: BaseException, canceled: bool = False, live: Job | None = None
+    ) -> str:
         """The job's status as its record says; an end not recorded yet is recorded as ``err``.
 
         For the code that runs a job, after its error: writing the job log
@@ -699,14 +710,27 @@ class JobStore:
         "running" would read so for as long as its process lives. The first
         opcode that did not succeed gets the error. Raises when the record
         cannot be read or written.
+
+        ``live`` is the job's object its runner holds, which may be ahead of
+        the record (a write of it failed) or behind it: it takes the record's
+        state, then the end, so that a later write of it (a feedback line of
+        a thread still running, a cancel request) keeps the end.
         """
-        stored = self.get(job_id)
-        if not stored.finished:
-            index = next(
-                (i for i, op in enumerate(stored.ops) if op.status != JOB_STATUS_SUCCESS), 0
-            )
-            self.finish_error(stored, err, canceled=canceled, index=index)
-        return stored.status
+        job = self.get(job_id)
+        # "lost" is a reader's judgment (its process gone), never the runner's to write
+        if live is not None and job.status != JOB_STATUS_LOST:
+            self._take_record(live, job)
+            job = live
+        if not job.finished:
+            index = next((i for i, op in enumerate(job.ops) if op.status != JOB_STATUS_SUCCESS), 0)
+            self.finish_error(job, err, canceled=canceled, index=index)
+        return job.status
+
+    def _take_record(self, job: Job, record: Job) -> None:
+        """Make ``job`` what ``record`` (the job as read from its file) says."""
+        with self._write_lock:
+            for name in _RECORD_FIELDS:
+                setattr(job, name, getattr(record, name))
 
     # ------------------------------------------------------------ reading
     def _load(self, path: str, archived: bool = False) -> Job:

@@ -71,10 +71,12 @@ def record_end(ctx: Context, job: Job, err: BaseException, cancel: Cancellation)
 
     Writing the job log itself may be what failed (a full disk): the job
     would stay "running" under its process's pid for as long as it lives.
-    None when the record cannot be read or written (the job failed).
+    ``job`` takes the recorded end (``JobStore.end_unfinished``): a cancel
+    request recorded with it after that keeps it. None when the record
+    cannot be read or written (the job failed).
     """
     try:
-        return ctx.jobs.end_unfinished(job.id, err, canceled=stopped_by(cancel, err))
+        return ctx.jobs.end_unfinished(job.id, err, stopped_by(cancel, err), live=job)
     except Exception as again:  # noqa: BLE001 - the job log fails; the end still goes out
         _LOG.error("job %d: its end could not be recorded: %s", job.id, again)
         return None
