@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ganeti_lv.errors import ECODE_ENVIRON, OpExecError, OpPrereqError
-from ganeti_lv.master.jobs import process_start_time
+from ganeti_lv.master.processes import process_start_time
 
 NETNS_DIR = "/run/netns"
 # How many times a tear-down kills what is left in a cluster's namespaces.

@@ -20,7 +20,8 @@ from typing import Any
 from ganeti_lv.cancel import Cancellation
 from ganeti_lv.constants import JOB_STATUS_SUCCESS
 from ganeti_lv.errors import ECODE_STATE, JobError
-from ganeti_lv.master.jobs import Job, error_attrs, process_alive
+from ganeti_lv.master.jobs import Job, error_attrs
+from ganeti_lv.master.processes import process_alive
 from ganeti_lv.master.protocol import RecordFn, decode_error, make_record
 
 # how often the job log is read (s)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 
-from ganeti_lv.master.jobs import process_start_time
+from ganeti_lv.master.processes import process_start_time
 
 RELEASED = b"released"
 # how long the clean-up command may take before the guardian gives up on it
@@ -76,7 +76,7 @@ def terminate_if_same(pid: int) -> list[str]:
     start = process_start_time(pid)
     program = (
         "import os, signal, sys\n"
-        "from ganeti_lv.master.jobs import process_alive\n"
+        "from ganeti_lv.master.processes import process_alive\n"
         "pid, start = int(sys.argv[1]), int(sys.argv[2])\n"
         "if process_alive(pid, start):\n"
         "    os.kill(pid, signal.SIGTERM)\n"

@@ -20,7 +20,7 @@ from ganeti_lv.devcluster import netns, peernode
 from ganeti_lv.devcluster.peer import PeerCluster
 from ganeti_lv.errors import OpExecError
 from ganeti_lv.master import daemon
-from ganeti_lv.master.jobs import process_alive, process_start_time
+from ganeti_lv.master.processes import process_alive, process_start_time
 
 
 def _fake_nodes(

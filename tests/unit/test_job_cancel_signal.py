@@ -14,7 +14,8 @@ from support.waiting import wait_until
 from ganeti_lv import paths
 from ganeti_lv.errors import JobError
 from ganeti_lv.master.follow import _program, signal_cancel
-from ganeti_lv.master.jobs import Job, JobStore, process_start_time
+from ganeti_lv.master.jobs import Job, JobStore
+from ganeti_lv.master.processes import process_start_time
 from ganeti_lv.opcodes import OpTestDelay
 
 

@@ -34,7 +34,8 @@ from ganeti_lv.master import jobs as jobs_module
 from ganeti_lv.master import protocol, runner
 from ganeti_lv.master.archive import archive_jobs
 from ganeti_lv.master.follow import follow_logged
-from ganeti_lv.master.jobs import JobStore, boot_id, pid_namespace, process_alive
+from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.master.processes import boot_id, pid_namespace, process_alive
 from ganeti_lv.master.runner import run_job
 from ganeti_lv.master.streams import logged
 from ganeti_lv.mcpu import Processor

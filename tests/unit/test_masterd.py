@@ -625,7 +625,7 @@ def test_a_reset_connection_is_a_typed_error(data_dir: str) -> None:
 
 def test_devcluster_down_stops_the_clusters_daemon(tmp_path: Any) -> None:
     from ganeti_lv.devcluster.cluster import DevCluster
-    from ganeti_lv.master.jobs import process_alive
+    from ganeti_lv.master.processes import process_alive
 
     cluster = DevCluster(str(tmp_path / "cl"))
     os.makedirs(cluster.data_dir)

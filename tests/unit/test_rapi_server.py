@@ -30,7 +30,8 @@ from ganeti_lv import paths
 from ganeti_lv.config import ConfigStore
 from ganeti_lv.errors import ECODE_ENVIRON, OpPrereqError
 from ganeti_lv.hypervisor.fake import FakeNodeOps
-from ganeti_lv.master.jobs import JobStore, process_start_time
+from ganeti_lv.master.jobs import JobStore
+from ganeti_lv.master.processes import process_start_time
 from ganeti_lv.opcodes import OpTestDelay
 from ganeti_lv.rapi import certs, queries, users
 from ganeti_lv.rapi import server as rapi_server
