@@ -404,6 +404,12 @@ class LUInstanceShutdown(InstanceLU):
 
     HPATH = constants.HPATH_INSTANCE_STOP
 
+    def ExpandNames(self) -> None:
+        """The instance alone, as Ganeti's: a stop takes nothing from its node, so the
+        other instances' operations there do not wait out its timeout."""
+        self.op.instance_name = expand_instance(self.cfg, self.op.instance_name)
+        self.needed_locks = {locking.LEVEL_INSTANCE: [self.op.instance_name]}
+
     def CheckArguments(self) -> None:
         """Warn, as Ganeti does, of an admin state source that no_remember makes moot."""
         if self.op.no_remember and self.op.admin_state_source is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -128,6 +129,42 @@ def test_an_instance_created_with_a_tag_twice_has_it_once(
     run(ctx, create_op(tags=["web", "db", "web"], start=False))
     inst = config.get_instance(NEW)
     assert inst is not None and inst.tags == ["web", "db"]
+
+
+def test_a_shutdown_holds_back_no_other_instance_of_its_node(
+    ctx: Context, config: ConfigStore, inst1_running: FakeNodeOps, data_dir: str
+) -> None:
+    """inst1 takes its time to stop (ACPI, up to its timeout): inst2 on the same node
+    starts meanwhile, as in Ganeti, where a shutdown locks its instance alone."""
+    inst2 = "inst2.example.com"
+    both = threading.Barrier(2, timeout=10)
+    shutdown, start = inst1_running.shutdown_instance, inst1_running.start_instance
+
+    def slow_shutdown(node: Any, inst: Any, timeout: float) -> Any:
+        both.wait()  # inst2's start comes while inst1 stops
+        return shutdown(node, inst, timeout)
+
+    def start_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        both.wait()
+        return start(*args, **kwargs)
+
+    inst1_running.shutdown_instance = slow_shutdown  # type: ignore[method-assign]
+    inst1_running.start_instance = start_meanwhile  # type: ignore[method-assign]
+    other = Context.from_data_dir(data_dir, node_ops=inst1_running, lock_timeout=5.0)
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            run(ctx, OpInstanceShutdown(instance_name=INST))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    stopping = threading.Thread(target=stop)
+    stopping.start()
+    run(other, OpInstanceStartup(instance_name=inst2))
+    stopping.join(15)
+    assert not errors and not stopping.is_alive()
+    assert config.get_instance(INST).admin_state == constants.ADMINST_DOWN  # type: ignore[union-attr]
 
 
 def test_create_and_start(ctx: Context, fake_ops: FakeNodeOps, config: ConfigStore) -> None:
