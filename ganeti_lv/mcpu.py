@@ -81,10 +81,12 @@ class Processor:
         self._session: NodeSession | None = None
         self._session_lock = threading.Lock()
         self._held = contextlib.ExitStack()
+        # a cancel stops a wait for the PRE hooks (not for an LU that honours it in Exec)
+        self._pre_hooks_cancelable = True
 
     @property
     def session(self) -> NodeSession:
-        """The running job's node-operations session (opened on first use)."""
+        """The running opcode's node-operations session (opened on first use)."""
         with self._session_lock:
             if self._session is None:
                 self._session = self.ctx.node_ops.open_session()
@@ -109,7 +111,7 @@ class Processor:
             try:
                 release()
             except Exception:  # noqa: BLE001 - the outcome stands; the daemon's log says
-                _LOG.exception("Releasing what job %s held failed", job.id)
+                _LOG.exception("Releasing what job %s (opcode %d) held failed", job.id, self._index)
 
     def _close_session(self) -> None:
         with self._session_lock:
@@ -363,6 +365,7 @@ class Processor:
         lu.CheckPrereq()
         self._stop_if_canceled()  # asked for during the checks: no PRE hook without a POST
         hm = self._hooks_master(lu)
+        self._pre_hooks_cancelable = not lu.CANCELED_IN_EXEC
         pre_results = hm.run_phase(constants.HOOKS_PHASE_PRE)
         lu.HooksCallBack(constants.HOOKS_PHASE_PRE, pre_results, self.Log, None)
         if getattr(lu.op, "dry_run", False):
@@ -435,8 +438,8 @@ class Processor:
 
         For a node that leaves the hook nodes in Exec: node remove runs them on
         the node it removes. A failure of the hooks is a warning: the
-        operation goes on (as Ganeti's); building their environment is not
-        guarded, as in Ganeti.
+        operation goes on (as Ganeti's); an LU whose hook environment or
+        nodes cannot be built fails, as in Ganeti.
         """
         hm = self._hooks_master(lu)
         try:
@@ -478,7 +481,8 @@ class Processor:
                 if not pending:
                     return {name: future.result() for name, future in futures.items()}
                 waited += HOOKS_PATIENCE
-                if phase == constants.HOOKS_PHASE_PRE and self.cancel.is_set():
+                pre = phase == constants.HOOKS_PHASE_PRE and self._pre_hooks_cancelable
+                if pre and self.cancel.is_set():
                     raise OperationCanceled(
                         f"Operation canceled ({self.cancel.reason or 'on request'}) while"
                         f" waiting for the {phase} hooks in {hooks_dir}; nothing was changed"

@@ -137,6 +137,21 @@ def coerce_params(
     return out
 
 
+def check_hv_bounds(key: str, value: int) -> None:
+    """ECODE_INVAL unless the numeric hypervisor parameter ``key`` is within its bounds
+    (``HVC_MINIMUMS``, ``HVC_MAXIMUMS``); checked when set and when used (a value
+    stored before a bound existed)."""
+    least, most = HVC_MINIMUMS.get(key), HVC_MAXIMUMS.get(key)
+    if least is not None and value < least:
+        raise OpPrereqError(
+            f"Hypervisor parameter {key} must be at least {least}, not {value}", ECODE_INVAL
+        )
+    if most is not None and value > most:
+        raise OpPrereqError(
+            f"Hypervisor parameter {key} must be at most {most}, not {value}", ECODE_INVAL
+        )
+
+
 def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
     """Like ``coerce_params`` for hypervisor params; a word parameter takes one of its words.
 
@@ -144,18 +159,9 @@ def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
     what every later operation does (every migration non-live).
     """
     out = coerce_params(params, HVC_DEFAULTS, "hypervisor")
-    for key, least in HVC_MINIMUMS.items():
-        if out.get(key) is not None and out[key] < least:
-            raise OpPrereqError(
-                f"Hypervisor parameter {key} must be at least {least}, not {out[key]}",
-                ECODE_INVAL,
-            )
-    for key, most in HVC_MAXIMUMS.items():
-        if out.get(key) is not None and out[key] > most:
-            raise OpPrereqError(
-                f"Hypervisor parameter {key} must be at most {most}, not {out[key]}",
-                ECODE_INVAL,
-            )
+    for key in HVC_MINIMUMS.keys() | HVC_MAXIMUMS.keys():
+        if out.get(key) is not None:
+            check_hv_bounds(key, out[key])
     for key in HVC_PATHS:
         path = out.get(key)
         if path and not path.startswith("/"):

@@ -15,6 +15,7 @@ from ganeti_lv.hypervisor.migration_types import (
     parse_caps,
 )
 from ganeti_lv.objects import Cluster, Instance, disk_dir, disk_paths
+from ganeti_lv.units import check_hv_bounds
 
 
 def format_version(version: int) -> str:
@@ -108,17 +109,17 @@ def requested_caps(cluster: Cluster, instance: Instance, op: Any) -> dict[str, i
         raise OpPrereqError(f"Invalid migration capabilities: {err}", ECODE_INVAL) from err
 
 
+# the downtime ramp's hypervisor parameters, in the order ``downtime_ramp`` gives them
+RAMP_KEYS = ("migration_downtime_initial", "migration_downtime_steps", "migration_downtime_passes")
+
+
 def downtime_ramp(hvp: dict[str, Any]) -> tuple[int, int, int]:
     """(initial downtime ms, steps, passes per step) of the hvparams, checked."""
-    defaults = constants.HVC_DEFAULTS
     values = []
-    for key, least in constants.HVC_MINIMUMS.items():
+    for key in RAMP_KEYS:
         raw = hvp.get(key)
-        value = int(defaults[key] if raw is None or raw == "" else raw)
-        if value < least:
-            raise OpPrereqError(
-                f"Hypervisor parameter {key} must be at least {least}, not {value}", ECODE_INVAL
-            )
+        value = int(constants.HVC_DEFAULTS[key] if raw is None or raw == "" else raw)
+        check_hv_bounds(key, value)
         values.append(value)
     return values[0], values[1], values[2]
 

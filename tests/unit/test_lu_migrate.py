@@ -204,6 +204,8 @@ def test_downtime_ramp_from_hvparams(ctx: Context, ops: FakeNodeOps, config: Con
         ("migration_downtime_initial", 0),
         ("migration_downtime_passes", 0),
         ("migration_downtime_steps", -1),
+        # stored before the bound existed: the ramp would be built in the master's memory
+        ("migration_downtime_steps", 10**9),
     ],
 )
 def test_bad_downtime_ramp_is_refused(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -675,11 +676,14 @@ def test_node_migrate_runs_ganetis_node_migrate_hooks_on_the_master_and_evacuate
     assert not [d for _, d, _ in calls if d.rsplit("/", 1)[-1].startswith("node-")]
 
 
+@pytest.mark.parametrize("slow", [False, True], ids=["quick", "slow"])
 def test_a_cancel_during_the_pre_hooks_leaves_no_pre_hook_without_its_post(
-    ctx: Context, ops: FakeNodeOps, config: ConfigStore
+    ctx: Context, ops: FakeNodeOps, config: ConfigStore, monkeypatch: Any, slow: bool
 ) -> None:
     """The PRE hooks ran: the node operation goes on to its end (no move starts) and its
-    POST hooks run, as they do for every node migrate whose PRE hooks ran."""
+    POST hooks run, as they do for every node migrate whose PRE hooks ran; also when
+    the cancel comes while the job waits for slow PRE hooks."""
+    monkeypatch.setattr("ganeti_lv.mcpu.HOOKS_PATIENCE", 0.05)
     cancel = Cancellation()
     dirs: list[str] = []
 
@@ -687,6 +691,8 @@ def test_a_cancel_during_the_pre_hooks_leaves_no_pre_hook_without_its_post(
         dirs.append(hooks_dir.rsplit("/", 1)[-1])
         if dirs[-1] == "node-migrate-pre.d":
             cancel.request("stopped by the operator")
+            if slow:
+                time.sleep(0.3)  # the job waits past its patience with the cancel set
         return []
 
     ops.hooks_fn = hooks
