@@ -620,8 +620,9 @@ class SshClient:
     def _sftp_client(self) -> tuple[paramiko.SFTPClient, bool]:
         """The client's SFTP session and whether it was open before this call."""
         with self._lock:
-            # the session is the current connection's (retiring it drops the session)
-            if self._sftp is not None and self.connected:
+            # the session is the current connection's, or one's put aside as full (it is
+            # used while that connection lives); a connection retired as dead drops it
+            if self._sftp is not None and not self._dead(self._sftp.sock.get_transport()):
                 return self._sftp, True
             channel = self._open_session("sftp open")
             try:
@@ -682,6 +683,8 @@ class SshClient:
                 if not (kept and self._dead(transport)):
                     raise self._error(err, f"sftp {action}") from err
             # the session opened next is not kept: this ends
+            with self._lock:
+                self._drop_sftp()  # also one on a connection put aside before
             self._retire(transport)
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
