@@ -28,7 +28,7 @@ from ganeti_lv.errors import (
 from ganeti_lv.names import check_name
 from ganeti_lv.node import known_hosts
 from ganeti_lv.objects import Cluster, ConfigData, Node
-from ganeti_lv.opcodes import check_node_settings
+from ganeti_lv.opcodes import check_node_access, check_node_settings
 
 HOST_KEY_TYPES = (
     "ssh-ed25519",
@@ -220,7 +220,9 @@ def init_cluster(
             ECODE_EXISTS,
         )
     cluster = _build_cluster(cluster_name, master, cluster_fields)
-    check_node_settings(master.ssh_port, master.memory_cap, f"the master {master.name}")
+    what = f"the master {master.name}"
+    check_node_settings(master.ssh_port, master.memory_cap, what)
+    check_node_access(master.ssh_user, master.libvirt_uri, master.peer_uri, what)
     if master_host_key is not None:
         parse_host_key(master_host_key)
     if bool(ca_cert_file) != bool(ca_key_file):

@@ -78,8 +78,8 @@ def _hooks_dir_problem(path: str) -> str | None:
 
 def normalize_cluster_params(fields: dict[str, Any]) -> dict[str, Any]:
     """Validate and convert cluster settings (hvparams/beparams types, absolute dirs,
-    data dirs outside the system's own: ``_system_dir_problem``, the hooks' where
-    only root writes: ``_hooks_dir_problem``)."""
+    data dirs outside the system's own: ``_system_dir_problem``, the hooks' outside
+    the trees anyone may write to: ``_hooks_dir_problem``)."""
     out = dict(fields)
     if out.get("hvparams") is not None:
         out["hvparams"] = coerce_hvparams(out["hvparams"])

@@ -110,18 +110,6 @@ class LUNodeAdd(LogicalUnit):
             )
         self.host_key = " ".join(self.op.host_key.split()[:2])
         bootstrap.parse_host_key(self.host_key)
-        user = self.op.ssh_user
-        if user is not None and not constants.SSH_USER_RE.match(user):
-            raise OpPrereqError(f"Invalid SSH user name '{user}'", ECODE_INVAL)
-        for field in ("libvirt_uri", "peer_uri"):
-            uri = getattr(self.op, field)
-            scheme = uri.partition("://")[0] if uri and "://" in uri else None
-            if uri and scheme not in constants.LIBVIRT_URI_SCHEMES:
-                raise OpPrereqError(
-                    f"Invalid {field} '{uri}': a qemu URI is needed, one of the schemes "
-                    + ", ".join(sorted(constants.LIBVIRT_URI_SCHEMES)),
-                    ECODE_INVAL,
-                )
 
     def ExpandNames(self) -> None:
         """The exclusive BGL is enough: nodes are added one at a time."""

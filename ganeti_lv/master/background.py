@@ -71,6 +71,7 @@ def start(data_dir: str, ops: Sequence[OpCode], lock_timeout: float | None) -> i
         line = _read(proc.stdout, deadline, first_line=True).decode().strip()
     except TimeoutError:
         _stop(proc)
+        proc.stderr.close()
         raise _no_answer(data_dir, proc.pid) from None
     finally:
         proc.stdout.close()
@@ -122,12 +123,12 @@ def _failed(proc: subprocess.Popen[bytes], deadline: float, line: str) -> errors
     """The error of a process that answered no job id: the last line of its
     error output (read until the deadline; past it, the process is stopped)."""
     assert proc.stderr is not None
+    err = b""
     try:
         err = _read(proc.stderr, deadline)
         proc.wait(max(deadline - time.monotonic(), 0))
     except (TimeoutError, subprocess.TimeoutExpired):
-        _stop(proc)
-        err = b""
+        _stop(proc)  # what it wrote before stays the message
     finally:
         proc.stderr.close()
     text = err.decode(errors="replace").strip().splitlines()

@@ -66,12 +66,8 @@ from ganeti_lv.master import protocol
 from ganeti_lv.master.daemonize import daemonize, detach_stdio, raise_open_files_limit
 from ganeti_lv.master.follow import signal_cancel
 from ganeti_lv.master.housekeeping import Housekeeper
-from ganeti_lv.master.jobs import (
-    Job,
-    process_alive,
-    process_start_time,
-    to_jsonable,
-)
+from ganeti_lv.master.jobs import Job, to_jsonable
+from ganeti_lv.master.processes import process_alive, process_start_time
 from ganeti_lv.master.protocol import Message
 from ganeti_lv.master.runner import record_end, run_job
 from ganeti_lv.master.streams import RunningJob, Sender, logged, reason_of, watch_cancel

@@ -32,6 +32,7 @@ from ganeti_lv.opcodes.base import (
     OP_REGISTRY,
     OpCode,
     add_job_reasons,
+    check_node_access,
     check_node_settings,
     reason_entry,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "OP_REGISTRY",
     "OpCode",
     "add_job_reasons",
+    "check_node_access",
     "check_node_settings",
     "reason_entry",
     "OpBackupExport",

@@ -176,6 +176,23 @@ def check_node_settings(ssh_port: int | None, memory_cap: int | None, what: str)
         raise OpPrereqError(f"Invalid memory cap {memory_cap} for {what}", ECODE_INVAL)
 
 
+def check_node_access(
+    ssh_user: str | None, libvirt_uri: str | None, peer_uri: str | None, what: str
+) -> None:
+    """ECODE_INVAL unless a node's SSH user is a login name (it reaches ``ssh`` as a word
+    of its own) and its libvirt URIs are qemu URIs (``qemu+ext`` runs a program)."""
+    if ssh_user is not None and not constants.SSH_USER_RE.match(ssh_user):
+        raise OpPrereqError(f"Invalid SSH user name '{ssh_user}' for {what}", ECODE_INVAL)
+    for key, uri in (("libvirt_uri", libvirt_uri), ("peer_uri", peer_uri)):
+        scheme = uri.partition("://")[0] if uri and "://" in uri else None
+        if uri and scheme not in constants.LIBVIRT_URI_SCHEMES:
+            raise OpPrereqError(
+                f"Invalid {key} '{uri}' for {what}: a qemu URI is needed, one of the"
+                " schemes " + ", ".join(sorted(constants.LIBVIRT_URI_SCHEMES)),
+                ECODE_INVAL,
+            )
+
+
 def require_non_negative(op: OpCode, *names: str) -> None:
     for name in names:
         value = getattr(op, name)

@@ -9,6 +9,7 @@ from ganeti_lv.errors import ECODE_INVAL, OpPrereqError
 from ganeti_lv.names import check_address, check_name
 from ganeti_lv.opcodes.base import (
     OpCode,
+    check_node_access,
     check_node_settings,
 )
 
@@ -38,6 +39,7 @@ class OpNodeAdd(OpCode):
         check_address(self.primary_ip, "node address")
         check_address(self.migration_address, "migration address")
         check_node_settings(self.ssh_port, self.memory_cap, f"node {self.node_name}")
+        check_node_access(self.ssh_user, self.libvirt_uri, self.peer_uri, f"node {self.node_name}")
 
 
 @dataclass(kw_only=True)

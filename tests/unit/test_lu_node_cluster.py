@@ -601,6 +601,20 @@ def _init_refused(data_dir: str, **fields: Any) -> OpPrereqError:
     return info.value
 
 
+def test_a_master_reached_by_a_program_or_an_option_is_refused_at_init(tmp_path: Any) -> None:
+    """The master node's access is checked as ``node add`` checks a node's."""
+    for master in (
+        Node(name="m1", address="x", libvirt_uri="qemu+ext:///system?command=/bin/x"),
+        Node(name="m1", address="x", ssh_user="-oProxyCommand=x"),
+    ):
+        with pytest.raises(OpPrereqError) as info:
+            bootstrap.init_cluster(
+                str(tmp_path / "data"), cluster_name="c1", master=master, master_host_key=None
+            )
+        assert info.value.ecode == ECODE_INVAL and "the master m1" in info.value.msg
+        assert not os.path.exists(tmp_path / "data")
+
+
 def test_data_dirs_that_overlap_are_refused_at_init(tmp_path: Any) -> None:
     err = _init_refused(
         str(tmp_path / "data"), export_dir="/srv/c1/data", shared_file_storage_dir="/srv/c1/data"
