@@ -333,6 +333,18 @@ def test_a_job_end_written_again_does_not_hold_up_the_other_writers(
     assert store.get(other.id).ops[0].log[-1][2] == "x"
 
 
+def _first_end_not_written(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, OSError]:
+    """A running job of two opcodes whose first one's success could not be written (a
+    full disk): the job and the error of that write."""
+    job = store.create_job([OpTestDelay(), OpTestDelay()], start=True)
+    store.start_op(job, 0)
+    failures = end_writes_fail(monkeypatch, 1000)
+    with pytest.raises(OSError) as err:
+        store.finish_success(job, True, index=0)
+    failures.clear()
+    return job, err.value
+
+
 def test_a_cancel_request_after_the_end_was_recorded_from_the_file_keeps_the_end(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,13 +352,8 @@ def test_a_cancel_request_after_the_end_was_recorded_from_the_file_keeps_the_end
     recorded from its file (``end_unfinished``): the runner's own object of the job
     still says running, and a cancel request recorded with it after that does not
     bring the job back to running (under the live process's pid: for ever)."""
-    job = store.create_job([OpTestDelay(), OpTestDelay()], start=True)
-    store.start_op(job, 0)
-    failures = end_writes_fail(monkeypatch, 1000)
-    with pytest.raises(OSError) as err:
-        store.finish_success(job, True, index=0)
-    failures.clear()
-    assert store.end_unfinished(job.id, err.value) == "error"
+    job, err = _first_end_not_written(store, monkeypatch)
+    assert store.end_unfinished(job.id, err) == "error"
     store.record_cancel_request(job)
     assert store.get(job.id).status == "error"
 
@@ -355,13 +362,8 @@ def test_the_runners_object_of_a_job_takes_the_end_recorded_from_the_file(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its later writes (a cancel request, a line of a thread still running) keep the end."""
-    job = store.create_job([OpTestDelay(), OpTestDelay()], start=True)
-    store.start_op(job, 0)
-    failures = end_writes_fail(monkeypatch, 1000)
-    with pytest.raises(OSError) as err:
-        store.finish_success(job, True, index=0)
-    failures.clear()
-    assert store.end_unfinished(job.id, err.value, live=job) == "error"
+    job, err = _first_end_not_written(store, monkeypatch)
+    assert store.end_unfinished(job.id, err, live=job) == "error"
     assert job.status == "error" and [op.status for op in job.ops] == ["error", "error"]
     store.record_cancel_request(job)
     store.append_log(job, "a late line")

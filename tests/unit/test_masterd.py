@@ -550,16 +550,24 @@ def test_a_client_coming_after_the_last_waiting_one_was_served_runs_its_job_itse
     assert late == [None]
 
 
+def _serving_a_client(
+    data_dir: str, ops: FakeNodeOps, monkeypatch: Any
+) -> tuple[Any, threading.Thread, socket.socket]:
+    """A daemon serving in a thread (0.5 s for a request) and a client connected to it."""
+    monkeypatch.setattr(masterd, "REQUEST_TIMEOUT", 0.5)
+    srv = masterd.serve(data_dir, node_ops=ops)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(paths.masterd_socket(data_dir))
+    return srv, thread, client
+
+
 def test_a_client_that_never_sends_its_request_does_not_keep_the_daemon_from_stopping(
     data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps, monkeypatch: Any
 ) -> None:
     """A stopped gnt-lv (Ctrl-Z) connected to the daemon: the daemon stops all the same."""
-    monkeypatch.setattr(masterd, "REQUEST_TIMEOUT", 0.5)
-    srv = masterd.serve(data_dir, node_ops=inst1_running)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    silent.connect(paths.masterd_socket(data_dir))
+    srv, thread, silent = _serving_a_client(data_dir, inst1_running, monkeypatch)
     try:
         time.sleep(0.1)  # taken by a handler, which waits for the request
         srv.shutdown()
@@ -577,12 +585,7 @@ def test_a_client_sending_its_request_a_byte_at_a_time_is_let_go_in_time(
     data_dir: str, config: ConfigStore, inst1_running: FakeNodeOps, monkeypatch: Any
 ) -> None:
     """Each byte comes before a read's timeout: the request as a whole has the same time."""
-    monkeypatch.setattr(masterd, "REQUEST_TIMEOUT", 0.5)
-    srv = masterd.serve(data_dir, node_ops=inst1_running)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    slow.connect(paths.masterd_socket(data_dir))
+    srv, thread, slow = _serving_a_client(data_dir, inst1_running, monkeypatch)
     start = time.monotonic()
     try:
         with contextlib.suppress(OSError):  # refused once let go
