@@ -371,7 +371,7 @@ class Processor:
         if getattr(lu.op, "dry_run", False):
             self.LogInfo(DRY_RUN_MSG)
             return lu.dry_run_result
-        if not lu.CANCELED_IN_EXEC:  # else its Exec honours it, its POST hooks too
+        if self._pre_hooks_cancelable:  # else its Exec honours it, its POST hooks too
             self._stop_if_canceled()
         serial = self._config_serial()
         try:

@@ -152,6 +152,17 @@ def check_hv_bounds(key: str, value: int) -> None:
         )
 
 
+def migration_caps(text: str) -> dict[str, int]:
+    """The migration capabilities ``text`` names (``parse_caps``); ECODE_INVAL for an
+    unknown one, checked when set and when used."""
+    try:
+        return parse_caps(text)
+    except ValueError as err:
+        raise OpPrereqError(
+            f"Invalid hypervisor parameter 'migration_caps': {err}", ECODE_INVAL
+        ) from err
+
+
 def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
     """Like ``coerce_params`` for hypervisor params; a word parameter takes one of its words.
 
@@ -169,12 +180,7 @@ def coerce_hvparams(params: dict[str, Any]) -> dict[str, Any]:
                 f"Hypervisor parameter {key} must be an absolute path, not '{path}'", ECODE_INVAL
             )
     if out.get("migration_caps"):  # a typo would refuse every later migration
-        try:
-            parse_caps(out["migration_caps"])
-        except ValueError as err:
-            raise OpPrereqError(
-                f"Invalid hypervisor parameter 'migration_caps': {err}", ECODE_INVAL
-            ) from err
+        migration_caps(out["migration_caps"])
     for key, words in HVC_CHOICES.items():
         if out.get(key) is not None and out[key] not in words:
             raise OpPrereqError(

@@ -78,6 +78,11 @@ def live_domains(
     return {name: dict(doms or {}) for name, doms in answers.items()}, failed
 
 
+def domain_active(dom: DomainInfo | None) -> bool:
+    """True for a domain that runs (or is paused): it holds the instance's guest."""
+    return dom is not None and dom.state in constants.DOMSTATES_ACTIVE
+
+
 def instance_domains(
     rpc: NodeOps, nodes: list[Node], name: str
 ) -> tuple[dict[str, DomainInfo], dict[str, str]]:

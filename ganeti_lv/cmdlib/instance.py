@@ -21,6 +21,7 @@ from ganeti_lv import constants, locking
 from ganeti_lv.cmdlib.base import LOCKS_REPLACE, LogicalUnit, register_lu
 from ganeti_lv.cmdlib.common import (
     check_node_online,
+    domain_active,
     expand_instance,
     get_instance,
     get_node,
@@ -187,10 +188,6 @@ def instance_domain(rpc: NodeOps, node: Node, name: str) -> DomainInfo | None:
     )
 
 
-def _is_running(dom: DomainInfo | None) -> bool:
-    return dom is not None and dom.state in constants.DOMSTATES_ACTIVE
-
-
 def running_elsewhere(
     rpc: NodeOps,
     data: ConfigData,
@@ -213,7 +210,7 @@ def running_elsewhere(
     found, unasked = instance_domains(rpc, others, name)
     for node_name, why in sorted(unasked.items()):
         warn_fn(f"Could not check whether {name} runs on node {node_name}: {why}")
-    return [node_name for node_name, dom in sorted(found.items()) if _is_running(dom)]
+    return [node_name for node_name, dom in sorted(found.items()) if domain_active(dom)]
 
 
 def check_not_running_elsewhere(
@@ -344,7 +341,7 @@ class LUInstanceStartup(InstanceLU):
             self._unused_start_options("its primary node is offline")
             return
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
-        self.already_running = _is_running(dom)
+        self.already_running = domain_active(dom)
         if self.already_running:
             self._unused_start_options("it runs already")
         else:
@@ -477,7 +474,7 @@ class LUInstanceReboot(InstanceLU):
         self._load()
         check_node_online(self.cfg, self.pnode.name, "Instance primary node offline:")
         dom = instance_domain(self.rpc, self.pnode, self.instance.name)
-        self.running = _is_running(dom)
+        self.running = domain_active(dom)
         check_not_running_elsewhere(self.rpc, self.cfg.snapshot(), self.instance, self.LogWarning)
         if not self.running or self.op.reboot_type != "soft":
             freed = dom.memory if dom is not None and self.running else 0

@@ -6,16 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti_lv import constants
-from ganeti_lv.errors import ECODE_INVAL, ECODE_NORES, OpPrereqError
+from ganeti_lv.errors import ECODE_NORES, OpPrereqError
 from ganeti_lv.hypervisor.base import DomainInfo, NodeFacts
 from ganeti_lv.hypervisor.migration_types import (
     CAP_AUTO_CONVERGE,
     CAP_POSTCOPY,
     MigrationParams,
-    parse_caps,
 )
 from ganeti_lv.objects import Cluster, Instance, disk_dir, disk_paths
-from ganeti_lv.units import check_hv_bounds
+from ganeti_lv.units import check_hv_bounds, migration_caps
 
 
 def format_version(version: int) -> str:
@@ -103,10 +102,7 @@ def requested_caps(cluster: Cluster, instance: Instance, op: Any) -> dict[str, i
     """The migration capabilities asked for (the call's, else the hvparam)."""
     hvp = cluster.fill_hvparams(instance)
     caps_text = op.migration_caps if op.migration_caps is not None else hvp.get("migration_caps")
-    try:
-        return parse_caps(str(caps_text or ""))
-    except ValueError as err:
-        raise OpPrereqError(f"Invalid migration capabilities: {err}", ECODE_INVAL) from err
+    return migration_caps(str(caps_text or ""))
 
 
 # the downtime ramp's hypervisor parameters, in the order ``downtime_ramp`` gives them

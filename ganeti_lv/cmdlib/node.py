@@ -10,7 +10,7 @@ from typing import Any
 from ganeti_lv import bootstrap, constants, locking, paths, pki
 from ganeti_lv.cmdlib.base import LogicalUnit, NoHooksLU, register_lu
 from ganeti_lv.cmdlib.cluster_crypto import distribute
-from ganeti_lv.cmdlib.common import ask_nodes, expand_node, get_node
+from ganeti_lv.cmdlib.common import ask_nodes, domain_active, expand_node, get_node
 from ganeti_lv.config import match_name
 from ganeti_lv.errors import (
     ECODE_EXISTS,
@@ -59,7 +59,7 @@ def _check_no_stray_guest(
         for name, dom in (found.payload or {}).items()
         if name in data.instances
         and data.instances[name].primary_node != node.name
-        and dom.state in constants.DOMSTATES_ACTIVE
+        and domain_active(dom)
     )
     if strays:
         raise OpPrereqError(
