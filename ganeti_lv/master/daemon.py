@@ -398,20 +398,19 @@ class _Handler(socketserver.StreamRequestHandler):
         sock = self.request
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT, 0))
         try:
-            sock.settimeout(REQUEST_TIMEOUT)
-            # each read waits REQUEST_TIMEOUT at most; the whole request as long
+            # the whole request, silent or sent a byte at a time, has REQUEST_TIMEOUT
             late = threading.Event()
             cut = threading.Timer(REQUEST_TIMEOUT, _cut_off, args=(sock, late))
             cut.start()
             try:
                 request = self.rfile.readline(protocol.MAX_LINE)
             except OSError:
-                return  # silent, or gone
+                return  # gone
             finally:
                 cut.cancel()
             if late.is_set():
                 return
-            sock.settimeout(None)  # then reads wait for a cancel as long as the job runs
+            # its reads then wait for a cancel as long as the job runs
             self.server.daemon.serve_connection(request, self.rfile, self.wfile)  # type: ignore[arg-type]
         finally:
             # ends the cancel watcher's read, so closing the reader cannot block
